@@ -1,0 +1,409 @@
+//! `Action` and its encoder: what a client sends, checked before a byte is written.
+
+use std::fmt;
+use thiserror::Error;
+
+/// Asterisk's inbound line limit, CRLF included (`get_input` has a 1025-byte buffer).
+pub const MAX_LINE_LEN: usize = 1024;
+/// Asterisk's inbound header limit per message (`AST_MAX_MANHEADERS`).
+pub const MAX_LINES: usize = 128;
+/// Longest ActionID we send: some handlers format ActionID into 80-byte buffers and glue
+/// the next header onto an overflowing line, so 64 ASCII characters keeps every echo intact.
+pub const MAX_ACTION_ID_LEN: usize = 64;
+
+/// Field names whose values are secrets: never printed by `Debug`, never logged.
+const SECRET_KEYS: [&str; 2] = ["Secret", "Key"];
+
+/// True for a field name whose value must never be printed.
+pub fn is_secret_key(key: &str) -> bool {
+    SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(key))
+}
+
+/// An ActionID: at most 64 printable ASCII characters, no spaces.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActionId(Box<str>);
+
+/// Why a string cannot be an [`ActionId`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum InvalidActionId {
+    /// Empty: Asterisk treats an empty ActionID as absent.
+    #[error("ActionID is empty")]
+    Empty,
+    /// Longer than [`MAX_ACTION_ID_LEN`].
+    #[error("ActionID is {len} bytes; at most {MAX_ACTION_ID_LEN} are allowed")]
+    TooLong {
+        /// The refused length.
+        len: usize,
+    },
+    /// Contains a byte outside printable ASCII (`!` to `~`).
+    #[error("ActionID contains byte 0x{byte:02x}; only printable ASCII without spaces is allowed")]
+    BadByte {
+        /// The first refused byte.
+        byte: u8,
+    },
+}
+
+impl ActionId {
+    /// Checks `s` and wraps it.
+    pub fn new(s: &str) -> Result<ActionId, InvalidActionId> {
+        if s.is_empty() {
+            return Err(InvalidActionId::Empty);
+        }
+        if s.len() > MAX_ACTION_ID_LEN {
+            return Err(InvalidActionId::TooLong { len: s.len() });
+        }
+        if let Some(&byte) = s.as_bytes().iter().find(|b| !b.is_ascii_graphic()) {
+            return Err(InvalidActionId::BadByte { byte });
+        }
+        Ok(ActionId(s.into()))
+    }
+
+    /// The ActionID as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ActionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ActionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActionId({})", &self.0)
+    }
+}
+
+impl std::str::FromStr for ActionId {
+    type Err = InvalidActionId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ActionId::new(s)
+    }
+}
+
+/// An AMI action: a name and ordered, repeatable fields.
+///
+/// Building never fails; [`Action::encode`] checks everything before writing anything.
+/// `Debug` prints `<redacted>` for `Secret` and `Key` values.
+///
+/// ```
+/// use ami_proto::{Action, ActionId};
+///
+/// let action = Action::new("Originate")
+///     .field("Channel", "Local/100@from-internal")
+///     .field("Variable", "A=1")
+///     .field("Variable", "B=2");
+/// let mut wire = Vec::new();
+/// action.encode(Some(&ActionId::new("x-1").unwrap()), &mut wire).unwrap();
+/// assert_eq!(
+///     wire,
+///     b"Action: Originate\r\nActionID: x-1\r\nChannel: Local/100@from-internal\r\n\
+/// Variable: A=1\r\nVariable: B=2\r\n\r\n"
+/// );
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Action {
+    name: String,
+    fields: Vec<(String, String)>,
+}
+
+/// Why an action cannot be sent. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// The action name is empty.
+    #[error("action name is empty")]
+    EmptyName,
+    /// A field name is empty, or has a byte other than printable ASCII, or a `:`.
+    #[error("field name {name:?} is not allowed (printable ASCII without ':' or spaces)")]
+    InvalidName {
+        /// The refused name (names are never secret).
+        name: String,
+    },
+    /// A value holds CR, LF or NUL, which would let it inject headers or whole actions.
+    #[error("value of {name:?} contains byte 0x{byte:02x} (CR, LF and NUL are refused)")]
+    ForbiddenByte {
+        /// The field whose value was refused; the value itself is not repeated.
+        name: String,
+        /// The refused byte.
+        byte: u8,
+    },
+    /// A line longer than Asterisk accepts (1024 bytes with CRLF).
+    #[error("line for {name:?} is {len} bytes with CRLF; Asterisk accepts at most {MAX_LINE_LEN}")]
+    LineTooLong {
+        /// The field whose line was too long.
+        name: String,
+        /// The line's length with CRLF.
+        len: usize,
+    },
+    /// More lines than Asterisk accepts in one message (128).
+    #[error("action has {lines} lines; Asterisk accepts at most {MAX_LINES}")]
+    TooManyLines {
+        /// The line count, Action and ActionID lines included.
+        lines: usize,
+    },
+}
+
+fn check_name(name: &str) -> Result<(), EncodeError> {
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    if ok {
+        Ok(())
+    } else {
+        Err(EncodeError::InvalidName {
+            name: name.escape_debug().to_string(),
+        })
+    }
+}
+
+fn check_line(name: &str, value: &str) -> Result<(), EncodeError> {
+    check_name(name)?;
+    if let Some(&byte) = value
+        .as_bytes()
+        .iter()
+        .find(|&&b| b == b'\r' || b == b'\n' || b == 0)
+    {
+        return Err(EncodeError::ForbiddenByte {
+            name: name.to_string(),
+            byte,
+        });
+    }
+    let len = line_len(name, value);
+    if len > MAX_LINE_LEN {
+        return Err(EncodeError::LineTooLong {
+            name: name.to_string(),
+            len,
+        });
+    }
+    Ok(())
+}
+
+fn line_len(name: &str, value: &str) -> usize {
+    name.len() + 2 + value.len() + 2
+}
+
+impl Action {
+    /// A new action named `name` (case-insensitive on the server).
+    pub fn new(name: impl Into<String>) -> Action {
+        Action {
+            name: name.into(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Adds a field; repeated names are kept in order.
+    pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Action {
+        self.push(name, value);
+        self
+    }
+
+    /// Adds a field in place.
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.fields.push((name.into(), value.into()));
+    }
+
+    /// The action name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The fields in order (not including `Action` and `ActionID`).
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The first value of `name` (ASCII case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when the action's name is `name`, ignoring ASCII case.
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+
+    /// Checks every rule [`encode`](Self::encode) enforces, without writing.
+    pub fn validate(&self, action_id: Option<&ActionId>) -> Result<usize, EncodeError> {
+        if self.name.is_empty() {
+            return Err(EncodeError::EmptyName);
+        }
+        check_line("Action", &self.name)?;
+        let mut len = line_len("Action", &self.name);
+        let mut lines = 1 + self.fields.len();
+        if let Some(id) = action_id {
+            lines += 1;
+            len += line_len("ActionID", id.as_str());
+        }
+        for (k, v) in &self.fields {
+            check_line(k, v)?;
+            len += line_len(k, v);
+        }
+        if lines > MAX_LINES {
+            return Err(EncodeError::TooManyLines { lines });
+        }
+        Ok(len + 2)
+    }
+
+    /// Appends the wire form to `out`: `Action`, then `ActionID` (second, so the server can
+    /// echo it even when a later line is refused), then the fields, then one empty line.
+    /// On error nothing is appended. Returns the number of bytes written.
+    pub fn encode(
+        &self,
+        action_id: Option<&ActionId>,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncodeError> {
+        let len = self.validate(action_id)?;
+        out.reserve(len);
+        write_line(out, "Action", &self.name);
+        if let Some(id) = action_id {
+            write_line(out, "ActionID", id.as_str());
+        }
+        for (k, v) in &self.fields {
+            write_line(out, k, v);
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(len)
+    }
+}
+
+fn write_line(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Fields<'a>(&'a [(String, String)]);
+        impl fmt::Debug for Fields<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut m = f.debug_list();
+                for (k, v) in self.0 {
+                    if is_secret_key(k) {
+                        m.entry(&(k, "<redacted>"));
+                    } else {
+                        m.entry(&(k, v));
+                    }
+                }
+                m.finish()
+            }
+        }
+        f.debug_struct("Action")
+            .field("name", &self.name)
+            .field("fields", &Fields(&self.fields))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(a: &Action) -> Result<Vec<u8>, EncodeError> {
+        let mut out = b"keep".to_vec();
+        let r = a.encode(None, &mut out);
+        match r {
+            Ok(n) => {
+                assert_eq!(out.len(), 4 + n);
+                Ok(out[4..].to_vec())
+            }
+            Err(e) => {
+                assert_eq!(out, b"keep", "nothing written on error");
+                Err(e)
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_injection_in_value_is_refused() {
+        for bad in ["x\r\nAction: Command", "x\nAction: Command", "x\rY", "a\0b"] {
+            let a = Action::new("Ping").field("Foo", bad);
+            assert!(
+                matches!(encode(&a), Err(EncodeError::ForbiddenByte { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn injection_in_name_or_action_name_is_refused() {
+        for bad in ["Foo\r\nAction", "Foo:", "", "Fo o", "A\n"] {
+            let a = Action::new("Ping").field(bad, "v");
+            assert!(
+                matches!(encode(&a), Err(EncodeError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        let a = Action::new("Ping\r\nAction: Command");
+        assert!(matches!(encode(&a), Err(EncodeError::ForbiddenByte { .. })));
+        assert_eq!(encode(&Action::new("")), Err(EncodeError::EmptyName));
+    }
+
+    #[test]
+    fn asterisk_line_limit_is_enforced_at_1024_with_crlf() {
+        // "Foo: " + value + CRLF == 1024 is the longest Asterisk accepts.
+        let ok = Action::new("Ping").field("Foo", "v".repeat(1024 - 7));
+        assert!(encode(&ok).is_ok());
+        let bad = Action::new("Ping").field("Foo", "v".repeat(1024 - 6));
+        assert_eq!(
+            encode(&bad),
+            Err(EncodeError::LineTooLong {
+                name: "Foo".into(),
+                len: 1025
+            })
+        );
+    }
+
+    #[test]
+    fn asterisk_line_count_is_enforced_at_128() {
+        let mut a = Action::new("Ping");
+        for i in 0..127 {
+            a.push(format!("H{i}"), "x");
+        }
+        assert!(encode(&a).is_ok());
+        let id = ActionId::new("id").unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            a.encode(Some(&id), &mut out),
+            Err(EncodeError::TooManyLines { lines: 129 })
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn action_id_rules() {
+        assert!(ActionId::new(&"a".repeat(64)).is_ok());
+        assert_eq!(
+            ActionId::new(&"a".repeat(65)),
+            Err(InvalidActionId::TooLong { len: 65 })
+        );
+        assert_eq!(ActionId::new(""), Err(InvalidActionId::Empty));
+        assert_eq!(
+            ActionId::new("a b"),
+            Err(InvalidActionId::BadByte { byte: b' ' })
+        );
+        assert_eq!(
+            ActionId::new("a\r\n"),
+            Err(InvalidActionId::BadByte { byte: b'\r' })
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug() {
+        let a = Action::new("Login")
+            .field("Username", "admin")
+            .field("Secret", "amp111")
+            .field("key", "0123abcd");
+        let dbg = format!("{a:?} {a:#?}");
+        assert!(!dbg.contains("amp111"));
+        assert!(!dbg.contains("0123abcd"));
+        assert!(dbg.contains("admin"));
+        assert!(dbg.contains("<redacted>"));
+    }
+}

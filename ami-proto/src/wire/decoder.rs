@@ -1,0 +1,744 @@
+//! The incremental, bounded AMI decoder.
+//!
+//! Bytes go in with [`Decoder::feed`] in chunks of any size, split anywhere; [`Frame`]s come
+//! out of [`Decoder::decode`]. The scanner remembers where it stopped, so a message trickled
+//! in one byte at a time costs O(n) in total, never a rescan from the start.
+
+use super::limits::DecoderLimits;
+use super::message::{FieldSpan, Message};
+use bytes::{Buf, Bytes, BytesMut};
+use std::borrow::Cow;
+use std::fmt;
+use thiserror::Error;
+
+/// The line that ends a legacy (Asterisk 13 and older) `Response: Follows` Command output.
+const END_COMMAND: &[u8] = b"--END COMMAND--";
+/// First allocation of the decoder buffer; it grows on demand up to the cap.
+const INITIAL_CAPACITY: usize = 16 << 10;
+
+/// What the decoder yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// The one-line greeting the server sends on connect, before any message.
+    Banner(Banner),
+    /// A complete message.
+    Message(Message),
+}
+
+/// The server's greeting line, e.g. `Asterisk Call Manager/11.0.0`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Banner {
+    line: Bytes,
+}
+
+/// The prefix Asterisk puts before the AMI version in its banner.
+pub const BANNER_PREFIX: &str = "Asterisk Call Manager/";
+
+impl Banner {
+    /// The whole line, without its line ending.
+    pub fn text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.line)
+    }
+    /// The line's bytes, without its line ending.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.line
+    }
+    /// The AMI version (`11.0.0` on Asterisk 22), if this is an Asterisk banner.
+    pub fn version(&self) -> Option<&str> {
+        std::str::from_utf8(&self.line)
+            .ok()?
+            .strip_prefix(BANNER_PREFIX)
+    }
+}
+
+impl fmt::Debug for Banner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Banner").field(&self.text()).finish()
+    }
+}
+
+/// Input that broke a limit. Each is counted in [`DecoderStats`]; the decoder has already
+/// dropped the offending message and resynchronises at the next message boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A line longer than [`DecoderLimits::max_line_len`].
+    #[error("line longer than {limit} bytes; message dropped")]
+    LineTooLong {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A message larger than [`DecoderLimits::max_message_len`].
+    #[error("message larger than {limit} bytes; message dropped")]
+    MessageTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A message with more than [`DecoderLimits::max_fields`] fields.
+    #[error("message with more than {limit} fields; message dropped")]
+    TooManyFields {
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+/// Counters kept by the decoder; every dropped byte is accounted for here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecoderStats {
+    /// Bytes accepted by [`Decoder::feed`].
+    pub bytes: u64,
+    /// Messages yielded.
+    pub messages: u64,
+    /// Banners yielded.
+    pub banners: u64,
+    /// Empty lines outside a message, ignored (Asterisk's `\n\r\n\r\n` error paths).
+    pub stray_blank_lines: u64,
+    /// [`DecodeError::LineTooLong`] errors.
+    pub lines_too_long: u64,
+    /// [`DecodeError::MessageTooLarge`] errors.
+    pub messages_too_large: u64,
+    /// [`DecodeError::TooManyFields`] errors.
+    pub too_many_fields: u64,
+    /// Bytes thrown away while resynchronising after an error.
+    pub discarded_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the greeting line.
+    Banner,
+    /// Reading `Key: Value` lines of a message.
+    Headers,
+    /// After `Response: Follows`: `Privilege`/`ActionID` lines before the raw output.
+    FollowsHeaders,
+    /// Raw legacy Command output, up to `--END COMMAND--`.
+    FollowsBody,
+    /// Throwing bytes away after an error, up to the next empty line (or, for a banner, the
+    /// end of the line).
+    Discard { to_boundary: bool },
+}
+
+/// An incremental AMI decoder with enforced limits.
+///
+/// ```
+/// use ami_proto::{Decoder, DecoderLimits, Frame};
+///
+/// let mut decoder = Decoder::new(DecoderLimits::default());
+/// let wire = b"Asterisk Call Manager/11.0.0\r\nResponse: Success\r\nPing: Pong\r\n\r\n";
+/// // Feed in two arbitrary pieces: the result is the same as one piece.
+/// for chunk in [&wire[..20], &wire[20..]] {
+///     let mut rest = &chunk[..];
+///     while !rest.is_empty() {
+///         let taken = decoder.feed(rest);
+///         rest = &rest[taken..];
+///         while let Some(frame) = decoder.decode() {
+///             match frame {
+///                 Ok(Frame::Banner(b)) => assert_eq!(b.version(), Some("11.0.0")),
+///                 Ok(Frame::Message(m)) => assert_eq!(m.get_str("Ping"), Some("Pong")),
+///                 Err(e) => panic!("{e}"),
+///             }
+///         }
+///     }
+/// }
+/// assert_eq!(decoder.stats().messages, 1);
+/// ```
+pub struct Decoder {
+    limits: DecoderLimits,
+    expect_banner: bool,
+    buf: BytesMut,
+    state: State,
+    /// Start of the line being scanned, as an index into `buf` (which starts at the message).
+    line_start: usize,
+    /// `buf[line_start..scan]` is known to hold no LF.
+    scan: usize,
+    fields: Vec<FieldSpan>,
+    /// While discarding: bytes of the current line were already thrown away.
+    discard_partial: bool,
+    stats: DecoderStats,
+}
+
+impl fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoder")
+            .field("state", &self.state)
+            .field("buffered", &self.buf.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Decoder {
+    /// A decoder for the client side: the first line is the server's banner.
+    pub fn new(limits: DecoderLimits) -> Decoder {
+        Decoder::with_banner(limits, true)
+    }
+
+    /// A decoder with no banner, for reading what a client sends (a simulated server).
+    pub fn without_banner(limits: DecoderLimits) -> Decoder {
+        Decoder::with_banner(limits, false)
+    }
+
+    fn with_banner(limits: DecoderLimits, expect_banner: bool) -> Decoder {
+        Decoder {
+            limits,
+            expect_banner,
+            buf: BytesMut::with_capacity(INITIAL_CAPACITY.min(limits.buffer_cap())),
+            state: if expect_banner {
+                State::Banner
+            } else {
+                State::Headers
+            },
+            line_start: 0,
+            scan: 0,
+            fields: Vec::new(),
+            discard_partial: false,
+            stats: DecoderStats::default(),
+        }
+    }
+
+    /// Forgets any partial input, as for a new connection (a banner is expected again if this
+    /// decoder expects one). Counters are kept.
+    pub fn reset(&mut self) {
+        self.buf.clear();
+        self.fields.clear();
+        self.line_start = 0;
+        self.scan = 0;
+        self.discard_partial = false;
+        self.state = if self.expect_banner {
+            State::Banner
+        } else {
+            State::Headers
+        };
+    }
+
+    /// The limits this decoder enforces.
+    pub fn limits(&self) -> &DecoderLimits {
+        &self.limits
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> DecoderStats {
+        self.stats
+    }
+
+    /// Bytes currently buffered (never more than [`DecoderLimits::buffer_cap`]).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Room left before the buffer cap.
+    pub fn room(&self) -> usize {
+        self.limits.buffer_cap() - self.buf.len()
+    }
+
+    /// Copies as much of `input` as fits under the buffer cap and returns how many bytes were
+    /// taken. Drain [`decode`](Self::decode) until it returns `None`, then feed the rest: after
+    /// a full drain there is always room (the cap exceeds the largest message).
+    pub fn feed(&mut self, input: &[u8]) -> usize {
+        let n = input.len().min(self.room());
+        self.buf.extend_from_slice(&input[..n]);
+        self.stats.bytes += n as u64;
+        n
+    }
+
+    /// The next complete frame, an error for input that broke a limit, or `None` when more
+    /// bytes are needed.
+    pub fn decode(&mut self) -> Option<Result<Frame, DecodeError>> {
+        loop {
+            let Some(offset) = memchr::memchr(b'\n', &self.buf[self.scan..]) else {
+                self.scan = self.buf.len();
+                return self.check_partial_line().map(Err);
+            };
+            let newline = self.scan + offset;
+            let next = newline + 1;
+            let mut line_end = newline;
+            if line_end > self.line_start && self.buf[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            if let Some(out) = self.take_line(line_end, next) {
+                return Some(out);
+            }
+        }
+    }
+
+    /// Handles one complete line `buf[line_start..line_end]` whose terminator ends at `next`.
+    /// Returns a frame or an error when the line finishes one.
+    fn take_line(&mut self, line_end: usize, next: usize) -> Option<Result<Frame, DecodeError>> {
+        let line_len = line_end - self.line_start;
+        let empty = line_len == 0;
+        match self.state {
+            State::Discard { to_boundary } => {
+                let line_was_empty = empty && !self.discard_partial;
+                self.drop_front(next, true);
+                self.discard_partial = false;
+                if !to_boundary || line_was_empty {
+                    self.state = State::Headers;
+                }
+                None
+            }
+            _ if line_len > self.limits.max_line_len() => {
+                self.stats.lines_too_long += 1;
+                self.fail(
+                    next,
+                    DecodeError::LineTooLong {
+                        limit: self.limits.max_line_len(),
+                    },
+                )
+            }
+            State::Banner => {
+                if empty {
+                    self.stats.stray_blank_lines += 1;
+                    self.drop_front(next, false);
+                    return None;
+                }
+                let mut line = self.buf.split_to(next).freeze();
+                line.truncate(line_end);
+                self.restart_line();
+                self.state = State::Headers;
+                self.stats.banners += 1;
+                Some(Ok(Frame::Banner(Banner { line })))
+            }
+            State::Headers | State::FollowsHeaders if empty => {
+                if self.fields.is_empty() {
+                    self.stats.stray_blank_lines += 1;
+                    self.drop_front(next, false);
+                    return None;
+                }
+                if self.state == State::FollowsHeaders {
+                    // Legacy output that starts with a blank line: it is body text.
+                    self.state = State::FollowsBody;
+                    return self.push_raw(line_end, next);
+                }
+                self.finish_message(next)
+            }
+            State::Headers => {
+                let is_first = self.fields.is_empty();
+                if let Some(err) = self.push_field(line_end, next) {
+                    return Some(Err(err));
+                }
+                if is_first {
+                    let f = self.fields[0];
+                    let key = &self.buf[f.key_start as usize..f.key_end as usize];
+                    let value = &self.buf[f.value_start as usize..f.value_end as usize];
+                    if key.eq_ignore_ascii_case(b"Response")
+                        && value.eq_ignore_ascii_case(b"Follows")
+                    {
+                        self.state = State::FollowsHeaders;
+                    }
+                }
+                None
+            }
+            State::FollowsHeaders => {
+                let line = &self.buf[self.line_start..line_end];
+                let is_header = [&b"ActionID:"[..], b"Privilege:"]
+                    .iter()
+                    .any(|k| line.len() >= k.len() && line[..k.len()].eq_ignore_ascii_case(k));
+                if is_header {
+                    return self.push_field(line_end, next).map(Err);
+                }
+                self.state = State::FollowsBody;
+                self.take_line(line_end, next)
+            }
+            State::FollowsBody => self.push_raw(line_end, next),
+        }
+    }
+
+    /// A raw line of legacy Command output; the `--END COMMAND--` line ends the message.
+    fn push_raw(&mut self, line_end: usize, next: usize) -> Option<Result<Frame, DecodeError>> {
+        let line = &self.buf[self.line_start..line_end];
+        let ends = line.ends_with(END_COMMAND);
+        let text_end = if ends {
+            line_end - END_COMMAND.len()
+        } else {
+            line_end
+        };
+        if !ends || text_end > self.line_start {
+            if let Some(err) = self.check_field_count(next) {
+                return Some(Err(err));
+            }
+            let start = self.line_start as u32;
+            self.fields.push(FieldSpan {
+                key_start: start,
+                key_end: start,
+                value_start: start,
+                value_end: text_end as u32,
+            });
+        }
+        if ends {
+            // The empty line after `--END COMMAND--` is then a stray blank line, ignored.
+            return self.finish_message(next);
+        }
+        self.advance_line(next)
+    }
+
+    /// Parses `Key: Value` (split at the first colon, one optional space dropped).
+    fn push_field(&mut self, line_end: usize, next: usize) -> Option<DecodeError> {
+        if let Some(err) = self.check_field_count(next) {
+            return Some(err);
+        }
+        let start = self.line_start;
+        let (key_end, value_start) = match memchr::memchr(b':', &self.buf[start..line_end]) {
+            Some(colon) => {
+                let colon = start + colon;
+                let v = if colon + 1 < line_end && self.buf[colon + 1] == b' ' {
+                    colon + 2
+                } else {
+                    colon + 1
+                };
+                (colon, v)
+            }
+            // A line with no colon: kept whole as a key with an empty value, never dropped.
+            None => (line_end, line_end),
+        };
+        self.fields.push(FieldSpan {
+            key_start: start as u32,
+            key_end: key_end as u32,
+            value_start: value_start as u32,
+            value_end: line_end as u32,
+        });
+        self.advance_line(next).and_then(|r| r.err())
+    }
+
+    fn check_field_count(&mut self, next: usize) -> Option<DecodeError> {
+        if self.fields.len() >= self.limits.max_fields() {
+            self.stats.too_many_fields += 1;
+            let limit = self.limits.max_fields();
+            return self
+                .fail(next, DecodeError::TooManyFields { limit })
+                .and_then(|r| r.err());
+        }
+        None
+    }
+
+    /// Moves past a line inside a message, enforcing the message size.
+    fn advance_line(&mut self, next: usize) -> Option<Result<Frame, DecodeError>> {
+        if next > self.limits.max_message_len() {
+            self.stats.messages_too_large += 1;
+            let limit = self.limits.max_message_len();
+            return self.fail(next, DecodeError::MessageTooLarge { limit });
+        }
+        self.line_start = next;
+        self.scan = next;
+        None
+    }
+
+    fn finish_message(&mut self, next: usize) -> Option<Result<Frame, DecodeError>> {
+        if next > self.limits.max_message_len() {
+            self.stats.messages_too_large += 1;
+            let limit = self.limits.max_message_len();
+            // The message is complete, so the decoder is already at a boundary.
+            self.drop_front(next, true);
+            self.fields.clear();
+            self.state = State::Headers;
+            return Some(Err(DecodeError::MessageTooLarge { limit }));
+        }
+        let bytes = self.buf.split_to(next).freeze();
+        let fields: Box<[FieldSpan]> = self.fields.as_slice().into();
+        self.fields.clear();
+        self.restart_line();
+        self.state = State::Headers;
+        self.stats.messages += 1;
+        Some(Ok(Frame::Message(Message::new(bytes, fields))))
+    }
+
+    /// Drops the current message up to `next` and skips to the next boundary.
+    fn fail(&mut self, next: usize, err: DecodeError) -> Option<Result<Frame, DecodeError>> {
+        let to_boundary = self.state != State::Banner;
+        log::debug!("AMI decoder: {err}; resynchronising");
+        self.drop_front(next, true);
+        self.fields.clear();
+        self.discard_partial = false;
+        self.state = State::Discard { to_boundary };
+        Some(Err(err))
+    }
+
+    /// Checks the unfinished line at the end of the buffer against the limits.
+    fn check_partial_line(&mut self) -> Option<DecodeError> {
+        let partial = &self.buf[self.line_start..];
+        if let State::Discard { .. } = self.state {
+            // Keep a lone CR: with the LF that may follow it, it is an empty line.
+            if partial.len() > 1 || partial.first().is_some_and(|&b| b != b'\r') {
+                let n = self.buf.len();
+                self.drop_front(n, true);
+                self.discard_partial = true;
+            }
+            return None;
+        }
+        let trailing_cr = usize::from(partial.last() == Some(&b'\r'));
+        if partial.len() - trailing_cr > self.limits.max_line_len() {
+            self.stats.lines_too_long += 1;
+            let limit = self.limits.max_line_len();
+            let n = self.buf.len();
+            let err = self.fail(n, DecodeError::LineTooLong { limit });
+            self.discard_partial = true;
+            return err.and_then(|r| r.err());
+        }
+        if self.state != State::Banner && self.buf.len() > self.limits.max_message_len() {
+            self.stats.messages_too_large += 1;
+            let limit = self.limits.max_message_len();
+            let n = self.buf.len();
+            let err = self.fail(n, DecodeError::MessageTooLarge { limit });
+            self.discard_partial = true;
+            return err.and_then(|r| r.err());
+        }
+        None
+    }
+
+    /// Throws away `buf[..n]`; counted as discarded when it was part of a bad message.
+    fn drop_front(&mut self, n: usize, discarded: bool) {
+        self.buf.advance(n);
+        if discarded {
+            self.stats.discarded_bytes += n as u64;
+        }
+        self.restart_line();
+    }
+
+    fn restart_line(&mut self) {
+        self.line_start = 0;
+        self.scan = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(d: &mut Decoder, input: &[u8]) -> Vec<Result<Frame, DecodeError>> {
+        let mut out = Vec::new();
+        let mut rest = input;
+        loop {
+            let n = d.feed(rest);
+            rest = &rest[n..];
+            while let Some(f) = d.decode() {
+                out.push(f);
+            }
+            if rest.is_empty() {
+                return out;
+            }
+            assert!(n > 0 || d.room() > 0, "no progress");
+        }
+    }
+
+    fn names(frames: &[Result<Frame, DecodeError>]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Ok(Frame::Banner(b)) => format!("banner {}", b.text()),
+                Ok(Frame::Message(m)) => m
+                    .fields()
+                    .next()
+                    .map(|f| format!("{}: {}", f.key_str(), f.value))
+                    .unwrap_or_default(),
+                Err(e) => format!("error {e:?}"),
+            })
+            .collect()
+    }
+
+    fn small_limits() -> DecoderLimits {
+        DecoderLimits::builder()
+            .max_line_len(32)
+            .max_message_len(128)
+            .max_fields(4)
+            .buffer_cap(256)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn banner_split_across_reads() {
+        let mut d = Decoder::new(DecoderLimits::default());
+        let wire = b"Asterisk Call Manager/11.0.0\r\nResponse: Success\r\n\r\n";
+        let mut out = decode_all(&mut d, &wire[..5]);
+        assert!(out.is_empty());
+        out.extend(decode_all(&mut d, &wire[5..29]));
+        assert!(out.is_empty(), "banner must wait for its LF");
+        out.extend(decode_all(&mut d, &wire[29..]));
+        assert_eq!(
+            names(&out),
+            ["banner Asterisk Call Manager/11.0.0", "Response: Success"]
+        );
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_accepted() {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        let out = decode_all(&mut d, b"Event: A\nX: 1\n\nEvent: B\r\nY: 2\n\r\n");
+        assert_eq!(names(&out), ["Event: A", "Event: B"]);
+        let Ok(Frame::Message(m)) = &out[1] else {
+            panic!()
+        };
+        assert_eq!(m.get_str("Y"), Some("2"));
+    }
+
+    #[test]
+    fn bare_cr_is_data_not_a_line_end() {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        let out = decode_all(&mut d, b"Response: Error\r\nMessage: a\rb\r\n\r\n");
+        let Ok(Frame::Message(m)) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(m.get_str("Message"), Some("a\rb"));
+    }
+
+    #[test]
+    fn stray_blank_lines_yield_nothing_and_are_counted() {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        let out = decode_all(
+            &mut d,
+            b"\r\n\nResponse: Error\r\nMessage: Oops\n\r\n\r\n\r\nEvent: X\r\n\r\n",
+        );
+        assert_eq!(names(&out), ["Response: Error", "Event: X"]);
+        assert_eq!(d.stats().stray_blank_lines, 4);
+    }
+
+    #[test]
+    fn overlong_line_is_one_error_then_recovery() {
+        let mut d = Decoder::without_banner(small_limits());
+        let long = [b'x'; 100];
+        let mut wire = b"Event: Bad\r\nLong: ".to_vec();
+        wire.extend_from_slice(&long);
+        wire.extend_from_slice(b"\r\nMore: 1\r\n\r\nEvent: Good\r\n\r\n");
+        for chunk in [1usize, 7, wire.len()] {
+            let mut d2 = Decoder::without_banner(small_limits());
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d2, piece));
+            }
+            assert_eq!(
+                names(&out),
+                ["error LineTooLong { limit: 32 }", "Event: Good"],
+                "chunk {chunk}"
+            );
+            assert_eq!(d2.stats().lines_too_long, 1);
+            assert!(d2.stats().discarded_bytes > 100);
+        }
+        let _ = decode_all(&mut d, &wire);
+        assert!(d.buffered() <= 256);
+    }
+
+    #[test]
+    fn oversize_message_is_one_error_then_recovery() {
+        let mut wire = b"Event: Big\r\n".to_vec();
+        for i in 0..3 {
+            wire.extend_from_slice(format!("K{i}: {}\r\n", "v".repeat(28)).as_bytes());
+        }
+        wire.extend_from_slice(b"\r\nEvent: Next\r\n\r\n");
+        // The bad message is 116 bytes with its blank line.
+        let limits = DecoderLimits::builder()
+            .max_line_len(32)
+            .max_message_len(100)
+            .max_fields(10)
+            .buffer_cap(256)
+            .build()
+            .unwrap();
+        for chunk in [1usize, 5, wire.len()] {
+            let mut d = Decoder::without_banner(limits);
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            assert_eq!(
+                names(&out),
+                ["error MessageTooLarge { limit: 100 }", "Event: Next"],
+                "chunk {chunk}"
+            );
+            assert_eq!(d.stats().messages_too_large, 1);
+        }
+    }
+
+    #[test]
+    fn too_many_fields_is_one_error_then_recovery() {
+        let mut d = Decoder::without_banner(small_limits());
+        let out = decode_all(
+            &mut d,
+            b"Event: A\r\nB: 1\r\nC: 2\r\nD: 3\r\nE: 4\r\nF: 5\r\n\r\nEvent: Ok\r\n\r\n",
+        );
+        assert_eq!(
+            names(&out),
+            ["error TooManyFields { limit: 4 }", "Event: Ok"]
+        );
+        assert_eq!(d.stats().too_many_fields, 1);
+    }
+
+    #[test]
+    fn buffer_never_exceeds_cap_on_endless_line() {
+        let mut d = Decoder::without_banner(small_limits());
+        let junk = [b'z'; 1000];
+        let mut errors = 0;
+        for _ in 0..50 {
+            for f in decode_all(&mut d, &junk) {
+                assert!(f.is_err());
+                errors += 1;
+            }
+            assert!(d.buffered() <= d.limits().buffer_cap());
+        }
+        assert_eq!(errors, 1, "one error for one bad message");
+        let out = decode_all(&mut d, b"\r\n\r\nEvent: After\r\n\r\n");
+        assert_eq!(names(&out), ["Event: After"]);
+    }
+
+    #[test]
+    fn legacy_command_output_gives_raw_lines() {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        let wire = b"Response: Follows\r\nPrivilege: Command\r\nActionID: c1\r\n\
+Asterisk 13.38.3 built by me\n\nKey: looks like a header\n--END COMMAND--\r\n\r\nEvent: After\r\n\r\n";
+        let out = decode_all(&mut d, wire);
+        assert_eq!(names(&out), ["Response: Follows", "Event: After"]);
+        let Ok(Frame::Message(m)) = &out[0] else {
+            panic!()
+        };
+        assert_eq!(m.action_id(), Some("c1"));
+        let lines: Vec<_> = m.command_output().map(|v| v.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "Asterisk 13.38.3 built by me",
+                "",
+                "Key: looks like a header"
+            ]
+        );
+        assert_eq!(d.stats().stray_blank_lines, 1);
+    }
+
+    #[test]
+    fn legacy_command_output_without_trailing_newline() {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        let wire = b"Response: Follows\r\nPrivilege: Command\r\nNo such command 'x'--END COMMAND--\r\n\r\n";
+        let out = decode_all(&mut d, wire);
+        let Ok(Frame::Message(m)) = &out[0] else {
+            panic!()
+        };
+        let lines: Vec<_> = m.command_output().map(|v| v.to_string()).collect();
+        assert_eq!(lines, ["No such command 'x'"]);
+    }
+
+    #[test]
+    fn one_byte_at_a_time_matches_one_chunk() {
+        let wire = b"Asterisk Call Manager/11.0.0\r\nEvent: A\r\nB: c: d\r\n\r\n\r\nResponse: Success\nX:\n\n";
+        let mut whole = Decoder::new(DecoderLimits::default());
+        let expected = decode_all(&mut whole, wire);
+        let mut d = Decoder::new(DecoderLimits::default());
+        let mut got = Vec::new();
+        for b in wire.iter() {
+            got.extend(decode_all(&mut d, std::slice::from_ref(b)));
+        }
+        assert_eq!(got, expected);
+        assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn reset_expects_a_new_banner() {
+        let mut d = Decoder::new(DecoderLimits::default());
+        let _ = decode_all(&mut d, b"Asterisk Call Manager/11.0.0\r\nEvent: Half");
+        d.reset();
+        let out = decode_all(
+            &mut d,
+            b"Asterisk Call Manager/12.0.0\r\nEvent: New\r\n\r\n",
+        );
+        assert_eq!(
+            names(&out),
+            ["banner Asterisk Call Manager/12.0.0", "Event: New"]
+        );
+    }
+}

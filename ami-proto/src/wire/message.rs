@@ -1,0 +1,305 @@
+//! `Message`: one server (or client) message, stored once as its wire bytes.
+
+use bytes::Bytes;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Where one `Key: Value` line sits inside a message's bytes.
+///
+/// Offsets are 32-bit: [`DecoderLimits`](crate::DecoderLimits) refuses messages that could
+/// overflow them. A field with an empty key range is a raw line of legacy Command output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FieldSpan {
+    pub(crate) key_start: u32,
+    pub(crate) key_end: u32,
+    pub(crate) value_start: u32,
+    pub(crate) value_end: u32,
+}
+
+/// What a message is, decided by its first line, as Asterisk does.
+///
+/// `Event:` wins over `Response:`: an `OriginateResponse` is an event that also carries a
+/// `Response:` field, and only its first line says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// First line `Response: ...`: the answer to an action.
+    Response,
+    /// First line `Event: ...`: an event, a list item or a list's end.
+    Event,
+    /// First line `Action: ...`: a request (what a server decodes).
+    Action,
+    /// Anything else; kept, never dropped, so the caller can see it.
+    Other,
+}
+
+/// One AMI message: ordered fields over a single shared buffer.
+///
+/// Cloning is cheap (a reference count and one small allocation for the field table). Keys are
+/// matched ASCII case-insensitively. Repeated keys (`Output`, `Variable`, `ChanVariable`) are
+/// all kept, in wire order. Values are raw bytes: a caller name in Latin-1 is kept as sent and
+/// read through [`Value::as_bytes`] or [`Value::to_str_lossy`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    bytes: Bytes,
+    fields: Box<[FieldSpan]>,
+    kind: MessageKind,
+}
+
+/// A field value: raw bytes, with text views.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Value<'a>(&'a [u8]);
+
+impl<'a> Value<'a> {
+    /// The value as sent.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+    /// The value as text, if it is valid UTF-8.
+    pub fn as_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.0).ok()
+    }
+    /// The value as text, with invalid UTF-8 replaced by U+FFFD.
+    pub fn to_str_lossy(&self) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.0)
+    }
+    /// True when the value has no bytes (Asterisk sends `Key: ` for empty values).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Compares to `s` ignoring ASCII case.
+    pub fn eq_ignore_ascii_case(&self, s: &str) -> bool {
+        self.0.eq_ignore_ascii_case(s.as_bytes())
+    }
+}
+
+impl PartialEq<str> for Value<'_> {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Value<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Display for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_str_lossy())
+    }
+}
+
+impl fmt::Debug for Value<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_str_lossy(), f)
+    }
+}
+
+/// One field of a message, as returned by [`Message::fields`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field<'a> {
+    /// The key as sent (case preserved). Empty for a raw line of legacy Command output.
+    pub key: &'a [u8],
+    /// The value, without the separating `: ` and without the line ending.
+    pub value: Value<'a>,
+}
+
+impl Field<'_> {
+    /// The key as text; keys that are not UTF-8 come back lossily converted.
+    pub fn key_str(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.key)
+    }
+}
+
+impl Message {
+    pub(crate) fn new(bytes: Bytes, fields: Box<[FieldSpan]>) -> Message {
+        let kind = match fields.first() {
+            Some(f) => {
+                let key = &bytes[f.key_start as usize..f.key_end as usize];
+                if key.eq_ignore_ascii_case(b"Event") {
+                    MessageKind::Event
+                } else if key.eq_ignore_ascii_case(b"Response") {
+                    MessageKind::Response
+                } else if key.eq_ignore_ascii_case(b"Action") {
+                    MessageKind::Action
+                } else {
+                    MessageKind::Other
+                }
+            }
+            None => MessageKind::Other,
+        };
+        Message {
+            bytes,
+            fields,
+            kind,
+        }
+    }
+
+    /// What the first line says this message is.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// The message exactly as it arrived, line endings included.
+    pub fn wire_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Number of fields (lines) in the message.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// True when the message has no fields (the decoder never yields one).
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    fn field_at(&self, span: &FieldSpan) -> Field<'_> {
+        Field {
+            key: &self.bytes[span.key_start as usize..span.key_end as usize],
+            value: Value(&self.bytes[span.value_start as usize..span.value_end as usize]),
+        }
+    }
+
+    /// All fields in wire order, repeated keys included.
+    pub fn fields(&self) -> impl ExactSizeIterator<Item = Field<'_>> + '_ {
+        self.fields.iter().map(|s| self.field_at(s))
+    }
+
+    /// The first value for `key` (ASCII case-insensitive).
+    pub fn get(&self, key: &str) -> Option<Value<'_>> {
+        let key = key.as_bytes();
+        self.fields()
+            .find(|f| !f.key.is_empty() && f.key.eq_ignore_ascii_case(key))
+            .map(|f| f.value)
+    }
+
+    /// The first value for `key` as text, if present and valid UTF-8.
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|v| v.as_str())
+    }
+
+    /// Every value for `key`, in wire order (`Output`, `Variable`, `ChanVariable` repeat).
+    pub fn get_all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = Value<'a>> + 'a {
+        let key = key.as_bytes();
+        self.fields()
+            .filter(move |f| !f.key.is_empty() && f.key.eq_ignore_ascii_case(key))
+            .map(|f| f.value)
+    }
+
+    /// The `Event` name, for an event.
+    pub fn event(&self) -> Option<&str> {
+        match self.kind {
+            MessageKind::Event => self.first_value_str(),
+            _ => None,
+        }
+    }
+
+    /// The `Response` value (`Success`, `Error`, `Goodbye`, `Follows`), for a response.
+    pub fn response(&self) -> Option<&str> {
+        match self.kind {
+            MessageKind::Response => self.first_value_str(),
+            _ => None,
+        }
+    }
+
+    /// The `Action` name, for a request decoded on the server side.
+    pub fn action(&self) -> Option<&str> {
+        match self.kind {
+            MessageKind::Action => self.first_value_str(),
+            _ => None,
+        }
+    }
+
+    fn first_value_str(&self) -> Option<&str> {
+        self.fields
+            .first()
+            .and_then(|s| self.field_at(s).value.as_str())
+    }
+
+    /// The `ActionID` field, if present and non-empty (Asterisk treats empty as absent).
+    pub fn action_id(&self) -> Option<&str> {
+        self.get_str("ActionID").filter(|s| !s.is_empty())
+    }
+
+    /// The lines of Command output, in either format: `Output:` fields (Asterisk 14+) or the
+    /// raw text of a legacy `Response: Follows` message (Asterisk 13 and older).
+    pub fn command_output(&self) -> impl Iterator<Item = Value<'_>> + '_ {
+        self.fields()
+            .filter(|f| f.key.is_empty() || f.key.eq_ignore_ascii_case(b"Output"))
+            .map(|f| f.value)
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut m = f.debug_map();
+        for field in self.fields() {
+            m.entry(&field.key_str(), &field.value);
+        }
+        m.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::wire::decoder::{Decoder, Frame};
+    use crate::wire::limits::DecoderLimits;
+
+    fn one(wire: &[u8]) -> super::Message {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        d.feed(wire);
+        match d.decode() {
+            Some(Ok(Frame::Message(m))) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn originate_response_is_an_event_despite_its_response_field() {
+        let m = one(b"Event: OriginateResponse\r\nPrivilege: call,all\r\nActionID: a1\r\nResponse: Failure\r\n\r\n");
+        assert_eq!(m.kind(), super::MessageKind::Event);
+        assert_eq!(m.event(), Some("OriginateResponse"));
+        assert_eq!(m.response(), None);
+        assert_eq!(m.get_str("response"), Some("Failure"));
+        assert_eq!(m.action_id(), Some("a1"));
+    }
+
+    #[test]
+    fn value_keeps_colons_and_missing_space_is_tolerated() {
+        let m = one(b"Response: Success\r\nHeader2: two: with colon\r\nTight:x\r\nEmpty: \r\n\r\n");
+        assert_eq!(m.get_str("Header2"), Some("two: with colon"));
+        assert_eq!(m.get_str("tight"), Some("x"));
+        assert_eq!(m.get("EMPTY").map(|v| v.is_empty()), Some(true));
+    }
+
+    #[test]
+    fn repeated_keys_are_all_kept_in_order() {
+        let m = one(
+            b"Response: Success\r\nOutput: a\r\nVariable: x=1\r\noutput: b\r\nOutput: \r\n\r\n",
+        );
+        let out: Vec<_> = m.get_all("Output").map(|v| v.to_string()).collect();
+        assert_eq!(out, ["a", "b", ""]);
+        assert_eq!(m.command_output().count(), 3);
+        assert_eq!(m.len(), 5);
+    }
+
+    #[test]
+    fn non_utf8_value_is_kept_as_bytes() {
+        let m = one(b"Event: Newchannel\r\nCallerIDName: Jos\xe9\r\nUniqueid: 1.2\r\n\r\n");
+        let v = m.get("CallerIDName").unwrap();
+        assert_eq!(v.as_bytes(), b"Jos\xe9");
+        assert_eq!(v.as_str(), None);
+        assert_eq!(v.to_str_lossy(), "Jos\u{fffd}");
+        assert_eq!(m.get_str("Uniqueid"), Some("1.2"));
+    }
+
+    #[test]
+    fn empty_action_id_counts_as_absent() {
+        let m = one(b"Response: Success\r\nActionID: \r\nPing: Pong\r\n\r\n");
+        assert_eq!(m.action_id(), None);
+    }
+}
