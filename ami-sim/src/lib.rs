@@ -1,0 +1,1 @@
+//! Simulated Asterisk (work in progress).
