@@ -15,3 +15,12 @@ pub use wire::limits::{
     DEFAULT_MAX_LINE_LEN, DEFAULT_MAX_MESSAGE_LEN,
 };
 pub use wire::message::{Field, Message, MessageKind, Value};
+
+mod client;
+
+pub use client::config::{
+    AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
+};
+pub use client::output::{DisconnectReason, Outcome, Output, Phase, Response, StreamItem};
+pub use client::session::{Client, Input, SendError, SendOptions, MAX_FILTERS};
+pub use client::stats::{Latency, Stats};

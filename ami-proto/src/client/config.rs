@@ -1,0 +1,386 @@
+//! Client configuration: credentials, timers, caps and policies, checked when built.
+
+use crate::wire::limits::DecoderLimits;
+use std::fmt;
+use std::time::Duration;
+use thiserror::Error;
+
+/// A secret that never reaches `Debug` output or a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+    /// The secret itself; only the login code should call this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How the client proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthMethod {
+    /// `Login` with `Username` and `Secret` in clear text (use TLS or a tunnel).
+    #[default]
+    Plain,
+    /// `Challenge` with `AuthType: MD5`, then `Login` with `Key` = md5(challenge + secret).
+    /// Never downgraded to plain: if the server refuses the challenge, login fails.
+    Md5,
+}
+
+/// What to do when the event queue is full because the consumer is behind.
+///
+/// The reader never waits for the consumer: Asterisk drops a client whose socket blocks for
+/// 100 ms, so waiting would lose the whole connection instead of some events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Drop the oldest queued event to make room; a gap notice is delivered in its place.
+    #[default]
+    DropOldest,
+    /// Drop the arriving event; a gap notice follows the queued events.
+    DropNewest,
+    /// Close the session (reason [`DisconnectReason::EventOverflow`]) and reconnect.
+    ///
+    /// [`DisconnectReason::EventOverflow`]: crate::DisconnectReason::EventOverflow
+    CloseSession,
+}
+
+/// Everything a [`Client`](crate::Client) needs; build with [`ClientConfig::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub(crate) username: String,
+    pub(crate) secret: Secret,
+    pub(crate) auth: AuthMethod,
+    pub(crate) events: String,
+    pub(crate) seed: u64,
+    pub(crate) decoder: DecoderLimits,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) banner_timeout: Duration,
+    pub(crate) login_timeout: Duration,
+    pub(crate) ping_interval: Duration,
+    pub(crate) pong_timeout: Duration,
+    pub(crate) action_timeout: Duration,
+    pub(crate) originate_margin: Duration,
+    pub(crate) max_queued_actions: usize,
+    pub(crate) max_pending_actions: usize,
+    pub(crate) pipeline_depth: usize,
+    pub(crate) max_list_items: usize,
+    pub(crate) max_list_bytes: usize,
+    pub(crate) event_queue_cap: usize,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) backoff_base: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) stable_after: Duration,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+    pub(crate) reconnect_on_auth_failure: bool,
+    pub(crate) allow_sync_originate: bool,
+}
+
+impl ClientConfig {
+    /// A builder with the documented defaults, for `username` and `secret`.
+    pub fn builder(username: impl Into<String>, secret: impl Into<String>) -> ClientConfigBuilder {
+        ClientConfigBuilder {
+            config: ClientConfig {
+                username: username.into(),
+                secret: Secret::new(secret),
+                auth: AuthMethod::Plain,
+                events: "on".into(),
+                seed: 0x5eed_a111_0000_0001,
+                decoder: DecoderLimits::default(),
+                connect_timeout: Duration::from_secs(5),
+                banner_timeout: Duration::from_secs(5),
+                login_timeout: Duration::from_secs(10),
+                ping_interval: Duration::from_secs(20),
+                pong_timeout: Duration::from_secs(10),
+                action_timeout: Duration::from_secs(30),
+                originate_margin: Duration::from_secs(10),
+                max_queued_actions: 10_000,
+                max_pending_actions: 100_000,
+                pipeline_depth: 64,
+                max_list_items: 100_000,
+                max_list_bytes: 64 << 20,
+                event_queue_cap: 65_536,
+                overflow: OverflowPolicy::DropOldest,
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(30),
+                stable_after: Duration::from_secs(30),
+                breaker_threshold: 10,
+                breaker_cooldown: Duration::from_secs(60),
+                reconnect_on_auth_failure: false,
+                allow_sync_originate: false,
+            },
+        }
+    }
+
+    /// The login user name.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+    /// The login method.
+    pub fn auth(&self) -> AuthMethod {
+        self.auth
+    }
+    /// The event mask sent with `Login` (`Events:`).
+    pub fn events(&self) -> &str {
+        &self.events
+    }
+    /// The decoder limits.
+    pub fn decoder_limits(&self) -> &DecoderLimits {
+        &self.decoder
+    }
+    /// Default deadline for one action (response and list phases together).
+    pub fn action_timeout(&self) -> Duration {
+        self.action_timeout
+    }
+    /// Largest number of events held for the consumer.
+    pub fn event_queue_cap(&self) -> usize {
+        self.event_queue_cap
+    }
+    /// Most actions tracked at once (queued, written or awaiting a follow-up event).
+    pub fn max_pending_actions(&self) -> usize {
+        self.max_pending_actions
+    }
+}
+
+/// Builds a [`ClientConfig`]; [`build`](Self::build) refuses settings that cannot work.
+#[derive(Debug, Clone)]
+pub struct ClientConfigBuilder {
+    config: ClientConfig,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl ClientConfigBuilder {
+    setters! {
+        /// Login method. Default: plain.
+        auth: AuthMethod;
+        /// Seed for ActionID prefixes and reconnect jitter. Give every process its own (the
+        /// adapters seed from the OS); a fixed seed makes every time and ID reproducible.
+        seed: u64;
+        /// Decoder limits. Default: [`DecoderLimits::default`].
+        decoder: DecoderLimits;
+        /// Time allowed for the transport to open. Default 5 s.
+        connect_timeout: Duration;
+        /// Time allowed for the banner after connect. Default 5 s.
+        banner_timeout: Duration;
+        /// Time allowed for login after the banner (a rejected login takes Asterisk 1 s).
+        /// Default 10 s.
+        login_timeout: Duration;
+        /// Idle time (nothing received) after which a Ping is sent. Default 20 s: Asterisk
+        /// has no keepalive of its own and the reference suggests 15-30 s.
+        ping_interval: Duration;
+        /// Time allowed for any byte to arrive after a heartbeat Ping. Default 10 s.
+        pong_timeout: Duration;
+        /// Default deadline per action (response and list). Default 30 s.
+        action_timeout: Duration;
+        /// Added to an Originate's own `Timeout` (ms, 30 s if absent) to get the deadline of
+        /// its `OriginateResponse` (async) or its response (sync). Default 10 s.
+        originate_margin: Duration;
+        /// Actions waiting to be written (before Ready, or behind a full pipeline). Default
+        /// 10,000.
+        max_queued_actions: usize;
+        /// Actions tracked at once, all phases. Default 100,000 (about 200 bytes each).
+        max_pending_actions: usize;
+        /// Actions written but unanswered. Default 64: Asterisk answers in order, so deeper
+        /// pipelines only add latency to later actions.
+        pipeline_depth: usize;
+        /// Items gathered for one event list. Default 100,000.
+        max_list_items: usize;
+        /// Bytes gathered for one event list. Default 64 MiB (1000 channels ≈ 0.5 MB).
+        max_list_bytes: usize;
+        /// Events held for the consumer. Default 65,536 (a few seconds of a busy dialer).
+        event_queue_cap: usize;
+        /// What to do when the event queue is full. Default: drop oldest.
+        overflow: OverflowPolicy;
+        /// First reconnect backoff ceiling; doubles per consecutive failure. Default 100 ms.
+        backoff_base: Duration;
+        /// Largest reconnect backoff ceiling. Default 30 s.
+        backoff_max: Duration;
+        /// Time Ready must last before the failure count resets. Default 30 s.
+        stable_after: Duration;
+        /// Consecutive failures that open the circuit breaker. Default 10.
+        breaker_threshold: u32;
+        /// How long an open breaker waits before one trial connect. Default 60 s.
+        breaker_cooldown: Duration;
+        /// Reconnect after "Authentication failed" (default false: a wrong password does not
+        /// get better by retrying, and Asterisk logs each attempt as a security event).
+        reconnect_on_auth_failure: bool;
+        /// Accept `Originate` without `Async: true`. Default false: a sync Originate blocks the
+        /// whole AMI session until the call is answered.
+        allow_sync_originate: bool;
+    }
+
+    /// Event mask sent with `Login` (`Events:`): `on`, `off`, or a class list such as
+    /// `call,user` (lowercase, no spaces, as Asterisk parses it). Default `on`.
+    pub fn events(mut self, mask: impl Into<String>) -> Self {
+        self.config.events = mask.into();
+        self
+    }
+
+    /// Checks the settings against each other and returns the config.
+    pub fn build(self) -> Result<ClientConfig, ConfigError> {
+        let c = self.config;
+        check_text("username", &c.username)?;
+        check_text("secret", c.secret.expose())?;
+        check_text("events", &c.events)?;
+        if c.events.contains(' ') {
+            return Err(ConfigError::Invalid {
+                setting: "events",
+                why: "Asterisk parses the mask without spaces",
+            });
+        }
+        let nonzero_durations = [
+            ("connect_timeout", c.connect_timeout),
+            ("banner_timeout", c.banner_timeout),
+            ("login_timeout", c.login_timeout),
+            ("ping_interval", c.ping_interval),
+            ("pong_timeout", c.pong_timeout),
+            ("action_timeout", c.action_timeout),
+            ("backoff_base", c.backoff_base),
+            ("breaker_cooldown", c.breaker_cooldown),
+        ];
+        for (setting, d) in nonzero_durations {
+            if d.is_zero() {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    why: "must be greater than zero",
+                });
+            }
+        }
+        let nonzero_caps = [
+            ("max_queued_actions", c.max_queued_actions),
+            ("max_pending_actions", c.max_pending_actions),
+            ("pipeline_depth", c.pipeline_depth),
+            ("max_list_items", c.max_list_items),
+            ("max_list_bytes", c.max_list_bytes),
+            ("event_queue_cap", c.event_queue_cap),
+        ];
+        for (setting, n) in nonzero_caps {
+            if n == 0 {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    why: "must be at least 1",
+                });
+            }
+        }
+        if c.backoff_max < c.backoff_base {
+            return Err(ConfigError::Invalid {
+                setting: "backoff_max",
+                why: "must not be below backoff_base",
+            });
+        }
+        if c.breaker_threshold == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "breaker_threshold",
+                why: "must be at least 1",
+            });
+        }
+        if c.pipeline_depth > c.max_pending_actions || c.max_queued_actions > c.max_pending_actions
+        {
+            return Err(ConfigError::Invalid {
+                setting: "max_pending_actions",
+                why: "must cover pipeline_depth and max_queued_actions",
+            });
+        }
+        // The login exchange itself must fit through the pipeline and the decoder.
+        if c.decoder.max_message_len() < 256 {
+            return Err(ConfigError::Invalid {
+                setting: "decoder.max_message_len",
+                why: "must be at least 256 bytes to hold a login response",
+            });
+        }
+        Ok(c)
+    }
+}
+
+fn check_text(setting: &'static str, value: &str) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::Invalid {
+            setting,
+            why: "must not be empty",
+        });
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(ConfigError::Invalid {
+            setting,
+            why: "must not contain CR, LF or NUL",
+        });
+    }
+    Ok(())
+}
+
+/// A [`ClientConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// One setting is out of range or conflicts with another.
+    #[error("invalid client config: {setting} {why}")]
+    Invalid {
+        /// The setting at fault.
+        setting: &'static str,
+        /// Why it cannot work.
+        why: &'static str,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_build() {
+        assert!(ClientConfig::builder("admin", "amp111").build().is_ok());
+    }
+
+    #[test]
+    fn impossible_configs_are_refused_with_the_setting_named() {
+        let cases = [
+            ClientConfig::builder("", "x"),
+            ClientConfig::builder("a\r\nAction: Command", "x"),
+            ClientConfig::builder("a", "x").pipeline_depth(0),
+            ClientConfig::builder("a", "x").event_queue_cap(0),
+            ClientConfig::builder("a", "x").ping_interval(Duration::ZERO),
+            ClientConfig::builder("a", "x")
+                .backoff_base(Duration::from_secs(2))
+                .backoff_max(Duration::from_secs(1)),
+            ClientConfig::builder("a", "x")
+                .max_pending_actions(10)
+                .pipeline_depth(20),
+            ClientConfig::builder("a", "x").events("call, user"),
+        ];
+        for b in cases {
+            let err = b.build().unwrap_err();
+            assert!(err.to_string().starts_with("invalid client config: "));
+        }
+    }
+
+    #[test]
+    fn secret_is_redacted_in_debug() {
+        let c = ClientConfig::builder("admin", "amp111").build().unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("amp111"));
+        assert!(dbg.contains("<redacted>"));
+    }
+}

@@ -1,0 +1,276 @@
+//! What the client hands back: outputs, action outcomes, disconnect reasons.
+
+use crate::wire::action::ActionId;
+use crate::wire::message::Message;
+use std::time::Instant;
+
+/// The next thing the caller (an adapter) must do, from [`Client::poll_output`].
+///
+/// Drain outputs until [`Output::Wait`], then write [`Client::transmit`], then sleep until the
+/// deadline or until input arrives.
+///
+/// [`Client::poll_output`]: crate::Client::poll_output
+/// [`Client::transmit`]: crate::Client::transmit
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Output {
+    /// Open a transport to the server, then report [`Input::Connected`] or
+    /// [`Input::ConnectFailed`].
+    ///
+    /// [`Input::Connected`]: crate::Input::Connected
+    /// [`Input::ConnectFailed`]: crate::Input::ConnectFailed
+    Connect,
+    /// Close the transport (drop any bytes not yet written).
+    Close,
+    /// Logged in (and filters re-applied): actions flow and events arrive.
+    Ready {
+        /// The AMI version from the banner, e.g. `11.0.0`.
+        ami_version: String,
+    },
+    /// An action finished; this is reported exactly once per [`ActionId`].
+    Completed {
+        /// The action's ID, as returned by [`Client::send_action`](crate::Client::send_action).
+        id: ActionId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// The session was lost; the client will reconnect at `retry_at` (None: it will not).
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+        /// When the next connect is scheduled.
+        retry_at: Option<Instant>,
+    },
+    /// The client has stopped for good; no further outputs except `Wait(None)`.
+    Closed {
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Nothing more to do until this deadline (call `handle_timeout` then) or new input.
+    /// `None`: only new input or a call can wake the client.
+    Wait(Option<Instant>),
+}
+
+/// One item of the event stream, from [`Client::poll_event`](crate::Client::poll_event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamItem {
+    /// An event that no action claimed (list items and `OriginateResponse`s for our own
+    /// actions go to those actions instead).
+    Event(Message),
+    /// Events were dropped here because the queue was full; `dropped` says how many.
+    Gap {
+        /// Number of events lost at this point of the stream.
+        dropped: u64,
+    },
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The adapter could not open a transport.
+    ConnectFailed,
+    /// The transport did not open in time.
+    ConnectTimeout,
+    /// No banner in time after connect (a server at `authlimit` closes without one).
+    BannerTimeout,
+    /// The first line was not an Asterisk Manager banner.
+    BadBanner,
+    /// Login did not finish in time.
+    LoginTimeout,
+    /// The server refused the login (`Authentication failed`, `Login Already In Use`, or an
+    /// MD5 challenge refused). Final unless `reconnect_on_auth_failure` is set.
+    LoginRejected {
+        /// The server's `Message`.
+        message: String,
+    },
+    /// The server closed the connection.
+    Eof,
+    /// The transport failed.
+    TransportError(std::io::ErrorKind),
+    /// Nothing arrived within the pong deadline after a heartbeat Ping.
+    HeartbeatTimeout,
+    /// The event queue overflowed under [`OverflowPolicy::CloseSession`](crate::OverflowPolicy).
+    EventOverflow,
+    /// The server announced `Event: Shutdown`.
+    ServerShutdown,
+    /// The caller logged off (Goodbye received, or the server closed after Logoff).
+    Logoff,
+    /// The caller closed the client.
+    LocalClose,
+}
+
+impl DisconnectReason {
+    /// A stable index for per-reason counters.
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            DisconnectReason::ConnectFailed => 0,
+            DisconnectReason::ConnectTimeout => 1,
+            DisconnectReason::BannerTimeout => 2,
+            DisconnectReason::BadBanner => 3,
+            DisconnectReason::LoginTimeout => 4,
+            DisconnectReason::LoginRejected { .. } => 5,
+            DisconnectReason::Eof => 6,
+            DisconnectReason::TransportError(_) => 7,
+            DisconnectReason::HeartbeatTimeout => 8,
+            DisconnectReason::EventOverflow => 9,
+            DisconnectReason::ServerShutdown => 10,
+            DisconnectReason::Logoff => 11,
+            DisconnectReason::LocalClose => 12,
+        }
+    }
+
+    /// Short stable names, in [`index`](Self::index) order, for stats output.
+    pub const NAMES: [&'static str; 13] = [
+        "connect_failed",
+        "connect_timeout",
+        "banner_timeout",
+        "bad_banner",
+        "login_timeout",
+        "login_rejected",
+        "eof",
+        "transport_error",
+        "heartbeat_timeout",
+        "event_overflow",
+        "server_shutdown",
+        "logoff",
+        "local_close",
+    ];
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DisconnectReason::LoginRejected { message } => write!(f, "login rejected: {message}"),
+            DisconnectReason::TransportError(kind) => write!(f, "transport error: {kind}"),
+            other => f.write_str(DisconnectReason::NAMES[other.index()]),
+        }
+    }
+}
+
+/// The server's answer to one action: the response, plus list items or a follow-up event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub(crate) response: Message,
+    pub(crate) items: Vec<Message>,
+    pub(crate) complete: Option<Message>,
+    pub(crate) follow_up: Option<Message>,
+}
+
+impl Response {
+    pub(crate) fn new(response: Message) -> Response {
+        Response {
+            response,
+            items: Vec::new(),
+            complete: None,
+            follow_up: None,
+        }
+    }
+    /// The `Response:` message.
+    pub fn message(&self) -> &Message {
+        &self.response
+    }
+    /// The `Message:` text of the response, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.response.get_str("Message")
+    }
+    /// List items, in order (empty for a plain response).
+    pub fn items(&self) -> &[Message] {
+        &self.items
+    }
+    /// The list's closing event (`...Complete`), if this was a list.
+    pub fn complete(&self) -> Option<&Message> {
+        self.complete.as_ref()
+    }
+    /// The follow-up event: `OriginateResponse` for an async Originate.
+    pub fn follow_up(&self) -> Option<&Message> {
+        self.follow_up.as_ref()
+    }
+}
+
+/// Which wait an action was in when its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Queued, never written (the connection was down or the pipeline full).
+    Queued,
+    /// Written, waiting for the response.
+    Response,
+    /// Response `EventList: start` received, waiting for `EventList: Complete`.
+    List,
+    /// Async Originate answered, waiting for its `OriginateResponse`.
+    FollowUp,
+}
+
+/// How an action ended. Only [`Outcome::Success`] means the server said it worked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The server answered with success (`Success`, `Goodbye`, `Follows`; for an async
+    /// Originate, an `OriginateResponse` with `Response: Success`).
+    Success(Response),
+    /// The server answered with an error (`Response: Error`, or an `OriginateResponse` with
+    /// `Response: Failure`). List items received before the error are kept.
+    ServerError(Response),
+    /// The deadline passed in `phase`; whatever arrived is in `partial`.
+    TimedOut {
+        /// The phase that did not finish.
+        phase: Phase,
+        /// What had arrived, if anything.
+        partial: Option<Response>,
+    },
+    /// The list outgrew `max_list_items` or `max_list_bytes`; its remaining items are
+    /// dropped (and counted) as they arrive.
+    ListOverflow {
+        /// Items gathered when the cap was hit.
+        items: usize,
+        /// Bytes gathered when the cap was hit.
+        bytes: usize,
+    },
+    /// The caller cancelled it.
+    Cancelled,
+    /// Never written: its connection never came up in time, or the client closed. It is safe
+    /// to send again.
+    NotSent(DisconnectReason),
+    /// Written, but the connection was lost before the answer: the server may or may not
+    /// have run it. It is never re-sent automatically.
+    Unknown(DisconnectReason),
+}
+
+impl Outcome {
+    /// True for [`Outcome::Success`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Success(_))
+    }
+    /// The server's answer, when there is one.
+    pub fn response(&self) -> Option<&Response> {
+        match self {
+            Outcome::Success(r) | Outcome::ServerError(r) => Some(r),
+            Outcome::TimedOut { partial, .. } => partial.as_ref(),
+            _ => None,
+        }
+    }
+    /// A stable index for per-outcome counters.
+    pub(crate) fn index(&self) -> usize {
+        match self {
+            Outcome::Success(_) => 0,
+            Outcome::ServerError(_) => 1,
+            Outcome::TimedOut { .. } => 2,
+            Outcome::ListOverflow { .. } => 3,
+            Outcome::Cancelled => 4,
+            Outcome::NotSent(_) => 5,
+            Outcome::Unknown(_) => 6,
+        }
+    }
+    /// Short stable names, in counter order, for stats output.
+    pub const NAMES: [&'static str; 7] = [
+        "success",
+        "server_error",
+        "timed_out",
+        "list_overflow",
+        "cancelled",
+        "not_sent",
+        "unknown",
+    ];
+}

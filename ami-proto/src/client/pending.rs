@@ -1,0 +1,209 @@
+//! Actions the client tracks, keyed by their counter, with deadlines in a min-heap.
+//!
+//! Every operation is O(log n) or amortised O(1): the heap and the write queue use lazy
+//! deletion (a stale heap entry or queue slot is skipped when it surfaces), so 100,000
+//! pending actions cost no scan per tick.
+
+use super::output::Response;
+use crate::wire::action::{Action, ActionId};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// What the client does with an action's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A caller's action; `follow_up` is set for an async Originate (its deadline budget).
+    User { follow_up: Option<Duration> },
+    /// Sent by the client itself; never reported as `Completed`.
+    Internal(Internal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Internal {
+    Challenge,
+    Login,
+    Reapply,
+    Heartbeat,
+    Logoff,
+}
+
+/// Where the action is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Waiting to be written.
+    Queued,
+    /// Written, no response yet.
+    Written,
+    /// `EventList: start` received; gathering items.
+    List,
+    /// Async Originate answered; waiting for `OriginateResponse`.
+    FollowUp,
+    /// Already reported (timed out, cancelled, overflowed); late answers are swallowed.
+    Abandoned { list: bool },
+}
+
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) id: ActionId,
+    pub(crate) kind: Kind,
+    pub(crate) stage: Stage,
+    /// Kept until written, then dropped.
+    pub(crate) action: Option<Action>,
+    pub(crate) deadline: Instant,
+    pub(crate) written_at: Option<Instant>,
+    /// Occupies a pipeline slot (written, not fully answered).
+    pub(crate) on_wire: bool,
+    pub(crate) response: Option<Response>,
+    pub(crate) list_bytes: usize,
+    /// An `OriginateResponse` that arrived before the action's own response.
+    pub(crate) early_follow_up: Option<crate::Message>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PendingTable {
+    map: HashMap<u64, Pending>,
+    queue: VecDeque<u64>,
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    queued: usize,
+    on_wire: usize,
+    user: usize,
+}
+
+impl PendingTable {
+    /// Caller actions tracked (all stages but abandoned).
+    pub(crate) fn user_count(&self) -> usize {
+        self.user
+    }
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+    pub(crate) fn on_wire(&self) -> usize {
+        self.on_wire
+    }
+
+    pub(crate) fn insert(&mut self, seq: u64, p: Pending) {
+        self.heap.push(Reverse((p.deadline, seq)));
+        if p.stage == Stage::Queued {
+            self.queue.push_back(seq);
+            self.queued += 1;
+        }
+        if matches!(p.kind, Kind::User { .. }) {
+            self.user += 1;
+        }
+        self.map.insert(seq, p);
+    }
+
+    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Pending> {
+        self.map.get_mut(&seq)
+    }
+
+    /// Finds the entry for a received ActionID; IDs with another prefix never match.
+    pub(crate) fn lookup(&self, action_id: &str) -> Option<u64> {
+        let (_, counter) = action_id.rsplit_once('-')?;
+        let seq: u64 = counter.parse().ok()?;
+        let p = self.map.get(&seq)?;
+        (p.id.as_str() == action_id).then_some(seq)
+    }
+
+    /// Pops the next queued action still waiting to be written. It stays `Queued` (and
+    /// counted) until the caller moves it on with [`set_stage`](Self::set_stage).
+    pub(crate) fn pop_queued(&mut self) -> Option<u64> {
+        while let Some(seq) = self.queue.pop_front() {
+            if self.map.get(&seq).is_some_and(|p| p.stage == Stage::Queued) {
+                return Some(seq);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn set_deadline(&mut self, seq: u64, deadline: Instant) {
+        if let Some(p) = self.map.get_mut(&seq) {
+            p.deadline = deadline;
+            self.heap.push(Reverse((deadline, seq)));
+        }
+    }
+
+    /// Moves an entry to a new stage, keeping the counters right.
+    pub(crate) fn set_stage(&mut self, seq: u64, stage: Stage, on_wire: bool) {
+        let Some(p) = self.map.get_mut(&seq) else {
+            return;
+        };
+        if p.stage == Stage::Queued && stage != Stage::Queued {
+            // Its queue slot is skipped lazily.
+            self.queued -= 1;
+        }
+        if matches!(p.kind, Kind::User { .. }) {
+            let was_counted = !matches!(p.stage, Stage::Abandoned { .. });
+            let is_counted = !matches!(stage, Stage::Abandoned { .. });
+            if was_counted && !is_counted {
+                self.user -= 1;
+            }
+            if p.on_wire != on_wire {
+                if on_wire {
+                    self.on_wire += 1;
+                } else {
+                    self.on_wire -= 1;
+                }
+            }
+        }
+        p.stage = stage;
+        p.on_wire = on_wire;
+    }
+
+    /// Forgets an entry; the returned value keeps the stage it had.
+    pub(crate) fn remove(&mut self, seq: u64) -> Option<Pending> {
+        let stage = self.map.get(&seq)?.stage;
+        self.set_stage(seq, Stage::Abandoned { list: false }, false);
+        let mut p = self.map.remove(&seq)?;
+        p.stage = stage;
+        Some(p)
+    }
+
+    /// The earliest live deadline; stale heap entries are dropped on the way.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, seq))) = self.heap.peek().copied() {
+            if self.map.get(&seq).is_some_and(|p| p.deadline == at) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Pops one entry whose deadline is at or before `now`.
+    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<u64> {
+        while let Some(at) = self.next_deadline() {
+            if at > now {
+                return None;
+            }
+            if let Some(Reverse((_, seq))) = self.heap.pop() {
+                return Some(seq);
+            }
+        }
+        None
+    }
+
+    /// All entries' sequence numbers, sorted, so failures are reported in send order.
+    pub(crate) fn sorted_seqs(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.map.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub(crate) fn stage(&self, seq: u64) -> Option<Stage> {
+        self.map.get(&seq).map(|p| p.stage)
+    }
+
+    /// True while a written sync Originate blocks the server session; returns its deadline.
+    pub(crate) fn sync_originate_deadline(
+        &self,
+        sync: &std::collections::BTreeSet<u64>,
+    ) -> Option<Instant> {
+        sync.iter()
+            .filter_map(|s| self.map.get(s))
+            .filter(|p| p.stage == Stage::Written)
+            .map(|p| p.deadline)
+            .max()
+    }
+}

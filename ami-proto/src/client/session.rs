@@ -1,0 +1,1128 @@
+//! `Client`: one logical AMI session against one server, across reconnects.
+
+use super::config::{AuthMethod, ClientConfig};
+use super::events::{EventQueue, Offer};
+use super::output::{DisconnectReason, Outcome, Output, Phase, Response, StreamItem};
+use super::pending::{Internal, Kind, Pending, PendingTable, Stage};
+use super::rng::Rng;
+use super::stats::Stats;
+use crate::wire::action::{Action, ActionId, EncodeError};
+use crate::wire::decoder::{Decoder, Frame, BANNER_PREFIX};
+use crate::wire::message::{Message, MessageKind};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Most filters the client remembers to re-apply after a reconnect.
+pub const MAX_FILTERS: usize = 256;
+/// Transmit bytes kept before compacting the buffer's consumed front.
+const COMPACT_AFTER: usize = 64 << 10;
+
+/// What happened on the transport, reported by the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Input<'a> {
+    /// The transport asked for by [`Output::Connect`] is open.
+    Connected,
+    /// The transport could not be opened.
+    ConnectFailed,
+    /// Bytes arrived from the server.
+    Received(&'a [u8]),
+    /// The server closed the connection (read returned 0).
+    Eof,
+    /// The transport failed.
+    TransportError(std::io::ErrorKind),
+}
+
+/// Why [`Client::send_action`] refused an action. Nothing was queued or written.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The write queue or the pending table is at its cap.
+    #[error("queue full: {what} is at its cap of {cap}")]
+    QueueFull {
+        /// Which cap (`max_queued_actions` or `max_pending_actions`).
+        what: &'static str,
+        /// The cap.
+        cap: usize,
+    },
+    /// A name or value would break the wire format or Asterisk's limits.
+    #[error("invalid action: {0}")]
+    Invalid(#[from] EncodeError),
+    /// The action carries its own `ActionID`; the client assigns them so they never collide.
+    #[error("the client assigns ActionIDs; remove the ActionID field")]
+    ActionIdField,
+    /// `Login`, `Challenge` and `Logoff` belong to the client (use [`Client::logoff`]).
+    #[error("action {0} is managed by the client")]
+    Reserved(String),
+    /// `Originate` without `Async: true` blocks the whole session; enable
+    /// `allow_sync_originate` to send one.
+    #[error("sync Originate blocks the whole AMI session; send Async: true or enable allow_sync_originate")]
+    SyncOriginateRefused,
+    /// Too many filters to re-apply.
+    #[error("at most {MAX_FILTERS} filters can be installed")]
+    TooManyFilters,
+    /// The client has stopped (logoff, close, or a final login rejection).
+    #[error("client is closed")]
+    Closed,
+}
+
+/// Options for one action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SendOptions {
+    /// Deadline for the response (and list) phase; default: the config's `action_timeout`.
+    pub timeout: Option<Duration>,
+}
+
+impl SendOptions {
+    /// Options with a deadline.
+    pub fn timeout(timeout: Duration) -> SendOptions {
+        SendOptions {
+            timeout: Some(timeout),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Output::Connect emitted; waiting for Input::Connected.
+    Connecting,
+    AwaitBanner,
+    /// Challenge or Login sent.
+    LoggingIn,
+    /// Logged in; re-applying filters.
+    Configuring,
+    Ready,
+    /// Logoff sent; waiting for Goodbye or EOF.
+    LoggingOff,
+    /// Disconnected; a reconnect is scheduled.
+    Backoff,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Connect,
+    Banner,
+    Login,
+    Idle,
+    Pong,
+    Reconnect,
+}
+const TIMERS: [Timer; 6] = [
+    Timer::Connect,
+    Timer::Banner,
+    Timer::Login,
+    Timer::Idle,
+    Timer::Pong,
+    Timer::Reconnect,
+];
+
+/// A sans-IO AMI client: bytes and time in; bytes, outputs and events out.
+///
+/// See the [crate docs](crate) for the run loop. Every method that changes state takes `now`;
+/// the client never reads a clock, never touches a socket, never blocks.
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+    state: State,
+    timers: [Option<Instant>; 6],
+    rng: Rng,
+    prefix: String,
+    counter: u64,
+    /// Bumped at every disconnect; nothing from an older connection matches.
+    connection: u64,
+    decoder: Decoder,
+    transmit: Vec<u8>,
+    transmit_pos: usize,
+    pending: PendingTable,
+    sync_originates: BTreeSet<u64>,
+    outputs: VecDeque<Output>,
+    events: EventQueue,
+    filters: Vec<String>,
+    reapply_left: usize,
+    ami_version: String,
+    heartbeat_outstanding: bool,
+    server_shutdown: bool,
+    logoff_requested: bool,
+    failures: u32,
+    ready_since: Option<Instant>,
+    stats: Stats,
+}
+
+/// How far `Timeout` (ms) in an Originate is trusted for a deadline: one day.
+const MAX_ORIGINATE_TIMEOUT_MS: u64 = 86_400_000;
+
+fn originate_budget(action: &Action, margin: Duration) -> Duration {
+    let ms = action
+        .get("Timeout")
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(30_000)
+        .min(MAX_ORIGINATE_TIMEOUT_MS);
+    Duration::from_millis(ms) + margin
+}
+
+fn is_true(v: Option<&str>) -> bool {
+    v.is_some_and(|v| {
+        let v = v.trim();
+        ["true", "yes", "1", "on", "y", "t"]
+            .iter()
+            .any(|t| v.eq_ignore_ascii_case(t))
+    })
+}
+
+fn md5_key(challenge: &str, secret: &str) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(format!("{challenge}{secret}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Client {
+    /// A client that asks for its first connect right away (the first output is
+    /// [`Output::Connect`]).
+    pub fn new(config: ClientConfig, now: Instant) -> Client {
+        let mut rng = Rng::new(config.seed);
+        let prefix = rng.prefix();
+        let events = EventQueue::new(config.event_queue_cap, config.overflow);
+        let decoder = Decoder::new(config.decoder);
+        let mut client = Client {
+            config,
+            state: State::Backoff,
+            timers: [None; 6],
+            rng,
+            prefix,
+            counter: 0,
+            connection: 0,
+            decoder,
+            transmit: Vec::new(),
+            transmit_pos: 0,
+            pending: PendingTable::default(),
+            sync_originates: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            events,
+            filters: Vec::new(),
+            reapply_left: 0,
+            ami_version: String::new(),
+            heartbeat_outstanding: false,
+            server_shutdown: false,
+            logoff_requested: false,
+            failures: 0,
+            ready_since: None,
+            stats: Stats::default(),
+        };
+        client.start_connect(now);
+        client
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// True once logged in (and filters re-applied), until the session is lost.
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
+    }
+
+    /// True when the client has stopped for good.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The ActionID prefix of the current connection.
+    pub fn action_id_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    // ----- inputs ---------------------------------------------------------------------
+
+    /// Reports what happened on the transport. Never fails: problems caused by the server
+    /// come out as outputs.
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Connected => {
+                if self.state == State::Connecting {
+                    self.state = State::AwaitBanner;
+                    self.timers = [None; 6];
+                    self.arm(Timer::Banner, now + self.config.banner_timeout);
+                    log::debug!("AMI transport open; waiting for banner");
+                }
+            }
+            Input::ConnectFailed => {
+                if self.state == State::Connecting {
+                    self.disconnect(now, DisconnectReason::ConnectFailed);
+                }
+            }
+            Input::Received(bytes) => self.receive(now, bytes),
+            Input::Eof => {
+                if self.has_transport() {
+                    let reason = self.eof_reason();
+                    self.disconnect(now, reason);
+                }
+            }
+            Input::TransportError(kind) => {
+                if self.has_transport() || self.state == State::Connecting {
+                    let reason = if self.logoff_requested {
+                        DisconnectReason::Logoff
+                    } else {
+                        DisconnectReason::TransportError(kind)
+                    };
+                    self.disconnect(now, reason);
+                }
+            }
+        }
+    }
+
+    fn eof_reason(&self) -> DisconnectReason {
+        if self.logoff_requested {
+            DisconnectReason::Logoff
+        } else if self.server_shutdown {
+            DisconnectReason::ServerShutdown
+        } else {
+            DisconnectReason::Eof
+        }
+    }
+
+    fn has_transport(&self) -> bool {
+        matches!(
+            self.state,
+            State::AwaitBanner
+                | State::LoggingIn
+                | State::Configuring
+                | State::Ready
+                | State::LoggingOff
+        )
+    }
+
+    fn receive(&mut self, now: Instant, mut bytes: &[u8]) {
+        if !self.has_transport() {
+            return;
+        }
+        self.stats.bytes_in += bytes.len() as u64;
+        // Any inbound byte is proof of life.
+        if matches!(self.state, State::Ready | State::Configuring) {
+            self.arm(Timer::Idle, now + self.config.ping_interval);
+            self.timers[Timer::Pong as usize] = None;
+        }
+        let connection = self.connection;
+        while !bytes.is_empty() {
+            let n = self.decoder.feed(bytes);
+            bytes = &bytes[n..];
+            while let Some(frame) = self.decoder.decode() {
+                match frame {
+                    Ok(Frame::Banner(b)) => self.on_banner(now, b.version().map(str::to_owned)),
+                    Ok(Frame::Message(m)) => self.on_message(now, m),
+                    Err(e) => log::warn!("AMI: {e} (counted; resynchronised)"),
+                }
+                if self.connection != connection {
+                    // The session ended inside this read; the rest belongs to a dead link.
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fires every timer and action deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for timer in TIMERS {
+            let Some(at) = self.timers[timer as usize] else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            self.timers[timer as usize] = None;
+            match timer {
+                Timer::Connect => self.disconnect(now, DisconnectReason::ConnectTimeout),
+                Timer::Banner => self.disconnect(now, DisconnectReason::BannerTimeout),
+                Timer::Login => self.disconnect(now, DisconnectReason::LoginTimeout),
+                Timer::Idle => self.heartbeat(now),
+                Timer::Pong => {
+                    log::warn!("AMI heartbeat: nothing received within the pong deadline");
+                    self.disconnect(now, DisconnectReason::HeartbeatTimeout)
+                }
+                Timer::Reconnect => self.start_connect(now),
+            }
+        }
+        while let Some(seq) = self.pending.pop_expired(now) {
+            self.expire(now, seq);
+        }
+        self.pump(now);
+    }
+
+    // ----- outputs --------------------------------------------------------------------
+
+    /// The next output; drain until [`Output::Wait`].
+    pub fn poll_output(&mut self) -> Output {
+        match self.outputs.pop_front() {
+            Some(o) => o,
+            None => Output::Wait(self.poll_timeout()),
+        }
+    }
+
+    /// The next deadline at which [`handle_timeout`](Self::handle_timeout) has work.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let timers = self.timers.iter().flatten().copied().min();
+        let actions = self.pending.next_deadline();
+        match (timers, actions) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Bytes to write to the transport. Report what was written with
+    /// [`advance_transmit`](Self::advance_transmit); a partial write is fine.
+    pub fn transmit(&self) -> &[u8] {
+        &self.transmit[self.transmit_pos..]
+    }
+
+    /// Marks `n` bytes of [`transmit`](Self::transmit) as written.
+    pub fn advance_transmit(&mut self, n: usize) {
+        let n = n.min(self.transmit.len() - self.transmit_pos);
+        self.transmit_pos += n;
+        self.stats.bytes_out += n as u64;
+        if self.transmit_pos == self.transmit.len() {
+            self.transmit.clear();
+            self.transmit_pos = 0;
+        } else if self.transmit_pos > COMPACT_AFTER {
+            self.transmit.drain(..self.transmit_pos);
+            self.transmit_pos = 0;
+        }
+    }
+
+    /// The next item of the event stream: an event, or a gap notice where events were
+    /// dropped. The queue is bounded; the reader never waits for this call.
+    pub fn poll_event(&mut self) -> Option<StreamItem> {
+        self.events.pop()
+    }
+
+    /// Events waiting in the queue.
+    pub fn events_queued(&self) -> usize {
+        self.events.len()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.decoder = self.decoder.stats();
+        s.pending = self.pending.user_count();
+        s.queued = self.pending.queued();
+        s.in_flight = self.pending.on_wire();
+        s.event_queue_len = self.events.len();
+        s.events_dropped = self.events.dropped_total;
+        s
+    }
+
+    // ----- caller actions ---------------------------------------------------------------
+
+    /// Queues an action; it is written when the session is Ready and the pipeline has room.
+    /// Its result arrives once as [`Output::Completed`] with the returned ID.
+    pub fn send_action(&mut self, now: Instant, action: Action) -> Result<ActionId, SendError> {
+        self.send_action_with(now, action, SendOptions::default())
+    }
+
+    /// [`send_action`](Self::send_action) with options.
+    pub fn send_action_with(
+        &mut self,
+        now: Instant,
+        action: Action,
+        options: SendOptions,
+    ) -> Result<ActionId, SendError> {
+        if self.state == State::Closed || self.logoff_requested {
+            return Err(SendError::Closed);
+        }
+        for reserved in ["Login", "Logoff", "Challenge"] {
+            if action.is(reserved) {
+                return Err(SendError::Reserved(reserved.to_string()));
+            }
+        }
+        if action.get("ActionID").is_some() {
+            return Err(SendError::ActionIdField);
+        }
+        let mut follow_up = None;
+        let mut timeout = options.timeout.unwrap_or(self.config.action_timeout);
+        let mut sync = false;
+        if action.is("Originate") {
+            let budget = originate_budget(&action, self.config.originate_margin);
+            if is_true(action.get("Async")) {
+                follow_up = Some(budget);
+            } else if self.config.allow_sync_originate {
+                sync = true;
+                timeout = timeout.max(budget);
+            } else {
+                return Err(SendError::SyncOriginateRefused);
+            }
+        }
+        if self.pending.user_count() >= self.config.max_pending_actions {
+            return Err(SendError::QueueFull {
+                what: "max_pending_actions",
+                cap: self.config.max_pending_actions,
+            });
+        }
+        if self.pending.queued() >= self.config.max_queued_actions {
+            return Err(SendError::QueueFull {
+                what: "max_queued_actions",
+                cap: self.config.max_queued_actions,
+            });
+        }
+        let (seq, id) = self.next_id();
+        action.validate(Some(&id))?;
+        log::debug!("AMI action {} queued as {id}", action.name());
+        self.pending.insert(
+            seq,
+            Pending {
+                id: id.clone(),
+                kind: Kind::User { follow_up },
+                stage: Stage::Queued,
+                action: Some(action),
+                deadline: now + timeout,
+                written_at: None,
+                on_wire: false,
+                response: None,
+                list_bytes: 0,
+                early_follow_up: None,
+            },
+        );
+        if sync {
+            self.sync_originates.insert(seq);
+        }
+        self.pump(now);
+        Ok(id)
+    }
+
+    /// Cancels an action. A queued one is never written; a written one is reported as
+    /// cancelled now and its late answer is ignored. Returns false if `id` is not pending.
+    pub fn cancel(&mut self, now: Instant, id: &ActionId) -> bool {
+        let Some(seq) = self.pending.lookup(id.as_str()) else {
+            return false;
+        };
+        match self.pending.stage(seq) {
+            Some(Stage::Queued) => {
+                self.finish(now, seq, Outcome::Cancelled);
+                true
+            }
+            Some(Stage::Written | Stage::List | Stage::FollowUp) => {
+                self.report(now, seq, Outcome::Cancelled);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Installs an event filter (`Action: Filter`, `Operation: Add`) now and after every
+    /// reconnect. Filters can only be removed by reconnecting, as in Asterisk.
+    pub fn add_filter(&mut self, now: Instant, filter: &str) -> Result<ActionId, SendError> {
+        if self.filters.len() >= MAX_FILTERS {
+            return Err(SendError::TooManyFilters);
+        }
+        let action = Action::new("Filter")
+            .field("Operation", "Add")
+            .field("Filter", filter);
+        let id = self.send_action(now, action)?;
+        self.filters.push(filter.to_string());
+        Ok(id)
+    }
+
+    /// Changes the event mask now (`Action: Events`) and for every later login.
+    pub fn set_event_mask(&mut self, now: Instant, mask: &str) -> Result<ActionId, SendError> {
+        let id = self.send_action(now, Action::new("Events").field("EventMask", mask))?;
+        mask.clone_into(&mut self.config.events);
+        Ok(id)
+    }
+
+    /// Logs off: queued actions are not sent, written ones still get their answers, then
+    /// `Logoff` is sent and the client closes on `Goodbye` (or EOF). No reconnect follows.
+    pub fn logoff(&mut self, now: Instant) {
+        if self.state == State::Closed || self.logoff_requested {
+            return;
+        }
+        self.logoff_requested = true;
+        self.fail_queued(now, DisconnectReason::Logoff);
+        if matches!(self.state, State::Ready | State::Configuring) {
+            self.state = State::LoggingOff;
+            self.send_internal(now, Internal::Logoff, Action::new("Logoff"));
+        } else {
+            self.disconnect(now, DisconnectReason::Logoff);
+        }
+    }
+
+    /// Closes at once, without Logoff: every pending action fails now.
+    pub fn close(&mut self, now: Instant) {
+        if self.state != State::Closed {
+            self.logoff_requested = false;
+            self.disconnect(now, DisconnectReason::LocalClose);
+        }
+    }
+
+    // ----- internals ------------------------------------------------------------------
+
+    fn arm(&mut self, timer: Timer, at: Instant) {
+        self.timers[timer as usize] = Some(at);
+    }
+
+    fn next_id(&mut self) -> (u64, ActionId) {
+        self.counter += 1;
+        let seq = self.counter;
+        let text = format!("{}-{seq}", self.prefix);
+        // The prefix is 8 base-36 characters and the counter at most 20 digits: 29 printable
+        // ASCII bytes, always a valid ActionID.
+        let id = ActionId::new(&text).unwrap_or_else(|_| unreachable!("generated ActionID"));
+        (seq, id)
+    }
+
+    fn start_connect(&mut self, now: Instant) {
+        self.state = State::Connecting;
+        self.stats.connects += 1;
+        self.timers = [None; 6];
+        self.arm(Timer::Connect, now + self.config.connect_timeout);
+        self.outputs.push_back(Output::Connect);
+    }
+
+    fn send_internal(&mut self, now: Instant, which: Internal, action: Action) {
+        let (seq, id) = self.next_id();
+        let name = action.name().to_string();
+        if let Err(e) = action.encode(Some(&id), &mut self.transmit) {
+            // Only reachable through config values, which the builder checks.
+            log::error!("AMI: cannot encode internal {name}: {e}");
+            return;
+        }
+        log::debug!("AMI internal {name} sent as {id}");
+        self.pending.insert(
+            seq,
+            Pending {
+                id,
+                kind: Kind::Internal(which),
+                stage: Stage::Written,
+                action: None,
+                deadline: now + self.config.action_timeout,
+                written_at: Some(now),
+                on_wire: false,
+                response: None,
+                list_bytes: 0,
+                early_follow_up: None,
+            },
+        );
+    }
+
+    /// Writes queued actions while the session is Ready and the pipeline has room.
+    fn pump(&mut self, now: Instant) {
+        if self.state != State::Ready {
+            return;
+        }
+        while self.pending.on_wire() < self.config.pipeline_depth {
+            let Some(seq) = self.pending.pop_queued() else {
+                break;
+            };
+            let Some(p) = self.pending.get_mut(seq) else {
+                continue;
+            };
+            let Some(action) = p.action.take() else {
+                self.pending.remove(seq);
+                continue;
+            };
+            p.written_at = Some(now);
+            let id = p.id.clone();
+            if let Err(e) = action.encode(Some(&id), &mut self.transmit) {
+                // Validated at send time; kept as a typed failure rather than a panic.
+                log::error!("AMI action {id} failed to encode: {e}");
+                self.finish(now, seq, Outcome::NotSent(DisconnectReason::LocalClose));
+                continue;
+            }
+            self.stats.actions_written += 1;
+            self.pending.set_stage(seq, Stage::Written, true);
+        }
+    }
+
+    fn heartbeat(&mut self, now: Instant) {
+        if !matches!(self.state, State::Ready | State::Configuring) {
+            return;
+        }
+        if !self.heartbeat_outstanding {
+            self.heartbeat_outstanding = true;
+            self.send_internal(now, Internal::Heartbeat, Action::new("Ping"));
+        }
+        // A written sync Originate legitimately silences the server until it is answered.
+        let mut pong = now + self.config.pong_timeout;
+        if let Some(d) = self.pending.sync_originate_deadline(&self.sync_originates) {
+            pong = pong.max(d);
+        }
+        self.arm(Timer::Pong, pong);
+    }
+
+    fn on_banner(&mut self, now: Instant, version: Option<String>) {
+        if self.state != State::AwaitBanner {
+            self.stats.unexpected += 1;
+            return;
+        }
+        let Some(version) = version else {
+            log::warn!("AMI: first line is not an `{BANNER_PREFIX}` banner");
+            self.disconnect(now, DisconnectReason::BadBanner);
+            return;
+        };
+        log::debug!("AMI banner: version {version}");
+        self.ami_version = version;
+        self.timers[Timer::Banner as usize] = None;
+        self.arm(Timer::Login, now + self.config.login_timeout);
+        self.state = State::LoggingIn;
+        match self.config.auth {
+            AuthMethod::Plain => {
+                let login = self.login_action(None);
+                self.send_internal(now, Internal::Login, login);
+            }
+            AuthMethod::Md5 => {
+                let challenge = Action::new("Challenge").field("AuthType", "MD5");
+                self.send_internal(now, Internal::Challenge, challenge);
+            }
+        }
+    }
+
+    fn login_action(&self, challenge: Option<&str>) -> Action {
+        let login = Action::new("Login").field("Username", self.config.username.as_str());
+        let login = match challenge {
+            None => login.field("Secret", self.config.secret.expose()),
+            Some(c) => login
+                .field("AuthType", "MD5")
+                .field("Key", md5_key(c, self.config.secret.expose())),
+        };
+        login.field("Events", self.config.events.as_str())
+    }
+
+    fn on_message(&mut self, now: Instant, msg: Message) {
+        self.stats.messages_in += 1;
+        match msg.kind() {
+            MessageKind::Response => self.on_response(now, msg),
+            MessageKind::Event => self.on_event(now, msg),
+            _ => {
+                self.stats.unexpected += 1;
+                log::debug!("AMI: ignoring a message that is neither response nor event");
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, msg: Message) {
+        let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) else {
+            self.stats.unmatched += 1;
+            log::debug!("AMI: response with unknown or missing ActionID ignored");
+            return;
+        };
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        let is_error = msg
+            .response()
+            .is_some_and(|r| r.eq_ignore_ascii_case("Error"));
+        let list_start = msg
+            .get("EventList")
+            .is_some_and(|v| v.eq_ignore_ascii_case("start"));
+        match (p.kind, p.stage) {
+            (Kind::Internal(which), _) => self.on_internal_response(now, seq, which, msg),
+            (Kind::User { .. }, Stage::Written) if list_start && !is_error => {
+                p.response = Some(Response::new(msg));
+                self.pending.set_stage(seq, Stage::List, true);
+            }
+            (Kind::User { follow_up }, Stage::Written) => {
+                if let Some(at) = p.written_at {
+                    self.stats.latency.record(now.saturating_duration_since(at));
+                }
+                let mut response = Response::new(msg);
+                if is_error {
+                    self.finish(now, seq, Outcome::ServerError(response));
+                } else if let Some(budget) = follow_up {
+                    match p.early_follow_up.take() {
+                        Some(ev) => {
+                            response.follow_up = Some(ev);
+                            let outcome = follow_up_outcome(response);
+                            self.finish(now, seq, outcome);
+                        }
+                        None => {
+                            p.response = Some(response);
+                            self.pending.set_stage(seq, Stage::FollowUp, false);
+                            self.pending.set_deadline(seq, now + budget);
+                        }
+                    }
+                } else {
+                    self.finish(now, seq, Outcome::Success(response));
+                }
+            }
+            (Kind::User { .. }, Stage::List) => {
+                // A second response ends the list (CoreShowChannelMap sends Error after start).
+                let mut response = p
+                    .response
+                    .take()
+                    .unwrap_or_else(|| Response::new(msg.clone()));
+                let outcome = if is_error {
+                    response.response = msg;
+                    Outcome::ServerError(response)
+                } else {
+                    response.complete = Some(msg);
+                    Outcome::Success(response)
+                };
+                self.finish(now, seq, outcome);
+            }
+            (Kind::User { .. }, Stage::Abandoned { .. }) => {
+                if list_start && !is_error {
+                    self.pending
+                        .set_stage(seq, Stage::Abandoned { list: true }, false);
+                } else {
+                    self.pending.remove(seq);
+                }
+            }
+            (Kind::User { .. }, _) => {
+                self.stats.unmatched += 1;
+                log::debug!("AMI: duplicate response for {} ignored", p.id);
+            }
+        }
+    }
+
+    fn on_internal_response(&mut self, now: Instant, seq: u64, which: Internal, msg: Message) {
+        self.pending.remove(seq);
+        let ok = msg
+            .response()
+            .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
+        let text = msg.get_str("Message").unwrap_or("").to_string();
+        match which {
+            Internal::Challenge => match msg.get_str("Challenge").filter(|_| ok) {
+                Some(challenge) => {
+                    let login = self.login_action(Some(challenge));
+                    self.send_internal(now, Internal::Login, login);
+                }
+                None => self.login_rejected(now, text),
+            },
+            Internal::Login if ok => self.logged_in(now),
+            Internal::Login => self.login_rejected(now, text),
+            Internal::Reapply => {
+                if !ok {
+                    log::warn!("AMI: re-applying a filter failed: {text}");
+                }
+                self.reapply_left = self.reapply_left.saturating_sub(1);
+                if self.reapply_left == 0 && self.state == State::Configuring {
+                    self.become_ready(now);
+                }
+            }
+            Internal::Heartbeat => self.heartbeat_outstanding = false,
+            Internal::Logoff => {
+                if msg
+                    .response()
+                    .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"))
+                {
+                    self.disconnect(now, DisconnectReason::Logoff);
+                }
+            }
+        }
+    }
+
+    fn login_rejected(&mut self, now: Instant, message: String) {
+        log::warn!("AMI login rejected: {message}");
+        self.disconnect(now, DisconnectReason::LoginRejected { message });
+    }
+
+    fn logged_in(&mut self, now: Instant) {
+        self.state = State::Configuring;
+        let filters = self.filters.clone();
+        self.reapply_left = filters.len();
+        for f in filters {
+            let action = Action::new("Filter")
+                .field("Operation", "Add")
+                .field("Filter", f);
+            self.send_internal(now, Internal::Reapply, action);
+        }
+        if self.reapply_left == 0 {
+            self.become_ready(now);
+        }
+    }
+
+    fn become_ready(&mut self, now: Instant) {
+        self.state = State::Ready;
+        self.timers[Timer::Login as usize] = None;
+        self.arm(Timer::Idle, now + self.config.ping_interval);
+        self.ready_since = Some(now);
+        self.stats.logins += 1;
+        log::info!("AMI session ready (AMI {})", self.ami_version);
+        self.outputs.push_back(Output::Ready {
+            ami_version: self.ami_version.clone(),
+        });
+        self.pump(now);
+    }
+
+    fn on_event(&mut self, now: Instant, msg: Message) {
+        self.stats.events_in += 1;
+        if let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) {
+            if self.claim_event(now, seq, &msg) {
+                return;
+            }
+        }
+        if msg
+            .event()
+            .is_some_and(|e| e.eq_ignore_ascii_case("Shutdown"))
+        {
+            self.server_shutdown = true;
+        }
+        match self.events.offer(msg) {
+            Offer::Queued => self.stats.events_queued += 1,
+            Offer::Dropped => {}
+            Offer::Overflow => self.disconnect(now, DisconnectReason::EventOverflow),
+        }
+    }
+
+    /// Gives an event with a pending ActionID to its action; false if the action does not
+    /// want it (e.g. the `UserEvent` that echoes a UserEvent action's ActionID).
+    fn claim_event(&mut self, now: Instant, seq: u64, msg: &Message) -> bool {
+        let max_items = self.config.max_list_items;
+        let max_bytes = self.config.max_list_bytes;
+        let Some(p) = self.pending.get_mut(seq) else {
+            return false;
+        };
+        let is_complete = msg
+            .get("EventList")
+            .is_some_and(|v| v.eq_ignore_ascii_case("Complete"));
+        let is_originate_response = msg
+            .event()
+            .is_some_and(|e| e.eq_ignore_ascii_case("OriginateResponse"));
+        match (p.kind, p.stage) {
+            (Kind::User { .. }, Stage::List) => {
+                let Some(response) = p.response.as_mut() else {
+                    return false;
+                };
+                if is_complete {
+                    response.complete = Some(msg.clone());
+                    if let Some(response) = p.response.take() {
+                        if let Some(at) = p.written_at {
+                            self.stats.latency.record(now.saturating_duration_since(at));
+                        }
+                        self.finish(now, seq, Outcome::Success(response));
+                    }
+                    return true;
+                }
+                let bytes = p.list_bytes + msg.wire_bytes().len();
+                if response.items.len() >= max_items || bytes > max_bytes {
+                    let (items, bytes) = (response.items.len(), p.list_bytes);
+                    log::warn!(
+                        "AMI list for {} overflowed ({items} items, {bytes} bytes); \
+                         dropping the rest",
+                        p.id
+                    );
+                    self.stats.list_items_dropped += 1;
+                    self.report(now, seq, Outcome::ListOverflow { items, bytes });
+                    self.pending
+                        .set_stage(seq, Stage::Abandoned { list: true }, true);
+                    return true;
+                }
+                p.list_bytes = bytes;
+                response.items.push(msg.clone());
+                true
+            }
+            (Kind::User { .. }, Stage::Abandoned { list: true }) => {
+                if is_complete {
+                    self.pending.remove(seq);
+                } else {
+                    self.stats.list_items_dropped += 1;
+                }
+                true
+            }
+            (Kind::User { follow_up: Some(_) }, Stage::FollowUp) if is_originate_response => {
+                if let Some(mut response) = p.response.take() {
+                    response.follow_up = Some(msg.clone());
+                    let outcome = follow_up_outcome(response);
+                    self.finish(now, seq, outcome);
+                }
+                true
+            }
+            (Kind::User { follow_up: Some(_) }, Stage::Written) if is_originate_response => {
+                p.early_follow_up = Some(msg.clone());
+                true
+            }
+            (Kind::User { follow_up: Some(_) }, Stage::Abandoned { .. })
+                if is_originate_response =>
+            {
+                self.pending.remove(seq);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reports an outcome and forgets the action.
+    fn finish(&mut self, now: Instant, seq: u64, outcome: Outcome) {
+        if let Some(p) = self.pending.remove(seq) {
+            self.sync_originates.remove(&seq);
+            if matches!(p.kind, Kind::User { .. }) && !matches!(p.stage, Stage::Abandoned { .. }) {
+                self.emit_completed(p.id, outcome);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Reports an outcome but keeps the entry (abandoned) to swallow late answers until its
+    /// deadline.
+    fn report(&mut self, now: Instant, seq: u64, outcome: Outcome) {
+        let grace = self.config.action_timeout;
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        if matches!(p.stage, Stage::Abandoned { .. }) {
+            return;
+        }
+        let id = p.id.clone();
+        let list = p.stage == Stage::List;
+        p.response = None;
+        p.action = None;
+        self.sync_originates.remove(&seq);
+        self.pending
+            .set_stage(seq, Stage::Abandoned { list }, false);
+        self.pending.set_deadline(seq, now + grace);
+        self.emit_completed(id, outcome);
+        self.pump(now);
+    }
+
+    fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {
+        self.stats.actions_by_outcome[outcome.index()] += 1;
+        log::debug!(
+            "AMI action {id} finished: {}",
+            Outcome::NAMES[outcome.index()]
+        );
+        self.outputs.push_back(Output::Completed { id, outcome });
+    }
+
+    fn expire(&mut self, now: Instant, seq: u64) {
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        match (p.kind, p.stage) {
+            (Kind::Internal(_), _) | (_, Stage::Abandoned { .. }) => {
+                self.pending.remove(seq);
+            }
+            (Kind::User { .. }, Stage::Queued) => {
+                self.finish(
+                    now,
+                    seq,
+                    Outcome::TimedOut {
+                        phase: Phase::Queued,
+                        partial: None,
+                    },
+                );
+            }
+            (Kind::User { .. }, stage) => {
+                let phase = match stage {
+                    Stage::List => Phase::List,
+                    Stage::FollowUp => Phase::FollowUp,
+                    _ => Phase::Response,
+                };
+                let partial = p.response.take();
+                log::debug!("AMI action {} timed out ({phase:?})", p.id);
+                self.report(now, seq, Outcome::TimedOut { phase, partial });
+            }
+        }
+    }
+
+    fn fail_queued(&mut self, now: Instant, reason: DisconnectReason) {
+        while let Some(seq) = self.pending.pop_queued() {
+            self.pending.set_stage(seq, Stage::Written, false);
+            self.finish(now, seq, Outcome::NotSent(reason.clone()));
+        }
+    }
+
+    /// Ends the current session: fails what was written, schedules a reconnect or closes.
+    fn disconnect(&mut self, now: Instant, reason: DisconnectReason) {
+        if self.state == State::Closed {
+            return;
+        }
+        let had_transport = self.state != State::Backoff;
+        log::info!("AMI session lost: {reason}");
+        self.stats.disconnects_by_reason[reason.index()] += 1;
+        if had_transport {
+            self.outputs.push_back(Output::Close);
+        }
+        // Written actions may or may not have run: outcome unknown, reported in send order.
+        for seq in self.pending.sorted_seqs() {
+            match self.pending.stage(seq) {
+                Some(Stage::Queued) | None => {}
+                Some(Stage::Abandoned { .. }) => {
+                    self.pending.remove(seq);
+                }
+                Some(_) => {
+                    let Some(p) = self.pending.remove(seq) else {
+                        continue;
+                    };
+                    self.sync_originates.remove(&seq);
+                    if matches!(p.kind, Kind::User { .. }) {
+                        self.emit_completed(p.id, Outcome::Unknown(reason.clone()));
+                    }
+                }
+            }
+        }
+        self.connection += 1;
+        self.prefix = self.rng.prefix();
+        self.decoder.reset();
+        self.transmit.clear();
+        self.transmit_pos = 0;
+        self.timers = [None; 6];
+        self.heartbeat_outstanding = false;
+        self.server_shutdown = false;
+        self.reapply_left = 0;
+
+        let final_reason = match &reason {
+            DisconnectReason::Logoff | DisconnectReason::LocalClose => true,
+            DisconnectReason::LoginRejected { .. } => !self.config.reconnect_on_auth_failure,
+            _ => false,
+        };
+        if final_reason {
+            self.state = State::Closed;
+            self.fail_queued(now, reason.clone());
+            log::info!("AMI client closed: {reason}");
+            self.outputs.push_back(Output::Closed { reason });
+            return;
+        }
+        if self
+            .ready_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.stable_after)
+        {
+            self.failures = 0;
+        }
+        self.ready_since = None;
+        self.failures = self.failures.saturating_add(1);
+        let delay = self.backoff_delay();
+        let retry_at = now + delay;
+        self.state = State::Backoff;
+        self.arm(Timer::Reconnect, retry_at);
+        self.outputs.push_back(Output::Disconnected {
+            reason,
+            retry_at: Some(retry_at),
+        });
+    }
+
+    /// Full jitter: uniform in `0..=min(max, base * 2^(failures-1))`; once `failures`
+    /// reaches the breaker threshold, the cooldown plus up to one base of jitter.
+    fn backoff_delay(&mut self) -> Duration {
+        let base = self.config.backoff_base.as_micros() as u64;
+        if self.failures >= self.config.breaker_threshold {
+            if self.failures == self.config.breaker_threshold {
+                self.stats.breaker_opened += 1;
+                log::warn!(
+                    "AMI circuit breaker open after {} consecutive failures; next try in {:?}",
+                    self.failures,
+                    self.config.breaker_cooldown
+                );
+            }
+            return self.config.breaker_cooldown
+                + Duration::from_micros(self.rng.below_or_eq(base));
+        }
+        let max = self.config.backoff_max.as_micros() as u64;
+        let shift = (self.failures - 1).min(40);
+        let ceiling = base.saturating_mul(1u64 << shift).min(max);
+        Duration::from_micros(self.rng.below_or_eq(ceiling))
+    }
+}
+
+fn follow_up_outcome(response: Response) -> Outcome {
+    let ok = response
+        .follow_up
+        .as_ref()
+        .and_then(|m| m.get_str("Response"))
+        .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
+    if ok {
+        Outcome::Success(response)
+    } else {
+        Outcome::ServerError(response)
+    }
+}
