@@ -17,6 +17,7 @@ pub use wire::limits::{
 pub use wire::message::{Field, Message, MessageKind, Value};
 
 mod client;
+pub mod fleet;
 
 pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
