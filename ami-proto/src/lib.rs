@@ -1,6 +1,122 @@
-//! # ami-proto
+//! # ami-proto: the Asterisk Manager Interface as a state machine
 //!
-//! WIP
+//! `ami-proto` is everything about AMI that is not I/O: the decoder, the encoder, login,
+//! ActionID correlation, event lists, async Originate, timers, heartbeat and reconnect. It
+//! owns **no socket, no clock, no thread and no runtime**. Bytes and `now: Instant` go in;
+//! bytes to write, outputs, events and the next deadline come out. Nothing in it can block,
+//! so the loop that drives it cannot be blocked by it. The adapters (`ami-tokio`, `ami-mio`)
+//! are a screenful of I/O around it; tests drive it on virtual time with `ami-sim`.
+//!
+//! ```text
+//!              handle_input(now, Received(bytes))        transmit() / advance_transmit(n)
+//!   socket ──────────────────────────────►┌──────────┐──────────────────────────────► socket
+//!   clock  ── handle_timeout(now) ───────►│  Client  │── poll_output(): Connect, Close,
+//!   caller ── send_action(now, action) ──►└──────────┘   Ready, Completed, Disconnected,
+//!                                               │        Closed, Wait(deadline)
+//!                                               └──────► poll_event(): Event | Gap
+//! ```
+//!
+//! ## The run loop
+//!
+//! 1. Build a [`ClientConfig`] (the builder refuses settings that cannot work) and create a
+//!    [`Client`] with the current time. Its first output is [`Output::Connect`].
+//! 2. Drain [`Client::poll_output`] until it returns [`Output::Wait`]:
+//!    - `Connect`: open a transport; report [`Input::Connected`] or [`Input::ConnectFailed`];
+//!    - `Close`: drop the transport;
+//!    - `Ready`, `Completed`, `Disconnected`, `Closed`: tell your application.
+//! 3. Write [`Client::transmit`] to the transport and report how much was written with
+//!    [`Client::advance_transmit`] (partial writes are normal).
+//! 4. Hand your consumer the events from [`Client::poll_event`] when it asks for them. The
+//!    queue is bounded; when the consumer is behind, events are dropped by the configured
+//!    [`OverflowPolicy`] and a [`StreamItem::Gap`] says how many. The reader never waits.
+//! 5. Sleep until bytes arrive ([`Input::Received`], [`Input::Eof`],
+//!    [`Input::TransportError`]), the caller sends an action, or the deadline from `Wait`
+//!    passes ([`Client::handle_timeout`]). Then go to 2.
+//!
+//! ```
+//! use ami_proto::{Action, Client, ClientConfig, Input, Outcome, Output};
+//! use std::time::{Duration, Instant};
+//!
+//! let config = ClientConfig::builder("admin", "amp111").seed(7).build()?;
+//! let mut now = Instant::now(); // the caller's clock; tests use virtual time
+//! let mut client = Client::new(config, now);
+//! let ping = client.send_action(now, Action::new("Ping"))?; // queued until Ready
+//!
+//! // A scripted server: answer whatever the client wrote, echoing its ActionID.
+//! let mut server = |wire: &[u8]| -> Vec<u8> {
+//!     let text = String::from_utf8_lossy(wire);
+//!     let mut reply = String::new();
+//!     for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
+//!         let id = block.lines().find_map(|l| l.strip_prefix("ActionID: ")).unwrap_or("");
+//!         if block.starts_with("Action: Login") {
+//!             reply += &format!("Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n");
+//!         } else if block.starts_with("Action: Ping") {
+//!             reply += &format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 1.5\r\n\r\n");
+//!         }
+//!     }
+//!     reply.into_bytes()
+//! };
+//!
+//! let mut pong = None;
+//! for _round in 0..4 {
+//!     loop {
+//!         match client.poll_output() {
+//!             Output::Connect => {
+//!                 client.handle_input(now, Input::Connected);
+//!                 client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
+//!             }
+//!             Output::Completed { id, outcome } if id == ping => pong = Some(outcome),
+//!             Output::Wait(_) => break,
+//!             _ => {}
+//!         }
+//!     }
+//!     let written = client.transmit().to_vec();
+//!     client.advance_transmit(written.len());
+//!     now += Duration::from_millis(1);
+//!     let reply = server(&written);
+//!     client.handle_input(now, Input::Received(&reply));
+//! }
+//! let Some(Outcome::Success(response)) = pong else { panic!("no pong: {pong:?}") };
+//! assert_eq!(response.message().get_str("Ping"), Some("Pong"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Time
+//!
+//! Every call that changes state takes `now`. The client never reads a clock; randomness
+//! (reconnect jitter, ActionID prefixes) comes from [`ClientConfigBuilder::seed`], so a test
+//! with a fixed seed can assert exact reconnect times. Timers: connect, banner, login,
+//! heartbeat idle, pong deadline, reconnect, and one deadline per action kept in a min-heap
+//! (O(log n) per action; stale entries are skipped lazily). [`Output::Wait`] carries the
+//! earliest of them.
+//!
+//! ## Limits
+//!
+//! Every buffer and queue is capped, with a default and a reason in its doc:
+//! [`DecoderLimits`] (line, message, fields, buffer), and in [`ClientConfigBuilder`] the
+//! write queue, pending actions, pipeline depth, list items and bytes, and the event queue.
+//! Settings that cannot work (a buffer below the largest message, a zero cap, a pipeline
+//! larger than the pending table) are refused by `build()` with a typed error.
+//!
+//! ## Action outcomes, across reconnects
+//!
+//! Each [`ActionId`] completes exactly once ([`Output::Completed`]). Only a server message
+//! makes an [`Outcome::Success`] or [`Outcome::ServerError`]. After a disconnect, an action
+//! that was never written stays queued until its deadline ([`Outcome::TimedOut`] with
+//! [`Phase::Queued`]) and is written on the next connection; one that was written fails at
+//! once with [`Outcome::Unknown`]: the server may or may not have run it, and AMI actions are
+//! not idempotent (two Originates are two calls), so nothing is re-sent automatically.
+//! ActionIDs carry a random per-connection prefix and a counter, so an answer from an older
+//! connection, or another client's broadcast `OriginateResponse`, never matches.
+//!
+//! ## Errors and panics
+//!
+//! Inputs never fail: what the server does wrong comes out as an output (a disconnect with a
+//! reason, a counted decoder resync, an unmatched-response counter). Caller mistakes that
+//! types cannot prevent are typed errors on the call ([`SendError`], [`EncodeError`],
+//! [`ConfigError`]). No input from the network or the caller can make this crate panic; the
+//! fuzz targets and property tests exercise that. Secrets (`Secret`, `Key`) never appear in
+//! `Debug` output or log records.
 #![forbid(unsafe_code)]
 
 mod wire;
