@@ -63,7 +63,7 @@ pub struct ClientConfig {
     pub(crate) secret: Secret,
     pub(crate) auth: AuthMethod,
     pub(crate) events: String,
-    pub(crate) seed: u64,
+    pub(crate) seed: Option<u64>,
     pub(crate) decoder: DecoderLimits,
     pub(crate) connect_timeout: Duration,
     pub(crate) banner_timeout: Duration,
@@ -97,7 +97,7 @@ impl ClientConfig {
                 secret: Secret::new(secret),
                 auth: AuthMethod::Plain,
                 events: "on".into(),
-                seed: 0x5eed_a111_0000_0001,
+                seed: None,
                 decoder: DecoderLimits::default(),
                 connect_timeout: Duration::from_secs(5),
                 banner_timeout: Duration::from_secs(5),
@@ -124,6 +124,15 @@ impl ClientConfig {
         }
     }
 
+    /// The seed, if one was set.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+    /// The same config with `seed` set (adapters use this to seed from OS entropy).
+    pub fn with_seed(mut self, seed: u64) -> ClientConfig {
+        self.seed = Some(seed);
+        self
+    }
     /// The login user name.
     pub fn username(&self) -> &str {
         &self.username
@@ -176,9 +185,6 @@ impl ClientConfigBuilder {
     setters! {
         /// Login method. Default: plain.
         auth: AuthMethod;
-        /// Seed for ActionID prefixes and reconnect jitter. Give every process its own (the
-        /// adapters seed from the OS); a fixed seed makes every time and ID reproducible.
-        seed: u64;
         /// Decoder limits. Default: [`DecoderLimits::default`].
         decoder: DecoderLimits;
         /// Time allowed for the transport to open. Default 5 s.
@@ -230,6 +236,14 @@ impl ClientConfigBuilder {
         /// Accept `Originate` without `Async: true`. Default false: a sync Originate blocks the
         /// whole AMI session until the call is answered.
         allow_sync_originate: bool;
+    }
+
+    /// Seed for ActionID prefixes and reconnect jitter; a fixed seed makes every time and
+    /// ID reproducible. Unset, the adapters seed from OS entropy so that two processes never
+    /// share ActionID prefixes (a bare [`Client`](crate::Client) then uses a constant).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
     }
 
     /// Event mask sent with `Login` (`Events:`): `on`, `off`, or a class list such as

@@ -13,6 +13,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
+/// Seed used when the config sets none and no adapter supplied one.
+const DEFAULT_SEED: u64 = 0x5eed_a111_0000_0001;
+
 /// Most filters the client remembers to re-apply after a reconnect.
 pub const MAX_FILTERS: usize = 256;
 /// Transmit bytes kept before compacting the buffer's consumed front.
@@ -182,7 +185,7 @@ impl Client {
     /// A client that asks for its first connect right away (the first output is
     /// [`Output::Connect`]).
     pub fn new(config: ClientConfig, now: Instant) -> Client {
-        let mut rng = Rng::new(config.seed);
+        let mut rng = Rng::new(config.seed.unwrap_or(DEFAULT_SEED));
         let prefix = rng.prefix();
         let events = EventQueue::new(config.event_queue_cap, config.overflow);
         let decoder = Decoder::new(config.decoder);

@@ -1,0 +1,340 @@
+//! The caller's side: a cloneable `Handle` for actions and an `Events` stream.
+
+use crate::driver::now;
+use ami_proto::{
+    Action, ActionId, Client, DisconnectReason, Outcome, Phase, Response, SendError, SendOptions,
+    Stats, StreamItem,
+};
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+use tokio::sync::{oneshot, watch, Notify};
+
+/// Where the session is, as last reported by the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Opening a transport (first connect or reconnect).
+    Connecting,
+    /// Logged in; actions flow.
+    Ready {
+        /// AMI version from the banner.
+        ami_version: String,
+    },
+    /// Lost; a reconnect is scheduled at `retry_at`.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+        /// When the next connect starts.
+        retry_at: Option<Instant>,
+    },
+    /// Stopped for good.
+    Closed {
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Why an action did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AmiError {
+    /// Refused before sending (invalid field, queue full, client closed...).
+    Send(SendError),
+    /// The server answered with an error; the response (and any list items) is here.
+    Server(Response),
+    /// The deadline passed in `phase`.
+    TimedOut {
+        /// The phase that did not finish.
+        phase: Phase,
+        /// What had arrived.
+        partial: Option<Response>,
+    },
+    /// The list outgrew its caps.
+    ListOverflow {
+        /// Items gathered.
+        items: usize,
+        /// Bytes gathered.
+        bytes: usize,
+    },
+    /// Cancelled.
+    Cancelled,
+    /// Never written; safe to send again.
+    NotSent(DisconnectReason),
+    /// Written, but the connection was lost first: the server may have run it.
+    Unknown(DisconnectReason),
+    /// The driver task is gone.
+    Closed,
+}
+
+impl std::fmt::Display for AmiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AmiError::Send(e) => write!(f, "{e}"),
+            AmiError::Server(r) => {
+                write!(f, "server error: {}", r.text().unwrap_or("(no message)"))
+            }
+            AmiError::TimedOut { phase, .. } => write!(f, "timed out waiting ({phase:?})"),
+            AmiError::ListOverflow { items, bytes } => {
+                write!(f, "list overflow after {items} items / {bytes} bytes")
+            }
+            AmiError::Cancelled => f.write_str("cancelled"),
+            AmiError::NotSent(r) => write!(f, "not sent: {r}"),
+            AmiError::Unknown(r) => write!(f, "outcome unknown: {r}"),
+            AmiError::Closed => f.write_str("client closed"),
+        }
+    }
+}
+
+impl std::error::Error for AmiError {}
+
+impl From<SendError> for AmiError {
+    fn from(e: SendError) -> Self {
+        AmiError::Send(e)
+    }
+}
+
+fn to_result(outcome: Outcome) -> Result<Response, AmiError> {
+    match outcome {
+        Outcome::Success(r) => Ok(r),
+        Outcome::ServerError(r) => Err(AmiError::Server(r)),
+        Outcome::TimedOut { phase, partial } => Err(AmiError::TimedOut { phase, partial }),
+        Outcome::ListOverflow { items, bytes } => Err(AmiError::ListOverflow { items, bytes }),
+        Outcome::Cancelled => Err(AmiError::Cancelled),
+        Outcome::NotSent(r) => Err(AmiError::NotSent(r)),
+        Outcome::Unknown(r) => Err(AmiError::Unknown(r)),
+        _ => Err(AmiError::Closed),
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) waiters: HashMap<ActionId, oneshot::Sender<Outcome>>,
+    pub(crate) event_waker: Option<Waker>,
+    pub(crate) driver_done: bool,
+}
+
+pub(crate) struct Inner {
+    shared: Mutex<Shared>,
+    pub(crate) wake_driver: Notify,
+    status: watch::Sender<Status>,
+}
+
+impl Inner {
+    pub(crate) fn new(client: Client) -> Inner {
+        Inner {
+            shared: Mutex::new(Shared {
+                client,
+                waiters: HashMap::new(),
+                event_waker: None,
+                driver_done: false,
+            }),
+            wake_driver: Notify::new(),
+            status: watch::Sender::new(Status::Connecting),
+        }
+    }
+
+    /// Locks the shared state. A panic while holding the lock (only possible through a bug,
+    /// since no user code runs under it) must not wedge every other caller: the poisoned
+    /// state is still consistent at every await point, so it is used as is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_status(&self, s: Status) {
+        self.status.send_replace(s);
+    }
+}
+
+/// A cloneable handle to one AMI session (across reconnects).
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("status", &*self.inner.status.borrow())
+            .finish()
+    }
+}
+
+/// Cancels the action in the core if the caller stops waiting for it.
+struct CancelOnDrop<'a> {
+    inner: &'a Inner,
+    id: Option<ActionId>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut shared = self.inner.lock();
+            shared.waiters.remove(&id);
+            shared.client.cancel(now(), &id);
+            drop(shared);
+            self.inner.wake_driver.notify_one();
+        }
+    }
+}
+
+impl Handle {
+    /// Sends an action and waits for its outcome: lists gathered, an async Originate
+    /// resolved with its `OriginateResponse`. Dropping the future cancels the action.
+    pub async fn send(&self, action: Action) -> Result<Response, AmiError> {
+        self.send_with(action, SendOptions::default()).await
+    }
+
+    /// [`send`](Self::send) with options (e.g. a deadline).
+    pub async fn send_with(
+        &self,
+        action: Action,
+        options: SendOptions,
+    ) -> Result<Response, AmiError> {
+        let (tx, rx) = oneshot::channel();
+        let id = {
+            let mut shared = self.inner.lock();
+            if shared.driver_done {
+                return Err(AmiError::Closed);
+            }
+            let id = shared.client.send_action_with(now(), action, options)?;
+            shared.waiters.insert(id.clone(), tx);
+            id
+        };
+        self.inner.wake_driver.notify_one();
+        let mut guard = CancelOnDrop {
+            inner: &self.inner,
+            id: Some(id),
+        };
+        let outcome = rx.await;
+        guard.id = None;
+        match outcome {
+            Ok(outcome) => to_result(outcome),
+            Err(_) => Err(AmiError::Closed),
+        }
+    }
+
+    /// Installs an event filter now and after every reconnect.
+    pub async fn add_filter(&self, filter: &str) -> Result<Response, AmiError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut shared = self.inner.lock();
+            let id = shared.client.add_filter(now(), filter)?;
+            shared.waiters.insert(id, tx);
+        }
+        self.inner.wake_driver.notify_one();
+        rx.await.map_err(|_| AmiError::Closed).and_then(to_result)
+    }
+
+    /// A watch on the session status (Connecting, Ready, Disconnected, Closed).
+    pub fn status(&self) -> watch::Receiver<Status> {
+        self.inner.status.subscribe()
+    }
+
+    /// Waits until the session is Ready, or returns the reason it closed.
+    pub async fn wait_ready(&self) -> Result<(), DisconnectReason> {
+        let mut rx = self.status();
+        loop {
+            match &*rx.borrow_and_update() {
+                Status::Ready { .. } => return Ok(()),
+                Status::Closed { reason } => return Err(reason.clone()),
+                _ => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(DisconnectReason::LocalClose);
+            }
+        }
+    }
+
+    /// Logs off and waits until the session has closed.
+    pub async fn logoff(&self) {
+        self.inner.lock().client.logoff(now());
+        self.inner.wake_driver.notify_one();
+        self.wait_closed().await;
+    }
+
+    /// Closes at once: pending actions fail, no Logoff is sent.
+    pub fn close(&self) {
+        self.inner.lock().client.close(now());
+        self.inner.wake_driver.notify_one();
+    }
+
+    /// Waits until the session has closed for good.
+    pub async fn wait_closed(&self) {
+        let mut rx = self.status();
+        loop {
+            if matches!(&*rx.borrow_and_update(), Status::Closed { .. }) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A snapshot of the core's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.lock().client.stats()
+    }
+}
+
+/// The event stream of one session: events in order, and gap notices where the bounded
+/// queue dropped events because this consumer was behind. Receiving never slows the reader.
+pub struct Events {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").finish_non_exhaustive()
+    }
+}
+
+impl Events {
+    /// The next item; `None` once the session has closed and the queue is empty.
+    pub async fn recv(&mut self) -> Option<StreamItem> {
+        poll_fn(|cx| {
+            let mut shared = self.inner.lock();
+            if let Some(item) = shared.client.poll_event() {
+                return Poll::Ready(Some(item));
+            }
+            if shared.driver_done {
+                return Poll::Ready(None);
+            }
+            shared.event_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Moves up to `max` items into `out` (waiting for at least one); returns how many, 0
+    /// once the session has closed and the queue is empty. One lock for the whole batch.
+    pub async fn recv_many(&mut self, out: &mut Vec<StreamItem>, max: usize) -> usize {
+        poll_fn(|cx| {
+            let mut shared = self.inner.lock();
+            let mut n = 0;
+            while n < max {
+                match shared.client.poll_event() {
+                    Some(item) => {
+                        out.push(item);
+                        n += 1;
+                    }
+                    None => break,
+                }
+            }
+            if n > 0 || shared.driver_done {
+                return Poll::Ready(n);
+            }
+            shared.event_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next item if one is queued.
+    pub fn try_recv(&mut self) -> Option<StreamItem> {
+        self.inner.lock().client.poll_event()
+    }
+}
