@@ -1,0 +1,483 @@
+//! `MioDriver`: many AMI clients on one `mio::Poll`.
+
+use crate::conn::{Conn, Link, ReadEnd, Target};
+use crate::report::{ConnId, Notice, Report, UserReady};
+use crate::resolver::{system_resolve, Request, ResolveFn, Resolver};
+use crate::{MAX_CONNS, USER_TOKENS, WAKER_TOKEN};
+use ami_proto::fleet::{Budget, Scheduler};
+use ami_proto::{
+    Action, ActionId, Client, ClientConfig, SendError, SendOptions, Stats, StreamItem,
+};
+use mio::{Events, Poll, Registry, Token, Waker};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of a [`MioDriver`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Per-step budgets; see [`Budget`] for the defaults and why.
+    pub budget: Budget,
+    /// Readiness events taken from the poll per call. Default 1,024; more wait for the next
+    /// call (mio keeps them).
+    pub events_capacity: usize,
+    /// Size of the one read buffer shared by all connections. Default 16 KiB.
+    pub read_chunk: usize,
+    /// Threads resolving host names for [`MioDriver::add_host`]. Default 2; started on the
+    /// first `add_host`.
+    pub resolver_threads: usize,
+    /// The name resolver run on those threads. Default: the system resolver.
+    pub resolve: Arc<ResolveFn>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            budget: Budget::default(),
+            events_capacity: 1024,
+            read_chunk: 16 << 10,
+            resolver_threads: 2,
+            resolve: Arc::new(system_resolve),
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("budget", &self.budget)
+            .field("events_capacity", &self.events_capacity)
+            .field("read_chunk", &self.read_chunk)
+            .field("resolver_threads", &self.resolver_threads)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`MioDriver::add`] refused a connection: the driver holds [`MAX_CONNS`] already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyConnections;
+
+impl std::fmt::Display for TooManyConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a MioDriver holds at most {MAX_CONNS} connections")
+    }
+}
+
+impl std::error::Error for TooManyConnections {}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u64,
+    conn: Option<Conn>,
+}
+
+/// Drives any number of AMI [`Client`]s from one [`mio::Poll`].
+///
+/// Two calls, never mixed up:
+///
+/// - [`step`](Self::step) never blocks: it polls with a zero timeout, does the ready I/O within
+///   the per-step [`Budget`], feeds `now` to every client and returns a [`Report`].
+/// - [`wait`](Self::wait) blocks in `mio::Poll::poll` until I/O is ready, the earliest client
+///   deadline, or the caller's timeout. It does no I/O of its own; the next `step` does it.
+///
+/// The caller may register its own sources on [`registry`](Self::registry) with tokens in
+/// [`USER_TOKENS`]; their readiness comes back in [`Report::user`].
+pub struct MioDriver {
+    poll: Poll,
+    events: Events,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    next_generation: u64,
+    scheduler: Scheduler,
+    buf: Vec<u8>,
+    waker: Arc<Waker>,
+    woken: bool,
+    resolver: Option<Resolver>,
+    options: Options,
+    notices: Vec<(ConnId, Notice)>,
+    user: Vec<UserReady>,
+}
+
+impl std::fmt::Debug for MioDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MioDriver")
+            .field("connections", &(self.slots.len() - self.free.len()))
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MioDriver {
+    /// A driver with default [`Options`].
+    pub fn new() -> io::Result<MioDriver> {
+        MioDriver::with_options(Options::default())
+    }
+
+    /// A driver with `options`.
+    pub fn with_options(options: Options) -> io::Result<MioDriver> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
+        Ok(MioDriver {
+            events: Events::with_capacity(options.events_capacity.max(1)),
+            poll,
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_generation: 0,
+            scheduler: Scheduler::new(options.budget),
+            buf: vec![0; options.read_chunk.max(512)],
+            waker,
+            woken: false,
+            resolver: None,
+            options,
+            notices: Vec::new(),
+            user: Vec::new(),
+        })
+    }
+
+    /// Adds a client for the server at `addr`. It connects during the next steps.
+    pub fn add(
+        &mut self,
+        config: ClientConfig,
+        addr: SocketAddr,
+    ) -> Result<ConnId, TooManyConnections> {
+        self.insert(config, Target::Addr(addr))
+    }
+
+    /// Adds a client for `host:port`. The name is resolved on a helper thread before every
+    /// connect, never on the loop; the core's connect timeout covers the lookup.
+    pub fn add_host(
+        &mut self,
+        config: ClientConfig,
+        host: impl Into<String>,
+    ) -> io::Result<ConnId> {
+        if self.resolver.is_none() {
+            self.resolver = Some(Resolver::spawn(
+                self.options.resolver_threads,
+                Arc::clone(&self.waker),
+                Arc::clone(&self.options.resolve),
+            )?);
+        }
+        self.insert(config, Target::Host(host.into()))
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn insert(
+        &mut self,
+        config: ClientConfig,
+        target: Target,
+    ) -> Result<ConnId, TooManyConnections> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None if self.slots.len() < MAX_CONNS => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                self.slots.len() - 1
+            }
+            None => return Err(TooManyConnections),
+        };
+        self.next_generation += 1;
+        let id = ConnId {
+            index,
+            generation: self.next_generation,
+        };
+        let mut conn = Conn::new(Client::new(config, Instant::now()), target);
+        conn.drain(id, self.poll.registry(), &mut self.notices);
+        if let Some(slot) = self.slots.get_mut(index) {
+            slot.generation = id.generation;
+            slot.conn = Some(conn);
+        }
+        Ok(id)
+    }
+
+    /// Removes a connection: it is closed at once (no Logoff) and its ID is retired. Returns
+    /// false if `conn` was already gone.
+    pub fn remove(&mut self, conn: ConnId) -> bool {
+        let registry = self.poll.registry();
+        let Some(slot) = self.slots.get_mut(conn.index) else {
+            return false;
+        };
+        if slot.generation != conn.generation {
+            return false;
+        }
+        let Some(mut c) = slot.conn.take() else {
+            return false;
+        };
+        c.client.close(Instant::now());
+        c.drain(conn, registry, &mut self.notices);
+        slot.generation = 0;
+        self.free.push(conn.index);
+        true
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.slots
+            .get_mut(id.index)
+            .filter(|s| s.generation == id.generation)
+            .and_then(|s| s.conn.as_mut())
+    }
+
+    /// Queues an action; it is written by the next [`step`](Self::step). The result arrives
+    /// once as [`Notice::Completed`] with the returned ID. A removed `conn` gives
+    /// [`SendError::Closed`].
+    pub fn send(&mut self, conn: ConnId, action: Action) -> Result<ActionId, SendError> {
+        self.send_with(conn, action, SendOptions::default())
+    }
+
+    /// [`send`](Self::send) with options (a deadline of its own).
+    pub fn send_with(
+        &mut self,
+        conn: ConnId,
+        action: Action,
+        options: SendOptions,
+    ) -> Result<ActionId, SendError> {
+        let c = self.conn_mut(conn).ok_or(SendError::Closed)?;
+        c.client.send_action_with(Instant::now(), action, options)
+    }
+
+    /// Cancels a pending action (see [`Client::cancel`]). False if unknown.
+    pub fn cancel(&mut self, conn: ConnId, id: &ActionId) -> bool {
+        self.conn_mut(conn)
+            .is_some_and(|c| c.client.cancel(Instant::now(), id))
+    }
+
+    /// The next event (or gap notice) of `conn`'s stream.
+    pub fn poll_event(&mut self, conn: ConnId) -> Option<StreamItem> {
+        self.conn_mut(conn)?.client.poll_event()
+    }
+
+    /// Logs `conn` off (see [`Client::logoff`]); the Logoff is written by the next step.
+    pub fn logoff(&mut self, conn: ConnId) -> bool {
+        let registry = self.poll.registry();
+        let Some(c) = self
+            .slots
+            .get_mut(conn.index)
+            .filter(|s| s.generation == conn.generation)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return false;
+        };
+        c.client.logoff(Instant::now());
+        c.drain(conn, registry, &mut self.notices);
+        true
+    }
+
+    /// Closes `conn` at once without Logoff (see [`Client::close`]); it stays listed until
+    /// [`remove`](Self::remove)d.
+    pub fn close(&mut self, conn: ConnId) -> bool {
+        let registry = self.poll.registry();
+        let Some(c) = self
+            .slots
+            .get_mut(conn.index)
+            .filter(|s| s.generation == conn.generation)
+            .and_then(|s| s.conn.as_mut())
+        else {
+            return false;
+        };
+        c.client.close(Instant::now());
+        c.drain(conn, registry, &mut self.notices);
+        true
+    }
+
+    /// A snapshot of `conn`'s counters.
+    pub fn stats(&self, conn: ConnId) -> Option<Stats> {
+        self.client(conn).map(Client::stats)
+    }
+
+    /// The core client of `conn`, read-only (state, config, stats).
+    pub fn client(&self, conn: ConnId) -> Option<&Client> {
+        self.slots
+            .get(conn.index)
+            .filter(|s| s.generation == conn.generation)
+            .and_then(|s| s.conn.as_ref())
+            .map(|c| &c.client)
+    }
+
+    /// The IDs of all connections.
+    pub fn connections(&self) -> Vec<ConnId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.conn.is_some())
+            .map(|(index, s)| ConnId {
+                index,
+                generation: s.generation,
+            })
+            .collect()
+    }
+
+    /// The poll's registry, for the caller's own sources. Use tokens in [`USER_TOKENS`] only.
+    pub fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// A waker for this poll: another thread may call `wake()` to end a [`wait`](Self::wait)
+    /// early.
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Blocks until I/O is ready, the earliest client deadline passes, or `timeout` (None: no
+    /// limit of the caller's) elapses; returns at once if the last step left work behind.
+    ///
+    /// This is the only call that blocks. Readiness is remembered; call [`step`](Self::step)
+    /// next to act on it.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let now = Instant::now();
+        let mut limit = timeout;
+        let mut busy = self.woken || !self.notices.is_empty() || !self.user.is_empty();
+        for c in self.slots.iter_mut().filter_map(|s| s.conn.as_mut()) {
+            busy |= c.has_work();
+            if let Some(at) = c.client.poll_timeout() {
+                let d = at.saturating_duration_since(now);
+                limit = Some(limit.map_or(d, |l| l.min(d)));
+            }
+        }
+        if busy {
+            limit = Some(Duration::ZERO);
+        }
+        self.poll_into(limit)
+    }
+
+    fn poll_into(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in self.events.iter() {
+            let token = ev.token().0;
+            if token == WAKER_TOKEN {
+                self.woken = true;
+            } else if USER_TOKENS.contains(&token) {
+                self.user.push(UserReady::from_event(ev));
+            } else if let Some(c) = self.slots.get_mut(token).and_then(|s| s.conn.as_mut()) {
+                c.absorb(ev);
+            }
+        }
+        Ok(())
+    }
+
+    /// One non-blocking round: polls with a zero timeout, then gives every connection its
+    /// turn within the [`Budget`] (starting one place further each step): timers at `now`,
+    /// connect completion, reads, outputs, writes; then starts the connects the budget
+    /// allows. Never sleeps, never resolves a name, never touches a file.
+    ///
+    /// Pass `Instant::now()`.
+    pub fn step(&mut self, now: Instant) -> io::Result<Report> {
+        self.poll_into(Some(Duration::ZERO))?;
+        if std::mem::take(&mut self.woken) {
+            self.take_answers(now);
+        }
+        let registry = self.poll.registry();
+        let mut report = Report {
+            notices: std::mem::take(&mut self.notices),
+            user: std::mem::take(&mut self.user),
+            ..Report::default()
+        };
+        let mut step = self.scheduler.begin(self.slots.len());
+        for index in step.order() {
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
+            let id = ConnId {
+                index,
+                generation: slot.generation,
+            };
+            let Some(c) = slot.conn.as_mut() else {
+                continue;
+            };
+            c.client.handle_timeout(now);
+            c.drain(id, registry, &mut report.notices);
+            c.finish_connect(now);
+            if c.readable && matches!(c.link, Link::Open(_)) {
+                match step.turn(index) {
+                    Some(mut turn) => {
+                        let end = c.read(
+                            now,
+                            &mut turn,
+                            &mut self.buf,
+                            id,
+                            registry,
+                            &mut report.notices,
+                        );
+                        report.more |= end == ReadEnd::Budget;
+                        step.end_turn(turn);
+                    }
+                    None => report.more = true,
+                }
+            }
+            c.drain(id, registry, &mut report.notices);
+            c.write(now);
+            c.drain(id, registry, &mut report.notices);
+            if c.client.events_queued() > 0 {
+                report.events.push(id);
+            }
+        }
+        for index in step.connect_order() {
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
+            let id = ConnId {
+                index,
+                generation: slot.generation,
+            };
+            let Some(c) = slot.conn.as_mut().filter(|c| c.want_connect) else {
+                continue;
+            };
+            if c.resolved.is_none() {
+                if let (Target::Host(host), Some(r), false) =
+                    (&c.target, &self.resolver, c.resolving)
+                {
+                    c.resolving = r.request(Request {
+                        index,
+                        generation: id.generation,
+                        attempt: c.attempt,
+                        host: host.clone(),
+                    });
+                }
+                continue;
+            }
+            if !step.take_connect(index) {
+                report.more = true;
+                continue;
+            }
+            c.start_connect(now, registry, Token(index));
+            c.drain(id, registry, &mut report.notices);
+        }
+        self.scheduler.finish(step);
+        Ok(report)
+    }
+
+    /// Applies lookup answers: an address lets the connect start; a failure is reported to
+    /// the client as a failed connect.
+    fn take_answers(&mut self, now: Instant) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        while let Some(answer) = resolver.try_answer() {
+            let Some(c) = self
+                .slots
+                .get_mut(answer.index)
+                .filter(|s| s.generation == answer.generation)
+                .and_then(|s| s.conn.as_mut())
+            else {
+                continue;
+            };
+            if !c.want_connect || c.attempt != answer.attempt {
+                continue;
+            }
+            c.resolving = false;
+            match answer.result {
+                Ok(addr) => c.resolved = Some(addr),
+                Err(_) => {
+                    c.want_connect = false;
+                    c.client.handle_input(now, ami_proto::Input::ConnectFailed);
+                }
+            }
+        }
+    }
+}

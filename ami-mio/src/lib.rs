@@ -1,0 +1,107 @@
+//! # ami-mio
+//!
+//! Drives one or many [`ami_proto::Client`]s (Asterisk Manager Interface sessions) from one
+//! [`mio::Poll`], inside an event loop that belongs to you.
+//!
+//! The adapter is thin: it owns sockets, the poll and the clock, and pumps bytes and time into
+//! the sans-IO core. When to ping, when to reconnect and how an action ended are decided by
+//! `ami-proto`; this crate only carries out [`ami_proto::Output::Connect`] and
+//! [`ami_proto::Output::Close`] and passes the other outputs on as [`Notice`]s.
+//!
+//! ## The run loop: two calls
+//!
+//! 1. [`MioDriver::step`]`(now)` never blocks. It polls mio with a zero timeout, does the
+//!    ready I/O (connect completion, reads, writes), feeds `now` to every client, starts the
+//!    connects the clients asked for, and returns a [`Report`]: completed actions and session
+//!    notices, which connections have events queued, and readiness of your own sources.
+//! 2. [`MioDriver::wait`]`(timeout)` blocks in `mio::Poll::poll` until I/O is ready, the
+//!    earliest client deadline (heartbeat, action deadline, reconnect), or your `timeout`
+//!    (your own timer). It returns at once when the last step left work behind.
+//!
+//! ```no_run
+//! use ami_mio::{MioDriver, Notice};
+//! use ami_proto::{Action, ClientConfig};
+//! use std::time::{Duration, Instant};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut driver = MioDriver::new()?;
+//! let config = ClientConfig::builder("admin", "secret").build()?;
+//! let pbx = driver.add(config, "127.0.0.1:5038".parse()?)?;
+//! let mut pinged = false;
+//! loop {
+//!     let report = driver.step(Instant::now())?;
+//!     for (conn, notice) in report.notices {
+//!         match notice {
+//!             Notice::Ready { .. } if !pinged => {
+//!                 driver.send(conn, Action::new("Ping"))?;
+//!                 pinged = true;
+//!             }
+//!             Notice::Completed { outcome, .. } => {
+//!                 println!("ping: {}", outcome.is_success());
+//!                 return Ok(());
+//!             }
+//!             other => println!("{other:?}"),
+//!         }
+//!     }
+//!     for conn in report.events {
+//!         while let Some(event) = driver.poll_event(conn) {
+//!             println!("{event:?}");
+//!         }
+//!     }
+//!     driver.wait(Some(Duration::from_secs(1)))?;
+//! }
+//! # }
+//! ```
+//!
+//! ## Many servers, one loop
+//!
+//! Each step gives every connection a turn, starting one place further each time, within an
+//! [`ami_proto::fleet::Budget`]: bytes and messages per connection and per step, and connects
+//! started per step. A connection whose budget ran out keeps its place: the next step reads on
+//! without waiting for new readiness (mio is edge-triggered). So a server flooding events
+//! cannot starve a quiet one, and a hundred servers reconnecting at once cannot take a whole
+//! step.
+//!
+//! ## Addresses and names
+//!
+//! [`MioDriver::add`] takes a [`std::net::SocketAddr`]: resolve names with your own resolver
+//! and hand the address in. [`MioDriver::add_host`] takes `host:port` and resolves it before
+//! every connect on helper threads ([`Options::resolve`], [`Options::resolver_threads`]) that
+//! hand the answer back through a channel and a [`mio::Waker`]; a slow lookup never delays a
+//! step. The core's connect timeout covers the lookup.
+//!
+//! ## Your own sources
+//!
+//! Register sockets, pipes or anything mio supports on [`MioDriver::registry`] with tokens
+//! in [`USER_TOKENS`]. Their readiness comes back in [`Report::user`]; reading them is yours.
+//!
+//! ## Not here
+//!
+//! TLS (AMI over TLS, port 5039) is not implemented in this crate yet.
+//!
+//! ## Errors and panics
+//!
+//! Nothing the network sends can make this crate panic. [`MioDriver::step`] and
+//! [`MioDriver::wait`] fail only when the poll itself fails (an OS error); socket errors are
+//! reported to the core, which turns them into [`Notice::Disconnected`].
+#![forbid(unsafe_code)]
+
+mod conn;
+mod driver;
+mod report;
+mod resolver;
+
+pub use ami_proto;
+pub use ami_proto::fleet::Budget;
+pub use driver::{MioDriver, Options, TooManyConnections};
+pub use report::{ConnId, Notice, Report, UserReady};
+pub use resolver::{system_resolve, ResolveFn};
+
+/// Most connections one driver holds; their tokens are `0..MAX_CONNS`.
+pub const MAX_CONNS: usize = 1 << 20;
+
+/// The token of the driver's [`mio::Waker`].
+pub const WAKER_TOKEN: usize = usize::MAX - 1;
+
+/// Tokens reserved for the caller's own sources registered on [`MioDriver::registry`].
+pub const USER_TOKENS: std::ops::Range<usize> = (1 << 24)..WAKER_TOKEN;

@@ -1,0 +1,107 @@
+//! What one [`step`](crate::MioDriver::step) hands back.
+
+use ami_proto::{ActionId, DisconnectReason, Outcome};
+use mio::event::Event;
+use mio::Token;
+use std::time::Instant;
+
+/// Names one connection of a [`MioDriver`](crate::MioDriver). A removed connection's ID is
+/// never reused for another one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+}
+
+impl ConnId {
+    /// The slot number (also the connection's mio token while it has a socket).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+/// A session-level notice from one client, passed through from the core's outputs as they are.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Notice {
+    /// Logged in; actions flow and events arrive.
+    Ready {
+        /// The AMI version from the banner.
+        ami_version: String,
+    },
+    /// An action finished (exactly once per [`ActionId`]).
+    Completed {
+        /// The ID returned by [`MioDriver::send`](crate::MioDriver::send).
+        id: ActionId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// The session was lost; the core reconnects at `retry_at` (None: it will not).
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+        /// When the core will ask for the next connect.
+        retry_at: Option<Instant>,
+    },
+    /// The client stopped for good.
+    Closed {
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Readiness of one of the caller's own mio sources (a token in
+/// [`USER_TOKENS`](crate::USER_TOKENS)), copied out of the poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserReady {
+    /// The token the caller registered the source with.
+    pub token: Token,
+    /// Readable.
+    pub readable: bool,
+    /// Writable.
+    pub writable: bool,
+    /// The read half or the whole source was closed.
+    pub read_closed: bool,
+    /// The write half was closed.
+    pub write_closed: bool,
+    /// An error is pending on the source.
+    pub error: bool,
+}
+
+impl UserReady {
+    pub(crate) fn from_event(ev: &Event) -> UserReady {
+        UserReady {
+            token: ev.token(),
+            readable: ev.is_readable(),
+            writable: ev.is_writable(),
+            read_closed: ev.is_read_closed(),
+            write_closed: ev.is_write_closed(),
+            error: ev.is_error(),
+        }
+    }
+}
+
+/// What happened during one [`step`](crate::MioDriver::step) (and the
+/// [`wait`](crate::MioDriver::wait)s before it).
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Report {
+    /// Session notices and completed actions, per connection, in the order they happened.
+    pub notices: Vec<(ConnId, Notice)>,
+    /// Connections with events queued: drain them with
+    /// [`poll_event`](crate::MioDriver::poll_event).
+    pub events: Vec<ConnId>,
+    /// Readiness of the caller's own sources.
+    pub user: Vec<UserReady>,
+    /// True when a budget stopped this step short (data left unread, connects deferred):
+    /// [`wait`](crate::MioDriver::wait) will then return at once.
+    pub more: bool,
+}
+
+impl Report {
+    /// True when nothing happened.
+    pub fn is_empty(&self) -> bool {
+        self.notices.is_empty() && self.events.is_empty() && self.user.is_empty()
+    }
+}
