@@ -54,15 +54,37 @@ pub(crate) struct Pending {
     pub(crate) written_at: Option<Instant>,
     /// Occupies a pipeline slot (written, not fully answered).
     pub(crate) on_wire: bool,
-    pub(crate) response: Option<Response>,
+    /// Boxed: most actions never gather anything, and a small entry is cheap to move.
+    pub(crate) response: Option<Box<Response>>,
     pub(crate) list_bytes: usize,
     /// An `OriginateResponse` that arrived before the action's own response.
-    pub(crate) early_follow_up: Option<crate::Message>,
+    pub(crate) early_follow_up: Option<Box<crate::Message>>,
 }
+
+/// Hashes the client's own sequence numbers: they are never chosen by the peer, so a
+/// multiplicative (Fibonacci) hash is safe and far cheaper than SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SeqHasher(u64);
+
+impl std::hash::Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type SeqMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<SeqHasher>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct PendingTable {
-    map: HashMap<u64, Pending>,
+    map: SeqMap<Pending>,
     queue: VecDeque<u64>,
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
     queued: usize,

@@ -721,7 +721,7 @@ impl Client {
         match (p.kind, p.stage) {
             (Kind::Internal(which), _) => self.on_internal_response(now, seq, which, msg),
             (Kind::User { .. }, Stage::Written) if list_start && !is_error => {
-                p.response = Some(Response::new(msg));
+                p.response = Some(Box::new(Response::new(msg)));
                 self.pending.set_stage(seq, Stage::List, true);
             }
             (Kind::User { follow_up }, Stage::Written) => {
@@ -734,12 +734,12 @@ impl Client {
                 } else if let Some(budget) = follow_up {
                     match p.early_follow_up.take() {
                         Some(ev) => {
-                            response.follow_up = Some(ev);
+                            response.follow_up = Some(*ev);
                             let outcome = follow_up_outcome(response);
                             self.finish(now, seq, outcome);
                         }
                         None => {
-                            p.response = Some(response);
+                            p.response = Some(Box::new(response));
                             self.pending.set_stage(seq, Stage::FollowUp, false);
                             self.pending.set_deadline(seq, now + budget);
                         }
@@ -753,7 +753,7 @@ impl Client {
                 let mut response = p
                     .response
                     .take()
-                    .unwrap_or_else(|| Response::new(msg.clone()));
+                    .map_or_else(|| Response::new(msg.clone()), |r| *r);
                 let outcome = if is_error {
                     response.response = msg;
                     Outcome::ServerError(response)
@@ -889,7 +889,7 @@ impl Client {
                 };
                 if is_complete {
                     response.complete = Some(msg.clone());
-                    if let Some(response) = p.response.take() {
+                    if let Some(response) = p.response.take().map(|r| *r) {
                         if let Some(at) = p.written_at {
                             self.stats.latency.record(now.saturating_duration_since(at));
                         }
@@ -924,7 +924,7 @@ impl Client {
                 true
             }
             (Kind::User { follow_up: Some(_) }, Stage::FollowUp) if is_originate_response => {
-                if let Some(mut response) = p.response.take() {
+                if let Some(mut response) = p.response.take().map(|r| *r) {
                     response.follow_up = Some(msg.clone());
                     let outcome = follow_up_outcome(response);
                     self.finish(now, seq, outcome);
@@ -932,7 +932,7 @@ impl Client {
                 true
             }
             (Kind::User { follow_up: Some(_) }, Stage::Written) if is_originate_response => {
-                p.early_follow_up = Some(msg.clone());
+                p.early_follow_up = Some(Box::new(msg.clone()));
                 true
             }
             (Kind::User { follow_up: Some(_) }, Stage::Abandoned { .. })
@@ -1011,7 +1011,7 @@ impl Client {
                     Stage::FollowUp => Phase::FollowUp,
                     _ => Phase::Response,
                 };
-                let partial = p.response.take();
+                let partial = p.response.take().map(|r| *r);
                 log::debug!("AMI action {} timed out ({phase:?})", p.id);
                 self.report(now, seq, Outcome::TimedOut { phase, partial });
             }
