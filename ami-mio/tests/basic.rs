@@ -1,5 +1,8 @@
 //! Login, a list action, an async Originate and Logoff over real loopback sockets.
 
+// Test helpers may unwrap and panic: that is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use ami_mio::{ConnId, MioDriver, Notice};
@@ -53,7 +56,10 @@ fn login_ping_list_originate_logoff() {
     let ping = driver.send(conn, Action::new("Ping")).unwrap();
     let out = complete(&mut driver, &ping);
     assert!(out.is_success());
-    assert_eq!(out.response().unwrap().message().get_str("Ping"), Some("Pong"));
+    assert_eq!(
+        out.response().unwrap().message().get_str("Ping"),
+        Some("Pong")
+    );
 
     let list = driver.send(conn, Action::new("CoreShowChannels")).unwrap();
     let out = complete(&mut driver, &list);

@@ -3,6 +3,8 @@
 //! Logoff, actions it never answers, an optional event flood, and stop/restart on the same
 //! port. std::net and one thread per connection; it stops itself when dropped.
 #![allow(dead_code)]
+// Test support: a panic here is a failed test, never reachable from a user's program.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_mio::{MioDriver, Report};
 use ami_proto::ClientConfig;
@@ -148,7 +150,17 @@ fn serve(mut s: TcpStream, b: &Behaviour, c: &Counters, stop: &AtomicBool) {
     let mut logged_in = false;
     let flood_batch = FLOOD_EVENT.repeat(32);
     while !stop.load(Ordering::SeqCst) {
-        match s.read(&mut chunk) {
+        // While flooding, look for input without waiting (the timed read would cap the flood
+        // at one batch per timer tick); otherwise wait a little for input.
+        let flooding = b.flood && logged_in;
+        if flooding {
+            let _ = s.set_nonblocking(true);
+        }
+        let read = s.read(&mut chunk);
+        if flooding {
+            let _ = s.set_nonblocking(false);
+        }
+        match read {
             Ok(0) => return,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -185,12 +197,14 @@ fn serve(mut s: TcpStream, b: &Behaviour, c: &Counters, stop: &AtomicBool) {
             }
         }
         if b.flood && logged_in {
-            match s.write_all(flood_batch.as_bytes()) {
-                Ok(()) => {
-                    c.events_sent.fetch_add(32, Ordering::Relaxed);
+            for _ in 0..8 {
+                match s.write_all(flood_batch.as_bytes()) {
+                    Ok(()) => {
+                        c.events_sent.fetch_add(32, Ordering::Relaxed);
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => return,
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return,
             }
         }
     }

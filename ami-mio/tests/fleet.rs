@@ -1,0 +1,234 @@
+//! Many servers on one loop: a flooding server does not starve a quiet one, a reconnect storm
+//! does not stretch a step, and a hanging name lookup does not delay one.
+//!
+//! Measured numbers are printed; see them with
+//! `cargo test -p ami-mio --release --test fleet -- --nocapture --test-threads=1`.
+
+// Test helpers may unwrap and panic: that is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_mio::{ConnId, MioDriver, Notice, Options};
+use ami_proto::{Action, ActionId, ClientConfig, StreamItem};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{config, drive, refused_addr, Behaviour, FakeAmi};
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// Reconnects as fast as the core allows, and never opens the breaker: a worst-case storm.
+fn storm_config(seed: u64) -> ClientConfig {
+    ClientConfig::builder("admin", "amp111")
+        .seed(seed)
+        .backoff_base(Duration::from_millis(1))
+        .backoff_max(Duration::from_millis(5))
+        .breaker_threshold(1_000_000)
+        .build()
+        .unwrap()
+}
+
+fn wait_ready(driver: &mut MioDriver, conns: &[ConnId]) {
+    let mut ready = Vec::new();
+    assert!(drive(driver, LIMIT, |_, r| {
+        for (c, n) in r.notices {
+            if matches!(n, Notice::Ready { .. }) {
+                ready.push(c);
+            }
+        }
+        conns.iter().all(|c| ready.contains(c))
+    }));
+}
+
+/// Runs the loop for `span`: keeps one Ping in flight on `quiet` (latencies returned), drains
+/// every event (count returned), and times each step (longest returned).
+fn run(
+    driver: &mut MioDriver,
+    quiet: Option<ConnId>,
+    span: Duration,
+) -> (Vec<Duration>, u64, Duration) {
+    let mut latencies = Vec::new();
+    let mut inflight: Option<(ActionId, Instant)> = None;
+    let mut events = 0u64;
+    let mut longest = Duration::ZERO;
+    let end = Instant::now() + span;
+    while Instant::now() < end {
+        if let (Some(q), None) = (quiet, &inflight) {
+            if let Ok(id) = driver.send(q, Action::new("Ping")) {
+                inflight = Some((id, Instant::now()));
+            }
+        }
+        let t0 = Instant::now();
+        let report = driver.step(t0).unwrap();
+        longest = longest.max(t0.elapsed());
+        for (_, n) in report.notices {
+            if let Notice::Completed { id, outcome } = n {
+                if let Some((want, at)) = &inflight {
+                    if *want == id {
+                        assert!(outcome.is_success(), "{outcome:?}");
+                        latencies.push(at.elapsed());
+                        inflight = None;
+                    }
+                }
+            }
+        }
+        for c in report.events {
+            while let Some(item) = driver.poll_event(c) {
+                if matches!(item, StreamItem::Event(_)) {
+                    events += 1;
+                }
+            }
+        }
+        driver.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    (latencies, events, longest)
+}
+
+#[test]
+fn a_flooding_server_does_not_starve_a_quiet_one() {
+    let flood = FakeAmi::start(Behaviour {
+        flood: true,
+        ..Behaviour::default()
+    });
+    let quiet_server = FakeAmi::start(Behaviour::default());
+    let mut driver = MioDriver::new().unwrap();
+    let noisy = driver.add(config(11), flood.addr()).unwrap();
+    let quiet = driver.add(config(12), quiet_server.addr()).unwrap();
+    wait_ready(&mut driver, &[noisy, quiet]);
+
+    let span = Duration::from_millis(1500);
+    let (lat, events, longest) = run(&mut driver, Some(quiet), span);
+    let max = lat.iter().max().copied().unwrap_or_default();
+    let mean = lat.iter().sum::<Duration>() / u32::try_from(lat.len().max(1)).unwrap();
+    println!(
+        "flood + quiet: {} pings, ping latency mean {mean:?} max {max:?}; {events} events in {span:?} \
+         = {:.0} events/s through the adapter; longest step {longest:?}",
+        lat.len(),
+        events as f64 / span.as_secs_f64()
+    );
+    assert!(lat.len() >= 10, "only {} pings answered", lat.len());
+    assert!(
+        max < Duration::from_millis(250),
+        "quiet server's ping took {max:?}"
+    );
+    assert!(events > 10_000, "flood delivered only {events} events");
+    assert!(
+        longest < Duration::from_millis(250),
+        "a step took {longest:?}"
+    );
+}
+
+#[test]
+fn a_hundred_unreachable_servers_keep_steps_short() {
+    let mut driver = MioDriver::new().unwrap();
+    let conns: Vec<ConnId> = (0..100)
+        .map(|k| driver.add(storm_config(100 + k), refused_addr()).unwrap())
+        .collect();
+    let mut failures: HashMap<ConnId, u32> = HashMap::new();
+    let mut longest = Duration::ZERO;
+    let mut steps = 0u32;
+    let end = Instant::now() + Duration::from_millis(1000);
+    while Instant::now() < end {
+        let t0 = Instant::now();
+        let report = driver.step(t0).unwrap();
+        longest = longest.max(t0.elapsed());
+        steps += 1;
+        for (c, n) in report.notices {
+            match n {
+                Notice::Disconnected { .. } => *failures.entry(c).or_default() += 1,
+                Notice::Ready { .. } => panic!("a refused port accepted"),
+                _ => {}
+            }
+        }
+        driver.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    let total: u32 = failures.values().sum();
+    println!("100 unreachable: {steps} steps, {total} failed connects, longest step {longest:?}");
+    assert!(
+        conns
+            .iter()
+            .all(|c| failures.get(c).copied().unwrap_or(0) >= 3),
+        "some connection did not get its connect turns"
+    );
+    assert!(
+        longest < Duration::from_millis(50),
+        "a step took {longest:?}"
+    );
+}
+
+#[test]
+fn a_flood_plus_a_hundred_reconnecting_connections() {
+    let flood = FakeAmi::start(Behaviour {
+        flood: true,
+        ..Behaviour::default()
+    });
+    let quiet_server = FakeAmi::start(Behaviour::default());
+    let mut driver = MioDriver::new().unwrap();
+    let noisy = driver.add(config(21), flood.addr()).unwrap();
+    let quiet = driver.add(config(22), quiet_server.addr()).unwrap();
+    wait_ready(&mut driver, &[noisy, quiet]);
+    for k in 0..100 {
+        driver.add(storm_config(200 + k), refused_addr()).unwrap();
+    }
+    let span = Duration::from_millis(1500);
+    let (lat, events, longest) = run(&mut driver, Some(quiet), span);
+    let max = lat.iter().max().copied().unwrap_or_default();
+    let connects: u64 = driver
+        .connections()
+        .iter()
+        .filter_map(|c| driver.stats(*c))
+        .map(|s| s.connects)
+        .sum();
+    println!(
+        "flood + quiet + 100 reconnecting: longest step {longest:?}; {connects} connects; \
+         {} pings, max latency {max:?}; {:.0} events/s",
+        lat.len(),
+        events as f64 / span.as_secs_f64()
+    );
+    assert!(
+        longest < Duration::from_millis(250),
+        "a step took {longest:?}"
+    );
+    assert!(
+        max < Duration::from_millis(250),
+        "quiet server's ping took {max:?}"
+    );
+    assert!(connects > 300, "the storm made only {connects} connects");
+}
+
+#[test]
+fn a_hanging_resolver_does_not_delay_the_step() {
+    let hang = Duration::from_secs(3);
+    let mut options = Options::default();
+    options.resolver_threads = 1;
+    options.resolve = Arc::new(move |_host: &str| {
+        std::thread::sleep(hang);
+        Err(std::io::Error::other("gave up"))
+    });
+    let server = FakeAmi::start(Behaviour::default());
+    let mut driver = MioDriver::with_options(options).unwrap();
+    for k in 0..3 {
+        driver.add_host(config(30 + k), "pbx.invalid:5038").unwrap();
+    }
+    let direct = driver.add(config(40), server.addr()).unwrap();
+    let started = Instant::now();
+    let mut longest = Duration::ZERO;
+    let mut ready = false;
+    while started.elapsed() < Duration::from_millis(500) {
+        let t0 = Instant::now();
+        let report = driver.step(t0).unwrap();
+        longest = longest.max(t0.elapsed());
+        ready |= report
+            .notices
+            .iter()
+            .any(|(c, n)| *c == direct && matches!(n, Notice::Ready { .. }));
+        driver.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    println!("resolver hanging {hang:?}: longest step {longest:?}, direct server ready: {ready}");
+    assert!(ready, "the server given by address was not reached");
+    assert!(
+        longest < Duration::from_millis(20),
+        "a step took {longest:?}"
+    );
+}
