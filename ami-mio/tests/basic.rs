@@ -156,3 +156,38 @@ fn ready_of(driver: &mut MioDriver, want: ConnId) -> ConnId {
     }));
     id.unwrap()
 }
+
+#[test]
+fn large_actions_survive_partial_writes_to_a_slow_reader() {
+    let server = FakeAmi::start(Behaviour {
+        slow_read: Some(Duration::from_micros(200)),
+        ..Behaviour::default()
+    });
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver.add(config(5), server.addr()).unwrap();
+    ready(&mut driver);
+    let value = "x".repeat(1000);
+    let ids: Vec<ActionId> = (0..60)
+        .map(|k| {
+            let mut a = Action::new("UserEvent").field("UserEvent", format!("big{k}"));
+            for h in 0..120 {
+                a = a.field(format!("H{h}"), value.as_str());
+            }
+            driver.send(conn, a).unwrap()
+        })
+        .collect();
+    let mut done = 0;
+    assert!(drive(&mut driver, Duration::from_secs(10), |_, r| {
+        for (_, n) in r.notices {
+            if let Notice::Completed { id, outcome } = n {
+                assert!(ids.contains(&id));
+                // The fake answers unknown actions with an error: it parsed the whole action.
+                assert!(matches!(outcome, Outcome::ServerError(_)), "{outcome:?}");
+                done += 1;
+            }
+        }
+        done == ids.len()
+    }));
+    let stats = driver.stats(conn).unwrap();
+    assert!(stats.bytes_out > 60 * 120 * 1000, "{}", stats.bytes_out);
+}

@@ -18,6 +18,15 @@ use support::{config, drive, refused_addr, Behaviour, FakeAmi};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
+/// These tests time steps: run them one at a time so they do not compete for the two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Reconnects as fast as the core allows, and never opens the breaker: a worst-case storm.
 fn storm_config(seed: u64) -> ClientConfig {
     ClientConfig::builder("admin", "amp111")
@@ -87,6 +96,7 @@ fn run(
 
 #[test]
 fn a_flooding_server_does_not_starve_a_quiet_one() {
+    let _serial = serial();
     let flood = FakeAmi::start(Behaviour {
         flood: true,
         ..Behaviour::default()
@@ -121,6 +131,7 @@ fn a_flooding_server_does_not_starve_a_quiet_one() {
 
 #[test]
 fn a_hundred_unreachable_servers_keep_steps_short() {
+    let _serial = serial();
     let mut driver = MioDriver::new().unwrap();
     let conns: Vec<ConnId> = (0..100)
         .map(|k| driver.add(storm_config(100 + k), refused_addr()).unwrap())
@@ -159,6 +170,7 @@ fn a_hundred_unreachable_servers_keep_steps_short() {
 
 #[test]
 fn a_flood_plus_a_hundred_reconnecting_connections() {
+    let _serial = serial();
     let flood = FakeAmi::start(Behaviour {
         flood: true,
         ..Behaviour::default()
@@ -199,6 +211,7 @@ fn a_flood_plus_a_hundred_reconnecting_connections() {
 
 #[test]
 fn a_hanging_resolver_does_not_delay_the_step() {
+    let _serial = serial();
     let hang = Duration::from_secs(3);
     let mut options = Options::default();
     options.resolver_threads = 1;

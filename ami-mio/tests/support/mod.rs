@@ -24,6 +24,8 @@ pub struct Behaviour {
     pub channels: usize,
     /// Actions that are read and never answered.
     pub silent: Vec<String>,
+    /// Read at most 4 KiB per this interval (a slow reader forces partial writes).
+    pub slow_read: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +150,7 @@ fn serve(mut s: TcpStream, b: &Behaviour, c: &Counters, stop: &AtomicBool) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut logged_in = false;
+    let mut scanned = 0;
     let flood_batch = FLOOD_EVENT.repeat(32);
     while !stop.load(Ordering::SeqCst) {
         // While flooding, look for input without waiting (the timed read would cap the flood
@@ -162,13 +165,20 @@ fn serve(mut s: TcpStream, b: &Behaviour, c: &Counters, stop: &AtomicBool) {
         }
         match read {
             Ok(0) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(pause) = b.slow_read {
+                    std::thread::sleep(pause);
+                }
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => return,
         }
-        while let Some(end) = find(&buf, b"\r\n\r\n") {
+        // Scan only what is new (minus a separator's length), never the whole buffer again.
+        while let Some(end) = find(&buf[scanned..], b"\r\n\r\n").map(|i| i + scanned) {
             let text = String::from_utf8_lossy(&buf[..end]).into_owned();
             buf.drain(..end + 4);
+            scanned = 0;
             let fields: Vec<(String, String)> = text
                 .split("\r\n")
                 .filter_map(|l| l.split_once(':'))
@@ -196,6 +206,7 @@ fn serve(mut s: TcpStream, b: &Behaviour, c: &Counters, stop: &AtomicBool) {
                 return;
             }
         }
+        scanned = buf.len().saturating_sub(3);
         if b.flood && logged_in {
             for _ in 0..8 {
                 match s.write_all(flood_batch.as_bytes()) {
