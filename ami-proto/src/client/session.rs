@@ -125,8 +125,8 @@ const TIMERS: [Timer; 6] = [
 /// A sans-IO AMI client: bytes and time in; bytes, outputs and events out.
 ///
 /// See the [crate docs](crate) for the run loop. Every method that changes state takes `now`;
-/// the client never reads a clock, never touches a socket, never blocks.
-#[derive(Debug)]
+/// the client never reads a clock, never touches a socket, never blocks. `Debug` shows state
+/// and counters, never buffers (the unsent Login holds the secret).
 pub struct Client {
     config: ClientConfig,
     state: State,
@@ -152,6 +152,20 @@ pub struct Client {
     failures: u32,
     ready_since: Option<Instant>,
     stats: Stats,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("state", &self.state)
+            .field("username", &self.config.username)
+            .field("connection", &self.connection)
+            .field("prefix", &self.prefix)
+            .field("transmit_len", &(self.transmit.len() - self.transmit_pos))
+            .field("pending", &self.pending.user_count())
+            .field("events_queued", &self.events.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How far `Timeout` (ms) in an Originate is trusted for a deadline: one day.
@@ -324,6 +338,8 @@ impl Client {
                 }
             }
         }
+        // Answers free pipeline slots; fill them before the caller writes.
+        self.pump(now);
     }
 
     /// Fires every timer and action deadline at or before `now`.
@@ -506,7 +522,7 @@ impl Client {
                 true
             }
             Some(Stage::Written | Stage::List | Stage::FollowUp) => {
-                self.report(now, seq, Outcome::Cancelled);
+                self.report(now, seq, Outcome::Cancelled, false);
                 true
             }
             _ => false,
@@ -906,9 +922,8 @@ impl Client {
                         p.id
                     );
                     self.stats.list_items_dropped += 1;
-                    self.report(now, seq, Outcome::ListOverflow { items, bytes });
-                    self.pending
-                        .set_stage(seq, Stage::Abandoned { list: true }, true);
+                    // The server is still sending the list: it keeps its pipeline slot.
+                    self.report(now, seq, Outcome::ListOverflow { items, bytes }, true);
                     return true;
                 }
                 p.list_bytes = bytes;
@@ -957,8 +972,8 @@ impl Client {
     }
 
     /// Reports an outcome but keeps the entry (abandoned) to swallow late answers until its
-    /// deadline.
-    fn report(&mut self, now: Instant, seq: u64, outcome: Outcome) {
+    /// deadline. `on_wire`: the server is still answering, so the pipeline slot stays taken.
+    fn report(&mut self, now: Instant, seq: u64, outcome: Outcome, on_wire: bool) {
         let grace = self.config.action_timeout;
         let Some(p) = self.pending.get_mut(seq) else {
             return;
@@ -972,7 +987,7 @@ impl Client {
         p.action = None;
         self.sync_originates.remove(&seq);
         self.pending
-            .set_stage(seq, Stage::Abandoned { list }, false);
+            .set_stage(seq, Stage::Abandoned { list }, on_wire);
         self.pending.set_deadline(seq, now + grace);
         self.emit_completed(id, outcome);
         self.pump(now);
@@ -992,7 +1007,17 @@ impl Client {
             return;
         };
         match (p.kind, p.stage) {
-            (Kind::Internal(_), _) | (_, Stage::Abandoned { .. }) => {
+            (Kind::Internal(which), _) => {
+                self.pending.remove(seq);
+                match which {
+                    // Unanswered, but liveness is judged by bytes: allow the next Ping.
+                    Internal::Heartbeat => self.heartbeat_outstanding = false,
+                    // No Goodbye and no EOF in time: close anyway.
+                    Internal::Logoff => self.disconnect(now, DisconnectReason::Logoff),
+                    _ => {}
+                }
+            }
+            (_, Stage::Abandoned { .. }) => {
                 self.pending.remove(seq);
             }
             (Kind::User { .. }, Stage::Queued) => {
@@ -1013,7 +1038,7 @@ impl Client {
                 };
                 let partial = p.response.take().map(|r| *r);
                 log::debug!("AMI action {} timed out ({phase:?})", p.id);
-                self.report(now, seq, Outcome::TimedOut { phase, partial });
+                self.report(now, seq, Outcome::TimedOut { phase, partial }, false);
             }
         }
     }

@@ -114,9 +114,19 @@ enum State {
     FollowsHeaders,
     /// Raw legacy Command output, up to `--END COMMAND--`.
     FollowsBody,
-    /// Throwing bytes away after an error, up to the next empty line (or, for a banner, the
-    /// end of the line).
-    Discard { to_boundary: bool },
+    /// Throwing bytes away after an error, up to the resynchronisation point.
+    Discard { until: Resync },
+}
+
+/// Where discarding after an error stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resync {
+    /// The next empty line: the end of the bad message.
+    EmptyLine,
+    /// The end of the current line (a bad banner).
+    LineEnd,
+    /// A line ending in `--END COMMAND--`: inside legacy Command output, empty lines are text.
+    EndCommand,
 }
 
 /// An incremental AMI decoder with enforced limits.
@@ -267,25 +277,28 @@ impl Decoder {
     fn take_line(&mut self, line_end: usize, next: usize) -> Option<Result<Frame, DecodeError>> {
         let line_len = line_end - self.line_start;
         let empty = line_len == 0;
+        if let State::Discard { until } = self.state {
+            let resynced = match until {
+                Resync::EmptyLine => empty && !self.discard_partial,
+                Resync::LineEnd => true,
+                Resync::EndCommand => self.buf[self.line_start..line_end].ends_with(END_COMMAND),
+            };
+            self.drop_front(next, true);
+            self.discard_partial = false;
+            if resynced {
+                self.state = State::Headers;
+            }
+            return None;
+        }
+        // An empty line inside legacy Command output is text and still counts toward the size.
+        let is_text = !empty || matches!(self.state, State::FollowsHeaders | State::FollowsBody);
+        if is_text {
+            if let Some(err) = self.first_limit_crossed(line_end, next) {
+                return self.fail_line(line_end, next, err);
+            }
+        }
         match self.state {
-            State::Discard { to_boundary } => {
-                let line_was_empty = empty && !self.discard_partial;
-                self.drop_front(next, true);
-                self.discard_partial = false;
-                if !to_boundary || line_was_empty {
-                    self.state = State::Headers;
-                }
-                None
-            }
-            _ if line_len > self.limits.max_line_len() => {
-                self.stats.lines_too_long += 1;
-                self.fail(
-                    next,
-                    DecodeError::LineTooLong {
-                        limit: self.limits.max_line_len(),
-                    },
-                )
-            }
+            State::Discard { .. } => None,
             State::Banner => {
                 if empty {
                     self.stats.stray_blank_lines += 1;
@@ -354,7 +367,7 @@ impl Decoder {
             line_end
         };
         if !ends || text_end > self.line_start {
-            if let Some(err) = self.check_field_count(next) {
+            if let Some(err) = self.check_field_count(line_end, next) {
                 return Some(Err(err));
             }
             let start = self.line_start as u32;
@@ -374,7 +387,7 @@ impl Decoder {
 
     /// Parses `Key: Value` (split at the first colon, one optional space dropped).
     fn push_field(&mut self, line_end: usize, next: usize) -> Option<DecodeError> {
-        if let Some(err) = self.check_field_count(next) {
+        if let Some(err) = self.check_field_count(line_end, next) {
             return Some(err);
         }
         let start = self.line_start;
@@ -400,24 +413,20 @@ impl Decoder {
         self.advance_line(next).and_then(|r| r.err())
     }
 
-    fn check_field_count(&mut self, next: usize) -> Option<DecodeError> {
+    fn check_field_count(&mut self, line_end: usize, next: usize) -> Option<DecodeError> {
         if self.fields.len() >= self.limits.max_fields() {
             self.stats.too_many_fields += 1;
             let limit = self.limits.max_fields();
             return self
-                .fail(next, DecodeError::TooManyFields { limit })
+                .fail_line(line_end, next, DecodeError::TooManyFields { limit })
                 .and_then(|r| r.err());
         }
         None
     }
 
     /// Moves past a line inside a message, enforcing the message size.
+    /// Moves past a line inside a message (its limits were checked by `take_line`).
     fn advance_line(&mut self, next: usize) -> Option<Result<Frame, DecodeError>> {
-        if next > self.limits.max_message_len() {
-            self.stats.messages_too_large += 1;
-            let limit = self.limits.max_message_len();
-            return self.fail(next, DecodeError::MessageTooLarge { limit });
-        }
         self.line_start = next;
         self.scan = next;
         None
@@ -442,47 +451,121 @@ impl Decoder {
         Some(Ok(Frame::Message(Message::new(bytes, fields))))
     }
 
-    /// Drops the current message up to `next` and skips to the next boundary.
-    fn fail(&mut self, next: usize, err: DecodeError) -> Option<Result<Frame, DecodeError>> {
-        let to_boundary = self.state != State::Banner;
+    /// Which limit the input up to `end` crossed first, if any; `content_end` is where the
+    /// current line's text ends (without its CR). Deciding by byte position makes the error
+    /// the same however the input was split into reads.
+    fn first_limit_crossed(&mut self, content_end: usize, end: usize) -> Option<DecodeError> {
+        let max_line = self.limits.max_line_len();
+        let line_cross = (content_end - self.line_start > max_line).then(|| {
+            // A CR at the limit only counts once a byte follows it on the same line.
+            let cr = self.buf[self.line_start + max_line] == b'\r';
+            self.line_start + max_line + 1 + usize::from(cr)
+        });
+        let max_message = self.limits.max_message_len();
+        let message_cross =
+            (self.state != State::Banner && end > max_message).then_some(max_message + 1);
+        match (line_cross, message_cross) {
+            (Some(l), Some(m)) if m < l => {
+                self.stats.messages_too_large += 1;
+                Some(DecodeError::MessageTooLarge { limit: max_message })
+            }
+            (Some(_), _) => {
+                self.stats.lines_too_long += 1;
+                Some(DecodeError::LineTooLong { limit: max_line })
+            }
+            (None, Some(_)) => {
+                self.stats.messages_too_large += 1;
+                Some(DecodeError::MessageTooLarge { limit: max_message })
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// Where to resynchronise after an error in the current state.
+    fn resync_point(&self) -> Resync {
+        match self.state {
+            State::Banner => Resync::LineEnd,
+            State::FollowsHeaders | State::FollowsBody => Resync::EndCommand,
+            _ => Resync::EmptyLine,
+        }
+    }
+
+    /// An error on the complete line `buf[line_start..line_end]` (terminator ends at `next`):
+    /// drops the message so far and that line, then discards to the resync point.
+    fn fail_line(
+        &mut self,
+        line_end: usize,
+        next: usize,
+        err: DecodeError,
+    ) -> Option<Result<Frame, DecodeError>> {
+        let until = self.resync_point();
+        // The failing line itself may already be the resync point.
+        let done = match until {
+            Resync::LineEnd => true,
+            Resync::EndCommand => self.buf[self.line_start..line_end].ends_with(END_COMMAND),
+            Resync::EmptyLine => false,
+        };
         log::debug!("AMI decoder: {err}; resynchronising");
         self.drop_front(next, true);
         self.fields.clear();
         self.discard_partial = false;
-        self.state = State::Discard { to_boundary };
+        self.state = if done {
+            State::Headers
+        } else {
+            State::Discard { until }
+        };
         Some(Err(err))
+    }
+
+    /// An error found while the current line is still incomplete: drops what is buffered and
+    /// discards to the resync point.
+    fn fail_partial(&mut self, err: DecodeError) -> Option<DecodeError> {
+        let until = self.resync_point();
+        log::debug!("AMI decoder: {err}; resynchronising");
+        self.fields.clear();
+        self.discard_partial = false;
+        self.state = State::Discard { until };
+        self.discard_partial_line();
+        Some(err)
+    }
+
+    /// In discard mode, drops the unfinished line except what the resync check still needs:
+    /// a lone CR (with the LF that may follow it, an empty line) or the tail that may hold
+    /// `--END COMMAND--`.
+    fn discard_partial_line(&mut self) {
+        let State::Discard { until } = self.state else {
+            return;
+        };
+        // Everything before the current line is part of the bad message.
+        if self.line_start > 0 {
+            let n = self.line_start;
+            self.drop_front(n, true);
+        }
+        let partial = &self.buf[..];
+        let keep = match until {
+            Resync::EmptyLine => usize::from(partial == b"\r"),
+            Resync::LineEnd => 0,
+            Resync::EndCommand => partial.len().min(END_COMMAND.len() + 1),
+        };
+        let drop = partial.len() - keep;
+        if drop > 0 {
+            self.drop_front(drop, true);
+            self.discard_partial = true;
+        }
     }
 
     /// Checks the unfinished line at the end of the buffer against the limits.
     fn check_partial_line(&mut self) -> Option<DecodeError> {
-        let partial = &self.buf[self.line_start..];
         if let State::Discard { .. } = self.state {
-            // Keep a lone CR: with the LF that may follow it, it is an empty line.
-            if partial.len() > 1 || partial.first().is_some_and(|&b| b != b'\r') {
-                let n = self.buf.len();
-                self.drop_front(n, true);
-                self.discard_partial = true;
-            }
+            self.discard_partial_line();
             return None;
         }
-        let trailing_cr = usize::from(partial.last() == Some(&b'\r'));
-        if partial.len() - trailing_cr > self.limits.max_line_len() {
-            self.stats.lines_too_long += 1;
-            let limit = self.limits.max_line_len();
-            let n = self.buf.len();
-            let err = self.fail(n, DecodeError::LineTooLong { limit });
-            self.discard_partial = true;
-            return err.and_then(|r| r.err());
-        }
-        if self.state != State::Banner && self.buf.len() > self.limits.max_message_len() {
-            self.stats.messages_too_large += 1;
-            let limit = self.limits.max_message_len();
-            let n = self.buf.len();
-            let err = self.fail(n, DecodeError::MessageTooLarge { limit });
-            self.discard_partial = true;
-            return err.and_then(|r| r.err());
-        }
-        None
+        let trailing_cr =
+            usize::from(self.buf.last() == Some(&b'\r') && self.buf.len() > self.line_start);
+        let content_end = self.buf.len() - trailing_cr;
+        let end = self.buf.len();
+        let err = self.first_limit_crossed(content_end, end)?;
+        self.fail_partial(err)
     }
 
     /// Throws away `buf[..n]`; counted as discarded when it was part of a bad message.

@@ -1,0 +1,709 @@
+//! Fault behaviour of the client: broken connections mid-list, floods, refused actions,
+//! event overflow, filters across reconnects, secrets in debug output, and logoff.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{
+    Action, AuthMethod, Client, ClientConfig, ClientConfigBuilder, DisconnectReason, EncodeError,
+    Input, Outcome, OverflowPolicy, SendError, StreamItem,
+};
+use scripted::{
+    async_originate, event, goodbye, id_of, list_complete, list_item, list_start, msg,
+    originate_queued, originate_response, pong, stream_label, success, Harness, Out, BANNER,
+};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "s3cr3t-Pa55";
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn base() -> ClientConfigBuilder {
+    ClientConfig::builder("admin", SECRET)
+        .events("off")
+        .seed(11)
+        .ping_interval(secs(3600))
+}
+
+fn labels(items: &[StreamItem]) -> Vec<String> {
+    items.iter().map(stream_label).collect()
+}
+
+// ----- broken connections -----------------------------------------------------------------
+
+#[test]
+fn disconnect_mid_list_fails_the_list_once_leaks_nothing_and_the_next_connection_works() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let list = h.send(Action::new("CoreShowChannels"));
+    let ping = h.send(Action::new("Ping"));
+    h.feed(&list_start(list.as_str()));
+    h.feed(&list_item(list.as_str(), 1));
+    h.feed(&list_item(list.as_str(), 2));
+    // Half of the third item, then the link dies.
+    let third = list_item(list.as_str(), 3);
+    h.feed(&third[..third.len() / 2]);
+    let out = h.eof();
+    let unknown = Outcome::Unknown(DisconnectReason::Eof);
+    let retry = match &out[..] {
+        [Out::Close, Out::Completed(a, oa), Out::Completed(b, ob), Out::Disconnected(DisconnectReason::Eof, Some(at))] =>
+        {
+            assert_eq!((a, oa), (&list, &unknown));
+            assert_eq!((b, ob), (&ping, &unknown));
+            *at
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(h.events().is_empty(), "no list item reaches the stream");
+    assert_eq!(h.client.stats().pending, 0);
+    assert_eq!(h.client.stats().in_flight, 0);
+
+    assert_eq!(h.advance_to(retry), [Out::Connect]);
+    h.ready();
+    let list2 = h.send(Action::new("CoreShowChannels"));
+    assert_ne!(list2, list);
+    h.feed(&list_start(list2.as_str()));
+    h.feed(&list_item(list2.as_str(), 1));
+    h.feed(&list_complete(list2.as_str(), 1));
+    let Outcome::Success(resp) = h.outcome(&list2) else {
+        panic!("{:?}", h.outcome(&list2))
+    };
+    assert_eq!(resp.items().len(), 1);
+    assert!(h.events().is_empty());
+    assert_eq!(h.outcomes(&list).len(), 1);
+    assert_eq!(h.outcomes(&ping).len(), 1);
+}
+
+#[test]
+fn flood_of_unknown_action_ids_is_counted_delivered_and_bounded() {
+    let t0 = Instant::now();
+    let cfg = base().event_queue_cap(1000).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let prefix = h.client.action_id_prefix().to_string();
+    let before = h.client.stats();
+    let mut chunk = Vec::new();
+    for i in 0..10_000u64 {
+        // Half look like ours (same prefix, a counter never issued), half are foreign.
+        let id = if i % 2 == 0 {
+            format!("{prefix}-{}", 1_000_000 + i)
+        } else {
+            format!("someone-else-{i}")
+        };
+        chunk.extend_from_slice(&success(&id, "not yours"));
+        chunk.extend_from_slice(&msg(&[
+            ("Event", "UserEvent"),
+            ("ActionID", &id),
+            ("Seq", &i.to_string()),
+        ]));
+        if chunk.len() > 32 << 10 {
+            assert!(h.feed(&chunk).is_empty());
+            chunk.clear();
+            let s = h.client.stats();
+            assert_eq!(s.pending, 0);
+            assert!(h.client.events_queued() <= 1000);
+        }
+    }
+    assert!(h.feed(&chunk).is_empty());
+    let s = h.client.stats();
+    assert_eq!(s.unmatched - before.unmatched, 10_000);
+    assert_eq!(s.pending, 0);
+    assert_eq!(s.in_flight, 0);
+    assert_eq!(h.client.events_queued(), 1000);
+    assert_eq!(s.events_queued + s.events_dropped, 10_000);
+    let items = h.events();
+    assert_eq!(items.len(), 1001);
+    assert_eq!(items[0], StreamItem::Gap { dropped: 9000 });
+    assert_eq!(stream_label(&items[1]), "UserEvent9000");
+    assert_eq!(stream_label(&items[1000]), "UserEvent9999");
+    // The session is unharmed.
+    let id = h.send(Action::new("Ping"));
+    h.feed(&pong(id.as_str()));
+    assert!(h.outcome(&id).is_success());
+}
+
+// ----- refused actions ------------------------------------------------------------------------
+
+#[test]
+fn crlf_injection_is_refused_as_invalid_and_nothing_is_written() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    // One valid action stays unwritten in the transmit buffer: it must be left unchanged.
+    h.client.send_action(h.now, Action::new("Ping")).unwrap();
+    let transmit = h.client.transmit().to_vec();
+    assert!(!transmit.is_empty());
+    let stats = h.client.stats();
+    let injections = [
+        (
+            Action::new("Originate")
+                .field(
+                    "Channel",
+                    "Local/1@x\r\nAction: Command\r\nCommand: core stop now",
+                )
+                .field("Async", "true"),
+            "value with CRLF",
+        ),
+        (
+            Action::new("Ping").field("Foo", "a\nAction: Command"),
+            "bare LF",
+        ),
+        (Action::new("Ping").field("Foo", "a\rb"), "bare CR"),
+        (Action::new("Ping").field("Foo", "a\0b"), "NUL"),
+        (
+            Action::new("Ping").field("Foo\r\nAction", "x"),
+            "CRLF in name",
+        ),
+        (Action::new("Ping").field("Foo:", "x"), "colon in name"),
+        (
+            Action::new("Ping\r\nAction: Command"),
+            "CRLF in action name",
+        ),
+    ];
+    for (action, what) in injections {
+        let r = h.client.send_action(h.now, action);
+        assert!(
+            matches!(
+                r,
+                Err(SendError::Invalid(
+                    EncodeError::ForbiddenByte { .. } | EncodeError::InvalidName { .. }
+                ))
+            ),
+            "{what}: {r:?}"
+        );
+        assert_eq!(
+            h.client.transmit(),
+            &transmit[..],
+            "{what}: transmit changed"
+        );
+    }
+    assert!(matches!(
+        h.client.add_filter(h.now, "Event: X\r\nAction: Command"),
+        Err(SendError::Invalid(EncodeError::ForbiddenByte { .. }))
+    ));
+    assert!(matches!(
+        h.client.set_event_mask(h.now, "on\r\nAction: Command"),
+        Err(SendError::Invalid(EncodeError::ForbiddenByte { .. }))
+    ));
+    assert_eq!(h.client.transmit(), &transmit[..]);
+    let after = h.client.stats();
+    assert_eq!(after.pending, stats.pending);
+    assert_eq!(after.actions_written, stats.actions_written);
+    h.drain();
+    assert_eq!(h.inbox_actions(), ["Ping"]);
+
+    // Refused actions leave no trace after a reconnect either: no filter re-applied, and
+    // the login keeps the old event mask.
+    let retry = match &h.eof()[..] {
+        [Out::Close, Out::Completed(..), Out::Disconnected(_, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    h.take_all();
+    h.advance_to(retry);
+    h.ready();
+    let logins: Vec<_> = h.written.iter().filter(|(c, _)| *c == 2).collect();
+    assert_eq!(logins.len(), 1, "only Login on the new connection");
+    assert_eq!(logins[0].1.get_str("Events"), Some("off"));
+}
+
+#[test]
+fn injection_is_refused_while_disconnected_and_nothing_is_queued() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    let r = h.try_send(Action::new("Ping").field("Foo", "x\r\nAction: Command"));
+    assert!(matches!(r, Err(SendError::Invalid(_))));
+    assert_eq!(h.client.stats().queued, 0);
+    h.ready();
+    assert!(h.inbox.is_empty());
+}
+
+#[test]
+fn action_carrying_its_own_action_id_is_refused() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    for name in ["ActionID", "actionid", "ACTIONID"] {
+        assert_eq!(
+            h.try_send(Action::new("Ping").field(name, "mine-1")),
+            Err(SendError::ActionIdField),
+            "{name}"
+        );
+    }
+    assert!(h.inbox.is_empty());
+    assert_eq!(h.client.stats().pending, 0);
+}
+
+#[test]
+fn login_logoff_and_challenge_are_reserved() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    for (name, canonical) in [
+        ("Login", "Login"),
+        ("login", "Login"),
+        ("LOGOFF", "Logoff"),
+        ("Challenge", "Challenge"),
+    ] {
+        let action = Action::new(name)
+            .field("Username", "admin")
+            .field("Secret", "x");
+        assert_eq!(
+            h.try_send(action),
+            Err(SendError::Reserved(canonical.to_string())),
+            "{name}"
+        );
+    }
+    assert!(h.inbox.is_empty());
+    assert!(h.client.is_ready(), "a refused Logoff does not log off");
+}
+
+#[test]
+fn full_queue_and_full_pending_table_are_refused() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .max_queued_actions(3)
+        .max_pending_actions(5)
+        .pipeline_depth(2)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    // Disconnected: everything queues; the fourth is refused.
+    for _ in 0..3 {
+        h.try_send(Action::new("Ping")).unwrap();
+    }
+    assert_eq!(
+        h.try_send(Action::new("Ping")),
+        Err(SendError::QueueFull {
+            what: "max_queued_actions",
+            cap: 3
+        })
+    );
+    assert_eq!(h.client.stats().queued, 3);
+    // Ready: two written, one queued; two more fit the pending table (5) but not the queue.
+    h.ready();
+    assert_eq!(h.client.stats().in_flight, 2);
+    assert_eq!(h.client.stats().queued, 1);
+    h.try_send(Action::new("Ping")).unwrap();
+    h.try_send(Action::new("Ping")).unwrap();
+    assert_eq!(h.client.stats().pending, 5);
+    assert_eq!(
+        h.try_send(Action::new("Ping")),
+        Err(SendError::QueueFull {
+            what: "max_pending_actions",
+            cap: 5
+        })
+    );
+    assert_eq!(h.inbox.len(), 2, "refusals write nothing");
+    // Answers make room again.
+    for m in h.take_all() {
+        h.feed(&pong(id_of(&m)));
+    }
+    assert!(h.try_send(Action::new("Ping")).is_ok());
+}
+
+// ----- event overflow ------------------------------------------------------------------------
+
+fn overflow_harness(policy: OverflowPolicy) -> Harness {
+    let cfg = base().event_queue_cap(3).overflow(policy).build().unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h
+}
+
+fn five_events(h: &mut Harness) -> Vec<Out> {
+    let mut bytes = Vec::new();
+    for n in 1..=5 {
+        bytes.extend_from_slice(&event("E", n));
+    }
+    h.feed(&bytes)
+}
+
+#[test]
+fn event_overflow_drop_oldest_reports_the_gap_first_then_the_newest_events() {
+    let mut h = overflow_harness(OverflowPolicy::DropOldest);
+    assert!(five_events(&mut h).is_empty());
+    assert_eq!(h.client.events_queued(), 3);
+    assert_eq!(labels(&h.events()), ["gap2", "E3", "E4", "E5"]);
+    assert_eq!(h.client.stats().events_dropped, 2);
+    // Room again: no stale gap.
+    h.feed(&event("E", 6));
+    assert_eq!(labels(&h.events()), ["E6"]);
+    assert!(h.client.is_ready());
+}
+
+#[test]
+fn event_overflow_drop_newest_keeps_the_oldest_events_then_the_gap() {
+    let mut h = overflow_harness(OverflowPolicy::DropNewest);
+    assert!(five_events(&mut h).is_empty());
+    assert_eq!(h.client.events_queued(), 3);
+    assert_eq!(labels(&h.events()), ["E1", "E2", "E3", "gap2"]);
+    assert_eq!(h.client.stats().events_dropped, 2);
+    h.feed(&event("E", 6));
+    assert_eq!(labels(&h.events()), ["E6"]);
+}
+
+#[test]
+fn event_overflow_close_session_disconnects_and_fails_pending_once() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .event_queue_cap(3)
+        .overflow(OverflowPolicy::CloseSession)
+        .pipeline_depth(1)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let written = h.send(Action::new("Ping"));
+    let queued = h.send(Action::new("Ping"));
+    assert_eq!(h.client.stats().queued, 1);
+    // Four events then the answer, in one read: the answer comes after the overflow and
+    // belongs to a dead session.
+    let mut bytes = Vec::new();
+    for n in 1..=4 {
+        bytes.extend_from_slice(&event("E", n));
+    }
+    bytes.extend_from_slice(&pong(written.as_str()));
+    let out = h.feed(&bytes);
+    let reason = DisconnectReason::EventOverflow;
+    let retry = match &out[..] {
+        [Out::Close, Out::Completed(id, o), Out::Disconnected(r, Some(at))] => {
+            assert_eq!(id, &written);
+            assert_eq!(o, &Outcome::Unknown(reason.clone()));
+            assert_eq!(r, &reason);
+            *at
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.client.stats().disconnect_count("event_overflow"), 1);
+    assert_eq!(labels(&h.events()), ["E1", "E2", "E3"]);
+    // The queued action survives and runs on the next session.
+    h.advance_to(retry);
+    h.ready();
+    let m = h.take("Ping");
+    assert_eq!(id_of(&m), queued.as_str());
+    h.feed(&pong(queued.as_str()));
+    assert!(h.outcome(&queued).is_success());
+    assert_eq!(h.outcomes(&written).len(), 1);
+}
+
+// ----- filters across reconnects ---------------------------------------------------------------
+
+#[test]
+fn filters_are_reapplied_after_reconnect_before_ready_and_before_queued_actions() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let f1 = h.client.add_filter(h.now, "Event: Newchannel").unwrap();
+    let f2 = h.client.add_filter(h.now, "!Event: VarSet").unwrap();
+    h.drain();
+    let written = h.take_all();
+    assert_eq!(written.len(), 2);
+    for (m, id) in written.iter().zip([&f1, &f2]) {
+        assert_eq!(m.action(), Some("Filter"));
+        assert_eq!(m.get_str("Operation"), Some("Add"));
+        h.feed(&success(id.as_str(), "Filter Added Successfully"));
+    }
+    assert!(h.outcome(&f1).is_success() && h.outcome(&f2).is_success());
+
+    let retry = match &h.eof()[..] {
+        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    let user = h.send(Action::new("Ping"));
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    let out = h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(
+        out.is_empty(),
+        "not Ready while filters are re-applied: {out:?}"
+    );
+    assert!(!h.client.is_ready());
+    let reapplied = h.take_all();
+    let filters: Vec<_> = reapplied
+        .iter()
+        .map(|m| (m.action().unwrap(), m.get_str("Filter").unwrap()))
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            ("Filter", "Event: Newchannel"),
+            ("Filter", "!Event: VarSet")
+        ],
+        "in installation order, before the queued Ping"
+    );
+    assert!(h.feed(&success(id_of(&reapplied[0]), "ok")).is_empty());
+    assert!(
+        h.inbox.is_empty(),
+        "the queued action waits for the last filter"
+    );
+    let out = h.feed(&success(id_of(&reapplied[1]), "ok"));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    let ping = h.take("Ping");
+    assert_eq!(id_of(&ping), user.as_str());
+    // Internal re-applies never complete as user actions.
+    assert_eq!(h.outcomes(&f1).len(), 1);
+    let order: Vec<_> = h
+        .written
+        .iter()
+        .filter(|(c, _)| *c == 2)
+        .map(|(_, m)| m.action().unwrap().to_string())
+        .collect();
+    assert_eq!(order, ["Login", "Filter", "Filter", "Ping"]);
+}
+
+// ----- secrets ---------------------------------------------------------------------------------
+
+/// Debug renderings of everything a caller can print during a login.
+fn debug_trail(auth: AuthMethod) -> (Vec<String>, String, Client) {
+    let t0 = Instant::now();
+    let builder = base().auth(auth);
+    let mut trail = vec![format!("{builder:?}")];
+    let cfg = builder.build().unwrap();
+    trail.push(format!("{cfg:?}"));
+    let mut client = Client::new(cfg, t0);
+    trail.push(format!("{client:?}"));
+    let mut server = ami_proto::Decoder::without_banner(ami_proto::DecoderLimits::default());
+    let mut take = |client: &mut Client, trail: &mut Vec<String>| {
+        loop {
+            let o = client.poll_output();
+            trail.push(format!("{o:?}"));
+            if matches!(o, ami_proto::Output::Wait(_)) {
+                break;
+            }
+        }
+        trail.push(format!("{client:?}"));
+        trail.push(format!("{:?}", client.stats()));
+        let bytes = client.transmit().to_vec();
+        client.advance_transmit(bytes.len());
+        server.feed(&bytes);
+        let mut out = Vec::new();
+        while let Some(Ok(ami_proto::Frame::Message(m))) = server.decode() {
+            out.push(m);
+        }
+        out
+    };
+    take(&mut client, &mut trail);
+    client.handle_input(t0, Input::Connected);
+    client.handle_input(t0, Input::Received(BANNER));
+    let mut msgs = take(&mut client, &mut trail);
+    if auth == AuthMethod::Md5 {
+        let c = msgs.remove(0);
+        assert_eq!(c.action(), Some("Challenge"));
+        client.handle_input(
+            t0,
+            Input::Received(&scripted::challenge(id_of(&c), "987654321")),
+        );
+        msgs = take(&mut client, &mut trail);
+    }
+    let login = msgs.remove(0);
+    assert_eq!(login.action(), Some("Login"));
+    let key = login
+        .get_str(if auth == AuthMethod::Md5 {
+            "Key"
+        } else {
+            "Secret"
+        })
+        .unwrap()
+        .to_string();
+    client.handle_input(t0, Input::Received(&scripted::login_ok(id_of(&login))));
+    take(&mut client, &mut trail);
+    let action = Action::new("Command")
+        .field("Command", "core show uptime")
+        .field("Secret", SECRET)
+        .field("Key", &key);
+    trail.push(format!("{action:?}"));
+    let r = client.send_action(t0, action);
+    trail.push(format!("{r:?}"));
+    take(&mut client, &mut trail);
+    client.close(t0);
+    take(&mut client, &mut trail);
+    (trail, key, client)
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output_of_config_client_actions_outputs_or_stats() {
+    let (trail, secret, _) = debug_trail(AuthMethod::Plain);
+    assert_eq!(secret, SECRET, "the plain login did send the secret");
+    let (md5_trail, key, _) = debug_trail(AuthMethod::Md5);
+    assert_eq!(key.len(), 32);
+    assert!(key
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    for line in trail.iter().chain(&md5_trail) {
+        assert!(!line.contains(SECRET), "secret in {line}");
+        assert!(!line.contains(&key), "MD5 key in {line}");
+    }
+    assert!(trail.iter().any(|l| l.contains("<redacted>")));
+}
+
+/// `Client`'s derived `Debug` prints its transmit buffer as a byte list; while a Login is
+/// written but not yet sent, that list spells the secret.
+#[test]
+fn secret_bytes_never_appear_in_client_debug_while_login_is_unsent() {
+    let t0 = Instant::now();
+    let mut client = Client::new(base().build().unwrap(), t0);
+    let _ = client.poll_output();
+    client.handle_input(t0, Input::Connected);
+    client.handle_input(t0, Input::Received(BANNER));
+    assert!(!client.transmit().is_empty());
+    let as_bytes = format!("{:?}", SECRET.as_bytes());
+    let inner = &as_bytes[1..as_bytes.len() - 1];
+    let dbg = format!("{client:?}");
+    assert!(!dbg.contains(inner), "secret bytes {inner} in {dbg}");
+}
+
+// ----- logoff ------------------------------------------------------------------------------------
+
+#[test]
+fn logoff_drops_queued_answers_written_then_closes_on_goodbye() {
+    let t0 = Instant::now();
+    let cfg = base().pipeline_depth(1).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let a = h.send(Action::new("Ping"));
+    let b = h.send(Action::new("Ping"));
+    let c = h.send(Action::new("Ping"));
+    h.take("Ping");
+    h.client.logoff(h.now);
+    let out = h.drain();
+    let not_sent = Outcome::NotSent(DisconnectReason::Logoff);
+    assert_eq!(
+        out,
+        [
+            Out::Completed(b.clone(), not_sent.clone()),
+            Out::Completed(c.clone(), not_sent)
+        ]
+    );
+    let logoff = h.take("Logoff");
+    assert!(h.inbox.is_empty());
+    assert_eq!(
+        h.try_send(Action::new("Ping")),
+        Err(SendError::Closed),
+        "nothing new after logoff"
+    );
+    // The written action still gets its answer.
+    let out = h.feed(&pong(a.as_str()));
+    assert!(matches!(&out[..], [Out::Completed(id, Outcome::Success(_))] if *id == a));
+    let out = h.feed(&goodbye(id_of(&logoff)));
+    assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
+    assert!(h.client.is_closed());
+    assert!(h.eof().is_empty(), "EOF after Goodbye changes nothing");
+    assert_eq!(h.try_send(Action::new("Ping")), Err(SendError::Closed));
+    assert_eq!(h.wait(), None);
+    for id in [&a, &b, &c] {
+        assert_eq!(h.outcomes(id).len(), 1);
+    }
+    assert!(!h.log.iter().any(|o| matches!(o, Out::Disconnected(..))));
+}
+
+#[test]
+fn logoff_then_eof_without_goodbye_closes_and_fails_written_as_unknown() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let a = h.send(Action::new("Ping"));
+    h.client.logoff(h.now);
+    h.drain();
+    let out = h.eof();
+    assert_eq!(
+        out,
+        [
+            Out::Close,
+            Out::Completed(a, Outcome::Unknown(DisconnectReason::Logoff)),
+            Out::Closed(DisconnectReason::Logoff)
+        ]
+    );
+}
+
+#[test]
+fn logoff_on_a_silent_link_still_closes_by_the_action_deadline() {
+    let t0 = Instant::now();
+    let cfg = base().action_timeout(secs(30)).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    h.client.logoff(h.now);
+    h.drain();
+    h.take("Logoff");
+    let out = h.advance_to(t0 + secs(30));
+    assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
+}
+
+// ----- pipeline slots -------------------------------------------------------------------------
+
+#[test]
+fn async_originate_response_frees_its_pipeline_slot_at_once() {
+    let t0 = Instant::now();
+    let cfg = base().pipeline_depth(1).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let orig = h.send(async_originate(30_000));
+    let ping = h.send(Action::new("Ping"));
+    assert_eq!(h.inbox_actions(), ["Originate"]);
+    h.take("Originate");
+    h.feed(&originate_queued(orig.as_str()));
+    assert_eq!(
+        h.client.stats().in_flight,
+        1,
+        "only the Ping: the Originate gave its slot up with its response"
+    );
+    assert_eq!(
+        h.inbox_actions(),
+        ["Ping"],
+        "the queued Ping is written as soon as the slot frees"
+    );
+    h.feed(&pong(ping.as_str()));
+    h.feed(&originate_response(orig.as_str(), true));
+    assert!(h.outcome(&orig).is_success());
+}
+
+#[test]
+fn list_overflow_keeps_in_flight_within_pipeline_depth() {
+    let t0 = Instant::now();
+    let cfg = base().pipeline_depth(1).max_list_items(2).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let list = h.send(Action::new("CoreShowChannels"));
+    let _ping = h.send(Action::new("Ping"));
+    h.feed(&list_start(list.as_str()));
+    for n in 1..=3 {
+        h.feed(&list_item(list.as_str(), n));
+    }
+    assert!(matches!(
+        h.outcome(&list),
+        Outcome::ListOverflow { items: 2, .. }
+    ));
+    let s = h.client.stats();
+    assert!(
+        s.in_flight <= 1,
+        "in_flight {} > pipeline_depth 1",
+        s.in_flight
+    );
+}
+
+#[test]
+fn list_overflow_reports_once_and_swallows_the_rest_of_the_list() {
+    let t0 = Instant::now();
+    let cfg = base().max_list_items(2).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let list = h.send(Action::new("CoreShowChannels"));
+    h.feed(&list_start(list.as_str()));
+    for n in 1..=5 {
+        h.feed(&list_item(list.as_str(), n));
+    }
+    h.feed(&list_complete(list.as_str(), 5));
+    assert!(matches!(
+        h.outcome(&list),
+        Outcome::ListOverflow { items: 2, .. }
+    ));
+    assert!(h.events().is_empty());
+    assert_eq!(h.client.stats().list_items_dropped, 3);
+    assert_eq!(h.client.stats().in_flight, 0);
+    assert_eq!(h.client.stats().pending, 0);
+}

@@ -1,0 +1,680 @@
+//! Timer behaviour of the client in virtual time: connect/banner/login timeouts, reconnect
+//! backoff and the circuit breaker, heartbeat, per-action deadlines, and `Output::Wait`.
+//!
+//! Time only moves when a test moves it (`t0 + Duration`); every instant is asserted exactly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{
+    Action, ClientConfig, ClientConfigBuilder, DisconnectReason, Input, Outcome, Phase, SendError,
+    SendOptions, StreamItem,
+};
+use scripted::{
+    async_originate, event, id_of, list_complete, list_item, list_start, originate_queued,
+    originate_response, pong, Harness, Out, BANNER,
+};
+use std::time::{Duration, Instant};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn base() -> ClientConfigBuilder {
+    ClientConfig::builder("admin", "s3cr3t-Pa55")
+        .events("off")
+        .seed(7)
+}
+
+/// Splits `[Close, Disconnected(reason, Some(retry_at))]` and returns `retry_at`.
+fn close_then_disconnected(out: &[Out], reason: DisconnectReason) -> Instant {
+    match out {
+        [Out::Close, Out::Disconnected(r, Some(at))] if *r == reason => *at,
+        other => panic!("expected Close + Disconnected({reason:?}), got {other:?}"),
+    }
+}
+
+// ----- connect / banner / login timeouts --------------------------------------------------
+
+#[test]
+fn connect_timeout_closes_and_schedules_a_retry_within_the_first_backoff() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .connect_timeout(secs(5))
+        .backoff_base(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    assert_eq!(h.log, [Out::Connect]);
+    assert_eq!(h.wait(), Some(t0 + secs(5)));
+    assert!(h.advance_to(t0 + secs(5) - MS).is_empty());
+    let out = h.advance_to(t0 + secs(5));
+    let retry = close_then_disconnected(&out, DisconnectReason::ConnectTimeout);
+    assert!(retry >= t0 + secs(5) && retry <= t0 + secs(5) + Duration::from_millis(400));
+    assert_eq!(h.wait(), Some(retry));
+    // A late Connected for the abandoned attempt is ignored.
+    assert!(h.input(Input::Connected).is_empty());
+    assert_eq!(h.advance_to(retry), [Out::Connect]);
+    assert_eq!(h.client.stats().disconnect_count("connect_timeout"), 1);
+    assert_eq!(h.client.stats().connects, 2);
+}
+
+#[test]
+fn banner_timeout_closes_and_schedules_a_retry() {
+    let t0 = Instant::now();
+    let cfg = base().banner_timeout(secs(4)).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.advance_to(t0 + secs(1));
+    assert!(h.connected().is_empty());
+    assert_eq!(
+        h.wait(),
+        Some(t0 + secs(5)),
+        "banner deadline replaces connect"
+    );
+    assert!(h.advance_to(t0 + secs(5) - MS).is_empty());
+    let out = h.advance_to(t0 + secs(5));
+    let retry = close_then_disconnected(&out, DisconnectReason::BannerTimeout);
+    assert!(retry >= t0 + secs(5) && retry <= t0 + secs(5) + Duration::from_millis(100));
+    assert!(h.inbox.is_empty(), "nothing is written before the banner");
+    assert_eq!(h.client.stats().disconnect_count("banner_timeout"), 1);
+}
+
+#[test]
+fn login_timeout_closes_and_schedules_a_retry() {
+    let t0 = Instant::now();
+    let cfg = base().login_timeout(secs(10)).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.connected();
+    h.advance_to(t0 + secs(2));
+    h.feed(BANNER);
+    assert_eq!(h.inbox_actions(), ["Login"]);
+    assert_eq!(
+        h.wait(),
+        Some(t0 + secs(12)),
+        "login deadline counts from the banner"
+    );
+    assert!(h.advance_to(t0 + secs(12) - MS).is_empty());
+    let out = h.advance_to(t0 + secs(12));
+    let retry = close_then_disconnected(&out, DisconnectReason::LoginTimeout);
+    assert!(retry >= t0 + secs(12) && retry <= t0 + secs(12) + Duration::from_millis(100));
+    // The login answer on the dead link changes nothing.
+    let login = h.take("Login");
+    assert!(h.feed(&scripted::login_ok(id_of(&login))).is_empty());
+    assert!(!h.client.is_ready());
+    assert_eq!(h.client.stats().disconnect_count("login_timeout"), 1);
+}
+
+// ----- reconnect backoff and circuit breaker ----------------------------------------------
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+const THRESHOLD: u32 = 10;
+const COOLDOWN: Duration = Duration::from_secs(60);
+
+/// Fails 12 connects in a row; returns each retry time relative to `t0`.
+fn failure_schedule(seed: u64, t0: Instant) -> Vec<Duration> {
+    let cfg = base()
+        .seed(seed)
+        .backoff_base(BACKOFF_BASE)
+        .backoff_max(BACKOFF_MAX)
+        .breaker_threshold(THRESHOLD)
+        .breaker_cooldown(COOLDOWN)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    let mut schedule = Vec::new();
+    for n in 1..=12u32 {
+        assert_eq!(h.log.last(), Some(&Out::Connect));
+        let out = h.input(Input::ConnectFailed);
+        let retry = close_then_disconnected(&out, DisconnectReason::ConnectFailed);
+        let delay = retry - h.now;
+        if n < THRESHOLD {
+            let ceiling = (BACKOFF_BASE * 2u32.pow(n - 1)).min(BACKOFF_MAX);
+            assert!(delay <= ceiling, "failure {n}: {delay:?} > {ceiling:?}");
+            assert_eq!(h.client.stats().breaker_opened, 0);
+        } else {
+            assert!(delay >= COOLDOWN, "failure {n}: breaker open, {delay:?}");
+            assert!(delay <= COOLDOWN + BACKOFF_BASE, "failure {n}: {delay:?}");
+            assert_eq!(
+                h.client.stats().breaker_opened,
+                1,
+                "opened once, stays open"
+            );
+        }
+        assert_eq!(h.wait(), Some(retry));
+        if retry > h.now {
+            assert!(h.advance_to(retry - Duration::from_micros(1)).is_empty());
+        }
+        assert_eq!(
+            h.advance_to(retry),
+            [Out::Connect],
+            "retry exactly at retry_at"
+        );
+        schedule.push(retry - t0);
+    }
+    assert_eq!(h.client.stats().disconnect_count("connect_failed"), 12);
+    assert_eq!(h.client.stats().connects, 13);
+    schedule
+}
+
+#[test]
+fn reconnect_schedule_is_reproducible_per_seed_bounded_and_opens_the_breaker() {
+    let t0 = Instant::now();
+    let a = failure_schedule(0xabcd, t0);
+    let b = failure_schedule(0xabcd, t0);
+    assert_eq!(a, b, "same seed, same retry times");
+    let c = failure_schedule(0x1234, t0);
+    assert_ne!(a, c, "another seed, another schedule");
+    assert_eq!(a.len(), 12);
+}
+
+/// Fails five connects, logs in, stays Ready for `ready_for`, then loses the session;
+/// returns the delay of the reconnect that follows.
+fn delay_after_ready(seed: u64, ready_for: Duration) -> Duration {
+    let t0 = Instant::now();
+    let cfg = base()
+        .seed(seed)
+        .backoff_base(secs(1))
+        .backoff_max(secs(3600))
+        .breaker_threshold(100)
+        .stable_after(secs(30))
+        .ping_interval(secs(3600))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    for _ in 0..5 {
+        let out = h.input(Input::ConnectFailed);
+        let retry = close_then_disconnected(&out, DisconnectReason::ConnectFailed);
+        h.advance_to(retry);
+    }
+    h.ready();
+    let ready_at = h.now;
+    h.advance_to(ready_at + ready_for);
+    let out = h.eof();
+    close_then_disconnected(&out, DisconnectReason::Eof) - h.now
+}
+
+#[test]
+fn failure_count_resets_after_ready_lasted_stable_after() {
+    let mut without_reset = Vec::new();
+    for seed in 0..16 {
+        let after_stable = delay_after_ready(seed, secs(30));
+        assert!(
+            after_stable <= secs(1),
+            "seed {seed}: ceiling back to base, got {after_stable:?}"
+        );
+        without_reset.push(delay_after_ready(seed, secs(30) - MS));
+    }
+    // Control: one millisecond short of stable_after, the sixth failure has a 32 s ceiling.
+    assert!(without_reset.iter().all(|d| *d <= secs(32)));
+    assert!(
+        without_reset.iter().any(|d| *d > secs(1)),
+        "without a reset the ceiling stays high: {without_reset:?}"
+    );
+}
+
+// ----- heartbeat ----------------------------------------------------------------------------
+
+fn heartbeat_config() -> ClientConfigBuilder {
+    base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .action_timeout(secs(300))
+}
+
+fn is_ping(h: &Harness) -> bool {
+    h.inbox
+        .iter()
+        .any(|m| m.action().is_some_and(|a| a.eq_ignore_ascii_case("Ping")))
+}
+
+#[test]
+fn no_heartbeat_ping_while_bytes_keep_arriving() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(heartbeat_config().build().unwrap(), t0);
+    h.ready();
+    assert_eq!(h.wait(), Some(t0 + secs(20)));
+    for k in 1..=20u64 {
+        let t = t0 + secs(15 * k);
+        assert!(h.advance_to(t).is_empty());
+        h.feed(&event("Newchannel", k));
+        assert!(!is_ping(&h), "no Ping at {k}");
+        assert_eq!(h.wait(), Some(t + secs(20)), "idle timer re-armed by input");
+    }
+    assert_eq!(h.client.stats().actions_written, 0);
+}
+
+#[test]
+fn heartbeat_ping_is_written_exactly_after_ping_interval_of_silence() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(heartbeat_config().build().unwrap(), t0);
+    h.ready();
+    h.advance_to(t0 + secs(7));
+    h.feed(&event("Newchannel", 1));
+    assert!(h.advance_to(t0 + secs(27) - MS).is_empty());
+    assert!(!is_ping(&h));
+    assert!(h.advance_to(t0 + secs(27)).is_empty());
+    let ping = h.take("Ping");
+    assert!(h.inbox.is_empty());
+    assert_eq!(h.wait(), Some(t0 + secs(37)), "pong deadline");
+    h.advance_to(t0 + secs(30));
+    assert!(
+        h.feed(&pong(id_of(&ping))).is_empty(),
+        "internal: no Completed"
+    );
+    assert_eq!(h.wait(), Some(t0 + secs(50)), "idle timer from the pong");
+    assert!(h.advance_to(t0 + secs(50)).is_empty());
+    h.take("Ping");
+}
+
+#[test]
+fn any_inbound_byte_cancels_the_pong_deadline() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(heartbeat_config().build().unwrap(), t0);
+    h.ready();
+    h.advance_to(t0 + secs(20));
+    let ping = h.take("Ping");
+    assert_eq!(h.wait(), Some(t0 + secs(30)));
+    // Half a line of an unrelated event is proof of life.
+    h.advance_to(t0 + secs(25));
+    h.feed(b"Event: Newch");
+    assert_eq!(h.wait(), Some(t0 + secs(45)));
+    assert!(
+        h.advance_to(t0 + secs(30)).is_empty(),
+        "old pong deadline is gone"
+    );
+    h.feed(b"annel\r\nSeq: 1\r\n\r\n");
+    assert!(matches!(&h.events()[..], [StreamItem::Event(m)] if m.event() == Some("Newchannel")));
+    assert!(h.advance_to(t0 + secs(50)).is_empty());
+    assert_eq!(
+        h.wait(),
+        Some(t0 + secs(60)),
+        "pong deadline after the next idle period"
+    );
+    // A complete unrelated event cancels it too.
+    h.advance_to(t0 + secs(55));
+    h.feed(&event("Hangup", 2));
+    assert_eq!(h.wait(), Some(t0 + secs(75)));
+    assert!(h.advance_to(t0 + secs(60)).is_empty());
+    h.feed(&pong(id_of(&ping)));
+    assert!(!h.log.iter().any(|o| matches!(o, Out::Disconnected(..))));
+}
+
+#[test]
+fn heartbeat_timeout_disconnects_fails_in_flight_once_and_reconnects() {
+    let t0 = Instant::now();
+    let cfg = heartbeat_config().pipeline_depth(2).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let a = h.send(Action::new("Ping"));
+    let b = h.send(Action::new("CoreShowChannels"));
+    let c = h.send(Action::new("Ping"));
+    assert_eq!(h.client.stats().queued, 1, "c waits behind the pipeline");
+    let written_b = h.inbox[1].clone();
+    h.feed(&list_start(id_of(&written_b)));
+    h.take_all();
+    assert!(h.advance_to(t0 + secs(20)).is_empty());
+    h.take("Ping");
+    assert!(h.advance_to(t0 + secs(30) - MS).is_empty());
+    let out = h.advance_to(t0 + secs(30));
+    let reason = DisconnectReason::HeartbeatTimeout;
+    let retry = match &out[..] {
+        [Out::Close, Out::Completed(i1, o1), Out::Completed(i2, o2), Out::Disconnected(r, Some(at))] =>
+        {
+            assert_eq!((i1, i2), (&a, &b), "failures in send order");
+            assert_eq!(o1, &Outcome::Unknown(reason.clone()));
+            assert_eq!(o2, &Outcome::Unknown(reason.clone()));
+            assert_eq!(r, &reason);
+            *at
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.client.stats().disconnect_count("heartbeat_timeout"), 1);
+    assert_eq!(h.advance_to(retry), [Out::Connect]);
+    h.ready();
+    let c_written = h.take("Ping");
+    assert_eq!(id_of(&c_written), c.as_str());
+    h.feed(&pong(c.as_str()));
+    assert!(h.outcome(&c).is_success());
+    assert_eq!(h.outcomes(&a).len(), 1);
+    assert_eq!(h.outcomes(&b).len(), 1);
+}
+
+/// A heartbeat Ping whose answer came after the Ping's own deadline (the server was blocked
+/// by a sync Originate) must not stop later heartbeats.
+#[test]
+fn heartbeat_resumes_after_a_ping_answered_past_its_deadline() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .action_timeout(secs(30))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let sync = Action::new("Originate")
+        .field("Channel", "Local/100@ami-test")
+        .field("Application", "Wait")
+        .field("Timeout", "60000");
+    let id = h.send(sync);
+    h.take("Originate");
+    h.advance_to(t0 + secs(20));
+    let ping = h.take("Ping");
+    h.advance_to(t0 + secs(50)); // the heartbeat Ping's own action deadline passes
+    h.advance_to(t0 + secs(55));
+    h.feed(&originate_queued(id.as_str()));
+    h.feed(&pong(id_of(&ping)));
+    assert!(h.outcome(&id).is_success());
+    assert!(h.advance_to(t0 + secs(75)).is_empty());
+    assert!(
+        is_ping(&h),
+        "a new heartbeat Ping after 20 s of silence; none was written"
+    );
+    h.take("Ping");
+    // The new Ping's pong deadline is 75 + 10 s: nothing may fire before it.
+    assert!(
+        h.advance_to(t0 + secs(84)).is_empty(),
+        "no HeartbeatTimeout"
+    );
+}
+
+// ----- sync Originate ---------------------------------------------------------------------
+
+fn sync_originate() -> Action {
+    Action::new("Originate")
+        .field("Channel", "Local/100@ami-test")
+        .field("Exten", "100")
+        .field("Context", "ami-test")
+        .field("Priority", "1")
+        .field("Timeout", "60000")
+}
+
+#[test]
+fn sync_originate_is_refused_by_default() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    assert_eq!(
+        h.try_send(sync_originate()),
+        Err(SendError::SyncOriginateRefused)
+    );
+    let explicit_no = sync_originate().field("Async", "no");
+    assert_eq!(
+        h.try_send(explicit_no),
+        Err(SendError::SyncOriginateRefused)
+    );
+    assert!(h.inbox.is_empty());
+    assert_eq!(h.client.stats().pending, 0);
+    assert!(h.try_send(sync_originate().field("Async", "yes")).is_ok());
+}
+
+#[test]
+fn written_sync_originate_suspends_the_heartbeat_deadline() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let id = h.send(sync_originate());
+    h.take("Originate");
+    // 65 s of silence: far beyond ping_interval + pong_timeout (30 s).
+    let mut ping = None;
+    for s in (5..=65).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        assert!(out.is_empty(), "at {s}s: {out:?}");
+        if is_ping(&h) {
+            ping = Some(h.take("Ping"));
+        }
+    }
+    let ping = ping.expect("the heartbeat still pings");
+    h.feed(&originate_queued(id.as_str()));
+    h.feed(&pong(id_of(&ping)));
+    assert!(h.outcome(&id).is_success());
+    assert!(h.client.is_ready());
+    assert_eq!(h.client.stats().disconnect_count("heartbeat_timeout"), 0);
+}
+
+// ----- per-action deadlines -------------------------------------------------------------------
+
+fn deadline_config() -> ClientConfigBuilder {
+    base()
+        .ping_interval(secs(3600))
+        .action_timeout(secs(30))
+        .originate_margin(secs(10))
+}
+
+#[test]
+fn unanswered_action_times_out_in_the_response_phase() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(deadline_config().build().unwrap(), t0);
+    h.ready();
+    h.advance_to(t0 + secs(1));
+    let id = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(5)));
+    assert_eq!(h.wait(), Some(t0 + secs(6)));
+    assert!(h.advance_to(t0 + secs(6) - MS).is_empty());
+    let out = h.advance_to(t0 + secs(6));
+    assert_eq!(
+        out,
+        [Out::Completed(
+            id,
+            Outcome::TimedOut {
+                phase: Phase::Response,
+                partial: None
+            }
+        )]
+    );
+    assert_eq!(h.client.stats().pending, 0);
+    assert_eq!(h.client.stats().in_flight, 0);
+}
+
+#[test]
+fn late_response_after_a_timeout_is_swallowed_and_never_counted_as_success() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(deadline_config().build().unwrap(), t0);
+    h.ready();
+    let id = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(5)));
+    h.advance_to(t0 + secs(5));
+    assert_eq!(h.outcomes(&id).len(), 1);
+    let before = h.client.stats();
+    h.advance_to(t0 + secs(6));
+    assert!(h.feed(&pong(id.as_str())).is_empty(), "late answer");
+    assert!(h.feed(&pong(id.as_str())).is_empty(), "and its duplicate");
+    // Past the grace period the entry is gone: still nothing.
+    h.advance_to(t0 + secs(60));
+    assert!(h.feed(&pong(id.as_str())).is_empty());
+    let stats = h.client.stats();
+    assert_eq!(h.outcomes(&id).len(), 1);
+    assert_eq!(stats.outcome_count("success"), 0);
+    assert_eq!(stats.outcome_count("timed_out"), 1);
+    assert_eq!(
+        stats.latency.count(),
+        before.latency.count(),
+        "no latency sample"
+    );
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn list_that_never_completes_times_out_with_the_items_so_far() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(deadline_config().build().unwrap(), t0);
+    h.ready();
+    let id = h.send_with(
+        Action::new("CoreShowChannels"),
+        SendOptions::timeout(secs(10)),
+    );
+    h.advance_to(t0 + secs(1));
+    h.feed(&list_start(id.as_str()));
+    h.feed(&list_item(id.as_str(), 1));
+    h.feed(&list_item(id.as_str(), 2));
+    assert!(h.advance_to(t0 + secs(10) - MS).is_empty());
+    let out = h.advance_to(t0 + secs(10));
+    let [Out::Completed(
+        done,
+        Outcome::TimedOut {
+            phase: Phase::List,
+            partial: Some(partial),
+        },
+    )] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(done, &id);
+    assert_eq!(partial.items().len(), 2);
+    assert_eq!(partial.message().get_str("EventList"), Some("start"));
+    assert!(partial.complete().is_none());
+    // The rest of the list is swallowed, not leaked into the event stream.
+    h.feed(&list_item(id.as_str(), 3));
+    h.feed(&list_complete(id.as_str(), 3));
+    assert!(h.events().is_empty());
+    assert_eq!(h.outcomes(&id).len(), 1);
+}
+
+#[test]
+fn async_originate_without_originate_response_times_out_in_follow_up_phase() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(deadline_config().build().unwrap(), t0);
+    h.ready();
+    let id = h.send(async_originate(20_000));
+    h.advance_to(t0 + secs(2));
+    assert!(h.feed(&originate_queued(id.as_str())).is_empty());
+    // Deadline: response time + Timeout (20 s) + originate_margin (10 s).
+    let deadline = t0 + secs(32);
+    assert_eq!(h.wait(), Some(deadline));
+    assert!(h.advance_to(deadline - MS).is_empty());
+    let out = h.advance_to(deadline);
+    let [Out::Completed(
+        done,
+        Outcome::TimedOut {
+            phase: Phase::FollowUp,
+            partial: Some(partial),
+        },
+    )] = &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(done, &id);
+    assert_eq!(partial.text(), Some("Originate successfully queued"));
+    assert!(partial.follow_up().is_none());
+    // A late OriginateResponse neither completes it again nor leaks to the stream.
+    h.advance_to(deadline + secs(1));
+    assert!(h.feed(&originate_response(id.as_str(), true)).is_empty());
+    assert!(h.events().is_empty());
+    assert_eq!(h.client.stats().outcome_count("success"), 0);
+}
+
+#[test]
+fn action_queued_while_disconnected_times_out_in_the_queued_phase() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(deadline_config().build().unwrap(), t0);
+    let id = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(2)));
+    assert_eq!(h.client.stats().queued, 1);
+    assert_eq!(
+        h.wait(),
+        Some(t0 + secs(2)),
+        "before the connect timeout (5 s)"
+    );
+    assert!(h.advance_to(t0 + secs(2) - MS).is_empty());
+    assert_eq!(
+        h.advance_to(t0 + secs(2)),
+        [Out::Completed(
+            id,
+            Outcome::TimedOut {
+                phase: Phase::Queued,
+                partial: None
+            }
+        )]
+    );
+    h.ready();
+    assert!(
+        h.inbox.is_empty(),
+        "a timed-out queued action is never written"
+    );
+    assert_eq!(h.client.stats().actions_written, 0);
+}
+
+// ----- Output::Wait --------------------------------------------------------------------------
+
+#[test]
+fn wait_always_equals_the_earliest_timer_or_deadline() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .connect_timeout(secs(5))
+        .banner_timeout(secs(4))
+        .login_timeout(secs(10))
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .action_timeout(secs(30))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    assert_eq!(h.wait(), Some(t0 + secs(5)), "connect timeout");
+    let a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(3)));
+    assert_eq!(h.wait(), Some(t0 + secs(3)), "a's deadline");
+    h.advance_to(t0 + secs(1));
+    h.connected();
+    assert_eq!(
+        h.wait(),
+        Some(t0 + secs(3)),
+        "a's deadline before banner (5 s)"
+    );
+    h.advance_to(t0 + secs(2));
+    h.feed(BANNER);
+    let login = h.take("Login");
+    assert_eq!(h.wait(), Some(t0 + secs(3)));
+    let out = h.advance_to(t0 + secs(3));
+    assert!(
+        matches!(&out[..], [Out::Completed(i, Outcome::TimedOut { phase: Phase::Queued, .. })] if *i == a)
+    );
+    assert_eq!(h.wait(), Some(t0 + secs(12)), "login timeout");
+    h.advance_to(t0 + secs(4));
+    h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(h.client.is_ready());
+    assert_eq!(h.wait(), Some(t0 + secs(24)), "idle timer");
+    h.advance_to(t0 + secs(5));
+    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(7)));
+    assert_eq!(h.wait(), Some(t0 + secs(12)), "b's deadline");
+    h.advance_to(t0 + secs(6));
+    let c = h.send(Action::new("Ping"));
+    assert_eq!(h.wait(), Some(t0 + secs(12)));
+    h.advance_to(t0 + secs(7));
+    h.feed(&pong(b.as_str()));
+    assert_eq!(
+        h.wait(),
+        Some(t0 + secs(27)),
+        "idle re-armed; c due at 36 s"
+    );
+    h.advance_to(t0 + secs(8));
+    assert!(h.client.cancel(h.now, &c));
+    h.drain();
+    assert_eq!(h.wait(), Some(t0 + secs(27)), "c's grace ends at 38 s");
+    h.take_all();
+    h.advance_to(t0 + secs(27));
+    let ping = h.take("Ping");
+    assert_eq!(h.wait(), Some(t0 + secs(37)), "pong deadline");
+    h.advance_to(t0 + secs(30));
+    h.feed(&pong(id_of(&ping)));
+    assert_eq!(h.wait(), Some(t0 + secs(38)), "c's grace period");
+    h.advance_to(t0 + secs(38));
+    assert_eq!(h.wait(), Some(t0 + secs(50)), "idle timer");
+    h.advance_to(t0 + secs(40));
+    let out = h.eof();
+    let retry = close_then_disconnected(&out, DisconnectReason::Eof);
+    assert_eq!(h.wait(), Some(retry), "reconnect");
+    assert_eq!(h.advance_to(retry), [Out::Connect]);
+    assert_eq!(h.wait(), Some(retry + secs(5)));
+    h.client.close(h.now);
+    h.drain();
+    assert_eq!(h.wait(), None, "closed: nothing to wait for");
+}

@@ -1,0 +1,400 @@
+//! A scripted AMI server for virtual-time client tests.
+//!
+//! [`Harness`] owns a [`Client`] and a clock that only moves when a test moves it. It drains
+//! every output into a log, decodes every byte the client writes into server-side messages
+//! (an inbox the test answers from), and offers builders for the replies a real Asterisk
+//! sends (§3-§5, §7 of the protocol reference).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_proto::{
+    Action, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame, Input,
+    Message, Outcome, Output, SendError, SendOptions, StreamItem,
+};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The banner of Asterisk 22 (AMI 11.0.0).
+pub const BANNER: &[u8] = b"Asterisk Call Manager/11.0.0\r\n";
+
+/// A copy of one [`Output`] (which is neither `Clone` nor `PartialEq`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    Connect,
+    Close,
+    Ready(String),
+    Completed(ActionId, Outcome),
+    Disconnected(DisconnectReason, Option<Instant>),
+    Closed(DisconnectReason),
+}
+
+impl Out {
+    pub fn completed(&self) -> Option<(&ActionId, &Outcome)> {
+        match self {
+            Out::Completed(id, o) => Some((id, o)),
+            _ => None,
+        }
+    }
+}
+
+/// A client plus the server end of its transport, in virtual time.
+pub struct Harness {
+    pub client: Client,
+    pub t0: Instant,
+    pub now: Instant,
+    /// Every output so far, in order.
+    pub log: Vec<Out>,
+    /// The last `Output::Wait` value seen.
+    pub last_wait: Option<Instant>,
+    /// Every message the client wrote, with the connection it was written on (1-based).
+    pub written: Vec<(usize, Message)>,
+    /// Messages written and not yet taken by the test.
+    pub inbox: VecDeque<Message>,
+    /// Connections opened so far (`Input::Connected` reported).
+    pub connection: usize,
+    server: Decoder,
+}
+
+impl Harness {
+    /// A client created at `t0`; its first output (`Connect`) is already drained.
+    pub fn new(config: ClientConfig, t0: Instant) -> Harness {
+        let client = Client::new(config, t0);
+        let mut h = Harness {
+            client,
+            t0,
+            now: t0,
+            log: Vec::new(),
+            last_wait: None,
+            written: Vec::new(),
+            inbox: VecDeque::new(),
+            connection: 0,
+            server: Decoder::without_banner(DecoderLimits::default()),
+        };
+        h.drain();
+        h
+    }
+
+    /// `t0 + d`.
+    pub fn at(&self, d: Duration) -> Instant {
+        self.t0 + d
+    }
+
+    /// Drains outputs (until `Wait`) and written bytes; returns the new outputs.
+    pub fn drain(&mut self) -> Vec<Out> {
+        let mut new = Vec::new();
+        loop {
+            let out = match self.client.poll_output() {
+                Output::Wait(w) => {
+                    self.last_wait = w;
+                    break;
+                }
+                Output::Connect => Out::Connect,
+                Output::Close => Out::Close,
+                Output::Ready { ami_version } => Out::Ready(ami_version),
+                Output::Completed { id, outcome } => Out::Completed(id, outcome),
+                Output::Disconnected { reason, retry_at } => Out::Disconnected(reason, retry_at),
+                Output::Closed { reason } => Out::Closed(reason),
+                other => panic!("unknown output {other:?}"),
+            };
+            new.push(out);
+        }
+        let bytes = self.client.transmit().to_vec();
+        self.client.advance_transmit(bytes.len());
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = self.server.feed(rest);
+            rest = &rest[n..];
+            while let Some(frame) = self.server.decode() {
+                match frame {
+                    Ok(Frame::Message(m)) => {
+                        self.written.push((self.connection, m.clone()));
+                        self.inbox.push_back(m);
+                    }
+                    other => panic!("client wrote something odd: {other:?}"),
+                }
+            }
+        }
+        self.log.extend(new.iter().cloned());
+        new
+    }
+
+    /// The deadline of the last `Output::Wait`.
+    pub fn wait(&self) -> Option<Instant> {
+        self.last_wait
+    }
+
+    /// Moves the clock to `t` and fires what is due.
+    pub fn advance_to(&mut self, t: Instant) -> Vec<Out> {
+        assert!(t >= self.now, "virtual time never goes back");
+        self.now = t;
+        self.client.handle_timeout(t);
+        self.drain()
+    }
+
+    /// Moves the clock by `d` and fires what is due.
+    pub fn advance(&mut self, d: Duration) -> Vec<Out> {
+        let t = self.now + d;
+        self.advance_to(t)
+    }
+
+    /// Reports an input now.
+    pub fn input(&mut self, input: Input<'_>) -> Vec<Out> {
+        self.client.handle_input(self.now, input);
+        self.drain()
+    }
+
+    /// The transport opened: a fresh server decoder, then `Input::Connected`.
+    pub fn connected(&mut self) -> Vec<Out> {
+        self.connection += 1;
+        self.server = Decoder::without_banner(DecoderLimits::default());
+        self.inbox.clear();
+        self.input(Input::Connected)
+    }
+
+    /// Bytes from the server.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Out> {
+        self.client.handle_input(self.now, Input::Received(bytes));
+        self.drain()
+    }
+
+    /// The server closed the connection.
+    pub fn eof(&mut self) -> Vec<Out> {
+        self.input(Input::Eof)
+    }
+
+    /// Takes the first unanswered message for `action` (case-insensitive).
+    pub fn take(&mut self, action: &str) -> Message {
+        let pos = self
+            .inbox
+            .iter()
+            .position(|m| m.action().is_some_and(|a| a.eq_ignore_ascii_case(action)))
+            .unwrap_or_else(|| panic!("client wrote no {action}; inbox: {:?}", self.inbox));
+        self.inbox.remove(pos).unwrap()
+    }
+
+    /// Takes everything the client wrote since the last take.
+    pub fn take_all(&mut self) -> Vec<Message> {
+        self.inbox.drain(..).collect()
+    }
+
+    /// Names of the actions in the inbox, in order.
+    pub fn inbox_actions(&self) -> Vec<String> {
+        self.inbox
+            .iter()
+            .map(|m| m.action().unwrap_or("?").to_string())
+            .collect()
+    }
+
+    /// From `Connect`: opens the transport, sends the banner and accepts the login (plain
+    /// or MD5). Returns the outputs of the final step, which end with `Ready` when no filter
+    /// has to be re-applied.
+    pub fn login(&mut self) -> Vec<Out> {
+        self.connected();
+        self.feed(BANNER);
+        if self.inbox.iter().any(|m| {
+            m.action()
+                .is_some_and(|a| a.eq_ignore_ascii_case("Challenge"))
+        }) {
+            let c = self.take("Challenge");
+            self.feed(&challenge(id_of(&c), "123456789"));
+        }
+        let login = self.take("Login");
+        self.feed(&login_ok(id_of(&login)))
+    }
+
+    /// [`login`](Self::login), then asserts the session is Ready.
+    pub fn ready(&mut self) {
+        let out = self.login();
+        assert!(
+            matches!(out.last(), Some(Out::Ready(_))),
+            "not ready after login: {out:?}"
+        );
+    }
+
+    /// Sends an action and drains; panics if the client refuses it.
+    pub fn send(&mut self, action: Action) -> ActionId {
+        let id = self.client.send_action(self.now, action).unwrap();
+        self.drain();
+        id
+    }
+
+    /// Sends an action with options and drains.
+    pub fn send_with(&mut self, action: Action, options: SendOptions) -> ActionId {
+        let id = self
+            .client
+            .send_action_with(self.now, action, options)
+            .unwrap();
+        self.drain();
+        id
+    }
+
+    /// Tries to send an action and drains.
+    pub fn try_send(&mut self, action: Action) -> Result<ActionId, SendError> {
+        let r = self.client.send_action(self.now, action);
+        self.drain();
+        r
+    }
+
+    /// Every outcome reported for `id`.
+    pub fn outcomes(&self, id: &ActionId) -> Vec<&Outcome> {
+        self.log
+            .iter()
+            .filter_map(Out::completed)
+            .filter(|(i, _)| *i == id)
+            .map(|(_, o)| o)
+            .collect()
+    }
+
+    /// The single outcome of `id`; panics unless it completed exactly once.
+    pub fn outcome(&self, id: &ActionId) -> &Outcome {
+        let all = self.outcomes(id);
+        assert_eq!(all.len(), 1, "{id} completed {} times: {all:?}", all.len());
+        all[0]
+    }
+
+    /// Everything in the event stream now.
+    pub fn events(&mut self) -> Vec<StreamItem> {
+        std::iter::from_fn(|| self.client.poll_event()).collect()
+    }
+}
+
+/// The ActionID of a message the client wrote.
+pub fn id_of(m: &Message) -> &str {
+    m.action_id()
+        .expect("every client action carries an ActionID")
+}
+
+/// One message from `Key: Value` pairs, CRLF-terminated, with the blank line.
+pub fn msg(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in fields {
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+pub fn login_ok(id: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("Message", "Authentication accepted"),
+    ])
+}
+
+pub fn challenge(id: &str, challenge: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("Challenge", challenge),
+    ])
+}
+
+pub fn pong(id: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("Ping", "Pong"),
+        ("Timestamp", "1.0"),
+    ])
+}
+
+pub fn success(id: &str, message: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("Message", message),
+    ])
+}
+
+pub fn error(id: &str, message: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Error"),
+        ("ActionID", id),
+        ("Message", message),
+    ])
+}
+
+pub fn goodbye(id: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Goodbye"),
+        ("ActionID", id),
+        ("Message", "Thanks for all the fish."),
+    ])
+}
+
+pub fn list_start(id: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("EventList", "start"),
+        ("Message", "Channels will follow"),
+    ])
+}
+
+pub fn list_item(id: &str, n: usize) -> Vec<u8> {
+    let channel = format!("Local/{n}@ami-test-00000001;1");
+    msg(&[
+        ("Event", "CoreShowChannel"),
+        ("ActionID", id),
+        ("Channel", &channel),
+        ("ChannelState", "6"),
+    ])
+}
+
+pub fn list_complete(id: &str, items: usize) -> Vec<u8> {
+    let n = items.to_string();
+    msg(&[
+        ("Event", "CoreShowChannelsComplete"),
+        ("ActionID", id),
+        ("EventList", "Complete"),
+        ("ListItems", &n),
+    ])
+}
+
+pub fn originate_queued(id: &str) -> Vec<u8> {
+    success(id, "Originate successfully queued")
+}
+
+pub fn originate_response(id: &str, ok: bool) -> Vec<u8> {
+    msg(&[
+        ("Event", "OriginateResponse"),
+        ("Privilege", "call,all"),
+        ("ActionID", id),
+        ("Response", if ok { "Success" } else { "Failure" }),
+        ("Channel", "Local/100@ami-test"),
+        ("Reason", if ok { "4" } else { "5" }),
+        ("Uniqueid", "1700000000.1"),
+    ])
+}
+
+/// An ordinary async event (no ActionID).
+pub fn event(name: &str, seq: u64) -> Vec<u8> {
+    let seq = seq.to_string();
+    msg(&[("Event", name), ("Privilege", "call,all"), ("Seq", &seq)])
+}
+
+/// An async Originate (`Async: true`) with `Timeout` in ms.
+pub fn async_originate(timeout_ms: u64) -> Action {
+    Action::new("Originate")
+        .field("Channel", "Local/100@ami-test")
+        .field("Application", "Wait")
+        .field("Data", "1")
+        .field("Timeout", timeout_ms.to_string())
+        .field("Async", "true")
+}
+
+/// The `Seq` header of a stream item, or the gap size as a negative number.
+pub fn stream_label(item: &StreamItem) -> String {
+    match item {
+        StreamItem::Event(m) => format!(
+            "{}{}",
+            m.event().unwrap_or("?"),
+            m.get_str("Seq").unwrap_or("")
+        ),
+        StreamItem::Gap { dropped } => format!("gap{dropped}"),
+        other => format!("{other:?}"),
+    }
+}
