@@ -94,7 +94,8 @@ impl Conn {
         match self.link {
             Link::Open(_) => self.readable || (self.writable && !self.client.transmit().is_empty()),
             Link::Connecting(_) => self.connect_event,
-            Link::Idle => self.want_connect && self.resolved.is_some(),
+            // A connect to start, or a lookup to ask for.
+            Link::Idle => self.want_connect && (self.resolved.is_some() || !self.resolving),
         }
     }
 

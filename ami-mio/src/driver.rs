@@ -429,15 +429,20 @@ impl MioDriver {
                 continue;
             };
             if c.resolved.is_none() {
-                if let (Target::Host(host), Some(r), false) =
-                    (&c.target, &self.resolver, c.resolving)
-                {
-                    c.resolving = r.request(Request {
+                if let (Target::Host(host), false) = (&c.target, c.resolving) {
+                    let request = Request {
                         index,
                         generation: id.generation,
                         attempt: c.attempt,
                         host: host.clone(),
-                    });
+                    };
+                    c.resolving = self.resolver.as_ref().is_some_and(|r| r.request(request));
+                    if !c.resolving {
+                        log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
+                        c.want_connect = false;
+                        c.client.handle_input(now, ami_proto::Input::ConnectFailed);
+                        c.drain(id, registry, &mut report.notices);
+                    }
                 }
                 continue;
             }

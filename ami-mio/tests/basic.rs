@@ -191,3 +191,31 @@ fn large_actions_survive_partial_writes_to_a_slow_reader() {
     let stats = driver.stats(conn).unwrap();
     assert!(stats.bytes_out > 60 * 120 * 1000, "{}", stats.bytes_out);
 }
+
+#[test]
+fn a_failed_lookup_is_a_failed_connect_and_is_retried() {
+    let mut options = ami_mio::Options::default();
+    options.resolve = std::sync::Arc::new(|host: &str| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host}: no such name"),
+        ))
+    });
+    let mut driver = MioDriver::with_options(options).unwrap();
+    let conn = driver.add_host(config(6), "pbx.invalid:5038").unwrap();
+    let mut failures = 0;
+    assert!(drive(&mut driver, LIMIT, |_, r| {
+        for (c, n) in r.notices {
+            assert_eq!(c, conn);
+            match n {
+                Notice::Disconnected { reason, .. } => {
+                    assert_eq!(reason, DisconnectReason::ConnectFailed);
+                    failures += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        failures >= 3
+    }));
+    assert!(driver.stats(conn).unwrap().connects >= 3);
+}
