@@ -1,0 +1,246 @@
+//! Originate (sync and async) and Hangup.
+
+use super::Outcome;
+use crate::calls::channel::parse_callerid;
+use crate::calls::{dialplan, CallTarget, Origin};
+use crate::classes::{is_true, ClassMask};
+use crate::input::Request;
+use crate::out::{self, Msg};
+use crate::server::SimServer;
+use crate::SessionId;
+use std::time::{Duration, Instant};
+
+/// `AST_MAX_PUBLIC_UNIQUEID`.
+const MAX_PUBLIC_UNIQUEID: usize = 149;
+/// Most variables taken from one Originate (a simulator guard; Asterisk allows 64 per line).
+const MAX_VARS: usize = 256;
+
+/// Splits a `Variable:` value like `__ast_app_separate_args`: commas inside `()`, `[]` or
+/// quotes do not split; quotes are removed and a backslash escapes the next character.
+pub(crate) fn split_args(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut paren, mut bracket, mut quote) = (0i32, 0i32, false);
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' => quote = !quote,
+            '(' if !quote => {
+                paren += 1;
+                cur.push(c);
+            }
+            ')' if !quote => {
+                paren -= 1;
+                cur.push(c);
+            }
+            '[' if !quote => {
+                bracket += 1;
+                cur.push(c);
+            }
+            ']' if !quote => {
+                bracket -= 1;
+                cur.push(c);
+            }
+            ',' if !quote && paren <= 0 && bracket <= 0 => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn blacklisted(app: &str, data: &str) -> bool {
+    let app_l = app.to_ascii_lowercase();
+    let bad_app = [
+        "agi",
+        "exec",
+        "system",
+        "originate",
+        "reload",
+        "mixmonitor",
+        "externalivr",
+        "dbdeltree",
+    ]
+    .iter()
+    .any(|w| app_l.contains(w));
+    let queue_agi = app_l == "queue" && data.to_ascii_lowercase().contains("agi");
+    let data_u = data.to_ascii_uppercase();
+    let bad_data = ["CURL", "DB", "EVAL", "FILE", "ODBC", "REALTIME", "SHELL"]
+        .iter()
+        .any(|w| data_u.contains(w));
+    bad_app || queue_agi || bad_data
+}
+
+/// Originate.
+pub(super) fn originate(
+    srv: &mut SimServer,
+    sid: SessionId,
+    req: &Request,
+    _now: Instant,
+) -> Outcome {
+    let id = req.action_id();
+    let err = |m: &str| Outcome::Reply(out::error(id.as_deref(), m));
+    let channel_id = req.get("ChannelId");
+    let other_id = req.get("OtherChannelId");
+    if channel_id
+        .as_ref()
+        .is_some_and(|u| u.len() > MAX_PUBLIC_UNIQUEID)
+        || other_id
+            .as_ref()
+            .is_some_and(|u| u.len() > MAX_PUBLIC_UNIQUEID)
+    {
+        // Asterisk really ends this message with a newline.
+        return err(&format!(
+            "Uniqueid length exceeds maximum of {MAX_PUBLIC_UNIQUEID}\n"
+        ));
+    }
+    let Some(dial) = req.get("Channel") else {
+        return err("Channel not specified");
+    };
+    let exten = req.get("Exten");
+    let context = req.get("Context");
+    let priority = req.get("Priority");
+    let app = req.get("Application");
+    let data = req.get("Data").unwrap_or_default();
+    let prio_num = match &priority {
+        Some(p) => match p.trim().parse::<i64>() {
+            Ok(n) => Some(n),
+            // A label: the simulated dialplan has none.
+            Err(_) => return err("Invalid priority"),
+        },
+        None => None,
+    };
+    let timeout = match req.get("Timeout") {
+        Some(t) => match t.trim().parse::<i64>() {
+            Ok(ms) => Duration::from_millis(ms.max(0) as u64),
+            Err(_) => return err("Invalid timeout"),
+        },
+        None => Duration::from_millis(30_000),
+    };
+    if !dial.contains('/') {
+        return err("Invalid channel");
+    }
+    let write = srv.session(sid).map_or(ClassMask::NONE, |s| s.write);
+    if let Some(app) = &app {
+        if !write.contains(ClassMask::SYSTEM) && blacklisted(app, &data) {
+            return err("Originate Access Forbidden: app or data blacklisted");
+        }
+    }
+    let target = match (&app, &exten, &context, prio_num) {
+        (Some(app), _, _, _) => CallTarget::App {
+            app: app.clone(),
+            data: data.clone(),
+        },
+        (None, Some(e), Some(c), Some(p)) => {
+            if !dialplan::exists(c, e) {
+                return err("Extension does not exist.");
+            }
+            CallTarget::Exten {
+                context: c.clone(),
+                exten: e.clone(),
+                priority: p.clamp(1, 1000) as u32,
+            }
+        }
+        _ => return err("Originate with 'Exten' requires 'Context' and 'Priority'"),
+    };
+    let (cid_name, cid_num) = match req.get("CallerID") {
+        Some(c) => parse_callerid(&c),
+        None => (None, None),
+    };
+    let mut vars = Vec::new();
+    for line in req.get_all("Variable") {
+        for arg in split_args(&line) {
+            if vars.len() >= MAX_VARS {
+                break;
+            }
+            if let Some((k, v)) = arg.split_once('=') {
+                if !k.is_empty() {
+                    vars.push((k.to_string(), v.to_string()));
+                }
+            }
+        }
+    }
+    let sync = !req.get("Async").is_some_and(|a| is_true(&a));
+    let origin = Origin {
+        session: Some(sid),
+        action_id: id.clone(),
+        sync,
+        report: !sync,
+        target,
+        cid_num,
+        cid_name,
+        timeout,
+        channel_id,
+        other_channel_id: other_id,
+        vars,
+        account: req.get("Account").unwrap_or_default(),
+    };
+    match srv.start_call(&dial, origin) {
+        Err(_) => err("Originate failed"),
+        Ok(_) if sync => Outcome::WaitCall,
+        Ok(_) => Outcome::Reply(out::ack(id.as_deref(), "Originate successfully queued")),
+    }
+}
+
+/// Hangup: one channel, or every channel matching `/pattern/` as a ChannelHungup list.
+/// **Simplification:** the pattern is a plain substring, not a regular expression.
+pub(super) fn hangup(srv: &mut SimServer, _sid: SessionId, req: &Request, now: Instant) -> Outcome {
+    let id = req.action_id();
+    let Some(name) = req.get("Channel") else {
+        return Outcome::Reply(out::error(id.as_deref(), "No channel specified"));
+    };
+    let cause = req
+        .get("Cause")
+        .and_then(|c| c.trim().parse::<u8>().ok())
+        .unwrap_or(16);
+    let mut fx = Vec::new();
+    if name.len() >= 2 && name.starts_with('/') && name.ends_with('/') {
+        let pattern = &name[1..name.len() - 1];
+        let victims: Vec<String> = srv
+            .engine
+            .channels()
+            .filter(|c| c.name.contains(pattern))
+            .map(|c| c.name.clone())
+            .collect();
+        let mut reply = out::list_start(id.as_deref(), "Channels hung up will follow");
+        for v in &victims {
+            srv.engine.hangup_channel(now, v, cause, &mut fx);
+            reply.extend(
+                Msg::item("ChannelHungup")
+                    .field("Channel", v)
+                    .id_capped(id.as_deref(), 256)
+                    .end(),
+            );
+        }
+        reply.extend(
+            out::list_complete("ChannelsHungupListComplete", id.as_deref(), victims.len()).end(),
+        );
+        srv.apply_effects(fx);
+        return Outcome::Reply(reply);
+    }
+    if !srv.engine.hangup_channel(now, &name, cause, &mut fx) {
+        return Outcome::Reply(out::error(id.as_deref(), "No such channel"));
+    }
+    srv.apply_effects(fx);
+    Outcome::Reply(out::ack(id.as_deref(), "Channel Hungup"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variable_args() {
+        assert_eq!(split_args("A=1,B=2"), ["A=1", "B=2"]);
+        assert_eq!(split_args("A=f(x,y),B=\"q,r\""), ["A=f(x,y)", "B=q,r"]);
+        assert_eq!(split_args("A=a\\,b"), ["A=a,b"]);
+        assert!(blacklisted("System", ""));
+        assert!(blacklisted("Wait", "${SHELL(ls)}"));
+        assert!(!blacklisted("Wait", "3"));
+    }
+}

@@ -1,0 +1,186 @@
+//! A simulated channel and the channel snapshot block events print.
+
+use crate::events::{escape_c, EventBuilder};
+use std::time::Instant;
+
+/// Channel states Asterisk reports (`ChannelState`/`ChannelStateDesc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChanState {
+    Down,
+    Ring,
+    Up,
+}
+
+impl ChanState {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            ChanState::Down => 0,
+            ChanState::Ring => 4,
+            ChanState::Up => 6,
+        }
+    }
+
+    pub(crate) fn desc(self) -> &'static str {
+        match self {
+            ChanState::Down => "Down",
+            ChanState::Ring => "Ring",
+            ChanState::Up => "Up",
+        }
+    }
+}
+
+/// One channel of a call.
+#[derive(Debug, Clone)]
+pub(crate) struct Channel {
+    pub(crate) name: String,
+    pub(crate) uniqueid: String,
+    pub(crate) linkedid: String,
+    pub(crate) state: ChanState,
+    pub(crate) cid_num: Option<String>,
+    pub(crate) cid_name: Option<Vec<u8>>,
+    pub(crate) conn_num: Option<String>,
+    pub(crate) conn_name: Option<Vec<u8>>,
+    pub(crate) account: String,
+    pub(crate) context: String,
+    pub(crate) exten: String,
+    pub(crate) priority: u32,
+    pub(crate) app: String,
+    pub(crate) app_data: String,
+    pub(crate) vars: Vec<(String, String)>,
+    pub(crate) created: Instant,
+    pub(crate) answered: Option<Instant>,
+}
+
+const UNKNOWN: &[u8] = b"<unknown>";
+
+impl Channel {
+    /// Sets (or replaces) a channel variable.
+    pub(crate) fn set_var(&mut self, name: &str, value: &str) {
+        match self.vars.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.vars.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    /// A channel variable's value.
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Writes the channel snapshot block (`ast_manager_build_channel_state_string_prefix`).
+    pub(crate) fn block(&self, ev: &mut EventBuilder, prefix: &str) {
+        let k = |s: &str| format!("{prefix}{s}");
+        ev.push(&k("Channel"), &self.name);
+        ev.push(&k("ChannelState"), self.state.code().to_string());
+        ev.push(&k("ChannelStateDesc"), self.state.desc());
+        ev.push(&k("CallerIDNum"), self.cid_num_text());
+        ev.push(&k("CallerIDName"), self.cid_name_text());
+        ev.push(
+            &k("ConnectedLineNum"),
+            self.conn_num.as_deref().map_or(UNKNOWN, str::as_bytes),
+        );
+        ev.push(
+            &k("ConnectedLineName"),
+            self.conn_name.as_deref().map_or(UNKNOWN.to_vec(), escape_c),
+        );
+        ev.push(&k("Language"), "en");
+        ev.push(&k("AccountCode"), &self.account);
+        ev.push(&k("Context"), &self.context);
+        ev.push(&k("Exten"), &self.exten);
+        ev.push(&k("Priority"), self.priority.to_string());
+        ev.push(&k("Uniqueid"), &self.uniqueid);
+        ev.push(&k("Linkedid"), &self.linkedid);
+    }
+
+    /// The same block as raw bytes (list items).
+    pub(crate) fn block_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        let mut push = |key: &str, v: &[u8]| {
+            b.extend_from_slice(key.as_bytes());
+            b.extend_from_slice(b": ");
+            b.extend_from_slice(v);
+            b.extend_from_slice(b"\r\n");
+        };
+        push("Channel", self.name.as_bytes());
+        push("ChannelState", self.state.code().to_string().as_bytes());
+        push("ChannelStateDesc", self.state.desc().as_bytes());
+        push("CallerIDNum", self.cid_num_text());
+        push("CallerIDName", &self.cid_name_text());
+        push(
+            "ConnectedLineNum",
+            self.conn_num.as_deref().map_or(UNKNOWN, str::as_bytes),
+        );
+        push(
+            "ConnectedLineName",
+            &self.conn_name.as_deref().map_or(UNKNOWN.to_vec(), escape_c),
+        );
+        push("Language", b"en");
+        push("AccountCode", self.account.as_bytes());
+        push("Context", self.context.as_bytes());
+        push("Exten", self.exten.as_bytes());
+        push("Priority", self.priority.to_string().as_bytes());
+        push("Uniqueid", self.uniqueid.as_bytes());
+        push("Linkedid", self.linkedid.as_bytes());
+        b
+    }
+
+    pub(crate) fn cid_num_text(&self) -> &[u8] {
+        self.cid_num.as_deref().map_or(UNKNOWN, str::as_bytes)
+    }
+
+    pub(crate) fn cid_name_text(&self) -> Vec<u8> {
+        self.cid_name.as_deref().map_or(UNKNOWN.to_vec(), escape_c)
+    }
+}
+
+/// Parses a `CallerID` header like `ast_callerid_parse`: `"Name" <num>`, `Name <num>`,
+/// a bare number, or a bare name.
+pub(crate) fn parse_callerid(text: &str) -> (Option<Vec<u8>>, Option<String>) {
+    let text = text.trim();
+    if text.is_empty() {
+        return (None, None);
+    }
+    if let (Some(open), Some(close)) = (text.rfind('<'), text.rfind('>')) {
+        if open < close {
+            let num = text[open + 1..close].trim().to_string();
+            let name = text[..open].trim().trim_matches('"').trim().to_string();
+            return (
+                (!name.is_empty()).then(|| name.into_bytes()),
+                (!num.is_empty()).then_some(num),
+            );
+        }
+    }
+    let looks_numeric = text
+        .chars()
+        .all(|c| c.is_ascii_digit() || "+-*#() .".contains(c));
+    if looks_numeric {
+        (None, Some(text.to_string()))
+    } else {
+        (Some(text.trim_matches('"').as_bytes().to_vec()), None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_callerid;
+
+    #[test]
+    fn callerid_forms() {
+        assert_eq!(
+            parse_callerid("AMI Test <5551000>"),
+            (Some(b"AMI Test".to_vec()), Some("5551000".to_string()))
+        );
+        assert_eq!(
+            parse_callerid("\"Q\" <1>"),
+            (Some(b"Q".to_vec()), Some("1".to_string()))
+        );
+        assert_eq!(
+            parse_callerid("5551000"),
+            (None, Some("5551000".to_string()))
+        );
+        assert_eq!(parse_callerid("Bob"), (Some(b"Bob".to_vec()), None));
+    }
+}

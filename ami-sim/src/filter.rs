@@ -1,0 +1,223 @@
+//! Per-session event filters (the Filter action).
+//!
+//! **Simplification:** Asterisk compiles filters as POSIX extended regular expressions. The
+//! simulator has no regex engine: a pattern matches when it occurs as a plain substring
+//! (`Event: Newchannel`, `Channel: Local/`). Legacy filters match the whole event text, with
+//! a leading `!` making the filter exclude. Advanced filters (`MatchCriteria`) support
+//! `action(include|exclude)`, `name(Event)`, `header(Key)` and the methods `exact`,
+//! `starts_with`/`startsWith`, `ends_with`/`endsWith`, `contains`, `regex` (substring) and
+//! `none`, given bare or as `method(...)`.
+
+/// How a filter compares its pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Substring,
+    Exact,
+    StartsWith,
+    EndsWith,
+    None,
+}
+
+/// One filter.
+#[derive(Debug, Clone)]
+struct Filter {
+    exclude: bool,
+    event: Option<String>,
+    header: Option<String>,
+    method: Method,
+    pattern: Vec<u8>,
+}
+
+/// Why a filter was refused (mapped to Asterisk's error texts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FilterError {
+    /// "Filter was formatted incorrectly."
+    Format,
+}
+
+/// A session's include and exclude filters. Bounded by [`Filters::MAX`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Filters {
+    list: Vec<Filter>,
+}
+
+impl Filters {
+    /// Most filters one session may hold (a simulator guard).
+    pub(crate) const MAX: usize = 1024;
+
+    /// Adds a filter from the `Filter` and `MatchCriteria` headers.
+    pub(crate) fn add(
+        &mut self,
+        filter: Option<&str>,
+        criteria: Option<&str>,
+    ) -> Result<(), FilterError> {
+        if self.list.len() >= Self::MAX {
+            return Err(FilterError::Format);
+        }
+        let f = match criteria {
+            None => {
+                let text = filter.ok_or(FilterError::Format)?;
+                let (exclude, pattern) = match text.strip_prefix('!') {
+                    Some(rest) => (true, rest),
+                    None => (false, text),
+                };
+                if pattern.is_empty() {
+                    return Err(FilterError::Format);
+                }
+                Filter {
+                    exclude,
+                    event: None,
+                    header: None,
+                    method: Method::Substring,
+                    pattern: pattern.as_bytes().to_vec(),
+                }
+            }
+            Some(c) => parse_criteria(c, filter.unwrap_or(""))?,
+        };
+        self.list.push(f);
+        Ok(())
+    }
+
+    /// Whether an event (its full wire text) passes the filters.
+    pub(crate) fn pass(&self, name: &str, text: &[u8]) -> bool {
+        if self.list.is_empty() {
+            return true;
+        }
+        let mut has_include = false;
+        let mut included = false;
+        for f in &self.list {
+            let hit = f.matches(name, text);
+            if f.exclude {
+                if hit {
+                    return false;
+                }
+            } else {
+                has_include = true;
+                included |= hit;
+            }
+        }
+        !has_include || included
+    }
+}
+
+fn parse_criteria(criteria: &str, pattern: &str) -> Result<Filter, FilterError> {
+    let mut f = Filter {
+        exclude: false,
+        event: None,
+        header: None,
+        method: Method::Substring,
+        pattern: pattern.as_bytes().to_vec(),
+    };
+    for token in criteria.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (key, arg) = match token.find('(') {
+            Some(open) if token.ends_with(')') => {
+                (&token[..open], &token[open + 1..token.len() - 1])
+            }
+            _ => ("method", token),
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "action" => match arg.to_ascii_lowercase().as_str() {
+                "include" => f.exclude = false,
+                "exclude" => f.exclude = true,
+                _ => return Err(FilterError::Format),
+            },
+            "name" => f.event = Some(arg.to_string()),
+            "header" => f.header = Some(arg.to_string()),
+            "method" => {
+                f.method = match arg.to_ascii_lowercase().replace('_', "").as_str() {
+                    "regex" | "contains" => Method::Substring,
+                    "exact" => Method::Exact,
+                    "startswith" => Method::StartsWith,
+                    "endswith" => Method::EndsWith,
+                    "none" => Method::None,
+                    _ => return Err(FilterError::Format),
+                }
+            }
+            _ => return Err(FilterError::Format),
+        }
+    }
+    if f.method != Method::None && f.pattern.is_empty() {
+        return Err(FilterError::Format);
+    }
+    Ok(f)
+}
+
+/// The first value of `key` in an event's wire text.
+fn header_value<'a>(text: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        if line[..colon].eq_ignore_ascii_case(key.as_bytes()) {
+            let v = &line[colon + 1..];
+            Some(v.strip_prefix(b" ").unwrap_or(v))
+        } else {
+            None
+        }
+    })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Filter {
+    fn matches(&self, name: &str, text: &[u8]) -> bool {
+        if let Some(ev) = &self.event {
+            if !ev.eq_ignore_ascii_case(name) {
+                return false;
+            }
+        }
+        let subject = match &self.header {
+            Some(h) => match header_value(text, h) {
+                Some(v) => v,
+                None => return false,
+            },
+            None => text,
+        };
+        match self.method {
+            Method::None => true,
+            Method::Substring => contains(subject, &self.pattern),
+            Method::Exact => subject == &self.pattern[..],
+            Method::StartsWith => subject.starts_with(&self.pattern),
+            Method::EndsWith => subject.ends_with(&self.pattern),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEWCHANNEL: &[u8] =
+        b"Event: Newchannel\r\nPrivilege: call,all\r\nChannel: Local/1@x;1\r\n\r\n";
+    const HANGUP: &[u8] = b"Event: Hangup\r\nPrivilege: call,all\r\nChannel: SIP/9\r\n\r\n";
+
+    #[test]
+    fn legacy_include_and_exclude() {
+        let mut f = Filters::default();
+        assert!(f.pass("Hangup", HANGUP));
+        f.add(Some("Event: Newchannel"), None).unwrap();
+        assert!(f.pass("Newchannel", NEWCHANNEL));
+        assert!(!f.pass("Hangup", HANGUP));
+        f.add(Some("!Local/"), None).unwrap();
+        assert!(!f.pass("Newchannel", NEWCHANNEL));
+        assert_eq!(f.add(Some("!"), None), Err(FilterError::Format));
+        assert_eq!(f.add(None, None), Err(FilterError::Format));
+    }
+
+    #[test]
+    fn advanced_criteria() {
+        let mut f = Filters::default();
+        f.add(
+            Some("SIP/"),
+            Some("action(exclude),header(Channel),starts_with"),
+        )
+        .unwrap();
+        assert!(!f.pass("Hangup", HANGUP));
+        assert!(f.pass("Newchannel", NEWCHANNEL));
+        let mut g = Filters::default();
+        g.add(None, Some("name(Hangup),method(none)")).unwrap();
+        assert!(g.pass("Hangup", HANGUP));
+        assert!(!g.pass("Newchannel", NEWCHANNEL));
+    }
+}

@@ -1,0 +1,860 @@
+//! The simulated server: sessions, virtual time, event delivery and faults.
+
+use crate::actions::{self, Outcome};
+use crate::calls::{CallId, CallRequest, Effect, Engine, EngineConfig, Origin};
+use crate::classes::ClassMask;
+use crate::clock::WallClock;
+use crate::config::SimConfig;
+use crate::events::{Event, EventBuilder};
+use crate::faults::{with_foreign_id, Decision, Fault, Faults};
+use crate::input::{Inbound, Request};
+use crate::out;
+use crate::rng::SimRng;
+use crate::session::{Block, Session};
+use crate::stats::SimStats;
+use crate::{CloseReason, SessionId, SessionState};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// A simulated Asterisk AMI server on virtual time (sans-IO).
+///
+/// Nothing here reads a clock, opens a socket or spawns a thread: the caller passes `now` to
+/// every method that can make time pass, moves bytes with [`receive`](Self::receive) /
+/// [`transmit`](Self::transmit) / [`advance_transmit`](Self::advance_transmit), and calls
+/// [`handle_timeout`](Self::handle_timeout) when [`poll_timeout`](Self::poll_timeout) says
+/// so. Every entry point that takes `now` first runs whatever fell due before it, in time
+/// order, so skipping ahead is the same as stepping through.
+///
+/// See the [crate documentation](crate) for an example and the list of behaviours.
+#[derive(Debug)]
+pub struct SimServer {
+    pub(crate) cfg: SimConfig,
+    pub(crate) clock: WallClock,
+    /// When the server (re)started: `Uptime` and `core show uptime`.
+    pub(crate) started: Instant,
+    /// The latest time seen.
+    pub(crate) now: Instant,
+    pub(crate) rng: SimRng,
+    pub(crate) sessions: BTreeMap<u64, Session>,
+    next_session: u64,
+    pub(crate) engine: Engine,
+    pub(crate) faults: Faults,
+    pub(crate) stats: SimStats,
+    down_until: Option<Instant>,
+    pub(crate) booted: bool,
+    boot_at: Option<Instant>,
+    foreign_seq: u64,
+    /// The session whose action is running: its events are held until the reply is out.
+    busy: Option<SessionId>,
+    /// Sessions to pump once the current step is over.
+    wake: Vec<SessionId>,
+}
+
+/// Everything a write needs besides the session (split borrows of the server).
+struct Writer<'a> {
+    cfg: &'a SimConfig,
+    faults: &'a Faults,
+    rng: &'a mut SimRng,
+    stats: &'a mut SimStats,
+    now: Instant,
+}
+
+impl Writer<'_> {
+    /// Queues one message for the client, with the garbage, reset and backlog faults.
+    fn write(&mut self, s: &mut Session, bytes: &[u8]) {
+        if !s.is_open() || s.half_open || self.faults.is_half_open_all() || bytes.is_empty() {
+            return;
+        }
+        if self.faults.has_garbage() {
+            if let Some(junk) = self.faults.garbage_before(self.rng) {
+                self.stats.faults_injected += 1;
+                self.put(s, &junk);
+            }
+        }
+        if s.reset_armed {
+            s.reset_armed = false;
+            let cut =
+                self.rng
+                    .range(1, bytes.len().saturating_sub(1).max(1) as u64) as usize;
+            self.put(s, &bytes[..cut.min(bytes.len())]);
+            s.was_reset = true;
+            close_session(s, CloseReason::Fault, self.cfg, self.stats);
+            return;
+        }
+        self.put(s, bytes);
+        if s.backlog() > self.cfg.max_backlog {
+            self.stats.slow_reader_closes += 1;
+            close_session(s, CloseReason::SlowReader, self.cfg, self.stats);
+        }
+    }
+
+    fn put(&mut self, s: &mut Session, bytes: &[u8]) {
+        s.out.write(bytes, self.now, self.cfg.socket_buffer);
+        self.stats.bytes_queued += bytes.len() as u64;
+    }
+
+    /// Delivers the events held while the session was busy.
+    fn flush_held(&mut self, s: &mut Session) {
+        while let Some(ev) = s.held.pop_front() {
+            s.held_bytes -= ev.len();
+            self.write(s, &ev);
+            if !s.is_open() {
+                break;
+            }
+        }
+        s.held.clear();
+        s.held_bytes = 0;
+    }
+}
+
+/// Closes a session. What is queued stays readable (EOF after it), except that a slow
+/// reader keeps only what the kernel already held, and a client close drops everything.
+fn close_session(s: &mut Session, reason: CloseReason, cfg: &SimConfig, _stats: &mut SimStats) {
+    if !s.is_open() {
+        return;
+    }
+    log::debug!("ami-sim: session {} closed: {reason:?}", s.id.0);
+    s.state = SessionState::Closed(reason);
+    s.inbox.clear();
+    s.held.clear();
+    s.held_bytes = 0;
+    s.block = None;
+    match reason {
+        CloseReason::SlowReader => s.out.truncate_pending(cfg.socket_buffer),
+        CloseReason::ClientClosed => s.out.clear(),
+        _ => s.out.truncate_pending(usize::MAX),
+    }
+}
+
+impl SimServer {
+    /// A server that starts at `now` (the origin of its virtual clock).
+    pub fn new(config: SimConfig, now: Instant) -> SimServer {
+        let clock = WallClock::new(now, config.start_unix);
+        let engine = Engine::new(
+            EngineConfig {
+                step: config.step_delay,
+                echo_timeout: config.echo_timeout,
+                system_name: config.system_name.clone(),
+                max_calls: config.max_calls,
+            },
+            clock,
+            now,
+        );
+        let booted = config.fully_booted;
+        let boot_at = (!booted).then(|| now + config.boot_delay);
+        SimServer {
+            rng: SimRng::new(config.seed),
+            cfg: config,
+            clock,
+            started: now,
+            now,
+            sessions: BTreeMap::new(),
+            next_session: 1,
+            engine,
+            faults: Faults::default(),
+            stats: SimStats::default(),
+            down_until: None,
+            booted,
+            boot_at,
+            foreign_seq: 0,
+            busy: None,
+            wake: Vec::new(),
+        }
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// The latest virtual time the server has seen.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn writer(&mut self) -> (Writer<'_>, &mut BTreeMap<u64, Session>) {
+        (
+            Writer {
+                cfg: &self.cfg,
+                faults: &self.faults,
+                rng: &mut self.rng,
+                stats: &mut self.stats,
+                now: self.now,
+            },
+            &mut self.sessions,
+        )
+    }
+
+    /// Writes to one session.
+    pub(crate) fn write_to(&mut self, sid: SessionId, bytes: &[u8]) {
+        let (mut w, sessions) = self.writer();
+        if let Some(s) = sessions.get_mut(&sid.0) {
+            w.write(s, bytes);
+        }
+    }
+
+    /// Closes one session.
+    pub(crate) fn close(&mut self, sid: SessionId, reason: CloseReason) {
+        if let Some(s) = self.sessions.get_mut(&sid.0) {
+            close_session(s, reason, &self.cfg, &mut self.stats);
+        }
+    }
+
+    /// A client connected. The banner is queued, unless the server is down (restarting) or
+    /// `authlimit` unauthenticated sessions exist: then the session is closed at once with
+    /// nothing to read.
+    pub fn accept(&mut self, now: Instant) -> SessionId {
+        self.run_until(now);
+        let sid = SessionId(self.next_session);
+        self.next_session += 1;
+        self.stats.sessions_accepted += 1;
+        let mut s = Session::new(sid, self.now);
+        let down = self.down_until.is_some_and(|t| self.now < t);
+        let unauth = self
+            .sessions
+            .values()
+            .filter(|s| s.is_open() && !s.logged_in())
+            .count();
+        if down || unauth >= self.cfg.auth_limit {
+            s.state = SessionState::Closed(if down {
+                CloseReason::Shutdown
+            } else {
+                CloseReason::AuthLimit
+            });
+            self.stats.sessions_refused += 1;
+            self.sessions.insert(sid.0, s);
+            return sid;
+        }
+        self.sessions.insert(sid.0, s);
+        let banner = format!("Asterisk Call Manager/{}\r\n", self.cfg.ami_version);
+        self.write_to(sid, banner.as_bytes());
+        self.settle();
+        sid
+    }
+
+    /// Bytes the client wrote. Ignored for closed or half-open sessions.
+    pub fn receive(&mut self, s: SessionId, now: Instant, bytes: &[u8]) {
+        self.run_until(now);
+        let half_all = self.faults.is_half_open_all();
+        let cap = self.cfg.max_input_backlog;
+        let Some(sess) = self.sessions.get_mut(&s.0) else {
+            return;
+        };
+        if !sess.is_open() || sess.half_open || half_all {
+            return;
+        }
+        let room = cap.saturating_sub(sess.inbox.len());
+        let take = room.min(bytes.len());
+        sess.inbox.extend(&bytes[..take]);
+        if take < bytes.len() {
+            self.stats.input_bytes_dropped += (bytes.len() - take) as u64;
+            log::warn!(
+                "ami-sim: session {} input backlog full; {} bytes dropped",
+                s.0,
+                bytes.len() - take
+            );
+        }
+        self.pump(s);
+        self.settle();
+    }
+
+    /// Bytes queued for the client (at most the max-chunk fault's size). Empty while the
+    /// session is half-open. After a close the rest stays readable, then this is empty (EOF).
+    pub fn transmit(&self, s: SessionId) -> &[u8] {
+        let Some(sess) = self.sessions.get(&s.0) else {
+            return &[];
+        };
+        if sess.is_open() && (sess.half_open || self.faults.is_half_open_all()) {
+            return &[];
+        }
+        let pending = sess.out.pending();
+        match self.faults.max_chunk() {
+            Some(n) => &pending[..n.min(pending.len())],
+            None => pending,
+        }
+    }
+
+    /// The client read `n` bytes of [`transmit`](Self::transmit) (clamped). The write
+    /// timeout clock uses the latest time the server has seen.
+    pub fn advance_transmit(&mut self, s: SessionId, n: usize) {
+        let now = self.now;
+        let window = self.cfg.socket_buffer;
+        if let Some(sess) = self.sessions.get_mut(&s.0) {
+            let n = n.min(sess.out.backlog());
+            let taken = sess.out.advance(n, now, window);
+            self.stats.bytes_transmitted += taken as u64;
+        }
+    }
+
+    /// The client closed its end. Queued output is dropped; calls it started go on.
+    pub fn client_closed(&mut self, s: SessionId, now: Instant) {
+        self.run_until(now);
+        self.close(s, CloseReason::ClientClosed);
+        self.settle();
+    }
+
+    /// Whether the session is open, and why it closed.
+    pub fn session_state(&self, s: SessionId) -> SessionState {
+        self.sessions
+            .get(&s.0)
+            .map_or(SessionState::Unknown, |x| x.state)
+    }
+
+    /// True once the session is closed and everything readable was read: the client sees EOF.
+    pub fn is_eof(&self, s: SessionId) -> bool {
+        self.sessions
+            .get(&s.0)
+            .is_none_or(|x| !x.is_open() && x.out.backlog() == 0)
+    }
+
+    /// Forgets a closed session entirely (its id then reports [`SessionState::Unknown`]).
+    /// Open sessions are kept. Use it to bound memory in long runs.
+    pub fn forget(&mut self, s: SessionId) {
+        if self.sessions.get(&s.0).is_some_and(|x| !x.is_open()) {
+            self.sessions.remove(&s.0);
+        }
+    }
+
+    /// Runs everything due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_until(now);
+    }
+
+    /// The next internal deadline: call steps, delayed replies, the 1 s auth-failure delay,
+    /// auth timeouts, write timeouts, boot, planned faults.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline().map(|(t, _)| t)
+    }
+
+    /// Mutable access to the fault settings.
+    pub fn faults(&mut self) -> &mut Faults {
+        &mut self.faults
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SimStats {
+        let mut s = self.stats;
+        s.sessions_open = self.sessions.values().filter(|x| x.is_open()).count();
+        let c = self.engine.counters;
+        s.calls_started = c.started;
+        s.calls_answered = c.answered;
+        s.calls_failed = c.failed;
+        s.calls_active = self.engine.active();
+        s
+    }
+
+    /// Names of the live channels, oldest call first.
+    pub fn channels(&self) -> Vec<String> {
+        self.engine.channels().map(|c| c.name.clone()).collect()
+    }
+
+    /// Restarts Asterisk: `Event: Shutdown` (`Shutdown: Cleanly`, `Restart: True`) to every
+    /// logged-in session that reads system events, every session closed
+    /// ([`CloseReason::Shutdown`]), every call dropped, connections refused for `down_for`,
+    /// then accepted again.
+    pub fn restart(&mut self, now: Instant, down_for: Duration) {
+        self.run_until(now);
+        self.do_restart(down_for, true);
+        self.settle();
+    }
+
+    fn do_restart(&mut self, down_for: Duration, restart: bool) {
+        let ev = EventBuilder::new(
+            "Shutdown",
+            ClassMask::SYSTEM,
+            self.cfg.system_name.as_deref(),
+        )
+        .field("Shutdown", "Cleanly")
+        .field("Restart", if restart { "True" } else { "False" })
+        .build();
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let wants = self
+                .sessions
+                .get(&id)
+                .is_some_and(|s| s.wants(ev.class, &ev.name, &ev.bytes));
+            if wants {
+                self.write_to(SessionId(id), &ev.bytes);
+            }
+            self.close(SessionId(id), CloseReason::Shutdown);
+        }
+        self.engine.clear();
+        let up = self.now + down_for;
+        self.down_until = Some(up);
+        self.started = up;
+        self.booted = self.cfg.fully_booted;
+        self.boot_at = (!self.booted).then(|| up + self.cfg.boot_delay);
+        self.stats.restarts += 1;
+    }
+
+    /// Starts a call as if another connection had sent an async Originate (a "driver").
+    /// `None` when `maxcalls` is reached.
+    pub fn originate_call(&mut self, now: Instant, req: CallRequest) -> Option<CallId> {
+        self.run_until(now);
+        let (cid_name, cid_num) = match &req.caller_id {
+            Some(c) => crate::calls::channel::parse_callerid(c),
+            None => (None, None),
+        };
+        let origin = Origin {
+            session: None,
+            action_id: req.action_id.clone(),
+            sync: false,
+            report: req.report,
+            target: req.target.clone(),
+            cid_num,
+            cid_name,
+            timeout: req.timeout,
+            channel_id: req.channel_id.clone(),
+            other_channel_id: None,
+            vars: req.variables.clone(),
+            account: String::new(),
+        };
+        let origin = self.apply_cid_fault(origin);
+        let mut fx = Vec::new();
+        let id = self
+            .engine
+            .originate(self.now, &req.channel, origin, &mut fx)
+            .ok();
+        self.apply_effects(fx);
+        self.settle();
+        id
+    }
+
+    /// The non-UTF-8 caller name fault, applied to a new call.
+    pub(crate) fn apply_cid_fault(&mut self, mut origin: Origin) -> Origin {
+        if self.faults.is_non_utf8_caller_names() {
+            self.stats.faults_injected += 1;
+            origin.cid_name = Some(b"Jos\xe9 Garc\xeda".to_vec());
+            if origin.cid_num.is_none() {
+                origin.cid_num = Some("5550100".to_string());
+            }
+        }
+        origin
+    }
+
+    /// Hangs up a call started with [`originate_call`](Self::originate_call) (or any call).
+    /// False when it is already over.
+    pub fn hangup_call(&mut self, now: Instant, id: CallId) -> bool {
+        self.run_until(now);
+        let mut fx = Vec::new();
+        let found = self.engine.hangup_call(self.now, id, &mut fx);
+        self.apply_effects(fx);
+        self.settle();
+        found
+    }
+
+    /// Broadcasts `n` UserEvents (`UserEvent: SimStorm`, `Seq: i`) at once: an event storm.
+    pub fn emit_user_events(&mut self, now: Instant, n: usize) {
+        self.run_until(now);
+        self.storm(n);
+        self.settle();
+    }
+
+    fn storm(&mut self, n: usize) {
+        for i in 0..n {
+            let ev = EventBuilder::new(
+                "UserEvent",
+                ClassMask::USER,
+                self.cfg.system_name.as_deref(),
+            )
+            .field("UserEvent", "SimStorm")
+            .field("Seq", i.to_string())
+            .build();
+            self.broadcast(&ev);
+        }
+    }
+
+    /// Applies a one-shot fault now.
+    pub fn inject(&mut self, now: Instant, fault: Fault) {
+        self.run_until(now);
+        self.apply_fault(fault);
+        self.settle();
+    }
+
+    fn targets(&self, session: Option<SessionId>) -> Vec<u64> {
+        match session {
+            Some(s) => vec![s.0],
+            None => self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.is_open())
+                .map(|(id, _)| *id)
+                .collect(),
+        }
+    }
+
+    fn apply_fault(&mut self, fault: Fault) {
+        self.stats.faults_injected += 1;
+        log::debug!("ami-sim: fault {fault:?}");
+        match fault {
+            Fault::Restart { down_for } => self.do_restart(down_for, true),
+            Fault::EventStorm { count } => self.storm(count),
+            Fault::HalfOpen { session } => {
+                for id in self.targets(session) {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.half_open = true;
+                    }
+                }
+            }
+            Fault::Resume { session } => {
+                for id in self.targets(session) {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.half_open = false;
+                    }
+                    self.wake.push(SessionId(id));
+                }
+            }
+            Fault::ResetMidMessage { session } => {
+                for id in self.targets(session) {
+                    let Some(s) = self.sessions.get_mut(&id) else {
+                        continue;
+                    };
+                    if !s.is_open() {
+                        continue;
+                    }
+                    let backlog = s.out.backlog();
+                    if backlog >= 2 {
+                        let cut = self.rng.range(1, backlog as u64 - 1) as usize;
+                        s.out.truncate_pending(cut);
+                        s.was_reset = true;
+                        close_session(s, CloseReason::Fault, &self.cfg, &mut self.stats);
+                    } else {
+                        s.reset_armed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- time -----
+
+    fn next_deadline(&self) -> Option<(Instant, Due)> {
+        let mut best: Option<(Instant, Due)> = None;
+        let mut offer = |t: Instant, d: Due| {
+            if best.as_ref().is_none_or(|(b, _)| t < *b) {
+                best = Some((t, d));
+            }
+        };
+        if let Some(t) = self.faults.next_planned() {
+            offer(t, Due::Plan);
+        }
+        if let Some(t) = self.boot_at {
+            offer(t, Due::Boot);
+        }
+        for (id, s) in &self.sessions {
+            if !s.is_open() {
+                continue;
+            }
+            if let Some(Block::Until { at, .. }) = &s.block {
+                offer(*at, Due::Reply(*id));
+            }
+            if !s.logged_in() {
+                offer(s.accepted + self.cfg.auth_timeout, Due::AuthTimeout(*id));
+            }
+            if let Some(t) = s.out.deadline(self.cfg.write_timeout) {
+                offer(t, Due::SlowReader(*id));
+            }
+        }
+        if let Some(t) = self.engine.next_deadline() {
+            offer(t, Due::Call);
+        }
+        best
+    }
+
+    fn run_until(&mut self, now: Instant) {
+        // A generous bound on work per call, so a bug cannot spin forever.
+        let mut budget: u64 = 50_000_000;
+        while let Some((t, due)) = self.next_deadline() {
+            if t > now || budget == 0 {
+                break;
+            }
+            budget -= 1;
+            if t > self.now {
+                self.now = t;
+            }
+            self.fire(due);
+            self.settle();
+        }
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn fire(&mut self, due: Due) {
+        let now = self.now;
+        match due {
+            Due::Plan => {
+                if let Some((_, fault)) = self.faults.pop_due(now) {
+                    self.apply_fault(fault);
+                }
+            }
+            Due::Boot => {
+                self.boot_at = None;
+                self.booted = true;
+                let ev = EventBuilder::new("FullyBooted", ClassMask::SYSTEM, None)
+                    .field("Status", "Fully Booted")
+                    .field("Uptime", self.uptime().to_string())
+                    .field("LastReload", self.uptime().to_string())
+                    .build();
+                self.broadcast(&ev);
+            }
+            Due::Reply(id) => {
+                let sid = SessionId(id);
+                let Some(s) = self.sessions.get_mut(&id) else {
+                    return;
+                };
+                let Some(Block::Until { reply, close, .. }) = s.block.take() else {
+                    return;
+                };
+                self.write_to(sid, &reply);
+                match close {
+                    Some(reason) => self.close(sid, reason),
+                    None => self.finish_busy(sid),
+                }
+            }
+            Due::AuthTimeout(id) => self.close(SessionId(id), CloseReason::AuthTimeout),
+            Due::SlowReader(id) => {
+                self.stats.slow_reader_closes += 1;
+                self.close(SessionId(id), CloseReason::SlowReader);
+            }
+            Due::Call => {
+                let mut fx = Vec::new();
+                self.engine.fire_one(now, &mut fx);
+                self.apply_effects(fx);
+            }
+        }
+    }
+
+    /// Seconds since the server (re)started.
+    pub(crate) fn uptime(&self) -> u64 {
+        self.now.saturating_duration_since(self.started).as_secs()
+    }
+
+    // ----- events -----
+
+    /// Broadcasts an event to every session that reads its class and passes its filters.
+    pub(crate) fn broadcast(&mut self, ev: &Event) {
+        self.stats.events_emitted += 1;
+        let busy = self.busy;
+        let max_backlog = self.cfg.max_backlog;
+        let (mut w, sessions) = self.writer();
+        for s in sessions.values_mut() {
+            if !s.wants(ev.class, &ev.name, &ev.bytes) {
+                continue;
+            }
+            w.stats.events_delivered += 1;
+            if s.block.is_some() || busy == Some(s.id) {
+                if s.half_open || w.faults.is_half_open_all() {
+                    continue;
+                }
+                s.held_bytes += ev.bytes.len();
+                s.held.push_back(ev.bytes.clone());
+                if s.backlog() > max_backlog {
+                    w.stats.slow_reader_closes += 1;
+                    close_session(s, CloseReason::SlowReader, w.cfg, w.stats);
+                }
+            } else {
+                w.write(s, &ev.bytes);
+            }
+        }
+    }
+
+    /// Broadcasts call events and answers sync Originates.
+    pub(crate) fn apply_effects(&mut self, fx: Vec<Effect>) {
+        for e in fx {
+            match e {
+                Effect::Event(ev) => self.broadcast(&ev),
+                Effect::SyncDone {
+                    session,
+                    action_id,
+                    ok,
+                } => {
+                    let blocked = self
+                        .sessions
+                        .get(&session.0)
+                        .is_some_and(|s| s.is_open() && matches!(s.block, Some(Block::Call)));
+                    if !blocked {
+                        continue;
+                    }
+                    if let Some(s) = self.sessions.get_mut(&session.0) {
+                        s.block = None;
+                    }
+                    let reply = if ok {
+                        out::ack(action_id.as_deref(), "Originate successfully queued")
+                    } else {
+                        out::error(action_id.as_deref(), "Originate failed")
+                    };
+                    self.write_to(session, &reply);
+                    self.finish_busy(session);
+                }
+            }
+        }
+    }
+
+    /// The session is idle again: deliver held events, then read its next actions (later).
+    fn finish_busy(&mut self, sid: SessionId) {
+        let (mut w, sessions) = self.writer();
+        if let Some(s) = sessions.get_mut(&sid.0) {
+            w.flush_held(s);
+        }
+        self.wake.push(sid);
+    }
+
+    /// Pumps the sessions that became idle.
+    fn settle(&mut self) {
+        while let Some(sid) = self.wake.pop() {
+            self.pump(sid);
+        }
+    }
+
+    // ----- actions -----
+
+    /// Handles the client's input until it runs out or the session gets busy.
+    fn pump(&mut self, sid: SessionId) {
+        loop {
+            let half_all = self.faults.is_half_open_all();
+            let Some(s) = self.sessions.get_mut(&sid.0) else {
+                return;
+            };
+            if !s.is_open() || s.block.is_some() || s.half_open || half_all {
+                return;
+            }
+            let Some(inbound) = s.framer.next(&mut s.inbox) else {
+                return;
+            };
+            self.stats.actions += 1;
+            match inbound {
+                Inbound::TooManyLines(lines) => {
+                    let id = Request::action_id_in(&lines);
+                    let reply = out::error(
+                        id.as_deref(),
+                        "Too many lines in message or allocation failure",
+                    );
+                    self.write_to(sid, &reply);
+                }
+                Inbound::LineTooLong(lines) => {
+                    let id = Request::action_id_in(&lines);
+                    let reply = out::error(id.as_deref(), "Failed to parse message: line too long");
+                    self.write_to(sid, &reply);
+                }
+                Inbound::Message(lines) => {
+                    let req = s.parser.parse(lines);
+                    self.process(sid, &req);
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, sid: SessionId, req: &Request) {
+        let now = self.now;
+        let Some(action) = req.action() else {
+            let reply = out::error(req.action_id().as_deref(), "Missing action in request");
+            self.write_to(sid, &reply);
+            return;
+        };
+        let decision = self.faults.decide(&action, &mut self.rng);
+        if decision.drop {
+            self.stats.actions_dropped += 1;
+            self.stats.faults_injected += 1;
+            return;
+        }
+        self.busy = Some(sid);
+        let outcome = actions::dispatch(self, sid, req, &action, now);
+        self.busy = None;
+        self.apply_outcome(sid, outcome, decision);
+    }
+
+    fn transform(&mut self, reply: Vec<u8>, d: Decision) -> Vec<u8> {
+        let mut reply = reply;
+        if d.foreign_id {
+            self.foreign_seq += 1;
+            self.stats.faults_injected += 1;
+            reply = with_foreign_id(&reply, &format!("foreign-{}", self.foreign_seq));
+        }
+        if d.duplicate {
+            self.stats.faults_injected += 1;
+            let copy = reply.clone();
+            reply.extend_from_slice(&copy);
+        }
+        reply
+    }
+
+    fn apply_outcome(&mut self, sid: SessionId, outcome: Outcome, d: Decision) {
+        let now = self.now;
+        if d.delay.is_some() {
+            self.stats.faults_injected += 1;
+        }
+        let (reply, at, close) = match outcome {
+            Outcome::Reply(r) => (r, now, None),
+            Outcome::Close(r, reason) => (r, now, Some(reason)),
+            Outcome::Later { at, reply, close } => (reply, at, close),
+            Outcome::WaitCall => {
+                if let Some(s) = self.sessions.get_mut(&sid.0) {
+                    if s.is_open() {
+                        s.block = Some(Block::Call);
+                    }
+                }
+                return;
+            }
+        };
+        let reply = self.transform(reply, d);
+        let at = at + d.delay.unwrap_or(Duration::ZERO);
+        if at > now {
+            if let Some(s) = self.sessions.get_mut(&sid.0) {
+                if s.is_open() {
+                    s.block = Some(Block::Until { at, reply, close });
+                }
+            }
+            return;
+        }
+        self.write_to(sid, &reply);
+        match close {
+            Some(reason) => self.close(sid, reason),
+            None => {
+                let (mut w, sessions) = self.writer();
+                if let Some(s) = sessions.get_mut(&sid.0) {
+                    w.flush_held(s);
+                }
+            }
+        }
+    }
+
+    /// Starts an originated call for a session's action.
+    pub(crate) fn start_call(
+        &mut self,
+        dial: &str,
+        origin: Origin,
+    ) -> Result<CallId, crate::calls::StartError> {
+        let origin = self.apply_cid_fault(origin);
+        let mut fx = Vec::new();
+        let r = self.engine.originate(self.now, dial, origin, &mut fx);
+        self.apply_effects(fx);
+        r
+    }
+
+    /// Session by id.
+    pub(crate) fn session(&self, sid: SessionId) -> Option<&Session> {
+        self.sessions.get(&sid.0)
+    }
+
+    /// Session by id, mutable.
+    pub(crate) fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.sessions.get_mut(&sid.0)
+    }
+
+    /// A fresh MD5 challenge (9 digits).
+    pub(crate) fn challenge(&mut self) -> String {
+        self.rng.range(100_000_000, 999_999_999).to_string()
+    }
+}
+
+/// What fell due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Plan,
+    Boot,
+    Reply(u64),
+    AuthTimeout(u64),
+    SlowReader(u64),
+    Call,
+}

@@ -1,0 +1,108 @@
+//! One client connection: its authentication state, input, output and busy state.
+
+use crate::classes::ClassMask;
+use crate::filter::Filters;
+use crate::input::{Framer, RequestParser};
+use crate::out::OutBuf;
+use crate::{CloseReason, SessionId, SessionState};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Why a session is busy: it runs no further action and holds its events until this ends.
+#[derive(Debug)]
+pub(crate) enum Block {
+    /// A reply that goes out at `at` (delayed-reply fault, the 1 s sleep of a failed login),
+    /// optionally followed by a close.
+    Until {
+        at: Instant,
+        reply: Vec<u8>,
+        close: Option<CloseReason>,
+    },
+    /// A sync Originate waiting for its call.
+    Call,
+}
+
+/// One session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) state: SessionState,
+    pub(crate) accepted: Instant,
+    /// Logged-in user name.
+    pub(crate) user: Option<String>,
+    pub(crate) read: ClassMask,
+    pub(crate) write: ClassMask,
+    /// The event mask (`send_events`): all until Login or Events say otherwise.
+    pub(crate) events: ClassMask,
+    pub(crate) challenge: Option<String>,
+    pub(crate) filters: Filters,
+    pub(crate) inbox: VecDeque<u8>,
+    pub(crate) framer: Framer,
+    pub(crate) parser: RequestParser,
+    pub(crate) block: Option<Block>,
+    /// Events that arrived while the session was busy, delivered when it is idle again.
+    pub(crate) held: VecDeque<Vec<u8>>,
+    pub(crate) held_bytes: usize,
+    pub(crate) out: OutBuf,
+    pub(crate) half_open: bool,
+    /// A reset fault waiting for the next write to cut.
+    pub(crate) reset_armed: bool,
+    /// Set by a reset: nothing at all is readable past `out`'s cut.
+    pub(crate) was_reset: bool,
+    /// Fake client port for security events.
+    pub(crate) remote_port: u16,
+}
+
+impl Session {
+    pub(crate) fn new(id: SessionId, now: Instant) -> Session {
+        Session {
+            id,
+            state: SessionState::Open,
+            accepted: now,
+            user: None,
+            read: ClassMask::NONE,
+            write: ClassMask::NONE,
+            events: ClassMask::ALL,
+            challenge: None,
+            filters: Filters::default(),
+            inbox: VecDeque::new(),
+            framer: Framer::default(),
+            parser: RequestParser::default(),
+            block: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            out: OutBuf::default(),
+            half_open: false,
+            reset_armed: false,
+            was_reset: false,
+            remote_port: 40_000u16.wrapping_add((id.0 % 20_000) as u16),
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.state == SessionState::Open
+    }
+
+    pub(crate) fn logged_in(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// Whether an event of `class` and text `bytes` is delivered to this session.
+    pub(crate) fn wants(&self, class: ClassMask, name: &str, bytes: &[u8]) -> bool {
+        self.is_open()
+            && self.logged_in()
+            && self.read.contains(class)
+            && self.events.contains(class)
+            && self.filters.pass(name, bytes)
+    }
+
+    /// Output and held events not yet read by the client.
+    pub(crate) fn backlog(&self) -> usize {
+        self.out.backlog() + self.held_bytes
+    }
+
+    /// `0x7f...`-looking SessionID for security events.
+    pub(crate) fn session_tag(&self) -> String {
+        format!("0x7fcf{:08x}", self.id.0.wrapping_mul(0x1f10))
+    }
+}
