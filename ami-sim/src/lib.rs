@@ -100,6 +100,8 @@ mod config;
 mod events;
 mod faults;
 mod filter;
+/// Deterministic simulation harness: client and simulated server on one virtual clock.
+pub mod harness;
 mod input;
 mod out;
 mod rng;

@@ -1,0 +1,591 @@
+//! Deterministic simulation: an ami-proto [`Client`] and a [`SimServer`] joined by an
+//! in-memory link on one virtual clock. A seed fixes everything: the workload, the fault
+//! schedule, how bytes are split on the link, and the client's own jitter.
+//!
+//! After every step the harness checks the laws the client promises:
+//! each ActionID completes exactly once; a success only from a success the server actually
+//! sent (the harness decodes the server's bytes itself); nothing in flight survives a
+//! disconnect; caps hold; every dropped event is accounted for by a gap notice; and the
+//! client is Ready again after the server comes back.
+
+use crate::{Fault, SessionId, SimConfig, SimServer};
+use ami_proto::{
+    Action, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame, Input,
+    Outcome, Output, StreamItem,
+};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// SplitMix64 for the harness's own choices (separate from the server's and the client's).
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// A broken law, with enough context to debug it from the seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// Virtual milliseconds since the start.
+    pub at_ms: u128,
+    /// What went wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} at {} ms: {}\n  replay: AMI_DST_SEED={} cargo test -p ami-sim --test dst -- replay_seed --exact --nocapture",
+            self.seed, self.at_ms, self.what, self.seed
+        )
+    }
+}
+
+/// What one seeded run did, for reporting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Actions sent by the workload.
+    pub actions: u64,
+    /// Of those, completed with success.
+    pub successes: u64,
+    /// Times the client reached Ready.
+    pub readies: u64,
+    /// Disconnects seen.
+    pub disconnects: u64,
+    /// Events consumed.
+    pub events: u64,
+    /// Events reported lost in gap notices.
+    pub gaps: u64,
+    /// Faults injected.
+    pub faults: u64,
+}
+
+/// Options for one run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Virtual time to run.
+    pub duration: Duration,
+    /// Percent chance per step that the workload sends an action.
+    pub action_rate: u64,
+    /// Whether to inject faults.
+    pub faults: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            duration: Duration::from_secs(60),
+            action_rate: 8,
+            faults: true,
+        }
+    }
+}
+
+/// The server's successes, as decoded by the harness from the bytes it delivered.
+#[derive(Debug, Default)]
+struct Tap {
+    decoder: Option<Decoder>,
+    /// ActionIDs for which the server sent `Response: Success` (or `Goodbye`).
+    success: HashSet<String>,
+    /// ActionIDs for which the server sent an `OriginateResponse` with `Response: Success`.
+    originate_success: HashSet<String>,
+}
+
+impl Tap {
+    fn reset(&mut self) {
+        self.decoder = Some(Decoder::new(DecoderLimits::default()));
+    }
+    fn see(&mut self, bytes: &[u8]) {
+        let Some(d) = self.decoder.as_mut() else {
+            return;
+        };
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = d.feed(rest);
+            rest = &rest[n..];
+            while let Some(f) = d.decode() {
+                let Ok(Frame::Message(m)) = f else { continue };
+                let Some(id) = m.action_id() else { continue };
+                let ok = m.get_str("Response").is_some_and(|r| {
+                    r.eq_ignore_ascii_case("Success") || r.eq_ignore_ascii_case("Goodbye")
+                });
+                if m.event()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("OriginateResponse"))
+                {
+                    if ok {
+                        self.originate_success.insert(id.to_string());
+                    }
+                } else if m.response().is_some() && ok {
+                    self.success.insert(id.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// One client and one simulated server on a virtual clock.
+pub struct Harness {
+    seed: u64,
+    rng: Rng,
+    t0: Instant,
+    /// The virtual now.
+    pub now: Instant,
+    /// The simulated server.
+    pub server: SimServer,
+    /// The client under test.
+    pub client: Client,
+    session: Option<SessionId>,
+    tap: Tap,
+    /// Every ActionID sent, with how many times it completed.
+    completions: HashMap<ActionId, u32>,
+    /// ActionIDs that are async Originates.
+    originates: HashSet<ActionId>,
+    /// Events popped from the stream and gap totals.
+    consumed: u64,
+    gap_total: u64,
+    /// Steps during which the consumer does not read (a slow consumer).
+    consumer_paused_until: Option<Instant>,
+    /// When the server is expected to be reachable again (after a restart).
+    server_back_at: Option<Instant>,
+    ready: bool,
+    last_ready: Option<Instant>,
+    /// Results.
+    pub summary: RunSummary,
+    violations: Vec<Violation>,
+    client_config: ClientConfig,
+}
+
+/// The client config every run uses: small caps so the limits are exercised.
+pub fn client_config(seed: u64) -> ClientConfig {
+    match ClientConfig::builder("admin", "amp111")
+        .seed(seed)
+        .event_queue_cap(256)
+        .pipeline_depth(8)
+        .max_queued_actions(64)
+        .max_pending_actions(128)
+        .max_list_items(500)
+        .action_timeout(Duration::from_secs(5))
+        .ping_interval(Duration::from_secs(2))
+        .pong_timeout(Duration::from_secs(2))
+        .backoff_base(Duration::from_millis(50))
+        .backoff_max(Duration::from_secs(2))
+        .breaker_threshold(6)
+        .breaker_cooldown(Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => unreachable!("harness config is valid: {e}"),
+    }
+}
+
+impl Harness {
+    /// A harness for `seed`, at virtual time `t0`.
+    pub fn new(seed: u64, t0: Instant) -> Harness {
+        let sim = SimConfig {
+            seed: seed ^ 0xa5a5_5a5a,
+            ..SimConfig::default()
+        };
+        let server = SimServer::new(sim, t0);
+        let client_config = client_config(seed);
+        let client = Client::new(client_config.clone(), t0);
+        Harness {
+            seed,
+            rng: Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d)),
+            t0,
+            now: t0,
+            server,
+            client,
+            session: None,
+            tap: Tap::default(),
+            completions: HashMap::new(),
+            originates: HashSet::new(),
+            consumed: 0,
+            gap_total: 0,
+            consumer_paused_until: None,
+            server_back_at: None,
+            ready: false,
+            last_ready: None,
+            summary: RunSummary::default(),
+            violations: Vec::new(),
+            client_config,
+        }
+    }
+
+    fn violate(&mut self, what: String) {
+        if self.violations.len() < 8 {
+            self.violations.push(Violation {
+                seed: self.seed,
+                at_ms: self.now.duration_since(self.t0).as_millis(),
+                what,
+            });
+        }
+    }
+
+    /// Drains the client's outputs, moving bytes both ways, and checks the laws.
+    fn pump(&mut self) {
+        for _ in 0..64 {
+            let mut progressed = false;
+            loop {
+                match self.client.poll_output() {
+                    Output::Connect => {
+                        let s = self.server.accept(self.now);
+                        self.session = Some(s);
+                        self.tap.reset();
+                        self.client.handle_input(self.now, Input::Connected);
+                    }
+                    Output::Close => {
+                        if let Some(s) = self.session.take() {
+                            self.server.client_closed(s, self.now);
+                            self.server.forget(s);
+                        }
+                    }
+                    Output::Ready { .. } => {
+                        self.ready = true;
+                        self.last_ready = Some(self.now);
+                        self.summary.readies += 1;
+                    }
+                    Output::Completed { id, outcome } => self.on_completed(id, outcome),
+                    Output::Disconnected { .. } => {
+                        self.ready = false;
+                        self.summary.disconnects += 1;
+                        let s = self.client.stats();
+                        if s.in_flight != 0 || s.pending != s.queued {
+                            self.violate(format!(
+                                "after a disconnect {} actions are still in flight ({} pending, {} queued)",
+                                s.in_flight, s.pending, s.queued
+                            ));
+                        }
+                    }
+                    Output::Closed { reason } => {
+                        self.ready = false;
+                        if !matches!(
+                            reason,
+                            DisconnectReason::LocalClose | DisconnectReason::Logoff
+                        ) {
+                            self.violate(format!("client closed for good: {reason}"));
+                        }
+                    }
+                    Output::Wait(_) => break,
+                    _ => {}
+                }
+                progressed = true;
+            }
+            // Client -> server, in random pieces.
+            if let Some(s) = self.session {
+                let out = self.client.transmit();
+                if !out.is_empty() {
+                    let n = 1 + self.rng.below(out.len() as u64) as usize;
+                    let n = if self.rng.chance(70) { out.len() } else { n };
+                    let chunk = out[..n].to_vec();
+                    self.client.advance_transmit(n);
+                    self.server.receive(s, self.now, &chunk);
+                    progressed = true;
+                }
+                // Server -> client, in random pieces.
+                let avail = self.server.transmit(s).len();
+                if avail > 0 {
+                    let n = if self.rng.chance(60) {
+                        avail
+                    } else {
+                        1 + self.rng.below(avail as u64) as usize
+                    };
+                    let chunk = self.server.transmit(s)[..n].to_vec();
+                    self.server.advance_transmit(s, n);
+                    self.tap.see(&chunk);
+                    self.client.handle_input(self.now, Input::Received(&chunk));
+                    progressed = true;
+                } else if self.server.is_eof(s) {
+                    self.session = None;
+                    self.server.forget(s);
+                    self.client.handle_input(self.now, Input::Eof);
+                    progressed = true;
+                }
+            }
+            self.consume();
+            self.check_caps();
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn consume(&mut self) {
+        if self.consumer_paused_until.is_some_and(|t| self.now < t) {
+            return;
+        }
+        while let Some(item) = self.client.poll_event() {
+            match item {
+                StreamItem::Event(_) => self.consumed += 1,
+                StreamItem::Gap { dropped } => {
+                    if dropped == 0 {
+                        self.violate("gap notice with zero events".into());
+                    }
+                    self.gap_total += dropped;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn check_caps(&mut self) {
+        let s = self.client.stats();
+        let (max_pending, event_cap) = (
+            self.client_config.max_pending_actions(),
+            self.client_config.event_queue_cap(),
+        );
+        if s.pending > max_pending {
+            self.violate(format!("pending {} over its cap", s.pending));
+        }
+        if s.in_flight > 8 {
+            self.violate(format!("in flight {} over the pipeline depth", s.in_flight));
+        }
+        if s.event_queue_len > event_cap {
+            self.violate(format!("event queue {} over its cap", s.event_queue_len));
+        }
+    }
+
+    fn on_completed(&mut self, id: ActionId, outcome: Outcome) {
+        let n = self.completions.entry(id.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            let what = format!("{id} completed {n} times");
+            self.violate(what);
+            return;
+        }
+        if let Outcome::Success(resp) = &outcome {
+            self.summary.successes += 1;
+            if resp.message().action_id() != Some(id.as_str()) {
+                self.violate(format!("{id} succeeded with another action's response"));
+            }
+            let server_said = if self.originates.contains(&id) {
+                self.tap.originate_success.contains(id.as_str())
+                    && self.tap.success.contains(id.as_str())
+            } else {
+                self.tap.success.contains(id.as_str())
+            };
+            if !server_said {
+                self.violate(format!(
+                    "{id} succeeded but the server never sent that success"
+                ));
+            }
+        }
+    }
+
+    /// Sends one random action, as a dialer would.
+    fn workload(&mut self) {
+        let action = match self.rng.below(10) {
+            0..=2 => Action::new("Ping"),
+            3 => Action::new("CoreShowChannels"),
+            4 => Action::new("Status"),
+            5 => Action::new("Command").field("Command", "core show version"),
+            6 => Action::new("UserEvent").field("UserEvent", "Dst"),
+            7 => Action::new("Getvar").field("Variable", "EPOCH"),
+            _ => {
+                let exten =
+                    ["echo", "busy", "userevent", "wait10", "nosuch"][self.rng.below(5) as usize];
+                Action::new("Originate")
+                    .field("Channel", format!("Local/{exten}@ami-test"))
+                    .field("Application", "Wait")
+                    .field("Data", "1")
+                    .field("Timeout", "3000")
+                    .field("Async", "true")
+            }
+        };
+        let is_originate = action.is("Originate");
+        match self.client.send_action(self.now, action) {
+            Ok(id) => {
+                self.summary.actions += 1;
+                if is_originate {
+                    self.originates.insert(id.clone());
+                }
+                self.completions.entry(id.clone()).or_insert(0);
+                if self.rng.chance(3) {
+                    self.client.cancel(self.now, &id);
+                }
+            }
+            Err(ami_proto::SendError::QueueFull { .. }) => {}
+            Err(e) => self.violate(format!("send_action refused a valid action: {e}")),
+        }
+    }
+
+    fn inject_fault(&mut self) {
+        self.summary.faults += 1;
+        let now = self.now;
+        match self.rng.below(12) {
+            0 => {
+                let down = Duration::from_millis(200 + self.rng.below(3000));
+                self.server_back_at = Some(now + down);
+                self.server.inject(now, Fault::Restart { down_for: down });
+            }
+            1 => self.server.inject(
+                now,
+                Fault::EventStorm {
+                    count: 500 + self.rng.below(3000) as usize,
+                },
+            ),
+            2 => {
+                if let Some(s) = self.session {
+                    self.server
+                        .inject(now, Fault::ResetMidMessage { session: Some(s) });
+                }
+            }
+            3 => {
+                if let Some(s) = self.session {
+                    self.server
+                        .inject(now, Fault::HalfOpen { session: Some(s) });
+                }
+            }
+            4 => {
+                self.server
+                    .faults()
+                    .set_max_chunk(Some(1 + self.rng.below(64) as usize));
+            }
+            5 => {
+                self.server.faults().delay_replies(
+                    crate::ActionMatch::any().with_probability(0.3),
+                    Duration::from_millis(self.rng.below(8000)),
+                );
+            }
+            6 => {
+                self.server
+                    .faults()
+                    .drop_actions(crate::ActionMatch::any().with_probability(0.1));
+            }
+            7 => {
+                self.server
+                    .faults()
+                    .duplicate_replies(crate::ActionMatch::any().with_probability(0.2));
+            }
+            8 => {
+                self.server
+                    .faults()
+                    .foreign_action_ids(crate::ActionMatch::any().with_probability(0.2));
+            }
+            9 => {
+                self.server
+                    .faults()
+                    .garbage_lines(0.05, b"%%garbage%% no colon here");
+                self.server.faults().overlong_lines(0.02, 5000);
+            }
+            10 => {
+                self.server.faults().non_utf8_caller_names(true);
+            }
+            _ => {
+                self.consumer_paused_until =
+                    Some(now + Duration::from_millis(self.rng.below(4000)));
+            }
+        }
+    }
+
+    /// Runs the seeded scenario; returns the violations found (empty: every law held).
+    pub fn run(&mut self, cfg: &RunConfig) -> Vec<Violation> {
+        let end = self.t0 + cfg.duration;
+        let quiet_from = self.t0 + cfg.duration.mul_f64(0.6);
+        let mut next_fault = self.t0 + Duration::from_millis(500 + self.rng.below(5000));
+        self.pump();
+        while self.now < end {
+            if self.ready && self.rng.chance(cfg.action_rate) {
+                self.workload();
+            }
+            if cfg.faults && self.now >= next_fault && self.now < quiet_from {
+                self.inject_fault();
+                next_fault = self.now + Duration::from_millis(500 + self.rng.below(6000));
+            }
+            if self.now >= quiet_from && cfg.faults {
+                // The last 40 %: faults off, so the client must come back and settle.
+                self.server.faults().clear();
+                self.consumer_paused_until = None;
+            }
+            self.pump();
+            // Advance virtual time to the next thing that can happen, at most 50 ms.
+            let mut next = self.now + Duration::from_millis(1 + self.rng.below(50));
+            for t in [self.client.poll_timeout(), self.server.poll_timeout()]
+                .into_iter()
+                .flatten()
+            {
+                if t > self.now && t < next {
+                    next = t;
+                }
+            }
+            self.now = next;
+            self.client.handle_timeout(self.now);
+            self.server.handle_timeout(self.now);
+            self.pump();
+            if !self.violations.is_empty() {
+                break;
+            }
+        }
+        self.finish();
+        std::mem::take(&mut self.violations)
+    }
+
+    fn finish(&mut self) {
+        if cfg_ready_expected(self.server_back_at, self.now) && !self.ready {
+            let what = format!(
+                "not Ready at the end although the server is up (last Ready {:?} ms)",
+                self.last_ready
+                    .map(|t| t.duration_since(self.t0).as_millis())
+            );
+            self.violate(what);
+        }
+        self.client.close(self.now);
+        self.pump();
+        self.consumer_paused_until = None;
+        self.consume();
+        let not_done: Vec<_> = self
+            .completions
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        if !not_done.is_empty() {
+            self.violate(format!(
+                "{} actions never completed, e.g. {}",
+                not_done.len(),
+                not_done[0]
+            ));
+        }
+        let s = self.client.stats();
+        let offered = s.events_queued + s.events_dropped;
+        if offered != self.consumed + self.gap_total {
+            self.violate(format!(
+                "event accounting: {} offered ({} queued + {} dropped) but {} consumed + {} in gaps",
+                offered, s.events_queued, s.events_dropped, self.consumed, self.gap_total
+            ));
+        }
+        self.summary.events = self.consumed;
+        self.summary.gaps = self.gap_total;
+    }
+}
+
+fn cfg_ready_expected(back_at: Option<Instant>, now: Instant) -> bool {
+    back_at.is_none_or(|t| now > t + Duration::from_secs(10))
+}
+
+/// Runs one seed with the default scenario.
+pub fn run_seed(seed: u64) -> (RunSummary, Vec<Violation>) {
+    let t0 = Instant::now();
+    let mut h = Harness::new(seed, t0);
+    let v = h.run(&RunConfig::default());
+    (h.summary.clone(), v)
+}
