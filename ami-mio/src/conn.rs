@@ -241,10 +241,10 @@ impl Conn {
                     self.client.handle_input(now, Input::Eof);
                 }
                 Ok(n) => {
-                    let before = self.client.stats().messages_in;
+                    let before = self.client.messages_in();
                     self.client
                         .handle_input(now, Input::Received(chunk.get(..n).unwrap_or(&[])));
-                    let after = self.client.stats().messages_in;
+                    let after = self.client.messages_in();
                     turn.charge(n, usize::try_from(after - before).unwrap_or(usize::MAX));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,

@@ -184,6 +184,12 @@ impl MioDriver {
             index,
             generation: self.next_generation,
         };
+        // Unseeded configs get OS entropy: clients must not share ActionID prefixes or
+        // reconnect jitter (shared jitter keeps a fleet's reconnects in lockstep).
+        let config = match config.seed() {
+            Some(_) => config,
+            None => config.with_seed(entropy()),
+        };
         let mut conn = Conn::new(Client::new(config, Instant::now()), target);
         conn.drain(id, self.poll.registry(), &mut self.notices);
         if let Some(slot) = self.slots.get_mut(index) {
@@ -485,4 +491,12 @@ impl MioDriver {
             }
         }
     }
+}
+
+/// A seed from the OS: std's hasher keys are random per process and per call.
+fn entropy() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
 }

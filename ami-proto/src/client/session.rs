@@ -416,6 +416,11 @@ impl Client {
         self.events.pop()
     }
 
+    /// Messages decoded so far (a cheap counter for per-step message budgets).
+    pub fn messages_in(&self) -> u64 {
+        self.stats.messages_in
+    }
+
     /// Events waiting in the queue.
     pub fn events_queued(&self) -> usize {
         self.events.len()
