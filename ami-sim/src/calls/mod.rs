@@ -1141,8 +1141,8 @@ impl Engine {
         let leave = self
             .chan_ev("QueueCallerLeave", ClassMask::AGENT, &ch)
             .field("Queue", qname)
-            .field("Count", count.to_string())
-            .field("Position", (pos + 1).to_string());
+            .field("Position", (pos + 1).to_string())
+            .field("Count", count.to_string());
         fx.push(Effect::Event(leave.build()));
         let connect = agent_ev("AgentConnect")
             .field("HoldTime", hold.to_string())
@@ -1242,8 +1242,8 @@ impl Engine {
         let e = self
             .chan_ev("QueueCallerLeave", ClassMask::AGENT, &ch)
             .field("Queue", qname)
-            .field("Count", count.to_string())
-            .field("Position", (pos + 1).to_string());
+            .field("Position", (pos + 1).to_string())
+            .field("Count", count.to_string());
         fx.push(Effect::Event(e.build()));
         self.schedule(id, now + step, Step::Exec(leg));
     }
@@ -1286,8 +1286,8 @@ impl Engine {
         let leave = self
             .chan_ev("QueueCallerLeave", ClassMask::AGENT, &ch)
             .field("Queue", &qname)
-            .field("Count", count.to_string())
-            .field("Position", pos.to_string());
+            .field("Position", pos.to_string())
+            .field("Count", count.to_string());
         fx.push(Effect::Event(leave.build()));
         self.queue_dispatch(now, &qname);
     }
