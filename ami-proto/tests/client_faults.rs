@@ -542,8 +542,9 @@ fn secrets_never_appear_in_debug_output_of_config_client_actions_outputs_or_stat
     assert!(trail.iter().any(|l| l.contains("<redacted>")));
 }
 
-/// `Client`'s derived `Debug` prints its transmit buffer as a byte list; while a Login is
-/// written but not yet sent, that list spells the secret.
+/// Regression: `Client`'s `Debug` once printed its transmit buffer as a byte list, which spelled
+/// the secret while a Login was written but not yet sent. Neither the text nor its bytes may
+/// show.
 #[test]
 fn secret_bytes_never_appear_in_client_debug_while_login_is_unsent() {
     let t0 = Instant::now();
