@@ -1,4 +1,3 @@
-//! Shared helpers for the ami-sim integration tests.
 //! Test helpers: drive a `SimServer` on virtual time and compare message shapes with the
 //! recorded fixtures.
 #![allow(dead_code)]

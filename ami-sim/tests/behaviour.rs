@@ -1,0 +1,553 @@
+//! Behaviour tests on virtual time: authentication timing, blocking, slow readers,
+//! restarts, calls, permissions, filters and variables.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_sim::{CallRequest, ClassMask, CloseReason, SessionState, SimConfig, SimServer, SimUser};
+use std::time::{Duration, Instant};
+use support::*;
+
+const LOGIN_OFF: &[u8] =
+    b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n";
+const LOGIN_ON: &[u8] = b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\n\r\n";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn failed_login_is_answered_after_exactly_one_second_then_closed() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(b"Action: Login\r\nUsername: admin\r\nSecret: wrong\r\nActionID: b\r\n\r\n");
+    let banner_len = h.got.len();
+    assert_eq!(h.sim.poll_timeout(), Some(h.now + Duration::from_secs(1)));
+    h.advance(ms(999));
+    assert_eq!(h.got.len(), banner_len);
+    assert_eq!(h.sim.session_state(h.s), SessionState::Open);
+    h.advance(ms(1));
+    let got = h.shapes();
+    assert_eq!(
+        got.last().unwrap().get("Message").unwrap(),
+        "Authentication failed"
+    );
+    assert_eq!(
+        h.sim.session_state(h.s),
+        SessionState::Closed(CloseReason::AuthFailed)
+    );
+    assert!(h.sim.is_eof(h.s));
+    assert_eq!(h.sim.stats().login_failures, 1);
+}
+
+#[test]
+fn unauthenticated_session_is_dropped_silently_after_auth_timeout() {
+    let mut h = Harness::new(SimConfig::default());
+    let len = h.got.len();
+    h.advance(Duration::from_secs(30) - ms(1));
+    assert_eq!(h.sim.session_state(h.s), SessionState::Open);
+    h.advance(ms(1));
+    assert_eq!(
+        h.sim.session_state(h.s),
+        SessionState::Closed(CloseReason::AuthTimeout)
+    );
+    assert_eq!(h.got.len(), len, "nothing is sent before the EOF");
+}
+
+#[test]
+fn sync_originate_blocks_a_pipelined_ping_until_answered() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    let base = h.got.len();
+    h.send(b"Action: Originate\r\nActionID: o1\r\nChannel: Local/wait10@ami-test\r\nApplication: Wait\r\nData: 1\r\n\r\nAction: Ping\r\nActionID: p1\r\n\r\n");
+    assert_eq!(h.got.len(), base);
+    h.advance(ms(19));
+    assert_eq!(h.got.len(), base, "answered after one 20 ms step");
+    h.advance(ms(1));
+    let got = h.shapes_from(base);
+    assert_eq!(firsts(&got), ["Response: Success", "Response: Success"]);
+    assert_eq!(
+        got[0].get("Message").unwrap(),
+        "Originate successfully queued"
+    );
+    assert_eq!(got[1].get("ActionID").unwrap(), "p1");
+}
+
+#[test]
+fn sync_originate_failure_unblocks_after_the_timeout() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    let base = h.got.len();
+    h.send(b"Action: Originate\r\nActionID: o1\r\nChannel: Local/noanswer@ami-test\r\nApplication: Wait\r\nData: 1\r\nTimeout: 3000\r\n\r\nAction: Ping\r\nActionID: p1\r\n\r\n");
+    h.advance(ms(2999));
+    assert_eq!(h.got.len(), base);
+    h.advance(ms(1));
+    let got = h.shapes_from(base);
+    assert_eq!(firsts(&got), ["Response: Error", "Response: Success"]);
+    assert_eq!(got[0].get("Message").unwrap(), "Originate failed");
+}
+
+#[test]
+fn slow_reader_is_closed_after_100ms_keeping_only_the_kernel_bytes() {
+    let cfg = SimConfig {
+        socket_buffer: 4096,
+        ..SimConfig::default()
+    };
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(cfg, t0);
+    let s = sim.accept(t0);
+    sim.receive(s, t0, LOGIN_OFF);
+    sim.receive(s, t0, b"Action: Events\r\nEventMask: user\r\n\r\n");
+    sim.emit_user_events(t0, 1000);
+    assert!(sim.transmit(s).len() > 4096);
+    assert_eq!(sim.poll_timeout(), Some(t0 + ms(100)));
+    sim.handle_timeout(t0 + ms(99));
+    assert_eq!(sim.session_state(s), SessionState::Open);
+    sim.handle_timeout(t0 + ms(100));
+    assert_eq!(
+        sim.session_state(s),
+        SessionState::Closed(CloseReason::SlowReader)
+    );
+    assert_eq!(sim.transmit(s).len(), 4096);
+    sim.advance_transmit(s, 4096);
+    assert!(sim.is_eof(s));
+    assert_eq!(sim.stats().slow_reader_closes, 1);
+}
+
+#[test]
+fn a_reader_that_keeps_up_is_not_closed() {
+    let cfg = SimConfig {
+        socket_buffer: 4096,
+        ..SimConfig::default()
+    };
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(cfg, t0);
+    let s = sim.accept(t0);
+    sim.receive(s, t0, LOGIN_OFF);
+    sim.receive(s, t0, b"Action: Events\r\nEventMask: user\r\n\r\n");
+    sim.emit_user_events(t0, 2000);
+    // Read 2 KiB every 50 ms: each blocked write completes well within 100 ms.
+    let mut t = t0;
+    while !sim.transmit(s).is_empty() {
+        t += ms(50);
+        sim.handle_timeout(t);
+        assert_eq!(sim.session_state(s), SessionState::Open, "at {:?}", t - t0);
+        let n = sim.transmit(s).len().min(2048);
+        sim.advance_transmit(s, n);
+    }
+}
+
+#[test]
+fn restart_sends_shutdown_closes_refuses_then_accepts() {
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(SimConfig::default(), t0);
+    let admin = sim.accept(t0);
+    let limited = sim.accept(t0);
+    sim.receive(admin, t0, LOGIN_ON);
+    sim.receive(
+        limited,
+        t0,
+        b"Action: Login\r\nUsername: limited\r\nSecret: limited1\r\n\r\n",
+    );
+    for s in [admin, limited] {
+        let n = sim.transmit(s).len();
+        sim.advance_transmit(s, n);
+    }
+    sim.originate_call(t0, CallRequest::new("Local/hold@ami-test", 60))
+        .unwrap();
+    sim.handle_timeout(t0 + ms(100));
+    for s in [admin, limited] {
+        let n = sim.transmit(s).len();
+        sim.advance_transmit(s, n);
+    }
+    sim.restart(t0 + ms(100), Duration::from_secs(5));
+    let got = shapes(&[b"Asterisk Call Manager/11.0.0\r\n", sim.transmit(admin)].concat());
+    assert_eq!(got[1].first, "Event: Shutdown");
+    assert_eq!(got[1].get("Restart").unwrap(), "True");
+    assert!(
+        sim.transmit(limited).is_empty(),
+        "read=call gets no system event"
+    );
+    for s in [admin, limited] {
+        assert_eq!(
+            sim.session_state(s),
+            SessionState::Closed(CloseReason::Shutdown)
+        );
+    }
+    assert!(sim.channels().is_empty());
+    let refused = sim.accept(t0 + Duration::from_secs(3));
+    assert_eq!(
+        sim.session_state(refused),
+        SessionState::Closed(CloseReason::Shutdown)
+    );
+    assert!(sim.transmit(refused).is_empty());
+    assert!(sim.is_eof(refused));
+    let back = sim.accept(t0 + ms(5100));
+    assert_eq!(sim.transmit(back), b"Asterisk Call Manager/11.0.0\r\n");
+    assert_eq!(sim.stats().restarts, 1);
+}
+
+#[test]
+fn mid_call_coreshowchannels_lists_live_channels() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    let id = h
+        .sim
+        .originate_call(h.now, CallRequest::new("Local/wait10@ami-test", 3))
+        .unwrap();
+    h.advance(ms(500));
+    let live = h.sim.channels();
+    assert_eq!(live.len(), 2);
+    assert!(live[0].ends_with(";1") && live[1].ends_with(";2"));
+    let base = h.got.len();
+    h.send(b"Action: CoreShowChannels\r\nActionID: c\r\n\r\n");
+    let got = h.shapes_from(base);
+    let listed: Vec<String> = got
+        .iter()
+        .filter(|s| s.is_event("CoreShowChannel"))
+        .map(|s| s.get("Channel").unwrap())
+        .collect();
+    assert_eq!(listed, live);
+    assert_eq!(got.last().unwrap().get("ListItems").unwrap(), "2");
+    h.advance(Duration::from_secs(4));
+    assert!(h.sim.channels().is_empty());
+    assert!(!h.sim.hangup_call(h.now, id));
+}
+
+#[test]
+fn call_outcomes_and_reasons() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_ON);
+    for (n, exten) in ["busy", "congestion", "nosuchexten", "hangup"]
+        .iter()
+        .enumerate()
+    {
+        let mut req = CallRequest::new(&format!("Local/{exten}@ami-test"), 1);
+        req.action_id = Some(format!("c{n}"));
+        h.sim.originate_call(h.now, req).unwrap();
+    }
+    let mut req = CallRequest::new("PJSIP/nobody", 1);
+    req.action_id = Some("c4".into());
+    h.sim.originate_call(h.now, req).unwrap();
+    let mut req = CallRequest::new("Local/noanswer@ami-test", 1);
+    req.action_id = Some("c5".into());
+    req.timeout = Duration::from_secs(2);
+    h.sim.originate_call(h.now, req).unwrap();
+    h.advance(Duration::from_secs(3));
+    let got = h.shapes();
+    let reason = |id: &str| {
+        let s = got
+            .iter()
+            .find(|s| s.is_event("OriginateResponse") && s.get("ActionID").as_deref() == Some(id))
+            .unwrap();
+        (
+            s.get("Response").unwrap(),
+            s.get("Reason").unwrap(),
+            s.get("Uniqueid").unwrap(),
+        )
+    };
+    assert_eq!(
+        reason("c0"),
+        ("Failure".into(), "5".into(), "<unknown>".into())
+    );
+    assert_eq!(reason("c1").1, "8");
+    assert_eq!(reason("c2").1, "0");
+    assert_eq!(reason("c3").1, "0");
+    assert_eq!(reason("c4").1, "0");
+    assert_eq!(reason("c5").1, "3");
+    // No channel was ever created for the unknown extension or channel type.
+    assert!(!got.iter().any(|s| !s.is_event("OriginateResponse")
+        && s.get("Channel")
+            .is_some_and(|c| c.contains("nosuchexten") || c.contains("PJSIP"))));
+    let failed = got
+        .iter()
+        .find(|s| s.is_event("OriginateResponse") && s.get("ActionID").as_deref() == Some("c2"))
+        .unwrap();
+    assert_eq!(failed.get("Channel").unwrap(), "Local/nosuchexten@ami-test");
+    assert_eq!(h.sim.stats().calls_failed, 6);
+}
+
+#[test]
+fn userevent_and_queue_extensions() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_ON);
+    h.sim
+        .originate_call(h.now, CallRequest::new("Local/userevent@ami-test", 5))
+        .unwrap();
+    h.sim
+        .originate_call(h.now, CallRequest::new("Local/queue@ami-test", 30))
+        .unwrap();
+    h.advance(Duration::from_secs(10));
+    let got = h.shapes();
+    let ue = got.iter().find(|s| s.is_event("UserEvent")).unwrap();
+    assert_eq!(ue.get("UserEvent").unwrap(), "TestEvent");
+    assert_eq!(ue.get("Foo").unwrap(), "bar");
+    let order: Vec<String> = got
+        .iter()
+        .filter(|s| {
+            s.event_name()
+                .is_some_and(|n| n.starts_with("Queue") || n.starts_with("Agent"))
+        })
+        .map(|s| s.first.clone())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "Event: QueueCallerJoin",
+            "Event: AgentCalled",
+            "Event: QueueCallerLeave",
+            "Event: AgentConnect",
+            "Event: AgentComplete"
+        ]
+    );
+    assert!(h.sim.channels().is_empty(), "both calls ended");
+}
+
+#[test]
+fn hangup_action_single_unknown_and_regex() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    for _ in 0..3 {
+        h.sim
+            .originate_call(h.now, CallRequest::new("Local/hold@ami-test", 60))
+            .unwrap();
+    }
+    h.advance(ms(200));
+    let chans = h.sim.channels();
+    let base = h.got.len();
+    h.send(
+        format!(
+            "Action: Hangup\r\nActionID: h1\r\nChannel: {}\r\n\r\n",
+            chans[1]
+        )
+        .as_bytes(),
+    );
+    h.send(b"Action: Hangup\r\nActionID: h2\r\nChannel: SIP/none-1\r\n\r\n");
+    h.send(b"Action: Hangup\r\nActionID: h3\r\nChannel: /hold@/\r\n\r\n");
+    let got = h.shapes_from(base);
+    assert_eq!(got[0].get("Message").unwrap(), "Channel Hungup");
+    assert_eq!(got[1].get("Message").unwrap(), "No such channel");
+    assert_eq!(got[2].get("EventList").unwrap(), "start");
+    let hung: Vec<String> = got
+        .iter()
+        .filter(|s| s.is_event("ChannelHungup"))
+        .map(|s| s.get("Channel").unwrap())
+        .collect();
+    assert_eq!(hung.len(), 4);
+    assert_eq!(
+        got.last().unwrap().first,
+        "Event: ChannelsHungupListComplete"
+    );
+    assert_eq!(got.last().unwrap().get("ListItems").unwrap(), "4");
+    assert!(h.sim.channels().is_empty());
+}
+
+#[test]
+fn limited_user_permissions_and_event_classes() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(b"Action: Login\r\nUsername: limited\r\nSecret: limited1\r\n\r\n");
+    h.send(b"Action: Command\r\nActionID: c\r\nCommand: core show version\r\n\r\n");
+    h.send(b"Action: UserEvent\r\nActionID: u\r\nUserEvent: X\r\n\r\n");
+    h.send(b"Action: Originate\r\nActionID: o\r\nChannel: Local/userevent@ami-test\r\nApplication: Wait\r\nData: 1\r\nAsync: true\r\n\r\n");
+    h.advance(Duration::from_secs(3));
+    let got = h.shapes();
+    assert_eq!(got[1].get("Message").unwrap(), "Authentication accepted");
+    assert!(!got
+        .iter()
+        .any(|s| s.is_event("FullyBooted") || s.is_event("SuccessfulAuth")));
+    assert_eq!(got[2].get("Message").unwrap(), "Permission denied");
+    assert_eq!(got[3].get("Message").unwrap(), "Permission denied");
+    assert_eq!(
+        got[4].get("Message").unwrap(),
+        "Originate successfully queued"
+    );
+    assert!(got.iter().any(|s| s.is_event("OriginateResponse")));
+    for s in &got[5..] {
+        let p = s.get("Privilege").unwrap_or_default();
+        assert_eq!(p, "call,all", "{} reached a read=call user", s.first);
+    }
+}
+
+#[test]
+fn filters_select_events() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_ON);
+    h.send(
+        b"Action: Filter\r\nActionID: f1\r\nOperation: Add\r\nFilter: Event: Newchannel\r\n\r\n",
+    );
+    h.send(b"Action: Filter\r\nActionID: f2\r\nOperation: Add\r\nFilter: !;2\r\n\r\n");
+    h.send(b"Action: Filter\r\nActionID: f3\r\nOperation: Remove\r\nFilter: x\r\n\r\n");
+    let base = h.got.len();
+    h.sim
+        .originate_call(h.now, CallRequest::new("Local/echo@ami-test", 1))
+        .unwrap();
+    h.advance(Duration::from_secs(3));
+    let got = h.shapes_from(base);
+    assert_eq!(firsts(&got), ["Event: Newchannel"]);
+    assert!(got[0].get("Channel").unwrap().ends_with(";1"));
+    let all = h.shapes();
+    let f3 = all
+        .iter()
+        .find(|s| s.get("ActionID").as_deref() == Some("f3"))
+        .unwrap();
+    assert_eq!(f3.get("Message").unwrap(), "Unknown operation");
+}
+
+#[test]
+fn getvar_setvar_global_and_channel() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_ON);
+    let mut req = CallRequest::new("Local/hold@ami-test", 60);
+    req.variables = vec![("FOO".into(), "bar".into())];
+    h.sim.originate_call(h.now, req).unwrap();
+    h.advance(ms(200));
+    let chan = h.sim.channels()[0].clone();
+    let base = h.got.len();
+    h.send(b"Action: Setvar\r\nActionID: s1\r\nVariable: G1\r\nValue: global-value\r\n\r\n");
+    h.send(b"Action: Getvar\r\nActionID: g1\r\nVariable: G1\r\n\r\n");
+    h.send(
+        format!("Action: Getvar\r\nActionID: g2\r\nChannel: {chan}\r\nVariable: FOO\r\n\r\n")
+            .as_bytes(),
+    );
+    h.send(format!("Action: Setvar\r\nActionID: s2\r\nChannel: {chan}\r\nVariable: NEW\r\nValue: v\r\n\r\n").as_bytes());
+    h.send(
+        format!(
+            "Action: Getvar\r\nActionID: g3\r\nChannel: {chan}\r\nVariable: CHANNEL(name)\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    h.send(b"Action: Getvar\r\nActionID: g4\r\nChannel: Local/none-1;1\r\nVariable: X\r\n\r\n");
+    h.send(b"Action: Getvar\r\nActionID: g5\r\nVariable: UNSET\r\n\r\n");
+    h.send(b"Action: Getvar\r\nActionID: g6\r\n\r\n");
+    let got = h.shapes_from(base);
+    let by = |id: &str| {
+        got.iter()
+            .find(|s| s.get("ActionID").as_deref() == Some(id))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("s1").get("Message").unwrap(), "Variable Set");
+    assert_eq!(by("g1").get("Value").unwrap(), "global-value");
+    assert_eq!(by("g2").get("Value").unwrap(), "bar");
+    assert_eq!(by("g3").get("Value").unwrap(), chan);
+    assert_eq!(by("g4").get("Message").unwrap(), "No such channel");
+    assert_eq!(by("g5").get("Value").unwrap(), "");
+    assert_eq!(by("g6").get("Message").unwrap(), "No variable specified");
+    // The channel Setvar raised a VarSet event after its reply.
+    let s2 = got
+        .iter()
+        .position(|s| s.get("ActionID").as_deref() == Some("s2"))
+        .unwrap();
+    assert!(got[s2 + 1].is_event("VarSet"));
+    assert_eq!(got[s2 + 1].get("Variable").unwrap(), "NEW");
+}
+
+#[test]
+fn events_action_masks() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    let base = h.got.len();
+    h.send(b"Action: Events\r\nActionID: e1\r\nEventMask: 1\r\n\r\n");
+    h.send(b"Action: Events\r\nActionID: e2\r\nEventMask: call,user\r\n\r\n");
+    h.send(b"Action: Events\r\nActionID: e3\r\n\r\n");
+    let got = h.shapes_from(base);
+    assert_eq!(got[0].get("Events").unwrap(), "On");
+    assert_eq!(got[1].get("Events").unwrap(), "On");
+    assert_eq!(got[2].first, "Response: Error");
+    assert_eq!(got[2].get("Message").unwrap(), "Invalid event mask");
+}
+
+#[test]
+fn not_fully_booted_login_gets_fullybooted_later() {
+    let cfg = SimConfig {
+        fully_booted: false,
+        boot_delay: Duration::from_secs(2),
+        ..SimConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.send(LOGIN_ON);
+    let got = h.shapes();
+    assert_eq!(
+        firsts(&got),
+        ["banner", "Response: Success", "Event: SuccessfulAuth"]
+    );
+    h.advance(Duration::from_secs(2));
+    let got = h.shapes();
+    let fb = got.last().unwrap();
+    assert!(fb.is_event("FullyBooted"));
+    assert_eq!(
+        fb.keys,
+        ["Event", "Privilege", "Status", "Uptime", "LastReload"]
+    );
+}
+
+#[test]
+fn authlimit_and_single_login_users() {
+    let mut cfg = SimConfig {
+        auth_limit: 2,
+        ..SimConfig::default()
+    };
+    let mut solo = SimUser::new("solo", "s3cret", ClassMask::ALL, ClassMask::ALL);
+    solo.allow_multiple_login = false;
+    cfg.users.push(solo);
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(cfg, t0);
+    let a = sim.accept(t0);
+    let b = sim.accept(t0);
+    let c = sim.accept(t0);
+    assert_eq!(
+        sim.session_state(c),
+        SessionState::Closed(CloseReason::AuthLimit)
+    );
+    assert!(sim.transmit(c).is_empty());
+    sim.receive(
+        a,
+        t0,
+        b"Action: Login\r\nUsername: solo\r\nSecret: s3cret\r\nEvents: off\r\n\r\n",
+    );
+    sim.receive(
+        b,
+        t0,
+        b"Action: Login\r\nUsername: SOLO\r\nSecret: s3cret\r\n\r\n",
+    );
+    sim.handle_timeout(t0 + Duration::from_secs(1));
+    let got = shapes(sim.transmit(b));
+    assert_eq!(
+        got.last().unwrap().get("Message").unwrap(),
+        "Login Already In Use"
+    );
+    assert_eq!(
+        sim.session_state(b),
+        SessionState::Closed(CloseReason::AuthFailed)
+    );
+    assert_eq!(sim.session_state(a), SessionState::Open);
+}
+
+#[test]
+fn client_close_and_forget() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    h.sim.client_closed(h.s, h.now);
+    assert_eq!(
+        h.sim.session_state(h.s),
+        SessionState::Closed(CloseReason::ClientClosed)
+    );
+    h.send(b"Action: Ping\r\n\r\n");
+    assert!(h.sim.transmit(h.s).is_empty());
+    h.sim.forget(h.s);
+    assert_eq!(h.sim.session_state(h.s), SessionState::Unknown);
+}
+
+#[test]
+fn same_seed_same_bytes() {
+    let run = || {
+        let mut h = Harness::new(SimConfig::default());
+        h.send(b"Action: Challenge\r\nAuthType: MD5\r\n\r\n");
+        h.send(LOGIN_ON);
+        h.sim
+            .originate_call(h.now, CallRequest::new("Local/queue@ami-test", 5))
+            .unwrap();
+        h.advance(Duration::from_secs(10));
+        h.got
+    };
+    assert_eq!(run(), run());
+}
