@@ -458,7 +458,6 @@ fn filters_are_reapplied_after_reconnect_before_ready_and_before_queued_actions(
 }
 
 #[test]
-#[ignore = "bug: add_filter() before the first login both queues a user Filter action and records the filter for re-apply; logged_in() re-applies it (internal Filter) and then pump() writes the queued user Filter too, so the same filter is sent twice on that connection (session.rs add_filter / logged_in)"]
 fn filter_added_while_disconnected_is_sent_once_on_the_first_connection() {
     let t0 = Instant::now();
     let mut h = Harness::new(base().build().unwrap(), t0);

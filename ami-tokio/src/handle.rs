@@ -44,13 +44,13 @@ pub enum AmiError {
     /// Refused before sending (invalid field, queue full, client closed...).
     Send(SendError),
     /// The server answered with an error; the response (and any list items) is here.
-    Server(Response),
+    Server(Box<Response>),
     /// The deadline passed in `phase`.
     TimedOut {
         /// The phase that did not finish.
         phase: Phase,
         /// What had arrived.
-        partial: Option<Response>,
+        partial: Option<Box<Response>>,
     },
     /// The list outgrew its caps.
     ListOverflow {
@@ -99,8 +99,11 @@ impl From<SendError> for AmiError {
 fn to_result(outcome: Outcome) -> Result<Response, AmiError> {
     match outcome {
         Outcome::Success(r) => Ok(r),
-        Outcome::ServerError(r) => Err(AmiError::Server(r)),
-        Outcome::TimedOut { phase, partial } => Err(AmiError::TimedOut { phase, partial }),
+        Outcome::ServerError(r) => Err(AmiError::Server(Box::new(r))),
+        Outcome::TimedOut { phase, partial } => Err(AmiError::TimedOut {
+            phase,
+            partial: partial.map(Box::new),
+        }),
         Outcome::ListOverflow { items, bytes } => Err(AmiError::ListOverflow { items, bytes }),
         Outcome::Cancelled => Err(AmiError::Cancelled),
         Outcome::NotSent(r) => Err(AmiError::NotSent(r)),

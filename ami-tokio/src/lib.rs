@@ -29,6 +29,9 @@
 mod driver;
 mod handle;
 mod transport;
+/// TLS configuration helpers (feature `tls`).
+#[cfg(feature = "tls")]
+pub mod tls_config;
 
 pub use handle::{AmiError, Events, Handle, Status};
 pub use transport::Target;

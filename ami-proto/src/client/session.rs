@@ -143,7 +143,8 @@ pub struct Client {
     sync_originates: BTreeSet<u64>,
     outputs: VecDeque<Output>,
     events: EventQueue,
-    filters: Vec<String>,
+    /// Installed filters, with the sequence number of the caller's own Filter action.
+    filters: Vec<(String, u64)>,
     reapply_left: usize,
     ami_version: String,
     heartbeat_outstanding: bool,
@@ -544,7 +545,7 @@ impl Client {
             .field("Operation", "Add")
             .field("Filter", filter);
         let id = self.send_action(now, action)?;
-        self.filters.push(filter.to_string());
+        self.filters.push((filter.to_string(), self.counter));
         Ok(id)
     }
 
@@ -843,7 +844,14 @@ impl Client {
 
     fn logged_in(&mut self, now: Instant) {
         self.state = State::Configuring;
-        let filters = self.filters.clone();
+        // A filter whose own action is still queued is sent by it; re-applying would send it
+        // twice on this connection.
+        let filters: Vec<String> = self
+            .filters
+            .iter()
+            .filter(|(_, seq)| self.pending.stage(*seq) != Some(Stage::Queued))
+            .map(|(f, _)| f.clone())
+            .collect();
         self.reapply_left = filters.len();
         for f in filters {
             let action = Action::new("Filter")

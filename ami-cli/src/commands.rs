@@ -1,0 +1,217 @@
+//! listen, action, originate, decode.
+
+use crate::connect;
+use crate::json;
+use crate::{Cli, Failure, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
+use ami_proto::{Action, Decoder, DecoderLimits, Frame, StreamItem};
+use ami_tokio::{AmiError, Status};
+use std::io::Write;
+use std::time::Duration;
+
+fn out_err(e: std::io::Error) -> Failure {
+    Failure::new(EXIT_OTHER, format!("stdout: {e}"))
+}
+
+fn result_failure(e: AmiError) -> Failure {
+    match e {
+        AmiError::Server(r) => {
+            // Print the error response as JSON too, so scripts see what the server said.
+            println!("{}", json::message(r.message()));
+            Failure::new(
+                EXIT_SERVER_ERROR,
+                format!("server error: {}", r.text().unwrap_or("(no message)")),
+            )
+        }
+        AmiError::Send(e) => Failure::new(EXIT_USAGE, e.to_string()),
+        other => Failure::new(EXIT_OTHER, other.to_string()),
+    }
+}
+
+fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, Failure> {
+    fields
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Failure::new(EXIT_USAGE, format!("field {f:?} is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+pub(crate) async fn listen(
+    cli: &Cli,
+    count: Option<u64>,
+    duration: Option<f64>,
+    names: &[String],
+) -> Result<(), Failure> {
+    let (handle, mut events) = connect::open(cli, "on").await?;
+    // Reconnects and closes go to stderr as they happen.
+    let mut status = handle.status();
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            match &*status.borrow_and_update() {
+                Status::Disconnected { reason, retry_at } => {
+                    let wait = retry_at.map(|t| t.saturating_duration_since(std::time::Instant::now()));
+                    eprintln!("ami: disconnected ({reason}); reconnecting in {wait:?}");
+                }
+                Status::Ready { .. } => eprintln!("ami: reconnected"),
+                Status::Closed { reason } => eprintln!("ami: closed ({reason})"),
+                _ => {}
+            }
+        }
+    });
+    let deadline = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    let mut batch = Vec::with_capacity(1024);
+    loop {
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+        let recv = events.recv_many(&mut batch, 1024);
+        let n = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, recv).await {
+                Ok(n) => n,
+                Err(_) => break,
+            },
+            None => recv.await,
+        };
+        if n == 0 {
+            break;
+        }
+        let mut lock = stdout.lock();
+        for item in batch.drain(..) {
+            match item {
+                StreamItem::Event(m) => {
+                    if !names.is_empty()
+                        && !m.event().is_some_and(|e| names.iter().any(|n| n.eq_ignore_ascii_case(e)))
+                    {
+                        continue;
+                    }
+                    if count.is_some_and(|c| seen >= c) {
+                        break;
+                    }
+                    seen += 1;
+                    writeln!(lock, "{}", json::message(&m)).map_err(out_err)?;
+                }
+                StreamItem::Gap { dropped } => {
+                    eprintln!("ami: gap: {dropped} events dropped (consumer too slow)")
+                }
+                _ => {}
+            }
+        }
+        lock.flush().map_err(out_err)?;
+    }
+    handle.logoff().await;
+    Ok(())
+}
+
+pub(crate) async fn action(cli: &Cli, name: &str, fields: &[String]) -> Result<(), Failure> {
+    let mut action = Action::new(name);
+    for (k, v) in parse_fields(fields)? {
+        action.push(k, v);
+    }
+    let (handle, _events) = connect::open(cli, "off").await?;
+    let result = handle.send(action).await;
+    let printed = match result {
+        Ok(resp) => {
+            let mut lock = std::io::stdout().lock();
+            writeln!(lock, "{}", json::message(resp.message())).map_err(out_err)?;
+            for item in resp.items().iter().chain(resp.complete()).chain(resp.follow_up()) {
+                writeln!(lock, "{}", json::message(item)).map_err(out_err)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(result_failure(e)),
+    };
+    handle.logoff().await;
+    printed
+}
+
+pub(crate) enum OriginateTarget {
+    App(String, Option<String>),
+    Exten(String, String, String),
+}
+
+pub(crate) async fn originate(
+    cli: &Cli,
+    channel: &str,
+    target: OriginateTarget,
+    vars: &[String],
+    timeout_ms: u64,
+) -> Result<(), Failure> {
+    let mut action = Action::new("Originate").field("Channel", channel);
+    match target {
+        OriginateTarget::App(app, data) => {
+            action.push("Application", app);
+            if let Some(d) = data {
+                action.push("Data", d);
+            }
+        }
+        OriginateTarget::Exten(context, exten, priority) => {
+            action.push("Context", context);
+            action.push("Exten", exten);
+            action.push("Priority", priority);
+        }
+    }
+    for (k, v) in parse_fields(vars)? {
+        action.push("Variable", format!("{k}={v}"));
+    }
+    action.push("Timeout", timeout_ms.to_string());
+    action.push("Async", "true");
+    let (handle, _events) = connect::open(cli, "call").await?;
+    let result = handle.send(action).await;
+    let printed = match result {
+        Ok(resp) => {
+            let follow = resp.follow_up().unwrap_or(resp.message());
+            println!("{}", json::message(follow));
+            Ok(())
+        }
+        Err(AmiError::Server(resp)) if resp.follow_up().is_some() => {
+            if let Some(f) = resp.follow_up() {
+                println!("{}", json::message(f));
+            }
+            Err(Failure::new(
+                EXIT_SERVER_ERROR,
+                format!(
+                    "originate failed: Reason {}",
+                    resp.follow_up().and_then(|f| f.get_str("Reason")).unwrap_or("?")
+                ),
+            ))
+        }
+        Err(e) => Err(result_failure(e)),
+    };
+    handle.logoff().await;
+    printed
+}
+
+pub(crate) fn decode(file: &std::path::Path) -> Result<(), Failure> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("{}: {e}", file.display())))?;
+    let mut decoder = Decoder::new(DecoderLimits::default());
+    let stdout = std::io::stdout();
+    let mut lock = std::io::BufWriter::new(stdout.lock());
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let n = decoder.feed(rest);
+        rest = &rest[n..];
+        while let Some(frame) = decoder.decode() {
+            match frame {
+                Ok(Frame::Message(m)) => writeln!(lock, "{}", json::message(&m)).map_err(out_err)?,
+                Ok(Frame::Banner(b)) => eprintln!("ami: banner: {}", b.text()),
+                Err(e) => eprintln!("ami: decode error: {e}"),
+            }
+        }
+    }
+    lock.flush().map_err(out_err)?;
+    let s = decoder.stats();
+    if decoder.buffered() > 0 {
+        eprintln!("ami: {} trailing bytes without a message end", decoder.buffered());
+    }
+    eprintln!(
+        "ami: {} messages, {} decode errors",
+        s.messages,
+        s.lines_too_long + s.messages_too_large + s.too_many_fields
+    );
+    Ok(())
+}
