@@ -51,7 +51,8 @@ pub(crate) async fn listen(
         while status.changed().await.is_ok() {
             match &*status.borrow_and_update() {
                 Status::Disconnected { reason, retry_at } => {
-                    let wait = retry_at.map(|t| t.saturating_duration_since(std::time::Instant::now()));
+                    let wait =
+                        retry_at.map(|t| t.saturating_duration_since(std::time::Instant::now()));
                     eprintln!("ami: disconnected ({reason}); reconnecting in {wait:?}");
                 }
                 Status::Ready { .. } => eprintln!("ami: reconnected"),
@@ -60,7 +61,8 @@ pub(crate) async fn listen(
             }
         }
     });
-    let deadline = duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+    let deadline =
+        duration.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut seen = 0u64;
     let stdout = std::io::stdout();
     let mut batch = Vec::with_capacity(1024);
@@ -84,7 +86,9 @@ pub(crate) async fn listen(
             match item {
                 StreamItem::Event(m) => {
                     if !names.is_empty()
-                        && !m.event().is_some_and(|e| names.iter().any(|n| n.eq_ignore_ascii_case(e)))
+                        && !m
+                            .event()
+                            .is_some_and(|e| names.iter().any(|n| n.eq_ignore_ascii_case(e)))
                     {
                         continue;
                     }
@@ -117,7 +121,12 @@ pub(crate) async fn action(cli: &Cli, name: &str, fields: &[String]) -> Result<(
         Ok(resp) => {
             let mut lock = std::io::stdout().lock();
             writeln!(lock, "{}", json::message(resp.message())).map_err(out_err)?;
-            for item in resp.items().iter().chain(resp.complete()).chain(resp.follow_up()) {
+            for item in resp
+                .items()
+                .iter()
+                .chain(resp.complete())
+                .chain(resp.follow_up())
+            {
                 writeln!(lock, "{}", json::message(item)).map_err(out_err)?;
             }
             Ok(())
@@ -175,7 +184,9 @@ pub(crate) async fn originate(
                 EXIT_SERVER_ERROR,
                 format!(
                     "originate failed: Reason {}",
-                    resp.follow_up().and_then(|f| f.get_str("Reason")).unwrap_or("?")
+                    resp.follow_up()
+                        .and_then(|f| f.get_str("Reason"))
+                        .unwrap_or("?")
                 ),
             ))
         }
@@ -197,7 +208,9 @@ pub(crate) fn decode(file: &std::path::Path) -> Result<(), Failure> {
         rest = &rest[n..];
         while let Some(frame) = decoder.decode() {
             match frame {
-                Ok(Frame::Message(m)) => writeln!(lock, "{}", json::message(&m)).map_err(out_err)?,
+                Ok(Frame::Message(m)) => {
+                    writeln!(lock, "{}", json::message(&m)).map_err(out_err)?
+                }
                 Ok(Frame::Banner(b)) => eprintln!("ami: banner: {}", b.text()),
                 Err(e) => eprintln!("ami: decode error: {e}"),
             }
@@ -206,7 +219,10 @@ pub(crate) fn decode(file: &std::path::Path) -> Result<(), Failure> {
     lock.flush().map_err(out_err)?;
     let s = decoder.stats();
     if decoder.buffered() > 0 {
-        eprintln!("ami: {} trailing bytes without a message end", decoder.buffered());
+        eprintln!(
+            "ami: {} trailing bytes without a message end",
+            decoder.buffered()
+        );
     }
     eprintln!(
         "ami: {} messages, {} decode errors",

@@ -8,7 +8,12 @@ use std::time::Duration;
 /// How long a command waits for its first login.
 const FIRST_LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub(crate) fn config(cli: &Cli, user: &str, secret: &str, events: &str) -> Result<ClientConfig, Failure> {
+pub(crate) fn config(
+    cli: &Cli,
+    user: &str,
+    secret: &str,
+    events: &str,
+) -> Result<ClientConfig, Failure> {
     ClientConfig::builder(user, secret)
         .auth(match cli.auth {
             Auth::Plain => AuthMethod::Plain,
@@ -23,7 +28,10 @@ pub(crate) fn config(cli: &Cli, user: &str, secret: &str, events: &str) -> Resul
 /// reported at once, with no retry loop.
 pub(crate) async fn open(cli: &Cli, events: &str) -> Result<(Handle, Events), Failure> {
     let url = cli.server.as_ref().ok_or_else(|| {
-        Failure::new(EXIT_USAGE, "no server: pass --server ami://USER:SECRET@HOST:PORT or set AMI_URL")
+        Failure::new(
+            EXIT_USAGE,
+            "no server: pass --server ami://USER:SECRET@HOST:PORT or set AMI_URL",
+        )
     })?;
     let config = config(cli, &url.user, &url.secret, events)?;
     let target = (url.host.as_str(), url.port);
@@ -50,7 +58,10 @@ pub(crate) async fn first_ready(handle: &Handle, what: &str) -> Result<(), Failu
                 _ => {}
             }
             if status.changed().await.is_err() {
-                return Err(Failure::new(EXIT_CONNECT, format!("{what}: driver stopped")));
+                return Err(Failure::new(
+                    EXIT_CONNECT,
+                    format!("{what}: driver stopped"),
+                ));
             }
         }
     };
@@ -58,7 +69,10 @@ pub(crate) async fn first_ready(handle: &Handle, what: &str) -> Result<(), Failu
         Ok(r) => r,
         Err(_) => {
             handle.close();
-            Err(Failure::new(EXIT_CONNECT, format!("{what}: no login within {FIRST_LOGIN_TIMEOUT:?}")))
+            Err(Failure::new(
+                EXIT_CONNECT,
+                format!("{what}: no login within {FIRST_LOGIN_TIMEOUT:?}"),
+            ))
         }
     }
 }
@@ -72,12 +86,16 @@ fn tls_spawn(
 ) -> Result<(Handle, Events), Failure> {
     use ami_tokio::Tls;
     use tokio_rustls_reexport::*;
-    let ca = cli
-        .ca
-        .as_ref()
-        .ok_or_else(|| Failure::new(EXIT_USAGE, "amis:// needs --ca FILE (PEM) to verify the server"))?;
-    let pem = std::fs::read(ca).map_err(|e| Failure::new(EXIT_USAGE, format!("{}: {e}", ca.display())))?;
-    let tls_config = client_config_from_pem(&pem).map_err(|e| Failure::new(EXIT_USAGE, format!("{}: {e}", ca.display())))?;
+    let ca = cli.ca.as_ref().ok_or_else(|| {
+        Failure::new(
+            EXIT_USAGE,
+            "amis:// needs --ca FILE (PEM) to verify the server",
+        )
+    })?;
+    let pem = std::fs::read(ca)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("{}: {e}", ca.display())))?;
+    let tls_config = client_config_from_pem(&pem)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("{}: {e}", ca.display())))?;
     Ok(ami_tokio::spawn_tls(
         config,
         target,

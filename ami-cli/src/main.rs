@@ -49,7 +49,11 @@ pub(crate) enum Runtime {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "ami", version, about = "Talk to Asterisk over the Manager Interface")]
+#[command(
+    name = "ami",
+    version,
+    about = "Talk to Asterisk over the Manager Interface"
+)]
 pub(crate) struct Cli {
     /// ami://USER:SECRET@HOST:PORT (amis:// for TLS).
     #[arg(long, env = "AMI_URL", global = true, hide_env_values = true)]
@@ -175,9 +179,7 @@ fn run_tokio(cli: &Cli) -> Result<(), Failure> {
                 timeout,
             } => {
                 let target = match (application, context, exten) {
-                    (Some(app), _, _) => {
-                        commands::OriginateTarget::App(app.clone(), data.clone())
-                    }
+                    (Some(app), _, _) => commands::OriginateTarget::App(app.clone(), data.clone()),
                     (None, Some(c), Some(e)) => {
                         commands::OriginateTarget::Exten(c.clone(), e.clone(), priority.clone())
                     }

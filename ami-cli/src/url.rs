@@ -61,10 +61,9 @@ impl std::str::FromStr for ServerUrl {
             .ok_or("URL needs USER:SECRET@ before the host")?;
         let (user, secret) = cred.split_once(':').ok_or("URL needs USER:SECRET")?;
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => (
-                h,
-                p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?,
-            ),
+            Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => {
+                (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?)
+            }
             _ => (hostport, if tls { 5039 } else { 5038 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -88,7 +87,10 @@ mod tests {
     #[test]
     fn parses_plain_and_tls_with_default_ports() {
         let u: ServerUrl = "ami://admin:amp111@127.0.0.1:5038".parse().unwrap();
-        assert_eq!((u.user.as_str(), u.secret.as_str(), u.port), ("admin", "amp111", 5038));
+        assert_eq!(
+            (u.user.as_str(), u.secret.as_str(), u.port),
+            ("admin", "amp111", 5038)
+        );
         let t: ServerUrl = "amis://a:b@pbx.example".parse().unwrap();
         assert!(t.tls);
         assert_eq!(t.port, 5039);
@@ -110,7 +112,12 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused() {
-        for bad in ["http://a:b@h", "ami://h:5038", "ami://a@h", "ami://a:b@h:notaport"] {
+        for bad in [
+            "http://a:b@h",
+            "ami://h:5038",
+            "ami://a@h",
+            "ami://a:b@h:notaport",
+        ] {
             assert!(bad.parse::<ServerUrl>().is_err(), "{bad}");
         }
     }
