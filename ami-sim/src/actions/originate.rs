@@ -117,7 +117,8 @@ pub(super) fn originate(
     };
     let timeout = match req.get("Timeout") {
         Some(t) => match t.trim().parse::<i64>() {
-            Ok(ms) => Duration::from_millis(ms.max(0) as u64),
+            // Asterisk reads it as a C int: at most about 24.8 days.
+            Ok(ms) => Duration::from_millis(ms.clamp(0, i64::from(i32::MAX)) as u64),
             Err(_) => return err("Invalid timeout"),
         },
         None => Duration::from_millis(30_000),

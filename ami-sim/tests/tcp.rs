@@ -1,0 +1,115 @@
+//! The loopback TCP front with a plain `std::net::TcpStream` client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_sim::tcp::TcpFront;
+use ami_sim::SimConfig;
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Reads until `pred` holds for everything read so far, or EOF, or 5 s.
+fn read_until(c: &mut TcpStream, got: &mut Vec<u8>, pred: impl Fn(&[u8]) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 4096];
+    c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    while !pred(got) {
+        if Instant::now() > deadline {
+            panic!("timed out; got {:?}", String::from_utf8_lossy(got));
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    true
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn login_ping_logoff_round_trip() {
+    let mut front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    assert!(front.local_addr().ip().is_loopback());
+    let mut c = TcpStream::connect(front.local_addr()).unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, |g| g.ends_with(b"\r\n"));
+    assert_eq!(got, b"Asterisk Call Manager/11.0.0\r\n");
+    c.write_all(
+        b"Action: Login\r\nActionID: l\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n",
+    )
+    .unwrap();
+    read_until(&mut c, &mut got, |g| {
+        contains(g, "Authentication accepted\r\n\r\n")
+    });
+    c.write_all(b"Action: Ping\r\nActionID: p\r\n\r\n").unwrap();
+    read_until(&mut c, &mut got, |g| contains(g, "Ping: Pong"));
+    c.write_all(b"Action: Logoff\r\nActionID: bye\r\n\r\n")
+        .unwrap();
+    // Goodbye, then EOF.
+    let open = read_until(&mut c, &mut got, |_| false);
+    assert!(!open);
+    let s = shapes(&got);
+    assert_eq!(
+        firsts(&s),
+        [
+            "banner",
+            "Response: Success",
+            "Response: Success",
+            "Response: Goodbye"
+        ]
+    );
+    assert_eq!(s[2].get("ActionID").unwrap(), "p");
+    assert!(s[2].get("Timestamp").is_some());
+    let st = front.stats();
+    assert_eq!(st.logins, 1);
+    front.shutdown();
+}
+
+#[test]
+fn faults_and_restart_through_the_front() {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    front.with_faults(|f| {
+        f.set_max_chunk(Some(3));
+    });
+    let mut c = TcpStream::connect(front.local_addr()).unwrap();
+    let mut got = Vec::new();
+    c.write_all(b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\n\r\n")
+        .unwrap();
+    read_until(&mut c, &mut got, |g| contains(g, "Event: SuccessfulAuth"));
+    front.with_faults(|f| {
+        f.set_max_chunk(None);
+    });
+    front.restart(Duration::from_millis(300));
+    let open = read_until(&mut c, &mut got, |_| false);
+    assert!(!open);
+    assert!(contains(
+        &got,
+        "Event: Shutdown\r\nPrivilege: system,all\r\nShutdown: Cleanly\r\nRestart: True\r\n\r\n"
+    ));
+    // While down: accepted and closed without a banner.
+    let mut refused = TcpStream::connect(front.local_addr()).unwrap();
+    let mut none = Vec::new();
+    assert!(!read_until(&mut refused, &mut none, |_| false));
+    assert!(none.is_empty());
+    std::thread::sleep(Duration::from_millis(350));
+    let mut back = TcpStream::connect(front.local_addr()).unwrap();
+    let mut banner = Vec::new();
+    read_until(&mut back, &mut banner, |g| g.ends_with(b"\r\n"));
+    assert_eq!(banner, b"Asterisk Call Manager/11.0.0\r\n");
+    let n = front.with_server(|sim, _now| sim.stats().restarts);
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn only_loopback_is_bound() {
+    let err = TcpFront::start(SimConfig::default(), "0.0.0.0:0").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(TcpFront::start(SimConfig::default(), "not an address").is_err());
+}
