@@ -120,7 +120,8 @@ impl Faults {
 
     /// Delays the reply of matching actions by `d`. The action runs at once; the session is
     /// busy until the reply goes out (later actions wait, events are held), as if the
-    /// handler were slow.
+    /// handler were slow. A sync Originate's reply is not delayed further (it already
+    /// waits for its call).
     pub fn delay_replies(&mut self, which: ActionMatch, d: Duration) -> &mut Self {
         self.delays.push((which, d));
         self

@@ -64,8 +64,10 @@
 //! * **Calls**: `Local/<exten>@ami-test` pairs running the fixtures' dialplan over virtual
 //!   time with the events of the captures (Newchannel, VarSet, NewCallerid, Newexten,
 //!   LocalBridge, DialBegin/End, Newstate, DeviceStateChange, OriginateResponse,
-//!   HangupRequest, SoftHangupRequest, Hangup, Cdr, UserEvent, Queue*/Agent*); see
-//!   [`calls`](CallRequest) and the `dialplan` table in the source.
+//!   HangupRequest, SoftHangupRequest, Hangup, Cdr, UserEvent, Queue*/Agent*). Start calls
+//!   from a test with [`SimServer::originate_call`] and a [`CallRequest`]; the extensions
+//!   are those of the fixtures' `ami-test` context (echo, wait10, hold, busy, congestion,
+//!   noanswer, hangup, userevent, burst, setvar, queue, queue-wait, qagent, 100, 101).
 //! * **Slow readers**: untransmitted output beyond `socket_buffer` is a blocked write; if it
 //!   cannot finish within `write_timeout` (100 ms) the session is closed
 //!   ([`CloseReason::SlowReader`]) keeping only what the kernel held, like Asterisk's
@@ -76,11 +78,18 @@
 //!
 //! ## Simplifications
 //!
-//! Filters and `Hangup` `/regex/` match plain substrings (no regex engine). Queue agents
-//! are synthetic snapshots, not dialled channels. Only the CLI commands listed in the
-//! `Command` handler exist. Bridges (BridgeCreate/Enter/Leave) are not simulated for Local
-//! calls, and Local channel optimisation is not modelled. Device state is only the
-//! `Local/...` devices of calls.
+//! * Filters and `Hangup` `/regex/` match plain substrings (no regex engine). Masks and
+//!   filters are applied when an event is generated (Asterisk applies them at delivery).
+//! * Queue agents are synthetic snapshots, not dialled channels; bridges
+//!   (BridgeCreate/Enter/Leave) and Local channel optimisation are not simulated; device
+//!   state exists only for the `Local/...` devices of calls.
+//! * Only a few CLI commands exist (`core show version|uptime|channels`,
+//!   `manager show connected`, `dialplan show`); ListCommands lists the simulated actions
+//!   with the simulator's own synopses. Status prints fixed codec and group fields.
+//! * The `echo` extension times out after `SimConfig::echo_timeout` (1 s; the recording
+//!   setup used 5 s). Call events of one step are emitted at the same virtual instant.
+//! * [`SimServer::advance_transmit`] takes no `now`: the write-timeout clock uses the
+//!   latest time the server has seen.
 //!
 //! ## Bounded memory
 //!

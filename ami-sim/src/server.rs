@@ -541,6 +541,7 @@ impl SimServer {
         if let Some(t) = self.boot_at {
             offer(t, Due::Boot);
         }
+        let half_all = self.faults.is_half_open_all();
         for (id, s) in &self.sessions {
             if !s.is_open() {
                 continue;
@@ -551,8 +552,11 @@ impl SimServer {
             if !s.logged_in() {
                 offer(s.accepted + self.cfg.auth_timeout, Due::AuthTimeout(*id));
             }
-            if let Some(t) = s.out.deadline(self.cfg.write_timeout) {
-                offer(t, Due::SlowReader(*id));
+            // A half-open session sends nothing, so it has no write in progress either.
+            if !(s.half_open || half_all) {
+                if let Some(t) = s.out.deadline(self.cfg.write_timeout) {
+                    offer(t, Due::SlowReader(*id));
+                }
             }
         }
         if let Some(t) = self.engine.next_deadline() {

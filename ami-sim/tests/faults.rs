@@ -328,3 +328,18 @@ fn backlog_cap_closes_a_session_that_never_reads() {
         SessionState::Closed(CloseReason::SlowReader)
     );
 }
+
+#[test]
+fn half_open_during_a_blocked_write_is_not_a_slow_reader() {
+    let cfg = SimConfig {
+        socket_buffer: 1024,
+        ..SimConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.send(LOGIN_ON);
+    h.sim.emit_user_events(h.now, 100);
+    h.sim.inject(h.now, Fault::HalfOpen { session: None });
+    h.sim.handle_timeout(h.now + Duration::from_secs(5));
+    assert_eq!(h.sim.session_state(h.s), SessionState::Open);
+    assert!(h.sim.transmit(h.s).is_empty());
+}
