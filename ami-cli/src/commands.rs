@@ -2,7 +2,7 @@
 
 use crate::connect;
 use crate::json;
-use crate::{Cli, Failure, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
+use crate::{Cli, Command, Failure, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
 use ami_proto::{Action, Decoder, DecoderLimits, Frame, StreamItem};
 use ami_tokio::{AmiError, Status};
 use std::io::Write;
@@ -27,7 +27,7 @@ fn result_failure(e: AmiError) -> Failure {
     }
 }
 
-fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, Failure> {
+pub(crate) fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, Failure> {
     fields
         .iter()
         .map(|f| {
@@ -137,37 +137,50 @@ pub(crate) async fn action(cli: &Cli, name: &str, fields: &[String]) -> Result<(
     printed
 }
 
-pub(crate) enum OriginateTarget {
-    App(String, Option<String>),
-    Exten(String, String, String),
-}
-
-pub(crate) async fn originate(
-    cli: &Cli,
-    channel: &str,
-    target: OriginateTarget,
-    vars: &[String],
-    timeout_ms: u64,
-) -> Result<(), Failure> {
-    let mut action = Action::new("Originate").field("Channel", channel);
-    match target {
-        OriginateTarget::App(app, data) => {
-            action.push("Application", app);
+/// Builds the async Originate for `ami originate`.
+pub(crate) fn originate_action(cmd: &Command) -> Result<Action, Failure> {
+    let Command::Originate {
+        channel,
+        application,
+        data,
+        context,
+        exten,
+        priority,
+        vars,
+        timeout,
+    } = cmd
+    else {
+        return Err(Failure::new(EXIT_USAGE, "not an originate command"));
+    };
+    let mut action = Action::new("Originate").field("Channel", channel.as_str());
+    match (application, context, exten) {
+        (Some(app), _, _) => {
+            action.push("Application", app.as_str());
             if let Some(d) = data {
-                action.push("Data", d);
+                action.push("Data", d.as_str());
             }
         }
-        OriginateTarget::Exten(context, exten, priority) => {
-            action.push("Context", context);
-            action.push("Exten", exten);
-            action.push("Priority", priority);
+        (None, Some(c), Some(e)) => {
+            action.push("Context", c.as_str());
+            action.push("Exten", e.as_str());
+            action.push("Priority", priority.as_str());
+        }
+        _ => {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                "originate needs --application A or --context X --exten E",
+            ))
         }
     }
     for (k, v) in parse_fields(vars)? {
         action.push("Variable", format!("{k}={v}"));
     }
-    action.push("Timeout", timeout_ms.to_string());
+    action.push("Timeout", timeout.to_string());
     action.push("Async", "true");
+    Ok(action)
+}
+
+pub(crate) async fn originate(cli: &Cli, action: Action) -> Result<(), Failure> {
     let (handle, _events) = connect::open(cli, "call").await?;
     let result = handle.send(action).await;
     let printed = match result {

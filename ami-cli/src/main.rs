@@ -8,6 +8,7 @@ mod commands;
 mod connect;
 mod demo;
 mod json;
+mod mio_runtime;
 mod status_line;
 mod url;
 
@@ -139,10 +140,7 @@ fn main() -> ExitCode {
             EXIT_USAGE,
             "--runtime async-std: the async-std adapter is not built yet; use tokio",
         )),
-        (_, Runtime::Mio) => Err(Failure::new(
-            EXIT_USAGE,
-            "--runtime mio: not wired into the CLI yet; use tokio",
-        )),
+        (_, Runtime::Mio) => mio_runtime::run(&cli),
         (_, Runtime::Tokio) => run_tokio(&cli),
     };
     match result {
@@ -168,29 +166,9 @@ fn run_tokio(cli: &Cli) -> Result<(), Failure> {
                 events,
             } => commands::listen(cli, *count, *duration, events).await,
             Command::Action { name, fields } => commands::action(cli, name, fields).await,
-            Command::Originate {
-                channel,
-                application,
-                data,
-                context,
-                exten,
-                priority,
-                vars,
-                timeout,
-            } => {
-                let target = match (application, context, exten) {
-                    (Some(app), _, _) => commands::OriginateTarget::App(app.clone(), data.clone()),
-                    (None, Some(c), Some(e)) => {
-                        commands::OriginateTarget::Exten(c.clone(), e.clone(), priority.clone())
-                    }
-                    _ => {
-                        return Err(Failure::new(
-                            EXIT_USAGE,
-                            "originate needs --application A or --context X --exten E",
-                        ))
-                    }
-                };
-                commands::originate(cli, channel, target, vars, *timeout).await
+            Command::Originate { .. } => {
+                let action = commands::originate_action(&cli.command)?;
+                commands::originate(cli, action).await
             }
             Command::Bench { duration } => demo::bench(cli, *duration).await,
             Command::Demo { duration } => demo::demo(*duration).await,
