@@ -1,4 +1,4 @@
-//! Deterministic simulation: an ami-proto [`Client`] and a [`SimServer`] joined by an
+//! Deterministic simulation: an ami-proto [`Client`](ami_proto::Client) and a [`SimServer`] joined by an
 //! in-memory link on one virtual clock. A seed fixes everything: the workload, the fault
 //! schedule, how bytes are split on the link, and the client's own jitter.
 //!

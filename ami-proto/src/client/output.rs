@@ -121,7 +121,7 @@ impl DisconnectReason {
         }
     }
 
-    /// Short stable names, in [`index`](Self::index) order, for stats output.
+    /// Short stable names, one per reason, in the order of `Stats::disconnects_by_reason`.
     pub const NAMES: [&'static str; 13] = [
         "connect_failed",
         "connect_timeout",
