@@ -78,6 +78,8 @@ pub struct RunSummary {
     pub gaps: u64,
     /// Faults injected.
     pub faults: u64,
+    /// Actions sent once the link was healthy again (each must get a server answer).
+    pub healthy_actions: u64,
 }
 
 /// Options for one run.
@@ -169,6 +171,11 @@ pub struct Harness {
     server_back_at: Option<Instant>,
     ready: bool,
     last_ready: Option<Instant>,
+    /// From this instant on the link is healthy: new actions must get a server answer.
+    healthy_from: Option<Instant>,
+    /// Actions sent while healthy.
+    healthy_actions: HashSet<ActionId>,
+    closing: bool,
     /// Results.
     pub summary: RunSummary,
     violations: Vec<Violation>,
@@ -225,6 +232,9 @@ impl Harness {
             server_back_at: None,
             ready: false,
             last_ready: None,
+            healthy_from: None,
+            healthy_actions: HashSet::new(),
+            closing: false,
             summary: RunSummary::default(),
             violations: Vec::new(),
             client_config,
@@ -372,6 +382,17 @@ impl Harness {
             self.violate(what);
             return;
         }
+        if !self.closing && self.healthy_actions.contains(&id) {
+            let answered = matches!(
+                outcome,
+                Outcome::Success(_) | Outcome::ServerError(_) | Outcome::Cancelled
+            );
+            if !answered {
+                self.violate(format!(
+                    "{id} was sent on a healthy link but ended {outcome:?}"
+                ));
+            }
+        }
         if let Outcome::Success(resp) = &outcome {
             self.summary.successes += 1;
             if resp.message().action_id() != Some(id.as_str()) {
@@ -417,6 +438,9 @@ impl Harness {
                 self.summary.actions += 1;
                 if is_originate {
                     self.originates.insert(id.clone());
+                }
+                if self.healthy_from.is_some_and(|t| self.now >= t) {
+                    self.healthy_actions.insert(id.clone());
                 }
                 self.completions.entry(id.clone()).or_insert(0);
                 if self.rng.chance(3) {
@@ -511,10 +535,15 @@ impl Harness {
                 self.inject_fault();
                 next_fault = self.now + Duration::from_millis(500 + self.rng.below(6000));
             }
-            if self.now >= quiet_from && cfg.faults {
-                // The last 40 %: faults off, so the client must come back and settle.
+            if self.now >= quiet_from && self.healthy_from.is_none() {
+                // The last 40 %: faults off, so the client must come back and settle. Ten
+                // seconds covers a half-open link's detection and the longest backoff.
                 self.server.faults().clear();
                 self.consumer_paused_until = None;
+                let settle = self
+                    .server_back_at
+                    .map_or(quiet_from, |t| t.max(quiet_from));
+                self.healthy_from = Some(settle + Duration::from_secs(10));
             }
             self.pump();
             // Advance virtual time to the next thing that can happen, at most 50 ms.
@@ -548,6 +577,7 @@ impl Harness {
             );
             self.violate(what);
         }
+        self.closing = true;
         self.client.close(self.now);
         self.pump();
         self.consumer_paused_until = None;
@@ -573,6 +603,7 @@ impl Harness {
                 offered, s.events_queued, s.events_dropped, self.consumed, self.gap_total
             ));
         }
+        self.summary.healthy_actions = self.healthy_actions.len() as u64;
         self.summary.events = self.consumed;
         self.summary.gaps = self.gap_total;
     }

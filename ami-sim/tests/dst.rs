@@ -19,6 +19,7 @@ fn many_seeds_keep_every_law() {
     let started = std::time::Instant::now();
     let mut failures = Vec::new();
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut healthy = 0u64;
     for seed in 0..seeds {
         let (summary, violations) = run_seed(seed);
         totals.0 += summary.actions;
@@ -27,6 +28,7 @@ fn many_seeds_keep_every_law() {
         totals.3 += summary.events;
         totals.4 += summary.gaps;
         totals.5 += summary.faults;
+        healthy += summary.healthy_actions;
         if let Some(v) = violations.into_iter().next() {
             eprintln!("{v}");
             failures.push(seed);
@@ -36,14 +38,15 @@ fn many_seeds_keep_every_law() {
         }
     }
     eprintln!(
-        "dst: {seeds} seeds in {:.1?}: {} actions ({} succeeded), {} disconnects, {} events consumed, {} reported in gaps, {} faults",
+        "dst: {seeds} seeds in {:.1?}: {} actions ({} succeeded), {} disconnects, {} events consumed, {} reported in gaps, {} faults, {} actions on a healed link (all answered)",
         started.elapsed(),
         totals.0,
         totals.1,
         totals.2,
         totals.3,
         totals.4,
-        totals.5
+        totals.5,
+        healthy
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(
