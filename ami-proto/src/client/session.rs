@@ -771,7 +771,10 @@ impl Client {
                 }
             }
             (Kind::User { .. }, Stage::List) => {
-                // A second response ends the list (CoreShowChannelMap sends Error after start).
+                // A second response ends the list: CoreShowChannelMap sends Error after start
+                // and never completes; PJSIPShowEndpoint sends an Error and then its Complete.
+                // The entry stays abandoned to swallow a late Complete, without holding a
+                // pipeline slot.
                 let mut response = p
                     .response
                     .take()
@@ -783,7 +786,7 @@ impl Client {
                     response.complete = Some(msg);
                     Outcome::Success(response)
                 };
-                self.finish(now, seq, outcome);
+                self.report(now, seq, outcome, false);
             }
             (Kind::User { .. }, Stage::Abandoned { .. }) => {
                 if list_start && !is_error {

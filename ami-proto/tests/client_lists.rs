@@ -1,0 +1,203 @@
+//! The irregular event lists of Asterisk 22 (AMI-PROTOCOL.md §5): none of them may hang an
+//! action or leak list events into the event stream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{Action, ClientConfig, Outcome, StreamItem};
+use scripted::{msg, Harness};
+use std::time::{Duration, Instant};
+
+fn ready() -> Harness {
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(5)
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h
+}
+
+fn only_unsolicited(h: &mut Harness) -> Vec<String> {
+    h.events()
+        .into_iter()
+        .map(|i| match i {
+            StreamItem::Event(m) => m.event().unwrap_or("?").to_string(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn capitalised_start_opens_a_list_like_lowercase() {
+    let mut h = ready();
+    let id = h.send(Action::new("FAXSessions"));
+    h.take("FAXSessions");
+    let id_s = id.as_str();
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", id_s),
+        ("EventList", "Start"),
+        ("Message", "FAXSessions will follow"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "FAXSessionsEntry"),
+        ("ActionID", id_s),
+        ("Channel", "x"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "FAXSessionsComplete"),
+        ("ActionID", id_s),
+        ("EventList", "Complete"),
+        ("ListItems", "1"),
+    ]));
+    let Outcome::Success(r) = h.outcome(&id) else {
+        panic!()
+    };
+    assert_eq!(r.items().len(), 1);
+    assert!(only_unsolicited(&mut h).is_empty());
+}
+
+#[test]
+fn plain_success_instead_of_a_list_completes_at_once() {
+    // VoicemailUsersList with no users answers a plain Success, no list, no Complete.
+    let mut h = ready();
+    let id = h.send(Action::new("VoicemailUsersList"));
+    h.take("VoicemailUsersList");
+    h.feed(&msg(&[("Response", "Success"), ("ActionID", id.as_str())]));
+    let Outcome::Success(r) = h.outcome(&id) else {
+        panic!()
+    };
+    assert!(r.items().is_empty() && r.complete().is_none());
+}
+
+#[test]
+fn plain_error_instead_of_a_list_completes_at_once() {
+    // PJSIPShowEndpoints with nothing configured answers a plain Error.
+    let mut h = ready();
+    let id = h.send(Action::new("PJSIPShowEndpoints"));
+    h.take("PJSIPShowEndpoints");
+    h.feed(&msg(&[
+        ("Response", "Error"),
+        ("ActionID", id.as_str()),
+        ("Message", "No endpoints found"),
+    ]));
+    let Outcome::ServerError(r) = h.outcome(&id) else {
+        panic!()
+    };
+    assert_eq!(r.text(), Some("No endpoints found"));
+}
+
+#[test]
+fn error_after_start_without_complete_ends_the_list_with_its_items() {
+    // CoreShowChannelMap can send Error after the start and never Complete.
+    let mut h = ready();
+    let id = h.send(Action::new("CoreShowChannelMap").field("Channel", "PJSIP/1-0001"));
+    h.take("CoreShowChannelMap");
+    let id_s = id.as_str();
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", id_s),
+        ("EventList", "start"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "CoreShowChannelMap"),
+        ("ActionID", id_s),
+        ("ConnectedChannel", "a"),
+    ]));
+    h.feed(&msg(&[
+        ("Response", "Error"),
+        ("ActionID", id_s),
+        ("Message", "Channel gone"),
+    ]));
+    let Outcome::ServerError(r) = h.outcome(&id) else {
+        panic!()
+    };
+    assert_eq!(r.items().len(), 1, "items before the error are kept");
+    assert_eq!(r.text(), Some("Channel gone"));
+    assert_eq!(
+        h.client.stats().in_flight,
+        0,
+        "no pipeline slot held for a Complete that never comes"
+    );
+    // Nothing more comes; the abandoned entry is forgotten after its grace period.
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.client.stats().pending, 0);
+}
+
+#[test]
+fn extra_error_before_complete_does_not_leak_the_complete_event() {
+    // PJSIPShowEndpoint can insert an Error before its Complete.
+    let mut h = ready();
+    let id = h.send(Action::new("PJSIPShowEndpoint").field("Endpoint", "100"));
+    h.take("PJSIPShowEndpoint");
+    let id_s = id.as_str();
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", id_s),
+        ("EventList", "start"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "EndpointDetail"),
+        ("ActionID", id_s),
+        ("ObjectName", "100"),
+    ]));
+    h.feed(&msg(&[
+        ("Response", "Error"),
+        ("ActionID", id_s),
+        ("Message", "Unable to retrieve aor"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "EndpointDetailComplete"),
+        ("ActionID", id_s),
+        ("EventList", "Complete"),
+        ("ListItems", "1"),
+    ]));
+    assert_eq!(h.outcomes(&id).len(), 1, "completed exactly once");
+    assert!(matches!(h.outcome(&id), Outcome::ServerError(_)));
+    assert!(
+        only_unsolicited(&mut h).is_empty(),
+        "the late Complete is swallowed"
+    );
+    assert_eq!(h.client.stats().pending, 0);
+}
+
+#[test]
+fn list_item_names_that_overlap_async_events_go_to_the_list_by_action_id() {
+    // DeviceStateChange is both a list item and an unsolicited event.
+    let mut h = ready();
+    let id = h.send(Action::new("DeviceStateList"));
+    h.take("DeviceStateList");
+    let id_s = id.as_str();
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", id_s),
+        ("EventList", "start"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "DeviceStateChange"),
+        ("Device", "Custom:ext100"),
+        ("State", "INUSE"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "DeviceStateChange"),
+        ("ActionID", id_s),
+        ("Device", "Custom:ext101"),
+        ("State", "RINGING"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "DeviceStateListComplete"),
+        ("ActionID", id_s),
+        ("EventList", "Complete"),
+        ("ListItems", "1"),
+    ]));
+    let Outcome::Success(r) = h.outcome(&id) else {
+        panic!()
+    };
+    assert_eq!(r.items().len(), 1);
+    assert_eq!(r.items()[0].get_str("Device"), Some("Custom:ext101"));
+    assert_eq!(only_unsolicited(&mut h), ["DeviceStateChange"]);
+}
