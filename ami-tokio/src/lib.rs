@@ -28,10 +28,10 @@
 
 mod driver;
 mod handle;
-mod transport;
 /// TLS configuration helpers (feature `tls`).
 #[cfg(feature = "tls")]
 pub mod tls_config;
+mod transport;
 
 pub use handle::{AmiError, Events, Handle, Status};
 pub use transport::Target;

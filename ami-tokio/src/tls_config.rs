@@ -1,9 +1,9 @@
 //! Building a rustls client configuration from a PEM bundle of trusted CA certificates.
 
-use std::sync::Arc;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 /// A client configuration that trusts exactly the CA certificates in `pem` (Asterisk servers
 /// usually present a certificate from a private CA).
@@ -12,7 +12,9 @@ pub fn client_config_from_pem(pem: &[u8]) -> Result<Arc<ClientConfig>, String> {
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| format!("bad PEM: {e}"))?;
-        roots.add(cert).map_err(|e| format!("bad certificate: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("bad certificate: {e}"))?;
         n += 1;
     }
     if n == 0 {

@@ -149,6 +149,8 @@ impl std::fmt::Display for DisconnectReason {
     }
 }
 
+impl std::error::Error for DisconnectReason {}
+
 /// The server's answer to one action: the response, plus list items or a follow-up event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
