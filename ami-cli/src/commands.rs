@@ -3,7 +3,7 @@
 use crate::connect;
 use crate::json;
 use crate::{Cli, Command, Failure, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
-use ami_proto::{Action, Decoder, DecoderLimits, Frame, StreamItem};
+use ami_proto::{Action, ActionError, Decoder, DecoderLimits, Frame, StreamItem};
 use ami_tokio::{AmiError, Status};
 use std::io::Write;
 use std::time::Duration;
@@ -12,16 +12,22 @@ fn out_err(e: std::io::Error) -> Failure {
     Failure::new(EXIT_OTHER, format!("stdout: {e}"))
 }
 
+/// Maps a failed action to its exit code, printing the server's answer as JSON first so
+/// scripts see what the server said.
+pub(crate) fn action_failure(e: ActionError) -> Failure {
+    match e {
+        ActionError::Server(r) => {
+            let shown = r.follow_up().unwrap_or(r.message());
+            println!("{}", json::message(shown));
+            Failure::new(EXIT_SERVER_ERROR, ActionError::Server(r).to_string())
+        }
+        other => Failure::new(EXIT_OTHER, other.to_string()),
+    }
+}
+
 fn result_failure(e: AmiError) -> Failure {
     match e {
-        AmiError::Server(r) => {
-            // Print the error response as JSON too, so scripts see what the server said.
-            println!("{}", json::message(r.message()));
-            Failure::new(
-                EXIT_SERVER_ERROR,
-                format!("server error: {}", r.text().unwrap_or("(no message)")),
-            )
-        }
+        AmiError::Action(a) => action_failure(a),
         AmiError::Send(e) => Failure::new(EXIT_USAGE, e.to_string()),
         other => Failure::new(EXIT_OTHER, other.to_string()),
     }
@@ -185,23 +191,11 @@ pub(crate) async fn originate(cli: &Cli, action: Action) -> Result<(), Failure> 
     let result = handle.send(action).await;
     let printed = match result {
         Ok(resp) => {
-            let follow = resp.follow_up().unwrap_or(resp.message());
-            println!("{}", json::message(follow));
+            println!(
+                "{}",
+                json::message(resp.follow_up().unwrap_or(resp.message()))
+            );
             Ok(())
-        }
-        Err(AmiError::Server(resp)) if resp.follow_up().is_some() => {
-            if let Some(f) = resp.follow_up() {
-                println!("{}", json::message(f));
-            }
-            Err(Failure::new(
-                EXIT_SERVER_ERROR,
-                format!(
-                    "originate failed: Reason {}",
-                    resp.follow_up()
-                        .and_then(|f| f.get_str("Reason"))
-                        .unwrap_or("?")
-                ),
-            ))
         }
         Err(e) => Err(result_failure(e)),
     };

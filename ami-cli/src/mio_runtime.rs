@@ -1,9 +1,9 @@
 //! `--runtime mio`: the same commands on ami-mio's non-blocking step and blocking wait.
 
 use crate::json;
-use crate::{Cli, Command, Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
+use crate::{Cli, Command, Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_USAGE};
 use ami_mio::{ConnId, MioDriver, Notice};
-use ami_proto::{Action, ActionId, ClientConfig, Outcome, Response, StreamItem};
+use ami_proto::{Action, ActionId, ClientConfig, Outcome, StreamItem};
 use ami_sim::tcp::TcpFront;
 use ami_sim::SimConfig;
 use std::io::Write;
@@ -95,38 +95,22 @@ impl Session {
 }
 
 fn print_outcome(outcome: Outcome, originate: bool) -> Result<(), Failure> {
+    let r = outcome
+        .into_result()
+        .map_err(crate::commands::action_failure)?;
     let mut out = std::io::stdout().lock();
-    let mut line = |m: &ami_proto::Message| {
-        let _ = writeln!(out, "{}", json::message(m));
+    let write = |out: &mut std::io::StdoutLock<'_>, m: &ami_proto::Message| {
+        writeln!(out, "{}", json::message(m))
+            .map_err(|e| Failure::new(EXIT_OTHER, format!("stdout: {e}")))
     };
-    let print_all = |r: &Response, line: &mut dyn FnMut(&ami_proto::Message)| {
-        if originate {
-            line(r.follow_up().unwrap_or(r.message()));
-        } else {
-            line(r.message());
-            for m in r.items().iter().chain(r.complete()).chain(r.follow_up()) {
-                line(m);
-            }
-        }
-    };
-    match outcome {
-        Outcome::Success(r) => {
-            print_all(&r, &mut line);
-            Ok(())
-        }
-        Outcome::ServerError(r) => {
-            print_all(&r, &mut line);
-            let why = match r.follow_up() {
-                Some(f) => format!(
-                    "originate failed: Reason {}",
-                    f.get_str("Reason").unwrap_or("?")
-                ),
-                None => format!("server error: {}", r.text().unwrap_or("(no message)")),
-            };
-            Err(Failure::new(EXIT_SERVER_ERROR, why))
-        }
-        other => Err(Failure::new(EXIT_OTHER, format!("{other:?}"))),
+    if originate {
+        return write(&mut out, r.follow_up().unwrap_or(r.message()));
     }
+    write(&mut out, r.message())?;
+    for m in r.items().iter().chain(r.complete()).chain(r.follow_up()) {
+        write(&mut out, m)?;
+    }
+    Ok(())
 }
 
 /// Runs a command on the mio adapter.

@@ -138,6 +138,8 @@ pub mod fleet;
 pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
-pub use client::output::{DisconnectReason, Outcome, Output, Phase, Response, StreamItem};
+pub use client::output::{
+    ActionError, DisconnectReason, Outcome, Output, Phase, Response, StreamItem,
+};
 pub use client::session::{Client, Input, SendError, SendOptions, MAX_FILTERS};
 pub use client::stats::{Latency, Stats};

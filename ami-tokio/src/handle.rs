@@ -2,8 +2,8 @@
 
 use crate::driver::now;
 use ami_proto::{
-    Action, ActionId, Client, DisconnectReason, Outcome, Phase, Response, SendError, SendOptions,
-    Stats, StreamItem,
+    Action, ActionError, ActionId, Client, DisconnectReason, Outcome, Response, SendError,
+    SendOptions, Stats, StreamItem,
 };
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -43,28 +43,8 @@ pub enum Status {
 pub enum AmiError {
     /// Refused before sending (invalid field, queue full, client closed...).
     Send(SendError),
-    /// The server answered with an error; the response (and any list items) is here.
-    Server(Box<Response>),
-    /// The deadline passed in `phase`.
-    TimedOut {
-        /// The phase that did not finish.
-        phase: Phase,
-        /// What had arrived.
-        partial: Option<Box<Response>>,
-    },
-    /// The list outgrew its caps.
-    ListOverflow {
-        /// Items gathered.
-        items: usize,
-        /// Bytes gathered.
-        bytes: usize,
-    },
-    /// Cancelled.
-    Cancelled,
-    /// Never written; safe to send again.
-    NotSent(DisconnectReason),
-    /// Written, but the connection was lost first: the server may have run it.
-    Unknown(DisconnectReason),
+    /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
+    Action(ActionError),
     /// The driver task is gone.
     Closed,
 }
@@ -73,16 +53,7 @@ impl std::fmt::Display for AmiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AmiError::Send(e) => write!(f, "{e}"),
-            AmiError::Server(r) => {
-                write!(f, "server error: {}", r.text().unwrap_or("(no message)"))
-            }
-            AmiError::TimedOut { phase, .. } => write!(f, "timed out waiting ({phase:?})"),
-            AmiError::ListOverflow { items, bytes } => {
-                write!(f, "list overflow after {items} items / {bytes} bytes")
-            }
-            AmiError::Cancelled => f.write_str("cancelled"),
-            AmiError::NotSent(r) => write!(f, "not sent: {r}"),
-            AmiError::Unknown(r) => write!(f, "outcome unknown: {r}"),
+            AmiError::Action(e) => write!(f, "{e}"),
             AmiError::Closed => f.write_str("client closed"),
         }
     }
@@ -97,19 +68,7 @@ impl From<SendError> for AmiError {
 }
 
 fn to_result(outcome: Outcome) -> Result<Response, AmiError> {
-    match outcome {
-        Outcome::Success(r) => Ok(r),
-        Outcome::ServerError(r) => Err(AmiError::Server(Box::new(r))),
-        Outcome::TimedOut { phase, partial } => Err(AmiError::TimedOut {
-            phase,
-            partial: partial.map(Box::new),
-        }),
-        Outcome::ListOverflow { items, bytes } => Err(AmiError::ListOverflow { items, bytes }),
-        Outcome::Cancelled => Err(AmiError::Cancelled),
-        Outcome::NotSent(r) => Err(AmiError::NotSent(r)),
-        Outcome::Unknown(r) => Err(AmiError::Unknown(r)),
-        _ => Err(AmiError::Closed),
-    }
+    outcome.into_result().map_err(AmiError::Action)
 }
 
 pub(crate) struct Shared {

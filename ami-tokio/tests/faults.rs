@@ -5,7 +5,9 @@
 
 mod support;
 
-use ami_proto::{Action, DisconnectReason, OverflowPolicy, Phase, SendOptions, StreamItem};
+use ami_proto::{
+    Action, ActionError, DisconnectReason, OverflowPolicy, Phase, SendOptions, StreamItem,
+};
 use ami_sim::{ActionMatch, Fault, SessionId};
 use ami_tokio::{AmiError, Status};
 use std::time::{Duration, Instant};
@@ -38,7 +40,9 @@ async fn restart_mid_stream_fails_the_written_action_then_reconnects_and_events_
     let outcome = within("the in-flight action", in_flight).await.unwrap();
     assert_eq!(
         outcome,
-        Err(AmiError::Unknown(DisconnectReason::ServerShutdown)),
+        Err(AmiError::Action(ActionError::Unknown(
+            DisconnectReason::ServerShutdown
+        ))),
         "written before the restart: the server may have run it"
     );
     // Everything sent before the close is delivered, in order, then the Shutdown event.
@@ -277,10 +281,10 @@ async fn unanswered_action_times_out_exactly_at_its_deadline_on_paused_time() {
     assert!(
         matches!(
             outcome,
-            Err(AmiError::TimedOut {
+            Err(AmiError::Action(ActionError::TimedOut {
                 phase: Phase::Response,
                 partial: None
-            })
+            }))
         ),
         "{outcome:?}"
     );

@@ -4,7 +4,7 @@
 
 mod support;
 
-use ami_proto::{Action, AuthMethod, DisconnectReason, Message};
+use ami_proto::{Action, ActionError, AuthMethod, DisconnectReason, Message};
 use ami_tokio::{AmiError, Status};
 use std::time::Duration;
 use support::*;
@@ -209,7 +209,7 @@ async fn async_originate_resolves_with_its_originate_response() {
     assert_eq!(follow.get_str("Reason"), Some("4"));
     assert_eq!(follow.action_id(), ok.message().action_id());
 
-    let Err(AmiError::Server(busy)) = busy else {
+    let Err(AmiError::Action(ActionError::Server(busy))) = busy else {
         panic!("busy must fail with the server's answer: {busy:?}")
     };
     // The Originate itself was accepted; its OriginateResponse is the failure.
@@ -302,7 +302,9 @@ async fn close_while_the_server_is_unreachable_fails_queued_actions_as_not_sent(
     );
     assert_eq!(
         within("the queued action", queued).await.unwrap(),
-        Err(AmiError::NotSent(DisconnectReason::LocalClose)),
+        Err(AmiError::Action(ActionError::NotSent(
+            DisconnectReason::LocalClose
+        ))),
         "never written: safe to send again"
     );
     assert!(within("end of stream", events.recv()).await.is_none());

@@ -240,7 +240,80 @@ pub enum Outcome {
     Unknown(DisconnectReason),
 }
 
+/// An action that did not succeed: every [`Outcome`] but success, as an error value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ActionError {
+    /// The server answered with an error; the response (with any list items, or the failed
+    /// `OriginateResponse` as its follow-up) is here.
+    Server(Box<Response>),
+    /// The deadline passed in `phase`.
+    TimedOut {
+        /// The phase that did not finish.
+        phase: Phase,
+        /// What had arrived.
+        partial: Option<Box<Response>>,
+    },
+    /// The list outgrew its caps.
+    ListOverflow {
+        /// Items gathered.
+        items: usize,
+        /// Bytes gathered.
+        bytes: usize,
+    },
+    /// Cancelled by the caller.
+    Cancelled,
+    /// Never written; safe to send again.
+    NotSent(DisconnectReason),
+    /// Written, but the connection was lost first: the server may have run it.
+    Unknown(DisconnectReason),
+}
+
+impl std::fmt::Display for ActionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionError::Server(r) => match r.follow_up() {
+                Some(ev) => write!(
+                    f,
+                    "server error: {} {} (Reason {})",
+                    ev.event().unwrap_or("event"),
+                    ev.get_str("Response").unwrap_or("?"),
+                    ev.get_str("Reason").unwrap_or("?")
+                ),
+                None => write!(f, "server error: {}", r.text().unwrap_or("(no message)")),
+            },
+            ActionError::TimedOut { phase, .. } => write!(f, "timed out waiting ({phase:?})"),
+            ActionError::ListOverflow { items, bytes } => {
+                write!(f, "list overflow after {items} items / {bytes} bytes")
+            }
+            ActionError::Cancelled => f.write_str("cancelled"),
+            ActionError::NotSent(r) => write!(f, "not sent: {r}"),
+            ActionError::Unknown(r) => write!(f, "outcome unknown: {r}"),
+        }
+    }
+}
+
+impl std::error::Error for ActionError {}
+
 impl Outcome {
+    /// The response on success, or why not as an [`ActionError`].
+    pub fn into_result(self) -> Result<Response, ActionError> {
+        match self {
+            Outcome::Success(r) => Ok(r),
+            Outcome::ServerError(r) => Err(ActionError::Server(Box::new(r))),
+            Outcome::TimedOut { phase, partial } => Err(ActionError::TimedOut {
+                phase,
+                partial: partial.map(Box::new),
+            }),
+            Outcome::ListOverflow { items, bytes } => {
+                Err(ActionError::ListOverflow { items, bytes })
+            }
+            Outcome::Cancelled => Err(ActionError::Cancelled),
+            Outcome::NotSent(r) => Err(ActionError::NotSent(r)),
+            Outcome::Unknown(r) => Err(ActionError::Unknown(r)),
+        }
+    }
+
     /// True for [`Outcome::Success`].
     pub fn is_success(&self) -> bool {
         matches!(self, Outcome::Success(_))
