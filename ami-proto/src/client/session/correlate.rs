@@ -1,0 +1,295 @@
+//! Matching what the server sends to pending actions: responses, list items, follow-up
+//! events, deadlines; each action completes exactly once.
+
+use super::*;
+
+impl Client {
+    pub(super) fn on_message(&mut self, now: Instant, msg: Message) {
+        self.stats.messages_in += 1;
+        match msg.kind() {
+            MessageKind::Response => self.on_response(now, msg),
+            MessageKind::Event => self.on_event(now, msg),
+            _ => {
+                self.stats.unexpected += 1;
+                log::debug!("AMI: ignoring a message that is neither response nor event");
+            }
+        }
+    }
+
+    pub(super) fn on_response(&mut self, now: Instant, msg: Message) {
+        let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) else {
+            self.stats.unmatched += 1;
+            log::debug!("AMI: response with unknown or missing ActionID ignored");
+            return;
+        };
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        let is_error = msg
+            .response()
+            .is_some_and(|r| r.eq_ignore_ascii_case("Error"));
+        let list_start = msg
+            .get("EventList")
+            .is_some_and(|v| v.eq_ignore_ascii_case("start"));
+        match (p.kind, p.stage) {
+            (Kind::Internal(which), _) => self.on_internal_response(now, seq, which, msg),
+            (Kind::User { .. }, Stage::Written) if list_start && !is_error => {
+                p.response = Some(Box::new(Response::new(msg)));
+                self.pending.set_stage(seq, Stage::List, true);
+            }
+            (Kind::User { follow_up }, Stage::Written) => {
+                if let Some(at) = p.written_at {
+                    self.stats.latency.record(now.saturating_duration_since(at));
+                }
+                let mut response = Response::new(msg);
+                if is_error {
+                    self.finish(now, seq, Outcome::ServerError(response));
+                } else if let Some(budget) = follow_up {
+                    match p.early_follow_up.take() {
+                        Some(ev) => {
+                            response.follow_up = Some(*ev);
+                            let outcome = follow_up_outcome(response);
+                            self.finish(now, seq, outcome);
+                        }
+                        None => {
+                            p.response = Some(Box::new(response));
+                            self.pending.set_stage(seq, Stage::FollowUp, false);
+                            self.pending.set_deadline(seq, now + budget);
+                        }
+                    }
+                } else {
+                    self.finish(now, seq, Outcome::Success(response));
+                }
+            }
+            (Kind::User { .. }, Stage::List) => {
+                // A second response ends the list: CoreShowChannelMap sends Error after start
+                // and never completes; PJSIPShowEndpoint sends an Error and then its Complete.
+                // The entry stays abandoned to swallow a late Complete, without holding a
+                // pipeline slot.
+                let mut response = p
+                    .response
+                    .take()
+                    .map_or_else(|| Response::new(msg.clone()), |r| *r);
+                let outcome = if is_error {
+                    response.response = msg;
+                    Outcome::ServerError(response)
+                } else {
+                    response.complete = Some(msg);
+                    Outcome::Success(response)
+                };
+                self.report(now, seq, outcome, false);
+            }
+            (Kind::User { .. }, Stage::Abandoned { .. }) => {
+                if list_start && !is_error {
+                    self.pending
+                        .set_stage(seq, Stage::Abandoned { list: true }, false);
+                } else {
+                    self.pending.remove(seq);
+                }
+            }
+            (Kind::User { .. }, _) => {
+                self.stats.unmatched += 1;
+                log::debug!("AMI: duplicate response for {} ignored", p.id);
+            }
+        }
+    }
+
+    pub(super) fn on_event(&mut self, now: Instant, msg: Message) {
+        self.stats.events_in += 1;
+        if let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) {
+            if self.claim_event(now, seq, &msg) {
+                return;
+            }
+        }
+        if msg
+            .event()
+            .is_some_and(|e| e.eq_ignore_ascii_case("Shutdown"))
+        {
+            self.server_shutdown = true;
+        }
+        match self.events.offer(msg) {
+            Offer::Queued => self.stats.events_queued += 1,
+            Offer::Dropped => {}
+            Offer::Overflow => self.disconnect(now, DisconnectReason::EventOverflow),
+        }
+    }
+
+    /// Gives an event with a pending ActionID to its action; false if the action does not
+    /// want it (e.g. the `UserEvent` that echoes a UserEvent action's ActionID).
+    pub(super) fn claim_event(&mut self, now: Instant, seq: u64, msg: &Message) -> bool {
+        let max_items = self.config.max_list_items;
+        let max_bytes = self.config.max_list_bytes;
+        let Some(p) = self.pending.get_mut(seq) else {
+            return false;
+        };
+        let is_complete = msg
+            .get("EventList")
+            .is_some_and(|v| v.eq_ignore_ascii_case("Complete"));
+        let is_originate_response = msg
+            .event()
+            .is_some_and(|e| e.eq_ignore_ascii_case("OriginateResponse"));
+        match (p.kind, p.stage) {
+            (Kind::User { .. }, Stage::List) => {
+                let Some(response) = p.response.as_mut() else {
+                    return false;
+                };
+                if is_complete {
+                    response.complete = Some(msg.clone());
+                    if let Some(response) = p.response.take().map(|r| *r) {
+                        if let Some(at) = p.written_at {
+                            self.stats.latency.record(now.saturating_duration_since(at));
+                        }
+                        self.finish(now, seq, Outcome::Success(response));
+                    }
+                    return true;
+                }
+                let bytes = p.list_bytes + msg.wire_bytes().len();
+                if response.items.len() >= max_items || bytes > max_bytes {
+                    let (items, bytes) = (response.items.len(), p.list_bytes);
+                    log::warn!(
+                        "AMI list for {} overflowed ({items} items, {bytes} bytes); \
+                         dropping the rest",
+                        p.id
+                    );
+                    self.stats.list_items_dropped += 1;
+                    // The server is still sending the list: it keeps its pipeline slot.
+                    self.report(now, seq, Outcome::ListOverflow { items, bytes }, true);
+                    return true;
+                }
+                p.list_bytes = bytes;
+                response.items.push(msg.clone());
+                true
+            }
+            (Kind::User { .. }, Stage::Abandoned { list: true }) => {
+                if is_complete {
+                    self.pending.remove(seq);
+                } else {
+                    self.stats.list_items_dropped += 1;
+                }
+                true
+            }
+            (Kind::User { follow_up: Some(_) }, Stage::FollowUp) if is_originate_response => {
+                if let Some(mut response) = p.response.take().map(|r| *r) {
+                    response.follow_up = Some(msg.clone());
+                    let outcome = follow_up_outcome(response);
+                    self.finish(now, seq, outcome);
+                }
+                true
+            }
+            (Kind::User { follow_up: Some(_) }, Stage::Written) if is_originate_response => {
+                p.early_follow_up = Some(Box::new(msg.clone()));
+                true
+            }
+            (Kind::User { follow_up: Some(_) }, Stage::Abandoned { .. })
+                if is_originate_response =>
+            {
+                self.pending.remove(seq);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reports an outcome and forgets the action.
+    pub(super) fn finish(&mut self, now: Instant, seq: u64, outcome: Outcome) {
+        if let Some(p) = self.pending.remove(seq) {
+            self.sync_originates.remove(&seq);
+            if matches!(p.kind, Kind::User { .. }) && !matches!(p.stage, Stage::Abandoned { .. }) {
+                self.emit_completed(p.id, outcome);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// Reports an outcome but keeps the entry (abandoned) to swallow late answers until its
+    /// deadline. `on_wire`: the server is still answering, so the pipeline slot stays taken.
+    pub(super) fn report(&mut self, now: Instant, seq: u64, outcome: Outcome, on_wire: bool) {
+        let grace = self.config.action_timeout;
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        if matches!(p.stage, Stage::Abandoned { .. }) {
+            return;
+        }
+        let id = p.id.clone();
+        let list = p.stage == Stage::List;
+        p.response = None;
+        p.action = None;
+        self.sync_originates.remove(&seq);
+        self.pending
+            .set_stage(seq, Stage::Abandoned { list }, on_wire);
+        self.pending.set_deadline(seq, now + grace);
+        self.emit_completed(id, outcome);
+        self.pump(now);
+    }
+
+    pub(super) fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {
+        self.stats.actions_by_outcome[outcome.index()] += 1;
+        log::debug!(
+            "AMI action {id} finished: {}",
+            Outcome::NAMES[outcome.index()]
+        );
+        self.outputs.push_back(Output::Completed { id, outcome });
+    }
+
+    pub(super) fn expire(&mut self, now: Instant, seq: u64) {
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        match (p.kind, p.stage) {
+            (Kind::Internal(which), _) => {
+                self.pending.remove(seq);
+                match which {
+                    // Unanswered, but liveness is judged by bytes: allow the next Ping.
+                    Internal::Heartbeat => self.heartbeat_outstanding = false,
+                    // No Goodbye and no EOF in time: close anyway.
+                    Internal::Logoff => self.disconnect(now, DisconnectReason::Logoff),
+                    _ => {}
+                }
+            }
+            (_, Stage::Abandoned { .. }) => {
+                self.pending.remove(seq);
+            }
+            (Kind::User { .. }, Stage::Queued) => {
+                self.finish(
+                    now,
+                    seq,
+                    Outcome::TimedOut {
+                        phase: Phase::Queued,
+                        partial: None,
+                    },
+                );
+            }
+            (Kind::User { .. }, stage) => {
+                let phase = match stage {
+                    Stage::List => Phase::List,
+                    Stage::FollowUp => Phase::FollowUp,
+                    _ => Phase::Response,
+                };
+                let partial = p.response.take().map(|r| *r);
+                log::debug!("AMI action {} timed out ({phase:?})", p.id);
+                self.report(now, seq, Outcome::TimedOut { phase, partial }, false);
+            }
+        }
+    }
+
+    pub(super) fn fail_queued(&mut self, now: Instant, reason: DisconnectReason) {
+        while let Some(seq) = self.pending.pop_queued() {
+            self.pending.set_stage(seq, Stage::Written, false);
+            self.finish(now, seq, Outcome::NotSent(reason.clone()));
+        }
+    }
+}
+
+fn follow_up_outcome(response: Response) -> Outcome {
+    let ok = response
+        .follow_up
+        .as_ref()
+        .and_then(|m| m.get_str("Response"))
+        .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
+    if ok {
+        Outcome::Success(response)
+    } else {
+        Outcome::ServerError(response)
+    }
+}

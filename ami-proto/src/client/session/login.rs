@@ -1,0 +1,149 @@
+//! Login (plain and MD5, never downgraded), filter re-application and the heartbeat.
+
+use super::*;
+
+/// Asterisk's MD5 login key: lowercase hex of md5(challenge followed by secret).
+fn md5_key(challenge: &str, secret: &str) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(format!("{challenge}{secret}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Client {
+    pub(super) fn on_banner(&mut self, now: Instant, version: Option<String>) {
+        if self.state != State::AwaitBanner {
+            self.stats.unexpected += 1;
+            return;
+        }
+        let Some(version) = version else {
+            log::warn!("AMI: first line is not an `{BANNER_PREFIX}` banner");
+            self.disconnect(now, DisconnectReason::BadBanner);
+            return;
+        };
+        log::debug!("AMI banner: version {version}");
+        self.ami_version = version;
+        self.timers[Timer::Banner as usize] = None;
+        self.arm(Timer::Login, now + self.config.login_timeout);
+        self.state = State::LoggingIn;
+        match self.config.auth {
+            AuthMethod::Plain => {
+                let login = self.login_action(None);
+                self.send_internal(now, Internal::Login, login);
+            }
+            AuthMethod::Md5 => {
+                let challenge = Action::new("Challenge").field("AuthType", "MD5");
+                self.send_internal(now, Internal::Challenge, challenge);
+            }
+        }
+    }
+
+    pub(super) fn login_action(&self, challenge: Option<&str>) -> Action {
+        let login = Action::new("Login").field("Username", self.config.username.as_str());
+        let login = match challenge {
+            None => login.field("Secret", self.config.secret.expose()),
+            Some(c) => login
+                .field("AuthType", "MD5")
+                .field("Key", md5_key(c, self.config.secret.expose())),
+        };
+        login.field("Events", self.config.events.as_str())
+    }
+
+    pub(super) fn on_internal_response(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        which: Internal,
+        msg: Message,
+    ) {
+        self.pending.remove(seq);
+        let ok = msg
+            .response()
+            .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
+        let text = msg.get_str("Message").unwrap_or("").to_string();
+        match which {
+            Internal::Challenge => match msg.get_str("Challenge").filter(|_| ok) {
+                Some(challenge) => {
+                    let login = self.login_action(Some(challenge));
+                    self.send_internal(now, Internal::Login, login);
+                }
+                None => self.login_rejected(now, text),
+            },
+            Internal::Login if ok => self.logged_in(now),
+            Internal::Login => self.login_rejected(now, text),
+            Internal::Reapply => {
+                if !ok {
+                    log::warn!("AMI: re-applying a filter failed: {text}");
+                }
+                self.reapply_left = self.reapply_left.saturating_sub(1);
+                if self.reapply_left == 0 && self.state == State::Configuring {
+                    self.become_ready(now);
+                }
+            }
+            Internal::Heartbeat => self.heartbeat_outstanding = false,
+            Internal::Logoff => {
+                if msg
+                    .response()
+                    .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"))
+                {
+                    self.disconnect(now, DisconnectReason::Logoff);
+                }
+            }
+        }
+    }
+
+    pub(super) fn login_rejected(&mut self, now: Instant, message: String) {
+        log::warn!("AMI login rejected: {message}");
+        self.disconnect(now, DisconnectReason::LoginRejected { message });
+    }
+
+    pub(super) fn logged_in(&mut self, now: Instant) {
+        self.state = State::Configuring;
+        // A filter whose own action is still queued is sent by it; re-applying would send it
+        // twice on this connection.
+        let filters: Vec<String> = self
+            .filters
+            .iter()
+            .filter(|(_, seq)| self.pending.stage(*seq) != Some(Stage::Queued))
+            .map(|(f, _)| f.clone())
+            .collect();
+        self.reapply_left = filters.len();
+        for f in filters {
+            let action = Action::new("Filter")
+                .field("Operation", "Add")
+                .field("Filter", f);
+            self.send_internal(now, Internal::Reapply, action);
+        }
+        if self.reapply_left == 0 {
+            self.become_ready(now);
+        }
+    }
+
+    pub(super) fn become_ready(&mut self, now: Instant) {
+        self.state = State::Ready;
+        self.timers[Timer::Login as usize] = None;
+        self.arm(Timer::Idle, now + self.config.ping_interval);
+        self.ready_since = Some(now);
+        self.stats.logins += 1;
+        log::info!("AMI session ready (AMI {})", self.ami_version);
+        self.outputs.push_back(Output::Ready {
+            ami_version: self.ami_version.clone(),
+        });
+        self.pump(now);
+    }
+
+    pub(super) fn heartbeat(&mut self, now: Instant) {
+        if !matches!(self.state, State::Ready | State::Configuring) {
+            return;
+        }
+        if !self.heartbeat_outstanding {
+            self.heartbeat_outstanding = true;
+            self.send_internal(now, Internal::Heartbeat, Action::new("Ping"));
+        }
+        // A written sync Originate legitimately silences the server until it is answered.
+        let mut pong = now + self.config.pong_timeout;
+        if let Some(d) = self.pending.sync_originate_deadline(&self.sync_originates) {
+            pong = pong.max(d);
+        }
+        self.arm(Timer::Pong, pong);
+    }
+}
