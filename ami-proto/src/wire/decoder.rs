@@ -266,6 +266,20 @@ impl Decoder {
             if line_end > self.line_start && self.buf[line_end - 1] == b'\r' {
                 line_end -= 1;
             }
+            // Fast path, nearly every line: a header line after the first one of a message,
+            // within every limit. The general path below handles everything else.
+            if self.state == State::Headers
+                && !self.fields.is_empty()
+                && line_end > self.line_start
+                && line_end - self.line_start <= self.limits.max_line_len()
+                && next <= self.limits.max_message_len()
+                && self.fields.len() < self.limits.max_fields()
+            {
+                self.push_span(line_end);
+                self.line_start = next;
+                self.scan = next;
+                continue;
+            }
             if let Some(out) = self.take_line(line_end, next) {
                 return Some(out);
             }
@@ -390,8 +404,17 @@ impl Decoder {
         if let Some(err) = self.check_field_count(line_end, next) {
             return Some(err);
         }
+        self.push_span(line_end);
+        self.advance_line(next).and_then(|r| r.err())
+    }
+
+    /// Records the field on `buf[line_start..line_end]`; limits were checked by the caller.
+    #[inline]
+    fn push_span(&mut self, line_end: usize) {
         let start = self.line_start;
-        let (key_end, value_start) = match memchr::memchr(b':', &self.buf[start..line_end]) {
+        // Keys are short (10 bytes on average): a plain scan beats a SIMD call's setup.
+        let (key_end, value_start) = match self.buf[start..line_end].iter().position(|&b| b == b':')
+        {
             Some(colon) => {
                 let colon = start + colon;
                 let v = if colon + 1 < line_end && self.buf[colon + 1] == b' ' {
@@ -410,7 +433,6 @@ impl Decoder {
             value_start: value_start as u32,
             value_end: line_end as u32,
         });
-        self.advance_line(next).and_then(|r| r.err())
     }
 
     fn check_field_count(&mut self, line_end: usize, next: usize) -> Option<DecodeError> {
