@@ -1,0 +1,86 @@
+//! Law 5: ActionIDs never cross servers or connections.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{Action, ClientConfig, DisconnectReason, Outcome};
+use scripted::{pong, Harness};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+fn harness(seed: u64) -> Harness {
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("off")
+        .seed(seed)
+        .ping_interval(Duration::from_secs(3600))
+        .backoff_base(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h
+}
+
+#[test]
+fn an_answer_carrying_a_previous_connections_action_id_completes_nothing() {
+    let mut h = harness(3);
+    let old = h.send(Action::new("Ping"));
+    h.take("Ping");
+    let old_prefix = h.client.action_id_prefix().to_string();
+    h.eof();
+    assert_eq!(
+        h.outcome(&old),
+        &Outcome::Unknown(DisconnectReason::Eof),
+        "written, then the connection died: outcome unknown, reported once"
+    );
+    h.advance(Duration::from_secs(1));
+    h.ready();
+    assert_ne!(
+        h.client.action_id_prefix(),
+        old_prefix,
+        "a new connection, a new prefix"
+    );
+    let new = h.send(Action::new("Ping"));
+    h.take("Ping");
+    assert!(new.as_str().starts_with(h.client.action_id_prefix()));
+
+    // The old connection's answer shows up on the new one (a broadcast, a confused proxy):
+    let unmatched_before = h.client.stats().unmatched;
+    h.feed(&pong(old.as_str()));
+    assert_eq!(h.outcomes(&old).len(), 1, "still completed exactly once");
+    assert!(
+        h.outcomes(&new).is_empty(),
+        "and it did not complete the new action"
+    );
+    assert_eq!(h.client.stats().unmatched, unmatched_before + 1, "counted");
+
+    // An ID with the right counter but another prefix does not match either.
+    let forged = new
+        .as_str()
+        .replace(h.client.action_id_prefix(), "zzzzzzzz");
+    h.feed(&pong(&forged));
+    assert!(h.outcomes(&new).is_empty());
+    h.feed(&pong(new.as_str()));
+    assert!(h.outcome(&new).is_success());
+}
+
+#[test]
+fn action_ids_are_never_reused_across_reconnects_or_clients() {
+    let mut seen = HashSet::new();
+    for seed in [1u64, 2] {
+        // Two clients (two servers) with different seeds, each through three connections.
+        let mut h = harness(seed);
+        for _ in 0..3 {
+            for _ in 0..5 {
+                let id = h.send(Action::new("Ping"));
+                assert!(seen.insert(id.to_string()), "{id} reused");
+            }
+            h.take_all();
+            h.eof();
+            h.advance(Duration::from_secs(1));
+            h.ready();
+        }
+    }
+    assert_eq!(seen.len(), 30);
+}
