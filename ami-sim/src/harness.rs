@@ -369,6 +369,18 @@ impl Harness {
         if s.in_flight > 8 {
             self.violate(format!("in flight {} over the pipeline depth", s.in_flight));
         }
+        let decoder_cap = self.client_config.decoder_limits().buffer_cap();
+        if s.decoder_buffered > decoder_cap {
+            self.violate(format!(
+                "decoder holds {} bytes, over its cap",
+                s.decoder_buffered
+            ));
+        }
+        // Written actions are bounded by the pipeline (8) plus internal ones; each at most
+        // Asterisk's 128 lines of 1024 bytes.
+        if s.transmit_pending > 16 * 128 * 1024 {
+            self.violate(format!("transmit buffer {} bytes", s.transmit_pending));
+        }
         if s.event_queue_len > event_cap {
             self.violate(format!("event queue {} over its cap", s.event_queue_len));
         }

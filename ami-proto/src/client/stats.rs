@@ -51,6 +51,10 @@ pub struct Stats {
     pub in_flight: usize,
     /// Events waiting for the consumer.
     pub event_queue_len: usize,
+    /// Bytes held by the decoder (never above its `buffer_cap`).
+    pub decoder_buffered: usize,
+    /// Bytes encoded and not yet taken by the transport (bounded by the pipeline depth).
+    pub transmit_pending: usize,
     /// Time from write to the server's answer, for actions the server answered.
     pub latency: Latency,
 }

@@ -433,6 +433,8 @@ impl Client {
         s.queued = self.pending.queued();
         s.in_flight = self.pending.on_wire();
         s.event_queue_len = self.events.len();
+        s.decoder_buffered = self.decoder.buffered();
+        s.transmit_pending = self.transmit.len() - self.transmit_pos;
         s.events_dropped = self.events.dropped_total;
         s
     }
