@@ -4,6 +4,7 @@
 //! 3 connection or login failure, 4 the server answered with an error.
 #![forbid(unsafe_code)]
 
+mod async_std_runtime;
 mod commands;
 mod connect;
 mod demo;
@@ -136,10 +137,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match (&cli.command, cli.runtime) {
         (Command::Decode { file }, _) => commands::decode(file),
-        (_, Runtime::AsyncStd) => Err(Failure::new(
-            EXIT_USAGE,
-            "--runtime async-std: the async-std adapter is not built yet; use tokio",
-        )),
+        (_, Runtime::AsyncStd) => async_std_runtime::run(&cli),
         (_, Runtime::Mio) => mio_runtime::run(&cli),
         (_, Runtime::Tokio) => run_tokio(&cli),
     };

@@ -28,7 +28,7 @@ fn lines(out: &Output) -> Vec<String> {
 #[test]
 fn action_prints_the_response_as_json_and_exits_zero_on_both_runtimes() {
     let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
-    for runtime in ["tokio", "mio"] {
+    for runtime in ["tokio", "mio", "async-std"] {
         let out = ami(&[
             "--server",
             &url(&front, "amp111"),
@@ -231,16 +231,117 @@ fn usage_errors_exit_2() {
         Some(2),
         "no server given"
     );
+    // async-std is a real runtime now: its action works, and what it lacks is refused.
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
     let out = ami(&[
         "--server",
-        "ami://a:b@127.0.0.1:1",
+        &url(&front, "amp111"),
         "--runtime",
         "async-std",
         "action",
         "Ping",
     ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(lines(&out)[0].contains(r#"["Ping","Pong"]"#));
+    let out = ami(&["--runtime", "async-std", "bench", "--duration", "0.5"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("async-std"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokio"));
+    let out = ami(&[
+        "--server",
+        "amis://a:b@127.0.0.1:1",
+        "--runtime",
+        "async-std",
+        "action",
+        "Ping",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "no TLS on async-std");
+}
+
+#[test]
+fn async_std_runtime_runs_originate_listen_and_refuses_a_wrong_password() {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let u = url(&front, "amp111");
+    let originate = |exten: &str| {
+        ami(&[
+            "--server",
+            &u,
+            "--runtime",
+            "async-std",
+            "originate",
+            "--channel",
+            &format!("Local/{exten}@ami-test"),
+            "--application",
+            "Wait",
+            "--data",
+            "1",
+        ])
+    };
+    let ok = originate("echo");
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        lines(&ok)[0].starts_with(r#"{"type":"event","headers":[["Event","OriginateResponse"]"#)
+    );
+    let busy = originate("busy");
+    assert_eq!(busy.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("Reason 5"));
+
+    let listen_url = u.clone();
+    let child = std::thread::spawn(move || {
+        ami(&[
+            "--server",
+            &listen_url,
+            "--runtime",
+            "async-std",
+            "listen",
+            "--count",
+            "3",
+            "--event",
+            "UserEvent",
+            "--duration",
+            "10",
+        ])
+    });
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        front.with_server(|s, now| s.emit_user_events(now, 3));
+        if child.is_finished() {
+            break;
+        }
+    }
+    let out = child.join().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = lines(&out);
+    assert_eq!(l.len(), 3);
+    assert!(l.iter().all(|x| x.contains(r#"["Event","UserEvent"]"#)));
+
+    let before = front.stats().sessions_accepted;
+    let wrong = ami(&[
+        "--server",
+        &url(&front, "wrong"),
+        "--runtime",
+        "async-std",
+        "action",
+        "Ping",
+    ]);
+    assert_eq!(wrong.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("Authentication failed"), "{err}");
+    assert_eq!(front.stats().sessions_accepted, before + 1, "no retry loop");
 }
 
 #[test]
