@@ -56,8 +56,27 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Runs when the driver ends for any reason (closed, panicked, runtime shut down): callers
+/// still waiting get `AmiError::Closed` instead of hanging, and the event stream ends.
+struct EndGuard(Arc<Inner>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let mut shared = self.0.lock();
+        shared.driver_done = true;
+        // Dropping the senders wakes every waiting `send` with an error.
+        shared.waiters.clear();
+        if let Some(w) = shared.event_waker.take() {
+            w.wake();
+        }
+        drop(shared);
+        self.0.mark_closed();
+    }
+}
+
 impl Driver {
     pub(crate) async fn run(self) {
+        let _end = EndGuard(self.inner.clone());
         let mut reader: Option<ReadHalf<Stream>> = None;
         let mut writer: Option<WriteHalf<Stream>> = None;
         let mut connecting: Option<Connecting> = None;
@@ -131,6 +150,12 @@ impl Driver {
                 }
                 deadline
             };
+            // Nobody holds a Handle or the Events any more: close instead of reconnecting
+            // forever for no one (the guard above and this task hold the other references).
+            if !finished && Arc::strong_count(&self.inner) <= 2 {
+                self.inner.lock().client.close(now());
+                continue;
+            }
             if finished {
                 if let Some(w) = writer.as_mut() {
                     // Best effort: a Logoff may still be in the buffer.

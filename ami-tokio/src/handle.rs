@@ -108,6 +108,19 @@ impl Inner {
     pub(crate) fn set_status(&self, s: Status) {
         self.status.send_replace(s);
     }
+
+    /// Publishes `Closed` if the session had not closed already (the driver ended early).
+    pub(crate) fn mark_closed(&self) {
+        self.status.send_if_modified(|s| {
+            if matches!(s, Status::Closed { .. }) {
+                return false;
+            }
+            *s = Status::Closed {
+                reason: DisconnectReason::LocalClose,
+            };
+            true
+        });
+    }
 }
 
 /// A cloneable handle to one AMI session (across reconnects).
@@ -121,6 +134,19 @@ impl std::fmt::Debug for Handle {
         f.debug_struct("Handle")
             .field("status", &*self.inner.status.borrow())
             .finish()
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The last handle gone lets the driver close an unused session.
+        self.inner.wake_driver.notify_one();
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.inner.wake_driver.notify_one();
     }
 }
 

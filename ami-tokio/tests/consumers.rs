@@ -83,3 +83,55 @@ async fn a_caller_that_panics_while_waiting_does_not_break_other_callers() {
     }
     ami.logoff().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_handle_closes_the_session() {
+    let front = front();
+    let (ami, events) = ami_tokio::spawn(admin(), front.local_addr());
+    ready(&ami).await;
+    sim_until(&front, "one open session", |s| s.sessions_open == 1).await;
+    drop(events);
+    drop(ami);
+    sim_until(&front, "the session closed", |s| s.sessions_open == 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        front.stats().sessions_accepted,
+        1,
+        "no reconnect for nobody"
+    );
+}
+
+#[test]
+fn callers_waiting_on_a_driver_whose_runtime_shut_down_get_closed_not_a_hang() {
+    let front = front();
+    front.with_faults(|f| {
+        f.drop_actions(ami_sim::ActionMatch::named("Ping"));
+    });
+    // The driver lives on its own runtime, which is then shut down under it.
+    let driver_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (ami, _events) =
+        driver_rt.block_on(async { ami_tokio::spawn(admin(), front.local_addr()) });
+    let caller_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    caller_rt.block_on(ready(&ami));
+    let waiting = caller_rt.spawn({
+        let ami = ami.clone();
+        async move { ami.send(Action::new("Ping")).await }
+    });
+    caller_rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(100)).await });
+    driver_rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    let result = caller_rt
+        .block_on(within("the orphaned caller", waiting))
+        .unwrap();
+    assert_eq!(result, Err(ami_tokio::AmiError::Closed));
+    assert!(matches!(
+        *ami.status().borrow(),
+        ami_tokio::Status::Closed { .. }
+    ));
+}
