@@ -4,8 +4,8 @@
 
 use crate::driver::now;
 use ami_proto::{
-    Action, ActionError, ActionId, Client, DisconnectReason, Outcome, Output, Response, SendError,
-    SendOptions, Stats, StreamItem,
+    Action, ActionId, AmiError, Client, DisconnectReason, Outcome, Output, Response, SendError,
+    SendOptions, Stats, Status, StreamItem,
 };
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -13,62 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
-
-/// Where the session is, as last reported by the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Status {
-    /// Opening a transport (first connect or reconnect).
-    Connecting,
-    /// Logged in; actions flow.
-    Ready {
-        /// AMI version from the banner.
-        ami_version: String,
-    },
-    /// Lost; a reconnect is scheduled at `retry_at`.
-    Disconnected {
-        /// Why.
-        reason: DisconnectReason,
-        /// When the next connect starts.
-        retry_at: Option<Instant>,
-    },
-    /// Stopped for good.
-    Closed {
-        /// Why.
-        reason: DisconnectReason,
-    },
-}
-
-/// Why an action did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AmiError {
-    /// Refused before sending (invalid field, queue full, client closed...).
-    Send(SendError),
-    /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
-    Action(ActionError),
-    /// The driver is gone (the session closed, or its [`Driver`](crate::Driver) was
-    /// dropped).
-    Closed,
-}
-
-impl std::fmt::Display for AmiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AmiError::Send(e) => write!(f, "{e}"),
-            AmiError::Action(e) => write!(f, "{e}"),
-            AmiError::Closed => f.write_str("client closed"),
-        }
-    }
-}
-
-impl std::error::Error for AmiError {}
-
-impl From<SendError> for AmiError {
-    fn from(e: SendError) -> Self {
-        AmiError::Send(e)
-    }
-}
 
 /// One caller waiting for an action's outcome.
 #[derive(Default)]

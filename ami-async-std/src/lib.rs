@@ -60,7 +60,8 @@ mod driver;
 mod handle;
 mod transport;
 
-pub use handle::{AmiError, Events, Handle, Status, StatusWatch};
+pub use ami_proto::{AmiError, Status};
+pub use handle::{Events, Handle, StatusWatch};
 pub use transport::Target;
 
 use ami_proto::{Client, ClientConfig};

@@ -139,7 +139,7 @@ pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
 pub use client::output::{
-    ActionError, DisconnectReason, Outcome, Output, Phase, Response, StreamItem,
+    ActionError, AmiError, DisconnectReason, Outcome, Output, Phase, Response, Status, StreamItem,
 };
 pub use client::session::{Client, Input, SendError, SendOptions, MAX_FILTERS};
 pub use client::stats::{Latency, Stats};

@@ -1,8 +1,9 @@
 //! The driver task: moves bytes and time between the transport and the core. No protocol
 //! decisions are made here; every `if` is about I/O.
 
-use crate::handle::{Inner, Status};
+use crate::handle::Inner;
 use crate::transport::{self, Stream, Target};
+use ami_proto::Status;
 use ami_proto::{Input, Output};
 use std::future::Future;
 use std::io;

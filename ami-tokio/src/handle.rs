@@ -2,70 +2,14 @@
 
 use crate::driver::now;
 use ami_proto::{
-    Action, ActionError, ActionId, Client, DisconnectReason, Outcome, Response, SendError,
-    SendOptions, Stats, StreamItem,
+    Action, ActionId, AmiError, Client, DisconnectReason, Outcome, Response, SendOptions, Stats,
+    Status, StreamItem,
 };
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
-use std::time::Instant;
 use tokio::sync::{oneshot, watch, Notify};
-
-/// Where the session is, as last reported by the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Status {
-    /// Opening a transport (first connect or reconnect).
-    Connecting,
-    /// Logged in; actions flow.
-    Ready {
-        /// AMI version from the banner.
-        ami_version: String,
-    },
-    /// Lost; a reconnect is scheduled at `retry_at`.
-    Disconnected {
-        /// Why.
-        reason: DisconnectReason,
-        /// When the next connect starts.
-        retry_at: Option<Instant>,
-    },
-    /// Stopped for good.
-    Closed {
-        /// Why.
-        reason: DisconnectReason,
-    },
-}
-
-/// Why an action did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AmiError {
-    /// Refused before sending (invalid field, queue full, client closed...).
-    Send(SendError),
-    /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
-    Action(ActionError),
-    /// The driver task is gone.
-    Closed,
-}
-
-impl std::fmt::Display for AmiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AmiError::Send(e) => write!(f, "{e}"),
-            AmiError::Action(e) => write!(f, "{e}"),
-            AmiError::Closed => f.write_str("client closed"),
-        }
-    }
-}
-
-impl std::error::Error for AmiError {}
-
-impl From<SendError> for AmiError {
-    fn from(e: SendError) -> Self {
-        AmiError::Send(e)
-    }
-}
 
 fn to_result(outcome: Outcome) -> Result<Response, AmiError> {
     outcome.into_result().map_err(AmiError::Action)

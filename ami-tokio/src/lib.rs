@@ -33,7 +33,8 @@ mod handle;
 pub mod tls_config;
 mod transport;
 
-pub use handle::{AmiError, Events, Handle, Status};
+pub use ami_proto::{AmiError, Status};
+pub use handle::{Events, Handle};
 pub use transport::Target;
 #[cfg(feature = "tls")]
 pub use transport::Tls;

@@ -349,3 +349,65 @@ impl Outcome {
         "unknown",
     ];
 }
+
+/// Where a session is, as the async adapters publish it (a watch on the outputs that matter
+/// to a caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Status {
+    /// Opening a transport (first connect or reconnect).
+    Connecting,
+    /// Logged in; actions flow.
+    Ready {
+        /// AMI version from the banner.
+        ami_version: String,
+    },
+    /// Lost; a reconnect is scheduled at `retry_at`.
+    Disconnected {
+        /// Why.
+        reason: DisconnectReason,
+        /// When the next connect starts.
+        retry_at: Option<Instant>,
+    },
+    /// Stopped for good.
+    Closed {
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Why an action sent through an async adapter did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AmiError {
+    /// Refused before sending (invalid field, queue full, client closed...).
+    Send(crate::SendError),
+    /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
+    Action(ActionError),
+    /// The adapter's driver is gone (the session closed, or the driver was dropped).
+    Closed,
+}
+
+impl std::fmt::Display for AmiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AmiError::Send(e) => write!(f, "{e}"),
+            AmiError::Action(e) => write!(f, "{e}"),
+            AmiError::Closed => f.write_str("client closed"),
+        }
+    }
+}
+
+impl std::error::Error for AmiError {}
+
+impl From<crate::SendError> for AmiError {
+    fn from(e: crate::SendError) -> Self {
+        AmiError::Send(e)
+    }
+}
+
+impl From<ActionError> for AmiError {
+    fn from(e: ActionError) -> Self {
+        AmiError::Action(e)
+    }
+}
