@@ -1,5 +1,10 @@
-//! Many servers on one loop: a flooding server does not starve a quiet one, a reconnect storm
-//! does not stretch a step, and a hanging name lookup does not delay one.
+//! Many servers on one loop, over real loopback sockets against the simulator's TCP front: a
+//! flooding server does not starve a quiet one, a reconnect storm does not stretch a step,
+//! and a hanging name lookup does not delay one. Unreachable servers need no server at all:
+//! a port that was bound and released refuses every connect.
+//!
+//! The flood is a simulator whose sessions get UserEvent storms as fast as they read them
+//! (`support::Flood`); the quiet server is another simulator, answering Pings.
 //!
 //! Measured numbers are printed; see them with
 //! `cargo test -p ami-mio --release --test fleet -- --nocapture --test-threads=1`.
@@ -14,7 +19,7 @@ use ami_proto::{Action, ActionId, ClientConfig, StreamItem};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{config, drive, refused_addr, Behaviour, FakeAmi};
+use support::{config, drive, front, refused_addr, storm_seq, Flood};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -60,6 +65,7 @@ fn run(
     let mut latencies = Vec::new();
     let mut inflight: Option<(ActionId, Instant)> = None;
     let mut events = 0u64;
+    let mut last_seq: HashMap<ConnId, u64> = HashMap::new();
     let mut longest = Duration::ZERO;
     let end = Instant::now() + span;
     while Instant::now() < end {
@@ -84,8 +90,18 @@ fn run(
         }
         for c in report.events {
             while let Some(item) = driver.poll_event(c) {
-                if matches!(item, StreamItem::Event(_)) {
-                    events += 1;
+                let StreamItem::Event(m) = item else {
+                    panic!("{c:?}: unexpected {item:?}")
+                };
+                events += 1;
+                // Storms come in batches numbered from 0: nothing lost, nothing reordered.
+                if let Some(seq) = storm_seq(&m) {
+                    let next = match last_seq.get(&c) {
+                        Some(&l) if l + 1 < Flood::BATCH as u64 => l + 1,
+                        _ => 0,
+                    };
+                    assert_eq!(seq, next, "{c:?}: storm event out of sequence");
+                    last_seq.insert(c, seq);
                 }
             }
         }
@@ -97,14 +113,11 @@ fn run(
 #[test]
 fn a_flooding_server_does_not_starve_a_quiet_one() {
     let _serial = serial();
-    let flood = FakeAmi::start(Behaviour {
-        flood: true,
-        ..Behaviour::default()
-    });
-    let quiet_server = FakeAmi::start(Behaviour::default());
+    let flood = Flood::start();
+    let quiet_server = front();
     let mut driver = MioDriver::new().unwrap();
     let noisy = driver.add(config(11), flood.addr()).unwrap();
-    let quiet = driver.add(config(12), quiet_server.addr()).unwrap();
+    let quiet = driver.add(config(12), quiet_server.local_addr()).unwrap();
     wait_ready(&mut driver, &[noisy, quiet]);
 
     let span = Duration::from_millis(1500);
@@ -117,11 +130,11 @@ fn a_flooding_server_does_not_starve_a_quiet_one() {
         lat.len(),
         events as f64 / span.as_secs_f64()
     );
-    let sent = flood
-        .counters
-        .events_sent
-        .load(std::sync::atomic::Ordering::Relaxed);
-    println!("flood server wrote {sent} events in all (login and drain included)");
+    let sim = flood.stats();
+    println!(
+        "flood server delivered {} events in all (login and drain included), {} slow-reader closes",
+        sim.events_delivered, sim.slow_reader_closes
+    );
     assert!(lat.len() >= 10, "only {} pings answered", lat.len());
     assert!(
         max < Duration::from_millis(250),
@@ -132,6 +145,11 @@ fn a_flooding_server_does_not_starve_a_quiet_one() {
         longest < Duration::from_millis(250),
         "a step took {longest:?}"
     );
+    // The client kept up: the simulator never saw a blocked write, the session is the first.
+    assert_eq!(sim.slow_reader_closes, 0, "{sim:?}");
+    assert_eq!(sim.sessions_accepted, 1, "{sim:?}");
+    assert_eq!(driver.stats(noisy).unwrap().events_dropped, 0);
+    assert_eq!(quiet_server.stats().logins, 1);
 }
 
 #[test]
@@ -176,14 +194,11 @@ fn a_hundred_unreachable_servers_keep_steps_short() {
 #[test]
 fn a_flood_plus_a_hundred_reconnecting_connections() {
     let _serial = serial();
-    let flood = FakeAmi::start(Behaviour {
-        flood: true,
-        ..Behaviour::default()
-    });
-    let quiet_server = FakeAmi::start(Behaviour::default());
+    let flood = Flood::start();
+    let quiet_server = front();
     let mut driver = MioDriver::new().unwrap();
     let noisy = driver.add(config(21), flood.addr()).unwrap();
-    let quiet = driver.add(config(22), quiet_server.addr()).unwrap();
+    let quiet = driver.add(config(22), quiet_server.local_addr()).unwrap();
     wait_ready(&mut driver, &[noisy, quiet]);
     for k in 0..100 {
         driver.add(storm_config(200 + k), refused_addr()).unwrap();
@@ -212,6 +227,7 @@ fn a_flood_plus_a_hundred_reconnecting_connections() {
         "quiet server's ping took {max:?}"
     );
     assert!(connects > 300, "the storm made only {connects} connects");
+    assert_eq!(flood.stats().slow_reader_closes, 0);
 }
 
 #[test]
@@ -224,12 +240,12 @@ fn a_hanging_resolver_does_not_delay_the_step() {
         std::thread::sleep(hang);
         Err(std::io::Error::other("gave up"))
     });
-    let server = FakeAmi::start(Behaviour::default());
+    let server = front();
     let mut driver = MioDriver::with_options(options).unwrap();
     for k in 0..3 {
         driver.add_host(config(30 + k), "pbx.invalid:5038").unwrap();
     }
-    let direct = driver.add(config(40), server.addr()).unwrap();
+    let direct = driver.add(config(40), server.local_addr()).unwrap();
     let started = Instant::now();
     let mut longest = Duration::ZERO;
     let mut ready = false;

@@ -1,91 +1,143 @@
-//! A server restart: the written action ends as Unknown, the session reconnects and is Ready
-//! again, and actions flow.
+//! Server restarts against the simulator's TCP front: the written action ends as Unknown,
+//! the session reconnects through the refused attempts and is Ready again, and actions flow;
+//! a server that is not there at first is reached when it comes up.
 
 // Test helpers may unwrap and panic: that is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use ami_mio::{MioDriver, Notice};
+use ami_mio::{ConnId, MioDriver, Notice};
 use ami_proto::{Action, DisconnectReason, Outcome};
-use std::sync::atomic::Ordering;
-use std::time::Duration;
-use support::{config, drive, Behaviour, FakeAmi};
+use ami_sim::tcp::TcpFront;
+use ami_sim::{ActionMatch, SimConfig};
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+use support::{config, drive, front, refused_addr, sim_until};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
+fn wait_ready(driver: &mut MioDriver, conn: ConnId) {
+    assert!(
+        drive(driver, LIMIT, |_, r| r
+            .notices
+            .iter()
+            .any(|(c, n)| *c == conn && matches!(n, Notice::Ready { .. }))),
+        "no Ready within {LIMIT:?}"
+    );
+}
+
+fn ping(driver: &mut MioDriver, conn: ConnId) {
+    let ping = driver.send(conn, Action::new("Ping")).unwrap();
+    let mut ok = false;
+    assert!(drive(driver, LIMIT, |_, r| {
+        for (_, n) in r.notices {
+            if let Notice::Completed { id, outcome } = n {
+                assert_eq!(id, ping);
+                assert!(outcome.is_success(), "{outcome:?}");
+                ok = true;
+            }
+        }
+        ok
+    }));
+}
+
 #[test]
 fn restart_fails_pending_as_unknown_then_ready_again() {
-    let mut server = FakeAmi::start(Behaviour {
-        silent: vec!["Hang".into()],
-        ..Behaviour::default()
+    let mut front = front();
+    // An action the server takes and never answers: written, in flight at the restart.
+    front.with_faults(|f| {
+        f.drop_actions(ActionMatch::named("Getvar"));
     });
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(7), server.addr()).unwrap();
-    assert!(drive(&mut driver, LIMIT, |_, r| r
-        .notices
-        .iter()
-        .any(|(_, n)| matches!(n, Notice::Ready { .. }))));
+    let conn = driver.add(config(7), front.local_addr()).unwrap();
+    wait_ready(&mut driver, conn);
 
-    let hang = driver.send(conn, Action::new("Hang")).unwrap();
+    let hang = driver
+        .send(conn, Action::new("Getvar").field("Variable", "x"))
+        .unwrap();
     assert!(drive(&mut driver, LIMIT, |d, _| d
         .stats(conn)
         .is_some_and(|s| s.in_flight == 1 && s.actions_written == 1)));
+    assert!(sim_until(&front, LIMIT, |s| s.actions_dropped == 1));
 
-    server.restart();
+    // Down for a while: the reconnects in between are accepted and closed without a banner.
+    let down_for = Duration::from_millis(200);
+    let restarted = Instant::now();
+    front.restart(down_for);
 
-    let (mut unknown, mut disconnected, mut ready_again) = (false, false, false);
+    let (mut unknown, mut shutdown, mut refused, mut ready_at) = (false, false, 0, None);
     assert!(
         drive(&mut driver, LIMIT, |_, r| {
             for (_, n) in r.notices {
                 match n {
                     Notice::Completed { id, outcome } => {
                         assert_eq!(id, hang);
-                        assert_eq!(outcome, Outcome::Unknown(DisconnectReason::Eof));
+                        assert_eq!(outcome, Outcome::Unknown(DisconnectReason::ServerShutdown));
                         unknown = true;
                     }
+                    // Event: Shutdown, then EOF.
+                    Notice::Disconnected {
+                        reason: DisconnectReason::ServerShutdown,
+                        retry_at,
+                    } => {
+                        assert!(!shutdown, "two shutdowns");
+                        assert!(retry_at.is_some());
+                        shutdown = true;
+                    }
+                    // While down: EOF before any banner.
                     Notice::Disconnected { reason, retry_at } => {
+                        assert!(shutdown, "{reason:?} before the shutdown");
                         assert_eq!(reason, DisconnectReason::Eof);
                         assert!(retry_at.is_some());
-                        disconnected = true;
+                        refused += 1;
                     }
                     Notice::Ready { .. } => {
-                        assert!(
-                            unknown && disconnected,
-                            "Ready before the loss was reported"
-                        );
-                        ready_again = true;
+                        assert!(unknown && shutdown, "Ready before the loss was reported");
+                        ready_at = Some(restarted.elapsed());
                     }
                     Notice::Closed { reason } => panic!("closed: {reason}"),
                     _ => {}
                 }
             }
-            ready_again
+            ready_at.is_some()
         }),
-        "unknown={unknown} disconnected={disconnected} ready_again={ready_again}"
+        "unknown={unknown} shutdown={shutdown} refused={refused} ready={ready_at:?}"
     );
-    assert_eq!(server.counters.logins.load(Ordering::SeqCst), 2);
+    let ready_at = ready_at.unwrap();
+    assert!(ready_at >= down_for, "Ready {ready_at:?} after the restart");
+    assert!(refused >= 1, "no attempt while the server was down");
 
-    let ping = driver.send(conn, Action::new("Ping")).unwrap();
-    let mut ok = false;
-    assert!(drive(&mut driver, LIMIT, |_, r| {
-        for (_, n) in r.notices {
-            if let Notice::Completed { id, outcome } = n {
-                ok = id == ping && outcome.is_success();
-            }
-        }
-        ok
-    }));
+    ping(&mut driver, conn);
     let stats = driver.stats(conn).unwrap();
     assert_eq!(stats.logins, 2);
     assert_eq!(stats.outcome_count("unknown"), 1);
+    assert_eq!(stats.disconnect_count("server_shutdown"), 1);
+    let sim = front.stats();
+    assert_eq!((sim.restarts, sim.logins), (1, 2), "{sim:?}");
+    assert!(sim.sessions_refused >= 1, "{sim:?}");
+    front.shutdown();
+}
+
+/// Starts the simulator on `addr`, a port that was just free; retries briefly if the kernel
+/// has not released it yet.
+fn start_on(addr: std::net::SocketAddr) -> TcpFront {
+    let end = Instant::now() + LIMIT;
+    loop {
+        match TcpFront::start(SimConfig::default(), &addr.to_string()) {
+            Ok(front) => return front,
+            Err(e) if e.kind() == ErrorKind::AddrInUse && Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("start the simulator on {addr}: {e}"),
+        }
+    }
 }
 
 #[test]
 fn a_server_that_is_down_at_first_is_reached_when_it_comes_up() {
-    let mut server = FakeAmi::start(Behaviour::default());
-    let addr = server.addr();
-    server.stop();
+    // Nothing listens yet: every connect is refused.
+    let addr = refused_addr();
     let mut driver = MioDriver::new().unwrap();
     let conn = driver.add(config(8), addr).unwrap();
     let mut failures = 0;
@@ -100,9 +152,38 @@ fn a_server_that_is_down_at_first_is_reached_when_it_comes_up() {
         false
     });
     assert!(failures >= 1, "no failed connect reported");
-    server.restart();
-    assert!(drive(&mut driver, LIMIT, |_, r| r
-        .notices
-        .iter()
-        .any(|(_, n)| matches!(n, Notice::Ready { .. }))));
+    let mut front = start_on(addr);
+    wait_ready(&mut driver, conn);
+    ping(&mut driver, conn);
+    assert_eq!(front.stats().logins, 1);
+    front.shutdown();
+}
+
+#[test]
+fn a_client_added_while_the_server_restarts_is_ready_once_it_is_back() {
+    let mut front = front();
+    front.restart(Duration::from_millis(300));
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver.add(config(9), front.local_addr()).unwrap();
+    let mut eofs = 0;
+    let mut ready = false;
+    assert!(drive(&mut driver, LIMIT, |_, r| {
+        for (_, n) in r.notices {
+            match n {
+                Notice::Disconnected { reason, .. } => {
+                    assert_eq!(reason, DisconnectReason::Eof);
+                    eofs += 1;
+                }
+                Notice::Ready { .. } => ready = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        ready
+    }));
+    assert!(eofs >= 1, "the first attempts fall in the down time");
+    ping(&mut driver, conn);
+    let sim = front.stats();
+    assert_eq!(sim.logins, 1, "{sim:?}");
+    assert!(sim.sessions_refused >= 1, "{sim:?}");
+    front.shutdown();
 }
