@@ -59,6 +59,17 @@ impl ActionId {
         Ok(ActionId(s.into()))
     }
 
+    /// An ID the client generated itself: an 8-character base-36 prefix, `-`, and a decimal
+    /// counter, so at most 29 printable ASCII bytes and always valid.
+    pub(crate) fn generated(prefix: &str, counter: u64) -> ActionId {
+        let id = ActionId(format!("{prefix}-{counter}").into());
+        debug_assert!(
+            ActionId::new(id.as_str()).is_ok(),
+            "generated ActionID {id:?}"
+        );
+        id
+    }
+
     /// The ActionID as text.
     pub fn as_str(&self) -> &str {
         &self.0

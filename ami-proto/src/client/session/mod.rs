@@ -589,11 +589,7 @@ impl Client {
     fn next_id(&mut self) -> (u64, ActionId) {
         self.counter += 1;
         let seq = self.counter;
-        let text = format!("{}-{seq}", self.prefix);
-        // The prefix is 8 base-36 characters and the counter at most 20 digits: 29 printable
-        // ASCII bytes, always a valid ActionID.
-        let id = ActionId::new(&text).unwrap_or_else(|_| unreachable!("generated ActionID"));
-        (seq, id)
+        (seq, ActionId::generated(&self.prefix, seq))
     }
 
     fn start_connect(&mut self, now: Instant) {
