@@ -26,13 +26,25 @@ pub(crate) enum Link {
     Idle,
     /// Non-blocking connect started; waiting for writable readiness.
     Connecting(TcpStream),
-    Open(TcpStream),
+    Open(Stream),
+}
+
+/// An open transport.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    /// The handshake runs in the same reads and writes as the records after it.
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::TlsStream>),
 }
 
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) client: Client,
     pub(crate) target: Target,
+    /// TLS over the socket, if asked for.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::TlsTarget>,
     pub(crate) link: Link,
     /// The client asked for a connect that has not been started yet.
     pub(crate) want_connect: bool,
@@ -65,6 +77,8 @@ impl Conn {
         Conn {
             client,
             target,
+            #[cfg(feature = "tls")]
+            tls: None,
             link: Link::Idle,
             want_connect: false,
             resolved: None,
@@ -92,7 +106,11 @@ impl Conn {
     /// True when the next step has I/O to do for this connection without new readiness.
     pub(crate) fn has_work(&self) -> bool {
         match self.link {
-            Link::Open(_) => self.readable || (self.writable && !self.client.transmit().is_empty()),
+            Link::Open(ref stream) => {
+                self.readable
+                    || (self.writable
+                        && (!self.client.transmit().is_empty() || wants_write(stream)))
+            }
             Link::Connecting(_) => self.connect_event,
             // A connect to start, or a lookup to ask for.
             Link::Idle => self.want_connect && (self.resolved.is_some() || !self.resolving),
@@ -145,8 +163,15 @@ impl Conn {
     fn drop_link(&mut self, registry: &Registry) {
         match std::mem::replace(&mut self.link, Link::Idle) {
             Link::Idle => {}
-            Link::Connecting(mut s) | Link::Open(mut s) => {
+            Link::Connecting(mut s) | Link::Open(Stream::Plain(mut s)) => {
                 if let Err(e) = registry.deregister(&mut s) {
+                    log::debug!("ami-mio: deregister failed: {e}");
+                }
+            }
+            #[cfg(feature = "tls")]
+            Link::Open(Stream::Tls(mut s)) => {
+                s.close();
+                if let Err(e) = registry.deregister(&mut s.tcp) {
                     log::debug!("ami-mio: deregister failed: {e}");
                 }
             }
@@ -181,7 +206,7 @@ impl Conn {
 
     /// After readiness on a connecting socket: reports `Connected` or `ConnectFailed`, or
     /// nothing if the connect is still in progress.
-    pub(crate) fn finish_connect(&mut self, now: Instant) {
+    pub(crate) fn finish_connect(&mut self, now: Instant, registry: &Registry) {
         if !self.connect_event {
             return;
         }
@@ -206,11 +231,36 @@ impl Conn {
             if let Err(e) = stream.set_nodelay(true) {
                 log::debug!("ami-mio: TCP_NODELAY not set: {e}");
             }
-            self.link = Link::Open(stream);
+            match self.open(stream) {
+                Ok(open) => self.link = Link::Open(open),
+                Err(mut stream) => {
+                    if let Err(e) = registry.deregister(&mut stream) {
+                        log::debug!("ami-mio: deregister failed: {e}");
+                    }
+                    self.client.handle_input(now, Input::ConnectFailed);
+                    return;
+                }
+            }
         }
         self.readable = true;
         self.writable = true;
         self.client.handle_input(now, Input::Connected);
+    }
+
+    /// The open transport over a connected socket: plain, or a TLS session starting its
+    /// handshake. Gives the socket back if the TLS session cannot be set up.
+    fn open(&self, tcp: TcpStream) -> Result<Stream, TcpStream> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return match tls.start(tcp) {
+                Ok(s) => Ok(Stream::Tls(Box::new(s))),
+                Err((tcp, e)) => {
+                    log::warn!("ami-mio: TLS session not started: {e}");
+                    Err(tcp)
+                }
+            };
+        }
+        Ok(Stream::Plain(tcp))
     }
 
     /// Reads until `WouldBlock`, end of stream, an error, or the turn's budget, feeding each
@@ -224,11 +274,15 @@ impl Conn {
         registry: &Registry,
         notices: &mut Vec<(ConnId, Notice)>,
     ) -> ReadEnd {
+        #[cfg(feature = "tls")]
+        if matches!(self.link, Link::Open(Stream::Tls(_))) {
+            return self.read_tls(now, turn, buf, id, registry, notices);
+        }
         while self.readable {
             if turn.is_spent() {
                 return ReadEnd::Budget;
             }
-            let Link::Open(stream) = &mut self.link else {
+            let Link::Open(Stream::Plain(stream)) = &mut self.link else {
                 return ReadEnd::Drained;
             };
             let max = buf.len().min(turn.bytes_left()).max(1);
@@ -263,7 +317,11 @@ impl Conn {
     /// Writes what the client has to send until it is all written or the socket would block;
     /// a partial write is reported with the count written.
     pub(crate) fn write(&mut self, now: Instant) {
-        let Link::Open(stream) = &mut self.link else {
+        #[cfg(feature = "tls")]
+        if matches!(self.link, Link::Open(Stream::Tls(_))) {
+            return self.write_tls(now);
+        }
+        let Link::Open(Stream::Plain(stream)) = &mut self.link else {
             return;
         };
         while self.writable {
@@ -287,5 +345,146 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// [`read`](Self::read) over TLS: ciphertext is read from the socket into the session
+    /// (and charged to the turn), decrypted, and the plaintext fed to the client chunk by
+    /// chunk. Handshake messages are taken in the same way; what they make rustls want to
+    /// send goes out in the next [`write`](Self::write). A TLS error (a refused certificate,
+    /// a bad record) is reported as a transport error after the alert is sent if it can be.
+    #[cfg(feature = "tls")]
+    fn read_tls(
+        &mut self,
+        now: Instant,
+        turn: &mut Turn,
+        buf: &mut [u8],
+        id: ConnId,
+        registry: &Registry,
+        notices: &mut Vec<(ConnId, Notice)>,
+    ) -> ReadEnd {
+        while self.readable {
+            if turn.is_spent() {
+                return ReadEnd::Budget;
+            }
+            let Link::Open(Stream::Tls(s)) = &mut self.link else {
+                return ReadEnd::Drained;
+            };
+            let mut eof = false;
+            match s.conn.read_tls(&mut s.tcp) {
+                Ok(0) => {
+                    self.readable = false;
+                    eof = true;
+                }
+                Ok(n) => turn.charge(n, 0),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.readable = false;
+                    self.client
+                        .handle_input(now, Input::TransportError(e.kind()));
+                    self.drain(id, registry, notices);
+                    return ReadEnd::Drained;
+                }
+            }
+            if let Err(e) = s.conn.process_new_packets() {
+                let kind = crate::tls::error_kind(&e);
+                s.flush_best_effort();
+                self.readable = false;
+                self.client.handle_input(now, Input::TransportError(kind));
+                self.drain(id, registry, notices);
+                return ReadEnd::Drained;
+            }
+            // All the plaintext of what was read; bounded by one `read_tls`.
+            loop {
+                let Link::Open(Stream::Tls(s)) = &mut self.link else {
+                    return ReadEnd::Drained;
+                };
+                match s.conn.reader().read(buf) {
+                    // A close_notify, or nothing left after a close without one.
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let before = self.client.messages_in();
+                        self.client
+                            .handle_input(now, Input::Received(buf.get(..n).unwrap_or(&[])));
+                        let after = self.client.messages_in();
+                        turn.charge(0, usize::try_from(after - before).unwrap_or(usize::MAX));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.readable = false;
+                        self.client
+                            .handle_input(now, Input::TransportError(e.kind()));
+                        self.drain(id, registry, notices);
+                        return ReadEnd::Drained;
+                    }
+                }
+                self.drain(id, registry, notices);
+            }
+            if eof {
+                self.client.handle_input(now, Input::Eof);
+            }
+            self.drain(id, registry, notices);
+        }
+        ReadEnd::Drained
+    }
+
+    /// [`write`](Self::write) over TLS: the client's bytes go into the session (which encrypts
+    /// them, or holds them until the handshake is done), and the session's records go to the
+    /// socket until it would block. The client's buffer advances by what rustls took; rustls
+    /// bounds what it holds, so a slow server still pushes back on the client.
+    #[cfg(feature = "tls")]
+    fn write_tls(&mut self, now: Instant) {
+        while self.writable {
+            let Link::Open(Stream::Tls(s)) = &mut self.link else {
+                return;
+            };
+            let data = self.client.transmit();
+            let mut taken = 0;
+            if !data.is_empty() {
+                match s.conn.writer().write(data) {
+                    Ok(n) => taken = n,
+                    Err(e) => {
+                        self.client
+                            .handle_input(now, Input::TransportError(e.kind()));
+                        return;
+                    }
+                }
+                self.client.advance_transmit(taken);
+            }
+            if !s.conn.wants_write() {
+                if taken == 0 {
+                    // Nothing to send, or rustls holds all it will until the handshake ends.
+                    return;
+                }
+                continue;
+            }
+            match s.conn.write_tls(&mut s.tcp) {
+                Ok(0) => {
+                    let kind = io::ErrorKind::WriteZero;
+                    self.client.handle_input(now, Input::TransportError(kind));
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.client
+                        .handle_input(now, Input::TransportError(e.kind()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// True when a TLS session has records waiting for the socket (a handshake message, an
+/// alert, encrypted data rustls could not write yet).
+fn wants_write(stream: &Stream) -> bool {
+    match stream {
+        Stream::Plain(_) => false,
+        #[cfg(feature = "tls")]
+        Stream::Tls(s) => s.conn.wants_write(),
     }
 }

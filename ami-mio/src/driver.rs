@@ -163,6 +163,51 @@ impl MioDriver {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
+    /// Adds a client for the server at `addr`, speaking AMI over TLS (implicit TLS, usually
+    /// port 5039; feature `tls`). The handshake runs inside [`step`](Self::step) like any other
+    /// I/O and is bounded by the core's banner timeout. A TLS failure, such as a certificate
+    /// that is not trusted or not for `tls.server_name`, is reported to the core as a
+    /// transport error: [`Notice::Disconnected`] with
+    /// [`DisconnectReason::TransportError`](ami_proto::DisconnectReason::TransportError), and
+    /// the core's usual reconnect backoff.
+    ///
+    /// Fails with `InvalidInput` if `tls.server_name` is neither a DNS name nor an IP
+    /// address, and when the driver is full.
+    #[cfg(feature = "tls")]
+    pub fn add_tls(
+        &mut self,
+        config: ClientConfig,
+        addr: SocketAddr,
+        tls: crate::Tls,
+    ) -> io::Result<ConnId> {
+        let tls = crate::tls::TlsTarget::new(tls)?;
+        let id = self
+            .insert(config, Target::Addr(addr))
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        if let Some(c) = self.conn_mut(id) {
+            c.tls = Some(tls);
+        }
+        Ok(id)
+    }
+
+    /// [`add_host`](Self::add_host) over TLS: `host:port` is resolved off the loop before
+    /// every connect, then the session is as in [`add_tls`](Self::add_tls). The certificate
+    /// is checked against `tls.server_name`, not against `host`.
+    #[cfg(feature = "tls")]
+    pub fn add_host_tls(
+        &mut self,
+        config: ClientConfig,
+        host: impl Into<String>,
+        tls: crate::Tls,
+    ) -> io::Result<ConnId> {
+        let tls = crate::tls::TlsTarget::new(tls)?;
+        let id = self.add_host(config, host)?;
+        if let Some(c) = self.conn_mut(id) {
+            c.tls = Some(tls);
+        }
+        Ok(id)
+    }
+
     fn insert(
         &mut self,
         config: ClientConfig,
@@ -398,7 +443,7 @@ impl MioDriver {
             };
             c.client.handle_timeout(now);
             c.drain(id, registry, &mut report.notices);
-            c.finish_connect(now);
+            c.finish_connect(now, registry);
             if c.readable && matches!(c.link, Link::Open(_)) {
                 match step.turn(index) {
                     Some(mut turn) => {

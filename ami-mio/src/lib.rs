@@ -75,9 +75,35 @@
 //! Register sockets, pipes or anything mio supports on [`MioDriver::registry`] with tokens
 //! in [`USER_TOKENS`]. Their readiness comes back in [`Report::user`]; reading them is yours.
 //!
-//! ## Not here
+//! ## TLS
 //!
-//! TLS (AMI over TLS, port 5039) is not implemented in this crate yet.
+//! With the cargo feature `tls`, `MioDriver::add_tls` and `MioDriver::add_host_tls` speak AMI
+//! over TLS (implicit TLS, usually port 5039) with rustls. rustls's `ClientConnection` is
+//! sans-IO like the AMI core, so the handshake and every record go through the same
+//! non-blocking reads and writes as plain TCP inside [`MioDriver::step`]: no thread, no
+//! blocking call, partial writes and `WouldBlock` handled as for plain sockets, and the
+//! ciphertext read counts toward the per-step [`Budget`]. A TLS error (an untrusted
+//! certificate, a certificate for another name, a bad record) reaches the core as a transport
+//! error; the core reports [`Notice::Disconnected`] and decides about reconnecting.
+//! `client_config_from_pem` builds a rustls configuration trusting the CA certificates of a
+//! PEM bundle; `Tls` has the same shape as `ami_tokio::Tls`. The crate re-exports `rustls`
+//! and `rustls_pki_types` for building other configurations.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let mut driver = ami_mio::MioDriver::new()?;
+//! # let config = ami_proto::ClientConfig::builder("admin", "secret").build()?;
+//! let tls = ami_mio::Tls {
+//!     config: ami_mio::client_config_from_pem(&std::fs::read("ca.pem")?)?,
+//!     server_name: "pbx.example.com".into(),
+//! };
+//! let pbx = driver.add_tls(config, "192.0.2.10:5039".parse()?, tls)?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
 //!
 //! ## Errors and panics
 //!
@@ -90,12 +116,18 @@ mod conn;
 mod driver;
 mod report;
 mod resolver;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use ami_proto;
 pub use ami_proto::fleet::Budget;
 pub use driver::{MioDriver, Options, TooManyConnections};
 pub use report::{ConnId, Notice, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};
+#[cfg(feature = "tls")]
+pub use tls::{client_config_from_pem, Tls};
+#[cfg(feature = "tls")]
+pub use {rustls, rustls_pki_types};
 
 /// Most connections one driver holds; their tokens are `0..MAX_CONNS`.
 pub const MAX_CONNS: usize = 1 << 20;

@@ -1,0 +1,327 @@
+//! ami-mio over TLS (feature `tls`): a certificate generated for `localhost`, a small TLS
+//! terminator in the test (tokio-rustls on its own runtime threads) forwarding to the
+//! simulator's plain TCP front, and the client trusting exactly that certificate. The client
+//! side is the driver's own non-blocking step: rustls's sans-IO `ClientConnection` over a
+//! mio socket.
+#![cfg(feature = "tls")]
+// Test helpers may unwrap and panic: that is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_mio::{client_config_from_pem, ConnId, MioDriver, Notice, Options, Tls};
+use ami_proto::{Action, ActionId, DisconnectReason, Outcome, StreamItem};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::slow_reader::SlowReader;
+use support::{config, drive, front, storm_seq};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// A self-signed certificate for `localhost`: (certificate PEM, server config).
+fn localhost_cert() -> (String, Arc<ServerConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let server = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    (certified.cert.pem(), Arc::new(server))
+}
+
+/// A TLS port on 127.0.0.1 forwarding each connection in clear to an upstream address.
+/// Its runtime (and every connection) ends when it is dropped.
+struct Terminator {
+    addr: SocketAddr,
+    handshakes: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Terminator {
+    fn start(server: Arc<ServerConfig>, upstream: SocketAddr) -> Terminator {
+        Terminator::start_with(server, upstream, None)
+    }
+
+    /// `recv_buffer`: a fixed receive buffer for the accepted sockets (no autotuning), so
+    /// that bytes the terminator has not forwarded yet push back on the client soon.
+    fn start_with(
+        server: Arc<ServerConfig>,
+        upstream: SocketAddr,
+        recv_buffer: Option<u32>,
+    ) -> Terminator {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_io()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(async {
+            let socket = TcpSocket::new_v4().unwrap();
+            if let Some(size) = recv_buffer {
+                socket.set_recv_buffer_size(size).unwrap();
+            }
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket.listen(16).unwrap()
+        });
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let acceptor = TlsAcceptor::from(server);
+        let count = Arc::clone(&handshakes);
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let count = Arc::clone(&count);
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        Terminator {
+            addr,
+            handshakes,
+            _runtime: runtime,
+        }
+    }
+
+    fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+fn tls_for(pem: &str, name: &str) -> Tls {
+    Tls {
+        config: client_config_from_pem(pem.as_bytes()).unwrap(),
+        server_name: name.into(),
+    }
+}
+
+fn ready(driver: &mut MioDriver) -> ConnId {
+    let mut id = None;
+    let ok = drive(driver, LIMIT, |_, r| {
+        for (conn, n) in r.notices {
+            match n {
+                Notice::Ready { .. } => id = Some(conn),
+                Notice::Disconnected { reason, .. } => panic!("disconnected: {reason:?}"),
+                _ => {}
+            }
+        }
+        id.is_some()
+    });
+    assert!(ok, "no Ready within {LIMIT:?}");
+    id.unwrap()
+}
+
+#[test]
+fn login_ping_and_a_storm_over_tls() {
+    const STORM: u64 = 2000;
+    let mut front = front();
+    let (pem, server) = localhost_cert();
+    let term = Terminator::start(server, front.local_addr());
+
+    // A small read budget, so that the storm takes many steps and the TLS read path stops on
+    // its budget with ciphertext left behind.
+    let mut options = Options::default();
+    options.budget.read_bytes_per_conn = 4096;
+    let mut driver = MioDriver::with_options(options).unwrap();
+    let conn = driver
+        .add_tls(config(7), term.addr, tls_for(&pem, "localhost"))
+        .unwrap();
+    assert_eq!(ready(&mut driver), conn);
+
+    let ping = driver.send(conn, Action::new("Ping")).unwrap();
+    let mut pong = None;
+    assert!(drive(&mut driver, LIMIT, |_, r| {
+        for (_, n) in r.notices {
+            if let Notice::Completed { id, outcome } = n {
+                if id == ping {
+                    pong = Some(outcome);
+                }
+            }
+        }
+        pong.is_some()
+    }));
+    let pong = pong.unwrap();
+    assert!(pong.is_success(), "{pong:?}");
+    assert_eq!(
+        pong.response().unwrap().message().get_str("Ping"),
+        Some("Pong")
+    );
+
+    // Whatever came with the login (FullyBooted, SuccessfulAuth) is not part of the storm.
+    while driver.poll_event(conn).is_some() {}
+    let started = Instant::now();
+    front.with_server(|sim, now| sim.emit_user_events(now, STORM as usize));
+    let mut seqs = Vec::new();
+    let mut more = 0;
+    assert!(
+        drive(&mut driver, LIMIT, |d, r| {
+            more += usize::from(r.more);
+            for c in r.events {
+                assert_eq!(c, conn);
+                while let Some(item) = d.poll_event(c) {
+                    match item {
+                        StreamItem::Event(m) => seqs.extend(storm_seq(&m)),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            seqs.len() as u64 >= STORM
+        }),
+        "{} of {STORM} storm events arrived",
+        seqs.len()
+    );
+    eprintln!(
+        "{STORM} events over TLS in {:?}; {more} steps stopped on the budget",
+        started.elapsed()
+    );
+    assert_eq!(seqs, (0..STORM).collect::<Vec<_>>());
+    assert!(more > 0, "a 4 KiB budget never stopped a read");
+
+    assert_eq!(term.handshakes(), 1);
+    let st = front.stats();
+    assert_eq!((st.sessions_accepted, st.logins), (1, 1), "{st:?}");
+
+    assert!(driver.logoff(conn));
+    let mut closed = None;
+    assert!(drive(&mut driver, LIMIT, |_, r| {
+        for (_, n) in r.notices {
+            if let Notice::Closed { reason } = n {
+                closed = Some(reason);
+            }
+        }
+        closed.is_some()
+    }));
+    assert_eq!(closed, Some(DisconnectReason::Logoff));
+    front.shutdown();
+}
+
+fn big_user_event(k: usize) -> Action {
+    let value = "x".repeat(1000);
+    let mut a = Action::new("UserEvent").field("UserEvent", format!("big{k}"));
+    for h in 0..120 {
+        a = a.field(format!("H{h}"), value.as_str());
+    }
+    a
+}
+
+/// 60 actions of 120 KB through the terminator to a server that reads slowly: rustls's
+/// outgoing buffer fills, the socket would block, and the rest waits in the core's transmit
+/// buffer until writable readiness comes back. Every action arrives whole.
+#[test]
+fn large_actions_survive_partial_tls_writes_to_a_slow_reader() {
+    const N: usize = 60;
+    let server = SlowReader::start(Duration::from_micros(200));
+    let (pem, tls_server) = localhost_cert();
+    let term = Terminator::start_with(tls_server, server.addr(), Some(16 << 10));
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver
+        .add_tls(config(10), term.addr, tls_for(&pem, "localhost"))
+        .unwrap();
+    ready(&mut driver);
+    let ids: Vec<ActionId> = (0..N)
+        .map(|k| driver.send(conn, big_user_event(k)).unwrap())
+        .collect();
+    let mut done = 0;
+    let mut blocked_steps = 0;
+    let started = Instant::now();
+    let end = started + Duration::from_secs(10);
+    while done < N && Instant::now() < end {
+        let report = driver.step(Instant::now()).unwrap();
+        for (_, n) in report.notices {
+            match n {
+                Notice::Completed { id, outcome } => {
+                    assert!(ids.contains(&id));
+                    // The fake answers unknown actions with an error: it parsed the whole
+                    // action.
+                    assert!(matches!(outcome, Outcome::ServerError(_)), "{outcome:?}");
+                    done += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        if driver.stats(conn).unwrap().transmit_pending > 0 {
+            blocked_steps += 1;
+        }
+        driver.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert_eq!(done, N, "only {done} of {N} answered");
+    let stats = driver.stats(conn).unwrap();
+    eprintln!(
+        "slow reader over TLS: {} bytes in {:?}; {blocked_steps} steps left bytes unwritten",
+        stats.bytes_out,
+        started.elapsed()
+    );
+    assert!(blocked_steps > 0, "no write ever blocked");
+    assert!(stats.bytes_out > (N * 120 * 1000) as u64);
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused() {
+    let mut front = front();
+    let (pem, server) = localhost_cert();
+    let term = Terminator::start(server, front.local_addr());
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver
+        .add_tls(config(8), term.addr, tls_for(&pem, "ami.example.com"))
+        .unwrap();
+    let mut down = None;
+    assert!(
+        drive(&mut driver, LIMIT, |_, r| {
+            for (c, n) in r.notices {
+                assert_eq!(c, conn);
+                match n {
+                    Notice::Ready { .. } => panic!("Ready with a certificate for another name"),
+                    Notice::Disconnected { reason, .. } => down = Some(reason),
+                    _ => {}
+                }
+            }
+            down.is_some()
+        }),
+        "no Disconnected within {LIMIT:?}"
+    );
+    let down = down.unwrap();
+    assert!(
+        matches!(
+            down,
+            DisconnectReason::TransportError(_) | DisconnectReason::ConnectFailed
+        ),
+        "{down:?}"
+    );
+    assert!(driver.close(conn));
+    assert_eq!(term.handshakes(), 0);
+    let st = front.stats();
+    assert_eq!((st.sessions_accepted, st.logins), (0, 0), "{st:?}");
+    front.shutdown();
+}
+
+#[test]
+fn a_bad_server_name_is_refused_when_added() {
+    let (pem, _) = localhost_cert();
+    let mut driver = MioDriver::new().unwrap();
+    let err = driver
+        .add_tls(
+            config(9),
+            "127.0.0.1:5039".parse().unwrap(),
+            tls_for(&pem, "not a name"),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(driver.connections().is_empty());
+}
