@@ -186,7 +186,9 @@ fn a_hundred_unreachable_servers_keep_steps_short() {
         "some connection did not get its connect turns"
     );
     assert!(
-        longest < Duration::from_millis(50),
+        // Measured about 1 ms; the bound leaves room for a loaded machine while staying far
+        // below what 100 blocking connects would cost.
+        longest < Duration::from_millis(200),
         "a step took {longest:?}"
     );
 }
@@ -262,7 +264,9 @@ fn a_hanging_resolver_does_not_delay_the_step() {
     println!("resolver hanging {hang:?}: longest step {longest:?}, direct server ready: {ready}");
     assert!(ready, "the server given by address was not reached");
     assert!(
-        longest < Duration::from_millis(20),
+        // Measured about 50 us; the resolver hangs for 3 s, so any bound well under that
+        // proves the step never waits on it.
+        longest < Duration::from_millis(200),
         "a step took {longest:?}"
     );
 }

@@ -146,7 +146,9 @@ async fn half_open_link_is_detected_by_the_heartbeat_and_a_new_session_is_ready(
     );
     // At most one idle interval until the Ping, then the pong deadline (plus scheduling).
     assert!(detected >= ping, "{detected:?}");
-    assert!(detected < Duration::from_secs(1), "{detected:?}");
+    // Nominal 0.4 s (ping 200 ms + pong 200 ms); the bound only proves the heartbeat, not
+    // the connection's close, detected it, with room for a loaded CI machine.
+    assert!(detected < Duration::from_secs(3), "{detected:?}");
 
     // The reconnect is a new session, which is not half-open.
     status_until(&ami, "Ready again", |s| matches!(s, Status::Ready { .. })).await;
@@ -289,7 +291,7 @@ async fn unanswered_action_times_out_exactly_at_its_deadline_on_paused_time() {
         "{outcome:?}"
     );
     assert_eq!(waited, timeout, "virtual time waited");
-    assert!(real_start.elapsed() < Duration::from_secs(2));
+    assert!(real_start.elapsed() < Duration::from_secs(4));
 
     // The server did get the Ping, and swallowed it.
     while front.stats().actions_dropped == 0 {
