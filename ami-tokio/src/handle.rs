@@ -246,16 +246,7 @@ impl Events {
     pub async fn recv_many(&mut self, out: &mut Vec<StreamItem>, max: usize) -> usize {
         poll_fn(|cx| {
             let mut shared = self.inner.lock();
-            let mut n = 0;
-            while n < max {
-                match shared.client.poll_event() {
-                    Some(item) => {
-                        out.push(item);
-                        n += 1;
-                    }
-                    None => break,
-                }
-            }
+            let n = shared.client.poll_events(out, max);
             if n > 0 || shared.driver_done {
                 return Poll::Ready(n);
             }

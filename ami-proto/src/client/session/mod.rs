@@ -420,6 +420,19 @@ impl Client {
         self.stats.messages_in
     }
 
+    /// Moves up to `max` stream items into `out` and returns how many: one call for a batch,
+    /// so an adapter takes its lock once per batch instead of once per event.
+    pub fn poll_events(&mut self, out: &mut Vec<StreamItem>, max: usize) -> usize {
+        let before = out.len();
+        while out.len() - before < max {
+            match self.events.pop() {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        out.len() - before
+    }
+
     /// Events waiting in the queue.
     pub fn events_queued(&self) -> usize {
         self.events.len()
