@@ -7,6 +7,7 @@
 //! Without an argument it reads `../shared/fixtures/asterisk-22.10.1/event_stream_20s.raw`
 //! from the workspace root. The capture is fed to the decoder in 64 KiB reads, as a socket
 //! adapter would; the throughput is then measured over repeated passes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 use ami_proto::{DecodeError, Decoder, DecoderLimits, DecoderStats, Frame, MessageKind};
 use std::collections::HashMap;

@@ -3,6 +3,7 @@
 //!
 //! `cargo run --release -p ami-proto --example pending_cost`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 use ami_proto::{Action, Client, ClientConfig, Input, Output};
 use std::time::{Duration, Instant};

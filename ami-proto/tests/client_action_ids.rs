@@ -1,5 +1,6 @@
 //! Law 5: ActionIDs never cross servers or connections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 #[path = "support/scripted.rs"]
 mod scripted;

@@ -1,6 +1,7 @@
 //! Fault behaviour of the client: broken connections mid-list, floods, refused actions,
 //! event overflow, filters across reconnects, secrets in debug output, and logoff.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 #[path = "support/scripted.rs"]
 mod scripted;

@@ -1,6 +1,7 @@
 //! The irregular event lists of Asterisk 22 (AMI-PROTOCOL.md §5): none of them may hang an
 //! action or leak list events into the event stream.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 #[path = "support/scripted.rs"]
 mod scripted;

@@ -22,6 +22,7 @@
 //!
 //! After the last step, `close()` must complete every remaining action.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 #[path = "support/scripted.rs"]
 mod scripted;

@@ -3,6 +3,7 @@
 //!
 //! Time only moves when a test moves it (`t0 + Duration`); every instant is asserted exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 #[path = "support/scripted.rs"]
 mod scripted;

@@ -1,5 +1,6 @@
 //! Transcript tests: the client driven by the exact bytes a real Asterisk 22.10.1 sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 mod support;
 

@@ -3,6 +3,7 @@
 //! async runtime. Every input carries `now`; the simulation suite drives the same code on
 //! virtual time, which would be impossible if it read the real clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 use std::path::Path;
 
@@ -76,6 +77,30 @@ fn core_depends_on_no_runtime_or_io_crate() {
         assert!(
             !deps.lines().any(|l| l.trim_start().starts_with(runtime)),
             "ami-proto depends on {runtime}"
+        );
+    }
+}
+
+/// The type-aware half of law 1 lives in `ami-proto/clippy.toml` (CI runs clippy with
+/// `-D warnings`); this test fails if someone trims that list, so the grep above is never the
+/// only line of defence.
+#[test]
+fn core_clippy_config_disallows_clocks_sockets_files_threads_and_locks() {
+    let conf = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("clippy.toml"))
+        .expect("ami-proto/clippy.toml exists");
+    for path in [
+        "std::time::Instant::now",
+        "std::time::SystemTime::now",
+        "std::thread::spawn",
+        "std::thread::sleep",
+        "std::net::ToSocketAddrs::to_socket_addrs",
+        "std::net::TcpStream",
+        "std::fs::File",
+        "std::sync::Mutex",
+    ] {
+        assert!(
+            conf.contains(&format!("path = \"{path}\"")),
+            "ami-proto/clippy.toml no longer disallows {path}"
         );
     }
 }

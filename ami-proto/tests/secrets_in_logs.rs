@@ -2,6 +2,7 @@
 //! plain login, an MD5 login, a rejected login, actions, timeouts and reconnects, is captured
 //! and searched for the secret and the MD5 key.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 mod support;
 

@@ -4,6 +4,7 @@
 //! `cat -A`, a small independent script that splits the server's CRLF stream on empty lines),
 //! not by running this decoder and pasting what it printed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 use ami_proto::{DecodeError, Decoder, DecoderLimits, Frame, Message, MessageKind};
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! Property tests for the wire layer: split invariance, encode/decode round trips, refused
 //! injections, bounded memory on hostile input, and resynchronisation after garbage.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
 use ami_proto::{
     Action, ActionId, DecodeError, Decoder, DecoderLimits, EncodeError, Frame, Message, MessageKind,
