@@ -41,7 +41,7 @@ async fn open(cli: &Cli, events: &str) -> Result<(Handle, Events), Failure> {
             "--runtime async-std has no TLS; use --runtime tokio for amis://",
         ));
     }
-    let config = crate::connect::config(cli, &url.user, &url.secret, events)?;
+    let config = crate::connect::config(cli, &url.user, url.secret.expose(), events)?;
     let (handle, events) = ami_async_std::run_on_thread(config, (url.host.as_str(), url.port))
         .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")))?;
     let what = url.to_string();
@@ -184,15 +184,11 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
                 duration,
                 events,
             } => listen(cli, *count, *duration, events).await,
-            Command::Action { name, fields } => {
-                let mut action = Action::new(name);
-                for (k, v) in crate::commands::parse_fields(fields)? {
-                    action.push(k, v);
-                }
-                call(cli, "off", action, false).await
+            Command::Action { .. } => {
+                call(cli, "off", crate::commands::action_of(&cli.command)?, false).await
             }
             Command::Originate { .. } => {
-                let action = crate::commands::originate_action(&cli.command)?;
+                let action = crate::commands::action_of(&cli.command)?;
                 call(cli, "call", action, true).await
             }
             Command::Bench { .. } | Command::Demo { .. } => Err(Failure::new(

@@ -3,7 +3,9 @@
 use crate::connect;
 use crate::json;
 use crate::{Cli, Command, Failure, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
-use ami_proto::{Action, ActionError, Decoder, DecoderLimits, Frame, StreamItem};
+use ami_proto::{
+    Action, ActionError, ActionId, Decoder, DecoderLimits, Frame, StreamItem, MAX_ACTION_ID_LEN,
+};
 use ami_tokio::{AmiError, Status};
 use std::io::Write;
 use std::time::Duration;
@@ -33,15 +35,26 @@ fn result_failure(e: AmiError) -> Failure {
     }
 }
 
-pub(crate) fn parse_fields(fields: &[String]) -> Result<Vec<(String, String)>, Failure> {
-    fields
-        .iter()
-        .map(|f| {
-            f.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| Failure::new(EXIT_USAGE, format!("field {f:?} is not KEY=VALUE")))
-        })
-        .collect()
+/// clap's parser for `KEY=VALUE` arguments.
+pub(crate) fn parse_field(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| "expected KEY=VALUE".to_string())
+}
+
+/// Refuses, before any connection, an action the encoder would refuse after login: bad
+/// names, CR/LF/NUL in values, lines or messages over Asterisk's limits (counting the
+/// longest ActionID the client may add).
+pub(crate) fn check(cmd: &Command) -> Result<(), Failure> {
+    if !matches!(cmd, Command::Action { .. } | Command::Originate { .. }) {
+        return Ok(());
+    }
+    let longest = ActionId::new(&"x".repeat(MAX_ACTION_ID_LEN))
+        .map_err(|e| Failure::new(EXIT_OTHER, e.to_string()))?;
+    action_of(cmd)?
+        .validate(Some(&longest))
+        .map(drop)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("invalid action: {e}")))
 }
 
 pub(crate) async fn listen(
@@ -116,11 +129,7 @@ pub(crate) async fn listen(
     Ok(())
 }
 
-pub(crate) async fn action(cli: &Cli, name: &str, fields: &[String]) -> Result<(), Failure> {
-    let mut action = Action::new(name);
-    for (k, v) in parse_fields(fields)? {
-        action.push(k, v);
-    }
+pub(crate) async fn action(cli: &Cli, action: Action) -> Result<(), Failure> {
     let (handle, _events) = connect::open(cli, "off").await?;
     let result = handle.send(action).await;
     let printed = match result {
@@ -143,8 +152,15 @@ pub(crate) async fn action(cli: &Cli, name: &str, fields: &[String]) -> Result<(
     printed
 }
 
-/// Builds the async Originate for `ami originate`.
-pub(crate) fn originate_action(cmd: &Command) -> Result<Action, Failure> {
+/// The action `ami action` or `ami originate` sends.
+pub(crate) fn action_of(cmd: &Command) -> Result<Action, Failure> {
+    if let Command::Action { name, fields } = cmd {
+        let mut action = Action::new(name);
+        for (k, v) in fields {
+            action.push(k, v);
+        }
+        return Ok(action);
+    }
     let Command::Originate {
         channel,
         application,
@@ -156,7 +172,10 @@ pub(crate) fn originate_action(cmd: &Command) -> Result<Action, Failure> {
         timeout,
     } = cmd
     else {
-        return Err(Failure::new(EXIT_USAGE, "not an originate command"));
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "not an action or originate command",
+        ));
     };
     let mut action = Action::new("Originate").field("Channel", channel.as_str());
     match (application, context, exten) {
@@ -178,7 +197,7 @@ pub(crate) fn originate_action(cmd: &Command) -> Result<Action, Failure> {
             ))
         }
     }
-    for (k, v) in parse_fields(vars)? {
+    for (k, v) in vars {
         action.push("Variable", format!("{k}={v}"));
     }
     action.push("Timeout", timeout.to_string());

@@ -33,7 +33,7 @@ pub(crate) async fn open(cli: &Cli, events: &str) -> Result<(Handle, Events), Fa
             "no server: pass --server ami://USER:SECRET@HOST:PORT or set AMI_URL",
         )
     })?;
-    let config = config(cli, &url.user, &url.secret, events)?;
+    let config = config(cli, &url.user, url.secret.expose(), events)?;
     let target = (url.host.as_str(), url.port);
     let (handle, events) = if url.tls {
         tls_spawn(cli, config, target, &url.host)?

@@ -58,7 +58,13 @@ pub(crate) enum Runtime {
 )]
 pub(crate) struct Cli {
     /// ami://USER:SECRET@HOST:PORT (amis:// for TLS).
-    #[arg(long, env = "AMI_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AMI_URL",
+        global = true,
+        hide_env_values = true,
+        value_parser = url::ServerUrlParser
+    )]
     pub(crate) server: Option<url::ServerUrl>,
     /// Login method.
     #[arg(long, value_enum, default_value = "plain", global = true)]
@@ -93,25 +99,32 @@ pub(crate) enum Command {
         /// The action name, e.g. CoreShowChannels.
         name: String,
         /// Fields as KEY=VALUE (repeatable keys allowed).
-        fields: Vec<String>,
+        #[arg(value_parser = commands::parse_field)]
+        fields: Vec<(String, String)>,
     },
     /// Async Originate; prints the OriginateResponse.
     Originate {
+        /// The channel to call, e.g. PJSIP/100.
         #[arg(long)]
         channel: String,
-        #[arg(long, conflicts_with_all = ["context", "exten"])]
+        /// Run this application on the answered channel (or give --context and --exten).
+        #[arg(long, conflicts_with_all = ["context", "exten"], required_unless_present = "context")]
         application: Option<String>,
+        /// The application's arguments.
         #[arg(long, requires = "application")]
         data: Option<String>,
+        /// Dialplan context to connect the answered channel to (with --exten).
         #[arg(long, requires = "exten")]
         context: Option<String>,
+        /// Extension in --context.
         #[arg(long, requires = "context")]
         exten: Option<String>,
+        /// Priority in --context/--exten.
         #[arg(long, default_value = "1")]
         priority: String,
         /// Channel variables K=V (repeatable).
-        #[arg(long = "var")]
-        vars: Vec<String>,
+        #[arg(long = "var", value_parser = commands::parse_field)]
+        vars: Vec<(String, String)>,
         /// Ring timeout in milliseconds.
         #[arg(long, default_value_t = 30000)]
         timeout: u64,
@@ -135,12 +148,12 @@ pub(crate) enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match (&cli.command, cli.runtime) {
+    let result = commands::check(&cli.command).and_then(|()| match (&cli.command, cli.runtime) {
         (Command::Decode { file }, _) => commands::decode(file),
         (_, Runtime::AsyncStd) => async_std_runtime::run(&cli),
         (_, Runtime::Mio) => mio_runtime::run(&cli),
         (_, Runtime::Tokio) => run_tokio(&cli),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -163,10 +176,11 @@ fn run_tokio(cli: &Cli) -> Result<(), Failure> {
                 duration,
                 events,
             } => commands::listen(cli, *count, *duration, events).await,
-            Command::Action { name, fields } => commands::action(cli, name, fields).await,
+            Command::Action { .. } => {
+                commands::action(cli, commands::action_of(&cli.command)?).await
+            }
             Command::Originate { .. } => {
-                let action = commands::originate_action(&cli.command)?;
-                commands::originate(cli, action).await
+                commands::originate(cli, commands::action_of(&cli.command)?).await
             }
             Command::Bench { duration } => demo::bench(cli, *duration).await,
             Command::Demo { duration } => demo::demo(*duration).await,

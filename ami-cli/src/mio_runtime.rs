@@ -128,26 +128,19 @@ pub(crate) fn run(cli: &Cli) -> Result<(), Failure> {
                 "--runtime mio has no TLS yet; use --runtime tokio for amis://",
             ));
         }
-        let config = crate::connect::config(cli, &url.user, &url.secret, events)?;
-        Session::open(
-            config,
-            format!("{}:{}", url.host, url.port),
-            &url.to_string(),
-        )
+        let config = crate::connect::config(cli, &url.user, url.secret.expose(), events)?;
+        Session::open(config, url.authority(), &url.to_string())
     };
     match &cli.command {
-        Command::Action { name, fields } => {
-            let mut action = Action::new(name);
-            for (k, v) in crate::commands::parse_fields(fields)? {
-                action.push(k, v);
-            }
+        Command::Action { .. } => {
+            let action = crate::commands::action_of(&cli.command)?;
             let mut s = open("off")?;
             let outcome = s.call(action)?;
             s.logoff();
             print_outcome(outcome, false)
         }
         Command::Originate { .. } => {
-            let action = crate::commands::originate_action(&cli.command)?;
+            let action = crate::commands::action_of(&cli.command)?;
             let mut s = open("call")?;
             let outcome = s.call(action)?;
             s.logoff();

@@ -1,15 +1,37 @@
-//! `ami://USER:SECRET@HOST:PORT` (and `amis://` for TLS).
+//! `ami://USER:SECRET@HOST:PORT` (and `amis://` for TLS), parsed by the `url` crate.
+//!
+//! The secret never reaches a message: `Display` and `Debug` leave it out, and a URL that
+//! does not parse is shown with its secret replaced by `***` (or not at all when the secret
+//! cannot be told apart from the rest).
 
+use ami_proto::Secret;
 use std::fmt;
+use url::{Host, Url};
 
-/// A parsed server URL. `Debug` never shows the secret.
-#[derive(Clone, PartialEq, Eq)]
+/// Port when the URL names none: Asterisk's `manager.conf` defaults.
+const PLAIN_PORT: u16 = 5038;
+const TLS_PORT: u16 = 5039;
+
+/// A parsed server URL. `Debug` and `Display` never show the secret.
+#[derive(Clone)]
 pub(crate) struct ServerUrl {
     pub(crate) tls: bool,
     pub(crate) user: String,
-    pub(crate) secret: String,
+    pub(crate) secret: Secret,
+    /// A name, an IPv4 address, or an IPv6 address without brackets.
     pub(crate) host: String,
     pub(crate) port: u16,
+}
+
+impl ServerUrl {
+    /// `host:port` as a socket address string (IPv6 in brackets).
+    pub(crate) fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
 }
 
 impl fmt::Debug for ServerUrl {
@@ -21,104 +43,234 @@ impl fmt::Debug for ServerUrl {
 impl fmt::Display for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "amis" } else { "ami" };
-        write!(f, "{scheme}://{}@{}:{}", self.user, self.host, self.port)
+        write!(f, "{scheme}://{}@{}", self.user, self.authority())
     }
 }
 
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "bad %-escape in URL".to_string())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// What is wrong with a server URL. Nothing here holds text from the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UrlProblem {
+    /// The `url` crate refused it (bad port, bad IPv6 literal, no scheme...).
+    #[error("{0}")]
+    Syntax(#[from] url::ParseError),
+    /// Not `ami` or `amis`.
+    #[error("the scheme must be ami:// or amis://")]
+    Scheme,
+    /// No `USER:SECRET@`.
+    #[error("it needs USER:SECRET@ before the host")]
+    NoCredentials,
+    /// A `%` not followed by two hex digits in the user or the secret.
+    #[error("a % in the user or secret must be followed by two hex digits (write %25 for %)")]
+    BadEscape,
+    /// The user or secret decode to bytes that are not UTF-8.
+    #[error("the user or secret is not UTF-8 once %-decoded")]
+    NotUtf8,
+    /// `ami://u:p@:5038`.
+    #[error("it has no host")]
+    NoHost,
+    /// A path other than `/`, a query or a fragment.
+    #[error("it has a path, query or fragment; an AMI URL ends after HOST:PORT")]
+    Extra,
+}
+
+/// A server URL that cannot be used, with the URL shown without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad server URL{}: {problem}", shown.as_ref().map(|s| format!(" {s}")).unwrap_or_default())]
+pub(crate) struct UrlError {
+    /// The URL with the secret replaced by `***`; `None` when the secret's place cannot be
+    /// found (then nothing of the URL is shown).
+    pub(crate) shown: Option<String>,
+    /// What is wrong.
+    pub(crate) problem: UrlProblem,
+}
+
+/// The raw URL with the text between `USER:` and the last `@` replaced by `***`. The last
+/// `@` because a secret may hold `@`, `/`, `?` or `#` (badly escaped) itself.
+fn redact(raw: &str) -> Option<String> {
+    let (scheme, rest) = raw.split_once("://")?;
+    let (userinfo, host) = rest.rsplit_once('@')?;
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    Some(format!("{scheme}://{user}:***@{host}"))
+}
+
+fn has_bad_escape(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
+fn decode(s: &str) -> Result<String, UrlProblem> {
+    if has_bad_escape(s) {
+        return Err(UrlProblem::BadEscape);
     }
-    String::from_utf8(out).map_err(|_| "URL credentials are not UTF-8".to_string())
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| UrlProblem::NotUtf8)
+}
+
+fn parse(raw: &str) -> Result<ServerUrl, UrlProblem> {
+    let url = Url::parse(raw)?;
+    let tls = match url.scheme() {
+        "ami" => false,
+        "amis" => true,
+        _ => return Err(UrlProblem::Scheme),
+    };
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(UrlProblem::Extra);
+    }
+    let secret = url.password().ok_or(UrlProblem::NoCredentials)?;
+    let (user, secret) = (decode(url.username())?, decode(secret)?);
+    if user.is_empty() {
+        return Err(UrlProblem::NoCredentials);
+    }
+    let host = match url.host() {
+        Some(Host::Ipv6(a)) => a.to_string(),
+        Some(Host::Ipv4(a)) => a.to_string(),
+        Some(Host::Domain(d)) if !d.is_empty() => d.to_string(),
+        _ => return Err(UrlProblem::NoHost),
+    };
+    Ok(ServerUrl {
+        tls,
+        user,
+        secret: Secret::new(secret),
+        host,
+        port: url
+            .port()
+            .unwrap_or(if tls { TLS_PORT } else { PLAIN_PORT }),
+    })
 }
 
 impl std::str::FromStr for ServerUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (tls, rest) = if let Some(r) = s.strip_prefix("ami://") {
-            (false, r)
-        } else if let Some(r) = s.strip_prefix("amis://") {
-            (true, r)
-        } else {
-            return Err("URL must start with ami:// or amis://".into());
-        };
-        let rest = rest.trim_end_matches('/');
-        let (cred, hostport) = rest
-            .rsplit_once('@')
-            .ok_or("URL needs USER:SECRET@ before the host")?;
-        let (user, secret) = cred.split_once(':').ok_or("URL needs USER:SECRET")?;
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => {
-                (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?)
-            }
-            _ => (hostport, if tls { 5039 } else { 5038 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err("URL has no host".into());
-        }
-        Ok(ServerUrl {
-            tls,
-            user: percent_decode(user)?,
-            secret: percent_decode(secret)?,
-            host: host.to_string(),
-            port,
+    type Err = UrlError;
+    fn from_str(raw: &str) -> Result<Self, UrlError> {
+        parse(raw).map_err(|problem| UrlError {
+            shown: redact(raw),
+            problem,
         })
     }
 }
 
+/// clap's parser for `--server` / `AMI_URL`. A plain `FromStr` parser would make clap echo
+/// the whole value ("invalid value '…'"), secret included; this one reports only
+/// [`UrlError`]'s text.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerUrlParser;
+
+impl clap::builder::TypedValueParser for ServerUrlParser {
+    type Value = ServerUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<ServerUrl, clap::Error> {
+        let message = match value.to_str().map(str::parse::<ServerUrl>) {
+            Some(Ok(url)) => return Ok(url),
+            Some(Err(e)) => format!("{e} (from --server or AMI_URL)\n"),
+            None => "the server URL (--server or AMI_URL) is not UTF-8\n".to_string(),
+        };
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_plain_and_tls_with_default_ports() {
-        let u: ServerUrl = "ami://admin:amp111@127.0.0.1:5038".parse().unwrap();
-        assert_eq!(
-            (u.user.as_str(), u.secret.as_str(), u.port),
-            ("admin", "amp111", 5038)
-        );
-        let t: ServerUrl = "amis://a:b@pbx.example".parse().unwrap();
-        assert!(t.tls);
-        assert_eq!(t.port, 5039);
+    fn ok(s: &str) -> ServerUrl {
+        s.parse().unwrap()
+    }
+
+    fn err(s: &str) -> UrlError {
+        match s.parse::<ServerUrl>() {
+            Ok(u) => panic!("{s} parsed as {u}"),
+            Err(e) => e,
+        }
     }
 
     #[test]
-    fn secret_with_reserved_characters_is_percent_decoded() {
-        let u: ServerUrl = "ami://admin:p%40ss%3Aw@[::1]:6000".parse().unwrap();
-        assert_eq!(u.secret, "p@ss:w");
-        assert_eq!(u.host, "::1");
-        assert_eq!(u.port, 6000);
+    fn parses_plain_and_tls_with_default_ports() {
+        let u = ok("ami://admin:amp111@127.0.0.1:5038");
+        assert_eq!(
+            (u.user.as_str(), u.secret.expose(), u.host.as_str(), u.port),
+            ("admin", "amp111", "127.0.0.1", 5038)
+        );
+        let t = ok("amis://a:b@pbx.example");
+        assert!(t.tls);
+        assert_eq!((t.host.as_str(), t.port), ("pbx.example", 5039));
+        assert_eq!(ok("ami://a:b@h/").port, 5038);
+    }
+
+    #[test]
+    fn ipv6_literals_keep_their_address_and_port() {
+        let u = ok("ami://u:p@[::1]:6000");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 6000));
+        assert_eq!(u.authority(), "[::1]:6000");
+        assert_eq!(u.to_string(), "ami://u@[::1]:6000");
+        assert_eq!(ok("ami://u:p@[2001:db8::7]").port, 5038);
+    }
+
+    #[test]
+    fn unbracketed_ipv6_is_refused_not_misread() {
+        let e = err("ami://u:p@::1");
+        assert_eq!(e.to_string(), "bad server URL ami://u:***@::1: empty host");
+        assert!(matches!(e.problem, UrlProblem::Syntax(_)), "{e}");
+    }
+
+    #[test]
+    fn user_and_secret_are_percent_decoded() {
+        let u = ok("ami://ad%20min:p%40ss%3Aw%2F@[::1]:6000");
+        assert_eq!((u.user.as_str(), u.secret.expose()), ("ad min", "p@ss:w/"));
     }
 
     #[test]
     fn display_and_debug_hide_the_secret() {
-        let u: ServerUrl = "ami://admin:amp111@h:1".parse().unwrap();
+        let u = ok("ami://admin:amp111@h:1");
         assert!(!format!("{u} {u:?}").contains("amp111"));
     }
 
     #[test]
-    fn bad_urls_are_refused() {
-        for bad in [
-            "http://a:b@h",
-            "ami://h:5038",
-            "ami://a@h",
-            "ami://a:b@h:notaport",
+    fn each_problem_is_named_and_no_error_shows_the_secret() {
+        for (bad, problem) in [
+            ("http://a:S3cr3t@h", UrlProblem::Scheme),
+            ("ami://h:5038", UrlProblem::NoCredentials),
+            ("ami://a@h", UrlProblem::NoCredentials),
+            ("ami://:S3cr3t@h", UrlProblem::NoCredentials),
+            ("ami://a:S3cr3t%zz@h", UrlProblem::BadEscape),
+            ("ami://a:S3cr3t%@h", UrlProblem::BadEscape),
+            ("ami://a:S3cr3t%ff@h", UrlProblem::NotUtf8),
+            ("ami://a:S3cr3t@h/x", UrlProblem::Extra),
+            ("ami://a:S3cr3t@h?q", UrlProblem::Extra),
+            (
+                "ami://a:S3cr3t@h:notaport",
+                UrlProblem::Syntax(url::ParseError::InvalidPort),
+            ),
         ] {
-            assert!(bad.parse::<ServerUrl>().is_err(), "{bad}");
+            let e = err(bad);
+            assert_eq!(e.problem, problem, "{bad}");
+            let text = e.to_string();
+            assert!(!text.contains("S3cr3t"), "{text}");
         }
+        assert_eq!(
+            err("ami://a:S3cr3t@h:notaport").to_string(),
+            "bad server URL ami://a:***@h:notaport: invalid port number"
+        );
+    }
+
+    #[test]
+    fn a_url_whose_secret_cannot_be_located_is_not_shown() {
+        // Without '@' the "secret" may be read as a port: show nothing of the URL.
+        let e = err("ami://admin:S3cr3t");
+        assert_eq!(e.shown, None);
+        assert!(!e.to_string().contains("S3cr3t"));
+        // A secret holding an unescaped '@' or '/' is still replaced whole.
+        let e = err("ami://a:S3/cr@3t@h:x");
+        assert_eq!(e.shown.as_deref(), Some("ami://a:***@h:x"));
     }
 }

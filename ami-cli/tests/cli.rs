@@ -357,3 +357,97 @@ fn demo_runs_without_a_server() {
     assert!(text.contains("logged in"));
     assert!(text.contains("done:"));
 }
+
+const RUNTIMES: [&str; 3] = ["tokio", "mio", "async-std"];
+
+fn ami_env(args: &[&str], ami_url: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ami"))
+        .args(args)
+        .env("AMI_URL", ami_url)
+        .output()
+        .expect("run ami")
+}
+
+#[test]
+fn malformed_urls_name_the_problem_and_never_print_the_secret() {
+    for (url, words) in [
+        ("ami://u:S3cr3t@127.0.0.1:notaport", "invalid port number"),
+        ("ami://u:S3cr3t%zz@127.0.0.1", "two hex digits"),
+        (
+            "http://u:S3cr3t@127.0.0.1",
+            "scheme must be ami:// or amis://",
+        ),
+        ("ami://u:S3cr3t@::1", "empty host"),
+        ("ami://u:S3cr3t", "invalid port number"),
+    ] {
+        for out in [
+            ami(&["--server", url, "action", "Ping"]),
+            ami_env(&["action", "Ping"], url),
+        ] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+            assert!(err.contains(words), "{url}: {err}");
+            assert!(!err.contains("S3cr3t"), "{url}: the secret leaked: {err}");
+        }
+    }
+}
+
+/// A listener that only counts who connects.
+fn silent_listener() -> std::net::TcpListener {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    l
+}
+
+fn was_contacted(l: &std::net::TcpListener) -> bool {
+    l.accept().is_ok()
+}
+
+#[test]
+fn invalid_actions_are_refused_before_any_connection_on_every_runtime() {
+    let listener = silent_listener();
+    let server = format!("ami://a:b@{}", listener.local_addr().unwrap());
+    let long = format!("Foo={}", "x".repeat(1100));
+    let bad: [&[&str]; 5] = [
+        &["action", "Ping", "Foo=bar\r\nAction: Originate"],
+        &["action", "Ping", "Bad Name=1"],
+        &["action", "Ping", &long],
+        &["action", "Ping", "NoEqualsSign"],
+        &[
+            "originate",
+            "--channel",
+            "Local/1@x\n",
+            "--application",
+            "Wait",
+        ],
+    ];
+    for runtime in RUNTIMES {
+        for args in bad {
+            let mut all = vec!["--server", server.as_str(), "--runtime", runtime];
+            all.extend_from_slice(args);
+            let out = ami(&all);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{runtime} {args:?}: {err}");
+            assert!(!was_contacted(&listener), "{runtime} {args:?} connected");
+        }
+    }
+}
+
+#[test]
+fn originate_needs_an_application_or_a_context_and_exten() {
+    for args in [
+        &["originate", "--channel", "X"][..],
+        &["originate", "--channel", "X", "--context", "c"],
+        &[
+            "originate",
+            "--channel",
+            "X",
+            "--application",
+            "A",
+            "--exten",
+            "1",
+        ],
+    ] {
+        assert_eq!(ami(args).status.code(), Some(2), "{args:?}");
+    }
+}
