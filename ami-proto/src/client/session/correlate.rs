@@ -251,14 +251,8 @@ impl Client {
                 self.pending.remove(seq);
             }
             (Kind::User { .. }, Stage::Queued) => {
-                self.finish(
-                    now,
-                    seq,
-                    Outcome::TimedOut {
-                        phase: Phase::Queued,
-                        partial: None,
-                    },
-                );
+                self.expire_unwritten(seq);
+                self.pump(now);
             }
             (Kind::User { .. }, stage) => {
                 let phase = match stage {
@@ -269,6 +263,22 @@ impl Client {
                 let partial = p.response.take().map(|r| *r);
                 log::debug!("AMI action {} timed out ({phase:?})", p.id);
                 self.report(now, seq, Outcome::TimedOut { phase, partial }, false);
+            }
+        }
+    }
+
+    /// Completes a queued (never written) action as timed out in [`Phase::Queued`], without
+    /// pumping: [`pump`](Client::pump) calls this for actions whose deadline passed.
+    pub(super) fn expire_unwritten(&mut self, seq: u64) {
+        self.sync_originates.remove(&seq);
+        if let Some(p) = self.pending.remove(seq) {
+            log::debug!("AMI action {} timed out before it was written", p.id);
+            if matches!(p.kind, Kind::User { .. }) {
+                let outcome = Outcome::TimedOut {
+                    phase: Phase::Queued,
+                    partial: None,
+                };
+                self.emit_completed(p.id, outcome);
             }
         }
     }

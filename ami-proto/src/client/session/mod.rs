@@ -651,6 +651,13 @@ impl Client {
             let Some(p) = self.pending.get_mut(seq) else {
                 continue;
             };
+            if p.deadline <= now {
+                // Its deadline passed while it waited (the heap has not surfaced it yet): an
+                // action is never written after its caller was told, or could be told, that
+                // it timed out. It ends unwritten and the slot goes to the next one.
+                self.expire_unwritten(seq);
+                continue;
+            }
             let Some(action) = p.action.take() else {
                 self.pending.remove(seq);
                 continue;

@@ -1,0 +1,207 @@
+//! An action whose deadline has passed is never written (issue 9, item 2).
+//!
+//! It completes `TimedOut` in the phase it was in (`Queued` when it was never written), and a
+//! pipeline slot freed by a timeout goes to the next action still within its deadline. The
+//! property test drives random timings, answers and late timer calls and checks, for every
+//! action the scripted server received, that it was written strictly before its deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{Action, ActionId, ClientConfig, Outcome, Phase, SendOptions};
+use proptest::prelude::*;
+use scripted::{id_of, pong, Harness, Out};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn ready(pipeline_depth: usize, t0: Instant) -> Harness {
+    let cfg = ClientConfig::builder("admin", "s3cr3t")
+        .events("off")
+        .seed(3)
+        .pipeline_depth(pipeline_depth)
+        .ping_interval(secs(3600))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    h.take_all();
+    h
+}
+
+fn timed_out(phase: Phase) -> Outcome {
+    Outcome::TimedOut {
+        phase,
+        partial: None,
+    }
+}
+
+#[test]
+fn queued_action_past_its_deadline_is_never_written_and_times_out_queued() {
+    // The issue's case: depth 1, two Pings with 1 s, no answer, one timer call at 2 s.
+    let t0 = Instant::now();
+    let mut h = ready(1, t0);
+    let a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    assert_eq!(h.take_all().len(), 1, "depth 1: only the first is written");
+    let out = h.advance_to(t0 + secs(2));
+    assert_eq!(
+        out,
+        [
+            Out::Completed(a, timed_out(Phase::Response)),
+            Out::Completed(b, timed_out(Phase::Queued)),
+        ]
+    );
+    assert!(h.inbox.is_empty(), "the second Ping was written late");
+    assert_eq!(h.client.stats().actions_written, 1);
+}
+
+#[test]
+fn freed_slot_goes_to_the_next_action_still_within_its_deadline() {
+    let t0 = Instant::now();
+    let mut h = ready(1, t0);
+    let a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    let c = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(10)));
+    h.take_all();
+    let out = h.advance_to(t0 + secs(2));
+    assert_eq!(
+        out,
+        [
+            Out::Completed(a, timed_out(Phase::Response)),
+            Out::Completed(b, timed_out(Phase::Queued)),
+        ]
+    );
+    let written = h.take_all();
+    assert_eq!(written.len(), 1);
+    assert_eq!(id_of(&written[0]), c.as_str(), "c is still in time");
+}
+
+#[test]
+fn answer_arriving_after_a_queued_deadline_does_not_write_the_stale_action() {
+    // No timer call at all: the answer itself frees the slot, at a time when the queued
+    // action's deadline has already passed.
+    let t0 = Instant::now();
+    let mut h = ready(1, t0);
+    let a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(5)));
+    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    let ping = h.take("Ping");
+    h.now = t0 + secs(2);
+    let out = h.feed(&pong(id_of(&ping)));
+    assert!(matches!(&out[0], Out::Completed(i, Outcome::Success(_)) if *i == a));
+    assert_eq!(out[1], Out::Completed(b, timed_out(Phase::Queued)));
+    assert!(h.inbox.is_empty());
+}
+
+#[test]
+fn action_sent_at_its_own_deadline_instant_is_not_written_later() {
+    // A slot that frees exactly at an action's deadline does not write it: written means
+    // strictly before the deadline.
+    let t0 = Instant::now();
+    let mut h = ready(1, t0);
+    let _a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(2)));
+    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(2)));
+    h.take_all();
+    let out = h.advance_to(t0 + secs(2));
+    assert_eq!(out[1], Out::Completed(b, timed_out(Phase::Queued)));
+    assert!(h.inbox.is_empty());
+}
+
+/// One step of a random schedule.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Send a Ping with this timeout (ms).
+    Send(u64),
+    /// The server answers the oldest unanswered Ping.
+    Answer,
+    /// Time moves on by this many ms; `fire` says whether the adapter calls
+    /// `handle_timeout` (a late or missed timer call is legal).
+    Advance { ms: u64, fire: bool },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u64..3_000).prop_map(Op::Send),
+        3 => Just(Op::Answer),
+        3 => (0u64..1_500, any::<bool>()).prop_map(|(ms, fire)| Op::Advance { ms, fire }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn written_implies_before_its_deadline(
+        depth in 1usize..4,
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let t0 = Instant::now();
+        let mut h = ready(depth, t0);
+        let mut deadlines: HashMap<String, Instant> = HashMap::new();
+        let mut outcomes: HashMap<ActionId, usize> = HashMap::new();
+        let mut seen = 0;
+        let mut unanswered = std::collections::VecDeque::new();
+        for op in &ops {
+            match op {
+                Op::Send(ms) => {
+                    let id = h.send_with(
+                        Action::new("Ping"),
+                        SendOptions::timeout(Duration::from_millis(*ms)),
+                    );
+                    deadlines.insert(id.to_string(), h.now + Duration::from_millis(*ms));
+                }
+                Op::Answer => {
+                    if let Some(id) = unanswered.pop_front() {
+                        let id: String = id;
+                        h.feed(&pong(&id));
+                    }
+                }
+                Op::Advance { ms, fire } => {
+                    let t = h.now + Duration::from_millis(*ms);
+                    if *fire {
+                        h.advance_to(t);
+                    } else {
+                        h.now = t;
+                    }
+                }
+            }
+            // Everything written since the last step was written at `h.now`.
+            for m in h.take_all() {
+                let id = id_of(&m).to_string();
+                let deadline = deadlines[&id];
+                prop_assert!(
+                    h.now < deadline,
+                    "{id} written at +{:?}, deadline +{:?}",
+                    h.now - t0,
+                    deadline - t0
+                );
+                unanswered.push_back(id);
+            }
+            for out in &h.log[seen..] {
+                if let Out::Completed(id, outcome) = out {
+                    *outcomes.entry(id.clone()).or_default() += 1;
+                    if let Outcome::TimedOut { phase: Phase::Queued, .. } = outcome {
+                        prop_assert!(
+                            !h.written.iter().any(|(_, m)| id_of(m) == id.as_str()),
+                            "{id} timed out as Queued but was written"
+                        );
+                    }
+                }
+            }
+            seen = h.log.len();
+        }
+        // Let every deadline pass: each action completes exactly once.
+        h.advance(secs(10));
+        for out in &h.log[seen..] {
+            if let Out::Completed(id, _) = out {
+                *outcomes.entry(id.clone()).or_default() += 1;
+            }
+        }
+        prop_assert_eq!(outcomes.len(), deadlines.len());
+        prop_assert!(outcomes.values().all(|n| *n == 1));
+    }
+}
