@@ -5,6 +5,7 @@
 //! property test drives random timings, answers and late timer calls and checks, for every
 //! action the scripted server received, that it was written strictly before its deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
 
 #[path = "support/scripted.rs"]
 mod scripted;
@@ -33,6 +34,14 @@ fn ready(pipeline_depth: usize, t0: Instant) -> Harness {
     h
 }
 
+/// Sends one Ping per timeout (in seconds), in order.
+fn pings(h: &mut Harness, timeouts: &[u64]) -> Vec<ActionId> {
+    timeouts
+        .iter()
+        .map(|t| h.send_with(Action::new("Ping"), SendOptions::timeout(secs(*t))))
+        .collect()
+}
+
 fn timed_out(phase: Phase) -> Outcome {
     Outcome::TimedOut {
         phase,
@@ -45,8 +54,7 @@ fn queued_action_past_its_deadline_is_never_written_and_times_out_queued() {
     // The case: depth 1, two Pings with 1 s, no answer, one timer call at 2 s.
     let t0 = Instant::now();
     let mut h = ready(1, t0);
-    let a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
-    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    let [a, b] = <[ActionId; 2]>::try_from(pings(&mut h, &[1, 1])).unwrap();
     assert_eq!(h.take_all().len(), 1, "depth 1: only the first is written");
     let out = h.advance_to(t0 + secs(2));
     assert_eq!(
@@ -64,9 +72,7 @@ fn queued_action_past_its_deadline_is_never_written_and_times_out_queued() {
 fn freed_slot_goes_to_the_next_action_still_within_its_deadline() {
     let t0 = Instant::now();
     let mut h = ready(1, t0);
-    let a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
-    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
-    let c = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(10)));
+    let [a, b, c] = <[ActionId; 3]>::try_from(pings(&mut h, &[1, 1, 10])).unwrap();
     h.take_all();
     let out = h.advance_to(t0 + secs(2));
     assert_eq!(
@@ -87,8 +93,7 @@ fn answer_arriving_after_a_queued_deadline_does_not_write_the_stale_action() {
     // action's deadline has already passed.
     let t0 = Instant::now();
     let mut h = ready(1, t0);
-    let a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(5)));
-    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    let [a, b] = <[ActionId; 2]>::try_from(pings(&mut h, &[5, 1])).unwrap();
     let ping = h.take("Ping");
     h.now = t0 + secs(2);
     let out = h.feed(&pong(id_of(&ping)));
@@ -103,8 +108,7 @@ fn action_sent_at_its_own_deadline_instant_is_not_written_later() {
     // strictly before the deadline.
     let t0 = Instant::now();
     let mut h = ready(1, t0);
-    let _a = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(2)));
-    let b = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(2)));
+    let [_a, b] = <[ActionId; 2]>::try_from(pings(&mut h, &[2, 2])).unwrap();
     h.take_all();
     let out = h.advance_to(t0 + secs(2));
     assert_eq!(out[1], Out::Completed(b, timed_out(Phase::Queued)));
