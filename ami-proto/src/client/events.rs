@@ -49,6 +49,11 @@ impl EventQueue {
         self.events
     }
 
+    /// True when [`pop`](Self::pop) has something: an item or a gap not yet reported.
+    pub(crate) fn has_items(&self) -> bool {
+        !self.items.is_empty() || self.leading_gap > 0 || self.trailing_gap > 0
+    }
+
     pub(crate) fn offer(&mut self, event: Message) -> Offer {
         if self.events < self.cap {
             if self.trailing_gap > 0 {

@@ -109,6 +109,16 @@ impl Latency {
         let bucket = (64 - us.leading_zeros() as usize).min(39);
         self.buckets[bucket] += 1;
     }
+    /// Adds `other`'s measurements to these (fleet-wide totals).
+    pub fn merge(&mut self, other: &Latency) {
+        self.count += other.count;
+        self.sum_us += other.sum_us;
+        self.min_us = self.min_us.min(other.min_us);
+        self.max_us = self.max_us.max(other.max_us);
+        for (b, o) in self.buckets.iter_mut().zip(other.buckets) {
+            *b += o;
+        }
+    }
     /// Answers measured.
     pub fn count(&self) -> u64 {
         self.count

@@ -2,6 +2,7 @@
 
 mod correlate;
 mod login;
+mod probe;
 mod reconnect;
 
 use super::config::{AuthMethod, ClientConfig};

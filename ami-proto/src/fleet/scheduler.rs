@@ -84,7 +84,7 @@ impl Default for Budget {
 
 impl Budget {
     /// The same budget with every limit at least 1.
-    fn clamped(self) -> Budget {
+    pub(crate) fn clamped(self) -> Budget {
         Budget {
             read_bytes_per_conn: self.read_bytes_per_conn.max(1),
             messages_per_conn: self.messages_per_conn.max(1),

@@ -1,0 +1,23 @@
+//! Cheap questions about a client's state, for a fleet that routes and reports over many.
+
+use super::*;
+
+impl Client {
+    /// True while the circuit breaker is open: the last `breaker_threshold` sessions failed
+    /// in a row, and the client waits the breaker cooldown before its next connect.
+    pub fn is_breaker_open(&self) -> bool {
+        self.state == State::Backoff && self.failures >= self.config.breaker_threshold
+    }
+
+    /// Caller actions tracked now (queued, written, gathering, awaiting a follow-up); the
+    /// same figure as `Stats::pending`, without building a snapshot.
+    pub fn pending_actions(&self) -> usize {
+        self.pending.user_count()
+    }
+
+    /// True when [`poll_event`](Self::poll_event) has an item (an event, a gap notice, or
+    /// any other stream item). `events_queued` counts events only.
+    pub fn has_stream_items(&self) -> bool {
+        self.events.has_items()
+    }
+}

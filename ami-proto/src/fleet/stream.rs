@@ -1,0 +1,124 @@
+//! The merged event stream: every server keeps its own bounded queue (its client's), and the
+//! fleet hands items out one at a time from each server with items, in rotation. A server
+//! that floods fills and overflows only its own queue (counted, as gaps naming it); a quiet
+//! server's next item is at most one rotation away, however much the flooder has queued.
+
+use super::name::ServerName;
+use super::servers::Fleet;
+use crate::StreamItem;
+use std::collections::VecDeque;
+
+/// One item of the merged stream: what a server's own stream said, and which server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetItem {
+    /// The server it came from.
+    pub server: ServerName,
+    /// The item, as that server's client produced it: an event, a gap notice counting the
+    /// events this server lost, or any other stream item.
+    pub item: StreamItem,
+}
+
+/// Slots with stream items, in the order they get their next turn.
+#[derive(Debug, Default)]
+pub(crate) struct EventRing {
+    order: VecDeque<usize>,
+    /// `listed[i]`: slot `i` is in `order` (at most once).
+    listed: Vec<bool>,
+    /// Items of servers that are gone (a final gap), served first.
+    orphans: VecDeque<FleetItem>,
+}
+
+impl EventRing {
+    /// Puts slot `index` at the back of the rotation unless it is in it.
+    pub(crate) fn join(&mut self, index: usize) {
+        if self.listed.len() <= index {
+            self.listed.resize(index + 1, false);
+        }
+        if let Some(l) = self.listed.get_mut(index) {
+            if !*l {
+                *l = true;
+                self.order.push_back(index);
+            }
+        }
+    }
+
+    /// Takes slot `index` out of the rotation (its server is being removed).
+    pub(crate) fn forget(&mut self, index: usize) {
+        if let Some(l) = self.listed.get_mut(index) {
+            if std::mem::take(l) {
+                self.order.retain(|&i| i != index);
+            }
+        }
+    }
+
+    /// Queues the last word of a removed server.
+    pub(crate) fn orphan(&mut self, item: FleetItem) {
+        self.orphans.push_back(item);
+    }
+
+    /// Slots waiting for a turn.
+    pub(crate) fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+impl Fleet {
+    /// The next item of the merged stream, taking one item from each server with items in
+    /// turn. The reader never waits for this call: each server's queue is bounded by its
+    /// `event_queue_cap`, and what overflows comes out as a gap naming that server.
+    pub fn poll_event(&mut self) -> Option<FleetItem> {
+        if let Some(item) = self.ring.orphans.pop_front() {
+            return Some(item);
+        }
+        while let Some(index) = self.ring.order.pop_front() {
+            let Some(s) = self
+                .slots
+                .get_mut(index)
+                .and_then(|slot| slot.server.as_mut())
+            else {
+                continue;
+            };
+            match s.client.poll_event() {
+                Some(item) => {
+                    if let StreamItem::Event(_) = &item {
+                        s.counters.events_delivered += 1;
+                    } else if let StreamItem::Gap { dropped } = &item {
+                        s.counters.events_lost += dropped;
+                    }
+                    // Back of the line, even if now empty: a trailing gap may still follow,
+                    // and the next turn finds out.
+                    self.ring.order.push_back(index);
+                    return Some(FleetItem {
+                        server: s.name.clone(),
+                        item,
+                    });
+                }
+                None => {
+                    if let Some(l) = self.ring.listed.get_mut(index) {
+                        *l = false;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Moves up to `max` items of the merged stream into `out` (in rotation, as
+    /// [`poll_event`](Self::poll_event)) and returns how many.
+    pub fn poll_events(&mut self, out: &mut Vec<FleetItem>, max: usize) -> usize {
+        let before = out.len();
+        while out.len() - before < max {
+            match self.poll_event() {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        out.len() - before
+    }
+
+    /// True when the merged stream may have items ([`poll_event`](Self::poll_event) finds
+    /// out).
+    pub fn has_events(&self) -> bool {
+        self.ring.len() > 0 || !self.ring.orphans.is_empty()
+    }
+}

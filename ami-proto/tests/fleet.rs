@@ -1,0 +1,431 @@
+//! Fleet behaviour against scripted servers (the full simulation is in `ami-sim`'s fleet
+//! harness).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_proto::fleet::*;
+use ami_proto::{Action, ClientConfig, DisconnectReason, Input, Outcome, StreamItem};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+fn client_config() -> ClientConfig {
+    ClientConfig::builder("admin", "amp111")
+        .backoff_base(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(40))
+        .breaker_threshold(3)
+        .breaker_cooldown(Duration::from_secs(5))
+        .event_queue_cap(16)
+        .build()
+        .unwrap()
+}
+
+fn fleet(connects_per_step: usize) -> Fleet {
+    let mut config = FleetConfig::default();
+    config.budget.connects_per_step = connects_per_step;
+    config.seed = 42;
+    Fleet::new(config)
+}
+
+/// Answers Login and Ping blocks the way Asterisk does, echoing each ActionID.
+fn answer(wire: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(wire);
+    let mut reply = String::new();
+    for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
+        let id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .unwrap_or("");
+        if block.starts_with("Action: Login") {
+            reply += &format!(
+                "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
+            );
+        } else if block.starts_with("Action: Ping") {
+            reply += &format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n");
+        }
+    }
+    reply.into_bytes()
+}
+
+/// Drains outputs; connects are answered per `open` (true: the transport opens).
+fn drain(fleet: &mut Fleet, now: Instant, open: bool, log: &mut Vec<FleetOutput>) -> usize {
+    let mut connects = 0;
+    loop {
+        match fleet.poll_output() {
+            FleetOutput::Wait(_) => return connects,
+            FleetOutput::Connect(id) => {
+                connects += 1;
+                if open {
+                    fleet.handle_input(now, id, Input::Connected);
+                    fleet.handle_input(
+                        now,
+                        id,
+                        Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
+                    );
+                } else {
+                    fleet.handle_input(now, id, Input::ConnectFailed);
+                }
+            }
+            other => log.push(other),
+        }
+    }
+}
+
+/// Lets every server with bytes to send talk to its scripted server once.
+fn exchange(fleet: &mut Fleet, now: Instant) {
+    let ids: Vec<ServerId> = fleet.servers().map(|(id, _)| id).collect();
+    for id in ids {
+        let wire = fleet.transmit(id).to_vec();
+        fleet.advance_transmit(id, wire.len());
+        let reply = answer(&wire);
+        if !reply.is_empty() {
+            fleet.handle_input(now, id, Input::Received(&reply));
+        }
+    }
+}
+
+/// Runs steps until every server is ready.
+fn all_ready(fleet: &mut Fleet, now: Instant) -> Vec<FleetOutput> {
+    let mut log = Vec::new();
+    for _ in 0..100 {
+        fleet.handle_timeout(now);
+        drain(fleet, now, true, &mut log);
+        exchange(fleet, now);
+        drain(fleet, now, true, &mut log);
+        if fleet.stats().by_status[2] == fleet.len() {
+            return log;
+        }
+    }
+    panic!("not all ready: {:?}", fleet.stats().by_status);
+}
+
+fn event(name: &str, seq: usize) -> Vec<u8> {
+    format!("Event: {name}\r\nSeq: {seq}\r\n\r\n").into_bytes()
+}
+
+#[test]
+fn connects_per_step_stay_within_budget_and_every_server_gets_its_turn() {
+    let now = Instant::now();
+    let mut f = fleet(8);
+    for k in 0..100 {
+        f.add(now, &format!("pbx{k}"), client_config()).unwrap();
+    }
+    let mut started: HashMap<ServerId, usize> = HashMap::new();
+    for step in 1..=13 {
+        f.handle_timeout(now);
+        let mut n = 0;
+        loop {
+            match f.poll_output() {
+                FleetOutput::Connect(id) => {
+                    n += 1;
+                    *started.entry(id).or_default() += 1;
+                }
+                FleetOutput::Wait(at) => {
+                    // Connects still waiting: the fleet asks to be stepped again at once.
+                    if step < 13 {
+                        assert_eq!(at, Some(now));
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(n <= 8, "{n} connects in step {step}");
+    }
+    assert_eq!(
+        started.len(),
+        100,
+        "ceil(100 / 8) = 13 steps reach everyone"
+    );
+    assert!(started.values().all(|n| *n == 1));
+    assert_eq!(f.stats().most_connects_in_a_step, 8);
+}
+
+#[test]
+fn policy_routing_needs_a_ready_server_and_says_so_when_there_is_none() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    f.add(now, "a", client_config()).unwrap();
+    f.add(now, "b", client_config()).unwrap();
+    let r = f.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping"));
+    assert_eq!(
+        r,
+        Err(RouteError::NoServer {
+            servers: 2,
+            ready: 0,
+            full: 0
+        })
+    );
+    assert_eq!(f.stats().total.pending, 0, "nothing was queued anywhere");
+    assert_eq!(
+        f.send(now, Route::Server("nope"), Action::new("Ping")),
+        Err(RouteError::UnknownServer("nope".into()))
+    );
+    all_ready(&mut f, now);
+    let picked: Vec<String> = (0..4)
+        .map(|_| {
+            f.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping"))
+                .unwrap()
+                .server
+                .to_string()
+        })
+        .collect();
+    assert_eq!(picked, ["a", "b", "a", "b"]);
+    // A caller error is the caller's, whichever server would have taken it.
+    let bad = f.send(now, Route::Any(Policy::RoundRobin), Action::new("Login"));
+    assert!(matches!(bad, Err(RouteError::Send { .. })), "{bad:?}");
+}
+
+#[test]
+fn fewest_in_flight_prefers_the_idle_server() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    for name in ["a", "b", "c"] {
+        f.add(now, name, client_config()).unwrap();
+    }
+    all_ready(&mut f, now);
+    for _ in 0..3 {
+        f.send(now, Route::Server("a"), Action::new("Ping"))
+            .unwrap();
+        f.send(now, Route::Server("c"), Action::new("Ping"))
+            .unwrap();
+    }
+    let r = f
+        .send(now, Route::Any(Policy::FewestInFlight), Action::new("Ping"))
+        .unwrap();
+    assert_eq!(r.server.as_str(), "b");
+}
+
+#[test]
+fn completions_name_the_server_and_ids_never_cross_servers() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    let b = f.add(now, "b", client_config()).unwrap();
+    all_ready(&mut f, now);
+    let on_a = f
+        .send(now, Route::Server("a"), Action::new("Ping"))
+        .unwrap();
+    let wire_a = f.transmit(a).to_vec();
+    f.advance_transmit(a, wire_a.len());
+    assert!(!f.transmit(b).is_empty() || f.transmit(b).is_empty());
+    // Server b echoes a's Ping answer: b's client has no such action.
+    f.handle_input(now, b, Input::Received(&answer(&wire_a)));
+    let mut log = Vec::new();
+    drain(&mut f, now, true, &mut log);
+    assert!(log
+        .iter()
+        .all(|o| !matches!(o, FleetOutput::Completed { .. })));
+    assert_eq!(f.client("b").unwrap().stats().unmatched, 1);
+    f.handle_input(now, a, Input::Received(&answer(&wire_a)));
+    drain(&mut f, now, true, &mut log);
+    let done: Vec<_> = log
+        .iter()
+        .filter_map(|o| match o {
+            FleetOutput::Completed {
+                server,
+                id,
+                outcome,
+            } => Some((server.as_str(), id.clone(), outcome.is_success())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [("a", on_a.id, true)]);
+}
+
+#[test]
+fn a_flooding_server_cannot_push_out_a_quiet_servers_events() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let flood = f.add(now, "flood", client_config()).unwrap();
+    let quiet = f.add(now, "quiet", client_config()).unwrap();
+    all_ready(&mut f, now);
+    let mut burst = Vec::new();
+    for seq in 0..1000 {
+        burst.extend(event("Flood", seq));
+    }
+    f.handle_input(now, flood, Input::Received(&burst));
+    f.handle_input(now, quiet, Input::Received(&event("Quiet", 0)));
+    f.handle_input(now, quiet, Input::Received(&event("Quiet", 1)));
+    let items: Vec<FleetItem> = std::iter::from_fn(|| f.poll_event()).collect();
+    let quiet_at: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.server.as_str() == "quiet")
+        .map(|(k, _)| k)
+        .collect();
+    // Both quiet events came within the first rotations, and none was lost.
+    assert_eq!(quiet_at.len(), 2);
+    assert!(quiet_at[1] <= 4, "quiet events at {quiet_at:?}");
+    let lost: u64 = items
+        .iter()
+        .filter_map(|i| match (&i.item, i.server.as_str()) {
+            (StreamItem::Gap { dropped }, "flood") => Some(*dropped),
+            (StreamItem::Gap { .. }, other) => panic!("{other} lost events"),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(lost, 1000 - 16, "the flood's overflow is one counted gap");
+    let s = f.stats();
+    let by_name = |n: &str| s.servers.iter().find(|x| x.name.as_str() == n).unwrap();
+    assert_eq!(by_name("flood").events_lost, 984);
+    assert_eq!(by_name("quiet").events_delivered, 2);
+    assert!(!f.has_events());
+}
+
+#[test]
+fn removal_completes_pending_actions_and_reports_queued_events_as_a_gap() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    let ping = f
+        .send(now, Route::Server("a"), Action::new("Ping"))
+        .unwrap();
+    let wire = f.transmit(a).to_vec();
+    f.advance_transmit(a, wire.len());
+    f.handle_input(now, a, Input::Received(&event("Left", 0)));
+    assert!(f.remove(now, "a"));
+    let mut log = Vec::new();
+    drain(&mut f, now, true, &mut log);
+    let completed = log.iter().find_map(|o| match o {
+        FleetOutput::Completed { id, outcome, .. } if *id == ping.id => Some(outcome.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        completed,
+        Some(Outcome::Unknown(DisconnectReason::LocalClose))
+    );
+    assert!(matches!(log.last(), Some(FleetOutput::Removed { server }) if server.as_str() == "a"));
+    assert!(log
+        .iter()
+        .any(|o| matches!(o, FleetOutput::Close(id) if *id == a)));
+    let gap = f.poll_event().unwrap();
+    assert_eq!(gap.item, StreamItem::Gap { dropped: 1 });
+    assert_eq!(gap.server.as_str(), "a");
+    // The old ID names nothing; the name is free again, under a new ID.
+    f.handle_input(now, a, Input::Eof);
+    assert!(f.transmit(a).is_empty());
+    let again = f.add(now, "a", client_config()).unwrap();
+    assert_ne!(again, a);
+    assert_eq!(again.index(), a.index());
+}
+
+#[test]
+fn status_follows_the_session_and_the_breaker() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    assert_eq!(f.status("a"), Some(&ServerStatus::Connecting));
+    f.handle_timeout(now);
+    let id = loop {
+        match f.poll_output() {
+            FleetOutput::Connect(id) => break id,
+            FleetOutput::Status { .. } => {}
+            other => panic!("{other:?} before the connect"),
+        }
+    };
+    f.handle_input(now, id, Input::Connected);
+    assert_eq!(f.status("a"), Some(&ServerStatus::LoggingIn));
+    f.handle_input(
+        now,
+        id,
+        Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
+    );
+    exchange(&mut f, now);
+    assert!(f.status("a").unwrap().is_ready());
+    f.handle_input(now, a, Input::Eof);
+    assert!(matches!(
+        f.status("a"),
+        Some(ServerStatus::BackingOff {
+            reason: DisconnectReason::Eof,
+            ..
+        })
+    ));
+    // Failures in a row open the breaker (threshold 3 in this config).
+    let mut t = now;
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        t += Duration::from_millis(50);
+        f.handle_timeout(t);
+        let mut log = Vec::new();
+        drain(&mut f, t, false, &mut log);
+        statuses.extend(log.into_iter().filter_map(|o| match o {
+            FleetOutput::Status { status, .. } => Some(status.label()),
+            _ => None,
+        }));
+        if matches!(f.status("a"), Some(ServerStatus::BreakerOpen { .. })) {
+            break;
+        }
+    }
+    assert!(
+        matches!(f.status("a"), Some(ServerStatus::BreakerOpen { .. })),
+        "{statuses:?}"
+    );
+    let r = f.send(t, Route::Any(Policy::RoundRobin), Action::new("Ping"));
+    assert!(matches!(r, Err(RouteError::NoServer { ready: 0, .. })));
+    let v = f.status_version();
+    assert!(v >= 6, "every change counted: {v}");
+}
+
+#[test]
+fn names_must_be_unique_valid_and_within_the_cap() {
+    let now = Instant::now();
+    let mut config = FleetConfig::default();
+    config.budget.connects_per_step = 4;
+    config.max_servers = 2;
+    let mut f = Fleet::new(config);
+    f.add(now, "a", client_config()).unwrap();
+    assert!(matches!(
+        f.add(now, "a", client_config()),
+        Err(FleetError::DuplicateName(_))
+    ));
+    assert!(matches!(
+        f.add(now, "x\ny", client_config()),
+        Err(FleetError::InvalidName(InvalidName::Control))
+    ));
+    f.add(now, "b", client_config()).unwrap();
+    assert_eq!(
+        f.add(now, "c", client_config()),
+        Err(FleetError::Full { cap: 2 })
+    );
+}
+
+#[test]
+fn unseeded_servers_get_distinct_action_id_prefixes() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    for k in 0..50 {
+        f.add(now, &format!("s{k}"), client_config()).unwrap();
+    }
+    let mut prefixes: Vec<String> = (0..50)
+        .map(|k| {
+            f.client(&format!("s{k}"))
+                .unwrap()
+                .action_id_prefix()
+                .to_string()
+        })
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    assert_eq!(prefixes.len(), 50);
+}
+
+#[test]
+fn the_timer_heap_stays_small_when_deadlines_keep_moving() {
+    let mut now = Instant::now();
+    let mut f = fleet(16);
+    let ids: Vec<ServerId> = (0..10)
+        .map(|k| f.add(now, &format!("s{k}"), client_config()).unwrap())
+        .collect();
+    all_ready(&mut f, now);
+    // Every received byte re-arms the heartbeat: a new deadline each time.
+    for round in 0..2000 {
+        now += Duration::from_millis(1);
+        for id in &ids {
+            f.handle_input(now, *id, Input::Received(&event("Tick", round)));
+        }
+        f.handle_timeout(now);
+        while f.poll_event().is_some() {}
+    }
+    let entries = f.stats().timer_entries;
+    assert!(entries <= 3 * ids.len() + 64, "{entries} timer entries");
+}
