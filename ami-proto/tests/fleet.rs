@@ -1,6 +1,7 @@
 //! Fleet behaviour against scripted servers (the full simulation is in `ami-sim`'s fleet
 //! harness).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
 
 use ami_proto::fleet::*;
 use ami_proto::{Action, ClientConfig, DisconnectReason, Input, Outcome, StreamItem};
