@@ -1,0 +1,344 @@
+//! Actions as NATS requests.
+//!
+//! Request body, on `ami.<server>.action` (that server) or `ami.any.action` (any ready server
+//! the answering bridge serves, round-robin):
+//!
+//! ```json
+//! {"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Async","true"]],
+//!  "idempotency_key":"order-4711","timeout_ms":5000}
+//! ```
+//!
+//! `headers` in order, the `Action` header naming the action (ActionIDs are the bridge's);
+//! `idempotency_key` (optional, 1 to 128 of `[A-Za-z0-9_-]`) runs the request at most once per
+//! key within the idempotency window, across bridges; `timeout_ms` (optional) bounds the wait.
+//!
+//! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `K` is `success`,
+//! `server_error`, `timed_out`, `list_overflow`, `not_sent` (never reached Asterisk: safe to
+//! retry), `unknown` (may have run), `invalid_request` (refused before anything was sent) or
+//! `duplicate` (the key was used: `"original"` holds the first reply, absent while the first
+//! is still running). `response`, `items`, `complete` and `follow_up` hold the server's
+//! messages as header lists when there are any; `error` says why when it failed.
+
+use crate::bridge::Control;
+use crate::schema::{push_headers, push_json_bytes};
+use crate::upstream::{ServerIx, Upstream};
+use ami_proto::{Action, ActionError, AmiError, Message, Response, SendError, SendOptions};
+use async_nats::jetstream::kv::{CreateErrorKind, Store};
+use bytes::Bytes;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// The value an idempotency key holds while its request runs.
+const PENDING: &[u8] = b"pending";
+
+/// A parsed action request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRequest {
+    /// The action to send.
+    pub action: Action,
+    /// At most one run per key within the window.
+    pub idempotency_key: Option<String>,
+    /// Deadline for the answer.
+    pub timeout: Option<Duration>,
+}
+
+/// Why a request was refused before anything was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// Not JSON, or not the documented shape.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// No `Action` header.
+    #[error("no Action header")]
+    NoAction,
+    /// An action the bridge's sessions depend on (`Login`, `Logoff`, `Challenge`, `Events`).
+    #[error("action {0} is reserved to the bridge")]
+    Reserved(String),
+    /// A field would break the wire format or Asterisk's limits.
+    #[error("invalid action: {0}")]
+    Invalid(String),
+    /// The idempotency key is empty, too long or has other characters than `[A-Za-z0-9_-]`.
+    #[error("bad idempotency key")]
+    BadKey,
+}
+
+impl ActionRequest {
+    /// Parses and checks a request body.
+    pub fn parse(body: &[u8]) -> Result<ActionRequest, RequestError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| RequestError::Malformed(e.to_string()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| RequestError::Malformed("not an object".into()))?;
+        let headers = obj
+            .get("headers")
+            .and_then(|h| h.as_array())
+            .ok_or_else(|| RequestError::Malformed("no \"headers\" array".into()))?;
+        let mut pairs = Vec::with_capacity(headers.len());
+        for h in headers {
+            match h.as_array().map(|a| a.as_slice()) {
+                Some([k, v]) => match (k.as_str(), v.as_str()) {
+                    (Some(k), Some(v)) => pairs.push((k, v)),
+                    _ => return Err(RequestError::Malformed("a header is not two strings".into())),
+                },
+                _ => return Err(RequestError::Malformed("a header is not a [key, value] pair".into())),
+            }
+        }
+        let name = pairs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Action"))
+            .map(|(_, v)| *v)
+            .ok_or(RequestError::NoAction)?;
+        if ["login", "logoff", "challenge", "events"]
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r))
+        {
+            return Err(RequestError::Reserved(name.to_string()));
+        }
+        let mut action = Action::new(name);
+        for (k, v) in pairs.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("Action")) {
+            action.push(*k, *v);
+        }
+        action
+            .validate(None)
+            .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let idempotency_key = match obj.get("idempotency_key") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(k))
+                if !k.is_empty()
+                    && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Some(k.clone())
+            }
+            Some(_) => return Err(RequestError::BadKey),
+        };
+        let timeout = match obj.get("timeout_ms") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(t) => Some(Duration::from_millis(t.as_u64().ok_or_else(|| {
+                RequestError::Malformed("timeout_ms is not a whole number".into())
+            })?)),
+        };
+        Ok(ActionRequest {
+            action,
+            idempotency_key,
+            timeout,
+        })
+    }
+}
+
+/// Builds a reply body.
+struct Reply {
+    out: String,
+}
+
+impl Reply {
+    fn new(server: Option<&str>, outcome: &str) -> Reply {
+        let mut out = String::with_capacity(256);
+        out.push_str("{\"type\":\"outcome\",\"server\":");
+        match server {
+            Some(s) => push_json_bytes(&mut out, s.as_bytes()),
+            None => out.push_str("null"),
+        }
+        let _ = write!(out, ",\"outcome\":\"{outcome}\"");
+        Reply { out }
+    }
+    fn error(mut self, e: &str) -> Reply {
+        self.out.push_str(",\"error\":");
+        push_json_bytes(&mut self.out, e.as_bytes());
+        self
+    }
+    fn message(mut self, key: &str, m: Option<&Message>) -> Reply {
+        if let Some(m) = m {
+            let _ = write!(self.out, ",\"{key}\":");
+            push_headers(&mut self.out, m);
+        }
+        self
+    }
+    fn response(self, r: &Response) -> Reply {
+        let mut me = self
+            .message("response", Some(r.message()))
+            .message("complete", r.complete())
+            .message("follow_up", r.follow_up());
+        if !r.items().is_empty() {
+            me.out.push_str(",\"items\":[");
+            for (i, m) in r.items().iter().enumerate() {
+                if i > 0 {
+                    me.out.push(',');
+                }
+                push_headers(&mut me.out, m);
+            }
+            me.out.push(']');
+        }
+        me
+    }
+    fn raw(mut self, key: &str, json: &str) -> Reply {
+        let _ = write!(self.out, ",\"{key}\":{json}");
+        self
+    }
+    fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+/// The outcome kind and reply of a finished send.
+fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static str, String) {
+    let (kind, reply) = match result {
+        Ok(r) => ("success", Reply::new(Some(server), "success").response(r)),
+        Err(AmiError::Action(e)) => {
+            let kind = match e {
+                ActionError::Server(_) => "server_error",
+                ActionError::TimedOut { .. } => "timed_out",
+                ActionError::ListOverflow { .. } => "list_overflow",
+                ActionError::NotSent(_) | ActionError::Cancelled => "not_sent",
+                _ => "unknown",
+            };
+            let mut reply = Reply::new(Some(server), kind).error(&e.to_string());
+            match e {
+                ActionError::Server(r) => reply = reply.response(r),
+                ActionError::TimedOut { partial: Some(r), .. } => reply = reply.response(r),
+                _ => {}
+            }
+            (kind, reply)
+        }
+        Err(AmiError::Send(
+            e @ (SendError::Invalid(_)
+            | SendError::ActionIdField
+            | SendError::Reserved(_)
+            | SendError::SyncOriginateRefused),
+        )) => ("invalid_request", Reply::new(Some(server), "invalid_request").error(&e.to_string())),
+        Err(e) => ("not_sent", Reply::new(Some(server), "not_sent").error(&e.to_string())),
+    };
+    (kind, reply.finish())
+}
+
+/// Answers one request message. `to`: the server of the subject, `None` for `ami.any.action`.
+pub(crate) async fn handle(control: Arc<Control>, kv: Store, to: Option<ServerIx>, msg: async_nats::Message) {
+    let Some(reply_to) = msg.reply.clone() else {
+        log::debug!("action request without a reply subject ignored");
+        return;
+    };
+    let (server, kind, body) = answer(&control, &kv, to, &msg.payload).await;
+    control.metrics.action(server.as_deref().unwrap_or(""), kind);
+    if let Err(e) = control.nats.publish(reply_to, Bytes::from(body)).await {
+        log::warn!("action reply not sent: {e}");
+    }
+}
+
+async fn answer(
+    control: &Control,
+    kv: &Store,
+    to: Option<ServerIx>,
+    payload: &[u8],
+) -> (Option<String>, &'static str, String) {
+    let name_of = |ix: ServerIx| control.servers.get(ix).map(|s| s.name.clone());
+    let named = to.and_then(name_of);
+    let req = match ActionRequest::parse(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let body = Reply::new(named.as_deref(), "invalid_request")
+                .error(&e.to_string())
+                .finish();
+            return (named, "invalid_request", body);
+        }
+    };
+    let (ix, handle) = match control.upstream.route(to) {
+        Ok(r) => r,
+        Err(e) => {
+            let body = Reply::new(named.as_deref(), "not_sent").error(&e.to_string()).finish();
+            return (named, "not_sent", body);
+        }
+    };
+    let server = name_of(ix).unwrap_or_default();
+    if let Some(key) = &req.idempotency_key {
+        match kv.create(key, Bytes::from_static(PENDING)).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
+                let reply = Reply::new(Some(&server), "duplicate");
+                let body = match kv.get(key.as_str()).await {
+                    Ok(Some(v)) if v.as_ref() != PENDING => match std::str::from_utf8(&v) {
+                        Ok(orig) => reply.raw("original", orig),
+                        Err(_) => reply,
+                    },
+                    _ => reply.error("a request with this idempotency key is running or ran"),
+                };
+                return (Some(server), "duplicate", body.finish());
+            }
+            Err(e) => {
+                let body = Reply::new(Some(&server), "not_sent")
+                    .error(&format!("idempotency store unavailable: {e}"))
+                    .finish();
+                return (Some(server), "not_sent", body);
+            }
+        }
+    }
+    let options = match req.timeout {
+        Some(t) => SendOptions::timeout(t),
+        None => SendOptions::timeout(control.action_timeout),
+    };
+    let result = Upstream::send(&handle, req.action, options).await;
+    let (kind, body) = outcome_reply(&server, &result);
+    if let Some(key) = &req.idempotency_key {
+        if let Err(e) = kv.put(key, Bytes::from(body.clone())).await {
+            // The key stays "pending" until the window ends: still at most once.
+            log::warn!("idempotency key {key}: result not stored: {e}");
+        }
+    }
+    (Some(server), kind, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_headers_in_order_with_key_and_timeout() {
+        let r = ActionRequest::parse(
+            br#"{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Variable","a=1"],["Variable","b=2"]],"idempotency_key":"k-1","timeout_ms":1500}"#,
+        )
+        .unwrap();
+        assert_eq!(r.action.name(), "Originate");
+        let vars: Vec<_> = r.action.fields().filter(|(k, _)| *k == "Variable").collect();
+        assert_eq!(vars, vec![("Variable", "a=1"), ("Variable", "b=2")]);
+        assert_eq!(r.idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        for body in [
+            &b"not json"[..],
+            br#"[1,2]"#,
+            br#"{"headers":"Ping"}"#,
+            br#"{"headers":[["Action"]]}"#,
+            br#"{"headers":[["Channel","x"]]}"#,
+            br#"{"headers":[["Action","Logoff"]]}"#,
+            br#"{"headers":[["Action","Ping"],["X","a\r\nAction: Originate"]]}"#,
+            br#"{"headers":[["Action","Ping"]],"idempotency_key":"a b"}"#,
+            br#"{"headers":[["Action","Ping"]],"timeout_ms":-1}"#,
+        ] {
+            assert!(
+                ActionRequest::parse(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn reply_names_the_outcome_kind() {
+        let r: Result<Response, AmiError> = Err(AmiError::Action(ActionError::NotSent(
+            ami_proto::DisconnectReason::Eof,
+        )));
+        let (kind, body) = outcome_reply("pbx1", &r);
+        assert_eq!(kind, "not_sent");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["outcome"], "not_sent");
+        assert_eq!(v["server"], "pbx1");
+    }
+}

@@ -1,0 +1,425 @@
+//! The bridge: NATS connection, stream and buckets, and the tasks that tie them together.
+
+use crate::config::{BridgeConfig, BridgeConfigError, ServerSpec};
+use crate::metrics::{self, Metrics};
+use crate::publish::{self, Encoder, Terms};
+use crate::upstream::{ServerIx, Tagged, UpItem, Upstream};
+use ami_proto::Status;
+use async_nats::jetstream::{self, kv, stream};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Capacity of the merged channel between the AMI sessions and the encoder. Small: the
+/// backlog after the encoder is the real buffer.
+const MERGED_CAP: usize = 1024;
+
+/// Why a bridge could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] BridgeConfigError),
+    /// NATS could not be reached.
+    #[error("cannot connect to NATS: {0}")]
+    Connect(String),
+    /// The stream or a bucket could not be found or created.
+    #[error("JetStream setup failed: {0}")]
+    Setup(String),
+    /// The metrics address could not be bound.
+    #[error("metrics listener: {0}")]
+    Metrics(std::io::Error),
+}
+
+/// Shared by the lease loop, the action handlers and the bridge handle.
+pub(crate) struct Control {
+    pub(crate) servers: Arc<[ServerSpec]>,
+    pub(crate) bridge_id: String,
+    pub(crate) terms: Arc<Terms>,
+    pub(crate) upstream: Upstream,
+    pub(crate) merged: mpsc::Sender<Tagged>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) action_timeout: Duration,
+    idempotency: kv::Store,
+    action_slots: Arc<Semaphore>,
+    /// Per server: the term held and the instant by which it must be renewed.
+    fences: Mutex<Vec<Option<(u64, Instant)>>>,
+    /// Per server: the task answering `ami.<server>.action`.
+    action_tasks: Mutex<HashMap<ServerIx, JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only plain inserts and removes run under these locks.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Control {
+    /// This bridge took `ix`'s lease as `term` (its KV revision then).
+    pub(crate) async fn acquired(self: &Arc<Self>, ix: ServerIx, term: u64, previous: Option<String>, fence_at: Instant) {
+        let Some(spec) = self.servers.get(ix) else { return };
+        log::info!("{}: lease acquired (term {term})", spec.name);
+        self.terms.set(ix, term);
+        if let Some(f) = lock(&self.fences).get_mut(ix) {
+            *f = Some((term, fence_at));
+        }
+        self.metrics.set_lease(ix, true);
+        // The marker enters the merged stream before any event of the new session.
+        if self.merged.send((ix, term, UpItem::LeaseAcquired { previous })).await.is_err() {
+            return;
+        }
+        self.upstream.add(ix, term, spec);
+        match self.nats.subscribe(format!("ami.{}.action", spec.token)).await {
+            Ok(sub) => {
+                let task = tokio::spawn(serve_actions(self.clone(), Some(ix), term, sub));
+                if let Some(old) = lock(&self.action_tasks).insert(ix, task) {
+                    old.abort();
+                }
+            }
+            Err(e) => log::warn!("{}: cannot subscribe to actions: {e}", spec.name),
+        }
+    }
+
+    /// The lease of `ix` was renewed; it must be renewed again by `fence_at`.
+    pub(crate) fn renewed(&self, ix: ServerIx, term: u64, fence_at: Instant) {
+        if let Some(Some((t, at))) = lock(&self.fences).get_mut(ix) {
+            if *t == term {
+                *at = fence_at;
+            }
+        }
+    }
+
+    /// This bridge no longer holds `ix` under `term`: stop at once (nothing more of it is
+    /// published, its session closes, its action subject is left).
+    pub(crate) fn lost(&self, ix: ServerIx, term: u64) {
+        if !self.terms.is_current(ix, term) {
+            return;
+        }
+        self.terms.clear(ix, term);
+        if let Some(f) = lock(&self.fences).get_mut(ix) {
+            *f = None;
+        }
+        if let Some(t) = lock(&self.action_tasks).remove(&ix) {
+            t.abort();
+        }
+        self.upstream.remove(ix);
+        self.metrics.set_lease(ix, false);
+        self.metrics.set_state(ix, "not_served");
+        if let Some(spec) = self.servers.get(ix) {
+            log::info!("{}: no longer served by this bridge", spec.name);
+        }
+    }
+
+    /// Stops serving every lease whose renewal deadline has passed.
+    fn fence_expired(&self) {
+        let now = Instant::now();
+        let expired: Vec<(ServerIx, u64)> = lock(&self.fences)
+            .iter()
+            .enumerate()
+            .filter_map(|(ix, f)| match f {
+                Some((term, at)) if *at <= now => Some((ix, *term)),
+                _ => None,
+            })
+            .collect();
+        for (ix, term) in expired {
+            log::warn!("lease of server #{ix} not renewed in time: no longer serving it");
+            self.lost(ix, term);
+        }
+    }
+}
+
+/// Answers requests from one subscription, each in its own task, at most
+/// `max_actions_in_flight` at once across the bridge.
+async fn serve_actions(control: Arc<Control>, to: Option<ServerIx>, term: u64, mut sub: async_nats::Subscriber) {
+    while let Some(msg) = sub.next().await {
+        if let Some(ix) = to {
+            if !control.terms.is_current(ix, term) {
+                return;
+            }
+        }
+        match control.action_slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let c = control.clone();
+                let kv = control.idempotency.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    crate::actions::handle(c, kv, to, msg).await;
+                });
+            }
+            Err(_) => {
+                if let Some(reply) = msg.reply {
+                    let body = "{\"type\":\"outcome\",\"server\":null,\"outcome\":\"not_sent\",\"error\":\"too many actions in flight\"}";
+                    let _ = control.nats.publish(reply, body.into()).await;
+                }
+                control.metrics.action("", "not_sent");
+            }
+        }
+    }
+}
+
+/// A running bridge. Dropping it without [`Bridge::shutdown`] stops nothing: its tasks run on
+/// the runtime until the runtime ends (which is how a crashed bridge looks to the others).
+pub struct Bridge {
+    control: Arc<Control>,
+    stop: watch::Sender<bool>,
+    lease_task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+    metrics_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("bridge_id", &self.control.bridge_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the stream if absent (an existing one is used as configured).
+async fn ensure_stream(js: &jetstream::Context, c: &BridgeConfig) -> Result<(), BridgeError> {
+    let cfg = stream::Config {
+        name: c.stream.name.clone(),
+        subjects: vec!["ami.*.event.>".into(), "ami.*.gap".into(), "ami.*.session".into()],
+        max_age: c.stream.max_age,
+        max_bytes: c.stream.max_bytes,
+        duplicate_window: c.stream.duplicate_window,
+        storage: if c.stream.file_storage {
+            stream::StorageType::File
+        } else {
+            stream::StorageType::Memory
+        },
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    };
+    js.get_or_create_stream(cfg)
+        .await
+        .map(|_| ())
+        .map_err(|e| BridgeError::Setup(format!("stream {}: {e}", c.stream.name)))
+}
+
+/// Opens a KV bucket, creating it with `cfg` if absent.
+async fn ensure_bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, BridgeError> {
+    if let Ok(store) = js.get_key_value(cfg.bucket.clone()).await {
+        return Ok(store);
+    }
+    let name = cfg.bucket.clone();
+    match js.create_key_value(cfg).await {
+        Ok(s) => Ok(s),
+        // Another bridge may have created it meanwhile.
+        Err(e) => js
+            .get_key_value(name.clone())
+            .await
+            .map_err(|_| BridgeError::Setup(format!("bucket {name}: {e}"))),
+    }
+}
+
+/// A random bridge ID (std's hasher keys are random per process).
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("b{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+impl Bridge {
+    /// Connects to NATS, creates the stream and buckets if absent, and starts serving every
+    /// server whose lease it can take. Must run inside a tokio runtime.
+    pub async fn start(config: BridgeConfig) -> Result<Bridge, BridgeError> {
+        config.validate()?;
+        let bridge_id = config.bridge_id.clone().unwrap_or_else(random_id);
+        let servers: Arc<[ServerSpec]> = config.servers.clone().into();
+        let metrics = Arc::new(Metrics::new(&servers, &bridge_id, config.max_backlog));
+        let connected = metrics.nats_connected.clone();
+        let nats = async_nats::ConnectOptions::new()
+            .name(format!("ami-bridge {bridge_id}"))
+            .event_callback(move |event| {
+                let connected = connected.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            connected.set(1);
+                        }
+                        async_nats::Event::Disconnected => {
+                            log::warn!("NATS disconnected; reconnecting");
+                            connected.set(0);
+                        }
+                        other => log::info!("NATS: {other}"),
+                    }
+                }
+            })
+            .connect(config.nats_url.as_str())
+            .await
+            .map_err(|e| BridgeError::Connect(e.to_string()))?;
+        metrics.nats_connected.set(1);
+        // Publish acks and API calls wait at most this long before the publisher retries.
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .max_ack_inflight(config.publish_window.max(1) * 2)
+            .backpressure_on_inflight(true)
+            .build(nats.clone());
+        ensure_stream(&js, &config).await?;
+        let leases = ensure_bucket(
+            &js,
+            kv::Config {
+                bucket: config.lease_bucket.clone(),
+                description: "ami-nats: which bridge serves which Asterisk server".into(),
+                history: 1,
+                max_bytes: 1 << 20,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let idempotency = ensure_bucket(
+            &js,
+            kv::Config {
+                bucket: config.idempotency_bucket.clone(),
+                description: "ami-nats: action idempotency keys and their replies".into(),
+                history: 1,
+                max_age: config.idempotency_window,
+                max_bytes: 64 << 20,
+                storage: jetstream::stream::StorageType::File,
+                ..Default::default()
+            },
+        )
+        .await?;
+
+        let (merged_tx, merged_rx) = mpsc::channel(MERGED_CAP);
+        let (backlog_tx, backlog_rx) = mpsc::channel(config.max_backlog);
+        let terms = Arc::new(Terms::new(servers.len()));
+        let control = Arc::new(Control {
+            servers: servers.clone(),
+            bridge_id: bridge_id.clone(),
+            terms: terms.clone(),
+            upstream: Upstream::new(merged_tx.clone()),
+            merged: merged_tx,
+            metrics: metrics.clone(),
+            nats: nats.clone(),
+            action_timeout: config.action_timeout,
+            idempotency,
+            action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
+            fences: Mutex::new(vec![None; servers.len()]),
+            action_tasks: Mutex::new(HashMap::new()),
+        });
+        let mut tasks = Vec::new();
+        let encoder = Encoder {
+            servers: servers.clone(),
+            bridge_id: bridge_id.clone(),
+            terms: terms.clone(),
+            metrics: metrics.clone(),
+        };
+        tasks.push(tokio::spawn(encoder.run(merged_rx, backlog_tx)));
+        tasks.push(tokio::spawn(publish::publish(
+            js.clone(),
+            backlog_rx,
+            terms,
+            config.publish_window,
+            metrics.clone(),
+        )));
+        // Requests for any server: one bridge of the queue group answers each.
+        match nats
+            .queue_subscribe("ami.any.action".to_string(), "ami-bridge".to_string())
+            .await
+        {
+            Ok(sub) => tasks.push(tokio::spawn(serve_actions(control.clone(), None, 0, sub))),
+            Err(e) => return Err(BridgeError::Setup(format!("ami.any.action: {e}"))),
+        }
+        // Self-fencing and status gauges, independent of how long NATS calls take.
+        {
+            let control = control.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(25));
+                let mut n = 0u32;
+                loop {
+                    tick.tick().await;
+                    control.fence_expired();
+                    n = n.wrapping_add(1);
+                    if n % 20 == 0 {
+                        for (ix, status) in control.upstream.statuses() {
+                            control.metrics.set_state(ix, status_name(&status));
+                        }
+                    }
+                }
+            }));
+        }
+        let metrics_addr = match config.metrics {
+            Some(addr) => {
+                let (local, task) = metrics::serve(addr, metrics.clone())
+                    .await
+                    .map_err(BridgeError::Metrics)?;
+                tasks.push(task);
+                Some(local)
+            }
+            None => None,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let lease_task = tokio::spawn(crate::lease::run(leases, control.clone(), config.lease_ttl, stop_rx));
+        Ok(Bridge {
+            control,
+            stop,
+            lease_task,
+            tasks,
+            metrics_addr,
+        })
+    }
+
+    /// This bridge's ID (in leases, session IDs and the `bridge` metric label).
+    pub fn bridge_id(&self) -> &str {
+        &self.control.bridge_id
+    }
+
+    /// Where the metrics endpoint listens, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The metrics as the endpoint serves them.
+    pub fn metrics_text(&self) -> String {
+        self.control.metrics.render()
+    }
+
+    /// Names of the servers this bridge serves now.
+    pub fn serving(&self) -> Vec<String> {
+        self.control
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(ix, _)| {
+                let t = lock(&self.control.fences).get(*ix).copied().flatten();
+                t.is_some_and(|(term, _)| self.control.terms.is_current(*ix, term))
+            })
+            .map(|(_, s)| s.name.clone())
+            .collect()
+    }
+
+    /// Stops: releases the leases (so another bridge takes over at once), closes the AMI
+    /// sessions and gives the publisher up to `flush` to send what it holds.
+    pub async fn shutdown(self, flush: Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(flush, self.lease_task).await;
+        self.control.upstream.close_all();
+        tokio::time::sleep(flush.min(Duration::from_millis(100))).await;
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn status_name(s: &Status) -> &'static str {
+    match s {
+        Status::Connecting => "connecting",
+        Status::Ready { .. } => "ready",
+        Status::Disconnected { .. } => "disconnected",
+        _ => "closed",
+    }
+}

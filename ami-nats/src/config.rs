@@ -1,0 +1,315 @@
+//! What a bridge is told: the NATS server, the Asterisk servers, names and limits.
+
+use ami_proto::ClientConfig;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Longest server name accepted, in bytes (names travel in every subject and JSON body).
+pub const MAX_SERVER_NAME_LEN: usize = 128;
+
+/// One Asterisk server the bridge may serve.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub(crate) name: String,
+    pub(crate) token: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) client: ClientConfig,
+}
+
+impl ServerSpec {
+    /// A server named `name` (the `"server"` of every JSON body) at `host:port`, logged in
+    /// with `client` (the secret stays inside it and never reaches a log line).
+    pub fn new(
+        name: impl Into<String>,
+        host: impl Into<String>,
+        port: u16,
+        client: ClientConfig,
+    ) -> Result<ServerSpec, BridgeConfigError> {
+        let name = name.into();
+        if name.is_empty() || name.len() > MAX_SERVER_NAME_LEN {
+            return Err(BridgeConfigError::BadName(name));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(BridgeConfigError::BadName(name.escape_debug().to_string()));
+        }
+        let token = subject_token(&name);
+        Ok(ServerSpec {
+            name,
+            token,
+            host: host.into(),
+            port,
+            client,
+        })
+    }
+
+    /// The name given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name as one NATS subject token and KV key: every character outside
+    /// `[A-Za-z0-9_-]` becomes `_`, so `10.0.0.7:5038` is `10_0_0_7_5038`.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+/// A server name as a subject token (see [`ServerSpec::token`]).
+pub(crate) fn subject_token(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Limits of the JetStream stream the bridge creates when it is absent. An existing stream
+/// is used as it is (an operator may have tuned it).
+#[derive(Debug, Clone)]
+pub struct StreamLimits {
+    /// Stream name. Default `AMI`.
+    pub name: String,
+    /// Oldest event kept. Default 24 h: a consumer down for a day can still catch up.
+    pub max_age: Duration,
+    /// Most bytes kept (oldest dropped first). Default 1 GiB.
+    pub max_bytes: i64,
+    /// How long JetStream remembers message IDs to drop a retried publish. Default 2 min:
+    /// longer than any publish retry of the bridge (bounded by the lease TTL).
+    pub duplicate_window: Duration,
+    /// File storage (default) survives a NATS restart; memory storage is faster.
+    pub file_storage: bool,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            name: "AMI".into(),
+            max_age: Duration::from_secs(24 * 3600),
+            max_bytes: 1 << 30,
+            duplicate_window: Duration::from_secs(120),
+            file_storage: true,
+        }
+    }
+}
+
+/// Everything a [`Bridge`](crate::Bridge) needs. Build with [`BridgeConfig::new`] and the
+/// setters; [`Bridge::start`](crate::Bridge::start) refuses settings that cannot work.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    pub(crate) nats_url: String,
+    pub(crate) servers: Vec<ServerSpec>,
+    pub(crate) stream: StreamLimits,
+    pub(crate) lease_bucket: String,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) idempotency_bucket: String,
+    pub(crate) idempotency_window: Duration,
+    pub(crate) max_backlog: usize,
+    pub(crate) publish_window: usize,
+    pub(crate) max_actions_in_flight: usize,
+    pub(crate) action_timeout: Duration,
+    pub(crate) metrics: Option<SocketAddr>,
+    pub(crate) bridge_id: Option<String>,
+}
+
+impl BridgeConfig {
+    /// A bridge to the NATS server at `nats_url` (e.g. `nats://127.0.0.1:4222`) for `servers`.
+    pub fn new(nats_url: impl Into<String>, servers: Vec<ServerSpec>) -> BridgeConfig {
+        BridgeConfig {
+            nats_url: nats_url.into(),
+            servers,
+            stream: StreamLimits::default(),
+            lease_bucket: "ami_leases".into(),
+            lease_ttl: Duration::from_secs(10),
+            idempotency_bucket: "ami_idempotency".into(),
+            idempotency_window: Duration::from_secs(600),
+            max_backlog: 65_536,
+            publish_window: 1024,
+            max_actions_in_flight: 256,
+            action_timeout: Duration::from_secs(30),
+            metrics: None,
+            bridge_id: None,
+        }
+    }
+
+    /// Stream name and limits (used when the bridge creates the stream).
+    pub fn stream(mut self, limits: StreamLimits) -> Self {
+        self.stream = limits;
+        self
+    }
+
+    /// Lease time-to-live (default 10 s): a dead bridge's servers are taken over within
+    /// about this long, and a bridge that cannot renew stops serving before it runs out.
+    /// At least 1 s (KV expiry works in whole seconds).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Names of the lease and idempotency KV buckets (defaults `ami_leases`, `ami_idempotency`).
+    pub fn buckets(mut self, lease: impl Into<String>, idempotency: impl Into<String>) -> Self {
+        self.lease_bucket = lease.into();
+        self.idempotency_bucket = idempotency.into();
+        self
+    }
+
+    /// How long an idempotency key blocks a second run (default 10 min).
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = window;
+        self
+    }
+
+    /// Items (events and markers) held while NATS is slow or down (default 65,536). When it
+    /// is full the bridge stops taking events from the AMI sessions, whose own bounded queues
+    /// then drop and count (published as `overflow` gaps); Asterisk is never stalled. Worst
+    /// case memory: this many encoded events, about 1 KiB each for typical events.
+    pub fn max_backlog(mut self, items: usize) -> Self {
+        self.max_backlog = items;
+        self
+    }
+
+    /// Publishes awaiting their JetStream ack at once (default 1024).
+    pub fn publish_window(mut self, n: usize) -> Self {
+        self.publish_window = n;
+        self
+    }
+
+    /// Action requests run at once; more are answered `not_sent` at once (default 256).
+    pub fn max_actions_in_flight(mut self, n: usize) -> Self {
+        self.max_actions_in_flight = n;
+        self
+    }
+
+    /// Default deadline of an action request without `timeout_ms` (default 30 s).
+    pub fn action_timeout(mut self, timeout: Duration) -> Self {
+        self.action_timeout = timeout;
+        self
+    }
+
+    /// Serve Prometheus text metrics on `addr` (e.g. `127.0.0.1:9185`).
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics = Some(addr);
+        self
+    }
+
+    /// The bridge's name in leases, session IDs and metrics (default: random per process).
+    pub fn bridge_id(mut self, id: impl Into<String>) -> Self {
+        self.bridge_id = Some(id.into());
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), BridgeConfigError> {
+        if self.servers.is_empty() {
+            return Err(BridgeConfigError::NoServers);
+        }
+        let mut tokens: HashMap<&str, &str> = HashMap::new();
+        for s in &self.servers {
+            if s.token == "any" {
+                return Err(BridgeConfigError::Reserved(s.name.clone()));
+            }
+            if let Some(other) = tokens.insert(&s.token, &s.name) {
+                return Err(BridgeConfigError::SameToken {
+                    a: other.to_string(),
+                    b: s.name.clone(),
+                });
+            }
+        }
+        let zero = |n: usize, what: &'static str| {
+            if n == 0 {
+                Err(BridgeConfigError::Zero(what))
+            } else {
+                Ok(())
+            }
+        };
+        zero(self.max_backlog, "max_backlog")?;
+        zero(self.publish_window, "publish_window")?;
+        zero(self.max_actions_in_flight, "max_actions_in_flight")?;
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(BridgeConfigError::LeaseTtl(self.lease_ttl));
+        }
+        if let Some(id) = &self.bridge_id {
+            if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(BridgeConfigError::BadName(id.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeConfigError {
+    /// No server given.
+    #[error("no Asterisk server given")]
+    NoServers,
+    /// A name is empty, too long or holds control characters.
+    #[error("bad name {0:?}")]
+    BadName(String),
+    /// Two names map to the same subject token.
+    #[error("servers {a:?} and {b:?} map to the same NATS subject token")]
+    SameToken {
+        /// First name.
+        a: String,
+        /// Second name.
+        b: String,
+    },
+    /// `any` is the routing subject `ami.any.action`.
+    #[error("server name {0:?} is reserved (ami.any.action)")]
+    Reserved(String),
+    /// A cap is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The lease TTL is under a second.
+    #[error("lease TTL {0:?} is under 1 s")]
+    LeaseTtl(Duration),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> ServerSpec {
+        let c = ClientConfig::builder("a", "b").build().unwrap();
+        ServerSpec::new(name, "127.0.0.1", 5038, c).unwrap()
+    }
+
+    #[test]
+    fn host_port_names_become_one_subject_token() {
+        assert_eq!(spec("10.0.0.7:5038").token(), "10_0_0_7_5038");
+        assert_eq!(spec("pbx-east_1").token(), "pbx-east_1");
+        assert_eq!(spec("a.*>b c").token(), "a___b_c");
+    }
+
+    #[test]
+    fn names_that_collide_as_tokens_are_refused() {
+        let c = BridgeConfig::new("nats://x", vec![spec("a.b"), spec("a:b")]);
+        assert!(matches!(
+            c.validate(),
+            Err(BridgeConfigError::SameToken { .. })
+        ));
+    }
+
+    #[test]
+    fn unworkable_settings_are_refused() {
+        let ok = BridgeConfig::new("nats://x", vec![spec("a")]);
+        assert_eq!(ok.validate(), Ok(()));
+        assert!(ok.clone().max_backlog(0).validate().is_err());
+        assert!(ok
+            .clone()
+            .lease_ttl(Duration::from_millis(10))
+            .validate()
+            .is_err());
+        assert!(BridgeConfig::new("nats://x", vec![spec("any")])
+            .validate()
+            .is_err());
+        assert!(BridgeConfig::new("nats://x", vec![]).validate().is_err());
+        let c = ClientConfig::builder("a", "b").build().unwrap();
+        assert!(ServerSpec::new("bad\r\nname", "h", 1, c).is_err());
+    }
+}

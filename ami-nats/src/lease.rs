@@ -1,0 +1,166 @@
+//! Leases: each server is served by at most one bridge at a time.
+//!
+//! One key per server (its subject token) in a JetStream KV bucket, value `held <bridge>` or
+//! `released <bridge>`. Every `ttl / 4` a bridge:
+//!
+//! 1. for each lease it holds: if its last successful renewal was *sent* more than
+//!    `ttl - ttl/4` ago, it stops serving at once (self-fencing: it cannot know whether
+//!    another bridge took over); otherwise it renews with a compare-and-set on the revision
+//!    it holds. A wrong revision means another bridge owns the key: it stops at once.
+//! 2. for each other server: an absent key is created (create fails if another bridge was
+//!    first); a `released` value is taken with a compare-and-set; a `held` value is taken with
+//!    a compare-and-set only after this bridge has seen the *same revision* for a whole `ttl`.
+//!
+//! Why no two bridges serve at once: the holder's last renewal R was sent at `t0`; it stops
+//! serving by `t0 + 3/4 ttl` unless a later renewal succeeds (which changes the revision). A
+//! standby saw R at some `s >= t0` and takes over at `s + ttl > t0 + 3/4 ttl`, and only if the
+//! revision is still R. Both clocks are local monotonic clocks; only their rates must agree.
+//! Takeover after a holder dies: between `ttl` and `ttl + ttl/2` after its last renewal.
+
+use crate::bridge::Control;
+use crate::upstream::ServerIx;
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::{timeout, Instant};
+
+enum State {
+    Held { term: u64, revision: u64 },
+    Free { seen: Option<(u64, Instant)> },
+}
+
+/// Runs the lease loop until `stop` turns true, then releases what it holds.
+pub(crate) async fn run(kv: Store, control: Arc<Control>, ttl: Duration, mut stop: watch::Receiver<bool>) {
+    let tick = ttl / 4;
+    let fence = ttl - ttl / 4;
+    let n = control.servers.len();
+    let mut states: Vec<State> = (0..n).map(|_| State::Free { seen: None }).collect();
+    let held_value = Bytes::from(format!("held {}", control.bridge_id));
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        for (ix, state) in states.iter_mut().enumerate() {
+            let key = control.servers[ix].token.as_str();
+            let next = match state {
+                State::Held { term, revision } => {
+                    if !control.terms.is_current(ix, *term) {
+                        // Fenced by the control task: the renewal deadline passed.
+                        Some(State::Free { seen: None })
+                    } else {
+                        let sent = Instant::now();
+                        match timeout(tick, kv.update(key, held_value.clone(), *revision)).await {
+                            Ok(Ok(new)) => {
+                                control.renewed(ix, *term, sent + fence);
+                                Some(State::Held {
+                                    term: *term,
+                                    revision: new,
+                                })
+                            }
+                            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                                log::warn!("lease {key}: taken by another bridge, no longer serving");
+                                control.lost(ix, *term);
+                                Some(State::Free { seen: None })
+                            }
+                            Ok(Err(e)) => {
+                                log::debug!("lease {key}: renewal failed: {e}");
+                                None
+                            }
+                            Err(_) => None,
+                        }
+                    }
+                }
+                State::Free { seen } => try_acquire(&kv, &control, ix, key, seen, ttl, tick, &held_value).await,
+            };
+            if let Some(s) = next {
+                *state = s;
+            }
+        }
+    }
+    // Hand the servers over at once instead of making the others wait a TTL.
+    for (ix, state) in states.iter().enumerate() {
+        if let State::Held { term, revision, .. } = state {
+            control.lost(ix, *term);
+            let key = control.servers[ix].token.as_str();
+            let value = Bytes::from(format!("released {}", control.bridge_id));
+            let _ = timeout(tick, kv.update(key, value, *revision)).await;
+        }
+    }
+}
+
+/// One acquisition attempt; returns the new state if it changed.
+#[allow(clippy::too_many_arguments)]
+async fn try_acquire(
+    kv: &Store,
+    control: &Arc<Control>,
+    ix: ServerIx,
+    key: &str,
+    seen: &mut Option<(u64, Instant)>,
+    ttl: Duration,
+    tick: Duration,
+    held_value: &Bytes,
+) -> Option<State> {
+    let fence = ttl - ttl / 4;
+    let entry = match timeout(tick, kv.entry(key)).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => {
+            log::debug!("lease {key}: read failed: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let sent = Instant::now();
+    let (result, previous) = match entry {
+        None => (timeout(tick, kv.create(key, held_value.clone())).await.map(|r| r.map_err(|e| e.to_string())), None),
+        Some(e) if e.operation != Operation::Put => {
+            (timeout(tick, kv.create(key, held_value.clone())).await.map(|r| r.map_err(|e| e.to_string())), None)
+        }
+        Some(e) => {
+            let value = String::from_utf8_lossy(&e.value).into_owned();
+            let (released, holder) = match value.split_once(' ') {
+                Some(("released", who)) => (true, who.to_string()),
+                Some((_, who)) => (false, who.to_string()),
+                None => (false, value.clone()),
+            };
+            let stale = match seen {
+                Some((rev, since)) if *rev == e.revision => since.elapsed() >= ttl,
+                _ => {
+                    *seen = Some((e.revision, Instant::now()));
+                    false
+                }
+            };
+            if !released && !stale {
+                return None;
+            }
+            (
+                timeout(tick, kv.update(key, held_value.clone(), e.revision))
+                    .await
+                    .map(|r| r.map_err(|e| e.to_string())),
+                Some(holder),
+            )
+        }
+    };
+    match result {
+        Ok(Ok(revision)) => {
+            control.acquired(ix, revision, previous, sent + fence).await;
+            Some(State::Held {
+                term: revision,
+                revision,
+            })
+        }
+        Ok(Err(e)) => {
+            log::debug!("lease {key}: not taken: {e}");
+            *seen = None;
+            None
+        }
+        Err(_) => None,
+    }
+}

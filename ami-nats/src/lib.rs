@@ -1,0 +1,73 @@
+//! # ami-nats: Asterisk servers on NATS JetStream
+//!
+//! A bridge connects Asterisk Manager Interface servers to a NATS server with JetStream:
+//!
+//! - every event is published on `ami.<server>.event.<Event>` with its headers in wire order
+//!   (JSON, the schema of `ami listen`, see [`schema`]) and a message ID built from the
+//!   server, the session and the position, so a publish retried after a NATS hiccup is stored
+//!   once (JetStream de-duplication);
+//! - gaps and session boundaries are published on `ami.<server>.gap` and
+//!   `ami.<server>.session`, so a consumer knows exactly where it missed events;
+//! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` and the
+//!   reply carries the outcome kind (see [`actions`]); an idempotency key runs a request at
+//!   most once per key within a window;
+//! - several bridges may run for the same servers: each server is served by exactly one at a
+//!   time through a lease in a KV bucket (see [`lease`](crate#leases-and-failover));
+//! - bounded everywhere: when NATS is slow or down, the AMI sessions keep reading (Asterisk is
+//!   never stalled into its 100 ms write timeout), the backlog is capped, and what had to be
+//!   dropped is counted and published as an `overflow` gap when NATS is back.
+//!
+//! ```no_run
+//! use ami_nats::{Bridge, BridgeConfig, ServerSpec};
+//! use ami_proto::ClientConfig;
+//! use std::time::Duration;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let login = ClientConfig::builder("admin", "amp111").build()?;
+//! let pbx1 = ServerSpec::new("pbx1", "127.0.0.1", 5038, login)?;
+//! let bridge = Bridge::start(BridgeConfig::new("nats://127.0.0.1:4222", vec![pbx1])).await?;
+//! tokio::time::sleep(Duration::from_secs(60)).await;
+//! bridge.shutdown(Duration::from_secs(2)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Sessions and positions
+//!
+//! A *session* (the `"session"` of every body, `<bridge>-<lease revision>`) is one bridge's
+//! tenure of one server, from taking its lease to losing it. Within it every published item
+//! (events and markers) has the next `"position"` (1, 2, 3...), and the JetStream message ID
+//! is `<server>.<session>.<position>`. A session starts with a `lease_acquired` marker (and a
+//! `takeover` gap naming the previous bridge if there was one); each AMI login adds a
+//! `connected` marker, each lost AMI connection a `disconnected` marker and a gap with an
+//! unknown count.
+//!
+//! ## Leases and failover
+//!
+//! See the `lease` module source for the algorithm and why it never lets two bridges serve
+//! one server at once: compare-and-set on the KV revision, self-fencing before the TTL runs
+//! out, takeover after a standby saw the same revision for a whole TTL.
+//!
+//! ## Stream and buckets
+//!
+//! Created when absent (an existing one is used as it is):
+//! - stream `AMI` ([`StreamLimits`]): subjects `ami.*.event.>`, `ami.*.gap`,
+//!   `ami.*.session`; file storage, 24 h, 1 GiB, oldest dropped first; de-duplication window
+//!   2 min;
+//! - KV `ami_leases`: history 1, 1 MiB, file storage, no expiry (one small key per server);
+//! - KV `ami_idempotency`: history 1, entries expire after the idempotency window (10 min),
+//!   64 MiB (when full, requests with a key are answered `not_sent`).
+#![forbid(unsafe_code)]
+
+pub mod actions;
+mod bridge;
+mod config;
+mod lease;
+mod metrics;
+mod publish;
+pub mod schema;
+mod upstream;
+
+pub use actions::{ActionRequest, RequestError};
+pub use bridge::{Bridge, BridgeError};
+pub use config::{BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits, MAX_SERVER_NAME_LEN};

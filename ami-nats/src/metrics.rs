@@ -1,0 +1,233 @@
+//! Prometheus metrics (through `prometheus-client`) and a minimal HTTP endpoint for them.
+//!
+//! Counters are per server (label `server`), so `rate()` gives events and actions per second.
+//! The endpoint answers any GET with the OpenMetrics text format and closes the connection.
+
+use crate::config::ServerSpec;
+use crate::upstream::ServerIx;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+type Labels = Vec<(String, String)>;
+
+/// Counters of one server, created once so the hot path touches no label map.
+struct PerServer {
+    events: Counter,
+    published: Counter,
+    duplicates: Counter,
+    discarded: Counter,
+    dropped: Counter,
+}
+
+/// Every metric of a bridge.
+pub(crate) struct Metrics {
+    registry: Registry,
+    names: Vec<String>,
+    bridge_id: String,
+    per_server: Vec<PerServer>,
+    gaps: Family<Labels, Counter>,
+    actions: Family<Labels, Counter>,
+    state: Family<Labels, Gauge>,
+    lease: Family<Labels, Gauge>,
+    /// Items encoded but not yet handed to NATS.
+    pub(crate) backlog: Gauge,
+    /// Times the publisher went back to its first unacknowledged item.
+    pub(crate) publish_retries: Counter,
+    /// 1 while the NATS connection is up.
+    pub(crate) nats_connected: Gauge,
+}
+
+/// The states a server's `ami_bridge_server_state` gauge can be in.
+pub(crate) const STATES: [&str; 5] = ["not_served", "connecting", "ready", "disconnected", "closed"];
+
+impl Metrics {
+    pub(crate) fn new(servers: &[ServerSpec], bridge_id: &str, max_backlog: usize) -> Metrics {
+        let mut registry = Registry::with_prefix("ami_bridge");
+        let per_family = |registry: &mut Registry, name: &str, help: &str| {
+            let f = Family::<Labels, Counter>::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let events = per_family(&mut registry, "events_received", "Events taken from Asterisk");
+        let published = per_family(&mut registry, "published", "Items stored by JetStream (events and markers)");
+        let duplicates = per_family(&mut registry, "publish_duplicates", "Publishes JetStream had stored already (retries)");
+        let discarded = per_family(&mut registry, "discarded", "Items not published because the lease was gone");
+        let dropped = per_family(&mut registry, "events_dropped", "Events dropped by a full queue (published as overflow gaps)");
+        let gaps = per_family(&mut registry, "gaps", "Gap markers by reason");
+        let actions = per_family(&mut registry, "actions", "Action requests by outcome");
+        let state = Family::<Labels, Gauge>::default();
+        registry.register("server_state", "1 for the server's current state", state.clone());
+        let lease = Family::<Labels, Gauge>::default();
+        registry.register("lease_held", "1 while this bridge holds the server's lease", lease.clone());
+        let backlog = Gauge::default();
+        registry.register("backlog", "Items waiting for NATS", backlog.clone());
+        let cap = Gauge::<i64>::default();
+        cap.set(i64::try_from(max_backlog).unwrap_or(i64::MAX));
+        registry.register("backlog_cap", "Most items held while NATS is slow or down", cap);
+        let publish_retries = Counter::default();
+        registry.register("publish_retries", "Publishes retried from the first unacknowledged one", publish_retries.clone());
+        let nats_connected = Gauge::default();
+        registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());
+        let label = |name: &str| vec![("server".to_string(), name.to_string())];
+        let per_server = servers
+            .iter()
+            .map(|s| PerServer {
+                events: events.get_or_create_owned(&label(&s.name)),
+                published: published.get_or_create_owned(&label(&s.name)),
+                duplicates: duplicates.get_or_create_owned(&label(&s.name)),
+                discarded: discarded.get_or_create_owned(&label(&s.name)),
+                dropped: dropped.get_or_create_owned(&label(&s.name)),
+            })
+            .collect();
+        let m = Metrics {
+            registry,
+            names: servers.iter().map(|s| s.name.clone()).collect(),
+            bridge_id: bridge_id.to_string(),
+            per_server,
+            gaps,
+            actions,
+            state,
+            lease,
+            backlog,
+            publish_retries,
+            nats_connected,
+        };
+        for ix in 0..servers.len() {
+            m.set_state(ix, "not_served");
+            m.set_lease(ix, false);
+        }
+        m
+    }
+
+    fn name(&self, ix: ServerIx) -> String {
+        self.names.get(ix).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn event(&self, ix: ServerIx) {
+        if let Some(p) = self.per_server.get(ix) {
+            p.events.inc();
+        }
+    }
+
+    pub(crate) fn published(&self, ix: ServerIx, duplicate: bool) {
+        if let Some(p) = self.per_server.get(ix) {
+            p.published.inc();
+            if duplicate {
+                p.duplicates.inc();
+            }
+        }
+    }
+
+    pub(crate) fn discarded(&self, ix: ServerIx) {
+        if let Some(p) = self.per_server.get(ix) {
+            p.discarded.inc();
+        }
+    }
+
+    /// A gap marker; `dropped` events counted (0 when unknown).
+    pub(crate) fn gap(&self, ix: ServerIx, reason: &str, dropped: u64) {
+        let l = vec![("server".into(), self.name(ix)), ("reason".into(), reason.into())];
+        self.gaps.get_or_create(&l).inc();
+        if let Some(p) = self.per_server.get(ix) {
+            p.dropped.inc_by(dropped);
+        }
+    }
+
+    /// An action request answered with `outcome` (server empty when none was chosen).
+    pub(crate) fn action(&self, server: &str, outcome: &str) {
+        let l = vec![("server".into(), server.into()), ("outcome".into(), outcome.into())];
+        self.actions.get_or_create(&l).inc();
+    }
+
+    /// Sets the server's state gauge: 1 for `state`, 0 for the others.
+    pub(crate) fn set_state(&self, ix: ServerIx, state: &str) {
+        let name = self.name(ix);
+        for s in STATES {
+            let l = vec![("server".into(), name.clone()), ("state".into(), s.into())];
+            self.state.get_or_create(&l).set(i64::from(s == state));
+        }
+    }
+
+    pub(crate) fn set_lease(&self, ix: ServerIx, held: bool) {
+        let l = vec![
+            ("server".into(), self.name(ix)),
+            ("bridge".into(), self.bridge_id.clone()),
+        ];
+        self.lease.get_or_create(&l).set(i64::from(held));
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Largest request head read from a scraper.
+const MAX_REQUEST: usize = 8 << 10;
+/// Scrapes served at once; more wait for the listener's backlog.
+const MAX_SCRAPES: usize = 8;
+
+/// Binds `addr` (before returning, so a bad address fails the start) and serves scrapes.
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let limit = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            let (mut sock, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("metrics: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let mut head = Vec::with_capacity(1024);
+                let mut buf = [0u8; 1024];
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return false,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    true
+                })
+                .await;
+                if !matches!(read, Ok(true)) {
+                    return;
+                }
+                let body = metrics.render();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok((local, task))
+}

@@ -1,0 +1,209 @@
+//! The AMI side of the bridge, behind a small interface: start and stop serving a server,
+//! one merged stream of `(server, item)`, actions sent to a named server or to any ready one,
+//! per-server status.
+//!
+//! Interim implementation: one `ami-tokio` session per served server, each forwarded into the
+//! merged channel by a small task. When a fleet lands in the async layer this file is the only
+//! one that changes.
+
+use crate::config::ServerSpec;
+use ami_proto::{Action, AmiError, Response, SendOptions, Status, StreamItem};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A server's index in the bridge's configuration.
+pub(crate) type ServerIx = usize;
+
+/// One item of the merged stream.
+#[derive(Debug)]
+pub(crate) enum UpItem {
+    /// An event or a counted gap from the AMI session.
+    Stream(StreamItem),
+    /// A session logged in.
+    Connected { ami_version: String },
+    /// The session was lost (a reconnect follows unless the server was removed).
+    Disconnected { reason: String },
+    /// This bridge took the server's lease (the first item of a tenure); `previous` names
+    /// the bridge that held it before, if its lease had to be taken over.
+    LeaseAcquired { previous: Option<String> },
+}
+
+/// What arrives on the merged channel: the server, the lease term it was served under, the item.
+pub(crate) type Tagged = (ServerIx, u64, UpItem);
+
+struct Serving {
+    handle: ami_tokio::Handle,
+    forwarder: JoinHandle<()>,
+}
+
+/// The served servers and the merged stream's sender.
+pub(crate) struct Upstream {
+    serving: Mutex<BTreeMap<ServerIx, Serving>>,
+    merged: mpsc::Sender<Tagged>,
+    round_robin: AtomicUsize,
+}
+
+/// Why an action could not be handed to a server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RouteError {
+    /// This bridge does not serve that server (now).
+    #[error("this bridge does not serve that server")]
+    NotServed,
+    /// No served server is ready.
+    #[error("no server served by this bridge is ready")]
+    NoneReady,
+}
+
+impl Upstream {
+    /// An upstream whose merged stream goes to `merged` (bounded: a full channel makes the
+    /// forwarders wait, so the sessions' own bounded queues drop and count).
+    pub(crate) fn new(merged: mpsc::Sender<Tagged>) -> Upstream {
+        Upstream {
+            serving: Mutex::new(BTreeMap::new()),
+            merged,
+            round_robin: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<ServerIx, Serving>> {
+        // Only map inserts/removes run under the lock; a poisoned map is still consistent.
+        self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts serving `spec` under lease `term` (a no-op if it is served already).
+    pub(crate) fn add(&self, ix: ServerIx, term: u64, spec: &ServerSpec) {
+        let mut serving = self.lock();
+        if serving.contains_key(&ix) {
+            return;
+        }
+        let (handle, events) =
+            ami_tokio::spawn(spec.client.clone(), (spec.host.as_str(), spec.port));
+        let forwarder = tokio::spawn(forward(ix, term, handle.status(), events, self.merged.clone()));
+        serving.insert(ix, Serving { handle, forwarder });
+    }
+
+    /// Stops serving: the session closes at once (pending actions fail), nothing more of it
+    /// enters the merged stream.
+    pub(crate) fn remove(&self, ix: ServerIx) {
+        if let Some(s) = self.lock().remove(&ix) {
+            s.forwarder.abort();
+            s.handle.close();
+        }
+    }
+
+    /// The served servers and their status.
+    pub(crate) fn statuses(&self) -> Vec<(ServerIx, Status)> {
+        self.lock()
+            .iter()
+            .map(|(ix, s)| (*ix, s.handle.status().borrow().clone()))
+            .collect()
+    }
+
+    /// Picks the server for a request: `Some(ix)` names one, `None` means any ready server
+    /// (round-robin over the ready ones this bridge serves).
+    pub(crate) fn route(
+        &self,
+        to: Option<ServerIx>,
+    ) -> Result<(ServerIx, ami_tokio::Handle), RouteError> {
+        let serving = self.lock();
+        if let Some(ix) = to {
+            return serving
+                .get(&ix)
+                .map(|s| (ix, s.handle.clone()))
+                .ok_or(RouteError::NotServed);
+        }
+        let ready: Vec<(ServerIx, &Serving)> = serving
+            .iter()
+            .filter(|(_, s)| matches!(*s.handle.status().borrow(), Status::Ready { .. }))
+            .map(|(ix, s)| (*ix, s))
+            .collect();
+        if ready.is_empty() {
+            return Err(RouteError::NoneReady);
+        }
+        let n = self.round_robin.fetch_add(1, Ordering::Relaxed) % ready.len();
+        Ok((ready[n].0, ready[n].1.handle.clone()))
+    }
+
+    /// Sends `action` on a routed session and waits for its outcome.
+    pub(crate) async fn send(
+        handle: &ami_tokio::Handle,
+        action: Action,
+        options: SendOptions,
+    ) -> Result<Response, AmiError> {
+        handle.send_with(action, options).await
+    }
+
+    /// Closes every session.
+    pub(crate) fn close_all(&self) {
+        let all = std::mem::take(&mut *self.lock());
+        for (_, s) in all {
+            s.forwarder.abort();
+            s.handle.close();
+        }
+    }
+}
+
+/// Moves one session's items into the merged stream, with a marker when it logs in or is lost.
+/// The status is looked at before each batch, so a session's first events follow its
+/// `Connected` marker. (Exact placement needs session items from the core's stream; a status
+/// flap shorter than one batch can fold into one marker pair.)
+async fn forward(
+    ix: ServerIx,
+    term: u64,
+    mut status: tokio::sync::watch::Receiver<Status>,
+    mut events: ami_tokio::Events,
+    merged: mpsc::Sender<Tagged>,
+) {
+    let mut up = false;
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        let marker = match &*status.borrow_and_update() {
+            Status::Ready { ami_version } if !up => {
+                up = true;
+                Some(UpItem::Connected {
+                    ami_version: ami_version.clone(),
+                })
+            }
+            Status::Disconnected { reason, .. } | Status::Closed { reason } if up => {
+                up = false;
+                Some(UpItem::Disconnected {
+                    reason: reason.to_string(),
+                })
+            }
+            _ => None,
+        };
+        if let Some(m) = marker {
+            if matches!(m, UpItem::Disconnected { .. }) {
+                // What the lost session delivered comes before the marker.
+                while let Some(item) = events.try_recv() {
+                    if merged.send((ix, term, UpItem::Stream(item))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if merged.send((ix, term, m)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            n = events.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    return;
+                }
+                for item in batch.drain(..) {
+                    if merged.send((ix, term, UpItem::Stream(item))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
