@@ -203,20 +203,42 @@ async fn ensure_stream(js: &jetstream::Context, c: &BridgeConfig) -> Result<(), 
         .map_err(|e| BridgeError::Setup(format!("stream {}: {e}", c.stream.name)))
 }
 
-/// Opens a KV bucket, creating it with `cfg` if absent.
-async fn ensure_bucket(js: &jetstream::Context, cfg: kv::Config) -> Result<kv::Store, BridgeError> {
-    if let Ok(store) = js.get_key_value(cfg.bucket.clone()).await {
-        return Ok(store);
-    }
-    let name = cfg.bucket.clone();
-    match js.create_key_value(cfg).await {
-        Ok(s) => Ok(s),
-        // Another bridge may have created it meanwhile.
-        Err(e) => js
-            .get_key_value(name.clone())
-            .await
-            .map_err(|_| BridgeError::Setup(format!("bucket {name}: {e}"))),
-    }
+/// Limits of a KV bucket the bridge creates when absent.
+struct Bucket {
+    name: String,
+    max_age: Duration,
+    max_bytes: i64,
+}
+
+/// Opens a KV bucket, creating its stream if absent. The stream is created directly (the
+/// layout `KV_<bucket>` / `$KV.<bucket>.>` that every client reads as a bucket) because the
+/// client's own bucket creation first asks for account details that nats-server 2.9 does not
+/// answer in the shape the client expects.
+async fn ensure_bucket(js: &jetstream::Context, b: Bucket) -> Result<kv::Store, BridgeError> {
+    let cfg = stream::Config {
+        name: format!("KV_{}", b.name),
+        subjects: vec![format!("$KV.{}.>", b.name)],
+        max_messages_per_subject: 1,
+        max_age: b.max_age,
+        max_bytes: b.max_bytes,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        duplicate_window: Duration::from_secs(120).min(if b.max_age.is_zero() {
+            Duration::from_secs(120)
+        } else {
+            b.max_age
+        }),
+        ..Default::default()
+    };
+    js.get_or_create_stream(cfg)
+        .await
+        .map_err(|e| BridgeError::Setup(format!("bucket {}: {e}", b.name)))?;
+    js.get_key_value(b.name.clone())
+        .await
+        .map_err(|e| BridgeError::Setup(format!("bucket {}: {e}", b.name)))
 }
 
 /// A random bridge ID (std's hasher keys are random per process).
@@ -270,26 +292,19 @@ impl Bridge {
         ensure_stream(&js, &config).await?;
         let leases = ensure_bucket(
             &js,
-            kv::Config {
-                bucket: config.lease_bucket.clone(),
-                description: "ami-nats: which bridge serves which Asterisk server".into(),
-                history: 1,
+            Bucket {
+                name: config.lease_bucket.clone(),
+                max_age: Duration::ZERO,
                 max_bytes: 1 << 20,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
             },
         )
         .await?;
         let idempotency = ensure_bucket(
             &js,
-            kv::Config {
-                bucket: config.idempotency_bucket.clone(),
-                description: "ami-nats: action idempotency keys and their replies".into(),
-                history: 1,
+            Bucket {
+                name: config.idempotency_bucket.clone(),
                 max_age: config.idempotency_window,
                 max_bytes: 64 << 20,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
             },
         )
         .await?;

@@ -1,0 +1,394 @@
+//! The bridge against a real nats-server on 127.0.0.1 and the simulator's TCP fronts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_nats::BridgeConfig;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn storm(front: &ami_sim::tcp::TcpFront, n: usize) {
+    front.with_server(|sim, now| sim.emit_user_events(now, n));
+}
+
+/// The `Seq` values of one server's storm events, in stream order.
+fn seqs(all: &[Stored], server: &str) -> Vec<u64> {
+    all.iter()
+        .filter(|s| s.body["type"] == "event" && s.body["server"] == server)
+        .filter(|s| header(&s.body, "UserEvent") == Some("SimStorm"))
+        .map(|s| header(&s.body, "Seq").unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Positions of each session increase by one, with no repeat, and message IDs are unique.
+fn assert_positions_contiguous(all: &[Stored]) {
+    let mut last: HashMap<(String, String), u64> = HashMap::new();
+    let mut ids = HashSet::new();
+    for s in all {
+        let key = (
+            s.body["server"].as_str().unwrap().to_string(),
+            s.body["session"].as_str().unwrap().to_string(),
+        );
+        let pos = s.body["position"].as_u64().unwrap();
+        let prev = last.insert(key.clone(), pos).unwrap_or(0);
+        assert_eq!(pos, prev + 1, "position jump in {key:?} at seq {}", s.seq);
+        assert!(ids.insert(s.msg_id.clone()), "duplicate message ID {}", s.msg_id);
+        assert_eq!(s.msg_id, format!("{}.{}.{}", key.0, key.1, pos));
+    }
+}
+
+#[test]
+fn events_arrive_in_order_with_nothing_lost() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (sim(), sim());
+    let config = BridgeConfig::new(
+        nats.url(),
+        vec![
+            spec("pbx1", &a, login().build().unwrap()),
+            spec("pbx2", &b, login().build().unwrap()),
+        ],
+    )
+    .lease_ttl(Duration::from_secs(2))
+    .metrics("127.0.0.1:0".parse().unwrap());
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "both servers served", || bridge.serving().len() == 2);
+    wait_for(Duration::from_secs(10), "both logged in", || a.stats().logins == 1 && b.stats().logins == 1);
+    for _ in 0..3 {
+        storm(&a, 2000);
+        storm(&b, 1500);
+    }
+    let url = nats.url();
+    let expected: Vec<u64> = (0..3).flat_map(|_| 0..2000).collect();
+    let expected_b: Vec<u64> = (0..3).flat_map(|_| 0..1500).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = block(read_stream(&url, 1));
+        if seqs(&all, "pbx1").len() >= expected.len() && seqs(&all, "pbx2").len() >= expected_b.len() {
+            break all;
+        }
+        assert!(Instant::now() < deadline, "events missing: {} of pbx1", seqs(&all, "pbx1").len());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(seqs(&all, "pbx1"), expected);
+    assert_eq!(seqs(&all, "pbx2"), expected_b);
+    assert_positions_contiguous(&all);
+    // Each session opens with its lease marker, then the login marker; no gap anywhere.
+    for server in ["pbx1", "pbx2"] {
+        let mine: Vec<&Stored> = all.iter().filter(|s| s.body["server"] == server).collect();
+        assert_eq!(mine[0].subject, format!("ami.{server}.session"));
+        assert_eq!(mine[0].body["state"], "lease_acquired");
+        assert_eq!(mine[1].body["state"], "connected");
+        assert!(mine.iter().all(|s| s.body["type"] != "gap"));
+        assert!(mine
+            .iter()
+            .filter(|s| s.body["type"] == "event")
+            .all(|s| s.subject == format!("ami.{server}.event.{}", header(&s.body, "Event").unwrap())));
+    }
+    let m = bridge.metrics();
+    assert!(m.contains("ami_bridge_lease_held{server=\"pbx1\""), "{m}");
+    assert!(m.contains("ami_bridge_events_received_total{server=\"pbx1\"}"), "{m}");
+    bridge.shutdown();
+}
+
+#[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    use std::io::{Read, Write};
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+        .lease_ttl(Duration::from_secs(2))
+        .metrics(format!("127.0.0.1:{port}").parse().unwrap());
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "served", || bridge.serving().len() == 1);
+    storm(&a, 10);
+    wait_for(Duration::from_secs(10), "published", || {
+        bridge.metrics().contains("ami_bridge_published_total{server=\"pbx1\"} 1")
+    });
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    for metric in [
+        "ami_bridge_published_total{server=\"pbx1\"}",
+        "ami_bridge_server_state{server=\"pbx1\",state=\"ready\"} 1",
+        "ami_bridge_backlog ",
+        "ami_bridge_gaps_total",
+        "ami_bridge_nats_connected 1",
+    ] {
+        assert!(text.contains(metric), "{metric} missing in\n{text}");
+    }
+    bridge.shutdown();
+}
+
+#[test]
+fn consumer_replays_from_a_sequence() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+        .lease_ttl(Duration::from_secs(2));
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    storm(&a, 500);
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "500 events", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 500);
+    let all = block(read_stream(&url, 1));
+    let from = all[all.len() / 2].seq;
+    let replay = block(read_stream(&url, from));
+    assert_eq!(replay.first().unwrap().seq, from);
+    let tail: Vec<u64> = all.iter().filter(|s| s.seq >= from).map(|s| s.seq).collect();
+    assert_eq!(replay.iter().map(|s| s.seq).collect::<Vec<_>>(), tail);
+    assert_eq!(
+        replay.iter().map(|s| s.body.clone()).collect::<Vec<_>>(),
+        all.iter().filter(|s| s.seq >= from).map(|s| s.body.clone()).collect::<Vec<_>>()
+    );
+    bridge.shutdown();
+}
+
+#[test]
+fn killed_bridge_is_replaced_with_gap_and_session_markers_and_no_duplicates() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let cfg = |id: &str| {
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+            .lease_ttl(Duration::from_secs(2))
+            .bridge_id(id)
+    };
+    let first = TestBridge::start(cfg("first"));
+    wait_for(Duration::from_secs(10), "first serves", || first.serving().len() == 1);
+    let second = TestBridge::start(cfg("second"));
+    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    storm(&a, 1000);
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "first storm stored", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 1000);
+    assert!(second.serving().is_empty(), "the standby must not serve while the lease is held");
+    let killed = Instant::now();
+    first.kill();
+    wait_for(Duration::from_secs(10), "second logged in", || a.stats().logins == 2);
+    let took = killed.elapsed();
+    storm(&a, 1000);
+    wait_for(Duration::from_secs(10), "second storm stored", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 2000);
+    let all = block(read_stream(&url, 1));
+    assert_positions_contiguous(&all);
+    let expected: Vec<u64> = (0..2).flat_map(|_| 0..1000).collect();
+    assert_eq!(seqs(&all, "pbx1"), expected, "nothing lost, nothing twice");
+    // The second session starts with its lease marker naming the first bridge, then a
+    // takeover gap of unknown size, then its login.
+    let second_session: Vec<&Stored> = all
+        .iter()
+        .filter(|s| s.body["session"].as_str().unwrap().starts_with("second-"))
+        .collect();
+    assert_eq!(second_session[0].body["state"], "lease_acquired");
+    assert_eq!(second_session[0].body["previous_bridge"], "first");
+    assert_eq!(second_session[1].subject, "ami.pbx1.gap");
+    assert_eq!(second_session[1].body["reason"], "takeover");
+    assert!(second_session[1].body["dropped"].is_null());
+    assert_eq!(second_session[2].body["state"], "connected");
+    // Nothing of the first session after the second one started.
+    let start = second_session[0].seq;
+    assert!(all.iter().filter(|s| s.seq > start).all(|s| s.body["session"].as_str().unwrap().starts_with("second-")));
+    eprintln!("takeover after kill: {took:?} (lease TTL 2 s)");
+    assert!(took < Duration::from_secs(4), "takeover took {took:?}");
+    second.shutdown();
+}
+
+#[test]
+fn random_kills_never_serve_a_server_twice() {
+    let Some(nats) = Nats::start() else { return };
+    let fronts: Vec<_> = (0..3).map(|_| sim()).collect();
+    let names = ["s0", "s1", "s2"];
+    let cfg = |n: usize| {
+        let specs = fronts
+            .iter()
+            .zip(names)
+            .map(|(f, name)| spec(name, f, login().build().unwrap()))
+            .collect();
+        BridgeConfig::new(nats.url(), specs)
+            .lease_ttl(Duration::from_secs(1))
+            .bridge_id(format!("b{n}"))
+    };
+    // A fixed seed: the schedule is the same every run.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |m: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % m
+    };
+    let mut bridges: Vec<Option<TestBridge>> = (0..3).map(|n| Some(TestBridge::start(cfg(n)))).collect();
+    let mut started = 3;
+    let end = Instant::now() + Duration::from_secs(12);
+    let mut kills = 0;
+    while Instant::now() < end {
+        // Asterisk's side: never two sessions to one server at once.
+        for _ in 0..40 {
+            for (f, name) in fronts.iter().zip(names) {
+                let open = f.stats().sessions_open;
+                assert!(open <= 1, "{name} has {open} AMI sessions at once");
+                f.with_server(|sim, now| sim.emit_user_events(now, 5));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let victim = next(3) as usize;
+        if let Some(b) = bridges[victim].take() {
+            b.kill();
+            kills += 1;
+        }
+        if next(2) == 0 || bridges.iter().all(Option::is_none) {
+            bridges[victim] = Some(TestBridge::start(cfg(started)));
+            started += 1;
+        }
+    }
+    let url = nats.url();
+    // The stream's side: per server, the sessions never interleave.
+    let all = block(read_stream(&url, 1));
+    assert_positions_contiguous(&all);
+    for name in names {
+        let mut finished: HashSet<String> = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut sessions = 0;
+        for s in all.iter().filter(|s| s.body["server"] == name) {
+            let session = s.body["session"].as_str().unwrap().to_string();
+            if current.as_deref() != Some(&session) {
+                assert!(!finished.contains(&session), "{name}: session {session} published again after another one");
+                if let Some(c) = current.take() {
+                    finished.insert(c);
+                }
+                assert_eq!(s.body["state"], "lease_acquired", "{name}: a session must start with its lease marker");
+                current = Some(session);
+                sessions += 1;
+            }
+        }
+        assert!(sessions >= 2, "{name}: only {sessions} sessions; the kills did not move it");
+    }
+    eprintln!("{kills} kills, {started} bridges started");
+    for b in bridges.into_iter().flatten() {
+        b.shutdown();
+    }
+}
+
+#[test]
+fn nats_restart_mid_stream_is_bounded_and_counted() {
+    let Some(mut nats) = Nats::start() else { return };
+    let a = sim();
+    let client = login().event_queue_cap(1000).build().unwrap();
+    let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)])
+        .lease_ttl(Duration::from_secs(10))
+        .max_backlog(500);
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    storm(&a, 100);
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "first events", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 100);
+    nats.stop();
+    // 6,000 events while NATS is down: far more than backlog + queues hold.
+    for _ in 0..6 {
+        storm(&a, 1000);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = bridge.metrics();
+    let backlog: i64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("ami_bridge_backlog "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(backlog <= 500, "backlog {backlog} over its cap");
+    nats.restart();
+    storm(&a, 100);
+    let total = 100 + 6000 + 100;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = block(read_stream(&url, 1));
+        let events = all.iter().filter(|s| s.body["type"] == "event" && header(&s.body, "UserEvent") == Some("SimStorm")).count() as u64;
+        let dropped: u64 = all
+            .iter()
+            .filter(|s| s.body["type"] == "gap")
+            .map(|s| s.body["dropped"].as_u64().expect("overflow gaps carry a count"))
+            .sum();
+        if events + dropped == total {
+            assert!(dropped > 0, "the outage must have overflowed the bounded queues");
+            assert_positions_contiguous(&all);
+            // What arrived is in order: Seq restarts only at a storm or a gap.
+            eprintln!("NATS outage: {events} events published, {dropped} counted in gaps");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events} events + {dropped} dropped != {total}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(a.stats().logins, 1, "the AMI session was never stalled into a reconnect");
+    bridge.shutdown();
+}
+
+#[test]
+fn malformed_action_requests_get_an_error_and_reach_no_asterisk() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let client = login().ping_interval(Duration::from_secs(3600)).build().unwrap();
+    let bridge = TestBridge::start(
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)]).lease_ttl(Duration::from_secs(2)),
+    );
+    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    let url = nats.url();
+    let ok = block(request(&url, "ami.pbx1.action", r#"{"headers":[["Action","Ping"]]}"#));
+    assert_eq!(ok["outcome"], "success", "{ok}");
+    assert_eq!(ok["server"], "pbx1");
+    let before = a.stats().actions;
+    for body in [
+        "not json",
+        r#"{"headers":[["Channel","x"]]}"#,
+        r#"{"headers":[["Action","Ping"],["X","a\r\nAction: Originate"]]}"#,
+        r#"{"headers":[["Action","Ping"],["ActionID","mine"]]}"#,
+        r#"{"headers":[["Action","Logoff"]]}"#,
+        r#"{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"]]}"#,
+        r#"{"headers":[["Action","Ping"]],"idempotency_key":"no spaces"}"#,
+    ] {
+        for subject in ["ami.pbx1.action", "ami.any.action"] {
+            let r = block(request(&url, subject, body));
+            assert_eq!(r["type"], "outcome");
+            assert_eq!(r["outcome"], "invalid_request", "{body}: {r}");
+            assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.stats().actions, before, "a malformed request reached Asterisk");
+    let m = bridge.metrics();
+    assert!(m.contains("outcome=\"invalid_request\""), "{m}");
+    bridge.shutdown();
+}
+
+#[test]
+fn idempotency_key_blocks_a_second_originate() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let bridge = TestBridge::start(
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())]).lease_ttl(Duration::from_secs(2)),
+    );
+    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    let url = nats.url();
+    let originate = r#"{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"order-4711","timeout_ms":10000}"#;
+    let first = block(request(&url, "ami.any.action", originate));
+    assert_eq!(first["outcome"], "success", "{first}");
+    assert!(first["follow_up"].is_array(), "the OriginateResponse: {first}");
+    let second = block(request(&url, "ami.pbx1.action", originate));
+    assert_eq!(second["outcome"], "duplicate", "{second}");
+    assert_eq!(second["original"], first);
+    assert_eq!(a.stats().calls_started, 1, "the second Originate must not run");
+    // Another key runs.
+    let other = originate.replace("order-4711", "order-4712");
+    let third = block(request(&url, "ami.pbx1.action", &other));
+    assert_eq!(third["outcome"], "success", "{third}");
+    assert_eq!(a.stats().calls_started, 2);
+    bridge.shutdown();
+}

@@ -1,0 +1,263 @@
+//! A real nats-server with JetStream on 127.0.0.1 (random free port, temporary store), the
+//! simulator's TCP fronts, bridges on their own runtimes (so a test can kill one like a
+//! crash), and a reader of the whole stream.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_nats::{Bridge, BridgeConfig, ServerSpec};
+use ami_proto::ClientConfig;
+use ami_sim::{tcp::TcpFront, SimConfig};
+use async_nats::jetstream::{self, consumer};
+use futures_util::StreamExt;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The nats-server binary, if installed.
+fn nats_binary() -> Option<PathBuf> {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/bin"]) {
+        let p = PathBuf::from(dir).join("nats-server");
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// A nats-server process with JetStream; stopped and its store removed on drop.
+pub struct Nats {
+    bin: PathBuf,
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Nats {
+    /// Starts one, or returns None after a loud message when nats-server is not installed
+    /// (CI installs it: `.ci/run`).
+    pub fn start() -> Option<Nats> {
+        let Some(bin) = nats_binary() else {
+            eprintln!("\n\n!!!!! SKIPPED: nats-server is not installed (apt-get install nats-server); .ci/run installs it !!!!!\n");
+            return None;
+        };
+        let dir = std::env::temp_dir().join(format!("ami-nats-test-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut n = Nats { bin, child: None, port: free_port(), dir };
+        n.spawn();
+        Some(n)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (its store stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A simulated Asterisk on a loopback port.
+pub fn sim() -> TcpFront {
+    TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap()
+}
+
+pub fn login() -> ami_proto::ClientConfigBuilder {
+    ClientConfig::builder("admin", "amp111")
+}
+
+pub fn spec(name: &str, front: &TcpFront, client: ClientConfig) -> ServerSpec {
+    let a = front.local_addr();
+    ServerSpec::new(name, a.ip().to_string(), a.port(), client).unwrap()
+}
+
+/// A bridge on its own runtime and thread: `kill` ends the runtime at once, as a crash would
+/// (sockets closed, leases not released).
+pub struct TestBridge {
+    pub id: String,
+    stop: Option<std::sync::mpsc::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    info: std::sync::Arc<std::sync::Mutex<(Vec<String>, String)>>,
+}
+
+impl TestBridge {
+    pub fn start(config: BridgeConfig) -> TestBridge {
+        let (tx, rx) = std::sync::mpsc::channel::<bool>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let info = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), String::new())));
+        let info2 = info.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let bridge = rt.block_on(Bridge::start(config)).unwrap();
+            ready_tx.send(bridge.bridge_id().to_string()).unwrap();
+            let graceful = loop {
+                match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(g) => break g,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        *info2.lock().unwrap() = (bridge.serving(), bridge.metrics_text());
+                    }
+                    Err(_) => break false,
+                }
+            };
+            if graceful {
+                rt.block_on(bridge.shutdown(Duration::from_secs(2)));
+            } else {
+                drop(bridge);
+            }
+            rt.shutdown_background();
+        });
+        let id = ready_rx.recv_timeout(Duration::from_secs(20)).expect("bridge started");
+        TestBridge { id, stop: Some(tx), thread: Some(thread), info }
+    }
+
+    /// Servers served now (as of the last 20 ms).
+    pub fn serving(&self) -> Vec<String> {
+        self.info.lock().unwrap().0.clone()
+    }
+
+    pub fn metrics(&self) -> String {
+        self.info.lock().unwrap().1.clone()
+    }
+
+    /// Ends the bridge like a crash.
+    pub fn kill(mut self) {
+        self.end(false);
+    }
+
+    /// Ends the bridge cleanly (leases released).
+    pub fn shutdown(mut self) {
+        self.end(true);
+    }
+
+    fn end(&mut self, graceful: bool) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(graceful);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        self.end(false);
+    }
+}
+
+/// One stored message: stream sequence, subject, message ID, JSON body.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub subject: String,
+    pub msg_id: String,
+    pub body: serde_json::Value,
+}
+
+/// Reads the stream from `start` to its last message.
+pub async fn read_stream(url: &str, start: u64) -> Vec<Stored> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream("AMI").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let c = stream
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut messages = c.messages().await.unwrap();
+    while out.last().map_or(start <= last, |s: &Stored| s.seq < last) {
+        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("stream read timed out")
+            .unwrap()
+            .unwrap();
+        let info = m.info().unwrap();
+        let msg_id = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push(Stored {
+            seq: info.stream_sequence,
+            subject: m.subject.to_string(),
+            msg_id,
+            body: serde_json::from_slice(&m.payload).unwrap(),
+        });
+    }
+    out
+}
+
+/// Waits until `f` holds, or panics after `within` with `what`.
+pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A header of an event body.
+pub fn header<'a>(body: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    body["headers"].as_array()?.iter().find_map(|h| {
+        (h[0].as_str()? == key).then(|| h[1].as_str()).flatten()
+    })
+}
+
+/// Sends a request and parses the reply.
+pub async fn request(url: &str, subject: &str, body: &str) -> serde_json::Value {
+    let client = async_nats::connect(url).await.unwrap();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(15),
+        client.request(subject.to_string(), body.to_string().into()),
+    )
+    .await
+    .expect("reply in time")
+    .unwrap();
+    serde_json::from_slice(&reply.payload).unwrap()
+}
