@@ -83,9 +83,17 @@ impl ActionRequest {
             match h.as_array().map(|a| a.as_slice()) {
                 Some([k, v]) => match (k.as_str(), v.as_str()) {
                     (Some(k), Some(v)) => pairs.push((k, v)),
-                    _ => return Err(RequestError::Malformed("a header is not two strings".into())),
+                    _ => {
+                        return Err(RequestError::Malformed(
+                            "a header is not two strings".into(),
+                        ))
+                    }
                 },
-                _ => return Err(RequestError::Malformed("a header is not a [key, value] pair".into())),
+                _ => {
+                    return Err(RequestError::Malformed(
+                        "a header is not a [key, value] pair".into(),
+                    ))
+                }
             }
         }
         let name = pairs
@@ -100,7 +108,10 @@ impl ActionRequest {
             return Err(RequestError::Reserved(name.to_string()));
         }
         let mut action = Action::new(name);
-        for (k, v) in pairs.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("Action")) {
+        for (k, v) in pairs
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("Action"))
+        {
             action.push(*k, *v);
         }
         action
@@ -111,7 +122,8 @@ impl ActionRequest {
             Some(serde_json::Value::String(k))
                 if !k.is_empty()
                     && k.len() <= MAX_IDEMPOTENCY_KEY_LEN
-                    && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+                    && k.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
             {
                 Some(k.clone())
             }
@@ -201,7 +213,9 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
             let mut reply = Reply::new(Some(server), kind).error(&e.to_string());
             match e {
                 ActionError::Server(r) => reply = reply.response(r),
-                ActionError::TimedOut { partial: Some(r), .. } => reply = reply.response(r),
+                ActionError::TimedOut {
+                    partial: Some(r), ..
+                } => reply = reply.response(r),
                 _ => {}
             }
             (kind, reply)
@@ -211,20 +225,33 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
             | SendError::ActionIdField
             | SendError::Reserved(_)
             | SendError::SyncOriginateRefused),
-        )) => ("invalid_request", Reply::new(Some(server), "invalid_request").error(&e.to_string())),
-        Err(e) => ("not_sent", Reply::new(Some(server), "not_sent").error(&e.to_string())),
+        )) => (
+            "invalid_request",
+            Reply::new(Some(server), "invalid_request").error(&e.to_string()),
+        ),
+        Err(e) => (
+            "not_sent",
+            Reply::new(Some(server), "not_sent").error(&e.to_string()),
+        ),
     };
     (kind, reply.finish())
 }
 
 /// Answers one request message. `to`: the server of the subject, `None` for `ami.any.action`.
-pub(crate) async fn handle(control: Arc<Control>, kv: Store, to: Option<ServerIx>, msg: async_nats::Message) {
+pub(crate) async fn handle(
+    control: Arc<Control>,
+    kv: Store,
+    to: Option<ServerIx>,
+    msg: async_nats::Message,
+) {
     let Some(reply_to) = msg.reply.clone() else {
         log::debug!("action request without a reply subject ignored");
         return;
     };
     let (server, kind, body) = answer(&control, &kv, to, &msg.payload).await;
-    control.metrics.action(server.as_deref().unwrap_or(""), kind);
+    control
+        .metrics
+        .action(server.as_deref().unwrap_or(""), kind);
     if let Err(e) = control.nats.publish(reply_to, Bytes::from(body)).await {
         log::warn!("action reply not sent: {e}");
     }
@@ -250,7 +277,9 @@ async fn answer(
     let (ix, handle) = match control.upstream.route(to) {
         Ok(r) => r,
         Err(e) => {
-            let body = Reply::new(named.as_deref(), "not_sent").error(&e.to_string()).finish();
+            let body = Reply::new(named.as_deref(), "not_sent")
+                .error(&e.to_string())
+                .finish();
             return (named, "not_sent", body);
         }
     };
@@ -303,7 +332,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.action.name(), "Originate");
-        let vars: Vec<_> = r.action.fields().filter(|(k, _)| *k == "Variable").collect();
+        let vars: Vec<_> = r
+            .action
+            .fields()
+            .filter(|(k, _)| *k == "Variable")
+            .collect();
         assert_eq!(vars, vec![("Variable", "a=1"), ("Variable", "b=2")]);
         assert_eq!(r.idempotency_key.as_deref(), Some("k-1"));
         assert_eq!(r.timeout, Some(Duration::from_millis(1500)));

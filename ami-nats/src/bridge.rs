@@ -62,8 +62,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Control {
     /// This bridge took `ix`'s lease as `term` (its KV revision then).
-    pub(crate) async fn acquired(self: &Arc<Self>, ix: ServerIx, term: u64, previous: Option<String>, fence_at: Instant) {
-        let Some(spec) = self.servers.get(ix) else { return };
+    pub(crate) async fn acquired(
+        self: &Arc<Self>,
+        ix: ServerIx,
+        term: u64,
+        previous: Option<String>,
+        fence_at: Instant,
+    ) {
+        let Some(spec) = self.servers.get(ix) else {
+            return;
+        };
         log::info!("{}: lease acquired (term {term})", spec.name);
         self.terms.set(ix, term);
         if let Some(f) = lock(&self.fences).get_mut(ix) {
@@ -71,11 +79,20 @@ impl Control {
         }
         self.metrics.set_lease(ix, true);
         // The marker enters the merged stream before any event of the new session.
-        if self.merged.send((ix, term, UpItem::LeaseAcquired { previous })).await.is_err() {
+        if self
+            .merged
+            .send((ix, term, UpItem::LeaseAcquired { previous }))
+            .await
+            .is_err()
+        {
             return;
         }
         self.upstream.add(ix, term, spec);
-        match self.nats.subscribe(format!("ami.{}.action", spec.token)).await {
+        match self
+            .nats
+            .subscribe(format!("ami.{}.action", spec.token))
+            .await
+        {
             Ok(sub) => {
                 let task = tokio::spawn(serve_actions(self.clone(), Some(ix), term, sub));
                 if let Some(old) = lock(&self.action_tasks).insert(ix, task) {
@@ -136,7 +153,12 @@ impl Control {
 
 /// Answers requests from one subscription, each in its own task, at most
 /// `max_actions_in_flight` at once across the bridge.
-async fn serve_actions(control: Arc<Control>, to: Option<ServerIx>, term: u64, mut sub: async_nats::Subscriber) {
+async fn serve_actions(
+    control: Arc<Control>,
+    to: Option<ServerIx>,
+    term: u64,
+    mut sub: async_nats::Subscriber,
+) {
     while let Some(msg) = sub.next().await {
         if let Some(ix) = to {
             if !control.terms.is_current(ix, term) {
@@ -185,7 +207,11 @@ impl std::fmt::Debug for Bridge {
 async fn ensure_stream(js: &jetstream::Context, c: &BridgeConfig) -> Result<(), BridgeError> {
     let cfg = stream::Config {
         name: c.stream.name.clone(),
-        subjects: vec!["ami.*.event.>".into(), "ami.*.gap".into(), "ami.*.session".into()],
+        subjects: vec![
+            "ami.*.event.>".into(),
+            "ami.*.gap".into(),
+            "ami.*.session".into(),
+        ],
         max_age: c.stream.max_age,
         max_bytes: c.stream.max_bytes,
         duplicate_window: c.stream.duplicate_window,
@@ -359,7 +385,7 @@ impl Bridge {
                     tick.tick().await;
                     control.fence_expired();
                     n = n.wrapping_add(1);
-                    if n % 20 == 0 {
+                    if n.is_multiple_of(10) {
                         for (ix, status) in control.upstream.statuses() {
                             control.metrics.set_state(ix, status_name(&status));
                         }
@@ -378,7 +404,12 @@ impl Bridge {
             None => None,
         };
         let (stop, stop_rx) = watch::channel(false);
-        let lease_task = tokio::spawn(crate::lease::run(leases, control.clone(), config.lease_ttl, stop_rx));
+        let lease_task = tokio::spawn(crate::lease::run(
+            leases,
+            control.clone(),
+            config.lease_ttl,
+            stop_rx,
+        ));
         Ok(Bridge {
             control,
             stop,

@@ -32,7 +32,12 @@ enum State {
 }
 
 /// Runs the lease loop until `stop` turns true, then releases what it holds.
-pub(crate) async fn run(kv: Store, control: Arc<Control>, ttl: Duration, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    kv: Store,
+    control: Arc<Control>,
+    ttl: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let tick = ttl / 4;
     let fence = ttl - ttl / 4;
     let n = control.servers.len();
@@ -66,7 +71,9 @@ pub(crate) async fn run(kv: Store, control: Arc<Control>, ttl: Duration, mut sto
                                 })
                             }
                             Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                                log::warn!("lease {key}: taken by another bridge, no longer serving");
+                                log::warn!(
+                                    "lease {key}: taken by another bridge, no longer serving"
+                                );
                                 control.lost(ix, *term);
                                 Some(State::Free { seen: None })
                             }
@@ -78,7 +85,9 @@ pub(crate) async fn run(kv: Store, control: Arc<Control>, ttl: Duration, mut sto
                         }
                     }
                 }
-                State::Free { seen } => try_acquire(&kv, &control, ix, key, seen, ttl, tick, &held_value).await,
+                State::Free { seen } => {
+                    try_acquire(&kv, &control, ix, key, seen, ttl, tick, &held_value).await
+                }
             };
             if let Some(s) = next {
                 *state = s;
@@ -119,10 +128,18 @@ async fn try_acquire(
     };
     let sent = Instant::now();
     let (result, previous) = match entry {
-        None => (timeout(tick, kv.create(key, held_value.clone())).await.map(|r| r.map_err(|e| e.to_string())), None),
-        Some(e) if e.operation != Operation::Put => {
-            (timeout(tick, kv.create(key, held_value.clone())).await.map(|r| r.map_err(|e| e.to_string())), None)
-        }
+        None => (
+            timeout(tick, kv.create(key, held_value.clone()))
+                .await
+                .map(|r| r.map_err(|e| e.to_string())),
+            None,
+        ),
+        Some(e) if e.operation != Operation::Put => (
+            timeout(tick, kv.create(key, held_value.clone()))
+                .await
+                .map(|r| r.map_err(|e| e.to_string())),
+            None,
+        ),
         Some(e) => {
             let value = String::from_utf8_lossy(&e.value).into_owned();
             let (released, holder) = match value.split_once(' ') {

@@ -47,7 +47,13 @@ pub(crate) struct Metrics {
 }
 
 /// The states a server's `ami_bridge_server_state` gauge can be in.
-pub(crate) const STATES: [&str; 5] = ["not_served", "connecting", "ready", "disconnected", "closed"];
+pub(crate) const STATES: [&str; 5] = [
+    "not_served",
+    "connecting",
+    "ready",
+    "disconnected",
+    "closed",
+];
 
 impl Metrics {
     pub(crate) fn new(servers: &[ServerSpec], bridge_id: &str, max_backlog: usize) -> Metrics {
@@ -57,26 +63,66 @@ impl Metrics {
             registry.register(name, help, f.clone());
             f
         };
-        let events = per_family(&mut registry, "events_received", "Events taken from Asterisk");
-        let published = per_family(&mut registry, "published", "Items stored by JetStream (events and markers)");
-        let duplicates = per_family(&mut registry, "publish_duplicates", "Publishes JetStream had stored already (retries)");
-        let discarded = per_family(&mut registry, "discarded", "Items not published because the lease was gone");
-        let dropped = per_family(&mut registry, "events_dropped", "Events dropped by a full queue (published as overflow gaps)");
+        let events = per_family(
+            &mut registry,
+            "events_received",
+            "Events taken from Asterisk",
+        );
+        let published = per_family(
+            &mut registry,
+            "published",
+            "Items stored by JetStream (events and markers)",
+        );
+        let duplicates = per_family(
+            &mut registry,
+            "publish_duplicates",
+            "Publishes JetStream had stored already (retries)",
+        );
+        let discarded = per_family(
+            &mut registry,
+            "discarded",
+            "Items not published because the lease was gone",
+        );
+        let dropped = per_family(
+            &mut registry,
+            "events_dropped",
+            "Events dropped by a full queue (published as overflow gaps)",
+        );
         let gaps = per_family(&mut registry, "gaps", "Gap markers by reason");
         let actions = per_family(&mut registry, "actions", "Action requests by outcome");
         let state = Family::<Labels, Gauge>::default();
-        registry.register("server_state", "1 for the server's current state", state.clone());
+        registry.register(
+            "server_state",
+            "1 for the server's current state",
+            state.clone(),
+        );
         let lease = Family::<Labels, Gauge>::default();
-        registry.register("lease_held", "1 while this bridge holds the server's lease", lease.clone());
+        registry.register(
+            "lease_held",
+            "1 while this bridge holds the server's lease",
+            lease.clone(),
+        );
         let backlog = Gauge::default();
         registry.register("backlog", "Items waiting for NATS", backlog.clone());
         let cap = Gauge::<i64>::default();
         cap.set(i64::try_from(max_backlog).unwrap_or(i64::MAX));
-        registry.register("backlog_cap", "Most items held while NATS is slow or down", cap);
+        registry.register(
+            "backlog_cap",
+            "Most items held while NATS is slow or down",
+            cap,
+        );
         let publish_retries = Counter::default();
-        registry.register("publish_retries", "Publishes retried from the first unacknowledged one", publish_retries.clone());
+        registry.register(
+            "publish_retries",
+            "Publishes retried from the first unacknowledged one",
+            publish_retries.clone(),
+        );
         let nats_connected = Gauge::default();
-        registry.register("nats_connected", "1 while connected to NATS", nats_connected.clone());
+        registry.register(
+            "nats_connected",
+            "1 while connected to NATS",
+            nats_connected.clone(),
+        );
         let label = |name: &str| vec![("server".to_string(), name.to_string())];
         let per_server = servers
             .iter()
@@ -104,6 +150,14 @@ impl Metrics {
         for ix in 0..servers.len() {
             m.set_state(ix, "not_served");
             m.set_lease(ix, false);
+            // Present from the start at 0, so alerts on their rate work before the first gap.
+            for reason in ["overflow", "disconnected", "takeover"] {
+                let l = vec![
+                    ("server".into(), m.name(ix)),
+                    ("reason".into(), reason.into()),
+                ];
+                let _ = m.gaps.get_or_create(&l);
+            }
         }
         m
     }
@@ -135,7 +189,10 @@ impl Metrics {
 
     /// A gap marker; `dropped` events counted (0 when unknown).
     pub(crate) fn gap(&self, ix: ServerIx, reason: &str, dropped: u64) {
-        let l = vec![("server".into(), self.name(ix)), ("reason".into(), reason.into())];
+        let l = vec![
+            ("server".into(), self.name(ix)),
+            ("reason".into(), reason.into()),
+        ];
         self.gaps.get_or_create(&l).inc();
         if let Some(p) = self.per_server.get(ix) {
             p.dropped.inc_by(dropped);
@@ -144,7 +201,10 @@ impl Metrics {
 
     /// An action request answered with `outcome` (server empty when none was chosen).
     pub(crate) fn action(&self, server: &str, outcome: &str) {
-        let l = vec![("server".into(), server.into()), ("outcome".into(), outcome.into())];
+        let l = vec![
+            ("server".into(), server.into()),
+            ("outcome".into(), outcome.into()),
+        ];
         self.actions.get_or_create(&l).inc();
     }
 

@@ -41,7 +41,11 @@ impl Terms {
         }
     }
     pub(crate) fn is_current(&self, ix: ServerIx, term: u64) -> bool {
-        term != 0 && self.0.get(ix).is_some_and(|t| t.load(Ordering::SeqCst) == term)
+        term != 0
+            && self
+                .0
+                .get(ix)
+                .is_some_and(|t| t.load(Ordering::SeqCst) == term)
     }
 }
 
@@ -70,10 +74,16 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    pub(crate) async fn run(self, mut merged: mpsc::Receiver<Tagged>, backlog: mpsc::Sender<Outgoing>) {
+    pub(crate) async fn run(
+        self,
+        mut merged: mpsc::Receiver<Tagged>,
+        backlog: mpsc::Sender<Outgoing>,
+    ) {
         let mut tenures: HashMap<ServerIx, Tenure> = HashMap::new();
         while let Some((ix, term, item)) = merged.recv().await {
-            let Some(spec) = self.servers.get(ix) else { continue };
+            let Some(spec) = self.servers.get(ix) else {
+                continue;
+            };
             if !self.terms.is_current(ix, term) {
                 self.metrics.discarded(ix);
                 continue;
@@ -87,7 +97,9 @@ impl Encoder {
                     },
                 );
             }
-            let Some(tenure) = tenures.get_mut(&ix) else { continue };
+            let Some(tenure) = tenures.get_mut(&ix) else {
+                continue;
+            };
             for (subject, position, body) in self.encode(spec, ix, tenure, item) {
                 let msg_id = format!("{}.{}.{position}", spec.token, tenure.session);
                 let out = Outgoing {
@@ -97,10 +109,10 @@ impl Encoder {
                     msg_id,
                     payload: Bytes::from(body),
                 };
-                self.metrics.backlog.inc();
                 if backlog.send(out).await.is_err() {
                     return;
                 }
+                self.metrics.backlog.inc();
             }
         }
     }
@@ -132,7 +144,9 @@ impl Encoder {
                 let name = msg
                     .event()
                     .map_or_else(|| "_".to_string(), crate::config::subject_token);
-                add(format!("ami.{token}.event.{name}"), &|p| schema::event(p, &msg));
+                add(format!("ami.{token}.event.{name}"), &|p| {
+                    schema::event(p, &msg)
+                });
             }
             UpItem::Stream(StreamItem::Gap { dropped }) => {
                 self.metrics.gap(ix, "overflow", dropped);
@@ -152,7 +166,11 @@ impl Encoder {
             }
             UpItem::Disconnected { reason } => {
                 add(format!("ami.{token}.session"), &|p| {
-                    schema::session(p, "disconnected", &[("bridge", bridge), ("reason", &reason)])
+                    schema::session(
+                        p,
+                        "disconnected",
+                        &[("bridge", bridge), ("reason", &reason)],
+                    )
                 });
                 self.metrics.gap(ix, "disconnected", 0);
                 add(format!("ami.{token}.gap"), &|p| {
@@ -179,7 +197,13 @@ impl Encoder {
     }
 }
 
-type AckFuture = Pin<Box<dyn Future<Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>> + Send>>;
+type AckFuture = Pin<
+    Box<
+        dyn Future<
+                Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+            > + Send,
+    >,
+>;
 
 /// Longest pause between publish retries while NATS is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);

@@ -81,7 +81,13 @@ impl Upstream {
         }
         let (handle, events) =
             ami_tokio::spawn(spec.client.clone(), (spec.host.as_str(), spec.port));
-        let forwarder = tokio::spawn(forward(ix, term, handle.status(), events, self.merged.clone()));
+        let forwarder = tokio::spawn(forward(
+            ix,
+            term,
+            handle.status(),
+            events,
+            self.merged.clone(),
+        ));
         serving.insert(ix, Serving { handle, forwarder });
     }
 
@@ -189,6 +195,13 @@ async fn forward(
             }
         }
         tokio::select! {
+            // A status change first: a session's first events come after its marker.
+            biased;
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
             n = events.recv_many(&mut batch, 256) => {
                 if n == 0 {
                     return;
@@ -197,11 +210,6 @@ async fn forward(
                     if merged.send((ix, term, UpItem::Stream(item))).await.is_err() {
                         return;
                     }
-                }
-            }
-            changed = status.changed() => {
-                if changed.is_err() {
-                    return;
                 }
             }
         }

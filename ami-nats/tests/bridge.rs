@@ -41,7 +41,11 @@ fn assert_positions_contiguous(all: &[Stored]) {
         let pos = s.body["position"].as_u64().unwrap();
         let prev = last.insert(key.clone(), pos).unwrap_or(0);
         assert_eq!(pos, prev + 1, "position jump in {key:?} at seq {}", s.seq);
-        assert!(ids.insert(s.msg_id.clone()), "duplicate message ID {}", s.msg_id);
+        assert!(
+            ids.insert(s.msg_id.clone()),
+            "duplicate message ID {}",
+            s.msg_id
+        );
         assert_eq!(s.msg_id, format!("{}.{}.{}", key.0, key.1, pos));
     }
 }
@@ -60,8 +64,12 @@ fn events_arrive_in_order_with_nothing_lost() {
     .lease_ttl(Duration::from_secs(2))
     .metrics("127.0.0.1:0".parse().unwrap());
     let bridge = TestBridge::start(config);
-    wait_for(Duration::from_secs(10), "both servers served", || bridge.serving().len() == 2);
-    wait_for(Duration::from_secs(10), "both logged in", || a.stats().logins == 1 && b.stats().logins == 1);
+    wait_for(Duration::from_secs(10), "both servers served", || {
+        bridge.serving().len() == 2
+    });
+    wait_for(Duration::from_secs(10), "both logged in", || {
+        a.stats().logins == 1 && b.stats().logins == 1
+    });
     for _ in 0..3 {
         storm(&a, 2000);
         storm(&b, 1500);
@@ -72,10 +80,16 @@ fn events_arrive_in_order_with_nothing_lost() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let all = loop {
         let all = block(read_stream(&url, 1));
-        if seqs(&all, "pbx1").len() >= expected.len() && seqs(&all, "pbx2").len() >= expected_b.len() {
+        if seqs(&all, "pbx1").len() >= expected.len()
+            && seqs(&all, "pbx2").len() >= expected_b.len()
+        {
             break all;
         }
-        assert!(Instant::now() < deadline, "events missing: {} of pbx1", seqs(&all, "pbx1").len());
+        assert!(
+            Instant::now() < deadline,
+            "events missing: {} of pbx1",
+            seqs(&all, "pbx1").len()
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(seqs(&all, "pbx1"), expected);
@@ -91,11 +105,15 @@ fn events_arrive_in_order_with_nothing_lost() {
         assert!(mine
             .iter()
             .filter(|s| s.body["type"] == "event")
-            .all(|s| s.subject == format!("ami.{server}.event.{}", header(&s.body, "Event").unwrap())));
+            .all(|s| s.subject
+                == format!("ami.{server}.event.{}", header(&s.body, "Event").unwrap())));
     }
     let m = bridge.metrics();
     assert!(m.contains("ami_bridge_lease_held{server=\"pbx1\""), "{m}");
-    assert!(m.contains("ami_bridge_events_received_total{server=\"pbx1\"}"), "{m}");
+    assert!(
+        m.contains("ami_bridge_events_received_total{server=\"pbx1\"}"),
+        "{m}"
+    );
     bridge.shutdown();
 }
 
@@ -104,18 +122,27 @@ fn metrics_endpoint_serves_prometheus_text() {
     use std::io::{Read, Write};
     let Some(nats) = Nats::start() else { return };
     let a = sim();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
         .lease_ttl(Duration::from_secs(2))
         .metrics(format!("127.0.0.1:{port}").parse().unwrap());
     let bridge = TestBridge::start(config);
-    wait_for(Duration::from_secs(10), "served", || bridge.serving().len() == 1);
+    wait_for(Duration::from_secs(10), "served", || {
+        bridge.serving().len() == 1
+    });
     storm(&a, 10);
     wait_for(Duration::from_secs(10), "published", || {
-        bridge.metrics().contains("ami_bridge_published_total{server=\"pbx1\"} 1")
+        let m = bridge.metrics();
+        m.contains("ami_bridge_published_total{server=\"pbx1\"} 1")
+            && m.contains("ami_bridge_server_state{server=\"pbx1\",state=\"ready\"} 1")
     });
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut text = String::new();
     c.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
@@ -123,7 +150,7 @@ fn metrics_endpoint_serves_prometheus_text() {
         "ami_bridge_published_total{server=\"pbx1\"}",
         "ami_bridge_server_state{server=\"pbx1\",state=\"ready\"} 1",
         "ami_bridge_backlog ",
-        "ami_bridge_gaps_total",
+        "ami_bridge_gaps_total{server=\"pbx1\",reason=\"overflow\"} 0",
         "ami_bridge_nats_connected 1",
     ] {
         assert!(text.contains(metric), "{metric} missing in\n{text}");
@@ -138,19 +165,30 @@ fn consumer_replays_from_a_sequence() {
     let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
         .lease_ttl(Duration::from_secs(2));
     let bridge = TestBridge::start(config);
-    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
     storm(&a, 500);
     let url = nats.url();
-    wait_for(Duration::from_secs(10), "500 events", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 500);
+    wait_for(Duration::from_secs(10), "500 events", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 500
+    });
     let all = block(read_stream(&url, 1));
     let from = all[all.len() / 2].seq;
     let replay = block(read_stream(&url, from));
     assert_eq!(replay.first().unwrap().seq, from);
-    let tail: Vec<u64> = all.iter().filter(|s| s.seq >= from).map(|s| s.seq).collect();
+    let tail: Vec<u64> = all
+        .iter()
+        .filter(|s| s.seq >= from)
+        .map(|s| s.seq)
+        .collect();
     assert_eq!(replay.iter().map(|s| s.seq).collect::<Vec<_>>(), tail);
     assert_eq!(
         replay.iter().map(|s| s.body.clone()).collect::<Vec<_>>(),
-        all.iter().filter(|s| s.seq >= from).map(|s| s.body.clone()).collect::<Vec<_>>()
+        all.iter()
+            .filter(|s| s.seq >= from)
+            .map(|s| s.body.clone())
+            .collect::<Vec<_>>()
     );
     bridge.shutdown();
 }
@@ -165,19 +203,32 @@ fn killed_bridge_is_replaced_with_gap_and_session_markers_and_no_duplicates() {
             .bridge_id(id)
     };
     let first = TestBridge::start(cfg("first"));
-    wait_for(Duration::from_secs(10), "first serves", || first.serving().len() == 1);
+    wait_for(Duration::from_secs(10), "first serves", || {
+        first.serving().len() == 1
+    });
     let second = TestBridge::start(cfg("second"));
-    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
     storm(&a, 1000);
     let url = nats.url();
-    wait_for(Duration::from_secs(10), "first storm stored", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 1000);
-    assert!(second.serving().is_empty(), "the standby must not serve while the lease is held");
+    wait_for(Duration::from_secs(10), "first storm stored", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 1000
+    });
+    assert!(
+        second.serving().is_empty(),
+        "the standby must not serve while the lease is held"
+    );
     let killed = Instant::now();
     first.kill();
-    wait_for(Duration::from_secs(10), "second logged in", || a.stats().logins == 2);
+    wait_for(Duration::from_secs(10), "second logged in", || {
+        a.stats().logins == 2
+    });
     let took = killed.elapsed();
     storm(&a, 1000);
-    wait_for(Duration::from_secs(10), "second storm stored", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 2000);
+    wait_for(Duration::from_secs(10), "second storm stored", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 2000
+    });
     let all = block(read_stream(&url, 1));
     assert_positions_contiguous(&all);
     let expected: Vec<u64> = (0..2).flat_map(|_| 0..1000).collect();
@@ -196,7 +247,10 @@ fn killed_bridge_is_replaced_with_gap_and_session_markers_and_no_duplicates() {
     assert_eq!(second_session[2].body["state"], "connected");
     // Nothing of the first session after the second one started.
     let start = second_session[0].seq;
-    assert!(all.iter().filter(|s| s.seq > start).all(|s| s.body["session"].as_str().unwrap().starts_with("second-")));
+    assert!(all
+        .iter()
+        .filter(|s| s.seq > start)
+        .all(|s| s.body["session"].as_str().unwrap().starts_with("second-")));
     eprintln!("takeover after kill: {took:?} (lease TTL 2 s)");
     assert!(took < Duration::from_secs(4), "takeover took {took:?}");
     second.shutdown();
@@ -225,7 +279,8 @@ fn random_kills_never_serve_a_server_twice() {
         rng ^= rng << 17;
         rng % m
     };
-    let mut bridges: Vec<Option<TestBridge>> = (0..3).map(|n| Some(TestBridge::start(cfg(n)))).collect();
+    let mut bridges: Vec<Option<TestBridge>> =
+        (0..3).map(|n| Some(TestBridge::start(cfg(n)))).collect();
     let mut started = 3;
     let end = Instant::now() + Duration::from_secs(12);
     let mut kills = 0;
@@ -260,16 +315,25 @@ fn random_kills_never_serve_a_server_twice() {
         for s in all.iter().filter(|s| s.body["server"] == name) {
             let session = s.body["session"].as_str().unwrap().to_string();
             if current.as_deref() != Some(&session) {
-                assert!(!finished.contains(&session), "{name}: session {session} published again after another one");
+                assert!(
+                    !finished.contains(&session),
+                    "{name}: session {session} published again after another one"
+                );
                 if let Some(c) = current.take() {
                     finished.insert(c);
                 }
-                assert_eq!(s.body["state"], "lease_acquired", "{name}: a session must start with its lease marker");
+                assert_eq!(
+                    s.body["state"], "lease_acquired",
+                    "{name}: a session must start with its lease marker"
+                );
                 current = Some(session);
                 sessions += 1;
             }
         }
-        assert!(sessions >= 2, "{name}: only {sessions} sessions; the kills did not move it");
+        assert!(
+            sessions >= 2,
+            "{name}: only {sessions} sessions; the kills did not move it"
+        );
     }
     eprintln!("{kills} kills, {started} bridges started");
     for b in bridges.into_iter().flatten() {
@@ -279,17 +343,23 @@ fn random_kills_never_serve_a_server_twice() {
 
 #[test]
 fn nats_restart_mid_stream_is_bounded_and_counted() {
-    let Some(mut nats) = Nats::start() else { return };
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
     let a = sim();
     let client = login().event_queue_cap(1000).build().unwrap();
     let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)])
         .lease_ttl(Duration::from_secs(10))
         .max_backlog(500);
     let bridge = TestBridge::start(config);
-    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
     storm(&a, 100);
     let url = nats.url();
-    wait_for(Duration::from_secs(10), "first events", || seqs(&block(read_stream(&url, 1)), "pbx1").len() == 100);
+    wait_for(Duration::from_secs(10), "first events", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 100
+    });
     nats.stop();
     // 6,000 events while NATS is down: far more than backlog + queues hold.
     for _ in 0..6 {
@@ -311,23 +381,42 @@ fn nats_restart_mid_stream_is_bounded_and_counted() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = block(read_stream(&url, 1));
-        let events = all.iter().filter(|s| s.body["type"] == "event" && header(&s.body, "UserEvent") == Some("SimStorm")).count() as u64;
+        let events = all
+            .iter()
+            .filter(|s| {
+                s.body["type"] == "event" && header(&s.body, "UserEvent") == Some("SimStorm")
+            })
+            .count() as u64;
         let dropped: u64 = all
             .iter()
             .filter(|s| s.body["type"] == "gap")
-            .map(|s| s.body["dropped"].as_u64().expect("overflow gaps carry a count"))
+            .map(|s| {
+                s.body["dropped"]
+                    .as_u64()
+                    .expect("overflow gaps carry a count")
+            })
             .sum();
         if events + dropped == total {
-            assert!(dropped > 0, "the outage must have overflowed the bounded queues");
+            assert!(
+                dropped > 0,
+                "the outage must have overflowed the bounded queues"
+            );
             assert_positions_contiguous(&all);
             // What arrived is in order: Seq restarts only at a storm or a gap.
             eprintln!("NATS outage: {events} events published, {dropped} counted in gaps");
             break;
         }
-        assert!(Instant::now() < deadline, "{events} events + {dropped} dropped != {total}");
+        assert!(
+            Instant::now() < deadline,
+            "{events} events + {dropped} dropped != {total}"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
-    assert_eq!(a.stats().logins, 1, "the AMI session was never stalled into a reconnect");
+    assert_eq!(
+        a.stats().logins,
+        1,
+        "the AMI session was never stalled into a reconnect"
+    );
     bridge.shutdown();
 }
 
@@ -335,13 +424,23 @@ fn nats_restart_mid_stream_is_bounded_and_counted() {
 fn malformed_action_requests_get_an_error_and_reach_no_asterisk() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
-    let client = login().ping_interval(Duration::from_secs(3600)).build().unwrap();
+    let client = login()
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
     let bridge = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)]).lease_ttl(Duration::from_secs(2)),
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)])
+            .lease_ttl(Duration::from_secs(2)),
     );
-    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
     let url = nats.url();
-    let ok = block(request(&url, "ami.pbx1.action", r#"{"headers":[["Action","Ping"]]}"#));
+    let ok = block(request(
+        &url,
+        "ami.pbx1.action",
+        r#"{"headers":[["Action","Ping"]]}"#,
+    ));
     assert_eq!(ok["outcome"], "success", "{ok}");
     assert_eq!(ok["server"], "pbx1");
     let before = a.stats().actions;
@@ -362,7 +461,11 @@ fn malformed_action_requests_get_an_error_and_reach_no_asterisk() {
         }
     }
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(a.stats().actions, before, "a malformed request reached Asterisk");
+    assert_eq!(
+        a.stats().actions,
+        before,
+        "a malformed request reached Asterisk"
+    );
     let m = bridge.metrics();
     assert!(m.contains("outcome=\"invalid_request\""), "{m}");
     bridge.shutdown();
@@ -373,18 +476,28 @@ fn idempotency_key_blocks_a_second_originate() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
     let bridge = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())]).lease_ttl(Duration::from_secs(2)),
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+            .lease_ttl(Duration::from_secs(2)),
     );
-    wait_for(Duration::from_secs(10), "logged in", || a.stats().logins == 1);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
     let url = nats.url();
     let originate = r#"{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"order-4711","timeout_ms":10000}"#;
     let first = block(request(&url, "ami.any.action", originate));
     assert_eq!(first["outcome"], "success", "{first}");
-    assert!(first["follow_up"].is_array(), "the OriginateResponse: {first}");
+    assert!(
+        first["follow_up"].is_array(),
+        "the OriginateResponse: {first}"
+    );
     let second = block(request(&url, "ami.pbx1.action", originate));
     assert_eq!(second["outcome"], "duplicate", "{second}");
     assert_eq!(second["original"], first);
-    assert_eq!(a.stats().calls_started, 1, "the second Originate must not run");
+    assert_eq!(
+        a.stats().calls_started,
+        1,
+        "the second Originate must not run"
+    );
     // Another key runs.
     let other = originate.replace("order-4711", "order-4712");
     let third = block(request(&url, "ami.pbx1.action", &other));

@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 
 /// The nats-server binary, if installed.
 fn nats_binary() -> Option<PathBuf> {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/bin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/usr/bin"])
+    {
         let p = PathBuf::from(dir).join("nats-server");
         if p.is_file() {
             return Some(p);
@@ -33,7 +37,11 @@ pub struct Nats {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Nats {
@@ -44,16 +52,32 @@ impl Nats {
             eprintln!("\n\n!!!!! SKIPPED: nats-server is not installed (apt-get install nats-server); .ci/run installs it !!!!!\n");
             return None;
         };
-        let dir = std::env::temp_dir().join(format!("ami-nats-test-{}-{}", std::process::id(), free_port()));
+        let dir = std::env::temp_dir().join(format!(
+            "ami-nats-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut n = Nats { bin, child: None, port: free_port(), dir };
+        let mut n = Nats {
+            bin,
+            child: None,
+            port: free_port(),
+            dir,
+        };
         n.spawn();
         Some(n)
     }
 
     fn spawn(&mut self) {
         let child = Command::new(&self.bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -146,8 +170,15 @@ impl TestBridge {
             }
             rt.shutdown_background();
         });
-        let id = ready_rx.recv_timeout(Duration::from_secs(20)).expect("bridge started");
-        TestBridge { id, stop: Some(tx), thread: Some(thread), info }
+        let id = ready_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("bridge started");
+        TestBridge {
+            id,
+            stop: Some(tx),
+            thread: Some(thread),
+            info,
+        }
     }
 
     /// Servers served now (as of the last 20 ms).
@@ -202,7 +233,9 @@ pub async fn read_stream(url: &str, start: u64) -> Vec<Stored> {
     let last = stream.info().await.unwrap().state.last_sequence;
     let c = stream
         .create_consumer(consumer::pull::Config {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
             ack_policy: consumer::AckPolicy::None,
             ..Default::default()
         })
@@ -244,9 +277,10 @@ pub fn wait_for(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// A header of an event body.
 pub fn header<'a>(body: &'a serde_json::Value, key: &str) -> Option<&'a str> {
-    body["headers"].as_array()?.iter().find_map(|h| {
-        (h[0].as_str()? == key).then(|| h[1].as_str()).flatten()
-    })
+    body["headers"]
+        .as_array()?
+        .iter()
+        .find_map(|h| (h[0].as_str()? == key).then(|| h[1].as_str()).flatten())
 }
 
 /// Sends a request and parses the reply.
