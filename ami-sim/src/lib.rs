@@ -109,6 +109,7 @@ mod config;
 mod events;
 mod faults;
 mod filter;
+pub mod fleet;
 /// Deterministic simulation harness: client and simulated server on one virtual clock.
 pub mod harness;
 mod input;

@@ -1,0 +1,51 @@
+//! Fleet scaling on virtual time (issue 11's benchmark; a measurement, never a test):
+//! for 10, 100 and 1,000 simulated servers (1 flooding, 10 % restarting, 25 % unreachable,
+//! the rest quiet with actions flowing), the worst and mean wall-clock cost of one step of
+//! the core fleet plus its simulated servers, and the quiet servers' worst action latency in
+//! virtual time, at three flood rates.
+//!
+//! `cargo run --release -p ami-sim --example fleet_scale`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_sim::fleet::{FleetHarness, Scenario};
+use std::time::{Duration, Instant};
+
+fn main() {
+    println!(
+        "{:>7} {:>11} {:>12} {:>12} {:>14} {:>12} {:>10}",
+        "servers", "flood/step", "worst step", "mean step", "quiet worst", "bound", "events/s"
+    );
+    for n in [10usize, 100, 1000] {
+        for flood in [20usize, 200, 2000] {
+            let scenario = Scenario {
+                duration: Duration::from_secs(10),
+                flood_per_step: flood,
+                ..Scenario::scaled(n)
+            };
+            let bound = scenario.latency_bound();
+            let mut h = FleetHarness::new(1, Instant::now(), scenario);
+            let (mut worst, mut total, mut steps) = (Duration::ZERO, Duration::ZERO, 0u32);
+            loop {
+                let t = Instant::now();
+                if !h.advance() {
+                    break;
+                }
+                let cost = t.elapsed();
+                worst = worst.max(cost);
+                total += cost;
+                steps += 1;
+            }
+            let violations = h.finish();
+            assert!(violations.is_empty(), "{violations:?}");
+            let s = &h.summary;
+            println!(
+                "{n:>7} {flood:>11} {:>12.1?} {:>12.1?} {:>14?} {:>12?} {:>10.0}",
+                worst,
+                total / steps.max(1),
+                Duration::from_micros(s.quiet_worst_latency_us),
+                bound,
+                s.events as f64 / total.as_secs_f64()
+            );
+        }
+    }
+}

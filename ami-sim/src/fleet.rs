@@ -1,0 +1,762 @@
+//! Deterministic simulation of a fleet: one [`ami_proto::fleet::Fleet`] and many
+//! [`SimServer`]s on one virtual clock, driven the way an adapter drives them (connects as
+//! the fleet releases them, per-step read budgets from a [`Scheduler`]).
+//!
+//! The servers play roles ([`Role`]): one floods events, some restart every few seconds,
+//! some are unreachable (half refuse at once, half never answer), the rest are quiet with
+//! actions flowing. After every step the harness checks:
+//!
+//! - no ActionID crosses servers: every completion names the server the action was routed
+//!   to, and a success carries a response with that ActionID which that server's simulator
+//!   received;
+//! - a quiet server loses no event, whatever the flooder does (no gap names it, and at the
+//!   end every event its simulator delivered reached the consumer);
+//! - a quiet server's action completes within a bound derived from the budgets
+//!   ([`Scenario::latency_bound`]);
+//! - every action completes exactly once (the fleet closes at the end, so none is left);
+//! - connects started per step stay within `connects_per_step`.
+
+use crate::{SessionId, SimConfig, SimServer};
+use ami_proto::fleet::{
+    Budget, Fleet, FleetConfig, FleetOutput, Policy, Route, RouteError, Scheduler, ServerId,
+    ServerStatus,
+};
+use ami_proto::{
+    Action, ActionId, ClientConfig, Decoder, DecoderLimits, Frame, Input, Outcome, StreamItem,
+};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// What a simulated server does in the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Floods events every step.
+    Flood,
+    /// Restarts every few seconds.
+    Flapping,
+    /// Refuses every connect at once.
+    Refusing,
+    /// Never answers a connect (the client's connect timeout ends each attempt).
+    BlackHole,
+    /// Stays up; its actions and occasional events must flow unharmed.
+    Quiet,
+}
+
+/// The shape of one run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Servers in all.
+    pub servers: usize,
+    /// Of those, flooding.
+    pub flooding: usize,
+    /// Of those, restarting every few seconds.
+    pub flapping: usize,
+    /// Of those, unreachable (half refuse, half never answer).
+    pub unreachable: usize,
+    /// Virtual time to run.
+    pub duration: Duration,
+    /// Virtual time per step.
+    pub tick: Duration,
+    /// Events each flooding server emits per step.
+    pub flood_per_step: usize,
+    /// Items the consumer takes from the merged stream per step.
+    pub consumer_per_step: usize,
+    /// Percent chance per step that a quiet server with nothing in flight sends an action.
+    pub action_rate: u64,
+    /// Percent chance per step that a quiet server emits one event.
+    pub quiet_event_rate: u64,
+    /// Percent chance per step of an extra action routed by policy.
+    pub policy_rate: u64,
+    /// The per-step budgets.
+    pub budget: Budget,
+}
+
+impl Default for Scenario {
+    /// Issue 11's scenario: 200 servers, one flooding, twenty flapping, fifty unreachable.
+    fn default() -> Self {
+        Scenario {
+            servers: 200,
+            flooding: 1,
+            flapping: 20,
+            unreachable: 50,
+            duration: Duration::from_secs(10),
+            tick: Duration::from_millis(5),
+            flood_per_step: 200,
+            consumer_per_step: 128,
+            action_rate: 10,
+            quiet_event_rate: 2,
+            policy_rate: 20,
+            budget: Budget::default(),
+        }
+    }
+}
+
+impl Scenario {
+    /// The scenario with `n` servers and the same proportions (at least one of each role).
+    pub fn scaled(n: usize) -> Scenario {
+        let n = n.max(5);
+        Scenario {
+            servers: n,
+            flooding: 1,
+            flapping: (n / 10).max(1),
+            unreachable: (n / 4).max(2),
+            ..Scenario::default()
+        }
+    }
+
+    /// The longest a quiet server's action may take, from the budgets: written in the step it
+    /// is sent, answered at once by the simulator, read at the server's next read turn. Turns
+    /// rotate, and a step holds at least `k = read_bytes_per_step / read_bytes_per_conn` full
+    /// turns, so every server reads within `ceil(servers / k)` steps; one more step covers
+    /// an answer that lands just after the server's turn.
+    pub fn latency_bound(&self) -> Duration {
+        let b = self.budget;
+        let k = (b.read_bytes_per_step / b.read_bytes_per_conn.max(1))
+            .min(b.messages_per_step / b.messages_per_conn.max(1))
+            .max(1);
+        let steps = self.servers.div_ceil(k) + 1;
+        self.tick * u32::try_from(steps).unwrap_or(u32::MAX)
+    }
+
+    fn role(&self, i: usize) -> Role {
+        let unreachable_from = self.flooding + self.flapping;
+        if i < self.flooding {
+            Role::Flood
+        } else if i < unreachable_from {
+            Role::Flapping
+        } else if i < unreachable_from + self.unreachable {
+            if (i - unreachable_from) % 2 == 0 {
+                Role::Refusing
+            } else {
+                Role::BlackHole
+            }
+        } else {
+            Role::Quiet
+        }
+    }
+}
+
+/// A broken law, with what replays it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The seed that reproduces it.
+    pub seed: u64,
+    /// Virtual milliseconds since the start.
+    pub at_ms: u128,
+    /// What went wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seed {} at {} ms: {}\n  replay: AMI_FLEET_SEED={} cargo test -p ami-sim --test fleet_dst -- replay_fleet_seed --exact --nocapture",
+            self.seed, self.at_ms, self.what, self.seed
+        )
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Steps run.
+    pub steps: u64,
+    /// Actions accepted by the fleet.
+    pub actions: u64,
+    /// Of those, successes.
+    pub successes: u64,
+    /// Policy-routed sends refused with `NoServer`.
+    pub no_server: u64,
+    /// Events consumed from the merged stream.
+    pub events: u64,
+    /// Events reported lost in gaps (all the flooder's).
+    pub events_lost: u64,
+    /// The quiet servers' own UserEvents consumed (other events, such as login's, are not
+    /// counted here).
+    pub quiet_events: u64,
+    /// Connects the fleet released.
+    pub connects: u64,
+    /// The most connects in one step.
+    pub most_connects_in_a_step: usize,
+    /// Restarts of the flapping servers.
+    pub restarts: u64,
+    /// Quiet servers' worst action latency, in virtual microseconds.
+    pub quiet_worst_latency_us: u64,
+    /// Status changes seen.
+    pub status_changes: u64,
+}
+
+struct Sim {
+    role: Role,
+    server: SimServer,
+    session: Option<SessionId>,
+    /// ActionIDs this simulator received (decoded from what the client wrote).
+    tap: Decoder,
+    received: HashSet<String>,
+    next_restart: Option<Instant>,
+    /// A quiet server's action in flight and when it was sent.
+    in_flight: Option<(ActionId, Instant)>,
+    /// Events emitted to this server's session while it was open.
+    emitted: u64,
+}
+
+/// SplitMix64 for the harness's own choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The config of every server's client: the queue small enough that the flood overflows it.
+fn client_config() -> Option<ClientConfig> {
+    ClientConfig::builder("admin", "amp111")
+        .event_queue_cap(256)
+        .connect_timeout(Duration::from_millis(500))
+        .action_timeout(Duration::from_secs(5))
+        .ping_interval(Duration::from_secs(3))
+        .pong_timeout(Duration::from_secs(3))
+        .backoff_base(Duration::from_millis(50))
+        .backoff_max(Duration::from_secs(1))
+        .breaker_threshold(5)
+        .breaker_cooldown(Duration::from_secs(2))
+        .build()
+        .ok()
+}
+
+/// A fleet and its simulated servers on one virtual clock.
+pub struct FleetHarness {
+    seed: u64,
+    scenario: Scenario,
+    rng: Rng,
+    t0: Instant,
+    now: Instant,
+    /// The fleet under test.
+    pub fleet: Fleet,
+    scheduler: Scheduler,
+    sims: Vec<Sim>,
+    ids: Vec<ServerId>,
+    names: Vec<String>,
+    by_name: HashMap<String, usize>,
+    /// Every ActionID accepted, with the server it was routed to and its completions.
+    sent: HashMap<ActionId, (usize, u32)>,
+    connects_this_step: usize,
+    closing: bool,
+    /// What the run did.
+    pub summary: Summary,
+    violations: Vec<Violation>,
+}
+
+impl FleetHarness {
+    /// A fleet of `scenario.servers` servers, none connected yet. Everything follows from
+    /// `seed`; `t0` is the epoch of the virtual clock.
+    pub fn new(seed: u64, t0: Instant, scenario: Scenario) -> FleetHarness {
+        let mut config = FleetConfig::default();
+        config.budget = scenario.budget;
+        config.seed = seed;
+        let mut fleet = Fleet::new(config);
+        let mut rng = Rng(seed ^ 0xf1ee_7000);
+        let mut h = FleetHarness {
+            seed,
+            rng: Rng(0),
+            t0,
+            now: t0,
+            fleet: Fleet::new(FleetConfig::default()),
+            scheduler: Scheduler::new(scenario.budget),
+            sims: Vec::new(),
+            ids: Vec::new(),
+            names: Vec::new(),
+            by_name: HashMap::new(),
+            sent: HashMap::new(),
+            connects_this_step: 0,
+            closing: false,
+            summary: Summary::default(),
+            violations: Vec::new(),
+            scenario,
+        };
+        for i in 0..h.scenario.servers {
+            let role = h.scenario.role(i);
+            let name = format!("pbx{i:04}");
+            let Some(cfg) = client_config() else {
+                h.violate("the client config was refused".into());
+                break;
+            };
+            match fleet.add(t0, &name, cfg) {
+                Ok(id) => h.ids.push(id),
+                Err(e) => {
+                    h.violate(format!("add {name}: {e}"));
+                    break;
+                }
+            }
+            let sim_config = SimConfig {
+                seed: seed.wrapping_mul(1000).wrapping_add(i as u64),
+                ..SimConfig::default()
+            };
+            let next_restart = (role == Role::Flapping)
+                .then(|| t0 + Duration::from_millis(1000 + rng.below(4000)));
+            h.sims.push(Sim {
+                role,
+                server: SimServer::new(sim_config, t0),
+                session: None,
+                tap: Decoder::without_banner(DecoderLimits::default()),
+                received: HashSet::new(),
+                next_restart,
+                in_flight: None,
+                emitted: 0,
+            });
+            h.by_name.insert(name.clone(), i);
+            h.names.push(name);
+        }
+        h.fleet = fleet;
+        h.rng = rng;
+        h
+    }
+
+    fn violate(&mut self, what: String) {
+        self.violations.push(Violation {
+            seed: self.seed,
+            at_ms: self.now.duration_since(self.t0).as_millis(),
+            what,
+        });
+    }
+
+    /// Runs the scenario; returns the violations (empty: every law held).
+    pub fn run(&mut self) -> Vec<Violation> {
+        while self.advance() {}
+        self.finish()
+    }
+
+    /// Runs one step and moves the virtual clock on by a tick. False once the scenario's
+    /// time is over or a law broke: then call [`finish`](Self::finish).
+    pub fn advance(&mut self) -> bool {
+        if self.now >= self.t0 + self.scenario.duration || !self.violations.is_empty() {
+            return false;
+        }
+        self.step();
+        self.summary.steps += 1;
+        self.now += self.scenario.tick;
+        true
+    }
+
+    /// One turn of the loop at `self.now`.
+    fn step(&mut self) {
+        let now = self.now;
+        self.fleet.handle_timeout(now);
+        self.connects_this_step = 0;
+        for sim in &mut self.sims {
+            if sim.server.poll_timeout().is_some_and(|t| t <= now) {
+                sim.server.handle_timeout(now);
+            }
+        }
+        self.faults_and_load();
+        self.drain_outputs();
+        self.transport();
+        self.drain_outputs();
+        self.consume();
+        self.check_latency();
+    }
+
+    /// Restarts, floods, quiet events and actions.
+    fn faults_and_load(&mut self) {
+        let now = self.now;
+        for i in 0..self.sims.len() {
+            let role = self.sims[i].role;
+            match role {
+                Role::Flapping => {
+                    let sim = &mut self.sims[i];
+                    if sim.next_restart.is_some_and(|t| now >= t) {
+                        let down = Duration::from_millis(300 + self.rng.below(1200));
+                        sim.server.restart(now, down);
+                        sim.next_restart =
+                            Some(now + down + Duration::from_millis(2000 + self.rng.below(3000)));
+                        self.summary.restarts += 1;
+                    }
+                }
+                Role::Flood => {
+                    if self.sims[i].session.is_some() {
+                        let n = self.scenario.flood_per_step;
+                        self.sims[i].server.emit_user_events(now, n);
+                    }
+                }
+                Role::Quiet => self.quiet_load(i),
+                Role::Refusing | Role::BlackHole => {}
+            }
+        }
+        if self.rng.chance(self.scenario.policy_rate) {
+            let policy = if self.rng.chance(50) {
+                Policy::RoundRobin
+            } else {
+                Policy::FewestInFlight
+            };
+            let ready = self
+                .names
+                .iter()
+                .any(|n| self.fleet.status(n).is_some_and(ServerStatus::is_ready));
+            match self
+                .fleet
+                .send(now, Route::Any(policy), Action::new("Ping"))
+            {
+                Ok(r) => {
+                    let Some(&i) = self.by_name.get(r.server.as_str()) else {
+                        self.violate(format!("routed to unknown server {}", r.server));
+                        return;
+                    };
+                    if !self
+                        .fleet
+                        .status(r.server.as_str())
+                        .is_some_and(ServerStatus::is_ready)
+                    {
+                        self.violate(format!("{policy:?} picked {} which is not ready", r.server));
+                    }
+                    self.sent.insert(r.id, (i, 0));
+                    self.summary.actions += 1;
+                }
+                Err(RouteError::NoServer { ready: 0, .. }) if !ready => self.summary.no_server += 1,
+                Err(e) => self.violate(format!("{policy:?} refused with ready servers: {e}")),
+            }
+        }
+    }
+
+    fn quiet_load(&mut self, i: usize) {
+        let now = self.now;
+        let ready = self
+            .fleet
+            .status(&self.names[i])
+            .is_some_and(ServerStatus::is_ready);
+        if ready
+            && self.sims[i].session.is_some()
+            && self.rng.chance(self.scenario.quiet_event_rate)
+        {
+            self.sims[i].server.emit_user_events(now, 1);
+            self.sims[i].emitted += 1;
+        }
+        if !ready || self.sims[i].in_flight.is_some() || !self.rng.chance(self.scenario.action_rate)
+        {
+            return;
+        }
+        let action = match self.rng.below(3) {
+            0 => Action::new("Ping"),
+            1 => Action::new("Getvar").field("Variable", "EPOCH"),
+            _ => Action::new("CoreStatus"),
+        };
+        match self.fleet.send(now, Route::Server(&self.names[i]), action) {
+            Ok(r) => {
+                if r.server.as_str() != self.names[i] {
+                    self.violate(format!(
+                        "sent to {} but routed to {}",
+                        self.names[i], r.server
+                    ));
+                }
+                self.sims[i].in_flight = Some((r.id.clone(), now));
+                self.sent.insert(r.id, (i, 0));
+                self.summary.actions += 1;
+            }
+            Err(e) => self.violate(format!("{} refused an action: {e}", self.names[i])),
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        loop {
+            match self.fleet.poll_output() {
+                FleetOutput::Wait(_) => return,
+                FleetOutput::Connect(id) => self.connect(id),
+                FleetOutput::Close(id) => {
+                    let now = self.now;
+                    if let Some(sim) = self.sims.get_mut(id.index()) {
+                        if let Some(s) = sim.session.take() {
+                            sim.server.client_closed(s, now);
+                            sim.server.forget(s);
+                        }
+                    }
+                }
+                FleetOutput::Completed {
+                    server,
+                    id,
+                    outcome,
+                } => self.completed(server.as_str(), id, outcome),
+                FleetOutput::Status { .. } => self.summary.status_changes += 1,
+                FleetOutput::Removed { server } => self.violate(format!("{server} removed")),
+                other => self.violate(format!("unexpected output {other:?}")),
+            }
+        }
+    }
+
+    fn connect(&mut self, id: ServerId) {
+        self.connects_this_step += 1;
+        self.summary.connects += 1;
+        self.summary.most_connects_in_a_step = self
+            .summary
+            .most_connects_in_a_step
+            .max(self.connects_this_step);
+        if self.connects_this_step > self.scenario.budget.connects_per_step.max(1) {
+            let n = self.connects_this_step;
+            self.violate(format!("{n} connects in one step"));
+        }
+        let now = self.now;
+        let Some(sim) = self.sims.get_mut(id.index()) else {
+            self.violate(format!("connect for unknown {id:?}"));
+            return;
+        };
+        match sim.role {
+            Role::Refusing => self.fleet.handle_input(now, id, Input::ConnectFailed),
+            Role::BlackHole => {}
+            _ => {
+                sim.session = Some(sim.server.accept(now));
+                sim.tap = Decoder::without_banner(DecoderLimits::default());
+                self.fleet.handle_input(now, id, Input::Connected);
+            }
+        }
+    }
+
+    fn completed(&mut self, server: &str, id: ActionId, outcome: Outcome) {
+        let Some(&(routed_to, done)) = self.sent.get(&id) else {
+            self.violate(format!("{server} completed {id}, which was never sent"));
+            return;
+        };
+        if done > 0 {
+            self.violate(format!("{id} completed twice"));
+        }
+        self.sent.insert(id.clone(), (routed_to, done + 1));
+        if self.names.get(routed_to).map(String::as_str) != Some(server) {
+            self.violate(format!(
+                "{id} was routed to {} but completed on {server}",
+                self.names[routed_to]
+            ));
+            return;
+        }
+        let sim = &mut self.sims[routed_to];
+        if let Some((want, at)) = &sim.in_flight {
+            if *want == id {
+                let latency = self.now.duration_since(*at);
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                self.summary.quiet_worst_latency_us = self.summary.quiet_worst_latency_us.max(us);
+                sim.in_flight = None;
+                if !self.closing && !outcome.is_success() {
+                    self.violate(format!("quiet {server}'s {id} failed: {outcome:?}"));
+                }
+            }
+        }
+        if let Outcome::Success(r) = &outcome {
+            self.summary.successes += 1;
+            if r.message().action_id() != Some(id.as_str()) {
+                self.violate(format!("{id} succeeded with a response for another action"));
+            }
+            if !self.sims[routed_to].received.contains(id.as_str()) {
+                self.violate(format!(
+                    "{id} succeeded but {server}'s simulator never got it"
+                ));
+            }
+        }
+    }
+
+    /// Writes and reads for every connected server, reads within the step's budget.
+    fn transport(&mut self) {
+        let now = self.now;
+        let mut step = self.scheduler.begin(self.sims.len());
+        for i in step.order() {
+            let id = self.ids[i];
+            let Some(s) = self.sims[i].session else {
+                continue;
+            };
+            let Some(mut turn) = step.turn(i) else {
+                self.write(i, s);
+                continue;
+            };
+            loop {
+                let sim = &mut self.sims[i];
+                let pending = sim.server.transmit(s).len();
+                if pending == 0 {
+                    if sim.server.is_eof(s) {
+                        sim.server.forget(s);
+                        sim.session = None;
+                        self.fleet.handle_input(now, id, Input::Eof);
+                    }
+                    break;
+                }
+                if turn.is_spent() {
+                    break;
+                }
+                let n = pending.min(turn.bytes_left()).min(16 << 10);
+                let chunk = sim.server.transmit(s)[..n].to_vec();
+                sim.server.advance_transmit(s, n);
+                let before = self.fleet.messages_in(id);
+                self.fleet.handle_input(now, id, Input::Received(&chunk));
+                let messages = self.fleet.messages_in(id) - before;
+                turn.charge(n, usize::try_from(messages).unwrap_or(usize::MAX));
+                if self.sims[i].session.is_none() {
+                    break; // the client closed mid-read
+                }
+            }
+            step.end_turn(turn);
+            self.write(i, s);
+        }
+        self.scheduler.finish(step);
+    }
+
+    /// Writes everything server `i`'s client has to send (the simulator takes it all). It
+    /// runs after the read, so answers are read at the server's next turn, as readiness
+    /// reaches a real loop in its next poll.
+    fn write(&mut self, i: usize, s: SessionId) {
+        let id = self.ids[i];
+        let wire = self.fleet.transmit(id).to_vec();
+        if !wire.is_empty() {
+            self.fleet.advance_transmit(id, wire.len());
+            let sim = &mut self.sims[i];
+            tap(&mut sim.tap, &mut sim.received, &wire);
+            sim.server.receive(s, self.now, &wire);
+        }
+    }
+
+    fn consume(&mut self) {
+        for _ in 0..self.scenario.consumer_per_step {
+            let Some(item) = self.fleet.poll_event() else {
+                break;
+            };
+            let Some(&i) = self.by_name.get(item.server.as_str()) else {
+                self.violate(format!("item from unknown server {}", item.server));
+                continue;
+            };
+            if let StreamItem::Event(m) = &item.item {
+                self.summary.events += 1;
+                if self.sims[i].role == Role::Quiet && m.get_str("UserEvent") == Some("SimStorm") {
+                    self.summary.quiet_events += 1;
+                }
+            } else if let StreamItem::Gap { dropped } = &item.item {
+                self.summary.events_lost += dropped;
+                if self.sims[i].role != Role::Flood {
+                    self.violate(format!("{} lost {dropped} events", item.server));
+                }
+            }
+        }
+    }
+
+    fn check_latency(&mut self) {
+        let bound = self.scenario.latency_bound();
+        let now = self.now;
+        let late: Vec<String> = self
+            .sims
+            .iter()
+            .zip(&self.names)
+            .filter_map(|(sim, name)| {
+                let (id, at) = sim.in_flight.as_ref()?;
+                let age = now.duration_since(*at);
+                (age > bound).then(|| format!("{name}'s {id} waited {age:?} (bound {bound:?})"))
+            })
+            .collect();
+        for what in late {
+            self.violate(what);
+        }
+    }
+
+    /// Ends the run: quiet servers' last bytes are read, the fleet closes (every pending
+    /// action completes), the stream is drained, and the end-of-run laws are checked.
+    /// Returns every violation found.
+    pub fn finish(&mut self) -> Vec<Violation> {
+        self.closing = true;
+        let now = self.now;
+        self.settle_quiet();
+        self.fleet.close_all(now);
+        self.drain_outputs();
+        self.consume_all();
+        let never: Vec<&ActionId> = self
+            .sent
+            .iter()
+            .filter(|(_, (_, n))| *n == 0)
+            .map(|(id, _)| id)
+            .collect();
+        if let Some(id) = never.first() {
+            let what = format!("{} actions never completed, e.g. {id}", never.len());
+            self.violate(what);
+        }
+        let emitted: u64 = self
+            .sims
+            .iter()
+            .filter(|s| s.role == Role::Quiet)
+            .map(|s| s.emitted)
+            .sum();
+        if emitted != self.summary.quiet_events {
+            let what = format!(
+                "quiet servers emitted {emitted} events, the consumer got {}",
+                self.summary.quiet_events
+            );
+            self.violate(what);
+        }
+        let stats = self.fleet.stats();
+        if stats.most_connects_in_a_step > self.scenario.budget.connects_per_step.max(1) {
+            self.violate(format!(
+                "the fleet counted {} connects in a step",
+                stats.most_connects_in_a_step
+            ));
+        }
+        std::mem::take(&mut self.violations)
+    }
+
+    /// Reads everything the quiet servers' simulators still hold, without budget, so the
+    /// end-of-run count of their events is exact.
+    fn settle_quiet(&mut self) {
+        let now = self.now;
+        for i in 0..self.sims.len() {
+            let id = self.ids[i];
+            let sim = &mut self.sims[i];
+            let (Role::Quiet, Some(s)) = (sim.role, sim.session) else {
+                continue;
+            };
+            let rest = sim.server.transmit(s).to_vec();
+            sim.server.advance_transmit(s, rest.len());
+            self.fleet.handle_input(now, id, Input::Received(&rest));
+        }
+        self.drain_outputs();
+        self.consume_all();
+    }
+
+    fn consume_all(&mut self) {
+        while self.fleet.has_events() {
+            let before = self.summary.events + self.summary.events_lost;
+            self.consume();
+            if self.summary.events + self.summary.events_lost == before {
+                break;
+            }
+        }
+    }
+}
+
+/// Records the ActionIDs of what the client wrote to one simulator.
+fn tap(decoder: &mut Decoder, received: &mut HashSet<String>, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        let n = decoder.feed(bytes);
+        bytes = &bytes[n..];
+        while let Some(frame) = decoder.decode() {
+            if let Ok(Frame::Message(m)) = frame {
+                if let Some(id) = m.action_id() {
+                    received.insert(id.to_string());
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Runs `scenario` with `seed`.
+pub fn run_seed(seed: u64, scenario: Scenario) -> (Summary, Vec<Violation>) {
+    let mut h = FleetHarness::new(seed, Instant::now(), scenario);
+    let v = h.run();
+    (h.summary.clone(), v)
+}
