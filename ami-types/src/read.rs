@@ -1,0 +1,179 @@
+//! Reading one field through its declared type: the helpers every generated accessor calls,
+//! and the generic walk ([`read_fields`]) behind issue reports, serde and `ami decode --typed`.
+
+use crate::spec::{is_envelope, FieldSpec, Kind, MessageSpec};
+use ami_proto::{Field, Message, Value};
+use std::fmt;
+
+/// Parses a decimal integer as Asterisk prints one: an optional `-`, then digits.
+///
+/// Stricter than `str::parse` (no `+`, no empty string) so that what parses prints back the
+/// same way.
+pub fn parse_int(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Parses a two-valued field spelled exactly `yes` or `no`.
+pub fn parse_bool(s: &str, yes: &str, no: &str) -> Option<bool> {
+    if s == yes {
+        Some(true)
+    } else if s == no {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn text<'a>(m: &'a Message, key: &str) -> Option<&'a str> {
+    m.get_str(key)
+}
+
+pub(crate) fn int(m: &Message, key: &str) -> Option<i64> {
+    m.get_str(key).and_then(parse_int)
+}
+
+pub(crate) fn flag(m: &Message, key: &str, yes: &str, no: &str) -> Option<bool> {
+    m.get_str(key).and_then(|s| parse_bool(s, yes, no))
+}
+
+pub(crate) fn enumer<'a, E: From<&'a str>>(m: &'a Message, key: &str) -> Option<E> {
+    m.get_str(key).map(E::from)
+}
+
+pub(crate) fn list<'a>(m: &'a Message, key: &'a str) -> Vec<&'a str> {
+    m.get_all(key).filter_map(|v| v.as_str()).collect()
+}
+
+/// A field's value read through its declared type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FieldValue<'a> {
+    /// Free text.
+    Text(&'a str),
+    /// An integer.
+    Int(i64),
+    /// A two-valued field.
+    Bool(bool),
+    /// One of the documented enum values.
+    Enum(&'a str),
+    /// An enum value the catalog does not list (a newer Asterisk): kept, never an error.
+    Other(&'a str),
+}
+
+impl fmt::Display for FieldValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldValue::Text(s) | FieldValue::Enum(s) | FieldValue::Other(s) => f.write_str(s),
+            FieldValue::Int(n) => write!(f, "{n}"),
+            FieldValue::Bool(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// A field present on the wire whose value does not parse as its declared type.
+///
+/// Nothing is lost: the raw value stays in the [`Message`], and the typed accessor for the
+/// field returns `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldIssue<'a> {
+    /// The declared field.
+    pub spec: &'static FieldSpec,
+    /// The value as sent.
+    pub raw: Value<'a>,
+}
+
+impl fmt::Display for FieldIssue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {:?} is not {}",
+            self.spec.name,
+            self.raw.to_str_lossy(),
+            self.spec.kind.describe()
+        )
+    }
+}
+
+/// What one wire field of a typed message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reading<'a> {
+    /// An envelope header (`Event`, `Privilege`, `ActionID`, `SystemName`, `Timestamp`).
+    Envelope,
+    /// A declared field whose value parsed as its declared type.
+    Typed(&'static FieldSpec, FieldValue<'a>),
+    /// A declared field whose value did not parse.
+    Invalid(FieldIssue<'a>),
+    /// A field the catalog does not declare for this message (for `UserEvent`, the sender's
+    /// own headers).
+    Undeclared,
+}
+
+/// Reads `raw` through `spec`.
+pub fn read_value<'a>(spec: &'static FieldSpec, raw: Value<'a>) -> Reading<'a> {
+    let Some(s) = raw.as_str() else {
+        return Reading::Invalid(FieldIssue { spec, raw });
+    };
+    let value = match spec.kind {
+        Kind::Text => Some(FieldValue::Text(s)),
+        Kind::Int => parse_int(s).map(FieldValue::Int),
+        Kind::Bool { yes, no } => parse_bool(s, yes, no).map(FieldValue::Bool),
+        Kind::Enum(values) => Some(if values.contains(&s) {
+            FieldValue::Enum(s)
+        } else {
+            FieldValue::Other(s)
+        }),
+    };
+    match value {
+        Some(v) => Reading::Typed(spec, v),
+        None => Reading::Invalid(FieldIssue { spec, raw }),
+    }
+}
+
+/// Every field of `m`, in wire order, with what it is under `spec`.
+pub fn read_fields<'a>(
+    spec: &'static MessageSpec,
+    m: &'a Message,
+) -> impl Iterator<Item = (Field<'a>, Reading<'a>)> + 'a {
+    m.fields().map(move |field| {
+        let reading = if is_envelope(field.key) {
+            Reading::Envelope
+        } else {
+            match std::str::from_utf8(field.key)
+                .ok()
+                .and_then(|k| spec.field(k))
+            {
+                Some(fs) => read_value(fs, field.value),
+                None => Reading::Undeclared,
+            }
+        };
+        (field, reading)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_only_in_the_form_asterisk_prints() {
+        assert_eq!(parse_int("16"), Some(16));
+        assert_eq!(parse_int("-1"), Some(-1));
+        assert_eq!(parse_int(""), None);
+        assert_eq!(parse_int("-"), None);
+        assert_eq!(parse_int("+3"), None);
+        assert_eq!(parse_int("1.5"), None);
+        assert_eq!(parse_int("99999999999999999999"), None);
+    }
+
+    #[test]
+    fn booleans_need_the_exact_spelling() {
+        assert_eq!(parse_bool("Yes", "Yes", "No"), Some(true));
+        assert_eq!(parse_bool("No", "Yes", "No"), Some(false));
+        assert_eq!(parse_bool("yes", "Yes", "No"), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! What the catalog says about each message: its fields, their wire names and declared types.
+//!
+//! The generated code holds one [`MessageSpec`] per typed event and per typed response. The
+//! generic parts of the crate (issue reports, serde, [`crate::Event::read_fields`]) walk these
+//! tables, so each behaviour is written once, not once per event.
+
+/// The declared type of a field, as the generator inferred it from the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Free text.
+    Text,
+    /// A decimal integer (`-` allowed), read as `i64`.
+    Int,
+    /// A two-valued field, spelled exactly `yes` or `no` on the wire (`Yes`/`No`, `1`/`0`, ...).
+    Bool {
+        /// The spelling of `true`.
+        yes: &'static str,
+        /// The spelling of `false`.
+        no: &'static str,
+    },
+    /// One of the documented values; any other value is kept as the enum's `Other` case.
+    Enum(&'static [&'static str]),
+}
+
+impl Kind {
+    /// A short name of the type, used in issue reports.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Kind::Text => "UTF-8 text",
+            Kind::Int => "integer",
+            Kind::Bool { .. } => "boolean",
+            Kind::Enum(_) => "enum (UTF-8 text)",
+        }
+    }
+}
+
+/// One declared field of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// The header name as the server prints it (matched ignoring ASCII case).
+    pub name: &'static str,
+    /// The declared type.
+    pub kind: Kind,
+    /// True when the header may appear several times (`Variable`, `ChanVariable`).
+    pub repeatable: bool,
+}
+
+/// Where the catalog's knowledge of a message comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// A documented event (`<managerEvent>` in the Asterisk docs).
+    Documented,
+    /// An event the docs omit, with fields read from the C format strings.
+    Undocumented,
+    /// An action's response; fields listed by hand from the Asterisk source and captures.
+    Response,
+}
+
+/// A typed message: its name and every field the catalog knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageSpec {
+    /// The `Event:` value on the wire (or the action name, for a response).
+    pub name: &'static str,
+    /// Read classes the receiving session needs (`call`, `agent`, ...); empty for responses.
+    pub class: &'static [&'static str],
+    /// Where the field list comes from.
+    pub source: Source,
+    /// True for `UserEvent`: it carries whatever headers its sender added.
+    pub arbitrary_fields: bool,
+    /// Declared fields, channel and bridge snapshots expanded with their prefixes.
+    pub fields: &'static [FieldSpec],
+}
+
+impl MessageSpec {
+    /// The declared field named `key` (ASCII case-insensitive).
+    pub fn field(&self, key: &str) -> Option<&'static FieldSpec> {
+        self.fields
+            .iter()
+            .find(|f| f.name.eq_ignore_ascii_case(key))
+    }
+}
+
+/// Headers every event may carry that belong to no event's own field list: the event name,
+/// the read classes, the ActionID of list items and follow-ups, and the two headers
+/// `manager.conf` can add to every event.
+pub const ENVELOPE: [&str; 5] = ["Event", "Privilege", "ActionID", "SystemName", "Timestamp"];
+
+/// True when `key` is one of the [`ENVELOPE`] headers (ASCII case-insensitive).
+pub fn is_envelope(key: &[u8]) -> bool {
+    ENVELOPE
+        .iter()
+        .any(|e| e.as_bytes().eq_ignore_ascii_case(key))
+}
+
+/// Compares two names ignoring ASCII case: the order of the generated event table.
+pub(crate) fn cmp_ignore_case(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let n = a.len().min(b.len());
+    for i in 0..n {
+        let (x, y) = (a[i].to_ascii_lowercase(), b[i].to_ascii_lowercase());
+        if x != y {
+            return x.cmp(&y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn name_order_ignores_case_and_puts_prefixes_first() {
+        assert_eq!(cmp_ignore_case(b"Newexten", b"NEWEXTEN"), Ordering::Equal);
+        assert_eq!(cmp_ignore_case(b"Dial", b"DialBegin"), Ordering::Less);
+        assert_eq!(cmp_ignore_case(b"hangup", b"Hangupx"), Ordering::Less);
+        assert_eq!(cmp_ignore_case(b"B", b"a"), Ordering::Greater);
+    }
+
+    #[test]
+    fn envelope_headers_match_any_case() {
+        assert!(is_envelope(b"actionid"));
+        assert!(is_envelope(b"Privilege"));
+        assert!(!is_envelope(b"Channel"));
+    }
+}
