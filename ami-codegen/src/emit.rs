@@ -353,34 +353,35 @@ fn action(out: &mut String, a: &ActionDef) {
             .unwrap_or_default();
         let arg = param_arg(&p.ty);
         out.push('\n');
-        if let Some(fmt) = &p.name_format {
-            let key = fmt.replace("%06d", "{index:06}").replace("%d", "{index}");
-            let _ = writeln!(
-                out,
-                "    /// Sets `{fmt}` (indexed: one per `index`).{default}\n    pub fn {}(mut self, index: u32, value: {arg}) -> Self {{\n        self.0.set(format!({}).into(), {}.to_string());\n        self\n    }}",
-                p.method,
-                lit(&key),
-                param_value(&p.ty, "value")
-            );
-        } else if p.repeatable {
-            let _ = writeln!(
-                out,
-                "    /// Adds one `{}` header (repeatable).{default}\n    pub fn {}(mut self, value: {arg}) -> Self {{\n        self.0.push({}, {}.to_string());\n        self\n    }}",
-                p.wire,
-                p.method,
-                lit(&p.wire),
-                param_value(&p.ty, "value")
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "    /// Sets `{}`.{default}\n    pub fn {}(self, value: {arg}) -> Self {{\n        self.with({}, {})\n    }}",
-                p.wire,
-                p.method,
-                lit(&p.wire),
-                param_value(&p.ty, "value")
-            );
-        }
+        let value = param_value(&p.ty, "value");
+        let wire = lit(&p.wire);
+        let (doc, args, body) = match &p.name_format {
+            Some(fmt) => {
+                let key = lit(&fmt.replace("%06d", "{index:06}").replace("%d", "{index}"));
+                (
+                    format!("Sets `{fmt}` (indexed: one per `index`)."),
+                    format!("mut self, index: u32, value: {arg}"),
+                    format!(
+                        "self.0.set(format!({key}).into(), {value}.to_string());\n        self"
+                    ),
+                )
+            }
+            None if p.repeatable => (
+                format!("Adds one `{}` header (repeatable).", p.wire),
+                format!("mut self, value: {arg}"),
+                format!("self.0.push({wire}, {value}.to_string());\n        self"),
+            ),
+            None => (
+                format!("Sets `{}`.", p.wire),
+                format!("self, value: {arg}"),
+                format!("self.with({wire}, {value})"),
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "    /// {doc}{default}\n    pub fn {}({args}) -> Self {{\n        {body}\n    }}",
+            p.method
+        );
     }
     let _ = writeln!(out, "}}\n");
     if let Some((item, complete)) = &a.list {

@@ -354,6 +354,11 @@ fn unique(base: String, used: &mut BTreeSet<String>) -> String {
     name
 }
 
+/// Type names an enum must not shadow.
+const PRELUDE: &[&str] = &[
+    "Result", "Option", "Box", "String", "Vec", "Event", "Message",
+];
+
 /// Enum names: one per distinct (base name, value set); a base name used with several value
 /// sets gets its first owner as a prefix on each.
 /// (value set, values in catalog order, owners).
@@ -379,7 +384,7 @@ impl Enums {
         let Some(list) = self.seen.get(base) else {
             return base.to_string();
         };
-        if list.len() == 1 {
+        if list.len() == 1 && !PRELUDE.contains(&base) {
             return base.to_string();
         }
         match list.iter().find(|(s, _, _)| *s == set) {

@@ -20,15 +20,19 @@ fn words(name: &str) -> Vec<String> {
             }
             continue;
         }
+        let prev = if i > 0 { chars[i - 1] } else { ' ' };
         if c.is_ascii_uppercase() && !cur.is_empty() {
-            let prev = chars[i - 1];
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            // `IDnum`, `IDton`: Asterisk glues a lower-case word to `ID`.
+            let after_id = cur.ends_with('I') && c == 'D';
             if prev.is_ascii_lowercase()
                 || prev.is_ascii_digit()
-                || (prev.is_ascii_uppercase() && next_lower)
+                || (prev.is_ascii_uppercase() && next_lower && !after_id)
             {
                 out.push(std::mem::take(&mut cur));
             }
+        } else if c.is_ascii_lowercase() && cur.ends_with("ID") && prev == 'D' {
+            out.push(std::mem::take(&mut cur));
         }
         cur.push(c);
     }
@@ -38,8 +42,18 @@ fn words(name: &str) -> Vec<String> {
     out
 }
 
+/// Names whose glued acronym no rule splits right.
+const SNAKE_OVERRIDES: &[(&str, &str)] = &[
+    ("AMIversion", "ami_version"),
+    ("CoreCDRenabled", "core_cdr_enabled"),
+    ("CoreHTTPenabled", "core_http_enabled"),
+];
+
 /// `CallerIDNum` -> `caller_id_num`; keywords get a trailing `_`; a leading digit gets `field_`.
 pub fn snake(name: &str) -> String {
+    if let Some((_, s)) = SNAKE_OVERRIDES.iter().find(|(n, _)| *n == name) {
+        return s.to_string();
+    }
     let s = words(name)
         .iter()
         .map(|w| w.to_ascii_lowercase())
@@ -104,6 +118,10 @@ mod tests {
         assert_eq!(snake("Type"), "type_");
         assert_eq!(snake("100rel"), "field_100rel");
         assert_eq!(snake("LocalOne"), "local_one");
+        assert_eq!(snake("CallerIDnum"), "caller_id_num");
+        assert_eq!(snake("MCallerIDton"), "m_caller_id_ton");
+        assert_eq!(snake("ReportXSourceSSRC"), "report_x_source_ssrc");
+        assert_eq!(snake("CoreCDRenabled"), "core_cdr_enabled");
     }
 
     #[test]

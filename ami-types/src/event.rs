@@ -2,9 +2,10 @@
 
 use crate::generated::events::EVENT_SPECS;
 use crate::read::{read_fields, FieldIssue, Reading};
-use crate::spec::{cmp_ignore_case, MessageSpec};
+use crate::spec::MessageSpec;
 use crate::Event;
 use ami_proto::{Field, Message, MessageKind};
+use std::sync::OnceLock;
 
 /// A typed event that can be read from a message of its own name (every generated event
 /// struct, and [`Event`] itself, which takes any message).
@@ -19,11 +20,51 @@ impl<'a> FromEvent<'a> for Event<'a> {
     }
 }
 
+/// Slots of the name index: a power of two, over four times the number of events, so
+/// probes stay short.
+const SLOTS: usize = 1024;
+const EMPTY: u16 = u16::MAX;
+
+/// FNV-1a over the name with ASCII case folded (`| 0x20` maps both cases of a letter to one
+/// byte; other bytes may collide with each other, which the final comparison sorts out).
+fn hash(name: &[u8]) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in name {
+        h = (h ^ u32::from(b | 0x20)).wrapping_mul(0x0100_0193);
+    }
+    h as usize
+}
+
+/// Open-addressed index from name hash to position in [`EVENT_SPECS`], built on first use:
+/// converting an event is one hash, usually one probe and one comparison.
+fn name_index() -> &'static [u16; SLOTS] {
+    static INDEX: OnceLock<Box<[u16; SLOTS]>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut slots = Box::new([EMPTY; SLOTS]);
+        for (i, spec) in EVENT_SPECS.iter().enumerate() {
+            let mut at = hash(spec.name.as_bytes()) % SLOTS;
+            while slots[at] != EMPTY {
+                at = (at + 1) % SLOTS;
+            }
+            // Fewer than SLOTS events (checked by a test), so the index fits in u16.
+            slots[at] = i as u16;
+        }
+        slots
+    })
+}
+
 /// Index of the event named `name` in the generated table, ignoring ASCII case.
 pub(crate) fn lookup(name: &[u8]) -> Option<usize> {
-    EVENT_SPECS
-        .binary_search_by(|spec| cmp_ignore_case(spec.name.as_bytes(), name))
-        .ok()
+    let slots = name_index();
+    let mut at = hash(name) % SLOTS;
+    loop {
+        let i = usize::from(slots[at]);
+        let spec = EVENT_SPECS.get(i)?; // EMPTY is past the end: not found
+        if spec.name.as_bytes().eq_ignore_ascii_case(name) {
+            return Some(i);
+        }
+        at = (at + 1) % SLOTS;
+    }
 }
 
 pub(crate) fn issues<'a>(spec: &'static MessageSpec, m: &'a Message) -> Vec<FieldIssue<'a>> {
@@ -102,6 +143,7 @@ static UNKNOWN_SPEC: MessageSpec = MessageSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::cmp_ignore_case;
 
     #[test]
     fn the_event_table_is_sorted_for_binary_search() {
@@ -114,6 +156,11 @@ mod tests {
                 pair[1].name
             );
         }
+    }
+
+    #[test]
+    fn the_name_index_has_room_for_every_event() {
+        assert!(EVENT_SPECS.len() * 4 <= SLOTS);
     }
 
     #[test]

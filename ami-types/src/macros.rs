@@ -33,7 +33,7 @@ macro_rules! view {
 
         #[cfg(feature = "serde")]
         impl ::serde::Serialize for $name<'_> {
-            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
                 $crate::serde_impl::serialize(Some(&$spec), self.0, s)
             }
         }
@@ -173,7 +173,7 @@ macro_rules! ami_enum {
 
         #[cfg(feature = "serde")]
         impl ::serde::Serialize for $name {
-            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> ::std::result::Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }

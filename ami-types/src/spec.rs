@@ -82,6 +82,16 @@ impl MessageSpec {
     }
 }
 
+/// Every typed event the catalog knows, sorted by name ignoring ASCII case.
+pub fn events() -> &'static [MessageSpec] {
+    &crate::generated::events::EVENT_SPECS
+}
+
+/// Every typed response (`Ping`, `CoreSettings`, ...).
+pub fn responses() -> &'static [MessageSpec] {
+    &crate::generated::actions::RESPONSE_SPECS
+}
+
 /// Headers every event may carry that belong to no event's own field list: the event name,
 /// the read classes, the ActionID of list items and follow-ups, and the two headers
 /// `manager.conf` can add to every event.
@@ -95,6 +105,7 @@ pub fn is_envelope(key: &[u8]) -> bool {
 }
 
 /// Compares two names ignoring ASCII case: the order of the generated event table.
+#[cfg(test)]
 pub(crate) fn cmp_ignore_case(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     let n = a.len().min(b.len());
     for i in 0..n {

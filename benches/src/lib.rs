@@ -2,7 +2,7 @@
 //! under test, and a memchr-only baseline that shows how close the decoder gets to the cost
 //! of merely finding line and field boundaries.
 
-use ami_proto::{Action, ActionId, Decoder, DecoderLimits, InvalidActionId};
+use ami_proto::{Action, ActionId, DecodeError, Decoder, DecoderLimits, Frame, InvalidActionId};
 use std::hint::black_box;
 use std::io;
 use std::path::PathBuf;
@@ -39,6 +39,18 @@ pub fn load_fixture(name: &str) -> io::Result<Vec<u8>> {
 /// feed, exactly as an I/O adapter would after each read. Returns the frames seen (banners,
 /// messages and errors).
 pub fn decode_chunked(decoder: &mut Decoder, data: &[u8], chunk: usize) -> u64 {
+    decode_chunked_with(decoder, data, chunk, |f| {
+        let _ = black_box(f);
+    })
+}
+
+/// [`decode_chunked`], handing each frame to `on_frame` (what a consumer does with it).
+pub fn decode_chunked_with(
+    decoder: &mut Decoder,
+    data: &[u8],
+    chunk: usize,
+    mut on_frame: impl FnMut(Result<Frame, DecodeError>),
+) -> u64 {
     let mut frames = 0u64;
     for piece in data.chunks(chunk.max(1)) {
         let mut rest = piece;
@@ -46,12 +58,27 @@ pub fn decode_chunked(decoder: &mut Decoder, data: &[u8], chunk: usize) -> u64 {
             let n = decoder.feed(rest);
             rest = &rest[n..];
             while let Some(f) = decoder.decode() {
-                let _ = black_box(f);
+                on_frame(f);
                 frames += 1;
             }
         }
     }
     frames
+}
+
+/// Decodes a whole capture in `chunk`-byte reads and converts every message to its typed
+/// event view ([`ami_types::Event`]); returns the messages that are typed events.
+pub fn decode_typed(data: &[u8], chunk: usize) -> u64 {
+    let mut decoder = Decoder::new(DecoderLimits::default());
+    let mut typed = 0u64;
+    decode_chunked_with(&mut decoder, data, chunk, |f| {
+        if let Ok(Frame::Message(m)) = f {
+            let event = ami_types::Event::from_message(&m);
+            typed += u64::from(event.spec().is_some());
+            black_box(event);
+        }
+    });
+    typed
 }
 
 /// Decodes a whole capture with default limits in `chunk`-byte reads; returns messages seen.
@@ -143,6 +170,14 @@ mod tests {
             assert_eq!(decode_capture(&data, chunk), whole, "chunk {chunk}");
         }
         assert_eq!(memchr_split(&data).messages, whole);
+    }
+
+    #[test]
+    fn typed_conversion_types_every_event_of_the_capture() {
+        let data = load_fixture(EVENT_STREAM).unwrap();
+        let typed = decode_typed(&data, 65536);
+        let events = data.windows(7).filter(|w| w == b"\nEvent:").count() as u64;
+        assert_eq!(typed, events);
     }
 
     #[test]

@@ -205,7 +205,7 @@ impl<'a> CoreSettingsResponse<'a> {
     }
 
     /// `AMIversion`.
-    pub fn am_iversion(&self) -> Option<&'a str> {
+    pub fn ami_version(&self) -> Option<&'a str> {
         read::text(self.0, "AMIversion")
     }
 
@@ -250,12 +250,12 @@ impl<'a> CoreSettingsResponse<'a> {
     }
 
     /// `CoreCDRenabled`. A boolean.
-    pub fn core_cd_renabled(&self) -> Option<bool> {
+    pub fn core_cdr_enabled(&self) -> Option<bool> {
         read::flag(self.0, "CoreCDRenabled", "Yes", "No")
     }
 
     /// `CoreHTTPenabled`. A boolean.
-    pub fn core_htt_penabled(&self) -> Option<bool> {
+    pub fn core_http_enabled(&self) -> Option<bool> {
         read::flag(self.0, "CoreHTTPenabled", "Yes", "No")
     }
 

@@ -74,6 +74,16 @@ ami_enum! {
 }
 
 ami_enum! {
+    /// Values used by `AttendedTransfer`, `BlindTransfer`.
+    AttendedTransferResult {
+        Fail = "Fail",
+        Invalid = "Invalid",
+        NotPermitted = "Not Permitted",
+        Success = "Success",
+    }
+}
+
+ami_enum! {
     /// Values used by `AOC-D`, `AOC-E`.
     BillingID {
         Normal = "Normal",
@@ -504,16 +514,6 @@ ami_enum! {
     /// Values used by `OriginateResponse`.
     Response {
         Failure = "Failure",
-        Success = "Success",
-    }
-}
-
-ami_enum! {
-    /// Values used by `AttendedTransfer`, `BlindTransfer`.
-    Result {
-        Fail = "Fail",
-        Invalid = "Invalid",
-        NotPermitted = "Not Permitted",
         Success = "Success",
     }
 }

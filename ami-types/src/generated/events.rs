@@ -861,7 +861,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
         source: Source::Documented,
         arbitrary_fields: false,
         fields: &[
-            f("Result", Kind::Enum(enums::Result::VALUES)),
+            f("Result", Kind::Enum(enums::AttendedTransferResult::VALUES)),
             f("OrigTransfererChannel", T),
             f("OrigTransfererChannelState", I),
             f("OrigTransfererChannelStateDesc", Kind::Enum(enums::ChannelStateDesc::VALUES)),
@@ -1060,7 +1060,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
         source: Source::Documented,
         arbitrary_fields: false,
         fields: &[
-            f("Result", Kind::Enum(enums::Result::VALUES)),
+            f("Result", Kind::Enum(enums::AttendedTransferResult::VALUES)),
             f("TransfererChannel", T),
             f("TransfererChannelState", I),
             f("TransfererChannelStateDesc", Kind::Enum(enums::ChannelStateDesc::VALUES)),
@@ -6475,7 +6475,7 @@ impl<'a> AsyncAGIStart<'a> {
 
 impl<'a> AttendedTransfer<'a> {
     /// `Result`. Undocumented values are kept in `Other`.
-    pub fn result(&self) -> Option<enums::Result> {
+    pub fn result(&self) -> Option<enums::AttendedTransferResult> {
         read::enumer(self.0, "Result")
     }
 
@@ -6760,7 +6760,7 @@ impl<'a> AuthMethodNotAllowed<'a> {
 
 impl<'a> BlindTransfer<'a> {
     /// `Result`. Undocumented values are kept in `Other`.
-    pub fn result(&self) -> Option<enums::Result> {
+    pub fn result(&self) -> Option<enums::AttendedTransferResult> {
         read::enumer(self.0, "Result")
     }
 
@@ -7036,27 +7036,27 @@ impl<'a> CEL<'a> {
     }
 
     /// `CallerIDnum`.
-    pub fn caller_i_dnum(&self) -> Option<&'a str> {
+    pub fn caller_id_num(&self) -> Option<&'a str> {
         read::text(self.0, "CallerIDnum")
     }
 
     /// `CallerIDname`.
-    pub fn caller_i_dname(&self) -> Option<&'a str> {
+    pub fn caller_id_name(&self) -> Option<&'a str> {
         read::text(self.0, "CallerIDname")
     }
 
     /// `CallerIDani`.
-    pub fn caller_i_dani(&self) -> Option<&'a str> {
+    pub fn caller_id_ani(&self) -> Option<&'a str> {
         read::text(self.0, "CallerIDani")
     }
 
     /// `CallerIDrdnis`.
-    pub fn caller_i_drdnis(&self) -> Option<&'a str> {
+    pub fn caller_id_rdnis(&self) -> Option<&'a str> {
         read::text(self.0, "CallerIDrdnis")
     }
 
     /// `CallerIDdnid`.
-    pub fn caller_i_ddnid(&self) -> Option<&'a str> {
+    pub fn caller_id_dnid(&self) -> Option<&'a str> {
         read::text(self.0, "CallerIDdnid")
     }
 
@@ -9964,7 +9964,7 @@ impl<'a> MCID<'a> {
     }
 
     /// `MCallerIDton`.
-    pub fn m_caller_i_dton(&self) -> Option<&'a str> {
+    pub fn m_caller_id_ton(&self) -> Option<&'a str> {
         read::text(self.0, "MCallerIDton")
     }
 
@@ -10029,7 +10029,7 @@ impl<'a> MCID<'a> {
     }
 
     /// `MConnectedIDton`.
-    pub fn m_connected_i_dton(&self) -> Option<&'a str> {
+    pub fn m_connected_id_ton(&self) -> Option<&'a str> {
         read::text(self.0, "MConnectedIDton")
     }
 

@@ -1,0 +1,54 @@
+//! With the `serde` feature, typed events serialise with wire header names and typed values.
+#![cfg(feature = "serde")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_proto::{Decoder, DecoderLimits, Frame, Message};
+use ami_types::Event;
+use serde_json::json;
+
+fn decode(wire: &str) -> Message {
+    let mut decoder = Decoder::without_banner(DecoderLimits::default());
+    decoder.feed(wire.as_bytes());
+    match decoder.decode() {
+        Some(Ok(Frame::Message(m))) => m,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn events_serialise_with_wire_names_and_typed_values() {
+    let m = decode(
+        "Event: Hangup\r\nPrivilege: call,all\r\nChannel: PJSIP/1-1\r\nChannelState: 6\r\n\
+         ChannelStateDesc: Up\r\nCause: 16\r\nCause-txt: Normal Clearing\r\n\r\n",
+    );
+    let value = serde_json::to_value(Event::from_message(&m)).unwrap();
+    assert_eq!(
+        value,
+        json!({
+            "Event": "Hangup", "Privilege": "call,all", "Channel": "PJSIP/1-1",
+            "ChannelState": 6, "ChannelStateDesc": "Up", "Cause": 16,
+            "Cause-txt": "Normal Clearing",
+        })
+    );
+    let Event::Hangup(h) = Event::from_message(&m) else {
+        panic!("not a Hangup")
+    };
+    assert_eq!(serde_json::to_value(h).unwrap(), value);
+}
+
+#[test]
+fn repeated_unparsed_and_undeclared_headers_are_serialised_too() {
+    let m = decode(
+        "Event: Status\r\nChannel: Local/a-1;1\r\nVariable: A=1\r\nVariable: B=2\r\n\
+         Seconds: soon\r\nX-Mine: kept\r\n\r\n",
+    );
+    let value = serde_json::to_value(Event::from_message(&m)).unwrap();
+    assert_eq!(value["Variable"], json!(["A=1", "B=2"]));
+    assert_eq!(value["Seconds"], json!("soon"));
+    assert_eq!(value["X-Mine"], json!("kept"));
+
+    let m = decode("Event: QueueMemberStatus\r\nPaused: 1\r\nInCall: 0\r\n\r\n");
+    let value = serde_json::to_value(Event::from_message(&m)).unwrap();
+    assert_eq!(value["Paused"], json!(true));
+    assert_eq!(value["InCall"], json!(false));
+}
