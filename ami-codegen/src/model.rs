@@ -356,7 +356,7 @@ fn unique(base: String, used: &mut BTreeSet<String>) -> String {
 
 /// Type names an enum must not shadow.
 const PRELUDE: &[&str] = &[
-    "Result", "Option", "Box", "String", "Vec", "Event", "Message",
+    "Action", "Box", "Event", "Message", "Option", "Result", "String", "Vec",
 ];
 
 /// Enum names: one per distinct (base name, value set); a base name used with several value
@@ -779,6 +779,11 @@ impl Model {
 
 /// An action parameter's enum: its base name and its literal values (placeholders removed).
 fn param_enum(p: &Value) -> Option<(String, Vec<String>)> {
+    if !p["sub_enum"].is_null() {
+        // `Options-000000`: its values depend on another parameter; the catalog's list
+        // is the other parameter's. Take text.
+        return None;
+    }
     let placeholders = strings(p, "enum_placeholders");
     let values: Vec<String> = strings(p, "enum")
         .into_iter()

@@ -3236,7 +3236,7 @@ impl UpdateConfig {
     }
 
     /// Sets `Action-%06d` (indexed: one per `index`).
-    pub fn action(mut self, index: u32, value: enums::Action) -> Self {
+    pub fn action(mut self, index: u32, value: enums::UpdateConfigAction) -> Self {
         self.0.set(format!("Action-{index:06}").into(), value.to_string());
         self
     }
@@ -3272,7 +3272,7 @@ impl UpdateConfig {
     }
 
     /// Sets `Options-%06d` (indexed: one per `index`).
-    pub fn options(mut self, index: u32, value: enums::Options) -> Self {
+    pub fn options(mut self, index: u32, value: impl Display) -> Self {
         self.0.set(format!("Options-{index:06}").into(), value.to_string());
         self
     }

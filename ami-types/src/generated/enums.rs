@@ -38,20 +38,6 @@ ami_enum! {
 }
 
 ami_enum! {
-    /// Values used by `UpdateConfig`.
-    Action {
-        NewCat = "NewCat",
-        RenameCat = "RenameCat",
-        DelCat = "DelCat",
-        EmptyCat = "EmptyCat",
-        Update = "Update",
-        Delete = "Delete",
-        Append = "Append",
-        Insert = "Insert",
-    }
-}
-
-ami_enum! {
     /// Values used by `Agents`.
     AgentsStatus {
         AgentLoggedoff = "AGENT_LOGGEDOFF",
@@ -450,20 +436,6 @@ ami_enum! {
 }
 
 ami_enum! {
-    /// Values used by `UpdateConfig`.
-    Options {
-        NewCat = "NewCat",
-        RenameCat = "RenameCat",
-        DelCat = "DelCat",
-        EmptyCat = "EmptyCat",
-        Update = "Update",
-        Delete = "Delete",
-        Append = "Append",
-        Insert = "Insert",
-    }
-}
-
-ami_enum! {
     /// Values used by `OutboundRegistrationDetail`.
     OutboundRegistrationDetailStatus {
         Registered = "Registered",
@@ -633,6 +605,20 @@ ami_enum! {
     /// Values used by `Unload`.
     UnloadStatus {
         Success = "Success",
+    }
+}
+
+ami_enum! {
+    /// Values used by `UpdateConfig`.
+    UpdateConfigAction {
+        NewCat = "NewCat",
+        RenameCat = "RenameCat",
+        DelCat = "DelCat",
+        EmptyCat = "EmptyCat",
+        Update = "Update",
+        Delete = "Delete",
+        Append = "Append",
+        Insert = "Insert",
     }
 }
 

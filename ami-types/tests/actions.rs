@@ -1,0 +1,159 @@
+//! Typed action builders produce the `Action` a hand-written one would, and list actions
+//! read their items and completion as the typed events they name.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_proto::{Action, Client, ClientConfig, Input, Outcome, Output, Response};
+use ami_types::actions::{
+    CoreShowChannels, Getvar, GetvarResponse, ListAction, Originate, Status, TypedAction,
+    UpdateConfig,
+};
+use ami_types::enums::UpdateConfigAction;
+use std::time::{Duration, Instant};
+
+fn fields(a: &Action) -> Vec<(String, String)> {
+    a.fields()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn originate_builder_writes_required_optional_and_repeated_parameters_in_order() {
+    let action: Action = Originate::new("PJSIP/1001")
+        .context("from-internal")
+        .exten(5551234)
+        .priority(1)
+        .variable("A=1")
+        .async_(true)
+        .variable("B=2")
+        .timeout(20_000)
+        .timeout(30_000) // set again: replaced, not repeated
+        .into();
+    let expected = Action::new("Originate")
+        .field("Channel", "PJSIP/1001")
+        .field("Context", "from-internal")
+        .field("Exten", "5551234")
+        .field("Priority", "1")
+        .field("Variable", "A=1")
+        .field("Async", "true")
+        .field("Variable", "B=2")
+        .field("Timeout", "30000");
+    assert_eq!(fields(&action), fields(&expected));
+    assert_eq!(action.name(), "Originate");
+}
+
+#[test]
+fn enum_bool_and_indexed_parameters_are_written_as_the_server_spells_them() {
+    let action: Action = Status::new()
+        .channel("Local/a-1;1")
+        .all_variables(true)
+        .into();
+    assert_eq!(action.get("AllVariables"), Some("true"));
+
+    let action: Action = UpdateConfig::new("a.conf", "b.conf")
+        .action(0, UpdateConfigAction::NewCat)
+        .cat(0, "general")
+        .action(1, UpdateConfigAction::Other("Future".into()))
+        .into();
+    assert_eq!(
+        fields(&action),
+        [
+            ("SrcFilename", "a.conf"),
+            ("DstFilename", "b.conf"),
+            ("Action-000000", "NewCat"),
+            ("Cat-000000", "general"),
+            ("Action-000001", "Future"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+}
+
+/// Runs `action` against a scripted server that answers it with `reply(action_id)`.
+fn run(action: Action, reply: impl Fn(&str) -> String) -> Response {
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(1)
+        .build()
+        .unwrap();
+    let mut now = Instant::now();
+    let mut client = Client::new(config, now);
+    let id = client.send_action(now, action).unwrap();
+    for _ in 0..8 {
+        loop {
+            match client.poll_output() {
+                Output::Connect => {
+                    client.handle_input(now, Input::Connected);
+                    client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
+                }
+                Output::Completed { id: done, outcome } if done == id => match outcome {
+                    Outcome::Success(r) => return r,
+                    other => panic!("{other:?}"),
+                },
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        let written = String::from_utf8(client.transmit().to_vec()).unwrap();
+        client.advance_transmit(written.len());
+        let mut answer = String::new();
+        for block in written.split("\r\n\r\n").filter(|b| !b.is_empty()) {
+            let aid = block
+                .lines()
+                .find_map(|l| l.strip_prefix("ActionID: "))
+                .unwrap_or("");
+            if block.starts_with("Action: Login") {
+                answer += &format!("Response: Success\r\nActionID: {aid}\r\nMessage: Authentication accepted\r\n\r\n");
+            } else {
+                answer += &reply(aid);
+            }
+        }
+        now += Duration::from_millis(1);
+        client.handle_input(now, Input::Received(answer.as_bytes()));
+    }
+    panic!("no answer");
+}
+
+#[test]
+fn list_items_and_completion_come_back_as_the_typed_events_the_action_names() {
+    let response = run(Status::new().into(), |id| {
+        format!(
+            "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channel status will follow\r\n\r\n\
+             Event: Status\r\nPrivilege: Call\r\nChannel: Local/hold@t-1;1\r\nChannelState: 6\r\n\
+             Seconds: 12\r\nVariable: A=1\r\nVariable: B=2\r\nActionID: {id}\r\n\r\n\
+             Event: StatusComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 1\r\nItems: 1\r\n\r\n"
+        )
+    });
+    let items: Vec<_> = Status::items(&response).collect();
+    assert_eq!(items.len(), 1);
+    let status = items[0].expect("a Status item");
+    assert_eq!(status.channel().name(), Some("Local/hold@t-1;1"));
+    assert_eq!(status.seconds(), Some(12));
+    assert_eq!(status.variable(), ["A=1", "B=2"]);
+    let complete = Status::complete(&response).unwrap().unwrap();
+    assert_eq!(complete.list_items(), Some(1));
+    assert_eq!(complete.items(), Some(1));
+}
+
+#[test]
+fn a_list_item_of_another_kind_is_returned_not_dropped() {
+    let response = run(CoreShowChannels::new().into(), |id| {
+        format!(
+            "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n\
+             Event: SomethingElse\r\nActionID: {id}\r\n\r\n\
+             Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 1\r\n\r\n"
+        )
+    });
+    let items: Vec<_> = CoreShowChannels::items(&response).collect();
+    assert_eq!(items.len(), 1);
+    let other = items[0].expect_err("not a CoreShowChannel");
+    assert_eq!(other.event(), Some("SomethingElse"));
+}
+
+#[test]
+fn responses_with_fields_have_typed_views() {
+    let response = run(Getvar::new("CALLERID(num)").into(), |id| {
+        format!("Response: Success\r\nActionID: {id}\r\nVariable: CALLERID(num)\r\nValue: 5551234\r\n\r\n")
+    });
+    let view: GetvarResponse<'_> = Getvar::response(&response);
+    assert_eq!(view.variable(), Some("CALLERID(num)"));
+    assert_eq!(view.value(), Some("5551234"));
+    assert!(view.issues().is_empty());
+}
