@@ -1,9 +1,9 @@
-//! One connection: a core [`Client`], where it connects to, and its socket. Transport only:
-//! every protocol decision is the client's.
+//! One connection's transport: where it connects to, and its socket. Transport only: every
+//! protocol decision is the session's (see [`Session`]), which this code feeds.
 
-use crate::report::{ConnId, Notice};
+use crate::session::Session;
 use ami_proto::fleet::Turn;
-use ami_proto::{Client, Input, Output};
+use ami_proto::Input;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -40,7 +40,6 @@ pub(crate) enum Stream {
 
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) client: Client,
     pub(crate) target: Target,
     /// TLS over the socket, if asked for.
     #[cfg(feature = "tls")]
@@ -73,9 +72,8 @@ pub(crate) enum ReadEnd {
 }
 
 impl Conn {
-    pub(crate) fn new(client: Client, target: Target) -> Conn {
+    pub(crate) fn new(target: Target) -> Conn {
         Conn {
-            client,
             target,
             #[cfg(feature = "tls")]
             tls: None,
@@ -104,12 +102,10 @@ impl Conn {
     }
 
     /// True when the next step has I/O to do for this connection without new readiness.
-    pub(crate) fn has_work(&self) -> bool {
+    pub(crate) fn has_work(&self, transmit_empty: bool) -> bool {
         match self.link {
             Link::Open(ref stream) => {
-                self.readable
-                    || (self.writable
-                        && (!self.client.transmit().is_empty() || wants_write(stream)))
+                self.readable || (self.writable && (!transmit_empty || wants_write(stream)))
             }
             Link::Connecting(_) => self.connect_event,
             // A connect to start, or a lookup to ask for.
@@ -117,50 +113,21 @@ impl Conn {
         }
     }
 
-    /// Drains the client's outputs: transport requests are carried out (or noted for the
-    /// connect phase), the rest goes to `notices` unchanged.
-    pub(crate) fn drain(
-        &mut self,
-        id: ConnId,
-        registry: &Registry,
-        notices: &mut Vec<(ConnId, Notice)>,
-    ) {
-        loop {
-            match self.client.poll_output() {
-                Output::Wait(_) => break,
-                Output::Connect => {
-                    self.drop_link(registry);
-                    self.want_connect = true;
-                    self.attempt += 1;
-                    self.resolving = false;
-                    self.resolved = match &self.target {
-                        Target::Addr(a) => Some(*a),
-                        Target::Host(_) => None,
-                    };
-                }
-                Output::Close => self.drop_link(registry),
-                Output::Ready { ami_version } => notices.push((id, Notice::Ready { ami_version })),
-                Output::Completed {
-                    id: action,
-                    outcome,
-                } => notices.push((
-                    id,
-                    Notice::Completed {
-                        id: action,
-                        outcome,
-                    },
-                )),
-                Output::Disconnected { reason, retry_at } => {
-                    notices.push((id, Notice::Disconnected { reason, retry_at }))
-                }
-                Output::Closed { reason } => notices.push((id, Notice::Closed { reason })),
-                other => log::debug!("ami-mio: output not known to this adapter: {other:?}"),
-            }
-        }
+    /// The session asked for a connect: drop any old link and get ready to start one (after a
+    /// name lookup for a host target).
+    pub(crate) fn want_connect_now(&mut self, registry: &Registry) {
+        self.drop_link(registry);
+        self.want_connect = true;
+        self.attempt += 1;
+        self.resolving = false;
+        self.resolved = match &self.target {
+            Target::Addr(a) => Some(*a),
+            Target::Host(_) => None,
+        };
     }
 
     /// Drops the socket, if any, and forgets a connect not yet started.
-    fn drop_link(&mut self, registry: &Registry) {
+    pub(crate) fn drop_link(&mut self, registry: &Registry) {
         match std::mem::replace(&mut self.link, Link::Idle) {
             Link::Idle => {}
             Link::Connecting(mut s) | Link::Open(Stream::Plain(mut s)) => {
@@ -186,7 +153,13 @@ impl Conn {
 
     /// Starts the non-blocking connect the client asked for. The core's connect timer bounds
     /// how long it may take.
-    pub(crate) fn start_connect(&mut self, now: Instant, registry: &Registry, token: Token) {
+    pub(crate) fn start_connect(
+        &mut self,
+        now: Instant,
+        session: &mut impl Session,
+        registry: &Registry,
+        token: Token,
+    ) {
         let Some(addr) = self.resolved.take() else {
             return;
         };
@@ -199,14 +172,19 @@ impl Conn {
             Ok(s) => self.link = Link::Connecting(s),
             Err(e) => {
                 log::debug!("ami-mio: connect to {addr} failed at once: {e}");
-                self.client.handle_input(now, Input::ConnectFailed);
+                session.handle_input(now, Input::ConnectFailed);
             }
         }
     }
 
     /// After readiness on a connecting socket: reports `Connected` or `ConnectFailed`, or
     /// nothing if the connect is still in progress.
-    pub(crate) fn finish_connect(&mut self, now: Instant, registry: &Registry) {
+    pub(crate) fn finish_connect(
+        &mut self,
+        now: Instant,
+        session: &mut impl Session,
+        registry: &Registry,
+    ) {
         if !self.connect_event {
             return;
         }
@@ -224,7 +202,7 @@ impl Conn {
         };
         if let Some(e) = failed {
             log::debug!("ami-mio: connect failed: {e}");
-            self.client.handle_input(now, Input::ConnectFailed);
+            session.handle_input(now, Input::ConnectFailed);
             return;
         }
         if let Link::Connecting(stream) = std::mem::replace(&mut self.link, Link::Idle) {
@@ -237,14 +215,14 @@ impl Conn {
                     if let Err(e) = registry.deregister(&mut stream) {
                         log::debug!("ami-mio: deregister failed: {e}");
                     }
-                    self.client.handle_input(now, Input::ConnectFailed);
+                    session.handle_input(now, Input::ConnectFailed);
                     return;
                 }
             }
         }
         self.readable = true;
         self.writable = true;
-        self.client.handle_input(now, Input::Connected);
+        session.handle_input(now, Input::Connected);
     }
 
     /// The open transport over a connected socket: plain, or a TLS session starting its
@@ -268,15 +246,13 @@ impl Conn {
     pub(crate) fn read(
         &mut self,
         now: Instant,
+        session: &mut impl Session,
         turn: &mut Turn,
         buf: &mut [u8],
-        id: ConnId,
-        registry: &Registry,
-        notices: &mut Vec<(ConnId, Notice)>,
     ) -> ReadEnd {
         #[cfg(feature = "tls")]
         if matches!(self.link, Link::Open(Stream::Tls(_))) {
-            return self.read_tls(now, turn, buf, id, registry, notices);
+            return self.read_tls(now, session, turn, buf);
         }
         while self.readable {
             if turn.is_spent() {
@@ -292,55 +268,52 @@ impl Conn {
             match stream.read(chunk) {
                 Ok(0) => {
                     self.readable = false;
-                    self.client.handle_input(now, Input::Eof);
+                    session.handle_input(now, Input::Eof);
                 }
                 Ok(n) => {
-                    let before = self.client.messages_in();
-                    self.client
-                        .handle_input(now, Input::Received(chunk.get(..n).unwrap_or(&[])));
-                    let after = self.client.messages_in();
+                    let before = session.messages_in();
+                    session.handle_input(now, Input::Received(chunk.get(..n).unwrap_or(&[])));
+                    let after = session.messages_in();
                     turn.charge(n, usize::try_from(after - before).unwrap_or(usize::MAX));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.readable = false;
-                    self.client
-                        .handle_input(now, Input::TransportError(e.kind()));
+                    session.handle_input(now, Input::TransportError(e.kind()));
                 }
             }
-            self.drain(id, registry, notices);
+            session.settle(self);
         }
         ReadEnd::Drained
     }
 
     /// Writes what the client has to send until it is all written or the socket would block;
     /// a partial write is reported with the count written.
-    pub(crate) fn write(&mut self, now: Instant) {
+    pub(crate) fn write(&mut self, now: Instant, session: &mut impl Session) {
         #[cfg(feature = "tls")]
         if matches!(self.link, Link::Open(Stream::Tls(_))) {
-            return self.write_tls(now);
+            return self.write_tls(now, session);
         }
         let Link::Open(Stream::Plain(stream)) = &mut self.link else {
             return;
         };
         while self.writable {
-            let data = self.client.transmit();
+            let data = session.transmit();
             if data.is_empty() {
                 return;
             }
             match stream.write(data) {
                 Ok(0) => {
                     let kind = io::ErrorKind::WriteZero;
-                    self.client.handle_input(now, Input::TransportError(kind));
+                    session.handle_input(now, Input::TransportError(kind));
                     return;
                 }
-                Ok(n) => self.client.advance_transmit(n),
+                Ok(n) => session.advance_transmit(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.client
-                        .handle_input(now, Input::TransportError(e.kind()));
+                    session.handle_input(now, Input::TransportError(e.kind()));
                     return;
                 }
             }
@@ -356,11 +329,9 @@ impl Conn {
     fn read_tls(
         &mut self,
         now: Instant,
+        session: &mut impl Session,
         turn: &mut Turn,
         buf: &mut [u8],
-        id: ConnId,
-        registry: &Registry,
-        notices: &mut Vec<(ConnId, Notice)>,
     ) -> ReadEnd {
         while self.readable {
             if turn.is_spent() {
@@ -380,9 +351,8 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.readable = false;
-                    self.client
-                        .handle_input(now, Input::TransportError(e.kind()));
-                    self.drain(id, registry, notices);
+                    session.handle_input(now, Input::TransportError(e.kind()));
+                    session.settle(self);
                     return ReadEnd::Drained;
                 }
             }
@@ -390,8 +360,8 @@ impl Conn {
                 let kind = crate::tls::error_kind(&e);
                 s.flush_best_effort();
                 self.readable = false;
-                self.client.handle_input(now, Input::TransportError(kind));
-                self.drain(id, registry, notices);
+                session.handle_input(now, Input::TransportError(kind));
+                session.settle(self);
                 return ReadEnd::Drained;
             }
             // All the plaintext of what was read; bounded by one `read_tls`.
@@ -403,10 +373,9 @@ impl Conn {
                     // A close_notify, or nothing left after a close without one.
                     Ok(0) => break,
                     Ok(n) => {
-                        let before = self.client.messages_in();
-                        self.client
-                            .handle_input(now, Input::Received(buf.get(..n).unwrap_or(&[])));
-                        let after = self.client.messages_in();
+                        let before = session.messages_in();
+                        session.handle_input(now, Input::Received(buf.get(..n).unwrap_or(&[])));
+                        let after = session.messages_in();
                         turn.charge(0, usize::try_from(after - before).unwrap_or(usize::MAX));
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -414,18 +383,17 @@ impl Conn {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         self.readable = false;
-                        self.client
-                            .handle_input(now, Input::TransportError(e.kind()));
-                        self.drain(id, registry, notices);
+                        session.handle_input(now, Input::TransportError(e.kind()));
+                        session.settle(self);
                         return ReadEnd::Drained;
                     }
                 }
-                self.drain(id, registry, notices);
+                session.settle(self);
             }
             if eof {
-                self.client.handle_input(now, Input::Eof);
+                session.handle_input(now, Input::Eof);
             }
-            self.drain(id, registry, notices);
+            session.settle(self);
         }
         ReadEnd::Drained
     }
@@ -435,23 +403,22 @@ impl Conn {
     /// socket until it would block. The client's buffer advances by what rustls took; rustls
     /// bounds what it holds, so a slow server still pushes back on the client.
     #[cfg(feature = "tls")]
-    fn write_tls(&mut self, now: Instant) {
+    fn write_tls(&mut self, now: Instant, session: &mut impl Session) {
         while self.writable {
             let Link::Open(Stream::Tls(s)) = &mut self.link else {
                 return;
             };
-            let data = self.client.transmit();
+            let data = session.transmit();
             let mut taken = 0;
             if !data.is_empty() {
                 match s.conn.writer().write(data) {
                     Ok(n) => taken = n,
                     Err(e) => {
-                        self.client
-                            .handle_input(now, Input::TransportError(e.kind()));
+                        session.handle_input(now, Input::TransportError(e.kind()));
                         return;
                     }
                 }
-                self.client.advance_transmit(taken);
+                session.advance_transmit(taken);
             }
             if !s.conn.wants_write() {
                 if taken == 0 {
@@ -463,15 +430,14 @@ impl Conn {
             match s.conn.write_tls(&mut s.tcp) {
                 Ok(0) => {
                     let kind = io::ErrorKind::WriteZero;
-                    self.client.handle_input(now, Input::TransportError(kind));
+                    session.handle_input(now, Input::TransportError(kind));
                     return;
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.client
-                        .handle_input(now, Input::TransportError(e.kind()));
+                    session.handle_input(now, Input::TransportError(e.kind()));
                     return;
                 }
             }

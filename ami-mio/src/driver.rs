@@ -1,8 +1,9 @@
 //! `MioDriver`: many AMI clients on one `mio::Poll`.
 
-use crate::conn::{Conn, Link, ReadEnd, Target};
+use crate::conn::{ReadEnd, Target};
 use crate::report::{ConnId, Notice, Report, UserReady};
 use crate::resolver::{system_resolve, Request, ResolveFn, Resolver};
+use crate::session::Owned;
 use crate::{MAX_CONNS, USER_TOKENS, WAKER_TOKEN};
 use ami_proto::fleet::{Budget, Scheduler};
 use ami_proto::{
@@ -70,7 +71,7 @@ impl std::error::Error for TooManyConnections {}
 #[derive(Debug)]
 struct Slot {
     generation: u64,
-    conn: Option<Conn>,
+    conn: Option<Owned>,
 }
 
 /// Drives any number of AMI [`Client`]s from one [`mio::Poll`].
@@ -185,7 +186,7 @@ impl MioDriver {
             .insert(config, Target::Addr(addr))
             .map_err(|e| io::Error::other(e.to_string()))?;
         if let Some(c) = self.conn_mut(id) {
-            c.tls = Some(tls);
+            c.conn.tls = Some(tls);
         }
         Ok(id)
     }
@@ -203,7 +204,7 @@ impl MioDriver {
         let tls = crate::tls::TlsTarget::new(tls)?;
         let id = self.add_host(config, host)?;
         if let Some(c) = self.conn_mut(id) {
-            c.tls = Some(tls);
+            c.conn.tls = Some(tls);
         }
         Ok(id)
     }
@@ -235,7 +236,7 @@ impl MioDriver {
             Some(_) => config,
             None => config.with_seed(entropy()),
         };
-        let mut conn = Conn::new(Client::new(config, Instant::now()), target);
+        let mut conn = Owned::new(Client::new(config, Instant::now()), target);
         conn.drain(id, self.poll.registry(), &mut self.notices);
         if let Some(slot) = self.slots.get_mut(index) {
             slot.generation = id.generation;
@@ -264,7 +265,7 @@ impl MioDriver {
         true
     }
 
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Owned> {
         self.slots
             .get_mut(id.index)
             .filter(|s| s.generation == id.generation)
@@ -406,7 +407,7 @@ impl MioDriver {
             } else if USER_TOKENS.contains(&token) {
                 self.user.push(UserReady::from_event(ev));
             } else if let Some(c) = self.slots.get_mut(token).and_then(|s| s.conn.as_mut()) {
-                c.absorb(ev);
+                c.conn.absorb(ev);
             }
         }
         Ok(())
@@ -443,8 +444,8 @@ impl MioDriver {
             };
             c.client.handle_timeout(now);
             c.drain(id, registry, &mut report.notices);
-            c.finish_connect(now, registry);
-            if c.readable && matches!(c.link, Link::Open(_)) {
+            c.finish_connect(now, id, registry, &mut report.notices);
+            if c.conn.readable && c.is_open() {
                 match step.turn(index) {
                     Some(mut turn) => {
                         let end = c.read(
@@ -462,7 +463,7 @@ impl MioDriver {
                 }
             }
             c.drain(id, registry, &mut report.notices);
-            c.write(now);
+            c.write(now, id, registry, &mut report.notices);
             c.drain(id, registry, &mut report.notices);
             if c.client.events_queued() > 0 {
                 report.events.push(id);
@@ -476,21 +477,21 @@ impl MioDriver {
                 index,
                 generation: slot.generation,
             };
-            let Some(c) = slot.conn.as_mut().filter(|c| c.want_connect) else {
+            let Some(c) = slot.conn.as_mut().filter(|c| c.conn.want_connect) else {
                 continue;
             };
-            if c.resolved.is_none() {
-                if let (Target::Host(host), false) = (&c.target, c.resolving) {
+            if c.conn.resolved.is_none() {
+                if let (Target::Host(host), false) = (&c.conn.target, c.conn.resolving) {
                     let request = Request {
                         index,
                         generation: id.generation,
-                        attempt: c.attempt,
+                        attempt: c.conn.attempt,
                         host: host.clone(),
                     };
-                    c.resolving = self.resolver.as_ref().is_some_and(|r| r.request(request));
-                    if !c.resolving {
+                    c.conn.resolving = self.resolver.as_ref().is_some_and(|r| r.request(request));
+                    if !c.conn.resolving {
                         log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
-                        c.want_connect = false;
+                        c.conn.want_connect = false;
                         c.client.handle_input(now, ami_proto::Input::ConnectFailed);
                         c.drain(id, registry, &mut report.notices);
                     }
@@ -501,7 +502,7 @@ impl MioDriver {
                 report.more = true;
                 continue;
             }
-            c.start_connect(now, registry, Token(index));
+            c.start_connect(now, id, registry, &mut report.notices);
             c.drain(id, registry, &mut report.notices);
         }
         self.scheduler.finish(step);
@@ -523,14 +524,14 @@ impl MioDriver {
             else {
                 continue;
             };
-            if !c.want_connect || c.attempt != answer.attempt {
+            if !c.conn.want_connect || c.conn.attempt != answer.attempt {
                 continue;
             }
-            c.resolving = false;
+            c.conn.resolving = false;
             match answer.result {
-                Ok(addr) => c.resolved = Some(addr),
+                Ok(addr) => c.conn.resolved = Some(addr),
                 Err(_) => {
-                    c.want_connect = false;
+                    c.conn.want_connect = false;
                     c.client.handle_input(now, ami_proto::Input::ConnectFailed);
                 }
             }
@@ -539,7 +540,7 @@ impl MioDriver {
 }
 
 /// A seed from the OS: std's hasher keys are random per process and per call.
-fn entropy() -> u64 {
+pub(crate) fn entropy() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);

@@ -62,6 +62,15 @@
 //! cannot starve a quiet one, and a hundred servers reconnecting at once cannot take a whole
 //! step.
 //!
+//! ## A fleet: many servers as one
+//!
+//! [`MioFleet`] puts an [`ami_proto::fleet::Fleet`] on the same kind of loop: servers added
+//! and removed by name, one merged event stream whose items name their server (fair: a
+//! flooding server overflows only its own queue, as gaps naming it), actions routed to a
+//! named server or by policy over the ready ones (`RouteError::NoServer` when none can take
+//! it), a status per server reported on every change, and connects paced per step. It runs
+//! the same socket code as [`MioDriver`], within the same [`Budget`].
+//!
 //! ## Addresses and names
 //!
 //! [`MioDriver::add`] takes a [`std::net::SocketAddr`]: resolve names with your own resolver
@@ -114,14 +123,17 @@
 
 mod conn;
 mod driver;
+mod fleet;
 mod report;
 mod resolver;
+mod session;
 #[cfg(feature = "tls")]
 mod tls;
 
 pub use ami_proto;
 pub use ami_proto::fleet::Budget;
 pub use driver::{MioDriver, Options, TooManyConnections};
+pub use fleet::{FleetReport, MioFleet};
 pub use report::{ConnId, Notice, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};
 #[cfg(feature = "tls")]

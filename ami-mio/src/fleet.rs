@@ -1,0 +1,346 @@
+//! `MioFleet`: an [`ami_proto::fleet::Fleet`] on one [`mio::Poll`]. The core fleet decides
+//! (names, routing, the merged stream, status, paced connects); this file only carries out
+//! its connects and closes and runs the same socket code as [`MioDriver`](crate::MioDriver)
+//! for each server, within the same per-step read budgets.
+
+use crate::conn::{Conn, Link, ReadEnd, Target};
+use crate::driver::{entropy, Options};
+use crate::report::UserReady;
+use crate::session::Session;
+use crate::{USER_TOKENS, WAKER_TOKEN};
+use ami_proto::fleet::{
+    Fleet, FleetConfig, FleetError, FleetItem, FleetOutput, FleetStats, Route, RouteError, Routed,
+    Scheduler, ServerId, ServerStatus,
+};
+use ami_proto::{Action, Client, ClientConfig, Input, SendOptions};
+use mio::{Events, Poll, Registry, Token, Waker};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One server of the fleet, as its socket code sees it: every input goes to the core fleet,
+/// which collects what the server's client produced.
+struct Member<'a> {
+    fleet: &'a mut Fleet,
+    id: ServerId,
+}
+
+impl Session for Member<'_> {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.fleet.handle_input(now, self.id, input);
+    }
+    fn transmit(&self) -> &[u8] {
+        self.fleet.transmit(self.id)
+    }
+    fn advance_transmit(&mut self, n: usize) {
+        self.fleet.advance_transmit(self.id, n);
+    }
+    fn messages_in(&self) -> u64 {
+        self.fleet.messages_in(self.id)
+    }
+    /// Nothing at once: the fleet's transport verbs are carried out after the server's turn.
+    /// A session that ended mid-read ignores the rest of that read (its client has no
+    /// transport any more), and the turn's budget bounds it.
+    fn settle(&mut self, _conn: &mut Conn) {}
+}
+
+/// What one [`MioFleet::step`] hands back.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct FleetReport {
+    /// News from the fleet, in order: [`FleetOutput::Status`] (the status watch),
+    /// [`FleetOutput::Completed`] and [`FleetOutput::Removed`]. Transport verbs never
+    /// appear here: the step carried them out.
+    pub news: Vec<FleetOutput>,
+    /// True when the merged stream has items: drain [`MioFleet::poll_event`].
+    pub events: bool,
+    /// Readiness of the caller's own sources.
+    pub user: Vec<UserReady>,
+    /// True when a budget stopped this step short; [`MioFleet::wait`] then returns at once.
+    pub more: bool,
+}
+
+/// Many Asterisk servers as one, on one [`mio::Poll`] in a loop that belongs to you.
+///
+/// The same two calls as [`MioDriver`](crate::MioDriver): [`step`](Self::step) never blocks,
+/// [`wait`](Self::wait) is the only call that does. Between them, the application adds and
+/// removes servers by name, routes actions ([`send`](Self::send)), and drains the merged
+/// event stream ([`poll_event`](Self::poll_event)), whose items name their server. The
+/// meaning of each is [`ami_proto::fleet`]'s; see there.
+///
+/// Servers are given by address: resolve names before [`add`](Self::add) (host names with
+/// lookups off the loop are [`MioDriver::add_host`](crate::MioDriver::add_host)'s, not yet
+/// the fleet's).
+pub struct MioFleet {
+    poll: Poll,
+    events: Events,
+    fleet: Fleet,
+    /// Per fleet slot: the server's ID and its socket.
+    conns: Vec<Option<(ServerId, Conn)>>,
+    scheduler: Scheduler,
+    buf: Vec<u8>,
+    waker: Arc<Waker>,
+    woken: bool,
+    user: Vec<UserReady>,
+    more: bool,
+}
+
+impl std::fmt::Debug for MioFleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MioFleet")
+            .field("servers", &self.fleet.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MioFleet {
+    /// An empty fleet with default [`Options`] (budgets) and [`FleetConfig`].
+    pub fn new() -> io::Result<MioFleet> {
+        MioFleet::with_options(Options::default(), FleetConfig::default())
+    }
+
+    /// An empty fleet. `options.budget` is the fleet's budget (it replaces `config.budget`);
+    /// `config.seed` is replaced with OS entropy, so two processes never share ActionID
+    /// prefixes.
+    pub fn with_options(options: Options, config: FleetConfig) -> io::Result<MioFleet> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
+        let mut config = config;
+        config.budget = options.budget;
+        config.max_servers = config.max_servers.min(crate::MAX_CONNS);
+        config.seed = entropy();
+        Ok(MioFleet {
+            events: Events::with_capacity(options.events_capacity.max(1)),
+            poll,
+            fleet: Fleet::new(config),
+            conns: Vec::new(),
+            scheduler: Scheduler::new(options.budget),
+            buf: vec![0; options.read_chunk.max(512)],
+            waker,
+            woken: false,
+            user: Vec::new(),
+            more: false,
+        })
+    }
+
+    /// Adds a server named `name` at `addr`; it connects during the next steps, within the
+    /// fleet's per-step connect budget.
+    pub fn add(
+        &mut self,
+        name: &str,
+        config: ClientConfig,
+        addr: SocketAddr,
+    ) -> Result<ServerId, FleetError> {
+        let id = self.fleet.add(Instant::now(), name, config)?;
+        if self.conns.len() <= id.index() {
+            self.conns.resize_with(id.index() + 1, || None);
+        }
+        if let Some(slot) = self.conns.get_mut(id.index()) {
+            *slot = Some((id, Conn::new(Target::Addr(addr))));
+        }
+        Ok(id)
+    }
+
+    /// Removes the server named `name` (see [`Fleet::remove`]): its socket is closed, its
+    /// pending actions complete, and [`FleetOutput::Removed`] follows in the next report.
+    pub fn remove(&mut self, now: Instant, name: &str) -> bool {
+        let Some(id) = self.fleet.id(name) else {
+            return false;
+        };
+        let removed = self.fleet.remove(now, name);
+        if let Some((_, mut conn)) = self.conns.get_mut(id.index()).and_then(Option::take) {
+            conn.drop_link(self.poll.registry());
+        }
+        removed
+    }
+
+    /// Sends `action` where `route` says (see [`Fleet::send`]); it is written by the next
+    /// step.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        route: Route<'_>,
+        action: Action,
+    ) -> Result<Routed, RouteError> {
+        self.fleet.send(now, route, action)
+    }
+
+    /// Sends a copy of `action` to every server (see [`Fleet::send_all`]).
+    pub fn send_all(&mut self, now: Instant, action: &Action) -> Vec<Result<Routed, RouteError>> {
+        self.fleet.send_all(now, action, SendOptions::default())
+    }
+
+    /// The next item of the merged stream (see [`Fleet::poll_event`]).
+    pub fn poll_event(&mut self) -> Option<FleetItem> {
+        self.fleet.poll_event()
+    }
+
+    /// Moves up to `max` items of the merged stream into `out` (see [`Fleet::poll_events`]).
+    pub fn poll_events(&mut self, out: &mut Vec<FleetItem>, max: usize) -> usize {
+        self.fleet.poll_events(out, max)
+    }
+
+    /// Where the server named `name` is.
+    pub fn status(&self, name: &str) -> Option<&ServerStatus> {
+        self.fleet.status(name)
+    }
+
+    /// Counters per server and in total.
+    pub fn stats(&self) -> FleetStats {
+        self.fleet.stats()
+    }
+
+    /// The core fleet, read-only (names, statuses, clients).
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// Runs `f` on the client of the server named `name` (see [`Fleet::with_client`]).
+    pub fn with_client<R>(
+        &mut self,
+        now: Instant,
+        name: &str,
+        f: impl FnOnce(&mut Client, Instant) -> R,
+    ) -> Option<R> {
+        self.fleet.with_client(now, name, f)
+    }
+
+    /// Closes every server at once (see [`Fleet::close_all`]); the next step closes the
+    /// sockets and reports the outcomes.
+    pub fn close_all(&mut self, now: Instant) {
+        self.fleet.close_all(now);
+    }
+
+    /// The poll's registry, for the caller's own sources (tokens in [`USER_TOKENS`] only).
+    pub fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// A waker for this poll: another thread may call `wake()` to end a [`wait`](Self::wait)
+    /// early.
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Blocks until I/O is ready, the fleet's next deadline, or `timeout`; returns at once if
+    /// the last step left work behind.
+    pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let now = Instant::now();
+        let mut limit = timeout;
+        if let Some(at) = self.fleet.poll_timeout() {
+            let d = at.saturating_duration_since(now);
+            limit = Some(limit.map_or(d, |l| l.min(d)));
+        }
+        let mut busy = self.woken || self.more || !self.user.is_empty();
+        for (id, conn) in self.conns.iter().flatten() {
+            busy |= conn.has_work(self.fleet.transmit(*id).is_empty());
+        }
+        if busy {
+            limit = Some(Duration::ZERO);
+        }
+        self.poll_into(limit)
+    }
+
+    fn poll_into(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for ev in self.events.iter() {
+            let token = ev.token().0;
+            if token == WAKER_TOKEN {
+                self.woken = true;
+            } else if USER_TOKENS.contains(&token) {
+                self.user.push(UserReady::from_event(ev));
+            } else if let Some((_, c)) = self.conns.get_mut(token).and_then(Option::as_mut) {
+                c.absorb(ev);
+            }
+        }
+        Ok(())
+    }
+
+    /// One non-blocking round: polls with a zero timeout, starts a fleet step at `now`
+    /// (timers, connect budget), carries out the fleet's connects and closes, gives every
+    /// server a read turn within the [`Budget`](crate::Budget) (rotating start) and writes
+    /// what each has to send. Never sleeps, never resolves a name.
+    ///
+    /// Pass `Instant::now()`.
+    pub fn step(&mut self, now: Instant) -> io::Result<FleetReport> {
+        self.poll_into(Some(Duration::ZERO))?;
+        self.woken = false;
+        let mut report = FleetReport {
+            user: std::mem::take(&mut self.user),
+            ..FleetReport::default()
+        };
+        self.fleet.handle_timeout(now);
+        self.carry_out(now, &mut report);
+        let registry = self.poll.registry();
+        let mut step = self.scheduler.begin(self.conns.len());
+        for index in step.order() {
+            let Some((id, conn)) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut member = Member {
+                fleet: &mut self.fleet,
+                id: *id,
+            };
+            conn.finish_connect(now, &mut member, registry);
+            if conn.readable && matches!(conn.link, Link::Open(_)) {
+                match step.turn(index) {
+                    Some(mut turn) => {
+                        let end = conn.read(now, &mut member, &mut turn, &mut self.buf);
+                        report.more |= end == ReadEnd::Budget;
+                        step.end_turn(turn);
+                    }
+                    None => report.more = true,
+                }
+            }
+            conn.write(now, &mut member);
+        }
+        self.scheduler.finish(step);
+        self.carry_out(now, &mut report);
+        self.more = report.more;
+        report.events = self.fleet.has_events();
+        Ok(report)
+    }
+
+    /// Drains the fleet's outputs: connects are started (the fleet already applied the
+    /// per-step connect budget), closes drop sockets, news go to the report.
+    fn carry_out(&mut self, now: Instant, report: &mut FleetReport) {
+        let registry = self.poll.registry();
+        loop {
+            match self.fleet.poll_output() {
+                FleetOutput::Wait(_) => return,
+                FleetOutput::Connect(id) => {
+                    let Some((_, conn)) = self
+                        .conns
+                        .get_mut(id.index())
+                        .and_then(Option::as_mut)
+                        .filter(|(known, _)| *known == id)
+                    else {
+                        continue;
+                    };
+                    conn.want_connect_now(registry);
+                    let mut member = Member {
+                        fleet: &mut self.fleet,
+                        id,
+                    };
+                    conn.start_connect(now, &mut member, registry, Token(id.index()));
+                }
+                FleetOutput::Close(id) => {
+                    if let Some((_, conn)) = self
+                        .conns
+                        .get_mut(id.index())
+                        .and_then(Option::as_mut)
+                        .filter(|(known, _)| *known == id)
+                    {
+                        conn.drop_link(registry);
+                    }
+                }
+                news => report.news.push(news),
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `MioFleet` over real loopback sockets against several simulator TCP fronts at once: one
+//! floods events, one restarts, one answers pings, one port refuses every connect. The merged
+//! stream names each server, the quiet ones lose nothing, the restarting server's status
+//! goes down and comes back, and pings on the quiet server keep completing on it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_mio::MioFleet;
+use ami_proto::fleet::{FleetOutput, Policy, Route, ServerStatus};
+use ami_proto::{Action, ActionId, StreamItem};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::{config, front, refused_addr, Flood};
+
+#[test]
+fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
+    let flood = Flood::start();
+    let restarting = front();
+    let pings = front();
+    let mut fleet = MioFleet::new().unwrap();
+    fleet.add("flood", config(1), flood.addr()).unwrap();
+    fleet
+        .add("restarts", config(2), restarting.local_addr())
+        .unwrap();
+    fleet.add("pings", config(3), pings.local_addr()).unwrap();
+    fleet.add("down", config(4), refused_addr()).unwrap();
+
+    let mut statuses: HashMap<String, Vec<&'static str>> = HashMap::new();
+    let mut events: HashMap<String, u64> = HashMap::new();
+    let mut gaps: HashMap<String, u64> = HashMap::new();
+    let mut inflight: Option<(ActionId, Instant)> = None;
+    let mut latencies = Vec::new();
+    let mut routed_by_policy = Vec::new();
+    let mut restarted = false;
+    let started = Instant::now();
+    let end = started + Duration::from_secs(3);
+    while Instant::now() < end {
+        let now = Instant::now();
+        let ready = |n: &str, f: &MioFleet| f.status(n).is_some_and(ServerStatus::is_ready);
+        if inflight.is_none() && ready("pings", &fleet) {
+            let r = fleet
+                .send(now, Route::Server("pings"), Action::new("Ping"))
+                .unwrap();
+            inflight = Some((r.id, now));
+        }
+        if !restarted && ready("restarts", &fleet) && now - started > Duration::from_millis(800) {
+            restarting.restart(Duration::from_millis(300));
+            restarted = true;
+        }
+        if routed_by_policy.len() < 20 {
+            if let Ok(r) = fleet.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping")) {
+                routed_by_policy.push(r.server.to_string());
+            }
+        }
+        let report = fleet.step(now).unwrap();
+        for news in report.news {
+            match news {
+                FleetOutput::Status { server, status } => {
+                    statuses
+                        .entry(server.to_string())
+                        .or_default()
+                        .push(status.label());
+                }
+                FleetOutput::Completed {
+                    server,
+                    id,
+                    outcome,
+                } => {
+                    if let Some((want, at)) = &inflight {
+                        if *want == id {
+                            assert_eq!(server.as_str(), "pings");
+                            assert!(outcome.is_success(), "{outcome:?}");
+                            latencies.push(at.elapsed());
+                            inflight = None;
+                        }
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        while let Some(item) = fleet.poll_event() {
+            match item.item {
+                StreamItem::Event(_) => *events.entry(item.server.to_string()).or_default() += 1,
+                StreamItem::Gap { dropped } => {
+                    *gaps.entry(item.server.to_string()).or_default() += dropped
+                }
+                _ => {}
+            }
+        }
+        fleet.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    let max = latencies.iter().max().copied().unwrap_or_default();
+    println!(
+        "fleet over loopback: {} pings on the quiet server, max latency {max:?}; events {events:?}; gaps {gaps:?}; statuses {statuses:?}",
+        latencies.len()
+    );
+    assert!(
+        latencies.len() >= 20,
+        "only {} pings answered",
+        latencies.len()
+    );
+    assert!(
+        events.get("flood").copied().unwrap_or(0) > 10_000,
+        "{events:?}"
+    );
+    assert!(
+        gaps.keys().all(|k| k == "flood"),
+        "only the flooder may lose events: {gaps:?}"
+    );
+    let restarts = &statuses["restarts"];
+    let down = restarts.iter().position(|s| *s == "backing_off");
+    let back = restarts.iter().rposition(|s| *s == "ready");
+    assert!(
+        matches!((down, back), (Some(d), Some(b)) if d < b),
+        "restarts: {restarts:?}"
+    );
+    assert!(statuses["down"].iter().all(|s| *s != "ready"));
+    assert!(
+        routed_by_policy.iter().all(|s| s != "down"),
+        "policy routing picked a server that is not ready: {routed_by_policy:?}"
+    );
+    let stats = fleet.stats();
+    assert!(stats.most_connects_in_a_step <= 16);
+    fleet.close_all(Instant::now());
+    let report = fleet.step(Instant::now()).unwrap();
+    assert!(report.news.iter().any(|n| matches!(
+        n,
+        FleetOutput::Status {
+            status: ServerStatus::Closed { .. },
+            ..
+        }
+    )));
+}
