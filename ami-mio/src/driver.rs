@@ -1,10 +1,10 @@
 //! `MioDriver`: many AMI clients on one `mio::Poll`.
 
 use crate::conn::{ReadEnd, Target};
-use crate::report::{ConnId, Notice, Report, UserReady};
+use crate::report::{poll_ready, ConnId, Notice, Report, UserReady};
 use crate::resolver::{system_resolve, Request, ResolveFn, Resolver};
 use crate::session::Owned;
-use crate::{MAX_CONNS, USER_TOKENS, WAKER_TOKEN};
+use crate::{MAX_CONNS, WAKER_TOKEN};
 use ami_proto::fleet::{Budget, Scheduler};
 use ami_proto::{
     Action, ActionId, Client, ClientConfig, SendError, SendOptions, Stats, StreamItem,
@@ -84,7 +84,7 @@ struct Slot {
 ///   deadline, or the caller's timeout. It does no I/O of its own; the next `step` does it.
 ///
 /// The caller may register its own sources on [`registry`](Self::registry) with tokens in
-/// [`USER_TOKENS`]; their readiness comes back in [`Report::user`].
+/// [`USER_TOKENS`](crate::USER_TOKENS); their readiness comes back in [`Report::user`].
 pub struct MioDriver {
     poll: Poll,
     events: Events,
@@ -361,7 +361,7 @@ impl MioDriver {
             .collect()
     }
 
-    /// The poll's registry, for the caller's own sources. Use tokens in [`USER_TOKENS`] only.
+    /// The poll's registry, for the caller's own sources. Use tokens in [`USER_TOKENS`](crate::USER_TOKENS) only.
     pub fn registry(&self) -> &Registry {
         self.poll.registry()
     }
@@ -395,22 +395,19 @@ impl MioDriver {
     }
 
     fn poll_into(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        for ev in self.events.iter() {
-            let token = ev.token().0;
-            if token == WAKER_TOKEN {
-                self.woken = true;
-            } else if USER_TOKENS.contains(&token) {
-                self.user.push(UserReady::from_event(ev));
-            } else if let Some(c) = self.slots.get_mut(token).and_then(|s| s.conn.as_mut()) {
-                c.conn.absorb(ev);
-            }
-        }
-        Ok(())
+        let slots = &mut self.slots;
+        poll_ready(
+            &mut self.poll,
+            &mut self.events,
+            timeout,
+            &mut self.woken,
+            &mut self.user,
+            |token, ev| {
+                if let Some(c) = slots.get_mut(token).and_then(|s| s.conn.as_mut()) {
+                    c.conn.absorb(ev);
+                }
+            },
+        )
     }
 
     /// One non-blocking round: polls with a zero timeout, then gives every connection its

@@ -5,9 +5,9 @@
 
 use crate::conn::{Conn, Link, ReadEnd, Target};
 use crate::driver::{entropy, Options};
-use crate::report::UserReady;
+use crate::report::{poll_ready, UserReady};
 use crate::session::Session;
-use crate::{USER_TOKENS, WAKER_TOKEN};
+use crate::WAKER_TOKEN;
 use ami_proto::fleet::{
     Fleet, FleetConfig, FleetError, FleetItem, FleetOutput, FleetStats, Route, RouteError, Routed,
     Scheduler, ServerId, ServerStatus,
@@ -212,7 +212,7 @@ impl MioFleet {
         self.fleet.close_all(now);
     }
 
-    /// The poll's registry, for the caller's own sources (tokens in [`USER_TOKENS`] only).
+    /// The poll's registry, for the caller's own sources (tokens in [`USER_TOKENS`](crate::USER_TOKENS) only).
     pub fn registry(&self) -> &Registry {
         self.poll.registry()
     }
@@ -243,22 +243,19 @@ impl MioFleet {
     }
 
     fn poll_into(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        match self.poll.poll(&mut self.events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        for ev in self.events.iter() {
-            let token = ev.token().0;
-            if token == WAKER_TOKEN {
-                self.woken = true;
-            } else if USER_TOKENS.contains(&token) {
-                self.user.push(UserReady::from_event(ev));
-            } else if let Some((_, c)) = self.conns.get_mut(token).and_then(Option::as_mut) {
-                c.absorb(ev);
-            }
-        }
-        Ok(())
+        let conns = &mut self.conns;
+        poll_ready(
+            &mut self.poll,
+            &mut self.events,
+            timeout,
+            &mut self.woken,
+            &mut self.user,
+            |token, ev| {
+                if let Some((_, c)) = conns.get_mut(token).and_then(Option::as_mut) {
+                    c.absorb(ev);
+                }
+            },
+        )
     }
 
     /// One non-blocking round: polls with a zero timeout, starts a fleet step at `now`

@@ -105,3 +105,32 @@ impl Report {
         self.notices.is_empty() && self.events.is_empty() && self.user.is_empty()
     }
 }
+
+/// Polls `poll` once and sorts what it reports: the waker sets `woken`, the caller's tokens
+/// go to `user`, and a connection token goes to `conn` (its slot index and the event).
+/// Shared by [`MioDriver`](crate::MioDriver) and [`MioFleet`](crate::MioFleet).
+pub(crate) fn poll_ready(
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    timeout: Option<std::time::Duration>,
+    woken: &mut bool,
+    user: &mut Vec<UserReady>,
+    mut conn: impl FnMut(usize, &Event),
+) -> std::io::Result<()> {
+    match poll.poll(events, timeout) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    for ev in events.iter() {
+        let token = ev.token().0;
+        if token == crate::WAKER_TOKEN {
+            *woken = true;
+        } else if crate::USER_TOKENS.contains(&token) {
+            user.push(UserReady::from_event(ev));
+        } else {
+            conn(token, ev);
+        }
+    }
+    Ok(())
+}
