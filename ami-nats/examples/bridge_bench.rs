@@ -1,0 +1,140 @@
+//! Measurement, not a test: sustained events/s from 10 simulated Asterisk servers through one
+//! bridge into JetStream (file storage, nats-server on the same box), and the failover time
+//! from killing the lease holder to the first event published by the next bridge.
+//!
+//! ```text
+//! cargo run --release -p ami-nats --example bridge_bench
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use ami_nats::BridgeConfig;
+use async_nats::jetstream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn last_seq(rt: &tokio::runtime::Runtime, js: &jetstream::Context) -> u64 {
+    rt.block_on(async {
+        let mut s = js.get_stream("AMI").await.unwrap();
+        s.info().await.unwrap().state.last_sequence
+    })
+}
+
+fn main() {
+    let Some(nats) = Nats::start() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async { jetstream::new(async_nats::connect(nats.url()).await.unwrap()) });
+
+    // Throughput: 10 servers, each fed in bursts by one driver thread.
+    let servers = 10;
+    let fronts: Arc<Vec<_>> = Arc::new((0..servers).map(|_| sim()).collect());
+    let specs = fronts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| spec(&format!("pbx{i}"), f, login().build().unwrap()))
+        .collect();
+    let bridge =
+        TestBridge::start(BridgeConfig::new(nats.url(), specs).lease_ttl(Duration::from_secs(5)));
+    wait_for(Duration::from_secs(20), "all logged in", || {
+        fronts.iter().all(|f| f.stats().logins == 1)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let per_burst: usize = std::env::var("BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let driver = {
+        let (fronts, stop) = (fronts.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for f in fronts.iter() {
+                    f.with_server(|s, now| s.emit_user_events(now, per_burst));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (s0, t0) = (last_seq(&rt, &js), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let (s1, t1) = (last_seq(&rt, &js), Instant::now());
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap();
+    let emitted: u64 = fronts.iter().map(|f| f.stats().events_emitted).sum();
+    let rate = (s1 - s0) as f64 / (t1 - t0).as_secs_f64();
+    let offered = emitted as f64 / (t1 - t0 + Duration::from_secs(2)).as_secs_f64();
+    println!("throughput: {rate:.0} events/s stored by JetStream (file storage), {servers} servers offering ~{offered:.0} events/s");
+    let m = bridge.metrics();
+    for l in m.lines().filter(|l| {
+        l.starts_with("ami_bridge_events_dropped_total")
+            || l.starts_with("ami_bridge_publish_retries")
+    }) {
+        println!("  {l}");
+    }
+    bridge.shutdown();
+    drop(fronts);
+
+    // Failover: two bridges for one server, kill the holder, time the first event published
+    // by the other (the server emits 10 events every 5 ms throughout).
+    let ttl = Duration::from_secs(2);
+    let front = Arc::new(sim());
+    let cfg = |id: &str| {
+        BridgeConfig::new(
+            nats.url(),
+            vec![spec("fo", &front, login().build().unwrap())],
+        )
+        .lease_ttl(ttl)
+        .bridge_id(id)
+    };
+    let first = TestBridge::start(cfg("holder"));
+    wait_for(Duration::from_secs(10), "holder serves", || {
+        first.serving().len() == 1
+    });
+    let second = TestBridge::start(cfg("standby"));
+    wait_for(Duration::from_secs(10), "logged in", || {
+        front.stats().logins == 1
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let driver = {
+        let (front, stop) = (front.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                front.with_server(|s, now| s.emit_user_events(now, 10));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    if !second.serving().is_empty() || first.serving().is_empty() {
+        println!("failover: not measured, the holder lost its lease before the kill (machine overloaded?)");
+        return;
+    }
+    let killed = Instant::now();
+    first.kill();
+    let took = rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let mut sub = client.subscribe("ami.fo.event.>").await.unwrap();
+        use futures_util::StreamExt;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .unwrap()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            if v["session"].as_str().unwrap_or("").starts_with("standby-") {
+                return killed.elapsed();
+            }
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap();
+    println!("failover: {took:?} from killing the lease holder to the first event published by the standby (lease TTL {ttl:?})");
+    second.shutdown();
+}
