@@ -61,7 +61,6 @@ fn events_arrive_in_order_with_nothing_lost() {
             spec("pbx2", &b, login().build().unwrap()),
         ],
     )
-    .lease_ttl(Duration::from_secs(2))
     .metrics("127.0.0.1:0".parse().unwrap());
     let bridge = TestBridge::start(config);
     wait_for(Duration::from_secs(10), "both servers served", || {
@@ -128,7 +127,6 @@ fn metrics_endpoint_serves_prometheus_text() {
         .unwrap()
         .port();
     let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
-        .lease_ttl(Duration::from_secs(2))
         .metrics(format!("127.0.0.1:{port}").parse().unwrap());
     let bridge = TestBridge::start(config);
     wait_for(Duration::from_secs(10), "served", || {
@@ -162,8 +160,7 @@ fn metrics_endpoint_serves_prometheus_text() {
 fn consumer_replays_from_a_sequence() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
-    let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
-        .lease_ttl(Duration::from_secs(2));
+    let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())]);
     let bridge = TestBridge::start(config);
     wait_for(Duration::from_secs(10), "logged in", || {
         a.stats().logins == 1
@@ -252,7 +249,8 @@ fn killed_bridge_is_replaced_with_gap_and_session_markers_and_no_duplicates() {
         .filter(|s| s.seq > start)
         .all(|s| s.body["session"].as_str().unwrap().starts_with("second-")));
     eprintln!("takeover after kill: {took:?} (lease TTL 2 s)");
-    assert!(took < Duration::from_secs(4), "takeover took {took:?}");
+    // Lease TTL plus one check interval plus a login; generous for a loaded machine.
+    assert!(took < Duration::from_secs(5), "takeover took {took:?}");
     second.shutdown();
 }
 
@@ -428,10 +426,10 @@ fn malformed_action_requests_get_an_error_and_reach_no_asterisk() {
         .ping_interval(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let bridge = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)])
-            .lease_ttl(Duration::from_secs(2)),
-    );
+    let bridge = TestBridge::start(BridgeConfig::new(
+        nats.url(),
+        vec![spec("pbx1", &a, client)],
+    ));
     wait_for(Duration::from_secs(10), "logged in", || {
         a.stats().logins == 1
     });
@@ -475,10 +473,10 @@ fn malformed_action_requests_get_an_error_and_reach_no_asterisk() {
 fn idempotency_key_blocks_a_second_originate() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
-    let bridge = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
-            .lease_ttl(Duration::from_secs(2)),
-    );
+    let bridge = TestBridge::start(BridgeConfig::new(
+        nats.url(),
+        vec![spec("pbx1", &a, login().build().unwrap())],
+    ));
     wait_for(Duration::from_secs(10), "logged in", || {
         a.stats().logins == 1
     });
