@@ -29,6 +29,10 @@
 //! 4. Hand your consumer the events from [`Client::poll_event`] when it asks for them. The
 //!    queue is bounded; when the consumer is behind, events are dropped by the configured
 //!    [`OverflowPolicy`] and a [`StreamItem::Gap`] says how many. The reader never waits.
+//!    Session boundaries travel in the same stream, in order between the events:
+//!    [`StreamItem::Ready`] opens every session and [`StreamItem::Disconnected`] (with the
+//!    reason) marks where one was lost, so a consumer knows where it missed events nobody
+//!    can count.
 //! 5. Sleep until bytes arrive ([`Input::Received`], [`Input::Eof`],
 //!    [`Input::TransportError`]), the caller sends an action, or the deadline from `Wait`
 //!    passes ([`Client::handle_timeout`]). Then go to 2.

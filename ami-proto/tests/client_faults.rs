@@ -59,7 +59,11 @@ fn disconnect_mid_list_fails_the_list_once_leaks_nothing_and_the_next_connection
         }
         other => panic!("{other:?}"),
     };
-    assert!(h.events().is_empty(), "no list item reaches the stream");
+    assert_eq!(
+        labels(&h.events()),
+        ["ready", "down:eof"],
+        "no list item reaches the stream, only the session's boundaries"
+    );
     assert_eq!(h.client.stats().pending, 0);
     assert_eq!(h.client.stats().in_flight, 0);
 
@@ -74,7 +78,7 @@ fn disconnect_mid_list_fails_the_list_once_leaks_nothing_and_the_next_connection
         panic!("{:?}", h.outcome(&list2))
     };
     assert_eq!(resp.items().len(), 1);
-    assert!(h.events().is_empty());
+    assert_eq!(labels(&h.events()), ["ready"]);
     assert_eq!(h.outcomes(&list).len(), 1);
     assert_eq!(h.outcomes(&ping).len(), 1);
 }
@@ -117,14 +121,39 @@ fn flood_of_unknown_action_ids_is_counted_delivered_and_bounded() {
     assert_eq!(h.client.events_queued(), 1000);
     assert_eq!(s.events_queued + s.events_dropped, 10_000);
     let items = h.events();
-    assert_eq!(items.len(), 1001);
-    assert_eq!(items[0], StreamItem::Gap { dropped: 9000 });
-    assert_eq!(stream_label(&items[1]), "UserEvent9000");
-    assert_eq!(stream_label(&items[1000]), "UserEvent9999");
+    assert_eq!(items.len(), 1002);
+    assert_eq!(stream_label(&items[0]), "ready");
+    assert_eq!(items[1], StreamItem::Gap { dropped: 9000 });
+    assert_eq!(stream_label(&items[2]), "UserEvent9000");
+    assert_eq!(stream_label(&items[1001]), "UserEvent9999");
     // The session is unharmed.
     let id = h.send(Action::new("Ping"));
     h.feed(&pong(id.as_str()));
     assert!(h.outcome(&id).is_success());
+}
+
+#[test]
+fn session_boundaries_reach_the_stream_in_order_between_the_events() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    h.feed(&event("E", 1));
+    h.feed(&event("E", 2));
+    let retry = match &h.eof()[..] {
+        [Out::Close, Out::Disconnected(_, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    // The consumer reads only now: the loss sits between the two sessions' events.
+    h.advance_to(retry);
+    h.ready();
+    h.feed(&event("E", 3));
+    assert_eq!(
+        labels(&h.events()),
+        ["ready", "E1", "E2", "down:eof", "ready", "E3"]
+    );
+    h.client.close(h.now);
+    h.drain();
+    assert_eq!(labels(&h.events()), ["down:local_close"]);
 }
 
 // ----- refused actions ------------------------------------------------------------------------
@@ -328,7 +357,7 @@ fn event_overflow_drop_oldest_reports_the_gap_first_then_the_newest_events() {
     let mut h = overflow_harness(OverflowPolicy::DropOldest);
     assert!(five_events(&mut h).is_empty());
     assert_eq!(h.client.events_queued(), 3);
-    assert_eq!(labels(&h.events()), ["gap2", "E3", "E4", "E5"]);
+    assert_eq!(labels(&h.events()), ["ready", "gap2", "E3", "E4", "E5"]);
     assert_eq!(h.client.stats().events_dropped, 2);
     // Room again: no stale gap.
     h.feed(&event("E", 6));
@@ -341,7 +370,7 @@ fn event_overflow_drop_newest_keeps_the_oldest_events_then_the_gap() {
     let mut h = overflow_harness(OverflowPolicy::DropNewest);
     assert!(five_events(&mut h).is_empty());
     assert_eq!(h.client.events_queued(), 3);
-    assert_eq!(labels(&h.events()), ["E1", "E2", "E3", "gap2"]);
+    assert_eq!(labels(&h.events()), ["ready", "E1", "E2", "E3", "gap2"]);
     assert_eq!(h.client.stats().events_dropped, 2);
     h.feed(&event("E", 6));
     assert_eq!(labels(&h.events()), ["E6"]);
@@ -380,7 +409,10 @@ fn event_overflow_close_session_disconnects_and_fails_pending_once() {
         other => panic!("{other:?}"),
     };
     assert_eq!(h.client.stats().disconnect_count("event_overflow"), 1);
-    assert_eq!(labels(&h.events()), ["E1", "E2", "E3"]);
+    assert_eq!(
+        labels(&h.events()),
+        ["ready", "E1", "E2", "E3", "down:event_overflow"]
+    );
     // The queued action survives and runs on the next session.
     h.advance_to(retry);
     h.ready();
@@ -726,8 +758,8 @@ fn list_overflow_reports_once_and_swallows_the_rest_of_the_list() {
         h.outcome(&list),
         Outcome::ListOverflow { items: 2, .. }
     ));
-    assert!(h.events().is_empty());
     assert_eq!(h.client.stats().list_items_dropped, 3);
+    assert_eq!(labels(&h.events()), ["ready"], "no list item reaches the stream");
     assert_eq!(h.client.stats().in_flight, 0);
     assert_eq!(h.client.stats().pending, 0);
 }

@@ -19,6 +19,10 @@ fn ready() -> Harness {
         .unwrap();
     let mut h = Harness::new(cfg, Instant::now());
     h.ready();
+    assert!(
+        matches!(&h.events()[..], [StreamItem::Ready { .. }]),
+        "every session opens the stream with Ready"
+    );
     h
 }
 

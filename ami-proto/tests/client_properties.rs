@@ -211,6 +211,8 @@ struct Model {
     delivered: u64,
     gaps: u64,
     last_delivered_seq: u64,
+    /// The stream said a session is up (`Ready`) and not yet that it was lost.
+    session_up: bool,
     flood_n: u64,
 }
 
@@ -295,6 +297,7 @@ impl Model {
             delivered: 0,
             gaps: 0,
             last_delivered_seq: 0,
+            session_up: false,
             flood_n: 0,
         };
         m.settle();
@@ -811,6 +814,15 @@ impl Model {
             StreamItem::Gap { dropped } => {
                 assert!(dropped > 0);
                 self.gaps += dropped;
+            }
+            // Boundaries alternate, starting with Ready.
+            StreamItem::Ready { .. } => {
+                assert!(!self.session_up, "two Ready with no loss between");
+                self.session_up = true;
+            }
+            StreamItem::Disconnected { .. } => {
+                assert!(self.session_up, "a loss with no Ready before it");
+                self.session_up = false;
             }
             other => panic!("{other:?}"),
         }

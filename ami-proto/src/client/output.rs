@@ -63,6 +63,23 @@ pub enum StreamItem {
         /// Number of events lost at this point of the stream.
         dropped: u64,
     },
+    /// A session is up (logged in, filters applied): the events after this item are from it.
+    /// The first item of every session, including the first one.
+    Ready {
+        /// The AMI version from the banner, e.g. `11.0.0`.
+        ami_version: String,
+    },
+    /// The session was lost here. Whatever the server sent from now until the next
+    /// [`StreamItem::Ready`] is missed and cannot be counted; a consumer that keeps state
+    /// (a call view) must resynchronise after the next `Ready`.
+    ///
+    /// A session that came back after an outage and was lost again before it delivered any
+    /// event is folded into that outage (the first loss reason is kept), so a consumer that
+    /// stalls across many reconnects costs a bounded queue.
+    Disconnected {
+        /// Why the session was lost.
+        reason: DisconnectReason,
+    },
 }
 
 /// Why a session ended.

@@ -386,7 +386,7 @@ pub fn async_originate(timeout_ms: u64) -> Action {
         .field("Async", "true")
 }
 
-/// The `Seq` header of a stream item, or the gap size as a negative number.
+/// A stream item as a short label: event name and `Seq`, `gapN`, `ready` or `down:<reason>`.
 pub fn stream_label(item: &StreamItem) -> String {
     match item {
         StreamItem::Event(m) => format!(
@@ -395,6 +395,8 @@ pub fn stream_label(item: &StreamItem) -> String {
             m.get_str("Seq").unwrap_or("")
         ),
         StreamItem::Gap { dropped } => format!("gap{dropped}"),
+        StreamItem::Ready { .. } => "ready".to_string(),
+        StreamItem::Disconnected { reason } => format!("down:{reason}"),
         other => format!("{other:?}"),
     }
 }

@@ -125,6 +125,7 @@ impl Client {
         self.ready_since = Some(now);
         self.stats.logins += 1;
         log::info!("AMI session ready (AMI {})", self.ami_version);
+        self.events.session_ready(self.ami_version.clone());
         self.outputs.push_back(Output::Ready {
             ami_version: self.ami_version.clone(),
         });

@@ -410,8 +410,9 @@ impl Client {
         }
     }
 
-    /// The next item of the event stream: an event, or a gap notice where events were
-    /// dropped. The queue is bounded; the reader never waits for this call.
+    /// The next item of the event stream: an event, a gap notice where events were dropped,
+    /// or a session boundary (`Ready`, `Disconnected`). The queue is bounded; the reader
+    /// never waits for this call.
     pub fn poll_event(&mut self) -> Option<StreamItem> {
         self.events.pop()
     }

@@ -10,6 +10,10 @@ impl Client {
             return;
         }
         let had_transport = self.state != State::Backoff;
+        if self.ready_since.is_some() {
+            // Only a session that was announced `Ready` in the stream ends in it.
+            self.events.session_lost(reason.clone());
+        }
         log::info!("AMI session lost: {reason}");
         self.stats.disconnects_by_reason[reason.index()] += 1;
         if had_transport {
