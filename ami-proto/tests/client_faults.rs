@@ -8,7 +8,7 @@ mod scripted;
 
 use ami_proto::{
     Action, AuthMethod, Client, ClientConfig, ClientConfigBuilder, DisconnectReason, EncodeError,
-    Input, Outcome, OverflowPolicy, SendError, StreamItem,
+    Input, Outcome, OverflowPolicy, SendError, SendOptions, StreamItem,
 };
 use scripted::{
     async_originate, event, goodbye, id_of, list_complete, list_item, list_start, msg,
@@ -154,6 +154,65 @@ fn session_boundaries_reach_the_stream_in_order_between_the_events() {
     h.client.close(h.now);
     h.drain();
     assert_eq!(labels(&h.events()), ["down:local_close"]);
+}
+
+#[test]
+fn a_marked_action_leaves_its_mark_where_its_answer_arrived_in_the_stream() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let list = h
+        .client
+        .send_action_with(
+            h.now,
+            Action::new("CoreShowChannels"),
+            SendOptions::default().with_mark(7),
+        )
+        .unwrap();
+    h.drain();
+    h.feed(&event("E", 1));
+    h.feed(&list_start(list.as_str()));
+    h.feed(&list_item(list.as_str(), 1));
+    h.feed(&list_complete(list.as_str(), 1));
+    h.feed(&event("E", 2));
+    assert!(h.outcome(&list).is_success());
+    assert_eq!(labels(&h.events()), ["ready", "E1", "mark7", "E2"]);
+    // A marked action that dies with the link still leaves its mark, after the loss.
+    let ping = h
+        .client
+        .send_action_with(h.now, Action::new("Ping"), SendOptions::default().with_mark(8))
+        .unwrap();
+    h.drain();
+    h.eof();
+    assert_eq!(h.outcome(&ping), &Outcome::Unknown(DisconnectReason::Eof));
+    assert_eq!(labels(&h.events()), ["down:eof", "mark8"]);
+}
+
+#[test]
+fn marked_actions_are_refused_when_marks_would_outgrow_the_event_queue() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().event_queue_cap(2).build().unwrap(), t0);
+    h.ready();
+    let marked = |h: &mut Harness, m| {
+        h.client
+            .send_action_with(h.now, Action::new("Ping"), SendOptions::default().with_mark(m))
+    };
+    let a = marked(&mut h, 1).unwrap();
+    let b = marked(&mut h, 2).unwrap();
+    assert_eq!(
+        marked(&mut h, 3),
+        Err(SendError::QueueFull {
+            what: "stream_marks",
+            cap: 2
+        })
+    );
+    h.drain();
+    h.feed(&pong(a.as_str()));
+    h.feed(&pong(b.as_str()));
+    // Both marks wait in the stream: still full until the consumer reads them.
+    assert!(marked(&mut h, 3).is_err());
+    assert_eq!(labels(&h.events()), ["ready", "mark1", "mark2"]);
+    assert!(marked(&mut h, 3).is_ok());
 }
 
 // ----- refused actions ------------------------------------------------------------------------

@@ -170,6 +170,8 @@ pub struct Harness {
     /// When the server is expected to be reachable again (after a restart).
     server_back_at: Option<Instant>,
     ready: bool,
+    /// The stream said a session is up (a `Ready` item not yet followed by `Disconnected`).
+    stream_session_up: bool,
     last_ready: Option<Instant>,
     /// From this instant on the link is healthy: new actions must get a server answer.
     healthy_from: Option<Instant>,
@@ -231,6 +233,7 @@ impl Harness {
             consumer_paused_until: None,
             server_back_at: None,
             ready: false,
+            stream_session_up: false,
             last_ready: None,
             healthy_from: None,
             healthy_actions: HashSet::new(),
@@ -351,6 +354,19 @@ impl Harness {
                         self.violate("gap notice with zero events".into());
                     }
                     self.gap_total += dropped;
+                }
+                // Session boundaries alternate, Ready first, and match the outputs.
+                StreamItem::Ready { .. } => {
+                    if self.stream_session_up {
+                        self.violate("two Ready stream items with no loss between".into());
+                    }
+                    self.stream_session_up = true;
+                }
+                StreamItem::Disconnected { .. } => {
+                    if !self.stream_session_up {
+                        self.violate("a Disconnected stream item with no Ready before".into());
+                    }
+                    self.stream_session_up = false;
                 }
                 _ => {}
             }

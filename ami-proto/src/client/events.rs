@@ -16,15 +16,19 @@ pub(crate) enum Offer {
     Overflow,
 }
 
-/// Holds at most `cap` events plus markers (gap notices and session boundaries).
+/// Holds at most `cap` events, marks of completed marked actions (at most `cap`, enforced by
+/// the client when it accepts a marked action) and notices (gaps and session boundaries).
 ///
-/// Markers never displace events and are never dropped; instead every run of markers between
-/// two events is kept in a canonical form of at most seven items (see [`fold`]), so a consumer that
-/// stalls across many reconnects costs a bounded queue: at most `8 * cap + 7` items.
+/// Notices and marks never displace events and are never dropped; instead every run of
+/// notices between two events or marks is kept in a canonical form of at most seven items
+/// (see [`fold`]), so a consumer that stalls across many reconnects costs a bounded queue:
+/// at most `2 * cap` events and marks plus `7 * (2 * cap + 1)` notices.
 #[derive(Debug)]
 pub(crate) struct EventQueue {
     items: VecDeque<StreamItem>,
     events: usize,
+    /// Marks waiting in `items` (bounded by the client, which refuses marked actions).
+    marks: usize,
     cap: usize,
     policy: OverflowPolicy,
     /// Events dropped at the back (drop-newest), reported after the queued items.
@@ -39,6 +43,7 @@ impl EventQueue {
         EventQueue {
             items: VecDeque::new(),
             events: 0,
+            marks: 0,
             cap,
             policy,
             trailing_gap: 0,
@@ -83,6 +88,17 @@ impl EventQueue {
         }
         self.episode += 1;
         Offer::Dropped
+    }
+
+    pub(crate) fn marks(&self) -> usize {
+        self.marks
+    }
+
+    /// A marked action completed here.
+    pub(crate) fn mark(&mut self, mark: u64) {
+        self.flush_trailing_gap();
+        self.items.push_back(StreamItem::Mark { mark });
+        self.marks += 1;
     }
 
     /// A session came up: events after this marker are from it.
@@ -132,7 +148,7 @@ impl EventQueue {
         self.items[at] = StreamItem::Gap { dropped: 1 };
         self.events -= 1;
         // The run of markers now reaches to the next event.
-        let end = self.items.iter().skip(at).position(|i| matches!(i, StreamItem::Event(_)));
+        let end = self.items.iter().skip(at).position(splits_runs);
         let end = end.map_or(self.items.len(), |n| at + n);
         self.fold_run(end);
     }
@@ -142,7 +158,7 @@ impl EventQueue {
         let start = self
             .items
             .range(..end)
-            .rposition(|i| matches!(i, StreamItem::Event(_)))
+            .rposition(splits_runs)
             .map_or(0, |n| n + 1);
         if end - start < 2 {
             return;
@@ -156,8 +172,10 @@ impl EventQueue {
     pub(crate) fn pop(&mut self) -> Option<StreamItem> {
         match self.items.pop_front() {
             Some(item) => {
-                if matches!(item, StreamItem::Event(_)) {
-                    self.events -= 1;
+                match item {
+                    StreamItem::Event(_) => self.events -= 1,
+                    StreamItem::Mark { .. } => self.marks -= 1,
+                    _ => {}
                 }
                 Some(item)
             }
@@ -210,6 +228,12 @@ fn fold(run: Vec<StreamItem>) -> Vec<StreamItem> {
     out
 }
 
+/// Events and marks end a run of foldable markers: a mark is an answer the consumer waits
+/// for, so the session it arrived in is never folded away.
+fn splits_runs(item: &StreamItem) -> bool {
+    matches!(item, StreamItem::Event(_) | StreamItem::Mark { .. })
+}
+
 fn gap_of(item: &StreamItem) -> u64 {
     match item {
         StreamItem::Gap { dropped } => *dropped,
@@ -238,6 +262,7 @@ mod tests {
                 StreamItem::Gap { dropped } => format!("gap{dropped}"),
                 StreamItem::Ready { .. } => "up".to_string(),
                 StreamItem::Disconnected { reason } => format!("down:{reason}"),
+                StreamItem::Mark { mark } => format!("mark{mark}"),
             })
             .collect()
     }
@@ -347,6 +372,20 @@ mod tests {
             // Never a Ready directly followed by a loss after an earlier loss in one run.
             assert!(matches!(items.last(), Some(StreamItem::Disconnected { .. })));
         }
+    }
+
+    #[test]
+    fn marks_are_never_dropped_and_keep_a_session_from_folding() {
+        let mut q = EventQueue::new(1, OverflowPolicy::DropOldest);
+        q.session_lost(DisconnectReason::Eof);
+        q.session_ready("v".into());
+        q.mark(3);
+        q.session_lost(DisconnectReason::Eof);
+        q.offer(ev(0));
+        q.offer(ev(1));
+        assert_eq!(q.marks(), 1);
+        assert_eq!(drain(&mut q), ["down:eof", "up", "mark3", "down:eof", "gap1", "E1"]);
+        assert_eq!(q.marks(), 0);
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub enum StreamItem {
         /// Number of events lost at this point of the stream.
         dropped: u64,
     },
+    /// The action sent with [`SendOptions::with_mark`](crate::SendOptions::with_mark)`(mark)`
+    /// completed here: events before this item arrived before its answer, events after it
+    /// after. Never dropped.
+    Mark {
+        /// The caller's value from `with_mark`.
+        mark: u64,
+    },
     /// A session is up (logged in, filters applied): the events after this item are from it.
     /// The first item of every session, including the first one.
     Ready {

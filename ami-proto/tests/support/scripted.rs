@@ -396,6 +396,7 @@ pub fn stream_label(item: &StreamItem) -> String {
         ),
         StreamItem::Gap { dropped } => format!("gap{dropped}"),
         StreamItem::Ready { .. } => "ready".to_string(),
+        StreamItem::Mark { mark } => format!("mark{mark}"),
         StreamItem::Disconnected { reason } => format!("down:{reason}"),
         other => format!("{other:?}"),
     }

@@ -229,6 +229,9 @@ impl Client {
             "AMI action {id} finished: {}",
             Outcome::NAMES[outcome.index()]
         );
+        if let Some(mark) = self.marks.remove(&id) {
+            self.events.mark(mark);
+        }
         self.outputs.push_back(Output::Completed { id, outcome });
     }
 

@@ -14,7 +14,7 @@ use super::stats::Stats;
 use crate::wire::action::{Action, ActionId, EncodeError};
 use crate::wire::decoder::{Decoder, Frame, BANNER_PREFIX};
 use crate::wire::message::{Message, MessageKind};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -81,6 +81,10 @@ pub enum SendError {
 pub struct SendOptions {
     /// Deadline for the response (and list) phase; default: the config's `action_timeout`.
     pub timeout: Option<Duration>,
+    /// Put a [`StreamItem::Mark`] with this value in the event stream where the action
+    /// completes, so a consumer knows which events came before its answer. See
+    /// [`SendOptions::with_mark`].
+    pub mark: Option<u64>,
 }
 
 impl SendOptions {
@@ -88,7 +92,19 @@ impl SendOptions {
     pub fn timeout(timeout: Duration) -> SendOptions {
         SendOptions {
             timeout: Some(timeout),
+            mark: None,
         }
+    }
+
+    /// Also put `StreamItem::Mark { mark }` in the event stream when the action completes
+    /// (whatever the outcome), after every event that arrived before its answer and before
+    /// every event after it. A state kept from events (a call view) uses it to line a
+    /// snapshot's answer up with the events around it. Marks are never dropped; a marked
+    /// action is refused ([`SendError::QueueFull`], `stream_marks`) while marks waiting in the
+    /// stream plus marked actions pending reach `event_queue_cap`.
+    pub fn with_mark(mut self, mark: u64) -> SendOptions {
+        self.mark = Some(mark);
+        self
     }
 }
 
@@ -157,6 +173,8 @@ pub struct Client {
     logoff_requested: bool,
     failures: u32,
     ready_since: Option<Instant>,
+    /// Marks of pending marked actions (see [`SendOptions::with_mark`]).
+    marks: HashMap<ActionId, u64>,
     stats: Stats,
 }
 
@@ -226,6 +244,7 @@ impl Client {
             logoff_requested: false,
             failures: 0,
             ready_since: None,
+            marks: HashMap::new(),
             stats: Stats::default(),
         };
         client.start_connect(now);
@@ -506,8 +525,19 @@ impl Client {
                 cap: self.config.max_queued_actions,
             });
         }
+        if options.mark.is_some()
+            && self.events.marks() + self.marks.len() >= self.config.event_queue_cap
+        {
+            return Err(SendError::QueueFull {
+                what: "stream_marks",
+                cap: self.config.event_queue_cap,
+            });
+        }
         let (seq, id) = self.next_id();
         action.validate(Some(&id))?;
+        if let Some(mark) = options.mark {
+            self.marks.insert(id.clone(), mark);
+        }
         log::debug!("AMI action {} queued as {id}", action.name());
         self.pending.insert(
             seq,
