@@ -180,7 +180,11 @@ fn a_marked_action_leaves_its_mark_where_its_answer_arrived_in_the_stream() {
     // A marked action that dies with the link still leaves its mark, after the loss.
     let ping = h
         .client
-        .send_action_with(h.now, Action::new("Ping"), SendOptions::default().with_mark(8))
+        .send_action_with(
+            h.now,
+            Action::new("Ping"),
+            SendOptions::default().with_mark(8),
+        )
         .unwrap();
     h.drain();
     h.eof();
@@ -194,8 +198,11 @@ fn marked_actions_are_refused_when_marks_would_outgrow_the_event_queue() {
     let mut h = Harness::new(base().event_queue_cap(2).build().unwrap(), t0);
     h.ready();
     let marked = |h: &mut Harness, m| {
-        h.client
-            .send_action_with(h.now, Action::new("Ping"), SendOptions::default().with_mark(m))
+        h.client.send_action_with(
+            h.now,
+            Action::new("Ping"),
+            SendOptions::default().with_mark(m),
+        )
     };
     let a = marked(&mut h, 1).unwrap();
     let b = marked(&mut h, 2).unwrap();
@@ -818,7 +825,11 @@ fn list_overflow_reports_once_and_swallows_the_rest_of_the_list() {
         Outcome::ListOverflow { items: 2, .. }
     ));
     assert_eq!(h.client.stats().list_items_dropped, 3);
-    assert_eq!(labels(&h.events()), ["ready"], "no list item reaches the stream");
+    assert_eq!(
+        labels(&h.events()),
+        ["ready"],
+        "no list item reaches the stream"
+    );
     assert_eq!(h.client.stats().in_flight, 0);
     assert_eq!(h.client.stats().pending, 0);
 }
