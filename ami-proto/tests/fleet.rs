@@ -239,6 +239,11 @@ fn a_flooding_server_cannot_push_out_a_quiet_servers_events() {
     let flood = f.add(now, "flood", client_config()).unwrap();
     let quiet = f.add(now, "quiet", client_config()).unwrap();
     all_ready(&mut f, now);
+    // Each session opens its stream with a Ready item; take those first.
+    let opened = std::iter::from_fn(|| f.poll_event())
+        .filter(|i| matches!(i.item, StreamItem::Ready { .. }))
+        .count();
+    assert_eq!(opened, 2);
     let mut burst = Vec::new();
     for seq in 0..1000 {
         burst.extend(event("Flood", seq));
