@@ -154,8 +154,7 @@ impl Encoder {
                     schema::gap(p, GapReason::Overflow, Some(dropped))
                 });
             }
-            UpItem::Stream(_) => {}
-            UpItem::Connected { ami_version } => {
+            UpItem::Stream(StreamItem::Ready { ami_version }) => {
                 add(format!("ami.{token}.session"), &|p| {
                     schema::session(
                         p,
@@ -164,7 +163,8 @@ impl Encoder {
                     )
                 });
             }
-            UpItem::Disconnected { reason } => {
+            UpItem::Stream(StreamItem::Disconnected { reason }) => {
+                let reason = reason.to_string();
                 add(format!("ami.{token}.session"), &|p| {
                     schema::session(
                         p,
@@ -177,6 +177,8 @@ impl Encoder {
                     schema::gap(p, GapReason::Disconnected, None)
                 });
             }
+            // Marks belong to actions sent with one; the bridge sends none.
+            UpItem::Stream(_) => {}
             UpItem::LeaseAcquired { previous } => {
                 let mut extra = vec![("bridge", bridge)];
                 if let Some(prev) = &previous {

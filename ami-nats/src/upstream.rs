@@ -20,12 +20,8 @@ pub(crate) type ServerIx = usize;
 /// One item of the merged stream.
 #[derive(Debug)]
 pub(crate) enum UpItem {
-    /// An event or a counted gap from the AMI session.
+    /// An item of the AMI session's stream: an event, a counted gap, a session boundary.
     Stream(StreamItem),
-    /// A session logged in.
-    Connected { ami_version: String },
-    /// The session was lost (a reconnect follows unless the server was removed).
-    Disconnected { reason: String },
     /// This bridge took the server's lease (the first item of a tenure); `previous` names
     /// the bridge that held it before, if its lease had to be taken over.
     LeaseAcquired { previous: Option<String> },
@@ -81,13 +77,7 @@ impl Upstream {
         }
         let (handle, events) =
             ami_tokio::spawn(spec.client.clone(), (spec.host.as_str(), spec.port));
-        let forwarder = tokio::spawn(forward(
-            ix,
-            term,
-            handle.status(),
-            events,
-            self.merged.clone(),
-        ));
+        let forwarder = tokio::spawn(forward(ix, term, events, self.merged.clone()));
         serving.insert(ix, Serving { handle, forwarder });
     }
 
@@ -152,65 +142,19 @@ impl Upstream {
     }
 }
 
-/// Moves one session's items into the merged stream, with a marker when it logs in or is lost.
-/// The status is looked at before each batch, so a session's first events follow its
-/// `Connected` marker. (Exact placement needs session items from the core's stream; a status
-/// flap shorter than one batch can fold into one marker pair.)
+/// Moves one session's items into the merged stream, in order: events, counted gaps and
+/// the session boundaries (`Ready`, `Disconnected`) the core puts between them.
 async fn forward(
     ix: ServerIx,
     term: u64,
-    mut status: tokio::sync::watch::Receiver<Status>,
     mut events: ami_tokio::Events,
     merged: mpsc::Sender<Tagged>,
 ) {
-    let mut up = false;
     let mut batch = Vec::with_capacity(256);
-    loop {
-        let marker = match &*status.borrow_and_update() {
-            Status::Ready { ami_version } if !up => {
-                up = true;
-                Some(UpItem::Connected {
-                    ami_version: ami_version.clone(),
-                })
-            }
-            Status::Disconnected { reason, .. } | Status::Closed { reason } if up => {
-                up = false;
-                Some(UpItem::Disconnected {
-                    reason: reason.to_string(),
-                })
-            }
-            _ => None,
-        };
-        if let Some(m) = marker {
-            if matches!(m, UpItem::Disconnected { .. }) {
-                // What the lost session delivered comes before the marker.
-                while let Some(item) = events.try_recv() {
-                    if merged.send((ix, term, UpItem::Stream(item))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            if merged.send((ix, term, m)).await.is_err() {
+    while events.recv_many(&mut batch, 256).await > 0 {
+        for item in batch.drain(..) {
+            if merged.send((ix, term, UpItem::Stream(item))).await.is_err() {
                 return;
-            }
-        }
-        tokio::select! {
-            // A status change first: a session's first events come after its marker.
-            biased;
-            changed = status.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-            }
-            n = events.recv_many(&mut batch, 256) => {
-                if n == 0 {
-                    return;
-                }
-                for item in batch.drain(..) {
-                    if merged.send((ix, term, UpItem::Stream(item))).await.is_err() {
-                        return;
-                    }
-                }
             }
         }
     }

@@ -503,3 +503,76 @@ fn idempotency_key_blocks_a_second_originate() {
     assert_eq!(a.stats().calls_started, 2);
     bridge.shutdown();
 }
+
+#[test]
+fn asterisk_restart_is_marked_between_the_sessions_events() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let bridge = TestBridge::start(BridgeConfig::new(
+        nats.url(),
+        vec![spec("pbx1", &a, login().build().unwrap())],
+    ));
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
+    storm(&a, 300);
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "first storm", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 300
+    });
+    a.restart(Duration::from_millis(300));
+    wait_for(Duration::from_secs(10), "logged in again", || {
+        a.stats().logins == 2
+    });
+    storm(&a, 300);
+    wait_for(Duration::from_secs(10), "second storm", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 600
+    });
+    let all = block(read_stream(&url, 1));
+    assert_positions_contiguous(&all);
+    let kinds: Vec<String> = all
+        .iter()
+        .filter(|s| s.body["type"] != "event")
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s.body["type"].as_str().unwrap(),
+                s.body["state"]
+                    .as_str()
+                    .or(s.body["reason"].as_str())
+                    .unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session:lease_acquired",
+            "session:connected",
+            "session:disconnected",
+            "gap:disconnected",
+            "session:connected"
+        ]
+    );
+    // The first storm comes before the loss, the second after the new login.
+    let at = |what: &str| {
+        all.iter()
+            .position(|s| s.body["state"] == what || s.body["reason"] == what)
+            .unwrap()
+    };
+    let lost = at("disconnected");
+    let storm_positions: Vec<usize> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| header(&s.body, "UserEvent") == Some("SimStorm"))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(storm_positions[..300].iter().all(|&i| i < lost));
+    let relogin = all
+        .iter()
+        .rposition(|s| s.body["state"] == "connected")
+        .unwrap();
+    assert!(storm_positions[300..].iter().all(|&i| i > relogin));
+    assert!(all[at("disconnected")].body["reason"].is_string());
+    bridge.shutdown();
+}
