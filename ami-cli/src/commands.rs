@@ -4,7 +4,8 @@ use crate::connect;
 use crate::json;
 use crate::{Cli, Command, Failure, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
 use ami_proto::{
-    Action, ActionError, ActionId, Decoder, DecoderLimits, Frame, StreamItem, MAX_ACTION_ID_LEN,
+    Action, ActionError, ActionId, Decoder, DecoderLimits, Frame, MessageKind, StreamItem,
+    MAX_ACTION_ID_LEN,
 };
 use ami_tokio::{AmiError, Status};
 use std::io::Write;
@@ -222,10 +223,11 @@ pub(crate) async fn originate(cli: &Cli, action: Action) -> Result<(), Failure> 
     printed
 }
 
-pub(crate) fn decode(file: &std::path::Path) -> Result<(), Failure> {
+pub(crate) fn decode(file: &std::path::Path, typed: bool) -> Result<(), Failure> {
     let bytes = std::fs::read(file)
         .map_err(|e| Failure::new(EXIT_USAGE, format!("{}: {e}", file.display())))?;
     let mut decoder = Decoder::new(DecoderLimits::default());
+    let mut report = json::TypedReport::default();
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     let mut rest = &bytes[..];
@@ -234,6 +236,10 @@ pub(crate) fn decode(file: &std::path::Path) -> Result<(), Failure> {
         rest = &rest[n..];
         while let Some(frame) = decoder.decode() {
             match frame {
+                Ok(Frame::Message(m)) if typed && m.kind() == MessageKind::Event => {
+                    let line = report.typed_line(&m);
+                    writeln!(lock, "{line}").map_err(out_err)?
+                }
                 Ok(Frame::Message(m)) => {
                     writeln!(lock, "{}", json::message(&m)).map_err(out_err)?
                 }
@@ -255,5 +261,8 @@ pub(crate) fn decode(file: &std::path::Path) -> Result<(), Failure> {
         s.messages,
         s.lines_too_long + s.messages_too_large + s.too_many_fields
     );
+    if typed {
+        eprintln!("ami: {report}");
+    }
     Ok(())
 }

@@ -133,6 +133,10 @@ pub(crate) enum Command {
     Decode {
         /// The capture file (bytes as the server sent them).
         file: std::path::PathBuf,
+        /// Print events through the typed layer (header names as on the wire, typed
+        /// values) and report every field that does not parse as its declared type.
+        #[arg(long)]
+        typed: bool,
     },
     /// Events/s and actions/s against a server (default: an embedded simulator).
     Bench {
@@ -149,7 +153,7 @@ pub(crate) enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = commands::check(&cli.command).and_then(|()| match (&cli.command, cli.runtime) {
-        (Command::Decode { file }, _) => commands::decode(file),
+        (Command::Decode { file, typed }, _) => commands::decode(file, *typed),
         (_, Runtime::AsyncStd) => async_std_runtime::run(&cli),
         (_, Runtime::Mio) => mio_runtime::run(&cli),
         (_, Runtime::Tokio) => run_tokio(&cli),

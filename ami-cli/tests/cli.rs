@@ -218,6 +218,49 @@ fn decode_prints_every_message_of_a_capture() {
 }
 
 #[test]
+fn decode_typed_prints_typed_events_and_reports_fields_that_do_not_parse() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/asterisk-22.10.1/originate_async.raw"
+    );
+    let out = ami(&["decode", "--typed", file]);
+    assert_eq!(out.status.code(), Some(0));
+    let hangup = lines(&out)
+        .into_iter()
+        .find(|l| l.contains(r#""event":"Hangup""#))
+        .expect("a Hangup line");
+    assert!(hangup.contains(r#""known":true"#), "{hangup}");
+    let cause = hangup.split(r#""Cause":"#).nth(1).unwrap_or("");
+    assert!(
+        cause.starts_with(|c: char| c.is_ascii_digit()),
+        "an integer, not a string: {hangup}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0 of kinds the catalog does not know), 0 fields did not parse"),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("ami-decode-typed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.raw");
+    std::fs::write(
+        &bad,
+        "Asterisk Call Manager/11.0.0\r\nEvent: Hangup\r\nCause: soon\r\n\r\n",
+    )
+    .unwrap();
+    let out = ami(&["decode", "--typed", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"Hangup: Cause: "soon" is not integer"#),
+        "{err}"
+    );
+    assert!(err.contains("1 fields did not parse"), "{err}");
+    assert!(lines(&out)[0].contains(r#""Cause":"soon""#), "kept as sent");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(ami(&["action"]).status.code(), Some(2));
     assert_eq!(

@@ -71,6 +71,10 @@
 //! The catalog has 181 documented events and 56 found only in the C source; the 43 of those
 //! whose fields are known are typed too (`QueueMember`, `QueueSummary`, list completions).
 //!
+//! The adapters hand out [`ami_proto::StreamItem`]s; [`TypedItem::typed`] views one as an
+//! [`Event`] (`None` for a gap), so typed consumers read the same bounded queue as
+//! everyone else.
+//!
 //! ## Actions
 //!
 //! One builder per action in [`actions`]: required parameters are arguments of `new`,
@@ -95,6 +99,7 @@ mod action;
 mod event;
 pub mod read;
 pub mod spec;
+mod stream;
 
 #[cfg(feature = "serde")]
 mod serde_impl;
@@ -104,6 +109,7 @@ mod generated;
 
 pub use generated::events::Event;
 pub use read::{FieldIssue, FieldValue, Reading};
+pub use stream::TypedItem;
 
 /// Typed views of every event the catalog knows, and the snapshot views they share.
 pub mod events {
