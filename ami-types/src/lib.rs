@@ -72,7 +72,7 @@
 //! whose fields are known are typed too (`QueueMember`, `QueueSummary`, list completions).
 //!
 //! The adapters hand out [`ami_proto::StreamItem`]s; [`TypedItem::typed`] views one as an
-//! [`Event`] (`None` for a gap), so typed consumers read the same bounded queue as
+//! [`Event`] (`None` for a gap, a mark or a session boundary), so typed consumers read the same bounded queue as
 //! everyone else.
 //!
 //! ## Actions

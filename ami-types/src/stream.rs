@@ -16,17 +16,18 @@ use ami_proto::StreamItem;
 ///     match item.typed() {
 ///         Some(Event::Hangup(h)) => println!("{:?} hung up: {:?}", h.channel().name(), h.cause()),
 ///         Some(other) => println!("{:?}", other.name()),
-///         None => println!("a gap: events were dropped here"),
+///         None => println!("not an event: {item:?}"),
 ///     }
 /// }
 /// # let _ = on_item;
 /// ```
 pub trait TypedItem {
-    /// The typed event; `None` for a [`StreamItem::Gap`].
+    /// The typed event; `None` for an item that is not an event (a gap, a mark, a session
+    /// boundary).
     fn typed(&self) -> Option<Event<'_>>;
 
-    /// The item as one event type (`item.typed_as::<events::Hangup>()`); `None` for a gap
-    /// or another event.
+    /// The item as one event type (`item.typed_as::<events::Hangup>()`); `None` for another
+    /// event or an item that is not an event.
     fn typed_as<'a, T: FromEvent<'a>>(&'a self) -> Option<T>;
 }
 

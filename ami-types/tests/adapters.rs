@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_mio::MioDriver;
-use ami_proto::ClientConfig;
+use ami_proto::{ClientConfig, StreamItem};
 use ami_sim::tcp::TcpFront;
 use ami_sim::SimConfig;
 use ami_types::events::UserEvent;
@@ -49,7 +49,10 @@ fn mio_stream_items_read_as_typed_events() {
                     Some(Event::FullyBooted(f)) => booted = f.status().is_some(),
                     Some(Event::UserEvent(u)) => storm.extend(storm_seq(u)),
                     Some(_) => {}
-                    None => panic!("a gap in a 3-event stream"),
+                    None => assert!(
+                        !matches!(item, StreamItem::Gap { .. }),
+                        "a gap in a short stream"
+                    ),
                 }
             }
         }
