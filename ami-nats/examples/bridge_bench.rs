@@ -40,8 +40,15 @@ fn main() {
         .enumerate()
         .map(|(i, f)| spec(&format!("pbx{i}"), f, login().build().unwrap()))
         .collect();
-    let bridge =
-        TestBridge::start(BridgeConfig::new(nats.url(), specs).lease_ttl(Duration::from_secs(5)));
+    let window = std::env::var("WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let bridge = TestBridge::start(
+        BridgeConfig::new(nats.url(), specs)
+            .lease_ttl(Duration::from_secs(5))
+            .publish_window(window),
+    );
     wait_for(Duration::from_secs(20), "all logged in", || {
         fronts.iter().all(|f| f.stats().logins == 1)
     });
@@ -63,14 +70,24 @@ fn main() {
     };
     std::thread::sleep(Duration::from_secs(2));
     let (s0, t0) = (last_seq(&rt, &js), Instant::now());
-    std::thread::sleep(Duration::from_secs(10));
+    let mut peak_backlog = 0i64;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let b = bridge
+            .metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix("ami_bridge_backlog ")?.trim().parse().ok())
+            .unwrap_or(0);
+        peak_backlog = peak_backlog.max(b);
+    }
     let (s1, t1) = (last_seq(&rt, &js), Instant::now());
     stop.store(true, Ordering::Relaxed);
     driver.join().unwrap();
     let emitted: u64 = fronts.iter().map(|f| f.stats().events_emitted).sum();
     let rate = (s1 - s0) as f64 / (t1 - t0).as_secs_f64();
     let offered = emitted as f64 / (t1 - t0 + Duration::from_secs(2)).as_secs_f64();
-    println!("throughput: {rate:.0} events/s stored by JetStream (file storage), {servers} servers offering ~{offered:.0} events/s");
+    println!("throughput: {rate:.0} events/s stored by JetStream (file storage), {servers} servers offering ~{offered:.0} events/s, publish window {window}");
+    println!("  peak backlog (items waiting for NATS acks): {peak_backlog}");
     let m = bridge.metrics();
     for l in m.lines().filter(|l| {
         l.starts_with("ami_bridge_events_dropped_total")
