@@ -51,6 +51,8 @@ pub(crate) struct Control {
     action_slots: Arc<Semaphore>,
     /// Per server: the term held and the instant by which it must be renewed.
     fences: Mutex<Vec<Option<(u64, Instant)>>>,
+    /// Held while a server starts or stops being served, so the two never interleave.
+    serve_lock: Mutex<()>,
     /// Per server: the task answering `ami.<server>.action`.
     action_tasks: Mutex<HashMap<ServerIx, JoinHandle<()>>>,
 }
@@ -61,8 +63,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Control {
-    /// This bridge took `ix`'s lease as `term` (its KV revision then).
-    pub(crate) async fn acquired(
+    /// This bridge took `ix`'s lease as `term` (its KV revision then). Returns at once: the
+    /// lease loop must not wait on a full merged stream (NATS slow) while other leases need
+    /// renewing, so the marker, the session and the action subscription start in a task.
+    pub(crate) fn acquired(
         self: &Arc<Self>,
         ix: ServerIx,
         term: u64,
@@ -73,34 +77,45 @@ impl Control {
             return;
         };
         log::info!("{}: lease acquired (term {term})", spec.name);
-        self.terms.set(ix, term);
-        if let Some(f) = lock(&self.fences).get_mut(ix) {
-            *f = Some((term, fence_at));
+        {
+            let _serve = lock(&self.serve_lock);
+            self.terms.set(ix, term);
+            if let Some(f) = lock(&self.fences).get_mut(ix) {
+                *f = Some((term, fence_at));
+            }
         }
         self.metrics.set_lease(ix, true);
-        // The marker enters the merged stream before any event of the new session.
-        if self
-            .merged
-            .send((ix, term, UpItem::LeaseAcquired { previous }))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        self.upstream.add(ix, term, spec);
-        match self
-            .nats
-            .subscribe(format!("ami.{}.action", spec.token))
-            .await
-        {
-            Ok(sub) => {
-                let task = tokio::spawn(serve_actions(self.clone(), Some(ix), term, sub));
-                if let Some(old) = lock(&self.action_tasks).insert(ix, task) {
-                    old.abort();
-                }
+        let me = self.clone();
+        tokio::spawn(async move {
+            // The marker enters the merged stream before any event of the new session.
+            let marker = (ix, term, UpItem::LeaseAcquired { previous });
+            if me.merged.send(marker).await.is_err() {
+                return;
             }
-            Err(e) => log::warn!("{}: cannot subscribe to actions: {e}", spec.name),
-        }
+            let Some(spec) = me.servers.get(ix) else {
+                return;
+            };
+            let sub = me
+                .nats
+                .subscribe(format!("ami.{}.action", spec.token))
+                .await;
+            // Checked and started under the lock `lost` takes: a lease lost meanwhile never
+            // leaves a session behind.
+            let _serve = lock(&me.serve_lock);
+            if !me.terms.is_current(ix, term) {
+                return;
+            }
+            me.upstream.add(ix, term, spec);
+            match sub {
+                Ok(sub) => {
+                    let task = tokio::spawn(serve_actions(me.clone(), Some(ix), term, sub));
+                    if let Some(old) = lock(&me.action_tasks).insert(ix, task) {
+                        old.abort();
+                    }
+                }
+                Err(e) => log::warn!("{}: cannot subscribe to actions: {e}", spec.name),
+            }
+        });
     }
 
     /// The lease of `ix` was renewed; it must be renewed again by `fence_at`.
@@ -115,6 +130,7 @@ impl Control {
     /// This bridge no longer holds `ix` under `term`: stop at once (nothing more of it is
     /// published, its session closes, its action subject is left).
     pub(crate) fn lost(&self, ix: ServerIx, term: u64) {
+        let _serve = lock(&self.serve_lock);
         if !self.terms.is_current(ix, term) {
             return;
         }
@@ -312,6 +328,8 @@ impl Bridge {
         // Publish acks and API calls wait at most this long before the publisher retries.
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(2))
+            // Acks of publishes dropped after a failure free their slot this soon.
+            .ack_timeout(Duration::from_secs(2))
             .max_ack_inflight(config.publish_window.max(1) * 2)
             .backpressure_on_inflight(true)
             .build(nats.clone());
@@ -350,6 +368,7 @@ impl Bridge {
             idempotency,
             action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
             fences: Mutex::new(vec![None; servers.len()]),
+            serve_lock: Mutex::new(()),
             action_tasks: Mutex::new(HashMap::new()),
         });
         let mut tasks = Vec::new();

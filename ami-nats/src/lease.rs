@@ -167,7 +167,7 @@ async fn try_acquire(
     };
     match result {
         Ok(Ok(revision)) => {
-            control.acquired(ix, revision, previous, sent + fence).await;
+            control.acquired(ix, revision, previous, sent + fence);
             Some(State::Held {
                 term: revision,
                 revision,
