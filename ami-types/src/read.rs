@@ -139,17 +139,25 @@ pub fn read_fields<'a>(
     spec: &'static MessageSpec,
     m: &'a Message,
 ) -> impl Iterator<Item = (Field<'a>, Reading<'a>)> + 'a {
+    // Asterisk prints fields in the order the catalog lists them, so the field after the
+    // last one found is tried first; a full scan only when that guess misses.
+    let mut next = 0;
     m.fields().map(move |field| {
-        let reading = if is_envelope(field.key) {
-            Reading::Envelope
-        } else {
-            match std::str::from_utf8(field.key)
-                .ok()
-                .and_then(|k| spec.field(k))
-            {
-                Some(fs) => read_value(fs, field.value),
-                None => Reading::Undeclared,
+        // Specs never declare envelope headers, so a hit on the guess is not one.
+        let declared = match spec.fields.get(next) {
+            Some(fs) if fs.name.as_bytes().eq_ignore_ascii_case(field.key) => Some(next),
+            _ if is_envelope(field.key) => return (field, Reading::Envelope),
+            _ => spec
+                .fields
+                .iter()
+                .position(|fs| fs.name.as_bytes().eq_ignore_ascii_case(field.key)),
+        };
+        let reading = match declared {
+            Some(i) => {
+                next = i + 1;
+                read_value(&spec.fields[i], field.value)
             }
+            None => Reading::Undeclared,
         };
         (field, reading)
     })

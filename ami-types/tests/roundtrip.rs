@@ -197,3 +197,30 @@ fn non_utf8_text_is_reported_and_kept_as_bytes() {
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].raw.as_bytes(), b"Jos\xe9");
 }
+
+#[test]
+fn fields_in_any_order_are_read_through_their_declared_types() {
+    let m = decode(
+        "Event: QueueMemberStatus\r\nPaused: 1\r\nWrapuptime: 5\r\nActionID: x\r\nQueue: q\r\n\
+         Paused: 0\r\nInCall: 1\r\nMembership: static\r\n\r\n",
+    );
+    let readings: Vec<_> = Event::from_message(&m).read_fields().collect();
+    assert_eq!(readings.len(), 8);
+    assert!(matches!(readings[0].1, Reading::Envelope));
+    assert!(
+        matches!(readings[3].1, Reading::Envelope),
+        "ActionID anywhere"
+    );
+    let typed: Vec<_> = readings.iter().filter_map(|(_, r)| typed_of(r)).collect();
+    assert_eq!(
+        typed,
+        [
+            Typed::Bool(true),
+            Typed::Int(5),
+            Typed::Text("q".into()),
+            Typed::Bool(false),
+            Typed::Bool(true),
+            Typed::Enum("static".into()),
+        ]
+    );
+}
