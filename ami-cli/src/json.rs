@@ -1,75 +1,102 @@
-//! One JSON object per message: `{"type":"event"|"response","headers":[["Key","Value"],...]}`.
+//! One JSON object per message, written by serde_json (strict JSON):
 //!
-//! Headers keep wire order and repeated keys. Bytes that are not UTF-8 are escaped, never
-//! dropped: each invalid byte `0xNN` becomes `\udcNN` (Python's "surrogateescape"), which
-//! is lossless and tells such bytes apart from any real character.
+//! ```text
+//! {"type":"event","headers":[["Event","Newchannel"],["CallerIDName","Alice"]]}
+//! ```
+//!
+//! `type` is `event`, `response`, `action` or `other`. `headers` keeps wire order and
+//! repeated keys, each header a two-element array `[key, value]`. `listen` also writes
+//! session boundaries, `{"type":"session",...}` (see [`session_ready`]).
+//!
+//! ## Bytes that are not UTF-8
+//!
+//! A key or value that is valid UTF-8 is a JSON string. One that is not (a caller name in
+//! Latin-1, say) is an object instead, so nothing is lost and nothing is guessed:
+//!
+//! ```text
+//! ["CallerIDName",{"base64":"Sm9z6Q==","lossy":"Jos\ufffd"}]
+//! ```
+//!
+//! `base64` holds the exact bytes (standard alphabet, padded); `lossy` is the same text with
+//! each invalid sequence replaced by U+FFFD, for display only. Readers: jq
+//! `if type == "object" then .base64 | @base64d else . end` (jq's decoder yields text);
+//! Python `base64.b64decode(v["base64"]) if isinstance(v, dict) else v.encode()`.
 
+use crate::{Failure, EXIT_OTHER};
 use ami_proto::{Message, MessageKind};
-use std::fmt::Write;
+use base64::Engine;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
 
-fn push_str_escaped(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// A key or value: a string when it is UTF-8, else `{"base64", "lossy"}`.
+enum Text<'a> {
+    Utf8(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Text<'a> {
+    fn of(bytes: &'a [u8]) -> Text<'a> {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Text::Utf8(s),
+            Err(_) => Text::Bytes(bytes),
         }
     }
 }
 
-/// Appends `bytes` as a JSON string literal.
-pub(crate) fn push_bytes(out: &mut String, mut bytes: &[u8]) {
-    out.push('"');
-    loop {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => {
-                push_str_escaped(out, s);
-                break;
-            }
-            Err(e) => {
-                let (good, rest) = bytes.split_at(e.valid_up_to());
-                push_str_escaped(out, std::str::from_utf8(good).unwrap_or(""));
-                let bad = e.error_len().unwrap_or(rest.len());
-                for b in &rest[..bad] {
-                    let _ = write!(out, "\\udc{b:02x}");
-                }
-                bytes = &rest[bad..];
+impl Serialize for Text<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Text::Utf8(t) => s.serialize_str(t),
+            Text::Bytes(b) => {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry(
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(b),
+                )?;
+                m.serialize_entry("lossy", &String::from_utf8_lossy(b))?;
+                m.end()
             }
         }
     }
-    out.push('"');
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    headers: Vec<[Text<'a>; 2]>,
 }
 
 /// The message as one JSON line (no trailing newline).
-pub(crate) fn message(msg: &Message) -> String {
+pub(crate) fn message(msg: &Message) -> Result<String, Failure> {
     let kind = match msg.kind() {
         MessageKind::Event => "event",
         MessageKind::Response => "response",
         MessageKind::Action => "action",
         _ => "other",
     };
-    let mut out = String::with_capacity(msg.wire_bytes().len() + 64);
-    out.push_str("{\"type\":\"");
-    out.push_str(kind);
-    out.push_str("\",\"headers\":[");
-    for (i, f) in msg.fields().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('[');
-        push_bytes(&mut out, f.key);
-        out.push(',');
-        push_bytes(&mut out, f.value.as_bytes());
-        out.push(']');
-    }
-    out.push_str("]}");
-    out
+    let line = Line {
+        kind,
+        headers: msg
+            .fields()
+            .map(|f| [Text::of(f.key), Text::of(f.value.as_bytes())])
+            .collect(),
+    };
+    serde_json::to_string(&line)
+        .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write JSON: {e}")))
+}
+
+/// A session boundary as one JSON line: `{"type":"session","state":"ready","ami_version":V}`
+/// where a session starts (the first line of `listen`, and after each reconnect), and
+/// `{"type":"session","state":"lost","reason":TEXT}` where one was lost: events the server
+/// sent between the two are missed and cannot be counted.
+pub(crate) fn session_ready(ami_version: &str) -> String {
+    serde_json::json!({"type": "session", "state": "ready", "ami_version": ami_version}).to_string()
+}
+
+/// See [`session_ready`].
+pub(crate) fn session_lost(reason: &str) -> String {
+    serde_json::json!({"type": "session", "state": "lost", "reason": reason}).to_string()
 }
 
 /// `ami decode --typed`: events through `ami-types`, with counts of what did not type.
@@ -84,7 +111,15 @@ impl TypedReport {
     /// The event as one JSON line: `{"type":"event","event":NAME,"known":BOOL,"fields":{..}}`
     /// with wire header names and typed values. Every field that does not parse as its
     /// declared type is reported on stderr (and printed as the string it was).
-    pub(crate) fn typed_line(&mut self, m: &Message) -> String {
+    pub(crate) fn typed_line(&mut self, m: &Message) -> Result<String, Failure> {
+        #[derive(Serialize)]
+        struct Typed<'a, F: Serialize> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            event: &'a str,
+            known: bool,
+            fields: &'a F,
+        }
         let event = ami_types::Event::from_message(m);
         self.events += 1;
         let name = event.name().unwrap_or("");
@@ -95,16 +130,14 @@ impl TypedReport {
             self.issues += 1;
             eprintln!("ami: {name}: {issue}");
         }
-        let mut out = String::from("{\"type\":\"event\",\"event\":");
-        push_bytes(&mut out, name.as_bytes());
-        let _ = write!(out, ",\"known\":{},\"fields\":", event.spec().is_some());
-        match serde_json::to_string(&event) {
-            Ok(fields) => out.push_str(&fields),
-            // Serialising a map of strings and numbers cannot fail; keep the line valid anyway.
-            Err(_) => out.push_str("null"),
-        }
-        out.push('}');
-        out
+        let line = Typed {
+            kind: "event",
+            event: name,
+            known: event.spec().is_some(),
+            fields: &event,
+        };
+        serde_json::to_string(&line)
+            .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write JSON: {e}")))
     }
 }
 
@@ -119,9 +152,11 @@ impl std::fmt::Display for TypedReport {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
     use ami_proto::{Decoder, DecoderLimits, Frame};
+    use serde_json::{json, Value};
 
     fn one(wire: &[u8]) -> Message {
         let mut d = Decoder::without_banner(DecoderLimits::default());
@@ -132,19 +167,40 @@ mod tests {
         }
     }
 
+    fn parsed(wire: &[u8]) -> Value {
+        serde_json::from_str(&message(&one(wire)).unwrap()).unwrap()
+    }
+
     #[test]
-    fn keeps_order_and_repeated_keys() {
+    fn keeps_order_and_repeated_keys_and_escapes_quotes() {
         let m = one(b"Response: Success\r\nOutput: a\r\nOutput: \"b\"\\\r\n\r\n");
         assert_eq!(
-            message(&m),
+            message(&m).unwrap(),
             r#"{"type":"response","headers":[["Response","Success"],["Output","a"],["Output","\"b\"\\"]]}"#
         );
     }
 
     #[test]
-    fn non_utf8_bytes_are_escaped_not_dropped() {
-        let m = one(b"Event: Newchannel\r\nCallerIDName: Jos\xe9 \xff\r\n\r\n");
-        let j = message(&m);
-        assert!(j.contains(r#"["CallerIDName","Jos\udce9 \udcff"]"#), "{j}");
+    fn non_utf8_values_read_back_byte_exact_through_a_strict_parser() {
+        let v = parsed(b"Event: Newchannel\r\nCallerIDName: Jos\xe9 \xff\r\nExten: 100\r\n\r\n");
+        assert_eq!(
+            v,
+            json!({"type": "event", "headers": [
+                ["Event", "Newchannel"],
+                ["CallerIDName", {"base64": "Sm9z6SD/", "lossy": "Jos\u{fffd} \u{fffd}"}],
+                ["Exten", "100"],
+            ]})
+        );
+        let b64 = v["headers"][1][1]["base64"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(bytes, b"Jos\xe9 \xff");
+    }
+
+    #[test]
+    fn control_characters_and_unicode_survive_a_round_trip() {
+        let v = parsed("Event: X\r\nName: tab\there \u{1} é 😀\r\n\r\n".as_bytes());
+        assert_eq!(v["headers"][1][1], "tab\there \u{1} é 😀");
     }
 }

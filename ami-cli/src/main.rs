@@ -1,17 +1,24 @@
 //! `ami`: the ami-rs command line for operators and scripts.
 //!
-//! Exit codes: 0 success, 1 other failure (timeout, outcome unknown), 2 usage,
-//! 3 connection or login failure, 4 the server answered with an error.
+//! Each command lives in its own file under `cmd/` and is written once against
+//! [`session::Session`], which each runtime (tokio, mio, async-std) implements in its own
+//! file under `session/`. Adding a command is one file plus its line in [`Command`].
+//!
+//! Exit codes, the same on every runtime: 0 success, 1 other failure (timeout, outcome
+//! unknown), 2 usage (bad arguments, refused before any connection), 3 connection or login
+//! failure (also a session that ends for good mid-`listen`, such as a rejected re-login),
+//! 4 the server answered with an error. A command waits at most
+//! [`session::LOGOFF_GRACE`] (2 s) for the server to answer its Logoff.
 #![forbid(unsafe_code)]
 
-mod async_std_runtime;
-mod commands;
-mod connect;
-mod demo;
+mod cmd;
+mod diagnose;
 mod json;
-mod mio_runtime;
+mod printer;
+mod session;
 mod status_line;
 mod url;
+mod words;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -50,14 +57,11 @@ pub(crate) enum Runtime {
     AsyncStd,
 }
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "ami",
-    version,
-    about = "Talk to Asterisk over the Manager Interface"
-)]
-pub(crate) struct Cli {
-    /// ami://USER:SECRET@HOST:PORT (amis:// for TLS).
+/// Where and how to connect: the options every command shares.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Connection {
+    /// ami://USER:SECRET@HOST:PORT (amis:// for TLS; IPv6 as [::1]; %-escape reserved
+    /// characters in USER and SECRET).
     #[arg(
         long,
         env = "AMI_URL",
@@ -76,88 +80,48 @@ pub(crate) struct Cli {
     /// private CA).
     #[arg(long, global = true)]
     pub(crate) ca: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ami",
+    version,
+    about = "Talk to Asterisk over the Manager Interface"
+)]
+struct Cli {
+    #[command(flatten)]
+    conn: Connection,
     #[command(subcommand)]
-    pub(crate) command: Command,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum Command {
+enum Command {
     /// Stream events, one JSON object a line.
-    Listen {
-        /// Stop after this many events.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Stop after this many seconds.
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Only these event names (repeatable, case-insensitive).
-        #[arg(long = "event")]
-        events: Vec<String>,
-    },
+    Listen(cmd::listen::Args),
     /// Send one action; print the response, then each list item.
-    Action {
-        /// The action name, e.g. CoreShowChannels.
-        name: String,
-        /// Fields as KEY=VALUE (repeatable keys allowed).
-        #[arg(value_parser = commands::parse_field)]
-        fields: Vec<(String, String)>,
-    },
+    Action(cmd::action::Args),
     /// Async Originate; prints the OriginateResponse.
-    Originate {
-        /// The channel to call, e.g. PJSIP/100.
-        #[arg(long)]
-        channel: String,
-        /// Run this application on the answered channel (or give --context and --exten).
-        #[arg(long, conflicts_with_all = ["context", "exten"], required_unless_present = "context")]
-        application: Option<String>,
-        /// The application's arguments.
-        #[arg(long, requires = "application")]
-        data: Option<String>,
-        /// Dialplan context to connect the answered channel to (with --exten).
-        #[arg(long, requires = "exten")]
-        context: Option<String>,
-        /// Extension in --context.
-        #[arg(long, requires = "context")]
-        exten: Option<String>,
-        /// Priority in --context/--exten.
-        #[arg(long, default_value = "1")]
-        priority: String,
-        /// Channel variables K=V (repeatable).
-        #[arg(long = "var", value_parser = commands::parse_field)]
-        vars: Vec<(String, String)>,
-        /// Ring timeout in milliseconds.
-        #[arg(long, default_value_t = 30000)]
-        timeout: u64,
-    },
+    Originate(cmd::originate::Args),
     /// Decode a raw capture, one JSON object a line.
-    Decode {
-        /// The capture file (bytes as the server sent them).
-        file: std::path::PathBuf,
-        /// Print events through the typed layer (header names as on the wire, typed
-        /// values) and report every field that does not parse as its declared type.
-        #[arg(long)]
-        typed: bool,
-    },
+    Decode(cmd::decode::Args),
     /// Events/s and actions/s against a server (default: an embedded simulator).
-    Bench {
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
-    },
+    Bench(cmd::bench::Args),
     /// An embedded simulated Asterisk, no server needed: calls, events and client stats.
-    Demo {
-        #[arg(long, default_value_t = 5.0)]
-        duration: f64,
-    },
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = commands::check(&cli.command).and_then(|()| match (&cli.command, cli.runtime) {
-        (Command::Decode { file, typed }, _) => commands::decode(file, *typed),
-        (_, Runtime::AsyncStd) => async_std_runtime::run(&cli),
-        (_, Runtime::Mio) => mio_runtime::run(&cli),
-        (_, Runtime::Tokio) => run_tokio(&cli),
-    });
+    let conn = &cli.conn;
+    let result = match &cli.command {
+        Command::Listen(a) => cmd::listen::run(conn, a),
+        Command::Action(a) => cmd::action::run(conn, a),
+        Command::Originate(a) => cmd::originate::run(conn, a),
+        Command::Decode(a) => cmd::decode::run(a),
+        Command::Bench(a) => cmd::bench::run(conn, a),
+        Command::Demo(a) => cmd::demo::run(conn, a),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -165,30 +129,4 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
-}
-
-fn run_tokio(cli: &Cli) -> Result<(), Failure> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start tokio: {e}")))?;
-    rt.block_on(async {
-        match &cli.command {
-            Command::Listen {
-                count,
-                duration,
-                events,
-            } => commands::listen(cli, *count, *duration, events).await,
-            Command::Action { .. } => {
-                commands::action(cli, commands::action_of(&cli.command)?).await
-            }
-            Command::Originate { .. } => {
-                commands::originate(cli, commands::action_of(&cli.command)?).await
-            }
-            Command::Bench { duration } => demo::bench(cli, *duration).await,
-            Command::Demo { duration } => demo::demo(*duration).await,
-            Command::Decode { .. } => Ok(()),
-        }
-    })
 }

@@ -114,6 +114,15 @@
 //! # fn main() {}
 //! ```
 //!
+//! ## A slow handler
+//!
+//! Keep calling [`MioDriver::step`] and [`MioDriver::wait`] while your code handles events:
+//! Asterisk drops a client whose socket it cannot write to for 100 ms (`writetimeout`). Hand
+//! slow work to another thread through a bounded queue that the loop never waits on (drop
+//! and count when it is full), as `examples/slow_handler.rs` does. Events you do not take
+//! with [`MioDriver::poll_event`] in time are dropped by the core's bounded queue and
+//! reported as [`ami_proto::StreamItem::Gap`]s, never by stopping the reads.
+//!
 //! ## Errors and panics
 //!
 //! Nothing the network sends can make this crate panic. [`MioDriver::step`] and

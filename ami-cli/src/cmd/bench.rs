@@ -1,0 +1,147 @@
+//! `ami bench`: events/s (and actions/s against a real server) on the chosen runtime.
+
+use crate::session::{self, Happening, Live};
+use crate::status_line::StatusLine;
+use crate::{words, Connection, Failure, Runtime, EXIT_OTHER};
+use ami_proto::{Action, StreamItem};
+use ami_sim::tcp::TcpFront;
+use ami_sim::SimConfig;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Seconds to run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+}
+
+/// Events kept outstanding in the embedded simulator's storm: enough to keep the socket
+/// busy, small enough that the in-process server's buffers stay a few megabytes.
+const STORM_OUTSTANDING: u64 = 20_000;
+const STORM_CHUNK: usize = 10_000;
+/// UserEvent actions kept in flight against a real server.
+const IN_FLIGHT: usize = 64;
+/// How often `wait` returns to refill the storm and the status line.
+const TURN: Duration = Duration::from_millis(100);
+
+pub(crate) fn start_sim() -> Result<TcpFront, Failure> {
+    TcpFront::start(SimConfig::default(), "127.0.0.1:0")
+        .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the simulator: {e}")))
+}
+
+/// What one run counted.
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    gaps: u64,
+    actions: u64,
+}
+
+impl Tally {
+    fn rate(n: u64, secs: f64) -> f64 {
+        n as f64 / secs.max(1e-9)
+    }
+}
+
+fn runtime_name(r: Runtime) -> &'static str {
+    match r {
+        Runtime::Tokio => "tokio",
+        Runtime::Mio => "mio",
+        Runtime::AsyncStd => "async-std",
+    }
+}
+
+fn user_event(n: u64) -> Action {
+    Action::new("UserEvent")
+        .field("UserEvent", "AmiBench")
+        .field("N", n.to_string())
+}
+
+/// Runs for `duration`: `refill` before each turn, counts what happens; against a real
+/// server each finished UserEvent is replaced by the next.
+fn drive(
+    live: &mut Live,
+    duration: Duration,
+    mut refill: impl FnMut(&Tally),
+) -> Result<(Tally, f64), Failure> {
+    let status = StatusLine::new();
+    let started = Instant::now();
+    let end = started + duration;
+    let mut tally = Tally::default();
+    let mut happened = Vec::new();
+    while Instant::now() < end {
+        refill(&tally);
+        live.wait(Some((Instant::now() + TURN).min(end)), &mut happened)?;
+        for h in happened.drain(..) {
+            match h {
+                Happening::Item(StreamItem::Event(_)) => tally.events += 1,
+                Happening::Item(StreamItem::Gap { dropped }) => tally.gaps += dropped,
+                Happening::Completed { result, .. } => {
+                    result
+                        .map_err(|e| Failure::new(EXIT_OTHER, words::call_error(&e, &live.url)))?;
+                    tally.actions += 1;
+                    if Instant::now() < end {
+                        live.session.send(user_event(tally.actions));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        status.update(&format!(
+            "{secs:.1} s  {:.0} events/s  {:.0} actions/s  dropped {}",
+            Tally::rate(tally.events, secs),
+            Tally::rate(tally.actions, secs),
+            tally.gaps
+        ));
+    }
+    status.finish();
+    Ok((tally, started.elapsed().as_secs_f64()))
+}
+
+pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    let duration = Duration::from_secs_f64(args.duration.clamp(0.5, 1e6));
+    let name = runtime_name(conn.runtime);
+    if conn.server.is_none() {
+        let sim = start_sim()?;
+        let mut live = session::open_local(conn.runtime, sim.local_addr(), "user")?;
+        let mut injected = 0u64;
+        let (t, secs) = drive(&mut live, duration, |t| {
+            if injected.saturating_sub(t.events + t.gaps) < STORM_OUTSTANDING {
+                sim.with_server(|s, now| s.emit_user_events(now, STORM_CHUNK));
+                injected += STORM_CHUNK as u64;
+            }
+        })?;
+        let stats = live.session.stats();
+        live.session.close();
+        println!(
+            "events ({name}): {} in {secs:.2} s = {:.0}/s with a trivial consumer (dropped {}, \
+             {} bytes in, {} decode errors)",
+            t.events,
+            Tally::rate(t.events, secs),
+            t.gaps,
+            stats.bytes_in,
+            stats.decoder.lines_too_long
+                + stats.decoder.messages_too_large
+                + stats.decoder.too_many_fields
+        );
+        return Ok(());
+    }
+    // Against a real server pipelined UserEvent actions make the events (each one round
+    // trip), so that figure is also actions/s.
+    let mut live = session::open(conn, "user")?;
+    for n in 0..IN_FLIGHT {
+        live.session.send(user_event(n as u64));
+    }
+    let (t, secs) = drive(&mut live, duration, |_| {})?;
+    live.session.close();
+    println!(
+        "events ({name}): {} in {secs:.2} s = {:.0}/s (dropped {}); actions: {} = {:.0}/s",
+        t.events,
+        Tally::rate(t.events, secs),
+        t.gaps,
+        t.actions,
+        Tally::rate(t.actions, secs)
+    );
+    Ok(())
+}

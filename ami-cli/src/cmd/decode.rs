@@ -1,0 +1,61 @@
+//! `ami decode FILE`: a raw capture as JSON lines; decoder problems on stderr.
+
+use crate::json;
+use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
+use ami_proto::{Decoder, DecoderLimits, Frame, MessageKind};
+use std::io::Write;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The capture file (bytes as the server sent them).
+    file: std::path::PathBuf,
+    /// Print events through the typed layer (header names as on the wire, typed
+    /// values) and report every field that does not parse as its declared type.
+    #[arg(long)]
+    typed: bool,
+}
+
+pub(crate) fn run(args: &Args) -> Result<(), Failure> {
+    let file = &args.file;
+    let out_err =
+        |e: std::io::Error| Failure::new(EXIT_OTHER, format!("cannot write to stdout: {e}"));
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("cannot read {}: {e}", file.display())))?;
+    let mut decoder = Decoder::new(DecoderLimits::default());
+    let mut report = json::TypedReport::default();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let n = decoder.feed(rest);
+        rest = &rest[n..];
+        while let Some(frame) = decoder.decode() {
+            match frame {
+                Ok(Frame::Message(m)) if args.typed && m.kind() == MessageKind::Event => {
+                    writeln!(out, "{}", report.typed_line(&m)?).map_err(out_err)?
+                }
+                Ok(Frame::Message(m)) => {
+                    writeln!(out, "{}", json::message(&m)?).map_err(out_err)?
+                }
+                Ok(Frame::Banner(b)) => eprintln!("ami: banner: {}", b.text()),
+                Err(e) => eprintln!("ami: decode error: {e}"),
+            }
+        }
+    }
+    out.flush().map_err(out_err)?;
+    let s = decoder.stats();
+    if decoder.buffered() > 0 {
+        eprintln!(
+            "ami: {} trailing bytes without a message end",
+            decoder.buffered()
+        );
+    }
+    eprintln!(
+        "ami: {} messages, {} decode errors",
+        s.messages,
+        s.lines_too_long + s.messages_too_large + s.too_many_fields
+    );
+    if args.typed {
+        eprintln!("ami: {report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! `ami listen`: the event stream as JSON lines on stdout; the session's story on stderr.
+
+use crate::printer::{Flow, Printer};
+use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
+use crate::{json, words};
+use crate::{Connection, Failure, EXIT_CONNECT};
+use ami_proto::{DisconnectReason, Message, StreamItem};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Stop after this many seconds (then at most 2 s more to log off).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Only these event names (repeatable, case-insensitive).
+    #[arg(long = "event")]
+    events: Vec<String>,
+}
+
+impl Args {
+    fn wanted(&self, m: &Message) -> bool {
+        self.events.is_empty()
+            || m.event()
+                .is_some_and(|e| self.events.iter().any(|n| n.eq_ignore_ascii_case(e)))
+    }
+}
+
+/// Where the listening stands after a batch.
+enum Next {
+    More,
+    /// Done (count reached, stdout closed).
+    Done,
+    /// The session ended for good (no Logoff to send), with the command's result.
+    Ended(Result<(), Failure>),
+}
+
+struct Listener<'a> {
+    args: &'a Args,
+    printer: Printer,
+    seen: u64,
+}
+
+impl Listener<'_> {
+    fn print(&mut self, line: String) -> Result<Next, Failure> {
+        Ok(match self.printer.line(line)? {
+            Flow::Go => Next::More,
+            Flow::Stop => Next::Done,
+        })
+    }
+
+    fn happened(&mut self, h: Happening, live: &Live) -> Result<Next, Failure> {
+        match h {
+            Happening::Item(StreamItem::Event(m)) if self.args.wanted(&m) => {
+                self.seen += 1;
+                if self.args.count.is_some_and(|c| self.seen >= c) {
+                    self.print(json::message(&m)?)?;
+                    return Ok(Next::Done);
+                }
+                return self.print(json::message(&m)?);
+            }
+            Happening::Item(StreamItem::Ready { ami_version }) => {
+                return self.print(json::session_ready(&ami_version));
+            }
+            Happening::Item(StreamItem::Disconnected { reason }) => {
+                return self.print(json::session_lost(&words::reason(&reason, &live.url)));
+            }
+            Happening::Item(StreamItem::Gap { dropped }) => {
+                eprintln!("ami: gap: {dropped} events dropped (this reader fell behind)")
+            }
+            Happening::Change(Change::Ready) => eprintln!("ami: logged in again to {}", live.url),
+            Happening::Change(Change::Lost { reason, retry_at }) => {
+                eprintln!("ami: {}", words::lost(&reason, retry_at, &live.url))
+            }
+            Happening::Change(Change::Closed { reason }) => {
+                return Ok(Next::Ended(match reason {
+                    DisconnectReason::Logoff | DisconnectReason::LocalClose => Ok(()),
+                    other => Err(Failure::new(
+                        EXIT_CONNECT,
+                        format!("session ended: {}", words::reason(&other, &live.url)),
+                    )),
+                }))
+            }
+            _ => {}
+        }
+        Ok(Next::More)
+    }
+}
+
+pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    let mut live = session::open(conn, "on")?;
+    let end = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    let mut listener = Listener {
+        args,
+        printer: Printer::start()?,
+        seen: 0,
+    };
+    let mut happened = Vec::new();
+    let mut result = Ok(());
+    let mut closed = false;
+    'listen: while end.is_none_or(|e| Instant::now() < e) {
+        if let Err(f) = live.wait(end, &mut happened) {
+            result = Err(f);
+            break;
+        }
+        for h in happened.drain(..) {
+            match listener.happened(h, &live) {
+                Ok(Next::More) => {}
+                Ok(Next::Done) => break 'listen,
+                Ok(Next::Ended(r)) => {
+                    (closed, result) = (true, r);
+                    break 'listen;
+                }
+                Err(f) => {
+                    result = Err(f);
+                    break 'listen;
+                }
+            }
+        }
+    }
+    if !closed {
+        live.logoff();
+    }
+    listener.printer.finish(LOGOFF_GRACE)?;
+    result
+}

@@ -1,0 +1,8 @@
+//! One file per command.
+
+pub(crate) mod action;
+pub(crate) mod bench;
+pub(crate) mod decode;
+pub(crate) mod demo;
+pub(crate) mod listen;
+pub(crate) mod originate;

@@ -1,0 +1,61 @@
+//! `ami originate`: an async Originate; prints its OriginateResponse.
+
+use super::action::{parse_field, send_one, Shown};
+use crate::{Connection, Failure};
+use ami_proto::Action;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The channel to call, e.g. PJSIP/100.
+    #[arg(long)]
+    channel: String,
+    /// Run this application on the answered channel (or give --context and --exten).
+    #[arg(long, conflicts_with_all = ["context", "exten"], required_unless_present = "context")]
+    application: Option<String>,
+    /// The application's arguments.
+    #[arg(long, requires = "application")]
+    data: Option<String>,
+    /// Dialplan context to connect the answered channel to (with --exten).
+    #[arg(long, requires = "exten")]
+    context: Option<String>,
+    /// Extension in --context.
+    #[arg(long, requires = "context")]
+    exten: Option<String>,
+    /// Priority in --context/--exten.
+    #[arg(long, default_value = "1")]
+    priority: String,
+    /// Channel variables K=V (repeatable).
+    #[arg(long = "var", value_parser = parse_field)]
+    vars: Vec<(String, String)>,
+    /// Ring timeout in milliseconds.
+    #[arg(long, default_value_t = 30000)]
+    timeout: u64,
+}
+
+fn action(a: &Args) -> Action {
+    let mut action = Action::new("Originate").field("Channel", &a.channel);
+    // clap guarantees --application, or --context with --exten.
+    match (&a.application, &a.context, &a.exten) {
+        (Some(app), _, _) => {
+            action.push("Application", app);
+            if let Some(d) = &a.data {
+                action.push("Data", d);
+            }
+        }
+        (None, context, exten) => {
+            action.push("Context", context.as_deref().unwrap_or_default());
+            action.push("Exten", exten.as_deref().unwrap_or_default());
+            action.push("Priority", &a.priority);
+        }
+    }
+    for (k, v) in &a.vars {
+        action.push("Variable", format!("{k}={v}"));
+    }
+    action.push("Timeout", a.timeout.to_string());
+    action.push("Async", "true");
+    action
+}
+
+pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    send_one(conn, action(args), "call", Shown::FollowUp)
+}

@@ -1,0 +1,121 @@
+//! `--runtime async-std`: ami-async-std's driver on a thread of its own; `wait` runs on
+//! this one with `async_io::block_on`.
+
+use super::calls::{race, Waiting, BATCH};
+use super::{CallError, Happening, Session, Target, Ticket};
+use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
+use ami_async_std::{Events, Handle, StatusWatch};
+use ami_proto::{Action, Stats};
+use async_io::Timer;
+use futures_lite::future;
+use std::future::pending;
+use std::time::{Duration, Instant};
+
+pub(crate) struct AsyncStdSession {
+    handle: Handle,
+    events: Events,
+    status: StatusWatch,
+    waiting: Waiting,
+}
+
+impl AsyncStdSession {
+    pub(crate) fn open(target: Target) -> Result<AsyncStdSession, Failure> {
+        if target.ca_pem.is_some() {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                "--runtime async-std has no TLS yet; use --runtime tokio for amis://",
+            ));
+        }
+        let host = (target.url.host.as_str(), target.url.port);
+        let (handle, events) = ami_async_std::run_on_thread(target.config, host)
+            .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")))?;
+        let status = handle.status();
+        let current = status.get();
+        Ok(AsyncStdSession {
+            handle,
+            events,
+            status,
+            waiting: Waiting::new(current),
+        })
+    }
+}
+
+impl Session for AsyncStdSession {
+    fn send(&mut self, action: Action) -> Ticket {
+        let handle = self.handle.clone();
+        self.waiting
+            .calls
+            .push(async move { handle.send(action).await.map_err(CallError::from) })
+    }
+
+    fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure> {
+        if self.waiting.take_initial(out) {
+            return Ok(());
+        }
+        if self.waiting.idle() && until.is_none() {
+            return Err(Failure::new(EXIT_OTHER, "the session ended"));
+        }
+        let AsyncStdSession {
+            events,
+            status,
+            waiting,
+            ..
+        } = self;
+        let Waiting {
+            calls,
+            batch,
+            items_open,
+            status_open,
+            ..
+        } = waiting;
+        let woke = async_io::block_on(async {
+            let items = async {
+                if !*items_open {
+                    return pending().await;
+                }
+                events.recv_many(batch, BATCH).await
+            };
+            let status = async {
+                if !*status_open {
+                    return pending().await;
+                }
+                status.changed().await
+            };
+            let timer = async {
+                match until {
+                    Some(t) => drop(Timer::at(t).await),
+                    None => pending().await,
+                }
+            };
+            race(calls, out, items, status, timer).await
+        });
+        self.waiting.absorb(woke, out);
+        Ok(())
+    }
+
+    fn logoff(&mut self, grace: Duration) {
+        let handle = &self.handle;
+        let in_time = async {
+            handle.logoff().await;
+            true
+        };
+        let late = async {
+            Timer::after(grace).await;
+            false
+        };
+        if !async_io::block_on(future::or(in_time, late)) {
+            handle.close();
+            async_io::block_on(future::or(handle.wait_closed(), async {
+                Timer::after(grace).await;
+            }));
+        }
+    }
+
+    fn close(&mut self) {
+        self.handle.close();
+    }
+
+    fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+}

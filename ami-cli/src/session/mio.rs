@@ -1,0 +1,134 @@
+//! `--runtime mio`: one ami-mio driver and one connection; `wait` is the driver's blocking
+//! wait plus one non-blocking step.
+
+use super::{CallError, Change, Happening, Session, Target, Ticket};
+use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
+use ami_mio::{ConnId, MioDriver, Notice};
+use ami_proto::{Action, ActionId, Stats};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub(crate) struct MioSession {
+    driver: MioDriver,
+    conn: ConnId,
+    next: Ticket,
+    tickets: HashMap<ActionId, Ticket>,
+    /// Refused at `send`, reported by the next `wait`.
+    refused: Vec<Happening>,
+    closed: bool,
+}
+
+fn io_failure(e: std::io::Error) -> Failure {
+    Failure::new(EXIT_OTHER, format!("mio: {e}"))
+}
+
+impl MioSession {
+    pub(crate) fn open(target: Target) -> Result<MioSession, Failure> {
+        if target.ca_pem.is_some() {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                "--runtime mio has no amis:// in this command yet; use --runtime tokio",
+            ));
+        }
+        let mut driver = MioDriver::new().map_err(io_failure)?;
+        let conn = driver
+            .add_host(target.config, target.url.authority())
+            .map_err(io_failure)?;
+        Ok(MioSession {
+            driver,
+            conn,
+            next: 0,
+            tickets: HashMap::new(),
+            refused: Vec::new(),
+            closed: false,
+        })
+    }
+
+    /// One non-blocking step; what happened goes to `out`.
+    fn step(&mut self, out: &mut Vec<Happening>) -> Result<(), Failure> {
+        let report = self.driver.step(Instant::now()).map_err(io_failure)?;
+        let mut changes = Vec::new();
+        for (_, notice) in report.notices {
+            match notice {
+                Notice::Completed { id, outcome } => {
+                    if let Some(ticket) = self.tickets.remove(&id) {
+                        out.push(Happening::Completed {
+                            ticket,
+                            result: outcome.into_result().map_err(CallError::Action),
+                        });
+                    }
+                }
+                Notice::Ready { .. } => changes.push(Change::Ready),
+                Notice::Disconnected { reason, retry_at } => {
+                    changes.push(Change::Lost { reason, retry_at })
+                }
+                Notice::Closed { reason } => {
+                    self.closed = true;
+                    changes.push(Change::Closed { reason })
+                }
+                _ => {}
+            }
+        }
+        while let Some(item) = self.driver.poll_event(self.conn) {
+            out.push(Happening::Item(item));
+        }
+        out.extend(changes.into_iter().map(Happening::Change));
+        Ok(())
+    }
+}
+
+impl Session for MioSession {
+    fn send(&mut self, action: Action) -> Ticket {
+        self.next += 1;
+        match self.driver.send(self.conn, action) {
+            Ok(id) => {
+                self.tickets.insert(id, self.next);
+            }
+            Err(e) => self.refused.push(Happening::Completed {
+                ticket: self.next,
+                result: Err(CallError::Refused(e)),
+            }),
+        }
+        self.next
+    }
+
+    fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure> {
+        out.append(&mut self.refused);
+        loop {
+            self.step(out)?;
+            let now = Instant::now();
+            if !out.is_empty() || until.is_some_and(|u| now >= u) {
+                return Ok(());
+            }
+            if self.closed && until.is_none() {
+                return Err(Failure::new(EXIT_OTHER, "the session ended"));
+            }
+            let timeout = until.map(|u| u.saturating_duration_since(now));
+            self.driver.wait(timeout).map_err(io_failure)?;
+        }
+    }
+
+    fn logoff(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        self.driver.logoff(self.conn);
+        let mut ignored = Vec::new();
+        while !self.closed && Instant::now() < deadline {
+            if self.wait(Some(deadline), &mut ignored).is_err() {
+                break;
+            }
+            ignored.clear();
+        }
+        if !self.closed {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        self.driver.close(self.conn);
+        self.closed = true;
+    }
+
+    fn stats(&self) -> Stats {
+        self.driver.stats(self.conn).unwrap_or_default()
+    }
+}

@@ -1,0 +1,284 @@
+//! The one interface every command is written against, and how a session is opened.
+//!
+//! A [`Session`] is synchronous: [`Session::send`] queues an action, [`Session::wait`]
+//! blocks until something happened (a completed action, stream items, a change of the
+//! session) or a deadline passed. Each runtime implements it in its own file and nothing
+//! else in the CLI knows which runtime runs.
+
+mod async_std;
+mod calls;
+mod mio;
+mod tokio;
+
+use crate::diagnose;
+use crate::url::ServerUrl;
+use crate::words;
+use crate::{Auth, Connection, Failure, Runtime, EXIT_CONNECT, EXIT_USAGE};
+use ami_proto::{
+    Action, ActionError, AmiError, AuthMethod, ClientConfig, DisconnectReason, Response, SendError,
+    Stats, Status, StreamItem,
+};
+use std::time::{Duration, Instant};
+
+/// How long a command waits for its first login before it gives up.
+pub(crate) const FIRST_LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a command waits for the server to answer its Logoff before it closes the
+/// connection anyway: the most any command adds to its run time at exit.
+pub(crate) const LOGOFF_GRACE: Duration = Duration::from_secs(2);
+
+/// Names one action queued with [`Session::send`].
+pub(crate) type Ticket = u64;
+
+/// Why an action did not succeed.
+#[derive(Debug)]
+pub(crate) enum CallError {
+    /// Refused before sending (a cap, a reserved action...).
+    Refused(SendError),
+    /// Sent, and it did not succeed.
+    Action(ActionError),
+    /// The session ended before the action could be handed over.
+    Closed,
+}
+
+impl From<AmiError> for CallError {
+    fn from(e: AmiError) -> CallError {
+        match e {
+            AmiError::Send(e) => CallError::Refused(e),
+            AmiError::Action(e) => CallError::Action(e),
+            _ => CallError::Closed,
+        }
+    }
+}
+
+/// A change of the session as a whole.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Logged in (again).
+    Ready,
+    /// Lost; a reconnect starts at `retry_at` (`None`: it will not).
+    Lost {
+        reason: DisconnectReason,
+        retry_at: Option<Instant>,
+    },
+    /// Stopped for good. Every stream item of the session was handed out before this.
+    Closed { reason: DisconnectReason },
+}
+
+impl Change {
+    /// The async adapters' status as a change (`None` for `Connecting`).
+    fn from_status(status: Status) -> Option<Change> {
+        match status {
+            Status::Ready { .. } => Some(Change::Ready),
+            Status::Disconnected { reason, retry_at } => Some(Change::Lost { reason, retry_at }),
+            Status::Closed { reason } => Some(Change::Closed { reason }),
+            _ => None,
+        }
+    }
+}
+
+/// Something [`Session::wait`] reports.
+#[derive(Debug)]
+pub(crate) enum Happening {
+    /// An action queued with [`Session::send`] finished.
+    Completed {
+        ticket: Ticket,
+        result: Result<Response, CallError>,
+    },
+    /// An item of the event stream.
+    Item(StreamItem),
+    /// The session changed.
+    Change(Change),
+}
+
+/// One AMI session on some runtime.
+pub(crate) trait Session {
+    /// Queues an action; its outcome comes back from [`wait`](Self::wait).
+    fn send(&mut self, action: Action) -> Ticket;
+    /// Blocks until something happened or `until` passed, and appends what happened to
+    /// `out` (completions first, then stream items in order, then changes).
+    fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure>;
+    /// Logs off and waits for the server's answer at most `grace`, then closes.
+    fn logoff(&mut self, grace: Duration);
+    /// Closes at once, without a Logoff.
+    fn close(&mut self);
+    /// The core's counters.
+    fn stats(&self) -> Stats;
+}
+
+/// Where and how to connect, checked before anything connects.
+pub(crate) struct Target {
+    pub(crate) url: ServerUrl,
+    pub(crate) config: ClientConfig,
+    /// For `amis://`: the PEM bundle of the CA certificates to trust (`--ca`).
+    pub(crate) ca_pem: Option<Vec<u8>>,
+}
+
+fn config(auth: Auth, user: &str, secret: &str, events: &str) -> Result<ClientConfig, Failure> {
+    ClientConfig::builder(user, secret)
+        .auth(match auth {
+            Auth::Plain => AuthMethod::Plain,
+            Auth::Md5 => AuthMethod::Md5,
+        })
+        .events(events)
+        .build()
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("bad client settings: {e}")))
+}
+
+/// An open session and the server it talks to (for messages).
+pub(crate) struct Live {
+    pub(crate) session: Box<dyn Session>,
+    pub(crate) url: ServerUrl,
+    /// What arrived with the first login (events sent right after it), for the first wait.
+    early: Vec<Happening>,
+}
+
+/// Opens a session to the `--server`, asking for `events` (`on`, `off`, `call`...), and
+/// waits for the first login. A first failure (refused, rejected password) is reported at
+/// once, in words, with no retry loop.
+pub(crate) fn open(conn: &Connection, events: &str) -> Result<Live, Failure> {
+    let url = conn.server.as_ref().ok_or_else(|| {
+        Failure::new(
+            EXIT_USAGE,
+            "no server: pass --server ami://USER:SECRET@HOST:PORT or set AMI_URL",
+        )
+    })?;
+    let addrs = diagnose::resolve(url)?;
+    let config = config(conn.auth, &url.user, url.secret.expose(), events)?;
+    open_url(conn.runtime, conn, url.clone(), config, &addrs)
+}
+
+/// Opens a session to the embedded simulator (`demo`, `bench` without `--server`).
+pub(crate) fn open_local(
+    runtime: Runtime,
+    addr: std::net::SocketAddr,
+    events: &str,
+) -> Result<Live, Failure> {
+    let url: ServerUrl = format!("ami://admin:amp111@{addr}")
+        .parse()
+        .map_err(|e| Failure::new(crate::EXIT_OTHER, format!("{e}")))?;
+    let config = config(Auth::Plain, "admin", "amp111", events)?;
+    let conn = Connection {
+        server: None,
+        auth: Auth::Plain,
+        runtime,
+        ca: None,
+    };
+    open_url(runtime, &conn, url, config, &[addr])
+}
+
+fn open_url(
+    runtime: Runtime,
+    conn: &Connection,
+    url: ServerUrl,
+    config: ClientConfig,
+    addrs: &[std::net::SocketAddr],
+) -> Result<Live, Failure> {
+    let target = Target {
+        ca_pem: if url.tls { Some(read_ca(conn)?) } else { None },
+        url,
+        config,
+    };
+    let url = target.url.clone();
+    let mut session: Box<dyn Session> = match runtime {
+        Runtime::Tokio => Box::new(tokio::TokioSession::open(target)?),
+        Runtime::Mio => Box::new(mio::MioSession::open(target)?),
+        Runtime::AsyncStd => Box::new(async_std::AsyncStdSession::open(target)?),
+    };
+    let early = first_ready(session.as_mut(), &url, addrs)?;
+    Ok(Live {
+        session,
+        url,
+        early,
+    })
+}
+
+fn read_ca(conn: &Connection) -> Result<Vec<u8>, Failure> {
+    let ca = conn.ca.as_ref().ok_or_else(|| {
+        Failure::new(
+            EXIT_USAGE,
+            "amis:// needs --ca FILE (PEM) to verify the server",
+        )
+    })?;
+    std::fs::read(ca)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("cannot read {}: {e}", ca.display())))
+}
+
+/// Waits for the first login; returns what came with it (nothing of it may be lost: events
+/// can arrive in the same batch as the login).
+fn first_ready(
+    session: &mut dyn Session,
+    url: &ServerUrl,
+    addrs: &[std::net::SocketAddr],
+) -> Result<Vec<Happening>, Failure> {
+    let deadline = Instant::now() + FIRST_LOGIN_TIMEOUT;
+    let (mut happened, mut early) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        session.wait(Some(deadline), &mut happened)?;
+        let mut batch = happened.drain(..);
+        while let Some(h) = batch.next() {
+            match h {
+                Happening::Change(Change::Ready) => {
+                    early.extend(batch);
+                    return Ok(early);
+                }
+                Happening::Change(Change::Lost { reason, .. } | Change::Closed { reason }) => {
+                    session.close();
+                    return Err(Failure::new(
+                        EXIT_CONNECT,
+                        words::first_failure(&reason, url, addrs),
+                    ));
+                }
+                // The stream's own session-start item may come before the status.
+                item @ Happening::Item(_) => early.push(item),
+                _ => {}
+            }
+        }
+    }
+    session.close();
+    Err(Failure::new(
+        EXIT_CONNECT,
+        format!(
+            "no login to {url} within {}",
+            words::duration(FIRST_LOGIN_TIMEOUT)
+        ),
+    ))
+}
+
+impl Live {
+    /// [`Session::wait`], after handing out what arrived with the first login.
+    pub(crate) fn wait(
+        &mut self,
+        until: Option<Instant>,
+        out: &mut Vec<Happening>,
+    ) -> Result<(), Failure> {
+        if self.early.is_empty() {
+            self.session.wait(until, out)
+        } else {
+            out.append(&mut self.early);
+            Ok(())
+        }
+    }
+
+    /// Sends one action and waits for its outcome; other happenings are dropped (a command
+    /// that calls this asked for no events).
+    pub(crate) fn call(&mut self, action: Action) -> Result<Result<Response, CallError>, Failure> {
+        let ticket = self.session.send(action);
+        let mut happened = Vec::new();
+        loop {
+            self.wait(None, &mut happened)?;
+            for h in happened.drain(..) {
+                if let Happening::Completed { ticket: t, result } = h {
+                    if t == ticket {
+                        return Ok(result);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs off within [`LOGOFF_GRACE`].
+    pub(crate) fn logoff(&mut self) {
+        self.session.logoff(LOGOFF_GRACE);
+    }
+}

@@ -1,0 +1,154 @@
+//! `--runtime tokio`: ami-tokio on a two-worker runtime; `wait` blocks on it.
+
+use super::calls::{race, Waiting, BATCH};
+use super::{CallError, Happening, Session, Target, Ticket};
+use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
+use ami_proto::{Action, Stats};
+use ami_tokio::{Events, Handle, Status};
+use std::future::pending;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub(crate) struct TokioSession {
+    rt: Option<tokio::runtime::Runtime>,
+    handle: Handle,
+    events: Events,
+    status: watch::Receiver<Status>,
+    waiting: Waiting,
+}
+
+impl TokioSession {
+    pub(crate) fn open(target: Target) -> Result<TokioSession, Failure> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start tokio: {e}")))?;
+        let host = (target.url.host.as_str(), target.url.port);
+        let _entered = rt.enter();
+        let (handle, events) = match &target.ca_pem {
+            None => ami_tokio::spawn(target.config, host),
+            Some(pem) => spawn_tls(target.config, host, pem)?,
+        };
+        let status = handle.status();
+        let current = status.borrow().clone();
+        drop(_entered);
+        Ok(TokioSession {
+            rt: Some(rt),
+            handle,
+            events,
+            status,
+            waiting: Waiting::new(current),
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+fn spawn_tls(
+    config: ami_proto::ClientConfig,
+    host: (&str, u16),
+    pem: &[u8],
+) -> Result<(Handle, Events), Failure> {
+    let tls = ami_tokio::Tls {
+        config: ami_tokio::tls_config::client_config_from_pem(pem)
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("--ca: {e}")))?,
+        server_name: host.0.to_string(),
+    };
+    Ok(ami_tokio::spawn_tls(config, host, tls))
+}
+
+#[cfg(not(feature = "tls"))]
+fn spawn_tls(
+    _: ami_proto::ClientConfig,
+    _: (&str, u16),
+    _: &[u8],
+) -> Result<(Handle, Events), Failure> {
+    Err(Failure::new(EXIT_USAGE, "amis:// needs the `tls` feature"))
+}
+
+impl Session for TokioSession {
+    fn send(&mut self, action: Action) -> Ticket {
+        let handle = self.handle.clone();
+        self.waiting
+            .calls
+            .push(async move { handle.send(action).await.map_err(CallError::from) })
+    }
+
+    fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure> {
+        if self.waiting.take_initial(out) {
+            return Ok(());
+        }
+        if self.waiting.idle() && until.is_none() {
+            return Err(Failure::new(EXIT_OTHER, "the session ended"));
+        }
+        let Some(rt) = &self.rt else {
+            return Err(Failure::new(EXIT_OTHER, "the session ended"));
+        };
+        let TokioSession {
+            events,
+            status,
+            waiting,
+            ..
+        } = self;
+        let Waiting {
+            calls,
+            batch,
+            items_open,
+            status_open,
+            ..
+        } = waiting;
+        let woke = rt.block_on(async {
+            let items = async {
+                if !*items_open {
+                    return pending().await;
+                }
+                events.recv_many(batch, BATCH).await
+            };
+            let status = async {
+                if !*status_open {
+                    return pending().await;
+                }
+                match status.changed().await {
+                    Ok(()) => Some(status.borrow_and_update().clone()),
+                    Err(_) => None,
+                }
+            };
+            let timer = async {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => pending().await,
+                }
+            };
+            race(calls, out, items, status, timer).await
+        });
+        self.waiting.absorb(woke, out);
+        Ok(())
+    }
+
+    fn logoff(&mut self, grace: Duration) {
+        let Some(rt) = &self.rt else { return };
+        let handle = self.handle.clone();
+        rt.block_on(async move {
+            if tokio::time::timeout(grace, handle.logoff()).await.is_err() {
+                handle.close();
+                let _ = tokio::time::timeout(grace, handle.wait_closed()).await;
+            }
+        });
+    }
+
+    fn close(&mut self) {
+        self.handle.close();
+    }
+
+    fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+}
+
+impl Drop for TokioSession {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+}

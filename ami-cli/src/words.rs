@@ -1,0 +1,169 @@
+//! What a person reads on stderr: every reason in words, never Debug text.
+
+use crate::diagnose;
+use crate::session::CallError;
+use crate::url::ServerUrl;
+use ami_proto::{ActionError, DisconnectReason, Phase, Response};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// `1.5 s`, `250 ms`, `3 µs`.
+pub(crate) fn duration(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else if d >= Duration::from_millis(1) {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{} µs", d.as_micros())
+    }
+}
+
+/// What an I/O error kind means for a connection.
+pub(crate) fn io_kind(kind: ErrorKind) -> String {
+    match kind {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::TimedOut => "timed out".into(),
+        ErrorKind::HostUnreachable => "no route to host".into(),
+        ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        ErrorKind::ConnectionReset => "connection reset by the server".into(),
+        ErrorKind::ConnectionAborted => "connection aborted".into(),
+        ErrorKind::BrokenPipe => "connection broken while writing".into(),
+        ErrorKind::UnexpectedEof => "connection closed in the middle of a message".into(),
+        ErrorKind::AddrNotAvailable => "local address not available".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::InvalidData => "invalid data (a TLS error, or not the expected protocol)".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Why a session with `url` was lost or closed, in words.
+pub(crate) fn reason(r: &DisconnectReason, url: &ServerUrl) -> String {
+    let at = url.authority();
+    match r {
+        DisconnectReason::ConnectFailed => format!("could not connect to {at}"),
+        DisconnectReason::ConnectTimeout => format!("connecting to {at} timed out"),
+        DisconnectReason::BannerTimeout => format!(
+            "{at} accepted the connection but sent no AMI banner in time \
+             (not a manager port, or the server is at its session limit)"
+        ),
+        DisconnectReason::BadBanner => {
+            format!("{at} is not an Asterisk Manager Interface (unexpected first line)")
+        }
+        DisconnectReason::LoginTimeout => format!("{at} did not answer the login in time"),
+        DisconnectReason::LoginRejected { message } => {
+            format!("{at} rejected the login for {}: {message}", url.user)
+        }
+        DisconnectReason::Eof => format!("{at} closed the connection"),
+        DisconnectReason::TransportError(kind) => {
+            format!("connection to {at} failed: {}", io_kind(*kind))
+        }
+        DisconnectReason::HeartbeatTimeout => {
+            format!("{at} stopped answering (no reply to a heartbeat Ping)")
+        }
+        DisconnectReason::EventOverflow => {
+            "the event queue overflowed (this consumer was too slow)".into()
+        }
+        DisconnectReason::ServerShutdown => format!("Asterisk on {at} is shutting down"),
+        DisconnectReason::Logoff => format!("logged off from {at}"),
+        DisconnectReason::LocalClose => format!("closed the connection to {at}"),
+        other => format!("session with {at} ended: {other}"),
+    }
+}
+
+/// Why the first login failed; a failed connect is tried once more by hand to learn why.
+pub(crate) fn first_failure(r: &DisconnectReason, url: &ServerUrl, addrs: &[SocketAddr]) -> String {
+    match r {
+        DisconnectReason::ConnectFailed if url.tls => format!(
+            "could not open a TLS session with {}: {}",
+            url.authority(),
+            diagnose::connect_failure(url, addrs).unwrap_or_else(|| {
+                "the TLS handshake failed (certificate rejected, \
+                                    or the port does not speak TLS)"
+                    .into()
+            })
+        ),
+        DisconnectReason::ConnectFailed => format!(
+            "could not connect to {}: {}",
+            url.authority(),
+            diagnose::connect_failure(url, addrs)
+                .unwrap_or_else(|| "it accepted a second try (it may have just started)".into())
+        ),
+        other => reason(other, url),
+    }
+}
+
+/// A lost session and what happens next.
+pub(crate) fn lost(r: &DisconnectReason, retry_at: Option<Instant>, url: &ServerUrl) -> String {
+    let next = match retry_at {
+        Some(t) => format!(
+            "retrying in {}",
+            duration(t.saturating_duration_since(Instant::now()))
+        ),
+        None => "not retrying".into(),
+    };
+    format!("lost the session: {}; {next}", reason(r, url))
+}
+
+fn phase(p: Phase) -> &'static str {
+    match p {
+        Phase::Queued => "it was never sent (the connection was not ready in time)",
+        Phase::Response => "no response arrived in time",
+        Phase::List => "the list did not complete in time",
+        Phase::FollowUp => "no OriginateResponse arrived in time",
+        _ => "it did not finish in time",
+    }
+}
+
+/// Asterisk's Originate `Reason` codes (the AST_CONTROL value that ended the dial).
+fn originate_reason(code: &str) -> &'static str {
+    match code {
+        "0" => "no such channel or it failed",
+        "1" => "hung up",
+        "3" => "rang, no answer",
+        "4" => "answered",
+        "5" => "busy",
+        "8" => "congestion",
+        _ => "unknown reason",
+    }
+}
+
+fn server_error(r: &Response) -> String {
+    match r.follow_up() {
+        Some(ev) => {
+            let code = ev.get_str("Reason").unwrap_or("?");
+            format!(
+                "{} says {}: Reason {code} ({})",
+                ev.event().unwrap_or("the follow-up event"),
+                ev.get_str("Response").unwrap_or("failure"),
+                originate_reason(code)
+            )
+        }
+        None => format!(
+            "the server answered Error: {}",
+            r.text().unwrap_or("(no message)")
+        ),
+    }
+}
+
+/// Why an action did not succeed, in words.
+pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
+    match e {
+        CallError::Refused(e) => format!("not sent: {e}"),
+        CallError::Closed => "not sent: the session had ended".into(),
+        CallError::Action(a) => match a {
+            ActionError::Server(r) => server_error(r),
+            ActionError::TimedOut { phase: p, .. } => format!("timed out: {}", phase(*p)),
+            ActionError::ListOverflow { items, bytes } => {
+                format!("the list outgrew the client's cap ({items} items, {bytes} bytes kept)")
+            }
+            ActionError::Cancelled => "cancelled".into(),
+            ActionError::NotSent(r) => format!("not sent: {}", reason(r, url)),
+            ActionError::Unknown(r) => format!(
+                "outcome unknown (the server may have run it): {}",
+                reason(r, url)
+            ),
+            other => other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,211 @@
+//! Running `ami` and small hostile AMI servers for the end-to-end tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Every runtime; each scenario runs on all of them.
+pub const RUNTIMES: [&str; 3] = ["tokio", "mio", "async-std"];
+
+/// The documented bound on waiting for a Logoff answer.
+pub const LOGOFF_GRACE: Duration = Duration::from_secs(2);
+
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ami"));
+    c.args(args).env_remove("AMI_URL");
+    c
+}
+
+pub fn ami(args: &[&str]) -> Output {
+    command(args).output().expect("run ami")
+}
+
+/// Runs `ami` and returns its output and how long it ran.
+pub fn timed(args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let out = ami(args);
+    (out, started.elapsed())
+}
+
+/// `ami --runtime RT --server URL ARGS...`
+pub fn on(runtime: &str, server: &str, args: &[&str]) -> Output {
+    let mut all = vec!["--runtime", runtime, "--server", server];
+    all.extend_from_slice(args);
+    ami(&all)
+}
+
+pub fn stdout_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `f` once per runtime, all at once, each on its own thread.
+pub fn each_runtime(f: impl Fn(&'static str) + Sync) {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = RUNTIMES.iter().map(|rt| s.spawn(move || f(rt))).collect();
+        for h in handles {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+}
+
+/// One connection to a fake server, seen from the server.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+}
+
+/// One action as the fake server read it.
+pub struct Request {
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn action(&self) -> String {
+        self.get("Action").unwrap_or("").to_ascii_lowercase()
+    }
+}
+
+impl Conn {
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Reads the next action; `None` at EOF.
+    pub fn next(&mut self) -> Option<Request> {
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                if headers.is_empty() {
+                    continue;
+                }
+                return Some(Request { headers });
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+    }
+
+    /// Answers `req` with `Response: response` and `fields`, echoing its ActionID.
+    pub fn answer(&mut self, req: &Request, response: &str, fields: &[(&str, &str)]) {
+        let mut m = format!("Response: {response}\r\n");
+        if let Some(id) = req.get("ActionID") {
+            m.push_str(&format!("ActionID: {id}\r\n"));
+        }
+        for (k, v) in fields {
+            m.push_str(&format!("{k}: {v}\r\n"));
+        }
+        m.push_str("\r\n");
+        let _ = self.send(m.as_bytes());
+    }
+
+    /// Banner, then accepts the login (`true`) or rejects it (`false`).
+    pub fn login(&mut self, accept: bool) -> bool {
+        let _ = self.send(b"Asterisk Call Manager/9.0.0\r\n");
+        let Some(req) = self.next() else {
+            return false;
+        };
+        if accept {
+            self.answer(&req, "Success", &[("Message", "Authentication accepted")]);
+            let _ = self.send(
+                b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n",
+            );
+        } else {
+            self.answer(&req, "Error", &[("Message", "Authentication failed")]);
+        }
+        accept
+    }
+
+    /// Answers Ping with Pong and every other action with Success, until EOF; a Logoff is
+    /// answered with Goodbye only when `goodbye`.
+    pub fn serve(&mut self, goodbye: bool) {
+        while let Some(req) = self.next() {
+            match req.action().as_str() {
+                "ping" => self.answer(&req, "Success", &[("Ping", "Pong")]),
+                "logoff" if goodbye => {
+                    self.answer(&req, "Goodbye", &[("Message", "Thanks for all the fish.")]);
+                    return;
+                }
+                "logoff" => {}
+                _ => self.answer(&req, "Success", &[]),
+            }
+        }
+    }
+}
+
+/// A fake AMI server on 127.0.0.1: connection number n (from 0) is handed to
+/// `script(n, conn)` on a thread of its own.
+pub struct Fake {
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Fake {
+    pub fn start(script: impl Fn(usize, Conn) + Send + Sync + 'static) -> Fake {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let script = Arc::new(script);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let script = script.clone();
+                std::thread::spawn(move || {
+                    let reader = BufReader::new(stream.try_clone().unwrap());
+                    script(n, Conn { reader, stream });
+                });
+            }
+        });
+        Fake { addr, accepted }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ami://admin:S3cr3t@{}", self.addr)
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// A port nothing listens on.
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Starts `ami` with stdout piped (not read until the caller does).
+pub fn spawn_piped(args: &[&str]) -> std::process::Child {
+    command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ami")
+}
