@@ -116,7 +116,7 @@ fn run(
 #[test]
 fn a_flooding_server_does_not_starve_a_quiet_one() {
     let _serial = serial();
-    let flood = Flood::start();
+    let flood = Flood::start().unwrap();
     let quiet_server = front();
     let mut driver = MioDriver::new().unwrap();
     let noisy = driver.add(config(11), flood.addr()).unwrap();
@@ -199,7 +199,7 @@ fn a_hundred_unreachable_servers_keep_steps_short() {
 #[test]
 fn a_flood_plus_a_hundred_reconnecting_connections() {
     let _serial = serial();
-    let flood = Flood::start();
+    let flood = Flood::start().unwrap();
     let quiet_server = front();
     let mut driver = MioDriver::new().unwrap();
     let noisy = driver.add(config(21), flood.addr()).unwrap();

@@ -15,7 +15,7 @@ use support::{config, front, refused_addr, Flood};
 
 #[test]
 fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
-    let flood = Flood::start();
+    let flood = Flood::start().unwrap();
     let restarting = front();
     let pings = front();
     let mut fleet = MioFleet::new().unwrap();

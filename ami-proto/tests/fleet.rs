@@ -435,3 +435,38 @@ fn the_timer_heap_stays_small_when_deadlines_keep_moving() {
     let entries = f.stats().timer_entries;
     assert!(entries <= 3 * ids.len() + 64, "{entries} timer entries");
 }
+
+#[test]
+fn poll_writable_names_each_server_with_bytes_once_until_it_has_new_bytes() {
+    let now = Instant::now();
+    let mut f = fleet(8);
+    for k in 0..5 {
+        f.add(now, &format!("pbx{k}"), client_config()).unwrap();
+    }
+    all_ready(&mut f, now);
+    while f.poll_writable().is_some() {}
+    assert_eq!(
+        f.poll_writable(),
+        None,
+        "nothing to write once all are ready"
+    );
+    f.send(now, Route::Server("pbx3"), Action::new("Ping"))
+        .unwrap();
+    f.send(now, Route::Server("pbx3"), Action::new("Ping"))
+        .unwrap();
+    f.send(now, Route::Server("pbx1"), Action::new("Ping"))
+        .unwrap();
+    let id3 = f.id("pbx3").unwrap();
+    let id1 = f.id("pbx1").unwrap();
+    assert_eq!(f.poll_writable(), Some(id3), "listed once for two actions");
+    assert_eq!(f.poll_writable(), Some(id1));
+    assert_eq!(f.poll_writable(), None);
+    assert!(!f.transmit(id3).is_empty(), "the bytes stay until written");
+    f.send(now, Route::Server("pbx3"), Action::new("Ping"))
+        .unwrap();
+    assert_eq!(f.poll_writable(), Some(id3), "new bytes list it again");
+    f.remove(now, "pbx1");
+    f.send(now, Route::Server("pbx0"), Action::new("Ping"))
+        .unwrap();
+    assert_eq!(f.poll_writable(), Some(f.id("pbx0").unwrap()));
+}

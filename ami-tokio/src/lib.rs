@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod driver;
+pub mod fleet;
 mod handle;
 /// TLS configuration helpers (feature `tls`).
 #[cfg(feature = "tls")]

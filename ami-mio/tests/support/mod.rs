@@ -16,9 +16,6 @@ use ami_proto::{ClientConfig, Message};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{SimConfig, SimStats};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A simulator with the default users and dialplan on a fresh loopback port.
@@ -86,70 +83,5 @@ pub fn storm_seq(msg: &Message) -> Option<u64> {
     }
 }
 
-/// A simulator that floods its logged-in sessions with UserEvents as fast as they read them.
-///
-/// A feeder thread tops the simulator's output up with a storm
-/// ([`SimServer::emit_user_events`](ami_sim::SimServer::emit_user_events)) whenever less
-/// than [`Flood::LOW`] bytes are waiting to be written. The backlog therefore stays under
-/// the simulator's `socket_buffer` (256 KiB): the server never sees a blocked write, and
-/// the rate is set by how fast the client reads, like a busy Asterisk.
-pub struct Flood {
-    front: Arc<TcpFront>,
-    stop: Arc<AtomicBool>,
-    feeder: Option<JoinHandle<()>>,
-}
-
-impl Flood {
-    /// Events per top-up (about 75 bytes each).
-    pub const BATCH: usize = 1000;
-    /// Top up when fewer bytes than this wait to be written.
-    pub const LOW: u64 = 128 << 10;
-
-    /// Starts a simulator and its feeder.
-    pub fn start() -> Flood {
-        let front = Arc::new(front());
-        let stop = Arc::new(AtomicBool::new(false));
-        let feeder = {
-            let (front, stop) = (Arc::clone(&front), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("flood-feeder".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        front.with_server(|sim, now| {
-                            let st = sim.stats();
-                            let waiting = st.bytes_queued.saturating_sub(st.bytes_transmitted);
-                            if st.logins > 0 && waiting < Flood::LOW {
-                                sim.emit_user_events(now, Flood::BATCH);
-                            }
-                        });
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                })
-                .unwrap()
-        };
-        Flood {
-            front,
-            stop,
-            feeder: Some(feeder),
-        }
-    }
-
-    /// The address clients connect to.
-    pub fn addr(&self) -> SocketAddr {
-        self.front.local_addr()
-    }
-
-    /// The simulator's counters.
-    pub fn stats(&self) -> SimStats {
-        self.front.stats()
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.feeder.take() {
-            let _ = t.join();
-        }
-    }
-}
+#[allow(unused_imports)] // not every test binary floods
+pub use ami_sim::flood::Flood;

@@ -127,6 +127,8 @@ pub(crate) struct Server {
     connect_queued: bool,
     /// The deadline the timer heap holds for this server.
     timer: Option<Instant>,
+    /// In the fleet's writable queue (at most once).
+    write_queued: bool,
     pub(crate) counters: ServerCounters,
 }
 
@@ -147,6 +149,8 @@ pub struct Fleet {
     outputs: VecDeque<FleetOutput>,
     /// Servers whose client asked for a connect, oldest first.
     connects: VecDeque<ServerId>,
+    /// Servers with bytes to write that the adapter has not been told about yet.
+    writable: VecDeque<ServerId>,
     connects_left: usize,
     connects_this_step: usize,
     pub(crate) ring: EventRing,
@@ -173,6 +177,7 @@ impl Fleet {
             next_generation: 0,
             outputs: VecDeque::new(),
             connects: VecDeque::new(),
+            writable: VecDeque::new(),
             connects_this_step: 0,
             ring: EventRing::default(),
             timers: TimerHeap::default(),
@@ -228,6 +233,7 @@ impl Fleet {
             connect_wanted: false,
             connect_queued: false,
             timer: None,
+            write_queued: false,
             counters: ServerCounters::default(),
         };
         let id = ServerId {
@@ -436,6 +442,21 @@ impl Fleet {
         }
     }
 
+    /// The next server whose [`transmit`](Self::transmit) became non-empty since it was last
+    /// returned here, so an adapter with one writer per server (a task each) wakes only
+    /// those with bytes to write instead of asking every server after every call. A server
+    /// is listed at most once until returned (the queue holds at most one entry per
+    /// server); any later call that leaves bytes in its buffer lists it again.
+    pub fn poll_writable(&mut self) -> Option<ServerId> {
+        while let Some(id) = self.writable.pop_front() {
+            if let Some(s) = self.server_by_id(id) {
+                s.write_queued = false;
+                return Some(id);
+            }
+        }
+        None
+    }
+
     /// Messages `server` has decoded so far (for the adapter's per-step message budget).
     pub fn messages_in(&self, server: ServerId) -> u64 {
         self.client_by_id(server).map_or(0, Client::messages_in)
@@ -572,6 +593,7 @@ impl Fleet {
             slots,
             outputs,
             connects,
+            writable,
             timers,
             ring,
             now,
@@ -653,6 +675,10 @@ impl Fleet {
         }
         if s.client.has_stream_items() {
             ring.join(index);
+        }
+        if !s.write_queued && !s.client.transmit().is_empty() {
+            s.write_queued = true;
+            writable.push_back(id);
         }
     }
 }

@@ -1,0 +1,290 @@
+//! The fleet's shared state: the core [`Fleet`] behind one `std::sync::Mutex`, plus the
+//! waiters, wakers and status log around it. Runtime-neutral on purpose (std only: no tokio
+//! type appears here), so it can move into the shared async layer as is; the tokio part is
+//! `driver.rs`. The lock is never held across an await and no user code runs under it.
+
+use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName, ServerStatus};
+use ami_proto::{ActionId, Outcome};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+/// Status changes kept for watchers that are behind. 4,096 changes of ~100 bytes: a few
+/// hundred KiB at most; a watcher further behind is told how many it missed.
+pub(crate) const STATUS_LOG_CAP: usize = 4096;
+
+/// Items taken from the core per lock by the event stream: one lock per batch, not per item.
+pub(crate) const EVENT_BATCH: usize = 256;
+
+/// One caller waiting for an action's outcome.
+#[derive(Default)]
+pub(crate) struct Waiter {
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// One open (or opening) transport: its epoch tells a connection task that was replaced
+/// (closed, then reconnected) that it must stop without touching the core.
+pub(crate) struct Conn {
+    pub(crate) epoch: u64,
+    /// Bytes wait in the core's transmit buffer.
+    pub(crate) kick: bool,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// A transport the driver must open: for `server`, to `endpoint`, as connection `epoch`.
+pub(crate) struct Open<E> {
+    pub(crate) server: ServerId,
+    pub(crate) endpoint: E,
+    pub(crate) epoch: u64,
+}
+
+/// Wakers a drain named, to wake once the lock is released.
+#[derive(Default)]
+pub(crate) struct Io {
+    pub(crate) wake: Vec<Waker>,
+}
+
+impl Io {
+    /// Wakes everyone the drain named (call without the lock).
+    pub(crate) fn wake_all(&mut self) {
+        for w in self.wake.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// Where a connection task stands.
+pub(crate) enum ConnState {
+    /// Replaced or closed: stop, drop the socket, touch nothing.
+    Gone,
+    /// The core has bytes for it.
+    Kicked,
+}
+
+pub(crate) struct Shared<E> {
+    pub(crate) fleet: Fleet,
+    /// Where each server is reached (by name: a removed server's ID is never reused).
+    pub(crate) endpoints: HashMap<ServerName, E>,
+    pub(crate) conns: HashMap<ServerId, Conn>,
+    next_epoch: u64,
+    /// Transports for the driver to open.
+    pub(crate) opens: Vec<Open<E>>,
+    pub(crate) waiters: HashMap<(ServerName, ActionId), Waiter>,
+    pub(crate) event_waker: Option<Waker>,
+    /// The fleet's next deadline, and a counter the timer task watches for changes.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timer_version: u64,
+    pub(crate) timer_waker: Option<Waker>,
+    /// Status changes, numbered from `status_first`.
+    pub(crate) status_log: VecDeque<(ServerName, ServerStatus)>,
+    pub(crate) status_first: u64,
+    pub(crate) status_wakers: HashMap<u64, Waker>,
+    pub(crate) next_watch: u64,
+    /// Handles and event streams alive (explicit count, not `Arc::strong_count`).
+    pub(crate) users: usize,
+    /// Closed by the application, or every handle dropped: no more adds, and the stream
+    /// ends once drained.
+    pub(crate) closed: bool,
+    /// The driver (timer task) ended: nothing will move any more.
+    pub(crate) driver_done: bool,
+}
+
+impl<E: Clone> Shared<E> {
+    pub(crate) fn new(fleet: Fleet) -> Shared<E> {
+        Shared {
+            fleet,
+            endpoints: HashMap::new(),
+            conns: HashMap::new(),
+            next_epoch: 0,
+            opens: Vec::new(),
+            waiters: HashMap::new(),
+            event_waker: None,
+            deadline: None,
+            timer_version: 0,
+            timer_waker: None,
+            status_log: VecDeque::new(),
+            status_first: 0,
+            status_wakers: HashMap::new(),
+            next_watch: 0,
+            users: 2,
+            closed: false,
+            driver_done: false,
+        }
+    }
+
+    /// Hands every core output to whom it is for: transports to open or drop, outcomes to
+    /// waiters, status changes to the log, the next deadline to the timer task, bytes to
+    /// write to their connection task, events to the consumer. Call after every core call.
+    pub(crate) fn drain(&mut self, io: &mut Io) {
+        loop {
+            match self.fleet.poll_output() {
+                FleetOutput::Connect(server) => {
+                    let Some(endpoint) = self
+                        .fleet
+                        .name(server)
+                        .and_then(|n| self.endpoints.get(n))
+                        .cloned()
+                    else {
+                        continue;
+                    };
+                    self.next_epoch += 1;
+                    let epoch = self.next_epoch;
+                    if let Some(old) = self.conns.insert(
+                        server,
+                        Conn {
+                            epoch,
+                            kick: false,
+                            waker: None,
+                        },
+                    ) {
+                        io.wake.extend(old.waker);
+                    }
+                    // The driver opens transports (it alone can spawn on the runtime).
+                    self.opens.push(Open {
+                        server,
+                        endpoint,
+                        epoch,
+                    });
+                    io.wake.extend(self.timer_waker.take());
+                }
+                FleetOutput::Close(server) => {
+                    if let Some(old) = self.conns.remove(&server) {
+                        io.wake.extend(old.waker);
+                    }
+                }
+                FleetOutput::Status { server, status } => {
+                    if self.status_log.len() == STATUS_LOG_CAP {
+                        self.status_log.pop_front();
+                        self.status_first += 1;
+                    }
+                    self.status_log.push_back((server, status));
+                    io.wake.extend(self.status_wakers.drain().map(|(_, w)| w));
+                }
+                FleetOutput::Completed {
+                    server,
+                    id,
+                    outcome,
+                } => {
+                    // No waiter: the caller stopped waiting, which is its choice.
+                    if let Some(w) = self.waiters.get_mut(&(server, id)) {
+                        w.outcome = Some(outcome);
+                        io.wake.extend(w.waker.take());
+                    }
+                }
+                FleetOutput::Removed { server } => {
+                    self.endpoints.remove(&server);
+                }
+                FleetOutput::Wait(deadline) => {
+                    if deadline != self.deadline {
+                        self.deadline = deadline;
+                        self.timer_version += 1;
+                        io.wake.extend(self.timer_waker.take());
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+        while let Some(server) = self.fleet.poll_writable() {
+            if let Some(c) = self.conns.get_mut(&server) {
+                c.kick = true;
+                io.wake.extend(c.waker.take());
+            }
+        }
+        if self.fleet.has_events() || self.stream_over() {
+            io.wake.extend(self.event_waker.take());
+        }
+    }
+
+    /// True once the stream can bring nothing more: closed (or the driver gone) and drained.
+    pub(crate) fn stream_over(&self) -> bool {
+        (self.closed || self.driver_done) && !self.fleet.has_events() && self.conns.is_empty()
+    }
+
+    /// Is connection `epoch` of `server` still the current one? If so, takes its kick or
+    /// parks `waker` until something changes.
+    pub(crate) fn conn_state(
+        &mut self,
+        server: ServerId,
+        epoch: u64,
+        waker: &Waker,
+    ) -> Option<ConnState> {
+        match self.conns.get_mut(&server) {
+            Some(c) if c.epoch == epoch => {
+                if std::mem::take(&mut c.kick) {
+                    Some(ConnState::Kicked)
+                } else {
+                    c.waker = Some(waker.clone());
+                    None
+                }
+            }
+            _ => Some(ConnState::Gone),
+        }
+    }
+
+    /// True if connection `epoch` of `server` is the current one.
+    pub(crate) fn is_current(&self, server: ServerId, epoch: u64) -> bool {
+        self.conns.get(&server).is_some_and(|c| c.epoch == epoch)
+    }
+
+    /// Closes every server (no Logoff): pending actions fail now, the stream ends once
+    /// drained.
+    pub(crate) fn close(&mut self, now: Instant, io: &mut Io) {
+        self.closed = true;
+        self.fleet.close_all(now);
+        self.drain(io);
+        io.wake.extend(self.timer_waker.take());
+        io.wake.extend(self.event_waker.take());
+        io.wake.extend(self.status_wakers.drain().map(|(_, w)| w));
+    }
+
+    /// The driver ended (normally or not): every waiter and watcher is woken to find out.
+    pub(crate) fn driver_ended(&mut self, io: &mut Io) {
+        self.driver_done = true;
+        for w in self.waiters.values_mut() {
+            io.wake.extend(w.waker.take());
+        }
+        for c in self.conns.values_mut() {
+            io.wake.extend(c.waker.take());
+        }
+        self.conns.clear();
+        io.wake.extend(self.event_waker.take());
+        io.wake.extend(self.status_wakers.drain().map(|(_, w)| w));
+    }
+}
+
+/// The shared state and its lock.
+pub(crate) struct Inner<E> {
+    shared: Mutex<Shared<E>>,
+}
+
+impl<E: Clone> Inner<E> {
+    pub(crate) fn new(fleet: Fleet) -> Inner<E> {
+        Inner {
+            shared: Mutex::new(Shared::new(fleet)),
+        }
+    }
+
+    /// Locks the shared state. A panic under the lock (only possible through a bug, since no
+    /// user code runs under it) must not wedge every other caller: the state is consistent
+    /// between calls, so a poisoned lock is used as is.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared<E>> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` under the lock, drains what it caused, then wakes whom it concerns outside
+    /// the lock.
+    pub(crate) fn call<R>(&self, f: impl FnOnce(&mut Shared<E>) -> R) -> R {
+        let mut io = Io::default();
+        let r = {
+            let mut shared = self.lock();
+            let r = f(&mut shared);
+            shared.drain(&mut io);
+            r
+        };
+        io.wake_all();
+        r
+    }
+}
