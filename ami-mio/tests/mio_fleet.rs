@@ -8,8 +8,8 @@ mod support;
 
 use ami_mio::MioFleet;
 use ami_proto::fleet::{FleetOutput, Policy, Route, ServerStatus};
-use ami_proto::{Action, ActionId, StreamItem};
-use std::collections::HashMap;
+use ami_proto::{Action, ActionId};
+use ami_sim::fleet_log::FleetLog;
 use std::time::{Duration, Instant};
 use support::{config, front, refused_addr, Flood};
 
@@ -26,12 +26,9 @@ fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
     fleet.add("pings", config(3), pings.local_addr()).unwrap();
     fleet.add("down", config(4), refused_addr()).unwrap();
 
-    let mut statuses: HashMap<String, Vec<&'static str>> = HashMap::new();
-    let mut events: HashMap<String, u64> = HashMap::new();
-    let mut gaps: HashMap<String, u64> = HashMap::new();
+    let mut log = FleetLog::default();
     let mut inflight: Option<(ActionId, Instant)> = None;
     let mut latencies = Vec::new();
-    let mut routed_by_policy = Vec::new();
     let mut restarted = false;
     let started = Instant::now();
     let end = started + Duration::from_secs(3);
@@ -48,20 +45,15 @@ fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
             restarting.restart(Duration::from_millis(300));
             restarted = true;
         }
-        if routed_by_policy.len() < 20 {
+        if log.by_policy.len() < 20 {
             if let Ok(r) = fleet.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping")) {
-                routed_by_policy.push(r.server.to_string());
+                log.by_policy.push(r.server.to_string());
             }
         }
         let report = fleet.step(now).unwrap();
         for news in report.news {
             match news {
-                FleetOutput::Status { server, status } => {
-                    statuses
-                        .entry(server.to_string())
-                        .or_default()
-                        .push(status.label());
-                }
+                FleetOutput::Status { server, status } => log.status(server.as_str(), &status),
                 FleetOutput::Completed {
                     server,
                     id,
@@ -80,19 +72,13 @@ fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
             }
         }
         while let Some(item) = fleet.poll_event() {
-            match item.item {
-                StreamItem::Event(_) => *events.entry(item.server.to_string()).or_default() += 1,
-                StreamItem::Gap { dropped } => {
-                    *gaps.entry(item.server.to_string()).or_default() += dropped
-                }
-                _ => {}
-            }
+            log.item(&item);
         }
         fleet.wait(Some(Duration::from_millis(5))).unwrap();
     }
     let max = latencies.iter().max().copied().unwrap_or_default();
     println!(
-        "fleet over loopback: {} pings on the quiet server, max latency {max:?}; events {events:?}; gaps {gaps:?}; statuses {statuses:?}",
+        "fleet over loopback: {} pings on the quiet server, max latency {max:?}; {log:?}",
         latencies.len()
     );
     assert!(
@@ -100,26 +86,7 @@ fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
         "only {} pings answered",
         latencies.len()
     );
-    assert!(
-        events.get("flood").copied().unwrap_or(0) > 10_000,
-        "{events:?}"
-    );
-    assert!(
-        gaps.keys().all(|k| k == "flood"),
-        "only the flooder may lose events: {gaps:?}"
-    );
-    let restarts = &statuses["restarts"];
-    let down = restarts.iter().position(|s| *s == "backing_off");
-    let back = restarts.iter().rposition(|s| *s == "ready");
-    assert!(
-        matches!((down, back), (Some(d), Some(b)) if d < b),
-        "restarts: {restarts:?}"
-    );
-    assert!(statuses["down"].iter().all(|s| *s != "ready"));
-    assert!(
-        routed_by_policy.iter().all(|s| s != "down"),
-        "policy routing picked a server that is not ready: {routed_by_policy:?}"
-    );
+    log.check("flood", 10_000, "restarts", "down").unwrap();
     let stats = fleet.stats();
     assert!(stats.most_connects_in_a_step <= 16);
     fleet.close_all(Instant::now());

@@ -110,6 +110,7 @@ mod events;
 mod faults;
 mod filter;
 pub mod fleet;
+pub mod fleet_log;
 pub mod flood;
 /// Deterministic simulation harness: client and simulated server on one virtual clock.
 pub mod harness;

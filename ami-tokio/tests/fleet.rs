@@ -8,10 +8,10 @@
 mod support;
 
 use ami_proto::fleet::{FleetConfig, Policy, Route, RouteError};
-use ami_proto::{Action, StreamItem};
+use ami_proto::Action;
+use ami_sim::fleet_log::FleetLog;
 use ami_sim::flood::Flood;
 use ami_tokio::fleet::{spawn_fleet, RouteFailed, StatusChange};
-use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 use support::{admin, front, within};
@@ -40,31 +40,22 @@ async fn a_tokio_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
     let duplicate = fleet.add("pings", admin(), pings.local_addr());
     assert!(duplicate.is_err(), "{duplicate:?}");
 
-    // The consumer: counts events and gaps per server, checks the storm's order.
+    // The consumer counts events and gaps per server; the watch records every status.
     let consumer = tokio::spawn(async move {
-        let mut events_by: HashMap<String, u64> = HashMap::new();
-        let mut gaps: HashMap<String, u64> = HashMap::new();
+        let mut log = FleetLog::default();
         while let Some(item) = events.recv().await {
-            match item.item {
-                StreamItem::Event(_) => *events_by.entry(item.server.to_string()).or_default() += 1,
-                StreamItem::Gap { dropped } => {
-                    *gaps.entry(item.server.to_string()).or_default() += dropped
-                }
-                _ => {}
-            }
+            log.item(&item);
         }
-        (events_by, gaps)
+        log
     });
     let statuses = tokio::spawn(async move {
-        let mut seen: HashMap<String, Vec<&'static str>> = HashMap::new();
+        let mut log = FleetLog::default();
         while let Some(change) = watch.changed().await {
             if let StatusChange::Changed { server, status } = change {
-                seen.entry(server.to_string())
-                    .or_default()
-                    .push(status.label());
+                log.status(server.as_str(), &status);
             }
         }
-        seen
+        log
     });
 
     within("pings ready", async {
@@ -116,12 +107,12 @@ async fn a_tokio_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
     let stats = fleet.stats();
     fleet.close();
     drop(fleet);
-    let (events_by, gaps) = within("the stream to end", consumer).await.unwrap();
-    let statuses = within("the watch to end", statuses).await.unwrap();
+    let mut log = within("the stream to end", consumer).await.unwrap();
+    log.statuses = within("the watch to end", statuses).await.unwrap().statuses;
+    log.by_policy = by_policy;
     let max = latencies.iter().max().copied().unwrap_or_default();
     println!(
-        "tokio fleet over loopback: {} pings on the quiet server, max latency {max:?}; \
-         events {events_by:?}; gaps {gaps:?}; statuses {statuses:?}",
+        "tokio fleet over loopback: {} pings on the quiet server, max latency {max:?}; {log:?}",
         latencies.len()
     );
     assert!(latencies.len() >= 10, "only {} pings", latencies.len());
@@ -131,27 +122,8 @@ async fn a_tokio_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
         max < Duration::from_secs(1),
         "quiet server's ping took {max:?}"
     );
-    assert!(
-        events_by.get("flood").copied().unwrap_or(0) > 10_000,
-        "{events_by:?}"
-    );
-    assert!(
-        gaps.keys().all(|k| k == "flood"),
-        "only the flooder may lose events: {gaps:?}"
-    );
-    let restarts = &statuses["restarts"];
-    let down = restarts.iter().position(|s| *s == "backing_off");
-    let back = restarts.iter().rposition(|s| *s == "ready");
-    assert!(
-        matches!((down, back), (Some(d), Some(b)) if d < b),
-        "restarts: {restarts:?}"
-    );
-    assert!(statuses["down"].iter().all(|s| *s != "ready"));
-    assert!(statuses["pings"].last() == Some(&"closed"));
-    assert!(
-        by_policy.iter().all(|s| s != "down"),
-        "policy routing picked a server that is not ready: {by_policy:?}"
-    );
+    log.check("flood", 10_000, "restarts", "down").unwrap();
+    assert_eq!(log.statuses["pings"].last(), Some(&"closed"));
     assert!(stats.most_connects_in_a_step <= FleetConfig::default().budget.connects_per_step);
 }
 

@@ -16,46 +16,28 @@ use std::sync::Arc;
 use std::task::Poll;
 
 /// Why a server was not added.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AddError {
     /// The fleet refused it (bad or duplicate name, fleet full).
+    #[error("{0}")]
     Refused(FleetError),
     /// The fleet was closed.
+    #[error("fleet closed")]
     Closed,
 }
 
-impl std::fmt::Display for AddError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AddError::Refused(e) => write!(f, "{e}"),
-            AddError::Closed => f.write_str("fleet closed"),
-        }
-    }
-}
-
-impl std::error::Error for AddError {}
-
 /// Why [`FleetHandle::send`] took no action: nothing was queued on any server.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RouteFailed {
     /// No server could take it (unknown name, none ready, the server's client refused it).
+    #[error("{0}")]
     Route(RouteError),
     /// The fleet was closed or its driver is gone.
+    #[error("fleet closed")]
     Closed,
 }
-
-impl std::fmt::Display for RouteFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RouteFailed::Route(e) => write!(f, "{e}"),
-            RouteFailed::Closed => f.write_str("fleet closed"),
-        }
-    }
-}
-
-impl std::error::Error for RouteFailed {}
 
 /// The outcome of one routed action: which server took it, and how it ended there.
 #[derive(Debug, Clone)]
