@@ -1,5 +1,5 @@
 //! The tokio fleet over real loopback sockets against several simulator TCP fronts at once:
-//! one floods events, one restarts, one answers pings, one port refuses every connect. The
+//! one floods events, one restarts, one answers pings, one port never answers. The
 //! merged stream names each server and only the flooder may lose events; the restarting
 //! server's status goes down and comes back; pings on the quiet server keep completing on it;
 //! policy routing never picks a server that is not ready.
@@ -16,12 +16,11 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 use support::{admin, front, within};
 
-/// A 127.0.0.1 port that refuses connections (bound, then released).
-fn refused_addr() -> std::net::SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A 127.0.0.1 port that takes connections (the kernel's backlog) and never answers: no
+/// banner, so a server there never gets ready. Held by the test, so no other test's
+/// simulator can take the port (a released port can be, by a test running alongside).
+fn silent() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +35,10 @@ async fn a_tokio_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
         .add("restarts", admin(), restarting.local_addr())
         .unwrap();
     fleet.add("pings", admin(), pings.local_addr()).unwrap();
-    fleet.add("down", admin(), refused_addr()).unwrap();
+    let silent = silent();
+    fleet
+        .add("down", admin(), silent.local_addr().unwrap())
+        .unwrap();
     let duplicate = fleet.add("pings", admin(), pings.local_addr());
     assert!(duplicate.is_err(), "{duplicate:?}");
 
@@ -132,8 +134,11 @@ async fn a_removed_server_fails_its_pending_action_and_the_last_handle_closes_th
     let server = front();
     let (fleet, mut events) = spawn_fleet(FleetConfig::default());
     fleet.add("a", admin(), server.local_addr()).unwrap();
-    // Never connects: the action waits on it until the server is removed.
-    fleet.add("b", admin(), refused_addr()).unwrap();
+    // Never answers: the action waits on it until the server is removed.
+    let silent = silent();
+    fleet
+        .add("b", admin(), silent.local_addr().unwrap())
+        .unwrap();
     let pending = {
         let fleet = fleet.clone();
         tokio::spawn(async move { fleet.send(Route::Server("b"), Action::new("Ping")).await })

@@ -120,11 +120,11 @@ impl FleetHandle {
         self.add_endpoint(
             name,
             config,
-            Endpoint {
-                target: target.into(),
+            Endpoint::new(
+                target.into(),
                 #[cfg(feature = "tls")]
-                tls: None,
-            },
+                None,
+            ),
         )
     }
 
@@ -137,14 +137,7 @@ impl FleetHandle {
         target: impl Into<Target>,
         tls: crate::Tls,
     ) -> Result<(), AddError> {
-        self.add_endpoint(
-            name,
-            config,
-            Endpoint {
-                target: target.into(),
-                tls: Some(tls),
-            },
-        )
+        self.add_endpoint(name, config, Endpoint::new(target.into(), Some(tls)))
     }
 
     fn add_endpoint(

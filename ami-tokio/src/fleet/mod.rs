@@ -72,6 +72,16 @@ pub(crate) struct Endpoint {
     pub(crate) tls: Option<crate::Tls>,
 }
 
+impl Endpoint {
+    fn new(target: Target, #[cfg(feature = "tls")] tls: Option<crate::Tls>) -> Endpoint {
+        Endpoint {
+            target,
+            #[cfg(feature = "tls")]
+            tls,
+        }
+    }
+}
+
 /// Starts an empty fleet on the current tokio runtime: add servers with
 /// [`FleetHandle::add`]. A config whose seed is the default gets one from the OS, so two
 /// processes never share ActionID prefixes or reconnect jitter.
