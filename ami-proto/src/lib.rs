@@ -136,6 +136,7 @@ pub use wire::limits::{
 };
 pub use wire::message::{Field, Message, MessageKind, Value};
 
+pub mod calls;
 mod client;
 pub mod fleet;
 

@@ -1,0 +1,164 @@
+//! The tracker's limits and names, checked when built.
+
+use thiserror::Error;
+
+/// Why a [`TrackerConfig`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TrackerConfigError {
+    /// A cap of zero cannot work.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    /// The tag prefix or variable name is empty, too long, or has characters other than
+    /// ASCII letters, digits, `_`, `-` and `.` (it travels inside an AMI header value).
+    #[error("{0} must be 1 to 32 characters of A-Z a-z 0-9 _ - .")]
+    BadName(&'static str),
+}
+
+/// Limits and names of a [`CallTracker`](super::CallTracker), from [`TrackerConfig::builder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackerConfig {
+    pub(crate) max_channels: usize,
+    pub(crate) max_buffered: usize,
+    pub(crate) max_updates: usize,
+    pub(crate) max_originates: usize,
+    pub(crate) tag_variable: String,
+    pub(crate) tag_prefix: String,
+}
+
+/// Builds a [`TrackerConfig`].
+#[derive(Debug, Clone)]
+pub struct TrackerConfigBuilder {
+    config: TrackerConfig,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            max_channels: 20_000,
+            max_buffered: 65_536,
+            max_updates: 65_536,
+            max_originates: 10_000,
+            tag_variable: "AMIRS_ORIGINATE".to_string(),
+            tag_prefix: "amirs".to_string(),
+        }
+    }
+}
+
+impl TrackerConfig {
+    /// A builder with the defaults.
+    pub fn builder() -> TrackerConfigBuilder {
+        TrackerConfigBuilder {
+            config: TrackerConfig::default(),
+        }
+    }
+
+    /// Most channels tracked.
+    pub fn max_channels(&self) -> usize {
+        self.max_channels
+    }
+
+    /// The channel variable that carries originate tags.
+    pub fn tag_variable(&self) -> &str {
+        &self.tag_variable
+    }
+}
+
+fn good_name(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+impl TrackerConfigBuilder {
+    /// Most channels tracked at once (default 20 000, about 1 KiB each). New channels past it
+    /// are not tracked, and counted ([`TrackerStats::channels_over_cap`](super::TrackerStats)).
+    pub fn max_channels(mut self, n: usize) -> Self {
+        self.config.max_channels = n;
+        self
+    }
+
+    /// Most events held while a snapshot is in flight (default 65 536; each is one shared
+    /// message). Past it the resync starts over, counted.
+    pub fn max_buffered_events(mut self, n: usize) -> Self {
+        self.config.max_buffered = n;
+        self
+    }
+
+    /// Most updates waiting for [`CallTracker::poll_update`](super::CallTracker::poll_update)
+    /// (default 65 536). Past it the oldest is dropped, counted and logged.
+    pub fn max_updates(mut self, n: usize) -> Self {
+        self.config.max_updates = n;
+        self
+    }
+
+    /// Most Originates followed at once (default 10 000); past it
+    /// [`CallTracker::originate`](super::CallTracker::originate) refuses.
+    pub fn max_originates(mut self, n: usize) -> Self {
+        self.config.max_originates = n;
+        self
+    }
+
+    /// The channel variable carrying originate tags (default `AMIRS_ORIGINATE`).
+    pub fn tag_variable(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.config.tag_variable);
+        self
+    }
+
+    /// The prefix of originate tags (default `amirs`). Make it unique per tracker instance
+    /// and process run (a host name and start time, say): tags are `<prefix>-<counter>`, and
+    /// a tracker takes any live channel carrying one of its tags as its own.
+    pub fn tag_prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.config.tag_prefix);
+        self
+    }
+
+    /// The config, or why it cannot work.
+    pub fn build(self) -> Result<TrackerConfig, TrackerConfigError> {
+        let c = self.config;
+        for (name, v) in [
+            ("max_channels", c.max_channels),
+            ("max_buffered_events", c.max_buffered),
+            ("max_updates", c.max_updates),
+            ("max_originates", c.max_originates),
+        ] {
+            if v == 0 {
+                return Err(TrackerConfigError::Zero(name));
+            }
+        }
+        if !good_name(&c.tag_variable) {
+            return Err(TrackerConfigError::BadName("tag_variable"));
+        }
+        if !good_name(&c.tag_prefix) {
+            return Err(TrackerConfigError::BadName("tag_prefix"));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configs_that_cannot_work_are_refused() {
+        assert_eq!(
+            TrackerConfig::builder().max_channels(0).build(),
+            Err(TrackerConfigError::Zero("max_channels"))
+        );
+        assert_eq!(
+            TrackerConfig::builder().tag_variable("A B").build(),
+            Err(TrackerConfigError::BadName("tag_variable"))
+        );
+        assert_eq!(
+            TrackerConfig::builder()
+                .tag_prefix("x\r\nAction: Hangup")
+                .build(),
+            Err(TrackerConfigError::BadName("tag_prefix"))
+        );
+        assert!(TrackerConfig::builder()
+            .tag_prefix("node-1.a")
+            .build()
+            .is_ok());
+    }
+}

@@ -1,0 +1,861 @@
+//! # A call tracker that survives faults
+//!
+//! [`CallTracker`] keeps a live view of an Asterisk server's channels and calls from the
+//! event stream, and keeps it right across the faults a [`Client`](crate::Client) survives:
+//! a gap in the stream, a reconnect, an Originate whose outcome became `Unknown`. Like the
+//! rest of this crate it has no clock and does no I/O: it is fed stream items, action
+//! answers and `now`, and hands back actions to send and updates to read.
+//!
+//! ```text
+//!   stream items ── handle_item(now, &item) ───►┌─────────────┐── poll_request(): actions to send
+//!   answers ─────── handle_reply(now, tok, r) ─►│ CallTracker │── poll_update(): calls ended,
+//!   your Originates ─ originate(action) ───────►└─────────────┘   stale, resynced, originates
+//!                                                  channels(), calls(), originate_state()
+//! ```
+//!
+//! ## Run loop
+//!
+//! 1. Feed every [`StreamItem`] to [`CallTracker::handle_item`], in stream order.
+//! 2. Send every [`TrackerRequest`] from [`CallTracker::poll_request`] **with its
+//!    `options`** (they carry a stream mark), and hand its answer back to
+//!    [`CallTracker::handle_reply`] with the request's token. If the client refuses it at
+//!    send time, call [`CallTracker::send_failed`].
+//! 3. Read [`CallUpdate`]s from [`CallTracker::poll_update`]; read the view any time.
+//!
+//! ## Staying right across faults
+//!
+//! The view is *live* while every event reaches it. A [`StreamItem::Gap`] or a
+//! [`StreamItem::Disconnected`] makes it *stale* ([`CallUpdate::Stale`]); the next `Ready` (or
+//! the gap itself) starts a resync: the tracker asks for `CoreShowChannels` (and `Status` with
+//! its tag variable when an Originate is in doubt) and holds the events that arrive meanwhile.
+//! Each snapshot action carries a stream mark, so the tracker knows which events came before
+//! the server's answer; it applies the snapshot, then replays the held events over it, so no
+//! event is lost or counted twice: a channel event replayed over a snapshot that already
+//! reflects it changes nothing, and the last event of each channel leaves its latest state.
+//! Then it reconciles, and says so ([`CallUpdate::Resynced`]):
+//! - channels in the view and in the snapshot continue;
+//! - channels in the view, gone from the snapshot, whose `Hangup` was not seen, ended while
+//!   unobserved ([`Ending::Unobserved`]: no cause, no end time, never made up);
+//! - channels new to it are adopted (`adopted`, no creation time).
+//!
+//! ## Originates never left in doubt
+//!
+//! [`CallTracker::originate`] adds a unique tag in a channel variable. The tracker links the
+//! tag to the channels that carry it (their `VarSet`) and to the `OriginateResponse`'s
+//! Uniqueid, and follows the call to its end ([`OriginateState`]). When the answer is lost
+//! (`Unknown` after a disconnect, or a timeout), the next snapshot looks for the tag with
+//! `Status` `Variables`: it resolves to `Running` (now tracked) or `NotRunningNow` (it may
+//! have run and ended while away), never to "failed" or "never ran".
+//!
+//! ## Limits
+//!
+//! Channels tracked, events held during a resync, updates waiting and Originates followed are
+//! capped ([`TrackerConfigBuilder`]); what a cap turns away is counted in [`TrackerStats`] and
+//! logged.
+//!
+//! ```
+//! use ami_proto::calls::{CallTracker, CallUpdate, TrackerConfig};
+//! use ami_proto::{ActionId, Client, ClientConfig, Input, Output};
+//! use std::time::{Duration, Instant};
+//!
+//! let mut now = Instant::now(); // the caller's clock; tests use virtual time
+//! let mut client = Client::new(ClientConfig::builder("admin", "amp111").seed(1).build()?, now);
+//! let mut tracker = CallTracker::new(TrackerConfig::builder().tag_prefix("doc").build()?);
+//!
+//! // A scripted server: logs in, lists no channel, then one call comes and goes.
+//! let mut calls_done = false;
+//! let mut server = |wire: &str| -> String {
+//!     let mut reply = String::new();
+//!     for block in wire.split("\r\n\r\n").filter(|b| !b.is_empty()) {
+//!         let id = block.lines().find_map(|l| l.strip_prefix("ActionID: ")).unwrap_or("");
+//!         if block.starts_with("Action: Login") {
+//!             reply += &format!("Response: Success\r\nActionID: {id}\r\n\r\n");
+//!         } else if block.starts_with("Action: CoreShowChannels") {
+//!             reply += &format!("Response: Success\r\nActionID: {id}\r\nEventList: start\r\n\r\n\
+//!                 Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n");
+//!         }
+//!     }
+//!     if reply.is_empty() && !calls_done {
+//!         calls_done = true;
+//!         let block = "ChannelState: 6\r\nCallerIDNum: 100\r\nContext: default\r\nExten: 200\r\n\
+//!             Uniqueid: 1.1\r\nLinkedid: 1.1\r\nChannel: PJSIP/100-1\r\n";
+//!         reply = format!("Event: Newchannel\r\n{block}\r\nEvent: Hangup\r\n{block}Cause: 16\r\n\r\n");
+//!     }
+//!     reply
+//! };
+//!
+//! let mut pending: Vec<(u64, ActionId)> = Vec::new(); // tracker requests sent, by token
+//! let mut ended = Vec::new();
+//! for _round in 0..6 {
+//!     loop {
+//!         match client.poll_output() {
+//!             Output::Connect => {
+//!                 client.handle_input(now, Input::Connected);
+//!                 client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
+//!             }
+//!             Output::Completed { id, outcome } => {
+//!                 // Only the tracker's own requests are answered back to it.
+//!                 if let Some(token) = pending.iter().position(|(_, i)| *i == id) {
+//!                     let (token, _) = pending.swap_remove(token);
+//!                     tracker.handle_reply(now, token, outcome.into_result());
+//!                 }
+//!             }
+//!             Output::Wait(_) => break,
+//!             _ => {}
+//!         }
+//!     }
+//!     while let Some(item) = client.poll_event() {
+//!         tracker.handle_item(now, &item);
+//!     }
+//!     while let Some(req) = tracker.poll_request() {
+//!         let id = client.send_action_with(now, req.action, req.options)?;
+//!         pending.push((req.token, id));
+//!     }
+//!     while let Some(update) = tracker.poll_update() {
+//!         if let CallUpdate::CallEnded(call) = update {
+//!             ended.push(call);
+//!         }
+//!     }
+//!     let wire = String::from_utf8_lossy(client.transmit()).into_owned();
+//!     client.advance_transmit(wire.len());
+//!     now += Duration::from_millis(10);
+//!     client.handle_input(now, Input::Received(server(&wire).as_bytes()));
+//! }
+//! assert_eq!(ended.len(), 1);
+//! assert_eq!(ended[0].cause(), Some(16));
+//! assert!(!tracker.is_stale());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`StreamItem`]: crate::StreamItem
+//! [`StreamItem::Gap`]: crate::StreamItem::Gap
+//! [`StreamItem::Disconnected`]: crate::StreamItem::Disconnected
+
+mod channel;
+mod config;
+mod originate;
+mod view;
+
+pub use channel::{Channel, ChannelState, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL};
+pub use config::{TrackerConfig, TrackerConfigBuilder, TrackerConfigError};
+pub use originate::{OriginateState, OriginateTag};
+
+use crate::client::output::{ActionError, DisconnectReason, Response, StreamItem};
+use crate::client::session::SendOptions;
+use crate::wire::action::Action;
+use crate::wire::message::Message;
+use originate::{answer_of, Answer, Record};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+use thiserror::Error;
+use view::{Effects, View};
+
+/// Tokens (and stream marks) of tracker requests start here, far from small numbers a caller
+/// may use for marks of its own.
+pub const TOKEN_BASE: u64 = 0x7472_6163_6b00_0000;
+
+/// Snapshots that fail in a row (the server answered with an error) before the tracker stops
+/// asking until the next session, gap or [`CallTracker::resync`].
+const MAX_SNAPSHOT_ATTEMPTS: u32 = 3;
+
+/// An action the tracker needs sent. Send it with `options` (they carry the stream mark the
+/// tracker waits for) and report its answer with [`CallTracker::handle_reply`] and `token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrackerRequest {
+    /// Names this request in [`CallTracker::handle_reply`] (and is its stream mark).
+    pub token: u64,
+    /// The action.
+    pub action: Action,
+    /// Send options: a stream mark equal to `token`.
+    pub options: SendOptions,
+}
+
+/// Why the view may be behind the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StaleReason {
+    /// No snapshot yet (the first session, or [`CallTracker::resync`]).
+    Start,
+    /// The session was lost.
+    SessionLost(DisconnectReason),
+    /// Events were dropped (the consumer was behind).
+    Gap {
+        /// How many.
+        dropped: u64,
+    },
+    /// Too many events arrived while a snapshot was in flight; they were let go.
+    BufferFull,
+    /// An Originate's answer was lost: look for its tag.
+    OriginateInDoubt,
+    /// The snapshot failed (a server error); `attempt` of the row.
+    SnapshotFailed {
+        /// Failed snapshots in a row.
+        attempt: u32,
+    },
+}
+
+/// What a resync found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResyncReport {
+    /// Channels in the view and in the snapshot.
+    pub continued: usize,
+    /// Channels in the view, gone from the snapshot, whose Hangup was never seen.
+    pub ended_unobserved: usize,
+    /// Channels first known from the snapshot.
+    pub adopted: usize,
+    /// Events held while the snapshot was in flight, replayed over it.
+    pub replayed: usize,
+}
+
+/// News from the tracker, from [`CallTracker::poll_update`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallUpdate {
+    /// From here the view may be behind the server, until [`CallUpdate::Resynced`].
+    Stale(StaleReason),
+    /// A snapshot was reconciled: the view is live again.
+    Resynced(ResyncReport),
+    /// A call's last channel ended.
+    CallEnded(EndedCall),
+    /// An Originate sent through the tracker changed state.
+    Originate {
+        /// Its tag.
+        tag: OriginateTag,
+        /// Its new state.
+        state: OriginateState,
+    },
+}
+
+/// Why [`CallTracker::originate`] refused an action.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TrackerError {
+    /// The action is not an Originate.
+    #[error("not an Originate")]
+    NotOriginate,
+    /// `max_originates` are followed already.
+    #[error("{0} Originates are followed already (max_originates)")]
+    TooManyOriginates(usize),
+}
+
+/// Counters of one tracker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrackerStats {
+    /// Channels tracked now.
+    pub channels: usize,
+    /// Live calls now.
+    pub calls: usize,
+    /// Resyncs started.
+    pub resyncs: u64,
+    /// Resyncs completed.
+    pub resynced: u64,
+    /// Channels reported ended while unobserved.
+    pub ended_unobserved: u64,
+    /// Channels not tracked because `max_channels` was reached.
+    pub channels_over_cap: u64,
+    /// Channel events for a channel not in the view (ignored).
+    pub unknown_channel_events: u64,
+    /// Times the held events outgrew `max_buffered_events` and were let go.
+    pub buffer_overflows: u64,
+    /// Updates dropped because `max_updates` were waiting.
+    pub updates_dropped: u64,
+    /// Snapshots that failed.
+    pub snapshot_failures: u64,
+}
+
+#[derive(Debug)]
+enum Purpose {
+    Channels(u64),
+    Tags(u64),
+    Originate(OriginateTag),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    purpose: Purpose,
+    reply: Option<Result<Response, ActionError>>,
+    marked: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Tags {
+    NotAsked,
+    Asked,
+    Got(Option<Response>),
+}
+
+#[derive(Debug)]
+struct Resync {
+    epoch: u64,
+    channels: Option<Response>,
+    tags: Tags,
+}
+
+#[derive(Debug)]
+enum Sync {
+    /// No session (not yet up, or lost): the next `Ready` starts a resync.
+    Down,
+    /// Every event reaches the view.
+    Live,
+    /// A snapshot is in flight; events are held.
+    Resyncing(Box<Resync>),
+    /// Snapshots kept failing: events are applied as they come, the view stays stale until
+    /// the next session, gap or `resync`.
+    Stuck,
+}
+
+/// A sans-IO view of live channels and calls, kept right across gaps and reconnects. See the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct CallTracker {
+    config: TrackerConfig,
+    view: View,
+    sync: Sync,
+    epoch: u64,
+    attempts: u32,
+    /// Events held since the view went stale, with when they arrived.
+    held: VecDeque<(Instant, Message)>,
+    inflight: BTreeMap<u64, InFlight>,
+    requests: VecDeque<TrackerRequest>,
+    updates: VecDeque<CallUpdate>,
+    updates_episode: bool,
+    originates: BTreeMap<OriginateTag, Record>,
+    next_token: u64,
+    next_tag: u64,
+    stats: TrackerStats,
+}
+
+impl CallTracker {
+    /// A tracker with an empty, stale view. It starts a resync at the next `Ready` stream
+    /// item; one created on a session already up calls [`resync`](Self::resync).
+    pub fn new(config: TrackerConfig) -> CallTracker {
+        let view = View::new(config.max_channels, config.tag_variable.clone());
+        CallTracker {
+            config,
+            view,
+            sync: Sync::Down,
+            epoch: 0,
+            attempts: 0,
+            held: VecDeque::new(),
+            inflight: BTreeMap::new(),
+            requests: VecDeque::new(),
+            updates: VecDeque::new(),
+            updates_episode: false,
+            originates: BTreeMap::new(),
+            next_token: TOKEN_BASE,
+            next_tag: 0,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    // ----- inputs -------------------------------------------------------------------------
+
+    /// Feeds one stream item, in stream order.
+    pub fn handle_item(&mut self, now: Instant, item: &StreamItem) {
+        match item {
+            StreamItem::Event(msg) => self.event(now, msg),
+            StreamItem::Gap { dropped } => {
+                if !matches!(self.sync, Sync::Down) {
+                    self.start_resync(StaleReason::Gap { dropped: *dropped });
+                }
+            }
+            StreamItem::Ready { .. } => {
+                self.attempts = 0;
+                self.start_resync(StaleReason::Start);
+            }
+            StreamItem::Disconnected { reason } => {
+                if !matches!(self.sync, Sync::Down) {
+                    self.sync = Sync::Down;
+                    self.update(CallUpdate::Stale(StaleReason::SessionLost(reason.clone())));
+                }
+            }
+            StreamItem::Mark { mark } => {
+                if let Some(f) = self.inflight.get_mut(mark) {
+                    f.marked = true;
+                    self.try_complete(now, *mark);
+                }
+            }
+        }
+    }
+
+    /// The answer to request `token`: `outcome.into_result()` from a [`Client`](crate::Client),
+    /// or an async adapter's result. Unknown tokens are ignored.
+    pub fn handle_reply(&mut self, now: Instant, token: u64, reply: Result<Response, ActionError>) {
+        if let Some(f) = self.inflight.get_mut(&token) {
+            f.reply = Some(reply);
+            self.try_complete(now, token);
+        }
+    }
+
+    /// Request `token` could not be handed to the client (refused at send, or the session
+    /// is gone): no answer and no mark will come.
+    pub fn send_failed(&mut self, now: Instant, token: u64) {
+        if let Some(f) = self.inflight.get_mut(&token) {
+            f.reply = Some(Err(ActionError::NotSent(DisconnectReason::LocalClose)));
+            f.marked = true;
+            self.try_complete(now, token);
+        }
+    }
+
+    /// Starts a resync now (for a tracker created on a session already up).
+    pub fn resync(&mut self) {
+        self.attempts = 0;
+        self.start_resync(StaleReason::Start);
+    }
+
+    /// Tags `action` (an Originate) and queues it as a request; follow it with
+    /// [`originate_state`](Self::originate_state) and [`CallUpdate::Originate`].
+    pub fn originate(&mut self, action: Action) -> Result<OriginateTag, TrackerError> {
+        if !action.is("Originate") {
+            return Err(TrackerError::NotOriginate);
+        }
+        if self.originates.len() >= self.config.max_originates {
+            return Err(TrackerError::TooManyOriginates(self.config.max_originates));
+        }
+        self.next_tag += 1;
+        let tag = OriginateTag(format!("{}-{}", self.config.tag_prefix, self.next_tag));
+        let action = action.field(
+            "Variable",
+            format!("{}={}", self.config.tag_variable, tag.0),
+        );
+        self.originates.insert(tag.clone(), Record::new());
+        self.request(Purpose::Originate(tag.clone()), action);
+        Ok(tag)
+    }
+
+    // ----- outputs ------------------------------------------------------------------------
+
+    /// The next action to send.
+    pub fn poll_request(&mut self) -> Option<TrackerRequest> {
+        self.requests.pop_front()
+    }
+
+    /// The next update.
+    pub fn poll_update(&mut self) -> Option<CallUpdate> {
+        self.updates.pop_front()
+    }
+
+    /// True unless every event since the last snapshot reached the view.
+    pub fn is_stale(&self) -> bool {
+        !matches!(self.sync, Sync::Live)
+    }
+
+    /// True while a snapshot is in flight.
+    pub fn is_resyncing(&self) -> bool {
+        matches!(self.sync, Sync::Resyncing(_))
+    }
+
+    /// Live channels, by Uniqueid.
+    pub fn channels(&self) -> impl ExactSizeIterator<Item = &Channel> {
+        self.view.channels()
+    }
+
+    /// One live channel.
+    pub fn channel(&self, uniqueid: &str) -> Option<&Channel> {
+        self.view.channel(uniqueid)
+    }
+
+    /// Live calls: each Linkedid with its live channels.
+    pub fn calls(&self) -> impl Iterator<Item = (&str, Vec<&Channel>)> {
+        self.view.calls()
+    }
+
+    /// The live channels of the call with this Linkedid.
+    pub fn call(&self, linkedid: &str) -> Option<Vec<&Channel>> {
+        self.view.call(linkedid)
+    }
+
+    /// Where an Originate stands; `None` once it reached a final state (reported as an
+    /// update) or for a tag not from this tracker.
+    pub fn originate_state(&self, tag: &OriginateTag) -> Option<&OriginateState> {
+        self.originates.get(tag).map(|r| &r.state)
+    }
+
+    /// Originates followed now (not yet in a final state).
+    pub fn originates(&self) -> impl Iterator<Item = (&OriginateTag, &OriginateState)> {
+        self.originates.iter().map(|(t, r)| (t, &r.state))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> TrackerStats {
+        let mut s = self.stats.clone();
+        s.channels = self.view.len();
+        s.calls = self.view.call_count();
+        s.channels_over_cap = self.view.over_cap;
+        s.unknown_channel_events = self.view.unknown;
+        s
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
+    // ----- internals ----------------------------------------------------------------------
+
+    fn update(&mut self, update: CallUpdate) {
+        if self.updates.len() >= self.config.max_updates {
+            self.updates.pop_front();
+            self.stats.updates_dropped += 1;
+            if !self.updates_episode {
+                self.updates_episode = true;
+                log::warn!(
+                    "AMI call tracker: {} updates unread; dropping the oldest (counted)",
+                    self.config.max_updates
+                );
+            }
+        } else {
+            self.updates_episode = false;
+        }
+        self.updates.push_back(update);
+    }
+
+    fn request(&mut self, purpose: Purpose, action: Action) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.inflight.insert(
+            token,
+            InFlight {
+                purpose,
+                reply: None,
+                marked: false,
+            },
+        );
+        self.requests.push_back(TrackerRequest {
+            token,
+            action,
+            options: SendOptions::default().with_mark(token),
+        });
+        token
+    }
+
+    fn tags_request(&mut self, epoch: u64) {
+        let action = Action::new("Status").field("Variables", self.config.tag_variable.clone());
+        self.request(Purpose::Tags(epoch), action);
+    }
+
+    fn start_resync(&mut self, reason: StaleReason) {
+        self.epoch += 1;
+        self.stats.resyncs += 1;
+        log::debug!("AMI call tracker: resync ({reason:?})");
+        self.update(CallUpdate::Stale(reason));
+        let epoch = self.epoch;
+        self.request(Purpose::Channels(epoch), Action::new("CoreShowChannels"));
+        let mut tags = Tags::NotAsked;
+        if self
+            .originates
+            .values()
+            .any(|r| r.state == OriginateState::InDoubt)
+        {
+            self.tags_request(epoch);
+            tags = Tags::Asked;
+        }
+        self.sync = Sync::Resyncing(Box::new(Resync {
+            epoch,
+            channels: None,
+            tags,
+        }));
+    }
+
+    fn event(&mut self, now: Instant, msg: &Message) {
+        match self.sync {
+            Sync::Live | Sync::Stuck | Sync::Down => {
+                let fx = self.view.apply(now, msg);
+                self.effects(fx);
+            }
+            Sync::Resyncing(_) => {
+                if self.held.len() >= self.config.max_buffered {
+                    self.held.clear();
+                    self.stats.buffer_overflows += 1;
+                    log::warn!(
+                        "AMI call tracker: over {} events held during a resync; letting them go and starting over (counted)",
+                        self.config.max_buffered
+                    );
+                    self.start_resync(StaleReason::BufferFull);
+                }
+                self.held.push_back((now, msg.clone()));
+            }
+        }
+    }
+
+    /// Acts on what an event did: calls ended, originates linked or ended.
+    fn effects(&mut self, fx: Effects) {
+        if let Some((uid, value)) = fx.tagged {
+            let tag = OriginateTag(value);
+            self.view
+                .modify(&uid, |ch| ch.originate = Some(tag.clone()));
+            self.link(&tag, &uid);
+        }
+        for (uid, cause, tag) in fx.channels_ended {
+            if let Some(tag) = tag {
+                self.originate_channel_ended(&tag, &uid, cause, false);
+            }
+        }
+        for call in fx.calls_ended {
+            self.update(CallUpdate::CallEnded(call));
+        }
+    }
+
+    fn link(&mut self, tag: &OriginateTag, uid: &str) {
+        let change = self.originates.get_mut(tag).and_then(|r| r.link(uid));
+        self.originate_changed(tag, change);
+    }
+
+    fn originate_channel_ended(
+        &mut self,
+        tag: &OriginateTag,
+        uid: &str,
+        cause: Option<u16>,
+        unobserved: bool,
+    ) {
+        let change = self
+            .originates
+            .get_mut(tag)
+            .and_then(|r| r.channel_ended(uid, cause, unobserved));
+        self.originate_changed(tag, change);
+    }
+
+    fn originate_changed(&mut self, tag: &OriginateTag, change: Option<OriginateState>) {
+        let Some(state) = change else {
+            return;
+        };
+        if state.is_final() {
+            self.originates.remove(tag);
+        }
+        let in_doubt = state == OriginateState::InDoubt;
+        self.update(CallUpdate::Originate {
+            tag: tag.clone(),
+            state,
+        });
+        if in_doubt {
+            match &mut self.sync {
+                Sync::Live => self.start_resync(StaleReason::OriginateInDoubt),
+                Sync::Resyncing(r) if r.tags == Tags::NotAsked => {
+                    r.tags = Tags::Asked;
+                    let epoch = r.epoch;
+                    self.tags_request(epoch);
+                }
+                // Down: the next Ready asks; Stuck: snapshots fail anyway.
+                _ => {}
+            }
+        }
+    }
+
+    fn try_complete(&mut self, now: Instant, token: u64) {
+        let ready = self
+            .inflight
+            .get(&token)
+            .is_some_and(|f| f.marked && f.reply.is_some());
+        if !ready {
+            return;
+        }
+        let Some(InFlight {
+            purpose,
+            reply: Some(reply),
+            ..
+        }) = self.inflight.remove(&token)
+        else {
+            return;
+        };
+        match purpose {
+            Purpose::Originate(tag) => {
+                let answer = answer_of(&reply);
+                if let Answer::Running(Some(uid)) = &answer {
+                    if self.view.channel(uid).is_some() {
+                        self.view.modify(uid, |ch| ch.originate = Some(tag.clone()));
+                        self.link(&tag, uid);
+                    }
+                }
+                let change = self
+                    .originates
+                    .get_mut(&tag)
+                    .and_then(|r| r.answered(answer));
+                self.originate_changed(&tag, change);
+            }
+            Purpose::Channels(epoch) | Purpose::Tags(epoch) => {
+                let is_channels = matches!(purpose, Purpose::Channels(_));
+                let Sync::Resyncing(r) = &mut self.sync else {
+                    return;
+                };
+                if r.epoch != epoch {
+                    return;
+                }
+                match reply {
+                    Ok(resp) if is_channels => r.channels = Some(resp),
+                    Ok(resp) => r.tags = Tags::Got(Some(resp)),
+                    Err(e) => return self.snapshot_failed(e),
+                }
+                let done = r.channels.is_some() && r.tags != Tags::Asked;
+                if done {
+                    if let Sync::Resyncing(r) = std::mem::replace(&mut self.sync, Sync::Live) {
+                        self.reconcile(now, *r);
+                    }
+                }
+            }
+        }
+    }
+
+    fn snapshot_failed(&mut self, error: ActionError) {
+        self.stats.snapshot_failures += 1;
+        self.attempts += 1;
+        log::warn!(
+            "AMI call tracker: snapshot failed ({error}); attempt {} of {MAX_SNAPSHOT_ATTEMPTS}",
+            self.attempts
+        );
+        if matches!(error, ActionError::Unknown(_) | ActionError::NotSent(_)) {
+            // The session is going or gone: its Disconnected item (or the next Ready) leads.
+            return;
+        }
+        if self.attempts < MAX_SNAPSHOT_ATTEMPTS {
+            self.start_resync(StaleReason::SnapshotFailed {
+                attempt: self.attempts,
+            });
+        } else {
+            // Apply what was held, in order, and stay stale.
+            self.sync = Sync::Stuck;
+            while let Some((at, msg)) = self.held.pop_front() {
+                let fx = self.view.apply(at, &msg);
+                self.effects(fx);
+            }
+            self.update(CallUpdate::Stale(StaleReason::SnapshotFailed {
+                attempt: self.attempts,
+            }));
+        }
+    }
+
+    /// Applies the snapshot, replays the held events over it, resolves in-doubt Originates.
+    fn reconcile(&mut self, now: Instant, r: Resync) {
+        let Some(channels) = r.channels else {
+            return;
+        };
+        let snapshot: BTreeMap<String, &Message> = channels
+            .items()
+            .iter()
+            .filter_map(|m| m.get_str("Uniqueid").map(|u| (u.to_string(), m)))
+            .collect();
+        let hung_up_later: BTreeSet<String> = self
+            .held
+            .iter()
+            .filter(|(_, m)| m.event().is_some_and(|e| e.eq_ignore_ascii_case("Hangup")))
+            .filter_map(|(_, m)| m.get_str("Uniqueid").map(str::to_owned))
+            .collect();
+        // Channels the held events speak of: those events bring them to their latest state
+        // (each carries the whole channel block), and a change they show was observed.
+        let spoken_of: BTreeSet<String> = self
+            .held
+            .iter()
+            .filter(|(_, m)| m.get("ChannelState").is_some())
+            .filter_map(|(_, m)| m.get_str("Uniqueid").map(str::to_owned))
+            .collect();
+        let mut report = ResyncReport::default();
+        // Gone while unobserved.
+        for uid in self.view.uniqueids() {
+            if snapshot.contains_key(&uid) || hung_up_later.contains(&uid) {
+                continue;
+            }
+            let Some(ch) = self.view.channel(&uid) else {
+                continue;
+            };
+            let (last_seen, tag) = (ch.last_seen, ch.originate.clone());
+            let ended = self.view.end(
+                &uid,
+                Ending::Unobserved {
+                    last_seen,
+                    noticed: now,
+                },
+            );
+            report.ended_unobserved += 1;
+            if let Some(tag) = tag {
+                self.originate_channel_ended(&tag, &uid, None, true);
+            }
+            if let Some(call) = ended {
+                self.update(CallUpdate::CallEnded(call));
+            }
+        }
+        // Continued and adopted.
+        let mut adopted = Vec::new();
+        for (uid, item) in &snapshot {
+            let bridge = item
+                .get_str("BridgeId")
+                .or_else(|| item.get_str("BridgeID"))
+                .filter(|b| !b.is_empty())
+                .map(str::to_owned);
+            let replayed = spoken_of.contains(uid);
+            let known = self.view.modify(uid, |ch| {
+                if replayed {
+                    ch.last_seen = now;
+                } else {
+                    ch.update(item, now, false);
+                }
+                ch.bridge = bridge.clone();
+            });
+            if known {
+                report.continued += 1;
+            } else if let Some(mut ch) = Channel::from_block(item, now) {
+                ch.adopted = true;
+                ch.bridge = bridge;
+                if self.view.insert(ch) {
+                    adopted.push(uid.clone());
+                }
+            }
+        }
+        // Tags from Status: link channels carrying ours.
+        if let Tags::Got(Some(status)) = &r.tags {
+            let mut found = Vec::new();
+            for item in status.items() {
+                let Some(uid) = item.get_str("Uniqueid") else {
+                    continue;
+                };
+                for v in item.get_all("Variable") {
+                    let v = v.to_str_lossy();
+                    if let Some((name, value)) = v.split_once('=') {
+                        if name.eq_ignore_ascii_case(&self.config.tag_variable) && !value.is_empty()
+                        {
+                            found.push((uid.to_string(), OriginateTag(value.to_string())));
+                        }
+                    }
+                }
+            }
+            for (uid, tag) in found {
+                if self
+                    .view
+                    .modify(&uid, |ch| ch.originate = Some(tag.clone()))
+                {
+                    self.link(&tag, &uid);
+                }
+            }
+        }
+        // Replay what arrived meanwhile.
+        report.replayed = self.held.len();
+        while let Some((at, msg)) = self.held.pop_front() {
+            let fx = self.view.apply(at, &msg);
+            self.effects(fx);
+        }
+        // A channel whose Newchannel was among the held events was not adopted after all.
+        report.adopted = adopted
+            .iter()
+            .filter(|u| self.view.channel(u).is_some_and(|c| c.adopted))
+            .count();
+        // In-doubt Originates: what the snapshot says now is all the tracker can know.
+        if r.tags != Tags::NotAsked {
+            let tags: Vec<OriginateTag> = self
+                .originates
+                .iter()
+                .filter(|(_, rec)| rec.state == OriginateState::InDoubt)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for tag in tags {
+                let change = self.originates.get_mut(&tag).and_then(Record::resolve);
+                self.originate_changed(&tag, change);
+            }
+        }
+        self.attempts = 0;
+        self.stats.resynced += 1;
+        self.stats.ended_unobserved += report.ended_unobserved as u64;
+        log::debug!("AMI call tracker: resynced {report:?}");
+        self.update(CallUpdate::Resynced(report));
+    }
+}

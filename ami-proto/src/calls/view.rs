@@ -1,0 +1,236 @@
+//! The live view: channels by Uniqueid, calls by Linkedid, and what events do to them.
+
+use super::channel::{text, Channel, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL};
+use super::originate::OriginateTag;
+use crate::wire::message::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+/// The channels of one Linkedid: those live, and those already ended.
+#[derive(Debug, Default)]
+struct CallEntry {
+    live: BTreeSet<String>,
+    ended: Vec<EndedChannel>,
+    not_kept: u64,
+}
+
+/// What one event did, for the tracker to act on.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    /// Calls whose last channel ended.
+    pub(crate) calls_ended: Vec<EndedCall>,
+    /// Channels that ended (Uniqueid, cause, originate tag), for originate bookkeeping.
+    pub(crate) channels_ended: Vec<(String, Option<u16>, Option<OriginateTag>)>,
+    /// A channel now carries this tag value.
+    pub(crate) tagged: Option<(String, String)>,
+}
+
+/// Channels and calls.
+#[derive(Debug)]
+pub(crate) struct View {
+    channels: BTreeMap<String, Channel>,
+    calls: BTreeMap<String, CallEntry>,
+    max_channels: usize,
+    tag_variable: String,
+    /// Channels not tracked because the cap was reached.
+    pub(crate) over_cap: u64,
+    cap_episode: bool,
+    /// Channel events for a channel the view does not hold.
+    pub(crate) unknown: u64,
+}
+
+impl View {
+    pub(crate) fn new(max_channels: usize, tag_variable: String) -> View {
+        View {
+            channels: BTreeMap::new(),
+            calls: BTreeMap::new(),
+            max_channels,
+            tag_variable,
+            over_cap: 0,
+            cap_episode: false,
+            unknown: 0,
+        }
+    }
+
+    pub(crate) fn channel(&self, uniqueid: &str) -> Option<&Channel> {
+        self.channels.get(uniqueid)
+    }
+
+    pub(crate) fn channels(&self) -> impl ExactSizeIterator<Item = &Channel> {
+        self.channels.values()
+    }
+
+    pub(crate) fn uniqueids(&self) -> Vec<String> {
+        self.channels.keys().cloned().collect()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub(crate) fn call_count(&self) -> usize {
+        self.calls.values().filter(|c| !c.live.is_empty()).count()
+    }
+
+    /// Live calls: Linkedid and its live channels.
+    pub(crate) fn calls(&self) -> impl Iterator<Item = (&str, Vec<&Channel>)> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| !c.live.is_empty())
+            .map(|(id, c)| {
+                let chans = c.live.iter().filter_map(|u| self.channels.get(u)).collect();
+                (id.as_str(), chans)
+            })
+    }
+
+    pub(crate) fn call(&self, linkedid: &str) -> Option<Vec<&Channel>> {
+        let c = self.calls.get(linkedid).filter(|c| !c.live.is_empty())?;
+        Some(c.live.iter().filter_map(|u| self.channels.get(u)).collect())
+    }
+
+    /// Adds a channel; false (counted, logged once per episode) at the cap.
+    pub(crate) fn insert(&mut self, ch: Channel) -> bool {
+        if self.channels.len() >= self.max_channels {
+            self.over_cap += 1;
+            if !self.cap_episode {
+                self.cap_episode = true;
+                log::warn!(
+                    "AMI call tracker: {} channels tracked, at its cap; new channels are not tracked (counted)",
+                    self.max_channels
+                );
+            }
+            return false;
+        }
+        self.cap_episode = false;
+        self.calls
+            .entry(ch.linkedid.clone())
+            .or_default()
+            .live
+            .insert(ch.uniqueid.clone());
+        self.channels.insert(ch.uniqueid.clone(), ch);
+        true
+    }
+
+    /// Applies `f` to a channel, keeping the call index right if its Linkedid changes.
+    pub(crate) fn modify(&mut self, uniqueid: &str, f: impl FnOnce(&mut Channel)) -> bool {
+        let Some(ch) = self.channels.get_mut(uniqueid) else {
+            return false;
+        };
+        let before = ch.linkedid.clone();
+        f(ch);
+        if ch.linkedid != before {
+            let after = ch.linkedid.clone();
+            if let Some(old) = self.calls.get_mut(&before) {
+                old.live.remove(uniqueid);
+                if old.live.is_empty() && old.ended.is_empty() {
+                    self.calls.remove(&before);
+                }
+            }
+            self.calls
+                .entry(after)
+                .or_default()
+                .live
+                .insert(uniqueid.to_string());
+        }
+        true
+    }
+
+    /// Ends a channel; returns its call if that was the call's last live channel.
+    pub(crate) fn end(&mut self, uniqueid: &str, ending: Ending) -> Option<EndedCall> {
+        let channel = self.channels.remove(uniqueid)?;
+        let linkedid = channel.linkedid.clone();
+        let entry = self.calls.entry(linkedid.clone()).or_default();
+        entry.live.remove(uniqueid);
+        if entry.ended.len() < MAX_ENDED_PER_CALL {
+            entry.ended.push(EndedChannel { channel, ending });
+        } else {
+            entry.not_kept += 1;
+        }
+        if !entry.live.is_empty() {
+            return None;
+        }
+        let entry = self.calls.remove(&linkedid)?;
+        Some(EndedCall {
+            linkedid,
+            channels: entry.ended,
+            channels_not_kept: entry.not_kept,
+        })
+    }
+
+    /// Applies one event seen at `now`.
+    pub(crate) fn apply(&mut self, now: Instant, msg: &Message) -> Effects {
+        let mut fx = Effects::default();
+        let Some(name) = msg.event() else {
+            return fx;
+        };
+        let uid = msg.get_str("Uniqueid").unwrap_or("").to_string();
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("Newchannel") {
+            if self.channels.contains_key(&uid) {
+                // Seen in a snapshot first: its creation is observed after all.
+                self.modify(&uid, |ch| {
+                    ch.update(msg, now, true);
+                    if ch.adopted {
+                        ch.adopted = false;
+                        ch.created = Some(now);
+                    }
+                });
+            } else if let Some(mut ch) = Channel::from_block(msg, now) {
+                ch.created = Some(now);
+                if ch.state == super::ChannelState::Up {
+                    ch.answered = Some(now);
+                }
+                self.insert(ch);
+            }
+            return fx;
+        }
+        if is("Hangup") {
+            let cause = msg.get_str("Cause").and_then(|c| c.trim().parse().ok());
+            let ending = Ending::Hangup {
+                at: now,
+                cause,
+                cause_txt: text(msg, "Cause-txt"),
+            };
+            if let Some(tag) = self.channels.get(&uid).map(|c| c.originate.clone()) {
+                fx.calls_ended.extend(self.end(&uid, ending));
+                fx.channels_ended.push((uid, cause, tag));
+            } else {
+                self.unknown += 1;
+            }
+            return fx;
+        }
+        if is("VarSet") {
+            let var = msg.get_str("Variable").unwrap_or("");
+            if var.eq_ignore_ascii_case(&self.tag_variable) {
+                let value = text(msg, "Value").unwrap_or_default();
+                if self.channels.contains_key(&uid) && !value.is_empty() {
+                    fx.tagged = Some((uid.clone(), value));
+                }
+            }
+        }
+        if msg.get("ChannelState").is_none() || uid.is_empty() {
+            return fx;
+        }
+        let bridge = if is("BridgeEnter") {
+            Some(text(msg, "BridgeUniqueid"))
+        } else if is("BridgeLeave") {
+            Some(None)
+        } else {
+            None
+        };
+        let rename = is("Rename").then(|| text(msg, "Newname")).flatten();
+        let known = self.modify(&uid, |ch| {
+            ch.update(msg, now, true);
+            if let Some(b) = bridge {
+                ch.bridge = b;
+            }
+            if let Some(n) = rename {
+                ch.name = n;
+            }
+        });
+        if !known {
+            self.unknown += 1;
+        }
+        fx
+    }
+}

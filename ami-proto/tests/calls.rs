@@ -1,0 +1,502 @@
+//! The call tracker driven by a real [`Client`] against a scripted server: events, answers
+//! and their stream marks as the client really produces them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time, a fixture read from disk
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::calls::{
+    CallTracker, CallUpdate, ChannelState, EndedCall, Ending, OriginateState, OriginateTag,
+    ResyncReport, StaleReason, TrackerConfig,
+};
+use ami_proto::{Action, ActionId, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame};
+use scripted::{id_of, Harness, Out};
+use std::time::{Duration, Instant};
+
+fn block(uid: &str, linked: &str, state: u8) -> String {
+    format!(
+        "Channel: PJSIP/{uid}\r\nChannelState: {state}\r\nChannelStateDesc: x\r\nCallerIDNum: 100\r\n\
+         CallerIDName: Alice\r\nContext: default\r\nExten: 200\r\nPriority: 1\r\nUniqueid: {uid}\r\nLinkedid: {linked}\r\n"
+    )
+}
+
+/// An event's bytes.
+fn ev(name: &str, uid: &str, linked: &str, state: u8, extra: &str) -> Vec<u8> {
+    let extra: String = extra.lines().map(|l| format!("{l}\r\n")).collect();
+    format!("Event: {name}\r\n{}{extra}\r\n", block(uid, linked, state)).into_bytes()
+}
+
+/// A whole list answer: start, one item per channel (with `extra` lines), complete.
+fn list(id: &str, item: &str, chans: &[(&str, &str, u8)], extra: &str) -> Vec<u8> {
+    let extra: String = extra.lines().map(|l| format!("{l}\r\n")).collect();
+    let mut out = format!("Response: Success\r\nActionID: {id}\r\nEventList: start\r\n\r\n");
+    for (uid, linked, state) in chans {
+        out += &format!(
+            "Event: {item}\r\nActionID: {id}\r\n{}{extra}\r\n",
+            block(uid, linked, *state)
+        );
+    }
+    out += &format!(
+        "Event: {item}Complete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {}\r\n\r\n",
+        chans.len()
+    );
+    out.into_bytes()
+}
+
+/// A tracker fed by a client, as an application loop would.
+struct T {
+    h: Harness,
+    tr: CallTracker,
+    /// Tracker requests sent: token and ActionID.
+    sent: Vec<(u64, ActionId)>,
+    seen: usize,
+    updates: Vec<CallUpdate>,
+}
+
+impl T {
+    fn new() -> T {
+        T::with(TrackerConfig::builder().tag_prefix("t").build().unwrap())
+    }
+    fn with(config: TrackerConfig) -> T {
+        let client = ClientConfig::builder("admin", "amp111")
+            .seed(3)
+            .ping_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let mut t = T {
+            h: Harness::new(client, Instant::now()),
+            tr: CallTracker::new(config),
+            sent: Vec::new(),
+            seen: 0,
+            updates: Vec::new(),
+        };
+        t.h.ready();
+        t.pump();
+        t
+    }
+    /// One turn of the application loop: answers, stream items, requests.
+    fn pump(&mut self) {
+        loop {
+            let now = self.h.now;
+            let mut progressed = false;
+            let log: Vec<Out> = self.h.log[self.seen..].to_vec();
+            self.seen = self.h.log.len();
+            for out in log {
+                if let Out::Completed(id, outcome) = out {
+                    if let Some(k) = self.sent.iter().position(|(_, i)| *i == id) {
+                        let (token, _) = self.sent.swap_remove(k);
+                        self.tr.handle_reply(now, token, outcome.into_result());
+                        progressed = true;
+                    }
+                }
+            }
+            for item in self.h.events() {
+                self.tr.handle_item(now, &item);
+                progressed = true;
+            }
+            while let Some(req) = self.tr.poll_request() {
+                let id = self.h.send_with(req.action, req.options);
+                self.sent.push((req.token, id));
+                progressed = true;
+            }
+            self.updates
+                .extend(std::iter::from_fn(|| self.tr.poll_update()));
+            if !progressed {
+                return;
+            }
+        }
+    }
+    fn tick(&mut self) {
+        self.h.advance(Duration::from_secs(1));
+    }
+    /// Server bytes, then one application turn.
+    fn feed(&mut self, bytes: &[u8]) {
+        self.tick();
+        self.h.feed(bytes);
+        self.pump();
+    }
+    /// The ActionID of the tracker's unanswered `action`.
+    fn take(&mut self, action: &str) -> String {
+        id_of(&self.h.take(action)).to_string()
+    }
+    /// Answers the pending CoreShowChannels with these channels.
+    fn channels(&mut self, chans: &[(&str, &str, u8)], extra: &str) {
+        let id = self.take("CoreShowChannels");
+        self.feed(&list(&id, "CoreShowChannel", chans, extra));
+    }
+    fn drain_updates(&mut self) -> Vec<CallUpdate> {
+        std::mem::take(&mut self.updates)
+    }
+    fn ended(&mut self) -> Vec<EndedCall> {
+        self.drain_updates()
+            .into_iter()
+            .filter_map(|u| match u {
+                CallUpdate::CallEnded(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+    /// The server's first snapshot: no channel.
+    fn live(&mut self) {
+        assert!(self.tr.is_resyncing(), "Ready starts a resync");
+        self.channels(&[], "");
+        assert!(!self.tr.is_stale());
+        self.drain_updates();
+    }
+    /// Loses the link and logs in again.
+    fn reconnect(&mut self) {
+        let out = self.h.eof();
+        let Some(Out::Disconnected(_, Some(at))) = out.last().cloned() else {
+            panic!("{out:?}")
+        };
+        self.pump();
+        self.h.advance_to(at);
+        self.h.ready();
+        self.pump();
+    }
+}
+
+#[test]
+fn a_call_is_followed_from_newchannel_to_hangup_with_cause_and_timings() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 4, ""));
+    let created = t.h.now;
+    t.feed(&ev("Newchannel", "1.2", "1.1", 0, ""));
+    t.feed(&ev("Newstate", "1.2", "1.1", 6, ""));
+    let answered = t.h.now;
+    t.feed(&ev("BridgeEnter", "1.2", "1.1", 6, "BridgeUniqueid: b-1"));
+    assert_eq!(t.tr.channel("1.2").unwrap().bridge.as_deref(), Some("b-1"));
+    assert_eq!(t.tr.calls().count(), 1);
+    assert_eq!(t.tr.call("1.1").unwrap().len(), 2);
+    t.feed(&ev(
+        "Hangup",
+        "1.2",
+        "1.1",
+        6,
+        "Cause: 17\nCause-txt: User busy",
+    ));
+    assert!(t.ended().is_empty(), "one channel of the call is still up");
+    t.feed(&ev(
+        "Hangup",
+        "1.1",
+        "1.1",
+        6,
+        "Cause: 16\nCause-txt: Normal Clearing",
+    ));
+    let ended = t.ended();
+    assert_eq!(ended.len(), 1);
+    let call = &ended[0];
+    assert_eq!(call.linkedid, "1.1");
+    assert_eq!(call.cause(), Some(16), "the originating channel's cause");
+    assert_eq!(call.created(), Some(created));
+    assert_eq!(call.answered(), Some(answered));
+    assert_eq!(call.ended(), Some(t.h.now));
+    assert!(!call.unobserved());
+    assert_eq!(t.tr.channels().len(), 0);
+}
+
+#[test]
+fn a_real_capture_of_25_calls_leaves_nothing_behind() {
+    let raw = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/asterisk-22.10.1/event_stream_20s.raw"
+    ))
+    .unwrap();
+    let mut t = T::new();
+    t.live();
+    // The capture's own banner and login answer are not for this client: skip to the
+    // first event.
+    let at = raw.windows(7).position(|w| w == b"Event: ").unwrap();
+    let mut d = Decoder::without_banner(DecoderLimits::default());
+    d.feed(&raw[at..]);
+    let (mut newchannels, mut bridged) = (0, 0);
+    while let Some(frame) = d.decode() {
+        let Ok(Frame::Message(m)) = frame else {
+            continue;
+        };
+        let name = m.event().unwrap_or("").to_string();
+        if m.action_id().is_some() || m.response().is_some() && name.is_empty() {
+            continue;
+        }
+        t.feed(&wire(&m));
+        if name == "Newchannel" {
+            newchannels += 1;
+        }
+        if name == "BridgeEnter" {
+            let uid = m.get_str("Uniqueid").unwrap();
+            assert!(t.tr.channel(uid).unwrap().bridge.is_some());
+            bridged += 1;
+        }
+    }
+    let ended = t.ended();
+    assert_eq!(newchannels, 50);
+    assert_eq!(bridged, 10);
+    assert_eq!(t.tr.channels().len(), 0, "every channel hung up");
+    let channels: usize = ended.iter().map(|c| c.channels.len()).sum();
+    assert_eq!(channels, 50);
+    assert!(ended.iter().all(|c| c.cause().is_some() && !c.unobserved()));
+    assert!(!t.tr.is_stale());
+}
+
+/// The last resync report: continued, ended unobserved, adopted, replayed.
+fn report(updates: &[CallUpdate]) -> (usize, usize, usize, usize) {
+    let r: &ResyncReport = updates
+        .iter()
+        .rev()
+        .find_map(|u| match u {
+            CallUpdate::Resynced(r) => Some(r),
+            _ => None,
+        })
+        .expect("a resync report");
+    (r.continued, r.ended_unobserved, r.adopted, r.replayed)
+}
+
+/// A message back to wire bytes.
+fn wire(m: &ami_proto::Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in m.fields() {
+        out.extend_from_slice(f.key);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[test]
+fn after_an_outage_gone_channels_end_unobserved_others_continue_and_new_ones_are_adopted() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    t.feed(&ev("Newchannel", "2.1", "2.1", 6, ""));
+    let last_seen_2 = t.h.now;
+    t.reconnect();
+    let updates = t.drain_updates();
+    assert_eq!(
+        updates[0],
+        CallUpdate::Stale(StaleReason::SessionLost(DisconnectReason::Eof))
+    );
+    assert!(t.tr.is_resyncing());
+    assert_eq!(
+        t.h.inbox_actions(),
+        ["CoreShowChannels"],
+        "no Originate in doubt: no Status"
+    );
+    t.channels(&[("1.1", "1.1", 6), ("3.1", "3.1", 4)], "BridgeId: b-9");
+    let updates = t.drain_updates();
+    let ended: Vec<&EndedCall> = updates
+        .iter()
+        .filter_map(|u| match u {
+            CallUpdate::CallEnded(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].linkedid, "2.1");
+    assert!(ended[0].unobserved());
+    assert_eq!(ended[0].cause(), None, "no cause is made up");
+    assert_eq!(ended[0].ended(), None, "no end time is made up");
+    assert!(matches!(
+        ended[0].channels[0].ending,
+        Ending::Unobserved { last_seen, .. } if last_seen == last_seen_2
+    ));
+    assert_eq!(report(&updates), (1, 1, 1, 0));
+    let adopted = t.tr.channel("3.1").unwrap();
+    assert!(adopted.adopted && adopted.created.is_none());
+    assert_eq!(adopted.bridge.as_deref(), Some("b-9"));
+    assert!(!t.tr.channel("1.1").unwrap().adopted);
+    assert_eq!(t.tr.stats().ended_unobserved, 1);
+}
+
+#[test]
+fn events_around_the_snapshot_answer_are_neither_lost_nor_applied_twice() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 4, ""));
+    t.feed(&ev("Newchannel", "2.1", "2.1", 6, ""));
+    // A gap: the tracker resyncs on the same session.
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 5 });
+    t.pump();
+    assert!(t.tr.is_resyncing());
+    let id = t.take("CoreShowChannels");
+    // Before the server answers: 2.1 hangs up (gone from the snapshot), 4.1 is created
+    // (in it), 1.1 answers. After it answered, in the same read: 4.1 hangs up.
+    let mut bytes = ev("Hangup", "2.1", "2.1", 6, "Cause: 16");
+    bytes.extend(ev("Newchannel", "4.1", "4.1", 4, ""));
+    bytes.extend(ev("Newstate", "1.1", "1.1", 6, ""));
+    bytes.extend(list(
+        &id,
+        "CoreShowChannel",
+        &[("1.1", "1.1", 6), ("4.1", "4.1", 4)],
+        "",
+    ));
+    bytes.extend(ev("Hangup", "4.1", "4.1", 4, "Cause: 21"));
+    t.feed(&bytes);
+    assert!(!t.tr.is_stale());
+    let updates = t.drain_updates();
+    assert_eq!(report(&updates), (1, 0, 0, 3), "{updates:?}");
+    let ended: Vec<(String, Option<u16>)> = updates
+        .iter()
+        .filter_map(|u| match u {
+            CallUpdate::CallEnded(c) => Some((c.linkedid.clone(), c.cause())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [("2.1".to_string(), Some(16)), ("4.1".to_string(), Some(21))],
+        "each seen Hangup reported once, with its cause"
+    );
+    let ch = t.tr.channel("1.1").unwrap();
+    assert_eq!(ch.state, ChannelState::Up);
+    assert!(ch.answered.is_some(), "its answer was seen");
+    assert_eq!(t.tr.channels().len(), 1);
+}
+
+fn originate_response(id: &str, uid: &str) -> Vec<u8> {
+    let mut out = format!(
+        "Response: Success\r\nActionID: {id}\r\nMessage: Originate successfully queued\r\n\r\n"
+    );
+    out += &format!("Event: OriginateResponse\r\nActionID: {id}\r\nResponse: Success\r\nChannel: PJSIP/{uid}\r\nReason: 4\r\nUniqueid: {uid}\r\n\r\n");
+    out.into_bytes()
+}
+
+fn originate() -> Action {
+    Action::new("Originate")
+        .field("Channel", "Local/100@default")
+        .field("Application", "Wait")
+        .field("Data", "10")
+        .field("Async", "true")
+}
+
+#[test]
+fn an_originate_carries_its_tag_and_is_followed_to_its_end() {
+    let mut t = T::new();
+    t.live();
+    let tag = t.tr.originate(originate()).unwrap();
+    t.pump();
+    let sent = t.h.take("Originate");
+    assert_eq!(
+        sent.get_str("Variable"),
+        Some(format!("AMIRS_ORIGINATE={tag}").as_str())
+    );
+    let id = id_of(&sent).to_string();
+    t.feed(&ev("Newchannel", "5.1", "5.1", 0, ""));
+    t.feed(&ev(
+        "VarSet",
+        "5.1",
+        "5.1",
+        0,
+        &format!("Variable: AMIRS_ORIGINATE\nValue: {tag}"),
+    ));
+    assert_eq!(t.tr.originate_state(&tag), Some(&OriginateState::Pending));
+    t.feed(&originate_response(&id, "5.1"));
+    assert_eq!(
+        t.tr.originate_state(&tag),
+        Some(&OriginateState::Running {
+            channels: vec!["5.1".into()]
+        })
+    );
+    t.feed(&ev("Hangup", "5.1", "5.1", 6, "Cause: 16"));
+    assert!(t.drain_updates().contains(&CallUpdate::Originate {
+        tag: tag.clone(),
+        state: OriginateState::Ended {
+            cause: Some(16),
+            unobserved: false
+        }
+    }));
+    assert_eq!(t.tr.originate_state(&tag), None, "final: forgotten");
+}
+
+fn in_doubt_then_snapshot(status_has_tag: bool) -> (T, OriginateTag) {
+    let mut t = T::new();
+    t.live();
+    let tag = t.tr.originate(originate()).unwrap();
+    t.pump();
+    t.h.take("Originate");
+    t.reconnect();
+    assert_eq!(t.tr.originate_state(&tag), Some(&OriginateState::InDoubt));
+    assert_eq!(t.h.inbox_actions(), ["CoreShowChannels", "Status"]);
+    let status = t.h.take("Status");
+    assert_eq!(status.get_str("Variables"), Some("AMIRS_ORIGINATE"));
+    t.channels(&[("7.1", "7.1", 6)], "");
+    assert!(t.tr.is_resyncing(), "waits for Status too");
+    let var = if status_has_tag {
+        format!("Variable: AMIRS_ORIGINATE={tag}")
+    } else {
+        "Variable: AMIRS_ORIGINATE=".to_string()
+    };
+    t.feed(&list(id_of(&status), "Status", &[("7.1", "7.1", 6)], &var));
+    assert!(!t.tr.is_stale());
+    (t, tag)
+}
+
+#[test]
+fn an_originate_in_doubt_found_by_its_tag_after_reconnect_is_running() {
+    let (mut t, tag) = in_doubt_then_snapshot(true);
+    assert!(t.drain_updates().contains(&CallUpdate::Originate {
+        tag: tag.clone(),
+        state: OriginateState::Running {
+            channels: vec!["7.1".into()]
+        }
+    }));
+    assert_eq!(t.tr.channel("7.1").unwrap().originate.as_ref(), Some(&tag));
+}
+
+#[test]
+fn an_originate_in_doubt_not_found_is_not_running_now_never_failed() {
+    let (mut t, tag) = in_doubt_then_snapshot(false);
+    assert!(t.drain_updates().contains(&CallUpdate::Originate {
+        tag: tag.clone(),
+        state: OriginateState::NotRunningNow
+    }));
+    assert_eq!(t.tr.originate_state(&tag), None);
+}
+
+#[test]
+fn the_channel_cap_is_enforced_and_counted() {
+    let mut t = T::with(TrackerConfig::builder().max_channels(2).build().unwrap());
+    t.live();
+    for n in 0..5 {
+        let uid = format!("{n}.1");
+        t.feed(&ev("Newchannel", &uid, &uid, 4, ""));
+    }
+    assert_eq!(t.tr.channels().len(), 2);
+    assert_eq!(t.tr.stats().channels_over_cap, 3);
+    // Events for untracked channels are counted, never a panic.
+    t.feed(&ev("Hangup", "4.1", "4.1", 4, "Cause: 16"));
+    assert_eq!(t.tr.stats().unknown_channel_events, 1);
+}
+
+#[test]
+fn a_failing_snapshot_is_retried_then_given_up_until_the_next_session() {
+    let mut t = T::new();
+    for _ in 0..3 {
+        let id = t.take("CoreShowChannels");
+        t.feed(
+            format!("Response: Error\r\nActionID: {id}\r\nMessage: Permission denied\r\n\r\n")
+                .as_bytes(),
+        );
+    }
+    assert!(t.h.inbox.is_empty(), "no request loop");
+    assert!(t.tr.is_stale() && !t.tr.is_resyncing());
+    assert_eq!(t.tr.stats().snapshot_failures, 3);
+    t.reconnect();
+    assert_eq!(t.h.inbox_actions(), ["CoreShowChannels"]);
+}
+
+#[test]
+fn an_answer_to_an_older_resync_is_ignored() {
+    let mut t = T::new();
+    let old = t.take("CoreShowChannels");
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    t.pump();
+    t.feed(&list(&old, "CoreShowChannel", &[("9.1", "9.1", 6)], ""));
+    assert!(t.tr.is_resyncing());
+    assert_eq!(t.tr.channels().len(), 0);
+    t.channels(&[], "");
+    assert!(!t.tr.is_stale());
+}
