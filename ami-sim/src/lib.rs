@@ -102,6 +102,9 @@
 #![warn(missing_docs)]
 
 mod actions;
+/// Deterministic simulation of the call tracker: calls, faults, and its view checked
+/// against the simulator's own channel table.
+pub mod call_harness;
 mod calls;
 mod classes;
 mod clock;
@@ -122,6 +125,7 @@ mod session;
 mod stats;
 pub mod tcp;
 
+pub use calls::channel::ChannelRow;
 pub use calls::{CallId, CallRequest, CallTarget};
 pub use classes::ClassMask;
 pub use config::{SimConfig, SimUser};

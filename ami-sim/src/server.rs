@@ -1,6 +1,7 @@
 //! The simulated server: sessions, virtual time, event delivery and faults.
 
 use crate::actions::{self, Outcome};
+use crate::calls::channel::ChannelRow;
 use crate::calls::{CallId, CallRequest, Effect, Engine, EngineConfig, Origin};
 use crate::classes::ClassMask;
 use crate::clock::WallClock;
@@ -346,6 +347,36 @@ impl SimServer {
     /// Names of the live channels, oldest call first.
     pub fn channels(&self) -> Vec<String> {
         self.engine.channels().map(|c| c.name.clone()).collect()
+    }
+
+    /// The simulator's own channel table, oldest call first: what a client's call view
+    /// must equal once every event has reached it.
+    pub fn channel_table(&self) -> Vec<ChannelRow> {
+        self.engine
+            .channels()
+            .map(|c| ChannelRow {
+                uniqueid: c.uniqueid.clone(),
+                linkedid: c.linkedid.clone(),
+                name: c.name.clone(),
+                state: c.state.code(),
+                caller_id_num: String::from_utf8_lossy(c.cid_num_text()).into_owned(),
+                context: c.context.clone(),
+                exten: c.exten.clone(),
+                variables: c.vars.clone(),
+            })
+            .collect()
+    }
+
+    /// Bytes of session `s` the client has not read yet, events held while it is busy
+    /// included; 0 when everything the server said has been read.
+    pub fn undelivered(&self, s: SessionId) -> usize {
+        self.sessions.get(&s.0).map_or(0, |x| x.backlog())
+    }
+
+    /// Whether session `s` is half-open ([`Fault::HalfOpen`]): what it "sends" is lost
+    /// until the client notices.
+    pub fn is_half_open(&self, s: SessionId) -> bool {
+        self.faults.is_half_open_all() || self.sessions.get(&s.0).is_some_and(|x| x.half_open)
     }
 
     /// Restarts Asterisk: `Event: Shutdown` (`Shutdown: Cleanly`, `Restart: True`) to every

@@ -27,15 +27,16 @@
 //! The view is *live* while every event reaches it. A [`StreamItem::Gap`] or a
 //! [`StreamItem::Disconnected`] makes it *stale* ([`CallUpdate::Stale`]); the next `Ready` (or
 //! the gap itself) starts a resync: the tracker asks for `CoreShowChannels` (and `Status` with
-//! its tag variable when an Originate is in doubt) and holds the events that arrive meanwhile.
-//! Each snapshot action carries a stream mark, so the tracker knows which events came before
-//! the server's answer; it applies the snapshot, then replays the held events over it, so no
-//! event is lost or counted twice: a channel event replayed over a snapshot that already
-//! reflects it changes nothing, and the last event of each channel leaves its latest state.
-//! Then it reconciles, and says so ([`CallUpdate::Resynced`]):
-//! - channels in the view and in the snapshot continue;
-//! - channels in the view, gone from the snapshot, whose `Hangup` was not seen, ended while
-//!   unobserved ([`Ending::Unobserved`]: no cause, no end time, never made up);
+//! its tag variable when an Originate is in doubt). Each snapshot action carries a stream
+//! mark, so the tracker knows exactly which events the server sent before its answer and
+//! which after: events before the mark are applied as they come, the snapshot is applied at
+//! the mark, and events after the mark that arrive before the answer is in hand are held and
+//! applied after it. No event is lost or applied twice, and the snapshot never overwrites a
+//! newer event. Then it reconciles, and says so ([`CallUpdate::Resynced`]):
+//! - channels in the view and in the snapshot continue (the snapshot's state wins: what
+//!   changed during the outage was not seen, so an answer then has no time);
+//! - channels in the view, gone from the snapshot, ended while unobserved
+//!   ([`Ending::Unobserved`]: no cause, no end time, never made up);
 //! - channels new to it are adopted (`adopted`, no creation time).
 //!
 //! ## Originates never left in doubt
@@ -49,9 +50,10 @@
 //!
 //! ## Limits
 //!
-//! Channels tracked, events held during a resync, updates waiting and Originates followed are
-//! capped ([`TrackerConfigBuilder`]); what a cap turns away is counted in [`TrackerStats`] and
-//! logged.
+//! Channels tracked, events held while a snapshot's answer is awaited, updates waiting and
+//! Originates followed are
+//! capped ([`TrackerConfigBuilder`]); what a cap turns away is counted in [`TrackerStats`]
+//! and logged.
 //!
 //! ```
 //! use ami_proto::calls::{CallTracker, CallUpdate, TrackerConfig};
@@ -145,7 +147,7 @@ use crate::client::session::SendOptions;
 use crate::wire::action::Action;
 use crate::wire::message::Message;
 use originate::{answer_of, Answer, Record};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 use thiserror::Error;
 use view::{Effects, View};
@@ -154,8 +156,9 @@ use view::{Effects, View};
 /// may use for marks of its own.
 pub const TOKEN_BASE: u64 = 0x7472_6163_6b00_0000;
 
-/// Snapshots that fail in a row (the server answered with an error) before the tracker stops
-/// asking until the next session, gap or [`CallTracker::resync`].
+/// Snapshots the server refuses in a row (an error answer, a list over the client's caps)
+/// before the tracker stops asking until the next session, gap or [`CallTracker::resync`].
+/// A snapshot left unanswered until its deadline is asked again without limit.
 const MAX_SNAPSHOT_ATTEMPTS: u32 = 3;
 
 /// An action the tracker needs sent. Send it with `options` (they carry the stream mark the
@@ -184,7 +187,8 @@ pub enum StaleReason {
         /// How many.
         dropped: u64,
     },
-    /// Too many events arrived while a snapshot was in flight; they were let go.
+    /// Too many events arrived after a snapshot's mark before its answer; they were applied
+    /// and a new snapshot asked for.
     BufferFull,
     /// An Originate's answer was lost: look for its tag.
     OriginateInDoubt,
@@ -205,7 +209,8 @@ pub struct ResyncReport {
     pub ended_unobserved: usize,
     /// Channels first known from the snapshot.
     pub adopted: usize,
-    /// Events held while the snapshot was in flight, replayed over it.
+    /// Events that came after the snapshot's mark but before its answer was in hand, held
+    /// and applied after it.
     pub replayed: usize,
 }
 
@@ -258,7 +263,7 @@ pub struct TrackerStats {
     pub channels_over_cap: u64,
     /// Channel events for a channel not in the view (ignored).
     pub unknown_channel_events: u64,
-    /// Times the held events outgrew `max_buffered_events` and were let go.
+    /// Times the held events outgrew `max_buffered_events` (a new snapshot was asked for).
     pub buffer_overflows: u64,
     /// Updates dropped because `max_updates` were waiting.
     pub updates_dropped: u64,
@@ -284,13 +289,16 @@ struct InFlight {
 enum Tags {
     NotAsked,
     Asked,
-    Got(Option<Response>),
+    Got,
 }
 
 #[derive(Debug)]
 struct Resync {
     epoch: u64,
-    channels: Option<Response>,
+    /// The CoreShowChannels snapshot has been applied (at its mark); what it found.
+    applied: Option<ResyncReport>,
+    /// Its mark has been read: events from here on come after the snapshot.
+    marked: bool,
     tags: Tags,
 }
 
@@ -300,7 +308,8 @@ enum Sync {
     Down,
     /// Every event reaches the view.
     Live,
-    /// A snapshot is in flight; events are held.
+    /// A snapshot is in flight. Events before its mark are applied; events after it are held
+    /// until its answer is in hand.
     Resyncing(Box<Resync>),
     /// Snapshots kept failing: events are applied as they come, the view stays stale until
     /// the next session, gap or `resync`.
@@ -316,7 +325,7 @@ pub struct CallTracker {
     sync: Sync,
     epoch: u64,
     attempts: u32,
-    /// Events held since the view went stale, with when they arrived.
+    /// Events after a snapshot's mark, before its answer, with when they arrived.
     held: VecDeque<(Instant, Message)>,
     inflight: BTreeMap<u64, InFlight>,
     requests: VecDeque<TrackerRequest>,
@@ -369,12 +378,18 @@ impl CallTracker {
             StreamItem::Disconnected { reason } => {
                 if !matches!(self.sync, Sync::Down) {
                     self.sync = Sync::Down;
+                    self.apply_held();
                     self.update(CallUpdate::Stale(StaleReason::SessionLost(reason.clone())));
                 }
             }
             StreamItem::Mark { mark } => {
                 if let Some(f) = self.inflight.get_mut(mark) {
                     f.marked = true;
+                    if let (Purpose::Channels(epoch), Sync::Resyncing(r)) =
+                        (&f.purpose, &mut self.sync)
+                    {
+                        r.marked |= r.epoch == *epoch;
+                    }
                     self.try_complete(now, *mark);
                 }
             }
@@ -538,6 +553,8 @@ impl CallTracker {
     }
 
     fn start_resync(&mut self, reason: StaleReason) {
+        // Events held for an earlier snapshot were seen: they count, in order.
+        self.apply_held();
         self.epoch += 1;
         self.stats.resyncs += 1;
         log::debug!("AMI call tracker: resync ({reason:?})");
@@ -555,29 +572,36 @@ impl CallTracker {
         }
         self.sync = Sync::Resyncing(Box::new(Resync {
             epoch,
-            channels: None,
+            applied: None,
+            marked: false,
             tags,
         }));
     }
 
     fn event(&mut self, now: Instant, msg: &Message) {
-        match self.sync {
-            Sync::Live | Sync::Stuck | Sync::Down => {
-                let fx = self.view.apply(now, msg);
-                self.effects(fx);
-            }
-            Sync::Resyncing(_) => {
-                if self.held.len() >= self.config.max_buffered {
-                    self.held.clear();
-                    self.stats.buffer_overflows += 1;
-                    log::warn!(
-                        "AMI call tracker: over {} events held during a resync; letting them go and starting over (counted)",
-                        self.config.max_buffered
-                    );
-                    self.start_resync(StaleReason::BufferFull);
-                }
-                self.held.push_back((now, msg.clone()));
-            }
+        let hold = matches!(&self.sync, Sync::Resyncing(r) if r.marked && r.applied.is_none());
+        if !hold {
+            let fx = self.view.apply(now, msg);
+            return self.effects(fx);
+        }
+        if self.held.len() >= self.config.max_buffered {
+            self.stats.buffer_overflows += 1;
+            log::warn!(
+                "AMI call tracker: over {} events after a snapshot's mark and no answer yet; applying them and asking again (counted)",
+                self.config.max_buffered
+            );
+            self.start_resync(StaleReason::BufferFull);
+            let fx = self.view.apply(now, msg);
+            return self.effects(fx);
+        }
+        self.held.push_back((now, msg.clone()));
+    }
+
+    /// Applies the held events in order (their snapshot will not be used).
+    fn apply_held(&mut self) {
+        while let Some((at, msg)) = self.held.pop_front() {
+            let fx = self.view.apply(at, &msg);
+            self.effects(fx);
         }
     }
 
@@ -676,22 +700,31 @@ impl CallTracker {
                 self.originate_changed(&tag, change);
             }
             Purpose::Channels(epoch) | Purpose::Tags(epoch) => {
-                let is_channels = matches!(purpose, Purpose::Channels(_));
-                let Sync::Resyncing(r) = &mut self.sync else {
-                    return;
-                };
-                if r.epoch != epoch {
+                let current = matches!(&self.sync, Sync::Resyncing(r) if r.epoch == epoch);
+                if !current {
                     return;
                 }
-                match reply {
-                    Ok(resp) if is_channels => r.channels = Some(resp),
-                    Ok(resp) => r.tags = Tags::Got(Some(resp)),
+                let resp = match reply {
+                    Ok(resp) => resp,
                     Err(e) => return self.snapshot_failed(e),
+                };
+                if matches!(purpose, Purpose::Channels(_)) {
+                    let mut report = self.apply_snapshot(now, &resp);
+                    report.replayed = self.held.len();
+                    self.apply_held();
+                    if let Sync::Resyncing(r) = &mut self.sync {
+                        r.applied = Some(report);
+                    }
+                } else {
+                    self.link_tags(&resp);
+                    if let Sync::Resyncing(r) = &mut self.sync {
+                        r.tags = Tags::Got;
+                    }
                 }
-                let done = r.channels.is_some() && r.tags != Tags::Asked;
+                let done = matches!(&self.sync, Sync::Resyncing(r) if r.applied.is_some() && r.tags != Tags::Asked);
                 if done {
                     if let Sync::Resyncing(r) = std::mem::replace(&mut self.sync, Sync::Live) {
-                        self.reconcile(now, *r);
+                        self.finish_resync(*r);
                     }
                 }
             }
@@ -700,6 +733,14 @@ impl CallTracker {
 
     fn snapshot_failed(&mut self, error: ActionError) {
         self.stats.snapshot_failures += 1;
+        if let ActionError::TimedOut { .. } = error {
+            // No answer in time (a lost action, a slow server): ask again; each try costs a
+            // whole action timeout, so this cannot spin.
+            log::warn!("AMI call tracker: snapshot unanswered ({error}); asking again");
+            return self.start_resync(StaleReason::SnapshotFailed {
+                attempt: self.attempts,
+            });
+        }
         self.attempts += 1;
         log::warn!(
             "AMI call tracker: snapshot failed ({error}); attempt {} of {MAX_SNAPSHOT_ATTEMPTS}",
@@ -716,44 +757,25 @@ impl CallTracker {
         } else {
             // Apply what was held, in order, and stay stale.
             self.sync = Sync::Stuck;
-            while let Some((at, msg)) = self.held.pop_front() {
-                let fx = self.view.apply(at, &msg);
-                self.effects(fx);
-            }
+            self.apply_held();
             self.update(CallUpdate::Stale(StaleReason::SnapshotFailed {
                 attempt: self.attempts,
             }));
         }
     }
 
-    /// Applies the snapshot, replays the held events over it, resolves in-doubt Originates.
-    fn reconcile(&mut self, now: Instant, r: Resync) {
-        let Some(channels) = r.channels else {
-            return;
-        };
+    /// Applies the CoreShowChannels snapshot at its point in the stream: every event before
+    /// it has been applied, none after it.
+    fn apply_snapshot(&mut self, now: Instant, channels: &Response) -> ResyncReport {
         let snapshot: BTreeMap<String, &Message> = channels
             .items()
             .iter()
             .filter_map(|m| m.get_str("Uniqueid").map(|u| (u.to_string(), m)))
             .collect();
-        let hung_up_later: BTreeSet<String> = self
-            .held
-            .iter()
-            .filter(|(_, m)| m.event().is_some_and(|e| e.eq_ignore_ascii_case("Hangup")))
-            .filter_map(|(_, m)| m.get_str("Uniqueid").map(str::to_owned))
-            .collect();
-        // Channels the held events speak of: those events bring them to their latest state
-        // (each carries the whole channel block), and a change they show was observed.
-        let spoken_of: BTreeSet<String> = self
-            .held
-            .iter()
-            .filter(|(_, m)| m.get("ChannelState").is_some())
-            .filter_map(|(_, m)| m.get_str("Uniqueid").map(str::to_owned))
-            .collect();
         let mut report = ResyncReport::default();
-        // Gone while unobserved.
+        // Gone while unobserved: a Hangup seen before the snapshot would have removed it.
         for uid in self.view.uniqueids() {
-            if snapshot.contains_key(&uid) || hung_up_later.contains(&uid) {
+            if snapshot.contains_key(&uid) {
                 continue;
             }
             let Some(ch) = self.view.channel(&uid) else {
@@ -776,20 +798,14 @@ impl CallTracker {
             }
         }
         // Continued and adopted.
-        let mut adopted = Vec::new();
         for (uid, item) in &snapshot {
             let bridge = item
                 .get_str("BridgeId")
                 .or_else(|| item.get_str("BridgeID"))
                 .filter(|b| !b.is_empty())
                 .map(str::to_owned);
-            let replayed = spoken_of.contains(uid);
             let known = self.view.modify(uid, |ch| {
-                if replayed {
-                    ch.last_seen = now;
-                } else {
-                    ch.update(item, now, false);
-                }
+                ch.update(item, now, false);
                 ch.bridge = bridge.clone();
             });
             if known {
@@ -798,49 +814,45 @@ impl CallTracker {
                 ch.adopted = true;
                 ch.bridge = bridge;
                 if self.view.insert(ch) {
-                    adopted.push(uid.clone());
+                    report.adopted += 1;
                 }
             }
         }
-        // Tags from Status: link channels carrying ours.
-        if let Tags::Got(Some(status)) = &r.tags {
-            let mut found = Vec::new();
-            for item in status.items() {
-                let Some(uid) = item.get_str("Uniqueid") else {
-                    continue;
-                };
-                for v in item.get_all("Variable") {
-                    let v = v.to_str_lossy();
-                    if let Some((name, value)) = v.split_once('=') {
-                        if name.eq_ignore_ascii_case(&self.config.tag_variable) && !value.is_empty()
-                        {
-                            found.push((uid.to_string(), OriginateTag(value.to_string())));
-                        }
+        self.stats.ended_unobserved += report.ended_unobserved as u64;
+        report
+    }
+
+    /// Links the channels a `Status` snapshot lists with one of the tracker's tags.
+    fn link_tags(&mut self, status: &Response) {
+        let mut found = Vec::new();
+        for item in status.items() {
+            let Some(uid) = item.get_str("Uniqueid") else {
+                continue;
+            };
+            for v in item.get_all("Variable") {
+                let v = v.to_str_lossy();
+                if let Some((name, value)) = v.split_once('=') {
+                    if name.eq_ignore_ascii_case(&self.config.tag_variable) && !value.is_empty() {
+                        found.push((uid.to_string(), OriginateTag(value.to_string())));
                     }
                 }
             }
-            for (uid, tag) in found {
-                if self
-                    .view
-                    .modify(&uid, |ch| ch.originate = Some(tag.clone()))
-                {
-                    self.link(&tag, &uid);
-                }
+        }
+        for (uid, tag) in found {
+            if self
+                .view
+                .modify(&uid, |ch| ch.originate = Some(tag.clone()))
+            {
+                self.link(&tag, &uid);
             }
         }
-        // Replay what arrived meanwhile.
-        report.replayed = self.held.len();
-        while let Some((at, msg)) = self.held.pop_front() {
-            let fx = self.view.apply(at, &msg);
-            self.effects(fx);
-        }
-        // A channel whose Newchannel was among the held events was not adopted after all.
-        report.adopted = adopted
-            .iter()
-            .filter(|u| self.view.channel(u).is_some_and(|c| c.adopted))
-            .count();
-        // In-doubt Originates: what the snapshot says now is all the tracker can know.
+    }
+
+    /// Both snapshots are in: in-doubt Originates are resolved, the view is live.
+    fn finish_resync(&mut self, r: Resync) {
+        let report = r.applied.unwrap_or_default();
         if r.tags != Tags::NotAsked {
+            // What the snapshot says now is all the tracker can know.
             let tags: Vec<OriginateTag> = self
                 .originates
                 .iter()
@@ -854,7 +866,6 @@ impl CallTracker {
         }
         self.attempts = 0;
         self.stats.resynced += 1;
-        self.stats.ended_unobserved += report.ended_unobserved as u64;
         log::debug!("AMI call tracker: resynced {report:?}");
         self.update(CallUpdate::Resynced(report));
     }

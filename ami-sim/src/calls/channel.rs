@@ -29,6 +29,29 @@ impl ChanState {
     }
 }
 
+/// One live channel as the simulator holds it, from
+/// [`SimServer::channel_table`](crate::SimServer::channel_table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelRow {
+    /// `Uniqueid`.
+    pub uniqueid: String,
+    /// `Linkedid`.
+    pub linkedid: String,
+    /// `Channel`.
+    pub name: String,
+    /// `ChannelState` code.
+    pub state: u8,
+    /// `CallerIDNum` as events print it (`<unknown>` when unset).
+    pub caller_id_num: String,
+    /// `Context`.
+    pub context: String,
+    /// `Exten`.
+    pub exten: String,
+    /// Channel variables, in the order set.
+    pub variables: Vec<(String, String)>,
+}
+
 /// One channel of a call.
 #[derive(Debug, Clone)]
 pub(crate) struct Channel {
