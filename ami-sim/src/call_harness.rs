@@ -14,56 +14,12 @@
 //!
 //! `AMI_CALLS_TRACE=1` prints a run's boundaries, updates, faults and driver calls.
 
+use crate::harness::{shuttle, step_clock, Rng, Violation, Violations};
 use crate::{CallId, CallRequest, Fault, SessionId, SimConfig, SimServer};
 use ami_proto::calls::{CallTracker, CallUpdate, OriginateState, TrackerConfig};
 use ami_proto::{Action, ActionId, Client, ClientConfig, Input, Output, OverflowPolicy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-
-/// SplitMix64 for the scenario's own choices.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// A broken promise of the tracker, with the line that replays its seed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallViolation {
-    /// The seed.
-    pub seed: u64,
-    /// Virtual milliseconds since the start.
-    pub at_ms: u128,
-    /// What went wrong.
-    pub what: String,
-}
-
-impl std::fmt::Display for CallViolation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seed {} at {} ms: {}\n  replay: AMI_CALLS_SEED={} cargo test -p ami-sim --test calls_dst -- replay_calls_seed --exact --nocapture",
-            self.seed, self.at_ms, self.what, self.seed
-        )
-    }
-}
 
 /// What one seeded run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,7 +98,6 @@ fn client_config(seed: u64) -> ClientConfig {
 
 /// One client, one tracker, one simulated server.
 pub struct CallHarness {
-    seed: u64,
     rng: Rng,
     t0: Instant,
     now: Instant,
@@ -164,7 +119,7 @@ pub struct CallHarness {
     finals: BTreeMap<String, OriginateState>,
     doubted: BTreeSet<String>,
     summary: CallRunSummary,
-    violations: Vec<CallViolation>,
+    violations: Violations,
     /// `AMI_CALLS_TRACE` set: print boundaries, updates, faults and driver calls.
     trace: bool,
 }
@@ -184,7 +139,6 @@ impl CallHarness {
             Err(e) => unreachable!("scenario tracker config is valid: {e}"),
         };
         CallHarness {
-            seed,
             rng: Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xca11),
             t0,
             now: t0,
@@ -201,19 +155,19 @@ impl CallHarness {
             finals: BTreeMap::new(),
             doubted: BTreeSet::new(),
             summary: CallRunSummary::default(),
-            violations: Vec::new(),
+            violations: Violations::new(
+                seed,
+                t0,
+                "AMI_CALLS_SEED",
+                "calls_dst",
+                "replay_calls_seed",
+            ),
             trace: std::env::var_os("AMI_CALLS_TRACE").is_some(),
         }
     }
 
     fn violate(&mut self, what: String) {
-        if self.violations.len() < 8 {
-            self.violations.push(CallViolation {
-                seed: self.seed,
-                at_ms: self.now.duration_since(self.t0).as_millis(),
-                what,
-            });
-        }
+        self.violations.push(self.now, what);
     }
 
     /// Moves bytes, outputs, stream items, answers and requests until nothing moves.
@@ -245,33 +199,14 @@ impl CallHarness {
                 }
                 progressed = true;
             }
-            if let Some(s) = self.session {
-                let out = self.client.transmit();
-                if !out.is_empty() {
-                    let n = out.len();
-                    let chunk = out.to_vec();
-                    self.client.advance_transmit(n);
-                    self.server.receive(s, self.now, &chunk);
-                    progressed = true;
-                }
-                let avail = self.server.transmit(s).len();
-                if avail > 0 {
-                    let n = if self.rng.chance(70) {
-                        avail
-                    } else {
-                        1 + self.rng.below(avail as u64) as usize
-                    };
-                    let chunk = self.server.transmit(s)[..n].to_vec();
-                    self.server.advance_transmit(s, n);
-                    self.client.handle_input(self.now, Input::Received(&chunk));
-                    progressed = true;
-                } else if self.server.is_eof(s) {
-                    self.session = None;
-                    self.server.forget(s);
-                    self.client.handle_input(self.now, Input::Eof);
-                    progressed = true;
-                }
-            }
+            progressed |= shuttle(
+                &mut self.rng,
+                self.now,
+                &mut self.client,
+                &mut self.server,
+                &mut self.session,
+                |_| {},
+            );
             progressed |= self.consume();
             while let Some(req) = self.tracker.poll_request() {
                 match self
@@ -546,7 +481,7 @@ impl CallHarness {
     }
 
     /// Runs the scenario; returns the violations (empty: every promise held).
-    pub fn run(&mut self, cfg: &CallRunConfig) -> Vec<CallViolation> {
+    pub fn run(&mut self, cfg: &CallRunConfig) -> Vec<Violation> {
         let end = self.t0 + cfg.duration;
         let quiet_from = self.t0 + cfg.duration.mul_f64(0.6);
         let mut next_fault = self.t0 + Duration::from_millis(1000 + self.rng.below(4000));
@@ -569,26 +504,20 @@ impl CallHarness {
             }
             self.pump();
             self.check_view();
-            let mut next = self.now + Duration::from_millis(1 + self.rng.below(50));
-            for t in [self.client.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-            {
-                if t > self.now && t < next {
-                    next = t;
-                }
-            }
-            self.now = next;
-            self.client.handle_timeout(self.now);
-            self.server.handle_timeout(self.now);
+            step_clock(
+                &mut self.rng,
+                &mut self.now,
+                &mut self.client,
+                &mut self.server,
+            );
             self.pump();
             self.check_view();
-            if !self.violations.is_empty() {
+            if !self.violations.list.is_empty() {
                 break;
             }
         }
         self.finish();
-        std::mem::take(&mut self.violations)
+        std::mem::take(&mut self.violations.list)
     }
 
     fn finish(&mut self) {
@@ -620,11 +549,7 @@ impl CallHarness {
         for (tag, state) in self.tracker.originates() {
             if !matches!(state, OriginateState::Running { .. }) {
                 let what = format!("{tag} left {state:?} at the end");
-                self.violations.push(CallViolation {
-                    seed: self.seed,
-                    at_ms: self.now.duration_since(self.t0).as_millis(),
-                    what,
-                });
+                self.violations.push(self.now, what);
             }
             *self.summary.resolved.entry("running").or_insert(0) += 1;
         }
@@ -668,7 +593,7 @@ impl CallHarness {
 }
 
 /// Runs one seed with the default scenario.
-pub fn run_calls_seed(seed: u64) -> (CallRunSummary, Vec<CallViolation>) {
+pub fn run_calls_seed(seed: u64) -> (CallRunSummary, Vec<Violation>) {
     let mut h = CallHarness::new(seed, Instant::now());
     let v = h.run(&CallRunConfig::default());
     (h.summary.clone(), v)

@@ -18,26 +18,93 @@ use std::time::{Duration, Instant};
 
 /// SplitMix64 for the harness's own choices (separate from the server's and the client's).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0
         } else {
             self.next() % n
         }
     }
-    fn chance(&mut self, percent: u64) -> bool {
+    pub(crate) fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+}
+
+/// Moves bytes once each way between `client` and its simulated `session`, in random pieces:
+/// the link of every simulation here. `tap` sees what the server sent; an EOF from the server
+/// ends the session. Returns whether anything moved.
+pub(crate) fn shuttle(
+    rng: &mut Rng,
+    now: Instant,
+    client: &mut Client,
+    server: &mut SimServer,
+    session: &mut Option<SessionId>,
+    mut tap: impl FnMut(&[u8]),
+) -> bool {
+    let Some(s) = *session else {
+        return false;
+    };
+    let mut moved = false;
+    let out = client.transmit();
+    if !out.is_empty() {
+        let n = 1 + rng.below(out.len() as u64) as usize;
+        let n = if rng.chance(70) { out.len() } else { n };
+        let chunk = out[..n].to_vec();
+        client.advance_transmit(n);
+        server.receive(s, now, &chunk);
+        moved = true;
+    }
+    let avail = server.transmit(s).len();
+    if avail > 0 {
+        let n = if rng.chance(60) {
+            avail
+        } else {
+            1 + rng.below(avail as u64) as usize
+        };
+        let chunk = server.transmit(s)[..n].to_vec();
+        server.advance_transmit(s, n);
+        tap(&chunk);
+        client.handle_input(now, Input::Received(&chunk));
+        moved = true;
+    } else if server.is_eof(s) {
+        *session = None;
+        server.forget(s);
+        client.handle_input(now, Input::Eof);
+        moved = true;
+    }
+    moved
+}
+
+/// Moves virtual time to the next thing that can happen on either side, at most 50 ms on,
+/// and fires what is due there.
+pub(crate) fn step_clock(
+    rng: &mut Rng,
+    now: &mut Instant,
+    client: &mut Client,
+    server: &mut SimServer,
+) {
+    let mut next = *now + Duration::from_millis(1 + rng.below(50));
+    for t in [client.poll_timeout(), server.poll_timeout()]
+        .into_iter()
+        .flatten()
+    {
+        if t > *now && t < next {
+            next = t;
+        }
+    }
+    *now = next;
+    client.handle_timeout(next);
+    server.handle_timeout(next);
 }
 
 /// A broken law, with enough context to debug it from the seed.
@@ -49,15 +116,52 @@ pub struct Violation {
     pub at_ms: u128,
     /// What went wrong.
     pub what: String,
+    /// The command that replays the seed.
+    pub replay: String,
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "seed {} at {} ms: {}\n  replay: AMI_DST_SEED={} cargo test -p ami-sim --test dst -- replay_seed --exact --nocapture",
-            self.seed, self.at_ms, self.what, self.seed
+            "seed {} at {} ms: {}\n  replay: {}",
+            self.seed, self.at_ms, self.what, self.replay
         )
+    }
+}
+
+/// The violations of one run: the first few, each with its replay line.
+#[derive(Debug)]
+pub(crate) struct Violations {
+    seed: u64,
+    t0: Instant,
+    replay: String,
+    pub(crate) list: Vec<Violation>,
+}
+
+impl Violations {
+    /// `replay` names the environment variable and the test that replay a seed.
+    pub(crate) fn new(seed: u64, t0: Instant, env: &str, test: &str, case: &str) -> Violations {
+        Violations {
+            seed,
+            t0,
+            replay: format!(
+                "{env}={seed} cargo test -p ami-sim --test {test} -- {case} --exact --nocapture"
+            ),
+            list: Vec::new(),
+        }
+    }
+
+    /// Records one (the first eight are kept: later ones follow from them).
+    pub(crate) fn push(&mut self, now: Instant, what: String) {
+        if self.list.len() < 8 {
+            self.list.push(Violation {
+                seed: self.seed,
+                at_ms: now.duration_since(self.t0).as_millis(),
+                what,
+                replay: self.replay.clone(),
+            });
+        }
     }
 }
 
@@ -147,7 +251,6 @@ impl Tap {
 
 /// One client and one simulated server on a virtual clock.
 pub struct Harness {
-    seed: u64,
     rng: Rng,
     t0: Instant,
     /// The virtual now.
@@ -180,7 +283,7 @@ pub struct Harness {
     closing: bool,
     /// Results.
     pub summary: RunSummary,
-    violations: Vec<Violation>,
+    violations: Violations,
     client_config: ClientConfig,
 }
 
@@ -218,7 +321,6 @@ impl Harness {
         let client_config = client_config(seed);
         let client = Client::new(client_config.clone(), t0);
         Harness {
-            seed,
             rng: Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d)),
             t0,
             now: t0,
@@ -239,19 +341,13 @@ impl Harness {
             healthy_actions: HashSet::new(),
             closing: false,
             summary: RunSummary::default(),
-            violations: Vec::new(),
+            violations: Violations::new(seed, t0, "AMI_DST_SEED", "dst", "replay_seed"),
             client_config,
         }
     }
 
     fn violate(&mut self, what: String) {
-        if self.violations.len() < 8 {
-            self.violations.push(Violation {
-                seed: self.seed,
-                at_ms: self.now.duration_since(self.t0).as_millis(),
-                what,
-            });
-        }
+        self.violations.push(self.now, what);
     }
 
     /// Drains the client's outputs, moving bytes both ways, and checks the laws.
@@ -303,37 +399,15 @@ impl Harness {
                 }
                 progressed = true;
             }
-            // Client -> server, in random pieces.
-            if let Some(s) = self.session {
-                let out = self.client.transmit();
-                if !out.is_empty() {
-                    let n = 1 + self.rng.below(out.len() as u64) as usize;
-                    let n = if self.rng.chance(70) { out.len() } else { n };
-                    let chunk = out[..n].to_vec();
-                    self.client.advance_transmit(n);
-                    self.server.receive(s, self.now, &chunk);
-                    progressed = true;
-                }
-                // Server -> client, in random pieces.
-                let avail = self.server.transmit(s).len();
-                if avail > 0 {
-                    let n = if self.rng.chance(60) {
-                        avail
-                    } else {
-                        1 + self.rng.below(avail as u64) as usize
-                    };
-                    let chunk = self.server.transmit(s)[..n].to_vec();
-                    self.server.advance_transmit(s, n);
-                    self.tap.see(&chunk);
-                    self.client.handle_input(self.now, Input::Received(&chunk));
-                    progressed = true;
-                } else if self.server.is_eof(s) {
-                    self.session = None;
-                    self.server.forget(s);
-                    self.client.handle_input(self.now, Input::Eof);
-                    progressed = true;
-                }
-            }
+            let tap = &mut self.tap;
+            progressed |= shuttle(
+                &mut self.rng,
+                self.now,
+                &mut self.client,
+                &mut self.server,
+                &mut self.session,
+                |chunk| tap.see(chunk),
+            );
             self.consume();
             self.check_caps();
             if !progressed {
@@ -574,26 +648,19 @@ impl Harness {
                 self.healthy_from = Some(settle + Duration::from_secs(10));
             }
             self.pump();
-            // Advance virtual time to the next thing that can happen, at most 50 ms.
-            let mut next = self.now + Duration::from_millis(1 + self.rng.below(50));
-            for t in [self.client.poll_timeout(), self.server.poll_timeout()]
-                .into_iter()
-                .flatten()
-            {
-                if t > self.now && t < next {
-                    next = t;
-                }
-            }
-            self.now = next;
-            self.client.handle_timeout(self.now);
-            self.server.handle_timeout(self.now);
+            step_clock(
+                &mut self.rng,
+                &mut self.now,
+                &mut self.client,
+                &mut self.server,
+            );
             self.pump();
-            if !self.violations.is_empty() {
+            if !self.violations.list.is_empty() {
                 break;
             }
         }
         self.finish();
-        std::mem::take(&mut self.violations)
+        std::mem::take(&mut self.violations.list)
     }
 
     fn finish(&mut self) {
