@@ -62,6 +62,7 @@ pub(crate) enum Runtime {
 pub(crate) struct Connection {
     /// ami://USER:SECRET@HOST:PORT (amis:// for TLS; IPv6 as [::1]; %-escape reserved
     /// characters in USER and SECRET).
+    #[allow(rustdoc::broken_intra_doc_links)] // clap help text: `[::1]` is an address, not a link
     #[arg(
         long,
         env = "AMI_URL",
