@@ -80,6 +80,7 @@ impl Pump {
                 Io::Next => {}
             }
         };
+        shared.publish_status(wake);
         if self.out_pos == self.out.len() && self.stream.is_some() {
             self.out.clear();
             self.out_pos = 0;

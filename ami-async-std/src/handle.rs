@@ -4,8 +4,8 @@
 
 use crate::driver::now;
 use ami_proto::{
-    Action, ActionId, AmiError, Client, DisconnectReason, Outcome, Output, Response, SendError,
-    SendOptions, Stats, Status, StreamItem,
+    Action, ActionId, AmiError, Client, DisconnectReason, Notice, Outcome, Output, Response,
+    SendError, SendOptions, Stats, Status, StreamItem,
 };
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -53,16 +53,9 @@ impl Shared {
     /// Wakers to wake go to `wake`, to be woken once the lock is released.
     pub(crate) fn deliver(&mut self, output: Output, what: &str, wake: &mut Vec<Waker>) -> Io {
         match output {
-            Output::Connect => {
-                self.set_status(Status::Connecting, wake);
-                Io::Connect
-            }
+            Output::Connect => Io::Connect,
             Output::Close => Io::Close,
-            Output::Ready { ami_version } => {
-                self.set_status(Status::Ready { ami_version }, wake);
-                Io::Next
-            }
-            Output::Completed { id, outcome } => {
+            Output::Notice(Notice::Completed { id, outcome }) => {
                 // No waiter: the caller stopped waiting, which is its choice.
                 if let Some(w) = self.waiters.get_mut(&id) {
                     w.outcome = Some(outcome);
@@ -70,17 +63,21 @@ impl Shared {
                 }
                 Io::Next
             }
-            Output::Disconnected { reason, retry_at } => {
+            Output::Notice(Notice::Disconnected { reason, .. }) => {
                 log::info!("AMI {what}: disconnected ({reason})");
-                self.set_status(Status::Disconnected { reason, retry_at }, wake);
                 Io::Next
             }
-            Output::Closed { reason } => {
-                self.set_status(Status::Closed { reason }, wake);
-                Io::Closed
-            }
+            Output::Notice(Notice::Closed { .. }) => Io::Closed,
             Output::Wait(d) => Io::Wait(d),
             _ => Io::Next,
+        }
+    }
+
+    /// Publishes the core's status if it changed since the last turn.
+    pub(crate) fn publish_status(&mut self, wake: &mut Vec<Waker>) {
+        let s = self.client.status();
+        if s != self.status {
+            self.set_status(s, wake);
         }
     }
 

@@ -1,7 +1,8 @@
 //! `MioDriver`: many AMI clients on one `mio::Poll`.
 
 use crate::conn::{ReadEnd, Target};
-use crate::report::{poll_ready, ConnId, Notice, Report, UserReady};
+use crate::report::{poll_ready, ConnId, Report, UserReady};
+use ami_proto::Notice;
 use crate::resolver::{system_resolve, Request, ResolveFn, Resolver};
 use crate::session::Owned;
 use crate::{MAX_CONNS, WAKER_TOKEN};

@@ -6,7 +6,7 @@
 //! The adapter is thin: it owns sockets, the poll and the clock, and pumps bytes and time into
 //! the sans-IO core. When to ping, when to reconnect and how an action ended are decided by
 //! `ami-proto`; this crate only carries out [`ami_proto::Output::Connect`] and
-//! [`ami_proto::Output::Close`] and passes the other outputs on as [`Notice`]s.
+//! [`ami_proto::Output::Close`] and passes the core's [`Notice`]s on as they are.
 //!
 //! ## The run loop: two calls
 //!
@@ -143,7 +143,8 @@ pub use ami_proto;
 pub use ami_proto::fleet::Budget;
 pub use driver::{MioDriver, Options, TooManyConnections};
 pub use fleet::{FleetReport, MioFleet};
-pub use report::{ConnId, Notice, Report, UserReady};
+pub use ami_proto::Notice;
+pub use report::{ConnId, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};
 #[cfg(feature = "tls")]
 pub use tls::{client_config_from_pem, Tls};

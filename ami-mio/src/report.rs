@@ -1,9 +1,8 @@
 //! What one [`step`](crate::MioDriver::step) hands back.
 
-use ami_proto::{ActionId, DisconnectReason, Outcome};
+use ami_proto::Notice;
 use mio::event::Event;
 use mio::Token;
-use std::time::Instant;
 
 /// Names one connection of a [`MioDriver`](crate::MioDriver). A removed connection's ID is
 /// never reused for another one.
@@ -18,36 +17,6 @@ impl ConnId {
     pub fn index(&self) -> usize {
         self.index
     }
-}
-
-/// A session-level notice from one client, passed through from the core's outputs as they are.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Notice {
-    /// Logged in; actions flow and events arrive.
-    Ready {
-        /// The AMI version from the banner.
-        ami_version: String,
-    },
-    /// An action finished (exactly once per [`ActionId`]).
-    Completed {
-        /// The ID returned by [`MioDriver::send`](crate::MioDriver::send).
-        id: ActionId,
-        /// How it ended.
-        outcome: Outcome,
-    },
-    /// The session was lost; the core reconnects at `retry_at` (None: it will not).
-    Disconnected {
-        /// Why.
-        reason: DisconnectReason,
-        /// When the core will ask for the next connect.
-        retry_at: Option<Instant>,
-    },
-    /// The client stopped for good.
-    Closed {
-        /// Why.
-        reason: DisconnectReason,
-    },
 }
 
 /// Readiness of one of the caller's own mio sources (a token in

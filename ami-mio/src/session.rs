@@ -3,9 +3,9 @@
 //! [`Conn`] is written once against this trait.
 
 use crate::conn::{Conn, Link, ReadEnd, Target};
-use crate::report::{ConnId, Notice};
+use crate::report::ConnId;
 use ami_proto::fleet::Turn;
-use ami_proto::{Client, Input, Output};
+use ami_proto::{Client, Input, Notice, Output};
 use mio::{Registry, Token};
 use std::time::Instant;
 
@@ -54,23 +54,7 @@ impl Session for Direct<'_> {
                 Output::Wait(_) => break,
                 Output::Connect => conn.want_connect_now(self.registry),
                 Output::Close => conn.drop_link(self.registry),
-                Output::Ready { ami_version } => {
-                    self.notices.push((id, Notice::Ready { ami_version }))
-                }
-                Output::Completed {
-                    id: action,
-                    outcome,
-                } => self.notices.push((
-                    id,
-                    Notice::Completed {
-                        id: action,
-                        outcome,
-                    },
-                )),
-                Output::Disconnected { reason, retry_at } => self
-                    .notices
-                    .push((id, Notice::Disconnected { reason, retry_at })),
-                Output::Closed { reason } => self.notices.push((id, Notice::Closed { reason })),
+                Output::Notice(notice) => self.notices.push((id, notice)),
                 other => log::debug!("ami-mio: output not known to this adapter: {other:?}"),
             }
         }

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
-use ami_proto::{Action, Client, ClientConfig, Input, Output};
+use ami_proto::{Action, Client, ClientConfig, Input, Notice, Output};
 use std::time::{Duration, Instant};
 
 /// Resident memory in bytes, from /proc (Linux); 0 elsewhere.
@@ -105,7 +105,7 @@ fn main() {
         c.handle_timeout(t0 + Duration::from_secs(30) + Duration::from_millis(step));
         loop {
             match c.poll_output() {
-                Output::Completed { .. } => timed_out += 1,
+                Output::Notice(Notice::Completed { .. }) => timed_out += 1,
                 Output::Wait(_) => break,
                 _ => {}
             }

@@ -11,9 +11,11 @@
 //!              handle_input(now, Received(bytes))        transmit() / advance_transmit(n)
 //!   socket ──────────────────────────────►┌──────────┐──────────────────────────────► socket
 //!   clock  ── handle_timeout(now) ───────►│  Client  │── poll_output(): Connect, Close,
-//!   caller ── send_action(now, action) ──►└──────────┘   Ready, Completed, Disconnected,
-//!                                               │        Closed, Wait(deadline)
-//!                                               └──────► poll_event(): Event | Gap
+//!   caller ── send_action(now, action) ──►└──────────┘   Wait(deadline) for the adapter;
+//!                                               │        Notice(Ready | Completed |
+//!                                               │        Disconnected | Closed) for the app
+//!                                               ├──────► poll_event(): Event | Gap
+//!                                               └──────► status(): where the session is
 //! ```
 //!
 //! ## The run loop
@@ -23,7 +25,11 @@
 //! 2. Drain [`Client::poll_output`] until it returns [`Output::Wait`]:
 //!    - `Connect`: open a transport; report [`Input::Connected`] or [`Input::ConnectFailed`];
 //!    - `Close`: drop the transport;
-//!    - `Ready`, `Completed`, `Disconnected`, `Closed`: tell your application.
+//!    - `Notice(n)`: session news ([`Notice::Ready`], [`Notice::Completed`],
+//!      [`Notice::Disconnected`], [`Notice::Closed`]): hand it to your application as it is.
+//!
+//!    [`Client::status`] answers "where is the session now" at any time, so an adapter that
+//!    publishes a status needs no copy of these outputs.
 //! 3. Write [`Client::transmit`] to the transport and report how much was written with
 //!    [`Client::advance_transmit`] (partial writes are normal).
 //! 4. Hand your consumer the events from [`Client::poll_event`] when it asks for them. The
@@ -38,7 +44,7 @@
 //!    passes ([`Client::handle_timeout`]). Then go to 2.
 //!
 //! ```
-//! use ami_proto::{Action, Client, ClientConfig, Input, Outcome, Output};
+//! use ami_proto::{Action, Client, ClientConfig, Input, Notice, Outcome, Output};
 //! use std::time::{Duration, Instant};
 //!
 //! let config = ClientConfig::builder("admin", "amp111").seed(7).build()?;
@@ -69,7 +75,9 @@
 //!                 client.handle_input(now, Input::Connected);
 //!                 client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
 //!             }
-//!             Output::Completed { id, outcome } if id == ping => pong = Some(outcome),
+//!             Output::Notice(Notice::Completed { id, outcome }) if id == ping => {
+//!                 pong = Some(outcome)
+//!             }
 //!             Output::Wait(_) => break,
 //!             _ => {}
 //!         }
@@ -104,7 +112,7 @@
 //!
 //! ## Action outcomes, across reconnects
 //!
-//! Each [`ActionId`] completes exactly once ([`Output::Completed`]). Only a server message
+//! Each [`ActionId`] completes exactly once ([`Notice::Completed`]). Only a server message
 //! makes an [`Outcome::Success`] or [`Outcome::ServerError`]. After a disconnect, an action
 //! that was never written stays queued until its deadline ([`Outcome::TimedOut`] with
 //! [`Phase::Queued`]) and is written on the next connection; one that was written fails at
@@ -144,7 +152,8 @@ pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
 pub use client::output::{
-    ActionError, AmiError, DisconnectReason, Outcome, Output, Phase, Response, Status, StreamItem,
+    ActionError, AmiError, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
+    StreamItem,
 };
 pub use client::session::{Client, Input, SendError, SendOptions, MAX_FILTERS};
 pub use client::stats::{Latency, Stats};

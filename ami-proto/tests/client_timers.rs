@@ -10,7 +10,7 @@ mod scripted;
 
 use ami_proto::{
     Action, ClientConfig, ClientConfigBuilder, DisconnectReason, Input, Outcome, Phase, SendError,
-    SendOptions, StreamItem,
+    SendOptions, Status, StreamItem,
 };
 use scripted::{
     async_originate, event, id_of, list_complete, list_item, list_start, originate_queued,
@@ -36,6 +36,40 @@ fn close_then_disconnected(out: &[Out], reason: DisconnectReason) -> Instant {
         [Out::Close, Out::Disconnected(r, Some(at))] if *r == reason => *at,
         other => panic!("expected Close + Disconnected({reason:?}), got {other:?}"),
     }
+}
+
+// ----- status -----------------------------------------------------------------------------
+
+#[test]
+fn status_says_where_the_notices_left_the_session() {
+    let mut h = Harness::new(base().build().unwrap(), Instant::now());
+    assert_eq!(h.client.status(), Status::Connecting);
+    h.connected();
+    assert_eq!(h.client.status(), Status::Connecting, "no banner yet");
+    h.login();
+    let ready = Status::Ready {
+        ami_version: "11.0.0".into(),
+    };
+    assert_eq!(h.client.status(), ready);
+    let retry_at = close_then_disconnected(&h.eof(), DisconnectReason::Eof);
+    assert_eq!(
+        h.client.status(),
+        Status::Disconnected {
+            reason: DisconnectReason::Eof,
+            retry_at: Some(retry_at),
+        }
+    );
+    assert_eq!(h.advance_to(retry_at), [Out::Connect]);
+    assert_eq!(h.client.status(), Status::Connecting);
+    h.login();
+    assert_eq!(h.client.status(), ready);
+    h.client.close(h.now);
+    assert_eq!(
+        h.client.status(),
+        Status::Closed {
+            reason: DisconnectReason::LocalClose
+        }
+    );
 }
 
 // ----- connect / banner / login timeouts --------------------------------------------------

@@ -11,7 +11,7 @@
 use crate::{Fault, SessionId, SimConfig, SimServer};
 use ami_proto::{
     Action, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame, Input,
-    Outcome, Output, StreamItem,
+    Notice, Outcome, Output, StreamItem,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -368,13 +368,15 @@ impl Harness {
                             self.server.forget(s);
                         }
                     }
-                    Output::Ready { .. } => {
+                    Output::Notice(Notice::Ready { .. }) => {
                         self.ready = true;
                         self.last_ready = Some(self.now);
                         self.summary.readies += 1;
                     }
-                    Output::Completed { id, outcome } => self.on_completed(id, outcome),
-                    Output::Disconnected { .. } => {
+                    Output::Notice(Notice::Completed { id, outcome }) => {
+                        self.on_completed(id, outcome)
+                    }
+                    Output::Notice(Notice::Disconnected { .. }) => {
                         self.ready = false;
                         self.summary.disconnects += 1;
                         let s = self.client.stats();
@@ -385,7 +387,7 @@ impl Harness {
                             ));
                         }
                     }
-                    Output::Closed { reason } => {
+                    Output::Notice(Notice::Closed { reason }) => {
                         self.ready = false;
                         if !matches!(
                             reason,

@@ -3,8 +3,7 @@
 
 use crate::handle::Inner;
 use crate::transport::{self, Stream, Target};
-use ami_proto::Status;
-use ami_proto::{Input, Output};
+use ami_proto::{Input, Notice, Output};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -100,7 +99,6 @@ impl Driver {
                                 #[cfg(not(feature = "tls"))]
                                 transport::open(&target).await
                             }));
-                            self.inner.set_status(Status::Connecting);
                         }
                         Output::Close => {
                             reader = None;
@@ -109,28 +107,21 @@ impl Driver {
                             out.clear();
                             out_pos = 0;
                         }
-                        Output::Ready { ami_version } => {
-                            self.inner.set_status(Status::Ready { ami_version })
-                        }
-                        Output::Completed { id, outcome } => {
+                        Output::Notice(Notice::Completed { id, outcome }) => {
                             if let Some(tx) = shared.waiters.remove(&id) {
                                 // The caller may have stopped waiting; that is its choice.
                                 let _ = tx.send(outcome);
                             }
                         }
-                        Output::Disconnected { reason, retry_at } => {
+                        Output::Notice(Notice::Disconnected { reason, .. }) => {
                             log::info!("AMI {}: disconnected ({reason})", self.target);
-                            self.inner
-                                .set_status(Status::Disconnected { reason, retry_at });
                         }
-                        Output::Closed { reason } => {
-                            self.inner.set_status(Status::Closed { reason });
-                            finished = true;
-                        }
+                        Output::Notice(Notice::Closed { .. }) => finished = true,
                         Output::Wait(d) => break d,
                         _ => {}
                     }
                 };
+                self.inner.set_status(shared.client.status());
                 if out_pos == out.len() && writer.is_some() {
                     out.clear();
                     out_pos = 0;

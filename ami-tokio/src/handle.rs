@@ -49,8 +49,15 @@ impl Inner {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Publishes the core's status when it changed (watchers wake only on a change).
     pub(crate) fn set_status(&self, s: Status) {
-        self.status.send_replace(s);
+        self.status.send_if_modified(|current| {
+            let changed = *current != s;
+            if changed {
+                *current = s;
+            }
+            changed
+        });
     }
 
     /// Publishes `Closed` if the session had not closed already (the driver ended early).

@@ -7,7 +7,8 @@ use std::time::Instant;
 /// The next thing the caller (an adapter) must do, from [`Client::poll_output`].
 ///
 /// Drain outputs until [`Output::Wait`], then write [`Client::transmit`], then sleep until the
-/// deadline or until input arrives.
+/// deadline or until input arrives. Only `Connect`, `Close` and `Wait` are for the adapter;
+/// a [`Notice`] is news for the application, to be passed on as it is.
 ///
 /// [`Client::poll_output`]: crate::Client::poll_output
 /// [`Client::transmit`]: crate::Client::transmit
@@ -22,6 +23,17 @@ pub enum Output {
     Connect,
     /// Close the transport (drop any bytes not yet written).
     Close,
+    /// Session news for the application (not for the adapter): pass it on unchanged.
+    Notice(Notice),
+    /// Nothing more to do until this deadline (call `handle_timeout` then) or new input.
+    /// `None`: only new input or a call can wake the client.
+    Wait(Option<Instant>),
+}
+
+/// Session news, from [`Output::Notice`]: what the application is told, as the core says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notice {
     /// Logged in (and filters re-applied): actions flow and events arrive.
     Ready {
         /// The AMI version from the banner, e.g. `11.0.0`.
@@ -46,9 +58,6 @@ pub enum Output {
         /// Why.
         reason: DisconnectReason,
     },
-    /// Nothing more to do until this deadline (call `handle_timeout` then) or new input.
-    /// `None`: only new input or a call can wake the client.
-    Wait(Option<Instant>),
 }
 
 /// One item of the event stream, from [`Client::poll_event`](crate::Client::poll_event).
@@ -374,8 +383,9 @@ impl Outcome {
     ];
 }
 
-/// Where a session is, as the async adapters publish it (a watch on the outputs that matter
-/// to a caller).
+/// Where a session is now, from [`Client::status`](crate::Client::status). The async adapters
+/// publish it as a watch; a [`Notice`] says what happened, a `Status` where that left the
+/// session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Status {

@@ -3,8 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_proto::{
-    Action, ActionId, Client, Decoder, DecoderLimits, Frame, Input, Message, Outcome, Output,
-    StreamItem,
+    Action, ActionId, Client, Decoder, DecoderLimits, Frame, Input, Message, Notice, Outcome,
+    Output, StreamItem,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -115,10 +115,14 @@ impl Replay {
             match self.client.poll_output() {
                 Output::Connect => self.client.handle_input(self.now, Input::Connected),
                 Output::Close => {}
-                Output::Ready { .. } => self.record.ready += 1,
-                Output::Completed { id, outcome } => self.record.completed.push((id, outcome)),
-                Output::Disconnected { reason, .. } => self.record.disconnected.push(reason),
-                Output::Closed { reason } => self.record.closed = Some(reason),
+                Output::Notice(Notice::Ready { .. }) => self.record.ready += 1,
+                Output::Notice(Notice::Completed { id, outcome }) => {
+                    self.record.completed.push((id, outcome))
+                }
+                Output::Notice(Notice::Disconnected { reason, .. }) => {
+                    self.record.disconnected.push(reason)
+                }
+                Output::Notice(Notice::Closed { reason }) => self.record.closed = Some(reason),
                 Output::Wait(_) => break,
                 _ => {}
             }

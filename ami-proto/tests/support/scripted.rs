@@ -8,7 +8,7 @@
 
 use ami_proto::{
     Action, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame, Input,
-    Message, Outcome, Output, SendError, SendOptions, StreamItem,
+    Message, Notice, Outcome, Output, SendError, SendOptions, StreamItem,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -89,10 +89,12 @@ impl Harness {
                 }
                 Output::Connect => Out::Connect,
                 Output::Close => Out::Close,
-                Output::Ready { ami_version } => Out::Ready(ami_version),
-                Output::Completed { id, outcome } => Out::Completed(id, outcome),
-                Output::Disconnected { reason, retry_at } => Out::Disconnected(reason, retry_at),
-                Output::Closed { reason } => Out::Closed(reason),
+                Output::Notice(Notice::Ready { ami_version }) => Out::Ready(ami_version),
+                Output::Notice(Notice::Completed { id, outcome }) => Out::Completed(id, outcome),
+                Output::Notice(Notice::Disconnected { reason, retry_at }) => {
+                    Out::Disconnected(reason, retry_at)
+                }
+                Output::Notice(Notice::Closed { reason }) => Out::Closed(reason),
                 other => panic!("unknown output {other:?}"),
             };
             new.push(out);

@@ -232,7 +232,7 @@ impl Client {
         if let Some(mark) = self.marks.remove(&id) {
             self.events.mark(mark);
         }
-        self.outputs.push_back(Output::Completed { id, outcome });
+        self.notify(Notice::Completed { id, outcome });
     }
 
     pub(super) fn expire(&mut self, now: Instant, seq: u64) {

@@ -126,7 +126,7 @@ impl Client {
         self.stats.logins += 1;
         log::info!("AMI session ready (AMI {})", self.ami_version);
         self.events.session_ready(self.ami_version.clone());
-        self.outputs.push_back(Output::Ready {
+        self.notify(Notice::Ready {
             ami_version: self.ami_version.clone(),
         });
         self.pump(now);

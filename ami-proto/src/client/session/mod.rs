@@ -7,7 +7,9 @@ mod reconnect;
 
 use super::config::{AuthMethod, ClientConfig};
 use super::events::{EventQueue, Offer};
-use super::output::{DisconnectReason, Outcome, Output, Phase, Response, StreamItem};
+use super::output::{
+    DisconnectReason, Notice, Outcome, Output, Phase, Response, Status, StreamItem,
+};
 use super::pending::{Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
 use super::stats::Stats;
@@ -175,6 +177,8 @@ pub struct Client {
     ready_since: Option<Instant>,
     /// Marks of pending marked actions (see [`SendOptions::with_mark`]).
     marks: HashMap<ActionId, u64>,
+    /// Why the last session ended, for [`Client::status`] while in backoff or closed.
+    last_loss: Option<DisconnectReason>,
     stats: Stats,
 }
 
@@ -245,6 +249,7 @@ impl Client {
             failures: 0,
             ready_since: None,
             marks: HashMap::new(),
+            last_loss: None,
             stats: Stats::default(),
         };
         client.start_connect(now);
@@ -264,6 +269,29 @@ impl Client {
     /// True when the client has stopped for good.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// Where the session is now. The [`Notice`]s say what happened; this says where that
+    /// left the session, so an adapter can publish it without mirroring the outputs.
+    pub fn status(&self) -> Status {
+        let reason = || {
+            self.last_loss
+                .clone()
+                .unwrap_or(DisconnectReason::LocalClose)
+        };
+        match self.state {
+            State::Connecting | State::AwaitBanner | State::LoggingIn | State::Configuring => {
+                Status::Connecting
+            }
+            State::Ready | State::LoggingOff => Status::Ready {
+                ami_version: self.ami_version.clone(),
+            },
+            State::Backoff => Status::Disconnected {
+                reason: reason(),
+                retry_at: self.timers[Timer::Reconnect as usize],
+            },
+            State::Closed => Status::Closed { reason: reason() },
+        }
     }
 
     /// The ActionID prefix of the current connection.
@@ -476,7 +504,7 @@ impl Client {
     // ----- caller actions ---------------------------------------------------------------
 
     /// Queues an action; it is written when the session is Ready and the pipeline has room.
-    /// Its result arrives once as [`Output::Completed`] with the returned ID.
+    /// Its result arrives once as [`Notice::Completed`] with the returned ID.
     pub fn send_action(&mut self, now: Instant, action: Action) -> Result<ActionId, SendError> {
         self.send_action_with(now, action, SendOptions::default())
     }
@@ -643,6 +671,11 @@ impl Client {
         self.timers = [None; 6];
         self.arm(Timer::Connect, now + self.config.connect_timeout);
         self.outputs.push_back(Output::Connect);
+    }
+
+    /// Queues news for the application.
+    fn notify(&mut self, notice: Notice) {
+        self.outputs.push_back(Output::Notice(notice));
     }
 
     fn send_internal(&mut self, now: Instant, which: Internal, action: Action) {

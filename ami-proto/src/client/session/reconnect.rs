@@ -37,6 +37,7 @@ impl Client {
                 }
             }
         }
+        self.last_loss = Some(reason.clone());
         self.connection += 1;
         self.prefix = self.rng.prefix();
         self.decoder.reset();
@@ -56,7 +57,7 @@ impl Client {
             self.state = State::Closed;
             self.fail_queued(now, reason.clone());
             log::info!("AMI client closed: {reason}");
-            self.outputs.push_back(Output::Closed { reason });
+            self.notify(Notice::Closed { reason });
             return;
         }
         if self
@@ -71,7 +72,7 @@ impl Client {
         let retry_at = now + delay;
         self.state = State::Backoff;
         self.arm(Timer::Reconnect, retry_at);
-        self.outputs.push_back(Output::Disconnected {
+        self.notify(Notice::Disconnected {
             reason,
             retry_at: Some(retry_at),
         });
