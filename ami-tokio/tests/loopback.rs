@@ -292,6 +292,13 @@ async fn close_while_the_server_is_unreachable_fails_queued_actions_as_not_sent(
         ),
         "{down:?}"
     );
+    // The spawned send must have queued its action before the close, or it is refused.
+    within("the action queued", async {
+        while ami.stats().queued == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
     ami.close();
     within("Closed", ami.wait_closed()).await;
     assert_eq!(

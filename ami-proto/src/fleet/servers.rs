@@ -6,7 +6,7 @@ use super::scheduler::Budget;
 use super::status::ServerStatus;
 use super::stream::{EventRing, FleetItem};
 use super::timers::TimerHeap;
-use crate::{ActionId, Client, ClientConfig, Input, Outcome, Output, StreamItem};
+use crate::{ActionId, Client, ClientConfig, Input, Notice, Outcome, Output, StreamItem};
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
@@ -638,11 +638,13 @@ impl Fleet {
                     }
                     continue;
                 }
-                Output::Ready { ami_version } => ServerStatus::Ready { ami_version },
-                Output::Completed {
+                Output::Notice(Notice::Ready { ami_version }) => {
+                    ServerStatus::Ready { ami_version }
+                }
+                Output::Notice(Notice::Completed {
                     id: action,
                     outcome,
-                } => {
+                }) => {
                     outputs.push_back(FleetOutput::Completed {
                         server: s.name.clone(),
                         id: action,
@@ -650,7 +652,7 @@ impl Fleet {
                     });
                     continue;
                 }
-                Output::Disconnected { reason, retry_at } => {
+                Output::Notice(Notice::Disconnected { reason, retry_at }) => {
                     // `now` is set by every call that reaches a client, so `until` is known.
                     let Some(until) = retry_at.or(*now) else {
                         continue;
@@ -661,7 +663,7 @@ impl Fleet {
                         ServerStatus::BackingOff { until, reason }
                     }
                 }
-                Output::Closed { reason } => ServerStatus::Closed { reason },
+                Output::Notice(Notice::Closed { reason }) => ServerStatus::Closed { reason },
             };
             if s.status != status {
                 log::info!("AMI fleet: {} is {status}", s.name);
