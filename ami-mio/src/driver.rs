@@ -2,11 +2,11 @@
 
 use crate::conn::{ReadEnd, Target};
 use crate::report::{poll_ready, ConnId, Report, UserReady};
-use ami_proto::Notice;
 use crate::resolver::{system_resolve, Request, ResolveFn, Resolver};
 use crate::session::Owned;
 use crate::{MAX_CONNS, WAKER_TOKEN};
 use ami_proto::fleet::{Budget, Scheduler};
+use ami_proto::Notice;
 use ami_proto::{
     Action, ActionId, Client, ClientConfig, SendError, SendOptions, Stats, StreamItem,
 };

@@ -141,9 +141,9 @@ mod tls;
 
 pub use ami_proto;
 pub use ami_proto::fleet::Budget;
+pub use ami_proto::Notice;
 pub use driver::{MioDriver, Options, TooManyConnections};
 pub use fleet::{FleetReport, MioFleet};
-pub use ami_proto::Notice;
 pub use report::{ConnId, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};
 #[cfg(feature = "tls")]

@@ -2,7 +2,7 @@
 //! read their items and completion as the typed events they name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_proto::{Action, Client, ClientConfig, Input, Outcome, Output, Response};
+use ami_proto::{Action, Client, ClientConfig, Input, Notice, Outcome, Output, Response};
 use ami_types::actions::{
     CoreShowChannels, Getvar, GetvarResponse, ListAction, Originate, Status, TypedAction,
     UpdateConfig,
@@ -83,10 +83,12 @@ fn run(action: Action, reply: impl Fn(&str) -> String) -> Response {
                     client.handle_input(now, Input::Connected);
                     client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
                 }
-                Output::Completed { id: done, outcome } if done == id => match outcome {
-                    Outcome::Success(r) => return r,
-                    other => panic!("{other:?}"),
-                },
+                Output::Notice(Notice::Completed { id: done, outcome }) if done == id => {
+                    match outcome {
+                        Outcome::Success(r) => return r,
+                        other => panic!("{other:?}"),
+                    }
+                }
                 Output::Wait(_) => break,
                 _ => {}
             }
