@@ -110,6 +110,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// An embedded simulated Asterisk, no server needed: calls, events and client stats.
     Demo(cmd::demo::Args),
+    /// Events and actions through NATS JetStream, with failover between bridges.
+    Bridge(cmd::bridge::Args),
 }
 
 fn main() -> ExitCode {
@@ -122,6 +124,7 @@ fn main() -> ExitCode {
         Command::Decode(a) => cmd::decode::run(a),
         Command::Bench(a) => cmd::bench::run(conn, a),
         Command::Demo(a) => cmd::demo::run(conn, a),
+        Command::Bridge(a) => cmd::bridge::run(conn, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 
 pub(crate) mod action;
 pub(crate) mod bench;
+pub(crate) mod bridge;
 pub(crate) mod decode;
 pub(crate) mod demo;
 pub(crate) mod listen;

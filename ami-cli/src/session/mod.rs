@@ -114,7 +114,12 @@ pub(crate) struct Target {
     pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
-fn config(auth: Auth, user: &str, secret: &str, events: &str) -> Result<ClientConfig, Failure> {
+pub(crate) fn config(
+    auth: Auth,
+    user: &str,
+    secret: &str,
+    events: &str,
+) -> Result<ClientConfig, Failure> {
     ClientConfig::builder(user, secret)
         .auth(match auth {
             Auth::Plain => AuthMethod::Plain,
