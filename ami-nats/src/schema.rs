@@ -1,9 +1,9 @@
 //! The JSON that crosses NATS: events, gap and session markers, action requests and replies.
 //!
 //! One schema, shared with `ami listen`: a message is `{"type":...,"headers":[[key,value],...]}`
-//! with headers in wire order and repeated keys kept. Bytes that are not UTF-8 are escaped,
-//! never dropped: each invalid byte `0xNN` becomes `\udcNN` (Python's "surrogateescape"),
-//! lossless and distinct from any real character. The bridge adds where the item belongs:
+//! with headers in wire order and repeated keys kept. A key or value that is not UTF-8 is an
+//! object `{"base64":..,"lossy":..}` instead of a string, as `ami listen` writes it: the exact
+//! bytes, and a display form with U+FFFD. The bridge adds where the item belongs:
 //! `"server"`, `"session"` (one bridge's tenure of that server, see [`crate`] docs) and
 //! `"position"` (1, 2, 3... within the session, markers included, so a consumer sees exactly
 //! where something is missing).
@@ -37,26 +37,25 @@ fn push_str_escaped(out: &mut String, s: &str) {
     }
 }
 
-/// Appends `bytes` as a JSON string literal, invalid UTF-8 as `\udcNN`.
-pub fn push_json_bytes(out: &mut String, mut bytes: &[u8]) {
-    out.push('"');
-    loop {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => {
-                push_str_escaped(out, s);
-                break;
-            }
-            Err(e) => {
-                let (good, rest) = bytes.split_at(e.valid_up_to());
-                push_str_escaped(out, std::str::from_utf8(good).unwrap_or(""));
-                let bad = e.error_len().unwrap_or(rest.len());
-                for b in &rest[..bad] {
-                    let _ = write!(out, "\\udc{b:02x}");
-                }
-                bytes = &rest[bad..];
-            }
+/// Appends `bytes` as JSON the way `ami listen` writes them: a string when they are UTF-8,
+/// else `{"base64":<exact bytes, standard alphabet, padded>,"lossy":<text with U+FFFD>}`.
+pub fn push_json_bytes(out: &mut String, bytes: &[u8]) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(s) => push_str(out, s),
+        Err(_) => {
+            out.push_str("{\"base64\":\"");
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
+            out.push_str("\",\"lossy\":");
+            push_str(out, &String::from_utf8_lossy(bytes));
+            out.push('}');
         }
     }
+}
+
+fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    push_str_escaped(out, s);
     out.push('"');
 }
 
@@ -219,7 +218,14 @@ mod tests {
     fn non_utf8_bytes_are_escaped_not_dropped() {
         let m = one(b"Event: Newchannel\r\nCallerIDName: Jos\xe9 \xff\r\n\r\n");
         let j = message_json(&m);
-        assert!(j.contains(r#"["CallerIDName","Jos\udce9 \udcff"]"#), "{j}");
+        assert!(
+            j.contains(
+                "[\"CallerIDName\",{\"base64\":\"Sm9z6SD/\",\"lossy\":\"Jos\u{fffd} \u{fffd}\"}]"
+            ),
+            "{j}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["headers"][1][1]["base64"], "Sm9z6SD/");
     }
 
     #[test]
