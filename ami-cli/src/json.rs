@@ -99,6 +99,17 @@ pub(crate) fn session_lost(reason: &str) -> String {
     serde_json::json!({"type": "session", "state": "lost", "reason": reason}).to_string()
 }
 
+/// `line` (a JSON object) with `"server":NAME` first: `listen` and `action --on` over
+/// several servers say which server each line came from.
+pub(crate) fn with_server(line: &str, server: &str) -> String {
+    let name = serde_json::Value::from(server).to_string();
+    match line.strip_prefix('{') {
+        Some(rest) if rest.starts_with('}') => format!("{{\"server\":{name}}}"),
+        Some(rest) => format!("{{\"server\":{name},{rest}"),
+        None => line.to_string(),
+    }
+}
+
 /// `ami decode --typed`: events through `ami-types`, with counts of what did not type.
 #[derive(Debug, Default)]
 pub(crate) struct TypedReport {

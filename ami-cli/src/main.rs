@@ -13,6 +13,7 @@
 
 mod cmd;
 mod diagnose;
+mod fleet;
 mod json;
 mod printer;
 mod session;
@@ -61,16 +62,19 @@ pub(crate) enum Runtime {
 #[derive(Debug, clap::Args)]
 pub(crate) struct Connection {
     /// ami://USER:SECRET@HOST:PORT (amis:// for TLS; IPv6 as [::1]; %-escape reserved
-    /// characters in USER and SECRET).
+    /// characters in USER and SECRET, a comma as %2C). Repeat it (or give AMI_URL a
+    /// comma-separated list) for several servers: `listen` merges them, `action --on`
+    /// picks one or all (runtime tokio).
     #[allow(rustdoc::broken_intra_doc_links)] // clap help text: `[::1]` is an address, not a link
     #[arg(
         long,
         env = "AMI_URL",
         global = true,
         hide_env_values = true,
+        value_delimiter = ',',
         value_parser = url::ServerUrlParser
     )]
-    pub(crate) server: Option<url::ServerUrl>,
+    pub(crate) server: Vec<url::ServerUrl>,
     /// Login method.
     #[arg(long, value_enum, default_value = "plain", global = true)]
     pub(crate) auth: Auth,
@@ -112,6 +116,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Events and actions through NATS JetStream, with failover between bridges.
     Bridge(cmd::bridge::Args),
+    /// Run the simulated Asterisk as a standalone server on loopback until stopped.
+    Sim(cmd::sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +131,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(conn, a),
         Command::Demo(a) => cmd::demo::run(conn, a),
         Command::Bridge(a) => cmd::bridge::run(conn, a),
+        Command::Sim(a) => cmd::sim::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! `ami action NAME [KEY=VALUE...]`: one action, its response and list items as JSON lines.
 
+use crate::fleet::{self, Fleet};
 use crate::session::{self, CallError};
 use crate::url::ServerUrl;
 use crate::{json, words};
@@ -14,7 +15,15 @@ pub(crate) struct Args {
     /// Fields as KEY=VALUE (repeatable keys allowed).
     #[arg(value_parser = parse_field)]
     fields: Vec<(String, String)>,
+    /// With several servers: the one to send to (its host:port), or `all` (one result
+    /// per server, each JSON line naming its server).
+    #[arg(long, value_name = "NAME|all")]
+    on: Option<String>,
 }
+
+/// The most `action --on` waits for every reply (a server that is down holds its action
+/// until the action's own deadline).
+const ON_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// clap's parser for `KEY=VALUE` arguments.
 pub(crate) fn parse_field(s: &str) -> Result<(String, String), String> {
@@ -59,23 +68,35 @@ pub(crate) enum Shown {
     FollowUp,
 }
 
-fn print_lines<'a>(messages: impl Iterator<Item = &'a Message>) -> Result<(), Failure> {
+fn print_lines<'a>(
+    messages: impl Iterator<Item = &'a Message>,
+    server: Option<&str>,
+) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     for m in messages {
-        writeln!(out, "{}", json::message(m)?)
+        let line = json::message(m)?;
+        let line = match server {
+            Some(s) => json::with_server(&line, s),
+            None => line,
+        };
+        writeln!(out, "{line}")
             .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write to stdout: {e}")))?;
     }
     Ok(())
 }
 
-fn print(r: &Response, shown: Shown) -> Result<(), Failure> {
+fn print(r: &Response, shown: Shown, server: Option<&str>) -> Result<(), Failure> {
     match shown {
-        Shown::FollowUp => print_lines(std::iter::once(r.follow_up().unwrap_or(r.message()))),
+        Shown::FollowUp => print_lines(
+            std::iter::once(r.follow_up().unwrap_or(r.message())),
+            server,
+        ),
         Shown::All => print_lines(
             std::iter::once(r.message())
                 .chain(r.items())
                 .chain(r.complete())
                 .chain(r.follow_up()),
+            server,
         ),
     }
 }
@@ -87,10 +108,20 @@ pub(crate) fn report(
     url: &ServerUrl,
     shown: Shown,
 ) -> Result<(), Failure> {
+    report_on(result, url, shown, None)
+}
+
+/// [`report`], each line naming `server` when there is one.
+fn report_on(
+    result: Result<Response, CallError>,
+    url: &ServerUrl,
+    shown: Shown,
+    server: Option<&str>,
+) -> Result<(), Failure> {
     match result {
-        Ok(r) => print(&r, shown),
+        Ok(r) => print(&r, shown, server),
         Err(CallError::Action(ActionError::Server(r))) => {
-            print(&r, Shown::FollowUp)?;
+            print(&r, Shown::FollowUp, server)?;
             let why = words::call_error(&CallError::Action(ActionError::Server(r)), url);
             Err(Failure::new(EXIT_SERVER_ERROR, why))
         }
@@ -118,5 +149,55 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     for (k, v) in &args.fields {
         action.push(k, v);
     }
-    send_one(conn, action, "off", Shown::All)
+    match (&args.on, conn.server.len()) {
+        (None, 0 | 1) => send_one(conn, action, "off", Shown::All),
+        (None, _) => Err(Failure::new(
+            EXIT_USAGE,
+            "several servers: pick one with --on HOST:PORT, or --on all",
+        )),
+        (Some(on), _) => send_on(conn, action, on),
+    }
+}
+
+/// `--on NAME|all`: one result per server, each line naming its server; the exit code is
+/// the worst of them (a failure's words on stderr, prefixed with the server).
+fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
+    check(&action)?;
+    if conn.server.is_empty() {
+        return Err(crate::session::no_server());
+    }
+    if on != "all" && !conn.server.iter().any(|u| fleet::name(u) == on) {
+        let names: Vec<String> = conn.server.iter().map(fleet::name).collect();
+        return Err(Failure::new(
+            EXIT_USAGE,
+            format!(
+                "--on {on}: no such server (servers: {}, or all)",
+                names.join(", ")
+            ),
+        ));
+    }
+    let mut fleet = Fleet::open(conn, "off")?;
+    let replies = fleet.call(on, action, ON_LIMIT);
+    fleet.logoff(crate::session::LOGOFF_GRACE);
+    let mut worst: Option<Failure> = None;
+    for reply in replies? {
+        let server = reply.server.as_str();
+        let Some(url) = fleet.urls.get(server) else {
+            continue;
+        };
+        let result = reply.result.map_err(CallError::from);
+        if let Err(f) = report_on(result, url, Shown::All, Some(server)) {
+            eprintln!("ami: {server}: {}", f.reason);
+            if worst.as_ref().is_none_or(|w| f.code > w.code) {
+                worst = Some(f);
+            }
+        }
+    }
+    match worst {
+        Some(f) => Err(Failure::new(
+            f.code,
+            format!("failed on at least one server: {}", f.reason),
+        )),
+        None => Ok(()),
+    }
 }

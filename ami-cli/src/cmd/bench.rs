@@ -102,7 +102,7 @@ fn drive(
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let duration = Duration::from_secs_f64(args.duration.clamp(0.5, 1e6));
     let name = runtime_name(conn.runtime);
-    if conn.server.is_none() {
+    if conn.server.is_empty() {
         let sim = start_sim()?;
         let mut live = session::open_local(conn.runtime, sim.local_addr(), "user")?;
         let mut injected = 0u64;

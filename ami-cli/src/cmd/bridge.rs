@@ -30,12 +30,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let usage = |e: &dyn std::fmt::Display| Failure::new(EXIT_USAGE, e.to_string());
-    let url = conn.server.as_ref().ok_or_else(|| {
-        Failure::new(
-            EXIT_USAGE,
-            "no server: pass --server ami://USER:SECRET@HOST:PORT or set AMI_URL",
-        )
-    })?;
+    let url = crate::session::one_server(conn)?;
     if url.tls {
         return Err(Failure::new(
             EXIT_USAGE,

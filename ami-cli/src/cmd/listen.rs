@@ -1,10 +1,13 @@
 //! `ami listen`: the event stream as JSON lines on stdout; the session's story on stderr.
 
+use crate::fleet::{self, Fleet};
 use crate::printer::{Flow, Printer};
 use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT};
+use ami_proto::fleet::{FleetItem, ServerStatus};
 use ami_proto::{DisconnectReason, Message, StreamItem};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +93,9 @@ impl Listener<'_> {
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    if conn.server.len() > 1 {
+        return run_fleet(conn, args);
+    }
     let mut live = session::open(conn, "on")?;
     let end = args
         .duration
@@ -127,4 +133,94 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     }
     listener.printer.finish(LOGOFF_GRACE)?;
     result
+}
+
+/// Several servers: their streams merged, each line naming its server (`"server"`), and a
+/// line on stderr whenever a server goes down or comes back.
+fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    let mut fleet = Fleet::open(conn, "on")?;
+    let end = args
+        .duration
+        .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    let mut printer = Printer::start()?;
+    let mut seen = 0u64;
+    let mut down: HashSet<String> = HashSet::new();
+    let mut happened = Vec::new();
+    let mut result = Ok(());
+    'listen: while end.is_none_or(|e| Instant::now() < e) {
+        fleet.wait(end, &mut happened)?;
+        for h in happened.drain(..) {
+            let line = match h {
+                fleet::Happening::Item(FleetItem { server, item }) => match item {
+                    StreamItem::Event(m) if args.wanted(&m) => {
+                        seen += 1;
+                        json::with_server(&json::message(&m)?, server.as_str())
+                    }
+                    StreamItem::Ready { ami_version } => {
+                        json::with_server(&json::session_ready(&ami_version), server.as_str())
+                    }
+                    StreamItem::Disconnected { reason } => {
+                        let url = fleet.urls.get(server.as_str());
+                        let why = url.map_or(reason.to_string(), |u| words::reason(&reason, u));
+                        json::with_server(&json::session_lost(&why), server.as_str())
+                    }
+                    StreamItem::Gap { dropped } => {
+                        eprintln!("ami: {server}: gap: {dropped} events dropped (this reader fell behind)");
+                        continue;
+                    }
+                    _ => continue,
+                },
+                fleet::Happening::Status(server, status) => {
+                    status_line(&fleet, &mut down, server.as_str(), &status);
+                    continue;
+                }
+                fleet::Happening::Ended => break 'listen,
+            };
+            match printer.line(line) {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => break 'listen,
+                Err(f) => {
+                    result = Err(f);
+                    break 'listen;
+                }
+            }
+            if args.count.is_some_and(|c| seen >= c) {
+                break 'listen;
+            }
+        }
+    }
+    fleet.logoff(LOGOFF_GRACE);
+    printer.finish(LOGOFF_GRACE)?;
+    result
+}
+
+/// One line on stderr when a server goes down or comes back.
+fn status_line(fleet: &Fleet, down: &mut HashSet<String>, server: &str, status: &ServerStatus) {
+    let Some(url) = fleet.urls.get(server) else {
+        return;
+    };
+    match status {
+        ServerStatus::Ready { .. } if down.remove(server) => {
+            eprintln!("ami: {server}: back (logged in again to {url})")
+        }
+        ServerStatus::BackingOff { until, reason }
+        | ServerStatus::BreakerOpen { until, reason } => {
+            let breaker = matches!(status, ServerStatus::BreakerOpen { .. });
+            down.insert(server.to_string());
+            eprintln!(
+                "ami: {server}: down{}: {}",
+                if breaker { " (breaker open)" } else { "" },
+                words::lost(reason, Some(*until), url)
+            )
+        }
+        ServerStatus::Closed { reason }
+            if !matches!(
+                reason,
+                DisconnectReason::Logoff | DisconnectReason::LocalClose
+            ) =>
+        {
+            eprintln!("ami: {server}: closed: {}", words::reason(reason, url))
+        }
+        _ => {}
+    }
 }

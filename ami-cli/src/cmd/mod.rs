@@ -7,3 +7,4 @@ pub(crate) mod decode;
 pub(crate) mod demo;
 pub(crate) mod listen;
 pub(crate) mod originate;
+pub(crate) mod sim;

@@ -142,15 +142,30 @@ pub(crate) struct Live {
 /// waits for the first login. A first failure (refused, rejected password) is reported at
 /// once, in words, with no retry loop.
 pub(crate) fn open(conn: &Connection, events: &str) -> Result<Live, Failure> {
-    let url = conn.server.as_ref().ok_or_else(|| {
-        Failure::new(
-            EXIT_USAGE,
-            "no server: pass --server ami://USER:SECRET@HOST:PORT or set AMI_URL",
-        )
-    })?;
+    let url = one_server(conn)?;
     let addrs = diagnose::resolve(url)?;
     let config = config(conn.auth, &url.user, url.secret.expose(), events)?;
     open_url(conn.runtime, conn, url.clone(), config, &addrs)
+}
+
+/// The one `--server` of a command that talks to one server.
+pub(crate) fn one_server(conn: &Connection) -> Result<&ServerUrl, Failure> {
+    match conn.server.as_slice() {
+        [] => Err(no_server()),
+        [one] => Ok(one),
+        _ => Err(Failure::new(
+            EXIT_USAGE,
+            "this command takes one --server (several: `listen`, `action --on`)",
+        )),
+    }
+}
+
+/// The usage error for a command run without any server.
+pub(crate) fn no_server() -> Failure {
+    Failure::new(
+        EXIT_USAGE,
+        "no server: pass --server ami://USER:SECRET@HOST:PORT or set AMI_URL",
+    )
 }
 
 /// Opens a session to the embedded simulator (`demo`, `bench` without `--server`).
@@ -164,7 +179,7 @@ pub(crate) fn open_local(
         .map_err(|e| Failure::new(crate::EXIT_OTHER, format!("{e}")))?;
     let config = config(Auth::Plain, "admin", "amp111", events)?;
     let conn = Connection {
-        server: None,
+        server: Vec::new(),
         auth: Auth::Plain,
         runtime,
         ca: None,

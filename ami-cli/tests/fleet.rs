@@ -1,0 +1,168 @@
+//! `ami` with several servers, end to end over loopback against several simulator fronts:
+//! `listen` merges them with a `"server"` on every line and says on stderr when one goes
+//! down and comes back; `action --on NAME|all`; AMI_URL with commas; `ami sim` standalone.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_sim::tcp::TcpFront;
+use ami_sim::SimConfig;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+use support::*;
+
+fn sim() -> TcpFront {
+    TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap()
+}
+
+fn url(front: &TcpFront) -> String {
+    format!("ami://admin:amp111@{}", front.local_addr())
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[test]
+fn listen_merges_servers_names_each_line_and_reports_a_restart_on_stderr() {
+    let (a, b) = (sim(), sim());
+    let (name_a, name_b) = (a.local_addr().to_string(), b.local_addr().to_string());
+    let child = spawn_piped(&[
+        "--server",
+        &url(&a),
+        "--server",
+        &url(&b),
+        "listen",
+        "--duration",
+        "4",
+    ]);
+    // Both logged in, then B restarts while A keeps streaming.
+    std::thread::sleep(Duration::from_millis(1200));
+    a.with_server(|s, now| s.emit_user_events(now, 5));
+    b.restart(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1500));
+    a.with_server(|s, now| s.emit_user_events(now, 5));
+    b.with_server(|s, now| s.emit_user_events(now, 7));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut storms: HashMap<String, usize> = HashMap::new();
+    let mut ready: HashMap<String, usize> = HashMap::new();
+    for line in stdout_lines(&out) {
+        let v = json(&line);
+        let server = v["server"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no server: {line}"));
+        assert!(server == name_a || server == name_b, "{line}");
+        if v["type"] == "session" && v["state"] == "ready" {
+            *ready.entry(server.to_string()).or_default() += 1;
+        }
+        if line.contains("SimStorm") {
+            *storms.entry(server.to_string()).or_default() += 1;
+        }
+    }
+    assert_eq!(storms.get(&name_a), Some(&10), "{storms:?}");
+    assert_eq!(storms.get(&name_b), Some(&7), "{storms:?}");
+    assert_eq!(ready.get(&name_a), Some(&1), "{ready:?}");
+    assert_eq!(
+        ready.get(&name_b),
+        Some(&2),
+        "B's second session: {ready:?}"
+    );
+    let err = stderr(&out);
+    let down = err.find(&format!("ami: {name_b}: down"));
+    let back = err.find(&format!("ami: {name_b}: back"));
+    assert!(
+        matches!((down, back), (Some(d), Some(k)) if d < k),
+        "one line when B went down, one when it came back:\n{err}"
+    );
+    assert!(!err.contains(&format!("ami: {name_a}: down")), "{err}");
+}
+
+#[test]
+fn action_on_one_server_or_all_and_amiurl_with_commas() {
+    let (a, b) = (sim(), sim());
+    let (name_a, name_b) = (a.local_addr().to_string(), b.local_addr().to_string());
+    let list = format!("{},{}", url(&a), url(&b));
+    let out = command(&["action", "Ping", "--on", "all"])
+        .env("AMI_URL", &list)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut servers: Vec<String> = stdout_lines(&out)
+        .iter()
+        .map(|l| json(l)["server"].as_str().unwrap().to_string())
+        .collect();
+    servers.sort();
+    let mut want = vec![name_a.clone(), name_b.clone()];
+    want.sort();
+    assert_eq!(servers, want, "one response per server");
+
+    let out = ami(&[
+        "--server",
+        &url(&a),
+        "--server",
+        &url(&b),
+        "action",
+        "Ping",
+        "--on",
+        &name_b,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = stdout_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(json(&lines[0])["server"], name_b.as_str());
+    assert_eq!(b.stats().logins, 2);
+
+    let unknown = ami(&[
+        "--server",
+        &url(&a),
+        "--server",
+        &url(&b),
+        "action",
+        "Ping",
+        "--on",
+        "x:1",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+    let no_on = ami(&["--server", &url(&a), "--server", &url(&b), "action", "Ping"]);
+    assert_eq!(no_on.status.code(), Some(2), "{}", stderr(&no_on));
+    assert!(stderr(&no_on).contains("--on"), "{}", stderr(&no_on));
+}
+
+#[test]
+fn ami_sim_serves_on_loopback_and_prints_its_url() {
+    let mut sim = spawn_piped(&["sim", "--events-per-s", "200"]);
+    let mut first = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().to_string();
+    assert!(url.starts_with("ami://admin:amp111@127.0.0.1:"), "{url}");
+    let out = ami(&[
+        "--server",
+        &url,
+        "listen",
+        "--event",
+        "UserEvent",
+        "--count",
+        "5",
+    ]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events: Vec<Value> = stdout_lines(&out)
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| v["type"] == "event")
+        .collect();
+    assert_eq!(events.len(), 5, "{events:?}");
+    let refused = ami(&["sim", "--listen", "0.0.0.0:0"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "loopback only: {}",
+        stderr(&refused)
+    );
+}
