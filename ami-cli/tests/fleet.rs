@@ -99,34 +99,22 @@ fn action_on_one_server_or_all_and_amiurl_with_commas() {
     want.sort();
     assert_eq!(servers, want, "one response per server");
 
-    let out = ami(&[
-        "--server",
-        &url(&a),
-        "--server",
-        &url(&b),
-        "action",
-        "Ping",
-        "--on",
-        &name_b,
-    ]);
+    let on_both = |rest: &[&str]| {
+        let (ua, ub) = (url(&a), url(&b));
+        let mut args = vec!["--server", &ua, "--server", &ub, "action", "Ping"];
+        args.extend_from_slice(rest);
+        ami(&args)
+    };
+    let out = on_both(&["--on", &name_b]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let lines = stdout_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(json(&lines[0])["server"], name_b.as_str());
     assert_eq!(b.stats().logins, 2);
 
-    let unknown = ami(&[
-        "--server",
-        &url(&a),
-        "--server",
-        &url(&b),
-        "action",
-        "Ping",
-        "--on",
-        "x:1",
-    ]);
+    let unknown = on_both(&["--on", "x:1"]);
     assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
-    let no_on = ami(&["--server", &url(&a), "--server", &url(&b), "action", "Ping"]);
+    let no_on = on_both(&[]);
     assert_eq!(no_on.status.code(), Some(2), "{}", stderr(&no_on));
     assert!(stderr(&no_on).contains("--on"), "{}", stderr(&no_on));
 }
