@@ -4,7 +4,9 @@
 //! the core fleet plus its simulated servers, and the quiet servers' worst action latency in
 //! virtual time, at three flood rates.
 //!
-//! `cargo run --release -p ami-sim --example fleet_scale`
+//! `cargo run --release -p ami-sim --example fleet_scale` (all nine runs), or
+//! `... --example fleet_scale -- SERVERS FLOOD SECONDS` for one run (e.g. under
+//! `valgrind --tool=callgrind`, which counts instructions: stable on a loaded machine).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_sim::fleet::{FleetHarness, Scenario};
@@ -15,10 +17,18 @@ fn main() {
         "{:>7} {:>11} {:>12} {:>12} {:>14} {:>12} {:>10}",
         "servers", "flood/step", "worst step", "mean step", "quiet worst", "bound", "events/s"
     );
-    for n in [10usize, 100, 1000] {
-        for flood in [20usize, 200, 2000] {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("SERVERS FLOOD SECONDS: numbers"))
+        .collect();
+    let (sizes, floods, secs) = match args[..] {
+        [n, f, s] => (vec![n as usize], vec![f as usize], s),
+        _ => (vec![10, 100, 1000], vec![20, 200, 2000], 10),
+    };
+    for &n in &sizes {
+        for &flood in &floods {
             let scenario = Scenario {
-                duration: Duration::from_secs(10),
+                duration: Duration::from_secs(secs),
                 flood_per_step: flood,
                 ..Scenario::scaled(n)
             };
