@@ -17,7 +17,7 @@
 use crate::harness::{shuttle, step_clock, Rng, Violation, Violations};
 use crate::{CallId, CallRequest, Fault, SessionId, SimConfig, SimServer};
 use ami_proto::calls::{CallTracker, CallUpdate, OriginateState, TrackerConfig};
-use ami_proto::{Action, ActionId, Client, ClientConfig, Input, Output, OverflowPolicy};
+use ami_proto::{Action, ActionId, Client, ClientConfig, Input, Notice, Output, OverflowPolicy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -187,13 +187,13 @@ impl CallHarness {
                             self.server.forget(s);
                         }
                     }
-                    Output::Completed { id, outcome } => {
+                    Output::Notice(Notice::Completed { id, outcome }) => {
                         if let Some(token) = self.sent.remove(&id) {
                             self.tracker
                                 .handle_reply(self.now, token, outcome.into_result());
                         }
                     }
-                    Output::Disconnected { .. } => self.summary.outages += 1,
+                    Output::Notice(Notice::Disconnected { .. }) => self.summary.outages += 1,
                     Output::Wait(_) => break,
                     _ => {}
                 }

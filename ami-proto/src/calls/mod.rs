@@ -57,7 +57,7 @@
 //!
 //! ```
 //! use ami_proto::calls::{CallTracker, CallUpdate, TrackerConfig};
-//! use ami_proto::{ActionId, Client, ClientConfig, Input, Output};
+//! use ami_proto::{ActionId, Client, ClientConfig, Input, Notice, Output};
 //! use std::time::{Duration, Instant};
 //!
 //! let mut now = Instant::now(); // the caller's clock; tests use virtual time
@@ -95,7 +95,7 @@
 //!                 client.handle_input(now, Input::Connected);
 //!                 client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
 //!             }
-//!             Output::Completed { id, outcome } => {
+//!             Output::Notice(Notice::Completed { id, outcome }) => {
 //!                 // Only the tracker's own requests are answered back to it.
 //!                 if let Some(token) = pending.iter().position(|(_, i)| *i == id) {
 //!                     let (token, _) = pending.swap_remove(token);
