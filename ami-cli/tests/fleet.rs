@@ -78,6 +78,11 @@ fn listen_merges_servers_names_each_line_and_reports_a_restart_on_stderr() {
         "one line when B went down, one when it came back:\n{err}"
     );
     assert!(!err.contains(&format!("ami: {name_a}: down")), "{err}");
+    assert_eq!(
+        err.matches(&format!("ami: {name_b}: down")).count(),
+        1,
+        "one line per outage, not per reconnect attempt:\n{err}"
+    );
 }
 
 #[test]

@@ -205,8 +205,11 @@ fn status_line(fleet: &Fleet, down: &mut HashSet<String>, server: &str, status: 
         }
         ServerStatus::BackingOff { until, reason }
         | ServerStatus::BreakerOpen { until, reason } => {
+            // Once per outage: retries while it stays down are not news.
+            if !down.insert(server.to_string()) {
+                return;
+            }
             let breaker = matches!(status, ServerStatus::BreakerOpen { .. });
-            down.insert(server.to_string());
             eprintln!(
                 "ami: {server}: down{}: {}",
                 if breaker { " (breaker open)" } else { "" },
