@@ -156,6 +156,11 @@ impl Fleet {
         })
     }
 
+    /// Closes every server at once (no Logoff).
+    pub(crate) fn close(&mut self) {
+        self.handle.close();
+    }
+
     /// Logs every server off, waiting at most `grace`, then closes.
     pub(crate) fn logoff(&mut self, grace: Duration) {
         let Some(rt) = &self.rt else { return };

@@ -159,3 +159,16 @@ fn ami_sim_serves_on_loopback_and_prints_its_url() {
         stderr(&refused)
     );
 }
+
+#[test]
+fn bench_with_several_simulated_servers_reports_the_merged_rate() {
+    let out = ami(&["bench", "--servers", "3", "--duration", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 simulated servers"), "{text}");
+    let per_server = text.rsplit("per server ").next().unwrap_or("");
+    let least: u64 = per_server.split(' ').next().unwrap().parse().unwrap();
+    assert!(least > 0, "every server's events got through: {text}");
+    let zero = ami(&["bench", "--servers", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+}

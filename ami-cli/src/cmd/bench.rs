@@ -13,7 +13,14 @@ pub(crate) struct Args {
     /// Seconds to run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
+    /// Run N simulated servers in-process, each flooding events as fast as it is read, and
+    /// report the merged stream's events/s through the fleet (runtime tokio).
+    #[arg(long, value_name = "N")]
+    servers: Option<usize>,
 }
+
+/// The most simulated servers `--servers` starts (each is a listener and a feeder thread).
+const MAX_SIM_SERVERS: usize = 1000;
 
 /// Events kept outstanding in the embedded simulator's storm: enough to keep the socket
 /// busy, small enough that the in-process server's buffers stay a few megabytes.
@@ -102,6 +109,9 @@ fn drive(
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let duration = Duration::from_secs_f64(args.duration.clamp(0.5, 1e6));
     let name = runtime_name(conn.runtime);
+    if let Some(n) = args.servers {
+        return fleet(conn, n, duration);
+    }
     if conn.server.is_empty() {
         let sim = start_sim()?;
         let mut live = session::open_local(conn.runtime, sim.local_addr(), "user")?;
@@ -142,6 +152,75 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         t.gaps,
         t.actions,
         Tally::rate(t.actions, secs)
+    );
+    Ok(())
+}
+
+/// `--servers N`: N flooding simulators merged by the fleet; events/s in total and the
+/// least and most any one server got (a fair merge keeps them close).
+fn fleet(conn: &Connection, n: usize, duration: Duration) -> Result<(), Failure> {
+    if n == 0 || n > MAX_SIM_SERVERS {
+        return Err(Failure::new(
+            crate::EXIT_USAGE,
+            format!("--servers takes 1 to {MAX_SIM_SERVERS}"),
+        ));
+    }
+    let floods = (0..n)
+        .map(|_| ami_sim::flood::Flood::start())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the simulators: {e}")))?;
+    let server = floods
+        .iter()
+        .map(|f| format!("ami://admin:amp111@{}", f.addr()).parse())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::new(EXIT_OTHER, format!("{e}")))?;
+    let sims = Connection {
+        server,
+        auth: crate::Auth::Plain,
+        runtime: conn.runtime,
+        ca: None,
+    };
+    let mut fleet = crate::fleet::Fleet::open(&sims, "user")?;
+    let mut by_server: std::collections::HashMap<String, u64> = Default::default();
+    let (mut events, mut gaps) = (0u64, 0u64);
+    let mut happened = Vec::new();
+    let status = StatusLine::new();
+    let started = Instant::now();
+    let end = started + duration;
+    while Instant::now() < end {
+        fleet.wait(Some((Instant::now() + TURN).min(end)), &mut happened)?;
+        for h in happened.drain(..) {
+            if let crate::fleet::Happening::Item(item) = h {
+                match item.item {
+                    StreamItem::Event(_) => {
+                        events += 1;
+                        *by_server.entry(item.server.to_string()).or_default() += 1;
+                    }
+                    StreamItem::Gap { dropped } => gaps += dropped,
+                    _ => {}
+                }
+            }
+        }
+        let secs = started.elapsed().as_secs_f64();
+        status.update(&format!(
+            "{secs:.1} s  {:.0} events/s from {n} servers  dropped {gaps}",
+            Tally::rate(events, secs)
+        ));
+    }
+    status.finish();
+    let secs = started.elapsed().as_secs_f64();
+    // A server that delivered nothing is not in the map: its share is 0.
+    let least = if by_server.len() < n {
+        0
+    } else {
+        by_server.values().copied().min().unwrap_or(0)
+    };
+    let most = by_server.values().copied().max().unwrap_or(0);
+    fleet.close();
+    println!(
+        "events (tokio fleet, {n} simulated servers): {events} in {secs:.2} s = {:.0}/s merged \
+         (dropped {gaps}); per server {least} to {most}",
+        Tally::rate(events, secs)
     );
     Ok(())
 }
