@@ -598,3 +598,105 @@ pub fn run_calls_seed(seed: u64) -> (CallRunSummary, Vec<Violation>) {
     let v = h.run(&CallRunConfig::default());
     (h.summary.clone(), v)
 }
+
+/// A short script for the adapters' loopback tests of the call tracker against a
+/// [`TcpFront`](crate::tcp::TcpFront), written once for every adapter: a call placed through
+/// the tracker is followed to its end; a call by another user is seen; the server restarts
+/// with it up, and the tracker reports it ended while unobserved and ends up equal to the
+/// server's table.
+///
+/// The test feeds the tracker as an application does (stream items, answers, requests) and
+/// calls [`advance`](Self::advance) after each round; `Ok(true)` means done.
+#[derive(Debug, Default)]
+pub struct TrackerScript {
+    stage: u8,
+    tag: Option<ami_proto::calls::OriginateTag>,
+    seen_running: bool,
+    restart_mark: usize,
+}
+
+impl TrackerScript {
+    /// A script at its start.
+    pub fn new() -> TrackerScript {
+        TrackerScript::default()
+    }
+
+    /// Moves the script on once `tracker` (and the `updates` it produced so far, in order)
+    /// reach the next stage; `Err` names a broken promise.
+    pub fn advance(
+        &mut self,
+        tracker: &mut CallTracker,
+        updates: &[CallUpdate],
+        front: &crate::tcp::TcpFront,
+    ) -> Result<bool, String> {
+        match self.stage {
+            0 if !tracker.is_stale() => {
+                let action = Action::new("Originate")
+                    .field("Channel", "Local/wait10@ami-test")
+                    .field("Application", "Wait")
+                    .field("Data", "1")
+                    .field("Async", "true");
+                self.tag = Some(tracker.originate(action).map_err(|e| e.to_string())?);
+                self.stage = 1;
+            }
+            1 => {
+                for u in updates {
+                    if let CallUpdate::Originate { tag, state } = u {
+                        if Some(tag) != self.tag.as_ref() {
+                            continue;
+                        }
+                        match state {
+                            OriginateState::Running { .. } => self.seen_running = true,
+                            OriginateState::Ended {
+                                unobserved: false, ..
+                            } if self.seen_running => {
+                                front.with_server(|srv, now| {
+                                    srv.originate_call(
+                                        now,
+                                        CallRequest::new("Local/hold@ami-test", 60),
+                                    )
+                                });
+                                self.stage = 2;
+                            }
+                            OriginateState::Pending => {}
+                            other => return Err(format!("the Originate ended {other:?}")),
+                        }
+                    }
+                }
+            }
+            2 if tracker.channels().len() == 2 && !tracker.is_stale() => {
+                self.restart_mark = updates.len();
+                front.restart(Duration::from_millis(300));
+                self.stage = 3;
+            }
+            3 if !tracker.is_stale() => {
+                let after = &updates[self.restart_mark.min(updates.len())..];
+                let resynced = after
+                    .iter()
+                    .any(|u| matches!(u, CallUpdate::Resynced(r) if r.ended_unobserved == 2));
+                if !resynced {
+                    return Ok(false);
+                }
+                let unseen = after.iter().any(|u| {
+                    matches!(u, CallUpdate::CallEnded(c) if c.unobserved() && c.cause().is_none())
+                });
+                if !unseen {
+                    return Err("the call that died with the server was not reported".into());
+                }
+                let table: BTreeSet<String> = front
+                    .with_server(|srv, _| srv.channel_table())
+                    .into_iter()
+                    .map(|r| r.uniqueid)
+                    .collect();
+                let mine: BTreeSet<String> =
+                    tracker.channels().map(|c| c.uniqueid.clone()).collect();
+                if table != mine {
+                    return Err(format!("view {mine:?} but the server has {table:?}"));
+                }
+                return Ok(true);
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+}
