@@ -149,34 +149,33 @@ impl Fleet {
         }
     }
 
-    /// Ready servers in the policy's order of preference.
-    fn candidates(&self, policy: Policy) -> Vec<usize> {
+    /// True if slot `i` holds a server that takes routed work now.
+    fn takes_work(&self, i: usize) -> bool {
+        self.slots
+            .get(i)
+            .and_then(|slot| slot.server.as_ref())
+            .is_some_and(|s| s.status.is_ready() && s.client.is_ready())
+    }
+
+    /// Ready servers, fewest actions pending first (ties: round-robin order).
+    fn by_load(&self) -> Vec<usize> {
         let n = self.slots.len();
         let start = if n == 0 { 0 } else { self.rr % n };
-        let ready = (0..n).map(|k| (start + k) % n).filter(|&i| {
-            self.slots
-                .get(i)
-                .and_then(|slot| slot.server.as_ref())
-                .is_some_and(|s| s.status.is_ready() && s.client.is_ready())
-        });
-        match policy {
-            Policy::RoundRobin => ready.collect(),
-            Policy::FewestInFlight => {
-                let mut by_load: Vec<(usize, usize, usize)> = ready
-                    .enumerate()
-                    .map(|(rank, i)| {
-                        let load = self
-                            .slots
-                            .get(i)
-                            .and_then(|slot| slot.server.as_ref())
-                            .map_or(usize::MAX, |s| s.client.pending_actions());
-                        (load, rank, i)
-                    })
-                    .collect();
-                by_load.sort_unstable();
-                by_load.into_iter().map(|(_, _, i)| i).collect()
-            }
-        }
+        let mut by_load: Vec<(usize, usize, usize)> = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| self.takes_work(i))
+            .enumerate()
+            .map(|(rank, i)| {
+                let load = self
+                    .slots
+                    .get(i)
+                    .and_then(|slot| slot.server.as_ref())
+                    .map_or(usize::MAX, |s| s.client.pending_actions());
+                (load, rank, i)
+            })
+            .collect();
+        by_load.sort_unstable();
+        by_load.into_iter().map(|(_, _, i)| i).collect()
     }
 
     fn send_any(
@@ -186,10 +185,21 @@ impl Fleet {
         action: Action,
         options: SendOptions,
     ) -> Result<Routed, RouteError> {
-        let candidates = self.candidates(policy);
-        let ready = candidates.len();
-        let mut full = 0;
-        for index in candidates {
+        // Round-robin walks the slots from the cursor and stops at the first ready server
+        // that takes the action: O(1) slots per action when servers are ready, O(servers)
+        // only when none is. Fewest-in-flight must see every ready server's load first.
+        let n = self.slots.len();
+        let start = if n == 0 { 0 } else { self.rr % n };
+        let order: Box<dyn Iterator<Item = usize>> = match policy {
+            Policy::RoundRobin => Box::new((0..n).map(move |k| (start + k) % n)),
+            Policy::FewestInFlight => Box::new(self.by_load().into_iter()),
+        };
+        let (mut ready, mut full) = (0, 0);
+        for index in order {
+            if !self.takes_work(index) {
+                continue;
+            }
+            ready += 1;
             match self.send_on(now, index, action.clone(), options) {
                 Ok(routed) => {
                     self.rr = index + 1;
