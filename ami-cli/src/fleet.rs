@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Items taken from the merged stream per wake.
-const BATCH: usize = 1024;
+const BATCH: usize = 16_384;
 
 /// What [`Fleet::wait`] reports.
 pub(crate) enum Happening {

@@ -408,12 +408,19 @@ impl FleetEvents {
         n
     }
 
-    /// The next item if one is queued.
+    /// The next item if one is queued (taken with a batch under one lock, like `recv`).
     pub fn try_recv(&mut self) -> Option<FleetItem> {
-        if let Some(item) = self.buf.pop_front() {
-            return Some(item);
+        if self.buf.is_empty() {
+            let n = self
+                .inner
+                .lock()
+                .fleet
+                .poll_events(&mut self.batch, super::shared::EVENT_BATCH);
+            if n > 0 {
+                self.buf.extend(self.batch.drain(..));
+            }
         }
-        self.inner.lock().fleet.poll_event()
+        self.buf.pop_front()
     }
 }
 
