@@ -1,9 +1,9 @@
 //! `MioFleet` over loopback (issue 11's measurement, never a test), the same runs as
-//! ami-tokio's `fleet_loopback`: merged event throughput from 1 and from 10 flooding
+//! ami-tokio's `tokio_fleet_loopback`: merged event throughput from 1 and from 10 flooding
 //! simulators; a quiet server's worst Ping latency among 10 and 100 servers (one flooding),
 //! and the longest step.
 //!
-//! `cargo run --release -p ami-mio --example fleet_loopback [SECONDS]`
+//! `cargo run --release -p ami-mio --example mio_fleet_loopback [SECONDS]`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_mio::MioFleet;

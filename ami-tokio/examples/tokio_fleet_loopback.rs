@@ -2,7 +2,7 @@
 //! 1. merged event throughput from 1 and from 10 flooding simulators at once;
 //! 2. a quiet server's worst Ping latency among 10 and 100 servers (one of them flooding).
 //!
-//! `cargo run --release -p ami-tokio --example fleet_loopback [SECONDS]`
+//! `cargo run --release -p ami-tokio --example tokio_fleet_loopback [SECONDS]`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_proto::fleet::{FleetConfig, Route};
