@@ -106,6 +106,9 @@ enum Command {
     Listen(cmd::listen::Args),
     /// Send one action; print the response, then each list item.
     Action(cmd::action::Args),
+    /// The live calls, from a snapshot; --watch keeps them live (a table on a terminal, JSON
+    /// lines otherwise), through reconnects and resyncs.
+    Calls(cmd::calls::Args),
     /// Async Originate; prints the OriginateResponse.
     Originate(cmd::originate::Args),
     /// Decode a raw capture, one JSON object a line.
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Listen(a) => cmd::listen::run(conn, a),
         Command::Action(a) => cmd::action::run(conn, a),
+        Command::Calls(a) => cmd::calls::run(conn, a),
         Command::Originate(a) => cmd::originate::run(conn, a),
         Command::Decode(a) => cmd::decode::run(a),
         Command::Bench(a) => cmd::bench::run(conn, a),

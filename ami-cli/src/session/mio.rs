@@ -4,7 +4,7 @@
 use super::{CallError, Change, Happening, Session, Target, Ticket};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_mio::{ConnId, MioDriver, Notice};
-use ami_proto::{Action, ActionId, Stats};
+use ami_proto::{Action, ActionId, SendOptions, Stats};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -78,9 +78,9 @@ impl MioSession {
 }
 
 impl Session for MioSession {
-    fn send(&mut self, action: Action) -> Ticket {
+    fn send_with(&mut self, action: Action, options: SendOptions) -> Ticket {
         self.next += 1;
-        match self.driver.send(self.conn, action) {
+        match self.driver.send_with(self.conn, action, options) {
             Ok(id) => {
                 self.tickets.insert(id, self.next);
             }

@@ -16,7 +16,7 @@ use crate::words;
 use crate::{Auth, Connection, Failure, Runtime, EXIT_CONNECT, EXIT_USAGE};
 use ami_proto::{
     Action, ActionError, AmiError, AuthMethod, ClientConfig, DisconnectReason, Response, SendError,
-    Stats, Status, StreamItem,
+    SendOptions, Stats, Status, StreamItem,
 };
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,11 @@ pub(crate) enum Happening {
 /// One AMI session on some runtime.
 pub(crate) trait Session {
     /// Queues an action; its outcome comes back from [`wait`](Self::wait).
-    fn send(&mut self, action: Action) -> Ticket;
+    fn send(&mut self, action: Action) -> Ticket {
+        self.send_with(action, SendOptions::default())
+    }
+    /// [`send`](Self::send) with options (a stream mark, for the call tracker).
+    fn send_with(&mut self, action: Action, options: SendOptions) -> Ticket;
     /// Blocks until something happened or `until` passed, and appends what happened to
     /// `out` (completions first, then stream items in order, then changes).
     fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure>;

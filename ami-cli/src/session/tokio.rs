@@ -3,7 +3,7 @@
 use super::calls::{race, Waiting, BATCH};
 use super::{CallError, Happening, Session, Target, Ticket};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
-use ami_proto::{Action, Stats};
+use ami_proto::{Action, SendOptions, Stats};
 use ami_tokio::{Events, Handle, Status};
 use std::future::pending;
 use std::time::{Duration, Instant};
@@ -67,11 +67,14 @@ fn spawn_tls(
 }
 
 impl Session for TokioSession {
-    fn send(&mut self, action: Action) -> Ticket {
+    fn send_with(&mut self, action: Action, options: SendOptions) -> Ticket {
         let handle = self.handle.clone();
-        self.waiting
-            .calls
-            .push(async move { handle.send(action).await.map_err(CallError::from) })
+        self.waiting.calls.push(async move {
+            handle
+                .send_with(action, options)
+                .await
+                .map_err(CallError::from)
+        })
     }
 
     fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure> {

@@ -1,0 +1,86 @@
+//! `ami calls` end to end against the simulator's TCP front: once (the live calls from a
+//! snapshot, on every runtime) and `--watch` across a server restart (the calls that died
+//! with it reported ended while unobserved, without a cause).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_sim::tcp::TcpFront;
+use ami_sim::{CallRequest, SimConfig};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::*;
+
+fn front_with_a_call() -> (TcpFront, String) {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    front.with_server(|srv, now| {
+        srv.originate_call(now, CallRequest::new("Local/hold@ami-test", 60))
+    });
+    let url = format!("ami://admin:amp111@{}", front.local_addr());
+    (front, url)
+}
+
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+#[test]
+fn calls_prints_the_live_calls_from_a_snapshot_on_every_runtime() {
+    let (front, url) = front_with_a_call();
+    let table: BTreeSet<String> = front
+        .with_server(|srv, _| srv.channel_table())
+        .into_iter()
+        .map(|r| r.uniqueid)
+        .collect();
+    each_runtime(|rt| {
+        let out = on(rt, &url, &["calls"]);
+        assert_eq!(out.status.code(), Some(0), "{rt}: {}", stderr(&out));
+        let lines = stdout_lines(&out);
+        assert_eq!(lines.len(), 1, "{rt}: one call: {lines:?}");
+        let call = json(&lines[0]);
+        assert_eq!(call["type"], "call");
+        let uids: BTreeSet<String> = call["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["uniqueid"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(uids, table, "{rt}");
+    });
+}
+
+#[test]
+fn calls_watch_reports_calls_that_died_in_a_restart_as_ended_unobserved() {
+    let (front, url) = front_with_a_call();
+    let child = spawn_piped(&["--server", &url, "calls", "--watch", "--duration", "4"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    front.restart(Duration::from_millis(200));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<Value> = stdout_lines(&out).iter().map(|l| json(l)).collect();
+    let kinds: Vec<&str> = lines.iter().map(|v| v["type"].as_str().unwrap()).collect();
+    let first_calls = lines
+        .iter()
+        .find(|v| v["type"] == "calls" && v["stale"] == false);
+    assert_eq!(
+        first_calls.unwrap()["calls"].as_array().unwrap().len(),
+        1,
+        "{kinds:?}"
+    );
+    let ended = lines
+        .iter()
+        .find(|v| v["type"] == "call_ended")
+        .unwrap_or_else(|| panic!("no call_ended: {kinds:?}"));
+    assert_eq!(ended["unobserved"], true);
+    assert_eq!(ended["cause"], Value::Null, "no cause is made up");
+    assert!(lines
+        .iter()
+        .any(|v| v["type"] == "stale" && v["reason"].as_str().unwrap().contains("lost")));
+    let last = lines.iter().rev().find(|v| v["type"] == "calls").unwrap();
+    assert_eq!(
+        last["stale"], false,
+        "live again after the restart: {kinds:?}"
+    );
+    assert_eq!(last["calls"].as_array().unwrap().len(), 0);
+}
