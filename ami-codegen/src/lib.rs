@@ -37,16 +37,17 @@ pub struct File {
 }
 
 /// Why the catalog could not be turned into code.
-#[derive(Debug)]
-pub struct Error(pub String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The catalog is not JSON.
+    #[error("catalog JSON")]
+    Json(#[source] serde_json::Error),
+    /// The catalog is JSON but cannot be turned into one consistent set of types (an entry
+    /// without a name, a name twice...): the text says which.
+    #[error("{0}")]
+    Catalog(String),
 }
-
-impl std::error::Error for Error {}
 
 /// The catalog the committed code is generated from.
 pub fn catalog_path() -> PathBuf {
@@ -60,8 +61,7 @@ pub fn output_dir() -> PathBuf {
 
 /// Generates every file from the catalog's JSON text.
 pub fn generate(catalog_json: &str) -> Result<Vec<File>, Error> {
-    let json: serde_json::Value =
-        serde_json::from_str(catalog_json).map_err(|e| Error(format!("catalog JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_str(catalog_json).map_err(Error::Json)?;
     let model = model::Model::build(&json)?;
     Ok(emit::files(&model))
 }

@@ -336,7 +336,7 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
 }
 
 fn name_of(v: &Value) -> Result<String, Error> {
-    s(&v["name"]).ok_or_else(|| Error(format!("entry without a name: {v}")))
+    s(&v["name"]).ok_or_else(|| Error::Catalog(format!("entry without a name: {v}")))
 }
 
 /// Picks a method name that is not taken yet.
@@ -402,7 +402,9 @@ impl Enums {
                 for v in values {
                     let variant = pascal(v);
                     if variant == "Other" || variants.iter().any(|(x, _)| *x == variant) {
-                        return Err(Error(format!("enum {name}: variant {variant} twice")));
+                        return Err(Error::Catalog(format!(
+                            "enum {name}: variant {variant} twice"
+                        )));
                     }
                     variants.push((variant, v.clone()));
                 }
@@ -418,7 +420,7 @@ impl Enums {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         for pair in out.windows(2) {
             if pair[0].name == pair[1].name {
-                return Err(Error(format!("two enums named {}", pair[0].name)));
+                return Err(Error::Catalog(format!("two enums named {}", pair[0].name)));
             }
         }
         Ok(out)
@@ -585,7 +587,7 @@ impl Model {
                         let snap = snapshots
                             .iter()
                             .find(|s| s.kind == kind)
-                            .ok_or_else(|| Error(format!("no {kind} snapshot")))?;
+                            .ok_or_else(|| Error::Catalog(format!("no {kind} snapshot")))?;
                         for (_, f, _) in &snap.fields {
                             spec.push(FieldDef {
                                 wire: format!("{prefix}{}", f.wire),
@@ -595,7 +597,10 @@ impl Model {
                         }
                         let method = snapshot_accessor(kind, prefix);
                         if !used.insert(method.clone()) {
-                            return Err(Error(format!("{}: accessor {method} twice", ev.name)));
+                            return Err(Error::Catalog(format!(
+                                "{}: accessor {method} twice",
+                                ev.name
+                            )));
                         }
                         accessors.push(Accessor::Snapshot(
                             method,
@@ -653,7 +658,7 @@ impl Model {
         });
         for pair in events.windows(2) {
             if pair[0].name.eq_ignore_ascii_case(&pair[1].name) {
-                return Err(Error(format!("two events named {}", pair[0].name)));
+                return Err(Error::Catalog(format!("two events named {}", pair[0].name)));
             }
         }
 

@@ -57,17 +57,23 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// [`MioDriver::add`] refused a connection: the driver holds [`MAX_CONNS`] already.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TooManyConnections;
-
-impl std::fmt::Display for TooManyConnections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "a MioDriver holds at most {MAX_CONNS} connections")
-    }
+/// Why [`MioDriver::add`], [`MioDriver::add_host`] (or their TLS forms) refused a connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddError {
+    /// The driver holds [`MAX_CONNS`] connections already.
+    #[error("a MioDriver holds at most {MAX_CONNS} connections")]
+    Full,
+    /// The name resolver threads (started by the first `add_host`) could not be started.
+    #[error("could not start the name resolver threads: {0}")]
+    Resolver(#[source] io::Error),
+    /// `Tls::server_name` is neither a DNS name nor an IP address.
+    #[error("bad TLS server name {name:?}")]
+    TlsServerName {
+        /// The name given.
+        name: String,
+    },
 }
-
-impl std::error::Error for TooManyConnections {}
 
 #[derive(Debug)]
 struct Slot {
@@ -139,11 +145,7 @@ impl MioDriver {
     }
 
     /// Adds a client for the server at `addr`. It connects during the next steps.
-    pub fn add(
-        &mut self,
-        config: ClientConfig,
-        addr: SocketAddr,
-    ) -> Result<ConnId, TooManyConnections> {
+    pub fn add(&mut self, config: ClientConfig, addr: SocketAddr) -> Result<ConnId, AddError> {
         self.insert(config, Target::Addr(addr))
     }
 
@@ -153,16 +155,18 @@ impl MioDriver {
         &mut self,
         config: ClientConfig,
         host: impl Into<String>,
-    ) -> io::Result<ConnId> {
+    ) -> Result<ConnId, AddError> {
         if self.resolver.is_none() {
-            self.resolver = Some(Resolver::spawn(
-                self.options.resolver_threads,
-                Arc::clone(&self.waker),
-                Arc::clone(&self.options.resolve),
-            )?);
+            self.resolver = Some(
+                Resolver::spawn(
+                    self.options.resolver_threads,
+                    Arc::clone(&self.waker),
+                    Arc::clone(&self.options.resolve),
+                )
+                .map_err(AddError::Resolver)?,
+            );
         }
         self.insert(config, Target::Host(host.into()))
-            .map_err(|e| io::Error::other(e.to_string()))
     }
 
     /// Adds a client for the server at `addr`, speaking AMI over TLS (implicit TLS, usually
@@ -173,19 +177,17 @@ impl MioDriver {
     /// [`DisconnectReason::TransportError`](ami_proto::DisconnectReason::TransportError), and
     /// the core's usual reconnect backoff.
     ///
-    /// Fails with `InvalidInput` if `tls.server_name` is neither a DNS name nor an IP
-    /// address, and when the driver is full.
+    /// Fails with [`AddError::TlsServerName`] if `tls.server_name` is neither a DNS name nor
+    /// an IP address, and with [`AddError::Full`] when the driver is full.
     #[cfg(feature = "tls")]
     pub fn add_tls(
         &mut self,
         config: ClientConfig,
         addr: SocketAddr,
         tls: crate::Tls,
-    ) -> io::Result<ConnId> {
+    ) -> Result<ConnId, AddError> {
         let tls = crate::tls::TlsTarget::new(tls)?;
-        let id = self
-            .insert(config, Target::Addr(addr))
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let id = self.insert(config, Target::Addr(addr))?;
         if let Some(c) = self.conn_mut(id) {
             c.conn.tls = Some(tls);
         }
@@ -201,7 +203,7 @@ impl MioDriver {
         config: ClientConfig,
         host: impl Into<String>,
         tls: crate::Tls,
-    ) -> io::Result<ConnId> {
+    ) -> Result<ConnId, AddError> {
         let tls = crate::tls::TlsTarget::new(tls)?;
         let id = self.add_host(config, host)?;
         if let Some(c) = self.conn_mut(id) {
@@ -210,11 +212,7 @@ impl MioDriver {
         Ok(id)
     }
 
-    fn insert(
-        &mut self,
-        config: ClientConfig,
-        target: Target,
-    ) -> Result<ConnId, TooManyConnections> {
+    fn insert(&mut self, config: ClientConfig, target: Target) -> Result<ConnId, AddError> {
         let index = match self.free.pop() {
             Some(i) => i,
             None if self.slots.len() < MAX_CONNS => {
@@ -224,7 +222,7 @@ impl MioDriver {
                 });
                 self.slots.len() - 1
             }
-            None => return Err(TooManyConnections),
+            None => return Err(AddError::Full),
         };
         self.next_generation += 1;
         let id = ConnId {

@@ -142,12 +142,12 @@ mod tls;
 pub use ami_proto;
 pub use ami_proto::fleet::Budget;
 pub use ami_proto::Notice;
-pub use driver::{MioDriver, Options, TooManyConnections};
+pub use driver::{AddError, MioDriver, Options};
 pub use fleet::{FleetReport, MioFleet};
 pub use report::{ConnId, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};
 #[cfg(feature = "tls")]
-pub use tls::{client_config_from_pem, Tls};
+pub use tls::{client_config_from_pem, PemError, Tls};
 #[cfg(feature = "tls")]
 pub use {rustls, rustls_pki_types};
 

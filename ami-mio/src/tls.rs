@@ -32,26 +32,42 @@ impl std::fmt::Debug for Tls {
     }
 }
 
+/// Why [`client_config_from_pem`] could not build a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PemError {
+    /// The text is not PEM.
+    #[error("bad PEM: {0}")]
+    Pem(#[source] rustls_pki_types::pem::Error),
+    /// A certificate in it cannot be a trust anchor.
+    #[error("bad certificate: {0}")]
+    Certificate(#[source] rustls::Error),
+    /// It holds no certificate.
+    #[error("no certificate in PEM")]
+    Empty,
+    /// The crypto provider offers none of the protocol versions asked for.
+    #[error("TLS protocol versions: {0}")]
+    Versions(#[source] rustls::Error),
+}
+
 /// A client configuration that trusts exactly the CA certificates in `pem` (Asterisk servers
 /// usually present a certificate from a private CA). TLS 1.2 and 1.3, ring as the crypto
 /// provider, no client certificate.
-pub fn client_config_from_pem(pem: &[u8]) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config_from_pem(pem: &[u8]) -> Result<Arc<ClientConfig>, PemError> {
     let mut roots = RootCertStore::empty();
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(|e| format!("bad PEM: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("bad certificate: {e}"))?;
+        let cert = cert.map_err(PemError::Pem)?;
+        roots.add(cert).map_err(PemError::Certificate)?;
         n += 1;
     }
     if n == 0 {
-        return Err("no certificate in PEM".into());
+        return Err(PemError::Empty);
     }
     let config =
         ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
+            .map_err(PemError::Versions)?
             .with_root_certificates(roots)
             .with_no_client_auth();
     Ok(Arc::new(config))
@@ -73,13 +89,12 @@ impl std::fmt::Debug for TlsTarget {
 }
 
 impl TlsTarget {
-    /// Fails (`InvalidInput`) if the server name is neither a DNS name nor an IP address.
-    pub(crate) fn new(tls: Tls) -> io::Result<TlsTarget> {
-        let name = ServerName::try_from(tls.server_name).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad TLS server name: {e}"),
-            )
+    /// Fails if the server name is neither a DNS name nor an IP address.
+    pub(crate) fn new(tls: Tls) -> Result<TlsTarget, crate::AddError> {
+        let name = ServerName::try_from(tls.server_name.clone()).map_err(|_| {
+            crate::AddError::TlsServerName {
+                name: tls.server_name,
+            }
         })?;
         Ok(TlsTarget {
             config: tls.config,

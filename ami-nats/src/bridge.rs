@@ -34,7 +34,7 @@ pub enum BridgeError {
     Setup(String),
     /// The metrics address could not be bound.
     #[error("metrics listener: {0}")]
-    Metrics(std::io::Error),
+    Metrics(#[source] std::io::Error),
 }
 
 /// Shared by the lease loop, the action handlers and the bridge handle.

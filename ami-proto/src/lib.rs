@@ -155,5 +155,5 @@ pub use client::output::{
     ActionError, AmiError, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
     StreamItem,
 };
-pub use client::session::{Client, Input, SendError, SendOptions, MAX_FILTERS};
+pub use client::session::{Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS};
 pub use client::stats::{Latency, Stats};

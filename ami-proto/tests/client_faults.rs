@@ -8,7 +8,7 @@ mod scripted;
 
 use ami_proto::{
     Action, AuthMethod, Client, ClientConfig, ClientConfigBuilder, DisconnectReason, EncodeError,
-    Input, Outcome, OverflowPolicy, SendError, SendOptions, StreamItem,
+    FullQueue, Input, Outcome, OverflowPolicy, SendError, SendOptions, StreamItem,
 };
 use scripted::{
     async_originate, event, goodbye, id_of, list_complete, list_item, list_start, msg,
@@ -209,7 +209,7 @@ fn marked_actions_are_refused_when_marks_would_outgrow_the_event_queue() {
     assert_eq!(
         marked(&mut h, 3),
         Err(SendError::QueueFull {
-            what: "stream_marks",
+            what: FullQueue::StreamMarks,
             cap: 2
         })
     );
@@ -374,7 +374,7 @@ fn full_queue_and_full_pending_table_are_refused() {
     assert_eq!(
         h.try_send(Action::new("Ping")),
         Err(SendError::QueueFull {
-            what: "max_queued_actions",
+            what: FullQueue::Queued,
             cap: 3
         })
     );
@@ -389,7 +389,7 @@ fn full_queue_and_full_pending_table_are_refused() {
     assert_eq!(
         h.try_send(Action::new("Ping")),
         Err(SendError::QueueFull {
-            what: "max_pending_actions",
+            what: FullQueue::Pending,
             cap: 5
         })
     );

@@ -28,7 +28,8 @@
 mod scripted;
 
 use ami_proto::{
-    Action, ClientConfig, DisconnectReason, Input, Outcome, OverflowPolicy, SendError, StreamItem,
+    Action, ClientConfig, DisconnectReason, FullQueue, Input, Outcome, OverflowPolicy, SendError,
+    StreamItem,
 };
 use proptest::prelude::*;
 use scripted::{error, id_of, list_start, msg, originate_queued, pong, success, Harness, Out};
@@ -783,9 +784,9 @@ impl Model {
         let s = self.h.client.stats();
         let r = self.h.client.send_action(self.h.now, action);
         let expected_full = if s.pending >= self.cfg.max_pending {
-            Some("max_pending_actions")
+            Some(FullQueue::Pending)
         } else if s.queued >= self.cfg.max_queued {
-            Some("max_queued_actions")
+            Some(FullQueue::Queued)
         } else {
             None
         };

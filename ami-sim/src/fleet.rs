@@ -137,7 +137,8 @@ impl Scenario {
 }
 
 /// A broken law, with what replays it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("seed {seed} at {at_ms} ms: {what}\n  replay: AMI_FLEET_SEED={seed} cargo test -p ami-sim --test fleet_dst -- replay_fleet_seed --exact --nocapture")]
 pub struct Violation {
     /// The seed that reproduces it.
     pub seed: u64,
@@ -145,16 +146,6 @@ pub struct Violation {
     pub at_ms: u128,
     /// What went wrong.
     pub what: String,
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seed {} at {} ms: {}\n  replay: AMI_FLEET_SEED={} cargo test -p ami-sim --test fleet_dst -- replay_fleet_seed --exact --nocapture",
-            self.seed, self.at_ms, self.what, self.seed
-        )
-    }
 }
 
 /// What one run did.

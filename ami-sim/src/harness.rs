@@ -108,7 +108,8 @@ pub(crate) fn step_clock(
 }
 
 /// A broken law, with enough context to debug it from the seed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("seed {seed} at {at_ms} ms: {what}\n  replay: {replay}")]
 pub struct Violation {
     /// The seed that reproduces it.
     pub seed: u64,
@@ -118,16 +119,6 @@ pub struct Violation {
     pub what: String,
     /// The command that replays the seed.
     pub replay: String,
-}
-
-impl std::fmt::Display for Violation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "seed {} at {} ms: {}\n  replay: {}",
-            self.seed, self.at_ms, self.what, self.replay
-        )
-    }
 }
 
 /// The violations of one run: the first few, each with its replay line.

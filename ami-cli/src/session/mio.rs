@@ -18,7 +18,7 @@ pub(crate) struct MioSession {
     closed: bool,
 }
 
-fn io_failure(e: std::io::Error) -> Failure {
+fn io_failure(e: impl std::fmt::Display) -> Failure {
     Failure::new(EXIT_OTHER, format!("mio: {e}"))
 }
 

@@ -99,38 +99,51 @@ pub enum StreamItem {
 }
 
 /// Why a session ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DisconnectReason {
     /// The adapter could not open a transport.
+    #[error("connect_failed")]
     ConnectFailed,
     /// The transport did not open in time.
+    #[error("connect_timeout")]
     ConnectTimeout,
     /// No banner in time after connect (a server at `authlimit` closes without one).
+    #[error("banner_timeout")]
     BannerTimeout,
     /// The first line was not an Asterisk Manager banner.
+    #[error("bad_banner")]
     BadBanner,
     /// Login did not finish in time.
+    #[error("login_timeout")]
     LoginTimeout,
     /// The server refused the login (`Authentication failed`, `Login Already In Use`, or an
     /// MD5 challenge refused). Final unless `reconnect_on_auth_failure` is set.
+    #[error("login rejected: {message}")]
     LoginRejected {
         /// The server's `Message`.
         message: String,
     },
     /// The server closed the connection.
+    #[error("eof")]
     Eof,
     /// The transport failed.
+    #[error("transport error: {0}")]
     TransportError(std::io::ErrorKind),
     /// Nothing arrived within the pong deadline after a heartbeat Ping.
+    #[error("heartbeat_timeout")]
     HeartbeatTimeout,
     /// The event queue overflowed under [`OverflowPolicy::CloseSession`](crate::OverflowPolicy).
+    #[error("event_overflow")]
     EventOverflow,
     /// The server announced `Event: Shutdown`.
+    #[error("server_shutdown")]
     ServerShutdown,
     /// The caller logged off (Goodbye received, or the server closed after Logoff).
+    #[error("logoff")]
     Logoff,
     /// The caller closed the client.
+    #[error("local_close")]
     LocalClose,
 }
 
@@ -171,18 +184,6 @@ impl DisconnectReason {
         "local_close",
     ];
 }
-
-impl std::fmt::Display for DisconnectReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DisconnectReason::LoginRejected { message } => write!(f, "login rejected: {message}"),
-            DisconnectReason::TransportError(kind) => write!(f, "transport error: {kind}"),
-            other => f.write_str(DisconnectReason::NAMES[other.index()]),
-        }
-    }
-}
-
-impl std::error::Error for DisconnectReason {}
 
 /// The server's answer to one action: the response, plus list items or a follow-up event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,13 +275,15 @@ pub enum Outcome {
 }
 
 /// An action that did not succeed: every [`Outcome`] but success, as an error value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ActionError {
     /// The server answered with an error; the response (with any list items, or the failed
     /// `OriginateResponse` as its follow-up) is here.
+    #[error("server error: {}", server_error_text(.0))]
     Server(Box<Response>),
     /// The deadline passed in `phase`.
+    #[error("timed out waiting ({phase:?})")]
     TimedOut {
         /// The phase that did not finish.
         phase: Phase,
@@ -288,6 +291,7 @@ pub enum ActionError {
         partial: Option<Box<Response>>,
     },
     /// The list outgrew its caps.
+    #[error("list overflow after {items} items / {bytes} bytes")]
     ListOverflow {
         /// Items gathered.
         items: usize,
@@ -295,38 +299,29 @@ pub enum ActionError {
         bytes: usize,
     },
     /// Cancelled by the caller.
+    #[error("cancelled")]
     Cancelled,
-    /// Never written; safe to send again.
-    NotSent(DisconnectReason),
+    /// Never written; safe to send again. The message names the reason too, so `{e}` alone
+    /// says it all; `source()` returns it for callers that walk the chain.
+    #[error("not sent: {0}")]
+    NotSent(#[source] DisconnectReason),
     /// Written, but the connection was lost first: the server may have run it.
-    Unknown(DisconnectReason),
+    #[error("outcome unknown: {0}")]
+    Unknown(#[source] DisconnectReason),
 }
 
-impl std::fmt::Display for ActionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ActionError::Server(r) => match r.follow_up() {
-                Some(ev) => write!(
-                    f,
-                    "server error: {} {} (Reason {})",
-                    ev.event().unwrap_or("event"),
-                    ev.get_str("Response").unwrap_or("?"),
-                    ev.get_str("Reason").unwrap_or("?")
-                ),
-                None => write!(f, "server error: {}", r.text().unwrap_or("(no message)")),
-            },
-            ActionError::TimedOut { phase, .. } => write!(f, "timed out waiting ({phase:?})"),
-            ActionError::ListOverflow { items, bytes } => {
-                write!(f, "list overflow after {items} items / {bytes} bytes")
-            }
-            ActionError::Cancelled => f.write_str("cancelled"),
-            ActionError::NotSent(r) => write!(f, "not sent: {r}"),
-            ActionError::Unknown(r) => write!(f, "outcome unknown: {r}"),
-        }
+/// The text of a server error: the failed follow-up event, or the response's `Message`.
+fn server_error_text(r: &Response) -> String {
+    match r.follow_up() {
+        Some(ev) => format!(
+            "{} {} (Reason {})",
+            ev.event().unwrap_or("event"),
+            ev.get_str("Response").unwrap_or("?"),
+            ev.get_str("Reason").unwrap_or("?")
+        ),
+        None => r.text().unwrap_or("(no message)").to_string(),
     }
 }
-
-impl std::error::Error for ActionError {}
 
 impl Outcome {
     /// The response on success, or why not as an [`ActionError`].
@@ -411,37 +406,16 @@ pub enum Status {
 }
 
 /// Why an action sent through an async adapter did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AmiError {
     /// Refused before sending (invalid field, queue full, client closed...).
-    Send(crate::SendError),
+    #[error(transparent)]
+    Send(#[from] crate::SendError),
     /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
-    Action(ActionError),
+    #[error(transparent)]
+    Action(#[from] ActionError),
     /// The adapter's driver is gone (the session closed, or the driver was dropped).
+    #[error("client closed")]
     Closed,
-}
-
-impl std::fmt::Display for AmiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AmiError::Send(e) => write!(f, "{e}"),
-            AmiError::Action(e) => write!(f, "{e}"),
-            AmiError::Closed => f.write_str("client closed"),
-        }
-    }
-}
-
-impl std::error::Error for AmiError {}
-
-impl From<crate::SendError> for AmiError {
-    fn from(e: crate::SendError) -> Self {
-        AmiError::Send(e)
-    }
-}
-
-impl From<ActionError> for AmiError {
-    fn from(e: ActionError) -> Self {
-        AmiError::Action(e)
-    }
 }

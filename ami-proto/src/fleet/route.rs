@@ -65,6 +65,7 @@ pub enum RouteError {
         /// The server that refused.
         server: ServerName,
         /// Why.
+        #[source]
         error: SendError,
     },
 }

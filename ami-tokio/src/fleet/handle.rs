@@ -20,7 +20,7 @@ use std::task::Poll;
 #[non_exhaustive]
 pub enum AddError {
     /// The fleet refused it (bad or duplicate name, fleet full).
-    #[error("{0}")]
+    #[error(transparent)]
     Refused(FleetError),
     /// The fleet was closed.
     #[error("fleet closed")]
@@ -32,7 +32,7 @@ pub enum AddError {
 #[non_exhaustive]
 pub enum RouteFailed {
     /// No server could take it (unknown name, none ready, the server's client refused it).
-    #[error("{0}")]
+    #[error(transparent)]
     Route(RouteError),
     /// The fleet was closed or its driver is gone.
     #[error("fleet closed")]

@@ -51,8 +51,8 @@ pub enum SendError {
     /// The write queue or the pending table is at its cap.
     #[error("queue full: {what} is at its cap of {cap}")]
     QueueFull {
-        /// Which cap (`max_queued_actions` or `max_pending_actions`).
-        what: &'static str,
+        /// Which cap.
+        what: FullQueue,
         /// The cap.
         cap: usize,
     },
@@ -75,6 +75,36 @@ pub enum SendError {
     /// The client has stopped (logoff, close, or a final login rejection).
     #[error("client is closed")]
     Closed,
+}
+
+/// Which cap refused an action, in [`SendError::QueueFull`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FullQueue {
+    /// `max_pending_actions`: caller actions tracked (queued, written or gathering).
+    Pending,
+    /// `max_queued_actions`: caller actions waiting to be written.
+    Queued,
+    /// Stream marks: marks waiting in the event stream plus marked actions pending, capped
+    /// by `event_queue_cap`.
+    StreamMarks,
+}
+
+impl FullQueue {
+    /// The name of the cap, as the config calls it (`stream_marks` for marks).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FullQueue::Pending => "max_pending_actions",
+            FullQueue::Queued => "max_queued_actions",
+            FullQueue::StreamMarks => "stream_marks",
+        }
+    }
+}
+
+impl std::fmt::Display for FullQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Options for one action.
@@ -102,7 +132,7 @@ impl SendOptions {
     /// (whatever the outcome), after every event that arrived before its answer and before
     /// every event after it. A state kept from events (a call view) uses it to line a
     /// snapshot's answer up with the events around it. Marks are never dropped; a marked
-    /// action is refused ([`SendError::QueueFull`], `stream_marks`) while marks waiting in the
+    /// action is refused ([`SendError::QueueFull`], [`FullQueue::StreamMarks`]) while marks waiting in the
     /// stream plus marked actions pending reach `event_queue_cap`.
     pub fn with_mark(mut self, mark: u64) -> SendOptions {
         self.mark = Some(mark);
@@ -543,13 +573,13 @@ impl Client {
         }
         if self.pending.user_count() >= self.config.max_pending_actions {
             return Err(SendError::QueueFull {
-                what: "max_pending_actions",
+                what: FullQueue::Pending,
                 cap: self.config.max_pending_actions,
             });
         }
         if self.pending.queued() >= self.config.max_queued_actions {
             return Err(SendError::QueueFull {
-                what: "max_queued_actions",
+                what: FullQueue::Queued,
                 cap: self.config.max_queued_actions,
             });
         }
@@ -557,7 +587,7 @@ impl Client {
             && self.events.marks() + self.marks.len() >= self.config.event_queue_cap
         {
             return Err(SendError::QueueFull {
-                what: "stream_marks",
+                what: FullQueue::StreamMarks,
                 cap: self.config.event_queue_cap,
             });
         }
