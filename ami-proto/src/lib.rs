@@ -4,8 +4,9 @@
 //! ActionID correlation, event lists, async Originate, timers, heartbeat and reconnect. It
 //! owns **no socket, no clock, no thread and no runtime**. Bytes and `now: Instant` go in;
 //! bytes to write, outputs, events and the next deadline come out. Nothing in it can block,
-//! so the loop that drives it cannot be blocked by it. The adapters (`ami-tokio`, `ami-mio`)
-//! are a screenful of I/O around it; tests drive it on virtual time with `ami-sim`.
+//! so the loop that drives it cannot be blocked by it. The adapters (`ami-tokio`,
+//! `ami-async-std`, `ami-mio`) hold the sockets, timers, channels and the clock around it and
+//! no protocol logic; tests drive it on virtual time with `ami-sim`.
 //!
 //! ```text
 //!              handle_input(now, Received(bytes))        transmit() / advance_transmit(n)
