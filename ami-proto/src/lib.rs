@@ -141,7 +141,7 @@ pub use wire::action::{
 pub use wire::decoder::{Banner, DecodeError, Decoder, DecoderStats, Frame, BANNER_PREFIX};
 pub use wire::limits::{
     DecoderLimits, DecoderLimitsBuilder, LimitsError, DEFAULT_BUFFER_CAP, DEFAULT_MAX_FIELDS,
-    DEFAULT_MAX_LINE_LEN, DEFAULT_MAX_MESSAGE_LEN,
+    DEFAULT_MAX_FOLLOWS_LEN, DEFAULT_MAX_LINE_LEN, DEFAULT_MAX_MESSAGE_LEN,
 };
 pub use wire::message::{Field, Message, MessageKind, Value};
 
@@ -153,8 +153,8 @@ pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
 pub use client::output::{
-    ActionError, AmiError, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
-    StreamItem,
+    ActionError, AmiError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response,
+    Status, StreamItem,
 };
 pub use client::session::{Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS};
 pub use client::stats::{Latency, Stats};

@@ -211,6 +211,8 @@ struct Model {
     offered: u64,
     delivered: u64,
     gaps: u64,
+    /// Discarded-input notices seen in the stream, summed.
+    discards: u64,
     last_delivered_seq: u64,
     /// The stream said a session is up (`Ready`) and not yet that it was lost.
     session_up: bool,
@@ -297,6 +299,7 @@ impl Model {
             offered: 0,
             delivered: 0,
             gaps: 0,
+            discards: 0,
             last_delivered_seq: 0,
             session_up: false,
             flood_n: 0,
@@ -825,6 +828,10 @@ impl Model {
                 assert!(self.session_up, "a loss with no Ready before it");
                 self.session_up = false;
             }
+            StreamItem::Discarded { count, .. } => {
+                assert!(count > 0);
+                self.discards += count;
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -850,6 +857,7 @@ impl Model {
             "every event offered to the stream is delivered or counted in a gap"
         );
         assert_eq!(self.gaps, self.h.client.stats().events_dropped);
+        assert_eq!(self.discards, self.h.client.stats().discarded);
         assert_eq!(self.h.wait(), None);
     }
 }

@@ -467,6 +467,12 @@ impl Harness {
         if s.event_queue_len > event_cap {
             self.violate(format!("event queue {} over its cap", s.event_queue_len));
         }
+        if s.event_queue_bytes > self.client_config.event_queue_bytes() {
+            self.violate(format!("event queue holds {} bytes", s.event_queue_bytes));
+        }
+        if s.decoder_allocated > decoder_cap {
+            self.violate(format!("decoder allocated {} bytes", s.decoder_allocated));
+        }
     }
 
     fn on_completed(&mut self, id: ActionId, outcome: Outcome) {

@@ -78,6 +78,7 @@ pub struct ClientConfig {
     pub(crate) max_list_items: usize,
     pub(crate) max_list_bytes: usize,
     pub(crate) event_queue_cap: usize,
+    pub(crate) event_queue_bytes: usize,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) backoff_base: Duration,
     pub(crate) backoff_max: Duration,
@@ -110,8 +111,9 @@ impl ClientConfig {
                 max_pending_actions: 100_000,
                 pipeline_depth: 64,
                 max_list_items: 100_000,
-                max_list_bytes: 64 << 20,
+                max_list_bytes: 32 << 20,
                 event_queue_cap: 65_536,
+                event_queue_bytes: 32 << 20,
                 overflow: OverflowPolicy::DropOldest,
                 backoff_base: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(30),
@@ -156,6 +158,14 @@ impl ClientConfig {
     /// Largest number of events held for the consumer.
     pub fn event_queue_cap(&self) -> usize {
         self.event_queue_cap
+    }
+    /// Most bytes the events held for the consumer keep alive.
+    pub fn event_queue_bytes(&self) -> usize {
+        self.event_queue_bytes
+    }
+    /// Most bytes one list result keeps alive.
+    pub fn max_list_bytes(&self) -> usize {
+        self.max_list_bytes
     }
     /// Most actions tracked at once (queued, written or awaiting a follow-up event).
     pub fn max_pending_actions(&self) -> usize {
@@ -214,10 +224,20 @@ impl ClientConfigBuilder {
         pipeline_depth: usize;
         /// Items gathered for one event list. Default 100,000.
         max_list_items: usize;
-        /// Bytes gathered for one event list. Default 64 MiB (1000 channels ≈ 0.5 MB).
+        /// Bytes one event list keeps alive (each item's
+        /// [`retained_bytes`](crate::Message::retained_bytes)). Default 32 MiB: 1000 channels
+        /// take about 1 MB, so this is some 30,000 channels; at least one maximal message
+        /// ([`DecoderLimits::max_message_memory`]).
         max_list_bytes: usize;
         /// Events held for the consumer. Default 65,536 (a few seconds of a busy dialer).
         event_queue_cap: usize;
+        /// Bytes the events held for the consumer keep alive (each event's
+        /// [`retained_bytes`](crate::Message::retained_bytes)), whatever their count: with
+        /// 256 KiB events the count cap alone would allow 16 GiB. Default 32 MiB (two
+        /// maximal messages; about 40,000 typical 800-byte events); at least one maximal
+        /// message ([`DecoderLimits::max_message_memory`]). Drops follow the overflow policy
+        /// and are reported as gaps, as for the count cap.
+        event_queue_bytes: usize;
         /// What to do when the event queue is full. Default: drop oldest.
         overflow: OverflowPolicy;
         /// First reconnect backoff ceiling; doubles per consecutive failure. Default 100 ms.
@@ -290,6 +310,7 @@ impl ClientConfigBuilder {
             ("max_list_items", c.max_list_items),
             ("max_list_bytes", c.max_list_bytes),
             ("event_queue_cap", c.event_queue_cap),
+            ("event_queue_bytes", c.event_queue_bytes),
         ];
         for (setting, n) in nonzero_caps {
             if n == 0 {
@@ -323,6 +344,19 @@ impl ClientConfigBuilder {
             return Err(ConfigError::Invalid {
                 setting: "decoder.max_message_len",
                 why: "must be at least 256 bytes to hold a login response",
+            });
+        }
+        let one_message = c.decoder.max_message_memory();
+        if c.event_queue_bytes < one_message {
+            return Err(ConfigError::Invalid {
+                setting: "event_queue_bytes",
+                why: "must hold one maximal message (decoder max_message_memory)",
+            });
+        }
+        if c.max_list_bytes < one_message {
+            return Err(ConfigError::Invalid {
+                setting: "max_list_bytes",
+                why: "must hold one maximal message (decoder max_message_memory)",
             });
         }
         Ok(c)
@@ -383,6 +417,8 @@ mod tests {
                 .max_pending_actions(10)
                 .pipeline_depth(20),
             ClientConfig::builder("a", "x").events("call, user"),
+            ClientConfig::builder("a", "x").event_queue_bytes(1 << 20),
+            ClientConfig::builder("a", "x").max_list_bytes(16 << 20),
         ];
         for b in cases {
             let err = b.build().unwrap_err();

@@ -1,8 +1,11 @@
 //! The bounded event queue between the reader and the consumer, with its overflow policy,
-//! gap notices and session boundaries.
+//! gap notices, discarded-input notices and session boundaries.
+//!
+//! Bounded twice: in events (`event_queue_cap`) and in bytes (`event_queue_bytes`, counting
+//! what each message keeps alive: [`Message::retained_bytes`]).
 
 use super::config::OverflowPolicy;
-use super::output::{DisconnectReason, StreamItem};
+use super::output::{Discard, DisconnectReason, StreamItem};
 use crate::wire::message::Message;
 use std::collections::VecDeque;
 
@@ -20,13 +23,17 @@ pub(crate) enum Offer {
 /// the client when it accepts a marked action) and notices (gaps and session boundaries).
 ///
 /// Notices and marks never displace events and are never dropped; instead every run of
-/// notices between two events or marks is kept in a canonical form of at most seven items
-/// (see [`fold`]), so a consumer that stalls across many reconnects costs a bounded queue:
-/// at most `2 * cap` events and marks plus `7 * (2 * cap + 1)` notices.
+/// notices between two events or marks is kept in a canonical form (see [`fold`]): at most
+/// seven boundaries and gaps, plus one discard notice per reason in each of the four
+/// segments between boundaries. So a consumer that stalls across many reconnects, or under a
+/// flood of bad input, costs a bounded queue.
 #[derive(Debug)]
 pub(crate) struct EventQueue {
     items: VecDeque<StreamItem>,
     events: usize,
+    /// Sum of `retained_bytes` of the queued events.
+    bytes: usize,
+    byte_cap: usize,
     /// Marks waiting in `items` (bounded by the client, which refuses marked actions).
     marks: usize,
     cap: usize,
@@ -39,10 +46,12 @@ pub(crate) struct EventQueue {
 }
 
 impl EventQueue {
-    pub(crate) fn new(cap: usize, policy: OverflowPolicy) -> EventQueue {
+    pub(crate) fn new(cap: usize, byte_cap: usize, policy: OverflowPolicy) -> EventQueue {
         EventQueue {
             items: VecDeque::new(),
             events: 0,
+            bytes: 0,
+            byte_cap,
             marks: 0,
             cap,
             policy,
@@ -61,33 +70,69 @@ impl EventQueue {
         !self.items.is_empty() || self.trailing_gap > 0
     }
 
+    /// Bytes kept alive by the queued events.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn fits(&self, size: usize) -> bool {
+        self.events < self.cap && self.bytes.saturating_add(size) <= self.byte_cap
+    }
+
     pub(crate) fn offer(&mut self, event: Message) -> Offer {
-        if self.events < self.cap {
+        let size = event.retained_bytes();
+        if self.fits(size) {
             self.flush_trailing_gap();
             self.end_episode();
-            self.items.push_back(StreamItem::Event(event));
-            self.events += 1;
+            self.push_event(event, size);
             return Offer::Queued;
         }
-        match self.policy {
+        let dropped = match self.policy {
             OverflowPolicy::CloseSession => return Offer::Overflow,
-            OverflowPolicy::DropNewest => self.trailing_gap += 1,
-            OverflowPolicy::DropOldest => {
-                self.drop_oldest_event();
-                self.items.push_back(StreamItem::Event(event));
-                self.events += 1;
+            OverflowPolicy::DropNewest => {
+                self.trailing_gap += 1;
+                1
             }
-        }
-        self.dropped_total += 1;
+            OverflowPolicy::DropOldest => {
+                let mut n = 0;
+                while !self.fits(size) && self.drop_oldest_event() {
+                    n += 1;
+                }
+                if self.fits(size) {
+                    self.push_event(event, size);
+                } else {
+                    // Larger than the whole byte cap: the config builder refuses caps below
+                    // one maximal message, so this is only a safety net.
+                    self.trailing_gap += 1;
+                    n += 1;
+                }
+                n
+            }
+        };
+        self.dropped_total += dropped;
         if self.episode == 0 {
             log::warn!(
-                "AMI event queue full ({} events): consumer is behind, dropping events ({:?})",
-                self.cap,
+                "AMI event queue full ({} events, {} of {} bytes): consumer is behind, \
+                 dropping events ({:?})",
+                self.events,
+                self.bytes,
+                self.byte_cap,
                 self.policy
             );
         }
-        self.episode += 1;
+        self.episode += dropped;
         Offer::Dropped
+    }
+
+    fn push_event(&mut self, event: Message, size: usize) {
+        self.items.push_back(StreamItem::Event(event));
+        self.events += 1;
+        self.bytes += size;
+    }
+
+    /// Server input was discarded here (merged with the notices around it, see [`fold`]).
+    pub(crate) fn discarded(&mut self, reason: Discard, count: u64) {
+        self.push_marker(StreamItem::Discarded { reason, count });
     }
 
     pub(crate) fn marks(&self) -> usize {
@@ -136,21 +181,26 @@ impl EventQueue {
     }
 
     /// Removes the oldest event, leaving a gap notice where it was (after any markers that
-    /// came before it in the stream).
-    fn drop_oldest_event(&mut self) {
+    /// came before it in the stream). False when there is no event to drop.
+    fn drop_oldest_event(&mut self) -> bool {
         let Some(at) = self
             .items
             .iter()
             .position(|i| matches!(i, StreamItem::Event(_)))
         else {
-            return;
+            return false;
         };
-        self.items[at] = StreamItem::Gap { dropped: 1 };
+        if let StreamItem::Event(m) =
+            std::mem::replace(&mut self.items[at], StreamItem::Gap { dropped: 1 })
+        {
+            self.bytes -= m.retained_bytes();
+        }
         self.events -= 1;
         // The run of markers now reaches to the next event.
         let end = self.items.iter().skip(at).position(splits_runs);
         let end = end.map_or(self.items.len(), |n| at + n);
         self.fold_run(end);
+        true
     }
 
     /// Puts the run of markers that ends just before `end` in canonical form.
@@ -172,8 +222,11 @@ impl EventQueue {
     pub(crate) fn pop(&mut self) -> Option<StreamItem> {
         match self.items.pop_front() {
             Some(item) => {
-                match item {
-                    StreamItem::Event(_) => self.events -= 1,
+                match &item {
+                    StreamItem::Event(m) => {
+                        self.events -= 1;
+                        self.bytes -= m.retained_bytes();
+                    }
                     StreamItem::Mark { .. } => self.marks -= 1,
                     _ => {}
                 }
@@ -189,22 +242,20 @@ impl EventQueue {
     }
 }
 
-/// The canonical form of a run of markers (no events between them), in stream order:
-/// adjacent gaps add up; a session that came back after an outage and was lost again before
+/// The canonical form of a run of markers (no events between them), in stream order: within
+/// a segment (between two session boundaries) gaps add up into one gap and discard notices
+/// into one per reason (counts exact; their order within the segment approximate); a session that came back after an outage and was lost again before
 /// it delivered any event (`Disconnected`, `Ready`, `Disconnected`) folds into that outage:
 /// its gaps move in front of the outage and its loss reason is dropped (the run keeps the
 /// first loss: where the consumer started missing events). Counts are preserved; the result
-/// has at most seven items (`[Gap] [Ready] [Gap] [Disconnected] [Gap] [Ready] [Gap]`).
+/// has at most seven boundaries and gaps (`[Gap] [Ready] [Gap] [Disconnected] [Gap] [Ready]
+/// [Gap]`) plus one discard notice per reason in each of the four segments.
 fn fold(run: Vec<StreamItem>) -> Vec<StreamItem> {
     let is_down = |i: &StreamItem| matches!(i, StreamItem::Disconnected { .. });
     let is_up = |i: &StreamItem| matches!(i, StreamItem::Ready { .. });
     let mut out: Vec<StreamItem> = Vec::with_capacity(8);
     for item in run {
         match item {
-            StreamItem::Gap { dropped } => match out.last_mut() {
-                Some(StreamItem::Gap { dropped: d }) => *d += dropped,
-                _ => out.push(StreamItem::Gap { dropped }),
-            },
             StreamItem::Disconnected { reason } => {
                 let Some(down) = out.iter().position(is_down) else {
                     out.push(StreamItem::Disconnected { reason });
@@ -213,19 +264,59 @@ fn fold(run: Vec<StreamItem>) -> Vec<StreamItem> {
                 let Some(up) = out[down..].iter().position(is_up) else {
                     continue; // two losses with no session between them cannot happen
                 };
-                let moved: u64 = out.drain(down + up..).map(|i| gap_of(&i)).sum();
-                if moved > 0 {
-                    match down.checked_sub(1).and_then(|g| out.get_mut(g)) {
-                        Some(StreamItem::Gap { dropped }) => *dropped += moved,
-                        _ => out.insert(down, StreamItem::Gap { dropped: moved }),
+                // The folded session's notices move in front of the outage.
+                let moved: Vec<StreamItem> = out.drain(down + up..).collect();
+                let outage: Vec<StreamItem> = out.drain(down..).collect();
+                for notice in moved {
+                    // The folded session's own Ready goes; its gaps and discards stay.
+                    if matches!(
+                        notice,
+                        StreamItem::Gap { .. } | StreamItem::Discarded { .. }
+                    ) {
+                        add_notice(&mut out, notice);
                     }
                 }
+                out.extend(outage);
                 log::debug!("AMI: a session lost before it delivered an event folded into the outage before it ({reason})");
             }
-            other => out.push(other),
+            other => add_notice(&mut out, other),
         }
     }
     out
+}
+
+/// Adds a gap or a discard notice to the last segment of `out` (after its last session
+/// boundary), merged with one of its kind there; anything else is appended.
+fn add_notice(out: &mut Vec<StreamItem>, item: StreamItem) {
+    let start = out
+        .iter()
+        .rposition(|i| {
+            matches!(
+                i,
+                StreamItem::Ready { .. } | StreamItem::Disconnected { .. }
+            )
+        })
+        .map_or(0, |n| n + 1);
+    for existing in &mut out[start..] {
+        match (existing, &item) {
+            (StreamItem::Gap { dropped: d }, StreamItem::Gap { dropped }) => {
+                *d += dropped;
+                return;
+            }
+            (
+                StreamItem::Discarded {
+                    reason: r,
+                    count: c,
+                },
+                StreamItem::Discarded { reason, count },
+            ) if r == reason => {
+                *c += count;
+                return;
+            }
+            _ => {}
+        }
+    }
+    out.push(item);
 }
 
 /// Events and marks end a run of foldable markers: a mark is an answer the consumer waits
@@ -234,6 +325,7 @@ fn splits_runs(item: &StreamItem) -> bool {
     matches!(item, StreamItem::Event(_) | StreamItem::Mark { .. })
 }
 
+#[cfg(test)]
 fn gap_of(item: &StreamItem) -> u64 {
     match item {
         StreamItem::Gap { dropped } => *dropped,
@@ -244,11 +336,15 @@ fn gap_of(item: &StreamItem) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Decoder, DecoderLimits, Frame};
+    use crate::{DecodeError, Decoder, DecoderLimits, Frame};
 
     fn ev(n: u32) -> Message {
+        ev_padded(n, 0)
+    }
+
+    fn ev_padded(n: u32, pad: usize) -> Message {
         let mut d = Decoder::without_banner(DecoderLimits::default());
-        d.feed(format!("Event: E{n}\r\n\r\n").as_bytes());
+        d.feed(format!("Event: E{n}\r\nPad: {}\r\n\r\n", "p".repeat(pad)).as_bytes());
         match d.decode() {
             Some(Ok(Frame::Message(m))) => m,
             _ => unreachable!(),
@@ -263,13 +359,14 @@ mod tests {
                 StreamItem::Ready { .. } => "up".to_string(),
                 StreamItem::Disconnected { reason } => format!("down:{reason}"),
                 StreamItem::Mark { mark } => format!("mark{mark}"),
+                StreamItem::Discarded { reason, count } => format!("{reason:?}x{count}"),
             })
             .collect()
     }
 
     #[test]
     fn drop_oldest_reports_gap_before_survivors() {
-        let mut q = EventQueue::new(3, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(3, usize::MAX, OverflowPolicy::DropOldest);
         for n in 0..5 {
             q.offer(ev(n));
         }
@@ -280,7 +377,7 @@ mod tests {
 
     #[test]
     fn drop_newest_reports_gap_after_survivors() {
-        let mut q = EventQueue::new(2, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
         for n in 0..5 {
             q.offer(ev(n));
         }
@@ -291,7 +388,7 @@ mod tests {
 
     #[test]
     fn drop_newest_gap_sits_between_old_and_new_events() {
-        let mut q = EventQueue::new(2, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
         for n in 0..4 {
             q.offer(ev(n));
         }
@@ -302,7 +399,7 @@ mod tests {
 
     #[test]
     fn session_boundaries_sit_between_events_in_stream_order() {
-        let mut q = EventQueue::new(8, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(8, usize::MAX, OverflowPolicy::DropNewest);
         q.session_ready("11.0.0".into());
         q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
@@ -314,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_gap_before_a_loss_is_reported_before_it() {
-        let mut q = EventQueue::new(1, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropNewest);
         q.offer(ev(0));
         q.offer(ev(1));
         q.session_lost(DisconnectReason::HeartbeatTimeout);
@@ -323,7 +420,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_drops_events_never_boundaries() {
-        let mut q = EventQueue::new(2, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropOldest);
         q.session_ready("v".into());
         q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
@@ -340,7 +437,7 @@ mod tests {
 
     #[test]
     fn a_session_lost_before_any_event_folds_into_the_outage_before_it() {
-        let mut q = EventQueue::new(4, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest);
         q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
@@ -356,7 +453,7 @@ mod tests {
     fn stalled_consumer_across_many_reconnects_stays_bounded_and_counted() {
         for policy in [OverflowPolicy::DropNewest, OverflowPolicy::DropOldest] {
             let cap = 5;
-            let mut q = EventQueue::new(cap, policy);
+            let mut q = EventQueue::new(cap, usize::MAX, policy);
             let mut offered = 0u64;
             for cycle in 0..5_000u32 {
                 q.session_ready("v".into());
@@ -389,7 +486,7 @@ mod tests {
 
     #[test]
     fn marks_are_never_dropped_and_keep_a_session_from_folding() {
-        let mut q = EventQueue::new(1, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest);
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         q.mark(3);
@@ -406,8 +503,103 @@ mod tests {
 
     #[test]
     fn close_session_policy_asks_to_close() {
-        let mut q = EventQueue::new(1, OverflowPolicy::CloseSession);
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::CloseSession);
         assert_eq!(q.offer(ev(0)), Offer::Queued);
         assert_eq!(q.offer(ev(1)), Offer::Overflow);
+    }
+
+    #[test]
+    fn byte_cap_bounds_the_queue_whatever_the_event_count() {
+        let big = ev_padded(0, 10_000).retained_bytes();
+        let mut q = EventQueue::new(1_000, big * 3, OverflowPolicy::DropOldest);
+        for n in 0..10 {
+            q.offer(ev_padded(n, 10_000));
+            assert!(q.bytes() <= big * 3);
+        }
+        assert_eq!(q.len(), 3);
+        assert_eq!(drain(&mut q), ["gap7", "E7", "E8", "E9"]);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn drop_oldest_makes_room_for_one_large_event_by_dropping_several_small_ones() {
+        let small = ev(0).retained_bytes();
+        let large = ev_padded(9, small * 3).retained_bytes();
+        let mut q = EventQueue::new(100, large + small, OverflowPolicy::DropOldest);
+        for n in 0..5 {
+            q.offer(ev(n));
+        }
+        q.offer(ev_padded(9, small * 3));
+        assert!(q.bytes() <= large + small);
+        let out = drain(&mut q);
+        assert_eq!(out.last().map(String::as_str), Some("E9"));
+        let gap: u64 = out[0].strip_prefix("gap").unwrap().parse().unwrap();
+        assert_eq!(gap + (out.len() as u64 - 2), 5, "{out:?}");
+    }
+
+    #[test]
+    fn discard_notices_keep_stream_order_and_merge_in_a_run() {
+        let mut q = EventQueue::new(10, usize::MAX, OverflowPolicy::DropOldest);
+        let too_long = Discard::Malformed(DecodeError::LineTooLong { limit: 8 });
+        q.offer(ev(0));
+        for _ in 0..1000 {
+            q.discarded(too_long, 1);
+            q.discarded(Discard::NotEventOrResponse, 1);
+        }
+        q.offer(ev(1));
+        q.discarded(too_long, 2);
+        assert_eq!(
+            drain(&mut q),
+            [
+                "E0",
+                "Malformed(LineTooLong { limit: 8 })x1000",
+                "NotEventOrResponsex1000",
+                "E1",
+                "Malformed(LineTooLong { limit: 8 })x2"
+            ]
+        );
+    }
+
+    #[test]
+    fn drop_newest_with_discards_stays_bounded_while_full() {
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
+        q.offer(ev(0));
+        q.offer(ev(1));
+        for n in 0..10_000 {
+            q.offer(ev(n));
+            q.discarded(Discard::UnmatchedResponse, 1);
+        }
+        assert!(q.items.len() <= 4, "{} items", q.items.len());
+        assert_eq!(
+            drain(&mut q),
+            ["E0", "E1", "gap10000", "UnmatchedResponsex10000"]
+        );
+    }
+
+    #[test]
+    fn drop_oldest_keeps_discard_notices_of_dropped_events_merged() {
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest);
+        for n in 0..1000 {
+            q.discarded(Discard::NotEventOrResponse, 1);
+            q.offer(ev(n));
+        }
+        assert!(q.items.len() <= 3, "{} items", q.items.len());
+        assert_eq!(drain(&mut q), ["NotEventOrResponsex1000", "gap999", "E999"]);
+    }
+
+    #[test]
+    fn discards_of_a_folded_session_move_in_front_of_the_outage() {
+        let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest);
+        q.offer(ev(0));
+        q.session_lost(DisconnectReason::Eof);
+        q.session_ready("v".into());
+        q.discarded(Discard::UnmatchedResponse, 3);
+        q.session_lost(DisconnectReason::HeartbeatTimeout);
+        q.session_ready("v".into());
+        q.offer(ev(1));
+        assert_eq!(
+            drain(&mut q),
+            ["E0", "UnmatchedResponsex3", "down:eof", "up", "E1"]
+        );
     }
 }

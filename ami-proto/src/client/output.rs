@@ -96,6 +96,44 @@ pub enum StreamItem {
         /// Why the session was lost.
         reason: DisconnectReason,
     },
+    /// Server input was thrown away here: `count` messages (or broken fragments) for
+    /// `reason`. Every one is also counted in [`Stats`](crate::Stats) and logged once per
+    /// burst. Consecutive notices with no event between them are merged, so a flood of bad
+    /// input costs one notice per reason, not one per message. A CLI prints these on stderr.
+    Discarded {
+        /// Why it was thrown away.
+        reason: Discard,
+        /// How many messages (or broken fragments) were lost at this point.
+        count: u64,
+    },
+}
+
+/// Why server input was discarded, in [`StreamItem::Discarded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Discard {
+    /// The decoder dropped input that broke a limit (an over-long line, an endless or huge
+    /// message, too many fields, an unterminated legacy `Response: Follows`) and
+    /// resynchronised after it.
+    Malformed(crate::DecodeError),
+    /// A complete message whose first line is neither `Event:` nor `Response:`.
+    NotEventOrResponse,
+    /// A response whose ActionID matches no action of this connection.
+    UnmatchedResponse,
+}
+
+impl std::fmt::Display for Discard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Discard::Malformed(e) => write!(f, "{e}"),
+            Discard::NotEventOrResponse => {
+                f.write_str("message that is neither event nor response skipped")
+            }
+            Discard::UnmatchedResponse => {
+                f.write_str("response with an unknown or missing ActionID skipped")
+            }
+        }
+    }
 }
 
 /// Why a session ended.

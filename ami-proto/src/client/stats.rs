@@ -29,6 +29,10 @@ pub struct Stats {
     pub unmatched: u64,
     /// Messages that were neither response nor event.
     pub unexpected: u64,
+    /// Server inputs thrown away, all reasons: decoder errors (see `decoder`), messages that
+    /// were neither response nor event, unmatched responses. Each one also reached the event
+    /// stream as part of a [`StreamItem::Discarded`](crate::StreamItem::Discarded) notice.
+    pub discarded: u64,
     /// Actions written to the transport.
     pub actions_written: u64,
     /// Finished actions by outcome, indexed like [`Outcome::NAMES`].
@@ -51,6 +55,11 @@ pub struct Stats {
     pub in_flight: usize,
     /// Events waiting for the consumer.
     pub event_queue_len: usize,
+    /// Bytes kept alive by the events waiting for the consumer (never above the config's
+    /// `event_queue_bytes`).
+    pub event_queue_bytes: usize,
+    /// Bytes the decoder's read buffer has allocated (never above its `buffer_cap`).
+    pub decoder_allocated: usize,
     /// Bytes held by the decoder (never above its `buffer_cap`).
     pub decoder_buffered: usize,
     /// Bytes encoded and not yet taken by the transport (bounded by the pipeline depth).

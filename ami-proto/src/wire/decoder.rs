@@ -6,15 +6,14 @@
 
 use super::limits::DecoderLimits;
 use super::message::{FieldSpan, Message};
-use bytes::{Buf, Bytes, BytesMut};
+use super::readbuf::ReadBuf;
+use bytes::Bytes;
 use std::borrow::Cow;
 use std::fmt;
 use thiserror::Error;
 
 /// The line that ends a legacy (Asterisk 13 and older) `Response: Follows` Command output.
 const END_COMMAND: &[u8] = b"--END COMMAND--";
-/// First allocation of the decoder buffer; it grows on demand up to the cap.
-const INITIAL_CAPACITY: usize = 16 << 10;
 
 /// What the decoder yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +58,7 @@ impl fmt::Debug for Banner {
 
 /// Input that broke a limit. Each is counted in [`DecoderStats`]; the decoder has already
 /// dropped the offending message and resynchronises at the next message boundary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// A line longer than [`DecoderLimits::max_line_len`].
@@ -156,7 +155,7 @@ enum Resync {
 pub struct Decoder {
     limits: DecoderLimits,
     expect_banner: bool,
-    buf: BytesMut,
+    buf: ReadBuf,
     state: State,
     /// Start of the line being scanned, as an index into `buf` (which starts at the message).
     line_start: usize,
@@ -193,7 +192,7 @@ impl Decoder {
         Decoder {
             limits,
             expect_banner,
-            buf: BytesMut::with_capacity(INITIAL_CAPACITY.min(limits.buffer_cap())),
+            buf: ReadBuf::new(limits.buffer_cap()),
             state: if expect_banner {
                 State::Banner
             } else {
@@ -235,6 +234,13 @@ impl Decoder {
     /// Bytes currently buffered (never more than [`DecoderLimits::buffer_cap`]).
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Bytes the read buffer has allocated (never more than [`DecoderLimits::buffer_cap`]; a
+    /// large empty buffer is given back). Messages never share it: each one owns exactly its
+    /// own bytes, however long it is kept.
+    pub fn allocated(&self) -> usize {
+        self.buf.allocated()
     }
 
     /// Room left before the buffer cap.
@@ -319,9 +325,8 @@ impl Decoder {
                     self.drop_front(next, false);
                     return None;
                 }
-                let mut line = self.buf.split_to(next).freeze();
-                line.truncate(line_end);
-                self.restart_line();
+                let line = Bytes::copy_from_slice(&self.buf[..line_end]);
+                self.drop_front(next, false);
                 self.state = State::Headers;
                 self.stats.banners += 1;
                 Some(Ok(Frame::Banner(Banner { line })))
@@ -464,7 +469,7 @@ impl Decoder {
             self.state = State::Headers;
             return Some(Err(DecodeError::MessageTooLarge { limit }));
         }
-        let bytes = self.buf.split_to(next).freeze();
+        let bytes = self.buf.take(next);
         let fields: Box<[FieldSpan]> = self.fields.as_slice().into();
         self.fields.clear();
         self.restart_line();

@@ -7,8 +7,10 @@ use thiserror::Error;
 /// Asterisk itself puts no limit on outbound line length, header count or message size
 /// (Command output, `GetConfig` and `Status` with `AllVariables` grow without bound), so the
 /// defaults are generous and follow the protocol reference's suggestion: 1 MiB per line,
-/// 16 MiB per message, 10,000 fields. Worst-case decoder memory is `buffer_cap` bytes of wire
-/// data plus `max_fields` field records (16 bytes each) for the message being assembled.
+/// 16 MiB per message, 10,000 fields, and 1 MiB for a legacy `Response: Follows`. Worst-case
+/// decoder memory is `buffer_cap` bytes of wire data plus `max_fields` field records (16 bytes
+/// each) for the message being assembled; a message handed out owns a copy of its own bytes
+/// (or, when large, the buffer trimmed to it), never a larger shared buffer.
 ///
 /// Build one with [`DecoderLimits::builder`]; a combination that cannot work is refused by
 /// [`DecoderLimitsBuilder::build`].
@@ -17,6 +19,7 @@ pub struct DecoderLimits {
     max_line_len: usize,
     max_message_len: usize,
     max_fields: usize,
+    max_follows_len: usize,
     buffer_cap: usize,
 }
 
@@ -29,6 +32,12 @@ pub const DEFAULT_MAX_MESSAGE_LEN: usize = 16 << 20;
 /// Default most fields in one message: 10,000. `PJSIPShowEndpoint` sends ~150; a Command
 /// with long output sends one field per line.
 pub const DEFAULT_MAX_FIELDS: usize = 10_000;
+/// Default largest legacy `Response: Follows` (Asterisk 13 and older Command output): 1 MiB.
+/// Its body has no structure until `--END COMMAND--`, so one that never ends would swallow
+/// every event after it; past this size the decoder gives up on it, counts the loss and
+/// resynchronises on the first message start after its headers. Command output beyond 1 MiB
+/// (a huge `dialplan show`) needs a larger value.
+pub const DEFAULT_MAX_FOLLOWS_LEN: usize = 1 << 20;
 /// Default decoder buffer cap: the largest message plus 64 KiB, so a full message and one
 /// typical socket read always fit.
 pub const DEFAULT_BUFFER_CAP: usize = DEFAULT_MAX_MESSAGE_LEN + (64 << 10);
@@ -42,6 +51,7 @@ impl Default for DecoderLimits {
             max_line_len: DEFAULT_MAX_LINE_LEN,
             max_message_len: DEFAULT_MAX_MESSAGE_LEN,
             max_fields: DEFAULT_MAX_FIELDS,
+            max_follows_len: DEFAULT_MAX_FOLLOWS_LEN,
             buffer_cap: DEFAULT_BUFFER_CAP,
         }
     }
@@ -66,11 +76,26 @@ impl DecoderLimits {
     pub fn max_fields(&self) -> usize {
         self.max_fields
     }
+    /// Largest accepted legacy `Response: Follows` message, line endings included (never
+    /// more than [`max_message_len`](Self::max_message_len)).
+    pub fn max_follows_len(&self) -> usize {
+        self.max_follows_len.min(self.max_message_len)
+    }
     /// Most bytes the decoder ever buffers.
     pub fn buffer_cap(&self) -> usize {
         self.buffer_cap
     }
+    /// Most memory one decoded message can keep alive: its bytes and its field table (see
+    /// [`Message::retained_bytes`](crate::Message::retained_bytes)). Queues and lists that
+    /// must hold at least one message are refused below this.
+    pub fn max_message_memory(&self) -> usize {
+        self.max_message_len
+            .saturating_add(self.max_fields.saturating_mul(FIELD_RECORD_LEN))
+    }
 }
+
+/// Bytes of one field record in a decoded message.
+const FIELD_RECORD_LEN: usize = std::mem::size_of::<crate::wire::message::FieldSpan>();
 
 /// Builds [`DecoderLimits`], refusing combinations that cannot work.
 #[derive(Debug, Clone)]
@@ -94,6 +119,12 @@ impl DecoderLimitsBuilder {
         self.limits.max_fields = n;
         self
     }
+    /// Largest accepted legacy `Response: Follows` message, line endings included (the
+    /// message limit applies too).
+    pub fn max_follows_len(mut self, n: usize) -> Self {
+        self.limits.max_follows_len = n;
+        self
+    }
     /// Most bytes the decoder ever buffers.
     pub fn buffer_cap(mut self, n: usize) -> Self {
         self.limits.buffer_cap = n;
@@ -102,7 +133,11 @@ impl DecoderLimitsBuilder {
     /// Checks the limits against each other and returns them.
     pub fn build(self) -> Result<DecoderLimits, LimitsError> {
         let l = self.limits;
-        if l.max_line_len == 0 || l.max_message_len == 0 || l.max_fields == 0 {
+        if l.max_line_len == 0
+            || l.max_message_len == 0
+            || l.max_fields == 0
+            || l.max_follows_len == 0
+        {
             return Err(LimitsError::Zero);
         }
         if l.max_message_len > u32::MAX as usize {

@@ -137,6 +137,14 @@ impl Message {
         }
     }
 
+    /// Heap bytes this message keeps alive: its wire bytes and its field table. A decoded
+    /// message owns exactly these (it never shares a larger read buffer), so the sum over the
+    /// messages an application keeps is their memory. The client's queue and list caps count
+    /// this.
+    pub fn retained_bytes(&self) -> usize {
+        self.bytes.len() + std::mem::size_of_val::<[FieldSpan]>(&self.fields)
+    }
+
     /// What the first line says this message is.
     pub fn kind(&self) -> MessageKind {
         self.kind

@@ -4,3 +4,4 @@ pub(crate) mod action;
 pub(crate) mod decoder;
 pub(crate) mod limits;
 pub(crate) mod message;
+mod readbuf;

@@ -11,7 +11,7 @@ impl Client {
             MessageKind::Event => self.on_event(now, msg),
             _ => {
                 self.stats.unexpected += 1;
-                log::debug!("AMI: ignoring a message that is neither response nor event");
+                self.discarded(now, Discard::NotEventOrResponse);
             }
         }
     }
@@ -19,7 +19,7 @@ impl Client {
     pub(super) fn on_response(&mut self, now: Instant, msg: Message) {
         let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) else {
             self.stats.unmatched += 1;
-            log::debug!("AMI: response with unknown or missing ActionID ignored");
+            self.discarded(now, Discard::UnmatchedResponse);
             return;
         };
         let Some(p) = self.pending.get_mut(seq) else {
@@ -143,7 +143,7 @@ impl Client {
                     }
                     return true;
                 }
-                let bytes = p.list_bytes + msg.wire_bytes().len();
+                let bytes = p.list_bytes + msg.retained_bytes();
                 if response.items.len() >= max_items || bytes > max_bytes {
                     let (items, bytes) = (response.items.len(), p.list_bytes);
                     log::warn!(

@@ -1,6 +1,7 @@
 //! `Client`: one logical AMI session against one server, across reconnects.
 
 mod correlate;
+mod discards;
 mod login;
 mod probe;
 mod reconnect;
@@ -8,7 +9,7 @@ mod reconnect;
 use super::config::{AuthMethod, ClientConfig};
 use super::events::{EventQueue, Offer};
 use super::output::{
-    DisconnectReason, Notice, Outcome, Output, Phase, Response, Status, StreamItem,
+    Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status, StreamItem,
 };
 use super::pending::{Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
@@ -210,6 +211,7 @@ pub struct Client {
     /// Why the last session ended, for [`Client::status`] while in backoff or closed.
     last_loss: Option<DisconnectReason>,
     stats: Stats,
+    burst: Option<discards::Burst>,
 }
 
 impl std::fmt::Debug for Client {
@@ -253,7 +255,11 @@ impl Client {
     pub fn new(config: ClientConfig, now: Instant) -> Client {
         let mut rng = Rng::new(config.seed.unwrap_or(DEFAULT_SEED));
         let prefix = rng.prefix();
-        let events = EventQueue::new(config.event_queue_cap, config.overflow);
+        let events = EventQueue::new(
+            config.event_queue_cap,
+            config.event_queue_bytes,
+            config.overflow,
+        );
         let decoder = Decoder::new(config.decoder);
         let mut client = Client {
             config,
@@ -281,6 +287,7 @@ impl Client {
             marks: HashMap::new(),
             last_loss: None,
             stats: Stats::default(),
+            burst: None,
         };
         client.start_connect(now);
         client
@@ -407,7 +414,7 @@ impl Client {
                 match frame {
                     Ok(Frame::Banner(b)) => self.on_banner(now, b.version().map(str::to_owned)),
                     Ok(Frame::Message(m)) => self.on_message(now, m),
-                    Err(e) => log::warn!("AMI: {e} (counted; resynchronised)"),
+                    Err(e) => self.discarded(now, Discard::Malformed(e)),
                 }
                 if self.connection != connection {
                     // The session ended inside this read; the rest belongs to a dead link.
@@ -525,6 +532,8 @@ impl Client {
         s.queued = self.pending.queued();
         s.in_flight = self.pending.on_wire();
         s.event_queue_len = self.events.len();
+        s.event_queue_bytes = self.events.bytes();
+        s.decoder_allocated = self.decoder.allocated();
         s.decoder_buffered = self.decoder.buffered();
         s.transmit_pending = self.transmit.len() - self.transmit_pos;
         s.events_dropped = self.events.dropped_total;

@@ -1,0 +1,56 @@
+//! Reporting discarded server input: counted, logged once per burst, and placed in the event
+//! stream where it happened.
+
+use super::*;
+use crate::client::output::Discard;
+
+/// A burst ends after this long without a discard; the next discard logs its reason again.
+const BURST_QUIET: Duration = Duration::from_secs(1);
+/// During a long burst, a summary line at most this often.
+const BURST_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// The current run of discards, for rate-limited logging.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Burst {
+    last: Instant,
+    logged_at: Instant,
+    /// Discards since the last log line.
+    unlogged: u64,
+}
+
+impl Client {
+    /// Server input was thrown away: counts it, logs the first of a burst (and a summary at
+    /// most every 10 s while it lasts), and puts a notice in the event stream.
+    pub(super) fn discarded(&mut self, now: Instant, reason: Discard) {
+        self.stats.discarded += 1;
+        self.events.discarded(reason, 1);
+        match &mut self.burst {
+            Some(b) if now.saturating_duration_since(b.last) < BURST_QUIET => {
+                b.last = now;
+                b.unlogged += 1;
+                if now.saturating_duration_since(b.logged_at) >= BURST_SUMMARY_EVERY {
+                    log::warn!(
+                        "AMI: {} more server inputs discarded (latest: {reason})",
+                        b.unlogged
+                    );
+                    b.logged_at = now;
+                    b.unlogged = 0;
+                }
+            }
+            previous => {
+                if let Some(b) = previous.filter(|b| b.unlogged > 0) {
+                    log::warn!("AMI: {} more server inputs discarded", b.unlogged);
+                }
+                log::warn!(
+                    "AMI: server input discarded: {reason} (counted in Stats and reported in \
+                     the event stream; further discards in this burst are summarised)"
+                );
+                *previous = Some(Burst {
+                    last: now,
+                    logged_at: now,
+                    unlogged: 0,
+                });
+            }
+        }
+    }
+}
