@@ -34,8 +34,10 @@
 //! 3. Write [`Client::transmit`] to the transport and report how much was written with
 //!    [`Client::advance_transmit`] (partial writes are normal).
 //! 4. Hand your consumer the events from [`Client::poll_event`] when it asks for them. The
-//!    queue is bounded; when the consumer is behind, events are dropped by the configured
-//!    [`OverflowPolicy`] and a [`StreamItem::Gap`] says how many. The reader never waits.
+//!    queue is bounded in events and in bytes; when the consumer is behind, events are
+//!    dropped by the configured [`OverflowPolicy`] and a [`StreamItem::Gap`] says how many.
+//!    Server input thrown away (over-long lines, huge or broken messages, messages nobody
+//!    can use) shows up in stream order as [`StreamItem::Discarded`]. The reader never waits.
 //!    Session boundaries travel in the same stream, in order between the events:
 //!    [`StreamItem::Ready`] opens every session and [`StreamItem::Disconnected`] (with the
 //!    reason) marks where one was lost, so a consumer knows where it missed events nobody
@@ -106,10 +108,18 @@
 //! ## Limits
 //!
 //! Every buffer and queue is capped, with a default and a reason in its doc:
-//! [`DecoderLimits`] (line, message, fields, buffer), and in [`ClientConfigBuilder`] the
-//! write queue, pending actions, pipeline depth, list items and bytes, and the event queue.
-//! Settings that cannot work (a buffer below the largest message, a zero cap, a pipeline
-//! larger than the pending table) are refused by `build()` with a typed error.
+//! [`DecoderLimits`] (line, message, fields, legacy `Follows` output, buffer), and in
+//! [`ClientConfigBuilder`] the write queue, pending actions, pipeline depth, list items and
+//! bytes, and the event queue in events and bytes. Memory is counted in bytes a message keeps
+//! alive ([`Message::retained_bytes`]): a decoded message owns its own bytes and never pins
+//! the larger read buffer it came from, so a slow consumer holding small events holds only
+//! them. Settings that cannot work (a buffer below the largest message, a queue or list cap
+//! below one maximal message, a zero cap, a pipeline larger than the pending table) are
+//! refused by `build()` with a typed error.
+//!
+//! Liveness counts progress, not bytes: with no complete event or response for
+//! `ping_interval` the client sends a Ping, and with none within `pong_timeout` after it the
+//! session is closed and reconnected, however many bytes trickle in meanwhile.
 //!
 //! ## Action outcomes, across reconnects
 //!

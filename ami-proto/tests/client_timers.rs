@@ -306,39 +306,58 @@ fn heartbeat_ping_is_written_exactly_after_ping_interval_of_silence() {
 }
 
 #[test]
-fn any_inbound_byte_cancels_the_pong_deadline() {
+fn a_complete_message_cancels_the_pong_deadline_and_a_partial_one_does_not() {
     let t0 = Instant::now();
     let mut h = Harness::new(heartbeat_config().build().unwrap(), t0);
     h.ready();
     h.advance_to(t0 + secs(20));
     let ping = h.take("Ping");
     assert_eq!(h.wait(), Some(t0 + secs(30)));
-    // Half a line of an unrelated event is proof of life.
+    // Half a line of an event is bytes, not progress: the pong deadline stands.
     h.advance_to(t0 + secs(25));
     h.feed(b"Event: Newch");
-    assert_eq!(h.wait(), Some(t0 + secs(45)));
-    assert!(
-        h.advance_to(t0 + secs(30)).is_empty(),
-        "old pong deadline is gone"
-    );
+    assert_eq!(h.wait(), Some(t0 + secs(30)));
+    // The rest of it completes a message: progress, so idle is re-armed and pong cancelled.
+    h.advance_to(t0 + secs(28));
     h.feed(b"annel\r\nSeq: 1\r\n\r\n");
     assert!(matches!(
         &h.events()[..],
         [StreamItem::Ready { .. }, StreamItem::Event(m)] if m.event() == Some("Newchannel")
     ));
-    assert!(h.advance_to(t0 + secs(50)).is_empty());
-    assert_eq!(
-        h.wait(),
-        Some(t0 + secs(60)),
-        "pong deadline after the next idle period"
+    assert_eq!(h.wait(), Some(t0 + secs(48)));
+    assert!(
+        h.advance_to(t0 + secs(30)).is_empty(),
+        "old pong deadline is gone"
     );
-    // A complete unrelated event cancels it too.
-    h.advance_to(t0 + secs(55));
-    h.feed(&event("Hangup", 2));
-    assert_eq!(h.wait(), Some(t0 + secs(75)));
-    assert!(h.advance_to(t0 + secs(60)).is_empty());
     h.feed(&pong(id_of(&ping)));
     assert!(!h.log.iter().any(|o| matches!(o, Out::Disconnected(..))));
+}
+
+#[test]
+fn a_trickle_of_bytes_never_counts_as_life() {
+    // The case: after login the server sends an endless line one byte a second.
+    let t0 = Instant::now();
+    let mut h = Harness::new(heartbeat_config().build().unwrap(), t0);
+    h.ready();
+    h.feed(b"Event: Slow\r\nData: ");
+    for s in 1..20 {
+        h.advance_to(t0 + secs(s));
+        h.feed(b"x");
+    }
+    h.advance_to(t0 + secs(20));
+    assert_eq!(h.inbox_actions(), ["Ping"], "a Ping despite the trickle");
+    for s in 21..30 {
+        h.advance_to(t0 + secs(s));
+        h.feed(b"x");
+    }
+    let out = h.advance_to(t0 + secs(30));
+    assert!(
+        out.contains(&Out::Close)
+            && out
+                .iter()
+                .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _))),
+        "closed for the unanswered Ping: {out:?}"
+    );
 }
 
 #[test]

@@ -204,10 +204,12 @@ impl ClientConfigBuilder {
         /// Time allowed for login after the banner (a rejected login takes Asterisk 1 s).
         /// Default 10 s.
         login_timeout: Duration;
-        /// Idle time (nothing received) after which a Ping is sent. Default 20 s: Asterisk
-        /// has no keepalive of its own and the reference suggests 15-30 s.
+        /// Time without a complete event or response after which a Ping is sent (bytes that
+        /// do not complete a message do not count: a trickle is not life). Default 20 s:
+        /// Asterisk has no keepalive of its own and the reference suggests 15-30 s.
         ping_interval: Duration;
-        /// Time allowed for any byte to arrive after a heartbeat Ping. Default 10 s.
+        /// Time allowed after a heartbeat Ping for a complete message (its answer or any
+        /// other event or response) before the session is closed. Default 10 s.
         pong_timeout: Duration;
         /// Default deadline per action (response and list). Default 30 s.
         action_timeout: Duration;

@@ -168,7 +168,7 @@ pub enum DisconnectReason {
     /// The transport failed.
     #[error("transport error: {0}")]
     TransportError(std::io::ErrorKind),
-    /// Nothing arrived within the pong deadline after a heartbeat Ping.
+    /// No complete message arrived within the pong deadline after a heartbeat Ping.
     #[error("heartbeat_timeout")]
     HeartbeatTimeout,
     /// The event queue overflowed under [`OverflowPolicy::CloseSession`](crate::OverflowPolicy).

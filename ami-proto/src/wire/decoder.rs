@@ -79,6 +79,21 @@ pub enum DecodeError {
         /// The configured limit.
         limit: usize,
     },
+    /// A legacy `Response: Follows` that did not end (`--END COMMAND--`) within
+    /// [`DecoderLimits::max_follows_len`]: dropped, and decoding resumed at the first
+    /// message start after its headers, so the events behind it are not lost.
+    #[error("legacy Response: Follows not ended within {limit} bytes; dropped")]
+    FollowsTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A legacy `Response: Follows` interrupted by AMI framing (an empty CRLF line, then an
+    /// `Event:` or `Response:` line) before its `--END COMMAND--`: Command output uses bare
+    /// LF line ends, so the output never ended. Dropped; decoding resumes at that message.
+    #[error(
+        "legacy Response: Follows interrupted by a new message before --END COMMAND--; dropped"
+    )]
+    FollowsUnterminated,
 }
 
 /// Counters kept by the decoder; every dropped byte is accounted for here.
@@ -99,6 +114,10 @@ pub struct DecoderStats {
     pub messages_too_large: u64,
     /// [`DecodeError::TooManyFields`] errors.
     pub too_many_fields: u64,
+    /// [`DecodeError::FollowsTooLarge`] errors.
+    pub follows_too_large: u64,
+    /// [`DecodeError::FollowsUnterminated`] errors.
+    pub follows_unterminated: u64,
     /// Bytes thrown away while resynchronising after an error.
     pub discarded_bytes: u64,
 }
@@ -124,8 +143,10 @@ enum Resync {
     EmptyLine,
     /// The end of the current line (a bad banner).
     LineEnd,
-    /// A line ending in `--END COMMAND--`: inside legacy Command output, empty lines are text.
-    EndCommand,
+    /// Inside legacy Command output, where empty lines are text: a line ending in
+    /// `--END COMMAND--`, or a line starting with `Event:` or `Response:` right after an
+    /// empty line (a message start: the output never ended).
+    FollowsEnd,
 }
 
 /// An incremental AMI decoder with enforced limits.
@@ -164,6 +185,13 @@ pub struct Decoder {
     fields: Vec<FieldSpan>,
     /// While discarding: bytes of the current line were already thrown away.
     discard_partial: bool,
+    /// While discarding to [`Resync::FollowsEnd`]: the previous line was empty.
+    discard_after_blank: bool,
+    /// In legacy Command output: the previous line ended with CRLF (output lines end in LF).
+    follows_prev_crlf: bool,
+    /// In legacy Command output: the previous line was an empty CRLF line after a CRLF line,
+    /// the way an AMI message ends.
+    follows_blank_crlf: bool,
     stats: DecoderStats,
 }
 
@@ -202,6 +230,9 @@ impl Decoder {
             scan: 0,
             fields: Vec::new(),
             discard_partial: false,
+            discard_after_blank: false,
+            follows_prev_crlf: false,
+            follows_blank_crlf: false,
             stats: DecoderStats::default(),
         }
     }
@@ -214,6 +245,7 @@ impl Decoder {
         self.line_start = 0;
         self.scan = 0;
         self.discard_partial = false;
+        self.discard_after_blank = false;
         self.state = if self.expect_banner {
             State::Banner
         } else {
@@ -298,10 +330,21 @@ impl Decoder {
         let line_len = line_end - self.line_start;
         let empty = line_len == 0;
         if let State::Discard { until } = self.state {
+            let whole = !self.discard_partial;
             let resynced = match until {
-                Resync::EmptyLine => empty && !self.discard_partial,
+                Resync::EmptyLine => empty && whole,
                 Resync::LineEnd => true,
-                Resync::EndCommand => self.buf[self.line_start..line_end].ends_with(END_COMMAND),
+                Resync::FollowsEnd => {
+                    let line = &self.buf[self.line_start..line_end];
+                    if self.discard_after_blank && whole && is_message_start(line) {
+                        // This line opens the next message: keep it and parse it.
+                        self.discard_after_blank = false;
+                        self.state = State::Headers;
+                        return self.take_line(line_end, next);
+                    }
+                    self.discard_after_blank = empty && whole;
+                    line.ends_with(END_COMMAND)
+                }
             };
             self.drop_front(next, true);
             self.discard_partial = false;
@@ -338,8 +381,11 @@ impl Decoder {
                     return None;
                 }
                 if self.state == State::FollowsHeaders {
-                    // Legacy output that starts with a blank line: it is body text.
+                    // Legacy output that starts with a blank line: it is body text (and, if
+                    // CRLF, the end of an AMI message that a message start may follow).
                     self.state = State::FollowsBody;
+                    self.follows_blank_crlf = line_end + 1 < next;
+                    self.follows_prev_crlf = self.follows_blank_crlf;
                     return self.push_raw(line_end, next);
                 }
                 self.finish_message(next)
@@ -357,6 +403,8 @@ impl Decoder {
                         && value.eq_ignore_ascii_case(b"Follows")
                     {
                         self.state = State::FollowsHeaders;
+                        self.follows_prev_crlf = true;
+                        self.follows_blank_crlf = false;
                     }
                 }
                 None
@@ -372,7 +420,22 @@ impl Decoder {
                 self.state = State::FollowsBody;
                 self.take_line(line_end, next)
             }
-            State::FollowsBody => self.push_raw(line_end, next),
+            State::FollowsBody => {
+                let crlf = line_end + 1 < next;
+                if self.follows_blank_crlf
+                    && crlf
+                    && is_message_start(&self.buf[self.line_start..line_end])
+                {
+                    self.stats.follows_unterminated += 1;
+                    let err = DecodeError::FollowsUnterminated;
+                    log::debug!("AMI decoder: {err}; resynchronising");
+                    self.resync_follows(self.line_start);
+                    return Some(Err(err));
+                }
+                self.follows_blank_crlf = empty && crlf && self.follows_prev_crlf;
+                self.follows_prev_crlf = crlf;
+                self.push_raw(line_end, next)
+            }
         }
     }
 
@@ -488,23 +551,32 @@ impl Decoder {
             let cr = self.buf[self.line_start + max_line] == b'\r';
             self.line_start + max_line + 1 + usize::from(cr)
         });
-        let max_message = self.limits.max_message_len();
+        let follows = matches!(self.state, State::FollowsHeaders | State::FollowsBody);
+        let max_message = if follows {
+            self.limits.max_follows_len()
+        } else {
+            self.limits.max_message_len()
+        };
         let message_cross =
             (self.state != State::Banner && end > max_message).then_some(max_message + 1);
         match (line_cross, message_cross) {
-            (Some(l), Some(m)) if m < l => {
-                self.stats.messages_too_large += 1;
-                Some(DecodeError::MessageTooLarge { limit: max_message })
-            }
+            (Some(l), Some(m)) if m < l => Some(self.too_large(follows, max_message)),
             (Some(_), _) => {
                 self.stats.lines_too_long += 1;
                 Some(DecodeError::LineTooLong { limit: max_line })
             }
-            (None, Some(_)) => {
-                self.stats.messages_too_large += 1;
-                Some(DecodeError::MessageTooLarge { limit: max_message })
-            }
+            (None, Some(_)) => Some(self.too_large(follows, max_message)),
             (None, None) => None,
+        }
+    }
+
+    fn too_large(&mut self, follows: bool, limit: usize) -> DecodeError {
+        if follows {
+            self.stats.follows_too_large += 1;
+            DecodeError::FollowsTooLarge { limit }
+        } else {
+            self.stats.messages_too_large += 1;
+            DecodeError::MessageTooLarge { limit }
         }
     }
 
@@ -512,7 +584,7 @@ impl Decoder {
     fn resync_point(&self) -> Resync {
         match self.state {
             State::Banner => Resync::LineEnd,
-            State::FollowsHeaders | State::FollowsBody => Resync::EndCommand,
+            State::FollowsHeaders | State::FollowsBody => Resync::FollowsEnd,
             _ => Resync::EmptyLine,
         }
     }
@@ -526,13 +598,19 @@ impl Decoder {
         err: DecodeError,
     ) -> Option<Result<Frame, DecodeError>> {
         let until = self.resync_point();
+        log::debug!("AMI decoder: {err}; resynchronising");
         // The failing line itself may already be the resync point.
         let done = match until {
             Resync::LineEnd => true,
-            Resync::EndCommand => self.buf[self.line_start..line_end].ends_with(END_COMMAND),
+            Resync::FollowsEnd => {
+                if !self.buf[self.line_start..line_end].ends_with(END_COMMAND) {
+                    self.resync_follows(next);
+                    return Some(Err(err));
+                }
+                true
+            }
             Resync::EmptyLine => false,
         };
-        log::debug!("AMI decoder: {err}; resynchronising");
         self.drop_front(next, true);
         self.fields.clear();
         self.discard_partial = false;
@@ -549,11 +627,53 @@ impl Decoder {
     fn fail_partial(&mut self, err: DecodeError) -> Option<DecodeError> {
         let until = self.resync_point();
         log::debug!("AMI decoder: {err}; resynchronising");
-        self.fields.clear();
-        self.discard_partial = false;
-        self.state = State::Discard { until };
+        if until == Resync::FollowsEnd {
+            self.resync_follows(self.line_start);
+        } else {
+            self.fields.clear();
+            self.discard_partial = false;
+            self.state = State::Discard { until };
+        }
         self.discard_partial_line();
         Some(err)
+    }
+
+    /// Gives up on a legacy `Response: Follows` whose complete lines are `buf[..complete]`:
+    /// decoding resumes at the first message start after an empty line in what is buffered
+    /// (a Follows that never ended has ordinary messages behind it), or, if there is none
+    /// yet, discards on to `--END COMMAND--` or the next such message start. The rescan
+    /// happens once per dropped Follows, over at most `max_follows_len` bytes.
+    fn resync_follows(&mut self, complete: usize) {
+        self.fields.clear();
+        self.discard_partial = false;
+        let buf = &self.buf[..complete];
+        // Skip the `Response: Follows` line itself.
+        let mut pos = memchr::memchr(b'\n', buf).map_or(complete, |i| i + 1);
+        let mut after_blank = false;
+        let mut found = None;
+        while pos < complete {
+            let end = memchr::memchr(b'\n', &buf[pos..]).map_or(complete, |i| pos + i + 1);
+            let line = trim_line_end(&buf[pos..end]);
+            if after_blank && is_message_start(line) {
+                found = Some(pos);
+                break;
+            }
+            after_blank = line.is_empty();
+            pos = end;
+        }
+        match found {
+            Some(at) => {
+                self.drop_front(at, true);
+                self.state = State::Headers;
+            }
+            None => {
+                self.drop_front(complete, true);
+                self.state = State::Discard {
+                    until: Resync::FollowsEnd,
+                };
+                self.discard_after_blank = after_blank;
+            }
+        }
     }
 
     /// In discard mode, drops the unfinished line except what the resync check still needs:
@@ -572,7 +692,16 @@ impl Decoder {
         let keep = match until {
             Resync::EmptyLine => usize::from(partial == b"\r"),
             Resync::LineEnd => 0,
-            Resync::EndCommand => partial.len().min(END_COMMAND.len() + 1),
+            // A line that may open the next message is kept whole (within the line limit).
+            Resync::FollowsEnd
+                if self.discard_after_blank
+                    && !self.discard_partial
+                    && partial.len() <= self.limits.max_line_len()
+                    && could_start_message(partial) =>
+            {
+                partial.len()
+            }
+            Resync::FollowsEnd => partial.len().min(END_COMMAND.len() + 1),
         };
         let drop = partial.len() - keep;
         if drop > 0 {
@@ -608,6 +737,30 @@ impl Decoder {
         self.line_start = 0;
         self.scan = 0;
     }
+}
+
+/// The line without its LF and the CR before it.
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Line prefixes that open a message a client can receive.
+const MESSAGE_STARTS: [&[u8]; 2] = [b"Event:", b"Response:"];
+
+/// True for a line that opens an event or a response.
+fn is_message_start(line: &[u8]) -> bool {
+    MESSAGE_STARTS
+        .iter()
+        .any(|p| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p))
+}
+
+/// True while an unfinished line may still turn out to open a message.
+fn could_start_message(partial: &[u8]) -> bool {
+    MESSAGE_STARTS.iter().any(|p| {
+        let n = partial.len().min(p.len());
+        partial[..n].eq_ignore_ascii_case(&p[..n])
+    })
 }
 
 #[cfg(test)]
@@ -821,6 +974,124 @@ Asterisk 13.38.3 built by me\n\nKey: looks like a header\n--END COMMAND--\r\n\r\
         };
         let lines: Vec<_> = m.command_output().map(|v| v.to_string()).collect();
         assert_eq!(lines, ["No such command 'x'"]);
+    }
+
+    fn follows_limits(max_follows_len: usize) -> DecoderLimits {
+        DecoderLimits::builder()
+            .max_line_len(256)
+            .max_message_len(1 << 16)
+            .max_follows_len(max_follows_len)
+            .buffer_cap(1 << 17)
+            .build()
+            .unwrap()
+    }
+
+    fn events(from: usize, n: usize) -> Vec<u8> {
+        (from..from + n)
+            .flat_map(|i| format!("Event: E{i}\r\nSeq: {i}\r\n\r\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn unterminated_follows_is_dropped_and_the_events_behind_it_flow() {
+        let mut wire = b"Response: Follows\r\nPrivilege: Command\r\nActionID: c1\r\n\
+output line one\n\nmore output\n"
+            .to_vec();
+        // No `--END COMMAND--`: events follow, far more than the Follows limit, framed with
+        // bare LF like the output itself, so only the size limit can tell.
+        wire.extend((0..2000).flat_map(|i| format!("Event: E{i}\nSeq: {i}\n\n").into_bytes()));
+        for chunk in [1usize, 7, 4096, wire.len()] {
+            let mut d = Decoder::without_banner(follows_limits(1024));
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            let got = names(&out);
+            assert_eq!(
+                got[0], "error FollowsTooLarge { limit: 1024 }",
+                "chunk {chunk}"
+            );
+            // E0 follows the output text with no empty line between: it reads as output.
+            // Every later event starts after an empty line, a boundary that can be trusted.
+            assert_eq!(got.len(), 2000, "chunk {chunk}: every event after E0");
+            assert_eq!(got[1], "Event: E1");
+            assert_eq!(got[1999], "Event: E1999");
+            assert_eq!(d.stats().follows_too_large, 1);
+        }
+    }
+
+    #[test]
+    fn follows_interrupted_by_ami_framing_resyncs_at_once() {
+        // Command output uses bare LF; an empty CRLF line then `Event:` is AMI framing.
+        let mut wire = b"Response: Follows\r\nPrivilege: Command\r\nActionID: c1\r\n\
+Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
+            .to_vec();
+        wire.extend(events(0, 3));
+        for chunk in [1usize, 6, wire.len()] {
+            let mut d = Decoder::without_banner(follows_limits(1 << 16));
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            assert_eq!(
+                names(&out),
+                [
+                    "error FollowsUnterminated",
+                    "Event: nor this",
+                    "Event: E0",
+                    "Event: E1",
+                    "Event: E2"
+                ],
+                "chunk {chunk}"
+            );
+            assert_eq!(d.stats().follows_unterminated, 1);
+        }
+    }
+
+    #[test]
+    fn oversize_follows_that_ends_resyncs_at_end_command() {
+        let mut wire = b"Response: Follows\r\nPrivilege: Command\r\n".to_vec();
+        for i in 0..100 {
+            wire.extend_from_slice(format!("output line {i}\n\n").as_bytes());
+        }
+        wire.extend_from_slice(b"--END COMMAND--\r\n\r\nEvent: After\r\n\r\n");
+        for chunk in [1usize, 5, wire.len()] {
+            let mut d = Decoder::without_banner(follows_limits(512));
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            assert_eq!(
+                names(&out),
+                ["error FollowsTooLarge { limit: 512 }", "Event: After"],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_line_in_follows_resyncs_at_the_next_message_start() {
+        let mut wire = b"Response: Follows\r\nPrivilege: Command\r\n".to_vec();
+        wire.extend_from_slice(&[b'x'; 1000]);
+        wire.extend_from_slice(b"\n\r\n");
+        wire.extend(events(0, 3));
+        for chunk in [1usize, 9, wire.len()] {
+            let mut d = Decoder::without_banner(follows_limits(1 << 16));
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            assert_eq!(
+                names(&out),
+                [
+                    "error LineTooLong { limit: 256 }",
+                    "Event: E0",
+                    "Event: E1",
+                    "Event: E2"
+                ],
+                "chunk {chunk}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,16 @@ use super::*;
 impl Client {
     pub(super) fn on_message(&mut self, now: Instant, msg: Message) {
         self.stats.messages_in += 1;
+        // Liveness counts progress, not bytes: only a complete event or response re-arms the
+        // idle timer and cancels a pong deadline. A server that trickles an endless line, or
+        // floods broken or foreign messages, still gets a Ping and is closed if it does not
+        // answer it.
+        if matches!(msg.kind(), MessageKind::Response | MessageKind::Event)
+            && matches!(self.state, State::Ready | State::Configuring)
+        {
+            self.arm(Timer::Idle, now + self.config.ping_interval);
+            self.timers[Timer::Pong as usize] = None;
+        }
         match msg.kind() {
             MessageKind::Response => self.on_response(now, msg),
             MessageKind::Event => self.on_event(now, msg),
@@ -243,7 +253,8 @@ impl Client {
             (Kind::Internal(which), _) => {
                 self.pending.remove(seq);
                 match which {
-                    // Unanswered, but liveness is judged by bytes: allow the next Ping.
+                    // Unanswered, but other messages kept coming (they cancel the pong
+                    // deadline): allow the next Ping.
                     Internal::Heartbeat => self.heartbeat_outstanding = false,
                     // No Goodbye and no EOF in time: close anyway.
                     Internal::Logoff => self.disconnect(now, DisconnectReason::Logoff),

@@ -401,11 +401,6 @@ impl Client {
             return;
         }
         self.stats.bytes_in += bytes.len() as u64;
-        // Any inbound byte is proof of life.
-        if matches!(self.state, State::Ready | State::Configuring) {
-            self.arm(Timer::Idle, now + self.config.ping_interval);
-            self.timers[Timer::Pong as usize] = None;
-        }
         let connection = self.connection;
         while !bytes.is_empty() {
             let n = self.decoder.feed(bytes);
