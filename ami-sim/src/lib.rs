@@ -117,6 +117,7 @@ pub mod fleet_log;
 pub mod flood;
 /// Deterministic simulation harness: client and simulated server on one virtual clock.
 pub mod harness;
+pub mod hostile;
 mod input;
 mod out;
 mod rng;
