@@ -10,12 +10,19 @@ use ami_sim::hostile::{broken_follows_script, Hostile, HostileServer};
 use futures_lite::future;
 use std::time::Duration;
 
+/// The next stream item that is not a session boundary.
 fn next(events: &mut Events) -> StreamItem {
-    let timeout = async {
-        async_io::Timer::after(Duration::from_secs(10)).await;
-        None
-    };
-    future::block_on(future::or(events.recv(), timeout)).expect("an item within 10 s")
+    loop {
+        let timeout = async {
+            async_io::Timer::after(Duration::from_secs(10)).await;
+            None
+        };
+        let item =
+            future::block_on(future::or(events.recv(), timeout)).expect("an item within 10 s");
+        if !matches!(item, StreamItem::Ready { .. }) {
+            return item;
+        }
+    }
 }
 
 #[test]

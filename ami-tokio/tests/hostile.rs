@@ -21,11 +21,17 @@ fn server(h: Hostile) -> HostileServer {
     HostileServer::start(h, 0).unwrap()
 }
 
+/// The next stream item that is not a session boundary.
 async fn next(events: &mut Events) -> StreamItem {
-    tokio::time::timeout(Duration::from_secs(10), events.recv())
-        .await
-        .expect("an item within 10 s")
-        .expect("stream open")
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("an item within 10 s")
+            .expect("stream open");
+        if !matches!(item, StreamItem::Ready { .. }) {
+            return item;
+        }
+    }
 }
 
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
