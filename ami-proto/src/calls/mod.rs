@@ -371,6 +371,17 @@ impl CallTracker {
                     self.start_resync(StaleReason::Gap { dropped: *dropped });
                 }
             }
+            // Input the decoder threw away may have been an event this view needed: treat it
+            // like a gap. Skipped non-events and unmatched responses change nothing here.
+            StreamItem::Discarded {
+                reason: crate::Discard::Malformed(_),
+                count,
+            } => {
+                if !matches!(self.sync, Sync::Down) {
+                    self.start_resync(StaleReason::Gap { dropped: *count });
+                }
+            }
+            StreamItem::Discarded { .. } => {}
             StreamItem::Ready { .. } => {
                 self.attempts = 0;
                 self.start_resync(StaleReason::Start);
