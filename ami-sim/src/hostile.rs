@@ -184,14 +184,25 @@ pub fn message(fields: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
-/// An event with a `Seq` and `pad` bytes of padding.
+/// Longest padding line: large events stay legal (within the default line and field limits).
+const PAD_LINE: usize = 64 << 10;
+
+/// An event with a `Seq` and `pad` bytes of padding, in `Pad:` lines of at most 64 KiB.
 pub fn padded_event(name: &str, seq: u64, pad: usize) -> Vec<u8> {
-    message(&[
-        ("Event", name),
-        ("Privilege", "call,all"),
-        ("Seq", &seq.to_string()),
-        ("Pad", &"p".repeat(pad)),
-    ])
+    let line = "p".repeat(pad.clamp(0, PAD_LINE));
+    let mut fields = vec![("Event", name), ("Privilege", "call,all")];
+    let seq = seq.to_string();
+    fields.push(("Seq", &seq));
+    let mut left = pad;
+    loop {
+        let n = left.min(PAD_LINE);
+        fields.push(("Pad", &line[..n]));
+        left -= n;
+        if left == 0 {
+            break;
+        }
+    }
+    message(&fields)
 }
 
 /// A message of about `size` bytes that is neither event nor response.
