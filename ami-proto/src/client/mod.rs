@@ -1,5 +1,6 @@
 //! The session layer: login, correlation, timers, heartbeat, reconnect, events.
 
+pub(crate) mod backoff;
 pub(crate) mod config;
 pub(crate) mod events;
 pub(crate) mod output;

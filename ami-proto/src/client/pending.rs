@@ -7,14 +7,19 @@
 use super::output::Response;
 use crate::wire::action::{Action, ActionId};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// What the client does with an action's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A caller's action; `follow_up` is set for an async Originate (its deadline budget).
-    User { follow_up: Option<Duration> },
+    /// A caller's action; `follow_up` is set for an async Originate (its deadline budget);
+    /// `sync_originate` for an Originate without `Async: true`, which silences the server
+    /// session while written (the heartbeat waits for it).
+    User {
+        follow_up: Option<Duration>,
+        sync_originate: bool,
+    },
     /// Sent by the client itself; never reported as `Completed`.
     Internal(Internal),
 }
@@ -61,6 +66,35 @@ pub(crate) struct Pending {
     pub(crate) early_follow_up: Option<Box<crate::Message>>,
 }
 
+impl Pending {
+    /// A queued entry with nothing written or gathered yet; set `action` (caller actions) or
+    /// `stage` and `written_at` (internal actions, written at once) with struct update.
+    pub(crate) fn new(id: ActionId, kind: Kind, deadline: Instant) -> Pending {
+        Pending {
+            id,
+            kind,
+            stage: Stage::Queued,
+            action: None,
+            deadline,
+            written_at: None,
+            on_wire: false,
+            response: None,
+            list_bytes: 0,
+            early_follow_up: None,
+        }
+    }
+
+    fn is_sync_originate(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::User {
+                sync_originate: true,
+                ..
+            }
+        )
+    }
+}
+
 /// Hashes the client's own sequence numbers: they are never chosen by the peer, so a
 /// multiplicative (Fibonacci) hash is safe and far cheaper than SipHash.
 #[derive(Debug, Default, Clone, Copy)]
@@ -90,6 +124,8 @@ pub(crate) struct PendingTable {
     queued: usize,
     on_wire: usize,
     user: usize,
+    /// Entries that are sync Originates (an index over their flag, kept by insert/remove).
+    sync_originates: BTreeSet<u64>,
 }
 
 impl PendingTable {
@@ -112,6 +148,9 @@ impl PendingTable {
         }
         if matches!(p.kind, Kind::User { .. }) {
             self.user += 1;
+        }
+        if p.is_sync_originate() {
+            self.sync_originates.insert(seq);
         }
         self.map.insert(seq, p);
     }
@@ -178,6 +217,7 @@ impl PendingTable {
         let stage = self.map.get(&seq)?.stage;
         self.set_stage(seq, Stage::Abandoned { list: false }, false);
         let mut p = self.map.remove(&seq)?;
+        self.sync_originates.remove(&seq);
         p.stage = stage;
         Some(p)
     }
@@ -217,12 +257,10 @@ impl PendingTable {
         self.map.get(&seq).map(|p| p.stage)
     }
 
-    /// True while a written sync Originate blocks the server session; returns its deadline.
-    pub(crate) fn sync_originate_deadline(
-        &self,
-        sync: &std::collections::BTreeSet<u64>,
-    ) -> Option<Instant> {
-        sync.iter()
+    /// While written sync Originates block the server session, the latest of their deadlines.
+    pub(crate) fn sync_originate_deadline(&self) -> Option<Instant> {
+        self.sync_originates
+            .iter()
             .filter_map(|s| self.map.get(s))
             .filter(|p| p.stage == Stage::Written)
             .map(|p| p.deadline)

@@ -13,8 +13,9 @@ impl Client {
         if matches!(msg.kind(), MessageKind::Response | MessageKind::Event)
             && matches!(self.state, State::Ready | State::Configuring)
         {
-            self.arm(Timer::Idle, now + self.config.ping_interval);
-            self.timers[Timer::Pong as usize] = None;
+            self.timers
+                .set(Timer::Idle, now + self.config.ping_interval);
+            self.timers.stop(Timer::Pong);
         }
         match msg.kind() {
             MessageKind::Response => self.on_response(now, msg),
@@ -47,7 +48,7 @@ impl Client {
                 p.response = Some(Box::new(Response::new(msg)));
                 self.pending.set_stage(seq, Stage::List, true);
             }
-            (Kind::User { follow_up }, Stage::Written) => {
+            (Kind::User { follow_up, .. }, Stage::Written) => {
                 if let Some(at) = p.written_at {
                     self.stats.latency.record(now.saturating_duration_since(at));
                 }
@@ -115,7 +116,7 @@ impl Client {
             .event()
             .is_some_and(|e| e.eq_ignore_ascii_case("Shutdown"))
         {
-            self.server_shutdown = true;
+            self.conn.server_shutdown = true;
         }
         match self.events.offer(msg) {
             Offer::Queued => self.stats.events_queued += 1,
@@ -178,7 +179,12 @@ impl Client {
                 }
                 true
             }
-            (Kind::User { follow_up: Some(_) }, Stage::FollowUp) if is_originate_response => {
+            (
+                Kind::User {
+                    follow_up: Some(_), ..
+                },
+                Stage::FollowUp,
+            ) if is_originate_response => {
                 if let Some(mut response) = p.response.take().map(|r| *r) {
                     response.follow_up = Some(msg.clone());
                     let outcome = follow_up_outcome(response);
@@ -186,13 +192,21 @@ impl Client {
                 }
                 true
             }
-            (Kind::User { follow_up: Some(_) }, Stage::Written) if is_originate_response => {
+            (
+                Kind::User {
+                    follow_up: Some(_), ..
+                },
+                Stage::Written,
+            ) if is_originate_response => {
                 p.early_follow_up = Some(Box::new(msg.clone()));
                 true
             }
-            (Kind::User { follow_up: Some(_) }, Stage::Abandoned { .. })
-                if is_originate_response =>
-            {
+            (
+                Kind::User {
+                    follow_up: Some(_), ..
+                },
+                Stage::Abandoned { .. },
+            ) if is_originate_response => {
                 self.pending.remove(seq);
                 true
             }
@@ -203,7 +217,6 @@ impl Client {
     /// Reports an outcome and forgets the action.
     pub(super) fn finish(&mut self, now: Instant, seq: u64, outcome: Outcome) {
         if let Some(p) = self.pending.remove(seq) {
-            self.sync_originates.remove(&seq);
             if matches!(p.kind, Kind::User { .. }) && !matches!(p.stage, Stage::Abandoned { .. }) {
                 self.emit_completed(p.id, outcome);
             }
@@ -225,7 +238,6 @@ impl Client {
         let list = p.stage == Stage::List;
         p.response = None;
         p.action = None;
-        self.sync_originates.remove(&seq);
         self.pending
             .set_stage(seq, Stage::Abandoned { list }, on_wire);
         self.pending.set_deadline(seq, now + grace);
@@ -255,7 +267,7 @@ impl Client {
                 match which {
                     // Unanswered, but other messages kept coming (they cancel the pong
                     // deadline): allow the next Ping.
-                    Internal::Heartbeat => self.heartbeat_outstanding = false,
+                    Internal::Heartbeat => self.conn.heartbeat_outstanding = false,
                     // No Goodbye and no EOF in time: close anyway.
                     Internal::Logoff => self.disconnect(now, DisconnectReason::Logoff),
                     _ => {}
@@ -284,7 +296,6 @@ impl Client {
     /// Completes a queued (never written) action as timed out in [`Phase::Queued`], without
     /// pumping: [`pump`](Client::pump) calls this for actions whose deadline passed.
     pub(super) fn expire_unwritten(&mut self, seq: u64) {
-        self.sync_originates.remove(&seq);
         if let Some(p) = self.pending.remove(seq) {
             log::debug!("AMI action {} timed out before it was written", p.id);
             if matches!(p.kind, Kind::User { .. }) {

@@ -21,9 +21,10 @@ impl Client {
             return;
         };
         log::debug!("AMI banner: version {version}");
-        self.ami_version = version;
-        self.timers[Timer::Banner as usize] = None;
-        self.arm(Timer::Login, now + self.config.login_timeout);
+        self.conn.ami_version = version;
+        self.timers.stop(Timer::Banner);
+        self.timers
+            .set(Timer::Login, now + self.config.login_timeout);
         self.state = State::LoggingIn;
         match self.config.auth {
             AuthMethod::Plain => {
@@ -74,12 +75,12 @@ impl Client {
                 if !ok {
                     log::warn!("AMI: re-applying a filter failed: {text}");
                 }
-                self.reapply_left = self.reapply_left.saturating_sub(1);
-                if self.reapply_left == 0 && self.state == State::Configuring {
+                self.conn.reapply_left = self.conn.reapply_left.saturating_sub(1);
+                if self.conn.reapply_left == 0 && self.state == State::Configuring {
                     self.become_ready(now);
                 }
             }
-            Internal::Heartbeat => self.heartbeat_outstanding = false,
+            Internal::Heartbeat => self.conn.heartbeat_outstanding = false,
             Internal::Logoff => {
                 if msg
                     .response()
@@ -106,28 +107,29 @@ impl Client {
             .filter(|(_, seq)| self.pending.stage(*seq) != Some(Stage::Queued))
             .map(|(f, _)| f.clone())
             .collect();
-        self.reapply_left = filters.len();
+        self.conn.reapply_left = filters.len();
         for f in filters {
             let action = Action::new("Filter")
                 .field("Operation", "Add")
                 .field("Filter", f);
             self.send_internal(now, Internal::Reapply, action);
         }
-        if self.reapply_left == 0 {
+        if self.conn.reapply_left == 0 {
             self.become_ready(now);
         }
     }
 
     pub(super) fn become_ready(&mut self, now: Instant) {
         self.state = State::Ready;
-        self.timers[Timer::Login as usize] = None;
-        self.arm(Timer::Idle, now + self.config.ping_interval);
-        self.ready_since = Some(now);
+        self.timers.stop(Timer::Login);
+        self.timers
+            .set(Timer::Idle, now + self.config.ping_interval);
+        self.conn.ready_since = Some(now);
         self.stats.logins += 1;
-        log::info!("AMI session ready (AMI {})", self.ami_version);
-        self.events.session_ready(self.ami_version.clone());
+        log::info!("AMI session ready (AMI {})", self.conn.ami_version);
+        self.events.session_ready(self.conn.ami_version.clone());
         self.notify(Notice::Ready {
-            ami_version: self.ami_version.clone(),
+            ami_version: self.conn.ami_version.clone(),
         });
         self.pump(now);
     }
@@ -136,15 +138,15 @@ impl Client {
         if !matches!(self.state, State::Ready | State::Configuring) {
             return;
         }
-        if !self.heartbeat_outstanding {
-            self.heartbeat_outstanding = true;
+        if !self.conn.heartbeat_outstanding {
+            self.conn.heartbeat_outstanding = true;
             self.send_internal(now, Internal::Heartbeat, Action::new("Ping"));
         }
         // A written sync Originate legitimately silences the server until it is answered.
         let mut pong = now + self.config.pong_timeout;
-        if let Some(d) = self.pending.sync_originate_deadline(&self.sync_originates) {
+        if let Some(d) = self.pending.sync_originate_deadline() {
             pong = pong.max(d);
         }
-        self.arm(Timer::Pong, pong);
+        self.timers.set(Timer::Pong, pong);
     }
 }

@@ -1,11 +1,14 @@
 //! `Client`: one logical AMI session against one server, across reconnects.
 
+mod connection;
 mod correlate;
 mod discards;
 mod login;
 mod probe;
 mod reconnect;
+mod timers;
 
+use super::backoff::Backoff;
 use super::config::{AuthMethod, ClientConfig};
 use super::events::{EventQueue, Offer};
 use super::output::{
@@ -17,17 +20,17 @@ use super::stats::Stats;
 use crate::wire::action::{Action, ActionId, EncodeError};
 use crate::wire::decoder::{Decoder, Frame, BANNER_PREFIX};
 use crate::wire::message::{Message, MessageKind};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use connection::Connection;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+use timers::{Timer, Timers};
 
 /// Seed used when the config sets none and no adapter supplied one.
 const DEFAULT_SEED: u64 = 0x5eed_a111_0000_0001;
 
 /// Most filters the client remembers to re-apply after a reconnect.
 pub const MAX_FILTERS: usize = 256;
-/// Transmit bytes kept before compacting the buffer's consumed front.
-const COMPACT_AFTER: usize = 64 << 10;
 
 /// What happened on the transport, reported by the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,24 +161,6 @@ enum State {
     Closed,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timer {
-    Connect,
-    Banner,
-    Login,
-    Idle,
-    Pong,
-    Reconnect,
-}
-const TIMERS: [Timer; 6] = [
-    Timer::Connect,
-    Timer::Banner,
-    Timer::Login,
-    Timer::Idle,
-    Timer::Pong,
-    Timer::Reconnect,
-];
-
 /// A sans-IO AMI client: bytes and time in; bytes, outputs and events out.
 ///
 /// See the [crate docs](crate) for the run loop. Every method that changes state takes `now`;
@@ -184,28 +169,19 @@ const TIMERS: [Timer; 6] = [
 pub struct Client {
     config: ClientConfig,
     state: State,
-    timers: [Option<Instant>; 6],
+    timers: Timers,
     rng: Rng,
-    prefix: String,
     counter: u64,
-    /// Bumped at every disconnect; nothing from an older connection matches.
-    connection: u64,
+    /// Per-connection state, replaced whole when a session ends.
+    conn: Connection,
     decoder: Decoder,
-    transmit: Vec<u8>,
-    transmit_pos: usize,
     pending: PendingTable,
-    sync_originates: BTreeSet<u64>,
     outputs: VecDeque<Output>,
     events: EventQueue,
     /// Installed filters, with the sequence number of the caller's own Filter action.
     filters: Vec<(String, u64)>,
-    reapply_left: usize,
-    ami_version: String,
-    heartbeat_outstanding: bool,
-    server_shutdown: bool,
     logoff_requested: bool,
-    failures: u32,
-    ready_since: Option<Instant>,
+    backoff: Backoff,
     /// Marks of pending marked actions (see [`SendOptions::with_mark`]).
     marks: HashMap<ActionId, u64>,
     /// Why the last session ended, for [`Client::status`] while in backoff or closed.
@@ -219,9 +195,9 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("state", &self.state)
             .field("username", &self.config.username)
-            .field("connection", &self.connection)
-            .field("prefix", &self.prefix)
-            .field("transmit_len", &(self.transmit.len() - self.transmit_pos))
+            .field("connection", &self.conn.generation)
+            .field("prefix", &self.conn.prefix)
+            .field("transmit_len", &self.conn.transmit().len())
             .field("pending", &self.pending.user_count())
             .field("events_queued", &self.events.len())
             .finish_non_exhaustive()
@@ -261,29 +237,21 @@ impl Client {
             config.overflow,
         );
         let decoder = Decoder::new(config.decoder);
+        let backoff = Backoff::new(&config);
         let mut client = Client {
             config,
             state: State::Backoff,
-            timers: [None; 6],
+            timers: Timers::default(),
             rng,
-            prefix,
             counter: 0,
-            connection: 0,
+            conn: Connection::first(prefix),
             decoder,
-            transmit: Vec::new(),
-            transmit_pos: 0,
             pending: PendingTable::default(),
-            sync_originates: BTreeSet::new(),
             outputs: VecDeque::new(),
             events,
             filters: Vec::new(),
-            reapply_left: 0,
-            ami_version: String::new(),
-            heartbeat_outstanding: false,
-            server_shutdown: false,
             logoff_requested: false,
-            failures: 0,
-            ready_since: None,
+            backoff,
             marks: HashMap::new(),
             last_loss: None,
             stats: Stats::default(),
@@ -321,11 +289,11 @@ impl Client {
                 Status::Connecting
             }
             State::Ready | State::LoggingOff => Status::Ready {
-                ami_version: self.ami_version.clone(),
+                ami_version: self.conn.ami_version.clone(),
             },
             State::Backoff => Status::Disconnected {
                 reason: reason(),
-                retry_at: self.timers[Timer::Reconnect as usize],
+                retry_at: self.timers.get(Timer::Reconnect),
             },
             State::Closed => Status::Closed { reason: reason() },
         }
@@ -333,7 +301,7 @@ impl Client {
 
     /// The ActionID prefix of the current connection.
     pub fn action_id_prefix(&self) -> &str {
-        &self.prefix
+        &self.conn.prefix
     }
 
     // ----- inputs ---------------------------------------------------------------------
@@ -345,8 +313,9 @@ impl Client {
             Input::Connected => {
                 if self.state == State::Connecting {
                     self.state = State::AwaitBanner;
-                    self.timers = [None; 6];
-                    self.arm(Timer::Banner, now + self.config.banner_timeout);
+                    self.timers.stop_all();
+                    self.timers
+                        .set(Timer::Banner, now + self.config.banner_timeout);
                     log::debug!("AMI transport open; waiting for banner");
                 }
             }
@@ -378,7 +347,7 @@ impl Client {
     fn eof_reason(&self) -> DisconnectReason {
         if self.logoff_requested {
             DisconnectReason::Logoff
-        } else if self.server_shutdown {
+        } else if self.conn.server_shutdown {
             DisconnectReason::ServerShutdown
         } else {
             DisconnectReason::Eof
@@ -401,7 +370,7 @@ impl Client {
             return;
         }
         self.stats.bytes_in += bytes.len() as u64;
-        let connection = self.connection;
+        let connection = self.conn.generation;
         while !bytes.is_empty() {
             let n = self.decoder.feed(bytes);
             bytes = &bytes[n..];
@@ -411,7 +380,7 @@ impl Client {
                     Ok(Frame::Message(m)) => self.on_message(now, m),
                     Err(e) => self.discarded(now, Discard::Malformed(e)),
                 }
-                if self.connection != connection {
+                if self.conn.generation != connection {
                     // The session ended inside this read; the rest belongs to a dead link.
                     return;
                 }
@@ -423,14 +392,10 @@ impl Client {
 
     /// Fires every timer and action deadline at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for timer in TIMERS {
-            let Some(at) = self.timers[timer as usize] else {
-                continue;
-            };
-            if at > now {
+        for timer in Timer::ALL {
+            if !self.timers.expired(timer, now) {
                 continue;
             }
-            self.timers[timer as usize] = None;
             match timer {
                 Timer::Connect => self.disconnect(now, DisconnectReason::ConnectTimeout),
                 Timer::Banner => self.disconnect(now, DisconnectReason::BannerTimeout),
@@ -461,7 +426,7 @@ impl Client {
 
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let timers = self.timers.iter().flatten().copied().min();
+        let timers = self.timers.next_deadline();
         let actions = self.pending.next_deadline();
         match (timers, actions) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -472,21 +437,12 @@ impl Client {
     /// Bytes to write to the transport. Report what was written with
     /// [`advance_transmit`](Self::advance_transmit); a partial write is fine.
     pub fn transmit(&self) -> &[u8] {
-        &self.transmit[self.transmit_pos..]
+        self.conn.transmit()
     }
 
     /// Marks `n` bytes of [`transmit`](Self::transmit) as written.
     pub fn advance_transmit(&mut self, n: usize) {
-        let n = n.min(self.transmit.len() - self.transmit_pos);
-        self.transmit_pos += n;
-        self.stats.bytes_out += n as u64;
-        if self.transmit_pos == self.transmit.len() {
-            self.transmit.clear();
-            self.transmit_pos = 0;
-        } else if self.transmit_pos > COMPACT_AFTER {
-            self.transmit.drain(..self.transmit_pos);
-            self.transmit_pos = 0;
-        }
+        self.stats.bytes_out += self.conn.advance_transmit(n) as u64;
     }
 
     /// The next item of the event stream: an event, a gap notice where events were dropped,
@@ -530,7 +486,7 @@ impl Client {
         s.event_queue_bytes = self.events.bytes();
         s.decoder_allocated = self.decoder.allocated();
         s.decoder_buffered = self.decoder.buffered();
-        s.transmit_pending = self.transmit.len() - self.transmit_pos;
+        s.transmit_pending = self.conn.transmit().len();
         s.events_dropped = self.events.dropped_total;
         s
     }
@@ -601,24 +557,17 @@ impl Client {
             self.marks.insert(id.clone(), mark);
         }
         log::debug!("AMI action {} queued as {id}", action.name());
+        let kind = Kind::User {
+            follow_up,
+            sync_originate: sync,
+        };
         self.pending.insert(
             seq,
             Pending {
-                id: id.clone(),
-                kind: Kind::User { follow_up },
-                stage: Stage::Queued,
                 action: Some(action),
-                deadline: now + timeout,
-                written_at: None,
-                on_wire: false,
-                response: None,
-                list_bytes: 0,
-                early_follow_up: None,
+                ..Pending::new(id.clone(), kind, now + timeout)
             },
         );
-        if sync {
-            self.sync_originates.insert(seq);
-        }
         self.pump(now);
         Ok(id)
     }
@@ -689,21 +638,18 @@ impl Client {
 
     // ----- internals ------------------------------------------------------------------
 
-    fn arm(&mut self, timer: Timer, at: Instant) {
-        self.timers[timer as usize] = Some(at);
-    }
-
     fn next_id(&mut self) -> (u64, ActionId) {
         self.counter += 1;
         let seq = self.counter;
-        (seq, ActionId::generated(&self.prefix, seq))
+        (seq, ActionId::generated(&self.conn.prefix, seq))
     }
 
     fn start_connect(&mut self, now: Instant) {
         self.state = State::Connecting;
         self.stats.connects += 1;
-        self.timers = [None; 6];
-        self.arm(Timer::Connect, now + self.config.connect_timeout);
+        self.timers.stop_all();
+        self.timers
+            .set(Timer::Connect, now + self.config.connect_timeout);
         self.outputs.push_back(Output::Connect);
     }
 
@@ -715,25 +661,19 @@ impl Client {
     fn send_internal(&mut self, now: Instant, which: Internal, action: Action) {
         let (seq, id) = self.next_id();
         let name = action.name().to_string();
-        if let Err(e) = action.encode(Some(&id), &mut self.transmit) {
+        if let Err(e) = action.encode(Some(&id), self.conn.transmit_buffer()) {
             // Only reachable through config values, which the builder checks.
             log::error!("AMI: cannot encode internal {name}: {e}");
             return;
         }
         log::debug!("AMI internal {name} sent as {id}");
+        let deadline = now + self.config.action_timeout;
         self.pending.insert(
             seq,
             Pending {
-                id,
-                kind: Kind::Internal(which),
                 stage: Stage::Written,
-                action: None,
-                deadline: now + self.config.action_timeout,
                 written_at: Some(now),
-                on_wire: false,
-                response: None,
-                list_bytes: 0,
-                early_follow_up: None,
+                ..Pending::new(id, Kind::Internal(which), deadline)
             },
         );
     }
@@ -763,7 +703,7 @@ impl Client {
             };
             p.written_at = Some(now);
             let id = p.id.clone();
-            if let Err(e) = action.encode(Some(&id), &mut self.transmit) {
+            if let Err(e) = action.encode(Some(&id), self.conn.transmit_buffer()) {
                 // Validated at send time; kept as a typed failure rather than a panic.
                 log::error!("AMI action {id} failed to encode: {e}");
                 self.finish(now, seq, Outcome::NotSent(DisconnectReason::LocalClose));

@@ -6,7 +6,7 @@ impl Client {
     /// True while the circuit breaker is open: the last `breaker_threshold` sessions failed
     /// in a row, and the client waits the breaker cooldown before its next connect.
     pub fn is_breaker_open(&self) -> bool {
-        self.state == State::Backoff && self.failures >= self.config.breaker_threshold
+        self.state == State::Backoff && self.backoff.is_breaker_open()
     }
 
     /// Caller actions tracked now (queued, written, gathering, awaiting a follow-up); the

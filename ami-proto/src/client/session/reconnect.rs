@@ -1,5 +1,5 @@
-//! Ending a session: failing what was written, then backoff with jitter, the circuit breaker,
-//! or closing for good.
+//! Ending a session: failing what was written, a fresh connection, then backoff (see
+//! [`Backoff`](crate::client::backoff::Backoff)) or closing for good.
 
 use super::*;
 
@@ -10,7 +10,7 @@ impl Client {
             return;
         }
         let had_transport = self.state != State::Backoff;
-        if self.ready_since.is_some() {
+        if self.conn.ready_since.is_some() {
             // Only a session that was announced `Ready` in the stream ends in it.
             self.events.session_lost(reason.clone());
         }
@@ -30,7 +30,6 @@ impl Client {
                     let Some(p) = self.pending.remove(seq) else {
                         continue;
                     };
-                    self.sync_originates.remove(&seq);
                     if matches!(p.kind, Kind::User { .. }) {
                         self.emit_completed(p.id, Outcome::Unknown(reason.clone()));
                     }
@@ -38,15 +37,10 @@ impl Client {
             }
         }
         self.last_loss = Some(reason.clone());
-        self.connection += 1;
-        self.prefix = self.rng.prefix();
+        let next = self.conn.next(self.rng.prefix());
+        let ended = std::mem::replace(&mut self.conn, next);
         self.decoder.reset();
-        self.transmit.clear();
-        self.transmit_pos = 0;
-        self.timers = [None; 6];
-        self.heartbeat_outstanding = false;
-        self.server_shutdown = false;
-        self.reapply_left = 0;
+        self.timers.stop_all();
 
         let final_reason = match &reason {
             DisconnectReason::Logoff | DisconnectReason::LocalClose => true,
@@ -60,43 +54,27 @@ impl Client {
             self.notify(Notice::Closed { reason });
             return;
         }
-        if self
+        let stable = ended
             .ready_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.stable_after)
-        {
-            self.failures = 0;
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.stable_after);
+        let rng = &mut self.rng;
+        let retry = self
+            .backoff
+            .session_lost(stable, |max| rng.below_or_eq(max));
+        if retry.breaker_opened {
+            self.stats.breaker_opened += 1;
+            log::warn!(
+                "AMI circuit breaker open after {} consecutive failures; next try in {:?}",
+                self.backoff.failures(),
+                self.backoff.breaker_cooldown()
+            );
         }
-        self.ready_since = None;
-        self.failures = self.failures.saturating_add(1);
-        let delay = self.backoff_delay();
-        let retry_at = now + delay;
+        let retry_at = now + retry.delay;
         self.state = State::Backoff;
-        self.arm(Timer::Reconnect, retry_at);
+        self.timers.set(Timer::Reconnect, retry_at);
         self.notify(Notice::Disconnected {
             reason,
             retry_at: Some(retry_at),
         });
-    }
-
-    /// Full jitter: uniform in `0..=min(max, base * 2^(failures-1))`; once `failures`
-    /// reaches the breaker threshold, the cooldown plus up to one base of jitter.
-    pub(super) fn backoff_delay(&mut self) -> Duration {
-        let base = self.config.backoff_base.as_micros() as u64;
-        if self.failures >= self.config.breaker_threshold {
-            if self.failures == self.config.breaker_threshold {
-                self.stats.breaker_opened += 1;
-                log::warn!(
-                    "AMI circuit breaker open after {} consecutive failures; next try in {:?}",
-                    self.failures,
-                    self.config.breaker_cooldown
-                );
-            }
-            return self.config.breaker_cooldown
-                + Duration::from_micros(self.rng.below_or_eq(base));
-        }
-        let max = self.config.backoff_max.as_micros() as u64;
-        let shift = (self.failures - 1).min(40);
-        let ceiling = base.saturating_mul(1u64 << shift).min(max);
-        Duration::from_micros(self.rng.below_or_eq(ceiling))
     }
 }
