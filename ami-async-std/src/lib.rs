@@ -52,83 +52,42 @@
 //! ## Time and names
 //!
 //! The clock is `std::time::Instant` (async-io's timers use it too). Host names are
-//! resolved at every connect on the `blocking` thread pool, never on the driver. There is
-//! no TLS in this adapter: use `ami-tokio` (feature `tls`) for `amis://`.
+//! resolved at every connect on the `blocking` thread pool, never on the driver; every
+//! resolved address is tried in turn. TLS (feature `tls`, [`spawn_tls`]) is `ami-async`'s
+//! one implementation over rustls.
+//!
+//! Everything but the transport (handle, event stream, status watch, the driver loop, TLS)
+//! is `ami-async`'s, shared with `ami-tokio`.
 #![forbid(unsafe_code)]
 
-mod driver;
-mod handle;
 mod transport;
 
-pub use ami_proto::{AmiError, Status};
-pub use handle::{Events, Handle, StatusWatch};
-pub use transport::Target;
+#[cfg(feature = "tls")]
+pub use ami_async::{tls::client_config_from_pem, Tls, TlsConfigError};
+pub use ami_async::{AmiError, Driver, Events, Handle, Status, StatusWatch, Target};
+pub use transport::AsyncIo;
 
-use ami_proto::{Client, ClientConfig};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-/// The future that runs one session's I/O. Poll it on any executor that runs async-io's
-/// reactor (smol, async-std, or `block_on`); it completes when the session has closed.
-#[must_use = "nothing is sent or received until the driver runs"]
-pub struct Driver {
-    run: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    inner: Arc<handle::Inner>,
-}
-
-impl Future for Driver {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(run) = self.run.as_mut() else {
-            return Poll::Ready(());
-        };
-        let done = run.as_mut().poll(cx);
-        if done.is_ready() {
-            self.run = None;
-        }
-        done
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // Drop the I/O first, then tell the callers (a no-op when the run finished).
-        self.run = None;
-        self.inner.abandon();
-    }
-}
-
-impl std::fmt::Debug for Driver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driver")
-            .field("target", &self.inner.what)
-            .field("finished", &self.run.is_none())
-            .finish()
-    }
-}
+use ami_proto::ClientConfig;
 
 /// Creates a session: the action handle, the event stream, and the [`Driver`] future to
 /// run on your executor. Reconnects are handled inside; see [`Handle::status`]. A config
 /// without a seed gets one from the OS, so ActionID prefixes and reconnect jitter differ
 /// between processes.
 pub fn spawn(config: ClientConfig, target: impl Into<Target>) -> (Handle, Events, Driver) {
-    let target = target.into();
-    let config = match config.seed() {
-        Some(_) => config,
-        None => config.with_seed(entropy()),
-    };
-    let client = Client::new(config, driver::now());
-    let inner = Arc::new(handle::Inner::new(client, target.to_string()));
-    let handle = Handle::new(&inner);
-    let events = Events::new(&inner);
-    let driver = Driver {
-        run: Some(Box::pin(driver::run(inner.clone(), target))),
-        inner,
-    };
-    (handle, events, driver)
+    ami_async::session::<AsyncIo>(config, target)
+}
+
+/// Like [`spawn`], over TLS (AMI's implicit TLS, usually port 5039).
+///
+/// # Errors
+/// When the server name is neither a DNS name nor an IP address.
+#[cfg(feature = "tls")]
+pub fn spawn_tls(
+    config: ClientConfig,
+    target: impl Into<Target>,
+    tls: Tls,
+) -> Result<(Handle, Events, Driver), TlsConfigError> {
+    ami_async::session_tls::<AsyncIo>(config, target, tls)
 }
 
 /// Like [`spawn`], with the driver on a dedicated thread (`async_io::block_on`), for
@@ -145,16 +104,4 @@ pub fn run_on_thread(
         .name("ami-driver".into())
         .spawn(move || async_io::block_on(driver))?;
     Ok((handle, events))
-}
-
-/// A seed from the OS: std's hasher keys are random per process.
-fn entropy() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }

@@ -1,78 +1,77 @@
-//! Opening a transport: resolve (off the driver, on `blocking`'s thread pool), connect.
+//! The runtime: async-io's reactor and timers, `blocking`'s thread pool for name lookups.
 
+use ami_async::{BoxFuture, Runtime, Timer, Transport};
 use async_io::Async;
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use futures_lite::FutureExt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-/// Where the server is: a socket address, or a host name resolved at every connect (on a
-/// thread pool, so a slow DNS answer never blocks the driver), so a DNS change is picked up
-/// on reconnect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A resolved address.
-    Addr(SocketAddr),
-    /// A host name and port.
-    Host(String, u16),
-}
+/// The [`Runtime`] of this crate: `Async<TcpStream>`, `async_io::Timer`, and the system
+/// monotonic clock (which async-io's timers use too).
+#[derive(Debug, Clone, Copy)]
+pub struct AsyncIo;
 
-impl From<SocketAddr> for Target {
-    fn from(a: SocketAddr) -> Target {
-        Target::Addr(a)
+impl Runtime for AsyncIo {
+    type Tcp = Tcp;
+    type Timer = AsyncIoTimer;
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn resolve(host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Box::pin(blocking::unblock(move || {
+            (host.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect)
+        }))
+    }
+
+    fn connect(addr: SocketAddr) -> BoxFuture<io::Result<Tcp>> {
+        Box::pin(async move {
+            let stream = Async::<TcpStream>::connect(addr).await?;
+            stream.get_ref().set_nodelay(true)?;
+            Ok(Tcp(stream))
+        })
+    }
+
+    fn timer() -> AsyncIoTimer {
+        AsyncIoTimer(async_io::Timer::never())
     }
 }
 
-impl From<(&str, u16)> for Target {
-    fn from((h, p): (&str, u16)) -> Target {
-        Target::Host(h.to_string(), p)
+/// A TCP stream on async-io's reactor.
+#[derive(Debug)]
+pub struct Tcp(Async<TcpStream>);
+
+impl Transport for Tcp {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_close(cx)
     }
 }
 
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Addr(a) => write!(f, "{a}"),
-            Target::Host(h, p) => write!(f, "{h}:{p}"),
-        }
-    }
-}
+/// async-io's timer.
+#[derive(Debug)]
+pub struct AsyncIoTimer(async_io::Timer);
 
-/// The addresses to try, in the resolver's order. An IP literal needs no resolver.
-async fn resolve(target: &Target) -> io::Result<Vec<SocketAddr>> {
-    match target {
-        Target::Addr(a) => Ok(vec![*a]),
-        Target::Host(h, p) => {
-            if let Ok(ip) = h.trim_matches(['[', ']']).parse::<IpAddr>() {
-                return Ok(vec![SocketAddr::new(ip, *p)]);
-            }
-            let (host, port) = (h.clone(), *p);
-            blocking::unblock(move || {
-                (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map(Iterator::collect)
-            })
-            .await
-        }
+impl Timer for AsyncIoTimer {
+    fn set_at(&mut self, at: Instant) {
+        self.0.set_at(at);
     }
-}
-
-/// Resolves and connects to the first address that accepts.
-pub(crate) async fn open(target: &Target) -> io::Result<Async<TcpStream>> {
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{target}: no address to connect to"),
-    );
-    for addr in resolve(target).await? {
-        match Async::<TcpStream>::connect(addr).await {
-            Ok(stream) => {
-                // AMI is request/response with small messages: Nagle only adds latency.
-                stream.get_ref().set_nodelay(true)?;
-                return Ok(stream);
-            }
-            Err(e) => {
-                log::debug!("AMI {target}: connect to {addr} failed: {e}");
-                last = e;
-            }
-        }
+    fn poll_fired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll(cx).map(|_| ())
     }
-    Err(last)
 }

@@ -5,8 +5,8 @@
 
 mod support;
 
+use ami_async_std::AmiError;
 use ami_proto::calls::{CallTracker, TrackerConfig};
-use ami_proto::AmiError;
 use ami_sim::call_harness::TrackerScript;
 use std::time::{Duration, Instant};
 use support::{block_on, connect, front, within};

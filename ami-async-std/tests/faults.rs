@@ -155,7 +155,8 @@ fn slow_consumer_gets_a_gap_and_the_connection_is_kept() {
         STORM,
         "received {received} dropped {dropped}"
     );
-    assert!(received <= CAP as u64, "{received}");
+    // The core queue holds CAP; at most one batch (1024) already sat in the hand-off.
+    assert!(received <= CAP as u64 + 1024, "{received}");
     // Drop-oldest keeps the newest events.
     assert_eq!(last, Some(STORM - 1));
     let cs = ami.stats();

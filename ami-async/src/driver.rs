@@ -1,0 +1,361 @@
+//! The driver: one future per session that moves bytes and time between a transport and the
+//! core. No protocol decisions are made here; every `if` is about I/O.
+
+use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
+use crate::shared::Inner;
+use crate::target::{self, Link, Target};
+use ami_proto::{Input, Notice, Output};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Read size per call: one syscall moves up to this much into the decoder.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Turns in a row that found work without waiting, after which the driver yields to its
+/// executor once, so that a socket that is always readable cannot starve the other tasks
+/// of a single-threaded executor.
+const TURNS_BEFORE_YIELD: u32 = 64;
+
+/// How long the driver may spend writing out what is left once the session has closed,
+/// before it drops the socket anyway.
+const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(1);
+
+/// The future that runs one session's I/O. It completes when the session has closed for
+/// good: after `logoff`, `close`, a final failure (a rejected login), or when the last
+/// [`Handle`](crate::Handle) and the [`Events`](crate::Events) are gone. Dropping it before
+/// that closes the session: pending actions fail, the status becomes `Closed`, the event
+/// stream ends.
+#[must_use = "nothing is sent or received until the driver runs"]
+pub struct Driver {
+    run: Option<BoxFuture<()>>,
+    inner: Arc<Inner>,
+}
+
+impl Driver {
+    pub(crate) fn new<R: Runtime>(
+        inner: Arc<Inner>,
+        target: Target,
+        #[cfg(feature = "tls")] tls: Option<crate::tls::TlsTarget>,
+    ) -> Driver {
+        let pump = Pump::<R> {
+            inner: inner.clone(),
+            target,
+            #[cfg(feature = "tls")]
+            tls,
+            link: None,
+            connecting: None,
+            out: Vec::new(),
+            out_pos: 0,
+            buf: vec![0u8; READ_CHUNK],
+            timer: R::timer(),
+            armed: None,
+        };
+        Driver {
+            run: Some(Box::pin(pump.run())),
+            inner,
+        }
+    }
+}
+
+impl Future for Driver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(run) = self.run.as_mut() else {
+            return Poll::Ready(());
+        };
+        let done = run.as_mut().poll(cx);
+        if done.is_ready() {
+            self.run = None;
+        }
+        done
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Drop the I/O first, then tell the callers (a no-op when the run finished).
+        self.run = None;
+        self.inner.finish();
+    }
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("target", &self.inner.what)
+            .field("finished", &self.run.is_none())
+            .finish()
+    }
+}
+
+/// What woke the driver.
+enum Woke<T> {
+    Opened(io::Result<Link<T>>),
+    Wrote(io::Result<usize>),
+    Read(io::Result<usize>),
+    Failed(io::Error),
+    Deadline,
+    Rung,
+}
+
+/// The I/O state of one session.
+struct Pump<R: Runtime> {
+    inner: Arc<Inner>,
+    target: Target,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsTarget>,
+    link: Option<Link<R::Tcp>>,
+    connecting: Option<BoxFuture<io::Result<Link<R::Tcp>>>>,
+    /// A copy of the core's transmit bytes being written; the core is told what was written
+    /// only after each write, so `Stats::bytes_out` counts bytes the transport took.
+    out: Vec<u8>,
+    out_pos: usize,
+    buf: Vec<u8>,
+    timer: R::Timer,
+    armed: Option<Instant>,
+}
+
+impl<R: Runtime> Pump<R> {
+    async fn run(mut self) {
+        let mut wake = Vec::new();
+        let mut busy_turns = 0u32;
+        let mut woke = None;
+        loop {
+            let deadline = self.turn(woke.take(), &mut wake);
+            wake.drain(..).for_each(Waker::wake);
+            let Some(deadline) = deadline else {
+                self.flush_and_close().await;
+                self.inner.finish();
+                return;
+            };
+            self.arm(deadline);
+            let mut waited = false;
+            woke = Some(
+                poll_fn(|cx| {
+                    let r = self.poll_sources(cx);
+                    waited |= r.is_pending();
+                    r
+                })
+                .await,
+            );
+            busy_turns = if waited { 0 } else { busy_turns + 1 };
+            if busy_turns >= TURNS_BEFORE_YIELD {
+                busy_turns = 0;
+                yield_now().await;
+            }
+        }
+    }
+
+    /// One turn under the core lock: report what happened, drain the outputs, take the
+    /// bytes to write, hand a batch of events over. Returns the next deadline, or `None`
+    /// once the session is over.
+    fn turn(
+        &mut self,
+        woke: Option<Woke<R::Tcp>>,
+        wake: &mut Vec<Waker>,
+    ) -> Option<Option<Instant>> {
+        let inner = Arc::clone(&self.inner);
+        let mut shared = inner.lock();
+        let now = R::now();
+        match woke.and_then(|w| self.input(w, &mut shared.client)) {
+            Some(Report::Timeout) => shared.client.handle_timeout(now),
+            Some(input) => shared.client.handle_input(now, input.as_input(&self.buf)),
+            None => {}
+        }
+        if !inner.has_users() {
+            // Nobody can send or receive any more: close instead of reconnecting for no one.
+            shared.client.close(now);
+        }
+        let mut finished = false;
+        let deadline = loop {
+            match shared.client.poll_output() {
+                Output::Connect => {
+                    let target = self.target.clone();
+                    #[cfg(feature = "tls")]
+                    let tls = self.tls.clone();
+                    self.connecting = Some(Box::pin(async move {
+                        #[cfg(feature = "tls")]
+                        return target::open::<R>(&target, tls.as_ref()).await;
+                        #[cfg(not(feature = "tls"))]
+                        target::open::<R>(&target).await
+                    }));
+                }
+                Output::Close => {
+                    self.link = None;
+                    self.connecting = None;
+                    self.out.clear();
+                    self.out_pos = 0;
+                }
+                Output::Notice(Notice::Completed { id, outcome }) => {
+                    shared.complete(&id, outcome, wake)
+                }
+                Output::Notice(Notice::Disconnected { reason, .. }) => {
+                    log::info!("AMI {}: disconnected ({reason})", inner.what);
+                }
+                Output::Notice(Notice::Closed { .. }) => finished = true,
+                Output::Wait(d) => break d,
+                _ => {}
+            }
+        };
+        shared.publish_status(wake);
+        if self.out_pos == self.out.len() && self.link.is_some() {
+            self.out.clear();
+            self.out_pos = 0;
+            self.out.extend_from_slice(shared.client.transmit());
+        }
+        if finished {
+            return None;
+        }
+        if shared.client.events_queued() > 0 {
+            let mut h = inner.handoff();
+            if h.items.is_empty() {
+                shared.take_batch(&mut h.items);
+                wake.extend(h.waker.take());
+            }
+            h.backlog = shared.client.events_queued() > 0;
+        }
+        Some(deadline)
+    }
+
+    /// Applies an I/O result to the transport state; returns what to report to the core.
+    fn input(&mut self, woke: Woke<R::Tcp>, client: &mut ami_proto::Client) -> Option<Report> {
+        match woke {
+            Woke::Opened(Ok(link)) => {
+                self.connecting = None;
+                self.link = Some(link);
+                Some(Report::Connected)
+            }
+            Woke::Opened(Err(e)) => {
+                self.connecting = None;
+                log::debug!("AMI {}: connect failed: {e}", self.target);
+                Some(Report::ConnectFailed)
+            }
+            Woke::Wrote(Ok(0)) => self.lost(io::ErrorKind::WriteZero.into()),
+            Woke::Wrote(Ok(n)) => {
+                self.out_pos += n;
+                client.advance_transmit(n);
+                None
+            }
+            Woke::Read(Ok(0)) => {
+                self.link = None;
+                Some(Report::Eof)
+            }
+            Woke::Read(Ok(n)) => Some(Report::Received(n)),
+            Woke::Wrote(Err(e)) | Woke::Read(Err(e)) | Woke::Failed(e) => self.lost(e),
+            Woke::Deadline => Some(Report::Timeout),
+            Woke::Rung => None,
+        }
+    }
+
+    fn lost(&mut self, e: io::Error) -> Option<Report> {
+        self.link = None;
+        Some(Report::Error(e.kind()))
+    }
+
+    /// Polls every source, in priority order: connect, write, read, deadline, callers.
+    fn poll_sources(&mut self, cx: &mut Context<'_>) -> Poll<Woke<R::Tcp>> {
+        if let Some(c) = self.connecting.as_mut() {
+            if let Poll::Ready(r) = c.as_mut().poll(cx) {
+                return Poll::Ready(Woke::Opened(r));
+            }
+        }
+        if let Some(link) = self.link.as_mut() {
+            if self.out_pos < self.out.len() {
+                if let Poll::Ready(r) = link.poll_write(cx, &self.out[self.out_pos..]) {
+                    return Poll::Ready(Woke::Wrote(r));
+                }
+            }
+            if let Poll::Ready(Err(e)) = link.poll_flush(cx) {
+                return Poll::Ready(Woke::Failed(e));
+            }
+            if let Poll::Ready(r) = link.poll_read(cx, &mut self.buf) {
+                return Poll::Ready(Woke::Read(r));
+            }
+        }
+        if self.armed.is_some() && self.timer.poll_fired(cx).is_ready() {
+            self.armed = None;
+            return Poll::Ready(Woke::Deadline);
+        }
+        self.inner.bell.poll_rung(cx).map(|()| Woke::Rung)
+    }
+
+    /// Arms the timer when the deadline is earlier than the armed one. A later deadline
+    /// (the heartbeat moves at every read) leaves the timer as is: it fires early, the core
+    /// finds nothing due, and the timer is armed again. Fewer timer updates per read.
+    fn arm(&mut self, deadline: Option<Instant>) {
+        if let Some(d) = deadline {
+            if self.armed.is_none_or(|a| d < a) {
+                self.timer.set_at(d);
+                self.armed = Some(d);
+            }
+        }
+    }
+
+    /// Best effort, bounded: whatever is left to write (a Logoff), then a clean close.
+    async fn flush_and_close(&mut self) {
+        let Some(mut link) = self.link.take() else {
+            return;
+        };
+        self.timer.set_at(R::now() + FINAL_FLUSH_LIMIT);
+        let (out, mut pos) = (&self.out, self.out_pos);
+        let timer = &mut self.timer;
+        poll_fn(|cx| {
+            if timer.poll_fired(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            while pos < out.len() {
+                match link.poll_write(cx, &out[pos..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => pos += n,
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            link.poll_close(cx).map(|_| ())
+        })
+        .await;
+    }
+}
+
+/// An input to report, decided outside the borrow of the read buffer.
+enum Report {
+    Connected,
+    ConnectFailed,
+    Received(usize),
+    Eof,
+    Error(io::ErrorKind),
+    /// Not an input: the deadline passed.
+    Timeout,
+}
+
+impl Report {
+    fn as_input<'a>(&self, buf: &'a [u8]) -> Input<'a> {
+        match *self {
+            Report::Connected => Input::Connected,
+            Report::ConnectFailed => Input::ConnectFailed,
+            Report::Received(n) => Input::Received(&buf[..n]),
+            Report::Eof => Input::Eof,
+            Report::Error(kind) => Input::TransportError(kind),
+            // Handled before; an empty read reports nothing.
+            Report::Timeout => Input::Received(&[]),
+        }
+    }
+}
+
+/// Returns `Pending` once, after asking to be polled again: a turn for the other tasks.
+async fn yield_now() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}

@@ -1,0 +1,146 @@
+//! [`Events`]: the event stream, handed over in batches.
+//!
+//! The driver moves up to one batch (by items and bytes) from the core's bounded queue into
+//! the hand-off whenever the hand-off is empty, and wakes the consumer once per batch. The
+//! consumer swaps the whole batch into its own buffer under the hand-off lock (O(1)) and
+//! hands items out from there without any lock. So a consumer reading one item at a time
+//! costs a queue pop per item, and the driver decodes without ever waiting on it: when the
+//! consumer is behind, items stay in the core's queue, where the overflow policy applies and
+//! gaps are counted.
+
+use crate::shared::Inner;
+use ami_proto::StreamItem;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// The event stream of one session: events in order, and gap notices where the bounded
+/// queue dropped events because this consumer was behind. Receiving never slows the reader.
+/// Also a [`futures_core::Stream`], so `StreamExt` from futures or futures-lite works.
+///
+/// Up to two batches (1024 items or 256 KiB each) sit outside the core's queue: one in the
+/// hand-off, one in this stream's buffer.
+pub struct Events {
+    inner: Arc<Inner>,
+    local: VecDeque<StreamItem>,
+}
+
+impl Events {
+    pub(crate) fn new(inner: &Arc<Inner>) -> Events {
+        inner.add_user();
+        Events {
+            inner: inner.clone(),
+            local: VecDeque::new(),
+        }
+    }
+
+    /// Refills the local buffer from the hand-off. Ready(true): items; Ready(false): the
+    /// stream has ended; Pending: the waker is registered.
+    fn poll_refill(&mut self, cx: Option<&mut Context<'_>>) -> Poll<bool> {
+        let mut h = self.inner.handoff();
+        if !h.items.is_empty() {
+            // The emptied local buffer goes back, so its allocation is reused.
+            std::mem::swap(&mut self.local, &mut h.items);
+            let backlog = std::mem::take(&mut h.backlog);
+            drop(h);
+            if backlog {
+                // The driver left items in the core because this batch was still here.
+                self.inner.bell.ring();
+            }
+            return Poll::Ready(true);
+        }
+        if h.closed {
+            return Poll::Ready(false);
+        }
+        if let Some(cx) = cx {
+            match &mut h.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Polls for the next item; `Ready(None)` once the session has closed and everything
+    /// was received.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
+        if let Some(item) = self.local.pop_front() {
+            return Poll::Ready(Some(item));
+        }
+        match self.poll_refill(Some(cx)) {
+            Poll::Ready(true) => Poll::Ready(self.local.pop_front()),
+            Poll::Ready(false) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The next item; `None` once the session has closed and everything was received.
+    pub async fn recv(&mut self) -> Option<StreamItem> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Moves up to `max` items into `out` (waiting for at least one); returns how many, 0
+    /// once the session has closed and everything was received (or when `max` is 0).
+    pub async fn recv_many(&mut self, out: &mut Vec<StreamItem>, max: usize) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        poll_fn(|cx| {
+            if self.local.is_empty() {
+                match self.poll_refill(Some(cx)) {
+                    Poll::Ready(true) => {}
+                    Poll::Ready(false) => return Poll::Ready(0),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            let n = max.min(self.local.len());
+            out.extend(self.local.drain(..n));
+            Poll::Ready(n)
+        })
+        .await
+    }
+
+    /// The next item if one is queued (handed over, or still in the core's queue).
+    pub fn try_recv(&mut self) -> Option<StreamItem> {
+        if let Some(item) = self.local.pop_front() {
+            return Some(item);
+        }
+        if self.poll_refill(None).is_ready() {
+            return self.local.pop_front();
+        }
+        // Nothing handed over yet: take a batch from the core directly, in lock order (core,
+        // then hand-off, whose batch, if the driver just filled it, is the older one).
+        let mut shared = self.inner.lock();
+        let mut h = self.inner.handoff();
+        if h.items.is_empty() {
+            shared.take_batch(&mut self.local);
+        } else {
+            std::mem::swap(&mut self.local, &mut h.items);
+        }
+        self.local.pop_front()
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = StreamItem;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        self.inner.drop_user();
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("buffered", &self.local.len())
+            .finish_non_exhaustive()
+    }
+}

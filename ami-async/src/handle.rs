@@ -1,0 +1,190 @@
+//! The caller's side for actions: a cloneable [`Handle`] and the [`AmiError`] it returns.
+
+use crate::shared::{Inner, Waiter};
+use crate::status::StatusWatch;
+use ami_proto::{
+    Action, ActionError, ActionId, Client, DisconnectReason, Response, SendError, SendOptions,
+    Stats, Status,
+};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+/// Why an action sent through an async adapter did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AmiError {
+    /// Refused before sending (invalid field, queue full, client closed...).
+    #[error("{0}")]
+    Send(#[from] SendError),
+    /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
+    #[error("{0}")]
+    Action(#[from] ActionError),
+    /// The session's driver is gone (the session closed, or the driver was dropped).
+    #[error("client closed")]
+    Closed,
+}
+
+/// A cloneable handle to one AMI session (across reconnects). The session closes when the
+/// last handle and the [`Events`](crate::Events) are gone.
+pub struct Handle {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Handle {
+    pub(crate) fn new(inner: &Arc<Inner>) -> Handle {
+        inner.add_user();
+        Handle {
+            inner: inner.clone(),
+        }
+    }
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Handle {
+        Handle::new(&self.inner)
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.drop_user();
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("target", &self.inner.what)
+            .field("status", &self.inner.lock().status)
+            .finish()
+    }
+}
+
+/// Cancels the action in the core if the caller stops waiting for it.
+struct CancelOnDrop<'a> {
+    inner: &'a Inner,
+    id: Option<ActionId>,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut shared = self.inner.lock();
+            shared.waiters.remove(&id);
+            shared.client.cancel((self.inner.now)(), &id);
+            drop(shared);
+            self.inner.bell.ring();
+        }
+    }
+}
+
+impl Handle {
+    /// Sends an action and waits for its outcome: lists gathered, an async Originate
+    /// resolved with its `OriginateResponse`. Dropping the future cancels the action.
+    pub async fn send(&self, action: Action) -> Result<Response, AmiError> {
+        self.send_with(action, SendOptions::default()).await
+    }
+
+    /// [`send`](Self::send) with options (e.g. a deadline).
+    pub async fn send_with(
+        &self,
+        action: Action,
+        options: SendOptions,
+    ) -> Result<Response, AmiError> {
+        self.submit(|c, now| c.send_action_with(now, action, options))
+            .await
+    }
+
+    /// Installs an event filter now and after every reconnect.
+    pub async fn add_filter(&self, filter: &str) -> Result<Response, AmiError> {
+        self.submit(|c, now| c.add_filter(now, filter)).await
+    }
+
+    /// Queues an action through `f` and waits for its outcome. Fails at once when the
+    /// driver is gone, whatever the action.
+    async fn submit(
+        &self,
+        f: impl FnOnce(&mut Client, Instant) -> Result<ActionId, SendError>,
+    ) -> Result<Response, AmiError> {
+        let id = {
+            let mut shared = self.inner.lock();
+            if shared.driver_done {
+                return Err(AmiError::Closed);
+            }
+            let id = f(&mut shared.client, (self.inner.now)())?;
+            shared.waiters.insert(id.clone(), Waiter::default());
+            id
+        };
+        self.inner.bell.ring();
+        let mut guard = CancelOnDrop {
+            inner: &self.inner,
+            id: Some(id),
+        };
+        let outcome = poll_fn(|cx| {
+            let mut shared = self.inner.lock();
+            let Some(id) = guard.id.as_ref() else {
+                return Poll::Ready(Err(AmiError::Closed));
+            };
+            let done = shared.driver_done;
+            let Some(w) = shared.waiters.get_mut(id) else {
+                return Poll::Ready(Err(AmiError::Closed));
+            };
+            if let Some(outcome) = w.outcome.take() {
+                shared.waiters.remove(id);
+                return Poll::Ready(Ok(outcome));
+            }
+            if done {
+                shared.waiters.remove(id);
+                return Poll::Ready(Err(AmiError::Closed));
+            }
+            w.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        guard.id = None;
+        outcome?.into_result().map_err(AmiError::Action)
+    }
+
+    /// A watch on the session status (Connecting, Ready, Disconnected, Closed).
+    pub fn status(&self) -> StatusWatch {
+        StatusWatch::new(&self.inner)
+    }
+
+    /// Waits until the session is Ready, or returns the reason it closed.
+    pub async fn wait_ready(&self) -> Result<(), DisconnectReason> {
+        let mut watch = self.status();
+        match watch
+            .wait_for(|s| matches!(s, Status::Ready { .. } | Status::Closed { .. }))
+            .await
+        {
+            Status::Ready { .. } => Ok(()),
+            Status::Closed { reason } => Err(reason),
+            _ => Err(DisconnectReason::LocalClose),
+        }
+    }
+
+    /// Logs off and waits until the session has closed.
+    pub async fn logoff(&self) {
+        self.inner.with_client(|c, now| c.logoff(now));
+        self.wait_closed().await;
+    }
+
+    /// Closes at once: pending actions fail, no Logoff is sent.
+    pub fn close(&self) {
+        self.inner.with_client(|c, now| c.close(now));
+    }
+
+    /// Waits until the session has closed for good.
+    pub async fn wait_closed(&self) {
+        self.status()
+            .wait_for(|s| matches!(s, Status::Closed { .. }))
+            .await;
+    }
+
+    /// A snapshot of the core's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner.lock().client.stats()
+    }
+}

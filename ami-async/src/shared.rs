@@ -1,0 +1,255 @@
+//! The state behind a session's handles, event stream and driver.
+//!
+//! Two locks, never held across an await and never running user code:
+//! - the core lock ([`Shared`]): the [`Client`], action waiters, the published status. The
+//!   driver takes it to feed reads and drain outputs; handles take it to send actions.
+//! - the hand-off lock ([`Handoff`]): one batch of stream items on its way to the consumer.
+//!   The consumer takes only this one on its fast path, for an O(1) swap.
+//!
+//! Lock order is core, then hand-off. The consumer never holds the hand-off lock while it
+//! takes the core lock, so the reader never waits on the consumer.
+
+use ami_proto::{ActionId, Client, DisconnectReason, Notice, Outcome, Output, Status, StreamItem};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// Most stream items moved to the consumer in one batch.
+pub(crate) const BATCH_ITEMS: usize = 1024;
+/// Most event bytes (wire size) moved to the consumer in one batch: the hand-off and the
+/// consumer's buffer add at most two batches to what the core's bounded queue holds.
+pub(crate) const BATCH_BYTES: usize = 256 << 10;
+
+/// Locks a mutex whose data stays consistent between calls (no user code runs under these
+/// locks, and every update is a single call into the core): a poisoned lock is used as is
+/// rather than wedging every other caller.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One caller waiting for an action's outcome.
+#[derive(Default)]
+pub(crate) struct Waiter {
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) waker: Option<Waker>,
+}
+
+/// Everything under the core lock.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) waiters: HashMap<ActionId, Waiter>,
+    /// The driver has stopped for good (finished, or its future was dropped).
+    pub(crate) driver_done: bool,
+    pub(crate) status: Status,
+    pub(crate) status_version: u64,
+    pub(crate) status_wakers: HashMap<u64, Waker>,
+    pub(crate) next_watch: u64,
+}
+
+impl Shared {
+    /// Publishes the core's status if it changed; watchers to wake go to `wake`.
+    pub(crate) fn publish_status(&mut self, wake: &mut Vec<Waker>) {
+        let s = self.client.status();
+        if s != self.status {
+            self.set_status(s, wake);
+        }
+    }
+
+    fn set_status(&mut self, s: Status, wake: &mut Vec<Waker>) {
+        self.status = s;
+        self.status_version += 1;
+        wake.extend(self.status_wakers.drain().map(|(_, w)| w));
+    }
+
+    /// Hands an outcome to its waiter (none: the caller stopped waiting, its choice).
+    pub(crate) fn complete(&mut self, id: &ActionId, outcome: Outcome, wake: &mut Vec<Waker>) {
+        if let Some(w) = self.waiters.get_mut(id) {
+            w.outcome = Some(outcome);
+            wake.extend(w.waker.take());
+        }
+    }
+
+    /// The driver has stopped for good: waiters and status watchers learn it.
+    pub(crate) fn finish(&mut self, wake: &mut Vec<Waker>) {
+        if !matches!(self.status, Status::Closed { .. }) {
+            // Only when the driver went away before the core closed.
+            let reason = DisconnectReason::LocalClose;
+            self.set_status(Status::Closed { reason }, wake);
+        }
+        self.driver_done = true;
+        wake.extend(self.waiters.values_mut().filter_map(|w| w.waker.take()));
+        wake.extend(self.status_wakers.drain().map(|(_, w)| w));
+    }
+
+    /// Moves up to one batch (by items and bytes) from the core's queue to `out`.
+    pub(crate) fn take_batch(&mut self, out: &mut VecDeque<StreamItem>) {
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < BATCH_ITEMS && bytes < BATCH_BYTES {
+            let Some(item) = self.client.poll_event() else {
+                break;
+            };
+            if let StreamItem::Event(m) = &item {
+                bytes += m.wire_bytes().len();
+            }
+            out.push_back(item);
+            n += 1;
+        }
+    }
+}
+
+/// The batch on its way to the consumer, under the hand-off lock.
+#[derive(Default)]
+pub(crate) struct Handoff {
+    pub(crate) items: VecDeque<StreamItem>,
+    pub(crate) waker: Option<Waker>,
+    /// The core still holds items the driver could not hand over (this batch was full):
+    /// the consumer rings the bell when it takes the batch.
+    pub(crate) backlog: bool,
+    /// No more items will come.
+    pub(crate) closed: bool,
+}
+
+/// Wakes the driver: a flag and a waker outside the core lock, so that anyone can ring it
+/// without waiting for the driver.
+#[derive(Default)]
+pub(crate) struct Bell {
+    rung: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Bell {
+    pub(crate) fn ring(&self) {
+        self.rung.store(true, Ordering::SeqCst);
+        let waker = lock(&self.waker).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The driver's side: ready once rung since the last ready.
+    pub(crate) fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.rung.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        {
+            let mut slot = lock(&self.waker);
+            match &mut *slot {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+        }
+        // A ring between the check and storing the waker found no waker: look again.
+        if self.rung.swap(false, Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// One session's state, shared by its handles, its event stream and its driver.
+pub(crate) struct Inner {
+    shared: Mutex<Shared>,
+    pub(crate) handoff: Mutex<Handoff>,
+    pub(crate) bell: Bell,
+    /// Handles and event streams alive: the session closes when the last one goes. An
+    /// explicit count, so that status watches and the driver's own references never count.
+    users: AtomicUsize,
+    /// The runtime's clock.
+    pub(crate) now: fn() -> Instant,
+    /// The target, for log records.
+    pub(crate) what: String,
+}
+
+impl Inner {
+    pub(crate) fn new(client: Client, now: fn() -> Instant, what: String) -> Arc<Inner> {
+        let status = client.status();
+        Arc::new(Inner {
+            shared: Mutex::new(Shared {
+                client,
+                waiters: HashMap::new(),
+                driver_done: false,
+                status,
+                status_version: 0,
+                status_wakers: HashMap::new(),
+                next_watch: 0,
+            }),
+            handoff: Mutex::new(Handoff::default()),
+            bell: Bell::default(),
+            users: AtomicUsize::new(0),
+            now,
+            what,
+        })
+    }
+
+    /// The core lock.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Shared> {
+        lock(&self.shared)
+    }
+
+    /// The hand-off lock.
+    pub(crate) fn handoff(&self) -> MutexGuard<'_, Handoff> {
+        lock(&self.handoff)
+    }
+
+    /// Runs `f` on the core, then wakes the driver so that it acts on the change.
+    pub(crate) fn with_client<R>(&self, f: impl FnOnce(&mut Client, Instant) -> R) -> R {
+        let r = {
+            let mut shared = self.lock();
+            f(&mut shared.client, (self.now)())
+        };
+        self.bell.ring();
+        r
+    }
+
+    pub(crate) fn add_user(&self) {
+        self.users.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The last user gone rings the driver, which then closes the session.
+    pub(crate) fn drop_user(&self) {
+        if self.users.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.bell.ring();
+        }
+    }
+
+    pub(crate) fn has_users(&self) -> bool {
+        self.users.load(Ordering::SeqCst) > 0
+    }
+
+    /// The driver stopped, for good or because its future was dropped: close the core, hand
+    /// the consumer what is left, and tell every waiter, watcher and the consumer.
+    pub(crate) fn finish(&self) {
+        let mut wake = Vec::new();
+        let mut shared = self.lock();
+        if shared.driver_done {
+            return;
+        }
+        let now = (self.now)();
+        shared.client.close(now);
+        // Outcomes the close produced (NotSent, Unknown) still reach their callers.
+        loop {
+            match shared.client.poll_output() {
+                Output::Notice(Notice::Completed { id, outcome }) => {
+                    shared.complete(&id, outcome, &mut wake)
+                }
+                Output::Wait(_) => break,
+                _ => {}
+            }
+        }
+        shared.publish_status(&mut wake);
+        shared.finish(&mut wake);
+        let mut h = self.handoff();
+        while shared.client.events_queued() > 0 {
+            shared.take_batch(&mut h.items);
+        }
+        h.closed = true;
+        h.backlog = false;
+        wake.extend(h.waker.take());
+        drop(h);
+        drop(shared);
+        wake.into_iter().for_each(Waker::wake);
+    }
+}

@@ -1,0 +1,126 @@
+//! Where the server is, and opening a transport to it: resolve, try every address in turn,
+//! then TLS if asked for.
+
+use crate::runtime::{Runtime, Transport};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::task::{Context, Poll};
+
+/// Where the server is: a socket address, or a host name resolved at every connect (off the
+/// driver), so a DNS change is picked up on reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A resolved address.
+    Addr(SocketAddr),
+    /// A host name and port.
+    Host(String, u16),
+}
+
+impl From<SocketAddr> for Target {
+    fn from(a: SocketAddr) -> Target {
+        Target::Addr(a)
+    }
+}
+
+impl From<(&str, u16)> for Target {
+    fn from((h, p): (&str, u16)) -> Target {
+        Target::Host(h.to_string(), p)
+    }
+}
+
+impl From<(String, u16)> for Target {
+    fn from((h, p): (String, u16)) -> Target {
+        Target::Host(h, p)
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Host(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+/// The addresses to try, in the resolver's order. An IP literal needs no resolver.
+async fn resolve<R: Runtime>(target: &Target) -> io::Result<Vec<SocketAddr>> {
+    match target {
+        Target::Addr(a) => Ok(vec![*a]),
+        Target::Host(h, p) => match h.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, *p)]),
+            Err(_) => R::resolve(h.clone(), *p).await,
+        },
+    }
+}
+
+/// Resolves and connects to the first address that accepts, trying each in turn (a
+/// dual-stack host whose first address is unreachable still connects).
+pub(crate) async fn connect<R: Runtime>(target: &Target) -> io::Result<R::Tcp> {
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{target}: no address to connect to"),
+    );
+    for addr in resolve::<R>(target).await? {
+        match R::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => {
+                log::debug!("AMI {target}: connect to {addr} failed: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// An open transport, plain or TLS.
+pub(crate) enum Link<T> {
+    Plain(T),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::TlsTransport<T>>),
+}
+
+impl<T: Transport> Transport for Link<T> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Link::Plain(t) => t.poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Link::Tls(t) => t.poll_read(cx, buf),
+        }
+    }
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self {
+            Link::Plain(t) => t.poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Link::Tls(t) => t.poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Link::Plain(t) => t.poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Link::Tls(t) => t.poll_flush(cx),
+        }
+    }
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Link::Plain(t) => t.poll_close(cx),
+            #[cfg(feature = "tls")]
+            Link::Tls(t) => t.poll_close(cx),
+        }
+    }
+}
+
+/// Connects, then starts TLS over the stream when `tls` is set (the handshake runs in the
+/// driver's reads and writes, inside the banner timeout).
+pub(crate) async fn open<R: Runtime>(
+    target: &Target,
+    #[cfg(feature = "tls")] tls: Option<&crate::tls::TlsTarget>,
+) -> io::Result<Link<R::Tcp>> {
+    let tcp = connect::<R>(target).await?;
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        return Ok(Link::Tls(Box::new(tls.start(tcp)?)));
+    }
+    Ok(Link::Plain(tcp))
+}
