@@ -211,13 +211,13 @@ impl<R: Runtime> Pump<R> {
         if finished {
             return None;
         }
-        if shared.client.events_queued() > 0 {
+        if shared.client.has_stream_items() {
             let mut h = inner.handoff();
             if h.items.is_empty() {
                 shared.take_batch(&mut h.items);
                 wake.extend(h.waker.take());
             }
-            h.backlog = shared.client.events_queued() > 0;
+            h.backlog = shared.client.has_stream_items();
         }
         Some(deadline)
     }

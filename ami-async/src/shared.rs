@@ -242,7 +242,7 @@ impl Inner {
         shared.publish_status(&mut wake);
         shared.finish(&mut wake);
         let mut h = self.handoff();
-        while shared.client.events_queued() > 0 {
+        while shared.client.has_stream_items() {
             shared.take_batch(&mut h.items);
         }
         h.closed = true;
