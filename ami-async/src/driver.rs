@@ -180,9 +180,9 @@ impl<R: Runtime> Pump<R> {
                     let tls = self.tls.clone();
                     self.connecting = Some(Box::pin(async move {
                         #[cfg(feature = "tls")]
-                        return target::open::<R>(&target, tls.as_ref()).await;
+                        return target::open_checked::<R>(&target, tls.as_ref()).await;
                         #[cfg(not(feature = "tls"))]
-                        target::open::<R>(&target).await
+                        target::open_checked::<R>(&target).await
                     }));
                 }
                 Output::Close => {

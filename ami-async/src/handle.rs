@@ -16,10 +16,10 @@ use std::time::Instant;
 #[non_exhaustive]
 pub enum AmiError {
     /// Refused before sending (invalid field, queue full, client closed...).
-    #[error("{0}")]
+    #[error(transparent)]
     Send(#[from] SendError),
     /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
-    #[error("{0}")]
+    #[error(transparent)]
     Action(#[from] ActionError),
     /// The session's driver is gone (the session closed, or the driver was dropped).
     #[error("client closed")]

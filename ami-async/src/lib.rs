@@ -46,7 +46,7 @@ pub use events::Events;
 pub use handle::{AmiError, Handle};
 pub use runtime::{BoxFuture, Runtime, Timer, Transport};
 pub use status::StatusWatch;
-pub use target::Target;
+pub use target::{open, Link, Target};
 #[cfg(feature = "tls")]
 pub use tls::{Tls, TlsConfigError};
 
@@ -104,8 +104,9 @@ fn start<R: Runtime>(
     (handle, events, driver)
 }
 
-/// A seed from the OS: std's hasher keys are random per process.
-fn entropy() -> u64 {
+/// A seed from the OS (std's hasher keys are random per process), for configs that came
+/// without one: ActionID prefixes and reconnect jitter then differ between processes.
+pub fn entropy() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

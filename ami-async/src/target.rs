@@ -73,54 +73,92 @@ pub(crate) async fn connect<R: Runtime>(target: &Target) -> io::Result<R::Tcp> {
     Err(last)
 }
 
-/// An open transport, plain or TLS.
-pub(crate) enum Link<T> {
+/// An open transport, plain or TLS: what [`open`] returns.
+pub struct Link<T>(LinkKind<T>);
+
+enum LinkKind<T> {
     Plain(T),
     #[cfg(feature = "tls")]
     Tls(Box<crate::tls::TlsTransport<T>>),
 }
 
+impl<T> std::fmt::Debug for Link<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.0 {
+            LinkKind::Plain(_) => "plain",
+            #[cfg(feature = "tls")]
+            LinkKind::Tls(_) => "tls",
+        };
+        f.debug_tuple("Link").field(&kind).finish()
+    }
+}
+
 impl<T: Transport> Transport for Link<T> {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match self {
-            Link::Plain(t) => t.poll_read(cx, buf),
+        match &mut self.0 {
+            LinkKind::Plain(t) => t.poll_read(cx, buf),
             #[cfg(feature = "tls")]
-            Link::Tls(t) => t.poll_read(cx, buf),
+            LinkKind::Tls(t) => t.poll_read(cx, buf),
         }
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self {
-            Link::Plain(t) => t.poll_write(cx, buf),
+        match &mut self.0 {
+            LinkKind::Plain(t) => t.poll_write(cx, buf),
             #[cfg(feature = "tls")]
-            Link::Tls(t) => t.poll_write(cx, buf),
+            LinkKind::Tls(t) => t.poll_write(cx, buf),
         }
     }
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Link::Plain(t) => t.poll_flush(cx),
+        match &mut self.0 {
+            LinkKind::Plain(t) => t.poll_flush(cx),
             #[cfg(feature = "tls")]
-            Link::Tls(t) => t.poll_flush(cx),
+            LinkKind::Tls(t) => t.poll_flush(cx),
         }
     }
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            Link::Plain(t) => t.poll_close(cx),
+        match &mut self.0 {
+            LinkKind::Plain(t) => t.poll_close(cx),
             #[cfg(feature = "tls")]
-            Link::Tls(t) => t.poll_close(cx),
+            LinkKind::Tls(t) => t.poll_close(cx),
         }
     }
 }
 
-/// Connects, then starts TLS over the stream when `tls` is set (the handshake runs in the
-/// driver's reads and writes, inside the banner timeout).
-pub(crate) async fn open<R: Runtime>(
+/// Connects, then completes a TLS handshake over the stream when `tls` is set (inside the
+/// core's connect timeout: a refused certificate is a failed connect).
+pub(crate) async fn open_checked<R: Runtime>(
     target: &Target,
     #[cfg(feature = "tls")] tls: Option<&crate::tls::TlsTarget>,
 ) -> io::Result<Link<R::Tcp>> {
     let tcp = connect::<R>(target).await?;
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
-        return Ok(Link::Tls(Box::new(tls.start(tcp)?)));
+        let mut tls = tls.start(tcp)?;
+        std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
+        return Ok(Link(LinkKind::Tls(Box::new(tls))));
     }
-    Ok(Link::Plain(tcp))
+    Ok(Link(LinkKind::Plain(tcp)))
+}
+
+/// Opens a transport to `target` on runtime `R`: resolves the name off the caller's task,
+/// tries every address in turn, then completes a TLS handshake when `tls` is set. For drivers other than [`Driver`](crate::Driver),
+/// such as a multi-server fleet.
+///
+/// # Errors
+/// No address accepted (the last address's error), or the TLS server name is neither a DNS
+/// name nor an IP address (`InvalidInput`).
+pub async fn open<R: Runtime>(
+    target: &Target,
+    #[cfg(feature = "tls")] tls: Option<&crate::Tls>,
+) -> io::Result<Link<R::Tcp>> {
+    #[cfg(feature = "tls")]
+    {
+        let tls = tls
+            .map(|t| crate::tls::TlsTarget::new(t.clone()))
+            .transpose()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        open_checked::<R>(target, tls.as_ref()).await
+    }
+    #[cfg(not(feature = "tls"))]
+    open_checked::<R>(target).await
 }

@@ -146,6 +146,38 @@ fn poll_io<T>(r: io::Result<T>) -> Poll<io::Result<T>> {
 }
 
 impl<T: Transport> TlsTransport<T> {
+    /// Drives the handshake to its end, so that a refused certificate is a failed connect
+    /// (as for any TLS client), not a transport error on an open session.
+    pub(crate) fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            match self.poll_send_records(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            if !self.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut io = Polled {
+                tcp: &mut self.tcp,
+                cx,
+            };
+            match poll_io(self.conn.read_tls(&mut io)) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
+                }
+                Poll::Ready(Ok(_)) => {
+                    if let Err(e) = self.conn.process_new_packets() {
+                        // The alert that says why goes out, best effort.
+                        let _ = self.poll_send_records(cx);
+                        return Poll::Ready(Err(tls_error(e)));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
     /// Writes out queued TLS records (handshake, data, alerts).
     fn poll_send_records(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.conn.wants_write() {

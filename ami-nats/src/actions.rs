@@ -22,7 +22,8 @@
 use crate::bridge::Control;
 use crate::schema::{push_headers, push_json_bytes};
 use crate::upstream::{ServerIx, Upstream};
-use ami_proto::{Action, ActionError, AmiError, Message, Response, SendError, SendOptions};
+use ami_proto::{Action, ActionError, Message, Response, SendError, SendOptions};
+use ami_tokio::AmiError;
 use async_nats::jetstream::kv::{CreateErrorKind, Store};
 use bytes::Bytes;
 use std::fmt::Write;

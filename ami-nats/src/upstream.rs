@@ -7,7 +7,8 @@
 //! one that changes.
 
 use crate::config::ServerSpec;
-use ami_proto::{Action, AmiError, Response, SendOptions, Status, StreamItem};
+use ami_proto::{Action, Response, SendOptions, Status, StreamItem};
+use ami_tokio::AmiError;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -94,7 +95,7 @@ impl Upstream {
     pub(crate) fn statuses(&self) -> Vec<(ServerIx, Status)> {
         self.lock()
             .iter()
-            .map(|(ix, s)| (*ix, s.handle.status().borrow().clone()))
+            .map(|(ix, s)| (*ix, s.handle.status().get()))
             .collect()
     }
 
@@ -113,7 +114,7 @@ impl Upstream {
         }
         let ready: Vec<(ServerIx, &Serving)> = serving
             .iter()
-            .filter(|(_, s)| matches!(*s.handle.status().borrow(), Status::Ready { .. }))
+            .filter(|(_, s)| matches!(s.handle.status().get(), Status::Ready { .. }))
             .map(|(ix, s)| (*ix, s))
             .collect();
         if ready.is_empty() {

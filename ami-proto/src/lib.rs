@@ -163,7 +163,7 @@ pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
 pub use client::output::{
-    ActionError, AmiError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response,
+    ActionError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response,
     Status, StreamItem,
 };
 pub use client::session::{Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS};

@@ -24,79 +24,53 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## Running the driver
+//!
+//! [`spawn`] runs the session's driver as a tokio task; it ends once the session has closed
+//! for good: after [`Handle::logoff`], [`Handle::close`], a final failure (a rejected
+//! login), or when the last [`Handle`] and the [`Events`] have been dropped.
+//!
+//! Everything but the runtime (handle, event stream, status watch, the driver loop, TLS)
+//! is `ami-async`'s, shared with `ami-async-std`. The multi-server [`fleet`] is tokio's.
 #![forbid(unsafe_code)]
 
-mod driver;
 pub mod fleet;
-mod handle;
-/// TLS configuration helpers (feature `tls`).
-#[cfg(feature = "tls")]
-pub mod tls_config;
 mod transport;
 
-pub use ami_proto::{AmiError, Status};
-pub use handle::{Events, Handle};
-pub use transport::Target;
 #[cfg(feature = "tls")]
-pub use transport::Tls;
+pub use ami_async::{tls::client_config_from_pem, Tls, TlsConfigError};
+pub use ami_async::{AmiError, Events, Handle, Status, StatusWatch, Target};
+pub use transport::Tokio;
 
-use ami_proto::{Client, ClientConfig};
-use std::sync::Arc;
+use ami_proto::ClientConfig;
 
 /// Starts a session on the current tokio runtime: returns the action handle and the event
-/// stream. Reconnects are handled inside; see [`Handle::status`].
+/// stream. Reconnects are handled inside; see [`Handle::status`]. A config without a seed
+/// gets one from the OS, so ActionID prefixes and reconnect jitter differ between processes.
 ///
 /// # Panics
 /// Outside a tokio runtime (as `tokio::spawn` does).
 pub fn spawn(config: ClientConfig, target: impl Into<Target>) -> (Handle, Events) {
-    start(
-        config,
-        target.into(),
-        #[cfg(feature = "tls")]
-        None,
-    )
+    let (handle, events, driver) = ami_async::session::<Tokio>(config, target);
+    tokio::spawn(driver);
+    (handle, events)
 }
 
 /// Like [`spawn`], over TLS (AMI's implicit TLS, usually port 5039).
+///
+/// # Errors
+/// When the server name is neither a DNS name nor an IP address.
+///
+/// # Panics
+/// Outside a tokio runtime (as `tokio::spawn` does).
 #[cfg(feature = "tls")]
-pub fn spawn_tls(config: ClientConfig, target: impl Into<Target>, tls: Tls) -> (Handle, Events) {
-    start(config, target.into(), Some(tls))
-}
-
-fn start(
+pub fn spawn_tls(
     config: ClientConfig,
-    target: Target,
-    #[cfg(feature = "tls")] tls: Option<Tls>,
-) -> (Handle, Events) {
-    let config = match config.seed() {
-        Some(_) => config,
-        None => config.with_seed(entropy()),
-    };
-    let client = Client::new(config, driver::now());
-    let inner = Arc::new(handle::Inner::new(client));
-    let driver = driver::Driver {
-        inner: inner.clone(),
-        target,
-        #[cfg(feature = "tls")]
-        tls,
-    };
-    tokio::spawn(driver.run());
-    (
-        Handle {
-            inner: inner.clone(),
-        },
-        Events { inner },
-    )
-}
-
-/// A seed from the OS: std's hasher keys are random per process.
-fn entropy() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    target: impl Into<Target>,
+    tls: Tls,
+) -> Result<(Handle, Events), TlsConfigError> {
+    let (handle, events, driver) = ami_async::session_tls::<Tokio>(config, target, tls)?;
+    tokio::spawn(driver);
+    Ok((handle, events))
 }

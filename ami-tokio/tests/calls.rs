@@ -6,7 +6,7 @@
 mod support;
 
 use ami_proto::calls::{CallTracker, TrackerConfig};
-use ami_proto::AmiError;
+use ami_tokio::AmiError;
 use ami_sim::call_harness::TrackerScript;
 use std::time::{Duration, Instant};
 use support::front;
@@ -65,7 +65,7 @@ async fn the_call_tracker_follows_calls_across_a_server_restart() {
     assert!(
         run.is_ok(),
         "script stuck at {script:?}; status {:?}, sim {:?}; updates {tail:#?}",
-        *ami.status().borrow(),
+        ami.status().get(),
         front.stats()
     );
     ami.close();

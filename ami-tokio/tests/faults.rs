@@ -113,7 +113,7 @@ async fn half_open_link_is_detected_by_the_heartbeat_and_a_new_session_is_ready(
     ready(&ami).await;
     // One heartbeat round trip on a healthy link keeps the session up.
     sim_until(&front, "a heartbeat Ping", |s| s.actions >= 2).await;
-    assert!(matches!(&*ami.status().borrow(), Status::Ready { .. }));
+    assert!(matches!(&ami.status().get(), Status::Ready { .. }));
 
     // The simulator numbers sessions from 1 in accept order: ours is the only one so far.
     assert_eq!(front.stats().sessions_accepted, 1);
@@ -213,7 +213,8 @@ async fn slow_consumer_gets_a_gap_and_the_connection_is_kept() {
         STORM,
         "received {received} dropped {dropped}"
     );
-    assert!(received <= CAP as u64, "{received}");
+    // The core queue holds CAP; at most one batch (1024) already sat in the hand-off.
+    assert!(received <= CAP as u64 + 1024, "{received}");
     // Drop-oldest keeps the newest events.
     assert_eq!(last, Some(STORM - 1));
     let cs = ami.stats();
@@ -258,9 +259,9 @@ async fn unanswered_action_times_out_exactly_at_its_deadline_on_paused_time() {
     let (ami, _events) = ami_tokio::spawn(admin(), front.local_addr());
     let virtual_start = tokio::time::Instant::now();
     let real_start = Instant::now();
-    let mut rx = ami.status();
+    let rx = ami.status();
     loop {
-        match &*rx.borrow_and_update() {
+        match &rx.get() {
             Status::Ready { .. } => break,
             Status::Closed { reason } => panic!("closed: {reason}"),
             _ => {}
@@ -302,7 +303,7 @@ async fn unanswered_action_times_out_exactly_at_its_deadline_on_paused_time() {
         std::thread::sleep(Duration::from_millis(2));
     }
     // A timed-out action does not end the session.
-    assert!(matches!(&*ami.status().borrow(), Status::Ready { .. }));
+    assert!(matches!(&ami.status().get(), Status::Ready { .. }));
     assert_eq!(ami.stats().outcome_count("timed_out"), 1);
     ami.close();
     front.shutdown();

@@ -15,7 +15,7 @@ async fn plain_login_reaches_ready_and_ping_round_trips() {
     let (ami, _events) = ami_tokio::spawn(admin(), front.local_addr());
     ready(&ami).await;
     assert_eq!(
-        *ami.status().borrow(),
+        ami.status().get(),
         Status::Ready {
             ami_version: "11.0.0".into()
         }
@@ -24,7 +24,7 @@ async fn plain_login_reaches_ready_and_ping_round_trips() {
     assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
     within("logoff", ami.logoff()).await;
     assert_eq!(
-        *ami.status().borrow(),
+        ami.status().get(),
         Status::Closed {
             reason: DisconnectReason::Logoff
         }
@@ -70,7 +70,7 @@ async fn wrong_password_closes_with_login_rejected_and_never_reconnects() {
         "{reason:?}"
     );
     assert!(matches!(
-        &*ami.status().borrow(),
+        &ami.status().get(),
         Status::Closed {
             reason: DisconnectReason::LoginRejected { .. }
         }
@@ -239,7 +239,7 @@ async fn actions_sent_before_ready_are_written_after_login() {
     // No wait_ready: the action is queued in the core until the login is done.
     let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
     assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
-    assert!(matches!(&*ami.status().borrow(), Status::Ready { .. }));
+    assert!(matches!(&ami.status().get(), Status::Ready { .. }));
     assert_eq!(front.stats().logins, 1);
     front.shutdown();
 }
@@ -302,7 +302,7 @@ async fn close_while_the_server_is_unreachable_fails_queued_actions_as_not_sent(
     ami.close();
     within("Closed", ami.wait_closed()).await;
     assert_eq!(
-        *ami.status().borrow(),
+        ami.status().get(),
         Status::Closed {
             reason: DisconnectReason::LocalClose
         }
@@ -337,7 +337,7 @@ async fn logoff_while_disconnected_closes_at_once() {
         .await
         .expect("logoff returns promptly");
     assert_eq!(
-        *ami.status().borrow(),
+        ami.status().get(),
         Status::Closed {
             reason: DisconnectReason::Logoff
         }

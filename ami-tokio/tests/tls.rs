@@ -7,7 +7,7 @@
 mod support;
 
 use ami_proto::{Action, DisconnectReason};
-use ami_tokio::{tls_config, Status, Tls};
+use ami_tokio::{client_config_from_pem, Status, Tls};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,10 +69,10 @@ async fn tls_login_and_ping_round_trip_with_a_generated_certificate() {
     let (pem, server) = localhost_cert();
     let (addr, handshakes) = tls_terminator(server, front.local_addr()).await;
     let tls = Tls {
-        config: tls_config::client_config_from_pem(pem.as_bytes()).unwrap(),
+        config: client_config_from_pem(pem.as_bytes()).unwrap(),
         server_name: "localhost".into(),
     };
-    let (ami, _events) = ami_tokio::spawn_tls(admin(), addr, tls);
+    let (ami, _events) = ami_tokio::spawn_tls(admin(), addr, tls).unwrap();
     ready(&ami).await;
     let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
     assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
@@ -81,7 +81,7 @@ async fn tls_login_and_ping_round_trip_with_a_generated_certificate() {
     assert_eq!((st.sessions_accepted, st.logins), (1, 1));
     within("logoff", ami.logoff()).await;
     assert_eq!(
-        *ami.status().borrow(),
+        ami.status().get(),
         Status::Closed {
             reason: DisconnectReason::Logoff
         }
@@ -95,10 +95,10 @@ async fn tls_refuses_a_certificate_for_another_name() {
     let (pem, server) = localhost_cert();
     let (addr, handshakes) = tls_terminator(server, front.local_addr()).await;
     let tls = Tls {
-        config: tls_config::client_config_from_pem(pem.as_bytes()).unwrap(),
+        config: client_config_from_pem(pem.as_bytes()).unwrap(),
         server_name: "ami.example.com".into(),
     };
-    let (ami, _events) = ami_tokio::spawn_tls(admin(), addr, tls);
+    let (ami, _events) = ami_tokio::spawn_tls(admin(), addr, tls).unwrap();
     let down = status_until(&ami, "Disconnected", |s| {
         matches!(s, Status::Disconnected { .. })
     })

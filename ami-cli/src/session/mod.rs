@@ -15,7 +15,7 @@ use crate::url::ServerUrl;
 use crate::words;
 use crate::{Auth, Connection, Failure, Runtime, EXIT_CONNECT, EXIT_USAGE};
 use ami_proto::{
-    Action, ActionError, AmiError, AuthMethod, ClientConfig, DisconnectReason, Response, SendError,
+    Action, ActionError, AuthMethod, ClientConfig, DisconnectReason, Response, SendError,
     SendOptions, Stats, Status, StreamItem,
 };
 use std::time::{Duration, Instant};
@@ -41,8 +41,9 @@ pub(crate) enum CallError {
     Closed,
 }
 
-impl From<AmiError> for CallError {
-    fn from(e: AmiError) -> CallError {
+impl From<ami_async::AmiError> for CallError {
+    fn from(e: ami_async::AmiError) -> CallError {
+        use ami_async::AmiError;
         match e {
             AmiError::Send(e) => CallError::Refused(e),
             AmiError::Action(e) => CallError::Action(e),

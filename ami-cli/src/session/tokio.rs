@@ -4,16 +4,15 @@ use super::calls::{race, Waiting, BATCH};
 use super::{CallError, Happening, Session, Target, Ticket};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_proto::{Action, SendOptions, Stats};
-use ami_tokio::{Events, Handle, Status};
+use ami_tokio::{Events, Handle, StatusWatch};
 use std::future::pending;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 pub(crate) struct TokioSession {
     rt: Option<tokio::runtime::Runtime>,
     handle: Handle,
     events: Events,
-    status: watch::Receiver<Status>,
+    status: StatusWatch,
     waiting: Waiting,
 }
 
@@ -31,7 +30,7 @@ impl TokioSession {
             Some(pem) => spawn_tls(target.config, host, pem)?,
         };
         let status = handle.status();
-        let current = status.borrow().clone();
+        let current = status.get();
         drop(_entered);
         Ok(TokioSession {
             rt: Some(rt),
@@ -50,11 +49,12 @@ fn spawn_tls(
     pem: &[u8],
 ) -> Result<(Handle, Events), Failure> {
     let tls = ami_tokio::Tls {
-        config: ami_tokio::tls_config::client_config_from_pem(pem)
+        config: ami_tokio::client_config_from_pem(pem)
             .map_err(|e| Failure::new(EXIT_USAGE, format!("--ca: {e}")))?,
         server_name: host.0.to_string(),
     };
-    Ok(ami_tokio::spawn_tls(config, host, tls))
+    ami_tokio::spawn_tls(config, host, tls)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("amis://: {e}")))
 }
 
 #[cfg(not(feature = "tls"))]
@@ -111,10 +111,7 @@ impl Session for TokioSession {
                 if !*status_open {
                     return pending().await;
                 }
-                match status.changed().await {
-                    Ok(()) => Some(status.borrow_and_update().clone()),
-                    Err(_) => None,
-                }
+                status.changed().await
             };
             let timer = async {
                 match until {

@@ -442,18 +442,3 @@ pub enum Status {
         reason: DisconnectReason,
     },
 }
-
-/// Why an action sent through an async adapter did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AmiError {
-    /// Refused before sending (invalid field, queue full, client closed...).
-    #[error(transparent)]
-    Send(#[from] crate::SendError),
-    /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
-    #[error(transparent)]
-    Action(#[from] ActionError),
-    /// The adapter's driver is gone (the session closed, or the driver was dropped).
-    #[error("client closed")]
-    Closed,
-}

@@ -4,15 +4,15 @@
 
 use super::shared::{ConnState, Inner, Io, Open};
 use super::Endpoint;
-use crate::driver::now;
-use crate::transport::{self, Stream};
+use crate::transport::{now, Tokio};
+use ami_async::{Link, Transport};
 use ami_proto::fleet::ServerId;
 use ami_proto::Input;
 use std::future::poll_fn;
+use std::io;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Read size per call: one syscall moves up to this much into a server's decoder. It is
 /// also each connection's turn under the shared lock, so no server holds it for long.
@@ -94,7 +94,7 @@ async fn connection(inner: Arc<Inner<Endpoint>>, open: Open<Endpoint>) {
         endpoint,
         epoch,
     } = open;
-    let mut opening = std::pin::pin!(transport::open(
+    let mut opening = std::pin::pin!(ami_async::open::<Tokio>(
         &endpoint.target,
         #[cfg(feature = "tls")]
         endpoint.tls.as_ref(),
@@ -111,7 +111,7 @@ async fn connection(inner: Arc<Inner<Endpoint>>, open: Open<Endpoint>) {
             }
         }
     };
-    let stream: Stream = {
+    let mut link: Link<_> = {
         let ok = opened.as_ref().is_ok();
         let current = inner.call(|s| {
             if !s.is_current(server, epoch) {
@@ -134,7 +134,6 @@ async fn connection(inner: Arc<Inner<Endpoint>>, open: Open<Endpoint>) {
             }
         }
     };
-    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = vec![0u8; READ_CHUNK];
     // Bytes being written; the core's buffer is advanced only once they are written.
     let mut out: Vec<u8> = Vec::new();
@@ -143,13 +142,9 @@ async fn connection(inner: Arc<Inner<Endpoint>>, open: Open<Endpoint>) {
     loop {
         if fetch && out_pos == out.len() {
             fetch = false;
-            let written = out.len();
             let more = inner.call(|s| {
                 if !s.is_current(server, epoch) {
                     return None;
-                }
-                if written > 0 {
-                    s.fleet.advance_transmit(server, written);
                 }
                 Some(s.fleet.transmit(server).to_vec())
             });
@@ -157,37 +152,56 @@ async fn connection(inner: Arc<Inner<Endpoint>>, open: Open<Endpoint>) {
             out = more;
             out_pos = 0;
         }
-        tokio::select! {
-            biased;
-            state = next_state(&inner, server, epoch) => {
-                match state {
-                    ConnState::Gone => return,
-                    ConnState::Kicked => fetch = true,
+        let step = poll_fn(|cx| {
+            if let Some(state) = inner.lock().conn_state(server, epoch, cx.waker()) {
+                return Poll::Ready(Step::State(state));
+            }
+            if out_pos < out.len() {
+                if let Poll::Ready(r) = link.poll_write(cx, &out[out_pos..]) {
+                    return Poll::Ready(Step::Wrote(r));
                 }
             }
-            written = write_some(&mut writer, &out[out_pos..]) => match written {
-                Ok(n) => {
-                    out_pos += n;
-                    fetch = out_pos == out.len();
-                }
-                Err(e) => {
-                    report(&inner, server, epoch, Input::TransportError(e.kind()));
-                    return;
-                }
-            },
-            read = reader.read(&mut buf) => match read {
-                Ok(0) => {
-                    report(&inner, server, epoch, Input::Eof);
-                    return;
-                }
-                Ok(n) => report(&inner, server, epoch, Input::Received(&buf[..n])),
-                Err(e) => {
-                    report(&inner, server, epoch, Input::TransportError(e.kind()));
-                    return;
-                }
-            },
+            if let Poll::Ready(Err(e)) = link.poll_flush(cx) {
+                return Poll::Ready(Step::Wrote(Err(e)));
+            }
+            link.poll_read(cx, &mut buf).map(Step::Read)
+        })
+        .await;
+        match step {
+            Step::State(ConnState::Gone) => return,
+            Step::State(ConnState::Kicked) => fetch = true,
+            Step::Wrote(Ok(0)) => {
+                report(&inner, server, epoch, Input::TransportError(io::ErrorKind::WriteZero));
+                return;
+            }
+            Step::Wrote(Ok(n)) => {
+                out_pos += n;
+                // The core counts bytes the socket took, as they are taken.
+                inner.call(|s| {
+                    if s.is_current(server, epoch) {
+                        s.fleet.advance_transmit(server, n);
+                    }
+                });
+                fetch = out_pos == out.len();
+            }
+            Step::Wrote(Err(e)) | Step::Read(Err(e)) => {
+                report(&inner, server, epoch, Input::TransportError(e.kind()));
+                return;
+            }
+            Step::Read(Ok(0)) => {
+                report(&inner, server, epoch, Input::Eof);
+                return;
+            }
+            Step::Read(Ok(n)) => report(&inner, server, epoch, Input::Received(&buf[..n])),
         }
     }
+}
+
+/// What one wait of a connection task ended with.
+enum Step {
+    State(ConnState),
+    Wrote(io::Result<usize>),
+    Read(io::Result<usize>),
 }
 
 /// Hands what happened on the transport to the core, if this connection is still current.
@@ -197,11 +211,4 @@ fn report(inner: &Inner<Endpoint>, server: ServerId, epoch: u64, input: Input<'_
             s.fleet.handle_input(now(), server, input);
         }
     });
-}
-
-async fn write_some(w: &mut tokio::io::WriteHalf<Stream>, buf: &[u8]) -> std::io::Result<usize> {
-    if buf.is_empty() {
-        return std::future::pending().await;
-    }
-    w.write(buf).await
 }

@@ -1,15 +1,16 @@
 //! The application's side of a fleet: [`FleetHandle`] (servers, actions, status, stats),
 //! [`FleetEvents`] (the merged stream) and [`StatusWatch`]. Runtime-neutral apart from the
-//! clock (`crate::driver::now`): std futures over the shared state.
+//! clock (`crate::transport::now`): std futures over the shared state.
 
 use super::shared::{Inner, Io, Waiter, STATUS_LOG_CAP};
 use super::Endpoint;
-use crate::driver::now;
+use crate::transport::now;
 use crate::Target;
 use ami_proto::fleet::{
     FleetError, FleetItem, FleetStats, Route, RouteError, Routed, ServerName, ServerStatus,
 };
-use ami_proto::{Action, AmiError, ClientConfig, Response, SendOptions};
+use crate::AmiError;
+use ami_proto::{Action, ClientConfig, Response, SendOptions};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;

@@ -91,7 +91,7 @@ impl Endpoint {
 pub fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents) {
     let mut config = config;
     if config.seed == FleetConfig::default().seed {
-        config.seed = crate::entropy();
+        config.seed = ami_async::entropy();
     }
     let inner = Arc::new(shared::Inner::new(Fleet::new(config)));
     tokio::spawn(driver::run(inner.clone()));

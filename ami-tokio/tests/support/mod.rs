@@ -72,12 +72,9 @@ impl StatusLog {
         let mut rx = ami.status();
         let sink = log.clone();
         tokio::spawn(async move {
-            loop {
-                let s = rx.borrow_and_update().clone();
+            sink.0.lock().unwrap().push(rx.get());
+            while let Some(s) = rx.changed().await {
                 sink.0.lock().unwrap().push(s);
-                if rx.changed().await.is_err() {
-                    return;
-                }
             }
         });
         log
@@ -93,10 +90,9 @@ impl StatusLog {
 pub async fn status_until(ami: &Handle, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
     let mut rx = ami.status();
     within(what, async move {
-        rx.wait_for(|s| pred(s))
-            .await
-            .map(|s| s.clone())
-            .expect("status channel open")
+        let s = rx.wait_for(|s| pred(s)).await;
+        assert!(pred(&s), "closed instead: {s:?}");
+        s
     })
     .await
 }
