@@ -53,7 +53,7 @@
 //!
 //! The clock is `std::time::Instant` (async-io's timers use it too). Host names are
 //! resolved at every connect on the `blocking` thread pool, never on the driver; every
-//! resolved address is tried in turn. TLS (feature `tls`, [`spawn_tls`]) is `ami-async`'s
+//! resolved address is tried in turn. TLS (feature `tls`, `spawn_tls`) is `ami-async`'s
 //! one implementation over rustls.
 //!
 //! Everything but the transport (handle, event stream, status watch, the driver loop, TLS)

@@ -1,8 +1,8 @@
 //! AMI over TLS (feature `tls`): the settings, a rustls configuration from a PEM bundle, and
 //! TLS over any [`Transport`].
 //!
-//! rustls's [`ClientConnection`] is sans-IO: ciphertext goes in through `read_tls` and out
-//! through `write_tls`. [`TlsTransport`] drives it with the same non-blocking polls as plain
+//! rustls's `ClientConnection` is sans-IO: ciphertext goes in through `read_tls` and out
+//! through `write_tls`. `TlsTransport` drives it with the same non-blocking polls as plain
 //! TCP, so every runtime gets TLS from this one implementation.
 
 use crate::runtime::Transport;
@@ -163,9 +163,7 @@ impl<T: Transport> TlsTransport<T> {
             };
             match poll_io(self.conn.read_tls(&mut io)) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()))
-                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
                 Poll::Ready(Ok(_)) => {
                     if let Err(e) = self.conn.process_new_packets() {
                         // The alert that says why goes out, best effort.

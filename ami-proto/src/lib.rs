@@ -163,8 +163,8 @@ pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
 pub use client::output::{
-    ActionError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response,
-    Status, StreamItem,
+    ActionError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
+    StreamItem,
 };
 pub use client::session::{Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS};
 pub use client::stats::{Latency, Stats};

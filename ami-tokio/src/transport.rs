@@ -24,7 +24,11 @@ impl Runtime for Tokio {
     }
 
     fn resolve(host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
-        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) })
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
     }
 
     fn connect(addr: SocketAddr) -> BoxFuture<io::Result<Tcp>> {

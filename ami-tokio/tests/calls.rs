@@ -6,8 +6,8 @@
 mod support;
 
 use ami_proto::calls::{CallTracker, TrackerConfig};
-use ami_tokio::AmiError;
 use ami_sim::call_harness::TrackerScript;
+use ami_tokio::AmiError;
 use std::time::{Duration, Instant};
 use support::front;
 

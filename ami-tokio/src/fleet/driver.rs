@@ -171,7 +171,12 @@ async fn connection(inner: Arc<Inner<Endpoint>>, open: Open<Endpoint>) {
             Step::State(ConnState::Gone) => return,
             Step::State(ConnState::Kicked) => fetch = true,
             Step::Wrote(Ok(0)) => {
-                report(&inner, server, epoch, Input::TransportError(io::ErrorKind::WriteZero));
+                report(
+                    &inner,
+                    server,
+                    epoch,
+                    Input::TransportError(io::ErrorKind::WriteZero),
+                );
                 return;
             }
             Step::Wrote(Ok(n)) => {

@@ -5,11 +5,11 @@
 use super::shared::{Inner, Io, Waiter, STATUS_LOG_CAP};
 use super::Endpoint;
 use crate::transport::now;
+use crate::AmiError;
 use crate::Target;
 use ami_proto::fleet::{
     FleetError, FleetItem, FleetStats, Route, RouteError, Routed, ServerName, ServerStatus,
 };
-use crate::AmiError;
 use ami_proto::{Action, ClientConfig, Response, SendOptions};
 use std::collections::VecDeque;
 use std::future::poll_fn;
