@@ -2,7 +2,7 @@
 
 use crate::config::{BridgeConfig, BridgeConfigError, ServerSpec};
 use crate::metrics::{self, Metrics};
-use crate::publish::{self, Encoder, Terms};
+use crate::publish::{Publisher, Terms};
 use crate::upstream::{ServerIx, Tagged, UpItem, Upstream};
 use ami_proto::Status;
 use async_nats::jetstream::{self, kv, stream};
@@ -15,9 +15,13 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Capacity of the merged channel between the AMI sessions and the encoder. Small: the
-/// backlog after the encoder is the real buffer.
+/// Capacity of the merged channel between the AMI sessions and the publisher. Small: the
+/// publisher's backlog is the real buffer.
 const MERGED_CAP: usize = 1024;
+
+/// How long the first outstanding publish ack may take before the publisher publishes the
+/// window again (the copies are dropped by JetStream's de-duplication).
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a bridge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +310,8 @@ impl Bridge {
         let connected = metrics.nats_connected.clone();
         let nats = async_nats::ConnectOptions::new()
             .name(format!("ami-bridge {bridge_id}"))
+            // Every publish ack of the window lands in one subscription: room for all of them.
+            .subscription_capacity(config.publish_window.saturating_add(1024).max(64 * 1024))
             .event_callback(move |event| {
                 let connected = connected.clone();
                 async move {
@@ -325,13 +331,9 @@ impl Bridge {
             .await
             .map_err(|e| BridgeError::Connect(e.to_string()))?;
         metrics.nats_connected.set(1);
-        // Publish acks and API calls wait at most this long before the publisher retries.
+        // API calls (stream and bucket setup, KV) wait at most this long.
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(2))
-            // Acks of publishes dropped after a failure free their slot this soon.
-            .ack_timeout(Duration::from_secs(2))
-            .max_ack_inflight(config.publish_window.max(1) * 2)
-            .backpressure_on_inflight(true)
             .build(nats.clone());
         ensure_stream(&js, &config).await?;
         let leases = ensure_bucket(
@@ -354,7 +356,6 @@ impl Bridge {
         .await?;
 
         let (merged_tx, merged_rx) = mpsc::channel(MERGED_CAP);
-        let (backlog_tx, backlog_rx) = mpsc::channel(config.max_backlog);
         let terms = Arc::new(Terms::new(servers.len()));
         let control = Arc::new(Control {
             servers: servers.clone(),
@@ -372,20 +373,17 @@ impl Bridge {
             action_tasks: Mutex::new(HashMap::new()),
         });
         let mut tasks = Vec::new();
-        let encoder = Encoder {
+        let publisher = Publisher {
+            client: nats.clone(),
             servers: servers.clone(),
             bridge_id: bridge_id.clone(),
-            terms: terms.clone(),
-            metrics: metrics.clone(),
-        };
-        tasks.push(tokio::spawn(encoder.run(merged_rx, backlog_tx)));
-        tasks.push(tokio::spawn(publish::publish(
-            js.clone(),
-            backlog_rx,
             terms,
-            config.publish_window,
-            metrics.clone(),
-        )));
+            metrics: metrics.clone(),
+            max_backlog: config.max_backlog,
+            window: config.publish_window,
+            ack_timeout: PUBLISH_ACK_TIMEOUT,
+        };
+        tasks.push(tokio::spawn(publisher.run(merged_rx)));
         // Requests for any server: one bridge of the queue group answers each.
         match nats
             .queue_subscribe("ami.any.action".to_string(), "ami-bridge".to_string())
