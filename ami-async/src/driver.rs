@@ -233,7 +233,7 @@ impl<R: Runtime> Pump<R> {
             Woke::Opened(Err(e)) => {
                 self.connecting = None;
                 log::debug!("AMI {}: connect failed: {e}", self.target);
-                Some(Report::ConnectFailed)
+                Some(Report::ConnectFailed(e.kind().into()))
             }
             Woke::Wrote(Ok(0)) => self.lost(io::ErrorKind::WriteZero.into()),
             Woke::Wrote(Ok(n)) => {
@@ -324,7 +324,7 @@ impl<R: Runtime> Pump<R> {
 /// An input to report, decided outside the borrow of the read buffer.
 enum Report {
     Connected,
-    ConnectFailed,
+    ConnectFailed(ami_proto::ConnectFailure),
     Received(usize),
     Eof,
     Error(io::ErrorKind),
@@ -336,7 +336,7 @@ impl Report {
     fn as_input<'a>(&self, buf: &'a [u8]) -> Input<'a> {
         match *self {
             Report::Connected => Input::Connected,
-            Report::ConnectFailed => Input::ConnectFailed,
+            Report::ConnectFailed(cause) => Input::ConnectFailed(cause),
             Report::Received(n) => Input::Received(&buf[..n]),
             Report::Eof => Input::Eof,
             Report::Error(kind) => Input::TransportError(kind),

@@ -1,11 +1,9 @@
 //! What a person reads on stderr: every reason in words, never Debug text.
 
-use crate::diagnose;
 use crate::session::CallError;
 use crate::url::ServerUrl;
-use ami_proto::{ActionError, DisconnectReason, Phase, Response};
+use ami_proto::{ActionError, ConnectFailure, DisconnectReason, Phase, Response};
 use std::io::ErrorKind;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// `1.5 s`, `250 ms`, `3 µs`.
@@ -41,7 +39,13 @@ pub(crate) fn io_kind(kind: ErrorKind) -> String {
 pub(crate) fn reason(r: &DisconnectReason, url: &ServerUrl) -> String {
     let at = url.authority();
     match r {
-        DisconnectReason::ConnectFailed => format!("could not connect to {at}"),
+        DisconnectReason::ConnectFailed(cause) if url.tls => format!(
+            "could not open a TLS session with {at}: {}",
+            connect_cause(*cause)
+        ),
+        DisconnectReason::ConnectFailed(cause) => {
+            format!("could not connect to {at}: {}", connect_cause(*cause))
+        }
         DisconnectReason::ConnectTimeout => format!("connecting to {at} timed out"),
         DisconnectReason::BannerTimeout => format!(
             "{at} accepted the connection but sent no AMI banner in time \
@@ -71,25 +75,18 @@ pub(crate) fn reason(r: &DisconnectReason, url: &ServerUrl) -> String {
     }
 }
 
-/// Why the first login failed; a failed connect is tried once more by hand to learn why.
-pub(crate) fn first_failure(r: &DisconnectReason, url: &ServerUrl, addrs: &[SocketAddr]) -> String {
-    match r {
-        DisconnectReason::ConnectFailed if url.tls => format!(
-            "could not open a TLS session with {}: {}",
-            url.authority(),
-            diagnose::connect_failure(url, addrs).unwrap_or_else(|| {
-                "the TLS handshake failed (certificate rejected, \
-                                    or the port does not speak TLS)"
-                    .into()
-            })
-        ),
-        DisconnectReason::ConnectFailed => format!(
-            "could not connect to {}: {}",
-            url.authority(),
-            diagnose::connect_failure(url, addrs)
-                .unwrap_or_else(|| "it accepted a second try (it may have just started)".into())
-        ),
-        other => reason(other, url),
+/// Why a connect failed, as the adapter reported it.
+fn connect_cause(cause: ConnectFailure) -> String {
+    match cause {
+        ConnectFailure::Refused => io_kind(ErrorKind::ConnectionRefused),
+        ConnectFailure::TimedOut => io_kind(ErrorKind::TimedOut),
+        ConnectFailure::NetworkUnreachable => io_kind(ErrorKind::NetworkUnreachable),
+        ConnectFailure::HostUnreachable => io_kind(ErrorKind::HostUnreachable),
+        ConnectFailure::Tls => {
+            "the TLS handshake failed (certificate rejected, or the port does not speak TLS)".into()
+        }
+        ConnectFailure::Other(kind) => io_kind(kind),
+        other => other.to_string(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::session::Session;
 use ami_proto::fleet::Turn;
-use ami_proto::Input;
+use ami_proto::{ConnectFailure, Input};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -172,7 +172,7 @@ impl Conn {
             Ok(s) => self.link = Link::Connecting(s),
             Err(e) => {
                 log::debug!("ami-mio: connect to {addr} failed at once: {e}");
-                session.handle_input(now, Input::ConnectFailed);
+                session.handle_input(now, Input::ConnectFailed(e.kind().into()));
             }
         }
     }
@@ -202,7 +202,7 @@ impl Conn {
         };
         if let Some(e) = failed {
             log::debug!("ami-mio: connect failed: {e}");
-            session.handle_input(now, Input::ConnectFailed);
+            session.handle_input(now, Input::ConnectFailed(e.kind().into()));
             return;
         }
         if let Link::Connecting(stream) = std::mem::replace(&mut self.link, Link::Idle) {
@@ -215,7 +215,7 @@ impl Conn {
                     if let Err(e) = registry.deregister(&mut stream) {
                         log::debug!("ami-mio: deregister failed: {e}");
                     }
-                    session.handle_input(now, Input::ConnectFailed);
+                    session.handle_input(now, Input::ConnectFailed(ConnectFailure::Tls));
                     return;
                 }
             }

@@ -6,10 +6,10 @@ use crate::resolver::{system_resolve, Request, ResolveFn, Resolver};
 use crate::session::Owned;
 use crate::{MAX_CONNS, WAKER_TOKEN};
 use ami_proto::fleet::{Budget, Scheduler};
-use ami_proto::Notice;
 use ami_proto::{
     Action, ActionId, Client, ClientConfig, SendError, SendOptions, Stats, StreamItem,
 };
+use ami_proto::{ConnectFailure, Notice};
 use mio::{Events, Poll, Registry, Token, Waker};
 use std::io;
 use std::net::SocketAddr;
@@ -488,7 +488,9 @@ impl MioDriver {
                     if !c.conn.resolving {
                         log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
                         c.conn.want_connect = false;
-                        c.client.handle_input(now, ami_proto::Input::ConnectFailed);
+                        let cause = ConnectFailure::Other(io::ErrorKind::Other);
+                        c.client
+                            .handle_input(now, ami_proto::Input::ConnectFailed(cause));
                         c.drain(id, registry, &mut report.notices);
                     }
                 }
@@ -528,7 +530,9 @@ impl MioDriver {
                 Ok(addr) => c.conn.resolved = Some(addr),
                 Err(_) => {
                     c.conn.want_connect = false;
-                    c.client.handle_input(now, ami_proto::Input::ConnectFailed);
+                    let cause = ConnectFailure::HostNotFound;
+                    c.client
+                        .handle_input(now, ami_proto::Input::ConnectFailed(cause));
                 }
             }
         }

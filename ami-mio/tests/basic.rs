@@ -10,7 +10,9 @@
 mod support;
 
 use ami_mio::{ConnId, MioDriver, Notice};
-use ami_proto::{Action, ActionId, DisconnectReason, Message, Outcome, Response, StreamItem};
+use ami_proto::{
+    Action, ActionId, ConnectFailure, DisconnectReason, Message, Outcome, Response, StreamItem,
+};
 use ami_sim::{CallRequest, SimConfig};
 use std::time::{Duration, Instant};
 use support::slow_reader::SlowReader;
@@ -429,7 +431,10 @@ fn a_failed_lookup_is_a_failed_connect_and_is_retried() {
             assert_eq!(c, conn);
             match n {
                 Notice::Disconnected { reason, .. } => {
-                    assert_eq!(reason, DisconnectReason::ConnectFailed);
+                    assert_eq!(
+                        reason,
+                        DisconnectReason::ConnectFailed(ConnectFailure::HostNotFound)
+                    );
                     failures += 1;
                 }
                 other => panic!("unexpected {other:?}"),

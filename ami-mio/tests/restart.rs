@@ -8,7 +8,7 @@
 mod support;
 
 use ami_mio::{ConnId, MioDriver, Notice};
-use ami_proto::{Action, DisconnectReason, Outcome};
+use ami_proto::{Action, ConnectFailure, DisconnectReason, Outcome};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, SimConfig};
 use std::io::ErrorKind;
@@ -145,7 +145,10 @@ fn a_server_that_is_down_at_first_is_reached_when_it_comes_up() {
         for (c, n) in r.notices {
             assert_eq!(c, conn);
             if let Notice::Disconnected { reason, .. } = n {
-                assert_eq!(reason, DisconnectReason::ConnectFailed);
+                assert_eq!(
+                    reason,
+                    DisconnectReason::ConnectFailed(ConnectFailure::Refused)
+                );
                 failures += 1;
             }
         }

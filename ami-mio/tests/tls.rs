@@ -302,7 +302,7 @@ fn a_certificate_for_another_name_is_refused() {
     assert!(
         matches!(
             down,
-            DisconnectReason::TransportError(_) | DisconnectReason::ConnectFailed
+            DisconnectReason::TransportError(_) | DisconnectReason::ConnectFailed(_)
         ),
         "{down:?}"
     );

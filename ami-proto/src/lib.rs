@@ -24,7 +24,8 @@
 //! 1. Build a [`ClientConfig`] (the builder refuses settings that cannot work) and create a
 //!    [`Client`] with the current time. Its first output is [`Output::Connect`].
 //! 2. Drain [`Client::poll_output`] until it returns [`Output::Wait`]:
-//!    - `Connect`: open a transport; report [`Input::Connected`] or [`Input::ConnectFailed`];
+//!    - `Connect`: open a transport; report [`Input::Connected`] or [`Input::ConnectFailed`]
+//!      with its [`ConnectFailure`];
 //!    - `Close`: drop the transport;
 //!    - `Notice(n)`: session news ([`Notice::Ready`], [`Notice::Completed`],
 //!      [`Notice::Disconnected`], [`Notice::Closed`]): hand it to your application as it is.
@@ -162,6 +163,7 @@ pub mod fleet;
 pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
+pub use client::output::ConnectFailure;
 pub use client::output::{
     ActionError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
     StreamItem,

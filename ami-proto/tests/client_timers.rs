@@ -9,8 +9,8 @@
 mod scripted;
 
 use ami_proto::{
-    Action, ClientConfig, ClientConfigBuilder, Discard, DisconnectReason, Input, Outcome, Phase,
-    SendError, SendOptions, Status, StreamItem,
+    Action, ClientConfig, ClientConfigBuilder, ConnectFailure, Discard, DisconnectReason, Input,
+    Outcome, Phase, SendError, SendOptions, Status, StreamItem,
 };
 use scripted::{
     async_originate, event, id_of, list_complete, list_item, list_start, originate_queued,
@@ -19,6 +19,7 @@ use scripted::{
 use std::time::{Duration, Instant};
 
 const MS: Duration = Duration::from_millis(1);
+const REFUSED: DisconnectReason = DisconnectReason::ConnectFailed(ConnectFailure::Refused);
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
@@ -39,6 +40,46 @@ fn close_then_disconnected(out: &[Out], reason: DisconnectReason) -> Instant {
 }
 
 // ----- status -----------------------------------------------------------------------------
+
+#[test]
+fn a_failed_connect_says_why_in_the_notice_the_status_and_the_counters() {
+    let mut h = Harness::new(base().build().unwrap(), Instant::now());
+    let cause = ConnectFailure::HostNotFound;
+    let out = h.input(Input::ConnectFailed(cause));
+    let why = DisconnectReason::ConnectFailed(cause);
+    let retry_at = close_then_disconnected(&out, why.clone());
+    assert_eq!(
+        h.client.status(),
+        Status::Disconnected {
+            reason: why.clone(),
+            retry_at: Some(retry_at)
+        }
+    );
+    assert_eq!(why.to_string(), "connect_failed: host not found");
+    assert_eq!(h.client.stats().disconnect_count("connect_failed"), 1);
+}
+
+#[test]
+fn io_error_kinds_become_connect_causes() {
+    use std::io::ErrorKind;
+    let cases = [
+        (ErrorKind::ConnectionRefused, ConnectFailure::Refused),
+        (ErrorKind::TimedOut, ConnectFailure::TimedOut),
+        (ErrorKind::HostUnreachable, ConnectFailure::HostUnreachable),
+        (
+            ErrorKind::NetworkUnreachable,
+            ConnectFailure::NetworkUnreachable,
+        ),
+        (
+            ErrorKind::PermissionDenied,
+            ConnectFailure::Other(ErrorKind::PermissionDenied),
+        ),
+    ];
+    for (kind, cause) in cases {
+        assert_eq!(ConnectFailure::from(kind), cause);
+    }
+    assert_eq!(ConnectFailure::Refused.to_string(), "connection refused");
+}
 
 #[test]
 fn status_says_where_the_notices_left_the_session() {
@@ -163,8 +204,8 @@ fn failure_schedule(seed: u64, t0: Instant) -> Vec<Duration> {
     let mut schedule = Vec::new();
     for n in 1..=12u32 {
         assert_eq!(h.log.last(), Some(&Out::Connect));
-        let out = h.input(Input::ConnectFailed);
-        let retry = close_then_disconnected(&out, DisconnectReason::ConnectFailed);
+        let out = h.input(Input::ConnectFailed(ConnectFailure::Refused));
+        let retry = close_then_disconnected(&out, REFUSED);
         let delay = retry - h.now;
         if n < THRESHOLD {
             let ceiling = (BACKOFF_BASE * 2u32.pow(n - 1)).min(BACKOFF_MAX);
@@ -221,8 +262,8 @@ fn delay_after_ready(seed: u64, ready_for: Duration) -> Duration {
         .unwrap();
     let mut h = Harness::new(cfg, t0);
     for _ in 0..5 {
-        let out = h.input(Input::ConnectFailed);
-        let retry = close_then_disconnected(&out, DisconnectReason::ConnectFailed);
+        let out = h.input(Input::ConnectFailed(ConnectFailure::Refused));
+        let retry = close_then_disconnected(&out, REFUSED);
         h.advance_to(retry);
     }
     h.ready();

@@ -4,7 +4,9 @@
 #![allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
 
 use ami_proto::fleet::*;
-use ami_proto::{Action, ClientConfig, DisconnectReason, Input, Outcome, StreamItem};
+use ami_proto::{
+    Action, ClientConfig, ConnectFailure, DisconnectReason, Input, Outcome, StreamItem,
+};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -62,7 +64,7 @@ fn drain(fleet: &mut Fleet, now: Instant, open: bool, log: &mut Vec<FleetOutput>
                         Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
                     );
                 } else {
-                    fleet.handle_input(now, id, Input::ConnectFailed);
+                    fleet.handle_input(now, id, Input::ConnectFailed(ConnectFailure::Refused));
                 }
             }
             other => log.push(other),

@@ -505,7 +505,10 @@ impl FleetHarness {
             return;
         };
         match sim.role {
-            Role::Refusing => self.fleet.handle_input(now, id, Input::ConnectFailed),
+            Role::Refusing => {
+                let refused = Input::ConnectFailed(ami_proto::ConnectFailure::Refused);
+                self.fleet.handle_input(now, id, refused)
+            }
             Role::BlackHole => {}
             _ => {
                 sim.session = Some(sim.server.accept(now));

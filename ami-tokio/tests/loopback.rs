@@ -286,7 +286,7 @@ async fn close_while_the_server_is_unreachable_fails_queued_actions_as_not_sent(
         matches!(
             down,
             Status::Disconnected {
-                reason: DisconnectReason::ConnectFailed,
+                reason: DisconnectReason::ConnectFailed(ami_proto::ConnectFailure::Refused),
                 retry_at: Some(_)
             }
         ),

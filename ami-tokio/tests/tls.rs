@@ -107,7 +107,7 @@ async fn tls_refuses_a_certificate_for_another_name() {
         matches!(
             down,
             Status::Disconnected {
-                reason: DisconnectReason::ConnectFailed,
+                reason: DisconnectReason::ConnectFailed(_),
                 ..
             }
         ),

@@ -148,9 +148,9 @@ pub(crate) struct Live {
 /// once, in words, with no retry loop.
 pub(crate) fn open(conn: &Connection, events: &str) -> Result<Live, Failure> {
     let url = one_server(conn)?;
-    let addrs = diagnose::resolve(url)?;
+    diagnose::resolve(url)?;
     let config = config(conn.auth, &url.user, url.secret.expose(), events)?;
-    open_url(conn.runtime, conn, url.clone(), config, &addrs)
+    open_url(conn.runtime, conn, url.clone(), config)
 }
 
 /// The one `--server` of a command that talks to one server.
@@ -189,7 +189,7 @@ pub(crate) fn open_local(
         runtime,
         ca: None,
     };
-    open_url(runtime, &conn, url, config, &[addr])
+    open_url(runtime, &conn, url, config)
 }
 
 fn open_url(
@@ -197,7 +197,6 @@ fn open_url(
     conn: &Connection,
     url: ServerUrl,
     config: ClientConfig,
-    addrs: &[std::net::SocketAddr],
 ) -> Result<Live, Failure> {
     let target = Target {
         ca_pem: if url.tls { Some(read_ca(conn)?) } else { None },
@@ -210,7 +209,7 @@ fn open_url(
         Runtime::Mio => Box::new(mio::MioSession::open(target)?),
         Runtime::AsyncStd => Box::new(async_std::AsyncStdSession::open(target)?),
     };
-    let early = first_ready(session.as_mut(), &url, addrs)?;
+    let early = first_ready(session.as_mut(), &url)?;
     Ok(Live {
         session,
         url,
@@ -231,11 +230,7 @@ fn read_ca(conn: &Connection) -> Result<Vec<u8>, Failure> {
 
 /// Waits for the first login; returns what came with it (nothing of it may be lost: events
 /// can arrive in the same batch as the login).
-fn first_ready(
-    session: &mut dyn Session,
-    url: &ServerUrl,
-    addrs: &[std::net::SocketAddr],
-) -> Result<Vec<Happening>, Failure> {
+fn first_ready(session: &mut dyn Session, url: &ServerUrl) -> Result<Vec<Happening>, Failure> {
     let deadline = Instant::now() + FIRST_LOGIN_TIMEOUT;
     let (mut happened, mut early) = (Vec::new(), Vec::new());
     while Instant::now() < deadline {
@@ -249,10 +244,7 @@ fn first_ready(
                 }
                 Happening::Change(Change::Lost { reason, .. } | Change::Closed { reason }) => {
                     session.close();
-                    return Err(Failure::new(
-                        EXIT_CONNECT,
-                        words::first_failure(&reason, url, addrs),
-                    ));
+                    return Err(Failure::new(EXIT_CONNECT, words::reason(&reason, url)));
                 }
                 // The stream's own session-start item may come before the status.
                 item @ Happening::Item(_) => early.push(item),

@@ -136,13 +136,59 @@ impl std::fmt::Display for Discard {
     }
 }
 
+/// Why a transport could not be opened, in [`Input::ConnectFailed`] and
+/// [`DisconnectReason::ConnectFailed`]. An adapter builds it from the I/O error it got
+/// (`io::Error::kind().into()`), or names the cause it knows better (a failed lookup is
+/// [`HostNotFound`](ConnectFailure::HostNotFound), a refused handshake [`Tls`](ConnectFailure::Tls)).
+///
+/// [`Input::ConnectFailed`]: crate::Input::ConnectFailed
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listens on that port (or a firewall rejects the connection).
+    #[error("connection refused")]
+    Refused,
+    /// The operating system gave up waiting for the server.
+    #[error("timed out")]
+    TimedOut,
+    /// The server's name did not resolve to any address.
+    #[error("host not found")]
+    HostNotFound,
+    /// No route to the server's network.
+    #[error("network unreachable")]
+    NetworkUnreachable,
+    /// No route to the server.
+    #[error("no route to host")]
+    HostUnreachable,
+    /// The TCP connection opened but the TLS session did not (certificate rejected, or the
+    /// port does not speak TLS).
+    #[error("TLS handshake failed")]
+    Tls,
+    /// Another I/O error.
+    #[error("{0}")]
+    Other(std::io::ErrorKind),
+}
+
+impl From<std::io::ErrorKind> for ConnectFailure {
+    fn from(kind: std::io::ErrorKind) -> ConnectFailure {
+        use std::io::ErrorKind as K;
+        match kind {
+            K::ConnectionRefused => ConnectFailure::Refused,
+            K::TimedOut => ConnectFailure::TimedOut,
+            K::NetworkUnreachable => ConnectFailure::NetworkUnreachable,
+            K::HostUnreachable => ConnectFailure::HostUnreachable,
+            other => ConnectFailure::Other(other),
+        }
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DisconnectReason {
-    /// The adapter could not open a transport.
-    #[error("connect_failed")]
-    ConnectFailed,
+    /// The adapter could not open a transport, for this cause.
+    #[error("connect_failed: {0}")]
+    ConnectFailed(ConnectFailure),
     /// The transport did not open in time.
     #[error("connect_timeout")]
     ConnectTimeout,
@@ -189,7 +235,7 @@ impl DisconnectReason {
     /// A stable index for per-reason counters.
     pub(crate) fn index(&self) -> usize {
         match self {
-            DisconnectReason::ConnectFailed => 0,
+            DisconnectReason::ConnectFailed(_) => 0,
             DisconnectReason::ConnectTimeout => 1,
             DisconnectReason::BannerTimeout => 2,
             DisconnectReason::BadBanner => 3,

@@ -112,16 +112,14 @@ async fn connection(inner: Arc<Inner<Endpoint>>, open: Open<Endpoint>) {
         }
     };
     let mut link: Link<_> = {
-        let ok = opened.as_ref().is_ok();
+        let input = match &opened {
+            Ok(_) => Input::Connected,
+            Err(e) => Input::ConnectFailed(e.kind().into()),
+        };
         let current = inner.call(|s| {
             if !s.is_current(server, epoch) {
                 return false;
             }
-            let input = if ok {
-                Input::Connected
-            } else {
-                Input::ConnectFailed
-            };
             s.fleet.handle_input(now(), server, input);
             true
         });

@@ -12,7 +12,8 @@ use super::backoff::Backoff;
 use super::config::{AuthMethod, ClientConfig};
 use super::events::{EventQueue, Offer};
 use super::output::{
-    Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status, StreamItem,
+    ConnectFailure, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
+    StreamItem,
 };
 use super::pending::{Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
@@ -38,8 +39,8 @@ pub const MAX_FILTERS: usize = 256;
 pub enum Input<'a> {
     /// The transport asked for by [`Output::Connect`] is open.
     Connected,
-    /// The transport could not be opened.
-    ConnectFailed,
+    /// The transport could not be opened, for this cause.
+    ConnectFailed(ConnectFailure),
     /// Bytes arrived from the server.
     Received(&'a [u8]),
     /// The server closed the connection (read returned 0).
@@ -319,9 +320,9 @@ impl Client {
                     log::debug!("AMI transport open; waiting for banner");
                 }
             }
-            Input::ConnectFailed => {
+            Input::ConnectFailed(cause) => {
                 if self.state == State::Connecting {
-                    self.disconnect(now, DisconnectReason::ConnectFailed);
+                    self.disconnect(now, DisconnectReason::ConnectFailed(cause));
                 }
             }
             Input::Received(bytes) => self.receive(now, bytes),
