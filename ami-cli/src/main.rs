@@ -13,6 +13,7 @@
 
 mod cmd;
 mod diagnose;
+mod discards;
 mod fleet;
 mod json;
 mod printer;

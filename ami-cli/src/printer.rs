@@ -1,9 +1,17 @@
-//! Lines to stdout on a thread of their own, through a bounded queue, so that a slow
-//! stdout never stops the session from reading (Asterisk drops a client that does not read
-//! for 100 ms). When the queue is full a line is dropped and counted, and the count is
-//! said on stderr as a gap, as the adapters do for their own event queues.
+//! Lines to stdout on a thread of their own, through a queue bounded in lines and in bytes,
+//! so that a slow stdout never stops the session from reading (Asterisk drops a client that
+//! does not read for 100 ms). When the queue is full a line is dropped and counted, and the
+//! count is said on stderr as a gap, as the adapters do for their own event queues.
+//!
+//! Events are queued as the decoded [`Message`] and turned into JSON on the writer thread:
+//! the queue is charged what each item keeps alive ([`Message::retained_bytes`], a line's
+//! capacity), an event about to be dropped costs no formatting, and the session's thread
+//! spends no time on JSON. An item stays charged until it is written, so the bytes held are
+//! at most [`MAX_BYTES`], or one item larger than that (a 15 MiB event) when nothing else is
+//! queued, plus the JSON of the item being written.
 
-use crate::{Failure, EXIT_OTHER};
+use crate::{json, Failure, EXIT_OTHER};
+use ami_proto::Message;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -13,12 +21,56 @@ use std::time::Duration;
 
 /// Lines queued for stdout at most.
 const MAX_LINES: usize = 4096;
-/// Bytes queued for stdout at most (a few large events must not hold much memory).
-const MAX_BYTES: usize = 8 << 20;
+/// Bytes queued for stdout at most: 8 MiB, some 10,000 typical events, so a reader that
+/// pauses for a moment loses nothing, while 256 KiB events cannot hold much memory here.
+pub(crate) const MAX_BYTES: usize = 8 << 20;
+
+/// One line of output.
+#[derive(Debug)]
+pub(crate) enum Line {
+    /// Already written out (a session boundary).
+    Text(String),
+    /// A message, written as JSON ([`json::message`]), with `"server"` first when several
+    /// servers are merged.
+    Message {
+        message: Message,
+        server: Option<String>,
+    },
+}
+
+impl Line {
+    /// The heap bytes this line keeps alive while queued.
+    fn cost(&self) -> usize {
+        match self {
+            Line::Text(t) => t.capacity(),
+            Line::Message { message, server } => {
+                message.retained_bytes() + server.as_ref().map_or(0, String::capacity)
+            }
+        }
+    }
+
+    fn write(self, out: &mut impl Write) -> std::io::Result<()> {
+        let json = |m: &Message| json::message(m).map_err(|f| std::io::Error::other(f.reason));
+        let text = match self {
+            Line::Text(t) => t,
+            Line::Message {
+                message,
+                server: None,
+            } => json(&message)?,
+            Line::Message {
+                message,
+                server: Some(server),
+            } => json::with_server(&json(&message)?, &server),
+        };
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")
+    }
+}
 
 /// The stdout writer of `listen`.
 pub(crate) struct Printer {
-    tx: Option<SyncSender<String>>,
+    tx: Option<SyncSender<Line>>,
+    /// Bytes charged for the lines queued and the one being written.
     queued: Arc<AtomicUsize>,
     /// Lines dropped since the last gap was reported.
     dropped: u64,
@@ -26,15 +78,16 @@ pub(crate) struct Printer {
     thread: Option<JoinHandle<()>>,
 }
 
-fn write_all(rx: Receiver<String>, queued: &AtomicUsize) -> std::io::Result<()> {
+fn write_all(rx: Receiver<Line>, queued: &AtomicUsize) -> std::io::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     while let Ok(line) = rx.recv() {
         let mut next = Some(line);
         // Write what is queued, then flush once: one syscall per batch, not per line.
         while let Some(line) = next {
-            queued.fetch_sub(line.len(), Ordering::Relaxed);
-            out.write_all(line.as_bytes())?;
-            out.write_all(b"\n")?;
+            let cost = line.cost();
+            line.write(&mut out)?;
+            // Released only once written (and freed): the item being written still counts.
+            queued.fetch_sub(cost, Ordering::AcqRel);
             next = rx.try_recv().ok();
         }
         out.flush()?;
@@ -44,7 +97,7 @@ fn write_all(rx: Receiver<String>, queued: &AtomicUsize) -> std::io::Result<()> 
 
 impl Printer {
     pub(crate) fn start() -> Result<Printer, Failure> {
-        let (tx, rx) = mpsc::sync_channel::<String>(MAX_LINES);
+        let (tx, rx) = mpsc::sync_channel::<Line>(MAX_LINES);
         let (done_tx, done) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
@@ -65,26 +118,34 @@ impl Printer {
 
     /// Queues one line; drops it (counted) when the queue is full. Fails only when stdout
     /// failed; a closed pipe (`ami listen | head`) ends the command quietly.
-    pub(crate) fn line(&mut self, line: String) -> Result<Flow, Failure> {
+    pub(crate) fn line(&mut self, mut line: Line) -> Result<Flow, Failure> {
         let Some(tx) = &self.tx else {
             return Ok(Flow::Stop);
         };
-        if self.queued.load(Ordering::Relaxed) + line.len() > MAX_BYTES {
+        if let Line::Text(t) = &mut line {
+            t.shrink_to_fit();
+        }
+        let cost = line.cost();
+        // Over the cap only when nothing else is queued: one line larger than the whole cap
+        // (a 15 MiB event) is still printed, alone.
+        let held = self.queued.fetch_add(cost, Ordering::AcqRel);
+        if held > 0 && held + cost > MAX_BYTES {
+            self.queued.fetch_sub(cost, Ordering::AcqRel);
             self.dropped += 1;
             return Ok(Flow::Go);
         }
-        let len = line.len();
         match tx.try_send(line) {
             Ok(()) => {
-                self.queued.fetch_add(len, Ordering::Relaxed);
                 self.report_gap();
                 Ok(Flow::Go)
             }
             Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(cost, Ordering::AcqRel);
                 self.dropped += 1;
                 Ok(Flow::Go)
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(cost, Ordering::AcqRel);
                 self.tx = None;
                 self.result().map(|()| Flow::Stop)
             }
@@ -127,7 +188,7 @@ impl Printer {
                 Ok(())
             }
             Err(_) => {
-                let left = self.queued.load(Ordering::Relaxed);
+                let left = self.queued.load(Ordering::Acquire);
                 eprintln!("ami: stdout is not draining; {left} bytes of output not written");
                 Ok(())
             }

@@ -149,6 +149,18 @@ impl Drop for HostileServer {
     }
 }
 
+/// Peak resident set size of this process in MiB (`VmHWM` in `/proc/self/status`; 0 where
+/// that is not available), for the hostile-server measurement examples of the adapters.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

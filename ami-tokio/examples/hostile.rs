@@ -10,6 +10,10 @@
 //! cargo run --release -p ami-tokio --example hostile -- deadlines   # 100,000 Pings, 2 s timeout, silent server
 //! ```
 //!
+//! The same `unread` measurement for the other adapters: `cargo run --release -p ami-mio
+//! --example mio_hostile_unread` and `cargo run --release -p ami-async-std --example
+//! async_std_hostile_unread`.
+//!
 //! Every server logs in any user, then misbehaves in one way. Scenarios: `big` floods 256 KiB
 //! events; `padded` sends small events each followed by a 63 KiB message that is neither event
 //! nor response; `padded-list` answers CoreShowChannels with 100,000 items, each followed by
@@ -21,7 +25,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a measurement tool
 
 use ami_proto::{Action, ClientConfig, SendOptions, StreamItem};
-use ami_sim::hostile::{padded_event, Hostile, HostileServer};
+use ami_sim::hostile::{padded_event, peak_rss_mib, Hostile, HostileServer};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -97,17 +101,6 @@ fn start(name: &str) -> External {
         child,
         addr: ([127, 0, 0, 1], port).into(),
     }
-}
-
-/// Peak resident set size of this process, from /proc (Linux).
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
 }
 
 fn config() -> ClientConfig {

@@ -1,7 +1,8 @@
 //! `ami listen`: the event stream as JSON lines on stdout; the session's story on stderr.
 
+use crate::discards::Discards;
 use crate::fleet::{self, Fleet};
-use crate::printer::{Flow, Printer};
+use crate::printer::{Flow, Line, Printer};
 use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT};
@@ -43,11 +44,17 @@ enum Next {
 struct Listener<'a> {
     args: &'a Args,
     printer: Printer,
+    discards: Discards,
     seen: u64,
 }
 
+/// An event as a line of output (formatted by the printer's thread).
+fn event(message: Message, server: Option<String>) -> Line {
+    Line::Message { message, server }
+}
+
 impl Listener<'_> {
-    fn print(&mut self, line: String) -> Result<Next, Failure> {
+    fn print(&mut self, line: Line) -> Result<Next, Failure> {
         Ok(match self.printer.line(line)? {
             Flow::Go => Next::More,
             Flow::Stop => Next::Done,
@@ -59,16 +66,20 @@ impl Listener<'_> {
             Happening::Item(StreamItem::Event(m)) if self.args.wanted(&m) => {
                 self.seen += 1;
                 if self.args.count.is_some_and(|c| self.seen >= c) {
-                    self.print(json::message(&m)?)?;
+                    self.print(event(m, None))?;
                     return Ok(Next::Done);
                 }
-                return self.print(json::message(&m)?);
+                return self.print(event(m, None));
             }
             Happening::Item(StreamItem::Ready { ami_version }) => {
-                return self.print(json::session_ready(&ami_version));
+                return self.print(Line::Text(json::session_ready(&ami_version)));
             }
             Happening::Item(StreamItem::Disconnected { reason }) => {
-                return self.print(json::session_lost(&words::reason(&reason, &live.url)));
+                let reason = words::reason(&reason, &live.url);
+                return self.print(Line::Text(json::session_lost(&reason)));
+            }
+            Happening::Item(StreamItem::Discarded { reason, count }) => {
+                self.discards.note("", reason, count, Instant::now())
             }
             Happening::Item(StreamItem::Gap { dropped }) => {
                 eprintln!("ami: gap: {dropped} events dropped (this reader fell behind)")
@@ -103,6 +114,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut listener = Listener {
         args,
         printer: Printer::start()?,
+        discards: Discards::default(),
         seen: 0,
     };
     let mut happened = Vec::new();
@@ -113,6 +125,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             result = Err(f);
             break;
         }
+        listener.discards.tick(Instant::now());
         for h in happened.drain(..) {
             match listener.happened(h, &live) {
                 Ok(Next::More) => {}
@@ -131,6 +144,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     if !closed {
         live.logoff();
     }
+    listener.discards.finish();
     listener.printer.finish(LOGOFF_GRACE)?;
     result
 }
@@ -143,29 +157,39 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
     let mut printer = Printer::start()?;
+    let mut discards = Discards::default();
     let mut seen = 0u64;
     let mut down: HashSet<String> = HashSet::new();
     let mut happened = Vec::new();
     let mut result = Ok(());
     'listen: while end.is_none_or(|e| Instant::now() < e) {
         fleet.wait(end, &mut happened)?;
+        discards.tick(Instant::now());
         for h in happened.drain(..) {
             let line = match h {
                 fleet::Happening::Item(FleetItem { server, item }) => match item {
                     StreamItem::Event(m) if args.wanted(&m) => {
                         seen += 1;
-                        json::with_server(&json::message(&m)?, server.as_str())
+                        event(m, Some(server.as_str().to_string()))
                     }
-                    StreamItem::Ready { ami_version } => {
-                        json::with_server(&json::session_ready(&ami_version), server.as_str())
-                    }
+                    StreamItem::Ready { ami_version } => Line::Text(json::with_server(
+                        &json::session_ready(&ami_version),
+                        server.as_str(),
+                    )),
                     StreamItem::Disconnected { reason } => {
                         let url = fleet.urls.get(server.as_str());
                         let why = url.map_or(reason.to_string(), |u| words::reason(&reason, u));
-                        json::with_server(&json::session_lost(&why), server.as_str())
+                        Line::Text(json::with_server(
+                            &json::session_lost(&why),
+                            server.as_str(),
+                        ))
                     }
                     StreamItem::Gap { dropped } => {
                         eprintln!("ami: {server}: gap: {dropped} events dropped (this reader fell behind)");
+                        continue;
+                    }
+                    StreamItem::Discarded { reason, count } => {
+                        discards.note(server.as_str(), reason, count, Instant::now());
                         continue;
                     }
                     _ => continue,
@@ -190,6 +214,7 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
         }
     }
     fleet.logoff(LOGOFF_GRACE);
+    discards.finish();
     printer.finish(LOGOFF_GRACE)?;
     result
 }

@@ -1,0 +1,49 @@
+//! `ami` against hostile servers (ami-sim's `HostileServer`) on every runtime.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_sim::hostile::{Hostile, HostileServer};
+use support::*;
+
+/// The counts said on stderr for discards of `reason`: the first line's and each summary's.
+fn discard_counts(stderr: &str, reason: &str) -> Vec<u64> {
+    let prefix = format!("ami: server input discarded: {reason} (");
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let n = rest.split([' ', ')']).next().unwrap();
+            n.parse().unwrap_or_else(|_| panic!("no count in {rest:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn skipped_server_input_is_said_on_stderr_once_per_burst_with_its_count() {
+    const EVENTS: u64 = 300;
+    each_runtime(|rt| {
+        // Each small event is followed by 63 KiB that is neither event nor response.
+        let server = HostileServer::start(Hostile::PaddedEvents { pad: 63 << 10 }, 0).unwrap();
+        let url = format!("ami://admin:x@{}", server.local_addr());
+        let out = on(rt, &url, &["listen", "--count", &EVENTS.to_string()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{rt}: {err}");
+        let events = stdout_lines(&out)
+            .iter()
+            .filter(|l| l.contains("\"Small\""))
+            .count();
+        assert_eq!(events as u64, EVENTS, "{rt}");
+        let counts = discard_counts(&err, "message that is neither event nor response skipped");
+        // One junk message between each two events, every one of them counted...
+        assert!(
+            counts.iter().sum::<u64>() >= EVENTS - 1,
+            "{rt}: {counts:?}\n{err}"
+        );
+        // ...in a few lines (a burst's first discard, then its count), not one per event.
+        assert!(
+            !counts.is_empty() && counts.len() < 20,
+            "{rt}: {counts:?}\n{err}"
+        );
+    });
+}
