@@ -25,18 +25,28 @@ struct Burst {
 }
 
 /// Bursts of discards per server (`""` for a single server) and reason.
-#[derive(Debug, Default)]
 pub(crate) struct Discards {
     bursts: HashMap<(String, Discard), Burst>,
+    /// Where the lines go: stderr (tests keep them).
+    sink: Box<dyn FnMut(String)>,
 }
 
-fn say(server: &str, reason: &Discard, what: String) {
+impl Default for Discards {
+    fn default() -> Discards {
+        Discards {
+            bursts: HashMap::new(),
+            sink: Box::new(|line| eprintln!("{line}")),
+        }
+    }
+}
+
+fn line(server: &str, reason: &Discard, what: String) -> String {
     let prefix = if server.is_empty() {
         String::new()
     } else {
         format!("{server}: ")
     };
-    eprintln!("ami: {prefix}server input discarded: {reason} ({what})");
+    format!("ami: {prefix}server input discarded: {reason} ({what})")
 }
 
 impl Discards {
@@ -48,13 +58,13 @@ impl Discards {
                 b.last = now;
                 b.unsaid += count;
                 if now.saturating_duration_since(b.said_at) >= SUMMARY_EVERY {
-                    say(server, &reason, format!("{} more so far", b.unsaid));
+                    (self.sink)(line(server, &reason, format!("{} more so far", b.unsaid)));
                     b.said_at = now;
                     b.unsaid = 0;
                 }
             }
             None => {
-                say(server, &reason, count.to_string());
+                (self.sink)(line(server, &reason, count.to_string()));
                 self.bursts.insert(
                     (server.to_string(), reason),
                     Burst {
@@ -69,10 +79,15 @@ impl Discards {
 
     /// Ends the bursts that went quiet, saying their counts.
     pub(crate) fn tick(&mut self, now: Instant) {
+        let sink = &mut self.sink;
         self.bursts.retain(|(server, reason), b| {
             let going = now.saturating_duration_since(b.last) < QUIET;
             if !going && b.unsaid > 0 {
-                say(server, reason, format!("{} more in that burst", b.unsaid));
+                sink(line(
+                    server,
+                    reason,
+                    format!("{} more in that burst", b.unsaid),
+                ));
             }
             going
         });
@@ -82,8 +97,73 @@ impl Discards {
     pub(crate) fn finish(&mut self) {
         for ((server, reason), b) in self.bursts.drain() {
             if b.unsaid > 0 {
-                say(&server, &reason, format!("{} more in that burst", b.unsaid));
+                (self.sink)(line(
+                    &server,
+                    &reason,
+                    format!("{} more in that burst", b.unsaid),
+                ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn keeping() -> (Discards, Arc<Mutex<Vec<String>>>) {
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let keep = said.clone();
+        let d = Discards {
+            bursts: HashMap::new(),
+            sink: Box::new(move |l| keep.lock().unwrap_or_else(|e| e.into_inner()).push(l)),
+        };
+        (d, said)
+    }
+
+    #[test]
+    fn a_burst_is_said_once_with_its_reason_then_its_count_when_it_ends() {
+        let (mut d, said) = keeping();
+        let t0 = Instant::now();
+        let skip = Discard::NotEventOrResponse;
+        for i in 0..1000 {
+            d.note("", skip, 1, t0 + Duration::from_millis(i));
+        }
+        // Quiet for 1 s: the burst ends and its count is said; the next discard opens another.
+        d.tick(t0 + Duration::from_secs(3));
+        d.note("pbx1", skip, 2, t0 + Duration::from_secs(3));
+        d.finish();
+        let said = said.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reason = skip.to_string();
+        assert_eq!(
+            said,
+            [
+                format!("ami: server input discarded: {reason} (1)"),
+                format!("ami: server input discarded: {reason} (999 more in that burst)"),
+                format!("ami: pbx1: server input discarded: {reason} (2)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_burst_says_its_count_every_10_s() {
+        let (mut d, said) = keeping();
+        let t0 = Instant::now();
+        for i in 0..=25 {
+            d.note(
+                "",
+                Discard::UnmatchedResponse,
+                1,
+                t0 + Duration::from_secs(i) / 2,
+            );
+        }
+        d.finish();
+        let said = said.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let counts: Vec<&str> = said
+            .iter()
+            .map(|l| l.rsplit('(').next().unwrap_or(""))
+            .collect();
+        assert_eq!(counts, ["1)", "20 more so far)", "5 more in that burst)"]);
     }
 }

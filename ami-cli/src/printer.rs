@@ -129,7 +129,7 @@ impl Printer {
         // Over the cap only when nothing else is queued: one line larger than the whole cap
         // (a 15 MiB event) is still printed, alone.
         let held = self.queued.fetch_add(cost, Ordering::AcqRel);
-        if held > 0 && held + cost > MAX_BYTES {
+        if !admits(held, cost) {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
             self.dropped += 1;
             return Ok(Flow::Go);
@@ -196,9 +196,48 @@ impl Printer {
     }
 }
 
+/// Whether a line of `cost` bytes fits when `held` bytes are charged: within the cap, or
+/// alone (one line larger than the whole cap still prints).
+fn admits(held: usize, cost: usize) -> bool {
+    held == 0 || held + cost <= MAX_BYTES
+}
+
 /// Whether the command goes on after a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
     Go,
     Stop,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_event_is_charged_what_it_keeps_alive() {
+        let mut d = ami_proto::Decoder::without_banner(ami_proto::DecoderLimits::default());
+        let wire = format!("Event: Big\r\nPad: {}\r\n\r\n", "x".repeat(300_000));
+        d.feed(wire.as_bytes());
+        let Some(Ok(ami_proto::Frame::Message(m))) = d.decode() else {
+            panic!("no message");
+        };
+        let kept = m.retained_bytes();
+        assert!(kept >= wire.len());
+        let line = Line::Message {
+            message: m,
+            server: Some("pbx1".into()),
+        };
+        assert_eq!(line.cost(), kept + 4);
+        let mut text = String::with_capacity(1 << 20);
+        text.push_str("{}");
+        assert_eq!(Line::Text(text).cost(), 1 << 20, "capacity, not length");
+    }
+
+    #[test]
+    fn the_byte_cap_admits_one_larger_line_only_alone() {
+        assert!(admits(0, 15 << 20));
+        assert!(!admits(1, 15 << 20));
+        assert!(admits(MAX_BYTES - 100, 100));
+        assert!(!admits(MAX_BYTES - 100, 101));
+    }
 }

@@ -4,7 +4,7 @@
 //! # A server for `ami listen` / `ami action` measurements (prints its port, runs until killed):
 //! cargo run --release -p ami-tokio --example hostile -- serve big|padded|padded-list|huge|silent|follows|trickle [PORT]
 //! # Library measurements (each prints its figures and the process's peak RSS):
-//! cargo run --release -p ami-tokio --example hostile -- unread      # 256 KiB events, Events never read, 10 s
+//! cargo run --release -p ami-tokio --example hostile -- unread [MIB] # 256 KiB events, Events never read, 10 s (MIB: event_queue_bytes)
 //! cargo run --release -p ami-tokio --example hostile -- list        # CoreShowChannels: 100,000 items padded with 63 KiB junk
 //! cargo run --release -p ami-tokio --example hostile -- huge        # three 15 MiB events, fast reader
 //! cargo run --release -p ami-tokio --example hostile -- deadlines   # 100,000 Pings, 2 s timeout, silent server
@@ -107,9 +107,17 @@ fn config() -> ClientConfig {
     ClientConfig::builder("admin", "hostile").build().unwrap()
 }
 
-async fn unread() {
+/// `queue_mib`: the event queue's byte cap (default: the library's).
+async fn unread(queue_mib: Option<usize>) {
     let server = start("big");
-    let (ami, _events) = ami_tokio::spawn(config(), server.addr);
+    let config = match queue_mib {
+        Some(mib) => ClientConfig::builder("admin", "hostile")
+            .event_queue_bytes(mib << 20)
+            .build()
+            .unwrap(),
+        None => config(),
+    };
+    let (ami, _events) = ami_tokio::spawn(config, server.addr);
     ami.wait_ready().await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let s = ami.stats();
@@ -237,10 +245,12 @@ fn main() {
             println!("{}", server.local_addr().port());
             std::thread::sleep(Duration::from_secs(u64::MAX >> 2));
         }
-        Some("unread") => rt.block_on(unread()),
+        Some("unread") => rt.block_on(unread(args.get(1).and_then(|m| m.parse().ok()))),
         Some("list") => rt.block_on(list()),
         Some("huge") => rt.block_on(huge()),
         Some("deadlines") => rt.block_on(deadlines()),
-        _ => eprintln!("usage: hostile serve SCENARIO [PORT] | unread | list | huge | deadlines"),
+        _ => eprintln!(
+            "usage: hostile serve SCENARIO [PORT] | unread [QUEUE_MIB] | list | huge | deadlines"
+        ),
     }
 }
