@@ -7,7 +7,7 @@
 //! Run: `cargo run --release -p ami-async-std --example async_std_hostile_unread`
 
 use ami_proto::ClientConfig;
-use ami_sim::hostile::{peak_rss_mib, Hostile, HostileServer};
+use ami_sim::hostile::{unread_summary, Hostile, HostileServer};
 use std::error::Error;
 use std::time::Duration;
 
@@ -23,13 +23,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     })?;
     let s = ami.stats();
     println!(
-        "async-std, unread Events, 256 KiB events, 10 s: {} events in, {} queued now \
-         ({} bytes), {} dropped; peak RSS {:.1} MiB",
-        s.events_in,
-        s.event_queue_len,
-        s.event_queue_bytes,
-        s.events_dropped,
-        peak_rss_mib()
+        "async-std, unread Events, 256 KiB events, 10 s: {}",
+        unread_summary(&s)
     );
     Ok(())
 }

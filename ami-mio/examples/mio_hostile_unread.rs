@@ -8,7 +8,7 @@
 
 use ami_mio::MioDriver;
 use ami_proto::ClientConfig;
-use ami_sim::hostile::{peak_rss_mib, Hostile, HostileServer};
+use ami_sim::hostile::{unread_summary, Hostile, HostileServer};
 use std::error::Error;
 use std::time::{Duration, Instant};
 
@@ -25,13 +25,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let s = driver.stats(conn).unwrap_or_default();
     println!(
-        "mio, unread events, 256 KiB events, 10 s: {} events in, {} queued now ({} bytes), \
-         {} dropped; peak RSS {:.1} MiB",
-        s.events_in,
-        s.event_queue_len,
-        s.event_queue_bytes,
-        s.events_dropped,
-        peak_rss_mib()
+        "mio, unread events, 256 KiB events, 10 s: {}",
+        unread_summary(&s)
     );
     Ok(())
 }

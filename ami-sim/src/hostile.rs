@@ -161,6 +161,19 @@ pub fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
+/// The figures of an unread-events measurement: events in, queued (count and bytes),
+/// dropped, and this process's peak RSS.
+pub fn unread_summary(stats: &ami_proto::Stats) -> String {
+    format!(
+        "{} events in, {} queued now ({} bytes), {} dropped; peak RSS {:.1} MiB",
+        stats.events_in,
+        stats.event_queue_len,
+        stats.event_queue_bytes,
+        stats.events_dropped,
+        peak_rss_mib()
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }

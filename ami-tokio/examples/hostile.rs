@@ -25,7 +25,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // a measurement tool
 
 use ami_proto::{Action, ClientConfig, SendOptions, StreamItem};
-use ami_sim::hostile::{padded_event, peak_rss_mib, Hostile, HostileServer};
+use ami_sim::hostile::{padded_event, peak_rss_mib, unread_summary, Hostile, HostileServer};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -122,13 +122,8 @@ async fn unread(queue_mib: Option<usize>) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let s = ami.stats();
     println!(
-        "unread Events, 256 KiB events, 10 s: {} events in, {} queued now ({} bytes), \
-         {} dropped; peak RSS {:.1} MiB",
-        s.events_in,
-        s.event_queue_len,
-        s.event_queue_bytes,
-        s.events_dropped,
-        peak_rss_mib()
+        "unread Events, 256 KiB events, 10 s: {}",
+        unread_summary(&s)
     );
 }
 
