@@ -21,7 +21,7 @@
 
 use crate::bridge::Control;
 use crate::schema::{push_headers, push_json_bytes};
-use crate::upstream::{ServerIx, Upstream};
+use crate::upstream::ServerIx;
 use ami_proto::{Action, ActionError, Message, Response, SendError, SendOptions};
 use ami_tokio::AmiError;
 use async_nats::jetstream::kv::{CreateErrorKind, Store};
@@ -275,21 +275,18 @@ async fn answer(
             return (named, "invalid_request", body);
         }
     };
-    let (ix, handle) = match control.upstream.route(to) {
-        Ok(r) => r,
-        Err(e) => {
-            let body = Reply::new(named.as_deref(), "not_sent")
-                .error(&e.to_string())
-                .finish();
-            return (named, "not_sent", body);
-        }
-    };
-    let server = name_of(ix).unwrap_or_default();
+    if let Err(e) = control.upstream.check(to) {
+        let body = Reply::new(named.as_deref(), "not_sent")
+            .error(&e.to_string())
+            .finish();
+        return (named, "not_sent", body);
+    }
     if let Some(key) = &req.idempotency_key {
         match kv.create(key, Bytes::from_static(PENDING)).await {
             Ok(_) => {}
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                let reply = Reply::new(Some(&server), "duplicate");
+                // For `ami.any.action` the server is in the original reply.
+                let reply = Reply::new(named.as_deref(), "duplicate");
                 let body = match kv.get(key.as_str()).await {
                     Ok(Some(v)) if v.as_ref() != PENDING => match std::str::from_utf8(&v) {
                         Ok(orig) => reply.raw("original", orig),
@@ -297,13 +294,13 @@ async fn answer(
                     },
                     _ => reply.error("a request with this idempotency key is running or ran"),
                 };
-                return (Some(server), "duplicate", body.finish());
+                return (named, "duplicate", body.finish());
             }
             Err(e) => {
-                let body = Reply::new(Some(&server), "not_sent")
+                let body = Reply::new(named.as_deref(), "not_sent")
                     .error(&format!("idempotency store unavailable: {e}"))
                     .finish();
-                return (Some(server), "not_sent", body);
+                return (named, "not_sent", body);
             }
         }
     }
@@ -311,7 +308,21 @@ async fn answer(
         Some(t) => SendOptions::timeout(t),
         None => SendOptions::timeout(control.action_timeout),
     };
-    let result = Upstream::send(&handle, req.action, options).await;
+    let (server, result) = match control.upstream.send(to, req.action, options).await {
+        Ok((ix, result)) => (name_of(ix).unwrap_or_default(), result),
+        Err(e) => {
+            // Nothing was sent: the key must not block a retry.
+            if let Some(key) = &req.idempotency_key {
+                if let Err(e) = kv.delete(key).await {
+                    log::warn!("idempotency key {key}: not released after a refusal: {e}");
+                }
+            }
+            let body = Reply::new(named.as_deref(), "not_sent")
+                .error(&e.to_string())
+                .finish();
+            return (named, "not_sent", body);
+        }
+    };
     let (kind, body) = outcome_reply(&server, &result);
     if let Some(key) = &req.idempotency_key {
         if let Err(e) = kv.put(key, Bytes::from(body.clone())).await {

@@ -4,7 +4,7 @@ use crate::config::{BridgeConfig, BridgeConfigError, ServerSpec};
 use crate::metrics::{self, Metrics};
 use crate::publish::{Publisher, Terms};
 use crate::upstream::{ServerIx, Tagged, UpItem, Upstream};
-use ami_proto::Status;
+use ami_tokio::fleet::ServerStatus;
 use async_nats::jetstream::{self, kv, stream};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Capacity of the merged channel between the AMI sessions and the publisher. Small: the
-/// publisher's backlog is the real buffer.
-const MERGED_CAP: usize = 1024;
+/// Capacity of the channel of lease markers to the publisher (drained before every look at
+/// the fleet's stream, so it holds a few at most).
+const MARKERS_CAP: usize = 1024;
 
 /// How long the first outstanding publish ack may take before the publisher publishes the
 /// window again (the copies are dropped by JetStream's de-duplication).
@@ -109,7 +109,7 @@ impl Control {
             if !me.terms.is_current(ix, term) {
                 return;
             }
-            me.upstream.add(ix, term, spec);
+            me.upstream.add(ix);
             match sub {
                 Ok(sub) => {
                     let task = tokio::spawn(serve_actions(me.clone(), Some(ix), term, sub));
@@ -355,14 +355,20 @@ impl Bridge {
         )
         .await?;
 
-        let (merged_tx, merged_rx) = mpsc::channel(MERGED_CAP);
+        let (markers_tx, markers_rx) = mpsc::channel(MARKERS_CAP);
         let terms = Arc::new(Terms::new(servers.len()));
+        let (upstream, merged) = Upstream::start(
+            servers.clone(),
+            config.any_policy,
+            markers_rx,
+            terms.clone(),
+        );
         let control = Arc::new(Control {
             servers: servers.clone(),
             bridge_id: bridge_id.clone(),
             terms: terms.clone(),
-            upstream: Upstream::new(merged_tx.clone()),
-            merged: merged_tx,
+            upstream,
+            merged: markers_tx,
             metrics: metrics.clone(),
             nats: nats.clone(),
             action_timeout: config.action_timeout,
@@ -383,7 +389,7 @@ impl Bridge {
             window: config.publish_window,
             ack_timeout: PUBLISH_ACK_TIMEOUT,
         };
-        tasks.push(tokio::spawn(publisher.run(merged_rx)));
+        tasks.push(tokio::spawn(publisher.run(merged)));
         // Requests for any server: one bridge of the queue group answers each.
         match nats
             .queue_subscribe("ami.any.action".to_string(), "ami-bridge".to_string())
@@ -478,11 +484,11 @@ impl Bridge {
     }
 }
 
-fn status_name(s: &Status) -> &'static str {
+fn status_name(s: &ServerStatus) -> &'static str {
     match s {
-        Status::Connecting => "connecting",
-        Status::Ready { .. } => "ready",
-        Status::Disconnected { .. } => "disconnected",
+        ServerStatus::Connecting | ServerStatus::LoggingIn => "connecting",
+        ServerStatus::Ready { .. } => "ready",
+        ServerStatus::BackingOff { .. } | ServerStatus::BreakerOpen { .. } => "disconnected",
         _ => "closed",
     }
 }

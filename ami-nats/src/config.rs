@@ -1,5 +1,6 @@
 //! What a bridge is told: the NATS server, the Asterisk servers, names and limits.
 
+use ami_proto::fleet::Policy;
 use ami_proto::ClientConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -115,6 +116,7 @@ pub struct BridgeConfig {
     pub(crate) action_timeout: Duration,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) bridge_id: Option<String>,
+    pub(crate) any_policy: Policy,
 }
 
 impl BridgeConfig {
@@ -134,6 +136,7 @@ impl BridgeConfig {
             action_timeout: Duration::from_secs(30),
             metrics: None,
             bridge_id: None,
+            any_policy: Policy::RoundRobin,
         }
     }
 
@@ -194,6 +197,13 @@ impl BridgeConfig {
     /// Serve Prometheus text metrics on `addr` (e.g. `127.0.0.1:9185`).
     pub fn metrics(mut self, addr: SocketAddr) -> Self {
         self.metrics = Some(addr);
+        self
+    }
+
+    /// How a request on `ami.any.action` picks among the ready servers this bridge serves
+    /// (the fleet's routing policy; default round-robin).
+    pub fn any_policy(mut self, policy: Policy) -> Self {
+        self.any_policy = policy;
         self
     }
 

@@ -8,7 +8,10 @@
 //!   once (JetStream de-duplication);
 //! - gaps and session boundaries are published on `ami.<server>.gap` and
 //!   `ami.<server>.session`, so a consumer knows exactly where it missed events;
-//! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` and the
+//! - the servers a bridge serves are one `ami_tokio` fleet: its merged stream is fair across
+//!   servers (a flooding server loses its own events, counted, never a quiet one's);
+//! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` (a ready
+//!   server picked by the fleet's routing policy, [`BridgeConfig::any_policy`]) and the
 //!   reply carries the outcome kind (see [`actions`]); an idempotency key runs a request at
 //!   most once per key within a window;
 //! - several bridges may run for the same servers: each server is served by exactly one at a

@@ -16,7 +16,7 @@
 use crate::config::ServerSpec;
 use crate::metrics::Metrics;
 use crate::schema::{self, GapReason, Place};
-use crate::upstream::{ServerIx, Tagged, UpItem};
+use crate::upstream::{Merged, ServerIx, UpItem};
 use ami_proto::StreamItem;
 use async_nats::{HeaderMap, HeaderValue, StatusCode, Subject};
 use bytes::Bytes;
@@ -26,7 +26,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The lease term each server is served under now (0: not served by this bridge). Items of
@@ -49,6 +48,10 @@ impl Terms {
         if let Some(t) = self.0.get(ix) {
             let _ = t.compare_exchange(term, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
+    }
+    /// The term `ix` is served under now (0: not served).
+    pub(crate) fn current(&self, ix: ServerIx) -> u64 {
+        self.0.get(ix).map_or(0, |t| t.load(Ordering::SeqCst))
     }
     pub(crate) fn is_current(&self, ix: ServerIx, term: u64) -> bool {
         term != 0
@@ -145,7 +148,7 @@ fn parse_ack(status: Option<StatusCode>, p: &[u8]) -> Ack {
 impl Publisher {
     /// Runs until the merged stream ends and everything taken from it is acknowledged (or
     /// until aborted).
-    pub(crate) async fn run(self, mut merged: mpsc::Receiver<Tagged>) {
+    pub(crate) async fn run(self, mut merged: Merged) {
         let inbox = self.client.new_inbox();
         let mut acks = loop {
             match self.client.subscribe(format!("{inbox}.*")).await {

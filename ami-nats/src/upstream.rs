@@ -1,19 +1,20 @@
-//! The AMI side of the bridge, behind a small interface: start and stop serving a server,
-//! one merged stream of `(server, item)`, actions sent to a named server or to any ready one,
-//! per-server status.
-//!
-//! Interim implementation: one `ami-tokio` session per served server, each forwarded into the
-//! merged channel by a small task. When a fleet lands in the async layer this file is the only
-//! one that changes.
+//! The AMI side of the bridge: the tokio fleet (`ami_tokio::fleet`) holding the servers this
+//! bridge serves. A server joins the fleet when its lease is taken and leaves it when the
+//! lease is lost; actions go to a named server or to any ready one by the fleet's routing
+//! policy; the fleet's merged stream (fair across servers, each server's queue bounded and
+//! its drops counted as gaps) is read together with the lease markers by [`Merged`].
 
 use crate::config::ServerSpec;
-use ami_proto::{Action, Response, SendOptions, Status, StreamItem};
+use crate::publish::Terms;
+use ami_proto::{Action, Response, SendOptions, StreamItem};
+use ami_tokio::fleet::{
+    spawn_fleet, FleetConfig, FleetEvents, FleetHandle, FleetItem, Policy, Route, RouteFailed,
+    ServerStatus,
+};
 use ami_tokio::AmiError;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 /// A server's index in the bridge's configuration.
 pub(crate) type ServerIx = usize;
@@ -21,26 +22,23 @@ pub(crate) type ServerIx = usize;
 /// One item of the merged stream.
 #[derive(Debug)]
 pub(crate) enum UpItem {
-    /// An item of the AMI session's stream: an event, a counted gap, a session boundary.
+    /// An item of the server's AMI stream: an event, a counted gap, a session boundary.
     Stream(StreamItem),
     /// This bridge took the server's lease (the first item of a tenure); `previous` names
     /// the bridge that held it before, if its lease had to be taken over.
     LeaseAcquired { previous: Option<String> },
 }
 
-/// What arrives on the merged channel: the server, the lease term it was served under, the item.
+/// What the publisher reads: the server, the lease term it was served under, the item.
 pub(crate) type Tagged = (ServerIx, u64, UpItem);
 
-struct Serving {
-    handle: ami_tokio::Handle,
-    forwarder: JoinHandle<()>,
-}
-
-/// The served servers and the merged stream's sender.
+/// The served servers, in the fleet.
 pub(crate) struct Upstream {
-    serving: Mutex<BTreeMap<ServerIx, Serving>>,
-    merged: mpsc::Sender<Tagged>,
-    round_robin: AtomicUsize,
+    fleet: FleetHandle,
+    servers: Arc<[ServerSpec]>,
+    /// Servers in the fleet now (added on a lease, removed when it is lost).
+    serving: Mutex<BTreeSet<ServerIx>>,
+    policy: Policy,
 }
 
 /// Why an action could not be handed to a server.
@@ -52,111 +50,235 @@ pub(crate) enum RouteError {
     /// No served server is ready.
     #[error("no server served by this bridge is ready")]
     NoneReady,
+    /// The fleet refused it (it became unready meanwhile, its queue is full...).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Upstream {
-    /// An upstream whose merged stream goes to `merged` (bounded: a full channel makes the
-    /// forwarders wait, so the sessions' own bounded queues drop and count).
-    pub(crate) fn new(merged: mpsc::Sender<Tagged>) -> Upstream {
-        Upstream {
-            serving: Mutex::new(BTreeMap::new()),
-            merged,
-            round_robin: AtomicUsize::new(0),
-        }
+    /// An empty fleet for `servers` (on the current tokio runtime), routing `ami.any.action`
+    /// by `policy`; `markers` carries the lease markers the [`Merged`] stream puts first.
+    pub(crate) fn start(
+        servers: Arc<[ServerSpec]>,
+        policy: Policy,
+        markers: mpsc::Receiver<Tagged>,
+        terms: Arc<Terms>,
+    ) -> (Upstream, Merged) {
+        let (fleet, events) = spawn_fleet(FleetConfig::default());
+        let index = servers
+            .iter()
+            .enumerate()
+            .map(|(ix, s)| (s.name.clone(), ix))
+            .collect();
+        let merged = Merged {
+            markers,
+            events,
+            index,
+            terms,
+            session_term: vec![0; servers.len()],
+            markers_open: true,
+        };
+        let upstream = Upstream {
+            fleet,
+            servers,
+            serving: Mutex::new(BTreeSet::new()),
+            policy,
+        };
+        (upstream, merged)
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<ServerIx, Serving>> {
-        // Only map inserts/removes run under the lock; a poisoned map is still consistent.
+    fn lock(&self) -> MutexGuard<'_, BTreeSet<ServerIx>> {
+        // Only set inserts/removes run under the lock; a poisoned set is still consistent.
         self.serving.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts serving `spec` under lease `term` (a no-op if it is served already).
-    pub(crate) fn add(&self, ix: ServerIx, term: u64, spec: &ServerSpec) {
+    /// Starts serving `ix` (a no-op if it is served already).
+    pub(crate) fn add(&self, ix: ServerIx) {
+        let Some(spec) = self.servers.get(ix) else {
+            return;
+        };
         let mut serving = self.lock();
-        if serving.contains_key(&ix) {
+        if serving.contains(&ix) {
             return;
         }
-        let (handle, events) =
-            ami_tokio::spawn(spec.client.clone(), (spec.host.as_str(), spec.port));
-        let forwarder = tokio::spawn(forward(ix, term, events, self.merged.clone()));
-        serving.insert(ix, Serving { handle, forwarder });
+        match self.fleet.add(
+            &spec.name,
+            spec.client.clone(),
+            (spec.host.as_str(), spec.port),
+        ) {
+            Ok(()) => {
+                serving.insert(ix);
+            }
+            Err(e) => log::warn!("{}: cannot join the fleet: {e}", spec.name),
+        }
     }
 
-    /// Stops serving: the session closes at once (pending actions fail), nothing more of it
-    /// enters the merged stream.
+    /// Stops serving: the session closes at once (pending actions fail); whatever of it is
+    /// still queued is discarded by [`Merged`] (it belongs to a lease term no longer held).
     pub(crate) fn remove(&self, ix: ServerIx) {
-        if let Some(s) = self.lock().remove(&ix) {
-            s.forwarder.abort();
-            s.handle.close();
+        if self.lock().remove(&ix) {
+            if let Some(spec) = self.servers.get(ix) {
+                self.fleet.remove(&spec.name);
+            }
         }
     }
 
     /// The served servers and their status.
-    pub(crate) fn statuses(&self) -> Vec<(ServerIx, Status)> {
-        self.lock()
-            .iter()
-            .map(|(ix, s)| (*ix, s.handle.status().get()))
+    pub(crate) fn statuses(&self) -> Vec<(ServerIx, ServerStatus)> {
+        let serving = self.lock().clone();
+        serving
+            .into_iter()
+            .filter_map(|ix| Some((ix, self.fleet.status(&self.servers.get(ix)?.name)?)))
             .collect()
     }
 
-    /// Picks the server for a request: `Some(ix)` names one, `None` means any ready server
-    /// (round-robin over the ready ones this bridge serves).
-    pub(crate) fn route(
-        &self,
-        to: Option<ServerIx>,
-    ) -> Result<(ServerIx, ami_tokio::Handle), RouteError> {
+    /// Checks that a request can be routed now, before anything is claimed for it: `Some(ix)`
+    /// names a server (it must be served here), `None` means any (one served server must be
+    /// ready). The fleet decides again when the action is sent.
+    pub(crate) fn check(&self, to: Option<ServerIx>) -> Result<(), RouteError> {
         let serving = self.lock();
-        if let Some(ix) = to {
-            return serving
-                .get(&ix)
-                .map(|s| (ix, s.handle.clone()))
-                .ok_or(RouteError::NotServed);
+        match to {
+            Some(ix) if serving.contains(&ix) => Ok(()),
+            Some(_) => Err(RouteError::NotServed),
+            None => {
+                let ready = serving.iter().any(|ix| {
+                    self.servers.get(*ix).is_some_and(|s| {
+                        matches!(self.fleet.status(&s.name), Some(ServerStatus::Ready { .. }))
+                    })
+                });
+                if ready {
+                    Ok(())
+                } else {
+                    Err(RouteError::NoneReady)
+                }
+            }
         }
-        let ready: Vec<(ServerIx, &Serving)> = serving
-            .iter()
-            .filter(|(_, s)| matches!(s.handle.status().get(), Status::Ready { .. }))
-            .map(|(ix, s)| (*ix, s))
-            .collect();
-        if ready.is_empty() {
-            return Err(RouteError::NoneReady);
-        }
-        let n = self.round_robin.fetch_add(1, Ordering::Relaxed) % ready.len();
-        Ok((ready[n].0, ready[n].1.handle.clone()))
     }
 
-    /// Sends `action` on a routed session and waits for its outcome.
+    /// Sends `action` to `to` (or to a ready server by the routing policy) and waits for its
+    /// outcome: the server it went to and the result there.
     pub(crate) async fn send(
-        handle: &ami_tokio::Handle,
+        &self,
+        to: Option<ServerIx>,
         action: Action,
         options: SendOptions,
-    ) -> Result<Response, AmiError> {
-        handle.send_with(action, options).await
+    ) -> Result<(ServerIx, Result<Response, AmiError>), RouteError> {
+        let route = match to {
+            Some(ix) => {
+                if !self.lock().contains(&ix) {
+                    return Err(RouteError::NotServed);
+                }
+                let spec = self.servers.get(ix).ok_or(RouteError::NotServed)?;
+                Route::Server(spec.name.as_str())
+            }
+            None => Route::Any(self.policy),
+        };
+        match self.fleet.send_with(route, action, options).await {
+            Ok(reply) => {
+                let ix = self
+                    .index_of(reply.server.as_str())
+                    .ok_or(RouteError::NotServed)?;
+                Ok((ix, reply.result))
+            }
+            Err(RouteFailed::Route(ami_proto::fleet::RouteError::NoServer { .. })) => {
+                Err(RouteError::NoneReady)
+            }
+            // The server's client refused the action itself (a reserved field...): its
+            // outcome, as a session would have given it.
+            Err(RouteFailed::Route(ami_proto::fleet::RouteError::Send { server, error })) => {
+                let ix = self
+                    .index_of(server.as_str())
+                    .ok_or(RouteError::NotServed)?;
+                Ok((ix, Err(AmiError::Send(error))))
+            }
+            Err(e) => Err(RouteError::Refused(e.to_string())),
+        }
+    }
+
+    fn index_of(&self, name: &str) -> Option<ServerIx> {
+        self.servers.iter().position(|s| s.name == name)
     }
 
     /// Closes every session.
     pub(crate) fn close_all(&self) {
-        let all = std::mem::take(&mut *self.lock());
-        for (_, s) in all {
-            s.forwarder.abort();
-            s.handle.close();
-        }
+        self.lock().clear();
+        self.fleet.close();
     }
 }
 
-/// Moves one session's items into the merged stream, in order: events, counted gaps and
-/// the session boundaries (`Ready`, `Disconnected`) the core puts between them.
-async fn forward(
-    ix: ServerIx,
-    term: u64,
-    mut events: ami_tokio::Events,
-    merged: mpsc::Sender<Tagged>,
-) {
-    let mut batch = Vec::with_capacity(256);
-    while events.recv_many(&mut batch, 256).await > 0 {
-        for item in batch.drain(..) {
-            if merged.send((ix, term, UpItem::Stream(item))).await.is_err() {
-                return;
+/// The publisher's input: lease markers, then the fleet's items, each tagged with the lease
+/// term its server is served under.
+///
+/// Order: a marker is queued before its server joins the fleet, so draining the markers
+/// before every look at the fleet puts each `lease_acquired` before the events of its
+/// session. Items of a server from before its current term (a final gap of a session that
+/// ended when a lease was lost) are dropped: each session starts with `StreamItem::Ready`,
+/// and only items after a `Ready` seen under the current term pass.
+pub(crate) struct Merged {
+    markers: mpsc::Receiver<Tagged>,
+    events: FleetEvents,
+    index: HashMap<String, ServerIx>,
+    terms: Arc<Terms>,
+    /// Per server: the term under which its current session's `Ready` was seen.
+    session_term: Vec<u64>,
+    markers_open: bool,
+}
+
+impl Merged {
+    /// Moves up to `max` items into `out`, waiting for at least one; 0 once the fleet ended.
+    pub(crate) async fn recv_many(&mut self, out: &mut Vec<Tagged>, max: usize) -> usize {
+        let start = out.len();
+        loop {
+            self.drain_markers(out, start + max);
+            while out.len() < start + max {
+                match self.events.try_recv() {
+                    Some(item) => self.tag(item, out),
+                    None => break,
+                }
+            }
+            if out.len() > start {
+                return out.len() - start;
+            }
+            tokio::select! {
+                m = self.markers.recv(), if self.markers_open => match m {
+                    Some(m) => out.push(m),
+                    None => self.markers_open = false,
+                },
+                item = self.events.recv() => match item {
+                    Some(item) => {
+                        // A marker queued before this item existed goes first.
+                        self.drain_markers(out, usize::MAX);
+                        self.tag(item, out);
+                    }
+                    None => return out.len() - start,
+                },
             }
         }
+    }
+
+    fn drain_markers(&mut self, out: &mut Vec<Tagged>, limit: usize) {
+        while out.len() < limit {
+            match self.markers.try_recv() {
+                Ok(m) => out.push(m),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn tag(&mut self, item: FleetItem, out: &mut Vec<Tagged>) {
+        let Some(&ix) = self.index.get(item.server.as_str()) else {
+            return;
+        };
+        let term = self.terms.current(ix);
+        let Some(session_term) = self.session_term.get_mut(ix) else {
+            return;
+        };
+        if matches!(item.item, StreamItem::Ready { .. }) {
+            *session_term = term;
+        }
+        // Term 0 (not served) or a session of an older term: the publisher counts it as
+        // discarded.
+        let term = if *session_term == term { term } else { 0 };
+        out.push((ix, term, UpItem::Stream(item.item)));
     }
 }

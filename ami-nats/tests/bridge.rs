@@ -470,6 +470,57 @@ fn malformed_action_requests_get_an_error_and_reach_no_asterisk() {
 }
 
 #[test]
+fn any_action_is_routed_by_the_fleet_policy_over_the_served_servers() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (sim(), sim());
+    let quiet = || {
+        login()
+            .ping_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap()
+    };
+    let bridge = TestBridge::start(BridgeConfig::new(
+        nats.url(),
+        vec![spec("pbx1", &a, quiet()), spec("pbx2", &b, quiet())],
+    ));
+    wait_for(Duration::from_secs(10), "both served", || {
+        bridge.serving().len() == 2 && a.stats().logins == 1 && b.stats().logins == 1
+    });
+    let url = nats.url();
+    // A named request waits for its server to be ready: after these both are.
+    for name in ["pbx1", "pbx2"] {
+        let r = block(request(
+            &url,
+            &format!("ami.{name}.action"),
+            r#"{"headers":[["Action","Ping"]]}"#,
+        ));
+        assert_eq!(r["outcome"], "success", "{r}");
+        assert_eq!(r["server"], name);
+    }
+    let before = (a.stats().actions, b.stats().actions);
+    let mut went = Vec::new();
+    for _ in 0..4 {
+        let r = block(request(
+            &url,
+            "ami.any.action",
+            r#"{"headers":[["Action","Ping"]]}"#,
+        ));
+        assert_eq!(r["outcome"], "success", "{r}");
+        went.push(r["server"].as_str().unwrap().to_string());
+    }
+    // Round-robin (the default policy) alternates between the two ready servers.
+    assert_ne!(went[0], went[1], "{went:?}");
+    assert_eq!(went[0], went[2], "{went:?}");
+    assert_eq!(went[1], went[3], "{went:?}");
+    assert_eq!(
+        (a.stats().actions - before.0, b.stats().actions - before.1),
+        (2, 2),
+        "each server ran the actions routed to it"
+    );
+    bridge.shutdown();
+}
+
+#[test]
 fn idempotency_key_blocks_a_second_originate() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();

@@ -1,14 +1,17 @@
-//! `ami bridge`: the server's events and actions through NATS JetStream (crate `ami-nats`).
+//! `ami bridge`: the servers' events and actions through NATS JetStream (crate `ami-nats`).
 //!
-//! Events go to `ami.<name>.event.<Event>`, gaps to `ami.<name>.gap`, session boundaries to
-//! `ami.<name>.session` (stream `AMI`, created if absent); actions are NATS requests on
-//! `ami.<name>.action` and `ami.any.action`. Several `ami bridge` processes may run for the
-//! same server: a lease in the KV bucket `ami_leases` lets exactly one serve it at a time, and
-//! another takes over within about `--lease-ttl` when it dies. Runs until Ctrl-C, then
-//! releases its leases so another bridge takes over at once.
+//! Every `--server` (or each URL of a comma-separated AMI_URL) is one server of the bridge's
+//! fleet. Events go to `ami.<name>.event.<Event>`, gaps to `ami.<name>.gap`, session
+//! boundaries to `ami.<name>.session` (stream `AMI`, created if absent); actions are NATS
+//! requests on `ami.<name>.action` and `ami.any.action` (routed by `--any-policy` among the
+//! ready servers). Several `ami bridge` processes may run for the same servers: a lease per
+//! server in the KV bucket `ami_leases` lets exactly one serve it at a time, and another takes
+//! over within about `--lease-ttl` when it dies. Runs until Ctrl-C, then releases its leases
+//! so another bridge takes over at once.
 
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_USAGE};
 use ami_nats::{Bridge, BridgeConfig, ServerSpec};
+use ami_proto::fleet::Policy;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -17,9 +20,13 @@ pub(crate) struct Args {
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats: String,
     /// The server's name in subjects and JSON (default HOST:PORT; characters other than
-    /// letters, digits, `-` and `_` become `_` in subjects).
+    /// letters, digits, `-` and `_` become `_` in subjects). With several servers, give one
+    /// --name per --server, in the same order.
     #[arg(long)]
-    name: Option<String>,
+    name: Vec<String>,
+    /// How `ami.any.action` picks among the ready servers.
+    #[arg(long, value_enum, default_value = "round-robin")]
+    any_policy: AnyPolicy,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9185.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
@@ -28,20 +35,50 @@ pub(crate) struct Args {
     lease_ttl: u64,
 }
 
+/// `--any-policy`: the fleet's routing policies.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AnyPolicy {
+    /// The next ready server after the one picked last.
+    RoundRobin,
+    /// The ready server with the fewest actions pending.
+    FewestInFlight,
+}
+
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let usage = |e: &dyn std::fmt::Display| Failure::new(EXIT_USAGE, e.to_string());
-    let url = crate::session::one_server(conn)?;
-    if url.tls {
+    if conn.server.is_empty() {
+        return Err(crate::session::no_server());
+    }
+    if !args.name.is_empty() && args.name.len() != conn.server.len() {
         return Err(Failure::new(
             EXIT_USAGE,
-            "ami bridge speaks plain AMI only (ami://)",
+            format!(
+                "{} --name for {} servers: give one per --server, in order, or none",
+                args.name.len(),
+                conn.server.len()
+            ),
         ));
     }
-    let client = crate::session::config(conn.auth, &url.user, url.secret.expose(), "on")?;
-    let name = args.name.clone().unwrap_or_else(|| url.authority());
-    let spec = ServerSpec::new(name, url.host.clone(), url.port, client).map_err(|e| usage(&e))?;
-    let mut config = BridgeConfig::new(args.nats.clone(), vec![spec])
-        .lease_ttl(Duration::from_secs(args.lease_ttl));
+    let mut specs = Vec::with_capacity(conn.server.len());
+    for (i, url) in conn.server.iter().enumerate() {
+        if url.tls {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                "ami bridge speaks plain AMI only (ami://)",
+            ));
+        }
+        let client = crate::session::config(conn.auth, &url.user, url.secret.expose(), "on")?;
+        let name = args.name.get(i).cloned().unwrap_or_else(|| url.authority());
+        specs.push(
+            ServerSpec::new(name, url.host.clone(), url.port, client).map_err(|e| usage(&e))?,
+        );
+    }
+    let mut config = BridgeConfig::new(args.nats.clone(), specs)
+        .lease_ttl(Duration::from_secs(args.lease_ttl))
+        .any_policy(match args.any_policy {
+            AnyPolicy::RoundRobin => Policy::RoundRobin,
+            AnyPolicy::FewestInFlight => Policy::FewestInFlight,
+        });
     if let Some(addr) = args.metrics {
         config = config.metrics(addr);
     }
