@@ -20,8 +20,8 @@
 //! messages as header lists when there are any; `error` says why when it failed.
 
 use crate::bridge::Control;
-use crate::schema::{push_headers, push_json_bytes};
 use crate::upstream::ServerIx;
+use ami_json::{push_headers, push_text};
 use ami_proto::{Action, ActionError, Message, Response, SendError, SendOptions};
 use ami_tokio::AmiError;
 use async_nats::jetstream::kv::{CreateErrorKind, Store};
@@ -154,7 +154,7 @@ impl Reply {
         let mut out = String::with_capacity(256);
         out.push_str("{\"type\":\"outcome\",\"server\":");
         match server {
-            Some(s) => push_json_bytes(&mut out, s.as_bytes()),
+            Some(s) => push_text(&mut out, s.as_bytes()),
             None => out.push_str("null"),
         }
         let _ = write!(out, ",\"outcome\":\"{outcome}\"");
@@ -162,7 +162,7 @@ impl Reply {
     }
     fn error(mut self, e: &str) -> Reply {
         self.out.push_str(",\"error\":");
-        push_json_bytes(&mut self.out, e.as_bytes());
+        push_text(&mut self.out, e.as_bytes());
         self
     }
     fn message(mut self, key: &str, m: Option<&Message>) -> Reply {

@@ -68,8 +68,11 @@ mod config;
 mod lease;
 mod metrics;
 mod publish;
-pub mod schema;
 mod upstream;
+
+/// The JSON the bridge publishes (events, gap and session markers, action replies' headers):
+/// the crate `ami-json`, the schema `ami listen` writes too.
+pub use ami_json as schema;
 
 pub use actions::{ActionRequest, RequestError};
 pub use bridge::{Bridge, BridgeError};

@@ -15,8 +15,8 @@
 
 use crate::config::ServerSpec;
 use crate::metrics::Metrics;
-use crate::schema::{self, GapReason, Place};
 use crate::upstream::{Merged, ServerIx, UpItem};
+use ami_json::{GapReason, Place, SessionState};
 use ami_proto::StreamItem;
 use async_nats::{HeaderMap, HeaderValue, StatusCode, Subject};
 use bytes::Bytes;
@@ -410,19 +410,19 @@ impl Publisher {
                         s
                     }
                 };
-                add(subject, &|p| schema::event(p, &msg));
+                add(subject, &|p| ami_json::message_at(&p, &msg));
             }
             UpItem::Stream(StreamItem::Gap { dropped }) => {
                 self.metrics.gap(ix, "overflow", dropped);
                 add(gap_subject(), &|p| {
-                    schema::gap(p, GapReason::Overflow, Some(dropped))
+                    ami_json::gap(&p, GapReason::Overflow, Some(dropped))
                 });
             }
             UpItem::Stream(StreamItem::Ready { ami_version }) => {
                 add(session_subject(), &|p| {
-                    schema::session(
-                        p,
-                        "connected",
+                    ami_json::session(
+                        Some(&p),
+                        SessionState::Ready,
                         &[("bridge", bridge), ("ami_version", &ami_version)],
                     )
                 });
@@ -430,15 +430,15 @@ impl Publisher {
             UpItem::Stream(StreamItem::Disconnected { reason }) => {
                 let reason = reason.to_string();
                 add(session_subject(), &|p| {
-                    schema::session(
-                        p,
-                        "disconnected",
+                    ami_json::session(
+                        Some(&p),
+                        SessionState::Lost,
                         &[("bridge", bridge), ("reason", &reason)],
                     )
                 });
                 self.metrics.gap(ix, "disconnected", 0);
                 add(gap_subject(), &|p| {
-                    schema::gap(p, GapReason::Disconnected, None)
+                    ami_json::gap(&p, GapReason::Disconnected, None)
                 });
             }
             // Marks belong to actions sent with one; the bridge sends none.
@@ -449,12 +449,12 @@ impl Publisher {
                     extra.push(("previous_bridge", prev.as_str()));
                 }
                 add(session_subject(), &|p| {
-                    schema::session(p, "lease_acquired", &extra)
+                    ami_json::session(Some(&p), SessionState::LeaseAcquired, &extra)
                 });
                 if previous.is_some() {
                     self.metrics.gap(ix, "takeover", 0);
                     add(gap_subject(), &|p| {
-                        schema::gap(p, GapReason::Takeover, None)
+                        ami_json::gap(&p, GapReason::Takeover, None)
                     });
                 }
             }

@@ -99,7 +99,7 @@ fn events_arrive_in_order_with_nothing_lost() {
         let mine: Vec<&Stored> = all.iter().filter(|s| s.body["server"] == server).collect();
         assert_eq!(mine[0].subject, format!("ami.{server}.session"));
         assert_eq!(mine[0].body["state"], "lease_acquired");
-        assert_eq!(mine[1].body["state"], "connected");
+        assert_eq!(mine[1].body["state"], "ready");
         assert!(mine.iter().all(|s| s.body["type"] != "gap"));
         assert!(mine
             .iter()
@@ -241,7 +241,7 @@ fn killed_bridge_is_replaced_with_gap_and_session_markers_and_no_duplicates() {
     assert_eq!(second_session[1].subject, "ami.pbx1.gap");
     assert_eq!(second_session[1].body["reason"], "takeover");
     assert!(second_session[1].body["dropped"].is_null());
-    assert_eq!(second_session[2].body["state"], "connected");
+    assert_eq!(second_session[2].body["state"], "ready");
     // Nothing of the first session after the second one started.
     let start = second_session[0].seq;
     assert!(all
@@ -599,10 +599,10 @@ fn asterisk_restart_is_marked_between_the_sessions_events() {
         kinds,
         [
             "session:lease_acquired",
-            "session:connected",
-            "session:disconnected",
+            "session:ready",
+            "session:lost",
             "gap:disconnected",
-            "session:connected"
+            "session:ready"
         ]
     );
     // The first storm comes before the loss, the second after the new login.
@@ -611,7 +611,7 @@ fn asterisk_restart_is_marked_between_the_sessions_events() {
             .position(|s| s.body["state"] == what || s.body["reason"] == what)
             .unwrap()
     };
-    let lost = at("disconnected");
+    let lost = at("lost");
     let storm_positions: Vec<usize> = all
         .iter()
         .enumerate()
@@ -621,9 +621,9 @@ fn asterisk_restart_is_marked_between_the_sessions_events() {
     assert!(storm_positions[..300].iter().all(|&i| i < lost));
     let relogin = all
         .iter()
-        .rposition(|s| s.body["state"] == "connected")
+        .rposition(|s| s.body["state"] == "ready")
         .unwrap();
     assert!(storm_positions[300..].iter().all(|&i| i > relogin));
-    assert!(all[at("disconnected")].body["reason"].is_string());
+    assert!(all[at("lost")].body["reason"].is_string());
     bridge.shutdown();
 }

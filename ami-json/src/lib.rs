@@ -1,0 +1,441 @@
+//! # ami-json: the JSON of AMI messages
+//!
+//! One schema, written by one encoder, for every place an AMI message leaves as JSON: the
+//! lines of `ami listen` (and `ami action`, `ami decode`) and the bodies `ami bridge`
+//! publishes on NATS. Strict JSON, one object per message:
+//!
+//! ```
+//! use ami_proto::{Decoder, DecoderLimits, Frame};
+//!
+//! let mut d = Decoder::without_banner(DecoderLimits::default());
+//! d.feed(b"Event: Newchannel\r\nCallerIDName: Alice\r\n\r\n");
+//! let Some(Ok(Frame::Message(m))) = d.decode() else { unreachable!() };
+//! assert_eq!(
+//!     ami_json::message(&m),
+//!     r#"{"type":"event","headers":[["Event","Newchannel"],["CallerIDName","Alice"]]}"#
+//! );
+//! ```
+//!
+//! ## Messages
+//!
+//! `{"type":K,"headers":[[key,value],...]}`: `K` is `event`, `response`, `action` or
+//! `other`; `headers` keeps wire order and repeated keys, each header a two-element array.
+//! Where the message comes from is added before `headers`:
+//!
+//! - `ami listen` over several servers: `"server":NAME` first ([`with_server`]);
+//! - `ami bridge`: `"server"`, `"session"` and `"position"` ([`Place`], [`message_at`]).
+//!
+//! ## Bytes that are not UTF-8
+//!
+//! A key or value that is valid UTF-8 is a JSON string. One that is not (a caller name in
+//! Latin-1, say) is an object instead, so nothing is lost and nothing is guessed:
+//!
+//! ```text
+//! ["CallerIDName",{"base64":"Sm9z6Q==","lossy":"Jos\ufffd"}]
+//! ```
+//!
+//! `base64` holds the exact bytes (standard alphabet, padded); `lossy` is the same text with
+//! each invalid sequence replaced by U+FFFD, for display only. Readers: jq
+//! `if type == "object" then .base64 | @base64d else . end` (jq's decoder yields text);
+//! Python `base64.b64decode(v["base64"]) if isinstance(v, dict) else v.encode()`.
+//!
+//! ## Session markers
+//!
+//! `{"type":"session","state":S,...}` where the stream of one server changes session
+//! ([`session`]; states in [`SessionState`]):
+//!
+//! | state | where | extra fields |
+//! |---|---|---|
+//! | `ready` | a session is up (logged in): the events after it are from it | `ami_version` |
+//! | `lost` | the session was lost: what the server sent until the next `ready` is missed | `reason` |
+//! | `lease_acquired` | (bridge) this bridge took the server's lease: its first item | `bridge`, `previous_bridge` if taken over |
+//! | `lease_released` | (bridge) this bridge gave the server up cleanly: its last item | `bridge` |
+//!
+//! The bridge adds `"bridge"` to `ready` and `lost` too.
+//!
+//! ## Gaps (bridge)
+//!
+//! `{"type":"gap",...,"reason":R,"dropped":N|null}` ([`gap`]): `overflow` (a bounded queue
+//! dropped exactly `N` events), `disconnected` (the session was lost; unknown count, `null`)
+//! or `takeover` (another bridge held the server before; unknown count).
+#![forbid(unsafe_code)]
+
+use ami_proto::{Message, MessageKind};
+use std::fmt::Write;
+
+/// Appends `s` as a JSON string.
+pub fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+/// Appends `bytes` as JSON: a string when they are UTF-8, else
+/// `{"base64":<exact bytes>,"lossy":<text with U+FFFD>}` (see the crate docs).
+pub fn push_text(out: &mut String, bytes: &[u8]) {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(s) => push_str(out, s),
+        Err(_) => {
+            out.push_str("{\"base64\":\"");
+            base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
+            out.push_str("\",\"lossy\":");
+            push_str(out, &String::from_utf8_lossy(bytes));
+            out.push('}');
+        }
+    }
+}
+
+/// Appends a message's headers: `[[key,value],...]`, wire order, repeated keys kept.
+pub fn push_headers(out: &mut String, msg: &Message) {
+    out.push('[');
+    for (i, f) in msg.fields().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        push_text(out, f.key);
+        out.push(',');
+        push_text(out, f.value.as_bytes());
+        out.push(']');
+    }
+    out.push(']');
+}
+
+/// The `"type"` of a message: `event`, `response`, `action` or `other`.
+pub fn kind(msg: &Message) -> &'static str {
+    match msg.kind() {
+        MessageKind::Event => "event",
+        MessageKind::Response => "response",
+        MessageKind::Action => "action",
+        _ => "other",
+    }
+}
+
+/// A guess of the JSON's size, so one allocation usually holds it.
+fn capacity(msg: &Message) -> usize {
+    msg.wire_bytes().len() * 5 / 4 + 128
+}
+
+/// A message as `ami listen` writes it: `{"type":K,"headers":[...]}`.
+pub fn message(msg: &Message) -> String {
+    let mut out = String::with_capacity(capacity(msg));
+    out.push_str("{\"type\":\"");
+    out.push_str(kind(msg));
+    out.push_str("\",\"headers\":");
+    push_headers(&mut out, msg);
+    out.push('}');
+    out
+}
+
+/// Where a message published by a bridge belongs: the server, the bridge's session of it
+/// (one bridge's tenure of the server) and the position in that session (1, 2, 3...,
+/// markers included, so a consumer sees exactly where something is missing).
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The server's name.
+    pub server: &'a str,
+    /// The session: `<bridge>-<lease revision>`.
+    pub session: &'a str,
+    /// The position within the session.
+    pub position: u64,
+}
+
+impl Place<'_> {
+    /// Opens the object: `{"type":"<kind>","server":..,"session":..,"position":N`.
+    fn open(&self, out: &mut String, kind: &str) {
+        out.push_str("{\"type\":\"");
+        out.push_str(kind);
+        out.push_str("\",\"server\":");
+        push_str(out, self.server);
+        out.push_str(",\"session\":");
+        push_str(out, self.session);
+        let _ = write!(out, ",\"position\":{}", self.position);
+    }
+}
+
+/// A message as a bridge publishes it: the [`message`] object with its [`Place`].
+pub fn message_at(place: &Place<'_>, msg: &Message) -> String {
+    let mut out = String::with_capacity(capacity(msg) + 64);
+    place.open(&mut out, kind(msg));
+    out.push_str(",\"headers\":");
+    push_headers(&mut out, msg);
+    out.push('}');
+    out
+}
+
+/// The states of a session marker (see the crate docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// A session is up; `ami_version` follows.
+    Ready,
+    /// The session was lost; `reason` follows.
+    Lost,
+    /// A bridge took the server's lease.
+    LeaseAcquired,
+    /// A bridge gave the server up cleanly.
+    LeaseReleased,
+}
+
+impl SessionState {
+    /// Its name in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::Ready => "ready",
+            SessionState::Lost => "lost",
+            SessionState::LeaseAcquired => "lease_acquired",
+            SessionState::LeaseReleased => "lease_released",
+        }
+    }
+}
+
+/// A session marker: `{"type":"session",<place>,"state":S,<extra as strings>}`; `place` is
+/// `None` for `ami listen`.
+pub fn session(place: Option<&Place<'_>>, state: SessionState, extra: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(200);
+    match place {
+        Some(p) => p.open(&mut out, "session"),
+        None => out.push_str("{\"type\":\"session\""),
+    }
+    out.push_str(",\"state\":\"");
+    out.push_str(state.name());
+    out.push('"');
+    for (k, v) in extra {
+        out.push(',');
+        push_str(&mut out, k);
+        out.push(':');
+        push_str(&mut out, v);
+    }
+    out.push('}');
+    out
+}
+
+/// Why events are missing at a gap marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GapReason {
+    /// A bounded queue overflowed; the count is exact.
+    Overflow,
+    /// The AMI session was lost; what the server sent until the next login is unknown.
+    Disconnected,
+    /// Another bridge held the server before; what it did not publish is unknown.
+    Takeover,
+}
+
+impl GapReason {
+    /// Its name in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            GapReason::Overflow => "overflow",
+            GapReason::Disconnected => "disconnected",
+            GapReason::Takeover => "takeover",
+        }
+    }
+}
+
+/// A gap marker; `dropped: None` (JSON `null`) when the count cannot be known.
+pub fn gap(place: &Place<'_>, reason: GapReason, dropped: Option<u64>) -> String {
+    let mut out = String::with_capacity(160);
+    place.open(&mut out, "gap");
+    out.push_str(",\"reason\":\"");
+    out.push_str(reason.name());
+    out.push('"');
+    match dropped {
+        Some(n) => {
+            let _ = write!(out, ",\"dropped\":{n}");
+        }
+        None => out.push_str(",\"dropped\":null"),
+    }
+    out.push('}');
+    out
+}
+
+/// `line` (a JSON object) with `"server":NAME` first: `ami listen` and `ami action --on`
+/// over several servers say which server each line came from.
+pub fn with_server(line: &str, server: &str) -> String {
+    let mut out = String::with_capacity(line.len() + server.len() + 16);
+    out.push_str("{\"server\":");
+    push_str(&mut out, server);
+    match line.strip_prefix('{') {
+        Some(rest) if rest.starts_with('}') => out.push('}'),
+        Some(rest) => {
+            out.push(',');
+            out.push_str(rest);
+        }
+        None => return line.to_string(),
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use ami_proto::{Decoder, DecoderLimits, Frame};
+    use serde_json::{json, Value};
+
+    fn one(wire: &[u8]) -> Message {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        d.feed(wire);
+        match d.decode() {
+            Some(Ok(Frame::Message(m))) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const PLACE: Place<'static> = Place {
+        server: "pbx1",
+        session: "b1-7",
+        position: 3,
+    };
+
+    #[test]
+    fn keeps_order_and_repeated_keys_and_escapes_quotes() {
+        let m = one(b"Response: Success\r\nOutput: a\r\nOutput: \"b\"\\\r\n\r\n");
+        assert_eq!(
+            message(&m),
+            r#"{"type":"response","headers":[["Response","Success"],["Output","a"],["Output","\"b\"\\"]]}"#
+        );
+    }
+
+    #[test]
+    fn non_utf8_values_read_back_byte_exact_through_a_strict_parser() {
+        use base64::Engine;
+        let m = one(b"Event: Newchannel\r\nCallerIDName: Jos\xe9 \xff\r\nExten: 100\r\n\r\n");
+        let v: Value = serde_json::from_str(&message(&m)).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": "event", "headers": [
+                ["Event", "Newchannel"],
+                ["CallerIDName", {"base64": "Sm9z6SD/", "lossy": "Jos\u{fffd} \u{fffd}"}],
+                ["Exten", "100"],
+            ]})
+        );
+        let b64 = v["headers"][1][1]["base64"].as_str().unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(bytes, b"Jos\xe9 \xff");
+    }
+
+    #[test]
+    fn control_characters_and_unicode_survive_a_round_trip() {
+        let m = one("Event: X\r\nName: tab\there \u{1}\u{1f} é 😀 \"q\"\r\n\r\n".as_bytes());
+        let v: Value = serde_json::from_str(&message(&m)).unwrap();
+        assert_eq!(v["headers"][1][1], "tab\there \u{1}\u{1f} é 😀 \"q\"");
+    }
+
+    #[test]
+    fn bridge_event_carries_its_place_before_the_headers() {
+        let m = one(b"Event: VarSet\r\nVariable: a\r\nVariable: b\r\n\r\n");
+        assert_eq!(
+            message_at(&PLACE, &m),
+            r#"{"type":"event","server":"pbx1","session":"b1-7","position":3,"headers":[["Event","VarSet"],["Variable","a"],["Variable","b"]]}"#
+        );
+    }
+
+    #[test]
+    fn gap_with_unknown_count_says_null() {
+        let v: Value = serde_json::from_str(&gap(&PLACE, GapReason::Takeover, None)).unwrap();
+        assert_eq!(v["type"], "gap");
+        assert_eq!(v["reason"], "takeover");
+        assert!(v["dropped"].is_null());
+        let v: Value = serde_json::from_str(&gap(&PLACE, GapReason::Overflow, Some(12))).unwrap();
+        assert_eq!(v["dropped"], 12);
+    }
+
+    #[test]
+    fn session_markers_of_listen_and_bridge_share_states_and_fields() {
+        let listen = session(None, SessionState::Ready, &[("ami_version", "11.0.0")]);
+        assert_eq!(
+            listen,
+            r#"{"type":"session","state":"ready","ami_version":"11.0.0"}"#
+        );
+        let bridge = session(
+            Some(&PLACE),
+            SessionState::Ready,
+            &[("bridge", "b1"), ("ami_version", "11.0.0")],
+        );
+        let v: Value = serde_json::from_str(&bridge).unwrap();
+        assert_eq!(v["state"], "ready");
+        assert_eq!(v["ami_version"], "11.0.0");
+        assert_eq!(v["position"], 3);
+        let lost = session(
+            None,
+            SessionState::Lost,
+            &[("reason", "a \"quoted\"\nreason")],
+        );
+        let v: Value = serde_json::from_str(&lost).unwrap();
+        assert_eq!(v["reason"], "a \"quoted\"\nreason");
+    }
+
+    /// A header value back from its JSON: the string's bytes, or the base64's.
+    fn bytes_of(v: &Value) -> Vec<u8> {
+        use base64::Engine;
+        match v {
+            Value::String(s) => s.as_bytes().to_vec(),
+            Value::Object(o) => base64::engine::general_purpose::STANDARD
+                .decode(o["base64"].as_str().unwrap())
+                .unwrap(),
+            other => panic!("{other}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a server sends in a value (UTF-8 or not, control characters,
+        /// quotes), a strict JSON parser gets every header back byte-exact, in order.
+        #[test]
+        fn every_header_reads_back_byte_exact(
+            values in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![0x20u8..=0xff, proptest::strategy::Just(b'\t'), 0u8..0x09], 0..24),
+                1..6)
+        ) {
+            use proptest::prelude::*;
+            let mut wire = b"Event: P\r\n".to_vec();
+            for (i, v) in values.iter().enumerate() {
+                wire.extend_from_slice(format!("K{i}: ").as_bytes());
+                wire.extend_from_slice(v);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            let m = one(&wire);
+            let v: Value = serde_json::from_str(&message_at(&PLACE, &m)).unwrap();
+            let headers = v["headers"].as_array().unwrap();
+            prop_assert_eq!(headers.len(), m.fields().count());
+            for (h, f) in headers.iter().zip(m.fields()) {
+                prop_assert_eq!(bytes_of(&h[0]), f.key.to_vec());
+                prop_assert_eq!(bytes_of(&h[1]), f.value.as_bytes().to_vec());
+            }
+        }
+    }
+
+    #[test]
+    fn with_server_puts_the_name_first() {
+        assert_eq!(
+            with_server(r#"{"type":"event","headers":[]}"#, "10.0.0.1:5038"),
+            r#"{"server":"10.0.0.1:5038","type":"event","headers":[]}"#
+        );
+        assert_eq!(with_server("{}", "a\"b"), r#"{"server":"a\"b"}"#);
+    }
+}
