@@ -199,8 +199,8 @@ fn async_originate_resolves_with_its_originate_response() {
         }
     }
     let st = ami.stats();
-    assert_eq!(st.outcome_count("success"), 1);
-    assert_eq!(st.outcome_count("server_error"), 1);
+    assert_eq!(st.outcome_count(ami_proto::OutcomeKind::Success), 1);
+    assert_eq!(st.outcome_count(ami_proto::OutcomeKind::ServerError), 1);
     front.shutdown();
 }
 

@@ -197,8 +197,8 @@ fn login_ping_lists_originate_logoff() {
     assert_eq!(closed, Some(DisconnectReason::Logoff));
     let stats = driver.stats(conn).unwrap();
     assert_eq!(stats.logins, 1);
-    assert_eq!(stats.outcome_count("success"), 5);
-    assert_eq!(stats.outcome_count("server_error"), 2);
+    assert_eq!(stats.outcome_count(ami_proto::OutcomeKind::Success), 5);
+    assert_eq!(stats.outcome_count(ami_proto::OutcomeKind::ServerError), 2);
     let sim = front.stats();
     assert_eq!((sim.sessions_accepted, sim.logins), (1, 1), "{sim:?}");
     assert_eq!(sim.calls_started, 3, "{sim:?}");

@@ -97,7 +97,7 @@ fn a_trickle_of_bytes_is_closed_by_the_heartbeat() {
     let conn = driver.add(cfg, srv.local_addr()).unwrap();
     drive(&mut driver, &mut Vec::new(), |d, _, _| {
         d.stats(conn)
-            .is_some_and(|s| s.disconnect_count("heartbeat_timeout") >= 1)
+            .is_some_and(|s| s.disconnect_count(ami_proto::DisconnectKind::HeartbeatTimeout) >= 1)
     });
     assert!(
         srv.received_count("Ping") >= 1,

@@ -111,8 +111,11 @@ fn restart_fails_pending_as_unknown_then_ready_again() {
     ping(&mut driver, conn);
     let stats = driver.stats(conn).unwrap();
     assert_eq!(stats.logins, 2);
-    assert_eq!(stats.outcome_count("unknown"), 1);
-    assert_eq!(stats.disconnect_count("server_shutdown"), 1);
+    assert_eq!(stats.outcome_count(ami_proto::OutcomeKind::Unknown), 1);
+    assert_eq!(
+        stats.disconnect_count(ami_proto::DisconnectKind::ServerShutdown),
+        1
+    );
     let sim = front.stats();
     assert_eq!((sim.restarts, sim.logins), (1, 2), "{sim:?}");
     assert!(sim.sessions_refused >= 1, "{sim:?}");

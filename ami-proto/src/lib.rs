@@ -163,10 +163,11 @@ pub mod fleet;
 pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
-pub use client::output::ConnectFailure;
+pub use client::counts::{Counted, Counts};
 pub use client::output::{
     ActionError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
     StreamItem,
 };
+pub use client::output::{ConnectFailure, DisconnectKind, OutcomeKind};
 pub use client::session::{Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS};
 pub use client::stats::{Latency, Stats};

@@ -500,7 +500,12 @@ fn event_overflow_close_session_disconnects_and_fails_pending_once() {
         }
         other => panic!("{other:?}"),
     };
-    assert_eq!(h.client.stats().disconnect_count("event_overflow"), 1);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::EventOverflow),
+        1
+    );
     assert_eq!(
         labels(&h.events()),
         ["ready", "E1", "E2", "E3", "down:event_overflow"]

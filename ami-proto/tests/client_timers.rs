@@ -56,7 +56,12 @@ fn a_failed_connect_says_why_in_the_notice_the_status_and_the_counters() {
         }
     );
     assert_eq!(why.to_string(), "connect_failed: host not found");
-    assert_eq!(h.client.stats().disconnect_count("connect_failed"), 1);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::ConnectFailed),
+        1
+    );
 }
 
 #[test]
@@ -134,7 +139,12 @@ fn connect_timeout_closes_and_schedules_a_retry_within_the_first_backoff() {
     // A late Connected for the abandoned attempt is ignored.
     assert!(h.input(Input::Connected).is_empty());
     assert_eq!(h.advance_to(retry), [Out::Connect]);
-    assert_eq!(h.client.stats().disconnect_count("connect_timeout"), 1);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::ConnectTimeout),
+        1
+    );
     assert_eq!(h.client.stats().connects, 2);
 }
 
@@ -155,7 +165,12 @@ fn banner_timeout_closes_and_schedules_a_retry() {
     let retry = close_then_disconnected(&out, DisconnectReason::BannerTimeout);
     assert!(retry >= t0 + secs(5) && retry <= t0 + secs(5) + Duration::from_millis(100));
     assert!(h.inbox.is_empty(), "nothing is written before the banner");
-    assert_eq!(h.client.stats().disconnect_count("banner_timeout"), 1);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::BannerTimeout),
+        1
+    );
 }
 
 #[test]
@@ -180,7 +195,12 @@ fn login_timeout_closes_and_schedules_a_retry() {
     let login = h.take("Login");
     assert!(h.feed(&scripted::login_ok(id_of(&login))).is_empty());
     assert!(!h.client.is_ready());
-    assert_eq!(h.client.stats().disconnect_count("login_timeout"), 1);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::LoginTimeout),
+        1
+    );
 }
 
 // ----- reconnect backoff and circuit breaker ----------------------------------------------
@@ -231,7 +251,12 @@ fn failure_schedule(seed: u64, t0: Instant) -> Vec<Duration> {
         );
         schedule.push(retry - t0);
     }
-    assert_eq!(h.client.stats().disconnect_count("connect_failed"), 12);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::ConnectFailed),
+        12
+    );
     assert_eq!(h.client.stats().connects, 13);
     schedule
 }
@@ -430,7 +455,12 @@ fn heartbeat_timeout_disconnects_fails_in_flight_once_and_reconnects() {
         }
         other => panic!("{other:?}"),
     };
-    assert_eq!(h.client.stats().disconnect_count("heartbeat_timeout"), 1);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::HeartbeatTimeout),
+        1
+    );
     assert_eq!(h.advance_to(retry), [Out::Connect]);
     h.ready();
     let c_written = h.take("Ping");
@@ -540,7 +570,12 @@ fn written_sync_originate_suspends_the_heartbeat_deadline() {
     h.feed(&pong(id_of(&ping)));
     assert!(h.outcome(&id).is_success());
     assert!(h.client.is_ready());
-    assert_eq!(h.client.stats().disconnect_count("heartbeat_timeout"), 0);
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::HeartbeatTimeout),
+        0
+    );
 }
 
 // ----- per-action deadlines -------------------------------------------------------------------
@@ -593,8 +628,8 @@ fn late_response_after_a_timeout_is_swallowed_and_never_counted_as_success() {
     assert!(h.feed(&pong(id.as_str())).is_empty());
     let stats = h.client.stats();
     assert_eq!(h.outcomes(&id).len(), 1);
-    assert_eq!(stats.outcome_count("success"), 0);
-    assert_eq!(stats.outcome_count("timed_out"), 1);
+    assert_eq!(stats.outcome_count(ami_proto::OutcomeKind::Success), 0);
+    assert_eq!(stats.outcome_count(ami_proto::OutcomeKind::TimedOut), 1);
     assert_eq!(
         stats.latency.count(),
         before.latency.count(),
@@ -690,7 +725,12 @@ fn async_originate_without_originate_response_times_out_in_follow_up_phase() {
         matches!(&h.events()[..], [StreamItem::Ready { .. }]),
         "nothing but the session start reaches the stream"
     );
-    assert_eq!(h.client.stats().outcome_count("success"), 0);
+    assert_eq!(
+        h.client
+            .stats()
+            .outcome_count(ami_proto::OutcomeKind::Success),
+        0
+    );
 }
 
 #[test]

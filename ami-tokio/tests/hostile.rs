@@ -125,7 +125,10 @@ async fn a_trickle_of_bytes_is_closed_by_the_heartbeat_and_reconnected() {
     let (ami, _events) = ami_tokio::spawn(cfg, srv.local_addr());
     ami.wait_ready().await.unwrap();
     until("a heartbeat timeout and a reconnect", || {
-        ami.stats().disconnect_count("heartbeat_timeout") >= 1 && srv.connections() >= 2
+        ami.stats()
+            .disconnect_count(ami_proto::DisconnectKind::HeartbeatTimeout)
+            >= 1
+            && srv.connections() >= 2
     })
     .await;
     assert!(

@@ -227,8 +227,8 @@ async fn async_originate_resolves_with_its_originate_response() {
         }
     }
     let st = ami.stats();
-    assert_eq!(st.outcome_count("success"), 1);
-    assert_eq!(st.outcome_count("server_error"), 1);
+    assert_eq!(st.outcome_count(ami_proto::OutcomeKind::Success), 1);
+    assert_eq!(st.outcome_count(ami_proto::OutcomeKind::ServerError), 1);
     front.shutdown();
 }
 
@@ -259,7 +259,10 @@ async fn dropping_a_send_future_cancels_the_action_and_the_session_carries_on() 
     .await;
     assert!(gave_up.is_err(), "the server never answers: {gave_up:?}");
     sim_until(&front, "Getvar swallowed", |s| s.actions_dropped == 1).await;
-    assert_eq!(ami.stats().outcome_count("cancelled"), 1);
+    assert_eq!(
+        ami.stats().outcome_count(ami_proto::OutcomeKind::Cancelled),
+        1
+    );
     // The abandoned action does not stall the ones behind it.
     let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
     assert_eq!(pong.message().get_str("Ping"), Some("Pong"));

@@ -2,6 +2,8 @@
 
 pub(crate) mod backoff;
 pub(crate) mod config;
+#[macro_use]
+pub(crate) mod counts;
 pub(crate) mod events;
 pub(crate) mod output;
 pub(crate) mod pending;

@@ -231,42 +231,58 @@ pub enum DisconnectReason {
     LocalClose,
 }
 
+counted! {
+    /// The kind of a [`DisconnectReason`], without its details: what
+    /// [`Stats::disconnects_by_reason`](crate::Stats::disconnects_by_reason) counts.
+    pub enum DisconnectKind {
+        /// [`DisconnectReason::ConnectFailed`].
+        ConnectFailed => "connect_failed",
+        /// [`DisconnectReason::ConnectTimeout`].
+        ConnectTimeout => "connect_timeout",
+        /// [`DisconnectReason::BannerTimeout`].
+        BannerTimeout => "banner_timeout",
+        /// [`DisconnectReason::BadBanner`].
+        BadBanner => "bad_banner",
+        /// [`DisconnectReason::LoginTimeout`].
+        LoginTimeout => "login_timeout",
+        /// [`DisconnectReason::LoginRejected`].
+        LoginRejected => "login_rejected",
+        /// [`DisconnectReason::Eof`].
+        Eof => "eof",
+        /// [`DisconnectReason::TransportError`].
+        TransportError => "transport_error",
+        /// [`DisconnectReason::HeartbeatTimeout`].
+        HeartbeatTimeout => "heartbeat_timeout",
+        /// [`DisconnectReason::EventOverflow`].
+        EventOverflow => "event_overflow",
+        /// [`DisconnectReason::ServerShutdown`].
+        ServerShutdown => "server_shutdown",
+        /// [`DisconnectReason::Logoff`].
+        Logoff => "logoff",
+        /// [`DisconnectReason::LocalClose`].
+        LocalClose => "local_close",
+    }
+}
+
 impl DisconnectReason {
-    /// A stable index for per-reason counters.
-    pub(crate) fn index(&self) -> usize {
+    /// The reason's kind, for counters.
+    pub fn kind(&self) -> DisconnectKind {
         match self {
-            DisconnectReason::ConnectFailed(_) => 0,
-            DisconnectReason::ConnectTimeout => 1,
-            DisconnectReason::BannerTimeout => 2,
-            DisconnectReason::BadBanner => 3,
-            DisconnectReason::LoginTimeout => 4,
-            DisconnectReason::LoginRejected { .. } => 5,
-            DisconnectReason::Eof => 6,
-            DisconnectReason::TransportError(_) => 7,
-            DisconnectReason::HeartbeatTimeout => 8,
-            DisconnectReason::EventOverflow => 9,
-            DisconnectReason::ServerShutdown => 10,
-            DisconnectReason::Logoff => 11,
-            DisconnectReason::LocalClose => 12,
+            DisconnectReason::ConnectFailed(_) => DisconnectKind::ConnectFailed,
+            DisconnectReason::ConnectTimeout => DisconnectKind::ConnectTimeout,
+            DisconnectReason::BannerTimeout => DisconnectKind::BannerTimeout,
+            DisconnectReason::BadBanner => DisconnectKind::BadBanner,
+            DisconnectReason::LoginTimeout => DisconnectKind::LoginTimeout,
+            DisconnectReason::LoginRejected { .. } => DisconnectKind::LoginRejected,
+            DisconnectReason::Eof => DisconnectKind::Eof,
+            DisconnectReason::TransportError(_) => DisconnectKind::TransportError,
+            DisconnectReason::HeartbeatTimeout => DisconnectKind::HeartbeatTimeout,
+            DisconnectReason::EventOverflow => DisconnectKind::EventOverflow,
+            DisconnectReason::ServerShutdown => DisconnectKind::ServerShutdown,
+            DisconnectReason::Logoff => DisconnectKind::Logoff,
+            DisconnectReason::LocalClose => DisconnectKind::LocalClose,
         }
     }
-
-    /// Short stable names, one per reason, in the order of `Stats::disconnects_by_reason`.
-    pub const NAMES: [&'static str; 13] = [
-        "connect_failed",
-        "connect_timeout",
-        "banner_timeout",
-        "bad_banner",
-        "login_timeout",
-        "login_rejected",
-        "eof",
-        "transport_error",
-        "heartbeat_timeout",
-        "event_overflow",
-        "server_shutdown",
-        "logoff",
-        "local_close",
-    ];
 }
 
 /// The server's answer to one action: the response, plus list items or a follow-up event.
@@ -438,28 +454,39 @@ impl Outcome {
             _ => None,
         }
     }
-    /// A stable index for per-outcome counters.
-    pub(crate) fn index(&self) -> usize {
+    /// The outcome's kind, for counters.
+    pub fn kind(&self) -> OutcomeKind {
         match self {
-            Outcome::Success(_) => 0,
-            Outcome::ServerError(_) => 1,
-            Outcome::TimedOut { .. } => 2,
-            Outcome::ListOverflow { .. } => 3,
-            Outcome::Cancelled => 4,
-            Outcome::NotSent(_) => 5,
-            Outcome::Unknown(_) => 6,
+            Outcome::Success(_) => OutcomeKind::Success,
+            Outcome::ServerError(_) => OutcomeKind::ServerError,
+            Outcome::TimedOut { .. } => OutcomeKind::TimedOut,
+            Outcome::ListOverflow { .. } => OutcomeKind::ListOverflow,
+            Outcome::Cancelled => OutcomeKind::Cancelled,
+            Outcome::NotSent(_) => OutcomeKind::NotSent,
+            Outcome::Unknown(_) => OutcomeKind::Unknown,
         }
     }
-    /// Short stable names, in counter order, for stats output.
-    pub const NAMES: [&'static str; 7] = [
-        "success",
-        "server_error",
-        "timed_out",
-        "list_overflow",
-        "cancelled",
-        "not_sent",
-        "unknown",
-    ];
+}
+
+counted! {
+    /// The kind of an [`Outcome`], without its details: what
+    /// [`Stats::actions_by_outcome`](crate::Stats::actions_by_outcome) counts.
+    pub enum OutcomeKind {
+        /// [`Outcome::Success`].
+        Success => "success",
+        /// [`Outcome::ServerError`].
+        ServerError => "server_error",
+        /// [`Outcome::TimedOut`].
+        TimedOut => "timed_out",
+        /// [`Outcome::ListOverflow`].
+        ListOverflow => "list_overflow",
+        /// [`Outcome::Cancelled`].
+        Cancelled => "cancelled",
+        /// [`Outcome::NotSent`].
+        NotSent => "not_sent",
+        /// [`Outcome::Unknown`].
+        Unknown => "unknown",
+    }
 }
 
 /// Where a session is now, from [`Client::status`](crate::Client::status). The async adapters

@@ -1,6 +1,7 @@
 //! `Stats`: a snapshot of what the client has seen and done.
 
-use super::output::{DisconnectReason, Outcome};
+use super::counts::Counts;
+use super::output::{DisconnectKind, OutcomeKind};
 use crate::wire::decoder::DecoderStats;
 use std::time::Duration;
 
@@ -35,10 +36,10 @@ pub struct Stats {
     pub discarded: u64,
     /// Actions written to the transport.
     pub actions_written: u64,
-    /// Finished actions by outcome, indexed like [`Outcome::NAMES`].
-    pub actions_by_outcome: [u64; 7],
-    /// Session losses by reason, indexed like [`DisconnectReason::NAMES`].
-    pub disconnects_by_reason: [u64; 13],
+    /// Finished actions by outcome kind.
+    pub actions_by_outcome: Counts<OutcomeKind>,
+    /// Session losses by reason kind.
+    pub disconnects_by_reason: Counts<DisconnectKind>,
     /// Transport opens requested.
     pub connects: u64,
     /// Times the session reached Ready.
@@ -69,19 +70,45 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Finished actions with this outcome kind (see [`Outcome::NAMES`]).
-    pub fn outcome_count(&self, name: &str) -> u64 {
-        Outcome::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map_or(0, |i| self.actions_by_outcome[i])
+    /// Finished actions of this kind.
+    pub fn outcome_count(&self, kind: OutcomeKind) -> u64 {
+        self.actions_by_outcome.get(kind)
     }
-    /// Session losses for this reason (see [`DisconnectReason::NAMES`]).
-    pub fn disconnect_count(&self, name: &str) -> u64 {
-        DisconnectReason::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map_or(0, |i| self.disconnects_by_reason[i])
+
+    /// Session losses of this kind.
+    pub fn disconnect_count(&self, kind: DisconnectKind) -> u64 {
+        self.disconnects_by_reason.get(kind)
+    }
+
+    /// Adds `other`'s counters and gauges to these: the sum over a fleet's servers.
+    pub fn merge(&mut self, other: &Stats) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.messages_in += other.messages_in;
+        self.events_in += other.events_in;
+        self.events_queued += other.events_queued;
+        self.events_dropped += other.events_dropped;
+        self.list_items_dropped += other.list_items_dropped;
+        self.unmatched += other.unmatched;
+        self.unexpected += other.unexpected;
+        self.discarded += other.discarded;
+        self.actions_written += other.actions_written;
+        self.actions_by_outcome.merge(&other.actions_by_outcome);
+        self.disconnects_by_reason
+            .merge(&other.disconnects_by_reason);
+        self.connects += other.connects;
+        self.logins += other.logins;
+        self.breaker_opened += other.breaker_opened;
+        self.decoder.merge(&other.decoder);
+        self.pending += other.pending;
+        self.queued += other.queued;
+        self.in_flight += other.in_flight;
+        self.event_queue_len += other.event_queue_len;
+        self.event_queue_bytes += other.event_queue_bytes;
+        self.decoder_allocated += other.decoder_allocated;
+        self.decoder_buffered += other.decoder_buffered;
+        self.transmit_pending += other.transmit_pending;
+        self.latency.merge(&other.latency);
     }
 }
 
@@ -168,6 +195,32 @@ impl Latency {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_sums_counters_gauges_and_latency() {
+        let mut a = Stats {
+            bytes_in: 10,
+            pending: 2,
+            ..Stats::default()
+        };
+        a.actions_by_outcome.add(crate::OutcomeKind::Success);
+        a.latency.record(Duration::from_millis(1));
+        let mut b = Stats {
+            bytes_in: 5,
+            pending: 1,
+            ..Stats::default()
+        };
+        b.actions_by_outcome.add(crate::OutcomeKind::Success);
+        b.disconnects_by_reason.add(crate::DisconnectKind::Eof);
+        b.decoder.messages = 7;
+        b.latency.record(Duration::from_millis(3));
+        a.merge(&b);
+        assert_eq!((a.bytes_in, a.pending, a.decoder.messages), (15, 3, 7));
+        assert_eq!(a.outcome_count(crate::OutcomeKind::Success), 2);
+        assert_eq!(a.disconnect_count(crate::DisconnectKind::Eof), 1);
+        assert_eq!(a.latency.count(), 2);
+        assert_eq!(a.latency.max(), Some(Duration::from_millis(3)));
+    }
 
     #[test]
     fn latency_summary() {

@@ -91,6 +91,6 @@ pub use name::{InvalidName, ServerId, ServerName, MAX_NAME_LEN};
 pub use route::{Policy, Route, RouteError, Routed};
 pub use scheduler::{Budget, Order, Scheduler, Step, Turn};
 pub use servers::{Fleet, FleetConfig, FleetError, FleetOutput};
-pub use stats::{FleetStats, ServerStats, Totals, STATUS_LABELS};
+pub use stats::{FleetStats, ServerStats, STATUS_LABELS};
 pub use status::ServerStatus;
 pub use stream::FleetItem;

@@ -3,7 +3,7 @@
 use super::name::ServerName;
 use super::servers::Fleet;
 use super::status::ServerStatus;
-use crate::{DisconnectReason, Latency, Outcome, Stats};
+use crate::Stats;
 
 /// One server's figures, from [`Fleet::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,91 +26,14 @@ pub struct ServerStats {
     pub connects_started: u64,
 }
 
-/// Sums over every server of the fleet.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Totals {
-    /// Bytes received.
-    pub bytes_in: u64,
-    /// Bytes written.
-    pub bytes_out: u64,
-    /// Messages decoded.
-    pub messages_in: u64,
-    /// Events received.
-    pub events_in: u64,
-    /// Events dropped because the consumer was behind.
-    pub events_dropped: u64,
-    /// Actions written.
-    pub actions_written: u64,
-    /// Finished actions by outcome, indexed like [`Outcome::NAMES`].
-    pub actions_by_outcome: [u64; 7],
-    /// Session losses by reason, indexed like [`DisconnectReason::NAMES`].
-    pub disconnects_by_reason: [u64; 13],
-    /// Connects requested by the clients.
-    pub connects: u64,
-    /// Logins that reached Ready.
-    pub logins: u64,
-    /// Times a breaker opened.
-    pub breaker_opened: u64,
-    /// Actions pending now.
-    pub pending: usize,
-    /// Events queued now, over all servers.
-    pub event_queue_len: usize,
-    /// Action latency over all servers.
-    pub latency: Latency,
-}
-
-impl Totals {
-    fn add(&mut self, s: &Stats) {
-        self.bytes_in += s.bytes_in;
-        self.bytes_out += s.bytes_out;
-        self.messages_in += s.messages_in;
-        self.events_in += s.events_in;
-        self.events_dropped += s.events_dropped;
-        self.actions_written += s.actions_written;
-        for (t, v) in self.actions_by_outcome.iter_mut().zip(s.actions_by_outcome) {
-            *t += v;
-        }
-        for (t, v) in self
-            .disconnects_by_reason
-            .iter_mut()
-            .zip(s.disconnects_by_reason)
-        {
-            *t += v;
-        }
-        self.connects += s.connects;
-        self.logins += s.logins;
-        self.breaker_opened += s.breaker_opened;
-        self.pending += s.pending;
-        self.event_queue_len += s.event_queue_len;
-        self.latency.merge(&s.latency);
-    }
-
-    /// Finished actions with this outcome kind (see [`Outcome::NAMES`]).
-    pub fn outcome_count(&self, name: &str) -> u64 {
-        Outcome::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map_or(0, |i| self.actions_by_outcome[i])
-    }
-
-    /// Session losses for this reason (see [`DisconnectReason::NAMES`]).
-    pub fn disconnect_count(&self, name: &str) -> u64 {
-        DisconnectReason::NAMES
-            .iter()
-            .position(|n| *n == name)
-            .map_or(0, |i| self.disconnects_by_reason[i])
-    }
-}
-
 /// A snapshot of a fleet, from [`Fleet::stats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FleetStats {
     /// Each server, in slot order.
     pub servers: Vec<ServerStats>,
-    /// Sums over the servers.
-    pub total: Totals,
+    /// Sums over the servers (counters and gauges; see [`Stats::merge`]).
+    pub total: Stats,
     /// Servers per status label (see [`ServerStatus::label`]), in the labels' order:
     /// connecting, logging in, ready, backing off, breaker open, closed.
     pub by_status: [usize; 6],
@@ -151,12 +74,12 @@ impl Fleet {
     /// A snapshot of every server's counters and the fleet's own. Costs one `Client::stats`
     /// per server: meant for reporting, not for every step.
     pub fn stats(&self) -> FleetStats {
-        let mut total = Totals::default();
+        let mut total = Stats::default();
         let mut by_status = [0usize; 6];
         let mut servers = Vec::with_capacity(self.len());
         for s in self.slots.iter().filter_map(|slot| slot.server.as_ref()) {
             let client = s.client.stats();
-            total.add(&client);
+            total.merge(&client);
             if let Some(i) = STATUS_LABELS.iter().position(|l| *l == s.status.label()) {
                 by_status[i] += 1;
             }

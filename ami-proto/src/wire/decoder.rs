@@ -122,6 +122,22 @@ pub struct DecoderStats {
     pub discarded_bytes: u64,
 }
 
+impl DecoderStats {
+    /// Adds `other`'s counters to these (fleet-wide totals).
+    pub fn merge(&mut self, other: &DecoderStats) {
+        self.bytes += other.bytes;
+        self.messages += other.messages;
+        self.banners += other.banners;
+        self.stray_blank_lines += other.stray_blank_lines;
+        self.lines_too_long += other.lines_too_long;
+        self.messages_too_large += other.messages_too_large;
+        self.too_many_fields += other.too_many_fields;
+        self.follows_too_large += other.follows_too_large;
+        self.follows_unterminated += other.follows_unterminated;
+        self.discarded_bytes += other.discarded_bytes;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for the greeting line.

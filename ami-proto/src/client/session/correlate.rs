@@ -246,11 +246,9 @@ impl Client {
     }
 
     pub(super) fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {
-        self.stats.actions_by_outcome[outcome.index()] += 1;
-        log::debug!(
-            "AMI action {id} finished: {}",
-            Outcome::NAMES[outcome.index()]
-        );
+        let kind = outcome.kind();
+        self.stats.actions_by_outcome.add(kind);
+        log::debug!("AMI action {id} finished: {kind}");
         if let Some(mark) = self.marks.remove(&id) {
             self.events.mark(mark);
         }

@@ -15,7 +15,7 @@ impl Client {
             self.events.session_lost(reason.clone());
         }
         log::info!("AMI session lost: {reason}");
-        self.stats.disconnects_by_reason[reason.index()] += 1;
+        self.stats.disconnects_by_reason.add(reason.kind());
         if had_transport {
             self.outputs.push_back(Output::Close);
         }
