@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -151,6 +151,28 @@ impl Control {
         if let Some(spec) = self.servers.get(ix) {
             log::info!("{}: no longer served by this bridge", spec.name);
         }
+    }
+
+    /// Starts giving `ix` up cleanly: its action subject is left and its AMI session closed,
+    /// then a `lease_released` marker follows the session's last items. The returned
+    /// receiver is told once JetStream stored the marker; the caller then calls
+    /// [`lost`](Self::lost) and writes the lease `released`, so the next bridge's items
+    /// come after it.
+    pub(crate) async fn release(&self, ix: ServerIx, term: u64) -> Option<oneshot::Receiver<()>> {
+        {
+            let _serve = lock(&self.serve_lock);
+            if !self.terms.is_current(ix, term) {
+                return None;
+            }
+            if let Some(t) = lock(&self.action_tasks).remove(&ix) {
+                t.abort();
+            }
+            self.upstream.remove(ix);
+        }
+        let (done, stored) = oneshot::channel();
+        let marker = (ix, term, UpItem::LeaseReleased { done: Some(done) });
+        self.merged.send(marker).await.ok()?;
+        Some(stored)
     }
 
     /// Stops serving every lease whose renewal deadline has passed.

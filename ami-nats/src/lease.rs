@@ -11,6 +11,9 @@
 //!    first); a `released` value is taken with a compare-and-set; a `held` value is taken with
 //!    a compare-and-set only after this bridge has seen the *same revision* for a whole `ttl`.
 //!
+//! A bridge that stops cleanly ends each session with a `lease_released` marker and then
+//! writes `released <bridge>`, which the next bridge takes at once.
+//!
 //! Why no two bridges serve at once: the holder's last renewal R was sent at `t0`; it stops
 //! serving by `t0 + 3/4 ttl` unless a later renewal succeeds (which changes the revision). A
 //! standby saw R at some `s >= t0` and takes over at `s + ttl > t0 + 3/4 ttl`, and only if the
@@ -94,14 +97,27 @@ pub(crate) async fn run(
             }
         }
     }
-    // Hand the servers over at once instead of making the others wait a TTL.
-    for (ix, state) in states.iter().enumerate() {
-        if let State::Held { term, revision, .. } = state {
-            control.lost(ix, *term);
-            let key = control.servers[ix].token.as_str();
-            let value = Bytes::from(format!("released {}", control.bridge_id));
-            let _ = timeout(tick, kv.update(key, value, *revision)).await;
-        }
+    // Hand the servers over at once instead of making the others wait a TTL: each session
+    // ends with a `lease_released` marker, and the lease is written `released` once the
+    // markers are stored (or a renewal period passed), so the next holder's items follow.
+    let held: Vec<(ServerIx, u64, u64)> = states
+        .iter()
+        .enumerate()
+        .filter_map(|(ix, s)| match s {
+            State::Held { term, revision } => Some((ix, *term, *revision)),
+            State::Free { .. } => None,
+        })
+        .collect();
+    let mut stored = Vec::with_capacity(held.len());
+    for &(ix, term, _) in &held {
+        stored.extend(control.release(ix, term).await);
+    }
+    let _ = timeout(tick, futures_util::future::join_all(stored)).await;
+    for (ix, term, revision) in held {
+        control.lost(ix, term);
+        let key = control.servers[ix].token.as_str();
+        let value = Bytes::from(format!("released {}", control.bridge_id));
+        let _ = timeout(tick, kv.update(key, value, revision)).await;
     }
 }
 

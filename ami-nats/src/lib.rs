@@ -42,8 +42,10 @@
 //! (events and markers) has the next `"position"` (1, 2, 3...), and the JetStream message ID
 //! is `<server>.<session>.<position>`. A session starts with a `lease_acquired` marker (and a
 //! `takeover` gap naming the previous bridge if there was one); each AMI login adds a
-//! `connected` marker, each lost AMI connection a `disconnected` marker and a gap with an
-//! unknown count.
+//! `ready` marker, each lost AMI connection a `lost` marker and a gap with an unknown count.
+//! A bridge that stops cleanly ([`Bridge::shutdown`]) ends each session with a
+//! `lease_released` marker, stored before the lease is written `released`, so the next
+//! bridge's items come after it.
 //!
 //! ## Leases and failover
 //!

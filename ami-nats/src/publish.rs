@@ -26,6 +26,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// The lease term each server is served under now (0: not served by this bridge). Items of
@@ -75,6 +76,9 @@ struct Outgoing {
     /// When it was last published (the ack deadline of the window's first item).
     sent_at: Instant,
     acked: bool,
+    /// Told once JetStream stored it (a `lease_released` marker: the lease is written
+    /// `released` only after that).
+    on_ack: Option<oneshot::Sender<()>>,
 }
 
 /// A bridge's tenure of one server: the `session` of the JSON and message IDs.
@@ -327,7 +331,9 @@ impl Publisher {
                 o.acked = true;
                 self.metrics.published(o.ix, duplicate);
                 while st.items.front().is_some_and(|o| o.acked) {
-                    st.items.pop_front();
+                    if let Some(done) = st.items.pop_front().and_then(|o| o.on_ack) {
+                        let _ = done.send(());
+                    }
                     st.sent -= 1;
                 }
                 st.backoff = MIN_BACKOFF;
@@ -363,6 +369,8 @@ impl Publisher {
             });
         }
         let Some(tenure) = tenure_slot.as_mut() else {
+            // Nothing of a server is published outside a tenure (after its lease_released).
+            self.metrics.discarded(ix);
             return;
         };
         let items = &mut st.items;
@@ -388,6 +396,7 @@ impl Publisher {
                 seq: 0,
                 sent_at: Instant::now(),
                 acked: false,
+                on_ack: None,
             });
         };
         let bridge = self.bridge_id.as_str();
@@ -443,6 +452,16 @@ impl Publisher {
             }
             // Marks belong to actions sent with one; the bridge sends none.
             UpItem::Stream(_) => {}
+            UpItem::LeaseReleased { done } => {
+                add(session_subject(), &|p| {
+                    ami_json::session(Some(&p), SessionState::LeaseReleased, &[("bridge", bridge)])
+                });
+                if let Some(last) = st.items.back_mut() {
+                    last.on_ack = done;
+                }
+                // The tenure is over: its marker was its last item.
+                *tenure_slot = None;
+            }
             UpItem::LeaseAcquired { previous } => {
                 let mut extra = vec![("bridge", bridge)];
                 if let Some(prev) = &previous {

@@ -27,6 +27,11 @@ pub(crate) enum UpItem {
     /// This bridge took the server's lease (the first item of a tenure); `previous` names
     /// the bridge that held it before, if its lease had to be taken over.
     LeaseAcquired { previous: Option<String> },
+    /// This bridge gives the server up cleanly (the last item of a tenure); `done` is told
+    /// once JetStream stored the marker.
+    LeaseReleased {
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
 }
 
 /// What the publisher reads: the server, the lease term it was served under, the item.
@@ -77,6 +82,7 @@ impl Upstream {
             terms,
             session_term: vec![0; servers.len()],
             markers_open: true,
+            releasing: None,
         };
         let upstream = Upstream {
             fleet,
@@ -214,6 +220,11 @@ impl Upstream {
 /// session. Items of a server from before its current term (a final gap of a session that
 /// ended when a lease was lost) are dropped: each session starts with `StreamItem::Ready`,
 /// and only items after a `Ready` seen under the current term pass.
+///
+/// A `lease_released` marker is queued after its server left the fleet; what the fleet still
+/// held of it (items already taken from the core, then the final gap the removal made, which
+/// the fleet hands out first) must go before it. So the marker waits until that gap went by,
+/// the fleet had nothing more, or [`RELEASE_DRAIN`] items passed.
 pub(crate) struct Merged {
     markers: mpsc::Receiver<Tagged>,
     events: FleetEvents,
@@ -222,33 +233,45 @@ pub(crate) struct Merged {
     /// Per server: the term under which its current session's `Ready` was seen.
     session_term: Vec<u64>,
     markers_open: bool,
+    /// A `lease_released` marker waiting for its server's last items, and how many more
+    /// fleet items may pass before it goes anyway.
+    releasing: Option<(Tagged, usize)>,
 }
+
+/// Fleet items that may pass before a waiting `lease_released` marker goes anyway: more than
+/// the fleet stream holds outside the core (its batch of 256 and the one being taken).
+pub(crate) const RELEASE_DRAIN: usize = 1024;
 
 impl Merged {
     /// Moves up to `max` items into `out`, waiting for at least one; 0 once the fleet ended.
     pub(crate) async fn recv_many(&mut self, out: &mut Vec<Tagged>, max: usize) -> usize {
         let start = out.len();
+        let limit = start + max;
         loop {
-            self.drain_markers(out, start + max);
-            while out.len() < start + max {
+            self.drain_markers(out, limit);
+            while out.len() < limit {
                 match self.events.try_recv() {
-                    Some(item) => self.tag(item, out),
-                    None => break,
+                    Some(item) => self.take(item, out, limit),
+                    None => {
+                        // The fleet holds nothing more of the releasing server.
+                        self.release(out, limit);
+                        break;
+                    }
                 }
             }
             if out.len() > start {
                 return out.len() - start;
             }
             tokio::select! {
-                m = self.markers.recv(), if self.markers_open => match m {
-                    Some(m) => out.push(m),
+                m = self.markers.recv(), if self.markers_open && self.releasing.is_none() => match m {
+                    Some(m) => self.marker(m, out),
                     None => self.markers_open = false,
                 },
                 item = self.events.recv() => match item {
                     Some(item) => {
                         // A marker queued before this item existed goes first.
                         self.drain_markers(out, usize::MAX);
-                        self.tag(item, out);
+                        self.take(item, out, usize::MAX);
                     }
                     None => return out.len() - start,
                 },
@@ -256,11 +279,46 @@ impl Merged {
         }
     }
 
+    /// Takes markers until `limit`, or until one has to wait (a `lease_released`).
     fn drain_markers(&mut self, out: &mut Vec<Tagged>, limit: usize) {
-        while out.len() < limit {
+        while out.len() < limit && self.releasing.is_none() {
             match self.markers.try_recv() {
-                Ok(m) => out.push(m),
+                Ok(m) => self.marker(m, out),
                 Err(_) => break,
+            }
+        }
+    }
+
+    fn marker(&mut self, m: Tagged, out: &mut Vec<Tagged>) {
+        if matches!(m.2, UpItem::LeaseReleased { .. }) {
+            self.releasing = Some((m, RELEASE_DRAIN));
+        } else {
+            out.push(m);
+        }
+    }
+
+    /// One fleet item; a waiting `lease_released` follows its server's final gap.
+    fn take(&mut self, item: FleetItem, out: &mut Vec<Tagged>, limit: usize) {
+        let ix = self.index.get(item.server.as_str()).copied();
+        let last_of_releasing = matches!(item.item, StreamItem::Gap { .. })
+            && self
+                .releasing
+                .as_ref()
+                .is_some_and(|((r, _, _), _)| Some(*r) == ix);
+        self.tag(item, out);
+        if let Some((_, budget)) = self.releasing.as_mut() {
+            *budget = budget.saturating_sub(1);
+            if last_of_releasing || *budget == 0 {
+                self.release(out, limit);
+            }
+        }
+    }
+
+    /// Puts the waiting `lease_released` marker out, if there is room.
+    fn release(&mut self, out: &mut Vec<Tagged>, limit: usize) {
+        if out.len() < limit {
+            if let Some((m, _)) = self.releasing.take() {
+                out.push(m);
             }
         }
     }
