@@ -1,0 +1,187 @@
+//! `ami bridge` end to end: the binary against a real nats-server (started here on a free
+//! 127.0.0.1 port with a temporary store; the test says SKIPPED loudly when nats-server is not
+//! installed, `.ci/run` installs it) and two simulator fronts given through AMI_URL with a
+//! comma. What the bridge publishes is checked in depth by ami-nats' own tests; here: the
+//! command line reaches it (several servers, names, metrics) and Ctrl-C stops it cleanly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_sim::tcp::TcpFront;
+use ami_sim::SimConfig;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A nats-server with JetStream, killed and its store removed on drop.
+struct Nats {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Nats {
+    fn start() -> Option<Nats> {
+        let bin = std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .chain(["/usr/sbin", "/usr/bin"])
+            .map(|d| PathBuf::from(d).join("nats-server"))
+            .find(|p| p.is_file());
+        let Some(bin) = bin else {
+            eprintln!("\n\n!!!!! SKIPPED: nats-server is not installed (apt-get install nats-server); .ci/run installs it !!!!!\n");
+            return None;
+        };
+        let port = closed_port();
+        let dir =
+            std::env::temp_dir().join(format!("ami-cli-bridge-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let nats = Nats { child, port, dir };
+        wait_until(Duration::from_secs(10), "nats-server listening", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Some(nats)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_until(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The metrics page, or an empty string while the endpoint is not up.
+fn scrape(port: u16) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    page
+}
+
+/// The value of the sample named exactly `sample` (name and labels) on the page.
+fn value(page: &str, sample: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+}
+
+#[test]
+fn bridge_serves_every_server_of_ami_url_and_stops_cleanly_on_ctrl_c() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (
+        TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap(),
+        TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap(),
+    );
+    let metrics = closed_port();
+    let servers = format!(
+        "ami://admin:amp111@{},ami://admin:amp111@{}",
+        a.local_addr(),
+        b.local_addr()
+    );
+    let mut bridge = command(&[
+        "bridge",
+        "--nats",
+        &format!("nats://127.0.0.1:{}", nats.port),
+        "--name",
+        "pbx1",
+        "--name",
+        "pbx2",
+        "--metrics",
+        &format!("127.0.0.1:{metrics}"),
+    ])
+    .env("AMI_URL", servers)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    wait_until(Duration::from_secs(20), "both servers ready", || {
+        let page = scrape(metrics);
+        ["pbx1", "pbx2"].iter().all(|s| {
+            value(
+                &page,
+                &format!("ami_bridge_server_state{{server=\"{s}\",state=\"ready\"}}"),
+            ) == Some(1.0)
+        })
+    });
+    a.with_server(|s, now| s.emit_user_events(now, 50));
+    b.with_server(|s, now| s.emit_user_events(now, 30));
+    wait_until(Duration::from_secs(20), "events published", || {
+        let page = scrape(metrics);
+        let published = |s: &str| {
+            value(
+                &page,
+                &format!("ami_bridge_published_total{{server=\"{s}\"}}"),
+            )
+        };
+        published("pbx1").is_some_and(|n| n >= 50.0) && published("pbx2").is_some_and(|n| n >= 30.0)
+    });
+    let page = scrape(metrics);
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("ami_bridge_lease_held{server=\"pbx2\"") && l.ends_with(" 1")),
+        "{page}"
+    );
+    // Ctrl-C: the bridge releases its leases and exits 0.
+    let killed = Command::new("kill")
+        .args(["-INT", &bridge.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = bridge.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ami bridge did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    bridge
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("serving through"), "{err}");
+}
+
+#[test]
+fn bridge_refuses_a_name_count_that_does_not_match_the_servers() {
+    let out = ami(&[
+        "--server",
+        "ami://admin:amp111@127.0.0.1:1",
+        "--server",
+        "ami://admin:amp111@127.0.0.1:2",
+        "bridge",
+        "--name",
+        "only-one",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--name"), "{}", stderr(&out));
+}
