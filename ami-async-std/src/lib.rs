@@ -56,10 +56,11 @@
 //! resolved address is tried in turn. TLS (feature `tls`, `spawn_tls`) is `ami-async`'s
 //! one implementation over rustls.
 //!
-//! Everything but the transport (handle, event stream, status watch, the driver loop, TLS)
-//! is `ami-async`'s, shared with `ami-tokio`.
+//! Everything but the transport (handle, event stream, status watch, the driver loop, TLS,
+//! the multi-server [`fleet`]) is `ami-async`'s, shared with `ami-tokio`.
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 mod transport;
 
 #[cfg(feature = "tls")]

@@ -31,6 +31,8 @@
 
 mod driver;
 mod events;
+/// Many servers as one: a fleet's handle, merged stream, status watch and driver.
+pub mod fleet;
 mod handle;
 mod runtime;
 mod shared;

@@ -32,7 +32,7 @@
 //! login), or when the last [`Handle`] and the [`Events`] have been dropped.
 //!
 //! Everything but the runtime (handle, event stream, status watch, the driver loop, TLS)
-//! is `ami-async`'s, shared with `ami-async-std`. The multi-server [`fleet`] is tokio's.
+//! is `ami-async`'s, shared with `ami-async-std`, and so is the multi-server [`fleet`].
 #![forbid(unsafe_code)]
 
 pub mod fleet;

@@ -1,14 +1,18 @@
-//! Many Asterisk servers as one, on tokio: [`ami_proto::fleet::Fleet`] driven by a timer
-//! task and one task per open transport.
+//! Many Asterisk servers as one, on any runtime: [`ami_proto::fleet::Fleet`] driven by one
+//! [`FleetDriver`] future that opens, reads and writes every server's transport.
 //!
-//! [`spawn_fleet`] returns a [`FleetHandle`] (cloneable: add and remove servers by name,
-//! send actions to a named server or by policy, status and stats) and the merged
-//! [`FleetEvents`] stream, whose [`FleetItem`]s say which server each item came from.
+//! [`start`] returns a [`FleetHandle`] (cloneable: add and remove servers by name, send
+//! actions to a named server or by policy, status and stats), the merged [`FleetEvents`]
+//! stream, whose [`FleetItem`]s say which server each item came from, and the driver to run
+//! on the runtime. The adapters wrap it: `ami_tokio::fleet::spawn_fleet` spawns the driver
+//! as a task, `ami_async_std::fleet::spawn_fleet` hands it to your executor.
 //!
 //! - **Fair stream.** Each server's events wait in its own bounded queue (its
 //!   `ClientConfig::event_queue_cap`) and the stream takes from the servers in rotation: a
 //!   server that floods loses its own events (a `StreamItem::Gap` naming it), never a quiet
 //!   server's.
+//! - **Fair reads.** The driver visits the servers whose transport is ready in rotation, one
+//!   read (up to 64 KiB) per visit, so a flooding socket cannot keep the others waiting.
 //! - **Routing.** [`Route::Server`] queues on that server until it is ready (within the
 //!   action's deadline); [`Route::Any`] picks a ready server by [`Policy`] and fails with
 //!   [`RouteError::NoServer`] when none can take it: nothing is queued anywhere.
@@ -18,14 +22,19 @@
 //! - **Paced connects.** At most `budget.connects_per_step` transports open per step, so a
 //!   hundred servers coming back at once cannot storm.
 //! - **Closing.** The fleet closes (every server, no Logoff) on [`FleetHandle::close`] or
-//!   when every handle and the stream are dropped; the stream ends once drained.
+//!   when every handle and the stream are dropped; the stream ends once drained, and so
+//!   does the driver.
 //!
 //! ```no_run
 //! use ami_proto::fleet::{FleetConfig, Policy, Route};
 //! use ami_proto::{Action, ClientConfig, StreamItem};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let (fleet, mut events) = ami_tokio::fleet::spawn_fleet(FleetConfig::default());
+//! # async fn run<R: ami_async::Runtime>(
+//! #     spawn: impl Fn(ami_async::BoxFuture<()>),
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! //! // On tokio, `ami_tokio::fleet::spawn_fleet(FleetConfig::default())` does these two lines.
+//! let (fleet, mut events, driver) = ami_async::fleet::start::<R>(FleetConfig::default());
+//! spawn(Box::pin(driver));
 //! for (name, host) in [("east", "10.0.0.1"), ("west", "10.0.0.2")] {
 //!     let config = ClientConfig::builder("admin", "amp111").build()?;
 //!     fleet.add(name, config, (host, 5038))?;
@@ -45,9 +54,6 @@
 //! # Ok(())
 //! # }
 //! ```
-//!
-//! The handle and stream (`handle.rs`, `shared.rs`) use std only apart from the clock; the
-//! tokio part is the driver (`driver.rs`), so the same handle can serve another runtime.
 
 mod driver;
 mod handle;
@@ -56,49 +62,40 @@ mod shared;
 pub use ami_proto::fleet::{
     FleetConfig, FleetItem, FleetStats, Policy, Route, RouteError, ServerName, ServerStatus,
 };
+pub use driver::FleetDriver;
 pub use handle::{
     AddError, FleetEvents, FleetHandle, Reply, RouteFailed, StatusChange, StatusWatch,
 };
 
-use crate::Target;
+use crate::{Runtime, Target};
 use ami_proto::fleet::Fleet;
 use std::sync::Arc;
 
 /// Where one server is reached.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     pub(crate) target: Target,
+    /// Checked when the server was added (the server name parsed once).
     #[cfg(feature = "tls")]
-    pub(crate) tls: Option<crate::Tls>,
+    pub(crate) tls: Option<crate::tls::TlsTarget>,
 }
 
-impl Endpoint {
-    fn new(target: Target, #[cfg(feature = "tls")] tls: Option<crate::Tls>) -> Endpoint {
-        Endpoint {
-            target,
-            #[cfg(feature = "tls")]
-            tls,
-        }
-    }
-}
-
-/// Starts an empty fleet on the current tokio runtime: add servers with
-/// [`FleetHandle::add`]. A config whose seed is the default gets one from the OS, so two
-/// processes never share ActionID prefixes or reconnect jitter.
-///
-/// # Panics
-/// Outside a tokio runtime (as `tokio::spawn` does).
-pub fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents) {
+/// Creates an empty fleet on runtime `R`: the handle (add servers with
+/// [`FleetHandle::add`]), the merged event stream, and the [`FleetDriver`] future to run on
+/// that runtime. A config whose seed is the default gets one from the OS, so two processes
+/// never share ActionID prefixes or reconnect jitter.
+pub fn start<R: Runtime>(config: FleetConfig) -> (FleetHandle, FleetEvents, FleetDriver) {
     let mut config = config;
     if config.seed == FleetConfig::default().seed {
-        config.seed = ami_async::entropy();
+        config.seed = crate::entropy();
     }
-    let inner = Arc::new(shared::Inner::new(Fleet::new(config)));
-    tokio::spawn(driver::run(inner.clone()));
+    let inner = Arc::new(shared::Inner::new(Fleet::new(config), R::now));
+    let driver = FleetDriver::new::<R>(inner.clone());
     (
         FleetHandle {
             inner: inner.clone(),
         },
         FleetEvents::new(inner),
+        driver,
     )
 }

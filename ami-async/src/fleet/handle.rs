@@ -1,10 +1,10 @@
 //! The application's side of a fleet: [`FleetHandle`] (servers, actions, status, stats),
-//! [`FleetEvents`] (the merged stream) and [`StatusWatch`]. Runtime-neutral apart from the
-//! clock (`crate::transport::now`): std futures over the shared state.
+//! [`FleetEvents`] (the merged stream) and [`StatusWatch`]: std futures over the shared
+//! state, on any runtime (the clock is the runtime's, kept in the shared state).
 
-use super::shared::{Inner, Io, Waiter, STATUS_LOG_CAP};
+use super::shared::{Inner, Io, STATUS_LOG_CAP};
+use crate::shared::Waiter;
 use super::Endpoint;
-use crate::transport::now;
 use crate::AmiError;
 use crate::Target;
 use ami_proto::fleet::{
@@ -26,6 +26,9 @@ pub enum AddError {
     /// The fleet was closed.
     #[error("fleet closed")]
     Closed,
+    /// The TLS server name is neither a DNS name nor an IP address.
+    #[error("bad TLS server name: {0:?}")]
+    TlsName(String),
 }
 
 /// Why [`FleetHandle::send`] took no action: nothing was queued on any server.
@@ -49,7 +52,7 @@ pub struct Reply {
     pub result: Result<Response, AmiError>,
 }
 
-/// A cloneable handle on a fleet of AMI servers driven on tokio: add and remove servers by
+/// A cloneable handle on a fleet of AMI servers: add and remove servers by
 /// name, send actions routed by name or policy, watch status, read stats. The fleet closes
 /// when every handle and the [`FleetEvents`] are dropped, or on [`close`](Self::close).
 pub struct FleetHandle {
@@ -80,7 +83,7 @@ fn leave(inner: &Inner<Endpoint>) {
         let mut shared = inner.lock();
         shared.users = shared.users.saturating_sub(1);
         if shared.users == 0 && !shared.closed {
-            shared.close(now(), &mut io);
+            shared.close((inner.now)(), &mut io);
         }
     }
     io.wake_all();
@@ -103,7 +106,7 @@ impl Drop for CancelOnDrop<'_> {
         if let Some((server, id)) = self.key.take() {
             self.inner.call(|s| {
                 s.waiters.remove(&(server.clone(), id.clone()));
-                s.fleet.cancel(now(), server.as_str(), &id);
+                s.fleet.cancel((self.inner.now)(), server.as_str(), &id);
             });
         }
     }
@@ -121,15 +124,15 @@ impl FleetHandle {
         self.add_endpoint(
             name,
             config,
-            Endpoint::new(
-                target.into(),
+            Endpoint {
+                target: target.into(),
                 #[cfg(feature = "tls")]
-                None,
-            ),
+                tls: None,
+            },
         )
     }
 
-    /// [`add`](Self::add) over TLS.
+    /// [`add`](Self::add) over TLS (AMI's implicit TLS, usually port 5039).
     #[cfg(feature = "tls")]
     pub fn add_tls(
         &self,
@@ -138,7 +141,16 @@ impl FleetHandle {
         target: impl Into<Target>,
         tls: crate::Tls,
     ) -> Result<(), AddError> {
-        self.add_endpoint(name, config, Endpoint::new(target.into(), Some(tls)))
+        let server_name = tls.server_name.clone();
+        let tls = crate::tls::TlsTarget::new(tls).map_err(|_| AddError::TlsName(server_name))?;
+        self.add_endpoint(
+            name,
+            config,
+            Endpoint {
+                target: target.into(),
+                tls: Some(tls),
+            },
+        )
     }
 
     fn add_endpoint(
@@ -158,7 +170,7 @@ impl FleetHandle {
                 return Err(AddError::Refused(FleetError::DuplicateName(key)));
             }
             s.endpoints.insert(key.clone(), endpoint);
-            match s.fleet.add(now(), name, config) {
+            match s.fleet.add((self.inner.now)(), name, config) {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     s.endpoints.remove(&key);
@@ -171,7 +183,7 @@ impl FleetHandle {
     /// Removes the server named `name` (no Logoff): its pending actions fail, events still
     /// queued for it become one gap naming it. False if there is no such server.
     pub fn remove(&self, name: &str) -> bool {
-        self.inner.call(|s| s.fleet.remove(now(), name))
+        self.inner.call(|s| s.fleet.remove((self.inner.now)(), name))
     }
 
     /// Sends `action` where `route` says and waits for its outcome. `Err` means no server
@@ -194,7 +206,7 @@ impl FleetHandle {
             }
             let routed = s
                 .fleet
-                .send_with(now(), route, action, options)
+                .send_with((self.inner.now)(), route, action, options)
                 .map_err(RouteFailed::Route)?;
             s.waiters.insert(
                 (routed.server.clone(), routed.id.clone()),
@@ -212,7 +224,7 @@ impl FleetHandle {
             if s.closed || s.driver_done {
                 return Vec::new();
             }
-            let results = s.fleet.send_all(now(), &action, SendOptions::default());
+            let results = s.fleet.send_all((self.inner.now)(), &action, SendOptions::default());
             for r in results.iter().flatten() {
                 s.waiters
                     .insert((r.server.clone(), r.id.clone()), Waiter::default());
@@ -306,19 +318,19 @@ impl FleetHandle {
         name: &str,
         f: impl FnOnce(&mut ami_proto::Client, std::time::Instant) -> R,
     ) -> Option<R> {
-        self.inner.call(|s| s.fleet.with_client(now(), name, f))
+        self.inner.call(|s| s.fleet.with_client((self.inner.now)(), name, f))
     }
 
     /// Logs every server off; each closes after its Goodbye.
     pub fn logoff_all(&self) {
-        self.inner.call(|s| s.fleet.logoff_all(now()));
+        self.inner.call(|s| s.fleet.logoff_all((self.inner.now)()));
     }
 
     /// Closes the fleet at once (no Logoff): pending actions fail, the event stream ends
     /// once drained, no server can be added any more.
     pub fn close(&self) {
         let mut io = Io::default();
-        self.inner.lock().close(now(), &mut io);
+        self.inner.lock().close((self.inner.now)(), &mut io);
         io.wake_all();
     }
 }

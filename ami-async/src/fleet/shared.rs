@@ -1,10 +1,10 @@
 //! The fleet's shared state: the core [`Fleet`] behind one `std::sync::Mutex`, plus the
-//! waiters, wakers and status log around it. Runtime-neutral on purpose (std only: no tokio
-//! type appears here), so it can move into the shared async layer as is; the tokio part is
-//! `driver.rs`. The lock is never held across an await and no user code runs under it.
+//! waiters, wakers and status log around it. std only; the runtime's clock comes in as a
+//! function. The lock is never held across an await and no user code runs under it.
 
 use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName, ServerStatus};
-use ami_proto::{ActionId, Outcome};
+use ami_proto::ActionId;
+use crate::shared::{lock, Waiter};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
@@ -17,15 +17,8 @@ pub(crate) const STATUS_LOG_CAP: usize = 4096;
 /// Items taken from the core per lock by the event stream: one lock per batch, not per item.
 pub(crate) const EVENT_BATCH: usize = 256;
 
-/// One caller waiting for an action's outcome.
-#[derive(Default)]
-pub(crate) struct Waiter {
-    pub(crate) outcome: Option<Outcome>,
-    pub(crate) waker: Option<Waker>,
-}
-
-/// One open (or opening) transport: its epoch tells a connection task that was replaced
-/// (closed, then reconnected) that it must stop without touching the core.
+/// One open (or opening) transport: its epoch tells the driver that a connection was
+/// replaced (closed, then reconnected), so the old one stops without touching the core.
 pub(crate) struct Conn {
     pub(crate) epoch: u64,
     /// Bytes wait in the core's transmit buffer.
@@ -141,7 +134,7 @@ impl<E: Clone> Shared<E> {
                     ) {
                         io.wake.extend(old.waker);
                     }
-                    // The driver opens transports (it alone can spawn on the runtime).
+                    // The driver opens transports (it alone polls I/O).
                     self.opens.push(Open {
                         server,
                         endpoint,
@@ -255,23 +248,24 @@ impl<E: Clone> Shared<E> {
     }
 }
 
-/// The shared state and its lock.
+/// The shared state, its lock, and the runtime's clock.
 pub(crate) struct Inner<E> {
     shared: Mutex<Shared<E>>,
+    /// The runtime's clock (`Runtime::now`): handles are not generic over the runtime.
+    pub(crate) now: fn() -> Instant,
 }
 
 impl<E: Clone> Inner<E> {
-    pub(crate) fn new(fleet: Fleet) -> Inner<E> {
+    pub(crate) fn new(fleet: Fleet, now: fn() -> Instant) -> Inner<E> {
         Inner {
             shared: Mutex::new(Shared::new(fleet)),
+            now,
         }
     }
 
-    /// Locks the shared state. A panic under the lock (only possible through a bug, since no
-    /// user code runs under it) must not wedge every other caller: the state is consistent
-    /// between calls, so a poisoned lock is used as is.
+    /// Locks the shared state (a poisoned lock is used as is: see [`lock`]).
     pub(crate) fn lock(&self) -> MutexGuard<'_, Shared<E>> {
-        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.shared)
     }
 
     /// Runs `f` under the lock, drains what it caused, then wakes whom it concerns outside

@@ -1,0 +1,389 @@
+//! The fleet's driver: one future, on any [`Runtime`], that steps the core at its deadlines,
+//! opens the transports it asks for, and reads and writes every open one. Every `if` here
+//! is about I/O; the core decides the rest.
+//!
+//! One future, not a task per server: the [`Runtime`] trait has no spawn, and one future
+//! keeps the reads fair. Each transport gets a waker of its own that puts the server on a
+//! ready list and wakes the driver, so a wake-up visits only the servers that have
+//! something to do (not all of them), in the order they became ready, one read each per
+//! round.
+
+use super::shared::{ConnState, Inner, Io, Open};
+use super::Endpoint;
+use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
+use crate::shared::lock;
+use crate::target::{self, Link};
+use ami_proto::fleet::ServerId;
+use ami_proto::Input;
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+/// Read size per call: one read moves up to this much into a server's decoder; it is also
+/// a server's turn in a round, so no server holds the driver for long.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Rounds in one poll of the driver. After that many rounds that all found work, the driver
+/// asks to be polled again and returns, so it never starves the other tasks of its
+/// executor (the event consumer among them).
+const ROUNDS_PER_POLL: u32 = 64;
+
+/// The future that runs a fleet's I/O. It completes once the fleet is closed (by
+/// [`FleetHandle::close`](super::FleetHandle::close) or when every handle and the stream
+/// are dropped) and every transport is gone. Dropping it before that ends the fleet: waiting
+/// callers fail, the stream ends once drained.
+#[must_use = "no server is connected until the driver runs"]
+pub struct FleetDriver {
+    run: Option<BoxFuture<()>>,
+    inner: Arc<Inner<Endpoint>>,
+}
+
+impl FleetDriver {
+    pub(crate) fn new<R: Runtime>(inner: Arc<Inner<Endpoint>>) -> FleetDriver {
+        let pump = Pump::<R> {
+            inner: inner.clone(),
+            conns: HashMap::new(),
+            ready: Arc::new(ReadyList::default()),
+            due: Vec::new(),
+            buf: vec![0u8; READ_CHUNK],
+            timer: R::timer(),
+            armed: false,
+            armed_version: None,
+        };
+        FleetDriver {
+            run: Some(Box::pin(pump.run())),
+            inner,
+        }
+    }
+}
+
+impl Future for FleetDriver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(run) = self.run.as_mut() else {
+            return Poll::Ready(());
+        };
+        let done = run.as_mut().poll(cx);
+        if done.is_ready() {
+            self.run = None;
+            ended(&self.inner);
+        }
+        done
+    }
+}
+
+impl Drop for FleetDriver {
+    fn drop(&mut self) {
+        // Drop the I/O first, then tell the callers (again, harmlessly, when it finished).
+        self.run = None;
+        ended(&self.inner);
+    }
+}
+
+impl std::fmt::Debug for FleetDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetDriver")
+            .field("finished", &self.run.is_none())
+            .finish()
+    }
+}
+
+/// Nothing will move any more: every waiter and watcher is woken to find out.
+fn ended(inner: &Inner<Endpoint>) {
+    let mut io = Io::default();
+    inner.lock().driver_ended(&mut io);
+    io.wake_all();
+}
+
+/// Servers whose transport woke, in the order they woke, and the driver's waker.
+#[derive(Default)]
+struct ReadyList {
+    state: Mutex<ReadyState>,
+}
+
+#[derive(Default)]
+struct ReadyState {
+    servers: Vec<ServerId>,
+    driver: Option<Waker>,
+}
+
+/// One transport's waker: puts its server on the ready list (once until visited) and wakes
+/// the driver.
+struct ConnWake {
+    server: ServerId,
+    queued: AtomicBool,
+    list: Arc<ReadyList>,
+}
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let driver = {
+            let mut state = lock(&self.list.state);
+            state.servers.push(self.server);
+            state.driver.take()
+        };
+        if let Some(w) = driver {
+            w.wake();
+        }
+    }
+}
+
+/// One server's transport, opening or open.
+struct ConnIo<R: Runtime> {
+    epoch: u64,
+    wake: Arc<ConnWake>,
+    waker: Waker,
+    opening: Option<BoxFuture<io::Result<Link<R::Tcp>>>>,
+    link: Option<Link<R::Tcp>>,
+    /// A copy of the core's transmit bytes being written; the core is told what was written
+    /// after each write, so its byte counters count bytes the transport took.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The core may have bytes for this transport.
+    fetch: bool,
+}
+
+/// The fleet's I/O state.
+struct Pump<R: Runtime> {
+    inner: Arc<Inner<Endpoint>>,
+    conns: HashMap<ServerId, ConnIo<R>>,
+    ready: Arc<ReadyList>,
+    /// Servers to visit this round.
+    due: Vec<ServerId>,
+    /// One read buffer for every transport: the driver reads one at a time.
+    buf: Vec<u8>,
+    timer: R::Timer,
+    armed: bool,
+    /// The shared state's timer version the timer was armed for.
+    armed_version: Option<u64>,
+}
+
+impl<R: Runtime> Pump<R> {
+    async fn run(mut self) {
+        poll_fn(|cx| self.poll(cx)).await;
+        self.conns.clear();
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS_PER_POLL {
+            // Wakers first, then the state they guard: no wake-up falls in between.
+            lock(&self.ready.state).driver = Some(cx.waker().clone());
+            let (deadline, version, opens) = {
+                let mut shared = self.inner.lock();
+                if shared.closed && shared.conns.is_empty() {
+                    return Poll::Ready(());
+                }
+                shared.timer_waker = Some(cx.waker().clone());
+                (
+                    shared.deadline,
+                    shared.timer_version,
+                    std::mem::take(&mut shared.opens),
+                )
+            };
+            for open in opens {
+                self.open(open);
+            }
+            let mut worked = false;
+            if self.armed_version != Some(version) {
+                self.armed_version = Some(version);
+                self.armed = deadline.is_some();
+                if let Some(d) = deadline {
+                    self.timer.set_at(d);
+                }
+            }
+            if self.armed && self.timer.poll_fired(cx).is_ready() {
+                // Re-armed at the next turn even if the deadline did not move.
+                self.armed = false;
+                self.armed_version = None;
+                self.inner.call(|s| s.fleet.handle_timeout(R::now()));
+                worked = true;
+            }
+            self.due.append(&mut lock(&self.ready.state).servers);
+            if self.due.is_empty() && !worked {
+                return Poll::Pending;
+            }
+            for server in std::mem::take(&mut self.due) {
+                if !self.visit(server) {
+                    self.conns.remove(&server);
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// A transport the core asked for: starts opening it (replacing an older one).
+    fn open(&mut self, open: Open<Endpoint>) {
+        let Open {
+            server,
+            endpoint,
+            epoch,
+        } = open;
+        let wake = Arc::new(ConnWake {
+            server,
+            queued: AtomicBool::new(true),
+            list: self.ready.clone(),
+        });
+        let opening: BoxFuture<_> = Box::pin(async move {
+            #[cfg(feature = "tls")]
+            return target::open_checked::<R>(&endpoint.target, endpoint.tls.as_ref()).await;
+            #[cfg(not(feature = "tls"))]
+            target::open_checked::<R>(&endpoint.target).await
+        });
+        self.conns.insert(
+            server,
+            ConnIo {
+                epoch,
+                waker: Waker::from(wake.clone()),
+                wake,
+                opening: Some(opening),
+                link: None,
+                out: Vec::new(),
+                out_pos: 0,
+                fetch: true,
+            },
+        );
+        self.due.push(server);
+    }
+
+    /// One turn for one server: finish opening, write what the core has, read once.
+    /// False once the transport is gone (closed by the core, replaced, or failed).
+    fn visit(&mut self, server: ServerId) -> bool {
+        let Some(conn) = self.conns.get_mut(&server) else {
+            return true;
+        };
+        conn.wake.queued.store(false, Ordering::Release);
+        let inner = &*self.inner;
+        let epoch = conn.epoch;
+        let waker = conn.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        if let Some(opening) = conn.opening.as_mut() {
+            let Poll::Ready(opened) = opening.as_mut().poll(&mut cx) else {
+                // The core's connect timer may give up first: then it closes this one.
+                return !matches!(inner.lock().conn_state(server, epoch, &waker), Some(ConnState::Gone));
+            };
+            conn.opening = None;
+            let input = match &opened {
+                Ok(_) => Input::Connected,
+                Err(e) => {
+                    log::debug!("AMI fleet: connect failed: {e}");
+                    Input::ConnectFailed(e.kind().into())
+                }
+            };
+            if !report::<R>(inner, server, epoch, input) {
+                return false;
+            }
+            match opened {
+                Ok(link) => conn.link = Some(link),
+                Err(_) => return false,
+            }
+        }
+        let Some(link) = conn.link.as_mut() else {
+            return false;
+        };
+        let mut read = false;
+        loop {
+            match inner.lock().conn_state(server, epoch, &waker) {
+                Some(ConnState::Gone) => return false,
+                Some(ConnState::Kicked) => conn.fetch = true,
+                None => {}
+            }
+            if conn.fetch && conn.out_pos == conn.out.len() {
+                conn.fetch = false;
+                let out = &mut conn.out;
+                let current = inner.call(|s| {
+                    if !s.is_current(server, epoch) {
+                        return false;
+                    }
+                    out.clear();
+                    out.extend_from_slice(s.fleet.transmit(server));
+                    true
+                });
+                if !current {
+                    return false;
+                }
+                conn.out_pos = 0;
+            }
+            if conn.out_pos < conn.out.len() {
+                match link.poll_write(&mut cx, &conn.out[conn.out_pos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        let input = Input::TransportError(io::ErrorKind::WriteZero);
+                        report::<R>(inner, server, epoch, input);
+                        return false;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        conn.out_pos += n;
+                        conn.fetch = conn.out_pos == conn.out.len();
+                        // The core counts bytes the transport took, as they are taken.
+                        inner.call(|s| {
+                            if s.is_current(server, epoch) {
+                                s.fleet.advance_transmit(server, n);
+                            }
+                        });
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        report::<R>(inner, server, epoch, Input::TransportError(e.kind()));
+                        return false;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if let Poll::Ready(Err(e)) = link.poll_flush(&mut cx) {
+                report::<R>(inner, server, epoch, Input::TransportError(e.kind()));
+                return false;
+            }
+            if read {
+                // One read per round: come back after the other ready servers.
+                conn.wake.wake_by_ref();
+                return true;
+            }
+            match link.poll_read(&mut cx, &mut self.buf) {
+                Poll::Ready(Ok(0)) => {
+                    report::<R>(inner, server, epoch, Input::Eof);
+                    return false;
+                }
+                Poll::Ready(Ok(n)) => {
+                    read = true;
+                    if !report::<R>(inner, server, epoch, Input::Received(&self.buf[..n])) {
+                        return false;
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    report::<R>(inner, server, epoch, Input::TransportError(e.kind()));
+                    return false;
+                }
+                Poll::Pending => return true,
+            }
+        }
+    }
+}
+
+/// Hands what happened on a transport to the core if that transport is still the server's
+/// current one; false if it is not (it must stop without touching the core).
+fn report<R: Runtime>(
+    inner: &Inner<Endpoint>,
+    server: ServerId,
+    epoch: u64,
+    input: Input<'_>,
+) -> bool {
+    inner.call(|s| {
+        if !s.is_current(server, epoch) {
+            return false;
+        }
+        s.fleet.handle_input(R::now(), server, input);
+        true
+    })
+}

@@ -1,0 +1,41 @@
+//! Many Asterisk servers as one, on tokio: `ami-async`'s fleet (see [`ami_async::fleet`] for
+//! the whole story) with its driver spawned as a tokio task.
+//!
+//! ```no_run
+//! use ami_proto::fleet::{FleetConfig, Policy, Route};
+//! use ami_proto::{Action, ClientConfig, StreamItem};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let (fleet, mut events) = ami_tokio::fleet::spawn_fleet(FleetConfig::default());
+//! for (name, host) in [("east", "10.0.0.1"), ("west", "10.0.0.2")] {
+//!     let config = ClientConfig::builder("admin", "amp111").build()?;
+//!     fleet.add(name, config, (host, 5038))?;
+//! }
+//! let reply = fleet.send(Route::Any(Policy::FewestInFlight), Action::new("Ping")).await?;
+//! println!("went to {}", reply.server);
+//! while let Some(item) = events.recv().await {
+//!     if let StreamItem::Event(e) = item.item {
+//!         println!("{}: {}", item.server, e.event().unwrap_or("?"));
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub use ami_async::fleet::{
+    AddError, FleetConfig, FleetEvents, FleetHandle, FleetItem, FleetStats, Policy, Reply, Route,
+    RouteError, RouteFailed, ServerName, ServerStatus, StatusChange, StatusWatch,
+};
+
+use crate::Tokio;
+
+/// Starts an empty fleet on the current tokio runtime, its driver a task: add servers with
+/// [`FleetHandle::add`]. A config whose seed is the default gets one from the OS.
+///
+/// # Panics
+/// Outside a tokio runtime (as `tokio::spawn` does).
+pub fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents) {
+    let (handle, events, driver) = ami_async::fleet::start::<Tokio>(config);
+    tokio::spawn(driver);
+    (handle, events)
+}
