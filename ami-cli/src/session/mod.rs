@@ -222,7 +222,7 @@ fn open_url(
     })
 }
 
-fn read_ca(conn: &Connection) -> Result<Vec<u8>, Failure> {
+pub(crate) fn read_ca(conn: &Connection) -> Result<Vec<u8>, Failure> {
     let ca = conn.ca.as_ref().ok_or_else(|| {
         Failure::new(
             EXIT_USAGE,

@@ -1,0 +1,206 @@
+//! `--runtime tokio` and `--runtime async-std` with several servers: `ami-async`'s fleet,
+//! the same handle, stream and watch on both. Only where the driver runs differs: a tokio
+//! task on a two-worker runtime, or a thread of its own (`async_io::block_on`). Waits use
+//! async-io's timer, which runs under either.
+
+use super::{Engine, Happening, Member, BATCH};
+use crate::{Failure, Runtime, EXIT_OTHER, EXIT_USAGE};
+use ami_async::fleet::{
+    FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, ServerStatus, StatusChange,
+    StatusWatch,
+};
+use ami_proto::Action;
+use async_io::Timer;
+use futures_lite::future;
+use std::future::{pending, Future};
+use std::time::{Duration, Instant};
+
+/// Where the futures of the handle are blocked on.
+enum Blocker {
+    /// The tokio runtime the driver runs on.
+    Tokio(tokio::runtime::Runtime),
+    /// The driver has a thread of its own; this thread blocks with async-io.
+    Thread,
+}
+
+impl Blocker {
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match self {
+            Blocker::Tokio(rt) => rt.block_on(f),
+            Blocker::Thread => async_io::block_on(f),
+        }
+    }
+}
+
+pub(super) struct AsyncRun {
+    block: Blocker,
+    handle: FleetHandle,
+    events: FleetEvents,
+    watch: StatusWatch,
+    batch: Vec<FleetItem>,
+}
+
+impl AsyncRun {
+    pub(super) fn open(runtime: Runtime, members: Vec<Member>) -> Result<AsyncRun, Failure> {
+        let (block, handle, events) = match runtime {
+            Runtime::AsyncStd => {
+                let (handle, events) =
+                    ami_async_std::fleet::run_fleet_on_thread(FleetConfig::default()).map_err(
+                        |e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")),
+                    )?;
+                (Blocker::Thread, handle, events)
+            }
+            _ => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start tokio: {e}")))?;
+                let (handle, events) = {
+                    let _entered = rt.enter();
+                    ami_tokio::fleet::spawn_fleet(FleetConfig::default())
+                };
+                (Blocker::Tokio(rt), handle, events)
+            }
+        };
+        let watch = handle.watch();
+        for m in members {
+            let host = (m.url.host.clone(), m.url.port);
+            match m.ca_pem {
+                None => handle.add(&m.name, m.config, host),
+                Some(pem) => add_tls(&handle, &m.name, m.config, host, &pem)?,
+            }
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {}: {e}", m.url)))?;
+        }
+        Ok(AsyncRun {
+            block,
+            handle,
+            events,
+            watch,
+            batch: Vec::new(),
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+fn add_tls(
+    handle: &FleetHandle,
+    name: &str,
+    config: ami_proto::ClientConfig,
+    host: (String, u16),
+    pem: &[u8],
+) -> Result<Result<(), ami_async::fleet::AddError>, Failure> {
+    let tls = ami_tokio::Tls {
+        config: ami_tokio::client_config_from_pem(pem)
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("--ca: {e}")))?,
+        server_name: host.0.clone(),
+    };
+    Ok(handle.add_tls(name, config, host, tls))
+}
+
+#[cfg(not(feature = "tls"))]
+fn add_tls(
+    _: &FleetHandle,
+    _: &str,
+    _: ami_proto::ClientConfig,
+    _: (String, u16),
+    _: &[u8],
+) -> Result<Result<(), ami_async::fleet::AddError>, Failure> {
+    Err(Failure::new(EXIT_USAGE, "amis:// needs the `tls` feature"))
+}
+
+/// What one wait ended with.
+enum Woke {
+    Change(Option<StatusChange>),
+    Items(usize),
+}
+
+/// `fut`, or `None` once `until` passes (never, for `None`).
+async fn until<T>(until: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        match until {
+            Some(t) => drop(Timer::at(t).await),
+            None => pending().await,
+        }
+        None
+    })
+    .await
+}
+
+impl Engine for AsyncRun {
+    fn wait(&mut self, until_: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure> {
+        let AsyncRun {
+            block,
+            events,
+            watch,
+            batch,
+            ..
+        } = self;
+        // Status changes first: a server's "down" comes before later items.
+        let woke = block.block_on(until(
+            until_,
+            future::or(async { Woke::Change(watch.changed().await) }, async {
+                Woke::Items(events.recv_many(batch, BATCH).await)
+            }),
+        ));
+        match woke {
+            None => {}
+            Some(Woke::Change(Some(StatusChange::Changed { server, status }))) => {
+                out.push(Happening::Status(server, status))
+            }
+            Some(Woke::Change(Some(_))) => {}
+            Some(Woke::Change(None) | Woke::Items(0)) => out.push(Happening::Ended),
+            Some(Woke::Items(_)) => out.extend(batch.drain(..).map(Happening::Item)),
+        }
+        Ok(())
+    }
+
+    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Vec<Reply>, Failure> {
+        let handle = &self.handle;
+        let replies = async {
+            if on == "all" {
+                Ok(handle.send_all(action).await)
+            } else {
+                match handle.send(Route::Server(on), action).await {
+                    Ok(r) => Ok(vec![r]),
+                    Err(e) => Err(Failure::new(EXIT_USAGE, format!("--on {on}: {e}"))),
+                }
+            }
+        };
+        self.block
+            .block_on(until(Some(Instant::now() + limit), replies))
+            .unwrap_or_else(|| Err(Failure::new(EXIT_OTHER, "no reply within the time limit")))
+    }
+
+    fn close(&mut self) {
+        self.handle.close();
+    }
+
+    fn logoff(&mut self, grace: Duration) {
+        self.handle.logoff_all();
+        let AsyncRun { watch, handle, .. } = self;
+        let all_closed = async {
+            while !handle
+                .statuses()
+                .iter()
+                .all(|(_, s)| matches!(s, ServerStatus::Closed { .. }))
+            {
+                if watch.changed().await.is_none() {
+                    return;
+                }
+            }
+        };
+        self.block
+            .block_on(until(Some(Instant::now() + grace), all_closed));
+        self.handle.close();
+    }
+}
+
+impl Drop for AsyncRun {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Blocker::Tokio(rt) = std::mem::replace(&mut self.block, Blocker::Thread) {
+            rt.shutdown_timeout(Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `--runtime mio` with several servers: one `MioFleet` on this thread; a wait is the
+//! fleet's blocking wait plus one non-blocking step.
+
+use super::{Engine, Happening, Member, BATCH};
+use crate::diagnose;
+use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
+use ami_async::fleet::Reply;
+use ami_async::AmiError;
+use ami_mio::MioFleet;
+use ami_proto::fleet::{FleetItem, FleetOutput, Route, RouteError, ServerName, ServerStatus};
+use ami_proto::{Action, ActionId};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A routed action: the server it went to and its ActionID there.
+type Key = (ServerName, ActionId);
+
+fn io_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(EXIT_OTHER, format!("mio: {e}"))
+}
+
+pub(super) struct MioRun {
+    fleet: MioFleet,
+    names: Vec<String>,
+    batch: Vec<FleetItem>,
+    /// Status changes seen while waiting for replies, handed out by the next wait.
+    held: Vec<Happening>,
+    closed: bool,
+}
+
+impl MioRun {
+    pub(super) fn open(members: Vec<Member>) -> Result<MioRun, Failure> {
+        if let Some(m) = members.iter().find(|m| m.ca_pem.is_some()) {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "--server {}: --runtime mio has no amis:// in this command yet; use \
+                     --runtime tokio or async-std",
+                    m.url
+                ),
+            ));
+        }
+        let mut fleet = MioFleet::new().map_err(io_failure)?;
+        let mut names = Vec::with_capacity(members.len());
+        for m in members {
+            // MioFleet takes addresses: the names are resolved here, before the loop runs.
+            let addrs = diagnose::resolve(&m.url)?;
+            let Some(addr) = addrs.first() else {
+                return Err(Failure::new(
+                    EXIT_USAGE,
+                    format!("--server {}: no address", m.url),
+                ));
+            };
+            fleet
+                .add(&m.name, m.config, *addr)
+                .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {}: {e}", m.url)))?;
+            names.push(m.name);
+        }
+        Ok(MioRun {
+            fleet,
+            names,
+            batch: Vec::new(),
+            held: Vec::new(),
+            closed: false,
+        })
+    }
+
+    /// One non-blocking step: status changes to `out`, completions to `done`, and the
+    /// stream's items to `out` when `items` is set.
+    fn step(
+        &mut self,
+        out: &mut Vec<Happening>,
+        done: &mut HashMap<Key, Reply>,
+        items: bool,
+    ) -> Result<(), Failure> {
+        let report = self.fleet.step(Instant::now()).map_err(io_failure)?;
+        for news in report.news {
+            match news {
+                FleetOutput::Status { server, status } => {
+                    out.push(Happening::Status(server, status))
+                }
+                FleetOutput::Completed {
+                    server,
+                    id,
+                    outcome,
+                } => {
+                    done.insert(
+                        (server.clone(), id),
+                        Reply {
+                            server,
+                            result: outcome.into_result().map_err(AmiError::Action),
+                        },
+                    );
+                }
+                _ => {}
+            }
+        }
+        if items && report.events {
+            self.fleet.poll_events(&mut self.batch, BATCH);
+            out.extend(self.batch.drain(..).map(Happening::Item));
+        }
+        Ok(())
+    }
+
+    /// Blocks until I/O, the fleet's next deadline, or `until`.
+    fn block(&mut self, until: Option<Instant>) -> Result<(), Failure> {
+        let timeout = until.map(|t| t.saturating_duration_since(Instant::now()));
+        self.fleet.wait(timeout).map_err(io_failure)
+    }
+
+    fn all_closed(&self) -> bool {
+        self.names.iter().all(|n| {
+            self.fleet
+                .status(n)
+                .is_none_or(|s| matches!(s, ServerStatus::Closed { .. }))
+        })
+    }
+}
+
+impl Engine for MioRun {
+    fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure> {
+        if !self.held.is_empty() {
+            out.append(&mut self.held);
+            return Ok(());
+        }
+        let mut done = HashMap::new();
+        loop {
+            self.step(out, &mut done, true)?;
+            if self.closed && self.all_closed() && !self.fleet.fleet().has_events() {
+                out.push(Happening::Ended);
+            }
+            if !out.is_empty() || until.is_some_and(|t| Instant::now() >= t) {
+                return Ok(());
+            }
+            self.block(until)?;
+        }
+    }
+
+    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Vec<Reply>, Failure> {
+        let now = Instant::now();
+        let end = now + limit;
+        let sent = if on == "all" {
+            self.fleet.send_all(now, &action)
+        } else {
+            match self.fleet.send(now, Route::Server(on), action) {
+                Ok(r) => vec![Ok(r)],
+                Err(e) => return Err(Failure::new(EXIT_USAGE, format!("--on {on}: {e}"))),
+            }
+        };
+        let mut replies: Vec<Result<Key, Reply>> = Vec::with_capacity(sent.len());
+        for r in sent {
+            match r {
+                Ok(routed) => replies.push(Ok((routed.server, routed.id))),
+                Err(RouteError::Send { server, error }) => replies.push(Err(Reply {
+                    server,
+                    result: Err(AmiError::Send(error)),
+                })),
+                // Only a server removed meanwhile gets here: nothing was sent.
+                Err(_) => {}
+            }
+        }
+        let mut done = HashMap::new();
+        let mut held = Vec::new();
+        while replies
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|k| !done.contains_key(k)))
+        {
+            if Instant::now() >= end {
+                return Err(Failure::new(EXIT_OTHER, "no reply within the time limit"));
+            }
+            self.step(&mut held, &mut done, false)?;
+            self.block(Some(end))?;
+        }
+        self.held.append(&mut held);
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(routed) => done.remove(&routed),
+                Err(reply) => Some(reply),
+            })
+            .collect())
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        self.fleet.close_all(Instant::now());
+        // Carries the closes out (the sockets are dropped at once).
+        let _ = self.step(&mut Vec::new(), &mut HashMap::new(), false);
+    }
+
+    fn logoff(&mut self, grace: Duration) {
+        let now = Instant::now();
+        for name in &self.names {
+            self.fleet.with_client(now, name, |c, now| c.logoff(now));
+        }
+        let end = now + grace;
+        let mut held = Vec::new();
+        while !self.all_closed() && Instant::now() < end {
+            if self.step(&mut held, &mut HashMap::new(), false).is_err()
+                || self.block(Some(end)).is_err()
+            {
+                break;
+            }
+        }
+        self.close();
+    }
+}
