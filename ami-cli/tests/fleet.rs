@@ -1,6 +1,7 @@
 //! `ami` with several servers, end to end over loopback against several simulator fronts:
 //! `listen` merges them with a `"server"` on every line and says on stderr when one goes
 //! down and comes back; `action --on NAME|all`; AMI_URL with commas; `ami sim` standalone.
+//! Each scenario with several servers runs on every runtime.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -27,9 +28,15 @@ fn json(line: &str) -> Value {
 
 #[test]
 fn listen_merges_servers_names_each_line_and_reports_a_restart_on_stderr() {
+    each_runtime(listen_merges_on);
+}
+
+fn listen_merges_on(rt: &str) {
     let (a, b) = (sim(), sim());
     let (name_a, name_b) = (a.local_addr().to_string(), b.local_addr().to_string());
     let child = spawn_piped(&[
+        "--runtime",
+        rt,
         "--server",
         &url(&a),
         "--server",
@@ -87,10 +94,14 @@ fn listen_merges_servers_names_each_line_and_reports_a_restart_on_stderr() {
 
 #[test]
 fn action_on_one_server_or_all_and_amiurl_with_commas() {
+    each_runtime(action_on);
+}
+
+fn action_on(rt: &str) {
     let (a, b) = (sim(), sim());
     let (name_a, name_b) = (a.local_addr().to_string(), b.local_addr().to_string());
     let list = format!("{},{}", url(&a), url(&b));
-    let out = command(&["action", "Ping", "--on", "all"])
+    let out = command(&["--runtime", rt, "action", "Ping", "--on", "all"])
         .env("AMI_URL", &list)
         .output()
         .unwrap();
@@ -106,7 +117,16 @@ fn action_on_one_server_or_all_and_amiurl_with_commas() {
 
     let on_both = |rest: &[&str]| {
         let (ua, ub) = (url(&a), url(&b));
-        let mut args = vec!["--server", &ua, "--server", &ub, "action", "Ping"];
+        let mut args = vec![
+            "--runtime",
+            rt,
+            "--server",
+            &ua,
+            "--server",
+            &ub,
+            "action",
+            "Ping",
+        ];
         args.extend_from_slice(rest);
         ami(&args)
     };
@@ -162,7 +182,19 @@ fn ami_sim_serves_on_loopback_and_prints_its_url() {
 
 #[test]
 fn bench_with_several_simulated_servers_reports_the_merged_rate() {
-    let out = ami(&["bench", "--servers", "3", "--duration", "1"]);
+    each_runtime(bench_on);
+}
+
+fn bench_on(rt: &str) {
+    let out = ami(&[
+        "--runtime",
+        rt,
+        "bench",
+        "--servers",
+        "3",
+        "--duration",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("3 simulated servers"), "{text}");

@@ -272,7 +272,10 @@ impl<R: Runtime> Pump<R> {
         if let Some(opening) = conn.opening.as_mut() {
             let Poll::Ready(opened) = opening.as_mut().poll(&mut cx) else {
                 // The core's connect timer may give up first: then it closes this one.
-                return !matches!(inner.lock().conn_state(server, epoch, &waker), Some(ConnState::Gone));
+                return !matches!(
+                    inner.lock().conn_state(server, epoch, &waker),
+                    Some(ConnState::Gone)
+                );
             };
             conn.opening = None;
             let input = match &opened {

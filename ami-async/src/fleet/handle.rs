@@ -3,8 +3,8 @@
 //! state, on any runtime (the clock is the runtime's, kept in the shared state).
 
 use super::shared::{Inner, Io, STATUS_LOG_CAP};
-use crate::shared::Waiter;
 use super::Endpoint;
+use crate::shared::Waiter;
 use crate::AmiError;
 use crate::Target;
 use ami_proto::fleet::{
@@ -183,7 +183,8 @@ impl FleetHandle {
     /// Removes the server named `name` (no Logoff): its pending actions fail, events still
     /// queued for it become one gap naming it. False if there is no such server.
     pub fn remove(&self, name: &str) -> bool {
-        self.inner.call(|s| s.fleet.remove((self.inner.now)(), name))
+        self.inner
+            .call(|s| s.fleet.remove((self.inner.now)(), name))
     }
 
     /// Sends `action` where `route` says and waits for its outcome. `Err` means no server
@@ -224,7 +225,9 @@ impl FleetHandle {
             if s.closed || s.driver_done {
                 return Vec::new();
             }
-            let results = s.fleet.send_all((self.inner.now)(), &action, SendOptions::default());
+            let results = s
+                .fleet
+                .send_all((self.inner.now)(), &action, SendOptions::default());
             for r in results.iter().flatten() {
                 s.waiters
                     .insert((r.server.clone(), r.id.clone()), Waiter::default());
@@ -318,7 +321,8 @@ impl FleetHandle {
         name: &str,
         f: impl FnOnce(&mut ami_proto::Client, std::time::Instant) -> R,
     ) -> Option<R> {
-        self.inner.call(|s| s.fleet.with_client((self.inner.now)(), name, f))
+        self.inner
+            .call(|s| s.fleet.with_client((self.inner.now)(), name, f))
     }
 
     /// Logs every server off; each closes after its Goodbye.

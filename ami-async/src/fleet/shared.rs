@@ -2,9 +2,9 @@
 //! waiters, wakers and status log around it. std only; the runtime's clock comes in as a
 //! function. The lock is never held across an await and no user code runs under it.
 
+use crate::shared::{lock, Waiter};
 use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName, ServerStatus};
 use ami_proto::ActionId;
-use crate::shared::{lock, Waiter};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;

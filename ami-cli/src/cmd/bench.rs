@@ -14,7 +14,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Run N simulated servers in-process, each flooding events as fast as it is read, and
-    /// report the merged stream's events/s through the fleet (runtime tokio).
+    /// report the merged stream's events/s through the fleet (on the chosen runtime).
     #[arg(long, value_name = "N")]
     servers: Option<usize>,
 }
@@ -218,8 +218,9 @@ fn fleet(conn: &Connection, n: usize, duration: Duration) -> Result<(), Failure>
     let most = by_server.values().copied().max().unwrap_or(0);
     fleet.close();
     println!(
-        "events (tokio fleet, {n} simulated servers): {events} in {secs:.2} s = {:.0}/s merged \
+        "events ({} fleet, {n} simulated servers): {events} in {secs:.2} s = {:.0}/s merged \
          (dropped {gaps}); per server {least} to {most}",
+        runtime_name(conn.runtime),
         Tally::rate(events, secs)
     );
     Ok(())

@@ -44,10 +44,10 @@ impl AsyncRun {
     pub(super) fn open(runtime: Runtime, members: Vec<Member>) -> Result<AsyncRun, Failure> {
         let (block, handle, events) = match runtime {
             Runtime::AsyncStd => {
-                let (handle, events) =
-                    ami_async_std::fleet::run_fleet_on_thread(FleetConfig::default()).map_err(
-                        |e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")),
-                    )?;
+                let (handle, events) = ami_async_std::fleet::run_fleet_on_thread(
+                    FleetConfig::default(),
+                )
+                .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")))?;
                 (Blocker::Thread, handle, events)
             }
             _ => {

@@ -3,13 +3,14 @@
 
 use super::{Engine, Happening, Member, BATCH};
 use crate::diagnose;
-use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
+use crate::{Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::Reply;
 use ami_async::AmiError;
 use ami_mio::MioFleet;
 use ami_proto::fleet::{FleetItem, FleetOutput, Route, RouteError, ServerName, ServerStatus};
 use ami_proto::{Action, ActionId};
 use std::collections::HashMap;
+use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
 /// A routed action: the server it went to and its ActionID there.
@@ -43,16 +44,18 @@ impl MioRun {
         let mut fleet = MioFleet::new().map_err(io_failure)?;
         let mut names = Vec::with_capacity(members.len());
         for m in members {
-            // MioFleet takes addresses: the names are resolved here, before the loop runs.
-            let addrs = diagnose::resolve(&m.url)?;
-            let Some(addr) = addrs.first() else {
-                return Err(Failure::new(
-                    EXIT_USAGE,
-                    format!("--server {}: no address", m.url),
-                ));
-            };
+            // MioFleet takes addresses: the names are resolved here, before the loop runs
+            // (the first address; a name that does not exist is said as such).
+            diagnose::resolve(&m.url)?;
+            let addr = (m.url.host.as_str(), m.url.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    Failure::new(EXIT_CONNECT, format!("host not found: {}", m.url.host))
+                })?;
             fleet
-                .add(&m.name, m.config, *addr)
+                .add(&m.name, m.config, addr)
                 .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {}: {e}", m.url)))?;
             names.push(m.name);
         }
