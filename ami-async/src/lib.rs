@@ -31,7 +31,6 @@
 
 mod driver;
 mod events;
-/// Many servers as one: a fleet's handle, merged stream, status watch and driver.
 pub mod fleet;
 mod handle;
 mod runtime;

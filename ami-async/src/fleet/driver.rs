@@ -16,7 +16,7 @@ use crate::target::{self, Link};
 use ami_proto::fleet::ServerId;
 use ami_proto::Input;
 use std::collections::HashMap;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +38,15 @@ const ROUNDS_PER_POLL: u32 = 64;
 /// callers fail, the stream ends once drained.
 #[must_use = "no server is connected until the driver runs"]
 pub struct FleetDriver {
-    run: Option<BoxFuture<()>>,
+    /// The I/O state, on the runtime it was made for; `None` once finished.
+    pump: Option<Box<dyn Pumping>>,
     inner: Arc<Inner<Endpoint>>,
+}
+
+/// A [`Pump`] with its runtime erased (the driver is not generic over it).
+trait Pumping: Send {
+    /// Moves what can be moved now; ready once the fleet is over.
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 }
 
 impl FleetDriver {
@@ -55,7 +62,7 @@ impl FleetDriver {
             armed_version: None,
         };
         FleetDriver {
-            run: Some(Box::pin(pump.run())),
+            pump: Some(Box::new(pump)),
             inner,
         }
     }
@@ -65,22 +72,25 @@ impl Future for FleetDriver {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(run) = self.run.as_mut() else {
-            return Poll::Ready(());
+        let over = match self.pump.as_mut() {
+            Some(pump) => pump.pump(cx).is_ready(),
+            None => true,
         };
-        let done = run.as_mut().poll(cx);
-        if done.is_ready() {
-            self.run = None;
+        if !over {
+            return Poll::Pending;
+        }
+        // Drop the transports, then tell the callers.
+        if self.pump.take().is_some() {
             ended(&self.inner);
         }
-        done
+        Poll::Ready(())
     }
 }
 
 impl Drop for FleetDriver {
     fn drop(&mut self) {
         // Drop the I/O first, then tell the callers (again, harmlessly, when it finished).
-        self.run = None;
+        self.pump = None;
         ended(&self.inner);
     }
 }
@@ -88,7 +98,7 @@ impl Drop for FleetDriver {
 impl std::fmt::Debug for FleetDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FleetDriver")
-            .field("finished", &self.run.is_none())
+            .field("finished", &self.pump.is_none())
             .finish()
     }
 }
@@ -170,13 +180,8 @@ struct Pump<R: Runtime> {
     armed_version: Option<u64>,
 }
 
-impl<R: Runtime> Pump<R> {
-    async fn run(mut self) {
-        poll_fn(|cx| self.poll(cx)).await;
-        self.conns.clear();
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+impl<R: Runtime> Pumping for Pump<R> {
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..ROUNDS_PER_POLL {
             // Wakers first, then the state they guard: no wake-up falls in between.
             lock(&self.ready.state).driver = Some(cx.waker().clone());
@@ -223,7 +228,9 @@ impl<R: Runtime> Pump<R> {
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
 
+impl<R: Runtime> Pump<R> {
     /// A transport the core asked for: starts opening it (replacing an older one).
     fn open(&mut self, open: Open<Endpoint>) {
         let Open {
