@@ -59,6 +59,10 @@ pub(crate) struct Control {
     serve_lock: Mutex<()>,
     /// Per server: the task answering `ami.<server>.action`.
     action_tasks: Mutex<HashMap<ServerIx, JoinHandle<()>>>,
+    /// The `ami.any.action` queue subscription's stop signal, held while this bridge serves
+    /// at least one server: a standby bridge serving none is not in the queue group, so it
+    /// never answers `not_sent` for a request another bridge could run.
+    any_action: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,6 +107,7 @@ impl Control {
                 .nats
                 .subscribe(format!("ami.{}.action", spec.token))
                 .await;
+            me.join_any_action().await;
             // Checked and started under the lock `lost` takes: a lease lost meanwhile never
             // leaves a session behind.
             let _serve = lock(&me.serve_lock);
@@ -112,7 +117,7 @@ impl Control {
             me.upstream.add(ix);
             match sub {
                 Ok(sub) => {
-                    let task = tokio::spawn(serve_actions(me.clone(), Some(ix), term, sub));
+                    let task = tokio::spawn(serve_actions(me.clone(), Some(ix), term, sub, None));
                     if let Some(old) = lock(&me.action_tasks).insert(ix, task) {
                         old.abort();
                     }
@@ -120,6 +125,48 @@ impl Control {
                 Err(e) => log::warn!("{}: cannot subscribe to actions: {e}", spec.name),
             }
         });
+    }
+
+    /// Joins the `ami.any.action` queue group unless already in it.
+    async fn join_any_action(self: &Arc<Self>) {
+        if lock(&self.any_action).is_some() {
+            return;
+        }
+        let sub = match self
+            .nats
+            .queue_subscribe("ami.any.action".to_string(), "ami-bridge".to_string())
+            .await
+        {
+            Ok(sub) => sub,
+            Err(e) => {
+                log::warn!("cannot subscribe to ami.any.action: {e}");
+                return;
+            }
+        };
+        let (stop, stopped) = oneshot::channel();
+        {
+            let mut any = lock(&self.any_action);
+            if any.is_some() {
+                // Another acquisition joined meanwhile: this one leaves at once.
+                let _ = stop.send(());
+            } else {
+                *any = Some(stop);
+            }
+        }
+        tokio::spawn(serve_actions(self.clone(), None, 0, sub, Some(stopped)));
+        // A lease lost while subscribing: leave again if nothing is served.
+        self.leave_any_action_if_idle();
+    }
+
+    /// Leaves the `ami.any.action` queue group when no server is served any more; requests
+    /// already delivered are still answered.
+    fn leave_any_action_if_idle(&self) {
+        let serving = (0..self.servers.len()).any(|ix| self.terms.current(ix) != 0);
+        if !serving {
+            if let Some(stop) = lock(&self.any_action).take() {
+                let _ = stop.send(());
+            }
+        }
     }
 
     /// The lease of `ix` was renewed; it must be renewed again by `fence_at`.
@@ -146,6 +193,7 @@ impl Control {
             t.abort();
         }
         self.upstream.remove(ix);
+        self.leave_any_action_if_idle();
         self.metrics.set_lease(ix, false);
         self.metrics.set_state(ix, "not_served");
         if let Some(spec) = self.servers.get(ix) {
@@ -200,8 +248,25 @@ async fn serve_actions(
     to: Option<ServerIx>,
     term: u64,
     mut sub: async_nats::Subscriber,
+    mut stop: Option<oneshot::Receiver<()>>,
 ) {
-    while let Some(msg) = sub.next().await {
+    loop {
+        let msg = tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => msg,
+                None => return,
+            },
+            _ = async { match stop.as_mut() { Some(s) => s.await, None => std::future::pending().await } } => {
+                // Leave the queue group; what was delivered already is still answered
+                // (the stream ends after it).
+                stop = None;
+                if let Err(e) = sub.unsubscribe().await {
+                    log::warn!("cannot leave ami.any.action: {e}");
+                    return;
+                }
+                continue;
+            }
+        };
         if let Some(ix) = to {
             if !control.terms.is_current(ix, term) {
                 return;
@@ -399,6 +464,7 @@ impl Bridge {
             fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
             action_tasks: Mutex::new(HashMap::new()),
+            any_action: Mutex::new(None),
         });
         let mut tasks = Vec::new();
         let publisher = Publisher {
@@ -412,14 +478,6 @@ impl Bridge {
             ack_timeout: PUBLISH_ACK_TIMEOUT,
         };
         tasks.push(tokio::spawn(publisher.run(merged)));
-        // Requests for any server: one bridge of the queue group answers each.
-        match nats
-            .queue_subscribe("ami.any.action".to_string(), "ami-bridge".to_string())
-            .await
-        {
-            Ok(sub) => tasks.push(tokio::spawn(serve_actions(control.clone(), None, 0, sub))),
-            Err(e) => return Err(BridgeError::Setup(format!("ami.any.action: {e}"))),
-        }
         // Self-fencing and status gauges, independent of how long NATS calls take.
         {
             let control = control.clone();

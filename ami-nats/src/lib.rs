@@ -10,8 +10,10 @@
 //!   `ami.<server>.session`, so a consumer knows exactly where it missed events;
 //! - the servers a bridge serves are one `ami_tokio` fleet: its merged stream is fair across
 //!   servers (a flooding server loses its own events, counted, never a quiet one's);
-//! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` (a ready
-//!   server picked by the fleet's routing policy, [`BridgeConfig::any_policy`]) and the
+//! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` (a queue
+//!   group of the bridges that serve at least one server, so a standby never answers it;
+//!   there a ready server is picked by the fleet's routing policy,
+//!   [`BridgeConfig::any_policy`]) and the
 //!   reply carries the outcome kind (see [`actions`]); an idempotency key runs a request at
 //!   most once per key within a window;
 //! - several bridges may run for the same servers: each server is served by exactly one at a

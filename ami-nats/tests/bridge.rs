@@ -585,6 +585,44 @@ fn any_action_is_routed_by_the_fleet_policy_over_the_served_servers() {
 }
 
 #[test]
+fn a_standby_bridge_leaves_any_action_to_the_bridge_that_serves() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // The standby looks at the lease every TTL/4 (2 s), so it sees the release soon.
+    let cfg = |id: &str| pbx1_bridge(&nats, &a, id, Duration::from_secs(8));
+    let first = TestBridge::start(cfg("first"));
+    wait_for(Duration::from_secs(10), "first logged in", || {
+        first.serving().len() == 1 && a.stats().logins == 1
+    });
+    let second = TestBridge::start(cfg("second"));
+    let url = nats.url();
+    let ping = || {
+        block(request(
+            &url,
+            "ami.any.action",
+            r#"{"headers":[["Action","Ping"]]}"#,
+        ))
+    };
+    // In one queue group with the standby, about half would be answered not_sent by it.
+    for _ in 0..8 {
+        let r = ping();
+        assert_eq!(r["outcome"], "success", "{r}");
+        assert_eq!(r["server"], "pbx1");
+    }
+    assert!(second.serving().is_empty());
+    // The server moves to the second bridge, and so does ami.any.action.
+    first.shutdown();
+    wait_for(Duration::from_secs(20), "second logged in", || {
+        second.serving().len() == 1 && a.stats().logins == 2
+    });
+    for _ in 0..4 {
+        let r = ping();
+        assert_eq!(r["outcome"], "success", "{r}");
+    }
+    second.shutdown();
+}
+
+#[test]
 fn idempotency_key_blocks_a_second_originate() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
