@@ -489,7 +489,7 @@ fn usage_errors_exit_2() {
     let out = ami(&["action", "Ping"]);
     assert_code(&out, 2, "no server given");
     assert!(stderr(&out).contains("no server"));
-    for rt in ["mio", "async-std"] {
+    for rt in ["async-std"] {
         let out = ami(&[
             "--runtime",
             rt,

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let mut driver = MioDriver::new()?;
     let config = ClientConfig::builder("admin", "amp111").build()?;
-    let pbx = driver.add(config, ami_addr)?;
+    let pbx = driver.add(Instant::now(), config, ami_addr)?;
 
     // Our own socket, on the driver's poll, with a token from the caller's range.
     let mut udp = UdpSocket::bind("127.0.0.1:0".parse()?)?;
@@ -89,9 +89,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             if ready && rounds < ROUNDS {
                 rounds += 1;
                 sender.send_to(format!("tick {rounds}").as_bytes(), udp_addr)?;
-                driver.send(pbx, Action::new("Ping"))?;
+                driver.send(Instant::now(), pbx, Action::new("Ping"))?;
             } else if rounds == ROUNDS && !logged_off && pongs == ROUNDS {
-                driver.logoff(pbx);
+                driver.logoff(Instant::now(), pbx);
                 logged_off = true;
             }
         }

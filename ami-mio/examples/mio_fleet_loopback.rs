@@ -35,7 +35,7 @@ fn merged(n: usize, span: Duration) -> (f64, u64) {
     let mut fleet = MioFleet::new().unwrap();
     let names: Vec<String> = (0..n).map(|k| format!("flood{k}")).collect();
     for (name, f) in names.iter().zip(&floods) {
-        fleet.add(name, config(), f.addr()).unwrap();
+        fleet.add(Instant::now(), name, config(), f.addr()).unwrap();
     }
     all_ready(&mut fleet, &names);
     let (mut got, mut lost) = (0u64, 0u64);
@@ -64,10 +64,14 @@ fn quiet_latency(n: usize, span: Duration) -> (Duration, Duration, usize, Durati
         .collect();
     let mut fleet = MioFleet::new().unwrap();
     let mut names = vec!["flood".to_string()];
-    fleet.add("flood", config(), flood.addr()).unwrap();
+    fleet
+        .add(Instant::now(), "flood", config(), flood.addr())
+        .unwrap();
     for (k, f) in fronts.iter().enumerate() {
         names.push(format!("quiet{k}"));
-        fleet.add(&names[k + 1], config(), f.local_addr()).unwrap();
+        fleet
+            .add(Instant::now(), &names[k + 1], config(), f.local_addr())
+            .unwrap();
     }
     all_ready(&mut fleet, &names);
     let mut lat = Vec::new();

@@ -16,7 +16,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let server = HostileServer::start(Hostile::BigEvents { size: 256 << 10 }, 0)?;
     let mut driver = MioDriver::new()?;
     let config = ClientConfig::builder("admin", "hostile").build()?;
-    let conn = driver.add(config, server.local_addr())?;
+    let conn = driver.add(Instant::now(), config, server.local_addr())?;
     let end = Instant::now() + Duration::from_secs(10);
     // The loop steps the driver and never calls `poll_event`.
     while Instant::now() < end {

@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let config = ClientConfig::builder("admin", "amp111")
         .events("user")
         .build()?;
-    let pbx = driver.add(config, sim.local_addr())?;
+    let pbx = driver.add(Instant::now(), config, sim.local_addr())?;
 
     let (to_handler, inbox) = sync_channel::<Message>(HANDOVER);
     let handler = std::thread::spawn(move || {

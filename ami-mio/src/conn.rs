@@ -7,6 +7,7 @@ use ami_proto::{ConnectFailure, Input};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -49,6 +50,8 @@ pub(crate) struct Conn {
     pub(crate) want_connect: bool,
     /// The address for that connect, once known.
     pub(crate) resolved: Option<SocketAddr>,
+    /// The name's other addresses, tried in turn when a connect fails.
+    rest: VecDeque<SocketAddr>,
     /// A lookup for this attempt is under way.
     pub(crate) resolving: bool,
     /// Bumped at every connect request; a lookup answer for an older one is ignored.
@@ -80,6 +83,7 @@ impl Conn {
             link: Link::Idle,
             want_connect: false,
             resolved: None,
+            rest: VecDeque::new(),
             resolving: false,
             attempt: 0,
             readable: false,
@@ -145,14 +149,21 @@ impl Conn {
         }
         self.want_connect = false;
         self.resolved = None;
+        self.rest.clear();
         self.resolving = false;
         self.readable = false;
         self.writable = false;
         self.connect_event = false;
     }
 
-    /// Starts the non-blocking connect the client asked for. The core's connect timer bounds
-    /// how long it may take.
+    /// A lookup answered: connect to the first address, keep the others for when it fails.
+    pub(crate) fn resolved_to(&mut self, addrs: Vec<SocketAddr>) {
+        self.rest = addrs.into();
+        self.resolved = self.rest.pop_front();
+    }
+
+    /// Starts the non-blocking connect the client asked for, to the next address that
+    /// accepts a connect attempt. The core's connect timer bounds how long it all may take.
     pub(crate) fn start_connect(
         &mut self,
         now: Instant,
@@ -160,30 +171,37 @@ impl Conn {
         registry: &Registry,
         token: Token,
     ) {
-        let Some(addr) = self.resolved.take() else {
-            return;
-        };
         self.want_connect = false;
-        let stream = TcpStream::connect(addr).and_then(|mut s| {
-            registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
-            Ok(s)
-        });
-        match stream {
-            Ok(s) => self.link = Link::Connecting(s),
-            Err(e) => {
-                log::debug!("ami-mio: connect to {addr} failed at once: {e}");
-                session.handle_input(now, Input::ConnectFailed(e.kind().into()));
+        while let Some(addr) = self.resolved.take() {
+            let stream = TcpStream::connect(addr).and_then(|mut s| {
+                registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
+                Ok(s)
+            });
+            match stream {
+                Ok(s) => {
+                    self.link = Link::Connecting(s);
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("ami-mio: connect to {addr} failed at once: {e}");
+                    self.resolved = self.rest.pop_front();
+                    if self.resolved.is_none() {
+                        session.handle_input(now, Input::ConnectFailed(e.kind().into()));
+                    }
+                }
             }
         }
     }
 
-    /// After readiness on a connecting socket: reports `Connected` or `ConnectFailed`, or
-    /// nothing if the connect is still in progress.
+    /// After readiness on a connecting socket: reports `Connected`, moves on to the name's
+    /// next address, reports `ConnectFailed` when none is left, or does nothing if the
+    /// connect is still in progress.
     pub(crate) fn finish_connect(
         &mut self,
         now: Instant,
         session: &mut impl Session,
         registry: &Registry,
+        token: Token,
     ) {
         if !self.connect_event {
             return;
@@ -202,7 +220,18 @@ impl Conn {
         };
         if let Some(e) = failed {
             log::debug!("ami-mio: connect failed: {e}");
-            session.handle_input(now, Input::ConnectFailed(e.kind().into()));
+            if let Link::Connecting(mut s) = std::mem::replace(&mut self.link, Link::Idle) {
+                if let Err(e) = registry.deregister(&mut s) {
+                    log::debug!("ami-mio: deregister failed: {e}");
+                }
+            }
+            match self.rest.pop_front() {
+                Some(next) => {
+                    self.resolved = Some(next);
+                    self.start_connect(now, session, registry, token);
+                }
+                None => session.handle_input(now, Input::ConnectFailed(e.kind().into())),
+            }
             return;
         }
         if let Link::Connecting(stream) = std::mem::replace(&mut self.link, Link::Idle) {

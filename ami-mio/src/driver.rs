@@ -144,15 +144,24 @@ impl MioDriver {
         })
     }
 
-    /// Adds a client for the server at `addr`. It connects during the next steps.
-    pub fn add(&mut self, config: ClientConfig, addr: SocketAddr) -> Result<ConnId, AddError> {
-        self.insert(config, Target::Addr(addr))
+    /// Adds a client for the server at `addr`, created at `now`. It connects during the next
+    /// steps.
+    pub fn add(
+        &mut self,
+        now: Instant,
+        config: ClientConfig,
+        addr: SocketAddr,
+    ) -> Result<ConnId, AddError> {
+        self.insert(now, config, Target::Addr(addr))
     }
 
-    /// Adds a client for `host:port`. The name is resolved on a helper thread before every
-    /// connect, never on the loop; the core's connect timeout covers the lookup.
+    /// Adds a client for `host:port`, created at `now`. The name is resolved on a helper
+    /// thread before every connect, never on the loop; the core's connect timeout covers the
+    /// lookup. Every address the name has is tried in turn, in the resolver's order, until one
+    /// connects: a dual-stack host whose first address is unreachable still connects.
     pub fn add_host(
         &mut self,
+        now: Instant,
         config: ClientConfig,
         host: impl Into<String>,
     ) -> Result<ConnId, AddError> {
@@ -166,7 +175,7 @@ impl MioDriver {
                 .map_err(AddError::Resolver)?,
             );
         }
-        self.insert(config, Target::Host(host.into()))
+        self.insert(now, config, Target::Host(host.into()))
     }
 
     /// Adds a client for the server at `addr`, speaking AMI over TLS (implicit TLS, usually
@@ -182,12 +191,13 @@ impl MioDriver {
     #[cfg(feature = "tls")]
     pub fn add_tls(
         &mut self,
+        now: Instant,
         config: ClientConfig,
         addr: SocketAddr,
         tls: crate::Tls,
     ) -> Result<ConnId, AddError> {
         let tls = crate::tls::TlsTarget::new(tls)?;
-        let id = self.insert(config, Target::Addr(addr))?;
+        let id = self.insert(now, config, Target::Addr(addr))?;
         if let Some(c) = self.conn_mut(id) {
             c.conn.tls = Some(tls);
         }
@@ -200,19 +210,25 @@ impl MioDriver {
     #[cfg(feature = "tls")]
     pub fn add_host_tls(
         &mut self,
+        now: Instant,
         config: ClientConfig,
         host: impl Into<String>,
         tls: crate::Tls,
     ) -> Result<ConnId, AddError> {
         let tls = crate::tls::TlsTarget::new(tls)?;
-        let id = self.add_host(config, host)?;
+        let id = self.add_host(now, config, host)?;
         if let Some(c) = self.conn_mut(id) {
             c.conn.tls = Some(tls);
         }
         Ok(id)
     }
 
-    fn insert(&mut self, config: ClientConfig, target: Target) -> Result<ConnId, AddError> {
+    fn insert(
+        &mut self,
+        now: Instant,
+        config: ClientConfig,
+        target: Target,
+    ) -> Result<ConnId, AddError> {
         let index = match self.free.pop() {
             Some(i) => i,
             None if self.slots.len() < MAX_CONNS => {
@@ -235,7 +251,7 @@ impl MioDriver {
             Some(_) => config,
             None => config.with_seed(entropy()),
         };
-        let mut conn = Owned::new(Client::new(config, Instant::now()), target);
+        let mut conn = Owned::new(Client::new(config, now), target);
         conn.drain(id, self.poll.registry(), &mut self.notices);
         if let Some(slot) = self.slots.get_mut(index) {
             slot.generation = id.generation;
@@ -244,9 +260,9 @@ impl MioDriver {
         Ok(id)
     }
 
-    /// Removes a connection: it is closed at once (no Logoff) and its ID is retired. Returns
-    /// false if `conn` was already gone.
-    pub fn remove(&mut self, conn: ConnId) -> bool {
+    /// Removes a connection at `now`: it is closed at once (no Logoff) and its ID is retired.
+    /// Returns false if `conn` was already gone.
+    pub fn remove(&mut self, now: Instant, conn: ConnId) -> bool {
         let registry = self.poll.registry();
         let Some(slot) = self.slots.get_mut(conn.index) else {
             return false;
@@ -257,7 +273,7 @@ impl MioDriver {
         let Some(mut c) = slot.conn.take() else {
             return false;
         };
-        c.client.close(Instant::now());
+        c.client.close(now);
         c.drain(conn, registry, &mut self.notices);
         slot.generation = 0;
         self.free.push(conn.index);
@@ -271,28 +287,34 @@ impl MioDriver {
             .and_then(|s| s.conn.as_mut())
     }
 
-    /// Queues an action; it is written by the next [`step`](Self::step). The result arrives
-    /// once as [`Notice::Completed`] with the returned ID. A removed `conn` gives
-    /// [`SendError::Closed`].
-    pub fn send(&mut self, conn: ConnId, action: Action) -> Result<ActionId, SendError> {
-        self.send_with(conn, action, SendOptions::default())
+    /// Queues an action at `now` (its deadline counts from then); it is written by the next
+    /// [`step`](Self::step). The result arrives once as [`Notice::Completed`] with the
+    /// returned ID. A removed `conn` gives [`SendError::Closed`].
+    pub fn send(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        action: Action,
+    ) -> Result<ActionId, SendError> {
+        self.send_with(now, conn, action, SendOptions::default())
     }
 
     /// [`send`](Self::send) with options (a deadline of its own).
     pub fn send_with(
         &mut self,
+        now: Instant,
         conn: ConnId,
         action: Action,
         options: SendOptions,
     ) -> Result<ActionId, SendError> {
         let c = self.conn_mut(conn).ok_or(SendError::Closed)?;
-        c.client.send_action_with(Instant::now(), action, options)
+        c.client.send_action_with(now, action, options)
     }
 
-    /// Cancels a pending action (see [`Client::cancel`]). False if unknown.
-    pub fn cancel(&mut self, conn: ConnId, id: &ActionId) -> bool {
+    /// Cancels a pending action at `now` (see [`Client::cancel`]). False if unknown.
+    pub fn cancel(&mut self, now: Instant, conn: ConnId, id: &ActionId) -> bool {
         self.conn_mut(conn)
-            .is_some_and(|c| c.client.cancel(Instant::now(), id))
+            .is_some_and(|c| c.client.cancel(now, id))
     }
 
     /// The next event (or gap notice) of `conn`'s stream.
@@ -300,8 +322,9 @@ impl MioDriver {
         self.conn_mut(conn)?.client.poll_event()
     }
 
-    /// Logs `conn` off (see [`Client::logoff`]); the Logoff is written by the next step.
-    pub fn logoff(&mut self, conn: ConnId) -> bool {
+    /// Logs `conn` off at `now` (see [`Client::logoff`]); the Logoff is written by the next
+    /// step.
+    pub fn logoff(&mut self, now: Instant, conn: ConnId) -> bool {
         let registry = self.poll.registry();
         let Some(c) = self
             .slots
@@ -311,14 +334,14 @@ impl MioDriver {
         else {
             return false;
         };
-        c.client.logoff(Instant::now());
+        c.client.logoff(now);
         c.drain(conn, registry, &mut self.notices);
         true
     }
 
-    /// Closes `conn` at once without Logoff (see [`Client::close`]); it stays listed until
-    /// [`remove`](Self::remove)d.
-    pub fn close(&mut self, conn: ConnId) -> bool {
+    /// Closes `conn` at `now`, at once, without Logoff (see [`Client::close`]); it stays
+    /// listed until [`remove`](Self::remove)d.
+    pub fn close(&mut self, now: Instant, conn: ConnId) -> bool {
         let registry = self.poll.registry();
         let Some(c) = self
             .slots
@@ -328,7 +351,7 @@ impl MioDriver {
         else {
             return false;
         };
-        c.client.close(Instant::now());
+        c.client.close(now);
         c.drain(conn, registry, &mut self.notices);
         true
     }
@@ -527,7 +550,7 @@ impl MioDriver {
             }
             c.conn.resolving = false;
             match answer.result {
-                Ok(addr) => c.conn.resolved = Some(addr),
+                Ok(addrs) => c.conn.resolved_to(addrs),
                 Err(_) => {
                     c.conn.want_connect = false;
                     let cause = ConnectFailure::HostNotFound;

@@ -124,15 +124,16 @@ impl MioFleet {
         })
     }
 
-    /// Adds a server named `name` at `addr`; it connects during the next steps, within the
-    /// fleet's per-step connect budget.
+    /// Adds a server named `name` at `addr`, at `now`; it connects during the next steps,
+    /// within the fleet's per-step connect budget.
     pub fn add(
         &mut self,
+        now: Instant,
         name: &str,
         config: ClientConfig,
         addr: SocketAddr,
     ) -> Result<ServerId, FleetError> {
-        let id = self.fleet.add(Instant::now(), name, config)?;
+        let id = self.fleet.add(now, name, config)?;
         if self.conns.len() <= id.index() {
             self.conns.resize_with(id.index() + 1, || None);
         }
@@ -283,7 +284,7 @@ impl MioFleet {
                 fleet: &mut self.fleet,
                 id: *id,
             };
-            conn.finish_connect(now, &mut member, registry);
+            conn.finish_connect(now, &mut member, registry, Token(index));
             if conn.readable && matches!(conn.link, Link::Open(_)) {
                 match step.turn(index) {
                     Some(mut turn) => {

@@ -26,14 +26,14 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut driver = MioDriver::new()?;
 //! let config = ClientConfig::builder("admin", "secret").build()?;
-//! let pbx = driver.add(config, "127.0.0.1:5038".parse()?)?;
+//! let pbx = driver.add(Instant::now(), config, "127.0.0.1:5038".parse()?)?;
 //! let mut pinged = false;
 //! loop {
 //!     let report = driver.step(Instant::now())?;
 //!     for (conn, notice) in report.notices {
 //!         match notice {
 //!             Notice::Ready { .. } if !pinged => {
-//!                 driver.send(conn, Action::new("Ping"))?;
+//!                 driver.send(Instant::now(), conn, Action::new("Ping"))?;
 //!                 pinged = true;
 //!             }
 //!             Notice::Completed { outcome, .. } => {
@@ -77,7 +77,19 @@
 //! and hand the address in. [`MioDriver::add_host`] takes `host:port` and resolves it before
 //! every connect on helper threads ([`Options::resolve`], [`Options::resolver_threads`]) that
 //! hand the answer back through a channel and a [`mio::Waker`]; a slow lookup never delays a
-//! step. The core's connect timeout covers the lookup.
+//! step. Every address of the name is tried in turn until one connects (a dual-stack host
+//! whose first address is unreachable still connects); the core's connect timeout covers the
+//! lookup and all the attempts.
+//!
+//! ## Time
+//!
+//! The clock is yours: every call that changes a client's state takes `now`
+//! ([`MioDriver::step`], `add*`, [`MioDriver::send`], [`MioDriver::send_with`],
+//! [`MioDriver::cancel`], [`MioDriver::logoff`], [`MioDriver::close`],
+//! [`MioDriver::remove`], and the same on [`MioFleet`]), so a loop that reads the clock once
+//! per round feeds one consistent time to everything it does in that round. Only
+//! [`MioDriver::wait`], which changes nothing, reads the clock itself to turn deadlines into
+//! a poll timeout.
 //!
 //! ## Your own sources
 //!
@@ -101,13 +113,14 @@
 //! ```no_run
 //! # #[cfg(feature = "tls")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use std::time::Instant;
 //! # let mut driver = ami_mio::MioDriver::new()?;
 //! # let config = ami_proto::ClientConfig::builder("admin", "secret").build()?;
 //! let tls = ami_mio::Tls {
 //!     config: ami_mio::client_config_from_pem(&std::fs::read("ca.pem")?)?,
 //!     server_name: "pbx.example.com".into(),
 //! };
-//! let pbx = driver.add_tls(config, "192.0.2.10:5039".parse()?, tls)?;
+//! let pbx = driver.add_tls(Instant::now(), config, "192.0.2.10:5039".parse()?, tls)?;
 //! # Ok(())
 //! # }
 //! # #[cfg(not(feature = "tls"))]

@@ -30,7 +30,8 @@ pub(crate) struct Answer {
     pub(crate) index: usize,
     pub(crate) generation: u64,
     pub(crate) attempt: u64,
-    pub(crate) result: io::Result<SocketAddr>,
+    /// Every address of the name, in the resolver's order (never empty).
+    pub(crate) result: io::Result<Vec<SocketAddr>>,
 }
 
 /// Worker threads that resolve names and wake the poll when an answer is ready.
@@ -97,10 +98,14 @@ fn worker(
             }
         };
         let result = resolve(&request.host).and_then(|addrs| {
-            addrs
-                .into_iter()
-                .next()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name has no address"))
+            if addrs.is_empty() {
+                Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the name has no address",
+                ))
+            } else {
+                Ok(addrs)
+            }
         });
         if let Err(e) = &result {
             log::debug!("ami-mio: resolving {} failed: {e}", request.host);

@@ -112,7 +112,8 @@ impl Owned {
         notices: &mut Vec<(ConnId, Notice)>,
     ) {
         let mut s = Owned::direct(&mut self.client, id, registry, notices);
-        self.conn.finish_connect(now, &mut s, registry);
+        self.conn
+            .finish_connect(now, &mut s, registry, Token(id.index));
     }
 
     pub(crate) fn start_connect(

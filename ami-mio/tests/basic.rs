@@ -73,7 +73,7 @@ fn complete_all(driver: &mut MioDriver, want: &[ActionId]) -> Vec<Outcome> {
 
 /// Sends `action` and waits for its outcome.
 fn run(driver: &mut MioDriver, conn: ConnId, action: Action) -> Outcome {
-    let id = driver.send(conn, action).unwrap();
+    let id = driver.send(Instant::now(), conn, action).unwrap();
     complete(driver, &id)
 }
 
@@ -107,7 +107,9 @@ fn check_list(r: &Response, item: &str, complete: &str) {
 fn login_ping_lists_originate_logoff() {
     let mut front = front();
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(1), front.local_addr()).unwrap();
+    let conn = driver
+        .add(Instant::now(), config(1), front.local_addr())
+        .unwrap();
     assert_eq!(ready(&mut driver), conn);
 
     let out = run(&mut driver, conn, Action::new("Ping"));
@@ -156,8 +158,12 @@ fn login_ping_lists_originate_logoff() {
     assert!(kinds[1..].iter().all(|k| *k == "QueueMember"), "{kinds:?}");
 
     // Two async Originates in flight at once: one answered, one busy.
-    let echo = driver.send(conn, originate("echo", 1)).unwrap();
-    let busy = driver.send(conn, originate("busy", 1)).unwrap();
+    let echo = driver
+        .send(Instant::now(), conn, originate("echo", 1))
+        .unwrap();
+    let busy = driver
+        .send(Instant::now(), conn, originate("busy", 1))
+        .unwrap();
     let [ok, failed] = <[Outcome; 2]>::try_from(complete_all(&mut driver, &[echo, busy])).unwrap();
     assert!(ok.is_success(), "{ok:?}");
     let follow = ok.response().unwrap().follow_up().unwrap();
@@ -184,7 +190,7 @@ fn login_ping_lists_originate_logoff() {
         "{message}"
     );
 
-    assert!(driver.logoff(conn));
+    assert!(driver.logoff(Instant::now(), conn));
     let mut closed = None;
     assert!(drive(&mut driver, LIMIT, |_, r| {
         for (_, n) in r.notices {
@@ -202,9 +208,11 @@ fn login_ping_lists_originate_logoff() {
     let sim = front.stats();
     assert_eq!((sim.sessions_accepted, sim.logins), (1, 1), "{sim:?}");
     assert_eq!(sim.calls_started, 3, "{sim:?}");
-    assert!(driver.remove(conn));
+    assert!(driver.remove(Instant::now(), conn));
     assert!(driver.stats(conn).is_none());
-    assert!(driver.send(conn, Action::new("Ping")).is_err());
+    assert!(driver
+        .send(Instant::now(), conn, Action::new("Ping"))
+        .is_err());
     front.shutdown();
 }
 
@@ -213,7 +221,9 @@ fn events_reach_the_caller_in_order() {
     const STORM: u64 = 5000;
     let mut front = front();
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(2), front.local_addr()).unwrap();
+    let conn = driver
+        .add(Instant::now(), config(2), front.local_addr())
+        .unwrap();
     ready(&mut driver);
     // Whatever came with the login (FullyBooted, SuccessfulAuth) is not part of the storm.
     while driver.poll_event(conn).is_some() {}
@@ -260,7 +270,7 @@ fn events_reach_the_caller_in_order() {
     assert!(names.iter().any(|n| n == "Newchannel"), "{names:?}");
     let stats = driver.stats(conn).unwrap();
     assert_eq!(stats.events_dropped, 0);
-    driver.close(conn);
+    driver.close(Instant::now(), conn);
     front.shutdown();
 }
 
@@ -272,10 +282,10 @@ fn a_host_name_is_resolved_off_the_loop() {
     // localhost may resolve to ::1 first where the simulator listens on 127.0.0.1 only: this
     // one may reach Ready or fail its attempts, but it must never hang the loop.
     let _maybe = driver
-        .add_host(config(3), format!("localhost:{port}"))
+        .add_host(Instant::now(), config(3), format!("localhost:{port}"))
         .unwrap();
     let conn = driver
-        .add_host(config(4), format!("127.0.0.1:{port}"))
+        .add_host(Instant::now(), config(4), format!("127.0.0.1:{port}"))
         .unwrap();
     let mut ready = false;
     assert!(drive(&mut driver, LIMIT, |_, r| {
@@ -286,6 +296,71 @@ fn a_host_name_is_resolved_off_the_loop() {
         ready
     }));
     front.shutdown();
+}
+
+/// A driver whose resolver answers every name with `addrs`, in that order.
+fn resolving_to(addrs: Vec<std::net::SocketAddr>) -> MioDriver {
+    let mut options = ami_mio::Options::default();
+    options.resolve = std::sync::Arc::new(move |_: &str| Ok(addrs.clone()));
+    MioDriver::with_options(options).unwrap()
+}
+
+#[test]
+fn a_host_whose_first_address_refuses_connects_through_the_next_one() {
+    let mut front = front();
+    // A dual-stack name as a resolver may order it: an address where nothing listens (the
+    // IPv6 loopback on the simulator's port, which listens on 127.0.0.1 only; or a closed
+    // IPv4 port where the host has no IPv6), then the one that answers.
+    let port = front.local_addr().port();
+    let dead = match std::net::TcpListener::bind(("::1", port)) {
+        Ok(_) => std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        Err(_) => support::refused_addr(),
+    };
+    let mut driver = resolving_to(vec![dead, support::refused_addr(), front.local_addr()]);
+    let conn = driver
+        .add_host(Instant::now(), config(5), format!("pbx.test:{port}"))
+        .unwrap();
+    let mut ready = false;
+    assert!(drive(&mut driver, LIMIT, |_, r| {
+        for (c, n) in r.notices {
+            assert_eq!(c, conn);
+            match n {
+                Notice::Ready { .. } => ready = true,
+                other => panic!("a failed address reached the core: {other:?}"),
+            }
+        }
+        ready
+    }));
+    assert_eq!(
+        driver.stats(conn).unwrap().connects,
+        1,
+        "one connect, three addresses"
+    );
+    front.shutdown();
+}
+
+#[test]
+fn a_host_whose_addresses_all_refuse_fails_its_connect_once() {
+    let mut driver = resolving_to(vec![support::refused_addr(), support::refused_addr()]);
+    let conn = driver
+        .add_host(Instant::now(), config(6), "pbx.test:5038")
+        .unwrap();
+    let mut failed = None;
+    assert!(drive(&mut driver, LIMIT, |_, r| {
+        for (_, n) in r.notices {
+            if let Notice::Disconnected { reason, .. } = n {
+                failed.get_or_insert(reason);
+            }
+        }
+        failed.is_some()
+    }));
+    assert_eq!(
+        failed,
+        Some(DisconnectReason::ConnectFailed(ConnectFailure::Refused))
+    );
+    let s = driver.stats(conn).unwrap();
+    let lost: u64 = s.disconnects_by_reason.iter().sum();
+    assert_eq!((s.connects, lost), (1, 1), "{s:?}");
 }
 
 /// A UserEvent action of about 120 KB: 120 headers of 1,000 bytes (Asterisk takes lines up
@@ -310,11 +385,17 @@ fn large_actions_reach_the_simulator_intact() {
         ..SimConfig::default()
     });
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(5), front.local_addr()).unwrap();
+    let conn = driver
+        .add(Instant::now(), config(5), front.local_addr())
+        .unwrap();
     ready(&mut driver);
     while driver.poll_event(conn).is_some() {}
     let ids: Vec<ActionId> = (0..N)
-        .map(|k| driver.send(conn, big_user_event(k)).unwrap())
+        .map(|k| {
+            driver
+                .send(Instant::now(), conn, big_user_event(k))
+                .unwrap()
+        })
         .collect();
     let (mut done, mut echoed) = (0, Vec::new());
     // Steps after which bytes were left to write (the socket would block). The simulator
@@ -376,10 +457,16 @@ fn large_actions_survive_partial_writes_to_a_slow_reader() {
     const N: usize = 60;
     let server = SlowReader::start(Duration::from_micros(200));
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(6), server.addr()).unwrap();
+    let conn = driver
+        .add(Instant::now(), config(6), server.addr())
+        .unwrap();
     ready(&mut driver);
     let ids: Vec<ActionId> = (0..N)
-        .map(|k| driver.send(conn, big_user_event(k)).unwrap())
+        .map(|k| {
+            driver
+                .send(Instant::now(), conn, big_user_event(k))
+                .unwrap()
+        })
         .collect();
     let mut done = 0;
     // Steps after which bytes were left to write: the socket would block.
@@ -424,7 +511,9 @@ fn a_failed_lookup_is_a_failed_connect_and_is_retried() {
         ))
     });
     let mut driver = MioDriver::with_options(options).unwrap();
-    let conn = driver.add_host(config(7), "pbx.invalid:5038").unwrap();
+    let conn = driver
+        .add_host(Instant::now(), config(7), "pbx.invalid:5038")
+        .unwrap();
     let mut failures = 0;
     assert!(drive(&mut driver, LIMIT, |_, r| {
         for (c, n) in r.notices {

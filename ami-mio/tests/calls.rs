@@ -25,7 +25,9 @@ fn the_call_tracker_follows_calls_across_a_server_restart() {
         .build()
         .unwrap();
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config, front.local_addr()).unwrap();
+    let conn = driver
+        .add(Instant::now(), config, front.local_addr())
+        .unwrap();
     let mut tracker = CallTracker::new(TrackerConfig::builder().tag_prefix("mio").build().unwrap());
     let mut sent = HashMap::new();
     let mut updates = Vec::new();
@@ -43,7 +45,7 @@ fn the_call_tracker_follows_calls_across_a_server_restart() {
             tracker.handle_item(now, &item);
         }
         while let Some(req) = tracker.poll_request() {
-            match driver.send_with(conn, req.action, req.options) {
+            match driver.send_with(Instant::now(), conn, req.action, req.options) {
                 Ok(id) => {
                     sent.insert(id, req.token);
                 }

@@ -70,7 +70,7 @@ fn run(
     let end = Instant::now() + span;
     while Instant::now() < end {
         if let (Some(q), None) = (quiet, &inflight) {
-            if let Ok(id) = driver.send(q, Action::new("Ping")) {
+            if let Ok(id) = driver.send(Instant::now(), q, Action::new("Ping")) {
                 inflight = Some((id, Instant::now()));
             }
         }
@@ -119,8 +119,12 @@ fn a_flooding_server_does_not_starve_a_quiet_one() {
     let flood = Flood::start().unwrap();
     let quiet_server = front();
     let mut driver = MioDriver::new().unwrap();
-    let noisy = driver.add(config(11), flood.addr()).unwrap();
-    let quiet = driver.add(config(12), quiet_server.local_addr()).unwrap();
+    let noisy = driver
+        .add(Instant::now(), config(11), flood.addr())
+        .unwrap();
+    let quiet = driver
+        .add(Instant::now(), config(12), quiet_server.local_addr())
+        .unwrap();
     wait_ready(&mut driver, &[noisy, quiet]);
 
     let span = Duration::from_millis(1500);
@@ -157,7 +161,11 @@ fn a_hundred_unreachable_servers_keep_steps_short() {
     let _serial = serial();
     let mut driver = MioDriver::new().unwrap();
     let conns: Vec<ConnId> = (0..100)
-        .map(|k| driver.add(storm_config(100 + k), refused_addr()).unwrap())
+        .map(|k| {
+            driver
+                .add(Instant::now(), storm_config(100 + k), refused_addr())
+                .unwrap()
+        })
         .collect();
     let mut failures: HashMap<ConnId, u32> = HashMap::new();
     let mut longest = Duration::ZERO;
@@ -199,11 +207,17 @@ fn a_flood_plus_a_hundred_reconnecting_connections() {
     let flood = Flood::start().unwrap();
     let quiet_server = front();
     let mut driver = MioDriver::new().unwrap();
-    let noisy = driver.add(config(21), flood.addr()).unwrap();
-    let quiet = driver.add(config(22), quiet_server.local_addr()).unwrap();
+    let noisy = driver
+        .add(Instant::now(), config(21), flood.addr())
+        .unwrap();
+    let quiet = driver
+        .add(Instant::now(), config(22), quiet_server.local_addr())
+        .unwrap();
     wait_ready(&mut driver, &[noisy, quiet]);
     for k in 0..100 {
-        driver.add(storm_config(200 + k), refused_addr()).unwrap();
+        driver
+            .add(Instant::now(), storm_config(200 + k), refused_addr())
+            .unwrap();
     }
     let span = Duration::from_millis(1500);
     let (lat, events, longest) = run(&mut driver, Some(quiet), span);
@@ -242,9 +256,13 @@ fn a_hanging_resolver_does_not_delay_the_step() {
     let server = front();
     let mut driver = MioDriver::with_options(options).unwrap();
     for k in 0..3 {
-        driver.add_host(config(30 + k), "pbx.invalid:5038").unwrap();
+        driver
+            .add_host(Instant::now(), config(30 + k), "pbx.invalid:5038")
+            .unwrap();
     }
-    let direct = driver.add(config(40), server.local_addr()).unwrap();
+    let direct = driver
+        .add(Instant::now(), config(40), server.local_addr())
+        .unwrap();
     let started = Instant::now();
     let mut longest = Duration::ZERO;
     let mut ready = false;

@@ -53,7 +53,7 @@ fn discarded_input_and_broken_follows_are_reported_in_order_and_events_flow() {
     let srv = HostileServer::start(Hostile::Script(script), 0).unwrap();
     let mut driver = MioDriver::new().unwrap();
     let conn = driver
-        .add(builder().build().unwrap(), srv.local_addr())
+        .add(Instant::now(), builder().build().unwrap(), srv.local_addr())
         .unwrap();
     let mut items = Vec::new();
     drive(&mut driver, &mut items, |_, items, _| items.len() >= 503);
@@ -94,7 +94,7 @@ fn a_trickle_of_bytes_is_closed_by_the_heartbeat() {
         .build()
         .unwrap();
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(cfg, srv.local_addr()).unwrap();
+    let conn = driver.add(Instant::now(), cfg, srv.local_addr()).unwrap();
     drive(&mut driver, &mut Vec::new(), |d, _, _| {
         d.stats(conn)
             .is_some_and(|s| s.disconnect_count(ami_proto::DisconnectKind::HeartbeatTimeout) >= 1)
@@ -110,12 +110,12 @@ fn nothing_is_written_after_its_deadline() {
     let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
     let mut driver = MioDriver::new().unwrap();
     let cfg = builder().pipeline_depth(1).build().unwrap();
-    let conn = driver.add(cfg, srv.local_addr()).unwrap();
+    let conn = driver.add(Instant::now(), cfg, srv.local_addr()).unwrap();
     ready(&mut driver, conn);
     let timeout = SendOptions::timeout(Duration::from_millis(300));
     for _ in 0..3 {
         driver
-            .send_with(conn, Action::new("Ping"), timeout)
+            .send_with(Instant::now(), conn, Action::new("Ping"), timeout)
             .unwrap();
     }
     let mut phases = Vec::new();

@@ -19,12 +19,23 @@ fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
     let restarting = front();
     let pings = front();
     let mut fleet = MioFleet::new().unwrap();
-    fleet.add("flood", config(1), flood.addr()).unwrap();
     fleet
-        .add("restarts", config(2), restarting.local_addr())
+        .add(Instant::now(), "flood", config(1), flood.addr())
         .unwrap();
-    fleet.add("pings", config(3), pings.local_addr()).unwrap();
-    fleet.add("down", config(4), refused_addr()).unwrap();
+    fleet
+        .add(
+            Instant::now(),
+            "restarts",
+            config(2),
+            restarting.local_addr(),
+        )
+        .unwrap();
+    fleet
+        .add(Instant::now(), "pings", config(3), pings.local_addr())
+        .unwrap();
+    fleet
+        .add(Instant::now(), "down", config(4), refused_addr())
+        .unwrap();
 
     let mut log = FleetLog::default();
     let mut inflight: Option<(ActionId, Instant)> = None;

@@ -28,7 +28,9 @@ fn wait_ready(driver: &mut MioDriver, conn: ConnId) {
 }
 
 fn ping(driver: &mut MioDriver, conn: ConnId) {
-    let ping = driver.send(conn, Action::new("Ping")).unwrap();
+    let ping = driver
+        .send(Instant::now(), conn, Action::new("Ping"))
+        .unwrap();
     let mut ok = false;
     assert!(drive(driver, LIMIT, |_, r| {
         for (_, n) in r.notices {
@@ -50,11 +52,17 @@ fn restart_fails_pending_as_unknown_then_ready_again() {
         f.drop_actions(ActionMatch::named("Getvar"));
     });
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(7), front.local_addr()).unwrap();
+    let conn = driver
+        .add(Instant::now(), config(7), front.local_addr())
+        .unwrap();
     wait_ready(&mut driver, conn);
 
     let hang = driver
-        .send(conn, Action::new("Getvar").field("Variable", "x"))
+        .send(
+            Instant::now(),
+            conn,
+            Action::new("Getvar").field("Variable", "x"),
+        )
         .unwrap();
     assert!(drive(&mut driver, LIMIT, |d, _| d
         .stats(conn)
@@ -142,7 +150,7 @@ fn a_server_that_is_down_at_first_is_reached_when_it_comes_up() {
     // Nothing listens yet: every connect is refused.
     let addr = refused_addr();
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(8), addr).unwrap();
+    let conn = driver.add(Instant::now(), config(8), addr).unwrap();
     let mut failures = 0;
     drive(&mut driver, Duration::from_millis(200), |_, r| {
         for (c, n) in r.notices {
@@ -170,7 +178,9 @@ fn a_client_added_while_the_server_restarts_is_ready_once_it_is_back() {
     let mut front = front();
     front.restart(Duration::from_millis(300));
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(config(9), front.local_addr()).unwrap();
+    let conn = driver
+        .add(Instant::now(), config(9), front.local_addr())
+        .unwrap();
     let mut eofs = 0;
     let mut ready = false;
     assert!(drive(&mut driver, LIMIT, |_, r| {

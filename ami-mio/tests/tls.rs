@@ -141,11 +141,18 @@ fn login_ping_and_a_storm_over_tls() {
     options.budget.read_bytes_per_conn = 4096;
     let mut driver = MioDriver::with_options(options).unwrap();
     let conn = driver
-        .add_tls(config(7), term.addr, tls_for(&pem, "localhost"))
+        .add_tls(
+            Instant::now(),
+            config(7),
+            term.addr,
+            tls_for(&pem, "localhost"),
+        )
         .unwrap();
     assert_eq!(ready(&mut driver), conn);
 
-    let ping = driver.send(conn, Action::new("Ping")).unwrap();
+    let ping = driver
+        .send(Instant::now(), conn, Action::new("Ping"))
+        .unwrap();
     let mut pong = None;
     assert!(drive(&mut driver, LIMIT, |_, r| {
         for (_, n) in r.notices {
@@ -198,7 +205,7 @@ fn login_ping_and_a_storm_over_tls() {
     let st = front.stats();
     assert_eq!((st.sessions_accepted, st.logins), (1, 1), "{st:?}");
 
-    assert!(driver.logoff(conn));
+    assert!(driver.logoff(Instant::now(), conn));
     let mut closed = None;
     assert!(drive(&mut driver, LIMIT, |_, r| {
         for (_, n) in r.notices {
@@ -234,11 +241,20 @@ fn large_actions_survive_partial_tls_writes_to_a_slow_reader() {
     let term = Terminator::start_with(tls_server, server.addr(), Some(16 << 10));
     let mut driver = MioDriver::new().unwrap();
     let conn = driver
-        .add_tls(config(10), term.addr, tls_for(&pem, "localhost"))
+        .add_tls(
+            Instant::now(),
+            config(10),
+            term.addr,
+            tls_for(&pem, "localhost"),
+        )
         .unwrap();
     ready(&mut driver);
     let ids: Vec<ActionId> = (0..N)
-        .map(|k| driver.send(conn, big_user_event(k)).unwrap())
+        .map(|k| {
+            driver
+                .send(Instant::now(), conn, big_user_event(k))
+                .unwrap()
+        })
         .collect();
     let mut done = 0;
     let mut blocked_steps = 0;
@@ -281,7 +297,12 @@ fn a_certificate_for_another_name_is_refused() {
     let term = Terminator::start(server, front.local_addr());
     let mut driver = MioDriver::new().unwrap();
     let conn = driver
-        .add_tls(config(8), term.addr, tls_for(&pem, "ami.example.com"))
+        .add_tls(
+            Instant::now(),
+            config(8),
+            term.addr,
+            tls_for(&pem, "ami.example.com"),
+        )
         .unwrap();
     let mut down = None;
     assert!(
@@ -306,7 +327,7 @@ fn a_certificate_for_another_name_is_refused() {
         ),
         "{down:?}"
     );
-    assert!(driver.close(conn));
+    assert!(driver.close(Instant::now(), conn));
     assert_eq!(term.handshakes(), 0);
     let st = front.stats();
     assert_eq!((st.sessions_accepted, st.logins), (0, 0), "{st:?}");
@@ -319,6 +340,7 @@ fn a_bad_server_name_is_refused_when_added() {
     let mut driver = MioDriver::new().unwrap();
     let err = driver
         .add_tls(
+            Instant::now(),
             config(9),
             "127.0.0.1:5039".parse().unwrap(),
             tls_for(&pem, "not a name"),

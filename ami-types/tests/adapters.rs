@@ -38,7 +38,9 @@ fn storm_seq(u: UserEvent<'_>) -> Option<String> {
 fn mio_stream_items_read_as_typed_events() {
     let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
     let mut driver = MioDriver::new().unwrap();
-    driver.add(config(1), front.local_addr()).unwrap();
+    driver
+        .add(Instant::now(), config(1), front.local_addr())
+        .unwrap();
     let (mut booted, mut emitted, mut storm) = (false, false, Vec::new());
     let end = Instant::now() + LIMIT;
     while storm.len() < STORM && Instant::now() < end {

@@ -24,16 +24,14 @@ fn io_failure(e: impl std::fmt::Display) -> Failure {
 
 impl MioSession {
     pub(crate) fn open(target: Target) -> Result<MioSession, Failure> {
-        if target.ca_pem.is_some() {
-            return Err(Failure::new(
-                EXIT_USAGE,
-                "--runtime mio has no amis:// in this command yet; use --runtime tokio",
-            ));
-        }
         let mut driver = MioDriver::new().map_err(io_failure)?;
-        let conn = driver
-            .add_host(target.config, target.url.authority())
-            .map_err(io_failure)?;
+        let now = Instant::now();
+        let conn = match &target.ca_pem {
+            None => driver
+                .add_host(now, target.config, target.url.authority())
+                .map_err(io_failure)?,
+            Some(pem) => add_tls(&mut driver, now, &target, pem)?,
+        };
         Ok(MioSession {
             driver,
             conn,
@@ -77,10 +75,37 @@ impl MioSession {
     }
 }
 
+/// `amis://`: TLS on the driver's own steps, trusting exactly the CAs of `--ca`, the
+/// certificate checked against the URL's host.
+#[cfg(feature = "tls")]
+fn add_tls(
+    driver: &mut MioDriver,
+    now: Instant,
+    target: &Target,
+    pem: &[u8],
+) -> Result<ConnId, Failure> {
+    let tls = ami_mio::Tls {
+        config: ami_mio::client_config_from_pem(pem)
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("--ca: {e}")))?,
+        server_name: target.url.host.clone(),
+    };
+    driver
+        .add_host_tls(now, target.config.clone(), target.url.authority(), tls)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("amis://: {e}")))
+}
+
+#[cfg(not(feature = "tls"))]
+fn add_tls(_: &mut MioDriver, _: Instant, _: &Target, _: &[u8]) -> Result<ConnId, Failure> {
+    Err(Failure::new(EXIT_USAGE, "amis:// needs the `tls` feature"))
+}
+
 impl Session for MioSession {
     fn send_with(&mut self, action: Action, options: SendOptions) -> Ticket {
         self.next += 1;
-        match self.driver.send_with(self.conn, action, options) {
+        match self
+            .driver
+            .send_with(Instant::now(), self.conn, action, options)
+        {
             Ok(id) => {
                 self.tickets.insert(id, self.next);
             }
@@ -110,7 +135,7 @@ impl Session for MioSession {
 
     fn logoff(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
-        self.driver.logoff(self.conn);
+        self.driver.logoff(Instant::now(), self.conn);
         let mut ignored = Vec::new();
         while !self.closed && Instant::now() < deadline {
             if self.wait(Some(deadline), &mut ignored).is_err() {
@@ -124,7 +149,7 @@ impl Session for MioSession {
     }
 
     fn close(&mut self) {
-        self.driver.close(self.conn);
+        self.driver.close(Instant::now(), self.conn);
         self.closed = true;
     }
 

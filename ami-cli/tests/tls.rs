@@ -1,0 +1,144 @@
+//! `amis://` end to end: a small AMI server behind rustls on 127.0.0.1 with a certificate
+//! generated for `localhost`, and `ami --ca` trusting exactly that certificate.
+#![cfg(feature = "tls")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_mio::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use ami_mio::rustls::{ServerConfig, ServerConnection, StreamOwned};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use support::*;
+
+/// A self-signed certificate for `localhost`: (certificate PEM, server config).
+fn localhost_cert() -> (String, Arc<ServerConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let provider = Arc::new(ami_mio::rustls::crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    (certified.cert.pem(), Arc::new(server))
+}
+
+/// An AMI server over TLS on 127.0.0.1: logs anyone in, answers Ping with Pong and Logoff
+/// with Goodbye, one thread per connection.
+fn tls_server(config: Arc<ServerConfig>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let conn = ServerConnection::new(config).unwrap();
+                let mut tls = BufReader::new(StreamOwned::new(conn, tcp));
+                let _ = serve(&mut tls);
+            });
+        }
+    });
+    addr
+}
+
+fn serve(
+    tls: &mut BufReader<StreamOwned<ServerConnection, std::net::TcpStream>>,
+) -> std::io::Result<()> {
+    tls.get_mut()
+        .write_all(b"Asterisk Call Manager/11.0.0\r\n")?;
+    tls.get_mut().flush()?;
+    loop {
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if tls.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let get = |k: &str| {
+            headers
+                .iter()
+                .find(|(h, _)| h == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let id = get("actionid").unwrap_or("");
+        let answer = match get("action").map(str::to_ascii_lowercase).as_deref() {
+            Some("login") => "Response: Success\r\nMessage: Authentication accepted".to_string(),
+            Some("ping") => "Response: Success\r\nPing: Pong\r\nTLS: yes".to_string(),
+            Some("logoff") => "Response: Goodbye".to_string(),
+            _ => "Response: Success".to_string(),
+        };
+        let out = tls.get_mut();
+        write!(out, "{answer}\r\nActionID: {id}\r\n\r\n")?;
+        out.flush()?;
+    }
+}
+
+#[test]
+fn amis_reaches_a_tls_server_on_tokio_and_mio() {
+    let (pem, config) = localhost_cert();
+    let addr = tls_server(config);
+    let dir = std::env::temp_dir().join(format!("ami-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    // `localhost` may resolve to ::1 first, where nothing listens: the next address is tried.
+    let url = format!("amis://admin:x@localhost:{}", addr.port());
+    for rt in ["tokio", "mio"] {
+        let out = ami(&[
+            "--runtime",
+            rt,
+            "--server",
+            &url,
+            "--ca",
+            ca.to_str().unwrap(),
+            "action",
+            "Ping",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{rt}: {err}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(r#"["Ping","Pong"]"#), "{rt}: {stdout}");
+        assert!(stdout.contains(r#"["TLS","yes"]"#), "{rt}: {stdout}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn amis_refuses_a_certificate_it_was_not_told_to_trust_on_mio() {
+    let (_, config) = localhost_cert();
+    let addr = tls_server(config);
+    // A different CA than the server's.
+    let (other_pem, _) = localhost_cert();
+    let dir = std::env::temp_dir().join(format!("ami-cli-tls-other-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &other_pem).unwrap();
+    let url = format!("amis://admin:x@localhost:{}", addr.port());
+    let out = ami(&[
+        "--runtime",
+        "mio",
+        "--server",
+        &url,
+        "--ca",
+        ca.to_str().unwrap(),
+        "action",
+        "Ping",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(out.stdout.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
