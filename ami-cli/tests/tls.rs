@@ -3,29 +3,16 @@
 #![cfg(feature = "tls")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../ami-mio/tests/support/cert.rs"]
+mod cert;
 mod support;
 
-use ami_mio::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use ami_mio::rustls::{ServerConfig, ServerConnection, StreamOwned};
+use cert::localhost_cert;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use support::*;
-
-/// A self-signed certificate for `localhost`: (certificate PEM, server config).
-fn localhost_cert() -> (String, Arc<ServerConfig>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = CertificateDer::from(certified.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let provider = Arc::new(ami_mio::rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .unwrap();
-    (certified.cert.pem(), Arc::new(server))
-}
 
 /// An AMI server over TLS on 127.0.0.1: logs anyone in, answers Ping with Pong and Logoff
 /// with Goodbye, one thread per connection.
@@ -86,6 +73,21 @@ fn serve(
     }
 }
 
+/// `ami --runtime RT --server URL --ca CA action Ping`.
+fn ping(rt: &str, url: &str, ca: &std::path::Path) -> std::process::Output {
+    let ca = ca.to_str().unwrap();
+    ami(&[
+        "--runtime",
+        rt,
+        "--server",
+        url,
+        "--ca",
+        ca,
+        "action",
+        "Ping",
+    ])
+}
+
 #[test]
 fn amis_reaches_a_tls_server_on_tokio_and_mio() {
     let (pem, config) = localhost_cert();
@@ -97,16 +99,7 @@ fn amis_reaches_a_tls_server_on_tokio_and_mio() {
     // `localhost` may resolve to ::1 first, where nothing listens: the next address is tried.
     let url = format!("amis://admin:x@localhost:{}", addr.port());
     for rt in ["tokio", "mio"] {
-        let out = ami(&[
-            "--runtime",
-            rt,
-            "--server",
-            &url,
-            "--ca",
-            ca.to_str().unwrap(),
-            "action",
-            "Ping",
-        ]);
+        let out = ping(rt, &url, &ca);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{rt}: {err}");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -127,16 +120,7 @@ fn amis_refuses_a_certificate_it_was_not_told_to_trust_on_mio() {
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, &other_pem).unwrap();
     let url = format!("amis://admin:x@localhost:{}", addr.port());
-    let out = ami(&[
-        "--runtime",
-        "mio",
-        "--server",
-        &url,
-        "--ca",
-        ca.to_str().unwrap(),
-        "action",
-        "Ping",
-    ]);
+    let out = ping("mio", &url, &ca);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(out.stdout.is_empty());

@@ -15,30 +15,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::cert::localhost_cert;
 use support::slow_reader::SlowReader;
 use support::{config, drive, front, storm_seq};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
 const LIMIT: Duration = Duration::from_secs(5);
-
-/// A self-signed certificate for `localhost`: (certificate PEM, server config).
-fn localhost_cert() -> (String, Arc<ServerConfig>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = CertificateDer::from(certified.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let server = ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .unwrap();
-    (certified.cert.pem(), Arc::new(server))
-}
 
 /// A TLS port on 127.0.0.1 forwarding each connection in clear to an upstream address.
 /// Its runtime (and every connection) ends when it is dropped.
