@@ -185,31 +185,48 @@ fn main() {
         println!("failover: not measured, the holder lost its lease before the kill (machine overloaded?)");
         return;
     }
+    let mut sub = rt.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        client.subscribe("ami.fo.event.>").await.unwrap()
+    });
     let killed = Instant::now();
     first.kill();
-    let (took, first_event) = rt.block_on(async {
-        let client = async_nats::connect(nats.url()).await.unwrap();
-        let mut sub = client.subscribe("ami.fo.event.>").await.unwrap();
-        use futures_util::StreamExt;
-        loop {
-            let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
-                .await
-                .unwrap()
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
-            if v["session"].as_str().unwrap_or("").starts_with("standby-") {
-                return (killed.elapsed(), v);
-            }
-        }
-    });
-    stop.store(true, Ordering::Relaxed);
-    driver.join().unwrap();
+    let (took, first_event) = rt.block_on(first_event_of(&mut sub, "standby-", killed));
     if took < ttl / 2 {
         // Takeover cannot happen before a TTL without a release: report what was seen.
         println!("failover: not measured, the standby published {took:?} after the kill (before a TTL could pass): {first_event}");
-        second.shutdown();
-        return;
+    } else {
+        println!("failover: {took:?} from killing the lease holder to the first event published by the standby (lease TTL {ttl:?})");
     }
-    println!("failover: {took:?} from killing the lease holder to the first event published by the standby (lease TTL {ttl:?})");
+    // A clean hand-over: the holder stops (lease released), a standby takes over at its next
+    // look at the lease (every TTL/4).
+    let third = TestBridge::start(cfg("third"));
+    std::thread::sleep(Duration::from_secs(1));
+    let stopped = Instant::now();
     second.shutdown();
+    let (took, _) = rt.block_on(first_event_of(&mut sub, "third-", stopped));
+    println!("clean hand-over: {took:?} from stopping the holder to the first event published by the standby (lease TTL {ttl:?})");
+    stop.store(true, Ordering::Relaxed);
+    driver.join().unwrap();
+    third.shutdown();
+}
+
+/// Waits for the first event of a session whose ID starts with `prefix`: how long after
+/// `since`, and its body.
+async fn first_event_of(
+    sub: &mut async_nats::Subscriber,
+    prefix: &str,
+    since: Instant,
+) -> (Duration, serde_json::Value) {
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        if v["session"].as_str().unwrap_or("").starts_with(prefix) {
+            return (since.elapsed(), v);
+        }
+    }
 }
