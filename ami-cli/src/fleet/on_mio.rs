@@ -55,7 +55,7 @@ impl MioRun {
                     Failure::new(EXIT_CONNECT, format!("host not found: {}", m.url.host))
                 })?;
             fleet
-                .add(&m.name, m.config, addr)
+                .add(Instant::now(), &m.name, m.config, addr)
                 .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {}: {e}", m.url)))?;
             names.push(m.name);
         }
