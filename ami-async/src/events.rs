@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 /// Up to two batches (1024 items or 256 KiB each) sit outside the core's queue: one in the
 /// hand-off, one in this stream's buffer.
 pub struct Events {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     local: VecDeque<StreamItem>,
 }
 

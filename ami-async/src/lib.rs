@@ -37,6 +37,8 @@ mod runtime;
 mod shared;
 mod status;
 mod target;
+#[cfg(test)]
+mod tests;
 /// TLS settings and a rustls configuration from PEM (feature `tls`).
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -47,6 +49,8 @@ pub use events::Events;
 pub use handle::{AmiError, Handle};
 pub use runtime::{BoxFuture, Runtime, Timer, Transport};
 pub use status::StatusWatch;
+#[cfg(feature = "tls")]
+pub use target::open_tls;
 pub use target::{open, Link, Target};
 #[cfg(feature = "tls")]
 pub use tls::{Tls, TlsConfigError};

@@ -129,6 +129,12 @@ impl Bell {
         }
     }
 
+    /// Whether a ring is waiting for the driver.
+    #[cfg(test)]
+    pub(crate) fn rung_for_test(&self) -> bool {
+        self.rung.load(Ordering::SeqCst)
+    }
+
     /// The driver's side: ready once rung since the last ready.
     pub(crate) fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.rung.swap(false, Ordering::SeqCst) {

@@ -140,25 +140,27 @@ pub(crate) async fn open_checked<R: Runtime>(
     Ok(Link(LinkKind::Plain(tcp)))
 }
 
-/// Opens a transport to `target` on runtime `R`: resolves the name off the caller's task,
-/// tries every address in turn, then completes a TLS handshake when `tls` is set. For drivers other than [`Driver`](crate::Driver),
-/// such as a multi-server fleet.
+/// Opens a plain transport to `target` on runtime `R`: resolves the name off the caller's
+/// task and tries every address in turn. For drivers other than
+/// [`Driver`](crate::Driver), such as a multi-server fleet.
 ///
 /// # Errors
-/// No address accepted (the last address's error), or the TLS server name is neither a DNS
-/// name nor an IP address (`InvalidInput`).
-pub async fn open<R: Runtime>(
-    target: &Target,
-    #[cfg(feature = "tls")] tls: Option<&crate::Tls>,
-) -> io::Result<Link<R::Tcp>> {
+/// No address accepted (the last address's error).
+pub async fn open<R: Runtime>(target: &Target) -> io::Result<Link<R::Tcp>> {
     #[cfg(feature = "tls")]
-    {
-        let tls = tls
-            .map(|t| crate::tls::TlsTarget::new(t.clone()))
-            .transpose()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        open_checked::<R>(target, tls.as_ref()).await
-    }
+    return open_checked::<R>(target, None).await;
     #[cfg(not(feature = "tls"))]
     open_checked::<R>(target).await
+}
+
+/// Like [`open`], then a TLS handshake (completed before this returns).
+///
+/// # Errors
+/// No address accepted, the handshake failed (`InvalidData` for a refused certificate), or
+/// the server name is neither a DNS name nor an IP address (`InvalidInput`).
+#[cfg(feature = "tls")]
+pub async fn open_tls<R: Runtime>(target: &Target, tls: &crate::Tls) -> io::Result<Link<R::Tcp>> {
+    let tls = crate::tls::TlsTarget::new(tls.clone())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    open_checked::<R>(target, Some(&tls)).await
 }

@@ -5,8 +5,7 @@
 //! policy routing never picks a server that is not ready.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
+use ami_conformance::{admin, front, within};
 use ami_proto::fleet::{FleetConfig, Policy, Route, RouteError};
 use ami_proto::Action;
 use ami_sim::fleet_log::FleetLog;
@@ -14,7 +13,6 @@ use ami_sim::flood::Flood;
 use ami_tokio::fleet::{spawn_fleet, RouteFailed, StatusChange};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
-use support::{admin, front, within};
 
 /// A 127.0.0.1 port that takes connections (the kernel's backlog) and never answers: no
 /// banner, so a server there never gets ready. Held by the test, so no other test's
@@ -169,5 +167,5 @@ async fn a_removed_server_fails_its_pending_action_and_the_last_handle_closes_th
     );
     // The last user gone: the fleet closes its sessions.
     drop(events);
-    support::sim_until(&server, "the session to end", |s| s.sessions_open == 0).await;
+    ami_conformance::sim_until(&server, "the session to end", |s| s.sessions_open == 0).await;
 }

@@ -1,15 +1,17 @@
-//! Helpers shared by the loopback tests: a simulator per test, clients with fixed seeds,
-//! bounded waits (every wait has a deadline, so a bug fails the test instead of hanging it)
-//! and a recorder of every status the handle publishes.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Plumbing for the suite: a simulator per test, clients with fixed seeds, bounded waits
+//! (every wait has a deadline, so a bug fails the test instead of hanging it), callers on
+//! threads of their own, and a recorder of every status the handle publishes.
 
-use ami_async_std::{Events, Handle, Status, Target};
+use ami_async::{Events, Handle, Status};
 use ami_proto::{ClientConfig, ClientConfigBuilder, Message, StreamItem};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{SimConfig, SimStats};
 use async_io::Timer;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// The longest any single wait in these tests may take before the test fails.
@@ -30,23 +32,23 @@ pub fn admin() -> ClientConfig {
     builder("admin", "amp111").build().expect("config")
 }
 
-/// A session whose driver runs on a thread of its own.
-pub fn connect(config: ClientConfig, target: impl Into<Target>) -> (Handle, Events) {
-    ami_async_std::run_on_thread(config, target).expect("start the driver thread")
+/// Sleeps on async-io's timer (which runs on any runtime).
+pub async fn sleep(d: Duration) {
+    Timer::after(d).await;
 }
 
-/// Runs a test body on this thread.
-pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
-    async_io::block_on(fut)
+/// `fut`, or `None` after `d`.
+pub async fn timeout<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        sleep(d).await;
+        None
+    })
+    .await
 }
 
 /// `fut`, or a test failure naming `what` after [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    let timeout = async {
-        Timer::after(WAIT).await;
-        None
-    };
-    match futures_lite::future::or(async { Some(fut.await) }, timeout).await {
+    match timeout(WAIT, fut).await {
         Some(v) => v,
         None => panic!("timed out after {WAIT:?} waiting for {what}"),
     }
@@ -56,7 +58,7 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     within(what, async {
         while !cond() {
-            Timer::after(Duration::from_millis(2)).await;
+            sleep(Duration::from_millis(2)).await;
         }
     })
     .await;
@@ -78,26 +80,24 @@ pub async fn sim_until(front: &TcpFront, what: &str, cond: impl Fn(&SimStats) ->
 pub async fn status_until(ami: &Handle, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
     let mut watch = ami.status();
     let s = within(what, watch.wait_for(|s| pred(s))).await;
-    assert!(pred(&s), "{what}: closed instead: {s:?}");
+    assert!(pred(&s), "closed instead: {s:?}");
     s
 }
 
 /// Every status the handle published, in order, as seen by a thread watching it. A watch
-/// keeps only the latest value, so a status that lasted less than a scheduling round could
-/// in principle be skipped; the tests only rely on states that last milliseconds.
+/// keeps only the latest value; the tests only rely on states that last milliseconds.
 #[derive(Clone, Default)]
 pub struct StatusLog(Arc<Mutex<Vec<Status>>>);
 
 impl StatusLog {
-    /// Starts recording, beginning with the current status. The recording thread ends
-    /// when the session closes.
+    /// Starts recording, beginning with the current status.
     pub fn record(ami: &Handle) -> StatusLog {
         let log = StatusLog::default();
         let mut watch = ami.status();
         let sink = log.clone();
         sink.0.lock().unwrap().push(watch.get());
         std::thread::spawn(move || {
-            async_io::block_on(async move {
+            futures_lite::future::block_on(async {
                 while let Some(s) = watch.changed().await {
                     sink.0.lock().unwrap().push(s);
                 }
@@ -126,20 +126,14 @@ pub fn storm_seq(msg: &Message) -> Option<u64> {
 pub async fn storm_events(events: &mut Events, n: usize) -> Vec<u64> {
     let mut seqs = Vec::with_capacity(n);
     within("storm events", async {
-        let mut batch = Vec::new();
         while seqs.len() < n {
-            batch.clear();
-            if events.recv_many(&mut batch, 1024).await == 0 {
-                panic!("stream ended after {} of {n} storm events", seqs.len());
-            }
-            for item in batch.drain(..) {
-                match item {
-                    StreamItem::Event(m) => seqs.extend(storm_seq(&m)),
-                    StreamItem::Gap { dropped } => panic!("unexpected gap of {dropped}"),
-                    // Session boundaries: the restart tests cross one on purpose.
-                    StreamItem::Ready { .. } | StreamItem::Disconnected { .. } => {}
-                    other => panic!("unexpected stream item {other:?}"),
-                }
+            match events.recv().await {
+                None => panic!("stream ended after {} of {n} storm events", seqs.len()),
+                Some(StreamItem::Event(m)) => seqs.extend(storm_seq(&m)),
+                Some(StreamItem::Gap { dropped }) => panic!("unexpected gap of {dropped}"),
+                // Session boundaries: the restart tests cross one on purpose.
+                Some(StreamItem::Ready { .. } | StreamItem::Disconnected { .. }) => {}
+                Some(other) => panic!("unexpected stream item {other:?}"),
             }
         }
     })
@@ -154,4 +148,41 @@ pub fn drain(events: &mut Events) -> usize {
         n += 1;
     }
     n
+}
+
+/// A future run on a thread of its own: another caller of the same handle, independent of
+/// the runtime under test (the handle's futures need none). Resolves to its output, or to
+/// `Err` if it panicked.
+pub struct Caller<T> {
+    slot: Arc<Mutex<(Option<std::thread::Result<T>>, Option<Waker>)>>,
+}
+
+/// Starts `fut` on a thread of its own.
+pub fn caller<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Caller<T> {
+    let slot = Arc::new(Mutex::new((None, None::<Waker>)));
+    let out = slot.clone();
+    std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(AssertUnwindSafe(|| futures_lite::future::block_on(fut)));
+        let mut s = out.lock().unwrap();
+        s.0 = Some(r);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    });
+    Caller { slot }
+}
+
+impl<T> Future for Caller<T> {
+    type Output = std::thread::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut s = self.slot.lock().unwrap();
+        match s.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
 }

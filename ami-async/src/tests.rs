@@ -1,0 +1,318 @@
+//! Unit tests of this crate's own pieces on a scripted in-memory transport: writes counted
+//! as the transport takes them, the batched hand-over, and the `Stream` impl. The driver is
+//! polled by hand on the test thread, so every step is deterministic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
+use crate::shared::BATCH_ITEMS;
+use crate::{Driver, Events, Handle};
+use ami_proto::{ClientConfig, Status, StreamItem};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// The server's side of the in-memory link.
+#[derive(Default)]
+struct Wire {
+    /// Bytes the client will read.
+    incoming: VecDeque<u8>,
+    /// Bytes the client wrote (that the transport took).
+    written: Vec<u8>,
+    /// How many more bytes the transport takes before it reports `Pending`.
+    budget: usize,
+}
+
+thread_local! {
+    /// The wire the next connect on this thread gets.
+    static WIRE: RefCell<Option<Arc<Mutex<Wire>>>> = const { RefCell::new(None) };
+}
+
+struct Scripted;
+struct ScriptedTcp(Arc<Mutex<Wire>>);
+struct NeverTimer;
+
+impl Runtime for Scripted {
+    type Tcp = ScriptedTcp;
+    type Timer = NeverTimer;
+    fn now() -> Instant {
+        Instant::now()
+    }
+    fn resolve(_: String, _: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Box::pin(async { Err(io::ErrorKind::NotFound.into()) })
+    }
+    fn connect(_: SocketAddr) -> BoxFuture<io::Result<ScriptedTcp>> {
+        let wire = WIRE.with(|w| w.borrow().clone());
+        Box::pin(async move { wire.map(ScriptedTcp).ok_or(io::ErrorKind::NotFound.into()) })
+    }
+    fn timer() -> NeverTimer {
+        NeverTimer
+    }
+}
+
+impl Transport for ScriptedTcp {
+    fn poll_read(&mut self, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let mut w = self.0.lock().unwrap();
+        if w.incoming.is_empty() {
+            return Poll::Pending;
+        }
+        let n = buf.len().min(w.incoming.len());
+        for (b, x) in buf.iter_mut().zip(w.incoming.drain(..n)) {
+            *b = x;
+        }
+        Poll::Ready(Ok(n))
+    }
+    fn poll_write(&mut self, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut w = self.0.lock().unwrap();
+        let n = buf.len().min(w.budget);
+        if n == 0 {
+            return Poll::Pending;
+        }
+        w.budget -= n;
+        w.written.extend_from_slice(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+    fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Timer for NeverTimer {
+    fn set_at(&mut self, _: Instant) {}
+    fn poll_fired(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+const BANNER: &str = "Asterisk Call Manager/11.0.0\r\n";
+
+struct Rig {
+    wire: Arc<Mutex<Wire>>,
+    handle: Handle,
+    events: Events,
+    driver: Driver,
+}
+
+impl Rig {
+    fn new(budget: usize, cap: usize) -> Rig {
+        let wire = Arc::new(Mutex::new(Wire {
+            budget,
+            ..Wire::default()
+        }));
+        wire.lock().unwrap().incoming.extend(BANNER.bytes());
+        WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
+        let config = ClientConfig::builder("admin", "amp111")
+            .seed(7)
+            .event_queue_cap(cap)
+            .build()
+            .unwrap();
+        let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+        let (handle, events, driver) = crate::session::<Scripted>(config, addr);
+        Rig {
+            wire,
+            handle,
+            events,
+            driver,
+        }
+    }
+
+    /// Polls the driver until it waits (it yields after a run of busy turns: poll again)
+    /// or finishes.
+    fn spin(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..8 {
+            if Pin::new(&mut self.driver).poll(&mut cx).is_ready() {
+                return;
+            }
+        }
+    }
+
+    fn written(&self) -> String {
+        String::from_utf8_lossy(&self.wire.lock().unwrap().written).into_owned()
+    }
+
+    fn send(&self, text: &str) {
+        self.wire.lock().unwrap().incoming.extend(text.bytes());
+    }
+
+    /// Answers the Login the client wrote, and spins until Ready.
+    fn log_in(&mut self) {
+        self.spin();
+        let written = self.written();
+        let id = written
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .expect("a Login with an ActionID");
+        self.send(&format!(
+            "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
+        ));
+        self.spin();
+        assert!(matches!(self.handle.status().get(), Status::Ready { .. }));
+    }
+
+    fn storm(&self, n: usize) {
+        let mut text = String::new();
+        for i in 0..n {
+            text += &format!("Event: UserEvent\r\nUserEvent: T\r\nSeq: {i}\r\n\r\n");
+        }
+        self.send(&text);
+    }
+}
+
+fn seq(item: &StreamItem) -> Option<u64> {
+    match item {
+        StreamItem::Event(m) => m.get_str("Seq").and_then(|s| s.parse().ok()),
+        _ => None,
+    }
+}
+
+#[test]
+fn bytes_out_counts_only_what_the_transport_took() {
+    let mut rig = Rig::new(7, 100);
+    rig.spin();
+    // The Login is longer than 7 bytes: the transport took 7 and then said Pending.
+    assert_eq!(rig.written().len(), 7);
+    assert_eq!(rig.handle.stats().bytes_out, 7);
+    rig.wire.lock().unwrap().budget = usize::MAX;
+    rig.spin();
+    let written = rig.written();
+    assert!(written.contains("Action: Login"), "{written}");
+    assert!(written.ends_with("\r\n\r\n"), "{written}");
+    assert_eq!(rig.handle.stats().bytes_out, written.len() as u64);
+}
+
+#[test]
+fn the_hand_off_holds_one_batch_and_the_consumer_pulls_the_rest_through_in_order() {
+    const N: usize = 3 * BATCH_ITEMS + 100;
+    let mut rig = Rig::new(usize::MAX, 10 * N);
+    rig.log_in();
+    rig.storm(N);
+    rig.spin();
+    assert_eq!(rig.handle.stats().events_in as usize, N, "all read");
+    {
+        let h = rig.events.inner.handoff();
+        assert!(h.items.len() <= BATCH_ITEMS, "{}", h.items.len());
+        assert!(h.backlog, "the core still holds items");
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut seqs = Vec::new();
+    let mut pending = 0;
+    while seqs.len() < N {
+        match rig.events.poll_recv(&mut cx) {
+            Poll::Ready(Some(item)) => seqs.extend(seq(&item)),
+            Poll::Ready(None) => panic!("ended after {}", seqs.len()),
+            Poll::Pending => {
+                // Only the driver moves the next batch, after the consumer rang.
+                pending += 1;
+                assert!(pending < 100, "stuck after {}", seqs.len());
+                assert!(rig.events.inner.bell.rung_for_test());
+                rig.spin();
+            }
+        }
+    }
+    assert_eq!(seqs, (0..N as u64).collect::<Vec<_>>());
+    // One wait per batch at most, never one per item.
+    assert!(pending <= N / BATCH_ITEMS + 1, "{pending}");
+    assert_eq!(rig.handle.stats().events_dropped, 0);
+}
+
+#[test]
+fn events_as_a_stream_yield_the_same_items_and_end_when_the_session_closes() {
+    use futures_core::Stream;
+    const N: usize = BATCH_ITEMS + 10;
+    let mut rig = Rig::new(usize::MAX, 10 * N);
+    rig.log_in();
+    rig.storm(N);
+    rig.spin();
+    rig.handle.close();
+    rig.spin();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut seqs = Vec::new();
+    let mut tries = 0;
+    loop {
+        match Pin::new(&mut rig.events).poll_next(&mut cx) {
+            Poll::Ready(Some(item)) => seqs.extend(seq(&item)),
+            Poll::Ready(None) => break,
+            Poll::Pending => {
+                tries += 1;
+                assert!(tries < 100, "stuck after {}", seqs.len());
+                rig.spin();
+            }
+        }
+    }
+    assert_eq!(seqs, (0..N as u64).collect::<Vec<_>>());
+    assert!(matches!(rig.handle.status().get(), Status::Closed { .. }));
+}
+
+#[test]
+fn recv_many_takes_at_most_max_and_try_recv_reaches_into_the_core() {
+    const N: usize = 50;
+    let mut rig = Rig::new(usize::MAX, 1000);
+    rig.log_in();
+    while rig.events.try_recv().is_some() {}
+    rig.storm(N);
+    rig.spin();
+    let mut out = Vec::new();
+    let n = futures_lite_block_on(rig.events.recv_many(&mut out, 20));
+    assert_eq!(n, 20);
+    let mut rest: Vec<u64> = out.iter().filter_map(seq).collect();
+    while let Some(item) = rig.events.try_recv() {
+        rest.extend(seq(&item));
+    }
+    assert_eq!(rest, (0..N as u64).collect::<Vec<_>>());
+    assert_eq!(futures_lite_block_on(rig.events.recv_many(&mut out, 0)), 0);
+}
+
+/// Polls a future that must be ready at once.
+fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("not ready"),
+    }
+}
+
+#[test]
+fn add_filter_on_a_dead_driver_fails_at_once() {
+    let rig = Rig::new(usize::MAX, 100);
+    let Rig { handle, driver, .. } = rig;
+    drop(driver);
+    assert_eq!(
+        futures_lite_block_on(handle.add_filter("Event: Hangup")),
+        Err(crate::AmiError::Closed)
+    );
+}
+
+#[test]
+fn the_last_user_gone_closes_the_session_a_status_watch_does_not_count() {
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let watch = rig.handle.status();
+    let clone = rig.handle.clone();
+    let Rig {
+        handle,
+        events,
+        mut driver,
+        ..
+    } = rig;
+    drop(handle);
+    drop(events);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        Pin::new(&mut driver).poll(&mut cx).is_pending(),
+        "a clone is left"
+    );
+    assert!(matches!(watch.get(), Status::Ready { .. }));
+    drop(clone);
+    // Only the watch is left: the driver closes the session and finishes.
+    assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
+    assert!(matches!(watch.get(), Status::Closed { .. }));
+}

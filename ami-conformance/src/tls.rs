@@ -1,0 +1,77 @@
+//! A TLS server for the TLS tests: a certificate generated for `localhost`, and a
+//! terminator that forwards each connection in clear to the simulator's TCP front. It runs
+//! on a tokio runtime of its own thread, whatever the runtime under test.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+/// A self-signed certificate for `localhost`: (certificate PEM, server config).
+pub fn localhost_cert() -> (String, Arc<ServerConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let server = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    (certified.cert.pem(), Arc::new(server))
+}
+
+/// Accepts TLS on a loopback port and forwards each connection to an upstream in clear.
+pub struct TlsTerminator {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    handshakes: Arc<AtomicUsize>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TlsTerminator {
+    /// Starts one in front of `upstream`.
+    pub fn start(server: Arc<ServerConfig>, upstream: SocketAddr) -> TlsTerminator {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_io()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let acceptor = TlsAcceptor::from(server);
+        let count = handshakes.clone();
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut plain) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsTerminator {
+            addr,
+            handshakes,
+            _runtime: runtime,
+        }
+    }
+
+    /// Completed handshakes so far.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
