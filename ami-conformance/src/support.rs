@@ -154,8 +154,11 @@ pub fn drain(events: &mut Events) -> usize {
 /// the runtime under test (the handle's futures need none). Resolves to its output, or to
 /// `Err` if it panicked.
 pub struct Caller<T> {
-    slot: Arc<Mutex<(Option<std::thread::Result<T>>, Option<Waker>)>>,
+    slot: Arc<Mutex<Slot<T>>>,
 }
+
+/// A caller's result once it is there, and the waker of whoever waits for it.
+type Slot<T> = (Option<std::thread::Result<T>>, Option<Waker>);
 
 /// Starts `fut` on a thread of its own.
 pub fn caller<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Caller<T> {
