@@ -233,7 +233,7 @@ impl<R: Runtime> Pump<R> {
             Woke::Opened(Err(e)) => {
                 self.connecting = None;
                 log::debug!("AMI {}: connect failed: {e}", self.target);
-                Some(Report::ConnectFailed(e.kind().into()))
+                Some(Report::ConnectFailed(target::connect_failure(&e)))
             }
             Woke::Wrote(Ok(0)) => self.lost(io::ErrorKind::WriteZero.into()),
             Woke::Wrote(Ok(n)) => {

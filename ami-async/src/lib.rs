@@ -51,7 +51,7 @@ pub use runtime::{BoxFuture, Runtime, Timer, Transport};
 pub use status::StatusWatch;
 #[cfg(feature = "tls")]
 pub use target::open_tls;
-pub use target::{open, Link, Target};
+pub use target::{connect_failure, open, Link, Target};
 #[cfg(feature = "tls")]
 pub use tls::{Tls, TlsConfigError};
 

@@ -2,6 +2,7 @@
 //! then TLS if asked for.
 
 use crate::runtime::{Runtime, Transport};
+use ami_proto::ConnectFailure;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
@@ -43,15 +44,44 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// An open that failed for a reason the `io::ErrorKind` alone does not tell (the name did
+/// not resolve, the TLS handshake failed): carried inside the `io::Error` it travels in.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+struct Marked {
+    cause: ConnectFailure,
+    source: io::Error,
+}
+
+fn marked(cause: ConnectFailure, source: io::Error) -> io::Error {
+    io::Error::new(source.kind(), Marked { cause, source })
+}
+
+/// Why an [`open`] failed, as the core wants it: a name that did not resolve and a TLS
+/// handshake that failed are said so; anything else is the `io::ErrorKind` of the last
+/// address tried.
+pub fn connect_failure(e: &io::Error) -> ConnectFailure {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Marked>())
+        .map_or_else(|| e.kind().into(), |m| m.cause)
+}
+
 /// The addresses to try, in the resolver's order. An IP literal needs no resolver.
 async fn resolve<R: Runtime>(target: &Target) -> io::Result<Vec<SocketAddr>> {
-    match target {
-        Target::Addr(a) => Ok(vec![*a]),
+    let addrs = match target {
+        Target::Addr(a) => vec![*a],
         Target::Host(h, p) => match h.trim_matches(['[', ']']).parse::<IpAddr>() {
-            Ok(ip) => Ok(vec![SocketAddr::new(ip, *p)]),
-            Err(_) => R::resolve(h.clone(), *p).await,
+            Ok(ip) => vec![SocketAddr::new(ip, *p)],
+            Err(_) => R::resolve(h.clone(), *p)
+                .await
+                .map_err(|e| marked(ConnectFailure::HostNotFound, e))?,
         },
+    };
+    if addrs.is_empty() {
+        let none = io::Error::new(io::ErrorKind::NotFound, format!("{target}: no address"));
+        return Err(marked(ConnectFailure::HostNotFound, none));
     }
+    Ok(addrs)
 }
 
 /// Resolves and connects to the first address that accepts, trying each in turn (a
@@ -133,8 +163,10 @@ pub(crate) async fn open_checked<R: Runtime>(
     let tcp = connect::<R>(target).await?;
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
-        let mut tls = tls.start(tcp)?;
-        std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
+        let mut tls = tls.start(tcp).map_err(|e| marked(ConnectFailure::Tls, e))?;
+        std::future::poll_fn(|cx| tls.poll_handshake(cx))
+            .await
+            .map_err(|e| marked(ConnectFailure::Tls, e))?;
         return Ok(Link(LinkKind::Tls(Box::new(tls))));
     }
     Ok(Link(LinkKind::Plain(tcp)))

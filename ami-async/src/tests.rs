@@ -316,3 +316,30 @@ fn the_last_user_gone_closes_the_session_a_status_watch_does_not_count() {
     assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
     assert!(matches!(watch.get(), Status::Closed { .. }));
 }
+
+#[test]
+fn a_name_that_does_not_resolve_is_reported_as_host_not_found() {
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .build()
+        .unwrap();
+    // The scripted resolver knows no names.
+    let (handle, _events, mut driver) = crate::session::<Scripted>(config, ("pbx.invalid", 5038));
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..8 {
+        let _ = Pin::new(&mut driver).poll(&mut cx);
+    }
+    let status = handle.status().get();
+    assert!(
+        matches!(
+            status,
+            Status::Disconnected {
+                reason: ami_proto::DisconnectReason::ConnectFailed(
+                    ami_proto::ConnectFailure::HostNotFound
+                ),
+                ..
+            }
+        ),
+        "{status:?}"
+    );
+}

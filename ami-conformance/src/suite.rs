@@ -6,8 +6,8 @@ use crate::{localhost_cert, Adapter, TlsTerminator};
 use ami_async::{AmiError, Status, Target, Tls};
 use ami_proto::calls::{CallTracker, TrackerConfig};
 use ami_proto::{
-    Action, ActionError, AuthMethod, DisconnectReason, Message, OverflowPolicy, Response,
-    StreamItem,
+    Action, ActionError, AuthMethod, ConnectFailure, DisconnectReason, Message, OverflowPolicy,
+    Response, StreamItem,
 };
 use ami_proto::{DisconnectKind, OutcomeKind};
 use ami_sim::call_harness::TrackerScript;
@@ -331,7 +331,7 @@ pub fn close_while_the_server_is_unreachable_fails_queued_actions_as_not_sent<A:
             matches!(
                 down,
                 Status::Disconnected {
-                    reason: DisconnectReason::ConnectFailed,
+                    reason: DisconnectReason::ConnectFailed(ConnectFailure::Refused),
                     retry_at: Some(_)
                 }
             ),
@@ -789,7 +789,7 @@ pub fn tls_refuses_a_certificate_for_another_name<A: Adapter>() {
             matches!(
                 down,
                 Status::Disconnected {
-                    reason: DisconnectReason::ConnectFailed,
+                    reason: DisconnectReason::ConnectFailed(ConnectFailure::Tls),
                     ..
                 }
             ),

@@ -289,7 +289,7 @@ impl<R: Runtime> Pump<R> {
                 Ok(_) => Input::Connected,
                 Err(e) => {
                     log::debug!("AMI fleet: connect failed: {e}");
-                    Input::ConnectFailed(e.kind().into())
+                    Input::ConnectFailed(target::connect_failure(e))
                 }
             };
             if !report::<R>(inner, server, epoch, input) {
