@@ -503,7 +503,11 @@ pub fn half_open_link_is_detected_by_the_heartbeat_and_a_new_session_is_ready<A:
         status_until(&ami, "Ready again", |s| matches!(s, Status::Ready { .. })).await;
         let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
         assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
-        assert_eq!(ami.stats().disconnect_count(DisconnectKind::HeartbeatTimeout), 1);
+        assert_eq!(
+            ami.stats()
+                .disconnect_count(DisconnectKind::HeartbeatTimeout),
+            1
+        );
     });
     let st = front.stats();
     assert_eq!((st.sessions_accepted, st.logins), (2, 2), "{st:?}");

@@ -73,7 +73,10 @@ async fn unanswered_action_times_out_exactly_at_its_deadline_on_paused_time() {
     }
     // A timed-out action does not end the session.
     assert!(matches!(&ami.status().get(), Status::Ready { .. }));
-    assert_eq!(ami.stats().outcome_count(ami_proto::OutcomeKind::TimedOut), 1);
+    assert_eq!(
+        ami.stats().outcome_count(ami_proto::OutcomeKind::TimedOut),
+        1
+    );
     ami.close();
     front.shutdown();
 }
