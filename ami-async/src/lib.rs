@@ -49,9 +49,7 @@ pub use events::Events;
 pub use handle::{AmiError, Handle};
 pub use runtime::{BoxFuture, Runtime, Timer, Transport};
 pub use status::StatusWatch;
-#[cfg(feature = "tls")]
-pub use target::open_tls;
-pub use target::{connect_failure, open, Link, Target};
+pub use target::Target;
 #[cfg(feature = "tls")]
 pub use tls::{Tls, TlsConfigError};
 

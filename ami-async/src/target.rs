@@ -57,10 +57,10 @@ fn marked(cause: ConnectFailure, source: io::Error) -> io::Error {
     io::Error::new(source.kind(), Marked { cause, source })
 }
 
-/// Why an [`open`] failed, as the core wants it: a name that did not resolve and a TLS
+/// Why an open failed, as the core wants it: a name that did not resolve and a TLS
 /// handshake that failed are said so; anything else is the `io::ErrorKind` of the last
 /// address tried.
-pub fn connect_failure(e: &io::Error) -> ConnectFailure {
+pub(crate) fn connect_failure(e: &io::Error) -> ConnectFailure {
     e.get_ref()
         .and_then(|inner| inner.downcast_ref::<Marked>())
         .map_or_else(|| e.kind().into(), |m| m.cause)
@@ -103,8 +103,8 @@ pub(crate) async fn connect<R: Runtime>(target: &Target) -> io::Result<R::Tcp> {
     Err(last)
 }
 
-/// An open transport, plain or TLS: what [`open`] returns.
-pub struct Link<T>(LinkKind<T>);
+/// An open transport, plain or TLS.
+pub(crate) struct Link<T>(LinkKind<T>);
 
 enum LinkKind<T> {
     Plain(T),
@@ -170,29 +170,4 @@ pub(crate) async fn open_checked<R: Runtime>(
         return Ok(Link(LinkKind::Tls(Box::new(tls))));
     }
     Ok(Link(LinkKind::Plain(tcp)))
-}
-
-/// Opens a plain transport to `target` on runtime `R`: resolves the name off the caller's
-/// task and tries every address in turn. For drivers other than
-/// [`Driver`](crate::Driver), such as a multi-server fleet.
-///
-/// # Errors
-/// No address accepted (the last address's error).
-pub async fn open<R: Runtime>(target: &Target) -> io::Result<Link<R::Tcp>> {
-    #[cfg(feature = "tls")]
-    return open_checked::<R>(target, None).await;
-    #[cfg(not(feature = "tls"))]
-    open_checked::<R>(target).await
-}
-
-/// Like [`open`], then a TLS handshake (completed before this returns).
-///
-/// # Errors
-/// No address accepted, the handshake failed (`InvalidData` for a refused certificate), or
-/// the server name is neither a DNS name nor an IP address (`InvalidInput`).
-#[cfg(feature = "tls")]
-pub async fn open_tls<R: Runtime>(target: &Target, tls: &crate::Tls) -> io::Result<Link<R::Tcp>> {
-    let tls = crate::tls::TlsTarget::new(tls.clone())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    open_checked::<R>(target, Some(&tls)).await
 }
