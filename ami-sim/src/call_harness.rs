@@ -14,10 +14,12 @@
 //!
 //! `AMI_CALLS_TRACE=1` prints a run's boundaries, updates, faults and driver calls.
 
-use crate::harness::{shuttle, step_clock, Rng, Violation, Violations};
+use crate::harness::{
+    link_output, run_scenario, shuttle, Plan, Rng, Scenario, Violation, Violations,
+};
 use crate::{CallId, CallRequest, Fault, SessionId, SimConfig, SimServer};
 use ami_proto::calls::{CallTracker, CallUpdate, OriginateState, TrackerConfig};
-use ami_proto::{Action, ActionId, Client, ClientConfig, Input, Notice, Output, OverflowPolicy};
+use ami_proto::{Action, ActionId, Client, ClientConfig, Notice, Output, OverflowPolicy};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -175,18 +177,13 @@ impl CallHarness {
         for _ in 0..256 {
             let mut progressed = false;
             loop {
-                match self.client.poll_output() {
-                    Output::Connect => {
-                        let s = self.server.accept(self.now);
-                        self.session = Some(s);
-                        self.client.handle_input(self.now, Input::Connected);
-                    }
-                    Output::Close => {
-                        if let Some(s) = self.session.take() {
-                            self.server.client_closed(s, self.now);
-                            self.server.forget(s);
-                        }
-                    }
+                let output = self.client.poll_output();
+                let link = &mut self.session;
+                if link_output(&output, self.now, &mut self.client, &mut self.server, link) {
+                    progressed = true;
+                    continue;
+                }
+                match output {
                     Output::Notice(Notice::Completed { id, outcome }) => {
                         if let Some(token) = self.sent.remove(&id) {
                             self.tracker
@@ -480,44 +477,60 @@ impl CallHarness {
         }
     }
 
+    /// What the run did.
+    pub fn summary(&self) -> &CallRunSummary {
+        &self.summary
+    }
+
     /// Runs the scenario; returns the violations (empty: every promise held).
     pub fn run(&mut self, cfg: &CallRunConfig) -> Vec<Violation> {
-        let end = self.t0 + cfg.duration;
-        let quiet_from = self.t0 + cfg.duration.mul_f64(0.6);
-        let mut next_fault = self.t0 + Duration::from_millis(1000 + self.rng.below(4000));
-        self.pump();
-        while self.now < end {
-            // The last ten seconds place nothing new, so every Originate can be resolved.
-            let placing = self.now + Duration::from_secs(10) < end;
-            if placing && self.client.is_ready() && self.rng.chance(cfg.originate_rate) {
-                self.originate();
-            }
-            if self.rng.chance(cfg.driver_rate) {
-                self.driver();
-            }
-            if self.now >= next_fault && self.now < quiet_from {
-                self.fault();
-                next_fault = self.now + Duration::from_millis(500 + self.rng.below(5000));
-            }
-            if self.now >= quiet_from {
-                self.server.faults().clear();
-            }
-            self.pump();
-            self.check_view();
-            step_clock(
-                &mut self.rng,
-                &mut self.now,
-                &mut self.client,
-                &mut self.server,
-            );
-            self.pump();
-            self.check_view();
-            if !self.violations.list.is_empty() {
-                break;
-            }
+        let first_fault = Duration::from_millis(1000 + self.rng.below(4000));
+        run_scenario(self, cfg, cfg.duration, first_fault, true)
+    }
+}
+
+impl Scenario for CallHarness {
+    type Config = CallRunConfig;
+
+    fn parts(&mut self) -> (&mut Rng, &mut Instant, &mut Client, &mut SimServer) {
+        (
+            &mut self.rng,
+            &mut self.now,
+            &mut self.client,
+            &mut self.server,
+        )
+    }
+
+    fn violations(&mut self) -> &mut Violations {
+        &mut self.violations
+    }
+
+    fn pump(&mut self) {
+        CallHarness::pump(self);
+    }
+
+    fn act(&mut self, cfg: &CallRunConfig, plan: &Plan) {
+        // The last ten seconds place nothing new, so every Originate can be resolved.
+        let placing = self.now + Duration::from_secs(10) < plan.end;
+        if placing && self.client.is_ready() && self.rng.chance(cfg.originate_rate) {
+            self.originate();
         }
-        self.finish();
-        std::mem::take(&mut self.violations.list)
+        if self.rng.chance(cfg.driver_rate) {
+            self.driver();
+        }
+    }
+
+    fn inject(&mut self) -> Duration {
+        self.fault();
+        Duration::from_millis(500 + self.rng.below(5000))
+    }
+
+    fn quiet(&mut self, _: &Plan) {
+        self.server.faults().clear();
+    }
+
+    fn check(&mut self) {
+        self.check_view();
     }
 
     fn finish(&mut self) {
@@ -584,11 +597,6 @@ impl CallHarness {
             );
             self.violate(what);
         }
-    }
-
-    /// What the run did.
-    pub fn summary(&self) -> &CallRunSummary {
-        &self.summary
     }
 }
 

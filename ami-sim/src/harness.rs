@@ -85,6 +85,103 @@ pub(crate) fn shuttle(
     moved
 }
 
+/// Carries out an output that belongs to the link: `Connect` opens a session on the server
+/// and reports it open, `Close` ends it. False for any other output.
+pub(crate) fn link_output(
+    output: &Output,
+    now: Instant,
+    client: &mut Client,
+    server: &mut SimServer,
+    session: &mut Option<SessionId>,
+) -> bool {
+    match output {
+        Output::Connect => {
+            *session = Some(server.accept(now));
+            client.handle_input(now, Input::Connected);
+            true
+        }
+        Output::Close => {
+            if let Some(s) = session.take() {
+                server.client_closed(s, now);
+                server.forget(s);
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// When a run ends and when its faults stop (at 60 %, so the client must settle after).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    pub(crate) end: Instant,
+    pub(crate) quiet_from: Instant,
+}
+
+/// A seeded scenario over one client and one simulated server: the steps that differ
+/// between simulations. [`run_scenario`] is the loop they share.
+pub(crate) trait Scenario {
+    /// The run's options.
+    type Config;
+    /// The harness's random choices, the virtual clock, and the two sides.
+    fn parts(&mut self) -> (&mut Rng, &mut Instant, &mut Client, &mut SimServer);
+    /// The violations found so far.
+    fn violations(&mut self) -> &mut Violations;
+    /// Moves outputs, bytes and items until nothing moves, checking as it goes.
+    fn pump(&mut self);
+    /// What the users do in one step.
+    fn act(&mut self, cfg: &Self::Config, plan: &Plan);
+    /// Injects one fault; returns how long until the next one.
+    fn inject(&mut self) -> Duration;
+    /// One step of the quiet part (faults over).
+    fn quiet(&mut self, plan: &Plan);
+    /// A check after every pump.
+    fn check(&mut self) {}
+    /// The end-of-run checks.
+    fn finish(&mut self);
+}
+
+/// The run loop of every simulation here: act, inject faults until 60 % of `duration`,
+/// pump, step the clock, pump, stop at the first violation, finish. `first_fault` is when
+/// the first fault comes (drawn by the caller, so each scenario keeps its own schedule);
+/// `faults: false` injects none.
+pub(crate) fn run_scenario<S: Scenario>(
+    s: &mut S,
+    cfg: &S::Config,
+    duration: Duration,
+    first_fault: Duration,
+    faults: bool,
+) -> Vec<Violation> {
+    let t0 = s.violations().t0;
+    let plan = Plan {
+        end: t0 + duration,
+        quiet_from: t0 + duration.mul_f64(0.6),
+    };
+    let mut next_fault = t0 + first_fault;
+    s.pump();
+    while *s.parts().1 < plan.end {
+        s.act(cfg, &plan);
+        let now = *s.parts().1;
+        if faults && now >= next_fault && now < plan.quiet_from {
+            next_fault = now + s.inject();
+        }
+        if now >= plan.quiet_from {
+            s.quiet(&plan);
+        }
+        s.pump();
+        s.check();
+        let (rng, now, client, server) = s.parts();
+        step_clock(rng, now, client, server);
+        s.pump();
+        s.check();
+        if !s.violations().list.is_empty() {
+            break;
+        }
+    }
+    s.finish();
+    std::mem::take(&mut s.violations().list)
+}
+
 /// Moves virtual time to the next thing that can happen on either side, at most 50 ms on,
 /// and fires what is due there.
 pub(crate) fn step_clock(
@@ -125,7 +222,8 @@ pub struct Violation {
 #[derive(Debug)]
 pub(crate) struct Violations {
     seed: u64,
-    t0: Instant,
+    /// The run's start.
+    pub(crate) t0: Instant,
     replay: String,
     pub(crate) list: Vec<Violation>,
 }
@@ -346,19 +444,16 @@ impl Harness {
         for _ in 0..64 {
             let mut progressed = false;
             loop {
-                match self.client.poll_output() {
-                    Output::Connect => {
-                        let s = self.server.accept(self.now);
-                        self.session = Some(s);
+                let output = self.client.poll_output();
+                let link = &mut self.session;
+                if link_output(&output, self.now, &mut self.client, &mut self.server, link) {
+                    if matches!(output, Output::Connect) {
                         self.tap.reset();
-                        self.client.handle_input(self.now, Input::Connected);
                     }
-                    Output::Close => {
-                        if let Some(s) = self.session.take() {
-                            self.server.client_closed(s, self.now);
-                            self.server.forget(s);
-                        }
-                    }
+                    progressed = true;
+                    continue;
+                }
+                match output {
                     Output::Notice(Notice::Ready { .. }) => {
                         self.ready = true;
                         self.last_ready = Some(self.now);
@@ -624,42 +719,54 @@ impl Harness {
 
     /// Runs the seeded scenario; returns the violations found (empty: every law held).
     pub fn run(&mut self, cfg: &RunConfig) -> Vec<Violation> {
-        let end = self.t0 + cfg.duration;
-        let quiet_from = self.t0 + cfg.duration.mul_f64(0.6);
-        let mut next_fault = self.t0 + Duration::from_millis(500 + self.rng.below(5000));
-        self.pump();
-        while self.now < end {
-            if self.ready && self.rng.chance(cfg.action_rate) {
-                self.workload();
-            }
-            if cfg.faults && self.now >= next_fault && self.now < quiet_from {
-                self.inject_fault();
-                next_fault = self.now + Duration::from_millis(500 + self.rng.below(6000));
-            }
-            if self.now >= quiet_from && self.healthy_from.is_none() {
-                // The last 40 %: faults off, so the client must come back and settle. Ten
-                // seconds covers a half-open link's detection and the longest backoff.
-                self.server.faults().clear();
-                self.consumer_paused_until = None;
-                let settle = self
-                    .server_back_at
-                    .map_or(quiet_from, |t| t.max(quiet_from));
-                self.healthy_from = Some(settle + Duration::from_secs(10));
-            }
-            self.pump();
-            step_clock(
-                &mut self.rng,
-                &mut self.now,
-                &mut self.client,
-                &mut self.server,
-            );
-            self.pump();
-            if !self.violations.list.is_empty() {
-                break;
-            }
+        let first_fault = Duration::from_millis(500 + self.rng.below(5000));
+        run_scenario(self, cfg, cfg.duration, first_fault, cfg.faults)
+    }
+}
+
+impl Scenario for Harness {
+    type Config = RunConfig;
+
+    fn parts(&mut self) -> (&mut Rng, &mut Instant, &mut Client, &mut SimServer) {
+        (
+            &mut self.rng,
+            &mut self.now,
+            &mut self.client,
+            &mut self.server,
+        )
+    }
+
+    fn violations(&mut self) -> &mut Violations {
+        &mut self.violations
+    }
+
+    fn pump(&mut self) {
+        Harness::pump(self);
+    }
+
+    fn act(&mut self, cfg: &RunConfig, _: &Plan) {
+        if self.ready && self.rng.chance(cfg.action_rate) {
+            self.workload();
         }
-        self.finish();
-        std::mem::take(&mut self.violations.list)
+    }
+
+    fn inject(&mut self) -> Duration {
+        self.inject_fault();
+        Duration::from_millis(500 + self.rng.below(6000))
+    }
+
+    fn quiet(&mut self, plan: &Plan) {
+        if self.healthy_from.is_some() {
+            return;
+        }
+        // The last 40 %: faults off, so the client must come back and settle. Ten seconds
+        // covers a half-open link's detection and the longest backoff.
+        self.server.faults().clear();
+        self.consumer_paused_until = None;
+        let settle = self
+            .server_back_at
+            .map_or(plan.quiet_from, |t| t.max(plan.quiet_from));
+        self.healthy_from = Some(settle + Duration::from_secs(10));
     }
 
     fn finish(&mut self) {
