@@ -144,7 +144,7 @@ impl Handle {
         })
         .await;
         guard.id = None;
-        outcome?.into_result().map_err(AmiError::Action)
+        outcome?.map_err(AmiError::Action)
     }
 
     /// A watch on the session status (Connecting, Ready, Disconnected, Closed).

@@ -50,8 +50,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                     ready = true;
                 }
                 Notice::Completed { id, outcome } => {
-                    println!("action {id}: success={}", outcome.is_success());
-                    pongs += u32::from(outcome.is_success());
+                    println!("action {id}: success={}", outcome.is_ok());
+                    pongs += u32::from(outcome.is_ok());
                 }
                 Notice::Disconnected { reason, .. } => println!("AMI lost: {reason}"),
                 Notice::Closed { reason } => {

@@ -37,7 +37,7 @@
 //!                 pinged = true;
 //!             }
 //!             Notice::Completed { outcome, .. } => {
-//!                 println!("ping: {}", outcome.is_success());
+//!                 println!("ping: {}", outcome.is_ok());
 //!                 return Ok(());
 //!             }
 //!             other => println!("{other:?}"),

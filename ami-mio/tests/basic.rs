@@ -11,7 +11,8 @@ mod support;
 
 use ami_mio::{ConnId, MioDriver, Notice};
 use ami_proto::{
-    Action, ActionId, ConnectFailure, DisconnectReason, Message, Outcome, Response, StreamItem,
+    Action, ActionError, ActionId, ConnectFailure, DisconnectReason, Message, Outcome, Response,
+    StreamItem,
 };
 use ami_sim::{CallRequest, SimConfig};
 use std::time::{Duration, Instant};
@@ -113,23 +114,23 @@ fn login_ping_lists_originate_logoff() {
     assert_eq!(ready(&mut driver), conn);
 
     let out = run(&mut driver, conn, Action::new("Ping"));
-    assert!(out.is_success(), "{out:?}");
+    assert!(out.is_ok(), "{out:?}");
     assert_eq!(
-        out.response().unwrap().message().get_str("Ping"),
+        out.as_ref().unwrap().message().get_str("Ping"),
         Some("Pong")
     );
 
     // A call that stays up (wait10), so that CoreShowChannels has something to list.
     let out = run(&mut driver, conn, originate("wait10", 10));
-    assert!(out.is_success(), "{out:?}");
-    let follow = out.response().unwrap().follow_up().unwrap();
+    assert!(out.is_ok(), "{out:?}");
+    let follow = out.as_ref().unwrap().follow_up().unwrap();
     assert_eq!(follow.event(), Some("OriginateResponse"));
     assert_eq!(follow.get_str("Response"), Some("Success"));
     assert_eq!(follow.get_str("Reason"), Some("4"));
 
     let out = run(&mut driver, conn, Action::new("CoreShowChannels"));
-    assert!(out.is_success(), "{out:?}");
-    let list = out.response().unwrap();
+    assert!(out.is_ok(), "{out:?}");
+    let list = out.as_ref().unwrap();
     check_list(list, "CoreShowChannel", "CoreShowChannelsComplete");
     let names: Vec<&str> = list
         .items()
@@ -149,8 +150,8 @@ fn login_ping_lists_originate_logoff() {
         conn,
         Action::new("QueueStatus").field("Queue", "testq"),
     );
-    assert!(out.is_success(), "{out:?}");
-    let list = out.response().unwrap();
+    assert!(out.is_ok(), "{out:?}");
+    let list = out.as_ref().unwrap();
     check_list(list, "QueueParams", "QueueStatusComplete");
     let kinds: Vec<&str> = list.items().iter().filter_map(Message::event).collect();
     assert_eq!(kinds.first(), Some(&"QueueParams"), "{kinds:?}");
@@ -165,11 +166,11 @@ fn login_ping_lists_originate_logoff() {
         .send(Instant::now(), conn, originate("busy", 1))
         .unwrap();
     let [ok, failed] = <[Outcome; 2]>::try_from(complete_all(&mut driver, &[echo, busy])).unwrap();
-    assert!(ok.is_success(), "{ok:?}");
-    let follow = ok.response().unwrap().follow_up().unwrap();
+    assert!(ok.is_ok(), "{ok:?}");
+    let follow = ok.as_ref().unwrap().follow_up().unwrap();
     assert_eq!(follow.get_str("Response"), Some("Success"));
     assert_eq!(follow.get_str("Reason"), Some("4"));
-    let Outcome::ServerError(r) = &failed else {
+    let Err(ActionError::Server(r)) = &failed else {
         panic!("busy must fail with the server's answer: {failed:?}")
     };
     // The Originate itself was accepted; its OriginateResponse is the failure.
@@ -181,7 +182,7 @@ fn login_ping_lists_originate_logoff() {
     assert_eq!(follow.action_id(), r.message().action_id());
 
     let out = run(&mut driver, conn, Action::new("NoSuchThing"));
-    let Outcome::ServerError(r) = &out else {
+    let Err(ActionError::Server(r)) = &out else {
         panic!("an unknown action is an error: {out:?}")
     };
     let message = r.message().get_str("Message").unwrap_or_default();
@@ -412,7 +413,7 @@ fn large_actions_reach_the_simulator_intact() {
         for (_, n) in r.notices {
             if let Notice::Completed { id, outcome } = n {
                 assert!(ids.contains(&id));
-                let Outcome::Success(r) = &outcome else {
+                let Ok(r) = &outcome else {
                     panic!("{outcome:?}")
                 };
                 assert_eq!(r.message().get_str("Message"), Some("Event Sent"));
@@ -481,7 +482,10 @@ fn large_actions_survive_partial_writes_to_a_slow_reader() {
             if let Notice::Completed { id, outcome } = n {
                 assert!(ids.contains(&id));
                 // The fake answers unknown actions with an error: it parsed the whole action.
-                assert!(matches!(outcome, Outcome::ServerError(_)), "{outcome:?}");
+                assert!(
+                    matches!(outcome, Err(ActionError::Server(_))),
+                    "{outcome:?}"
+                );
                 done += 1;
             }
         }

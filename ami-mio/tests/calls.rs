@@ -37,7 +37,7 @@ fn the_call_tracker_follows_calls_across_a_server_restart() {
         for (_, notice) in report.notices {
             if let Notice::Completed { id, outcome } = notice {
                 if let Some(token) = sent.remove(&id) {
-                    tracker.handle_reply(now, token, outcome.into_result());
+                    tracker.handle_reply(now, token, outcome);
                 }
             }
         }

@@ -6,8 +6,8 @@
 
 use ami_mio::{ConnId, MioDriver, Notice};
 use ami_proto::{
-    Action, ClientConfig, ClientConfigBuilder, DecodeError, Discard, Outcome, Phase, SendOptions,
-    StreamItem,
+    Action, ActionError, ClientConfig, ClientConfigBuilder, DecodeError, Discard, Phase,
+    SendOptions, StreamItem,
 };
 use ami_sim::hostile::{broken_follows_script, Hostile, HostileServer};
 use std::time::{Duration, Instant};
@@ -122,7 +122,7 @@ fn nothing_is_written_after_its_deadline() {
     drive(&mut driver, &mut Vec::new(), |_, _, notices| {
         for (_, n) in notices {
             if let Notice::Completed {
-                outcome: Outcome::TimedOut { phase, .. },
+                outcome: Err(ActionError::TimedOut { phase, .. }),
                 ..
             } = n
             {

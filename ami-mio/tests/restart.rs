@@ -8,7 +8,7 @@
 mod support;
 
 use ami_mio::{ConnId, MioDriver, Notice};
-use ami_proto::{Action, ConnectFailure, DisconnectReason, Outcome};
+use ami_proto::{Action, ActionError, ConnectFailure, DisconnectReason};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, SimConfig};
 use std::io::ErrorKind;
@@ -36,7 +36,7 @@ fn ping(driver: &mut MioDriver, conn: ConnId) {
         for (_, n) in r.notices {
             if let Notice::Completed { id, outcome } = n {
                 assert_eq!(id, ping);
-                assert!(outcome.is_success(), "{outcome:?}");
+                assert!(outcome.is_ok(), "{outcome:?}");
                 ok = true;
             }
         }
@@ -81,7 +81,10 @@ fn restart_fails_pending_as_unknown_then_ready_again() {
                 match n {
                     Notice::Completed { id, outcome } => {
                         assert_eq!(id, hang);
-                        assert_eq!(outcome, Outcome::Unknown(DisconnectReason::ServerShutdown));
+                        assert_eq!(
+                            outcome,
+                            Err(ActionError::Unknown(DisconnectReason::ServerShutdown))
+                        );
                         unknown = true;
                     }
                     // Event: Shutdown, then EOF.

@@ -92,7 +92,7 @@
 //!     let reply = server(&written);
 //!     client.handle_input(now, Input::Received(&reply));
 //! }
-//! let Some(Outcome::Success(response)) = pong else { panic!("no pong: {pong:?}") };
+//! let Some(Ok(response)) = pong else { panic!("no pong: {pong:?}") };
 //! assert_eq!(response.message().get_str("Ping"), Some("Pong"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -125,10 +125,10 @@
 //! ## Action outcomes, across reconnects
 //!
 //! Each [`ActionId`] completes exactly once ([`Notice::Completed`]). Only a server message
-//! makes an [`Outcome::Success`] or [`Outcome::ServerError`]. After a disconnect, an action
-//! that was never written stays queued until its deadline ([`Outcome::TimedOut`] with
+//! makes an [`Outcome`] `Ok` or an [`ActionError::Server`]. After a disconnect, an action
+//! that was never written stays queued until its deadline ([`ActionError::TimedOut`] with
 //! [`Phase::Queued`]) and is written on the next connection; one that was written fails at
-//! once with [`Outcome::Unknown`]: the server may or may not have run it, and AMI actions are
+//! once with [`ActionError::Unknown`]: the server may or may not have run it, and AMI actions are
 //! not idempotent (two Originates are two calls), so nothing is re-sent automatically.
 //! ActionIDs carry a random per-connection prefix and a counter, so an answer from an older
 //! connection, or another client's broadcast `OriginateResponse`, never matches.

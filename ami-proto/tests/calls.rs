@@ -96,7 +96,7 @@ impl T {
                 if let Out::Completed(id, outcome) = out {
                     if let Some(k) = self.sent.iter().position(|(_, i)| *i == id) {
                         let (token, _) = self.sent.swap_remove(k);
-                        self.tr.handle_reply(now, token, outcome.into_result());
+                        self.tr.handle_reply(now, token, outcome);
                         progressed = true;
                     }
                 }

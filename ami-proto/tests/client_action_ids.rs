@@ -5,7 +5,7 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ClientConfig, DisconnectReason, Outcome};
+use ami_proto::{Action, ActionError, ClientConfig, DisconnectReason};
 use scripted::{pong, Harness};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ fn an_answer_carrying_a_previous_connections_action_id_completes_nothing() {
     h.eof();
     assert_eq!(
         h.outcome(&old),
-        &Outcome::Unknown(DisconnectReason::Eof),
+        &Err(ActionError::Unknown(DisconnectReason::Eof)),
         "written, then the connection died: outcome unknown, reported once"
     );
     h.advance(Duration::from_secs(1));
@@ -63,7 +63,7 @@ fn an_answer_carrying_a_previous_connections_action_id_completes_nothing() {
     h.feed(&pong(&forged));
     assert!(h.outcomes(&new).is_empty());
     h.feed(&pong(new.as_str()));
-    assert!(h.outcome(&new).is_success());
+    assert!(h.outcome(&new).is_ok());
 }
 
 #[test]

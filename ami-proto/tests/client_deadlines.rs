@@ -10,7 +10,7 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ActionId, ClientConfig, Outcome, Phase, SendOptions};
+use ami_proto::{Action, ActionError, ActionId, ClientConfig, Outcome, Phase, SendOptions};
 use proptest::prelude::*;
 use scripted::{id_of, pong, Harness, Out};
 use std::collections::HashMap;
@@ -43,10 +43,10 @@ fn pings(h: &mut Harness, timeouts: &[u64]) -> Vec<ActionId> {
 }
 
 fn timed_out(phase: Phase) -> Outcome {
-    Outcome::TimedOut {
+    Err(ActionError::TimedOut {
         phase,
         partial: None,
-    }
+    })
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn answer_arriving_after_a_queued_deadline_does_not_write_the_stale_action() {
     let ping = h.take("Ping");
     h.now = t0 + secs(2);
     let out = h.feed(&pong(id_of(&ping)));
-    assert!(matches!(&out[0], Out::Completed(i, Outcome::Success(_)) if *i == a));
+    assert!(matches!(&out[0], Out::Completed(i, Ok(_)) if *i == a));
     assert_eq!(out[1], Out::Completed(b, timed_out(Phase::Queued)));
     assert!(h.inbox.is_empty());
 }
@@ -188,7 +188,7 @@ proptest! {
             for out in &h.log[seen..] {
                 if let Out::Completed(id, outcome) = out {
                     *outcomes.entry(id.clone()).or_default() += 1;
-                    if let Outcome::TimedOut { phase: Phase::Queued, .. } = outcome {
+                    if let Err(ActionError::TimedOut { phase: Phase::Queued, .. }) = outcome {
                         prop_assert!(
                             !h.written.iter().any(|(_, m)| id_of(m) == id.as_str()),
                             "{id} timed out as Queued but was written"

@@ -7,8 +7,9 @@
 mod scripted;
 
 use ami_proto::{
-    Action, AuthMethod, Client, ClientConfig, ClientConfigBuilder, Discard, DisconnectReason,
-    EncodeError, FullQueue, Input, Outcome, OverflowPolicy, SendError, SendOptions, StreamItem,
+    Action, ActionError, AuthMethod, Client, ClientConfig, ClientConfigBuilder, Discard,
+    DisconnectReason, EncodeError, FullQueue, Input, OverflowPolicy, SendError, SendOptions,
+    StreamItem,
 };
 use scripted::{
     async_originate, event, goodbye, id_of, list_complete, list_item, list_start, msg,
@@ -49,7 +50,7 @@ fn disconnect_mid_list_fails_the_list_once_leaks_nothing_and_the_next_connection
     let third = list_item(list.as_str(), 3);
     h.feed(&third[..third.len() / 2]);
     let out = h.eof();
-    let unknown = Outcome::Unknown(DisconnectReason::Eof);
+    let unknown = Err(ActionError::Unknown(DisconnectReason::Eof));
     let retry = match &out[..] {
         [Out::Close, Out::Completed(a, oa), Out::Completed(b, ob), Out::Disconnected(DisconnectReason::Eof, Some(at))] =>
         {
@@ -74,7 +75,7 @@ fn disconnect_mid_list_fails_the_list_once_leaks_nothing_and_the_next_connection
     h.feed(&list_start(list2.as_str()));
     h.feed(&list_item(list2.as_str(), 1));
     h.feed(&list_complete(list2.as_str(), 1));
-    let Outcome::Success(resp) = h.outcome(&list2) else {
+    let Ok(resp) = h.outcome(&list2) else {
         panic!("{:?}", h.outcome(&list2))
     };
     assert_eq!(resp.items().len(), 1);
@@ -155,7 +156,7 @@ fn flood_of_unknown_action_ids_is_counted_delivered_and_bounded() {
     // The session is unharmed.
     let id = h.send(Action::new("Ping"));
     h.feed(&pong(id.as_str()));
-    assert!(h.outcome(&id).is_success());
+    assert!(h.outcome(&id).is_ok());
 }
 
 #[test]
@@ -201,7 +202,7 @@ fn a_marked_action_leaves_its_mark_where_its_answer_arrived_in_the_stream() {
     h.feed(&list_item(list.as_str(), 1));
     h.feed(&list_complete(list.as_str(), 1));
     h.feed(&event("E", 2));
-    assert!(h.outcome(&list).is_success());
+    assert!(h.outcome(&list).is_ok());
     assert_eq!(labels(&h.events()), ["ready", "E1", "mark7", "E2"]);
     // A marked action that dies with the link still leaves its mark, after the loss.
     let ping = h
@@ -214,7 +215,10 @@ fn a_marked_action_leaves_its_mark_where_its_answer_arrived_in_the_stream() {
         .unwrap();
     h.drain();
     h.eof();
-    assert_eq!(h.outcome(&ping), &Outcome::Unknown(DisconnectReason::Eof));
+    assert_eq!(
+        h.outcome(&ping),
+        &Err(ActionError::Unknown(DisconnectReason::Eof))
+    );
     assert_eq!(labels(&h.events()), ["down:eof", "mark8"]);
 }
 
@@ -494,7 +498,7 @@ fn event_overflow_close_session_disconnects_and_fails_pending_once() {
     let retry = match &out[..] {
         [Out::Close, Out::Completed(id, o), Out::Disconnected(r, Some(at))] => {
             assert_eq!(id, &written);
-            assert_eq!(o, &Outcome::Unknown(reason.clone()));
+            assert_eq!(o, &Err(ActionError::Unknown(reason.clone())));
             assert_eq!(r, &reason);
             *at
         }
@@ -516,7 +520,7 @@ fn event_overflow_close_session_disconnects_and_fails_pending_once() {
     let m = h.take("Ping");
     assert_eq!(id_of(&m), queued.as_str());
     h.feed(&pong(queued.as_str()));
-    assert!(h.outcome(&queued).is_success());
+    assert!(h.outcome(&queued).is_ok());
     assert_eq!(h.outcomes(&written).len(), 1);
 }
 
@@ -537,7 +541,7 @@ fn filters_are_reapplied_after_reconnect_before_ready_and_before_queued_actions(
         assert_eq!(m.get_str("Operation"), Some("Add"));
         h.feed(&success(id.as_str(), "Filter Added Successfully"));
     }
-    assert!(h.outcome(&f1).is_success() && h.outcome(&f2).is_success());
+    assert!(h.outcome(&f1).is_ok() && h.outcome(&f2).is_ok());
 
     let retry = match &h.eof()[..] {
         [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
@@ -600,7 +604,7 @@ fn filter_added_while_disconnected_is_sent_once_on_the_first_connection() {
         h.feed(&success(id_of(&f), "Filter Added Successfully"));
     }
     assert!(h.client.is_ready());
-    assert!(h.outcome(&id).is_success());
+    assert!(h.outcome(&id).is_ok());
     let filters = h
         .written
         .iter()
@@ -725,7 +729,7 @@ fn logoff_drops_queued_answers_written_then_closes_on_goodbye() {
     h.take("Ping");
     h.client.logoff(h.now);
     let out = h.drain();
-    let not_sent = Outcome::NotSent(DisconnectReason::Logoff);
+    let not_sent = Err(ActionError::NotSent(DisconnectReason::Logoff));
     assert_eq!(
         out,
         [
@@ -742,7 +746,7 @@ fn logoff_drops_queued_answers_written_then_closes_on_goodbye() {
     );
     // The written action still gets its answer.
     let out = h.feed(&pong(a.as_str()));
-    assert!(matches!(&out[..], [Out::Completed(id, Outcome::Success(_))] if *id == a));
+    assert!(matches!(&out[..], [Out::Completed(id, Ok(_))] if *id == a));
     let out = h.feed(&goodbye(id_of(&logoff)));
     assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
     assert!(h.client.is_closed());
@@ -768,7 +772,7 @@ fn logoff_then_eof_without_goodbye_closes_and_fails_written_as_unknown() {
         out,
         [
             Out::Close,
-            Out::Completed(a, Outcome::Unknown(DisconnectReason::Logoff)),
+            Out::Completed(a, Err(ActionError::Unknown(DisconnectReason::Logoff))),
             Out::Closed(DisconnectReason::Logoff)
         ]
     );
@@ -812,7 +816,7 @@ fn async_originate_response_frees_its_pipeline_slot_at_once() {
     );
     h.feed(&pong(ping.as_str()));
     h.feed(&originate_response(orig.as_str(), true));
-    assert!(h.outcome(&orig).is_success());
+    assert!(h.outcome(&orig).is_ok());
 }
 
 #[test]
@@ -829,7 +833,7 @@ fn list_overflow_keeps_in_flight_within_pipeline_depth() {
     }
     assert!(matches!(
         h.outcome(&list),
-        Outcome::ListOverflow { items: 2, .. }
+        Err(ActionError::ListOverflow { items: 2, .. })
     ));
     let s = h.client.stats();
     assert!(
@@ -853,7 +857,7 @@ fn list_overflow_reports_once_and_swallows_the_rest_of_the_list() {
     h.feed(&list_complete(list.as_str(), 5));
     assert!(matches!(
         h.outcome(&list),
-        Outcome::ListOverflow { items: 2, .. }
+        Err(ActionError::ListOverflow { items: 2, .. })
     ));
     assert_eq!(h.client.stats().list_items_dropped, 3);
     assert_eq!(

@@ -7,7 +7,9 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ClientConfig, ClientConfigBuilder, DecoderLimits, Outcome, StreamItem};
+use ami_proto::{
+    Action, ActionError, ClientConfig, ClientConfigBuilder, DecoderLimits, StreamItem,
+};
 use scripted::{event, list_complete, list_item, list_start, msg, Harness};
 use std::time::Instant;
 
@@ -142,7 +144,7 @@ fn list_items_are_charged_their_retained_bytes_and_padding_costs_nothing() {
     }
     h.feed(&list_complete(id.as_str(), n));
     match h.outcome(&id) {
-        Outcome::ListOverflow { bytes, .. } => assert!(*bytes <= cap),
+        Err(ActionError::ListOverflow { bytes, .. }) => assert!(*bytes <= cap),
         other => panic!("{other:?}"),
     }
 }

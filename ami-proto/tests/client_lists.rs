@@ -6,7 +6,7 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ClientConfig, Outcome, StreamItem};
+use ami_proto::{Action, ActionError, ClientConfig, StreamItem};
 use scripted::{msg, Harness};
 use std::time::{Duration, Instant};
 
@@ -59,9 +59,7 @@ fn capitalised_start_opens_a_list_like_lowercase() {
         ("EventList", "Complete"),
         ("ListItems", "1"),
     ]));
-    let Outcome::Success(r) = h.outcome(&id) else {
-        panic!()
-    };
+    let Ok(r) = h.outcome(&id) else { panic!() };
     assert_eq!(r.items().len(), 1);
     assert!(only_unsolicited(&mut h).is_empty());
 }
@@ -73,9 +71,7 @@ fn plain_success_instead_of_a_list_completes_at_once() {
     let id = h.send(Action::new("VoicemailUsersList"));
     h.take("VoicemailUsersList");
     h.feed(&msg(&[("Response", "Success"), ("ActionID", id.as_str())]));
-    let Outcome::Success(r) = h.outcome(&id) else {
-        panic!()
-    };
+    let Ok(r) = h.outcome(&id) else { panic!() };
     assert!(r.items().is_empty() && r.complete().is_none());
 }
 
@@ -90,7 +86,7 @@ fn plain_error_instead_of_a_list_completes_at_once() {
         ("ActionID", id.as_str()),
         ("Message", "No endpoints found"),
     ]));
-    let Outcome::ServerError(r) = h.outcome(&id) else {
+    let Err(ActionError::Server(r)) = h.outcome(&id) else {
         panic!()
     };
     assert_eq!(r.text(), Some("No endpoints found"));
@@ -118,7 +114,7 @@ fn error_after_start_without_complete_ends_the_list_with_its_items() {
         ("ActionID", id_s),
         ("Message", "Channel gone"),
     ]));
-    let Outcome::ServerError(r) = h.outcome(&id) else {
+    let Err(ActionError::Server(r)) = h.outcome(&id) else {
         panic!()
     };
     assert_eq!(r.items().len(), 1, "items before the error are kept");
@@ -162,7 +158,7 @@ fn extra_error_before_complete_does_not_leak_the_complete_event() {
         ("ListItems", "1"),
     ]));
     assert_eq!(h.outcomes(&id).len(), 1, "completed exactly once");
-    assert!(matches!(h.outcome(&id), Outcome::ServerError(_)));
+    assert!(matches!(h.outcome(&id), Err(ActionError::Server(_))));
     assert!(
         only_unsolicited(&mut h).is_empty(),
         "the late Complete is swallowed"
@@ -199,9 +195,7 @@ fn list_item_names_that_overlap_async_events_go_to_the_list_by_action_id() {
         ("EventList", "Complete"),
         ("ListItems", "1"),
     ]));
-    let Outcome::Success(r) = h.outcome(&id) else {
-        panic!()
-    };
+    let Ok(r) = h.outcome(&id) else { panic!() };
     assert_eq!(r.items().len(), 1);
     assert_eq!(r.items()[0].get_str("Device"), Some("Custom:ext101"));
     assert_eq!(only_unsolicited(&mut h), ["DeviceStateChange"]);

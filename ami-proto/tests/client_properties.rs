@@ -28,8 +28,8 @@
 mod scripted;
 
 use ami_proto::{
-    Action, ClientConfig, DisconnectReason, FullQueue, Input, Outcome, OverflowPolicy, SendError,
-    StreamItem,
+    Action, ActionError, ClientConfig, DisconnectReason, FullQueue, Input, Outcome, OverflowPolicy,
+    SendError, StreamItem,
 };
 use proptest::prelude::*;
 use scripted::{error, id_of, list_start, msg, originate_queued, pong, success, Harness, Out};
@@ -403,13 +403,17 @@ impl Model {
         if let Some(prev) = self.completed.get(id) {
             panic!("{id} completed twice: {prev:?} then {outcome:?}");
         }
-        if let Some(r) = outcome.response() {
+        let answer = match &outcome {
+            Ok(r) => Some(r),
+            Err(e) => e.response(),
+        };
+        if let Some(r) = answer {
             assert_eq!(r.message().action_id(), Some(id), "answer for another ID");
         }
         let said = self.said.get(id);
         let step = &self.step;
         match &outcome {
-            Outcome::Success(r) => {
+            Ok(r) => {
                 assert_eq!(*step, Step::Feed, "success without a server message");
                 let s = said.unwrap_or_else(|| panic!("synthetic success for {id}"));
                 let ok = match kind {
@@ -422,24 +426,24 @@ impl Model {
                 };
                 assert!(ok, "synthetic success for {id} ({kind:?}): {s:?}");
             }
-            Outcome::ServerError(_) => {
+            Err(ActionError::Server(_)) => {
                 assert_eq!(*step, Step::Feed);
                 let s = said.unwrap_or_else(|| panic!("synthetic error for {id}"));
                 assert!(s.error_responses >= 1 || s.originate_failure, "{s:?}");
             }
-            Outcome::TimedOut { .. } => assert_eq!(*step, Step::Time, "{outcome:?}"),
-            Outcome::Cancelled => assert_eq!(*step, Step::Cancel(id.to_string())),
-            Outcome::Unknown(reason) => match step {
+            Err(ActionError::TimedOut { .. }) => assert_eq!(*step, Step::Time, "{outcome:?}"),
+            Err(ActionError::Cancelled) => assert_eq!(*step, Step::Cancel(id.to_string())),
+            Err(ActionError::Unknown(reason)) => match step {
                 Step::Eof => assert_eq!(*reason, DisconnectReason::Eof),
                 Step::Final => assert_eq!(*reason, DisconnectReason::LocalClose),
                 other => panic!("Unknown({reason:?}) during {other:?}"),
             },
-            Outcome::ListOverflow { items, .. } => {
+            Err(ActionError::ListOverflow { items, .. }) => {
                 assert_eq!(*step, Step::Feed);
                 assert_eq!(kind, Kind::List);
                 assert_eq!(*items, self.cfg.max_list_items);
             }
-            Outcome::NotSent(reason) => {
+            Err(ActionError::NotSent(reason)) => {
                 assert_eq!(*step, Step::Final);
                 assert_eq!(*reason, DisconnectReason::LocalClose);
             }
@@ -766,7 +770,7 @@ impl Model {
                 self.settle();
                 assert_eq!(cancelled, live, "cancel({id}) returned {cancelled}");
                 if live {
-                    assert_eq!(self.completed.get(&id), Some(&Outcome::Cancelled));
+                    assert_eq!(self.completed.get(&id), Some(&Err(ActionError::Cancelled)));
                 }
             }
             Op::Reconnect => self.reconnect(),

@@ -9,8 +9,8 @@
 mod scripted;
 
 use ami_proto::{
-    Action, ClientConfig, ClientConfigBuilder, ConnectFailure, Discard, DisconnectReason, Input,
-    Outcome, Phase, SendError, SendOptions, Status, StreamItem,
+    Action, ActionError, ClientConfig, ClientConfigBuilder, ConnectFailure, Discard,
+    DisconnectReason, Input, Phase, SendError, SendOptions, Status, StreamItem,
 };
 use scripted::{
     async_originate, event, id_of, list_complete, list_item, list_start, originate_queued,
@@ -448,8 +448,8 @@ fn heartbeat_timeout_disconnects_fails_in_flight_once_and_reconnects() {
         [Out::Close, Out::Completed(i1, o1), Out::Completed(i2, o2), Out::Disconnected(r, Some(at))] =>
         {
             assert_eq!((i1, i2), (&a, &b), "failures in send order");
-            assert_eq!(o1, &Outcome::Unknown(reason.clone()));
-            assert_eq!(o2, &Outcome::Unknown(reason.clone()));
+            assert_eq!(o1, &Err(ActionError::Unknown(reason.clone())));
+            assert_eq!(o2, &Err(ActionError::Unknown(reason.clone())));
             assert_eq!(r, &reason);
             *at
         }
@@ -466,7 +466,7 @@ fn heartbeat_timeout_disconnects_fails_in_flight_once_and_reconnects() {
     let c_written = h.take("Ping");
     assert_eq!(id_of(&c_written), c.as_str());
     h.feed(&pong(c.as_str()));
-    assert!(h.outcome(&c).is_success());
+    assert!(h.outcome(&c).is_ok());
     assert_eq!(h.outcomes(&a).len(), 1);
     assert_eq!(h.outcomes(&b).len(), 1);
 }
@@ -498,7 +498,7 @@ fn heartbeat_resumes_after_a_ping_answered_past_its_deadline() {
     h.advance_to(t0 + secs(55));
     h.feed(&originate_queued(id.as_str()));
     h.feed(&pong(id_of(&ping)));
-    assert!(h.outcome(&id).is_success());
+    assert!(h.outcome(&id).is_ok());
     assert!(h.advance_to(t0 + secs(75)).is_empty());
     assert!(
         is_ping(&h),
@@ -568,7 +568,7 @@ fn written_sync_originate_suspends_the_heartbeat_deadline() {
     let ping = ping.expect("the heartbeat still pings");
     h.feed(&originate_queued(id.as_str()));
     h.feed(&pong(id_of(&ping)));
-    assert!(h.outcome(&id).is_success());
+    assert!(h.outcome(&id).is_ok());
     assert!(h.client.is_ready());
     assert_eq!(
         h.client
@@ -601,10 +601,10 @@ fn unanswered_action_times_out_in_the_response_phase() {
         out,
         [Out::Completed(
             id,
-            Outcome::TimedOut {
+            Err(ActionError::TimedOut {
                 phase: Phase::Response,
                 partial: None
-            }
+            })
         )]
     );
     assert_eq!(h.client.stats().pending, 0);
@@ -670,10 +670,10 @@ fn list_that_never_completes_times_out_with_the_items_so_far() {
     let out = h.advance_to(t0 + secs(10));
     let [Out::Completed(
         done,
-        Outcome::TimedOut {
+        Err(ActionError::TimedOut {
             phase: Phase::List,
             partial: Some(partial),
-        },
+        }),
     )] = &out[..]
     else {
         panic!("{out:?}")
@@ -707,10 +707,10 @@ fn async_originate_without_originate_response_times_out_in_follow_up_phase() {
     let out = h.advance_to(deadline);
     let [Out::Completed(
         done,
-        Outcome::TimedOut {
+        Err(ActionError::TimedOut {
             phase: Phase::FollowUp,
             partial: Some(partial),
-        },
+        }),
     )] = &out[..]
     else {
         panic!("{out:?}")
@@ -749,10 +749,10 @@ fn action_queued_while_disconnected_times_out_in_the_queued_phase() {
         h.advance_to(t0 + secs(2)),
         [Out::Completed(
             id,
-            Outcome::TimedOut {
+            Err(ActionError::TimedOut {
                 phase: Phase::Queued,
                 partial: None
-            }
+            })
         )]
     );
     h.ready();
@@ -794,7 +794,7 @@ fn wait_always_equals_the_earliest_timer_or_deadline() {
     assert_eq!(h.wait(), Some(t0 + secs(3)));
     let out = h.advance_to(t0 + secs(3));
     assert!(
-        matches!(&out[..], [Out::Completed(i, Outcome::TimedOut { phase: Phase::Queued, .. })] if *i == a)
+        matches!(&out[..], [Out::Completed(i, Err(ActionError::TimedOut { phase: Phase::Queued, .. }))] if *i == a)
     );
     assert_eq!(h.wait(), Some(t0 + secs(12)), "login timeout");
     h.advance_to(t0 + secs(4));

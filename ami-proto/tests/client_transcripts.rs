@@ -4,7 +4,7 @@
 
 mod support;
 
-use ami_proto::{Action, AuthMethod, Client, ClientConfig, DisconnectReason, Outcome, StreamItem};
+use ami_proto::{Action, AuthMethod, Client, ClientConfig, DisconnectReason, StreamItem};
 use std::time::{Duration, Instant};
 use support::{Replay, Step};
 
@@ -136,7 +136,7 @@ fn event_lists_are_gathered_into_one_result() {
     let mut r = Replay::new(client, now, "coreshowchannels.sent", steps);
     r.play("coreshowchannels.raw", GAP);
     for id in r.record.ids.clone() {
-        let Outcome::Success(resp) = r.outcome(&id) else {
+        let Ok(resp) = r.outcome(&id) else {
             panic!("list failed: {:?}", r.outcome(&id))
         };
         assert_eq!(resp.items().len(), 4, "4 Local channels were up");
@@ -164,7 +164,7 @@ fn empty_list_completes_with_no_items() {
     let steps = vec![Step::Send(Action::new("CoreShowChannels")), Step::Logoff];
     let mut r = Replay::new(client, now, "coreshowchannels_empty.sent", steps);
     r.play("coreshowchannels_empty.raw", GAP);
-    let Outcome::Success(resp) = r.outcome(&r.record.ids[0]) else {
+    let Ok(resp) = r.outcome(&r.record.ids[0]) else {
         panic!()
     };
     assert!(resp.items().is_empty());
@@ -187,7 +187,7 @@ fn async_originate_completes_with_its_originate_response() {
     let steps = vec![Step::Send(originate), Step::Logoff];
     let mut r = Replay::new(client, now, "originate_async.sent", steps);
     r.play("originate_async.raw", GAP);
-    let Outcome::Success(resp) = r.outcome(&r.record.ids[0]) else {
+    let Ok(resp) = r.outcome(&r.record.ids[0]) else {
         panic!("{:?}", r.outcome(&r.record.ids[0]))
     };
     assert_eq!(resp.text(), Some("Originate successfully queued"));
@@ -230,9 +230,9 @@ fn pipelined_actions_each_complete_once_in_order() {
         .collect();
     assert_eq!(completed, r.record.ids);
     for id in &r.record.ids {
-        assert!(r.outcome(id).is_success());
+        assert!(r.outcome(id).is_ok());
     }
-    let Outcome::Success(cmd) = r.outcome(&r.record.ids[3]) else {
+    let Ok(cmd) = r.outcome(&r.record.ids[3]) else {
         panic!()
     };
     assert!(cmd.message().command_output().count() >= 1);

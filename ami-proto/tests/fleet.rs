@@ -5,7 +5,7 @@
 
 use ami_proto::fleet::*;
 use ami_proto::{
-    Action, ClientConfig, ConnectFailure, DisconnectReason, Input, Outcome, StreamItem,
+    Action, ActionError, ClientConfig, ConnectFailure, DisconnectReason, Input, StreamItem,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -227,7 +227,7 @@ fn completions_name_the_server_and_ids_never_cross_servers() {
                 server,
                 id,
                 outcome,
-            } => Some((server.as_str(), id.clone(), outcome.is_success())),
+            } => Some((server.as_str(), id.clone(), outcome.is_ok())),
             _ => None,
         })
         .collect();
@@ -300,7 +300,7 @@ fn removal_completes_pending_actions_and_reports_queued_events_as_a_gap() {
     });
     assert_eq!(
         completed,
-        Some(Outcome::Unknown(DisconnectReason::LocalClose))
+        Some(Err(ActionError::Unknown(DisconnectReason::LocalClose)))
     );
     assert!(matches!(log.last(), Some(FleetOutput::Removed { server }) if server.as_str() == "a"));
     assert!(log

@@ -186,8 +186,7 @@ impl CallHarness {
                 match output {
                     Output::Notice(Notice::Completed { id, outcome }) => {
                         if let Some(token) = self.sent.remove(&id) {
-                            self.tracker
-                                .handle_reply(self.now, token, outcome.into_result());
+                            self.tracker.handle_reply(self.now, token, outcome);
                         }
                     }
                     Output::Notice(Notice::Disconnected { .. }) => self.summary.outages += 1,

@@ -541,12 +541,12 @@ impl FleetHarness {
                 let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 self.summary.quiet_worst_latency_us = self.summary.quiet_worst_latency_us.max(us);
                 sim.in_flight = None;
-                if !self.closing && !outcome.is_success() {
+                if !self.closing && outcome.is_err() {
                     self.violate(format!("quiet {server}'s {id} failed: {outcome:?}"));
                 }
             }
         }
-        if let Outcome::Success(r) = &outcome {
+        if let Ok(r) = &outcome {
             self.summary.successes += 1;
             if r.message().action_id() != Some(id.as_str()) {
                 self.violate(format!("{id} succeeded with a response for another action"));

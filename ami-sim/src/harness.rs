@@ -10,8 +10,8 @@
 
 use crate::{Fault, SessionId, SimConfig, SimServer};
 use ami_proto::{
-    Action, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame, Input,
-    Notice, Outcome, Output, StreamItem,
+    Action, ActionError, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason,
+    Frame, Input, Notice, Outcome, Output, StreamItem,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -581,7 +581,7 @@ impl Harness {
         if !self.closing && self.healthy_actions.contains(&id) {
             let answered = matches!(
                 outcome,
-                Outcome::Success(_) | Outcome::ServerError(_) | Outcome::Cancelled
+                Ok(_) | Err(ActionError::Server(_)) | Err(ActionError::Cancelled)
             );
             if !answered {
                 self.violate(format!(
@@ -589,7 +589,7 @@ impl Harness {
                 ));
             }
         }
-        if let Outcome::Success(resp) = &outcome {
+        if let Ok(resp) = &outcome {
             self.summary.successes += 1;
             if resp.message().action_id() != Some(id.as_str()) {
                 self.violate(format!("{id} succeeded with another action's response"));

@@ -2,7 +2,7 @@
 //! read their items and completion as the typed events they name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_proto::{Action, Client, ClientConfig, Input, Notice, Outcome, Output, Response};
+use ami_proto::{Action, Client, ClientConfig, Input, Notice, Output, Response};
 use ami_types::actions::{
     CoreShowChannels, Getvar, GetvarResponse, ListAction, Originate, Status, TypedAction,
     UpdateConfig,
@@ -85,7 +85,7 @@ fn run(action: Action, reply: impl Fn(&str) -> String) -> Response {
                 }
                 Output::Notice(Notice::Completed { id: done, outcome }) if done == id => {
                     match outcome {
-                        Outcome::Success(r) => return r,
+                        Ok(r) => return r,
                         other => panic!("{other:?}"),
                     }
                 }

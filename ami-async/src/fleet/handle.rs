@@ -277,7 +277,7 @@ impl FleetHandle {
         Reply {
             server: key.0,
             result: match outcome {
-                Some(o) => o.into_result().map_err(AmiError::Action),
+                Some(o) => o.map_err(AmiError::Action),
                 None => Err(AmiError::Closed),
             },
         }

@@ -52,7 +52,7 @@ impl MioSession {
                     if let Some(ticket) = self.tickets.remove(&id) {
                         out.push(Happening::Completed {
                             ticket,
-                            result: outcome.into_result().map_err(CallError::Action),
+                            result: outcome.map_err(CallError::Action),
                         });
                     }
                 }

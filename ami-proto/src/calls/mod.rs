@@ -99,7 +99,7 @@
 //!                 // Only the tracker's own requests are answered back to it.
 //!                 if let Some(token) = pending.iter().position(|(_, i)| *i == id) {
 //!                     let (token, _) = pending.swap_remove(token);
-//!                     tracker.handle_reply(now, token, outcome.into_result());
+//!                     tracker.handle_reply(now, token, outcome);
 //!                 }
 //!             }
 //!             Output::Wait(_) => break,
@@ -407,7 +407,7 @@ impl CallTracker {
         }
     }
 
-    /// The answer to request `token`: `outcome.into_result()` from a [`Client`](crate::Client),
+    /// The answer to request `token`: `outcome` from a [`Client`](crate::Client),
     /// or an async adapter's result. Unknown tokens are ignored.
     pub fn handle_reply(&mut self, now: Instant, token: u64, reply: Result<Response, ActionError>) {
         if let Some(f) = self.inflight.get_mut(&token) {

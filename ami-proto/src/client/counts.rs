@@ -172,6 +172,9 @@ mod tests {
         };
         assert_eq!(reason.kind(), DisconnectKind::LoginRejected);
         assert_eq!(reason.kind().as_str(), "login_rejected");
-        assert_eq!(crate::Outcome::Cancelled.kind(), OutcomeKind::Cancelled);
+        assert_eq!(
+            OutcomeKind::of(&Err(crate::ActionError::Cancelled)),
+            OutcomeKind::Cancelled
+        );
     }
 }

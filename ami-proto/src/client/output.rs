@@ -339,58 +339,31 @@ pub enum Phase {
     FollowUp,
 }
 
-/// How an action ended. Only [`Outcome::Success`] means the server said it worked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// The server answered with success (`Success`, `Goodbye`, `Follows`; for an async
-    /// Originate, an `OriginateResponse` with `Response: Success`).
-    Success(Response),
-    /// The server answered with an error (`Response: Error`, or an `OriginateResponse` with
-    /// `Response: Failure`). List items received before the error are kept.
-    ServerError(Response),
-    /// The deadline passed in `phase`; whatever arrived is in `partial`.
-    TimedOut {
-        /// The phase that did not finish.
-        phase: Phase,
-        /// What had arrived, if anything.
-        partial: Option<Response>,
-    },
-    /// The list outgrew `max_list_items` or `max_list_bytes`; its remaining items are
-    /// dropped (and counted) as they arrive.
-    ListOverflow {
-        /// Items gathered when the cap was hit.
-        items: usize,
-        /// Bytes gathered when the cap was hit.
-        bytes: usize,
-    },
-    /// The caller cancelled it.
-    Cancelled,
-    /// Never written: its connection never came up in time, or the client closed. It is safe
-    /// to send again.
-    NotSent(DisconnectReason),
-    /// Written, but the connection was lost before the answer: the server may or may not
-    /// have run it. It is never re-sent automatically.
-    Unknown(DisconnectReason),
-}
+/// How an action ended, reported once per ActionID in [`Notice::Completed`]: `Ok` with the
+/// server's [`Response`] only when the server said it worked (`Success`, `Goodbye`,
+/// `Follows`; for an async Originate, an `OriginateResponse` with `Response: Success`);
+/// otherwise an [`ActionError`] that says why.
+pub type Outcome = Result<Response, ActionError>;
 
-/// An action that did not succeed: every [`Outcome`] but success, as an error value.
+/// Why an action did not succeed: the `Err` of an [`Outcome`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ActionError {
-    /// The server answered with an error; the response (with any list items, or the failed
-    /// `OriginateResponse` as its follow-up) is here.
+    /// The server answered with an error (`Response: Error`, or an `OriginateResponse` with
+    /// `Response: Failure`); the response (with any list items received before the error, or
+    /// the failed `OriginateResponse` as its follow-up) is here.
     #[error("server error: {}", server_error_text(.0))]
     Server(Box<Response>),
-    /// The deadline passed in `phase`.
+    /// The deadline passed in `phase`; whatever arrived is in `partial`.
     #[error("timed out waiting ({phase:?})")]
     TimedOut {
         /// The phase that did not finish.
         phase: Phase,
-        /// What had arrived.
+        /// What had arrived, if anything.
         partial: Option<Box<Response>>,
     },
-    /// The list outgrew its caps.
+    /// The list outgrew `max_list_items` or `max_list_bytes`; its remaining items are
+    /// dropped (and counted) as they arrive.
     #[error("list overflow after {items} items / {bytes} bytes")]
     ListOverflow {
         /// Items gathered.
@@ -401,11 +374,13 @@ pub enum ActionError {
     /// Cancelled by the caller.
     #[error("cancelled")]
     Cancelled,
-    /// Never written; safe to send again. The message names the reason too, so `{e}` alone
-    /// says it all; `source()` returns it for callers that walk the chain.
+    /// Never written: its connection never came up in time, or the client closed. It is safe
+    /// to send again. The message names the reason too, so `{e}` alone says it all;
+    /// `source()` returns it for callers that walk the chain.
     #[error("not sent: {0}")]
     NotSent(#[source] DisconnectReason),
-    /// Written, but the connection was lost first: the server may have run it.
+    /// Written, but the connection was lost before the answer: the server may or may not
+    /// have run it. It is never re-sent automatically.
     #[error("outcome unknown: {0}")]
     Unknown(#[source] DisconnectReason),
 }
@@ -423,47 +398,36 @@ fn server_error_text(r: &Response) -> String {
     }
 }
 
-impl Outcome {
-    /// The response on success, or why not as an [`ActionError`].
-    pub fn into_result(self) -> Result<Response, ActionError> {
-        match self {
-            Outcome::Success(r) => Ok(r),
-            Outcome::ServerError(r) => Err(ActionError::Server(Box::new(r))),
-            Outcome::TimedOut { phase, partial } => Err(ActionError::TimedOut {
-                phase,
-                partial: partial.map(Box::new),
-            }),
-            Outcome::ListOverflow { items, bytes } => {
-                Err(ActionError::ListOverflow { items, bytes })
-            }
-            Outcome::Cancelled => Err(ActionError::Cancelled),
-            Outcome::NotSent(r) => Err(ActionError::NotSent(r)),
-            Outcome::Unknown(r) => Err(ActionError::Unknown(r)),
-        }
-    }
-
-    /// True for [`Outcome::Success`].
-    pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Success(_))
-    }
-    /// The server's answer, when there is one.
+impl ActionError {
+    /// The server's answer, when there is one: its error response, or what had arrived
+    /// before a deadline.
     pub fn response(&self) -> Option<&Response> {
         match self {
-            Outcome::Success(r) | Outcome::ServerError(r) => Some(r),
-            Outcome::TimedOut { partial, .. } => partial.as_ref(),
+            ActionError::Server(r) => Some(r),
+            ActionError::TimedOut { partial, .. } => partial.as_deref(),
             _ => None,
         }
     }
-    /// The outcome's kind, for counters.
+
+    /// The error's kind, for counters.
     pub fn kind(&self) -> OutcomeKind {
         match self {
-            Outcome::Success(_) => OutcomeKind::Success,
-            Outcome::ServerError(_) => OutcomeKind::ServerError,
-            Outcome::TimedOut { .. } => OutcomeKind::TimedOut,
-            Outcome::ListOverflow { .. } => OutcomeKind::ListOverflow,
-            Outcome::Cancelled => OutcomeKind::Cancelled,
-            Outcome::NotSent(_) => OutcomeKind::NotSent,
-            Outcome::Unknown(_) => OutcomeKind::Unknown,
+            ActionError::Server(_) => OutcomeKind::ServerError,
+            ActionError::TimedOut { .. } => OutcomeKind::TimedOut,
+            ActionError::ListOverflow { .. } => OutcomeKind::ListOverflow,
+            ActionError::Cancelled => OutcomeKind::Cancelled,
+            ActionError::NotSent(_) => OutcomeKind::NotSent,
+            ActionError::Unknown(_) => OutcomeKind::Unknown,
+        }
+    }
+}
+
+impl OutcomeKind {
+    /// The kind of an action's outcome.
+    pub fn of(outcome: &Outcome) -> OutcomeKind {
+        match outcome {
+            Ok(_) => OutcomeKind::Success,
+            Err(e) => e.kind(),
         }
     }
 }
@@ -472,19 +436,19 @@ counted! {
     /// The kind of an [`Outcome`], without its details: what
     /// [`Stats::actions_by_outcome`](crate::Stats::actions_by_outcome) counts.
     pub enum OutcomeKind {
-        /// [`Outcome::Success`].
+        /// `Ok`: the server said it worked.
         Success => "success",
-        /// [`Outcome::ServerError`].
+        /// [`ActionError::Server`].
         ServerError => "server_error",
-        /// [`Outcome::TimedOut`].
+        /// [`ActionError::TimedOut`].
         TimedOut => "timed_out",
-        /// [`Outcome::ListOverflow`].
+        /// [`ActionError::ListOverflow`].
         ListOverflow => "list_overflow",
-        /// [`Outcome::Cancelled`].
+        /// [`ActionError::Cancelled`].
         Cancelled => "cancelled",
-        /// [`Outcome::NotSent`].
+        /// [`ActionError::NotSent`].
         NotSent => "not_sent",
-        /// [`Outcome::Unknown`].
+        /// [`ActionError::Unknown`].
         Unknown => "unknown",
     }
 }

@@ -54,7 +54,7 @@ impl Client {
                 }
                 let mut response = Response::new(msg);
                 if is_error {
-                    self.finish(now, seq, Outcome::ServerError(response));
+                    self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
                 } else if let Some(budget) = follow_up {
                     match p.early_follow_up.take() {
                         Some(ev) => {
@@ -69,7 +69,7 @@ impl Client {
                         }
                     }
                 } else {
-                    self.finish(now, seq, Outcome::Success(response));
+                    self.finish(now, seq, Ok(response));
                 }
             }
             (Kind::User { .. }, Stage::List) => {
@@ -83,10 +83,10 @@ impl Client {
                     .map_or_else(|| Response::new(msg.clone()), |r| *r);
                 let outcome = if is_error {
                     response.response = msg;
-                    Outcome::ServerError(response)
+                    Err(ActionError::Server(Box::new(response)))
                 } else {
                     response.complete = Some(msg);
-                    Outcome::Success(response)
+                    Ok(response)
                 };
                 self.report(now, seq, outcome, false);
             }
@@ -150,7 +150,7 @@ impl Client {
                         if let Some(at) = p.written_at {
                             self.stats.latency.record(now.saturating_duration_since(at));
                         }
-                        self.finish(now, seq, Outcome::Success(response));
+                        self.finish(now, seq, Ok(response));
                     }
                     return true;
                 }
@@ -164,7 +164,12 @@ impl Client {
                     );
                     self.stats.list_items_dropped += 1;
                     // The server is still sending the list: it keeps its pipeline slot.
-                    self.report(now, seq, Outcome::ListOverflow { items, bytes }, true);
+                    self.report(
+                        now,
+                        seq,
+                        Err(ActionError::ListOverflow { items, bytes }),
+                        true,
+                    );
                     return true;
                 }
                 p.list_bytes = bytes;
@@ -246,7 +251,7 @@ impl Client {
     }
 
     pub(super) fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {
-        let kind = outcome.kind();
+        let kind = OutcomeKind::of(&outcome);
         self.stats.actions_by_outcome.add(kind);
         log::debug!("AMI action {id} finished: {kind}");
         if let Some(mark) = self.marks.remove(&id) {
@@ -284,9 +289,14 @@ impl Client {
                     Stage::FollowUp => Phase::FollowUp,
                     _ => Phase::Response,
                 };
-                let partial = p.response.take().map(|r| *r);
+                let partial = p.response.take();
                 log::debug!("AMI action {} timed out ({phase:?})", p.id);
-                self.report(now, seq, Outcome::TimedOut { phase, partial }, false);
+                self.report(
+                    now,
+                    seq,
+                    Err(ActionError::TimedOut { phase, partial }),
+                    false,
+                );
             }
         }
     }
@@ -297,10 +307,10 @@ impl Client {
         if let Some(p) = self.pending.remove(seq) {
             log::debug!("AMI action {} timed out before it was written", p.id);
             if matches!(p.kind, Kind::User { .. }) {
-                let outcome = Outcome::TimedOut {
+                let outcome = Err(ActionError::TimedOut {
                     phase: Phase::Queued,
                     partial: None,
-                };
+                });
                 self.emit_completed(p.id, outcome);
             }
         }
@@ -309,7 +319,7 @@ impl Client {
     pub(super) fn fail_queued(&mut self, now: Instant, reason: DisconnectReason) {
         while let Some(seq) = self.pending.pop_queued() {
             self.pending.set_stage(seq, Stage::Written, false);
-            self.finish(now, seq, Outcome::NotSent(reason.clone()));
+            self.finish(now, seq, Err(ActionError::NotSent(reason.clone())));
         }
     }
 }
@@ -321,8 +331,8 @@ fn follow_up_outcome(response: Response) -> Outcome {
         .and_then(|m| m.get_str("Response"))
         .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
     if ok {
-        Outcome::Success(response)
+        Ok(response)
     } else {
-        Outcome::ServerError(response)
+        Err(ActionError::Server(Box::new(response)))
     }
 }

@@ -12,8 +12,8 @@ use super::backoff::Backoff;
 use super::config::{AuthMethod, ClientConfig};
 use super::events::{EventQueue, Offer};
 use super::output::{
-    ConnectFailure, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
-    StreamItem,
+    ActionError, ConnectFailure, Discard, DisconnectReason, Notice, Outcome, OutcomeKind, Output,
+    Phase, Response, Status, StreamItem,
 };
 use super::pending::{Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
@@ -581,11 +581,11 @@ impl Client {
         };
         match self.pending.stage(seq) {
             Some(Stage::Queued) => {
-                self.finish(now, seq, Outcome::Cancelled);
+                self.finish(now, seq, Err(ActionError::Cancelled));
                 true
             }
             Some(Stage::Written | Stage::List | Stage::FollowUp) => {
-                self.report(now, seq, Outcome::Cancelled, false);
+                self.report(now, seq, Err(ActionError::Cancelled), false);
                 true
             }
             _ => false,
@@ -707,7 +707,11 @@ impl Client {
             if let Err(e) = action.encode(Some(&id), self.conn.transmit_buffer()) {
                 // Validated at send time; kept as a typed failure rather than a panic.
                 log::error!("AMI action {id} failed to encode: {e}");
-                self.finish(now, seq, Outcome::NotSent(DisconnectReason::LocalClose));
+                self.finish(
+                    now,
+                    seq,
+                    Err(ActionError::NotSent(DisconnectReason::LocalClose)),
+                );
                 continue;
             }
             self.stats.actions_written += 1;

@@ -31,7 +31,7 @@ impl Client {
                         continue;
                     };
                     if matches!(p.kind, Kind::User { .. }) {
-                        self.emit_completed(p.id, Outcome::Unknown(reason.clone()));
+                        self.emit_completed(p.id, Err(ActionError::Unknown(reason.clone())));
                     }
                 }
             }
