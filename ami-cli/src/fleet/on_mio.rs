@@ -91,7 +91,7 @@ impl MioRun {
                         (server.clone(), id),
                         Reply {
                             server,
-                            result: outcome.into_result().map_err(AmiError::Action),
+                            result: outcome.map_err(AmiError::Action),
                         },
                     );
                 }
