@@ -126,3 +126,46 @@ fn amis_refuses_a_certificate_it_was_not_told_to_trust_on_mio() {
     assert!(out.stdout.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn amis_with_several_servers_reaches_each_over_tls_on_every_runtime() {
+    let (pem, config) = localhost_cert();
+    let (a, b) = (tls_server(config.clone()), tls_server(config));
+    let dir = std::env::temp_dir().join(format!("ami-cli-tls-fleet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &pem).unwrap();
+    let (ua, ub) = (
+        format!("amis://admin:x@localhost:{}", a.port()),
+        format!("amis://admin:x@localhost:{}", b.port()),
+    );
+    let ca_arg = ca.to_str().unwrap();
+    each_runtime(|rt| {
+        let out = ami(&[
+            "--runtime",
+            rt,
+            "--server",
+            &ua,
+            "--server",
+            &ub,
+            "--ca",
+            ca_arg,
+            "action",
+            "Ping",
+            "--on",
+            "all",
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(0), "{rt}: {err}");
+        let lines = stdout_lines(&out);
+        assert_eq!(lines.len(), 2, "{rt}: one reply per server: {lines:?}");
+        for line in &lines {
+            assert!(line.contains(r#"["TLS","yes"]"#), "{rt}: {line}");
+        }
+        for port in [a.port(), b.port()] {
+            let server = format!(r#""server":"localhost:{port}""#);
+            assert!(lines.iter().any(|l| l.contains(&server)), "{rt}: {lines:?}");
+        }
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}

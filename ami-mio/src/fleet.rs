@@ -45,6 +45,19 @@ impl Session for Member<'_> {
     fn settle(&mut self, _conn: &mut Conn) {}
 }
 
+/// Why [`MioFleet::add_tls`] refused a server.
+#[cfg(feature = "tls")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FleetAddError {
+    /// The fleet refused it (bad or duplicate name, fleet full).
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    /// The TLS settings were refused.
+    #[error(transparent)]
+    Tls(#[from] crate::AddError),
+}
+
 /// What one [`MioFleet::step`] hands back.
 #[derive(Debug, Default)]
 #[non_exhaustive]
@@ -139,6 +152,29 @@ impl MioFleet {
         }
         if let Some(slot) = self.conns.get_mut(id.index()) {
             *slot = Some((id, Conn::new(Target::Addr(addr))));
+        }
+        Ok(id)
+    }
+
+    /// [`add`](Self::add) speaking AMI over TLS (feature `tls`), as
+    /// [`MioDriver::add_tls`](crate::MioDriver::add_tls) does for one server.
+    ///
+    /// # Errors
+    /// `tls.server_name` is neither a DNS name nor an IP address, or the fleet refused the
+    /// server.
+    #[cfg(feature = "tls")]
+    pub fn add_tls(
+        &mut self,
+        now: Instant,
+        name: &str,
+        config: ClientConfig,
+        addr: SocketAddr,
+        tls: crate::Tls,
+    ) -> Result<ServerId, FleetAddError> {
+        let tls = crate::tls::TlsTarget::new(tls)?;
+        let id = self.add(now, name, config, addr)?;
+        if let Some((_, conn)) = self.conns.get_mut(id.index()).and_then(Option::as_mut) {
+            conn.tls = Some(tls);
         }
         Ok(id)
     }

@@ -156,6 +156,8 @@ pub use ami_proto;
 pub use ami_proto::fleet::Budget;
 pub use ami_proto::Notice;
 pub use driver::{AddError, MioDriver, Options};
+#[cfg(feature = "tls")]
+pub use fleet::FleetAddError;
 pub use fleet::{FleetReport, MioFleet};
 pub use report::{ConnId, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};

@@ -10,7 +10,7 @@ use ami_mio::MioFleet;
 use ami_proto::fleet::{FleetItem, FleetOutput, Route, RouteError, ServerName, ServerStatus};
 use ami_proto::{Action, ActionId};
 use std::collections::HashMap;
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// A routed action: the server it went to and its ActionID there.
@@ -31,32 +31,34 @@ pub(super) struct MioRun {
 
 impl MioRun {
     pub(super) fn open(members: Vec<Member>) -> Result<MioRun, Failure> {
-        if let Some(m) = members.iter().find(|m| m.ca_pem.is_some()) {
-            return Err(Failure::new(
-                EXIT_USAGE,
-                format!(
-                    "--server {}: --runtime mio has no amis:// in this command yet; use \
-                     --runtime tokio or async-std",
-                    m.url
-                ),
-            ));
-        }
         let mut fleet = MioFleet::new().map_err(io_failure)?;
         let mut names = Vec::with_capacity(members.len());
         for m in members {
-            // MioFleet takes addresses: the names are resolved here, before the loop runs
-            // (the first address; a name that does not exist is said as such).
+            // MioFleet takes addresses: the name is resolved here, before the loop runs (a
+            // name that does not exist is said as such). An IPv4 address first: `localhost`
+            // often lists ::1 first, where a server bound to 127.0.0.1 is not.
             diagnose::resolve(&m.url)?;
-            let addr = (m.url.host.as_str(), m.url.port)
+            let addrs: Vec<SocketAddr> = (m.url.host.as_str(), m.url.port)
                 .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
+                .map(Iterator::collect)
+                .unwrap_or_default();
+            let addr = addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied()
                 .ok_or_else(|| {
                     Failure::new(EXIT_CONNECT, format!("host not found: {}", m.url.host))
                 })?;
-            fleet
-                .add(Instant::now(), &m.name, m.config, addr)
-                .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {}: {e}", m.url)))?;
+            let now = Instant::now();
+            match &m.ca_pem {
+                None => fleet
+                    .add(now, &m.name, m.config, addr)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Some(pem) => add_tls(&mut fleet, now, &m, addr, pem)?,
+            }
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {}: {e}", m.url)))?;
             names.push(m.name);
         }
         Ok(MioRun {
@@ -118,6 +120,37 @@ impl MioRun {
                 .is_none_or(|s| matches!(s, ServerStatus::Closed { .. }))
         })
     }
+}
+
+/// Adds `m` over TLS; the outer error is a bad `--ca`, the inner one the fleet's refusal.
+#[cfg(feature = "tls")]
+fn add_tls(
+    fleet: &mut MioFleet,
+    now: Instant,
+    m: &Member,
+    addr: SocketAddr,
+    pem: &[u8],
+) -> Result<Result<(), String>, Failure> {
+    let tls = ami_mio::Tls {
+        config: ami_mio::client_config_from_pem(pem)
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("--ca: {e}")))?,
+        server_name: m.url.host.clone(),
+    };
+    Ok(fleet
+        .add_tls(now, &m.name, m.config.clone(), addr, tls)
+        .map(drop)
+        .map_err(|e| e.to_string()))
+}
+
+#[cfg(not(feature = "tls"))]
+fn add_tls(
+    _: &mut MioFleet,
+    _: Instant,
+    _: &Member,
+    _: SocketAddr,
+    _: &[u8],
+) -> Result<Result<(), String>, Failure> {
+    Err(Failure::new(EXIT_USAGE, "amis:// needs the `tls` feature"))
 }
 
 impl Engine for MioRun {
