@@ -117,18 +117,9 @@ fn action_on(rt: &str) {
 
     let on_both = |rest: &[&str]| {
         let (ua, ub) = (url(&a), url(&b));
-        let mut args = vec![
-            "--runtime",
-            rt,
-            "--server",
-            &ua,
-            "--server",
-            &ub,
-            "action",
-            "Ping",
-        ];
+        let mut args = vec!["action", "Ping"];
         args.extend_from_slice(rest);
-        ami(&args)
+        on_servers(rt, &[&ua, &ub], &args)
     };
     let out = on_both(&["--on", &name_b]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -141,20 +141,8 @@ fn amis_with_several_servers_reaches_each_over_tls_on_every_runtime() {
     );
     let ca_arg = ca.to_str().unwrap();
     each_runtime(|rt| {
-        let out = ami(&[
-            "--runtime",
-            rt,
-            "--server",
-            &ua,
-            "--server",
-            &ub,
-            "--ca",
-            ca_arg,
-            "action",
-            "Ping",
-            "--on",
-            "all",
-        ]);
+        let args = ["--ca", ca_arg, "action", "Ping", "--on", "all"];
+        let out = on_servers(rt, &[&ua, &ub], &args);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{rt}: {err}");
         let lines = stdout_lines(&out);

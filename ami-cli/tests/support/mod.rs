@@ -38,6 +38,16 @@ pub fn on(runtime: &str, server: &str, args: &[&str]) -> Output {
     ami(&all)
 }
 
+/// `ami --runtime RT --server URL1 --server URL2 ... ARGS...`
+pub fn on_servers(runtime: &str, servers: &[&str], args: &[&str]) -> Output {
+    let mut all = vec!["--runtime", runtime];
+    for s in servers {
+        all.extend(["--server", s]);
+    }
+    all.extend_from_slice(args);
+    ami(&all)
+}
+
 pub fn stdout_lines(out: &Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
