@@ -47,3 +47,36 @@ fn skipped_server_input_is_said_on_stderr_once_per_burst_with_its_count() {
         );
     });
 }
+
+/// The first line `ami sim ARGS` writes on stderr (then it is stopped).
+fn sim_banner(args: &[&str]) -> String {
+    use std::io::BufRead;
+    let mut all = vec!["sim"];
+    all.extend_from_slice(args);
+    let mut sim = spawn_piped(&all);
+    let mut line = String::new();
+    std::io::BufReader::new(sim.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    line
+}
+
+#[test]
+fn ami_sim_faults_print_the_seed_that_replays_them() {
+    let given = sim_banner(&["--faults", "7"]);
+    assert!(
+        given.contains("faults on (seed 7; replay with --faults 7)"),
+        "{given}"
+    );
+    // No seed given: one is drawn, and printed so the run can be replayed.
+    let drawn = sim_banner(&["--faults"]);
+    let seed = drawn
+        .split("replay with --faults ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no seed in {drawn:?}"));
+    assert!(seed.parse::<u64>().is_ok(), "{drawn}");
+    assert!(!sim_banner(&[]).contains("faults on"));
+}

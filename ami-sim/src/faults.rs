@@ -83,6 +83,66 @@ pub enum Fault {
     },
 }
 
+/// An endless, reproducible random schedule of one-shot faults for a simulator that runs a
+/// long time (`ami sim --faults SEED`): restarts (down 0.5 to 3 s), stalls (every session
+/// goes silent for 2 to 45 s, long enough to trip a client's heartbeat, then resumes) and
+/// dropped connections (every session reset mid-message), one every 5 to 30 s after the
+/// previous one has ended. Items are offsets from the start; the same seed always gives the
+/// same schedule, so a run that broke a client can be replayed.
+///
+/// ```
+/// use ami_sim::{Fault, FaultSchedule};
+/// let first: Vec<_> = FaultSchedule::new(7).take(5).collect();
+/// assert_eq!(first, FaultSchedule::new(7).take(5).collect::<Vec<_>>());
+/// ```
+#[derive(Debug, Clone)]
+pub struct FaultSchedule {
+    rng: SimRng,
+    at: Duration,
+    /// A stall in progress ends here.
+    resume_at: Option<Duration>,
+}
+
+impl FaultSchedule {
+    /// The schedule of `seed`.
+    pub fn new(seed: u64) -> FaultSchedule {
+        FaultSchedule {
+            rng: SimRng::new(seed),
+            at: Duration::ZERO,
+            resume_at: None,
+        }
+    }
+
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.rng.range(lo, hi))
+    }
+}
+
+impl Iterator for FaultSchedule {
+    type Item = (Duration, Fault);
+
+    fn next(&mut self) -> Option<(Duration, Fault)> {
+        if let Some(at) = self.resume_at.take() {
+            self.at = at;
+            return Some((at, Fault::Resume { session: None }));
+        }
+        let gap = self.millis(5_000, 30_000);
+        self.at += gap;
+        let fault = match self.rng.range(0, 2) {
+            0 => Fault::Restart {
+                down_for: self.millis(500, 3_000),
+            },
+            1 => {
+                let stall = self.millis(2_000, 45_000);
+                self.resume_at = Some(self.at + stall);
+                Fault::HalfOpen { session: None }
+            }
+            _ => Fault::ResetMidMessage { session: None },
+        };
+        Some((self.at, fault))
+    }
+}
+
 /// What the fault settings decided for one action.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Decision {
@@ -302,6 +362,48 @@ pub(crate) fn with_foreign_id(reply: &[u8], foreign: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_fault_schedule_is_reproducible_and_each_stall_ends() {
+        let a: Vec<_> = FaultSchedule::new(42).take(200).collect();
+        assert_eq!(a, FaultSchedule::new(42).take(200).collect::<Vec<_>>());
+        assert_ne!(a, FaultSchedule::new(43).take(200).collect::<Vec<_>>());
+        let mut last = Duration::ZERO;
+        let mut stalled = false;
+        let (mut restarts, mut stalls, mut resets) = (0, 0, 0);
+        for (at, fault) in &a {
+            assert!(*at >= last, "in time order");
+            match fault {
+                Fault::Resume { session: None } => {
+                    assert!(stalled, "a resume ends a stall");
+                    stalled = false;
+                }
+                other => {
+                    assert!(!stalled, "nothing else during a stall: {other:?}");
+                    let gap = *at - last;
+                    assert!((5..=30).contains(&gap.as_secs()), "{gap:?}");
+                    match other {
+                        Fault::Restart { down_for } => {
+                            assert!(*down_for <= Duration::from_secs(3));
+                            restarts += 1;
+                        }
+                        Fault::HalfOpen { session: None } => {
+                            stalled = true;
+                            stalls += 1;
+                        }
+                        Fault::ResetMidMessage { session: None } => resets += 1,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            last = *at;
+        }
+        assert!(
+            restarts > 20 && stalls > 20 && resets > 20,
+            "{restarts} {stalls} {resets}"
+        );
+    }
+
     use super::*;
 
     #[test]

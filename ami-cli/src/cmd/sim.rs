@@ -4,8 +4,9 @@
 
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_sim::tcp::TcpFront;
-use ami_sim::{ActionMatch, SimConfig};
+use ami_sim::{ActionMatch, Fault, FaultSchedule, SimConfig};
 use std::io::Write;
+use std::iter::Peekable;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -18,10 +19,12 @@ pub(crate) struct Args {
     /// numbered by `Seq`).
     #[arg(long, default_value_t = 0)]
     events_per_s: u64,
-    /// Turn on reproducible faults seeded with SEED: about 5% of replies 200 ms late, 1%
-    /// duplicated, one garbage line in 1,000, and a restart (down 1 s) every 20 to 40 s.
-    #[arg(long, value_name = "SEED")]
-    faults: Option<u64>,
+    /// Turn on reproducible faults seeded with SEED (a random seed, printed, when none is
+    /// given): about 5% of replies 200 ms late, 1% duplicated, one garbage line in 1,000,
+    /// and one of restart / stall / dropped connections every 5 to 30 s (each said on
+    /// stderr). The same SEED replays the same schedule.
+    #[arg(long, value_name = "SEED", num_args = 0..=1)]
+    faults: Option<Option<u64>>,
 }
 
 /// How often the feeder tops up events and checks for a due restart.
@@ -37,15 +40,15 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
             ),
         ));
     }
+    let seed = args.faults.map(|given| given.unwrap_or_else(random_seed));
     let mut config = SimConfig::default();
-    if let Some(seed) = args.faults {
+    if let Some(seed) = seed {
         config.seed = seed;
     }
     let front = TcpFront::start(config, &args.listen.to_string())
         .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = front.local_addr();
-    let mut restart_every = None;
-    if let Some(seed) = args.faults {
+    if seed.is_some() {
         front.with_faults(|f| {
             f.delay_replies(
                 ActionMatch::any().with_probability(0.05),
@@ -54,7 +57,6 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
             .duplicate_replies(ActionMatch::any().with_probability(0.01))
             .garbage_lines(0.001, b"SimGarbage: not a header line");
         });
-        restart_every = Some(Duration::from_secs(20 + seed % 21));
     }
     let host = if addr.is_ipv6() {
         format!("[{}]", addr.ip())
@@ -67,20 +69,43 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     eprintln!(
         "ami: simulated Asterisk on {addr} (users admin/amp111, limited/limited1), {} events/s{}; Ctrl-C stops it",
         args.events_per_s,
-        restart_every.map_or(String::new(), |d| format!(
-            ", faults on (restart every {})",
-            crate::words::duration(d)
+        seed.map_or(String::new(), |s| format!(
+            ", faults on (seed {s}; replay with --faults {s})"
         ))
     );
-    serve(&front, args.events_per_s, restart_every);
+    serve(
+        &front,
+        args.events_per_s,
+        seed.map(|s| FaultSchedule::new(s).peekable()),
+    );
     Ok(())
 }
 
-/// Feeds events at the asked rate and restarts on schedule, forever.
-fn serve(front: &TcpFront, events_per_s: u64, restart_every: Option<Duration>) {
+/// A seed nobody chose: std's hasher keys are random per process.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
+
+/// What a scheduled fault does, for stderr.
+fn describe(fault: &Fault) -> String {
+    match fault {
+        Fault::Restart { down_for } => {
+            format!("restart (down {})", crate::words::duration(*down_for))
+        }
+        Fault::HalfOpen { .. } => "stall: every session goes silent".to_string(),
+        Fault::Resume { .. } => "stall over: sessions speak again".to_string(),
+        Fault::ResetMidMessage { .. } => "every connection dropped mid-message".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Feeds events at the asked rate and applies the fault schedule as it falls due, forever.
+fn serve(front: &TcpFront, events_per_s: u64, mut faults: Option<Peekable<FaultSchedule>>) {
     let started = Instant::now();
     let mut sent: u64 = 0;
-    let mut next_restart = restart_every.map(|d| started + d);
     loop {
         std::thread::sleep(TICK);
         let due = (started.elapsed().as_secs_f64() * events_per_s as f64) as u64;
@@ -89,12 +114,18 @@ fn serve(front: &TcpFront, events_per_s: u64, restart_every: Option<Duration>) {
             front.with_server(|sim, now| sim.emit_user_events(now, n));
             sent = due;
         }
-        if let (Some(at), Some(every)) = (next_restart, restart_every) {
-            if Instant::now() >= at {
-                eprintln!("ami: simulated restart (down 1 s)");
-                front.restart(Duration::from_secs(1));
-                next_restart = Some(at + every);
-            }
+        let Some(schedule) = faults.as_mut() else {
+            continue;
+        };
+        while let Some((at, fault)) = schedule.next_if(|(at, _)| started + *at <= Instant::now()) {
+            eprintln!(
+                "ami: fault at {}: {}",
+                crate::words::duration(at),
+                describe(&fault)
+            );
+            front.with_faults(|f| {
+                f.schedule(started + at, fault);
+            });
         }
     }
 }
