@@ -2,6 +2,7 @@
 //! thread, each driver on a thread of its own (as `run_on_thread` does).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use ami_async::fleet::{FleetConfig, FleetEvents, FleetHandle};
 use ami_async::{Events, Handle, Target, Tls, TlsConfigError};
 use ami_async_std::AsyncIo;
 use ami_proto::ClientConfig;
@@ -33,6 +34,10 @@ impl ami_conformance::Adapter for OnAsyncIo {
 
     fn run_driver(driver: Pin<Box<dyn Future<Output = ()> + Send>>) {
         std::thread::spawn(move || async_io::block_on(driver));
+    }
+
+    fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents) {
+        ami_async_std::fleet::run_fleet_on_thread(config).unwrap()
     }
 }
 

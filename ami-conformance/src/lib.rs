@@ -5,7 +5,7 @@
 //! test body and how to start a session) and instantiates the suite with
 //! [`conformance_suite!`]. The tests use only `ami-async`'s API and runtime-neutral plumbing
 //! (async-io's timers, plain threads for extra callers), so a test passes or fails for the
-//! adapter's reasons only.
+//! adapter's reasons only. The multi-server fleet has its tests here too ([`fleet`]).
 //!
 //! ```ignore
 //! struct OnTokio;
@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fleet;
 pub mod suite;
 mod support;
 mod tls;
@@ -22,6 +23,7 @@ mod tls;
 pub use support::*;
 pub use tls::{localhost_cert, TlsTerminator};
 
+use ami_async::fleet::{FleetConfig, FleetEvents, FleetHandle};
 use ami_async::{Events, Handle, Target, Tls, TlsConfigError};
 use ami_proto::ClientConfig;
 use std::future::Future;
@@ -43,6 +45,9 @@ pub trait Adapter: 'static {
     ) -> Result<(Handle, Events), TlsConfigError>;
     /// Runs a driver future the way the adapter runs its own (a task, a thread).
     fn run_driver(driver: Pin<Box<dyn Future<Output = ()> + Send>>);
+    /// Starts a fleet with the adapter's own entry point (its `spawn_fleet`), inside
+    /// [`block_on`](Self::block_on).
+    fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents);
 }
 
 /// Instantiates every test of [`suite`] for an [`Adapter`], one `#[test]` each.
@@ -73,6 +78,18 @@ macro_rules! conformance_suite {
             tls_refuses_a_certificate_for_another_name,
             the_call_tracker_follows_calls_across_a_server_restart,
         );
+        $crate::conformance_suite!(@fleet $adapter;
+            a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly,
+            a_removed_server_fails_its_pending_action_and_the_last_user_closes_the_fleet,
+        );
+    };
+    (@fleet $adapter:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::fleet::$name::<$adapter>();
+            }
+        )*
     };
     (@tests $adapter:ty; $($name:ident),* $(,)?) => {
         $(

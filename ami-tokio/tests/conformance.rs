@@ -1,6 +1,7 @@
 //! The shared conformance suite (`ami-conformance`) on tokio: a two-worker runtime per test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use ami_async::fleet::{FleetConfig, FleetEvents, FleetHandle};
 use ami_async::{Events, Handle, Target, Tls, TlsConfigError};
 use ami_proto::ClientConfig;
 use ami_tokio::Tokio;
@@ -37,6 +38,10 @@ impl ami_conformance::Adapter for OnTokio {
 
     fn run_driver(driver: Pin<Box<dyn Future<Output = ()> + Send>>) {
         tokio::spawn(driver);
+    }
+
+    fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents) {
+        ami_tokio::fleet::spawn_fleet(config)
     }
 }
 
