@@ -489,17 +489,6 @@ fn usage_errors_exit_2() {
     let out = ami(&["action", "Ping"]);
     assert_code(&out, 2, "no server given");
     assert!(stderr(&out).contains("no server"));
-    let out = ami(&[
-        "--runtime",
-        "async-std",
-        "--server",
-        "amis://a:b@127.0.0.1:1",
-        "--ca",
-        "/dev/null",
-        "action",
-        "Ping",
-    ]);
-    assert_code(&out, 2, "no TLS on this runtime yet");
     let out = ami(&["--server", "amis://a:b@127.0.0.1:1", "action", "Ping"]);
     assert_code(&out, 2, "amis:// without --ca");
     assert!(stderr(&out).contains("--ca"));

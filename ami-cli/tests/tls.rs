@@ -89,7 +89,7 @@ fn ping(rt: &str, url: &str, ca: &std::path::Path) -> std::process::Output {
 }
 
 #[test]
-fn amis_reaches_a_tls_server_on_tokio_and_mio() {
+fn amis_reaches_a_tls_server_on_every_runtime() {
     let (pem, config) = localhost_cert();
     let addr = tls_server(config);
     let dir = std::env::temp_dir().join(format!("ami-cli-tls-{}", std::process::id()));
@@ -98,7 +98,7 @@ fn amis_reaches_a_tls_server_on_tokio_and_mio() {
     std::fs::write(&ca, &pem).unwrap();
     // `localhost` may resolve to ::1 first, where nothing listens: the next address is tried.
     let url = format!("amis://admin:x@localhost:{}", addr.port());
-    for rt in ["tokio", "mio"] {
+    for rt in ["tokio", "mio", "async-std"] {
         let out = ping(rt, &url, &ca);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(0), "{rt}: {err}");

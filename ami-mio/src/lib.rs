@@ -162,7 +162,7 @@ pub use fleet::{FleetReport, MioFleet};
 pub use report::{ConnId, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};
 #[cfg(feature = "tls")]
-pub use tls::{client_config_from_pem, PemError, Tls};
+pub use tls::{client_config_from_pem, Tls, TlsConfigError};
 #[cfg(feature = "tls")]
 pub use {rustls, rustls_pki_types};
 

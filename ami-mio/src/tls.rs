@@ -8,70 +8,15 @@
 
 use mio::net::TcpStream;
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+use rustls::{ClientConfig, ClientConnection};
 use std::io;
 use std::sync::Arc;
 
-/// TLS settings of a connection: AMI over TLS is implicit TLS (no STARTTLS), usually on port
-/// 5039. The same shape as `ami_tokio::Tls`.
-#[derive(Clone)]
-pub struct Tls {
-    /// The rustls client configuration (trusted roots, client authentication).
-    pub config: Arc<ClientConfig>,
-    /// The name the server's certificate must carry (a DNS name or an IP address).
-    pub server_name: String,
-}
-
-impl std::fmt::Debug for Tls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Why [`client_config_from_pem`] could not build a configuration.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PemError {
-    /// The text is not PEM.
-    #[error("bad PEM: {0}")]
-    Pem(#[source] rustls_pki_types::pem::Error),
-    /// A certificate in it cannot be a trust anchor.
-    #[error("bad certificate: {0}")]
-    Certificate(#[source] rustls::Error),
-    /// It holds no certificate.
-    #[error("no certificate in PEM")]
-    Empty,
-    /// The crypto provider offers none of the protocol versions asked for.
-    #[error("TLS protocol versions: {0}")]
-    Versions(#[source] rustls::Error),
-}
-
-/// A client configuration that trusts exactly the CA certificates in `pem` (Asterisk servers
-/// usually present a certificate from a private CA). TLS 1.2 and 1.3, ring as the crypto
-/// provider, no client certificate.
-pub fn client_config_from_pem(pem: &[u8]) -> Result<Arc<ClientConfig>, PemError> {
-    let mut roots = RootCertStore::empty();
-    let mut n = 0;
-    for cert in CertificateDer::pem_slice_iter(pem) {
-        let cert = cert.map_err(PemError::Pem)?;
-        roots.add(cert).map_err(PemError::Certificate)?;
-        n += 1;
-    }
-    if n == 0 {
-        return Err(PemError::Empty);
-    }
-    let config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(PemError::Versions)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    Ok(Arc::new(config))
-}
+/// TLS settings of a connection (AMI over TLS is implicit TLS, usually on port 5039) and the
+/// PEM helper: `ami-async`'s, the one definition every adapter shares (it needs no async
+/// runtime).
+pub use ami_async::tls::client_config_from_pem;
+pub use ami_async::{Tls, TlsConfigError};
 
 /// [`Tls`] checked when the connection is added: the server name parsed once.
 #[derive(Clone)]

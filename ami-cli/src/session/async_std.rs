@@ -20,15 +20,12 @@ pub(crate) struct AsyncStdSession {
 
 impl AsyncStdSession {
     pub(crate) fn open(target: Target) -> Result<AsyncStdSession, Failure> {
-        if target.ca_pem.is_some() {
-            return Err(Failure::new(
-                EXIT_USAGE,
-                "--runtime async-std has no TLS yet; use --runtime tokio for amis://",
-            ));
-        }
         let host = (target.url.host.as_str(), target.url.port);
-        let (handle, events) = ami_async_std::run_on_thread(target.config, host)
-            .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")))?;
+        let (handle, events) = match &target.ca_pem {
+            None => ami_async_std::run_on_thread(target.config, host)
+                .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")))?,
+            Some(pem) => run_tls(target.config, host, pem)?,
+        };
         let status = handle.status();
         let current = status.get();
         Ok(AsyncStdSession {
@@ -38,6 +35,36 @@ impl AsyncStdSession {
             waiting: Waiting::new(current),
         })
     }
+}
+
+/// `amis://`: ami-async's TLS, the driver on a thread of its own.
+#[cfg(feature = "tls")]
+fn run_tls(
+    config: ami_proto::ClientConfig,
+    host: (&str, u16),
+    pem: &[u8],
+) -> Result<(Handle, Events), Failure> {
+    let tls = ami_async_std::Tls {
+        config: ami_async_std::client_config_from_pem(pem)
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("--ca: {e}")))?,
+        server_name: host.0.to_string(),
+    };
+    let (handle, events, driver) = ami_async_std::spawn_tls(config, host, tls)
+        .map_err(|e| Failure::new(EXIT_USAGE, format!("amis://: {e}")))?;
+    std::thread::Builder::new()
+        .name("ami-driver".into())
+        .spawn(move || async_io::block_on(driver))
+        .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the driver: {e}")))?;
+    Ok((handle, events))
+}
+
+#[cfg(not(feature = "tls"))]
+fn run_tls(
+    _: ami_proto::ClientConfig,
+    _: (&str, u16),
+    _: &[u8],
+) -> Result<(Handle, Events), Failure> {
+    Err(Failure::new(EXIT_USAGE, "amis:// needs the `tls` feature"))
 }
 
 impl Session for AsyncStdSession {
