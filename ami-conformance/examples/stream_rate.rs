@@ -1,0 +1,247 @@
+//! Measurement (not a test): the README loop against a loopback source that writes ~500-byte
+//! events as fast as the socket takes them, side by side with a no-alloc frame splitter
+//! reading the same kind of socket in the same run. Each mode runs in a child process, so
+//! the peak RSS (VmHWM) is that consumer's alone.
+//!
+//! `cargo run --release -p ami-conformance --example stream_rate [EVENTS]`
+//!
+//! Modes: `raw` (frame splitter), `tokio-recv` / `async-std-recv` (`recv()` per item, the
+//! README loop), `tokio-many` / `async-std-many` (`recv_many(4096)`), `tokio-stalled` (the
+//! consumer reads nothing until the source is done: the queue's bound in memory).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_async::{Events, Handle};
+use ami_proto::{ClientConfig, StreamItem};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+const MODES: [&str; 6] = [
+    "raw",
+    "tokio-recv",
+    "tokio-many",
+    "async-std-recv",
+    "async-std-many",
+    "tokio-stalled",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: usize = args
+        .iter()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    if let Some(mode) = args.iter().skip(1).find(|a| MODES.contains(&a.as_str())) {
+        run(mode, n);
+        return;
+    }
+    println!("{n} events of {} bytes each", event(0).len());
+    println!("| consumer | events/s | delivered | dropped | peak RSS |");
+    println!("|---|---:|---:|---:|---:|");
+    let exe = std::env::current_exe().unwrap();
+    for mode in MODES {
+        let out = std::process::Command::new(&exe)
+            .arg(mode)
+            .arg(n.to_string())
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// One ~500-byte event (the captures' average), `Seq` fixed-width so all are one size.
+fn event(seq: usize) -> String {
+    let head =
+        format!("Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: Bench\r\nSeq: {seq:08}\r\n");
+    let pad = 500 - head.len() - "Pad: \r\n\r\n".len();
+    format!("{head}Pad: {}\r\n\r\n", "x".repeat(pad))
+}
+
+/// The source: banner, a Login answered with success, then `n` events written as fast as
+/// the socket takes them; then it waits for the client to hang up.
+fn source(n: usize, wait_before_flood: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(b"Asterisk Call Manager/11.0.0\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let k = s.read(&mut buf).unwrap();
+            assert!(k > 0, "client left before logging in");
+            got.extend_from_slice(&buf[..k]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .unwrap_or("1")
+            .to_string();
+        write!(
+            s,
+            "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
+        )
+        .unwrap();
+        std::thread::sleep(wait_before_flood);
+        let chunk: String = (0..1000).map(event).collect();
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(1000);
+            if s.write_all(&chunk.as_bytes()[..k * 500]).is_err() {
+                return;
+            }
+            left -= k;
+        }
+        // Keep the socket open until the client hangs up (what it sent is ignored).
+        while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+    });
+    addr
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn report(mode: &str, n: usize, delivered: usize, dropped: u64, took: Duration) {
+    println!(
+        "| {mode} | {:.0} k | {delivered} | {dropped} | {:.1} MiB |",
+        n as f64 / took.as_secs_f64() / 1e3,
+        peak_rss_mib()
+    );
+}
+
+fn config() -> ClientConfig {
+    ClientConfig::builder("admin", "x")
+        .ping_interval(Duration::from_secs(600))
+        .build()
+        .unwrap()
+}
+
+fn run(mode: &str, n: usize) {
+    let stalled = mode.ends_with("stalled");
+    let addr = source(
+        n,
+        if stalled {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        },
+    );
+    if mode == "raw" {
+        return raw(addr, n);
+    }
+    if mode.starts_with("tokio") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (ami, events) = ami_tokio::spawn(config(), addr);
+            consume(mode, n, ami, events).await;
+        });
+    } else {
+        let (ami, events) = ami_async_std::run_on_thread(config(), addr).unwrap();
+        async_io::block_on(consume(mode, n, ami, events));
+    }
+}
+
+/// Events received, events reported lost, and when the first arrived.
+#[derive(Default)]
+struct Tally {
+    got: usize,
+    dropped: u64,
+    start: Option<Instant>,
+}
+
+impl Tally {
+    fn count(&mut self, item: &StreamItem) {
+        match item {
+            StreamItem::Event(m) if m.event() == Some("UserEvent") => {
+                self.start.get_or_insert_with(Instant::now);
+                self.got += 1;
+            }
+            StreamItem::Gap { dropped } => self.dropped += dropped,
+            _ => {}
+        }
+    }
+
+    fn done(&self, n: usize) -> bool {
+        self.got + self.dropped as usize >= n
+    }
+}
+
+/// Reads until every event of the source was either received or reported lost.
+async fn consume(mode: &str, n: usize, ami: Handle, mut events: Events) {
+    ami.wait_ready().await.unwrap();
+    let mut t = Tally::default();
+    if mode.ends_with("stalled") {
+        // Read nothing until the reader has taken in the whole flood.
+        while ami.stats().events_in < n as u64 {
+            async_io::Timer::after(Duration::from_millis(10)).await;
+        }
+        while let Some(item) = events.try_recv() {
+            t.count(&item);
+        }
+        println!(
+            "| {mode} (reads after the flood) | - | {} | {} | {:.1} MiB |",
+            t.got,
+            t.dropped,
+            peak_rss_mib()
+        );
+        return;
+    }
+    if mode.ends_with("many") {
+        let mut batch = Vec::with_capacity(4096);
+        while !t.done(n) {
+            batch.clear();
+            if events.recv_many(&mut batch, 4096).await == 0 {
+                break;
+            }
+            batch.iter().for_each(|item| t.count(item));
+        }
+    } else {
+        // The README loop.
+        while !t.done(n) {
+            let Some(item) = events.recv().await else {
+                break;
+            };
+            t.count(&item);
+        }
+    }
+    let took = t.start.map_or(Duration::from_nanos(1), |s| s.elapsed());
+    report(mode, n, t.got, t.dropped, took);
+    ami.close();
+}
+
+/// The baseline: a raw socket, one 64 KiB buffer, frames counted by their blank line.
+fn raw(addr: SocketAddr, n: usize) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"Action: Login\r\nActionID: 1\r\nUsername: admin\r\nSecret: x\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    let finder = memchr::memmem::Finder::new(b"\r\n\r\n");
+    // Frames seen (the login response is the first), and the tail of the last read so a
+    // separator split across two reads is still found.
+    let (mut frames, mut carry) = (0usize, [0u8; 3]);
+    let mut start = None;
+    while frames < n + 1 {
+        let k = s.read(&mut buf[3..]).unwrap();
+        assert!(k > 0, "source closed early");
+        start.get_or_insert_with(Instant::now);
+        buf[..3].copy_from_slice(&carry);
+        frames += finder.find_iter(&buf[..3 + k]).count();
+        carry.copy_from_slice(&buf[k..k + 3]);
+    }
+    let took = start.map_or(Duration::from_nanos(1), |t: Instant| t.elapsed());
+    report("raw", n, n, 0, took);
+}
