@@ -56,6 +56,9 @@ pub(crate) struct Conn {
     pub(crate) resolving: bool,
     /// Bumped at every connect request; a lookup answer for an older one is ignored.
     pub(crate) attempt: u64,
+    /// Who this connection is to its owner's resolver answers (a fleet's tag per server), so
+    /// an answer for a removed server is not taken by the next one in its slot.
+    pub(crate) owner: u64,
     /// Readable readiness not used up yet (edge-triggered: read until `WouldBlock`). Also
     /// set when a budget stopped a read with data possibly left behind.
     pub(crate) readable: bool,
@@ -86,6 +89,7 @@ impl Conn {
             rest: VecDeque::new(),
             resolving: false,
             attempt: 0,
+            owner: 0,
             readable: false,
             writable: false,
             connect_event: false,

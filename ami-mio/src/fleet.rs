@@ -6,13 +6,14 @@
 use crate::conn::{Conn, Link, ReadEnd, Target};
 use crate::driver::{entropy, Options};
 use crate::report::{poll_ready, UserReady};
+use crate::resolver::{Request, ResolveFn, Resolver};
 use crate::session::Session;
 use crate::WAKER_TOKEN;
 use ami_proto::fleet::{
     Fleet, FleetConfig, FleetError, FleetItem, FleetOutput, FleetStats, Route, RouteError, Routed,
     Scheduler, ServerId, ServerStatus,
 };
-use ami_proto::{Action, Client, ClientConfig, Input, SendOptions};
+use ami_proto::{Action, Client, ClientConfig, ConnectFailure, Input, SendOptions};
 use mio::{Events, Poll, Registry, Token, Waker};
 use std::io;
 use std::net::SocketAddr;
@@ -45,15 +46,15 @@ impl Session for Member<'_> {
     fn settle(&mut self, _conn: &mut Conn) {}
 }
 
-/// Why [`MioFleet::add_tls`] refused a server.
-#[cfg(feature = "tls")]
+/// Why [`MioFleet::add_host`] or `MioFleet::add_tls` refused a server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FleetAddError {
     /// The fleet refused it (bad or duplicate name, fleet full).
     #[error(transparent)]
     Fleet(#[from] FleetError),
-    /// The TLS settings were refused.
+    /// The TLS settings were refused, or (for a host name) the resolver threads could not
+    /// be started.
     #[error(transparent)]
     Tls(#[from] crate::AddError),
 }
@@ -82,9 +83,9 @@ pub struct FleetReport {
 /// event stream ([`poll_event`](Self::poll_event)), whose items name their server. The
 /// meaning of each is [`ami_proto::fleet`]'s; see there.
 ///
-/// Servers are given by address: resolve names before [`add`](Self::add) (host names with
-/// lookups off the loop are [`MioDriver::add_host`](crate::MioDriver::add_host)'s, not yet
-/// the fleet's).
+/// Servers are given by address ([`add`](Self::add)) or by `host:port`
+/// ([`add_host`](Self::add_host)): names are resolved before every connect on helper threads,
+/// as for [`MioDriver::add_host`](crate::MioDriver::add_host), never on the step.
 pub struct MioFleet {
     poll: Poll,
     events: Events,
@@ -97,6 +98,12 @@ pub struct MioFleet {
     woken: bool,
     user: Vec<UserReady>,
     more: bool,
+    /// Name lookups, started by the first [`add_host`](Self::add_host).
+    resolver: Option<Resolver>,
+    resolve: Arc<ResolveFn>,
+    resolver_threads: usize,
+    /// Tags the servers added, for their lookups' answers.
+    added: u64,
 }
 
 impl std::fmt::Debug for MioFleet {
@@ -134,6 +141,10 @@ impl MioFleet {
             woken: false,
             user: Vec::new(),
             more: false,
+            resolver: None,
+            resolve: options.resolve,
+            resolver_threads: options.resolver_threads,
+            added: 0,
         })
     }
 
@@ -146,12 +157,49 @@ impl MioFleet {
         config: ClientConfig,
         addr: SocketAddr,
     ) -> Result<ServerId, FleetError> {
+        self.insert(now, name, config, Target::Addr(addr))
+    }
+
+    /// Adds a server named `name` at `host:port`, at `now`. The name is resolved on a helper
+    /// thread before every connect ([`Options::resolve`], [`Options::resolver_threads`]),
+    /// never on the step, and its addresses are tried in turn, as
+    /// [`MioDriver::add_host`](crate::MioDriver::add_host) does; a name that does not resolve
+    /// is a failed connect (`HostNotFound`), retried with the fleet's backoff.
+    ///
+    /// # Errors
+    /// The fleet refused the server, or the resolver threads could not be started.
+    pub fn add_host(
+        &mut self,
+        now: Instant,
+        name: &str,
+        config: ClientConfig,
+        host: impl Into<String>,
+    ) -> Result<ServerId, FleetAddError> {
+        if self.resolver.is_none() {
+            let waker = Arc::clone(&self.waker);
+            let resolver = Resolver::spawn(self.resolver_threads, waker, Arc::clone(&self.resolve))
+                .map_err(crate::AddError::Resolver)?;
+            self.resolver = Some(resolver);
+        }
+        Ok(self.insert(now, name, config, Target::Host(host.into()))?)
+    }
+
+    fn insert(
+        &mut self,
+        now: Instant,
+        name: &str,
+        config: ClientConfig,
+        target: Target,
+    ) -> Result<ServerId, FleetError> {
         let id = self.fleet.add(now, name, config)?;
         if self.conns.len() <= id.index() {
             self.conns.resize_with(id.index() + 1, || None);
         }
+        self.added += 1;
+        let mut conn = Conn::new(target);
+        conn.owner = self.added;
         if let Some(slot) = self.conns.get_mut(id.index()) {
-            *slot = Some((id, Conn::new(Target::Addr(addr))));
+            *slot = Some((id, conn));
         }
         Ok(id)
     }
@@ -303,7 +351,9 @@ impl MioFleet {
     /// Pass `Instant::now()`.
     pub fn step(&mut self, now: Instant) -> io::Result<FleetReport> {
         self.poll_into(Some(Duration::ZERO))?;
-        self.woken = false;
+        if std::mem::take(&mut self.woken) {
+            self.take_answers(now);
+        }
         let mut report = FleetReport {
             user: std::mem::take(&mut self.user),
             ..FleetReport::default()
@@ -340,6 +390,44 @@ impl MioFleet {
         Ok(report)
     }
 
+    /// Applies lookup answers: the connect starts at the first address, or the server's
+    /// connect fails (`HostNotFound`) when the name did not resolve.
+    fn take_answers(&mut self, now: Instant) {
+        let Some(resolver) = &self.resolver else {
+            return;
+        };
+        let registry = self.poll.registry();
+        while let Some(answer) = resolver.try_answer() {
+            let Some((id, conn)) = self
+                .conns
+                .get_mut(answer.index)
+                .and_then(Option::as_mut)
+                .filter(|(_, c)| c.owner == answer.generation && c.attempt == answer.attempt)
+            else {
+                continue;
+            };
+            if !conn.want_connect {
+                continue;
+            }
+            conn.resolving = false;
+            let mut member = Member {
+                fleet: &mut self.fleet,
+                id: *id,
+            };
+            match answer.result {
+                Ok(addrs) => {
+                    conn.resolved_to(addrs);
+                    conn.start_connect(now, &mut member, registry, Token(answer.index));
+                }
+                Err(_) => {
+                    conn.want_connect = false;
+                    let cause = ConnectFailure::HostNotFound;
+                    member.handle_input(now, Input::ConnectFailed(cause));
+                }
+            }
+        }
+    }
+
     /// Drains the fleet's outputs: connects are started (the fleet already applied the
     /// per-step connect budget), closes drop sockets, news go to the report.
     fn carry_out(&mut self, now: Instant, report: &mut FleetReport) {
@@ -361,7 +449,27 @@ impl MioFleet {
                         fleet: &mut self.fleet,
                         id,
                     };
-                    conn.start_connect(now, &mut member, registry, Token(id.index()));
+                    if conn.resolved.is_some() {
+                        conn.start_connect(now, &mut member, registry, Token(id.index()));
+                        continue;
+                    }
+                    // A host name: look it up first; the answer starts the connect.
+                    let Target::Host(host) = &conn.target else {
+                        continue;
+                    };
+                    let request = Request {
+                        index: id.index(),
+                        generation: conn.owner,
+                        attempt: conn.attempt,
+                        host: host.clone(),
+                    };
+                    conn.resolving = self.resolver.as_ref().is_some_and(|r| r.request(request));
+                    if !conn.resolving {
+                        log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
+                        conn.want_connect = false;
+                        let cause = ConnectFailure::Other(io::ErrorKind::Other);
+                        member.handle_input(now, Input::ConnectFailed(cause));
+                    }
                 }
                 FleetOutput::Close(id) => {
                     if let Some((_, conn)) = self

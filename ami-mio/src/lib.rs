@@ -77,7 +77,8 @@
 //! and hand the address in. [`MioDriver::add_host`] takes `host:port` and resolves it before
 //! every connect on helper threads ([`Options::resolve`], [`Options::resolver_threads`]) that
 //! hand the answer back through a channel and a [`mio::Waker`]; a slow lookup never delays a
-//! step. Every address of the name is tried in turn until one connects (a dual-stack host
+//! step ([`MioFleet::add_host`] does the same for a fleet's servers). Every address of the
+//! name is tried in turn until one connects (a dual-stack host
 //! whose first address is unreachable still connects); the core's connect timeout covers the
 //! lookup and all the attempts.
 //!
@@ -156,9 +157,7 @@ pub use ami_proto;
 pub use ami_proto::fleet::Budget;
 pub use ami_proto::Notice;
 pub use driver::{AddError, MioDriver, Options};
-#[cfg(feature = "tls")]
-pub use fleet::FleetAddError;
-pub use fleet::{FleetReport, MioFleet};
+pub use fleet::{FleetAddError, FleetReport, MioFleet};
 pub use report::{ConnId, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};
 #[cfg(feature = "tls")]

@@ -110,3 +110,62 @@ fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
         }
     )));
 }
+
+#[test]
+fn a_fleet_takes_host_names_resolved_off_the_step() {
+    let sim = front();
+    let up = sim.local_addr();
+    let mut options = ami_mio::Options::default();
+    // "pbx-a.test" answers with a refusing address first, then the simulator; "nowhere.test"
+    // does not exist.
+    options.resolve = std::sync::Arc::new(move |host: &str| {
+        if host.starts_with("pbx-a.test:") {
+            Ok(vec![refused_addr(), up])
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such name",
+            ))
+        }
+    });
+    let mut fleet =
+        MioFleet::with_options(options, ami_proto::fleet::FleetConfig::default()).unwrap();
+    let now = Instant::now();
+    fleet
+        .add_host(now, "a", config(5), format!("pbx-a.test:{}", up.port()))
+        .unwrap();
+    fleet
+        .add_host(now, "b", config(6), "nowhere.test:5038")
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    let (mut a_ready, mut b_not_found) = (false, false);
+    while Instant::now() < end && !(a_ready && b_not_found) {
+        let report = fleet.step(Instant::now()).unwrap();
+        for news in report.news {
+            if let FleetOutput::Status { server, status } = news {
+                match (server.as_str(), &status) {
+                    ("a", s) if s.is_ready() => a_ready = true,
+                    ("a", ServerStatus::BackingOff { reason, .. }) => {
+                        panic!("a failed address reached the core: {reason:?}")
+                    }
+                    ("b", ServerStatus::BackingOff { reason, .. }) => {
+                        assert_eq!(
+                            *reason,
+                            ami_proto::DisconnectReason::ConnectFailed(
+                                ami_proto::ConnectFailure::HostNotFound
+                            )
+                        );
+                        b_not_found = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        fleet.wait(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert!(a_ready, "the name's second address was not reached");
+    assert!(
+        b_not_found,
+        "a name that does not resolve was not a failed connect"
+    );
+}
