@@ -2,7 +2,7 @@
 
 use crate::session::CallError;
 use crate::url::ServerUrl;
-use ami_proto::{ActionError, ConnectFailure, DisconnectReason, Phase, Response};
+use ami_proto::{ActionError, ConnectFailure, DisconnectReason, Response};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
@@ -102,16 +102,6 @@ pub(crate) fn lost(r: &DisconnectReason, retry_at: Option<Instant>, url: &Server
     format!("lost the session: {}; {next}", reason(r, url))
 }
 
-fn phase(p: Phase) -> &'static str {
-    match p {
-        Phase::Queued => "it was never sent (the connection was not ready in time)",
-        Phase::Response => "no response arrived in time",
-        Phase::List => "the list did not complete in time",
-        Phase::FollowUp => "no OriginateResponse arrived in time",
-        _ => "it did not finish in time",
-    }
-}
-
 /// Asterisk's Originate `Reason` codes (the AST_CONTROL value that ended the dial).
 fn originate_reason(code: &str) -> &'static str {
     match code {
@@ -150,7 +140,7 @@ pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
         CallError::Closed => "not sent: the session had ended".into(),
         CallError::Action(a) => match a {
             ActionError::Server(r) => server_error(r),
-            ActionError::TimedOut { phase: p, .. } => format!("timed out: {}", phase(*p)),
+            ActionError::TimedOut { phase, .. } => format!("timed out: {phase}"),
             ActionError::ListOverflow { items, bytes } => {
                 format!("the list outgrew the client's cap ({items} items, {bytes} bytes kept)")
             }

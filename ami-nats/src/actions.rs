@@ -21,12 +21,12 @@
 
 use crate::bridge::Control;
 use crate::upstream::ServerIx;
-use ami_json::{push_headers, push_text};
+use ami_json::{into_string, push_headers, push_text};
 use ami_proto::{Action, ActionError, Message, Response, SendError, SendOptions};
 use ami_tokio::AmiError;
 use async_nats::jetstream::kv::{CreateErrorKind, Store};
 use bytes::Bytes;
-use std::fmt::Write;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,22 +146,22 @@ impl ActionRequest {
 
 /// Builds a reply body.
 struct Reply {
-    out: String,
+    out: Vec<u8>,
 }
 
 impl Reply {
     fn new(server: Option<&str>, outcome: &str) -> Reply {
-        let mut out = String::with_capacity(256);
-        out.push_str("{\"type\":\"outcome\",\"server\":");
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"type\":\"outcome\",\"server\":");
         match server {
             Some(s) => push_text(&mut out, s.as_bytes()),
-            None => out.push_str("null"),
+            None => out.extend_from_slice(b"null"),
         }
         let _ = write!(out, ",\"outcome\":\"{outcome}\"");
         Reply { out }
     }
     fn error(mut self, e: &str) -> Reply {
-        self.out.push_str(",\"error\":");
+        self.out.extend_from_slice(b",\"error\":");
         push_text(&mut self.out, e.as_bytes());
         self
     }
@@ -178,14 +178,14 @@ impl Reply {
             .message("complete", r.complete())
             .message("follow_up", r.follow_up());
         if !r.items().is_empty() {
-            me.out.push_str(",\"items\":[");
+            me.out.extend_from_slice(b",\"items\":[");
             for (i, m) in r.items().iter().enumerate() {
                 if i > 0 {
-                    me.out.push(',');
+                    me.out.push(b',');
                 }
                 push_headers(&mut me.out, m);
             }
-            me.out.push(']');
+            me.out.push(b']');
         }
         me
     }
@@ -194,8 +194,8 @@ impl Reply {
         self
     }
     fn finish(mut self) -> String {
-        self.out.push('}');
-        self.out
+        self.out.push(b'}');
+        into_string(self.out)
     }
 }
 

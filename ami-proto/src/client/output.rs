@@ -339,6 +339,18 @@ pub enum Phase {
     FollowUp,
 }
 
+impl std::fmt::Display for Phase {
+    /// Words for people: where the action was when its deadline passed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Queued => "never sent (not connected, or the pipeline stayed full)",
+            Phase::Response => "no response arrived in time",
+            Phase::List => "the list did not complete in time",
+            Phase::FollowUp => "no OriginateResponse arrived in time",
+        })
+    }
+}
+
 /// How an action ended, reported once per ActionID in [`Notice::Completed`]: `Ok` with the
 /// server's [`Response`] only when the server said it worked (`Success`, `Goodbye`,
 /// `Follows`; for an async Originate, an `OriginateResponse` with `Response: Success`);
@@ -355,7 +367,7 @@ pub enum ActionError {
     #[error("server error: {}", server_error_text(.0))]
     Server(Box<Response>),
     /// The deadline passed in `phase`; whatever arrived is in `partial`.
-    #[error("timed out waiting ({phase:?})")]
+    #[error("timed out: {phase}")]
     TimedOut {
         /// The phase that did not finish.
         phase: Phase,

@@ -290,7 +290,7 @@ impl Client {
                     _ => Phase::Response,
                 };
                 let partial = p.response.take();
-                log::debug!("AMI action {} timed out ({phase:?})", p.id);
+                log::debug!("AMI action {} timed out ({phase})", p.id);
                 self.report(
                     now,
                     seq,
