@@ -113,7 +113,7 @@ impl ClientConfig {
                 max_list_items: 100_000,
                 max_list_bytes: 32 << 20,
                 event_queue_cap: 65_536,
-                event_queue_bytes: 32 << 20,
+                event_queue_bytes: DecoderLimits::default().max_message_memory(),
                 overflow: OverflowPolicy::DropOldest,
                 backoff_base: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(30),
@@ -235,9 +235,10 @@ impl ClientConfigBuilder {
         event_queue_cap: usize;
         /// Bytes the events held for the consumer keep alive (each event's
         /// [`retained_bytes`](crate::Message::retained_bytes)), whatever their count: with
-        /// 256 KiB events the count cap alone would allow 16 GiB. Default 32 MiB (two
-        /// maximal messages; about 40,000 typical 800-byte events); at least one maximal
-        /// message ([`DecoderLimits::max_message_memory`]). Drops follow the overflow policy
+        /// 256 KiB events the count cap alone would allow 16 GiB. Default: one maximal message
+        /// of the default decoder limits (about 16 MiB, some 20,000 typical 800-byte events),
+        /// the least that is accepted ([`DecoderLimits::max_message_memory`]); a consumer that
+        /// never reads then holds at most that much, plus what the allocator keeps. Drops follow the overflow policy
         /// and are reported as gaps, as for the count cap.
         event_queue_bytes: usize;
         /// What to do when the event queue is full. Default: drop oldest.
