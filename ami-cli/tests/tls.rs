@@ -3,12 +3,10 @@
 #![cfg(feature = "tls")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../ami-mio/tests/support/cert.rs"]
-mod cert;
 mod support;
 
+use ami_conformance::localhost_cert;
 use ami_mio::rustls::{ServerConfig, ServerConnection, StreamOwned};
-use cert::localhost_cert;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

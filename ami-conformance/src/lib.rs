@@ -21,7 +21,7 @@ mod support;
 mod tls;
 
 pub use support::*;
-pub use tls::{localhost_cert, TlsTerminator};
+pub use tls::{client_tls, localhost_cert, TlsTerminator};
 
 use ami_async::fleet::{FleetConfig, FleetEvents, FleetHandle};
 use ami_async::{Events, Handle, Target, Tls, TlsConfigError};

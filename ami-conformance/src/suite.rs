@@ -2,7 +2,7 @@
 //! [`conformance_suite!`](crate::conformance_suite).
 
 use crate::support::*;
-use crate::{localhost_cert, Adapter, TlsTerminator};
+use crate::{client_tls, localhost_cert, Adapter, TlsTerminator};
 use ami_async::{AmiError, Status, Target, Tls};
 use ami_proto::calls::{CallTracker, TrackerConfig};
 use ami_proto::{
@@ -11,6 +11,7 @@ use ami_proto::{
 };
 use ami_proto::{DisconnectKind, OutcomeKind};
 use ami_sim::call_harness::TrackerScript;
+use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, Fault, SessionId};
 use futures_lite::StreamExt;
 use std::future::Future;
@@ -747,16 +748,19 @@ pub fn events_are_also_a_stream<A: Adapter>() {
     front.shutdown();
 }
 
-/// TLS: login and Ping through a TLS terminator, trusting exactly its certificate.
-pub fn tls_login_and_ping_round_trip_with_a_generated_certificate<A: Adapter>() {
-    let mut front = front();
+/// A simulator behind a TLS terminator presenting a certificate for `localhost`, and a
+/// client that trusts exactly that certificate and expects the server to be `server_name`.
+fn behind_tls(server_name: &str) -> (TcpFront, TlsTerminator, Tls) {
+    let front = front();
     let (pem, server) = localhost_cert();
     let terminator = TlsTerminator::start(server, front.local_addr());
+    (front, terminator, client_tls(&pem, server_name))
+}
+
+/// TLS: login and Ping through a TLS terminator, trusting exactly its certificate.
+pub fn tls_login_and_ping_round_trip_with_a_generated_certificate<A: Adapter>() {
+    let (mut front, terminator, tls) = behind_tls("localhost");
     A::block_on(async {
-        let tls = Tls {
-            config: ami_async::tls::client_config_from_pem(pem.as_bytes()).unwrap(),
-            server_name: "localhost".into(),
-        };
         let (ami, _events) = A::spawn_tls(admin(), terminator.addr.into(), tls).unwrap();
         ready(&ami).await;
         let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
@@ -776,14 +780,8 @@ pub fn tls_login_and_ping_round_trip_with_a_generated_certificate<A: Adapter>() 
 
 /// TLS: a certificate for another name is refused, as a failed connect.
 pub fn tls_refuses_a_certificate_for_another_name<A: Adapter>() {
-    let mut front = front();
-    let (pem, server) = localhost_cert();
-    let terminator = TlsTerminator::start(server, front.local_addr());
+    let (mut front, terminator, tls) = behind_tls("ami.example.com");
     A::block_on(async {
-        let tls = Tls {
-            config: ami_async::tls::client_config_from_pem(pem.as_bytes()).unwrap(),
-            server_name: "ami.example.com".into(),
-        };
         let (ami, _events) = A::spawn_tls(admin(), terminator.addr.into(), tls).unwrap();
         let down = status_until(&ami, "Disconnected", |s| {
             matches!(s, Status::Disconnected { .. })

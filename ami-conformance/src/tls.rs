@@ -1,11 +1,13 @@
-//! A TLS server for the TLS tests: a certificate generated for `localhost`, and a
-//! terminator that forwards each connection in clear to the simulator's TCP front. It runs
-//! on a tokio runtime of its own thread, whatever the runtime under test.
+//! A TLS server for the TLS tests (this suite's, ami-mio's and the `ami` command's): a
+//! certificate generated for `localhost`, a terminator that forwards each connection in clear
+//! to the simulator's TCP front, and the client side trusting exactly that certificate. The
+//! terminator runs on a tokio runtime of its own threads, whatever the runtime under test.
 
+use ami_async::Tls;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
@@ -37,12 +39,29 @@ pub struct TlsTerminator {
 impl TlsTerminator {
     /// Starts one in front of `upstream`.
     pub fn start(server: Arc<ServerConfig>, upstream: SocketAddr) -> TlsTerminator {
+        TlsTerminator::start_with(server, upstream, None)
+    }
+
+    /// `recv_buffer`: a fixed receive buffer for the accepted sockets (no autotuning), so
+    /// that bytes the terminator has not forwarded yet push back on the client soon.
+    pub fn start_with(
+        server: Arc<ServerConfig>,
+        upstream: SocketAddr,
+        recv_buffer: Option<u32>,
+    ) -> TlsTerminator {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .enable_io()
             .build()
             .unwrap();
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let listener = runtime.block_on(async {
+            let socket = TcpSocket::new_v4().unwrap();
+            if let Some(size) = recv_buffer {
+                socket.set_recv_buffer_size(size).unwrap();
+            }
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket.listen(16).unwrap()
+        });
         let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(AtomicUsize::new(0));
         let acceptor = TlsAcceptor::from(server);
@@ -73,5 +92,13 @@ impl TlsTerminator {
     /// Completed handshakes so far.
     pub fn handshakes(&self) -> usize {
         self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+/// The client side: trust exactly `pem`, and expect the server to be `server_name`.
+pub fn client_tls(pem: &str, server_name: &str) -> Tls {
+    Tls {
+        config: ami_async::tls::client_config_from_pem(pem.as_bytes()).unwrap(),
+        server_name: server_name.into(),
     }
 }

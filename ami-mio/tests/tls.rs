@@ -1,5 +1,5 @@
-//! ami-mio over TLS (feature `tls`): a certificate generated for `localhost`, a small TLS
-//! terminator in the test (tokio-rustls on its own runtime threads) forwarding to the
+//! ami-mio over TLS (feature `tls`): a certificate generated for `localhost`, the conformance
+//! suite's TLS terminator (tokio-rustls on its own runtime threads) forwarding to the
 //! simulator's plain TCP front, and the client trusting exactly that certificate. The client
 //! side is the driver's own non-blocking step: rustls's sans-IO `ClientConnection` over a
 //! mio socket.
@@ -9,92 +9,14 @@
 
 mod support;
 
-use ami_mio::{client_config_from_pem, ConnId, MioDriver, Notice, Options, Tls};
+use ami_conformance::{client_tls, localhost_cert, TlsTerminator};
+use ami_mio::{ConnId, MioDriver, Notice, Options};
 use ami_proto::{Action, ActionError, ActionId, DisconnectReason, StreamItem};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::cert::localhost_cert;
 use support::slow_reader::SlowReader;
 use support::{config, drive, front, storm_seq};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
 
 const LIMIT: Duration = Duration::from_secs(5);
-
-/// A TLS port on 127.0.0.1 forwarding each connection in clear to an upstream address.
-/// Its runtime (and every connection) ends when it is dropped.
-struct Terminator {
-    addr: SocketAddr,
-    handshakes: Arc<AtomicUsize>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Terminator {
-    fn start(server: Arc<ServerConfig>, upstream: SocketAddr) -> Terminator {
-        Terminator::start_with(server, upstream, None)
-    }
-
-    /// `recv_buffer`: a fixed receive buffer for the accepted sockets (no autotuning), so
-    /// that bytes the terminator has not forwarded yet push back on the client soon.
-    fn start_with(
-        server: Arc<ServerConfig>,
-        upstream: SocketAddr,
-        recv_buffer: Option<u32>,
-    ) -> Terminator {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_io()
-            .build()
-            .unwrap();
-        let listener = runtime.block_on(async {
-            let socket = TcpSocket::new_v4().unwrap();
-            if let Some(size) = recv_buffer {
-                socket.set_recv_buffer_size(size).unwrap();
-            }
-            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-            socket.listen(16).unwrap()
-        });
-        let addr = listener.local_addr().unwrap();
-        let handshakes = Arc::new(AtomicUsize::new(0));
-        let acceptor = TlsAcceptor::from(server);
-        let count = Arc::clone(&handshakes);
-        runtime.spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let count = Arc::clone(&count);
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let Ok(mut plain) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                });
-            }
-        });
-        Terminator {
-            addr,
-            handshakes,
-            _runtime: runtime,
-        }
-    }
-
-    fn handshakes(&self) -> usize {
-        self.handshakes.load(Ordering::SeqCst)
-    }
-}
-
-fn tls_for(pem: &str, name: &str) -> Tls {
-    Tls {
-        config: client_config_from_pem(pem.as_bytes()).unwrap(),
-        server_name: name.into(),
-    }
-}
 
 fn ready(driver: &mut MioDriver) -> ConnId {
     let mut id = None;
@@ -117,7 +39,7 @@ fn login_ping_and_a_storm_over_tls() {
     const STORM: u64 = 2000;
     let mut front = front();
     let (pem, server) = localhost_cert();
-    let term = Terminator::start(server, front.local_addr());
+    let term = TlsTerminator::start(server, front.local_addr());
 
     // A small read budget, so that the storm takes many steps and the TLS read path stops on
     // its budget with ciphertext left behind.
@@ -129,7 +51,7 @@ fn login_ping_and_a_storm_over_tls() {
             Instant::now(),
             config(7),
             term.addr,
-            tls_for(&pem, "localhost"),
+            client_tls(&pem, "localhost"),
         )
         .unwrap();
     assert_eq!(ready(&mut driver), conn);
@@ -218,14 +140,14 @@ fn large_actions_survive_partial_tls_writes_to_a_slow_reader() {
     const N: usize = 200;
     let server = SlowReader::start(Duration::from_micros(200));
     let (pem, tls_server) = localhost_cert();
-    let term = Terminator::start_with(tls_server, server.addr(), Some(16 << 10));
+    let term = TlsTerminator::start_with(tls_server, server.addr(), Some(16 << 10));
     let mut driver = MioDriver::new().unwrap();
     let conn = driver
         .add_tls(
             Instant::now(),
             config(10),
             term.addr,
-            tls_for(&pem, "localhost"),
+            client_tls(&pem, "localhost"),
         )
         .unwrap();
     ready(&mut driver);
@@ -277,14 +199,14 @@ fn large_actions_survive_partial_tls_writes_to_a_slow_reader() {
 fn a_certificate_for_another_name_is_refused() {
     let mut front = front();
     let (pem, server) = localhost_cert();
-    let term = Terminator::start(server, front.local_addr());
+    let term = TlsTerminator::start(server, front.local_addr());
     let mut driver = MioDriver::new().unwrap();
     let conn = driver
         .add_tls(
             Instant::now(),
             config(8),
             term.addr,
-            tls_for(&pem, "ami.example.com"),
+            client_tls(&pem, "ami.example.com"),
         )
         .unwrap();
     let mut down = None;
@@ -326,7 +248,7 @@ fn a_bad_server_name_is_refused_when_added() {
             Instant::now(),
             config(9),
             "127.0.0.1:5039".parse().unwrap(),
-            tls_for(&pem, "not a name"),
+            client_tls(&pem, "not a name"),
         )
         .unwrap_err();
     assert!(

@@ -9,8 +9,6 @@
 // Test support: a panic here is a failed test, never reachable from a user's program.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[cfg(feature = "tls")]
-pub mod cert;
 pub mod slow_reader;
 
 use ami_mio::{MioDriver, Report};
