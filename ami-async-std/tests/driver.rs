@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_async_std::{AmiError, Status};
-use ami_conformance::{admin, front, ready, sim_until, storm_events, until, within};
+use ami_conformance::{
+    admin, front, ready, ready_ping_logoff, sim_until, storm_events, until, within,
+};
 use ami_proto::{Action, DisconnectReason};
 use async_io::block_on;
 
@@ -14,18 +16,7 @@ fn plain_login_and_ping_with_the_driver_on_the_test_thread() {
     let mut front = front();
     let (ami, _events, driver) = ami_async_std::spawn(admin(), front.local_addr());
     // One thread, no executor: the driver and the test body are zipped into one future.
-    let body = async {
-        ready(&ami).await;
-        assert_eq!(
-            ami.status().get(),
-            Status::Ready {
-                ami_version: "11.0.0".into()
-            }
-        );
-        let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
-        assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
-        within("logoff", ami.logoff()).await;
-    };
+    let body = ready_ping_logoff(&ami);
     // The driver returns by itself once the session has closed.
     block_on(within(
         "driver and body",

@@ -40,16 +40,7 @@ pub fn plain_login_reaches_ready_and_ping_round_trips<A: Adapter>() {
     let mut front = front();
     A::block_on(async {
         let (ami, _events) = spawn::<A>(admin(), front.local_addr());
-        ready(&ami).await;
-        assert_eq!(
-            ami.status().get(),
-            Status::Ready {
-                ami_version: "11.0.0".into()
-            }
-        );
-        let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
-        assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
-        within("logoff", ami.logoff()).await;
+        ready_ping_logoff(&ami).await;
         assert_eq!(
             ami.status().get(),
             Status::Closed {

@@ -3,7 +3,7 @@
 //! threads of their own, and a recorder of every status the handle publishes.
 
 use ami_async::{Events, Handle, Status};
-use ami_proto::{ClientConfig, ClientConfigBuilder, Message, StreamItem};
+use ami_proto::{Action, ClientConfig, ClientConfigBuilder, Message, StreamItem};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{SimConfig, SimStats};
 use async_io::Timer;
@@ -69,6 +69,21 @@ pub async fn ready(ami: &Handle) {
     within("Ready", ami.wait_ready())
         .await
         .unwrap_or_else(|reason| panic!("closed instead of Ready: {reason}"));
+}
+
+/// The plain session's life: Ready (on the simulator's AMI version), a Ping answered with
+/// Pong, then Logoff.
+pub async fn ready_ping_logoff(ami: &Handle) {
+    ready(ami).await;
+    assert_eq!(
+        ami.status().get(),
+        Status::Ready {
+            ami_version: "11.0.0".into()
+        }
+    );
+    let pong = within("Ping", ami.send(Action::new("Ping"))).await.unwrap();
+    assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
+    within("logoff", ami.logoff()).await;
 }
 
 /// Waits until the simulator's counters satisfy `cond`.
