@@ -23,6 +23,12 @@ pub(crate) struct EventBuilder {
     msg: Msg,
 }
 
+impl crate::out::PushField for EventBuilder {
+    fn push(&mut self, key: &str, value: impl AsRef<[u8]>) {
+        self.msg.push(key, value);
+    }
+}
+
 impl EventBuilder {
     /// Starts an event of class `class`.
     pub(crate) fn new(name: &str, class: ClassMask, system_name: Option<&str>) -> EventBuilder {

@@ -7,6 +7,7 @@
 //! every action the client wrote after login, with its arrival time, so a test can check what
 //! reached the server and when. One thread per connection; binds 127.0.0.1 only.
 
+use crate::out::Msg;
 use ami_proto::{Decoder, DecoderLimits, Frame, Message};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -198,15 +199,10 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>, hostile: &Hostile) {
 
 /// One `Key: Value` message with its blank line.
 pub fn message(fields: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in fields {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
+    fields
+        .iter()
+        .fold(Msg::default(), |m, (k, v)| m.field(k, v))
+        .end()
 }
 
 /// Longest padding line: large events stay legal (within the default line and field limits).

@@ -4,6 +4,18 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// Where `Key: value` lines are written: a message, or an event under construction.
+pub(crate) trait PushField {
+    /// Appends `Key: value`.
+    fn push(&mut self, key: &str, value: impl AsRef<[u8]>);
+}
+
+impl PushField for Msg {
+    fn push(&mut self, key: &str, value: impl AsRef<[u8]>) {
+        Msg::push(self, key, value);
+    }
+}
+
 /// Builds one server message: `Key: Value\r\n` lines and the closing empty line.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Msg {
@@ -55,9 +67,9 @@ impl Msg {
         self
     }
 
-    /// Appends raw bytes (already formatted lines).
-    pub(crate) fn raw(mut self, bytes: &[u8]) -> Msg {
-        self.buf.extend_from_slice(bytes);
+    /// Appends a channel's snapshot block (list items carry it unprefixed).
+    pub(crate) fn channel(mut self, ch: &crate::calls::channel::Channel) -> Msg {
+        ch.block(&mut self, "");
         self
     }
 

@@ -39,7 +39,7 @@ pub(super) fn status(srv: &mut SimServer, _sid: SessionId, req: &Request, now: I
     for ch in &chans {
         let mut m = Msg::item("Status")
             .field("Privilege", "Call")
-            .raw(&ch.block_bytes())
+            .channel(ch)
             .field("Type", "Local")
             .field("DNID", "")
             .field(
@@ -102,7 +102,7 @@ pub(super) fn core_show_channels(
         n += 1;
         let item = Msg::item("CoreShowChannel")
             .id_capped(id, 256)
-            .raw(&ch.block_bytes())
+            .channel(ch)
             .field("Application", &ch.app)
             .field("ApplicationData", &ch.app_data)
             .field("Duration", hms(srv.engine.uptime_of(ch, now)))

@@ -1,6 +1,7 @@
 //! A simulated channel and the channel snapshot block events print.
 
-use crate::events::{escape_c, EventBuilder};
+use crate::events::escape_c;
+use crate::out::PushField;
 use std::time::Instant;
 
 /// Channel states Asterisk reports (`ChannelState`/`ChannelStateDesc`).
@@ -93,8 +94,9 @@ impl Channel {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Writes the channel snapshot block (`ast_manager_build_channel_state_string_prefix`).
-    pub(crate) fn block(&self, ev: &mut EventBuilder, prefix: &str) {
+    /// Writes the channel snapshot block (`ast_manager_build_channel_state_string_prefix`)
+    /// into an event, or into a list item.
+    pub(crate) fn block(&self, ev: &mut impl PushField, prefix: &str) {
         let k = |s: &str| format!("{prefix}{s}");
         ev.push(&k("Channel"), &self.name);
         ev.push(&k("ChannelState"), self.state.code().to_string());
@@ -116,38 +118,6 @@ impl Channel {
         ev.push(&k("Priority"), self.priority.to_string());
         ev.push(&k("Uniqueid"), &self.uniqueid);
         ev.push(&k("Linkedid"), &self.linkedid);
-    }
-
-    /// The same block as raw bytes (list items).
-    pub(crate) fn block_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::new();
-        let mut push = |key: &str, v: &[u8]| {
-            b.extend_from_slice(key.as_bytes());
-            b.extend_from_slice(b": ");
-            b.extend_from_slice(v);
-            b.extend_from_slice(b"\r\n");
-        };
-        push("Channel", self.name.as_bytes());
-        push("ChannelState", self.state.code().to_string().as_bytes());
-        push("ChannelStateDesc", self.state.desc().as_bytes());
-        push("CallerIDNum", self.cid_num_text());
-        push("CallerIDName", &self.cid_name_text());
-        push(
-            "ConnectedLineNum",
-            self.conn_num.as_deref().map_or(UNKNOWN, str::as_bytes),
-        );
-        push(
-            "ConnectedLineName",
-            &self.conn_name.as_deref().map_or(UNKNOWN.to_vec(), escape_c),
-        );
-        push("Language", b"en");
-        push("AccountCode", self.account.as_bytes());
-        push("Context", self.context.as_bytes());
-        push("Exten", self.exten.as_bytes());
-        push("Priority", self.priority.to_string().as_bytes());
-        push("Uniqueid", self.uniqueid.as_bytes());
-        push("Linkedid", self.linkedid.as_bytes());
-        b
     }
 
     pub(crate) fn cid_num_text(&self) -> &[u8] {
