@@ -65,7 +65,7 @@ pub(crate) struct Connection {
     /// ami://USER:SECRET@HOST:PORT (amis:// for TLS; IPv6 as [::1]; %-escape reserved
     /// characters in USER and SECRET, a comma as %2C). Repeat it (or give AMI_URL a
     /// comma-separated list) for several servers: `listen` merges them, `action --on`
-    /// picks one or all (runtime tokio).
+    /// picks one or all (every runtime).
     #[allow(rustdoc::broken_intra_doc_links)] // clap help text: `[::1]` is an address, not a link
     #[arg(
         long,

@@ -46,7 +46,8 @@ impl Session for Member<'_> {
     fn settle(&mut self, _conn: &mut Conn) {}
 }
 
-/// Why [`MioFleet::add_host`] or `MioFleet::add_tls` refused a server.
+/// Why [`MioFleet::add_host`], `MioFleet::add_tls` or `MioFleet::add_host_tls` refused a
+/// server.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FleetAddError {
@@ -221,10 +222,35 @@ impl MioFleet {
     ) -> Result<ServerId, FleetAddError> {
         let tls = crate::tls::TlsTarget::new(tls)?;
         let id = self.add(now, name, config, addr)?;
+        self.set_tls(id, tls);
+        Ok(id)
+    }
+
+    /// [`add_host`](Self::add_host) speaking AMI over TLS (feature `tls`): the name is
+    /// resolved off the step and every address tried, as for a plain server.
+    ///
+    /// # Errors
+    /// As [`add_tls`](Self::add_tls) and [`add_host`](Self::add_host).
+    #[cfg(feature = "tls")]
+    pub fn add_host_tls(
+        &mut self,
+        now: Instant,
+        name: &str,
+        config: ClientConfig,
+        host: impl Into<String>,
+        tls: crate::Tls,
+    ) -> Result<ServerId, FleetAddError> {
+        let tls = crate::tls::TlsTarget::new(tls)?;
+        let id = self.add_host(now, name, config, host)?;
+        self.set_tls(id, tls);
+        Ok(id)
+    }
+
+    #[cfg(feature = "tls")]
+    fn set_tls(&mut self, id: ServerId, tls: crate::tls::TlsTarget) {
         if let Some((_, conn)) = self.conns.get_mut(id.index()).and_then(Option::as_mut) {
             conn.tls = Some(tls);
         }
-        Ok(id)
     }
 
     /// Removes the server named `name` (see [`Fleet::remove`]): its socket is closed, its

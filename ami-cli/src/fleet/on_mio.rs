@@ -2,15 +2,13 @@
 //! fleet's blocking wait plus one non-blocking step.
 
 use super::{Engine, Happening, Member, BATCH};
-use crate::diagnose;
-use crate::{Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_USAGE};
+use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::Reply;
 use ami_async::AmiError;
 use ami_mio::MioFleet;
 use ami_proto::fleet::{FleetItem, FleetOutput, Route, RouteError, ServerName, ServerStatus};
 use ami_proto::{Action, ActionId};
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// A routed action: the server it went to and its ActionID there.
@@ -34,29 +32,17 @@ impl MioRun {
         let mut fleet = MioFleet::new().map_err(io_failure)?;
         let mut names = Vec::with_capacity(members.len());
         for m in members {
-            // MioFleet takes addresses: the name is resolved here, before the loop runs (a
-            // name that does not exist is said as such). An IPv4 address first: `localhost`
-            // often lists ::1 first, where a server bound to 127.0.0.1 is not.
-            diagnose::resolve(&m.url)?;
-            let addrs: Vec<SocketAddr> = (m.url.host.as_str(), m.url.port)
-                .to_socket_addrs()
-                .map(Iterator::collect)
-                .unwrap_or_default();
-            let addr = addrs
-                .iter()
-                .find(|a| a.is_ipv4())
-                .or(addrs.first())
-                .copied()
-                .ok_or_else(|| {
-                    Failure::new(EXIT_CONNECT, format!("host not found: {}", m.url.host))
-                })?;
+            // By name: MioFleet resolves it on helper threads before every connect and tries
+            // every address, so a name that does not resolve is a server that is down (and
+            // retried), as on the other runtimes.
             let now = Instant::now();
+            let host = m.url.authority();
             match &m.ca_pem {
                 None => fleet
-                    .add(now, &m.name, m.config, addr)
+                    .add_host(now, &m.name, m.config, host)
                     .map(drop)
                     .map_err(|e| e.to_string()),
-                Some(pem) => add_tls(&mut fleet, now, &m, addr, pem)?,
+                Some(pem) => add_tls(&mut fleet, now, &m, host, pem)?,
             }
             .map_err(|e| Failure::new(EXIT_USAGE, format!("--server {}: {e}", m.url)))?;
             names.push(m.name);
@@ -128,7 +114,7 @@ fn add_tls(
     fleet: &mut MioFleet,
     now: Instant,
     m: &Member,
-    addr: SocketAddr,
+    host: String,
     pem: &[u8],
 ) -> Result<Result<(), String>, Failure> {
     let tls = ami_mio::Tls {
@@ -137,7 +123,7 @@ fn add_tls(
         server_name: m.url.host.clone(),
     };
     Ok(fleet
-        .add_tls(now, &m.name, m.config.clone(), addr, tls)
+        .add_host_tls(now, &m.name, m.config.clone(), host, tls)
         .map(drop)
         .map_err(|e| e.to_string()))
 }
@@ -147,7 +133,7 @@ fn add_tls(
     _: &mut MioFleet,
     _: Instant,
     _: &Member,
-    _: SocketAddr,
+    _: String,
     _: &[u8],
 ) -> Result<Result<(), String>, Failure> {
     Err(Failure::new(EXIT_USAGE, "amis:// needs the `tls` feature"))

@@ -15,8 +15,8 @@ use crate::url::ServerUrl;
 use crate::words;
 use crate::{Auth, Connection, Failure, Runtime, EXIT_CONNECT, EXIT_USAGE};
 use ami_proto::{
-    Action, ActionError, AuthMethod, ClientConfig, DecoderLimits, DisconnectReason, Response,
-    SendError, SendOptions, Stats, Status, StreamItem,
+    Action, ActionError, AuthMethod, ClientConfig, DisconnectReason, Response, SendError,
+    SendOptions, Stats, Status, StreamItem,
 };
 use std::time::{Duration, Instant};
 
@@ -119,10 +119,10 @@ pub(crate) struct Target {
     pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
-/// The client settings of every command. The event queue holds one maximal message in bytes
-/// (16 MiB, the least the core accepts) rather than the library's two: whatever a command
-/// takes out of it in one batch and the stdout queue behind it (`printer::MAX_BYTES`) come
-/// on top, and the sum must stay well under 64 MiB with 256 KiB events and a slow reader.
+/// The client settings of every command. The event queue keeps the core's default, one
+/// maximal message in bytes (16 MiB, the least the core accepts): whatever a command takes
+/// out of it in one batch and the stdout queue behind it (`printer::MAX_BYTES`) come on top,
+/// and the sum must stay well under 64 MiB with 256 KiB events and a slow reader.
 pub(crate) fn config(
     auth: Auth,
     user: &str,
@@ -135,7 +135,6 @@ pub(crate) fn config(
             Auth::Md5 => AuthMethod::Md5,
         })
         .events(events)
-        .event_queue_bytes(DecoderLimits::default().max_message_memory())
         .build()
         .map_err(|e| Failure::new(EXIT_USAGE, format!("bad client settings: {e}")))
 }
