@@ -1,5 +1,7 @@
 //! Many Asterisk servers as one, on async-io: `ami-async`'s fleet (see [`ami_async::fleet`]
-//! for the whole story), its one driver future handed to your executor.
+//! for the whole story), its driver future handed to your executor
+//! ([`spawn_fleet`]), or one driver per shard on threads of their own
+//! ([`run_fleet_on_thread`]) so the servers are read in parallel.
 //!
 //! ```no_run
 //! use ami_proto::fleet::{FleetConfig, Route};
@@ -40,15 +42,40 @@ pub fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents, FleetDrive
     ami_async::fleet::start::<AsyncIo>(config)
 }
 
-/// Like [`spawn_fleet`], with the driver on a dedicated thread (`async_io::block_on`). The
-/// thread ends when the fleet closes.
+/// [`spawn_fleet`] with the servers spread over `shards` shards, one driver each (see
+/// [`ami_async::fleet::start_sharded`]): spawn each on a task or thread of its own so the
+/// shards are read in parallel.
+pub fn spawn_fleet_sharded(
+    config: FleetConfig,
+    shards: usize,
+) -> (FleetHandle, FleetEvents, Vec<FleetDriver>) {
+    ami_async::fleet::start_sharded::<AsyncIo>(config, shards)
+}
+
+/// Like [`spawn_fleet`], with one shard per core but one
+/// ([`ami_async::fleet::default_shards`]), each driver on a dedicated thread
+/// (`async_io::block_on`). The threads end when the fleet closes.
 ///
 /// # Errors
-/// When the thread cannot be started.
+/// When a thread cannot be started (the fleet is then closed).
 pub fn run_fleet_on_thread(config: FleetConfig) -> std::io::Result<(FleetHandle, FleetEvents)> {
-    let (handle, events, driver) = spawn_fleet(config);
-    std::thread::Builder::new()
-        .name("ami-fleet".into())
-        .spawn(move || async_io::block_on(driver))?;
+    run_fleet_on_threads(config, ami_async::fleet::default_shards())
+}
+
+/// [`run_fleet_on_thread`] with `shards` shards, a thread each.
+///
+/// # Errors
+/// When a thread cannot be started (the fleet is then closed).
+pub fn run_fleet_on_threads(
+    config: FleetConfig,
+    shards: usize,
+) -> std::io::Result<(FleetHandle, FleetEvents)> {
+    let (handle, events, drivers) = spawn_fleet_sharded(config, shards);
+    for (i, driver) in drivers.into_iter().enumerate() {
+        std::thread::Builder::new()
+            .name(format!("ami-fleet-{i}"))
+            .spawn(move || async_io::block_on(driver))
+            .inspect_err(|_| handle.close())?;
+    }
     Ok((handle, events))
 }

@@ -5,7 +5,9 @@
 
 use crate::support::*;
 use crate::Adapter;
-use ami_async::fleet::{FleetConfig, Policy, Route, RouteError, RouteFailed, StatusChange};
+use ami_async::fleet::{
+    FleetConfig, FleetEvents, Policy, Route, RouteError, RouteFailed, StatusChange,
+};
 use ami_proto::Action;
 use ami_sim::fleet_log::FleetLog;
 use ami_sim::flood::Flood;
@@ -19,6 +21,18 @@ fn silent() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()
 }
 
+/// Reads the merged stream to its end on a thread of its own, counting events and gaps per
+/// server.
+fn log_stream(mut events: FleetEvents) -> Caller<FleetLog> {
+    caller(async move {
+        let mut log = FleetLog::default();
+        while let Some(item) = events.recv().await {
+            log.item(&item);
+        }
+        log
+    })
+}
+
 /// The merged stream names each server and only the flooder may lose events; the
 /// restarting server's status goes down and comes back; pings on the quiet server keep
 /// completing on it; policy routing never picks a server that is not ready; connects per
@@ -29,7 +43,7 @@ pub fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly<A: Adapter>() 
     let pings = front();
     let silent = silent();
     A::block_on(async {
-        let (fleet, mut events) = A::spawn_fleet(FleetConfig::default());
+        let (fleet, events) = A::spawn_fleet(FleetConfig::default());
         let mut watch = fleet.watch();
         fleet.add("flood", admin(), flood.addr()).unwrap();
         fleet
@@ -43,13 +57,7 @@ pub fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly<A: Adapter>() 
         assert!(duplicate.is_err(), "{duplicate:?}");
 
         // The consumer counts events and gaps per server; the watch records every status.
-        let consumer = caller(async move {
-            let mut log = FleetLog::default();
-            while let Some(item) = events.recv().await {
-                log.item(&item);
-            }
-            log
-        });
+        let consumer = log_stream(events);
         let statuses = caller(async move {
             let mut log = FleetLog::default();
             while let Some(change) = watch.changed().await {
@@ -117,7 +125,7 @@ pub fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly<A: Adapter>() 
         );
         assert!(latencies.len() >= 10, "only {} pings", latencies.len());
         // A starved quiet server would wait for the whole run; speed is measured in the
-        // fleet_loopback examples, not asserted here.
+        // fleet_loopback example (ami-cli), not asserted here.
         assert!(max < WAIT, "quiet server's ping took {max:?}");
         log.check("flood", 10_000, "restarts", "down").unwrap();
         assert_eq!(log.statuses["pings"].last(), Some(&"closed"));
@@ -165,5 +173,118 @@ pub fn a_removed_server_fails_its_pending_action_and_the_last_user_closes_the_fl
         // The last user gone: the fleet closes its sessions.
         drop(events);
         sim_until(&server, "the session to end", |s| s.sessions_open == 0).await;
+    });
+}
+
+/// A fleet split over three shards (a core fleet and a driver each) is still one fleet:
+/// one namespace of names (a duplicate is refused whichever shard it would land on), one
+/// status watch that sees every shard's servers get ready, actions by name answered by that
+/// server, round-robin work spread over every shard's servers, connects per step within the
+/// fleet-wide budget (the shards' shares add up to it), and an even merged stream: four
+/// flooders, two of them on one shard, all get a share and none but them loses events.
+pub fn a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares<A: Adapter>() {
+    let quiet = [front(), front(), front()];
+    let floods: Vec<Flood> = (0..4).map(|_| Flood::start().unwrap()).collect();
+    A::block_on(async {
+        let mut config = FleetConfig::default();
+        config.budget.connects_per_step = 3;
+        // More shards than connects per step are capped: every shard may connect each step.
+        let (fleet, events, drivers) = ami_async::fleet::start_sharded::<A::Runtime>(config, 8);
+        assert_eq!(fleet.shards(), 3);
+        assert_eq!(drivers.len(), 3);
+        for driver in drivers {
+            A::run_driver(Box::pin(driver));
+        }
+        let mut watch = fleet.watch();
+        // Each goes to the shard with the fewest servers: one quiet server per shard.
+        let quiet_names = ["q0", "q1", "q2"];
+        for (name, q) in quiet_names.iter().zip(&quiet) {
+            fleet.add(name, admin(), q.local_addr()).unwrap();
+        }
+        within("every quiet server ready, seen by the watch", async {
+            let mut ready = std::collections::HashSet::new();
+            while ready.len() < quiet_names.len() {
+                match watch.changed().await {
+                    Some(StatusChange::Changed { server, status }) if status.is_ready() => {
+                        ready.insert(server.to_string());
+                    }
+                    Some(_) => {}
+                    None => panic!("the watch ended"),
+                }
+            }
+        })
+        .await;
+        for name in quiet_names {
+            let reply = within(
+                "a ping",
+                fleet.send(Route::Server(name), Action::new("Ping")),
+            )
+            .await
+            .unwrap();
+            assert_eq!(reply.server.as_str(), name);
+            assert!(reply.result.is_ok(), "{name}: {:?}", reply.result);
+        }
+        let mut by_policy = std::collections::HashSet::new();
+        for _ in 0..quiet_names.len() {
+            let reply = within(
+                "a round-robin ping",
+                fleet.send(Route::Any(Policy::RoundRobin), Action::new("Ping")),
+            )
+            .await
+            .unwrap();
+            by_policy.insert(reply.server.to_string());
+        }
+        assert_eq!(
+            by_policy.len(),
+            quiet_names.len(),
+            "round-robin: {by_policy:?}"
+        );
+        let reply = within(
+            "a fewest-in-flight ping",
+            fleet.send(Route::Any(Policy::FewestInFlight), Action::new("Ping")),
+        )
+        .await
+        .unwrap();
+        assert!(reply.result.is_ok(), "{:?}", reply.result);
+
+        // The flooders: f0 and f3 land on the same shard.
+        for (i, f) in floods.iter().enumerate() {
+            fleet.add(&format!("f{i}"), admin(), f.addr()).unwrap();
+        }
+        for name in ["f0", "q1", "q2"] {
+            let duplicate = fleet.add(name, admin(), quiet[0].local_addr());
+            assert!(duplicate.is_err(), "{name}: {duplicate:?}");
+        }
+        let consumer = log_stream(events);
+        until("every flooder ready", || {
+            (0..4).all(|i| fleet.status(&format!("f{i}")).is_some_and(|s| s.is_ready()))
+        })
+        .await;
+        sleep(Duration::from_millis(1500)).await;
+        let stats = fleet.stats();
+        fleet.close();
+        drop(fleet);
+        let log = within("the stream to end", consumer).await.unwrap();
+        println!(
+            "sharded fleet: {log:?}; most connects in a step {}",
+            stats.most_connects_in_a_step
+        );
+        assert!(stats.most_connects_in_a_step <= 3, "{stats:?}");
+        assert_eq!(stats.servers.len(), 7);
+        if let Some(other) = log.gaps.keys().find(|k| !k.starts_with('f')) {
+            panic!("{other} lost events; only the flooders may: {log:?}");
+        }
+        let shares: Vec<u64> = (0..4)
+            .map(|i| log.events.get(&format!("f{i}")).copied().unwrap_or(0))
+            .collect();
+        let (least, most) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+        // The flooders outrun the reader (they lose events), so the merge sets the shares:
+        // one batch per shard and turn would give f0 and f3 half of f1's and f2's; sized by
+        // servers with items, each gets the same (within 1.5x: a flooder is a thread of a
+        // loaded machine).
+        assert!(
+            *least > 0 && least * 3 >= most * 2,
+            "flood shares {shares:?}"
+        );
     });
 }

@@ -1,5 +1,5 @@
 //! Many Asterisk servers as one, on tokio: `ami-async`'s fleet (see [`ami_async::fleet`] for
-//! the whole story) with its driver spawned as a tokio task.
+//! the whole story) with its drivers spawned as tokio tasks, one per shard.
 //!
 //! ```no_run
 //! use ami_proto::fleet::{FleetConfig, Policy, Route};
@@ -29,13 +29,25 @@ pub use ami_async::fleet::{
 
 use crate::Tokio;
 
-/// Starts an empty fleet on the current tokio runtime, its driver a task: add servers with
-/// [`FleetHandle::add`]. A config whose seed is the default gets one from the OS.
+/// Starts an empty fleet on the current tokio runtime, one driver task per shard
+/// ([`ami_async::fleet::default_shards`]: one per core but one), so the runtime's workers
+/// read the servers in parallel: add servers with [`FleetHandle::add`]. A config whose seed is the
+/// default gets one from the OS.
 ///
 /// # Panics
 /// Outside a tokio runtime (as `tokio::spawn` does).
 pub fn spawn_fleet(config: FleetConfig) -> (FleetHandle, FleetEvents) {
-    let (handle, events, driver) = ami_async::fleet::start::<Tokio>(config);
-    tokio::spawn(driver);
+    spawn_fleet_sharded(config, ami_async::fleet::default_shards())
+}
+
+/// [`spawn_fleet`] with `shards` shards (see [`ami_async::fleet::start_sharded`]).
+///
+/// # Panics
+/// Outside a tokio runtime (as `tokio::spawn` does).
+pub fn spawn_fleet_sharded(config: FleetConfig, shards: usize) -> (FleetHandle, FleetEvents) {
+    let (handle, events, drivers) = ami_async::fleet::start_sharded::<Tokio>(config, shards);
+    for driver in drivers {
+        tokio::spawn(driver);
+    }
     (handle, events)
 }

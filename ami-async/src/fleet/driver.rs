@@ -1,9 +1,9 @@
-//! The fleet's driver: one future, on any [`Runtime`], that steps the core at its deadlines,
-//! opens the transports it asks for, and reads and writes every open one. Every `if` here
-//! is about I/O; the core decides the rest.
+//! A shard's driver: one future, on any [`Runtime`], that steps the shard's core at its
+//! deadlines, opens the transports it asks for, and reads and writes every open one. Every
+//! `if` here is about I/O; the core decides the rest.
 //!
-//! One future, not a task per server: the [`Runtime`] trait has no spawn, and one future
-//! keeps the reads fair. Each transport gets a waker of its own that puts the server on a
+//! One future per shard, not a task per server: the [`Runtime`] trait has no spawn, and one
+//! future keeps the reads fair (the adapter spawns one per shard). Each transport gets a waker of its own that puts the server on a
 //! ready list and wakes the driver, so a wake-up visits only the servers that have
 //! something to do (not all of them), in the order they became ready, one read each per
 //! round.
@@ -32,12 +32,18 @@ const READ_CHUNK: usize = 64 << 10;
 /// executor (the event consumer among them).
 const ROUNDS_PER_POLL: u32 = 64;
 
-/// The future that runs a fleet's I/O. It completes once the fleet is closed (by
+/// The future that runs the I/O of a fleet's shard (or of several shards, see
+/// [`join`](Self::join)). It completes once the fleet is closed (by
 /// [`FleetHandle::close`](super::FleetHandle::close) or when every handle and the stream
-/// are dropped) and every transport is gone. Dropping it before that ends the fleet: waiting
-/// callers fail, the stream ends once drained.
+/// are dropped) and every transport is gone. Dropping it before that ends its shards:
+/// callers waiting on their servers fail, the stream ends once drained.
 #[must_use = "no server is connected until the driver runs"]
 pub struct FleetDriver {
+    shards: Vec<ShardIo>,
+}
+
+/// One shard's I/O and state.
+struct ShardIo {
     /// The I/O state, on the runtime it was made for; `None` once finished.
     pump: Option<Box<dyn Pumping>>,
     inner: Arc<Inner<Endpoint>>,
@@ -62,9 +68,21 @@ impl FleetDriver {
             armed_version: None,
         };
         FleetDriver {
-            pump: Some(Box::new(pump)),
-            inner,
+            shards: vec![ShardIo {
+                pump: Some(Box::new(pump)),
+                inner,
+            }],
         }
+    }
+
+    /// One future that drives every shard of `drivers` in turn, for an executor that runs
+    /// one future (the shards then share its thread).
+    pub fn join(drivers: impl IntoIterator<Item = FleetDriver>) -> FleetDriver {
+        let mut shards = Vec::new();
+        for mut d in drivers {
+            shards.append(&mut d.shards);
+        }
+        FleetDriver { shards }
     }
 }
 
@@ -72,22 +90,27 @@ impl Future for FleetDriver {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let over = match self.pump.as_mut() {
-            Some(pump) => pump.pump(cx).is_ready(),
-            None => true,
-        };
-        if !over {
-            return Poll::Pending;
+        let mut over = true;
+        for shard in &mut self.shards {
+            let done = match shard.pump.as_mut() {
+                Some(pump) => pump.pump(cx).is_ready(),
+                None => true,
+            };
+            // Drop the transports, then tell the callers.
+            if done && shard.pump.take().is_some() {
+                ended(&shard.inner);
+            }
+            over &= done;
         }
-        // Drop the transports, then tell the callers.
-        if self.pump.take().is_some() {
-            ended(&self.inner);
+        if over {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
-        Poll::Ready(())
     }
 }
 
-impl Drop for FleetDriver {
+impl Drop for ShardIo {
     fn drop(&mut self) {
         // Drop the I/O first, then tell the callers (again, harmlessly, when it finished).
         self.pump = None;
@@ -98,7 +121,11 @@ impl Drop for FleetDriver {
 impl std::fmt::Debug for FleetDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FleetDriver")
-            .field("finished", &self.pump.is_none())
+            .field("shards", &self.shards.len())
+            .field(
+                "finished",
+                &self.shards.iter().filter(|s| s.pump.is_none()).count(),
+            )
             .finish()
     }
 }

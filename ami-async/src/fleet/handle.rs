@@ -1,10 +1,10 @@
-//! The application's side of a fleet: [`FleetHandle`] (servers, actions, status, stats),
-//! [`FleetEvents`] (the merged stream) and [`StatusWatch`]: std futures over the shared
-//! state, on any runtime (the clock is the runtime's, kept in the shared state).
+//! The application's side of a fleet: [`FleetHandle`] (servers, actions, status, stats) and
+//! [`FleetEvents`] (the merged stream): std futures over the shards' shared state, on any
+//! runtime (the clock is the runtime's, kept in the shared state).
 
-use super::shared::{Inner, Io, STATUS_LOG_CAP};
+use super::shards::{Shard, Shards};
+use super::watch::StatusWatch;
 use super::Endpoint;
-use crate::shared::Waiter;
 use crate::AmiError;
 use crate::Target;
 use ami_proto::fleet::{
@@ -15,6 +15,15 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::Poll;
+
+/// Items of the merged stream per server and per turn of a shard: a shard hands out this
+/// many times its servers with items under one lock, so every server gets the same share
+/// whichever shard holds it, and a lone server comes in batches of this size (one lock per
+/// batch, as before shards).
+const ITEMS_PER_SERVER: usize = 256;
+
+/// The most items taken from one shard under one lock.
+const MAX_BATCH: usize = 4096;
 
 /// Why a server was not added.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,57 +65,52 @@ pub struct Reply {
 /// name, send actions routed by name or policy, watch status, read stats. The fleet closes
 /// when every handle and the [`FleetEvents`] are dropped, or on [`close`](Self::close).
 pub struct FleetHandle {
-    pub(crate) inner: Arc<Inner<Endpoint>>,
+    pub(crate) shards: Arc<Shards>,
 }
 
 impl Clone for FleetHandle {
     fn clone(&self) -> Self {
-        self.inner.lock().users += 1;
+        self.shards.join();
         FleetHandle {
-            inner: self.inner.clone(),
+            shards: self.shards.clone(),
         }
     }
 }
 
 impl std::fmt::Debug for FleetHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let servers: usize = self
+            .shards
+            .shards
+            .iter()
+            .map(|s| s.lock().fleet.len())
+            .sum();
         f.debug_struct("FleetHandle")
-            .field("servers", &self.inner.lock().fleet.len())
+            .field("servers", &servers)
+            .field("shards", &self.shards.shards.len())
             .finish()
     }
 }
 
-/// One user gone; the last one closes the fleet (nobody could use it any more).
-fn leave(inner: &Inner<Endpoint>) {
-    let mut io = Io::default();
-    {
-        let mut shared = inner.lock();
-        shared.users = shared.users.saturating_sub(1);
-        if shared.users == 0 && !shared.closed {
-            shared.close((inner.now)(), &mut io);
-        }
-    }
-    io.wake_all();
-}
-
 impl Drop for FleetHandle {
     fn drop(&mut self) {
-        leave(&self.inner);
+        self.shards.leave();
     }
 }
 
 /// Cancels the action in the core if the caller stops waiting for it.
 struct CancelOnDrop<'a> {
-    inner: &'a Inner<Endpoint>,
+    shard: &'a Shard,
     key: Option<(ServerName, ami_proto::ActionId)>,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if let Some((server, id)) = self.key.take() {
-            self.inner.call(|s| {
+            let now = (self.shard.now)();
+            self.shard.call(|s| {
                 s.waiters.remove(&(server.clone(), id.clone()));
-                s.fleet.cancel((self.inner.now)(), server.as_str(), &id);
+                s.fleet.cancel(now, server.as_str(), &id);
             });
         }
     }
@@ -121,7 +125,7 @@ impl FleetHandle {
         config: ClientConfig,
         target: impl Into<Target>,
     ) -> Result<(), AddError> {
-        self.add_endpoint(
+        self.shards.add(
             name,
             config,
             Endpoint {
@@ -143,7 +147,7 @@ impl FleetHandle {
     ) -> Result<(), AddError> {
         let server_name = tls.server_name.clone();
         let tls = crate::tls::TlsTarget::new(tls).map_err(|_| AddError::TlsName(server_name))?;
-        self.add_endpoint(
+        self.shards.add(
             name,
             config,
             Endpoint {
@@ -153,38 +157,10 @@ impl FleetHandle {
         )
     }
 
-    fn add_endpoint(
-        &self,
-        name: &str,
-        config: ClientConfig,
-        endpoint: Endpoint,
-    ) -> Result<(), AddError> {
-        self.inner.call(|s| {
-            if s.closed || s.driver_done {
-                return Err(AddError::Closed);
-            }
-            // The endpoint first: the add may ask for a connect at once.
-            let key =
-                ServerName::new(name).map_err(|e| AddError::Refused(FleetError::InvalidName(e)))?;
-            if s.fleet.id(name).is_some() {
-                return Err(AddError::Refused(FleetError::DuplicateName(key)));
-            }
-            s.endpoints.insert(key.clone(), endpoint);
-            match s.fleet.add((self.inner.now)(), name, config) {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    s.endpoints.remove(&key);
-                    Err(AddError::Refused(e))
-                }
-            }
-        })
-    }
-
     /// Removes the server named `name` (no Logoff): its pending actions fail, events still
     /// queued for it become one gap naming it. False if there is no such server.
     pub fn remove(&self, name: &str) -> bool {
-        self.inner
-            .call(|s| s.fleet.remove((self.inner.now)(), name))
+        self.shards.remove(name)
     }
 
     /// Sends `action` where `route` says and waits for its outcome. `Err` means no server
@@ -201,43 +177,35 @@ impl FleetHandle {
         action: Action,
         options: SendOptions,
     ) -> Result<Reply, RouteFailed> {
-        let routed = self.inner.call(|s| {
-            if s.closed || s.driver_done {
-                return Err(RouteFailed::Closed);
-            }
-            let routed = s
-                .fleet
-                .send_with((self.inner.now)(), route, action, options)
-                .map_err(RouteFailed::Route)?;
-            s.waiters.insert(
-                (routed.server.clone(), routed.id.clone()),
-                Waiter::default(),
-            );
-            Ok(routed)
-        })?;
-        Ok(self.wait(routed).await)
+        let (shard, routed) = self.shards.send(route, action, options)?;
+        Ok(wait(&shard, routed).await)
     }
 
     /// Sends a copy of `action` to every server (the CLI's `--on all`) and waits for all of
-    /// them: one reply per server, in the fleet's slot order.
+    /// them: one reply per server, shard by shard, each in slot order.
     pub async fn send_all(&self, action: Action) -> Vec<Reply> {
-        let results = self.inner.call(|s| {
-            if s.closed || s.driver_done {
-                return Vec::new();
-            }
-            let results = s
-                .fleet
-                .send_all((self.inner.now)(), &action, SendOptions::default());
-            for r in results.iter().flatten() {
-                s.waiters
-                    .insert((r.server.clone(), r.id.clone()), Waiter::default());
-            }
-            results
-        });
-        let mut replies = Vec::with_capacity(results.len());
-        for r in results {
+        let mut sent = Vec::new();
+        for shard in &self.shards.shards {
+            let results = shard.call(|s| {
+                if s.closed || s.driver_done {
+                    return Vec::new();
+                }
+                let now = (shard.now)();
+                let results = s.fleet.send_all(now, &action, SendOptions::default());
+                for r in results.iter().flatten() {
+                    s.waiters.insert(
+                        (r.server.clone(), r.id.clone()),
+                        crate::shared::Waiter::default(),
+                    );
+                }
+                results
+            });
+            sent.extend(results.into_iter().map(|r| (shard, r)));
+        }
+        let mut replies = Vec::with_capacity(sent.len());
+        for (shard, r) in sent {
             replies.push(match r {
-                Ok(routed) => self.wait(routed).await,
+                Ok(routed) => wait(shard, routed).await,
                 Err(RouteError::Send { server, error }) => Reply {
                     server,
                     result: Err(AmiError::Send(error)),
@@ -249,69 +217,35 @@ impl FleetHandle {
         replies
     }
 
-    async fn wait(&self, routed: Routed) -> Reply {
-        let key = (routed.server, routed.id);
-        let mut guard = CancelOnDrop {
-            inner: &self.inner,
-            key: Some(key.clone()),
-        };
-        let outcome = poll_fn(|cx| {
-            let mut shared = self.inner.lock();
-            let done = shared.driver_done;
-            let Some(w) = shared.waiters.get_mut(&key) else {
-                return Poll::Ready(None);
-            };
-            if let Some(outcome) = w.outcome.take() {
-                shared.waiters.remove(&key);
-                return Poll::Ready(Some(outcome));
-            }
-            if done {
-                shared.waiters.remove(&key);
-                return Poll::Ready(None);
-            }
-            w.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
-        guard.key = None;
-        Reply {
-            server: key.0,
-            result: match outcome {
-                Some(o) => o.map_err(AmiError::Action),
-                None => Err(AmiError::Closed),
-            },
-        }
-    }
-
     /// Where the server named `name` is now.
     pub fn status(&self, name: &str) -> Option<ServerStatus> {
-        self.inner.lock().fleet.status(name).cloned()
+        self.shards
+            .shard_of(name)?
+            .lock()
+            .fleet
+            .status(name)
+            .cloned()
     }
 
-    /// Every server and where it is now, in slot order.
+    /// Every server and where it is now (shard by shard, each in slot order).
     pub fn statuses(&self) -> Vec<(ServerName, ServerStatus)> {
-        let shared = self.inner.lock();
-        shared
-            .fleet
-            .servers()
-            .filter_map(|(_, n)| Some((n.clone(), shared.fleet.status(n.as_str())?.clone())))
-            .collect()
+        self.shards.statuses()
     }
 
     /// A watch on status changes from now on: every change once, in order.
     pub fn watch(&self) -> StatusWatch {
-        let mut shared = self.inner.lock();
-        shared.next_watch += 1;
-        StatusWatch {
-            inner: self.inner.clone(),
-            id: shared.next_watch,
-            next: shared.status_first + shared.status_log.len() as u64,
-        }
+        StatusWatch::new(self.shards.log.clone())
     }
 
-    /// Per-server and total counters and latency.
+    /// Per-server and total counters and latency, over every shard.
     pub fn stats(&self) -> FleetStats {
-        self.inner.lock().fleet.stats()
+        self.shards.stats()
+    }
+
+    /// How many shards (core fleets, each with a driver of its own) the servers are spread
+    /// over.
+    pub fn shards(&self) -> usize {
+        self.shards.shards.len()
     }
 
     /// Runs `f` on the client of the server named `name` (add a filter, change the event
@@ -321,37 +255,79 @@ impl FleetHandle {
         name: &str,
         f: impl FnOnce(&mut ami_proto::Client, std::time::Instant) -> R,
     ) -> Option<R> {
-        self.inner
-            .call(|s| s.fleet.with_client((self.inner.now)(), name, f))
+        let shard = self.shards.shard_of(name)?;
+        let now = (shard.now)();
+        shard.call(|s| s.fleet.with_client(now, name, f))
     }
 
     /// Logs every server off; each closes after its Goodbye.
     pub fn logoff_all(&self) {
-        self.inner.call(|s| s.fleet.logoff_all((self.inner.now)()));
+        for shard in &self.shards.shards {
+            let now = (shard.now)();
+            shard.call(|s| s.fleet.logoff_all(now));
+        }
     }
 
     /// Closes the fleet at once (no Logoff): pending actions fail, the event stream ends
     /// once drained, no server can be added any more.
     pub fn close(&self) {
-        let mut io = Io::default();
-        self.inner.lock().close((self.inner.now)(), &mut io);
-        io.wake_all();
+        self.shards.close();
+    }
+}
+
+/// Waits for a routed action's outcome on the shard that took it.
+async fn wait(shard: &Shard, routed: Routed) -> Reply {
+    let key = (routed.server, routed.id);
+    let mut guard = CancelOnDrop {
+        shard,
+        key: Some(key.clone()),
+    };
+    let outcome = poll_fn(|cx| {
+        let mut shared = shard.lock();
+        let done = shared.driver_done;
+        let Some(w) = shared.waiters.get_mut(&key) else {
+            return Poll::Ready(None);
+        };
+        if let Some(outcome) = w.outcome.take() {
+            shared.waiters.remove(&key);
+            return Poll::Ready(Some(outcome));
+        }
+        if done {
+            shared.waiters.remove(&key);
+            return Poll::Ready(None);
+        }
+        w.waker = Some(cx.waker().clone());
+        Poll::Pending
+    })
+    .await;
+    guard.key = None;
+    Reply {
+        server: key.0,
+        result: match outcome {
+            Some(o) => o.map_err(AmiError::Action),
+            None => Err(AmiError::Closed),
+        },
     }
 }
 
 /// The merged event stream: items from every server, each naming its server, taken from the
 /// servers in rotation so a flooding server cannot push out a quiet one's events (it loses
-/// its own, counted as gaps naming it). Ends once the fleet is closed and drained.
+/// its own, counted as gaps naming it). Across shards, each shard's turn hands out the same
+/// number of items per server with items, so shares stay even whichever shard holds a
+/// server. Ends once the fleet is closed and drained.
 pub struct FleetEvents {
-    pub(crate) inner: Arc<Inner<Endpoint>>,
+    pub(crate) shards: Arc<Shards>,
+    /// The shard whose turn is next.
+    next: usize,
     buf: VecDeque<FleetItem>,
     batch: Vec<FleetItem>,
 }
 
 impl FleetEvents {
-    pub(crate) fn new(inner: Arc<Inner<Endpoint>>) -> FleetEvents {
+    pub(crate) fn new(shards: Arc<Shards>) -> FleetEvents {
         FleetEvents {
-            inner,
+            shards,
+            next: 0,
             buf: VecDeque::new(),
             batch: Vec::new(),
         }
@@ -368,21 +344,61 @@ impl std::fmt::Debug for FleetEvents {
 
 impl Drop for FleetEvents {
     fn drop(&mut self) {
-        leave(&self.inner);
+        self.shards.leave();
     }
 }
 
+/// What one look at the shards found.
+enum Look {
+    Items,
+    Empty,
+    Over,
+}
+
 impl FleetEvents {
+    /// Takes one batch from the next shard with items, in rotation; with `waker`, parks it
+    /// on every shard found empty (under that shard's lock, so no wake-up is lost).
+    fn look(&mut self, waker: Option<&std::task::Waker>) -> Look {
+        let n = self.shards.shards.len();
+        let mut over = true;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let Some(shard) = self.shards.shards.get(i) else {
+                continue;
+            };
+            let mut shared = shard.lock();
+            let with_items = shared.fleet.servers_with_events();
+            if with_items > 0 {
+                let max = (with_items * ITEMS_PER_SERVER).min(MAX_BATCH);
+                shared.fleet.poll_events(&mut self.batch, max);
+                drop(shared);
+                self.buf.extend(self.batch.drain(..));
+                self.next = i + 1;
+                return Look::Items;
+            }
+            if !shared.stream_over() {
+                over = false;
+                if let Some(w) = waker {
+                    shared.event_waker = Some(w.clone());
+                }
+            }
+        }
+        if over {
+            Look::Over
+        } else {
+            Look::Empty
+        }
+    }
+
     /// The next item; `None` once the fleet is closed and every queue is empty. Items are
-    /// taken from the core in batches under one lock and handed out from here.
+    /// taken from the shards in batches under one lock and handed out from here.
     pub async fn recv(&mut self) -> Option<FleetItem> {
         if let Some(item) = self.buf.pop_front() {
             return Some(item);
         }
-        let FleetEvents { inner, buf, batch } = self;
         // A consumer that always finds items would never give its thread back (this future
         // is not the runtime's, so no runtime budget applies): one turn per batch lets the
-        // connection tasks on the same thread read.
+        // drivers on the same thread read.
         let mut yielded = false;
         poll_fn(|cx| {
             if !yielded {
@@ -390,17 +406,11 @@ impl FleetEvents {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let mut shared = inner.lock();
-            let n = shared.fleet.poll_events(batch, super::shared::EVENT_BATCH);
-            if n > 0 {
-                buf.extend(batch.drain(..));
-                return Poll::Ready(buf.pop_front());
+            match self.look(Some(cx.waker())) {
+                Look::Items => Poll::Ready(self.buf.pop_front()),
+                Look::Over => Poll::Ready(None),
+                Look::Empty => Poll::Pending,
             }
-            if shared.stream_over() {
-                return Poll::Ready(None);
-            }
-            shared.event_waker = Some(cx.waker().clone());
-            Poll::Pending
         })
         .await
     }
@@ -428,82 +438,8 @@ impl FleetEvents {
     /// The next item if one is queued (taken with a batch under one lock, like `recv`).
     pub fn try_recv(&mut self) -> Option<FleetItem> {
         if self.buf.is_empty() {
-            let n = self
-                .inner
-                .lock()
-                .fleet
-                .poll_events(&mut self.batch, super::shared::EVENT_BATCH);
-            if n > 0 {
-                self.buf.extend(self.batch.drain(..));
-            }
+            self.look(None);
         }
         self.buf.pop_front()
-    }
-}
-
-/// What a [`StatusWatch`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StatusChange {
-    /// A server's status changed.
-    Changed {
-        /// Which server.
-        server: ServerName,
-        /// Its new status.
-        status: ServerStatus,
-    },
-    /// This watch fell more than 4,096 changes behind: that many were dropped (counted,
-    /// never silent). [`FleetHandle::statuses`] gives the present.
-    Lagged(u64),
-}
-
-/// Status changes of every server, in order, from the moment the watch was made.
-pub struct StatusWatch {
-    inner: Arc<Inner<Endpoint>>,
-    id: u64,
-    next: u64,
-}
-
-impl std::fmt::Debug for StatusWatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusWatch")
-            .field("next", &self.next)
-            .finish()
-    }
-}
-
-impl Drop for StatusWatch {
-    fn drop(&mut self) {
-        self.inner.lock().status_wakers.remove(&self.id);
-    }
-}
-
-impl StatusWatch {
-    /// The next change; `None` once the fleet is closed and every change was seen.
-    pub async fn changed(&mut self) -> Option<StatusChange> {
-        poll_fn(|cx| {
-            let mut shared = self.inner.lock();
-            if self.next < shared.status_first {
-                let lost = shared.status_first - self.next;
-                self.next = shared.status_first;
-                log::warn!("AMI fleet: a status watch lost {lost} changes (cap {STATUS_LOG_CAP})");
-                return Poll::Ready(Some(StatusChange::Lagged(lost)));
-            }
-            let at = (self.next - shared.status_first) as usize;
-            if let Some((server, status)) = shared.status_log.get(at) {
-                self.next += 1;
-                return Poll::Ready(Some(StatusChange::Changed {
-                    server: server.clone(),
-                    status: status.clone(),
-                }));
-            }
-            // Closing logs every server's last change at once: nothing can follow.
-            if shared.closed || shared.driver_done {
-                return Poll::Ready(None);
-            }
-            shared.status_wakers.insert(self.id, cx.waker().clone());
-            Poll::Pending
-        })
-        .await
     }
 }

@@ -1,21 +1,16 @@
-//! The fleet's shared state: the core [`Fleet`] behind one `std::sync::Mutex`, plus the
-//! waiters, wakers and status log around it. std only; the runtime's clock comes in as a
-//! function. The lock is never held across an await and no user code runs under it.
+//! One shard's shared state: a core [`Fleet`] (the shard's servers) behind one
+//! `std::sync::Mutex`, plus the waiters and wakers around it. std only; the runtime's clock
+//! comes in as a function. The lock is never held across an await and no user code runs
+//! under it.
 
+use super::watch::StatusLog;
 use crate::shared::{lock, Waiter};
-use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName, ServerStatus};
+use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName};
 use ami_proto::ActionId;
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
-
-/// Status changes kept for watchers that are behind. 4,096 changes of ~100 bytes: a few
-/// hundred KiB at most; a watcher further behind is told how many it missed.
-pub(crate) const STATUS_LOG_CAP: usize = 4096;
-
-/// Items taken from the core per lock by the event stream: one lock per batch, not per item.
-pub(crate) const EVENT_BATCH: usize = 256;
 
 /// One open (or opening) transport: its epoch tells the driver that a connection was
 /// replaced (closed, then reconnected), so the old one stops without touching the core.
@@ -70,22 +65,17 @@ pub(crate) struct Shared<E> {
     pub(crate) deadline: Option<Instant>,
     pub(crate) timer_version: u64,
     pub(crate) timer_waker: Option<Waker>,
-    /// Status changes, numbered from `status_first`.
-    pub(crate) status_log: VecDeque<(ServerName, ServerStatus)>,
-    pub(crate) status_first: u64,
-    pub(crate) status_wakers: HashMap<u64, Waker>,
-    pub(crate) next_watch: u64,
-    /// Handles and event streams alive (explicit count, not `Arc::strong_count`).
-    pub(crate) users: usize,
+    /// The fleet-wide status log (every shard's changes, in order).
+    log: Arc<StatusLog>,
     /// Closed by the application, or every handle dropped: no more adds, and the stream
     /// ends once drained.
     pub(crate) closed: bool,
-    /// The driver (timer task) ended: nothing will move any more.
+    /// The shard's driver ended: nothing will move any more.
     pub(crate) driver_done: bool,
 }
 
 impl<E: Clone> Shared<E> {
-    pub(crate) fn new(fleet: Fleet) -> Shared<E> {
+    pub(crate) fn new(fleet: Fleet, log: Arc<StatusLog>) -> Shared<E> {
         Shared {
             fleet,
             endpoints: HashMap::new(),
@@ -97,11 +87,7 @@ impl<E: Clone> Shared<E> {
             deadline: None,
             timer_version: 0,
             timer_waker: None,
-            status_log: VecDeque::new(),
-            status_first: 0,
-            status_wakers: HashMap::new(),
-            next_watch: 0,
-            users: 2,
+            log,
             closed: false,
             driver_done: false,
         }
@@ -147,14 +133,7 @@ impl<E: Clone> Shared<E> {
                         io.wake.extend(old.waker);
                     }
                 }
-                FleetOutput::Status { server, status } => {
-                    if self.status_log.len() == STATUS_LOG_CAP {
-                        self.status_log.pop_front();
-                        self.status_first += 1;
-                    }
-                    self.status_log.push_back((server, status));
-                    io.wake.extend(self.status_wakers.drain().map(|(_, w)| w));
-                }
+                FleetOutput::Status { server, status } => self.log.push(server, status, io),
                 FleetOutput::Completed {
                     server,
                     id,
@@ -225,16 +204,22 @@ impl<E: Clone> Shared<E> {
     /// Closes every server (no Logoff): pending actions fail now, the stream ends once
     /// drained.
     pub(crate) fn close(&mut self, now: Instant, io: &mut Io) {
+        let over = self.closed || self.driver_done;
         self.closed = true;
         self.fleet.close_all(now);
         self.drain(io);
         io.wake.extend(self.timer_waker.take());
         io.wake.extend(self.event_waker.take());
-        io.wake.extend(self.status_wakers.drain().map(|(_, w)| w));
+        if !over {
+            self.log.shard_over(io);
+        }
     }
 
     /// The driver ended (normally or not): every waiter and watcher is woken to find out.
     pub(crate) fn driver_ended(&mut self, io: &mut Io) {
+        if !(self.closed || self.driver_done) {
+            self.log.shard_over(io);
+        }
         self.driver_done = true;
         for w in self.waiters.values_mut() {
             io.wake.extend(w.waker.take());
@@ -244,7 +229,6 @@ impl<E: Clone> Shared<E> {
         }
         self.conns.clear();
         io.wake.extend(self.event_waker.take());
-        io.wake.extend(self.status_wakers.drain().map(|(_, w)| w));
     }
 }
 
@@ -256,9 +240,9 @@ pub(crate) struct Inner<E> {
 }
 
 impl<E: Clone> Inner<E> {
-    pub(crate) fn new(fleet: Fleet, now: fn() -> Instant) -> Inner<E> {
+    pub(crate) fn new(fleet: Fleet, now: fn() -> Instant, log: Arc<StatusLog>) -> Inner<E> {
         Inner {
-            shared: Mutex::new(Shared::new(fleet)),
+            shared: Mutex::new(Shared::new(fleet, log)),
             now,
         }
     }

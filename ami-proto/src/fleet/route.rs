@@ -158,6 +158,17 @@ impl Fleet {
             .is_some_and(|s| s.status.is_ready() && s.client.is_ready())
     }
 
+    /// The fewest actions pending on any server that takes routed work now (ready, breaker
+    /// closed); `None` when no server does. A router over several fleets asks each and sends
+    /// [`Policy::FewestInFlight`] work to the fleet with the least.
+    pub fn least_in_flight(&self) -> Option<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.takes_work(i))
+            .filter_map(|i| self.slots.get(i)?.server.as_ref())
+            .map(|s| s.client.pending_actions())
+            .min()
+    }
+
     /// Ready servers, fewest actions pending first (ties: round-robin order).
     fn by_load(&self) -> Vec<usize> {
         let n = self.slots.len();

@@ -116,6 +116,14 @@ impl Fleet {
         out.len() - before
     }
 
+    /// Servers with items waiting for their turn in the merged stream (a removed server's
+    /// last gap counts as one): what one rotation of [`poll_event`](Self::poll_event) visits.
+    /// A reader merging several fleets sizes its batch from it, so each server gets the same
+    /// share whichever fleet holds it.
+    pub fn servers_with_events(&self) -> usize {
+        self.ring.len() + self.ring.orphans.len()
+    }
+
     /// True when the merged stream may have items ([`poll_event`](Self::poll_event) finds
     /// out).
     pub fn has_events(&self) -> bool {

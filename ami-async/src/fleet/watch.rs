@@ -1,0 +1,141 @@
+//! The fleet's status log and [`StatusWatch`]: every server's status changes, once, in the
+//! order they happened, whichever shard drives the server. Shards append under their own
+//! lock (shard, then log: the log's lock is always taken last).
+
+use super::shared::Io;
+use crate::shared::lock;
+use ami_proto::fleet::{ServerName, ServerStatus};
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+
+/// Status changes kept for watchers that are behind. 4,096 changes of ~100 bytes: a few
+/// hundred KiB at most; a watcher further behind is told how many it missed.
+pub(crate) const STATUS_LOG_CAP: usize = 4096;
+
+/// Every shard's status changes, numbered from `first`.
+pub(crate) struct StatusLog {
+    state: Mutex<LogState>,
+}
+
+struct LogState {
+    changes: VecDeque<(ServerName, ServerStatus)>,
+    first: u64,
+    wakers: HashMap<u64, Waker>,
+    next_watch: u64,
+    /// Shards that will log nothing more (closed, or their driver gone), of `shards`.
+    over: usize,
+    shards: usize,
+}
+
+impl StatusLog {
+    pub(crate) fn new(shards: usize) -> StatusLog {
+        StatusLog {
+            state: Mutex::new(LogState {
+                changes: VecDeque::new(),
+                first: 0,
+                wakers: HashMap::new(),
+                next_watch: 0,
+                over: 0,
+                shards,
+            }),
+        }
+    }
+
+    /// Appends a change; the watchers are woken by `io`.
+    pub(crate) fn push(&self, server: ServerName, status: ServerStatus, io: &mut Io) {
+        let mut s = lock(&self.state);
+        if s.changes.len() == STATUS_LOG_CAP {
+            s.changes.pop_front();
+            s.first += 1;
+        }
+        s.changes.push_back((server, status));
+        io.wake.extend(s.wakers.drain().map(|(_, w)| w));
+    }
+
+    /// One shard will log nothing more (call once per shard); the watchers find out.
+    pub(crate) fn shard_over(&self, io: &mut Io) {
+        let mut s = lock(&self.state);
+        s.over += 1;
+        io.wake.extend(s.wakers.drain().map(|(_, w)| w));
+    }
+}
+
+/// What a [`StatusWatch`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StatusChange {
+    /// A server's status changed.
+    Changed {
+        /// Which server.
+        server: ServerName,
+        /// Its new status.
+        status: ServerStatus,
+    },
+    /// This watch fell more than 4,096 changes behind: that many were dropped (counted,
+    /// never silent). [`FleetHandle::statuses`](super::FleetHandle::statuses) gives the
+    /// present.
+    Lagged(u64),
+}
+
+/// Status changes of every server, in order, from the moment the watch was made.
+pub struct StatusWatch {
+    log: Arc<StatusLog>,
+    id: u64,
+    next: u64,
+}
+
+impl std::fmt::Debug for StatusWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWatch")
+            .field("next", &self.next)
+            .finish()
+    }
+}
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        lock(&self.log.state).wakers.remove(&self.id);
+    }
+}
+
+impl StatusWatch {
+    /// A watch on the changes logged from now on.
+    pub(crate) fn new(log: Arc<StatusLog>) -> StatusWatch {
+        let (id, next) = {
+            let mut s = lock(&log.state);
+            s.next_watch += 1;
+            (s.next_watch, s.first + s.changes.len() as u64)
+        };
+        StatusWatch { log, id, next }
+    }
+
+    /// The next change; `None` once the fleet is closed and every change was seen.
+    pub async fn changed(&mut self) -> Option<StatusChange> {
+        poll_fn(|cx| {
+            let mut s = lock(&self.log.state);
+            if self.next < s.first {
+                let lost = s.first - self.next;
+                self.next = s.first;
+                log::warn!("AMI fleet: a status watch lost {lost} changes (cap {STATUS_LOG_CAP})");
+                return Poll::Ready(Some(StatusChange::Lagged(lost)));
+            }
+            let at = (self.next - s.first) as usize;
+            if let Some((server, status)) = s.changes.get(at) {
+                self.next += 1;
+                return Poll::Ready(Some(StatusChange::Changed {
+                    server: server.clone(),
+                    status: status.clone(),
+                }));
+            }
+            // Closing logs every server's last change at once: nothing can follow.
+            if s.over >= s.shards {
+                return Poll::Ready(None);
+            }
+            s.wakers.insert(self.id, cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
