@@ -183,14 +183,19 @@ impl Engine for MioRun {
         }
         let mut done = HashMap::new();
         let mut held = Vec::new();
-        while replies
-            .iter()
-            .any(|r| r.as_ref().is_ok_and(|k| !done.contains_key(k)))
-        {
+        loop {
+            self.step(&mut held, &mut done, false)?;
+            // Checked after the step, before blocking: the step that brings the last reply
+            // must not be followed by a wait for the next timer (the heartbeat, 20 s).
+            if !replies
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|k| !done.contains_key(k)))
+            {
+                break;
+            }
             if Instant::now() >= end {
                 return Err(Failure::new(EXIT_OTHER, "no reply within the time limit"));
             }
-            self.step(&mut held, &mut done, false)?;
             self.block(Some(end))?;
         }
         self.held.append(&mut held);
@@ -217,13 +222,12 @@ impl Engine for MioRun {
         }
         let end = now + grace;
         let mut held = Vec::new();
-        while !self.all_closed() && Instant::now() < end {
-            if self.step(&mut held, &mut HashMap::new(), false).is_err()
-                || self.block(Some(end)).is_err()
-            {
-                break;
-            }
-        }
+        // Step, then check, then block: the step that closes the last session ends it.
+        while self.step(&mut held, &mut HashMap::new(), false).is_ok()
+            && !self.all_closed()
+            && Instant::now() < end
+            && self.block(Some(end)).is_ok()
+        {}
         self.close();
     }
 }
