@@ -1,6 +1,6 @@
 //! The caller's side for actions: a cloneable [`Handle`] and the [`AmiError`] it returns.
 
-use crate::shared::{Inner, Waiter};
+use crate::shared::{Inner, Slot};
 use crate::status::StatusWatch;
 use ami_proto::{
     Action, ActionError, ActionId, Client, DisconnectReason, Response, SendError, SendOptions,
@@ -8,7 +8,6 @@ use ami_proto::{
 };
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Instant;
 
 /// Why an action sent through an async adapter did not succeed.
@@ -108,13 +107,14 @@ impl Handle {
         &self,
         f: impl FnOnce(&mut Client, Instant) -> Result<ActionId, SendError>,
     ) -> Result<Response, AmiError> {
+        let slot = Arc::new(Slot::default());
         let id = {
             let mut shared = self.inner.lock();
             if shared.driver_done {
                 return Err(AmiError::Closed);
             }
             let id = f(&mut shared.client, (self.inner.now)())?;
-            shared.waiters.insert(id.clone(), Waiter::default());
+            shared.waiters.insert(id.clone(), Arc::clone(&slot));
             id
         };
         self.inner.bell.ring();
@@ -122,29 +122,9 @@ impl Handle {
             inner: &self.inner,
             id: Some(id),
         };
-        let outcome = poll_fn(|cx| {
-            let mut shared = self.inner.lock();
-            let Some(id) = guard.id.as_ref() else {
-                return Poll::Ready(Err(AmiError::Closed));
-            };
-            let done = shared.driver_done;
-            let Some(w) = shared.waiters.get_mut(id) else {
-                return Poll::Ready(Err(AmiError::Closed));
-            };
-            if let Some(outcome) = w.outcome.take() {
-                shared.waiters.remove(id);
-                return Poll::Ready(Ok(outcome));
-            }
-            if done {
-                shared.waiters.remove(id);
-                return Poll::Ready(Err(AmiError::Closed));
-            }
-            w.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
+        let outcome = poll_fn(|cx| slot.poll(cx)).await;
         guard.id = None;
-        outcome?.map_err(AmiError::Action)
+        outcome.ok_or(AmiError::Closed)?.map_err(AmiError::Action)
     }
 
     /// A watch on the session status (Connecting, Ready, Disconnected, Closed).

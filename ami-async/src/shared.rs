@@ -36,10 +36,49 @@ pub(crate) struct Waiter {
     pub(crate) waker: Option<Waker>,
 }
 
+/// Where one [`Handle`](crate::Handle) caller waits for its action's outcome: a lock of its
+/// own, so that a waiting caller polls without the core lock (one core lock per action, to
+/// send it, instead of one per poll), and the driver fills it under the core lock.
+#[derive(Default)]
+pub(crate) struct Slot(Mutex<Waiter>, AtomicBool);
+
+impl Slot {
+    /// The outcome arrived: store it, and the caller's waker goes to `wake`.
+    fn fill(&self, outcome: Outcome, wake: &mut Vec<Waker>) {
+        let mut w = lock(&self.0);
+        w.outcome = Some(outcome);
+        wake.extend(w.waker.take());
+    }
+
+    /// The driver has stopped and no outcome will come.
+    fn close(&self, wake: &mut Vec<Waker>) {
+        let mut w = lock(&self.0);
+        self.1.store(true, Ordering::SeqCst);
+        wake.extend(w.waker.take());
+    }
+
+    /// The caller's side: the outcome, or `None` once the driver stopped without one.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+        let mut w = lock(&self.0);
+        if let Some(outcome) = w.outcome.take() {
+            return Poll::Ready(Some(outcome));
+        }
+        if self.1.load(Ordering::SeqCst) {
+            return Poll::Ready(None);
+        }
+        match &mut w.waker {
+            Some(old) if old.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
 /// Everything under the core lock.
 pub(crate) struct Shared {
     pub(crate) client: Client,
-    pub(crate) waiters: HashMap<ActionId, Waiter>,
+    /// Callers waiting for an outcome; a slot leaves the map when it is filled.
+    pub(crate) waiters: HashMap<ActionId, Arc<Slot>>,
     /// The driver has stopped for good (finished, or its future was dropped).
     pub(crate) driver_done: bool,
     pub(crate) status: Status,
@@ -65,9 +104,8 @@ impl Shared {
 
     /// Hands an outcome to its waiter (none: the caller stopped waiting, its choice).
     pub(crate) fn complete(&mut self, id: &ActionId, outcome: Outcome, wake: &mut Vec<Waker>) {
-        if let Some(w) = self.waiters.get_mut(id) {
-            w.outcome = Some(outcome);
-            wake.extend(w.waker.take());
+        if let Some(slot) = self.waiters.remove(id) {
+            slot.fill(outcome, wake);
         }
     }
 
@@ -79,7 +117,9 @@ impl Shared {
             self.set_status(Status::Closed { reason }, wake);
         }
         self.driver_done = true;
-        wake.extend(self.waiters.values_mut().filter_map(|w| w.waker.take()));
+        for (_, slot) in self.waiters.drain() {
+            slot.close(wake);
+        }
         wake.extend(self.status_wakers.drain().map(|(_, w)| w));
     }
 
@@ -127,6 +167,11 @@ impl Bell {
         if let Some(w) = waker {
             w.wake();
         }
+    }
+
+    /// Forgets a ring: the driver is about to look at everything a ring could announce.
+    pub(crate) fn clear(&self) {
+        self.rung.store(false, Ordering::SeqCst);
     }
 
     /// Whether a ring is waiting for the driver.

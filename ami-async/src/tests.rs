@@ -343,3 +343,33 @@ fn a_name_that_does_not_resolve_is_reported_as_host_not_found() {
         "{status:?}"
     );
 }
+
+#[test]
+fn a_waiting_caller_takes_its_outcome_without_the_core_lock() {
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let handle = rig.handle.clone();
+    let mut ping = Box::pin(handle.send(ami_proto::Action::new("Ping")));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    let written = rig.written();
+    let id = written
+        .rsplit("Action: Ping")
+        .next()
+        .and_then(|tail| tail.lines().find_map(|l| l.strip_prefix("ActionID: ")))
+        .expect("a Ping with an ActionID")
+        .to_string();
+    rig.send(&format!(
+        "Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n"
+    ));
+    rig.spin();
+    // The driver left the outcome in the caller's own slot: polling it needs no core lock
+    // (one core lock per action, to send it; polls never contend with the driver).
+    let core = rig.handle.inner.lock();
+    match ping.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(r)) => assert_eq!(r.message().get_str("Ping"), Some("Pong")),
+        other => panic!("{other:?}"),
+    }
+    drop(core);
+}

@@ -14,6 +14,7 @@
 //!   their blank line (the baseline);
 //! - `tokio`: `ami-tokio` on a two-worker runtime, each Ping in flight a task looping on
 //!   `Handle::send`;
+//! - `tokio-1t`: the same on a current-thread runtime;
 //! - `async-std`: `ami-async-std` as its docs run it, the driver on a thread of its own
 //!   (`run_on_thread`), the callers on the main thread (`async_io::block_on`);
 //! - `async-std-1t`: the driver and the callers in one `block_on` on one thread;
@@ -33,7 +34,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CLIENTS: [&str; 5] = ["raw", "tokio", "async-std", "async-std-1t", "mio"];
+const CLIENTS: [&str; 6] = [
+    "raw",
+    "tokio",
+    "tokio-1t",
+    "async-std",
+    "async-std-1t",
+    "mio",
+];
 const IN_FLIGHT: [usize; 2] = [1, 64];
 /// Pings counted under strace (after subtracting a run with none).
 const STRACE_PINGS: u64 = 20_000;
@@ -50,8 +58,8 @@ fn main() {
                 "count" => Stop::Count(args[5].parse().unwrap()),
                 _ => Stop::Secs(args[5].parse().unwrap()),
             };
-            let (pings, took) = run_client(client, in_flight, addr, &stop);
-            println!("{pings} {}", took.as_secs_f64());
+            let (pings, took, cpu) = run_client(client, in_flight, addr, &stop);
+            println!("{pings} {} {cpu}", took.as_secs_f64());
         }
         _ => parent(args.first().and_then(|a| a.parse().ok()).unwrap_or(3.0)),
     }
@@ -65,6 +73,8 @@ enum Stop {
 
 /// Shared by every caller of one client: whether to send another Ping, and what completed.
 struct Budget {
+    /// The process's CPU time (all threads, user + system) when the run started.
+    cpu0: f64,
     end: Option<Instant>,
     limit: u64,
     taken: AtomicU64,
@@ -78,6 +88,7 @@ impl Budget {
             Stop::Count(n) => (None, n),
         };
         Arc::new(Budget {
+            cpu0: cpu_secs(),
             end,
             limit,
             taken: AtomicU64::new(0),
@@ -100,6 +111,24 @@ impl Budget {
     fn done(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }
+
+    /// What the client reports: Pings completed, the time since `start`, CPU seconds used.
+    fn result(&self, start: Instant) -> (u64, Duration, f64) {
+        (self.done(), start.elapsed(), cpu_secs() - self.cpu0)
+    }
+}
+
+/// This process's CPU time so far (user + system, every thread), from /proc (0 elsewhere).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces): utime and stime are the
+    // 12th and 13th, in clock ticks (100 a second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
 
 // ---------------------------------------------------------------------------------------
@@ -118,31 +147,47 @@ fn parent(secs: f64) {
         .unwrap();
     let addr = line.trim().to_string();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("Ping round trips, {secs} s per client, server {addr}; load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "Ping round trips, {secs} s per client, server {addr}; load average at start: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!();
-    println!("| client | 1 in flight: pings/s | vs raw | 64 in flight: pings/s | vs raw |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| client | 1 in flight: Pings/s | vs raw | CPU µs/Ping | 64 in flight: Pings/s | vs raw | CPU µs/Ping |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut raw = [0.0; 2];
     for client in CLIENTS {
         let mut row = format!("| {client} |");
         for (i, in_flight) in IN_FLIGHT.into_iter().enumerate() {
-            let rate = child(&exe, client, in_flight, &addr, "secs", &secs.to_string())
-                .map(|(n, took)| n as f64 / took);
-            match rate {
-                Some(r) => {
+            match child(&exe, client, in_flight, &addr, "secs", &secs.to_string()) {
+                Some((n, took, cpu)) => {
+                    let r = n as f64 / took;
                     if client == "raw" {
                         raw[i] = r;
                     }
-                    row += &format!(" {:.1} k | {:.2} |", r / 1e3, r / raw[i].max(1e-9));
+                    row += &format!(
+                        " {:.1} k | {:.2} | {:.1} |",
+                        r / 1e3,
+                        r / raw[i].max(1e-9),
+                        cpu * 1e6 / n.max(1) as f64
+                    );
                 }
-                None => row += " failed | - |",
+                None => row += " failed | - | - |",
             }
         }
         println!("{row}");
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!();
-    println!("load average at end: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
+    println!(
+        "load average at end: {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     if Command::new("strace").arg("-V").output().is_ok() {
         println!();
         println!("Syscalls per Ping at 1 in flight (client process, `strace -c -f`, {STRACE_PINGS} Pings minus none):");
@@ -165,7 +210,10 @@ fn parent(secs: f64) {
                 .iter()
                 .map(|(name, c)| {
                     let before = without.get(name).map_or(0, |b| b.0);
-                    (name.clone(), c.0.saturating_sub(before) as f64 / STRACE_PINGS as f64)
+                    (
+                        name.clone(),
+                        c.0.saturating_sub(before) as f64 / STRACE_PINGS as f64,
+                    )
                 })
                 .filter(|(_, v)| *v >= 0.05)
                 .collect();
@@ -183,7 +231,7 @@ fn parent(secs: f64) {
     server.wait().ok();
 }
 
-/// Runs one client in a child process; returns (pings, seconds).
+/// Runs one client in a child process; returns (pings, seconds, CPU seconds).
 fn child(
     exe: &std::path::Path,
     client: &str,
@@ -191,7 +239,7 @@ fn child(
     addr: &str,
     stop: &str,
     n: &str,
-) -> Option<(u64, f64)> {
+) -> Option<(u64, f64, f64)> {
     let out = Command::new(exe)
         .args(["client", client, &in_flight.to_string(), addr, stop, n])
         .output()
@@ -199,7 +247,11 @@ fn child(
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut it = text.split_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
 }
 
 /// Syscalls of one client process at one Ping in flight: name -> (calls, errors).
@@ -209,7 +261,8 @@ fn strace(
     addr: &str,
     pings: u64,
 ) -> Option<BTreeMap<String, (u64, u64)>> {
-    let file = std::env::temp_dir().join(format!("ping_rate.{}.{client}.{pings}", std::process::id()));
+    let file =
+        std::env::temp_dir().join(format!("ping_rate.{}.{client}.{pings}", std::process::id()));
     let status = Command::new("strace")
         .args(["-f", "-c", "-o"])
         .arg(&file)
@@ -234,7 +287,11 @@ fn strace(
             continue;
         }
         let n: u64 = t[3].parse().ok()?;
-        let errors = if t.len() >= 6 { t[4].parse().unwrap_or(0) } else { 0 };
+        let errors = if t.len() >= 6 {
+            t[4].parse().unwrap_or(0)
+        } else {
+            0
+        };
         calls.insert(name.to_string(), (n, errors));
     }
     Some(calls)
@@ -335,17 +392,28 @@ fn config() -> ClientConfig {
         .unwrap()
 }
 
-/// Runs one client; returns the Pings completed and the time from the first sent to the
-/// last completed.
-fn run_client(client: &str, in_flight: usize, addr: SocketAddr, stop: &Stop) -> (u64, Duration) {
+/// Runs one client; returns the Pings completed, the time from the first sent to the last
+/// completed, and the CPU time the process used meanwhile.
+fn run_client(
+    client: &str,
+    in_flight: usize,
+    addr: SocketAddr,
+    stop: &Stop,
+) -> (u64, Duration, f64) {
     match client {
         "raw" => raw(addr, in_flight, stop),
-        "tokio" => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+        "tokio" | "tokio-1t" => {
+            let rt = if client == "tokio" {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .unwrap();
             rt.block_on(async {
                 let (ami, _events) = ami_tokio::spawn(config(), addr);
                 ami.wait_ready().await.unwrap();
@@ -357,7 +425,7 @@ fn run_client(client: &str, in_flight: usize, addr: SocketAddr, stop: &Stop) -> 
                 for t in tasks {
                     t.await.unwrap();
                 }
-                (budget.done(), start.elapsed())
+                budget.result(start)
             })
         }
         "async-std" => {
@@ -389,7 +457,7 @@ async fn caller(ami: Handle, budget: Arc<Budget>) {
 }
 
 /// `in_flight` callers in one future (for executors that only block on one).
-async fn callers(ami: Handle, in_flight: usize, stop: &Stop) -> (u64, Duration) {
+async fn callers(ami: Handle, in_flight: usize, stop: &Stop) -> (u64, Duration, f64) {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     ami.wait_ready().await.unwrap();
     let budget = Budget::new(stop);
@@ -398,12 +466,12 @@ async fn callers(ami: Handle, in_flight: usize, stop: &Stop) -> (u64, Duration) 
         .map(|_| caller(ami.clone(), budget.clone()))
         .collect();
     while all.next().await.is_some() {}
-    (budget.done(), start.elapsed())
+    budget.result(start)
 }
 
 /// The baseline: pre-formatted Pings on a blocking socket, answers counted by their blank
 /// line; a new Ping written for each answer, all of one read's in one write.
-fn raw(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration) {
+fn raw(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration, f64) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_nodelay(true).unwrap();
     s.write_all(b"Action: Login\r\nActionID: 1\r\nUsername: admin\r\nSecret: x\r\n\r\n")
@@ -447,11 +515,11 @@ fn raw(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration) {
             out += again;
         }
     }
-    (budget.done(), start.elapsed())
+    budget.result(start)
 }
 
 /// `ami-mio`: one `MioDriver`, a new Ping sent for each one completed.
-fn mio(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration) {
+fn mio(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration, f64) {
     use ami_mio::{MioDriver, Notice};
     let mut driver = MioDriver::new().unwrap();
     let conn = driver.add(Instant::now(), config(), addr).unwrap();
@@ -467,7 +535,9 @@ fn mio(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration) {
                     start = Instant::now();
                     for _ in 0..in_flight {
                         if b.take() {
-                            driver.send(Instant::now(), conn, Action::new("Ping")).unwrap();
+                            driver
+                                .send(Instant::now(), conn, Action::new("Ping"))
+                                .unwrap();
                             out += 1;
                         }
                     }
@@ -479,7 +549,9 @@ fn mio(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration) {
                     b.completed();
                     out -= 1;
                     if b.take() {
-                        driver.send(Instant::now(), conn, Action::new("Ping")).unwrap();
+                        driver
+                            .send(Instant::now(), conn, Action::new("Ping"))
+                            .unwrap();
                         out += 1;
                     }
                 }
@@ -491,7 +563,7 @@ fn mio(addr: SocketAddr, in_flight: usize, stop: &Stop) -> (u64, Duration) {
         }
         if let Some(b) = &budget {
             if out == 0 {
-                return (b.done(), start.elapsed());
+                return b.result(start);
             }
         }
         driver.wait(None).unwrap();
