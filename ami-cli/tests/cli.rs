@@ -390,6 +390,14 @@ fn a_slow_stdout_does_not_stop_the_session_from_reading() {
             "--duration",
             "60",
         ]);
+        // stderr is read all along: a line per dropped burst can fill its pipe, and a child
+        // blocked on stderr would never close the stdout read below.
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = stderr.read_to_end(&mut v);
+            v
+        });
         let (result, took) = done_rx.recv_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(result, "ok", "{rt}: the server was blocked after {took:?}");
         // Only now read stdout.
@@ -400,9 +408,10 @@ fn a_slow_stdout_does_not_stop_the_session_from_reading() {
             .unwrap()
             .read_to_end(&mut stdout)
             .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(3), "{rt}: {err}");
+        let status = child.wait().unwrap();
+        let err = stderr.join().unwrap();
+        let err = String::from_utf8_lossy(&err);
+        assert_eq!(status.code(), Some(3), "{rt}: {err}");
         assert!(
             err.contains("events not printed (stdout too slow)"),
             "{rt}: {err}"
@@ -421,7 +430,16 @@ fn bench_and_demo_run_on_every_runtime_without_a_server() {
         assert!(text.contains("done:"), "{rt}: {text}");
         let out = ami(&["--runtime", rt, "bench", "--duration", "0.5"]);
         assert_code(&out, 0, rt);
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("events ({rt}): ")));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with(&format!("events ({rt}): ")),
+            "{rt}: {text}"
+        );
+        // The README loop's own figure, one item at a time, on the same session.
+        assert!(
+            text.contains(&format!("events ({rt}, README loop, ")),
+            "{rt}: {text}"
+        );
     });
 }
 

@@ -38,7 +38,24 @@ impl Flood {
 
     /// Starts a simulator with the default users on a fresh 127.0.0.1 port, and its feeder.
     pub fn start() -> io::Result<Flood> {
-        let front = Arc::new(TcpFront::start(SimConfig::default(), "127.0.0.1:0")?);
+        Flood::start_with(SimConfig::default(), None, Flood::LOW)
+    }
+
+    /// Like [`start`](Self::start), with events of about `event_bytes` each
+    /// ([`SimServer::emit_user_events_sized`](crate::SimServer::emit_user_events_sized)):
+    /// realistic sizes for throughput measurements. The simulator's `socket_buffer` is 4 MiB
+    /// and the feeder tops up below 1 MiB, so that a fast reader is not held back by the
+    /// feeder's turns and the server still never sees a blocked write.
+    pub fn start_sized(event_bytes: usize) -> io::Result<Flood> {
+        let config = SimConfig {
+            socket_buffer: 4 << 20,
+            ..SimConfig::default()
+        };
+        Flood::start_with(config, Some(event_bytes), 1 << 20)
+    }
+
+    fn start_with(config: SimConfig, event_bytes: Option<usize>, low: u64) -> io::Result<Flood> {
+        let front = Arc::new(TcpFront::start(config, "127.0.0.1:0")?);
         let stop = Arc::new(AtomicBool::new(false));
         let feeder = {
             let (front, stop) = (Arc::clone(&front), Arc::clone(&stop));
@@ -49,8 +66,11 @@ impl Flood {
                         front.with_server(|sim, now| {
                             let st = sim.stats();
                             let waiting = st.bytes_queued.saturating_sub(st.bytes_transmitted);
-                            if st.logins > 0 && waiting < Flood::LOW {
-                                sim.emit_user_events(now, Flood::BATCH);
+                            if st.logins > 0 && waiting < low {
+                                match event_bytes {
+                                    Some(b) => sim.emit_user_events_sized(now, Flood::BATCH, b),
+                                    None => sim.emit_user_events(now, Flood::BATCH),
+                                }
                             }
                         });
                         std::thread::sleep(Duration::from_micros(200));

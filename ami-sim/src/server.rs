@@ -481,18 +481,48 @@ impl SimServer {
         self.settle();
     }
 
-    fn storm(&mut self, n: usize) {
+    /// Like [`emit_user_events`](Self::emit_user_events), each event about `event_bytes`
+    /// long on the wire (a busy Asterisk's events average about 500 bytes; the plain storm's
+    /// are about 75): the fields of a channel, as most events carry, then a `Pad` field to
+    /// the size (a smaller size gets no padding).
+    pub fn emit_user_events_sized(&mut self, now: Instant, n: usize, event_bytes: usize) {
+        self.run_until(now);
+        // The size with an empty pad and a one-digit `Seq`; each further digit of `Seq`
+        // takes a byte off the pad.
+        let base = self.storm_event(0, Some(0)).bytes.len();
         for i in 0..n {
-            let ev = EventBuilder::new(
-                "UserEvent",
-                ClassMask::USER,
-                self.cfg.system_name.as_deref(),
-            )
-            .field("UserEvent", "SimStorm")
-            .field("Seq", i.to_string())
-            .build();
+            let digits = i.max(1).ilog10() as usize;
+            let ev = self.storm_event(i, Some(event_bytes.saturating_sub(base + digits)));
             self.broadcast(&ev);
         }
+        self.settle();
+    }
+
+    fn storm(&mut self, n: usize) {
+        for i in 0..n {
+            let ev = self.storm_event(i, None);
+            self.broadcast(&ev);
+        }
+    }
+
+    /// One storm event: plain, or with a channel's fields and a `Pad` of `pad` bytes.
+    fn storm_event(&self, seq: usize, pad: Option<usize>) -> Event {
+        let mut ev = EventBuilder::new(
+            "UserEvent",
+            ClassMask::USER,
+            self.cfg.system_name.as_deref(),
+        );
+        if pad.is_some() {
+            for (k, v) in STORM_CHANNEL {
+                ev.push(k, v);
+            }
+        }
+        ev.push("UserEvent", "SimStorm");
+        ev.push("Seq", seq.to_string());
+        if let Some(pad) = pad {
+            ev.push("Pad", "x".repeat(pad));
+        }
+        ev.build()
     }
 
     /// Applies a one-shot fault now.
@@ -893,3 +923,21 @@ enum Due {
     SlowReader(u64),
     Call,
 }
+
+/// The channel fields of a sized storm event (those of a Newchannel on Asterisk 22).
+const STORM_CHANNEL: [(&str, &str); 14] = [
+    ("Channel", "PJSIP/100-0000002a"),
+    ("ChannelState", "6"),
+    ("ChannelStateDesc", "Up"),
+    ("CallerIDNum", "100"),
+    ("CallerIDName", "Alice Example"),
+    ("ConnectedLineNum", "200"),
+    ("ConnectedLineName", "Bob Example"),
+    ("Language", "en"),
+    ("AccountCode", ""),
+    ("Context", "from-internal"),
+    ("Exten", "200"),
+    ("Priority", "1"),
+    ("Uniqueid", "1764633600.42"),
+    ("Linkedid", "1764633600.42"),
+];

@@ -1,8 +1,8 @@
 //! `--runtime async-std`: ami-async-std's driver on a thread of its own; `wait` runs on
 //! this one with `async_io::block_on`.
 
-use super::calls::{race, Waiting, BATCH};
-use super::{CallError, Happening, Session, Target, Ticket};
+use super::calls::{race, recv_one_by_one, Waiting, BATCH};
+use super::{CallError, Happening, ItemCount, Session, Target, Ticket};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_async_std::{Events, Handle, StatusWatch};
 use ami_proto::{Action, SendOptions, Stats};
@@ -147,5 +147,14 @@ impl Session for AsyncStdSession {
 
     fn stats(&self) -> Stats {
         self.handle.stats()
+    }
+
+    fn read_one_by_one(&mut self, until: Instant) -> Result<ItemCount, Failure> {
+        let mut count = ItemCount::default();
+        let read = recv_one_by_one(&mut self.events, until, &mut count);
+        async_io::block_on(future::or(read, async {
+            Timer::at(until).await;
+        }));
+        Ok(count)
     }
 }

@@ -13,6 +13,27 @@ type Call = Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
 /// Stream items taken per wait: one lock of the adapter per batch.
 pub(super) const BATCH: usize = 1024;
 
+/// The README loop, `while let Some(item) = events.recv().await`, counting into `count`
+/// until `until` (looked at every 256 items) or the stream's end. The caller also bounds it
+/// by a timer, for a stream that goes quiet.
+pub(super) async fn recv_one_by_one(
+    events: &mut ami_async::Events,
+    until: std::time::Instant,
+    count: &mut super::ItemCount,
+) {
+    loop {
+        for _ in 0..256 {
+            match events.recv().await {
+                Some(item) => count.count(&item),
+                None => return,
+            }
+        }
+        if std::time::Instant::now() >= until {
+            return;
+        }
+    }
+}
+
 /// Actions in flight on an async adapter, each the adapter's own `send` future.
 #[derive(Default)]
 pub(super) struct Calls {

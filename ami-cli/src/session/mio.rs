@@ -1,7 +1,7 @@
 //! `--runtime mio`: one ami-mio driver and one connection; `wait` is the driver's blocking
 //! wait plus one non-blocking step.
 
-use super::{CallError, Change, Happening, Session, Target, Ticket};
+use super::{CallError, Change, Happening, ItemCount, Session, Target, Ticket};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_mio::{ConnId, MioDriver, Notice};
 use ami_proto::{Action, ActionId, SendOptions, Stats};
@@ -155,5 +155,26 @@ impl Session for MioSession {
 
     fn stats(&self) -> Stats {
         self.driver.stats(self.conn).unwrap_or_default()
+    }
+
+    fn read_one_by_one(&mut self, until: Instant) -> Result<ItemCount, Failure> {
+        let mut count = ItemCount::default();
+        loop {
+            let now = Instant::now();
+            if now >= until || self.closed {
+                return Ok(count);
+            }
+            let report = self.driver.step(now).map_err(io_failure)?;
+            self.closed |= report
+                .notices
+                .iter()
+                .any(|(_, n)| matches!(n, Notice::Closed { .. }));
+            while let Some(item) = self.driver.poll_event(self.conn) {
+                count.count(&item);
+            }
+            self.driver
+                .wait(Some(until.saturating_duration_since(now)))
+                .map_err(io_failure)?;
+        }
     }
 }

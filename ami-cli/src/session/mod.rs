@@ -109,6 +109,30 @@ pub(crate) trait Session {
     fn close(&mut self);
     /// The core's counters.
     fn stats(&self) -> Stats;
+    /// Reads the event stream one item at a time until `until`, as the README's loop does
+    /// (`events.recv()` per item on the async runtimes, `poll_event` per item on mio), and
+    /// counts what came. For `ami bench`; nothing else is reported meanwhile.
+    fn read_one_by_one(&mut self, until: Instant) -> Result<ItemCount, Failure>;
+}
+
+/// What [`Session::read_one_by_one`] counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct ItemCount {
+    /// Events received.
+    pub(crate) events: u64,
+    /// Events the stream reported as dropped (gaps).
+    pub(crate) dropped: u64,
+}
+
+impl ItemCount {
+    /// Counts one stream item.
+    fn count(&mut self, item: &StreamItem) {
+        match item {
+            StreamItem::Event(_) => self.events += 1,
+            StreamItem::Gap { dropped } => self.dropped += dropped,
+            _ => {}
+        }
+    }
 }
 
 /// Where and how to connect, checked before anything connects.

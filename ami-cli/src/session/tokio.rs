@@ -1,7 +1,7 @@
 //! `--runtime tokio`: ami-tokio on a two-worker runtime; `wait` blocks on it.
 
-use super::calls::{race, Waiting, BATCH};
-use super::{CallError, Happening, Session, Target, Ticket};
+use super::calls::{race, recv_one_by_one, Waiting, BATCH};
+use super::{CallError, Happening, ItemCount, Session, Target, Ticket};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_proto::{Action, SendOptions, Stats};
 use ami_tokio::{Events, Handle, StatusWatch};
@@ -142,6 +142,19 @@ impl Session for TokioSession {
 
     fn stats(&self) -> Stats {
         self.handle.stats()
+    }
+
+    fn read_one_by_one(&mut self, until: Instant) -> Result<ItemCount, Failure> {
+        let Some(rt) = &self.rt else {
+            return Err(Failure::new(EXIT_OTHER, "the session ended"));
+        };
+        let events = &mut self.events;
+        Ok(rt.block_on(async {
+            let mut count = ItemCount::default();
+            let read = recv_one_by_one(events, until, &mut count);
+            let _ = tokio::time::timeout_at(until.into(), read).await;
+            count
+        }))
     }
 }
 
