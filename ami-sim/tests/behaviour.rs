@@ -551,3 +551,23 @@ fn same_seed_same_bytes() {
     };
     assert_eq!(run(), run());
 }
+
+#[test]
+fn sized_storm_events_are_the_size_asked_and_numbered_in_order() {
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(SimConfig::default(), t0);
+    let s = sim.accept(t0);
+    sim.receive(s, t0, LOGIN_OFF);
+    sim.receive(s, t0, b"Action: Events\r\nEventMask: user\r\n\r\n");
+    let skip = sim.transmit(s).len();
+    sim.advance_transmit(s, skip);
+    sim.emit_user_events_sized(t0, 1200, 500);
+    let out = String::from_utf8(sim.transmit(s).to_vec()).unwrap();
+    let events: Vec<&str> = out.split_terminator("\r\n\r\n").collect();
+    assert_eq!(events.len(), 1200);
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.len() + 4, 500, "event {i}: {e}");
+        assert!(e.contains(&format!("\r\nSeq: {i}\r\n")), "{e}");
+        assert!(e.contains("\r\nChannel: PJSIP/"), "{e}");
+    }
+}
