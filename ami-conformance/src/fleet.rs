@@ -288,3 +288,42 @@ pub fn a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares<A: A
         );
     });
 }
+
+/// A reader that is behind holds a server's reads (its driver waits for the reader instead
+/// of decoding events only to drop them) but never stops them: with the reader stalled, a
+/// Ping to the flooding server still completes, and the events the server's queue cannot
+/// keep come out as a gap naming it once the reader is back.
+pub fn a_stalled_reader_holds_reads_but_actions_on_a_flooding_server_complete<A: Adapter>() {
+    let flood = Flood::start().unwrap();
+    A::block_on(async {
+        let (fleet, events) = A::spawn_fleet(FleetConfig::default());
+        let config = builder("admin", "amp111")
+            .event_queue_cap(2_000)
+            .build()
+            .unwrap();
+        fleet.add("flood", config, flood.addr()).unwrap();
+        until("flood ready", || {
+            fleet.status("flood").is_some_and(|s| s.is_ready())
+        })
+        .await;
+        // Nobody reads the stream: the queue fills past half and reads are held.
+        sleep(Duration::from_millis(300)).await;
+        for _ in 0..3 {
+            let reply = within(
+                "a ping on the flooding server, its reader stalled",
+                fleet.send(Route::Server("flood"), Action::new("Ping")),
+            )
+            .await
+            .unwrap();
+            assert!(reply.result.is_ok(), "{:?}", reply.result);
+        }
+        let consumer = log_stream(events);
+        sleep(Duration::from_millis(200)).await;
+        fleet.close();
+        drop(fleet);
+        let log = within("the stream to end", consumer).await.unwrap();
+        println!("stalled reader: {log:?}");
+        assert!(log.gaps.get("flood").is_some_and(|&g| g > 0), "{log:?}");
+        assert!(log.events.get("flood").is_some_and(|&e| e > 0), "{log:?}");
+    });
+}

@@ -27,6 +27,12 @@ use std::task::{Context, Poll, Wake, Waker};
 /// a server's turn in a round, so no server holds the driver for long.
 const READ_CHUNK: usize = 64 << 10;
 
+/// How long a server whose event queue is half full waits for the stream's reader before
+/// its next read anyway (see `Fleet::wants_read`): long enough that a reader which is merely
+/// slower catches up instead of the driver decoding events only for them to be dropped,
+/// short enough that responses and heartbeats keep coming when the reader stalls.
+const HOLD_READ: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Rounds in one poll of the driver. After that many rounds that all found work, the driver
 /// asks to be polled again and returns, so it never starves the other tasks of its
 /// executor (the event consumer among them).
@@ -66,6 +72,9 @@ impl FleetDriver {
             timer: R::timer(),
             armed: false,
             armed_version: None,
+            held: Vec::new(),
+            hold_timer: R::timer(),
+            hold_armed: false,
         };
         FleetDriver {
             shards: vec![ShardIo {
@@ -190,6 +199,10 @@ struct ConnIo<R: Runtime> {
     out_pos: usize,
     /// The core may have bytes for this transport.
     fetch: bool,
+    /// Held: its next read waits for the stream's reader (or `HOLD_READ`).
+    held: bool,
+    /// Read once even if the reader is still behind (`HOLD_READ` passed).
+    force_read: bool,
 }
 
 /// The fleet's I/O state.
@@ -205,6 +218,10 @@ struct Pump<R: Runtime> {
     armed: bool,
     /// The shared state's timer version the timer was armed for.
     armed_version: Option<u64>,
+    /// Servers whose next read waits for the stream's reader, and the timer that bounds it.
+    held: Vec<ServerId>,
+    hold_timer: R::Timer,
+    hold_armed: bool,
 }
 
 impl<R: Runtime> Pumping for Pump<R> {
@@ -212,7 +229,7 @@ impl<R: Runtime> Pumping for Pump<R> {
         for _ in 0..ROUNDS_PER_POLL {
             // Wakers first, then the state they guard: no wake-up falls in between.
             lock(&self.ready.state).driver = Some(cx.waker().clone());
-            let (deadline, version, opens) = {
+            let (deadline, version, opens, reader_took) = {
                 let mut shared = self.inner.lock();
                 if shared.closed && shared.conns.is_empty() {
                     return Poll::Ready(());
@@ -222,12 +239,29 @@ impl<R: Runtime> Pumping for Pump<R> {
                     shared.deadline,
                     shared.timer_version,
                     std::mem::take(&mut shared.opens),
+                    std::mem::take(&mut shared.reader_took),
                 )
             };
             for open in opens {
                 self.open(open);
             }
             let mut worked = false;
+            // Held servers go back in line when the reader took items, or once the hold
+            // ran out (then they read once whatever their queue).
+            let ran_out = self.hold_armed && self.hold_timer.poll_fired(cx).is_ready();
+            if ran_out {
+                self.hold_armed = false;
+            }
+            if (reader_took || ran_out) && !self.held.is_empty() {
+                for server in std::mem::take(&mut self.held) {
+                    if let Some(conn) = self.conns.get_mut(&server) {
+                        conn.held = false;
+                        conn.force_read = ran_out;
+                        self.due.push(server);
+                    }
+                }
+                worked = true;
+            }
             if self.armed_version != Some(version) {
                 self.armed_version = Some(version);
                 self.armed = deadline.is_some();
@@ -287,6 +321,8 @@ impl<R: Runtime> Pump<R> {
                 out: Vec::new(),
                 out_pos: 0,
                 fetch: true,
+                held: false,
+                force_read: false,
             },
         );
         self.due.push(server);
@@ -385,6 +421,19 @@ impl<R: Runtime> Pump<R> {
             if read {
                 // One read per round: come back after the other ready servers.
                 conn.wake.wake_by_ref();
+                return true;
+            }
+            if conn.held {
+                return true;
+            }
+            if !std::mem::take(&mut conn.force_read) && !inner.lock().hold_read(server) {
+                // The reader is behind on this server: wait for it (bounded).
+                conn.held = true;
+                self.held.push(server);
+                if !self.hold_armed {
+                    self.hold_armed = true;
+                    self.hold_timer.set_at(R::now() + HOLD_READ);
+                }
                 return true;
             }
             match link.poll_read(&mut cx, &mut self.buf) {

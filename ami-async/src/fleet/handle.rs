@@ -371,7 +371,10 @@ impl FleetEvents {
             if with_items > 0 {
                 let max = (with_items * ITEMS_PER_SERVER).min(MAX_BATCH);
                 shared.fleet.poll_events(&mut self.batch, max);
+                let mut io = super::shared::Io::default();
+                shared.reader_took(&mut io);
                 drop(shared);
+                io.wake_all();
                 self.buf.extend(self.batch.drain(..));
                 self.next = i + 1;
                 return Look::Items;

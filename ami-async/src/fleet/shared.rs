@@ -65,6 +65,10 @@ pub(crate) struct Shared<E> {
     pub(crate) deadline: Option<Instant>,
     pub(crate) timer_version: u64,
     pub(crate) timer_waker: Option<Waker>,
+    /// Some server's next read waits for the stream's reader (`Fleet::wants_read`).
+    pub(crate) reads_held: bool,
+    /// The reader took items since the driver last looked: held reads may go on.
+    pub(crate) reader_took: bool,
     /// The fleet-wide status log (every shard's changes, in order).
     log: Arc<StatusLog>,
     /// Closed by the application, or every handle dropped: no more adds, and the stream
@@ -87,6 +91,8 @@ impl<E: Clone> Shared<E> {
             deadline: None,
             timer_version: 0,
             timer_waker: None,
+            reads_held: false,
+            reader_took: false,
             log,
             closed: false,
             driver_done: false,
@@ -167,6 +173,24 @@ impl<E: Clone> Shared<E> {
         }
         if self.fleet.has_events() || self.stream_over() {
             io.wake.extend(self.event_waker.take());
+        }
+    }
+
+    /// True if `server` may be read now; false (and noted, so the reader's next take wakes
+    /// the driver) while the reader is behind on it.
+    pub(crate) fn hold_read(&mut self, server: ServerId) -> bool {
+        if self.fleet.wants_read(server) {
+            return true;
+        }
+        self.reads_held = true;
+        false
+    }
+
+    /// The reader took items: if reads wait for it, the driver is told (`io` wakes it).
+    pub(crate) fn reader_took(&mut self, io: &mut Io) {
+        if std::mem::take(&mut self.reads_held) {
+            self.reader_took = true;
+            io.wake.extend(self.timer_waker.take());
         }
     }
 

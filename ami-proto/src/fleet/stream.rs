@@ -124,6 +124,20 @@ impl Fleet {
         self.ring.len() + self.ring.orphans.len()
     }
 
+    /// False while `server`'s event queue is at least half full (by count or bytes): the reader of the
+    /// merged stream is behind, and reading more from this server now would decode events
+    /// only for its queue to drop them. An adapter whose reader runs on another thread may
+    /// hold this server's next read until the reader takes items, for a bounded time of its
+    /// choosing, so that responses and heartbeats are still read when the reader stalls (its
+    /// queue then drops, counted, as for any slow reader). True for an unknown server.
+    pub fn wants_read(&self, server: super::ServerId) -> bool {
+        self.slots
+            .get(server.index)
+            .filter(|slot| slot.generation == server.generation)
+            .and_then(|slot| slot.server.as_ref())
+            .is_none_or(|s| !s.client.event_queue_half_full())
+    }
+
     /// True when the merged stream may have items ([`poll_event`](Self::poll_event) finds
     /// out).
     pub fn has_events(&self) -> bool {

@@ -15,6 +15,13 @@ impl Client {
         self.pending.user_count()
     }
 
+    /// True while the event queue holds at least half of either of its caps (count or
+    /// bytes): the consumer is behind (see `Fleet::wants_read`).
+    pub(crate) fn event_queue_half_full(&self) -> bool {
+        self.events.len() >= self.config.event_queue_cap.div_ceil(2)
+            || self.events.bytes() >= self.config.event_queue_bytes.div_ceil(2)
+    }
+
     /// True when [`poll_event`](Self::poll_event) has an item (an event, a gap notice, or
     /// any other stream item). `events_queued` counts events only.
     pub fn has_stream_items(&self) -> bool {
