@@ -53,6 +53,7 @@ impl Driver {
             buf: vec![0u8; READ_CHUNK],
             timer: R::timer(),
             armed: None,
+            completed: 0,
         };
         Driver {
             run: Some(Box::pin(pump.run())),
@@ -118,6 +119,8 @@ struct Pump<R: Runtime> {
     buf: Vec<u8>,
     timer: R::Timer,
     armed: Option<Instant>,
+    /// Actions the last turn completed (callers it woke).
+    completed: usize,
 }
 
 impl<R: Runtime> Pump<R> {
@@ -144,7 +147,17 @@ impl<R: Runtime> Pump<R> {
                 .await,
             );
             busy_turns = if waited { 0 } else { busy_turns + 1 };
-            if busy_turns >= TURNS_BEFORE_YIELD {
+            if R::YIELD_BEFORE_WRITE
+                && waited
+                && self.completed > 1
+                && matches!(woke, Some(Woke::Rung))
+            {
+                // The last turn woke several callers and one of them has queued an action:
+                // let the others queue theirs before the write (one write for all). With
+                // one caller there is nothing to gather and the yield only costs.
+                busy_turns = 0;
+                yield_now().await;
+            } else if busy_turns >= TURNS_BEFORE_YIELD {
                 busy_turns = 0;
                 yield_now().await;
             }
@@ -175,6 +188,7 @@ impl<R: Runtime> Pump<R> {
             shared.client.close(now);
         }
         let mut finished = false;
+        self.completed = 0;
         let deadline = loop {
             match shared.client.poll_output() {
                 Output::Connect => {
@@ -195,6 +209,7 @@ impl<R: Runtime> Pump<R> {
                     self.out_pos = 0;
                 }
                 Output::Notice(Notice::Completed { id, outcome }) => {
+                    self.completed += 1;
                     shared.complete(&id, outcome, wake)
                 }
                 Output::Notice(Notice::Disconnected { reason, .. }) => {

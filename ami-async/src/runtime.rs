@@ -34,6 +34,13 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// A timer that has not been armed.
     fn timer() -> Self::Timer;
+
+    /// Whether the driver, woken by a caller's new action, lets the executor run the other
+    /// ready tasks once before it writes, so that the actions of callers woken at the same
+    /// time go out in one write. Worth it where a yield is cheap (tokio's scheduler); an
+    /// executor that polls its reactor at every wake-up (async-io's `block_on`) pays more
+    /// for the yield than the write it saves. Default: no.
+    const YIELD_BEFORE_WRITE: bool = false;
 }
 
 /// A byte stream the driver polls. `Pending` must register the task's waker, as

@@ -26,6 +26,8 @@ struct Wire {
     written: Vec<u8>,
     /// How many more bytes the transport takes before it reports `Pending`.
     budget: usize,
+    /// Writes the transport took (calls that took bytes).
+    writes: usize,
 }
 
 thread_local! {
@@ -53,6 +55,8 @@ impl Runtime for Scripted {
     fn timer() -> NeverTimer {
         NeverTimer
     }
+    // As tokio's: the yield before a write is exercised here.
+    const YIELD_BEFORE_WRITE: bool = true;
 }
 
 impl Transport for ScriptedTcp {
@@ -74,6 +78,7 @@ impl Transport for ScriptedTcp {
             return Poll::Pending;
         }
         w.budget -= n;
+        w.writes += 1;
         w.written.extend_from_slice(&buf[..n]);
         Poll::Ready(Ok(n))
     }
@@ -372,4 +377,57 @@ fn a_waiting_caller_takes_its_outcome_without_the_core_lock() {
         other => panic!("{other:?}"),
     }
     drop(core);
+}
+
+/// The ActionIDs of the Pings written so far, in order.
+fn ping_ids(written: &str) -> Vec<String> {
+    written
+        .split("Action: Ping")
+        .skip(1)
+        .filter_map(|tail| tail.lines().find_map(|l| l.strip_prefix("ActionID: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn callers_woken_together_get_their_next_actions_into_one_write() {
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let mut cx = Context::from_waker(Waker::noop());
+    let handle = rig.handle.clone();
+    let ping = || {
+        let h = handle.clone();
+        Box::pin(async move { h.send(ami_proto::Action::new("Ping")).await })
+    };
+    let mut first: Vec<_> = (0..3).map(|_| ping()).collect();
+    for f in &mut first {
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+    }
+    rig.spin();
+    let ids = ping_ids(&rig.written());
+    assert_eq!(ids.len(), 3);
+    for id in &ids {
+        rig.send(&format!(
+            "Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n"
+        ));
+    }
+    rig.spin();
+    for f in &mut first {
+        assert!(matches!(f.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+    }
+    // The three callers were woken by one turn. The first queues its next Ping and rings:
+    // the driver yields instead of writing it alone...
+    let writes = rig.wire.lock().unwrap().writes;
+    let mut next: Vec<_> = (0..3).map(|_| ping()).collect();
+    assert!(next[0].as_mut().poll(&mut cx).is_pending());
+    let mut pin = Pin::new(&mut rig.driver);
+    assert!(pin.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(rig.wire.lock().unwrap().writes, writes, "written alone");
+    // ...so that the other two queue theirs, and all three go out in one write.
+    for f in &mut next[1..] {
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+    }
+    rig.spin();
+    assert_eq!(rig.wire.lock().unwrap().writes, writes + 1);
+    assert_eq!(ping_ids(&rig.written()).len(), 6);
 }

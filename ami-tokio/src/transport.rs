@@ -42,6 +42,8 @@ impl Runtime for Tokio {
     fn timer() -> TokioTimer {
         TokioTimer(None)
     }
+
+    const YIELD_BEFORE_WRITE: bool = true;
 }
 
 /// The current time from tokio's clock.
