@@ -129,10 +129,9 @@ pub fn start_sharded<R: Runtime>(
 /// core but one (at least 1), which is left to the application reading the merged stream;
 /// [`start_sharded`] caps it at `connects_per_step`.
 ///
-/// Why not one per core: a shard whose driver out-reads the consumer decodes events only
-/// for them to be dropped as gaps, on the CPU the consumer needs. Measured on 2 cores with
-/// 10 flooding servers (ami-cli's `fleet_loopback` example, async-std): 2 shards delivered
-/// 0.5-0.7 M events/s and dropped 3.7-5.8 M, 1 shard 1.2-1.8 M/s.
+/// Why not one per core: the reader of the stream needs a core too. Measured on 2 cores
+/// with 10 flooding servers (ami-cli's `fleet_loopback` example, `AMI_FLEET_SHARDS`): 2
+/// shards 0.8-1.2 M events/s, 1 shard 0.7-1.7 M in the same minutes; no gain.
 pub fn default_shards() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
 }
