@@ -258,6 +258,117 @@ pub(crate) async fn handle(
     }
 }
 
+/// Answers a request `not_sent` without looking at it (nothing reaches Asterisk, so the
+/// requester may retry): used when this bridge cannot take it, e.g. a request delivered to
+/// a subscription the bridge is leaving.
+pub(crate) async fn refuse(
+    control: &Control,
+    server: Option<&str>,
+    why: &str,
+    msg: &async_nats::Message,
+) {
+    control.metrics.action(server.unwrap_or(""), "not_sent");
+    let Some(reply_to) = msg.reply.clone() else {
+        return;
+    };
+    let body = Reply::new(server, "not_sent").error(why).finish();
+    if let Err(e) = control.nats.publish(reply_to, Bytes::from(body)).await {
+        log::warn!("action reply not sent: {e}");
+    }
+}
+
+/// An `ami.any.action` request that reached a bridge serving no server: passed on to a
+/// bridge that holds a lease (on its own subject, see `Control::direct_subject`), whose
+/// reply goes back to the requester as it is. Holders that are gone (no responders) are
+/// skipped; a forwarded request without an answer in time is `unknown` (it may have run);
+/// no holder at all is `not_sent`.
+pub(crate) async fn forward(control: Arc<Control>, kv: Store, msg: async_nats::Message) {
+    let Some(reply_to) = msg.reply.clone() else {
+        log::debug!("action request without a reply subject ignored");
+        return;
+    };
+    let req = match ActionRequest::parse(&msg.payload) {
+        Ok(r) => r,
+        // Refused here as anywhere.
+        Err(_) => return handle(control, kv, None, msg).await,
+    };
+    // The holder's own deadline, plus room for its idempotency store and the reply.
+    let wait = req.timeout.unwrap_or(control.action_timeout) + Duration::from_secs(2);
+    let mut holders = match lease_holders(&control).await {
+        Ok(h) => h,
+        Err(e) => {
+            let why = format!("this bridge serves no server and cannot read the leases: {e}; nothing was sent: retry");
+            return refuse(&control, None, &why, &msg).await;
+        }
+    };
+    // Spread the forwarded requests over the holders.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if !holders.is_empty() {
+        let n = holders.len();
+        holders.rotate_left(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n);
+    }
+    for holder in holders {
+        let subject = Control::direct_subject(&holder);
+        let request = async_nats::Request::new()
+            .payload(msg.payload.clone())
+            .timeout(Some(wait));
+        match control.nats.send_request(subject, request).await {
+            Ok(answer) => {
+                if let Err(e) = control.nats.publish(reply_to, answer.payload).await {
+                    log::warn!("forwarded action reply not sent: {e}");
+                }
+                return;
+            }
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => continue,
+            Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+                control.metrics.action("", "unknown");
+                let body = Reply::new(None, "unknown")
+                    .error(&format!(
+                        "forwarded to bridge {holder}, which did not answer within {wait:?}: it may have run"
+                    ))
+                    .finish();
+                if let Err(e) = control.nats.publish(reply_to, Bytes::from(body)).await {
+                    log::warn!("action reply not sent: {e}");
+                }
+                return;
+            }
+            Err(e) => {
+                let why =
+                    format!("forwarding to bridge {holder} failed: {e}; nothing was sent: retry");
+                return refuse(&control, None, &why, &msg).await;
+            }
+        }
+    }
+    refuse(
+        &control,
+        None,
+        "no bridge serves a server now; nothing was sent: retry",
+        &msg,
+    )
+    .await;
+}
+
+/// Bridges holding a lease now (other than this one), from the lease bucket.
+async fn lease_holders(control: &Control) -> Result<Vec<String>, String> {
+    let mut holders: Vec<String> = Vec::new();
+    for spec in control.servers.iter() {
+        let v = tokio::time::timeout(Duration::from_secs(2), control.leases.get(spec.token()))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        if let Some(v) = v {
+            if let Some(("held", who)) =
+                std::str::from_utf8(&v).ok().and_then(|v| v.split_once(' '))
+            {
+                if who != control.bridge_id && !holders.iter().any(|h| h == who) {
+                    holders.push(who.to_string());
+                }
+            }
+        }
+    }
+    Ok(holders)
+}
+
 async fn answer(
     control: &Control,
     kv: &Store,

@@ -23,6 +23,10 @@ const MARKERS_CAP: usize = 1024;
 /// window again (the copies are dropped by JetStream's de-duplication).
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Longest a subscription being left keeps answering what NATS delivered before it saw the
+/// unsubscribe (normally one round trip; bounded in case the connection is down then).
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Why a bridge could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,17 +56,18 @@ pub(crate) struct Control {
     pub(crate) nats: async_nats::Client,
     pub(crate) action_timeout: Duration,
     idempotency: kv::Store,
+    /// The lease bucket: who holds which server, for forwarding `ami.any.action` requests.
+    pub(crate) leases: kv::Store,
     action_slots: Arc<Semaphore>,
     /// Per server: the term held and the instant by which it must be renewed.
     fences: Mutex<Vec<Option<(u64, Instant)>>>,
     /// Held while a server starts or stops being served, so the two never interleave.
     serve_lock: Mutex<()>,
-    /// Per server: the task answering `ami.<server>.action`.
-    action_tasks: Mutex<HashMap<ServerIx, JoinHandle<()>>>,
-    /// The `ami.any.action` queue subscription's stop signal, held while this bridge serves
-    /// at least one server: a standby bridge serving none is not in the queue group, so it
-    /// never answers `not_sent` for a request another bridge could run.
-    any_action: Mutex<Option<oneshot::Sender<()>>>,
+    /// Per server: the stop signal of the task answering `ami.<server>.action`.
+    action_tasks: Mutex<HashMap<ServerIx, oneshot::Sender<()>>>,
+    /// Stop signals of the `ami.any.action` queue subscription and of this bridge's own
+    /// action subject, held for the bridge's life (dropped with it).
+    any_action: Mutex<Vec<oneshot::Sender<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -107,7 +112,6 @@ impl Control {
                 .nats
                 .subscribe(format!("ami.{}.action", spec.token))
                 .await;
-            me.join_any_action().await;
             // Checked and started under the lock `lost` takes: a lease lost meanwhile never
             // leaves a session behind.
             let _serve = lock(&me.serve_lock);
@@ -117,9 +121,16 @@ impl Control {
             me.upstream.add(ix);
             match sub {
                 Ok(sub) => {
-                    let task = tokio::spawn(serve_actions(me.clone(), Some(ix), term, sub, None));
-                    if let Some(old) = lock(&me.action_tasks).insert(ix, task) {
-                        old.abort();
+                    let (stop, stopped) = oneshot::channel();
+                    tokio::spawn(serve_actions(
+                        me.clone(),
+                        Route::Server(ix),
+                        term,
+                        sub,
+                        stopped,
+                    ));
+                    if let Some(old) = lock(&me.action_tasks).insert(ix, stop) {
+                        let _ = old.send(());
                     }
                 }
                 Err(e) => log::warn!("{}: cannot subscribe to actions: {e}", spec.name),
@@ -127,46 +138,17 @@ impl Control {
         });
     }
 
-    /// Joins the `ami.any.action` queue group unless already in it.
-    async fn join_any_action(self: &Arc<Self>) {
-        if lock(&self.any_action).is_some() {
-            return;
-        }
-        let sub = match self
-            .nats
-            .queue_subscribe("ami.any.action".to_string(), "ami-bridge".to_string())
-            .await
-        {
-            Ok(sub) => sub,
-            Err(e) => {
-                log::warn!("cannot subscribe to ami.any.action: {e}");
-                return;
-            }
-        };
-        let (stop, stopped) = oneshot::channel();
-        {
-            let mut any = lock(&self.any_action);
-            if any.is_some() {
-                // Another acquisition joined meanwhile: this one leaves at once.
-                let _ = stop.send(());
-            } else {
-                *any = Some(stop);
-            }
-        }
-        tokio::spawn(serve_actions(self.clone(), None, 0, sub, Some(stopped)));
-        // A lease lost while subscribing: leave again if nothing is served.
-        self.leave_any_action_if_idle();
+    /// Whether this bridge serves at least one server now.
+    pub(crate) fn serves_any(&self) -> bool {
+        (0..self.servers.len()).any(|ix| self.terms.current(ix) != 0)
     }
 
-    /// Leaves the `ami.any.action` queue group when no server is served any more; requests
-    /// already delivered are still answered.
-    fn leave_any_action_if_idle(&self) {
-        let serving = (0..self.servers.len()).any(|ix| self.terms.current(ix) != 0);
-        if !serving {
-            if let Some(stop) = lock(&self.any_action).take() {
-                let _ = stop.send(());
-            }
-        }
+    /// The subject on which this bridge answers `ami.any.action` requests forwarded to it.
+    pub(crate) fn direct_subject(bridge_id: &str) -> String {
+        format!(
+            "ami.bridge.{}.action",
+            crate::config::subject_token(bridge_id)
+        )
     }
 
     /// The lease of `ix` was renewed; it must be renewed again by `fence_at`.
@@ -189,11 +171,10 @@ impl Control {
         if let Some(f) = lock(&self.fences).get_mut(ix) {
             *f = None;
         }
-        if let Some(t) = lock(&self.action_tasks).remove(&ix) {
-            t.abort();
+        if let Some(stop) = lock(&self.action_tasks).remove(&ix) {
+            let _ = stop.send(());
         }
         self.upstream.remove(ix);
-        self.leave_any_action_if_idle();
         self.metrics.set_lease(ix, false);
         self.metrics.set_state(ix, "not_served");
         if let Some(spec) = self.servers.get(ix) {
@@ -212,8 +193,8 @@ impl Control {
             if !self.terms.is_current(ix, term) {
                 return None;
             }
-            if let Some(t) = lock(&self.action_tasks).remove(&ix) {
-                t.abort();
+            if let Some(stop) = lock(&self.action_tasks).remove(&ix) {
+                let _ = stop.send(());
             }
             self.upstream.remove(ix);
         }
@@ -241,54 +222,103 @@ impl Control {
     }
 }
 
+/// Which requests a `serve_actions` task answers.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// `ami.<server>.action`, while its lease is held.
+    Server(ServerIx),
+    /// `ami.any.action` (the queue group): forwarded when this bridge serves nothing.
+    AnyForwarding,
+    /// This bridge's own subject: `ami.any.action` requests forwarded to it.
+    Any,
+}
+
 /// Answers requests from one subscription, each in its own task, at most
-/// `max_actions_in_flight` at once across the bridge.
+/// `max_actions_in_flight` at once across the bridge, until `stop`.
+///
+/// Leaving is a drain: what already arrived is answered, those of a server whose lease is
+/// gone `not_sent` at once (nothing sent: the requester retries and reaches the bridge that
+/// serves it now). Requests still on the wire when the client drops the subscription are
+/// lost to this bridge (async-nats removes a drained subscription before the server's
+/// PONG); that is why the `ami.any.action` subscriptions live as long as the bridge.
 async fn serve_actions(
     control: Arc<Control>,
-    to: Option<ServerIx>,
+    route: Route,
     term: u64,
     mut sub: async_nats::Subscriber,
-    mut stop: Option<oneshot::Receiver<()>>,
+    mut stop: oneshot::Receiver<()>,
 ) {
+    let mut draining_until: Option<Instant> = None;
     loop {
         let msg = tokio::select! {
             msg = sub.next() => match msg {
                 Some(msg) => msg,
+                // Drained (or the client closed).
                 None => return,
             },
-            _ = async { match stop.as_mut() { Some(s) => s.await, None => std::future::pending().await } } => {
-                // Leave the queue group; what was delivered already is still answered
-                // (the stream ends after it).
-                stop = None;
-                if let Err(e) = sub.unsubscribe().await {
-                    log::warn!("cannot leave ami.any.action: {e}");
+            _ = &mut stop, if draining_until.is_none() => {
+                draining_until = Some(Instant::now() + DRAIN_LIMIT);
+                if let Err(e) = sub.drain().await {
+                    log::warn!("cannot leave {}: {e}", sub_name(&control, route));
                     return;
                 }
                 continue;
             }
-        };
-        if let Some(ix) = to {
-            if !control.terms.is_current(ix, term) {
+            () = sleep_until(draining_until) => {
+                log::warn!("{}: not drained within {DRAIN_LIMIT:?}; left anyway", sub_name(&control, route));
                 return;
             }
-        }
+        };
+        let to = match route {
+            Route::Server(ix) => {
+                if !control.terms.is_current(ix, term) {
+                    let name = control.servers.get(ix).map(|s| s.name.as_str());
+                    let why = "this bridge no longer serves the server (its lease moved or was released); nothing was sent: retry";
+                    crate::actions::refuse(&control, name, why, &msg).await;
+                    continue;
+                }
+                Some(ix)
+            }
+            Route::AnyForwarding | Route::Any => None,
+        };
+        let forward = matches!(route, Route::AnyForwarding) && !control.serves_any();
         match control.action_slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let c = control.clone();
                 let kv = control.idempotency.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    crate::actions::handle(c, kv, to, msg).await;
+                    if forward {
+                        crate::actions::forward(c, kv, msg).await;
+                    } else {
+                        crate::actions::handle(c, kv, to, msg).await;
+                    }
                 });
             }
             Err(_) => {
-                if let Some(reply) = msg.reply {
-                    let body = "{\"type\":\"outcome\",\"server\":null,\"outcome\":\"not_sent\",\"error\":\"too many actions in flight\"}";
-                    let _ = control.nats.publish(reply, body.into()).await;
-                }
-                control.metrics.action("", "not_sent");
+                crate::actions::refuse(&control, None, "too many actions in flight", &msg).await;
             }
         }
+    }
+}
+
+/// The subject a `serve_actions` task answers, for log lines.
+fn sub_name(control: &Control, route: Route) -> String {
+    match route {
+        Route::Server(ix) => control
+            .servers
+            .get(ix)
+            .map_or_else(String::new, |s| format!("ami.{}.action", s.token)),
+        Route::AnyForwarding => "ami.any.action".into(),
+        Route::Any => Control::direct_subject(&control.bridge_id),
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -464,8 +494,32 @@ impl Bridge {
             fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
             action_tasks: Mutex::new(HashMap::new()),
-            any_action: Mutex::new(None),
+            leases: leases.clone(),
+            any_action: Mutex::new(Vec::new()),
         });
+        // Every bridge is in the `ami.any.action` queue group for its whole life, served or
+        // not: leaving a queue group loses the requests NATS already routed to the member
+        // (the client drops what arrives after its unsubscribe, and async-nats 0.51's drain
+        // does not wait for the server's PONG). One that serves nothing forwards what it gets
+        // to a bridge holding a lease, on that bridge's own subject, which it never leaves.
+        for (subject, queue) in [
+            ("ami.any.action".to_string(), Some("ami-bridge")),
+            (Control::direct_subject(&bridge_id), None),
+        ] {
+            let sub = match queue {
+                Some(q) => nats.queue_subscribe(subject.clone(), q.to_string()).await,
+                None => nats.subscribe(subject.clone()).await,
+            }
+            .map_err(|e| BridgeError::Setup(format!("subscribe to {subject}: {e}")))?;
+            let (stop, stopped) = oneshot::channel();
+            lock(&control.any_action).push(stop);
+            let route = if queue.is_some() {
+                Route::AnyForwarding
+            } else {
+                Route::Any
+            };
+            tokio::spawn(serve_actions(control.clone(), route, 0, sub, stopped));
+        }
         let mut tasks = Vec::new();
         let publisher = Publisher {
             client: nats.clone(),

@@ -585,7 +585,7 @@ fn any_action_is_routed_by_the_fleet_policy_over_the_served_servers() {
 }
 
 #[test]
-fn a_standby_bridge_leaves_any_action_to_the_bridge_that_serves() {
+fn a_standby_bridge_forwards_any_action_to_the_bridge_that_serves() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
     // The standby looks at the lease every TTL/4 (2 s), so it sees the release soon.
@@ -603,7 +603,7 @@ fn a_standby_bridge_leaves_any_action_to_the_bridge_that_serves() {
             r#"{"headers":[["Action","Ping"]]}"#,
         ))
     };
-    // In one queue group with the standby, about half would be answered not_sent by it.
+    // Half of them reach the standby, which serves nothing and forwards them to the holder.
     for _ in 0..8 {
         let r = ping();
         assert_eq!(r["outcome"], "success", "{r}");
@@ -727,5 +727,109 @@ fn asterisk_restart_is_marked_between_the_sessions_events() {
         .unwrap();
     assert!(storm_positions[300..].iter().all(|&i| i > relogin));
     assert!(all[at("lost")].body["reason"].is_string());
+    bridge.shutdown();
+}
+
+#[test]
+fn requests_on_any_action_while_the_bridge_loses_its_last_lease_are_all_answered() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let bridge = TestBridge::start(pbx1_bridge(&nats, &a, "leaver", Duration::from_secs(1)));
+    let cycles = 8;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = nats.url();
+    let (answered, unanswered, left) = rt.block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .request_timeout(Some(Duration::from_secs(3)))
+            .connect(url.as_str())
+            .await
+            .unwrap();
+        let kv = async_nats::jetstream::new(client.clone())
+            .get_key_value("ami_leases")
+            .await
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Requesters keep several requests in flight all along, so some are on their way
+        // to the bridge at the moment it leaves.
+        let mut requesters = Vec::new();
+        for _ in 0..8 {
+            let (client, stop) = (client.clone(), stop.clone());
+            requesters.push(tokio::spawn(async move {
+                let mut outcomes: HashMap<String, u64> = HashMap::new();
+                let mut unanswered = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = r#"{"headers":[["Action","Ping"]],"timeout_ms":1000}"#;
+                    match client.request("ami.any.action", body.into()).await {
+                        Ok(m) => {
+                            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                            *outcomes
+                                .entry(v["outcome"].as_str().unwrap().to_string())
+                                .or_default() += 1;
+                        }
+                        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+                            // Nobody in the group: NATS says so at once.
+                            *outcomes.entry("no_responders".into()).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        Err(e) => {
+                            eprintln!("request not answered: {e}");
+                            unanswered += 1;
+                        }
+                    }
+                }
+                (outcomes, unanswered)
+            }));
+        }
+        let serving = |want: bool| {
+            let b = &bridge;
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while b.serving().is_empty() == want {
+                    assert!(Instant::now() < deadline, "serving should be {want}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        let mut left = 0;
+        for _ in 0..cycles {
+            serving(true).await;
+            // Let requests flow through the served server for a while.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Another holder appears: the bridge's next renewal fails and it stops serving
+            // while requests keep coming (a bridge that left the queue group here would lose
+            // those NATS had already routed to it: that was the bug).
+            kv.put("pbx1", "held intruder".into()).await.unwrap();
+            serving(false).await;
+            left += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The intruder lets go: the bridge takes the server again and rejoins.
+            kv.put("pbx1", "released intruder".into()).await.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut answered: HashMap<String, u64> = HashMap::new();
+        let mut unanswered = 0;
+        for r in requesters {
+            let (o, u) = r.await.unwrap();
+            for (k, n) in o {
+                *answered.entry(k).or_default() += n;
+            }
+            unanswered += u;
+        }
+        (answered, unanswered, left)
+    });
+    eprintln!("outcomes over {left} leaves: {answered:?}, unanswered {unanswered}");
+    assert_eq!(left, cycles);
+    assert!(
+        answered.get("success").copied().unwrap_or(0) > 0,
+        "{answered:?}"
+    );
+    assert_eq!(
+        unanswered, 0,
+        "every request is answered: by the bridge (an outcome) or by NATS (no responders)"
+    );
     bridge.shutdown();
 }
