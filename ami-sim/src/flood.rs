@@ -1,33 +1,69 @@
 //! A simulated Asterisk on loopback that floods its logged-in sessions with UserEvents as
 //! fast as they read them: the noisy neighbour of fleet tests and throughput measurements.
+//!
+//! Unlike [`TcpFront`](crate::tcp::TcpFront), which polls its sockets every millisecond, a
+//! flood blocks: its writer blocks on the socket while the client's receive buffer is full
+//! and tops the simulator up between writes, its reader blocks on the client's input, and
+//! its acceptor on the listener. So a flood costs CPU in proportion to the events it sends,
+//! not a wake-up per tick; ten floods beside a client measure the client, not the floods'
+//! timers.
 
-use crate::tcp::TcpFront;
-use crate::{SimConfig, SimStats};
-use std::io;
-use std::net::SocketAddr;
+use crate::{SessionId, SimConfig, SimServer, SimStats};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// A [`TcpFront`] plus a feeder thread that tops the simulator's output up with a storm
+/// Most bytes handed to one blocking write: the simulator's lock is not held during the
+/// write, so this is also how much is copied out of it at a time.
+const WRITE_CHUNK: usize = 256 << 10;
+/// Longest wait for input when there is nothing to write (the simulator's timers run at
+/// least this often).
+const IDLE: Duration = Duration::from_millis(10);
+/// Most batches in one top-up.
+const TOP_UP_BATCHES: usize = 4;
+/// Most connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 64;
+
+/// A simulated Asterisk on a fresh 127.0.0.1 port that tops its output up with a storm
 /// ([`SimServer::emit_user_events`](crate::SimServer::emit_user_events), `UserEvent:
-/// SimStorm` numbered by `Seq` from 0 in each batch) whenever less than [`Flood::LOW`] bytes
-/// wait to be written. The backlog stays under the simulator's `socket_buffer` (256 KiB), so
-/// the server never sees a blocked write and the rate is set by how fast the client reads,
-/// like a busy Asterisk. Stopped on drop.
+/// SimStorm` numbered by `Seq` from 0 in each batch of [`Flood::BATCH`]) whenever less than
+/// its low-water mark waits to be written. The backlog stays under the simulator's
+/// `socket_buffer`, so the server never sees a blocked write and the rate is set by how fast
+/// the client reads, like a busy Asterisk. Stopped on drop.
 pub struct Flood {
-    front: Arc<TcpFront>,
-    stop: Arc<AtomicBool>,
-    feeder: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+    state: Arc<State>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// What the flood's threads share.
+struct State {
+    sim: Mutex<SimServer>,
+    /// Signalled when input arrived (the writer may have replies to send) or on stop.
+    input: Condvar,
+    stop: AtomicBool,
+    /// Event size for `emit_user_events_sized`, or plain storm events.
+    event_bytes: Option<usize>,
+    /// Top up when fewer bytes than this wait to be written.
+    low: u64,
+    /// Each connection's socket (to shut down on stop) and its threads.
+    conns: Mutex<Vec<(TcpStream, Vec<JoinHandle<()>>)>>,
 }
 
 impl std::fmt::Debug for Flood {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Flood")
-            .field("addr", &self.front.local_addr())
+            .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the simulator usable for inspection.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Flood {
@@ -36,7 +72,7 @@ impl Flood {
     /// Top up when fewer bytes than this wait to be written.
     pub const LOW: u64 = 128 << 10;
 
-    /// Starts a simulator with the default users on a fresh 127.0.0.1 port, and its feeder.
+    /// Starts a simulator with the default users on a fresh 127.0.0.1 port.
     pub fn start() -> io::Result<Flood> {
         Flood::start_with(SimConfig::default(), None, Flood::LOW)
     }
@@ -44,8 +80,8 @@ impl Flood {
     /// Like [`start`](Self::start), with events of about `event_bytes` each
     /// ([`SimServer::emit_user_events_sized`](crate::SimServer::emit_user_events_sized)):
     /// realistic sizes for throughput measurements. The simulator's `socket_buffer` is 4 MiB
-    /// and the feeder tops up below 1 MiB, so that a fast reader is not held back by the
-    /// feeder's turns and the server still never sees a blocked write.
+    /// and the flood tops up below 1 MiB, so that a batch of large events still fits and
+    /// the server never sees a blocked write.
     pub fn start_sized(event_bytes: usize) -> io::Result<Flood> {
         let config = SimConfig {
             socket_buffer: 4 << 20,
@@ -55,52 +91,189 @@ impl Flood {
     }
 
     fn start_with(config: SimConfig, event_bytes: Option<usize>, low: u64) -> io::Result<Flood> {
-        let front = Arc::new(TcpFront::start(config, "127.0.0.1:0")?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let feeder = {
-            let (front, stop) = (Arc::clone(&front), Arc::clone(&stop));
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            sim: Mutex::new(SimServer::new(config, Instant::now())),
+            input: Condvar::new(),
+            stop: AtomicBool::new(false),
+            event_bytes,
+            low,
+            conns: Mutex::new(Vec::new()),
+        });
+        let acceptor = {
+            let state = Arc::clone(&state);
             std::thread::Builder::new()
-                .name("flood-feeder".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        front.with_server(|sim, now| {
-                            let st = sim.stats();
-                            let waiting = st.bytes_queued.saturating_sub(st.bytes_transmitted);
-                            if st.logins > 0 && waiting < low {
-                                match event_bytes {
-                                    Some(b) => sim.emit_user_events_sized(now, Flood::BATCH, b),
-                                    None => sim.emit_user_events(now, Flood::BATCH),
-                                }
-                            }
-                        });
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                })?
+                .name("flood-accept".into())
+                .spawn(move || accept_loop(&listener, &state))?
         };
         Ok(Flood {
-            front,
-            stop,
-            feeder: Some(feeder),
+            addr,
+            state,
+            acceptor: Some(acceptor),
         })
     }
 
     /// The address clients connect to.
     pub fn addr(&self) -> SocketAddr {
-        self.front.local_addr()
+        self.addr
     }
 
     /// The simulator's counters.
     pub fn stats(&self) -> SimStats {
-        self.front.stats()
+        lock(&self.state.sim).stats()
     }
 }
 
 impl Drop for Flood {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.feeder.take() {
-            // The feeder only sleeps and locks the simulator: it ends within a turn.
+        self.state.stop.store(true, Ordering::SeqCst);
+        // Wake the acceptor with a connection of our own; it sees `stop` and ends.
+        drop(TcpStream::connect(self.addr));
+        if let Some(t) = self.acceptor.take() {
             let _ = t.join();
         }
+        // Shutting a socket down ends its blocked read and write.
+        let conns = std::mem::take(&mut *lock(&self.state.conns));
+        for (stream, _) in &conns {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.state.input.notify_all();
+        for (_, threads) in conns {
+            for t in threads {
+                let _ = t.join();
+            }
+        }
     }
+}
+
+fn accept_loop(listener: &TcpListener, state: &Arc<State>) {
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("ami-sim flood: accept failed: {e}");
+                if state.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(IDLE);
+                continue;
+            }
+        };
+        if state.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut conns = lock(&state.conns);
+        conns.retain(|(_, threads)| !threads.iter().all(JoinHandle::is_finished));
+        if conns.len() >= MAX_CONNECTIONS {
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
+        if let Err(e) = serve(stream, state, &mut conns) {
+            log::warn!("ami-sim flood: cannot serve a connection: {e}");
+        }
+    }
+}
+
+/// Starts a connection's reader and writer threads.
+fn serve(
+    stream: TcpStream,
+    state: &Arc<State>,
+    conns: &mut Vec<(TcpStream, Vec<JoinHandle<()>>)>,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let (reader, keep) = (stream.try_clone()?, stream.try_clone()?);
+    let sid = lock(&state.sim).accept(Instant::now());
+    let read = {
+        let state = Arc::clone(state);
+        std::thread::Builder::new()
+            .name("flood-read".into())
+            .spawn(move || read_loop(reader, sid, &state))?
+    };
+    let write = {
+        let state = Arc::clone(state);
+        std::thread::Builder::new()
+            .name("flood-write".into())
+            .spawn(move || write_loop(stream, sid, &state))?
+    };
+    conns.push((keep, vec![read, write]));
+    Ok(())
+}
+
+/// The client's input into the simulator, blocking on the socket.
+fn read_loop(mut stream: TcpStream, sid: SessionId, state: &State) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                lock(&state.sim).receive(sid, Instant::now(), &buf[..n]);
+                state.input.notify_all();
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lock(&state.sim).client_closed(sid, Instant::now());
+    state.input.notify_all();
+}
+
+/// The simulator's output to the client: tops the storm up, copies out a chunk, writes it
+/// with a blocking write (so a client that reads slowly holds the flood back, as TCP would
+/// hold Asterisk back), then tells the simulator what was taken. With nothing to write it
+/// waits for input or the simulator's next deadline.
+fn write_loop(mut stream: TcpStream, sid: SessionId, state: &State) {
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK);
+    while !state.stop.load(Ordering::SeqCst) {
+        {
+            let mut sim = lock(&state.sim);
+            let now = Instant::now();
+            sim.handle_timeout(now);
+            let st = sim.stats();
+            let waiting = st.bytes_queued.saturating_sub(st.bytes_transmitted);
+            if st.logins > 0 && waiting < state.low {
+                // Up to the low-water mark, so that one write carries several batches; a
+                // few at most, as a session that logged off takes no events.
+                for _ in 0..TOP_UP_BATCHES {
+                    match state.event_bytes {
+                        Some(b) => sim.emit_user_events_sized(now, Flood::BATCH, b),
+                        None => sim.emit_user_events(now, Flood::BATCH),
+                    }
+                    let st = sim.stats();
+                    if st.bytes_queued.saturating_sub(st.bytes_transmitted) >= state.low {
+                        break;
+                    }
+                }
+            }
+            if sim.is_eof(sid) {
+                sim.forget(sid);
+                drop(sim);
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            let out = sim.transmit(sid);
+            chunk.clear();
+            chunk.extend_from_slice(&out[..out.len().min(WRITE_CHUNK)]);
+            if chunk.is_empty() {
+                let wait = sim
+                    .poll_timeout()
+                    .map_or(IDLE, |t| t.saturating_duration_since(now).min(IDLE));
+                let _ = state.input.wait_timeout(sim, wait);
+                continue;
+            }
+        }
+        match stream.write(&chunk) {
+            Ok(0) => break,
+            Ok(n) => lock(&state.sim).advance_transmit(sid, n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    {
+        let mut sim = lock(&state.sim);
+        sim.client_closed(sid, Instant::now());
+        sim.forget(sid);
+    }
+    let _ = stream.shutdown(Shutdown::Both);
 }

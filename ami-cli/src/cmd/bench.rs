@@ -7,9 +7,11 @@
 use crate::session::{self, Happening, Live};
 use crate::status_line::StatusLine;
 use crate::{words, Connection, Failure, Runtime, EXIT_OTHER};
+use ami_proto::fleet::ServerName;
 use ami_proto::{Action, StreamItem};
 use ami_sim::tcp::TcpFront;
 use ami_sim::SimConfig;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -21,9 +23,9 @@ pub(crate) struct Args {
     /// report the merged stream's events/s through the fleet (on the chosen runtime).
     #[arg(long, value_name = "N")]
     servers: Option<usize>,
-    /// Size of each simulated event in bytes, without `--server` or `--servers` (the
-    /// captures of a busy Asterisk average about 500; the simulator's plain events are
-    /// about 75, the least this gives).
+    /// Size of each simulated event in bytes, without `--server` (the captures of a busy
+    /// Asterisk average about 500; the simulator's plain events are about 75, the least this
+    /// gives). `--servers 1` and `--servers 10` use it too, so they compare like for like.
     #[arg(long, value_name = "BYTES", default_value_t = 500)]
     event_bytes: usize,
 }
@@ -123,7 +125,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let duration = Duration::from_secs_f64(args.duration.clamp(0.5, 1e6));
     let name = runtime_name(conn.runtime);
     if let Some(n) = args.servers {
-        return fleet(conn, n, duration);
+        return fleet(conn, n, duration, args.event_bytes);
     }
     if conn.server.is_empty() {
         // An in-process simulator that writes events as fast as the client reads them.
@@ -178,9 +180,15 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `--servers N`: N flooding simulators merged by the fleet; events/s in total and the
-/// least and most any one server got (a fair merge keeps them close).
-fn fleet(conn: &Connection, n: usize, duration: Duration) -> Result<(), Failure> {
+/// `--servers N`: N flooding simulators (events of `event_bytes`, like the single-session
+/// figure) merged by the fleet; events/s in total and the least and most any one server got
+/// (a fair merge keeps them close).
+fn fleet(
+    conn: &Connection,
+    n: usize,
+    duration: Duration,
+    event_bytes: usize,
+) -> Result<(), Failure> {
     if n == 0 || n > MAX_SIM_SERVERS {
         return Err(Failure::new(
             crate::EXIT_USAGE,
@@ -188,7 +196,7 @@ fn fleet(conn: &Connection, n: usize, duration: Duration) -> Result<(), Failure>
         ));
     }
     let floods = (0..n)
-        .map(|_| ami_sim::flood::Flood::start())
+        .map(|_| ami_sim::flood::Flood::start_sized(event_bytes))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the simulators: {e}")))?;
     let server = floods
@@ -203,7 +211,7 @@ fn fleet(conn: &Connection, n: usize, duration: Duration) -> Result<(), Failure>
         ca: None,
     };
     let mut fleet = crate::fleet::Fleet::open(&sims, "user")?;
-    let mut by_server: std::collections::HashMap<String, u64> = Default::default();
+    let mut shares = Shares::default();
     let (mut events, mut gaps) = (0u64, 0u64);
     let mut happened = Vec::new();
     let status = StatusLine::new();
@@ -216,7 +224,7 @@ fn fleet(conn: &Connection, n: usize, duration: Duration) -> Result<(), Failure>
                 match item.item {
                     StreamItem::Event(_) => {
                         events += 1;
-                        *by_server.entry(item.server.to_string()).or_default() += 1;
+                        shares.count(&item.server);
                     }
                     StreamItem::Gap { dropped } => gaps += dropped,
                     _ => {}
@@ -231,19 +239,56 @@ fn fleet(conn: &Connection, n: usize, duration: Duration) -> Result<(), Failure>
     }
     status.finish();
     let secs = started.elapsed().as_secs_f64();
-    // A server that delivered nothing is not in the map: its share is 0.
-    let least = if by_server.len() < n {
-        0
-    } else {
-        by_server.values().copied().min().unwrap_or(0)
-    };
-    let most = by_server.values().copied().max().unwrap_or(0);
+    let (least, most) = shares.least_most(n);
     fleet.close();
+    // What the simulators queued, over the events they queued: the size actually sent.
+    let (bytes, written) = floods.iter().fold((0, 0), |(b, e), f| {
+        let st = f.stats();
+        (b + st.bytes_queued, e + st.events_delivered)
+    });
     println!(
         "events ({} fleet, {n} simulated servers): {events} in {secs:.2} s = {:.0}/s merged \
-         (dropped {gaps}); per server {least} to {most}",
+         (dropped {gaps}; events of about {} bytes); per server {least} to {most}",
         runtime_name(conn.runtime),
-        Tally::rate(events, secs)
+        Tally::rate(events, secs),
+        bytes / written.max(1)
     );
     Ok(())
+}
+
+/// Events per server. The merged stream hands out runs of items from one server, so the
+/// run is counted in place and added to its server's total when the server changes: no
+/// allocation or hashing per event.
+#[derive(Default)]
+struct Shares {
+    run: Option<(ServerName, u64)>,
+    totals: HashMap<ServerName, u64>,
+}
+
+impl Shares {
+    fn count(&mut self, server: &ServerName) {
+        match &mut self.run {
+            Some((s, k)) if s == server => *k += 1,
+            run => {
+                if let Some((s, k)) = run.replace((server.clone(), 1)) {
+                    *self.totals.entry(s).or_default() += k;
+                }
+            }
+        }
+    }
+
+    /// The least and the most events any of `n` servers delivered (a server that delivered
+    /// nothing has a share of 0).
+    fn least_most(&mut self, n: usize) -> (u64, u64) {
+        if let Some((s, k)) = self.run.take() {
+            *self.totals.entry(s).or_default() += k;
+        }
+        let most = self.totals.values().copied().max().unwrap_or(0);
+        let least = if self.totals.len() < n {
+            0
+        } else {
+            self.totals.values().copied().min().unwrap_or(0)
+        };
+        (least, most)
+    }
 }
