@@ -3,14 +3,24 @@
 //! from killing the lease holder to the first event published by the next bridge.
 //!
 //! ```text
-//! cargo run --release -p ami-nats --example bridge_bench
+//! BURST=60 cargo run --release -p ami-nats --example bridge_bench
 //! ```
+//!
+//! Environment (all optional): `BURST` events per server every 5 ms (default 200; the
+//! driver keeps the 5 ms period exact, catching up on late wakes, so 10 servers at `BURST`
+//! offer `BURST * 2000` events/s); `BRIDGE_THREADS` the bridge runtime's workers (default 0:
+//! a current-thread runtime, as `ami bridge` runs); `WINDOW` publishes awaiting acks (default 1024); `DUPWIN`
+//! the stream's duplicate window in seconds (default: the bridge's, 120); `FAILOVER=0` skips
+//! the failover part; `RAW=1` adds a trivial publisher into the same stream config (one
+//! connection, pre-built bodies of the bridge's average size, a message ID each, acks on one
+//! wildcard inbox, same window): nats-server's own CPU per stored message, the floor that
+//! no bridge change can go under.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use ami_nats::BridgeConfig;
+use ami_nats::{BridgeConfig, StreamLimits};
 use async_nats::jetstream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -63,6 +73,27 @@ fn cpu_split(nats: &Nats) -> [f64; 3] {
     ]
 }
 
+fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn stream_limits() -> StreamLimits {
+    let mut limits = StreamLimits::default();
+    if let Some(s) = env::<u64>("DUPWIN") {
+        limits.duplicate_window = Duration::from_secs(s);
+    }
+    limits
+}
+
 fn main() {
     let Some(nats) = Nats::start() else { return };
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -79,31 +110,43 @@ fn main() {
         .enumerate()
         .map(|(i, f)| spec(&format!("pbx{i}"), f, login().build().unwrap()))
         .collect();
-    let window = std::env::var("WINDOW")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let bridge = TestBridge::start(
+    let window = env("WINDOW").unwrap_or(1024);
+    let limits = stream_limits();
+    // As `ami bridge` runs it: one current-thread runtime (BRIDGE_THREADS=N: N workers).
+    let threads = env("BRIDGE_THREADS").unwrap_or(0);
+    let bridge = TestBridge::start_with(
         BridgeConfig::new(nats.url(), specs)
             .lease_ttl(Duration::from_secs(5))
-            .publish_window(window),
+            .publish_window(window)
+            .stream(limits.clone()),
+        Some(threads),
     );
     wait_for(Duration::from_secs(20), "all logged in", || {
         fronts.iter().all(|f| f.stats().logins == 1)
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let per_burst: usize = std::env::var("BURST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let per_burst: usize = env("BURST").unwrap_or(200);
     let driver = {
         let (fronts, stop) = (fronts.clone(), stop.clone());
         std::thread::spawn(move || {
+            // One burst per server every 5 ms on a fixed schedule: a late wake-up is caught
+            // up (at most 4 bursts at once), so the offered rate does not sag with the
+            // sleep's overshoot.
+            let period = Duration::from_millis(5);
+            let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                for f in fronts.iter() {
-                    f.with_server(|s, now| s.emit_user_events(now, per_burst));
+                let mut due = 0;
+                while next <= Instant::now() && due < 4 {
+                    due += 1;
+                    next += period;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                if next <= Instant::now() {
+                    next = Instant::now() + period;
+                }
+                for f in fronts.iter() {
+                    f.with_server(|s, now| s.emit_user_events(now, per_burst * due));
+                }
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
         })
     };
@@ -120,12 +163,17 @@ fn main() {
         peak_backlog = peak_backlog.max(b);
     }
     let (s1, t1, c1) = (last_seq(&rt, &js), Instant::now(), cpu_split(&nats));
+    let avg_bytes = rt.block_on(async {
+        let mut s = js.get_stream("AMI").await.unwrap();
+        let st = s.info().await.unwrap().state.clone();
+        st.bytes / st.messages.max(1)
+    });
     stop.store(true, Ordering::Relaxed);
     driver.join().unwrap();
     let emitted: u64 = fronts.iter().map(|f| f.stats().events_emitted).sum();
     let rate = (s1 - s0) as f64 / (t1 - t0).as_secs_f64();
     let offered = emitted as f64 / (t1 - t0 + Duration::from_secs(2)).as_secs_f64();
-    println!("throughput: {rate:.0} events/s stored by JetStream (file storage), {servers} servers offering ~{offered:.0} events/s, publish window {window}");
+    println!("throughput: {rate:.0} events/s stored by JetStream (file storage), {servers} servers offering ~{offered:.0} events/s, publish window {window}, duplicate window {:?}, {avg_bytes} bytes per stored message, bridge runtime {}", limits.duplicate_window, if threads == 0 { "current-thread".to_string() } else { format!("{threads} workers") });
     println!("  peak backlog (items waiting for NATS acks): {peak_backlog}");
     let stored = (s1 - s0).max(1) as f64;
     let per = |i: usize| (c1[i] - c0[i]) * 1e6 / stored;
@@ -134,11 +182,7 @@ fn main() {
         per(0),
         per(1),
         per(2),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split(' ')
-            .next()
-            .unwrap_or("?")
+        load_average()
     );
     let m = bridge.metrics();
     for l in m.lines().filter(|l| {
@@ -149,6 +193,12 @@ fn main() {
     }
     bridge.shutdown();
     drop(fronts);
+    if env::<u8>("RAW") == Some(1) {
+        rt.block_on(raw_publisher(&nats, &js, window, avg_bytes as usize));
+    }
+    if env::<u8>("FAILOVER") == Some(0) {
+        return;
+    }
 
     // Failover: two bridges for one server, kill the holder, time the first event published
     // by the other (the server emits 10 events every 5 ms throughout).
@@ -209,6 +259,73 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     driver.join().unwrap();
     third.shutdown();
+}
+
+/// A trivial publisher into the stream the bridge created (same config): pre-built bodies
+/// of `bytes`, one message ID each, on 10 subjects, `window` acks outstanding on one
+/// wildcard inbox. What nats-server costs per stored message with nothing else going on.
+async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, bytes: usize) {
+    use futures_util::StreamExt;
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(window + 1024)
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let inbox = client.new_inbox();
+    let mut acks = client.subscribe(format!("{inbox}.*")).await.unwrap();
+    let subjects: Vec<async_nats::Subject> = (0..10)
+        .map(|i| format!("ami.raw{i}.event.UserEvent").into())
+        .collect();
+    let body = bytes::Bytes::from(vec![b'x'; bytes.saturating_sub(60).max(1)]);
+    let (mut sent, mut acked, mut failed) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let mut measured: Option<(u64, Instant, f64, f64)> = None;
+    let me = std::process::id();
+    while start.elapsed() < Duration::from_secs(12) {
+        while sent - acked < window as u64 {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", format!("raw.{sent}").as_str());
+            client
+                .publish_with_reply_and_headers(
+                    subjects[(sent % 10) as usize].clone(),
+                    format!("{inbox}.{sent}"),
+                    h,
+                    body.clone(),
+                )
+                .await
+                .unwrap();
+            sent += 1;
+        }
+        let m = acks.next().await.unwrap();
+        if m.payload.windows(5).any(|w| w == b"\"seq\"") {
+            acked += 1;
+        } else {
+            failed += 1;
+            acked += 1;
+        }
+        if measured.is_none() && start.elapsed() > Duration::from_secs(2) {
+            measured = Some((
+                acked,
+                Instant::now(),
+                cpu_secs(nats.pid().unwrap(), |_| true),
+                cpu_secs(me, |_| true),
+            ));
+        }
+    }
+    let (a0, t0, n0, p0) = measured.unwrap();
+    let (n1, p1) = (
+        cpu_secs(nats.pid().unwrap(), |_| true),
+        cpu_secs(me, |_| true),
+    );
+    let stored = (acked - a0) as f64;
+    let _ = js;
+    println!(
+        "raw publisher (same stream config, {bytes}-byte messages, window {window}): {:.0} messages/s acked, CPU per message: nats-server {:.2} us, publisher {:.2} us; {failed} refused (load average {})",
+        stored / t0.elapsed().as_secs_f64(),
+        (n1 - n0) * 1e6 / stored.max(1.0),
+        (p1 - p0) * 1e6 / stored.max(1.0),
+        load_average()
+    );
 }
 
 /// Waits for the first event of a session whose ID starts with `prefix`: how long after

@@ -147,34 +147,59 @@ pub struct TestBridge {
 
 impl TestBridge {
     pub fn start(config: BridgeConfig) -> TestBridge {
+        Self::start_with(config, None)
+    }
+
+    /// Like [`start`](Self::start) on a runtime of `threads` workers (0: current-thread,
+    /// as `ami bridge` runs); `None`: the `BRIDGE_THREADS` environment variable, else 2.
+    pub fn start_with(config: BridgeConfig, threads: Option<usize>) -> TestBridge {
         let (tx, rx) = std::sync::mpsc::channel::<bool>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let info = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), String::new())));
         let info2 = info.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let bridge = rt.block_on(Bridge::start(config)).unwrap();
-            ready_tx.send(bridge.bridge_id().to_string()).unwrap();
-            let graceful = loop {
-                match rx.recv_timeout(Duration::from_millis(20)) {
-                    Ok(g) => break g,
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                        *info2.lock().unwrap() = (bridge.serving(), bridge.metrics_text());
+        // The thread's name starts with `tokio-`: measurements count its CPU as the bridge's.
+        let thread = std::thread::Builder::new()
+            .name("tokio-bridge".into())
+            .spawn(move || {
+                let threads = threads.or_else(|| {
+                    std::env::var("BRIDGE_THREADS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                });
+                let rt = match threads {
+                    Some(0) => tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap(),
+                    n => tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(n.unwrap_or(2))
+                        .enable_all()
+                        .build()
+                        .unwrap(),
+                };
+                let bridge = rt.block_on(Bridge::start(config)).unwrap();
+                ready_tx.send(bridge.bridge_id().to_string()).unwrap();
+                // Inside the runtime: a current-thread runtime runs only there.
+                let graceful = rt.block_on(async {
+                    loop {
+                        match rx.try_recv() {
+                            Ok(g) => break g,
+                            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                                *info2.lock().unwrap() = (bridge.serving(), bridge.metrics_text());
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            Err(_) => break false,
+                        }
                     }
-                    Err(_) => break false,
+                });
+                if graceful {
+                    rt.block_on(bridge.shutdown(Duration::from_secs(2)));
+                } else {
+                    drop(bridge);
                 }
-            };
-            if graceful {
-                rt.block_on(bridge.shutdown(Duration::from_secs(2)));
-            } else {
-                drop(bridge);
-            }
-            rt.shutdown_background();
-        });
+                rt.shutdown_background();
+            })
+            .unwrap();
         let id = ready_rx
             .recv_timeout(Duration::from_secs(20))
             .expect("bridge started");
