@@ -9,7 +9,7 @@
 //! gaps are counted.
 
 use crate::shared::Inner;
-use ami_proto::StreamItem;
+use ami_proto::{Queued, StreamItem};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -24,7 +24,10 @@ use std::task::{Context, Poll};
 /// hand-off, one in this stream's buffer.
 pub struct Events {
     pub(crate) inner: Arc<Inner>,
-    local: VecDeque<StreamItem>,
+    /// Items handed over, each event still a slice of the driver's read buffer: copied out
+    /// ([`Queued::into_item`]) as it is received, so that the consumer's thread both
+    /// allocates and frees it.
+    local: VecDeque<Queued>,
 }
 
 impl Events {
@@ -67,10 +70,10 @@ impl Events {
     /// was received.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
         if let Some(item) = self.local.pop_front() {
-            return Poll::Ready(Some(item));
+            return Poll::Ready(Some(item.into_item()));
         }
         match self.poll_refill(Some(cx)) {
-            Poll::Ready(true) => Poll::Ready(self.local.pop_front()),
+            Poll::Ready(true) => Poll::Ready(self.local.pop_front().map(Queued::into_item)),
             Poll::Ready(false) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -96,7 +99,7 @@ impl Events {
                 }
             }
             let n = max.min(self.local.len());
-            out.extend(self.local.drain(..n));
+            out.extend(self.local.drain(..n).map(Queued::into_item));
             Poll::Ready(n)
         })
         .await
@@ -105,10 +108,10 @@ impl Events {
     /// The next item if one is queued (handed over, or still in the core's queue).
     pub fn try_recv(&mut self) -> Option<StreamItem> {
         if let Some(item) = self.local.pop_front() {
-            return Some(item);
+            return Some(item.into_item());
         }
         if self.poll_refill(None).is_ready() {
-            return self.local.pop_front();
+            return self.local.pop_front().map(Queued::into_item);
         }
         // Nothing handed over yet: take a batch from the core directly, in lock order (core,
         // then hand-off, whose batch, if the driver just filled it, is the older one).
@@ -119,7 +122,7 @@ impl Events {
         } else {
             std::mem::swap(&mut self.local, &mut h.items);
         }
-        self.local.pop_front()
+        self.local.pop_front().map(Queued::into_item)
     }
 }
 

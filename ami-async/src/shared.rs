@@ -9,7 +9,7 @@
 //! Lock order is core, then hand-off. The consumer never holds the hand-off lock while it
 //! takes the core lock, so the reader never waits on the consumer.
 
-use ami_proto::{ActionId, Client, DisconnectReason, Notice, Outcome, Output, Status, StreamItem};
+use ami_proto::{ActionId, Client, DisconnectReason, Notice, Outcome, Output, Queued, Status};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,17 +123,16 @@ impl Shared {
         wake.extend(self.status_wakers.drain().map(|(_, w)| w));
     }
 
-    /// Moves up to one batch (by items and bytes) from the core's queue to `out`.
-    pub(crate) fn take_batch(&mut self, out: &mut VecDeque<StreamItem>) {
+    /// Moves up to one batch (by items and bytes) from the core's queue to `out`, as
+    /// [`Queued`] items: the consumer copies each event out on its own thread.
+    pub(crate) fn take_batch(&mut self, out: &mut VecDeque<Queued>) {
         let mut bytes = 0;
         let mut n = 0;
         while n < BATCH_ITEMS && bytes < BATCH_BYTES {
-            let Some(item) = self.client.poll_event() else {
+            let Some(item) = self.client.poll_queued() else {
                 break;
             };
-            if let StreamItem::Event(m) = &item {
-                bytes += m.wire_bytes().len();
-            }
+            bytes += item.wire_len();
             out.push_back(item);
             n += 1;
         }
@@ -143,7 +142,7 @@ impl Shared {
 /// The batch on its way to the consumer, under the hand-off lock.
 #[derive(Default)]
 pub(crate) struct Handoff {
-    pub(crate) items: VecDeque<StreamItem>,
+    pub(crate) items: VecDeque<Queued>,
     pub(crate) waker: Option<Waker>,
     /// The core still holds items the driver could not hand over (this batch was full):
     /// the consumer rings the bell when it takes the batch.

@@ -164,6 +164,7 @@ pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
 };
 pub use client::counts::{Counted, Counts};
+pub use client::events::Queued;
 pub use client::output::{
     ActionError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
     StreamItem,

@@ -9,6 +9,35 @@ use super::output::{Discard, DisconnectReason, StreamItem};
 use crate::wire::message::Message;
 use std::collections::VecDeque;
 
+/// A stream item taken from the client's queue with [`Client::poll_queued`]: an event in
+/// it may still be a slice of the buffer it was read into (the reader allocates nothing per
+/// event). [`into_item`](Self::into_item) gives the [`StreamItem`], copying such an event
+/// into allocations of its own, so that a message an application holds never keeps a read
+/// buffer alive. Call it on the thread that will use (and drop) the item.
+///
+/// [`Client::poll_queued`]: crate::Client::poll_queued
+#[derive(Debug)]
+pub struct Queued(pub(crate) StreamItem);
+
+impl Queued {
+    /// The item, its event (if any) in allocations of its own.
+    pub fn into_item(self) -> StreamItem {
+        let mut item = self.0;
+        if let StreamItem::Event(m) = &mut item {
+            m.detach();
+        }
+        item
+    }
+
+    /// Wire bytes of the event in this item (0 for a notice): what a batch of items costs.
+    pub fn wire_len(&self) -> usize {
+        match &self.0 {
+            StreamItem::Event(m) => m.wire_bytes().len(),
+            _ => 0,
+        }
+    }
+}
+
 /// Result of offering an event to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {
@@ -43,6 +72,8 @@ pub(crate) struct EventQueue {
     /// Drops in the current overflow episode, for one log line per episode.
     episode: u64,
     pub(crate) dropped_total: u64,
+    /// Events queued so far (a running count, so the client finds those of one read).
+    pushed: u64,
 }
 
 impl EventQueue {
@@ -58,6 +89,7 @@ impl EventQueue {
             trailing_gap: 0,
             episode: 0,
             dropped_total: 0,
+            pushed: 0,
         }
     }
 
@@ -128,6 +160,27 @@ impl EventQueue {
         self.items.push_back(StreamItem::Event(event));
         self.events += 1;
         self.bytes += size;
+        self.pushed += 1;
+    }
+
+    /// Events queued so far.
+    pub(crate) fn pushed(&self) -> u64 {
+        self.pushed
+    }
+
+    /// Copies the last `n` queued events out of the buffers they share with the decoder
+    /// (see [`Queued`]).
+    pub(crate) fn detach_last(&mut self, n: usize) {
+        let mut left = n;
+        for item in self.items.iter_mut().rev() {
+            if left == 0 {
+                break;
+            }
+            if let StreamItem::Event(m) = item {
+                m.detach();
+                left -= 1;
+            }
+        }
     }
 
     /// Server input was discarded here (merged with the notices around it, see [`fold`]).

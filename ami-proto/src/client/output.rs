@@ -290,8 +290,9 @@ impl DisconnectReason {
 pub struct Response {
     pub(crate) response: Message,
     pub(crate) items: Vec<Message>,
-    pub(crate) complete: Option<Message>,
-    pub(crate) follow_up: Option<Message>,
+    // Boxed: most responses have neither, and a `Response` travels inside every outcome.
+    pub(crate) complete: Option<Box<Message>>,
+    pub(crate) follow_up: Option<Box<Message>>,
 }
 
 impl Response {
@@ -317,11 +318,11 @@ impl Response {
     }
     /// The list's closing event (`...Complete`), if this was a list.
     pub fn complete(&self) -> Option<&Message> {
-        self.complete.as_ref()
+        self.complete.as_deref()
     }
     /// The follow-up event: `OriginateResponse` for an async Originate.
     pub fn follow_up(&self) -> Option<&Message> {
-        self.follow_up.as_ref()
+        self.follow_up.as_deref()
     }
 }
 

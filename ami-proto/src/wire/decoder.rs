@@ -5,7 +5,7 @@
 //! in one byte at a time costs O(n) in total, never a rescan from the start.
 
 use super::limits::DecoderLimits;
-use super::message::{FieldSpan, Message};
+use super::message::{encode_spans, FieldSpan, Message};
 use super::readbuf::ReadBuf;
 use bytes::Bytes;
 use std::borrow::Cow;
@@ -199,6 +199,11 @@ pub struct Decoder {
     /// `buf[line_start..scan]` is known to hold no LF.
     scan: usize,
     fields: Vec<FieldSpan>,
+    /// Messages come out as shared slices of the read buffer (the client's mode, see
+    /// [`Message::detach`]); otherwise each owns its bytes.
+    share: bool,
+    /// Scratch for a shared message's encoded field table.
+    table: Vec<u8>,
     /// While discarding: bytes of the current line were already thrown away.
     discard_partial: bool,
     /// While discarding to [`Resync::FollowsEnd`]: the previous line was empty.
@@ -245,6 +250,8 @@ impl Decoder {
             line_start: 0,
             scan: 0,
             fields: Vec::new(),
+            share: false,
+            table: Vec::new(),
             discard_partial: false,
             discard_after_blank: false,
             follows_prev_crlf: false,
@@ -267,6 +274,29 @@ impl Decoder {
         } else {
             State::Headers
         };
+    }
+
+    /// From now on, messages are shared slices of the read buffer until detached: for the
+    /// client, which detaches every message that leaves it and checks after each read that
+    /// the slices do not keep much more memory alive than their own bytes
+    /// ([`pinned`](Self::pinned)).
+    pub(crate) fn share_messages(&mut self) {
+        self.share = true;
+    }
+
+    /// See [`ReadBuf::pinned`](super::readbuf::ReadBuf::pinned).
+    pub(crate) fn pinned(&self) -> (usize, usize) {
+        self.buf.pinned()
+    }
+
+    /// See [`ReadBuf::seal`](super::readbuf::ReadBuf::seal).
+    pub(crate) fn seal(&mut self) {
+        self.buf.seal();
+    }
+
+    /// See [`ReadBuf::unshare`](super::readbuf::ReadBuf::unshare).
+    pub(crate) fn unshare(&mut self) {
+        self.buf.unshare();
     }
 
     /// The limits this decoder enforces.
@@ -548,13 +578,21 @@ impl Decoder {
             self.state = State::Headers;
             return Some(Err(DecodeError::MessageTooLarge { limit }));
         }
-        let bytes = self.buf.take(next);
-        let fields: Box<[FieldSpan]> = self.fields.as_slice().into();
+        let message = if self.share {
+            self.table.clear();
+            for f in &self.fields {
+                self.table.extend_from_slice(&f.encode());
+            }
+            let (bytes, fields, shared) = self.buf.take_shared(next, &self.table);
+            Message::new(bytes, fields, shared)
+        } else {
+            Message::new(self.buf.take(next), encode_spans(&self.fields), false)
+        };
         self.fields.clear();
         self.restart_line();
         self.state = State::Headers;
         self.stats.messages += 1;
-        Some(Ok(Frame::Message(Message::new(bytes, fields))))
+        Some(Ok(Frame::Message(message)))
     }
 
     /// Which limit the input up to `end` crossed first, if any; `content_end` is where the

@@ -16,6 +16,54 @@ pub(crate) struct FieldSpan {
     pub(crate) value_end: u32,
 }
 
+/// Bytes of one [`FieldSpan`] in a message's field table.
+pub(crate) const SPAN_LEN: usize = 16;
+
+impl FieldSpan {
+    /// The table's encoding: four little-endian `u32`s. A table of bytes, so that it can be
+    /// cut out of a shared arena like the message bytes (see [`Message::detach`]).
+    pub(crate) fn encode(&self) -> [u8; SPAN_LEN] {
+        let mut out = [0u8; SPAN_LEN];
+        for (i, v) in [
+            self.key_start,
+            self.key_end,
+            self.value_start,
+            self.value_end,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
+    fn decode(raw: &[u8]) -> FieldSpan {
+        let at = |i: usize| {
+            let mut b = [0u8; 4];
+            if let Some(src) = raw.get(i * 4..i * 4 + 4) {
+                b.copy_from_slice(src);
+            }
+            u32::from_le_bytes(b)
+        };
+        FieldSpan {
+            key_start: at(0),
+            key_end: at(1),
+            value_start: at(2),
+            value_end: at(3),
+        }
+    }
+}
+
+/// Encodes a field table into one owned allocation.
+pub(crate) fn encode_spans(spans: &[FieldSpan]) -> Bytes {
+    let mut v = Vec::with_capacity(spans.len() * SPAN_LEN);
+    for s in spans {
+        v.extend_from_slice(&s.encode());
+    }
+    Bytes::from(v)
+}
+
 /// What a message is, decided by its first line, as Asterisk does.
 ///
 /// `Event:` wins over `Response:`: an `OriginateResponse` is an event that also carries a
@@ -35,16 +83,28 @@ pub enum MessageKind {
 
 /// One AMI message: ordered fields over a single shared buffer.
 ///
-/// Cloning is cheap (a reference count and one small allocation for the field table). Keys are
+/// Cloning is cheap (reference counts). Keys are
 /// matched ASCII case-insensitively. Repeated keys (`Output`, `Variable`, `ChanVariable`) are
 /// all kept, in wire order. Values are raw bytes: a caller name in Latin-1 is kept as sent and
 /// read through [`Value::as_bytes`] or [`Value::to_str_lossy`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Message {
     bytes: Bytes,
-    fields: Box<[FieldSpan]>,
+    /// The field table, [`FieldSpan`]s encoded ([`SPAN_LEN`] bytes each).
+    fields: Bytes,
     kind: MessageKind,
+    /// `bytes` and `fields` are slices of the decoder's shared buffers (an event on its way
+    /// through the client's queue), not allocations of their own: see [`Message::detach`].
+    shared: bool,
 }
+
+impl PartialEq for Message {
+    fn eq(&self, other: &Message) -> bool {
+        self.kind == other.kind && self.bytes == other.bytes && self.fields == other.fields
+    }
+}
+
+impl Eq for Message {}
 
 /// A field value: raw bytes, with text views.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,8 +174,10 @@ impl Field<'_> {
 }
 
 impl Message {
-    pub(crate) fn new(bytes: Bytes, fields: Box<[FieldSpan]>) -> Message {
-        let kind = match fields.first() {
+    /// A message over `bytes` with the encoded field table `fields`; `shared` when both are
+    /// slices of the decoder's buffers.
+    pub(crate) fn new(bytes: Bytes, fields: Bytes, shared: bool) -> Message {
+        let kind = match fields.get(..SPAN_LEN).map(FieldSpan::decode) {
             Some(f) => {
                 let key = &bytes[f.key_start as usize..f.key_end as usize];
                 if key.eq_ignore_ascii_case(b"Event") {
@@ -134,15 +196,37 @@ impl Message {
             bytes,
             fields,
             kind,
+            shared,
         }
     }
 
-    /// Heap bytes this message keeps alive: its wire bytes and its field table. A decoded
-    /// message owns exactly these (it never shares a larger read buffer), so the sum over the
-    /// messages an application keeps is their memory. The client's queue and list caps count
-    /// this.
+    /// Heap bytes this message keeps alive: its wire bytes and its field table. A message an
+    /// application holds owns exactly these (it never shares a larger read buffer), so the sum
+    /// over the messages an application keeps is their memory. The client's queue and list
+    /// caps count this.
     pub fn retained_bytes(&self) -> usize {
-        self.bytes.len() + std::mem::size_of_val::<[FieldSpan]>(&self.fields)
+        self.bytes.len() + self.fields.len()
+    }
+
+    /// Whether this message still shares the decoder's buffers (see [`detach`](Self::detach)).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Gives a message that still shares the decoder's buffers allocations of its own (a
+    /// copy of its bytes and of its field table); a no-op for any other message.
+    ///
+    /// Events wait in the client's queue as slices of the buffer they were read into: the
+    /// reader allocates nothing per event, and the copy is made by whoever takes the event
+    /// out, so that on a multi-threaded runtime the consumer's thread both allocates and
+    /// frees each message (an allocation freed by another thread than the one that made it
+    /// costs the allocator a lock; per event, that lock was most of the stream's cost).
+    pub(crate) fn detach(&mut self) {
+        if self.shared {
+            self.bytes = Bytes::copy_from_slice(&self.bytes);
+            self.fields = Bytes::copy_from_slice(&self.fields);
+            self.shared = false;
+        }
     }
 
     /// What the first line says this message is.
@@ -157,12 +241,16 @@ impl Message {
 
     /// Number of fields (lines) in the message.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.fields.len() / SPAN_LEN
     }
 
     /// True when the message has no fields (the decoder never yields one).
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
+    }
+
+    fn spans(&self) -> impl ExactSizeIterator<Item = FieldSpan> + '_ {
+        self.fields.chunks_exact(SPAN_LEN).map(FieldSpan::decode)
     }
 
     fn field_at(&self, span: &FieldSpan) -> Field<'_> {
@@ -174,7 +262,7 @@ impl Message {
 
     /// All fields in wire order, repeated keys included.
     pub fn fields(&self) -> impl ExactSizeIterator<Item = Field<'_>> + '_ {
-        self.fields.iter().map(|s| self.field_at(s))
+        self.spans().map(move |s| self.field_at(&s))
     }
 
     /// The first value for `key` (ASCII case-insensitive).
@@ -223,9 +311,9 @@ impl Message {
     }
 
     fn first_value_str(&self) -> Option<&str> {
-        self.fields
-            .first()
-            .and_then(|s| self.field_at(s).value.as_str())
+        self.spans()
+            .next()
+            .and_then(|s| self.field_at(&s).value.as_str())
     }
 
     /// The `ActionID` field, if present and non-empty (Asterisk treats empty as absent).

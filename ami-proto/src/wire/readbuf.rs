@@ -1,15 +1,21 @@
-//! The decoder's read buffer, managed so that a message handed out never pins more memory
-//! than its own bytes.
+//! The decoder's read buffer, managed so that a message an application holds never pins
+//! more memory than its own bytes.
 //!
 //! A message cut out of a shared buffer as a slice (`BytesMut::split_to`) keeps the whole
 //! allocation alive as long as it lives: one small event kept by a slow consumer held a
-//! 64 KiB+ read buffer, and a queue of them held gigabytes. Here a message either is copied
-//! out (small ones: one `memcpy` of its own size), or, when it is large and fills the front
-//! of the buffer, takes the allocation itself, trimmed to its length, and the few bytes read
-//! past it move to a fresh buffer. Either way [`Message`](super::message::Message) bytes are
-//! exactly their own allocation, so counting `len()` counts the memory.
+//! 64 KiB+ read buffer, and a queue of them held gigabytes. So a message handed to anyone is
+//! either copied out (small ones: one `memcpy` of its own size), or, when it is large and
+//! fills the front of the buffer, takes the allocation itself, trimmed to its length.
+//!
+//! The client's events are the one exception, and only on their way through its queue:
+//! they are cut out as slices ([`ReadBuf::take_shared`]), so the reader allocates nothing per
+//! event, and whoever takes one out of the queue copies it
+//! ([`Message::detach`](super::message::Message::detach)). Each read's slices fill
+//! allocations of their own (the buffer is sealed after the read), and the client copies a
+//! read's events out at once unless they are most of what those allocations hold
+//! ([`ReadBuf::pinned`]): queued events never keep much more than their own bytes alive.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use std::ops::Deref;
 
 /// First allocation; the buffer grows on demand up to the decoder's cap.
@@ -20,69 +26,169 @@ const HAND_OVER_MIN: usize = 64 << 10;
 /// An empty buffer larger than this is given back after a large message, so one 16 MiB
 /// message does not keep 16 MiB allocated for the rest of the session.
 const SHRINK_ABOVE: usize = 256 << 10;
+/// Smallest allocation of the field-table arena (tables of shared messages).
+const SPAN_CAPACITY: usize = 4 << 10;
+/// Sealed allocations kept for reuse once their slices are gone, per arena: a flooding
+/// connection then reads into the same few allocations instead of a fresh one per read
+/// (which the allocator gives back to the system and faults in again). Kept only while
+/// reads are dense with events.
+const RETIRED_MAX: usize = 4;
 
-/// Bytes read and not yet consumed: `vec[start..]`.
+/// One growable allocation that slices are cut from, with the bookkeeping for sealing
+/// and reuse.
+#[derive(Debug, Default)]
+struct Arena {
+    buf: BytesMut,
+    /// Capacity of the current allocation.
+    alloc: usize,
+    /// Bytes cut out as shared slices in the current read.
+    shared: usize,
+    /// Bytes of the allocations that hold the current read's slices.
+    pinned: usize,
+    /// The current allocation holds an earlier read's slices: the next append looks for
+    /// another one unless every slice is gone.
+    sealed: bool,
+    /// Earlier allocations that held slices (emptied handles, with their sizes), reused once
+    /// their slices are gone.
+    retired: Vec<(BytesMut, usize)>,
+}
+
+impl Arena {
+    fn with_capacity(n: usize) -> Arena {
+        Arena {
+            buf: BytesMut::with_capacity(n),
+            alloc: n,
+            ..Arena::default()
+        }
+    }
+
+    /// Makes room for `more` bytes after the unconsumed ones; a new allocation gets
+    /// `size(needed)` bytes (at least what is needed).
+    fn reserve(&mut self, more: usize, size: impl FnOnce(usize) -> usize) {
+        if self.sealed {
+            // Asking for one byte more than the spare room succeeds only when no slice of
+            // the allocation is left (it may then move the unconsumed bytes to the front).
+            let spare = self.buf.capacity() - self.buf.len();
+            if self.buf.try_reclaim(spare + 1) {
+                self.sealed = false;
+            }
+        }
+        if !self.sealed && self.buf.try_reclaim(more) {
+            return;
+        }
+        let needed = self.buf.len() + more;
+        let size = size(needed).max(needed);
+        let (mut next, got) = self
+            .reuse(size)
+            .unwrap_or_else(|| (BytesMut::with_capacity(size), size));
+        next.extend_from_slice(&self.buf);
+        let mut old = std::mem::replace(&mut self.buf, next);
+        let held = std::mem::replace(&mut self.alloc, got);
+        if self.sealed || self.shared > 0 {
+            // The old allocation still holds slices: kept for reuse once they are gone.
+            if self.retired.len() < RETIRED_MAX {
+                old.clear();
+                self.retired.push((old, held));
+            }
+        }
+        if self.shared > 0 {
+            // Mid-read: this read's slices now span both allocations.
+            self.pinned += got;
+        }
+        self.sealed = false;
+    }
+
+    /// A retired allocation of at least `size` bytes whose slices are all gone.
+    fn reuse(&mut self, size: usize) -> Option<(BytesMut, usize)> {
+        let at = self
+            .retired
+            .iter_mut()
+            .position(|(b, n)| *n >= size && b.try_reclaim(size))?;
+        Some(self.retired.swap_remove(at))
+    }
+
+    /// `n` bytes were cut out as a shared slice.
+    fn cut(&mut self, n: usize) {
+        if self.shared == 0 {
+            self.pinned = self.alloc;
+        }
+        self.shared += n;
+    }
+
+    /// The end of a read whose slices stay shared.
+    fn seal(&mut self) {
+        if self.shared > 0 {
+            self.sealed = true;
+        }
+        self.shared = 0;
+        self.pinned = 0;
+    }
+
+    /// The end of a read whose slices were all copied out: nothing is shared, and no spare
+    /// allocation is kept (reads are not dense with events).
+    fn unshare(&mut self) {
+        self.shared = 0;
+        self.pinned = 0;
+        self.sealed = false;
+        self.retired.clear();
+    }
+
+    fn allocated(&self) -> usize {
+        self.alloc + self.retired.iter().map(|(_, n)| n).sum::<usize>()
+    }
+}
+
+/// Bytes read and not yet consumed, and the arena for the field tables of shared messages.
 #[derive(Debug)]
 pub(crate) struct ReadBuf {
-    vec: Vec<u8>,
-    start: usize,
+    bytes: Arena,
     /// Most bytes ever held (the decoder's `buffer_cap`); growth never allocates past it.
     cap: usize,
+    spans: Arena,
 }
 
 impl Deref for ReadBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.vec[self.start..]
+        &self.bytes.buf
     }
 }
 
 impl ReadBuf {
     pub(crate) fn new(cap: usize) -> ReadBuf {
         ReadBuf {
-            vec: Vec::with_capacity(INITIAL_CAPACITY.min(cap)),
-            start: 0,
+            bytes: Arena::with_capacity(INITIAL_CAPACITY.min(cap)),
             cap,
+            spans: Arena::default(),
         }
     }
 
     /// Bytes allocated (what the buffer costs in memory, whatever it holds).
     pub(crate) fn allocated(&self) -> usize {
-        self.vec.capacity()
+        self.bytes.allocated() + self.spans.allocated()
     }
 
     /// Appends `input`; the caller keeps `len() + input.len()` within the cap.
     pub(crate) fn extend_from_slice(&mut self, input: &[u8]) {
-        if self.vec.capacity() - self.vec.len() < input.len() {
-            self.compact();
-            let needed = self.vec.len() + input.len();
-            if self.vec.capacity() < needed {
-                // Double, but never allocate past the cap: worst-case memory is the cap.
-                let target = needed.max(self.vec.capacity().saturating_mul(2).min(self.cap));
-                self.vec.reserve_exact(target - self.vec.len());
-            }
-        }
-        self.vec.extend_from_slice(input);
-    }
-
-    /// Moves the unconsumed bytes to the front so the free space is all at the end.
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.vec.copy_within(self.start.., 0);
-            self.vec.truncate(self.vec.len() - self.start);
-            self.start = 0;
-        }
+        let (len, cap) = (self.bytes.buf.len(), self.cap);
+        // Sized to need when a read's slices fill their own allocation, doubled when one
+        // message outgrows it, never past the cap.
+        self.bytes.reserve(input.len(), |needed| {
+            needed
+                .max(len.saturating_mul(2))
+                .max(INITIAL_CAPACITY)
+                .min(cap)
+        });
+        self.bytes.buf.extend_from_slice(input);
     }
 
     /// Drops the first `n` bytes.
     pub(crate) fn advance(&mut self, n: usize) {
-        self.start = self.start.saturating_add(n).min(self.vec.len());
-        if self.start == self.vec.len() {
-            self.vec.clear();
-            self.start = 0;
-            if self.vec.capacity() > SHRINK_ABOVE {
-                self.vec = Vec::with_capacity(INITIAL_CAPACITY.min(self.cap));
-            }
+        let n = n.min(self.bytes.buf.len());
+        self.bytes.buf.advance(n);
+        let idle = self.bytes.shared == 0 && !self.bytes.sealed;
+        if self.bytes.buf.is_empty() && self.bytes.alloc > SHRINK_ABOVE && idle {
+            self.bytes = Arena::with_capacity(INITIAL_CAPACITY.min(self.cap));
         }
     }
 
@@ -90,19 +196,69 @@ impl ReadBuf {
     /// allocation (see the module docs).
     pub(crate) fn take(&mut self, n: usize) -> Bytes {
         let n = n.min(self.len());
-        if n < HAND_OVER_MIN || self.start > 0 {
-            let bytes = Bytes::copy_from_slice(&self[..n]);
+        if n < HAND_OVER_MIN || self.bytes.shared > 0 || self.bytes.sealed {
+            // Small, or the allocation also backs shared slices: a copy of its own.
+            let bytes = Bytes::copy_from_slice(&self.bytes.buf[..n]);
             self.advance(n);
             return bytes;
         }
-        let rest = self.vec[n..].to_vec();
-        let mut fresh = Vec::with_capacity(INITIAL_CAPACITY.min(self.cap).max(rest.len()));
-        fresh.extend_from_slice(&rest);
-        let mut taken = std::mem::replace(&mut self.vec, fresh);
-        taken.truncate(n);
+        // The bytes read past the message move to a fresh buffer; the message keeps the
+        // allocation (without a copy: nothing else shares it), trimmed to its length.
+        let rest = self.bytes.buf.split_off(n);
+        let mut fresh = Arena::with_capacity(INITIAL_CAPACITY.min(self.cap).max(rest.len()));
+        fresh.buf.extend_from_slice(&rest);
+        drop(rest);
+        let taken = std::mem::replace(&mut self.bytes, fresh).buf;
+        let mut taken: Vec<u8> = taken.into();
         // Shrinking a large allocation is done in place by the allocator: no copy.
         taken.shrink_to_fit();
         Bytes::from(taken)
+    }
+
+    /// Removes the first `n` bytes as a slice of the shared allocation (no copy), with the
+    /// encoded field table `table` as a slice of the shared arena; the flag says whether
+    /// they are shared. Large messages are taken as by [`take`](Self::take), their table
+    /// copied: they never share.
+    pub(crate) fn take_shared(&mut self, n: usize, table: &[u8]) -> (Bytes, Bytes, bool) {
+        let n = n.min(self.len());
+        if n >= HAND_OVER_MIN {
+            return (self.take(n), Bytes::copy_from_slice(table), false);
+        }
+        let bytes = self.bytes.buf.split_to(n).freeze();
+        self.bytes.cut(n);
+        // Room for about a read's worth of tables at once.
+        let hint = self.bytes.alloc / 4;
+        self.spans
+            .reserve(table.len(), |needed| needed.max(hint).max(SPAN_CAPACITY));
+        self.spans.buf.extend_from_slice(table);
+        self.spans.cut(table.len());
+        (bytes, self.spans.buf.split().freeze(), true)
+    }
+
+    /// At the end of a read: bytes of the shared slices cut out in it, and bytes of the
+    /// allocations those slices keep alive.
+    pub(crate) fn pinned(&self) -> (usize, usize) {
+        if self.bytes.shared == 0 {
+            return (0, 0);
+        }
+        (
+            self.bytes.shared + self.spans.shared,
+            self.bytes.pinned + self.spans.pinned,
+        )
+    }
+
+    /// The end of a read whose shared slices stay shared: the allocations are sealed, so
+    /// that later reads' slices never land in them (unless every slice is gone by then).
+    pub(crate) fn seal(&mut self) {
+        self.bytes.seal();
+        self.spans.seal();
+    }
+
+    /// The end of a read whose shared slices were all detached (copied out): the
+    /// allocations are the decoder's alone again, and reused; no spare ones are kept.
+    pub(crate) fn unshare(&mut self) {
+        self.bytes.unshare();
+        self.spans.unshare();
     }
 
     /// Forgets everything (a new connection), giving back a large allocation.
@@ -153,6 +309,68 @@ mod tests {
         b.advance(1);
         b.advance(usize::MAX);
         assert!(b.allocated() <= INITIAL_CAPACITY);
+    }
+
+    #[test]
+    fn a_sealed_allocation_is_not_written_while_its_slices_live() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(b"Event: A\r\n\r\nEvent: B");
+        let (a, table, shared) = b.take_shared(12, &[7; 16]);
+        assert!(shared);
+        let (cut, pinned) = b.pinned();
+        assert_eq!(cut, 12 + 16);
+        assert!(pinned >= INITIAL_CAPACITY);
+        b.seal();
+        b.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(&a[..], b"Event: A\r\n\r\n");
+        assert_eq!(&table[..], &[7; 16]);
+        assert_eq!(&b[..], b"Event: B\r\n\r\n");
+        // A fresh allocation: the slice's allocation is not the buffer's any more.
+        let base = a.as_ptr() as usize;
+        let now = b.as_ptr() as usize;
+        assert!(now < base || now >= base + INITIAL_CAPACITY);
+    }
+
+    #[test]
+    fn a_sealed_allocation_is_reused_once_its_slices_are_gone() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(&[b'x'; 600]);
+        let (a, _, _) = b.take_shared(500, &[0; 16]);
+        b.seal();
+        b.extend_from_slice(&[b'y'; 600]);
+        let (c, _, _) = b.take_shared(600, &[0; 16]);
+        b.seal();
+        drop(a);
+        drop(c);
+        // Both allocations are free again; the next reads land in one of them.
+        b.extend_from_slice(&[b'z'; 600]);
+        let allocated = b.allocated();
+        let (d, _, _) = b.take_shared(500, &[0; 16]);
+        b.seal();
+        drop(d);
+        b.extend_from_slice(&[b'w'; 600]);
+        assert_eq!(b.allocated(), allocated, "no new allocation");
+    }
+
+    #[test]
+    fn unshared_reads_keep_no_spare_allocations() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(&[b'x'; 500]);
+        let (a, _, _) = b.take_shared(500, &[0; 16]);
+        b.seal();
+        b.extend_from_slice(&[b'y'; 500]);
+        let (c, _, _) = b.take_shared(500, &[0; 16]);
+        // The client copied this read's event out (a sparse read): nothing is shared, and
+        // the retired allocation is let go.
+        drop(c);
+        b.unshare();
+        drop(a);
+        assert_eq!(b.pinned(), (0, 0));
+        assert!(
+            b.allocated() <= INITIAL_CAPACITY + SPAN_CAPACITY,
+            "{}",
+            b.allocated()
+        );
     }
 
     #[test]

@@ -4,8 +4,13 @@
 use super::*;
 
 impl Client {
-    pub(super) fn on_message(&mut self, now: Instant, msg: Message) {
+    pub(super) fn on_message(&mut self, now: Instant, mut msg: Message) {
         self.stats.messages_in += 1;
+        if msg.kind() != MessageKind::Event {
+            // Only queued events stay slices of the read buffer; anything kept elsewhere (a
+            // response in an outcome) gets its own allocation.
+            msg.detach();
+        }
         // Liveness counts progress, not bytes: only a complete event or response re-arms the
         // idle timer and cancels a pong deadline. A server that trickles an endless line, or
         // floods broken or foreign messages, still gets a Ping and is closed if it does not
@@ -58,7 +63,7 @@ impl Client {
                 } else if let Some(budget) = follow_up {
                     match p.early_follow_up.take() {
                         Some(ev) => {
-                            response.follow_up = Some(*ev);
+                            response.follow_up = Some(ev);
                             let outcome = follow_up_outcome(response);
                             self.finish(now, seq, outcome);
                         }
@@ -85,7 +90,7 @@ impl Client {
                     response.response = msg;
                     Err(ActionError::Server(Box::new(response)))
                 } else {
-                    response.complete = Some(msg);
+                    response.complete = Some(Box::new(msg));
                     Ok(response)
                 };
                 self.report(now, seq, outcome, false);
@@ -105,9 +110,11 @@ impl Client {
         }
     }
 
-    pub(super) fn on_event(&mut self, now: Instant, msg: Message) {
+    pub(super) fn on_event(&mut self, now: Instant, mut msg: Message) {
         self.stats.events_in += 1;
         if let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) {
+            // A list item or follow-up is kept by its action: its own allocation.
+            msg.detach();
             if self.claim_event(now, seq, &msg) {
                 return;
             }
@@ -118,9 +125,22 @@ impl Client {
         {
             self.conn.server_shutdown = true;
         }
+        let shared = if msg.is_shared() {
+            msg.retained_bytes()
+        } else {
+            0
+        };
         match self.events.offer(msg) {
-            Offer::Queued => self.stats.events_queued += 1,
-            Offer::Dropped => {}
+            Offer::Queued => {
+                self.stats.events_queued += 1;
+                self.read_shared += shared;
+            }
+            Offer::Dropped => {
+                if self.config.overflow == OverflowPolicy::DropOldest {
+                    // Queued in the place of older events.
+                    self.read_shared += shared;
+                }
+            }
             Offer::Overflow => self.disconnect(now, DisconnectReason::EventOverflow),
         }
     }
@@ -145,7 +165,7 @@ impl Client {
                     return false;
                 };
                 if is_complete {
-                    response.complete = Some(msg.clone());
+                    response.complete = Some(Box::new(msg.clone()));
                     if let Some(response) = p.response.take().map(|r| *r) {
                         if let Some(at) = p.written_at {
                             self.stats.latency.record(now.saturating_duration_since(at));
@@ -191,7 +211,7 @@ impl Client {
                 Stage::FollowUp,
             ) if is_originate_response => {
                 if let Some(mut response) = p.response.take().map(|r| *r) {
-                    response.follow_up = Some(msg.clone());
+                    response.follow_up = Some(Box::new(msg.clone()));
                     let outcome = follow_up_outcome(response);
                     self.finish(now, seq, outcome);
                 }

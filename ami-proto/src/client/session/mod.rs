@@ -9,8 +9,8 @@ mod reconnect;
 mod timers;
 
 use super::backoff::Backoff;
-use super::config::{AuthMethod, ClientConfig};
-use super::events::{EventQueue, Offer};
+use super::config::{AuthMethod, ClientConfig, OverflowPolicy};
+use super::events::{EventQueue, Offer, Queued};
 use super::output::{
     ActionError, ConnectFailure, Discard, DisconnectReason, Notice, Outcome, OutcomeKind, Output,
     Phase, Response, Status, StreamItem,
@@ -189,6 +189,9 @@ pub struct Client {
     last_loss: Option<DisconnectReason>,
     stats: Stats,
     burst: Option<discards::Burst>,
+    /// Bytes of the events queued during the current read that still share the decoder's
+    /// buffers (see [`Message::detach`]).
+    read_shared: usize,
 }
 
 impl std::fmt::Debug for Client {
@@ -237,7 +240,10 @@ impl Client {
             config.event_queue_bytes,
             config.overflow,
         );
-        let decoder = Decoder::new(config.decoder);
+        let mut decoder = Decoder::new(config.decoder);
+        // Events wait in the queue as slices of the read buffer; whoever takes one out copies
+        // it (see `Queued`), and `receive` checks that the slices pin little else.
+        decoder.share_messages();
         let backoff = Backoff::new(&config);
         let mut client = Client {
             config,
@@ -257,6 +263,7 @@ impl Client {
             last_loss: None,
             stats: Stats::default(),
             burst: None,
+            read_shared: 0,
         };
         client.start_connect(now);
         client
@@ -372,7 +379,9 @@ impl Client {
         }
         self.stats.bytes_in += bytes.len() as u64;
         let connection = self.conn.generation;
-        while !bytes.is_empty() {
+        self.read_shared = 0;
+        let queued_before = self.events.pushed();
+        'read: while !bytes.is_empty() {
             let n = self.decoder.feed(bytes);
             bytes = &bytes[n..];
             while let Some(frame) = self.decoder.decode() {
@@ -383,12 +392,37 @@ impl Client {
                 }
                 if self.conn.generation != connection {
                     // The session ended inside this read; the rest belongs to a dead link.
-                    return;
+                    break 'read;
                 }
             }
         }
-        // Answers free pipeline slots; fill them before the caller writes.
-        self.pump(now);
+        self.check_pinned(queued_before);
+        if self.conn.generation == connection {
+            // Answers free pipeline slots; fill them before the caller writes.
+            self.pump(now);
+        }
+    }
+
+    /// After a read: the events it queued as slices of the read buffer may keep the
+    /// buffer's allocations alive (the buffer and its field-table arena, sized to the read).
+    /// When those events are at least three quarters of what they keep alive, they stay
+    /// slices (a flood of events: no copy, no allocation per event on the reader's side);
+    /// otherwise (a few events among responses, list items or skipped input) they are
+    /// copied out now, so queued events never pin much more than their own bytes.
+    fn check_pinned(&mut self, queued_before: u64) {
+        let (cut, pinned) = self.decoder.pinned();
+        if cut == 0 {
+            return;
+        }
+        if self.read_shared.saturating_mul(4) >= pinned.saturating_mul(3) {
+            self.decoder.seal();
+        } else {
+            let n = self.events.pushed() - queued_before;
+            self.events
+                .detach_last(usize::try_from(n).unwrap_or(usize::MAX));
+            self.decoder.unshare();
+        }
+        self.read_shared = 0;
     }
 
     /// Fires every timer and action deadline at or before `now`.
@@ -450,7 +484,17 @@ impl Client {
     /// or a session boundary (`Ready`, `Disconnected`). The queue is bounded; the reader
     /// never waits for this call.
     pub fn poll_event(&mut self) -> Option<StreamItem> {
-        self.events.pop()
+        self.events.pop().map(|item| Queued(item).into_item())
+    }
+
+    /// The next item of the event stream as it waits in the queue: an event in it may still
+    /// share the buffer it was read into, and [`Queued::into_item`] copies it out. For an
+    /// adapter whose consumer runs on another thread than the reader: take items under the
+    /// lock with this, call `into_item` on the consumer's thread, so that each event is
+    /// allocated and freed by one thread. Otherwise the same as
+    /// [`poll_event`](Self::poll_event).
+    pub fn poll_queued(&mut self) -> Option<Queued> {
+        self.events.pop().map(Queued)
     }
 
     /// Messages decoded so far (a cheap counter for per-step message budgets).
@@ -464,7 +508,7 @@ impl Client {
         let before = out.len();
         while out.len() - before < max {
             match self.events.pop() {
-                Some(item) => out.push(item),
+                Some(item) => out.push(Queued(item).into_item()),
                 None => break,
             }
         }
