@@ -189,6 +189,14 @@ async fn consume(mode: &str, n: usize, ami: Handle, mut events: Events) {
         while ami.stats().events_in < n as u64 {
             async_io::Timer::after(Duration::from_millis(10)).await;
         }
+        let s = ami.stats();
+        eprintln!(
+            "stalled: queue {} events, {} bytes; decoder {} bytes allocated; RSS {:.1} MiB",
+            s.event_queue_len,
+            s.event_queue_bytes,
+            s.decoder_allocated,
+            peak_rss_mib()
+        );
         while let Some(item) = events.try_recv() {
             t.count(&item);
         }
