@@ -14,7 +14,8 @@
 //! the failover part; `RAW=1` adds a trivial publisher into the same stream config (one
 //! connection, pre-built bodies of the bridge's average size, a message ID each, acks on one
 //! wildcard inbox, same window): nats-server's own CPU per stored message, the floor that
-//! no bridge change can go under.
+//! no bridge change can go under (`RAW=2`: that publisher only, `BYTES` per message,
+//! default 284, the bridge's average here).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/support/mod.rs"]
@@ -124,6 +125,18 @@ fn main() {
     wait_for(Duration::from_secs(20), "all logged in", || {
         fronts.iter().all(|f| f.stats().logins == 1)
     });
+    if env::<u8>("RAW") == Some(2) {
+        // The trivial publisher only (the bridge created the stream); BYTES: message size.
+        bridge.shutdown();
+        drop(fronts);
+        rt.block_on(raw_publisher(
+            &nats,
+            &js,
+            window,
+            env("BYTES").unwrap_or(284),
+        ));
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let per_burst: usize = env("BURST").unwrap_or(200);
     let driver = {
@@ -281,7 +294,10 @@ async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, byte
     let start = Instant::now();
     let mut measured: Option<(u64, Instant, f64, f64)> = None;
     let me = std::process::id();
-    while start.elapsed() < Duration::from_secs(12) {
+    // RAW_SECS: how long (default 12 s; the last 10 s are measured). Longer than the
+    // duplicate window shows its steady state (JetStream keeps every ID of the window).
+    let secs: u64 = env("RAW_SECS").unwrap_or(12).max(12);
+    while start.elapsed() < Duration::from_secs(secs) {
         while sent - acked < window as u64 {
             let mut h = async_nats::HeaderMap::new();
             h.insert("Nats-Msg-Id", format!("raw.{sent}").as_str());
@@ -303,7 +319,7 @@ async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, byte
             failed += 1;
             acked += 1;
         }
-        if measured.is_none() && start.elapsed() > Duration::from_secs(2) {
+        if measured.is_none() && start.elapsed() > Duration::from_secs(secs - 10) {
             measured = Some((
                 acked,
                 Instant::now(),
@@ -320,12 +336,23 @@ async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, byte
     let stored = (acked - a0) as f64;
     let _ = js;
     println!(
-        "raw publisher (same stream config, {bytes}-byte messages, window {window}): {:.0} messages/s acked, CPU per message: nats-server {:.2} us, publisher {:.2} us; {failed} refused (load average {})",
+        "raw publisher (same stream config, {bytes}-byte messages, window {window}, {secs} s): {:.0} messages/s acked, CPU per message: nats-server {:.2} us, publisher {:.2} us; {failed} refused; nats-server resident {} MiB (load average {})",
         stored / t0.elapsed().as_secs_f64(),
         (n1 - n0) * 1e6 / stored.max(1.0),
         (p1 - p0) * 1e6 / stored.max(1.0),
+        resident_mib(nats.pid().unwrap()),
         load_average()
     );
+}
+
+/// Resident memory of process `pid` in MiB (Linux `/proc`; 0 elsewhere).
+fn resident_mib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// Waits for the first event of a session whose ID starts with `prefix`: how long after
