@@ -277,28 +277,37 @@ pub(crate) async fn refuse(
     }
 }
 
-/// An `ami.any.action` request that reached a bridge serving no server: passed on to a
-/// bridge that holds a lease (on its own subject, see `Control::direct_subject`), whose
-/// reply goes back to the requester as it is. Holders that are gone (no responders) are
-/// skipped; a forwarded request without an answer in time is `unknown` (it may have run);
-/// no holder at all is `not_sent`.
-pub(crate) async fn forward(control: Arc<Control>, kv: Store, msg: async_nats::Message) {
+/// A request that reached a bridge not serving its server (`to`), or serving none
+/// (`ami.any.action`, `to` is `None`): passed on to the bridge holding that server's lease
+/// (any lease for `ami.any.action`) on its own subject (see `Control::direct_subject`),
+/// whose reply goes back to the requester as it is. Holders that are gone (no responders)
+/// are skipped; a forwarded request without an answer in time is `unknown` (it may have
+/// run); no holder at all is `not_sent`.
+pub(crate) async fn forward(
+    control: Arc<Control>,
+    kv: Store,
+    to: Option<ServerIx>,
+    msg: async_nats::Message,
+) {
     let Some(reply_to) = msg.reply.clone() else {
         log::debug!("action request without a reply subject ignored");
         return;
     };
+    let named = to
+        .and_then(|ix| control.servers.get(ix))
+        .map(|s| s.name.clone());
     let req = match ActionRequest::parse(&msg.payload) {
         Ok(r) => r,
         // Refused here as anywhere.
-        Err(_) => return handle(control, kv, None, msg).await,
+        Err(_) => return handle(control, kv, to, msg).await,
     };
     // The holder's own deadline, plus room for its idempotency store and the reply.
     let wait = req.timeout.unwrap_or(control.action_timeout) + Duration::from_secs(2);
-    let mut holders = match lease_holders(&control).await {
+    let mut holders = match lease_holders(&control, to).await {
         Ok(h) => h,
         Err(e) => {
-            let why = format!("this bridge serves no server and cannot read the leases: {e}; nothing was sent: retry");
-            return refuse(&control, None, &why, &msg).await;
+            let why = format!("this bridge does not serve it and cannot read the leases: {e}; nothing was sent: retry");
+            return refuse(&control, named.as_deref(), &why, &msg).await;
         }
     };
     // Spread the forwarded requests over the holders.
@@ -309,9 +318,14 @@ pub(crate) async fn forward(control: Arc<Control>, kv: Store, msg: async_nats::M
     }
     for holder in holders {
         let subject = Control::direct_subject(&holder);
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(msg.payload.clone())
             .timeout(Some(wait));
+        if let Some(spec) = to.and_then(|ix| control.servers.get(ix)) {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(crate::bridge::FORWARDED_FOR, spec.token());
+            request = request.headers(headers);
+        }
         match control.nats.send_request(subject, request).await {
             Ok(answer) => {
                 if let Err(e) = control.nats.publish(reply_to, answer.payload).await {
@@ -321,8 +335,10 @@ pub(crate) async fn forward(control: Arc<Control>, kv: Store, msg: async_nats::M
             }
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => continue,
             Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
-                control.metrics.action("", "unknown");
-                let body = Reply::new(None, "unknown")
+                control
+                    .metrics
+                    .action(named.as_deref().unwrap_or(""), "unknown");
+                let body = Reply::new(named.as_deref(), "unknown")
                     .error(&format!(
                         "forwarded to bridge {holder}, which did not answer within {wait:?}: it may have run"
                     ))
@@ -335,23 +351,25 @@ pub(crate) async fn forward(control: Arc<Control>, kv: Store, msg: async_nats::M
             Err(e) => {
                 let why =
                     format!("forwarding to bridge {holder} failed: {e}; nothing was sent: retry");
-                return refuse(&control, None, &why, &msg).await;
+                return refuse(&control, named.as_deref(), &why, &msg).await;
             }
         }
     }
-    refuse(
-        &control,
-        None,
-        "no bridge serves a server now; nothing was sent: retry",
-        &msg,
-    )
-    .await;
+    let why = match &named {
+        Some(_) => "no bridge serves this server now; nothing was sent: retry",
+        None => "no bridge serves a server now; nothing was sent: retry",
+    };
+    refuse(&control, named.as_deref(), why, &msg).await;
 }
 
-/// Bridges holding a lease now (other than this one), from the lease bucket.
-async fn lease_holders(control: &Control) -> Result<Vec<String>, String> {
+/// Bridges other than this one holding the lease of `to` (of any server when `None`), from
+/// the lease bucket.
+async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<String>, String> {
     let mut holders: Vec<String> = Vec::new();
-    for spec in control.servers.iter() {
+    for (ix, spec) in control.servers.iter().enumerate() {
+        if to.is_some_and(|t| t != ix) {
+            continue;
+        }
         let v = tokio::time::timeout(Duration::from_secs(2), control.leases.get(spec.token()))
             .await
             .map_err(|_| "timed out".to_string())?

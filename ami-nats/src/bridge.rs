@@ -7,7 +7,6 @@ use crate::upstream::{ServerIx, Tagged, UpItem, Upstream};
 use ami_tokio::fleet::ServerStatus;
 use async_nats::jetstream::{self, kv, stream};
 use futures_util::StreamExt;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,10 +62,8 @@ pub(crate) struct Control {
     fences: Mutex<Vec<Option<(u64, Instant)>>>,
     /// Held while a server starts or stops being served, so the two never interleave.
     serve_lock: Mutex<()>,
-    /// Per server: the stop signal of the task answering `ami.<server>.action`.
-    action_tasks: Mutex<HashMap<ServerIx, oneshot::Sender<()>>>,
-    /// Stop signals of the `ami.any.action` queue subscription and of this bridge's own
-    /// action subject, held for the bridge's life (dropped with it).
+    /// Stop signals of the action subscriptions (`ami.any.action`, every server's
+    /// `ami.<server>.action`, this bridge's own subject), held for the bridge's life.
     any_action: Mutex<Vec<oneshot::Sender<()>>>,
 }
 
@@ -105,13 +102,6 @@ impl Control {
             if me.merged.send(marker).await.is_err() {
                 return;
             }
-            let Some(spec) = me.servers.get(ix) else {
-                return;
-            };
-            let sub = me
-                .nats
-                .subscribe(format!("ami.{}.action", spec.token))
-                .await;
             // Checked and started under the lock `lost` takes: a lease lost meanwhile never
             // leaves a session behind.
             let _serve = lock(&me.serve_lock);
@@ -119,22 +109,6 @@ impl Control {
                 return;
             }
             me.upstream.add(ix);
-            match sub {
-                Ok(sub) => {
-                    let (stop, stopped) = oneshot::channel();
-                    tokio::spawn(serve_actions(
-                        me.clone(),
-                        Route::Server(ix),
-                        term,
-                        sub,
-                        stopped,
-                    ));
-                    if let Some(old) = lock(&me.action_tasks).insert(ix, stop) {
-                        let _ = old.send(());
-                    }
-                }
-                Err(e) => log::warn!("{}: cannot subscribe to actions: {e}", spec.name),
-            }
         });
     }
 
@@ -171,9 +145,6 @@ impl Control {
         if let Some(f) = lock(&self.fences).get_mut(ix) {
             *f = None;
         }
-        if let Some(stop) = lock(&self.action_tasks).remove(&ix) {
-            let _ = stop.send(());
-        }
         self.upstream.remove(ix);
         self.metrics.set_lease(ix, false);
         self.metrics.set_state(ix, "not_served");
@@ -192,9 +163,6 @@ impl Control {
             let _serve = lock(&self.serve_lock);
             if !self.terms.is_current(ix, term) {
                 return None;
-            }
-            if let Some(stop) = lock(&self.action_tasks).remove(&ix) {
-                let _ = stop.send(());
             }
             self.upstream.remove(ix);
         }
@@ -225,26 +193,23 @@ impl Control {
 /// Which requests a `serve_actions` task answers.
 #[derive(Debug, Clone, Copy)]
 enum Route {
-    /// `ami.<server>.action`, while its lease is held.
+    /// `ami.<server>.action` (a queue group): forwarded when this bridge does not serve it.
     Server(ServerIx),
-    /// `ami.any.action` (the queue group): forwarded when this bridge serves nothing.
+    /// `ami.any.action` (a queue group): forwarded when this bridge serves nothing.
     AnyForwarding,
-    /// This bridge's own subject: `ami.any.action` requests forwarded to it.
-    Any,
+    /// This bridge's own subject: requests forwarded to it (header [`FORWARDED_FOR`] names
+    /// the server of an `ami.<server>.action` request; absent: `ami.any.action`).
+    Direct,
 }
 
+/// Header of a forwarded request: the subject token of the server it was sent to.
+pub(crate) const FORWARDED_FOR: &str = "Ami-Forwarded-For";
+
 /// Answers requests from one subscription, each in its own task, at most
-/// `max_actions_in_flight` at once across the bridge, until `stop`.
-///
-/// Leaving is a drain: what already arrived is answered, those of a server whose lease is
-/// gone `not_sent` at once (nothing sent: the requester retries and reaches the bridge that
-/// serves it now). Requests still on the wire when the client drops the subscription are
-/// lost to this bridge (async-nats removes a drained subscription before the server's
-/// PONG); that is why the `ami.any.action` subscriptions live as long as the bridge.
+/// `max_actions_in_flight` at once across the bridge, until `stop` (the bridge's end).
 async fn serve_actions(
     control: Arc<Control>,
     route: Route,
-    term: u64,
     mut sub: async_nats::Subscriber,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -269,19 +234,29 @@ async fn serve_actions(
                 return;
             }
         };
-        let to = match route {
-            Route::Server(ix) => {
-                if !control.terms.is_current(ix, term) {
-                    let name = control.servers.get(ix).map(|s| s.name.as_str());
-                    let why = "this bridge no longer serves the server (its lease moved or was released); nothing was sent: retry";
-                    crate::actions::refuse(&control, name, why, &msg).await;
-                    continue;
+        // Where it goes, and whether this bridge must pass it on to the lease holder.
+        let (to, forward) = match route {
+            Route::Server(ix) => (Some(ix), control.terms.current(ix) == 0),
+            Route::AnyForwarding => (None, !control.serves_any()),
+            Route::Direct => {
+                let named = msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(FORWARDED_FOR))
+                    .map(|v| v.as_str().to_string());
+                match named {
+                    None => (None, false),
+                    Some(token) => match control.servers.iter().position(|s| s.token == token) {
+                        Some(ix) => (Some(ix), false),
+                        None => {
+                            let why = format!("forwarded for server {token}, which this bridge does not know; nothing was sent");
+                            crate::actions::refuse(&control, None, &why, &msg).await;
+                            continue;
+                        }
+                    },
                 }
-                Some(ix)
             }
-            Route::AnyForwarding | Route::Any => None,
         };
-        let forward = matches!(route, Route::AnyForwarding) && !control.serves_any();
         match control.action_slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let c = control.clone();
@@ -289,7 +264,7 @@ async fn serve_actions(
                 tokio::spawn(async move {
                     let _permit = permit;
                     if forward {
-                        crate::actions::forward(c, kv, msg).await;
+                        crate::actions::forward(c, kv, to, msg).await;
                     } else {
                         crate::actions::handle(c, kv, to, msg).await;
                     }
@@ -310,7 +285,7 @@ fn sub_name(control: &Control, route: Route) -> String {
             .get(ix)
             .map_or_else(String::new, |s| format!("ami.{}.action", s.token)),
         Route::AnyForwarding => "ami.any.action".into(),
-        Route::Any => Control::direct_subject(&control.bridge_id),
+        Route::Direct => Control::direct_subject(&control.bridge_id),
     }
 }
 
@@ -493,32 +468,35 @@ impl Bridge {
             action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
             fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
-            action_tasks: Mutex::new(HashMap::new()),
             leases: leases.clone(),
             any_action: Mutex::new(Vec::new()),
         });
-        // Every bridge is in the `ami.any.action` queue group for its whole life, served or
-        // not: leaving a queue group loses the requests NATS already routed to the member
-        // (the client drops what arrives after its unsubscribe, and async-nats 0.51's drain
-        // does not wait for the server's PONG). One that serves nothing forwards what it gets
-        // to a bridge holding a lease, on that bridge's own subject, which it never leaves.
-        for (subject, queue) in [
-            ("ami.any.action".to_string(), Some("ami-bridge")),
-            (Control::direct_subject(&bridge_id), None),
-        ] {
-            let sub = match queue {
-                Some(q) => nats.queue_subscribe(subject.clone(), q.to_string()).await,
-                None => nats.subscribe(subject.clone()).await,
+        // Every bridge is in the queue groups of `ami.any.action` and of every one of its
+        // servers' `ami.<server>.action` for its whole life, served or not: leaving a queue
+        // group (or unsubscribing) when a lease goes loses the requests NATS already routed
+        // to the member (the client drops what arrives after its unsubscribe, and
+        // async-nats 0.51's drain does not wait for the server's PONG). A member that does
+        // not serve the server (any server, for `ami.any.action`) forwards the request to the
+        // lease holder, on that bridge's own subject, which it never leaves either.
+        let mut subjects = vec![
+            ("ami.any.action".to_string(), Route::AnyForwarding),
+            (Control::direct_subject(&bridge_id), Route::Direct),
+        ];
+        for (ix, spec) in servers.iter().enumerate() {
+            subjects.push((format!("ami.{}.action", spec.token), Route::Server(ix)));
+        }
+        for (subject, route) in subjects {
+            let sub = match route {
+                Route::Direct => nats.subscribe(subject.clone()).await,
+                _ => {
+                    nats.queue_subscribe(subject.clone(), "ami-bridge".to_string())
+                        .await
+                }
             }
             .map_err(|e| BridgeError::Setup(format!("subscribe to {subject}: {e}")))?;
             let (stop, stopped) = oneshot::channel();
             lock(&control.any_action).push(stop);
-            let route = if queue.is_some() {
-                Route::AnyForwarding
-            } else {
-                Route::Any
-            };
-            tokio::spawn(serve_actions(control.clone(), route, 0, sub, stopped));
+            tokio::spawn(serve_actions(control.clone(), route, sub, stopped));
         }
         let mut tasks = Vec::new();
         let publisher = Publisher {

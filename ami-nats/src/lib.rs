@@ -10,11 +10,12 @@
 //!   `ami.<server>.session`, so a consumer knows exactly where it missed events;
 //! - the servers a bridge serves are one `ami_tokio` fleet: its merged stream is fair across
 //!   servers (a flooding server loses its own events, counted, never a quiet one's);
-//! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` (a queue
-//!   group of every running bridge, which it never leaves while it runs: a member that
-//!   serves no server forwards the request to one holding a lease, so a request never waits
-//!   on a bridge that has just lost its last lease; there a ready server is picked by the
-//!   fleet's routing policy, [`BridgeConfig::any_policy`]) and the
+//! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` (queue
+//!   groups of every running bridge, which it never leaves while it runs: a member that
+//!   does not serve the server, or serves none, forwards the request to the lease holder,
+//!   so a request never waits on a bridge that has just lost the lease; on
+//!   `ami.any.action` a ready server is picked by the fleet's routing policy,
+//!   [`BridgeConfig::any_policy`]) and the
 //!   reply carries the outcome kind (see [`actions`]); an idempotency key runs a request at
 //!   most once per key within a window;
 //! - several bridges may run for the same servers: each server is served by exactly one at a

@@ -596,18 +596,15 @@ fn a_standby_bridge_forwards_any_action_to_the_bridge_that_serves() {
     });
     let second = TestBridge::start(cfg("second"));
     let url = nats.url();
-    let ping = || {
-        block(request(
-            &url,
-            "ami.any.action",
-            r#"{"headers":[["Action","Ping"]]}"#,
-        ))
-    };
-    // Half of them reach the standby, which serves nothing and forwards them to the holder.
-    for _ in 0..8 {
-        let r = ping();
-        assert_eq!(r["outcome"], "success", "{r}");
-        assert_eq!(r["server"], "pbx1");
+    let ping = |subject: &str| block(request(&url, subject, r#"{"headers":[["Action","Ping"]]}"#));
+    // Half of them reach the standby, which serves nothing and forwards them to the holder
+    // (both bridges are in both queue groups).
+    for subject in ["ami.any.action", "ami.pbx1.action"] {
+        for _ in 0..8 {
+            let r = ping(subject);
+            assert_eq!(r["outcome"], "success", "{subject}: {r}");
+            assert_eq!(r["server"], "pbx1");
+        }
     }
     assert!(second.serving().is_empty());
     // The server moves to the second bridge, and so does ami.any.action.
@@ -616,7 +613,7 @@ fn a_standby_bridge_forwards_any_action_to_the_bridge_that_serves() {
         second.serving().len() == 1 && a.stats().logins == 2
     });
     for _ in 0..4 {
-        let r = ping();
+        let r = ping("ami.any.action");
         assert_eq!(r["outcome"], "success", "{r}");
     }
     second.shutdown();
@@ -732,6 +729,17 @@ fn asterisk_restart_is_marked_between_the_sessions_events() {
 
 #[test]
 fn requests_on_any_action_while_the_bridge_loses_its_last_lease_are_all_answered() {
+    requests_while_the_lease_moves_are_all_answered("ami.any.action");
+}
+
+#[test]
+fn requests_on_the_servers_action_subject_while_its_lease_moves_are_all_answered() {
+    requests_while_the_lease_moves_are_all_answered("ami.pbx1.action");
+}
+
+/// Requesters flood `subject` while pbx1's lease is taken away from the bridge and given
+/// back, 8 times: every request gets an answer.
+fn requests_while_the_lease_moves_are_all_answered(subject: &'static str) {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
     let bridge = TestBridge::start(pbx1_bridge(&nats, &a, "leaver", Duration::from_secs(1)));
@@ -763,7 +771,7 @@ fn requests_on_any_action_while_the_bridge_loses_its_last_lease_are_all_answered
                 let mut unanswered = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let body = r#"{"headers":[["Action","Ping"]],"timeout_ms":1000}"#;
-                    match client.request("ami.any.action", body.into()).await {
+                    match client.request(subject, body.into()).await {
                         Ok(m) => {
                             let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
                             *outcomes
