@@ -78,6 +78,16 @@ impl Arena {
         }
         let needed = self.buf.len() + more;
         let size = size(needed).max(needed);
+        if !self.sealed && self.shared == 0 {
+            // No slice of this allocation is alive: grow it in place (the allocator may
+            // extend it or move it without holding both), so a message growing to 16 MiB
+            // never has two large buffers alive at once.
+            let mut v: Vec<u8> = std::mem::take(&mut self.buf).into();
+            v.reserve_exact(size - v.len());
+            self.alloc = v.capacity();
+            self.buf = BytesMut::from(Bytes::from(v));
+            return;
+        }
         let (mut next, got) = self
             .reuse(size)
             .unwrap_or_else(|| (BytesMut::with_capacity(size), size));
@@ -204,10 +214,10 @@ impl ReadBuf {
         }
         // The bytes read past the message move to a fresh buffer; the message keeps the
         // allocation (without a copy: nothing else shares it), trimmed to its length.
-        let rest = self.bytes.buf.split_off(n);
+        let rest = &self.bytes.buf[n..];
         let mut fresh = Arena::with_capacity(INITIAL_CAPACITY.min(self.cap).max(rest.len()));
-        fresh.buf.extend_from_slice(&rest);
-        drop(rest);
+        fresh.buf.extend_from_slice(rest);
+        self.bytes.buf.truncate(n);
         let taken = std::mem::replace(&mut self.bytes, fresh).buf;
         let mut taken: Vec<u8> = taken.into();
         // Shrinking a large allocation is done in place by the allocator: no copy.
