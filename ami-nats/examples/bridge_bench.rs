@@ -10,7 +10,8 @@
 //! driver keeps the 5 ms period exact, catching up on late wakes, so 10 servers at `BURST`
 //! offer `BURST * 2000` events/s); `BRIDGE_THREADS` the bridge runtime's workers (default 0:
 //! a current-thread runtime, as `ami bridge` runs); `WINDOW` publishes awaiting acks (default 1024); `DUPWIN`
-//! the stream's duplicate window in seconds (default: the bridge's, 120); `FAILOVER=0` skips
+//! the stream's duplicate window in seconds (default: the bridge's, 120); `MAX_MIB` the
+//! stream's byte limit in MiB (default 1024); `FAILOVER=0` skips
 //! the failover part; `RAW=1` adds a trivial publisher into the same stream config (one
 //! connection, pre-built bodies of the bridge's average size, a message ID each, acks on one
 //! wildcard inbox, same window): nats-server's own CPU per stored message, the floor that
@@ -91,6 +92,9 @@ fn stream_limits() -> StreamLimits {
     let mut limits = StreamLimits::default();
     if let Some(s) = env::<u64>("DUPWIN") {
         limits.duplicate_window = Duration::from_secs(s);
+    }
+    if let Some(mib) = env::<i64>("MAX_MIB") {
+        limits.max_bytes = mib << 20;
     }
     limits
 }
