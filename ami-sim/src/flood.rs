@@ -2,11 +2,12 @@
 //! fast as they read them: the noisy neighbour of fleet tests and throughput measurements.
 //!
 //! Unlike [`TcpFront`](crate::tcp::TcpFront), which polls its sockets every millisecond, a
-//! flood blocks: its writer blocks on the socket while the client's receive buffer is full
-//! and tops the simulator up between writes, its reader blocks on the client's input, and
-//! its acceptor on the listener. So a flood costs CPU in proportion to the events it sends,
-//! not a wake-up per tick; ten floods beside a client measure the client, not the floods'
-//! timers.
+//! flood blocks: a connection's writer blocks on the socket while the client's receive
+//! buffer is full, its reader blocks on the client's input, the acceptor on the listener, and
+//! the feeder (which tops the storm up while the writers write) waits until a writer has
+//! taken the backlog below the low-water mark. So a flood costs CPU in proportion to the
+//! events it sends, not a wake-up per tick; ten floods beside a client measure the client,
+//! not the floods' timers.
 
 use crate::{SessionId, SimConfig, SimServer, SimStats};
 use std::io::{self, ErrorKind, Read, Write};
@@ -22,8 +23,6 @@ const WRITE_CHUNK: usize = 256 << 10;
 /// Longest wait for input when there is nothing to write (the simulator's timers run at
 /// least this often).
 const IDLE: Duration = Duration::from_millis(10);
-/// Most batches in one top-up.
-const TOP_UP_BATCHES: usize = 4;
 /// Most connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -36,14 +35,19 @@ const MAX_CONNECTIONS: usize = 64;
 pub struct Flood {
     addr: SocketAddr,
     state: Arc<State>,
-    acceptor: Option<JoinHandle<()>>,
+    /// The acceptor and the feeder.
+    threads: Vec<JoinHandle<()>>,
 }
 
 /// What the flood's threads share.
 struct State {
     sim: Mutex<SimServer>,
-    /// Signalled when input arrived (the writer may have replies to send) or on stop.
-    input: Condvar,
+    /// Signalled when input arrived or the feeder added events (the writers may have bytes
+    /// to send), and on stop.
+    output: Condvar,
+    /// Signalled when a writer took the backlog below `low` or a client wrote (it may have
+    /// logged in), and on stop: the feeder tops up.
+    fill: Condvar,
     stop: AtomicBool,
     /// Event size for `emit_user_events_sized`, or plain storm events.
     event_bytes: Option<usize>,
@@ -95,22 +99,38 @@ impl Flood {
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
             sim: Mutex::new(SimServer::new(config, Instant::now())),
-            input: Condvar::new(),
+            output: Condvar::new(),
+            fill: Condvar::new(),
             stop: AtomicBool::new(false),
             event_bytes,
             low,
             conns: Mutex::new(Vec::new()),
         });
+        let feeder = {
+            let state = Arc::clone(&state);
+            std::thread::Builder::new()
+                .name("flood-feed".into())
+                .spawn(move || feed_loop(&state))?
+        };
         let acceptor = {
             let state = Arc::clone(&state);
             std::thread::Builder::new()
                 .name("flood-accept".into())
-                .spawn(move || accept_loop(&listener, &state))?
+                .spawn(move || accept_loop(&listener, &state))
+        };
+        let acceptor = match acceptor {
+            Ok(t) => t,
+            Err(e) => {
+                state.stop.store(true, Ordering::SeqCst);
+                state.fill.notify_all();
+                let _ = feeder.join();
+                return Err(e);
+            }
         };
         Ok(Flood {
             addr,
             state,
-            acceptor: Some(acceptor),
+            threads: vec![acceptor, feeder],
         })
     }
 
@@ -130,7 +150,8 @@ impl Drop for Flood {
         self.state.stop.store(true, Ordering::SeqCst);
         // Wake the acceptor with a connection of our own; it sees `stop` and ends.
         drop(TcpStream::connect(self.addr));
-        if let Some(t) = self.acceptor.take() {
+        self.state.fill.notify_all();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
         // Shutting a socket down ends its blocked read and write.
@@ -138,7 +159,7 @@ impl Drop for Flood {
         for (stream, _) in &conns {
             let _ = stream.shutdown(Shutdown::Both);
         }
-        self.state.input.notify_all();
+        self.state.output.notify_all();
         for (_, threads) in conns {
             for t in threads {
                 let _ = t.join();
@@ -209,20 +230,56 @@ fn read_loop(mut stream: TcpStream, sid: SessionId, state: &State) {
             Ok(0) => break,
             Ok(n) => {
                 lock(&state.sim).receive(sid, Instant::now(), &buf[..n]);
-                state.input.notify_all();
+                state.output.notify_all();
+                state.fill.notify_all();
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
     lock(&state.sim).client_closed(sid, Instant::now());
-    state.input.notify_all();
+    state.output.notify_all();
 }
 
-/// The simulator's output to the client: tops the storm up, copies out a chunk, writes it
-/// with a blocking write (so a client that reads slowly holds the flood back, as TCP would
-/// hold Asterisk back), then tells the simulator what was taken. With nothing to write it
-/// waits for input or the simulator's next deadline.
+/// Bytes waiting to be written, over every session.
+fn waiting(sim: &SimServer) -> u64 {
+    let st = sim.stats();
+    st.bytes_queued.saturating_sub(st.bytes_transmitted)
+}
+
+/// Tops the storm up (a batch per turn, so writers get the lock in between) while less
+/// than `low` waits to be written and a client is logged in; otherwise waits until a writer
+/// or a reader signals `fill`.
+fn feed_loop(state: &State) {
+    let mut sim = lock(&state.sim);
+    while !state.stop.load(Ordering::SeqCst) {
+        let before = waiting(&sim);
+        if sim.stats().logins > 0 && before < state.low {
+            let now = Instant::now();
+            match state.event_bytes {
+                Some(b) => sim.emit_user_events_sized(now, Flood::BATCH, b),
+                None => sim.emit_user_events(now, Flood::BATCH),
+            }
+            // Nobody took them (every session logged off): wait for a signal instead.
+            let fed = waiting(&sim) > before;
+            drop(sim);
+            state.output.notify_all();
+            sim = lock(&state.sim);
+            if fed {
+                continue;
+            }
+        }
+        sim = match state.fill.wait_timeout(sim, IDLE) {
+            Ok((sim, _)) => sim,
+            Err(e) => e.into_inner().0,
+        };
+    }
+}
+
+/// The simulator's output to the client: copies out a chunk, writes it with a blocking
+/// write (so a client that reads slowly holds the flood back, as TCP would hold Asterisk
+/// back), tells the simulator what was taken and the feeder when the backlog is low. With
+/// nothing to write it waits for the feeder, input or the simulator's next deadline.
 fn write_loop(mut stream: TcpStream, sid: SessionId, state: &State) {
     let mut chunk = Vec::with_capacity(WRITE_CHUNK);
     while !state.stop.load(Ordering::SeqCst) {
@@ -230,22 +287,6 @@ fn write_loop(mut stream: TcpStream, sid: SessionId, state: &State) {
             let mut sim = lock(&state.sim);
             let now = Instant::now();
             sim.handle_timeout(now);
-            let st = sim.stats();
-            let waiting = st.bytes_queued.saturating_sub(st.bytes_transmitted);
-            if st.logins > 0 && waiting < state.low {
-                // Up to the low-water mark, so that one write carries several batches; a
-                // few at most, as a session that logged off takes no events.
-                for _ in 0..TOP_UP_BATCHES {
-                    match state.event_bytes {
-                        Some(b) => sim.emit_user_events_sized(now, Flood::BATCH, b),
-                        None => sim.emit_user_events(now, Flood::BATCH),
-                    }
-                    let st = sim.stats();
-                    if st.bytes_queued.saturating_sub(st.bytes_transmitted) >= state.low {
-                        break;
-                    }
-                }
-            }
             if sim.is_eof(sid) {
                 sim.forget(sid);
                 drop(sim);
@@ -259,13 +300,19 @@ fn write_loop(mut stream: TcpStream, sid: SessionId, state: &State) {
                 let wait = sim
                     .poll_timeout()
                     .map_or(IDLE, |t| t.saturating_duration_since(now).min(IDLE));
-                let _ = state.input.wait_timeout(sim, wait);
+                let _ = state.output.wait_timeout(sim, wait);
                 continue;
             }
         }
         match stream.write(&chunk) {
             Ok(0) => break,
-            Ok(n) => lock(&state.sim).advance_transmit(sid, n),
+            Ok(n) => {
+                let mut sim = lock(&state.sim);
+                sim.advance_transmit(sid, n);
+                if waiting(&sim) < state.low {
+                    state.fill.notify_one();
+                }
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(_) => break,
         }
