@@ -253,9 +253,28 @@ pub(crate) async fn handle(
     control
         .metrics
         .action(server.as_deref().unwrap_or(""), kind);
-    if let Err(e) = control.nats.publish(reply_to, Bytes::from(body)).await {
+    send_reply(&control, reply_to, Bytes::from(body)).await;
+}
+
+/// Publishes a reply to the requester; a reply that cannot be sent is logged (the requester
+/// then times out).
+async fn send_reply(control: &Control, reply_to: async_nats::Subject, body: Bytes) {
+    if let Err(e) = control.nats.publish(reply_to, body).await {
         log::warn!("action reply not sent: {e}");
     }
+}
+
+/// Answers a request with `kind` and `why` without running it, and counts it.
+async fn answer_unrun(
+    control: &Control,
+    server: Option<&str>,
+    kind: &'static str,
+    why: &str,
+    reply_to: async_nats::Subject,
+) {
+    control.metrics.action(server.unwrap_or(""), kind);
+    let body = Reply::new(server, kind).error(why).finish();
+    send_reply(control, reply_to, Bytes::from(body)).await;
 }
 
 /// Answers a request `not_sent` without looking at it (nothing reaches Asterisk, so the
@@ -267,14 +286,11 @@ pub(crate) async fn refuse(
     why: &str,
     msg: &async_nats::Message,
 ) {
-    control.metrics.action(server.unwrap_or(""), "not_sent");
     let Some(reply_to) = msg.reply.clone() else {
+        control.metrics.action(server.unwrap_or(""), "not_sent");
         return;
     };
-    let body = Reply::new(server, "not_sent").error(why).finish();
-    if let Err(e) = control.nats.publish(reply_to, Bytes::from(body)).await {
-        log::warn!("action reply not sent: {e}");
-    }
+    answer_unrun(control, server, "not_sent", why, reply_to).await;
 }
 
 /// A request that reached a bridge not serving its server (`to`), or serving none
@@ -328,25 +344,14 @@ pub(crate) async fn forward(
         }
         match control.nats.send_request(subject, request).await {
             Ok(answer) => {
-                if let Err(e) = control.nats.publish(reply_to, answer.payload).await {
-                    log::warn!("forwarded action reply not sent: {e}");
-                }
-                return;
+                return send_reply(&control, reply_to, answer.payload).await;
             }
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => continue,
             Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
-                control
-                    .metrics
-                    .action(named.as_deref().unwrap_or(""), "unknown");
-                let body = Reply::new(named.as_deref(), "unknown")
-                    .error(&format!(
-                        "forwarded to bridge {holder}, which did not answer within {wait:?}: it may have run"
-                    ))
-                    .finish();
-                if let Err(e) = control.nats.publish(reply_to, Bytes::from(body)).await {
-                    log::warn!("action reply not sent: {e}");
-                }
-                return;
+                let why = format!(
+                    "forwarded to bridge {holder}, which did not answer within {wait:?}: it may have run"
+                );
+                return answer_unrun(&control, named.as_deref(), "unknown", &why, reply_to).await;
             }
             Err(e) => {
                 let why =
