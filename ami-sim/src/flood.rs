@@ -9,11 +9,12 @@
 //! events it sends, not a wake-up per tick; ten floods beside a client measure the client,
 //! not the floods' timers.
 
+use crate::tcp::lock;
 use crate::{SessionId, SimConfig, SimServer, SimStats};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -63,11 +64,6 @@ impl std::fmt::Debug for Flood {
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves the simulator usable for inspection.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Flood {

@@ -52,9 +52,10 @@ struct Conn {
     stream: TcpStream,
 }
 
-fn lock(sim: &Mutex<SimServer>) -> MutexGuard<'_, SimServer> {
-    // A panic while holding the lock leaves the simulator usable for inspection.
-    sim.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks a simulator's state (shared with `flood`): a panic while holding the lock leaves
+/// the simulator usable for inspection.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl TcpFront {
