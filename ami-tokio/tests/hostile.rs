@@ -181,7 +181,14 @@ async fn skipped_padding_between_events_holds_no_memory() {
         s.event_queue_bytes,
         s.event_queue_len
     );
-    assert!(s.discarded >= 500);
+    // Event n follows the padding of event n-1: the padding after the newest queued event may
+    // still be unread, so n events prove n-1 skips, not n.
+    assert!(
+        s.discarded + 1 >= s.event_queue_len as u64,
+        "{} skips counted for {} queued events",
+        s.discarded,
+        s.event_queue_len
+    );
     assert!(matches!(next(&mut events).await, StreamItem::Event(_)));
     ami.close();
 }
