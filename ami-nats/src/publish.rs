@@ -19,7 +19,7 @@ use crate::upstream::{Merged, ServerIx, UpItem};
 use ami_json::{GapReason, Place, SessionState};
 use ami_proto::StreamItem;
 use async_nats::{HeaderMap, HeaderValue, StatusCode, Subject};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
@@ -69,7 +69,10 @@ struct Outgoing {
     ix: ServerIx,
     term: u64,
     subject: Subject,
-    msg_id: String,
+    /// The message ID is `id_prefix` (the tenure's, shared) and `position`, written out
+    /// only into the header of each publish: one allocation per publish, not two.
+    id_prefix: Arc<str>,
+    position: u64,
     payload: Bytes,
     /// The reply number of its latest publish (valid while it is within the window).
     seq: u64,
@@ -81,11 +84,22 @@ struct Outgoing {
     on_ack: Option<oneshot::Sender<()>>,
 }
 
+impl Outgoing {
+    /// `<server token>.<session>.<position>`: the same for every publish of the item, so
+    /// JetStream stores a retried one once.
+    fn msg_id(&self) -> String {
+        let mut id = String::with_capacity(self.id_prefix.len() + 20);
+        id.push_str(&self.id_prefix);
+        let _ = write!(id, "{}", self.position);
+        id
+    }
+}
+
 /// A bridge's tenure of one server: the `session` of the JSON and message IDs.
 struct Tenure {
     session: String,
     /// `<server token>.<session>.`: a message ID is this plus the position.
-    id_prefix: String,
+    id_prefix: Arc<str>,
     position: u64,
 }
 
@@ -110,6 +124,47 @@ pub(crate) struct Publisher {
 
 /// Most items taken from the merged stream per wake.
 const BATCH: usize = 1024;
+/// Bytes of the buffers that reply subjects and JSON bodies are cut from: one allocation
+/// serves hundreds of items instead of one or two per item; a buffer is freed once the
+/// last item cut from it is acknowledged and written.
+const SLAB: usize = 64 * 1024;
+
+/// Byte strings cut one after another from a shared buffer (see [`SLAB`]).
+struct Slab(BytesMut);
+
+impl Slab {
+    fn new() -> Slab {
+        Slab(BytesMut::new())
+    }
+
+    /// Room for `n` more bytes: a fresh buffer when the current one is short (the old one
+    /// lives on in the items cut from it).
+    fn room(&mut self, n: usize) -> &mut BytesMut {
+        if self.0.capacity() - self.0.len() < n {
+            self.0 = BytesMut::with_capacity(SLAB.max(n));
+        }
+        &mut self.0
+    }
+
+    /// What was written since the last cut.
+    fn cut(&mut self) -> Bytes {
+        self.0.split().freeze()
+    }
+
+    /// `bytes` as one cut.
+    fn copy(&mut self, bytes: &[u8]) -> Bytes {
+        self.room(bytes.len()).extend_from_slice(bytes);
+        self.cut()
+    }
+
+    /// The reply subject `<prefix><n>` (ASCII, so always a valid subject).
+    fn reply(&mut self, prefix: &str, n: u64) -> Subject {
+        let buf = self.room(prefix.len() + 20);
+        buf.extend_from_slice(prefix.as_bytes());
+        let _ = write!(buf, "{n}");
+        Subject::try_from(self.cut()).unwrap_or_else(|_| Subject::from(format!("{prefix}{n}")))
+    }
+}
 /// Longest pause between publish retries while NATS is down.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
@@ -122,6 +177,10 @@ struct State {
     next_seq: u64,
     tenures: Vec<Option<Tenure>>,
     subjects: Vec<HashMap<String, Subject>>,
+    /// Reply subjects are cut from here.
+    replies: Slab,
+    /// JSON bodies are copied here (saves the second allocation of `Bytes::from(String)`).
+    bodies: Slab,
     backoff: Duration,
     /// No publishing before this instant (after a failure).
     paused_until: Option<Instant>,
@@ -171,6 +230,8 @@ impl Publisher {
             next_seq: 0,
             tenures: (0..n).map(|_| None).collect(),
             subjects: (0..n).map(|_| HashMap::new()).collect(),
+            replies: Slab::new(),
+            bodies: Slab::new(),
             backoff: MIN_BACKOFF,
             paused_until: None,
         };
@@ -234,6 +295,8 @@ impl Publisher {
         if st.paused_until.is_some() {
             return;
         }
+        // One clock read per round: the ack deadline needs no finer grain than that.
+        let now = Instant::now();
         while st.sent < st.items.len() && st.sent < self.window {
             let Some(o) = st.items.get_mut(st.sent) else {
                 break;
@@ -244,13 +307,11 @@ impl Publisher {
                 continue;
             }
             o.seq = st.next_seq;
-            o.sent_at = Instant::now();
+            o.sent_at = now;
             o.acked = false;
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", HeaderValue::from(o.msg_id.clone()));
-            let mut reply = String::with_capacity(reply_prefix.len() + 20);
-            reply.push_str(reply_prefix);
-            let _ = write!(reply, "{}", st.next_seq);
+            headers.insert("Nats-Msg-Id", HeaderValue::from(o.msg_id()));
+            let reply = st.replies.reply(reply_prefix, st.next_seq);
             let r = self
                 .client
                 .publish_with_reply_and_headers(
@@ -274,7 +335,7 @@ impl Publisher {
                         log::warn!(
                             "{}: item {} too large for NATS, dropped: {e}",
                             self.server_name(o.ix),
-                            o.msg_id
+                            o.msg_id()
                         );
                         self.metrics.discarded(o.ix);
                         st.items.remove(st.sent);
@@ -363,7 +424,7 @@ impl Publisher {
         if let UpItem::LeaseAcquired { .. } = item {
             let session = format!("{}-{term}", self.bridge_id);
             *tenure_slot = Some(Tenure {
-                id_prefix: format!("{}.{session}.", spec.token),
+                id_prefix: format!("{}.{session}.", spec.token).into(),
                 session,
                 position: 0,
             });
@@ -374,6 +435,7 @@ impl Publisher {
             return;
         };
         let items = &mut st.items;
+        let bodies = &mut st.bodies;
         let token = &spec.token;
         // Each item takes the next position of the tenure.
         let mut add = |subject: Subject, body: &dyn Fn(Place<'_>) -> String| {
@@ -383,15 +445,13 @@ impl Publisher {
                 session: &tenure.session,
                 position: tenure.position,
             };
-            let payload = Bytes::from(body(place));
-            let mut msg_id = String::with_capacity(tenure.id_prefix.len() + 20);
-            msg_id.push_str(&tenure.id_prefix);
-            let _ = write!(msg_id, "{}", tenure.position);
+            let payload = bodies.copy(body(place).as_bytes());
             items.push_back(Outgoing {
                 ix,
                 term,
                 subject,
-                msg_id,
+                id_prefix: tenure.id_prefix.clone(),
+                position: tenure.position,
                 payload,
                 seq: 0,
                 sent_at: Instant::now(),

@@ -129,13 +129,19 @@ fn metrics_endpoint_serves_prometheus_text() {
     let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
         .metrics(format!("127.0.0.1:{port}").parse().unwrap());
     let bridge = TestBridge::start(config);
-    wait_for(Duration::from_secs(10), "served", || {
-        bridge.serving().len() == 1
+    // Logged in, not only served: events emitted before the login reach no session.
+    wait_for(Duration::from_secs(10), "served and logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
     });
     storm(&a, 10);
-    wait_for(Duration::from_secs(10), "published", || {
+    // The 10 events and at least the two markers before them (lease_acquired, ready).
+    wait_for(Duration::from_secs(10), "12 published", || {
         let m = bridge.metrics();
-        m.contains("ami_bridge_published_total{server=\"pbx1\"} 1")
+        let published = m
+            .lines()
+            .find_map(|l| l.strip_prefix("ami_bridge_published_total{server=\"pbx1\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        published.is_some_and(|n| n >= 12)
             && m.contains("ami_bridge_server_state{server=\"pbx1\",state=\"ready\"} 1")
     });
     let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
