@@ -6,17 +6,21 @@
 //! BURST=60 cargo run --release -p ami-nats --example bridge_bench
 //! ```
 //!
-//! Environment (all optional): `BURST` events per server every 5 ms (default 200; the
+//! Environment (all optional): `SECS` seconds measured after a 2-s warm-up (default 10;
+//! over 10, a line every 10 s shows the stream and the duplicate window filling);
+//! `BURST` events per server every 5 ms (default 200; the
 //! driver keeps the 5 ms period exact, catching up on late wakes, so 10 servers at `BURST`
 //! offer `BURST * 2000` events/s); `BRIDGE_THREADS` the bridge runtime's workers (default 0:
 //! a current-thread runtime, as `ami bridge` runs); `WINDOW` publishes awaiting acks (default 1024); `DUPWIN`
 //! the stream's duplicate window in seconds (default: the bridge's, 120); `MAX_MIB` the
-//! stream's byte limit in MiB (default 1024); `FAILOVER=0` skips
+//! stream's byte limit in MiB (default 1024); `MEM=1` memory storage instead of file
+//! storage (to see what the file store costs); `FAILOVER=0` skips
 //! the failover part; `RAW=1` adds a trivial publisher into the same stream config (one
 //! connection, pre-built bodies of the bridge's average size, a message ID each, acks on one
 //! wildcard inbox, same window): nats-server's own CPU per stored message, the floor that
 //! no bridge change can go under (`RAW=2`: that publisher only, `BYTES` per message,
-//! default 284, the bridge's average here).
+//! default 284, the bridge's average here; `RAW_NOID=1` without message IDs, `RAW_NOID=2` with
+//! the ID under another header name: what headers and de-duplication cost).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/support/mod.rs"]
@@ -28,13 +32,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-
-fn last_seq(rt: &tokio::runtime::Runtime, js: &jetstream::Context) -> u64 {
-    rt.block_on(async {
-        let mut s = js.get_stream("AMI").await.unwrap();
-        s.info().await.unwrap().state.last_sequence
-    })
-}
 
 /// CPU seconds used so far by the threads of process `pid` whose name passes `which`
 /// (Linux `/proc`; 0 elsewhere). CPU per event is the figure that survives a shared machine:
@@ -95,6 +92,9 @@ fn stream_limits() -> StreamLimits {
     }
     if let Some(mib) = env::<i64>("MAX_MIB") {
         limits.max_bytes = mib << 20;
+    }
+    if env::<u8>("MEM") == Some(1) {
+        limits.file_storage = false;
     }
     limits
 }
@@ -168,31 +168,96 @@ fn main() {
         })
     };
     std::thread::sleep(Duration::from_secs(2));
-    let (s0, t0, c0) = (last_seq(&rt, &js), Instant::now(), cpu_split(&nats));
+    // SECS: seconds measured after the 2-s warm-up (default 10); longer runs print every
+    // 10 s, showing the stream filling (then every new message removes an old one) and the
+    // duplicate window filling (nats-server keeps every message ID of it).
+    let secs: u64 = env("SECS").unwrap_or(10).max(1);
+    let emitted = || fronts.iter().map(|f| f.stats().events_emitted).sum::<u64>();
+    let state = || {
+        rt.block_on(async {
+            let mut s = js.get_stream("AMI").await.unwrap();
+            s.info().await.unwrap().state.clone()
+        })
+    };
+    let dropped = || -> u64 {
+        bridge
+            .metrics()
+            .lines()
+            .filter_map(|l| l.strip_prefix("ami_bridge_events_dropped_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<u64>().ok())
+            .sum()
+    };
+    let (st0, t0, c0, e0, d0) = (
+        state(),
+        Instant::now(),
+        cpu_split(&nats),
+        emitted(),
+        dropped(),
+    );
+    let (mut sp, mut tp, mut cp) = (st0.last_sequence, t0, c0);
     let mut peak_backlog = 0i64;
-    for _ in 0..20 {
+    let mut ticks = 0u64;
+    while ticks < secs * 2 {
         std::thread::sleep(Duration::from_millis(500));
+        ticks += 1;
         let b = bridge
             .metrics()
             .lines()
             .find_map(|l| l.strip_prefix("ami_bridge_backlog ")?.trim().parse().ok())
             .unwrap_or(0);
         peak_backlog = peak_backlog.max(b);
+        if secs > 10 && ticks.is_multiple_of(20) {
+            let (st, t, c) = (state(), Instant::now(), cpu_split(&nats));
+            let n = (st.last_sequence - sp).max(1) as f64;
+            println!(
+                "  {:>3}-{:>3} s: {:.0} stored/s, CPU per event: bridge {:.2} us, nats-server {:.2} us; stream {} messages, {} MiB, first sequence {}; nats-server resident {} MiB (load average {})",
+                (tp - t0).as_secs(),
+                (t - t0).as_secs(),
+                n / (t - tp).as_secs_f64(),
+                (c[0] - cp[0]) * 1e6 / n,
+                (c[2] - cp[2]) * 1e6 / n,
+                st.messages,
+                st.bytes >> 20,
+                st.first_sequence,
+                resident_mib(nats.pid().unwrap_or(0)),
+                load_average()
+            );
+            (sp, tp, cp) = (st.last_sequence, t, c);
+        }
     }
-    let (s1, t1, c1) = (last_seq(&rt, &js), Instant::now(), cpu_split(&nats));
-    let avg_bytes = rt.block_on(async {
-        let mut s = js.get_stream("AMI").await.unwrap();
-        let st = s.info().await.unwrap().state.clone();
-        st.bytes / st.messages.max(1)
-    });
+    let (st1, t1, c1, e1, d1) = (
+        state(),
+        Instant::now(),
+        cpu_split(&nats),
+        emitted(),
+        dropped(),
+    );
     stop.store(true, Ordering::Relaxed);
     driver.join().unwrap();
-    let emitted: u64 = fronts.iter().map(|f| f.stats().events_emitted).sum();
-    let rate = (s1 - s0) as f64 / (t1 - t0).as_secs_f64();
-    let offered = emitted as f64 / (t1 - t0 + Duration::from_secs(2)).as_secs_f64();
-    println!("throughput: {rate:.0} events/s stored by JetStream (file storage), {servers} servers offering ~{offered:.0} events/s, publish window {window}, duplicate window {:?}, {avg_bytes} bytes per stored message, bridge runtime {}", limits.duplicate_window, if threads == 0 { "current-thread".to_string() } else { format!("{threads} workers") });
-    println!("  peak backlog (items waiting for NATS acks): {peak_backlog}");
-    let stored = (s1 - s0).max(1) as f64;
+    let took = (t1 - t0).as_secs_f64();
+    let stored = (st1.last_sequence - st0.last_sequence).max(1) as f64;
+    let avg_bytes = st1.bytes / st1.messages.max(1);
+    let offered = (e1 - e0) as f64 / took;
+    println!("throughput: {:.0} events/s stored by JetStream (file storage) over {took:.1} s measured after a 2-s warm-up, {servers} servers offering {offered:.0} events/s over the same time, publish window {window}, duplicate window {:?}, {avg_bytes} bytes per stored message, bridge runtime {}", stored / took, limits.duplicate_window, if threads == 0 { "current-thread".to_string() } else { format!("{threads} workers") });
+    // The stream is full once its first message was removed for max_bytes (nothing is old
+    // enough for max_age here).
+    let full = if st1.first_sequence > 1 {
+        format!("full: {} messages removed to stay within {} MiB (first sequence {} at the start, {} at the end)", st1.first_sequence - 1, limits.max_bytes >> 20, st0.first_sequence, st1.first_sequence)
+    } else {
+        format!(
+            "not full: {} of {} MiB",
+            st1.bytes >> 20,
+            limits.max_bytes >> 20
+        )
+    };
+    println!(
+        "  stream {full}; nats-server resident {} MiB",
+        resident_mib(nats.pid().unwrap_or(0))
+    );
+    println!(
+        "  dropped by the bounded AMI queues meanwhile (counted, published as overflow gaps): {}; peak backlog (items waiting for NATS acks): {peak_backlog}",
+        d1 - d0
+    );
     let per = |i: usize| (c1[i] - c0[i]) * 1e6 / stored;
     println!(
         "  CPU per stored event: bridge {:.2} us, simulators {:.2} us, nats-server {:.2} us (load average {})",
@@ -202,10 +267,10 @@ fn main() {
         load_average()
     );
     let m = bridge.metrics();
-    for l in m.lines().filter(|l| {
-        l.starts_with("ami_bridge_events_dropped_total")
-            || l.starts_with("ami_bridge_publish_retries")
-    }) {
+    for l in m
+        .lines()
+        .filter(|l| l.starts_with("ami_bridge_publish_retries"))
+    {
         println!("  {l}");
     }
     bridge.shutdown();
@@ -301,10 +366,17 @@ async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, byte
     // RAW_SECS: how long (default 12 s; the last 10 s are measured). Longer than the
     // duplicate window shows its steady state (JetStream keeps every ID of the window).
     let secs: u64 = env("RAW_SECS").unwrap_or(12).max(12);
+    // RAW_NOID=1: no message ID (what de-duplication and headers cost nats-server);
+    // RAW_NOID=2: the same header under another name (what de-duplication alone costs).
+    let no_id = env::<u8>("RAW_NOID").unwrap_or(0);
     while start.elapsed() < Duration::from_secs(secs) {
         while sent - acked < window as u64 {
             let mut h = async_nats::HeaderMap::new();
-            h.insert("Nats-Msg-Id", format!("raw.{sent}").as_str());
+            match no_id {
+                0 => h.insert("Nats-Msg-Id", format!("raw.{sent}").as_str()),
+                1 => {}
+                _ => h.insert("Ami-Raw-Id", format!("raw.{sent}").as_str()),
+            }
             client
                 .publish_with_reply_and_headers(
                     subjects[(sent % 10) as usize].clone(),
@@ -340,7 +412,12 @@ async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, byte
     let stored = (acked - a0) as f64;
     let _ = js;
     println!(
-        "raw publisher (same stream config, {bytes}-byte messages, window {window}, {secs} s): {:.0} messages/s acked, CPU per message: nats-server {:.2} us, publisher {:.2} us; {failed} refused; nats-server resident {} MiB (load average {})",
+        "raw publisher (same stream config, {bytes}-byte messages{}, window {window}, {secs} s): {:.0} messages/s acked, CPU per message: nats-server {:.2} us, publisher {:.2} us; {failed} refused; nats-server resident {} MiB (load average {})",
+        match no_id {
+            0 => "",
+            1 => " without message ID",
+            _ => " with the ID in another header (no de-duplication)",
+        },
         stored / t0.elapsed().as_secs_f64(),
         (n1 - n0) * 1e6 / stored.max(1.0),
         (p1 - p0) * 1e6 / stored.max(1.0),
