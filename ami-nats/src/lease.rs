@@ -12,7 +12,9 @@
 //!    a compare-and-set only after this bridge has seen the *same revision* for a whole `ttl`.
 //!
 //! A bridge that stops cleanly ends each session with a `lease_released` marker and then
-//! writes `released <bridge>`, which the next bridge takes at once.
+//! writes `released <bridge>`, which the next bridge takes at once: every bridge watches
+//! the bucket, and a `released` (or deleted) lease makes it look at its free leases then,
+//! not at its next tick.
 //!
 //! Why no two bridges serve at once: the holder's last renewal R was sent at `t0`; it stops
 //! serving by `t0 + 3/4 ttl` unless a later renewal succeeds (which changes the revision). A
@@ -23,8 +25,9 @@
 
 use crate::bridge::Control;
 use crate::upstream::ServerIx;
-use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind};
+use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind, Watch};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -53,6 +56,9 @@ pub(crate) async fn run(
     // tick (up to TTL/4 later): failover then takes about the TTL, no more. Such extra
     // passes look at free leases only, at most every TTL/16 (NATS down: no tight loop).
     let mut last_free_pass = Instant::now();
+    // Opened before the first look: a release written before the watch exists is its
+    // first entry (the latest value of every key comes first), so none is missed.
+    let mut released = open_watch(&kv, tick).await;
     loop {
         let stale_at = states
             .iter()
@@ -67,10 +73,26 @@ pub(crate) async fn run(
         let only_free = tokio::select! {
             _ = interval.tick() => false,
             () = sleep_until(stale_at) => true,
+            seen = next_release(&mut released) => {
+                if !seen {
+                    continue;
+                }
+                // The others a stopping bridge released at the same time: one pass for all.
+                while let Some(seen) = futures_util::FutureExt::now_or_never(next_release(&mut released)) {
+                    if !seen {
+                        break;
+                    }
+                }
+                true
+            }
             _ = stop.changed() => break,
         };
         if *stop.borrow() {
             break;
+        }
+        if !only_free && released.is_none() {
+            // NATS was down or the watch ended: a new one, at most once a tick.
+            released = open_watch(&kv, tick).await;
         }
         last_free_pass = Instant::now();
         for (ix, state) in states.iter_mut().enumerate() {
@@ -136,6 +158,40 @@ pub(crate) async fn run(
         let key = control.servers[ix].token.as_str();
         let value = Bytes::from(format!("released {}", control.bridge_id));
         let _ = timeout(tick, kv.update(key, value, revision)).await;
+    }
+}
+
+/// A watch of every lease (the latest value of each first), or None if NATS cannot give
+/// one now (leases are then still looked at every tick).
+async fn open_watch(kv: &Store, tick: Duration) -> Option<Watch> {
+    match timeout(tick, kv.watch_with_history(">")).await {
+        Ok(Ok(w)) => Some(w),
+        Ok(Err(e)) => {
+            log::debug!("leases: cannot watch the bucket: {e}");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Waits for the next lease entry: true if it frees a lease (`released`, deleted or
+/// purged), false for any other. An ended or failed watch is dropped (false); with none
+/// it waits forever.
+async fn next_release(watch: &mut Option<Watch>) -> bool {
+    let Some(w) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    match w.next().await {
+        Some(Ok(e)) => e.operation != Operation::Put || e.value.starts_with(b"released "),
+        Some(Err(e)) => {
+            log::debug!("leases: watch failed: {e}");
+            *watch = None;
+            false
+        }
+        None => {
+            *watch = None;
+            false
+        }
     }
 }
 
