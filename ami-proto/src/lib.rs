@@ -102,9 +102,9 @@
 //! Every call that changes state takes `now`. The client never reads a clock; randomness
 //! (reconnect jitter, ActionID prefixes) comes from [`ClientConfigBuilder::seed`], so a test
 //! with a fixed seed can assert exact reconnect times. Timers: connect, banner, login,
-//! heartbeat idle, pong deadline, reconnect, and one deadline per action kept in a min-heap
-//! (O(log n) per action; stale entries are skipped lazily). [`Output::Wait`] carries the
-//! earliest of them.
+//! heartbeat idle, pong deadline, reconnect, and one deadline per action (O(1) per action
+//! when actions share a timeout, O(log n) otherwise; stale entries are skipped lazily and
+//! compacted). [`Output::Wait`] carries the earliest of them.
 //!
 //! ## Limits
 //!

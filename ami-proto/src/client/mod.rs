@@ -4,6 +4,7 @@ pub(crate) mod backoff;
 pub(crate) mod config;
 #[macro_use]
 pub(crate) mod counts;
+pub(crate) mod deadlines;
 pub(crate) mod events;
 pub(crate) mod output;
 pub(crate) mod pending;

@@ -1,13 +1,15 @@
-//! Actions the client tracks, keyed by their counter, with deadlines in a min-heap.
+//! Actions the client tracks, keyed by their counter, with their deadlines (see
+//! [`Deadlines`]).
 //!
-//! Every operation is O(log n) or amortised O(1): the heap and the write queue use lazy
-//! deletion (a stale heap entry or queue slot is skipped when it surfaces), so 100,000
-//! pending actions cost no scan per tick.
+//! Every operation is O(log n) or amortised O(1): the deadlines and the write queue use lazy
+//! deletion (a stale deadline or queue slot is skipped when it surfaces, and both are
+//! compacted once stale entries outnumber live ones), so 100,000 pending actions cost no
+//! scan per tick.
 
+use super::deadlines::Deadlines;
 use super::output::Response;
 use crate::wire::action::{Action, ActionId};
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// What the client does with an action's answer.
@@ -120,7 +122,7 @@ type SeqMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<SeqHasher>>;
 pub(crate) struct PendingTable {
     map: SeqMap<Pending>,
     queue: VecDeque<u64>,
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    deadlines: Deadlines<Instant>,
     queued: usize,
     on_wire: usize,
     user: usize,
@@ -141,10 +143,16 @@ impl PendingTable {
     }
 
     pub(crate) fn insert(&mut self, seq: u64, p: Pending) {
-        self.heap.push(Reverse((p.deadline, seq)));
+        self.deadlines.push(p.deadline, seq);
         if p.stage == Stage::Queued {
             self.queue.push_back(seq);
             self.queued += 1;
+            if self.queue.len() > self.queued.saturating_mul(2) + 64 {
+                // Slots of actions that left the queue unwritten (cancelled, timed out).
+                let map = &self.map;
+                self.queue
+                    .retain(|s| map.get(s).is_some_and(|p| p.stage == Stage::Queued));
+            }
         }
         if matches!(p.kind, Kind::User { .. }) {
             self.user += 1;
@@ -153,6 +161,18 @@ impl PendingTable {
             self.sync_originates.insert(seq);
         }
         self.map.insert(seq, p);
+        self.compact_deadlines();
+    }
+
+    /// Whether a deadline entry is the entry's current deadline.
+    fn is_live(map: &SeqMap<Pending>, seq: u64, at: Instant) -> bool {
+        map.get(&seq).is_some_and(|p| p.deadline == at)
+    }
+
+    fn compact_deadlines(&mut self) {
+        let map = &self.map;
+        self.deadlines
+            .compact(map.len(), |seq, at| Self::is_live(map, seq, at));
     }
 
     pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Pending> {
@@ -164,7 +184,7 @@ impl PendingTable {
         let (_, counter) = action_id.rsplit_once('-')?;
         let seq: u64 = counter.parse().ok()?;
         let p = self.map.get(&seq)?;
-        (p.id.as_str() == action_id).then_some(seq)
+        (p.id.as_bytes() == action_id.as_bytes()).then_some(seq)
     }
 
     /// Pops the next queued action still waiting to be written. It stays `Queued` (and
@@ -181,7 +201,8 @@ impl PendingTable {
     pub(crate) fn set_deadline(&mut self, seq: u64, deadline: Instant) {
         if let Some(p) = self.map.get_mut(&seq) {
             p.deadline = deadline;
-            self.heap.push(Reverse((deadline, seq)));
+            self.deadlines.push(deadline, seq);
+            self.compact_deadlines();
         }
     }
 
@@ -222,28 +243,23 @@ impl PendingTable {
         Some(p)
     }
 
-    /// The earliest live deadline; stale heap entries are dropped on the way.
+    /// The earliest live deadline; stale entries are dropped on the way.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, seq))) = self.heap.peek().copied() {
-            if self.map.get(&seq).is_some_and(|p| p.deadline == at) {
-                return Some(at);
-            }
-            self.heap.pop();
-        }
-        None
+        let map = &self.map;
+        self.deadlines
+            .peek(|seq, at| Self::is_live(map, seq, at))
+            .map(|(at, _)| at)
     }
 
     /// Pops one entry whose deadline is at or before `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<u64> {
-        while let Some(at) = self.next_deadline() {
-            if at > now {
-                return None;
-            }
-            if let Some(Reverse((_, seq))) = self.heap.pop() {
-                return Some(seq);
-            }
+        let map = &self.map;
+        let entry = self.deadlines.peek(|seq, at| Self::is_live(map, seq, at))?;
+        if entry.0 > now {
+            return None;
         }
-        None
+        self.deadlines.pop(entry);
+        Some(entry.1)
     }
 
     /// All entries' sequence numbers, sorted, so failures are reported in send order.

@@ -20,8 +20,27 @@ pub fn is_secret_key(key: &str) -> bool {
 }
 
 /// An ActionID: at most 64 printable ASCII characters, no spaces.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ActionId(Box<str>);
+///
+/// An ID of up to 30 bytes (every ID the client generates) is stored inline: creating,
+/// cloning and dropping it never allocates. The client makes one per action and hands
+/// copies to the pending table, the caller and the completion; an allocation per copy was
+/// a large part of an action's cost. Longer IDs (only from [`ActionId::new`]) are boxed.
+#[derive(Clone)]
+pub struct ActionId(Repr);
+
+/// Bytes an inline [`ActionId`] holds: the whole fits in 32 bytes, as a boxed one does
+/// with its tag, so small IDs cost no more to move than before.
+const INLINE_LEN: usize = 30;
+
+#[derive(Clone)]
+enum Repr {
+    /// `len` bytes in use; the rest stay zero.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_LEN],
+    },
+    Boxed(Box<str>),
+}
 
 /// Why a string cannot be an [`ActionId`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -56,13 +75,47 @@ impl ActionId {
         if let Some(&byte) = s.as_bytes().iter().find(|b| !b.is_ascii_graphic()) {
             return Err(InvalidActionId::BadByte { byte });
         }
-        Ok(ActionId(s.into()))
+        if s.len() > INLINE_LEN {
+            return Ok(ActionId(Repr::Boxed(s.into())));
+        }
+        let mut bytes = [0u8; INLINE_LEN];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(ActionId(Repr::Inline {
+            len: s.len() as u8,
+            bytes,
+        }))
     }
 
     /// An ID the client generated itself: an 8-character base-36 prefix, `-`, and a decimal
-    /// counter, so at most 29 printable ASCII bytes and always valid.
+    /// counter, so at most 29 printable ASCII bytes and always valid. Written digit by
+    /// digit, inline: no formatter, no allocation (one ID per action).
     pub(crate) fn generated(prefix: &str, counter: u64) -> ActionId {
-        let id = ActionId(format!("{prefix}-{counter}").into());
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = counter;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let (prefix, digits) = (prefix.as_bytes(), &digits[at..]);
+        let len = prefix.len() + 1 + digits.len();
+        if len > INLINE_LEN {
+            // Not with the client's 8-character prefixes; kept correct for any prefix.
+            let text = format!("{}-{}", String::from_utf8_lossy(prefix), counter);
+            return ActionId(Repr::Boxed(text.into()));
+        }
+        let mut bytes = [0u8; INLINE_LEN];
+        bytes[..prefix.len()].copy_from_slice(prefix);
+        bytes[prefix.len()] = b'-';
+        bytes[prefix.len() + 1..len].copy_from_slice(digits);
+        let id = ActionId(Repr::Inline {
+            len: len as u8,
+            bytes,
+        });
         debug_assert!(
             ActionId::new(id.as_str()).is_ok(),
             "generated ActionID {id:?}"
@@ -72,19 +125,59 @@ impl ActionId {
 
     /// The ActionID as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Only printable ASCII is ever stored, so this never falls back.
+            Repr::Inline { .. } => std::str::from_utf8(self.as_bytes()).unwrap_or_default(),
+            Repr::Boxed(s) => s,
+        }
+    }
+
+    /// The ActionID's bytes (no UTF-8 check: for comparisons and the encoder).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Boxed(s) => s.as_bytes(),
+        }
+    }
+}
+
+impl PartialEq for ActionId {
+    fn eq(&self, other: &ActionId) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ActionId {}
+
+impl std::hash::Hash for ActionId {
+    /// The text's hash, whichever way it is stored.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
+    }
+}
+
+impl PartialOrd for ActionId {
+    fn partial_cmp(&self, other: &ActionId) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ActionId {
+    /// The text's order.
+    fn cmp(&self, other: &ActionId) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
 impl fmt::Display for ActionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for ActionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ActionId({})", &self.0)
+        write!(f, "ActionId({})", self.as_str())
     }
 }
 
@@ -248,7 +341,7 @@ impl Action {
         let mut lines = 1 + self.fields.len();
         if let Some(id) = action_id {
             lines += 1;
-            len += line_len("ActionID", id.as_str());
+            len += "ActionID".len() + 2 + id.as_bytes().len() + 2;
         }
         for (k, v) in &self.fields {
             check_line(k, v)?;
@@ -270,22 +363,29 @@ impl Action {
     ) -> Result<usize, EncodeError> {
         let len = self.validate(action_id)?;
         out.reserve(len);
-        write_line(out, "Action", &self.name);
+        self.encode_validated(action_id, out);
+        Ok(len)
+    }
+
+    /// [`encode`](Self::encode) for an action that [`validate`](Self::validate) accepted
+    /// with this `action_id` (the client checks an action when it is queued and writes it
+    /// later: checking each field twice was a good part of its cost).
+    pub(crate) fn encode_validated(&self, action_id: Option<&ActionId>, out: &mut Vec<u8>) {
+        write_line(out, "Action", self.name.as_bytes());
         if let Some(id) = action_id {
-            write_line(out, "ActionID", id.as_str());
+            write_line(out, "ActionID", id.as_bytes());
         }
         for (k, v) in &self.fields {
-            write_line(out, k, v);
+            write_line(out, k, v.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
-        Ok(len)
     }
 }
 
-fn write_line(out: &mut Vec<u8>, name: &str, value: &str) {
+fn write_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -403,6 +503,46 @@ mod tests {
             ActionId::new("a\r\n"),
             Err(InvalidActionId::BadByte { byte: b'\r' })
         );
+    }
+
+    #[test]
+    fn generated_ids_read_as_prefix_dash_counter() {
+        for n in [0, 7, 10, 12_345, u64::MAX] {
+            let id = ActionId::generated("abcdefgh", n);
+            let text = format!("abcdefgh-{n}");
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id, ActionId::new(&text).unwrap());
+            assert_eq!(id.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn a_generated_id_too_long_to_keep_inline_reads_the_same() {
+        let prefix = "p".repeat(20);
+        let id = ActionId::generated(&prefix, u64::MAX);
+        assert!(matches!(id.0, Repr::Boxed(_)));
+        assert_eq!(id.as_str(), format!("{prefix}-{}", u64::MAX));
+    }
+
+    #[test]
+    fn action_ids_compare_and_hash_as_their_text() {
+        let (a9, a10) = (
+            ActionId::new("a-9").unwrap(),
+            ActionId::new("a-10").unwrap(),
+        );
+        assert_eq!(a9.cmp(&a10), "a-9".cmp("a-10"));
+        assert_ne!(a9, a10);
+        let longest = ActionId::new(&"z".repeat(MAX_ACTION_ID_LEN)).unwrap();
+        assert_eq!(longest.as_str().len(), MAX_ACTION_ID_LEN);
+        // Inline and boxed IDs of the same text are one ID.
+        let inline = ActionId::new(&"q".repeat(INLINE_LEN)).unwrap();
+        let boxed = ActionId::new(&"q".repeat(INLINE_LEN + 1)).unwrap();
+        assert!(matches!(inline.0, Repr::Inline { .. }) && matches!(boxed.0, Repr::Boxed(_)));
+        assert_eq!(inline.cmp(&boxed), inline.as_str().cmp(boxed.as_str()));
+        assert_eq!(std::mem::size_of::<ActionId>(), 32);
+        let set: std::collections::HashSet<ActionId> = [a9.clone(), a10, longest].into();
+        assert!(set.contains(&ActionId::new("a-9").unwrap()));
+        assert!(!set.contains(&ActionId::new("a-1").unwrap()));
     }
 
     #[test]

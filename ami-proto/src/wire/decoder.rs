@@ -276,10 +276,10 @@ impl Decoder {
         };
     }
 
-    /// From now on, messages are shared slices of the read buffer until detached: for the
-    /// client, which detaches every message that leaves it and checks after each read that
-    /// the slices do not keep much more memory alive than their own bytes
-    /// ([`pinned`](Self::pinned)).
+    /// From now on, messages other than responses are shared slices of the read buffer
+    /// until detached: for the client, which detaches every message that leaves it and
+    /// checks after each read that the slices do not keep much more memory alive than their
+    /// own bytes ([`pinned`](Self::pinned)).
     pub(crate) fn share_messages(&mut self) {
         self.share = true;
     }
@@ -578,7 +578,13 @@ impl Decoder {
             self.state = State::Headers;
             return Some(Err(DecodeError::MessageTooLarge { limit }));
         }
-        let message = if self.share {
+        // A response is never left a slice of the read buffer: the client hands it to its
+        // caller, who keeps it as long as it likes, so it gets its own allocations now
+        // rather than a shared slice copied out later.
+        let is_response = self.fields.first().is_some_and(|f| {
+            self.buf[f.key_start as usize..f.key_end as usize].eq_ignore_ascii_case(b"Response")
+        });
+        let message = if self.share && !is_response {
             self.table.clear();
             for f in &self.fields {
                 self.table.extend_from_slice(&f.encode());

@@ -274,8 +274,11 @@ impl Client {
         let kind = OutcomeKind::of(&outcome);
         self.stats.actions_by_outcome.add(kind);
         log::debug!("AMI action {id} finished: {kind}");
-        if let Some(mark) = self.marks.remove(&id) {
-            self.events.mark(mark);
+        // Most sessions never mark an action: no hashing of every ID for an empty map.
+        if !self.marks.is_empty() {
+            if let Some(mark) = self.marks.remove(&id) {
+                self.events.mark(mark);
+            }
         }
         self.notify(Notice::Completed { id, outcome });
     }

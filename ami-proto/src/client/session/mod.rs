@@ -736,7 +736,7 @@ impl Client {
                 continue;
             };
             if p.deadline <= now {
-                // Its deadline passed while it waited (the heap has not surfaced it yet): an
+                // Its deadline passed while it waited (its deadline has not surfaced yet): an
                 // action is never written after its caller was told, or could be told, that
                 // it timed out. It ends unwritten and the slot goes to the next one.
                 self.expire_unwritten(seq);
@@ -747,17 +747,8 @@ impl Client {
                 continue;
             };
             p.written_at = Some(now);
-            let id = p.id.clone();
-            if let Err(e) = action.encode(Some(&id), self.conn.transmit_buffer()) {
-                // Validated at send time; kept as a typed failure rather than a panic.
-                log::error!("AMI action {id} failed to encode: {e}");
-                self.finish(
-                    now,
-                    seq,
-                    Err(ActionError::NotSent(DisconnectReason::LocalClose)),
-                );
-                continue;
-            }
+            // `send_action_with` validated it with this ID before queueing it.
+            action.encode_validated(Some(&p.id), self.conn.transmit_buffer());
             self.stats.actions_written += 1;
             self.pending.set_stage(seq, Stage::Written, true);
         }
