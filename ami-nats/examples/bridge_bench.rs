@@ -20,7 +20,9 @@
 //! wildcard inbox, same window): nats-server's own CPU per stored message, the floor that
 //! no bridge change can go under (`RAW=2`: that publisher only, `BYTES` per message,
 //! default 284, the bridge's average here; `RAW_NOID=1` without message IDs, `RAW_NOID=2` with
-//! the ID under another header name: what headers and de-duplication cost).
+//! the ID under another header name: what headers and de-duplication cost; `RAW_RING=N`
+//! reply subjects that repeat every N publishes instead of one per publish: what
+//! nats-server's subject-match cache misses cost).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 #[path = "../tests/support/mod.rs"]
@@ -369,6 +371,8 @@ async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, byte
     // RAW_NOID=1: no message ID (what de-duplication and headers cost nats-server);
     // RAW_NOID=2: the same header under another name (what de-duplication alone costs).
     let no_id = env::<u8>("RAW_NOID").unwrap_or(0);
+    // RAW_RING=N: reply subjects repeat every N publishes (default: never).
+    let ring: u64 = env("RAW_RING").unwrap_or(u64::MAX);
     while start.elapsed() < Duration::from_secs(secs) {
         while sent - acked < window as u64 {
             let mut h = async_nats::HeaderMap::new();
@@ -380,7 +384,7 @@ async fn raw_publisher(nats: &Nats, js: &jetstream::Context, window: usize, byte
             client
                 .publish_with_reply_and_headers(
                     subjects[(sent % 10) as usize].clone(),
-                    format!("{inbox}.{sent}"),
+                    format!("{inbox}.{}", sent % ring),
                     h,
                     body.clone(),
                 )
