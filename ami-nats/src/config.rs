@@ -83,7 +83,8 @@ pub struct StreamLimits {
     /// How long JetStream remembers message IDs to drop a retried publish. Default 2 min:
     /// longer than any publish retry of the bridge (bounded by the lease TTL). nats-server
     /// keeps every ID of the window in memory (about 2 GiB after 150 s at 50 k events/s):
-    /// at high rates a shorter window, still longer than the lease TTL, saves that memory.
+    /// at high rates a shorter window saves that memory. It may not be shorter than the
+    /// lease TTL ([`Bridge::start`](crate::Bridge::start) refuses it).
     pub duplicate_window: Duration,
     /// File storage (default) survives a NATS restart; memory storage is faster.
     pub file_storage: bool,
@@ -244,6 +245,14 @@ impl BridgeConfig {
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(BridgeConfigError::LeaseTtl(self.lease_ttl));
         }
+        // A publish is retried while the lease is held; a window shorter than the lease
+        // could let a retry of a stored message through as a second copy.
+        if self.stream.duplicate_window < self.lease_ttl {
+            return Err(BridgeConfigError::DuplicateWindow {
+                window: self.stream.duplicate_window,
+                ttl: self.lease_ttl,
+            });
+        }
         if let Some(id) = &self.bridge_id {
             if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_graphic()) {
                 return Err(BridgeConfigError::BadName(id.clone()));
@@ -280,6 +289,14 @@ pub enum BridgeConfigError {
     /// The lease TTL is under a second.
     #[error("lease TTL {0:?} is under 1 s")]
     LeaseTtl(Duration),
+    /// The stream's duplicate window is shorter than the lease TTL.
+    #[error("duplicate window {window:?} is shorter than the lease TTL {ttl:?}")]
+    DuplicateWindow {
+        /// The window given.
+        window: Duration,
+        /// The lease TTL given.
+        ttl: Duration,
+    },
 }
 
 #[cfg(test)]
@@ -317,6 +334,20 @@ mod tests {
             .lease_ttl(Duration::from_millis(10))
             .validate()
             .is_err());
+        let short = StreamLimits {
+            duplicate_window: Duration::from_secs(5),
+            ..StreamLimits::default()
+        };
+        assert_eq!(
+            ok.clone()
+                .stream(short)
+                .lease_ttl(Duration::from_secs(10))
+                .validate(),
+            Err(BridgeConfigError::DuplicateWindow {
+                window: Duration::from_secs(5),
+                ttl: Duration::from_secs(10)
+            })
+        );
         assert!(BridgeConfig::new("nats://x", vec![spec("any")])
             .validate()
             .is_err());

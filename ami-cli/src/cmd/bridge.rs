@@ -10,7 +10,7 @@
 //! so another bridge takes over at once.
 
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_USAGE};
-use ami_nats::{Bridge, BridgeConfig, ServerSpec};
+use ami_nats::{Bridge, BridgeConfig, BridgeError, ServerSpec, StreamLimits};
 use ami_proto::fleet::Policy;
 use std::time::Duration;
 
@@ -33,6 +33,11 @@ pub(crate) struct Args {
     /// Lease time-to-live in seconds (at least 1).
     #[arg(long, default_value_t = 10)]
     lease_ttl: u64,
+    /// How long JetStream remembers message IDs to store a retried publish once, in
+    /// seconds, when the bridge creates the stream (at least --lease-ttl). nats-server keeps
+    /// every ID of the window in memory: lower it for high event rates.
+    #[arg(long, default_value_t = 120)]
+    dedup_window: u64,
 }
 
 /// `--any-policy`: the fleet's routing policies.
@@ -73,7 +78,12 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             ServerSpec::new(name, url.host.clone(), url.port, client).map_err(|e| usage(&e))?,
         );
     }
+    let stream = StreamLimits {
+        duplicate_window: Duration::from_secs(args.dedup_window),
+        ..StreamLimits::default()
+    };
     let mut config = BridgeConfig::new(args.nats.clone(), specs)
+        .stream(stream)
         .lease_ttl(Duration::from_secs(args.lease_ttl))
         .any_policy(match args.any_policy {
             AnyPolicy::RoundRobin => Policy::RoundRobin,
@@ -93,9 +103,13 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::new(crate::EXIT_OTHER, format!("tokio runtime: {e}")))?;
     rt.block_on(async {
-        let bridge = Bridge::start(config)
-            .await
-            .map_err(|e| Failure::new(EXIT_CONNECT, e.to_string()))?;
+        let bridge = Bridge::start(config).await.map_err(|e| {
+            let code = match e {
+                BridgeError::Config(_) => EXIT_USAGE,
+                _ => EXIT_CONNECT,
+            };
+            Failure::new(code, e.to_string())
+        })?;
         eprintln!(
             "ami: bridge {} serving through {} (Ctrl-C stops){}",
             bridge.bridge_id(),
