@@ -54,6 +54,11 @@ impl EventBuilder {
         self.msg.push(key, value);
     }
 
+    /// The event's lines so far, without the closing empty line (a template).
+    pub(crate) fn unfinished(self) -> Vec<u8> {
+        self.msg.unfinished()
+    }
+
     /// Finishes the event.
     pub(crate) fn build(self) -> Event {
         Event {

@@ -78,6 +78,11 @@ impl Filters {
         Ok(())
     }
 
+    /// Whether the session has no filter (every event passes).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// Whether an event (its full wire text) passes the filters.
     pub(crate) fn pass(&self, name: &str, text: &[u8]) -> bool {
         if self.list.is_empty() {

@@ -124,6 +124,7 @@ mod rng;
 mod server;
 mod session;
 mod stats;
+mod storm;
 pub mod tcp;
 
 pub use calls::channel::ChannelRow;

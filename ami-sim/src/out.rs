@@ -73,6 +73,11 @@ impl Msg {
         self
     }
 
+    /// The lines so far, without the closing empty line (a template to append to).
+    pub(crate) fn unfinished(self) -> Vec<u8> {
+        self.buf
+    }
+
     /// Closes the message with its empty line and returns the bytes.
     pub(crate) fn end(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(b"\r\n");
@@ -146,6 +151,21 @@ impl OutBuf {
 
     fn transmitted_abs(&self) -> u64 {
         self.base + self.head as u64
+    }
+
+    /// Whether `len` more bytes written now would all be wholly inside the kernel window at
+    /// once: no write is blocked and the backlog stays within `window`. Then a run of
+    /// writes is the same as one ([`write_fitting`](Self::write_fitting)).
+    pub(crate) fn fits(&self, len: usize, window: usize) -> bool {
+        self.ends.is_empty() && self.backlog().saturating_add(len) <= window
+    }
+
+    /// Queues writes that [`fit`](Self::fits) (back to back in `bytes`): none blocks, so
+    /// no write end is kept and the stall clock stays off.
+    pub(crate) fn write_fitting(&mut self, bytes: &[u8]) {
+        debug_assert!(self.ends.is_empty() && self.stalled_since.is_none());
+        self.buf.extend_from_slice(bytes);
+        self.queued += bytes.len() as u64;
     }
 
     /// Queues one write.

@@ -13,6 +13,7 @@ use crate::out;
 use crate::rng::SimRng;
 use crate::session::{Block, Session};
 use crate::stats::SimStats;
+use crate::storm::{self, Storm};
 use crate::{CloseReason, SessionId, SessionState};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,6 +50,8 @@ pub struct SimServer {
     busy: Option<SessionId>,
     /// Sessions to pump once the current step is over.
     wake: Vec<SessionId>,
+    /// The storm helpers' rendering buffers, kept between storms.
+    storm: Storm,
 }
 
 /// Everything a write needs besides the session (split borrows of the server).
@@ -87,6 +90,54 @@ impl Writer<'_> {
             self.stats.slow_reader_closes += 1;
             close_session(s, CloseReason::SlowReader, self.cfg, self.stats);
         }
+    }
+
+    /// Delivers one broadcast event to a session that wants it: queued, or held while the
+    /// session is busy (closing it when that passes its backlog cap).
+    fn offer(
+        &mut self,
+        s: &mut Session,
+        busy: Option<SessionId>,
+        class: ClassMask,
+        name: &str,
+        bytes: &[u8],
+    ) {
+        if !s.wants(class, name, bytes) {
+            return;
+        }
+        self.stats.events_delivered += 1;
+        if s.block.is_some() || busy == Some(s.id) {
+            if s.half_open || self.faults.is_half_open_all() {
+                return;
+            }
+            s.held_bytes += bytes.len();
+            s.held.push_back(bytes.to_vec());
+            if s.backlog() > self.cfg.max_backlog {
+                self.stats.slow_reader_closes += 1;
+                close_session(s, CloseReason::SlowReader, self.cfg, self.stats);
+            }
+        } else {
+            self.write(s, bytes);
+        }
+    }
+
+    /// Whether writing `len` bytes (any number of messages) to the session now takes no
+    /// fault, blocked write or backlog-cap decision: then [`put_fitting`](Self::put_fitting)
+    /// does what writing them one by one would.
+    fn fits(&self, s: &Session, len: usize) -> bool {
+        s.is_open()
+            && !s.half_open
+            && !s.reset_armed
+            && !self.faults.is_half_open_all()
+            && !self.faults.has_garbage()
+            && s.out.fits(len, self.cfg.socket_buffer)
+            && s.backlog().saturating_add(len) <= self.cfg.max_backlog
+    }
+
+    /// Queues messages that [`fit`](Self::fits), back to back in `bytes`.
+    fn put_fitting(&mut self, s: &mut Session, bytes: &[u8]) {
+        s.out.write_fitting(bytes);
+        self.stats.bytes_queued += bytes.len() as u64;
     }
 
     fn put(&mut self, s: &mut Session, bytes: &[u8]) {
@@ -160,6 +211,7 @@ impl SimServer {
             foreign_seq: 0,
             busy: None,
             wake: Vec::new(),
+            storm: Storm::default(),
         }
     }
 
@@ -477,52 +529,30 @@ impl SimServer {
     /// Broadcasts `n` UserEvents (`UserEvent: SimStorm`, `Seq: i`) at once: an event storm.
     pub fn emit_user_events(&mut self, now: Instant, n: usize) {
         self.run_until(now);
-        self.storm(n);
+        self.storm(n, None);
         self.settle();
     }
 
-    /// Like [`emit_user_events`](Self::emit_user_events), each event about `event_bytes`
-    /// long on the wire (a busy Asterisk's events average about 500 bytes; the plain storm's
-    /// are about 75): the fields of a channel, as most events carry, then a `Pad` field to
-    /// the size (a smaller size gets no padding).
+    /// Like [`emit_user_events`](Self::emit_user_events), each event `event_bytes` long on
+    /// the wire (a busy Asterisk's events average about 500 bytes; the plain storm's are
+    /// about 75): the fields of a channel, as most events carry, then a `Pad` field to the
+    /// size (a smaller size gets an empty `Pad`).
     pub fn emit_user_events_sized(&mut self, now: Instant, n: usize, event_bytes: usize) {
         self.run_until(now);
-        // The size with an empty pad and a one-digit `Seq`; each further digit of `Seq`
-        // takes a byte off the pad.
-        let base = self.storm_event(0, Some(0)).bytes.len();
-        for i in 0..n {
-            let digits = i.max(1).ilog10() as usize;
-            let ev = self.storm_event(i, Some(event_bytes.saturating_sub(base + digits)));
-            self.broadcast(&ev);
-        }
+        self.storm(n, Some(event_bytes));
         self.settle();
     }
 
-    fn storm(&mut self, n: usize) {
-        for i in 0..n {
-            let ev = self.storm_event(i, None);
-            self.broadcast(&ev);
+    /// Renders and broadcasts a storm, a run of events at a time (see [`Storm`]).
+    fn storm(&mut self, n: usize, event_bytes: Option<usize>) {
+        let mut storm = std::mem::take(&mut self.storm);
+        storm.prepare(self.cfg.system_name.as_deref(), event_bytes);
+        let mut seq = 0;
+        while seq < n {
+            seq = storm.render(seq, n);
+            self.broadcast_run(&storm);
         }
-    }
-
-    /// One storm event: plain, or with a channel's fields and a `Pad` of `pad` bytes.
-    fn storm_event(&self, seq: usize, pad: Option<usize>) -> Event {
-        let mut ev = EventBuilder::new(
-            "UserEvent",
-            ClassMask::USER,
-            self.cfg.system_name.as_deref(),
-        );
-        if pad.is_some() {
-            for (k, v) in STORM_CHANNEL {
-                ev.push(k, v);
-            }
-        }
-        ev.push("UserEvent", "SimStorm");
-        ev.push("Seq", seq.to_string());
-        if let Some(pad) = pad {
-            ev.push("Pad", "x".repeat(pad));
-        }
-        ev.build()
+        self.storm = storm;
     }
 
     /// Applies a one-shot fault now.
@@ -549,7 +579,7 @@ impl SimServer {
         log::debug!("ami-sim: fault {fault:?}");
         match fault {
             Fault::Restart { down_for } => self.do_restart(down_for, true),
-            Fault::EventStorm { count } => self.storm(count),
+            Fault::EventStorm { count } => self.storm(count, None),
             Fault::HalfOpen { session } => {
                 for id in self.targets(session) {
                     if let Some(s) = self.sessions.get_mut(&id) {
@@ -701,25 +731,34 @@ impl SimServer {
     pub(crate) fn broadcast(&mut self, ev: &Event) {
         self.stats.events_emitted += 1;
         let busy = self.busy;
-        let max_backlog = self.cfg.max_backlog;
         let (mut w, sessions) = self.writer();
         for s in sessions.values_mut() {
-            if !s.wants(ev.class, &ev.name, &ev.bytes) {
+            w.offer(s, busy, ev.class, &ev.name, &ev.bytes);
+        }
+    }
+
+    /// Broadcasts a storm's current run. The class decision is taken once per session for
+    /// the run (every storm event has the same class and name); a session without filters
+    /// that is not busy and takes the whole run without a blocked write, a fault or its
+    /// backlog cap gets it in one append, which is what the events one by one would do.
+    /// Any other session gets them one by one (filters see each event's text).
+    fn broadcast_run(&mut self, storm: &Storm) {
+        let n = storm.ends.len() as u64;
+        self.stats.events_emitted += n;
+        let busy = self.busy;
+        let (mut w, sessions) = self.writer();
+        for s in sessions.values_mut() {
+            if !s.reads(storm::CLASS) {
                 continue;
             }
-            w.stats.events_delivered += 1;
-            if s.block.is_some() || busy == Some(s.id) {
-                if s.half_open || w.faults.is_half_open_all() {
-                    continue;
-                }
-                s.held_bytes += ev.bytes.len();
-                s.held.push_back(ev.bytes.clone());
-                if s.backlog() > max_backlog {
-                    w.stats.slow_reader_closes += 1;
-                    close_session(s, CloseReason::SlowReader, w.cfg, w.stats);
-                }
-            } else {
-                w.write(s, &ev.bytes);
+            let held = s.block.is_some() || busy == Some(s.id);
+            if !held && s.filters.is_empty() && w.fits(s, storm.run.len()) {
+                w.stats.events_delivered += n;
+                w.put_fitting(s, &storm.run);
+                continue;
+            }
+            for ev in storm.events() {
+                w.offer(s, busy, storm::CLASS, storm::NAME, ev);
             }
         }
     }
@@ -923,21 +962,3 @@ enum Due {
     SlowReader(u64),
     Call,
 }
-
-/// The channel fields of a sized storm event (those of a Newchannel on Asterisk 22).
-const STORM_CHANNEL: [(&str, &str); 14] = [
-    ("Channel", "PJSIP/100-0000002a"),
-    ("ChannelState", "6"),
-    ("ChannelStateDesc", "Up"),
-    ("CallerIDNum", "100"),
-    ("CallerIDName", "Alice Example"),
-    ("ConnectedLineNum", "200"),
-    ("ConnectedLineName", "Bob Example"),
-    ("Language", "en"),
-    ("AccountCode", ""),
-    ("Context", "from-internal"),
-    ("Exten", "200"),
-    ("Priority", "1"),
-    ("Uniqueid", "1764633600.42"),
-    ("Linkedid", "1764633600.42"),
-];

@@ -87,13 +87,18 @@ impl Session {
         self.user.is_some()
     }
 
-    /// Whether an event of `class` and text `bytes` is delivered to this session.
-    pub(crate) fn wants(&self, class: ClassMask, name: &str, bytes: &[u8]) -> bool {
+    /// Whether events of `class` reach this session, filters aside: it is open, logged in,
+    /// and both its `read=` classes and its event mask hold every bit of `class`.
+    pub(crate) fn reads(&self, class: ClassMask) -> bool {
         self.is_open()
             && self.logged_in()
             && self.read.contains(class)
             && self.events.contains(class)
-            && self.filters.pass(name, bytes)
+    }
+
+    /// Whether an event of `class` and text `bytes` is delivered to this session.
+    pub(crate) fn wants(&self, class: ClassMask, name: &str, bytes: &[u8]) -> bool {
+        self.reads(class) && self.filters.pass(name, bytes)
     }
 
     /// Output and held events not yet read by the client.

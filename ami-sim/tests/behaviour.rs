@@ -571,3 +571,65 @@ fn sized_storm_events_are_the_size_asked_and_numbered_in_order() {
         assert!(e.contains("\r\nChannel: PJSIP/"), "{e}");
     }
 }
+
+/// The `Seq` of each storm event a session can read now, in order.
+fn storm_seqs(sim: &SimServer, s: ami_sim::SessionId) -> Vec<String> {
+    String::from_utf8(sim.transmit(s).to_vec())
+        .unwrap()
+        .split_terminator("\r\n\r\n")
+        .filter(|m| m.contains("UserEvent: SimStorm"))
+        .map(|m| {
+            let seq = m.split("\r\nSeq: ").nth(1).unwrap();
+            seq.split("\r\n").next().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_storm_honours_each_sessions_filters_event_mask_and_busy_hold() {
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(SimConfig::default(), t0);
+    sim.faults()
+        .delay_replies(ami_sim::ActionMatch::named("Ping"), ms(100));
+    let login = |sim: &mut SimServer| {
+        let s = sim.accept(t0);
+        sim.receive(s, t0, LOGIN_ON);
+        let n = sim.transmit(s).len();
+        sim.advance_transmit(s, n);
+        s
+    };
+    let (all, filtered, masked, busy) = (
+        login(&mut sim),
+        login(&mut sim),
+        login(&mut sim),
+        login(&mut sim),
+    );
+    sim.receive(
+        filtered,
+        t0,
+        b"Action: Filter\r\nOperation: Add\r\nMatchCriteria: header(Seq),ends_with\r\nFilter: 7\r\n\r\n",
+    );
+    sim.receive(masked, t0, b"Action: Events\r\nEventMask: call\r\n\r\n");
+    sim.receive(busy, t0, b"Action: Ping\r\nActionID: p\r\n\r\n");
+    for s in [filtered, masked] {
+        let n = sim.transmit(s).len();
+        sim.advance_transmit(s, n);
+    }
+    assert!(sim.transmit(busy).is_empty());
+    let emitted = sim.stats().events_emitted;
+    sim.emit_user_events_sized(t0, 300, 500);
+    let every: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(storm_seqs(&sim, all), every);
+    let sevens: Vec<String> = every.iter().filter(|s| s.ends_with('7')).cloned().collect();
+    assert_eq!(storm_seqs(&sim, filtered), sevens);
+    assert!(sim.transmit(masked).is_empty());
+    // The busy session gets its reply first, then the held storm, in order.
+    assert!(sim.transmit(busy).is_empty());
+    sim.handle_timeout(t0 + ms(100));
+    assert!(sim
+        .transmit(busy)
+        .starts_with(b"Response: Success\r\nActionID: p\r\nPing: Pong\r\n"));
+    assert_eq!(storm_seqs(&sim, busy), every);
+    let st = sim.stats();
+    assert_eq!(st.events_emitted, emitted + 300);
+}
