@@ -202,7 +202,12 @@ pub(crate) struct Bell {
 
 impl Bell {
     pub(crate) fn ring(&self) {
-        self.rung.store(true, Ordering::SeqCst);
+        if self.rung.swap(true, Ordering::SeqCst) {
+            // Rung since the driver last looked: whoever rang first woke it (or found no
+            // waker, and the driver sees the flag when it stores one). Callers woken
+            // together ring once each; only the first takes the waker's lock.
+            return;
+        }
         let waker = lock(&self.waker).take();
         if let Some(w) = waker {
             w.wake();

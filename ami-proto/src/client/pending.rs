@@ -233,13 +233,26 @@ impl PendingTable {
         p.on_wire = on_wire;
     }
 
-    /// Forgets an entry; the returned value keeps the stage it had.
+    /// Forgets an entry; the returned value keeps the stage it had (and is off the wire).
+    /// One lookup: the counters move as [`set_stage`](Self::set_stage) to an abandoned,
+    /// off-the-wire stage would move them.
     pub(crate) fn remove(&mut self, seq: u64) -> Option<Pending> {
-        let stage = self.map.get(&seq)?.stage;
-        self.set_stage(seq, Stage::Abandoned { list: false }, false);
         let mut p = self.map.remove(&seq)?;
-        self.sync_originates.remove(&seq);
-        p.stage = stage;
+        if p.stage == Stage::Queued {
+            self.queued -= 1;
+        }
+        if matches!(p.kind, Kind::User { .. }) {
+            if !matches!(p.stage, Stage::Abandoned { .. }) {
+                self.user -= 1;
+            }
+            if p.on_wire {
+                self.on_wire -= 1;
+            }
+        }
+        p.on_wire = false;
+        if p.is_sync_originate() {
+            self.sync_originates.remove(&seq);
+        }
         Some(p)
     }
 
