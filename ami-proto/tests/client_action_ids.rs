@@ -67,6 +67,31 @@ fn an_answer_carrying_a_previous_connections_action_id_completes_nothing() {
 }
 
 #[test]
+fn only_the_exact_action_id_completes_its_action() {
+    let mut h = harness(11);
+    let id = h.send(Action::new("Ping"));
+    h.take("Ping");
+    let (prefix, counter) = id.as_str().rsplit_once('-').unwrap();
+    // The same counter written another way, a counter too long for a u64, no counter,
+    // another case: none is this action's ID.
+    for near in [
+        format!("{prefix}-+{counter}"),
+        format!("{prefix}-0{counter}"),
+        format!("{prefix}-{counter}0000000000000000000000"),
+        format!("{prefix}-"),
+        format!("{}-{counter}", prefix.to_uppercase()),
+        counter.to_string(),
+    ] {
+        let unmatched_before = h.client.stats().unmatched;
+        h.feed(&pong(&near));
+        assert!(h.outcomes(&id).is_empty(), "{near} completed {id}");
+        assert_eq!(h.client.stats().unmatched, unmatched_before + 1, "{near}");
+    }
+    h.feed(&pong(id.as_str()));
+    assert!(h.outcome(&id).is_ok());
+}
+
+#[test]
 fn action_ids_are_never_reused_across_reconnects_or_clients() {
     let mut seen = HashSet::new();
     for seed in [1u64, 2] {

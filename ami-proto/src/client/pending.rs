@@ -179,12 +179,24 @@ impl PendingTable {
         self.map.get_mut(&seq)
     }
 
-    /// Finds the entry for a received ActionID; IDs with another prefix never match.
-    pub(crate) fn lookup(&self, action_id: &str) -> Option<u64> {
-        let (_, counter) = action_id.rsplit_once('-')?;
-        let seq: u64 = counter.parse().ok()?;
+    /// Finds the entry for a received ActionID; IDs with another prefix never match. Works
+    /// on the bytes as received: no UTF-8 check, no string parse (once per response and
+    /// per event that carries an ActionID).
+    pub(crate) fn lookup(&self, action_id: &[u8]) -> Option<u64> {
+        let dash = action_id.iter().rposition(|&b| b == b'-')?;
+        let digits = &action_id[dash + 1..];
+        if digits.is_empty() {
+            return None;
+        }
+        let mut seq = 0u64;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            seq = seq.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
         let p = self.map.get(&seq)?;
-        (p.id.as_bytes() == action_id.as_bytes()).then_some(seq)
+        (p.id.as_bytes() == action_id).then_some(seq)
     }
 
     /// Pops the next queued action still waiting to be written. It stays `Queued` (and

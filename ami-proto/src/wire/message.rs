@@ -310,6 +310,13 @@ impl Message {
         }
     }
 
+    /// The first field's value as sent (the `Event` or `Response` value), without the
+    /// UTF-8 check of [`event`](Self::event) and [`response`](Self::response): for the
+    /// client's per-message name checks.
+    pub(crate) fn first_value(&self) -> Option<Value<'_>> {
+        self.spans().next().map(|s| self.field_at(&s).value)
+    }
+
     fn first_value_str(&self) -> Option<&str> {
         self.spans()
             .next()

@@ -33,7 +33,10 @@ impl Client {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, msg: Message) {
-        let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) else {
+        let Some(seq) = msg
+            .get("ActionID")
+            .and_then(|id| self.pending.lookup(id.as_bytes()))
+        else {
             self.stats.unmatched += 1;
             self.discarded(now, Discard::UnmatchedResponse);
             return;
@@ -42,7 +45,7 @@ impl Client {
             return;
         };
         let is_error = msg
-            .response()
+            .first_value()
             .is_some_and(|r| r.eq_ignore_ascii_case("Error"));
         let list_start = msg
             .get("EventList")
@@ -112,15 +115,19 @@ impl Client {
 
     pub(super) fn on_event(&mut self, now: Instant, mut msg: Message) {
         self.stats.events_in += 1;
-        if let Some(seq) = msg.action_id().and_then(|id| self.pending.lookup(id)) {
+        if let Some(seq) = msg
+            .get("ActionID")
+            .and_then(|id| self.pending.lookup(id.as_bytes()))
+        {
             // A list item or follow-up is kept by its action: its own allocation.
             msg.detach();
             if self.claim_event(now, seq, &msg) {
                 return;
             }
         }
+        // An event: its first value is its name (checked as bytes, once per event).
         if msg
-            .event()
+            .first_value()
             .is_some_and(|e| e.eq_ignore_ascii_case("Shutdown"))
         {
             self.conn.server_shutdown = true;
@@ -157,7 +164,7 @@ impl Client {
             .get("EventList")
             .is_some_and(|v| v.eq_ignore_ascii_case("Complete"));
         let is_originate_response = msg
-            .event()
+            .first_value()
             .is_some_and(|e| e.eq_ignore_ascii_case("OriginateResponse"));
         match (p.kind, p.stage) {
             (Kind::User { .. }, Stage::List) => {

@@ -620,7 +620,7 @@ impl Client {
     /// Cancels an action. A queued one is never written; a written one is reported as
     /// cancelled now and its late answer is ignored. Returns false if `id` is not pending.
     pub fn cancel(&mut self, now: Instant, id: &ActionId) -> bool {
-        let Some(seq) = self.pending.lookup(id.as_str()) else {
+        let Some(seq) = self.pending.lookup(id.as_bytes()) else {
             return false;
         };
         match self.pending.stage(seq) {
