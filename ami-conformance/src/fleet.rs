@@ -372,3 +372,43 @@ pub fn a_stalled_reader_holds_reads_but_actions_on_a_flooding_server_complete<A:
         assert!(log.events.get("flood").is_some_and(|&e| e > 0), "{log:?}");
     });
 }
+
+/// The driver's per-server read counters account for what the stream delivered: after the
+/// reader took 2,000 events of 500 bytes from each of three floods, each server's counters
+/// show at least that many bytes, in reads of at most 64 KiB, and every visit was at most
+/// one read, one empty read or one hold. (Structural bounds only: how the reads are shared
+/// depends on the machine's load.)
+pub fn the_fleet_driver_counts_each_servers_reads<A: Adapter>() {
+    const EVENTS: u64 = 2_000;
+    let floods: Vec<Flood> = (0..3).map(|_| Flood::start_sized(500).unwrap()).collect();
+    A::block_on(async {
+        let (fleet, mut events) = A::spawn_fleet(FleetConfig::default());
+        for (i, f) in floods.iter().enumerate() {
+            fleet.add(&format!("f{i}"), admin(), f.addr()).unwrap();
+        }
+        let mut taken: HashMap<String, u64> = HashMap::new();
+        within("2,000 events from each flood", async {
+            while taken.len() < floods.len() || taken.values().any(|&n| n < EVENTS) {
+                let item = events.recv().await.unwrap();
+                // The storm's UserEvents only (FullyBooted is smaller).
+                if let StreamItem::Event(e) = &item.item {
+                    if e.event() == Some("UserEvent") {
+                        *taken.entry(item.server.to_string()).or_default() += 1;
+                    }
+                }
+            }
+        })
+        .await;
+        // Each event was decoded from bytes the driver had read and counted before it
+        // handed them to the core, under the lock the reader took the event under.
+        let counters = fleet.read_counters();
+        assert_eq!(counters.len(), floods.len(), "{counters:?}");
+        for (name, c) in &counters {
+            let got = taken[name.as_str()];
+            assert!(c.bytes >= got * 500, "{name}: {c:?}, {got} events taken");
+            assert!(c.reads * (64 << 10) >= c.bytes, "{name}: {c:?}");
+            assert!(c.visits >= c.reads + c.empty + c.holds, "{name}: {c:?}");
+        }
+        fleet.close();
+    });
+}

@@ -13,7 +13,7 @@ use crate::tcp::lock;
 use crate::{SessionId, SimConfig, SimServer, SimStats};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,6 +56,51 @@ struct State {
     low: u64,
     /// Each connection's socket (to shut down on stop) and its threads.
     conns: Mutex<Vec<(TcpStream, Vec<JoinHandle<()>>)>>,
+    /// What the writers did (a diagnostic).
+    writes: WriteTally,
+}
+
+/// What a flood's writers did, summed over its connections (see [`Flood::writes`]): where a
+/// flood that delivers less than the others spends its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FloodWrites {
+    /// Writes to the socket.
+    pub writes: u64,
+    /// Bytes they took.
+    pub bytes: u64,
+    /// Time inside the socket writes (blocked while the client's receive buffer is full).
+    pub in_write: Duration,
+    /// Times a writer found nothing to write and waited for the feeder (or input).
+    pub starved: u64,
+    /// Time spent so.
+    pub starved_for: Duration,
+}
+
+#[derive(Debug, Default)]
+struct WriteTally {
+    writes: AtomicU64,
+    bytes: AtomicU64,
+    in_write_ns: AtomicU64,
+    starved: AtomicU64,
+    starved_ns: AtomicU64,
+}
+
+impl WriteTally {
+    fn snapshot(&self) -> FloodWrites {
+        FloodWrites {
+            writes: self.writes.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            in_write: Duration::from_nanos(self.in_write_ns.load(Ordering::Relaxed)),
+            starved: self.starved.load(Ordering::Relaxed),
+            starved_for: Duration::from_nanos(self.starved_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+fn add_ns(counter: &AtomicU64, since: Instant) {
+    let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    counter.fetch_add(ns, Ordering::Relaxed);
 }
 
 impl std::fmt::Debug for Flood {
@@ -101,6 +146,7 @@ impl Flood {
             event_bytes,
             low,
             conns: Mutex::new(Vec::new()),
+            writes: WriteTally::default(),
         });
         let feeder = {
             let state = Arc::clone(&state);
@@ -138,6 +184,11 @@ impl Flood {
     /// The simulator's counters.
     pub fn stats(&self) -> SimStats {
         lock(&self.state.sim).stats()
+    }
+
+    /// What the writers did so far.
+    pub fn writes(&self) -> FloodWrites {
+        self.state.writes.snapshot()
     }
 }
 
@@ -296,13 +347,21 @@ fn write_loop(mut stream: TcpStream, sid: SessionId, state: &State) {
                 let wait = sim
                     .poll_timeout()
                     .map_or(IDLE, |t| t.saturating_duration_since(now).min(IDLE));
+                let since = Instant::now();
                 let _ = state.output.wait_timeout(sim, wait);
+                state.writes.starved.fetch_add(1, Ordering::Relaxed);
+                add_ns(&state.writes.starved_ns, since);
                 continue;
             }
         }
-        match stream.write(&chunk) {
+        let since = Instant::now();
+        let wrote = stream.write(&chunk);
+        add_ns(&state.writes.in_write_ns, since);
+        match wrote {
             Ok(0) => break,
             Ok(n) => {
+                state.writes.writes.fetch_add(1, Ordering::Relaxed);
+                state.writes.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 let mut sim = lock(&state.sim);
                 sim.advance_transmit(sid, n);
                 if waiting(&sim) < state.low {

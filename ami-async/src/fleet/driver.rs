@@ -8,6 +8,7 @@
 //! something to do (not all of them), in the order they became ready, one read each per
 //! round.
 
+use super::reads::ReadTally;
 use super::shared::{ConnState, Inner, Io, Open};
 use super::Endpoint;
 use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
@@ -203,6 +204,8 @@ struct ConnIo<R: Runtime> {
     held: bool,
     /// Read once even if the reader is still behind (`HOLD_READ` passed).
     force_read: bool,
+    /// The server's read counters.
+    tally: Arc<ReadTally>,
 }
 
 /// The fleet's I/O state.
@@ -304,6 +307,7 @@ impl<R: Runtime> Pump<R> {
             queued: AtomicBool::new(true),
             list: self.ready.clone(),
         });
+        let tally = self.inner.lock().read_tally(server);
         let opening: BoxFuture<_> = Box::pin(async move {
             #[cfg(feature = "tls")]
             return target::open_checked::<R>(&endpoint.target, endpoint.tls.as_ref()).await;
@@ -323,6 +327,7 @@ impl<R: Runtime> Pump<R> {
                 fetch: true,
                 held: false,
                 force_read: false,
+                tally,
             },
         );
         self.due.push(server);
@@ -335,6 +340,7 @@ impl<R: Runtime> Pump<R> {
             return true;
         };
         conn.wake.queued.store(false, Ordering::Release);
+        conn.tally.visit();
         let inner = &*self.inner;
         let epoch = conn.epoch;
         let waker = conn.waker.clone();
@@ -429,6 +435,7 @@ impl<R: Runtime> Pump<R> {
             if !std::mem::take(&mut conn.force_read) && !inner.lock().hold_read(server) {
                 // The reader is behind on this server: wait for it (bounded).
                 conn.held = true;
+                conn.tally.hold();
                 self.held.push(server);
                 if !self.hold_armed {
                     self.hold_armed = true;
@@ -443,6 +450,7 @@ impl<R: Runtime> Pump<R> {
                 }
                 Poll::Ready(Ok(n)) => {
                     read = true;
+                    conn.tally.read(n);
                     if !report::<R>(inner, server, epoch, Input::Received(&self.buf[..n])) {
                         return false;
                     }
@@ -451,7 +459,10 @@ impl<R: Runtime> Pump<R> {
                     report::<R>(inner, server, epoch, Input::TransportError(e.kind()));
                     return false;
                 }
-                Poll::Pending => return true,
+                Poll::Pending => {
+                    conn.tally.empty();
+                    return true;
+                }
             }
         }
     }

@@ -2,6 +2,7 @@
 //! [`FleetEvents`] (the merged stream): std futures over the shards' shared state, on any
 //! runtime (the clock is the runtime's, kept in the shared state).
 
+use super::reads::ReadCounters;
 use super::shards::{Shard, Shards};
 use super::watch::StatusWatch;
 use super::Endpoint;
@@ -240,6 +241,12 @@ impl FleetHandle {
     /// Per-server and total counters and latency, over every shard.
     pub fn stats(&self) -> FleetStats {
         self.shards.stats()
+    }
+
+    /// The fleet driver's read counters of every server that has had a transport (shard by
+    /// shard, each in slot order): a diagnostic of read fairness (see [`ReadCounters`]).
+    pub fn read_counters(&self) -> Vec<(ServerName, ReadCounters)> {
+        self.shards.read_counters()
     }
 
     /// How many shards (core fleets, each with a driver of its own) the servers are spread

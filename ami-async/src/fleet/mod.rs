@@ -67,6 +67,7 @@
 
 mod driver;
 mod handle;
+mod reads;
 mod shards;
 mod shared;
 mod watch;
@@ -76,6 +77,7 @@ pub use ami_proto::fleet::{
 };
 pub use driver::FleetDriver;
 pub use handle::{AddError, FleetEvents, FleetHandle, Reply, RouteFailed};
+pub use reads::ReadCounters;
 pub use watch::{StatusChange, StatusWatch};
 
 use crate::{Runtime, Target};

@@ -7,6 +7,7 @@
 //! users that keep the fleet open. Lock order: the directory, then a shard, then the status
 //! log; never the other way.
 
+use super::reads::ReadCounters;
 use super::shared::{Inner, Io};
 use super::watch::StatusLog;
 use super::{AddError, Endpoint, RouteFailed};
@@ -285,18 +286,31 @@ impl Shards {
         }))
     }
 
-    /// Every server and where it is now, shard by shard, each in slot order.
-    pub(crate) fn statuses(&self) -> Vec<(ServerName, ServerStatus)> {
+    /// `f` of every server that has a value, shard by shard, each in slot order.
+    fn per_server<T>(
+        &self,
+        f: impl Fn(&super::shared::Shared<Endpoint>, &ServerName) -> Option<T>,
+    ) -> Vec<(ServerName, T)> {
         let mut all = Vec::new();
         for shard in &self.shards {
             let s = shard.lock();
             all.extend(
                 s.fleet
                     .servers()
-                    .filter_map(|(_, n)| Some((n.clone(), s.fleet.status(n.as_str())?.clone()))),
+                    .filter_map(|(_, n)| Some((n.clone(), f(&s, n)?))),
             );
         }
         all
+    }
+
+    /// Every server and where it is now, shard by shard, each in slot order.
+    pub(crate) fn statuses(&self) -> Vec<(ServerName, ServerStatus)> {
+        self.per_server(|s, n| s.fleet.status(n.as_str()).cloned())
+    }
+
+    /// The driver's read counters of every server that has had a transport.
+    pub(crate) fn read_counters(&self) -> Vec<(ServerName, ReadCounters)> {
+        self.per_server(|s, n| Some(s.reads.get(n)?.snapshot()))
     }
 
     /// Every shard's stats as one fleet's: servers shard by shard, counters summed. The

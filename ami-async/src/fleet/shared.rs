@@ -3,6 +3,7 @@
 //! comes in as a function. The lock is never held across an await and no user code runs
 //! under it.
 
+use super::reads::ReadTally;
 use super::watch::StatusLog;
 use crate::shared::{lock, Waiter};
 use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName};
@@ -76,6 +77,8 @@ pub(crate) struct Shared<E> {
     pub(crate) closed: bool,
     /// The shard's driver ended: nothing will move any more.
     pub(crate) driver_done: bool,
+    /// The driver's read counters of each server (kept across its connections).
+    pub(crate) reads: HashMap<ServerName, Arc<ReadTally>>,
 }
 
 impl<E: Clone> Shared<E> {
@@ -96,6 +99,7 @@ impl<E: Clone> Shared<E> {
             log,
             closed: false,
             driver_done: false,
+            reads: HashMap::new(),
         }
     }
 
@@ -153,6 +157,7 @@ impl<E: Clone> Shared<E> {
                 }
                 FleetOutput::Removed { server } => {
                     self.endpoints.remove(&server);
+                    self.reads.remove(&server);
                 }
                 FleetOutput::Wait(deadline) => {
                     if deadline != self.deadline {
@@ -184,6 +189,14 @@ impl<E: Clone> Shared<E> {
         }
         self.reads_held = true;
         false
+    }
+
+    /// The read counters of `server` (fresh ones, counted nowhere, if it has no name).
+    pub(crate) fn read_tally(&mut self, server: ServerId) -> Arc<ReadTally> {
+        match self.fleet.name(server) {
+            Some(name) => self.reads.entry(name.clone()).or_default().clone(),
+            None => Arc::default(),
+        }
     }
 
     /// The reader took items: if reads wait for it, the driver is told (`io` wakes it).
