@@ -375,9 +375,11 @@ impl FleetEvents {
             };
             let mut shared = shard.lock();
             let with_items = shared.fleet.servers_with_events();
-            if with_items > 0 {
-                let max = (with_items * ITEMS_PER_SERVER).min(MAX_BATCH);
-                shared.fleet.poll_events(&mut self.batch, max);
+            // A server keeps its turn after its last item (a trailing gap may follow), so a
+            // shard can list servers and still move nothing: that is an empty shard, never
+            // an item (an `Items` with nothing in `buf` ended `recv` as if the fleet closed).
+            let max = (with_items * ITEMS_PER_SERVER).min(MAX_BATCH);
+            if with_items > 0 && shared.fleet.poll_events(&mut self.batch, max) > 0 {
                 let mut io = super::shared::Io::default();
                 shared.reader_took(&mut io);
                 drop(shared);
@@ -451,5 +453,111 @@ impl FleetEvents {
             self.look(None);
         }
         self.buf.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ami_proto::fleet::FleetConfig;
+    use ami_proto::{Input, StreamItem};
+    use std::future::Future;
+    use std::task::{Context, Waker};
+    use std::time::Instant;
+
+    /// Brings server `name` of a one-shard fleet to ready over a scripted transport.
+    fn ready(shards: &Shards, name: &str) {
+        let endpoint = Endpoint {
+            target: ("127.0.0.1", 5038).into(),
+            #[cfg(feature = "tls")]
+            tls: None,
+        };
+        let config = ClientConfig::builder("admin", "amp111").build().unwrap();
+        shards.add(name, config, endpoint).unwrap();
+        let shard = shards.shard_of(name).unwrap();
+        shard.call(|s| {
+            let now = Instant::now();
+            let id = s.fleet.id(name).unwrap();
+            s.fleet.handle_input(now, id, Input::Connected);
+            s.fleet.handle_input(
+                now,
+                id,
+                Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
+            );
+            let wire = String::from_utf8(s.fleet.transmit(id).to_vec()).unwrap();
+            let n = wire.len();
+            s.fleet.advance_transmit(id, n);
+            let action_id = wire
+                .lines()
+                .find_map(|l| l.strip_prefix("ActionID: "))
+                .unwrap();
+            let reply = format!(
+                "Response: Success\r\nActionID: {action_id}\r\nMessage: Authentication accepted\r\n\r\n"
+            );
+            s.fleet.handle_input(now, id, Input::Received(reply.as_bytes()));
+            assert!(s.fleet.status(name).unwrap().is_ready());
+        });
+    }
+
+    fn receive(shards: &Shards, name: &str, bytes: &[u8]) {
+        shards.shard_of(name).unwrap().call(|s| {
+            let id = s.fleet.id(name).unwrap();
+            s.fleet
+                .handle_input(Instant::now(), id, Input::Received(bytes));
+        });
+    }
+
+    /// Polls `recv` up to `polls` times (it yields once per batch): `None` while pending.
+    fn poll_recv(events: &mut FleetEvents, polls: usize) -> Option<Option<FleetItem>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut recv = std::pin::pin!(events.recv());
+        (0..polls).find_map(|_| match recv.as_mut().poll(&mut cx) {
+            Poll::Ready(item) => Some(item),
+            Poll::Pending => None,
+        })
+    }
+
+    #[test]
+    fn recv_waits_when_a_server_keeps_its_turn_after_its_last_item() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        // The server's Ready notice.
+        while events.try_recv().is_some() {}
+        // Exactly one batch's worth: the batch takes the last item without finding the
+        // queue empty, so the server keeps its turn.
+        let burst: String = (0..ITEMS_PER_SERVER)
+            .map(|i| format!("Event: Hangup\r\nUniqueid: {i}\r\n\r\n"))
+            .collect();
+        receive(&shards, "a", burst.as_bytes());
+        for i in 0..ITEMS_PER_SERVER {
+            let item = poll_recv(&mut events, 4).flatten();
+            assert!(
+                item.as_ref().is_some_and(
+                    |i| matches!(&i.item, StreamItem::Event(e) if e.event() == Some("Hangup"))
+                ),
+                "item {i}: {item:?}"
+            );
+        }
+        // The server still has its turn (a trailing gap could follow) but nothing to give:
+        // the stream is open and empty, so recv waits; it never says the fleet ended.
+        assert_eq!(shards.shards[0].lock().fleet.servers_with_events(), 1);
+        assert!(poll_recv(&mut events, 4).is_none());
+        assert!(events.try_recv().is_none());
+        receive(&shards, "a", b"Event: Hangup\r\nUniqueid: 2\r\n\r\n");
+        let next = poll_recv(&mut events, 4).flatten();
+        assert!(next.is_some(), "{next:?}");
+        // Closed and drained: now, and only now, the stream ends.
+        shards.close();
+        let mut last = Vec::new();
+        while let Some(Some(item)) = poll_recv(&mut events, 4) {
+            last.push(item.item);
+            assert!(last.len() < 8, "{last:?}");
+        }
+        assert!(
+            matches!(last[..], [StreamItem::Disconnected { .. }]),
+            "{last:?}"
+        );
+        assert_eq!(poll_recv(&mut events, 4), Some(None));
     }
 }
