@@ -528,8 +528,15 @@ impl SimServer {
 
     /// Broadcasts `n` UserEvents (`UserEvent: SimStorm`, `Seq: i`) at once: an event storm.
     pub fn emit_user_events(&mut self, now: Instant, n: usize) {
+        self.emit_user_events_from(now, 0, n);
+    }
+
+    /// Like [`emit_user_events`](Self::emit_user_events), numbered `first..first + n`: a
+    /// steady stream made of many small storms keeps one running `Seq`, so whoever reads it
+    /// can tell a lost event from a new storm.
+    pub fn emit_user_events_from(&mut self, now: Instant, first: usize, n: usize) {
         self.run_until(now);
-        self.storm(n, None);
+        self.storm(first, first.saturating_add(n), None);
         self.settle();
     }
 
@@ -539,17 +546,18 @@ impl SimServer {
     /// size (a smaller size gets an empty `Pad`).
     pub fn emit_user_events_sized(&mut self, now: Instant, n: usize, event_bytes: usize) {
         self.run_until(now);
-        self.storm(n, Some(event_bytes));
+        self.storm(0, n, Some(event_bytes));
         self.settle();
     }
 
-    /// Renders and broadcasts a storm, a run of events at a time (see [`Storm`]).
-    fn storm(&mut self, n: usize, event_bytes: Option<usize>) {
+    /// Renders and broadcasts a storm of events `first..end`, a run of events at a time
+    /// (see [`Storm`]).
+    fn storm(&mut self, first: usize, end: usize, event_bytes: Option<usize>) {
         let mut storm = std::mem::take(&mut self.storm);
         storm.prepare(self.cfg.system_name.as_deref(), event_bytes);
-        let mut seq = 0;
-        while seq < n {
-            seq = storm.render(seq, n);
+        let mut seq = first;
+        while seq < end {
+            seq = storm.render(seq, end);
             self.broadcast_run(&storm);
         }
         self.storm = storm;
@@ -579,7 +587,7 @@ impl SimServer {
         log::debug!("ami-sim: fault {fault:?}");
         match fault {
             Fault::Restart { down_for } => self.do_restart(down_for, true),
-            Fault::EventStorm { count } => self.storm(count, None),
+            Fault::EventStorm { count } => self.storm(0, count, None),
             Fault::HalfOpen { session } => {
                 for id in self.targets(session) {
                     if let Some(s) = self.sessions.get_mut(&id) {

@@ -572,6 +572,21 @@ fn sized_storm_events_are_the_size_asked_and_numbered_in_order() {
     }
 }
 
+#[test]
+fn storms_numbered_from_a_running_count_continue_one_another() {
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(SimConfig::default(), t0);
+    let s = sim.accept(t0);
+    sim.receive(s, t0, LOGIN_ON);
+    let skip = sim.transmit(s).len();
+    sim.advance_transmit(s, skip);
+    // What `ami sim --events-per-s` does: a small storm per tick, one running number.
+    sim.emit_user_events_from(t0, 0, 2);
+    sim.emit_user_events_from(t0, 2, 1);
+    sim.emit_user_events_from(t0, 3, 3);
+    assert_eq!(storm_seqs(&sim, s), ["0", "1", "2", "3", "4", "5"]);
+}
+
 /// The `Seq` of each storm event a session can read now, in order.
 fn storm_seqs(sim: &SimServer, s: ami_sim::SessionId) -> Vec<String> {
     String::from_utf8(sim.transmit(s).to_vec())

@@ -16,7 +16,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// UserEvents per second sent to every logged-in session (`UserEvent: SimStorm`,
-    /// numbered by `Seq`).
+    /// numbered by `Seq` from 0 since the simulator started, so a reader can count what it missed).
     #[arg(long, default_value_t = 0)]
     events_per_s: u64,
     /// Turn on reproducible faults seeded with SEED (a random seed, printed, when none is
@@ -111,7 +111,8 @@ fn serve(front: &TcpFront, events_per_s: u64, mut faults: Option<Peekable<FaultS
         let due = (started.elapsed().as_secs_f64() * events_per_s as f64) as u64;
         if due > sent {
             let n = usize::try_from(due - sent).unwrap_or(usize::MAX);
-            front.with_server(|sim, now| sim.emit_user_events(now, n));
+            let first = usize::try_from(sent).unwrap_or(usize::MAX);
+            front.with_server(|sim, now| sim.emit_user_events_from(now, first, n));
             sent = due;
         }
         let Some(schedule) = faults.as_mut() else {
