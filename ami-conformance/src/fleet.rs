@@ -6,15 +6,20 @@
 use crate::support::*;
 use crate::Adapter;
 use ami_async::fleet::{
-    FleetConfig, FleetEvents, Policy, Route, RouteError, RouteFailed, StatusChange,
+    FleetConfig, FleetEvents, FleetHandle, Policy, Route, RouteError, RouteFailed, StatusChange,
 };
 use ami_proto::{Action, StreamItem};
 use ami_sim::fleet_log::FleetLog;
 use ami_sim::flood::Flood;
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::TcpListener;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// A 127.0.0.1 port that takes connections (the kernel's backlog) and never answers: no
@@ -409,6 +414,75 @@ pub fn the_fleet_driver_counts_each_servers_reads<A: Adapter>() {
             assert!(c.reads * (64 << 10) >= c.bytes, "{name}: {c:?}");
             assert!(c.visits >= c.reads + c.empty + c.holds, "{name}: {c:?}");
         }
+        fleet.close();
+    });
+}
+
+/// A fleet driver that records the most bytes its servers were read in one poll.
+struct BytesPerPoll {
+    driver: ami_async::fleet::FleetDriver,
+    fleet: FleetHandle,
+    most: Rc<Cell<u64>>,
+}
+
+fn bytes_read(fleet: &FleetHandle) -> u64 {
+    fleet.read_counters().iter().map(|(_, c)| c.bytes).sum()
+}
+
+impl Future for BytesPerPoll {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let before = bytes_read(&self.fleet);
+        let r = Pin::new(&mut self.driver).poll(cx);
+        let read = bytes_read(&self.fleet) - before;
+        self.most.set(self.most.get().max(read));
+        r
+    }
+}
+
+/// However much a flooding server has waiting, one poll of the fleet driver reads at most
+/// its budget (256 KiB, plus the one 64 KiB read that crossed it) and returns, so it never
+/// holds its executor's thread for long: here the stream's reader shares the driver's task
+/// and only runs between the driver's polls.
+pub fn a_flooding_server_cannot_hold_the_drivers_thread_beyond_a_poll_budget<A: Adapter>() {
+    const EVENTS: u64 = 40_000;
+    const MOST_PER_POLL: u64 = (256 + 64) << 10;
+    let flood = Flood::start_sized(500).unwrap();
+    A::block_on(async {
+        let (fleet, mut events, driver) =
+            ami_async::fleet::start::<A::Runtime>(FleetConfig::default());
+        fleet.add("flood", admin(), flood.addr()).unwrap();
+        let most = Rc::new(Cell::new(0));
+        let driver = BytesPerPoll {
+            driver,
+            fleet: fleet.clone(),
+            most: most.clone(),
+        };
+        let reader = async {
+            let mut taken = 0;
+            while taken < EVENTS {
+                if let StreamItem::Event(e) = events.recv().await.unwrap().item {
+                    taken += u64::from(e.event() == Some("UserEvent"));
+                }
+            }
+        };
+        let ended = async {
+            driver.await;
+            panic!("the driver ended while the fleet was open");
+        };
+        within(
+            "40,000 events of 500 bytes",
+            futures_lite::future::or(ended, reader),
+        )
+        .await;
+        let read = bytes_read(&fleet);
+        assert!(read >= EVENTS * 500, "{read} bytes read");
+        assert!(
+            most.get() <= MOST_PER_POLL,
+            "one poll read {} bytes (of {read})",
+            most.get()
+        );
         fleet.close();
     });
 }
