@@ -576,15 +576,21 @@ fn sized_storm_events_are_the_size_asked_and_numbered_in_order() {
 fn storms_numbered_from_a_running_count_continue_one_another() {
     let t0 = Instant::now();
     let mut sim = SimServer::new(SimConfig::default(), t0);
-    let s = sim.accept(t0);
-    sim.receive(s, t0, LOGIN_ON);
-    let skip = sim.transmit(s).len();
-    sim.advance_transmit(s, skip);
+    let s = logged_in(&mut sim, t0);
     // What `ami sim --events-per-s` does: a small storm per tick, one running number.
     sim.emit_user_events_from(t0, 0, 2);
     sim.emit_user_events_from(t0, 2, 1);
     sim.emit_user_events_from(t0, 3, 3);
     assert_eq!(storm_seqs(&sim, s), ["0", "1", "2", "3", "4", "5"]);
+}
+
+/// A new session logged in with events on, what it was sent so far taken.
+fn logged_in(sim: &mut SimServer, now: Instant) -> ami_sim::SessionId {
+    let s = sim.accept(now);
+    sim.receive(s, now, LOGIN_ON);
+    let n = sim.transmit(s).len();
+    sim.advance_transmit(s, n);
+    s
 }
 
 /// The `Seq` of each storm event a session can read now, in order.
@@ -606,18 +612,11 @@ fn a_storm_honours_each_sessions_filters_event_mask_and_busy_hold() {
     let mut sim = SimServer::new(SimConfig::default(), t0);
     sim.faults()
         .delay_replies(ami_sim::ActionMatch::named("Ping"), ms(100));
-    let login = |sim: &mut SimServer| {
-        let s = sim.accept(t0);
-        sim.receive(s, t0, LOGIN_ON);
-        let n = sim.transmit(s).len();
-        sim.advance_transmit(s, n);
-        s
-    };
     let (all, filtered, masked, busy) = (
-        login(&mut sim),
-        login(&mut sim),
-        login(&mut sim),
-        login(&mut sim),
+        logged_in(&mut sim, t0),
+        logged_in(&mut sim, t0),
+        logged_in(&mut sim, t0),
+        logged_in(&mut sim, t0),
     );
     sim.receive(
         filtered,
