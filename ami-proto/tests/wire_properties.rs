@@ -499,7 +499,7 @@ proptest! {
         prop_assert_eq!(decoded.len(), messages.len());
         for (m, want) in decoded.iter().zip(&messages) {
             prop_assert_eq!(fields_of(m), want.fields.clone());
-            prop_assert_eq!(&m.wire_bytes()[..], &want.wire[..]);
+            prop_assert_eq!(m.wire_bytes(), &want.wire[..]);
         }
         prop_assert_eq!(whole.buffered(), 0);
     }
@@ -525,7 +525,7 @@ proptest! {
         };
         prop_assert_eq!(m.kind(), MessageKind::Action);
         prop_assert_eq!(m.action(), Some(action.name()));
-        prop_assert_eq!(&m.wire_bytes()[..], &wire[..]);
+        prop_assert_eq!(m.wire_bytes(), &wire[..]);
 
         let mut fields = m.fields();
         let first = fields.next().unwrap();
@@ -682,7 +682,7 @@ proptest! {
         };
         prop_assert_eq!(m.event(), Some("Resync"));
         prop_assert_eq!(m.get_str("Seq"), Some("42"));
-        prop_assert_eq!(&m.wire_bytes()[..], &probe[..]);
+        prop_assert_eq!(m.wire_bytes(), &probe[..]);
         prop_assert_eq!(d.buffered(), 0);
     }
 }
@@ -736,7 +736,7 @@ proptest! {
         let Ok(Frame::Message(m)) = last else {
             panic!("last frame is not a message: {last:?}");
         };
-        prop_assert_eq!(&m.wire_bytes()[..], &probe[..]);
+        prop_assert_eq!(m.wire_bytes(), &probe[..]);
     }
 }
 

@@ -39,7 +39,7 @@ fuzz_target!(|input: (String, Vec<(String, String)>, Option<String>)| {
     assert_eq!(d.buffered(), 0, "bytes left over after the action");
     assert_eq!(message.kind(), MessageKind::Action);
     assert_eq!(message.action(), Some(name.as_str()));
-    assert_eq!(message.wire_bytes().as_ref(), wire);
+    assert_eq!(message.wire_bytes(), wire);
 
     let mut expected: Vec<(&[u8], &[u8])> = vec![(b"Action", name.as_bytes())];
     if let Some(id) = &id {

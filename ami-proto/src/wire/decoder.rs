@@ -5,7 +5,7 @@
 //! in one byte at a time costs O(n) in total, never a rescan from the start.
 
 use super::limits::DecoderLimits;
-use super::message::{encode_spans, FieldSpan, Message};
+use super::message::{FieldSpan, Message};
 use super::readbuf::ReadBuf;
 use bytes::Bytes;
 use std::borrow::Cow;
@@ -202,7 +202,7 @@ pub struct Decoder {
     /// Messages come out as shared slices of the read buffer (the client's mode, see
     /// [`Message::detach`]); otherwise each owns its bytes.
     share: bool,
-    /// Scratch for a shared message's encoded field table.
+    /// Scratch for a message's encoded field table.
     table: Vec<u8>,
     /// While discarding: bytes of the current line were already thrown away.
     discard_partial: bool,
@@ -525,28 +525,8 @@ impl Decoder {
     /// Records the field on `buf[line_start..line_end]`; limits were checked by the caller.
     #[inline]
     fn push_span(&mut self, line_end: usize) {
-        let start = self.line_start;
-        // Keys are short (10 bytes on average): a plain scan beats a SIMD call's setup.
-        let (key_end, value_start) = match self.buf[start..line_end].iter().position(|&b| b == b':')
-        {
-            Some(colon) => {
-                let colon = start + colon;
-                let v = if colon + 1 < line_end && self.buf[colon + 1] == b' ' {
-                    colon + 2
-                } else {
-                    colon + 1
-                };
-                (colon, v)
-            }
-            // A line with no colon: kept whole as a key with an empty value, never dropped.
-            None => (line_end, line_end),
-        };
-        self.fields.push(FieldSpan {
-            key_start: start as u32,
-            key_end: key_end as u32,
-            value_start: value_start as u32,
-            value_end: line_end as u32,
-        });
+        self.fields
+            .push(FieldSpan::of_line(&self.buf, self.line_start, line_end));
     }
 
     fn check_field_count(&mut self, line_end: usize, next: usize) -> Option<DecodeError> {
@@ -584,15 +564,17 @@ impl Decoder {
         let is_response = self.fields.first().is_some_and(|f| {
             self.buf[f.key_start as usize..f.key_end as usize].eq_ignore_ascii_case(b"Response")
         });
+        let action_id = Message::find_action_id(&self.buf, &self.fields);
+        self.table.clear();
+        for f in &self.fields {
+            self.table.extend_from_slice(&f.encode());
+        }
         let message = if self.share && !is_response {
-            self.table.clear();
-            for f in &self.fields {
-                self.table.extend_from_slice(&f.encode());
-            }
-            let (bytes, fields, shared) = self.buf.take_shared(next, &self.table);
-            Message::new(bytes, fields, shared)
+            let (bytes, table, shared) = self.buf.take_shared(next, &self.table);
+            Message::new(bytes, table, next, &self.fields, action_id, shared)
         } else {
-            Message::new(self.buf.take(next), encode_spans(&self.fields), false)
+            let data = self.buf.take(next, &self.table);
+            Message::new(data, Bytes::new(), next, &self.fields, action_id, false)
         };
         self.fields.clear();
         self.restart_line();

@@ -20,8 +20,34 @@ pub(crate) struct FieldSpan {
 pub(crate) const SPAN_LEN: usize = 16;
 
 impl FieldSpan {
-    /// The table's encoding: four little-endian `u32`s. A table of bytes, so that it can be
-    /// cut out of a shared arena like the message bytes (see [`Message::detach`]).
+    /// The field on the line `buf[start..line_end]` (line ending excluded): split at the
+    /// first colon, one space after it dropped; a line with no colon is kept whole as a key
+    /// with an empty value, never dropped.
+    #[inline]
+    pub(crate) fn of_line(buf: &[u8], start: usize, line_end: usize) -> FieldSpan {
+        // Keys are short (10 bytes on average): a plain scan beats a SIMD call's setup.
+        let (key_end, value_start) = match buf[start..line_end].iter().position(|&b| b == b':') {
+            Some(colon) => {
+                let colon = start + colon;
+                let v = if colon + 1 < line_end && buf[colon + 1] == b' ' {
+                    colon + 2
+                } else {
+                    colon + 1
+                };
+                (colon, v)
+            }
+            None => (line_end, line_end),
+        };
+        FieldSpan {
+            key_start: start as u32,
+            key_end: key_end as u32,
+            value_start: value_start as u32,
+            value_end: line_end as u32,
+        }
+    }
+
+    /// The table's encoding: four little-endian `u32`s, so that a message's table lives in
+    /// the same allocation as its bytes (or in the decoder's shared arena).
     pub(crate) fn encode(&self) -> [u8; SPAN_LEN] {
         let mut out = [0u8; SPAN_LEN];
         for (i, v) in [
@@ -53,15 +79,12 @@ impl FieldSpan {
             value_end: at(3),
         }
     }
-}
 
-/// Encodes a field table into one owned allocation.
-pub(crate) fn encode_spans(spans: &[FieldSpan]) -> Bytes {
-    let mut v = Vec::with_capacity(spans.len() * SPAN_LEN);
-    for s in spans {
-        v.extend_from_slice(&s.encode());
+    fn is_action_id(&self, bytes: &[u8]) -> bool {
+        self.key_end - self.key_start == 8
+            && bytes[self.key_start as usize..self.key_end as usize]
+                .eq_ignore_ascii_case(b"ActionID")
     }
-    Bytes::from(v)
 }
 
 /// What a message is, decided by its first line, as Asterisk does.
@@ -81,7 +104,7 @@ pub enum MessageKind {
     Other,
 }
 
-/// One AMI message: ordered fields over a single shared buffer.
+/// One AMI message: ordered fields over a single buffer.
 ///
 /// Cloning is cheap (reference counts). Keys are
 /// matched ASCII case-insensitively. Repeated keys (`Output`, `Variable`, `ChanVariable`) are
@@ -89,18 +112,30 @@ pub enum MessageKind {
 /// read through [`Value::as_bytes`] or [`Value::to_str_lossy`].
 #[derive(Clone)]
 pub struct Message {
-    bytes: Bytes,
-    /// The field table, [`FieldSpan`]s encoded ([`SPAN_LEN`] bytes each).
-    fields: Bytes,
+    /// The wire bytes, then the field table ([`FieldSpan`]s encoded, [`SPAN_LEN`] bytes
+    /// each): one allocation per message. A shared message holds the wire bytes only.
+    data: Bytes,
+    /// A shared message's field table, a slice of the decoder's table arena (empty for any
+    /// other message).
+    shared_table: Bytes,
+    /// Length of the wire bytes at the front of `data`.
+    wire_len: u32,
+    /// Number of fields.
+    field_count: u32,
     kind: MessageKind,
-    /// `bytes` and `fields` are slices of the decoder's shared buffers (an event on its way
-    /// through the client's queue), not allocations of their own: see [`Message::detach`].
+    /// The first `ActionID` field's value, as a span of the wire bytes: found while decoding,
+    /// so that routing a message by its ActionID costs no search.
+    action_id: Option<(u32, u32)>,
+    /// `data` and `shared_table` are slices of the decoder's buffers (an event on its way
+    /// through the client's queue): see [`Message::detach`].
     shared: bool,
 }
 
 impl PartialEq for Message {
     fn eq(&self, other: &Message) -> bool {
-        self.kind == other.kind && self.bytes == other.bytes && self.fields == other.fields
+        self.kind == other.kind
+            && self.wire_bytes() == other.wire_bytes()
+            && self.table() == other.table()
     }
 }
 
@@ -174,12 +209,21 @@ impl Field<'_> {
 }
 
 impl Message {
-    /// A message over `bytes` with the encoded field table `fields`; `shared` when both are
-    /// slices of the decoder's buffers.
-    pub(crate) fn new(bytes: Bytes, fields: Bytes, shared: bool) -> Message {
-        let kind = match fields.get(..SPAN_LEN).map(FieldSpan::decode) {
+    /// A message from the decoder: `data` holds the wire bytes (`wire_len` of them) and then
+    /// the table of `fields`, or, when `shared` (slices of the decoder's buffers), only the
+    /// wire bytes, the table being `shared_table`; `action_id` is the span of the first
+    /// `ActionID` value.
+    pub(crate) fn new(
+        data: Bytes,
+        shared_table: Bytes,
+        wire_len: usize,
+        fields: &[FieldSpan],
+        action_id: Option<(u32, u32)>,
+        shared: bool,
+    ) -> Message {
+        let kind = match fields.first() {
             Some(f) => {
-                let key = &bytes[f.key_start as usize..f.key_end as usize];
+                let key = &data[f.key_start as usize..f.key_end as usize];
                 if key.eq_ignore_ascii_case(b"Event") {
                     MessageKind::Event
                 } else if key.eq_ignore_ascii_case(b"Response") {
@@ -193,28 +237,39 @@ impl Message {
             None => MessageKind::Other,
         };
         Message {
-            bytes,
-            fields,
+            data,
+            shared_table,
+            wire_len: wire_len as u32,
+            field_count: fields.len() as u32,
             kind,
+            action_id,
             shared,
         }
+    }
+
+    /// The span of the first `ActionID` value among `fields` of `bytes`.
+    pub(crate) fn find_action_id(bytes: &[u8], fields: &[FieldSpan]) -> Option<(u32, u32)> {
+        fields
+            .iter()
+            .find(|f| f.is_action_id(bytes))
+            .map(|f| (f.value_start, f.value_end))
     }
 
     /// Heap bytes this message keeps alive: its wire bytes and its field table. A message an
     /// application holds owns exactly these (it never shares a larger read buffer), so the sum
     /// over the messages an application keeps is their memory. The client's queue and list
-    /// caps count this.
+    /// caps count this (for an event still in the queue: what it will own once taken out).
     pub fn retained_bytes(&self) -> usize {
-        self.bytes.len() + self.fields.len()
+        self.wire_len as usize + self.field_count as usize * SPAN_LEN
     }
 
-    /// Whether this message still shares the decoder's buffers (see [`detach`](Self::detach)).
+    /// Whether this message still shares the decoder's buffer (see [`detach`](Self::detach)).
     pub(crate) fn is_shared(&self) -> bool {
         self.shared
     }
 
-    /// Gives a message that still shares the decoder's buffers allocations of its own (a
-    /// copy of its bytes and of its field table); a no-op for any other message.
+    /// Gives a message that still shares the decoder's buffers an allocation of its own (a
+    /// copy of its bytes and of its field table, in one); a no-op for any other message.
     ///
     /// Events wait in the client's queue as slices of the buffer they were read into: the
     /// reader allocates nothing per event, and the copy is made by whoever takes the event
@@ -222,11 +277,17 @@ impl Message {
     /// frees each message (an allocation freed by another thread than the one that made it
     /// costs the allocator a lock; per event, that lock was most of the stream's cost).
     pub(crate) fn detach(&mut self) {
-        if self.shared {
-            self.bytes = Bytes::copy_from_slice(&self.bytes);
-            self.fields = Bytes::copy_from_slice(&self.fields);
-            self.shared = false;
+        if !self.shared {
+            return;
         }
+        let mut data = Vec::with_capacity(self.data.len() + self.shared_table.len());
+        data.extend_from_slice(&self.data);
+        data.extend_from_slice(&self.shared_table);
+        // Exactly the capacity asked for: `Bytes` takes the vector without a second
+        // allocation.
+        self.data = Bytes::from(data);
+        self.shared_table = Bytes::new();
+        self.shared = false;
     }
 
     /// What the first line says this message is.
@@ -235,28 +296,38 @@ impl Message {
     }
 
     /// The message exactly as it arrived, line endings included.
-    pub fn wire_bytes(&self) -> &Bytes {
-        &self.bytes
+    pub fn wire_bytes(&self) -> &[u8] {
+        &self.data[..self.wire_len as usize]
     }
 
     /// Number of fields (lines) in the message.
     pub fn len(&self) -> usize {
-        self.fields.len() / SPAN_LEN
+        self.field_count as usize
     }
 
     /// True when the message has no fields (the decoder never yields one).
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.field_count == 0
+    }
+
+    /// The encoded field table.
+    fn table(&self) -> &[u8] {
+        if self.shared {
+            &self.shared_table
+        } else {
+            self.data.get(self.wire_len as usize..).unwrap_or_default()
+        }
     }
 
     fn spans(&self) -> impl ExactSizeIterator<Item = FieldSpan> + '_ {
-        self.fields.chunks_exact(SPAN_LEN).map(FieldSpan::decode)
+        self.table().chunks_exact(SPAN_LEN).map(FieldSpan::decode)
     }
 
     fn field_at(&self, span: &FieldSpan) -> Field<'_> {
+        let bytes = self.wire_bytes();
         Field {
-            key: &self.bytes[span.key_start as usize..span.key_end as usize],
-            value: Value(&self.bytes[span.value_start as usize..span.value_end as usize]),
+            key: &bytes[span.key_start as usize..span.key_end as usize],
+            value: Value(&bytes[span.value_start as usize..span.value_end as usize]),
         }
     }
 
@@ -325,7 +396,18 @@ impl Message {
 
     /// The `ActionID` field, if present and non-empty (Asterisk treats empty as absent).
     pub fn action_id(&self) -> Option<&str> {
-        self.get_str("ActionID").filter(|s| !s.is_empty())
+        self.action_id_value()
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The first `ActionID` value as sent (what [`get`](Self::get) would find), without a
+    /// search: the client routes every message by it.
+    pub(crate) fn action_id_value(&self) -> Option<Value<'_>> {
+        let (start, end) = self.action_id?;
+        self.wire_bytes()
+            .get(start as usize..end as usize)
+            .map(Value)
     }
 
     /// The lines of Command output, in either format: `Output:` fields (Asterisk 14+) or the
@@ -404,5 +486,78 @@ mod tests {
     fn empty_action_id_counts_as_absent() {
         let m = one(b"Response: Success\r\nActionID: \r\nPing: Pong\r\n\r\n");
         assert_eq!(m.action_id(), None);
+    }
+
+    #[test]
+    fn an_owned_message_holds_its_bytes_and_field_table_in_one_allocation() {
+        let m = one(b"Response: Success\r\nActionID: 7\r\nPing: Pong\r\n\r\n");
+        assert!(!m.is_shared());
+        assert!(m.shared_table.is_empty());
+        assert_eq!(m.data.len(), m.retained_bytes());
+        assert_eq!(
+            m.retained_bytes(),
+            m.wire_bytes().len() + 3 * super::SPAN_LEN
+        );
+        assert_eq!(m.action_id(), Some("7"));
+    }
+
+    /// Event-like messages: field keys (ActionID in any case, repeated or not) and values.
+    fn arb_message() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("ActionID".to_string()),
+            Just("actionid".to_string()),
+            Just("ACTIONID".to_string()),
+            Just("ActionIDx".to_string()),
+            Just("Action".to_string()),
+            "[A-Za-z]{1,12}",
+        ];
+        let field = (key, "[ -~]{0,40}", any::<bool>(), any::<bool>());
+        proptest::collection::vec(field, 0..12).prop_map(|fields| {
+            let mut wire = b"Event: Test\r\n".to_vec();
+            for (k, v, space, crlf) in fields {
+                wire.extend_from_slice(k.as_bytes());
+                wire.extend_from_slice(if space { b": " } else { b":" });
+                wire.extend_from_slice(v.as_bytes());
+                wire.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            }
+            wire.extend_from_slice(b"\r\n");
+            wire
+        })
+    }
+
+    proptest::proptest! {
+        /// The ActionID the decoder finds while decoding is the one a search finds, and a
+        /// shared message detached into one allocation has the same fields and size.
+        #[test]
+        fn shared_messages_detach_to_the_same_fields_and_find_the_same_action_id(
+            messages in proptest::collection::vec(arb_message(), 1..8)
+        ) {
+            let mut d = Decoder::without_banner(DecoderLimits::default());
+            d.share_messages();
+            let wire: Vec<u8> = messages.concat();
+            d.feed(&wire);
+            let mut n = 0;
+            while let Some(frame) = d.decode() {
+                let Ok(Frame::Message(shared)) = frame else {
+                    panic!("expected a message, got {frame:?}");
+                };
+                proptest::prop_assert!(shared.is_shared());
+                proptest::prop_assert_eq!(shared.action_id_value(), shared.get("ActionID"));
+                let mut owned = shared.clone();
+                owned.detach();
+                proptest::prop_assert!(!owned.is_shared());
+                proptest::prop_assert_eq!(owned.data.len(), owned.retained_bytes());
+                proptest::prop_assert_eq!(owned.retained_bytes(), shared.retained_bytes());
+                proptest::prop_assert_eq!(&owned, &shared);
+                let a: Vec<_> = owned.fields().collect();
+                let b: Vec<_> = shared.fields().collect();
+                proptest::prop_assert_eq!(a, b);
+                proptest::prop_assert_eq!(owned.action_id_value(), shared.action_id_value());
+                proptest::prop_assert_eq!(owned.wire_bytes(), &messages[n][..]);
+                n += 1;
+            }
+            proptest::prop_assert_eq!(n, messages.len());
+        }
     }
 }

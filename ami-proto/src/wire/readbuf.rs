@@ -202,15 +202,18 @@ impl ReadBuf {
         }
     }
 
-    /// Removes the first `n` bytes and returns them as `Bytes` that own exactly their
-    /// allocation (see the module docs).
-    pub(crate) fn take(&mut self, n: usize) -> Bytes {
+    /// Removes the first `n` bytes and returns them, followed by `table`, as `Bytes` that own
+    /// exactly their allocation (see the module docs): a message and its field table in one.
+    pub(crate) fn take(&mut self, n: usize, table: &[u8]) -> Bytes {
         let n = n.min(self.len());
         if n < HAND_OVER_MIN || self.bytes.shared > 0 || self.bytes.sealed {
-            // Small, or the allocation also backs shared slices: a copy of its own.
-            let bytes = Bytes::copy_from_slice(&self.bytes.buf[..n]);
+            // Small, or the allocation also backs shared slices: a copy of its own (exactly
+            // the capacity asked for, so `Bytes` takes it without a second allocation).
+            let mut v = Vec::with_capacity(n + table.len());
+            v.extend_from_slice(&self.bytes.buf[..n]);
+            v.extend_from_slice(table);
             self.advance(n);
-            return bytes;
+            return Bytes::from(v);
         }
         // The bytes read past the message move to a fresh buffer; the message keeps the
         // allocation (without a copy: nothing else shares it), trimmed to its length.
@@ -220,6 +223,8 @@ impl ReadBuf {
         self.bytes.buf.truncate(n);
         let taken = std::mem::replace(&mut self.bytes, fresh).buf;
         let mut taken: Vec<u8> = taken.into();
+        taken.reserve_exact(table.len());
+        taken.extend_from_slice(table);
         // Shrinking a large allocation is done in place by the allocator: no copy.
         taken.shrink_to_fit();
         Bytes::from(taken)
@@ -227,12 +232,12 @@ impl ReadBuf {
 
     /// Removes the first `n` bytes as a slice of the shared allocation (no copy), with the
     /// encoded field table `table` as a slice of the shared arena; the flag says whether
-    /// they are shared. Large messages are taken as by [`take`](Self::take), their table
-    /// copied: they never share.
+    /// they are shared. A large message is taken as by [`take`](Self::take), its table in
+    /// the same allocation (the second `Bytes` is then empty): it never shares.
     pub(crate) fn take_shared(&mut self, n: usize, table: &[u8]) -> (Bytes, Bytes, bool) {
         let n = n.min(self.len());
         if n >= HAND_OVER_MIN {
-            return (self.take(n), Bytes::copy_from_slice(table), false);
+            return (self.take(n, table), Bytes::new(), false);
         }
         let bytes = self.bytes.buf.split_to(n).freeze();
         self.bytes.cut(n);
@@ -286,7 +291,7 @@ mod tests {
     fn small_message_is_copied_and_owns_only_its_bytes() {
         let mut b = ReadBuf::new(1 << 20);
         b.extend_from_slice(b"Event: A\r\n\r\nEvent: B\r\n");
-        let a = b.take(12);
+        let a = b.take(12, &[]);
         assert_eq!(&a[..], b"Event: A\r\n\r\n");
         assert_eq!(&b[..], b"Event: B\r\n");
         // A copy: the read buffer's allocation is not shared with `a`.
@@ -301,8 +306,10 @@ mod tests {
         let big = vec![b'x'; HAND_OVER_MIN * 2];
         b.extend_from_slice(&big);
         b.extend_from_slice(b"tail");
-        let m = b.take(big.len());
-        assert_eq!(m.len(), big.len());
+        let m = b.take(big.len(), &[1, 2, 3]);
+        // The message, then its field table, in the one allocation.
+        assert_eq!(m.len(), big.len() + 3);
+        assert_eq!(&m[big.len()..], &[1, 2, 3]);
         assert_eq!(&b[..], b"tail");
         assert!(b.allocated() <= INITIAL_CAPACITY, "a fresh small buffer");
     }

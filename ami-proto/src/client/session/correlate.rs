@@ -34,7 +34,7 @@ impl Client {
 
     pub(super) fn on_response(&mut self, now: Instant, msg: Message) {
         let Some(seq) = msg
-            .get("ActionID")
+            .action_id_value()
             .and_then(|id| self.pending.lookup(id.as_bytes()))
         else {
             self.stats.unmatched += 1;
@@ -116,7 +116,7 @@ impl Client {
     pub(super) fn on_event(&mut self, now: Instant, mut msg: Message) {
         self.stats.events_in += 1;
         if let Some(seq) = msg
-            .get("ActionID")
+            .action_id_value()
             .and_then(|id| self.pending.lookup(id.as_bytes()))
         {
             // A list item or follow-up is kept by its action: its own allocation.
