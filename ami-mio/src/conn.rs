@@ -12,6 +12,12 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+/// Whether a read shorter than its buffer means the socket is drained, so that readiness
+/// can be cleared without a read that ends in WouldBlock: true where mio's readiness is
+/// edge-triggered on every arrival (epoll, kqueue), as tokio also assumes; Windows' emulated
+/// readiness makes no such promise.
+const SHORT_READ_DRAINS: bool = cfg!(not(windows));
+
 /// Where a connection goes.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
@@ -62,6 +68,9 @@ pub(crate) struct Conn {
     /// Readable readiness not used up yet (edge-triggered: read until `WouldBlock`). Also
     /// set when a budget stopped a read with data possibly left behind.
     pub(crate) readable: bool,
+    /// The peer's half is closed (or the socket failed), as the poll said: a final state, so a
+    /// short read no longer means drained (the end of the stream raises no new edge).
+    read_closed: bool,
     /// The last write did not block (or writable readiness arrived since).
     pub(crate) writable: bool,
     /// Readiness arrived while connecting: check whether the connect finished.
@@ -91,6 +100,7 @@ impl Conn {
             attempt: 0,
             owner: 0,
             readable: false,
+            read_closed: false,
             writable: false,
             connect_event: false,
         }
@@ -100,6 +110,9 @@ impl Conn {
     pub(crate) fn absorb(&mut self, ev: &Event) {
         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
             self.readable = true;
+        }
+        if ev.is_read_closed() || ev.is_error() {
+            self.read_closed = true;
         }
         if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
             self.writable = true;
@@ -156,6 +169,7 @@ impl Conn {
         self.rest.clear();
         self.resolving = false;
         self.readable = false;
+        self.read_closed = false;
         self.writable = false;
         self.connect_event = false;
     }
@@ -304,6 +318,13 @@ impl Conn {
                     session.handle_input(now, Input::Eof);
                 }
                 Ok(n) => {
+                    if n < chunk.len() && SHORT_READ_DRAINS && !self.read_closed {
+                        // The socket held less than asked for: it is drained, and bytes that
+                        // arrive later raise a new edge (an end of stream already announced
+                        // raises none: then read on to it). Reading on to WouldBlock would
+                        // cost one more syscall per wake (one per Ping at one in flight).
+                        self.readable = false;
+                    }
                     let before = session.messages_in();
                     session.handle_input(now, Input::Received(chunk.get(..n).unwrap_or(&[])));
                     let after = session.messages_in();

@@ -105,6 +105,9 @@ pub struct MioDriver {
     buf: Vec<u8>,
     waker: Arc<Waker>,
     woken: bool,
+    /// The last [`wait`](Self::wait) polled and no step ran since: the next step need not
+    /// poll again (one `epoll_wait` per wake instead of two).
+    polled: bool,
     resolver: Option<Resolver>,
     options: Options,
     notices: Vec<(ConnId, Notice)>,
@@ -140,6 +143,7 @@ impl MioDriver {
             buf: vec![0; options.read_chunk.max(512)],
             waker,
             woken: false,
+            polled: false,
             resolver: None,
             options,
             notices: Vec::new(),
@@ -414,9 +418,12 @@ impl MioDriver {
             }
         }
         if busy {
-            limit = Some(Duration::ZERO);
+            // The next step polls (without waiting) and acts on the work left.
+            return Ok(());
         }
-        self.poll_into(limit)
+        self.poll_into(limit)?;
+        self.polled = true;
+        Ok(())
     }
 
     fn poll_into(&mut self, timeout: Option<Duration>) -> io::Result<()> {
@@ -435,14 +442,17 @@ impl MioDriver {
         )
     }
 
-    /// One non-blocking round: polls with a zero timeout, then gives every connection its
+    /// One non-blocking round: polls with a zero timeout (unless the [`wait`](Self::wait)
+    /// just before it polled), then gives every connection its
     /// turn within the [`Budget`] (starting one place further each step): timers at `now`,
     /// connect completion, reads, outputs, writes; then starts the connects the budget
     /// allows. Never sleeps, never resolves a name, never touches a file.
     ///
     /// Pass `Instant::now()`.
     pub fn step(&mut self, now: Instant) -> io::Result<Report> {
-        self.poll_into(Some(Duration::ZERO))?;
+        if !std::mem::take(&mut self.polled) {
+            self.poll_into(Some(Duration::ZERO))?;
+        }
         if std::mem::take(&mut self.woken) {
             self.take_answers(now);
         }

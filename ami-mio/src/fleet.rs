@@ -97,6 +97,9 @@ pub struct MioFleet {
     buf: Vec<u8>,
     waker: Arc<Waker>,
     woken: bool,
+    /// The last [`wait`](Self::wait) polled and no step ran since: the next step need not
+    /// poll again (one `epoll_wait` per wake instead of two).
+    polled: bool,
     user: Vec<UserReady>,
     more: bool,
     /// Name lookups, started by the first [`add_host`](Self::add_host).
@@ -140,6 +143,7 @@ impl MioFleet {
             buf: vec![0; options.read_chunk.max(512)],
             waker,
             woken: false,
+            polled: false,
             user: Vec::new(),
             more: false,
             resolver: None,
@@ -348,9 +352,12 @@ impl MioFleet {
             busy |= conn.has_work(self.fleet.transmit(*id).is_empty());
         }
         if busy {
-            limit = Some(Duration::ZERO);
+            // The next step polls (without waiting) and acts on the work left.
+            return Ok(());
         }
-        self.poll_into(limit)
+        self.poll_into(limit)?;
+        self.polled = true;
+        Ok(())
     }
 
     fn poll_into(&mut self, timeout: Option<Duration>) -> io::Result<()> {
@@ -369,14 +376,17 @@ impl MioFleet {
         )
     }
 
-    /// One non-blocking round: polls with a zero timeout, starts a fleet step at `now`
+    /// One non-blocking round: polls with a zero timeout (unless the [`wait`](Self::wait)
+    /// just before it polled), starts a fleet step at `now`
     /// (timers, connect budget), carries out the fleet's connects and closes, gives every
     /// server a read turn within the [`Budget`](crate::Budget) (rotating start) and writes
     /// what each has to send. Never sleeps, never resolves a name.
     ///
     /// Pass `Instant::now()`.
     pub fn step(&mut self, now: Instant) -> io::Result<FleetReport> {
-        self.poll_into(Some(Duration::ZERO))?;
+        if !std::mem::take(&mut self.polled) {
+            self.poll_into(Some(Duration::ZERO))?;
+        }
         if std::mem::take(&mut self.woken) {
             self.take_answers(now);
         }
