@@ -56,6 +56,7 @@ macro_rules! conformance_suite {
     ($adapter:ty) => {
         $crate::conformance_suite!(@tests $adapter;
             plain_login_reaches_ready_and_ping_round_trips,
+            an_answer_and_a_hang_up_in_one_burst_are_both_seen,
             md5_login_reaches_ready,
             wrong_password_closes_with_login_rejected_and_never_reconnects,
             a_host_name_target_is_resolved_and_connected,

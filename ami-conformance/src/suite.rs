@@ -11,6 +11,7 @@ use ami_proto::{
 };
 use ami_proto::{DisconnectKind, OutcomeKind};
 use ami_sim::call_harness::TrackerScript;
+use ami_sim::hostile::{Hostile, HostileServer};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, Fault, SessionId};
 use futures_lite::StreamExt;
@@ -51,6 +52,34 @@ pub fn plain_login_reaches_ready_and_ping_round_trips<A: Adapter>() {
     let st = front.stats();
     assert_eq!((st.sessions_accepted, st.logins), (1, 1));
     front.shutdown();
+}
+
+/// A server that answers the login, sends an event and hangs up in one burst: the client
+/// sees the event and then the end of the stream, although both arrived with one readiness
+/// (a read shorter than the buffer must not be taken to mean that nothing more will come).
+pub fn an_answer_and_a_hang_up_in_one_burst_are_both_seen<A: Adapter>() {
+    let event = b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n";
+    let mut server = HostileServer::start(Hostile::HangUp(event.to_vec()), 0).unwrap();
+    A::block_on(async {
+        let (ami, mut events) = spawn::<A>(admin(), server.local_addr());
+        let (mut ready, mut booted) = (false, false);
+        let reason = within("the hang-up", async {
+            loop {
+                match events.recv().await {
+                    Some(StreamItem::Ready { .. }) => ready = true,
+                    Some(StreamItem::Event(m)) => booted |= m.event() == Some("FullyBooted"),
+                    Some(StreamItem::Disconnected { reason, .. }) => break reason,
+                    Some(_) => {}
+                    None => panic!("the stream ended before the hang-up"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(reason, DisconnectReason::Eof);
+        assert!(ready && booted, "ready {ready}, booted {booted}");
+        ami.close();
+    });
+    server.shutdown();
 }
 
 /// Login with MD5 challenge/response.

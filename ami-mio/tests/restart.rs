@@ -9,6 +9,7 @@ mod support;
 
 use ami_mio::{ConnId, MioDriver, Notice};
 use ami_proto::{Action, ActionError, ConnectFailure, DisconnectReason};
+use ami_sim::hostile::{Hostile, HostileServer};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, SimConfig};
 use std::io::ErrorKind;
@@ -213,39 +214,16 @@ fn a_client_added_while_the_server_restarts_is_ready_once_it_is_back() {
 /// stream: no new readiness will announce it.
 #[test]
 fn an_answer_and_a_hang_up_in_one_burst_are_both_seen() {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.write_all(b"Asterisk Call Manager/11.0.0\r\n").unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-            let k = s.read(&mut buf).unwrap();
-            assert!(k > 0, "client left before logging in");
-            got.extend_from_slice(&buf[..k]);
-        }
-        let text = String::from_utf8_lossy(&got).to_string();
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("ActionID: "))
-            .unwrap()
-            .to_string();
-        let burst = format!(
-            "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n\
-             Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n"
-        );
-        s.write_all(burst.as_bytes()).unwrap();
-        // Dropping the socket closes it right behind the burst.
-    });
+    let event = b"Event: FullyBooted\r\nPrivilege: system,all\r\nStatus: Fully Booted\r\n\r\n";
+    let server = HostileServer::start(Hostile::HangUp(event.to_vec()), 0).unwrap();
     let mut driver = MioDriver::new().unwrap();
-    let conn = driver.add(Instant::now(), config(11), addr).unwrap();
-    // Step until the login is written, then let the burst and the close both arrive.
+    let conn = driver
+        .add(Instant::now(), config(11), server.local_addr())
+        .unwrap();
+    // Step until the login is written, then let the answer, the event and the close arrive.
     assert!(drive(&mut driver, LIMIT, |d, _| d
         .stats(conn)
         .is_some_and(|s| s.bytes_out > 0)));
-    server.join().unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let (mut ready, mut booted, mut eof) = (false, false, false);
     assert!(

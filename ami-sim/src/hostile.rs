@@ -57,6 +57,9 @@ pub enum Hostile {
     Silent,
     /// Writes these bytes after login, then answers every action with `Success`.
     Script(Vec<u8>),
+    /// Writes these bytes right behind the login's answer and hangs up at once: the answer,
+    /// the bytes and the end of the stream reach the client together.
+    HangUp(Vec<u8>),
     /// Starts an event and never ends it: one more byte every `every`.
     Trickle {
         /// Time between bytes.
@@ -329,6 +332,11 @@ fn serve(mut stream: TcpStream, shared: &Arc<Shared>, hostile: &Hostile) -> io::
     }
     let stopped = || shared.stop.load(Ordering::SeqCst);
     match hostile {
+        Hostile::HangUp(bytes) => {
+            stream.write_all(bytes)?;
+            // Both handles of the socket go when this returns: the connection closes.
+            drop(reader);
+        }
         Hostile::Silent => while reader.actions().is_some() {},
         Hostile::PaddedList { items, pad } => {
             let junk = junk(*pad);
@@ -426,7 +434,7 @@ fn write_scenario(
                 stream.write_all(b"x")?;
             }
         }
-        Hostile::Silent | Hostile::PaddedList { .. } => {}
+        Hostile::Silent | Hostile::PaddedList { .. } | Hostile::HangUp(_) => {}
     }
     Ok(())
 }
