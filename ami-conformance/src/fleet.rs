@@ -442,12 +442,12 @@ impl Future for BytesPerPoll {
 }
 
 /// However much a flooding server has waiting, one poll of the fleet driver reads at most
-/// its budget (256 KiB, plus the one 64 KiB read that crossed it) and returns, so it never
+/// its budget (128 KiB, plus the one 64 KiB read that crossed it) and returns, so it never
 /// holds its executor's thread for long: here the stream's reader shares the driver's task
 /// and only runs between the driver's polls.
 pub fn a_flooding_server_cannot_hold_the_drivers_thread_beyond_a_poll_budget<A: Adapter>() {
     const EVENTS: u64 = 40_000;
-    const MOST_PER_POLL: u64 = (256 + 64) << 10;
+    const MOST_PER_POLL: u64 = (128 + 64) << 10;
     let flood = Flood::start_sized(500).unwrap();
     A::block_on(async {
         let (fleet, mut events, driver) =
