@@ -7,7 +7,7 @@ use crate::session::Owned;
 use crate::{MAX_CONNS, WAKER_TOKEN};
 use ami_proto::fleet::{Budget, Scheduler};
 use ami_proto::{
-    Action, ActionId, Client, ClientConfig, SendError, SendOptions, Stats, StreamItem,
+    Action, ActionId, Client, ClientConfig, EventCopy, SendError, SendOptions, Stats, StreamItem,
 };
 use ami_proto::{ConnectFailure, Notice};
 use mio::{Events, Poll, Registry, Token, Waker};
@@ -258,7 +258,7 @@ impl MioDriver {
             Some(_) => config,
             None => config.with_seed(entropy()),
         };
-        let mut conn = Owned::new(Client::new(config, now), target);
+        let mut conn = Owned::new(Client::new(on_loop_thread(config), now), target);
         conn.drain(id, self.poll.registry(), &mut self.notices);
         if let Some(slot) = self.slots.get_mut(index) {
             slot.generation = id.generation;
@@ -575,10 +575,31 @@ impl MioDriver {
     }
 }
 
+/// `config` as this crate's clients run it: events are copied out as they are decoded
+/// (the loop's thread both reads and takes them, so sharing the read buffer until they are
+/// taken would only add a reference count per event), unless the application chose.
+pub(crate) fn on_loop_thread(config: ClientConfig) -> ClientConfig {
+    config.prefer_event_copy(EventCopy::OnDecode)
+}
+
 /// A seed from the OS: std's hasher keys are random per process and per call.
 pub(crate) fn entropy() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_of_the_loop_copy_events_on_decode_unless_the_application_chose() {
+        let config = |b: ami_proto::ClientConfigBuilder| on_loop_thread(b.build().unwrap());
+        let plain = config(ClientConfig::builder("admin", "x"));
+        assert_eq!(plain.event_copy(), EventCopy::OnDecode);
+        let chosen = config(ClientConfig::builder("admin", "x").event_copy(EventCopy::OnTake));
+        assert_eq!(chosen.event_copy(), EventCopy::OnTake);
+    }
 }

@@ -4,7 +4,7 @@
 //! for each server, within the same per-step read budgets.
 
 use crate::conn::{Conn, Link, ReadEnd, Target};
-use crate::driver::{entropy, Options};
+use crate::driver::{entropy, on_loop_thread, Options};
 use crate::report::{poll_ready, UserReady};
 use crate::resolver::{Request, ResolveFn, Resolver};
 use crate::session::Session;
@@ -196,7 +196,7 @@ impl MioFleet {
         config: ClientConfig,
         target: Target,
     ) -> Result<ServerId, FleetError> {
-        let id = self.fleet.add(now, name, config)?;
+        let id = self.fleet.add(now, name, on_loop_thread(config))?;
         if self.conns.len() <= id.index() {
             self.conns.resize_with(id.index() + 1, || None);
         }

@@ -161,7 +161,7 @@ mod client;
 pub mod fleet;
 
 pub use client::config::{
-    AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, OverflowPolicy, Secret,
+    AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, EventCopy, OverflowPolicy, Secret,
 };
 pub use client::counts::{Counted, Counts};
 pub use client::events::Queued;

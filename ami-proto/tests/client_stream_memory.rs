@@ -8,15 +8,16 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{ClientConfig, Queued, StreamItem};
+use ami_proto::{ClientConfig, EventCopy, Queued, StreamItem};
 use scripted::Harness;
 use std::time::Instant;
 
 fn ready() -> Harness {
-    let mut h = Harness::new(
-        ClientConfig::builder("admin", "x").seed(3).build().unwrap(),
-        Instant::now(),
-    );
+    ready_with(ClientConfig::builder("admin", "x").seed(3).build().unwrap())
+}
+
+fn ready_with(config: ClientConfig) -> Harness {
+    let mut h = Harness::new(config, Instant::now());
     h.ready();
     h.take_all();
     assert!(matches!(
@@ -102,4 +103,44 @@ fn a_read_with_few_events_among_other_input_copies_them_out_and_keeps_its_buffer
         .map(seq)
         .collect();
     assert_eq!(seqs, (0..50).map(|i| format!("{i:06}")).collect::<Vec<_>>());
+}
+
+#[test]
+fn events_copied_on_decode_leave_the_read_buffer_free_while_they_wait() {
+    let config = ClientConfig::builder("admin", "x")
+        .seed(3)
+        .event_copy(EventCopy::OnDecode)
+        .build()
+        .unwrap();
+    let mut h = ready_with(config);
+    h.feed(&events(0, 100, 400));
+    let one_read = h.client.stats().decoder_allocated;
+    // Nothing queued shares the buffer, so every later read reuses it while all the
+    // events wait (with `OnTake` each of these reads needed an allocation of its own).
+    for round in 1..20 {
+        h.feed(&events(round * 100, 100, 400));
+        assert_eq!(h.client.stats().decoder_allocated, one_read, "read {round}");
+    }
+    let mut got = Vec::new();
+    while let Some(q) = h.client.poll_queued() {
+        got.push(seq(q.into_item()));
+    }
+    assert_eq!(got.len(), 2000);
+    assert_eq!(got[1999], "001999");
+    // Each queued event was counted at its own size, as with `OnTake`.
+    assert_eq!(h.client.stats().event_queue_bytes, 0);
+}
+
+#[test]
+fn an_adapters_preferred_event_copy_never_overrides_the_applications() {
+    let default = ClientConfig::builder("admin", "x").build().unwrap();
+    assert_eq!(default.event_copy(), EventCopy::OnTake);
+    let preferred = default.prefer_event_copy(EventCopy::OnDecode);
+    assert_eq!(preferred.event_copy(), EventCopy::OnDecode);
+    let chosen = ClientConfig::builder("admin", "x")
+        .event_copy(EventCopy::OnTake)
+        .build()
+        .unwrap()
+        .prefer_event_copy(EventCopy::OnDecode);
+    assert_eq!(chosen.event_copy(), EventCopy::OnTake);
 }

@@ -9,7 +9,7 @@ mod reconnect;
 mod timers;
 
 use super::backoff::Backoff;
-use super::config::{AuthMethod, ClientConfig, OverflowPolicy};
+use super::config::{AuthMethod, ClientConfig, EventCopy, OverflowPolicy};
 use super::events::{EventQueue, Offer, Queued};
 use super::output::{
     ActionError, ConnectFailure, Discard, DisconnectReason, Notice, Outcome, OutcomeKind, Output,
@@ -241,9 +241,11 @@ impl Client {
             config.overflow,
         );
         let mut decoder = Decoder::new(config.decoder);
-        // Events wait in the queue as slices of the read buffer; whoever takes one out copies
-        // it (see `Queued`), and `receive` checks that the slices pin little else.
-        decoder.share_messages();
+        if config.event_copy() == EventCopy::OnTake {
+            // Events wait in the queue as slices of the read buffer; whoever takes one out
+            // copies it (see `Queued`), and `receive` checks that the slices pin little else.
+            decoder.share_messages();
+        }
         let backoff = Backoff::new(&config);
         let mut client = Client {
             config,
