@@ -10,9 +10,20 @@ use std::sync::Arc;
 pub const MAX_NAME_LEN: usize = 128;
 
 /// The name a caller gave a server of a [`Fleet`](super::Fleet), e.g. `pbx-east-1` or
-/// `10.0.0.7:5038`. Cheap to clone (shared), compared and hashed as its text.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerName(Arc<str>);
+/// `10.0.0.7:5038`. Cheap to clone, compared and hashed as its text.
+#[derive(Clone)]
+pub struct ServerName(Repr);
+
+/// Names up to this many bytes are kept inline: every item of the merged stream carries a
+/// clone, and copying a few bytes costs less than the two atomic reference-count operations
+/// of a shared name (clone, then drop), 4-5 % of a mio fleet's merged stream.
+const INLINE: usize = 30;
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Shared(Arc<str>),
+}
 
 impl ServerName {
     /// Checks `name`: 1 to [`MAX_NAME_LEN`] bytes, no control characters (a name ends up in
@@ -27,36 +38,78 @@ impl ServerName {
         if name.chars().any(char::is_control) {
             return Err(InvalidName::Control);
         }
-        Ok(ServerName(Arc::from(name)))
+        let mut bytes = [0u8; INLINE];
+        match (bytes.get_mut(..name.len()), u8::try_from(name.len())) {
+            (Some(inline), Ok(len)) => {
+                inline.copy_from_slice(name.as_bytes());
+                Ok(ServerName(Repr::Inline { len, bytes }))
+            }
+            _ => Ok(ServerName(Repr::Shared(Arc::from(name)))),
+        }
     }
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Copied whole from a `&str`, so always UTF-8; checking again costs a few
+            // nanoseconds on 30 bytes at most.
+            Repr::Inline { len, bytes } => bytes
+                .get(..usize::from(*len))
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            Repr::Shared(name) => name,
+        }
+    }
+}
+
+impl PartialEq for ServerName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ServerName {}
+
+impl std::hash::Hash for ServerName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for ServerName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ServerName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Display for ServerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for ServerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl Borrow<str> for ServerName {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for ServerName {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -104,5 +157,43 @@ mod tests {
         assert_eq!(ServerName::new(&long), Err(InvalidName::TooLong(129)));
         let ok = ServerName::new("pbx-1:5038");
         assert_eq!(ok.as_ref().map(ServerName::as_str), Ok("pbx-1:5038"));
+    }
+
+    #[test]
+    fn short_and_long_names_compare_hash_and_order_as_their_text() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        fn hash(v: &(impl Hash + ?Sized)) -> u64 {
+            let mut h = DefaultHasher::new();
+            v.hash(&mut h);
+            h.finish()
+        }
+        let names = [
+            "a".to_string(),
+            "x".repeat(INLINE),
+            "x".repeat(INLINE + 1),
+            "y".repeat(MAX_NAME_LEN),
+            "\u{e9}t\u{e9}-pbx:5038".to_string(),
+        ];
+        let mut sorted = Vec::new();
+        for text in &names {
+            let name = ServerName::new(text).unwrap();
+            assert_eq!(name.as_str(), text);
+            assert_eq!(name.to_string(), *text);
+            assert_eq!(name.clone(), name);
+            assert_eq!(hash(&name), hash(text.as_str()));
+            sorted.push(name);
+        }
+        sorted.sort();
+        let mut texts = names.to_vec();
+        texts.sort();
+        let got: Vec<&str> = sorted.iter().map(ServerName::as_str).collect();
+        assert_eq!(got, texts);
+        let set: std::collections::HashSet<ServerName> = sorted.into_iter().collect();
+        assert!(
+            set.contains(names[2].as_str()),
+            "a long name is found by its text"
+        );
+        assert!(set.contains("a"), "and a short one");
     }
 }
