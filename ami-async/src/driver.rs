@@ -20,6 +20,14 @@ const READ_CHUNK: usize = 64 << 10;
 /// of a single-threaded executor.
 const TURNS_BEFORE_YIELD: u32 = 64;
 
+/// How long a read may wait for a consumer that is behind (its queue half full) but still
+/// taking batches: long enough that a consumer descheduled for a moment, or starved by the
+/// driver on a one-thread executor, catches up instead of the driver decoding events only
+/// for the queue to drop them; short enough that a consumer that stopped taking costs the
+/// session nothing (reads go on, drop-oldest counts the losses) and Asterisk's 100 ms
+/// write timeout is never near.
+const HOLD_READ: Duration = Duration::from_millis(10);
+
 /// How long the driver may spend writing out what is left once the session has closed,
 /// before it drops the socket anyway.
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -54,6 +62,8 @@ impl Driver {
             timer: R::timer(),
             armed: None,
             completed: 0,
+            hold: Hold::default(),
+            hold_timer: R::timer(),
         };
         Driver {
             run: Some(Box::pin(pump.run())),
@@ -102,6 +112,20 @@ enum Woke<T> {
     Failed(io::Error),
     Deadline,
     Rung,
+    /// A held read waited `HOLD_READ` without the consumer taking a batch.
+    HoldOver,
+}
+
+/// Whether reads wait for the consumer, and since which of its takes.
+#[derive(Default)]
+struct Hold {
+    /// The next read waits (the queue is half full and the consumer is taking).
+    active: bool,
+    /// The consumer's take count when the hold timer was last armed.
+    takes: u64,
+    /// A hold ran out at this take count: the consumer stopped taking, so reads go on
+    /// until it takes again.
+    stalled_at: Option<u64>,
 }
 
 /// The I/O state of one session.
@@ -121,6 +145,8 @@ struct Pump<R: Runtime> {
     armed: Option<Instant>,
     /// Actions the last turn completed (callers it woke).
     completed: usize,
+    hold: Hold,
+    hold_timer: R::Timer,
 }
 
 impl<R: Runtime> Pump<R> {
@@ -178,6 +204,7 @@ impl<R: Runtime> Pump<R> {
         inner.bell.clear();
         let mut shared = inner.lock();
         let now = R::now();
+        let hold_over = matches!(woke, Some(Woke::HoldOver));
         match woke.and_then(|w| self.input(w, &mut shared.client)) {
             Some(Report::Timeout) => shared.client.handle_timeout(now),
             Some(input) => shared.client.handle_input(now, input.as_input(&self.buf)),
@@ -229,15 +256,38 @@ impl<R: Runtime> Pump<R> {
         if finished {
             return None;
         }
-        if shared.client.has_stream_items() {
+        let takes = {
             let mut h = inner.handoff();
-            if h.items.is_empty() {
-                shared.take_batch(&mut h.items);
-                wake.extend(h.waker.take());
+            if shared.client.has_stream_items() {
+                if h.items.is_empty() {
+                    shared.take_batch(&mut h.items);
+                    wake.extend(h.waker.take());
+                }
+                h.backlog = shared.client.has_stream_items();
             }
-            h.backlog = shared.client.has_stream_items();
-        }
+            h.takes
+        };
+        let behind = shared.client.event_queue_half_full() && self.link.is_some();
+        self.decide_hold(behind, takes, hold_over, now);
         Some(deadline)
+    }
+
+    /// Holds reads while the consumer is behind and still taking; the hold timer restarts
+    /// at every take, and a hold that runs out marks the consumer stalled (reads go on).
+    fn decide_hold(&mut self, behind: bool, takes: u64, hold_over: bool, now: Instant) {
+        let hold = &mut self.hold;
+        if hold.stalled_at.is_some_and(|at| at != takes) {
+            hold.stalled_at = None;
+        }
+        if hold_over && hold.takes == takes {
+            hold.stalled_at = Some(takes);
+        }
+        let active = behind && hold.stalled_at.is_none();
+        if active && (!hold.active || hold.takes != takes || hold_over) {
+            hold.takes = takes;
+            self.hold_timer.set_at(now + HOLD_READ);
+        }
+        hold.active = active;
     }
 
     /// Applies an I/O result to the transport state; returns what to report to the core.
@@ -266,7 +316,7 @@ impl<R: Runtime> Pump<R> {
             Woke::Read(Ok(n)) => Some(Report::Received(n)),
             Woke::Wrote(Err(e)) | Woke::Read(Err(e)) | Woke::Failed(e) => self.lost(e),
             Woke::Deadline => Some(Report::Timeout),
-            Woke::Rung => None,
+            Woke::Rung | Woke::HoldOver => None,
         }
     }
 
@@ -291,7 +341,11 @@ impl<R: Runtime> Pump<R> {
             if let Poll::Ready(Err(e)) = link.poll_flush(cx) {
                 return Poll::Ready(Woke::Failed(e));
             }
-            if let Poll::Ready(r) = link.poll_read(cx, &mut self.buf) {
+            if self.hold.active {
+                if self.hold_timer.poll_fired(cx).is_ready() {
+                    return Poll::Ready(Woke::HoldOver);
+                }
+            } else if let Poll::Ready(r) = link.poll_read(cx, &mut self.buf) {
                 return Poll::Ready(Woke::Read(r));
             }
         }

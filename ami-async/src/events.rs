@@ -46,6 +46,7 @@ impl Events {
         if !h.items.is_empty() {
             // The emptied local buffer goes back, so its allocation is reused.
             std::mem::swap(&mut self.local, &mut h.items);
+            h.takes += 1;
             let backlog = std::mem::take(&mut h.backlog);
             drop(h);
             if backlog {

@@ -190,6 +190,9 @@ pub(crate) struct Handoff {
     pub(crate) backlog: bool,
     /// No more items will come.
     pub(crate) closed: bool,
+    /// Batches the consumer has taken so far (the driver holds reads only for a consumer
+    /// that keeps taking).
+    pub(crate) takes: u64,
 }
 
 /// Wakes the driver: a flag and a waker outside the core lock, so that anyone can ring it

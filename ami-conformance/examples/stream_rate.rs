@@ -6,7 +6,8 @@
 //! `cargo run --release -p ami-conformance --example stream_rate [EVENTS]`
 //!
 //! Modes: `raw` (frame splitter), `tokio-recv` / `async-std-recv` (`recv()` per item, the
-//! README loop), `tokio-many` / `async-std-many` (`recv_many(4096)`), `tokio-stalled` (the
+//! README loop), `tokio-1t-recv` (the same on a current-thread runtime, where the driver and
+//! the loop share one thread), `tokio-many` / `async-std-many` (`recv_many(4096)`), `tokio-stalled` (the
 //! consumer reads nothing until the source is done: the queue's bound in memory).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,9 +17,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-const MODES: [&str; 6] = [
+const MODES: [&str; 7] = [
     "raw",
     "tokio-recv",
+    "tokio-1t-recv",
     "tokio-many",
     "async-std-recv",
     "async-std-many",
@@ -140,11 +142,18 @@ fn run(mode: &str, n: usize) {
         return raw(addr, n);
     }
     if mode.starts_with("tokio") {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = if mode.starts_with("tokio-1t") {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
         rt.block_on(async {
             let (ami, events) = ami_tokio::spawn(config(), addr);
             consume(mode, n, ami, events).await;

@@ -43,7 +43,7 @@ pub use ami_async::{tls::client_config_from_pem, Tls, TlsConfigError};
 pub use ami_async::{AmiError, Events, Handle, Status, StatusWatch, Target};
 pub use transport::Tokio;
 
-use ami_proto::ClientConfig;
+use ami_proto::{ClientConfig, EventCopy};
 
 /// Starts a session on the current tokio runtime: returns the action handle and the event
 /// stream. Reconnects are handled inside; see [`Handle::status`]. A config without a seed
@@ -52,7 +52,7 @@ use ami_proto::ClientConfig;
 /// # Panics
 /// Outside a tokio runtime (as `tokio::spawn` does).
 pub fn spawn(config: ClientConfig, target: impl Into<Target>) -> (Handle, Events) {
-    let (handle, events, driver) = ami_async::session::<Tokio>(config, target);
+    let (handle, events, driver) = ami_async::session::<Tokio>(for_this_runtime(config), target);
     tokio::spawn(driver);
     (handle, events)
 }
@@ -70,7 +70,54 @@ pub fn spawn_tls(
     target: impl Into<Target>,
     tls: Tls,
 ) -> Result<(Handle, Events), TlsConfigError> {
-    let (handle, events, driver) = ami_async::session_tls::<Tokio>(config, target, tls)?;
+    let (handle, events, driver) =
+        ami_async::session_tls::<Tokio>(for_this_runtime(config), target, tls)?;
     tokio::spawn(driver);
     Ok((handle, events))
+}
+
+/// `config` for a session on the current runtime: on a current-thread runtime the driver
+/// and whoever reads [`Events`] share the one thread, so events are copied as they are
+/// decoded ([`EventCopy::OnDecode`], as `ami-mio` does) unless the application chose; on a
+/// multi-thread runtime they stay slices until taken, copied by the reader's thread.
+fn for_this_runtime(config: ClientConfig) -> ClientConfig {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::CurrentThread) => {
+            config.prefer_event_copy(EventCopy::OnDecode)
+        }
+        _ => config,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ClientConfig {
+        ClientConfig::builder("admin", "x").build().unwrap()
+    }
+
+    #[test]
+    fn a_current_thread_runtime_copies_events_on_decode_unless_the_application_chose() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _in = rt.enter();
+        assert_eq!(for_this_runtime(config()).event_copy(), EventCopy::OnDecode);
+        let chosen = ClientConfig::builder("admin", "x")
+            .event_copy(EventCopy::OnTake)
+            .build()
+            .unwrap();
+        assert_eq!(for_this_runtime(chosen).event_copy(), EventCopy::OnTake);
+    }
+
+    #[test]
+    fn a_multi_thread_runtime_leaves_events_to_be_copied_by_their_reader() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let _in = rt.enter();
+        assert_eq!(for_this_runtime(config()).event_copy(), EventCopy::OnTake);
+    }
 }
