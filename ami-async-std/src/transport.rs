@@ -1,12 +1,13 @@
 //! The runtime: async-io's reactor and timers, `blocking`'s thread pool for name lookups.
 
-use ami_async::{BoxFuture, Runtime, Timer, Transport};
+use ami_async::{BoxFuture, DirectWrite, Runtime, Timer, Transport};
 use async_io::Async;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use futures_lite::FutureExt;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -47,16 +48,28 @@ impl Runtime for AsyncIo {
 /// A TCP stream on async-io's reactor.
 #[derive(Debug)]
 pub struct Tcp {
-    io: Async<TcpStream>,
+    /// Shared with the callers' [`DirectWrite`]rs: `&Async<TcpStream>` reads and writes.
+    io: Arc<Async<TcpStream>>,
     read: ReadState,
 }
 
 impl Tcp {
     fn new(io: Async<TcpStream>) -> Tcp {
         Tcp {
-            io,
+            io: Arc::new(io),
             read: ReadState::Unknown,
         }
+    }
+}
+
+/// Writes from a caller's thread: the socket is non-blocking, so a full send buffer is
+/// `WouldBlock` at once and the driver writes instead.
+struct DirectTcp(Arc<Async<TcpStream>>);
+
+impl DirectWrite for DirectTcp {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut stream: &TcpStream = self.0.get_ref();
+        stream.write(buf)
     }
 }
 
@@ -92,7 +105,7 @@ impl Transport for Tcp {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        let r = Pin::new(&mut &*self.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 && n < buf.len() {
                 self.read = ReadState::Drained;
@@ -101,13 +114,16 @@ impl Transport for Tcp {
         r
     }
     fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut &*self.io).poll_write(cx, buf)
     }
     fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_close(cx)
+        Pin::new(&mut &*self.io).poll_close(cx)
+    }
+    fn direct_writer(&self) -> Option<Arc<dyn DirectWrite>> {
+        Some(Arc::new(DirectTcp(Arc::clone(&self.io))))
     }
 }
 

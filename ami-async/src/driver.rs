@@ -205,6 +205,7 @@ impl<R: Runtime> Pump<R> {
         let mut shared = inner.lock();
         let now = R::now();
         let hold_over = matches!(woke, Some(Woke::HoldOver));
+        let opened = matches!(woke, Some(Woke::Opened(Ok(_))));
         match woke.and_then(|w| self.input(w, &mut shared.client)) {
             Some(Report::Timeout) => shared.client.handle_timeout(now),
             Some(input) => shared.client.handle_input(now, input.as_input(&self.buf)),
@@ -253,6 +254,19 @@ impl<R: Runtime> Pump<R> {
             self.out_pos = 0;
             self.out.extend_from_slice(shared.client.transmit());
         }
+        // Callers write their new actions themselves only while this driver holds nothing
+        // unwritten, on the stream it has now, and it wakes early enough for their deadlines.
+        shared.driver_writing = self.out_pos < self.out.len();
+        if opened {
+            shared.direct = self.link.as_ref().and_then(Transport::direct_writer);
+        }
+        if self.link.is_none() {
+            shared.direct = None;
+        }
+        shared.driver_timer = match (self.armed, deadline) {
+            (Some(a), Some(d)) => Some(a.min(d)),
+            (a, d) => a.or(d),
+        };
         if finished {
             return None;
         }

@@ -115,9 +115,12 @@ impl Handle {
             }
             let id = f(&mut shared.client, (self.inner.now)())?;
             shared.waiters.insert(id.clone(), Arc::clone(&slot));
-            id
+            (id, shared.write_direct())
         };
-        self.inner.bell.ring();
+        let (id, wake_driver) = id;
+        if wake_driver {
+            self.inner.bell.ring();
+        }
         let mut guard = CancelOnDrop {
             inner: &self.inner,
             id: Some(id),

@@ -47,7 +47,7 @@ pub use ami_proto::Status;
 pub use driver::Driver;
 pub use events::Events;
 pub use handle::{AmiError, Handle};
-pub use runtime::{BoxFuture, Runtime, Timer, Transport};
+pub use runtime::{BoxFuture, DirectWrite, Runtime, Timer, Transport};
 pub use status::StatusWatch;
 pub use target::Target;
 #[cfg(feature = "tls")]

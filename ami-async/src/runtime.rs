@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -54,6 +55,20 @@ pub trait Transport: Send + Unpin + 'static {
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Shuts the write side down.
     fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// A handle that writes to this stream without waiting, from any thread, while the
+    /// driver is not writing: a caller's new action then goes out from the caller's thread
+    /// instead of waking the driver for it (a thread wake-up and a reactor round per action
+    /// where the driver runs on a thread of its own). `None` (the default) where that cannot
+    /// be done safely, such as TLS, whose record state the driver owns.
+    fn direct_writer(&self) -> Option<Arc<dyn DirectWrite>> {
+        None
+    }
+}
+
+/// Writes to a connected stream without waiting (see [`Transport::direct_writer`]).
+pub trait DirectWrite: Send + Sync {
+    /// Writes some of `buf` now: how many bytes the stream took, `WouldBlock` when none.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
 /// A one-shot timer that can be moved.

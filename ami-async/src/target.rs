@@ -5,6 +5,7 @@ use crate::runtime::{Runtime, Transport};
 use ami_proto::ConnectFailure;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Where the server is: a socket address, or a host name resolved at every connect (off the
@@ -124,6 +125,13 @@ impl<T> std::fmt::Debug for Link<T> {
 }
 
 impl<T: Transport> Transport for Link<T> {
+    fn direct_writer(&self) -> Option<Arc<dyn crate::runtime::DirectWrite>> {
+        match &self.0 {
+            LinkKind::Plain(t) => t.direct_writer(),
+            #[cfg(feature = "tls")]
+            LinkKind::Tls(_) => None,
+        }
+    }
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match &mut self.0 {
             LinkKind::Plain(t) => t.poll_read(cx, buf),

@@ -3,7 +3,7 @@
 //! polled by hand on the test thread, so every step is deterministic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
+use crate::runtime::{BoxFuture, DirectWrite, Runtime, Timer, Transport};
 use crate::shared::BATCH_ITEMS;
 use crate::{Driver, Events, Handle};
 use ami_proto::{ClientConfig, Status, StreamItem};
@@ -28,6 +28,10 @@ struct Wire {
     budget: usize,
     /// Writes the transport took (calls that took bytes).
     writes: usize,
+    /// The transport offers callers a direct writer (as plain TCP on async-io does).
+    direct: bool,
+    /// Writes made through the direct writer.
+    direct_writes: usize,
 }
 
 thread_local! {
@@ -88,6 +92,26 @@ impl Transport for ScriptedTcp {
     fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+    fn direct_writer(&self) -> Option<Arc<dyn DirectWrite>> {
+        let direct = self.0.lock().unwrap().direct;
+        direct.then(|| Arc::new(ScriptedDirect(self.0.clone())) as Arc<dyn DirectWrite>)
+    }
+}
+
+struct ScriptedDirect(Arc<Mutex<Wire>>);
+
+impl DirectWrite for ScriptedDirect {
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut w = self.0.lock().unwrap();
+        let n = buf.len().min(w.budget);
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        w.budget -= n;
+        w.direct_writes += 1;
+        w.written.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 impl Timer for NeverTimer {
@@ -108,10 +132,17 @@ struct Rig {
 
 impl Rig {
     fn new(budget: usize, cap: usize) -> Rig {
-        let wire = Arc::new(Mutex::new(Wire {
-            budget,
-            ..Wire::default()
-        }));
+        Rig::with_wire(
+            Wire {
+                budget,
+                ..Wire::default()
+            },
+            cap,
+        )
+    }
+
+    fn with_wire(wire: Wire, cap: usize) -> Rig {
+        let wire = Arc::new(Mutex::new(wire));
         wire.lock().unwrap().incoming.extend(BANNER.bytes());
         WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
         let config = ClientConfig::builder("admin", "amp111")
@@ -430,4 +461,52 @@ fn callers_woken_together_get_their_next_actions_into_one_write() {
     rig.spin();
     assert_eq!(rig.wire.lock().unwrap().writes, writes + 1);
     assert_eq!(ping_ids(&rig.written()).len(), 6);
+}
+
+/// A lone action goes out from the caller's thread when the transport offers a direct
+/// writer (no driver wake-up); with another action in flight, or bytes the driver has not
+/// finished writing, the caller leaves the write to the driver (one write for many actions,
+/// and the bytes in order).
+#[test]
+fn a_lone_action_is_written_by_its_caller_and_busier_ones_by_the_driver() {
+    let mut rig = Rig::with_wire(
+        Wire {
+            budget: usize::MAX,
+            direct: true,
+            ..Wire::default()
+        },
+        1024,
+    );
+    rig.log_in();
+    let _ = rig.events.inner.bell.rung_for_test();
+    let mut cx = Context::from_waker(Waker::noop());
+    let handle = rig.handle.clone();
+    let mut first = Box::pin(handle.send(ami_proto::Action::new("Ping")));
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(rig.wire.lock().unwrap().direct_writes, 1);
+    assert!(rig.written().ends_with("\r\n\r\n") && rig.written().contains("Action: Ping"));
+    assert!(
+        !rig.events.inner.bell.rung_for_test(),
+        "the driver was not woken"
+    );
+    // A second action while the first is in flight: the driver writes it.
+    let mut second = Box::pin(handle.send(ami_proto::Action::new("CoreStatus")));
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    assert!(!rig.written().contains("CoreStatus"));
+    assert!(rig.events.inner.bell.rung_for_test());
+    rig.spin();
+    assert!(rig.written().contains("CoreStatus"));
+    assert_eq!(rig.wire.lock().unwrap().direct_writes, 1);
+    // Both answered: each completes from what the server sent.
+    let ids: Vec<String> = rig
+        .written()
+        .lines()
+        .filter_map(|l| l.strip_prefix("ActionID: ").map(str::to_string))
+        .collect();
+    for id in &ids[1..] {
+        rig.send(&format!("Response: Success\r\nActionID: {id}\r\n\r\n"));
+    }
+    rig.spin();
+    assert!(matches!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+    assert!(matches!(second.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
 }

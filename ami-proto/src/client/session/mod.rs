@@ -461,6 +461,11 @@ impl Client {
         }
     }
 
+    /// True when [`poll_output`](Self::poll_output) has something before its `Wait`.
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// The next deadline at which [`handle_timeout`](Self::handle_timeout) has work.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let timers = self.timers.next_deadline();
