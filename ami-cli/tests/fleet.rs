@@ -43,13 +43,20 @@ fn listen_merges_on(rt: &str) {
         &url(&b),
         "listen",
         "--duration",
-        "4",
+        "6",
     ]);
     // Both logged in, then B restarts while A keeps streaming.
     std::thread::sleep(Duration::from_millis(1200));
     a.with_server(|s, now| s.emit_user_events(now, 5));
+    let logins = b.stats().logins;
     b.restart(Duration::from_millis(300));
-    std::thread::sleep(Duration::from_millis(1500));
+    // B's second storm only reaches a session logged in again: wait for it (on a loaded
+    // machine the reconnect can take longer than a fixed sleep allowed).
+    let back = std::time::Instant::now();
+    while b.stats().logins == logins && back.elapsed() < Duration::from_millis(3500) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
     a.with_server(|s, now| s.emit_user_events(now, 5));
     b.with_server(|s, now| s.emit_user_events(now, 7));
     let out = child.wait_with_output().unwrap();
