@@ -7,7 +7,10 @@
 //!   The consumer takes only this one on its fast path, for an O(1) swap.
 //!
 //! Lock order is core, then hand-off. The consumer never holds the hand-off lock while it
-//! takes the core lock, so the reader never waits on the consumer.
+//! takes the core lock, so the reader never waits on the consumer's locks. (It may choose to
+//! hold a read for a consumer that is behind but taking, at most `HOLD_READ` between takes:
+//! see the driver.) Handles may also write a lone action themselves under the core lock
+//! ([`Shared::write_direct`]).
 
 use ami_proto::{ActionId, Client, DisconnectReason, Notice, Outcome, Output, Queued, Status};
 use std::collections::{HashMap, VecDeque};

@@ -40,8 +40,10 @@ pub enum AuthMethod {
 
 /// What to do when the event queue is full because the consumer is behind.
 ///
-/// The reader never waits for the consumer: Asterisk drops a client whose socket blocks for
-/// 100 ms, so waiting would lose the whole connection instead of some events.
+/// The reader never waits long for the consumer: Asterisk drops a client whose socket blocks
+/// for 100 ms, so waiting would lose the whole connection instead of some events. (The async
+/// adapters hold a read for at most 10 ms between the consumer's takes while it is behind
+/// and taking; a consumer that stops taking meets this policy at once.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OverflowPolicy {
