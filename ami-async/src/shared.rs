@@ -200,6 +200,9 @@ impl Shared {
             self.set_status(Status::Closed { reason }, wake);
         }
         self.driver_done = true;
+        // The callers' writer shares the socket: the driver gone, nobody may keep it open.
+        self.direct = None;
+        self.driver_writing = false;
         for (_, slot) in self.waiters.drain() {
             slot.close(wake);
         }

@@ -740,6 +740,13 @@ pub fn a_driver_that_died_fails_waiting_callers_and_every_later_call_at_once<A: 
         })
         .await;
         within("wait_closed", ami.wait_closed()).await;
+        // The handle still lives: nothing it holds (such as a direct writer) keeps the
+        // socket open once the driver is gone.
+        until("the server sees the connection closed", || {
+            front.stats().sessions_open == 0
+        })
+        .await;
+        drop(ami);
     });
 }
 
