@@ -108,16 +108,17 @@ impl Handle {
         f: impl FnOnce(&mut Client, Instant) -> Result<ActionId, SendError>,
     ) -> Result<Response, AmiError> {
         let slot = Arc::new(Slot::default());
-        let id = {
+        let (id, wake_driver) = {
             let mut shared = self.inner.lock();
             if shared.driver_done {
                 return Err(AmiError::Closed);
             }
             let id = f(&mut shared.client, (self.inner.now)())?;
             shared.waiters.insert(id.clone(), Arc::clone(&slot));
+            // A lone action goes out from this thread when it can; the driver is woken
+            // only for what is left to it.
             (id, shared.write_direct())
         };
-        let (id, wake_driver) = id;
         if wake_driver {
             self.inner.bell.ring();
         }
