@@ -387,6 +387,9 @@ impl<R: Runtime> Pump<R> {
         let Some(mut link) = self.link.take() else {
             return;
         };
+        // Nobody else writes from here on, and the transport may need to be the stream's
+        // only owner to shut it down.
+        self.inner.lock().direct = None;
         self.timer.set_at(R::now() + FINAL_FLUSH_LIMIT);
         let (out, mut pos) = (&self.out, self.out_pos);
         let timer = &mut self.timer;
