@@ -20,13 +20,12 @@ const READ_CHUNK: usize = 64 << 10;
 /// of a single-threaded executor.
 const TURNS_BEFORE_YIELD: u32 = 64;
 
-/// How long a read may wait for a consumer that is behind (its queue half full) but still
-/// taking batches: long enough that a consumer descheduled for a moment, or starved by the
-/// driver on a one-thread executor, catches up instead of the driver decoding events only
-/// for the queue to drop them; short enough that a consumer that stopped taking costs the
-/// session nothing (reads go on, drop-oldest counts the losses) and Asterisk's 100 ms
-/// write timeout is never near.
-const HOLD_READ: Duration = Duration::from_millis(10);
+/// How long a read may wait for a consumer that is behind (its queue half full), here and
+/// in the fleet's driver: long enough that a consumer descheduled for a moment, or starved
+/// by the driver on a one-thread executor, catches up instead of the driver decoding events
+/// only for the queue to drop them; short enough that responses and heartbeats keep coming
+/// and Asterisk's 100 ms write timeout is never near.
+pub(crate) const HOLD_READ: Duration = Duration::from_millis(10);
 
 /// How long the driver may spend writing out what is left once the session has closed,
 /// before it drops the socket anyway.
@@ -155,14 +154,13 @@ impl<R: Runtime> Pump<R> {
         let mut busy_turns = 0u32;
         let mut woke = None;
         loop {
-            let deadline = self.turn(woke.take(), &mut wake);
+            let going_on = self.turn(woke.take(), &mut wake);
             wake.drain(..).for_each(Waker::wake);
-            let Some(deadline) = deadline else {
+            if !going_on {
                 self.flush_and_close().await;
                 self.inner.finish();
                 return;
-            };
-            self.arm(deadline);
+            }
             let mut waited = false;
             woke = Some(
                 poll_fn(|cx| {
@@ -191,13 +189,9 @@ impl<R: Runtime> Pump<R> {
     }
 
     /// One turn under the core lock: report what happened, drain the outputs, take the
-    /// bytes to write, hand a batch of events over. Returns the next deadline, or `None`
-    /// once the session is over.
-    fn turn(
-        &mut self,
-        woke: Option<Woke<R::Tcp>>,
-        wake: &mut Vec<Waker>,
-    ) -> Option<Option<Instant>> {
+    /// bytes to write, arm the timer, hand a batch of events over. False once the session
+    /// is over.
+    fn turn(&mut self, woke: Option<Woke<R::Tcp>>, wake: &mut Vec<Waker>) -> bool {
         let inner = Arc::clone(&self.inner);
         // This turn takes whatever callers queued before it: a ring from before it needs no
         // turn of its own.
@@ -260,16 +254,15 @@ impl<R: Runtime> Pump<R> {
         if opened {
             shared.direct = self.link.as_ref().and_then(Transport::direct_writer);
         }
-        if self.link.is_none() {
+        if finished || self.link.is_none() {
+            // Finished: only the final flush writes from here on.
             shared.direct = None;
         }
-        shared.driver_timer = match (self.armed, deadline) {
-            (Some(a), Some(d)) => Some(a.min(d)),
-            (a, d) => a.or(d),
-        };
         if finished {
-            return None;
+            return false;
         }
+        self.arm(deadline);
+        shared.driver_timer = self.armed;
         let takes = {
             let mut h = inner.handoff();
             if shared.client.has_stream_items() {
@@ -283,7 +276,7 @@ impl<R: Runtime> Pump<R> {
         };
         let behind = shared.client.event_queue_half_full() && self.link.is_some();
         self.decide_hold(behind, takes, hold_over, now);
-        Some(deadline)
+        true
     }
 
     /// Holds reads while the consumer is behind and still taking; the hold timer restarts
@@ -387,9 +380,6 @@ impl<R: Runtime> Pump<R> {
         let Some(mut link) = self.link.take() else {
             return;
         };
-        // Nobody else writes from here on, and the transport may need to be the stream's
-        // only owner to shut it down.
-        self.inner.lock().direct = None;
         self.timer.set_at(R::now() + FINAL_FLUSH_LIMIT);
         let (out, mut pos) = (&self.out, self.out_pos);
         let timer = &mut self.timer;

@@ -28,11 +28,9 @@ use std::task::{Context, Poll, Wake, Waker};
 /// a server's turn in a round, so no server holds the driver for long.
 const READ_CHUNK: usize = 64 << 10;
 
-/// How long a server whose event queue is half full waits for the stream's reader before
-/// its next read anyway (see `Fleet::wants_read`): long enough that a reader which is merely
-/// slower catches up instead of the driver decoding events only for them to be dropped,
-/// short enough that responses and heartbeats keep coming when the reader stalls.
-const HOLD_READ: std::time::Duration = std::time::Duration::from_millis(10);
+/// A server whose event queue is half full waits for the stream's reader before its next
+/// read anyway (see `Fleet::wants_read`) for at most this long.
+use crate::driver::HOLD_READ;
 
 /// Rounds in one poll of the driver. After that many rounds that all found work, the driver
 /// asks to be polled again and returns, so it never starves the other tasks of its
