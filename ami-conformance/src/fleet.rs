@@ -378,6 +378,66 @@ pub fn a_stalled_reader_holds_reads_but_actions_on_a_flooding_server_complete<A:
     });
 }
 
+/// A reader that stops taking does not stop the reads for long: a hold that runs out
+/// (`HOLD_READ` without a take) lets the driver read freely until the reader takes again,
+/// so a storm is read off the socket at once (the events the server's queue cannot keep are
+/// dropped oldest first and come out as a gap naming it) instead of backing up into
+/// Asterisk, where later responses would wait behind events nobody reads. Held reads, one
+/// chunk per hold, would take the storm off at 64 KiB per 10 ms, a hold each.
+pub fn a_reader_that_stops_taking_stops_holding_reads_until_it_takes_again<A: Adapter>() {
+    const STORM: u64 = 20_000;
+    let mut front = front();
+    A::block_on(async {
+        let (fleet, mut events) = A::spawn_fleet(FleetConfig::default());
+        let config = builder("admin", "amp111")
+            .event_queue_cap(1_000)
+            .build()
+            .unwrap();
+        fleet.add("a", config, front.local_addr()).unwrap();
+        until("a ready", || {
+            fleet.status("a").is_some_and(|s| s.is_ready())
+        })
+        .await;
+        let holds = |fleet: &FleetHandle| {
+            let counters = fleet.read_counters();
+            counters
+                .iter()
+                .find(|(n, _)| n.as_str() == "a")
+                .map(|(_, c)| c.holds)
+        };
+        let mut seen = 0;
+        for round in 0..2 {
+            let base = fleet.stats().total.events_in;
+            front.with_server(|sim, now| sim.emit_user_events_sized(now, STORM as usize, 500));
+            until("the whole storm read off the socket, nothing taken", || {
+                fleet.stats().total.events_in - base >= STORM
+            })
+            .await;
+            // One hold ran out (a take in between starts another), then reads went on.
+            let now = holds(&fleet).unwrap();
+            assert!(
+                now > seen && now <= seen + 2,
+                "round {round}: {now} holds after {seen}"
+            );
+            seen = now;
+            // The reader comes back for one batch, then stops again.
+            assert!(events.recv().await.is_some());
+        }
+        let st = front.stats();
+        assert_eq!(st.slow_reader_closes, 0, "{st:?}");
+        assert_eq!((st.sessions_accepted, st.sessions_open), (1, 1), "{st:?}");
+        let consumer = log_stream(events);
+        sleep(Duration::from_millis(100)).await;
+        fleet.close();
+        drop(fleet);
+        let log = within("the stream to end", consumer).await.unwrap();
+        let count = |m: &HashMap<String, u64>| m.get("a").copied().unwrap_or(0);
+        let (got, lost) = (count(&log.events), count(&log.gaps));
+        assert!(lost > 0 && got + lost >= STORM, "{log:?}");
+    });
+    front.shutdown();
+}
+
 /// The driver's per-server read counters account for what the stream delivered: after the
 /// reader took 2,000 events of 500 bytes from each of three floods, each server's counters
 /// show at least that many bytes, in reads of at most 64 KiB, and every visit was at most

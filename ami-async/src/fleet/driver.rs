@@ -29,7 +29,9 @@ use std::task::{Context, Poll, Wake, Waker};
 const READ_CHUNK: usize = 64 << 10;
 
 /// A server whose event queue is half full waits for the stream's reader before its next
-/// read anyway (see `Fleet::wants_read`) for at most this long.
+/// read (see `Fleet::wants_read`) for at most this long between the reader's takes; a hold
+/// that runs out without a take means the reader stopped, and reads go on unheld until it
+/// takes again (the session driver's rule).
 use crate::driver::HOLD_READ;
 
 /// Rounds in one poll of the driver. After that many rounds that all found work, the driver
@@ -84,6 +86,8 @@ impl FleetDriver {
             held: Vec::new(),
             hold_timer: R::timer(),
             hold_armed: false,
+            takes_seen: 0,
+            stalled_at: None,
         };
         FleetDriver {
             shards: vec![ShardIo {
@@ -210,8 +214,6 @@ struct ConnIo<R: Runtime> {
     fetch: bool,
     /// Held: its next read waits for the stream's reader (or `HOLD_READ`).
     held: bool,
-    /// Read once even if the reader is still behind (`HOLD_READ` passed).
-    force_read: bool,
     /// The server's read counters.
     tally: Arc<ReadTally>,
 }
@@ -235,6 +237,11 @@ struct Pump<R: Runtime> {
     held: Vec<ServerId>,
     hold_timer: R::Timer,
     hold_armed: bool,
+    /// The reader's take count (`Shared::reader_takes`) at the last round.
+    takes_seen: u64,
+    /// A hold ran out at this take count: the reader stopped taking, so reads go on
+    /// unheld until it takes again.
+    stalled_at: Option<u64>,
 }
 
 impl<R: Runtime> Pumping for Pump<R> {
@@ -243,7 +250,7 @@ impl<R: Runtime> Pumping for Pump<R> {
         'rounds: for _ in 0..ROUNDS_PER_POLL {
             // Wakers first, then the state they guard: no wake-up falls in between.
             lock(&self.ready.state).driver = Some(cx.waker().clone());
-            let (deadline, version, opens, reader_took) = {
+            let (deadline, version, opens, takes) = {
                 let mut shared = self.inner.lock();
                 if shared.closed && shared.conns.is_empty() {
                     return Poll::Ready(());
@@ -253,24 +260,35 @@ impl<R: Runtime> Pumping for Pump<R> {
                     shared.deadline,
                     shared.timer_version,
                     std::mem::take(&mut shared.opens),
-                    std::mem::take(&mut shared.reader_took),
+                    shared.reader_takes,
                 )
             };
             for open in opens {
                 self.open(open);
             }
             let mut worked = false;
-            // Held servers go back in line when the reader took items, or once the hold
-            // ran out (then they read once whatever their queue).
+            // Held servers go back in line when the reader took items (a server still
+            // behind is held again, for a new `HOLD_READ`), or once the hold ran out.
+            let took = takes != self.takes_seen;
+            self.takes_seen = takes;
+            if self.stalled_at.is_some_and(|at| at != takes) {
+                self.stalled_at = None;
+            }
             let ran_out = self.hold_armed && self.hold_timer.poll_fired(cx).is_ready();
-            if ran_out {
+            if ran_out || took {
                 self.hold_armed = false;
             }
-            if (reader_took || ran_out) && !self.held.is_empty() {
+            if ran_out && !took {
+                // A whole hold without a take: the reader stopped. Reads go on (the queues
+                // drop their oldest, counted as gaps) as the session driver's do, so that
+                // no socket backs up into its server and no response waits behind events
+                // nobody is reading.
+                self.stalled_at = Some(takes);
+            }
+            if (took || ran_out) && !self.held.is_empty() {
                 for server in std::mem::take(&mut self.held) {
                     if let Some(conn) = self.conns.get_mut(&server) {
                         conn.held = false;
-                        conn.force_read = ran_out;
                         self.due.push(server);
                     }
                 }
@@ -343,7 +361,6 @@ impl<R: Runtime> Pump<R> {
                 out_pos: 0,
                 fetch: true,
                 held: false,
-                force_read: false,
                 tally,
             },
         );
@@ -449,8 +466,8 @@ impl<R: Runtime> Pump<R> {
             if conn.held {
                 return true;
             }
-            if !std::mem::take(&mut conn.force_read) && !inner.lock().hold_read(server) {
-                // The reader is behind on this server: wait for it (bounded).
+            if self.stalled_at.is_none() && !inner.lock().hold_read(server) {
+                // The reader is behind on this server but taking: wait for it (bounded).
                 conn.held = true;
                 conn.tally.hold();
                 self.held.push(server);

@@ -68,8 +68,9 @@ pub(crate) struct Shared<E> {
     pub(crate) timer_waker: Option<Waker>,
     /// Some server's next read waits for the stream's reader (`Fleet::wants_read`).
     pub(crate) reads_held: bool,
-    /// The reader took items since the driver last looked: held reads may go on.
-    pub(crate) reader_took: bool,
+    /// Batches the reader has taken: the driver compares it with what it saw last to tell a
+    /// reader that is behind but taking (hold reads for it) from one that stopped (read on).
+    pub(crate) reader_takes: u64,
     /// The fleet-wide status log (every shard's changes, in order).
     log: Arc<StatusLog>,
     /// Closed by the application, or every handle dropped: no more adds, and the stream
@@ -95,7 +96,7 @@ impl<E: Clone> Shared<E> {
             timer_version: 0,
             timer_waker: None,
             reads_held: false,
-            reader_took: false,
+            reader_takes: 0,
             log,
             closed: false,
             driver_done: false,
@@ -199,10 +200,11 @@ impl<E: Clone> Shared<E> {
         }
     }
 
-    /// The reader took items: if reads wait for it, the driver is told (`io` wakes it).
+    /// The reader took items: counted, and if reads wait for it, the driver is told (`io`
+    /// wakes it).
     pub(crate) fn reader_took(&mut self, io: &mut Io) {
+        self.reader_takes = self.reader_takes.wrapping_add(1);
         if std::mem::take(&mut self.reads_held) {
-            self.reader_took = true;
             io.wake.extend(self.timer_waker.take());
         }
     }
