@@ -11,6 +11,8 @@
 //!    the longest poll of a fleet driver (one shard's turn) on tokio and async-std.
 //!
 //! Every line starts with the 1-minute load average, since the figures are wall clock.
+//! `AMI_FLEET_READS=1` also prints the `ami-async` fleet driver's read counters of each run
+//! (reads, empty reads, held reads, bytes) on stderr.
 //! `AMI_FLEET_SHARDS=N` sets the shards of the `ami-async` fleet (default: one per core but
 //! one, as the adapters start it; compare 1 and 2 in the same minutes).
 //!
@@ -210,6 +212,19 @@ fn run_async(rt: Rt, servers: &Servers, span: Duration, ping: bool) -> Figures {
     f.lost = lost.load(Ordering::Relaxed) - lost0;
     f.worst_step = Duration::from_nanos(worst.load(Ordering::Relaxed));
     f.most_connects = fleet.stats().most_connects_in_a_step;
+    if std::env::var_os("AMI_FLEET_READS").is_some() {
+        // The driver's read counters, summed: where a slower run's reads went.
+        let (mut reads, mut empty, mut holds, mut bytes) = (0, 0, 0, 0);
+        for (_, c) in fleet.read_counters() {
+            (reads, empty, holds, bytes) = (
+                reads + c.reads,
+                empty + c.empty,
+                holds + c.holds,
+                bytes + c.bytes,
+            );
+        }
+        eprintln!("reads {reads}, empty {empty}, holds {holds}, {bytes} bytes");
+    }
     fleet.close();
     drop(fleet);
     consumer.join().unwrap();

@@ -279,6 +279,93 @@ fn a_flooding_server_cannot_push_out_a_quiet_servers_events() {
     assert!(!f.has_events());
 }
 
+/// A reader on another thread takes items as they wait (`poll_queued_events`) and copies
+/// them out later: it sees the same stream, in the same order, with the same counters, as one
+/// that takes them copied (`poll_events`), a removed server's last gap included.
+#[test]
+fn queued_items_are_the_same_stream_as_polled_ones() {
+    let now = Instant::now();
+    let run = |queued: bool| {
+        let mut f = fleet(16);
+        let flood = f.add(now, "flood", client_config()).unwrap();
+        let quiet = f.add(now, "quiet", client_config()).unwrap();
+        all_ready(&mut f, now);
+        let burst: Vec<u8> = (0..100).flat_map(|seq| event("Flood", seq)).collect();
+        f.handle_input(now, flood, Input::Received(&burst));
+        f.handle_input(now, quiet, Input::Received(&event("Quiet", 0)));
+        let mut items = Vec::new();
+        let mut take = |f: &mut Fleet, max: usize| {
+            if queued {
+                let mut batch = Vec::new();
+                f.poll_queued_events(&mut batch, max);
+                items.extend(batch.into_iter().map(FleetQueued::into_item));
+            } else {
+                f.poll_events(&mut items, max);
+            }
+        };
+        take(&mut f, 5);
+        f.handle_input(now, quiet, Input::Received(&event("Quiet", 1)));
+        assert!(f.remove(now, "flood"));
+        take(&mut f, usize::MAX);
+        let counters: Vec<(String, u64, u64)> = f
+            .stats()
+            .servers
+            .iter()
+            .map(|s| (s.name.to_string(), s.events_delivered, s.events_lost))
+            .collect();
+        (items, counters)
+    };
+    let (polled, polled_counters) = run(false);
+    let (queued, queued_counters) = run(true);
+    assert_eq!(polled, queued);
+    assert_eq!(polled_counters, queued_counters);
+    assert!(polled
+        .iter()
+        .any(|i| i.server.as_str() == "flood" && matches!(i.item, StreamItem::Gap { .. })));
+    assert_eq!(
+        polled
+            .iter()
+            .filter(|i| i.server.as_str() == "quiet")
+            .count(),
+        3,
+        "Ready and two events: {polled:?}"
+    );
+}
+
+/// A server's reads are wanted until its queue holds `READ_AHEAD_BYTES` of events, far below
+/// half its caps, and again once the reader has taken it back under that.
+#[test]
+fn a_server_is_not_read_further_ahead_of_its_reader_than_the_read_ahead() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let config = ClientConfig::builder("admin", "amp111")
+        .event_queue_cap(1_000_000)
+        .build()
+        .unwrap();
+    let a = f.add(now, "a", config).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_event().is_some() {}
+    let one = format!("Event: Flood\r\nPad: {}\r\n\r\n", "x".repeat(1000)).into_bytes();
+    let mut queued = 0;
+    while f.wants_read(a) {
+        f.handle_input(now, a, Input::Received(&one));
+        queued += 1;
+        assert!(queued < 1_000, "still wanted with {queued} KB queued");
+    }
+    let bytes = queued * one.len();
+    assert!(
+        (READ_AHEAD_BYTES * 9 / 10..=READ_AHEAD_BYTES * 11 / 10).contains(&bytes),
+        "{bytes}"
+    );
+    for _ in 0..queued / 4 {
+        assert!(matches!(
+            f.poll_event().map(|i| i.item),
+            Some(StreamItem::Event(_))
+        ));
+    }
+    assert!(f.wants_read(a));
+}
+
 #[test]
 fn removal_completes_pending_actions_and_reports_queued_events_as_a_gap() {
     let now = Instant::now();

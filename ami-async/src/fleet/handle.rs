@@ -9,7 +9,8 @@ use super::Endpoint;
 use crate::AmiError;
 use crate::Target;
 use ami_proto::fleet::{
-    FleetError, FleetItem, FleetStats, Route, RouteError, Routed, ServerName, ServerStatus,
+    FleetError, FleetItem, FleetQueued, FleetStats, Route, RouteError, Routed, ServerName,
+    ServerStatus,
 };
 use ami_proto::{Action, ClientConfig, Response, SendOptions};
 use std::collections::VecDeque;
@@ -19,9 +20,11 @@ use std::task::Poll;
 
 /// Items of the merged stream per server and per turn of a shard: a shard hands out this
 /// many times its servers with items under one lock, so every server gets the same share
-/// whichever shard holds it, and a lone server comes in batches of this size (one lock per
-/// batch, as before shards).
-const ITEMS_PER_SERVER: usize = 256;
+/// whichever shard holds it, and a lone server comes in batches of this size. Each take is
+/// a turn of the shard's lock, which its driver holds while it decodes a read: with 256, a
+/// lone flooding server's reader met the driver there four times as often and read 12 %
+/// slower than with 1,024 (`fleet_loopback`).
+const ITEMS_PER_SERVER: usize = 1024;
 
 /// The most items taken from one shard under one lock.
 const MAX_BATCH: usize = 4096;
@@ -326,8 +329,11 @@ pub struct FleetEvents {
     pub(crate) shards: Arc<Shards>,
     /// The shard whose turn is next.
     next: usize,
-    buf: VecDeque<FleetItem>,
-    batch: Vec<FleetItem>,
+    /// Items taken from the shards, still as they waited in their queues: each event is
+    /// copied out ([`FleetQueued::into_item`]) as it is handed out, outside any lock, so the
+    /// shard's driver never waits on the reader's copies.
+    buf: VecDeque<FleetQueued>,
+    batch: Vec<FleetQueued>,
 }
 
 impl FleetEvents {
@@ -379,7 +385,7 @@ impl FleetEvents {
             // shard can list servers and still move nothing: that is an empty shard, never
             // an item (an `Items` with nothing in `buf` ended `recv` as if the fleet closed).
             let max = (with_items * ITEMS_PER_SERVER).min(MAX_BATCH);
-            if with_items > 0 && shared.fleet.poll_events(&mut self.batch, max) > 0 {
+            if with_items > 0 && shared.fleet.poll_queued_events(&mut self.batch, max) > 0 {
                 let mut io = super::shared::Io::default();
                 shared.reader_took(&mut io);
                 drop(shared);
@@ -406,7 +412,7 @@ impl FleetEvents {
     /// taken from the shards in batches under one lock and handed out from here.
     pub async fn recv(&mut self) -> Option<FleetItem> {
         if let Some(item) = self.buf.pop_front() {
-            return Some(item);
+            return Some(item.into_item());
         }
         // A consumer that always finds items would never give its thread back (this future
         // is not the runtime's, so no runtime budget applies): one turn per batch lets the
@@ -419,7 +425,7 @@ impl FleetEvents {
                 return Poll::Pending;
             }
             match self.look(Some(cx.waker())) {
-                Look::Items => Poll::Ready(self.buf.pop_front()),
+                Look::Items => Poll::Ready(self.buf.pop_front().map(FleetQueued::into_item)),
                 Look::Over => Poll::Ready(None),
                 Look::Empty => Poll::Pending,
             }
@@ -452,7 +458,7 @@ impl FleetEvents {
         if self.buf.is_empty() {
             self.look(None);
         }
-        self.buf.pop_front()
+        self.buf.pop_front().map(FleetQueued::into_item)
     }
 }
 
@@ -559,5 +565,50 @@ mod tests {
             "{last:?}"
         );
         assert_eq!(poll_recv(&mut events, 4), Some(None));
+    }
+
+    /// Counts wake-ups of the driver.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// While a server's reads are held, the reader's takes wake the driver only once the
+    /// server may read again: a wake-up per batch that found the queue still too full cost
+    /// a reader that is behind a fifth of its rate.
+    #[test]
+    fn a_take_wakes_a_held_driver_only_once_its_server_may_read_again() {
+        use ami_proto::fleet::READ_AHEAD_BYTES;
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        while events.try_recv().is_some() {}
+        let one = format!("Event: Flood\r\nPad: {}\r\n\r\n", "x".repeat(1000));
+        // The read-ahead's worth and two and a half batches more.
+        let n = READ_AHEAD_BYTES / one.len() + 5 * ITEMS_PER_SERVER / 2;
+        receive(&shards, "a", one.repeat(n).as_bytes());
+        let counter = Arc::new(CountingWaker(Default::default()));
+        let wakes = || counter.0.load(std::sync::atomic::Ordering::SeqCst);
+        shards.shard_of("a").unwrap().call(|s| {
+            let id = s.fleet.id("a").unwrap();
+            assert!(!s.hold_read(id), "the server is behind: held");
+            s.timer_waker = Some(Waker::from(counter.clone()));
+        });
+        // Each batch is one take; the first two leave more than the read-ahead queued, the
+        // third takes the rest.
+        for batch in 0..2 {
+            for _ in 0..ITEMS_PER_SERVER {
+                assert!(events.try_recv().is_some(), "batch {batch}");
+            }
+            assert_eq!(wakes(), 0, "after batch {batch}");
+        }
+        while events.try_recv().is_some() {}
+        assert_eq!(wakes(), 1, "once the server may read again");
     }
 }

@@ -24,6 +24,11 @@ impl Client {
             || self.events.bytes() >= self.config.event_queue_bytes.div_ceil(2)
     }
 
+    /// Bytes the queued events will own once taken out (what `event_queue_bytes` caps).
+    pub fn events_queued_bytes(&self) -> usize {
+        self.events.bytes()
+    }
+
     /// True when [`poll_event`](Self::poll_event) has an item (an event, a gap notice, or
     /// any other stream item). `events_queued` counts events only.
     pub fn has_stream_items(&self) -> bool {
