@@ -257,8 +257,10 @@ fn fleet(
 
 /// Events per server, counted in the loop without hashing: the merged stream hands out one
 /// item per server in rotation, so at ten servers nearly every event has a new server, and a
-/// `HashMap` keyed by name cost ~5 % of the client thread (perf, mio). Names are shared
-/// (`Arc`), so a server is found by comparing pointers, first where the rotation says.
+/// `HashMap` keyed by name cost ~5 % of the client thread (perf, mio). The rotation visits
+/// servers in the same order each round, so the server is looked for first where it says.
+/// (Names are compared by text: a short name is kept inline, so two items of one server do
+/// not share its text, and comparing pointers found none and scanned every server.)
 #[derive(Default)]
 struct Shares {
     totals: Vec<(ServerName, u64)>,
@@ -267,15 +269,13 @@ struct Shares {
 
 impl Shares {
     fn count(&mut self, server: &ServerName) {
-        let same = |s: &ServerName| std::ptr::eq(s.as_str(), server.as_str());
-        // The rotation visits servers in the same order each round, so the next server is
-        // almost always the one after the last (or the last again, in a run of its items).
+        // The next server is almost always the one after the last (or the last again, in a
+        // run of its items).
         let n = self.totals.len();
         let guess = [self.last, (self.last + 1) % n.max(1)];
         let found = (guess
             .into_iter()
-            .find(|&i| self.totals.get(i).is_some_and(|(s, _)| same(s))))
-        .or_else(|| self.totals.iter().position(|(s, _)| same(s)))
+            .find(|&i| self.totals.get(i).is_some_and(|(s, _)| s == server)))
         .or_else(|| self.totals.iter().position(|(s, _)| s == server));
         self.last = found.unwrap_or_else(|| {
             self.totals.push((server.clone(), 0));
