@@ -145,27 +145,13 @@ impl Fleet {
     /// Moves up to `max` items of the merged stream into `out` (in rotation, as
     /// [`poll_event`](Self::poll_event)) and returns how many.
     pub fn poll_events(&mut self, out: &mut Vec<FleetItem>, max: usize) -> usize {
-        let before = out.len();
-        while out.len() - before < max {
-            match self.poll_event() {
-                Some(item) => out.push(item),
-                None => break,
-            }
-        }
-        out.len() - before
+        take_into(out, max, || self.poll_event())
     }
 
     /// Moves up to `max` items of the merged stream into `out` as they wait in their queues
     /// (see [`poll_queued`](Self::poll_queued)) and returns how many.
     pub fn poll_queued_events(&mut self, out: &mut Vec<FleetQueued>, max: usize) -> usize {
-        let before = out.len();
-        while out.len() - before < max {
-            match self.poll_queued() {
-                Some(item) => out.push(item),
-                None => break,
-            }
-        }
-        out.len() - before
+        take_into(out, max, || self.poll_queued())
     }
 
     /// Servers with items waiting for their turn in the merged stream (a removed server's
@@ -199,4 +185,16 @@ impl Fleet {
     pub fn has_events(&self) -> bool {
         self.ring.len() > 0 || !self.ring.orphans.is_empty()
     }
+}
+
+/// Moves up to `max` items from `next` into `out`; returns how many.
+fn take_into<T>(out: &mut Vec<T>, max: usize, mut next: impl FnMut() -> Option<T>) -> usize {
+    let before = out.len();
+    while out.len() - before < max {
+        match next() {
+            Some(item) => out.push(item),
+            None => break,
+        }
+    }
+    out.len() - before
 }
