@@ -20,11 +20,12 @@ const READ_CHUNK: usize = 64 << 10;
 /// of a single-threaded executor.
 const TURNS_BEFORE_YIELD: u32 = 64;
 
-/// How long a read may wait for a consumer that is behind (its queue half full), here and
-/// in the fleet's driver: long enough that a consumer descheduled for a moment, or starved
-/// by the driver on a one-thread executor, catches up instead of the driver decoding events
-/// only for the queue to drop them; short enough that responses and heartbeats keep coming
-/// and Asterisk's 100 ms write timeout is never near.
+/// How long a read may wait for a consumer that is behind (`Client::wants_read` false: its
+/// queue holds `READ_AHEAD_BYTES` or half a cap), here and in the fleet's driver: long
+/// enough that a consumer descheduled for a moment, or starved by the driver on a one-thread
+/// executor, catches up instead of the driver decoding events only for the queue to drop
+/// them; short enough that responses and heartbeats keep coming and Asterisk's 100 ms write
+/// timeout is never near.
 pub(crate) const HOLD_READ: Duration = Duration::from_millis(10);
 
 /// How long the driver may spend writing out what is left once the session has closed,
@@ -118,7 +119,7 @@ enum Woke<T> {
 /// Whether reads wait for the consumer, and since which of its takes.
 #[derive(Default)]
 struct Hold {
-    /// The next read waits (the queue is half full and the consumer is taking).
+    /// The next read waits (the consumer is behind and taking).
     active: bool,
     /// The consumer's take count when the hold timer was last armed.
     takes: u64,
@@ -274,7 +275,7 @@ impl<R: Runtime> Pump<R> {
             }
             h.takes
         };
-        let behind = shared.client.event_queue_half_full() && self.link.is_some();
+        let behind = !shared.client.wants_read() && self.link.is_some();
         self.decide_hold(behind, takes, hold_over, now);
         true
     }

@@ -170,5 +170,8 @@ pub use client::output::{
     StreamItem,
 };
 pub use client::output::{ConnectFailure, DisconnectKind, OutcomeKind};
-pub use client::session::{Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS};
+pub use client::session::{
+    Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS, READ_AHEAD_BYTES,
+    READ_AHEAD_EVENTS,
+};
 pub use client::stats::{Latency, Stats};

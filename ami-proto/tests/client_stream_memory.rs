@@ -8,7 +8,7 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{ClientConfig, EventCopy, Queued, StreamItem};
+use ami_proto::{ClientConfig, EventCopy, Queued, StreamItem, READ_AHEAD_BYTES, READ_AHEAD_EVENTS};
 use scripted::Harness;
 use std::time::Instant;
 
@@ -143,4 +143,47 @@ fn an_adapters_preferred_event_copy_never_overrides_the_applications() {
         .unwrap()
         .prefer_event_copy(EventCopy::OnDecode);
     assert_eq!(chosen.event_copy(), EventCopy::OnTake);
+}
+
+/// The client wants reads until its queue holds `READ_AHEAD_BYTES` of events, far below half
+/// its caps (then an adapter whose consumer runs apart may hold its next read, and the bytes
+/// wait in the kernel instead), and again once the consumer has taken some out.
+#[test]
+fn reads_are_wanted_until_the_queue_holds_the_read_ahead() {
+    let mut h = ready();
+    let mut queued = 0;
+    while h.client.wants_read() {
+        h.feed(&events(queued, 64, 1000));
+        queued += 64;
+        assert!(queued < 64_000, "still wanted with {queued} events queued");
+    }
+    assert!(
+        !h.client.event_queue_half_full(),
+        "the read-ahead, not the caps"
+    );
+    let bytes = h.client.events_queued_bytes();
+    assert!(
+        (READ_AHEAD_BYTES..READ_AHEAD_BYTES + 64 * 1100).contains(&bytes),
+        "{bytes} bytes queued"
+    );
+    for _ in 0..queued / 4 {
+        assert!(matches!(h.client.poll_event(), Some(StreamItem::Event(_))));
+    }
+    assert!(h.client.wants_read());
+}
+
+/// Small events reach `READ_AHEAD_EVENTS` long before the read-ahead's bytes.
+#[test]
+fn reads_of_small_events_are_wanted_until_the_queue_holds_the_read_ahead_in_events() {
+    let mut h = ready();
+    let mut queued = 0;
+    while h.client.wants_read() {
+        h.feed(&events(queued, 64, 0));
+        queued += 64;
+        assert!(queued < 64_000, "still wanted with {queued} events queued");
+    }
+    assert_eq!(h.client.events_queued(), READ_AHEAD_EVENTS);
+    assert!(h.client.events_queued_bytes() < READ_AHEAD_BYTES / 4);
+    assert!(matches!(h.client.poll_event(), Some(StreamItem::Event(_))));
+    assert!(h.client.wants_read());
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// tokio polls the future given to `block_on` only between batches of task polls, so a
 /// driver that kept reading while the loop was behind decoded events only for the queue to
 /// drop them: this loop kept 3-9 % of a flood. The driver now holds its reads (briefly,
-/// while the loop keeps taking) once the queue is half full.
+/// while the loop keeps taking) once the consumer is behind (`Client::wants_read`).
 #[test]
 fn the_readme_loop_on_a_current_thread_runtime_keeps_up_with_a_flood() {
     const EVENTS: u64 = 200_000;

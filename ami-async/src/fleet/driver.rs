@@ -28,8 +28,8 @@ use std::task::{Context, Poll, Wake, Waker};
 /// a server's turn in a round, so no server holds the driver for long.
 const READ_CHUNK: usize = 64 << 10;
 
-/// A server whose event queue is half full waits for the stream's reader before its next
-/// read (see `Fleet::wants_read`) for at most this long between the reader's takes; a hold
+/// A server whose client does not want reads (`Fleet::wants_read`) waits for the stream's
+/// reader before its next read for at most this long between the reader's takes; a hold
 /// that runs out without a take means the reader stopped, and reads go on unheld until it
 /// takes again (the session driver's rule).
 use crate::driver::HOLD_READ;

@@ -584,7 +584,7 @@ mod tests {
     /// a reader that is behind a fifth of its rate.
     #[test]
     fn a_take_wakes_a_held_driver_only_once_its_server_may_read_again() {
-        use ami_proto::fleet::READ_AHEAD_BYTES;
+        use ami_proto::READ_AHEAD_BYTES;
         let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
         let mut events = FleetEvents::new(shards.clone());
         ready(&shards, "a");

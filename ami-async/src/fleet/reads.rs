@@ -16,8 +16,8 @@ pub struct ReadCounters {
     pub bytes: u64,
     /// Reads that found nothing (the transport's waker then brings it back).
     pub empty: u64,
-    /// Turns spent waiting for the stream's reader instead of reading (the server's event
-    /// queue was half full).
+    /// Turns spent waiting for the stream's reader instead of reading (the server's client
+    /// did not want reads: its event queue held `READ_AHEAD_BYTES` or half a cap).
     pub holds: u64,
 }
 

@@ -203,10 +203,10 @@ impl<E: Clone> Shared<E> {
         }
     }
 
-    /// The reader took items: counted, and once a held server may read again (its queue
-    /// under half full), the driver is told (`io` wakes it). Not at every take: a reader
-    /// that is behind takes a batch at a time, and a wake-up per batch that finds the
-    /// queue still half full cost the reader a fifth of its rate (`fleet_loopback`).
+    /// The reader took items: counted, and once a held server may read again
+    /// (`Fleet::wants_read`), the driver is told (`io` wakes it). Not at every take: a
+    /// reader that is behind takes a batch at a time, and a wake-up per batch that finds the
+    /// queue still too full cost the reader a fifth of its rate (`fleet_loopback`).
     pub(crate) fn reader_took(&mut self, io: &mut Io) {
         self.reader_takes = self.reader_takes.wrapping_add(1);
         if self.held.iter().any(|&s| self.fleet.wants_read(s)) {

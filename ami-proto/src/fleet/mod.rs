@@ -93,4 +93,4 @@ pub use scheduler::{Budget, Order, Scheduler, Step, Turn};
 pub use servers::{Fleet, FleetConfig, FleetError, FleetOutput};
 pub use stats::{FleetStats, ServerStats, STATUS_LABELS};
 pub use status::ServerStatus;
-pub use stream::{FleetItem, FleetQueued, READ_AHEAD_BYTES};
+pub use stream::{FleetItem, FleetQueued};

@@ -8,15 +8,6 @@ use super::servers::Fleet;
 use crate::{Queued, StreamItem};
 use std::collections::VecDeque;
 
-/// Bytes of events a server's queue holds before [`Fleet::wants_read`] says the reader is
-/// behind on it (besides half of either of its caps). A reader this far behind is the
-/// bottleneck: decoding further ahead only leaves events waiting in memory that has gone
-/// cold by the time they are taken (and pins more read buffers), while the same bytes wait
-/// as well in the kernel's socket buffer. `fleet_loopback`, ten flooding servers, async-std
-/// and tokio: half the caps (32,768 events) 4.2-4.6 M events/s, 1 MiB 5.0-5.3, 256 KiB
-/// 5.2-5.3.
-pub const READ_AHEAD_BYTES: usize = 256 << 10;
-
 /// One item of the merged stream: what a server's own stream said, and which server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetItem {
@@ -162,22 +153,24 @@ impl Fleet {
         self.ring.len() + self.ring.orphans.len()
     }
 
-    /// False while `server`'s event queue is at least half full (by count or bytes) or holds
-    /// [`READ_AHEAD_BYTES`]: the reader of the merged stream is behind, and reading more from
-    /// this server now would decode events only for them to wait, or for its queue to drop
-    /// them. An adapter whose reader runs on another thread may
-    /// hold this server's next read until the reader takes items, for a bounded time of its
-    /// choosing, so that responses and heartbeats are still read when the reader stalls (its
-    /// queue then drops, counted, as for any slow reader). True for an unknown server.
+    /// False while `server`'s client does not want reads ([`Client::wants_read`]: its event
+    /// queue holds [`READ_AHEAD_BYTES`] or [`READ_AHEAD_EVENTS`] of events, or half of either
+    /// cap): the reader of the merged stream is behind, and reading more from this server now
+    /// would decode events only for them to wait, or for its queue to drop them. An adapter
+    /// whose reader runs on another thread may hold this server's next read until the reader
+    /// takes items, for a bounded time of its choosing, so that responses and heartbeats are
+    /// still read when the reader stalls (its queue then drops, counted, as for any slow
+    /// reader). True for an unknown server.
+    ///
+    /// [`Client::wants_read`]: crate::Client::wants_read
+    /// [`READ_AHEAD_BYTES`]: crate::READ_AHEAD_BYTES
+    /// [`READ_AHEAD_EVENTS`]: crate::READ_AHEAD_EVENTS
     pub fn wants_read(&self, server: super::ServerId) -> bool {
         self.slots
             .get(server.index)
             .filter(|slot| slot.generation == server.generation)
             .and_then(|slot| slot.server.as_ref())
-            .is_none_or(|s| {
-                !s.client.event_queue_half_full()
-                    && s.client.events_queued_bytes() < READ_AHEAD_BYTES
-            })
+            .is_none_or(|s| s.client.wants_read())
     }
 
     /// True when the merged stream may have items ([`poll_event`](Self::poll_event) finds

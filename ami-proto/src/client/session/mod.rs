@@ -5,6 +5,7 @@ mod correlate;
 mod discards;
 mod login;
 mod probe;
+pub use probe::{READ_AHEAD_BYTES, READ_AHEAD_EVENTS};
 mod reconnect;
 mod timers;
 
