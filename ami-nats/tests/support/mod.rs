@@ -64,11 +64,29 @@ impl Nats {
             port: free_port(),
             dir,
         };
-        n.spawn();
-        Some(n)
+        // The free port can be taken between the probe and the server's bind (tests run in
+        // parallel, and each binds its simulators to port 0): the server then exits, and
+        // whoever took the port answered the readiness probe. Try another port.
+        for _ in 0..5 {
+            if n.try_spawn() {
+                return Some(n);
+            }
+            n.stop();
+            n.port = free_port();
+        }
+        panic!("nats-server did not start on any of 5 free ports");
     }
 
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "nats-server did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the server on `self.port`; true once it answers there with its `INFO` line.
+    fn try_spawn(&mut self) -> bool {
         let child = Command::new(&self.bin)
             .args([
                 "-js",
@@ -85,10 +103,24 @@ impl Nats {
             .expect("start nats-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
+        while Instant::now() < deadline {
+            if self
+                .child
+                .as_mut()
+                .is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+            {
+                return false;
+            }
+            if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                // Only a NATS server greets with INFO; anything else holds the port.
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut greeting = [0u8; 5];
+                return std::io::Read::read_exact(&mut conn, &mut greeting).is_ok()
+                    && &greeting == b"INFO ";
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        false
     }
 
     /// The server's process ID while it runs.
