@@ -145,18 +145,25 @@ fn an_adapters_preferred_event_copy_never_overrides_the_applications() {
     assert_eq!(chosen.event_copy(), EventCopy::OnTake);
 }
 
+/// Feeds events padded by `pad` bytes, 64 per read, while the client wants reads; returns
+/// how many it fed.
+fn feed_while_wanted(h: &mut Harness, pad: usize) -> usize {
+    let mut queued = 0;
+    while h.client.wants_read() {
+        h.feed(&events(queued, 64, pad));
+        queued += 64;
+        assert!(queued < 64_000, "still wanted with {queued} events queued");
+    }
+    queued
+}
+
 /// The client wants reads until its queue holds `READ_AHEAD_BYTES` of events, far below half
 /// its caps (then an adapter whose consumer runs apart may hold its next read, and the bytes
 /// wait in the kernel instead), and again once the consumer has taken some out.
 #[test]
 fn reads_are_wanted_until_the_queue_holds_the_read_ahead() {
     let mut h = ready();
-    let mut queued = 0;
-    while h.client.wants_read() {
-        h.feed(&events(queued, 64, 1000));
-        queued += 64;
-        assert!(queued < 64_000, "still wanted with {queued} events queued");
-    }
+    let queued = feed_while_wanted(&mut h, 1000);
     assert!(
         !h.client.event_queue_half_full(),
         "the read-ahead, not the caps"
@@ -176,12 +183,7 @@ fn reads_are_wanted_until_the_queue_holds_the_read_ahead() {
 #[test]
 fn reads_of_small_events_are_wanted_until_the_queue_holds_the_read_ahead_in_events() {
     let mut h = ready();
-    let mut queued = 0;
-    while h.client.wants_read() {
-        h.feed(&events(queued, 64, 0));
-        queued += 64;
-        assert!(queued < 64_000, "still wanted with {queued} events queued");
-    }
+    feed_while_wanted(&mut h, 0);
     assert_eq!(h.client.events_queued(), READ_AHEAD_EVENTS);
     assert!(h.client.events_queued_bytes() < READ_AHEAD_BYTES / 4);
     assert!(matches!(h.client.poll_event(), Some(StreamItem::Event(_))));
