@@ -116,16 +116,43 @@ enum Woke<T> {
     HoldOver,
 }
 
-/// Whether reads wait for the consumer, and since which of its takes.
+/// Whether reads wait for the consumer.
 #[derive(Default)]
 struct Hold {
     /// The next read waits (the consumer is behind and taking).
     active: bool,
-    /// The consumer's take count when the hold timer was last armed.
-    takes: u64,
-    /// A hold ran out at this take count: the consumer stopped taking, so reads go on
-    /// until it takes again.
-    stalled_at: Option<u64>,
+    stall: Stall,
+}
+
+/// Whether the consumer stopped taking, the rule both drivers hold reads by: reads wait for
+/// a consumer that is behind but taking (the hold timer restarts at every take); a hold that
+/// runs out without a take means it stopped, and reads go on unheld until its next take.
+#[derive(Default)]
+pub(crate) struct Stall {
+    /// The consumer's take count when last seen.
+    seen: u64,
+    stalled: bool,
+}
+
+impl Stall {
+    /// Notes the consumer's take count; true when it took since last seen (which ends a
+    /// stall, and restarts a running hold).
+    pub(crate) fn took(&mut self, takes: u64) -> bool {
+        let took = takes != self.seen;
+        self.seen = takes;
+        self.stalled &= !took;
+        took
+    }
+
+    /// A hold ran out: unless the consumer took meanwhile (`took`), it stopped.
+    pub(crate) fn ran_out(&mut self, took: bool) {
+        self.stalled |= !took;
+    }
+
+    /// Reads go on unheld.
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.stalled
+    }
 }
 
 /// The I/O state of one session.
@@ -284,15 +311,12 @@ impl<R: Runtime> Pump<R> {
     /// at every take, and a hold that runs out marks the consumer stalled (reads go on).
     fn decide_hold(&mut self, behind: bool, takes: u64, hold_over: bool, now: Instant) {
         let hold = &mut self.hold;
-        if hold.stalled_at.is_some_and(|at| at != takes) {
-            hold.stalled_at = None;
+        let took = hold.stall.took(takes);
+        if hold_over {
+            hold.stall.ran_out(took);
         }
-        if hold_over && hold.takes == takes {
-            hold.stalled_at = Some(takes);
-        }
-        let active = behind && hold.stalled_at.is_none();
-        if active && (!hold.active || hold.takes != takes || hold_over) {
-            hold.takes = takes;
+        let active = behind && !hold.stall.is_stalled();
+        if active && (!hold.active || took || hold_over) {
             self.hold_timer.set_at(now + HOLD_READ);
         }
         hold.active = active;
@@ -438,4 +462,24 @@ async fn yield_now() {
         Poll::Pending
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stall;
+
+    #[test]
+    fn a_hold_that_runs_out_without_a_take_stalls_until_the_next_take() {
+        let mut stall = Stall::default();
+        assert!(!stall.took(0));
+        stall.ran_out(false);
+        assert!(stall.is_stalled());
+        assert!(!stall.took(0), "no take: still stalled");
+        assert!(stall.is_stalled());
+        assert!(stall.took(1));
+        assert!(!stall.is_stalled(), "a take ends the stall");
+        let took = stall.took(2);
+        stall.ran_out(took);
+        assert!(!stall.is_stalled(), "a take during the hold is no stall");
+    }
 }

@@ -32,7 +32,7 @@ const READ_CHUNK: usize = 64 << 10;
 /// reader before its next read for at most this long between the reader's takes; a hold
 /// that runs out without a take means the reader stopped, and reads go on unheld until it
 /// takes again (the session driver's rule).
-use crate::driver::HOLD_READ;
+use crate::driver::{Stall, HOLD_READ};
 
 /// Rounds in one poll of the driver. After that many rounds that all found work, the driver
 /// asks to be polled again and returns, so it never starves the other tasks of its
@@ -86,8 +86,7 @@ impl FleetDriver {
             held: Vec::new(),
             hold_timer: R::timer(),
             hold_armed: false,
-            takes_seen: 0,
-            stalled_at: None,
+            stall: Stall::default(),
         };
         FleetDriver {
             shards: vec![ShardIo {
@@ -237,11 +236,8 @@ struct Pump<R: Runtime> {
     held: Vec<ServerId>,
     hold_timer: R::Timer,
     hold_armed: bool,
-    /// The reader's take count (`Shared::reader_takes`) at the last round.
-    takes_seen: u64,
-    /// A hold ran out at this take count: the reader stopped taking, so reads go on
-    /// unheld until it takes again.
-    stalled_at: Option<u64>,
+    /// Whether the reader stopped taking (`Shared::reader_takes`, seen each round).
+    stall: Stall,
 }
 
 impl<R: Runtime> Pumping for Pump<R> {
@@ -269,21 +265,16 @@ impl<R: Runtime> Pumping for Pump<R> {
             let mut worked = false;
             // Held servers go back in line when the reader took items (a server still
             // behind is held again, for a new `HOLD_READ`), or once the hold ran out.
-            let took = takes != self.takes_seen;
-            self.takes_seen = takes;
-            if self.stalled_at.is_some_and(|at| at != takes) {
-                self.stalled_at = None;
-            }
+            let took = self.stall.took(takes);
             let ran_out = self.hold_armed && self.hold_timer.poll_fired(cx).is_ready();
             if ran_out || took {
                 self.hold_armed = false;
             }
-            if ran_out && !took {
-                // A whole hold without a take: the reader stopped. Reads go on (the queues
-                // drop their oldest, counted as gaps) as the session driver's do, so that
-                // no socket backs up into its server and no response waits behind events
-                // nobody is reading.
-                self.stalled_at = Some(takes);
+            if ran_out {
+                // Without a take, the reader stopped: reads go on (the queues drop their
+                // oldest, counted as gaps), so that no socket backs up into its server and
+                // no response waits behind events nobody is reading.
+                self.stall.ran_out(took);
             }
             if (took || ran_out) && !self.held.is_empty() {
                 for server in std::mem::take(&mut self.held) {
@@ -466,7 +457,7 @@ impl<R: Runtime> Pump<R> {
             if conn.held {
                 return true;
             }
-            if self.stalled_at.is_none() && !inner.lock().hold_read(server) {
+            if !self.stall.is_stalled() && !inner.lock().hold_read(server) {
                 // The reader is behind on this server but taking: wait for it (bounded).
                 conn.held = true;
                 conn.tally.hold();
