@@ -13,6 +13,7 @@
 
 use ami_async::{Events, Handle};
 use ami_proto::{ClientConfig, StreamItem};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -39,8 +40,8 @@ fn main() {
         return;
     }
     println!("{n} events of {} bytes each", event(0).len());
-    println!("| consumer | events/s | delivered | dropped | peak RSS |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| consumer | events/s | delivered | dropped | peak RSS | CPU by thread, s per s of the run (times preempted) |");
+    println!("|---|---:|---:|---:|---:|---|");
     let exe = std::env::current_exe().unwrap();
     for mode in MODES {
         let out = std::process::Command::new(&exe)
@@ -66,7 +67,8 @@ fn event(seq: usize) -> String {
 fn source(n: usize, wait_before_flood: Duration) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
+    let source = std::thread::Builder::new().name("source".into());
+    let _ = source.spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_nodelay(true).unwrap();
         s.write_all(b"Asterisk Call Manager/11.0.0\r\n").unwrap();
@@ -113,9 +115,69 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn report(mode: &str, n: usize, delivered: usize, dropped: u64, took: Duration) {
+/// Each thread of this process by id: its name, CPU seconds (user + system) and involuntary
+/// context switches (times it was preempted while runnable), from /proc (empty elsewhere).
+fn threads() -> BTreeMap<u32, (String, f64, u64)> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, r)| r.rsplit_once(')'))
+            .map_or("?", |(n, _)| n)
+            .to_string();
+        // After the name: utime and stime are the 12th and 13th fields, in clock ticks.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<f64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0.0))
+            .collect();
+        let cpu = (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0;
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let preempted = status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.insert(tid, (name, cpu, preempted));
+    }
+    out
+}
+
+/// What each thread used between two [`threads`] snapshots `took` apart, busiest first: the
+/// consumer is the main thread, `source` the loopback writer, the rest the client's.
+fn thread_use(before: &BTreeMap<u32, (String, f64, u64)>, took: Duration) -> String {
+    let main = std::process::id();
+    let mut rows: Vec<(f64, String)> = threads()
+        .into_iter()
+        .map(|(tid, (name, cpu, preempted))| {
+            let (cpu0, pre0) = before.get(&tid).map_or((0.0, 0), |b| (b.1, b.2));
+            let name = if tid == main {
+                "main".to_string()
+            } else {
+                name
+            };
+            let share = (cpu - cpu0) / took.as_secs_f64().max(1e-9);
+            (share, format!("{name} {share:.2} ({})", preempted - pre0))
+        })
+        .filter(|(share, _)| *share >= 0.005)
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    rows.into_iter()
+        .map(|(_, r)| r)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn report(mode: &str, n: usize, delivered: usize, dropped: u64, took: Duration, threads: &str) {
     println!(
-        "| {mode} | {:.0} k | {delivered} | {dropped} | {:.1} MiB |",
+        "| {mode} | {:.0} k | {delivered} | {dropped} | {:.1} MiB | {threads} |",
         n as f64 / took.as_secs_f64() / 1e3,
         peak_rss_mib()
     );
@@ -164,19 +226,24 @@ fn run(mode: &str, n: usize) {
     }
 }
 
-/// Events received, events reported lost, and when the first arrived.
+/// Events received, events reported lost, and when the first arrived (with the threads'
+/// use of CPU then).
 #[derive(Default)]
 struct Tally {
     got: usize,
     dropped: u64,
     start: Option<Instant>,
+    threads: BTreeMap<u32, (String, f64, u64)>,
 }
 
 impl Tally {
     fn count(&mut self, item: &StreamItem) {
         match item {
             StreamItem::Event(m) if m.event() == Some("UserEvent") => {
-                self.start.get_or_insert_with(Instant::now);
+                if self.start.is_none() {
+                    self.threads = threads();
+                    self.start = Some(Instant::now());
+                }
                 self.got += 1;
             }
             StreamItem::Gap { dropped } => self.dropped += dropped,
@@ -210,7 +277,7 @@ async fn consume(mode: &str, n: usize, ami: Handle, mut events: Events) {
             t.count(&item);
         }
         println!(
-            "| {mode} (reads after the flood) | - | {} | {} | {:.1} MiB |",
+            "| {mode} (reads after the flood) | - | {} | {} | {:.1} MiB | - |",
             t.got,
             t.dropped,
             peak_rss_mib()
@@ -236,7 +303,14 @@ async fn consume(mode: &str, n: usize, ami: Handle, mut events: Events) {
         }
     }
     let took = t.start.map_or(Duration::from_nanos(1), |s| s.elapsed());
-    report(mode, n, t.got, t.dropped, took);
+    report(
+        mode,
+        n,
+        t.got,
+        t.dropped,
+        took,
+        &thread_use(&t.threads, took),
+    );
     ami.close();
 }
 
@@ -251,14 +325,18 @@ fn raw(addr: SocketAddr, n: usize) {
     // separator split across two reads is still found.
     let (mut frames, mut carry) = (0usize, [0u8; 3]);
     let mut start = None;
+    let mut before = BTreeMap::new();
     while frames < n + 1 {
         let k = s.read(&mut buf[3..]).unwrap();
         assert!(k > 0, "source closed early");
-        start.get_or_insert_with(Instant::now);
+        if start.is_none() {
+            before = threads();
+            start = Some(Instant::now());
+        }
         buf[..3].copy_from_slice(&carry);
         frames += finder.find_iter(&buf[..3 + k]).count();
         carry.copy_from_slice(&buf[k..k + 3]);
     }
     let took = start.map_or(Duration::from_nanos(1), |t: Instant| t.elapsed());
-    report("raw", n, n, 0, took);
+    report("raw", n, n, 0, took, &thread_use(&before, took));
 }
