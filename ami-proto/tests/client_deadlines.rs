@@ -115,6 +115,46 @@ fn action_sent_at_its_own_deadline_instant_is_not_written_later() {
     assert!(h.inbox.is_empty());
 }
 
+#[test]
+fn an_action_sent_after_many_queued_ones_timed_out_is_still_written_and_fails_once_on_close() {
+    // Found by the `client` fuzz target. Actions that time out while queued leave their
+    // queue slots behind until the queue is cleaned up; the clean-up ran when an action was
+    // added, before the new action was in the table, and dropped its slot too: that action
+    // was never written, and a close never failed it.
+    let t0 = Instant::now();
+    let cfg = ClientConfig::builder("admin", "s3cr3t")
+        .events("off")
+        .seed(3)
+        .ping_interval(secs(3600))
+        .build()
+        .unwrap();
+    // Still connecting: actions wait in the queue.
+    let mut h = Harness::new(cfg, t0);
+    let stale = pings(&mut h, &[1; 100]);
+    let out = h.advance(secs(2));
+    assert_eq!(out.len(), 100, "{out:?}");
+    assert!(stale
+        .iter()
+        .all(|id| h.outcomes(id) == [&timed_out(Phase::Queued)]));
+    let late = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(60)));
+    let kept = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(60)));
+    // Once logged in, both are written, in order.
+    h.login();
+    let written: Vec<String> = h
+        .take_all()
+        .iter()
+        .filter(|m| m.action() == Some("Ping"))
+        .map(|m| id_of(m).to_string())
+        .collect();
+    assert_eq!(written, [late.as_str(), kept.as_str()]);
+    // And a close reports each exactly once.
+    h.client.close(h.now);
+    h.drain();
+    for id in [&late, &kept] {
+        assert_eq!(h.outcomes(id).len(), 1, "{id}: {:?}", h.outcomes(id));
+    }
+}
+
 /// One step of a random schedule.
 #[derive(Debug, Clone)]
 enum Op {

@@ -144,7 +144,18 @@ impl PendingTable {
 
     pub(crate) fn insert(&mut self, seq: u64, p: Pending) {
         self.deadlines.push(p.deadline, seq);
-        if p.stage == Stage::Queued {
+        let queued = p.stage == Stage::Queued;
+        if matches!(p.kind, Kind::User { .. }) {
+            self.user += 1;
+        }
+        if p.is_sync_originate() {
+            self.sync_originates.insert(seq);
+        }
+        // In the map before its queue slot: the clean-up below keeps only slots whose entry
+        // is there and still queued, and it once dropped the slot of the action being added
+        // (never written, never failed by a close).
+        self.map.insert(seq, p);
+        if queued {
             self.queue.push_back(seq);
             self.queued += 1;
             if self.queue.len() > self.queued.saturating_mul(2) + 64 {
@@ -154,13 +165,6 @@ impl PendingTable {
                     .retain(|s| map.get(s).is_some_and(|p| p.stage == Stage::Queued));
             }
         }
-        if matches!(p.kind, Kind::User { .. }) {
-            self.user += 1;
-        }
-        if p.is_sync_originate() {
-            self.sync_originates.insert(seq);
-        }
-        self.map.insert(seq, p);
         self.compact_deadlines();
     }
 
