@@ -8,6 +8,7 @@
 mod async_std;
 mod calls;
 mod mio;
+mod on_runtime;
 mod tokio;
 
 use crate::diagnose;
@@ -233,9 +234,9 @@ fn open_url(
     };
     let url = target.url.clone();
     let mut session: Box<dyn Session> = match runtime {
-        Runtime::Tokio => Box::new(tokio::TokioSession::open(target)?),
+        Runtime::Tokio => Box::new(tokio::open(target)?),
         Runtime::Mio => Box::new(mio::MioSession::open(target)?),
-        Runtime::AsyncStd => Box::new(async_std::AsyncStdSession::open(target)?),
+        Runtime::AsyncStd => Box::new(async_std::open(target)?),
     };
     let early = first_ready(session.as_mut(), &url)?;
     Ok(Live {
