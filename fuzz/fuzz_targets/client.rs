@@ -101,6 +101,16 @@ impl Harness {
             .overflow(overflow)
             .allow_sync_originate(c & 4 != 0)
             .reconnect_on_auth_failure(c & 8 != 0)
+            .auth(if c & 2 != 0 {
+                ami_proto::AuthMethod::Md5
+            } else {
+                ami_proto::AuthMethod::Plain
+            })
+            .event_copy(if c & 1 != 0 {
+                ami_proto::EventCopy::OnDecode
+            } else {
+                ami_proto::EventCopy::OnTake
+            })
             .seed(u64::from(cfg.byte()))
             .build()
             .ok()?;
@@ -177,6 +187,10 @@ impl Harness {
         assert!(
             !text.contains("\r\n\r\n\r\n"),
             "an empty line inside what the client wrote: {text:?}"
+        );
+        assert!(
+            !text.contains("bad\r\nAction"),
+            "a filter's CR/LF reached the wire: {text:?}"
         );
         for line in text.split("\r\n") {
             if let Some(id) = line.strip_prefix("ActionID: ") {
@@ -258,7 +272,7 @@ impl Harness {
 
     /// A well-formed message for the action `id`, shaped by `how`.
     fn answer(&self, id: &str, how: u8, seq: u8) -> String {
-        match how % 10 {
+        match how % 12 {
             0 => format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n"),
             1 => format!("Response: Error\r\nActionID: {id}\r\nMessage: No such thing\r\n\r\n"),
             2 => format!(
@@ -281,7 +295,13 @@ impl Harness {
             8 => format!(
                 "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
             ),
-            _ => format!("Event: UserEvent\r\nActionID: {id}\r\nUserEvent: Fuzz\r\n\r\n"),
+            9 => format!("Event: UserEvent\r\nActionID: {id}\r\nUserEvent: Fuzz\r\n\r\n"),
+            10 => format!(
+                "Response: Success\r\nActionID: {id}\r\nChallenge: {seq:09}\r\n\r\n"
+            ),
+            _ => format!(
+                "Response: Error\r\nActionID: {id}\r\nMessage: Authentication failed\r\n\r\n"
+            ),
         }
     }
 
@@ -290,13 +310,13 @@ impl Harness {
         if self.trace {
             eprintln!(
                 "op {} (connected {}, pending {}, status {:?})",
-                op % 12,
+                op % 13,
                 self.connected,
                 self.client.pending_actions(),
                 self.client.status()
             );
         }
-        match op % 12 {
+        match op % 13 {
             0 | 1 => {
                 let (kind, arg) = (input.byte(), input.byte());
                 self.send(kind, arg);
@@ -375,6 +395,27 @@ impl Harness {
                 let ids: Vec<ActionId> = self.sent.keys().cloned().collect();
                 if !ids.is_empty() {
                     self.client.cancel(self.now, &ids[pick % ids.len()]);
+                }
+            }
+            11 => {
+                let what = input.byte();
+                let r = match what % 4 {
+                    0 => {
+                        self.client.logoff(self.now);
+                        None
+                    }
+                    1 => Some(self.client.add_filter(self.now, "Event: Newchannel")),
+                    2 => Some(self.client.add_filter(self.now, "!Event: VarSet")),
+                    _ => Some(self.client.add_filter(self.now, "bad\r\nAction: Logoff")),
+                };
+                if self.trace {
+                    eprintln!("  logoff or filter {}: {r:?}", what % 4);
+                }
+                if let Some(Ok(id)) = r {
+                    assert!(
+                        self.sent.insert(id.clone(), 0).is_none(),
+                        "{id} returned twice"
+                    );
                 }
             }
             _ => {
