@@ -1,4 +1,5 @@
-//! Shared set-up for the decoder fuzz targets.
+//! Shared set-up for the fuzz targets: the decoder targets' input layout (below) and, in
+//! [`sim`], a simulated runtime for the `ami-async` targets.
 //!
 //! The last [`CONFIG_LEN`] bytes of a fuzz input choose the decoder limits, whether a banner is
 //! expected, and the pattern of read sizes; everything before them is the wire data. Putting
@@ -8,6 +9,8 @@
 //! Panics and assertion failures here are the point: they are what the fuzzer reports.
 
 use ami_proto::{DecodeError, Decoder, DecoderLimits, Frame};
+
+pub mod sim;
 
 /// Bytes at the end of an input that configure the run.
 pub const CONFIG_LEN: usize = 4;
