@@ -16,6 +16,7 @@
 
 use ami_async::fleet::{FleetConfig, Policy, Route};
 use ami_fuzz::sim::{self, Sim, Task};
+use ami_fuzz::Cursor;
 use ami_proto::{Action, ClientConfig, StreamItem};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
@@ -36,21 +37,6 @@ struct Seen {
     allowance: u64,
 }
 
-/// Bytes of the input, read one at a time; zeros once it is used up.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-}
-
 fn client_config(b: u8) -> ClientConfig {
     match ClientConfig::builder("admin", "secret")
         .event_queue_cap(4 + usize::from(b % 16))
@@ -67,7 +53,7 @@ fn client_config(b: u8) -> ClientConfig {
 
 fuzz_target!(|data: &[u8]| {
     let trace = std::env::var_os("FUZZ_TRACE").is_some();
-    let mut input = Bytes(data);
+    let mut input = Cursor(data);
     let cfg = input.byte();
     sim::reset(cfg & 1 != 0);
     let mut config = FleetConfig::default();
@@ -115,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
     let mut callers = 0u32;
     let mut removed = [false; 4];
     let mut steps = 0;
-    while !input.0.is_empty() && steps < 400 {
+    while !input.is_empty() && steps < 400 {
         steps += 1;
         sim::serve_all(false);
         let op = input.byte();
@@ -147,27 +133,7 @@ fuzz_target!(|data: &[u8]| {
                     removed[k] = true;
                 }
             }
-            6 => {
-                let error = input.byte() & 1 == 1;
-                sim::with_port(port, |p| p.answer_one(error));
-            }
-            7 => {
-                let (n, size) = (input.byte() % 32, usize::from(input.byte()) * 2);
-                sim::with_port(port, |p| p.flood(u32::from(n), size));
-            }
-            8 => {
-                let ms = u64::from(input.byte()) * 20;
-                sim::advance_to(sim::now() + Duration::from_millis(ms));
-            }
-            9 => {
-                let b = input.byte();
-                sim::with_port(port, |p| match b % 4 {
-                    0 => p.hang_up(),
-                    1 => p.connect_ok = b & 4 == 0,
-                    2 => p.set_write_budget(usize::from(b) * 4),
-                    _ => p.with_link(|l| l.read_chunk = 1 + usize::from(b)),
-                });
-            }
+            6..=9 => sim::server_op(port, op - 6, || input.byte()),
             10 if callers < 8 => {
                 let how = input.byte();
                 let fleet = fleet.clone();
@@ -198,34 +164,17 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    // The end: every server healthy and answering; time runs on timer by timer.
-    for port in sim::ports() {
-        sim::with_port(port, |p| {
-            p.connect_ok = true;
-            p.set_write_budget(usize::MAX);
-        });
-    }
+    // The end: every server healthy and answering; time runs on timer by timer, until every
+    // caller heard back and the reader has had a few quiet rounds to take what was queued.
     seen.borrow_mut().allowance = u64::MAX;
     tasks[reader].wake();
-    let deadline = sim::now() + Duration::from_secs(120);
     let mut quiet_rounds = 0;
-    for _ in 0..1_000_000 {
-        sim::serve_all(true);
-        if sim::poll_one(&mut tasks, 0, trace) {
-            continue;
-        }
-        // Every caller heard back, and the reader has taken what was queued.
+    sim::settle(&mut tasks, trace, Duration::from_secs(120), || {
         if *done.borrow() == callers {
             quiet_rounds += 1;
-            if quiet_rounds > 2 {
-                break;
-            }
         }
-        match sim::next_timer() {
-            Some(t) if t <= deadline => sim::advance_to(t),
-            _ => break,
-        }
-    }
+        quiet_rounds > 2
+    });
     assert_eq!(
         *done.borrow(),
         callers,
@@ -255,14 +204,7 @@ fuzz_target!(|data: &[u8]| {
     // Closing the fleet ends its drivers and the merged stream.
     fleet.close();
     drop(fleet);
-    for _ in 0..100_000 {
-        if !sim::poll_one(&mut tasks, 0, trace) {
-            match sim::next_timer() {
-                Some(t) => sim::advance_to(t),
-                None => break,
-            }
-        }
-    }
+    sim::run_down(&mut tasks, trace);
     for (i, task) in tasks.iter().enumerate().take(drivers) {
         assert!(task.is_done(), "fleet driver {i} still runs after close");
     }

@@ -16,6 +16,7 @@
 #![no_main]
 
 use ami_fuzz::sim::{self, Sim, Task};
+use ami_fuzz::Cursor;
 use ami_proto::{Action, ClientConfig, StreamItem};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
@@ -34,24 +35,9 @@ struct Seen {
     allowance: u64,
 }
 
-/// Bytes of the input, read one at a time; zeros once it is used up.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let trace = std::env::var_os("FUZZ_TRACE").is_some();
-    let mut input = Bytes(data);
+    let mut input = Cursor(data);
     let cfg = input.byte();
     sim::reset(cfg & 1 != 0);
     let config = match ClientConfig::builder("admin", "secret")
@@ -101,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
         }));
     }
     let mut steps = 0;
-    while !input.0.is_empty() && steps < 400 {
+    while !input.is_empty() && steps < 400 {
         steps += 1;
         sim::serve_all(false);
         let op = input.byte();
@@ -113,27 +99,7 @@ fuzz_target!(|data: &[u8]| {
                 let pick = input.byte();
                 sim::poll_one(&mut tasks, pick, trace);
             }
-            4 => {
-                let error = input.byte() & 1 == 1;
-                sim::with_port(PORT, |p| p.answer_one(error));
-            }
-            5 => {
-                let (n, size) = (input.byte() % 32, usize::from(input.byte()) * 2);
-                sim::with_port(PORT, |p| p.flood(u32::from(n), size));
-            }
-            6 => {
-                let ms = u64::from(input.byte()) * 20;
-                sim::advance_to(sim::now() + Duration::from_millis(ms));
-            }
-            7 => {
-                let b = input.byte();
-                sim::with_port(PORT, |p| match b % 4 {
-                    0 => p.hang_up(),
-                    1 => p.connect_ok = b & 4 == 0,
-                    2 => p.set_write_budget(usize::from(b) * 4),
-                    _ => p.with_link(|l| l.read_chunk = 1 + usize::from(b)),
-                });
-            }
+            4..=7 => sim::server_op(PORT, op - 4, || input.byte()),
             8 if callers < 8 => {
                 // A caller: sends an action through a handle of its own, counts its end.
                 let Some(handle) = handles.first().cloned() else {
@@ -172,26 +138,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The end: the server is healthy and answers everything; time runs on timer by timer.
-    sim::with_port(PORT, |p| {
-        p.connect_ok = true;
-        p.set_write_budget(usize::MAX);
-    });
     seen.borrow_mut().allowance = u64::MAX;
     tasks[consumer].wake();
-    let deadline = sim::now() + Duration::from_secs(120);
-    for _ in 0..1_000_000 {
-        sim::serve_all(true);
-        if sim::poll_one(&mut tasks, 0, trace) {
-            continue;
-        }
-        if *done.borrow() == callers {
-            break;
-        }
-        match sim::next_timer() {
-            Some(t) if t <= deadline => sim::advance_to(t),
-            _ => break,
-        }
-    }
+    sim::settle(&mut tasks, trace, Duration::from_secs(120), || {
+        *done.borrow() == callers
+    });
     assert_eq!(
         *done.borrow(),
         callers,
@@ -226,14 +177,7 @@ fuzz_target!(|data: &[u8]| {
     }
     handles.clear();
     tasks[consumer].drop_future();
-    for _ in 0..100_000 {
-        if !sim::poll_one(&mut tasks, 0, trace) {
-            match sim::next_timer() {
-                Some(t) => sim::advance_to(t),
-                None => break,
-            }
-        }
-    }
+    sim::run_down(&mut tasks, trace);
     assert!(
         tasks[0].is_done(),
         "the driver still runs after the handles closed and the stream was dropped"

@@ -14,6 +14,7 @@
 //! prints each step and outcome.
 #![no_main]
 
+use ami_fuzz::Cursor;
 use ami_proto::{
     Action, ActionId, Client, ClientConfig, ConnectFailure, DecoderLimits, Input, Notice, Output,
     SendOptions, StreamItem,
@@ -22,31 +23,6 @@ use libfuzzer_sys::fuzz_target;
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
-
-/// Bytes of the input, read one at a time; zeros once it is used up.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> &[u8] {
-        let (head, rest) = self.0.split_at(n.min(self.0.len()));
-        self.0 = rest;
-        head
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 struct Harness {
     client: Client,
@@ -69,7 +45,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(cfg: &mut Bytes<'_>) -> Option<Harness> {
+    fn new(cfg: &mut Cursor<'_>) -> Option<Harness> {
         let now = Instant::now();
         let c = cfg.byte();
         let max_message = 256 + 64 * usize::from(cfg.byte());
@@ -305,7 +281,7 @@ impl Harness {
         }
     }
 
-    fn step(&mut self, input: &mut Bytes<'_>) {
+    fn step(&mut self, input: &mut Cursor<'_>) {
         let op = input.byte();
         if self.trace {
             eprintln!(
@@ -437,7 +413,7 @@ impl Harness {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut input = Bytes(data);
+    let mut input = Cursor(data);
     let Some(mut h) = Harness::new(&mut input) else {
         return;
     };

@@ -13,6 +13,7 @@
 //! `cargo +nightly fuzz run fleet`; `FUZZ_TRACE=1` with a crash file prints each step.
 #![no_main]
 
+use ami_fuzz::Cursor;
 use ami_proto::fleet::{Fleet, FleetConfig, FleetOutput, Policy, Route, ServerId};
 use ami_proto::{Action, ActionId, ClientConfig, ConnectFailure, Input, SendOptions};
 use libfuzzer_sys::fuzz_target;
@@ -21,31 +22,6 @@ use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 const NAMES: [&str; 4] = ["s0", "s1", "s2", "s3"];
-
-/// Bytes of the input, read one at a time; zeros once it is used up.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> &[u8] {
-        let (head, rest) = self.0.split_at(n.min(self.0.len()));
-        self.0 = rest;
-        head
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 struct Harness {
     fleet: Fleet,
@@ -80,7 +56,7 @@ fn client_config(b: u8) -> ClientConfig {
 }
 
 impl Harness {
-    fn new(cfg: &mut Bytes<'_>) -> Harness {
+    fn new(cfg: &mut Cursor<'_>) -> Harness {
         let mut config = FleetConfig::default();
         let connects_per_step = 1 + usize::from(cfg.byte() % 3);
         config.budget.connects_per_step = connects_per_step;
@@ -222,7 +198,7 @@ impl Harness {
         }
     }
 
-    fn step(&mut self, input: &mut Bytes<'_>) {
+    fn step(&mut self, input: &mut Cursor<'_>) {
         let op = input.byte();
         let k = usize::from(input.byte() % 4);
         if self.trace {
@@ -323,7 +299,7 @@ impl Harness {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut input = Bytes(data);
+    let mut input = Cursor(data);
     let mut h = Harness::new(&mut input);
     h.settle();
     let mut steps = 0;

@@ -12,6 +12,35 @@ use ami_proto::{DecodeError, Decoder, DecoderLimits, Frame};
 
 pub mod sim;
 
+/// A fuzz input read one byte at a time, for the targets that take their steps from it;
+/// zeros once it is used up.
+pub struct Cursor<'a>(pub &'a [u8]);
+
+impl Cursor<'_> {
+    /// The next byte (0 once the input is used up).
+    pub fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+
+    /// The next `n` bytes, or what is left.
+    pub fn take(&mut self, n: usize) -> &[u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+
+    /// Nothing left.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Bytes at the end of an input that configure the run.
 pub const CONFIG_LEN: usize = 4;
 

@@ -444,3 +444,76 @@ pub fn serve_all(answer: bool) {
         });
     }
 }
+
+/// One thing a server or the world does, chosen by `what` with its arguments from `next`:
+/// answer the oldest action owed (or refuse it), send a flood of events, let time pass, or a
+/// fault of the link (hang up, refuse connects or accept them again, stall or resume writes,
+/// change the read size).
+pub fn server_op(port: u16, what: u8, mut next: impl FnMut() -> u8) {
+    match what % 4 {
+        0 => {
+            let error = next() & 1 == 1;
+            with_port(port, |p| p.answer_one(error));
+        }
+        1 => {
+            let (n, size) = (next() % 32, usize::from(next()) * 2);
+            with_port(port, |p| p.flood(u32::from(n), size));
+        }
+        2 => {
+            let ms = u64::from(next()) * 20;
+            advance_to(now() + std::time::Duration::from_millis(ms));
+        }
+        _ => {
+            let b = next();
+            with_port(port, |p| match b % 4 {
+                0 => p.hang_up(),
+                1 => p.connect_ok = b & 4 == 0,
+                2 => p.set_write_budget(usize::from(b) * 4),
+                _ => p.with_link(|l| l.read_chunk = 1 + usize::from(b)),
+            });
+        }
+    }
+}
+
+/// The end of a run: every server healthy and answering everything, tasks polled while any
+/// is woken, and time moved on to the next timer whenever none is, until `finished` holds
+/// (asked whenever nothing is woken) or `within` of virtual time has passed.
+pub fn settle(
+    tasks: &mut [Task],
+    trace: bool,
+    within: std::time::Duration,
+    mut finished: impl FnMut() -> bool,
+) {
+    for port in ports() {
+        with_port(port, |p| {
+            p.connect_ok = true;
+            p.set_write_budget(usize::MAX);
+        });
+    }
+    let deadline = now() + within;
+    for _ in 0..1_000_000 {
+        serve_all(true);
+        if poll_one(tasks, 0, trace) {
+            continue;
+        }
+        if finished() {
+            return;
+        }
+        match next_timer() {
+            Some(t) if t <= deadline => advance_to(t),
+            _ => return,
+        }
+    }
+}
+
+/// Polls woken tasks and fires timers until nothing is left to do (after a close).
+pub fn run_down(tasks: &mut [Task], trace: bool) {
+    for _ in 0..100_000 {
+        if !poll_one(tasks, 0, trace) {
+            match next_timer() {
+                Some(t) => advance_to(t),
+                None => return,
+            }
+        }
+    }
+}
