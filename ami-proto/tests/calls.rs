@@ -539,3 +539,38 @@ fn an_answer_to_an_older_resync_is_ignored() {
     t.channels(&[], "");
     assert!(!t.tr.is_stale());
 }
+
+#[test]
+fn a_snapshot_the_client_refuses_at_send_is_asked_again_then_reported_stale_not_left_waiting() {
+    // Found by the `calls` fuzz target: with the client's stream marks at their cap, the
+    // snapshot request was refused at send; the tracker took that for a session going down,
+    // waited for a Disconnected or Ready that never came, and stayed stale for good, silently.
+    let mut tr = CallTracker::new(TrackerConfig::builder().tag_prefix("t").build().unwrap());
+    let now = Instant::now();
+    tr.handle_item(
+        now,
+        &ami_proto::StreamItem::Ready {
+            ami_version: "11.0.0".into(),
+        },
+    );
+    for _ in 0..3 {
+        let req = tr.poll_request().expect("the snapshot is asked (again)");
+        assert!(req.action.is("CoreShowChannels"));
+        tr.send_failed(now, req.token);
+    }
+    assert!(
+        tr.poll_request().is_none(),
+        "three refusals in a row: it stops asking"
+    );
+    let updates: Vec<CallUpdate> = std::iter::from_fn(|| tr.poll_update()).collect();
+    assert!(
+        updates.contains(&CallUpdate::Stale(StaleReason::SnapshotFailed {
+            attempt: 3
+        })),
+        "{updates:?}"
+    );
+    assert!(tr.is_stale() && !tr.is_resyncing());
+    // The application's resync asks again.
+    tr.resync();
+    assert!(tr.poll_request().is_some());
+}

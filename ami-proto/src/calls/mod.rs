@@ -283,6 +283,9 @@ struct InFlight {
     purpose: Purpose,
     reply: Option<Result<Response, ActionError>>,
     marked: bool,
+    /// The client refused it at send ([`CallTracker::send_failed`]): no session change
+    /// needs to follow.
+    refused: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -422,6 +425,7 @@ impl CallTracker {
         if let Some(f) = self.inflight.get_mut(&token) {
             f.reply = Some(Err(ActionError::NotSent(DisconnectReason::LocalClose)));
             f.marked = true;
+            f.refused = true;
             self.try_complete(now, token);
         }
     }
@@ -548,6 +552,7 @@ impl CallTracker {
                 purpose,
                 reply: None,
                 marked: false,
+                refused: false,
             },
         );
         self.requests.push_back(TrackerRequest {
@@ -690,6 +695,7 @@ impl CallTracker {
         let Some(InFlight {
             purpose,
             reply: Some(reply),
+            refused,
             ..
         }) = self.inflight.remove(&token)
         else {
@@ -717,7 +723,7 @@ impl CallTracker {
                 }
                 let resp = match reply {
                     Ok(resp) => resp,
-                    Err(e) => return self.snapshot_failed(e),
+                    Err(e) => return self.snapshot_failed(e, refused),
                 };
                 if matches!(purpose, Purpose::Channels(_)) {
                     let mut report = self.apply_snapshot(now, &resp);
@@ -742,7 +748,9 @@ impl CallTracker {
         }
     }
 
-    fn snapshot_failed(&mut self, error: ActionError) {
+    /// A snapshot (or tag lookup) failed; `refused`: the client refused it at send (a full
+    /// queue, a driver gone), as opposed to the client failing it.
+    fn snapshot_failed(&mut self, error: ActionError, refused: bool) {
         self.stats.snapshot_failures += 1;
         if let ActionError::TimedOut { .. } = error {
             // No answer in time (a lost action, a slow server): ask again; each try costs a
@@ -757,8 +765,10 @@ impl CallTracker {
             "AMI call tracker: snapshot failed ({error}); attempt {} of {MAX_SNAPSHOT_ATTEMPTS}",
             self.attempts
         );
-        if matches!(error, ActionError::Unknown(_) | ActionError::NotSent(_)) {
+        if !refused && matches!(error, ActionError::Unknown(_) | ActionError::NotSent(_)) {
             // The session is going or gone: its Disconnected item (or the next Ready) leads.
+            // A request refused at send is not that: the session may be up and no item will
+            // come, so it counts as a failed attempt below (the view stayed stale for good).
             return;
         }
         if self.attempts < MAX_SNAPSHOT_ATTEMPTS {
