@@ -16,7 +16,7 @@
 use ami_fuzz::Cursor;
 use ami_proto::calls::{CallTracker, TrackerConfig};
 use ami_proto::{
-    Action, ActionId, Client, ClientConfig, Decoder, DecoderLimits, Frame, Input, Notice, Output,
+    Action, ActionId, Client, ClientConfig, Decoder, DecoderLimits, Input, Notice, Output,
 };
 use libfuzzer_sys::fuzz_target;
 use std::collections::{BTreeMap, VecDeque};
@@ -120,21 +120,7 @@ impl Harness {
             }
             let out = self.client.transmit().to_vec();
             self.client.advance_transmit(out.len());
-            let mut rest = &out[..];
-            while !rest.is_empty() {
-                let n = self.server.feed(rest);
-                rest = &rest[n..];
-                while let Some(frame) = self.server.decode() {
-                    if let Ok(Frame::Message(m)) = frame {
-                        let id = m.action_id().unwrap_or("").to_string();
-                        let name = m.action().unwrap_or("").to_string();
-                        if self.trace {
-                            eprintln!("  server reads {m:?}");
-                        }
-                        self.owed.push_back((id, name));
-                    }
-                }
-            }
+            ami_fuzz::read_actions(&mut self.server, &out, self.trace, &mut self.owed);
             while let Some(item) = self.client.poll_event() {
                 self.tracker.handle_item(self.now, &item);
                 progressed = true;

@@ -12,6 +12,30 @@ use ami_proto::{DecodeError, Decoder, DecoderLimits, Frame};
 
 pub mod sim;
 
+/// Decodes what a client wrote as a server reads it, adding each action's ActionID and name
+/// to `owed` (what the server owes an answer to); with `trace`, each one on stderr.
+pub fn read_actions(
+    server: &mut Decoder,
+    mut bytes: &[u8],
+    trace: bool,
+    owed: &mut std::collections::VecDeque<(String, String)>,
+) {
+    while !bytes.is_empty() {
+        let n = server.feed(bytes);
+        bytes = &bytes[n..];
+        while let Some(frame) = server.decode() {
+            if let Ok(Frame::Message(m)) = frame {
+                if trace {
+                    eprintln!("  server reads {m:?}");
+                }
+                let id = m.action_id().unwrap_or("").to_string();
+                let name = m.action().unwrap_or("").to_string();
+                owed.push_back((id, name));
+            }
+        }
+    }
+}
+
 /// A fuzz input read one byte at a time, for the targets that take their steps from it;
 /// zeros once it is used up.
 pub struct Cursor<'a>(pub &'a [u8]);

@@ -5,7 +5,7 @@
 //! owed to the actions it read, floods, hang-ups.
 
 use ami_async::{BoxFuture, DirectWrite, Runtime, Timer, Transport};
-use ami_proto::{Decoder, DecoderLimits, Frame};
+use ami_proto::{Decoder, DecoderLimits};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -148,18 +148,7 @@ impl Port {
             self.send(b"Asterisk Call Manager/11.0.0\r\n");
         }
         let bytes = std::mem::take(&mut lock(&link).written);
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let n = self.server.feed(rest);
-            rest = &rest[n..];
-            while let Some(frame) = self.server.decode() {
-                if let Ok(Frame::Message(m)) = frame {
-                    let id = m.action_id().unwrap_or("").to_string();
-                    let name = m.action().unwrap_or("").to_string();
-                    self.owed.push_back((id, name));
-                }
-            }
-        }
+        crate::read_actions(&mut self.server, &bytes, false, &mut self.owed);
     }
 
     /// Bytes to the client, waking its read.
