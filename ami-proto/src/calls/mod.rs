@@ -767,8 +767,9 @@ impl CallTracker {
         );
         if !refused && matches!(error, ActionError::Unknown(_) | ActionError::NotSent(_)) {
             // The session is going or gone: its Disconnected item (or the next Ready) leads.
-            // A request refused at send is not that: the session may be up and no item will
-            // come, so it counts as a failed attempt below (the view stayed stale for good).
+            // A request refused at send is not that: the session may be up and then no such
+            // item comes, so it counts as a failed attempt below instead of a wait that
+            // could last for good.
             return;
         }
         if self.attempts < MAX_SNAPSHOT_ATTEMPTS {
