@@ -38,6 +38,23 @@ impl Queued {
     }
 }
 
+/// Moves up to `max` items from `next` into `out`; returns how many: the batch calls of a
+/// client's stream and of a fleet's merged stream.
+pub(crate) fn take_into<T>(
+    out: &mut Vec<T>,
+    max: usize,
+    mut next: impl FnMut() -> Option<T>,
+) -> usize {
+    let before = out.len();
+    while out.len() - before < max {
+        match next() {
+            Some(item) => out.push(item),
+            None => break,
+        }
+    }
+    out.len() - before
+}
+
 /// Result of offering an event to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {

@@ -5,6 +5,7 @@
 
 use super::name::ServerName;
 use super::servers::Fleet;
+use crate::client::events::take_into;
 use crate::{Queued, StreamItem};
 use std::collections::VecDeque;
 
@@ -178,16 +179,4 @@ impl Fleet {
     pub fn has_events(&self) -> bool {
         self.ring.len() > 0 || !self.ring.orphans.is_empty()
     }
-}
-
-/// Moves up to `max` items from `next` into `out`; returns how many.
-fn take_into<T>(out: &mut Vec<T>, max: usize, mut next: impl FnMut() -> Option<T>) -> usize {
-    let before = out.len();
-    while out.len() - before < max {
-        match next() {
-            Some(item) => out.push(item),
-            None => break,
-        }
-    }
-    out.len() - before
 }

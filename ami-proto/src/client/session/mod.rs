@@ -513,14 +513,7 @@ impl Client {
     /// Moves up to `max` stream items into `out` and returns how many: one call for a batch,
     /// so an adapter takes its lock once per batch instead of once per event.
     pub fn poll_events(&mut self, out: &mut Vec<StreamItem>, max: usize) -> usize {
-        let before = out.len();
-        while out.len() - before < max {
-            match self.events.pop() {
-                Some(item) => out.push(Queued(item).into_item()),
-                None => break,
-            }
-        }
-        out.len() - before
+        crate::client::events::take_into(out, max, || self.poll_event())
     }
 
     /// Events waiting in the queue.

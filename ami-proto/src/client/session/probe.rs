@@ -37,7 +37,8 @@ impl Client {
     /// True while the event queue holds at least half of either of its caps (count or
     /// bytes): the consumer is behind. An adapter whose consumer runs apart from its reader
     /// may hold its next read for a while (bounded) so the consumer catches up, instead of
-    /// decoding events only for the queue to drop them (see `Fleet::wants_read`).
+    /// decoding events only for the queue to drop them; [`wants_read`](Self::wants_read)
+    /// adds a read-ahead in bytes and events to this.
     pub fn event_queue_half_full(&self) -> bool {
         self.events.len() >= self.config.event_queue_cap.div_ceil(2)
             || self.events.bytes() >= self.config.event_queue_bytes.div_ceil(2)
