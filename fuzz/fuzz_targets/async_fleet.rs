@@ -15,14 +15,13 @@
 #![no_main]
 
 use ami_async::fleet::{FleetConfig, Policy, Route};
-use ami_fuzz::sim::{self, Sim, Task};
+use ami_fuzz::sim::{self, Allowance, Sim, Task};
 use ami_fuzz::Cursor;
 use ami_proto::{Action, ClientConfig, StreamItem};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 const NAMES: [&str; 4] = ["s0", "s1", "s2", "s3"];
@@ -34,7 +33,6 @@ struct Seen {
     events: HashMap<String, u64>,
     gaps: HashMap<String, u64>,
     ended: bool,
-    allowance: u64,
 }
 
 fn client_config(b: u8) -> ClientConfig {
@@ -65,23 +63,15 @@ fuzz_target!(|data: &[u8]| {
         .map(|d| Task::new("driver", d))
         .collect();
     let drivers = tasks.len();
-    let seen = Rc::new(RefCell::new(Seen {
-        allowance: u64::MAX,
-        ..Seen::default()
-    }));
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let allowance = Allowance::unlimited();
     let reader = tasks.len();
     {
         let seen = Rc::clone(&seen);
+        let allowance = allowance.clone();
         tasks.push(Task::new("reader", async move {
             loop {
-                std::future::poll_fn(|_| {
-                    if seen.borrow().allowance > 0 {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending
-                    }
-                })
-                .await;
+                allowance.wait().await;
                 let Some(item) = events.recv().await else {
                     seen.borrow_mut().ended = true;
                     return;
@@ -93,7 +83,8 @@ fuzz_target!(|data: &[u8]| {
                     StreamItem::Gap { dropped } => *s.gaps.entry(server).or_default() += dropped,
                     _ => {}
                 }
-                s.allowance = s.allowance.saturating_sub(1);
+                drop(s);
+                allowance.spend();
             }
         }));
     }
@@ -151,11 +142,7 @@ fuzz_target!(|data: &[u8]| {
             }
             11 => {
                 let b = input.byte();
-                seen.borrow_mut().allowance = if b & 1 == 0 {
-                    u64::from(b >> 1)
-                } else {
-                    u64::MAX
-                };
+                allowance.set_from(b);
                 tasks[reader].wake();
             }
             _ => {
@@ -166,7 +153,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // The end: every server healthy and answering; time runs on timer by timer, until every
     // caller heard back and the reader has had a few quiet rounds to take what was queued.
-    seen.borrow_mut().allowance = u64::MAX;
+    allowance.lift();
     tasks[reader].wake();
     let mut quiet_rounds = 0;
     sim::settle(&mut tasks, trace, Duration::from_secs(120), || {

@@ -15,13 +15,12 @@
 //! `cargo +nightly fuzz run async_session`; `FUZZ_TRACE=1` with a crash file prints each step.
 #![no_main]
 
-use ami_fuzz::sim::{self, Sim, Task};
+use ami_fuzz::sim::{self, Allowance, Sim, Task};
 use ami_fuzz::Cursor;
 use ami_proto::{Action, ClientConfig, StreamItem};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::task::Poll;
 use std::time::Duration;
 
 const PORT: u16 = 5038;
@@ -31,8 +30,6 @@ const PORT: u16 = 5038;
 struct Seen {
     events: u64,
     gaps: u64,
-    /// Items it may still take before it stops reading (a consumer that stalls).
-    allowance: u64,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -53,10 +50,8 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("config refused: {e}"),
     };
     let (handle, mut events, driver) = ami_async::session::<Sim>(config, ("sim", PORT));
-    let seen = Rc::new(RefCell::new(Seen {
-        allowance: u64::MAX,
-        ..Seen::default()
-    }));
+    let seen = Rc::new(RefCell::new(Seen::default()));
+    let allowance = Allowance::unlimited();
     let done = Rc::new(RefCell::new(0u32));
     let mut callers = 0u32;
     let mut handles = vec![handle.clone()];
@@ -65,24 +60,17 @@ fuzz_target!(|data: &[u8]| {
     let consumer = tasks.len();
     {
         let seen = Rc::clone(&seen);
+        let allowance = allowance.clone();
         tasks.push(Task::new("consumer", async move {
             loop {
-                std::future::poll_fn(|_| {
-                    if seen.borrow().allowance > 0 {
-                        Poll::Ready(())
-                    } else {
-                        Poll::Pending
-                    }
-                })
-                .await;
+                allowance.wait().await;
                 match events.recv().await {
                     Some(StreamItem::Event(_)) => seen.borrow_mut().events += 1,
                     Some(StreamItem::Gap { dropped }) => seen.borrow_mut().gaps += dropped,
                     Some(_) => {}
                     None => return,
                 }
-                let mut s = seen.borrow_mut();
-                s.allowance = s.allowance.saturating_sub(1);
+                allowance.spend();
             }
         }));
     }
@@ -116,11 +104,7 @@ fuzz_target!(|data: &[u8]| {
             9 => {
                 // The consumer stops reading after a few more items, or reads on.
                 let b = input.byte();
-                seen.borrow_mut().allowance = if b & 1 == 0 {
-                    u64::from(b >> 1)
-                } else {
-                    u64::MAX
-                };
+                allowance.set_from(b);
                 tasks[consumer].wake();
             }
             10 => {
@@ -138,7 +122,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The end: the server is healthy and answers everything; time runs on timer by timer.
-    seen.borrow_mut().allowance = u64::MAX;
+    allowance.lift();
     tasks[consumer].wake();
     sim::settle(&mut tasks, trace, Duration::from_secs(120), || {
         *done.borrow() == callers

@@ -36,6 +36,19 @@ pub fn read_actions(
     }
 }
 
+/// Counts one completion of `key` in `counts`: it must have been sent (a key in `counts`)
+/// and not have completed before.
+pub fn complete_once<K>(counts: &mut std::collections::HashMap<K, u32>, key: &K)
+where
+    K: std::hash::Hash + Eq + std::fmt::Debug,
+{
+    let Some(n) = counts.get_mut(key) else {
+        panic!("{key:?} completed but was never sent there");
+    };
+    *n += 1;
+    assert_eq!(*n, 1, "{key:?} completed twice");
+}
+
 /// A fuzz input read one byte at a time, for the targets that take their steps from it;
 /// zeros once it is used up.
 pub struct Cursor<'a>(pub &'a [u8]);

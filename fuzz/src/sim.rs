@@ -6,12 +6,13 @@
 
 use ami_async::{BoxFuture, DirectWrite, Runtime, Timer, Transport};
 use ami_proto::{Decoder, DecoderLimits};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
@@ -504,5 +505,49 @@ pub fn run_down(tasks: &mut [Task], trace: bool) {
                 None => return,
             }
         }
+    }
+}
+
+/// How many more items a consumer task may take before it stops reading (a consumer that
+/// stalls): set by the harness, spent by the task.
+#[derive(Clone)]
+pub struct Allowance(Rc<Cell<u64>>);
+
+impl Allowance {
+    /// No limit.
+    pub fn unlimited() -> Allowance {
+        Allowance(Rc::new(Cell::new(u64::MAX)))
+    }
+
+    /// From an input byte: a few more items (an even byte) or no limit (an odd one). Wake
+    /// the consumer's task after it.
+    pub fn set_from(&self, b: u8) {
+        self.0.set(if b & 1 == 0 {
+            u64::from(b >> 1)
+        } else {
+            u64::MAX
+        });
+    }
+
+    /// No limit any more. Wake the consumer's task after it.
+    pub fn lift(&self) {
+        self.0.set(u64::MAX);
+    }
+
+    /// Waits while nothing is left (the harness wakes the task when it gives more).
+    pub async fn wait(&self) {
+        std::future::poll_fn(|_| {
+            if self.0.get() > 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
+    /// One item taken.
+    pub fn spend(&self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
