@@ -17,10 +17,12 @@
 //! one, as the adapters start it; compare 1 and 2 in the same minutes).
 //!
 //! `cargo run --release -p ami-cli --example fleet_loopback [tokio|async-std|mio|all [SECONDS [SIZES]]]`
-//! e.g. `... fleet_loopback all 3 10,100,1000` (the defaults).
+//! e.g. `... fleet_loopback all 3 10,100,1000` (the defaults); SIZES `none` runs only the
+//! merged-stream rows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_async::fleet::{FleetConfig, FleetDriver, FleetHandle, Route};
+use ami_conformance::threads::Snapshot;
 use ami_mio::MioFleet;
 use ami_proto::fleet::{FleetItem, FleetOutput};
 use ami_proto::{Action, ActionId, ClientConfig, StreamItem};
@@ -64,11 +66,29 @@ struct Figures {
     lost: u64,
     span: Duration,
     worst_step: Duration,
+    /// CPU per thread over the span (flood threads summed as `floods`).
+    threads: String,
 }
 
 impl Figures {
     fn rate(&self) -> f64 {
         self.events as f64 / self.span.as_secs_f64().max(1e-9)
+    }
+
+    /// Who used the CPU during the span: the client's threads by name, the simulators'
+    /// threads summed (on 2 cores, ten flooding simulators take CPU from the client).
+    fn cpu(before: &Snapshot, took: Duration) -> String {
+        let mut floods = (0.0, 0);
+        let mut rows = Vec::new();
+        for u in before.used_since(took) {
+            if u.name.starts_with("flood") {
+                floods = (floods.0 + u.share, floods.1 + u.preempted);
+            } else {
+                rows.push(format!("{} {:.2} ({})", u.name, u.share, u.preempted));
+            }
+        }
+        rows.push(format!("floods {:.2} ({})", floods.0, floods.1));
+        rows.join(", ")
     }
 
     fn pings(&self) -> String {
@@ -191,6 +211,7 @@ fn run_async(rt: Rt, servers: &Servers, span: Duration, ping: bool) -> Figures {
     };
     worst.store(0, Ordering::Relaxed);
     let (got0, lost0) = (got.load(Ordering::Relaxed), lost.load(Ordering::Relaxed));
+    let cpu0 = Snapshot::now();
     let t0 = Instant::now();
     let mut k = 0;
     while t0.elapsed() < span {
@@ -208,6 +229,7 @@ fn run_async(rt: Rt, servers: &Servers, span: Duration, ping: bool) -> Figures {
         f.latencies.push(t.elapsed());
     }
     f.span = t0.elapsed();
+    f.threads = Figures::cpu(&cpu0, f.span);
     f.events = got.load(Ordering::Relaxed) - got0;
     f.lost = lost.load(Ordering::Relaxed) - lost0;
     f.worst_step = Duration::from_nanos(worst.load(Ordering::Relaxed));
@@ -279,6 +301,7 @@ fn run_mio(servers: &Servers, span: Duration, ping: bool) -> Figures {
     f.ready = started.elapsed();
     let mut inflight: Option<(ActionId, Instant)> = None;
     let mut k = 0;
+    let cpu0 = Snapshot::now();
     let t0 = Instant::now();
     while t0.elapsed() < span {
         let now = Instant::now();
@@ -306,6 +329,7 @@ fn run_mio(servers: &Servers, span: Duration, ping: bool) -> Figures {
         fleet.wait(Some(Duration::from_millis(5))).unwrap();
     }
     f.span = t0.elapsed();
+    f.threads = Figures::cpu(&cpu0, f.span);
     f.most_connects = fleet.stats().most_connects_in_a_step;
     fleet.close_all(Instant::now());
     f
@@ -396,9 +420,17 @@ fn main() {
         Some(other) => panic!("runtime {other:?}: tokio, async-std, mio or all"),
     };
     let secs: f64 = args.next().map_or(3.0, |s| s.parse().unwrap());
-    let sizes: Vec<usize> = args.next().map_or(vec![10, 100, 1000], |s| {
-        s.split(',').map(|n| n.parse().unwrap()).collect()
-    });
+    let sizes: Vec<usize> = match args.next().as_deref() {
+        None => vec![10, 100, 1000],
+        Some("none") => Vec::new(),
+        Some(s) => s.split(',').map(|n| n.parse().unwrap()).collect(),
+    };
+    // `AMI_FLEET_FLOODS=10` runs only that merged-stream row (for a profiler).
+    let floods: Vec<usize> = std::env::var("AMI_FLEET_FLOODS")
+        .ok()
+        .map_or(vec![1, 10], |s| {
+            s.split(',').map(|n| n.parse().unwrap()).collect()
+        });
     let span = Duration::from_secs_f64(secs);
     let budget = FleetConfig::default().budget.connects_per_step;
     for &rt in &rts {
@@ -407,18 +439,19 @@ fn main() {
         } else {
             format!(" ({} shards)", shards())
         };
-        for n in [1, 10] {
+        for &n in &floods {
             let servers = Servers {
                 floods: (0..n).map(|_| Flood::start().unwrap()).collect(),
                 quiet: Vec::new(),
             };
             let f = run(rt, &servers, span, false);
             println!(
-                "load {} | {:>9}{shards} merged stream, {n:>2} flooding servers: {:>9.0} events/s ({} lost as gaps)",
+                "load {} | {:>9}{shards} merged stream, {n:>2} flooding servers: {:>9.0} events/s ({} lost as gaps); CPU {}",
                 load(),
                 rt.name(),
                 f.rate(),
-                f.lost
+                f.lost,
+                f.threads
             );
         }
         for &n in &sizes {

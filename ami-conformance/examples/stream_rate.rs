@@ -12,8 +12,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_async::{Events, Handle};
+use ami_conformance::threads::Snapshot;
 use ami_proto::{ClientConfig, StreamItem};
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -115,66 +115,6 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Each thread of this process by id: its name, CPU seconds (user + system) and involuntary
-/// context switches (times it was preempted while runnable), from /proc (empty elsewhere).
-fn threads() -> BTreeMap<u32, (String, f64, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let name = stat
-            .split_once('(')
-            .and_then(|(_, r)| r.rsplit_once(')'))
-            .map_or("?", |(n, _)| n)
-            .to_string();
-        // After the name: utime and stime are the 12th and 13th fields, in clock ticks.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<f64> = rest
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0.0))
-            .collect();
-        let cpu = (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0;
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let preempted = status
-            .lines()
-            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        out.insert(tid, (name, cpu, preempted));
-    }
-    out
-}
-
-/// What each thread used between two [`threads`] snapshots `took` apart, busiest first: the
-/// consumer is the main thread, `source` the loopback writer, the rest the client's.
-fn thread_use(before: &BTreeMap<u32, (String, f64, u64)>, took: Duration) -> String {
-    let main = std::process::id();
-    let mut rows: Vec<(f64, String)> = threads()
-        .into_iter()
-        .map(|(tid, (name, cpu, preempted))| {
-            let (cpu0, pre0) = before.get(&tid).map_or((0.0, 0), |b| (b.1, b.2));
-            let name = if tid == main {
-                "main".to_string()
-            } else {
-                name
-            };
-            let share = (cpu - cpu0) / took.as_secs_f64().max(1e-9);
-            (share, format!("{name} {share:.2} ({})", preempted - pre0))
-        })
-        .filter(|(share, _)| *share >= 0.005)
-        .collect();
-    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
-    rows.into_iter()
-        .map(|(_, r)| r)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn report(mode: &str, n: usize, delivered: usize, dropped: u64, took: Duration, threads: &str) {
     println!(
         "| {mode} | {:.0} k | {delivered} | {dropped} | {:.1} MiB | {threads} |",
@@ -233,7 +173,7 @@ struct Tally {
     got: usize,
     dropped: u64,
     start: Option<Instant>,
-    threads: BTreeMap<u32, (String, f64, u64)>,
+    threads: Snapshot,
 }
 
 impl Tally {
@@ -241,7 +181,7 @@ impl Tally {
         match item {
             StreamItem::Event(m) if m.event() == Some("UserEvent") => {
                 if self.start.is_none() {
-                    self.threads = threads();
+                    self.threads = Snapshot::now();
                     self.start = Some(Instant::now());
                 }
                 self.got += 1;
@@ -309,7 +249,7 @@ async fn consume(mode: &str, n: usize, ami: Handle, mut events: Events) {
         t.got,
         t.dropped,
         took,
-        &thread_use(&t.threads, took),
+        &t.threads.report_since(took),
     );
     ami.close();
 }
@@ -325,12 +265,12 @@ fn raw(addr: SocketAddr, n: usize) {
     // separator split across two reads is still found.
     let (mut frames, mut carry) = (0usize, [0u8; 3]);
     let mut start = None;
-    let mut before = BTreeMap::new();
+    let mut before = Snapshot::default();
     while frames < n + 1 {
         let k = s.read(&mut buf[3..]).unwrap();
         assert!(k > 0, "source closed early");
         if start.is_none() {
-            before = threads();
+            before = Snapshot::now();
             start = Some(Instant::now());
         }
         buf[..3].copy_from_slice(&carry);
@@ -338,5 +278,5 @@ fn raw(addr: SocketAddr, n: usize) {
         carry.copy_from_slice(&buf[k..k + 3]);
     }
     let took = start.map_or(Duration::from_nanos(1), |t: Instant| t.elapsed());
-    report("raw", n, n, 0, took, &thread_use(&before, took));
+    report("raw", n, n, 0, took, &before.report_since(took));
 }

@@ -18,6 +18,7 @@
 pub mod fleet;
 pub mod suite;
 mod support;
+pub mod threads;
 mod tls;
 
 pub use support::*;
