@@ -5,7 +5,9 @@
 //!
 //! `cargo run --release -p ami-conformance --example stream_rate [EVENTS]`
 //!
-//! Modes: `raw` (frame splitter), `tokio-recv` / `async-std-recv` (`recv()` per item, the
+//! Modes: `raw` (frame splitter), `decoder` (the bare `ami_proto::Decoder` on the thread
+//! that reads, no client, no queue, no second thread, each message in an allocation of its
+//! own: what decoding alone costs, a ceiling for every client row), `tokio-recv` / `async-std-recv` (`recv()` per item, the
 //! README loop), `tokio-1t-recv` (the same on a current-thread runtime, where the driver and
 //! the loop share one thread), `tokio-many` / `async-std-many` (`recv_many(4096)`), `tokio-stalled` (the
 //! consumer reads nothing until the source is done: the queue's bound in memory).
@@ -18,8 +20,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-const MODES: [&str; 7] = [
+const MODES: [&str; 8] = [
     "raw",
+    "decoder",
     "tokio-recv",
     "tokio-1t-recv",
     "tokio-many",
@@ -143,6 +146,9 @@ fn run(mode: &str, n: usize) {
     if mode == "raw" {
         return raw(addr, n);
     }
+    if mode == "decoder" {
+        return decoder(addr, n);
+    }
     if mode.starts_with("tokio") {
         let rt = if mode.starts_with("tokio-1t") {
             tokio::runtime::Builder::new_current_thread()
@@ -255,10 +261,43 @@ async fn consume(mode: &str, n: usize, ami: Handle, mut events: Events) {
 }
 
 /// The baseline: a raw socket, one 64 KiB buffer, frames counted by their blank line.
-fn raw(addr: SocketAddr, n: usize) {
+/// A plain socket to the source, logged in (the source answers any Login).
+fn logged_in(addr: SocketAddr) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"Action: Login\r\nActionID: 1\r\nUsername: admin\r\nSecret: x\r\n\r\n")
         .unwrap();
+    s
+}
+
+/// The decoder alone: reads as `raw` does, decodes every message (each gets its own
+/// allocation, as an event has once the consumer holds it), counts the events.
+fn decoder(addr: SocketAddr, n: usize) {
+    use ami_proto::{Decoder, DecoderLimits, Frame};
+    let mut s = logged_in(addr);
+    let mut decoder = Decoder::new(DecoderLimits::default());
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut got, mut start) = (0usize, None);
+    while got < n {
+        let k = s.read(&mut buf).unwrap();
+        assert!(k > 0, "source closed early");
+        start.get_or_insert_with(|| (Instant::now(), Snapshot::now()));
+        let mut rest = &buf[..k];
+        while !rest.is_empty() {
+            rest = &rest[decoder.feed(rest)..];
+            while let Some(frame) = decoder.decode() {
+                if let Frame::Message(m) = frame.unwrap() {
+                    got += usize::from(m.event() == Some("UserEvent"));
+                }
+            }
+        }
+    }
+    let (t0, before) = start.unwrap();
+    let took = t0.elapsed();
+    report("decoder", n, got, 0, took, &before.report_since(took));
+}
+
+fn raw(addr: SocketAddr, n: usize) {
+    let mut s = logged_in(addr);
     let mut buf = vec![0u8; 64 << 10];
     let finder = memchr::memmem::Finder::new(b"\r\n\r\n");
     // Frames seen (the login response is the first), and the tail of the last read so a
