@@ -13,6 +13,8 @@
 //! Every line starts with the 1-minute load average, since the figures are wall clock.
 //! `AMI_FLEET_READS=1` also prints the `ami-async` fleet driver's read counters of each run
 //! (reads, empty reads, held reads, bytes) on stderr.
+//! `AMI_FLEET_ROUNDS=N` runs the merged-stream rows N times, alternating, and prints the
+//! median 10-vs-1 ratio (e.g. `AMI_FLEET_ROUNDS=7 ... fleet_loopback mio 3 none`).
 //! `AMI_FLEET_SHARDS=N` sets the shards of the `ami-async` fleet (default: one per core but
 //! one, as the adapters start it; compare 1 and 2 in the same minutes).
 //!
@@ -425,6 +427,10 @@ fn main() {
         Some("none") => Vec::new(),
         Some(s) => s.split(',').map(|n| n.parse().unwrap()).collect(),
     };
+    // `AMI_FLEET_ROUNDS=N` repeats the merged-stream rows N times (default 1).
+    let rounds: usize = std::env::var("AMI_FLEET_ROUNDS")
+        .ok()
+        .map_or(1, |s| s.parse().unwrap());
     // `AMI_FLEET_FLOODS=10` runs only that merged-stream row (for a profiler).
     let floods: Vec<usize> = std::env::var("AMI_FLEET_FLOODS")
         .ok()
@@ -439,19 +445,42 @@ fn main() {
         } else {
             format!(" ({} shards)", shards())
         };
-        for &n in &floods {
-            let servers = Servers {
-                floods: (0..n).map(|_| Flood::start().unwrap()).collect(),
-                quiet: Vec::new(),
-            };
-            let f = run(rt, &servers, span, false);
+        // Rows alternate (1, 10, 1, 10, ...) so that both see the same minutes of a shared
+        // machine; with several rounds, the median of each round's 10-vs-1 ratio closes.
+        let mut ratios = Vec::new();
+        for _ in 0..rounds {
+            let mut rates = Vec::new();
+            for &n in &floods {
+                let servers = Servers {
+                    floods: (0..n).map(|_| Flood::start().unwrap()).collect(),
+                    quiet: Vec::new(),
+                };
+                let f = run(rt, &servers, span, false);
+                rates.push(f.rate());
+                println!(
+                    "load {} | {:>9}{shards} merged stream, {n:>2} flooding servers: {:>9.0} events/s ({} lost as gaps); CPU {}",
+                    load(),
+                    rt.name(),
+                    f.rate(),
+                    f.lost,
+                    f.threads
+                );
+            }
+            if let [one, .., last] = rates[..] {
+                ratios.push(last / one);
+            }
+        }
+        if ratios.len() > 1 {
+            ratios.sort_by(f64::total_cmp);
+            let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.3}")).collect();
             println!(
-                "load {} | {:>9}{shards} merged stream, {n:>2} flooding servers: {:>9.0} events/s ({} lost as gaps); CPU {}",
-                load(),
+                "{:>9} merged stream, {} vs {} flooding servers over {} rounds: median {:.3} ({})",
                 rt.name(),
-                f.rate(),
-                f.lost,
-                f.threads
+                floods.last().unwrap(),
+                floods[0],
+                ratios.len(),
+                ratios[ratios.len() / 2],
+                shown.join(", ")
             );
         }
         for &n in &sizes {
