@@ -212,16 +212,7 @@ impl Shared {
     /// Moves up to one batch (by items and bytes) from the core's queue to `out`, as
     /// [`Queued`] items: the consumer copies each event out on its own thread.
     pub(crate) fn take_batch(&mut self, out: &mut VecDeque<Queued>) {
-        let mut bytes = 0;
-        let mut n = 0;
-        while n < BATCH_ITEMS && bytes < BATCH_BYTES {
-            let Some(item) = self.client.poll_queued() else {
-                break;
-            };
-            bytes += item.wire_len();
-            out.push_back(item);
-            n += 1;
-        }
+        self.client.take_queued(out, BATCH_ITEMS, BATCH_BYTES);
     }
 }
 

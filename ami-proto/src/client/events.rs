@@ -75,7 +75,9 @@ pub(crate) enum Offer {
 /// flood of bad input, costs a bounded queue.
 #[derive(Debug)]
 pub(crate) struct EventQueue {
-    items: VecDeque<StreamItem>,
+    /// As [`Queued`], so that a whole queue can be handed over at once
+    /// ([`take_batch`](Self::take_batch)).
+    items: VecDeque<Queued>,
     events: usize,
     /// Sum of `retained_bytes` of the queued events.
     bytes: usize,
@@ -174,7 +176,7 @@ impl EventQueue {
     }
 
     fn push_event(&mut self, event: Message, size: usize) {
-        self.items.push_back(StreamItem::Event(event));
+        self.items.push_back(Queued(StreamItem::Event(event)));
         self.events += 1;
         self.bytes += size;
         self.pushed += 1;
@@ -189,7 +191,7 @@ impl EventQueue {
     /// (see [`Queued`]).
     pub(crate) fn detach_last(&mut self, n: usize) {
         let mut left = n;
-        for item in self.items.iter_mut().rev() {
+        for Queued(item) in self.items.iter_mut().rev() {
             if left == 0 {
                 break;
             }
@@ -212,7 +214,7 @@ impl EventQueue {
     /// A marked action completed here.
     pub(crate) fn mark(&mut self, mark: u64) {
         self.flush_trailing_gap();
-        self.items.push_back(StreamItem::Mark { mark });
+        self.items.push_back(Queued(StreamItem::Mark { mark }));
         self.marks += 1;
     }
 
@@ -228,7 +230,7 @@ impl EventQueue {
 
     fn push_marker(&mut self, marker: StreamItem) {
         self.flush_trailing_gap();
-        self.items.push_back(marker);
+        self.items.push_back(Queued(marker));
         let end = self.items.len();
         self.fold_run(end);
     }
@@ -236,7 +238,7 @@ impl EventQueue {
     fn flush_trailing_gap(&mut self) {
         if self.trailing_gap > 0 {
             let dropped = std::mem::take(&mut self.trailing_gap);
-            self.items.push_back(StreamItem::Gap { dropped });
+            self.items.push_back(Queued(StreamItem::Gap { dropped }));
         }
     }
 
@@ -256,18 +258,18 @@ impl EventQueue {
         let Some(at) = self
             .items
             .iter()
-            .position(|i| matches!(i, StreamItem::Event(_)))
+            .position(|i| matches!(i.0, StreamItem::Event(_)))
         else {
             return false;
         };
         if let StreamItem::Event(m) =
-            std::mem::replace(&mut self.items[at], StreamItem::Gap { dropped: 1 })
+            std::mem::replace(&mut self.items[at].0, StreamItem::Gap { dropped: 1 })
         {
             self.bytes -= m.retained_bytes();
         }
         self.events -= 1;
         // The run of markers now reaches to the next event.
-        let end = self.items.iter().skip(at).position(splits_runs);
+        let end = self.items.iter().skip(at).position(|i| splits_runs(&i.0));
         let end = end.map_or(self.items.len(), |n| at + n);
         self.fold_run(end);
         true
@@ -278,21 +280,27 @@ impl EventQueue {
         let start = self
             .items
             .range(..end)
-            .rposition(splits_runs)
+            .rposition(|i| splits_runs(&i.0))
             .map_or(0, |n| n + 1);
         if end - start < 2 {
             return;
         }
-        let run: Vec<StreamItem> = self.items.drain(start..end).collect();
+        let run: Vec<StreamItem> = self.items.drain(start..end).map(|q| q.0).collect();
         for (n, item) in fold(run).into_iter().enumerate() {
-            self.items.insert(start + n, item);
+            self.items.insert(start + n, Queued(item));
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn pop(&mut self) -> Option<StreamItem> {
+        self.pop_queued().map(|q| q.0)
+    }
+
+    /// The next item as it waits in the queue (an event may still share a read buffer).
+    pub(crate) fn pop_queued(&mut self) -> Option<Queued> {
         match self.items.pop_front() {
             Some(item) => {
-                match &item {
+                match &item.0 {
                     StreamItem::Event(m) => {
                         self.events -= 1;
                         self.bytes -= m.retained_bytes();
@@ -302,13 +310,51 @@ impl EventQueue {
                 }
                 Some(item)
             }
-            None if self.trailing_gap > 0 => {
-                let dropped = std::mem::take(&mut self.trailing_gap);
-                self.end_episode();
-                Some(StreamItem::Gap { dropped })
-            }
+            None if self.trailing_gap > 0 => Some(Queued(self.take_trailing_gap())),
             None => None,
         }
+    }
+
+    fn take_trailing_gap(&mut self) -> StreamItem {
+        let dropped = std::mem::take(&mut self.trailing_gap);
+        self.end_episode();
+        StreamItem::Gap { dropped }
+    }
+
+    /// Moves up to `max_items` items to the back of `out`, stopping once their events'
+    /// wire bytes reach `max_bytes` (the item that crosses it is moved too); returns how
+    /// many. Exactly what as many [`pop_queued`](Self::pop_queued) calls give, but when
+    /// `out` is empty and the whole queue is within both limits (the common case for a
+    /// consumer that keeps up) the queue's buffer itself changes hands: no item is moved.
+    pub(crate) fn take_batch(
+        &mut self,
+        out: &mut VecDeque<Queued>,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> usize {
+        // `bytes` (what the events keep alive) is at least their wire bytes.
+        if out.is_empty()
+            && !self.items.is_empty()
+            && self.items.len() < max_items
+            && self.bytes < max_bytes
+        {
+            std::mem::swap(&mut self.items, out);
+            (self.events, self.bytes, self.marks) = (0, 0, 0);
+            if self.trailing_gap > 0 {
+                out.push_back(Queued(self.take_trailing_gap()));
+            }
+            return out.len();
+        }
+        let (mut n, mut bytes) = (0, 0);
+        while n < max_items && bytes < max_bytes {
+            let Some(item) = self.pop_queued() else {
+                break;
+            };
+            bytes += item.wire_len();
+            out.push_back(item);
+            n += 1;
+        }
+        n
     }
 }
 
@@ -671,5 +717,114 @@ mod tests {
             drain(&mut q),
             ["E0", "UnmatchedResponsex3", "down:eof", "up", "E1"]
         );
+    }
+
+    /// One step of building a queue, for the property below.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Offer(u32, usize),
+        Mark,
+        Up,
+        Down,
+        Discard,
+        Pop,
+    }
+
+    fn arb_ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        use proptest::prelude::*;
+        let op = prop_oneof![
+            6 => (0u32..100, 0usize..600).prop_map(|(n, pad)| Op::Offer(n, pad)),
+            1 => Just(Op::Mark),
+            1 => Just(Op::Up),
+            1 => Just(Op::Down),
+            1 => Just(Op::Discard),
+            2 => Just(Op::Pop),
+        ];
+        proptest::collection::vec(op, 0..80)
+    }
+
+    fn build(ops: &[Op], cap: usize, byte_cap: usize, policy: OverflowPolicy) -> EventQueue {
+        let mut q = EventQueue::new(cap, byte_cap, policy);
+        for op in ops {
+            match op {
+                Op::Offer(n, pad) => {
+                    q.offer(ev_padded(*n, *pad));
+                }
+                Op::Mark => q.mark(7),
+                Op::Up => q.session_ready("v".into()),
+                Op::Down => q.session_lost(DisconnectReason::Eof),
+                Op::Discard => q.discarded(Discard::Malformed(DecodeError::FollowsUnterminated), 1),
+                Op::Pop => {
+                    q.pop();
+                }
+            }
+        }
+        q
+    }
+
+    fn label(q: Queued) -> String {
+        match q.0 {
+            StreamItem::Event(m) => m.event().unwrap_or("?").to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Taking a batch gives exactly the items, in the order, that popping one at a time
+        /// up to the same limits gives, leaves the same queue behind, and keeps the
+        /// counters right, whether the queue's buffer changes hands or items are moved.
+        #[test]
+        fn a_batch_take_equals_popping_one_at_a_time(
+            ops in arb_ops(),
+            cap in 1usize..20,
+            byte_cap_k in 1usize..20,
+            drop_oldest in proptest::bool::ANY,
+            max_items in 1usize..30,
+            max_bytes in 1usize..8_000,
+            out_has_one in proptest::bool::ANY,
+        ) {
+            let policy = if drop_oldest { OverflowPolicy::DropOldest } else { OverflowPolicy::DropNewest };
+            let byte_cap = byte_cap_k * 700;
+            let mut batched = build(&ops, cap, byte_cap, policy);
+            let mut popped = build(&ops, cap, byte_cap, policy);
+            let mut out = VecDeque::new();
+            if out_has_one {
+                out.push_back(Queued(StreamItem::Gap { dropped: 99 }));
+            }
+            let before = out.len();
+            let n = batched.take_batch(&mut out, max_items, max_bytes);
+            proptest::prop_assert_eq!(out.len() - before, n);
+            let mut expect = Vec::new();
+            let mut bytes = 0;
+            while expect.len() < max_items && bytes < max_bytes {
+                let Some(item) = popped.pop_queued() else { break };
+                bytes += item.wire_len();
+                expect.push(label(item));
+            }
+            let got: Vec<String> = out.into_iter().skip(before).map(label).collect();
+            proptest::prop_assert_eq!(got, expect);
+            proptest::prop_assert_eq!(batched.len(), popped.len());
+            proptest::prop_assert_eq!(batched.bytes(), popped.bytes());
+            proptest::prop_assert_eq!(batched.marks(), popped.marks());
+            let rest_b: Vec<String> = std::iter::from_fn(|| batched.pop_queued()).map(label).collect();
+            let rest_p: Vec<String> = std::iter::from_fn(|| popped.pop_queued()).map(label).collect();
+            proptest::prop_assert_eq!(rest_b, rest_p);
+            proptest::prop_assert_eq!((batched.len(), batched.bytes(), batched.marks()), (0, 0, 0));
+        }
+    }
+
+    #[test]
+    fn a_batch_that_fits_takes_the_whole_queue_and_its_trailing_gap() {
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
+        for n in 0..5 {
+            q.offer(ev(n));
+        }
+        let mut out = VecDeque::new();
+        assert_eq!(q.take_batch(&mut out, 1024, 1 << 20), 3);
+        let got: Vec<String> = out.into_iter().map(label).collect();
+        assert_eq!(got, ["E0", "E1", "Gap { dropped: 3 }"]);
+        assert_eq!((q.len(), q.bytes(), q.has_items()), (0, 0, false));
+        q.offer(ev(9));
+        assert_eq!(drain(&mut q), ["E9"]);
     }
 }

@@ -492,7 +492,7 @@ impl Client {
     /// or a session boundary (`Ready`, `Disconnected`). The queue is bounded; the reader
     /// never waits for this call.
     pub fn poll_event(&mut self) -> Option<StreamItem> {
-        self.events.pop().map(|item| Queued(item).into_item())
+        self.events.pop_queued().map(Queued::into_item)
     }
 
     /// The next item of the event stream as it waits in the queue: an event in it may still
@@ -502,7 +502,23 @@ impl Client {
     /// allocated and freed by one thread. Otherwise the same as
     /// [`poll_event`](Self::poll_event).
     pub fn poll_queued(&mut self) -> Option<Queued> {
-        self.events.pop().map(Queued)
+        self.events.pop_queued()
+    }
+
+    /// Moves up to `max_items` items of the event stream, as they wait in the queue (see
+    /// [`poll_queued`](Self::poll_queued)), to the back of `out`, stopping once their events'
+    /// wire bytes reach `max_bytes`; returns how many. The same items, in the same order,
+    /// as that many `poll_queued` calls; but when `out` is empty and everything queued is
+    /// within both limits, the queue's buffer itself is handed over in one move: an adapter
+    /// whose reader runs on its own thread then hands a read's worth of events to its
+    /// consumer without moving them one by one under its locks.
+    pub fn take_queued(
+        &mut self,
+        out: &mut std::collections::VecDeque<Queued>,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> usize {
+        self.events.take_batch(out, max_items, max_bytes)
     }
 
     /// Messages decoded so far (a cheap counter for per-step message budgets).
