@@ -55,6 +55,10 @@ pub(crate) fn take_into<T>(
     out.len() - before
 }
 
+/// The largest queue buffer, in batches of `max_items`, that [`EventQueue::take_batch`]
+/// hands over whole.
+const HANDOVER_CAPACITY_BATCHES: usize = 8;
+
 /// Result of offering an event to the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {
@@ -326,6 +330,8 @@ impl EventQueue {
     /// many. Exactly what as many [`pop_queued`](Self::pop_queued) calls give, but when
     /// `out` is empty and the whole queue is within both limits (the common case for a
     /// consumer that keeps up) the queue's buffer itself changes hands: no item is moved.
+    /// A buffer larger than [`HANDOVER_CAPACITY_BATCHES`] batches (grown while the consumer
+    /// stalled) is shrunk first.
     pub(crate) fn take_batch(
         &mut self,
         out: &mut VecDeque<Queued>,
@@ -333,11 +339,14 @@ impl EventQueue {
         max_bytes: usize,
     ) -> usize {
         // `bytes` (what the events keep alive) is at least their wire bytes.
-        if out.is_empty()
-            && !self.items.is_empty()
-            && self.items.len() < max_items
-            && self.bytes < max_bytes
-        {
+        let fits = self.items.len() < max_items && self.bytes < max_bytes;
+        let most = HANDOVER_CAPACITY_BATCHES.saturating_mul(max_items);
+        if out.is_empty() && fits && self.items.capacity() > most {
+            // Grown while the consumer stalled: shrunk once before it changes hands, so that
+            // the hand-off and the consumer never each keep a stall's worth of buffer.
+            self.items.shrink_to(max_items.saturating_mul(2));
+        }
+        if out.is_empty() && fits && !self.items.is_empty() && self.items.capacity() <= most {
             std::mem::swap(&mut self.items, out);
             (self.events, self.bytes, self.marks) = (0, 0, 0);
             if self.trailing_gap > 0 {
@@ -811,6 +820,24 @@ mod tests {
             proptest::prop_assert_eq!(rest_b, rest_p);
             proptest::prop_assert_eq!((batched.len(), batched.bytes(), batched.marks()), (0, 0, 0));
         }
+    }
+
+    #[test]
+    fn a_queue_buffer_grown_by_a_stall_is_shrunk_before_it_changes_hands() {
+        let mut q = EventQueue::new(100_000, usize::MAX, OverflowPolicy::DropNewest);
+        for n in 0..10_000 {
+            q.offer(ev(n));
+        }
+        let mut out = VecDeque::new();
+        for _ in 0..156 {
+            out.clear();
+            assert_eq!(q.take_batch(&mut out, 64, usize::MAX), 64);
+        }
+        // 16 left: a batch that fits, in a buffer that held 10,000.
+        out = VecDeque::new();
+        assert_eq!(q.take_batch(&mut out, 64, usize::MAX), 16);
+        assert!(out.capacity() <= 8 * 64, "{}", out.capacity());
+        assert!(q.items.capacity() <= 8 * 64, "{}", q.items.capacity());
     }
 
     #[test]
