@@ -9,7 +9,8 @@
 //! that reads, no client, no queue, no second thread, each message in an allocation of its
 //! own: what decoding alone costs, a ceiling for every client row), `tokio-recv` / `async-std-recv` (`recv()` per item, the
 //! README loop), `tokio-1t-recv` (the same on a current-thread runtime, where the driver and
-//! the loop share one thread), `tokio-many` / `async-std-many` (`recv_many(4096)`), `tokio-stalled` (the
+//! the loop share one thread), `tokio-thread-recv` (the loop on the multi-threaded runtime,
+//! the driver on a thread of its own: `ami_tokio::run_on_thread`), `tokio-many` / `async-std-many` (`recv_many(4096)`), `tokio-stalled` (the
 //! consumer reads nothing until the source is done: the queue's bound in memory).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -20,11 +21,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-const MODES: [&str; 8] = [
+const MODES: [&str; 9] = [
     "raw",
     "decoder",
     "tokio-recv",
     "tokio-1t-recv",
+    "tokio-thread-recv",
     "tokio-many",
     "async-std-recv",
     "async-std-many",
@@ -163,7 +165,11 @@ fn run(mode: &str, n: usize) {
                 .unwrap()
         };
         rt.block_on(async {
-            let (ami, events) = ami_tokio::spawn(config(), addr);
+            let (ami, events) = if mode == "tokio-thread-recv" {
+                ami_tokio::run_on_thread(config(), addr).unwrap()
+            } else {
+                ami_tokio::spawn(config(), addr)
+            };
             consume(mode, n, ami, events).await;
         });
     } else {

@@ -41,3 +41,60 @@ fn the_readme_loop_on_a_current_thread_runtime_keeps_up_with_a_flood() {
         ami.close();
     });
 }
+
+/// The driver on a thread of its own, the loop on a multi-threaded runtime: every event of a
+/// flood arrives, actions complete, and closing the session ends the driver's thread.
+#[test]
+fn a_session_run_on_its_own_thread_keeps_up_and_its_thread_ends_at_close() {
+    const EVENTS: u64 = 200_000;
+    let flood = Flood::start_sized(500).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    let before = threads();
+    rt.block_on(async {
+        let config = ClientConfig::builder("admin", "amp111")
+            .ping_interval(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        let (ami, mut events) = ami_tokio::run_on_thread(config, flood.addr()).unwrap();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            ami.wait_ready().await.unwrap();
+            let pong = ami.send(ami_proto::Action::new("Ping")).await.unwrap();
+            assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
+            let (mut got, mut dropped) = (0u64, 0u64);
+            while got + dropped < EVENTS {
+                match events.recv().await {
+                    Some(StreamItem::Event(e)) if e.event() == Some("UserEvent") => got += 1,
+                    Some(StreamItem::Gap { dropped: n }) => dropped += n,
+                    Some(_) => {}
+                    None => panic!("the stream ended"),
+                }
+            }
+            assert_eq!(dropped, 0, "{got} events received, {dropped} dropped");
+            ami.close();
+            while events.recv().await.is_some() {}
+        })
+        .await
+        .expect("200,000 events within 60 s, then the end of the stream");
+    });
+    if before > 0 {
+        // The driver's thread is gone once the stream has ended (give it a moment to exit).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while threads() > before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            threads() <= before,
+            "{} threads, {before} before",
+            threads()
+        );
+    }
+}
