@@ -4,6 +4,7 @@
 
 use ami_proto::{ClientConfig, StreamItem};
 use ami_sim::flood::Flood;
+use ami_tokio::Events;
 use std::time::Duration;
 
 /// tokio polls the future given to `block_on` only between batches of task polls, so a
@@ -25,15 +26,7 @@ fn the_readme_loop_on_a_current_thread_runtime_keeps_up_with_a_flood() {
             .unwrap();
         let (ami, mut events) = ami_tokio::spawn(config, flood.addr());
         tokio::time::timeout(Duration::from_secs(60), async {
-            let (mut got, mut dropped) = (0u64, 0u64);
-            while got + dropped < EVENTS {
-                match events.recv().await {
-                    Some(StreamItem::Event(e)) if e.event() == Some("UserEvent") => got += 1,
-                    Some(StreamItem::Gap { dropped: n }) => dropped += n,
-                    Some(_) => {}
-                    None => panic!("the stream ended"),
-                }
-            }
+            let (got, dropped) = take_flood(&mut events, EVENTS).await;
             assert_eq!(dropped, 0, "{got} events received, {dropped} dropped");
         })
         .await
@@ -69,15 +62,7 @@ fn a_session_run_on_its_own_thread_keeps_up_and_its_thread_ends_at_close() {
             ami.wait_ready().await.unwrap();
             let pong = ami.send(ami_proto::Action::new("Ping")).await.unwrap();
             assert_eq!(pong.message().get_str("Ping"), Some("Pong"));
-            let (mut got, mut dropped) = (0u64, 0u64);
-            while got + dropped < EVENTS {
-                match events.recv().await {
-                    Some(StreamItem::Event(e)) if e.event() == Some("UserEvent") => got += 1,
-                    Some(StreamItem::Gap { dropped: n }) => dropped += n,
-                    Some(_) => {}
-                    None => panic!("the stream ended"),
-                }
-            }
+            let (got, dropped) = take_flood(&mut events, EVENTS).await;
             assert_eq!(dropped, 0, "{got} events received, {dropped} dropped");
             ami.close();
             while events.recv().await.is_some() {}
@@ -97,4 +82,18 @@ fn a_session_run_on_its_own_thread_keeps_up_and_its_thread_ends_at_close() {
             threads()
         );
     }
+}
+
+/// Reads the flood's events until `n` have arrived or been reported lost: (received, lost).
+async fn take_flood(events: &mut Events, n: u64) -> (u64, u64) {
+    let (mut got, mut dropped) = (0u64, 0u64);
+    while got + dropped < n {
+        match events.recv().await {
+            Some(StreamItem::Event(e)) if e.event() == Some("UserEvent") => got += 1,
+            Some(StreamItem::Gap { dropped: k }) => dropped += k,
+            Some(_) => {}
+            None => panic!("the stream ended"),
+        }
+    }
+    (got, dropped)
 }
