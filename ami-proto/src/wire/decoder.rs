@@ -15,6 +15,33 @@ use thiserror::Error;
 /// The line that ends a legacy (Asterisk 13 and older) `Response: Follows` Command output.
 const END_COMMAND: &[u8] = b"--END COMMAND--";
 
+/// Finds the next LF. The decoder looks for one per line (about 21 bytes on average in the
+/// captures), so the searcher is picked once, when the decoder is built, rather than through
+/// `memchr::memchr`'s per-call dispatch.
+#[derive(Clone, Copy)]
+struct LineEnds {
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+}
+
+impl LineEnds {
+    fn new() -> LineEnds {
+        LineEnds {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+        }
+    }
+
+    #[inline]
+    fn find(&self, haystack: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = &self.avx2 {
+            return avx2.find(haystack);
+        }
+        memchr::memchr(b'\n', haystack)
+    }
+}
+
 /// What the decoder yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -199,6 +226,7 @@ pub struct Decoder {
     /// `buf[line_start..scan]` is known to hold no LF.
     scan: usize,
     fields: Vec<FieldSpan>,
+    lf: LineEnds,
     /// Messages come out as shared slices of the read buffer (the client's mode, see
     /// [`Message::detach`]); otherwise each owns its bytes.
     share: bool,
@@ -250,6 +278,7 @@ impl Decoder {
             line_start: 0,
             scan: 0,
             fields: Vec::new(),
+            lf: LineEnds::new(),
             share: false,
             table: Vec::new(),
             discard_partial: false,
@@ -340,7 +369,7 @@ impl Decoder {
     /// bytes are needed.
     pub fn decode(&mut self) -> Option<Result<Frame, DecodeError>> {
         loop {
-            let Some(offset) = memchr::memchr(b'\n', &self.buf[self.scan..]) else {
+            let Some(offset) = self.lf.find(&self.buf[self.scan..]) else {
                 self.scan = self.buf.len();
                 return self.check_partial_line().map(Err);
             };

@@ -16,6 +16,30 @@ pub(crate) struct FieldSpan {
     pub(crate) value_end: u32,
 }
 
+/// The first `:` in `line`. Keys are short (10 bytes on average), too short for a SIMD
+/// call's setup to pay off, so eight bytes are tested at a time in a plain `u64` (the
+/// classic "has a zero byte" test on the bytes XORed with `:`), then the rest one by one.
+#[inline]
+fn find_colon(line: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const COLONS: u64 = u64::from_ne_bytes([b':'; 8]);
+    let mut at = 0;
+    while let Some(word) = line.get(at..at + 8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_le_bytes(bytes) ^ COLONS;
+        // Nonzero exactly when some byte of `x` is zero; the lowest set bit marks the first
+        // (bits above it may be false positives, never below).
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    line[at..].iter().position(|&b| b == b':').map(|i| at + i)
+}
+
 /// Bytes of one [`FieldSpan`] in a message's field table.
 pub(crate) const SPAN_LEN: usize = 16;
 
@@ -25,8 +49,7 @@ impl FieldSpan {
     /// with an empty value, never dropped.
     #[inline]
     pub(crate) fn of_line(buf: &[u8], start: usize, line_end: usize) -> FieldSpan {
-        // Keys are short (10 bytes on average): a plain scan beats a SIMD call's setup.
-        let (key_end, value_start) = match buf[start..line_end].iter().position(|&b| b == b':') {
+        let (key_end, value_start) = match find_colon(&buf[start..line_end]) {
             Some(colon) => {
                 let colon = start + colon;
                 let v = if colon + 1 < line_end && buf[colon + 1] == b' ' {
@@ -558,6 +581,27 @@ mod tests {
                 n += 1;
             }
             proptest::prop_assert_eq!(n, messages.len());
+        }
+    }
+
+    proptest::proptest! {
+        /// The eight-bytes-at-a-time colon search finds what a byte-by-byte search finds,
+        /// wherever the colon sits (or whether there is one) and whatever surrounds it,
+        /// including bytes whose high bit is set.
+        #[test]
+        fn the_word_colon_search_finds_the_first_colon_as_a_byte_search_does(
+            line in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just(b':'),
+                    proptest::prelude::Just(b';'),
+                    proptest::prelude::Just(0xBA_u8),
+                    proptest::prelude::any::<u8>(),
+                ],
+                0..40,
+            )
+        ) {
+            let want = line.iter().position(|&b| b == b':');
+            proptest::prop_assert_eq!(super::find_colon(&line), want);
         }
     }
 }
