@@ -102,7 +102,19 @@ pub struct SplitCounts {
 /// The baseline: finds every LF with memchr, treats an empty line (bare LF or CRLF) as the end
 /// of a message, and finds the `:` of each line. It allocates nothing and keeps nothing, so it
 /// is a floor for any decoder that must look at every byte. A leading banner line is skipped.
+/// The LF searcher is picked once, as the decoder's is (memchr's AVX2 searcher where the CPU
+/// has it), so that the baseline does not pay `memchr::memchr`'s dispatch at every line while
+/// the decoder does not.
 pub fn memchr_split(data: &[u8]) -> SplitCounts {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = memchr::arch::x86_64::avx2::memchr::One::new(b'\n');
+    let find_lf = |haystack: &[u8]| {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(one) = &avx2 {
+            return one.find(haystack);
+        }
+        memchr::memchr(b'\n', haystack)
+    };
     let mut counts = SplitCounts::default();
     let mut pos = 0;
     if data.starts_with(ami_proto::BANNER_PREFIX.as_bytes()) {
@@ -112,7 +124,7 @@ pub fn memchr_split(data: &[u8]) -> SplitCounts {
         }
     }
     let mut in_message = false;
-    while let Some(offset) = memchr::memchr(b'\n', &data[pos..]) {
+    while let Some(offset) = find_lf(&data[pos..]) {
         let lf = pos + offset;
         let mut line = &data[pos..lf];
         if let [head @ .., b'\r'] = line {
