@@ -1200,4 +1200,29 @@ Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
             ["banner Asterisk Call Manager/12.0.0", "Event: New"]
         );
     }
+
+    proptest::proptest! {
+        /// The LF searcher the decoder picks once finds what `memchr::memchr` finds, on the
+        /// CPU's fast path and on the portable one (a CPU without AVX2), whatever the
+        /// haystack's length and wherever its line ends are.
+        #[test]
+        fn the_picked_lf_searcher_finds_what_memchr_finds(
+            haystack in proptest::collection::vec(
+                // Sparse line ends, so that many searches run past a vector's width.
+                proptest::prop_oneof![
+                    1 => proptest::prelude::Just(b'\n'),
+                    1 => proptest::prelude::Just(b'\r'),
+                    40 => proptest::prelude::any::<u8>(),
+                ],
+                0..300,
+            ),
+            from in 0usize..300,
+        ) {
+            let hay = &haystack[from.min(haystack.len())..];
+            let want = memchr::memchr(b'\n', hay);
+            proptest::prop_assert_eq!(LineEnds::new().find(hay), want);
+            #[cfg(target_arch = "x86_64")]
+            proptest::prop_assert_eq!(LineEnds { avx2: None }.find(hay), want);
+        }
+    }
 }
