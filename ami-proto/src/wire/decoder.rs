@@ -15,31 +15,75 @@ use thiserror::Error;
 /// The line that ends a legacy (Asterisk 13 and older) `Response: Follows` Command output.
 const END_COMMAND: &[u8] = b"--END COMMAND--";
 
-/// Finds the next LF. The decoder looks for one per line (about 21 bytes on average in the
-/// captures), so the searcher is picked once, when the decoder is built, rather than through
-/// `memchr::memchr`'s per-call dispatch.
-#[derive(Clone, Copy)]
+/// Finds line ends. Lines are short (about 21 bytes on average in the captures), so rather
+/// than one `memchr` call per line (6-7 ns each, most of it the call's setup and its
+/// mispredicted exit), the LFs of 64 bytes at a time are found in one bitmask (four 16-byte
+/// compares, `wide`'s safe SIMD) that then serves the three or so lines in it: about 2 ns
+/// a line. The mask is kept only while the buffer's front has not moved (a message taken or
+/// bytes dropped), since it is indexed by position in the buffer.
+#[derive(Debug, Clone, Copy, Default)]
 struct LineEnds {
-    #[cfg(target_arch = "x86_64")]
-    avx2: Option<memchr::arch::x86_64::avx2::memchr::One>,
+    /// LFs of `buf[base..base + 64]` not yet passed, one bit per byte.
+    mask: u64,
+    base: usize,
+    /// The buffer's [`ReadBuf::dropped`] when the mask was made; `None`: no mask.
+    front: Option<u64>,
 }
 
+/// Bytes covered by one mask.
+const MASK_BYTES: usize = 64;
+
 impl LineEnds {
-    fn new() -> LineEnds {
-        LineEnds {
-            #[cfg(target_arch = "x86_64")]
-            avx2: memchr::arch::x86_64::avx2::memchr::One::new(b'\n'),
+    /// The position of the first LF in `buf[from..]`; `front` is the buffer's
+    /// [`ReadBuf::dropped`].
+    #[inline]
+    fn find(&mut self, buf: &[u8], front: u64, from: usize) -> Option<usize> {
+        if self.front == Some(front) && from >= self.base && from < self.base + MASK_BYTES {
+            let ahead = self.mask & (u64::MAX << (from - self.base));
+            if ahead != 0 {
+                return Some(self.base + ahead.trailing_zeros() as usize);
+            }
+            // None left in this block: the next one starts right after it.
+            let next = self.base + MASK_BYTES;
+            return self.scan_from(buf, front, next);
         }
+        self.scan_from(buf, front, from)
     }
 
-    #[inline]
-    fn find(&self, haystack: &[u8]) -> Option<usize> {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(avx2) = &self.avx2 {
-            return avx2.find(haystack);
+    /// Masks 64-byte blocks from `from` until one holds an LF; the tail of the buffer
+    /// (under 64 bytes, still being filled) is searched without keeping a mask.
+    fn scan_from(&mut self, buf: &[u8], front: u64, mut from: usize) -> Option<usize> {
+        while let Some(block) = buf.get(from..from + MASK_BYTES) {
+            let mask = lf_mask(block);
+            if mask != 0 {
+                *self = LineEnds {
+                    mask,
+                    base: from,
+                    front: Some(front),
+                };
+                return Some(from + mask.trailing_zeros() as usize);
+            }
+            from += MASK_BYTES;
         }
-        memchr::memchr(b'\n', haystack)
+        self.front = None;
+        // Under 64 bytes: one byte at a time costs less than a call's setup.
+        let tail = buf.get(from..)?;
+        tail.iter().position(|&b| b == b'\n').map(|i| from + i)
     }
+}
+
+/// One bit per LF in a 64-byte block.
+#[inline]
+fn lf_mask(block: &[u8]) -> u64 {
+    let lf = wide::u8x16::splat(b'\n');
+    let mut mask = 0u64;
+    for (i, chunk) in block.chunks_exact(16).take(4).enumerate() {
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(chunk);
+        let bits = wide::u8x16::new(bytes).cmp_eq(lf).move_mask() as u32 as u64 & 0xffff;
+        mask |= bits << (i * 16);
+    }
+    mask
 }
 
 /// What the decoder yields.
@@ -278,7 +322,7 @@ impl Decoder {
             line_start: 0,
             scan: 0,
             fields: Vec::new(),
-            lf: LineEnds::new(),
+            lf: LineEnds::default(),
             share: false,
             table: Vec::new(),
             discard_partial: false,
@@ -369,11 +413,11 @@ impl Decoder {
     /// bytes are needed.
     pub fn decode(&mut self) -> Option<Result<Frame, DecodeError>> {
         loop {
-            let Some(offset) = self.lf.find(&self.buf[self.scan..]) else {
+            let front = self.buf.dropped();
+            let Some(newline) = self.lf.find(&self.buf, front, self.scan) else {
                 self.scan = self.buf.len();
                 return self.check_partial_line().map(Err);
             };
-            let newline = self.scan + offset;
             let next = newline + 1;
             let mut line_end = newline;
             if line_end > self.line_start && self.buf[line_end - 1] == b'\r' {
@@ -1202,27 +1246,41 @@ Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
     }
 
     proptest::proptest! {
-        /// The LF searcher the decoder picks once finds what `memchr::memchr` finds, on the
-        /// CPU's fast path and on the portable one (a CPU without AVX2), whatever the
-        /// haystack's length and wherever its line ends are.
+        /// The line-end search finds what `memchr::memchr` finds at every step of a walk
+        /// through a buffer, each search starting after the last LF as the decoder's do (so
+        /// kept masks are reused), while the buffer's front is cut off at some line ends as
+        /// when the decoder takes a message (so a mask kept from before the cut, indexed by
+        /// the old positions, must not be used).
         #[test]
-        fn the_picked_lf_searcher_finds_what_memchr_finds(
-            haystack in proptest::collection::vec(
-                // Sparse line ends, so that many searches run past a vector's width.
+        fn the_line_end_search_finds_what_memchr_finds(
+            hay in proptest::collection::vec(
+                // Sparse line ends, so that many searches cross a 64-byte block.
                 proptest::prop_oneof![
                     1 => proptest::prelude::Just(b'\n'),
                     1 => proptest::prelude::Just(b'\r'),
-                    40 => proptest::prelude::any::<u8>(),
+                    30 => proptest::prelude::any::<u8>(),
                 ],
-                0..300,
+                0..600,
             ),
-            from in 0usize..300,
+            cuts in proptest::collection::vec(proptest::prelude::any::<bool>(), 64),
         ) {
-            let hay = &haystack[from.min(haystack.len())..];
-            let want = memchr::memchr(b'\n', hay);
-            proptest::prop_assert_eq!(LineEnds::new().find(hay), want);
-            #[cfg(target_arch = "x86_64")]
-            proptest::prop_assert_eq!(LineEnds { avx2: None }.find(hay), want);
+            let mut lf = LineEnds::default();
+            let (mut start, mut front, mut pos, mut k) = (0usize, 0u64, 0usize, 0usize);
+            loop {
+                let buf = &hay[start..];
+                let want = memchr::memchr(b'\n', &buf[pos..]).map(|i| pos + i);
+                let got = lf.find(buf, front, pos);
+                proptest::prop_assert_eq!(got, want);
+                let Some(at) = got else { break };
+                pos = at + 1;
+                k += 1;
+                if cuts[k % cuts.len()] {
+                    // A message ends here: the buffer now starts after this LF.
+                    start += pos;
+                    front += pos as u64;
+                    pos = 0;
+                }
+            }
         }
     }
 }

@@ -152,6 +152,9 @@ impl Arena {
 #[derive(Debug)]
 pub(crate) struct ReadBuf {
     bytes: Arena,
+    /// Bytes removed from the front so far: an index into the buffer stays meaningful only
+    /// while this is unchanged (the decoder's line-end cache checks it).
+    dropped: u64,
     /// Most bytes ever held (the decoder's `buffer_cap`); growth never allocates past it.
     cap: usize,
     spans: Arena,
@@ -168,9 +171,15 @@ impl ReadBuf {
     pub(crate) fn new(cap: usize) -> ReadBuf {
         ReadBuf {
             bytes: Arena::with_capacity(INITIAL_CAPACITY.min(cap)),
+            dropped: 0,
             cap,
             spans: Arena::default(),
         }
+    }
+
+    /// Bytes removed from the front since creation.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
     }
 
     /// Bytes allocated (what the buffer costs in memory, whatever it holds).
@@ -196,6 +205,7 @@ impl ReadBuf {
     pub(crate) fn advance(&mut self, n: usize) {
         let n = n.min(self.bytes.buf.len());
         self.bytes.buf.advance(n);
+        self.dropped += n as u64;
         let idle = self.bytes.shared == 0 && !self.bytes.sealed;
         if self.bytes.buf.is_empty() && self.bytes.alloc > SHRINK_ABOVE && idle {
             self.bytes = Arena::with_capacity(INITIAL_CAPACITY.min(self.cap));
@@ -217,6 +227,7 @@ impl ReadBuf {
         }
         // The bytes read past the message move to a fresh buffer; the message keeps the
         // allocation (without a copy: nothing else shares it), trimmed to its length.
+        self.dropped += n as u64;
         let rest = &self.bytes.buf[n..];
         let mut fresh = Arena::with_capacity(INITIAL_CAPACITY.min(self.cap).max(rest.len()));
         fresh.buf.extend_from_slice(rest);
@@ -240,6 +251,7 @@ impl ReadBuf {
             return (self.take(n, table), Bytes::new(), false);
         }
         let bytes = self.bytes.buf.split_to(n).freeze();
+        self.dropped += n as u64;
         self.bytes.cut(n);
         // Room for about a read's worth of tables at once.
         let hint = self.bytes.alloc / 4;
