@@ -5,7 +5,7 @@
 //! in one byte at a time costs O(n) in total, never a rescan from the start.
 
 use super::limits::DecoderLimits;
-use super::message::{FieldSpan, Message};
+use super::message::{FieldSpan, Message, SPAN_LEN};
 use super::readbuf::ReadBuf;
 use bytes::Bytes;
 use std::borrow::Cow;
@@ -638,9 +638,11 @@ impl Decoder {
             self.buf[f.key_start as usize..f.key_end as usize].eq_ignore_ascii_case(b"Response")
         });
         let action_id = Message::find_action_id(&self.buf, &self.fields);
+        // Sized once, then filled in place: no capacity check per field.
         self.table.clear();
-        for f in &self.fields {
-            self.table.extend_from_slice(&f.encode());
+        self.table.resize(self.fields.len() * SPAN_LEN, 0);
+        for (out, f) in self.table.chunks_exact_mut(SPAN_LEN).zip(&self.fields) {
+            out.copy_from_slice(&f.encode());
         }
         let message = if self.share && !is_response {
             let (bytes, table, shared) = self.buf.take_shared(next, &self.table);
