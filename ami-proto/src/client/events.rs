@@ -340,19 +340,21 @@ impl EventQueue {
     ) -> usize {
         // `bytes` (what the events keep alive) is at least their wire bytes.
         let fits = self.items.len() < max_items && self.bytes < max_bytes;
-        let most = HANDOVER_CAPACITY_BATCHES.saturating_mul(max_items);
-        if out.is_empty() && fits && self.items.capacity() > most {
-            // Grown while the consumer stalled: shrunk once before it changes hands, so that
-            // the hand-off and the consumer never each keep a stall's worth of buffer.
-            self.items.shrink_to(max_items.saturating_mul(2));
-        }
-        if out.is_empty() && fits && !self.items.is_empty() && self.items.capacity() <= most {
-            std::mem::swap(&mut self.items, out);
-            (self.events, self.bytes, self.marks) = (0, 0, 0);
-            if self.trailing_gap > 0 {
-                out.push_back(Queued(self.take_trailing_gap()));
+        if out.is_empty() && fits {
+            let most = HANDOVER_CAPACITY_BATCHES.saturating_mul(max_items);
+            if self.items.capacity() > most {
+                // Grown while the consumer stalled: shrunk once before it changes hands, so
+                // that the hand-off and the consumer never each keep a stall's worth of buffer.
+                self.items.shrink_to(max_items.saturating_mul(2));
             }
-            return out.len();
+            if !self.items.is_empty() && self.items.capacity() <= most {
+                std::mem::swap(&mut self.items, out);
+                (self.events, self.bytes, self.marks) = (0, 0, 0);
+                if self.trailing_gap > 0 {
+                    out.push_back(Queued(self.take_trailing_gap()));
+                }
+                return out.len();
+            }
         }
         let (mut n, mut bytes) = (0, 0);
         while n < max_items && bytes < max_bytes {
