@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 /// Read size per call: one syscall moves up to this much into the decoder.
 ///
 /// The read goes into the driver's own buffer, outside the core lock, and the core copies it
-/// in under the lock. Reading straight into the core's buffer (`Client::read_space`, as
-/// `ami-mio` does) would save that copy but hold the lock for the read's syscall: tried, it
-/// made callers wait for it (async-std at one Ping in flight went from 11 to 24 syscalls per
-/// Ping, futex waits most of them; tokio at 64 in flight from 0.74-0.77 to 0.68 of raw).
+/// in under the lock. Reading straight into the decoder's buffer instead was tried (session
+/// 14) and not kept: under the lock it made callers wait for each read's syscall (async-std
+/// at one Ping in flight went from 11 to 24 syscalls per Ping, futex waits most of them),
+/// and the room it needs at the end of the read buffer slowed the decoder itself by 3-15 %.
 const READ_CHUNK: usize = 64 << 10;
 
 /// Turns in a row that found work without waiting, after which the driver yields to its

@@ -308,23 +308,17 @@ impl Conn {
             let Link::Open(Stream::Plain(stream)) = &mut self.link else {
                 return ReadEnd::Drained;
             };
-            // The read lands in the client's own buffer, decoded there without a copy.
             let max = buf.len().min(turn.bytes_left()).max(1);
-            let room = session.read_space(max);
-            if room.is_empty() {
-                // Never between inputs (each drains every complete message, and the cap
-                // exceeds the largest one); an empty read would look like the end, so the
-                // socket is left readable for the next turn instead.
-                return ReadEnd::Budget;
-            }
-            let asked = room.len();
-            match stream.read(room) {
+            let Some(chunk) = buf.get_mut(..max) else {
+                return ReadEnd::Drained;
+            };
+            match stream.read(chunk) {
                 Ok(0) => {
                     self.readable = false;
                     session.handle_input(now, Input::Eof);
                 }
                 Ok(n) => {
-                    if n < asked && SHORT_READ_DRAINS && !self.read_closed {
+                    if n < chunk.len() && SHORT_READ_DRAINS && !self.read_closed {
                         // The socket held less than asked for: it is drained, and bytes that
                         // arrive later raise a new edge (an end of stream already announced
                         // raises none: then read on to it). Reading on to WouldBlock would
@@ -332,7 +326,7 @@ impl Conn {
                         self.readable = false;
                     }
                     let before = session.messages_in();
-                    session.handle_input(now, Input::ReadInPlace(n));
+                    session.handle_input(now, Input::Received(chunk.get(..n).unwrap_or(&[])));
                     let after = session.messages_in();
                     turn.charge(n, usize::try_from(after - before).unwrap_or(usize::MAX));
                 }

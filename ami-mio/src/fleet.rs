@@ -31,9 +31,6 @@ impl Session for Member<'_> {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.fleet.handle_input(now, self.id, input);
     }
-    fn read_space(&mut self, max: usize) -> &mut [u8] {
-        self.fleet.read_space(self.id, max)
-    }
     fn transmit(&self) -> &[u8] {
         self.fleet.transmit(self.id)
     }

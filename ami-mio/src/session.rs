@@ -13,8 +13,6 @@ use std::time::Instant;
 pub(crate) trait Session {
     /// Reports what happened on the transport.
     fn handle_input(&mut self, now: Instant, input: Input<'_>);
-    /// Room for the next read in the client's own buffer (`Input::ReadInPlace` reports it).
-    fn read_space(&mut self, max: usize) -> &mut [u8];
     /// Bytes to write.
     fn transmit(&self) -> &[u8];
     /// Marks `n` bytes as written.
@@ -37,9 +35,6 @@ pub(crate) struct Direct<'a> {
 impl Session for Direct<'_> {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.client.handle_input(now, input);
-    }
-    fn read_space(&mut self, max: usize) -> &mut [u8] {
-        self.client.read_space(max)
     }
     fn transmit(&self) -> &[u8] {
         self.client.transmit()

@@ -45,9 +45,7 @@
 //!    can count.
 //! 5. Sleep until bytes arrive ([`Input::Received`], [`Input::Eof`],
 //!    [`Input::TransportError`]), the caller sends an action, or the deadline from `Wait`
-//!    passes ([`Client::handle_timeout`]). Then go to 2. To save a copy of every byte, read
-//!    straight into the client's own buffer instead: [`Client::read_space`] offers room,
-//!    [`Input::ReadInPlace`] says how much the read filled (what the adapters do).
+//!    passes ([`Client::handle_timeout`]). Then go to 2.
 //!
 //! ```
 //! use ami_proto::{Action, Client, ClientConfig, Input, Notice, Outcome, Output};

@@ -34,52 +34,6 @@ fn labels(items: &[StreamItem]) -> Vec<String> {
     items.iter().map(stream_label).collect()
 }
 
-// ----- reads into the client's own buffer ----------------------------------------------------
-
-/// Writes `bytes` into the room `Client::read_space` offers, `chunk` at a time, reporting
-/// each read as `Input::ReadInPlace`, as an adapter that reads in place does.
-fn read_in_place(h: &mut Harness, bytes: &[u8], chunk: usize) {
-    for piece in bytes.chunks(chunk) {
-        let room = h.client.read_space(chunk);
-        room[..piece.len()].copy_from_slice(piece);
-        h.input(Input::ReadInPlace(piece.len()));
-    }
-}
-
-#[test]
-fn reads_in_place_are_decoded_and_counted_like_bytes_handed_in() {
-    let t0 = Instant::now();
-    let mut h = Harness::new(base().build().unwrap(), t0);
-    h.ready();
-    h.events();
-    let before = h.client.stats().bytes_in;
-    let wire = [event("Hangup", 1), event("Hangup", 2), event("Hangup", 3)].concat();
-    read_in_place(&mut h, &wire, 7);
-    assert_eq!(labels(&h.events()), ["Hangup1", "Hangup2", "Hangup3"]);
-    assert_eq!(h.client.stats().bytes_in - before, wire.len() as u64);
-}
-
-#[test]
-fn a_read_in_place_after_the_link_died_is_dropped_and_the_next_session_starts_clean() {
-    let t0 = Instant::now();
-    let mut h = Harness::new(base().build().unwrap(), t0);
-    h.ready();
-    h.eof();
-    h.events();
-    let before = h.client.stats().bytes_in;
-    // A read that completed after the end was reported: its bytes belong to no session.
-    let stale = event("Hangup", 9);
-    read_in_place(&mut h, &stale, 1 << 10);
-    assert!(h.events().is_empty());
-    assert_eq!(h.client.stats().bytes_in, before);
-    // The next connection decodes its banner first, with nothing stale in front of it.
-    let retry = h.wait().unwrap();
-    h.advance_to(retry);
-    h.ready();
-    let seen = labels(&h.events());
-    assert_eq!(seen, ["ready"], "{seen:?}");
-}
-
 // ----- broken connections -----------------------------------------------------------------
 
 #[test]

@@ -280,29 +280,6 @@ fn a_flooding_server_cannot_push_out_a_quiet_servers_events() {
     assert!(!f.has_events());
 }
 
-#[test]
-fn a_read_in_place_reaches_its_own_server_and_a_removed_server_offers_no_room() {
-    let now = Instant::now();
-    let mut f = fleet(16);
-    let a = f.add(now, "a", client_config()).unwrap();
-    let b = f.add(now, "b", client_config()).unwrap();
-    all_ready(&mut f, now);
-    std::iter::from_fn(|| f.poll_event()).for_each(drop);
-    let wire = event("InPlace", 7);
-    let room = f.read_space(b, 4096);
-    room[..wire.len()].copy_from_slice(&wire);
-    f.handle_input(now, b, Input::ReadInPlace(wire.len()));
-    let items: Vec<FleetItem> = std::iter::from_fn(|| f.poll_event()).collect();
-    assert_eq!(items.len(), 1, "{items:?}");
-    assert_eq!(items[0].server.as_str(), "b");
-    match &items[0].item {
-        StreamItem::Event(m) => assert_eq!(m.event(), Some("InPlace")),
-        other => panic!("expected the event, got {other:?}"),
-    }
-    assert!(f.remove(now, "a"));
-    assert!(f.read_space(a, 4096).is_empty());
-}
-
 /// A reader on another thread takes items as they wait (`poll_queued_events`) and copies
 /// them out later: it sees the same stream, in the same order, with the same counters, as one
 /// that takes them copied (`poll_events`), a removed server's last gap included.

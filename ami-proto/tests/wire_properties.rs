@@ -68,41 +68,6 @@ fn decode_pieces<'a>(d: &mut Decoder, pieces: impl IntoIterator<Item = &'a [u8]>
     out
 }
 
-/// Reads `input` into the decoder's own buffer (`read_space`, then `filled`) as a transport
-/// would: each read is offered a room of some size, writes some of it (or, every other
-/// time, asks for the room twice first, as a read that found nothing does), or is fed by
-/// copy instead; decoding drains after every read.
-fn decode_in_place(d: &mut Decoder, input: &[u8], reads: &[(usize, usize, u8)]) -> Decoded {
-    let mut out = Vec::new();
-    let mut rest = input;
-    for k in 0.. {
-        if rest.is_empty() {
-            break;
-        }
-        let (max, fill, how) = reads[k % reads.len()];
-        let n = if how == 0 {
-            d.feed(&rest[..fill.min(rest.len())])
-        } else {
-            if how == 1 {
-                // A read that found nothing: the room is kept for the next one.
-                let _ = d.read_space(max);
-            }
-            let room = d.read_space(max);
-            assert!(room.len() <= max, "room past what was asked");
-            let n = fill.min(room.len()).min(rest.len());
-            room[..n].copy_from_slice(&rest[..n]);
-            d.filled(n);
-            n
-        };
-        rest = &rest[n..];
-        while let Some(frame) = d.decode() {
-            out.push(frame);
-        }
-        assert!(n > 0 || d.room() > 0, "read/decode made no progress");
-    }
-    out
-}
-
 fn decode_whole(d: &mut Decoder, input: &[u8]) -> Decoded {
     decode_pieces(d, [input])
 }
@@ -749,28 +714,6 @@ proptest! {
         a.discarded_bytes += split.buffered() as u64;
         b.discarded_bytes += whole.buffered() as u64;
         prop_assert_eq!(a, b);
-    }
-
-    /// (a) reads that land in the decoder's own buffer (`read_space`/`filled`), of any sizes
-    /// and mixed with copied ones, decode like the whole stream fed at once: frames, errors
-    /// and counters alike, under limits small enough that the cap is reached.
-    #[test]
-    fn reads_in_place_decode_like_the_whole_stream(
-        input in hostile_bytes(true),
-        limits in small_limits(),
-        banner in any::<bool>(),
-        reads in prop::collection::vec((1usize..300, 1usize..300, 0u8..4), 1..8),
-    ) {
-        let mut whole = decoder(banner, limits);
-        let expected = decode_whole(&mut whole, &input);
-        let mut in_place = decoder(banner, limits);
-        let got = decode_in_place(&mut in_place, &input, &reads);
-        prop_assert_eq!(got, expected);
-        let (mut a, mut b) = (in_place.stats(), whole.stats());
-        a.discarded_bytes += in_place.buffered() as u64;
-        b.discarded_bytes += whole.buffered() as u64;
-        prop_assert_eq!(a, b);
-        prop_assert!(in_place.allocated() <= limits.buffer_cap());
     }
 
     /// (e) with reads split anywhere: garbage, an empty line, then a valid message that must

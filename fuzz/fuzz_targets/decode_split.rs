@@ -7,7 +7,7 @@
 //! bytes are compared as a sum.
 #![no_main]
 
-use ami_fuzz::{decoder, drive, pattern_sizes, split_input, ReadMode};
+use ami_fuzz::{decoder, drive, pattern_sizes, split_input};
 use ami_proto::{Decoder, DecoderStats};
 use libfuzzer_sys::fuzz_target;
 
@@ -23,27 +23,13 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut whole = decoder(&setup);
-    let expected = drive(&mut whole, wire, || usize::MAX, ReadMode::Feed);
+    let expected = drive(&mut whole, wire, || usize::MAX);
     let mut split = decoder(&setup);
-    let got = drive(&mut split, wire, pattern_sizes(&setup), ReadMode::Feed);
+    let got = drive(&mut split, wire, pattern_sizes(&setup));
     assert_eq!(got, expected, "frames depend on read sizes");
     assert_eq!(
         counters(&split),
         counters(&whole),
         "counters depend on read sizes"
-    );
-    // The same reads landing in the decoder's own buffer instead of being copied in.
-    let mut in_place = decoder(&setup);
-    let got = drive(
-        &mut in_place,
-        wire,
-        pattern_sizes(&setup),
-        ReadMode::InPlace,
-    );
-    assert_eq!(got, expected, "frames depend on reading in place");
-    assert_eq!(
-        counters(&in_place),
-        counters(&whole),
-        "counters depend on reading in place"
     );
 });

@@ -136,16 +136,6 @@ pub fn decoder(setup: &Setup) -> Decoder {
     }
 }
 
-/// How a read reaches the decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadMode {
-    /// Copied in from the caller's buffer (`Decoder::feed`).
-    Feed,
-    /// Written into the room the decoder offers (`Decoder::read_space`, then `filled`), the
-    /// room asked for twice as after a read that found nothing.
-    InPlace,
-}
-
 /// Feeds `wire` to `d` in reads of the sizes `sizes` yields (cycled until the input is used up),
 /// draining every frame after each feed, and checks the decoder's promises on the way:
 /// the buffer never exceeds its cap, a drained decoder always has room, and every message
@@ -154,7 +144,6 @@ pub fn drive(
     d: &mut Decoder,
     wire: &[u8],
     mut sizes: impl FnMut() -> usize,
-    mode: ReadMode,
 ) -> Vec<Result<Frame, DecodeError>> {
     let limits = *d.limits();
     let cap = limits.buffer_cap();
@@ -166,24 +155,8 @@ pub fn drive(
         let mut chunk = &rest[..take];
         rest = &rest[take..];
         while !chunk.is_empty() {
-            let n = match mode {
-                ReadMode::Feed => d.feed(chunk),
-                ReadMode::InPlace => {
-                    let _ = d.read_space(chunk.len());
-                    let room = d.read_space(chunk.len());
-                    assert!(room.len() <= chunk.len(), "room past what was asked");
-                    let n = room.len();
-                    room.copy_from_slice(&chunk[..n]);
-                    d.filled(n);
-                    n
-                }
-            };
+            let n = d.feed(chunk);
             assert!(d.buffered() <= cap, "buffered {} > cap {cap}", d.buffered());
-            assert!(
-                d.allocated() <= cap,
-                "allocated {} > cap {cap}",
-                d.allocated()
-            );
             assert!(n > 0, "no room after a full drain: {d:?}");
             chunk = &chunk[n..];
             while let Some(frame) = d.decode() {

@@ -303,16 +303,6 @@ impl Fleet {
 
     // ----- the adapter's side -------------------------------------------------------------
 
-    /// Room for a read from `server` to land in, in its client's own buffer (see
-    /// [`Client::read_space`](crate::Client::read_space)); report the read with
-    /// [`Input::ReadInPlace`]. Empty for a server the fleet no longer has.
-    pub fn read_space(&mut self, server: ServerId, max: usize) -> &mut [u8] {
-        match self.server_by_id(server) {
-            Some(s) => s.client.read_space(max),
-            None => &mut [],
-        }
-    }
-
     /// Reports what happened on `server`'s transport (see `Client::handle_input`). Input for a
     /// removed server is ignored.
     pub fn handle_input(&mut self, now: Instant, server: ServerId, input: Input<'_>) {

@@ -409,24 +409,6 @@ impl Decoder {
         n
     }
 
-    /// Room for a transport to read into, in the decoder's own buffer: at most `max` bytes
-    /// and never past the buffer cap (empty while the buffer is full: drain
-    /// [`decode`](Self::decode) first). Report what was read with [`filled`](Self::filled);
-    /// bytes read this way are never copied again, where [`feed`](Self::feed) copies them
-    /// from the caller's buffer. The room is zeroed when made and kept until used, so asking
-    /// again after a read that found nothing costs nothing.
-    pub fn read_space(&mut self, max: usize) -> &mut [u8] {
-        self.buf.read_space(max)
-    }
-
-    /// The first `n` bytes of the room from [`read_space`](Self::read_space) hold what the
-    /// transport read (more than the room is taken as the whole room).
-    pub fn filled(&mut self, n: usize) {
-        let before = self.buf.len();
-        self.buf.filled(n);
-        self.stats.bytes += (self.buf.len() - before) as u64;
-    }
-
     /// The next complete frame, an error for input that broke a limit, or `None` when more
     /// bytes are needed.
     pub fn decode(&mut self) -> Option<Result<Frame, DecodeError>> {

@@ -157,18 +157,13 @@ pub(crate) struct ReadBuf {
     dropped: u64,
     /// Most bytes ever held (the decoder's `buffer_cap`); growth never allocates past it.
     cap: usize,
-    /// Initialized bytes at the end of `bytes.buf` that are not data: room handed out by
-    /// [`read_space`](Self::read_space) for a transport to read into, so that what it reads
-    /// lands in place instead of being copied in afterwards.
-    spare: usize,
     spans: Arena,
 }
 
 impl Deref for ReadBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let data = self.bytes.buf.len() - self.spare;
-        &self.bytes.buf[..data]
+        &self.bytes.buf
     }
 }
 
@@ -178,7 +173,6 @@ impl ReadBuf {
             bytes: Arena::with_capacity(INITIAL_CAPACITY.min(cap)),
             dropped: 0,
             cap,
-            spare: 0,
             spans: Arena::default(),
         }
     }
@@ -195,67 +189,26 @@ impl ReadBuf {
 
     /// Appends `input`; the caller keeps `len() + input.len()` within the cap.
     pub(crate) fn extend_from_slice(&mut self, input: &[u8]) {
-        self.drop_spare();
-        self.reserve(input.len());
-        self.bytes.buf.extend_from_slice(input);
-    }
-
-    /// Room for `more` bytes after the data, in an allocation this read may cut slices from.
-    fn reserve(&mut self, more: usize) {
         let (len, cap) = (self.bytes.buf.len(), self.cap);
         // Sized to need when a read's slices fill their own allocation, doubled when one
         // message outgrows it, never past the cap.
-        self.bytes.reserve(more, |needed| {
+        self.bytes.reserve(input.len(), |needed| {
             needed
                 .max(len.saturating_mul(2))
                 .max(INITIAL_CAPACITY)
                 .min(cap)
         });
-    }
-
-    /// Up to `max` bytes of room after the data (never past the cap; empty when the buffer
-    /// is full), for a transport to read into; [`filled`](Self::filled) then says how many
-    /// it wrote. The room is zeroed when it is made (safe code cannot hand out
-    /// uninitialized memory) and kept across calls until data or a new allocation needs it,
-    /// so a read that finds nothing costs nothing the next time.
-    pub(crate) fn read_space(&mut self, max: usize) -> &mut [u8] {
-        let want = max.min(self.cap - self.len());
-        if self.spare < want || self.bytes.sealed {
-            // A sealed allocation holds an earlier read's slices: this read's slices must
-            // not land in it (see `Arena::reserve`), so the room is made afresh.
-            self.drop_spare();
-            self.reserve(want);
-            let len = self.bytes.buf.len();
-            self.bytes.buf.resize(len + want, 0);
-            self.spare = want;
-        }
-        let data = self.bytes.buf.len() - self.spare;
-        &mut self.bytes.buf[data..data + want]
-    }
-
-    /// The first `n` bytes of the room from [`read_space`](Self::read_space) are data now.
-    pub(crate) fn filled(&mut self, n: usize) {
-        self.spare -= n.min(self.spare);
-    }
-
-    /// Gives the room back: the end of the buffer is the end of the data again.
-    fn drop_spare(&mut self) {
-        if self.spare > 0 {
-            let data = self.bytes.buf.len() - self.spare;
-            self.bytes.buf.truncate(data);
-            self.spare = 0;
-        }
+        self.bytes.buf.extend_from_slice(input);
     }
 
     /// Drops the first `n` bytes.
     pub(crate) fn advance(&mut self, n: usize) {
-        let n = n.min(self.len());
+        let n = n.min(self.bytes.buf.len());
         self.bytes.buf.advance(n);
         self.dropped += n as u64;
         let idle = self.bytes.shared == 0 && !self.bytes.sealed;
-        if self.is_empty() && self.bytes.alloc > SHRINK_ABOVE && idle {
+        if self.bytes.buf.is_empty() && self.bytes.alloc > SHRINK_ABOVE && idle {
             self.bytes = Arena::with_capacity(INITIAL_CAPACITY.min(self.cap));
-            self.spare = 0;
         }
     }
 
@@ -274,7 +227,6 @@ impl ReadBuf {
         }
         // The bytes read past the message move to a fresh buffer; the message keeps the
         // allocation (without a copy: nothing else shares it), trimmed to its length.
-        self.drop_spare();
         self.dropped += n as u64;
         let rest = &self.bytes.buf[n..];
         let mut fresh = Arena::with_capacity(INITIAL_CAPACITY.min(self.cap).max(rest.len()));
@@ -340,7 +292,6 @@ impl ReadBuf {
     pub(crate) fn clear(&mut self) {
         let len = self.len();
         self.advance(len);
-        self.drop_spare();
     }
 }
 
@@ -449,59 +400,6 @@ mod tests {
             "{}",
             b.allocated()
         );
-    }
-
-    #[test]
-    fn read_room_is_kept_until_used_and_becomes_data_only_when_filled() {
-        let mut b = ReadBuf::new(1 << 20);
-        b.extend_from_slice(b"Event: A\r\n");
-        let room = b.read_space(100);
-        assert_eq!(room.len(), 100);
-        assert!(room.iter().all(|&x| x == 0));
-        room[..4].copy_from_slice(b"\r\nX:");
-        let at = room.as_ptr();
-        // Nothing reported yet: the room is not data.
-        assert_eq!(&b[..], b"Event: A\r\n");
-        // Asked again (the read found nothing): the same room, not made again.
-        assert_eq!(b.read_space(100).as_ptr(), at);
-        b.filled(2);
-        assert_eq!(&b[..], b"Event: A\r\n\r\n");
-        // A copied append gives the room back first: its bytes follow the data.
-        b.extend_from_slice(b"tail");
-        assert_eq!(&b[..], b"Event: A\r\n\r\ntail");
-        b.clear();
-        assert!(b.is_empty());
-    }
-
-    #[test]
-    fn read_room_never_passes_the_cap() {
-        let mut b = ReadBuf::new(64);
-        b.extend_from_slice(&[b'x'; 40]);
-        assert_eq!(b.read_space(1000).len(), 24);
-        b.filled(24);
-        assert!(b.read_space(1000).is_empty(), "full: nothing to read into");
-        assert!(b.allocated() <= 64);
-        b.advance(10);
-        assert_eq!(b.read_space(1000).len(), 10);
-    }
-
-    #[test]
-    fn read_room_is_never_in_a_sealed_allocation() {
-        let mut b = ReadBuf::new(1 << 20);
-        let room = b.read_space(64);
-        room[..13].copy_from_slice(b"Event: A\r\n\r\nE");
-        b.filled(13);
-        let (a, _, shared) = b.take_shared(12, &[7; 16]);
-        assert!(shared);
-        b.seal();
-        // The slice's allocation holds this read's event: the next read goes elsewhere,
-        // although the room left there would be large enough.
-        let room = b.read_space(16).as_ptr() as usize;
-        let base = a.as_ptr() as usize;
-        assert!(room < base || room >= base + INITIAL_CAPACITY);
-        b.filled(0);
-        assert_eq!(&b[..], b"E");
-        assert_eq!(&a[..], b"Event: A\r\n\r\n");
     }
 
     #[test]

@@ -44,9 +44,6 @@ pub enum Input<'a> {
     ConnectFailed(ConnectFailure),
     /// Bytes arrived from the server.
     Received(&'a [u8]),
-    /// The transport read this many bytes into the room from [`Client::read_space`]: the
-    /// same as [`Input::Received`] without the copy.
-    ReadInPlace(usize),
     /// The server closed the connection (read returned 0).
     Eof,
     /// The transport failed.
@@ -339,7 +336,6 @@ impl Client {
                 }
             }
             Input::Received(bytes) => self.receive(now, bytes),
-            Input::ReadInPlace(n) => self.receive_in_place(now, n),
             Input::Eof => {
                 if self.has_transport() {
                     let reason = self.eof_reason();
@@ -388,57 +384,21 @@ impl Client {
         let connection = self.conn.generation;
         self.read_shared = 0;
         let queued_before = self.events.pushed();
-        while !bytes.is_empty() {
+        'read: while !bytes.is_empty() {
             let n = self.decoder.feed(bytes);
             bytes = &bytes[n..];
-            if !self.decode_buffered(now, connection) {
-                // The session ended inside this read; the rest belongs to a dead link.
-                break;
+            while let Some(frame) = self.decoder.decode() {
+                match frame {
+                    Ok(Frame::Banner(b)) => self.on_banner(now, b.version().map(str::to_owned)),
+                    Ok(Frame::Message(m)) => self.on_message(now, m),
+                    Err(e) => self.discarded(now, Discard::Malformed(e)),
+                }
+                if self.conn.generation != connection {
+                    // The session ended inside this read; the rest belongs to a dead link.
+                    break 'read;
+                }
             }
         }
-        self.end_read(now, connection, queued_before);
-    }
-
-    /// Room for the transport to read into, in the decoder's own buffer (at most `max`
-    /// bytes; see [`Decoder::read_space`]); report the read with [`Input::ReadInPlace`].
-    /// Reading here instead of into a buffer of the adapter's saves copying every byte that
-    /// arrives. Empty only while the buffer is full, which the client never leaves it
-    /// between inputs.
-    pub fn read_space(&mut self, max: usize) -> &mut [u8] {
-        self.decoder.read_space(max)
-    }
-
-    fn receive_in_place(&mut self, now: Instant, n: usize) {
-        if !self.has_transport() {
-            // Whatever was read stays room: the next read writes over it.
-            return;
-        }
-        let before = self.decoder.buffered();
-        self.decoder.filled(n);
-        self.stats.bytes_in += (self.decoder.buffered() - before) as u64;
-        let connection = self.conn.generation;
-        self.read_shared = 0;
-        let queued_before = self.events.pushed();
-        self.decode_buffered(now, connection);
-        self.end_read(now, connection, queued_before);
-    }
-
-    /// Handles every complete frame buffered; false when the session ended on the way.
-    fn decode_buffered(&mut self, now: Instant, connection: u64) -> bool {
-        while let Some(frame) = self.decoder.decode() {
-            match frame {
-                Ok(Frame::Banner(b)) => self.on_banner(now, b.version().map(str::to_owned)),
-                Ok(Frame::Message(m)) => self.on_message(now, m),
-                Err(e) => self.discarded(now, Discard::Malformed(e)),
-            }
-            if self.conn.generation != connection {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn end_read(&mut self, now: Instant, connection: u64, queued_before: u64) {
         self.check_pinned(queued_before);
         if self.conn.generation == connection {
             // Answers free pipeline slots; fill them before the caller writes.
