@@ -409,13 +409,63 @@ impl Decoder {
         n
     }
 
+    /// The fast path, nearly every line: header lines after the first one of a message,
+    /// within every limit, recorded in a loop that holds the buffer, the field table and the
+    /// limits in locals (the general path re-reads them through `self` at every line). Stops
+    /// at the first line it cannot take (a blank line, a limit, no LF yet), which the
+    /// general path then handles.
+    /// Returns the LF of the line it stopped at, `None` when no LF is buffered yet (the
+    /// search then resumes at the end of the buffer).
+    #[inline]
+    fn header_lines(&mut self) -> Option<usize> {
+        let buf: &[u8] = &self.buf;
+        let front = self.buf.dropped();
+        let (fields, lf) = (&mut self.fields, &mut self.lf);
+        let max_line = self.limits.max_line_len();
+        let max_message = self.limits.max_message_len();
+        let max_fields = self.limits.max_fields();
+        let (mut start, mut scan) = (self.line_start, self.scan);
+        let stop = loop {
+            let Some(newline) = lf.find(buf, front, scan) else {
+                scan = buf.len();
+                break None;
+            };
+            let next = newline + 1;
+            let mut line_end = newline;
+            if line_end > start && buf[line_end - 1] == b'\r' {
+                line_end -= 1;
+            }
+            if line_end <= start
+                || line_end - start > max_line
+                || next > max_message
+                || fields.len() >= max_fields
+            {
+                break Some(newline);
+            }
+            fields.push(FieldSpan::of_line(buf, start, line_end));
+            start = next;
+            scan = next;
+        };
+        self.line_start = start;
+        self.scan = scan;
+        stop
+    }
+
     /// The next complete frame, an error for input that broke a limit, or `None` when more
     /// bytes are needed.
     pub fn decode(&mut self) -> Option<Result<Frame, DecodeError>> {
         loop {
-            let front = self.buf.dropped();
-            let Some(newline) = self.lf.find(&self.buf, front, self.scan) else {
-                self.scan = self.buf.len();
+            let found = if self.state == State::Headers && !self.fields.is_empty() {
+                self.header_lines()
+            } else {
+                let front = self.buf.dropped();
+                let found = self.lf.find(&self.buf, front, self.scan);
+                if found.is_none() {
+                    self.scan = self.buf.len();
+                }
+                found
+            };
+            let Some(newline) = found else {
                 return self.check_partial_line().map(Err);
             };
             let next = newline + 1;
@@ -423,20 +473,8 @@ impl Decoder {
             if line_end > self.line_start && self.buf[line_end - 1] == b'\r' {
                 line_end -= 1;
             }
-            // Fast path, nearly every line: a header line after the first one of a message,
-            // within every limit. The general path below handles everything else.
-            if self.state == State::Headers
-                && !self.fields.is_empty()
-                && line_end > self.line_start
-                && line_end - self.line_start <= self.limits.max_line_len()
-                && next <= self.limits.max_message_len()
-                && self.fields.len() < self.limits.max_fields()
-            {
-                self.push_span(line_end);
-                self.line_start = next;
-                self.scan = next;
-                continue;
-            }
+            // Every line `header_lines` could not take: the first of a message, a blank
+            // line, a broken limit.
             if let Some(out) = self.take_line(line_end, next) {
                 return Some(out);
             }
