@@ -414,6 +414,7 @@ impl Decoder {
     /// limits in locals (the general path re-reads them through `self` at every line). Stops
     /// at the first line it cannot take (a blank line, a limit, no LF yet), which the
     /// general path then handles.
+    ///
     /// Returns the LF of the line it stopped at, `None` when no LF is buffered yet (the
     /// search then resumes at the end of the buffer).
     #[inline]
