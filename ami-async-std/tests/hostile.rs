@@ -69,11 +69,15 @@ fn nothing_is_written_after_its_deadline() {
         .unwrap();
     let (ami, _events) = ami_async_std::run_on_thread(cfg, srv.local_addr()).unwrap();
     future::block_on(ami.wait_ready()).unwrap();
-    let timeout = SendOptions::timeout(Duration::from_millis(300));
+    // The first Ping (queued first: `zip` polls it first) holds the one pipeline slot for a
+    // second; the two behind it expire while queued, long before the slot frees (equal
+    // deadlines would race the slot).
+    let long = SendOptions::timeout(Duration::from_millis(1000));
+    let short = SendOptions::timeout(Duration::from_millis(200));
     let results = future::block_on(async {
-        let a = ami.send_with(Action::new("Ping"), timeout);
-        let b = ami.send_with(Action::new("Ping"), timeout);
-        let c = ami.send_with(Action::new("Ping"), timeout);
+        let a = ami.send_with(Action::new("Ping"), long);
+        let b = ami.send_with(Action::new("Ping"), short);
+        let c = ami.send_with(Action::new("Ping"), short);
         future::zip(a, future::zip(b, c)).await
     });
     let (a, (b, c)) = results;

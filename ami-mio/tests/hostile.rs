@@ -112,8 +112,10 @@ fn nothing_is_written_after_its_deadline() {
     let cfg = builder().pipeline_depth(1).build().unwrap();
     let conn = driver.add(Instant::now(), cfg, srv.local_addr()).unwrap();
     ready(&mut driver, conn);
-    let timeout = SendOptions::timeout(Duration::from_millis(300));
-    for _ in 0..3 {
+    // The first Ping holds the one pipeline slot for a second; the two behind it expire
+    // while queued, long before the slot frees (equal deadlines would race the slot).
+    for ms in [1000, 200, 200] {
+        let timeout = SendOptions::timeout(Duration::from_millis(ms));
         driver
             .send_with(Instant::now(), conn, Action::new("Ping"), timeout)
             .unwrap();
@@ -131,7 +133,7 @@ fn nothing_is_written_after_its_deadline() {
         }
         phases.len() == 3
     });
-    assert_eq!(phases, [Phase::Response, Phase::Queued, Phase::Queued]);
+    assert_eq!(phases, [Phase::Queued, Phase::Queued, Phase::Response]);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         srv.received_count("Ping"),

@@ -144,13 +144,22 @@ async fn nothing_is_written_after_its_deadline() {
     let cfg = builder().pipeline_depth(1).build().unwrap();
     let (ami, _events) = ami_tokio::spawn(cfg, srv.local_addr());
     ami.wait_ready().await.unwrap();
-    let timeout = SendOptions::timeout(Duration::from_millis(300));
-    let sends = (0..3).map(|_| {
+    // The first Ping holds the one pipeline slot for a second; the two behind it expire
+    // while queued, long before the slot frees (equal deadlines would race the slot: an
+    // action whose deadline is a moment after the first's may still be written in time).
+    let send = |ms| {
         let ami = ami.clone();
+        let timeout = SendOptions::timeout(Duration::from_millis(ms));
         tokio::spawn(async move { ami.send_with(Action::new("Ping"), timeout).await })
-    });
+    };
+    let first = send(1000);
+    until("the first Ping on the wire", || {
+        srv.received_count("Ping") == 1
+    })
+    .await;
+    let sends = [first, send(200), send(200)];
     let mut phases = Vec::new();
-    for s in sends.collect::<Vec<_>>() {
+    for s in sends {
         match s.await.unwrap() {
             Err(AmiError::Action(ActionError::TimedOut { phase, .. })) => phases.push(phase),
             other => panic!("{other:?}"),
