@@ -72,6 +72,17 @@ impl LineEnds {
     }
 }
 
+/// Where the text of the line `buf[start..=newline]` ends: before its LF, and before a CR
+/// right in front of it.
+#[inline]
+fn content_end(buf: &[u8], start: usize, newline: usize) -> usize {
+    if newline > start && buf[newline - 1] == b'\r' {
+        newline - 1
+    } else {
+        newline
+    }
+}
+
 /// One bit per LF in a 64-byte block.
 #[inline]
 fn lf_mask(block: &[u8]) -> u64 {
@@ -432,10 +443,7 @@ impl Decoder {
                 break None;
             };
             let next = newline + 1;
-            let mut line_end = newline;
-            if line_end > start && buf[line_end - 1] == b'\r' {
-                line_end -= 1;
-            }
+            let line_end = content_end(buf, start, newline);
             if line_end <= start
                 || line_end - start > max_line
                 || next > max_message
@@ -470,10 +478,7 @@ impl Decoder {
                 return self.check_partial_line().map(Err);
             };
             let next = newline + 1;
-            let mut line_end = newline;
-            if line_end > self.line_start && self.buf[line_end - 1] == b'\r' {
-                line_end -= 1;
-            }
+            let line_end = content_end(&self.buf, self.line_start, newline);
             // Every line `header_lines` could not take: the first of a message, a blank
             // line, a broken limit.
             if let Some(out) = self.take_line(line_end, next) {
