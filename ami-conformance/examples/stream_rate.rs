@@ -8,8 +8,13 @@
 //!
 //! Modes: `raw` (frame splitter), `decoder` (the bare `ami_proto::Decoder` on the thread
 //! that reads, no client, no queue, no second thread, each message in an allocation of its
-//! own: what decoding alone costs, a ceiling for every client row), `tokio-recv` / `async-std-recv` (`recv()` per item, the
-//! README loop), `tokio-1t-recv` (the same on a current-thread runtime, where the driver and
+//! own: what decoding alone costs, a ceiling for every client row), `split-handoff` (a
+//! reader thread that only finds each read's last frame boundary and hands the complete
+//! frames to the consumer's thread, which decodes them: no client, one copy, buffers
+//! recycled; the hand-off between two threads with nothing else to do, which the README loop
+//! also pays), `mio` (`ami-mio`'s loop: the whole client on one thread, events taken one at a
+//! time), `tokio-recv` / `async-std-recv` (`recv()` per item, the README loop),
+//! `tokio-1t-recv` (the same on a current-thread runtime, where the driver and
 //! the loop share one thread), `tokio-thread-recv` (the loop on the multi-threaded runtime,
 //! the driver on a thread of its own: `ami_tokio::run_on_thread`), `tokio-many` / `async-std-many` (`recv_many(4096)`), `tokio-stalled` (the
 //! consumer reads nothing until the source is done: the queue's bound in memory).
@@ -22,9 +27,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-const MODES: [&str; 9] = [
+const MODES: [&str; 11] = [
     "raw",
     "decoder",
+    "split-handoff",
+    "mio",
     "tokio-recv",
     "tokio-1t-recv",
     "tokio-thread-recv",
@@ -168,6 +175,12 @@ fn run(mode: &str, n: usize) {
     }
     if mode == "decoder" {
         return decoder(addr, n);
+    }
+    if mode == "mio" {
+        return mio(addr, n);
+    }
+    if mode == "split-handoff" {
+        return split_handoff(addr, n);
     }
     if mode.starts_with("tokio") {
         let rt = if mode.starts_with("tokio-1t") {
@@ -318,6 +331,89 @@ fn decoder(addr: SocketAddr, n: usize) {
     let (t0, before) = start.unwrap();
     let took = t0.elapsed();
     report("decoder", n, got, 0, took, &before.report_since(took));
+}
+
+/// The whole client on one thread: `ami-mio`'s loop, events taken one at a time.
+fn mio(addr: SocketAddr, n: usize) {
+    let mut driver = ami_mio::MioDriver::new().unwrap();
+    let conn = driver.add(Instant::now(), config(), addr).unwrap();
+    let mut t = Tally::default();
+    while !t.done(n) {
+        let report = driver.step(Instant::now()).unwrap();
+        if report.events.contains(&conn) {
+            while let Some(item) = driver.poll_event(conn) {
+                t.count(&item);
+            }
+        }
+        driver.wait(Some(Duration::from_millis(100))).unwrap();
+    }
+    let took = t.start.map_or(Duration::from_nanos(1), |s| s.elapsed());
+    report(
+        "mio",
+        n,
+        t.got,
+        t.dropped,
+        took,
+        &t.threads.report_since(took),
+    );
+}
+
+/// The floor of any design that reads on one thread and decodes on another, without a
+/// client: the reader only finds the last frame boundary of each read and hands the complete
+/// frames over (one copy, buffers recycled, a bounded channel); the consumer decodes them.
+fn split_handoff(addr: SocketAddr, n: usize) {
+    use ami_proto::{Decoder, DecoderLimits, Frame};
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
+    let (give_back, given_back) = mpsc::channel::<Vec<u8>>();
+    let mut s = logged_in(addr);
+    let reader = std::thread::Builder::new().name("reader".into());
+    let _ = reader.spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        // The start of a frame that the last read cut off.
+        let mut carry: Vec<u8> = Vec::new();
+        loop {
+            let k = match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(k) => k,
+            };
+            let Some(last) = memchr::memmem::rfind(&buf[..k], b"\r\n\r\n") else {
+                carry.extend_from_slice(&buf[..k]);
+                continue;
+            };
+            let end = last + 4;
+            let mut chunk = given_back
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(96 << 10));
+            chunk.clear();
+            chunk.extend_from_slice(&carry);
+            chunk.extend_from_slice(&buf[..end]);
+            carry.clear();
+            carry.extend_from_slice(&buf[end..k]);
+            if tx.send(chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut decoder = Decoder::new(DecoderLimits::default());
+    let (mut got, mut start) = (0usize, None);
+    while got < n {
+        let chunk = rx.recv().unwrap();
+        start.get_or_insert_with(|| (Instant::now(), Snapshot::now()));
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            rest = &rest[decoder.feed(rest)..];
+            while let Some(frame) = decoder.decode() {
+                if let Frame::Message(m) = frame.unwrap() {
+                    got += usize::from(m.event() == Some("UserEvent"));
+                }
+            }
+        }
+        let _ = give_back.send(chunk);
+    }
+    let (t0, before) = start.unwrap();
+    let took = t0.elapsed();
+    report("split-handoff", n, got, 0, took, &before.report_since(took));
 }
 
 fn raw(addr: SocketAddr, n: usize) {
