@@ -200,3 +200,50 @@ fn list_item_names_that_overlap_async_events_go_to_the_list_by_action_id() {
     assert_eq!(r.items()[0].get_str("Device"), Some("Custom:ext101"));
     assert_eq!(only_unsolicited(&mut h), ["DeviceStateChange"]);
 }
+
+#[test]
+fn a_long_list_item_whose_action_id_comes_late_still_goes_to_its_list() {
+    // Events of more than a few lines reach the client with their field tables deferred
+    // (split by whoever takes them out): the ActionID on line 11 must still route the item,
+    // and a long unsolicited event in the same read must keep every field.
+    let mut h = ready();
+    let id = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    let id_s = id.as_str();
+    let mut item: Vec<(&str, &str)> = vec![("Event", "CoreShowChannel")];
+    let names: Vec<String> = (1..10).map(|i| format!("Field{i}")).collect();
+    item.extend(names.iter().map(|n| (n.as_str(), "x")));
+    item.push(("ActionID", id_s));
+    item.push(("Channel", "PJSIP/7001-00000001"));
+    let mut unsolicited: Vec<(&str, &str)> = vec![("Event", "Newchannel")];
+    unsolicited.extend(names.iter().map(|n| (n.as_str(), "y")));
+    unsolicited.push(("Uniqueid", "1733312345.17"));
+    let mut read = msg(&[
+        ("Response", "Success"),
+        ("ActionID", id_s),
+        ("EventList", "start"),
+        ("Message", "Channels will follow"),
+    ]);
+    read.extend(msg(&item));
+    read.extend(msg(&unsolicited));
+    read.extend(msg(&[
+        ("Event", "CoreShowChannelsComplete"),
+        ("ActionID", id_s),
+        ("EventList", "Complete"),
+        ("ListItems", "1"),
+    ]));
+    h.feed(&read);
+    let Ok(r) = h.outcome(&id) else { panic!() };
+    assert_eq!(r.items().len(), 1);
+    assert_eq!(r.items()[0].get_str("Channel"), Some("PJSIP/7001-00000001"));
+    assert_eq!(r.items()[0].len(), 12);
+    let events = h.events();
+    let [StreamItem::Event(e)] = &events[..] else {
+        panic!("one unsolicited event, got {events:?}");
+    };
+    assert_eq!(e.event(), Some("Newchannel"));
+    assert_eq!(e.len(), 11);
+    assert_eq!(e.get_str("Uniqueid"), Some("1733312345.17"));
+    assert_eq!(e.get_str("Field9"), Some("y"));
+    assert_eq!(e.action_id(), None);
+}

@@ -1,5 +1,6 @@
 //! `Message`: one server (or client) message, stored once as its wire bytes.
 
+use super::decoder::lf_mask;
 use bytes::Bytes;
 use std::borrow::Cow;
 use std::fmt;
@@ -110,6 +111,120 @@ impl FieldSpan {
     }
 }
 
+/// A message's field spans: decoded from its table, or, for a [`Message::deferred`] event,
+/// split from its lines as the decoder would have (a line's CR trimmed, split at the first
+/// colon); such a message holds only `Key: Value` lines, `left` of them.
+enum Spans<'a> {
+    Table(std::slice::ChunksExact<'a, u8>),
+    Lines {
+        wire: &'a [u8],
+        /// The 64-byte block of `wire` at `base`, one bit per LF not yet passed.
+        base: usize,
+        mask: u64,
+        /// Where the next line starts.
+        start: usize,
+        left: usize,
+    },
+}
+
+impl<'a> Spans<'a> {
+    fn lines(wire: &'a [u8], left: usize) -> Spans<'a> {
+        Spans::Lines {
+            wire,
+            base: 0,
+            mask: block_lf_mask(wire, 0),
+            start: 0,
+            left,
+        }
+    }
+}
+
+/// Appends the encoded spans of the first `count` lines of `wire` to `out`: what
+/// [`Spans::Lines`] yields, in one loop (the consumer's share of a deferred event's cost).
+fn push_line_spans(wire: &[u8], count: usize, out: &mut Vec<u8>) {
+    let (mut start, mut base, mut left) = (0usize, 0usize, count);
+    while left > 0 && base < wire.len() {
+        let mut mask = block_lf_mask(wire, base);
+        while mask != 0 && left > 0 {
+            let newline = base + mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let line_end = if newline > start && wire[newline - 1] == b'\r' {
+                newline - 1
+            } else {
+                newline
+            };
+            out.extend_from_slice(&FieldSpan::of_line(wire, start, line_end).encode());
+            start = newline + 1;
+            left -= 1;
+        }
+        base += 64;
+    }
+}
+
+/// One bit per LF in the 64 bytes of `wire` from `base` (fewer at its end).
+#[inline]
+fn block_lf_mask(wire: &[u8], base: usize) -> u64 {
+    match wire.get(base..base + 64) {
+        Some(block) => lf_mask(block),
+        None => {
+            let tail = wire.get(base..).unwrap_or_default();
+            let mut block = [0u8; 64];
+            block[..tail.len()].copy_from_slice(tail);
+            lf_mask(&block)
+        }
+    }
+}
+
+impl Iterator for Spans<'_> {
+    type Item = FieldSpan;
+
+    #[inline]
+    fn next(&mut self) -> Option<FieldSpan> {
+        match self {
+            Spans::Table(chunks) => chunks.next().map(FieldSpan::decode),
+            Spans::Lines {
+                wire,
+                base,
+                mask,
+                start,
+                left,
+            } => {
+                if *left == 0 {
+                    return None;
+                }
+                while *mask == 0 {
+                    *base += 64;
+                    if *base >= wire.len() {
+                        return None;
+                    }
+                    *mask = block_lf_mask(wire, *base);
+                }
+                let newline = *base + mask.trailing_zeros() as usize;
+                *mask &= *mask - 1;
+                let line_end = if newline > *start && wire[newline - 1] == b'\r' {
+                    newline - 1
+                } else {
+                    newline
+                };
+                let span = FieldSpan::of_line(wire, *start, line_end);
+                *start = newline + 1;
+                *left -= 1;
+                Some(span)
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = match self {
+            Spans::Table(chunks) => chunks.len(),
+            Spans::Lines { left, .. } => *left,
+        };
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Spans<'_> {}
+
 /// What a message is, decided by its first line, as Asterisk does.
 ///
 /// `Event:` wins over `Response:`: an `OriginateResponse` is an event that also carries a
@@ -152,13 +267,16 @@ pub struct Message {
     /// `data` and `shared_table` are slices of the decoder's buffers (an event on its way
     /// through the client's queue): see [`Message::detach`].
     shared: bool,
+    /// The field table was never built (a shared event, see [`Message::deferred`]): the
+    /// spans come from the wire bytes' lines whenever they are asked for.
+    pub(crate) deferred: bool,
 }
 
 impl PartialEq for Message {
     fn eq(&self, other: &Message) -> bool {
         self.kind == other.kind
             && self.wire_bytes() == other.wire_bytes()
-            && self.table() == other.table()
+            && self.spans().eq(other.spans())
     }
 }
 
@@ -267,7 +385,27 @@ impl Message {
             kind,
             action_id,
             shared,
+            deferred: false,
         }
+    }
+
+    /// A shared event whose field table is left to whoever takes it out of the queue (see
+    /// [`detach`](Self::detach)): past its first few lines the reader only counted its
+    /// `field_count` lines and looked for its ActionID, so that on a multi-threaded runtime
+    /// the consumer's thread, not the reader's, splits the lines into fields (the reader is
+    /// the bound; the consumer mostly waits). Asterisk's events run to 17 lines on average.
+    /// `first` is its first line's field.
+    pub(crate) fn deferred(
+        data: Bytes,
+        wire_len: usize,
+        first: &FieldSpan,
+        field_count: usize,
+        action_id: Option<(u32, u32)>,
+    ) -> Message {
+        let mut m = Message::new(data, Bytes::new(), wire_len, &[*first], action_id, true);
+        m.field_count = field_count as u32;
+        m.deferred = true;
+        m
     }
 
     /// The span of the first `ActionID` value among `fields` of `bytes`.
@@ -286,7 +424,18 @@ impl Message {
         self.wire_len as usize + self.field_count as usize * SPAN_LEN
     }
 
+    /// Bytes of the decoder's buffers this message holds slices of: its wire bytes and, if
+    /// it has one there, its field table (0 for a message that owns its bytes).
+    pub(crate) fn shared_bytes(&self) -> usize {
+        if self.shared {
+            self.wire_len as usize + self.shared_table.len()
+        } else {
+            0
+        }
+    }
+
     /// Whether this message still shares the decoder's buffer (see [`detach`](Self::detach)).
+    #[cfg(test)]
     pub(crate) fn is_shared(&self) -> bool {
         self.shared
     }
@@ -303,14 +452,20 @@ impl Message {
         if !self.shared {
             return;
         }
-        let mut data = Vec::with_capacity(self.data.len() + self.shared_table.len());
-        data.extend_from_slice(&self.data);
-        data.extend_from_slice(&self.shared_table);
+        let table_len = self.field_count as usize * SPAN_LEN;
+        let mut data = Vec::with_capacity(self.wire_len as usize + table_len);
+        data.extend_from_slice(self.wire_bytes());
+        if self.deferred {
+            push_line_spans(self.wire_bytes(), self.field_count as usize, &mut data);
+        } else {
+            data.extend_from_slice(&self.shared_table);
+        }
         // Exactly the capacity asked for: `Bytes` takes the vector without a second
         // allocation.
         self.data = Bytes::from(data);
         self.shared_table = Bytes::new();
         self.shared = false;
+        self.deferred = false;
     }
 
     /// What the first line says this message is.
@@ -342,8 +497,12 @@ impl Message {
         }
     }
 
-    fn spans(&self) -> impl ExactSizeIterator<Item = FieldSpan> + '_ {
-        self.table().chunks_exact(SPAN_LEN).map(FieldSpan::decode)
+    fn spans(&self) -> Spans<'_> {
+        if self.deferred {
+            Spans::lines(self.wire_bytes(), self.field_count as usize)
+        } else {
+            Spans::Table(self.table().chunks_exact(SPAN_LEN))
+        }
     }
 
     fn field_at(&self, span: &FieldSpan) -> Field<'_> {

@@ -262,6 +262,22 @@ impl ReadBuf {
         (bytes, self.spans.buf.split().freeze(), true)
     }
 
+    /// Whether [`take_shared`](Self::take_shared) would cut the first `n` bytes out as a
+    /// shared slice (a large message is taken as by [`take`](Self::take) instead).
+    pub(crate) fn shares(&self, n: usize) -> bool {
+        n.min(self.len()) < HAND_OVER_MIN
+    }
+
+    /// Removes the first `n` bytes as a slice of the shared allocation (no copy), without a
+    /// field table: for a message that [`shares`](Self::shares).
+    pub(crate) fn take_shared_bytes(&mut self, n: usize) -> Bytes {
+        let n = n.min(self.len());
+        let bytes = self.bytes.buf.split_to(n).freeze();
+        self.dropped += n as u64;
+        self.bytes.cut(n);
+        bytes
+    }
+
     /// At the end of a read: bytes of the shared slices cut out in it, and bytes of the
     /// allocations those slices keep alive.
     pub(crate) fn pinned(&self) -> (usize, usize) {

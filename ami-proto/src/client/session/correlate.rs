@@ -132,11 +132,7 @@ impl Client {
         {
             self.conn.server_shutdown = true;
         }
-        let shared = if msg.is_shared() {
-            msg.retained_bytes()
-        } else {
-            0
-        };
+        let shared = msg.shared_bytes();
         match self.events.offer(msg) {
             Offer::Queued => {
                 self.stats.events_queued += 1;
