@@ -75,7 +75,7 @@ impl LineEnds {
 /// Where the text of the line `buf[start..=newline]` ends: before its LF, and before a CR
 /// right in front of it.
 #[inline]
-fn content_end(buf: &[u8], start: usize, newline: usize) -> usize {
+pub(crate) fn content_end(buf: &[u8], start: usize, newline: usize) -> usize {
     if newline > start && buf[newline - 1] == b'\r' {
         newline - 1
     } else {
@@ -1552,7 +1552,7 @@ Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
                         proptest::prop_assert_eq!(w.kind(), g.kind());
                         let long_event = g.kind() == super::super::message::MessageKind::Event
                             && g.len() > SPLIT_BEFORE_DEFERRING;
-                        proptest::prop_assert_eq!(g.deferred, long_event);
+                        proptest::prop_assert_eq!(g.is_deferred(), long_event);
                         proptest::prop_assert_eq!(w.len(), g.len());
                         proptest::prop_assert_eq!(w.fields().len(), g.fields().len());
                         let wf: Vec<_> = w.fields().collect();
@@ -1595,7 +1595,7 @@ Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
         else {
             panic!("one message each: {want:?} {got:?}");
         };
-        assert!(!g.is_shared() && !g.deferred);
+        assert!(!g.is_shared() && !g.is_deferred());
         assert_eq!(g.len(), 3002);
         assert_eq!(g.action_id(), Some("7"));
         assert_eq!(g.get_str("Variable2999"), Some("vvvvvvvvvvvvvvvvvvvv"));

@@ -1,6 +1,6 @@
 //! `Message`: one server (or client) message, stored once as its wire bytes.
 
-use super::decoder::lf_mask;
+use super::decoder::{content_end, lf_mask};
 use bytes::Bytes;
 use std::borrow::Cow;
 use std::fmt;
@@ -148,11 +148,7 @@ fn push_line_spans(wire: &[u8], count: usize, out: &mut Vec<u8>) {
         while mask != 0 && left > 0 {
             let newline = base + mask.trailing_zeros() as usize;
             mask &= mask - 1;
-            let line_end = if newline > start && wire[newline - 1] == b'\r' {
-                newline - 1
-            } else {
-                newline
-            };
+            let line_end = content_end(wire, start, newline);
             out.extend_from_slice(&FieldSpan::of_line(wire, start, line_end).encode());
             start = newline + 1;
             left -= 1;
@@ -201,11 +197,7 @@ impl Iterator for Spans<'_> {
                 }
                 let newline = *base + mask.trailing_zeros() as usize;
                 *mask &= *mask - 1;
-                let line_end = if newline > *start && wire[newline - 1] == b'\r' {
-                    newline - 1
-                } else {
-                    newline
-                };
+                let line_end = content_end(wire, *start, newline);
                 let span = FieldSpan::of_line(wire, *start, line_end);
                 *start = newline + 1;
                 *left -= 1;
@@ -269,7 +261,7 @@ pub struct Message {
     shared: bool,
     /// The field table was never built (a shared event, see [`Message::deferred`]): the
     /// spans come from the wire bytes' lines whenever they are asked for.
-    pub(crate) deferred: bool,
+    deferred: bool,
 }
 
 impl PartialEq for Message {
@@ -422,6 +414,12 @@ impl Message {
     /// caps count this (for an event still in the queue: what it will own once taken out).
     pub fn retained_bytes(&self) -> usize {
         self.wire_len as usize + self.field_count as usize * SPAN_LEN
+    }
+
+    /// Whether the field table is still to be built (see [`Message::deferred`]).
+    #[cfg(test)]
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.deferred
     }
 
     /// Bytes of the decoder's buffers this message holds slices of: its wire bytes and, if

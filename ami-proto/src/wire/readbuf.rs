@@ -250,9 +250,7 @@ impl ReadBuf {
         if n >= HAND_OVER_MIN {
             return (self.take(n, table), Bytes::new(), false);
         }
-        let bytes = self.bytes.buf.split_to(n).freeze();
-        self.dropped += n as u64;
-        self.bytes.cut(n);
+        let bytes = self.take_shared_bytes(n);
         // Room for about a read's worth of tables at once.
         let hint = self.bytes.alloc / 4;
         self.spans
