@@ -5,7 +5,7 @@
 //! in one byte at a time costs O(n) in total, never a rescan from the start.
 
 use super::limits::DecoderLimits;
-use super::message::{FieldSpan, Message, SPAN_LEN};
+use super::message::{FieldSpan, Message, Spans, SPAN_LEN};
 use super::readbuf::ReadBuf;
 use bytes::Bytes;
 use std::borrow::Cow;
@@ -842,19 +842,7 @@ impl Decoder {
     fn split_deferred_lines(&mut self, next: usize) {
         let count = self.field_count();
         self.clear_fields();
-        let mut start = 0;
-        while self.fields.len() < count {
-            let Some(lf) = memchr::memchr(b'\n', &self.buf[start..next]) else {
-                break;
-            };
-            let newline = start + lf;
-            self.fields.push(FieldSpan::of_line(
-                &self.buf,
-                start,
-                content_end(&self.buf, start, newline),
-            ));
-            start = newline + 1;
-        }
+        self.fields.extend(Spans::lines(&self.buf[..next], count));
     }
 
     /// Which limit the input up to `end` crossed first, if any; `content_end` is where the

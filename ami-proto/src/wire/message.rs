@@ -114,7 +114,7 @@ impl FieldSpan {
 /// A message's field spans: decoded from its table, or, for a [`Message::deferred`] event,
 /// split from its lines as the decoder would have (a line's CR trimmed, split at the first
 /// colon); such a message holds only `Key: Value` lines, `left` of them.
-enum Spans<'a> {
+pub(crate) enum Spans<'a> {
     Table(std::slice::ChunksExact<'a, u8>),
     Lines {
         wire: &'a [u8],
@@ -128,7 +128,8 @@ enum Spans<'a> {
 }
 
 impl<'a> Spans<'a> {
-    fn lines(wire: &'a [u8], left: usize) -> Spans<'a> {
+    /// The spans of the first `left` lines of `wire` (a message's `Key: Value` lines).
+    pub(crate) fn lines(wire: &'a [u8], left: usize) -> Spans<'a> {
         Spans::Lines {
             wire,
             base: 0,
@@ -141,6 +142,8 @@ impl<'a> Spans<'a> {
 
 /// Appends the encoded spans of the first `count` lines of `wire` to `out`: what
 /// [`Spans::Lines`] yields, in one loop (the consumer's share of a deferred event's cost).
+/// Not the iterator: `detach` through it cost the consumer 310-330 ns per 20-field event
+/// against 150-180 for this loop (`stream_rate`, three alternated pairs).
 fn push_line_spans(wire: &[u8], count: usize, out: &mut Vec<u8>) {
     let (mut start, mut base, mut left) = (0usize, 0usize, count);
     while left > 0 && base < wire.len() {
