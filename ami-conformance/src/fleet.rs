@@ -17,7 +17,7 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -44,26 +44,34 @@ fn log_stream(mut events: FleetEvents) -> Caller<FleetLog> {
 /// Items a paced reader takes per millisecond at most.
 const PACE: usize = 16;
 
-/// Reads the merged stream to its end on a thread of its own, at most [`PACE`] items per
-/// millisecond while `counting` (slower than a flooder sends, even in a debug build on a
-/// loaded machine), logging events and gaps per server; also counts, per server, the events
-/// taken while `counting` (the merge's shares, without what the queues still hold at close).
+/// What a paced reader does with the items it takes: [`paced_stream`]'s phases.
+const WARMING: u8 = 0;
+/// Paced, and every event taken counts toward its server's share.
+const COUNTING: u8 = 1;
+/// Neither paced nor counted: the reader drains what is left to the stream's end.
+const DRAINING: u8 = 2;
+
+/// Reads the merged stream to its end on a thread of its own, logging events and gaps per
+/// server. While `phase` is [`WARMING`] or [`COUNTING`] it takes at most [`PACE`] items per
+/// millisecond (slower than a flooder sends, even in a debug build on a loaded machine);
+/// while [`COUNTING`] it also counts, per server, the events taken (the merge's shares,
+/// without what the queues held before counting began or still hold at close).
 fn paced_stream(
     mut events: FleetEvents,
-    counting: Arc<AtomicBool>,
+    phase: Arc<AtomicU8>,
 ) -> Caller<(FleetLog, HashMap<String, u64>)> {
     caller(async move {
         let (mut log, mut taken) = (FleetLog::default(), HashMap::new());
         let mut batch = Vec::new();
         while events.recv_many(&mut batch, PACE).await > 0 {
-            let count = counting.load(Ordering::SeqCst);
+            let now = phase.load(Ordering::SeqCst);
             for item in batch.drain(..) {
-                if count && matches!(item.item, StreamItem::Event(_)) {
+                if now == COUNTING && matches!(item.item, StreamItem::Event(_)) {
                     *taken.entry(item.server.to_string()).or_default() += 1;
                 }
                 log.item(&item);
             }
-            if count {
+            if now != DRAINING {
                 sleep(Duration::from_millis(1)).await;
             }
         }
@@ -302,14 +310,18 @@ pub fn a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares<A: A
             let duplicate = fleet.add(name, admin(), quiet[0].local_addr());
             assert!(duplicate.is_err(), "{name}: {duplicate:?}");
         }
-        let counting = Arc::new(AtomicBool::new(true));
-        let consumer = paced_stream(events, counting.clone());
+        let phase = Arc::new(AtomicU8::new(WARMING));
+        let consumer = paced_stream(events, phase.clone());
         until("every flooder ready", || {
             (0..4).all(|i| fleet.status(&format!("f{i}")).is_some_and(|s| s.is_ready()))
         })
         .await;
+        // Counting starts once every flooder's queue has had time to fill: the flooders
+        // become ready one after another, and one ready alone would get all the reader takes.
+        sleep(Duration::from_millis(300)).await;
+        phase.store(COUNTING, Ordering::SeqCst);
         sleep(Duration::from_millis(1500)).await;
-        counting.store(false, Ordering::SeqCst);
+        phase.store(DRAINING, Ordering::SeqCst);
         let stats = fleet.stats();
         fleet.close();
         drop(fleet);
