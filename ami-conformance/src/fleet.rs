@@ -365,11 +365,14 @@ pub fn a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares<A: A
         // The reader is slower than the flooders, so every flooder always has events
         // waiting and the merge alone sets the shares: one batch per shard and turn would
         // give f0 and f3 half of f1's and f2's; sized by servers with items, each gets the
-        // same, give or take the one batch (1,024) a window's ends can cut into: within
-        // 0.8 of the most over the eight batches each takes while counting. With a reader that keeps up, the shares would be set by how
+        // same: eight batches (1,024) each while counting, give or take the one a window's
+        // ends can cut into. A shard whose driver has not refilled its queues by its turn
+        // (a loaded machine) is skipped that turn, which costs its servers a batch: within
+        // 2/3 of the most, so two skips pass and the halved shares of a merge that gives
+        // each shard one batch a turn (0.5) do not. With a reader that keeps up, the shares would be set by how
         // fast each shard's driver reads on a loaded machine, which is not what this tests.
         assert!(
-            *least > 0 && least * 5 >= most * 4,
+            *least > 0 && least * 3 >= most * 2,
             "flood shares {shares:?}"
         );
     });
