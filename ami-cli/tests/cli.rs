@@ -97,7 +97,7 @@ fn wrong_password_exits_3_with_one_line_and_no_retry() {
 
 #[test]
 fn a_refused_connection_exits_3_and_says_so_with_the_address() {
-    let port = closed_port();
+    let (_refusing, port) = refused_port();
     each_runtime(|rt| {
         let out = on(
             rt,

@@ -14,7 +14,7 @@ use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, SimConfig};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
-use support::{config, drive, front, refused_addr, sim_until};
+use support::{config, drive, front, refused_port, sim_until};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -152,7 +152,7 @@ fn start_on(addr: std::net::SocketAddr) -> TcpFront {
 #[test]
 fn a_server_that_is_down_at_first_is_reached_when_it_comes_up() {
     // Nothing listens yet: every connect is refused.
-    let addr = refused_addr();
+    let (refusing, addr) = refused_port();
     let mut driver = MioDriver::new().unwrap();
     let conn = driver.add(Instant::now(), config(8), addr).unwrap();
     let mut failures = 0;
@@ -170,6 +170,7 @@ fn a_server_that_is_down_at_first_is_reached_when_it_comes_up() {
         false
     });
     assert!(failures >= 1, "no failed connect reported");
+    drop(refusing);
     let mut front = start_on(addr);
     wait_ready(&mut driver, conn);
     ping(&mut driver, conn);

@@ -205,10 +205,24 @@ impl Fake {
     }
 }
 
-/// A port nothing listens on.
+/// A port nothing listens on now, free for a server the test starts on it (another bind
+/// may take it meanwhile: for a port that must refuse, [`refused_port`]).
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// A 127.0.0.1 port that refuses connections while the socket lives: bound, so no other
+/// socket (another test's listener) can take the port, and never listening.
+#[allow(dead_code)] // not every test binary needs one
+pub fn refused_port() -> (socket2::Socket, u16) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
 }
 
 /// Starts `ami` with stdout piped (not read until the caller does).

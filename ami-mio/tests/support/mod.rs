@@ -15,7 +15,8 @@ use ami_mio::{MioDriver, Report};
 use ami_proto::{ClientConfig, Message};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{SimConfig, SimStats};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A simulator with the default users and dialplan on a fresh loopback port.
@@ -67,11 +68,29 @@ pub fn sim_until(front: &TcpFront, limit: Duration, cond: impl Fn(&SimStats) -> 
     false
 }
 
-/// A 127.0.0.1 port that refuses connections (bound, then released). No server is needed
-/// to be unreachable.
+/// A 127.0.0.1 port that refuses connections for the rest of the test binary's run. No
+/// server is needed to be unreachable.
 pub fn refused_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    // Held until the test binary exits.
+    static HELD: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+    let (socket, addr) = refused_port();
+    HELD.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
+    addr
+}
+
+/// A 127.0.0.1 port that refuses connections while the socket lives: bound, so no other
+/// socket can take the port, and never listening, so every connect to it is refused. (A
+/// listener bound and dropped freed its port, and another test's listener once took one of
+/// a hundred such "refused" ports.) Drop it to start a server on the port.
+#[allow(dead_code)] // not every test binary starts a server on a refused port
+pub fn refused_port() -> (socket2::Socket, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    (socket, addr)
 }
 
 /// A UserEvent of the simulator's storms: its `Seq`.
