@@ -369,8 +369,9 @@ pub fn a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares<A: A
         // ends can cut into. A shard whose driver has not refilled its queues by its turn
         // (a loaded machine) is skipped that turn, which costs its servers a batch: within
         // 2/3 of the most, so two skips pass and the halved shares of a merge that gives
-        // each shard one batch a turn (0.5) do not. With a reader that keeps up, the shares would be set by how
-        // fast each shard's driver reads on a loaded machine, which is not what this tests.
+        // each shard one batch a turn (0.5) do not. With a reader that keeps up, the shares
+        // would be set by how fast each shard's driver reads on a loaded machine, which is
+        // not what this tests.
         assert!(
             *least > 0 && least * 3 >= most * 2,
             "flood shares {shares:?}"
