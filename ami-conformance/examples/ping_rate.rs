@@ -22,6 +22,11 @@
 //!
 //! Syscalls per Ping are `(calls(N) - calls(0)) / N` with N = 20,000 Pings at one in flight,
 //! so that start-up and login do not count.
+//!
+//! `AMI_PING_ROUNDS=N` then runs one client (`AMI_PING_CLIENT`, default `async-std`) and
+//! `raw` alternately N times at one Ping in flight and prints each round's ratio and their
+//! median: one row of the table moves 30 % from run to run on a shared machine (the raw
+//! ping-ponger with it), and a median of alternated rounds is the figure to compare.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ami_async::Handle;
@@ -179,6 +184,7 @@ fn parent(secs: f64) {
         }
         println!("{row}");
     }
+    rounds(&exe, &addr, secs);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!();
     println!(
@@ -229,6 +235,45 @@ fn parent(secs: f64) {
     }
     server.kill().ok();
     server.wait().ok();
+}
+
+/// `AMI_PING_ROUNDS=N`: one client and `raw` alternated N times at one Ping in flight, each
+/// round's ratio and the median of the N.
+fn rounds(exe: &std::path::Path, addr: &str, secs: f64) {
+    let Some(n) = std::env::var("AMI_PING_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let client = std::env::var("AMI_PING_CLIENT").unwrap_or_else(|_| "async-std".into());
+    let rate = |c: &str| {
+        child(exe, c, 1, addr, "secs", &secs.to_string()).map(|(p, took, _)| p as f64 / took)
+    };
+    let mut ratios = Vec::new();
+    println!();
+    for round in 1..=n {
+        let (Some(raw), Some(other)) = (rate("raw"), rate(&client)) else {
+            println!("round {round}: a client failed");
+            continue;
+        };
+        let ratio = other / raw.max(1e-9);
+        println!(
+            "round {round}: raw {:.1} k/s, {client} {:.1} k/s, {ratio:.2} of raw",
+            raw / 1e3,
+            other / 1e3
+        );
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    if let Some(median) = ratios.get(ratios.len() / 2) {
+        let all: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{client} at 1 in flight over {} rounds: median {median:.2} of raw ({})",
+            ratios.len(),
+            all.join(", ")
+        );
+    }
 }
 
 /// Runs one client in a child process; returns (pings, seconds, CPU seconds).
