@@ -17,6 +17,9 @@
 //! - `tokio-1t`: the same on a current-thread runtime;
 //! - `async-std`: `ami-async-std` as its docs run it, the driver on a thread of its own
 //!   (`run_on_thread`), the callers on the main thread (`async_io::block_on`);
+//! - `async-std-parked`: the driver on its own thread as above, the callers in
+//!   `futures_lite::future::block_on`, which parks the thread until woken instead of taking
+//!   turns at async-io's reactor (whose thread then has to pass each wake-up on);
 //! - `async-std-1t`: the driver and the callers in one `block_on` on one thread;
 //! - `mio`: `ami-mio`'s `MioDriver`, a new Ping sent for each one completed.
 //!
@@ -39,11 +42,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CLIENTS: [&str; 6] = [
+const CLIENTS: [&str; 7] = [
     "raw",
     "tokio",
     "tokio-1t",
     "async-std",
+    "async-std-parked",
     "async-std-1t",
     "mio",
 ];
@@ -476,6 +480,11 @@ fn run_client(
         "async-std" => {
             let (ami, _events) = ami_async_std::run_on_thread(config(), addr).unwrap();
             async_io::block_on(callers(ami, in_flight, stop))
+        }
+        "async-std-parked" => {
+            // The callers park their thread (a futex) instead of driving async-io's reactor.
+            let (ami, _events) = ami_async_std::run_on_thread(config(), addr).unwrap();
+            futures_lite::future::block_on(callers(ami, in_flight, stop))
         }
         "async-std-1t" => {
             let (ami, _events, driver) = ami_async_std::spawn(config(), addr);
