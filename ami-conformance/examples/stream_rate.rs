@@ -12,7 +12,8 @@
 //! reader thread that only finds each read's last frame boundary and hands the complete
 //! frames to the consumer's thread, which decodes them: no client, one copy, buffers
 //! recycled; the hand-off between two threads with nothing else to do, which the README loop
-//! also pays), `mio` (`ami-mio`'s loop: the whole client on one thread, events taken one at a
+//! also pays), `split-spin` (the same with a consumer that spins instead of sleeping while
+//! the channel is empty: that hand-off without the consumer's wake-ups), `mio` (`ami-mio`'s loop: the whole client on one thread, events taken one at a
 //! time), `tokio-recv` / `async-std-recv` (`recv()` per item, the README loop),
 //! `tokio-1t-recv` (the same on a current-thread runtime, where the driver and
 //! the loop share one thread), `tokio-thread-recv` (the loop on the multi-threaded runtime,
@@ -27,10 +28,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-const MODES: [&str; 11] = [
+const MODES: [&str; 12] = [
     "raw",
     "decoder",
     "split-handoff",
+    "split-spin",
     "mio",
     "tokio-recv",
     "tokio-1t-recv",
@@ -179,8 +181,8 @@ fn run(mode: &str, n: usize) {
     if mode == "mio" {
         return mio(addr, n);
     }
-    if mode == "split-handoff" {
-        return split_handoff(addr, n);
+    if mode == "split-handoff" || mode == "split-spin" {
+        return split_handoff(addr, n, mode);
     }
     if mode.starts_with("tokio") {
         let rt = if mode.starts_with("tokio-1t") {
@@ -361,7 +363,12 @@ fn mio(addr: SocketAddr, n: usize) {
 /// The floor of any design that reads on one thread and decodes on another, without a
 /// client: the reader only finds the last frame boundary of each read and hands the complete
 /// frames over (one copy, buffers recycled, a bounded channel); the consumer decodes them.
-fn split_handoff(addr: SocketAddr, n: usize) {
+///
+/// `split-spin`: the same, but the consumer never sleeps while the reader is behind: it
+/// polls the channel (up to ~100,000 spins) before it blocks. A hand-off with no wake-up
+/// latency on the consumer's side, the best case of that design on this machine.
+fn split_handoff(addr: SocketAddr, n: usize, mode: &str) {
+    let spins: u32 = if mode == "split-spin" { 100_000 } else { 0 };
     use ami_proto::{Decoder, DecoderLimits, Frame};
     use std::sync::mpsc;
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
@@ -398,7 +405,17 @@ fn split_handoff(addr: SocketAddr, n: usize) {
     let mut decoder = Decoder::new(DecoderLimits::default());
     let (mut got, mut start) = (0usize, None);
     while got < n {
-        let chunk = rx.recv().unwrap();
+        let mut tried = 0;
+        let chunk = loop {
+            match rx.try_recv() {
+                Ok(chunk) => break chunk,
+                Err(mpsc::TryRecvError::Empty) if tried < spins => {
+                    tried += 1;
+                    std::hint::spin_loop();
+                }
+                Err(_) => break rx.recv().unwrap(),
+            }
+        };
         start.get_or_insert_with(|| (Instant::now(), Snapshot::now()));
         let mut rest = &chunk[..];
         while !rest.is_empty() {
@@ -413,7 +430,7 @@ fn split_handoff(addr: SocketAddr, n: usize) {
     }
     let (t0, before) = start.unwrap();
     let took = t0.elapsed();
-    report("split-handoff", n, got, 0, took, &before.report_since(took));
+    report(mode, n, got, 0, took, &before.report_since(took));
 }
 
 fn raw(addr: SocketAddr, n: usize) {
