@@ -8,7 +8,7 @@
 //! consumer is behind, items stay in the core's queue, where the overflow policy applies and
 //! gaps are counted.
 
-use crate::shared::Inner;
+use crate::shared::{Handoff, Inner};
 use ami_proto::{Queued, StreamItem};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -44,13 +44,9 @@ impl Events {
     fn poll_refill(&mut self, cx: Option<&mut Context<'_>>) -> Poll<bool> {
         let mut h = self.inner.handoff();
         if !h.items.is_empty() {
-            // The emptied local buffer goes back, so its allocation is reused.
-            std::mem::swap(&mut self.local, &mut h.items);
-            h.takes += 1;
-            let backlog = std::mem::take(&mut h.backlog);
+            let ring = take_handed_over(&mut self.local, &mut h);
             drop(h);
-            if backlog {
-                // The driver left items in the core because this batch was still here.
+            if ring {
                 self.inner.bell.ring();
             }
             return Poll::Ready(true);
@@ -115,16 +111,39 @@ impl Events {
             return self.local.pop_front().map(Queued::into_item);
         }
         // Nothing handed over yet: take a batch from the core directly, in lock order (core,
-        // then hand-off, whose batch, if the driver just filled it, is the older one).
-        let mut shared = self.inner.lock();
-        let mut h = self.inner.handoff();
-        if h.items.is_empty() {
-            shared.take_batch(&mut self.local);
-        } else {
-            std::mem::swap(&mut self.local, &mut h.items);
+        // then hand-off, whose batch, if the driver filled it meanwhile, is the older one).
+        let ring = {
+            let mut shared = self.inner.lock();
+            let mut h = self.inner.handoff();
+            if !h.items.is_empty() {
+                take_handed_over(&mut self.local, &mut h)
+            } else {
+                // A driver that holds its reads for this consumer (the core's queue past its
+                // read-ahead) reads again once it hears of the take, not when its hold runs
+                // out; and the take counts, so a hold that runs out finds no stall.
+                let holding = !shared.client.wants_read();
+                shared.take_batch(&mut self.local);
+                let took = !self.local.is_empty();
+                if took {
+                    h.takes += 1;
+                }
+                took && holding
+            }
+        };
+        if ring {
+            self.inner.bell.ring();
         }
         self.local.pop_front().map(Queued::into_item)
     }
+}
+
+/// Moves the hand-off's batch into `local` (the emptied local buffer goes back, so its
+/// allocation is reused) and counts the take. True when the driver left items in the core
+/// because this batch was still here: it must be rung to hand the next one over.
+fn take_handed_over(local: &mut VecDeque<Queued>, h: &mut Handoff) -> bool {
+    std::mem::swap(local, &mut h.items);
+    h.takes += 1;
+    std::mem::take(&mut h.backlog)
 }
 
 impl futures_core::Stream for Events {

@@ -307,6 +307,54 @@ fn recv_many_takes_at_most_max_and_try_recv_reaches_into_the_core() {
     assert_eq!(futures_lite_block_on(rig.events.recv_many(&mut out, 0)), 0);
 }
 
+#[test]
+fn a_take_straight_from_the_core_counts_and_lets_a_holding_driver_read_again() {
+    // More than the read-ahead (in events or bytes) beyond the first batch: the driver holds.
+    const N: usize = BATCH_ITEMS + 2 * ami_proto::READ_AHEAD_EVENTS;
+    let mut rig = Rig::new(usize::MAX, 10 * N);
+    rig.log_in();
+    // The session's own news first (its connect), so that the storm's first batch is handed
+    // over.
+    while rig.events.try_recv().is_some() {}
+    rig.spin();
+    rig.storm(N);
+    rig.spin();
+    let read = rig.handle.stats().events_in;
+    assert!(
+        (read as usize) < N,
+        "held before the end of the storm: {read}"
+    );
+    rig.send("Event: UserEvent\r\nUserEvent: T\r\nSeq: 999999\r\n\r\n");
+    rig.spin();
+    assert_eq!(
+        rig.handle.stats().events_in,
+        read,
+        "the driver holds its reads"
+    );
+    // The hand-off's batch is gone (as with a consumer whose ring the driver has answered),
+    // and the consumer takes the next batch straight from the core.
+    let handed = std::mem::take(&mut rig.events.inner.handoff().items);
+    assert_eq!(handed.len(), BATCH_ITEMS);
+    rig.events.inner.bell.clear();
+    let takes = rig.events.inner.handoff().takes;
+    let first = rig.events.try_recv().expect("an event from the core");
+    assert_eq!(seq(&first), Some(BATCH_ITEMS as u64));
+    assert_eq!(
+        rig.events.inner.handoff().takes,
+        takes + 1,
+        "the take counts"
+    );
+    assert!(
+        rig.events.inner.bell.rung_for_test(),
+        "the holding driver hears of it"
+    );
+    rig.spin();
+    assert!(
+        rig.handle.stats().events_in > read,
+        "the driver reads again"
+    );
+}
+
 /// Polls a future that must be ready at once.
 fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
     let mut f = std::pin::pin!(f);

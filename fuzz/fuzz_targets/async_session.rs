@@ -2,8 +2,8 @@
 //! [`ami_fuzz::sim`]: one thread, virtual time, an in-memory link whose reads and writes wake
 //! exactly the waker they were given, and an executor that polls only tasks that were
 //! woken, in an order the input picks. The server answers, floods, stalls its reads, refuses
-//! connects and hangs up; callers send; the consumer reads or stops reading; handles are
-//! dropped. Checked:
+//! connects and hangs up; callers send; the consumer reads (with `recv`, or `try_recv` first)
+//! or stops reading; handles are dropped. Checked:
 //!
 //! - nothing panics;
 //! - no lost wake-up: once the input is used up, the server answers everything and time runs
@@ -58,13 +58,20 @@ fuzz_target!(|data: &[u8]| {
     drop(handle);
     let mut tasks = vec![Task::new("driver", driver)];
     let consumer = tasks.len();
+    // Half the inputs: a consumer that tries `try_recv` first (taking straight from the core
+    // when nothing was handed over) and waits in `recv` only when that finds nothing.
+    let tries_first = cfg & 2 != 0;
     {
         let seen = Rc::clone(&seen);
         let allowance = allowance.clone();
         tasks.push(Task::new("consumer", async move {
             loop {
                 allowance.wait().await;
-                match events.recv().await {
+                let item = match tries_first.then(|| events.try_recv()).flatten() {
+                    Some(item) => Some(item),
+                    None => events.recv().await,
+                };
+                match item {
                     Some(StreamItem::Event(_)) => seen.borrow_mut().events += 1,
                     Some(StreamItem::Gap { dropped }) => seen.borrow_mut().gaps += dropped,
                     Some(_) => {}
