@@ -434,8 +434,12 @@ impl FleetEvents {
     }
 
     /// Moves up to `max` items into `out` (waiting for at least one); returns how many, 0
-    /// once the fleet is closed and drained.
+    /// once the fleet is closed and drained (or when `max` is 0), as
+    /// [`Events::recv_many`](crate::Events::recv_many) does.
     pub async fn recv_many(&mut self, out: &mut Vec<FleetItem>, max: usize) -> usize {
+        if max == 0 {
+            return 0;
+        }
         let Some(first) = self.recv().await else {
             return 0;
         };
@@ -565,6 +569,39 @@ mod tests {
             "{last:?}"
         );
         assert_eq!(poll_recv(&mut events, 4), Some(None));
+    }
+
+    #[test]
+    fn recv_many_takes_at_most_max_and_nothing_for_zero() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        while events.try_recv().is_some() {}
+        let burst: String = (0..5)
+            .map(|i| format!("Event: Hangup\r\nUniqueid: {i}\r\n\r\n"))
+            .collect();
+        receive(&shards, "a", burst.as_bytes());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let mut take = |events: &mut FleetEvents, out: &mut Vec<FleetItem>, max: usize| {
+            let mut many = std::pin::pin!(events.recv_many(out, max));
+            (0..4).find_map(|_| match many.as_mut().poll(&mut cx) {
+                Poll::Ready(n) => Some(n),
+                Poll::Pending => None,
+            })
+        };
+        assert_eq!(take(&mut events, &mut out, 0), Some(0));
+        assert!(out.is_empty(), "nothing taken for a max of 0");
+        assert_eq!(take(&mut events, &mut out, 3), Some(3));
+        assert_eq!(take(&mut events, &mut out, 3), Some(2));
+        let ids: Vec<_> = out
+            .iter()
+            .filter_map(|i| match &i.item {
+                StreamItem::Event(e) => e.get_str("Uniqueid").map(str::to_owned),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, ["0", "1", "2", "3", "4"]);
     }
 
     /// Counts wake-ups of the driver.
