@@ -16,7 +16,7 @@ use ami_proto::{Action, ClientConfig, Response, SendOptions};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 /// Items of the merged stream per server and per turn of a shard: a shard hands out this
 /// many times its servers with items under one lock, so every server gets the same share
@@ -324,7 +324,8 @@ async fn wait(shard: &Shard, routed: Routed) -> Reply {
 /// servers in rotation so a flooding server cannot push out a quiet one's events (it loses
 /// its own, counted as gaps naming it). Across shards, each shard's turn hands out the same
 /// number of items per server with items, so shares stay even whichever shard holds a
-/// server. Ends once the fleet is closed and drained.
+/// server. Ends once the fleet is closed and drained. Also a [`futures_core::Stream`], so
+/// `StreamExt` from futures or futures-lite works.
 pub struct FleetEvents {
     pub(crate) shards: Arc<Shards>,
     /// The shard whose turn is next.
@@ -334,6 +335,8 @@ pub struct FleetEvents {
     /// shard's driver never waits on the reader's copies.
     buf: VecDeque<FleetQueued>,
     batch: Vec<FleetQueued>,
+    /// `poll_recv` has given its thread back once since it last handed out a batch.
+    yielded: bool,
 }
 
 impl FleetEvents {
@@ -343,6 +346,7 @@ impl FleetEvents {
             next: 0,
             buf: VecDeque::new(),
             batch: Vec::new(),
+            yielded: false,
         }
     }
 }
@@ -352,6 +356,14 @@ impl std::fmt::Debug for FleetEvents {
         f.debug_struct("FleetEvents")
             .field("buffered", &self.buf.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl futures_core::Stream for FleetEvents {
+    type Item = FleetItem;
+
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FleetItem>> {
+        self.get_mut().poll_recv(cx)
     }
 }
 
@@ -408,29 +420,35 @@ impl FleetEvents {
         }
     }
 
-    /// The next item; `None` once the fleet is closed and every queue is empty. Items are
-    /// taken from the shards in batches under one lock and handed out from here.
-    pub async fn recv(&mut self) -> Option<FleetItem> {
+    /// Polls for the next item; `Ready(None)` once the fleet is closed and every queue is
+    /// empty. Items are taken from the shards in batches under one lock and handed out from
+    /// here.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<FleetItem>> {
         if let Some(item) = self.buf.pop_front() {
-            return Some(item.into_item());
+            return Poll::Ready(Some(item.into_item()));
         }
         // A consumer that always finds items would never give its thread back (this future
         // is not the runtime's, so no runtime budget applies): one turn per batch lets the
         // drivers on the same thread read.
-        let mut yielded = false;
-        poll_fn(|cx| {
-            if !yielded {
-                yielded = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+        if !self.yielded {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        match self.look(Some(cx.waker())) {
+            Look::Items => {
+                self.yielded = false;
+                Poll::Ready(self.buf.pop_front().map(FleetQueued::into_item))
             }
-            match self.look(Some(cx.waker())) {
-                Look::Items => Poll::Ready(self.buf.pop_front().map(FleetQueued::into_item)),
-                Look::Over => Poll::Ready(None),
-                Look::Empty => Poll::Pending,
-            }
-        })
-        .await
+            Look::Over => Poll::Ready(None),
+            // Woken by a shard with items: look again at once.
+            Look::Empty => Poll::Pending,
+        }
+    }
+
+    /// The next item; `None` once the fleet is closed and every queue is empty.
+    pub async fn recv(&mut self) -> Option<FleetItem> {
+        poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Moves up to `max` items into `out` (waiting for at least one); returns how many, 0
@@ -472,6 +490,7 @@ mod tests {
     use ami_proto::fleet::FleetConfig;
     use ami_proto::{Input, StreamItem};
     use std::future::Future;
+    use std::pin::Pin;
     use std::task::{Context, Waker};
     use std::time::Instant;
 
@@ -602,6 +621,49 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["0", "1", "2", "3", "4"]);
+    }
+
+    #[test]
+    fn the_merged_stream_as_a_stream_yields_the_same_items_and_ends_when_the_fleet_closes() {
+        use futures_core::Stream;
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        let burst: String = (0..3)
+            .map(|i| format!("Event: Hangup\r\nUniqueid: {i}\r\n\r\n"))
+            .collect();
+        receive(&shards, "a", burst.as_bytes());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut next = |events: &mut FleetEvents| {
+            (0..4).find_map(|_| match Pin::new(&mut *events).poll_next(&mut cx) {
+                Poll::Ready(item) => Some(item),
+                Poll::Pending => None,
+            })
+        };
+        let mut ids = Vec::new();
+        let mut items = 0;
+        while ids.len() < 3 {
+            let item = next(&mut events).flatten().expect("an item");
+            items += 1;
+            assert!(items < 8, "{ids:?}");
+            assert_eq!(item.server.as_str(), "a");
+            if let StreamItem::Event(e) = &item.item {
+                ids.extend(e.get_str("Uniqueid").map(str::to_owned));
+            }
+        }
+        assert_eq!(ids, ["0", "1", "2"]);
+        assert_eq!(next(&mut events), None, "open and empty: pending");
+        shards.close();
+        let mut last = Vec::new();
+        while let Some(Some(item)) = next(&mut events) {
+            last.push(item.item);
+            assert!(last.len() < 8, "{last:?}");
+        }
+        assert!(
+            matches!(last[..], [StreamItem::Disconnected { .. }]),
+            "{last:?}"
+        );
+        assert_eq!(next(&mut events), Some(None), "ended");
     }
 
     /// Counts wake-ups of the driver.
