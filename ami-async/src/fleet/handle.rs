@@ -105,16 +105,19 @@ impl Drop for FleetHandle {
 /// Cancels the action in the core if the caller stops waiting for it.
 struct CancelOnDrop<'a> {
     shard: &'a Shard,
-    key: Option<(ServerName, ami_proto::ActionId)>,
+    key: (ServerName, ami_proto::ActionId),
+    /// Still waiting: the action is cancelled on drop.
+    armed: bool,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        if let Some((server, id)) = self.key.take() {
+        if self.armed {
             let now = (self.shard.now)();
+            let (server, id) = &self.key;
             self.shard.call(|s| {
-                s.waiters.remove(&(server.clone(), id.clone()));
-                s.fleet.cancel(now, server.as_str(), &id);
+                s.waiters.remove(&self.key);
+                s.fleet.cancel(now, server.as_str(), id);
             });
         }
     }
@@ -186,7 +189,8 @@ impl FleetHandle {
     }
 
     /// Sends a copy of `action` to every server (the CLI's `--on all`) and waits for all of
-    /// them: one reply per server, shard by shard, each in slot order.
+    /// them: one reply per server, shard by shard, each in slot order. Dropping the future
+    /// cancels every action not yet answered.
     pub async fn send_all(&self, action: Action) -> Vec<Reply> {
         let mut sent = Vec::new();
         for shard in &self.shards.shards {
@@ -206,16 +210,29 @@ impl FleetHandle {
             });
             sent.extend(results.into_iter().map(|r| (shard, r)));
         }
-        let mut replies = Vec::with_capacity(sent.len());
-        for (shard, r) in sent {
-            replies.push(match r {
-                Ok(routed) => wait(shard, routed).await,
-                Err(RouteError::Send { server, error }) => Reply {
+        // Every action sent is guarded before the first wait: dropping this future cancels
+        // those not yet answered and lets go of their waiters, not only the one awaited.
+        let answers: Vec<Answer<'_>> = sent
+            .into_iter()
+            .filter_map(|(shard, r)| match r {
+                Ok(routed) => Some(Answer::Wait(CancelOnDrop {
+                    shard,
+                    key: (routed.server, routed.id),
+                    armed: true,
+                })),
+                Err(RouteError::Send { server, error }) => Some(Answer::Now(Reply {
                     server,
                     result: Err(AmiError::Send(error)),
-                },
+                })),
                 // Only a server removed meanwhile gets here: nothing was sent.
-                Err(_) => continue,
+                Err(_) => None,
+            })
+            .collect();
+        let mut replies = Vec::with_capacity(answers.len());
+        for answer in answers {
+            replies.push(match answer {
+                Answer::Wait(guard) => wait_guarded(guard).await,
+                Answer::Now(reply) => reply,
             });
         }
         replies
@@ -285,34 +302,47 @@ impl FleetHandle {
     }
 }
 
+/// One server's part of [`FleetHandle::send_all`]: an action to wait for, or a reply known
+/// at once (the server refused it).
+enum Answer<'a> {
+    Wait(CancelOnDrop<'a>),
+    Now(Reply),
+}
+
 /// Waits for a routed action's outcome on the shard that took it.
 async fn wait(shard: &Shard, routed: Routed) -> Reply {
-    let key = (routed.server, routed.id);
-    let mut guard = CancelOnDrop {
+    wait_guarded(CancelOnDrop {
         shard,
-        key: Some(key.clone()),
-    };
+        key: (routed.server, routed.id),
+        armed: true,
+    })
+    .await
+}
+
+/// [`wait`] for the action `guard` cancels if the caller stops waiting.
+async fn wait_guarded(mut guard: CancelOnDrop<'_>) -> Reply {
+    let (shard, key) = (guard.shard, &guard.key);
     let outcome = poll_fn(|cx| {
         let mut shared = shard.lock();
         let done = shared.driver_done;
-        let Some(w) = shared.waiters.get_mut(&key) else {
+        let Some(w) = shared.waiters.get_mut(key) else {
             return Poll::Ready(None);
         };
         if let Some(outcome) = w.outcome.take() {
-            shared.waiters.remove(&key);
+            shared.waiters.remove(key);
             return Poll::Ready(Some(outcome));
         }
         if done {
-            shared.waiters.remove(&key);
+            shared.waiters.remove(key);
             return Poll::Ready(None);
         }
         w.waker = Some(cx.waker().clone());
         Poll::Pending
     })
     .await;
-    guard.key = None;
+    guard.armed = false;
     Reply {
-        server: key.0,
+        server: guard.key.0.clone(),
         result: match outcome {
             Some(o) => o.map_err(AmiError::Action),
             None => Err(AmiError::Closed),
@@ -664,6 +694,36 @@ mod tests {
             "{last:?}"
         );
         assert_eq!(next(&mut events), Some(None), "ended");
+    }
+
+    #[test]
+    fn dropping_send_all_before_its_replies_cancels_every_action_it_sent() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        shards.join();
+        let fleet = FleetHandle {
+            shards: shards.clone(),
+        };
+        ready(&shards, "a");
+        ready(&shards, "b");
+        let pending = |name: &str| {
+            shards.shard_of(name).unwrap().call(|s| {
+                s.fleet
+                    .with_client(Instant::now(), name, |c, _| c.pending_actions())
+                    .unwrap()
+            })
+        };
+        {
+            let mut all = std::pin::pin!(fleet.send_all(Action::new("Ping")));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(all.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(shards.shards[0].lock().waiters.len(), 2);
+            assert_eq!((pending("a"), pending("b")), (1, 1));
+        }
+        assert!(
+            shards.shards[0].lock().waiters.is_empty(),
+            "no waiter left behind"
+        );
+        assert_eq!((pending("a"), pending("b")), (0, 0), "both cancelled");
     }
 
     /// Counts wake-ups of the driver.
