@@ -1,12 +1,14 @@
 //! Where the server is, and opening a transport to it: resolve, try every address in turn,
 //! then TLS if asked for.
 
-use crate::runtime::{Runtime, Transport};
+use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
 use ami_proto::ConnectFailure;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Where the server is: a socket address, or a host name resolved at every connect (off the
 /// driver), so a DNS change is picked up on reconnect.
@@ -85,23 +87,84 @@ async fn resolve<R: Runtime>(target: &Target) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// Resolves and connects to the first address that accepts, trying each in turn (a
-/// dual-stack host whose first address is unreachable still connects).
+/// How long a connect to one address runs alone before the next address is tried beside it
+/// (RFC 8305's "connection attempt delay"): a host whose first address drops SYNs silently
+/// (an IPv6 route that goes nowhere) still connects within the core's connect timeout,
+/// instead of spending all of it on that address at every attempt.
+pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Resolves and connects to the first address that accepts: attempts start one
+/// [`ATTEMPT_DELAY`] apart (or at once when the one before fails) and run side by side,
+/// addresses taken alternately by family (the first address's family first); the first
+/// connected stream wins and the other attempts are dropped.
 pub(crate) async fn connect<R: Runtime>(target: &Target) -> io::Result<R::Tcp> {
+    let mut next = interleave_families(resolve::<R>(target).await?).into_iter();
     let mut last = io::Error::new(
         io::ErrorKind::NotFound,
         format!("{target}: no address to connect to"),
     );
-    for addr in resolve::<R>(target).await? {
-        match R::connect(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => {
-                log::debug!("AMI {target}: connect to {addr} failed: {e}");
-                last = e;
+    let mut attempts: Vec<(SocketAddr, BoxFuture<io::Result<R::Tcp>>)> = Vec::new();
+    let mut timer = R::timer();
+    let mut start_next = true;
+    std::future::poll_fn(|cx| loop {
+        if start_next {
+            start_next = false;
+            if let Some(addr) = next.next() {
+                attempts.push((addr, R::connect(addr)));
+                if next.len() > 0 {
+                    timer.set_at(R::now() + ATTEMPT_DELAY);
+                }
             }
         }
+        let mut failed = false;
+        let mut i = 0;
+        while let Some((addr, attempt)) = attempts.get_mut(i) {
+            match attempt.as_mut().poll(cx) {
+                Poll::Ready(Ok(stream)) => return Poll::Ready(Ok(stream)),
+                Poll::Ready(Err(e)) => {
+                    log::debug!("AMI {target}: connect to {addr} failed: {e}");
+                    last = e;
+                    drop(attempts.swap_remove(i));
+                    failed = true;
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if attempts.is_empty() && next.len() == 0 {
+            return Poll::Ready(Err(std::mem::replace(
+                &mut last,
+                io::ErrorKind::NotFound.into(),
+            )));
+        }
+        // A failure starts the next address at once; a slow attempt, after the delay.
+        if failed || attempts.is_empty() {
+            start_next = true;
+            continue;
+        }
+        if next.len() > 0 && timer.poll_fired(cx).is_ready() {
+            start_next = true;
+            continue;
+        }
+        return Poll::Pending;
+    })
+    .await
+}
+
+/// The addresses alternately by family, the first address's family first, each family in
+/// the resolver's order (RFC 8305, section 4): a family that is unreachable as a whole
+/// costs one [`ATTEMPT_DELAY`] per attempt, not one per address.
+fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let Some(first) = addrs.first().map(SocketAddr::is_ipv4) else {
+        return addrs;
+    };
+    let (mut same, mut other): (VecDeque<_>, VecDeque<_>) =
+        addrs.into_iter().partition(|a| a.is_ipv4() == first);
+    let mut out = Vec::with_capacity(same.len() + other.len());
+    while !same.is_empty() || !other.is_empty() {
+        out.extend(same.pop_front());
+        out.extend(other.pop_front());
     }
-    Err(last)
+    out
 }
 
 /// An open transport, plain or TLS.
@@ -178,4 +241,140 @@ pub(crate) async fn open_checked<R: Runtime>(
         return Ok(Link(LinkKind::Tls(Box::new(tls))));
     }
     Ok(Link(LinkKind::Plain(tcp)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use std::cell::RefCell;
+    use std::future::Future;
+    use std::task::Waker;
+    use std::time::Instant;
+
+    thread_local! {
+        /// What the scripted resolver returns.
+        static RESOLVED: RefCell<Vec<SocketAddr>> = const { RefCell::new(Vec::new()) };
+        /// Connects started, in order.
+        static TRIED: RefCell<Vec<SocketAddr>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Connects that never answer (port 1: a dropped SYN), are refused (port 2), or succeed
+    /// at once (any other port); a timer that has fired as soon as it is armed.
+    struct Net;
+    struct Stream(SocketAddr);
+    struct Elapsed(bool);
+
+    impl Runtime for Net {
+        type Tcp = Stream;
+        type Timer = Elapsed;
+        fn now() -> Instant {
+            Instant::now()
+        }
+        fn resolve(_: String, _: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+            let addrs = RESOLVED.with(|r| r.borrow().clone());
+            Box::pin(async move { Ok(addrs) })
+        }
+        fn connect(addr: SocketAddr) -> BoxFuture<io::Result<Stream>> {
+            TRIED.with(|t| t.borrow_mut().push(addr));
+            match addr.port() {
+                1 => Box::pin(std::future::pending()),
+                2 => Box::pin(async { Err(io::ErrorKind::ConnectionRefused.into()) }),
+                _ => Box::pin(async move { Ok(Stream(addr)) }),
+            }
+        }
+        fn timer() -> Elapsed {
+            Elapsed(false)
+        }
+    }
+
+    impl Timer for Elapsed {
+        fn set_at(&mut self, _: Instant) {
+            self.0 = true;
+        }
+        fn poll_fired(&mut self, _: &mut Context<'_>) -> Poll<()> {
+            if std::mem::take(&mut self.0) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    impl Transport for Stream {
+        fn poll_read(&mut self, _: &mut Context<'_>, _: &mut [u8]) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_write(&mut self, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+            Poll::Pending
+        }
+        fn poll_flush(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Resolves `pbx` to `addrs` and polls the connect a few times: `None` while pending.
+    fn connect_to(addrs: &[&str]) -> Option<io::Result<SocketAddr>> {
+        RESOLVED.with(|r| *r.borrow_mut() = addrs.iter().map(|a| a.parse().unwrap()).collect());
+        TRIED.with(|t| t.borrow_mut().clear());
+        let target = Target::Host("pbx".into(), 5038);
+        let mut connect = std::pin::pin!(connect::<Net>(&target));
+        let mut cx = Context::from_waker(Waker::noop());
+        (0..8).find_map(|_| match connect.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => Some(r.map(|s| s.0)),
+            Poll::Pending => None,
+        })
+    }
+
+    fn tried() -> Vec<String> {
+        TRIED.with(|t| t.borrow().iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_first_address_that_never_answers_does_not_keep_the_next_from_connecting() {
+        let got = connect_to(&["[2001:db8::1]:1", "192.0.2.1:5038"]);
+        assert_eq!(
+            got.map(|r| r.unwrap().to_string()),
+            Some("192.0.2.1:5038".to_string())
+        );
+        assert_eq!(tried(), ["[2001:db8::1]:1", "192.0.2.1:5038"]);
+    }
+
+    #[test]
+    fn a_refused_address_starts_the_next_at_once_and_the_last_error_is_returned() {
+        let got = connect_to(&["192.0.2.1:2", "192.0.2.2:2"]).expect("no delay needed");
+        assert_eq!(got.unwrap_err().kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(tried(), ["192.0.2.1:2", "192.0.2.2:2"]);
+        // A single address that never answers waits (the core's connect timeout ends it).
+        assert!(connect_to(&["192.0.2.1:1"]).is_none());
+    }
+
+    #[test]
+    fn addresses_are_tried_alternately_by_family_the_first_family_first() {
+        let addrs: Vec<SocketAddr> = [
+            "[2001:db8::1]:1",
+            "[2001:db8::2]:1",
+            "192.0.2.1:1",
+            "192.0.2.2:1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let order: Vec<String> = interleave_families(addrs)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "[2001:db8::1]:1",
+                "192.0.2.1:1",
+                "[2001:db8::2]:1",
+                "192.0.2.2:1"
+            ]
+        );
+    }
 }
