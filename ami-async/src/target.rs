@@ -2,13 +2,11 @@
 //! then TLS if asked for.
 
 use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
-use ami_proto::ConnectFailure;
-use std::collections::VecDeque;
+use ami_proto::{interleave_families, ConnectFailure, CONNECT_ATTEMPT_DELAY};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 /// Where the server is: a socket address, or a host name resolved at every connect (off the
 /// driver), so a DNS change is picked up on reconnect.
@@ -87,14 +85,8 @@ async fn resolve<R: Runtime>(target: &Target) -> io::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-/// How long a connect to one address runs alone before the next address is tried beside it
-/// (RFC 8305's "connection attempt delay"): a host whose first address drops SYNs silently
-/// (an IPv6 route that goes nowhere) still connects within the core's connect timeout,
-/// instead of spending all of it on that address at every attempt.
-pub(crate) const ATTEMPT_DELAY: Duration = Duration::from_millis(250);
-
 /// Resolves and connects to the first address that accepts: attempts start one
-/// [`ATTEMPT_DELAY`] apart (or at once when the one before fails) and run side by side,
+/// [`CONNECT_ATTEMPT_DELAY`] apart (or at once when the one before fails) and run side by side,
 /// addresses taken alternately by family (the first address's family first); the first
 /// connected stream wins and the other attempts are dropped.
 pub(crate) async fn connect<R: Runtime>(target: &Target) -> io::Result<R::Tcp> {
@@ -112,7 +104,7 @@ pub(crate) async fn connect<R: Runtime>(target: &Target) -> io::Result<R::Tcp> {
             if let Some(addr) = next.next() {
                 attempts.push((addr, R::connect(addr)));
                 if next.len() > 0 {
-                    timer.set_at(R::now() + ATTEMPT_DELAY);
+                    timer.set_at(R::now() + CONNECT_ATTEMPT_DELAY);
                 }
             }
         }
@@ -148,23 +140,6 @@ pub(crate) async fn connect<R: Runtime>(target: &Target) -> io::Result<R::Tcp> {
         return Poll::Pending;
     })
     .await
-}
-
-/// The addresses alternately by family, the first address's family first, each family in
-/// the resolver's order (RFC 8305, section 4): a family that is unreachable as a whole
-/// costs one [`ATTEMPT_DELAY`] per attempt, not one per address.
-fn interleave_families(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    let Some(first) = addrs.first().map(SocketAddr::is_ipv4) else {
-        return addrs;
-    };
-    let (mut same, mut other): (VecDeque<_>, VecDeque<_>) =
-        addrs.into_iter().partition(|a| a.is_ipv4() == first);
-    let mut out = Vec::with_capacity(same.len() + other.len());
-    while !same.is_empty() || !other.is_empty() {
-        out.extend(same.pop_front());
-        out.extend(other.pop_front());
-    }
-    out
 }
 
 /// An open transport, plain or TLS.
@@ -350,31 +325,5 @@ mod tests {
         assert_eq!(tried(), ["192.0.2.1:2", "192.0.2.2:2"]);
         // A single address that never answers waits (the core's connect timeout ends it).
         assert!(connect_to(&["192.0.2.1:1"]).is_none());
-    }
-
-    #[test]
-    fn addresses_are_tried_alternately_by_family_the_first_family_first() {
-        let addrs: Vec<SocketAddr> = [
-            "[2001:db8::1]:1",
-            "[2001:db8::2]:1",
-            "192.0.2.1:1",
-            "192.0.2.2:1",
-        ]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
-        let order: Vec<String> = interleave_families(addrs)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        assert_eq!(
-            order,
-            [
-                "[2001:db8::1]:1",
-                "192.0.2.1:1",
-                "[2001:db8::2]:1",
-                "192.0.2.2:1"
-            ]
-        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::session::Session;
 use ami_proto::fleet::Turn;
-use ami_proto::{ConnectFailure, Input};
+use ami_proto::{interleave_families, ConnectFailure, Input, CONNECT_ATTEMPT_DELAY};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -31,8 +31,9 @@ pub(crate) enum Target {
 #[derive(Debug)]
 pub(crate) enum Link {
     Idle,
-    /// Non-blocking connect started; waiting for writable readiness.
-    Connecting(TcpStream),
+    /// Non-blocking connects started, one per address tried so far, side by side (all
+    /// registered under the connection's token); waiting for writable readiness.
+    Connecting(Vec<TcpStream>),
     Open(Stream),
 }
 
@@ -56,8 +57,12 @@ pub(crate) struct Conn {
     pub(crate) want_connect: bool,
     /// The address for that connect, once known.
     pub(crate) resolved: Option<SocketAddr>,
-    /// The name's other addresses, tried in turn when a connect fails.
+    /// The name's other addresses, alternating by family: the next starts beside the running
+    /// connects when one fails or at `next_attempt`.
     rest: VecDeque<SocketAddr>,
+    /// When the next address starts beside the running connects (RFC 8305's connection
+    /// attempt delay), while there is one.
+    pub(crate) next_attempt: Option<Instant>,
     /// A lookup for this attempt is under way.
     pub(crate) resolving: bool,
     /// Bumped at every connect request; a lookup answer for an older one is ignored.
@@ -96,6 +101,7 @@ impl Conn {
             want_connect: false,
             resolved: None,
             rest: VecDeque::new(),
+            next_attempt: None,
             resolving: false,
             attempt: 0,
             owner: 0,
@@ -151,11 +157,8 @@ impl Conn {
     pub(crate) fn drop_link(&mut self, registry: &Registry) {
         match std::mem::replace(&mut self.link, Link::Idle) {
             Link::Idle => {}
-            Link::Connecting(mut s) | Link::Open(Stream::Plain(mut s)) => {
-                if let Err(e) = registry.deregister(&mut s) {
-                    log::debug!("ami-mio: deregister failed: {e}");
-                }
-            }
+            Link::Connecting(streams) => streams.into_iter().for_each(|s| deregister(registry, s)),
+            Link::Open(Stream::Plain(s)) => deregister(registry, s),
             #[cfg(feature = "tls")]
             Link::Open(Stream::Tls(mut s)) => {
                 s.close();
@@ -167,6 +170,7 @@ impl Conn {
         self.want_connect = false;
         self.resolved = None;
         self.rest.clear();
+        self.next_attempt = None;
         self.resolving = false;
         self.readable = false;
         self.read_closed = false;
@@ -174,14 +178,16 @@ impl Conn {
         self.connect_event = false;
     }
 
-    /// A lookup answered: connect to the first address, keep the others for when it fails.
+    /// A lookup answered: connect to the first address, keep the others (alternating by
+    /// family) to start beside it.
     pub(crate) fn resolved_to(&mut self, addrs: Vec<SocketAddr>) {
-        self.rest = addrs.into();
+        self.rest = interleave_families(addrs).into();
         self.resolved = self.rest.pop_front();
     }
 
-    /// Starts the non-blocking connect the client asked for, to the next address that
-    /// accepts a connect attempt. The core's connect timer bounds how long it all may take.
+    /// Starts the non-blocking connect the client asked for (or the next address beside the
+    /// running ones) to the next address that accepts a connect attempt. The core's connect
+    /// timer bounds how long it all may take.
     pub(crate) fn start_connect(
         &mut self,
         now: Instant,
@@ -190,6 +196,7 @@ impl Conn {
         token: Token,
     ) {
         self.want_connect = false;
+        let mut failed = None;
         while let Some(addr) = self.resolved.take() {
             let stream = TcpStream::connect(addr).and_then(|mut s| {
                 registry.register(&mut s, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -197,23 +204,40 @@ impl Conn {
             });
             match stream {
                 Ok(s) => {
-                    self.link = Link::Connecting(s);
+                    match &mut self.link {
+                        Link::Connecting(streams) => streams.push(s),
+                        _ => self.link = Link::Connecting(vec![s]),
+                    }
+                    self.next_attempt =
+                        (!self.rest.is_empty()).then(|| now + CONNECT_ATTEMPT_DELAY);
                     return;
                 }
                 Err(e) => {
                     log::debug!("ami-mio: connect to {addr} failed at once: {e}");
                     self.resolved = self.rest.pop_front();
-                    if self.resolved.is_none() {
-                        session.handle_input(now, Input::ConnectFailed(e.kind().into()));
-                    }
+                    failed = Some(e);
                 }
+            }
+        }
+        self.next_attempt = None;
+        if !self.connecting() {
+            self.link = Link::Idle;
+            if let Some(e) = failed {
+                session.handle_input(now, Input::ConnectFailed(e.kind().into()));
             }
         }
     }
 
-    /// After readiness on a connecting socket: reports `Connected`, moves on to the name's
-    /// next address, reports `ConnectFailed` when none is left, or does nothing if the
-    /// connect is still in progress.
+    /// Connects under way.
+    fn connecting(&self) -> bool {
+        matches!(&self.link, Link::Connecting(streams) if !streams.is_empty())
+    }
+
+    /// After readiness on a connecting socket, or once the next address is due: reports
+    /// `Connected` for the first connect that completed (the others are dropped), starts the
+    /// name's next address beside the running ones when one failed or the attempt delay has
+    /// passed, reports `ConnectFailed` when every address failed, or does nothing while the
+    /// connects are in progress.
     pub(crate) fn finish_connect(
         &mut self,
         now: Instant,
@@ -221,50 +245,61 @@ impl Conn {
         registry: &Registry,
         token: Token,
     ) {
-        if !self.connect_event {
+        let due = self.next_attempt.is_some_and(|at| now >= at);
+        if !self.connect_event && !due {
             return;
         }
         self.connect_event = false;
-        let Link::Connecting(stream) = &self.link else {
+        let Link::Connecting(streams) = &mut self.link else {
             return;
         };
-        let failed = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => Some(e),
-            },
-        };
-        if let Some(e) = failed {
-            log::debug!("ami-mio: connect failed: {e}");
-            if let Link::Connecting(mut s) = std::mem::replace(&mut self.link, Link::Idle) {
-                if let Err(e) = registry.deregister(&mut s) {
-                    log::debug!("ami-mio: deregister failed: {e}");
+        let (mut won, mut failed, mut i) = (None, None, 0);
+        while let Some(stream) = streams.get(i) {
+            match connect_state(stream) {
+                Ok(true) => {
+                    won = Some(streams.swap_remove(i));
+                    break;
+                }
+                Ok(false) => i += 1,
+                Err(e) => {
+                    log::debug!("ami-mio: connect failed: {e}");
+                    deregister(registry, streams.swap_remove(i));
+                    failed = Some(e);
                 }
             }
-            match self.rest.pop_front() {
-                Some(next) => {
+        }
+        let Some(stream) = won else {
+            if failed.is_some() || due {
+                if let Some(next) = self.rest.pop_front() {
                     self.resolved = Some(next);
                     self.start_connect(now, session, registry, token);
-                }
-                None => session.handle_input(now, Input::ConnectFailed(e.kind().into())),
-            }
-            return;
-        }
-        if let Link::Connecting(stream) = std::mem::replace(&mut self.link, Link::Idle) {
-            if let Err(e) = stream.set_nodelay(true) {
-                log::debug!("ami-mio: TCP_NODELAY not set: {e}");
-            }
-            match self.open(stream) {
-                Ok(open) => self.link = Link::Open(open),
-                Err(mut stream) => {
-                    if let Err(e) = registry.deregister(&mut stream) {
-                        log::debug!("ami-mio: deregister failed: {e}");
-                    }
-                    session.handle_input(now, Input::ConnectFailed(ConnectFailure::Tls));
                     return;
                 }
+                self.next_attempt = None;
+            }
+            if !self.connecting() {
+                self.link = Link::Idle;
+                if let Some(e) = failed {
+                    session.handle_input(now, Input::ConnectFailed(e.kind().into()));
+                }
+            }
+            return;
+        };
+        // The first to connect wins; the other attempts and the addresses not yet tried go.
+        if let Link::Connecting(others) = std::mem::replace(&mut self.link, Link::Idle) {
+            others.into_iter().for_each(|s| deregister(registry, s));
+        }
+        self.rest.clear();
+        self.next_attempt = None;
+        if let Err(e) = stream.set_nodelay(true) {
+            log::debug!("ami-mio: TCP_NODELAY not set: {e}");
+        }
+        match self.open(stream) {
+            Ok(open) => self.link = Link::Open(open),
+            Err(stream) => {
+                deregister(registry, stream);
+                session.handle_input(now, Input::ConnectFailed(ConnectFailure::Tls));
+                return;
             }
         }
         self.readable = true;
@@ -506,5 +541,24 @@ fn wants_write(stream: &Stream) -> bool {
         Stream::Plain(_) => false,
         #[cfg(feature = "tls")]
         Stream::Tls(s) => s.conn.wants_write(),
+    }
+}
+
+/// Whether a non-blocking connect has completed (`Ok(true)`), is still under way
+/// (`Ok(false)`), or failed.
+fn connect_state(stream: &TcpStream) -> io::Result<bool> {
+    match stream.take_error() {
+        Ok(Some(e)) | Err(e) => Err(e),
+        Ok(None) => match stream.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        },
+    }
+}
+
+fn deregister(registry: &Registry, mut stream: TcpStream) {
+    if let Err(e) = registry.deregister(&mut stream) {
+        log::debug!("ami-mio: deregister failed: {e}");
     }
 }

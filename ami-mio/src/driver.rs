@@ -164,8 +164,9 @@ impl MioDriver {
 
     /// Adds a client for `host:port`, created at `now`. The name is resolved on a helper
     /// thread before every connect, never on the loop; the core's connect timeout covers the
-    /// lookup. Every address the name has is tried in turn, in the resolver's order, until one
-    /// connects: a dual-stack host whose first address is unreachable still connects.
+    /// lookup. Every address the name has is tried until one connects, a new attempt beside
+    /// the running ones every [`ami_proto::CONNECT_ATTEMPT_DELAY`] (families alternating): a
+    /// dual-stack host whose first address is unreachable still connects.
     pub fn add_host(
         &mut self,
         now: Instant,
@@ -412,7 +413,11 @@ impl MioDriver {
         let mut busy = self.woken || !self.notices.is_empty() || !self.user.is_empty();
         for c in self.slots.iter_mut().filter_map(|s| s.conn.as_mut()) {
             busy |= c.has_work();
-            if let Some(at) = c.client.poll_timeout() {
+            // The core's deadline, and when a connect's next address is due.
+            for at in [c.client.poll_timeout(), c.conn.next_attempt]
+                .into_iter()
+                .flatten()
+            {
                 let d = at.saturating_duration_since(now);
                 limit = Some(limit.map_or(d, |l| l.min(d)));
             }

@@ -350,6 +350,11 @@ impl MioFleet {
         let mut busy = self.woken || self.more || !self.user.is_empty();
         for (id, conn) in self.conns.iter().flatten() {
             busy |= conn.has_work(self.fleet.transmit(*id).is_empty());
+            // When a connect's next address is due.
+            if let Some(at) = conn.next_attempt {
+                let d = at.saturating_duration_since(now);
+                limit = Some(limit.map_or(d, |l| l.min(d)));
+            }
         }
         if busy {
             // The next step polls (without waiting) and acts on the work left.

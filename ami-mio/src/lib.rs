@@ -78,9 +78,11 @@
 //! every connect on helper threads ([`Options::resolve`], [`Options::resolver_threads`]) that
 //! hand the answer back through a channel and a [`mio::Waker`]; a slow lookup never delays a
 //! step ([`MioFleet::add_host`] does the same for a fleet's servers). Every address of the
-//! name is tried in turn until one connects (a dual-stack host
-//! whose first address is unreachable still connects); the core's connect timeout covers the
-//! lookup and all the attempts.
+//! name is tried until one connects, as RFC 8305 has it: families alternating, each attempt
+//! alone for [`ami_proto::CONNECT_ATTEMPT_DELAY`] (or until it fails) before the next starts
+//! beside it, the first connected socket kept (a dual-stack host whose first address refuses,
+//! or drops SYNs, still connects); the core's connect timeout covers the lookup and all the
+//! attempts.
 //!
 //! ## Time
 //!

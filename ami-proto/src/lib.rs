@@ -160,6 +160,7 @@ pub mod calls;
 mod client;
 pub mod fleet;
 
+pub use client::addresses::{interleave_families, CONNECT_ATTEMPT_DELAY};
 pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, EventCopy, OverflowPolicy, Secret,
 };

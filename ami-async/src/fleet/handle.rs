@@ -566,6 +566,13 @@ mod tests {
         });
     }
 
+    /// `n` Hangup events, `Uniqueid` 0 to n - 1.
+    fn hangups(n: usize) -> String {
+        (0..n)
+            .map(|i| format!("Event: Hangup\r\nUniqueid: {i}\r\n\r\n"))
+            .collect()
+    }
+
     /// Polls `recv` up to `polls` times (it yields once per batch): `None` while pending.
     fn poll_recv(events: &mut FleetEvents, polls: usize) -> Option<Option<FleetItem>> {
         let mut cx = Context::from_waker(Waker::noop());
@@ -585,9 +592,7 @@ mod tests {
         while events.try_recv().is_some() {}
         // Exactly one batch's worth: the batch takes the last item without finding the
         // queue empty, so the server keeps its turn.
-        let burst: String = (0..ITEMS_PER_SERVER)
-            .map(|i| format!("Event: Hangup\r\nUniqueid: {i}\r\n\r\n"))
-            .collect();
+        let burst = hangups(ITEMS_PER_SERVER);
         receive(&shards, "a", burst.as_bytes());
         for i in 0..ITEMS_PER_SERVER {
             let item = poll_recv(&mut events, 4).flatten();
@@ -626,9 +631,7 @@ mod tests {
         let mut events = FleetEvents::new(shards.clone());
         ready(&shards, "a");
         while events.try_recv().is_some() {}
-        let burst: String = (0..5)
-            .map(|i| format!("Event: Hangup\r\nUniqueid: {i}\r\n\r\n"))
-            .collect();
+        let burst = hangups(5);
         receive(&shards, "a", burst.as_bytes());
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
@@ -659,9 +662,7 @@ mod tests {
         let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
         let mut events = FleetEvents::new(shards.clone());
         ready(&shards, "a");
-        let burst: String = (0..3)
-            .map(|i| format!("Event: Hangup\r\nUniqueid: {i}\r\n\r\n"))
-            .collect();
+        let burst = hangups(3);
         receive(&shards, "a", burst.as_bytes());
         let mut cx = Context::from_waker(Waker::noop());
         let mut next = |events: &mut FleetEvents| {

@@ -93,6 +93,26 @@ pub fn refused_port() -> (socket2::Socket, SocketAddr) {
     (socket, addr)
 }
 
+/// A 127.0.0.1 port where connects hang (as to an address that drops SYNs) for the rest of
+/// the test binary's run: a listener with a backlog of 0 whose one queue slot is taken by a
+/// connection never accepted, so the kernel drops every later SYN.
+#[allow(dead_code)] // not every test binary needs one
+pub fn silent_addr() -> SocketAddr {
+    use socket2::{Domain, Socket, Type};
+    static HELD: Mutex<Vec<(socket2::Socket, std::net::TcpStream)>> = Mutex::new(Vec::new());
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let filler = std::net::TcpStream::connect(addr).unwrap();
+    HELD.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((listener, filler));
+    addr
+}
+
 /// A UserEvent of the simulator's storms: its `Seq`.
 pub fn storm_seq(msg: &Message) -> Option<u64> {
     if msg.event() == Some("UserEvent") && msg.get_str("UserEvent") == Some("SimStorm") {

@@ -1,5 +1,6 @@
 //! The session layer: login, correlation, timers, heartbeat, reconnect, events.
 
+pub(crate) mod addresses;
 pub(crate) mod backoff;
 pub(crate) mod config;
 #[macro_use]
