@@ -11,7 +11,7 @@ use ami_proto::fleet::{FleetOutput, Policy, Route, ServerStatus};
 use ami_proto::{Action, ActionId};
 use ami_sim::fleet_log::FleetLog;
 use std::time::{Duration, Instant};
-use support::{config, front, refused_addr, Flood};
+use support::{config, front, refused_addr, silent_addr, Flood};
 
 #[test]
 fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
@@ -116,11 +116,12 @@ fn a_fleet_takes_host_names_resolved_off_the_step() {
     let sim = front();
     let up = sim.local_addr();
     let mut options = ami_mio::Options::default();
-    // "pbx-a.test" answers with a refusing address first, then the simulator; "nowhere.test"
-    // does not exist.
+    // "pbx-a.test" answers with a refusing address first, then one that drops SYNs, then the
+    // simulator; "nowhere.test" does not exist.
+    let silent = silent_addr();
     options.resolve = std::sync::Arc::new(move |host: &str| {
         if host.starts_with("pbx-a.test:") {
-            Ok(vec![refused_addr(), up])
+            Ok(vec![refused_addr(), silent, up])
         } else {
             Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
@@ -163,7 +164,7 @@ fn a_fleet_takes_host_names_resolved_off_the_step() {
         }
         fleet.wait(Some(Duration::from_millis(5))).unwrap();
     }
-    assert!(a_ready, "the name's second address was not reached");
+    assert!(a_ready, "the name's third address was not reached");
     assert!(
         b_not_found,
         "a name that does not resolve was not a failed connect"
