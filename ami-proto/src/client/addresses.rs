@@ -3,7 +3,8 @@
 //! the sockets and the timers; the core's connect timeout bounds the whole attempt.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+// `core::net`: the address types only; sockets live in `std::net`, which the core never names.
+use core::net::SocketAddr;
 use std::time::Duration;
 
 /// How long a connect to one address runs alone before the next address starts beside it
