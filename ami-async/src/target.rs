@@ -1,5 +1,5 @@
-//! Where the server is, and opening a transport to it: resolve, try every address in turn,
-//! then TLS if asked for.
+//! Where the server is, and opening a transport to it: resolve, try the addresses staggered
+//! and side by side (RFC 8305), then TLS if asked for.
 
 use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
 use ami_proto::{interleave_families, ConnectFailure, CONNECT_ATTEMPT_DELAY};

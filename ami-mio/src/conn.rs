@@ -269,13 +269,13 @@ impl Conn {
             }
         }
         let Some(stream) = won else {
+            // (`next_attempt` is set only while `rest` holds an address.)
             if failed.is_some() || due {
                 if let Some(next) = self.rest.pop_front() {
                     self.resolved = Some(next);
                     self.start_connect(now, session, registry, token);
                     return;
                 }
-                self.next_attempt = None;
             }
             if !self.connecting() {
                 self.link = Link::Idle;

@@ -566,6 +566,15 @@ mod tests {
         });
     }
 
+    /// A one-shard fleet whose server "a" is ready, and its stream past the Ready notice.
+    fn one_ready_server() -> (Arc<Shards>, FleetEvents) {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        while events.try_recv().is_some() {}
+        (shards, events)
+    }
+
     /// `n` Hangup events, `Uniqueid` 0 to n - 1.
     fn hangups(n: usize) -> String {
         (0..n)
@@ -575,21 +584,22 @@ mod tests {
 
     /// Polls `recv` up to `polls` times (it yields once per batch): `None` while pending.
     fn poll_recv(events: &mut FleetEvents, polls: usize) -> Option<Option<FleetItem>> {
-        let mut cx = Context::from_waker(Waker::noop());
         let mut recv = std::pin::pin!(events.recv());
-        (0..polls).find_map(|_| match recv.as_mut().poll(&mut cx) {
-            Poll::Ready(item) => Some(item),
+        poll_up_to(polls, |cx| recv.as_mut().poll(cx))
+    }
+
+    /// Polls up to `polls` times with a no-op waker: `None` while pending.
+    fn poll_up_to<T>(polls: usize, mut poll: impl FnMut(&mut Context<'_>) -> Poll<T>) -> Option<T> {
+        let mut cx = Context::from_waker(Waker::noop());
+        (0..polls).find_map(|_| match poll(&mut cx) {
+            Poll::Ready(v) => Some(v),
             Poll::Pending => None,
         })
     }
 
     #[test]
     fn recv_waits_when_a_server_keeps_its_turn_after_its_last_item() {
-        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
-        let mut events = FleetEvents::new(shards.clone());
-        ready(&shards, "a");
-        // The server's Ready notice.
-        while events.try_recv().is_some() {}
+        let (shards, mut events) = one_ready_server();
         // Exactly one batch's worth: the batch takes the last item without finding the
         // queue empty, so the server keeps its turn.
         let burst = hangups(ITEMS_PER_SERVER);
@@ -627,20 +637,13 @@ mod tests {
 
     #[test]
     fn recv_many_takes_at_most_max_and_nothing_for_zero() {
-        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
-        let mut events = FleetEvents::new(shards.clone());
-        ready(&shards, "a");
-        while events.try_recv().is_some() {}
+        let (shards, mut events) = one_ready_server();
         let burst = hangups(5);
         receive(&shards, "a", burst.as_bytes());
-        let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        let mut take = |events: &mut FleetEvents, out: &mut Vec<FleetItem>, max: usize| {
+        let take = |events: &mut FleetEvents, out: &mut Vec<FleetItem>, max: usize| {
             let mut many = std::pin::pin!(events.recv_many(out, max));
-            (0..4).find_map(|_| match many.as_mut().poll(&mut cx) {
-                Poll::Ready(n) => Some(n),
-                Poll::Pending => None,
-            })
+            poll_up_to(4, |cx| many.as_mut().poll(cx))
         };
         assert_eq!(take(&mut events, &mut out, 0), Some(0));
         assert!(out.is_empty(), "nothing taken for a max of 0");
@@ -659,18 +662,11 @@ mod tests {
     #[test]
     fn the_merged_stream_as_a_stream_yields_the_same_items_and_ends_when_the_fleet_closes() {
         use futures_core::Stream;
-        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
-        let mut events = FleetEvents::new(shards.clone());
-        ready(&shards, "a");
+        let (shards, mut events) = one_ready_server();
         let burst = hangups(3);
         receive(&shards, "a", burst.as_bytes());
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut next = |events: &mut FleetEvents| {
-            (0..4).find_map(|_| match Pin::new(&mut *events).poll_next(&mut cx) {
-                Poll::Ready(item) => Some(item),
-                Poll::Pending => None,
-            })
-        };
+        let next =
+            |events: &mut FleetEvents| poll_up_to(4, |cx| Pin::new(&mut *events).poll_next(cx));
         let mut ids = Vec::new();
         let mut items = 0;
         while ids.len() < 3 {
@@ -745,10 +741,7 @@ mod tests {
     #[test]
     fn a_take_wakes_a_held_driver_only_once_its_server_may_read_again() {
         use ami_proto::READ_AHEAD_BYTES;
-        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
-        let mut events = FleetEvents::new(shards.clone());
-        ready(&shards, "a");
-        while events.try_recv().is_some() {}
+        let (shards, mut events) = one_ready_server();
         let one = format!("Event: Flood\r\nPad: {}\r\n\r\n", "x".repeat(1000));
         // The read-ahead's worth and two and a half batches more.
         let n = READ_AHEAD_BYTES / one.len() + 5 * ITEMS_PER_SERVER / 2;
