@@ -791,6 +791,44 @@ fn logoff_on_a_silent_link_still_closes_by_the_action_deadline() {
     assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
 }
 
+#[test]
+fn a_heartbeat_deadline_during_logoff_closes_for_good_instead_of_reconnecting() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(10))
+        .pong_timeout(secs(5))
+        .action_timeout(secs(30))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    // The idle timer fires: a Ping goes out and the pong deadline is armed for t0 + 15 s.
+    h.advance_to(t0 + secs(10));
+    h.take("Ping");
+    h.client.logoff(h.now);
+    h.drain();
+    h.take("Logoff");
+    // The server answers neither; the pong deadline comes before the Logoff's own.
+    let out = h.advance_to(t0 + secs(15));
+    assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
+    assert!(h.client.is_closed());
+    assert_eq!(h.wait(), None, "no reconnect is scheduled after a logoff");
+}
+
+#[test]
+fn a_logoff_answered_with_an_error_still_closes() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    h.client.logoff(h.now);
+    h.drain();
+    let logoff = h.take("Logoff");
+    let out = h.feed(&scripted::error(id_of(&logoff), "Permission denied"));
+    assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
+    assert!(h.client.is_closed());
+    assert_eq!(h.wait(), None);
+}
+
 // ----- pipeline slots -------------------------------------------------------------------------
 
 #[test]

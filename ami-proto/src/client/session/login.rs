@@ -82,12 +82,16 @@ impl Client {
             }
             Internal::Heartbeat => self.conn.heartbeat_outstanding = false,
             Internal::Logoff => {
-                if msg
+                // Asterisk answers Goodbye and hangs up. Any other answer still ends the
+                // exchange: waiting on would leave the client logging off for ever, since
+                // no heartbeat runs while it does.
+                if !msg
                     .response()
                     .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"))
                 {
-                    self.disconnect(now, DisconnectReason::Logoff);
+                    log::warn!("AMI: Logoff answered without Goodbye: {text}");
                 }
+                self.disconnect(now, DisconnectReason::Logoff);
             }
         }
     }

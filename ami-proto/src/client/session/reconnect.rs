@@ -9,6 +9,17 @@ impl Client {
         if self.state == State::Closed {
             return;
         }
+        // The caller asked to log off: whatever ends the session now (the pong or login
+        // deadline, an overflow, a broken link) ends the client too. Without this a timer
+        // armed before the Logoff would reconnect a client that refuses every action.
+        let reason = match reason {
+            DisconnectReason::Logoff | DisconnectReason::LocalClose => reason,
+            other if self.logoff_requested => {
+                log::info!("AMI session lost while logging off: {other}");
+                DisconnectReason::Logoff
+            }
+            other => other,
+        };
         let had_transport = self.state != State::Backoff;
         if self.conn.ready_since.is_some() {
             // Only a session that was announced `Ready` in the stream ends in it.
