@@ -50,6 +50,16 @@ fn timed_out(phase: Phase) -> Outcome {
 }
 
 #[test]
+fn a_timeout_of_duration_max_is_a_year_long_deadline_not_a_panic() {
+    let t0 = Instant::now();
+    let mut h = ready(1, t0);
+    let ping = h.send_with(Action::new("Ping"), SendOptions::timeout(Duration::MAX));
+    let taken = h.take("Ping");
+    h.feed(&pong(id_of(&taken)));
+    assert!(h.outcome(&ping).is_ok());
+}
+
+#[test]
 fn queued_action_past_its_deadline_is_never_written_and_times_out_queued() {
     // The case: depth 1, two Pings with 1 s, no answer, one timer call at 2 s.
     let t0 = Instant::now();

@@ -1,9 +1,15 @@
 //! Client configuration: credentials, timers, caps and policies, checked when built.
 
+use crate::wire::action::MAX_LINE_LEN;
 use crate::wire::limits::DecoderLimits;
 use std::fmt;
 use std::time::Duration;
 use thiserror::Error;
+
+/// Longest duration a setting accepts: a year. Every timer is `now` plus a setting, and
+/// an `Instant` cannot hold `now + Duration::MAX`; a year is "never" for a timer while
+/// staying far from that edge.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A secret that never reaches `Debug` output or a log line.
 #[derive(Clone, PartialEq, Eq)]
@@ -325,9 +331,9 @@ impl ClientConfigBuilder {
     /// Checks the settings against each other and returns the config.
     pub fn build(self) -> Result<ClientConfig, ConfigError> {
         let c = self.config;
-        check_text("username", &c.username)?;
-        check_text("secret", c.secret.expose())?;
-        check_text("events", &c.events)?;
+        check_text("username", "Username", &c.username)?;
+        check_text("secret", "Secret", c.secret.expose())?;
+        check_text("events", "Events", &c.events)?;
         if c.events.contains(' ') {
             return Err(ConfigError::Invalid {
                 setting: "events",
@@ -349,6 +355,19 @@ impl ClientConfigBuilder {
                 return Err(ConfigError::Invalid {
                     setting,
                     why: "must be greater than zero",
+                });
+            }
+        }
+        let all_durations = nonzero_durations.into_iter().chain([
+            ("originate_margin", c.originate_margin),
+            ("backoff_max", c.backoff_max),
+            ("stable_after", c.stable_after),
+        ]);
+        for (setting, d) in all_durations {
+            if d > MAX_SETTING_DURATION {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    why: "must be at most a year (MAX_SETTING_DURATION)",
                 });
             }
         }
@@ -412,7 +431,10 @@ impl ClientConfigBuilder {
     }
 }
 
-fn check_text(setting: &'static str, value: &str) -> Result<(), ConfigError> {
+/// A value the client sends in the Login action under `header`: it must fit one line that
+/// Asterisk reads whole, or the Login could never be written and every connect would end
+/// in a login timeout.
+fn check_text(setting: &'static str, header: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() {
         return Err(ConfigError::Invalid {
             setting,
@@ -423,6 +445,12 @@ fn check_text(setting: &'static str, value: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::Invalid {
             setting,
             why: "must not contain CR, LF or NUL",
+        });
+    }
+    if header.len() + 2 + value.len() + 2 > MAX_LINE_LEN {
+        return Err(ConfigError::Invalid {
+            setting,
+            why: "is too long: the Login line holding it must fit Asterisk's 1024 bytes",
         });
     }
     Ok(())
@@ -449,6 +477,58 @@ mod tests {
     #[test]
     fn defaults_build() {
         assert!(ClientConfig::builder("admin", "amp111").build().is_ok());
+    }
+
+    #[test]
+    fn credentials_or_an_event_mask_too_long_for_one_login_line_are_refused_at_build() {
+        let secret = "s".repeat(MAX_LINE_LEN);
+        let long = "x".repeat(MAX_LINE_LEN);
+        let cases = [
+            (ClientConfig::builder(long.as_str(), "x"), "username"),
+            (ClientConfig::builder("a", secret.as_str()), "secret"),
+            (
+                ClientConfig::builder("a", "x").events(long.as_str()),
+                "events",
+            ),
+        ];
+        for (b, setting) in cases {
+            let err = b.build().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { setting: s, .. } if s == setting),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("sss"), "no secret in {err}");
+        }
+        // The longest values that still fit one line ("Secret: " + value + CRLF) build.
+        let fits = "s".repeat(MAX_LINE_LEN - "Secret: \r\n".len());
+        assert!(ClientConfig::builder("a", fits.as_str()).build().is_ok());
+        let over = "s".repeat(fits.len() + 1);
+        assert!(ClientConfig::builder("a", over.as_str()).build().is_err());
+    }
+
+    #[test]
+    fn a_duration_setting_beyond_a_year_is_refused_at_build_instead_of_overflowing_a_timer() {
+        let b = || ClientConfig::builder("a", "x");
+        let cases = [
+            (b().connect_timeout(Duration::MAX), "connect_timeout"),
+            (b().action_timeout(Duration::MAX), "action_timeout"),
+            (b().originate_margin(Duration::MAX), "originate_margin"),
+            (b().breaker_cooldown(Duration::MAX), "breaker_cooldown"),
+            (b().backoff_max(Duration::MAX), "backoff_max"),
+            (b().stable_after(Duration::MAX), "stable_after"),
+            (
+                b().pong_timeout(MAX_SETTING_DURATION + Duration::from_secs(1)),
+                "pong_timeout",
+            ),
+        ];
+        for (builder, setting) in cases {
+            let err = builder.build().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { setting: s, .. } if s == setting),
+                "{err}"
+            );
+        }
+        assert!(b().action_timeout(MAX_SETTING_DURATION).build().is_ok());
     }
 
     #[test]

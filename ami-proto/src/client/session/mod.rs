@@ -118,6 +118,9 @@ impl std::fmt::Display for FullQueue {
 #[non_exhaustive]
 pub struct SendOptions {
     /// Deadline for the response (and list) phase; default: the config's `action_timeout`.
+    /// A longer one than [`MAX_SETTING_DURATION`](crate::MAX_SETTING_DURATION) (a year) is
+    /// taken as that: a deadline is `now` plus this, and `Duration::MAX` means "no deadline
+    /// worth arming", not an overflow.
     pub timeout: Option<Duration>,
     /// Put a [`StreamItem::Mark`] with this value in the event stream where the action
     /// completes, so a consumer knows which events came before its answer. See
@@ -580,7 +583,10 @@ impl Client {
             return Err(SendError::ActionIdField);
         }
         let mut follow_up = None;
-        let mut timeout = options.timeout.unwrap_or(self.config.action_timeout);
+        let mut timeout = options
+            .timeout
+            .unwrap_or(self.config.action_timeout)
+            .min(super::config::MAX_SETTING_DURATION);
         let mut sync = false;
         if action.is("Originate") {
             let budget = originate_budget(&action, self.config.originate_margin);
