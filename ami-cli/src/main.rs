@@ -17,6 +17,7 @@ mod discards;
 mod fleet;
 mod json;
 mod printer;
+mod seconds;
 mod session;
 mod status_line;
 mod url;

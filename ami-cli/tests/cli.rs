@@ -516,6 +516,27 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn a_duration_that_is_not_a_finite_number_of_seconds_is_a_usage_error_not_a_panic() {
+    let server = "ami://a:b@127.0.0.1:1";
+    for cmd in ["listen", "calls", "demo", "bench"] {
+        for bad in ["nan", "inf", "-1"] {
+            let mut args = vec!["--server", server, cmd];
+            if cmd == "calls" {
+                args.push("--watch");
+            }
+            args.extend(["--duration", bad]);
+            let out = ami(&args);
+            assert_code(&out, 2, &format!("{args:?}"));
+            assert!(
+                !stderr(&out).contains("panicked"),
+                "{args:?}: {}",
+                stderr(&out)
+            );
+        }
+    }
+}
+
+#[test]
 fn malformed_urls_name_the_problem_and_never_print_the_secret() {
     for (url, words) in [
         ("ami://u:S3cr3t@127.0.0.1:notaport", "invalid port number"),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Seconds to run.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = crate::seconds::parse)]
     duration: f64,
     /// Run N simulated servers in-process, each flooding events as fast as it is read, and
     /// report the merged stream's events/s through the fleet (on the chosen runtime).

@@ -29,7 +29,7 @@ pub(crate) struct Args {
     #[arg(long)]
     watch: bool,
     /// Stop watching after this many seconds (then at most 2 s more to log off).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::seconds::parse)]
     duration: Option<f64>,
 }
 

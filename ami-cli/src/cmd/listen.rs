@@ -17,7 +17,7 @@ pub(crate) struct Args {
     #[arg(long)]
     count: Option<u64>,
     /// Stop after this many seconds (then at most 2 s more to log off).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::seconds::parse)]
     duration: Option<f64>,
     /// Only these event names (repeatable, case-insensitive).
     #[arg(long = "event")]
