@@ -17,7 +17,12 @@ use std::time::Duration;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The NATS server, with JetStream enabled.
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        hide_env_values = true,
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats: String,
     /// The server's name in subjects and JSON (default HOST:PORT; characters other than
     /// letters, digits, `-` and `_` become `_` in subjects). With several servers, give one
@@ -113,7 +118,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         eprintln!(
             "ami: bridge {} serving through {} (Ctrl-C stops){}",
             bridge.bridge_id(),
-            args.nats,
+            shown_nats_url(&args.nats),
             bridge
                 .metrics_addr()
                 .map(|a| format!("; metrics on http://{a}/metrics"))
@@ -123,4 +128,54 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         bridge.shutdown(Duration::from_secs(2)).await;
         Ok(())
     })
+}
+
+/// The NATS URL (or comma-separated URLs) for a person to read: a user's password or a bare
+/// token (`nats://USER:PASS@host`, `nats://TOKEN@host`) is replaced by `***`.
+fn shown_nats_url(raw: &str) -> String {
+    raw.split(',')
+        .map(|one| {
+            let (scheme, rest) = one.split_once("://").map_or(("", one), |(s, r)| (s, r));
+            let Some((userinfo, host)) = rest.rsplit_once('@') else {
+                return one.to_string();
+            };
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_string(),
+            };
+            let scheme = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{scheme}{shown}@{host}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_nats_url;
+
+    #[test]
+    fn a_nats_password_or_token_is_never_shown() {
+        assert_eq!(
+            shown_nats_url("nats://bridge:S3cr3t@127.0.0.1:4222"),
+            "nats://bridge:***@127.0.0.1:4222"
+        );
+        assert_eq!(
+            shown_nats_url("nats://T0ken@127.0.0.1:4222"),
+            "nats://***@127.0.0.1:4222"
+        );
+        assert_eq!(
+            shown_nats_url("nats://a:p@h1:4222,tls://T0ken@h2:4222,h3:4222"),
+            "nats://a:***@h1:4222,tls://***@h2:4222,h3:4222"
+        );
+        assert_eq!(shown_nats_url("u:p@h:1"), "u:***@h:1");
+        assert_eq!(
+            shown_nats_url("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
+    }
 }
