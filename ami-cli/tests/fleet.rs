@@ -100,6 +100,79 @@ fn listen_merges_on(rt: &str) {
 }
 
 #[test]
+fn listen_exits_3_once_every_server_has_refused_the_login() {
+    let (a, b) = (sim(), sim());
+    let wrong = |f: &TcpFront| format!("ami://admin:wrong@{}", f.local_addr());
+    each_runtime(|rt| {
+        // Without the fix this listened until --duration ran out, then exited 0.
+        let out = ami(&[
+            "--runtime",
+            rt,
+            "--server",
+            &wrong(&a),
+            "--server",
+            &wrong(&b),
+            "listen",
+            "--duration",
+            "60",
+        ]);
+        assert_eq!(out.status.code(), Some(3), "{rt}: {}", stderr(&out));
+        let err = stderr(&out);
+        for f in [&a, &b] {
+            assert!(err.contains(&f.local_addr().to_string()), "{rt}: {err}");
+        }
+        assert!(!err.contains("wrong"), "{rt}: the secret leaked: {err}");
+    });
+}
+
+#[test]
+fn listen_exits_3_at_the_end_when_one_server_refused_the_login() {
+    let (good, bad) = (sim(), sim());
+    let bad_url = format!("ami://admin:wrong@{}", bad.local_addr());
+    each_runtime(|rt| {
+        let out = on_servers(rt, &[&url(&good), &bad_url], &["listen", "--duration", "2"]);
+        assert_eq!(out.status.code(), Some(3), "{rt}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&bad.local_addr().to_string()),
+            "{rt}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stdout_lines(&out).iter().any(|l| l.contains("ready")),
+            "{rt}: the good server streamed"
+        );
+    });
+}
+
+#[test]
+fn action_on_all_answers_from_the_servers_up_and_exits_3_naming_the_one_down() {
+    let good = sim();
+    let (_refusing, port) = refused_port();
+    let down = format!("ami://admin:amp111@127.0.0.1:{port}");
+    let down_name = down.trim_start_matches("ami://admin:amp111@").to_string();
+    each_runtime(|rt| {
+        let out = on_servers(
+            rt,
+            &[&url(&good), &down],
+            &["action", "Ping", "--on", "all"],
+        );
+        assert_eq!(out.status.code(), Some(3), "{rt}: {}", stderr(&out));
+        let lines = stdout_lines(&out);
+        assert_eq!(lines.len(), 1, "{rt}: {lines:?}");
+        assert_eq!(json(&lines[0])["server"], good.local_addr().to_string());
+        assert!(stderr(&out).contains(&down_name), "{rt}: {}", stderr(&out));
+        // The down server alone, by name: the same exit as a single server that is down.
+        let out = on_servers(
+            rt,
+            &[&url(&good), &down],
+            &["action", "Ping", "--on", &down_name],
+        );
+        assert_eq!(out.status.code(), Some(3), "{rt}: {}", stderr(&out));
+        assert!(stdout_lines(&out).is_empty(), "{rt}");
+    });
+}
+
+#[test]
 fn action_on_one_server_or_all_and_amiurl_with_commas() {
     each_runtime(action_on);
 }

@@ -4,7 +4,7 @@ use crate::fleet::{self, Fleet};
 use crate::session::{self, CallError};
 use crate::url::ServerUrl;
 use crate::{json, words};
-use crate::{Connection, Failure, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
+use crate::{Connection, Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
 use ami_proto::{Action, ActionError, ActionId, Message, Response, MAX_ACTION_ID_LEN};
 use std::io::Write;
 
@@ -177,9 +177,21 @@ fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
         ));
     }
     let mut fleet = Fleet::open(conn, "off")?;
-    let replies = fleet.call(on, action, ON_LIMIT);
-    fleet.logoff(crate::session::LOGOFF_GRACE);
     let mut worst: Option<Failure> = None;
+    let down = fleet.keep_ready(crate::session::FIRST_LOGIN_TIMEOUT)?;
+    let target_down = down.iter().any(|(server, _)| server == on);
+    for (server, why) in down {
+        if on == "all" || server == on {
+            eprintln!("ami: {server}: not connected: {why}");
+            worst = Some(Failure::new(EXIT_CONNECT, format!("{server}: {why}")));
+        }
+    }
+    let replies = if target_down {
+        Ok(Vec::new())
+    } else {
+        fleet.call(on, action, ON_LIMIT)
+    };
+    fleet.logoff(crate::session::LOGOFF_GRACE);
     for reply in replies? {
         let server = reply.server.as_str();
         let Some(url) = fleet.urls.get(server) else {

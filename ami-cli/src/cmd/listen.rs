@@ -196,6 +196,13 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
                 },
                 fleet::Happening::Status(server, status) => {
                     status_line(&fleet, &mut down, server.as_str(), &status);
+                    if matches!(status, ServerStatus::Closed { .. }) {
+                        let (closed, all) = fleet.closed_for_good();
+                        if all {
+                            result = Err(closed_failure(&fleet, &closed));
+                            break 'listen;
+                        }
+                    }
                     continue;
                 }
                 fleet::Happening::Ended => break 'listen,
@@ -213,10 +220,33 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
             }
         }
     }
+    if result.is_ok() {
+        // Some servers stopped for good while others kept streaming: the run did not do
+        // all it was asked, and a script should know without reading stderr.
+        let (closed, _) = fleet.closed_for_good();
+        if !closed.is_empty() {
+            result = Err(closed_failure(&fleet, &closed));
+        }
+    }
     fleet.logoff(LOGOFF_GRACE);
     discards.finish();
     printer.finish(LOGOFF_GRACE)?;
     result
+}
+
+/// Exit 3 naming each server that stopped for good and why.
+fn closed_failure(fleet: &Fleet, closed: &[(String, DisconnectReason)]) -> Failure {
+    let each: Vec<String> = closed
+        .iter()
+        .map(|(server, reason)| match fleet.urls.get(server) {
+            Some(url) => format!("{server}: {}", words::reason(reason, url)),
+            None => format!("{server}: {reason}"),
+        })
+        .collect();
+    Failure::new(
+        EXIT_CONNECT,
+        format!("stopped for good: {}", each.join("; ")),
+    )
 }
 
 /// One line on stderr when a server goes down or comes back.

@@ -11,7 +11,7 @@ use crate::url::ServerUrl;
 use crate::{Connection, Failure, Runtime};
 use ami_async::fleet::Reply;
 use ami_proto::fleet::{FleetItem, ServerName, ServerStatus};
-use ami_proto::{Action, ClientConfig};
+use ami_proto::{Action, ClientConfig, DisconnectReason};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,10 @@ trait Engine {
     /// Sends `action` to the server named `on` (or every server for `all`) and waits for
     /// the replies, at most `limit`.
     fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Vec<Reply>, Failure>;
+    /// Every server's status, by name.
+    fn statuses(&self) -> Vec<(String, ServerStatus)>;
+    /// Takes the server named `name` out of the fleet (its session closes).
+    fn remove(&mut self, name: &str);
     /// Closes every server at once (no Logoff).
     fn close(&mut self);
     /// Logs every server off, waiting at most `grace`, then closes.
@@ -103,6 +107,66 @@ impl Fleet {
         limit: Duration,
     ) -> Result<Vec<Reply>, Failure> {
         self.engine.call(on, action, limit)
+    }
+
+    /// The servers that stopped for good on their own (a login rejected, for instance),
+    /// with why, and whether that is every server of the fleet. A logoff or a close asked
+    /// for here is not counted.
+    pub(crate) fn closed_for_good(&self) -> (Vec<(String, DisconnectReason)>, bool) {
+        let statuses = self.engine.statuses();
+        let closed: Vec<_> = statuses
+            .iter()
+            .filter_map(|(name, status)| match status {
+                ServerStatus::Closed { reason }
+                    if !matches!(
+                        reason,
+                        DisconnectReason::Logoff | DisconnectReason::LocalClose
+                    ) =>
+                {
+                    Some((name.clone(), reason.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let all = !statuses.is_empty() && closed.len() == statuses.len();
+        (closed, all)
+    }
+
+    /// Waits until every server has logged in or failed its first try, at most `limit`,
+    /// as a single server's command waits for its first login; then takes out of the
+    /// fleet each server not logged in, and returns those with why. An action for `all`
+    /// then goes to the servers that can answer it now, instead of waiting in a down
+    /// server's queue until its deadline.
+    pub(crate) fn keep_ready(&mut self, limit: Duration) -> Result<Vec<(String, String)>, Failure> {
+        let deadline = Instant::now() + limit;
+        let mut ignored = Vec::new();
+        let statuses = loop {
+            let statuses = self.engine.statuses();
+            let settled = statuses
+                .iter()
+                .all(|(_, s)| !matches!(s, ServerStatus::Connecting | ServerStatus::LoggingIn));
+            if settled || Instant::now() >= deadline {
+                break statuses;
+            }
+            self.engine.wait(Some(deadline), &mut ignored)?;
+            ignored.clear();
+        };
+        let mut down = Vec::new();
+        for (name, status) in statuses {
+            let why = match &status {
+                ServerStatus::Ready { .. } => continue,
+                ServerStatus::BackingOff { reason, .. }
+                | ServerStatus::BreakerOpen { reason, .. }
+                | ServerStatus::Closed { reason } => match self.urls.get(&name) {
+                    Some(url) => crate::words::reason(reason, url),
+                    None => reason.to_string(),
+                },
+                _ => format!("not logged in within {}", crate::words::duration(limit)),
+            };
+            self.engine.remove(&name);
+            down.push((name, why));
+        }
+        Ok(down)
     }
 
     /// Closes every server at once (no Logoff).

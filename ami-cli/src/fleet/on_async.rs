@@ -148,6 +148,13 @@ impl Engine for AsyncRun {
             Some(Woke::Change(Some(StatusChange::Changed { server, status }))) => {
                 out.push(Happening::Status(server, status))
             }
+            // Changes were dropped: the present statuses stand in for them.
+            Some(Woke::Change(Some(StatusChange::Lagged(_)))) => out.extend(
+                self.handle
+                    .statuses()
+                    .into_iter()
+                    .map(|(server, status)| Happening::Status(server, status)),
+            ),
             Some(Woke::Change(Some(_))) => {}
             Some(Woke::Change(None) | Woke::Items(0)) => out.push(Happening::Ended),
             Some(Woke::Items(_)) => out.extend(batch.drain(..).map(Happening::Item)),
@@ -170,6 +177,18 @@ impl Engine for AsyncRun {
         self.block
             .block_on(until(Some(Instant::now() + limit), replies))
             .unwrap_or_else(|| Err(Failure::new(EXIT_OTHER, "no reply within the time limit")))
+    }
+
+    fn statuses(&self) -> Vec<(String, ServerStatus)> {
+        self.handle
+            .statuses()
+            .into_iter()
+            .map(|(name, status)| (name.as_str().to_string(), status))
+            .collect()
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.handle.remove(name);
     }
 
     fn close(&mut self) {

@@ -208,6 +208,18 @@ impl Engine for MioRun {
             .collect())
     }
 
+    fn statuses(&self) -> Vec<(String, ServerStatus)> {
+        self.names
+            .iter()
+            .filter_map(|n| Some((n.clone(), self.fleet.status(n)?.clone())))
+            .collect()
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.fleet.remove(Instant::now(), name);
+        self.names.retain(|n| n != name);
+    }
+
     fn close(&mut self) {
         self.closed = true;
         self.fleet.close_all(Instant::now());
