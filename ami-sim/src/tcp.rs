@@ -25,7 +25,7 @@
 
 use crate::{Faults, SessionId, SimConfig, SimServer, SimStats};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -59,15 +59,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl TcpFront {
-    /// Binds `addr` (must be `127.0.0.1:<port>`, port 0 for any) and starts the thread.
+    /// Binds `addr` (a loopback address, `127.0.0.1:<port>` or `[::1]:<port>`, port 0 for
+    /// any) and starts the thread.
     pub fn start(config: SimConfig, addr: &str) -> io::Result<TcpFront> {
         let wanted: SocketAddr = addr
             .parse()
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-        if wanted.ip() != IpAddr::V4(Ipv4Addr::LOCALHOST) {
+        // A simulated Asterisk accepts any login it is configured for: it never faces a
+        // network, only this host.
+        if !wanted.ip().is_loopback() {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
-                "TcpFront only binds 127.0.0.1",
+                "TcpFront only binds a loopback address (127.0.0.1 or ::1)",
             ));
         }
         let listener = TcpListener::bind(wanted)?;

@@ -112,4 +112,24 @@ fn only_loopback_is_bound() {
     let err = TcpFront::start(SimConfig::default(), "0.0.0.0:0").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(TcpFront::start(SimConfig::default(), "not an address").is_err());
+    let err = TcpFront::start(SimConfig::default(), "[::]:0").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
+
+#[test]
+fn the_ipv6_loopback_is_bound_where_the_host_has_one() {
+    // A host without an IPv6 loopback cannot bind ::1 at all: only a refusal by the front
+    // itself (InvalidInput) is a failure.
+    match TcpFront::start(SimConfig::default(), "[::1]:0") {
+        Ok(front) => {
+            assert_eq!(front.local_addr().ip(), std::net::Ipv6Addr::LOCALHOST);
+            let mut c = TcpStream::connect(front.local_addr()).unwrap();
+            let mut got = Vec::new();
+            assert!(read_until(&mut c, &mut got, |b| contains(
+                b,
+                "Asterisk Call Manager"
+            )));
+        }
+        Err(e) => assert_ne!(e.kind(), ErrorKind::InvalidInput, "{e}"),
+    }
 }
