@@ -6,7 +6,8 @@
 //!
 //! Exit codes, the same on every runtime: 0 success, 1 other failure (timeout, outcome
 //! unknown), 2 usage (bad arguments, refused before any connection), 3 connection or login
-//! failure (also a session that ends for good mid-`listen`, such as a rejected re-login),
+//! failure (also a session that ends for good mid-`listen`, such as a rejected re-login, and
+//! with several servers any server that stops for good or is down for `action --on`),
 //! 4 the server answered with an error. A command waits at most
 //! [`session::LOGOFF_GRACE`] (2 s) for the server to answer its Logoff.
 #![forbid(unsafe_code)]
