@@ -592,6 +592,48 @@ fn filters_are_reapplied_after_reconnect_before_ready_and_before_queued_actions(
 }
 
 #[test]
+fn events_while_filters_are_reapplied_are_counted_discards_and_ready_comes_first() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let f = h.client.add_filter(h.now, "Event: Hangup").unwrap();
+    h.drain();
+    h.take("Filter");
+    h.feed(&success(f.as_str(), "Filter Added Successfully"));
+    h.feed(&event("Hangup", 1));
+    let retry = match &h.eof()[..] {
+        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    h.feed(&scripted::login_ok(id_of(&login)));
+    let reapplied = h.take("Filter");
+    // The server is not filtering yet: whatever it sends now may be what the filter keeps
+    // out, and it belongs to a session the stream has not announced.
+    h.feed(&event("Newchannel", 2));
+    h.feed(&event("Hangup", 3));
+    let out = h.feed(&success(id_of(&reapplied), "ok"));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    h.feed(&event("Hangup", 4));
+    let items = h.events();
+    assert_eq!(
+        labels(&items),
+        [
+            "ready",
+            "Hangup1",
+            "down:eof",
+            "Discarded { reason: BeforeReady, count: 2 }",
+            "ready",
+            "Hangup4"
+        ]
+    );
+    assert_eq!(h.client.stats().discarded, 2);
+}
+
+#[test]
 fn filter_added_while_disconnected_is_sent_once_on_the_first_connection() {
     let t0 = Instant::now();
     let mut h = Harness::new(base().build().unwrap(), t0);

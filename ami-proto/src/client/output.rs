@@ -118,6 +118,10 @@ pub enum Discard {
     Malformed(crate::DecodeError),
     /// A complete message whose first line is neither `Event:` nor `Response:`.
     NotEventOrResponse,
+    /// An event that arrived after a reconnect's login, while the session's filters were
+    /// being re-applied: it may be one the filters exist to keep out, and the stream's
+    /// `Ready` is the first item of every session (a state kept from events resyncs there).
+    BeforeReady,
     /// A response whose ActionID matches no action of this connection.
     UnmatchedResponse,
 }
@@ -128,6 +132,9 @@ impl std::fmt::Display for Discard {
             Discard::Malformed(e) => write!(f, "{e}"),
             Discard::NotEventOrResponse => {
                 f.write_str("message that is neither event nor response skipped")
+            }
+            Discard::BeforeReady => {
+                f.write_str("event before the session was ready (filters being re-applied) skipped")
             }
             Discard::UnmatchedResponse => {
                 f.write_str("response with an unknown or missing ActionID skipped")

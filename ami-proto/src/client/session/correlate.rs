@@ -132,6 +132,13 @@ impl Client {
         {
             self.conn.server_shutdown = true;
         }
+        if self.conn.ready_since.is_none() {
+            // The session is not announced yet: a reconnect still re-applying its filters
+            // (or a server sending events before the login's answer). Ready must come first
+            // in the stream, and these events may not have passed the filters.
+            self.discarded(now, Discard::BeforeReady);
+            return;
+        }
         let shared = msg.shared_bytes();
         match self.events.offer(msg) {
             Offer::Queued => {
