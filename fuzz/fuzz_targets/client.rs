@@ -40,6 +40,10 @@ struct Harness {
     connects_ok: bool,
     banner: bool,
     connected: bool,
+    /// `logoff` was called: the client must never connect again.
+    logged_off: bool,
+    /// The stream's last session boundary was a `Ready`: an event may follow.
+    in_session: bool,
     /// `FUZZ_TRACE` set: each step and outcome on stderr, for reading a crash.
     trace: bool,
 }
@@ -103,6 +107,8 @@ impl Harness {
             connects_ok: c & 16 == 0,
             banner: c & 32 == 0,
             connected: false,
+            logged_off: false,
+            in_session: false,
             trace: std::env::var_os("FUZZ_TRACE").is_some(),
         })
     }
@@ -114,6 +120,7 @@ impl Harness {
         for _ in 0..100_000 {
             match self.client.poll_output() {
                 Output::Connect => {
+                    assert!(!self.logged_off, "a connect after logoff");
                     if self.connects_ok {
                         self.client.handle_input(self.now, Input::Connected);
                         self.connected = true;
@@ -353,11 +360,15 @@ impl Harness {
                 let n = usize::from(input.byte());
                 for _ in 0..n {
                     match self.client.poll_queued() {
-                        Some(q) => {
-                            if let StreamItem::Event(m) = q.into_item() {
+                        Some(q) => match q.into_item() {
+                            StreamItem::Event(m) => {
                                 assert!(!m.is_empty());
+                                assert!(self.in_session, "an event before its session's Ready");
                             }
-                        }
+                            StreamItem::Ready { .. } => self.in_session = true,
+                            StreamItem::Disconnected { .. } => self.in_session = false,
+                            _ => {}
+                        },
                         None => break,
                     }
                 }
@@ -374,6 +385,7 @@ impl Harness {
                 let r = match what % 4 {
                     0 => {
                         self.client.logoff(self.now);
+                        self.logged_off = true;
                         None
                     }
                     1 => Some(self.client.add_filter(self.now, "Event: Newchannel")),
