@@ -574,3 +574,84 @@ fn a_snapshot_the_client_refuses_at_send_is_asked_again_then_reported_stale_not_
     tr.resync();
     assert!(tr.poll_request().is_some());
 }
+
+/// Linkedid and channel Uniqueids of each CallEnded in `updates`, in order.
+fn ended_ids(updates: &[CallUpdate]) -> Vec<(String, Vec<String>)> {
+    updates
+        .iter()
+        .filter_map(|u| match u {
+            CallUpdate::CallEnded(c) => Some((
+                c.linkedid.clone(),
+                c.channels
+                    .iter()
+                    .map(|e| e.channel.uniqueid.clone())
+                    .collect(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ids(linkedid: &str, uids: &[&str]) -> (String, Vec<String>) {
+    (
+        linkedid.to_string(),
+        uids.iter().map(|u| u.to_string()).collect(),
+    )
+}
+
+#[test]
+fn a_channel_that_moves_to_another_linkedid_ends_its_old_call_once() {
+    // An attended transfer: A (1.1) called B (1.2); B called C through 2.1 -> 2.2; B
+    // completes the transfer, its two legs hang up, and C is bridged with A, taking A's
+    // Linkedid (Asterisk gives a bridge's channels the oldest Linkedid among them).
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    t.feed(&ev("Newchannel", "1.2", "1.1", 6, ""));
+    t.feed(&ev("Newchannel", "2.1", "2.1", 6, ""));
+    t.feed(&ev("Newchannel", "2.2", "2.1", 6, ""));
+    t.feed(&ev("Hangup", "1.2", "1.1", 6, "Cause: 16"));
+    t.feed(&ev("Hangup", "2.1", "2.1", 6, "Cause: 16"));
+    assert!(t.ended().is_empty(), "each call has a channel left");
+    t.feed(&ev("BridgeEnter", "2.2", "1.1", 6, "BridgeUniqueid: b-1"));
+    let updates = t.drain_updates();
+    assert_eq!(
+        ended_ids(&updates),
+        [ids("2.1", &["2.1"])],
+        "call 2.1 has no channel left: it ends"
+    );
+    let CallUpdate::CallEnded(call) = &updates[0] else {
+        panic!("{updates:?}")
+    };
+    assert_eq!(call.channels_moved, 1);
+    assert_eq!(t.tr.call("1.1").unwrap().len(), 2);
+    assert!(t.tr.call("2.1").is_none());
+    t.feed(&ev("Hangup", "2.2", "1.1", 6, "Cause: 16"));
+    t.feed(&ev("Hangup", "1.1", "1.1", 6, "Cause: 16"));
+    assert_eq!(
+        ended_ids(&t.drain_updates()),
+        [ids("1.1", &["1.2", "2.2", "1.1"])],
+        "the moved channel ends with its new call; the old call is not ended again"
+    );
+    assert_eq!(t.tr.stats().calls, 0);
+}
+
+#[test]
+fn a_call_whose_every_channel_moves_to_another_linkedid_ends_once_with_none_ended() {
+    // Both channels of call 2.1 join a bridge with the older call 1.1 and take its Linkedid.
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    t.feed(&ev("Newchannel", "2.1", "2.1", 6, ""));
+    t.feed(&ev("Newchannel", "2.2", "2.1", 6, ""));
+    t.feed(&ev("BridgeEnter", "2.1", "1.1", 6, "BridgeUniqueid: b-1"));
+    assert!(t.ended().is_empty(), "2.2 is still in call 2.1");
+    t.feed(&ev("BridgeEnter", "2.2", "1.1", 6, "BridgeUniqueid: b-1"));
+    let updates = t.drain_updates();
+    assert_eq!(ended_ids(&updates), [ids("2.1", &[])]);
+    let CallUpdate::CallEnded(call) = &updates[0] else {
+        panic!("{updates:?}")
+    };
+    assert_eq!(call.channels_moved, 2);
+    assert_eq!(t.tr.call("1.1").unwrap().len(), 3);
+}

@@ -233,7 +233,8 @@ pub struct EndedChannel {
     pub ending: Ending,
 }
 
-/// A call (the channels sharing a `Linkedid`) whose last channel ended.
+/// A call (the channels sharing a `Linkedid`) with no live channel left: its last channel
+/// ended, or moved to another call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EndedCall {
@@ -244,6 +245,11 @@ pub struct EndedCall {
     pub channels: Vec<EndedChannel>,
     /// Ended channels beyond [`MAX_ENDED_PER_CALL`], not kept.
     pub channels_not_kept: u64,
+    /// Channels that left it for another call while live (their `Linkedid` changed: a
+    /// transfer, a bridge with an older call, a Local channel optimised away). They are not
+    /// in `channels`: they end with the call they joined. A call all of whose channels moved
+    /// ends with `channels` empty.
+    pub channels_moved: u64,
 }
 
 /// Most ended channels one call keeps while other channels of it are still live (a long call

@@ -222,7 +222,7 @@ pub enum CallUpdate {
     Stale(StaleReason),
     /// A snapshot was reconciled: the view is live again.
     Resynced(ResyncReport),
-    /// A call's last channel ended.
+    /// A call has no live channel left: its last channel ended, or moved to another call.
     CallEnded(EndedCall),
     /// An Originate sent through the tracker changed state.
     Originate {
@@ -625,8 +625,7 @@ impl CallTracker {
     fn effects(&mut self, fx: Effects) {
         if let Some((uid, value)) = fx.tagged {
             let tag = OriginateTag(value);
-            self.view
-                .modify(&uid, |ch| ch.originate = Some(tag.clone()));
+            self.view.set_originate(&uid, &tag);
             self.link(&tag, &uid);
         }
         for (uid, cause, tag) in fx.channels_ended {
@@ -705,8 +704,7 @@ impl CallTracker {
             Purpose::Originate(tag) => {
                 let answer = answer_of(&reply);
                 if let Answer::Running(Some(uid)) = &answer {
-                    if self.view.channel(uid).is_some() {
-                        self.view.modify(uid, |ch| ch.originate = Some(tag.clone()));
+                    if self.view.set_originate(uid, &tag) {
                         self.link(&tag, uid);
                     }
                 }
@@ -820,13 +818,14 @@ impl CallTracker {
             }
         }
         // Continued and adopted.
+        let mut moved_out = Vec::new();
         for (uid, item) in &snapshot {
             let bridge = item
                 .get_str("BridgeId")
                 .or_else(|| item.get_str("BridgeID"))
                 .filter(|b| !b.is_empty())
                 .map(str::to_owned);
-            let known = self.view.modify(uid, |ch| {
+            let known = self.view.modify(uid, &mut moved_out, |ch| {
                 ch.update(item, now, false);
                 ch.bridge = bridge.clone();
             });
@@ -839,6 +838,9 @@ impl CallTracker {
                     report.adopted += 1;
                 }
             }
+        }
+        for call in moved_out {
+            self.update(CallUpdate::CallEnded(call));
         }
         self.stats.ended_unobserved += report.ended_unobserved as u64;
         report
@@ -861,10 +863,7 @@ impl CallTracker {
             }
         }
         for (uid, tag) in found {
-            if self
-                .view
-                .modify(&uid, |ch| ch.originate = Some(tag.clone()))
-            {
+            if self.view.set_originate(&uid, &tag) {
                 self.link(&tag, &uid);
             }
         }

@@ -12,6 +12,7 @@ struct CallEntry {
     live: BTreeSet<String>,
     ended: Vec<EndedChannel>,
     not_kept: u64,
+    moved: u64,
 }
 
 /// What one event did, for the tracker to act on.
@@ -111,8 +112,15 @@ impl View {
         true
     }
 
-    /// Applies `f` to a channel, keeping the call index right if its Linkedid changes.
-    pub(crate) fn modify(&mut self, uniqueid: &str, f: impl FnOnce(&mut Channel)) -> bool {
+    /// Applies `f` to a channel; false if the view does not hold it. A changed Linkedid moves
+    /// the channel to that call, and the call it left ends (into `ended`) if that was its
+    /// last live channel: nothing else would ever end it.
+    pub(crate) fn modify(
+        &mut self,
+        uniqueid: &str,
+        ended: &mut Vec<EndedCall>,
+        f: impl FnOnce(&mut Channel),
+    ) -> bool {
         let Some(ch) = self.channels.get_mut(uniqueid) else {
             return false;
         };
@@ -122,16 +130,24 @@ impl View {
             let after = ch.linkedid.clone();
             if let Some(old) = self.calls.get_mut(&before) {
                 old.live.remove(uniqueid);
-                if old.live.is_empty() && old.ended.is_empty() {
-                    self.calls.remove(&before);
-                }
+                old.moved += 1;
             }
             self.calls
                 .entry(after)
                 .or_default()
                 .live
                 .insert(uniqueid.to_string());
+            ended.extend(self.settle(&before));
         }
+        true
+    }
+
+    /// Sets a channel's originate tag; false if the view does not hold it.
+    pub(crate) fn set_originate(&mut self, uniqueid: &str, tag: &OriginateTag) -> bool {
+        let Some(ch) = self.channels.get_mut(uniqueid) else {
+            return false;
+        };
+        ch.originate = Some(tag.clone());
         true
     }
 
@@ -146,14 +162,20 @@ impl View {
         } else {
             entry.not_kept += 1;
         }
-        if !entry.live.is_empty() {
+        self.settle(&linkedid)
+    }
+
+    /// Removes the call `linkedid` once no live channel is left in it, and returns it.
+    fn settle(&mut self, linkedid: &str) -> Option<EndedCall> {
+        if !self.calls.get(linkedid)?.live.is_empty() {
             return None;
         }
-        let entry = self.calls.remove(&linkedid)?;
+        let entry = self.calls.remove(linkedid)?;
         Some(EndedCall {
-            linkedid,
+            linkedid: linkedid.to_string(),
             channels: entry.ended,
             channels_not_kept: entry.not_kept,
+            channels_moved: entry.moved,
         })
     }
 
@@ -168,7 +190,7 @@ impl View {
         if is("Newchannel") {
             if self.channels.contains_key(&uid) {
                 // Seen in a snapshot first: its creation is observed after all.
-                self.modify(&uid, |ch| {
+                self.modify(&uid, &mut fx.calls_ended, |ch| {
                     ch.update(msg, now, true);
                     if ch.adopted {
                         ch.adopted = false;
@@ -219,7 +241,7 @@ impl View {
             None
         };
         let rename = is("Rename").then(|| text(msg, "Newname")).flatten();
-        let known = self.modify(&uid, |ch| {
+        let known = self.modify(&uid, &mut fx.calls_ended, |ch| {
             ch.update(msg, now, true);
             if let Some(b) = bridge {
                 ch.bridge = b;
