@@ -655,3 +655,45 @@ fn a_call_whose_every_channel_moves_to_another_linkedid_ends_once_with_none_ende
     assert_eq!(call.channels_moved, 2);
     assert_eq!(t.tr.call("1.1").unwrap().len(), 3);
 }
+
+#[test]
+fn a_call_still_live_in_the_snapshot_is_not_ended_by_a_resync_and_ends_once() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    t.feed(&ev("Newchannel", "5.1", "5.1", 6, ""));
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 9 });
+    t.pump();
+    // Unseen during the gap: 1.1 dialled 1.2 and left (a blind transfer), so call 1.1 goes
+    // on without it; 5.1 dialled 5.2, then joined a bridge with the older call 4.1.
+    t.channels(
+        &[
+            ("1.2", "1.1", 6),
+            ("4.1", "4.1", 6),
+            ("5.1", "4.1", 6),
+            ("5.2", "5.1", 5),
+        ],
+        "",
+    );
+    let updates = t.drain_updates();
+    assert_eq!(report(&updates), (1, 1, 3, 0));
+    assert_eq!(
+        ended_ids(&updates),
+        [],
+        "calls 1.1 and 5.1 are live in the snapshot"
+    );
+    assert_eq!(t.tr.call("1.1").unwrap().len(), 1);
+    assert_eq!(t.tr.call("5.1").unwrap().len(), 1);
+    t.feed(&ev("Hangup", "1.2", "1.1", 6, "Cause: 16"));
+    t.feed(&ev("Hangup", "5.2", "5.1", 5, "Cause: 19"));
+    let updates = t.drain_updates();
+    assert_eq!(
+        ended_ids(&updates),
+        [ids("1.1", &["1.1", "1.2"]), ids("5.1", &["5.2"])],
+        "each ends once, with every channel it had"
+    );
+    let CallUpdate::CallEnded(call) = &updates[0] else {
+        panic!("{updates:?}")
+    };
+    assert!(call.unobserved(), "1.1 ended unseen");
+}

@@ -147,7 +147,7 @@ use crate::client::session::SendOptions;
 use crate::wire::action::Action;
 use crate::wire::message::Message;
 use originate::{answer_of, Answer, Record};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 use thiserror::Error;
 use view::{Effects, View};
@@ -793,7 +793,12 @@ impl CallTracker {
             .filter_map(|m| m.get_str("Uniqueid").map(|u| (u.to_string(), m)))
             .collect();
         let mut report = ResyncReport::default();
+        // Calls are ended only once the whole snapshot is in: a call whose channels all
+        // left the view may still be live in it, through channels adopted or moved into it
+        // below, and must then be neither ended now nor a second time later.
+        let mut touched = BTreeSet::new();
         // Gone while unobserved: a Hangup seen before the snapshot would have removed it.
+        // Ended first, so that at the channel cap they make room for the adopted.
         for uid in self.view.uniqueids() {
             if snapshot.contains_key(&uid) {
                 continue;
@@ -802,34 +807,29 @@ impl CallTracker {
                 continue;
             };
             let (last_seen, tag) = (ch.last_seen, ch.originate.clone());
-            let ended = self.view.end(
-                &uid,
-                Ending::Unobserved {
-                    last_seen,
-                    noticed: now,
-                },
-            );
+            let ending = Ending::Unobserved {
+                last_seen,
+                noticed: now,
+            };
+            touched.extend(self.view.end_unsettled(&uid, ending));
             report.ended_unobserved += 1;
             if let Some(tag) = tag {
                 self.originate_channel_ended(&tag, &uid, None, true);
             }
-            if let Some(call) = ended {
-                self.update(CallUpdate::CallEnded(call));
-            }
         }
         // Continued and adopted.
-        let mut moved_out = Vec::new();
         for (uid, item) in &snapshot {
             let bridge = item
                 .get_str("BridgeId")
                 .or_else(|| item.get_str("BridgeID"))
                 .filter(|b| !b.is_empty())
                 .map(str::to_owned);
-            let known = self.view.modify(uid, &mut moved_out, |ch| {
+            let known = self.view.modify_unsettled(uid, |ch| {
                 ch.update(item, now, false);
                 ch.bridge = bridge.clone();
             });
-            if known {
+            if let Some(left) = known {
+                touched.extend(left);
                 report.continued += 1;
             } else if let Some(mut ch) = Channel::from_block(item, now) {
                 ch.adopted = true;
@@ -839,8 +839,10 @@ impl CallTracker {
                 }
             }
         }
-        for call in moved_out {
-            self.update(CallUpdate::CallEnded(call));
+        for linkedid in touched {
+            if let Some(call) = self.view.settle(&linkedid) {
+                self.update(CallUpdate::CallEnded(call));
+            }
         }
         self.stats.ended_unobserved += report.ended_unobserved as u64;
         report

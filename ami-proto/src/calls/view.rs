@@ -121,25 +121,42 @@ impl View {
         ended: &mut Vec<EndedCall>,
         f: impl FnOnce(&mut Channel),
     ) -> bool {
-        let Some(ch) = self.channels.get_mut(uniqueid) else {
-            return false;
-        };
+        match self.modify_unsettled(uniqueid, f) {
+            None => false,
+            Some(left) => {
+                if let Some(left) = left {
+                    ended.extend(self.settle(&left));
+                }
+                true
+            }
+        }
+    }
+
+    /// [`modify`](Self::modify) without ending the call the channel left: `None` if the view
+    /// does not hold the channel, else the Linkedid it left, if it moved. The caller must
+    /// [`settle`](Self::settle) that call, or it stays in the index for good.
+    pub(crate) fn modify_unsettled(
+        &mut self,
+        uniqueid: &str,
+        f: impl FnOnce(&mut Channel),
+    ) -> Option<Option<String>> {
+        let ch = self.channels.get_mut(uniqueid)?;
         let before = ch.linkedid.clone();
         f(ch);
-        if ch.linkedid != before {
-            let after = ch.linkedid.clone();
-            if let Some(old) = self.calls.get_mut(&before) {
-                old.live.remove(uniqueid);
-                old.moved += 1;
-            }
-            self.calls
-                .entry(after)
-                .or_default()
-                .live
-                .insert(uniqueid.to_string());
-            ended.extend(self.settle(&before));
+        if ch.linkedid == before {
+            return Some(None);
         }
-        true
+        let after = ch.linkedid.clone();
+        if let Some(old) = self.calls.get_mut(&before) {
+            old.live.remove(uniqueid);
+            old.moved += 1;
+        }
+        self.calls
+            .entry(after)
+            .or_default()
+            .live
+            .insert(uniqueid.to_string());
+        Some(Some(before))
     }
 
     /// Sets a channel's originate tag; false if the view does not hold it.
@@ -153,6 +170,13 @@ impl View {
 
     /// Ends a channel; returns its call if that was the call's last live channel.
     pub(crate) fn end(&mut self, uniqueid: &str, ending: Ending) -> Option<EndedCall> {
+        let linkedid = self.end_unsettled(uniqueid, ending)?;
+        self.settle(&linkedid)
+    }
+
+    /// [`end`](Self::end) without ending its call: the call's Linkedid, for the caller to
+    /// [`settle`](Self::settle); `None` if the view does not hold the channel.
+    pub(crate) fn end_unsettled(&mut self, uniqueid: &str, ending: Ending) -> Option<String> {
         let channel = self.channels.remove(uniqueid)?;
         let linkedid = channel.linkedid.clone();
         let entry = self.calls.entry(linkedid.clone()).or_default();
@@ -162,11 +186,11 @@ impl View {
         } else {
             entry.not_kept += 1;
         }
-        self.settle(&linkedid)
+        Some(linkedid)
     }
 
     /// Removes the call `linkedid` once no live channel is left in it, and returns it.
-    fn settle(&mut self, linkedid: &str) -> Option<EndedCall> {
+    pub(crate) fn settle(&mut self, linkedid: &str) -> Option<EndedCall> {
         if !self.calls.get(linkedid)?.live.is_empty() {
             return None;
         }
