@@ -697,3 +697,19 @@ fn a_call_still_live_in_the_snapshot_is_not_ended_by_a_resync_and_ends_once() {
     };
     assert!(call.unobserved(), "1.1 ended unseen");
 }
+
+#[test]
+fn a_rename_updates_the_channel_name_though_it_carries_no_channel_state() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    // As Asterisk sends it: the old name, the new one, the Uniqueid, nothing more.
+    t.feed(
+        b"Event: Rename\r\nChannel: PJSIP/1.1\r\nNewname: PJSIP/1.1<MASQ>\r\nUniqueid: 1.1\r\n\r\n",
+    );
+    let ch = t.tr.channel("1.1").unwrap();
+    assert_eq!(ch.name, "PJSIP/1.1<MASQ>");
+    assert_eq!(ch.state, ChannelState::Up, "no state is made up");
+    assert_eq!(ch.linkedid, "1.1");
+    assert_eq!(t.tr.stats().unknown_channel_events, 0);
+}

@@ -254,6 +254,22 @@ impl View {
                 }
             }
         }
+        if is("Rename") {
+            // Rename carries no channel block (no ChannelState, and `Channel` is the old
+            // name), so the block gate below would drop it: only its new name is news.
+            if let Some(name) = text(msg, "Newname").filter(|n| !n.is_empty()) {
+                let known = self.modify(&uid, &mut fx.calls_ended, |ch| {
+                    ch.name = name;
+                    ch.last_seen = now;
+                });
+                if !known {
+                    self.unknown += 1;
+                }
+            }
+            return fx;
+        }
+        // Only events with a channel block describe the channel: others naming a Uniqueid
+        // (an OriginateResponse, say) carry fields that are not its state.
         if msg.get("ChannelState").is_none() || uid.is_empty() {
             return fx;
         }
@@ -264,14 +280,10 @@ impl View {
         } else {
             None
         };
-        let rename = is("Rename").then(|| text(msg, "Newname")).flatten();
         let known = self.modify(&uid, &mut fx.calls_ended, |ch| {
             ch.update(msg, now, true);
             if let Some(b) = bridge {
                 ch.bridge = b;
-            }
-            if let Some(n) = rename {
-                ch.name = n;
             }
         });
         if !known {
