@@ -531,7 +531,9 @@ fn a_failing_snapshot_is_retried_then_given_up_until_the_next_session() {
 fn an_answer_to_an_older_resync_is_ignored() {
     let mut t = T::new();
     let old = t.take("CoreShowChannels");
-    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    // A new resync while one is in flight (a gap there no longer starts one: the snapshot
+    // to come covers it).
+    t.tr.resync();
     t.pump();
     t.feed(&list(&old, "CoreShowChannel", &[("9.1", "9.1", 6)], ""));
     assert!(t.tr.is_resyncing());
@@ -712,4 +714,70 @@ fn a_rename_updates_the_channel_name_though_it_carries_no_channel_state() {
     assert_eq!(ch.state, ChannelState::Up, "no state is made up");
     assert_eq!(ch.linkedid, "1.1");
     assert_eq!(t.tr.stats().unknown_channel_events, 0);
+}
+
+#[test]
+fn gaps_while_each_snapshot_is_in_flight_do_not_keep_the_view_from_going_live() {
+    // A steady trickle: a gap while every snapshot is on its way. The snapshot is taken
+    // after the events a gap before its mark lost, so it covers them.
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    for round in 0..4 {
+        t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 2 });
+        t.pump();
+        assert!(t.tr.is_resyncing());
+        t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 3 });
+        t.pump();
+        t.channels(&[("1.1", "1.1", 6)], "");
+        assert!(
+            !t.tr.is_stale(),
+            "round {round}: live once its snapshot is in"
+        );
+        assert!(t.h.inbox.is_empty(), "round {round}: one snapshot asked");
+    }
+    assert_eq!(t.tr.stats().resynced, 5);
+}
+
+#[test]
+fn gaps_after_a_snapshots_mark_ask_for_one_more_snapshot_not_one_each() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    t.pump();
+    let id = t.take("CoreShowChannels");
+    // The snapshot's mark is read, then events after it are lost (three gaps), and only
+    // then is its answer handed over.
+    t.tick();
+    t.h.feed(&list(
+        &id,
+        "CoreShowChannel",
+        &[("1.1", "1.1", 6), ("2.1", "2.1", 4)],
+        "",
+    ));
+    for item in t.h.events() {
+        t.tr.handle_item(t.h.now, &item);
+    }
+    for _ in 0..3 {
+        t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    }
+    t.pump();
+    assert!(
+        t.tr.channel("2.1").is_some(),
+        "the snapshot is applied, not thrown away"
+    );
+    assert!(t.tr.is_resyncing(), "events after it were lost: not live");
+    assert_eq!(
+        t.h.inbox_actions(),
+        ["CoreShowChannels"],
+        "one more, not three"
+    );
+    t.channels(&[("1.1", "1.1", 6)], "");
+    assert!(!t.tr.is_stale());
+    assert_eq!(
+        ended_ids(&t.drain_updates()),
+        [ids("2.1", &["2.1"])],
+        "2.1 ended while unseen"
+    );
 }

@@ -27,11 +27,13 @@
 //! The view is *live* while every event reaches it. A [`StreamItem::Gap`] or a
 //! [`StreamItem::Disconnected`] makes it *stale* ([`CallUpdate::Stale`]); the next `Ready` (or
 //! the gap itself) starts a resync: the tracker asks for `CoreShowChannels` (and `Status` with
-//! its tag variable when an Originate is in doubt). Each snapshot action carries a stream
-//! mark, so the tracker knows exactly which events the server sent before its answer and
-//! which after: events before the mark are applied as they come, the snapshot is applied at
-//! the mark, and events after the mark that arrive before the answer is in hand are held and
-//! applied after it. No event is lost or applied twice, and the snapshot never overwrites a
+//! its tag variable when an Originate is in doubt). A gap while a snapshot is on its way
+//! starts nothing new: before the snapshot's mark the snapshot covers it; after the mark one
+//! more snapshot follows once this one is applied, however many gaps came. Each snapshot
+//! action carries a stream mark, so the tracker knows exactly which events the server sent
+//! before its answer and which after: events before the mark are applied as they come, the
+//! snapshot is applied at the mark, and events after the mark that arrive before the answer
+//! is in hand are held and applied after it. No event is lost or applied twice, and the snapshot never overwrites a
 //! newer event. Then it reconciles, and says so ([`CallUpdate::Resynced`]):
 //! - channels in the view and in the snapshot continue (the snapshot's state wins: what
 //!   changed during the outage was not seen, so an answer then has no time);
@@ -303,6 +305,8 @@ struct Resync {
     /// Its mark has been read: events from here on come after the snapshot.
     marked: bool,
     tags: Tags,
+    /// Events after its mark were lost (this many): once it is in, another is needed.
+    again: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -369,21 +373,13 @@ impl CallTracker {
     pub fn handle_item(&mut self, now: Instant, item: &StreamItem) {
         match item {
             StreamItem::Event(msg) => self.event(now, msg),
-            StreamItem::Gap { dropped } => {
-                if !matches!(self.sync, Sync::Down) {
-                    self.start_resync(StaleReason::Gap { dropped: *dropped });
-                }
-            }
+            StreamItem::Gap { dropped } => self.gap(*dropped),
             // Input the decoder threw away may have been an event this view needed: treat it
             // like a gap. Skipped non-events and unmatched responses change nothing here.
             StreamItem::Discarded {
                 reason: crate::Discard::Malformed(_),
                 count,
-            } => {
-                if !matches!(self.sync, Sync::Down) {
-                    self.start_resync(StaleReason::Gap { dropped: *count });
-                }
-            }
+            } => self.gap(*count),
             StreamItem::Discarded { .. } => {}
             StreamItem::Ready { .. } => {
                 self.attempts = 0;
@@ -591,7 +587,27 @@ impl CallTracker {
             applied: None,
             marked: false,
             tags,
+            again: None,
         }));
+    }
+
+    /// `dropped` events were lost here in the stream.
+    fn gap(&mut self, dropped: u64) {
+        match &mut self.sync {
+            Sync::Down => {}
+            // Before the snapshot's mark: the snapshot is taken after the lost events and
+            // shows what they did. Asking again here would throw away a snapshot that is
+            // right, and a gap during every round trip would then keep the view stale.
+            Sync::Resyncing(r) if !r.marked => {
+                log::debug!("AMI call tracker: {dropped} events lost before the snapshot");
+            }
+            // After it: the view will miss them, so one more snapshot once this one is in;
+            // one, however many gaps come, so the snapshots in flight stay one.
+            Sync::Resyncing(r) => {
+                r.again = Some(r.again.unwrap_or(0).saturating_add(dropped));
+            }
+            Sync::Live | Sync::Stuck => self.start_resync(StaleReason::Gap { dropped }),
+        }
     }
 
     fn event(&mut self, now: Instant, msg: &Message) {
@@ -739,7 +755,15 @@ impl CallTracker {
                 let done = matches!(&self.sync, Sync::Resyncing(r) if r.applied.is_some() && r.tags != Tags::Asked);
                 if done {
                     if let Sync::Resyncing(r) = std::mem::replace(&mut self.sync, Sync::Live) {
-                        self.finish_resync(*r);
+                        match r.again {
+                            // Not live: in-doubt Originates stay in doubt (their channels'
+                            // events may be among those lost) and the next one asks again.
+                            Some(dropped) => {
+                                self.attempts = 0;
+                                self.start_resync(StaleReason::Gap { dropped });
+                            }
+                            None => self.finish_resync(*r),
+                        }
                     }
                 }
             }
