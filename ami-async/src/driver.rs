@@ -234,10 +234,23 @@ impl<R: Runtime> Pump<R> {
         let now = R::now();
         let hold_over = matches!(woke, Some(Woke::HoldOver));
         let opened = matches!(woke, Some(Woke::Opened(Ok(_))));
-        match woke.and_then(|w| self.input(w, &mut shared.client)) {
-            Some(Report::Timeout) => shared.client.handle_timeout(now),
-            Some(input) => shared.client.handle_input(now, input.as_input(&self.buf)),
-            None => {}
+        let timed_out = match woke.and_then(|w| self.input(w, &mut shared.client)) {
+            Some(Report::Timeout) => {
+                shared.client.handle_timeout(now);
+                true
+            }
+            Some(input) => {
+                shared.client.handle_input(now, input.as_input(&self.buf));
+                false
+            }
+            None => false,
+        };
+        if !timed_out && self.armed.is_some_and(|at| at <= now) {
+            // The sources are polled read first: while the server keeps the socket readable
+            // the timer is never polled, and without this no deadline (an action's, the
+            // heartbeat's, the Logoff's) would fire until the flood stops.
+            self.armed = None;
+            shared.client.handle_timeout(now);
         }
         if !inner.has_users() {
             // Nobody can send or receive any more: close instead of reconnecting for no one.

@@ -32,11 +32,19 @@ struct Wire {
     direct: bool,
     /// Writes made through the direct writer.
     direct_writes: usize,
+    /// The server floods: a read that finds nothing gets a fresh event, so the socket is
+    /// never found empty.
+    flood: bool,
+    /// Events the flood made.
+    flooded: u64,
 }
 
 thread_local! {
     /// The wire the next connect on this thread gets.
     static WIRE: RefCell<Option<Arc<Mutex<Wire>>>> = const { RefCell::new(None) };
+    /// How far this thread's clock runs ahead of the real one: a test moves time on
+    /// without sleeping.
+    static AHEAD: std::cell::Cell<std::time::Duration> = const { std::cell::Cell::new(std::time::Duration::ZERO) };
 }
 
 struct Scripted;
@@ -47,7 +55,7 @@ impl Runtime for Scripted {
     type Tcp = ScriptedTcp;
     type Timer = NeverTimer;
     fn now() -> Instant {
-        Instant::now()
+        Instant::now() + AHEAD.with(|a| a.get())
     }
     fn resolve(_: String, _: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
         Box::pin(async { Err(io::ErrorKind::NotFound.into()) })
@@ -66,6 +74,14 @@ impl Runtime for Scripted {
 impl Transport for ScriptedTcp {
     fn poll_read(&mut self, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut w = self.0.lock().unwrap();
+        if w.incoming.is_empty() && w.flood {
+            w.flooded += 1;
+            let event = format!(
+                "Event: UserEvent\r\nUserEvent: T\r\nSeq: {}\r\n\r\n",
+                w.flooded
+            );
+            w.incoming.extend(event.bytes());
+        }
         if w.incoming.is_empty() {
             return Poll::Pending;
         }
@@ -557,4 +573,39 @@ fn a_lone_action_is_written_by_its_caller_and_busier_ones_by_the_driver() {
     rig.spin();
     assert!(matches!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
     assert!(matches!(second.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+}
+
+#[test]
+fn an_action_deadline_fires_while_the_server_keeps_the_socket_readable() {
+    use ami_proto::{Action, ActionError, SendOptions};
+    use std::time::Duration;
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    rig.wire.lock().unwrap().flood = true;
+    let handle = rig.handle.clone();
+    let mut ping = Box::pin(handle.send_with(
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_millis(20)),
+    ));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    // Past the deadline. The scripted timer never fires: only a turn that looks at the
+    // clock itself can see the deadline while every poll of the socket finds an event.
+    AHEAD.with(|a| a.set(Duration::from_secs(1)));
+    let mut outcome = None;
+    for _ in 0..64 {
+        rig.spin();
+        while rig.events.try_recv().is_some() {}
+        if let Poll::Ready(r) = ping.as_mut().poll(&mut cx) {
+            outcome = Some(r);
+            break;
+        }
+    }
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    let flooded = rig.wire.lock().unwrap().flooded;
+    match outcome {
+        Some(Err(crate::AmiError::Action(ActionError::TimedOut { .. }))) => {}
+        other => panic!("after {flooded} flooded events: {other:?}"),
+    }
 }
