@@ -9,6 +9,10 @@ use std::time::Duration;
 /// Longest server name accepted, in bytes (names travel in every subject and JSON body).
 pub const MAX_SERVER_NAME_LEN: usize = 128;
 
+/// Longest event-name token of a subject, in bytes. nats-server refuses a publish whose
+/// line is over 4 KiB (and closes the connection), and the server chooses event names.
+pub(crate) const MAX_EVENT_TOKEN_LEN: usize = 128;
+
 /// One Asterisk server the bridge may serve.
 #[derive(Debug, Clone)]
 pub struct ServerSpec {
@@ -59,15 +63,48 @@ impl ServerSpec {
 
 /// A server name as a subject token (see [`ServerSpec::token`]).
 pub(crate) fn subject_token(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    name.chars().map(token_char).collect()
+}
+
+/// `c` if it may stand in a subject token as it is, else `_`.
+fn token_char(c: char) -> char {
+    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+        c
+    } else {
+        '_'
+    }
+}
+
+/// An AMI event name as one subject token, never empty and at most
+/// [`MAX_EVENT_TOKEN_LEN`] bytes: an empty name becomes `_` (as a missing one does); a
+/// longer one is cut and ends in `-` and a hash of the whole name, so two long names that
+/// share their start still get two subjects. The body keeps the name as sent.
+pub(crate) fn event_token(name: &str) -> String {
+    if name.is_empty() {
+        return "_".into();
+    }
+    // Each character gives one byte of token, so a name of at most this many bytes fits.
+    if name.len() <= MAX_EVENT_TOKEN_LEN {
+        return subject_token(name);
+    }
+    const HASH_LEN: usize = 1 + 16;
+    let mut token = subject_token_prefix(name, MAX_EVENT_TOKEN_LEN - HASH_LEN);
+    let _ = std::fmt::Write::write_fmt(&mut token, format_args!("-{:016x}", fnv1a(name)));
+    token
+}
+
+/// [`subject_token`] of the first `n` characters of `name` only (a long name is not copied
+/// whole).
+fn subject_token_prefix(name: &str, n: usize) -> String {
+    name.chars().take(n).map(token_char).collect()
+}
+
+/// FNV-1a, 64 bits: stable across processes and Rust releases (std's hashers are not),
+/// so a name's subject does not change when the bridge is rebuilt or restarted.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Limits of the JetStream stream the bridge creates when it is absent. An existing stream

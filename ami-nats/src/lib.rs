@@ -5,7 +5,9 @@
 //! - every event is published on `ami.<server>.event.<Event>` with its headers in wire order
 //!   (JSON, the schema of `ami listen`, see [`schema`]) and a message ID built from the
 //!   server, the session and the position, so a publish retried after a NATS hiccup is stored
-//!   once (JetStream de-duplication);
+//!   once (JetStream de-duplication); `<Event>` is the name as one subject token (a
+//!   character outside `[A-Za-z0-9_-]` becomes `_`, an empty name is `_`, a name over 128
+//!   bytes is cut and ends in `-` and a hash of the whole name), the body has it as sent;
 //! - gaps and session boundaries are published on `ami.<server>.gap` and
 //!   `ami.<server>.session`, so a consumer knows exactly where it missed events;
 //! - the servers a bridge serves are one `ami_tokio` fleet: its merged stream is fair across

@@ -81,7 +81,7 @@ impl Metrics {
         let discarded = per_family(
             &mut registry,
             "discarded",
-            "Items not published because the lease was gone",
+            "Items not published: the lease was gone, or NATS can never take them",
         );
         let dropped = per_family(
             &mut registry,

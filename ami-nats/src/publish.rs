@@ -106,6 +106,41 @@ struct Tenure {
 /// Most distinct event names whose subject is kept per server (every known Asterisk event
 /// fits; a server sending more names gets its subjects built each time, not cached).
 const SUBJECT_CACHE: usize = 1024;
+/// Most bytes of names and subjects kept per server.
+const SUBJECT_CACHE_BYTES: usize = 128 * 1024;
+
+/// The subjects of one server's event names, so the hot path builds each once.
+#[derive(Default)]
+struct SubjectCache {
+    map: HashMap<String, Subject>,
+    /// Bytes of the names and subjects in `map` (see [`SUBJECT_CACHE_BYTES`]).
+    bytes: usize,
+}
+
+impl SubjectCache {
+    /// The subject of event `name` on the server whose token is `token`.
+    fn subject(&mut self, token: &str, name: &str) -> Subject {
+        if let Some(s) = self.map.get(name) {
+            return s.clone();
+        }
+        let s = Subject::from(format!(
+            "ami.{token}.event.{}",
+            crate::config::event_token(name)
+        ));
+        // The server chooses the names: a count cap alone would let a few thousand long
+        // ones hold megabytes. Names over the token length are no Asterisk event's, so
+        // they are never worth their room here.
+        let cost = name.len() + s.len();
+        if self.map.len() < SUBJECT_CACHE
+            && name.len() <= crate::config::MAX_EVENT_TOKEN_LEN
+            && self.bytes + cost <= SUBJECT_CACHE_BYTES
+        {
+            self.bytes += cost;
+            self.map.insert(name.to_string(), s.clone());
+        }
+        s
+    }
+}
 
 /// What the publisher needs; [`Publisher::run`] is the task.
 pub(crate) struct Publisher {
@@ -176,7 +211,7 @@ struct State {
     sent: usize,
     next_seq: u64,
     tenures: Vec<Option<Tenure>>,
-    subjects: Vec<HashMap<String, Subject>>,
+    subjects: Vec<SubjectCache>,
     /// Reply subjects are cut from here.
     replies: Slab,
     /// JSON bodies are copied here (saves the second allocation of `Bytes::from(String)`).
@@ -229,7 +264,7 @@ impl Publisher {
             sent: 0,
             next_seq: 0,
             tenures: (0..n).map(|_| None).collect(),
-            subjects: (0..n).map(|_| HashMap::new()).collect(),
+            subjects: (0..n).map(|_| SubjectCache::default()).collect(),
             replies: Slab::new(),
             bodies: Slab::new(),
             backoff: MIN_BACKOFF,
@@ -330,10 +365,12 @@ impl Publisher {
                     if matches!(
                         e.kind(),
                         async_nats::client::PublishErrorKind::MaxPayloadExceeded
+                            | async_nats::client::PublishErrorKind::InvalidSubject
                     ) {
-                        // It can never be sent: count and log it instead of retrying forever.
+                        // It can never be sent: count and log it instead of retrying it
+                        // forever in front of everything behind it.
                         log::warn!(
-                            "{}: item {} too large for NATS, dropped: {e}",
+                            "{}: item {} can never be published, dropped: {e}",
                             self.server_name(o.ix),
                             o.msg_id()
                         );
@@ -466,19 +503,7 @@ impl Publisher {
             UpItem::Stream(StreamItem::Event(msg)) => {
                 self.metrics.event(ix);
                 let name = msg.event().unwrap_or("_");
-                let subject = match subjects.get(name) {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s = Subject::from(format!(
-                            "ami.{token}.event.{}",
-                            crate::config::subject_token(name)
-                        ));
-                        if subjects.len() < SUBJECT_CACHE {
-                            subjects.insert(name.to_string(), s.clone());
-                        }
-                        s
-                    }
-                };
+                let subject = subjects.subject(token, name);
                 add(subject, &|p| ami_json::message_at(&p, &msg));
             }
             UpItem::Stream(StreamItem::Gap { dropped }) => {
@@ -552,6 +577,40 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn over_long_event_names_get_bounded_subjects_that_still_tell_them_apart() {
+        let mut cache = SubjectCache::default();
+        let a = format!("{}a", "x".repeat(5000));
+        let b = format!("{}b", "x".repeat(5000));
+        let (sa, sb) = (cache.subject("pbx1", &a), cache.subject("pbx1", &b));
+        assert_ne!(sa, sb);
+        for s in [&sa, &sb] {
+            let token = s.as_str().strip_prefix("ami.pbx1.event.").unwrap_or("");
+            assert!(
+                !token.is_empty() && token.len() <= crate::config::MAX_EVENT_TOKEN_LEN,
+                "a token of {} bytes",
+                token.len()
+            );
+        }
+        assert_eq!(cache.subject("pbx1", "").as_str(), "ami.pbx1.event._");
+    }
+
+    #[test]
+    fn a_server_sending_many_distinct_long_event_names_cannot_grow_the_subject_cache_past_its_byte_cap(
+    ) {
+        let mut cache = SubjectCache::default();
+        for i in 0..SUBJECT_CACHE * 2 {
+            let name = format!("{i}-{}", "x".repeat(4000));
+            let _ = cache.subject("pbx1", &name);
+        }
+        // Measured from the entries themselves, not from the cache's own count.
+        let held: usize = cache.map.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(
+            held <= SUBJECT_CACHE_BYTES,
+            "{held} bytes held, cap {SUBJECT_CACHE_BYTES}"
+        );
+    }
 
     #[test]
     fn acks_are_read_as_stored_duplicate_or_failed() {

@@ -889,3 +889,72 @@ fn requests_while_the_lease_moves_are_all_answered(subject: &'static str) {
     );
     bridge.shutdown();
 }
+
+/// A NATS subject token of an event name: not empty, short, and only of `[A-Za-z0-9_-]`
+/// (nothing NATS would read as a separator, a wildcard or the end of the line).
+fn is_safe_token(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 256
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[test]
+fn events_whose_names_are_no_valid_subject_token_are_published_and_block_nothing_after_them() {
+    use ami_sim::hostile::{message, Hostile, HostileServer};
+    let Some(nats) = Nats::start() else { return };
+    // An empty name once gave the subject `ami.pbx1.event.` (no stream takes it: the publish
+    // failed and was retried forever, and nothing behind it was ever published); a name
+    // over 4 KiB made the publish line longer than the server accepts.
+    let long = "x".repeat(5000);
+    let names = ["Before", "", &long, "a b.c*d>e\tf\u{1}g", "After"];
+    let mut script = Vec::new();
+    for (seq, name) in names.iter().enumerate() {
+        script.extend(message(&[("Event", name), ("Seq", &seq.to_string())]));
+    }
+    let srv = HostileServer::start(Hostile::Script(script), 0).unwrap();
+    let a = srv.local_addr();
+    let spec = ami_nats::ServerSpec::new(
+        "pbx1",
+        a.ip().to_string(),
+        a.port(),
+        login().build().unwrap(),
+    )
+    .unwrap();
+    let bridge = TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]));
+    let url = nats.url();
+    let events = |all: &[Stored]| -> Vec<Stored> {
+        all.iter()
+            .filter(|s| s.body["type"] == "event")
+            .cloned()
+            .collect()
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "the event after the bad names",
+        || {
+            events(&block(read_stream(&url, 1)))
+                .iter()
+                .any(|s| header(&s.body, "Event") == Some("After"))
+        },
+    );
+    let got = events(&block(read_stream(&url, 1)));
+    let seqs: Vec<&str> = got
+        .iter()
+        .map(|s| header(&s.body, "Seq").unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        ["0", "1", "2", "3", "4"],
+        "every event, once, in order"
+    );
+    for (s, name) in got.iter().zip(names) {
+        // The body keeps the name as Asterisk sent it; only the subject is mapped.
+        assert_eq!(header(&s.body, "Event"), Some(name));
+        let token = s.subject.strip_prefix("ami.pbx1.event.").unwrap();
+        assert!(is_safe_token(token), "subject {:?}", s.subject);
+    }
+    assert_eq!(got[0].subject, "ami.pbx1.event.Before");
+    assert_eq!(got[4].subject, "ami.pbx1.event.After");
+    bridge.shutdown();
+}
