@@ -62,9 +62,6 @@ pub(crate) struct Control {
     fences: Mutex<Vec<Option<(u64, Instant)>>>,
     /// Held while a server starts or stops being served, so the two never interleave.
     serve_lock: Mutex<()>,
-    /// Stop signals of the action subscriptions (`ami.any.action`, every server's
-    /// `ami.<server>.action`, this bridge's own subject), held for the bridge's life.
-    any_action: Mutex<Vec<oneshot::Sender<()>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -303,6 +300,9 @@ pub struct Bridge {
     control: Arc<Control>,
     stop: watch::Sender<bool>,
     lease_task: JoinHandle<()>,
+    /// The action subscriptions (`ami.any.action`, every server's `ami.<server>.action`,
+    /// this bridge's own subject): their stop signal and task, for the bridge's life.
+    action_subs: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
     tasks: Vec<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
 }
@@ -469,7 +469,6 @@ impl Bridge {
             fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
             leases: leases.clone(),
-            any_action: Mutex::new(Vec::new()),
         });
         // Every bridge is in the queue groups of `ami.any.action` and of every one of its
         // servers' `ami.<server>.action` for its whole life, served or not: leaving a queue
@@ -485,6 +484,7 @@ impl Bridge {
         for (ix, spec) in servers.iter().enumerate() {
             subjects.push((format!("ami.{}.action", spec.token), Route::Server(ix)));
         }
+        let mut action_subs = Vec::new();
         for (subject, route) in subjects {
             let sub = match route {
                 Route::Direct => nats.subscribe(subject.clone()).await,
@@ -495,8 +495,8 @@ impl Bridge {
             }
             .map_err(|e| BridgeError::Setup(format!("subscribe to {subject}: {e}")))?;
             let (stop, stopped) = oneshot::channel();
-            lock(&control.any_action).push(stop);
-            tokio::spawn(serve_actions(control.clone(), route, sub, stopped));
+            let task = tokio::spawn(serve_actions(control.clone(), route, sub, stopped));
+            action_subs.push((stop, task));
         }
         let mut tasks = Vec::new();
         let publisher = Publisher {
@@ -549,6 +549,7 @@ impl Bridge {
             control,
             stop,
             lease_task,
+            action_subs,
             tasks,
             metrics_addr,
         })
@@ -584,11 +585,25 @@ impl Bridge {
     }
 
     /// Stops: releases the leases (so another bridge takes over at once), closes the AMI
-    /// sessions and gives the publisher up to `flush` to send what it holds.
+    /// sessions, leaves the action subjects (requests then go to the other bridges, or get
+    /// no responders) and gives the publisher up to `flush` to send what it holds.
     pub async fn shutdown(self, flush: Duration) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(flush, self.lease_task).await;
         self.control.upstream.close_all();
+        // Left only now: until the leases are released, requests are still served here,
+        // and after it they are forwarded to the new holders.
+        let (stops, subs): (Vec<_>, Vec<_>) = self.action_subs.into_iter().unzip();
+        for stop in stops {
+            let _ = stop.send(());
+        }
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        for mut sub in subs {
+            if tokio::time::timeout_at(deadline, &mut sub).await.is_err() {
+                log::warn!("an action subscription did not end within {DRAIN_LIMIT:?}; stopped");
+                sub.abort();
+            }
+        }
         tokio::time::sleep(flush.min(Duration::from_millis(100))).await;
         for t in self.tasks {
             t.abort();

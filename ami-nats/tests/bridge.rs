@@ -958,3 +958,46 @@ fn events_whose_names_are_no_valid_subject_token_are_published_and_block_nothing
     assert_eq!(got[4].subject, "ami.pbx1.event.After");
     bridge.shutdown();
 }
+
+#[test]
+fn after_shutdown_the_bridge_answers_no_action_request_while_its_runtime_lives_on() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let url = nats.url();
+    // The bridge on a runtime that outlives it, as in a process that stops its bridge and
+    // goes on: TestBridge ends its runtime, which would hide any task left behind.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = BridgeConfig::new(
+            url.clone(),
+            vec![spec("pbx1", &a, login().build().unwrap())],
+        );
+        let bridge = ami_nats::Bridge::start(config).await.unwrap();
+        while bridge.serving().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let ping = r#"{"headers":[["Action","Ping"]]}"#;
+        // A named request waits for its server to be ready.
+        let r = request(&url, "ami.pbx1.action", ping).await;
+        assert_eq!(r["outcome"], "success", "{r}");
+        bridge.shutdown(Duration::from_secs(2)).await;
+        let client = async_nats::connect(&url).await.unwrap();
+        for subject in ["ami.pbx1.action", "ami.any.action"] {
+            let r = tokio::time::timeout(
+                Duration::from_secs(3),
+                client.request(subject.to_string(), ping.into()),
+            )
+            .await;
+            if let Ok(Ok(m)) = r {
+                panic!(
+                    "{subject} answered after shutdown: {}",
+                    String::from_utf8_lossy(&m.payload)
+                );
+            }
+        }
+    });
+}
