@@ -140,8 +140,9 @@ impl Default for StreamLimits {
 }
 
 /// Everything a [`Bridge`](crate::Bridge) needs. Build with [`BridgeConfig::new`] and the
-/// setters; [`Bridge::start`](crate::Bridge::start) refuses settings that cannot work.
-#[derive(Debug, Clone)]
+/// setters; [`Bridge::start`](crate::Bridge::start) refuses settings that cannot work. Its
+/// `Debug` shows the NATS URL through [`redact_url`].
+#[derive(Clone)]
 pub struct BridgeConfig {
     pub(crate) nats_url: String,
     pub(crate) servers: Vec<ServerSpec>,
@@ -157,6 +158,56 @@ pub struct BridgeConfig {
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) bridge_id: Option<String>,
     pub(crate) any_policy: Policy,
+}
+
+impl std::fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written out rather than derived: the URL may carry a password or token.
+        f.debug_struct("BridgeConfig")
+            .field("nats_url", &redact_url(&self.nats_url))
+            .field("servers", &self.servers)
+            .field("stream", &self.stream)
+            .field("lease_bucket", &self.lease_bucket)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("idempotency_bucket", &self.idempotency_bucket)
+            .field("idempotency_window", &self.idempotency_window)
+            .field("max_backlog", &self.max_backlog)
+            .field("publish_window", &self.publish_window)
+            .field("max_actions_in_flight", &self.max_actions_in_flight)
+            .field("action_timeout", &self.action_timeout)
+            .field("metrics", &self.metrics)
+            .field("bridge_id", &self.bridge_id)
+            .field("any_policy", &self.any_policy)
+            .finish()
+    }
+}
+
+/// A NATS URL (or a comma-separated list of them) fit for a log line: in each, the
+/// password of `user:password@` becomes `***`, and so does a lone token (`token@`). The
+/// user name, host and port stay.
+pub fn redact_url(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = url.get(start..).unwrap_or("");
+    // The last `@`, not the first after the host: a password written with a raw `/`, `?`
+    // or `#` must not end the search early and be shown. A NATS URL has no path, so an
+    // `@` after the host (over-redacting) is the safe side to err on.
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = rest.get(..at).unwrap_or("");
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!(
+        "{}{shown}{}",
+        url.get(..start).unwrap_or(""),
+        rest.get(at..).unwrap_or("")
+    )
 }
 
 impl BridgeConfig {
@@ -359,6 +410,30 @@ mod tests {
             c.validate(),
             Err(BridgeConfigError::SameToken { .. })
         ));
+    }
+
+    #[test]
+    fn a_configs_debug_output_shows_no_password_or_token_of_the_nats_url() {
+        for url in [
+            "nats://alice:s3cret@127.0.0.1:4222",
+            "nats://s3cret@127.0.0.1:4222",
+            "tls://alice:s3cret@nats.example:4222",
+            "alice:s3cret@127.0.0.1:4222",
+            "nats://alice:s3c/r#et@127.0.0.1:4222",
+        ] {
+            let shown = format!("{:?}", BridgeConfig::new(url, vec![spec("a")]));
+            assert!(!shown.contains("s3c"), "{shown}");
+            assert!(shown.contains("127.0.0.1:4222") || shown.contains("nats.example:4222"));
+        }
+        let plain = format!(
+            "{:?}",
+            BridgeConfig::new("nats://127.0.0.1:4222", vec![spec("a")])
+        );
+        assert!(plain.contains("nats://127.0.0.1:4222"), "{plain}");
+        assert_eq!(
+            redact_url("nats://alice:s3cret@h:4222,nats://t0k@g:4222"),
+            "nats://alice:***@h:4222,nats://***@g:4222"
+        );
     }
 
     #[test]

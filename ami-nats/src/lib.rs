@@ -84,4 +84,6 @@ pub use ami_json as schema;
 
 pub use actions::{ActionRequest, RequestError};
 pub use bridge::{Bridge, BridgeError};
-pub use config::{BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits, MAX_SERVER_NAME_LEN};
+pub use config::{
+    redact_url, BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits, MAX_SERVER_NAME_LEN,
+};
