@@ -445,11 +445,8 @@ async fn answer(
     let (server, result) = match control.upstream.send(to, req.action, options).await {
         Ok((ix, result)) => (name_of(ix).unwrap_or_default(), result),
         Err(e) => {
-            // Nothing was sent: the key must not block a retry.
             if let Some(key) = &req.idempotency_key {
-                if let Err(e) = kv.delete(key).await {
-                    log::warn!("idempotency key {key}: not released after a refusal: {e}");
-                }
+                release_key(kv, key).await;
             }
             let body = Reply::new(named.as_deref(), "not_sent")
                 .error(&e.to_string())
@@ -459,12 +456,24 @@ async fn answer(
     };
     let (kind, body) = outcome_reply(&server, &result);
     if let Some(key) = &req.idempotency_key {
-        if let Err(e) = kv.put(key, Bytes::from(body.clone())).await {
+        if kind == "not_sent" {
+            // The session refused it before writing it (full queue, lost connection): the
+            // reply invites a retry, which a stored not_sent would answer as a duplicate.
+            release_key(kv, key).await;
+        } else if let Err(e) = kv.put(key, Bytes::from(body.clone())).await {
             // The key stays "pending" until the window ends: still at most once.
             log::warn!("idempotency key {key}: result not stored: {e}");
         }
     }
     (Some(server), kind, body)
+}
+
+/// Frees `key` after its request was not sent, so a retry with it runs.
+async fn release_key(kv: &Store, key: &str) {
+    if let Err(e) = kv.delete(key).await {
+        // The key stays "pending" until the window ends: the retry is answered duplicate.
+        log::warn!("idempotency key {key}: not released after a refusal: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -1001,3 +1001,56 @@ fn after_shutdown_the_bridge_answers_no_action_request_while_its_runtime_lives_o
         }
     });
 }
+
+#[test]
+fn a_not_sent_outcome_does_not_hold_its_idempotency_key_so_a_retry_is_attempted() {
+    use ami_sim::hostile::{Hostile, HostileServer};
+    let Some(nats) = Nats::start() else { return };
+    // Answers nothing after login: the first Ping holds the session's only action slot,
+    // so every later action is refused by the full queue before it is written.
+    let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
+    let a = srv.local_addr();
+    let client = login()
+        .ping_interval(Duration::from_secs(3600))
+        .pipeline_depth(1)
+        .max_queued_actions(1)
+        .max_pending_actions(1)
+        .build()
+        .unwrap();
+    let spec = ami_nats::ServerSpec::new("pbx1", a.ip().to_string(), a.port(), client).unwrap();
+    let bridge = TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]));
+    wait_for(Duration::from_secs(10), "served", || {
+        bridge.serving().len() == 1 && srv.connections() == 1
+    });
+    let url = nats.url();
+    block(async {
+        let nc = async_nats::connect(&url).await.unwrap();
+        let hold = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
+        nc.publish_with_reply("ami.pbx1.action", nc.new_inbox(), hold.into())
+            .await
+            .unwrap();
+        nc.flush().await.unwrap();
+    });
+    wait_for(Duration::from_secs(10), "the first Ping written", || {
+        srv.received_count("Ping") == 1
+    });
+    let keyed = r#"{"headers":[["Action","Ping"]],"idempotency_key":"retry-me"}"#;
+    let first = block(request(&url, "ami.pbx1.action", keyed));
+    assert_eq!(first["outcome"], "not_sent", "{first}");
+    // Nothing reached Asterisk, so the same key must be free for the retry the outcome
+    // invites: it is attempted (and refused by the still-full queue), not a duplicate.
+    let retry = block(request(&url, "ami.pbx1.action", keyed));
+    assert_eq!(retry["outcome"], "not_sent", "{retry}");
+    assert!(
+        retry["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("queue full")),
+        "{retry}"
+    );
+    assert_eq!(
+        srv.received_count("Ping"),
+        1,
+        "only the first Ping was written"
+    );
+    bridge.shutdown();
+}
