@@ -398,7 +398,12 @@ impl Bridge {
         config.validate()?;
         let bridge_id = config.bridge_id.clone().unwrap_or_else(random_id);
         let servers: Arc<[ServerSpec]> = config.servers.clone().into();
-        let metrics = Arc::new(Metrics::new(&servers, &bridge_id, config.max_backlog));
+        let metrics = Arc::new(Metrics::new(
+            &servers,
+            &bridge_id,
+            config.max_backlog,
+            config.max_backlog_bytes,
+        ));
         let connected = metrics.nats_connected.clone();
         let nats = async_nats::ConnectOptions::new()
             .name(format!("ami-bridge {bridge_id}"))
@@ -506,6 +511,7 @@ impl Bridge {
             terms,
             metrics: metrics.clone(),
             max_backlog: config.max_backlog,
+            max_backlog_bytes: config.max_backlog_bytes,
             window: config.publish_window,
             ack_timeout: PUBLISH_ACK_TIMEOUT,
         };

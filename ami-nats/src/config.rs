@@ -152,6 +152,7 @@ pub struct BridgeConfig {
     pub(crate) idempotency_bucket: String,
     pub(crate) idempotency_window: Duration,
     pub(crate) max_backlog: usize,
+    pub(crate) max_backlog_bytes: usize,
     pub(crate) publish_window: usize,
     pub(crate) max_actions_in_flight: usize,
     pub(crate) action_timeout: Duration,
@@ -172,6 +173,7 @@ impl std::fmt::Debug for BridgeConfig {
             .field("idempotency_bucket", &self.idempotency_bucket)
             .field("idempotency_window", &self.idempotency_window)
             .field("max_backlog", &self.max_backlog)
+            .field("max_backlog_bytes", &self.max_backlog_bytes)
             .field("publish_window", &self.publish_window)
             .field("max_actions_in_flight", &self.max_actions_in_flight)
             .field("action_timeout", &self.action_timeout)
@@ -222,6 +224,7 @@ impl BridgeConfig {
             idempotency_bucket: "ami_idempotency".into(),
             idempotency_window: Duration::from_secs(600),
             max_backlog: 65_536,
+            max_backlog_bytes: 64 << 20,
             publish_window: 1024,
             max_actions_in_flight: 256,
             action_timeout: Duration::from_secs(30),
@@ -260,10 +263,24 @@ impl BridgeConfig {
 
     /// Items (events and markers) held while NATS is slow or down (default 65,536). When it
     /// is full the bridge stops taking events from the AMI sessions, whose own bounded queues
-    /// then drop and count (published as `overflow` gaps); Asterisk is never stalled. Worst
-    /// case memory: this many encoded events, about 1 KiB each for typical events.
+    /// then drop and count (published as `overflow` gaps); Asterisk is never stalled. Memory
+    /// is bounded by [`max_backlog_bytes`](Self::max_backlog_bytes) too.
     pub fn max_backlog(mut self, items: usize) -> Self {
         self.max_backlog = items;
+        self
+    }
+
+    /// Bytes of encoded events held while NATS is slow or down (default 64 MiB). At the cap
+    /// the bridge stops taking events from the AMI sessions, as at [`max_backlog`]; an
+    /// event taken that does not fit is dropped, counted (`ami_bridge_events_dropped`),
+    /// logged and published as an `overflow` gap. Session and gap markers are always held
+    /// (a few hundred bytes each). At least the largest message any server's decoder
+    /// accepts ([`Bridge::start`](crate::Bridge::start) refuses less): a smaller cap would
+    /// drop every event that large.
+    ///
+    /// [`max_backlog`]: Self::max_backlog
+    pub fn max_backlog_bytes(mut self, bytes: usize) -> Self {
+        self.max_backlog_bytes = bytes;
         self
     }
 
@@ -328,6 +345,18 @@ impl BridgeConfig {
             }
         };
         zero(self.max_backlog, "max_backlog")?;
+        if let Some(largest) = self
+            .servers
+            .iter()
+            .map(|s| s.client.decoder_limits().max_message_len())
+            .max()
+            .filter(|&largest| self.max_backlog_bytes < largest)
+        {
+            return Err(BridgeConfigError::BacklogBytes {
+                cap: self.max_backlog_bytes,
+                largest,
+            });
+        }
         zero(self.publish_window, "publish_window")?;
         zero(self.max_actions_in_flight, "max_actions_in_flight")?;
         if self.lease_ttl < Duration::from_secs(1) {
@@ -374,6 +403,14 @@ pub enum BridgeConfigError {
     /// A cap is zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// The backlog's byte cap is below the largest message a server's decoder accepts.
+    #[error("max_backlog_bytes {cap} is below the largest AMI message accepted ({largest} bytes)")]
+    BacklogBytes {
+        /// The cap given.
+        cap: usize,
+        /// The largest `max_message_len` of the servers' decoder limits.
+        largest: usize,
+    },
     /// The lease TTL is under a second.
     #[error("lease TTL {0:?} is under 1 s")]
     LeaseTtl(Duration),
@@ -390,6 +427,7 @@ pub enum BridgeConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ami_proto::DEFAULT_MAX_MESSAGE_LEN;
 
     fn spec(name: &str) -> ServerSpec {
         let c = ClientConfig::builder("a", "b").build().unwrap();
@@ -434,6 +472,21 @@ mod tests {
             redact_url("nats://alice:s3cret@h:4222,nats://t0k@g:4222"),
             "nats://alice:***@h:4222,nats://***@g:4222"
         );
+    }
+
+    #[test]
+    fn a_backlog_byte_cap_below_the_largest_message_a_server_accepts_is_refused() {
+        let ok = BridgeConfig::new("nats://x", vec![spec("a")]);
+        assert_eq!(ok.validate(), Ok(()), "the defaults fit together");
+        let largest = DEFAULT_MAX_MESSAGE_LEN;
+        assert_eq!(
+            ok.clone().max_backlog_bytes(largest - 1).validate(),
+            Err(BridgeConfigError::BacklogBytes {
+                cap: largest - 1,
+                largest
+            })
+        );
+        assert_eq!(ok.max_backlog_bytes(largest).validate(), Ok(()));
     }
 
     #[test]

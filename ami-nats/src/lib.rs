@@ -23,8 +23,9 @@
 //! - several bridges may run for the same servers: each server is served by exactly one at a
 //!   time through a lease in a KV bucket (see [`lease`](crate#leases-and-failover));
 //! - bounded everywhere: when NATS is slow or down, the AMI sessions keep reading (Asterisk is
-//!   never stalled into its 100 ms write timeout), the backlog is capped, and what had to be
-//!   dropped is counted and published as an `overflow` gap when NATS is back.
+//!   never stalled into its 100 ms write timeout), the backlog is capped in items and bytes,
+//!   and what had to be dropped is counted and published as an `overflow` gap when NATS is
+//!   back.
 //!
 //! ```no_run
 //! use ami_nats::{Bridge, BridgeConfig, ServerSpec};

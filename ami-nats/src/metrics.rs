@@ -40,6 +40,8 @@ pub(crate) struct Metrics {
     lease: Family<Labels, Gauge>,
     /// Items encoded but not yet handed to NATS.
     pub(crate) backlog: Gauge,
+    /// Bytes of those items (bodies and subjects).
+    pub(crate) backlog_bytes: Gauge,
     /// Times the publisher went back to its first unacknowledged item.
     pub(crate) publish_retries: Counter,
     /// 1 while the NATS connection is up.
@@ -56,7 +58,12 @@ pub(crate) const STATES: [&str; 5] = [
 ];
 
 impl Metrics {
-    pub(crate) fn new(servers: &[ServerSpec], bridge_id: &str, max_backlog: usize) -> Metrics {
+    pub(crate) fn new(
+        servers: &[ServerSpec],
+        bridge_id: &str,
+        max_backlog: usize,
+        max_backlog_bytes: usize,
+    ) -> Metrics {
         let mut registry = Registry::with_prefix("ami_bridge");
         let per_family = |registry: &mut Registry, name: &str, help: &str| {
             let f = Family::<Labels, Counter>::default();
@@ -111,6 +118,19 @@ impl Metrics {
             "Most items held while NATS is slow or down",
             cap,
         );
+        let backlog_bytes = Gauge::default();
+        registry.register(
+            "backlog_bytes",
+            "Bytes of the items waiting for NATS",
+            backlog_bytes.clone(),
+        );
+        let bytes_cap = Gauge::<i64>::default();
+        bytes_cap.set(i64::try_from(max_backlog_bytes).unwrap_or(i64::MAX));
+        registry.register(
+            "backlog_bytes_cap",
+            "Most bytes of events held while NATS is slow or down",
+            bytes_cap,
+        );
         let publish_retries = Counter::default();
         registry.register(
             "publish_retries",
@@ -144,6 +164,7 @@ impl Metrics {
             state,
             lease,
             backlog,
+            backlog_bytes,
             publish_retries,
             nats_connected,
         };
@@ -184,6 +205,13 @@ impl Metrics {
     pub(crate) fn discarded(&self, ix: ServerIx) {
         if let Some(p) = self.per_server.get(ix) {
             p.discarded.inc();
+        }
+    }
+
+    /// `n` events dropped by the publisher at the backlog's byte cap.
+    pub(crate) fn dropped(&self, ix: ServerIx, n: u64) {
+        if let Some(p) = self.per_server.get(ix) {
+            p.dropped.inc_by(n);
         }
     }
 

@@ -85,6 +85,11 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// What it holds against the backlog's byte cap.
+    fn cost(&self) -> usize {
+        self.payload.len() + self.subject.len()
+    }
+
     /// `<server token>.<session>.<position>`: the same for every publish of the item, so
     /// JetStream stores a retried one once.
     fn msg_id(&self) -> String {
@@ -97,6 +102,8 @@ impl Outgoing {
 
 /// A bridge's tenure of one server: the `session` of the JSON and message IDs.
 struct Tenure {
+    /// The lease term it is served under.
+    term: u64,
     session: String,
     /// `<server token>.<session>.`: a message ID is this plus the position.
     id_prefix: Arc<str>,
@@ -151,11 +158,17 @@ pub(crate) struct Publisher {
     pub(crate) metrics: Arc<Metrics>,
     /// Items held at most: encoded and not yet acknowledged, the window included.
     pub(crate) max_backlog: usize,
+    /// Bytes of events held at most (see [`Outgoing::cost`]; markers are always taken).
+    pub(crate) max_backlog_bytes: usize,
     /// Publishes awaiting their ack at most.
     pub(crate) window: usize,
     /// How long the first outstanding ack may take before the window is published again.
     pub(crate) ack_timeout: Duration,
 }
+
+/// Bytes kept free under the byte cap for an overflow gap marker (its subject and body
+/// are well under this: names are at most 128 bytes, the session under 100).
+const GAP_ROOM: usize = 1024;
 
 /// Most items taken from the merged stream per wake.
 const BATCH: usize = 1024;
@@ -208,6 +221,14 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// awaiting acks) and the encoder's per-server state.
 struct State {
     items: VecDeque<Outgoing>,
+    /// The sum of the items' [`Outgoing::cost`].
+    bytes: usize,
+    /// Per server: events dropped at the byte cap since its last gap marker.
+    overflow: Vec<u64>,
+    /// An event did not fit since an item last left: nothing more is taken until one
+    /// does (the sessions' own bounded queues then hold, drop and count), or every event
+    /// of a batch taken would be dropped here.
+    full: bool,
     sent: usize,
     next_seq: u64,
     tenures: Vec<Option<Tenure>>,
@@ -219,6 +240,16 @@ struct State {
     backoff: Duration,
     /// No publishing before this instant (after a failure).
     paused_until: Option<Instant>,
+}
+
+impl State {
+    /// Takes item `i` out of the backlog, and its bytes off the count.
+    fn remove(&mut self, i: usize) -> Option<Outgoing> {
+        let o = self.items.remove(i)?;
+        self.bytes = self.bytes.saturating_sub(o.cost());
+        self.full = false;
+        Some(o)
+    }
 }
 
 /// What an ack said.
@@ -261,6 +292,9 @@ impl Publisher {
         let n = self.servers.len();
         let mut st = State {
             items: VecDeque::with_capacity(self.max_backlog.min(BATCH * 4)),
+            bytes: 0,
+            overflow: vec![0; n],
+            full: false,
             sent: 0,
             next_seq: 0,
             tenures: (0..n).map(|_| None).collect(),
@@ -277,10 +311,17 @@ impl Publisher {
             self.metrics
                 .backlog
                 .set(i64::try_from(st.items.len()).unwrap_or(i64::MAX));
+            self.metrics
+                .backlog_bytes
+                .set(i64::try_from(st.bytes).unwrap_or(i64::MAX));
             if closed && st.items.is_empty() {
                 return;
             }
-            let room = self.max_backlog.saturating_sub(st.items.len()).min(BATCH);
+            let room = if st.full || st.bytes >= self.max_backlog_bytes {
+                0
+            } else {
+                self.max_backlog.saturating_sub(st.items.len()).min(BATCH)
+            };
             // The next instant something must happen without an ack or an item arriving.
             let deadline = match st.paused_until {
                 Some(at) => Some(at),
@@ -312,6 +353,7 @@ impl Publisher {
                     for (ix, term, item) in batch.drain(..) {
                         self.encode(&mut st, ix, term, item);
                     }
+                    self.overflow_gaps(&mut st);
                 }
                 () = sleep_until(deadline) => {
                     if st.paused_until.is_some_and(|at| at <= Instant::now()) {
@@ -338,7 +380,7 @@ impl Publisher {
             };
             if !self.terms.is_current(o.ix, o.term) {
                 self.metrics.discarded(o.ix);
-                st.items.remove(st.sent);
+                st.remove(st.sent);
                 continue;
             }
             o.seq = st.next_seq;
@@ -375,7 +417,7 @@ impl Publisher {
                             o.msg_id()
                         );
                         self.metrics.discarded(o.ix);
-                        st.items.remove(st.sent);
+                        st.remove(st.sent);
                         continue;
                     }
                     log::warn!("NATS publish failed: {e}");
@@ -429,7 +471,7 @@ impl Publisher {
                 o.acked = true;
                 self.metrics.published(o.ix, duplicate);
                 while st.items.front().is_some_and(|o| o.acked) {
-                    if let Some(done) = st.items.pop_front().and_then(|o| o.on_ack) {
+                    if let Some(done) = st.remove(0).and_then(|o| o.on_ack) {
                         let _ = done.send(());
                     }
                     st.sent -= 1;
@@ -442,6 +484,34 @@ impl Publisher {
                     self.fail(st);
                 }
             }
+        }
+    }
+
+    /// Publishes the gap of every server's events dropped at the byte cap now: the next
+    /// item of that server, which would carry it otherwise, may be long in coming.
+    fn overflow_gaps(&self, st: &mut State) {
+        for (ix, spec) in self.servers.iter().enumerate() {
+            let (Some(Some(tenure)), Some(overflow)) = (
+                st.tenures.get_mut(ix).map(Option::as_mut),
+                st.overflow.get_mut(ix),
+            ) else {
+                continue;
+            };
+            if *overflow == 0 {
+                continue;
+            }
+            let term = tenure.term;
+            let mut sink = Sink {
+                items: &mut st.items,
+                bytes: &mut st.bytes,
+                bodies: &mut st.bodies,
+                tenure,
+                server: &spec.name,
+                ix,
+                term,
+            };
+            let subject = Subject::from(format!("ami.{}.gap", spec.token));
+            overflow_gap(&self.metrics, &mut sink, overflow, subject);
         }
     }
 
@@ -461,6 +531,7 @@ impl Publisher {
         if let UpItem::LeaseAcquired { .. } = item {
             let session = format!("{}-{term}", self.bridge_id);
             *tenure_slot = Some(Tenure {
+                term,
                 id_prefix: format!("{}.{session}.", spec.token).into(),
                 session,
                 position: 0,
@@ -471,49 +542,82 @@ impl Publisher {
             self.metrics.discarded(ix);
             return;
         };
-        let items = &mut st.items;
-        let bodies = &mut st.bodies;
-        let token = &spec.token;
-        // Each item takes the next position of the tenure.
-        let mut add = |subject: Subject, body: &dyn Fn(Place<'_>) -> String| {
-            tenure.position += 1;
-            let place = Place {
-                server: &spec.name,
-                session: &tenure.session,
-                position: tenure.position,
-            };
-            let payload = bodies.copy(body(place).as_bytes());
-            items.push_back(Outgoing {
-                ix,
-                term,
-                subject,
-                id_prefix: tenure.id_prefix.clone(),
-                position: tenure.position,
-                payload,
-                seq: 0,
-                sent_at: Instant::now(),
-                acked: false,
-                on_ack: None,
-            });
+        let Some(overflow) = st.overflow.get_mut(ix) else {
+            return;
         };
-        let bridge = self.bridge_id.as_str();
-        let session_subject = || Subject::from(format!("ami.{token}.session"));
+        if let UpItem::LeaseAcquired { .. } = item {
+            if *overflow > 0 {
+                // Counted when dropped; the session they belonged to is over, and the
+                // takeover or the lease markers tell consumers where it ended.
+                log::warn!(
+                    "{}: {} events dropped at the backlog's byte cap in a session that ended before their gap was published",
+                    spec.name,
+                    *overflow
+                );
+                *overflow = 0;
+            }
+        }
+        let token = &spec.token;
+        let mut sink = Sink {
+            items: &mut st.items,
+            bytes: &mut st.bytes,
+            bodies: &mut st.bodies,
+            tenure,
+            server: &spec.name,
+            ix,
+            term,
+        };
         let gap_subject = || Subject::from(format!("ami.{token}.gap"));
-        match item {
+        // An event is measured before it takes a position: one that does not fit is dropped
+        // (counted, and published as a gap before the next item of its server), never
+        // held past the cap. Markers always fit: they are small and few.
+        let event = match &item {
             UpItem::Stream(StreamItem::Event(msg)) => {
                 self.metrics.event(ix);
                 let name = msg.event().unwrap_or("_");
                 let subject = subjects.subject(token, name);
-                add(subject, &|p| ami_json::message_at(&p, &msg));
+                let mut place = sink.next_place();
+                if *overflow > 0 {
+                    place.position += 1;
+                }
+                let body = ami_json::message_at(&place, msg);
+                // Room is kept for the gap that a drop brings, so it fits too.
+                if *sink.bytes + body.len() + subject.len() + GAP_ROOM > self.max_backlog_bytes {
+                    if *overflow == 0 {
+                        log::warn!(
+                            "{}: backlog at its byte cap ({} bytes): dropping events until NATS takes some (counted; an overflow gap follows)",
+                            spec.name,
+                            self.max_backlog_bytes
+                        );
+                    }
+                    *overflow += 1;
+                    self.metrics.dropped(ix, 1);
+                    // With nothing held, an ack would never come to clear it: an event
+                    // that does not fit an empty backlog is only dropped.
+                    st.full = *sink.bytes > 0;
+                    return;
+                }
+                Some((subject, body))
+            }
+            _ => None,
+        };
+        overflow_gap(&self.metrics, &mut sink, overflow, gap_subject());
+        let bridge = self.bridge_id.as_str();
+        let session_subject = || Subject::from(format!("ami.{token}.session"));
+        match item {
+            UpItem::Stream(StreamItem::Event(_)) => {
+                if let Some((subject, body)) = event {
+                    sink.push(subject, &body);
+                }
             }
             UpItem::Stream(StreamItem::Gap { dropped }) => {
                 self.metrics.gap(ix, "overflow", dropped);
-                add(gap_subject(), &|p| {
+                sink.add(gap_subject(), &|p| {
                     ami_json::gap(&p, GapReason::Overflow, Some(dropped))
                 });
             }
             UpItem::Stream(StreamItem::Ready { ami_version }) => {
-                add(session_subject(), &|p| {
+                sink.add(session_subject(), &|p| {
                     ami_json::session(
                         Some(&p),
                         SessionState::Ready,
@@ -523,7 +627,7 @@ impl Publisher {
             }
             UpItem::Stream(StreamItem::Disconnected { reason }) => {
                 let reason = reason.to_string();
-                add(session_subject(), &|p| {
+                sink.add(session_subject(), &|p| {
                     ami_json::session(
                         Some(&p),
                         SessionState::Lost,
@@ -531,17 +635,17 @@ impl Publisher {
                     )
                 });
                 self.metrics.gap(ix, "disconnected", 0);
-                add(gap_subject(), &|p| {
+                sink.add(gap_subject(), &|p| {
                     ami_json::gap(&p, GapReason::Disconnected, None)
                 });
             }
             // Marks belong to actions sent with one; the bridge sends none.
             UpItem::Stream(_) => {}
             UpItem::LeaseReleased { done } => {
-                add(session_subject(), &|p| {
+                sink.add(session_subject(), &|p| {
                     ami_json::session(Some(&p), SessionState::LeaseReleased, &[("bridge", bridge)])
                 });
-                if let Some(last) = st.items.back_mut() {
+                if let Some(last) = sink.items.back_mut() {
                     last.on_ack = done;
                 }
                 // The tenure is over: its marker was its last item.
@@ -552,17 +656,81 @@ impl Publisher {
                 if let Some(prev) = &previous {
                     extra.push(("previous_bridge", prev.as_str()));
                 }
-                add(session_subject(), &|p| {
+                sink.add(session_subject(), &|p| {
                     ami_json::session(Some(&p), SessionState::LeaseAcquired, &extra)
                 });
                 if previous.is_some() {
                     self.metrics.gap(ix, "takeover", 0);
-                    add(gap_subject(), &|p| {
+                    sink.add(gap_subject(), &|p| {
                         ami_json::gap(&p, GapReason::Takeover, None)
                     });
                 }
             }
         }
+    }
+}
+
+/// Publishes the gap of the events dropped at the byte cap (`overflow` of them, then 0)
+/// as `sink`'s next item, if any were.
+fn overflow_gap(metrics: &Metrics, sink: &mut Sink<'_>, overflow: &mut u64, subject: Subject) {
+    if *overflow == 0 {
+        return;
+    }
+    let n = std::mem::take(overflow);
+    log::warn!(
+        "{}: {n} events dropped at the backlog's byte cap; published as an overflow gap",
+        sink.server
+    );
+    metrics.gap(sink.ix, "overflow", 0);
+    sink.add(subject, &|p| {
+        ami_json::gap(&p, GapReason::Overflow, Some(n))
+    });
+}
+
+/// Where `encode` puts one server's items: each takes the next position of its tenure.
+struct Sink<'a> {
+    items: &'a mut VecDeque<Outgoing>,
+    bytes: &'a mut usize,
+    bodies: &'a mut Slab,
+    tenure: &'a mut Tenure,
+    server: &'a str,
+    ix: ServerIx,
+    term: u64,
+}
+
+impl Sink<'_> {
+    /// The place the next item takes.
+    fn next_place(&self) -> Place<'_> {
+        Place {
+            server: self.server,
+            session: &self.tenure.session,
+            position: self.tenure.position + 1,
+        }
+    }
+
+    /// Adds an item whose body was written for [`next_place`](Self::next_place).
+    fn push(&mut self, subject: Subject, body: &str) {
+        self.tenure.position += 1;
+        let payload = self.bodies.copy(body.as_bytes());
+        *self.bytes += payload.len() + subject.len();
+        self.items.push_back(Outgoing {
+            ix: self.ix,
+            term: self.term,
+            subject,
+            id_prefix: self.tenure.id_prefix.clone(),
+            position: self.tenure.position,
+            payload,
+            seq: 0,
+            sent_at: Instant::now(),
+            acked: false,
+            on_ack: None,
+        });
+    }
+
+    /// Adds an item with the body `body` writes for its place.
+    fn add(&mut self, subject: Subject, body: &dyn Fn(Place<'_>) -> String) {
+        let text = body(self.next_place());
+        self.push(subject, &text);
     }
 }
 

@@ -1054,3 +1054,89 @@ fn a_not_sent_outcome_does_not_hold_its_idempotency_key_so_a_retry_is_attempted(
     );
     bridge.shutdown();
 }
+
+/// A gauge or counter of the metrics text, with its labels as written.
+fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+#[test]
+fn a_nats_outage_holds_no_more_event_bytes_than_the_backlog_byte_cap_and_counts_every_drop() {
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let a = sim();
+    const CAP: i64 = 256 << 10;
+    // The cap must hold the largest message the decoder accepts: 64 KiB here.
+    let limits = ami_proto::DecoderLimits::builder()
+        .max_line_len(64 << 10)
+        .max_message_len(64 << 10)
+        .buffer_cap(128 << 10)
+        .build()
+        .unwrap();
+    let client = login()
+        .decoder(limits)
+        .event_queue_cap(200)
+        .build()
+        .unwrap();
+    // The count cap far above what the outage brings: only the byte cap can bind.
+    let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)])
+        .max_backlog(100_000)
+        .max_backlog_bytes(CAP as usize);
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
+    storm(&a, 100);
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "first events", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 100
+    });
+    nats.stop();
+    // 1,000 events of 4 KiB while NATS is down: about 4 MiB, sixteen times the cap.
+    for _ in 0..10 {
+        a.with_server(|sim, now| sim.emit_user_events_sized(now, 100, 4096));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for(Duration::from_secs(10), "the backlog filled", || {
+        metric(&bridge.metrics(), "ami_bridge_backlog_bytes") >= CAP / 2
+    });
+    // Give the publisher every chance to take more than it may.
+    std::thread::sleep(Duration::from_millis(300));
+    let held = metric(&bridge.metrics(), "ami_bridge_backlog_bytes");
+    assert!(held <= CAP, "{held} bytes held, cap {CAP}");
+    nats.restart();
+    storm(&a, 100);
+    let total = 100 + 1000 + 100;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = block(read_stream(&url, 1));
+        let events = all
+            .iter()
+            .filter(|s| header(&s.body, "UserEvent") == Some("SimStorm"))
+            .count() as u64;
+        let dropped: u64 = all
+            .iter()
+            .filter(|s| s.body["type"] == "gap")
+            .map(|s| {
+                s.body["dropped"]
+                    .as_u64()
+                    .expect("overflow gaps carry a count")
+            })
+            .sum();
+        if events + dropped == total {
+            assert!(dropped > 0, "the outage must have overflowed");
+            assert_positions_contiguous(&all);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{events} events + {dropped} dropped != {total}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    bridge.shutdown();
+}
