@@ -118,7 +118,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         eprintln!(
             "ami: bridge {} serving through {} (Ctrl-C stops){}",
             bridge.bridge_id(),
-            shown_nats_url(&args.nats),
+            ami_nats::redact_url(&args.nats),
             bridge
                 .metrics_addr()
                 .map(|a| format!("; metrics on http://{a}/metrics"))
@@ -130,33 +130,9 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     })
 }
 
-/// The NATS URL (or comma-separated URLs) for a person to read: a user's password or a bare
-/// token (`nats://USER:PASS@host`, `nats://TOKEN@host`) is replaced by `***`.
-fn shown_nats_url(raw: &str) -> String {
-    raw.split(',')
-        .map(|one| {
-            let (scheme, rest) = one.split_once("://").map_or(("", one), |(s, r)| (s, r));
-            let Some((userinfo, host)) = rest.rsplit_once('@') else {
-                return one.to_string();
-            };
-            let shown = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => "***".to_string(),
-            };
-            let scheme = if scheme.is_empty() {
-                String::new()
-            } else {
-                format!("{scheme}://")
-            };
-            format!("{scheme}{shown}@{host}")
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[cfg(test)]
 mod tests {
-    use super::shown_nats_url;
+    use ami_nats::redact_url as shown_nats_url;
 
     #[test]
     fn a_nats_password_or_token_is_never_shown() {
