@@ -412,7 +412,8 @@ impl MioDriver {
         let mut limit = timeout;
         let mut busy = self.woken || !self.notices.is_empty() || !self.user.is_empty();
         for c in self.slots.iter_mut().filter_map(|s| s.conn.as_mut()) {
-            busy |= c.has_work();
+            // Outputs a call left (a cancel's outcome) are carried out by the next step.
+            busy |= c.has_work() || c.client.has_output();
             // The core's deadline, and when a connect's next address is due.
             for at in [c.client.poll_timeout(), c.conn.next_attempt]
                 .into_iter()

@@ -347,7 +347,9 @@ impl MioFleet {
             let d = at.saturating_duration_since(now);
             limit = Some(limit.map_or(d, |l| l.min(d)));
         }
-        let mut busy = self.woken || self.more || !self.user.is_empty();
+        // Outputs a call left (close_all, remove, with_client) are carried out by the next
+        // step: sockets to close, outcomes and statuses to report.
+        let mut busy = self.woken || self.more || !self.user.is_empty() || self.fleet.has_output();
         for (id, conn) in self.conns.iter().flatten() {
             busy |= conn.has_work(self.fleet.transmit(*id).is_empty());
             // When a connect's next address is due.

@@ -554,3 +554,64 @@ fn a_failed_lookup_is_a_failed_connect_and_is_retried() {
     }));
     assert!(driver.stats(conn).unwrap().connects >= 3);
 }
+
+/// A server that logs anyone in and then answers nothing: a Ping written to it stays
+/// pending until cancelled. Runs until the test process ends.
+fn login_only_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.write_all(b"Asterisk Call Manager/11.0.0\r\n");
+        let mut lines = BufReader::new(stream.try_clone().unwrap());
+        let (mut login, mut id, mut line) = (false, String::new(), String::new());
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            let l = line.trim_end();
+            login |= l == "Action: Login";
+            if let Some(v) = l.strip_prefix("ActionID: ") {
+                id = v.to_string();
+            }
+            if l.is_empty() && login {
+                let answer = format!("Response: Success\r\nActionID: {id}\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes());
+                login = false;
+            }
+            line.clear();
+        }
+    });
+    addr
+}
+
+#[test]
+fn wait_does_not_block_on_an_outcome_that_a_cancel_left_for_the_next_step() {
+    let mut driver = MioDriver::new().unwrap();
+    driver
+        .add(Instant::now(), config(31), login_only_server())
+        .unwrap();
+    let conn = ready(&mut driver);
+    let id = driver
+        .send(Instant::now(), conn, Action::new("Ping"))
+        .unwrap();
+    // Written, and then nothing to read or write: the server never answers.
+    for _ in 0..3 {
+        driver.step(Instant::now()).unwrap();
+    }
+    assert!(driver.cancel(Instant::now(), conn, &id));
+    // The Cancelled outcome waits in the client. A wait that ignored it would block until
+    // the heartbeat (20 s) or the caller's limit.
+    let started = Instant::now();
+    driver.wait(Some(Duration::from_secs(30))).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "wait blocked {:?} with an outcome to report",
+        started.elapsed()
+    );
+    let report = driver.step(Instant::now()).unwrap();
+    assert!(report.notices.iter().any(|(_, n)| matches!(
+        n,
+        Notice::Completed { id: done, outcome: Err(ActionError::Cancelled) } if *done == id
+    )));
+}

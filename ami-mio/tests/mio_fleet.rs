@@ -170,3 +170,60 @@ fn a_fleet_takes_host_names_resolved_off_the_step() {
         "a name that does not resolve was not a failed connect"
     );
 }
+
+#[test]
+fn wait_does_not_block_on_what_close_all_and_remove_left_for_the_next_step() {
+    let sim = front();
+    let mut fleet = MioFleet::new().unwrap();
+    for (name, seed) in [("a", 41), ("b", 42)] {
+        fleet
+            .add(Instant::now(), name, config(seed), sim.local_addr())
+            .unwrap();
+    }
+    let ready = |fleet: &mut MioFleet, n: usize| {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            fleet.step(Instant::now()).unwrap();
+            let up = ["a", "b"]
+                .iter()
+                .filter(|s| fleet.status(s).is_some_and(ServerStatus::is_ready))
+                .count();
+            if up == n {
+                return;
+            }
+            fleet.wait(Some(Duration::from_millis(20))).unwrap();
+        }
+        panic!("not ready");
+    };
+    ready(&mut fleet, 2);
+    // Each call leaves news and a socket to close for the next step; on a quiet server a
+    // wait that ignored them would block for the caller's whole limit.
+    let blocked = |fleet: &mut MioFleet| {
+        let started = Instant::now();
+        fleet.wait(Some(Duration::from_secs(30))).unwrap();
+        started.elapsed()
+    };
+    assert!(fleet.remove(Instant::now(), "a"));
+    let took = blocked(&mut fleet);
+    assert!(took < Duration::from_secs(10), "after remove: {took:?}");
+    let news = fleet.step(Instant::now()).unwrap().news;
+    assert!(
+        news.iter()
+            .any(|n| matches!(n, FleetOutput::Removed { .. })),
+        "{news:?}"
+    );
+    fleet.close_all(Instant::now());
+    let took = blocked(&mut fleet);
+    assert!(took < Duration::from_secs(10), "after close_all: {took:?}");
+    let news = fleet.step(Instant::now()).unwrap().news;
+    assert!(
+        news.iter().any(|n| matches!(
+            n,
+            FleetOutput::Status {
+                status: ServerStatus::Closed { .. },
+                ..
+            }
+        )),
+        "{news:?}"
+    );
+}

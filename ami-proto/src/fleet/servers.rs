@@ -365,6 +365,14 @@ impl Fleet {
         }
     }
 
+    /// True when [`poll_output`](Self::poll_output) has something before its `Wait`: a
+    /// call such as [`close_all`](Self::close_all), [`remove`](Self::remove) or
+    /// [`with_client`](Self::with_client) queued news or a transport verb. An adapter that
+    /// blocks must not block then.
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty() || (self.connects_left > 0 && !self.connects.is_empty())
+    }
+
     /// The next output: transport verbs for the adapter, news for the application. Drain
     /// until [`FleetOutput::Wait`].
     pub fn poll_output(&mut self) -> FleetOutput {
