@@ -63,10 +63,10 @@ pub(crate) struct Conn {
     /// When the next address starts beside the running connects (RFC 8305's connection
     /// attempt delay), while there is one.
     pub(crate) next_attempt: Option<Instant>,
-    /// A lookup for this attempt is under way.
+    /// A lookup of the name is under way. It outlives the connect attempt that asked for it
+    /// (a new attempt waits for its answer instead of asking again), so a lookup that hangs
+    /// holds one resolver thread per connection, never a queue of retries.
     pub(crate) resolving: bool,
-    /// Bumped at every connect request; a lookup answer for an older one is ignored.
-    pub(crate) attempt: u64,
     /// Who this connection is to its owner's resolver answers (a fleet's tag per server), so
     /// an answer for a removed server is not taken by the next one in its slot.
     pub(crate) owner: u64,
@@ -103,7 +103,6 @@ impl Conn {
             rest: VecDeque::new(),
             next_attempt: None,
             resolving: false,
-            attempt: 0,
             owner: 0,
             readable: false,
             read_closed: false,
@@ -145,8 +144,6 @@ impl Conn {
     pub(crate) fn want_connect_now(&mut self, registry: &Registry) {
         self.drop_link(registry);
         self.want_connect = true;
-        self.attempt += 1;
-        self.resolving = false;
         self.resolved = match &self.target {
             Target::Addr(a) => Some(*a),
             Target::Host(_) => None,
@@ -171,7 +168,6 @@ impl Conn {
         self.resolved = None;
         self.rest.clear();
         self.next_attempt = None;
-        self.resolving = false;
         self.readable = false;
         self.read_closed = false;
         self.writable = false;

@@ -30,8 +30,9 @@ pub struct Options {
     /// (`ami --runtime mio bench` on 500-byte events: +5-7 % with one server, +9-14 % with
     /// ten); one buffer for every connection, so its size does not grow with the fleet.
     pub read_chunk: usize,
-    /// Threads resolving host names for [`MioDriver::add_host`]. Default 2; started on the
-    /// first `add_host`.
+    /// Most threads resolving host names for [`MioDriver::add_host`] at once. Default 16;
+    /// one starts on the first `add_host`, more as lookups overlap (a lookup that hangs holds
+    /// its thread, and the next name gets another instead of waiting behind it).
     pub resolver_threads: usize,
     /// The name resolver run on those threads. Default: the system resolver.
     pub resolve: Arc<ResolveFn>,
@@ -43,7 +44,7 @@ impl Default for Options {
             budget: Budget::default(),
             events_capacity: 1024,
             read_chunk: 64 << 10,
-            resolver_threads: 2,
+            resolver_threads: 16,
             resolve: Arc::new(system_resolve),
         }
     }
@@ -523,10 +524,9 @@ impl MioDriver {
                     let request = Request {
                         index,
                         generation: id.generation,
-                        attempt: c.conn.attempt,
                         host: host.clone(),
                     };
-                    c.conn.resolving = self.resolver.as_ref().is_some_and(|r| r.request(request));
+                    c.conn.resolving = self.resolver.as_mut().is_some_and(|r| r.request(request));
                     if !c.conn.resolving {
                         log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
                         c.conn.want_connect = false;
@@ -564,10 +564,12 @@ impl MioDriver {
             else {
                 continue;
             };
-            if !c.conn.want_connect || c.conn.attempt != answer.attempt {
+            c.conn.resolving = false;
+            // An answer asked for by an earlier attempt serves the current one: the name is
+            // the same, and asking again would queue behind a lookup that may hang.
+            if !c.conn.want_connect || c.conn.resolved.is_some() {
                 continue;
             }
-            c.conn.resolving = false;
             match answer.result {
                 Ok(addrs) => c.conn.resolved_to(addrs),
                 Err(_) => {

@@ -445,14 +445,16 @@ impl MioFleet {
                 .conns
                 .get_mut(answer.index)
                 .and_then(Option::as_mut)
-                .filter(|(_, c)| c.owner == answer.generation && c.attempt == answer.attempt)
+                .filter(|(_, c)| c.owner == answer.generation)
             else {
                 continue;
             };
-            if !conn.want_connect {
+            conn.resolving = false;
+            // An answer asked for by an earlier attempt serves the current one: the name is
+            // the same, and asking again would queue behind a lookup that may hang.
+            if !conn.want_connect || conn.resolved.is_some() {
                 continue;
             }
-            conn.resolving = false;
             let mut member = Member {
                 fleet: &mut self.fleet,
                 id: *id,
@@ -503,10 +505,9 @@ impl MioFleet {
                     let request = Request {
                         index: id.index(),
                         generation: conn.owner,
-                        attempt: conn.attempt,
                         host: host.clone(),
                     };
-                    conn.resolving = self.resolver.as_ref().is_some_and(|r| r.request(request));
+                    conn.resolving = self.resolver.as_mut().is_some_and(|r| r.request(request));
                     if !conn.resolving {
                         log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
                         conn.want_connect = false;

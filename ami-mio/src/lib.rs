@@ -77,7 +77,9 @@
 //! and hand the address in. [`MioDriver::add_host`] takes `host:port` and resolves it before
 //! every connect on helper threads ([`Options::resolve`], [`Options::resolver_threads`]) that
 //! hand the answer back through a channel and a [`mio::Waker`]; a slow lookup never delays a
-//! step ([`MioFleet::add_host`] does the same for a fleet's servers). Every address of the
+//! step, and a lookup that hangs holds one thread, not the other names (threads start as
+//! lookups overlap; each connection has one lookup at a time, its answer serving whichever
+//! connect attempt is current) ([`MioFleet::add_host`] does the same for a fleet's servers). Every address of the
 //! name is tried until one connects, as RFC 8305 has it: families alternating, each attempt
 //! alone for [`ami_proto::CONNECT_ATTEMPT_DELAY`] (or until it fails) before the next starts
 //! beside it, the first connected socket kept (a dual-stack host whose first address refuses,

@@ -284,3 +284,73 @@ fn a_hanging_resolver_does_not_delay_the_step() {
     // several steps, proves that no step waited on a lookup (the step time is printed).
     assert!(ready, "the server given by address was not reached");
 }
+
+#[test]
+fn a_name_whose_lookup_hangs_holds_up_no_other_name_and_queues_no_retries() {
+    use std::sync::{Condvar, Mutex};
+    let server = front();
+    let port = server.local_addr().port();
+    // Lookups of `hangs-*` block until the test ends (an unreachable DNS server); more of
+    // them than the old fixed two resolver threads.
+    let release = Arc::new((Mutex::new(false), Condvar::new()));
+    let calls = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let mut options = Options::default();
+    {
+        let (release, calls) = (Arc::clone(&release), Arc::clone(&calls));
+        options.resolve = Arc::new(move |host: &str| {
+            *calls.lock().unwrap().entry(host.to_string()).or_default() += 1;
+            if host.starts_with("hangs") {
+                let (lock, cv) = &*release;
+                let mut released = lock.lock().unwrap();
+                while !*released {
+                    released = cv.wait(released).unwrap();
+                }
+                return Err(std::io::Error::other("gave up"));
+            }
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        });
+    }
+    let mut driver = MioDriver::with_options(options).unwrap();
+    let quick = |seed| {
+        ClientConfig::builder("admin", "amp111")
+            .seed(seed)
+            .connect_timeout(Duration::from_millis(100))
+            .backoff_base(Duration::from_millis(10))
+            .backoff_max(Duration::from_millis(50))
+            .build()
+            .unwrap()
+    };
+    for k in 0..3 {
+        driver
+            .add_host(
+                Instant::now(),
+                quick(60 + k),
+                format!("hangs-{k}.test:5038"),
+            )
+            .unwrap();
+    }
+    let fast = driver
+        .add_host(Instant::now(), quick(70), format!("fast.test:{port}"))
+        .unwrap();
+    let ready = drive(&mut driver, LIMIT, |_, r| {
+        r.notices
+            .iter()
+            .any(|(c, n)| *c == fast && matches!(n, Notice::Ready { .. }))
+    });
+    // Let the hanging names time out their connects a few times more.
+    drive(&mut driver, Duration::from_millis(500), |_, _| false);
+    *release.0.lock().unwrap() = true;
+    release.1.notify_all();
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        ready,
+        "fast.test not ready while three other lookups hung: {calls:?}"
+    );
+    for k in 0..3 {
+        assert_eq!(
+            calls.get(&format!("hangs-{k}.test:5038")),
+            Some(&1),
+            "a hanging lookup is asked once, not once per connect attempt: {calls:?}"
+        );
+    }
+}
