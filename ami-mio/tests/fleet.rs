@@ -354,3 +354,51 @@ fn a_name_whose_lookup_hangs_holds_up_no_other_name_and_queues_no_retries() {
         );
     }
 }
+
+#[test]
+fn a_resolver_that_panics_fails_that_connect_and_keeps_serving_the_others() {
+    let server = front();
+    let port = server.local_addr().port();
+    let mut options = Options::default();
+    // One thread: were a panic to end it, no lookup would be served after the first.
+    options.resolver_threads = 1;
+    options.resolve = Arc::new(move |host: &str| {
+        if host.starts_with("bad") {
+            panic!("a resolver bug");
+        }
+        Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+    });
+    let mut driver = MioDriver::with_options(options).unwrap();
+    let bad: Vec<ConnId> = (0..3)
+        .map(|k| {
+            driver
+                .add_host(Instant::now(), config(80 + k), format!("bad-{k}.test:5038"))
+                .unwrap()
+        })
+        .collect();
+    let good = driver
+        .add_host(Instant::now(), config(90), format!("good.test:{port}"))
+        .unwrap();
+    let mut failed = Vec::new();
+    let ready = drive(&mut driver, LIMIT, |_, r| {
+        for (c, n) in &r.notices {
+            if let Notice::Disconnected {
+                reason: ami_proto::DisconnectReason::ConnectFailed(_),
+                ..
+            } = n
+            {
+                failed.push(*c);
+            }
+        }
+        r.notices
+            .iter()
+            .any(|(c, n)| *c == good && matches!(n, Notice::Ready { .. }))
+    });
+    assert!(
+        ready,
+        "good.test never connected after the resolver panicked"
+    );
+    for c in &bad {
+        assert!(failed.contains(c), "{c:?} was not told its lookup failed");
+    }
+}
