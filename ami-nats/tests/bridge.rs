@@ -20,6 +20,25 @@ fn storm(front: &ami_sim::tcp::TcpFront, n: usize) {
     front.with_server(|sim, now| sim.emit_user_events(now, n));
 }
 
+/// Starts a bridge for `pbx1` on `a`, waits until 100 events are stored, then stops NATS.
+fn streaming_then_nats_down(
+    nats: &mut Nats,
+    a: &ami_sim::tcp::TcpFront,
+    config: BridgeConfig,
+) -> TestBridge {
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
+    storm(a, 100);
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "first events", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 100
+    });
+    nats.stop();
+    bridge
+}
+
 /// The `Seq` values of one server's storm events, in stream order.
 fn seqs(all: &[Stored], server: &str) -> Vec<u64> {
     all.iter()
@@ -464,16 +483,8 @@ fn nats_restart_mid_stream_is_bounded_and_counted() {
     let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)])
         .lease_ttl(Duration::from_secs(10))
         .max_backlog(500);
-    let bridge = TestBridge::start(config);
-    wait_for(Duration::from_secs(10), "logged in", || {
-        a.stats().logins == 1
-    });
-    storm(&a, 100);
+    let bridge = streaming_then_nats_down(&mut nats, &a, config);
     let url = nats.url();
-    wait_for(Duration::from_secs(10), "first events", || {
-        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 100
-    });
-    nats.stop();
     // 6,000 events while NATS is down: far more than backlog + queues hold.
     for _ in 0..6 {
         storm(&a, 1000);
@@ -1086,16 +1097,8 @@ fn a_nats_outage_holds_no_more_event_bytes_than_the_backlog_byte_cap_and_counts_
     let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, client)])
         .max_backlog(100_000)
         .max_backlog_bytes(CAP as usize);
-    let bridge = TestBridge::start(config);
-    wait_for(Duration::from_secs(10), "logged in", || {
-        a.stats().logins == 1
-    });
-    storm(&a, 100);
+    let bridge = streaming_then_nats_down(&mut nats, &a, config);
     let url = nats.url();
-    wait_for(Duration::from_secs(10), "first events", || {
-        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 100
-    });
-    nats.stop();
     // 1,000 events of 4 KiB while NATS is down: about 4 MiB, sixteen times the cap.
     for _ in 0..10 {
         a.with_server(|sim, now| sim.emit_user_events_sized(now, 100, 4096));
