@@ -255,9 +255,18 @@ impl State {
 /// What an ack said.
 #[derive(Debug, PartialEq, Eq)]
 enum Ack {
-    Stored { duplicate: bool },
+    Stored {
+        duplicate: bool,
+    },
     Failed(String),
+    /// Refused for what the message is, not for the state of the stream: it would be
+    /// refused again however often it was sent.
+    Refused(String),
 }
+
+/// JetStream's `err_code` for a message over the stream's `max_msg_size`
+/// (`JSStreamMessageExceedsMaximumErr`): an operator may set that below an event's size.
+const MESSAGE_EXCEEDS_MAXIMUM: &[u8] = b"\"err_code\":10054";
 
 /// Reads a JetStream publish ack (`{"stream":..,"seq":N[,"duplicate":true]}` or
 /// `{"error":{..}}`; a no-responders status when no stream takes the subject).
@@ -266,6 +275,9 @@ fn parse_ack(status: Option<StatusCode>, p: &[u8]) -> Ack {
         return Ack::Failed("no stream listens on the subject".into());
     }
     let has = |needle: &[u8]| p.windows(needle.len()).any(|w| w == needle);
+    if has(b"\"error\"") && has(MESSAGE_EXCEEDS_MAXIMUM) {
+        return Ack::Refused(String::from_utf8_lossy(p).into_owned());
+    }
     if has(b"\"error\"") || !has(b"\"seq\"") {
         return Ack::Failed(String::from_utf8_lossy(p).into_owned());
     }
@@ -460,8 +472,21 @@ impl Publisher {
         if i >= st.sent {
             return;
         }
-        match parse_ack(m.status, &m.payload) {
-            Ack::Stored { duplicate } => {
+        let ack = parse_ack(m.status, &m.payload);
+        if let Ack::Refused(why) = &ack {
+            // Sending it again would be refused again, in front of everything behind it:
+            // it is dropped, counted and logged, and the window moves on.
+            let Some(o) = st.items.get(i).filter(|o| o.seq == seq && !o.acked) else {
+                return;
+            };
+            log::warn!(
+                "{}: JetStream refuses item {} for good, dropped: {why}",
+                self.server_name(o.ix),
+                o.msg_id()
+            );
+        }
+        match ack {
+            Ack::Stored { .. } | Ack::Refused(_) => {
                 let Some(o) = st.items.get_mut(i) else {
                     return;
                 };
@@ -469,7 +494,10 @@ impl Publisher {
                     return;
                 }
                 o.acked = true;
-                self.metrics.published(o.ix, duplicate);
+                match ack {
+                    Ack::Stored { duplicate } => self.metrics.published(o.ix, duplicate),
+                    _ => self.metrics.discarded(o.ix),
+                }
                 while st.items.front().is_some_and(|o| o.acked) {
                     if let Some(done) = st.remove(0).and_then(|o| o.on_ack) {
                         let _ = done.send(());

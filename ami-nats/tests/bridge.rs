@@ -971,6 +971,73 @@ fn events_whose_names_are_no_valid_subject_token_are_published_and_block_nothing
 }
 
 #[test]
+fn an_event_over_the_streams_max_message_size_is_dropped_and_blocks_nothing_after_it() {
+    use ami_sim::hostile::{message, Hostile, HostileServer};
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    // An operator's stream, made before the bridge, whose messages are capped below the
+    // size of one of the events: JetStream refuses that one on every try.
+    block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "AMI".into(),
+            subjects: vec![
+                "ami.*.event.>".into(),
+                "ami.*.gap".into(),
+                "ami.*.session".into(),
+            ],
+            max_message_size: 2048,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let big = "x".repeat(4000);
+    // More events after the refused one than the publish window holds: a window stuck on
+    // it would never publish the last of them.
+    let mut names = vec!["Before".to_string(), "Big".to_string()];
+    names.extend((0..10).map(|k| format!("After{k}")));
+    let mut script = Vec::new();
+    for (seq, name) in names.iter().enumerate() {
+        let body = if name == "Big" { big.as_str() } else { "" };
+        script.extend(message(&[
+            ("Event", name),
+            ("Seq", &seq.to_string()),
+            ("Body", body),
+        ]));
+    }
+    let srv = HostileServer::start(Hostile::Script(script), 0).unwrap();
+    let a = srv.local_addr();
+    let spec = ami_nats::ServerSpec::new(
+        "pbx1",
+        a.ip().to_string(),
+        a.port(),
+        login().build().unwrap(),
+    )
+    .unwrap();
+    let bridge = TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]).publish_window(4));
+    let events = |all: &[Stored]| -> Vec<String> {
+        all.iter()
+            .filter(|s| s.body["type"] == "event")
+            .filter_map(|s| header(&s.body, "Event").map(str::to_string))
+            .collect()
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "the last event after the refused one",
+        || {
+            events(&block(read_stream(&url, 1)))
+                .iter()
+                .any(|e| e == "After9")
+        },
+    );
+    let mut want = names.clone();
+    want.retain(|n| n != "Big");
+    assert_eq!(events(&block(read_stream(&url, 1))), want);
+    bridge.shutdown();
+}
+
+#[test]
 fn after_shutdown_the_bridge_answers_no_action_request_while_its_runtime_lives_on() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
