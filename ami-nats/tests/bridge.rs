@@ -20,6 +20,24 @@ fn storm(front: &ami_sim::tcp::TcpFront, n: usize) {
     front.with_server(|sim, now| sim.emit_user_events(now, n));
 }
 
+/// The storm's events stored, and the events the gaps say were dropped.
+fn storm_events_and_dropped(all: &[Stored]) -> (u64, u64) {
+    let events = all
+        .iter()
+        .filter(|s| s.body["type"] == "event" && header(&s.body, "UserEvent") == Some("SimStorm"))
+        .count() as u64;
+    let dropped = all
+        .iter()
+        .filter(|s| s.body["type"] == "gap")
+        .map(|s| {
+            s.body["dropped"]
+                .as_u64()
+                .expect("overflow gaps carry a count")
+        })
+        .sum();
+    (events, dropped)
+}
+
 /// Starts a bridge for `pbx1` on `a`, waits until 100 events are stored, then stops NATS.
 fn streaming_then_nats_down(
     nats: &mut Nats,
@@ -505,21 +523,7 @@ fn nats_restart_mid_stream_is_bounded_and_counted() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = block(read_stream(&url, 1));
-        let events = all
-            .iter()
-            .filter(|s| {
-                s.body["type"] == "event" && header(&s.body, "UserEvent") == Some("SimStorm")
-            })
-            .count() as u64;
-        let dropped: u64 = all
-            .iter()
-            .filter(|s| s.body["type"] == "gap")
-            .map(|s| {
-                s.body["dropped"]
-                    .as_u64()
-                    .expect("overflow gaps carry a count")
-            })
-            .sum();
+        let (events, dropped) = storm_events_and_dropped(&all);
         if events + dropped == total {
             assert!(
                 dropped > 0,
@@ -1184,19 +1188,7 @@ fn a_nats_outage_holds_no_more_event_bytes_than_the_backlog_byte_cap_and_counts_
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = block(read_stream(&url, 1));
-        let events = all
-            .iter()
-            .filter(|s| header(&s.body, "UserEvent") == Some("SimStorm"))
-            .count() as u64;
-        let dropped: u64 = all
-            .iter()
-            .filter(|s| s.body["type"] == "gap")
-            .map(|s| {
-                s.body["dropped"]
-                    .as_u64()
-                    .expect("overflow gaps carry a count")
-            })
-            .sum();
+        let (events, dropped) = storm_events_and_dropped(&all);
         if events + dropped == total {
             assert!(dropped > 0, "the outage must have overflowed");
             assert_positions_contiguous(&all);
