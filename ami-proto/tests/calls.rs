@@ -781,3 +781,181 @@ fn gaps_after_a_snapshots_mark_ask_for_one_more_snapshot_not_one_each() {
         "2.1 ended while unseen"
     );
 }
+
+/// A snapshot's answer with each channel's bridge: (uniqueid, linkedid, state, bridge).
+fn bridged_list(id: &str, chans: &[(&str, &str, u8, &str)]) -> Vec<u8> {
+    let mut out = format!("Response: Success\r\nActionID: {id}\r\nEventList: start\r\n\r\n");
+    for (uid, linked, state, bridge) in chans {
+        out += &format!(
+            "Event: CoreShowChannel\r\nActionID: {id}\r\n{}BridgeId: {bridge}\r\n\r\n",
+            block(uid, linked, *state)
+        );
+    }
+    out += &format!(
+        "Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {}\r\n\r\n",
+        chans.len()
+    );
+    out.into_bytes()
+}
+
+/// Starts a resync with a gap and returns the ActionID of its CoreShowChannels.
+fn gap_then_snapshot_asked(t: &mut T) -> String {
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    t.pump();
+    assert!(t.tr.is_resyncing());
+    t.take("CoreShowChannels")
+}
+
+#[test]
+fn a_flood_after_each_snapshots_mark_lets_the_resync_finish_with_the_view_right() {
+    // More events after each snapshot's mark than max_buffered_events, before its answer is
+    // handed over: round after round, as under a steady flood.
+    let config = TrackerConfig::builder()
+        .tag_prefix("t")
+        .max_buffered_events(4)
+        .build()
+        .unwrap();
+    let mut t = T::with(config);
+    t.live();
+    t.items_first = true;
+    t.feed(&ev("Newchannel", "1.1", "1.1", 4, ""));
+    t.feed(&ev("Newchannel", "2.1", "2.1", 6, ""));
+    t.feed(&ev("Newchannel", "9.1", "9.1", 6, ""));
+    t.drain_updates();
+    let id = gap_then_snapshot_asked(&mut t);
+    // Unseen, before the mark: 2.1 hung up; 3.1 was created; 9.1 and 3.1 entered a bridge.
+    let mut bytes = bridged_list(
+        &id,
+        &[
+            ("1.1", "1.1", 4, ""),
+            ("3.1", "3.1", 4, "b-1"),
+            ("9.1", "9.1", 6, "b-1"),
+        ],
+    );
+    // After it: 1.1 answers and hangs up, 5.1 is created and answers, 3.1 (not yet in the
+    // view) answers, 6.1 comes and goes, and 9.1 floods.
+    bytes.extend(ev("Newstate", "1.1", "1.1", 6, ""));
+    bytes.extend(ev("Hangup", "1.1", "1.1", 6, "Cause: 16"));
+    bytes.extend(ev("Newchannel", "5.1", "5.1", 4, ""));
+    bytes.extend(ev("Newstate", "3.1", "3.1", 6, ""));
+    bytes.extend(ev("Newchannel", "6.1", "6.1", 4, ""));
+    bytes.extend(ev("Hangup", "6.1", "6.1", 4, "Cause: 17"));
+    for _ in 0..6 {
+        bytes.extend(ev("Newstate", "9.1", "9.1", 6, ""));
+    }
+    bytes.extend(ev("Newstate", "5.1", "5.1", 6, ""));
+    t.feed(&bytes);
+    assert!(
+        !t.tr.is_stale(),
+        "the snapshot in flight finished the resync"
+    );
+    assert!(t.h.inbox.is_empty(), "no snapshot started over");
+    let updates = t.drain_updates();
+    assert_eq!(
+        ended_ids(&updates),
+        [
+            ids("1.1", &["1.1"]),
+            ids("6.1", &["6.1"]),
+            ids("2.1", &["2.1"])
+        ],
+        "each ended once; 1.1, seen hanging up after the mark, not brought back"
+    );
+    let r = updates
+        .iter()
+        .find_map(|u| match u {
+            CallUpdate::Resynced(r) => Some(*r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            r.continued,
+            r.ended_unobserved,
+            r.adopted,
+            r.replayed,
+            r.kept_newer
+        ),
+        (0, 1, 1, 1, 2),
+        "{r:?}"
+    );
+    let state = |t: &T, uid: &str| {
+        let ch = t.tr.channel(uid).unwrap();
+        (ch.state, ch.bridge.clone(), ch.adopted)
+    };
+    let b1 = Some("b-1".to_string());
+    assert_eq!(state(&t, "3.1"), (ChannelState::Up, b1.clone(), true));
+    assert_eq!(state(&t, "5.1"), (ChannelState::Up, None, false));
+    assert_eq!(state(&t, "9.1"), (ChannelState::Up, b1, false));
+    assert_eq!(t.tr.channels().len(), 3);
+    let stats = t.tr.stats();
+    assert_eq!(
+        (
+            stats.buffer_overflows,
+            stats.buffered_dropped,
+            stats.unknown_channel_events
+        ),
+        (1, 0, 0)
+    );
+    for round in 1..4u32 {
+        let id = gap_then_snapshot_asked(&mut t);
+        let mut bytes = list(
+            &id,
+            "CoreShowChannel",
+            &[("3.1", "3.1", 6), ("5.1", "5.1", 6), ("9.1", "9.1", 6)],
+            "",
+        );
+        let uid = format!("7{round}.1");
+        bytes.extend(ev("Newchannel", &uid, &uid, 4, ""));
+        for _ in 0..8 {
+            bytes.extend(ev("Newstate", "9.1", "9.1", 6, ""));
+        }
+        bytes.extend(ev("Hangup", &uid, &uid, 4, "Cause: 16"));
+        t.feed(&bytes);
+        assert!(!t.tr.is_stale(), "round {round}");
+        assert!(t.h.inbox.is_empty(), "round {round}");
+        assert_eq!(ended_ids(&t.drain_updates()), [ids(&uid, &[&uid])]);
+        assert_eq!(t.tr.channels().len(), 3, "round {round}");
+    }
+    assert_eq!(t.tr.stats().resynced, 5);
+    assert_eq!(t.tr.stats().buffer_overflows, 4);
+}
+
+#[test]
+fn events_for_channels_not_yet_in_the_view_past_the_buffer_are_dropped_counted_and_asked_again() {
+    let config = TrackerConfig::builder()
+        .tag_prefix("t")
+        .max_buffered_events(2)
+        .build()
+        .unwrap();
+    let mut t = T::with(config);
+    t.live();
+    t.items_first = true;
+    t.feed(&ev("Newchannel", "9.1", "9.1", 6, ""));
+    let id = gap_then_snapshot_asked(&mut t);
+    // 3.1 was created unseen before the mark; after it, 9.1 floods, then 3.1 changes four
+    // times: two wait for the snapshot to bring 3.1 in, two are past the cap.
+    let mut bytes = list(
+        &id,
+        "CoreShowChannel",
+        &[("9.1", "9.1", 6), ("3.1", "3.1", 4)],
+        "",
+    );
+    for _ in 0..3 {
+        bytes.extend(ev("Newstate", "9.1", "9.1", 6, ""));
+    }
+    for state in [5, 6, 5, 6] {
+        bytes.extend(ev("Newstate", "3.1", "3.1", state, ""));
+    }
+    t.feed(&bytes);
+    let stats = t.tr.stats();
+    assert_eq!((stats.buffer_overflows, stats.buffered_dropped), (1, 2));
+    assert!(t.tr.channel("3.1").is_some(), "the snapshot was applied");
+    assert!(t.tr.is_resyncing(), "events were lost: not live");
+    assert!(t
+        .drain_updates()
+        .contains(&CallUpdate::Stale(StaleReason::BufferFull)));
+    assert_eq!(t.h.inbox_actions(), ["CoreShowChannels"], "one more");
+    t.channels(&[("9.1", "9.1", 6), ("3.1", "3.1", 6)], "");
+    assert!(!t.tr.is_stale());
+    assert_eq!(t.tr.channel("3.1").unwrap().state, ChannelState::Up);
+}

@@ -7,7 +7,7 @@
 //! ```text
 //! {"type":"calls","stale":false,"calls":[{"linkedid":..,"channels":[{..}]}]}   the view, when it changed
 //! {"type":"stale","reason":"session lost: ..."}                               from here the view may be behind
-//! {"type":"resynced","continued":3,"ended_unobserved":1,"adopted":0,"replayed":0}
+//! {"type":"resynced","continued":3,"ended_unobserved":1,"adopted":0,"replayed":0,"kept_newer":0}
 //! {"type":"call_ended","linkedid":..,"cause":16,"unobserved":false,"duration_s":12.5}
 //! ```
 //!
@@ -132,7 +132,9 @@ fn stale_text(reason: &StaleReason, live: &Live) -> String {
         StaleReason::Start => "session (re)started: taking a snapshot".to_string(),
         StaleReason::SessionLost(r) => format!("session lost: {}", words::reason(r, &live.url)),
         StaleReason::Gap { dropped } => format!("{dropped} events dropped (reader behind)"),
-        StaleReason::BufferFull => "too many events during a snapshot".to_string(),
+        StaleReason::BufferFull => {
+            "events for untracked channels dropped during a snapshot (buffer full)".to_string()
+        }
         StaleReason::OriginateInDoubt => "an Originate's answer was lost".to_string(),
         StaleReason::SnapshotFailed { attempt } => format!("snapshot failed (attempt {attempt})"),
         other => format!("{other:?}"),
@@ -165,6 +167,7 @@ fn update_json(u: &CallUpdate, live: &Live) -> Option<String> {
             "ended_unobserved": r.ended_unobserved,
             "adopted": r.adopted,
             "replayed": r.replayed,
+            "kept_newer": r.kept_newer,
         })
         .to_string(),
         CallUpdate::CallEnded(c) => ended_json(c),

@@ -79,7 +79,10 @@ impl TrackerConfigBuilder {
     }
 
     /// Most events held while a snapshot is in flight (default 65 536; each is one shared
-    /// message). Past it the resync starts over, counted.
+    /// message). Past it events are applied at once and the snapshot yields to the channels
+    /// they reach (counted in `buffer_overflows`); only events for channels not yet in the
+    /// view still wait, within this cap, and those past it are dropped, counted in
+    /// `buffered_dropped`, and one more snapshot follows.
     pub fn max_buffered_events(mut self, n: usize) -> Self {
         self.config.max_buffered = n;
         self

@@ -34,7 +34,14 @@
 //! before its answer and which after: events before the mark are applied as they come, the
 //! snapshot is applied at the mark, and events after the mark that arrive before the answer
 //! is in hand are held and applied after it. No event is lost or applied twice, and the snapshot never overwrites a
-//! newer event. Then it reconciles, and says so ([`CallUpdate::Resynced`]):
+//! newer event. When more events come after the mark than `max_buffered_events` (a flood
+//! while the answer is on its way), the snapshot is not started over (under a steady flood
+//! the next one would overflow too, for ever): from there events are applied at once, and
+//! the channels they reach keep their newer state over the snapshot (`kept_newer`), one
+//! they saw hang up is not brought back. Only events for channels the view does not hold
+//! yet still wait for the snapshot, within the same cap; any dropped past it are counted
+//! ([`TrackerStats::buffered_dropped`]) and one more snapshot follows
+//! ([`StaleReason::BufferFull`]). Then it reconciles, and says so ([`CallUpdate::Resynced`]):
 //! - channels in the view and in the snapshot continue (the snapshot's state wins: what
 //!   changed during the outage was not seen, so an answer then has no time);
 //! - channels in the view, gone from the snapshot, ended while unobserved
@@ -135,6 +142,7 @@
 //! [`StreamItem::Gap`]: crate::StreamItem::Gap
 //! [`StreamItem::Disconnected`]: crate::StreamItem::Disconnected
 
+mod after_mark;
 mod channel;
 mod config;
 mod originate;
@@ -148,6 +156,7 @@ use crate::client::output::{ActionError, DisconnectReason, Response, StreamItem}
 use crate::client::session::SendOptions;
 use crate::wire::action::Action;
 use crate::wire::message::Message;
+use after_mark::AfterMark;
 use originate::{answer_of, Answer, Record};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
@@ -189,8 +198,9 @@ pub enum StaleReason {
         /// How many.
         dropped: u64,
     },
-    /// Too many events arrived after a snapshot's mark before its answer; they were applied
-    /// and a new snapshot asked for.
+    /// Events after a snapshot's mark, for channels the view did not hold yet, outgrew
+    /// `max_buffered_events` before its answer: those past it were dropped (counted in
+    /// [`TrackerStats::buffered_dropped`]) and one more snapshot follows this one.
     BufferFull,
     /// An Originate's answer was lost: look for its tag.
     OriginateInDoubt,
@@ -214,6 +224,10 @@ pub struct ResyncReport {
     /// Events that came after the snapshot's mark but before its answer was in hand, held
     /// and applied after it.
     pub replayed: usize,
+    /// Channels in the snapshot that events after its mark reached before its answer was in
+    /// hand, applied at once because more came than `max_buffered_events`: the view was
+    /// newer than the snapshot for them and kept (one that hung up stays ended).
+    pub kept_newer: usize,
 }
 
 /// News from the tracker, from [`CallTracker::poll_update`].
@@ -265,8 +279,13 @@ pub struct TrackerStats {
     pub channels_over_cap: u64,
     /// Channel events for a channel not in the view (ignored).
     pub unknown_channel_events: u64,
-    /// Times the held events outgrew `max_buffered_events` (a new snapshot was asked for).
+    /// Times the events held after a snapshot's mark outgrew `max_buffered_events`: from
+    /// there until its answer, events were applied at once (the snapshot kept in flight).
     pub buffer_overflows: u64,
+    /// Events dropped after a snapshot's mark because `max_buffered_events` were held
+    /// already, all for channels the view did not hold yet (a [`StaleReason::BufferFull`]
+    /// snapshot followed).
+    pub buffered_dropped: u64,
     /// Updates dropped because `max_updates` were waiting.
     pub updates_dropped: u64,
     /// Snapshots that failed.
@@ -307,6 +326,11 @@ struct Resync {
     tags: Tags,
     /// Events after its mark were lost (this many): once it is in, another is needed.
     again: Option<u64>,
+    /// Of those, dropped because the held events were at `max_buffered_events`.
+    dropped_held: u64,
+    /// Set once the events held after its mark outgrew `max_buffered_events`: from then
+    /// on they are applied at once, and this says which channels they reached.
+    after_mark: Option<AfterMark>,
 }
 
 #[derive(Debug)]
@@ -588,6 +612,8 @@ impl CallTracker {
             marked: false,
             tags,
             again: None,
+            dropped_held: 0,
+            after_mark: None,
         }));
     }
 
@@ -611,22 +637,73 @@ impl CallTracker {
     }
 
     fn event(&mut self, now: Instant, msg: &Message) {
-        let hold = matches!(&self.sync, Sync::Resyncing(r) if r.marked && r.applied.is_none());
+        let (hold, flooded) = match &self.sync {
+            Sync::Resyncing(r) if r.marked && r.applied.is_none() => (true, r.after_mark.is_some()),
+            _ => (false, false),
+        };
         if !hold {
             let fx = self.view.apply(now, msg);
             return self.effects(fx);
         }
-        if self.held.len() >= self.config.max_buffered {
+        if !flooded {
+            if self.held.len() < self.config.max_buffered {
+                self.held.push_back((now, msg.clone()));
+                return;
+            }
+            // Starting the snapshot over would throw away one that is on its way, and under
+            // a steady flood every next one would overflow too: the resync would never end.
+            // Apply what comes at once instead, and let the snapshot yield to it.
             self.stats.buffer_overflows += 1;
             log::warn!(
-                "AMI call tracker: over {} events after a snapshot's mark and no answer yet; applying them and asking again (counted)",
+                "AMI call tracker: over {} events after a snapshot's mark and no answer yet; applying them at once (counted)",
                 self.config.max_buffered
             );
-            self.start_resync(StaleReason::BufferFull);
-            let fx = self.view.apply(now, msg);
-            return self.effects(fx);
+            if let Sync::Resyncing(r) = &mut self.sync {
+                r.after_mark = Some(AfterMark::default());
+            }
+            for (at, held) in std::mem::take(&mut self.held) {
+                self.event_after_mark(at, &held);
+            }
         }
-        self.held.push_back((now, msg.clone()));
+        self.event_after_mark(now, msg);
+    }
+
+    /// An event after the snapshot's mark, once they are applied at once. One for a channel
+    /// the view does not hold (created before the mark, while the view was behind) waits
+    /// for the snapshot to bring the channel in, within `max_buffered`; past it it is
+    /// dropped, counted, and one more snapshot follows.
+    fn event_after_mark(&mut self, now: Instant, msg: &Message) {
+        let uid = msg.get_str("Uniqueid").unwrap_or("").to_string();
+        let name = msg.event().unwrap_or("");
+        let was = self.view.channel(&uid).is_some();
+        if !uid.is_empty() && !was && !name.eq_ignore_ascii_case("Newchannel") {
+            if self.held.len() < self.config.max_buffered {
+                self.held.push_back((now, msg.clone()));
+                return;
+            }
+            self.stats.buffered_dropped += 1;
+            if let Sync::Resyncing(r) = &mut self.sync {
+                if r.dropped_held == 0 {
+                    log::warn!(
+                        "AMI call tracker: {} events for channels not yet in the view held after a snapshot's mark; dropping more (counted), one more snapshot will follow",
+                        self.config.max_buffered
+                    );
+                }
+                r.dropped_held += 1;
+                r.again = Some(r.again.unwrap_or(0).saturating_add(1));
+            }
+            return;
+        }
+        let fx = self.view.apply(now, msg);
+        let is = self.view.channel(&uid).is_some();
+        let bridge =
+            name.eq_ignore_ascii_case("BridgeEnter") || name.eq_ignore_ascii_case("BridgeLeave");
+        if let Sync::Resyncing(r) = &mut self.sync {
+            if let Some(after) = &mut r.after_mark {
+                after.touch(&uid, was, is, bridge);
+            }
+        }
+        self.effects(fx);
     }
 
     /// Applies the held events in order (their snapshot will not be used).
@@ -740,7 +817,11 @@ impl CallTracker {
                     Err(e) => return self.snapshot_failed(e, refused),
                 };
                 if matches!(purpose, Purpose::Channels(_)) {
-                    let mut report = self.apply_snapshot(now, &resp);
+                    let after = match &mut self.sync {
+                        Sync::Resyncing(r) => r.after_mark.take(),
+                        _ => None,
+                    };
+                    let mut report = self.apply_snapshot(now, &resp, &after.unwrap_or_default());
                     report.replayed = self.held.len();
                     self.apply_held();
                     if let Sync::Resyncing(r) = &mut self.sync {
@@ -760,7 +841,11 @@ impl CallTracker {
                             // events may be among those lost) and the next one asks again.
                             Some(dropped) => {
                                 self.attempts = 0;
-                                self.start_resync(StaleReason::Gap { dropped });
+                                self.start_resync(if r.dropped_held > 0 {
+                                    StaleReason::BufferFull
+                                } else {
+                                    StaleReason::Gap { dropped }
+                                });
                             }
                             None => self.finish_resync(*r),
                         }
@@ -809,8 +894,14 @@ impl CallTracker {
     }
 
     /// Applies the CoreShowChannels snapshot at its point in the stream: every event before
-    /// it has been applied, none after it.
-    fn apply_snapshot(&mut self, now: Instant, channels: &Response) -> ResyncReport {
+    /// it has been applied, and after it only those that reached the channels in `after`,
+    /// which are newer than the snapshot and keep their state.
+    fn apply_snapshot(
+        &mut self,
+        now: Instant,
+        channels: &Response,
+        after: &AfterMark,
+    ) -> ResyncReport {
         let snapshot: BTreeMap<String, &Message> = channels
             .items()
             .iter()
@@ -824,7 +915,8 @@ impl CallTracker {
         // Gone while unobserved: a Hangup seen before the snapshot would have removed it.
         // Ended first, so that at the channel cap they make room for the adopted.
         for uid in self.view.uniqueids() {
-            if snapshot.contains_key(&uid) {
+            // Reached after the mark: alive then, and born after it if not in the snapshot.
+            if snapshot.contains_key(&uid) || after.get(&uid).is_some() {
                 continue;
             }
             let Some(ch) = self.view.channel(&uid) else {
@@ -848,6 +940,16 @@ impl CallTracker {
                 .or_else(|| item.get_str("BridgeID"))
                 .filter(|b| !b.is_empty())
                 .map(str::to_owned);
+            if let Some(touch) = after.get(uid) {
+                // Newer in the view; gone from it means it hung up after the mark. Its
+                // channel block came with every event since; only the bridge may be news.
+                if !touch.bridged {
+                    self.view
+                        .modify_unsettled(uid, |ch| ch.bridge = bridge.clone());
+                }
+                report.kept_newer += 1;
+                continue;
+            }
             let known = self.view.modify_unsettled(uid, |ch| {
                 ch.update(item, now, false);
                 ch.bridge = bridge.clone();
