@@ -74,6 +74,8 @@ fn calls_watch_reports_calls_that_died_in_a_restart_as_ended_unobserved() {
         .unwrap_or_else(|| panic!("no call_ended: {kinds:?}"));
     assert_eq!(ended["unobserved"], true);
     assert_eq!(ended["cause"], Value::Null, "no cause is made up");
+    assert_eq!(ended["end"], "unobserved");
+    assert_eq!(ended["duration_s"], Value::Null, "no end time is made up");
     assert!(lines
         .iter()
         .any(|v| v["type"] == "stale" && v["reason"].as_str().unwrap().contains("lost")));

@@ -7,8 +7,8 @@
 mod scripted;
 
 use ami_proto::calls::{
-    CallTracker, CallUpdate, ChannelState, EndedCall, Ending, OriginateState, OriginateTag,
-    ResyncReport, StaleReason, TrackerConfig,
+    CallEnd, CallTracker, CallUpdate, ChannelState, EndedCall, Ending, OriginateState,
+    OriginateTag, ResyncReport, StaleReason, TrackerConfig, MAX_ENDED_PER_CALL,
 };
 use ami_proto::{Action, ActionId, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame};
 use scripted::{id_of, Harness, Out};
@@ -202,7 +202,7 @@ fn a_call_is_followed_from_newchannel_to_hangup_with_cause_and_timings() {
     assert_eq!(call.cause(), Some(16), "the originating channel's cause");
     assert_eq!(call.created(), Some(created));
     assert_eq!(call.answered(), Some(answered));
-    assert_eq!(call.ended(), Some(t.h.now));
+    assert_eq!(call.ended(), CallEnd::Seen(t.h.now));
     assert!(!call.unobserved());
     assert_eq!(t.tr.channels().len(), 0);
 }
@@ -308,7 +308,15 @@ fn after_an_outage_gone_channels_end_unobserved_others_continue_and_new_ones_are
     assert_eq!(ended[0].linkedid, "2.1");
     assert!(ended[0].unobserved());
     assert_eq!(ended[0].cause(), None, "no cause is made up");
-    assert_eq!(ended[0].ended(), None, "no end time is made up");
+    assert_eq!(
+        ended[0].ended(),
+        CallEnd::Unobserved {
+            last_seen: last_seen_2,
+            noticed: t.h.now
+        },
+        "no end time is made up, only its bounds"
+    );
+    assert_eq!(ended[0].ended().seen(), None);
     assert!(matches!(
         ended[0].channels[0].ending,
         Ending::Unobserved { last_seen, .. } if last_seen == last_seen_2
@@ -655,6 +663,12 @@ fn a_call_whose_every_channel_moves_to_another_linkedid_ends_once_with_none_ende
         panic!("{updates:?}")
     };
     assert_eq!(call.channels_moved, 2);
+    assert_eq!(
+        call.ended(),
+        CallEnd::Moved,
+        "no end of its own, not an unknown one"
+    );
+    assert!(!call.unobserved());
     assert_eq!(t.tr.call("1.1").unwrap().len(), 3);
 }
 
@@ -958,4 +972,47 @@ fn events_for_channels_not_yet_in_the_view_past_the_buffer_are_dropped_counted_a
     t.channels(&[("9.1", "9.1", 6), ("3.1", "3.1", 6)], "");
     assert!(!t.tr.is_stale());
     assert_eq!(t.tr.channel("3.1").unwrap().state, ChannelState::Up);
+}
+
+#[test]
+fn a_calls_end_counts_its_channels_beyond_those_kept() {
+    // A long call: more channels end in it than MAX_ENDED_PER_CALL keeps; the last ones
+    // decide its end, seen or not.
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    for n in 0..=MAX_ENDED_PER_CALL {
+        let uid = format!("1.{}", n + 2);
+        t.feed(&ev("Newchannel", &uid, "1.1", 6, ""));
+        t.feed(&ev("Hangup", &uid, "1.1", 6, "Cause: 16"));
+    }
+    t.feed(&ev("Newchannel", "1.99", "1.1", 6, ""));
+    t.feed(&ev("Hangup", "1.1", "1.1", 6, "Cause: 16"));
+    let seen_end = t.h.now;
+    // The call's last channel, 1.99, ends unseen in an outage.
+    t.reconnect();
+    t.channels(&[], "");
+    let ended = t.ended();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].channels_not_kept, 3);
+    assert!(ended[0].unobserved(), "1.99, not kept, ended unseen");
+    assert_eq!(
+        ended[0].ended(),
+        CallEnd::Unobserved {
+            last_seen: seen_end,
+            noticed: t.h.now
+        }
+    );
+
+    // The same with every Hangup seen: the end is the last one, not the last one kept.
+    t.feed(&ev("Newchannel", "2.1", "2.1", 6, ""));
+    for n in 0..=MAX_ENDED_PER_CALL {
+        let uid = format!("2.{}", n + 2);
+        t.feed(&ev("Newchannel", &uid, "2.1", 6, ""));
+        t.feed(&ev("Hangup", &uid, "2.1", 6, "Cause: 16"));
+    }
+    t.feed(&ev("Hangup", "2.1", "2.1", 6, "Cause: 16"));
+    let ended = t.ended();
+    assert_eq!(ended[0].ended(), CallEnd::Seen(t.h.now));
+    assert!(!ended[0].unobserved());
 }

@@ -8,15 +8,19 @@
 //! {"type":"calls","stale":false,"calls":[{"linkedid":..,"channels":[{..}]}]}   the view, when it changed
 //! {"type":"stale","reason":"session lost: ..."}                               from here the view may be behind
 //! {"type":"resynced","continued":3,"ended_unobserved":1,"adopted":0,"replayed":0,"kept_newer":0}
-//! {"type":"call_ended","linkedid":..,"cause":16,"unobserved":false,"duration_s":12.5}
+//! {"type":"call_ended","linkedid":..,"cause":16,"unobserved":false,"end":"seen","duration_s":12.5}
 //! ```
 //!
-//! A call that ended while the link was down is reported with `"unobserved":true` and no
-//! cause: nobody saw its Hangup, and the tracker does not make one up.
+//! A call that ended while the link was down is reported with `"unobserved":true`,
+//! `"end":"unobserved"`, no cause and no duration: nobody saw its Hangup, and the tracker
+//! does not make one up. `"end":"moved"`: every channel of the call moved into another
+//! call (a transfer, a bridge with an older call): it has no end or duration of its own.
 
 use crate::session::{self, CallError, Change, Happening, Live, Ticket};
 use crate::{words, Connection, Failure, EXIT_CONNECT, EXIT_OTHER};
-use ami_proto::calls::{CallTracker, CallUpdate, Channel, EndedCall, StaleReason, TrackerConfig};
+use ami_proto::calls::{
+    CallEnd, CallTracker, CallUpdate, Channel, EndedCall, StaleReason, TrackerConfig,
+};
 use ami_proto::DisconnectReason;
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
@@ -142,7 +146,7 @@ fn stale_text(reason: &StaleReason, live: &Live) -> String {
 }
 
 fn ended_json(call: &EndedCall) -> String {
-    let duration = match (call.created(), call.ended()) {
+    let duration = match (call.created(), call.ended().seen()) {
         (Some(c), Some(e)) => Some(e.saturating_duration_since(c).as_secs_f64()),
         _ => None,
     };
@@ -152,9 +156,20 @@ fn ended_json(call: &EndedCall) -> String {
         "channels": call.channels.len(),
         "cause": call.cause(),
         "unobserved": call.unobserved(),
+        "end": end_word(call.ended()),
         "duration_s": duration,
     })
     .to_string()
+}
+
+/// How the end of a call is known, in one word: `duration_s` is null unless it is `seen`.
+fn end_word(end: CallEnd) -> &'static str {
+    match end {
+        CallEnd::Seen(_) => "seen",
+        CallEnd::Unobserved { .. } => "unobserved",
+        CallEnd::Moved => "moved",
+        _ => "unknown",
+    }
 }
 
 /// One update as a JSON line, or `None` for updates this command does not show.
@@ -185,6 +200,9 @@ fn update_text(u: &CallUpdate, live: &Live) -> Option<String> {
         ),
         CallUpdate::CallEnded(c) if c.unobserved() => {
             format!("ended while unobserved: {} (cause unknown)", c.linkedid)
+        }
+        CallUpdate::CallEnded(c) if c.ended() == CallEnd::Moved => {
+            format!("merged into other calls: {}", c.linkedid)
         }
         CallUpdate::CallEnded(c) => format!(
             "ended: {} cause {}",

@@ -233,6 +233,65 @@ pub struct EndedChannel {
     pub ending: Ending,
 }
 
+/// When a call ended, as far as the tracker knows: [`EndedCall::ended`]. Each case is its
+/// own variant so that "unknown" can never be read as "no end" or the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallEnd {
+    /// Every channel that ended in it was seen hanging up; the latest `Hangup` was received
+    /// at this time.
+    Seen(Instant),
+    /// At least one of its channels ended while the tracker could not see (a gap, an
+    /// outage): the end time is unknown and never made up. The call ended after
+    /// `last_seen` (the latest word the tracker had of any of its channels: a `Hangup`
+    /// seen, or a sign of life of one that ended unseen) and before `noticed` (when a
+    /// snapshot showed the last such channel gone).
+    Unobserved {
+        /// The call ended after this.
+        last_seen: Instant,
+        /// The call had ended by this.
+        noticed: Instant,
+    },
+    /// None of its channels ended in it: every one moved to another call while live
+    /// ([`EndedCall::channels_moved`]) and lives on there. It has no end of its own.
+    Moved,
+}
+
+impl CallEnd {
+    /// The end time if it was seen; `None` for [`CallEnd::Unobserved`] and
+    /// [`CallEnd::Moved`] (match on the variant to tell those apart).
+    pub fn seen(self) -> Option<Instant> {
+        match self {
+            CallEnd::Seen(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Folds in one more channel's ending.
+    pub(crate) fn with(end: Option<CallEnd>, ending: &Ending) -> CallEnd {
+        let (seen, unseen) = match *ending {
+            Ending::Hangup { at, .. } => (at, None),
+            Ending::Unobserved { last_seen, noticed } => (last_seen, Some(noticed)),
+        };
+        match (end, unseen) {
+            (Some(CallEnd::Seen(a)), None) => CallEnd::Seen(a.max(seen)),
+            (Some(CallEnd::Unobserved { last_seen, noticed }), n) => CallEnd::Unobserved {
+                last_seen: last_seen.max(seen),
+                noticed: n.map_or(noticed, |n| n.max(noticed)),
+            },
+            (Some(CallEnd::Seen(a)), Some(noticed)) => CallEnd::Unobserved {
+                last_seen: a.max(seen),
+                noticed,
+            },
+            (None | Some(CallEnd::Moved), None) => CallEnd::Seen(seen),
+            (None | Some(CallEnd::Moved), Some(noticed)) => CallEnd::Unobserved {
+                last_seen: seen,
+                noticed,
+            },
+        }
+    }
+}
+
 /// A call (the channels sharing a `Linkedid`) with no live channel left: its last channel
 /// ended, or moved to another call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +309,8 @@ pub struct EndedCall {
     /// in `channels`: they end with the call they joined. A call all of whose channels moved
     /// ends with `channels` empty.
     pub channels_moved: u64,
+    /// Folded from every channel that ended in it, those not kept too.
+    pub(crate) end: CallEnd,
 }
 
 /// Most ended channels one call keeps while other channels of it are still live (a long call
@@ -270,17 +331,11 @@ impl EndedCall {
             .min()
     }
 
-    /// When its last channel's `Hangup` was seen; `None` when any channel ended unobserved
-    /// (the end time is then unknown).
-    pub fn ended(&self) -> Option<Instant> {
-        let mut last = None;
-        for c in &self.channels {
-            match c.ending {
-                Ending::Hangup { at, .. } => last = last.max(Some(at)),
-                Ending::Unobserved { .. } => return None,
-            }
-        }
-        last
+    /// When it ended: seen (the latest `Hangup` of its channels, those beyond
+    /// [`MAX_ENDED_PER_CALL`] included), unknown because a channel ended unobserved (with the
+    /// bounds the tracker has), or no end of its own because every channel moved away.
+    pub fn ended(&self) -> CallEnd {
+        self.end
     }
 
     /// The hangup cause: the originating channel's (Uniqueid = Linkedid) if its Hangup was
@@ -297,10 +352,10 @@ impl EndedCall {
             .or_else(|| self.channels.iter().find_map(cause_of))
     }
 
-    /// True if any of its channels ended while the tracker could not see.
+    /// True if any of its channels ended while the tracker could not see (those beyond
+    /// [`MAX_ENDED_PER_CALL`] included): then [`ended`](Self::ended) is
+    /// [`CallEnd::Unobserved`].
     pub fn unobserved(&self) -> bool {
-        self.channels
-            .iter()
-            .any(|c| matches!(c.ending, Ending::Unobserved { .. }))
+        matches!(self.end, CallEnd::Unobserved { .. })
     }
 }

@@ -148,7 +148,9 @@ mod config;
 mod originate;
 mod view;
 
-pub use channel::{Channel, ChannelState, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL};
+pub use channel::{
+    CallEnd, Channel, ChannelState, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL,
+};
 pub use config::{TrackerConfig, TrackerConfigBuilder, TrackerConfigError};
 pub use originate::{OriginateState, OriginateTag};
 

@@ -1,6 +1,6 @@
 //! The live view: channels by Uniqueid, calls by Linkedid, and what events do to them.
 
-use super::channel::{text, Channel, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL};
+use super::channel::{text, CallEnd, Channel, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL};
 use super::originate::OriginateTag;
 use crate::wire::message::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +13,8 @@ struct CallEntry {
     ended: Vec<EndedChannel>,
     not_kept: u64,
     moved: u64,
+    /// Folded from every channel that ended, kept or not: the last may be one not kept.
+    end: Option<CallEnd>,
 }
 
 /// What one event did, for the tracker to act on.
@@ -181,6 +183,7 @@ impl View {
         let linkedid = channel.linkedid.clone();
         let entry = self.calls.entry(linkedid.clone()).or_default();
         entry.live.remove(uniqueid);
+        entry.end = Some(CallEnd::with(entry.end, &ending));
         if entry.ended.len() < MAX_ENDED_PER_CALL {
             entry.ended.push(EndedChannel { channel, ending });
         } else {
@@ -200,6 +203,7 @@ impl View {
             channels: entry.ended,
             channels_not_kept: entry.not_kept,
             channels_moved: entry.moved,
+            end: entry.end.unwrap_or(CallEnd::Moved),
         })
     }
 
