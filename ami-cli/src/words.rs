@@ -144,6 +144,10 @@ pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
             ActionError::ListOverflow { items, bytes } => {
                 format!("the list outgrew the client's cap ({items} items, {bytes} bytes kept)")
             }
+            ActionError::ListIncomplete { items, dropped, .. } => format!(
+                "the list is incomplete: {dropped} item(s) dropped on the way in (over the \
+                 decoder's size limits or broken), {items} printed"
+            ),
             ActionError::Cancelled => "cancelled".into(),
             ActionError::NotSent(r) => format!("not sent: {}", reason(r, url)),
             ActionError::Unknown(r) => format!(

@@ -13,7 +13,8 @@
 //! key within the idempotency window, across bridges; `timeout_ms` (optional) bounds the wait.
 //!
 //! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `K` is `success`,
-//! `server_error`, `timed_out`, `list_overflow`, `not_sent` (never reached Asterisk: safe to
+//! `server_error`, `timed_out`, `list_overflow`, `list_incomplete` (items were dropped on the
+//! way in; those that arrived are in `items`), `not_sent` (never reached Asterisk: safe to
 //! retry), `unknown` (may have run), `invalid_request` (refused before anything was sent) or
 //! `duplicate` (the key was used: `"original"` holds the first reply, absent while the first
 //! is still running). `response`, `items`, `complete` and `follow_up` hold the server's
@@ -208,6 +209,7 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
                 ActionError::Server(_) => "server_error",
                 ActionError::TimedOut { .. } => "timed_out",
                 ActionError::ListOverflow { .. } => "list_overflow",
+                ActionError::ListIncomplete { .. } => "list_incomplete",
                 ActionError::NotSent(_) | ActionError::Cancelled => "not_sent",
                 _ => "unknown",
             };
@@ -216,7 +218,8 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
                 ActionError::Server(r) => reply = reply.response(r),
                 ActionError::TimedOut {
                     partial: Some(r), ..
-                } => reply = reply.response(r),
+                }
+                | ActionError::ListIncomplete { partial: r, .. } => reply = reply.response(r),
                 _ => {}
             }
             (kind, reply)

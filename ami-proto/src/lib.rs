@@ -133,6 +133,10 @@
 //! ActionIDs carry a random per-connection prefix and a counter, so an answer from an older
 //! connection, or another client's broadcast `OriginateResponse`, never matches.
 //!
+//! A list is `Ok` only whole: one that lost an item to the decoder (over its size limits, or
+//! broken) completes as [`ActionError::ListIncomplete`] with what did arrive, counted by the
+//! decoder's drop, not by the server's `ListItems` (untruthful for some actions).
+//!
 //! ## Errors and panics
 //!
 //! Inputs never fail: what the server does wrong comes out as an output (a disconnect with a

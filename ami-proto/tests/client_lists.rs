@@ -247,3 +247,209 @@ fn a_long_list_item_whose_action_id_comes_late_still_goes_to_its_list() {
     assert_eq!(e.get_str("Field9"), Some("y"));
     assert_eq!(e.action_id(), None);
 }
+
+/// A client whose decoder drops messages over 1 KiB.
+fn ready_small() -> Harness {
+    let limits = ami_proto::DecoderLimits::builder()
+        .max_line_len(512)
+        .max_message_len(1024)
+        .build()
+        .unwrap();
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(5)
+        .ping_interval(Duration::from_secs(3600))
+        .decoder(limits)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h.events();
+    h
+}
+
+/// A list answer's start.
+fn start(id: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("EventList", "start"),
+        ("Message", "will follow"),
+    ])
+}
+
+/// A `DBGetTreeResponse` item of about `size` bytes, with its ActionID first or last.
+fn item(id: &str, key: &str, size: usize, action_id_first: bool) -> Vec<u8> {
+    let filler = "v".repeat(100);
+    let names: Vec<String> = (0..size / 110).map(|i| format!("Pad{i:03}")).collect();
+    let mut fields = vec![("Event", "DBGetTreeResponse")];
+    if action_id_first {
+        fields.push(("ActionID", id));
+    }
+    fields.push(("Key", key));
+    fields.extend(names.iter().map(|n| (n.as_str(), filler.as_str())));
+    if !action_id_first {
+        fields.push(("ActionID", id));
+    }
+    msg(&fields)
+}
+
+fn complete(id: &str, items: &str) -> Vec<u8> {
+    msg(&[
+        ("Event", "DBGetTreeComplete"),
+        ("ActionID", id),
+        ("EventList", "Complete"),
+        ("ListItems", items),
+    ])
+}
+
+#[test]
+fn a_list_item_over_the_message_size_fails_the_list_as_incomplete_not_ok() {
+    let mut h = ready_small();
+    let id = h.send(Action::new("DBGetTree"));
+    h.take("DBGetTree");
+    let id_s = id.as_str();
+    let mut read = start(id_s);
+    read.extend(item(id_s, "/a", 100, true));
+    read.extend(item(id_s, "/b", 3000, true)); // over max_message_len: dropped
+    read.extend(item(id_s, "/c", 100, true));
+    read.extend(complete(id_s, "3"));
+    h.feed(&read);
+    let Err(ActionError::ListIncomplete {
+        items,
+        dropped,
+        partial,
+    }) = h.outcome(&id)
+    else {
+        panic!("{:?}", h.outcome(&id))
+    };
+    assert_eq!((*items, *dropped), (2, 1));
+    let keys: Vec<_> = partial
+        .items()
+        .iter()
+        .map(|m| m.get_str("Key").unwrap())
+        .collect();
+    assert_eq!(keys, ["/a", "/c"], "what arrived is kept");
+    assert_eq!(partial.items_dropped(), 1);
+    assert!(partial.complete().is_some());
+    let events = h.events();
+    assert!(
+        matches!(
+            &events[..],
+            [StreamItem::Discarded {
+                reason: ami_proto::Discard::Malformed(
+                    ami_proto::DecodeError::MessageTooLarge { .. }
+                ),
+                count: 1
+            }]
+        ),
+        "the drop is reported where it happened, no item leaks: {events:?}"
+    );
+    assert_eq!(
+        h.client
+            .stats()
+            .outcome_count(ami_proto::OutcomeKind::ListIncomplete),
+        1
+    );
+}
+
+#[test]
+fn a_list_short_of_its_list_items_but_with_nothing_dropped_completes_ok() {
+    // ListItems is not truthful for every action (DBGet, VoicemailUserStatus): only the
+    // decoder's own drop fails a list.
+    let mut h = ready_small();
+    let id = h.send(Action::new("DBGetTree"));
+    h.take("DBGetTree");
+    let id_s = id.as_str();
+    let mut read = start(id_s);
+    read.extend(item(id_s, "/a", 100, true));
+    read.extend(complete(id_s, "7"));
+    h.feed(&read);
+    let Ok(r) = h.outcome(&id) else { panic!() };
+    assert_eq!((r.items().len(), r.items_dropped()), (1, 0));
+}
+
+#[test]
+fn a_dropped_item_whose_action_id_was_not_read_fails_every_list_in_progress() {
+    let mut h = ready_small();
+    let one = h.send(Action::new("DBGetTree"));
+    let two = h.send(Action::new("VoicemailUsersList"));
+    let ping = h.send(Action::new("Ping"));
+    h.take("DBGetTree");
+    h.take("VoicemailUsersList");
+    h.take("Ping");
+    let (one_s, two_s) = (one.as_str(), two.as_str());
+    let mut read = start(one_s);
+    read.extend(start(two_s));
+    read.extend(item(one_s, "/a", 100, true));
+    // Cut off past 1 KiB, before its ActionID line: either list may have lost it.
+    read.extend(item(two_s, "/big", 3000, false));
+    read.extend(item(two_s, "/b", 100, true));
+    read.extend(complete(one_s, "1"));
+    read.extend(complete(two_s, "2"));
+    read.extend(msg(&[
+        ("Response", "Success"),
+        ("ActionID", ping.as_str()),
+        ("Ping", "Pong"),
+    ]));
+    h.feed(&read);
+    for (id, got) in [(&one, 1), (&two, 1)] {
+        let Err(ActionError::ListIncomplete { items, dropped, .. }) = h.outcome(id) else {
+            panic!("{:?}", h.outcome(id))
+        };
+        assert_eq!((*items, *dropped), (got, 1));
+    }
+    assert!(h.outcome(&ping).is_ok(), "no list: not affected");
+    // A whole oversized message with no ActionID is no list's item.
+    let three = h.send(Action::new("DBGetTree"));
+    h.take("DBGetTree");
+    let mut read = start(three.as_str());
+    let mut unsolicited: Vec<(&str, &str)> = vec![("Event", "UserEvent")];
+    let filler = "u".repeat(100);
+    unsolicited.extend(std::iter::repeat_n(("Data", filler.as_str()), 9));
+    let tail = "t".repeat(28);
+    unsolicited.push(("X", tail.as_str()));
+    let whole = msg(&unsolicited);
+    assert_eq!(
+        whole.len(),
+        1025,
+        "over 1 KiB only with its closing blank line"
+    );
+    read.extend(whole);
+    read.extend(complete(three.as_str(), "0"));
+    h.events();
+    h.feed(&read);
+    assert!(h.outcome(&three).is_ok(), "{:?}", h.outcome(&three));
+    assert!(
+        matches!(
+            &h.events()[..],
+            [StreamItem::Discarded {
+                reason: ami_proto::Discard::Malformed(
+                    ami_proto::DecodeError::MessageTooLarge { .. }
+                ),
+                ..
+            }]
+        ),
+        "it was dropped"
+    );
+}
+
+#[test]
+fn skipped_input_carrying_a_lists_action_id_fails_it_as_incomplete() {
+    let mut h = ready_small();
+    let id = h.send(Action::new("DBGetTree"));
+    h.take("DBGetTree");
+    let id_s = id.as_str();
+    let mut read = start(id_s);
+    read.extend(msg(&[("Evnt", "DBGetTreeResponse"), ("ActionID", id_s)]));
+    read.extend(complete(id_s, "1"));
+    h.feed(&read);
+    assert!(matches!(
+        h.outcome(&id),
+        Err(ActionError::ListIncomplete {
+            items: 0,
+            dropped: 1,
+            ..
+        })
+    ));
+}

@@ -125,6 +125,13 @@ fn report_on(
             let why = words::call_error(&CallError::Action(ActionError::Server(r)), url);
             Err(Failure::new(EXIT_SERVER_ERROR, why))
         }
+        // What arrived is printed; the exit code says it is not the whole list.
+        Err(e @ CallError::Action(ActionError::ListIncomplete { .. })) => {
+            if let CallError::Action(ActionError::ListIncomplete { partial, .. }) = &e {
+                print(partial, shown, server)?;
+            }
+            Err(Failure::new(EXIT_OTHER, words::call_error(&e, url)))
+        }
         Err(e @ CallError::Refused(_)) => Err(Failure::new(EXIT_USAGE, words::call_error(&e, url))),
         Err(e) => Err(Failure::new(EXIT_OTHER, words::call_error(&e, url))),
     }

@@ -300,6 +300,8 @@ pub struct Response {
     // Boxed: most responses have neither, and a `Response` travels inside every outcome.
     pub(crate) complete: Option<Box<Message>>,
     pub(crate) follow_up: Option<Box<Message>>,
+    /// List items the decoder dropped while the list was in progress.
+    pub(crate) items_dropped: u64,
 }
 
 impl Response {
@@ -309,6 +311,7 @@ impl Response {
             items: Vec::new(),
             complete: None,
             follow_up: None,
+            items_dropped: 0,
         }
     }
     /// The `Response:` message.
@@ -330,6 +333,13 @@ impl Response {
     /// The follow-up event: `OriginateResponse` for an async Originate.
     pub fn follow_up(&self) -> Option<&Message> {
         self.follow_up.as_deref()
+    }
+    /// Items of this list that arrived but were dropped by the decoder (over a size limit,
+    /// broken), so [`items`](Self::items) lacks them. Never non-zero in an `Ok` outcome:
+    /// such a list completes as [`ActionError::ListIncomplete`]; it can be in the partial
+    /// answer of an error (a list that then timed out, say).
+    pub fn items_dropped(&self) -> u64 {
+        self.items_dropped
     }
 }
 
@@ -391,6 +401,21 @@ pub enum ActionError {
         /// Bytes gathered.
         bytes: usize,
     },
+    /// The list completed, but items of it were dropped on the way in (over the decoder's
+    /// `max_message_len` or another of its limits, see [`DecodeError`](crate::DecodeError)),
+    /// so the items received are not the whole list. Counted by the decoder's drop itself,
+    /// not by the server's `ListItems`, which some actions do not fill in truthfully. A
+    /// dropped message whose `ActionID` was not read (cut off before that line) counts
+    /// against every list in progress on the connection: any of them may have lost it.
+    #[error("list incomplete: {dropped} item(s) dropped on the way in (too large or broken), {items} received")]
+    ListIncomplete {
+        /// Items received (in `partial`).
+        items: usize,
+        /// Items dropped by the decoder.
+        dropped: u64,
+        /// The answer without the dropped items: response, items, closing event.
+        partial: Box<Response>,
+    },
     /// Cancelled by the caller.
     #[error("cancelled")]
     Cancelled,
@@ -419,12 +444,13 @@ fn server_error_text(r: &Response) -> String {
 }
 
 impl ActionError {
-    /// The server's answer, when there is one: its error response, or what had arrived
-    /// before a deadline.
+    /// The server's answer, when there is one: its error response, what had arrived before
+    /// a deadline, or a list without its dropped items.
     pub fn response(&self) -> Option<&Response> {
         match self {
             ActionError::Server(r) => Some(r),
             ActionError::TimedOut { partial, .. } => partial.as_deref(),
+            ActionError::ListIncomplete { partial, .. } => Some(partial),
             _ => None,
         }
     }
@@ -435,6 +461,7 @@ impl ActionError {
             ActionError::Server(_) => OutcomeKind::ServerError,
             ActionError::TimedOut { .. } => OutcomeKind::TimedOut,
             ActionError::ListOverflow { .. } => OutcomeKind::ListOverflow,
+            ActionError::ListIncomplete { .. } => OutcomeKind::ListIncomplete,
             ActionError::Cancelled => OutcomeKind::Cancelled,
             ActionError::NotSent(_) => OutcomeKind::NotSent,
             ActionError::Unknown(_) => OutcomeKind::Unknown,
@@ -470,6 +497,8 @@ counted! {
         NotSent => "not_sent",
         /// [`ActionError::Unknown`].
         Unknown => "unknown",
+        /// [`ActionError::ListIncomplete`] (last, so the older kinds keep their slots).
+        ListIncomplete => "list_incomplete",
     }
 }
 

@@ -217,6 +217,19 @@ pub enum DecodeError {
     FollowsUnterminated,
 }
 
+/// Whose message the decoder dropped last, as far as it had read it: lets the client tell a
+/// list that one of its items never arrived, so the list cannot complete as if whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DroppedOwner {
+    /// Not a list item: a banner, a response, or a whole message without an `ActionID`.
+    NoList,
+    /// Its first `ActionID` value.
+    Id(Vec<u8>),
+    /// An event (or a message whose first line was lost) cut off before an `ActionID`
+    /// line was read: it may belong to any list in progress.
+    Unknown,
+}
+
 /// Counters kept by the decoder; every dropped byte is accounted for here.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -344,6 +357,8 @@ pub struct Decoder {
     deferred_lines: usize,
     /// The deferred event's first `ActionID` value, as a span.
     deferred_action_id: Option<(u32, u32)>,
+    /// Whose message the last error dropped.
+    last_dropped: DroppedOwner,
 }
 
 impl fmt::Debug for Decoder {
@@ -385,6 +400,7 @@ impl Decoder {
             deferring: false,
             deferred_lines: 0,
             deferred_action_id: None,
+            last_dropped: DroppedOwner::NoList,
             table: Vec::new(),
             discard_partial: false,
             discard_after_blank: false,
@@ -458,6 +474,38 @@ impl Decoder {
     /// Room left before the buffer cap.
     pub fn room(&self) -> usize {
         self.limits.buffer_cap() - self.buf.len()
+    }
+
+    /// Whose message the last [`DecodeError`] dropped, for the client to charge the loss to
+    /// the list it belonged to.
+    pub(crate) fn last_dropped(&self) -> &DroppedOwner {
+        &self.last_dropped
+    }
+
+    /// Notes whose message is being dropped, before its fields are forgotten. `whole`: the
+    /// message was read to its end, so no `ActionID` means it has none.
+    fn note_dropped(&mut self, whole: bool) {
+        let in_headers = self.state == State::Headers;
+        let is_response = self.fields.first().is_some_and(|f| {
+            self.buf[f.key_start as usize..f.key_end as usize].eq_ignore_ascii_case(b"Response")
+        });
+        self.last_dropped = if !in_headers || is_response {
+            // A banner, or a response (legacy Follows output included): list items are
+            // events.
+            DroppedOwner::NoList
+        } else if let Some((start, end)) =
+            Message::find_action_id(&self.buf, &self.fields).or(self.deferred_action_id)
+        {
+            let id = self
+                .buf
+                .get(start as usize..end as usize)
+                .unwrap_or_default();
+            DroppedOwner::Id(id.to_vec())
+        } else if whole {
+            DroppedOwner::NoList
+        } else {
+            DroppedOwner::Unknown
+        };
     }
 
     /// Copies as much of `input` as fits under the buffer cap and returns how many bytes were
@@ -690,6 +738,7 @@ impl Decoder {
                     && is_message_start(&self.buf[self.line_start..line_end])
                 {
                     self.stats.follows_unterminated += 1;
+                    self.note_dropped(true);
                     let err = DecodeError::FollowsUnterminated;
                     log::debug!("AMI decoder: {err}; resynchronising");
                     self.resync_follows(self.line_start);
@@ -784,6 +833,7 @@ impl Decoder {
 
     fn finish_message(&mut self, next: usize) -> Option<Result<Frame, DecodeError>> {
         if next > self.limits.max_message_len() {
+            self.note_dropped(true);
             self.stats.messages_too_large += 1;
             let limit = self.limits.max_message_len();
             // The message is complete, so the decoder is already at a boundary.
@@ -903,6 +953,7 @@ impl Decoder {
     ) -> Option<Result<Frame, DecodeError>> {
         let until = self.resync_point();
         log::debug!("AMI decoder: {err}; resynchronising");
+        self.note_dropped(false);
         // The failing line itself may already be the resync point.
         let done = match until {
             Resync::LineEnd => true,
@@ -931,6 +982,7 @@ impl Decoder {
     fn fail_partial(&mut self, err: DecodeError) -> Option<DecodeError> {
         let until = self.resync_point();
         log::debug!("AMI decoder: {err}; resynchronising");
+        self.note_dropped(false);
         if until == Resync::FollowsEnd {
             self.resync_follows(self.line_start);
         } else {

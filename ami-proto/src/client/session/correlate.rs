@@ -27,6 +27,13 @@ impl Client {
             MessageKind::Event => self.on_event(now, msg),
             _ => {
                 self.stats.unexpected += 1;
+                // Skipped input carrying a list's ActionID was meant for that list.
+                if let Some(seq) = msg
+                    .action_id_value()
+                    .and_then(|id| self.pending.lookup(id.as_bytes()))
+                {
+                    self.list_item_lost(seq);
+                }
                 self.discarded(now, Discard::NotEventOrResponse);
             }
         }
@@ -94,7 +101,7 @@ impl Client {
                     Err(ActionError::Server(Box::new(response)))
                 } else {
                     response.complete = Some(Box::new(msg));
-                    Ok(response)
+                    list_outcome(response)
                 };
                 self.report(now, seq, outcome, false);
             }
@@ -180,7 +187,7 @@ impl Client {
                         if let Some(at) = p.written_at {
                             self.stats.latency.record(now.saturating_duration_since(at));
                         }
-                        self.finish(now, seq, Ok(response));
+                        self.finish(now, seq, list_outcome(response));
                     }
                     return true;
                 }
@@ -355,6 +362,18 @@ impl Client {
             self.finish(now, seq, Err(ActionError::NotSent(reason.clone())));
         }
     }
+}
+
+/// A list that ended: whole, or [`ActionError::ListIncomplete`] if items of it were dropped.
+fn list_outcome(response: Response) -> Outcome {
+    if response.items_dropped == 0 {
+        return Ok(response);
+    }
+    Err(ActionError::ListIncomplete {
+        items: response.items.len(),
+        dropped: response.items_dropped,
+        partial: Box::new(response),
+    })
 }
 
 fn follow_up_outcome(response: Response) -> Outcome {

@@ -1,8 +1,10 @@
 //! Reporting discarded server input: counted, logged once per burst, and placed in the event
-//! stream where it happened.
+//! stream where it happened; and charged to the list it may have been an item of, so that
+//! list cannot complete as if whole.
 
 use super::*;
 use crate::client::output::Discard;
+use crate::wire::decoder::DroppedOwner;
 
 /// A burst ends after this long without a discard; the next discard logs its reason again.
 const BURST_QUIET: Duration = Duration::from_secs(1);
@@ -24,6 +26,24 @@ impl Client {
     pub(super) fn discarded(&mut self, now: Instant, reason: Discard) {
         self.stats.discarded += 1;
         self.events.discarded(reason, 1);
+        if let Discard::Malformed(_) = reason {
+            // The decoder's own drop, not the server's ListItems (which some actions do not
+            // fill in truthfully), decides that a list lost an item.
+            match self.decoder.last_dropped().clone() {
+                DroppedOwner::NoList => {}
+                DroppedOwner::Id(id) => {
+                    if let Some(seq) = self.pending.lookup(&id) {
+                        self.list_item_lost(seq);
+                    }
+                }
+                // Its ActionID was never read: any list in progress may have lost it.
+                DroppedOwner::Unknown => {
+                    for seq in self.pending.sorted_seqs() {
+                        self.list_item_lost(seq);
+                    }
+                }
+            }
+        }
         match &mut self.burst {
             Some(b) if now.saturating_duration_since(b.last) < BURST_QUIET => {
                 b.last = now;
@@ -51,6 +71,28 @@ impl Client {
                     unlogged: 0,
                 });
             }
+        }
+    }
+}
+
+impl Client {
+    /// An item of action `seq`'s list, if it is collecting one, was dropped on the way in:
+    /// counted in its response, so the list completes as
+    /// [`ActionError::ListIncomplete`](crate::ActionError::ListIncomplete).
+    pub(super) fn list_item_lost(&mut self, seq: u64) {
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        if p.stage != Stage::List {
+            return;
+        }
+        if let Some(response) = p.response.as_mut() {
+            response.items_dropped += 1;
+            log::warn!(
+                "AMI list for {} lost an item on the way in ({} so far); it will complete as incomplete",
+                p.id,
+                response.items_dropped
+            );
         }
     }
 }
