@@ -275,3 +275,76 @@ fn bench_on(rt: &str) {
     let zero = ami(&["bench", "--servers", "0"]);
     assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
 }
+
+/// A server that logs in and queues an async Originate; `answer`: it also sends its
+/// OriginateResponse at once, else never (the action then waits for its follow-up deadline,
+/// the Originate's `Timeout` plus a margin, which may be later than `action --on`'s limit).
+fn originating(answer: bool) -> Fake {
+    Fake::start(move |_, mut conn| {
+        if !conn.login(true) {
+            return;
+        }
+        while let Some(req) = conn.next() {
+            match req.action().as_str() {
+                "ping" => conn.answer(&req, "Success", &[("Ping", "Pong")]),
+                "logoff" => {
+                    conn.answer(&req, "Goodbye", &[("Message", "Thanks for all the fish.")]);
+                    return;
+                }
+                "originate" => {
+                    conn.answer(
+                        &req,
+                        "Success",
+                        &[("Message", "Originate successfully queued")],
+                    );
+                    if answer {
+                        let id = req.get("ActionID").unwrap_or("");
+                        let ev = format!(
+                            "Event: OriginateResponse\r\nActionID: {id}\r\nResponse: Success\r\n\
+                             Channel: Local/100@default-1\r\nReason: 4\r\nUniqueid: 1.1\r\n\r\n"
+                        );
+                        let _ = conn.send(ev.as_bytes());
+                    }
+                }
+                _ => conn.answer(&req, "Error", &[("Message", "Invalid/unknown command")]),
+            }
+        }
+    })
+}
+
+#[test]
+fn action_on_all_prints_the_replies_in_when_the_limit_passes_and_names_the_silent_server() {
+    let (good, silent) = (originating(true), originating(false));
+    let (good_name, silent_name) = (good.addr.to_string(), silent.addr.to_string());
+    each_runtime(|rt| {
+        let started = std::time::Instant::now();
+        let out = command(&["--runtime", rt, "--server", &good.url(), "--server"])
+            .arg(silent.url())
+            .args(["action", "Originate", "Channel=Local/100@default"])
+            .args(["Application=Wait", "Data=1", "Async=true", "Timeout=90000"])
+            .args(["--on", "all"])
+            .env("AMI_TEST_ON_LIMIT_MS", "1500")
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{rt}: {}", stderr(&out));
+        let lines = stdout_lines(&out);
+        assert!(!lines.is_empty(), "{rt}: the reply that came is printed");
+        assert!(
+            lines
+                .iter()
+                .all(|l| json(l)["server"] == good_name.as_str()),
+            "{rt}: {lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("OriginateResponse")),
+            "{rt}: {lines:?}"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{silent_name}: no reply within 1.5 s")),
+            "{rt}: {err}"
+        );
+        assert!(took < Duration::from_secs(15), "{rt}: took {took:?}");
+    });
+}

@@ -25,6 +25,21 @@ pub(crate) struct Args {
 /// until the action's own deadline).
 const ON_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// For the CLI's own tests only: a shorter [`ON_LIMIT`] in milliseconds, so a test of a
+/// server that never answers does not take a minute. Not documented for users; a value that
+/// does not parse, or is longer than `ON_LIMIT`, is ignored.
+const ON_LIMIT_TEST_ENV: &str = "AMI_TEST_ON_LIMIT_MS";
+
+/// [`ON_LIMIT`], or the shorter limit a test asked for.
+fn on_limit() -> std::time::Duration {
+    std::env::var(ON_LIMIT_TEST_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+        .filter(|d| *d < ON_LIMIT)
+        .unwrap_or(ON_LIMIT)
+}
+
 /// clap's parser for `KEY=VALUE` arguments.
 pub(crate) fn parse_field(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
@@ -193,13 +208,30 @@ fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
             worst = Some(Failure::new(EXIT_CONNECT, format!("{server}: {why}")));
         }
     }
-    let replies = if target_down {
-        Ok(Vec::new())
+    let limit = on_limit();
+    let called = if target_down {
+        Ok(fleet::Called {
+            replies: Vec::new(),
+            late: Vec::new(),
+        })
     } else {
-        fleet.call(on, action, ON_LIMIT)
+        fleet.call(on, action, limit)
     };
     fleet.logoff(crate::session::LOGOFF_GRACE);
-    for reply in replies? {
+    let called = called?;
+    // The servers that answered in time are printed; each one that did not is named, as a
+    // timeout (exit 1, unless another server did worse).
+    for server in &called.late {
+        let why = format!(
+            "no reply within {} (the replies that came are printed)",
+            words::duration(limit)
+        );
+        eprintln!("ami: {server}: {why}");
+        if worst.as_ref().is_none_or(|w| EXIT_OTHER > w.code) {
+            worst = Some(Failure::new(EXIT_OTHER, format!("{server}: {why}")));
+        }
+    }
+    for reply in called.replies {
         let server = reply.server.as_str();
         let Some(url) = fleet.urls.get(server) else {
             continue;

@@ -28,6 +28,15 @@ pub(crate) enum Happening {
     Ended,
 }
 
+/// What [`Fleet::call`] gathered within its limit.
+pub(crate) struct Called {
+    /// The replies that came in time, in the order the servers were asked.
+    pub(crate) replies: Vec<Reply>,
+    /// Servers asked that had not answered when the limit passed (their answers, if they
+    /// come, are not waited for).
+    pub(crate) late: Vec<String>,
+}
+
 /// One `--server`, checked before anything connects.
 struct Member {
     name: String,
@@ -42,8 +51,8 @@ trait Engine {
     /// Blocks until items or status changes arrive or `until` passes; appends them.
     fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure>;
     /// Sends `action` to the server named `on` (or every server for `all`) and waits for
-    /// the replies, at most `limit`.
-    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Vec<Reply>, Failure>;
+    /// the replies, at most `limit`: those in by then, and the servers still silent.
+    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Called, Failure>;
     /// Every server's status, by name.
     fn statuses(&self) -> Vec<(String, ServerStatus)>;
     /// Takes the server named `name` out of the fleet (its session closes).
@@ -99,13 +108,13 @@ impl Fleet {
     }
 
     /// Sends `action` to the server named `on` (or every server for `all`) and waits for
-    /// the replies, at most `limit`.
+    /// the replies, at most `limit`: those in by then, and the servers still silent.
     pub(crate) fn call(
         &mut self,
         on: &str,
         action: Action,
         limit: Duration,
-    ) -> Result<Vec<Reply>, Failure> {
+    ) -> Result<Called, Failure> {
         self.engine.call(on, action, limit)
     }
 

@@ -3,16 +3,18 @@
 //! task on a two-worker runtime, or a thread of its own (`async_io::block_on`). Waits use
 //! async-io's timer, which runs under either.
 
-use super::{Engine, Happening, Member, BATCH};
+use super::{Called, Engine, Happening, Member, BATCH};
 use crate::{Failure, Runtime, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::{
-    FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, ServerStatus, StatusChange,
-    StatusWatch,
+    FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, RouteFailed, ServerStatus,
+    StatusChange, StatusWatch,
 };
 use ami_proto::Action;
 use async_io::Timer;
 use futures_lite::future;
-use std::future::{pending, Future};
+use std::future::{pending, poll_fn, Future};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Where the futures of the handle are blocked on.
@@ -162,21 +164,65 @@ impl Engine for AsyncRun {
         Ok(())
     }
 
-    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Vec<Reply>, Failure> {
+    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Called, Failure> {
+        let names: Vec<String> = if on == "all" {
+            self.statuses().into_iter().map(|(name, _)| name).collect()
+        } else {
+            vec![on.to_string()]
+        };
         let handle = &self.handle;
-        let replies = async {
-            if on == "all" {
-                Ok(handle.send_all(action).await)
-            } else {
-                match handle.send(Route::Server(on), action).await {
-                    Ok(r) => Ok(vec![r]),
-                    Err(e) => Err(Failure::new(EXIT_USAGE, format!("--on {on}: {e}"))),
+        // One future per server, all polled in each turn, so every action is sent at the
+        // first poll; each reply is stored as it comes, outside the futures, so the limit
+        // passing drops (and cancels) only those still unanswered, never the replies in.
+        type Send<'a> = Pin<Box<dyn Future<Output = Result<Reply, RouteFailed>> + 'a>>;
+        let mut sends: Vec<Option<Send<'_>>> = names
+            .iter()
+            .map(
+                |name| Some(Box::pin(handle.send(Route::Server(name), action.clone())) as Send<'_>),
+            )
+            .collect();
+        let mut got: Vec<Option<Reply>> =
+            std::iter::repeat_with(|| None).take(names.len()).collect();
+        let mut refused = None;
+        let all_in = poll_fn(|cx| {
+            let mut waiting = false;
+            for (i, slot) in sends.iter_mut().enumerate() {
+                let Some(send) = slot else { continue };
+                match send.as_mut().poll(cx) {
+                    Poll::Pending => waiting = true,
+                    Poll::Ready(result) => {
+                        *slot = None;
+                        match result {
+                            Ok(reply) => got[i] = Some(reply),
+                            // `all`: a server removed meanwhile; nothing was sent to it.
+                            Err(e) if on != "all" => refused = Some(e),
+                            Err(_) => {}
+                        }
+                    }
                 }
             }
-        };
+            if waiting {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        });
         self.block
-            .block_on(until(Some(Instant::now() + limit), replies))
-            .unwrap_or_else(|| Err(Failure::new(EXIT_OTHER, "no reply within the time limit")))
+            .block_on(until(Some(Instant::now() + limit), all_in));
+        let late: Vec<String> = names
+            .iter()
+            .zip(&sends)
+            .filter(|(_, send)| send.is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        drop(sends);
+        if let Some(e) = refused {
+            return Err(Failure::new(EXIT_USAGE, format!("--on {on}: {e}")));
+        }
+        Ok(Called {
+            replies: got.into_iter().flatten().collect(),
+            late,
+        })
     }
 
     fn statuses(&self) -> Vec<(String, ServerStatus)> {

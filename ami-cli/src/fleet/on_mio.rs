@@ -1,7 +1,7 @@
 //! `--runtime mio` with several servers: one `MioFleet` on this thread; a wait is the
 //! fleet's blocking wait plus one non-blocking step.
 
-use super::{Engine, Happening, Member, BATCH};
+use super::{Called, Engine, Happening, Member, BATCH};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::Reply;
 use ami_async::AmiError;
@@ -158,7 +158,7 @@ impl Engine for MioRun {
         }
     }
 
-    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Vec<Reply>, Failure> {
+    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Called, Failure> {
         let now = Instant::now();
         let end = now + limit;
         let sent = if on == "all" {
@@ -194,18 +194,26 @@ impl Engine for MioRun {
                 break;
             }
             if Instant::now() >= end {
-                return Err(Failure::new(EXIT_OTHER, "no reply within the time limit"));
+                // The replies already in are kept: the caller prints them and names the rest.
+                break;
             }
             self.block(Some(end))?;
         }
         self.held.append(&mut held);
-        Ok(replies
-            .into_iter()
-            .filter_map(|r| match r {
-                Ok(routed) => done.remove(&routed),
-                Err(reply) => Some(reply),
-            })
-            .collect())
+        let mut called = Called {
+            replies: Vec::with_capacity(replies.len()),
+            late: Vec::new(),
+        };
+        for r in replies {
+            match r {
+                Ok(routed) => match done.remove(&routed) {
+                    Some(reply) => called.replies.push(reply),
+                    None => called.late.push(routed.0.as_str().to_string()),
+                },
+                Err(reply) => called.replies.push(reply),
+            }
+        }
+        Ok(called)
     }
 
     fn statuses(&self) -> Vec<(String, ServerStatus)> {
