@@ -80,3 +80,56 @@ fn ami_sim_faults_print_the_seed_that_replays_them() {
     assert!(seed.parse::<u64>().is_ok(), "{drawn}");
     assert!(!sim_banner(&[]).contains("faults on"));
 }
+
+#[test]
+fn a_list_that_lost_an_item_prints_what_came_and_exits_1_saying_so() {
+    // The second of three DBGetTree items has a line over the decoder's 1 MiB line limit.
+    let server = Fake::start(|_, mut conn| {
+        if !conn.login(true) {
+            return;
+        }
+        while let Some(req) = conn.next() {
+            let id = req.get("ActionID").unwrap_or("").to_string();
+            match req.action().as_str() {
+                "dbgettree" => {
+                    let item = |key: &str, value: &str| {
+                        format!(
+                            "Event: DBGetTreeResponse\r\nActionID: {id}\r\nKey: {key}\r\nVal: {value}\r\n\r\n"
+                        )
+                    };
+                    let mut out = format!(
+                        "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: will follow\r\n\r\n"
+                    );
+                    out += &item("/a", "1");
+                    out += &item("/big", &"x".repeat((1 << 20) + 10));
+                    out += &item("/c", "3");
+                    out += &format!(
+                        "Event: DBGetTreeComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 3\r\n\r\n"
+                    );
+                    let _ = conn.send(out.as_bytes());
+                }
+                "logoff" => {
+                    conn.answer(&req, "Goodbye", &[("Message", "Thanks for all the fish.")]);
+                    return;
+                }
+                _ => conn.answer(&req, "Success", &[("Ping", "Pong")]),
+            }
+        }
+    });
+    each_runtime(|rt| {
+        let out = on(rt, &server.url(), &["action", "DBGetTree"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{rt}: {err}");
+        let lines = stdout_lines(&out);
+        assert_eq!(
+            lines.len(),
+            4,
+            "{rt}: response, /a, /c, complete: {lines:?}"
+        );
+        assert!(lines[1].contains("/a") && lines[2].contains("/c"), "{rt}");
+        assert!(
+            err.contains("the list is incomplete: 1 item(s) dropped"),
+            "{rt}: {err}"
+        );
+    });
+}
