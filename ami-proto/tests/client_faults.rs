@@ -633,6 +633,94 @@ fn events_while_filters_are_reapplied_are_counted_discards_and_ready_comes_first
     assert_eq!(h.client.stats().discarded, 2);
 }
 
+/// Asterisk's inline `FullyBooted` after the login's Success, as a real server writes it.
+fn fully_booted() -> Vec<u8> {
+    msg(&[
+        ("Event", "FullyBooted"),
+        ("Privilege", "system,all"),
+        ("Uptime", "12"),
+        ("LastReload", "12"),
+        ("Status", "Fully Booted"),
+    ])
+}
+
+#[test]
+fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_not_a_discard() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let f = h.client.add_filter(h.now, "Event: Hangup").unwrap();
+    h.drain();
+    h.take("Filter");
+    h.feed(&success(f.as_str(), "Filter Added Successfully"));
+    let retry = match &h.eof()[..] {
+        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    h.feed(&scripted::login_ok(id_of(&login)));
+    // Written by Asterisk before any filter exists, so a fresh session that adds its
+    // filters after login receives it as well: not input to discard on every reconnect.
+    h.feed(&fully_booted());
+    let reapplied = h.take("Filter");
+    h.feed(&event("Newchannel", 2));
+    let out = h.feed(&success(id_of(&reapplied), "ok"));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    h.feed(&event("Hangup", 4));
+    assert_eq!(
+        labels(&h.events()),
+        [
+            "ready",
+            "down:eof",
+            "Discarded { reason: BeforeReady, count: 1 }",
+            "ready",
+            "FullyBooted",
+            "Hangup4"
+        ]
+    );
+    assert_eq!(h.client.stats().discarded, 1, "only the Newchannel");
+}
+
+#[test]
+fn a_held_fully_booted_whose_session_never_became_ready_is_a_counted_discard() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let f = h.client.add_filter(h.now, "Event: Hangup").unwrap();
+    h.drain();
+    h.take("Filter");
+    h.feed(&success(f.as_str(), "Filter Added Successfully"));
+    let retry = match &h.eof()[..] {
+        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    h.feed(&scripted::login_ok(id_of(&login)));
+    h.feed(&fully_booted());
+    h.feed(&fully_booted());
+    h.take("Filter");
+    h.eof();
+    assert_eq!(
+        labels(&h.events()),
+        [
+            "ready",
+            "down:eof",
+            "Discarded { reason: BeforeReady, count: 2 }"
+        ]
+    );
+    assert_eq!(
+        h.client.stats().discarded,
+        2,
+        "the replaced one and the last"
+    );
+}
+
 #[test]
 fn filter_added_while_disconnected_is_sent_once_on_the_first_connection() {
     let t0 = Instant::now();

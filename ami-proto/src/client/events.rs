@@ -97,6 +97,9 @@ pub(crate) struct EventQueue {
     pub(crate) dropped_total: u64,
     /// Events queued so far (a running count, so the client finds those of one read).
     pushed: u64,
+    /// The login's `FullyBooted`, waiting for the session's Ready while filters are
+    /// re-applied: one message (its own allocation), so the queue stays bounded.
+    held: Option<Message>,
 }
 
 impl EventQueue {
@@ -113,6 +116,7 @@ impl EventQueue {
             episode: 0,
             dropped_total: 0,
             pushed: 0,
+            held: None,
         }
     }
 
@@ -225,6 +229,17 @@ impl EventQueue {
     /// A session came up: events after this marker are from it.
     pub(crate) fn session_ready(&mut self, ami_version: String) {
         self.push_marker(StreamItem::Ready { ami_version });
+    }
+
+    /// Keeps `event` until the session's Ready; true if it replaced one held already (which
+    /// the caller counts as discarded).
+    pub(crate) fn hold_until_ready(&mut self, event: Message) -> bool {
+        self.held.replace(event).is_some()
+    }
+
+    /// The event held until Ready, if any.
+    pub(crate) fn take_held(&mut self) -> Option<Message> {
+        self.held.take()
     }
 
     /// The session was lost: events the server sends until the next `Ready` are missed.

@@ -140,12 +140,27 @@ impl Client {
             self.conn.server_shutdown = true;
         }
         if self.conn.ready_since.is_none() {
+            if self.state == State::Configuring && is_login_fully_booted(&msg) {
+                // Asterisk writes this one inline after the login's Success, before any
+                // filter can exist, so a session that adds its filters after login gets it
+                // too: it waits for Ready instead of being discarded on every reconnect.
+                msg.detach();
+                if self.events.hold_until_ready(msg) {
+                    self.discarded(now, Discard::BeforeReady);
+                }
+                return;
+            }
             // The session is not announced yet: a reconnect still re-applying its filters
             // (or a server sending events before the login's answer). Ready must come first
             // in the stream, and these events may not have passed the filters.
             self.discarded(now, Discard::BeforeReady);
             return;
         }
+        self.queue_event(now, msg);
+    }
+
+    /// Offers an event of the Ready session to the stream.
+    pub(super) fn queue_event(&mut self, now: Instant, msg: Message) {
         let shared = msg.shared_bytes();
         match self.events.offer(msg) {
             Offer::Queued => {
@@ -387,4 +402,12 @@ fn follow_up_outcome(response: Response) -> Outcome {
     } else {
         Err(ActionError::Server(Box::new(response)))
     }
+}
+
+/// The `Event: FullyBooted` Asterisk writes right after a login's Success (no ActionID).
+fn is_login_fully_booted(msg: &Message) -> bool {
+    msg.action_id_value().is_none()
+        && msg
+            .first_value()
+            .is_some_and(|e| e.eq_ignore_ascii_case("FullyBooted"))
 }

@@ -132,6 +132,9 @@ impl Client {
         self.stats.logins += 1;
         log::info!("AMI session ready (AMI {})", self.conn.ami_version);
         self.events.session_ready(self.conn.ami_version.clone());
+        if let Some(fully_booted) = self.events.take_held() {
+            self.queue_event(now, fully_booted);
+        }
         self.notify(Notice::Ready {
             ami_version: self.conn.ami_version.clone(),
         });

@@ -24,6 +24,9 @@ impl Client {
         if self.conn.ready_since.is_some() {
             // Only a session that was announced `Ready` in the stream ends in it.
             self.events.session_lost(reason.clone());
+        } else if self.events.take_held().is_some() {
+            // The login's FullyBooted waited for a Ready that never came.
+            self.discarded(now, Discard::BeforeReady);
         }
         log::info!("AMI session lost: {reason}");
         self.stats.disconnects_by_reason.add(reason.kind());
