@@ -64,6 +64,7 @@ impl Driver {
             connecting: None,
             out: Vec::new(),
             out_pos: 0,
+            out_withdrawn: 0,
             buf: vec![0u8; READ_CHUNK],
             timer: R::timer(),
             armed: None,
@@ -173,6 +174,10 @@ struct Pump<R: Runtime> {
     /// only after each write, so `Stats::bytes_out` counts bytes the transport took.
     out: Vec<u8>,
     out_pos: usize,
+    /// The core's `actions_withdrawn` when `out` was copied: once it moves, the unwritten
+    /// rest of `out` may hold bytes the core withdrew (their deadline passed before the
+    /// transport took any), and is taken again.
+    out_withdrawn: u64,
     buf: Vec<u8>,
     timer: R::Timer,
     armed: Option<Instant>,
@@ -290,10 +295,16 @@ impl<R: Runtime> Pump<R> {
             }
         };
         shared.publish_status(wake);
-        if self.out_pos == self.out.len() && self.link.is_some() {
+        // Only this turn's `handle_timeout` withdraws, and `out` is written only after the
+        // turn, outside the lock: checked here, the copy never writes a withdrawn byte.
+        let withdrawn = shared.client.actions_withdrawn();
+        let stale = withdrawn != self.out_withdrawn;
+        if (stale || self.out_pos == self.out.len()) && self.link.is_some() {
+            // What was written is reported, so `transmit` starts where `out_pos` was.
             self.out.clear();
             self.out_pos = 0;
             self.out.extend_from_slice(shared.client.transmit());
+            self.out_withdrawn = withdrawn;
         }
         // Callers write their new actions themselves only while this driver holds nothing
         // unwritten, on the stream it has now, and it wakes early enough for their deadlines.

@@ -32,8 +32,12 @@
 //!
 //!    [`Client::status`] answers "where is the session now" at any time, so an adapter that
 //!    publishes a status needs no copy of these outputs.
-//! 3. Write [`Client::transmit`] to the transport and report how much was written with
-//!    [`Client::advance_transmit`] (partial writes are normal).
+//! 3. Write [`Client::transmit`] to the transport and report how much it took with
+//!    [`Client::advance_transmit`] (partial writes are normal). Write from the slice
+//!    itself; an adapter that writes from a copy later (an async write) takes the copy
+//!    again whenever [`Client::actions_withdrawn`] moved, because
+//!    [`Client::handle_timeout`] withdraws the bytes of an action whose deadline passed
+//!    before the transport took any of them (nothing is sent after its deadline).
 //! 4. Hand your consumer the events from [`Client::poll_event`] when it asks for them. The
 //!    queue is bounded in events and in bytes; when the consumer is behind, events are
 //!    dropped by the configured [`OverflowPolicy`] and a [`StreamItem::Gap`] says how many.
@@ -125,9 +129,13 @@
 //! ## Action outcomes, across reconnects
 //!
 //! Each [`ActionId`] completes exactly once ([`Notice::Completed`]). Only a server message
-//! makes an [`Outcome`] `Ok` or an [`ActionError::Server`]. After a disconnect, an action
-//! that was never written stays queued until its deadline ([`ActionError::TimedOut`] with
-//! [`Phase::Queued`]) and is written on the next connection; one that was written fails at
+//! makes an [`Outcome`] `Ok` or an [`ActionError::Server`]. Nothing is sent after its
+//! deadline: an action whose deadline passes before the transport took any of its bytes
+//! (queued while the connection was down or the pipeline full, or encoded but stuck behind
+//! a server that stopped reading) ends [`ActionError::TimedOut`] with [`Phase::Queued`] and
+//! is never written later; one with some bytes taken is finished on the wire, so that the
+//! stream stays whole. After a disconnect, an action that was never written stays queued
+//! until its deadline and is written on the next connection; one that was written fails at
 //! once with [`ActionError::Unknown`]: the server may or may not have run it, and AMI actions are
 //! not idempotent (two Originates are two calls), so nothing is re-sent automatically.
 //! ActionIDs carry a random per-connection prefix and a counter, so an answer from an older

@@ -1,9 +1,12 @@
 //! An action whose deadline has passed is never written (issue 9, item 2).
 //!
 //! It completes `TimedOut` in the phase it was in (`Queued` when it was never written), and a
-//! pipeline slot freed by a timeout goes to the next action still within its deadline. The
-//! property test drives random timings, answers and late timer calls and checks, for every
-//! action the scripted server received, that it was written strictly before its deadline.
+//! pipeline slot freed by a timeout goes to the next action still within its deadline.
+//! Written means taken by the transport: an action encoded but stuck in the transmit buffer
+//! behind a server that stopped reading is withdrawn at its deadline, and one the transport
+//! took part of is finished on the wire. The property test drives random timings, answers,
+//! transport stalls and late timer calls and checks, for every action the scripted server
+//! received, that the transport took its first byte strictly before its deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
 
@@ -12,7 +15,7 @@ mod scripted;
 
 use ami_proto::{Action, ActionError, ActionId, ClientConfig, Outcome, Phase, SendOptions};
 use proptest::prelude::*;
-use scripted::{id_of, pong, Harness, Out};
+use scripted::{async_originate, id_of, pong, Harness, Out};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -165,6 +168,89 @@ fn an_action_sent_after_many_queued_ones_timed_out_is_still_written_and_fails_on
     }
 }
 
+#[test]
+fn an_action_the_transport_never_took_is_withdrawn_at_its_deadline_and_never_sent() {
+    // The server stops reading with the socket full: an Originate waits in the transmit
+    // buffer past its deadline. Reported as timed out, it must not ring when the server
+    // resumes (the caller, told it never went, would send it again: a duplicate call).
+    let t0 = Instant::now();
+    let mut h = ready(4, t0);
+    h.room = Some(0);
+    let call = h.send_with(async_originate(30_000), SendOptions::timeout(secs(1)));
+    let ping = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(10)));
+    assert!(
+        h.client.stats().transmit_pending > 0,
+        "both wait to be taken"
+    );
+    let out = h.advance_to(t0 + secs(2));
+    assert_eq!(
+        out,
+        [Out::Completed(call.clone(), timed_out(Phase::Queued))]
+    );
+    let stats = h.client.stats();
+    assert_eq!((stats.actions_withdrawn, stats.in_flight), (1, 1));
+    // The server reads again: only the Ping arrives, whole, and is answered.
+    h.room = None;
+    h.drain();
+    let written = h.take_all();
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert_eq!(written[0].action(), Some("Ping"));
+    assert_eq!(id_of(&written[0]), ping.as_str());
+    h.feed(&pong(ping.as_str()));
+    assert!(h.outcome(&ping).is_ok());
+    assert!(!h.written.iter().any(|(_, m)| id_of(m) == call.as_str()));
+    assert_eq!(h.client.stats().actions_written, 1);
+    assert_eq!(h.client.stats().transmit_pending, 0);
+}
+
+#[test]
+fn an_action_partly_taken_by_its_deadline_is_finished_on_the_wire() {
+    // Cutting it short would corrupt the stream: its bytes go out, it times out waiting for
+    // the response, and the untaken one behind it is withdrawn.
+    let t0 = Instant::now();
+    let mut h = ready(4, t0);
+    let login = h.written.len();
+    h.room = Some(10);
+    let [a, b] = <[ActionId; 2]>::try_from(pings(&mut h, &[1, 1])).unwrap();
+    let out = h.advance_to(t0 + secs(2));
+    assert_eq!(
+        out,
+        [
+            Out::Completed(a.clone(), timed_out(Phase::Response)),
+            Out::Completed(b.clone(), timed_out(Phase::Queued)),
+        ]
+    );
+    h.room = None;
+    h.drain();
+    let ids: Vec<String> = h.written[login..]
+        .iter()
+        .map(|(_, m)| id_of(m).to_string())
+        .collect();
+    assert_eq!(ids, [a.as_str()], "the first whole, the second never");
+    assert_eq!(
+        h.taken_at[login], t0,
+        "its first byte went before its deadline"
+    );
+    assert_eq!(h.client.stats().actions_withdrawn, 1);
+}
+
+#[test]
+fn the_last_action_withdrawn_leaves_nothing_to_write_and_the_next_goes_alone() {
+    let t0 = Instant::now();
+    let mut h = ready(2, t0);
+    h.room = Some(0);
+    let [a, b] = <[ActionId; 2]>::try_from(pings(&mut h, &[1, 1])).unwrap();
+    h.advance_to(t0 + secs(2));
+    assert_eq!(h.outcome(&a), &timed_out(Phase::Queued));
+    assert_eq!(h.outcome(&b), &timed_out(Phase::Queued));
+    assert!(h.client.transmit().is_empty());
+    h.room = None;
+    let c = h.send_with(Action::new("Ping"), SendOptions::timeout(secs(1)));
+    let written = h.take_all();
+    assert_eq!(written.len(), 1);
+    assert_eq!(id_of(&written[0]), c.as_str());
+}
+
 /// One step of a random schedule.
 #[derive(Debug, Clone)]
 enum Op {
@@ -175,6 +261,9 @@ enum Op {
     /// Time moves on by this many ms; `fire` says whether the adapter calls
     /// `handle_timeout` (a late or missed timer call is legal).
     Advance { ms: u64, fire: bool },
+    /// From now on the transport takes at most this many more bytes (`None`: all; `Some(0)`:
+    /// a server that stopped reading).
+    Room(Option<usize>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -182,22 +271,53 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1u64..3_000).prop_map(Op::Send),
         3 => Just(Op::Answer),
         3 => (0u64..1_500, any::<bool>()).prop_map(|(ms, fire)| Op::Advance { ms, fire }),
+        2 => prop_oneof![Just(None), Just(Some(0)), (1usize..200).prop_map(Some)].prop_map(Op::Room),
     ]
+}
+
+/// Checks every message the server received since `from`: its first byte was taken before
+/// its deadline. Returns their IDs.
+fn check_taken_in_time(
+    h: &Harness,
+    from: usize,
+    deadlines: &HashMap<String, Instant>,
+    t0: Instant,
+) -> Result<Vec<String>, TestCaseError> {
+    let mut ids = Vec::new();
+    for ((_, m), at) in h.written[from..].iter().zip(&h.taken_at[from..]) {
+        let id = id_of(m).to_string();
+        let deadline = deadlines[&id];
+        prop_assert!(
+            *at < deadline,
+            "{id} taken at +{:?}, deadline +{:?}",
+            *at - t0,
+            deadline - t0
+        );
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// `stalls`: the transport may stop taking bytes (`Op::Room`). Withdrawing them happens
+    /// in `handle_timeout`, so the adapter then fires what is due before it writes, as an
+    /// adapter step does. Without stalls every byte is taken at once, timer calls may be
+    /// late or missed, and the pump alone keeps stale queued actions off the wire.
     #[test]
     fn written_implies_before_its_deadline(
         depth in 1usize..4,
+        stalls in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..120),
     ) {
         let t0 = Instant::now();
         let mut h = ready(depth, t0);
+        h.due_timers_first = stalls;
         let mut deadlines: HashMap<String, Instant> = HashMap::new();
         let mut outcomes: HashMap<ActionId, usize> = HashMap::new();
         let mut seen = 0;
+        let mut checked = h.written.len();
         let mut unanswered = std::collections::VecDeque::new();
         for op in &ops {
             match op {
@@ -222,19 +342,15 @@ proptest! {
                         h.now = t;
                     }
                 }
+                Op::Room(room) => {
+                    if stalls {
+                        h.room = *room;
+                        h.drain();
+                    }
+                }
             }
-            // Everything written since the last step was written at `h.now`.
-            for m in h.take_all() {
-                let id = id_of(&m).to_string();
-                let deadline = deadlines[&id];
-                prop_assert!(
-                    h.now < deadline,
-                    "{id} written at +{:?}, deadline +{:?}",
-                    h.now - t0,
-                    deadline - t0
-                );
-                unanswered.push_back(id);
-            }
+            unanswered.extend(check_taken_in_time(&h, checked, &deadlines, t0)?);
+            checked = h.written.len();
             for out in &h.log[seen..] {
                 if let Out::Completed(id, outcome) = out {
                     *outcomes.entry(id.clone()).or_default() += 1;
@@ -248,8 +364,11 @@ proptest! {
             }
             seen = h.log.len();
         }
-        // Let every deadline pass: each action completes exactly once.
+        // The server reads everything, every deadline passes: what arrives now was taken
+        // in time too, and each action completes exactly once.
+        h.room = None;
         h.advance(secs(10));
+        check_taken_in_time(&h, checked, &deadlines, t0)?;
         for out in &h.log[seen..] {
             if let Out::Completed(id, _) = out {
                 *outcomes.entry(id.clone()).or_default() += 1;

@@ -560,3 +560,53 @@ fn poll_writable_names_each_server_with_bytes_once_until_it_has_new_bytes() {
         .unwrap();
     assert_eq!(f.poll_writable(), Some(f.id("pbx0").unwrap()));
 }
+
+#[test]
+fn an_action_a_stalled_server_never_took_is_withdrawn_at_its_deadline() {
+    // Each server's transmit is its own client's: the fleet inherits withdrawal. pbx0 stops
+    // reading with its socket full; its Originate must not go out when it resumes.
+    let t0 = Instant::now();
+    let mut f = fleet(8);
+    for k in 0..2 {
+        f.add(t0, &format!("pbx{k}"), client_config()).unwrap();
+    }
+    all_ready(&mut f, t0);
+    let stalled = f.id("pbx0").unwrap();
+    let originate = Action::new("Originate")
+        .field("Channel", "Local/100@ami-test")
+        .field("Application", "Wait")
+        .field("Async", "true");
+    let timeout = ami_proto::SendOptions::timeout(Duration::from_secs(1));
+    let call = f
+        .send_with(t0, Route::Server("pbx0"), originate, timeout)
+        .unwrap();
+    let ping = f
+        .send(t0, Route::Server("pbx0"), Action::new("Ping"))
+        .unwrap();
+    assert!(!f.transmit(stalled).is_empty());
+    let later = t0 + Duration::from_secs(2);
+    f.handle_timeout(later);
+    let mut log = Vec::new();
+    drain(&mut f, later, true, &mut log);
+    let outcomes: Vec<_> = log
+        .iter()
+        .filter_map(|o| match o {
+            FleetOutput::Completed { id, outcome, .. } => Some((id.clone(), outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    let timed_out = Err(ActionError::TimedOut {
+        phase: ami_proto::Phase::Queued,
+        partial: None,
+    });
+    assert_eq!(outcomes, [(call.id.clone(), timed_out)]);
+    assert_eq!(f.actions_withdrawn(stalled), 1);
+    assert_eq!(f.stats().total.actions_withdrawn, 1);
+    let wire = String::from_utf8(f.transmit(stalled).to_vec()).unwrap();
+    assert!(!wire.contains("Originate"), "{wire}");
+    assert!(
+        wire.contains(ping.id.as_str()),
+        "the Ping behind it stays: {wire}"
+    );
+    assert_eq!(f.actions_withdrawn(f.id("pbx1").unwrap()), 0);
+}

@@ -209,6 +209,9 @@ struct ConnIo<R: Runtime> {
     /// after each write, so its byte counters count bytes the transport took.
     out: Vec<u8>,
     out_pos: usize,
+    /// The core's `actions_withdrawn` for this server when `out` was copied (see
+    /// [`ConnState::Stale`]).
+    out_withdrawn: u64,
     /// The core may have bytes for this transport.
     fetch: bool,
     /// Held: its next read waits for the stream's reader (or `HOLD_READ`).
@@ -350,6 +353,7 @@ impl<R: Runtime> Pump<R> {
                 link: None,
                 out: Vec::new(),
                 out_pos: 0,
+                out_withdrawn: 0,
                 fetch: true,
                 held: false,
                 tally,
@@ -374,7 +378,9 @@ impl<R: Runtime> Pump<R> {
             let Poll::Ready(opened) = opening.as_mut().poll(&mut cx) else {
                 // The core's connect timer may give up first: then it closes this one.
                 return !matches!(
-                    inner.lock().conn_state(server, epoch, &waker),
+                    inner
+                        .lock()
+                        .conn_state(server, epoch, &waker, conn.out_withdrawn),
                     Some(ConnState::Gone)
                 );
             };
@@ -399,20 +405,32 @@ impl<R: Runtime> Pump<R> {
         };
         let mut read = false;
         loop {
-            match inner.lock().conn_state(server, epoch, &waker) {
+            // Checked before every write: the copy never writes a byte the core withdrew
+            // (the shard's timer turn calls `handle_timeout` between visits).
+            match inner
+                .lock()
+                .conn_state(server, epoch, &waker, conn.out_withdrawn)
+            {
                 Some(ConnState::Gone) => return false,
                 Some(ConnState::Kicked) => conn.fetch = true,
+                Some(ConnState::Stale) => {
+                    // What was written is reported: the core's bytes start where `out_pos` was.
+                    conn.out.clear();
+                    conn.out_pos = 0;
+                    conn.fetch = true;
+                }
                 None => {}
             }
             if conn.fetch && conn.out_pos == conn.out.len() {
                 conn.fetch = false;
-                let out = &mut conn.out;
+                let (out, withdrawn) = (&mut conn.out, &mut conn.out_withdrawn);
                 let current = inner.call(|s| {
                     if !s.is_current(server, epoch) {
                         return false;
                     }
                     out.clear();
                     out.extend_from_slice(s.fleet.transmit(server));
+                    *withdrawn = s.fleet.actions_withdrawn(server);
                     true
                 });
                 if !current {

@@ -349,7 +349,9 @@ impl Response {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Phase {
-    /// Queued, never written (the connection was down or the pipeline full).
+    /// Never written: the connection was down, the pipeline full, or the transport took
+    /// none of its bytes before the deadline (they were withdrawn; see
+    /// [`Client::transmit`](crate::Client::transmit)). Safe to send again.
     Queued,
     /// Written, waiting for the response.
     Response,
@@ -363,7 +365,9 @@ impl std::fmt::Display for Phase {
     /// Words for people: where the action was when its deadline passed.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Phase::Queued => "never sent (not connected, or the pipeline stayed full)",
+            Phase::Queued => {
+                "never sent (not connected, the pipeline stayed full, or the server stopped reading)"
+            }
             Phase::Response => "no response arrived in time",
             Phase::List => "the list did not complete in time",
             Phase::FollowUp => "no OriginateResponse arrived in time",

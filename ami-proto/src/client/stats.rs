@@ -34,8 +34,14 @@ pub struct Stats {
     /// were neither response nor event, unmatched responses. Each one also reached the event
     /// stream as part of a [`StreamItem::Discarded`](crate::StreamItem::Discarded) notice.
     pub discarded: u64,
-    /// Actions written to the transport.
+    /// Caller actions written: the transport took at least their first byte.
     pub actions_written: u64,
+    /// Actions (the caller's and the client's own: Login, heartbeat Ping, Logoff, filters)
+    /// whose deadline passed while all their bytes still waited in the transmit buffer
+    /// (the server had stopped reading, or the transport was slow): their bytes were
+    /// withdrawn and never sent, and a caller's action completed `TimedOut` in
+    /// [`Phase::Queued`](crate::Phase::Queued).
+    pub actions_withdrawn: u64,
     /// Finished actions by outcome kind.
     pub actions_by_outcome: Counts<OutcomeKind>,
     /// Session losses by reason kind.
@@ -93,6 +99,7 @@ impl Stats {
         self.unexpected += other.unexpected;
         self.discarded += other.discarded;
         self.actions_written += other.actions_written;
+        self.actions_withdrawn += other.actions_withdrawn;
         self.actions_by_outcome.merge(&other.actions_by_outcome);
         self.disconnects_by_reason
             .merge(&other.disconnects_by_reason);

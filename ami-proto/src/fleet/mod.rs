@@ -35,8 +35,10 @@
 //! 2. Drain [`Fleet::poll_output`] until [`FleetOutput::Wait`]: `Connect(id)` and `Close(id)`
 //!    are for the adapter; `Status`, `Completed` and `Removed` are news for the application.
 //! 3. For each server with a transport: report what happened with
-//!    [`Fleet::handle_input`], write [`Fleet::transmit`] and report it with
-//!    [`Fleet::advance_transmit`].
+//!    [`Fleet::handle_input`], write [`Fleet::transmit`] and report what the transport took
+//!    with [`Fleet::advance_transmit`]. A copy kept to write later is taken again when
+//!    [`Fleet::actions_withdrawn`] moved (step 1 withdraws actions whose deadline passed
+//!    before the transport took any of their bytes).
 //! 4. Hand the consumer [`Fleet::poll_event`] / [`Fleet::poll_events`] when it asks.
 //! 5. Sleep until input, a call, or the deadline from `Wait`.
 //!

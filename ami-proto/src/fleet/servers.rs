@@ -434,7 +434,11 @@ impl Fleet {
         }
     }
 
-    /// Bytes to write to `server`'s transport (empty for a removed server).
+    /// Bytes to write to `server`'s transport (empty for a removed server). The same
+    /// contract as [`Client::transmit`]: [`handle_timeout`](Self::handle_timeout) withdraws
+    /// the bytes of an action whose deadline passed before the transport took any of them,
+    /// so write from this slice, or take a copy again whenever
+    /// [`actions_withdrawn`](Self::actions_withdrawn) moved.
     pub fn transmit(&self, server: ServerId) -> &[u8] {
         self.slots
             .get(server.index)
@@ -443,11 +447,19 @@ impl Fleet {
             .map_or(&[], |s| s.client.transmit())
     }
 
-    /// Marks `n` bytes of [`transmit`](Self::transmit) as written.
+    /// Marks `n` bytes of [`transmit`](Self::transmit) as taken by the transport (see
+    /// [`Client::advance_transmit`]).
     pub fn advance_transmit(&mut self, server: ServerId, n: usize) {
         if let Some(s) = self.server_by_id(server) {
             s.client.advance_transmit(n);
         }
+    }
+
+    /// Actions withdrawn from `server`'s [`transmit`](Self::transmit) so far (0 for a
+    /// removed server; see [`Client::actions_withdrawn`]).
+    pub fn actions_withdrawn(&self, server: ServerId) -> u64 {
+        self.client_by_id(server)
+            .map_or(0, Client::actions_withdrawn)
     }
 
     /// The next server whose [`transmit`](Self::transmit) became non-empty since it was last

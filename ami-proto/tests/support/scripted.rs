@@ -51,6 +51,19 @@ pub struct Harness {
     pub inbox: VecDeque<Message>,
     /// Connections opened so far (`Input::Connected` reported).
     pub connection: usize,
+    /// How many more bytes the transport takes (`None`: everything it is offered). `Some(0)`
+    /// is a server that stopped reading with the socket full; `None` again, it resumed.
+    pub room: Option<usize>,
+    /// When the transport took the first byte of each message in `written`, index for
+    /// index: when it was sent, as the client's deadlines count.
+    pub taken_at: Vec<Instant>,
+    /// Whether every drain first fires what is due (`handle_timeout` once the last `Wait`
+    /// deadline has passed), as an adapter step does before it writes (`ami-mio` calls
+    /// `handle_timeout` before every write). Off: timer calls happen only when the test
+    /// makes them, so a test can model a late timer.
+    pub due_timers_first: bool,
+    /// When the transport took the first byte of the message the server holds part of.
+    partial_since: Option<Instant>,
     server: Decoder,
 }
 
@@ -67,6 +80,10 @@ impl Harness {
             written: Vec::new(),
             inbox: VecDeque::new(),
             connection: 0,
+            room: None,
+            taken_at: Vec::new(),
+            due_timers_first: false,
+            partial_since: None,
             server: Decoder::without_banner(DecoderLimits::default()),
         };
         h.drain();
@@ -80,6 +97,9 @@ impl Harness {
 
     /// Drains outputs (until `Wait`) and written bytes; returns the new outputs.
     pub fn drain(&mut self) -> Vec<Out> {
+        if self.due_timers_first && self.client.poll_timeout().is_some_and(|d| d <= self.now) {
+            self.client.handle_timeout(self.now);
+        }
         let mut new = Vec::new();
         loop {
             let out = match self.client.poll_output() {
@@ -99,9 +119,28 @@ impl Harness {
             };
             new.push(out);
         }
-        let bytes = self.client.transmit().to_vec();
-        self.client.advance_transmit(bytes.len());
-        let mut rest = &bytes[..];
+        let offered = self.client.transmit();
+        let n = self
+            .room
+            .map_or(offered.len(), |room| room.min(offered.len()));
+        let bytes = offered[..n].to_vec();
+        self.client.advance_transmit(n);
+        if let Some(room) = &mut self.room {
+            *room -= n;
+        }
+        self.receive(&bytes);
+        self.log.extend(new.iter().cloned());
+        new
+    }
+
+    /// The server decodes what the transport took now.
+    fn receive(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        // The first message completed here began when the partial one did, if any.
+        let mut began = self.partial_since.take();
+        let mut rest = bytes;
         while !rest.is_empty() {
             let n = self.server.feed(rest);
             rest = &rest[n..];
@@ -109,14 +148,16 @@ impl Harness {
                 match frame {
                     Ok(Frame::Message(m)) => {
                         self.written.push((self.connection, m.clone()));
+                        self.taken_at.push(began.take().unwrap_or(self.now));
                         self.inbox.push_back(m);
                     }
                     other => panic!("client wrote something odd: {other:?}"),
                 }
             }
         }
-        self.log.extend(new.iter().cloned());
-        new
+        if self.server.buffered() > 0 {
+            self.partial_since = Some(began.unwrap_or(self.now));
+        }
     }
 
     /// The deadline of the last `Output::Wait`.
@@ -148,6 +189,7 @@ impl Harness {
     pub fn connected(&mut self) -> Vec<Out> {
         self.connection += 1;
         self.server = Decoder::without_banner(DecoderLimits::default());
+        self.partial_since = None;
         self.inbox.clear();
         self.input(Input::Connected)
     }

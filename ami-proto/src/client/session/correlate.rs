@@ -319,6 +319,19 @@ impl Client {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
+        // Encoded, but the transport has not taken a byte of it: it never will. The bytes go
+        // when `handle_timeout` flushes, so an action past its deadline is not sent later,
+        // when a server that stopped reading resumes (a timed-out Originate that still
+        // rang would be a duplicate call once the caller tried again).
+        let unsent = p.stage != Stage::Queued && !p.taken;
+        if unsent {
+            log::debug!(
+                "AMI action {} withdrawn: its deadline passed before the transport took any of it",
+                p.id
+            );
+            self.conn.transmit.withdraw(seq);
+            self.stats.actions_withdrawn += 1;
+        }
         match (p.kind, p.stage) {
             (Kind::Internal(which), _) => {
                 self.pending.remove(seq);
@@ -335,6 +348,11 @@ impl Client {
                 self.pending.remove(seq);
             }
             (Kind::User { .. }, Stage::Queued) => {
+                self.expire_unwritten(seq);
+                self.pump(now);
+            }
+            (Kind::User { .. }, Stage::Written) if unsent => {
+                // Never sent, so the caller may safely send it again.
                 self.expire_unwritten(seq);
                 self.pump(now);
             }
@@ -356,8 +374,9 @@ impl Client {
         }
     }
 
-    /// Completes a queued (never written) action as timed out in [`Phase::Queued`], without
-    /// pumping: [`pump`](Client::pump) calls this for actions whose deadline passed.
+    /// Completes a never written action (queued, or withdrawn unsent from the transmit
+    /// buffer) as timed out in [`Phase::Queued`], without pumping: [`pump`](Client::pump)
+    /// calls this for actions whose deadline passed.
     pub(super) fn expire_unwritten(&mut self, seq: u64) {
         if let Some(p) = self.pending.remove(seq) {
             log::debug!("AMI action {} timed out before it was written", p.id);

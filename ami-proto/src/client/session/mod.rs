@@ -8,6 +8,7 @@ mod probe;
 pub use probe::{READ_AHEAD_BYTES, READ_AHEAD_EVENTS};
 mod reconnect;
 mod timers;
+mod transmit;
 
 use super::backoff::Backoff;
 use super::config::{AuthMethod, ClientConfig, EventCopy, OverflowPolicy};
@@ -205,7 +206,7 @@ impl std::fmt::Debug for Client {
             .field("username", &self.config.username)
             .field("connection", &self.conn.generation)
             .field("prefix", &self.conn.prefix)
-            .field("transmit_len", &self.conn.transmit().len())
+            .field("transmit_len", &self.conn.transmit.bytes().len())
             .field("pending", &self.pending.user_count())
             .field("events_queued", &self.events.len())
             .finish_non_exhaustive()
@@ -453,6 +454,8 @@ impl Client {
             self.expire(now, seq);
         }
         self.pump(now);
+        // Once for every action that expired unsent: one pass over the buffer.
+        self.conn.transmit.flush_withdrawn();
     }
 
     // ----- outputs --------------------------------------------------------------------
@@ -480,15 +483,57 @@ impl Client {
         }
     }
 
-    /// Bytes to write to the transport. Report what was written with
+    /// Bytes to write to the transport. Report what the transport took with
     /// [`advance_transmit`](Self::advance_transmit); a partial write is fine.
+    ///
+    /// Nothing is sent after its deadline: when an action's deadline passes before the
+    /// transport has taken any of its bytes (the server stopped reading and the socket is
+    /// full), [`handle_timeout`](Self::handle_timeout) withdraws them from here and the
+    /// action completes `TimedOut` in [`Phase::Queued`], never written. An action with any
+    /// byte taken is finished on the wire (cutting it short would corrupt the stream for
+    /// every action behind it) and times out in its own phase. Bytes the transport took
+    /// (into the kernel's socket buffer, or a TLS session's) are beyond recall.
+    ///
+    /// Only `handle_timeout` withdraws, and only bytes not yet reported taken. So write
+    /// straight from this slice, or, if you keep a copy to write from later (an async
+    /// write), take it again whenever [`actions_withdrawn`](Self::actions_withdrawn) has
+    /// moved since you made it: the part you have not written may hold withdrawn bytes.
+    /// Report a write with `advance_transmit` only after the transport took the bytes, and
+    /// once the [`Output::Wait`] deadline has passed, call `handle_timeout` before writing
+    /// again: the core has no clock, so bytes written before a due deadline is handled go
+    /// out that much late.
     pub fn transmit(&self) -> &[u8] {
-        self.conn.transmit()
+        self.conn.transmit.bytes()
     }
 
-    /// Marks `n` bytes of [`transmit`](Self::transmit) as written.
+    /// Marks `n` bytes of [`transmit`](Self::transmit) as taken by the transport (counted
+    /// in [`Stats::bytes_out`]). From then on the actions they belong to are finished on
+    /// the wire, whatever their deadlines.
     pub fn advance_transmit(&mut self, n: usize) {
-        self.stats.bytes_out += self.conn.advance_transmit(n) as u64;
+        let Client {
+            conn,
+            pending,
+            stats,
+            ..
+        } = self;
+        let n = conn.transmit.advance(n, |seq| {
+            if let Some(p) = pending.get_mut(seq) {
+                p.taken = true;
+                if matches!(p.kind, Kind::User { .. }) {
+                    stats.actions_written += 1;
+                }
+            }
+        });
+        stats.bytes_out += n as u64;
+    }
+
+    /// Actions withdrawn from [`transmit`](Self::transmit) so far, because their deadline
+    /// passed before the transport took any of their bytes (also
+    /// [`Stats::actions_withdrawn`]). An adapter that writes from a copy of `transmit`
+    /// compares it with the value it saw when it made the copy: when it moved, the
+    /// unwritten part of the copy is stale and must be taken again.
+    pub fn actions_withdrawn(&self) -> u64 {
+        self.stats.actions_withdrawn
     }
 
     /// The next item of the event stream: an event, a gap notice where events were dropped,
@@ -551,7 +596,7 @@ impl Client {
         s.event_queue_bytes = self.events.bytes();
         s.decoder_allocated = self.decoder.allocated();
         s.decoder_buffered = self.decoder.buffered();
-        s.transmit_pending = self.conn.transmit().len();
+        s.transmit_pending = self.conn.transmit.bytes().len();
         s.events_dropped = self.events.dropped_total;
         s
     }
@@ -642,6 +687,13 @@ impl Client {
 
     /// Cancels an action. A queued one is never written; a written one is reported as
     /// cancelled now and its late answer is ignored. Returns false if `id` is not pending.
+    ///
+    /// A written action whose bytes still wait in [`transmit`](Self::transmit) is not
+    /// withdrawn here (it may still go out): adapters call `cancel` from the caller's
+    /// thread while their writer may be writing a copy of those bytes, so only
+    /// `handle_timeout`, on the writer's side, withdraws; it does so if the transport has
+    /// still taken none of them when the cancelled entry's grace period (`action_timeout`)
+    /// ends.
     pub fn cancel(&mut self, now: Instant, id: &ActionId) -> bool {
         let Some(seq) = self.pending.lookup(id.as_bytes()) else {
             return false;
@@ -729,7 +781,11 @@ impl Client {
     fn send_internal(&mut self, now: Instant, which: Internal, action: Action) {
         let (seq, id) = self.next_id();
         let name = action.name().to_string();
-        if let Err(e) = action.encode(Some(&id), self.conn.transmit_buffer()) {
+        if let Err(e) = self
+            .conn
+            .transmit
+            .push(seq, |buf| action.encode(Some(&id), buf))
+        {
             // Only reachable through config values, which the builder checks.
             log::error!("AMI: cannot encode internal {name}: {e}");
             return;
@@ -771,8 +827,10 @@ impl Client {
             };
             p.written_at = Some(now);
             // `send_action_with` validated it with this ID before queueing it.
-            action.encode_validated(Some(&p.id), self.conn.transmit_buffer());
-            self.stats.actions_written += 1;
+            let id = &p.id;
+            self.conn
+                .transmit
+                .push(seq, |buf| action.encode_validated(Some(id), buf));
             self.pending.set_stage(seq, Stage::Written, true);
         }
     }
