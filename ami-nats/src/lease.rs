@@ -6,7 +6,9 @@
 //! 1. for each lease it holds: if its last successful renewal was *sent* more than
 //!    `ttl - ttl/4` ago, it stops serving at once (self-fencing: it cannot know whether
 //!    another bridge took over); otherwise it renews with a compare-and-set on the revision
-//!    it holds. A wrong revision means another bridge owns the key: it stops at once.
+//!    it holds. A wrong revision means another bridge owns the key: it stops at once, unless
+//!    its previous renewal got no answer and the key holds this bridge's own value (that
+//!    renewal landed): then it renews on that revision, a compare-and-set like any other.
 //! 2. for each other server: an absent key is created (create fails if another bridge was
 //!    first); a `released` value is taken with a compare-and-set; a `held` value is taken with
 //!    a compare-and-set only after this bridge has seen the *same revision* for a whole `ttl`.
@@ -34,8 +36,16 @@ use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
 enum State {
-    Held { term: u64, revision: u64 },
-    Free { seen: Option<(u64, Instant)> },
+    Held {
+        term: u64,
+        revision: u64,
+        /// The last renewal got no answer (timed out, or failed in a way that does not say
+        /// whether it was applied): it may have landed at a revision not seen here.
+        unanswered: bool,
+    },
+    Free {
+        seen: Option<(u64, Instant)>,
+    },
 }
 
 /// Runs the lease loop until `stop` turns true, then releases what it holds.
@@ -99,7 +109,11 @@ pub(crate) async fn run(
             let key = control.servers[ix].token.as_str();
             let next = match state {
                 State::Held { .. } if only_free => None,
-                State::Held { term, revision } => {
+                State::Held {
+                    term,
+                    revision,
+                    unanswered,
+                } => {
                     if !control.terms.is_current(ix, *term) {
                         // Fenced by the control task: the renewal deadline passed.
                         Some(State::Free { seen: None })
@@ -111,20 +125,54 @@ pub(crate) async fn run(
                                 Some(State::Held {
                                     term: *term,
                                     revision: new,
+                                    unanswered: false,
                                 })
                             }
                             Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                                log::warn!(
-                                    "lease {key}: taken by another bridge, no longer serving"
-                                );
-                                control.lost(ix, *term);
-                                Some(State::Free { seen: None })
+                                // After a renewal with no answer, the key may hold that
+                                // renewal, this bridge's own value at a revision not seen
+                                // here: renewing on it keeps the lease. Otherwise another
+                                // bridge has it.
+                                let sent = Instant::now();
+                                let reclaimed = if *unanswered {
+                                    reclaim(&kv, key, &held_value, tick).await
+                                } else {
+                                    None
+                                };
+                                match reclaimed {
+                                    Some(new) => {
+                                        log::info!(
+                                            "lease {key}: a renewal's answer was lost; renewed on the revision it wrote"
+                                        );
+                                        control.renewed(ix, *term, sent + fence);
+                                        Some(State::Held {
+                                            term: *term,
+                                            revision: new,
+                                            unanswered: false,
+                                        })
+                                    }
+                                    None => {
+                                        log::warn!(
+                                            "lease {key}: taken by another bridge, no longer serving"
+                                        );
+                                        control.lost(ix, *term);
+                                        Some(State::Free { seen: None })
+                                    }
+                                }
                             }
                             Ok(Err(e)) => {
                                 log::debug!("lease {key}: renewal failed: {e}");
-                                None
+                                Some(State::Held {
+                                    term: *term,
+                                    revision: *revision,
+                                    unanswered: true,
+                                })
                             }
-                            Err(_) => None,
+                            Err(_) => Some(State::Held {
+                                term: *term,
+                                revision: *revision,
+                                unanswered: true,
+                            }),
                         }
                     }
                 }
@@ -144,7 +192,7 @@ pub(crate) async fn run(
         .iter()
         .enumerate()
         .filter_map(|(ix, s)| match s {
-            State::Held { term, revision } => Some((ix, *term, *revision)),
+            State::Held { term, revision, .. } => Some((ix, *term, *revision)),
             State::Free { .. } => None,
         })
         .collect();
@@ -192,6 +240,24 @@ async fn next_release(watch: &mut Option<Watch>) -> bool {
             *watch = None;
             false
         }
+    }
+}
+
+/// After a renewal with no answer was followed by one refused for a wrong revision: if the
+/// key says `held <this bridge>` (the unanswered renewal landed), renews on its current
+/// revision and returns the new one. `None` when another bridge holds it, or NATS cannot
+/// tell within `tick` (the bridge then stops serving, as fencing requires).
+async fn reclaim(kv: &Store, key: &str, held_value: &Bytes, tick: Duration) -> Option<u64> {
+    let entry = match timeout(tick, kv.entry(key)).await {
+        Ok(Ok(Some(e))) => e,
+        _ => return None,
+    };
+    if entry.operation != Operation::Put || entry.value != *held_value {
+        return None;
+    }
+    match timeout(tick, kv.update(key, held_value.clone(), entry.revision)).await {
+        Ok(Ok(revision)) => Some(revision),
+        _ => None,
     }
 }
 
@@ -269,6 +335,7 @@ async fn try_acquire(
             Some(State::Held {
                 term: revision,
                 revision,
+                unanswered: false,
             })
         }
         Ok(Err(e)) => {

@@ -319,6 +319,66 @@ fn killed_bridge_is_replaced_with_gap_and_session_markers_and_no_duplicates() {
     second.shutdown();
 }
 
+/// Stops (`STOP`) or resumes (`CONT`) the NATS server process.
+fn signal(nats: &Nats, sig: &str) {
+    let pid = nats.pid().unwrap().to_string();
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+#[test]
+fn a_renewal_whose_answer_was_lost_keeps_the_lease_instead_of_evicting_the_bridge() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // TTL 8 s: a renewal every 2 s, each given 2 s to answer; fenced 6 s after the last
+    // renewal answered.
+    let tick = Duration::from_secs(2);
+    let bridge = serving_bridge(pbx1_bridge(&nats, &a, "first", 4 * tick), &a);
+    let url = nats.url();
+    // Wait for a renewal to land (the key's revision moves), so the pause below is placed
+    // against the bridge's own schedule: renewal R1 at t0 answered; R2 at t0 + 2 s meets a
+    // paused server and times out at t0 + 4 s; R3, sent then, waits too. At t0 + 4.4 s the
+    // server resumes and applies R2 (landed, its answer lost) then refuses R3 (wrong
+    // revision): the key holds the bridge's own value at a revision it never saw.
+    block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let kv = js.get_key_value("ami_leases").await.unwrap();
+        let first = kv.entry("pbx1").await.unwrap().unwrap().revision;
+        let deadline = Instant::now() + 3 * tick;
+        loop {
+            let now = kv.entry("pbx1").await.unwrap().unwrap().revision;
+            if now != first {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no renewal seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    std::thread::sleep(tick * 7 / 10);
+    signal(&nats, "STOP");
+    std::thread::sleep(tick * 3 / 2);
+    signal(&nats, "CONT");
+    // Past R1's fence (t0 + 6 s: only a renewal after it keeps the bridge serving), and
+    // well before a bridge that evicted itself at t0 + 4.4 s could take its own lease
+    // back (a TTL of seeing it unchanged).
+    std::thread::sleep(tick * 5 / 4);
+    assert_eq!(
+        bridge.serving(),
+        ["pbx1"],
+        "still the holder: it must keep serving"
+    );
+    assert_eq!(
+        a.stats().logins,
+        1,
+        "no second session: the lease was never let go"
+    );
+    bridge.shutdown();
+}
+
 #[test]
 fn clean_shutdown_ends_the_session_with_lease_released_and_hands_over_at_once() {
     let Some(nats) = Nats::start() else { return };
