@@ -8,7 +8,8 @@ use crate::Adapter;
 use ami_async::fleet::{
     FleetConfig, FleetEvents, FleetHandle, Policy, Route, RouteError, RouteFailed, StatusChange,
 };
-use ami_proto::{Action, StreamItem};
+use ami_proto::fleet::ServerStatus;
+use ami_proto::{Action, DisconnectReason, StreamItem};
 use ami_sim::fleet_log::FleetLog;
 use ami_sim::flood::Flood;
 use std::cell::Cell;
@@ -376,6 +377,147 @@ pub fn a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares<A: A
             *least > 0 && least * 3 >= most * 2,
             "flood shares {shares:?}"
         );
+    });
+}
+
+/// The per-server operations of the handle act on the named server only, on a real
+/// simulator each, while nobody reads the merged stream and a flooding server shares their
+/// shard (its driver and lock): a filter and an event mask installed by name keep their
+/// server's events out and no other's; counters and pending actions are read by name; a
+/// logoff and a close end only their server; an unknown name and a closed fleet are refused
+/// with the errors `send` uses.
+pub fn per_server_operations_act_on_the_named_server_while_the_stream_is_stalled<A: Adapter>() {
+    let servers = [front(), front(), front()];
+    let flood = Flood::start().unwrap();
+    let silent = silent();
+    A::block_on(async {
+        // One shard: every server below shares one driver and one lock.
+        let (fleet, mut events, driver) =
+            ami_async::fleet::start::<A::Runtime>(FleetConfig::default());
+        A::run_driver(Box::pin(driver));
+        let names = ["a", "b", "c"];
+        for (name, front) in names.iter().zip(&servers) {
+            fleet.add(name, admin(), front.local_addr()).unwrap();
+        }
+        let flooder = builder("admin", "amp111")
+            .event_queue_cap(2_000)
+            .build()
+            .unwrap();
+        fleet.add("flood", flooder, flood.addr()).unwrap();
+        fleet
+            .add("down", admin(), silent.local_addr().unwrap())
+            .unwrap();
+        until("every server but down ready", || {
+            ["a", "b", "c", "flood"]
+                .iter()
+                .all(|n| fleet.status(n).is_some_and(|s| s.is_ready()))
+        })
+        .await;
+        // Nobody reads the stream from here on: the flood fills its queue, reads are held.
+        sleep(Duration::from_millis(300)).await;
+
+        let reply = within("a filter on a", fleet.add_filter("a", "Event: Hangup"))
+            .await
+            .unwrap();
+        assert_eq!(reply.server.as_str(), "a");
+        assert!(reply.result.is_ok(), "{:?}", reply.result);
+        let reply = within("an event mask on b", fleet.set_event_mask("b", "off"))
+            .await
+            .unwrap();
+        assert_eq!(reply.server.as_str(), "b");
+        let mask = reply.result.unwrap();
+        assert_eq!(mask.message().get_str("Events"), Some("Off"));
+
+        // Five user events on each; a Ping answered after them means they were read.
+        let events_in = |name| fleet.client_stats(name).unwrap().events_in;
+        let before = names.map(events_in);
+        for front in &servers {
+            front.with_server(|sim, now| sim.emit_user_events(now, 5));
+        }
+        for name in names {
+            let reply = within(
+                "a ping",
+                fleet.send(Route::Server(name), Action::new("Ping")),
+            )
+            .await
+            .unwrap();
+            assert!(reply.result.is_ok(), "{name}: {:?}", reply.result);
+        }
+        let after = names.map(events_in);
+        assert_eq!(
+            [
+                after[0] - before[0],
+                after[1] - before[1],
+                after[2] - before[2]
+            ],
+            [0, 0, 5],
+            "events in on a, b, c"
+        );
+        // An action waits on the server that never answers, and is counted there only.
+        let waiting = {
+            let fleet = fleet.clone();
+            caller(async move { fleet.send(Route::Server("down"), Action::new("Ping")).await })
+        };
+        until("the ping pending on down", || {
+            fleet.pending_actions("down") == Some(1)
+        })
+        .await;
+        assert_eq!(fleet.pending_actions("c"), Some(0));
+
+        // The reader comes back: c's events are there, a's and b's were kept out.
+        assert!(fleet.remove("flood"));
+        let mut user_events: HashMap<String, u64> = HashMap::new();
+        while let Some(item) = events.try_recv() {
+            if matches!(&item.item, StreamItem::Event(e) if e.event() == Some("UserEvent")) {
+                *user_events.entry(item.server.to_string()).or_default() += 1;
+            }
+        }
+        assert_eq!(user_events.get("c"), Some(&5), "{user_events:?}");
+        assert_eq!(user_events.get("a"), None, "{user_events:?}");
+        assert_eq!(user_events.get("b"), None, "{user_events:?}");
+
+        fleet.logoff("a").unwrap();
+        fleet.close_server("b").unwrap();
+        until("a logged off and b closed", || {
+            matches!(
+                (fleet.status("a"), fleet.status("b")),
+                (
+                    Some(ServerStatus::Closed {
+                        reason: DisconnectReason::Logoff
+                    }),
+                    Some(ServerStatus::Closed {
+                        reason: DisconnectReason::LocalClose
+                    })
+                )
+            )
+        })
+        .await;
+        sim_until(&servers[0], "a's session to end", |s| s.sessions_open == 0).await;
+        sim_until(&servers[1], "b's session to end", |s| s.sessions_open == 0).await;
+        let reply = within(
+            "a ping on c",
+            fleet.send(Route::Server("c"), Action::new("Ping")),
+        )
+        .await
+        .unwrap();
+        assert!(reply.result.is_ok(), "{:?}", reply.result);
+
+        let unknown = |e: RouteFailed| matches!(e, RouteFailed::Route(RouteError::UnknownServer(n)) if n == "nope");
+        let filter = within("a filter on no server", fleet.add_filter("nope", "x")).await;
+        assert!(unknown(filter.unwrap_err()));
+        let mask = within("a mask on no server", fleet.set_event_mask("nope", "on")).await;
+        assert!(unknown(mask.unwrap_err()));
+        assert!(unknown(fleet.logoff("nope").unwrap_err()));
+        assert!(unknown(fleet.close_server("nope").unwrap_err()));
+        assert!(fleet.client_stats("nope").is_none());
+        assert_eq!(fleet.pending_actions("nope"), None);
+
+        fleet.close();
+        let closed = within("a filter on a closed fleet", fleet.add_filter("c", "x")).await;
+        assert!(matches!(closed, Err(RouteFailed::Closed)), "{closed:?}");
+        assert!(matches!(fleet.logoff("c"), Err(RouteFailed::Closed)));
+        let failed = within("the ping on down", waiting).await.unwrap().unwrap();
+        assert!(failed.result.is_err(), "{:?}", failed.result);
     });
 }
 

@@ -85,6 +85,7 @@ macro_rules! conformance_suite {
             a_removed_server_fails_its_pending_action_and_the_last_user_closes_the_fleet,
             a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares,
             a_stalled_reader_holds_reads_but_actions_on_a_flooding_server_complete,
+            per_server_operations_act_on_the_named_server_while_the_stream_is_stalled,
             a_reader_that_stops_taking_stops_holding_reads_until_it_takes_again,
             the_fleet_driver_counts_each_servers_reads,
             a_flooding_server_cannot_hold_the_drivers_thread_beyond_a_poll_budget,

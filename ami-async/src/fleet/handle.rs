@@ -44,7 +44,8 @@ pub enum AddError {
     TlsName(String),
 }
 
-/// Why [`FleetHandle::send`] took no action: nothing was queued on any server.
+/// Why [`FleetHandle::send`] (or an operation naming one server, such as
+/// [`FleetHandle::add_filter`]) did nothing: nothing was queued on any server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RouteFailed {
@@ -275,18 +276,6 @@ impl FleetHandle {
         self.shards.shards.len()
     }
 
-    /// Runs `f` on the client of the server named `name` (add a filter, change the event
-    /// mask...). `None` if there is no such server.
-    pub fn with_client<R>(
-        &self,
-        name: &str,
-        f: impl FnOnce(&mut ami_proto::Client, std::time::Instant) -> R,
-    ) -> Option<R> {
-        let shard = self.shards.shard_of(name)?;
-        let now = (shard.now)();
-        shard.call(|s| s.fleet.with_client(now, name, f))
-    }
-
     /// Logs every server off; each closes after its Goodbye.
     pub fn logoff_all(&self) {
         for shard in &self.shards.shards {
@@ -310,7 +299,7 @@ enum Answer<'a> {
 }
 
 /// Waits for a routed action's outcome on the shard that took it.
-async fn wait(shard: &Shard, routed: Routed) -> Reply {
+pub(super) async fn wait(shard: &Shard, routed: Routed) -> Reply {
     wait_guarded(CancelOnDrop {
         shard,
         key: (routed.server, routed.id),
@@ -515,7 +504,7 @@ impl FleetEvents {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use ami_proto::fleet::FleetConfig;
     use ami_proto::{Input, StreamItem};
@@ -525,7 +514,7 @@ mod tests {
     use std::time::Instant;
 
     /// Brings server `name` of a one-shard fleet to ready over a scripted transport.
-    fn ready(shards: &Shards, name: &str) {
+    pub(in crate::fleet) fn ready(shards: &Shards, name: &str) {
         let endpoint = Endpoint {
             target: ("127.0.0.1", 5038).into(),
             #[cfg(feature = "tls")]

@@ -26,6 +26,14 @@
 //! - **Routing.** [`Route::Server`] queues on that server until it is ready (within the
 //!   action's deadline); [`Route::Any`] picks a ready server by [`Policy`] and fails with
 //!   [`RouteError::NoServer`] when none can take it: nothing is queued anywhere.
+//! - **Per server.** What a single session's handle offers, by server name:
+//!   [`FleetHandle::add_filter`], [`set_event_mask`](FleetHandle::set_event_mask),
+//!   [`logoff`](FleetHandle::logoff), [`close_server`](FleetHandle::close_server),
+//!   [`client_stats`](FleetHandle::client_stats),
+//!   [`pending_actions`](FleetHandle::pending_actions); refused like a send to that name
+//!   (unknown server, closed fleet, stopped driver). No caller's code runs under a shard's
+//!   lock: it is every server of the shard's, so a closure that stalled or panicked there
+//!   would stop them all.
 //! - **Status.** [`FleetHandle::watch`] gives every status change once, in order
 //!   (connecting, logging in, ready, backing off, breaker open, closed);
 //!   [`FleetHandle::statuses`] the present.
@@ -67,6 +75,7 @@
 
 mod driver;
 mod handle;
+mod ops;
 mod reads;
 mod shards;
 mod shared;
