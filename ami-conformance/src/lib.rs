@@ -78,6 +78,8 @@ macro_rules! conformance_suite {
             events_are_also_a_stream,
             tls_login_and_ping_round_trip_with_a_generated_certificate,
             tls_refuses_a_certificate_for_another_name,
+            tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason,
+            a_tls_handshake_that_never_ends_times_out_the_connect,
             the_call_tracker_follows_calls_across_a_server_restart,
         );
         $crate::conformance_suite!(@fleet $adapter;

@@ -833,6 +833,70 @@ pub fn tls_refuses_a_certificate_for_another_name<A: Adapter>() {
     front.shutdown();
 }
 
+/// TLS to a port that speaks plain AMI (its banner is no TLS record): a failed connect with
+/// a TLS reason, never a session that connected and then broke. ami-mio's TLS tests assert
+/// the same reasons, so status, backoff and messages agree on every runtime.
+pub fn tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason<A: Adapter>() {
+    let mut front = front();
+    let (pem, _) = localhost_cert();
+    A::block_on(async {
+        let tls = client_tls(&pem, "localhost");
+        let (ami, _events) = A::spawn_tls(admin(), front.local_addr().into(), tls).unwrap();
+        let down = status_until(&ami, "Disconnected", |s| {
+            matches!(s, Status::Disconnected { .. })
+        })
+        .await;
+        assert!(
+            matches!(
+                down,
+                Status::Disconnected {
+                    reason: DisconnectReason::ConnectFailed(ConnectFailure::Tls),
+                    ..
+                }
+            ),
+            "{down:?}"
+        );
+        ami.close();
+        within("close", ami.wait_closed()).await;
+    });
+    assert_eq!(front.stats().logins, 0);
+    front.shutdown();
+}
+
+/// TLS to a port that takes the connection and never answers the handshake: the client's
+/// connect timer ends it (`ConnectTimeout`), as for a TCP connect that hangs; the banner
+/// timer never starts, since the transport never opened.
+pub fn a_tls_handshake_that_never_ends_times_out_the_connect<A: Adapter>() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pem, _) = localhost_cert();
+    A::block_on(async {
+        let config = builder("admin", "amp111")
+            .connect_timeout(Duration::from_millis(300))
+            .banner_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let tls = client_tls(&pem, "localhost");
+        let target = silent.local_addr().unwrap().into();
+        let (ami, _events) = A::spawn_tls(config, target, tls).unwrap();
+        let down = status_until(&ami, "Disconnected", |s| {
+            matches!(s, Status::Disconnected { .. })
+        })
+        .await;
+        assert!(
+            matches!(
+                down,
+                Status::Disconnected {
+                    reason: DisconnectReason::ConnectTimeout,
+                    ..
+                }
+            ),
+            "{down:?}"
+        );
+        ami.close();
+        within("close", ami.wait_closed()).await;
+    });
+}
+
 /// The call tracker over the public API: the shared [`TrackerScript`] (a call followed to
 /// its end, a server restart with a call up).
 #[allow(clippy::disallowed_methods)] // test code: the tracker is fed the real clock

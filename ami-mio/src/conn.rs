@@ -18,6 +18,13 @@ use std::time::Instant;
 /// readiness makes no such promise.
 const SHORT_READ_DRAINS: bool = cfg!(not(windows));
 
+/// Most ciphertext one step reads for a TLS handshake before it lets the other connections
+/// have their turn (the rest is read in the next step, which comes at once): a handshake's
+/// flights are a few KiB, and a server that keeps sending handshake bytes must not hold the
+/// loop. The same figure as a connection's read budget per step.
+#[cfg(feature = "tls")]
+const HANDSHAKE_READ_PER_STEP: usize = 64 << 10;
+
 /// Where a connection goes.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
@@ -34,6 +41,11 @@ pub(crate) enum Link {
     /// Non-blocking connects started, one per address tried so far, side by side (all
     /// registered under the connection's token); waiting for writable readiness.
     Connecting(Vec<TcpStream>),
+    /// TCP connected, the TLS handshake under way: still connecting as far as the client
+    /// knows (its connect timer runs), so a refused certificate or a port that does not
+    /// speak TLS is a failed connect, as on every async runtime.
+    #[cfg(feature = "tls")]
+    Handshaking(Box<crate::tls::TlsStream>),
     Open(Stream),
 }
 
@@ -134,6 +146,8 @@ impl Conn {
                 self.readable || (self.writable && (!transmit_empty || wants_write(stream)))
             }
             Link::Connecting(_) => self.connect_event,
+            #[cfg(feature = "tls")]
+            Link::Handshaking(ref s) => self.readable || (self.writable && s.conn.wants_write()),
             // A connect to start, or a lookup to ask for.
             Link::Idle => self.want_connect && (self.resolved.is_some() || !self.resolving),
         }
@@ -156,6 +170,10 @@ impl Conn {
             Link::Idle => {}
             Link::Connecting(streams) => streams.into_iter().for_each(|s| deregister(registry, s)),
             Link::Open(Stream::Plain(s)) => deregister(registry, s),
+            // Nothing to close gracefully before the handshake ends (a failed one already
+            // sent its alert).
+            #[cfg(feature = "tls")]
+            Link::Handshaking(s) => deregister(registry, s.tcp),
             #[cfg(feature = "tls")]
             Link::Open(Stream::Tls(mut s)) => {
                 s.close();
@@ -233,7 +251,8 @@ impl Conn {
     /// `Connected` for the first connect that completed (the others are dropped), starts the
     /// name's next address beside the running ones when one failed or the attempt delay has
     /// passed, reports `ConnectFailed` when every address failed, or does nothing while the
-    /// connects are in progress.
+    /// connects are in progress. Over TLS the connect completes with the handshake (see
+    /// [`handshake`](Self::handshake)), which this also moves on.
     pub(crate) fn finish_connect(
         &mut self,
         now: Instant,
@@ -241,6 +260,10 @@ impl Conn {
         registry: &Registry,
         token: Token,
     ) {
+        #[cfg(feature = "tls")]
+        if matches!(self.link, Link::Handshaking(_)) {
+            return self.handshake(now, session, registry);
+        }
         let due = self.next_attempt.is_some_and(|at| now >= at);
         if !self.connect_event && !due {
             return;
@@ -290,33 +313,108 @@ impl Conn {
         if let Err(e) = stream.set_nodelay(true) {
             log::debug!("ami-mio: TCP_NODELAY not set: {e}");
         }
-        match self.open(stream) {
-            Ok(open) => self.link = Link::Open(open),
-            Err(stream) => {
-                deregister(registry, stream);
-                session.handle_input(now, Input::ConnectFailed(ConnectFailure::Tls));
-                return;
-            }
-        }
         self.readable = true;
         self.writable = true;
-        session.handle_input(now, Input::Connected);
+        match self.open(stream) {
+            Ok(link @ Link::Open(_)) => {
+                self.link = link;
+                session.handle_input(now, Input::Connected);
+            }
+            // The ClientHello goes out now; `Connected` waits for the handshake's end.
+            Ok(link) => {
+                self.link = link;
+                #[cfg(feature = "tls")]
+                self.handshake(now, session, registry);
+            }
+            Err(stream) => {
+                deregister(registry, stream);
+                self.readable = false;
+                self.writable = false;
+                session.handle_input(now, Input::ConnectFailed(ConnectFailure::Tls));
+            }
+        }
     }
 
-    /// The open transport over a connected socket: plain, or a TLS session starting its
+    /// The link over a connected socket: open for plain TCP, or a TLS session starting its
     /// handshake. Gives the socket back if the TLS session cannot be set up.
-    fn open(&self, tcp: TcpStream) -> Result<Stream, TcpStream> {
+    fn open(&self, tcp: TcpStream) -> Result<Link, TcpStream> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
             return match tls.start(tcp) {
-                Ok(s) => Ok(Stream::Tls(Box::new(s))),
+                Ok(s) => Ok(Link::Handshaking(Box::new(s))),
                 Err((tcp, e)) => {
                     log::warn!("ami-mio: TLS session not started: {e}");
                     Err(tcp)
                 }
             };
         }
-        Ok(Stream::Plain(tcp))
+        Ok(Link::Open(Stream::Plain(tcp)))
+    }
+
+    /// Moves a TLS handshake on with what the socket allows now: records out while it is
+    /// writable, ciphertext in while it is readable (at most [`HANDSHAKE_READ_PER_STEP`]).
+    /// Once rustls is done the link is open and the client is told `Connected`, the
+    /// plaintext that came with the last flight read in the same step. A handshake that
+    /// fails (a refused certificate, a port that does not speak TLS, the peer closing) is
+    /// `ConnectFailed(Tls)`, as on the async runtimes; one that hangs ends with the client's
+    /// connect timer, as there too.
+    #[cfg(feature = "tls")]
+    fn handshake(&mut self, now: Instant, session: &mut impl Session, registry: &Registry) {
+        let mut read = 0;
+        let result: io::Result<()> = loop {
+            let Link::Handshaking(s) = &mut self.link else {
+                return;
+            };
+            // Records first: the ClientHello, then whatever each flight makes rustls send.
+            if self.writable && s.conn.wants_write() {
+                match s.conn.write_tls(&mut s.tcp) {
+                    Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+                continue;
+            }
+            // Done: what rustls still has to send (the client's Finished) goes out with the
+            // open link's writes.
+            if !s.conn.is_handshaking() {
+                break Ok(());
+            }
+            if !self.readable || read >= HANDSHAKE_READ_PER_STEP {
+                return;
+            }
+            match s.conn.read_tls(&mut s.tcp) {
+                Ok(0) => break Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    read += n;
+                    if let Err(e) = s.conn.process_new_packets() {
+                        // The alert that says why goes out, best effort.
+                        s.flush_best_effort();
+                        break Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Ok(()) => {
+                if let Link::Handshaking(s) = std::mem::replace(&mut self.link, Link::Idle) {
+                    self.link = Link::Open(Stream::Tls(s));
+                }
+                // Plaintext of the last flight (the banner) may wait inside rustls with the
+                // socket drained: the read that follows in this step takes it.
+                self.readable = true;
+                session.handle_input(now, Input::Connected);
+            }
+            Err(e) => {
+                log::debug!("ami-mio: TLS handshake failed: {e}");
+                self.drop_link(registry);
+                session.handle_input(now, Input::ConnectFailed(ConnectFailure::Tls));
+            }
+        }
     }
 
     /// Reads until `WouldBlock`, end of stream, an error, or the turn's budget, feeding each

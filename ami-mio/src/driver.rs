@@ -189,11 +189,12 @@ impl MioDriver {
 
     /// Adds a client for the server at `addr`, speaking AMI over TLS (implicit TLS, usually
     /// port 5039; feature `tls`). The handshake runs inside [`step`](Self::step) like any other
-    /// I/O and is bounded by the core's banner timeout. A TLS failure, such as a certificate
-    /// that is not trusted or not for `tls.server_name`, is reported to the core as a
-    /// transport error: [`Notice::Disconnected`] with
-    /// [`DisconnectReason::TransportError`](ami_proto::DisconnectReason::TransportError), and
-    /// the core's usual reconnect backoff.
+    /// I/O and is part of the connect: bounded by the core's connect timeout, and the core is
+    /// told `Connected` only once it is done. A failed handshake, such as a certificate that
+    /// is not trusted or not for `tls.server_name`, or a port that does not speak TLS, is a
+    /// failed connect as on the async runtimes: [`Notice::Disconnected`] with
+    /// [`DisconnectReason::ConnectFailed`](ami_proto::DisconnectReason::ConnectFailed)`(`[`ConnectFailure::Tls`](ami_proto::ConnectFailure::Tls)`)`,
+    /// and the core's usual reconnect backoff.
     ///
     /// Fails with [`AddError::TlsServerName`] if `tls.server_name` is neither a DNS name nor
     /// an IP address, and with [`AddError::Full`] when the driver is full.

@@ -108,9 +108,13 @@
 //! sans-IO like the AMI core, so the handshake and every record go through the same
 //! non-blocking reads and writes as plain TCP inside [`MioDriver::step`]: no thread, no
 //! blocking call, partial writes and `WouldBlock` handled as for plain sockets, and the
-//! ciphertext read counts toward the per-step [`Budget`]. A TLS error (an untrusted
-//! certificate, a certificate for another name, a bad record) reaches the core as a transport
-//! error; the core reports [`Notice::Disconnected`] and decides about reconnecting.
+//! ciphertext read counts toward the per-step [`Budget`]. The core is told the transport is
+//! connected only once the handshake is done, as on the async runtimes: a handshake that
+//! fails (an untrusted certificate, a certificate for another name, a port that does not
+//! speak TLS) is a failed connect with a TLS reason
+//! (`DisconnectReason::ConnectFailed(ConnectFailure::Tls)`), one that hangs ends with the
+//! core's connect timeout, and a bad record later is a transport error; the core reports
+//! [`Notice::Disconnected`] and decides about reconnecting.
 //! `client_config_from_pem` builds a rustls configuration trusting the CA certificates of a
 //! PEM bundle; `Tls` has the same shape as `ami_tokio::Tls`. The crate re-exports `rustls`
 //! and `rustls_pki_types` for building other configurations.

@@ -11,7 +11,10 @@ mod support;
 
 use ami_conformance::{client_tls, localhost_cert, TlsTerminator};
 use ami_mio::{ConnId, MioDriver, Notice, Options};
-use ami_proto::{Action, ActionError, ActionId, DisconnectReason, StreamItem};
+use ami_proto::{
+    Action, ActionError, ActionId, ClientConfig, ConnectFailure, DisconnectKind, DisconnectReason,
+    StreamItem,
+};
 use std::time::{Duration, Instant};
 use support::slow_reader::SlowReader;
 use support::{config, drive, front, storm_seq};
@@ -195,8 +198,32 @@ fn large_actions_survive_partial_tls_writes_to_a_slow_reader() {
     assert!(stats.bytes_out > (N * 120 * 1000) as u64);
 }
 
+/// Drives until the connection's first `Disconnected` and returns its reason; fails on
+/// `Ready`.
+fn first_disconnect(driver: &mut MioDriver, conn: ConnId) -> DisconnectReason {
+    let mut down = None;
+    assert!(
+        drive(driver, LIMIT, |_, r| {
+            for (c, n) in r.notices {
+                assert_eq!(c, conn);
+                match n {
+                    Notice::Ready { .. } => panic!("Ready"),
+                    Notice::Disconnected { reason, .. } if down.is_none() => down = Some(reason),
+                    _ => {}
+                }
+            }
+            down.is_some()
+        }),
+        "no Disconnected within {LIMIT:?}"
+    );
+    down.unwrap()
+}
+
+/// A certificate for another name is a failed connect with a TLS reason, as on the async
+/// runtimes (the conformance suite's `tls_refuses_a_certificate_for_another_name`): the
+/// client is told "connected" only once the handshake is done.
 #[test]
-fn a_certificate_for_another_name_is_refused() {
+fn a_certificate_for_another_name_fails_the_connect_with_a_tls_reason() {
     let mut front = front();
     let (pem, server) = localhost_cert();
     let term = TlsTerminator::start(server, front.local_addr());
@@ -209,34 +236,66 @@ fn a_certificate_for_another_name_is_refused() {
             client_tls(&pem, "ami.example.com"),
         )
         .unwrap();
-    let mut down = None;
-    assert!(
-        drive(&mut driver, LIMIT, |_, r| {
-            for (c, n) in r.notices {
-                assert_eq!(c, conn);
-                match n {
-                    Notice::Ready { .. } => panic!("Ready with a certificate for another name"),
-                    Notice::Disconnected { reason, .. } => down = Some(reason),
-                    _ => {}
-                }
-            }
-            down.is_some()
-        }),
-        "no Disconnected within {LIMIT:?}"
-    );
-    let down = down.unwrap();
-    assert!(
-        matches!(
-            down,
-            DisconnectReason::TransportError(_) | DisconnectReason::ConnectFailed(_)
-        ),
-        "{down:?}"
-    );
+    let down = first_disconnect(&mut driver, conn);
+    assert_eq!(down, DisconnectReason::ConnectFailed(ConnectFailure::Tls));
     assert!(driver.close(Instant::now(), conn));
     assert_eq!(term.handshakes(), 0);
     let st = front.stats();
     assert_eq!((st.sessions_accepted, st.logins), (0, 0), "{st:?}");
     front.shutdown();
+}
+
+/// TLS to a port that speaks plain AMI (its banner is no TLS record): a failed connect with
+/// a TLS reason, as on the async runtimes (the conformance suite's
+/// `tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason`), not a transport error on
+/// a session that had connected.
+#[test]
+fn tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason() {
+    let mut front = front();
+    let (pem, _) = localhost_cert();
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver
+        .add_tls(
+            Instant::now(),
+            config(11),
+            front.local_addr(),
+            client_tls(&pem, "localhost"),
+        )
+        .unwrap();
+    let down = first_disconnect(&mut driver, conn);
+    assert_eq!(down, DisconnectReason::ConnectFailed(ConnectFailure::Tls));
+    let stats = driver.stats(conn).unwrap();
+    assert_eq!(stats.disconnect_count(DisconnectKind::ConnectFailed), 1);
+    assert!(driver.close(Instant::now(), conn));
+    assert_eq!(front.stats().logins, 0);
+    front.shutdown();
+}
+
+/// A port that takes the connection and never answers the handshake: the client's connect
+/// timer ends it (`ConnectTimeout`), as on the async runtimes (the conformance suite's
+/// `a_tls_handshake_that_never_ends_times_out_the_connect`); the banner timer never starts.
+#[test]
+fn a_tls_handshake_that_never_ends_times_out_the_connect() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (pem, _) = localhost_cert();
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(12)
+        .connect_timeout(Duration::from_millis(300))
+        .banner_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver
+        .add_tls(
+            Instant::now(),
+            config,
+            silent.local_addr().unwrap(),
+            client_tls(&pem, "localhost"),
+        )
+        .unwrap();
+    let down = first_disconnect(&mut driver, conn);
+    assert_eq!(down, DisconnectReason::ConnectTimeout);
+    assert!(driver.close(Instant::now(), conn));
 }
 
 #[test]
