@@ -11,9 +11,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Bytes received from the server.
+    /// AMI bytes received from the server (what `Input::Received` carried on an open
+    /// transport): over TLS, the decrypted plaintext, not the ciphertext read from the socket.
     pub bytes_in: u64,
-    /// Bytes handed to the transport (acknowledged with `advance_transmit`).
+    /// AMI bytes handed to the transport: what the adapter acknowledged with
+    /// `advance_transmit`. Over plain TCP, bytes the socket took. Over TLS, plaintext the
+    /// TLS session took, which may still wait, encrypted, in that session's own bounded
+    /// buffer for the socket: not the ciphertext written (records, handshake and alerts
+    /// add to that), nor proof that it left the machine.
     pub bytes_out: u64,
     /// Messages decoded.
     pub messages_in: u64,
