@@ -810,22 +810,7 @@ pub fn tls_refuses_a_certificate_for_another_name<A: Adapter>() {
     let (mut front, terminator, tls) = behind_tls("ami.example.com");
     A::block_on(async {
         let (ami, _events) = A::spawn_tls(admin(), terminator.addr.into(), tls).unwrap();
-        let down = status_until(&ami, "Disconnected", |s| {
-            matches!(s, Status::Disconnected { .. })
-        })
-        .await;
-        assert!(
-            matches!(
-                down,
-                Status::Disconnected {
-                    reason: DisconnectReason::ConnectFailed(ConnectFailure::Tls),
-                    ..
-                }
-            ),
-            "{down:?}"
-        );
-        ami.close();
-        within("close", ami.wait_closed()).await;
+        disconnected_for(&ami, DisconnectReason::ConnectFailed(ConnectFailure::Tls)).await;
     });
     assert_eq!(terminator.handshakes(), 0);
     let st = front.stats();
@@ -842,22 +827,7 @@ pub fn tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason<A: Adapter>()
     A::block_on(async {
         let tls = client_tls(&pem, "localhost");
         let (ami, _events) = A::spawn_tls(admin(), front.local_addr().into(), tls).unwrap();
-        let down = status_until(&ami, "Disconnected", |s| {
-            matches!(s, Status::Disconnected { .. })
-        })
-        .await;
-        assert!(
-            matches!(
-                down,
-                Status::Disconnected {
-                    reason: DisconnectReason::ConnectFailed(ConnectFailure::Tls),
-                    ..
-                }
-            ),
-            "{down:?}"
-        );
-        ami.close();
-        within("close", ami.wait_closed()).await;
+        disconnected_for(&ami, DisconnectReason::ConnectFailed(ConnectFailure::Tls)).await;
     });
     assert_eq!(front.stats().logins, 0);
     front.shutdown();
@@ -878,22 +848,7 @@ pub fn a_tls_handshake_that_never_ends_times_out_the_connect<A: Adapter>() {
         let tls = client_tls(&pem, "localhost");
         let target = silent.local_addr().unwrap().into();
         let (ami, _events) = A::spawn_tls(config, target, tls).unwrap();
-        let down = status_until(&ami, "Disconnected", |s| {
-            matches!(s, Status::Disconnected { .. })
-        })
-        .await;
-        assert!(
-            matches!(
-                down,
-                Status::Disconnected {
-                    reason: DisconnectReason::ConnectTimeout,
-                    ..
-                }
-            ),
-            "{down:?}"
-        );
-        ami.close();
-        within("close", ami.wait_closed()).await;
+        disconnected_for(&ami, DisconnectReason::ConnectTimeout).await;
     });
 }
 

@@ -3,7 +3,7 @@
 //! threads of their own, and a recorder of every status the handle publishes.
 
 use ami_async::{Events, Handle, Status};
-use ami_proto::{Action, ClientConfig, ClientConfigBuilder, Message, StreamItem};
+use ami_proto::{Action, ClientConfig, ClientConfigBuilder, DisconnectReason, Message, StreamItem};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{SimConfig, SimStats};
 use async_io::Timer;
@@ -97,6 +97,20 @@ pub async fn status_until(ami: &Handle, what: &str, pred: impl Fn(&Status) -> bo
     let s = within(what, watch.wait_for(|s| pred(s))).await;
     assert!(pred(&s), "closed instead: {s:?}");
     s
+}
+
+/// Waits for the session to go down, asserts it went down for `want`, then closes it.
+pub async fn disconnected_for(ami: &Handle, want: DisconnectReason) {
+    let down = status_until(ami, "Disconnected", |s| {
+        matches!(s, Status::Disconnected { .. })
+    })
+    .await;
+    assert!(
+        matches!(&down, Status::Disconnected { reason, .. } if *reason == want),
+        "{down:?}, want {want:?}"
+    );
+    ami.close();
+    within("close", ami.wait_closed()).await;
 }
 
 /// Every status the handle published, in order, as seen by a thread watching it. A watch

@@ -644,8 +644,9 @@ fn fully_booted() -> Vec<u8> {
     ])
 }
 
-#[test]
-fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_not_a_discard() {
+/// A client with one filter whose session was lost, logged in again: its filter is about
+/// to be re-applied and the session is not Ready yet.
+fn logged_in_again_with_a_filter() -> Harness {
     let t0 = Instant::now();
     let mut h = Harness::new(base().build().unwrap(), t0);
     h.ready();
@@ -662,6 +663,12 @@ fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_no
     h.feed(BANNER);
     let login = h.take("Login");
     h.feed(&scripted::login_ok(id_of(&login)));
+    h
+}
+
+#[test]
+fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_not_a_discard() {
+    let mut h = logged_in_again_with_a_filter();
     // Written by Asterisk before any filter exists, so a fresh session that adds its
     // filters after login receives it as well: not input to discard on every reconnect.
     h.feed(&fully_booted());
@@ -686,22 +693,7 @@ fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_no
 
 #[test]
 fn a_held_fully_booted_whose_session_never_became_ready_is_a_counted_discard() {
-    let t0 = Instant::now();
-    let mut h = Harness::new(base().build().unwrap(), t0);
-    h.ready();
-    let f = h.client.add_filter(h.now, "Event: Hangup").unwrap();
-    h.drain();
-    h.take("Filter");
-    h.feed(&success(f.as_str(), "Filter Added Successfully"));
-    let retry = match &h.eof()[..] {
-        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
-        other => panic!("{other:?}"),
-    };
-    h.advance_to(retry);
-    h.connected();
-    h.feed(BANNER);
-    let login = h.take("Login");
-    h.feed(&scripted::login_ok(id_of(&login)));
+    let mut h = logged_in_again_with_a_filter();
     h.feed(&fully_booted());
     h.feed(&fully_booted());
     h.take("Filter");
