@@ -217,12 +217,20 @@ impl Slab {
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 
-/// The publisher's state: the backlog (`items`, of which the first `sent` are published and
-/// awaiting acks) and the encoder's per-server state.
-struct State {
+/// The encoded items waiting for JetStream, with what they hold against the byte cap and
+/// the buffer their bodies are cut from: what a [`Sink`] appends to.
+struct Backlog {
     items: VecDeque<Outgoing>,
     /// The sum of the items' [`Outgoing::cost`].
     bytes: usize,
+    /// JSON bodies are copied here (saves the second allocation of `Bytes::from(String)`).
+    bodies: Slab,
+}
+
+/// The publisher's state: the backlog (of whose items the first `sent` are published and
+/// awaiting acks) and the encoder's per-server state.
+struct State {
+    backlog: Backlog,
     /// Per server: events dropped at the byte cap since its last gap marker.
     overflow: Vec<u64>,
     /// An event did not fit since an item last left: nothing more is taken until one
@@ -235,8 +243,6 @@ struct State {
     subjects: Vec<SubjectCache>,
     /// Reply subjects are cut from here.
     replies: Slab,
-    /// JSON bodies are copied here (saves the second allocation of `Bytes::from(String)`).
-    bodies: Slab,
     backoff: Duration,
     /// No publishing before this instant (after a failure).
     paused_until: Option<Instant>,
@@ -245,8 +251,8 @@ struct State {
 impl State {
     /// Takes item `i` out of the backlog, and its bytes off the count.
     fn remove(&mut self, i: usize) -> Option<Outgoing> {
-        let o = self.items.remove(i)?;
-        self.bytes = self.bytes.saturating_sub(o.cost());
+        let o = self.backlog.items.remove(i)?;
+        self.backlog.bytes = self.backlog.bytes.saturating_sub(o.cost());
         self.full = false;
         Some(o)
     }
@@ -303,8 +309,11 @@ impl Publisher {
         let reply_prefix = format!("{inbox}.");
         let n = self.servers.len();
         let mut st = State {
-            items: VecDeque::with_capacity(self.max_backlog.min(BATCH * 4)),
-            bytes: 0,
+            backlog: Backlog {
+                items: VecDeque::with_capacity(self.max_backlog.min(BATCH * 4)),
+                bytes: 0,
+                bodies: Slab::new(),
+            },
             overflow: vec![0; n],
             full: false,
             sent: 0,
@@ -312,7 +321,6 @@ impl Publisher {
             tenures: (0..n).map(|_| None).collect(),
             subjects: (0..n).map(|_| SubjectCache::default()).collect(),
             replies: Slab::new(),
-            bodies: Slab::new(),
             backoff: MIN_BACKOFF,
             paused_until: None,
         };
@@ -322,22 +330,25 @@ impl Publisher {
             self.send(&mut st, &reply_prefix).await;
             self.metrics
                 .backlog
-                .set(i64::try_from(st.items.len()).unwrap_or(i64::MAX));
+                .set(i64::try_from(st.backlog.items.len()).unwrap_or(i64::MAX));
             self.metrics
                 .backlog_bytes
-                .set(i64::try_from(st.bytes).unwrap_or(i64::MAX));
-            if closed && st.items.is_empty() {
+                .set(i64::try_from(st.backlog.bytes).unwrap_or(i64::MAX));
+            if closed && st.backlog.items.is_empty() {
                 return;
             }
-            let room = if st.full || st.bytes >= self.max_backlog_bytes {
+            let room = if st.full || st.backlog.bytes >= self.max_backlog_bytes {
                 0
             } else {
-                self.max_backlog.saturating_sub(st.items.len()).min(BATCH)
+                self.max_backlog
+                    .saturating_sub(st.backlog.items.len())
+                    .min(BATCH)
             };
             // The next instant something must happen without an ack or an item arriving.
             let deadline = match st.paused_until {
                 Some(at) => Some(at),
                 None => st
+                    .backlog
                     .items
                     .front()
                     .filter(|_| st.sent > 0)
@@ -386,8 +397,8 @@ impl Publisher {
         }
         // One clock read per round: the ack deadline needs no finer grain than that.
         let now = Instant::now();
-        while st.sent < st.items.len() && st.sent < self.window {
-            let Some(o) = st.items.get_mut(st.sent) else {
+        while st.sent < st.backlog.items.len() && st.sent < self.window {
+            let Some(o) = st.backlog.items.get_mut(st.sent) else {
                 break;
             };
             if !self.terms.is_current(o.ix, o.term) {
@@ -463,7 +474,13 @@ impl Publisher {
             return;
         };
         // Within the window the numbers are consecutive from the first item's.
-        let Some(first) = st.items.front().filter(|_| st.sent > 0).map(|o| o.seq) else {
+        let Some(first) = st
+            .backlog
+            .items
+            .front()
+            .filter(|_| st.sent > 0)
+            .map(|o| o.seq)
+        else {
             return;
         };
         let Some(i) = seq.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
@@ -476,7 +493,7 @@ impl Publisher {
         if let Ack::Refused(why) = &ack {
             // Sending it again would be refused again, in front of everything behind it:
             // it is dropped, counted and logged, and the window moves on.
-            let Some(o) = st.items.get(i).filter(|o| o.seq == seq && !o.acked) else {
+            let Some(o) = st.backlog.items.get(i).filter(|o| o.seq == seq && !o.acked) else {
                 return;
             };
             log::warn!(
@@ -487,7 +504,7 @@ impl Publisher {
         }
         match ack {
             Ack::Stored { .. } | Ack::Refused(_) => {
-                let Some(o) = st.items.get_mut(i) else {
+                let Some(o) = st.backlog.items.get_mut(i) else {
                     return;
                 };
                 if o.seq != seq || o.acked {
@@ -498,7 +515,7 @@ impl Publisher {
                     Ack::Stored { duplicate } => self.metrics.published(o.ix, duplicate),
                     _ => self.metrics.discarded(o.ix),
                 }
-                while st.items.front().is_some_and(|o| o.acked) {
+                while st.backlog.items.front().is_some_and(|o| o.acked) {
                     if let Some(done) = st.remove(0).and_then(|o| o.on_ack) {
                         let _ = done.send(());
                     }
@@ -529,15 +546,7 @@ impl Publisher {
                 continue;
             }
             let term = tenure.term;
-            let mut sink = Sink {
-                items: &mut st.items,
-                bytes: &mut st.bytes,
-                bodies: &mut st.bodies,
-                tenure,
-                server: &spec.name,
-                ix,
-                term,
-            };
+            let mut sink = Sink::new(&mut st.backlog, tenure, spec, ix, term);
             let subject = Subject::from(format!("ami.{}.gap", spec.token));
             overflow_gap(&self.metrics, &mut sink, overflow, subject);
         }
@@ -586,15 +595,7 @@ impl Publisher {
             }
         }
         let token = &spec.token;
-        let mut sink = Sink {
-            items: &mut st.items,
-            bytes: &mut st.bytes,
-            bodies: &mut st.bodies,
-            tenure,
-            server: &spec.name,
-            ix,
-            term,
-        };
+        let mut sink = Sink::new(&mut st.backlog, tenure, spec, ix, term);
         let gap_subject = || Subject::from(format!("ami.{token}.gap"));
         // An event is measured before it takes a position: one that does not fit is dropped
         // (counted, and published as a gap before the next item of its server), never
@@ -610,7 +611,9 @@ impl Publisher {
                 }
                 let body = ami_json::message_at(&place, msg);
                 // Room is kept for the gap that a drop brings, so it fits too.
-                if *sink.bytes + body.len() + subject.len() + GAP_ROOM > self.max_backlog_bytes {
+                if sink.backlog.bytes + body.len() + subject.len() + GAP_ROOM
+                    > self.max_backlog_bytes
+                {
                     if *overflow == 0 {
                         log::warn!(
                             "{}: backlog at its byte cap ({} bytes): dropping events until NATS takes some (counted; an overflow gap follows)",
@@ -622,7 +625,7 @@ impl Publisher {
                     self.metrics.dropped(ix, 1);
                     // With nothing held, an ack would never come to clear it: an event
                     // that does not fit an empty backlog is only dropped.
-                    st.full = *sink.bytes > 0;
+                    st.full = sink.backlog.bytes > 0;
                     return;
                 }
                 Some((subject, body))
@@ -673,7 +676,7 @@ impl Publisher {
                 sink.add(session_subject(), &|p| {
                     ami_json::session(Some(&p), SessionState::LeaseReleased, &[("bridge", bridge)])
                 });
-                if let Some(last) = sink.items.back_mut() {
+                if let Some(last) = sink.backlog.items.back_mut() {
                     last.on_ack = done;
                 }
                 // The tenure is over: its marker was its last item.
@@ -717,16 +720,31 @@ fn overflow_gap(metrics: &Metrics, sink: &mut Sink<'_>, overflow: &mut u64, subj
 
 /// Where `encode` puts one server's items: each takes the next position of its tenure.
 struct Sink<'a> {
-    items: &'a mut VecDeque<Outgoing>,
-    bytes: &'a mut usize,
-    bodies: &'a mut Slab,
+    backlog: &'a mut Backlog,
     tenure: &'a mut Tenure,
     server: &'a str,
     ix: ServerIx,
     term: u64,
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    /// The sink of server `ix` (`spec`) in its tenure `tenure`, for items of lease `term`.
+    fn new(
+        backlog: &'a mut Backlog,
+        tenure: &'a mut Tenure,
+        spec: &'a ServerSpec,
+        ix: ServerIx,
+        term: u64,
+    ) -> Sink<'a> {
+        Sink {
+            backlog,
+            tenure,
+            server: &spec.name,
+            ix,
+            term,
+        }
+    }
+
     /// The place the next item takes.
     fn next_place(&self) -> Place<'_> {
         Place {
@@ -739,9 +757,9 @@ impl Sink<'_> {
     /// Adds an item whose body was written for [`next_place`](Self::next_place).
     fn push(&mut self, subject: Subject, body: &str) {
         self.tenure.position += 1;
-        let payload = self.bodies.copy(body.as_bytes());
-        *self.bytes += payload.len() + subject.len();
-        self.items.push_back(Outgoing {
+        let payload = self.backlog.bodies.copy(body.as_bytes());
+        self.backlog.bytes += payload.len() + subject.len();
+        self.backlog.items.push_back(Outgoing {
             ix: self.ix,
             term: self.term,
             subject,
