@@ -71,6 +71,7 @@
 //!   64 MiB (when full, requests with a key are answered `not_sent`).
 #![forbid(unsafe_code)]
 
+mod ack;
 pub mod actions;
 mod bridge;
 mod config;

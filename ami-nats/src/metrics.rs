@@ -3,6 +3,7 @@
 //! Counters are per server (label `server`), so `rate()` gives events and actions per second.
 //! The endpoint answers any GET with the OpenMetrics text format and closes the connection.
 
+use crate::ack::Refusal;
 use crate::config::ServerSpec;
 use crate::upstream::ServerIx;
 use prometheus_client::encoding::text::encode;
@@ -26,6 +27,8 @@ struct PerServer {
     duplicates: Counter,
     discarded: Counter,
     dropped: Counter,
+    /// Per [`Refusal`], in the order of [`Refusal::ALL`].
+    refused: [Counter; Refusal::ALL.len()],
 }
 
 /// Every metric of a bridge.
@@ -95,6 +98,11 @@ impl Metrics {
             "events_dropped",
             "Events dropped by a full queue (published as overflow gaps)",
         );
+        let refused = per_family(
+            &mut registry,
+            "publish_refused",
+            "Items JetStream refuses for good, by reason: dropped (also counted in discarded)",
+        );
         let gaps = per_family(&mut registry, "gaps", "Gap markers by reason");
         let actions = per_family(&mut registry, "actions", "Action requests by outcome");
         let state = Family::<Labels, Gauge>::default();
@@ -152,6 +160,13 @@ impl Metrics {
                 duplicates: duplicates.get_or_create_owned(&label(&s.name)),
                 discarded: discarded.get_or_create_owned(&label(&s.name)),
                 dropped: dropped.get_or_create_owned(&label(&s.name)),
+                // Present from the start at 0, so alerts on their rate work before the first.
+                refused: Refusal::ALL.map(|r| {
+                    refused.get_or_create_owned(&vec![
+                        ("server".to_string(), s.name.clone()),
+                        ("reason".to_string(), r.label().to_string()),
+                    ])
+                }),
             })
             .collect();
         let m = Metrics {
@@ -205,6 +220,17 @@ impl Metrics {
     pub(crate) fn discarded(&self, ix: ServerIx) {
         if let Some(p) = self.per_server.get(ix) {
             p.discarded.inc();
+        }
+    }
+
+    /// An item JetStream refuses for good, for `reason` (the caller counts it discarded too).
+    pub(crate) fn refused(&self, ix: ServerIx, reason: Refusal) {
+        if let Some(c) = self
+            .per_server
+            .get(ix)
+            .and_then(|p| p.refused.get(reason.index()))
+        {
+            c.inc();
         }
     }
 

@@ -13,12 +13,13 @@
 //! JetStream sends for any publish that has a reply subject: nothing the protocol does not
 //! promise.
 
+use crate::ack::{parse_ack, Ack, RefusalLog};
 use crate::config::ServerSpec;
 use crate::metrics::Metrics;
 use crate::upstream::{Merged, ServerIx, UpItem};
 use ami_json::{GapReason, Place, SessionState};
 use ami_proto::StreamItem;
-use async_nats::{HeaderMap, HeaderValue, StatusCode, Subject};
+use async_nats::{HeaderMap, HeaderValue, Subject};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use std::collections::{HashMap, VecDeque};
@@ -246,6 +247,8 @@ struct State {
     backoff: Duration,
     /// No publishing before this instant (after a failure).
     paused_until: Option<Instant>,
+    /// When final refusals were last logged.
+    refusals: RefusalLog,
 }
 
 impl State {
@@ -255,40 +258,6 @@ impl State {
         self.backlog.bytes = self.backlog.bytes.saturating_sub(o.cost());
         self.full = false;
         Some(o)
-    }
-}
-
-/// What an ack said.
-#[derive(Debug, PartialEq, Eq)]
-enum Ack {
-    Stored {
-        duplicate: bool,
-    },
-    Failed(String),
-    /// Refused for what the message is, not for the state of the stream: it would be
-    /// refused again however often it was sent.
-    Refused(String),
-}
-
-/// JetStream's `err_code` for a message over the stream's `max_msg_size`
-/// (`JSStreamMessageExceedsMaximumErr`): an operator may set that below an event's size.
-const MESSAGE_EXCEEDS_MAXIMUM: &[u8] = b"\"err_code\":10054";
-
-/// Reads a JetStream publish ack (`{"stream":..,"seq":N[,"duplicate":true]}` or
-/// `{"error":{..}}`; a no-responders status when no stream takes the subject).
-fn parse_ack(status: Option<StatusCode>, p: &[u8]) -> Ack {
-    if status == Some(StatusCode::NO_RESPONDERS) {
-        return Ack::Failed("no stream listens on the subject".into());
-    }
-    let has = |needle: &[u8]| p.windows(needle.len()).any(|w| w == needle);
-    if has(b"\"error\"") && has(MESSAGE_EXCEEDS_MAXIMUM) {
-        return Ack::Refused(String::from_utf8_lossy(p).into_owned());
-    }
-    if has(b"\"error\"") || !has(b"\"seq\"") {
-        return Ack::Failed(String::from_utf8_lossy(p).into_owned());
-    }
-    Ack::Stored {
-        duplicate: has(b"\"duplicate\":true"),
     }
 }
 
@@ -323,6 +292,7 @@ impl Publisher {
             replies: Slab::new(),
             backoff: MIN_BACKOFF,
             paused_until: None,
+            refusals: RefusalLog::default(),
         };
         let mut batch = Vec::with_capacity(BATCH);
         let mut closed = false;
@@ -490,20 +460,8 @@ impl Publisher {
             return;
         }
         let ack = parse_ack(m.status, &m.payload);
-        if let Ack::Refused(why) = &ack {
-            // Sending it again would be refused again, in front of everything behind it:
-            // it is dropped, counted and logged, and the window moves on.
-            let Some(o) = st.backlog.items.get(i).filter(|o| o.seq == seq && !o.acked) else {
-                return;
-            };
-            log::warn!(
-                "{}: JetStream refuses item {} for good, dropped: {why}",
-                self.server_name(o.ix),
-                o.msg_id()
-            );
-        }
         match ack {
-            Ack::Stored { .. } | Ack::Refused(_) => {
+            Ack::Stored { .. } | Ack::Refused { .. } => {
                 let Some(o) = st.backlog.items.get_mut(i) else {
                     return;
                 };
@@ -513,7 +471,28 @@ impl Publisher {
                 o.acked = true;
                 match ack {
                     Ack::Stored { duplicate } => self.metrics.published(o.ix, duplicate),
-                    _ => self.metrics.discarded(o.ix),
+                    Ack::Refused { reason, err_code } => {
+                        // Sending it again would be refused again, in front of everything
+                        // behind it: it is dropped, counted and logged, and the window
+                        // moves on.
+                        self.metrics.discarded(o.ix);
+                        self.metrics.refused(o.ix, reason);
+                        if let Some(quiet) = st.refusals.note(reason, Instant::now()) {
+                            log::warn!(
+                                "{}: JetStream refuses item {} for good ({}, err_code {err_code}), dropped: {}{}",
+                                self.server_name(o.ix),
+                                o.msg_id(),
+                                reason.label(),
+                                String::from_utf8_lossy(&m.payload),
+                                if quiet > 0 {
+                                    format!("; {quiet} more refused so since the last such line (counted, not logged)")
+                                } else {
+                                    String::new()
+                                }
+                            );
+                        }
+                    }
+                    Ack::Failed(_) => {}
                 }
                 while st.backlog.items.front().is_some_and(|o| o.acked) {
                     if let Some(done) = st.remove(0).and_then(|o| o.on_ack) {
@@ -824,27 +803,5 @@ mod tests {
             held <= SUBJECT_CACHE_BYTES,
             "{held} bytes held, cap {SUBJECT_CACHE_BYTES}"
         );
-    }
-
-    #[test]
-    fn acks_are_read_as_stored_duplicate_or_failed() {
-        assert_eq!(
-            parse_ack(None, br#"{"stream":"AMI","seq":7}"#),
-            Ack::Stored { duplicate: false }
-        );
-        assert_eq!(
-            parse_ack(None, br#"{"stream":"AMI","seq":7,"duplicate":true}"#),
-            Ack::Stored { duplicate: true }
-        );
-        let refused =
-            br#"{"error":{"code":503,"err_code":10077,"description":"resource limits exceeded"}}"#;
-        assert!(
-            matches!(parse_ack(None, refused), Ack::Failed(w) if w.contains("resource limits"))
-        );
-        assert!(matches!(
-            parse_ack(Some(StatusCode::NO_RESPONDERS), b""),
-            Ack::Failed(_)
-        ));
-        assert!(matches!(parse_ack(None, b"garbage"), Ack::Failed(_)));
     }
 }

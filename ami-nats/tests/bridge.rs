@@ -1034,6 +1034,25 @@ fn events_whose_names_are_no_valid_subject_token_are_published_and_block_nothing
     bridge.shutdown();
 }
 
+/// Makes the bridge's stream `AMI` before any bridge does, as an operator would, with
+/// `tweak` applied to the bridge's subjects and the defaults.
+fn operators_stream(url: &str, tweak: impl FnOnce(&mut async_nats::jetstream::stream::Config)) {
+    let mut config = async_nats::jetstream::stream::Config {
+        name: "AMI".into(),
+        subjects: vec![
+            "ami.*.event.>".into(),
+            "ami.*.gap".into(),
+            "ami.*.session".into(),
+        ],
+        ..Default::default()
+    };
+    tweak(&mut config);
+    block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        js.create_stream(config).await.unwrap();
+    });
+}
+
 #[test]
 fn an_event_over_the_streams_max_message_size_is_dropped_and_blocks_nothing_after_it() {
     use ami_sim::hostile::{message, Hostile, HostileServer};
@@ -1041,21 +1060,7 @@ fn an_event_over_the_streams_max_message_size_is_dropped_and_blocks_nothing_afte
     let url = nats.url();
     // An operator's stream, made before the bridge, whose messages are capped below the
     // size of one of the events: JetStream refuses that one on every try.
-    block(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-        js.create_stream(async_nats::jetstream::stream::Config {
-            name: "AMI".into(),
-            subjects: vec![
-                "ami.*.event.>".into(),
-                "ami.*.gap".into(),
-                "ami.*.session".into(),
-            ],
-            max_message_size: 2048,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    });
+    operators_stream(&url, |c| c.max_message_size = 2048);
     let big = "x".repeat(4000);
     // More events after the refused one than the publish window holds: a window stuck on
     // it would never publish the last of them.
@@ -1098,6 +1103,12 @@ fn an_event_over_the_streams_max_message_size_is_dropped_and_blocks_nothing_afte
     let mut want = names.clone();
     want.retain(|n| n != "Big");
     assert_eq!(events(&block(read_stream(&url, 1))), want);
+    wait_for(Duration::from_secs(5), "the refusal counted", || {
+        metric(
+            &bridge.metrics(),
+            "ami_bridge_publish_refused_total{server=\"pbx1\",reason=\"too_large\"}",
+        ) == 1
+    });
     bridge.shutdown();
 }
 
@@ -1260,5 +1271,71 @@ fn a_nats_outage_holds_no_more_event_bytes_than_the_backlog_byte_cap_and_counts_
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    bridge.shutdown();
+}
+
+#[test]
+fn items_a_sealed_stream_refuses_are_dropped_and_counted_by_reason_not_retried_for_ever() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    // A stream sealed by its operator (a seal cannot be undone; a stream cannot be made
+    // sealed, only updated to be) refuses every publish with err_code 10109.
+    operators_stream(&url, |_| {});
+    block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let mut config = js
+            .get_stream("AMI")
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        config.sealed = true;
+        js.update_stream(config).await.unwrap();
+    });
+    let a = sim();
+    let bridge = serving_bridge(
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+            .publish_window(4),
+        &a,
+    );
+    storm(&a, 20);
+    // The lease and login markers and the 20 events, each refused once and dropped: the
+    // backlog empties instead of holding the window on its first item for ever.
+    let counted = |m: &str| {
+        let discarded = metric(m, "ami_bridge_discarded_total{server=\"pbx1\"}");
+        let sealed = metric(
+            m,
+            "ami_bridge_publish_refused_total{server=\"pbx1\",reason=\"sealed\"}",
+        );
+        (discarded, sealed)
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "every item refused by the sealed stream dropped and counted",
+        || {
+            let m = bridge.metrics();
+            counted(&m).0 >= 22 && metric(&m, "ami_bridge_backlog") == 0
+        },
+    );
+    let m = bridge.metrics();
+    let (discarded, sealed) = counted(&m);
+    assert_eq!(
+        sealed, discarded,
+        "every drop counted under its reason\n{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "ami_bridge_publish_refused_total{server=\"pbx1\",reason=\"too_large\"}"
+        ),
+        0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "ami_bridge_publish_retries_total"),
+        0,
+        "a final refusal is never published again\n{m}"
+    );
     bridge.shutdown();
 }
