@@ -10,7 +10,10 @@
 //!
 //! `headers` in order, the `Action` header naming the action (ActionIDs are the bridge's);
 //! `idempotency_key` (optional, 1 to 128 of `[A-Za-z0-9_-]`) runs the request at most once per
-//! key within the idempotency window, across bridges; `timeout_ms` (optional) bounds the wait.
+//! key within the idempotency window, across bridges; `timeout_ms` (optional) bounds the wait,
+//! counted from when the bridge received the request: the time its idempotency store (or a
+//! bridge forwarding it) took comes out of it, and a request with none left is answered
+//! `not_sent` without reaching Asterisk.
 //!
 //! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `K` is `success`,
 //! `server_error`, `timed_out`, `list_overflow`, `list_incomplete` (items were dropped on the
@@ -30,11 +33,32 @@ use bytes::Bytes;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// The value an idempotency key holds while its request runs.
 const PENDING: &[u8] = b"pending";
+/// Header of a forwarded request: the milliseconds left of its deadline when the first
+/// bridge passed it on, so the holder gives it no more time than its requester still waits.
+pub(crate) const REMAINING_MS: &str = "Ami-Remaining-Ms";
+
+/// When a request's answer is due: `timeout` (capped by `cap`) after the bridge received
+/// it. `None` when that is too far to represent (no deadline worth arming).
+fn deadline_of(received: Instant, timeout: Duration, cap: Option<Duration>) -> Option<Instant> {
+    received.checked_add(cap.map_or(timeout, |c| c.min(timeout)))
+}
+
+/// What is left until `deadline` (all of `budget` when there is none).
+fn left_until(deadline: Option<Instant>, budget: Duration) -> Duration {
+    deadline.map_or(budget, |d| d.saturating_duration_since(Instant::now()))
+}
+
+/// The cap a forwarding bridge put on the request's time ([`REMAINING_MS`]).
+fn forwarded_cap(msg: &async_nats::Message) -> Option<Duration> {
+    let v = msg.headers.as_ref()?.get(REMAINING_MS)?;
+    v.as_str().parse::<u64>().ok().map(Duration::from_millis)
+}
 
 /// A parsed action request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,18 +265,21 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
     (kind, reply.finish())
 }
 
-/// Answers one request message. `to`: the server of the subject, `None` for `ami.any.action`.
+/// Answers one request message, received at `received`. `to`: the server of the subject,
+/// `None` for `ami.any.action`.
 pub(crate) async fn handle(
     control: Arc<Control>,
     kv: Store,
     to: Option<ServerIx>,
     msg: async_nats::Message,
+    received: Instant,
 ) {
     let Some(reply_to) = msg.reply.clone() else {
         log::debug!("action request without a reply subject ignored");
         return;
     };
-    let (server, kind, body) = answer(&control, &kv, to, &msg.payload).await;
+    let cap = forwarded_cap(&msg);
+    let (server, kind, body) = answer(&control, &kv, to, &msg.payload, received, cap).await;
     control
         .metrics
         .action(server.as_deref().unwrap_or(""), kind);
@@ -301,12 +328,13 @@ pub(crate) async fn refuse(
 /// (any lease for `ami.any.action`) on its own subject (see `Control::direct_subject`),
 /// whose reply goes back to the requester as it is. Holders that are gone (no responders)
 /// are skipped; a forwarded request without an answer in time is `unknown` (it may have
-/// run); no holder at all is `not_sent`.
+/// run); no holder at all, or no time left of its deadline, is `not_sent`.
 pub(crate) async fn forward(
     control: Arc<Control>,
     kv: Store,
     to: Option<ServerIx>,
     msg: async_nats::Message,
+    received: Instant,
 ) {
     let Some(reply_to) = msg.reply.clone() else {
         log::debug!("action request without a reply subject ignored");
@@ -318,10 +346,10 @@ pub(crate) async fn forward(
     let req = match ActionRequest::parse(&msg.payload) {
         Ok(r) => r,
         // Refused here as anywhere.
-        Err(_) => return handle(control, kv, to, msg).await,
+        Err(_) => return handle(control, kv, to, msg, received).await,
     };
-    // The holder's own deadline, plus room for its idempotency store and the reply.
-    let wait = req.timeout.unwrap_or(control.action_timeout) + Duration::from_secs(2);
+    let budget = req.timeout.unwrap_or(control.action_timeout);
+    let deadline = deadline_of(received, budget, forwarded_cap(&msg));
     let mut holders = match lease_holders(&control, to).await {
         Ok(h) => h,
         Err(e) => {
@@ -336,15 +364,24 @@ pub(crate) async fn forward(
         holders.rotate_left(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n);
     }
     for holder in holders {
-        let subject = Control::direct_subject(&holder);
-        let mut request = async_nats::Request::new()
-            .payload(msg.payload.clone())
-            .timeout(Some(wait));
-        if let Some(spec) = to.and_then(|ix| control.servers.get(ix)) {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(crate::bridge::FORWARDED_FOR, spec.token());
-            request = request.headers(headers);
+        // The holder gets what is left of the deadline (the lease look-ups took some),
+        // and the wait here adds room for its idempotency store and the reply.
+        let left = left_until(deadline, budget);
+        if left.is_zero() {
+            let why = format!("the request's deadline ({budget:?}) passed before it could be forwarded to the bridge serving it; nothing was sent");
+            return refuse(&control, named.as_deref(), &why, &msg).await;
         }
+        let wait = left.saturating_add(Duration::from_secs(2));
+        let subject = Control::direct_subject(&holder);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(REMAINING_MS, left.as_millis().to_string());
+        if let Some(spec) = to.and_then(|ix| control.servers.get(ix)) {
+            headers.insert(crate::bridge::FORWARDED_FOR, spec.token());
+        }
+        let request = async_nats::Request::new()
+            .payload(msg.payload.clone())
+            .headers(headers)
+            .timeout(Some(wait));
         match control.nats.send_request(subject, request).await {
             Ok(answer) => {
                 return send_reply(&control, reply_to, answer.payload).await;
@@ -395,11 +432,15 @@ async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<St
     Ok(holders)
 }
 
+/// The reply to a request received at `received` (its time capped by `cap`, see
+/// [`REMAINING_MS`]): server, outcome kind and body.
 async fn answer(
     control: &Control,
     kv: &Store,
     to: Option<ServerIx>,
     payload: &[u8],
+    received: Instant,
+    cap: Option<Duration>,
 ) -> (Option<String>, &'static str, String) {
     let name_of = |ix: ServerIx| control.servers.get(ix).map(|s| s.name.clone());
     let named = to.and_then(name_of);
@@ -441,10 +482,22 @@ async fn answer(
             }
         }
     }
-    let options = match req.timeout {
-        Some(t) => SendOptions::timeout(t),
-        None => SendOptions::timeout(control.action_timeout),
-    };
+    // The requester's time counts from when the request arrived: what the idempotency
+    // store took is not given again to the action.
+    let budget = req.timeout.unwrap_or(control.action_timeout);
+    let left = left_until(deadline_of(received, budget, cap), budget);
+    if left.is_zero() {
+        if let Some(key) = &req.idempotency_key {
+            release_key(kv, key).await;
+        }
+        let body = Reply::new(named.as_deref(), "not_sent")
+            .error(&format!(
+                "the request's deadline ({budget:?}) passed before the action could be sent (the idempotency store was slow); nothing was sent"
+            ))
+            .finish();
+        return (named, "not_sent", body);
+    }
+    let options = SendOptions::timeout(left);
     let (server, result) = match control.upstream.send(to, req.action, options).await {
         Ok((ix, result)) => (name_of(ix).unwrap_or_default(), result),
         Err(e) => {
@@ -519,6 +572,27 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_deadline_counts_from_receipt_capped_by_a_forwarder_and_never_overflows() {
+        let received = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(deadline_of(received, second, None), Some(received + second));
+        assert_eq!(
+            deadline_of(received, second, Some(Duration::from_millis(300))),
+            Some(received + Duration::from_millis(300))
+        );
+        assert_eq!(
+            deadline_of(received, second, Some(Duration::from_secs(9))),
+            Some(received + second)
+        );
+        // `timeout_ms` is the requester's: the longest is a deadline or none, never a panic.
+        let longest = Duration::from_millis(u64::MAX);
+        let _ = deadline_of(received, longest, None);
+        assert_eq!(deadline_of(received, Duration::MAX, None), None);
+        assert_eq!(left_until(None, longest), longest);
+        assert_eq!(left_until(Some(received), second), Duration::ZERO);
     }
 
     #[test]

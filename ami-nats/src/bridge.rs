@@ -231,6 +231,8 @@ async fn serve_actions(
                 return;
             }
         };
+        // The request's deadline counts from here, not from when its handler gets to it.
+        let received = Instant::now();
         // Where it goes, and whether this bridge must pass it on to the lease holder.
         let (to, forward) = match route {
             Route::Server(ix) => (Some(ix), control.terms.current(ix) == 0),
@@ -261,9 +263,9 @@ async fn serve_actions(
                 tokio::spawn(async move {
                     let _permit = permit;
                     if forward {
-                        crate::actions::forward(c, kv, to, msg).await;
+                        crate::actions::forward(c, kv, to, msg, received).await;
                     } else {
-                        crate::actions::handle(c, kv, to, msg).await;
+                        crate::actions::handle(c, kv, to, msg, received).await;
                     }
                 });
             }

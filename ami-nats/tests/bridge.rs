@@ -1339,3 +1339,45 @@ fn items_a_sealed_stream_refuses_are_dropped_and_counted_by_reason_not_retried_f
     );
     bridge.shutdown();
 }
+
+#[test]
+fn an_action_whose_deadline_passes_in_a_slow_idempotency_store_is_not_sent_and_frees_its_key() {
+    let Some(nats) = Nats::start() else { return };
+    // The bridge reaches NATS through a proxy that can hold back what the bridge sends:
+    // its idempotency `create` then takes longer than the request's whole timeout.
+    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
+    let a = sim();
+    let bridge = TestBridge::start(BridgeConfig::new(
+        proxy.url(),
+        vec![spec("pbx1", &a, login().build().unwrap())],
+    ));
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    let url = nats.url();
+    let originate = r#"{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"late-call","timeout_ms":500}"#;
+    // Held 1.5 s: under the bridge's 2 s JetStream timeout, so the create succeeds, but
+    // three times the request's 500 ms.
+    proxy.hold_client_bytes(Duration::from_millis(1500));
+    let late = block(request(&url, "ami.pbx1.action", originate));
+    proxy.hold_client_bytes(Duration::ZERO);
+    assert_eq!(late["outcome"], "not_sent", "{late}");
+    assert!(
+        late["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("deadline")),
+        "{late}"
+    );
+    // Nothing reached Asterisk: no call was placed after its requester's deadline.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.stats().calls_started, 0, "the late Originate ran");
+    // The key was freed with the not_sent answer: the retry it invites runs.
+    let retry = block(request(
+        &url,
+        "ami.pbx1.action",
+        &originate.replace("500}", "10000}"),
+    ));
+    assert_eq!(retry["outcome"], "success", "{retry}");
+    assert_eq!(a.stats().calls_started, 1);
+    bridge.shutdown();
+}

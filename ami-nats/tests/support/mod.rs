@@ -357,3 +357,107 @@ pub async fn request(url: &str, subject: &str, body: &str) -> serde_json::Value 
     .unwrap();
     serde_json::from_slice(&reply.payload).unwrap()
 }
+
+/// A TCP proxy in front of a server that can hold back what its clients send for a while:
+/// what a slow NATS looks like to one client (the bridge) and to no other.
+pub struct SlowProxy {
+    addr: std::net::SocketAddr,
+    /// Milliseconds each chunk from a client is held before it goes on.
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowProxy {
+    /// Listens on a free 127.0.0.1 port and passes every connection on to `target`.
+    pub fn start(target: std::net::SocketAddr) -> SlowProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (delay, stopped) = (delay_ms.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                // Client to server: each chunk held by the delay in force when it was read.
+                let (to_server, from_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+                let delay = delay.clone();
+                std::thread::spawn(move || pump_read(from_client, tx, &delay));
+                std::thread::spawn(move || pump_write(to_server, rx));
+                // Server to client: at once.
+                let (mut from_server, mut to_client) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy {
+            addr,
+            delay_ms,
+            stop,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+
+    /// Holds what clients send from now on for `d` (zero: passes it on at once, after what
+    /// is still held).
+    pub fn hold_client_bytes(&self, d: Duration) {
+        self.delay_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn pump_read(
+    mut from: std::net::TcpStream,
+    tx: std::sync::mpsc::Sender<(Instant, Vec<u8>)>,
+    delay_ms: &std::sync::atomic::AtomicU64,
+) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match std::io::Read::read(&mut from, &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let d = Duration::from_millis(delay_ms.load(std::sync::atomic::Ordering::SeqCst));
+                if tx.send((Instant::now() + d, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn pump_write(mut to: std::net::TcpStream, rx: std::sync::mpsc::Receiver<(Instant, Vec<u8>)>) {
+    for (at, bytes) in rx {
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if std::io::Write::write_all(&mut to, &bytes).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
