@@ -69,6 +69,21 @@ impl Shards {
         })
     }
 
+    /// Runs `act` (a method of the client, library code only) on the server named `name`,
+    /// refused as [`on_client`](Self::on_client) refuses.
+    fn act_on_client(
+        &self,
+        name: &str,
+        act: impl FnOnce(&mut Client, Instant),
+    ) -> Result<(), RouteFailed> {
+        self.on_client(name, |s, now| {
+            s.fleet
+                .with_client(now, name, act)
+                .ok_or_else(|| unknown(name))
+        })
+        .map(drop)
+    }
+
     /// Reads the client of the server named `name` under its shard's lock.
     fn read_client<T>(&self, name: &str, read: impl FnOnce(&Client) -> T) -> Option<T> {
         self.shard_of(name)?.lock().fleet.client(name).map(read)
@@ -103,26 +118,14 @@ impl FleetHandle {
     /// in the fleet (status `Closed`) until removed; [`watch`](Self::watch) tells when it
     /// closed. Refused for an unknown name, a closed fleet or a stopped driver.
     pub fn logoff(&self, name: &str) -> Result<(), RouteFailed> {
-        self.shards
-            .on_client(name, |s, now| {
-                s.fleet
-                    .with_client(now, name, |c, now| c.logoff(now))
-                    .ok_or_else(|| unknown(name))
-            })
-            .map(drop)
+        self.shards.act_on_client(name, Client::logoff)
     }
 
     /// Closes the server named `name` at once, without Logoff: its pending actions fail
     /// now and it does not reconnect. It stays in the fleet (status `Closed`) until
     /// removed. Refused as [`logoff`](Self::logoff) is.
     pub fn close_server(&self, name: &str) -> Result<(), RouteFailed> {
-        self.shards
-            .on_client(name, |s, now| {
-                s.fleet
-                    .with_client(now, name, |c, now| c.close(now))
-                    .ok_or_else(|| unknown(name))
-            })
-            .map(drop)
+        self.shards.act_on_client(name, Client::close)
     }
 
     /// A snapshot of the counters of the server named `name`'s client (what
