@@ -593,23 +593,7 @@ fn filters_are_reapplied_after_reconnect_before_ready_and_before_queued_actions(
 
 #[test]
 fn events_while_filters_are_reapplied_are_counted_discards_and_ready_comes_first() {
-    let t0 = Instant::now();
-    let mut h = Harness::new(base().build().unwrap(), t0);
-    h.ready();
-    let f = h.client.add_filter(h.now, "Event: Hangup").unwrap();
-    h.drain();
-    h.take("Filter");
-    h.feed(&success(f.as_str(), "Filter Added Successfully"));
-    h.feed(&event("Hangup", 1));
-    let retry = match &h.eof()[..] {
-        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
-        other => panic!("{other:?}"),
-    };
-    h.advance_to(retry);
-    h.connected();
-    h.feed(BANNER);
-    let login = h.take("Login");
-    h.feed(&scripted::login_ok(id_of(&login)));
+    let mut h = logged_in_again_with_a_filter(&event("Hangup", 1));
     let reapplied = h.take("Filter");
     // The server is not filtering yet: whatever it sends now may be what the filter keeps
     // out, and it belongs to a session the stream has not announced.
@@ -644,9 +628,10 @@ fn fully_booted() -> Vec<u8> {
     ])
 }
 
-/// A client with one filter whose session was lost, logged in again: its filter is about
-/// to be re-applied and the session is not Ready yet.
-fn logged_in_again_with_a_filter() -> Harness {
+/// A client with one filter whose session was lost (right after the server sent
+/// `before_loss`), logged in again: its filter is about to be re-applied and the session is
+/// not Ready yet.
+fn logged_in_again_with_a_filter(before_loss: &[u8]) -> Harness {
     let t0 = Instant::now();
     let mut h = Harness::new(base().build().unwrap(), t0);
     h.ready();
@@ -654,6 +639,9 @@ fn logged_in_again_with_a_filter() -> Harness {
     h.drain();
     h.take("Filter");
     h.feed(&success(f.as_str(), "Filter Added Successfully"));
+    if !before_loss.is_empty() {
+        h.feed(before_loss);
+    }
     let retry = match &h.eof()[..] {
         [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
         other => panic!("{other:?}"),
@@ -668,7 +656,7 @@ fn logged_in_again_with_a_filter() -> Harness {
 
 #[test]
 fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_not_a_discard() {
-    let mut h = logged_in_again_with_a_filter();
+    let mut h = logged_in_again_with_a_filter(b"");
     // Written by Asterisk before any filter exists, so a fresh session that adds its
     // filters after login receives it as well: not input to discard on every reconnect.
     h.feed(&fully_booted());
@@ -693,7 +681,7 @@ fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_no
 
 #[test]
 fn a_held_fully_booted_whose_session_never_became_ready_is_a_counted_discard() {
-    let mut h = logged_in_again_with_a_filter();
+    let mut h = logged_in_again_with_a_filter(b"");
     h.feed(&fully_booted());
     h.feed(&fully_booted());
     h.take("Filter");
