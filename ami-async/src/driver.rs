@@ -113,6 +113,8 @@ impl std::fmt::Debug for Driver {
 
 /// What woke the driver.
 enum Woke<T> {
+    /// TCP is up and the TLS handshake starts.
+    Handshaking,
     Opened(io::Result<Link<T>>),
     Wrote(io::Result<usize>),
     Read(io::Result<usize>),
@@ -169,7 +171,7 @@ struct Pump<R: Runtime> {
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsTarget>,
     link: Option<Link<R::Tcp>>,
-    connecting: Option<BoxFuture<io::Result<Link<R::Tcp>>>>,
+    connecting: Option<target::Opening<R::Tcp>>,
     /// A copy of the core's transmit bytes being written; the core is told what was written
     /// only after each write, so `Stats::bytes_out` counts bytes the transport took.
     out: Vec<u8>,
@@ -266,15 +268,11 @@ impl<R: Runtime> Pump<R> {
         let deadline = loop {
             match shared.client.poll_output() {
                 Output::Connect => {
-                    let target = self.target.clone();
-                    #[cfg(feature = "tls")]
-                    let tls = self.tls.clone();
-                    self.connecting = Some(Box::pin(async move {
+                    self.connecting = Some(target::Opening::start::<R>(
+                        &self.target,
                         #[cfg(feature = "tls")]
-                        return target::open_checked::<R>(&target, tls.as_ref()).await;
-                        #[cfg(not(feature = "tls"))]
-                        target::open_checked::<R>(&target).await
-                    }));
+                        self.tls.clone(),
+                    ));
                 }
                 Output::Close => {
                     self.link = None;
@@ -355,6 +353,7 @@ impl<R: Runtime> Pump<R> {
     /// Applies an I/O result to the transport state; returns what to report to the core.
     fn input(&mut self, woke: Woke<R::Tcp>, client: &mut ami_proto::Client) -> Option<Report> {
         match woke {
+            Woke::Handshaking => Some(Report::Handshaking),
             Woke::Opened(Ok(link)) => {
                 self.connecting = None;
                 self.link = Some(link);
@@ -390,8 +389,11 @@ impl<R: Runtime> Pump<R> {
     /// Polls every source, in priority order: connect, write, read, deadline, callers.
     fn poll_sources(&mut self, cx: &mut Context<'_>) -> Poll<Woke<R::Tcp>> {
         if let Some(c) = self.connecting.as_mut() {
-            if let Poll::Ready(r) = c.as_mut().poll(cx) {
-                return Poll::Ready(Woke::Opened(r));
+            if let Poll::Ready(r) = c.poll_open(cx) {
+                return Poll::Ready(match r {
+                    target::Opened::Handshaking => Woke::Handshaking,
+                    target::Opened::Done(r) => Woke::Opened(r),
+                });
             }
         }
         if let Some(link) = self.link.as_mut() {
@@ -457,6 +459,7 @@ impl<R: Runtime> Pump<R> {
 
 /// An input to report, decided outside the borrow of the read buffer.
 enum Report {
+    Handshaking,
     Connected,
     ConnectFailed(ami_proto::ConnectFailure),
     Received(usize),
@@ -469,6 +472,7 @@ enum Report {
 impl Report {
     fn as_input<'a>(&self, buf: &'a [u8]) -> Input<'a> {
         match *self {
+            Report::Handshaking => Input::Handshaking,
             Report::Connected => Input::Connected,
             Report::ConnectFailed(cause) => Input::ConnectFailed(cause),
             Report::Received(n) => Input::Received(&buf[..n]),

@@ -200,22 +200,96 @@ impl<T: Transport> Transport for Link<T> {
     }
 }
 
-/// Connects, then completes a TLS handshake over the stream when `tls` is set (inside the
-/// core's connect timeout: a refused certificate is a failed connect).
-pub(crate) async fn open_checked<R: Runtime>(
-    target: &Target,
-    #[cfg(feature = "tls")] tls: Option<&crate::tls::TlsTarget>,
-) -> io::Result<Link<R::Tcp>> {
-    let tcp = connect::<R>(target).await?;
+/// A transport the core asked for, being opened: the TCP connect (see [`connect`]), then,
+/// when `tls` is set, the handshake over it (inside the core's connect timeout: a refused
+/// certificate is a failed connect). Polled by a driver, it says when TCP is up and the
+/// handshake begins, so that the core tells a hung handshake from a hung connect.
+pub(crate) struct Opening<T> {
+    stage: Stage<T>,
+}
+
+enum Stage<T> {
+    Connecting {
+        tcp: BoxFuture<io::Result<T>>,
+        #[cfg(feature = "tls")]
+        tls: Option<crate::tls::TlsTarget>,
+    },
     #[cfg(feature = "tls")]
-    if let Some(tls) = tls {
-        let mut tls = tls.start(tcp).map_err(|e| marked(ConnectFailure::Tls, e))?;
-        std::future::poll_fn(|cx| tls.poll_handshake(cx))
-            .await
-            .map_err(|e| marked(ConnectFailure::Tls, e))?;
-        return Ok(Link(LinkKind::Tls(Box::new(tls))));
+    Handshaking(Box<crate::tls::TlsTransport<T>>),
+    Done,
+}
+
+/// What polling an [`Opening`] found.
+pub(crate) enum Opened<T> {
+    /// The TCP connection is open and the TLS handshake starts (said once; poll on).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    Handshaking,
+    /// The transport is open, or could not be opened (then never polled again).
+    Done(io::Result<Link<T>>),
+}
+
+impl<T: Transport + Send + 'static> Opening<T> {
+    /// Starts opening `target`; nothing happens until the first poll.
+    pub(crate) fn start<R: Runtime<Tcp = T>>(
+        target: &Target,
+        #[cfg(feature = "tls")] tls: Option<crate::tls::TlsTarget>,
+    ) -> Opening<T> {
+        let target = target.clone();
+        Opening {
+            stage: Stage::Connecting {
+                tcp: Box::pin(async move { connect::<R>(&target).await }),
+                #[cfg(feature = "tls")]
+                tls,
+            },
+        }
     }
-    Ok(Link(LinkKind::Plain(tcp)))
+
+    /// Moves the open on; `Pending` after [`Opened::Done`] (the caller drops it then).
+    pub(crate) fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<Opened<T>> {
+        match &mut self.stage {
+            Stage::Connecting {
+                tcp,
+                #[cfg(feature = "tls")]
+                tls,
+            } => {
+                let Poll::Ready(opened) = tcp.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                let tcp = match opened {
+                    Ok(tcp) => tcp,
+                    Err(e) => return self.done(Err(e)),
+                };
+                #[cfg(feature = "tls")]
+                if let Some(tls) = tls.take() {
+                    return match tls.start(tcp) {
+                        Ok(session) => {
+                            self.stage = Stage::Handshaking(Box::new(session));
+                            Poll::Ready(Opened::Handshaking)
+                        }
+                        Err(e) => self.done(Err(marked(ConnectFailure::Tls, e))),
+                    };
+                }
+                self.done(Ok(Link(LinkKind::Plain(tcp))))
+            }
+            #[cfg(feature = "tls")]
+            Stage::Handshaking(session) => match session.poll_handshake(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) => self.done(Err(marked(ConnectFailure::Tls, e))),
+                Poll::Ready(Ok(())) => match std::mem::replace(&mut self.stage, Stage::Done) {
+                    Stage::Handshaking(session) => {
+                        Poll::Ready(Opened::Done(Ok(Link(LinkKind::Tls(session)))))
+                    }
+                    _ => Poll::Pending,
+                },
+            },
+            Stage::Done => Poll::Pending,
+        }
+    }
+
+    fn done(&mut self, r: io::Result<Link<T>>) -> Poll<Opened<T>> {
+        self.stage = Stage::Done;
+        Poll::Ready(Opened::Done(r))
+    }
 }
 
 #[cfg(test)]

@@ -47,6 +47,10 @@ pub(crate) fn reason(r: &DisconnectReason, url: &ServerUrl) -> String {
             format!("could not connect to {at}: {}", connect_cause(*cause))
         }
         DisconnectReason::ConnectTimeout => format!("connecting to {at} timed out"),
+        DisconnectReason::TlsHandshakeTimeout => format!(
+            "{at} accepted the connection but did not finish the TLS handshake in time \
+             (is it a TLS port?)"
+        ),
         DisconnectReason::BannerTimeout => format!(
             "{at} accepted the connection but sent no AMI banner in time \
              (not a manager port, or the server is at its session limit)"

@@ -79,7 +79,7 @@ macro_rules! conformance_suite {
             tls_login_and_ping_round_trip_with_a_generated_certificate,
             tls_refuses_a_certificate_for_another_name,
             tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason,
-            a_tls_handshake_that_never_ends_times_out_the_connect,
+            a_tls_handshake_that_never_ends_times_out_as_a_tls_handshake,
             the_call_tracker_follows_calls_across_a_server_restart,
         );
         $crate::conformance_suite!(@fleet $adapter;

@@ -834,9 +834,10 @@ pub fn tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason<A: Adapter>()
 }
 
 /// TLS to a port that takes the connection and never answers the handshake: the client's
-/// connect timer ends it (`ConnectTimeout`), as for a TCP connect that hangs; the banner
-/// timer never starts, since the transport never opened.
-pub fn a_tls_handshake_that_never_ends_times_out_the_connect<A: Adapter>() {
+/// connect timer ends it as `TlsHandshakeTimeout` (not `ConnectTimeout`: the TCP connect
+/// worked, so the operator looks at the TLS side); the banner timer never starts, since the
+/// transport never opened.
+pub fn a_tls_handshake_that_never_ends_times_out_as_a_tls_handshake<A: Adapter>() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (pem, _) = localhost_cert();
     A::block_on(async {
@@ -848,7 +849,7 @@ pub fn a_tls_handshake_that_never_ends_times_out_the_connect<A: Adapter>() {
         let tls = client_tls(&pem, "localhost");
         let target = silent.local_addr().unwrap().into();
         let (ami, _events) = A::spawn_tls(config, target, tls).unwrap();
-        disconnected_for(&ami, DisconnectReason::ConnectTimeout).await;
+        disconnected_for(&ami, DisconnectReason::TlsHandshakeTimeout).await;
     });
 }
 

@@ -320,9 +320,11 @@ impl Conn {
                 self.link = link;
                 session.handle_input(now, Input::Connected);
             }
-            // The ClientHello goes out now; `Connected` waits for the handshake's end.
+            // The ClientHello goes out now; `Connected` waits for the handshake's end, and
+            // the client knows that a timeout from here on is the handshake's.
             Ok(link) => {
                 self.link = link;
+                session.handle_input(now, Input::Handshaking);
                 #[cfg(feature = "tls")]
                 self.handshake(now, session, registry);
             }
@@ -357,7 +359,7 @@ impl Conn {
     /// plaintext that came with the last flight read in the same step. A handshake that
     /// fails (a refused certificate, a port that does not speak TLS, the peer closing) is
     /// `ConnectFailed(Tls)`, as on the async runtimes; one that hangs ends with the client's
-    /// connect timer, as there too.
+    /// connect timer (`TlsHandshakeTimeout`), as there too.
     #[cfg(feature = "tls")]
     fn handshake(&mut self, now: Instant, session: &mut impl Session, registry: &Registry) {
         let mut read = 0;

@@ -148,6 +148,55 @@ fn connect_timeout_closes_and_schedules_a_retry_within_the_first_backoff() {
     assert_eq!(h.client.stats().connects, 2);
 }
 
+/// TCP up, TLS handshake hanging: the connect timer ends it with a reason that says the
+/// network was fine; the next attempt starts fresh (a plain connect timeout is said as such).
+#[test]
+fn a_handshake_that_hangs_times_out_as_a_tls_handshake_timeout_for_that_attempt_only() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .connect_timeout(secs(5))
+        .backoff_base(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.advance_to(t0 + secs(1));
+    assert!(h.input(Input::Handshaking).is_empty());
+    // The handshake does not restart the connect timer.
+    assert_eq!(h.wait(), Some(t0 + secs(5)));
+    let out = h.advance_to(t0 + secs(5));
+    let retry = close_then_disconnected(&out, DisconnectReason::TlsHandshakeTimeout);
+    assert_eq!(
+        DisconnectReason::TlsHandshakeTimeout.to_string(),
+        "tls_handshake_timeout"
+    );
+    let stats = h.client.stats();
+    assert_eq!(
+        stats.disconnect_count(ami_proto::DisconnectKind::TlsHandshakeTimeout),
+        1
+    );
+    assert_eq!(
+        stats.disconnect_count(ami_proto::DisconnectKind::ConnectTimeout),
+        0
+    );
+    // The next attempt never gets past TCP: a plain connect timeout.
+    assert_eq!(h.advance_to(retry), [Out::Connect]);
+    let out = h.advance_to(retry + secs(5));
+    close_then_disconnected(&out, DisconnectReason::ConnectTimeout);
+}
+
+/// `Handshaking` only means something while connecting: once the transport is open (or
+/// before any connect), it changes nothing.
+#[test]
+fn handshaking_outside_a_connect_changes_nothing() {
+    let t0 = Instant::now();
+    let cfg = base().banner_timeout(secs(4)).build().unwrap();
+    let mut h = Harness::new(cfg, t0);
+    assert!(h.connected().is_empty());
+    assert!(h.input(Input::Handshaking).is_empty());
+    let out = h.advance_to(t0 + secs(4));
+    close_then_disconnected(&out, DisconnectReason::BannerTimeout);
+}
+
 #[test]
 fn banner_timeout_closes_and_schedules_a_retry() {
     let t0 = Instant::now();

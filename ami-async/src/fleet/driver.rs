@@ -11,7 +11,7 @@
 use super::reads::ReadTally;
 use super::shared::{ConnState, Inner, Io, Open};
 use super::Endpoint;
-use crate::runtime::{BoxFuture, Runtime, Timer, Transport};
+use crate::runtime::{Runtime, Timer, Transport};
 use crate::shared::lock;
 use crate::target::{self, Link};
 use ami_proto::fleet::ServerId;
@@ -203,7 +203,7 @@ struct ConnIo<R: Runtime> {
     epoch: u64,
     wake: Arc<ConnWake>,
     waker: Waker,
-    opening: Option<BoxFuture<io::Result<Link<R::Tcp>>>>,
+    opening: Option<target::Opening<R::Tcp>>,
     link: Option<Link<R::Tcp>>,
     /// A copy of the core's transmit bytes being written; the core is told what was written
     /// after each write, so its byte counters count bytes the transport took.
@@ -337,12 +337,11 @@ impl<R: Runtime> Pump<R> {
             list: self.ready.clone(),
         });
         let tally = self.inner.lock().read_tally(server);
-        let opening: BoxFuture<_> = Box::pin(async move {
+        let opening = target::Opening::start::<R>(
+            &endpoint.target,
             #[cfg(feature = "tls")]
-            return target::open_checked::<R>(&endpoint.target, endpoint.tls.as_ref()).await;
-            #[cfg(not(feature = "tls"))]
-            target::open_checked::<R>(&endpoint.target).await
-        });
+            endpoint.tls,
+        );
         self.conns.insert(
             server,
             ConnIo {
@@ -374,15 +373,24 @@ impl<R: Runtime> Pump<R> {
         let epoch = conn.epoch;
         let waker = conn.waker.clone();
         let mut cx = Context::from_waker(&waker);
-        if let Some(opening) = conn.opening.as_mut() {
-            let Poll::Ready(opened) = opening.as_mut().poll(&mut cx) else {
-                // The core's connect timer may give up first: then it closes this one.
-                return !matches!(
-                    inner
-                        .lock()
-                        .conn_state(server, epoch, &waker, conn.out_withdrawn),
-                    Some(ConnState::Gone)
-                );
+        while let Some(opening) = conn.opening.as_mut() {
+            let opened = match opening.poll_open(&mut cx) {
+                Poll::Pending => {
+                    // The core's connect timer may give up first: then it closes this one.
+                    return !matches!(
+                        inner
+                            .lock()
+                            .conn_state(server, epoch, &waker, conn.out_withdrawn),
+                        Some(ConnState::Gone)
+                    );
+                }
+                Poll::Ready(target::Opened::Handshaking) => {
+                    if !report::<R>(inner, server, epoch, Input::Handshaking) {
+                        return false;
+                    }
+                    continue;
+                }
+                Poll::Ready(target::Opened::Done(opened)) => opened,
             };
             conn.opening = None;
             let input = match &opened {

@@ -201,6 +201,11 @@ pub enum DisconnectReason {
     /// The transport did not open in time.
     #[error("connect_timeout")]
     ConnectTimeout,
+    /// The TCP connection opened but the TLS handshake over it did not finish in time (a
+    /// server or middlebox that accepts and then stays silent): reported by adapters that say
+    /// [`Input::Handshaking`](crate::Input::Handshaking).
+    #[error("tls_handshake_timeout")]
+    TlsHandshakeTimeout,
     /// No banner in time after connect (a server at `authlimit` closes without one).
     #[error("banner_timeout")]
     BannerTimeout,
@@ -248,6 +253,8 @@ counted! {
         ConnectFailed => "connect_failed",
         /// [`DisconnectReason::ConnectTimeout`].
         ConnectTimeout => "connect_timeout",
+        /// [`DisconnectReason::TlsHandshakeTimeout`].
+        TlsHandshakeTimeout => "tls_handshake_timeout",
         /// [`DisconnectReason::BannerTimeout`].
         BannerTimeout => "banner_timeout",
         /// [`DisconnectReason::BadBanner`].
@@ -279,6 +286,7 @@ impl DisconnectReason {
         match self {
             DisconnectReason::ConnectFailed(_) => DisconnectKind::ConnectFailed,
             DisconnectReason::ConnectTimeout => DisconnectKind::ConnectTimeout,
+            DisconnectReason::TlsHandshakeTimeout => DisconnectKind::TlsHandshakeTimeout,
             DisconnectReason::BannerTimeout => DisconnectKind::BannerTimeout,
             DisconnectReason::BadBanner => DisconnectKind::BadBanner,
             DisconnectReason::LoginTimeout => DisconnectKind::LoginTimeout,

@@ -24,6 +24,9 @@ pub(super) struct Connection {
     pub(super) reapply_left: usize,
     /// When this connection's session became Ready (it was announced in the stream).
     pub(super) ready_since: Option<Instant>,
+    /// The TCP connection opened and a TLS handshake is under way over it: a connect
+    /// timeout now means the handshake hung, not the network.
+    pub(super) handshaking: bool,
 }
 
 impl Connection {
@@ -38,6 +41,7 @@ impl Connection {
             server_shutdown: false,
             reapply_left: 0,
             ready_since: None,
+            handshaking: false,
         }
     }
 
@@ -63,6 +67,7 @@ mod tests {
         c.heartbeat_outstanding = true;
         c.server_shutdown = true;
         c.reapply_left = 3;
+        c.handshaking = true;
         let n = c.next("bbbb".into());
         assert_eq!(n.generation, 1);
         assert_eq!(n.prefix, "bbbb");
@@ -70,5 +75,6 @@ mod tests {
         assert!(n.ami_version.is_empty());
         assert!(!n.heartbeat_outstanding && !n.server_shutdown);
         assert_eq!((n.reapply_left, n.ready_since), (0, None));
+        assert!(!n.handshaking);
     }
 }

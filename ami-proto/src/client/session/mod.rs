@@ -41,6 +41,11 @@ pub const MAX_FILTERS: usize = 256;
 pub enum Input<'a> {
     /// The transport asked for by [`Output::Connect`] is open.
     Connected,
+    /// The TCP connection asked for by [`Output::Connect`] is open and the adapter is now
+    /// completing a TLS handshake over it; [`Input::Connected`] follows when it is done. The
+    /// connect timeout keeps running: a handshake that hangs ends the attempt as
+    /// [`DisconnectReason::TlsHandshakeTimeout`], so the operator knows the network was fine.
+    Handshaking,
     /// The transport could not be opened, for this cause.
     ConnectFailed(ConnectFailure),
     /// Bytes arrived from the server.
@@ -334,6 +339,12 @@ impl Client {
                     log::debug!("AMI transport open; waiting for banner");
                 }
             }
+            Input::Handshaking => {
+                if self.state == State::Connecting {
+                    self.conn.handshaking = true;
+                    log::debug!("AMI TCP connection open; TLS handshake under way");
+                }
+            }
             Input::ConnectFailed(cause) => {
                 if self.state == State::Connecting {
                     self.disconnect(now, DisconnectReason::ConnectFailed(cause));
@@ -439,7 +450,14 @@ impl Client {
                 continue;
             }
             match timer {
-                Timer::Connect => self.disconnect(now, DisconnectReason::ConnectTimeout),
+                Timer::Connect => {
+                    let reason = if self.conn.handshaking {
+                        DisconnectReason::TlsHandshakeTimeout
+                    } else {
+                        DisconnectReason::ConnectTimeout
+                    };
+                    self.disconnect(now, reason)
+                }
                 Timer::Banner => self.disconnect(now, DisconnectReason::BannerTimeout),
                 Timer::Login => self.disconnect(now, DisconnectReason::LoginTimeout),
                 Timer::Idle => self.heartbeat(now),
