@@ -34,10 +34,12 @@
 //!    publishes a status needs no copy of these outputs.
 //! 3. Write [`Client::transmit`] to the transport and report how much it took with
 //!    [`Client::advance_transmit`] (partial writes are normal). Write from the slice
-//!    itself; an adapter that writes from a copy later (an async write) takes the copy
-//!    again whenever [`Client::actions_withdrawn`] moved, because
-//!    [`Client::handle_timeout`] withdraws the bytes of an action whose deadline passed
-//!    before the transport took any of them (nothing is sent after its deadline).
+//!    itself; an adapter that writes from a copy later (an async write) takes its copy
+//!    with [`Client::lend_transmit`] instead, and gives back what it drops unwritten with
+//!    [`Client::unlend_transmit`]. The core withdraws the bytes of an action none of whose
+//!    bytes was handed out (lent or written) when its deadline passes (nothing is sent
+//!    after its deadline) or its caller cancels it, and fails it
+//!    [`ActionError::NotSent`] when the session is lost before its last byte was handed out.
 //! 4. Hand your consumer the events from [`Client::poll_event`] when it asks for them. The
 //!    queue is bounded in events and in bytes; when the consumer is behind, events are
 //!    dropped by the configured [`OverflowPolicy`] and a [`StreamItem::Gap`] says how many.
@@ -130,14 +132,17 @@
 //!
 //! Each [`ActionId`] completes exactly once ([`Notice::Completed`]). Only a server message
 //! makes an [`Outcome`] `Ok` or an [`ActionError::Server`]. Nothing is sent after its
-//! deadline: an action whose deadline passes before the transport took any of its bytes
-//! (queued while the connection was down or the pipeline full, or encoded but stuck behind
-//! a server that stopped reading) ends [`ActionError::TimedOut`] with [`Phase::Queued`] and
-//! is never written later; one with some bytes taken is finished on the wire, so that the
-//! stream stays whole. After a disconnect, an action that was never written stays queued
-//! until its deadline and is written on the next connection; one that was written fails at
-//! once with [`ActionError::Unknown`]: the server may or may not have run it, and AMI actions are
-//! not idempotent (two Originates are two calls), so nothing is re-sent automatically.
+//! deadline: an action whose deadline passes before any of its bytes was handed to the
+//! transport (queued while the connection was down or the pipeline full, or encoded but
+//! stuck behind a server that stopped reading) ends [`ActionError::TimedOut`] with
+//! [`Phase::Queued`] and is never written later; one with some bytes handed out is finished
+//! on the wire, so that the stream stays whole. After a disconnect, an action that was never written stays queued
+//! until its deadline and is written on the next connection; one that was handed to the
+//! transport whole fails at once with [`ActionError::Unknown`]: the server may or may not
+//! have run it, and AMI actions are not idempotent (two Originates are two calls), so
+//! nothing is re-sent automatically. One whose last byte was never handed out (written,
+//! or lent to an adapter that writes from a copy) fails [`ActionError::NotSent`]: Asterisk
+//! runs an action only once it read the blank line that ends it, so it is safe to resend.
 //! ActionIDs carry a random per-connection prefix and a counter, so an answer from an older
 //! connection, or another client's broadcast `OriginateResponse`, never matches.
 //!

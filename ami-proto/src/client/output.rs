@@ -430,16 +430,22 @@ pub enum ActionError {
         /// The answer without the dropped items: response, items, closing event.
         partial: Box<Response>,
     },
-    /// Cancelled by the caller.
+    /// Cancelled by the caller (see [`Client::cancel`](crate::Client::cancel): whether its
+    /// bytes may still reach the server depends on whether any had been handed out).
     #[error("cancelled")]
     Cancelled,
-    /// Never written: its connection never came up in time, or the client closed. It is safe
-    /// to send again. The message names the reason too, so `{e}` alone says it all;
-    /// `source()` returns it for callers that walk the chain.
+    /// The server cannot have run it, so it is safe to send again: it was never written
+    /// (its connection never came up in time, the client closed or logged off first), or its
+    /// session was lost before its last byte was handed to the transport (lent to the
+    /// adapter or written; see [`Client::lend_transmit`](crate::Client::lend_transmit)).
+    /// Asterisk runs an action only once it has read the blank line that ends it, and a
+    /// lost connection takes a half-read action with it. The message names the reason too,
+    /// so `{e}` alone says it all; `source()` returns it for callers that walk the chain.
     #[error("not sent: {0}")]
     NotSent(#[source] DisconnectReason),
-    /// Written, but the connection was lost before the answer: the server may or may not
-    /// have run it. It is never re-sent automatically.
+    /// Handed to the transport whole (its last byte lent or written), but the connection
+    /// was lost before the answer: the server may or may not have run it. It is never
+    /// re-sent automatically.
     #[error("outcome unknown: {0}")]
     Unknown(#[source] DisconnectReason),
 }

@@ -59,9 +59,10 @@ pub(crate) struct Pending {
     pub(crate) action: Option<Action>,
     pub(crate) deadline: Instant,
     pub(crate) written_at: Option<Instant>,
-    /// The transport has taken at least one of its bytes. Until then a deadline that passes
-    /// withdraws them from the transmit buffer: nothing is sent after its deadline.
-    pub(crate) taken: bool,
+    /// At least one of its bytes was lent to the adapter or written. Until then a deadline
+    /// that passes, or a cancel, withdraws them from the transmit buffer: nothing is sent
+    /// after its deadline, and a cancelled action that never left is never sent.
+    pub(crate) lent: bool,
     /// Occupies a pipeline slot (written, not fully answered).
     pub(crate) on_wire: bool,
     /// Boxed: most actions never gather anything, and a small entry is cheap to move.
@@ -82,7 +83,7 @@ impl Pending {
             action: None,
             deadline,
             written_at: None,
-            taken: false,
+            lent: false,
             on_wire: false,
             response: None,
             list_bytes: 0,

@@ -41,11 +41,12 @@ pub struct Stats {
     pub discarded: u64,
     /// Caller actions written: the transport took at least their first byte.
     pub actions_written: u64,
-    /// Actions (the caller's and the client's own: Login, heartbeat Ping, Logoff, filters)
-    /// whose deadline passed while all their bytes still waited in the transmit buffer
-    /// (the server had stopped reading, or the transport was slow): their bytes were
-    /// withdrawn and never sent, and a caller's action completed `TimedOut` in
-    /// [`Phase::Queued`](crate::Phase::Queued).
+    /// Actions whose encoded bytes were withdrawn from the transmit buffer and never sent,
+    /// none of them having been handed out (written, or lent to an adapter that writes from
+    /// a copy): the caller's and the client's own (Login, heartbeat Ping, Logoff, filters)
+    /// whose deadline passed meanwhile (the server had stopped reading, or the transport was
+    /// slow; a caller's action completed `TimedOut` in
+    /// [`Phase::Queued`](crate::Phase::Queued)), and caller actions cancelled meanwhile.
     pub actions_withdrawn: u64,
     /// Finished actions by outcome kind.
     pub actions_by_outcome: Counts<OutcomeKind>,

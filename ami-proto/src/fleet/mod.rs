@@ -36,9 +36,11 @@
 //!    are for the adapter; `Status`, `Completed` and `Removed` are news for the application.
 //! 3. For each server with a transport: report what happened with
 //!    [`Fleet::handle_input`], write [`Fleet::transmit`] and report what the transport took
-//!    with [`Fleet::advance_transmit`]. A copy kept to write later is taken again when
-//!    [`Fleet::actions_withdrawn`] moved (step 1 withdraws actions whose deadline passed
-//!    before the transport took any of their bytes).
+//!    with [`Fleet::advance_transmit`]. An adapter that writes from a copy outside its
+//!    borrow takes the copy with [`Fleet::lend_transmit`] (after
+//!    [`Fleet::handle_server_timeout`]) and gives back what it drops unwritten with
+//!    [`Fleet::unlend_transmit`]: lent bytes are never withdrawn, and an action whose last
+//!    byte was never lent nor written fails `NotSent` when its session is lost.
 //! 4. Hand the consumer [`Fleet::poll_event`] / [`Fleet::poll_events`] when it asks.
 //! 5. Sleep until input, a call, or the deadline from `Wait`.
 //!

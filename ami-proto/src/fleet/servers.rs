@@ -434,17 +434,53 @@ impl Fleet {
         }
     }
 
-    /// Bytes to write to `server`'s transport (empty for a removed server). The same
-    /// contract as [`Client::transmit`]: [`handle_timeout`](Self::handle_timeout) withdraws
-    /// the bytes of an action whose deadline passed before the transport took any of them,
-    /// so write from this slice, or take a copy again whenever
-    /// [`actions_withdrawn`](Self::actions_withdrawn) moved.
+    /// Bytes to write to `server`'s transport (empty for a removed server), for an adapter
+    /// that writes straight from this slice and reports each write at once; the same
+    /// contract as [`Client::transmit`]. An adapter that writes from a copy takes its bytes
+    /// with [`lend_transmit`](Self::lend_transmit).
     pub fn transmit(&self, server: ServerId) -> &[u8] {
         self.slots
             .get(server.index)
             .filter(|slot| slot.generation == server.generation)
             .and_then(|slot| slot.server.as_ref())
             .map_or(&[], |s| s.client.transmit())
+    }
+
+    /// Lends the adapter `server`'s bytes not lent before, for a copy written outside the
+    /// fleet's borrow (empty for a removed server; see [`Client::lend_transmit`]). Call
+    /// [`handle_server_timeout`](Self::handle_server_timeout) first, so that no byte of an
+    /// action already due is lent.
+    pub fn lend_transmit(&mut self, server: ServerId) -> &[u8] {
+        match self.server_by_id(server) {
+            Some(s) => s.client.lend_transmit(),
+            None => &[],
+        }
+    }
+
+    /// Gives back `server`'s lent bytes not reported written: the adapter dropped the rest
+    /// of its copy (see [`Client::unlend_transmit`]).
+    pub fn unlend_transmit(&mut self, server: ServerId) {
+        if let Some(s) = self.server_by_id(server) {
+            s.client.unlend_transmit();
+            self.touch(server.index);
+        }
+    }
+
+    /// Fires `server`'s own deadlines due at `now` (its timers, its actions' deadlines),
+    /// without starting a step: for an adapter about to lend or write that server's bytes,
+    /// so that an action whose deadline passed since the last
+    /// [`handle_timeout`](Self::handle_timeout) is withdrawn, not written late (timers fire
+    /// at their granularity, and a deadline may pass between two steps). Drain
+    /// [`poll_output`](Self::poll_output) after it.
+    pub fn handle_server_timeout(&mut self, now: Instant, server: ServerId) {
+        let Some(s) = self.server_by_id(server) else {
+            return;
+        };
+        if s.client.poll_timeout().is_some_and(|d| d <= now) {
+            s.client.handle_timeout(now);
+            self.now = Some(now);
+            self.touch(server.index);
+        }
     }
 
     /// Marks `n` bytes of [`transmit`](Self::transmit) as taken by the transport (see

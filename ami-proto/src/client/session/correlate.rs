@@ -319,14 +319,14 @@ impl Client {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
-        // Encoded, but the transport has not taken a byte of it: it never will. The bytes go
+        // Encoded, but not a byte of it was lent or written: it never will be. The bytes go
         // when `handle_timeout` flushes, so an action past its deadline is not sent later,
         // when a server that stopped reading resumes (a timed-out Originate that still
         // rang would be a duplicate call once the caller tried again).
-        let unsent = p.stage != Stage::Queued && !p.taken;
+        let unsent = p.stage != Stage::Queued && !p.lent;
         if unsent {
             log::debug!(
-                "AMI action {} withdrawn: its deadline passed before the transport took any of it",
+                "AMI action {} withdrawn: its deadline passed before any of it was handed out",
                 p.id
             );
             self.conn.transmit.withdraw(seq);

@@ -501,32 +501,96 @@ impl Client {
         }
     }
 
-    /// Bytes to write to the transport. Report what the transport took with
-    /// [`advance_transmit`](Self::advance_transmit); a partial write is fine.
+    /// Bytes to write to the transport, for an adapter that writes straight from this slice
+    /// while it holds the client (`&mut`) and reports each write at once with
+    /// [`advance_transmit`](Self::advance_transmit); a partial write is fine. An adapter that
+    /// writes from a copy, or outside that borrow (an async write), takes its bytes with
+    /// [`lend_transmit`](Self::lend_transmit) instead.
     ///
-    /// Nothing is sent after its deadline: when an action's deadline passes before the
-    /// transport has taken any of its bytes (the server stopped reading and the socket is
-    /// full), [`handle_timeout`](Self::handle_timeout) withdraws them from here and the
-    /// action completes `TimedOut` in [`Phase::Queued`], never written. An action with any
-    /// byte taken is finished on the wire (cutting it short would corrupt the stream for
-    /// every action behind it) and times out in its own phase. Bytes the transport took
-    /// (into the kernel's socket buffer, or a TLS session's) are beyond recall.
-    ///
-    /// Only `handle_timeout` withdraws, and only bytes not yet reported taken. So write
-    /// straight from this slice, or, if you keep a copy to write from later (an async
-    /// write), take it again whenever [`actions_withdrawn`](Self::actions_withdrawn) has
-    /// moved since you made it: the part you have not written may hold withdrawn bytes.
-    /// Report a write with `advance_transmit` only after the transport took the bytes, and
-    /// once the [`Output::Wait`] deadline has passed, call `handle_timeout` before writing
-    /// again: the core has no clock, so bytes written before a due deadline is handled go
-    /// out that much late.
+    /// Nothing is sent after its deadline: when an action's deadline passes before any of
+    /// its bytes was handed out (written, or lent), [`handle_timeout`](Self::handle_timeout)
+    /// withdraws them from here and the action completes `TimedOut` in [`Phase::Queued`],
+    /// never written; a [`cancel`](Self::cancel) withdraws them at once. An action with any
+    /// byte handed out is finished on the wire (cutting it short would corrupt the stream
+    /// for every action behind it) and times out in its own phase. Bytes the transport took
+    /// (into the kernel's socket buffer, or a TLS session's) are beyond recall. Once the
+    /// [`Output::Wait`] deadline has passed, call `handle_timeout` before writing again: the
+    /// core has no clock, so bytes written before a due deadline is handled go out that
+    /// much late.
     pub fn transmit(&self) -> &[u8] {
         self.conn.transmit.bytes()
     }
 
-    /// Marks `n` bytes of [`transmit`](Self::transmit) as taken by the transport (counted
-    /// in [`Stats::bytes_out`]). From then on the actions they belong to are finished on
-    /// the wire, whatever their deadlines.
+    /// Lends the adapter every byte of [`transmit`](Self::transmit) not lent before, and
+    /// returns them: append them to the copy being written. For an adapter that writes
+    /// outside its borrow of the client (an async write from a copy, with the client's lock
+    /// released). The core never withdraws a lent byte, so the copy never goes stale; report
+    /// each write with [`advance_transmit`](Self::advance_transmit) as before. An adapter that
+    /// drops the unwritten rest of its copy (the write failed, or it wants bytes whose
+    /// deadline passed withdrawn, or a cancelled action's) gives them back with
+    /// [`unlend_transmit`](Self::unlend_transmit) first.
+    ///
+    /// Lent bytes are what decides an action's fate when its session is lost: one whose last
+    /// byte was never lent (nor written) cannot have reached the server whole, so it fails
+    /// [`ActionError::NotSent`] (safe to send again); one whose bytes were all lent may have
+    /// run, and fails [`ActionError::Unknown`]. Call [`handle_timeout`](Self::handle_timeout)
+    /// first whenever [`poll_timeout`](Self::poll_timeout) is at or before now, so that no
+    /// byte of an action already due is lent.
+    pub fn lend_transmit(&mut self) -> &[u8] {
+        let Client { conn, pending, .. } = self;
+        conn.transmit.lend(|seq| {
+            if let Some(p) = pending.get_mut(seq) {
+                p.lent = true;
+            }
+        })
+    }
+
+    /// Gives back the lent bytes of [`transmit`](Self::transmit) not reported written: the
+    /// adapter dropped the rest of its copy and will not write it. Its actions are the
+    /// core's again: a deadline or a [`cancel`](Self::cancel) withdraws them, a session lost
+    /// fails them [`ActionError::NotSent`], and a cancelled one (lent when it was cancelled)
+    /// is withdrawn now. The next [`lend_transmit`](Self::lend_transmit) lends again what is
+    /// left, from the first unwritten byte. A no-op when nothing is lent beyond what was
+    /// written.
+    pub fn unlend_transmit(&mut self) {
+        let Client {
+            conn,
+            pending,
+            stats,
+            ..
+        } = self;
+        let mut gone = Vec::new();
+        conn.transmit.unlend(|seq| {
+            let Some(p) = pending.get_mut(seq) else {
+                return;
+            };
+            p.lent = false;
+            if matches!(p.stage, Stage::Abandoned { .. }) {
+                // Its caller was told (cancelled, or timed out while lent): nothing will
+                // answer bytes that never leave, so the entry goes with them.
+                gone.push(seq);
+            }
+        });
+        if gone.is_empty() {
+            return;
+        }
+        for seq in gone {
+            if let Some(p) = pending.remove(seq) {
+                log::debug!(
+                    "AMI action {} withdrawn: given back unsent after it ended",
+                    p.id
+                );
+            }
+            conn.transmit.withdraw(seq);
+            stats.actions_withdrawn += 1;
+        }
+        conn.transmit.flush_withdrawn();
+    }
+
+    /// Marks `n` bytes of [`transmit`](Self::transmit) as written: taken by the transport
+    /// (counted in [`Stats::bytes_out`]). From then on the actions they belong to are
+    /// finished on the wire, whatever their deadlines. Written bytes count as lent (an
+    /// adapter that writes straight from `transmit` never lends).
     pub fn advance_transmit(&mut self, n: usize) {
         let Client {
             conn,
@@ -536,7 +600,7 @@ impl Client {
         } = self;
         let n = conn.transmit.advance(n, |seq| {
             if let Some(p) = pending.get_mut(seq) {
-                p.taken = true;
+                p.lent = true;
                 if matches!(p.kind, Kind::User { .. }) {
                     stats.actions_written += 1;
                 }
@@ -545,11 +609,11 @@ impl Client {
         stats.bytes_out += n as u64;
     }
 
-    /// Actions withdrawn from [`transmit`](Self::transmit) so far, because their deadline
-    /// passed before the transport took any of their bytes (also
-    /// [`Stats::actions_withdrawn`]). An adapter that writes from a copy of `transmit`
-    /// compares it with the value it saw when it made the copy: when it moved, the
-    /// unwritten part of the copy is stale and must be taken again.
+    /// Actions withdrawn from [`transmit`](Self::transmit) so far because their deadline
+    /// passed before any of their bytes was handed out, or because they ended (cancelled)
+    /// before it and were given back unsent (also [`Stats::actions_withdrawn`]). Lent bytes
+    /// are never withdrawn: an adapter that writes from a copy takes it with
+    /// [`lend_transmit`](Self::lend_transmit) and need not watch this.
     pub fn actions_withdrawn(&self) -> u64 {
         self.stats.actions_withdrawn
     }
@@ -703,21 +767,37 @@ impl Client {
         Ok(id)
     }
 
-    /// Cancels an action. A queued one is never written; a written one is reported as
-    /// cancelled now and its late answer is ignored. Returns false if `id` is not pending.
+    /// Cancels an action; it completes [`ActionError::Cancelled`] now. Returns false if `id`
+    /// is not pending.
     ///
-    /// A written action whose bytes still wait in [`transmit`](Self::transmit) is not
-    /// withdrawn here (it may still go out): adapters call `cancel` from the caller's
-    /// thread while their writer may be writing a copy of those bytes, so only
-    /// `handle_timeout`, on the writer's side, withdraws; it does so if the transport has
-    /// still taken none of them when the cancelled entry's grace period (`action_timeout`)
-    /// ends.
+    /// One none of whose bytes was handed out (queued, or encoded but neither written nor
+    /// lent: see [`lend_transmit`](Self::lend_transmit)) never goes out: its bytes leave
+    /// [`transmit`](Self::transmit) at once, the others' stay as they were. One with bytes
+    /// handed out may reach the server whole (cutting it short would corrupt the stream):
+    /// its late answer is ignored until its grace period (`action_timeout`) ends; should the
+    /// adapter give its lent bytes back unwritten
+    /// ([`unlend_transmit`](Self::unlend_transmit)), they are withdrawn then.
     pub fn cancel(&mut self, now: Instant, id: &ActionId) -> bool {
         let Some(seq) = self.pending.lookup(id.as_bytes()) else {
             return false;
         };
         match self.pending.stage(seq) {
             Some(Stage::Queued) => {
+                self.finish(now, seq, Err(ActionError::Cancelled));
+                true
+            }
+            Some(Stage::Written)
+                if self
+                    .pending
+                    .get_mut(seq)
+                    .is_some_and(|p| !p.lent && matches!(p.kind, Kind::User { .. })) =>
+            {
+                // Nobody holds a copy of unlent bytes: they can go now, and with them any
+                // chance of an answer, so the entry goes too.
+                self.conn.transmit.withdraw(seq);
+                self.conn.transmit.flush_withdrawn();
+                self.stats.actions_withdrawn += 1;
+                log::debug!("AMI action {id} withdrawn: cancelled before any of it was handed out");
                 self.finish(now, seq, Err(ActionError::Cancelled));
                 true
             }

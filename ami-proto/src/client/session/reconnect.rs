@@ -34,6 +34,10 @@ impl Client {
             self.outputs.push_back(Output::Close);
         }
         // Written actions may or may not have run: outcome unknown, reported in send order.
+        // But Asterisk runs an action only once it read its last byte (the blank line that
+        // ends it), and the transport never had that byte of these: they did not run.
+        let mut not_sent: Vec<u64> = self.conn.transmit.never_lent_whole().collect();
+        not_sent.sort_unstable();
         for seq in self.pending.sorted_seqs() {
             match self.pending.stage(seq) {
                 Some(Stage::Queued) | None => {}
@@ -45,7 +49,12 @@ impl Client {
                         continue;
                     };
                     if matches!(p.kind, Kind::User { .. }) {
-                        self.emit_completed(p.id, Err(ActionError::Unknown(reason.clone())));
+                        let outcome = if not_sent.binary_search(&seq).is_ok() {
+                            ActionError::NotSent(reason.clone())
+                        } else {
+                            ActionError::Unknown(reason.clone())
+                        };
+                        self.emit_completed(p.id, Err(outcome));
                     }
                 }
             }

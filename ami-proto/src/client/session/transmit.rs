@@ -1,14 +1,20 @@
-//! The bytes encoded for one connection and not yet taken by the transport, with where each
-//! action's bytes lie, so that an action none of whose bytes the transport has taken can be
-//! withdrawn when its deadline passes (nothing is sent after its deadline).
+//! The bytes encoded for one connection and not yet written, with where each action's
+//! bytes lie, so that an action none of whose bytes were handed to the transport can be
+//! withdrawn (its deadline passed, or its caller cancelled it): nothing is sent after its
+//! deadline, and a cancelled action that never left is never sent.
 //!
-//! Taken means handed to [`advance_transmit`](Transmit::advance): from then on the bytes
-//! may be on the wire, and an action with any byte taken is finished on the wire, since
-//! cutting it short would corrupt the stream for every action behind it.
+//! Two positions split the buffer. Written: reported by
+//! [`advance`](Transmit::advance), beyond recall. Lent: handed to an adapter that writes
+//! from a copy outside the core's borrow (an async write) with [`lend`](Transmit::lend),
+//! and only ever written or given back with [`unlend`](Transmit::unlend). An adapter that
+//! writes straight from [`bytes`](Transmit::bytes) lends nothing: for it, lent is written.
+//! Only bytes past the lent position are withdrawn, so a lent copy never goes stale; and an
+//! action with any byte lent or written is finished on the wire once written, since cutting
+//! it short would corrupt the stream for every action behind it.
 
 use std::collections::VecDeque;
 
-/// Taken bytes kept before compacting the buffer's front.
+/// Written bytes kept before compacting the buffer's front.
 const COMPACT_AFTER: usize = 64 << 10;
 
 /// Where one action's bytes lie in the buffer (`start..end`).
@@ -19,22 +25,26 @@ struct Span {
     end: usize,
 }
 
-/// The transmit buffer. Every byte from the taken position on belongs to exactly one span,
-/// in buffer order, and a span starts before the taken position exactly when the transport
-/// has taken some of it (compaction never cuts into a span, so this stays true).
+/// The transmit buffer. Every byte from the written position on belongs to exactly one
+/// span, in buffer order, and a span starts before the written (lent) position exactly
+/// when some of it was written (lent); compaction never cuts into a span, so this stays
+/// true. `pos <= lent <= buf.len()`.
 #[derive(Debug, Default)]
 pub(super) struct Transmit {
     buf: Vec<u8>,
+    /// Written up to here.
     pos: usize,
-    /// Actions with bytes not yet taken, in buffer order: one per action encoded since, so
-    /// at most the pipeline depth plus the client's own few.
+    /// Lent up to here (at least `pos`).
+    lent: usize,
+    /// Actions with bytes not yet written, in buffer order: one per action encoded since,
+    /// so at most the pipeline depth plus the client's own few.
     spans: VecDeque<Span>,
     /// Actions to withdraw at the next [`flush_withdrawn`](Transmit::flush_withdrawn).
     withdrawn: Vec<u64>,
 }
 
 impl Transmit {
-    /// Bytes encoded and not yet taken.
+    /// Bytes encoded and not yet written (lent or not).
     pub(super) fn bytes(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
@@ -51,24 +61,68 @@ impl Transmit {
         r
     }
 
-    /// Marks up to `n` bytes as taken by the transport; returns how many were. `first_taken`
-    /// hears of each action whose first byte this took, once per action, in order.
-    pub(super) fn advance(&mut self, n: usize, mut first_taken: impl FnMut(u64)) -> usize {
+    /// Lends every byte not lent yet and returns them (the bytes past what was lent
+    /// before). `first_lent` hears of each action whose first byte this lent.
+    pub(super) fn lend(&mut self, mut first_lent: impl FnMut(u64)) -> &[u8] {
+        let from = self.lent;
+        for s in self.spans.iter().rev() {
+            if s.start < from {
+                break;
+            }
+            first_lent(s.seq);
+        }
+        self.lent = self.buf.len();
+        &self.buf[from..]
+    }
+
+    /// Gives back every lent byte not written: the adapter dropped its copy. `unlent` hears
+    /// of each action none of whose bytes are written any more, and which was lent.
+    pub(super) fn unlend(&mut self, mut unlent: impl FnMut(u64)) {
+        if self.lent == self.pos {
+            return;
+        }
+        for s in &self.spans {
+            if s.start >= self.lent {
+                break;
+            }
+            if s.start >= self.pos {
+                unlent(s.seq);
+            }
+        }
+        self.lent = self.pos;
+    }
+
+    /// Actions whose last byte was never lent (nor written), in buffer order: on this
+    /// connection the server cannot have read them whole, so it cannot have run them.
+    pub(super) fn never_lent_whole(&self) -> impl Iterator<Item = u64> + '_ {
+        let lent = self.lent;
+        self.spans
+            .iter()
+            .rev()
+            .take_while(move |s| s.end > lent)
+            .map(|s| s.seq)
+    }
+
+    /// Marks up to `n` bytes as written; returns how many were. `first_written` hears of
+    /// each action whose first byte this wrote, once per action, in order. Written bytes
+    /// count as lent: an adapter that writes from [`bytes`](Self::bytes) never lends.
+    pub(super) fn advance(&mut self, n: usize, mut first_written: impl FnMut(u64)) -> usize {
         let n = n.min(self.buf.len() - self.pos);
         if n == 0 {
             return 0;
         }
         let (from, to) = (self.pos, self.pos + n);
         self.pos = to;
+        self.lent = self.lent.max(to);
         while let Some(&s) = self.spans.front() {
             if s.start >= to {
                 break;
             }
             if s.start >= from {
-                first_taken(s.seq);
+                first_written(s.seq);
             }
             if s.end > to {
-                // Partly taken: the rest goes out as it is.
+                // Partly written: the rest goes out as it is.
                 break;
             }
             self.spans.pop_front();
@@ -76,9 +130,10 @@ impl Transmit {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
+            self.lent = 0;
             self.spans.clear();
         } else {
-            // Never into a partly taken action: its start must stay before `pos`.
+            // Never into a partly written action: its start must stay before `pos`.
             let cut = self
                 .spans
                 .front()
@@ -86,6 +141,7 @@ impl Transmit {
             if cut > COMPACT_AFTER {
                 self.buf.drain(..cut);
                 self.pos -= cut;
+                self.lent -= cut;
                 for s in &mut self.spans {
                     s.start -= cut;
                     s.end -= cut;
@@ -96,23 +152,24 @@ impl Transmit {
     }
 
     /// Asks for action `seq`'s bytes to be withdrawn at the next
-    /// [`flush_withdrawn`](Self::flush_withdrawn), unless the transport has taken any.
+    /// [`flush_withdrawn`](Self::flush_withdrawn), unless any of them is lent or written.
     pub(super) fn withdraw(&mut self, seq: u64) {
         self.withdrawn.push(seq);
     }
 
-    /// Removes the bytes of the actions [`withdraw`](Self::withdraw) named that the transport
-    /// has not started on; returns how many bytes went. One pass over what is untaken,
-    /// however many actions go at once (a deadline shared by a whole stalled pipeline).
+    /// Removes the bytes of the actions [`withdraw`](Self::withdraw) named none of whose
+    /// bytes is lent or written; returns how many bytes went. One pass over what is not
+    /// lent, however many actions go at once (a deadline shared by a whole stalled
+    /// pipeline). Lent bytes never move, so a lent copy stays true.
     pub(super) fn flush_withdrawn(&mut self) -> usize {
         if self.withdrawn.is_empty() {
             return 0;
         }
         self.withdrawn.sort_unstable();
-        let (withdrawn, buf, pos) = (&self.withdrawn, &mut self.buf, self.pos);
+        let (withdrawn, buf, lent) = (&self.withdrawn, &mut self.buf, self.lent);
         let mut shift = 0;
         self.spans.retain_mut(|s| {
-            if s.start >= pos && withdrawn.binary_search(&s.seq).is_ok() {
+            if s.start >= lent && withdrawn.binary_search(&s.seq).is_ok() {
                 shift += s.end - s.start;
                 return false;
             }
@@ -129,6 +186,7 @@ impl Transmit {
         if self.pos == self.buf.len() {
             self.buf.clear();
             self.pos = 0;
+            self.lent = 0;
         }
         shift
     }
@@ -148,8 +206,27 @@ mod tests {
 
     fn advance(t: &mut Transmit, n: usize) -> (usize, Vec<u64>) {
         let mut first = Vec::new();
-        let taken = t.advance(n, |s| first.push(s));
-        (taken, first)
+        let written = t.advance(n, |s| first.push(s));
+        (written, first)
+    }
+
+    fn lend(t: &mut Transmit) -> (Vec<u8>, Vec<u64>) {
+        let mut first = Vec::new();
+        let bytes = t.lend(|s| first.push(s)).to_vec();
+        first.sort_unstable();
+        (bytes, first)
+    }
+
+    fn unlend(t: &mut Transmit) -> Vec<u64> {
+        let mut back = Vec::new();
+        t.unlend(|s| back.push(s));
+        back
+    }
+
+    fn never_lent_whole(t: &Transmit) -> Vec<u64> {
+        let mut v: Vec<u64> = t.never_lent_whole().collect();
+        v.sort_unstable();
+        v
     }
 
     #[test]
@@ -164,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn an_untaken_action_is_withdrawn_and_the_ones_around_it_stay_intact() {
+    fn an_unwritten_action_is_withdrawn_and_the_ones_around_it_stay_intact() {
         let mut t = filled(&[(1, b"AAAA"), (2, b"BBBB"), (3, b"CCCC")]);
         advance(&mut t, 2);
         t.withdraw(2);
@@ -178,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn a_partly_taken_action_is_never_withdrawn() {
+    fn a_partly_written_action_is_never_withdrawn() {
         let mut t = filled(&[(1, b"AAAA"), (2, b"BBBB")]);
         advance(&mut t, 1);
         t.withdraw(1);
@@ -198,7 +275,7 @@ mod tests {
     }
 
     #[test]
-    fn compaction_keeps_a_partly_taken_action_partly_taken() {
+    fn compaction_keeps_a_partly_written_action_partly_written() {
         let big = vec![b'x'; COMPACT_AFTER + 10];
         let mut t = filled(&[(1, &big), (2, b"tail"), (3, b"more")]);
         // Into the second action, past the compaction threshold.
@@ -207,7 +284,7 @@ mod tests {
         assert_eq!(t.bytes(), b"ilmore");
         t.withdraw(2);
         t.withdraw(3);
-        assert_eq!(t.flush_withdrawn(), 4, "only the untaken action goes");
+        assert_eq!(t.flush_withdrawn(), 4, "only the unwritten action goes");
         assert_eq!(t.bytes(), b"il");
     }
 
@@ -218,5 +295,68 @@ mod tests {
         t.withdraw(1);
         assert_eq!(t.flush_withdrawn(), 0);
         assert!(t.bytes().is_empty());
+    }
+
+    #[test]
+    fn lending_hands_out_only_new_bytes_and_names_each_action_once() {
+        let mut t = filled(&[(1, b"AAAA"), (2, b"BB")]);
+        assert_eq!(lend(&mut t), (b"AAAABB".to_vec(), vec![1, 2]));
+        assert_eq!(lend(&mut t), (Vec::new(), vec![]));
+        t.push(3, |b| b.extend_from_slice(b"CC"));
+        assert_eq!(lend(&mut t), (b"CC".to_vec(), vec![3]));
+        // Lending is not writing: the bytes stay until the transport took them.
+        assert_eq!(t.bytes(), b"AAAABBCC");
+        assert_eq!(advance(&mut t, 8), (8, vec![1, 2, 3]));
+        assert!(t.bytes().is_empty());
+    }
+
+    #[test]
+    fn a_lent_action_is_never_withdrawn_until_it_is_given_back() {
+        let mut t = filled(&[(1, b"AAAA"), (2, b"BBBB")]);
+        lend(&mut t);
+        t.push(3, |b| b.extend_from_slice(b"CCCC"));
+        t.withdraw(2);
+        t.withdraw(3);
+        assert_eq!(t.flush_withdrawn(), 4, "only the action never lent goes");
+        assert_eq!(t.bytes(), b"AAAABBBB", "the lent copy stays true");
+        advance(&mut t, 2);
+        // The copy was dropped with two bytes written: the rest is the core's again.
+        assert_eq!(unlend(&mut t), vec![2], "action 1 is partly written");
+        t.withdraw(1);
+        t.withdraw(2);
+        assert_eq!(t.flush_withdrawn(), 4);
+        assert_eq!(t.bytes(), b"AA");
+    }
+
+    #[test]
+    fn an_action_whose_last_byte_was_never_lent_is_named_as_never_lent_whole() {
+        let mut t = filled(&[(1, b"AAAA"), (2, b"BBBB")]);
+        assert_eq!(never_lent_whole(&t), vec![1, 2]);
+        advance(&mut t, 3);
+        assert_eq!(
+            never_lent_whole(&t),
+            vec![1, 2],
+            "written up to the last byte only"
+        );
+        advance(&mut t, 1);
+        assert_eq!(never_lent_whole(&t), vec![2]);
+        lend(&mut t);
+        assert_eq!(never_lent_whole(&t), Vec::<u64>::new());
+        t.push(3, |b| b.extend_from_slice(b"C"));
+        assert_eq!(never_lent_whole(&t), vec![3]);
+    }
+
+    #[test]
+    fn compaction_keeps_the_lent_position_on_its_byte() {
+        let big = vec![b'x'; COMPACT_AFTER + 10];
+        let mut t = filled(&[(1, &big), (2, b"tail")]);
+        lend(&mut t);
+        t.push(3, |b| b.extend_from_slice(b"more"));
+        advance(&mut t, big.len() + 1);
+        assert_eq!(never_lent_whole(&t), vec![3]);
+        t.withdraw(2);
+        t.withdraw(3);
+        assert_eq!(t.flush_withdrawn(), 4);
+        assert_eq!(t.bytes(), b"ail");
     }
 }
