@@ -64,7 +64,7 @@ impl Driver {
             connecting: None,
             out: Vec::new(),
             out_pos: 0,
-            out_withdrawn: 0,
+            lend_until: None,
             buf: vec![0u8; READ_CHUNK],
             timer: R::timer(),
             armed: None,
@@ -172,14 +172,17 @@ struct Pump<R: Runtime> {
     tls: Option<crate::tls::TlsTarget>,
     link: Option<Link<R::Tcp>>,
     connecting: Option<target::Opening<R::Tcp>>,
-    /// A copy of the core's transmit bytes being written; the core is told what was written
-    /// only after each write, so `Stats::bytes_out` counts bytes the transport took.
+    /// A copy of the core's transmit bytes being written, lent by the core
+    /// (`Client::lend_transmit`): it withdraws none of them, and counts an action none of
+    /// whose bytes it lent as never sent. The core is told what was written only after each
+    /// write, so `Stats::bytes_out` counts bytes the transport took; the unwritten rest is
+    /// given back at the next turn (`give_back`).
     out: Vec<u8>,
     out_pos: usize,
-    /// The core's `actions_withdrawn` when `out` was copied: once it moves, the unwritten
-    /// rest of `out` may hold bytes the core withdrew (their deadline passed before the
-    /// transport took any), and is taken again.
-    out_withdrawn: u64,
+    /// The core's next deadline when `out` was lent: from then on the copy may hold bytes
+    /// of an action whose deadline passed, so no write starts before a turn has given the
+    /// copy back and the core has withdrawn them.
+    lend_until: Option<Instant>,
     buf: Vec<u8>,
     timer: R::Timer,
     armed: Option<Instant>,
@@ -241,22 +244,22 @@ impl<R: Runtime> Pump<R> {
         let now = R::now();
         let hold_over = matches!(woke, Some(Woke::HoldOver));
         let opened = matches!(woke, Some(Woke::Opened(Ok(_))));
-        let timed_out = match woke.and_then(|w| self.input(w, &mut shared.client)) {
-            Some(Report::Timeout) => {
-                shared.client.handle_timeout(now);
-                true
-            }
-            Some(input) => {
-                shared.client.handle_input(now, input.as_input(&self.buf));
-                false
-            }
-            None => false,
-        };
-        if !timed_out && self.armed.is_some_and(|at| at <= now) {
-            // The sources are polled read first: while the server keeps the socket readable
-            // the timer is never polled, and without this no deadline (an action's, the
-            // heartbeat's, the Logoff's) would fire until the flood stops.
+        let report = woke.and_then(|w| self.input(w, &mut shared.client));
+        // What the transport took is reported; the rest of the copy goes back to the core
+        // before anything else, so that a lost link fails the actions it held `NotSent`,
+        // a deadline withdraws them, and a cancel made meanwhile withdraws its action.
+        self.give_back(&mut shared.client);
+        if let Some(input) = report.filter(|r| !matches!(r, Report::Timeout)) {
+            shared.client.handle_input(now, input.as_input(&self.buf));
+        }
+        if self.armed.is_some_and(|at| at <= now) {
             self.armed = None;
+        }
+        // Asked of the core, not of the timer: the sources are polled read first, so while
+        // the server keeps the socket readable the timer is never polled, and the timer
+        // fires late by its granularity. Either way a deadline (an action's, the
+        // heartbeat's, the Logoff's) fires at the first turn after it.
+        if shared.client.poll_timeout().is_some_and(|d| d <= now) {
             shared.client.handle_timeout(now);
         }
         if !inner.has_users() {
@@ -265,6 +268,7 @@ impl<R: Runtime> Pump<R> {
         }
         let mut finished = false;
         self.completed = 0;
+        let mut late_rounds = 0;
         let deadline = loop {
             match shared.client.poll_output() {
                 Output::Connect => {
@@ -288,21 +292,21 @@ impl<R: Runtime> Pump<R> {
                     log::info!("AMI {}: disconnected ({reason})", inner.what);
                 }
                 Output::Notice(Notice::Closed { .. }) => finished = true,
+                Output::Wait(d) if d.is_some_and(|d| d <= now) && late_rounds < 2 => {
+                    // Due already (set during this turn): handled before the bytes are
+                    // lent, so nothing due is written.
+                    late_rounds += 1;
+                    shared.client.handle_timeout(now);
+                }
                 Output::Wait(d) => break d,
                 _ => {}
             }
         };
         shared.publish_status(wake);
-        // Only this turn's `handle_timeout` withdraws, and `out` is written only after the
-        // turn, outside the lock: checked here, the copy never writes a withdrawn byte.
-        let withdrawn = shared.client.actions_withdrawn();
-        let stale = withdrawn != self.out_withdrawn;
-        if (stale || self.out_pos == self.out.len()) && self.link.is_some() {
-            // What was written is reported, so `transmit` starts where `out_pos` was.
-            self.out.clear();
-            self.out_pos = 0;
-            self.out.extend_from_slice(shared.client.transmit());
-            self.out_withdrawn = withdrawn;
+        if self.link.is_some() {
+            // `give_back` emptied the copy: lend what is to be written now.
+            self.out.extend_from_slice(shared.client.lend_transmit());
+            self.lend_until = deadline;
         }
         // Callers write their new actions themselves only while this driver holds nothing
         // unwritten, on the stream it has now, and it wakes early enough for their deadlines.
@@ -348,6 +352,17 @@ impl<R: Runtime> Pump<R> {
             self.hold_timer.set_at(now + HOLD_READ);
         }
         hold.active = active;
+    }
+
+    /// Gives the unwritten rest of the copy back to the core (`Client::unlend_transmit`)
+    /// and empties it. Between turns nothing is being written: every write the transport
+    /// took was reported, so the rest never left.
+    fn give_back(&mut self, client: &mut ami_proto::Client) {
+        if self.out_pos < self.out.len() {
+            client.unlend_transmit();
+        }
+        self.out.clear();
+        self.out_pos = 0;
     }
 
     /// Applies an I/O result to the transport state; returns what to report to the core.
@@ -398,6 +413,13 @@ impl<R: Runtime> Pump<R> {
         }
         if let Some(link) = self.link.as_mut() {
             if self.out_pos < self.out.len() {
+                if self.lend_until.is_some_and(|at| R::now() >= at) {
+                    // A deadline passed since the copy was lent (the timer fires late, and
+                    // after the write in this order): a turn first, which withdraws what
+                    // is due instead of writing it late.
+                    self.lend_until = None;
+                    return Poll::Ready(Woke::Deadline);
+                }
                 if let Poll::Ready(r) = link.poll_write(cx, &self.out[self.out_pos..]) {
                     return Poll::Ready(Woke::Wrote(r));
                 }

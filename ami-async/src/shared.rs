@@ -366,6 +366,10 @@ impl Inner {
             return;
         }
         let now = (self.now)();
+        // A driver dropped mid-run took its copy of lent bytes with it: what the copy held
+        // never left, and the close fails those actions `NotSent`. (After a driver that ran
+        // to its end the core is closed already, and this does nothing.)
+        shared.client.unlend_transmit();
         shared.client.close(now);
         // Outcomes the close produced (NotSent, Unknown) still reach their callers.
         loop {

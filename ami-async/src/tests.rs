@@ -609,3 +609,80 @@ fn an_action_deadline_fires_while_the_server_keeps_the_socket_readable() {
         other => panic!("after {flooded} flooded events: {other:?}"),
     }
 }
+
+/// The ActionID the core gave the action `send` queued (the one it wrote last).
+fn last_id(rig: &Rig) -> String {
+    let shared = rig.handle.inner.lock();
+    let text = String::from_utf8_lossy(shared.client.transmit()).into_owned();
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("ActionID: "))
+        .expect("an action waits in transmit")
+        .to_string()
+}
+
+#[test]
+fn a_cancelled_action_the_driver_had_not_lent_never_reaches_the_server() {
+    use ami_proto::Action;
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    // The server stops reading: the driver lends the first Ping and holds it unwritten.
+    rig.wire.lock().unwrap().budget = 0;
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut first = Box::pin(handle.send(Action::new("Ping")));
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    // The second is queued between two turns of the driver, and its caller gives up
+    // before the driver looked: the cancel finds its bytes never lent.
+    let mut second = Box::pin(handle.send(Action::new("Ping")));
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    let cancelled = last_id(&rig);
+    drop(second);
+    rig.wire.lock().unwrap().budget = usize::MAX;
+    rig.spin();
+    let written = rig.written();
+    assert_eq!(ping_ids(&written).len(), 1, "{written}");
+    assert!(
+        !written.contains(&cancelled),
+        "the cancelled action went out: {written}"
+    );
+    assert_eq!(rig.handle.stats().actions_withdrawn, 1);
+    drop(first);
+}
+
+#[test]
+fn an_action_whose_deadline_passes_while_its_lent_copy_waits_is_withdrawn_not_written_late() {
+    use ami_proto::{Action, ActionError, Phase, SendOptions};
+    use std::time::Duration;
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    rig.wire.lock().unwrap().budget = 0;
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(handle.send_with(
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_millis(20)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    let id = last_id(&rig);
+    rig.spin();
+    // Past the deadline, and the socket takes bytes again before any timer fired (the
+    // scripted timer never does): the driver's copy is due, and must not be written.
+    AHEAD.with(|a| a.set(Duration::from_secs(1)));
+    rig.wire.lock().unwrap().budget = usize::MAX;
+    rig.spin();
+    let outcome = ping.as_mut().poll(&mut cx);
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    let written = rig.written();
+    assert!(
+        !written.contains(&id),
+        "written after its deadline: {written}"
+    );
+    match outcome {
+        Poll::Ready(Err(crate::AmiError::Action(ActionError::TimedOut { phase, .. }))) => {
+            assert_eq!(phase, Phase::Queued, "timed out unsent");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -84,6 +84,7 @@ impl FleetDriver {
             armed: false,
             armed_version: None,
             held: Vec::new(),
+            lending: Vec::new(),
             hold_timer: R::timer(),
             hold_armed: false,
             stall: Stall::default(),
@@ -205,13 +206,16 @@ struct ConnIo<R: Runtime> {
     waker: Waker,
     opening: Option<target::Opening<R::Tcp>>,
     link: Option<Link<R::Tcp>>,
-    /// A copy of the core's transmit bytes being written; the core is told what was written
-    /// after each write, so its byte counters count bytes the transport took.
+    /// A copy of the core's transmit bytes being written, lent by the core
+    /// (`Fleet::lend_transmit`: it withdraws none of them, and counts an action none of
+    /// whose bytes it lent as never sent); the core is told what was written after each
+    /// write, so its byte counters count bytes the transport took. The unwritten rest is
+    /// given back (`Fleet::unlend_transmit`) at the next visit, before a timer turn, and
+    /// before a failure is reported.
     out: Vec<u8>,
     out_pos: usize,
-    /// The core's `actions_withdrawn` for this server when `out` was copied (see
-    /// [`ConnState::Stale`]).
-    out_withdrawn: u64,
+    /// Listed in [`Pump::lending`].
+    listed: bool,
     /// The core may have bytes for this transport.
     fetch: bool,
     /// Held: its next read waits for the stream's reader (or `HOLD_READ`).
@@ -237,6 +241,10 @@ struct Pump<R: Runtime> {
     armed_version: Option<u64>,
     /// Servers whose next read waits for the stream's reader, and the timer that bounds it.
     held: Vec<ServerId>,
+    /// Servers that took a copy of lent bytes since the last timer turn (each at most
+    /// once): the timer turn gives back what they hold unwritten, so that the deadlines it
+    /// fires withdraw those bytes instead of letting them go out late.
+    lending: Vec<ServerId>,
     hold_timer: R::Timer,
     hold_armed: bool,
     /// Whether the reader stopped taking (`Shared::reader_takes`, seen each round).
@@ -299,7 +307,7 @@ impl<R: Runtime> Pumping for Pump<R> {
                 // Re-armed at the next turn even if the deadline did not move.
                 self.armed = false;
                 self.armed_version = None;
-                self.inner.call(|s| s.fleet.handle_timeout(R::now()));
+                self.timer_turn();
                 worked = true;
             }
             self.due.append(&mut lock(&self.ready.state).servers);
@@ -324,6 +332,39 @@ impl<R: Runtime> Pumping for Pump<R> {
 }
 
 impl<R: Runtime> Pump<R> {
+    /// The fleet's deadlines fire. The copies of lent bytes still unwritten (their sockets
+    /// are full) are given back first, so that an action whose deadline passed while it
+    /// waited there is withdrawn and times out unsent; their servers are visited again to
+    /// take fresh copies.
+    fn timer_turn(&mut self) {
+        let Pump {
+            inner,
+            conns,
+            lending,
+            due,
+            ..
+        } = self;
+        inner.call(|s| {
+            for server in lending.drain(..) {
+                let Some(conn) = conns.get_mut(&server) else {
+                    continue;
+                };
+                conn.listed = false;
+                if conn.out_pos == conn.out.len() {
+                    continue;
+                }
+                if s.is_current(server, conn.epoch) {
+                    s.fleet.unlend_transmit(server);
+                }
+                conn.out.clear();
+                conn.out_pos = 0;
+                conn.fetch = true;
+                due.push(server);
+            }
+            s.fleet.handle_timeout(R::now());
+        });
+    }
+
     /// A transport the core asked for: starts opening it (replacing an older one).
     fn open(&mut self, open: Open<Endpoint>) {
         let Open {
@@ -352,7 +393,7 @@ impl<R: Runtime> Pump<R> {
                 link: None,
                 out: Vec::new(),
                 out_pos: 0,
-                out_withdrawn: 0,
+                listed: false,
                 fetch: true,
                 held: false,
                 tally,
@@ -378,9 +419,7 @@ impl<R: Runtime> Pump<R> {
                 Poll::Pending => {
                     // The core's connect timer may give up first: then it closes this one.
                     return !matches!(
-                        inner
-                            .lock()
-                            .conn_state(server, epoch, &waker, conn.out_withdrawn),
+                        inner.lock().conn_state(server, epoch, &waker),
                         Some(ConnState::Gone)
                     );
                 }
@@ -412,45 +451,57 @@ impl<R: Runtime> Pump<R> {
             return false;
         };
         let mut read = false;
+        if conn.out_pos < conn.out.len() {
+            // Left unwritten at the last visit: given back, so that what came due or was
+            // cancelled since is withdrawn before the write below takes a fresh copy.
+            let current = inner.call(|s| {
+                if !s.is_current(server, epoch) {
+                    return false;
+                }
+                s.fleet.unlend_transmit(server);
+                true
+            });
+            conn.out.clear();
+            conn.out_pos = 0;
+            conn.fetch = true;
+            if !current {
+                return false;
+            }
+        }
         loop {
-            // Checked before every write: the copy never writes a byte the core withdrew
-            // (the shard's timer turn calls `handle_timeout` between visits).
-            match inner
-                .lock()
-                .conn_state(server, epoch, &waker, conn.out_withdrawn)
-            {
+            match inner.lock().conn_state(server, epoch, &waker) {
                 Some(ConnState::Gone) => return false,
                 Some(ConnState::Kicked) => conn.fetch = true,
-                Some(ConnState::Stale) => {
-                    // What was written is reported: the core's bytes start where `out_pos` was.
-                    conn.out.clear();
-                    conn.out_pos = 0;
-                    conn.fetch = true;
-                }
                 None => {}
             }
             if conn.fetch && conn.out_pos == conn.out.len() {
                 conn.fetch = false;
-                let (out, withdrawn) = (&mut conn.out, &mut conn.out_withdrawn);
+                let out = &mut conn.out;
                 let current = inner.call(|s| {
                     if !s.is_current(server, epoch) {
                         return false;
                     }
+                    // Whatever came due since the last timer turn is withdrawn first:
+                    // nothing due is lent, so nothing due is written.
+                    s.fleet.handle_server_timeout(R::now(), server);
                     out.clear();
-                    out.extend_from_slice(s.fleet.transmit(server));
-                    *withdrawn = s.fleet.actions_withdrawn(server);
+                    out.extend_from_slice(s.fleet.lend_transmit(server));
                     true
                 });
                 if !current {
                     return false;
                 }
                 conn.out_pos = 0;
+                if !conn.out.is_empty() && !conn.listed {
+                    conn.listed = true;
+                    self.lending.push(server);
+                }
             }
             if conn.out_pos < conn.out.len() {
                 match link.poll_write(&mut cx, &conn.out[conn.out_pos..]) {
                     Poll::Ready(Ok(0)) => {
                         let input = Input::TransportError(io::ErrorKind::WriteZero);
-                        report::<R>(inner, server, epoch, input);
+                        lost::<R>(inner, server, epoch, input);
                         return false;
                     }
                     Poll::Ready(Ok(n)) => {
@@ -465,14 +516,14 @@ impl<R: Runtime> Pump<R> {
                         continue;
                     }
                     Poll::Ready(Err(e)) => {
-                        report::<R>(inner, server, epoch, Input::TransportError(e.kind()));
+                        lost::<R>(inner, server, epoch, Input::TransportError(e.kind()));
                         return false;
                     }
                     Poll::Pending => {}
                 }
             }
             if let Poll::Ready(Err(e)) = link.poll_flush(&mut cx) {
-                report::<R>(inner, server, epoch, Input::TransportError(e.kind()));
+                lost::<R>(inner, server, epoch, Input::TransportError(e.kind()));
                 return false;
             }
             if read {
@@ -496,7 +547,7 @@ impl<R: Runtime> Pump<R> {
             }
             match link.poll_read(&mut cx, &mut self.buf) {
                 Poll::Ready(Ok(0)) => {
-                    report::<R>(inner, server, epoch, Input::Eof);
+                    lost::<R>(inner, server, epoch, Input::Eof);
                     return false;
                 }
                 Poll::Ready(Ok(n)) => {
@@ -508,7 +559,7 @@ impl<R: Runtime> Pump<R> {
                     }
                 }
                 Poll::Ready(Err(e)) => {
-                    report::<R>(inner, server, epoch, Input::TransportError(e.kind()));
+                    lost::<R>(inner, server, epoch, Input::TransportError(e.kind()));
                     return false;
                 }
                 Poll::Pending => {
@@ -518,6 +569,18 @@ impl<R: Runtime> Pump<R> {
             }
         }
     }
+}
+
+/// Reports a transport that failed or ended, if it is still the server's current one: the
+/// lent bytes it did not write are given back first (they never left, so the actions
+/// whose last byte they held fail `NotSent`, not `Unknown`).
+fn lost<R: Runtime>(inner: &Inner<Endpoint>, server: ServerId, epoch: u64, input: Input<'_>) {
+    inner.call(|s| {
+        if s.is_current(server, epoch) {
+            s.fleet.unlend_transmit(server);
+            s.fleet.handle_input(R::now(), server, input);
+        }
+    });
 }
 
 /// Hands what happened on a transport to the core if that transport is still the server's

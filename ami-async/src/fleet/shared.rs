@@ -50,10 +50,6 @@ pub(crate) enum ConnState {
     Gone,
     /// The core has bytes for it.
     Kicked,
-    /// The core withdrew bytes since the connection copied its transmit bytes (their
-    /// deadline passed before the transport took any): the unwritten rest of the copy may
-    /// hold them, so it is dropped and taken again.
-    Stale,
 }
 
 pub(crate) struct Shared<E> {
@@ -224,24 +220,17 @@ impl<E: Clone> Shared<E> {
         (self.closed || self.driver_done) && !self.fleet.has_events() && self.conns.is_empty()
     }
 
-    /// Is connection `epoch` of `server` still the current one? If so, tells whether its
-    /// copy of the transmit bytes, made when the core had withdrawn `copied` actions, is
-    /// stale, takes its kick, or parks `waker` until something changes.
+    /// Is connection `epoch` of `server` still the current one? If so, takes its kick, or
+    /// parks `waker` until something changes.
     pub(crate) fn conn_state(
         &mut self,
         server: ServerId,
         epoch: u64,
         waker: &Waker,
-        copied: u64,
     ) -> Option<ConnState> {
         match self.conns.get_mut(&server) {
             Some(c) if c.epoch == epoch => {
-                let kicked = std::mem::take(&mut c.kick);
-                if self.fleet.actions_withdrawn(server) != copied {
-                    // Parked too: the fresh copy may be empty, and the next kick must wake it.
-                    c.waker = Some(waker.clone());
-                    Some(ConnState::Stale)
-                } else if kicked {
+                if std::mem::take(&mut c.kick) {
                     Some(ConnState::Kicked)
                 } else {
                     c.waker = Some(waker.clone());
