@@ -610,3 +610,61 @@ fn an_action_a_stalled_server_never_took_is_withdrawn_at_its_deadline() {
     );
     assert_eq!(f.actions_withdrawn(f.id("pbx1").unwrap()), 0);
 }
+
+#[test]
+fn a_server_s_lent_bytes_stay_and_its_own_due_deadlines_fire_without_the_others() {
+    // An adapter writing pbx0 from a copy lends it; right before lending more it fires
+    // pbx0's due deadlines alone (`handle_server_timeout`): the unlent action is withdrawn,
+    // the lent one stays on its way, and pbx1's deadline waits for the fleet's own step.
+    let t0 = Instant::now();
+    let mut f = fleet(8);
+    for k in 0..2 {
+        f.add(t0, &format!("pbx{k}"), client_config()).unwrap();
+    }
+    all_ready(&mut f, t0);
+    let (pbx0, pbx1) = (f.id("pbx0").unwrap(), f.id("pbx1").unwrap());
+    let timeout = ami_proto::SendOptions::timeout(Duration::from_secs(1));
+    let ping = |f: &mut Fleet, server| {
+        f.send_with(t0, Route::Server(server), Action::new("Ping"), timeout)
+            .unwrap()
+            .id
+    };
+    let lent = ping(&mut f, "pbx0");
+    let copy = f.lend_transmit(pbx0).to_vec();
+    assert!(String::from_utf8_lossy(&copy).contains(lent.as_str()));
+    let unlent = ping(&mut f, "pbx0");
+    let other = ping(&mut f, "pbx1");
+    let later = t0 + Duration::from_secs(2);
+    f.handle_server_timeout(later, pbx0);
+    let mut log = Vec::new();
+    drain(&mut f, later, true, &mut log);
+    let outcomes: Vec<_> = log
+        .iter()
+        .filter_map(|o| match o {
+            FleetOutput::Completed { id, outcome, .. } => Some((id.clone(), outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    let timed_out = |phase| {
+        Err(ActionError::TimedOut {
+            phase,
+            partial: None,
+        })
+    };
+    assert_eq!(
+        outcomes,
+        [
+            (lent.clone(), timed_out(ami_proto::Phase::Response)),
+            (unlent.clone(), timed_out(ami_proto::Phase::Queued)),
+        ],
+        "pbx1's {other} is not pbx0's business"
+    );
+    assert_eq!(f.transmit(pbx0), copy, "the lent copy stays true");
+    assert!(f.lend_transmit(pbx0).is_empty(), "nothing new to lend");
+    // The adapter drops its copy unwritten: the timed-out action goes with it.
+    f.unlend_transmit(pbx0);
+    assert!(f.transmit(pbx0).is_empty());
+    assert_eq!(f.actions_withdrawn(pbx0), 2);
+    assert!(!f.transmit(pbx1).is_empty(), "pbx1 untouched");
+    assert_eq!(f.actions_withdrawn(pbx1), 0);
+}

@@ -357,8 +357,9 @@ impl Response {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Phase {
-    /// Never written: the connection was down, the pipeline full, or the transport took
-    /// none of its bytes before the deadline (they were withdrawn; see
+    /// Never written: the connection was down, the pipeline full, or none of its bytes had
+    /// been handed to the transport (written, or lent to an adapter writing from a copy)
+    /// by the deadline (they were withdrawn; see
     /// [`Client::transmit`](crate::Client::transmit)). Safe to send again.
     Queued,
     /// Written, waiting for the response.

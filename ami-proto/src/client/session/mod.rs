@@ -609,11 +609,11 @@ impl Client {
         stats.bytes_out += n as u64;
     }
 
-    /// Actions withdrawn from [`transmit`](Self::transmit) so far because their deadline
-    /// passed before any of their bytes was handed out, or because they ended (cancelled)
-    /// before it and were given back unsent (also [`Stats::actions_withdrawn`]). Lent bytes
-    /// are never withdrawn: an adapter that writes from a copy takes it with
-    /// [`lend_transmit`](Self::lend_transmit) and need not watch this.
+    /// Actions withdrawn from [`transmit`](Self::transmit) so far, never sent: their
+    /// deadline passed, or their caller cancelled them, while none of their bytes was
+    /// handed out (also [`Stats::actions_withdrawn`]). Lent bytes are never withdrawn, so an
+    /// adapter writing from a copy it took with [`lend_transmit`](Self::lend_transmit) need
+    /// not watch this.
     pub fn actions_withdrawn(&self) -> u64 {
         self.stats.actions_withdrawn
     }
