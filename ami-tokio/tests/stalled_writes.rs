@@ -3,8 +3,9 @@
 //! timed-out Originate that still rang would be a duplicate call when the caller retries).
 //! Over loopback with a fake Asterisk that logs the client in, then reads nothing until
 //! told; the client's socket fills with padding actions first. Both async drivers write
-//! from a copy of the core's bytes, so the Originate is queued in the same poll as the
-//! padding: the driver's first copy holds it, and must be taken again once it is withdrawn.
+//! from a copy the core lent them, so the Originate is queued in the same poll as the
+//! padding: the driver's first copy holds it, and must be given back before its deadline
+//! fires (the core never withdraws lent bytes) for it to be withdrawn.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods)] // test code: real time on loopback
 
