@@ -37,6 +37,17 @@ struct Wire {
     flood: bool,
     /// Events the flood made.
     flooded: u64,
+    /// Who last found nothing to read, or no room to write: woken by [`Wire::wake`] (the
+    /// fleet's driver visits a transport only when it is woken).
+    wakers: Vec<Waker>,
+}
+
+impl Wire {
+    /// Wakes whoever waits for this wire (after the test gave it input or room).
+    fn wake(wire: &Mutex<Wire>) {
+        let wakers = std::mem::take(&mut wire.lock().unwrap().wakers);
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 thread_local! {
@@ -72,7 +83,7 @@ impl Runtime for Scripted {
 }
 
 impl Transport for ScriptedTcp {
-    fn poll_read(&mut self, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut w = self.0.lock().unwrap();
         if w.incoming.is_empty() && w.flood {
             w.flooded += 1;
@@ -83,6 +94,7 @@ impl Transport for ScriptedTcp {
             w.incoming.extend(event.bytes());
         }
         if w.incoming.is_empty() {
+            w.wakers.push(cx.waker().clone());
             return Poll::Pending;
         }
         let n = buf.len().min(w.incoming.len());
@@ -91,10 +103,11 @@ impl Transport for ScriptedTcp {
         }
         Poll::Ready(Ok(n))
     }
-    fn poll_write(&mut self, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let mut w = self.0.lock().unwrap();
         let n = buf.len().min(w.budget);
         if n == 0 {
+            w.wakers.push(cx.waker().clone());
             return Poll::Pending;
         }
         w.budget -= n;
@@ -685,4 +698,67 @@ fn an_action_whose_deadline_passes_while_its_lent_copy_waits_is_withdrawn_not_wr
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
+    use ami_proto::fleet::{FleetConfig, Route};
+    use ami_proto::Action;
+    let wire = Arc::new(Mutex::new(Wire {
+        budget: usize::MAX,
+        ..Wire::default()
+    }));
+    wire.lock().unwrap().incoming.extend(BANNER.bytes());
+    WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
+    let (fleet, _events, mut driver) = crate::fleet::start::<Scripted>(FleetConfig::default());
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .build()
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+    fleet.add("pbx", config, addr).unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    let spin = |driver: &mut crate::fleet::FleetDriver| {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..8 {
+            assert!(Pin::new(&mut *driver).poll(&mut cx).is_pending());
+        }
+    };
+    spin(&mut driver);
+    let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+    let id = written
+        .lines()
+        .find_map(|l| l.strip_prefix("ActionID: "))
+        .expect("a Login with an ActionID")
+        .to_string();
+    wire.lock().unwrap().incoming.extend(
+        format!("Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n")
+            .bytes(),
+    );
+    Wire::wake(&wire);
+    spin(&mut driver);
+    assert!(fleet.status("pbx").is_some_and(|s| s.is_ready()));
+    // The server stops reading: the driver lends the first action and holds it unwritten.
+    wire.lock().unwrap().budget = 0;
+    let first = Action::new("UserEvent").field("UserEvent", "Kept");
+    let mut first = Box::pin(fleet.send(Route::Server("pbx"), first));
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    spin(&mut driver);
+    // The second is queued between two visits, and its caller gives up before the driver
+    // looked: the cancel finds its bytes never lent.
+    let second = Action::new("UserEvent").field("UserEvent", "Victim");
+    let mut second = Box::pin(fleet.send(Route::Server("pbx"), second));
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    drop(second);
+    wire.lock().unwrap().budget = usize::MAX;
+    Wire::wake(&wire);
+    spin(&mut driver);
+    let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+    assert!(written.contains("UserEvent: Kept"), "{written}");
+    assert!(
+        !written.contains("UserEvent: Victim"),
+        "the cancelled action went out: {written}"
+    );
+    assert_eq!(fleet.stats().total.actions_withdrawn, 1);
+    drop(first);
 }
