@@ -42,11 +42,13 @@ pub struct Stats {
     /// Caller actions written: the transport took at least their first byte.
     pub actions_written: u64,
     /// Actions whose encoded bytes were withdrawn from the transmit buffer and never sent,
-    /// none of them having been handed out (written, or lent to an adapter that writes from
-    /// a copy): the caller's and the client's own (Login, heartbeat Ping, Logoff, filters)
+    /// none of them being handed out (written, or lent to an adapter that writes from a
+    /// copy): the caller's and the client's own (Login, heartbeat Ping, Logoff, filters)
     /// whose deadline passed meanwhile (the server had stopped reading, or the transport was
     /// slow; a caller's action completed `TimedOut` in
-    /// [`Phase::Queued`](crate::Phase::Queued)), and caller actions cancelled meanwhile.
+    /// [`Phase::Queued`](crate::Phase::Queued)), caller actions cancelled meanwhile, and
+    /// caller actions that ended (cancelled, timed out) while lent and were then given back
+    /// unwritten (`Client::unlend_transmit`).
     pub actions_withdrawn: u64,
     /// Finished actions by outcome kind.
     pub actions_by_outcome: Counts<OutcomeKind>,
