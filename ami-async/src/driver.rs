@@ -25,6 +25,8 @@ const READ_CHUNK: usize = 64 << 10;
 /// executor once, so that a socket that is always readable cannot starve the other tasks
 /// of a single-threaded executor.
 const TURNS_BEFORE_YIELD: u32 = 64;
+/// Written bytes kept at the front of the driver's copy before it is compacted.
+const COMPACT_OUT: usize = 64 << 10;
 
 /// How long a read may wait for a consumer that is behind (`Client::wants_read` false: its
 /// queue holds `READ_AHEAD_BYTES` or half a cap), here and in the fleet's driver: long
@@ -248,7 +250,7 @@ impl<R: Runtime> Pump<R> {
         // What the transport took is reported; the rest of the copy goes back to the core
         // before anything else, so that a lost link fails the actions it held `NotSent`,
         // a deadline withdraws them, and a cancel made meanwhile withdraws its action.
-        self.give_back(&mut shared.client);
+        let withdrawn = self.give_back(&mut shared.client);
         if let Some(input) = report.filter(|r| !matches!(r, Report::Timeout)) {
             shared.client.handle_input(now, input.as_input(&self.buf));
         }
@@ -304,9 +306,11 @@ impl<R: Runtime> Pump<R> {
         };
         shared.publish_status(wake);
         if self.link.is_some() {
-            // `give_back` emptied the copy: lend what is to be written now.
-            self.out.extend_from_slice(shared.client.lend_transmit());
+            self.lend(&mut shared.client, withdrawn);
             self.lend_until = deadline;
+        } else {
+            self.out.clear();
+            self.out_pos = 0;
         }
         // Callers write their new actions themselves only while this driver holds nothing
         // unwritten, on the stream it has now, and it wakes early enough for their deadlines.
@@ -354,15 +358,41 @@ impl<R: Runtime> Pump<R> {
         hold.active = active;
     }
 
-    /// Gives the unwritten rest of the copy back to the core (`Client::unlend_transmit`)
-    /// and empties it. Between turns nothing is being written: every write the transport
-    /// took was reported, so the rest never left.
-    fn give_back(&mut self, client: &mut ami_proto::Client) {
+    /// Gives the unwritten rest of the copy back to the core (`Client::unlend_transmit`);
+    /// returns the core's `actions_withdrawn` then. Between turns nothing is being written:
+    /// every write the transport took was reported, so the rest never left. The copy itself
+    /// is kept for [`lend`](Self::lend).
+    fn give_back(&mut self, client: &mut ami_proto::Client) -> u64 {
         if self.out_pos < self.out.len() {
             client.unlend_transmit();
         }
-        self.out.clear();
-        self.out_pos = 0;
+        client.actions_withdrawn()
+    }
+
+    /// Lends what is to be written now. The core lends again, from its first unwritten
+    /// byte, what [`give_back`](Self::give_back) returned: while it withdrew nothing since
+    /// (`withdrawn` unchanged), that is the copy's unwritten rest, byte for byte, and only
+    /// what follows it is copied, so a server that stops reading does not cost a copy of
+    /// every unwritten byte at each turn. Otherwise the copy is taken afresh.
+    fn lend(&mut self, client: &mut ami_proto::Client, withdrawn: u64) {
+        let held = self.out.len() - self.out_pos;
+        let same = client.actions_withdrawn() == withdrawn;
+        let fresh = client.lend_transmit();
+        match fresh.get(held..) {
+            Some(tail) if same => {
+                debug_assert_eq!(&fresh[..held], &self.out[self.out_pos..]);
+                if self.out_pos >= COMPACT_OUT || held == 0 {
+                    self.out.drain(..self.out_pos);
+                    self.out_pos = 0;
+                }
+                self.out.extend_from_slice(tail);
+            }
+            _ => {
+                self.out.clear();
+                self.out_pos = 0;
+                self.out.extend_from_slice(fresh);
+            }
+        }
     }
 
     /// Applies an I/O result to the transport state; returns what to report to the core.
