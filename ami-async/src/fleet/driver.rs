@@ -27,6 +27,8 @@ use std::task::{Context, Poll, Wake, Waker};
 /// Read size per call: one read moves up to this much into a server's decoder; it is also
 /// a server's turn in a round, so no server holds the driver for long.
 const READ_CHUNK: usize = 64 << 10;
+/// Written bytes kept at the front of a connection's copy before it is compacted.
+const COMPACT_OUT: usize = 64 << 10;
 
 /// A server whose client does not want reads (`Fleet::wants_read`) waits for the stream's
 /// reader before its next read for at most this long between the reader's takes; a hold
@@ -453,19 +455,46 @@ impl<R: Runtime> Pump<R> {
         let mut read = false;
         if conn.out_pos < conn.out.len() {
             // Left unwritten at the last visit: given back, so that what came due or was
-            // cancelled since is withdrawn before the write below takes a fresh copy.
+            // cancelled since is withdrawn before the write below, and lent again. While
+            // the core withdrew nothing, what it lends again starts with exactly the copy's
+            // unwritten rest, and only what follows is copied: a server that stops reading
+            // does not cost a copy of every unwritten byte at each visit.
+            let held = conn.out.len() - conn.out_pos;
+            let (out, out_pos) = (&mut conn.out, &mut conn.out_pos);
             let current = inner.call(|s| {
                 if !s.is_current(server, epoch) {
                     return false;
                 }
+                let withdrawn = s.fleet.actions_withdrawn(server);
                 s.fleet.unlend_transmit(server);
+                s.fleet.handle_server_timeout(R::now(), server);
+                let same = s.fleet.actions_withdrawn(server) == withdrawn;
+                let fresh = s.fleet.lend_transmit(server);
+                match fresh.get(held..) {
+                    Some(tail) if same => {
+                        debug_assert_eq!(&fresh[..held], &out[*out_pos..]);
+                        if *out_pos >= COMPACT_OUT {
+                            out.drain(..*out_pos);
+                            *out_pos = 0;
+                        }
+                        out.extend_from_slice(tail);
+                    }
+                    _ => {
+                        out.clear();
+                        *out_pos = 0;
+                        out.extend_from_slice(fresh);
+                    }
+                }
                 true
             });
-            conn.out.clear();
-            conn.out_pos = 0;
-            conn.fetch = true;
             if !current {
+                conn.out.clear();
+                conn.out_pos = 0;
                 return false;
+            }
+            if conn.out_pos < conn.out.len() && !conn.listed {
+                conn.listed = true;
+                self.lending.push(server);
             }
         }
         loop {
