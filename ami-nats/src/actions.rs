@@ -16,9 +16,10 @@
 //! `not_sent` without reaching Asterisk.
 //!
 //! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `K` is `success`,
-//! `server_error`, `timed_out`, `list_overflow`, `list_incomplete` (items were dropped on the
-//! way in; those that arrived are in `items`), `not_sent` (never reached Asterisk: safe to
-//! retry), `unknown` (may have run), `invalid_request` (refused before anything was sent) or
+//! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run),
+//! `list_overflow`, `list_incomplete` (items were dropped on the way in; those that arrived
+//! are in `items`), `not_sent` (never reached Asterisk, also when the deadline passed while
+//! the action still waited to be written: safe to retry), `unknown` (may have run), `invalid_request` (refused before anything was sent) or
 //! `duplicate` (the key was used: `"original"` holds the first reply, absent while the first
 //! is still running). `response`, `items`, `complete` and `follow_up` hold the server's
 //! messages as header lists when there are any; `error` says why when it failed.
@@ -26,7 +27,7 @@
 use crate::bridge::Control;
 use crate::upstream::ServerIx;
 use ami_json::{into_string, push_headers, push_text};
-use ami_proto::{Action, ActionError, Message, Response, SendError, SendOptions};
+use ami_proto::{Action, ActionError, Message, Phase, Response, SendError, SendOptions};
 use ami_tokio::AmiError;
 use async_nats::jetstream::kv::{CreateErrorKind, Store};
 use bytes::Bytes;
@@ -231,6 +232,12 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
         Err(AmiError::Action(e)) => {
             let kind = match e {
                 ActionError::Server(_) => "server_error",
+                // Its deadline passed while it waited unwritten in the session's queue:
+                // Asterisk never saw it, so a retry is safe (and its key is freed).
+                ActionError::TimedOut {
+                    phase: Phase::Queued,
+                    ..
+                } => "not_sent",
                 ActionError::TimedOut { .. } => "timed_out",
                 ActionError::ListOverflow { .. } => "list_overflow",
                 ActionError::ListIncomplete { .. } => "list_incomplete",
@@ -513,8 +520,9 @@ async fn answer(
     let (kind, body) = outcome_reply(&server, &result);
     if let Some(key) = &req.idempotency_key {
         if kind == "not_sent" {
-            // The session refused it before writing it (full queue, lost connection): the
-            // reply invites a retry, which a stored not_sent would answer as a duplicate.
+            // The session refused it, or its deadline passed, before writing it (full
+            // queue, lost connection, a pipeline that stayed full): the reply invites a
+            // retry, which a stored not_sent would answer as a duplicate.
             release_key(kv, key).await;
         } else if let Err(e) = kv.put(key, Bytes::from(body.clone())).await {
             // The key stays "pending" until the window ends: still at most once.
@@ -593,6 +601,20 @@ mod tests {
         assert_eq!(deadline_of(received, Duration::MAX, None), None);
         assert_eq!(left_until(None, longest), longest);
         assert_eq!(left_until(Some(received), second), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_action_timed_out_before_it_was_written_is_not_sent_and_one_written_is_timed_out() {
+        let queued: Result<Response, AmiError> = Err(AmiError::Action(ActionError::TimedOut {
+            phase: Phase::Queued,
+            partial: None,
+        }));
+        assert_eq!(outcome_reply("pbx1", &queued).0, "not_sent");
+        let written: Result<Response, AmiError> = Err(AmiError::Action(ActionError::TimedOut {
+            phase: Phase::Response,
+            partial: None,
+        }));
+        assert_eq!(outcome_reply("pbx1", &written).0, "timed_out");
     }
 
     #[test]

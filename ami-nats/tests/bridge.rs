@@ -1381,3 +1381,63 @@ fn an_action_whose_deadline_passes_in_a_slow_idempotency_store_is_not_sent_and_f
     assert_eq!(a.stats().calls_started, 1);
     bridge.shutdown();
 }
+
+/// A bridge named `id` serving `pbx1` on a server that answers nothing after login, whose
+/// session writes one action at a time and queues one more; and that server.
+fn silent_pbx1(nats: &Nats, id: &str) -> (ami_sim::hostile::HostileServer, TestBridge) {
+    use ami_sim::hostile::{Hostile, HostileServer};
+    let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
+    let a = srv.local_addr();
+    let client = login()
+        .ping_interval(Duration::from_secs(3600))
+        .pipeline_depth(1)
+        .max_queued_actions(1)
+        .max_pending_actions(2)
+        .build()
+        .unwrap();
+    let spec = ami_nats::ServerSpec::new("pbx1", a.ip().to_string(), a.port(), client).unwrap();
+    let bridge = TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]).bridge_id(id));
+    wait_for(Duration::from_secs(10), "served", || {
+        bridge.serving().len() == 1 && srv.connections() == 1
+    });
+    (srv, bridge)
+}
+
+#[test]
+fn an_action_that_times_out_before_it_is_written_is_not_sent_and_frees_its_key() {
+    let Some(nats) = Nats::start() else { return };
+    let (srv, bridge) = silent_pbx1(&nats, "holder");
+    let url = nats.url();
+    // A Ping the server never answers holds the one pipeline slot: the next action waits
+    // in the session's queue, unwritten, until its deadline.
+    block(async {
+        let nc = async_nats::connect(&url).await.unwrap();
+        let hold = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
+        nc.publish_with_reply("ami.pbx1.action", nc.new_inbox(), hold.into())
+            .await
+            .unwrap();
+        nc.flush().await.unwrap();
+    });
+    wait_for(Duration::from_secs(10), "the first Ping written", || {
+        srv.received_count("Ping") == 1
+    });
+    let keyed =
+        r#"{"headers":[["Action","Ping"]],"idempotency_key":"queued-only","timeout_ms":300}"#;
+    let first = block(request(&url, "ami.pbx1.action", keyed));
+    assert_eq!(first["outcome"], "not_sent", "{first}");
+    // Asterisk never saw it: the retry the outcome invites is attempted, not a duplicate.
+    let retry = block(request(&url, "ami.pbx1.action", keyed));
+    assert_eq!(retry["outcome"], "not_sent", "{retry}");
+    assert!(
+        retry["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("never sent")),
+        "{retry}"
+    );
+    assert_eq!(
+        srv.received_count("Ping"),
+        1,
+        "only the first Ping was written"
+    );
+    bridge.shutdown();
+}
