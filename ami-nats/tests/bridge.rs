@@ -1441,3 +1441,33 @@ fn an_action_that_times_out_before_it_is_written_is_not_sent_and_frees_its_key()
     );
     bridge.shutdown();
 }
+
+#[test]
+fn a_forwarded_request_gets_the_remaining_time_its_forwarder_passed_not_its_full_timeout() {
+    let Some(nats) = Nats::start() else { return };
+    let (srv, bridge) = silent_pbx1(&nats, "holder");
+    let url = nats.url();
+    // What a standby sends the holder: the request as it came (a 60 s timeout), with 300 ms
+    // of it left. The server answers nothing, so only that cap can end the wait before the
+    // requester's own 10 s.
+    let reply = block(async {
+        let nc = async_nats::connect(&url).await.unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Ami-Remaining-Ms", "300");
+        headers.insert("Ami-Forwarded-For", "pbx1");
+        let body = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
+        let req = async_nats::Request::new()
+            .payload(body.into())
+            .headers(headers)
+            .timeout(Some(Duration::from_secs(10)));
+        let m = nc
+            .send_request("ami.bridge.holder.action", req)
+            .await
+            .expect("answered within the forwarded 300 ms, long before 10 s");
+        serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()
+    });
+    assert_eq!(reply["outcome"], "timed_out", "{reply}");
+    assert_eq!(reply["server"], "pbx1", "{reply}");
+    assert_eq!(srv.received_count("Ping"), 1, "it was sent to Asterisk");
+    bridge.shutdown();
+}
