@@ -14,7 +14,9 @@
 //!    a compare-and-set only after this bridge has seen the *same revision* for a whole `ttl`.
 //!
 //! A bridge that stops cleanly ends each session with a `lease_released` marker and then
-//! writes `released <bridge>`, which the next bridge takes at once: every bridge watches
+//! writes `released <bridge>` (a compare-and-set on the revision it holds; after a renewal
+//! whose answer was lost, on the key's current revision if it still holds `held <bridge>`),
+//! which the next bridge takes at once: every bridge watches
 //! the bucket, and a `released` (or deleted) lease makes it look at its free leases then,
 //! not at its next tick.
 //!
@@ -201,11 +203,62 @@ pub(crate) async fn run(
         stored.extend(control.release(ix, term).await);
     }
     let _ = timeout(tick, futures_util::future::join_all(stored)).await;
+    let released_value = Bytes::from(format!("released {}", control.bridge_id));
     for (ix, term, revision) in held {
         control.lost(ix, term);
         let key = control.servers[ix].token.as_str();
-        let value = Bytes::from(format!("released {}", control.bridge_id));
-        let _ = timeout(tick, kv.update(key, value, revision)).await;
+        release(&kv, key, revision, &held_value, &released_value, tick).await;
+    }
+}
+
+/// Writes `released` into the lease `key`, held at `revision` as far as this bridge knows.
+/// After a renewal whose answer was lost the key holds this bridge's own value at a newer
+/// revision: then it is read again and released on that revision if it still holds
+/// `held_value` (only this bridge writes it), a compare-and-set like the first. Another
+/// bridge's value is never touched. Left as it is (to expire after its TTL) only when NATS
+/// does not answer within `tick`.
+async fn release(
+    kv: &Store,
+    key: &str,
+    revision: u64,
+    held_value: &Bytes,
+    released_value: &Bytes,
+    tick: Duration,
+) {
+    match timeout(tick, kv.update(key, released_value.clone(), revision)).await {
+        Ok(Ok(_)) => return,
+        Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
+        Ok(Err(e)) => {
+            log::debug!("lease {key}: not released: {e}");
+            return;
+        }
+        Err(_) => {
+            log::debug!("lease {key}: not released: NATS did not answer in time");
+            return;
+        }
+    }
+    let entry = match timeout(tick, kv.entry(key)).await {
+        Ok(Ok(Some(e))) => e,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            log::debug!("lease {key}: not released: cannot read it: {e}");
+            return;
+        }
+        Err(_) => {
+            log::debug!("lease {key}: not released: NATS did not answer in time");
+            return;
+        }
+    };
+    if entry.operation != Operation::Put || entry.value != *held_value {
+        // Another bridge holds it now (or nobody): not this bridge's to release.
+        return;
+    }
+    match timeout(tick, kv.update(key, released_value.clone(), entry.revision)).await {
+        Ok(Ok(_)) => {
+            log::info!("lease {key}: released on the revision of a renewal whose answer was lost")
+        }
+        Ok(Err(e)) => log::debug!("lease {key}: not released: {e}"),
+        Err(_) => log::debug!("lease {key}: not released: NATS did not answer in time"),
     }
 }
 

@@ -1471,3 +1471,64 @@ fn a_forwarded_request_gets_the_remaining_time_its_forwarder_passed_not_its_full
     assert_eq!(srv.received_count("Ping"), 1, "it was sent to Asterisk");
     bridge.shutdown();
 }
+
+#[test]
+fn shutdown_after_a_renewal_whose_answer_was_lost_releases_the_lease_at_once() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // TTL 120 s: no renewal in the test's time, so only the release can free the lease.
+    let first = serving_bridge(
+        pbx1_bridge(&nats, &a, "first", Duration::from_secs(120)),
+        &a,
+    );
+    let url = nats.url();
+    // A renewal that landed but whose answer the bridge never saw: the key holds the
+    // bridge's own value at a revision it does not know.
+    let landed = block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let kv = js.get_key_value("ami_leases").await.unwrap();
+        let e = kv.entry("pbx1").await.unwrap().unwrap();
+        assert_eq!(&e.value[..], b"held first");
+        kv.update("pbx1", e.value, e.revision).await.unwrap()
+    });
+    first.shutdown();
+    let after = block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let kv = js.get_key_value("ami_leases").await.unwrap();
+        kv.entry("pbx1").await.unwrap().unwrap()
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&after.value),
+        "released first",
+        "the lease must be free now, not after its TTL"
+    );
+    assert!(after.revision > landed);
+}
+
+#[test]
+fn shutdown_never_releases_a_lease_another_bridge_holds_now() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let first = serving_bridge(
+        pbx1_bridge(&nats, &a, "first", Duration::from_secs(120)),
+        &a,
+    );
+    let url = nats.url();
+    // Another bridge took the key meanwhile (as after a takeover the first has not yet
+    // noticed): the first's release must leave it alone.
+    block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let kv = js.get_key_value("ami_leases").await.unwrap();
+        let e = kv.entry("pbx1").await.unwrap().unwrap();
+        kv.update("pbx1", "held second".into(), e.revision)
+            .await
+            .unwrap();
+    });
+    first.shutdown();
+    let after = block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        let kv = js.get_key_value("ami_leases").await.unwrap();
+        kv.entry("pbx1").await.unwrap().unwrap()
+    });
+    assert_eq!(String::from_utf8_lossy(&after.value), "held second");
+}
