@@ -24,9 +24,8 @@
 //! consumed), account and server resources (10002, 10023, 10028, 10047), cluster states
 //! (10009, 10063, 10163), `too many requests` (10167), and any code not known here.
 
+use crate::throttle::LogThrottle;
 use async_nats::StatusCode;
-use std::time::Duration;
-use tokio::time::Instant;
 
 /// Why JetStream refuses a message for good (see the module docs for the codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,34 +141,9 @@ fn err_code(p: &[u8]) -> Option<u32> {
     (digits > 0).then_some(n)
 }
 
-/// Most one line per reason in this long: a sealed stream refuses every item, and a line
-/// each would flood the log. The refusals between are counted (the metrics have them all)
-/// and the count goes into the next line.
-pub(crate) const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Per reason: when a final refusal was last logged, and how many were not logged since.
-#[derive(Debug, Default)]
-pub(crate) struct RefusalLog {
-    last: [Option<Instant>; Refusal::ALL.len()],
-    quiet: [u64; Refusal::ALL.len()],
-}
-
-impl RefusalLog {
-    /// A refusal for `reason` at `now`: `Some(n)` if it is to be logged (`n` of the reason
-    /// were not logged since the last line), `None` if it is only counted.
-    pub(crate) fn note(&mut self, reason: Refusal, now: Instant) -> Option<u64> {
-        let i = reason.index();
-        let (Some(last), Some(quiet)) = (self.last.get_mut(i), self.quiet.get_mut(i)) else {
-            return None;
-        };
-        if last.is_some_and(|at| now.saturating_duration_since(at) < REFUSAL_LOG_INTERVAL) {
-            *quiet += 1;
-            return None;
-        }
-        *last = Some(now);
-        Some(std::mem::take(quiet))
-    }
-}
+/// When final refusals were last logged, per reason ([`Refusal::index`]): a sealed stream
+/// refuses every item, and a line each would flood the log.
+pub(crate) type RefusalLog = LogThrottle<{ Refusal::ALL.len() }>;
 
 #[cfg(test)]
 mod tests {
@@ -280,22 +254,20 @@ mod tests {
 
     #[test]
     fn a_reason_is_logged_at_most_once_an_interval_with_the_count_of_those_not_logged() {
+        use crate::throttle::LOG_INTERVAL;
+        use std::time::Duration;
+        use tokio::time::Instant;
         let mut log = RefusalLog::default();
         let t0 = Instant::now();
-        assert_eq!(log.note(Refusal::Sealed, t0), Some(0));
+        let sealed = Refusal::Sealed.index();
+        assert_eq!(log.note(sealed, t0), Some(0));
         for k in 1..=500u32 {
-            assert_eq!(
-                log.note(Refusal::Sealed, t0 + Duration::from_millis(k.into())),
-                None
-            );
+            assert_eq!(log.note(sealed, t0 + Duration::from_millis(k.into())), None);
         }
         // Another reason has its own line.
-        assert_eq!(log.note(Refusal::TooLarge, t0), Some(0));
-        assert_eq!(
-            log.note(Refusal::Sealed, t0 + REFUSAL_LOG_INTERVAL),
-            Some(500)
-        );
-        assert_eq!(log.note(Refusal::Sealed, t0 + REFUSAL_LOG_INTERVAL), None);
+        assert_eq!(log.note(Refusal::TooLarge.index(), t0), Some(0));
+        assert_eq!(log.note(sealed, t0 + LOG_INTERVAL), Some(500));
+        assert_eq!(log.note(sealed, t0 + LOG_INTERVAL), None);
     }
 
     #[test]

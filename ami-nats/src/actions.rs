@@ -25,6 +25,7 @@
 //! messages as header lists when there are any; `error` says why when it failed.
 
 use crate::bridge::Control;
+use crate::throttle::LogThrottle;
 use crate::upstream::ServerIx;
 use ami_json::{into_string, push_headers, push_text};
 use ami_proto::{Action, ActionError, Message, Phase, Response, SendError, SendOptions};
@@ -293,11 +294,77 @@ pub(crate) async fn handle(
     send_reply(&control, reply_to, Bytes::from(body)).await;
 }
 
-/// Publishes a reply to the requester; a reply that cannot be sent is logged (the requester
-/// then times out).
+/// Why a reply did not reach its requester (the `reason` of the lost-replies counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyLoss {
+    /// The reply is over NATS's max payload (a long list, a large response).
+    TooLarge,
+    /// The requester's reply subject is one NATS does not accept.
+    InvalidSubject,
+    /// Anything else (the connection to NATS is gone).
+    Other,
+}
+
+impl ReplyLoss {
+    /// Every reason, in the order of [`ReplyLoss::index`].
+    pub(crate) const ALL: [ReplyLoss; 3] = [
+        ReplyLoss::TooLarge,
+        ReplyLoss::InvalidSubject,
+        ReplyLoss::Other,
+    ];
+
+    /// Its place in [`ReplyLoss::ALL`].
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `reason` label of the counter.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ReplyLoss::TooLarge => "too_large",
+            ReplyLoss::InvalidSubject => "invalid_subject",
+            ReplyLoss::Other => "other",
+        }
+    }
+
+    fn of(kind: async_nats::client::PublishErrorKind) -> ReplyLoss {
+        match kind {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => ReplyLoss::TooLarge,
+            async_nats::client::PublishErrorKind::InvalidSubject => ReplyLoss::InvalidSubject,
+            _ => ReplyLoss::Other,
+        }
+    }
+}
+
+/// When lost replies were last logged, per [`ReplyLoss`].
+pub(crate) type ReplyLossLog = LogThrottle<{ ReplyLoss::ALL.len() }>;
+
+/// Publishes a reply to the requester (who then times out if it cannot be sent). A lost
+/// reply is counted by reason, and logged rate-limited: requests with huge answers or bad
+/// reply subjects may come by the thousand, and a line each would flood the log.
 async fn send_reply(control: &Control, reply_to: async_nats::Subject, body: Bytes) {
-    if let Err(e) = control.nats.publish(reply_to, body).await {
-        log::warn!("action reply not sent: {e}");
+    let lost = control.nats.publish(reply_to, body).await.err();
+    if let Some(e) = &lost {
+        control.metrics.reply_lost(ReplyLoss::of(e.kind()));
+    }
+    let now = Instant::now();
+    let mut log = control.lock_reply_log();
+    if let Some(e) = lost {
+        if let Some(quiet) = log.note(ReplyLoss::of(e.kind()).index(), now) {
+            log::warn!(
+                "action reply not sent: {e}{}",
+                if quiet > 0 {
+                    format!("; {quiet} more so since the last such line (counted in action_replies_lost, not logged)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    // A flood that stopped is summed up at the next reply after its interval.
+    for (i, n) in log.overdue(now) {
+        let reason = ReplyLoss::ALL.get(i).map_or("?", |r| r.label());
+        log::warn!("{n} more action replies not sent ({reason}) since the last such line (counted in action_replies_lost, not logged)");
     }
 }
 
@@ -615,6 +682,23 @@ mod tests {
             partial: None,
         }));
         assert_eq!(outcome_reply("pbx1", &written).0, "timed_out");
+    }
+
+    #[test]
+    fn lost_replies_are_told_apart_by_reason_each_in_its_own_place() {
+        use async_nats::client::PublishErrorKind;
+        assert_eq!(
+            ReplyLoss::of(PublishErrorKind::MaxPayloadExceeded),
+            ReplyLoss::TooLarge
+        );
+        assert_eq!(
+            ReplyLoss::of(PublishErrorKind::InvalidSubject),
+            ReplyLoss::InvalidSubject
+        );
+        assert_eq!(ReplyLoss::of(PublishErrorKind::Send), ReplyLoss::Other);
+        for (i, r) in ReplyLoss::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
     }
 
     #[test]

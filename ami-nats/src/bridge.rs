@@ -62,6 +62,8 @@ pub(crate) struct Control {
     fences: Mutex<Vec<Option<(u64, Instant)>>>,
     /// Held while a server starts or stops being served, so the two never interleave.
     serve_lock: Mutex<()>,
+    /// When lost action replies were last logged (shared by every request's task).
+    reply_log: Mutex<crate::actions::ReplyLossLog>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -70,6 +72,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Control {
+    /// The rate limit of the lost-reply log lines.
+    pub(crate) fn lock_reply_log(&self) -> MutexGuard<'_, crate::actions::ReplyLossLog> {
+        lock(&self.reply_log)
+    }
+
     /// This bridge took `ix`'s lease as `term` (its KV revision then). Returns at once: the
     /// lease loop must not wait on a full merged stream (NATS slow) while other leases need
     /// renewing, so the marker, the session and the action subscription start in a task.
@@ -475,6 +482,7 @@ impl Bridge {
             action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
             fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
+            reply_log: Mutex::new(crate::actions::ReplyLossLog::default()),
             leases: leases.clone(),
         });
         // Every bridge is in the queue groups of `ami.any.action` and of every one of its

@@ -78,6 +78,7 @@ mod config;
 mod lease;
 mod metrics;
 mod publish;
+mod throttle;
 mod upstream;
 
 /// The JSON the bridge publishes (events, gap and session markers, action replies' headers):

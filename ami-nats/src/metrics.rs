@@ -4,6 +4,7 @@
 //! The endpoint answers any GET with the OpenMetrics text format and closes the connection.
 
 use crate::ack::Refusal;
+use crate::actions::ReplyLoss;
 use crate::config::ServerSpec;
 use crate::upstream::ServerIx;
 use prometheus_client::encoding::text::encode;
@@ -41,6 +42,8 @@ pub(crate) struct Metrics {
     actions: Family<Labels, Counter>,
     state: Family<Labels, Gauge>,
     lease: Family<Labels, Gauge>,
+    /// Action replies that did not reach their requester, per [`ReplyLoss`].
+    replies_lost: [Counter; ReplyLoss::ALL.len()],
     /// Items encoded but not yet handed to NATS.
     pub(crate) backlog: Gauge,
     /// Bytes of those items (bodies and subjects).
@@ -104,6 +107,15 @@ impl Metrics {
             "Items JetStream refuses for good, by reason: dropped (also counted in discarded)",
         );
         let gaps = per_family(&mut registry, "gaps", "Gap markers by reason");
+        let lost = per_family(
+            &mut registry,
+            "action_replies_lost",
+            "Action replies not sent to their requester, by reason",
+        );
+        // Present from the start at 0, so alerts on their rate work before the first.
+        let replies_lost = ReplyLoss::ALL.map(|r| {
+            lost.get_or_create_owned(&vec![("reason".to_string(), r.label().to_string())])
+        });
         let actions = per_family(&mut registry, "actions", "Action requests by outcome");
         let state = Family::<Labels, Gauge>::default();
         registry.register(
@@ -178,6 +190,7 @@ impl Metrics {
             actions,
             state,
             lease,
+            replies_lost,
             backlog,
             backlog_bytes,
             publish_retries,
@@ -230,6 +243,13 @@ impl Metrics {
             .get(ix)
             .and_then(|p| p.refused.get(reason.index()))
         {
+            c.inc();
+        }
+    }
+
+    /// An action reply that did not reach its requester.
+    pub(crate) fn reply_lost(&self, why: ReplyLoss) {
+        if let Some(c) = self.replies_lost.get(why.index()) {
             c.inc();
         }
     }
@@ -344,4 +364,38 @@ pub(crate) async fn serve(
         }
     });
     Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lost_action_reply_is_counted_under_its_reason_from_zero() {
+        let m = Metrics::new(&[], "b1", 10, 10);
+        let text = m.render();
+        for r in ReplyLoss::ALL {
+            let line = format!(
+                "ami_bridge_action_replies_lost_total{{reason=\"{}\"}} 0",
+                r.label()
+            );
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+        for _ in 0..1000 {
+            m.reply_lost(ReplyLoss::TooLarge);
+        }
+        m.reply_lost(ReplyLoss::InvalidSubject);
+        let text = m.render();
+        for (r, n) in [
+            (ReplyLoss::TooLarge, 1000),
+            (ReplyLoss::InvalidSubject, 1),
+            (ReplyLoss::Other, 0),
+        ] {
+            let line = format!(
+                "ami_bridge_action_replies_lost_total{{reason=\"{}\"}} {n}",
+                r.label()
+            );
+            assert!(text.contains(&line), "{line} missing:\n{text}");
+        }
+    }
 }

@@ -16,6 +16,7 @@
 use crate::ack::{parse_ack, Ack, RefusalLog};
 use crate::config::ServerSpec;
 use crate::metrics::Metrics;
+use crate::throttle::LogThrottle;
 use crate::upstream::{Merged, ServerIx, UpItem};
 use ami_json::{GapReason, Place, SessionState};
 use ami_proto::StreamItem;
@@ -249,6 +250,48 @@ struct State {
     paused_until: Option<Instant>,
     /// When final refusals were last logged.
     refusals: RefusalLog,
+    /// When items NATS can never take were last logged, per [`Unpublishable`].
+    unpublishable: LogThrottle<{ Unpublishable::ALL.len() }>,
+}
+
+/// Why NATS can never take an item (the client refuses it before it is sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unpublishable {
+    /// Over the server's max payload.
+    TooLarge,
+    /// A subject NATS does not accept.
+    InvalidSubject,
+}
+
+impl Unpublishable {
+    /// Every kind, in the order of [`Unpublishable::index`].
+    const ALL: [Unpublishable; 2] = [Unpublishable::TooLarge, Unpublishable::InvalidSubject];
+
+    /// Its place in [`Unpublishable::ALL`] (its log throttle's kind).
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind of a publish error, if it is one that no retry can mend.
+    fn of(kind: async_nats::client::PublishErrorKind) -> Option<Unpublishable> {
+        match kind {
+            async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+                Some(Unpublishable::TooLarge)
+            }
+            async_nats::client::PublishErrorKind::InvalidSubject => {
+                Some(Unpublishable::InvalidSubject)
+            }
+            _ => None,
+        }
+    }
+
+    /// Words for log lines.
+    fn words(self) -> &'static str {
+        match self {
+            Unpublishable::TooLarge => "over NATS's max payload",
+            Unpublishable::InvalidSubject => "a subject NATS does not accept",
+        }
+    }
 }
 
 impl State {
@@ -293,6 +336,7 @@ impl Publisher {
             backoff: MIN_BACKOFF,
             paused_until: None,
             refusals: RefusalLog::default(),
+            unpublishable: LogThrottle::default(),
         };
         let mut batch = Vec::with_capacity(BATCH);
         let mut closed = false;
@@ -324,6 +368,15 @@ impl Publisher {
                     .filter(|_| st.sent > 0)
                     .map(|o| o.sent_at + self.ack_timeout),
             };
+            // A summary of the drops not logged since their last line is due too.
+            let deadline = [
+                deadline,
+                st.refusals.next_due(),
+                st.unpublishable.next_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 biased;
                 ack = acks.next() => match ack {
@@ -349,11 +402,28 @@ impl Publisher {
                     self.overflow_gaps(&mut st);
                 }
                 () = sleep_until(deadline) => {
-                    if st.paused_until.is_some_and(|at| at <= Instant::now()) {
-                        st.paused_until = None;
-                    } else if st.sent > 0 {
-                        log::warn!("NATS: publish not acknowledged within {:?}; publishing again from the first unacknowledged item", self.ack_timeout);
-                        self.fail(&mut st);
+                    let now = Instant::now();
+                    self.log_summaries(&mut st, now);
+                    // The wake may be a summary's only: the pause or the ack wait must
+                    // really be over before anything is resumed or published again.
+                    match st.paused_until {
+                        Some(at) => {
+                            if at <= now {
+                                st.paused_until = None;
+                            }
+                        }
+                        None => {
+                            let ack_due = st
+                                .backlog
+                                .items
+                                .front()
+                                .filter(|_| st.sent > 0)
+                                .map(|o| o.sent_at + self.ack_timeout);
+                            if ack_due.is_some_and(|at| at <= now) {
+                                log::warn!("NATS: publish not acknowledged within {:?}; publishing again from the first unacknowledged item", self.ack_timeout);
+                                self.fail(&mut st);
+                            }
+                        }
                     }
                 }
             }
@@ -397,19 +467,24 @@ impl Publisher {
                     st.sent += 1;
                 }
                 Err(e) => {
-                    if matches!(
-                        e.kind(),
-                        async_nats::client::PublishErrorKind::MaxPayloadExceeded
-                            | async_nats::client::PublishErrorKind::InvalidSubject
-                    ) {
-                        // It can never be sent: count and log it instead of retrying it
-                        // forever in front of everything behind it.
-                        log::warn!(
-                            "{}: item {} can never be published, dropped: {e}",
-                            self.server_name(o.ix),
-                            o.msg_id()
-                        );
+                    if let Some(why) = Unpublishable::of(e.kind()) {
+                        // It can never be sent: counted, and logged rate-limited (one per
+                        // item would let a flood of them flood the log), instead of being
+                        // retried for ever in front of everything behind it.
                         self.metrics.discarded(o.ix);
+                        if let Some(quiet) = st.unpublishable.note(why.index(), now) {
+                            log::warn!(
+                                "{}: item {} can never be published ({}), dropped: {e}{}",
+                                self.server_name(o.ix),
+                                o.msg_id(),
+                                why.words(),
+                                if quiet > 0 {
+                                    format!("; {quiet} more so since the last such line (counted in discarded, not logged)")
+                                } else {
+                                    String::new()
+                                }
+                            );
+                        }
                         st.remove(st.sent);
                         continue;
                     }
@@ -418,6 +493,23 @@ impl Publisher {
                     return;
                 }
             }
+        }
+    }
+
+    /// Logs how many drops of each kind went unlogged since its last line, for the kinds
+    /// whose interval has passed: a flood that stopped is summed up, not left unsaid.
+    fn log_summaries(&self, st: &mut State, now: Instant) {
+        for (i, n) in st.refusals.overdue(now) {
+            let reason = crate::ack::Refusal::ALL.get(i).map_or("?", |r| r.label());
+            log::warn!(
+                "{n} more items JetStream refuses for good ({reason}) since the last such line, dropped (counted in publish_refused, not logged)"
+            );
+        }
+        for (i, n) in st.unpublishable.overdue(now) {
+            let why = Unpublishable::ALL.get(i).map_or("?", |u| u.words());
+            log::warn!(
+                "{n} more items that can never be published ({why}) since the last such line, dropped (counted in discarded, not logged)"
+            );
         }
     }
 
@@ -477,7 +569,7 @@ impl Publisher {
                         // moves on.
                         self.metrics.discarded(o.ix);
                         self.metrics.refused(o.ix, reason);
-                        if let Some(quiet) = st.refusals.note(reason, Instant::now()) {
+                        if let Some(quiet) = st.refusals.note(reason.index(), Instant::now()) {
                             log::warn!(
                                 "{}: JetStream refuses item {} for good ({}, err_code {err_code}), dropped: {}{}",
                                 self.server_name(o.ix),
@@ -770,6 +862,23 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unpublishable_kinds_are_told_apart_and_each_has_its_own_place() {
+        use async_nats::client::PublishErrorKind;
+        assert_eq!(
+            Unpublishable::of(PublishErrorKind::MaxPayloadExceeded),
+            Some(Unpublishable::TooLarge)
+        );
+        assert_eq!(
+            Unpublishable::of(PublishErrorKind::InvalidSubject),
+            Some(Unpublishable::InvalidSubject)
+        );
+        assert_eq!(Unpublishable::of(PublishErrorKind::Send), None);
+        for (i, u) in Unpublishable::ALL.iter().enumerate() {
+            assert_eq!(u.index(), i);
+        }
+    }
 
     #[test]
     fn over_long_event_names_get_bounded_subjects_that_still_tell_them_apart() {

@@ -1532,3 +1532,85 @@ fn shutdown_never_releases_a_lease_another_bridge_holds_now() {
     });
     assert_eq!(String::from_utf8_lossy(&after.value), "held second");
 }
+
+/// The warnings logged in this test binary (every test's), kept to be searched.
+fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
+    struct Keep;
+    static LINES: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    static KEEP: Keep = Keep;
+    impl log::Log for Keep {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                if let Some(lines) = LINES.get() {
+                    lines.lock().unwrap().push(r.args().to_string());
+                }
+            }
+        }
+        fn flush(&self) {}
+    }
+    let lines = LINES.get_or_init(Default::default);
+    if log::set_logger(&KEEP).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    lines
+}
+
+#[test]
+fn a_flood_of_events_over_the_nats_max_payload_is_dropped_counted_and_logged_rate_limited() {
+    let lines = warnings();
+    // The server takes at most 8 KiB a message; each flood event is 16 KiB, so the client
+    // refuses to publish it (logged rate-limited: a line each would flood the log).
+    let Some(nats) = Nats::start_with_config("max_payload: 8192") else {
+        return;
+    };
+    let a = sim();
+    let limits = ami_proto::DecoderLimits::builder()
+        .max_line_len(64 << 10)
+        .max_message_len(64 << 10)
+        .buffer_cap(128 << 10)
+        .build()
+        .unwrap();
+    let client = login().decoder(limits).build().unwrap();
+    // A server name of its own: the log lines of this test are told from the others'.
+    let bridge = serving_bridge(
+        BridgeConfig::new(nats.url(), vec![spec("flood1", &a, client)]).publish_window(4),
+        &a,
+    );
+    const FLOOD: i64 = 300;
+    for _ in 0..3 {
+        a.with_server(|sim, now| sim.emit_user_events_sized(now, 100, 16 << 10));
+    }
+    storm(&a, 50);
+    let url = nats.url();
+    // The small events after the flood are all stored: nothing waits behind the flood.
+    wait_for(
+        Duration::from_secs(20),
+        "the events after the flood",
+        || storm_events_and_dropped(&block(read_stream(&url, 1))).0 == 50,
+    );
+    wait_for(Duration::from_secs(5), "every flood event counted", || {
+        metric(
+            &bridge.metrics(),
+            "ami_bridge_discarded_total{server=\"flood1\"}",
+        ) == FLOOD
+    });
+    let m = bridge.metrics();
+    // The first drop is logged at once; the others wait for the next line, an interval
+    // (10 s) on: the metrics have every one.
+    let logged = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("flood1: ") && l.contains("can never be published"))
+        .count();
+    assert_eq!(logged, 1, "one line for the flood, not one per event");
+    assert_eq!(
+        metric(&m, "ami_bridge_publish_retries_total"),
+        0,
+        "an item NATS can never take is not retried\n{m}"
+    );
+    bridge.shutdown();
+}

@@ -34,6 +34,8 @@ pub struct Nats {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// A configuration file given to the server (`-c`), if any.
+    config: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -48,6 +50,12 @@ impl Nats {
     /// Starts one, or returns None after a loud message when nats-server is not installed
     /// (CI installs it: `.ci/run`).
     pub fn start() -> Option<Nats> {
+        Self::start_with_config("")
+    }
+
+    /// Like [`start`](Self::start), with `config` (nats-server configuration text, e.g.
+    /// `max_payload: 8192`) as its configuration file when not empty.
+    pub fn start_with_config(config: &str) -> Option<Nats> {
         let Some(bin) = nats_binary() else {
             eprintln!("\n\n!!!!! SKIPPED: nats-server is not installed (apt-get install nats-server); .ci/run installs it !!!!!\n");
             return None;
@@ -58,11 +66,17 @@ impl Nats {
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let config = (!config.is_empty()).then(|| {
+            let path = dir.join("nats.conf");
+            std::fs::write(&path, config).unwrap();
+            path
+        });
         let mut n = Nats {
             bin,
             child: None,
             port: free_port(),
             dir,
+            config,
         };
         // The free port can be taken between the probe and the server's bind (tests run in
         // parallel, and each binds its simulators to port 0): the server then exits, and
@@ -87,7 +101,11 @@ impl Nats {
 
     /// Starts the server on `self.port`; true once it answers there with its `INFO` line.
     fn try_spawn(&mut self) -> bool {
-        let child = Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args([
                 "-js",
                 "-a",
