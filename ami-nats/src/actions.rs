@@ -19,7 +19,8 @@
 //! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run),
 //! `list_overflow`, `list_incomplete` (items were dropped on the way in; those that arrived
 //! are in `items`), `not_sent` (never reached Asterisk, also when the deadline passed while
-//! the action still waited to be written: safe to retry), `unknown` (may have run), `invalid_request` (refused before anything was sent) or
+//! the action still waited to be written: safe to retry), `unknown` (may have run),
+//! `invalid_request` (refused before anything was sent) or
 //! `duplicate` (the key was used: `"original"` holds the first reply, absent while the first
 //! is still running). `response`, `items`, `complete` and `follow_up` hold the server's
 //! messages as header lists when there are any; `error` says why when it failed.
