@@ -1157,36 +1157,12 @@ fn after_shutdown_the_bridge_answers_no_action_request_while_its_runtime_lives_o
 
 #[test]
 fn a_not_sent_outcome_does_not_hold_its_idempotency_key_so_a_retry_is_attempted() {
-    use ami_sim::hostile::{Hostile, HostileServer};
     let Some(nats) = Nats::start() else { return };
     // Answers nothing after login: the first Ping holds the session's only action slot,
     // so every later action is refused by the full queue before it is written.
-    let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
-    let a = srv.local_addr();
-    let client = login()
-        .ping_interval(Duration::from_secs(3600))
-        .pipeline_depth(1)
-        .max_queued_actions(1)
-        .max_pending_actions(1)
-        .build()
-        .unwrap();
-    let spec = ami_nats::ServerSpec::new("pbx1", a.ip().to_string(), a.port(), client).unwrap();
-    let bridge = TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]));
-    wait_for(Duration::from_secs(10), "served", || {
-        bridge.serving().len() == 1 && srv.connections() == 1
-    });
+    let (srv, bridge) = silent_pbx1(&nats, None, 1);
     let url = nats.url();
-    block(async {
-        let nc = async_nats::connect(&url).await.unwrap();
-        let hold = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
-        nc.publish_with_reply("ami.pbx1.action", nc.new_inbox(), hold.into())
-            .await
-            .unwrap();
-        nc.flush().await.unwrap();
-    });
-    wait_for(Duration::from_secs(10), "the first Ping written", || {
-        srv.received_count("Ping") == 1
-    });
+    hold_the_only_slot(&url, &srv);
     let keyed = r#"{"headers":[["Action","Ping"]],"idempotency_key":"retry-me"}"#;
     let first = block(request(&url, "ami.pbx1.action", keyed));
     assert_eq!(first["outcome"], "not_sent", "{first}");
@@ -1382,9 +1358,14 @@ fn an_action_whose_deadline_passes_in_a_slow_idempotency_store_is_not_sent_and_f
     bridge.shutdown();
 }
 
-/// A bridge named `id` serving `pbx1` on a server that answers nothing after login, whose
-/// session writes one action at a time and queues one more; and that server.
-fn silent_pbx1(nats: &Nats, id: &str) -> (ami_sim::hostile::HostileServer, TestBridge) {
+/// A bridge (named `id`, or by default) serving `pbx1` on a server that answers nothing
+/// after login, whose session writes one action at a time, queues one more and holds at
+/// most `max_pending`; and that server.
+fn silent_pbx1(
+    nats: &Nats,
+    id: Option<&str>,
+    max_pending: usize,
+) -> (ami_sim::hostile::HostileServer, TestBridge) {
     use ami_sim::hostile::{Hostile, HostileServer};
     let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
     let a = srv.local_addr();
@@ -1392,26 +1373,26 @@ fn silent_pbx1(nats: &Nats, id: &str) -> (ami_sim::hostile::HostileServer, TestB
         .ping_interval(Duration::from_secs(3600))
         .pipeline_depth(1)
         .max_queued_actions(1)
-        .max_pending_actions(2)
+        .max_pending_actions(max_pending)
         .build()
         .unwrap();
     let spec = ami_nats::ServerSpec::new("pbx1", a.ip().to_string(), a.port(), client).unwrap();
-    let bridge = TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]).bridge_id(id));
+    let config = BridgeConfig::new(nats.url(), vec![spec]);
+    let bridge = TestBridge::start(match id {
+        Some(id) => config.bridge_id(id),
+        None => config,
+    });
     wait_for(Duration::from_secs(10), "served", || {
         bridge.serving().len() == 1 && srv.connections() == 1
     });
     (srv, bridge)
 }
 
-#[test]
-fn an_action_that_times_out_before_it_is_written_is_not_sent_and_frees_its_key() {
-    let Some(nats) = Nats::start() else { return };
-    let (srv, bridge) = silent_pbx1(&nats, "holder");
-    let url = nats.url();
-    // A Ping the server never answers holds the one pipeline slot: the next action waits
-    // in the session's queue, unwritten, until its deadline.
+/// Sends a Ping the silent server never answers and waits until it is written: it holds
+/// the session's one pipeline slot from then on.
+fn hold_the_only_slot(url: &str, srv: &ami_sim::hostile::HostileServer) {
     block(async {
-        let nc = async_nats::connect(&url).await.unwrap();
+        let nc = async_nats::connect(url).await.unwrap();
         let hold = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
         nc.publish_with_reply("ami.pbx1.action", nc.new_inbox(), hold.into())
             .await
@@ -1421,6 +1402,16 @@ fn an_action_that_times_out_before_it_is_written_is_not_sent_and_frees_its_key()
     wait_for(Duration::from_secs(10), "the first Ping written", || {
         srv.received_count("Ping") == 1
     });
+}
+
+#[test]
+fn an_action_that_times_out_before_it_is_written_is_not_sent_and_frees_its_key() {
+    let Some(nats) = Nats::start() else { return };
+    let (srv, bridge) = silent_pbx1(&nats, Some("holder"), 2);
+    let url = nats.url();
+    // A Ping the server never answers holds the one pipeline slot: the next action waits
+    // in the session's queue, unwritten, until its deadline.
+    hold_the_only_slot(&url, &srv);
     let keyed =
         r#"{"headers":[["Action","Ping"]],"idempotency_key":"queued-only","timeout_ms":300}"#;
     let first = block(request(&url, "ami.pbx1.action", keyed));
@@ -1445,7 +1436,7 @@ fn an_action_that_times_out_before_it_is_written_is_not_sent_and_frees_its_key()
 #[test]
 fn a_forwarded_request_gets_the_remaining_time_its_forwarder_passed_not_its_full_timeout() {
     let Some(nats) = Nats::start() else { return };
-    let (srv, bridge) = silent_pbx1(&nats, "holder");
+    let (srv, bridge) = silent_pbx1(&nats, Some("holder"), 2);
     let url = nats.url();
     // What a standby sends the holder: the request as it came (a 60 s timeout), with 300 ms
     // of it left. The server answers nothing, so only that cap can end the wait before the
