@@ -7,8 +7,10 @@
 //! - nothing panics;
 //! - no lost wake-up: once the input is used up, every server answers everything and time
 //!   runs on timer by timer; every caller then hears back;
-//! - every server still in the fleet has had each event it took in delivered to the reader
-//!   or counted in a gap naming it;
+//! - every server still in the fleet has had each event it took in delivered to the reader,
+//!   counted in a gap naming it, or counted in a `Discarded { reason: BeforeReady }` notice
+//!   naming it (an event before its session was announced Ready: before the login's
+//!   answer, or while a reconnect re-applies filters);
 //! - closing the fleet ends its drivers and the merged stream.
 //!
 //! `cargo +nightly fuzz run async_fleet`; `FUZZ_TRACE=1` with a crash file prints each step.
@@ -17,7 +19,7 @@
 use ami_async::fleet::{FleetConfig, Policy, Route};
 use ami_fuzz::sim::{self, Allowance, Sim, Task};
 use ami_fuzz::Cursor;
-use ami_proto::{Action, ClientConfig, StreamItem};
+use ami_proto::{Action, ClientConfig, Discard, StreamItem};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -32,6 +34,8 @@ const BASE_PORT: u16 = 6000;
 struct Seen {
     events: HashMap<String, u64>,
     gaps: HashMap<String, u64>,
+    /// Events discarded before their session was Ready, as the notices counted them.
+    before_ready: HashMap<String, u64>,
     ended: bool,
 }
 
@@ -81,6 +85,10 @@ fuzz_target!(|data: &[u8]| {
                 match item.item {
                     StreamItem::Event(_) => *s.events.entry(server).or_default() += 1,
                     StreamItem::Gap { dropped } => *s.gaps.entry(server).or_default() += dropped,
+                    StreamItem::Discarded {
+                        reason: Discard::BeforeReady,
+                        count,
+                    } => *s.before_ready.entry(server).or_default() += count,
                     _ => {}
                 }
                 drop(s);
@@ -172,8 +180,10 @@ fuzz_target!(|data: &[u8]| {
         let s = seen.borrow();
         for server in &stats.servers {
             let name = server.name.as_str();
-            let got =
-                s.events.get(name).copied().unwrap_or(0) + s.gaps.get(name).copied().unwrap_or(0);
+            let got = [&s.events, &s.gaps, &s.before_ready]
+                .iter()
+                .map(|m| m.get(name).copied().unwrap_or(0))
+                .sum::<u64>();
             if trace {
                 eprintln!(
                     "end {name}: reader {got}, client took in {}, queued {}",
@@ -182,7 +192,7 @@ fuzz_target!(|data: &[u8]| {
             }
             assert!(
                 got == server.client.events_in && server.client.event_queue_len == 0,
-                "{name}: the reader got {got} events and gaps; its client took in {} ({} still queued)",
+                "{name}: the reader got {got} events, gaps and events discarded before Ready; its client took in {} ({} still queued)",
                 server.client.events_in,
                 server.client.event_queue_len
             );
