@@ -8,8 +8,10 @@
 //! - nothing panics;
 //! - no lost wake-up: once the input is used up, the server answers everything and time runs
 //!   on to each timer in turn; every caller's action then completes, and the consumer gets
-//!   every event the client took in, delivered or counted in a gap; a task still waiting
-//!   with nothing left that could wake it is a wake-up that was lost;
+//!   every event the client took in, delivered, counted in a gap, or counted in a
+//!   `Discarded { reason: BeforeReady }` notice (an event before its session was announced
+//!   Ready: before the login's answer, or while a reconnect re-applies filters); a task
+//!   still waiting with nothing left that could wake it is a wake-up that was lost;
 //! - closing the handles and dropping the stream ends the driver.
 //!
 //! `cargo +nightly fuzz run async_session`; `FUZZ_TRACE=1` with a crash file prints each step.
@@ -17,7 +19,7 @@
 
 use ami_fuzz::sim::{self, Allowance, Sim, Task};
 use ami_fuzz::Cursor;
-use ami_proto::{Action, ClientConfig, StreamItem};
+use ami_proto::{Action, ClientConfig, Discard, StreamItem};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -30,6 +32,8 @@ const PORT: u16 = 5038;
 struct Seen {
     events: u64,
     gaps: u64,
+    /// Events discarded before their session was Ready, as the notices counted them.
+    before_ready: u64,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -74,6 +78,10 @@ fuzz_target!(|data: &[u8]| {
                 match item {
                     Some(StreamItem::Event(_)) => seen.borrow_mut().events += 1,
                     Some(StreamItem::Gap { dropped }) => seen.borrow_mut().gaps += dropped,
+                    Some(StreamItem::Discarded {
+                        reason: Discard::BeforeReady,
+                        count,
+                    }) => seen.borrow_mut().before_ready += count,
                     Some(_) => {}
                     None => return,
                 }
@@ -139,25 +147,28 @@ fuzz_target!(|data: &[u8]| {
         callers,
         "a caller never heard back although the server answered everything: lost wake-up"
     );
-    // Everything the client took in reached the consumer, as events or counted gaps.
+    // Everything the client took in reached the consumer, as events, counted gaps or
+    // counted discards before Ready.
     if let Some(stats) = handles.first().map(|h| h.stats()) {
         let s = seen.borrow();
         if trace {
             eprintln!(
-                "end: {} callers done; consumer {} events, {} in gaps; client took in {}, {} queued, {} connects",
+                "end: {} callers done; consumer {} events, {} in gaps, {} before Ready; client took in {}, {} queued, {} connects",
                 *done.borrow(),
                 s.events,
                 s.gaps,
+                s.before_ready,
                 stats.events_in,
                 stats.event_queue_len,
                 stats.connects,
             );
         }
         assert!(
-            s.events + s.gaps == stats.events_in && stats.event_queue_len == 0,
-            "consumer saw {} events and {} in gaps; the client took in {} ({} still queued)",
+            s.events + s.gaps + s.before_ready == stats.events_in && stats.event_queue_len == 0,
+            "consumer saw {} events, {} in gaps and {} before Ready; the client took in {} ({} still queued)",
             s.events,
             s.gaps,
+            s.before_ready,
             stats.events_in,
             stats.event_queue_len
         );
