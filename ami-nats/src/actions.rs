@@ -345,21 +345,14 @@ pub(crate) type ReplyLossLog = LogThrottle<{ ReplyLoss::ALL.len() }>;
 /// reply subjects may come by the thousand, and a line each would flood the log.
 async fn send_reply(control: &Control, reply_to: async_nats::Subject, body: Bytes) {
     let lost = control.nats.publish(reply_to, body).await.err();
-    if let Some(e) = &lost {
-        control.metrics.reply_lost(ReplyLoss::of(e.kind()));
-    }
     let now = Instant::now();
     let mut log = control.lock_reply_log();
     if let Some(e) = lost {
-        if let Some(quiet) = log.note(ReplyLoss::of(e.kind()).index(), now) {
-            log::warn!(
-                "action reply not sent: {e}{}",
-                if quiet > 0 {
-                    format!("; {quiet} more so since the last such line (counted in action_replies_lost, not logged)")
-                } else {
-                    String::new()
-                }
-            );
+        let why = ReplyLoss::of(e.kind());
+        control.metrics.reply_lost(why);
+        if let Some(quiet) = log.note(why.index(), now) {
+            let rest = crate::throttle::unlogged(quiet, "action_replies_lost");
+            log::warn!("action reply not sent: {e}{rest}");
         }
     }
     // A flood that stopped is summed up at the next reply after its interval.

@@ -237,28 +237,13 @@ async fn release(
             return;
         }
     }
-    let entry = match timeout(tick, kv.entry(key)).await {
-        Ok(Ok(Some(e))) => e,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => {
-            log::debug!("lease {key}: not released: cannot read it: {e}");
-            return;
-        }
-        Err(_) => {
-            log::debug!("lease {key}: not released: NATS did not answer in time");
-            return;
-        }
-    };
-    if entry.operation != Operation::Put || entry.value != *held_value {
-        // Another bridge holds it now (or nobody): not this bridge's to release.
-        return;
-    }
-    match timeout(tick, kv.update(key, released_value.clone(), entry.revision)).await {
-        Ok(Ok(_)) => {
+    match write_if_ours(kv, key, held_value, released_value, tick).await {
+        Some(_) => {
             log::info!("lease {key}: released on the revision of a renewal whose answer was lost")
         }
-        Ok(Err(e)) => log::debug!("lease {key}: not released: {e}"),
-        Err(_) => log::debug!("lease {key}: not released: NATS did not answer in time"),
+        None => log::debug!(
+            "lease {key}: not released: another bridge holds it, or NATS did not answer in time"
+        ),
     }
 }
 
@@ -301,6 +286,21 @@ async fn next_release(watch: &mut Option<Watch>) -> bool {
 /// revision and returns the new one. `None` when another bridge holds it, or NATS cannot
 /// tell within `tick` (the bridge then stops serving, as fencing requires).
 async fn reclaim(kv: &Store, key: &str, held_value: &Bytes, tick: Duration) -> Option<u64> {
+    write_if_ours(kv, key, held_value, held_value, tick).await
+}
+
+/// Writes `value` on the key's current revision if the key still says `held_value` (only
+/// this bridge writes it: a renewal whose answer was lost may have moved the revision the
+/// bridge knows); returns the new revision. Another bridge's value is never touched: a
+/// compare-and-set on the revision just read. `None` when it is not ours, or NATS does not
+/// answer within `tick`.
+async fn write_if_ours(
+    kv: &Store,
+    key: &str,
+    held_value: &Bytes,
+    value: &Bytes,
+    tick: Duration,
+) -> Option<u64> {
     let entry = match timeout(tick, kv.entry(key)).await {
         Ok(Ok(Some(e))) => e,
         _ => return None,
@@ -308,7 +308,7 @@ async fn reclaim(kv: &Store, key: &str, held_value: &Bytes, tick: Duration) -> O
     if entry.operation != Operation::Put || entry.value != *held_value {
         return None;
     }
-    match timeout(tick, kv.update(key, held_value.clone(), entry.revision)).await {
+    match timeout(tick, kv.update(key, value.clone(), entry.revision)).await {
         Ok(Ok(revision)) => Some(revision),
         _ => None,
     }

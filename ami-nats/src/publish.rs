@@ -359,15 +359,7 @@ impl Publisher {
                     .min(BATCH)
             };
             // The next instant something must happen without an ack or an item arriving.
-            let deadline = match st.paused_until {
-                Some(at) => Some(at),
-                None => st
-                    .backlog
-                    .items
-                    .front()
-                    .filter(|_| st.sent > 0)
-                    .map(|o| o.sent_at + self.ack_timeout),
-            };
+            let deadline = st.paused_until.or_else(|| self.ack_due(&st));
             // A summary of the drops not logged since their last line is due too.
             let deadline = [
                 deadline,
@@ -413,13 +405,7 @@ impl Publisher {
                             }
                         }
                         None => {
-                            let ack_due = st
-                                .backlog
-                                .items
-                                .front()
-                                .filter(|_| st.sent > 0)
-                                .map(|o| o.sent_at + self.ack_timeout);
-                            if ack_due.is_some_and(|at| at <= now) {
+                            if self.ack_due(&st).is_some_and(|at| at <= now) {
                                 log::warn!("NATS: publish not acknowledged within {:?}; publishing again from the first unacknowledged item", self.ack_timeout);
                                 self.fail(&mut st);
                             }
@@ -478,11 +464,7 @@ impl Publisher {
                                 self.server_name(o.ix),
                                 o.msg_id(),
                                 why.words(),
-                                if quiet > 0 {
-                                    format!("; {quiet} more so since the last such line (counted in discarded, not logged)")
-                                } else {
-                                    String::new()
-                                }
+                                crate::throttle::unlogged(quiet, "discarded")
                             );
                         }
                         st.remove(st.sent);
@@ -511,6 +493,15 @@ impl Publisher {
                 "{n} more items that can never be published ({why}) since the last such line, dropped (counted in discarded, not logged)"
             );
         }
+    }
+
+    /// When the oldest unacknowledged publish is due its ack (`None`: none is in flight).
+    fn ack_due(&self, st: &State) -> Option<Instant> {
+        st.backlog
+            .items
+            .front()
+            .filter(|_| st.sent > 0)
+            .map(|o| o.sent_at + self.ack_timeout)
     }
 
     fn server_name(&self, ix: ServerIx) -> &str {
@@ -576,11 +567,7 @@ impl Publisher {
                                 o.msg_id(),
                                 reason.label(),
                                 String::from_utf8_lossy(&m.payload),
-                                if quiet > 0 {
-                                    format!("; {quiet} more refused so since the last such line (counted, not logged)")
-                                } else {
-                                    String::new()
-                                }
+                                crate::throttle::unlogged(quiet, "publish_refused")
                             );
                         }
                     }

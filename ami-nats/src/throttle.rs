@@ -80,6 +80,15 @@ impl<const N: usize> LogThrottle<N> {
     }
 }
 
+/// The end of a logged line that follows occurrences only counted: how many, and the
+/// counter that has them all (empty when none were left unlogged).
+pub(crate) fn unlogged(quiet: u64, counter: &str) -> String {
+    if quiet == 0 {
+        return String::new();
+    }
+    format!("; {quiet} more so since the last such line (counted in {counter}, not logged)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

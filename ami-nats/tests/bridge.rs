@@ -1164,23 +1164,9 @@ fn a_not_sent_outcome_does_not_hold_its_idempotency_key_so_a_retry_is_attempted(
     let url = nats.url();
     hold_the_only_slot(&url, &srv);
     let keyed = r#"{"headers":[["Action","Ping"]],"idempotency_key":"retry-me"}"#;
-    let first = block(request(&url, "ami.pbx1.action", keyed));
-    assert_eq!(first["outcome"], "not_sent", "{first}");
     // Nothing reached Asterisk, so the same key must be free for the retry the outcome
     // invites: it is attempted (and refused by the still-full queue), not a duplicate.
-    let retry = block(request(&url, "ami.pbx1.action", keyed));
-    assert_eq!(retry["outcome"], "not_sent", "{retry}");
-    assert!(
-        retry["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("queue full")),
-        "{retry}"
-    );
-    assert_eq!(
-        srv.received_count("Ping"),
-        1,
-        "only the first Ping was written"
-    );
+    not_sent_then_retried(&url, &srv, keyed, "queue full");
     bridge.shutdown();
 }
 
@@ -1388,6 +1374,32 @@ fn silent_pbx1(
     (srv, bridge)
 }
 
+/// Sends `keyed` twice while the silent server's one slot is held: the first is answered
+/// `not_sent`, and so is the retry with the same key, attempted (its error says
+/// `error_says`) instead of refused as a duplicate; only the holding Ping was written.
+fn not_sent_then_retried(
+    url: &str,
+    srv: &ami_sim::hostile::HostileServer,
+    keyed: &str,
+    error_says: &str,
+) {
+    let first = block(request(url, "ami.pbx1.action", keyed));
+    assert_eq!(first["outcome"], "not_sent", "{first}");
+    let retry = block(request(url, "ami.pbx1.action", keyed));
+    assert_eq!(retry["outcome"], "not_sent", "{retry}");
+    assert!(
+        retry["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(error_says)),
+        "{retry}"
+    );
+    assert_eq!(
+        srv.received_count("Ping"),
+        1,
+        "only the first Ping was written"
+    );
+}
+
 /// Sends a Ping the silent server never answers and waits until it is written: it holds
 /// the session's one pipeline slot from then on.
 fn hold_the_only_slot(url: &str, srv: &ami_sim::hostile::HostileServer) {
@@ -1414,22 +1426,8 @@ fn an_action_that_times_out_before_it_is_written_is_not_sent_and_frees_its_key()
     hold_the_only_slot(&url, &srv);
     let keyed =
         r#"{"headers":[["Action","Ping"]],"idempotency_key":"queued-only","timeout_ms":300}"#;
-    let first = block(request(&url, "ami.pbx1.action", keyed));
-    assert_eq!(first["outcome"], "not_sent", "{first}");
     // Asterisk never saw it: the retry the outcome invites is attempted, not a duplicate.
-    let retry = block(request(&url, "ami.pbx1.action", keyed));
-    assert_eq!(retry["outcome"], "not_sent", "{retry}");
-    assert!(
-        retry["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("never sent")),
-        "{retry}"
-    );
-    assert_eq!(
-        srv.received_count("Ping"),
-        1,
-        "only the first Ping was written"
-    );
+    not_sent_then_retried(&url, &srv, keyed, "never sent");
     bridge.shutdown();
 }
 
