@@ -369,30 +369,16 @@ impl<R: Runtime> Pump<R> {
         client.actions_withdrawn()
     }
 
-    /// Lends what is to be written now. The core lends again, from its first unwritten
-    /// byte, what [`give_back`](Self::give_back) returned: while it withdrew nothing since
-    /// (`withdrawn` unchanged), that is the copy's unwritten rest, byte for byte, and only
-    /// what follows it is copied, so a server that stops reading does not cost a copy of
-    /// every unwritten byte at each turn. Otherwise the copy is taken afresh.
+    /// Lends what is to be written now ([`relend`]: the copy is kept while the core withdrew
+    /// nothing since [`give_back`](Self::give_back) returned `withdrawn`).
     fn lend(&mut self, client: &mut ami_proto::Client, withdrawn: u64) {
-        let held = self.out.len() - self.out_pos;
-        let same = client.actions_withdrawn() == withdrawn;
-        let fresh = client.lend_transmit();
-        match fresh.get(held..) {
-            Some(tail) if same => {
-                debug_assert_eq!(&fresh[..held], &self.out[self.out_pos..]);
-                if self.out_pos >= COMPACT_OUT || held == 0 {
-                    self.out.drain(..self.out_pos);
-                    self.out_pos = 0;
-                }
-                self.out.extend_from_slice(tail);
-            }
-            _ => {
-                self.out.clear();
-                self.out_pos = 0;
-                self.out.extend_from_slice(fresh);
-            }
-        }
+        let kept = client.actions_withdrawn() == withdrawn;
+        relend(
+            &mut self.out,
+            &mut self.out_pos,
+            client.lend_transmit(),
+            kept,
+        );
     }
 
     /// Applies an I/O result to the transport state; returns what to report to the core.
@@ -506,6 +492,32 @@ impl<R: Runtime> Pump<R> {
             link.poll_close(cx).map(|_| ())
         })
         .await;
+    }
+}
+
+/// Takes what the core lends now (`fresh`: every byte from its first unwritten one, after
+/// the copy `out[out_pos..]` was given back) into the copy. While the core withdrew nothing
+/// meanwhile (`kept`), `fresh` starts with exactly the copy's unwritten rest, and only what
+/// follows it is copied: a server that stops reading does not cost a copy of every
+/// unwritten byte at each turn. Otherwise the copy is taken afresh. Written bytes at the
+/// copy's front go once [`COMPACT_OUT`] of them gather (or all are written). Shared by the
+/// session and fleet drivers.
+pub(crate) fn relend(out: &mut Vec<u8>, out_pos: &mut usize, fresh: &[u8], kept: bool) {
+    let held = out.len() - *out_pos;
+    match fresh.get(held..) {
+        Some(tail) if kept => {
+            debug_assert_eq!(&fresh[..held], &out[*out_pos..]);
+            if *out_pos >= COMPACT_OUT || held == 0 {
+                out.drain(..*out_pos);
+                *out_pos = 0;
+            }
+            out.extend_from_slice(tail);
+        }
+        _ => {
+            out.clear();
+            *out_pos = 0;
+            out.extend_from_slice(fresh);
+        }
     }
 }
 

@@ -27,14 +27,12 @@ use std::task::{Context, Poll, Wake, Waker};
 /// Read size per call: one read moves up to this much into a server's decoder; it is also
 /// a server's turn in a round, so no server holds the driver for long.
 const READ_CHUNK: usize = 64 << 10;
-/// Written bytes kept at the front of a connection's copy before it is compacted.
-const COMPACT_OUT: usize = 64 << 10;
 
 /// A server whose client does not want reads (`Fleet::wants_read`) waits for the stream's
 /// reader before its next read for at most this long between the reader's takes; a hold
 /// that runs out without a take means the reader stopped, and reads go on unheld until it
 /// takes again (the session driver's rule).
-use crate::driver::{Stall, HOLD_READ};
+use crate::driver::{relend, Stall, HOLD_READ};
 
 /// Rounds in one poll of the driver. After that many rounds that all found work, the driver
 /// asks to be polled again and returns, so it never starves the other tasks of its
@@ -455,11 +453,8 @@ impl<R: Runtime> Pump<R> {
         let mut read = false;
         if conn.out_pos < conn.out.len() {
             // Left unwritten at the last visit: given back, so that what came due or was
-            // cancelled since is withdrawn before the write below, and lent again. While
-            // the core withdrew nothing, what it lends again starts with exactly the copy's
-            // unwritten rest, and only what follows is copied: a server that stops reading
-            // does not cost a copy of every unwritten byte at each visit.
-            let held = conn.out.len() - conn.out_pos;
+            // cancelled since is withdrawn before the write below, and lent again (the copy
+            // kept while nothing was withdrawn: see `relend`).
             let (out, out_pos) = (&mut conn.out, &mut conn.out_pos);
             let current = inner.call(|s| {
                 if !s.is_current(server, epoch) {
@@ -468,23 +463,8 @@ impl<R: Runtime> Pump<R> {
                 let withdrawn = s.fleet.actions_withdrawn(server);
                 s.fleet.unlend_transmit(server);
                 s.fleet.handle_server_timeout(R::now(), server);
-                let same = s.fleet.actions_withdrawn(server) == withdrawn;
-                let fresh = s.fleet.lend_transmit(server);
-                match fresh.get(held..) {
-                    Some(tail) if same => {
-                        debug_assert_eq!(&fresh[..held], &out[*out_pos..]);
-                        if *out_pos >= COMPACT_OUT {
-                            out.drain(..*out_pos);
-                            *out_pos = 0;
-                        }
-                        out.extend_from_slice(tail);
-                    }
-                    _ => {
-                        out.clear();
-                        *out_pos = 0;
-                        out.extend_from_slice(fresh);
-                    }
-                }
+                let kept = s.fleet.actions_withdrawn(server) == withdrawn;
+                relend(out, out_pos, s.fleet.lend_transmit(server), kept);
                 true
             });
             if !current {
