@@ -345,8 +345,7 @@ fn a_renewal_whose_answer_was_lost_keeps_the_lease_instead_of_evicting_the_bridg
     // server resumes and applies R2 (landed, its answer lost) then refuses R3 (wrong
     // revision): the key holds the bridge's own value at a revision it never saw.
     block(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-        let kv = js.get_key_value("ami_leases").await.unwrap();
+        let kv = leases(&url).await;
         let first = kv.entry("pbx1").await.unwrap().unwrap().revision;
         let deadline = Instant::now() + 3 * tick;
         loop {
@@ -1474,18 +1473,13 @@ fn shutdown_after_a_renewal_whose_answer_was_lost_releases_the_lease_at_once() {
     // A renewal that landed but whose answer the bridge never saw: the key holds the
     // bridge's own value at a revision it does not know.
     let landed = block(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-        let kv = js.get_key_value("ami_leases").await.unwrap();
+        let kv = leases(&url).await;
         let e = kv.entry("pbx1").await.unwrap().unwrap();
         assert_eq!(&e.value[..], b"held first");
         kv.update("pbx1", e.value, e.revision).await.unwrap()
     });
     first.shutdown();
-    let after = block(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-        let kv = js.get_key_value("ami_leases").await.unwrap();
-        kv.entry("pbx1").await.unwrap().unwrap()
-    });
+    let after = block(async { leases(&url).await.entry("pbx1").await.unwrap().unwrap() });
     assert_eq!(
         String::from_utf8_lossy(&after.value),
         "released first",
@@ -1506,20 +1500,21 @@ fn shutdown_never_releases_a_lease_another_bridge_holds_now() {
     // Another bridge took the key meanwhile (as after a takeover the first has not yet
     // noticed): the first's release must leave it alone.
     block(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-        let kv = js.get_key_value("ami_leases").await.unwrap();
+        let kv = leases(&url).await;
         let e = kv.entry("pbx1").await.unwrap().unwrap();
         kv.update("pbx1", "held second".into(), e.revision)
             .await
             .unwrap();
     });
     first.shutdown();
-    let after = block(async {
-        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
-        let kv = js.get_key_value("ami_leases").await.unwrap();
-        kv.entry("pbx1").await.unwrap().unwrap()
-    });
+    let after = block(async { leases(&url).await.entry("pbx1").await.unwrap().unwrap() });
     assert_eq!(String::from_utf8_lossy(&after.value), "held second");
+}
+
+/// The bridges' lease bucket, read and written as another bridge would.
+async fn leases(url: &str) -> async_nats::jetstream::kv::Store {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    js.get_key_value("ami_leases").await.unwrap()
 }
 
 /// The warnings logged in this test binary (every test's), kept to be searched.
