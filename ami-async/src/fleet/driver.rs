@@ -451,31 +451,20 @@ impl<R: Runtime> Pump<R> {
             return false;
         };
         let mut read = false;
-        if conn.out_pos < conn.out.len() {
-            // Left unwritten at the last visit: given back, so that what came due or was
-            // cancelled since is withdrawn before the write below, and lent again (the copy
-            // kept while nothing was withdrawn: see `relend`).
-            let (out, out_pos) = (&mut conn.out, &mut conn.out_pos);
-            let current = inner.call(|s| {
-                if !s.is_current(server, epoch) {
-                    return false;
-                }
-                let withdrawn = s.fleet.actions_withdrawn(server);
-                s.fleet.unlend_transmit(server);
-                s.fleet.handle_server_timeout(R::now(), server);
-                let kept = s.fleet.actions_withdrawn(server) == withdrawn;
-                relend(out, out_pos, s.fleet.lend_transmit(server), kept);
-                true
-            });
-            if !current {
-                conn.out.clear();
-                conn.out_pos = 0;
-                return false;
-            }
-            if conn.out_pos < conn.out.len() && !conn.listed {
-                conn.listed = true;
-                self.lending.push(server);
-            }
+        // Left unwritten at the last visit: given back, so that what came due or was
+        // cancelled since is withdrawn before the write below, and lent again.
+        if conn.out_pos < conn.out.len()
+            && !lend::<R>(
+                inner,
+                server,
+                epoch,
+                (&mut conn.out, &mut conn.out_pos, &mut conn.listed),
+                &mut self.lending,
+            )
+        {
+            conn.out.clear();
+            conn.out_pos = 0;
+            return false;
         }
         loop {
             match inner.lock().conn_state(server, epoch, &waker) {
@@ -485,25 +474,14 @@ impl<R: Runtime> Pump<R> {
             }
             if conn.fetch && conn.out_pos == conn.out.len() {
                 conn.fetch = false;
-                let out = &mut conn.out;
-                let current = inner.call(|s| {
-                    if !s.is_current(server, epoch) {
-                        return false;
-                    }
-                    // Whatever came due since the last timer turn is withdrawn first:
-                    // nothing due is lent, so nothing due is written.
-                    s.fleet.handle_server_timeout(R::now(), server);
-                    out.clear();
-                    out.extend_from_slice(s.fleet.lend_transmit(server));
-                    true
-                });
-                if !current {
+                if !lend::<R>(
+                    inner,
+                    server,
+                    epoch,
+                    (&mut conn.out, &mut conn.out_pos, &mut conn.listed),
+                    &mut self.lending,
+                ) {
                     return false;
-                }
-                conn.out_pos = 0;
-                if !conn.out.is_empty() && !conn.listed {
-                    conn.listed = true;
-                    self.lending.push(server);
                 }
             }
             if conn.out_pos < conn.out.len() {
@@ -578,6 +556,36 @@ impl<R: Runtime> Pump<R> {
             }
         }
     }
+}
+
+/// Gives back what the connection's copy (`out[out_pos..]`) holds unwritten (nothing, once it is all written), fires
+/// `server`'s due deadlines (nothing due is lent, so nothing due is written), and lends what
+/// is to be written now into the copy ([`relend`]: kept while nothing was withdrawn). A
+/// copy left holding bytes is listed in `lending` for the timer turn. False if the
+/// connection is no longer the server's current one (the copy is then untouched).
+fn lend<R: Runtime>(
+    inner: &Inner<Endpoint>,
+    server: ServerId,
+    epoch: u64,
+    (out, out_pos, listed): (&mut Vec<u8>, &mut usize, &mut bool),
+    lending: &mut Vec<ServerId>,
+) -> bool {
+    let current = inner.call(|s| {
+        if !s.is_current(server, epoch) {
+            return false;
+        }
+        let withdrawn = s.fleet.actions_withdrawn(server);
+        s.fleet.unlend_transmit(server);
+        s.fleet.handle_server_timeout(R::now(), server);
+        let kept = s.fleet.actions_withdrawn(server) == withdrawn;
+        relend(out, out_pos, s.fleet.lend_transmit(server), kept);
+        true
+    });
+    if current && *out_pos < out.len() && !*listed {
+        *listed = true;
+        lending.push(server);
+    }
+    current
 }
 
 /// Reports a transport that failed or ended, if it is still the server's current one: the
