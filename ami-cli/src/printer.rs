@@ -14,7 +14,7 @@ use crate::{json, Failure, EXIT_OTHER};
 use ami_proto::Message;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -75,6 +75,8 @@ pub(crate) struct Printer {
     /// Lines dropped since the last gap was reported.
     dropped: u64,
     done: Receiver<std::io::Result<()>>,
+    /// The writer's result has been taken from `done` (it ended: stdout closed or failed).
+    ended: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -112,6 +114,7 @@ impl Printer {
             queued,
             dropped: 0,
             done,
+            ended: false,
             thread: Some(thread),
         })
     }
@@ -162,32 +165,46 @@ impl Printer {
         }
     }
 
-    fn result(&mut self) -> Result<(), Failure> {
-        match self.done.recv_timeout(Duration::from_secs(1)) {
-            Ok(Err(e)) if e.kind() != ErrorKind::BrokenPipe => Err(Failure::new(
+    /// The writer's end, once it ended: a closed pipe (`ami listen | head`) is a quiet end,
+    /// any other error a failure. Waits at most `grace` for it; `None` if it is still
+    /// writing then.
+    fn ended(&mut self, grace: Duration) -> Option<Result<(), Failure>> {
+        if self.ended {
+            return Some(Ok(()));
+        }
+        let end = match self.done.recv_timeout(grace) {
+            Ok(r) => r,
+            // The writer is gone without a word (it cannot panic on its own input, but a
+            // gone writer is not a stdout that does not drain either).
+            Err(RecvTimeoutError::Disconnected) => Ok(()),
+            Err(RecvTimeoutError::Timeout) => return None,
+        };
+        self.ended = true;
+        Some(match end {
+            Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(Failure::new(
                 EXIT_OTHER,
                 format!("cannot write to stdout: {e}"),
             )),
             _ => Ok(()),
-        }
+        })
+    }
+
+    fn result(&mut self) -> Result<(), Failure> {
+        self.ended(Duration::from_secs(1)).unwrap_or(Ok(()))
     }
 
     /// Writes what is queued, waiting at most `grace` for a stdout that does not drain.
     pub(crate) fn finish(mut self, grace: Duration) -> Result<(), Failure> {
         self.report_gap();
         self.tx = None;
-        match self.done.recv_timeout(grace) {
-            Ok(Err(e)) if e.kind() != ErrorKind::BrokenPipe => Err(Failure::new(
-                EXIT_OTHER,
-                format!("cannot write to stdout: {e}"),
-            )),
-            Ok(_) => {
+        match self.ended(grace) {
+            Some(end) => {
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
                 }
-                Ok(())
+                end
             }
-            Err(_) => {
+            None => {
                 let left = self.queued.load(Ordering::Acquire);
                 eprintln!("ami: stdout is not draining; {left} bytes of output not written");
                 Ok(())

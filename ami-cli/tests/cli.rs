@@ -421,6 +421,56 @@ fn a_slow_stdout_does_not_stop_the_session_from_reading() {
 }
 
 #[test]
+fn listen_into_a_closed_pipe_ends_quietly_with_exit_0() {
+    // `ami listen | head -1`: the reader goes away after one line. A closed pipe is how a
+    // pipeline says "enough": no complaint on stderr, exit 0.
+    use std::io::BufRead;
+    each_runtime(|rt| {
+        let front = sim();
+        let url = sim_url(&front, "amp111");
+        let mut child = spawn_piped(&[
+            "--runtime",
+            rt,
+            "--server",
+            &url,
+            "listen",
+            "--duration",
+            "30",
+        ]);
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        assert_eq!(json(&first)["type"], "session", "{rt}");
+        drop(stdout);
+        // Events keep coming, so the next write finds the pipe closed.
+        let started = Instant::now();
+        let status = loop {
+            front.with_server(|s, now| s.emit_user_events(now, 3));
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{rt}: still running with its stdout closed"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{rt}: {err}");
+        assert!(
+            err.is_empty(),
+            "{rt}: a closed pipe is a quiet end, yet: {err}"
+        );
+    });
+}
+
+#[test]
 fn bench_and_demo_run_on_every_runtime_without_a_server() {
     each_runtime(|rt| {
         let out = ami(&["--runtime", rt, "demo", "--duration", "1.5"]);
