@@ -504,7 +504,7 @@ impl<R: Runtime> Pump<R> {
 /// session and fleet drivers.
 pub(crate) fn relend(out: &mut Vec<u8>, out_pos: &mut usize, fresh: &[u8], kept: bool) {
     let held = out.len() - *out_pos;
-    match fresh.get(held..) {
+    let copied = match fresh.get(held..) {
         Some(tail) if kept => {
             debug_assert_eq!(&fresh[..held], &out[*out_pos..]);
             if *out_pos >= COMPACT_OUT || held == 0 {
@@ -512,13 +512,26 @@ pub(crate) fn relend(out: &mut Vec<u8>, out_pos: &mut usize, fresh: &[u8], kept:
                 *out_pos = 0;
             }
             out.extend_from_slice(tail);
+            tail.len()
         }
         _ => {
             out.clear();
             *out_pos = 0;
             out.extend_from_slice(fresh);
+            fresh.len()
         }
-    }
+    };
+    #[cfg(test)]
+    RELENT.with(|c| c.set(c.get() + copied));
+    #[cfg(not(test))]
+    let _ = copied;
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bytes [`relend`] copied on this thread: the tests check that a copy kept across
+    /// turns and reads is not taken again.
+    pub(crate) static RELENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// An input to report, decided outside the borrow of the read buffer.

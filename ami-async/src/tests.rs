@@ -171,14 +171,18 @@ impl Rig {
     }
 
     fn with_wire(wire: Wire, cap: usize) -> Rig {
-        let wire = Arc::new(Mutex::new(wire));
-        wire.lock().unwrap().incoming.extend(BANNER.bytes());
-        WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
         let config = ClientConfig::builder("admin", "amp111")
             .seed(7)
             .event_queue_cap(cap)
             .build()
             .unwrap();
+        Rig::with_config(wire, config)
+    }
+
+    fn with_config(wire: Wire, config: ClientConfig) -> Rig {
+        let wire = Arc::new(Mutex::new(wire));
+        wire.lock().unwrap().incoming.extend(BANNER.bytes());
+        WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
         let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
         let (handle, events, driver) = crate::session::<Scripted>(config, addr);
         Rig {
@@ -700,31 +704,27 @@ fn an_action_whose_deadline_passes_while_its_lent_copy_waits_is_withdrawn_not_wr
     }
 }
 
-#[test]
-fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
-    use ami_proto::fleet::{FleetConfig, Route};
-    use ami_proto::Action;
+/// A one-server fleet on the scripted transport, its server "pbx" logged in and ready
+/// (`config` is its client's), every write taken.
+fn ready_fleet(
+    config: ClientConfig,
+) -> (
+    Arc<Mutex<Wire>>,
+    crate::fleet::FleetHandle,
+    crate::fleet::FleetEvents,
+    crate::fleet::FleetDriver,
+) {
+    use ami_proto::fleet::FleetConfig;
     let wire = Arc::new(Mutex::new(Wire {
         budget: usize::MAX,
         ..Wire::default()
     }));
     wire.lock().unwrap().incoming.extend(BANNER.bytes());
     WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
-    let (fleet, _events, mut driver) = crate::fleet::start::<Scripted>(FleetConfig::default());
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(7)
-        .build()
-        .unwrap();
+    let (fleet, events, mut driver) = crate::fleet::start::<Scripted>(FleetConfig::default());
     let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
     fleet.add("pbx", config, addr).unwrap();
-    let mut cx = Context::from_waker(Waker::noop());
-    let spin = |driver: &mut crate::fleet::FleetDriver| {
-        let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..8 {
-            assert!(Pin::new(&mut *driver).poll(&mut cx).is_pending());
-        }
-    };
-    spin(&mut driver);
+    spin_fleet(&mut driver);
     let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
     let id = written
         .lines()
@@ -736,14 +736,35 @@ fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
             .bytes(),
     );
     Wire::wake(&wire);
-    spin(&mut driver);
+    spin_fleet(&mut driver);
     assert!(fleet.status("pbx").is_some_and(|s| s.is_ready()));
+    (wire, fleet, events, driver)
+}
+
+/// Polls a fleet's driver a few times (it yields after a run of busy rounds).
+fn spin_fleet(driver: &mut crate::fleet::FleetDriver) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..8 {
+        assert!(Pin::new(&mut *driver).poll(&mut cx).is_pending());
+    }
+}
+
+#[test]
+fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
+    use ami_proto::fleet::Route;
+    use ami_proto::Action;
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .build()
+        .unwrap();
+    let (wire, fleet, _events, mut driver) = ready_fleet(config);
+    let mut cx = Context::from_waker(Waker::noop());
     // The server stops reading: the driver lends the first action and holds it unwritten.
     wire.lock().unwrap().budget = 0;
     let first = Action::new("UserEvent").field("UserEvent", "Kept");
     let mut first = Box::pin(fleet.send(Route::Server("pbx"), first));
     assert!(first.as_mut().poll(&mut cx).is_pending());
-    spin(&mut driver);
+    spin_fleet(&mut driver);
     // The second is queued between two visits, and its caller gives up before the driver
     // looked: the cancel finds its bytes never lent.
     let second = Action::new("UserEvent").field("UserEvent", "Victim");
@@ -752,7 +773,7 @@ fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
     drop(second);
     wire.lock().unwrap().budget = usize::MAX;
     Wire::wake(&wire);
-    spin(&mut driver);
+    spin_fleet(&mut driver);
     let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
     assert!(written.contains("UserEvent: Kept"), "{written}");
     assert!(
@@ -761,4 +782,138 @@ fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
     );
     assert_eq!(fleet.stats().total.actions_withdrawn, 1);
     drop(first);
+}
+
+#[test]
+fn a_fleet_action_lent_but_unwritten_fails_not_sent_when_received_events_overflow_the_queue() {
+    use ami_proto::fleet::Route;
+    use ami_proto::{Action, ActionError, DisconnectReason, OverflowPolicy};
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .event_queue_cap(4)
+        .overflow(OverflowPolicy::CloseSession)
+        .build()
+        .unwrap();
+    let (wire, fleet, _events, mut driver) = ready_fleet(config);
+    let mut cx = Context::from_waker(Waker::noop());
+    // The server stops reading: the driver lends the action and holds it, all unwritten.
+    wire.lock().unwrap().budget = 0;
+    let before = wire.lock().unwrap().written.len();
+    let action = Action::new("UserEvent").field("UserEvent", "Held");
+    let mut action = Box::pin(fleet.send(Route::Server("pbx"), action));
+    assert!(action.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    // Nobody reads the stream: the events the server sends overflow the queue, and the
+    // core ends the session while it handles the bytes they came in.
+    let mut storm = String::new();
+    for i in 0..16 {
+        storm += &format!("Event: UserEvent\r\nUserEvent: T\r\nSeq: {i}\r\n\r\n");
+    }
+    wire.lock().unwrap().incoming.extend(storm.bytes());
+    Wire::wake(&wire);
+    spin_fleet(&mut driver);
+    assert_eq!(
+        wire.lock().unwrap().written.len(),
+        before,
+        "nothing was written"
+    );
+    let reply = match action.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(reply)) => reply,
+        other => panic!("the session did not end: {other:?}"),
+    };
+    match reply.result {
+        Err(crate::AmiError::Action(ActionError::NotSent(DisconnectReason::EventOverflow))) => {}
+        other => panic!("its last byte never left, yet: {other:?}"),
+    }
+}
+
+#[test]
+fn a_fleet_driver_reading_while_its_copy_waits_copies_each_lent_byte_once() {
+    use crate::driver::RELENT;
+    use ami_proto::fleet::Route;
+    use ami_proto::Action;
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .build()
+        .unwrap();
+    let (wire, fleet, _events, mut driver) = ready_fleet(config);
+    let mut cx = Context::from_waker(Waker::noop());
+    let event = |seq: u32| {
+        let mut w = wire.lock().unwrap();
+        w.incoming
+            .extend(format!("Event: UserEvent\r\nUserEvent: T\r\nSeq: {seq}\r\n\r\n").bytes());
+        drop(w);
+        Wire::wake(&wire);
+    };
+    wire.lock().unwrap().budget = 0;
+    let before = wire.lock().unwrap().written.len();
+    RELENT.with(|c| c.set(0));
+    let first = Action::new("UserEvent").field("UserEvent", "First");
+    let mut first = Box::pin(fleet.send(Route::Server("pbx"), first));
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    // Reads while the whole copy waits, then while part of it is written: each gives the
+    // copy back and lends it again, and the copy is kept.
+    event(1);
+    spin_fleet(&mut driver);
+    let second = Action::new("UserEvent").field("UserEvent", "Second");
+    let mut second = Box::pin(fleet.send(Route::Server("pbx"), second));
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    event(2);
+    wire.lock().unwrap().budget = 10;
+    Wire::wake(&wire);
+    spin_fleet(&mut driver);
+    event(3);
+    spin_fleet(&mut driver);
+    wire.lock().unwrap().budget = usize::MAX;
+    Wire::wake(&wire);
+    spin_fleet(&mut driver);
+    let written = wire.lock().unwrap().written[before..].to_vec();
+    let text = String::from_utf8_lossy(&written).into_owned();
+    assert_eq!(text.matches("UserEvent: First").count(), 1, "{text}");
+    assert_eq!(text.matches("UserEvent: Second").count(), 1, "{text}");
+    assert!(text.find("First") < text.find("Second"), "{text}");
+    assert_eq!(
+        RELENT.with(|c| c.get()),
+        written.len(),
+        "every byte written was copied once, however many reads it waited through"
+    );
+    assert_eq!(fleet.stats().total.events_in, 3);
+}
+
+#[test]
+fn a_session_action_lent_but_unwritten_fails_not_sent_when_received_events_overflow_the_queue() {
+    use ami_proto::{Action, ActionError, DisconnectReason, OverflowPolicy};
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .event_queue_cap(4)
+        .overflow(OverflowPolicy::CloseSession)
+        .build()
+        .unwrap();
+    let mut rig = Rig::with_config(
+        Wire {
+            budget: usize::MAX,
+            ..Wire::default()
+        },
+        config,
+    );
+    rig.log_in();
+    // The server stops reading: the driver lends the Ping and holds it, all unwritten.
+    rig.wire.lock().unwrap().budget = 0;
+    let before = rig.written().len();
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(handle.send(Action::new("Ping")));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    rig.storm(16);
+    rig.spin();
+    assert_eq!(rig.written().len(), before, "nothing was written");
+    match ping.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(crate::AmiError::Action(ActionError::NotSent(
+            DisconnectReason::EventOverflow,
+        )))) => {}
+        other => panic!("its last byte never left, yet: {other:?}"),
+    }
 }

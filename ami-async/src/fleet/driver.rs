@@ -210,8 +210,9 @@ struct ConnIo<R: Runtime> {
     /// (`Fleet::lend_transmit`: it withdraws none of them, and counts an action none of
     /// whose bytes it lent as never sent); the core is told what was written after each
     /// write, so its byte counters count bytes the transport took. The unwritten rest is
-    /// given back (`Fleet::unlend_transmit`) at the next visit, before a timer turn, and
-    /// before a failure is reported.
+    /// given back (`Fleet::unlend_transmit`) at the next visit, before a timer turn, before
+    /// received bytes are handed in (they may end the session), and before a failure is
+    /// reported.
     out: Vec<u8>,
     out_pos: usize,
     /// Listed in [`Pump::lending`].
@@ -458,6 +459,7 @@ impl<R: Runtime> Pump<R> {
                 inner,
                 server,
                 epoch,
+                None,
                 (&mut conn.out, &mut conn.out_pos, &mut conn.listed),
                 &mut self.lending,
             )
@@ -478,6 +480,7 @@ impl<R: Runtime> Pump<R> {
                     inner,
                     server,
                     epoch,
+                    None,
                     (&mut conn.out, &mut conn.out_pos, &mut conn.listed),
                     &mut self.lending,
                 ) {
@@ -541,7 +544,24 @@ impl<R: Runtime> Pump<R> {
                     read = true;
                     self.read_this_poll += n;
                     conn.tally.read(n);
-                    if !report::<R>(inner, server, epoch, Input::Received(&self.buf[..n])) {
+                    let input = Input::Received(&self.buf[..n]);
+                    let current = if conn.out_pos < conn.out.len() {
+                        // The input may end the session (an event queue overflowing under
+                        // `CloseSession`, a protocol error): the copy's unwritten bytes go
+                        // back to the core first, as at a visit, so that the actions whose
+                        // last byte they hold fail `NotSent`, not `Unknown`.
+                        lend::<R>(
+                            inner,
+                            server,
+                            epoch,
+                            Some(input),
+                            (&mut conn.out, &mut conn.out_pos, &mut conn.listed),
+                            &mut self.lending,
+                        )
+                    } else {
+                        report::<R>(inner, server, epoch, input)
+                    };
+                    if !current {
                         return false;
                     }
                 }
@@ -558,15 +578,23 @@ impl<R: Runtime> Pump<R> {
     }
 }
 
-/// Gives back what the connection's copy (`out[out_pos..]`) holds unwritten (nothing, once it is all written), fires
-/// `server`'s due deadlines (nothing due is lent, so nothing due is written), and lends what
-/// is to be written now into the copy ([`relend`]: kept while nothing was withdrawn). A
-/// copy left holding bytes is listed in `lending` for the timer turn. False if the
-/// connection is no longer the server's current one (the copy is then untouched).
+/// Gives back what the connection's copy (`out[out_pos..]`) holds unwritten (nothing, once
+/// it is all written), hands the core `input` if any, fires `server`'s due deadlines (nothing
+/// due is lent, so nothing due is written), and lends what is to be written now into the
+/// copy ([`relend`]: kept while nothing was withdrawn, so a read while the socket is full
+/// copies only new bytes). A copy left holding bytes is listed in `lending` for the timer
+/// turn. False if the connection is no longer the server's current one (the copy is then
+/// untouched, and `input` dropped).
+///
+/// Nothing is being written meanwhile (the driver reports each write the transport took
+/// as soon as it returns), so the bytes given back never left: an `input` that ends the session fails the
+/// actions whose last byte they hold `NotSent`, as a lost transport does ([`lost`]). The
+/// session's next connection starts with nothing to lend, so the copy is then emptied.
 fn lend<R: Runtime>(
     inner: &Inner<Endpoint>,
     server: ServerId,
     epoch: u64,
+    input: Option<Input<'_>>,
     (out, out_pos, listed): (&mut Vec<u8>, &mut usize, &mut bool),
     lending: &mut Vec<ServerId>,
 ) -> bool {
@@ -576,6 +604,9 @@ fn lend<R: Runtime>(
         }
         let withdrawn = s.fleet.actions_withdrawn(server);
         s.fleet.unlend_transmit(server);
+        if let Some(input) = input {
+            s.fleet.handle_input(R::now(), server, input);
+        }
         s.fleet.handle_server_timeout(R::now(), server);
         let kept = s.fleet.actions_withdrawn(server) == withdrawn;
         relend(out, out_pos, s.fleet.lend_transmit(server), kept);
