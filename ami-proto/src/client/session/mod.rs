@@ -533,9 +533,14 @@ impl Client {
     /// Lent bytes are what decides an action's fate when its session is lost: one whose last
     /// byte was never lent (nor written) cannot have reached the server whole, so it fails
     /// [`ActionError::NotSent`] (safe to send again); one whose bytes were all lent may have
-    /// run, and fails [`ActionError::Unknown`]. Call [`handle_timeout`](Self::handle_timeout)
-    /// first whenever [`poll_timeout`](Self::poll_timeout) is at or before now, so that no
-    /// byte of an action already due is lent.
+    /// run, and fails [`ActionError::Unknown`]. The core cannot tell lent from written, so an
+    /// adapter that is not writing at that moment gives back its unwritten rest before any
+    /// call that may end the session: [`handle_input`](Self::handle_input) (received bytes
+    /// end it too: an event queue overflowing under `CloseSession`, a protocol error),
+    /// [`handle_timeout`](Self::handle_timeout), [`close`](Self::close); then those actions
+    /// fail `NotSent`, exactly. Call `handle_timeout` first whenever
+    /// [`poll_timeout`](Self::poll_timeout) is at or before now, so that no byte of an action
+    /// already due is lent.
     pub fn lend_transmit(&mut self) -> &[u8] {
         let Client { conn, pending, .. } = self;
         conn.transmit.lend(|seq| {
