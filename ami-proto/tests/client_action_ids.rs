@@ -110,3 +110,54 @@ fn action_ids_are_never_reused_across_reconnects_or_clients() {
     }
     assert_eq!(seen.len(), 30);
 }
+
+#[test]
+fn cancel_refuses_the_clients_own_action_ids_and_changes_nothing() {
+    // The Login and the heartbeat's Ping belong to the client: a caller that names one (read
+    // from a log, or guessed from the prefix) must not end it, or the session would wait for
+    // an answer it then ignores and fall over at the login or pong timeout.
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("off")
+        .seed(5)
+        .ping_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.connected();
+    h.feed(scripted::BANNER);
+    let login = h.take("Login");
+    let login_id = scripted::id_of(&login)
+        .parse::<ami_proto::ActionId>()
+        .unwrap();
+    assert!(
+        !h.client.cancel(h.now, &login_id),
+        "the Login is not the caller's"
+    );
+    let out = h.feed(&scripted::login_ok(login_id.as_str()));
+    assert!(
+        matches!(out.last(), Some(scripted::Out::Ready(_))),
+        "the login went on: {out:?}"
+    );
+    assert!(h.outcomes(&login_id).is_empty(), "and completed nothing");
+
+    h.advance(Duration::from_secs(10));
+    let ping = h.take("Ping");
+    let ping_id = scripted::id_of(&ping)
+        .parse::<ami_proto::ActionId>()
+        .unwrap();
+    assert!(
+        !h.client.cancel(h.now, &ping_id),
+        "the heartbeat is not the caller's"
+    );
+    h.feed(&pong(ping_id.as_str()));
+    h.advance(Duration::from_secs(30));
+    assert!(h.client.is_ready(), "the heartbeat's answer still counted");
+    assert!(h.outcomes(&ping_id).is_empty());
+    assert!(
+        !h.log
+            .iter()
+            .any(|o| matches!(o, scripted::Out::Disconnected(..))),
+        "{:?}",
+        h.log
+    );
+}

@@ -773,7 +773,7 @@ impl Client {
     }
 
     /// Cancels an action; it completes [`ActionError::Cancelled`] now. Returns false if `id`
-    /// is not pending.
+    /// is not a pending action of the caller's.
     ///
     /// One none of whose bytes was handed out (queued, or encoded but neither written nor
     /// lent: see [`lend_transmit`](Self::lend_transmit)) never goes out: its bytes leave
@@ -782,10 +782,20 @@ impl Client {
     /// its late answer is ignored until its grace period (`action_timeout`) ends; should the
     /// adapter give its lent bytes back unwritten
     /// ([`unlend_transmit`](Self::unlend_transmit)), they are withdrawn then.
+    ///
+    /// The client's own actions (its Login, the heartbeat's Ping, the Logoff, filters it
+    /// re-applies) are not the caller's to cancel: false, and they go on.
     pub fn cancel(&mut self, now: Instant, id: &ActionId) -> bool {
         let Some(seq) = self.pending.lookup(id.as_bytes()) else {
             return false;
         };
+        if !self
+            .pending
+            .get_mut(seq)
+            .is_some_and(|p| matches!(p.kind, Kind::User { .. }))
+        {
+            return false;
+        }
         match self.pending.stage(seq) {
             Some(Stage::Queued) => {
                 self.finish(now, seq, Err(ActionError::Cancelled));
