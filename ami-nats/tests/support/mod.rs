@@ -305,18 +305,30 @@ pub struct Stored {
     pub body: serde_json::Value,
 }
 
+/// How long the reader's consumer outlives the reader's silence. The server deletes an
+/// ephemeral pull consumer that has had no pull request for its inactive threshold (5 s by
+/// default): a reader paused that long (a loaded machine deschedules the test thread, or
+/// nats-server) would resume to a deleted consumer and wait for messages that never come.
+/// Far longer than any pause; the consumer is deleted when the read ends.
+const READER_INACTIVE_THRESHOLD: Duration = Duration::from_secs(600);
+
+/// How long the reader waits for its next message before it gives up: only a server that
+/// no longer delivers what its stream holds is that slow.
+const READ_STALL_LIMIT: Duration = Duration::from_secs(30);
+
 /// Reads the stream from `start` to its last message.
 pub async fn read_stream(url: &str, start: u64) -> Vec<Stored> {
     let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client);
     let mut stream = js.get_stream("AMI").await.unwrap();
     let last = stream.info().await.unwrap().state.last_sequence;
-    let c = stream
+    let mut c = stream
         .create_consumer(consumer::pull::Config {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: start,
             },
             ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: READER_INACTIVE_THRESHOLD,
             ..Default::default()
         })
         .await
@@ -324,11 +336,15 @@ pub async fn read_stream(url: &str, start: u64) -> Vec<Stored> {
     let mut out = Vec::new();
     let mut messages = c.messages().await.unwrap();
     while out.last().map_or(start <= last, |s: &Stored| s.seq < last) {
-        let m = tokio::time::timeout(Duration::from_secs(10), messages.next())
-            .await
-            .expect("stream read timed out")
-            .unwrap()
-            .unwrap();
+        let Ok(m) = tokio::time::timeout(READ_STALL_LIMIT, messages.next()).await else {
+            let consumer = c.info().await.cloned();
+            panic!(
+                "stream read stalled: no message for {READ_STALL_LIMIT:?} after {} of seq {start}..={last} (last read {:?}); consumer: {consumer:?}",
+                out.len(),
+                out.last().map(|s| s.seq)
+            );
+        };
+        let m = m.unwrap().unwrap();
         let info = m.info().unwrap();
         let msg_id = m
             .headers
@@ -343,6 +359,10 @@ pub async fn read_stream(url: &str, start: u64) -> Vec<Stored> {
             body: serde_json::from_slice(&m.payload).unwrap(),
         });
     }
+    drop(messages);
+    // Readers are called in loops (`wait_for`): their consumers must not pile up.
+    let name = c.cached_info().name.clone();
+    let _ = stream.delete_consumer(&name).await;
     out
 }
 
