@@ -337,28 +337,72 @@ impl ReplyLoss {
     }
 }
 
-/// When lost replies were last logged, per [`ReplyLoss`].
-pub(crate) type ReplyLossLog = LogThrottle<{ ReplyLoss::ALL.len() }>;
+/// The log lines of lost replies, rate-limited per [`ReplyLoss`]: the first of a reason at
+/// once, then at most one line per interval with how many were not logged since. The
+/// summary of a flood that stopped is written by the bridge's periodic tick once its
+/// interval has passed ([`due`](Self::due)) and by its shutdown ([`pending`](Self::pending)),
+/// so it never waits for a next loss that may not come. The clock is the caller's.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyLossLog {
+    throttle: LogThrottle<{ ReplyLoss::ALL.len() }>,
+}
+
+impl ReplyLossLog {
+    /// A log of lost replies with at most one line per reason per `interval`.
+    #[cfg(test)]
+    fn new(interval: Duration) -> Self {
+        ReplyLossLog {
+            throttle: LogThrottle::new(interval),
+        }
+    }
+
+    /// A reply lost for `why` (NATS said `error`) at `now`: the line to log now, if any.
+    pub(crate) fn lost(
+        &mut self,
+        why: ReplyLoss,
+        error: &dyn std::fmt::Display,
+        now: Instant,
+    ) -> Option<String> {
+        let quiet = self.throttle.note(why.index(), now)?;
+        let rest = crate::throttle::unlogged(quiet, "action_replies_lost");
+        Some(format!("action reply not sent: {error}{rest}"))
+    }
+
+    /// The summary lines due at `now`: the reasons whose losses were only counted and whose
+    /// interval since their last line has passed.
+    pub(crate) fn due(&mut self, now: Instant) -> Vec<String> {
+        Self::summaries(self.throttle.overdue(now))
+    }
+
+    /// Every summary line still owed, due or not: for the bridge's end, after which no
+    /// later line could carry the counts.
+    pub(crate) fn pending(&mut self) -> Vec<String> {
+        Self::summaries(self.throttle.take_all())
+    }
+
+    fn summaries(counts: Vec<(usize, u64)>) -> Vec<String> {
+        counts
+            .into_iter()
+            .map(|(i, n)| {
+                let reason = ReplyLoss::ALL.get(i).map_or("?", |r| r.label());
+                format!("{n} more action replies not sent ({reason}) since the last such line (counted in action_replies_lost, not logged)")
+            })
+            .collect()
+    }
+}
 
 /// Publishes a reply to the requester (who then times out if it cannot be sent). A lost
 /// reply is counted by reason, and logged rate-limited: requests with huge answers or bad
 /// reply subjects may come by the thousand, and a line each would flood the log.
 async fn send_reply(control: &Control, reply_to: async_nats::Subject, body: Bytes) {
-    let lost = control.nats.publish(reply_to, body).await.err();
-    let now = Instant::now();
-    let mut log = control.lock_reply_log();
-    if let Some(e) = lost {
-        let why = ReplyLoss::of(e.kind());
-        control.metrics.reply_lost(why);
-        if let Some(quiet) = log.note(why.index(), now) {
-            let rest = crate::throttle::unlogged(quiet, "action_replies_lost");
-            log::warn!("action reply not sent: {e}{rest}");
-        }
-    }
-    // A flood that stopped is summed up at the next reply after its interval.
-    for (i, n) in log.overdue(now) {
-        let reason = ReplyLoss::ALL.get(i).map_or("?", |r| r.label());
-        log::warn!("{n} more action replies not sent ({reason}) since the last such line (counted in action_replies_lost, not logged)");
+    let Err(e) = control.nats.publish(reply_to, body).await else {
+        return;
+    };
+    let why = ReplyLoss::of(e.kind());
+    control.metrics.reply_lost(why);
+    let line = control.lock_reply_log().lost(why, &e, Instant::now());
+    if let Some(line) = line {
+        log::warn!("{line}");
     }
 }
 
@@ -604,6 +648,62 @@ async fn release_key(kv: &Store, key: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lose(log: &mut ReplyLossLog, at: Instant) -> Option<String> {
+        log.lost(ReplyLoss::TooLarge, &"maximum payload exceeded", at)
+    }
+
+    #[test]
+    fn lost_replies_only_counted_are_summed_up_once_the_interval_passes_without_another_loss() {
+        let mut log = ReplyLossLog::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let first = lose(&mut log, t0).expect("the first is logged at once");
+        assert_eq!(first, "action reply not sent: maximum payload exceeded");
+        for ms in 1..=3 {
+            assert_eq!(lose(&mut log, t0 + Duration::from_millis(ms)), None);
+        }
+        // No loss follows. The bridge's tick asks every 250 ms: nothing before the
+        // interval, then one line with the count, then nothing more.
+        let mut lines = Vec::new();
+        let mut at = t0;
+        while at <= t0 + Duration::from_secs(30) {
+            let due = log.due(at);
+            if !due.is_empty() {
+                lines.push((at - t0, due));
+            }
+            at += Duration::from_millis(250);
+        }
+        assert_eq!(
+            lines,
+            [(
+                Duration::from_secs(10),
+                vec!["3 more action replies not sent (too_large) since the last such line (counted in action_replies_lost, not logged)".to_string()]
+            )]
+        );
+        assert!(log.pending().is_empty(), "nothing left owed");
+    }
+
+    #[test]
+    fn the_bridges_end_sums_up_lost_replies_whose_interval_has_not_passed() {
+        let mut log = ReplyLossLog::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert!(lose(&mut log, t0).is_some());
+        assert_eq!(lose(&mut log, t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            log.lost(
+                ReplyLoss::Other,
+                &"disconnected",
+                t0 + Duration::from_secs(2)
+            ),
+            Some("action reply not sent: disconnected".to_string())
+        );
+        assert!(log.due(t0 + Duration::from_secs(3)).is_empty());
+        assert_eq!(
+            log.pending(),
+            ["1 more action replies not sent (too_large) since the last such line (counted in action_replies_lost, not logged)"]
+        );
+        assert!(log.pending().is_empty());
+    }
 
     #[test]
     fn parses_headers_in_order_with_key_and_timeout() {

@@ -77,6 +77,25 @@ impl Control {
         lock(&self.reply_log)
     }
 
+    /// Logs the summaries of lost action replies whose interval has passed at `now`: a
+    /// flood of lost replies that stopped is summed up by the periodic tick, not only when
+    /// another reply is lost.
+    fn log_reply_summaries(&self, now: Instant) {
+        let lines = self.lock_reply_log().due(now);
+        for line in lines {
+            log::warn!("{line}");
+        }
+    }
+
+    /// Logs every summary of lost action replies still owed, due or not: at the bridge's
+    /// end, when no later line could carry the counts.
+    fn log_reply_summaries_at_end(&self) {
+        let lines = self.lock_reply_log().pending();
+        for line in lines {
+            log::warn!("{line}");
+        }
+    }
+
     /// This bridge took `ix`'s lease as `term` (its KV revision then). Returns at once: the
     /// lease loop must not wait on a full merged stream (NATS slow) while other leases need
     /// renewing, so the marker, the session and the action subscription start in a task.
@@ -526,7 +545,8 @@ impl Bridge {
             ack_timeout: PUBLISH_ACK_TIMEOUT,
         };
         tasks.push(tokio::spawn(publisher.run(merged)));
-        // Self-fencing and status gauges, independent of how long NATS calls take.
+        // Self-fencing, status gauges and the summaries of lost replies, independent of how
+        // long NATS calls take.
         {
             let control = control.clone();
             tasks.push(tokio::spawn(async move {
@@ -540,6 +560,7 @@ impl Bridge {
                         for (ix, status) in control.upstream.statuses() {
                             control.metrics.set_state(ix, status_name(&status));
                         }
+                        control.log_reply_summaries(Instant::now());
                     }
                 }
             }));
@@ -624,6 +645,8 @@ impl Bridge {
         for t in self.tasks {
             t.abort();
         }
+        // After the tick is gone: the lost replies it had not summed up yet.
+        self.control.log_reply_summaries_at_end();
     }
 }
 

@@ -69,6 +69,18 @@ impl<const N: usize> LogThrottle<N> {
         due
     }
 
+    /// Every kind with occurrences not logged since its last line, each with that count,
+    /// whether its interval has passed or not: for the end, when no later line could carry
+    /// them. They count as logged.
+    pub(crate) fn take_all(&mut self) -> Vec<(usize, u64)> {
+        self.quiet
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, quiet)| **quiet > 0)
+            .map(|(kind, quiet)| (kind, std::mem::take(quiet)))
+            .collect()
+    }
+
     /// When the next summary line is due (`None`: nothing waits for one).
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.last
