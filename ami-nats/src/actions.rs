@@ -531,13 +531,10 @@ async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<St
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        if let Some(v) = v {
-            if let Some(("held", who)) =
-                std::str::from_utf8(&v).ok().and_then(|v| v.split_once(' '))
-            {
-                if who != control.bridge_id && !holders.iter().any(|h| h == who) {
-                    holders.push(who.to_string());
-                }
+        if let Some(lease) = v.as_deref().and_then(crate::lease::LeaseValue::parse) {
+            let who = lease.bridge;
+            if lease.held && who != control.bridge_id && !holders.iter().any(|h| h == who) {
+                holders.push(who.to_string());
             }
         }
     }

@@ -48,6 +48,9 @@ pub enum BridgeError {
 pub(crate) struct Control {
     pub(crate) servers: Arc<[ServerSpec]>,
     pub(crate) bridge_id: String,
+    /// This process's random token in its lease values: two processes started under one
+    /// bridge ID never take each other's lease for their own (see the `lease` module).
+    pub(crate) instance: String,
     pub(crate) terms: Arc<Terms>,
     pub(crate) upstream: Upstream,
     pub(crate) merged: mpsc::Sender<Tagged>,
@@ -407,8 +410,9 @@ async fn ensure_bucket(js: &jetstream::Context, b: Bucket) -> Result<kv::Store, 
         .map_err(|e| BridgeError::Setup(format!("bucket {}: {e}", b.name)))
 }
 
-/// A random bridge ID (std's hasher keys are random per process).
-fn random_id() -> String {
+/// 64 random bits: std's hasher keys are random per process (and differ per call), mixed
+/// with the time and the process ID.
+fn entropy() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -416,7 +420,18 @@ fn random_id() -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
-    format!("b{:012x}", h.finish() & 0xffff_ffff_ffff)
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A random bridge ID.
+fn random_id() -> String {
+    format!("b{:012x}", entropy() & 0xffff_ffff_ffff)
+}
+
+/// A random instance token for this bridge's lease values: 16 lowercase hex digits.
+fn random_instance() -> String {
+    format!("{:016x}", entropy())
 }
 
 impl Bridge {
@@ -425,6 +440,7 @@ impl Bridge {
     pub async fn start(config: BridgeConfig) -> Result<Bridge, BridgeError> {
         config.validate()?;
         let bridge_id = config.bridge_id.clone().unwrap_or_else(random_id);
+        let instance = random_instance();
         let servers: Arc<[ServerSpec]> = config.servers.clone().into();
         let metrics = Arc::new(Metrics::new(
             &servers,
@@ -434,7 +450,8 @@ impl Bridge {
         ));
         let connected = metrics.nats_connected.clone();
         let nats = async_nats::ConnectOptions::new()
-            .name(format!("ami-bridge {bridge_id}"))
+            // The instance tells apart two processes started under one bridge ID.
+            .name(format!("ami-bridge {bridge_id} {instance}"))
             // Every publish ack of the window lands in one subscription: room for all of them.
             .subscription_capacity(config.publish_window.saturating_add(1024).max(64 * 1024))
             .event_callback(move |event| {
@@ -491,6 +508,7 @@ impl Bridge {
         let control = Arc::new(Control {
             servers: servers.clone(),
             bridge_id: bridge_id.clone(),
+            instance,
             terms: terms.clone(),
             upstream,
             merged: markers_tx,

@@ -1,22 +1,29 @@
 //! Leases: each server is served by at most one bridge at a time.
 //!
-//! One key per server (its subject token) in a JetStream KV bucket, value `held <bridge>` or
-//! `released <bridge>`. Every `ttl / 4` a bridge:
+//! One key per server (its subject token) in a JetStream KV bucket. Its value is text, three
+//! words separated by one space: `held <bridge> <instance>` or `released <bridge>
+//! <instance>`, where `<bridge>` is the bridge's ID (its name, printable ASCII without
+//! spaces) and `<instance>` a random token (16 lowercase hex digits) made when the bridge
+//! process starts. The instance tells apart two processes started under one name: a bridge
+//! renews and releases only a key holding its own instance, never one another process of
+//! the same name took. A value without the instance (`held <bridge>`, as bridges before it
+//! wrote) is read as held by that bridge, and is never any running process's own. Every
+//! `ttl / 4` a bridge:
 //!
 //! 1. for each lease it holds: if its last successful renewal was *sent* more than
 //!    `ttl - ttl/4` ago, it stops serving at once (self-fencing: it cannot know whether
 //!    another bridge took over); otherwise it renews with a compare-and-set on the revision
 //!    it holds. A wrong revision means another bridge owns the key: it stops at once, unless
-//!    its previous renewal got no answer and the key holds this bridge's own value (that
+//!    its previous renewal got no answer and the key holds this process's own value (that
 //!    renewal landed): then it renews on that revision, a compare-and-set like any other.
 //! 2. for each other server: an absent key is created (create fails if another bridge was
 //!    first); a `released` value is taken with a compare-and-set; a `held` value is taken with
 //!    a compare-and-set only after this bridge has seen the *same revision* for a whole `ttl`.
 //!
 //! A bridge that stops cleanly ends each session with a `lease_released` marker and then
-//! writes `released <bridge>` (a compare-and-set on the revision it holds; after a renewal
-//! whose answer was lost, on the key's current revision if it still holds `held <bridge>`),
-//! which the next bridge takes at once: every bridge watches
+//! writes `released <bridge> <instance>` (a compare-and-set on the revision it holds; after a
+//! renewal whose answer was lost, on the key's current revision if it still holds this
+//! process's own `held` value), which the next bridge takes at once: every bridge watches
 //! the bucket, and a `released` (or deleted) lease makes it look at its free leases then,
 //! not at its next tick.
 //!
@@ -50,6 +57,51 @@ enum State {
     },
 }
 
+/// A lease value read from the bucket (see the module documentation for its format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeaseValue<'a> {
+    /// `held` (true) or `released` (false).
+    pub(crate) held: bool,
+    /// The ID of the bridge that wrote it.
+    pub(crate) bridge: &'a str,
+    /// The instance token of the process that wrote it (`None` in a value written without
+    /// one).
+    pub(crate) instance: Option<&'a str>,
+}
+
+impl<'a> LeaseValue<'a> {
+    /// The value in `bytes`, or `None` when it is not one a bridge writes.
+    pub(crate) fn parse(bytes: &'a [u8]) -> Option<LeaseValue<'a>> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut words = text.split(' ');
+        let held = match words.next()? {
+            "held" => true,
+            "released" => false,
+            _ => return None,
+        };
+        let bridge = words.next().filter(|b| !b.is_empty())?;
+        let instance = match words.next() {
+            None => None,
+            Some(i) if !i.is_empty() => Some(i),
+            Some(_) => return None,
+        };
+        if words.next().is_some() {
+            return None;
+        }
+        Some(LeaseValue {
+            held,
+            bridge,
+            instance,
+        })
+    }
+
+    /// The value a process writes: `held` or `released`, its bridge ID and its instance.
+    pub(crate) fn encode(held: bool, bridge: &str, instance: &str) -> Bytes {
+        let state = if held { "held" } else { "released" };
+        Bytes::from(format!("{state} {bridge} {instance}"))
+    }
+}
+
 /// Runs the lease loop until `stop` turns true, then releases what it holds.
 pub(crate) async fn run(
     kv: Store,
@@ -61,7 +113,7 @@ pub(crate) async fn run(
     let fence = ttl - ttl / 4;
     let n = control.servers.len();
     let mut states: Vec<State> = (0..n).map(|_| State::Free { seen: None }).collect();
-    let held_value = Bytes::from(format!("held {}", control.bridge_id));
+    let held_value = LeaseValue::encode(true, &control.bridge_id, &control.instance);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A lease seen unchanged is taken the moment it has been so for a TTL, not at the next
@@ -203,7 +255,7 @@ pub(crate) async fn run(
         stored.extend(control.release(ix, term).await);
     }
     let _ = timeout(tick, futures_util::future::join_all(stored)).await;
-    let released_value = Bytes::from(format!("released {}", control.bridge_id));
+    let released_value = LeaseValue::encode(false, &control.bridge_id, &control.instance);
     for (ix, term, revision) in held {
         control.lost(ix, term);
         let key = control.servers[ix].token.as_str();
@@ -212,10 +264,11 @@ pub(crate) async fn run(
 }
 
 /// Writes `released` into the lease `key`, held at `revision` as far as this bridge knows.
-/// After a renewal whose answer was lost the key holds this bridge's own value at a newer
+/// After a renewal whose answer was lost the key holds this process's own value at a newer
 /// revision: then it is read again and released on that revision if it still holds
-/// `held_value` (only this bridge writes it), a compare-and-set like the first. Another
-/// bridge's value is never touched. Left as it is (to expire after its TTL) only when NATS
+/// `held_value` (only this process writes it: it carries its instance token), a
+/// compare-and-set like the first. Another bridge's value is never touched, nor that of
+/// another process started under the same bridge ID. Left as it is (to expire after its TTL) only when NATS
 /// does not answer within `tick`.
 async fn release(
     kv: &Store,
@@ -282,16 +335,16 @@ async fn next_release(watch: &mut Option<Watch>) -> bool {
 }
 
 /// After a renewal with no answer was followed by one refused for a wrong revision: if the
-/// key says `held <this bridge>` (the unanswered renewal landed), renews on its current
-/// revision and returns the new one. `None` when another bridge holds it, or NATS cannot
+/// key holds this process's own `held` value (the unanswered renewal landed), renews on its
+/// current revision and returns the new one. `None` when another bridge holds it, or NATS cannot
 /// tell within `tick` (the bridge then stops serving, as fencing requires).
 async fn reclaim(kv: &Store, key: &str, held_value: &Bytes, tick: Duration) -> Option<u64> {
     write_if_ours(kv, key, held_value, held_value, tick).await
 }
 
 /// Writes `value` on the key's current revision if the key still says `held_value` (only
-/// this bridge writes it: a renewal whose answer was lost may have moved the revision the
-/// bridge knows); returns the new revision. Another bridge's value is never touched: a
+/// this process writes it, as it carries the process's instance token: a renewal whose
+/// answer was lost may have moved the revision the bridge knows); returns the new revision. Another bridge's value is never touched: a
 /// compare-and-set on the revision just read. `None` when it is not ours, or NATS does not
 /// answer within `tick`.
 async fn write_if_ours(
@@ -358,11 +411,10 @@ async fn try_acquire(
             None,
         ),
         Some(e) => {
-            let value = String::from_utf8_lossy(&e.value).into_owned();
-            let (released, holder) = match value.split_once(' ') {
-                Some(("released", who)) => (true, who.to_string()),
-                Some((_, who)) => (false, who.to_string()),
-                None => (false, value.clone()),
+            // A value no bridge writes counts as held, by whoever its text names.
+            let (released, holder) = match LeaseValue::parse(&e.value) {
+                Some(v) => (!v.held, v.bridge.to_string()),
+                None => (false, String::from_utf8_lossy(&e.value).into_owned()),
             };
             let stale = match seen {
                 Some((rev, since)) if *rev == e.revision => since.elapsed() >= ttl,
@@ -397,5 +449,47 @@ async fn try_acquire(
             None
         }
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_value_names_the_bridge_and_the_process_and_reads_back() {
+        let held = LeaseValue::encode(true, "b1", "00ff00ff00ff00ff");
+        assert_eq!(&held[..], b"held b1 00ff00ff00ff00ff");
+        assert_eq!(
+            LeaseValue::parse(&held),
+            Some(LeaseValue {
+                held: true,
+                bridge: "b1",
+                instance: Some("00ff00ff00ff00ff"),
+            })
+        );
+        let released = LeaseValue::encode(false, "b1", "00ff00ff00ff00ff");
+        assert_eq!(&released[..], b"released b1 00ff00ff00ff00ff");
+        assert_eq!(LeaseValue::parse(&released).map(|v| v.held), Some(false));
+        // Written without an instance: held by that bridge, no process's own.
+        assert_eq!(
+            LeaseValue::parse(b"held first"),
+            Some(LeaseValue {
+                held: true,
+                bridge: "first",
+                instance: None,
+            })
+        );
+        for odd in [
+            &b""[..],
+            b"held",
+            b"held ",
+            b"taken b1 x",
+            b"held b1 x y",
+            b"held b1 ",
+            b"\xffheld b1",
+        ] {
+            assert_eq!(LeaseValue::parse(odd), None, "{odd:?}");
+        }
     }
 }

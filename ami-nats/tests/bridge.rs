@@ -1475,15 +1475,17 @@ fn shutdown_after_a_renewal_whose_answer_was_lost_releases_the_lease_at_once() {
     let landed = block(async {
         let kv = leases(&url).await;
         let e = kv.entry("pbx1").await.unwrap().unwrap();
-        assert_eq!(&e.value[..], b"held first");
+        // `held <bridge> <instance>`: the instance is the process's own random token.
+        let value = String::from_utf8_lossy(&e.value).into_owned();
+        assert!(value.starts_with("held first "), "{value}");
         kv.update("pbx1", e.value, e.revision).await.unwrap()
     });
     first.shutdown();
     let after = block(async { leases(&url).await.entry("pbx1").await.unwrap().unwrap() });
-    assert_eq!(
-        String::from_utf8_lossy(&after.value),
-        "released first",
-        "the lease must be free now, not after its TTL"
+    let value = String::from_utf8_lossy(&after.value).into_owned();
+    assert!(
+        value.starts_with("released first "),
+        "the lease must be free now, not after its TTL: {value}"
     );
     assert!(after.revision > landed);
 }
@@ -1509,6 +1511,44 @@ fn shutdown_never_releases_a_lease_another_bridge_holds_now() {
     first.shutdown();
     let after = block(async { leases(&url).await.entry("pbx1").await.unwrap().unwrap() });
     assert_eq!(String::from_utf8_lossy(&after.value), "held second");
+}
+
+#[test]
+fn a_bridges_shutdown_never_releases_the_lease_another_process_with_the_same_id_holds() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // Two processes started under one name. The first renews every 30 s (TTL 120 s); the
+    // second, with a TTL of 1 s, takes the lease once it has seen it unchanged for 1 s, and
+    // the first does not notice before its next renewal.
+    let first = serving_bridge(pbx1_bridge(&nats, &a, "same", Duration::from_secs(120)), &a);
+    let second = TestBridge::start(pbx1_bridge(&nats, &a, "same", Duration::from_secs(1)));
+    wait_for(Duration::from_secs(10), "the second serves", || {
+        second.serving() == ["pbx1"] && a.stats().logins == 2
+    });
+    let url = nats.url();
+    // Every value the key takes while the first stops, and a while after.
+    let written = block(async {
+        let kv = leases(&url).await;
+        let mut watch = kv.watch("pbx1").await.unwrap();
+        tokio::task::spawn_blocking(move || first.shutdown())
+            .await
+            .unwrap();
+        let mut written = Vec::new();
+        let until = tokio::time::Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(e)) =
+            tokio::time::timeout_at(until, futures_util::StreamExt::next(&mut watch)).await
+        {
+            written.push(String::from_utf8_lossy(&e.unwrap().value).into_owned());
+        }
+        written
+    });
+    assert!(
+        written.iter().all(|v| v.starts_with("held same")),
+        "the first released the second's lease: {written:?}"
+    );
+    assert_eq!(second.serving(), ["pbx1"]);
+    assert_eq!(a.stats().logins, 2, "the second never lost the server");
+    second.shutdown();
 }
 
 /// The bridges' lease bucket, read and written as another bridge would.
