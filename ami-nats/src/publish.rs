@@ -248,10 +248,64 @@ struct State {
     backoff: Duration,
     /// No publishing before this instant (after a failure).
     paused_until: Option<Instant>,
-    /// When final refusals were last logged.
+    /// The rate-limited lines about dropped items.
+    drops: DropLog,
+}
+
+/// The publisher's rate-limited lines about items it drops: final refusals per
+/// [`Refusal`](crate::ack::Refusal), items NATS can never take per [`Unpublishable`]. What is
+/// still owed when the publisher ends (its task finished, or aborted by the bridge's
+/// shutdown) is logged then, by `Drop`: a count that no later line would carry is never left
+/// unsaid.
+#[derive(Default)]
+struct DropLog {
     refusals: RefusalLog,
-    /// When items NATS can never take were last logged, per [`Unpublishable`].
     unpublishable: LogThrottle<{ Unpublishable::ALL.len() }>,
+}
+
+impl DropLog {
+    /// When the next summary is due.
+    fn next_due(&self) -> Option<Instant> {
+        [self.refusals.next_due(), self.unpublishable.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The summaries whose interval since their kind's last line has passed at `now`: a
+    /// flood that stopped is summed up, not left unsaid.
+    fn due(&mut self, now: Instant) -> Vec<String> {
+        Self::summaries(self.refusals.overdue(now), self.unpublishable.overdue(now))
+    }
+
+    /// Every summary still owed, due or not.
+    fn pending(&mut self) -> Vec<String> {
+        Self::summaries(self.refusals.take_all(), self.unpublishable.take_all())
+    }
+
+    fn summaries(refusals: Vec<(usize, u64)>, unpublishable: Vec<(usize, u64)>) -> Vec<String> {
+        let refused = refusals.into_iter().map(|(i, n)| {
+            let reason = crate::ack::Refusal::ALL.get(i).map_or("?", |r| r.label());
+            format!(
+                "{n} more items JetStream refuses for good ({reason}) since the last such line, dropped (counted in publish_refused, not logged)"
+            )
+        });
+        let never = unpublishable.into_iter().map(|(i, n)| {
+            let why = Unpublishable::ALL.get(i).map_or("?", |u| u.words());
+            format!(
+                "{n} more items that can never be published ({why}) since the last such line, dropped (counted in discarded, not logged)"
+            )
+        });
+        refused.chain(never).collect()
+    }
+}
+
+impl Drop for DropLog {
+    fn drop(&mut self) {
+        for line in self.pending() {
+            log::warn!("{line}");
+        }
+    }
 }
 
 /// Why NATS can never take an item (the client refuses it before it is sent).
@@ -335,8 +389,7 @@ impl Publisher {
             replies: Slab::new(),
             backoff: MIN_BACKOFF,
             paused_until: None,
-            refusals: RefusalLog::default(),
-            unpublishable: LogThrottle::default(),
+            drops: DropLog::default(),
         };
         let mut batch = Vec::with_capacity(BATCH);
         let mut closed = false;
@@ -361,14 +414,7 @@ impl Publisher {
             // The next instant something must happen without an ack or an item arriving.
             let deadline = st.paused_until.or_else(|| self.ack_due(&st));
             // A summary of the drops not logged since their last line is due too.
-            let deadline = [
-                deadline,
-                st.refusals.next_due(),
-                st.unpublishable.next_due(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let deadline = [deadline, st.drops.next_due()].into_iter().flatten().min();
             tokio::select! {
                 biased;
                 ack = acks.next() => match ack {
@@ -395,7 +441,9 @@ impl Publisher {
                 }
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
-                    self.log_summaries(&mut st, now);
+                    for line in st.drops.due(now) {
+                        log::warn!("{line}");
+                    }
                     // The wake may be a summary's only: the pause or the ack wait must
                     // really be over before anything is resumed or published again.
                     match st.paused_until {
@@ -458,7 +506,7 @@ impl Publisher {
                         // item would let a flood of them flood the log), instead of being
                         // retried for ever in front of everything behind it.
                         self.metrics.discarded(o.ix);
-                        if let Some(quiet) = st.unpublishable.note(why.index(), now) {
+                        if let Some(quiet) = st.drops.unpublishable.note(why.index(), now) {
                             log::warn!(
                                 "{}: item {} can never be published ({}), dropped: {e}{}",
                                 self.server_name(o.ix),
@@ -475,23 +523,6 @@ impl Publisher {
                     return;
                 }
             }
-        }
-    }
-
-    /// Logs how many drops of each kind went unlogged since its last line, for the kinds
-    /// whose interval has passed: a flood that stopped is summed up, not left unsaid.
-    fn log_summaries(&self, st: &mut State, now: Instant) {
-        for (i, n) in st.refusals.overdue(now) {
-            let reason = crate::ack::Refusal::ALL.get(i).map_or("?", |r| r.label());
-            log::warn!(
-                "{n} more items JetStream refuses for good ({reason}) since the last such line, dropped (counted in publish_refused, not logged)"
-            );
-        }
-        for (i, n) in st.unpublishable.overdue(now) {
-            let why = Unpublishable::ALL.get(i).map_or("?", |u| u.words());
-            log::warn!(
-                "{n} more items that can never be published ({why}) since the last such line, dropped (counted in discarded, not logged)"
-            );
         }
     }
 
@@ -560,7 +591,8 @@ impl Publisher {
                         // moves on.
                         self.metrics.discarded(o.ix);
                         self.metrics.refused(o.ix, reason);
-                        if let Some(quiet) = st.refusals.note(reason.index(), Instant::now()) {
+                        if let Some(quiet) = st.drops.refusals.note(reason.index(), Instant::now())
+                        {
                             log::warn!(
                                 "{}: JetStream refuses item {} for good ({}, err_code {err_code}), dropped: {}{}",
                                 self.server_name(o.ix),
@@ -849,6 +881,30 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_only_counted_are_summed_up_when_due_or_else_when_the_log_ends() {
+        let mut log = DropLog::default();
+        let t0 = Instant::now();
+        let too_large = Unpublishable::TooLarge.index();
+        assert!(
+            log.unpublishable.note(too_large, t0).is_some(),
+            "the first at once"
+        );
+        for ms in 1..=4 {
+            let at = t0 + Duration::from_millis(ms);
+            assert_eq!(log.unpublishable.note(too_large, at), None);
+        }
+        assert!(
+            log.due(t0 + Duration::from_secs(1)).is_empty(),
+            "not due yet"
+        );
+        assert_eq!(
+            log.pending(),
+            ["4 more items that can never be published (over NATS's max payload) since the last such line, dropped (counted in discarded, not logged)"]
+        );
+        assert!(log.pending().is_empty(), "said once");
+    }
 
     #[test]
     fn unpublishable_kinds_are_told_apart_and_each_has_its_own_place() {
