@@ -437,7 +437,8 @@ pub(crate) async fn refuse(
 
 /// A request that reached a bridge not serving its server (`to`), or serving none
 /// (`ami.any.action`, `to` is `None`): passed on to the bridge holding that server's lease
-/// (any lease for `ami.any.action`) on its own subject (see `Control::direct_subject`),
+/// (any lease for `ami.any.action`) on that process's own subject (see
+/// `Control::direct_subject`: the bridge ID and instance token of the lease value),
 /// whose reply goes back to the requester as it is. Holders that are gone (no responders)
 /// are skipped; a forwarded request without an answer in time is `unknown` (it may have
 /// run); no holder at all, or no time left of its deadline, is `not_sent`.
@@ -484,7 +485,7 @@ pub(crate) async fn forward(
             return refuse(&control, named.as_deref(), &why, &msg).await;
         }
         let wait = left.saturating_add(Duration::from_secs(2));
-        let subject = Control::direct_subject(&holder);
+        let subject = holder.subject();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(REMAINING_MS, left.as_millis().to_string());
         if let Some(spec) = to.and_then(|ix| control.servers.get(ix)) {
@@ -519,10 +520,36 @@ pub(crate) async fn forward(
     refuse(&control, named.as_deref(), why, &msg).await;
 }
 
-/// Bridges other than this one holding the lease of `to` (of any server when `None`), from
-/// the lease bucket.
-async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<String>, String> {
-    let mut holders: Vec<String> = Vec::new();
+/// A bridge process holding a lease, as its value names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holder {
+    bridge: String,
+    /// `None` when the value has no instance token (a bridge from before it).
+    instance: Option<String>,
+}
+
+impl Holder {
+    /// The subject the process answers forwarded requests on.
+    fn subject(&self) -> String {
+        Control::direct_subject(&self.bridge, self.instance.as_deref())
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.instance {
+            Some(instance) => write!(f, "{} (instance {instance})", self.bridge),
+            None => write!(f, "{}", self.bridge),
+        }
+    }
+}
+
+/// Processes other than this one holding the lease of `to` (of any server when `None`),
+/// from the lease bucket. Another process started under this bridge's ID is another
+/// holder: only the bridge ID and the instance together name this process (a value without
+/// an instance is never this process's).
+async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<Holder>, String> {
+    let mut holders: Vec<Holder> = Vec::new();
     for (ix, spec) in control.servers.iter().enumerate() {
         if to.is_some_and(|t| t != ix) {
             continue;
@@ -532,9 +559,14 @@ async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<St
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
         if let Some(lease) = v.as_deref().and_then(crate::lease::LeaseValue::parse) {
-            let who = lease.bridge;
-            if lease.held && who != control.bridge_id && !holders.iter().any(|h| h == who) {
-                holders.push(who.to_string());
+            let me = lease.bridge == control.bridge_id
+                && lease.instance == Some(control.instance.as_str());
+            let who = Holder {
+                bridge: lease.bridge.to_string(),
+                instance: lease.instance.map(str::to_string),
+            };
+            if lease.held && !me && !holders.contains(&who) {
+                holders.push(who);
             }
         }
     }

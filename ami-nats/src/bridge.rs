@@ -48,8 +48,9 @@ pub enum BridgeError {
 pub(crate) struct Control {
     pub(crate) servers: Arc<[ServerSpec]>,
     pub(crate) bridge_id: String,
-    /// This process's random token in its lease values: two processes started under one
-    /// bridge ID never take each other's lease for their own (see the `lease` module).
+    /// This process's random token in its lease values and in its subject for forwarded
+    /// actions: two processes started under one bridge ID never take each other's lease,
+    /// nor each other's forwarded requests, for their own (see the `lease` module).
     pub(crate) instance: String,
     pub(crate) terms: Arc<Terms>,
     pub(crate) upstream: Upstream,
@@ -143,12 +144,26 @@ impl Control {
         (0..self.servers.len()).any(|ix| self.terms.current(ix) != 0)
     }
 
-    /// The subject on which this bridge answers `ami.any.action` requests forwarded to it.
-    pub(crate) fn direct_subject(bridge_id: &str) -> String {
-        format!(
-            "ami.bridge.{}.action",
-            crate::config::subject_token(bridge_id)
-        )
+    /// The subject on which the process `instance` of bridge `bridge_id` answers the
+    /// requests other bridges forward to it: `ami.bridge.<bridge>_<instance>.action`, one
+    /// per process, so two processes started under one bridge ID never both get a request
+    /// meant for the one holding the lease. It is the subject bridges from before the
+    /// instance token compute from a lease value `held <bridge> <instance>` (they took all
+    /// after `held ` for the bridge ID, its space made `_`), so during a rolling upgrade
+    /// they reach the new holder too. A lease value without an instance (`None`, written by
+    /// such an older bridge) names the subject that bridge listens on,
+    /// `ami.bridge.<bridge>.action`.
+    pub(crate) fn direct_subject(bridge_id: &str, instance: Option<&str>) -> String {
+        let name = match instance {
+            Some(instance) => format!("{bridge_id} {instance}"),
+            None => bridge_id.to_string(),
+        };
+        format!("ami.bridge.{}.action", crate::config::subject_token(&name))
+    }
+
+    /// This process's own subject for forwarded requests (see [`direct_subject`](Self::direct_subject)).
+    pub(crate) fn own_subject(&self) -> String {
+        Self::direct_subject(&self.bridge_id, Some(&self.instance))
     }
 
     /// The lease of `ix` was renewed; it must be renewed again by `fence_at`.
@@ -223,8 +238,9 @@ enum Route {
     Server(ServerIx),
     /// `ami.any.action` (a queue group): forwarded when this bridge serves nothing.
     AnyForwarding,
-    /// This bridge's own subject: requests forwarded to it (header [`FORWARDED_FOR`] names
-    /// the server of an `ami.<server>.action` request; absent: `ami.any.action`).
+    /// This process's own subject (`ami.bridge.<bridge>_<instance>.action`): requests
+    /// forwarded to it (header [`FORWARDED_FOR`] names the server of an
+    /// `ami.<server>.action` request; absent: `ami.any.action`).
     Direct,
 }
 
@@ -313,7 +329,7 @@ fn sub_name(control: &Control, route: Route) -> String {
             .get(ix)
             .map_or_else(String::new, |s| format!("ami.{}.action", s.token)),
         Route::AnyForwarding => "ami.any.action".into(),
-        Route::Direct => Control::direct_subject(&control.bridge_id),
+        Route::Direct => control.own_subject(),
     }
 }
 
@@ -332,7 +348,7 @@ pub struct Bridge {
     stop: watch::Sender<bool>,
     lease_task: JoinHandle<()>,
     /// The action subscriptions (`ami.any.action`, every server's `ami.<server>.action`,
-    /// this bridge's own subject): their stop signal and task, for the bridge's life.
+    /// this process's own subject): their stop signal and task, for the bridge's life.
     action_subs: Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
     tasks: Vec<JoinHandle<()>>,
     metrics_addr: Option<SocketAddr>,
@@ -528,10 +544,10 @@ impl Bridge {
         // to the member (the client drops what arrives after its unsubscribe, and
         // async-nats 0.51's drain does not wait for the server's PONG). A member that does
         // not serve the server (any server, for `ami.any.action`) forwards the request to the
-        // lease holder, on that bridge's own subject, which it never leaves either.
+        // lease holder, on that process's own subject, which it never leaves either.
         let mut subjects = vec![
             ("ami.any.action".to_string(), Route::AnyForwarding),
-            (Control::direct_subject(&bridge_id), Route::Direct),
+            (control.own_subject(), Route::Direct),
         ];
         for (ix, spec) in servers.iter().enumerate() {
             subjects.push((format!("ami.{}.action", spec.token), Route::Server(ix)));

@@ -1439,6 +1439,7 @@ fn a_forwarded_request_gets_the_remaining_time_its_forwarder_passed_not_its_full
     // of it left. The server answers nothing, so only that cap can end the wait before the
     // requester's own 10 s.
     let reply = block(async {
+        let holder = holder_subject(&url, "pbx1").await;
         let nc = async_nats::connect(&url).await.unwrap();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Ami-Remaining-Ms", "300");
@@ -1449,7 +1450,7 @@ fn a_forwarded_request_gets_the_remaining_time_its_forwarder_passed_not_its_full
             .headers(headers)
             .timeout(Some(Duration::from_secs(10)));
         let m = nc
-            .send_request("ami.bridge.holder.action", req)
+            .send_request(holder, req)
             .await
             .expect("answered within the forwarded 300 ms, long before 10 s");
         serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap()
@@ -1551,6 +1552,17 @@ fn a_bridges_shutdown_never_releases_the_lease_another_process_with_the_same_id_
     second.shutdown();
 }
 
+/// The subject on which the process holding `server`'s lease answers forwarded requests:
+/// `ami.bridge.<bridge>_<instance>.action`, from the lease value `held <bridge> <instance>`.
+async fn holder_subject(url: &str, server: &str) -> String {
+    let e = leases(url).await.entry(server).await.unwrap().unwrap();
+    let value = String::from_utf8(e.value.to_vec()).unwrap();
+    let mut words = value.split(' ');
+    assert_eq!(words.next(), Some("held"), "{value}");
+    let (bridge, instance) = (words.next().unwrap(), words.next().unwrap());
+    format!("ami.bridge.{bridge}_{instance}.action")
+}
+
 /// The bridges' lease bucket, read and written as another bridge would.
 async fn leases(url: &str) -> async_nats::jetstream::kv::Store {
     let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
@@ -1647,4 +1659,173 @@ fn a_flood_of_events_over_the_nats_max_payload_is_dropped_counted_and_logged_rat
         .filter_map(|l| l.split(' ').next()?.parse::<i64>().ok())
         .sum();
     assert_eq!(summed, FLOOD - 1, "the log's summaries miss drops");
+}
+
+/// A bridge named `id` for the one server `pbx1` at `a`, whose AMI client sends no
+/// keepalive Ping: the simulator's action count is the requests' alone.
+fn quiet_pbx1_bridge(
+    nats: &Nats,
+    a: &ami_sim::tcp::TcpFront,
+    id: &str,
+    ttl: Duration,
+) -> BridgeConfig {
+    let client = login()
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    BridgeConfig::new(nats.url(), vec![spec("pbx1", a, client)])
+        .lease_ttl(ttl)
+        .bridge_id(id)
+}
+
+/// Sends `body` to each of `subjects` at once, every request with its own reply inbox, and
+/// returns, per request, every reply that came within 1 s after the last first reply (a
+/// request answered twice shows two).
+fn every_reply(url: &str, subjects: &[&str], body: &str) -> Vec<Vec<serde_json::Value>> {
+    block(async {
+        let nc = async_nats::connect(url).await.unwrap();
+        let mut subs = Vec::new();
+        for subject in subjects {
+            let inbox = nc.new_inbox();
+            let sub = nc.subscribe(inbox.clone()).await.unwrap();
+            nc.publish_with_reply(subject.to_string(), inbox, body.to_string().into())
+                .await
+                .unwrap();
+            subs.push(sub);
+        }
+        nc.flush().await.unwrap();
+        let mut replies = Vec::new();
+        for sub in &mut subs {
+            let first =
+                tokio::time::timeout(Duration::from_secs(15), futures_util::StreamExt::next(sub))
+                    .await
+                    .expect("a reply in time")
+                    .unwrap();
+            replies.push(vec![serde_json::from_slice(&first.payload).unwrap()]);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (sub, got) in subs.iter_mut().zip(&mut replies) {
+            while let Some(Some(m)) =
+                futures_util::FutureExt::now_or_never(futures_util::StreamExt::next(sub))
+            {
+                got.push(serde_json::from_slice(&m.payload).unwrap());
+            }
+        }
+        replies
+    })
+}
+
+#[test]
+fn two_processes_under_one_bridge_id_answer_each_action_once_from_the_lease_holder() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // Two processes named `twins` (one unit copied to two hosts): the first holds pbx1, the
+    // second stands by; a third bridge of another name stands by too. The queue groups of
+    // `ami.pbx1.action` and `ami.any.action` hand each request to any of the three: the two
+    // standbys must pass it on to the process that holds the lease, and to it alone.
+    let cfg = |id: &str| quiet_pbx1_bridge(&nats, &a, id, Duration::from_secs(8));
+    let first = serving_bridge(cfg("twins"), &a);
+    let second = TestBridge::start(cfg("twins"));
+    let other = TestBridge::start(cfg("other"));
+    let url = nats.url();
+    let ping = r#"{"headers":[["Action","Ping"]]}"#;
+    wait_for(
+        Duration::from_secs(10),
+        "the holder's session ready",
+        || {
+            first
+                .metrics()
+                .contains("ami_bridge_server_state{server=\"pbx1\",state=\"ready\"} 1")
+        },
+    );
+    let before = a.stats().actions;
+    // 24 requests over three members: some reach each standby but with a chance of 3^-24.
+    let subjects: Vec<&str> = ["ami.pbx1.action", "ami.any.action"]
+        .into_iter()
+        .cycle()
+        .take(24)
+        .collect();
+    let replies = every_reply(&url, &subjects, ping);
+    for (subject, got) in subjects.iter().zip(&replies) {
+        assert_eq!(got.len(), 1, "{subject}: answered more than once: {got:?}");
+        assert_eq!(got[0]["outcome"], "success", "{subject}: {}", got[0]);
+        assert_eq!(got[0]["server"], "pbx1", "{subject}: {}", got[0]);
+    }
+    assert_eq!(
+        a.stats().actions - before,
+        subjects.len() as u64,
+        "each request ran exactly once on the server"
+    );
+    assert_eq!(first.serving(), ["pbx1"]);
+    assert!(second.serving().is_empty() && other.serving().is_empty());
+    other.shutdown();
+    second.shutdown();
+    first.shutdown();
+}
+
+#[test]
+fn a_lease_held_by_a_bridge_without_an_instance_token_is_forwarded_to_on_its_old_subject() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let url = nats.url();
+    // A bridge makes the lease bucket and leaves; then an older bridge (lease values without
+    // an instance, one subject per bridge ID) holds pbx1.
+    serving_bridge(
+        quiet_pbx1_bridge(&nats, &a, "maker", Duration::from_secs(2)),
+        &a,
+    )
+    .shutdown();
+    block(async {
+        let kv = leases(&url).await;
+        let e = kv.entry("pbx1").await.unwrap().unwrap();
+        kv.update("pbx1", "held older".into(), e.revision)
+            .await
+            .unwrap();
+    });
+    // TTL 120 s: the new bridge leaves the older one's lease alone during the test.
+    let new = TestBridge::start(quiet_pbx1_bridge(
+        &nats,
+        &a,
+        "newer",
+        Duration::from_secs(120),
+    ));
+    let (replies, forwarded_for) = block(async {
+        let nc = async_nats::connect(&url).await.unwrap();
+        let mut old_subject = nc.subscribe("ami.bridge.older.action").await.unwrap();
+        nc.flush().await.unwrap();
+        let answering = nc.clone();
+        let older = tokio::spawn(async move {
+            let mut forwarded_for = Vec::new();
+            while let Some(m) = futures_util::StreamExt::next(&mut old_subject).await {
+                let named = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Ami-Forwarded-For"))
+                    .map(|v| v.to_string());
+                forwarded_for.push(named);
+                let reply =
+                    r#"{"type":"outcome","server":"pbx1","outcome":"success","by":"older"}"#;
+                answering
+                    .publish(m.reply.unwrap(), reply.into())
+                    .await
+                    .unwrap();
+                if forwarded_for.len() == 2 {
+                    return forwarded_for;
+                }
+            }
+            forwarded_for
+        });
+        let ping = r#"{"headers":[["Action","Ping"]]}"#;
+        let mut replies = Vec::new();
+        for subject in ["ami.pbx1.action", "ami.any.action"] {
+            replies.push(request(&url, subject, ping).await);
+        }
+        (replies, older.await.unwrap())
+    });
+    for r in &replies {
+        assert_eq!(r["by"], "older", "{r}");
+    }
+    assert_eq!(forwarded_for, [Some("pbx1".to_string()), None]);
+    assert!(new.serving().is_empty());
+    new.shutdown();
 }
