@@ -7,8 +7,14 @@
 //! process starts. The instance tells apart two processes started under one name: a bridge
 //! renews and releases only a key holding its own instance, never one another process of
 //! the same name took. A value without the instance (`held <bridge>`, as bridges before it
-//! wrote) is read as held by that bridge, and is never any running process's own. Every
-//! `ttl / 4` a bridge:
+//! wrote) is read as held by that bridge, and is never any running process's own. Actions
+//! are forwarded to the process a value names, on `ami.bridge.<bridge>_<instance>.action`
+//! (`ami.bridge.<bridge>.action` for a value without an instance), never to its bridge ID
+//! alone. A standby that sees a key held under its own bridge ID by another instance, and
+//! renewed while it watches (a live process, not this unit's own crashed one), logs a
+//! warning naming the ID and both instances (once per other instance, again after an hour
+//! if it still runs) and counts it in `ami_bridge_same_name_peers_total`. Every `ttl / 4` a
+//! bridge:
 //!
 //! 1. for each lease it holds: if its last successful renewal was *sent* more than
 //!    `ttl - ttl/4` ago, it stops serving at once (self-fencing: it cannot know whether
@@ -102,6 +108,128 @@ impl<'a> LeaseValue<'a> {
     }
 }
 
+/// How long after its warning another process under this bridge's ID is warned about again
+/// while it is still seen; one not seen for this long is forgotten.
+const SAME_NAME_REPEAT: Duration = Duration::from_secs(3600);
+/// Most other processes under this bridge's ID remembered at once (each restart of a
+/// misconfigured process is a new instance): the one seen longest ago makes room.
+const SAME_NAME_MAX: usize = 64;
+
+/// Other processes seen holding leases under this process's bridge ID: a misconfiguration
+/// (one unit copied to two hosts) that the instance tokens make harmless for the leases and
+/// the forwarding of actions, but that the operator must hear of. One counts as *live* once
+/// a key it holds is seen at a second revision: it renewed while watched. A process that
+/// died holding a lease (this same unit restarted after a crash) never renews, and is not
+/// reported.
+#[derive(Debug, Default)]
+pub(crate) struct SameNamePeers {
+    peers: Vec<Peer>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    /// `None`: a value without an instance (a bridge from before the tokens).
+    instance: Option<String>,
+    /// The key it was seen holding, and at which revision first.
+    key: String,
+    first_revision: u64,
+    last_seen: Instant,
+    /// When it was last reported.
+    warned: Option<Instant>,
+}
+
+/// What a sighting of another process under this bridge's ID calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sighting {
+    /// Nothing (not known live yet, or reported recently).
+    Quiet,
+    /// Newly known live: a warning, and counted.
+    New,
+    /// Still live [`SAME_NAME_REPEAT`] after its last warning: a warning again.
+    Again,
+}
+
+impl SameNamePeers {
+    /// The lease `key` was seen at `revision` held under this bridge's ID by another
+    /// process, `instance`, at `now`.
+    pub(crate) fn note(
+        &mut self,
+        key: &str,
+        instance: Option<&str>,
+        revision: u64,
+        now: Instant,
+    ) -> Sighting {
+        self.peers
+            .retain(|p| now.saturating_duration_since(p.last_seen) < SAME_NAME_REPEAT);
+        let Some(p) = self
+            .peers
+            .iter_mut()
+            .find(|p| p.instance.as_deref() == instance)
+        else {
+            if self.peers.len() >= SAME_NAME_MAX {
+                if let Some(oldest) = (0..self.peers.len()).min_by_key(|&i| self.peers[i].last_seen)
+                {
+                    self.peers.swap_remove(oldest);
+                }
+            }
+            self.peers.push(Peer {
+                instance: instance.map(str::to_string),
+                key: key.to_string(),
+                first_revision: revision,
+                last_seen: now,
+                warned: None,
+            });
+            return Sighting::Quiet;
+        };
+        p.last_seen = now;
+        match p.warned {
+            Some(at) if now.saturating_duration_since(at) >= SAME_NAME_REPEAT => {
+                p.warned = Some(now);
+                Sighting::Again
+            }
+            Some(_) => Sighting::Quiet,
+            None if p.key == key && p.first_revision != revision => {
+                p.warned = Some(now);
+                Sighting::New
+            }
+            None => {
+                if p.key != key {
+                    // Renewals are told apart per key (revisions count across the bucket).
+                    p.key = key.to_string();
+                    p.first_revision = revision;
+                }
+                Sighting::Quiet
+            }
+        }
+    }
+}
+
+/// Reports another process seen holding `key` under this process's bridge ID, as
+/// [`SameNamePeers::note`] says.
+fn same_name_peer(
+    control: &Control,
+    peers: &mut SameNamePeers,
+    key: &str,
+    other: Option<&str>,
+    revision: u64,
+) {
+    let sighting = peers.note(key, other, revision, Instant::now());
+    let still = match sighting {
+        Sighting::Quiet => return,
+        Sighting::New => {
+            control.metrics.same_name_peers.inc();
+            ""
+        }
+        Sighting::Again => "still ",
+    };
+    let id = &control.bridge_id;
+    let mine = &control.instance;
+    let other = other.unwrap_or("unknown: a bridge version without instance tokens");
+    log::warn!(
+        "bridge ID {id}: two processes run under one name: another process (instance {other}) {still}holds lease {key} under it, this process is instance {mine}; give each bridge process its own bridge ID (BridgeConfig::bridge_id)"
+    );
+}
+
 /// Runs the lease loop until `stop` turns true, then releases what it holds.
 pub(crate) async fn run(
     kv: Store,
@@ -113,6 +241,7 @@ pub(crate) async fn run(
     let fence = ttl - ttl / 4;
     let n = control.servers.len();
     let mut states: Vec<State> = (0..n).map(|_| State::Free { seen: None }).collect();
+    let mut peers = SameNamePeers::default();
     let held_value = LeaseValue::encode(true, &control.bridge_id, &control.instance);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -231,7 +360,18 @@ pub(crate) async fn run(
                     }
                 }
                 State::Free { seen } => {
-                    try_acquire(&kv, &control, ix, key, seen, ttl, tick, &held_value).await
+                    try_acquire(
+                        &kv,
+                        &control,
+                        ix,
+                        key,
+                        seen,
+                        ttl,
+                        tick,
+                        &held_value,
+                        &mut peers,
+                    )
+                    .await
                 }
             };
             if let Some(s) = next {
@@ -386,6 +526,7 @@ async fn try_acquire(
     ttl: Duration,
     tick: Duration,
     held_value: &Bytes,
+    peers: &mut SameNamePeers,
 ) -> Option<State> {
     let fence = ttl - ttl / 4;
     let entry = match timeout(tick, kv.entry(key)).await {
@@ -413,7 +554,15 @@ async fn try_acquire(
         Some(e) => {
             // A value no bridge writes counts as held, by whoever its text names.
             let (released, holder) = match LeaseValue::parse(&e.value) {
-                Some(v) => (!v.held, v.bridge.to_string()),
+                Some(v) => {
+                    if v.held
+                        && v.bridge == control.bridge_id
+                        && v.instance != Some(control.instance.as_str())
+                    {
+                        same_name_peer(control, peers, key, v.instance, e.revision);
+                    }
+                    (!v.held, v.bridge.to_string())
+                }
                 None => (false, String::from_utf8_lossy(&e.value).into_owned()),
             };
             let stale = match seen {
@@ -455,6 +604,37 @@ async fn try_acquire(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_process_under_the_bridge_id_is_reported_once_it_renews_then_hourly() {
+        use Sighting::*;
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut peers = SameNamePeers::default();
+        // Seen at one revision only: it may be this unit's own crashed process.
+        assert_eq!(peers.note("pbx1", Some("aa"), 10, at(0)), Quiet);
+        assert_eq!(peers.note("pbx1", Some("aa"), 10, at(5)), Quiet);
+        // A new revision of another key tells nothing of the first: revisions are global.
+        assert_eq!(peers.note("pbx2", Some("aa"), 11, at(6)), Quiet);
+        // Renewed while watched: live. Reported once, not on every look.
+        assert_eq!(peers.note("pbx2", Some("aa"), 14, at(7)), New);
+        for s in 8..3600 {
+            assert_eq!(peers.note("pbx2", Some("aa"), 14 + s, at(s)), Quiet);
+        }
+        assert_eq!(peers.note("pbx2", Some("aa"), 9000, at(3607)), Again);
+        // Another instance, and one without any (an older bridge), on their own.
+        assert_eq!(peers.note("pbx1", Some("bb"), 20, at(3608)), Quiet);
+        assert_eq!(peers.note("pbx1", Some("bb"), 21, at(3609)), New);
+        assert_eq!(peers.note("pbx1", None, 30, at(3610)), Quiet);
+        assert_eq!(peers.note("pbx1", None, 31, at(3611)), New);
+        // Gone an hour: forgotten, so the memory stays bounded; many instances too.
+        assert_eq!(peers.note("pbx1", Some("cc"), 40, at(9000)), Quiet);
+        assert_eq!(peers.peers.len(), 1);
+        for i in 0..1000u64 {
+            peers.note("pbx1", Some(&i.to_string()), 100 + i, at(9001));
+        }
+        assert_eq!(peers.peers.len(), SAME_NAME_MAX);
+    }
 
     #[test]
     fn a_lease_value_names_the_bridge_and_the_process_and_reads_back() {

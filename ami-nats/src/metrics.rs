@@ -52,6 +52,8 @@ pub(crate) struct Metrics {
     pub(crate) publish_retries: Counter,
     /// 1 while the NATS connection is up.
     pub(crate) nats_connected: Gauge,
+    /// Other live processes seen running under this bridge's ID, each counted once.
+    pub(crate) same_name_peers: Counter,
 }
 
 /// The states a server's `ami_bridge_server_state` gauge can be in.
@@ -163,6 +165,13 @@ impl Metrics {
             "1 while connected to NATS",
             nats_connected.clone(),
         );
+        // Nonzero means a misconfiguration (one bridge ID given to two processes): alert on it.
+        let same_name_peers = Counter::default();
+        registry.register(
+            "same_name_peers",
+            "Other live bridge processes seen holding a lease under this bridge's ID (one config run twice), each counted once",
+            same_name_peers.clone(),
+        );
         let label = |name: &str| vec![("server".to_string(), name.to_string())];
         let per_server = servers
             .iter()
@@ -195,6 +204,7 @@ impl Metrics {
             backlog_bytes,
             publish_retries,
             nats_connected,
+            same_name_peers,
         };
         for ix in 0..servers.len() {
             m.set_state(ix, "not_served");

@@ -1764,6 +1764,59 @@ fn two_processes_under_one_bridge_id_answer_each_action_once_from_the_lease_hold
 }
 
 #[test]
+fn a_second_process_under_the_same_bridge_id_is_warned_about_once_and_counted() {
+    let lines = warnings();
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // TTL 2 s: the holder renews every 0.5 s, the standby looks every 0.5 s.
+    let cfg = || quiet_pbx1_bridge(&nats, &a, "copied-unit", Duration::from_secs(2));
+    let first = serving_bridge(cfg(), &a);
+    let second = TestBridge::start(cfg());
+    let ours = |lines: &std::sync::MutexGuard<Vec<String>>| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with("bridge ID copied-unit: two processes run under one name"))
+            .cloned()
+            .collect()
+    };
+    wait_for(Duration::from_secs(10), "the warning", || {
+        !ours(&lines.lock().unwrap()).is_empty()
+    });
+    // Eight more looks of the standby at the renewed lease: still one line.
+    std::thread::sleep(Duration::from_secs(4));
+    let url = nats.url();
+    let value = block(async { leases(&url).await.get("pbx1").await.unwrap().unwrap() });
+    let value = String::from_utf8_lossy(&value).into_owned();
+    let holder = value.strip_prefix("held copied-unit ").expect(&value);
+    let logged = ours(&lines.lock().unwrap());
+    assert_eq!(logged.len(), 1, "one line, not one per look: {logged:?}");
+    assert!(
+        logged[0].contains(&format!("instance {holder}")),
+        "the other process's instance is named: {logged:?}"
+    );
+    // This process's own instance is named too, and is another.
+    let mine = logged[0]
+        .split("this process is instance ")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .expect("this process's instance");
+    assert_eq!(mine.len(), 16, "{logged:?}");
+    assert_ne!(mine, holder);
+    assert_eq!(
+        metric(&second.metrics(), "ami_bridge_same_name_peers_total"),
+        1
+    );
+    // The holder never looks at its own lease's value, so it has nothing to report.
+    assert_eq!(
+        metric(&first.metrics(), "ami_bridge_same_name_peers_total"),
+        0
+    );
+    assert_eq!(first.serving(), ["pbx1"]);
+    second.shutdown();
+    first.shutdown();
+}
+
+#[test]
 fn a_lease_held_by_a_bridge_without_an_instance_token_is_forwarded_to_on_its_old_subject() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
