@@ -15,13 +15,22 @@
 //! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` (queue
 //!   groups of every running bridge, which it never leaves while it runs: a member that
 //!   does not serve the server, or serves none, forwards the request to the lease holder,
-//!   so a request never waits on a bridge that has just lost the lease; on
+//!   on that process's own subject `ami.bridge.<bridge>_<instance>.action` (bridge ID and
+//!   instance token from the lease value; `ami.bridge.<bridge>.action` when the value has
+//!   no instance, written by an older bridge), so a request never waits on a bridge that
+//!   has just lost the lease, and reaches only the process that holds it; on
 //!   `ami.any.action` a ready server is picked by the fleet's routing policy,
 //!   [`BridgeConfig::any_policy`]) and the
 //!   reply carries the outcome kind (see [`actions`]); an idempotency key runs a request at
 //!   most once per key within a window;
 //! - several bridges may run for the same servers: each server is served by exactly one at a
-//!   time through a lease in a KV bucket (see [`lease`](crate#leases-and-failover));
+//!   time through a lease in a KV bucket (see [`lease`](crate#leases-and-failover)); each
+//!   bridge ID ([`BridgeConfig::bridge_id`]) belongs to one process at a time, but two
+//!   processes started under one ID by mistake are told apart by a random instance token
+//!   made at start: each serves, renews, releases and answers forwarded actions for its own
+//!   leases only, and a process that sees another live one under its ID logs a warning
+//!   (once per other process, again hourly while it runs) and counts it in
+//!   `ami_bridge_same_name_peers_total`;
 //! - bounded everywhere: when NATS is slow or down, the AMI sessions keep reading (Asterisk is
 //!   never stalled into its 100 ms write timeout), the backlog is capped in items and bytes,
 //!   and what had to be dropped is counted and published as an `overflow` gap when NATS is
