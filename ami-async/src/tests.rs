@@ -784,16 +784,22 @@ fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
     drop(first);
 }
 
+/// A session whose event queue holds 4 events and closes when it overflows: received data
+/// that ends the session.
+fn closes_on_overflow() -> ClientConfig {
+    ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .event_queue_cap(4)
+        .overflow(ami_proto::OverflowPolicy::CloseSession)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn a_fleet_action_lent_but_unwritten_fails_not_sent_when_received_events_overflow_the_queue() {
     use ami_proto::fleet::Route;
-    use ami_proto::{Action, ActionError, DisconnectReason, OverflowPolicy};
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(7)
-        .event_queue_cap(4)
-        .overflow(OverflowPolicy::CloseSession)
-        .build()
-        .unwrap();
+    use ami_proto::{Action, ActionError, DisconnectReason};
+    let config = closes_on_overflow();
     let (wire, fleet, _events, mut driver) = ready_fleet(config);
     let mut cx = Context::from_waker(Waker::noop());
     // The server stops reading: the driver lends the action and holds it, all unwritten.
@@ -884,13 +890,8 @@ fn a_fleet_driver_reading_while_its_copy_waits_copies_each_lent_byte_once() {
 
 #[test]
 fn a_session_action_lent_but_unwritten_fails_not_sent_when_received_events_overflow_the_queue() {
-    use ami_proto::{Action, ActionError, DisconnectReason, OverflowPolicy};
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(7)
-        .event_queue_cap(4)
-        .overflow(OverflowPolicy::CloseSession)
-        .build()
-        .unwrap();
+    use ami_proto::{Action, ActionError, DisconnectReason};
+    let config = closes_on_overflow();
     let mut rig = Rig::with_config(
         Wire {
             budget: usize::MAX,
