@@ -22,6 +22,10 @@ use std::task::{Context, Poll};
 ///
 /// Up to two batches (1024 items or 256 KiB each) sit outside the core's queue: one in the
 /// hand-off, one in this stream's buffer.
+///
+/// A program that only sends actions may drop it (`let (ami, _) = ...`): from then on the
+/// session keeps no events (each one counted in `Stats::events_dropped`, one log line says
+/// so), while lists and async Originates still complete.
 pub struct Events {
     pub(crate) inner: Arc<Inner>,
     /// Items handed over, each event still a slice of the driver's read buffer: copied out
@@ -156,6 +160,13 @@ impl futures_core::Stream for Events {
 
 impl Drop for Events {
     fn drop(&mut self) {
+        // Nobody reads this session's events any more (`let (ami, _) = spawn(..)` in a
+        // program that only sends actions): the core keeps none of them from here on
+        // (counted as dropped), and the batch waiting in the hand-off is freed, so the
+        // session does not sit on a full queue of events for nobody.
+        self.inner.handoff().items = VecDeque::new();
+        self.inner
+            .with_client(|client, _| client.close_event_stream());
         self.inner.drop_user();
     }
 }

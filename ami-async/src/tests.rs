@@ -259,6 +259,73 @@ fn bytes_out_counts_only_what_the_transport_took() {
 }
 
 #[test]
+fn a_session_whose_events_were_dropped_keeps_none_and_counts_them_while_actions_go_on() {
+    // `let (ami, _) = spawn(..)`: a program that only sends actions. Its session must not
+    // fill a queue (and the hand-off) with events for nobody, nor warn that a consumer is
+    // behind; every event is counted, and actions still complete.
+    const N: usize = 3 * BATCH_ITEMS;
+    let mut rig = Rig::new(usize::MAX, 10 * N);
+    rig.log_in();
+    rig.storm(N);
+    rig.spin();
+    assert!(
+        !rig.events.inner.handoff().items.is_empty(),
+        "a batch handed over"
+    );
+    let Rig {
+        wire,
+        handle,
+        events,
+        mut driver,
+    } = rig;
+    let inner = events.inner.clone();
+    drop(events);
+    let mut spin = || {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..8 {
+            assert!(Pin::new(&mut driver).poll(&mut cx).is_pending());
+        }
+    };
+    spin();
+    assert!(
+        inner.handoff().items.is_empty(),
+        "the hand-off's batch is freed"
+    );
+    let stats = handle.stats();
+    assert_eq!((stats.event_queue_len, stats.event_queue_bytes), (0, 0));
+    assert_eq!(
+        stats.events_dropped as usize, N,
+        "the events nobody took are counted"
+    );
+
+    let more: String = (0..N)
+        .map(|i| format!("Event: UserEvent\r\nUserEvent: T\r\nSeq: {i}\r\n\r\n"))
+        .collect();
+    wire.lock().unwrap().incoming.extend(more.bytes());
+    let mut ping = Box::pin(handle.send(ami_proto::Action::new("Ping")));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    spin();
+    let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+    let id = written
+        .split("\r\n\r\n")
+        .filter(|b| b.starts_with("Action: Ping"))
+        .find_map(|b| b.lines().find_map(|l| l.strip_prefix("ActionID: ")))
+        .expect("the Ping was written")
+        .to_string();
+    wire.lock()
+        .unwrap()
+        .incoming
+        .extend(format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n").bytes());
+    spin();
+    assert!(matches!(ping.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+    let stats = handle.stats();
+    assert_eq!((stats.event_queue_len, stats.event_queue_bytes), (0, 0));
+    assert_eq!(stats.events_dropped as usize, 2 * N);
+    assert!(inner.handoff().items.is_empty());
+}
+
+#[test]
 fn the_hand_off_holds_one_batch_and_the_consumer_pulls_the_rest_through_in_order() {
     const N: usize = 3 * BATCH_ITEMS + 100;
     let mut rig = Rig::new(usize::MAX, 10 * N);
@@ -917,4 +984,36 @@ fn a_session_action_lent_but_unwritten_fails_not_sent_when_received_events_overf
         )))) => {}
         other => panic!("its last byte never left, yet: {other:?}"),
     }
+}
+
+#[test]
+fn a_fleet_whose_merged_stream_was_dropped_keeps_no_events_and_counts_them() {
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .build()
+        .unwrap();
+    let (wire, fleet, events, mut driver) = ready_fleet(config);
+    let storm = |from: usize| {
+        let text: String = (from..from + 50)
+            .map(|i| format!("Event: UserEvent\r\nUserEvent: T\r\nSeq: {i}\r\n\r\n"))
+            .collect();
+        wire.lock().unwrap().incoming.extend(text.bytes());
+        Wire::wake(&wire);
+    };
+    storm(0);
+    spin_fleet(&mut driver);
+    assert!(
+        fleet.stats().total.event_queue_len > 0,
+        "queued for the reader"
+    );
+    drop(events);
+    storm(50);
+    spin_fleet(&mut driver);
+    let total = fleet.stats().total;
+    assert_eq!((total.event_queue_len, total.event_queue_bytes), (0, 0));
+    assert_eq!(total.events_in, 100);
+    assert_eq!(
+        total.events_dropped, 100,
+        "each event nobody could read is counted"
+    );
 }

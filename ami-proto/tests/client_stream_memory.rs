@@ -189,3 +189,61 @@ fn reads_of_small_events_are_wanted_until_the_queue_holds_the_read_ahead_in_even
     assert!(matches!(h.client.poll_event(), Some(StreamItem::Event(_))));
     assert!(h.client.wants_read());
 }
+
+#[test]
+fn a_closed_event_stream_frees_the_queue_and_discards_events_counted_while_actions_go_on() {
+    // A program that only sends actions drops its event stream (`let (ami, _) = spawn(..)`):
+    // events must neither fill the queue (16 MiB by default) nor close a session whose
+    // policy is to close on overflow, and every one is counted.
+    let config = ClientConfig::builder("admin", "x")
+        .seed(3)
+        .event_queue_cap(8)
+        .overflow(ami_proto::OverflowPolicy::CloseSession)
+        .build()
+        .unwrap();
+    let mut h = ready_with(config);
+    h.feed(&events(0, 5, 100));
+    assert_eq!(h.client.events_queued(), 5);
+    h.client.close_event_stream();
+    assert_eq!(h.client.events_queued(), 0);
+    assert_eq!(
+        h.client.stats().event_queue_bytes,
+        0,
+        "the queued events are freed"
+    );
+    assert_eq!(h.client.stats().events_dropped, 5, "and counted");
+
+    // Far more than the queue holds: no overflow, no disconnect, each one counted.
+    h.feed(&events(5, 100, 100));
+    assert!(h.client.is_ready(), "{:?}", h.log);
+    let stats = h.client.stats();
+    assert_eq!((stats.events_queued, stats.events_dropped), (5, 105));
+    assert!(
+        h.client.poll_event().is_none(),
+        "nothing reaches a stream nobody reads"
+    );
+
+    // Actions still get their lists and their OriginateResponse, which are taken before the
+    // stream.
+    let list = h.send(ami_proto::Action::new("CoreShowChannels"));
+    let m = h.take("CoreShowChannels");
+    let id = scripted::id_of(&m).to_string();
+    h.feed(&scripted::list_start(&id));
+    h.feed(&scripted::list_item(&id, 1));
+    h.feed(&scripted::list_complete(&id, 1));
+    assert_eq!(h.outcome(&list).as_ref().unwrap().items().len(), 1);
+    let originate = h.send(scripted::async_originate(5_000));
+    let m = h.take("Originate");
+    let id = scripted::id_of(&m).to_string();
+    h.feed(&scripted::originate_queued(&id));
+    h.feed(&scripted::originate_response(&id, true));
+    assert!(h.outcome(&originate).is_ok());
+
+    // A reconnect adds no markers either.
+    h.eof();
+    h.advance(std::time::Duration::from_secs(1));
+    h.ready();
+    h.feed(&events(105, 3, 10));
+    assert!(h.client.poll_event().is_none());
+    assert_eq!(h.client.stats().events_dropped, 108);
+}

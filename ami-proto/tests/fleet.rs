@@ -668,3 +668,38 @@ fn a_server_s_lent_bytes_stay_and_its_own_due_deadlines_fire_without_the_others(
     assert!(!f.transmit(pbx1).is_empty(), "pbx1 untouched");
     assert_eq!(f.actions_withdrawn(pbx1), 0);
 }
+
+#[test]
+fn a_closed_merged_stream_keeps_nothing_for_any_server_added_before_or_after() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    for seq in 0..10 {
+        f.handle_input(now, a, Input::Received(&event("Before", seq)));
+    }
+    f.close_event_stream();
+    assert!(!f.has_events(), "the queued events are freed");
+    assert_eq!(f.stats().total.events_dropped, 10, "and counted");
+    // A server added later keeps nothing either, and a removed one leaves no gap behind.
+    let b = f.add(now, "b", client_config()).unwrap();
+    all_ready(&mut f, now);
+    for seq in 0..40 {
+        f.handle_input(now, a, Input::Received(&event("After", seq)));
+        f.handle_input(now, b, Input::Received(&event("After", seq)));
+    }
+    assert!(f.remove(now, "a"));
+    drain(&mut f, now, true, &mut Vec::new());
+    assert!(f.poll_event().is_none());
+    let stats = f.stats();
+    assert_eq!(stats.total.event_queue_bytes, 0);
+    let b_stats = stats
+        .servers
+        .iter()
+        .find(|s| s.name.as_str() == "b")
+        .unwrap();
+    assert_eq!(
+        b_stats.client.events_dropped, 40,
+        "each event counted on its server"
+    );
+}

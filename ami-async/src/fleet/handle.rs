@@ -345,6 +345,9 @@ async fn wait_guarded(mut guard: CancelOnDrop<'_>) -> Reply {
 /// number of items per server with items, so shares stay even whichever shard holds a
 /// server. Ends once the fleet is closed and drained. Also a [`futures_core::Stream`], so
 /// `StreamExt` from futures or futures-lite works.
+///
+/// A program that only routes actions may drop it: from then on no server keeps events
+/// (each one counted in its `Stats::events_dropped`), servers added later included.
 pub struct FleetEvents {
     pub(crate) shards: Arc<Shards>,
     /// The shard whose turn is next.
@@ -388,6 +391,12 @@ impl futures_core::Stream for FleetEvents {
 
 impl Drop for FleetEvents {
     fn drop(&mut self) {
+        // Nobody reads the merged stream any more (a program that only routes actions):
+        // every shard's fleet keeps no events from here on, for its servers now and later
+        // (counted as dropped on each server).
+        for shard in &self.shards.shards {
+            shard.call(|s| s.fleet.close_event_stream());
+        }
         self.shards.leave();
     }
 }

@@ -67,6 +67,8 @@ pub(crate) enum Offer {
     Dropped,
     /// The policy says close the session.
     Overflow,
+    /// Nobody reads the stream ([`EventQueue::close_reader`]): discarded, counted.
+    Unread,
 }
 
 /// Holds at most `cap` events, marks of completed marked actions (at most `cap`, enforced by
@@ -100,6 +102,8 @@ pub(crate) struct EventQueue {
     /// The login's `FullyBooted`, waiting for the session's Ready while filters are
     /// re-applied: one message (its own allocation), so the queue stays bounded.
     held: Option<Message>,
+    /// The application will never read the stream: nothing is queued any more.
+    unread: bool,
 }
 
 impl EventQueue {
@@ -117,7 +121,29 @@ impl EventQueue {
             dropped_total: 0,
             pushed: 0,
             held: None,
+            unread: false,
         }
+    }
+
+    /// Nobody will read the stream again (the application dropped it): what is queued is
+    /// freed now, its events counted as dropped, and from here on events are discarded as
+    /// they come (counted) and markers and marks are not kept. Returns the events freed.
+    pub(crate) fn close_reader(&mut self) -> u64 {
+        let freed = self.events as u64 + u64::from(self.held.is_some());
+        self.items = VecDeque::new();
+        (self.events, self.bytes, self.marks) = (0, 0, 0);
+        // Events of a trailing gap were counted when they were dropped.
+        self.trailing_gap = 0;
+        self.episode = 0;
+        self.held = None;
+        self.dropped_total += freed;
+        self.unread = true;
+        freed
+    }
+
+    /// Whether [`close_reader`](Self::close_reader) was called.
+    pub(crate) fn is_unread(&self) -> bool {
+        self.unread
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -139,6 +165,10 @@ impl EventQueue {
     }
 
     pub(crate) fn offer(&mut self, event: Message) -> Offer {
+        if self.unread {
+            self.dropped_total += 1;
+            return Offer::Unread;
+        }
         let size = event.retained_bytes();
         if self.fits(size) {
             self.flush_trailing_gap();
@@ -221,6 +251,9 @@ impl EventQueue {
 
     /// A marked action completed here.
     pub(crate) fn mark(&mut self, mark: u64) {
+        if self.unread {
+            return;
+        }
         self.flush_trailing_gap();
         self.items.push_back(Queued(StreamItem::Mark { mark }));
         self.marks += 1;
@@ -234,6 +267,10 @@ impl EventQueue {
     /// Keeps `event` until the session's Ready; true if it replaced one held already (which
     /// the caller counts as discarded).
     pub(crate) fn hold_until_ready(&mut self, event: Message) -> bool {
+        if self.unread {
+            self.dropped_total += 1;
+            return false;
+        }
         self.held.replace(event).is_some()
     }
 
@@ -248,6 +285,9 @@ impl EventQueue {
     }
 
     fn push_marker(&mut self, marker: StreamItem) {
+        if self.unread {
+            return;
+        }
         self.flush_trailing_gap();
         self.items.push_back(Queued(marker));
         let end = self.items.len();

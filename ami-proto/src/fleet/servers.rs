@@ -226,9 +226,13 @@ impl Fleet {
             None => config.with_seed(mix(self.config.seed ^ mix(self.counters.added))),
         };
         self.now = Some(now);
+        let mut client = Client::new(config, now);
+        if self.ring.unread {
+            client.close_reader();
+        }
         let server = Server {
             name: name.clone(),
-            client: Client::new(config, now),
+            client,
             status: ServerStatus::Connecting,
             connect_wanted: false,
             connect_queued: false,

@@ -48,6 +48,8 @@ pub(crate) struct EventRing {
     listed: Vec<bool>,
     /// Items of servers that are gone (a final gap), served first.
     orphans: VecDeque<FleetItem>,
+    /// The application will never read the merged stream ([`Fleet::close_event_stream`]).
+    pub(crate) unread: bool,
 }
 
 impl EventRing {
@@ -75,6 +77,9 @@ impl EventRing {
 
     /// Queues the last word of a removed server.
     pub(crate) fn orphan(&mut self, item: FleetItem) {
+        if self.unread {
+            return;
+        }
         self.orphans.push_back(item);
     }
 
@@ -152,6 +157,33 @@ impl Fleet {
     /// share whichever fleet holds it.
     pub fn servers_with_events(&self) -> usize {
         self.ring.len() + self.ring.orphans.len()
+    }
+
+    /// The application will never read the merged stream again (`ami-async` calls this when
+    /// its `FleetEvents` is dropped): every server's client does as
+    /// [`Client::close_event_stream`](crate::Client::close_event_stream) says, now and for
+    /// servers added later, and the stream keeps nothing. One log line says so for the fleet.
+    pub fn close_event_stream(&mut self) {
+        if self.ring.unread {
+            return;
+        }
+        self.ring.unread = true;
+        self.ring.orphans.clear();
+        self.ring.order.clear();
+        self.ring.listed.clear();
+        let mut freed = 0;
+        for s in self
+            .slots
+            .iter_mut()
+            .filter_map(|slot| slot.server.as_mut())
+        {
+            freed += s.client.close_reader();
+        }
+        log::info!(
+            "AMI fleet event stream closed by the application: {freed} queued events freed; \
+             events from now on are discarded as they arrive (counted in each server's \
+             Stats::events_dropped)"
+        );
     }
 
     /// False while `server`'s client does not want reads ([`Client::wants_read`]: its event

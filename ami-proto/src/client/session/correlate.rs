@@ -174,6 +174,7 @@ impl Client {
                 }
             }
             Offer::Overflow => self.disconnect(now, DisconnectReason::EventOverflow),
+            Offer::Unread => {}
         }
     }
 

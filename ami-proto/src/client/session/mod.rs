@@ -667,6 +667,33 @@ impl Client {
         crate::client::events::take_into(out, max, || self.poll_event())
     }
 
+    /// The application will never read the event stream again (`ami-async` calls this when
+    /// its `Events` is dropped, e.g. `let (ami, _) = ami_tokio::spawn(..)` by a program that
+    /// only sends actions). What the queue holds is freed now; from here on events are
+    /// discarded as they arrive, without a gap or an overflow warning (nobody is behind), and
+    /// counted in [`Stats::events_dropped`]; session markers and marks are not kept. One log
+    /// line says so. Actions are not affected: list items, an async Originate's
+    /// `OriginateResponse` and answers are taken by their actions before the stream.
+    pub fn close_event_stream(&mut self) {
+        if self.events.is_unread() {
+            return;
+        }
+        let freed = self.close_reader();
+        log::info!(
+            "AMI event stream closed by the application: {freed} queued events freed; events \
+             from now on are discarded as they arrive (counted in Stats::events_dropped)"
+        );
+    }
+
+    /// [`close_event_stream`](Self::close_event_stream) without its log line (a fleet says
+    /// it once for all its servers); the events freed.
+    pub(crate) fn close_reader(&mut self) -> u64 {
+        if self.events.is_unread() {
+            return 0;
+        }
+        self.events.close_reader()
+    }
+
     /// Events waiting in the queue.
     pub fn events_queued(&self) -> usize {
         self.events.len()
