@@ -332,6 +332,15 @@ impl MioDriver {
         self.conn_mut(conn)?.client.poll_event()
     }
 
+    /// `conn`'s events will never be read (a program that only sends actions): it keeps
+    /// none from now on, each counted in its [`Stats::events_dropped`] (see
+    /// [`Client::close_event_stream`]). False if `conn` is unknown.
+    pub fn close_event_stream(&mut self, conn: ConnId) -> bool {
+        self.conn_mut(conn)
+            .map(|c| c.client.close_event_stream())
+            .is_some()
+    }
+
     /// Logs `conn` off at `now` (see [`Client::logoff`]); the Logoff is written by the next
     /// step.
     pub fn logoff(&mut self, now: Instant, conn: ConnId) -> bool {

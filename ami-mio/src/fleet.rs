@@ -296,6 +296,13 @@ impl MioFleet {
         self.fleet.poll_events(out, max)
     }
 
+    /// The merged stream will never be read (a program that only routes actions): no server
+    /// keeps events from now on, servers added later included, each counted in its
+    /// `Stats::events_dropped` (see [`Fleet::close_event_stream`]).
+    pub fn close_event_stream(&mut self) {
+        self.fleet.close_event_stream();
+    }
+
     /// Where the server named `name` is.
     pub fn status(&self, name: &str) -> Option<&ServerStatus> {
         self.fleet.status(name)

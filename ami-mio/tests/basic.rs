@@ -615,3 +615,22 @@ fn wait_does_not_block_on_an_outcome_that_a_cancel_left_for_the_next_step() {
         Notice::Completed { id: done, outcome: Err(ActionError::Cancelled) } if *done == id
     )));
 }
+
+#[test]
+fn a_connection_whose_events_are_never_read_keeps_none_and_counts_them() {
+    let front = front();
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver
+        .add(Instant::now(), config(41), front.local_addr())
+        .unwrap();
+    assert_eq!(ready(&mut driver), conn);
+    assert!(driver.close_event_stream(conn));
+    front.with_server(|sim, now| sim.emit_user_events(now, 500));
+    // The Ping's answer comes after the 500 events on the same socket: they are all read.
+    assert!(run(&mut driver, conn, Action::new("Ping")).is_ok());
+    let stats = driver.stats(conn).unwrap();
+    assert_eq!((stats.event_queue_len, stats.event_queue_bytes), (0, 0));
+    assert!(stats.events_dropped >= 500, "{}", stats.events_dropped);
+    assert_eq!(stats.events_dropped, stats.events_in, "every event counted");
+    assert!(driver.poll_event(conn).is_none());
+}
