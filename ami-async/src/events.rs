@@ -31,7 +31,7 @@ pub struct Events {
     /// Items handed over, each event still a slice of the driver's read buffer: copied out
     /// ([`Queued::into_item`]) as it is received, so that the consumer's thread both
     /// allocates and frees it.
-    local: VecDeque<Queued>,
+    pub(crate) local: VecDeque<Queued>,
 }
 
 impl Events {
@@ -162,11 +162,20 @@ impl Drop for Events {
     fn drop(&mut self) {
         // Nobody reads this session's events any more (`let (ami, _) = spawn(..)` in a
         // program that only sends actions): the core keeps none of them from here on
-        // (counted as dropped), and the batch waiting in the hand-off is freed, so the
-        // session does not sit on a full queue of events for nobody.
-        self.inner.handoff().items = VecDeque::new();
-        self.inner
-            .with_client(|client, _| client.close_event_stream());
+        // (counted as dropped), so the session does not sit on a full queue of events for
+        // nobody.
+        // Under the core lock, so the driver cannot hand over another batch meanwhile: the
+        // batch in the hand-off and this stream's own buffer go back to the core, which
+        // counts their events as dropped.
+        let local = std::mem::take(&mut self.local);
+        {
+            let mut shared = self.inner.lock();
+            let handed = std::mem::take(&mut self.inner.handoff().items);
+            shared
+                .client
+                .close_event_stream(handed.into_iter().chain(local));
+        }
+        self.inner.bell.ring();
         self.inner.drop_user();
     }
 }

@@ -337,7 +337,7 @@ impl MioDriver {
     /// [`Client::close_event_stream`]). False if `conn` is unknown.
     pub fn close_event_stream(&mut self, conn: ConnId) -> bool {
         self.conn_mut(conn)
-            .map(|c| c.client.close_event_stream())
+            .map(|c| c.client.close_event_stream([]))
             .is_some()
     }
 

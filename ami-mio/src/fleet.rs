@@ -300,7 +300,7 @@ impl MioFleet {
     /// keeps events from now on, servers added later included, each counted in its
     /// `Stats::events_dropped` (see [`Fleet::close_event_stream`]).
     pub fn close_event_stream(&mut self) {
-        self.fleet.close_event_stream();
+        self.fleet.close_event_stream([]);
     }
 
     /// Where the server named `name` is.

@@ -204,7 +204,7 @@ fn a_closed_event_stream_frees_the_queue_and_discards_events_counted_while_actio
     let mut h = ready_with(config);
     h.feed(&events(0, 5, 100));
     assert_eq!(h.client.events_queued(), 5);
-    h.client.close_event_stream();
+    h.client.close_event_stream([]);
     assert_eq!(h.client.events_queued(), 0);
     assert_eq!(
         h.client.stats().event_queue_bytes,

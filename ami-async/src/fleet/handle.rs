@@ -355,7 +355,7 @@ pub struct FleetEvents {
     /// Items taken from the shards, still as they waited in their queues: each event is
     /// copied out ([`FleetQueued::into_item`]) as it is handed out, outside any lock, so the
     /// shard's driver never waits on the reader's copies.
-    buf: VecDeque<FleetQueued>,
+    pub(crate) buf: VecDeque<FleetQueued>,
     batch: Vec<FleetQueued>,
     /// `poll_recv` has given its thread back once since it last handed out a batch.
     yielded: bool,
@@ -394,8 +394,18 @@ impl Drop for FleetEvents {
         // Nobody reads the merged stream any more (a program that only routes actions):
         // every shard's fleet keeps no events from here on, for its servers now and later
         // (counted as dropped on each server).
-        for shard in &self.shards.shards {
-            shard.call(|s| s.fleet.close_event_stream());
+        // The items this stream took and did not hand out go back to the shard holding
+        // their server (the first one for a server since removed), which counts them.
+        let mut unread: Vec<Vec<FleetQueued>> =
+            self.shards.shards.iter().map(|_| Vec::new()).collect();
+        for item in self.buf.drain(..).chain(self.batch.drain(..)) {
+            let at = self.shards.index_of(item.server.as_str()).unwrap_or(0);
+            if let Some(list) = unread.get_mut(at) {
+                list.push(item);
+            }
+        }
+        for (shard, items) in self.shards.shards.iter().zip(unread) {
+            shard.call(|s| s.fleet.close_event_stream(items));
         }
         self.shards.leave();
     }

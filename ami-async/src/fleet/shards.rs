@@ -95,6 +95,11 @@ impl Shards {
         self.shards.get(i)
     }
 
+    /// The index of the shard holding the server named `name`.
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        lock(&self.dir).names.get(name).copied()
+    }
+
     /// One more handle or stream.
     pub(crate) fn join(&self) {
         lock(&self.dir).users += 1;

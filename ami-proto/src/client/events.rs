@@ -141,6 +141,11 @@ impl EventQueue {
         freed
     }
 
+    /// `n` events taken out of the queue that nobody will read: counted as dropped.
+    pub(crate) fn count_unread(&mut self, n: u64) {
+        self.dropped_total += n;
+    }
+
     /// Whether [`close_reader`](Self::close_reader) was called.
     pub(crate) fn is_unread(&self) -> bool {
         self.unread

@@ -144,7 +144,7 @@ pub struct Fleet {
     config: FleetConfig,
     pub(crate) slots: Vec<Slot>,
     free: Vec<usize>,
-    names: HashMap<ServerName, usize>,
+    pub(crate) names: HashMap<ServerName, usize>,
     next_generation: u64,
     outputs: VecDeque<FleetOutput>,
     /// Servers whose client asked for a connect, oldest first.
@@ -228,7 +228,7 @@ impl Fleet {
         self.now = Some(now);
         let mut client = Client::new(config, now);
         if self.ring.unread {
-            client.close_reader();
+            client.close_reader([]);
         }
         let server = Server {
             name: name.clone(),

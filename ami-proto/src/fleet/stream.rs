@@ -162,8 +162,25 @@ impl Fleet {
     /// The application will never read the merged stream again (`ami-async` calls this when
     /// its `FleetEvents` is dropped): every server's client does as
     /// [`Client::close_event_stream`](crate::Client::close_event_stream) says, now and for
-    /// servers added later, and the stream keeps nothing. One log line says so for the fleet.
-    pub fn close_event_stream(&mut self) {
+    /// servers added later, and the stream keeps nothing. `unread` are items taken out of
+    /// the stream ([`poll_queued`](Self::poll_queued)) that nobody will read either: each
+    /// event is counted on its server, or in `events_lost_on_removal` when its server is
+    /// gone. One log line says so for the fleet.
+    pub fn close_event_stream(&mut self, unread: impl IntoIterator<Item = FleetQueued>) {
+        let mut freed = 0;
+        for FleetQueued { server, item } in unread {
+            let index = self.names.get(server.as_str()).copied();
+            let client = index
+                .and_then(|i| self.slots.get_mut(i))
+                .and_then(|slot| slot.server.as_mut())
+                .map(|s| &mut s.client);
+            let event = u64::from(matches!(item.0, StreamItem::Event(_)));
+            match client {
+                Some(c) => c.count_unread(event),
+                None => self.counters.events_lost_on_removal += event,
+            }
+            freed += event;
+        }
         if self.ring.unread {
             return;
         }
@@ -171,16 +188,15 @@ impl Fleet {
         self.ring.orphans.clear();
         self.ring.order.clear();
         self.ring.listed.clear();
-        let mut freed = 0;
         for s in self
             .slots
             .iter_mut()
             .filter_map(|slot| slot.server.as_mut())
         {
-            freed += s.client.close_reader();
+            freed += s.client.close_reader([]).unwrap_or(0);
         }
         log::info!(
-            "AMI fleet event stream closed by the application: {freed} queued events freed; \
+            "AMI fleet event stream closed by the application: {freed} events not read freed; \
              events from now on are discarded as they arrive (counted in each server's \
              Stats::events_dropped)"
         );

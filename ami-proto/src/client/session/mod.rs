@@ -669,29 +669,43 @@ impl Client {
 
     /// The application will never read the event stream again (`ami-async` calls this when
     /// its `Events` is dropped, e.g. `let (ami, _) = ami_tokio::spawn(..)` by a program that
-    /// only sends actions). What the queue holds is freed now; from here on events are
-    /// discarded as they arrive, without a gap or an overflow warning (nobody is behind), and
-    /// counted in [`Stats::events_dropped`]; session markers and marks are not kept. One log
-    /// line says so. Actions are not affected: list items, an async Originate's
-    /// `OriginateResponse` and answers are taken by their actions before the stream.
-    pub fn close_event_stream(&mut self) {
-        if self.events.is_unread() {
-            return;
+    /// only sends actions). What the queue holds is freed now, and `unread` (items the
+    /// adapter had taken out of the queue, [`poll_queued`](Self::poll_queued) /
+    /// [`take_queued`](Self::take_queued), that nobody will read either) is given back; their
+    /// events are counted in [`Stats::events_dropped`]. From here on events are discarded as
+    /// they arrive, counted, without a gap or an overflow warning (nobody is behind), and
+    /// session markers and marks are not kept. One log line says so. Actions are not
+    /// affected: list items, an async Originate's `OriginateResponse` and answers are taken
+    /// by their actions before the stream.
+    pub fn close_event_stream(&mut self, unread: impl IntoIterator<Item = Queued>) {
+        let handed = self.close_reader(unread);
+        if let Some(freed) = handed {
+            log::info!(
+                "AMI event stream closed by the application: {freed} events not read freed; \
+                 events from now on are discarded as they arrive (counted in \
+                 Stats::events_dropped)"
+            );
         }
-        let freed = self.close_reader();
-        log::info!(
-            "AMI event stream closed by the application: {freed} queued events freed; events \
-             from now on are discarded as they arrive (counted in Stats::events_dropped)"
-        );
+    }
+
+    /// `n` events taken out of the queue that nobody will read: counted as dropped.
+    pub(crate) fn count_unread(&mut self, n: u64) {
+        self.events.count_unread(n);
     }
 
     /// [`close_event_stream`](Self::close_event_stream) without its log line (a fleet says
-    /// it once for all its servers); the events freed.
-    pub(crate) fn close_reader(&mut self) -> u64 {
+    /// it once for all its servers): the events freed, `None` if the stream was closed
+    /// already (`unread` is still counted).
+    pub(crate) fn close_reader(&mut self, unread: impl IntoIterator<Item = Queued>) -> Option<u64> {
+        let handed = unread
+            .into_iter()
+            .filter(|q| matches!(q.0, StreamItem::Event(_)))
+            .count() as u64;
+        self.events.count_unread(handed);
         if self.events.is_unread() {
-            return 0;
+            return None;
         }
-        self.events.close_reader()
+        Some(self.events.close_reader() + handed)
     }
 
     /// Events waiting in the queue.
