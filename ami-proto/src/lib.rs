@@ -48,7 +48,9 @@
 //!    Session boundaries travel in the same stream, in order between the events:
 //!    [`StreamItem::Ready`] opens every session and [`StreamItem::Disconnected`] (with the
 //!    reason) marks where one was lost, so a consumer knows where it missed events nobody
-//!    can count.
+//!    can count. A program with no consumer at all (it only sends actions) says so with
+//!    [`Client::close_event_stream`]: the queue then keeps nothing, and every event is
+//!    counted as dropped.
 //! 5. Sleep until bytes arrive ([`Input::Received`], [`Input::Eof`],
 //!    [`Input::TransportError`]), the caller sends an action, or the deadline from `Wait`
 //!    passes ([`Client::handle_timeout`]). Then go to 2.
