@@ -843,10 +843,7 @@ fn spin_fleet(driver: &mut crate::fleet::FleetDriver) {
 fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
     use ami_proto::fleet::Route;
     use ami_proto::Action;
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(7)
-        .build()
-        .unwrap();
+    let config = seeded();
     let (wire, fleet, _events, mut driver) = ready_fleet(config);
     let mut cx = Context::from_waker(Waker::noop());
     // The server stops reading: the driver lends the first action and holds it unwritten.
@@ -872,6 +869,14 @@ fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
     );
     assert_eq!(fleet.stats().total.actions_withdrawn, 1);
     drop(first);
+}
+
+/// The tests' client config, with a fixed seed.
+fn seeded() -> ClientConfig {
+    ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .build()
+        .unwrap()
 }
 
 /// A session whose event queue holds 4 events and closes when it overflows: received data
@@ -928,10 +933,7 @@ fn a_fleet_driver_reading_while_its_copy_waits_copies_each_lent_byte_once() {
     use crate::driver::RELENT;
     use ami_proto::fleet::Route;
     use ami_proto::Action;
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(7)
-        .build()
-        .unwrap();
+    let config = seeded();
     let (wire, fleet, _events, mut driver) = ready_fleet(config);
     let mut cx = Context::from_waker(Waker::noop());
     let event = |seq: u32| {
@@ -1011,10 +1013,7 @@ fn a_session_action_lent_but_unwritten_fails_not_sent_when_received_events_overf
 
 #[test]
 fn a_fleet_whose_merged_stream_was_dropped_keeps_no_events_and_counts_them() {
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(7)
-        .build()
-        .unwrap();
+    let config = seeded();
     let (wire, fleet, mut events, mut driver) = ready_fleet(config);
     let storm = |from: usize| {
         let text: String = (from..from + 50)
