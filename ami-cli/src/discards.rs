@@ -7,6 +7,7 @@
 //!
 //! [`StreamItem::Discarded`]: ami_proto::StreamItem::Discarded
 
+use crate::terminal::say;
 use ami_proto::Discard;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ impl Default for Discards {
     fn default() -> Discards {
         Discards {
             bursts: HashMap::new(),
-            sink: Box::new(|line| eprintln!("{line}")),
+            sink: Box::new(|line| say!("{line}")),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! `listen` also writes session boundaries, `{"type":"session",...}` (see [`session_ready`]).
 //! `decode --typed` writes typed events through serde ([`TypedReport`]).
 
+use crate::terminal::say;
 use crate::{Failure, EXIT_OTHER};
 use ami_json::SessionState;
 use ami_proto::Message;
@@ -69,7 +70,7 @@ impl TypedReport {
         }
         for issue in event.issues() {
             self.issues += 1;
-            eprintln!("ami: {name}: {issue}");
+            say!("ami: {name}: {issue}");
         }
         let line = Typed {
             kind: "event",

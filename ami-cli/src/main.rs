@@ -21,6 +21,7 @@ mod printer;
 mod seconds;
 mod session;
 mod status_line;
+mod terminal;
 mod url;
 mod words;
 
@@ -143,7 +144,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("ami: {}", f.reason);
+            terminal::say!("ami: {}", f.reason);
             ExitCode::from(f.code)
         }
     }

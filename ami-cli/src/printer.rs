@@ -10,6 +10,7 @@
 //! at most [`MAX_BYTES`], or one item larger than that (a 15 MiB event) when nothing else is
 //! queued, plus the JSON of the item being written.
 
+use crate::terminal::say;
 use crate::{json, Failure, EXIT_OTHER};
 use ami_proto::Message;
 use std::io::{BufWriter, ErrorKind, Write};
@@ -157,7 +158,7 @@ impl Printer {
 
     fn report_gap(&mut self) {
         if self.dropped > 0 {
-            eprintln!(
+            say!(
                 "ami: gap: {} events not printed (stdout too slow)",
                 self.dropped
             );
@@ -206,7 +207,7 @@ impl Printer {
             }
             None => {
                 let left = self.queued.load(Ordering::Acquire);
-                eprintln!("ami: stdout is not draining; {left} bytes of output not written");
+                say!("ami: stdout is not draining; {left} bytes of output not written");
                 Ok(())
             }
         }

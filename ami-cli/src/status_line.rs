@@ -16,7 +16,7 @@ impl StatusLine {
     pub(crate) fn update(&self, text: &str) {
         if self.tty {
             let mut e = std::io::stderr().lock();
-            let _ = write!(e, "\r\x1b[2K{text}");
+            let _ = write!(e, "\r\x1b[2K{}", crate::terminal::cell(text));
             let _ = e.flush();
         }
     }

@@ -133,3 +133,54 @@ fn a_list_that_lost_an_item_prints_what_came_and_exits_1_saying_so() {
         );
     });
 }
+
+/// What a hostile server puts in a `Message`: a colour, a window title, backspaces that
+/// rewrite the line, and a bidirectional override.
+const TERMINAL_ATTACK: &str = "bad \x1b[31mRED\x1b]0;pwned\x07 \x08\x08end \u{202e}txt.exe";
+
+fn assert_shown_escaped(rt: &str, err: &str) {
+    assert!(
+        !err.chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{rt}: a control character reached stderr: {err:?}"
+    );
+    assert!(
+        err.contains("bad \\x1b[31mRED\\x1b]0;pwned\\x07 \\x08\\x08end \\u{202e}txt.exe"),
+        "{rt}: {err:?}"
+    );
+}
+
+#[test]
+fn control_characters_in_a_login_rejection_reach_stderr_escaped() {
+    each_runtime(|rt| {
+        let fake = Fake::start(|_, mut c| {
+            let _ = c.send(b"Asterisk Call Manager/9.0.0\r\n");
+            if let Some(req) = c.next() {
+                c.answer(&req, "Error", &[("Message", TERMINAL_ATTACK)]);
+            }
+        });
+        let out = on(rt, &fake.url(), &["action", "Ping"]);
+        assert_eq!(out.status.code(), Some(3), "{rt}: {}", stderr(&out));
+        assert_shown_escaped(rt, &stderr(&out));
+    });
+}
+
+#[test]
+fn control_characters_in_an_action_error_reach_stderr_escaped() {
+    each_runtime(|rt| {
+        let fake = Fake::start(|_, mut c| {
+            if !c.login(true) {
+                return;
+            }
+            while let Some(req) = c.next() {
+                match req.action().as_str() {
+                    "logoff" => return,
+                    _ => c.answer(&req, "Error", &[("Message", TERMINAL_ATTACK)]),
+                }
+            }
+        });
+        let out = on(rt, &fake.url(), &["action", "Ping"]);
+        assert_eq!(out.status.code(), Some(4), "{rt}: {}", stderr(&out));
+        assert_shown_escaped(rt, &stderr(&out));
+    });
+}

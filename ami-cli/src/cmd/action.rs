@@ -2,6 +2,7 @@
 
 use crate::fleet::{self, Fleet};
 use crate::session::{self, CallError};
+use crate::terminal::say;
 use crate::url::ServerUrl;
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
@@ -204,7 +205,7 @@ fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
     let target_down = down.iter().any(|(server, _)| server == on);
     for (server, why) in down {
         if on == "all" || server == on {
-            eprintln!("ami: {server}: not connected: {why}");
+            say!("ami: {server}: not connected: {why}");
             worst = Some(Failure::new(EXIT_CONNECT, format!("{server}: {why}")));
         }
     }
@@ -226,7 +227,7 @@ fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
             "no reply within {} (the replies that came are printed)",
             words::duration(limit)
         );
-        eprintln!("ami: {server}: {why}");
+        say!("ami: {server}: {why}");
         if worst.as_ref().is_none_or(|w| EXIT_OTHER > w.code) {
             worst = Some(Failure::new(EXIT_OTHER, format!("{server}: {why}")));
         }
@@ -238,7 +239,7 @@ fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
         };
         let result = reply.result.map_err(CallError::from);
         if let Err(f) = report_on(result, url, Shown::All, Some(server)) {
-            eprintln!("ami: {server}: {}", f.reason);
+            say!("ami: {server}: {}", f.reason);
             if worst.as_ref().is_none_or(|w| f.code > w.code) {
                 worst = Some(f);
             }

@@ -9,6 +9,7 @@
 //! over within about `--lease-ttl` when it dies. Runs until Ctrl-C, then releases its leases
 //! so another bridge takes over at once.
 
+use crate::terminal::say;
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_USAGE};
 use ami_nats::{Bridge, BridgeConfig, BridgeError, ServerSpec, StreamLimits};
 use ami_proto::fleet::Policy;
@@ -115,7 +116,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             };
             Failure::new(code, e.to_string())
         })?;
-        eprintln!(
+        say!(
             "ami: bridge {} serving through {} (Ctrl-C stops){}",
             bridge.bridge_id(),
             ami_nats::redact_url(&args.nats),

@@ -17,6 +17,7 @@
 //! call (a transfer, a bridge with an older call): it has no end or duration of its own.
 
 use crate::session::{self, CallError, Change, Happening, Live, Ticket};
+use crate::terminal::cell;
 use crate::{words, Connection, Failure, EXIT_CONNECT, EXIT_OTHER};
 use ami_proto::calls::{
     CallEnd, CallTracker, CallUpdate, Channel, EndedCall, StaleReason, TrackerConfig,
@@ -216,25 +217,48 @@ fn update_text(u: &CallUpdate, live: &Live) -> Option<String> {
 /// The calls as a table, one channel a row, grouped by call.
 fn table(tracker: &CallTracker, out: &mut String) {
     let now = Instant::now();
-    out.push_str(&format!(
-        "{:<18} {:<36} {:<8} {:<18} {:<22} {:>6}\n",
-        "LINKEDID", "CHANNEL", "STATE", "CALLER ID", "CONTEXT/EXTEN", "AGE"
-    ));
+    row(
+        out,
+        [
+            "LINKEDID",
+            "CHANNEL",
+            "STATE",
+            "CALLER ID",
+            "CONTEXT/EXTEN",
+            "AGE",
+        ],
+    );
     for (linkedid, chans) in tracker.calls() {
         for (i, ch) in chans.iter().enumerate() {
             let id = if i == 0 { linkedid } else { "" };
             let age = age(ch, now).map_or("?".to_string(), |a| format!("{a:.0}s"));
-            out.push_str(&format!(
-                "{:<18} {:<36} {:<8} {:<18} {:<22} {:>6}\n",
-                id,
-                ch.name,
-                ch.state.name(),
-                format!("{} {}", ch.caller_id_num, ch.caller_id_name),
-                format!("{}/{}", ch.context, ch.exten),
-                age
-            ));
+            row(
+                out,
+                [
+                    id,
+                    &ch.name,
+                    ch.state.name(),
+                    &format!("{} {}", ch.caller_id_num, ch.caller_id_name),
+                    &format!("{}/{}", ch.context, ch.exten),
+                    &age,
+                ],
+            );
         }
     }
+}
+
+/// One line of the table. Every cell but the state is the server's text, and a caller ID
+/// name is whatever the remote caller put in its SIP `From`: shown escaped, never obeyed.
+fn row(out: &mut String, [id, channel, state, caller, place, age]: [&str; 6]) {
+    out.push_str(&format!(
+        "{:<18} {:<36} {:<8} {:<18} {:<22} {:>6}\n",
+        cell(id),
+        cell(channel),
+        cell(state),
+        cell(caller),
+        cell(place),
+        age
+    ));
 }
 
 fn header(tracker: &CallTracker, live: &Live) -> String {
@@ -345,7 +369,7 @@ fn watch(live: &mut Live, t: &mut Tracked, args: &Args) -> Result<(), Failure> {
         while let Some(u) = t.tracker.poll_update() {
             if terminal {
                 if let Some(text) = update_text(&u, live) {
-                    news.push_back(text);
+                    news.push_back(cell(&text).into_owned());
                     if news.len() > NEWS {
                         news.pop_front();
                     }
@@ -382,4 +406,35 @@ fn watch(live: &mut Live, t: &mut Tracked, args: &Args) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_id_name_that_holds_escape_sequences_is_shown_escaped_in_the_table() {
+        let mut out = String::new();
+        row(
+            &mut out,
+            [
+                "1700000000.1",
+                "PJSIP/100-0000002a\x1b[2J",
+                "Ring",
+                "100 \x1b]52;c;cm0gLXJmIC8K\x07Boss\u{9b}",
+                "default/200\r",
+                "3s",
+            ],
+        );
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        assert!(
+            !out.trim_end_matches('\n').chars().any(char::is_control),
+            "{out:?}"
+        );
+        assert!(
+            out.contains("100 \\x1b]52;c;cm0gLXJmIC8K\\x07Boss\\u{9b}"),
+            "{out:?}"
+        );
+        assert!(out.contains("PJSIP/100-0000002a\\x1b[2J"), "{out:?}");
+    }
 }

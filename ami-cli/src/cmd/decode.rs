@@ -1,6 +1,7 @@
 //! `ami decode FILE`: a raw capture as JSON lines; decoder problems on stderr.
 
 use crate::json;
+use crate::terminal::say;
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_proto::{Decoder, DecoderLimits, Frame, MessageKind};
 use std::io::Write;
@@ -36,26 +37,26 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
                 Ok(Frame::Message(m)) => {
                     writeln!(out, "{}", json::message(&m)?).map_err(out_err)?
                 }
-                Ok(Frame::Banner(b)) => eprintln!("ami: banner: {}", b.text()),
-                Err(e) => eprintln!("ami: decode error: {e}"),
+                Ok(Frame::Banner(b)) => say!("ami: banner: {}", b.text()),
+                Err(e) => say!("ami: decode error: {e}"),
             }
         }
     }
     out.flush().map_err(out_err)?;
     let s = decoder.stats();
     if decoder.buffered() > 0 {
-        eprintln!(
+        say!(
             "ami: {} trailing bytes without a message end",
             decoder.buffered()
         );
     }
-    eprintln!(
+    say!(
         "ami: {} messages, {} decode errors",
         s.messages,
         s.lines_too_long + s.messages_too_large + s.too_many_fields
     );
     if args.typed {
-        eprintln!("ami: {report}");
+        say!("ami: {report}");
     }
     Ok(())
 }

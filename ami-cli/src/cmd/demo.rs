@@ -4,6 +4,7 @@
 use super::bench::start_sim;
 use crate::session::{self, Change, Happening, Ticket};
 use crate::status_line::StatusLine;
+use crate::terminal::say;
 use crate::{words, Connection, Failure, EXIT_OTHER};
 use ami_proto::{Action, StreamItem};
 use std::collections::HashMap;
@@ -99,10 +100,10 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                     }
                 }
                 Happening::Item(StreamItem::Gap { dropped }) => {
-                    eprintln!("gap: {dropped} events dropped")
+                    say!("gap: {dropped} events dropped")
                 }
                 Happening::Change(Change::Lost { reason, retry_at }) => {
-                    eprintln!("{}", words::lost(&reason, retry_at, &live.url))
+                    say!("{}", words::lost(&reason, retry_at, &live.url))
                 }
                 _ => {}
             }

@@ -4,6 +4,7 @@ use crate::discards::Discards;
 use crate::fleet::{self, Fleet};
 use crate::printer::{Flow, Line, Printer};
 use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
+use crate::terminal::say;
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT};
 use ami_proto::fleet::{FleetItem, ServerStatus};
@@ -82,11 +83,11 @@ impl Listener<'_> {
                 self.discards.note("", reason, count, Instant::now())
             }
             Happening::Item(StreamItem::Gap { dropped }) => {
-                eprintln!("ami: gap: {dropped} events dropped (this reader fell behind)")
+                say!("ami: gap: {dropped} events dropped (this reader fell behind)")
             }
-            Happening::Change(Change::Ready) => eprintln!("ami: logged in again to {}", live.url),
+            Happening::Change(Change::Ready) => say!("ami: logged in again to {}", live.url),
             Happening::Change(Change::Lost { reason, retry_at }) => {
-                eprintln!("ami: {}", words::lost(&reason, retry_at, &live.url))
+                say!("ami: {}", words::lost(&reason, retry_at, &live.url))
             }
             Happening::Change(Change::Closed { reason }) => {
                 return Ok(Next::Ended(match reason {
@@ -185,7 +186,7 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
                         ))
                     }
                     StreamItem::Gap { dropped } => {
-                        eprintln!("ami: {server}: gap: {dropped} events dropped (this reader fell behind)");
+                        say!("ami: {server}: gap: {dropped} events dropped (this reader fell behind)");
                         continue;
                     }
                     StreamItem::Discarded { reason, count } => {
@@ -256,7 +257,7 @@ fn status_line(fleet: &Fleet, down: &mut HashSet<String>, server: &str, status: 
     };
     match status {
         ServerStatus::Ready { .. } if down.remove(server) => {
-            eprintln!("ami: {server}: back (logged in again to {url})")
+            say!("ami: {server}: back (logged in again to {url})")
         }
         ServerStatus::BackingOff { until, reason }
         | ServerStatus::BreakerOpen { until, reason } => {
@@ -265,7 +266,7 @@ fn status_line(fleet: &Fleet, down: &mut HashSet<String>, server: &str, status: 
                 return;
             }
             let breaker = matches!(status, ServerStatus::BreakerOpen { .. });
-            eprintln!(
+            say!(
                 "ami: {server}: down{}: {}",
                 if breaker { " (breaker open)" } else { "" },
                 words::lost(reason, Some(*until), url)
@@ -277,7 +278,7 @@ fn status_line(fleet: &Fleet, down: &mut HashSet<String>, server: &str, status: 
                 DisconnectReason::Logoff | DisconnectReason::LocalClose
             ) =>
         {
-            eprintln!("ami: {server}: closed: {}", words::reason(reason, url))
+            say!("ami: {server}: closed: {}", words::reason(reason, url))
         }
         _ => {}
     }

@@ -2,6 +2,7 @@
 //! dialer, in any language, can be pointed at it. Prints its URL on stdout (one line) and
 //! serves until stopped (Ctrl-C).
 
+use crate::terminal::say;
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, Fault, FaultSchedule, SimConfig};
@@ -66,7 +67,7 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     println!("ami://admin:amp111@{host}:{}", addr.port());
     // Scripts read the URL at once: it must not wait in a buffer.
     let _ = std::io::stdout().flush();
-    eprintln!(
+    say!(
         "ami: simulated Asterisk on {addr} (users admin/amp111, limited/limited1), {} events/s{}; Ctrl-C stops it",
         args.events_per_s,
         seed.map_or(String::new(), |s| format!(
@@ -119,7 +120,7 @@ fn serve(front: &TcpFront, events_per_s: u64, mut faults: Option<Peekable<FaultS
             continue;
         };
         while let Some((at, fault)) = schedule.next_if(|(at, _)| started + *at <= Instant::now()) {
-            eprintln!(
+            say!(
                 "ami: fault at {}: {}",
                 crate::words::duration(at),
                 describe(&fault)
