@@ -17,6 +17,7 @@ mod diagnose;
 mod discards;
 mod fleet;
 mod json;
+mod log_lines;
 mod printer;
 mod seconds;
 mod session;
@@ -100,6 +101,10 @@ pub(crate) struct Connection {
 struct Cli {
     #[command(flatten)]
     conn: Connection,
+    /// Which of the libraries' log records to show on stderr [default: error; info for
+    /// bridge]. Secrets given to the command never appear in them.
+    #[arg(long, env = "AMI_LOG", value_enum, global = true)]
+    log: Option<log_lines::Level>,
     #[command(subcommand)]
     command: Command,
 }
@@ -130,6 +135,19 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let conn = &cli.conn;
+    let mut secrets: Vec<String> = conn
+        .server
+        .iter()
+        .map(|u| u.secret.expose().to_string())
+        .collect();
+    let default_level = match &cli.command {
+        Command::Bridge(a) => {
+            secrets.extend(a.secrets());
+            log_lines::Level::Info
+        }
+        _ => log_lines::Level::Error,
+    };
+    log_lines::install(cli.log.unwrap_or(default_level), secrets);
     let result = match &cli.command {
         Command::Listen(a) => cmd::listen::run(conn, a),
         Command::Action(a) => cmd::action::run(conn, a),
@@ -141,6 +159,7 @@ fn main() -> ExitCode {
         Command::Bridge(a) => cmd::bridge::run(conn, a),
         Command::Sim(a) => cmd::sim::run(a),
     };
+    log_lines::flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {

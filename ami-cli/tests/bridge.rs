@@ -169,6 +169,12 @@ fn bridge_serves_every_server_of_ami_url_and_stops_cleanly_on_ctrl_c() {
         .unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("serving through"), "{err}");
+    // The bridge's own log records are its voice: on at info level by default.
+    assert!(
+        err.contains("INFO ami_nats::bridge: pbx1: lease acquired"),
+        "{err}"
+    );
+    assert!(!err.contains("amp111"), "{err}");
 }
 
 #[test]

@@ -55,6 +55,46 @@ fn action_prints_the_response_as_json_on_every_runtime() {
 }
 
 #[test]
+fn log_records_reach_stderr_at_the_level_asked_and_never_show_the_secret() {
+    let front = sim();
+    each_runtime(|rt| {
+        for auth in ["plain", "md5"] {
+            let out = on(
+                rt,
+                &sim_url(&front, "amp111"),
+                &["--auth", auth, "--log", "trace", "action", "Ping"],
+            );
+            assert_code(&out, 0, rt);
+            let err = stderr(&out);
+            assert!(
+                err.lines()
+                    .any(|l| l.starts_with("ami: DEBUG ami_proto::")
+                        && l.contains("finished: success")),
+                "{rt} {auth}: {err}"
+            );
+            assert!(!err.contains("amp111"), "{rt} {auth}: {err}");
+        }
+        // The same through the environment; `off` shows nothing at all.
+        let out = command(&["--runtime", rt, "action", "Ping"])
+            .env("AMI_URL", sim_url(&front, "amp111"))
+            .env("AMI_LOG", "info")
+            .output()
+            .unwrap();
+        assert!(
+            stderr(&out).contains("ami: INFO "),
+            "{rt}: {}",
+            stderr(&out)
+        );
+        let out = on(
+            rt,
+            &sim_url(&front, "amp111"),
+            &["--log", "off", "action", "Ping"],
+        );
+        assert!(stderr(&out).is_empty(), "{rt}: {}", stderr(&out));
+    });
+}
+
+#[test]
 fn list_action_prints_response_then_each_item_then_complete() {
     let front = sim();
     each_runtime(|rt| {

@@ -191,25 +191,42 @@ pub fn redact_url(url: &str) -> String {
     url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
 }
 
-fn redact_one(url: &str) -> String {
+/// The password or token of each URL of a comma-separated NATS URL list, as written in it:
+/// what a log line must never show (`ami bridge` hides them from every line it prints).
+pub fn url_secrets(url: &str) -> Vec<String> {
+    url.split(',')
+        .filter_map(|one| {
+            let (start, end) = secret_span(one)?;
+            one.get(start..end).map(str::to_string)
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Where the password (or the token, when the user info has no `:`) sits in one URL.
+fn secret_span(url: &str) -> Option<(usize, usize)> {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = url.get(start..).unwrap_or("");
+    let rest = url.get(start..)?;
     // The last `@`, not the first after the host: a password written with a raw `/`, `?`
     // or `#` must not end the search early and be shown. A NATS URL has no path, so an
     // `@` after the host (over-redacting) is the safe side to err on.
-    let Some(at) = rest.rfind('@') else {
-        return url.to_string();
-    };
-    let userinfo = rest.get(..at).unwrap_or("");
-    let shown = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_string(),
-    };
-    format!(
-        "{}{shown}{}",
-        url.get(..start).unwrap_or(""),
-        rest.get(at..).unwrap_or("")
-    )
+    let at = rest.rfind('@')?;
+    let userinfo = rest.get(..at)?;
+    Some(match userinfo.find(':') {
+        Some(colon) => (start + colon + 1, start + at),
+        None => (start, start + at),
+    })
+}
+
+fn redact_one(url: &str) -> String {
+    match secret_span(url) {
+        Some((from, to)) => format!(
+            "{}***{}",
+            url.get(..from).unwrap_or(""),
+            url.get(to..).unwrap_or("")
+        ),
+        None => url.to_string(),
+    }
 }
 
 impl BridgeConfig {
@@ -432,6 +449,17 @@ mod tests {
     fn spec(name: &str) -> ServerSpec {
         let c = ClientConfig::builder("a", "b").build().unwrap();
         ServerSpec::new(name, "127.0.0.1", 5038, c).unwrap()
+    }
+
+    #[test]
+    fn url_secrets_are_the_passwords_and_tokens_redact_url_hides() {
+        let urls = "nats://a:p@ss/w0rd@h1:4222,tls://T0ken@h2:4222,h3:4222,nats://u:@h4:1";
+        assert_eq!(url_secrets(urls), ["p@ss/w0rd", "T0ken"]);
+        assert_eq!(
+            redact_url(urls),
+            "nats://a:***@h1:4222,tls://***@h2:4222,h3:4222,nats://u:***@h4:1"
+        );
+        assert!(url_secrets("nats://127.0.0.1:4222").is_empty());
     }
 
     #[test]

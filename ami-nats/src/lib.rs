@@ -97,5 +97,6 @@ pub use ami_json as schema;
 pub use actions::{ActionRequest, RequestError};
 pub use bridge::{Bridge, BridgeError};
 pub use config::{
-    redact_url, BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits, MAX_SERVER_NAME_LEN,
+    redact_url, url_secrets, BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits,
+    MAX_SERVER_NAME_LEN,
 };

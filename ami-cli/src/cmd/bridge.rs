@@ -46,6 +46,13 @@ pub(crate) struct Args {
     dedup_window: u64,
 }
 
+impl Args {
+    /// The NATS URL's passwords and tokens: never shown in a log line.
+    pub(crate) fn secrets(&self) -> Vec<String> {
+        ami_nats::url_secrets(&self.nats)
+    }
+}
+
 /// `--any-policy`: the fleet's routing policies.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum AnyPolicy {
