@@ -247,3 +247,50 @@ fn unterminated_legacy_follows_does_not_make_the_client_deaf() {
     // The Command itself never got an answer it can trust: it times out, nothing else.
     assert!(h.outcomes(&id).is_empty());
 }
+
+/// What a hostile server puts in a `Message`: a colour, a window title, backspaces and a
+/// lone CR that rewrite the line, a bidirectional override.
+const TERMINAL_ATTACK: &str = "no \x1b[31mRED\x1b]0;pwned\x07\x08\x08 \rFAKE \u{202e}gpj.exe";
+
+fn shown_escaped(what: &str, text: &str) {
+    assert!(
+        !text.chars().any(|c| c.is_control() || c == '\u{202e}'),
+        "{what}: {text:?}"
+    );
+    assert!(
+        text.contains("no \\x1b[31mRED\\x1b]0;pwned\\x07\\x08\\x08 \\x0dFAKE \\u{202e}gpj.exe"),
+        "{what}: {text:?}"
+    );
+}
+
+#[test]
+fn server_text_in_an_error_message_is_shown_escaped_never_raw() {
+    // An action's error response: ActionError's Display escapes the server's Message...
+    let mut h = ready(base().build().unwrap());
+    let id = h.send(Action::new("Ping"));
+    h.feed(&scripted::error(id.as_str(), TERMINAL_ATTACK));
+    let Err(e) = h.outcome(&id) else {
+        panic!("an Error response is an error")
+    };
+    shown_escaped("action error", &e.to_string());
+    // ...while the response itself keeps the bytes exactly as the server sent them.
+    let Some(r) = e.response() else {
+        panic!("the server's answer is kept")
+    };
+    assert_eq!(r.text(), Some(TERMINAL_ATTACK));
+
+    // A rejected login: the disconnect reason's Display escapes it too.
+    let mut h = Harness::new(base().build().unwrap(), Instant::now());
+    h.connected();
+    h.feed(scripted::BANNER);
+    let login = h.take("Login");
+    let out = h.feed(&scripted::error(scripted::id_of(&login), TERMINAL_ATTACK));
+    let reason = out
+        .iter()
+        .find_map(|o| match o {
+            scripted::Out::Closed(r) | scripted::Out::Disconnected(r, _) => Some(r),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the login rejection ends the session: {out:?}"));
+    shown_escaped("login rejected", &reason.to_string());
+}

@@ -1,6 +1,6 @@
 //! Secrets never reach a log line: every record the client emits at every level, through a
 //! plain login, an MD5 login, a rejected login, actions, timeouts and reconnects, is captured
-//! and searched for the secret and the MD5 key.
+//! and searched for the secret and the MD5 key. Server text in a record is shown escaped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
@@ -20,12 +20,59 @@ impl log::Log for Capture {
     }
     fn log(&self, record: &log::Record<'_>) {
         let line = format!("{} {} {}", record.level(), record.target(), record.args());
-        RECORDS.lock().unwrap().push(line);
+        RECORDS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line);
     }
     fn flush(&self) {}
 }
 
 const SECRET: &str = "s3cr3t-Pa55";
+
+/// Installs the capturing logger once for every test of this file.
+fn capture() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&Capture).unwrap();
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+#[test]
+fn server_text_in_a_log_record_is_shown_escaped() {
+    capture();
+    let t0 = Instant::now();
+    let cfg = ClientConfig::builder("admin", SECRET)
+        .seed(3)
+        .build()
+        .unwrap();
+    let mut c = Client::new(cfg, t0);
+    drive(&mut c, t0, |b| {
+        b.starts_with("Action: Login").then(|| {
+            format!(
+                "Response: Error\r\nActionID: {}\r\nMessage: pwned \x1b]0;title\x07\rFAKE \u{202e}\r\n\r\n",
+                id_of(b)
+            )
+        })
+    });
+    assert!(c.is_closed());
+    let records = RECORDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let shown: Vec<&String> = records.iter().filter(|r| r.contains("pwned")).collect();
+    assert!(!shown.is_empty(), "the rejection is logged: {records:?}");
+    for r in shown {
+        assert!(
+            !r.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "raw server text in a log record: {r:?}"
+        );
+        assert!(
+            r.contains("pwned \\x1b]0;title\\x07\\x0dFAKE \\u{202e}"),
+            "{r:?}"
+        );
+    }
+}
 
 fn drive(client: &mut Client, now: Instant, reply: impl Fn(&str) -> Option<String>) {
     for _ in 0..8 {
@@ -58,8 +105,7 @@ fn id_of(block: &str) -> &str {
 
 #[test]
 fn no_log_record_ever_contains_the_secret_or_the_md5_key() {
-    log::set_logger(&Capture).unwrap();
-    log::set_max_level(log::LevelFilter::Trace);
+    capture();
     let t0 = Instant::now();
 
     // Plain login, actions, a timeout, a server-side close and a reconnect.
@@ -128,7 +174,9 @@ fn no_log_record_ever_contains_the_secret_or_the_md5_key() {
     );
     assert!(c.is_closed());
 
-    let records = RECORDS.lock().unwrap();
+    let records = RECORDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     assert!(records.len() > 5, "the client logged: {records:?}");
     for r in records.iter() {
         assert!(!r.contains(SECRET), "secret in log: {r}");

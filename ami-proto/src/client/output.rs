@@ -217,7 +217,7 @@ pub enum DisconnectReason {
     LoginTimeout,
     /// The server refused the login (`Authentication failed`, `Login Already In Use`, or an
     /// MD5 challenge refused). Final unless `reconnect_on_auth_failure` is set.
-    #[error("login rejected: {message}")]
+    #[error("login rejected: {}", crate::Shown(.message))]
     LoginRejected {
         /// The server's `Message`.
         message: String,
@@ -456,11 +456,11 @@ fn server_error_text(r: &Response) -> String {
     match r.follow_up() {
         Some(ev) => format!(
             "{} {} (Reason {})",
-            ev.event().unwrap_or("event"),
-            ev.get_str("Response").unwrap_or("?"),
-            ev.get_str("Reason").unwrap_or("?")
+            crate::Shown(ev.event().unwrap_or("event")),
+            crate::Shown(ev.get_str("Response").unwrap_or("?")),
+            crate::Shown(ev.get_str("Reason").unwrap_or("?"))
         ),
-        None => r.text().unwrap_or("(no message)").to_string(),
+        None => crate::Shown(r.text().unwrap_or("(no message)")).to_string(),
     }
 }
 

@@ -5,3 +5,4 @@ pub(crate) mod decoder;
 pub(crate) mod limits;
 pub(crate) mod message;
 mod readbuf;
+pub(crate) mod shown;

@@ -1,6 +1,7 @@
 //! Login (plain and MD5, never downgraded), filter re-application and the heartbeat.
 
 use super::*;
+use crate::Shown;
 
 /// Asterisk's MD5 login key: lowercase hex of md5(challenge followed by secret).
 fn md5_key(challenge: &str, secret: &str) -> String {
@@ -73,7 +74,7 @@ impl Client {
             Internal::Login => self.login_rejected(now, text),
             Internal::Reapply => {
                 if !ok {
-                    log::warn!("AMI: re-applying a filter failed: {text}");
+                    log::warn!("AMI: re-applying a filter failed: {}", Shown(&text));
                 }
                 self.conn.reapply_left = self.conn.reapply_left.saturating_sub(1);
                 if self.conn.reapply_left == 0 && self.state == State::Configuring {
@@ -89,7 +90,7 @@ impl Client {
                     .response()
                     .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"))
                 {
-                    log::warn!("AMI: Logoff answered without Goodbye: {text}");
+                    log::warn!("AMI: Logoff answered without Goodbye: {}", Shown(&text));
                 }
                 self.disconnect(now, DisconnectReason::Logoff);
             }
@@ -97,7 +98,7 @@ impl Client {
     }
 
     pub(super) fn login_rejected(&mut self, now: Instant, message: String) {
-        log::warn!("AMI login rejected: {message}");
+        log::warn!("AMI login rejected: {}", Shown(&message));
         self.disconnect(now, DisconnectReason::LoginRejected { message });
     }
 

@@ -1,0 +1,105 @@
+//! Text from the server as a person reads it: in a log line, an error message, a terminal.
+//!
+//! A header value is whatever the server (or, through `CallerIDName`, a remote SIP caller)
+//! put there, and AMI framing keeps only CR-LF out of it. ESC, BEL, backspace, a lone CR,
+//! C1 controls and bidirectional overrides left in would reach the reader's terminal or log
+//! viewer and be obeyed: recolour or retitle it, rewrite what a line appears to say, forge a
+//! log line's start. Every such character is shown escaped instead (`\x1b`, `\u{202e}`);
+//! the text itself, as the server sent it, stays available from the [`Message`].
+//!
+//! [`Message`]: crate::Message
+
+use std::borrow::Cow;
+use std::fmt::{self, Write as _};
+
+/// Server text as [`Display`](fmt::Display) shows it safely, e.g. in a log line:
+/// `log::warn!("login rejected: {}", Shown(message))`.
+///
+/// ```
+/// use ami_proto::Shown;
+///
+/// assert_eq!(Shown("bad \x1b[31mred\x07").to_string(), "bad \\x1b[31mred\\x07");
+/// assert_eq!(Shown("Authentication failed").to_string(), "Authentication failed");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Shown<'a>(pub &'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape_controls(self.0, false))
+    }
+}
+
+/// Characters that change how the rest of a line is displayed without being control
+/// characters themselves: the bidirectional embeddings, overrides and isolates.
+fn reorders(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn unsafe_char(c: char, keep_newlines: bool) -> bool {
+    (c.is_control() && !(keep_newlines && c == '\n')) || reorders(c)
+}
+
+/// `text` with every control character (C0, DEL, C1) and bidirectional override shown
+/// escaped: `\x1b` below 0x80, `\u{9b}` above. With `keep_newlines`, LF still ends a line
+/// (for text a program composed around server values, which never hold one). Borrows
+/// `text` when it has nothing to escape.
+pub fn escape_controls(text: &str, keep_newlines: bool) -> Cow<'_, str> {
+    if !text.chars().any(|c| unsafe_char(c, keep_newlines)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if !unsafe_char(c, keep_newlines) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_borrowed_as_it_is() {
+        assert!(matches!(
+            escape_controls("PJSIP/100-0000002a José", false),
+            Cow::Borrowed(_)
+        ));
+        assert!(matches!(
+            escape_controls("two\nlines", true),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn escape_sequences_are_shown_not_obeyed() {
+        let shown = escape_controls("bad \x1b[31mRED\x1b]0;pwned\x07 \x08\x08end\r", false);
+        assert_eq!(
+            shown,
+            "bad \\x1b[31mRED\\x1b]0;pwned\\x07 \\x08\\x08end\\x0d"
+        );
+        assert!(!shown.chars().any(char::is_control), "{shown}");
+    }
+
+    #[test]
+    fn c1_controls_del_and_bidi_overrides_are_escaped_too() {
+        assert_eq!(Shown("a\u{9b}31mb\u{7f}").to_string(), "a\\u{9b}31mb\\x7f");
+        assert_eq!(
+            Shown("abc\u{202e}fdp.exe").to_string(),
+            "abc\\u{202e}fdp.exe"
+        );
+        assert_eq!(Shown("x\u{2066}y").to_string(), "x\\u{2066}y");
+    }
+
+    #[test]
+    fn newlines_are_escaped_unless_kept() {
+        assert_eq!(escape_controls("a\nb", false), "a\\x0ab");
+        assert_eq!(escape_controls("a\nb\x1b", true), "a\nb\\x1b");
+    }
+}
