@@ -89,6 +89,17 @@ fn value(page: &str, sample: &str) -> Option<f64> {
 
 #[test]
 fn bridge_serves_every_server_of_ami_url_and_stops_cleanly_on_ctrl_c() {
+    serve_then_stop_on("INT");
+}
+
+/// What systemd, Docker and Kubernetes send: the same clean stop (leases released, exit 0),
+/// not death by the signal's default action.
+#[test]
+fn bridge_stops_cleanly_on_sigterm() {
+    serve_then_stop_on("TERM");
+}
+
+fn serve_then_stop_on(signal: &str) {
     let Some(nats) = Nats::start() else { return };
     let (a, b) = (
         TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap(),
@@ -143,9 +154,9 @@ fn bridge_serves_every_server_of_ami_url_and_stops_cleanly_on_ctrl_c() {
             .any(|l| l.starts_with("ami_bridge_lease_held{server=\"pbx2\"") && l.ends_with(" 1")),
         "{page}"
     );
-    // Ctrl-C: the bridge releases its leases and exits 0.
+    // Ctrl-C or SIGTERM: the bridge releases its leases and exits 0.
     let killed = Command::new("kill")
-        .args(["-INT", &bridge.id().to_string()])
+        .args([&format!("-{signal}"), &bridge.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -156,7 +167,7 @@ fn bridge_serves_every_server_of_ami_url_and_stops_cleanly_on_ctrl_c() {
         }
         assert!(
             Instant::now() < deadline,
-            "ami bridge did not stop on SIGINT"
+            "ami bridge did not stop on SIG{signal}"
         );
         std::thread::sleep(Duration::from_millis(50));
     };

@@ -6,8 +6,8 @@
 //! requests on `ami.<name>.action` and `ami.any.action` (routed by `--any-policy` among the
 //! ready servers). Several `ami bridge` processes may run for the same servers: a lease per
 //! server in the KV bucket `ami_leases` lets exactly one serve it at a time, and another takes
-//! over within about `--lease-ttl` when it dies. Runs until Ctrl-C, then releases its leases
-//! so another bridge takes over at once.
+//! over within about `--lease-ttl` when it dies. Runs until Ctrl-C or SIGTERM, then releases
+//! its leases so another bridge takes over at once.
 
 use crate::terminal::say;
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_USAGE};
@@ -124,7 +124,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             Failure::new(code, e.to_string())
         })?;
         say!(
-            "ami: bridge {} serving through {} (Ctrl-C stops){}",
+            "ami: bridge {} serving through {} (Ctrl-C or SIGTERM stops){}",
             bridge.bridge_id(),
             ami_nats::redact_url(&args.nats),
             bridge
@@ -132,10 +132,29 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                 .map(|a| format!("; metrics on http://{a}/metrics"))
                 .unwrap_or_default()
         );
-        let _ = tokio::signal::ctrl_c().await;
+        stop_requested().await;
         bridge.shutdown(Duration::from_secs(2)).await;
         Ok(())
     })
+}
+
+/// Ctrl-C, or SIGTERM: what systemd, Docker and Kubernetes send to stop a service. Either
+/// way the bridge releases its leases, so another bridge takes its servers over at once
+/// instead of after the lease time-to-live (killed by SIGTERM's default action, it held
+/// them until they expired, and the servers' events went unpublished meanwhile).
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[cfg(test)]
