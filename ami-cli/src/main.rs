@@ -22,6 +22,7 @@ mod printer;
 mod seconds;
 mod session;
 mod status_line;
+mod stop;
 mod terminal;
 mod url;
 mod words;

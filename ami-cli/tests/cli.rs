@@ -276,6 +276,87 @@ fn listen_streams_events_as_json_lines_until_count() {
     });
 }
 
+/// Ctrl-C (SIGINT) or SIGTERM while events flow: `listen` logs off, writes every line it
+/// holds, whole, and exits 0, instead of dying with them.
+#[test]
+fn listen_stops_cleanly_on_ctrl_c_and_sigterm_with_every_line_written_whole() {
+    use std::io::BufRead;
+    each_runtime(|rt| {
+        for signal in ["INT", "TERM"] {
+            let front = sim();
+            let mut child = command(&[
+                "--runtime",
+                rt,
+                "--server",
+                &sim_url(&front, "amp111"),
+                "listen",
+                "--event",
+                "userevent",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                std::io::BufReader::new(stdout)
+                    .lines()
+                    .map(Result::unwrap)
+                    .collect::<Vec<String>>()
+            });
+            // Events flow; the signal comes while they do.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut first = 0;
+            while front.stats().events_delivered < 2_000 {
+                assert!(Instant::now() < deadline, "{rt}: no events delivered");
+                front.with_server(|s, now| s.emit_user_events_from(now, first, 200));
+                first += 200;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let actions = front.stats().actions;
+            let killed = std::process::Command::new("kill")
+                .args([&format!("-{signal}"), &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+            let status = child.wait().unwrap();
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert_eq!(status.code(), Some(0), "{rt} SIG{signal}: {err}");
+            let lines = reader.join().unwrap();
+            let seqs: Vec<u64> = lines
+                .iter()
+                .map(|l| json(l))
+                .filter(|v| v["type"] == "event")
+                .map(|v| {
+                    header(&v, "Seq")
+                        .unwrap()
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+            assert!(seqs.len() > 100, "{rt} SIG{signal}: {} events", seqs.len());
+            assert!(
+                seqs.windows(2).all(|w| w[1] == w[0] + 1),
+                "{rt} SIG{signal}: events missing from the output"
+            );
+            // It logged off: one more action reached the server after the signal.
+            let wait = Instant::now() + Duration::from_secs(5);
+            while front.stats().actions == actions || front.stats().sessions_open > 0 {
+                assert!(Instant::now() < wait, "{rt} SIG{signal}: no Logoff");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+}
+
 #[test]
 fn listen_writes_non_utf8_values_that_read_back_byte_exact() {
     let name: &[u8] = b"Jos\xe9 \xff";

@@ -360,10 +360,11 @@ fn watch(live: &mut Live, t: &mut Tracked, args: &Args) -> Result<(), Failure> {
     let mut happened = Vec::new();
     let mut last_sig = None;
     let mut last_draw = Instant::now() - REDRAW;
-    while end.is_none_or(|e| Instant::now() < e) {
+    crate::stop::catch();
+    while end.is_none_or(|e| Instant::now() < e) && !crate::stop::requested() {
         let tick = Instant::now() + REDRAW;
         let until = end.map_or(tick, |e| e.min(tick));
-        live.wait(Some(until), &mut happened)?;
+        live.wait(crate::stop::wake_by(Some(until)), &mut happened)?;
         t.feed(live, &mut happened)?;
         let mut lines = String::new();
         while let Some(u) = t.tracker.poll_update() {

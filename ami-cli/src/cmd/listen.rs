@@ -1,9 +1,11 @@
 //! `ami listen`: the event stream as JSON lines on stdout; the session's story on stderr.
+//! Ctrl-C or SIGTERM ends it as `--duration` does: Logoff, every line held written, exit 0.
 
 use crate::discards::Discards;
 use crate::fleet::{self, Fleet};
 use crate::printer::{Flow, Line, Printer};
 use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
+use crate::stop;
 use crate::terminal::say;
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT};
@@ -108,6 +110,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     if conn.server.len() > 1 {
         return run_fleet(conn, args);
     }
+    stop::catch();
     let mut live = session::open(conn, "on")?;
     let end = args
         .duration
@@ -121,8 +124,8 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut happened = Vec::new();
     let mut result = Ok(());
     let mut closed = false;
-    'listen: while end.is_none_or(|e| Instant::now() < e) {
-        if let Err(f) = live.wait(end, &mut happened) {
+    'listen: while end.is_none_or(|e| Instant::now() < e) && !stop::requested() {
+        if let Err(f) = live.wait(stop::wake_by(end), &mut happened) {
             result = Err(f);
             break;
         }
@@ -153,6 +156,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
 /// Several servers: their streams merged, each line naming its server (`"server"`), and a
 /// line on stderr whenever a server goes down or comes back.
 fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    stop::catch();
     let mut fleet = Fleet::open(conn, "on")?;
     let end = args
         .duration
@@ -163,8 +167,8 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut down: HashSet<String> = HashSet::new();
     let mut happened = Vec::new();
     let mut result = Ok(());
-    'listen: while end.is_none_or(|e| Instant::now() < e) {
-        fleet.wait(end, &mut happened)?;
+    'listen: while end.is_none_or(|e| Instant::now() < e) && !stop::requested() {
+        fleet.wait(stop::wake_by(end), &mut happened)?;
         discards.tick(Instant::now());
         for h in happened.drain(..) {
             let line = match h {
