@@ -86,3 +86,33 @@ fn calls_watch_reports_calls_that_died_in_a_restart_as_ended_unobserved() {
     );
     assert_eq!(last["calls"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn calls_watch_stops_cleanly_on_sigterm() {
+    use std::io::BufRead;
+    let (front, url) = front_with_a_call();
+    let mut child = spawn_piped(&["--server", &url, "calls", "--watch"]);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // The first live view is out: the command is watching.
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "ended early");
+        let v = json(&line);
+        if v["type"] == "calls" && v["stale"] == false {
+            break;
+        }
+    }
+    let actions = front.stats().actions;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        front.stats().actions > actions,
+        "a Logoff reached the server"
+    );
+}
