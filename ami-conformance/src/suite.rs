@@ -714,7 +714,10 @@ pub fn a_driver_that_died_fails_waiting_callers_and_every_later_call_at_once<A: 
             let ami = ami.clone();
             async move { ami.send(Action::new("Ping")).await }
         });
-        until("the Ping written", || ami.stats().in_flight == 1).await;
+        // Read by the server (which drops it unanswered): written for sure. `in_flight`
+        // counts it from the moment it is queued, so under load the kill could land while
+        // its bytes still waited in the driver, and the Ping then failed NotSent, rightly.
+        until("the Ping written", || front.stats().actions_dropped == 1).await;
         kill.now();
         assert_eq!(
             within("the orphaned caller", waiting).await.unwrap(),
