@@ -357,6 +357,40 @@ fn listen_stops_cleanly_on_ctrl_c_and_sigterm_with_every_line_written_whole() {
     });
 }
 
+/// Before the first login there is nothing to save: Ctrl-C ends `listen` at once, even
+/// while it waits on a server that accepted the connection and never sends its banner.
+#[test]
+fn ctrl_c_before_the_first_login_ends_listen_at_once() {
+    let fake = Fake::start(|_, c| {
+        std::thread::sleep(Duration::from_secs(30));
+        drop(c);
+    });
+    each_runtime(|rt| {
+        let mut child = command(&["--runtime", rt, "--server", &fake.url(), "listen"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = Instant::now() + Duration::from_secs(10);
+        while fake.accepted() == 0 {
+            assert!(Instant::now() < wait, "{rt}: never connected");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let signalled = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert!(
+            signalled.elapsed() < Duration::from_secs(3),
+            "{rt}: took {:?} after Ctrl-C ({status:?})",
+            signalled.elapsed()
+        );
+    });
+}
+
 #[test]
 fn listen_writes_non_utf8_values_that_read_back_byte_exact() {
     let name: &[u8] = b"Jos\xe9 \xff";

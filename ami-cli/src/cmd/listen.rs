@@ -110,8 +110,10 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     if conn.server.len() > 1 {
         return run_fleet(conn, args);
     }
-    stop::catch();
     let mut live = session::open(conn, "on")?;
+    // Only now: until the first login there is nothing to save, and the signals' default
+    // action ends a slow name lookup or connect at once, as a person pressing Ctrl-C wants.
+    stop::catch();
     let end = args
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
