@@ -1,8 +1,10 @@
 //! Client configuration: credentials, timers, caps and policies, checked when built.
 
+use super::who::Who;
 use crate::wire::action::MAX_LINE_LEN;
 use crate::wire::limits::DecoderLimits;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -10,6 +12,10 @@ use thiserror::Error;
 /// an `Instant` cannot hold `now + Duration::MAX`; a year is "never" for a timer while
 /// staying far from that edge.
 pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Longest name [`ClientConfigBuilder::name`] accepts, in bytes: enough for any label or
+/// `host:port`, short enough not to drown the log line it starts.
+pub const MAX_CLIENT_NAME_LEN: usize = 64;
 
 /// A secret that never reaches `Debug` output or a log line.
 #[derive(Clone, PartialEq, Eq)]
@@ -94,6 +100,8 @@ pub struct ClientConfig {
     pub(crate) auth: AuthMethod,
     pub(crate) events: String,
     pub(crate) seed: Option<u64>,
+    /// Shared, not copied: the event queue keeps one for its own log records.
+    pub(crate) name: Option<Arc<str>>,
     pub(crate) decoder: DecoderLimits,
     pub(crate) connect_timeout: Duration,
     pub(crate) banner_timeout: Duration,
@@ -131,6 +139,7 @@ impl ClientConfig {
                 auth: AuthMethod::Plain,
                 events: "on".into(),
                 seed: None,
+                name: None,
                 decoder: DecoderLimits::default(),
                 connect_timeout: Duration::from_secs(5),
                 banner_timeout: Duration::from_secs(5),
@@ -167,6 +176,25 @@ impl ClientConfig {
     pub fn with_seed(mut self, seed: u64) -> ClientConfig {
         self.seed = Some(seed);
         self
+    }
+    /// The name of this server in the client's log records, if one was set.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+    /// The same config with `name` as the name in its log records ([`Fleet::add`] gives each
+    /// unnamed client its server's fleet name). Not checked as
+    /// [`ClientConfigBuilder::name`] is: the log records show it escaped whatever it holds.
+    ///
+    /// [`Fleet::add`]: crate::fleet::Fleet::add
+    pub fn with_name(mut self, name: impl Into<String>) -> ClientConfig {
+        self.name = Some(Arc::from(name.into()));
+        self
+    }
+    /// How the log records of a client with this config start: `AMI <name>` or `AMI`. On
+    /// the config, not the client, so that a record can be written while another field of
+    /// the client is borrowed.
+    pub(crate) fn who(&self) -> Who<'_> {
+        Who(self.name.as_deref())
     }
     /// When decoded events get their own allocation ([`EventCopy::OnTake`] unless chosen).
     pub fn event_copy(&self) -> EventCopy {
@@ -321,6 +349,16 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// A name for this server, used in log records only: each one the client emits starts
+    /// `AMI <name>:` instead of `AMI:`, so that the records of many clients in one process
+    /// (a [`Fleet`](crate::fleet::Fleet) names its clients itself) say which server they are
+    /// about. 1 to [`MAX_CLIENT_NAME_LEN`] bytes, no control characters (checked by
+    /// [`build`](Self::build)). Default: none.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(Arc::from(name.into()));
+        self
+    }
+
     /// Event mask sent with `Login` (`Events:`): `on`, `off`, or a class list such as
     /// `call,user` (lowercase, no spaces, as Asterisk parses it). Default `on`.
     pub fn events(mut self, mask: impl Into<String>) -> Self {
@@ -334,6 +372,9 @@ impl ClientConfigBuilder {
         check_text("username", "Username", &c.username)?;
         check_text("secret", "Secret", c.secret.expose())?;
         check_text("events", "Events", &c.events)?;
+        if let Some(name) = &c.name {
+            check_name(name)?;
+        }
         if c.events.contains(' ') {
             return Err(ConfigError::Invalid {
                 setting: "events",
@@ -456,6 +497,30 @@ fn check_text(setting: &'static str, header: &str, value: &str) -> Result<(), Co
     Ok(())
 }
 
+/// The client's name starts its log lines: a control character in it (CR, LF, an escape)
+/// would forge or garble records, an empty one would read as no name.
+fn check_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::Invalid {
+            setting: "name",
+            why: "must not be empty",
+        });
+    }
+    if name.len() > MAX_CLIENT_NAME_LEN {
+        return Err(ConfigError::Invalid {
+            setting: "name",
+            why: "must be at most 64 bytes (MAX_CLIENT_NAME_LEN)",
+        });
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            setting: "name",
+            why: "must not contain control characters",
+        });
+    }
+    Ok(())
+}
+
 /// A [`ClientConfig`] that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -553,6 +618,54 @@ mod tests {
             let err = b.build().unwrap_err();
             assert!(err.to_string().starts_with("invalid client config: "));
         }
+    }
+
+    #[test]
+    fn an_empty_overlong_or_control_character_name_is_refused_at_build() {
+        let too_long = "n".repeat(MAX_CLIENT_NAME_LEN + 1);
+        let cases = [
+            ("", "must not be empty"),
+            (too_long.as_str(), "must be at most 64 bytes"),
+            ("pbx\neast", "must not contain control characters"),
+            ("pbx\x1b[31m", "must not contain control characters"),
+        ];
+        for (name, why) in cases {
+            let err = ClientConfig::builder("a", "x")
+                .name(name)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        setting: "name",
+                        ..
+                    }
+                ),
+                "{name:?}: {err}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid client config: name {why}")),
+                "{name:?}: {err}"
+            );
+        }
+        let longest = "n".repeat(MAX_CLIENT_NAME_LEN);
+        let c = ClientConfig::builder("a", "x")
+            .name(longest.as_str())
+            .build()
+            .unwrap();
+        assert_eq!(c.name(), Some(longest.as_str()));
+        let c = ClientConfig::builder("a", "x")
+            .name("pbx-east")
+            .build()
+            .unwrap();
+        assert_eq!(c.name(), Some("pbx-east"));
+        assert_eq!(c.with_name("west").name(), Some("west"));
+        assert_eq!(
+            ClientConfig::builder("a", "x").build().unwrap().name(),
+            None
+        );
     }
 
     #[test]

@@ -6,8 +6,10 @@
 
 use super::config::OverflowPolicy;
 use super::output::{Discard, DisconnectReason, StreamItem};
+use super::who::Who;
 use crate::wire::message::Message;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// A stream item taken from the client's queue with [`Client::poll_queued`]: an event in
 /// it may still be a slice of the buffer it was read into (the reader allocates nothing per
@@ -104,10 +106,17 @@ pub(crate) struct EventQueue {
     held: Option<Message>,
     /// The application will never read the stream: nothing is queued any more.
     unread: bool,
+    /// The client's name, for its log records ([`Who`]).
+    name: Option<Arc<str>>,
 }
 
 impl EventQueue {
-    pub(crate) fn new(cap: usize, byte_cap: usize, policy: OverflowPolicy) -> EventQueue {
+    pub(crate) fn new(
+        cap: usize,
+        byte_cap: usize,
+        policy: OverflowPolicy,
+        name: Option<Arc<str>>,
+    ) -> EventQueue {
         EventQueue {
             items: VecDeque::new(),
             events: 0,
@@ -122,7 +131,13 @@ impl EventQueue {
             pushed: 0,
             held: None,
             unread: false,
+            name,
         }
+    }
+
+    /// How this queue's log records name the client.
+    fn who(&self) -> Who<'_> {
+        Who(self.name.as_deref())
     }
 
     /// Nobody will read the stream again (the application dropped it): what is queued is
@@ -206,8 +221,9 @@ impl EventQueue {
         self.dropped_total += dropped;
         if self.episode == 0 {
             log::warn!(
-                "AMI event queue full ({} events, {} of {} bytes): consumer is behind, \
+                "{}: event queue full ({} events, {} of {} bytes): consumer is behind, \
                  dropping events ({:?})",
+                self.who(),
                 self.events,
                 self.bytes,
                 self.byte_cap,
@@ -309,7 +325,8 @@ impl EventQueue {
     fn end_episode(&mut self) {
         if self.episode > 0 {
             log::warn!(
-                "AMI event queue has room again; {} events were dropped",
+                "{}: event queue has room again; {} events were dropped",
+                self.who(),
                 self.episode
             );
             self.episode = 0;
@@ -350,7 +367,7 @@ impl EventQueue {
             return;
         }
         let run: Vec<StreamItem> = self.items.drain(start..end).map(|q| q.0).collect();
-        for (n, item) in fold(run).into_iter().enumerate() {
+        for (n, item) in fold(run, self.who()).into_iter().enumerate() {
             self.items.insert(start + n, Queued(item));
         }
     }
@@ -437,7 +454,7 @@ impl EventQueue {
 /// first loss: where the consumer started missing events). Counts are preserved; the result
 /// has at most seven boundaries and gaps (`[Gap] [Ready] [Gap] [Disconnected] [Gap] [Ready]
 /// [Gap]`) plus one discard notice per reason in each of the four segments.
-fn fold(run: Vec<StreamItem>) -> Vec<StreamItem> {
+fn fold(run: Vec<StreamItem>, who: Who<'_>) -> Vec<StreamItem> {
     let is_down = |i: &StreamItem| matches!(i, StreamItem::Disconnected { .. });
     let is_up = |i: &StreamItem| matches!(i, StreamItem::Ready { .. });
     let mut out: Vec<StreamItem> = Vec::with_capacity(8);
@@ -464,7 +481,7 @@ fn fold(run: Vec<StreamItem>) -> Vec<StreamItem> {
                     }
                 }
                 out.extend(outage);
-                log::debug!("AMI: a session lost before it delivered an event folded into the outage before it ({reason})");
+                log::debug!("{who}: a session lost before it delivered an event folded into the outage before it ({reason})");
             }
             other => add_notice(&mut out, other),
         }
@@ -553,7 +570,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_reports_gap_before_survivors() {
-        let mut q = EventQueue::new(3, usize::MAX, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(3, usize::MAX, OverflowPolicy::DropOldest, None);
         for n in 0..5 {
             q.offer(ev(n));
         }
@@ -564,7 +581,7 @@ mod tests {
 
     #[test]
     fn drop_newest_reports_gap_after_survivors() {
-        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..5 {
             q.offer(ev(n));
         }
@@ -575,7 +592,7 @@ mod tests {
 
     #[test]
     fn drop_newest_gap_sits_between_old_and_new_events() {
-        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..4 {
             q.offer(ev(n));
         }
@@ -586,7 +603,7 @@ mod tests {
 
     #[test]
     fn session_boundaries_sit_between_events_in_stream_order() {
-        let mut q = EventQueue::new(8, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(8, usize::MAX, OverflowPolicy::DropNewest, None);
         q.session_ready("11.0.0".into());
         q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
@@ -598,7 +615,7 @@ mod tests {
 
     #[test]
     fn a_gap_before_a_loss_is_reported_before_it() {
-        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropNewest, None);
         q.offer(ev(0));
         q.offer(ev(1));
         q.session_lost(DisconnectReason::HeartbeatTimeout);
@@ -607,7 +624,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_drops_events_never_boundaries() {
-        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropOldest, None);
         q.session_ready("v".into());
         q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
@@ -624,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_session_lost_before_any_event_folds_into_the_outage_before_it() {
-        let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest, None);
         q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
@@ -640,7 +657,7 @@ mod tests {
     fn stalled_consumer_across_many_reconnects_stays_bounded_and_counted() {
         for policy in [OverflowPolicy::DropNewest, OverflowPolicy::DropOldest] {
             let cap = 5;
-            let mut q = EventQueue::new(cap, usize::MAX, policy);
+            let mut q = EventQueue::new(cap, usize::MAX, policy, None);
             let mut offered = 0u64;
             for cycle in 0..5_000u32 {
                 q.session_ready("v".into());
@@ -673,7 +690,7 @@ mod tests {
 
     #[test]
     fn marks_are_never_dropped_and_keep_a_session_from_folding() {
-        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest, None);
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         q.mark(3);
@@ -690,7 +707,7 @@ mod tests {
 
     #[test]
     fn close_session_policy_asks_to_close() {
-        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::CloseSession);
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::CloseSession, None);
         assert_eq!(q.offer(ev(0)), Offer::Queued);
         assert_eq!(q.offer(ev(1)), Offer::Overflow);
     }
@@ -698,7 +715,7 @@ mod tests {
     #[test]
     fn byte_cap_bounds_the_queue_whatever_the_event_count() {
         let big = ev_padded(0, 10_000).retained_bytes();
-        let mut q = EventQueue::new(1_000, big * 3, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(1_000, big * 3, OverflowPolicy::DropOldest, None);
         for n in 0..10 {
             q.offer(ev_padded(n, 10_000));
             assert!(q.bytes() <= big * 3);
@@ -712,7 +729,7 @@ mod tests {
     fn drop_oldest_makes_room_for_one_large_event_by_dropping_several_small_ones() {
         let small = ev(0).retained_bytes();
         let large = ev_padded(9, small * 3).retained_bytes();
-        let mut q = EventQueue::new(100, large + small, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(100, large + small, OverflowPolicy::DropOldest, None);
         for n in 0..5 {
             q.offer(ev(n));
         }
@@ -726,7 +743,7 @@ mod tests {
 
     #[test]
     fn discard_notices_keep_stream_order_and_merge_in_a_run() {
-        let mut q = EventQueue::new(10, usize::MAX, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(10, usize::MAX, OverflowPolicy::DropOldest, None);
         let too_long = Discard::Malformed(DecodeError::LineTooLong { limit: 8 });
         q.offer(ev(0));
         for _ in 0..1000 {
@@ -749,7 +766,7 @@ mod tests {
 
     #[test]
     fn drop_newest_with_discards_stays_bounded_while_full() {
-        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         q.offer(ev(0));
         q.offer(ev(1));
         for n in 0..10_000 {
@@ -765,7 +782,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_discard_notices_of_dropped_events_merged() {
-        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest);
+        let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest, None);
         for n in 0..1000 {
             q.discarded(Discard::NotEventOrResponse, 1);
             q.offer(ev(n));
@@ -776,7 +793,7 @@ mod tests {
 
     #[test]
     fn discards_of_a_folded_session_move_in_front_of_the_outage() {
-        let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest, None);
         q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
@@ -815,7 +832,7 @@ mod tests {
     }
 
     fn build(ops: &[Op], cap: usize, byte_cap: usize, policy: OverflowPolicy) -> EventQueue {
-        let mut q = EventQueue::new(cap, byte_cap, policy);
+        let mut q = EventQueue::new(cap, byte_cap, policy, None);
         for op in ops {
             match op {
                 Op::Offer(n, pad) => {
@@ -886,7 +903,7 @@ mod tests {
 
     #[test]
     fn a_queue_buffer_grown_by_a_stall_is_shrunk_before_it_changes_hands() {
-        let mut q = EventQueue::new(100_000, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(100_000, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..10_000 {
             q.offer(ev(n));
         }
@@ -904,7 +921,7 @@ mod tests {
 
     #[test]
     fn a_batch_that_fits_takes_the_whole_queue_and_its_trailing_gap() {
-        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest);
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..5 {
             q.offer(ev(n));
         }

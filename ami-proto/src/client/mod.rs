@@ -12,3 +12,4 @@ pub(crate) mod pending;
 pub(crate) mod rng;
 pub(crate) mod session;
 pub(crate) mod stats;
+pub(crate) mod who;

@@ -115,7 +115,11 @@ impl Client {
             }
             (Kind::User { .. }, _) => {
                 self.stats.unmatched += 1;
-                log::debug!("AMI: duplicate response for {} ignored", p.id);
+                log::debug!(
+                    "{}: duplicate response for {} ignored",
+                    self.config.who(),
+                    p.id
+                );
             }
         }
     }
@@ -211,8 +215,9 @@ impl Client {
                 if response.items.len() >= max_items || bytes > max_bytes {
                     let (items, bytes) = (response.items.len(), p.list_bytes);
                     log::warn!(
-                        "AMI list for {} overflowed ({items} items, {bytes} bytes); \
+                        "{}: list for {} overflowed ({items} items, {bytes} bytes); \
                          dropping the rest",
+                        self.config.who(),
                         p.id
                     );
                     self.stats.list_items_dropped += 1;
@@ -306,7 +311,10 @@ impl Client {
     pub(super) fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {
         let kind = OutcomeKind::of(&outcome);
         self.stats.actions_by_outcome.add(kind);
-        log::debug!("AMI action {id} finished: {kind}");
+        log::debug!(
+            "{who}: action {id} finished: {kind}",
+            who = self.config.who()
+        );
         // Most sessions never mark an action: no hashing of every ID for an empty map.
         if !self.marks.is_empty() {
             if let Some(mark) = self.marks.remove(&id) {
@@ -327,7 +335,8 @@ impl Client {
         let unsent = p.stage != Stage::Queued && !p.lent;
         if unsent {
             log::debug!(
-                "AMI action {} withdrawn: its deadline passed before any of it was handed out",
+                "{}: action {} withdrawn: its deadline passed before any of it was handed out",
+                self.config.who(),
                 p.id
             );
             self.conn.transmit.withdraw(seq);
@@ -364,7 +373,7 @@ impl Client {
                     _ => Phase::Response,
                 };
                 let partial = p.response.take();
-                log::debug!("AMI action {} timed out ({phase})", p.id);
+                log::debug!("{}: action {} timed out ({phase})", self.config.who(), p.id);
                 self.report(
                     now,
                     seq,
@@ -380,7 +389,11 @@ impl Client {
     /// calls this for actions whose deadline passed.
     pub(super) fn expire_unwritten(&mut self, seq: u64) {
         if let Some(p) = self.pending.remove(seq) {
-            log::debug!("AMI action {} timed out before it was written", p.id);
+            log::debug!(
+                "{}: action {} timed out before it was written",
+                self.config.who(),
+                p.id
+            );
             if matches!(p.kind, Kind::User { .. }) {
                 let outcome = Err(ActionError::TimedOut {
                     phase: Phase::Queued,

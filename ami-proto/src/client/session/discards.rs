@@ -44,13 +44,15 @@ impl Client {
                 }
             }
         }
+        let who = self.config.who();
         match &mut self.burst {
             Some(b) if now.saturating_duration_since(b.last) < BURST_QUIET => {
                 b.last = now;
                 b.unlogged += 1;
                 if now.saturating_duration_since(b.logged_at) >= BURST_SUMMARY_EVERY {
                     log::warn!(
-                        "AMI: {} more server inputs discarded (latest: {reason})",
+                        "{}: {} more server inputs discarded (latest: {reason})",
+                        who,
                         b.unlogged
                     );
                     b.logged_at = now;
@@ -59,10 +61,10 @@ impl Client {
             }
             previous => {
                 if let Some(b) = previous.filter(|b| b.unlogged > 0) {
-                    log::warn!("AMI: {} more server inputs discarded", b.unlogged);
+                    log::warn!("{who}: {} more server inputs discarded", b.unlogged);
                 }
                 log::warn!(
-                    "AMI: server input discarded: {reason} (counted in Stats and reported in \
+                    "{who}: server input discarded: {reason} (counted in Stats and reported in \
                      the event stream; further discards in this burst are summarised)"
                 );
                 *previous = Some(Burst {
@@ -89,7 +91,8 @@ impl Client {
         if let Some(response) = p.response.as_mut() {
             response.items_dropped += 1;
             log::warn!(
-                "AMI list for {} lost an item on the way in ({} so far); it will complete as incomplete",
+                "{}: list for {} lost an item on the way in ({} so far); it will complete as incomplete",
+                self.config.who(),
                 p.id,
                 response.items_dropped
             );

@@ -17,11 +17,14 @@ impl Client {
             return;
         }
         let Some(version) = version else {
-            log::warn!("AMI: first line is not an `{BANNER_PREFIX}` banner");
+            log::warn!(
+                "{who}: first line is not an `{BANNER_PREFIX}` banner",
+                who = self.config.who()
+            );
             self.disconnect(now, DisconnectReason::BadBanner);
             return;
         };
-        log::debug!("AMI banner: version {version}");
+        log::debug!("{who}: banner: version {version}", who = self.config.who());
         self.conn.ami_version = version;
         self.timers.stop(Timer::Banner);
         self.timers
@@ -74,7 +77,11 @@ impl Client {
             Internal::Login => self.login_rejected(now, text),
             Internal::Reapply => {
                 if !ok {
-                    log::warn!("AMI: re-applying a filter failed: {}", Shown(&text));
+                    log::warn!(
+                        "{}: re-applying a filter failed: {}",
+                        self.config.who(),
+                        Shown(&text)
+                    );
                 }
                 self.conn.reapply_left = self.conn.reapply_left.saturating_sub(1);
                 if self.conn.reapply_left == 0 && self.state == State::Configuring {
@@ -90,7 +97,11 @@ impl Client {
                     .response()
                     .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"))
                 {
-                    log::warn!("AMI: Logoff answered without Goodbye: {}", Shown(&text));
+                    log::warn!(
+                        "{}: Logoff answered without Goodbye: {}",
+                        self.config.who(),
+                        Shown(&text)
+                    );
                 }
                 self.disconnect(now, DisconnectReason::Logoff);
             }
@@ -98,7 +109,7 @@ impl Client {
     }
 
     pub(super) fn login_rejected(&mut self, now: Instant, message: String) {
-        log::warn!("AMI login rejected: {}", Shown(&message));
+        log::warn!("{}: login rejected: {}", self.config.who(), Shown(&message));
         self.disconnect(now, DisconnectReason::LoginRejected { message });
     }
 
@@ -131,7 +142,11 @@ impl Client {
             .set(Timer::Idle, now + self.config.ping_interval);
         self.conn.ready_since = Some(now);
         self.stats.logins += 1;
-        log::info!("AMI session ready (AMI {})", self.conn.ami_version);
+        log::info!(
+            "{}: session ready (AMI {})",
+            self.config.who(),
+            self.conn.ami_version
+        );
         self.events.session_ready(self.conn.ami_version.clone());
         if let Some(fully_booted) = self.events.take_held() {
             self.queue_event(now, fully_booted);

@@ -249,6 +249,7 @@ impl Client {
             config.event_queue_cap,
             config.event_queue_bytes,
             config.overflow,
+            config.name.clone(),
         );
         let mut decoder = Decoder::new(config.decoder);
         if config.event_copy() == EventCopy::OnTake {
@@ -336,13 +337,19 @@ impl Client {
                     self.timers.stop_all();
                     self.timers
                         .set(Timer::Banner, now + self.config.banner_timeout);
-                    log::debug!("AMI transport open; waiting for banner");
+                    log::debug!(
+                        "{who}: transport open; waiting for banner",
+                        who = self.config.who()
+                    );
                 }
             }
             Input::Handshaking => {
                 if self.state == State::Connecting {
                     self.conn.handshaking = true;
-                    log::debug!("AMI TCP connection open; TLS handshake under way");
+                    log::debug!(
+                        "{who}: TCP connection open; TLS handshake under way",
+                        who = self.config.who()
+                    );
                 }
             }
             Input::ConnectFailed(cause) => {
@@ -462,7 +469,10 @@ impl Client {
                 Timer::Login => self.disconnect(now, DisconnectReason::LoginTimeout),
                 Timer::Idle => self.heartbeat(now),
                 Timer::Pong => {
-                    log::warn!("AMI heartbeat: nothing received within the pong deadline");
+                    log::warn!(
+                        "{who}: heartbeat: nothing received within the pong deadline",
+                        who = self.config.who()
+                    );
                     self.disconnect(now, DisconnectReason::HeartbeatTimeout)
                 }
                 Timer::Reconnect => self.start_connect(now),
@@ -559,11 +569,13 @@ impl Client {
     /// written.
     pub fn unlend_transmit(&mut self) {
         let Client {
+            config,
             conn,
             pending,
             stats,
             ..
         } = self;
+        let who = config.who();
         let mut gone = Vec::new();
         conn.transmit.unlend(|seq| {
             let Some(p) = pending.get_mut(seq) else {
@@ -582,7 +594,7 @@ impl Client {
         for seq in gone {
             if let Some(p) = pending.remove(seq) {
                 log::debug!(
-                    "AMI action {} withdrawn: given back unsent after it ended",
+                    "{who}: action {} withdrawn: given back unsent after it ended",
                     p.id
                 );
             }
@@ -681,9 +693,10 @@ impl Client {
         let handed = self.close_reader(unread);
         if let Some(freed) = handed {
             log::info!(
-                "AMI event stream closed by the application: {freed} events not read freed; \
+                "{who}: event stream closed by the application: {freed} events not read freed; \
                  events from now on are discarded as they arrive (counted in \
-                 Stats::events_dropped)"
+                 Stats::events_dropped)",
+                who = self.config.who()
             );
         }
     }
@@ -797,7 +810,11 @@ impl Client {
         if let Some(mark) = options.mark {
             self.marks.insert(id.clone(), mark);
         }
-        log::debug!("AMI action {} queued as {id}", action.name());
+        log::debug!(
+            "{who}: action {} queued as {id}",
+            action.name(),
+            who = self.config.who()
+        );
         let kind = Kind::User {
             follow_up,
             sync_originate: sync,
@@ -853,7 +870,10 @@ impl Client {
                 self.conn.transmit.withdraw(seq);
                 self.conn.transmit.flush_withdrawn();
                 self.stats.actions_withdrawn += 1;
-                log::debug!("AMI action {id} withdrawn: cancelled before any of it was handed out");
+                log::debug!(
+                    "{who}: action {id} withdrawn: cancelled before any of it was handed out",
+                    who = self.config.who()
+                );
                 self.finish(now, seq, Err(ActionError::Cancelled));
                 true
             }
@@ -941,10 +961,16 @@ impl Client {
             .push(seq, |buf| action.encode(Some(&id), buf))
         {
             // Only reachable through config values, which the builder checks.
-            log::error!("AMI: cannot encode internal {name}: {e}");
+            log::error!(
+                "{who}: cannot encode internal {name}: {e}",
+                who = self.config.who()
+            );
             return;
         }
-        log::debug!("AMI internal {name} sent as {id}");
+        log::debug!(
+            "{who}: internal {name} sent as {id}",
+            who = self.config.who()
+        );
         let deadline = now + self.config.action_timeout;
         self.pending.insert(
             seq,

@@ -15,7 +15,10 @@ impl Client {
         let reason = match reason {
             DisconnectReason::Logoff | DisconnectReason::LocalClose => reason,
             other if self.logoff_requested => {
-                log::info!("AMI session lost while logging off: {other}");
+                log::info!(
+                    "{who}: session lost while logging off: {other}",
+                    who = self.config.who()
+                );
                 DisconnectReason::Logoff
             }
             other => other,
@@ -28,7 +31,7 @@ impl Client {
             // The login's FullyBooted waited for a Ready that never came.
             self.discarded(now, Discard::BeforeReady);
         }
-        log::info!("AMI session lost: {reason}");
+        log::info!("{who}: session lost: {reason}", who = self.config.who());
         self.stats.disconnects_by_reason.add(reason.kind());
         if had_transport {
             self.outputs.push_back(Output::Close);
@@ -73,7 +76,7 @@ impl Client {
         if final_reason {
             self.state = State::Closed;
             self.fail_queued(now, reason.clone());
-            log::info!("AMI client closed: {reason}");
+            log::info!("{who}: client closed: {reason}", who = self.config.who());
             self.notify(Notice::Closed { reason });
             return;
         }
@@ -87,7 +90,8 @@ impl Client {
         if retry.breaker_opened {
             self.stats.breaker_opened += 1;
             log::warn!(
-                "AMI circuit breaker open after {} consecutive failures; next try in {:?}",
+                "{}: circuit breaker open after {} consecutive failures; next try in {:?}",
+                self.config.who(),
                 self.backoff.failures(),
                 self.backoff.breaker_cooldown()
             );
