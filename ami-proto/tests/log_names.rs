@@ -1,7 +1,7 @@
 //! Every log record a client emits says which server it is about: `AMI <name>: ...` for a
-//! client with a name, `AMI: ...` for one without. A process running a hundred clients
-//! writes all their records to one stderr; without the name a warning cannot be traced to
-//! its PBX.
+//! client with a name (set by the application, or by a fleet from the server's name), `AMI:
+//! ...` for one without. A process running a hundred clients writes all their records to
+//! one stderr; without the name a warning cannot be traced to its PBX.
 //!
 //! One test function: the logger is process-global and tests run in parallel, so every
 //! scenario runs in turn in the one test that owns the captured records.
@@ -11,8 +11,9 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ClientConfig, ClientConfigBuilder, SendOptions};
-use scripted::{error, event, id_of, msg, Harness, Out};
+use ami_proto::fleet::{Fleet, FleetConfig, FleetOutput};
+use ami_proto::{Action, ClientConfig, ClientConfigBuilder, Input, SendOptions};
+use scripted::{error, event, id_of, msg, Harness, Out, BANNER};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -136,5 +137,60 @@ fn every_client_log_record_names_its_server_or_says_plain_ami_when_unnamed() {
     assert_reached(&records, &reached);
     for r in &records {
         assert!(r.starts_with("AMI: "), "record of an unnamed client: {r:?}");
+    }
+
+    // (c) A fleet names the client of a server added from a config without a name after
+    // the server; a name the application set stays.
+    let t0 = Instant::now();
+    let mut config = FleetConfig::default();
+    config.seed = 42;
+    let mut fleet = Fleet::new(config);
+    let west = fleet
+        .add(t0, "west", base().build().unwrap())
+        .expect("west added");
+    fleet
+        .add(t0, "south", base().name("pbx-south").build().unwrap())
+        .expect("south added");
+    assert_eq!(
+        fleet.client("west").and_then(|c| c.config().name()),
+        Some("west")
+    );
+    assert_eq!(
+        fleet.client("south").and_then(|c| c.config().name()),
+        Some("pbx-south")
+    );
+    loop {
+        match fleet.poll_output() {
+            FleetOutput::Wait(_) => break,
+            FleetOutput::Connect(id) => {
+                fleet.handle_input(t0, id, Input::Connected);
+                fleet.handle_input(t0, id, Input::Received(BANNER));
+            }
+            _ => {}
+        }
+    }
+    fleet.handle_input(t0, west, Input::Eof);
+    let records = take_client_records();
+    let of_west: Vec<&String> = records
+        .iter()
+        .filter(|r| r.starts_with("AMI west: "))
+        .collect();
+    assert!(
+        of_west.iter().any(|r| r.contains("banner: version")),
+        "{records:#?}"
+    );
+    assert!(
+        of_west.iter().any(|r| r.contains("session lost: ")),
+        "{records:#?}"
+    );
+    assert!(
+        records.iter().any(|r| r.starts_with("AMI pbx-south: ")),
+        "{records:#?}"
+    );
+    for r in &records {
+        assert!(
+            r.starts_with("AMI west: ") || r.starts_with("AMI pbx-south: "),
+            "a fleet client's record without its server's name: {r:?}"
+        );
     }
 }

@@ -193,7 +193,9 @@ impl Fleet {
     }
 
     /// Adds a server under `name` with a client of its own; its first connect request is
-    /// queued at once. A config without a seed gets one derived from the fleet's.
+    /// queued at once. A config without a seed gets one derived from the fleet's; one
+    /// without a [name](ClientConfig::name) gets `name`, so that the client's log records
+    /// say which server they are about.
     pub fn add(
         &mut self,
         now: Instant,
@@ -224,6 +226,12 @@ impl Fleet {
         let config = match config.seed() {
             Some(_) => config,
             None => config.with_seed(mix(self.config.seed ^ mix(self.counters.added))),
+        };
+        // The fleet's name for the server, so that the client's own log records say which
+        // server they are about, as the fleet's do; a name the caller chose stays.
+        let config = match config.name() {
+            Some(_) => config,
+            None => config.with_name(name.as_str()),
         };
         self.now = Some(now);
         let mut client = Client::new(config, now);
