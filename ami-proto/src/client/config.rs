@@ -13,9 +13,10 @@ use thiserror::Error;
 /// staying far from that edge.
 pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// Longest name [`ClientConfigBuilder::name`] accepts, in bytes: enough for any label or
-/// `host:port`, short enough not to drown the log line it starts.
-pub const MAX_CLIENT_NAME_LEN: usize = 64;
+/// Longest name [`ClientConfigBuilder::name`] accepts, in bytes: the fleet's
+/// ([`fleet::MAX_NAME_LEN`](crate::fleet::MAX_NAME_LEN)), so that every fleet server name is
+/// a name its client accepts too.
+pub const MAX_CLIENT_NAME_LEN: usize = crate::fleet::MAX_NAME_LEN;
 
 /// A secret that never reaches `Debug` output or a log line.
 #[derive(Clone, PartialEq, Eq)]
@@ -509,7 +510,7 @@ fn check_name(name: &str) -> Result<(), ConfigError> {
     if name.len() > MAX_CLIENT_NAME_LEN {
         return Err(ConfigError::Invalid {
             setting: "name",
-            why: "must be at most 64 bytes (MAX_CLIENT_NAME_LEN)",
+            why: "must be at most 128 bytes (MAX_CLIENT_NAME_LEN)",
         });
     }
     if name.chars().any(char::is_control) {
@@ -625,7 +626,7 @@ mod tests {
         let too_long = "n".repeat(MAX_CLIENT_NAME_LEN + 1);
         let cases = [
             ("", "must not be empty"),
-            (too_long.as_str(), "must be at most 64 bytes"),
+            (too_long.as_str(), "must be at most 128 bytes"),
             ("pbx\neast", "must not contain control characters"),
             ("pbx\x1b[31m", "must not contain control characters"),
         ];
