@@ -250,7 +250,8 @@ pub(crate) fn read_ca(conn: &Connection) -> Result<Vec<u8>, Failure> {
     let ca = conn.ca.as_ref().ok_or_else(|| {
         Failure::new(
             EXIT_USAGE,
-            "amis:// needs --ca FILE (PEM) to verify the server",
+            "amis:// needs --ca FILE (PEM) to verify the server (a certificate from a public CA: \
+             --ca /etc/ssl/certs/ca-certificates.crt, the system's bundle on Debian and Ubuntu)",
         )
     })?;
     std::fs::read(ca)
