@@ -282,21 +282,26 @@ fn listen_streams_events_as_json_lines_until_count() {
 fn listen_stops_cleanly_on_ctrl_c_and_sigterm_with_every_line_written_whole() {
     use std::io::BufRead;
     each_runtime(|rt| {
-        for signal in ["INT", "TERM"] {
+        // One server, then two (the fleet's path: a quiet second server beside).
+        for (signal, servers) in [("INT", 1), ("TERM", 2)] {
             let front = sim();
-            let mut child = command(&[
-                "--runtime",
-                rt,
-                "--server",
-                &sim_url(&front, "amp111"),
-                "listen",
-                "--event",
-                "userevent",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            let quiet = sim();
+            let mut args = vec![
+                "--runtime".to_string(),
+                rt.to_string(),
+                "--server".to_string(),
+                sim_url(&front, "amp111"),
+            ];
+            if servers == 2 {
+                args.extend(["--server".to_string(), sim_url(&quiet, "amp111")]);
+            }
+            args.extend(["listen", "--event", "userevent"].map(String::from));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut child = command(&args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
             let stdout = child.stdout.take().unwrap();
             let reader = std::thread::spawn(move || {
                 std::io::BufReader::new(stdout)
