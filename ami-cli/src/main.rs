@@ -9,7 +9,9 @@
 //! failure (also a session that ends for good mid-`listen`, such as a rejected re-login, and
 //! with several servers any server that stops for good or is down for `action --on`),
 //! 4 the server answered with an error. A command waits at most
-//! [`session::LOGOFF_GRACE`] (2 s) for the server to answer its Logoff.
+//! [`session::LOGOFF_GRACE`] (2 s) for the server to answer its Logoff. Ctrl-C or SIGTERM
+//! ends `listen` and `calls --watch` as their `--duration` does (see [`stop`]); a second one
+//! exits 130 at once.
 #![forbid(unsafe_code)]
 
 mod cmd;
