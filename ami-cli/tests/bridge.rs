@@ -155,11 +155,7 @@ fn serve_then_stop_on(signal: &str) {
         "{page}"
     );
     // Ctrl-C or SIGTERM: the bridge releases its leases and exits 0.
-    let killed = Command::new("kill")
-        .args([&format!("-{signal}"), &bridge.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    send_signal(&bridge, signal);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = bridge.try_wait().unwrap() {
@@ -171,13 +167,7 @@ fn serve_then_stop_on(signal: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut err = String::new();
-    bridge
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut bridge);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("serving through"), "{err}");
     // The bridge's own log records are its voice: on at info level by default.

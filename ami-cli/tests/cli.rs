@@ -319,19 +319,9 @@ fn listen_stops_cleanly_on_ctrl_c_and_sigterm_with_every_line_written_whole() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let actions = front.stats().actions;
-            let killed = std::process::Command::new("kill")
-                .args([&format!("-{signal}"), &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(killed.success());
+            send_signal(&child, signal);
             let status = child.wait().unwrap();
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let err = stderr_of(&mut child);
             assert_eq!(status.code(), Some(0), "{rt} SIG{signal}: {err}");
             let lines = reader.join().unwrap();
             let seqs: Vec<u64> = lines
@@ -383,10 +373,7 @@ fn ctrl_c_before_the_first_login_ends_listen_at_once() {
         }
         std::thread::sleep(Duration::from_millis(200));
         let signalled = Instant::now();
-        std::process::Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap();
+        send_signal(&child, "INT");
         let status = child.wait().unwrap();
         assert!(
             signalled.elapsed() < Duration::from_secs(3),

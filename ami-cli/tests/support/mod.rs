@@ -233,3 +233,22 @@ pub fn spawn_piped(args: &[&str]) -> std::process::Child {
         .spawn()
         .expect("spawn ami")
 }
+
+/// Sends `signal` (`INT`, `TERM`) to `child`, as Ctrl-C or a service manager would.
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -{signal} failed");
+}
+
+/// Everything `child` wrote on its piped stderr, once it has ended.
+pub fn stderr_of(child: &mut std::process::Child) -> String {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        e.read_to_string(&mut err).expect("read stderr");
+    }
+    err
+}
