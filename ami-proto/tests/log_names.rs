@@ -12,7 +12,7 @@
 mod scripted;
 
 use ami_proto::fleet::{Fleet, FleetConfig, FleetOutput};
-use ami_proto::{Action, ClientConfig, ClientConfigBuilder, Input, SendOptions};
+use ami_proto::{Action, ClientConfig, ClientConfigBuilder, ConnectFailure, Input, SendOptions};
 use scripted::{error, event, id_of, msg, Harness, Out, BANNER};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -179,8 +179,11 @@ fn every_client_log_record_names_its_server_or_says_plain_ami_when_unnamed() {
         of_west.iter().any(|r| r.contains("banner: version")),
         "{records:#?}"
     );
+    // EOF during the login: no session was ready, and the record says so.
     assert!(
-        of_west.iter().any(|r| r.contains("session lost: ")),
+        of_west
+            .iter()
+            .any(|r| r.contains("connection ended before the session was ready: eof")),
         "{records:#?}"
     );
     assert!(
@@ -193,4 +196,19 @@ fn every_client_log_record_names_its_server_or_says_plain_ami_when_unnamed() {
             "a fleet client's record without its server's name: {r:?}"
         );
     }
+
+    // (d) A refused connect is said as what it is: no session was lost, none was ready.
+    let mut h = Harness::new(base().name("pbx-down").build().unwrap(), Instant::now());
+    h.input(Input::ConnectFailed(ConnectFailure::Refused));
+    let records = take_client_records();
+    assert!(
+        records
+            .iter()
+            .any(|r| r == "AMI pbx-down: could not connect: connect_failed: connection refused"),
+        "{records:#?}"
+    );
+    assert!(
+        !records.iter().any(|r| r.contains("session lost")),
+        "{records:#?}"
+    );
 }

@@ -31,7 +31,18 @@ impl Client {
             // The login's FullyBooted waited for a Ready that never came.
             self.discarded(now, Discard::BeforeReady);
         }
-        log::info!("{who}: session lost: {reason}", who = self.config.who());
+        // Said as it was: an operator reading "session lost" for every refused connect of a
+        // server that has been down for an hour looks for a session that never was.
+        let who = self.config.who();
+        match self.state {
+            State::Connecting => log::info!("{who}: could not connect: {reason}"),
+            State::AwaitBanner | State::LoggingIn | State::Configuring
+                if self.conn.ready_since.is_none() =>
+            {
+                log::info!("{who}: connection ended before the session was ready: {reason}")
+            }
+            _ => log::info!("{who}: session lost: {reason}"),
+        }
         self.stats.disconnects_by_reason.add(reason.kind());
         if had_transport {
             self.outputs.push_back(Output::Close);
