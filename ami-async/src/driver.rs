@@ -290,9 +290,6 @@ impl<R: Runtime> Pump<R> {
                     self.completed += 1;
                     shared.complete(&id, outcome, wake)
                 }
-                Output::Notice(Notice::Disconnected { reason, .. }) => {
-                    log::info!("AMI {}: disconnected ({reason})", inner.what);
-                }
                 Output::Notice(Notice::Closed { .. }) => finished = true,
                 Output::Wait(d) if d.is_some_and(|d| d <= now) && late_rounds < 2 => {
                     // Due already (set during this turn): handled before the bytes are

@@ -488,6 +488,28 @@ fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
 }
 
 #[test]
+fn a_sessions_client_is_named_after_its_target_unless_the_application_named_it() {
+    let rig = Rig::new(usize::MAX, 64);
+    let name = |rig: &Rig| {
+        rig.handle
+            .inner
+            .lock()
+            .client
+            .config()
+            .name()
+            .map(str::to_string)
+    };
+    assert_eq!(name(&rig).as_deref(), Some("127.0.0.1:5038"));
+    let named = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .name("pbx-east")
+        .build()
+        .unwrap();
+    let rig = Rig::with_config(Wire::default(), named);
+    assert_eq!(name(&rig).as_deref(), Some("pbx-east"));
+}
+
+#[test]
 fn add_filter_on_a_dead_driver_fails_at_once() {
     let rig = Rig::new(usize::MAX, 100);
     let Rig { handle, driver, .. } = rig;

@@ -34,6 +34,15 @@ pub(crate) enum Target {
     Host(String),
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Addr(addr) => write!(f, "{addr}"),
+            Target::Host(host) => f.write_str(host),
+        }
+    }
+}
+
 /// The transport.
 #[derive(Debug)]
 pub(crate) enum Link {

@@ -261,6 +261,12 @@ impl MioDriver {
             Some(_) => config,
             None => config.with_seed(entropy()),
         };
+        // Unless the application named it, the client is named after its target, so that
+        // its log records say which server they are about.
+        let config = match config.name() {
+            Some(_) => config,
+            None => config.with_name(target.to_string()),
+        };
         let mut conn = Owned::new(Client::new(on_loop_thread(config), now), target);
         conn.drain(id, self.poll.registry(), &mut self.notices);
         if let Some(slot) = self.slots.get_mut(index) {
@@ -619,5 +625,27 @@ mod tests {
         assert_eq!(plain.event_copy(), EventCopy::OnDecode);
         let chosen = config(ClientConfig::builder("admin", "x").event_copy(EventCopy::OnTake));
         assert_eq!(chosen.event_copy(), EventCopy::OnTake);
+    }
+
+    #[test]
+    fn a_client_is_named_after_its_target_in_its_log_records_unless_the_application_named_it() {
+        let mut driver = MioDriver::new().unwrap();
+        let now = Instant::now();
+        let plain = ClientConfig::builder("admin", "x").build().unwrap();
+        let named = ClientConfig::builder("admin", "x")
+            .name("pbx-east")
+            .build()
+            .unwrap();
+        let by_addr = driver
+            .add(now, plain.clone(), "127.0.0.1:5038".parse().unwrap())
+            .unwrap();
+        let by_host = driver.add_host(now, plain, "pbx.example:5038").unwrap();
+        let chosen = driver
+            .add(now, named, "127.0.0.1:5039".parse().unwrap())
+            .unwrap();
+        let name = |id| driver.client(id).and_then(|c| c.config().name());
+        assert_eq!(name(by_addr), Some("127.0.0.1:5038"));
+        assert_eq!(name(by_host), Some("pbx.example:5038"));
+        assert_eq!(name(chosen), Some("pbx-east"));
     }
 }
