@@ -106,7 +106,7 @@ struct Cli {
     conn: Connection,
     /// Which of the libraries' log records to show on stderr [default: error; info for
     /// bridge]. Secrets given to the command never appear in them.
-    #[arg(long, env = "AMI_LOG", value_enum, global = true)]
+    #[arg(long, env = "AMI_LOG", value_enum, global = true, value_name = "LEVEL")]
     log: Option<log_lines::Level>,
     #[command(subcommand)]
     command: Command,
