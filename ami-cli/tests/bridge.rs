@@ -87,6 +87,31 @@ fn value(page: &str, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
 }
 
+/// The metrics port from the bridge's "serving through ... metrics on http://ADDR/metrics"
+/// line, the stderr read up to it, and the reader for the rest, which stays in the pipe
+/// until the end (a few lines: far below a pipe's 64 KiB, and the bridge's log lines never
+/// wait on it).
+fn metrics_port(
+    bridge: &mut std::process::Child,
+) -> (u16, String, std::io::BufReader<std::process::ChildStderr>) {
+    use std::io::BufRead;
+    let mut stderr = std::io::BufReader::new(bridge.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ami bridge ended before serving: {said}"
+        );
+        said.push_str(&line);
+        if let Some(rest) = line.split("metrics on http://").nth(1) {
+            let addr: std::net::SocketAddr =
+                rest.trim().trim_end_matches("/metrics").parse().unwrap();
+            return (addr.port(), said, stderr);
+        }
+    }
+}
+
 #[test]
 fn bridge_serves_every_server_of_ami_url_and_stops_cleanly_on_ctrl_c() {
     serve_then_stop_on("INT");
@@ -99,13 +124,19 @@ fn bridge_stops_cleanly_on_sigterm() {
     serve_then_stop_on("TERM");
 }
 
+/// One scenario at a time: each opens a dozen loopback connections, and a port handed out
+/// by the kernel as a connection's local port cannot be bound by another scenario's server.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn serve_then_stop_on(signal: &str) {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(nats) = Nats::start() else { return };
     let (a, b) = (
         TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap(),
         TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap(),
     );
-    let metrics = closed_port();
     let servers = format!(
         "ami://admin:amp111@{},ami://admin:amp111@{}",
         a.local_addr(),
@@ -119,14 +150,17 @@ fn serve_then_stop_on(signal: &str) {
         "pbx1",
         "--name",
         "pbx2",
+        // Port 0: the bridge binds a free port itself and says which, so no port picked
+        // here beforehand can be taken meanwhile by another socket.
         "--metrics",
-        &format!("127.0.0.1:{metrics}"),
+        "127.0.0.1:0",
     ])
     .env("AMI_URL", servers)
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
+    let (metrics, mut said, mut rest) = metrics_port(&mut bridge);
     wait_until(Duration::from_secs(20), "both servers ready", || {
         let page = scrape(metrics);
         ["pbx1", "pbx2"].iter().all(|s| {
@@ -167,7 +201,8 @@ fn serve_then_stop_on(signal: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let err = stderr_of(&mut bridge);
+    rest.read_to_string(&mut said).unwrap();
+    let err = said;
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("serving through"), "{err}");
     // The bridge's own log records are its voice: on at info level by default.
