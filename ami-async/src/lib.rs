@@ -96,10 +96,7 @@ fn start<R: Runtime>(
     };
     // Unless the application named it, the client is named after its target, so that its
     // log records say which server they are about (a fleet does the same with its names).
-    let config = match config.name() {
-        Some(_) => config,
-        None => config.with_name(target.to_string()),
-    };
+    let config = config.or_name(target.to_string());
     let client = Client::new(config, R::now());
     let inner = Inner::new(client, R::now, target.to_string());
     let handle = Handle::new(&inner);

@@ -263,10 +263,7 @@ impl MioDriver {
         };
         // Unless the application named it, the client is named after its target, so that
         // its log records say which server they are about.
-        let config = match config.name() {
-            Some(_) => config,
-            None => config.with_name(target.to_string()),
-        };
+        let config = config.or_name(target.to_string());
         let mut conn = Owned::new(Client::new(on_loop_thread(config), now), target);
         conn.drain(id, self.poll.registry(), &mut self.notices);
         if let Some(slot) = self.slots.get_mut(index) {

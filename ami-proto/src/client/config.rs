@@ -191,6 +191,15 @@ impl ClientConfig {
         self.name = Some(Arc::from(name.into()));
         self
     }
+    /// The same config, named `name` unless it has a name already: how a fleet and the
+    /// adapters name a client after its server (its fleet name, its target) while keeping a
+    /// name the application chose.
+    pub fn or_name(self, name: impl Into<String>) -> ClientConfig {
+        match self.name {
+            Some(_) => self,
+            None => self.with_name(name),
+        }
+    }
     /// How the log records of a client with this config start: `AMI <name>` or `AMI`. On
     /// the config, not the client, so that a record can be written while another field of
     /// the client is borrowed.
@@ -662,7 +671,10 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(c.name(), Some("pbx-east"));
+        assert_eq!(c.clone().or_name("west").name(), Some("pbx-east"));
         assert_eq!(c.with_name("west").name(), Some("west"));
+        let unnamed = ClientConfig::builder("a", "x").build().unwrap();
+        assert_eq!(unnamed.or_name("west").name(), Some("west"));
         assert_eq!(
             ClientConfig::builder("a", "x").build().unwrap().name(),
             None

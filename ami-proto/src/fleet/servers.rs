@@ -229,10 +229,7 @@ impl Fleet {
         };
         // The fleet's name for the server, so that the client's own log records say which
         // server they are about, as the fleet's do; a name the caller chose stays.
-        let config = match config.name() {
-            Some(_) => config,
-            None => config.with_name(name.as_str()),
-        };
+        let config = config.or_name(name.as_str());
         self.now = Some(now);
         let mut client = Client::new(config, now);
         if self.ring.unread {
