@@ -237,6 +237,70 @@ fn originate_prints_the_originate_response_and_a_busy_line_exits_4() {
 }
 
 #[test]
+fn originate_var_values_with_commas_quotes_and_backslashes_reach_the_channel_whole() {
+    // The simulator splits Variable headers as Asterisk does (`__ast_app_separate_args`):
+    // sent as typed, NOTE would arrive as `a` and JSON as `{a:1`.
+    let front = sim();
+    let u = sim_url(&front, "amp111");
+    let note = r#"a,b "c" \d"#;
+    let lead = r#"{"a":1,"b":[2,3]}"#;
+    let out = on(
+        "tokio",
+        &u,
+        &[
+            "originate",
+            "--channel",
+            "Local/echo@ami-test",
+            "--application",
+            "Wait",
+            "--data",
+            "30",
+            "--var",
+            &format!("NOTE={note}"),
+            "--var",
+            &format!("JSON={lead}"),
+        ],
+    );
+    assert_code(&out, 0, "originate");
+    let response = json(&stdout_lines(&out)[0]);
+    let channel = header(&response, "Channel").unwrap().as_str().unwrap();
+    for (name, want) in [("NOTE", note), ("JSON", lead)] {
+        let out = on(
+            "tokio",
+            &u,
+            &[
+                "action",
+                "Getvar",
+                &format!("Channel={channel}"),
+                &format!("Variable={name}"),
+            ],
+        );
+        assert_code(&out, 0, name);
+        let v = json(&stdout_lines(&out)[0]);
+        assert_eq!(header(&v, "Value").unwrap(), want, "{name}");
+    }
+    let empty_name = on(
+        "tokio",
+        &u,
+        &[
+            "originate",
+            "--channel",
+            "X",
+            "--application",
+            "Wait",
+            "--var",
+            "=1",
+        ],
+    );
+    assert_code(&empty_name, 2, "--var =1");
+    assert!(
+        stderr(&empty_name).contains("invalid --var"),
+        "{}",
+        stderr(&empty_name)
+    );
+}
+
+#[test]
 fn listen_streams_events_as_json_lines_until_count() {
     each_runtime(|rt| {
         let front = sim();

@@ -366,6 +366,14 @@ fn action(out: &mut String, a: &ActionDef) {
                     ),
                 )
             }
+            None if p.repeatable && p.wire == "Variable" => (
+                "Adds one `Variable` header as given: `name=value` pairs that Asterisk splits \
+                 at commas, dropping quotes and backslashes. [`var`](Self::var) sends one pair \
+                 escaped."
+                    .to_string(),
+                format!("mut self, value: {arg}"),
+                format!("self.0.push({wire}, {value}.to_string());\n        self"),
+            ),
             None if p.repeatable => (
                 format!("Adds one `{}` header (repeatable).", p.wire),
                 format!("mut self, value: {arg}"),
@@ -382,6 +390,19 @@ fn action(out: &mut String, a: &ActionDef) {
             "    /// {doc}{default}\n    pub fn {}({args}) -> Self {{\n        {body}\n    }}",
             p.method
         );
+        if p.repeatable && p.wire == "Variable" && p.name_format.is_none() {
+            // Every repeatable `Variable` (Originate, MessageSend, PJSIPNotify) goes through
+            // `astman_get_variables`, which splits at commas and drops quotes and
+            // backslashes: the escaped form is the one that sets what the caller meant.
+            let _ = writeln!(
+                out,
+                "\n    /// Adds one `Variable` header setting channel variable `name` to `value`, escaped \
+                 ([`ami_proto::variable_pair`]) so that commas, quotes and backslashes arrive intact.\n    \
+                 pub fn var(mut self, name: &str, value: impl Display) -> Result<Self, ami_proto::InvalidVariable> {{\n        \
+                 self.0.push(\"Variable\", ami_proto::variable_pair(name, &value.to_string())?);\n        \
+                 Ok(self)\n    }}"
+            );
+        }
     }
     let _ = writeln!(out, "}}\n");
     if let Some((item, complete)) = &a.list {

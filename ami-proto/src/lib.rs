@@ -175,6 +175,7 @@ pub use wire::limits::{
 };
 pub use wire::message::{Field, Message, MessageKind, Value};
 pub use wire::shown::{escape_controls, Shown};
+pub use wire::variable::{variable_pair, InvalidVariable};
 
 pub mod calls;
 mod client;

@@ -37,12 +37,15 @@
 //!     .priority(1)
 //!     .timeout(30_000)
 //!     .async_(true)
-//!     .variable("CAMPAIGN=spring")
-//!     .variable("LEAD=42");
+//!     .var("CAMPAIGN", "spring")?
+//!     // Escaped: Asterisk would otherwise cut the value at its comma.
+//!     .var("LEAD", "42,priority")?;
 //! let action: Action = originate.into();
 //! assert_eq!(action.name(), Originate::NAME);
 //! assert_eq!(action.get("Async"), Some("true"));
-//! assert_eq!(action.fields().filter(|(k, _)| *k == "Variable").count(), 2);
+//! let vars: Vec<_> = action.fields().filter(|(k, _)| *k == "Variable").collect();
+//! assert_eq!(vars, [("Variable", "CAMPAIGN=spring"), ("Variable", r"LEAD=42\,priority")]);
+//! # Ok::<(), ami_proto::InvalidVariable>(())
 //! ```
 //!
 //! ## Events

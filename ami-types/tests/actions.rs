@@ -4,8 +4,8 @@
 
 use ami_proto::{Action, Client, ClientConfig, Input, Notice, Output, Response};
 use ami_types::actions::{
-    CoreShowChannels, Getvar, GetvarResponse, ListAction, Originate, Status, TypedAction,
-    UpdateConfig,
+    CoreShowChannels, Getvar, GetvarResponse, ListAction, MessageSend, Originate, PJSIPNotify,
+    Status, TypedAction, UpdateConfig,
 };
 use ami_types::enums::UpdateConfigAction;
 use std::time::{Duration, Instant};
@@ -39,6 +39,27 @@ fn originate_builder_writes_required_optional_and_repeated_parameters_in_order()
         .field("Timeout", "30000");
     assert_eq!(fields(&action), fields(&expected));
     assert_eq!(action.name(), "Originate");
+}
+
+#[test]
+fn var_escapes_what_asterisk_would_split_on_every_action_that_splits_variables() {
+    let want = ("Variable".to_string(), r#"NOTE=a\,b \"c\" \\d"#.to_string());
+    let value = r#"a,b "c" \d"#;
+    let originate: Action = Originate::new("PJSIP/1")
+        .application("Wait")
+        .var("NOTE", value)
+        .unwrap()
+        .into();
+    let message: Action = MessageSend::new().var("NOTE", value).unwrap().into();
+    let notify: Action = PJSIPNotify::new().var("NOTE", value).unwrap().into();
+    for action in [originate, message, notify] {
+        assert!(fields(&action).contains(&want), "{action:?}");
+    }
+    assert_eq!(
+        Originate::new("PJSIP/1").var("", 1).err(),
+        Some(ami_proto::InvalidVariable::EmptyName)
+    );
+    assert!(Originate::new("PJSIP/1").var("A=B", 1).is_err());
 }
 
 #[test]

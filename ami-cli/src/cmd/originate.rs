@@ -1,7 +1,7 @@
 //! `ami originate`: an async Originate; prints its OriginateResponse.
 
 use super::action::{parse_field, send_one, Shown};
-use crate::{Connection, Failure};
+use crate::{Connection, Failure, EXIT_USAGE};
 use ami_proto::Action;
 
 #[derive(Debug, clap::Args)]
@@ -24,7 +24,8 @@ pub(crate) struct Args {
     /// Priority in --context/--exten.
     #[arg(long, default_value = "1")]
     priority: String,
-    /// Channel variables K=V (repeatable).
+    /// Channel variables K=V (repeatable). V is sent escaped, so commas, quotes and
+    /// backslashes in it reach the channel as typed.
     #[arg(long = "var", value_parser = parse_field)]
     vars: Vec<(String, String)>,
     /// Ring timeout in milliseconds.
@@ -32,7 +33,7 @@ pub(crate) struct Args {
     timeout: u64,
 }
 
-fn action(a: &Args) -> Action {
+fn action(a: &Args) -> Result<Action, Failure> {
     let mut action = Action::new("Originate").field("Channel", &a.channel);
     // clap guarantees --application, or --context with --exten.
     match (&a.application, &a.context, &a.exten) {
@@ -49,13 +50,17 @@ fn action(a: &Args) -> Action {
         }
     }
     for (k, v) in &a.vars {
-        action.push("Variable", format!("{k}={v}"));
+        // Asterisk splits a Variable header at commas and drops quotes and backslashes:
+        // `--var NOTE=a,b` sent as typed would set NOTE to `a`.
+        action = action
+            .variable(k, v)
+            .map_err(|e| Failure::new(EXIT_USAGE, format!("invalid --var: {e}")))?;
     }
     action.push("Timeout", a.timeout.to_string());
     action.push("Async", "true");
-    action
+    Ok(action)
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
-    send_one(conn, action(args), "call", Shown::FollowUp)
+    send_one(conn, action(args)?, "call", Shown::FollowUp)
 }

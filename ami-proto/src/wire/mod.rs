@@ -6,3 +6,4 @@ pub(crate) mod limits;
 pub(crate) mod message;
 mod readbuf;
 pub(crate) mod shown;
+pub(crate) mod variable;

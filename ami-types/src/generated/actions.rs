@@ -1864,10 +1864,16 @@ impl MessageSend {
         self.with("Base64Body", value)
     }
 
-    /// Adds one `Variable` header (repeatable).
+    /// Adds one `Variable` header as given: `name=value` pairs that Asterisk splits at commas, dropping quotes and backslashes. [`var`](Self::var) sends one pair escaped.
     pub fn variable(mut self, value: impl Display) -> Self {
         self.0.push("Variable", value.to_string());
         self
+    }
+
+    /// Adds one `Variable` header setting channel variable `name` to `value`, escaped ([`ami_proto::variable_pair`]) so that commas, quotes and backslashes arrive intact.
+    pub fn var(mut self, name: &str, value: impl Display) -> Result<Self, ami_proto::InvalidVariable> {
+        self.0.push("Variable", ami_proto::variable_pair(name, &value.to_string())?);
+        Ok(self)
     }
 }
 
@@ -2072,10 +2078,16 @@ impl Originate {
         self.with("CallerID", value)
     }
 
-    /// Adds one `Variable` header (repeatable).
+    /// Adds one `Variable` header as given: `name=value` pairs that Asterisk splits at commas, dropping quotes and backslashes. [`var`](Self::var) sends one pair escaped.
     pub fn variable(mut self, value: impl Display) -> Self {
         self.0.push("Variable", value.to_string());
         self
+    }
+
+    /// Adds one `Variable` header setting channel variable `name` to `value`, escaped ([`ami_proto::variable_pair`]) so that commas, quotes and backslashes arrive intact.
+    pub fn var(mut self, name: &str, value: impl Display) -> Result<Self, ami_proto::InvalidVariable> {
+        self.0.push("Variable", ami_proto::variable_pair(name, &value.to_string())?);
+        Ok(self)
     }
 
     /// Sets `Account`.
@@ -2251,10 +2263,16 @@ impl PJSIPNotify {
         self.with("Option", value)
     }
 
-    /// Adds one `Variable` header (repeatable).
+    /// Adds one `Variable` header as given: `name=value` pairs that Asterisk splits at commas, dropping quotes and backslashes. [`var`](Self::var) sends one pair escaped.
     pub fn variable(mut self, value: impl Display) -> Self {
         self.0.push("Variable", value.to_string());
         self
+    }
+
+    /// Adds one `Variable` header setting channel variable `name` to `value`, escaped ([`ami_proto::variable_pair`]) so that commas, quotes and backslashes arrive intact.
+    pub fn var(mut self, name: &str, value: impl Display) -> Result<Self, ami_proto::InvalidVariable> {
+        self.0.push("Variable", ami_proto::variable_pair(name, &value.to_string())?);
+        Ok(self)
     }
 }
 
