@@ -725,6 +725,53 @@ fn decode_prints_every_message_of_a_capture() {
     }
 }
 
+/// Peak resident memory of a running process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn decode_streams_standard_input_in_bounded_memory_and_prints_each_message_as_it_comes() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = command(&["decode", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let mut output = BufReader::new(child.stdout.take().unwrap());
+    let mut next_line = || {
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        json(&line)
+    };
+    input
+        .write_all(b"Asterisk Call Manager/11.0.0\r\nEvent: First\r\n\r\n")
+        .unwrap();
+    // Printed while the input is still open: the old command read to the end first.
+    assert_eq!(header(&next_line(), "Event").unwrap(), "First");
+    // 48 MiB of a line that never ends (a hostile or corrupt capture), then a message.
+    let junk = vec![b'x'; 1 << 20];
+    for _ in 0..48 {
+        input.write_all(&junk).unwrap();
+    }
+    input.write_all(b"\r\n\r\nEvent: Second\r\n\r\n").unwrap();
+    assert_eq!(header(&next_line(), "Event").unwrap(), "Second");
+    let peak = peak_rss_kib(child.id());
+    assert!(peak < 24 << 10, "peak RSS {peak} KiB after 48 MiB of input");
+    drop(input);
+    let status = child.wait().unwrap();
+    let err = stderr_of(&mut child);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("2 messages, 1 decode errors"), "{err}");
+}
+
 #[test]
 fn decode_typed_prints_typed_events_and_reports_fields_that_do_not_parse() {
     let file = concat!(
