@@ -709,6 +709,26 @@ fn bench_and_demo_run_on_every_runtime_without_a_server() {
 }
 
 #[test]
+fn bench_with_large_events_streams_them_and_refuses_sizes_the_client_would_refuse() {
+    // 200 kB events: the simulator used to close the session after its first 4 MiB (20
+    // events), and the run then counted nothing for seconds.
+    let out = ami(&["bench", "--duration", "0.5", "--event-bytes", "200000"]);
+    assert_code(&out, 0, "200 kB events");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap();
+    let events: u64 = first
+        .strip_prefix("events (tokio): ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(events > 100, "{text}");
+    assert!(!text.contains("logged in again"), "{text}");
+    let too_large = ami(&["bench", "--event-bytes", "1048577"]);
+    assert_code(&too_large, 2, "1 MiB + 1");
+    assert!(stderr(&too_large).contains("--event-bytes takes at most"));
+}
+
+#[test]
 fn decode_prints_every_message_of_a_capture() {
     let file = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -52,6 +52,10 @@ struct State {
     stop: AtomicBool,
     /// Event size for `emit_user_events_sized`, or plain storm events.
     event_bytes: Option<usize>,
+    /// Events per top-up: [`Flood::BATCH`], fewer when they are large, so that a top-up
+    /// never outgrows the simulator's `socket_buffer` (which it would close as a slow
+    /// reader's).
+    batch: usize,
     /// Top up when fewer bytes than this wait to be written.
     low: u64,
     /// Each connection's socket (to shut down on stop) and its threads.
@@ -112,7 +116,7 @@ impl std::fmt::Debug for Flood {
 }
 
 impl Flood {
-    /// Events per top-up (about 75 bytes each).
+    /// Events per top-up (about 75 bytes each; fewer for large sized events).
     pub const BATCH: usize = 1000;
     /// Top up when fewer bytes than this wait to be written.
     pub const LOW: u64 = 128 << 10;
@@ -127,15 +131,29 @@ impl Flood {
     /// realistic sizes for throughput measurements. The simulator's `socket_buffer` is 4 MiB
     /// and the flood tops up below 1 MiB, so that a batch of large events still fits and
     /// the server never sees a blocked write.
+    ///
+    /// Events of any size keep that promise: a top-up holds as many as fit between the
+    /// low-water mark and the buffer (at least one), and the buffer grows to hold two events
+    /// past the mark when they are larger than 1.5 MiB.
     pub fn start_sized(event_bytes: usize) -> io::Result<Flood> {
+        const LOW: usize = 1 << 20;
+        let socket_buffer = (4 << 20).max(LOW.saturating_add(event_bytes.saturating_mul(2)));
+        let default = SimConfig::default();
         let config = SimConfig {
-            socket_buffer: 4 << 20,
-            ..SimConfig::default()
+            socket_buffer,
+            max_backlog: default.max_backlog.max(socket_buffer),
+            ..default
         };
-        Flood::start_with(config, Some(event_bytes), 1 << 20)
+        Flood::start_with(config, Some(event_bytes), LOW as u64)
     }
 
     fn start_with(config: SimConfig, event_bytes: Option<usize>, low: u64) -> io::Result<Flood> {
+        // What may still be queued when a top-up starts is just under `low`.
+        let room = config.socket_buffer.saturating_sub(low as usize);
+        let batch = match event_bytes {
+            Some(b) => (room / b.max(1)).clamp(1, Flood::BATCH),
+            None => Flood::BATCH,
+        };
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State {
@@ -144,6 +162,7 @@ impl Flood {
             fill: Condvar::new(),
             stop: AtomicBool::new(false),
             event_bytes,
+            batch,
             low,
             conns: Mutex::new(Vec::new()),
             writes: WriteTally::default(),
@@ -304,8 +323,8 @@ fn feed_loop(state: &State) {
         if sim.stats().logins > 0 && before < state.low {
             let now = Instant::now();
             match state.event_bytes {
-                Some(b) => sim.emit_user_events_sized(now, Flood::BATCH, b),
-                None => sim.emit_user_events(now, Flood::BATCH),
+                Some(b) => sim.emit_user_events_sized(now, state.batch, b),
+                None => sim.emit_user_events(now, state.batch),
             }
             // Nobody took them (every session logged off): wait for a signal instead.
             let fed = waiting(&sim) > before;

@@ -133,3 +133,35 @@ fn the_ipv6_loopback_is_bound_where_the_host_has_one() {
         Err(e) => assert_ne!(e.kind(), ErrorKind::InvalidInput, "{e}"),
     }
 }
+
+#[test]
+fn a_flood_of_large_events_keeps_its_session_open_however_large_they_are() {
+    // A top-up of 1,000 events of 200 kB is 200 MB against a 4 MiB buffer: the simulator
+    // used to close the session as a slow reader after the first 4 MiB.
+    for event_bytes in [200_000, 3 << 20] {
+        let flood = ami_sim::flood::Flood::start_sized(event_bytes).unwrap();
+        let mut c = TcpStream::connect(flood.addr()).unwrap();
+        c.write_all(b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\n\r\n")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let want = 40 << 20;
+        let (mut total, mut ends, mut tail) = (0usize, 0usize, Vec::new());
+        let mut buf = vec![0u8; 1 << 20];
+        while total < want {
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "{event_bytes}: closed after {total} bytes");
+            total += n;
+            // Count message ends across read boundaries.
+            tail.extend_from_slice(&buf[..n]);
+            ends += tail.windows(4).filter(|w| w == b"\r\n\r\n").count();
+            let keep = tail.len().min(3);
+            tail.drain(..tail.len() - keep);
+        }
+        // The banner has no blank line; the login's answer and at least the events that fill
+        // 40 MiB, less the one being read.
+        assert!(
+            ends > want / event_bytes,
+            "{event_bytes}: {ends} messages in {total} bytes"
+        );
+    }
+}

@@ -23,14 +23,19 @@ pub(crate) struct Args {
     #[arg(long, value_name = "N")]
     servers: Option<usize>,
     /// Size of each simulated event in bytes, without `--server` (the captures of a busy
-    /// Asterisk average about 500; the simulator's plain events are about 75, the least this
-    /// gives). `--servers 1` and `--servers 10` use it too, so they compare like for like.
+    /// Asterisk average about 500; the least this gives is about 380, a channel event's
+    /// fields; the most is 1 MiB, the client's longest line by default). `--servers 1` and
+    /// `--servers 10` use it too, so they compare like for like.
     #[arg(long, value_name = "BYTES", default_value_t = 500)]
     event_bytes: usize,
 }
 
 /// The most simulated servers `--servers` starts (each is a listener and a feeder thread).
 const MAX_SIM_SERVERS: usize = 1000;
+
+/// The largest simulated event: the client's default line limit, since an event's padding
+/// is one line.
+const MAX_EVENT_BYTES: usize = ami_proto::DEFAULT_MAX_LINE_LEN;
 
 /// UserEvent actions kept in flight against a real server.
 const IN_FLIGHT: usize = 64;
@@ -123,6 +128,15 @@ fn drive(
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let duration = Duration::from_secs_f64(args.duration.clamp(0.5, 1e6));
     let name = runtime_name(conn.runtime);
+    let simulated = args.servers.is_some() || conn.server.is_empty();
+    if simulated && args.event_bytes > MAX_EVENT_BYTES {
+        // A simulated event is one long padding line: past the client's line limit every
+        // event would be a decode error, and the figure would measure nothing.
+        return Err(Failure::new(
+            crate::EXIT_USAGE,
+            format!("--event-bytes takes at most {MAX_EVENT_BYTES} (the client's longest line)"),
+        ));
+    }
     if let Some(n) = args.servers {
         return fleet(conn, n, duration, args.event_bytes);
     }
@@ -137,14 +151,15 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         println!(
             "events ({name}): {} in {secs:.2} s = {:.0}/s with a trivial consumer, batched (the \
              CLI's own reads, a batch per wait; dropped {}, {} bytes in, {} decode errors; \
-             events of about {size} bytes)",
+             events of about {size} bytes){}",
             t.events,
             Tally::rate(t.events, secs),
             t.gaps,
             stats.bytes_in,
             stats.decoder.lines_too_long
                 + stats.decoder.messages_too_large
-                + stats.decoder.too_many_fields
+                + stats.decoder.too_many_fields,
+            lost(stats.logins)
         );
         // The README loop on the same session, for as long.
         let started = Instant::now();
@@ -177,6 +192,15 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         Tally::rate(t.actions, secs)
     );
     Ok(())
+}
+
+/// Said after a figure whose session was lost and logged in again during the run: the
+/// rate then includes time spent reconnecting, so it is not the stream's.
+fn lost(logins: u64) -> String {
+    match logins.saturating_sub(1) {
+        0 => String::new(),
+        n => format!("; the session was lost and logged in again {n} times (--log info says why)"),
+    }
 }
 
 /// `--servers N`: N flooding simulators (events of `event_bytes`, like the single-session
@@ -335,5 +359,17 @@ mod shares_tests {
         assert_eq!(got, want);
         assert_eq!(shares.least_most(5), (4, 15));
         assert_eq!(shares.least_most(6), (0, 15));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost;
+
+    #[test]
+    fn a_figure_from_a_run_that_reconnected_says_so() {
+        assert_eq!(lost(0), "");
+        assert_eq!(lost(1), "");
+        assert!(lost(3).contains("logged in again 2 times"));
     }
 }
