@@ -252,6 +252,40 @@ fn ami_sim_serves_on_loopback_and_prints_its_url() {
 }
 
 #[test]
+fn ami_sim_at_a_rate_beyond_reach_still_serves_and_says_so() {
+    // Everything due was once emitted under one hold of the simulator's lock: at 10^12
+    // events/s no client got even the banner.
+    let mut sim = spawn_piped(&["sim", "--events-per-s", "1000000000000"]);
+    let mut first = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first.trim().to_string();
+    let ping = ami(&["--server", &url, "action", "Ping"]);
+    // With a reader logged in the simulator cannot render what is due within its budget:
+    // the shortfall is said. (It reads slower than the simulator renders, so the simulator
+    // also closes it as a slow reader now and then, as Asterisk would; it logs in again.)
+    let listen = ami(&[
+        "--server",
+        &url,
+        "listen",
+        "--event",
+        "NoSuchEvent",
+        "--duration",
+        "2",
+    ]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    let said = stderr_of(&mut sim);
+    assert_eq!(ping.status.code(), Some(0), "{}", stderr(&ping));
+    assert_eq!(listen.status.code(), Some(0), "{}", stderr(&listen));
+    assert!(
+        said.contains("cannot render 1000000000000 events/s"),
+        "{said}"
+    );
+}
+
+#[test]
 fn bench_with_several_simulated_servers_reports_the_merged_rate() {
     each_runtime(bench_on);
 }

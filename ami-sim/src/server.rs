@@ -553,6 +553,12 @@ impl SimServer {
     /// Renders and broadcasts a storm of events `first..end`, a run of events at a time
     /// (see [`Storm`]).
     fn storm(&mut self, first: usize, end: usize, event_bytes: Option<usize>) {
+        if self.storm_readers() == 0 {
+            // Emitted to nobody: rendering them would only burn the CPU (`ami sim` with no
+            // client spent a core on it).
+            self.stats.events_emitted += end.saturating_sub(first) as u64;
+            return;
+        }
         let mut storm = std::mem::take(&mut self.storm);
         storm.prepare(self.cfg.system_name.as_deref(), event_bytes);
         let mut seq = first;
@@ -561,6 +567,16 @@ impl SimServer {
             self.broadcast_run(&storm);
         }
         self.storm = storm;
+    }
+
+    /// Sessions that a storm of UserEvents reaches now (logged in, events on, reading the
+    /// `user` class). With none, [`emit_user_events`](Self::emit_user_events) and its kin
+    /// only count the events.
+    pub fn storm_readers(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.reads(storm::CLASS))
+            .count()
     }
 
     /// Applies a one-shot fault now.

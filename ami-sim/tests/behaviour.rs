@@ -584,6 +584,23 @@ fn storms_numbered_from_a_running_count_continue_one_another() {
     assert_eq!(storm_seqs(&sim, s), ["0", "1", "2", "3", "4", "5"]);
 }
 
+#[test]
+fn a_storm_with_no_session_to_reach_is_counted_not_rendered_and_later_readers_get_theirs() {
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(SimConfig::default(), t0);
+    let idle = sim.accept(t0); // connected, not logged in: reached by no event
+    assert_eq!(sim.storm_readers(), 0);
+    // Ten billion events to nobody: counted at once (rendering them took minutes).
+    sim.emit_user_events_from(t0, 0, 10_000_000_000);
+    assert_eq!(sim.stats().events_emitted, 10_000_000_000);
+    assert_eq!(sim.stats().events_delivered, 0);
+    let s = logged_in(&mut sim, t0);
+    assert_eq!(sim.storm_readers(), 1);
+    sim.emit_user_events_from(t0, 10_000_000_000, 2);
+    assert_eq!(storm_seqs(&sim, s), ["10000000000", "10000000001"]);
+    assert!(sim.transmit(idle).starts_with(b"Asterisk Call Manager"));
+}
+
 /// A new session logged in with events on, what it was sent so far taken.
 fn logged_in(sim: &mut SimServer, now: Instant) -> ami_sim::SessionId {
     let s = sim.accept(now);

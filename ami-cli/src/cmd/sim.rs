@@ -17,7 +17,9 @@ pub(crate) struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// UserEvents per second sent to every logged-in session (`UserEvent: SimStorm`,
-    /// numbered by `Seq` from 0 since the simulator started, so a reader can count what it missed).
+    /// numbered by `Seq` from 0 since the simulator started, so a reader can count what it
+    /// missed). A rate beyond what the machine renders is sent as fast as it can be (said on
+    /// stderr); a session that reads slower is closed as a slow reader, as Asterisk would.
     #[arg(long, default_value_t = 0)]
     events_per_s: u64,
     /// Turn on reproducible faults seeded with SEED (a random seed, printed, when none is
@@ -103,19 +105,55 @@ fn describe(fault: &Fault) -> String {
     }
 }
 
+/// Events emitted under one hold of the simulator's lock: a login or an action arriving
+/// meanwhile waits about a millisecond at most.
+const CHUNK_EVENTS: usize = 10_000;
+/// Time each tick may spend emitting; the rest is the sessions' (their threads take the
+/// same lock to read, write and answer).
+const EMIT_BUDGET: Duration = Duration::from_millis(5);
+
 /// Feeds events at the asked rate and applies the fault schedule as it falls due, forever.
+///
+/// A rate beyond what this machine renders is sent as fast as it can be, said once on
+/// stderr: emitting everything due at once held the simulator's lock for ever (at 10^12
+/// events/s no client could even log in).
 fn serve(front: &TcpFront, events_per_s: u64, mut faults: Option<Peekable<FaultSchedule>>) {
     let started = Instant::now();
-    let mut sent: u64 = 0;
+    let rate = events_per_s as f64;
+    let (mut next_seq, mut owed, mut last) = (0usize, 0f64, started);
+    let mut short = false;
     loop {
         std::thread::sleep(TICK);
-        let due = (started.elapsed().as_secs_f64() * events_per_s as f64) as u64;
-        if due > sent {
-            let n = usize::try_from(due - sent).unwrap_or(usize::MAX);
-            let first = usize::try_from(sent).unwrap_or(usize::MAX);
-            front.with_server(|sim, now| sim.emit_user_events_from(now, first, n));
-            sent = due;
+        let now = Instant::now();
+        owed += now.duration_since(last).as_secs_f64() * rate;
+        last = now;
+        while owed >= 1.0 && now.elapsed() < EMIT_BUDGET {
+            let n = front.with_server(|sim, now| {
+                // Whole events only (`owed` is at least 1 here). With no session to reach
+                // nothing is rendered: the whole debt at once costs nothing.
+                let n = match sim.storm_readers() {
+                    0 => owed as usize,
+                    _ => (owed as usize).min(CHUNK_EVENTS),
+                };
+                sim.emit_user_events_from(now, next_seq, n);
+                n
+            });
+            next_seq = next_seq.saturating_add(n);
+            owed -= n as f64;
         }
+        if owed >= CHUNK_EVENTS as f64 && !short {
+            // The tick's budget ran out with more than a chunk still due: the rate is out
+            // of reach while sessions read. Said once.
+            say!(
+                "ami: this machine cannot render {events_per_s} events/s for the sessions \
+                 reading; the simulator sends as many as it can"
+            );
+            short = true;
+        }
+        // Never more than a second's worth due: catching up after a stall is a burst, not
+        // a flood that lasts as long as the stall did. `Seq` stays contiguous, so readers
+        // still count only real losses.
+        owed = owed.min(rate);
         let Some(schedule) = faults.as_mut() else {
             continue;
         };
