@@ -35,6 +35,12 @@ pub(crate) fn session_lost(reason: &str) -> String {
     ami_json::session(None, SessionState::Lost, &[("reason", reason)])
 }
 
+/// `{"type":"gap","reason":"overflow","dropped":N}`: `dropped` events are missing here in
+/// the stream (a queue of the client's or of stdout's overflowed; the count is exact).
+pub(crate) fn gap(dropped: u64) -> String {
+    ami_json::gap(None, ami_json::GapReason::Overflow, Some(dropped))
+}
+
 /// `line` (a JSON object) with `"server":NAME` first: `listen` and `action --on` over
 /// several servers say which server each line came from.
 pub(crate) fn with_server(line: &str, server: &str) -> String {

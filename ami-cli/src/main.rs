@@ -16,10 +16,10 @@
 
 mod cmd;
 mod diagnose;
-mod discards;
 mod fleet;
 mod json;
 mod log_lines;
+mod losses;
 mod printer;
 mod seconds;
 mod session;

@@ -1,7 +1,9 @@
 //! Lines to stdout on a thread of their own, through a queue bounded in lines and in bytes,
 //! so that a slow stdout never stops the session from reading (Asterisk drops a client that
-//! does not read for 100 ms). When the queue is full a line is dropped and counted, and the
-//! count is said on stderr as a gap, as the adapters do for their own event queues.
+//! does not read for 100 ms). When the queue is full a line is dropped and counted; the count
+//! goes on stdout as a gap marker where the loss was (`{"type":"gap",...}`, ahead of the next
+//! line printed) and on stderr once per burst ([`Losses`]), as the adapters do for their own
+//! event queues.
 //!
 //! Events are queued as the decoded [`Message`] and turned into JSON on the writer thread:
 //! the queue is charged what each item keeps alive ([`Message::retained_bytes`], a line's
@@ -10,6 +12,7 @@
 //! at most [`MAX_BYTES`], or one item larger than that (a 15 MiB event) when nothing else is
 //! queued, plus the JSON of the item being written.
 
+use crate::losses::{Loss, Losses};
 use crate::terminal::say;
 use crate::{json, Failure, EXIT_OTHER};
 use ami_proto::Message;
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Lines queued for stdout at most.
 const MAX_LINES: usize = 4096;
@@ -73,8 +76,10 @@ pub(crate) struct Printer {
     tx: Option<SyncSender<Line>>,
     /// Bytes charged for the lines queued and the one being written.
     queued: Arc<AtomicUsize>,
-    /// Lines dropped since the last gap was reported.
+    /// Lines dropped since the last gap marker was queued.
     dropped: u64,
+    /// The drops, said on stderr once per burst.
+    losses: Losses,
     done: Receiver<std::io::Result<()>>,
     /// The writer's result has been taken from `done` (it ended: stdout closed or failed).
     ended: bool,
@@ -114,6 +119,7 @@ impl Printer {
             tx: Some(tx),
             queued,
             dropped: 0,
+            losses: Losses::default(),
             done,
             ended: false,
             thread: Some(thread),
@@ -123,47 +129,66 @@ impl Printer {
     /// Queues one line; drops it (counted) when the queue is full. Fails only when stdout
     /// failed; a closed pipe (`ami listen | head`) ends the command quietly.
     pub(crate) fn line(&mut self, mut line: Line) -> Result<Flow, Failure> {
-        let Some(tx) = &self.tx else {
+        if self.tx.is_none() {
             return Ok(Flow::Stop);
-        };
+        }
         if let Line::Text(t) = &mut line {
             t.shrink_to_fit();
         }
+        if self.dropped > 0 {
+            // The marker goes where the loss was, ahead of the line that follows it; while
+            // it does not fit either, that line is lost too.
+            match self.enqueue(Line::Text(json::gap(self.dropped))) {
+                Sent::Queued => self.said_gap(),
+                Sent::Full => {
+                    self.dropped += 1;
+                    return Ok(Flow::Go);
+                }
+                Sent::Closed => return self.result().map(|()| Flow::Stop),
+            }
+        }
+        match self.enqueue(line) {
+            Sent::Queued => Ok(Flow::Go),
+            Sent::Full => {
+                self.dropped += 1;
+                Ok(Flow::Go)
+            }
+            Sent::Closed => self.result().map(|()| Flow::Stop),
+        }
+    }
+
+    /// Queues `line` if the queue has room in lines and bytes.
+    fn enqueue(&mut self, line: Line) -> Sent {
+        let Some(tx) = &self.tx else {
+            return Sent::Closed;
+        };
         let cost = line.cost();
         // Over the cap only when nothing else is queued: one line larger than the whole cap
         // (a 15 MiB event) is still printed, alone.
         let held = self.queued.fetch_add(cost, Ordering::AcqRel);
         if !admits(held, cost) {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
-            self.dropped += 1;
-            return Ok(Flow::Go);
+            return Sent::Full;
         }
         match tx.try_send(line) {
-            Ok(()) => {
-                self.report_gap();
-                Ok(Flow::Go)
-            }
+            Ok(()) => Sent::Queued,
             Err(TrySendError::Full(_)) => {
                 self.queued.fetch_sub(cost, Ordering::AcqRel);
-                self.dropped += 1;
-                Ok(Flow::Go)
+                Sent::Full
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(cost, Ordering::AcqRel);
                 self.tx = None;
-                self.result().map(|()| Flow::Stop)
+                Sent::Closed
             }
         }
     }
 
-    fn report_gap(&mut self) {
-        if self.dropped > 0 {
-            say!(
-                "ami: gap: {} events not printed (stdout too slow)",
-                self.dropped
-            );
-            self.dropped = 0;
-        }
+    /// The drops since the last marker are on their way to stdout: says them on stderr.
+    fn said_gap(&mut self) {
+        let dropped = std::mem::take(&mut self.dropped);
+        self.losses
+            .note("", Loss::NotPrinted, dropped, Instant::now());
     }
 
     /// The writer's end, once it ended: a closed pipe (`ami listen | head`) is a quiet end,
@@ -196,7 +221,12 @@ impl Printer {
 
     /// Writes what is queued, waiting at most `grace` for a stdout that does not drain.
     pub(crate) fn finish(mut self, grace: Duration) -> Result<(), Failure> {
-        self.report_gap();
+        if self.dropped > 0 {
+            // The last marker, if the queue takes it; stderr says the count either way.
+            let _ = self.enqueue(Line::Text(json::gap(self.dropped)));
+            self.said_gap();
+        }
+        self.losses.finish();
         self.tx = None;
         match self.ended(grace) {
             Some(end) => {
@@ -218,6 +248,15 @@ impl Printer {
 /// alone (one line larger than the whole cap still prints).
 fn admits(held: usize, cost: usize) -> bool {
     held == 0 || held + cost <= MAX_BYTES
+}
+
+/// What became of a line offered to the queue.
+enum Sent {
+    Queued,
+    /// No room in lines or bytes: the line is dropped.
+    Full,
+    /// The writer is gone (stdout closed or failed).
+    Closed,
 }
 
 /// Whether the command goes on after a line.

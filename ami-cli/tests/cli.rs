@@ -301,6 +301,76 @@ fn originate_var_values_with_commas_quotes_and_backslashes_reach_the_channel_who
 }
 
 #[test]
+fn listen_to_a_slow_stdout_marks_each_gap_in_the_stream_and_says_it_in_a_few_lines() {
+    use std::io::{BufRead, BufReader};
+    let mut sim = spawn_piped(&["sim", "--events-per-s", "100000"]);
+    let mut url = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let mut listen = spawn_piped(&[
+        "--server",
+        url.trim(),
+        "listen",
+        "--event",
+        "UserEvent",
+        "--duration",
+        "3",
+    ]);
+    // Nobody reads stdout for 2 s: the pipe and the printer's queue fill, lines are dropped.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut out = String::new();
+    listen
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = listen.wait().unwrap();
+    let err = stderr_of(&mut listen);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert!(status.success(), "{err}");
+    // Every Seq missing from the printed events is a gap marker's count, in stream order.
+    let (mut prev, mut owed, mut dropped, mut events) = (None::<u64>, 0u64, 0u64, 0u64);
+    for line in out.lines() {
+        let v = json(line);
+        match v["type"].as_str() {
+            Some("event") => {
+                let seq: u64 = header(&v, "Seq")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if let Some(p) = prev {
+                    assert_eq!(seq, p + 1 + owed, "after Seq {p}, {owed} marked as dropped");
+                }
+                (prev, owed, events) = (Some(seq), 0, events + 1);
+            }
+            Some("gap") => {
+                assert_eq!(v["reason"], "overflow", "{line}");
+                let n = v["dropped"].as_u64().unwrap();
+                (owed, dropped) = (owed + n, dropped + n);
+            }
+            // A session lost and found again: what was sent in between is not counted.
+            _ => (prev, owed) = (None, 0),
+        }
+    }
+    assert!(
+        dropped > 10_000,
+        "{events} printed, {dropped} marked dropped"
+    );
+    // On stderr: a burst of drops is a few lines, not one per drop (it was thousands).
+    let gap_lines = err.lines().filter(|l| l.contains("gap:")).count();
+    assert!(
+        (1..=4).contains(&gap_lines),
+        "{gap_lines} gap lines:\n{err}"
+    );
+    assert!(err.contains("events not printed"), "{err}");
+}
+
+#[test]
 fn listen_streams_events_as_json_lines_until_count() {
     each_runtime(|rt| {
         let front = sim();

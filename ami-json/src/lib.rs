@@ -247,10 +247,14 @@ impl GapReason {
     }
 }
 
-/// A gap marker; `dropped: None` (JSON `null`) when the count cannot be known.
-pub fn gap(place: &Place<'_>, reason: GapReason, dropped: Option<u64>) -> String {
+/// A gap marker; `dropped: None` (JSON `null`) when the count cannot be known. `place` is
+/// `None` for `ami listen`: `{"type":"gap","reason":R,"dropped":N}`.
+pub fn gap(place: Option<&Place<'_>>, reason: GapReason, dropped: Option<u64>) -> String {
     let mut out = Vec::with_capacity(160);
-    place.open(&mut out, "gap");
+    match place {
+        Some(p) => p.open(&mut out, "gap"),
+        None => out.extend_from_slice(b"{\"type\":\"gap\""),
+    }
     out.extend_from_slice(b",\"reason\":\"");
     out.extend_from_slice(reason.name().as_bytes());
     out.push(b'"');
@@ -350,12 +354,17 @@ mod tests {
 
     #[test]
     fn gap_with_unknown_count_says_null() {
-        let v: Value = serde_json::from_str(&gap(&PLACE, GapReason::Takeover, None)).unwrap();
+        let v: Value = serde_json::from_str(&gap(Some(&PLACE), GapReason::Takeover, None)).unwrap();
         assert_eq!(v["type"], "gap");
         assert_eq!(v["reason"], "takeover");
         assert!(v["dropped"].is_null());
-        let v: Value = serde_json::from_str(&gap(&PLACE, GapReason::Overflow, Some(12))).unwrap();
+        let v: Value =
+            serde_json::from_str(&gap(Some(&PLACE), GapReason::Overflow, Some(12))).unwrap();
         assert_eq!(v["dropped"], 12);
+        assert_eq!(
+            gap(None, GapReason::Overflow, Some(7)),
+            r#"{"type":"gap","reason":"overflow","dropped":7}"#
+        );
     }
 
     #[test]

@@ -734,7 +734,7 @@ impl Publisher {
             UpItem::Stream(StreamItem::Gap { dropped }) => {
                 self.metrics.gap(ix, "overflow", dropped);
                 sink.add(gap_subject(), &|p| {
-                    ami_json::gap(&p, GapReason::Overflow, Some(dropped))
+                    ami_json::gap(Some(&p), GapReason::Overflow, Some(dropped))
                 });
             }
             UpItem::Stream(StreamItem::Ready { ami_version }) => {
@@ -757,7 +757,7 @@ impl Publisher {
                 });
                 self.metrics.gap(ix, "disconnected", 0);
                 sink.add(gap_subject(), &|p| {
-                    ami_json::gap(&p, GapReason::Disconnected, None)
+                    ami_json::gap(Some(&p), GapReason::Disconnected, None)
                 });
             }
             // Marks belong to actions sent with one; the bridge sends none.
@@ -783,7 +783,7 @@ impl Publisher {
                 if previous.is_some() {
                     self.metrics.gap(ix, "takeover", 0);
                     sink.add(gap_subject(), &|p| {
-                        ami_json::gap(&p, GapReason::Takeover, None)
+                        ami_json::gap(Some(&p), GapReason::Takeover, None)
                     });
                 }
             }
@@ -804,7 +804,7 @@ fn overflow_gap(metrics: &Metrics, sink: &mut Sink<'_>, overflow: &mut u64, subj
     );
     metrics.gap(sink.ix, "overflow", 0);
     sink.add(subject, &|p| {
-        ami_json::gap(&p, GapReason::Overflow, Some(n))
+        ami_json::gap(Some(&p), GapReason::Overflow, Some(n))
     });
 }
 

@@ -1,8 +1,8 @@
 //! `ami listen`: the event stream as JSON lines on stdout; the session's story on stderr.
 //! Ctrl-C or SIGTERM ends it as `--duration` does: Logoff, every line held written, exit 0.
 
-use crate::discards::Discards;
 use crate::fleet::{self, Fleet};
+use crate::losses::{Loss, Losses};
 use crate::printer::{Flow, Line, Printer};
 use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
 use crate::stop;
@@ -47,7 +47,7 @@ enum Next {
 struct Listener<'a> {
     args: &'a Args,
     printer: Printer,
-    discards: Discards,
+    losses: Losses,
     seen: u64,
 }
 
@@ -82,10 +82,14 @@ impl Listener<'_> {
                 return self.print(Line::Text(json::session_lost(&reason)));
             }
             Happening::Item(StreamItem::Discarded { reason, count }) => {
-                self.discards.note("", reason, count, Instant::now())
+                self.losses
+                    .note("", Loss::Discarded(reason), count, Instant::now())
             }
             Happening::Item(StreamItem::Gap { dropped }) => {
-                say!("ami: gap: {dropped} events dropped (this reader fell behind)")
+                self.losses
+                    .note("", Loss::FellBehind, dropped, Instant::now());
+                // In stream order on stdout too: a script reading the lines knows.
+                return self.print(Line::Text(json::gap(dropped)));
             }
             Happening::Change(Change::Ready) => say!("ami: logged in again to {}", live.url),
             Happening::Change(Change::Lost { reason, retry_at }) => {
@@ -120,7 +124,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut listener = Listener {
         args,
         printer: Printer::start()?,
-        discards: Discards::default(),
+        losses: Losses::default(),
         seen: 0,
     };
     let mut happened = Vec::new();
@@ -131,7 +135,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             result = Err(f);
             break;
         }
-        listener.discards.tick(Instant::now());
+        listener.losses.tick(Instant::now());
         for h in happened.drain(..) {
             match listener.happened(h, &live) {
                 Ok(Next::More) => {}
@@ -150,7 +154,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     if !closed {
         live.logoff();
     }
-    listener.discards.finish();
+    listener.losses.finish();
     listener.printer.finish(LOGOFF_GRACE)?;
     result
 }
@@ -164,14 +168,14 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
     let mut printer = Printer::start()?;
-    let mut discards = Discards::default();
+    let mut losses = Losses::default();
     let mut seen = 0u64;
     let mut down: HashSet<String> = HashSet::new();
     let mut happened = Vec::new();
     let mut result = Ok(());
     'listen: while end.is_none_or(|e| Instant::now() < e) && !stop::requested() {
         fleet.wait(stop::wake_by(end), &mut happened)?;
-        discards.tick(Instant::now());
+        losses.tick(Instant::now());
         for h in happened.drain(..) {
             let line = match h {
                 fleet::Happening::Item(FleetItem { server, item }) => match item {
@@ -192,11 +196,12 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
                         ))
                     }
                     StreamItem::Gap { dropped } => {
-                        say!("ami: {server}: gap: {dropped} events dropped (this reader fell behind)");
-                        continue;
+                        losses.note(server.as_str(), Loss::FellBehind, dropped, Instant::now());
+                        Line::Text(json::with_server(&json::gap(dropped), server.as_str()))
                     }
                     StreamItem::Discarded { reason, count } => {
-                        discards.note(server.as_str(), reason, count, Instant::now());
+                        let loss = Loss::Discarded(reason);
+                        losses.note(server.as_str(), loss, count, Instant::now());
                         continue;
                     }
                     _ => continue,
@@ -236,7 +241,7 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
         }
     }
     fleet.logoff(LOGOFF_GRACE);
-    discards.finish();
+    losses.finish();
     printer.finish(LOGOFF_GRACE)?;
     result
 }
