@@ -10,6 +10,28 @@ use super::who::Who;
 use crate::wire::message::Message;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Overflow episodes closer together than this are one burst: after its first episode
+/// (logged when it starts and when it ends) the burst's drops are summarised.
+const BURST_QUIET: Duration = Duration::from_secs(1);
+/// While a burst of overflows lasts, a summary line at most this often.
+const BURST_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// A run of overflow episodes, for rate-limited logging: a consumer that stalls for 30 ms
+/// every few thousand events overflows dozens of times a second, and two log lines per
+/// episode made 65 lines a second (5 million a day) out of one slow consumer.
+#[derive(Debug, Clone, Copy)]
+struct OverflowBurst {
+    /// The latest drop.
+    last: Instant,
+    logged_at: Instant,
+    /// Episodes in this burst so far.
+    episodes: u64,
+    /// Events dropped in episodes ended since the last log line, and those episodes.
+    unlogged: u64,
+    unlogged_episodes: u64,
+}
 
 /// A stream item taken from the client's queue with [`Client::poll_queued`]: an event in
 /// it may still be a slice of the buffer it was read into (the reader allocates nothing per
@@ -96,8 +118,10 @@ pub(crate) struct EventQueue {
     policy: OverflowPolicy,
     /// Events dropped at the back (drop-newest), reported after the queued items.
     trailing_gap: u64,
-    /// Drops in the current overflow episode, for one log line per episode.
+    /// Drops in the current overflow episode.
     episode: u64,
+    /// The current run of episodes, for rate-limited logging.
+    burst: Option<OverflowBurst>,
     pub(crate) dropped_total: u64,
     /// Events queued so far (a running count, so the client finds those of one read).
     pushed: u64,
@@ -127,6 +151,7 @@ impl EventQueue {
             policy,
             trailing_gap: 0,
             episode: 0,
+            burst: None,
             dropped_total: 0,
             pushed: 0,
             held: None,
@@ -184,7 +209,8 @@ impl EventQueue {
         self.events < self.cap && self.bytes.saturating_add(size) <= self.byte_cap
     }
 
-    pub(crate) fn offer(&mut self, event: Message) -> Offer {
+    /// Queues `event`, arriving at `now`, or drops by the policy when full.
+    pub(crate) fn offer(&mut self, event: Message, now: Instant) -> Offer {
         if self.unread {
             self.dropped_total += 1;
             return Offer::Unread;
@@ -220,18 +246,60 @@ impl EventQueue {
         };
         self.dropped_total += dropped;
         if self.episode == 0 {
-            log::warn!(
-                "{}: event queue full ({} events, {} of {} bytes): consumer is behind, \
-                 dropping events ({:?})",
-                self.who(),
-                self.events,
-                self.bytes,
-                self.byte_cap,
-                self.policy
-            );
+            self.episode_starts(now);
         }
         self.episode += dropped;
+        if let Some(b) = &mut self.burst {
+            b.last = now;
+        }
         Offer::Dropped
+    }
+
+    /// An overflow episode starts at `now`: logged in full when it opens a burst; within a
+    /// burst only counted, with a summary at most every 10 s.
+    fn episode_starts(&mut self, now: Instant) {
+        let who = Who(self.name.as_deref());
+        match &mut self.burst {
+            Some(b) if now.saturating_duration_since(b.last) < BURST_QUIET => {
+                b.episodes += 1;
+                if b.unlogged_episodes > 0
+                    && now.saturating_duration_since(b.logged_at) >= BURST_SUMMARY_EVERY
+                {
+                    log::warn!(
+                        "{who}: event queue overflowed {} more times, {} more events dropped, \
+                         in the last {} s: the consumer keeps falling behind",
+                        b.unlogged_episodes,
+                        b.unlogged,
+                        now.saturating_duration_since(b.logged_at).as_secs()
+                    );
+                    (b.logged_at, b.unlogged, b.unlogged_episodes) = (now, 0, 0);
+                }
+            }
+            previous => {
+                if let Some(b) = previous.filter(|b| b.unlogged_episodes > 0) {
+                    log::warn!(
+                        "{who}: event queue overflowed {} more times, {} more events dropped",
+                        b.unlogged_episodes,
+                        b.unlogged
+                    );
+                }
+                log::warn!(
+                    "{who}: event queue full ({} events, {} of {} bytes): consumer is behind, \
+                     dropping events ({:?})",
+                    self.events,
+                    self.bytes,
+                    self.byte_cap,
+                    self.policy
+                );
+                *previous = Some(OverflowBurst {
+                    last: now,
+                    logged_at: now,
+                    episodes: 1,
+                    unlogged: 0,
+                    unlogged_episodes: 0,
+                });
+            }
+        }
     }
 
     fn push_event(&mut self, event: Message, size: usize) {
@@ -323,13 +391,20 @@ impl EventQueue {
     }
 
     fn end_episode(&mut self) {
-        if self.episode > 0 {
-            log::warn!(
-                "{}: event queue has room again; {} events were dropped",
-                self.who(),
-                self.episode
-            );
-            self.episode = 0;
+        if self.episode == 0 {
+            return;
+        }
+        let dropped = std::mem::take(&mut self.episode);
+        match &mut self.burst {
+            Some(b) if b.episodes > 1 => {
+                b.unlogged += dropped;
+                b.unlogged_episodes += 1;
+            }
+            _ => log::warn!(
+                "{}: event queue has room again; {dropped} events were dropped (overflows \
+                 within 1 s of one another are summarised)",
+                Who(self.name.as_deref())
+            ),
         }
     }
 
@@ -546,6 +621,13 @@ mod tests {
         ev_padded(n, 0)
     }
 
+    /// One instant for the tests that do not care when events arrive.
+    #[allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
+    fn at() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
     fn ev_padded(n: u32, pad: usize) -> Message {
         let mut d = Decoder::without_banner(DecoderLimits::default());
         d.feed(format!("Event: E{n}\r\nPad: {}\r\n\r\n", "p".repeat(pad)).as_bytes());
@@ -572,7 +654,7 @@ mod tests {
     fn drop_oldest_reports_gap_before_survivors() {
         let mut q = EventQueue::new(3, usize::MAX, OverflowPolicy::DropOldest, None);
         for n in 0..5 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
         assert_eq!(q.len(), 3);
         assert_eq!(drain(&mut q), ["gap2", "E2", "E3", "E4"]);
@@ -583,10 +665,10 @@ mod tests {
     fn drop_newest_reports_gap_after_survivors() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..5 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
         assert_eq!(drain(&mut q), ["E0", "E1", "gap3"]);
-        q.offer(ev(9));
+        q.offer(ev(9), at());
         assert_eq!(drain(&mut q), ["E9"]);
     }
 
@@ -594,10 +676,10 @@ mod tests {
     fn drop_newest_gap_sits_between_old_and_new_events() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..4 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
         assert_eq!(q.pop(), Some(StreamItem::Event(ev(0))));
-        q.offer(ev(7));
+        q.offer(ev(7), at());
         assert_eq!(drain(&mut q), ["E1", "gap2", "E7"]);
     }
 
@@ -605,10 +687,10 @@ mod tests {
     fn session_boundaries_sit_between_events_in_stream_order() {
         let mut q = EventQueue::new(8, usize::MAX, OverflowPolicy::DropNewest, None);
         q.session_ready("11.0.0".into());
-        q.offer(ev(0));
+        q.offer(ev(0), at());
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("11.0.0".into());
-        q.offer(ev(1));
+        q.offer(ev(1), at());
         assert_eq!(drain(&mut q), ["up", "E0", "down:eof", "up", "E1"]);
         assert_eq!(q.len(), 0);
     }
@@ -616,8 +698,8 @@ mod tests {
     #[test]
     fn a_gap_before_a_loss_is_reported_before_it() {
         let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0));
-        q.offer(ev(1));
+        q.offer(ev(0), at());
+        q.offer(ev(1), at());
         q.session_lost(DisconnectReason::HeartbeatTimeout);
         assert_eq!(drain(&mut q), ["E0", "gap1", "down:heartbeat_timeout"]);
     }
@@ -626,11 +708,11 @@ mod tests {
     fn drop_oldest_drops_events_never_boundaries() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropOldest, None);
         q.session_ready("v".into());
-        q.offer(ev(0));
+        q.offer(ev(0), at());
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         for n in 1..=3 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
         assert_eq!(
             drain(&mut q),
@@ -642,12 +724,12 @@ mod tests {
     #[test]
     fn a_session_lost_before_any_event_folds_into_the_outage_before_it() {
         let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0));
+        q.offer(ev(0), at());
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         q.session_lost(DisconnectReason::HeartbeatTimeout);
         q.session_ready("v".into());
-        q.offer(ev(1));
+        q.offer(ev(1), at());
         assert_eq!(drain(&mut q), ["E0", "down:eof", "up", "E1"]);
     }
 
@@ -662,7 +744,7 @@ mod tests {
             for cycle in 0..5_000u32 {
                 q.session_ready("v".into());
                 for n in 0..(cycle % 4) {
-                    q.offer(ev(n));
+                    q.offer(ev(n), at());
                     offered += 1;
                 }
                 q.session_lost(DisconnectReason::Eof);
@@ -695,8 +777,8 @@ mod tests {
         q.session_ready("v".into());
         q.mark(3);
         q.session_lost(DisconnectReason::Eof);
-        q.offer(ev(0));
-        q.offer(ev(1));
+        q.offer(ev(0), at());
+        q.offer(ev(1), at());
         assert_eq!(q.marks(), 1);
         assert_eq!(
             drain(&mut q),
@@ -708,8 +790,8 @@ mod tests {
     #[test]
     fn close_session_policy_asks_to_close() {
         let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::CloseSession, None);
-        assert_eq!(q.offer(ev(0)), Offer::Queued);
-        assert_eq!(q.offer(ev(1)), Offer::Overflow);
+        assert_eq!(q.offer(ev(0), at()), Offer::Queued);
+        assert_eq!(q.offer(ev(1), at()), Offer::Overflow);
     }
 
     #[test]
@@ -717,7 +799,7 @@ mod tests {
         let big = ev_padded(0, 10_000).retained_bytes();
         let mut q = EventQueue::new(1_000, big * 3, OverflowPolicy::DropOldest, None);
         for n in 0..10 {
-            q.offer(ev_padded(n, 10_000));
+            q.offer(ev_padded(n, 10_000), at());
             assert!(q.bytes() <= big * 3);
         }
         assert_eq!(q.len(), 3);
@@ -731,9 +813,9 @@ mod tests {
         let large = ev_padded(9, small * 3).retained_bytes();
         let mut q = EventQueue::new(100, large + small, OverflowPolicy::DropOldest, None);
         for n in 0..5 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
-        q.offer(ev_padded(9, small * 3));
+        q.offer(ev_padded(9, small * 3), at());
         assert!(q.bytes() <= large + small);
         let out = drain(&mut q);
         assert_eq!(out.last().map(String::as_str), Some("E9"));
@@ -745,12 +827,12 @@ mod tests {
     fn discard_notices_keep_stream_order_and_merge_in_a_run() {
         let mut q = EventQueue::new(10, usize::MAX, OverflowPolicy::DropOldest, None);
         let too_long = Discard::Malformed(DecodeError::LineTooLong { limit: 8 });
-        q.offer(ev(0));
+        q.offer(ev(0), at());
         for _ in 0..1000 {
             q.discarded(too_long, 1);
             q.discarded(Discard::NotEventOrResponse, 1);
         }
-        q.offer(ev(1));
+        q.offer(ev(1), at());
         q.discarded(too_long, 2);
         assert_eq!(
             drain(&mut q),
@@ -767,10 +849,10 @@ mod tests {
     #[test]
     fn drop_newest_with_discards_stays_bounded_while_full() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0));
-        q.offer(ev(1));
+        q.offer(ev(0), at());
+        q.offer(ev(1), at());
         for n in 0..10_000 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
             q.discarded(Discard::UnmatchedResponse, 1);
         }
         assert!(q.items.len() <= 4, "{} items", q.items.len());
@@ -785,7 +867,7 @@ mod tests {
         let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest, None);
         for n in 0..1000 {
             q.discarded(Discard::NotEventOrResponse, 1);
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
         assert!(q.items.len() <= 3, "{} items", q.items.len());
         assert_eq!(drain(&mut q), ["NotEventOrResponsex1000", "gap999", "E999"]);
@@ -794,13 +876,13 @@ mod tests {
     #[test]
     fn discards_of_a_folded_session_move_in_front_of_the_outage() {
         let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0));
+        q.offer(ev(0), at());
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         q.discarded(Discard::UnmatchedResponse, 3);
         q.session_lost(DisconnectReason::HeartbeatTimeout);
         q.session_ready("v".into());
-        q.offer(ev(1));
+        q.offer(ev(1), at());
         assert_eq!(
             drain(&mut q),
             ["E0", "UnmatchedResponsex3", "down:eof", "up", "E1"]
@@ -836,7 +918,7 @@ mod tests {
         for op in ops {
             match op {
                 Op::Offer(n, pad) => {
-                    q.offer(ev_padded(*n, *pad));
+                    q.offer(ev_padded(*n, *pad), at());
                 }
                 Op::Mark => q.mark(7),
                 Op::Up => q.session_ready("v".into()),
@@ -905,7 +987,7 @@ mod tests {
     fn a_queue_buffer_grown_by_a_stall_is_shrunk_before_it_changes_hands() {
         let mut q = EventQueue::new(100_000, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..10_000 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
         let mut out = VecDeque::new();
         for _ in 0..156 {
@@ -923,14 +1005,14 @@ mod tests {
     fn a_batch_that_fits_takes_the_whole_queue_and_its_trailing_gap() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..5 {
-            q.offer(ev(n));
+            q.offer(ev(n), at());
         }
         let mut out = VecDeque::new();
         assert_eq!(q.take_batch(&mut out, 1024, 1 << 20), 3);
         let got: Vec<String> = out.into_iter().map(label).collect();
         assert_eq!(got, ["E0", "E1", "Gap { dropped: 3 }"]);
         assert_eq!((q.len(), q.bytes(), q.has_items()), (0, 0, false));
-        q.offer(ev(9));
+        q.offer(ev(9), at());
         assert_eq!(drain(&mut q), ["E9"]);
     }
 }

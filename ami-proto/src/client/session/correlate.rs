@@ -166,7 +166,7 @@ impl Client {
     /// Offers an event of the Ready session to the stream.
     pub(super) fn queue_event(&mut self, now: Instant, msg: Message) {
         let shared = msg.shared_bytes();
-        match self.events.offer(msg) {
+        match self.events.offer(msg, now) {
             Offer::Queued => {
                 self.stats.events_queued += 1;
                 self.read_shared += shared;
