@@ -10,27 +10,24 @@ use super::who::Who;
 use crate::wire::message::Message;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-/// Overflow episodes closer together than this are one burst: after its first episode
-/// (logged when it starts and when it ends) the burst's drops are summarised.
-const BURST_QUIET: Duration = Duration::from_secs(1);
-/// While a burst of overflows lasts, a summary line at most this often.
-const BURST_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+/// Overflow episodes since the client last looked ([`EventQueue::take_overflow_news`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OverflowNews {
+    /// An episode started: the queue as it was when it filled.
+    pub(crate) started: Option<Full>,
+    /// Episodes that ended (the consumer made room), and the events they dropped.
+    pub(crate) ended: u64,
+    pub(crate) ended_dropped: u64,
+}
 
-/// A run of overflow episodes, for rate-limited logging: a consumer that stalls for 30 ms
-/// every few thousand events overflows dozens of times a second, and two log lines per
-/// episode made 65 lines a second (5 million a day) out of one slow consumer.
-#[derive(Debug, Clone, Copy)]
-struct OverflowBurst {
-    /// The latest drop.
-    last: Instant,
-    logged_at: Instant,
-    /// Episodes in this burst so far.
-    episodes: u64,
-    /// Events dropped in episodes ended since the last log line, and those episodes.
-    unlogged: u64,
-    unlogged_episodes: u64,
+/// The queue when an overflow episode started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full {
+    pub(crate) events: usize,
+    pub(crate) bytes: usize,
+    pub(crate) byte_cap: usize,
+    pub(crate) policy: OverflowPolicy,
 }
 
 /// A stream item taken from the client's queue with [`Client::poll_queued`]: an event in
@@ -120,8 +117,9 @@ pub(crate) struct EventQueue {
     trailing_gap: u64,
     /// Drops in the current overflow episode.
     episode: u64,
-    /// The current run of episodes, for rate-limited logging.
-    burst: Option<OverflowBurst>,
+    /// Overflow episodes started and ended since the client last took them
+    /// ([`take_overflow_news`](Self::take_overflow_news)), for its rate-limited log.
+    news: OverflowNews,
     pub(crate) dropped_total: u64,
     /// Events queued so far (a running count, so the client finds those of one read).
     pushed: u64,
@@ -151,7 +149,7 @@ impl EventQueue {
             policy,
             trailing_gap: 0,
             episode: 0,
-            burst: None,
+            news: OverflowNews::default(),
             dropped_total: 0,
             pushed: 0,
             held: None,
@@ -209,8 +207,7 @@ impl EventQueue {
         self.events < self.cap && self.bytes.saturating_add(size) <= self.byte_cap
     }
 
-    /// Queues `event`, arriving at `now`, or drops by the policy when full.
-    pub(crate) fn offer(&mut self, event: Message, now: Instant) -> Offer {
+    pub(crate) fn offer(&mut self, event: Message) -> Offer {
         if self.unread {
             self.dropped_total += 1;
             return Offer::Unread;
@@ -246,60 +243,21 @@ impl EventQueue {
         };
         self.dropped_total += dropped;
         if self.episode == 0 {
-            self.episode_starts(now);
+            self.news.started = Some(Full {
+                events: self.events,
+                bytes: self.bytes,
+                byte_cap: self.byte_cap,
+                policy: self.policy,
+            });
         }
         self.episode += dropped;
-        if let Some(b) = &mut self.burst {
-            b.last = now;
-        }
         Offer::Dropped
     }
 
-    /// An overflow episode starts at `now`: logged in full when it opens a burst; within a
-    /// burst only counted, with a summary at most every 10 s.
-    fn episode_starts(&mut self, now: Instant) {
-        let who = Who(self.name.as_deref());
-        match &mut self.burst {
-            Some(b) if now.saturating_duration_since(b.last) < BURST_QUIET => {
-                b.episodes += 1;
-                if b.unlogged_episodes > 0
-                    && now.saturating_duration_since(b.logged_at) >= BURST_SUMMARY_EVERY
-                {
-                    log::warn!(
-                        "{who}: event queue overflowed {} more times, {} more events dropped, \
-                         in the last {} s: the consumer keeps falling behind",
-                        b.unlogged_episodes,
-                        b.unlogged,
-                        now.saturating_duration_since(b.logged_at).as_secs()
-                    );
-                    (b.logged_at, b.unlogged, b.unlogged_episodes) = (now, 0, 0);
-                }
-            }
-            previous => {
-                if let Some(b) = previous.filter(|b| b.unlogged_episodes > 0) {
-                    log::warn!(
-                        "{who}: event queue overflowed {} more times, {} more events dropped",
-                        b.unlogged_episodes,
-                        b.unlogged
-                    );
-                }
-                log::warn!(
-                    "{who}: event queue full ({} events, {} of {} bytes): consumer is behind, \
-                     dropping events ({:?})",
-                    self.events,
-                    self.bytes,
-                    self.byte_cap,
-                    self.policy
-                );
-                *previous = Some(OverflowBurst {
-                    last: now,
-                    logged_at: now,
-                    episodes: 1,
-                    unlogged: 0,
-                    unlogged_episodes: 0,
-                });
-            }
-        }
+    /// The overflow episodes that started and ended since the last call: the client logs
+    /// them with the time (it has the clock; this queue does not).
+    pub(crate) fn take_overflow_news(&mut self) -> OverflowNews {
+        std::mem::take(&mut self.news)
     }
 
     fn push_event(&mut self, event: Message, size: usize) {
@@ -391,20 +349,9 @@ impl EventQueue {
     }
 
     fn end_episode(&mut self) {
-        if self.episode == 0 {
-            return;
-        }
-        let dropped = std::mem::take(&mut self.episode);
-        match &mut self.burst {
-            Some(b) if b.episodes > 1 => {
-                b.unlogged += dropped;
-                b.unlogged_episodes += 1;
-            }
-            _ => log::warn!(
-                "{}: event queue has room again; {dropped} events were dropped (overflows \
-                 within 1 s of one another are summarised)",
-                Who(self.name.as_deref())
-            ),
+        if self.episode > 0 {
+            self.news.ended += 1;
+            self.news.ended_dropped += std::mem::take(&mut self.episode);
         }
     }
 
@@ -621,13 +568,6 @@ mod tests {
         ev_padded(n, 0)
     }
 
-    /// One instant for the tests that do not care when events arrive.
-    #[allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
-    fn at() -> Instant {
-        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *BASE.get_or_init(Instant::now)
-    }
-
     fn ev_padded(n: u32, pad: usize) -> Message {
         let mut d = Decoder::without_banner(DecoderLimits::default());
         d.feed(format!("Event: E{n}\r\nPad: {}\r\n\r\n", "p".repeat(pad)).as_bytes());
@@ -651,10 +591,27 @@ mod tests {
     }
 
     #[test]
+    fn an_overflow_episode_is_news_once_when_it_starts_and_once_when_it_ends() {
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
+        q.offer(ev(0));
+        q.offer(ev(1));
+        assert_eq!(q.take_overflow_news(), OverflowNews::default());
+        q.offer(ev(2));
+        q.offer(ev(3));
+        let started = q.take_overflow_news();
+        assert_eq!(started.started.map(|f| f.events), Some(2));
+        assert_eq!(started.ended, 0);
+        assert_eq!(drain(&mut q), ["E0", "E1", "gap2"]);
+        let ended = q.take_overflow_news();
+        assert_eq!((ended.started, ended.ended, ended.ended_dropped), (None, 1, 2));
+        assert_eq!(q.take_overflow_news(), OverflowNews::default());
+    }
+
+    #[test]
     fn drop_oldest_reports_gap_before_survivors() {
         let mut q = EventQueue::new(3, usize::MAX, OverflowPolicy::DropOldest, None);
         for n in 0..5 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
         assert_eq!(q.len(), 3);
         assert_eq!(drain(&mut q), ["gap2", "E2", "E3", "E4"]);
@@ -665,10 +622,10 @@ mod tests {
     fn drop_newest_reports_gap_after_survivors() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..5 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
         assert_eq!(drain(&mut q), ["E0", "E1", "gap3"]);
-        q.offer(ev(9), at());
+        q.offer(ev(9));
         assert_eq!(drain(&mut q), ["E9"]);
     }
 
@@ -676,10 +633,10 @@ mod tests {
     fn drop_newest_gap_sits_between_old_and_new_events() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..4 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
         assert_eq!(q.pop(), Some(StreamItem::Event(ev(0))));
-        q.offer(ev(7), at());
+        q.offer(ev(7));
         assert_eq!(drain(&mut q), ["E1", "gap2", "E7"]);
     }
 
@@ -687,10 +644,10 @@ mod tests {
     fn session_boundaries_sit_between_events_in_stream_order() {
         let mut q = EventQueue::new(8, usize::MAX, OverflowPolicy::DropNewest, None);
         q.session_ready("11.0.0".into());
-        q.offer(ev(0), at());
+        q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("11.0.0".into());
-        q.offer(ev(1), at());
+        q.offer(ev(1));
         assert_eq!(drain(&mut q), ["up", "E0", "down:eof", "up", "E1"]);
         assert_eq!(q.len(), 0);
     }
@@ -698,8 +655,8 @@ mod tests {
     #[test]
     fn a_gap_before_a_loss_is_reported_before_it() {
         let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0), at());
-        q.offer(ev(1), at());
+        q.offer(ev(0));
+        q.offer(ev(1));
         q.session_lost(DisconnectReason::HeartbeatTimeout);
         assert_eq!(drain(&mut q), ["E0", "gap1", "down:heartbeat_timeout"]);
     }
@@ -708,11 +665,11 @@ mod tests {
     fn drop_oldest_drops_events_never_boundaries() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropOldest, None);
         q.session_ready("v".into());
-        q.offer(ev(0), at());
+        q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         for n in 1..=3 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
         assert_eq!(
             drain(&mut q),
@@ -724,12 +681,12 @@ mod tests {
     #[test]
     fn a_session_lost_before_any_event_folds_into_the_outage_before_it() {
         let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0), at());
+        q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         q.session_lost(DisconnectReason::HeartbeatTimeout);
         q.session_ready("v".into());
-        q.offer(ev(1), at());
+        q.offer(ev(1));
         assert_eq!(drain(&mut q), ["E0", "down:eof", "up", "E1"]);
     }
 
@@ -744,7 +701,7 @@ mod tests {
             for cycle in 0..5_000u32 {
                 q.session_ready("v".into());
                 for n in 0..(cycle % 4) {
-                    q.offer(ev(n), at());
+                    q.offer(ev(n));
                     offered += 1;
                 }
                 q.session_lost(DisconnectReason::Eof);
@@ -777,8 +734,8 @@ mod tests {
         q.session_ready("v".into());
         q.mark(3);
         q.session_lost(DisconnectReason::Eof);
-        q.offer(ev(0), at());
-        q.offer(ev(1), at());
+        q.offer(ev(0));
+        q.offer(ev(1));
         assert_eq!(q.marks(), 1);
         assert_eq!(
             drain(&mut q),
@@ -790,8 +747,8 @@ mod tests {
     #[test]
     fn close_session_policy_asks_to_close() {
         let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::CloseSession, None);
-        assert_eq!(q.offer(ev(0), at()), Offer::Queued);
-        assert_eq!(q.offer(ev(1), at()), Offer::Overflow);
+        assert_eq!(q.offer(ev(0)), Offer::Queued);
+        assert_eq!(q.offer(ev(1)), Offer::Overflow);
     }
 
     #[test]
@@ -799,7 +756,7 @@ mod tests {
         let big = ev_padded(0, 10_000).retained_bytes();
         let mut q = EventQueue::new(1_000, big * 3, OverflowPolicy::DropOldest, None);
         for n in 0..10 {
-            q.offer(ev_padded(n, 10_000), at());
+            q.offer(ev_padded(n, 10_000));
             assert!(q.bytes() <= big * 3);
         }
         assert_eq!(q.len(), 3);
@@ -813,9 +770,9 @@ mod tests {
         let large = ev_padded(9, small * 3).retained_bytes();
         let mut q = EventQueue::new(100, large + small, OverflowPolicy::DropOldest, None);
         for n in 0..5 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
-        q.offer(ev_padded(9, small * 3), at());
+        q.offer(ev_padded(9, small * 3));
         assert!(q.bytes() <= large + small);
         let out = drain(&mut q);
         assert_eq!(out.last().map(String::as_str), Some("E9"));
@@ -827,12 +784,12 @@ mod tests {
     fn discard_notices_keep_stream_order_and_merge_in_a_run() {
         let mut q = EventQueue::new(10, usize::MAX, OverflowPolicy::DropOldest, None);
         let too_long = Discard::Malformed(DecodeError::LineTooLong { limit: 8 });
-        q.offer(ev(0), at());
+        q.offer(ev(0));
         for _ in 0..1000 {
             q.discarded(too_long, 1);
             q.discarded(Discard::NotEventOrResponse, 1);
         }
-        q.offer(ev(1), at());
+        q.offer(ev(1));
         q.discarded(too_long, 2);
         assert_eq!(
             drain(&mut q),
@@ -849,10 +806,10 @@ mod tests {
     #[test]
     fn drop_newest_with_discards_stays_bounded_while_full() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0), at());
-        q.offer(ev(1), at());
+        q.offer(ev(0));
+        q.offer(ev(1));
         for n in 0..10_000 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
             q.discarded(Discard::UnmatchedResponse, 1);
         }
         assert!(q.items.len() <= 4, "{} items", q.items.len());
@@ -867,7 +824,7 @@ mod tests {
         let mut q = EventQueue::new(1, usize::MAX, OverflowPolicy::DropOldest, None);
         for n in 0..1000 {
             q.discarded(Discard::NotEventOrResponse, 1);
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
         assert!(q.items.len() <= 3, "{} items", q.items.len());
         assert_eq!(drain(&mut q), ["NotEventOrResponsex1000", "gap999", "E999"]);
@@ -876,13 +833,13 @@ mod tests {
     #[test]
     fn discards_of_a_folded_session_move_in_front_of_the_outage() {
         let mut q = EventQueue::new(4, usize::MAX, OverflowPolicy::DropNewest, None);
-        q.offer(ev(0), at());
+        q.offer(ev(0));
         q.session_lost(DisconnectReason::Eof);
         q.session_ready("v".into());
         q.discarded(Discard::UnmatchedResponse, 3);
         q.session_lost(DisconnectReason::HeartbeatTimeout);
         q.session_ready("v".into());
-        q.offer(ev(1), at());
+        q.offer(ev(1));
         assert_eq!(
             drain(&mut q),
             ["E0", "UnmatchedResponsex3", "down:eof", "up", "E1"]
@@ -918,7 +875,7 @@ mod tests {
         for op in ops {
             match op {
                 Op::Offer(n, pad) => {
-                    q.offer(ev_padded(*n, *pad), at());
+                    q.offer(ev_padded(*n, *pad));
                 }
                 Op::Mark => q.mark(7),
                 Op::Up => q.session_ready("v".into()),
@@ -987,7 +944,7 @@ mod tests {
     fn a_queue_buffer_grown_by_a_stall_is_shrunk_before_it_changes_hands() {
         let mut q = EventQueue::new(100_000, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..10_000 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
         let mut out = VecDeque::new();
         for _ in 0..156 {
@@ -1005,14 +962,14 @@ mod tests {
     fn a_batch_that_fits_takes_the_whole_queue_and_its_trailing_gap() {
         let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
         for n in 0..5 {
-            q.offer(ev(n), at());
+            q.offer(ev(n));
         }
         let mut out = VecDeque::new();
         assert_eq!(q.take_batch(&mut out, 1024, 1 << 20), 3);
         let got: Vec<String> = out.into_iter().map(label).collect();
         assert_eq!(got, ["E0", "E1", "Gap { dropped: 3 }"]);
         assert_eq!((q.len(), q.bytes(), q.has_items()), (0, 0, false));
-        q.offer(ev(9), at());
+        q.offer(ev(9));
         assert_eq!(drain(&mut q), ["E9"]);
     }
 }

@@ -166,7 +166,7 @@ impl Client {
     /// Offers an event of the Ready session to the stream.
     pub(super) fn queue_event(&mut self, now: Instant, msg: Message) {
         let shared = msg.shared_bytes();
-        match self.events.offer(msg, now) {
+        match self.events.offer(msg) {
             Offer::Queued => {
                 self.stats.events_queued += 1;
                 self.read_shared += shared;
@@ -180,6 +180,7 @@ impl Client {
             Offer::Overflow => self.disconnect(now, DisconnectReason::EventOverflow),
             Offer::Unread => {}
         }
+        self.log_overflows(now);
     }
 
     /// Gives an event with a pending ActionID to its action; false if the action does not

@@ -4,6 +4,7 @@ mod connection;
 mod correlate;
 mod discards;
 mod login;
+mod overflow_log;
 mod probe;
 pub use probe::{READ_AHEAD_BYTES, READ_AHEAD_EVENTS};
 mod reconnect;
@@ -199,6 +200,8 @@ pub struct Client {
     last_loss: Option<DisconnectReason>,
     stats: Stats,
     burst: Option<discards::Burst>,
+    /// The current run of event-queue overflows, for their rate-limited log.
+    overflow_burst: Option<overflow_log::OverflowBurst>,
     /// Bytes of the events queued during the current read that still share the decoder's
     /// buffers (see [`Message::detach`]).
     read_shared: usize,
@@ -276,6 +279,7 @@ impl Client {
             last_loss: None,
             stats: Stats::default(),
             burst: None,
+            overflow_burst: None,
             read_shared: 0,
         };
         client.start_connect(now);
