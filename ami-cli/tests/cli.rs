@@ -371,6 +371,20 @@ fn listen_to_a_slow_stdout_marks_each_gap_in_the_stream_and_says_it_in_a_few_lin
 }
 
 #[test]
+fn listen_count_zero_is_a_usage_error_not_one_event() {
+    // It printed the first event: "stop after 0 events" cannot be met after one.
+    let out = ami(&[
+        "--server",
+        "ami://a:b@127.0.0.1:1",
+        "listen",
+        "--count",
+        "0",
+    ]);
+    assert_code(&out, 2, "--count 0");
+    assert!(stderr(&out).contains("--count"), "{}", stderr(&out));
+}
+
+#[test]
 fn listen_streams_events_as_json_lines_until_count() {
     each_runtime(|rt| {
         let front = sim();

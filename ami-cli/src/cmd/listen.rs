@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Stop after this many events.
-    #[arg(long)]
+    /// Stop after this many events (1 or more).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
     /// Stop after this many seconds (then at most 2 s more to log off).
     #[arg(long, value_parser = crate::seconds::parse)]
