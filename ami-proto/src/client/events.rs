@@ -603,7 +603,10 @@ mod tests {
         assert_eq!(started.ended, 0);
         assert_eq!(drain(&mut q), ["E0", "E1", "gap2"]);
         let ended = q.take_overflow_news();
-        assert_eq!((ended.started, ended.ended, ended.ended_dropped), (None, 1, 2));
+        assert_eq!(
+            (ended.started, ended.ended, ended.ended_dropped),
+            (None, 1, 2)
+        );
         assert_eq!(q.take_overflow_news(), OverflowNews::default());
     }
 
