@@ -112,3 +112,26 @@ fn calls_watch_stops_cleanly_on_sigterm() {
         "a Logoff reached the server"
     );
 }
+
+#[test]
+fn caller_names_come_out_as_the_caller_set_them_not_as_asterisk_escapes_them() {
+    // Asterisk (and the simulator) C-escape CallerIDName in every channel event:
+    // `O'Brien? \ Ltd` is `O\'Brien\? \\ Ltd` on the wire.
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    front.with_server(|srv, now| {
+        let mut call = CallRequest::new("Local/hold@ami-test", 60);
+        call.caller_id = Some(r#""O'Brien? \ Ltd" <100>"#.to_string());
+        srv.originate_call(now, call)
+    });
+    let url = format!("ami://admin:amp111@{}", front.local_addr());
+    let out = on("tokio", &url, &["calls"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let call = json(&stdout_lines(&out)[0]);
+    let names: Vec<&str> = call["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["caller_id_name"].as_str())
+        .collect();
+    assert!(names.contains(&r"O'Brien? \ Ltd"), "{names:?}");
+}

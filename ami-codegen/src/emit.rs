@@ -43,7 +43,26 @@ fn type_doc(ty: &Ty, repeatable: bool) -> &'static str {
     }
 }
 
-/// One accessor method reading `key_expr` from `msg`.
+/// Fields Asterisk writes through `ast_escape_c` (since 13.5): the channel block's names
+/// and channel variables, and VarSet's value. Their accessors undo the escaping (a caller
+/// named `O'Brien` is `O\'Brien` on the wire). Other fields with the same names (a queue
+/// entry's caller name, Getvar's value) are sent as they are.
+const C_ESCAPED: &[(&str, &str)] = &[
+    ("ChannelSnapshot", "CallerIDName"),
+    ("ChannelSnapshot", "ConnectedLineName"),
+    ("ChannelSnapshot", "ChanVariable"),
+    ("VarSet", "Value"),
+];
+
+fn c_escaped(owner: &str, f: &FieldDef) -> bool {
+    C_ESCAPED.contains(&(owner, f.wire.as_str()))
+}
+
+const UNESCAPED_DOC: &str = " Asterisk's C escapes undone (`O'Brien`, not `O\\'Brien`); the \
+                             wire text is in the message.";
+
+/// One accessor method reading `key_expr` from `msg`; `escaped`: the field is C-escaped
+/// on the wire ([`C_ESCAPED`]).
 fn accessor(
     out: &mut String,
     method: &str,
@@ -51,7 +70,27 @@ fn accessor(
     msg: &str,
     key_expr: &str,
     doc_key: &str,
+    escaped: bool,
 ) {
+    if escaped {
+        let (ret, body) = if f.repeatable {
+            (
+                "Vec<Cow<'a, str>>",
+                format!("read::unescaped_list({msg}, {key_expr})"),
+            )
+        } else {
+            (
+                "Option<Cow<'a, str>>",
+                format!("read::unescaped({msg}, {key_expr})"),
+            )
+        };
+        let _ = writeln!(
+            out,
+            "    /// `{doc_key}`.{}{UNESCAPED_DOC}\n    pub fn {method}(&self) -> {ret} {{\n        {body}\n    }}",
+            if f.repeatable { type_doc(&f.ty, true) } else { "" }
+        );
+        return;
+    }
     let (ret, body) = if f.repeatable {
         (
             "Vec<&'a str>".to_string(),
@@ -125,7 +164,8 @@ fn accessors(out: &mut String, d: &MessageDef) {
         first = false;
         match a {
             Accessor::Field(method, f) => {
-                accessor(out, method, f, "self.0", &lit(&f.wire), &f.wire);
+                let escaped = c_escaped(&d.name, f);
+                accessor(out, method, f, "self.0", &lit(&f.wire), &f.wire, escaped);
             }
             Accessor::Snapshot(method, snap) => {
                 let what = if snap.prefix.is_empty() {
@@ -177,6 +217,7 @@ fn snapshot(out: &mut String, s: &SnapshotDef) {
             "self.m",
             &format!("self.keys[{i}]"),
             &doc_key,
+            c_escaped(s.struct_name, f),
         );
         if !documented {
             // Printed by the C code, absent from the docs: say so in the accessor docs.
@@ -230,7 +271,7 @@ fn enums_file(model: &Model) -> String {
 fn events_file(model: &Model) -> String {
     let mut out = String::new();
     header(&mut out, model, "Typed events");
-    out.push_str("#![allow(clippy::upper_case_acronyms)]\n\nuse super::enums;\nuse crate::read;\nuse ami_proto::Message;\n");
+    out.push_str("#![allow(clippy::upper_case_acronyms)]\n\nuse super::enums;\nuse crate::read;\nuse ami_proto::Message;\nuse std::borrow::Cow;\n");
     out.push_str(SPEC_HELPERS);
     for s in &model.snapshots {
         snapshot(&mut out, s);

@@ -168,6 +168,7 @@ pub use wire::action::{
     is_secret_key, Action, ActionId, EncodeError, InvalidActionId, MAX_ACTION_ID_LEN, MAX_LINES,
     MAX_LINE_LEN,
 };
+pub use wire::c_escape::unescape_c;
 pub use wire::decoder::{Banner, DecodeError, Decoder, DecoderStats, Frame, BANNER_PREFIX};
 pub use wire::limits::{
     DecoderLimits, DecoderLimitsBuilder, LimitsError, DEFAULT_BUFFER_CAP, DEFAULT_MAX_FIELDS,

@@ -2,7 +2,8 @@
 //! and the generic walk ([`read_fields`]) behind issue reports, serde and `ami decode --typed`.
 
 use crate::spec::{is_envelope, FieldSpec, Kind, MessageSpec};
-use ami_proto::{Field, Message, Value};
+use ami_proto::{unescape_c, Field, Message, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Parses a decimal integer as Asterisk prints one: an optional `-`, then digits.
@@ -30,6 +31,19 @@ pub fn parse_bool(s: &str, yes: &str, no: &str) -> Option<bool> {
 
 pub(crate) fn text<'a>(m: &'a Message, key: &str) -> Option<&'a str> {
     m.get_str(key)
+}
+
+/// A C-escaped field ([`ami_proto::unescape_c`]), its escapes undone.
+pub(crate) fn unescaped<'a>(m: &'a Message, key: &str) -> Option<Cow<'a, str>> {
+    m.get_str(key).map(unescape_c)
+}
+
+/// Every value of a repeatable C-escaped field, escapes undone.
+pub(crate) fn unescaped_list<'a>(m: &'a Message, key: &'a str) -> Vec<Cow<'a, str>> {
+    m.get_all(key)
+        .filter_map(|v| v.as_str())
+        .map(unescape_c)
+        .collect()
 }
 
 pub(crate) fn int(m: &Message, key: &str) -> Option<i64> {

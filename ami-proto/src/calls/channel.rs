@@ -100,11 +100,13 @@ pub struct Channel {
     pub state: ChannelState,
     /// `CallerIDNum` (`<unknown>` as Asterisk prints it when unset).
     pub caller_id_num: String,
-    /// `CallerIDName` (bytes that are not UTF-8 are replaced, never an error).
+    /// `CallerIDName`, with Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`; see
+    /// [`unescape_c`](crate::unescape_c)); bytes that are not UTF-8 are replaced, never an
+    /// error.
     pub caller_id_name: String,
     /// `ConnectedLineNum`.
     pub connected_line_num: String,
-    /// `ConnectedLineName`.
+    /// `ConnectedLineName`, with Asterisk's C escapes undone, as `caller_id_name`.
     pub connected_line_name: String,
     /// `Context`.
     pub context: String,
@@ -177,7 +179,14 @@ impl Channel {
         for (key, slot) in slots {
             if let Some(v) = text(msg, key) {
                 if !v.is_empty() || key != "Linkedid" {
-                    *slot = v;
+                    *slot = match key {
+                        // The channel block C-escapes names (since Asterisk 13.5): a caller
+                        // named O'Brien arrives as `O\'Brien`.
+                        "CallerIDName" | "ConnectedLineName" => {
+                            crate::wire::c_escape::unescape_c(&v).into_owned()
+                        }
+                        _ => v,
+                    };
                 }
             }
         }

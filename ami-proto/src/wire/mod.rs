@@ -1,6 +1,7 @@
 //! The wire layer: bytes to [`Message`]s and [`Action`]s to bytes. No I/O, no clock.
 
 pub(crate) mod action;
+pub(crate) mod c_escape;
 pub(crate) mod decoder;
 pub(crate) mod limits;
 pub(crate) mod message;

@@ -6,6 +6,7 @@
 use super::enums;
 use crate::read;
 use ami_proto::Message;
+use std::borrow::Cow;
 use crate::spec::{FieldSpec, Kind, MessageSpec, Source};
 
 const T: Kind = Kind::Text;
@@ -70,9 +71,9 @@ impl<'a> ChannelSnapshot<'a> {
         read::text(self.m, self.keys[3])
     }
 
-    /// `{prefix}CallerIDName`.
-    pub fn caller_id_name(&self) -> Option<&'a str> {
-        read::text(self.m, self.keys[4])
+    /// `{prefix}CallerIDName`. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
+    pub fn caller_id_name(&self) -> Option<Cow<'a, str>> {
+        read::unescaped(self.m, self.keys[4])
     }
 
     /// `{prefix}ConnectedLineNum`.
@@ -80,9 +81,9 @@ impl<'a> ChannelSnapshot<'a> {
         read::text(self.m, self.keys[5])
     }
 
-    /// `{prefix}ConnectedLineName`.
-    pub fn connected_line_name(&self) -> Option<&'a str> {
-        read::text(self.m, self.keys[6])
+    /// `{prefix}ConnectedLineName`. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
+    pub fn connected_line_name(&self) -> Option<Cow<'a, str>> {
+        read::unescaped(self.m, self.keys[6])
     }
 
     /// `{prefix}Language`.
@@ -126,10 +127,10 @@ impl<'a> ChannelSnapshot<'a> {
         read::text(self.m, self.keys[14])
     }
 
-    /// `{prefix}ChanVariable`. Repeatable: every value, in wire order.
+    /// `{prefix}ChanVariable`. Repeatable: every value, in wire order. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
     /// Printed by Asterisk but not in its docs.
-    pub fn chan_variables(&self) -> Vec<&'a str> {
-        read::list(self.m, self.keys[15])
+    pub fn chan_variables(&self) -> Vec<Cow<'a, str>> {
+        read::unescaped_list(self.m, self.keys[15])
     }
 
 }
@@ -13161,9 +13162,9 @@ impl<'a> VarSet<'a> {
         read::text(self.0, "Variable")
     }
 
-    /// `Value`.
-    pub fn value(&self) -> Option<&'a str> {
-        read::text(self.0, "Value")
+    /// `Value`. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
+    pub fn value(&self) -> Option<Cow<'a, str>> {
+        read::unescaped(self.0, "Value")
     }
 }
 

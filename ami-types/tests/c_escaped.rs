@@ -1,0 +1,64 @@
+//! The fields Asterisk C-escapes (the channel block's names and variables, VarSet's value)
+//! read back as the caller set them; fields Asterisk sends as they are stay as sent.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use ami_proto::{Decoder, DecoderLimits, Frame, Message};
+use ami_types::Event;
+
+fn message(wire: &str) -> Message {
+    let mut d = Decoder::without_banner(DecoderLimits::default());
+    d.feed(wire.as_bytes());
+    match d.decode() {
+        Some(Ok(Frame::Message(m))) => m,
+        other => panic!("not a message: {other:?}"),
+    }
+}
+
+#[test]
+fn channel_names_variables_and_varset_values_are_unescaped() {
+    // As Asterisk 22 writes a channel whose caller is `O'Brien? "Bob"`, with a channel
+    // variable holding a tab, and a VarSet of a value with a newline.
+    let newchannel = message(concat!(
+        "Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/100-00000001\r\n",
+        "ChannelState: 0\r\nChannelStateDesc: Down\r\nCallerIDNum: 100\r\n",
+        "CallerIDName: O\\'Brien\\? \\\"Bob\\\"\r\nConnectedLineNum: <unknown>\r\n",
+        "ConnectedLineName: C:\\\\calls\r\nLanguage: en\r\nAccountCode: \r\n",
+        "Context: default\r\nExten: 100\r\nPriority: 1\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\n",
+        "ChanVariable: NOTE=a\\tb\r\n\r\n"
+    ));
+    let Event::Newchannel(e) = Event::from_message(&newchannel) else {
+        panic!("not a Newchannel");
+    };
+    let ch = e.channel();
+    assert_eq!(ch.caller_id_name().as_deref(), Some(r#"O'Brien? "Bob""#));
+    assert_eq!(ch.connected_line_name().as_deref(), Some(r"C:\calls"));
+    assert_eq!(ch.chan_variables(), ["NOTE=a\tb"]);
+    // The wire text is still there for whoever wants it.
+    assert_eq!(
+        newchannel.get_str("CallerIDName"),
+        Some(r#"O\'Brien\? \"Bob\""#)
+    );
+
+    let varset = message(concat!(
+        "Event: VarSet\r\nPrivilege: dialplan,all\r\nChannel: PJSIP/100-00000001\r\n",
+        "Variable: NOTE\r\nValue: line 1\\nline 2\r\nUniqueid: 1.1\r\n\r\n"
+    ));
+    let Event::VarSet(v) = Event::from_message(&varset) else {
+        panic!("not a VarSet");
+    };
+    assert_eq!(v.value().as_deref(), Some("line 1\nline 2"));
+}
+
+#[test]
+fn fields_asterisk_sends_unescaped_are_read_as_sent() {
+    // app_queue writes a queue entry's caller name as it is: a backslash in it is a
+    // backslash.
+    let entry = message(concat!(
+        "Event: QueueEntry\r\nQueue: sales\r\nPosition: 1\r\nChannel: PJSIP/100-00000001\r\n",
+        "Uniqueid: 1.1\r\nCallerIDNum: 100\r\nCallerIDName: C:\\new\r\n\r\n"
+    ));
+    let Event::QueueEntry(q) = Event::from_message(&entry) else {
+        panic!("not a QueueEntry");
+    };
+    assert_eq!(q.caller_id_name(), Some(r"C:\new"));
+}
