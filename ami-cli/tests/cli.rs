@@ -259,10 +259,15 @@ fn originate_var_values_with_commas_quotes_and_backslashes_reach_the_channel_who
             &format!("NOTE={note}"),
             "--var",
             &format!("JSON={lead}"),
+            "--caller-id",
+            r#""O'Brien" <5551234>"#,
         ],
     );
     assert_code(&out, 0, "originate");
     let response = json(&stdout_lines(&out)[0]);
+    // The caller ID went with it (Asterisk escapes the name in its events).
+    assert_eq!(header(&response, "CallerIDNum").unwrap(), "5551234");
+    assert_eq!(header(&response, "CallerIDName").unwrap(), "O'Brien");
     let channel = header(&response, "Channel").unwrap().as_str().unwrap();
     for (name, want) in [("NOTE", note), ("JSON", lead)] {
         let out = on(

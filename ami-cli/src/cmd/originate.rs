@@ -31,6 +31,9 @@ pub(crate) struct Args {
     /// Ring timeout in milliseconds.
     #[arg(long, default_value_t = 30000)]
     timeout: u64,
+    /// The caller ID the called party sees, e.g. '"Sales" <5551234>'.
+    #[arg(long)]
+    caller_id: Option<String>,
 }
 
 fn action(a: &Args) -> Result<Action, Failure> {
@@ -55,6 +58,9 @@ fn action(a: &Args) -> Result<Action, Failure> {
         action = action
             .variable(k, v)
             .map_err(|e| Failure::new(EXIT_USAGE, format!("invalid --var: {e}")))?;
+    }
+    if let Some(cid) = &a.caller_id {
+        action.push("CallerID", cid);
     }
     action.push("Timeout", a.timeout.to_string());
     action.push("Async", "true");
