@@ -18,35 +18,33 @@ const MAX_VARS: usize = 256;
 /// Splits a `Variable:` value like `__ast_app_separate_args`: commas inside `()`, `[]` or
 /// quotes do not split; quotes are removed and a backslash escapes the next character.
 pub(crate) fn split_args(text: &str) -> Vec<String> {
+    // As `__ast_app_separate_args` counts: brackets and parentheses whether quoted or not,
+    // never below zero; a comma splits only outside all three.
     let mut out = Vec::new();
     let mut cur = String::new();
-    let (mut paren, mut bracket, mut quote) = (0i32, 0i32, false);
+    let (mut paren, mut bracket, mut quote) = (0u32, 0u32, false);
     let mut chars = text.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
+            '\\' => cur.extend(chars.next()),
             '"' => quote = !quote,
-            '(' if !quote => {
+            '(' => {
                 paren += 1;
                 cur.push(c);
             }
-            ')' if !quote => {
-                paren -= 1;
+            ')' => {
+                paren = paren.saturating_sub(1);
                 cur.push(c);
             }
-            '[' if !quote => {
+            '[' => {
                 bracket += 1;
                 cur.push(c);
             }
-            ']' if !quote => {
-                bracket -= 1;
+            ']' => {
+                bracket = bracket.saturating_sub(1);
                 cur.push(c);
             }
-            ',' if !quote && paren <= 0 && bracket <= 0 => out.push(std::mem::take(&mut cur)),
+            ',' if !quote && paren == 0 && bracket == 0 => out.push(std::mem::take(&mut cur)),
             _ => cur.push(c),
         }
     }
@@ -240,6 +238,9 @@ mod tests {
         assert_eq!(split_args("A=1,B=2"), ["A=1", "B=2"]);
         assert_eq!(split_args("A=f(x,y),B=\"q,r\""), ["A=f(x,y)", "B=q,r"]);
         assert_eq!(split_args("A=a\\,b"), ["A=a,b"]);
+        // Asterisk counts a quoted parenthesis too, and never below zero.
+        assert_eq!(split_args("A=\"(\",B=1"), ["A=(,B=1"]);
+        assert_eq!(split_args("A=),B=1"), ["A=)", "B=1"]);
         assert!(blacklisted("System", ""));
         assert!(blacklisted("Wait", "${SHELL(ls)}"));
         assert!(!blacklisted("Wait", "3"));
