@@ -260,6 +260,12 @@ impl EventQueue {
         std::mem::take(&mut self.news)
     }
 
+    /// Whether [`take_overflow_news`](Self::take_overflow_news) has anything: one test per
+    /// event on the reader's path, where the news is almost always none.
+    pub(crate) fn has_overflow_news(&self) -> bool {
+        self.news.started.is_some() || self.news.ended > 0
+    }
+
     fn push_event(&mut self, event: Message, size: usize) {
         self.items.push_back(Queued(StreamItem::Event(event)));
         self.events += 1;
@@ -596,8 +602,10 @@ mod tests {
         q.offer(ev(0));
         q.offer(ev(1));
         assert_eq!(q.take_overflow_news(), OverflowNews::default());
+        assert!(!q.has_overflow_news());
         q.offer(ev(2));
         q.offer(ev(3));
+        assert!(q.has_overflow_news());
         let started = q.take_overflow_news();
         assert_eq!(started.started.map(|f| f.events), Some(2));
         assert_eq!(started.ended, 0);

@@ -6,7 +6,6 @@
 //! next one opens. Every drop is still counted ([`Stats`], gap items in the stream).
 
 use super::*;
-use crate::client::events::OverflowNews;
 
 /// Overflows closer together than this are one burst.
 const BURST_QUIET: Duration = Duration::from_secs(1);
@@ -30,10 +29,10 @@ impl Client {
     /// Logs what the event queue says happened to its overflow episodes since the last
     /// look; called after every offer to the queue, when the client knows the time.
     pub(super) fn log_overflows(&mut self, now: Instant) {
-        let news = self.events.take_overflow_news();
-        if news == OverflowNews::default() {
+        if !self.events.has_overflow_news() {
             return;
         }
+        let news = self.events.take_overflow_news();
         let who = self.config.who();
         if news.ended > 0 {
             match &mut self.overflow_burst {
