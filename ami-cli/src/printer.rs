@@ -1,9 +1,11 @@
 //! Lines to stdout on a thread of their own, through a queue bounded in lines and in bytes,
 //! so that a slow stdout never stops the session from reading (Asterisk drops a client that
-//! does not read for 100 ms). When the queue is full a line is dropped and counted; the count
-//! goes on stdout as a gap marker where the loss was (`{"type":"gap",...}`, ahead of the next
-//! line printed) and on stderr once per burst ([`Losses`]), as the adapters do for their own
-//! event queues.
+//! does not read for 100 ms). When the queue is full an event is dropped and counted; the
+//! count goes on stdout as a gap marker where the loss was (`{"type":"gap",...}`) and on
+//! stderr once per burst ([`Losses`]), as the adapters do for their own event queues. Markers
+//! (session boundaries, the client's own gaps) are never dropped: they wait, in stream order
+//! with the gaps, until stdout has room, and the events behind them wait with them (counted
+//! as dropped), so that a script reading the lines can account for every event.
 //!
 //! Events are queued as the decoded [`Message`] and turned into JSON on the writer thread:
 //! the queue is charged what each item keeps alive ([`Message::retained_bytes`], a line's
@@ -16,6 +18,7 @@ use crate::losses::{Loss, Losses};
 use crate::terminal::say;
 use crate::{json, Failure, EXIT_OTHER};
 use ami_proto::Message;
+use std::collections::VecDeque;
 use std::io::{BufWriter, ErrorKind, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -25,6 +28,10 @@ use std::time::{Duration, Instant};
 
 /// Lines queued for stdout at most.
 const MAX_LINES: usize = 4096;
+/// Markers waiting for room at most (each a short line; a server that reconnects 500 times
+/// while stdout is stalled is the only way to get there). Past it the oldest is not printed,
+/// said on stderr.
+const MAX_HELD_MARKERS: usize = 1024;
 /// Bytes queued for stdout at most: 8 MiB, some 10,000 typical events, so a reader that
 /// pauses for a moment loses nothing, while 256 KiB events cannot hold much memory here.
 pub(crate) const MAX_BYTES: usize = 8 << 20;
@@ -76,8 +83,11 @@ pub(crate) struct Printer {
     tx: Option<SyncSender<Line>>,
     /// Bytes charged for the lines queued and the one being written.
     queued: Arc<AtomicUsize>,
-    /// Lines dropped since the last gap marker was queued.
-    dropped: u64,
+    /// What waits for room, in stream order: markers, and runs of events dropped (each
+    /// printed as a gap marker where it was).
+    held: VecDeque<Held>,
+    /// Markers in `held`.
+    held_markers: usize,
     /// The drops, said on stderr once per burst.
     losses: Losses,
     done: Receiver<std::io::Result<()>>,
@@ -118,7 +128,8 @@ impl Printer {
         Ok(Printer {
             tx: Some(tx),
             queued,
-            dropped: 0,
+            held: VecDeque::new(),
+            held_markers: 0,
             losses: Losses::default(),
             done,
             ended: false,
@@ -126,7 +137,8 @@ impl Printer {
         })
     }
 
-    /// Queues one line; drops it (counted) when the queue is full. Fails only when stdout
+    /// Queues one line. An event that finds no room is dropped (counted, and marked in
+    /// the output where it was); a marker that finds none waits. Fails only when stdout
     /// failed; a closed pipe (`ami listen | head`) ends the command quietly.
     pub(crate) fn line(&mut self, mut line: Line) -> Result<Flow, Failure> {
         if self.tx.is_none() {
@@ -135,26 +147,71 @@ impl Printer {
         if let Line::Text(t) = &mut line {
             t.shrink_to_fit();
         }
-        if self.dropped > 0 {
-            // The marker goes where the loss was, ahead of the line that follows it; while
-            // it does not fit either, that line is lost too.
-            match self.enqueue(Line::Text(json::gap(self.dropped))) {
-                Sent::Queued => self.said_gap(),
-                Sent::Full => {
-                    self.dropped += 1;
-                    return Ok(Flow::Go);
-                }
-                Sent::Closed => return self.result().map(|()| Flow::Stop),
-            }
+        if !self.flush_held() {
+            return self.result().map(|()| Flow::Stop);
+        }
+        if !self.held.is_empty() {
+            // Older lines still wait: this one goes behind them.
+            self.hold(line);
+            return Ok(Flow::Go);
         }
         match self.enqueue(line) {
             Sent::Queued => Ok(Flow::Go),
-            Sent::Full => {
-                self.dropped += 1;
+            Sent::Full(line) => {
+                self.hold(line);
                 Ok(Flow::Go)
             }
             Sent::Closed => self.result().map(|()| Flow::Stop),
         }
+    }
+
+    /// Keeps a line that found no room: a marker waits in order; an event is dropped,
+    /// counted in the run of drops at the back.
+    fn hold(&mut self, line: Line) {
+        match line {
+            Line::Text(text) => {
+                if self.held_markers >= MAX_HELD_MARKERS {
+                    if let Some(i) = self.held.iter().position(|h| matches!(h, Held::Marker(_))) {
+                        self.held.remove(i);
+                        self.held_markers -= 1;
+                        say!("ami: a session or gap marker was not printed (stdout too slow)");
+                    }
+                }
+                self.held.push_back(Held::Marker(text));
+                self.held_markers += 1;
+            }
+            Line::Message { .. } => match self.held.back_mut() {
+                Some(Held::Dropped(n)) => *n += 1,
+                _ => self.held.push_back(Held::Dropped(1)),
+            },
+        }
+    }
+
+    /// Queues what waits, oldest first, while there is room. False when stdout is gone.
+    fn flush_held(&mut self) -> bool {
+        while let Some(front) = self.held.pop_front() {
+            let line = match &front {
+                Held::Dropped(n) => Line::Text(json::gap(*n)),
+                Held::Marker(text) => Line::Text(text.clone()),
+            };
+            match self.enqueue(line) {
+                Sent::Queued => match front {
+                    Held::Dropped(n) => {
+                        self.losses.note("", Loss::NotPrinted, n, Instant::now());
+                    }
+                    Held::Marker(_) => self.held_markers -= 1,
+                },
+                Sent::Full(_) => {
+                    self.held.push_front(front);
+                    return true;
+                }
+                Sent::Closed => {
+                    self.held.push_front(front);
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Queues `line` if the queue has room in lines and bytes.
@@ -168,13 +225,13 @@ impl Printer {
         let held = self.queued.fetch_add(cost, Ordering::AcqRel);
         if !admits(held, cost) {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
-            return Sent::Full;
+            return Sent::Full(line);
         }
         match tx.try_send(line) {
             Ok(()) => Sent::Queued,
-            Err(TrySendError::Full(_)) => {
+            Err(TrySendError::Full(line)) => {
                 self.queued.fetch_sub(cost, Ordering::AcqRel);
-                Sent::Full
+                Sent::Full(line)
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.queued.fetch_sub(cost, Ordering::AcqRel);
@@ -182,13 +239,6 @@ impl Printer {
                 Sent::Closed
             }
         }
-    }
-
-    /// The drops since the last marker are on their way to stdout: says them on stderr.
-    fn said_gap(&mut self) {
-        let dropped = std::mem::take(&mut self.dropped);
-        self.losses
-            .note("", Loss::NotPrinted, dropped, Instant::now());
     }
 
     /// The writer's end, once it ended: a closed pipe (`ami listen | head`) is a quiet end,
@@ -221,10 +271,18 @@ impl Printer {
 
     /// Writes what is queued, waiting at most `grace` for a stdout that does not drain.
     pub(crate) fn finish(mut self, grace: Duration) -> Result<(), Failure> {
-        if self.dropped > 0 {
-            // The last marker, if the queue takes it; stderr says the count either way.
-            let _ = self.enqueue(Line::Text(json::gap(self.dropped)));
-            self.said_gap();
+        // What still waits goes out as the writer makes room, for at most `grace`.
+        let until = Instant::now() + grace;
+        while self.flush_held() && !self.held.is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for h in std::mem::take(&mut self.held) {
+            match h {
+                Held::Dropped(n) => self.losses.note("", Loss::NotPrinted, n, Instant::now()),
+                Held::Marker(_) => {
+                    say!("ami: a session or gap marker was not printed (stdout not draining)")
+                }
+            }
         }
         self.losses.finish();
         self.tx = None;
@@ -253,10 +311,18 @@ fn admits(held: usize, cost: usize) -> bool {
 /// What became of a line offered to the queue.
 enum Sent {
     Queued,
-    /// No room in lines or bytes: the line is dropped.
-    Full,
+    /// No room in lines or bytes: the line, given back.
+    Full(Line),
     /// The writer is gone (stdout closed or failed).
     Closed,
+}
+
+/// A line waiting for room in the queue.
+enum Held {
+    /// A run of events dropped here: printed as one gap marker.
+    Dropped(u64),
+    /// A marker, printed as it is.
+    Marker(String),
 }
 
 /// Whether the command goes on after a line.

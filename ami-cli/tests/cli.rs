@@ -376,6 +376,89 @@ fn listen_to_a_slow_stdout_marks_each_gap_in_the_stream_and_says_it_in_a_few_lin
 }
 
 #[test]
+fn listen_to_a_stalled_stdout_keeps_every_session_marker_in_order_across_a_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let front = Arc::new(sim());
+    let url = sim_url(&front, "amp111");
+    // A steady stream with one running Seq, across the restart.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (front, stop) = (front.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                front.with_server(|s, now| s.emit_user_events_from(now, seq, 50));
+                seq += 50;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let mut listen = spawn_piped(&[
+        "--server",
+        &url,
+        "listen",
+        "--event",
+        "UserEvent",
+        "--duration",
+        "4",
+    ]);
+    // stdout is not read for 2.5 s; the server restarts 1 s in, while it is stalled.
+    std::thread::sleep(Duration::from_secs(1));
+    front.with_server(|s, now| {
+        s.inject(
+            now,
+            ami_sim::Fault::Restart {
+                down_for: Duration::from_millis(300),
+            },
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut lines = Vec::new();
+    for line in BufReader::new(listen.stdout.take().unwrap()).lines() {
+        lines.push(line.unwrap());
+    }
+    let status = listen.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    let err = stderr_of(&mut listen);
+    assert!(status.success(), "{err}");
+    let states: Vec<String> = lines
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| v["type"] == "session")
+        .map(|v| v["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(states, ["ready", "lost", "ready"], "{err}");
+    // Within each session every missing Seq is in a gap marker.
+    let (mut prev, mut owed, mut dropped) = (None::<u64>, 0u64, 0u64);
+    for line in &lines {
+        let v = json(line);
+        match v["type"].as_str() {
+            Some("event") => {
+                let seq: u64 = header(&v, "Seq")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if let Some(p) = prev {
+                    assert_eq!(seq, p + 1 + owed, "after Seq {p}, {owed} marked as dropped");
+                }
+                (prev, owed) = (Some(seq), 0);
+            }
+            Some("gap") => {
+                let n = v["dropped"].as_u64().unwrap();
+                (owed, dropped) = (owed + n, dropped + n);
+            }
+            _ => (prev, owed) = (None, 0),
+        }
+    }
+    assert!(dropped > 1000, "the stall dropped events: {dropped}");
+}
+
+#[test]
 fn listen_count_zero_is_a_usage_error_not_one_event() {
     // It printed the first event: "stop after 0 events" cannot be met after one.
     let out = ami(&[
