@@ -199,13 +199,15 @@ impl std::str::FromStr for ActionId {
 /// let action = Action::new("Originate")
 ///     .field("Channel", "Local/100@from-internal")
 ///     .field("Variable", "A=1")
-///     .field("Variable", "B=2");
+///     // Escaped for Asterisk's splitter: B arrives as `2,3`, not `2`.
+///     .variable("B", "2,3")
+///     .unwrap();
 /// let mut wire = Vec::new();
 /// action.encode(Some(&ActionId::new("x-1").unwrap()), &mut wire).unwrap();
 /// assert_eq!(
 ///     wire,
 ///     b"Action: Originate\r\nActionID: x-1\r\nChannel: Local/100@from-internal\r\n\
-/// Variable: A=1\r\nVariable: B=2\r\n\r\n"
+/// Variable: A=1\r\nVariable: B=2\\,3\r\n\r\n"
 /// );
 /// ```
 #[derive(Clone, PartialEq, Eq)]
