@@ -28,9 +28,26 @@ fn kind_expr(ty: &Ty) -> String {
     }
 }
 
-fn spec_entry(f: &FieldDef) -> String {
+fn spec_entry(f: &FieldDef, escaped: bool) -> String {
     let func = if f.repeatable { "r" } else { "f" };
-    format!("{func}({}, {})", lit(&f.wire), kind_expr(&f.ty))
+    let kind = if escaped {
+        "E".to_string()
+    } else {
+        kind_expr(&f.ty)
+    };
+    format!("{func}({}, {kind})", lit(&f.wire))
+}
+
+/// Whether field `f` of message `d`, in its flat spec (snapshots expanded under their
+/// prefixes), is one Asterisk C-escapes ([`C_ESCAPED`]).
+fn spec_field_escaped(d: &MessageDef, f: &FieldDef) -> bool {
+    c_escaped(&d.name, f)
+        || d.accessors.iter().any(|a| match a {
+            Accessor::Snapshot(_, snap) => C_ESCAPED.iter().any(|(owner, field)| {
+                *owner == snap.struct_name && f.wire == format!("{}{field}", snap.prefix)
+            }),
+            Accessor::Field(..) => false,
+        })
 }
 
 fn type_doc(ty: &Ty, repeatable: bool) -> &'static str {
@@ -144,7 +161,11 @@ fn spec_table(out: &mut String, static_name: &str, defs: &[MessageDef]) {
             d.arbitrary
         );
         for f in &d.spec {
-            let _ = writeln!(out, "            {},", spec_entry(f));
+            let _ = writeln!(
+                out,
+                "            {},",
+                spec_entry(f, spec_field_escaped(d, f))
+            );
         }
         let _ = writeln!(out, "        ],\n    }},");
     }
@@ -235,6 +256,8 @@ fn snapshot(out: &mut String, s: &SnapshotDef) {
 
 const SPEC_HELPERS: &str = "use crate::spec::{FieldSpec, Kind, MessageSpec, Source};\n\n\
 const T: Kind = Kind::Text;\n\
+#[allow(dead_code)] // responses have no C-escaped field\n\
+const E: Kind = Kind::EscapedText;\n\
 const I: Kind = Kind::Int;\n\n\
 const fn f(name: &'static str, kind: Kind) -> FieldSpec {\n    FieldSpec { name, kind, repeatable: false }\n}\n\n\
 const fn r(name: &'static str, kind: Kind) -> FieldSpec {\n    FieldSpec { name, kind, repeatable: true }\n}\n\n";

@@ -68,6 +68,9 @@ pub(crate) fn list<'a>(m: &'a Message, key: &'a str) -> Vec<&'a str> {
 pub enum FieldValue<'a> {
     /// Free text.
     Text(&'a str),
+    /// C-escaped text as sent ([`Kind::EscapedText`]); `Display` (and so serde) writes it
+    /// with its escapes undone, [`unescaped`](Self::unescaped) gives it.
+    Escaped(&'a str),
     /// An integer.
     Int(i64),
     /// A two-valued field.
@@ -78,10 +81,25 @@ pub enum FieldValue<'a> {
     Other(&'a str),
 }
 
+impl<'a> FieldValue<'a> {
+    /// An [`Escaped`](Self::Escaped) value with its escapes undone; any other text value as
+    /// it is; `None` for numbers and booleans.
+    pub fn unescaped(&self) -> Option<Cow<'a, str>> {
+        match *self {
+            FieldValue::Escaped(s) => Some(unescape_c(s)),
+            FieldValue::Text(s) | FieldValue::Enum(s) | FieldValue::Other(s) => {
+                Some(Cow::Borrowed(s))
+            }
+            FieldValue::Int(_) | FieldValue::Bool(_) => None,
+        }
+    }
+}
+
 impl fmt::Display for FieldValue<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FieldValue::Text(s) | FieldValue::Enum(s) | FieldValue::Other(s) => f.write_str(s),
+            FieldValue::Escaped(s) => f.write_str(&unescape_c(s)),
             FieldValue::Int(n) => write!(f, "{n}"),
             FieldValue::Bool(b) => write!(f, "{b}"),
         }
@@ -134,6 +152,7 @@ pub fn read_value<'a>(spec: &'static FieldSpec, raw: Value<'a>) -> Reading<'a> {
     };
     let value = match spec.kind {
         Kind::Text => Some(FieldValue::Text(s)),
+        Kind::EscapedText => Some(FieldValue::Escaped(s)),
         Kind::Int => parse_int(s).map(FieldValue::Int),
         Kind::Bool { yes, no } => parse_bool(s, yes, no).map(FieldValue::Bool),
         Kind::Enum(values) => Some(if values.contains(&s) {

@@ -10,6 +10,9 @@
 pub enum Kind {
     /// Free text.
     Text,
+    /// Free text that Asterisk writes through `ast_escape_c` (the channel block's names and
+    /// variables, VarSet's value): read with its escapes undone ([`ami_proto::unescape_c`]).
+    EscapedText,
     /// A decimal integer (`-` allowed), read as `i64`.
     Int,
     /// A two-valued field, spelled exactly `yes` or `no` on the wire (`Yes`/`No`, `1`/`0`, ...).
@@ -28,6 +31,7 @@ impl Kind {
     pub fn describe(&self) -> &'static str {
         match self {
             Kind::Text => "UTF-8 text",
+            Kind::EscapedText => "UTF-8 text (C-escaped)",
             Kind::Int => "integer",
             Kind::Bool { .. } => "boolean",
             Kind::Enum(_) => "enum (UTF-8 text)",

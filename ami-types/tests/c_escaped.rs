@@ -62,3 +62,26 @@ fn fields_asterisk_sends_unescaped_are_read_as_sent() {
     };
     assert_eq!(q.caller_id_name(), Some(r"C:\new"));
 }
+
+#[test]
+fn the_generic_walk_and_serde_give_escaped_fields_unescaped_too() {
+    let m = message(concat!(
+        "Event: Newchannel\r\nPrivilege: call,all\r\nChannel: PJSIP/100-00000001\r\n",
+        "CallerIDNum: 100\r\nCallerIDName: O\\'Brien\\?\r\nUniqueid: 1.1\r\n\r\n"
+    ));
+    let event = Event::from_message(&m);
+    let name = event
+        .read_fields()
+        .find_map(|(field, reading)| match reading {
+            ami_types::Reading::Typed(_, v) if field.key == b"CallerIDName" => Some(v),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(name, ami_types::FieldValue::Escaped(r"O\'Brien\?"));
+    assert_eq!(name.to_string(), "O'Brien?");
+    assert_eq!(name.unescaped().as_deref(), Some("O'Brien?"));
+    let json = serde_json::to_value(event).unwrap();
+    assert_eq!(json["CallerIDName"], "O'Brien?");
+    // Text declared plain stays as sent.
+    assert_eq!(json["Channel"], "PJSIP/100-00000001");
+}

@@ -12,6 +12,8 @@ use proptest::prelude::*;
 #[derive(Debug, Clone, PartialEq)]
 enum Typed {
     Text(String),
+    /// Text Asterisk C-escapes on the wire (`Kind::EscapedText`), in its unescaped form.
+    Escaped(String),
     Int(i64),
     Bool(bool),
     Enum(String),
@@ -23,6 +25,7 @@ fn wire(spec: &FieldSpec, v: &Typed) -> String {
         (Typed::Int(n), _) => n.to_string(),
         (Typed::Bool(b), Kind::Bool { yes, no }) => (if *b { yes } else { no }).to_string(),
         (Typed::Text(s) | Typed::Enum(s) | Typed::Other(s), _) => s.clone(),
+        (Typed::Escaped(s), _) => escape_c(s),
         (Typed::Bool(_), _) => unreachable!("bool for a non-bool field"),
     }
 }
@@ -30,6 +33,9 @@ fn wire(spec: &FieldSpec, v: &Typed) -> String {
 fn typed_of(reading: &Reading<'_>) -> Option<Typed> {
     match reading {
         Reading::Typed(_, FieldValue::Text(s)) => Some(Typed::Text(s.to_string())),
+        Reading::Typed(_, v @ FieldValue::Escaped(_)) => {
+            Some(Typed::Escaped(v.unescaped()?.into_owned()))
+        }
         Reading::Typed(_, FieldValue::Int(n)) => Some(Typed::Int(*n)),
         Reading::Typed(_, FieldValue::Bool(b)) => Some(Typed::Bool(*b)),
         Reading::Typed(_, FieldValue::Enum(s)) => Some(Typed::Enum(s.to_string())),
@@ -54,8 +60,34 @@ fn value(spec: &'static FieldSpec) -> BoxedStrategy<Typed> {
                 .prop_map(Typed::Other),
         ]
         .boxed(),
+        // Names with what Asterisk escapes: quotes, apostrophes, backslashes, tabs, newlines.
+        Kind::EscapedText => prop_oneof![text(), "[!-~][ -~\t\n\"'?\\\\]{0,20}"]
+            .prop_map(Typed::Escaped)
+            .boxed(),
         _ => text().prop_map(Typed::Text).boxed(),
     }
+}
+
+/// Asterisk's `ast_escape_c`.
+fn escape_c(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        match c {
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            '\\' | '\'' | '"' | '?' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// An event: its spec, and for each declared field none, one, or (repeatable) several values.

@@ -12,6 +12,8 @@ use std::fmt::Display;
 use crate::spec::{FieldSpec, Kind, MessageSpec, Source};
 
 const T: Kind = Kind::Text;
+#[allow(dead_code)] // responses have no C-escaped field
+const E: Kind = Kind::EscapedText;
 const I: Kind = Kind::Int;
 
 const fn f(name: &'static str, kind: Kind) -> FieldSpec {
