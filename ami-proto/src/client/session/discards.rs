@@ -7,9 +7,10 @@ use crate::client::output::Discard;
 use crate::wire::decoder::DroppedOwner;
 
 /// A burst ends after this long without a discard; the next discard logs its reason again.
-const BURST_QUIET: Duration = Duration::from_secs(1);
+/// The event queue's overflows use the same policy ([`overflow_log`](super::overflow_log)).
+pub(super) const BURST_QUIET: Duration = Duration::from_secs(1);
 /// During a long burst, a summary line at most this often.
-const BURST_SUMMARY_EVERY: Duration = Duration::from_secs(10);
+pub(super) const BURST_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// The current run of discards, for rate-limited logging.
 #[derive(Debug, Clone, Copy)]

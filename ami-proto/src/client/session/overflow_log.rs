@@ -5,12 +5,8 @@
 //! rest are summarised at most every 10 s, and what is left of a burst is said when the
 //! next one opens. Every drop is still counted ([`Stats`], gap items in the stream).
 
+use super::discards::{BURST_QUIET, BURST_SUMMARY_EVERY};
 use super::*;
-
-/// Overflows closer together than this are one burst.
-const BURST_QUIET: Duration = Duration::from_secs(1);
-/// While a burst lasts, a summary at most this often.
-const BURST_SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// The current run of overflow episodes.
 #[derive(Debug, Clone, Copy)]
