@@ -70,9 +70,10 @@ impl EventBuilder {
 }
 
 /// Asterisk's `ast_escape_c` as used for CallerIDName, ConnectedLineName and VarSet values
-/// since 13.5: control characters, `\` and `"` become C escapes; other bytes (including
-/// non-UTF-8 ones) pass through.
-pub(crate) fn escape_c(v: &[u8]) -> Vec<u8> {
+/// since 13.5: control characters, `\`, `"`, `'` and `?` become C escapes; other bytes
+/// (including non-UTF-8 ones) pass through. Public so that tests of a client's unescaping
+/// can write names as the simulator does, independently of the client's own code.
+pub fn escape_c(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     for &b in v {
         let esc: Option<&[u8]> = match b {

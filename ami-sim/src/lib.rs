@@ -131,6 +131,7 @@ pub use calls::channel::ChannelRow;
 pub use calls::{CallId, CallRequest, CallTarget};
 pub use classes::ClassMask;
 pub use config::{SimConfig, SimUser};
+pub use events::escape_c;
 pub use faults::{ActionMatch, Fault, FaultPlan, FaultSchedule, Faults};
 pub use server::SimServer;
 pub use stats::SimStats;
