@@ -29,6 +29,8 @@ pub(crate) enum Loss {
     FellBehind,
     /// Lines the stdout queue dropped: stdout drained too slowly.
     NotPrinted,
+    /// A live view's news lines (`ami calls --watch`) dropped: stdout drained too slowly.
+    UpdatesNotPrinted,
 }
 
 /// Where in its burst a line is said.
@@ -87,10 +89,22 @@ fn line(server: &str, loss: &Loss, count: u64, phase: Phase) -> String {
         Loss::NotPrinted => {
             format!("ami: {prefix}gap: {count}{more} events not printed{when} (stdout too slow)")
         }
+        Loss::UpdatesNotPrinted => format!(
+            "ami: {prefix}gap: {count}{more} call updates not printed{when} (stdout too slow)"
+        ),
     }
 }
 
 impl Losses {
+    /// Losses said to `sink` instead of stderr (tests keep the lines).
+    #[cfg(test)]
+    pub(crate) fn with_sink(sink: impl FnMut(String) + Send + 'static) -> Losses {
+        Losses {
+            bursts: HashMap::new(),
+            sink: Box::new(sink),
+        }
+    }
+
     /// `count` things were lost for `loss` at `now` (from `server`, `""` for one).
     pub(crate) fn note(&mut self, server: &str, loss: Loss, count: u64, now: Instant) {
         self.tick(now);
@@ -148,10 +162,7 @@ mod tests {
     fn keeping() -> (Losses, Arc<Mutex<Vec<String>>>) {
         let said = Arc::new(Mutex::new(Vec::new()));
         let keep = said.clone();
-        let d = Losses {
-            bursts: HashMap::new(),
-            sink: Box::new(move |l| keep.lock().unwrap_or_else(|e| e.into_inner()).push(l)),
-        };
+        let d = Losses::with_sink(move |l| keep.lock().unwrap_or_else(|e| e.into_inner()).push(l));
         (d, said)
     }
 

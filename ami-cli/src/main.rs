@@ -27,6 +27,7 @@ mod status_line;
 mod stop;
 mod terminal;
 mod url;
+mod view_out;
 mod words;
 
 use clap::{Parser, Subcommand, ValueEnum};

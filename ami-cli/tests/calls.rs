@@ -135,3 +135,81 @@ fn caller_names_come_out_as_the_caller_set_them_not_as_asterisk_escapes_them() {
         .collect();
     assert!(names.contains(&r"O'Brien? \ Ltd"), "{names:?}");
 }
+
+#[test]
+fn calls_watch_into_a_stalled_stdout_keeps_reading_and_catches_up_with_the_newest_view() {
+    // A dashboard that stops reading `ami calls --watch` for 3 s while calls come and go and
+    // the server streams 15 MB of other events: far more than the pipe and the loopback
+    // socket buffers hold, so a session whose thread waits on stdout (on `ami-mio` the
+    // thread that reads the socket) stops reading, and the simulator, like Asterisk, drops
+    // it as a slow reader after 100 ms.
+    use std::io::Read;
+    each_runtime(|rt| {
+        let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+        for _ in 0..20 {
+            front.with_server(|srv, now| {
+                srv.originate_call(now, CallRequest::new("Local/hold@ami-test", 60))
+            });
+        }
+        let url = format!("ami://admin:amp111@{}", front.local_addr());
+        let mut child = spawn_piped(&[
+            "--runtime",
+            rt,
+            "--server",
+            &url,
+            "calls",
+            "--watch",
+            "--duration",
+            "6",
+        ]);
+        let mut err = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut v = String::new();
+            let _ = err.read_to_string(&mut v);
+            v
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let load_until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < load_until {
+            front.with_server(|srv, now| {
+                srv.originate_call(now, CallRequest::new("Local/echo@ami-test", 1));
+                srv.emit_user_events_sized(now, 50, 500);
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let loaded = front.stats();
+        // Only now read stdout.
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = child.wait().unwrap();
+        let err = err.join().unwrap();
+        assert_eq!(status.code(), Some(0), "{rt}: {err}");
+        assert!(
+            loaded.events_emitted > 20_000,
+            "{rt}: the load was real: {loaded:?}"
+        );
+        assert_eq!(
+            front.stats().slow_reader_closes,
+            0,
+            "{rt}: the session stopped reading while stdout was stalled: {err}"
+        );
+        let lines: Vec<Value> = out.lines().map(json).collect();
+        assert!(
+            !lines
+                .iter()
+                .any(|v| v["type"] == "stale" && v["reason"].as_str().unwrap().contains("lost")),
+            "{rt}: the session was never lost: {err}"
+        );
+        let last = lines.iter().rev().find(|v| v["type"] == "calls").unwrap();
+        assert_eq!(last["stale"], false, "{rt}");
+        assert!(
+            last["calls"].as_array().unwrap().len() >= 20,
+            "{rt}: the long calls are in the newest view"
+        );
+    });
+}

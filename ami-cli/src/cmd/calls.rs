@@ -15,9 +15,16 @@
 //! `"end":"unobserved"`, no cause and no duration: nobody saw its Hangup, and the tracker
 //! does not make one up. `"end":"moved"`: every channel of the call moved into another
 //! call (a transfer, a bridge with an older call): it has no end or duration of its own.
+//!
+//! The view is looked at twice a second (a `calls` line only when it changed, and once more
+//! at the end); the other lines come as they happen. A reader that stops reading loses no
+//! session: the output waits on a thread of its own, older views give way to the newest,
+//! and news that outgrows its cap is counted in a `{"type":"gap",...}` line
+//! ([`crate::view_out`]).
 
 use crate::session::{self, CallError, Change, Happening, Live, Ticket};
 use crate::terminal::cell;
+use crate::view_out::{Flow, ViewOut};
 use crate::{words, Connection, Failure, EXIT_CONNECT, EXIT_OTHER};
 use ami_proto::calls::{
     CallEnd, CallTracker, CallUpdate, Channel, EndedCall, StaleReason, TrackerConfig,
@@ -33,17 +40,21 @@ pub(crate) struct Args {
     /// Keep watching: a live table on a terminal, JSON lines when stdout is not one.
     #[arg(long)]
     watch: bool,
-    /// Stop watching after this many seconds (then at most 2 s more to log off).
+    /// Stop watching after this many seconds (then at most 2 s more to log off, and 2 s for
+    /// a stdout that does not drain to take what is left).
     #[arg(long, value_parser = crate::seconds::parse)]
     duration: Option<f64>,
 }
 
 /// How long `ami calls` (once) waits for its snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(15);
-/// How often the terminal table is redrawn at most (and at least, for the ages).
+/// How often the view is looked at: the terminal table redrawn (also when unchanged, for the
+/// ages), the JSON view written if it changed.
 const REDRAW: Duration = Duration::from_millis(500);
 /// Lines of recent news under the terminal table.
 const NEWS: usize = 8;
+/// How long a stdout that does not drain gets to take the last of the output at the end.
+const FINISH_GRACE: Duration = Duration::from_secs(2);
 
 /// The tracker, fed from a session: stream items, and the answers to its own requests.
 struct Tracked {
@@ -297,16 +308,24 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         tickets: HashMap::new(),
         started: false,
     };
-    let result = if args.watch {
-        watch(&mut live, &mut t, args)
+    if args.watch {
+        let mut out = ViewOut::start()?;
+        let result = watch(&mut live, &mut t, args, &mut out);
+        live.logoff();
+        // What the view had to say is out, or said to be lost, before the command ends.
+        let written = out.finish(FINISH_GRACE);
+        result.and(written)
     } else {
-        once(&mut live, &mut t)
-    };
-    live.logoff();
-    result
+        let result = once(&mut live, &mut t);
+        // Logged off before the table is written: a stdout that does not drain keeps no
+        // session open.
+        live.logoff();
+        write_out(&result?)
+    }
 }
 
-fn once(live: &mut Live, t: &mut Tracked) -> Result<(), Failure> {
+/// The live calls once, as the table on a terminal or JSON lines.
+fn once(live: &mut Live, t: &mut Tracked) -> Result<String, Failure> {
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     let mut happened = Vec::new();
     while t.tracker.is_stale() || !t.started {
@@ -332,26 +351,32 @@ fn once(live: &mut Live, t: &mut Tracked) -> Result<(), Failure> {
             out.push('\n');
         }
     }
-    write_out(&out).map(|_| ())
+    Ok(out)
 }
 
-/// Writes to stdout; `Ok(false)` when the reader has gone (`ami calls --watch | head`).
-fn write_out(text: &str) -> Result<bool, Failure> {
+/// Writes to stdout; a reader that has gone (`ami calls | head -1`) is a quiet end.
+fn write_out(text: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(Failure::new(
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
             EXIT_OTHER,
             format!("cannot write to stdout: {e}"),
         )),
+        _ => Ok(()),
     }
 }
 
-fn watch(live: &mut Live, t: &mut Tracked, args: &Args) -> Result<(), Failure> {
+/// Keeps the view until the duration ends, a signal comes or stdout closes.
+///
+/// The view is looked at once per [`REDRAW`], not per batch of events: on a busy server
+/// (a thousand calls, hundreds of events a second) a view per batch would be megabytes of
+/// JSON a second that nobody can read. News lines go out as they come. The output goes
+/// through [`ViewOut`], never straight to stdout: a reader that stops reading must not stop
+/// the session (on `ami-mio` this thread is the one that reads the socket).
+fn watch(live: &mut Live, t: &mut Tracked, args: &Args, out: &mut ViewOut) -> Result<(), Failure> {
     let end = args
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
@@ -359,14 +384,17 @@ fn watch(live: &mut Live, t: &mut Tracked, args: &Args) -> Result<(), Failure> {
     let mut news: VecDeque<String> = VecDeque::new();
     let mut happened = Vec::new();
     let mut last_sig = None;
-    let mut last_draw = Instant::now() - REDRAW;
+    let mut looked = Instant::now() - REDRAW;
     crate::stop::catch();
-    while end.is_none_or(|e| Instant::now() < e) && !crate::stop::requested() {
-        let tick = Instant::now() + REDRAW;
-        let until = end.map_or(tick, |e| e.min(tick));
-        live.wait(crate::stop::wake_by(Some(until)), &mut happened)?;
-        t.feed(live, &mut happened)?;
-        let mut lines = String::new();
+    loop {
+        let going = end.is_none_or(|e| Instant::now() < e) && !crate::stop::requested();
+        if going {
+            let due = looked + REDRAW;
+            let until = end.map_or(due, |e| e.min(due));
+            live.wait(crate::stop::wake_by(Some(until)), &mut happened)?;
+            t.feed(live, &mut happened)?;
+        }
+        let mut lines = Vec::new();
         while let Some(u) = t.tracker.poll_update() {
             if terminal {
                 if let Some(text) = update_text(&u, live) {
@@ -375,15 +403,20 @@ fn watch(live: &mut Live, t: &mut Tracked, args: &Args) -> Result<(), Failure> {
                         news.pop_front();
                     }
                 }
-            } else if let Some(line) = update_json(&u, live) {
-                lines.push_str(&line);
-                lines.push('\n');
+            } else if let Some(mut line) = update_json(&u, live) {
+                line.push('\n');
+                lines.push(line);
             }
         }
-        let sig = signature(&t.tracker);
-        let changed = last_sig.as_ref() != Some(&sig);
-        if terminal {
-            if changed || last_draw.elapsed() >= REDRAW {
+        let mut view = None;
+        // The last look, at the end, gives a pipe the view as it was when the command ended.
+        if looked.elapsed() >= REDRAW || !going {
+            looked = Instant::now();
+            let sig = signature(&t.tracker);
+            let changed = last_sig.as_ref() != Some(&sig);
+            last_sig = Some(sig);
+            if terminal && going {
+                // Redrawn even when unchanged: the ages move.
                 let mut screen = String::from("\x1b[H\x1b[2J");
                 screen.push_str(&header(&t.tracker, live));
                 table(&t.tracker, &mut screen);
@@ -392,21 +425,20 @@ fn watch(live: &mut Live, t: &mut Tracked, args: &Args) -> Result<(), Failure> {
                     screen.push_str(n);
                     screen.push('\n');
                 }
-                if !write_out(&screen)? {
-                    return Ok(());
-                }
-                last_draw = Instant::now();
+                view = Some(screen);
+            } else if changed && !terminal {
+                let mut line = calls_json(&t.tracker);
+                line.push('\n');
+                view = Some(line);
             }
-        } else if changed {
-            lines.push_str(&calls_json(&t.tracker));
-            lines.push('\n');
         }
-        last_sig = Some(sig);
-        if !lines.is_empty() && !write_out(&lines)? {
+        if (!lines.is_empty() || view.is_some()) && out.show(lines, view)? == Flow::Stop {
+            return Ok(());
+        }
+        if !going {
             return Ok(());
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
