@@ -237,6 +237,82 @@ pub fn a_removed_server_fails_its_pending_action_and_the_last_user_closes_the_fl
     });
 }
 
+/// A deadline given with an action is each server's own: sent to every server with
+/// `send_all_with`, or to one with `send_with`, an action that a server swallows fails at
+/// that deadline as a typed timeout (not at the configuration's 30 s), while the other
+/// server's answer is its own.
+pub fn an_action_sent_with_a_deadline_fails_a_silent_server_at_that_deadline<A: Adapter>() {
+    let answers = front();
+    let swallows = front();
+    swallows.with_faults(|f| {
+        f.drop_actions(ami_sim::ActionMatch::named("CoreStatus"));
+    });
+    A::block_on(async {
+        let (fleet, _events) = A::spawn_fleet(FleetConfig::default());
+        fleet.add("answers", admin(), answers.local_addr()).unwrap();
+        fleet
+            .add("swallows", admin(), swallows.local_addr())
+            .unwrap();
+        until("both servers ready", || {
+            ["answers", "swallows"]
+                .iter()
+                .all(|n| fleet.status(n).is_some_and(|s| s.is_ready()))
+        })
+        .await;
+        let deadline = Duration::from_millis(300);
+        let t0 = Instant::now();
+        let replies = within(
+            "send_all_with",
+            fleet.send_all_with(
+                Action::new("CoreStatus"),
+                ami_proto::SendOptions::timeout(deadline),
+            ),
+        )
+        .await;
+        let took = t0.elapsed();
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        for r in &replies {
+            match r.server.as_str() {
+                "answers" => assert!(r.result.is_ok(), "{:?}", r.result),
+                _ => assert!(
+                    matches!(
+                        r.result,
+                        Err(ami_async::AmiError::Action(
+                            ami_proto::ActionError::TimedOut { .. }
+                        ))
+                    ),
+                    "{:?}",
+                    r.result
+                ),
+            }
+        }
+        assert!(took >= deadline, "failed before its deadline: {took:?}");
+        let t0 = Instant::now();
+        let one = within(
+            "send_with",
+            fleet.send_with(
+                Route::Server("swallows"),
+                Action::new("CoreStatus"),
+                ami_proto::SendOptions::timeout(deadline),
+            ),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(
+                one.result,
+                Err(ami_async::AmiError::Action(
+                    ami_proto::ActionError::TimedOut { .. }
+                ))
+            ),
+            "{:?}",
+            one.result
+        );
+        assert!(t0.elapsed() >= deadline);
+        fleet.close();
+    });
+}
+
 /// A fleet split over three shards (a core fleet and a driver each) is still one fleet:
 /// one namespace of names (a duplicate is refused whichever shard it would land on), one
 /// status watch that sees every shard's servers get ready, actions by name answered by that

@@ -85,6 +85,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@fleet $adapter;
             a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly,
             a_removed_server_fails_its_pending_action_and_the_last_user_closes_the_fleet,
+            an_action_sent_with_a_deadline_fails_a_silent_server_at_that_deadline,
             a_sharded_fleet_is_one_fleet_with_one_connect_budget_and_even_shares,
             a_stalled_reader_holds_reads_but_actions_on_a_flooding_server_complete,
             per_server_operations_act_on_the_named_server_while_the_stream_is_stalled,

@@ -281,9 +281,31 @@ impl MioFleet {
         self.fleet.send(now, route, action)
     }
 
+    /// [`send`](Self::send) with options: a deadline of its own instead of the server's
+    /// `action_timeout`, a stream mark.
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        route: Route<'_>,
+        action: Action,
+        options: SendOptions,
+    ) -> Result<Routed, RouteError> {
+        self.fleet.send_with(now, route, action, options)
+    }
+
     /// Sends a copy of `action` to every server (see [`Fleet::send_all`]).
     pub fn send_all(&mut self, now: Instant, action: &Action) -> Vec<Result<Routed, RouteError>> {
-        self.fleet.send_all(now, action, SendOptions::default())
+        self.send_all_with(now, action, SendOptions::default())
+    }
+
+    /// [`send_all`](Self::send_all) with options, the same for every server.
+    pub fn send_all_with(
+        &mut self,
+        now: Instant,
+        action: &Action,
+        options: SendOptions,
+    ) -> Vec<Result<Routed, RouteError>> {
+        self.fleet.send_all(now, action, options)
     }
 
     /// The next item of the merged stream (see [`Fleet::poll_event`]).

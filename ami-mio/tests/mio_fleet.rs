@@ -227,3 +227,84 @@ fn wait_does_not_block_on_what_close_all_and_remove_left_for_the_next_step() {
         "{news:?}"
     );
 }
+
+#[test]
+fn an_action_sent_with_a_deadline_fails_a_silent_server_at_that_deadline() {
+    // `send_with` and `send_all_with` give each server the action's own deadline: a server
+    // that swallows it fails at that deadline with a typed timeout, not at the
+    // configuration's 30 s; the other server's answer is its own.
+    let answers = front();
+    let swallows = front();
+    swallows.with_faults(|f| {
+        f.drop_actions(ami_sim::ActionMatch::named("CoreStatus"));
+    });
+    let mut fleet = MioFleet::new().unwrap();
+    fleet
+        .add(Instant::now(), "answers", config(51), answers.local_addr())
+        .unwrap();
+    fleet
+        .add(
+            Instant::now(),
+            "swallows",
+            config(52),
+            swallows.local_addr(),
+        )
+        .unwrap();
+    let run = |fleet: &mut MioFleet, want: usize| {
+        let mut done = Vec::new();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end && done.len() < want {
+            for news in fleet.step(Instant::now()).unwrap().news {
+                if let FleetOutput::Completed {
+                    server, outcome, ..
+                } = news
+                {
+                    done.push((server.to_string(), outcome));
+                }
+            }
+            fleet.wait(Some(Duration::from_millis(20))).unwrap();
+        }
+        done
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while ["answers", "swallows"]
+        .iter()
+        .any(|n| !fleet.status(n).is_some_and(ServerStatus::is_ready))
+    {
+        assert!(Instant::now() < end, "not ready");
+        fleet.step(Instant::now()).unwrap();
+        fleet.wait(Some(Duration::from_millis(20))).unwrap();
+    }
+    let deadline = Duration::from_millis(300);
+    let timed_out = |o: &Result<_, ami_proto::ActionError>| {
+        matches!(o, Err(ami_proto::ActionError::TimedOut { .. }))
+    };
+    let t0 = Instant::now();
+    let sent = fleet.send_all_with(
+        t0,
+        &Action::new("CoreStatus"),
+        ami_proto::SendOptions::timeout(deadline),
+    );
+    assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+    let done = run(&mut fleet, 2);
+    assert!(t0.elapsed() >= deadline, "failed before its deadline");
+    assert_eq!(done.len(), 2, "{done:?}");
+    for (server, outcome) in &done {
+        match server.as_str() {
+            "answers" => assert!(outcome.is_ok(), "{outcome:?}"),
+            _ => assert!(timed_out(outcome), "{outcome:?}"),
+        }
+    }
+    let t0 = Instant::now();
+    fleet
+        .send_with(
+            t0,
+            Route::Server("swallows"),
+            Action::new("CoreStatus"),
+            ami_proto::SendOptions::timeout(deadline),
+        )
+        .unwrap();
+    let done = run(&mut fleet, 1);
+    assert!(t0.elapsed() >= deadline);
+    assert!(timed_out(&done[0].1), "{done:?}");
+}

@@ -193,6 +193,12 @@ impl FleetHandle {
     /// them: one reply per server, shard by shard, each in slot order. Dropping the future
     /// cancels every action not yet answered.
     pub async fn send_all(&self, action: Action) -> Vec<Reply> {
+        self.send_all_with(action, SendOptions::default()).await
+    }
+
+    /// [`send_all`](Self::send_all) with options (e.g. a deadline), the same for every
+    /// server.
+    pub async fn send_all_with(&self, action: Action, options: SendOptions) -> Vec<Reply> {
         let mut sent = Vec::new();
         for shard in &self.shards.shards {
             let results = shard.call(|s| {
@@ -200,7 +206,7 @@ impl FleetHandle {
                     return Vec::new();
                 }
                 let now = (shard.now)();
-                let results = s.fleet.send_all(now, &action, SendOptions::default());
+                let results = s.fleet.send_all(now, &action, options);
                 for r in results.iter().flatten() {
                     s.waiters.insert(
                         (r.server.clone(), r.id.clone()),
