@@ -55,6 +55,52 @@ fn action_prints_the_response_as_json_on_every_runtime() {
 }
 
 #[test]
+fn action_timeout_bounds_the_wait_for_a_server_that_never_answers() {
+    // A health check (`ami action Ping --timeout 1`) against a server that logs in and then
+    // swallows every action: the outcome is unknown after the timeout, not after the
+    // default 30 s, on one server and with `--on all` beside a server that answers.
+    let silent = Fake::start(|_, mut c| {
+        if c.login(true) {
+            while c.next().is_some() {}
+        }
+    });
+    let good = sim();
+    let good_url = sim_url(&good, "amp111");
+    each_runtime(|rt| {
+        let started = Instant::now();
+        let out = on(rt, &silent.url(), &["action", "Ping", "--timeout", "0.5"]);
+        let took = started.elapsed();
+        assert_code(&out, 1, rt);
+        assert!(stderr(&out).contains("timed out"), "{rt}: {}", stderr(&out));
+        assert!(stdout_lines(&out).is_empty(), "{rt}: nothing made up");
+        // 0.5 s, then at most 2 s for a Logoff the server swallows too.
+        assert!(took < Duration::from_secs(15), "{rt}: took {took:?}");
+
+        let started = Instant::now();
+        let out = on_servers(
+            rt,
+            &[&silent.url(), &good_url],
+            &["action", "Ping", "--timeout", "0.5", "--on", "all"],
+        );
+        let took = started.elapsed();
+        assert_code(&out, 1, rt);
+        let lines = stdout_lines(&out);
+        assert_eq!(lines.len(), 1, "{rt}: the answer that came: {lines:?}");
+        assert_eq!(header(&json(&lines[0]), "Ping").unwrap(), "Pong");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{}: timed out", silent.addr)),
+            "{rt}: {err}"
+        );
+        assert!(took < Duration::from_secs(15), "{rt}: took {took:?}");
+    });
+    for bad in ["0", "-1", "nan"] {
+        let out = ami(&["action", "Ping", "--timeout", bad]);
+        assert_code(&out, 2, bad);
+    }
+}
+
+#[test]
 fn log_records_reach_stderr_at_the_level_asked_and_never_show_the_secret() {
     let front = sim();
     each_runtime(|rt| {

@@ -6,8 +6,9 @@ use crate::terminal::say;
 use crate::url::ServerUrl;
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
-use ami_proto::{Action, ActionError, ActionId, Message, Response, MAX_ACTION_ID_LEN};
+use ami_proto::{Action, ActionError, ActionId, Message, Response, SendOptions, MAX_ACTION_ID_LEN};
 use std::io::Write;
+use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -20,11 +21,27 @@ pub(crate) struct Args {
     /// per server, each JSON line naming its server).
     #[arg(long, value_name = "NAME|all")]
     on: Option<String>,
+    /// Wait at most this many seconds for the response and any list items (default 30; an
+    /// async Originate's OriginateResponse is awaited as long as its Timeout says). Past it
+    /// the outcome is unknown: exit 1, and the server may still run the action.
+    #[arg(long, value_parser = positive_seconds)]
+    timeout: Option<f64>,
+}
+
+/// `--timeout`: seconds, more than 0 (an action whose deadline has passed is never sent).
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match crate::seconds::parse(text)? {
+        s if s > 0.0 => Ok(s),
+        _ => Err("give more than 0 seconds".to_string()),
+    }
 }
 
 /// The most `action --on` waits for every reply (a server that is down holds its action
 /// until the action's own deadline).
 const ON_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How much longer than an action's `--timeout` `action --on` waits at most.
+const ON_LIMIT_PAST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// For the CLI's own tests only: a shorter [`ON_LIMIT`] in milliseconds, so a test of a
 /// server that never answers does not take a minute. Not documented for users; a value that
@@ -153,16 +170,18 @@ fn report_on(
     }
 }
 
-/// Checks `action`, opens a session asking for `events`, sends it, logs off, prints.
+/// Checks `action`, opens a session asking for `events`, sends it with `options`, logs
+/// off, prints.
 pub(crate) fn send_one(
     conn: &Connection,
     action: Action,
+    options: SendOptions,
     events: &str,
     shown: Shown,
 ) -> Result<(), Failure> {
     check(&action)?;
     let mut live = session::open(conn, events)?;
-    let result = live.call(action);
+    let result = live.call_with(action, options);
     live.logoff();
     report(result?, &live.url, shown)
 }
@@ -172,19 +191,28 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     for (k, v) in &args.fields {
         action.push(k, v);
     }
+    let options = args
+        .timeout
+        .map(|s| SendOptions::timeout(Duration::from_secs_f64(s)))
+        .unwrap_or_default();
     match (&args.on, conn.server.len()) {
-        (None, 0 | 1) => send_one(conn, action, "off", Shown::All),
+        (None, 0 | 1) => send_one(conn, action, options, "off", Shown::All),
         (None, _) => Err(Failure::new(
             EXIT_USAGE,
             "several servers: pick one with --on HOST:PORT, or --on all",
         )),
-        (Some(on), _) => send_on(conn, action, on),
+        (Some(on), _) => send_on(conn, action, options, on),
     }
 }
 
 /// `--on NAME|all`: one result per server, each line naming its server; the exit code is
 /// the worst of them (a failure's words on stderr, prefixed with the server).
-fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
+fn send_on(
+    conn: &Connection,
+    action: Action,
+    options: SendOptions,
+    on: &str,
+) -> Result<(), Failure> {
     check(&action)?;
     if conn.server.is_empty() {
         return Err(crate::session::no_server());
@@ -209,14 +237,18 @@ fn send_on(conn: &Connection, action: Action, on: &str) -> Result<(), Failure> {
             worst = Some(Failure::new(EXIT_CONNECT, format!("{server}: {why}")));
         }
     }
-    let limit = on_limit();
+    // The actions' own deadlines end them first, each as a typed timeout; the limit only
+    // bounds what no deadline covers (an Originate's follow-up, say).
+    let limit = options
+        .timeout
+        .map_or(on_limit(), |t| on_limit().max(t + ON_LIMIT_PAST_TIMEOUT));
     let called = if target_down {
         Ok(fleet::Called {
             replies: Vec::new(),
             late: Vec::new(),
         })
     } else {
-        fleet.call(on, action, limit)
+        fleet.call(on, action, options, limit)
     };
     fleet.logoff(crate::session::LOGOFF_GRACE);
     let called = called?;

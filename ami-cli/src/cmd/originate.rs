@@ -2,7 +2,7 @@
 
 use super::action::{parse_field, send_one, Shown};
 use crate::{Connection, Failure, EXIT_USAGE};
-use ami_proto::Action;
+use ami_proto::{Action, SendOptions};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -68,5 +68,11 @@ fn action(a: &Args) -> Result<Action, Failure> {
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
-    send_one(conn, action(args)?, "call", Shown::FollowUp)
+    send_one(
+        conn,
+        action(args)?,
+        SendOptions::default(),
+        "call",
+        Shown::FollowUp,
+    )
 }

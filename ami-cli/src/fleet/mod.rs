@@ -11,7 +11,7 @@ use crate::url::ServerUrl;
 use crate::{Connection, Failure, Runtime};
 use ami_async::fleet::Reply;
 use ami_proto::fleet::{FleetItem, ServerName, ServerStatus};
-use ami_proto::{Action, ClientConfig, DisconnectReason};
+use ami_proto::{Action, ClientConfig, DisconnectReason, SendOptions};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -50,9 +50,16 @@ struct Member {
 trait Engine {
     /// Blocks until items or status changes arrive or `until` passes; appends them.
     fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure>;
-    /// Sends `action` to the server named `on` (or every server for `all`) and waits for
-    /// the replies, at most `limit`: those in by then, and the servers still silent.
-    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Called, Failure>;
+    /// Sends `action` with `options` to the server named `on` (or every server for `all`)
+    /// and waits for the replies, at most `limit`: those in by then, and the servers still
+    /// silent.
+    fn call(
+        &mut self,
+        on: &str,
+        action: Action,
+        options: SendOptions,
+        limit: Duration,
+    ) -> Result<Called, Failure>;
     /// Every server's status, by name.
     fn statuses(&self) -> Vec<(String, ServerStatus)>;
     /// Takes the server named `name` out of the fleet (its session closes).
@@ -113,9 +120,10 @@ impl Fleet {
         &mut self,
         on: &str,
         action: Action,
+        options: SendOptions,
         limit: Duration,
     ) -> Result<Called, Failure> {
-        self.engine.call(on, action, limit)
+        self.engine.call(on, action, options, limit)
     }
 
     /// The servers that stopped for good on their own (a login rejected, for instance),

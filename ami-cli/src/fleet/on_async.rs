@@ -9,7 +9,7 @@ use ami_async::fleet::{
     FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, RouteFailed, ServerStatus,
     StatusChange, StatusWatch,
 };
-use ami_proto::Action;
+use ami_proto::{Action, SendOptions};
 use async_io::Timer;
 use futures_lite::future;
 use std::future::{pending, poll_fn, Future};
@@ -164,7 +164,13 @@ impl Engine for AsyncRun {
         Ok(())
     }
 
-    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Called, Failure> {
+    fn call(
+        &mut self,
+        on: &str,
+        action: Action,
+        options: SendOptions,
+        limit: Duration,
+    ) -> Result<Called, Failure> {
         let names: Vec<String> = if on == "all" {
             self.statuses().into_iter().map(|(name, _)| name).collect()
         } else {
@@ -177,9 +183,12 @@ impl Engine for AsyncRun {
         type Send<'a> = Pin<Box<dyn Future<Output = Result<Reply, RouteFailed>> + 'a>>;
         let mut sends: Vec<Option<Send<'_>>> = names
             .iter()
-            .map(
-                |name| Some(Box::pin(handle.send(Route::Server(name), action.clone())) as Send<'_>),
-            )
+            .map(|name| {
+                Some(
+                    Box::pin(handle.send_with(Route::Server(name), action.clone(), options))
+                        as Send<'_>,
+                )
+            })
             .collect();
         let mut got: Vec<Option<Reply>> =
             std::iter::repeat_with(|| None).take(names.len()).collect();

@@ -7,7 +7,7 @@ use ami_async::fleet::Reply;
 use ami_async::AmiError;
 use ami_mio::MioFleet;
 use ami_proto::fleet::{FleetItem, FleetOutput, Route, RouteError, ServerName, ServerStatus};
-use ami_proto::{Action, ActionId};
+use ami_proto::{Action, ActionId, SendOptions};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -158,13 +158,22 @@ impl Engine for MioRun {
         }
     }
 
-    fn call(&mut self, on: &str, action: Action, limit: Duration) -> Result<Called, Failure> {
+    fn call(
+        &mut self,
+        on: &str,
+        action: Action,
+        options: SendOptions,
+        limit: Duration,
+    ) -> Result<Called, Failure> {
         let now = Instant::now();
         let end = now + limit;
         let sent = if on == "all" {
-            self.fleet.send_all(now, &action)
+            self.fleet.send_all_with(now, &action, options)
         } else {
-            match self.fleet.send(now, Route::Server(on), action) {
+            match self
+                .fleet
+                .send_with(now, Route::Server(on), action, options)
+            {
                 Ok(r) => vec![Ok(r)],
                 Err(e) => return Err(Failure::new(EXIT_USAGE, format!("--on {on}: {e}"))),
             }

@@ -310,7 +310,16 @@ impl Live {
     /// Sends one action and waits for its outcome; other happenings are dropped (a command
     /// that calls this asked for no events).
     pub(crate) fn call(&mut self, action: Action) -> Result<Result<Response, CallError>, Failure> {
-        let ticket = self.session.send(action);
+        self.call_with(action, SendOptions::default())
+    }
+
+    /// [`call`](Self::call) with options (a deadline of the action's own).
+    pub(crate) fn call_with(
+        &mut self,
+        action: Action,
+        options: SendOptions,
+    ) -> Result<Result<Response, CallError>, Failure> {
+        let ticket = self.session.send_with(action, options);
         let mut happened = Vec::new();
         loop {
             self.wait(None, &mut happened)?;
