@@ -25,6 +25,7 @@ mod seconds;
 mod session;
 mod status_line;
 mod stop;
+mod subscription;
 mod terminal;
 mod url;
 mod view_out;

@@ -101,6 +101,93 @@ fn action_timeout_bounds_the_wait_for_a_server_that_never_answers() {
 }
 
 #[test]
+fn listen_for_named_events_has_the_server_send_only_those_and_prints_the_same_lines() {
+    // `listen --event Hangup` while calls come and go and 3,000 UserEvents fly: a user that
+    // may filter (write=system) gets only the Hangups over the wire; one that reads
+    // everything but may not filter (`reader`) gets every call event and no UserEvent (the
+    // event mask asks for `system,call` only), and the command filters them itself. Both
+    // print the same lines.
+    let load = |front: &TcpFront| {
+        front.with_server(|srv, now| {
+            for _ in 0..10 {
+                srv.originate_call(now, ami_sim::CallRequest::new("Local/echo@ami-test", 1));
+            }
+            srv.emit_user_events(now, 3000);
+        });
+    };
+    each_runtime(|rt| {
+        let mut config = SimConfig::default();
+        config.users.push(ami_sim::SimUser::new(
+            "reader",
+            "reader1",
+            ami_sim::ClassMask::ALL,
+            ami_sim::ClassMask::CALL,
+        ));
+        let front = TcpFront::start(config, "127.0.0.1:0").unwrap();
+        let mut printed = Vec::new();
+        for (user, secret) in [("admin", "amp111"), ("reader", "reader1")] {
+            let url = format!("ami://{user}:{secret}@{}", front.local_addr());
+            let before = front.stats();
+            let child = spawn_piped(&[
+                "--runtime",
+                rt,
+                "--server",
+                &url,
+                "listen",
+                "--event",
+                "hangup",
+                "--duration",
+                "4",
+            ]);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while front.stats().logins == before.logins {
+                assert!(Instant::now() < deadline, "{rt} {user}: no login");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            // The filter's action after the login, answered.
+            std::thread::sleep(Duration::from_millis(300));
+            load(&front);
+            let out = child.wait_with_output().unwrap();
+            assert_code(&out, 0, &format!("{rt} {user}"));
+            let lines = stdout_lines(&out);
+            let events: Vec<Value> = lines
+                .iter()
+                .map(|l| json(l))
+                .filter(|v| v["type"] == "event")
+                .collect();
+            assert!(
+                events
+                    .iter()
+                    .all(|v| header(v, "Event").unwrap() == "Hangup"),
+                "{rt} {user}: {lines:?}"
+            );
+            let delivered = front.stats().events_delivered - before.events_delivered;
+            printed.push((user, events.len() as u64, delivered));
+        }
+        let [(_, admin_lines, admin_wire), (_, reader_lines, reader_wire)] = printed[..] else {
+            panic!("{printed:?}");
+        };
+        assert!(admin_lines >= 10, "{rt}: {printed:?}");
+        assert_eq!(
+            admin_lines, reader_lines,
+            "{rt}: the same lines: {printed:?}"
+        );
+        assert!(
+            admin_wire <= admin_lines + 2,
+            "{rt}: filtered at the server: {printed:?}"
+        );
+        assert!(
+            reader_wire > 3 * reader_lines,
+            "{rt}: unfiltered without write=system: {printed:?}"
+        );
+        assert!(
+            reader_wire < 3000,
+            "{rt}: the mask kept the UserEvents out: {printed:?}"
+        );
+    });
+}
+
+#[test]
 fn log_records_reach_stderr_at_the_level_asked_and_never_show_the_secret() {
     let front = sim();
     each_runtime(|rt| {

@@ -702,6 +702,139 @@ fn a_held_fully_booted_whose_session_never_became_ready_is_a_counted_discard() {
 }
 
 #[test]
+fn configured_filters_are_installed_at_every_login_before_ready() {
+    // `ClientConfig::filter`: from the first session on, no event the filter keeps out
+    // reaches the stream (events before its answer are counted BeforeReady discards), and
+    // a refused filter (no write=system) leaves the session up, unfiltered.
+    let t0 = Instant::now();
+    let config = base()
+        .filter("^Event: Hangup[[:space:]]")
+        .filter("!Event: VarSet")
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, t0);
+    for connection in 0..2 {
+        if connection == 1 {
+            let retry = match &h.eof()[..] {
+                [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
+                other => panic!("{other:?}"),
+            };
+            h.advance_to(retry);
+        }
+        let out = h.login();
+        assert!(out.is_empty(), "not Ready before the filters: {out:?}");
+        let written = h.take_all();
+        let filters: Vec<_> = written
+            .iter()
+            .map(|m| (m.action().unwrap(), m.get_str("Filter").unwrap()))
+            .collect();
+        assert_eq!(
+            filters,
+            [
+                ("Filter", "^Event: Hangup[[:space:]]"),
+                ("Filter", "!Event: VarSet")
+            ],
+            "connection {connection}"
+        );
+        h.feed(&event("Newchannel", 1));
+        assert!(h.feed(&success(id_of(&written[0]), "ok")).is_empty());
+        let refused = msg(&[
+            ("Response", "Error"),
+            ("ActionID", id_of(&written[1])),
+            ("Message", "Permission denied"),
+        ]);
+        let out = h.feed(&refused);
+        assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+        h.feed(&event("Hangup", 2));
+    }
+    assert_eq!(
+        labels(&h.events()),
+        [
+            "Discarded { reason: BeforeReady, count: 1 }",
+            "ready",
+            "Hangup2",
+            "down:eof",
+            "Discarded { reason: BeforeReady, count: 1 }",
+            "ready",
+            "Hangup2"
+        ]
+    );
+    assert_eq!(h.client.stats().discarded, 2);
+}
+
+#[test]
+fn prefilters_are_installed_at_every_login_without_holding_ready_or_events_back() {
+    // `ClientConfig::prefilter` cuts traffic, not the stream: Ready comes with the login,
+    // the events the server sends before it applies the filter are delivered (the
+    // application filters them itself), and a refusal leaves the session up.
+    let t0 = Instant::now();
+    let config = base()
+        .prefilter("^Event: Hangup[[:space:]]")
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, t0);
+    for connection in 0..2 {
+        if connection == 1 {
+            let retry = match &h.eof()[..] {
+                [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
+                other => panic!("{other:?}"),
+            };
+            h.advance_to(retry);
+        }
+        let out = h.login();
+        assert!(
+            matches!(out.last(), Some(Out::Ready(_))),
+            "connection {connection}: Ready with the login: {out:?}"
+        );
+        let f = h.take("Filter");
+        assert_eq!(f.get_str("Filter"), Some("^Event: Hangup[[:space:]]"));
+        h.feed(&event("Newchannel", 1));
+        let refused = msg(&[
+            ("Response", "Error"),
+            ("ActionID", id_of(&f)),
+            ("Message", "Permission denied"),
+        ]);
+        assert!(h.feed(&refused).is_empty(), "no outcome of its own");
+        assert!(h.client.is_ready());
+        h.feed(&event("Hangup", 2));
+    }
+    assert_eq!(
+        labels(&h.events()),
+        [
+            "ready",
+            "Newchannel1",
+            "Hangup2",
+            "down:eof",
+            "ready",
+            "Newchannel1",
+            "Hangup2"
+        ]
+    );
+    assert_eq!(h.client.stats().discarded, 0);
+}
+
+#[test]
+fn configured_filters_that_cannot_be_sent_are_refused_at_build() {
+    let long = "x".repeat(1100);
+    for (bad, why) in [
+        ("", "empty"),
+        ("Event: A\r\nAction: Logoff", "CR LF"),
+        (long.as_str(), "too long"),
+    ] {
+        let err = base().filter(bad).build().unwrap_err();
+        assert!(err.to_string().contains("filter"), "{why}: {err}");
+    }
+    for bad in ["", "Event: A\r\nAction: Logoff"] {
+        assert!(base().prefilter(bad).build().is_err(), "{bad:?}");
+    }
+    let mut many = base();
+    for i in 0..=ami_proto::MAX_FILTERS {
+        many = many.filter(format!("Event: E{i}"));
+    }
+    assert!(many.build().is_err());
+}
+
+#[test]
 fn filter_added_while_disconnected_is_sent_once_on_the_first_connection() {
     let t0 = Instant::now();
     let mut h = Harness::new(base().build().unwrap(), t0);

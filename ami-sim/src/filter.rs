@@ -1,16 +1,26 @@
 //! Per-session event filters (the Filter action).
 //!
-//! **Simplification:** Asterisk compiles filters as POSIX extended regular expressions. The
-//! simulator has no regex engine: a pattern matches when it occurs as a plain substring
-//! (`Event: Newchannel`, `Channel: Local/`). Legacy filters match the whole event text, with
-//! a leading `!` making the filter exclude. Advanced filters (`MatchCriteria`) support
-//! `action(include|exclude)`, `name(Event)`, `header(Key)` and the methods `exact`,
-//! `starts_with`/`startsWith`, `ends_with`/`endsWith`, `contains`, `regex` (substring) and
-//! `none`, given bare or as `method(...)`.
+//! Asterisk compiles filters as POSIX extended regular expressions (`regcomp` with
+//! `REG_EXTENDED | REG_NOSUB`); the simulator compiles them with the `regex` crate, whose
+//! syntax agrees with POSIX ERE on what filters use (`^Event: Hangup[[:space:]]`, `a|b`,
+//! `.*`, bracket classes) and which, like `regexec`, finds a match anywhere unless anchored.
+//! A pattern that does not compile is refused with Asterisk's "did not compile" error. Legacy
+//! filters match the whole event text, with a leading `!` making the filter exclude. Advanced
+//! filters (`MatchCriteria`) support `action(include|exclude)`, `name(Event)`, `header(Key)`
+//! and the methods `exact`, `starts_with`/`startsWith`, `ends_with`/`endsWith`, `contains`,
+//! `regex` and `none`, given bare or as `method(...)`.
+
+use regex::bytes::{Regex, RegexBuilder};
+
+/// Most memory one compiled filter may take: far more than any pattern that fits a
+/// 1024-byte line needs, far less than a client could make the simulator spend otherwise.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// How a filter compares its pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
+    /// A POSIX extended regular expression, found anywhere unless anchored.
+    Regex,
     Substring,
     Exact,
     StartsWith,
@@ -26,6 +36,8 @@ struct Filter {
     header: Option<String>,
     method: Method,
     pattern: Vec<u8>,
+    /// The compiled pattern, for [`Method::Regex`].
+    regex: Option<Regex>,
 }
 
 /// Why a filter was refused (mapped to Asterisk's error texts).
@@ -33,6 +45,16 @@ struct Filter {
 pub(crate) enum FilterError {
     /// "Filter was formatted incorrectly."
     Format,
+    /// "Filter did not compile."
+    Compile,
+}
+
+fn compile(pattern: &[u8]) -> Result<Regex, FilterError> {
+    let text = std::str::from_utf8(pattern).map_err(|_| FilterError::Compile)?;
+    RegexBuilder::new(text)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|_| FilterError::Compile)
 }
 
 /// A session's include and exclude filters. Bounded by [`Filters::MAX`].
@@ -68,8 +90,9 @@ impl Filters {
                     exclude,
                     event: None,
                     header: None,
-                    method: Method::Substring,
+                    method: Method::Regex,
                     pattern: pattern.as_bytes().to_vec(),
+                    regex: Some(compile(pattern.as_bytes())?),
                 }
             }
             Some(c) => parse_criteria(c, filter.unwrap_or(""))?,
@@ -110,8 +133,9 @@ fn parse_criteria(criteria: &str, pattern: &str) -> Result<Filter, FilterError> 
         exclude: false,
         event: None,
         header: None,
-        method: Method::Substring,
+        method: Method::Regex,
         pattern: pattern.as_bytes().to_vec(),
+        regex: None,
     };
     for token in criteria.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let (key, arg) = match token.find('(') {
@@ -130,7 +154,8 @@ fn parse_criteria(criteria: &str, pattern: &str) -> Result<Filter, FilterError> 
             "header" => f.header = Some(arg.to_string()),
             "method" => {
                 f.method = match arg.to_ascii_lowercase().replace('_', "").as_str() {
-                    "regex" | "contains" => Method::Substring,
+                    "regex" => Method::Regex,
+                    "contains" => Method::Substring,
                     "exact" => Method::Exact,
                     "startswith" => Method::StartsWith,
                     "endswith" => Method::EndsWith,
@@ -143,6 +168,9 @@ fn parse_criteria(criteria: &str, pattern: &str) -> Result<Filter, FilterError> 
     }
     if f.method != Method::None && f.pattern.is_empty() {
         return Err(FilterError::Format);
+    }
+    if f.method == Method::Regex {
+        f.regex = Some(compile(&f.pattern)?);
     }
     Ok(f)
 }
@@ -181,6 +209,7 @@ impl Filter {
         };
         match self.method {
             Method::None => true,
+            Method::Regex => self.regex.as_ref().is_some_and(|r| r.is_match(subject)),
             Method::Substring => contains(subject, &self.pattern),
             Method::Exact => subject == &self.pattern[..],
             Method::StartsWith => subject.starts_with(&self.pattern),
@@ -208,6 +237,31 @@ mod tests {
         assert!(!f.pass("Newchannel", NEWCHANNEL));
         assert_eq!(f.add(Some("!"), None), Err(FilterError::Format));
         assert_eq!(f.add(None, None), Err(FilterError::Format));
+    }
+
+    #[test]
+    fn legacy_filters_are_posix_extended_regular_expressions() {
+        let request = b"Event: HangupRequest\r\nPrivilege: call,all\r\n\r\n";
+        let mut f = Filters::default();
+        // What `ami listen --event Hangup` installs: Hangup, not HangupRequest.
+        f.add(Some("^Event: Hangup[[:space:]]"), None).unwrap();
+        assert!(f.pass("Hangup", HANGUP));
+        assert!(!f.pass("HangupRequest", request));
+        assert!(!f.pass("Newchannel", NEWCHANNEL));
+        let mut g = Filters::default();
+        g.add(Some("Channel: (SIP|Local)/"), None).unwrap();
+        g.add(Some("!Local/1@x"), None).unwrap();
+        assert!(g.pass("Hangup", HANGUP));
+        assert!(!g.pass("Newchannel", NEWCHANNEL));
+        assert_eq!(
+            g.add(Some("Event: (Hangup"), None),
+            Err(FilterError::Compile)
+        );
+        let mut h = Filters::default();
+        h.add(Some("^SIP/[0-9]+$"), Some("header(Channel),method(regex)"))
+            .unwrap();
+        assert!(h.pass("Hangup", HANGUP));
+        assert!(!h.pass("Newchannel", NEWCHANNEL));
     }
 
     #[test]

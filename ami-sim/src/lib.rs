@@ -78,8 +78,9 @@
 //!
 //! ## Simplifications
 //!
-//! * Filters and `Hangup` `/regex/` match plain substrings (no regex engine). Masks and
-//!   filters are applied when an event is generated (Asterisk applies them at delivery).
+//! * `Hangup` `/regex/` matches a plain substring (filters are POSIX-style regular
+//!   expressions, as in Asterisk). Masks and filters are applied when an event is generated
+//!   (Asterisk applies them at delivery).
 //! * Queue agents are synthetic snapshots, not dialled channels; bridges
 //!   (BridgeCreate/Enter/Leave) and Local channel optimisation are not simulated; device
 //!   state exists only for the `Local/...` devices of calls.

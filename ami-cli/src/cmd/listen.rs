@@ -6,6 +6,7 @@ use crate::losses::{Loss, Losses};
 use crate::printer::{Flow, Line, Printer};
 use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
 use crate::stop;
+use crate::subscription::{self, Subscription};
 use crate::terminal::say;
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT};
@@ -22,12 +23,31 @@ pub(crate) struct Args {
     /// Stop after this many seconds (then at most 2 s more to log off).
     #[arg(long, value_parser = crate::seconds::parse)]
     duration: Option<f64>,
-    /// Only these event names (repeatable, case-insensitive).
+    /// Only these event names (repeatable, case-insensitive). The server is asked to send
+    /// only those (the event mask of their classes, and a Filter where the user may: AMI's
+    /// `write=system`); the command filters them too, so the output is the same either way.
     #[arg(long = "event")]
     events: Vec<String>,
 }
 
 impl Args {
+    /// What to ask the server for; a name the catalog does not know is said on stderr
+    /// (a typo listens for nothing), then listened for as given.
+    fn subscription(&self) -> Subscription {
+        for (name, near) in subscription::unknown_names(&self.events) {
+            match near {
+                Some(near) => say!(
+                    "ami: --event {name}: not an event of Asterisk 22 (did you mean {near}?); \
+                     listening for it as given"
+                ),
+                None => say!(
+                    "ami: --event {name}: not an event of Asterisk 22; listening for it as given"
+                ),
+            }
+        }
+        subscription::for_events(&self.events)
+    }
+
     fn wanted(&self, m: &Message) -> bool {
         self.events.is_empty()
             || m.event()
@@ -114,7 +134,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     if conn.server.len() > 1 {
         return run_fleet(conn, args);
     }
-    let mut live = session::open(conn, "on")?;
+    let mut live = session::open(conn, args.subscription())?;
     // Only now: until the first login there is nothing to save, and the signals' default
     // action ends a slow name lookup or connect at once, as a person pressing Ctrl-C wants.
     stop::catch();
@@ -163,7 +183,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
 /// line on stderr whenever a server goes down or comes back.
 fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
     stop::catch();
-    let mut fleet = Fleet::open(conn, "on")?;
+    let mut fleet = Fleet::open(conn, args.subscription())?;
     let end = args
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));

@@ -7,6 +7,7 @@ mod on_async;
 mod on_mio;
 
 use crate::session::{config, read_ca};
+use crate::subscription::Subscription;
 use crate::url::ServerUrl;
 use crate::{Connection, Failure, Runtime};
 use ami_async::fleet::Reply;
@@ -84,12 +85,16 @@ pub(crate) fn name(url: &ServerUrl) -> String {
 
 impl Fleet {
     /// Adds every `--server` (asking for `events`); they connect in the background.
-    pub(crate) fn open(conn: &Connection, events: &str) -> Result<Fleet, Failure> {
+    pub(crate) fn open(
+        conn: &Connection,
+        events: impl Into<Subscription>,
+    ) -> Result<Fleet, Failure> {
+        let events = events.into();
         let mut members = Vec::with_capacity(conn.server.len());
         for url in &conn.server {
             members.push(Member {
                 name: name(url),
-                config: config(conn.auth, &url.user, url.secret.expose(), events)?,
+                config: config(conn.auth, &url.user, url.secret.expose(), events.clone())?,
                 ca_pem: if url.tls { Some(read_ca(conn)?) } else { None },
                 url: url.clone(),
             });

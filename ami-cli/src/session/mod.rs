@@ -12,6 +12,7 @@ mod on_runtime;
 mod tokio;
 
 use crate::diagnose;
+use crate::subscription::Subscription;
 use crate::url::ServerUrl;
 use crate::words;
 use crate::{Auth, Connection, Failure, Runtime, EXIT_CONNECT, EXIT_USAGE};
@@ -152,14 +153,21 @@ pub(crate) fn config(
     auth: Auth,
     user: &str,
     secret: &str,
-    events: &str,
+    wanted: impl Into<Subscription>,
 ) -> Result<ClientConfig, Failure> {
-    ClientConfig::builder(user, secret)
+    let wanted = wanted.into();
+    let mut builder = ClientConfig::builder(user, secret)
         .auth(match auth {
             Auth::Plain => AuthMethod::Plain,
             Auth::Md5 => AuthMethod::Md5,
         })
-        .events(events)
+        .events(wanted.mask);
+    // Prefilters: the output is filtered here anyway, so the session need not wait for
+    // them, and no event is lost to the moment before the server applies them.
+    for f in wanted.filters {
+        builder = builder.prefilter(f);
+    }
+    builder
         .build()
         .map_err(|e| Failure::new(EXIT_USAGE, format!("bad client settings: {e}")))
 }
@@ -175,7 +183,7 @@ pub(crate) struct Live {
 /// Opens a session to the `--server`, asking for `events` (`on`, `off`, `call`...), and
 /// waits for the first login. A first failure (refused, rejected password) is reported at
 /// once, in words, with no retry loop.
-pub(crate) fn open(conn: &Connection, events: &str) -> Result<Live, Failure> {
+pub(crate) fn open(conn: &Connection, events: impl Into<Subscription>) -> Result<Live, Failure> {
     let url = one_server(conn)?;
     diagnose::resolve(url)?;
     let config = config(conn.auth, &url.user, url.secret.expose(), events)?;

@@ -100,6 +100,10 @@ pub struct ClientConfig {
     pub(crate) secret: Secret,
     pub(crate) auth: AuthMethod,
     pub(crate) events: String,
+    /// Installed at every login, before the session is announced Ready.
+    pub(crate) filters: Vec<String>,
+    /// Installed at every login; Ready does not wait for them.
+    pub(crate) prefilters: Vec<String>,
     pub(crate) seed: Option<u64>,
     /// Shared, not copied: the event queue keeps one for its own log records.
     pub(crate) name: Option<Arc<str>>,
@@ -139,6 +143,8 @@ impl ClientConfig {
                 secret: Secret::new(secret),
                 auth: AuthMethod::Plain,
                 events: "on".into(),
+                filters: Vec::new(),
+                prefilters: Vec::new(),
                 seed: None,
                 name: None,
                 decoder: DecoderLimits::default(),
@@ -376,12 +382,59 @@ impl ClientConfigBuilder {
         self
     }
 
+    /// An event filter (`Action: Filter`, `Operation: Add`, this `Filter:`) installed at
+    /// every login, before the session is announced Ready, so that no event the filters
+    /// keep out reaches the stream, from the first session on; repeatable. Legacy syntax:
+    /// a POSIX extended regular expression over the whole event text, a leading `!`
+    /// excluding (`^Event: Hangup[[:space:]]`). Asterisk requires `write=system` for it; a
+    /// server that refuses it is logged (warn) and the session goes on unfiltered. At most
+    /// [`MAX_FILTERS`](crate::MAX_FILTERS), with those added later by
+    /// [`Client::add_filter`](crate::Client::add_filter).
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.config.filters.push(filter.into());
+        self
+    }
+
+    /// A filter that cuts traffic, not the stream: installed at every login like
+    /// [`filter`](Self::filter), but the session is Ready at once, without waiting for the
+    /// server's answer, so the events the server sends before it applies the filter still
+    /// arrive (and a refusal, for a user without `write=system`, leaves the session
+    /// unfiltered, logged at warn). For an application that filters the stream itself
+    /// (`ami listen --event`): the server sends less, and nothing is lost to the window in
+    /// which the filter is not in place yet. Repeatable, at most
+    /// [`MAX_FILTERS`](crate::MAX_FILTERS).
+    pub fn prefilter(mut self, filter: impl Into<String>) -> Self {
+        self.config.prefilters.push(filter.into());
+        self
+    }
+
     /// Checks the settings against each other and returns the config.
     pub fn build(self) -> Result<ClientConfig, ConfigError> {
         let c = self.config;
         check_text("username", "Username", &c.username)?;
         check_text("secret", "Secret", c.secret.expose())?;
         check_text("events", "Events", &c.events)?;
+        for f in c.filters.iter().chain(&c.prefilters) {
+            let why = if f.is_empty() {
+                "must not be empty"
+            } else if f.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                "must not contain CR, LF or NUL"
+            } else if "Filter: ".len() + f.len() + 2 > MAX_LINE_LEN {
+                "is too long: its Filter line must fit Asterisk's 1024 bytes"
+            } else {
+                continue;
+            };
+            return Err(ConfigError::Invalid {
+                setting: "filter",
+                why,
+            });
+        }
+        if c.filters.len().max(c.prefilters.len()) > crate::MAX_FILTERS {
+            return Err(ConfigError::Invalid {
+                setting: "filter",
+                why: "is given more times than the client can re-apply (MAX_FILTERS)",
+            });
+        }
         if let Some(name) = &c.name {
             check_name(name)?;
         }

@@ -31,6 +31,9 @@ pub(crate) enum Internal {
     Challenge,
     Login,
     Reapply,
+    /// A [`ClientConfig::prefilter`](crate::ClientConfig::prefilter): Ready does not wait
+    /// for its answer.
+    Prefilter,
     Heartbeat,
     Logoff,
 }

@@ -58,6 +58,10 @@ pub(super) fn filter(srv: &mut SimServer, sid: SessionId, req: &Request, _now: I
             id.as_deref(),
             "Filter was formatted incorrectly.  Check the syntax of the filter given.",
         )),
+        Err(FilterError::Compile) => Outcome::Reply(out::error(
+            id.as_deref(),
+            "Filter did not compile.  Check the syntax of the filter given.",
+        )),
     }
 }
 

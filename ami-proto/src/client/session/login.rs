@@ -88,6 +88,16 @@ impl Client {
                     self.become_ready(now);
                 }
             }
+            Internal::Prefilter => {
+                if !ok {
+                    log::warn!(
+                        "{}: the server refused a traffic filter (the session goes on \
+                         unfiltered): {}",
+                        self.config.who(),
+                        Shown(&text)
+                    );
+                }
+            }
             Internal::Heartbeat => self.conn.heartbeat_outstanding = false,
             Internal::Logoff => {
                 // Asterisk answers Goodbye and hangs up. Any other answer still ends the
@@ -129,6 +139,12 @@ impl Client {
                 .field("Operation", "Add")
                 .field("Filter", f);
             self.send_internal(now, Internal::Reapply, action);
+        }
+        for f in self.config.prefilters.clone() {
+            let action = Action::new("Filter")
+                .field("Operation", "Add")
+                .field("Filter", f);
+            self.send_internal(now, Internal::Prefilter, action);
         }
         if self.conn.reapply_left == 0 {
             self.become_ready(now);

@@ -261,6 +261,8 @@ impl Client {
             decoder.share_messages();
         }
         let backoff = Backoff::new(&config);
+        // Sequence 0 is no action's: each is installed by the first login.
+        let filters = config.filters.iter().map(|f| (f.clone(), 0)).collect();
         let mut client = Client {
             config,
             state: State::Backoff,
@@ -272,7 +274,7 @@ impl Client {
             pending: PendingTable::default(),
             outputs: VecDeque::new(),
             events,
-            filters: Vec::new(),
+            filters,
             logoff_requested: false,
             backoff,
             marks: HashMap::new(),
