@@ -8,7 +8,7 @@
 //! - one **filter** per name (`^Event: Hangup[[:space:]]`, a POSIX extended regular
 //!   expression over the event text, anchored at its start so that `Hangup` does not also
 //!   match `HangupRequest`), sent at every login as a prefilter
-//!   ([`ami_proto::ClientConfig::prefilter`]): the session does not wait for it, so no
+//!   ([`ami_proto::ClientConfigBuilder::prefilter`]): the session does not wait for it, so no
 //!   event is lost to the moment before the server applies it.
 //!
 //! Neither replaces the command's own filtering: Asterisk refuses the Filter action to a

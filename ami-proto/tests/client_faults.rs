@@ -703,7 +703,7 @@ fn a_held_fully_booted_whose_session_never_became_ready_is_a_counted_discard() {
 
 #[test]
 fn configured_filters_are_installed_at_every_login_before_ready() {
-    // `ClientConfig::filter`: from the first session on, no event the filter keeps out
+    // `ClientConfigBuilder::filter`: from the first session on, no event the filter keeps out
     // reaches the stream (events before its answer are counted BeforeReady discards), and
     // a refused filter (no write=system) leaves the session up, unfiltered.
     let t0 = Instant::now();
@@ -764,7 +764,7 @@ fn configured_filters_are_installed_at_every_login_before_ready() {
 
 #[test]
 fn prefilters_are_installed_at_every_login_without_holding_ready_or_events_back() {
-    // `ClientConfig::prefilter` cuts traffic, not the stream: Ready comes with the login,
+    // `ClientConfigBuilder::prefilter` cuts traffic, not the stream: Ready comes with the login,
     // the events the server sends before it applies the filter are delivered (the
     // application filters them itself), and a refusal leaves the session up.
     let t0 = Instant::now();

@@ -31,7 +31,7 @@ pub(crate) enum Internal {
     Challenge,
     Login,
     Reapply,
-    /// A [`ClientConfig::prefilter`](crate::ClientConfig::prefilter): Ready does not wait
+    /// A [`ClientConfigBuilder::prefilter`](crate::ClientConfigBuilder::prefilter): Ready does not wait
     /// for its answer.
     Prefilter,
     Heartbeat,
