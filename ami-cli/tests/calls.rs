@@ -138,11 +138,11 @@ fn caller_names_come_out_as_the_caller_set_them_not_as_asterisk_escapes_them() {
 
 #[test]
 fn calls_watch_into_a_stalled_stdout_keeps_reading_and_catches_up_with_the_newest_view() {
-    // A dashboard that stops reading `ami calls --watch` for 3 s while calls come and go and
-    // the server streams 15 MB of other events: far more than the pipe and the loopback
-    // socket buffers hold, so a session whose thread waits on stdout (on `ami-mio` the
-    // thread that reads the socket) stops reading, and the simulator, like Asterisk, drops
-    // it as a slow reader after 100 ms.
+    // A dashboard that stops reading `ami calls --watch` for 3 s while calls come and go,
+    // each setting 20 long channel variables (VarSet events: 10 MB or more in all): far more
+    // than the pipe and the loopback socket buffers hold, so a session whose thread waits on
+    // stdout (on `ami-mio` the thread that reads the socket) stops reading, and the
+    // simulator, like Asterisk, drops it as a slow reader after 100 ms.
     use std::io::Read;
     each_runtime(|rt| {
         let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
@@ -172,8 +172,11 @@ fn calls_watch_into_a_stalled_stdout_keeps_reading_and_catches_up_with_the_newes
         let load_until = std::time::Instant::now() + Duration::from_secs(3);
         while std::time::Instant::now() < load_until {
             front.with_server(|srv, now| {
-                srv.originate_call(now, CallRequest::new("Local/echo@ami-test", 1));
-                srv.emit_user_events_sized(now, 50, 500);
+                let mut call = CallRequest::new("Local/echo@ami-test", 1);
+                call.variables = (0..20)
+                    .map(|i| (format!("CAMPAIGN_DATA_{i}"), "x".repeat(400)))
+                    .collect();
+                srv.originate_call(now, call);
             });
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -211,5 +214,49 @@ fn calls_watch_into_a_stalled_stdout_keeps_reading_and_catches_up_with_the_newes
             last["calls"].as_array().unwrap().len() >= 20,
             "{rt}: the long calls are in the newest view"
         );
+    });
+}
+
+#[test]
+fn calls_asks_the_server_only_for_the_classes_the_tracker_reads() {
+    // A busy server's UserEvents (like its RTCP reports and queue events) are not even
+    // built for the session: the mask is the tracker's (system, call, dialplan).
+    each_runtime(|rt| {
+        let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+        let url = format!("ami://admin:amp111@{}", front.local_addr());
+        let child = spawn_piped(&[
+            "--runtime",
+            rt,
+            "--server",
+            &url,
+            "calls",
+            "--watch",
+            "--duration",
+            "3",
+        ]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while front.stats().logins == 0 {
+            assert!(std::time::Instant::now() < deadline, "{rt}: no login");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        front.with_server(|srv, now| {
+            srv.emit_user_events(now, 1000);
+            srv.originate_call(now, CallRequest::new("Local/hold@ami-test", 60));
+        });
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{rt}: {}", stderr(&out));
+        let stats = front.stats();
+        assert!(stats.events_emitted > 1000, "{rt}: {stats:?}");
+        assert!(
+            stats.events_delivered < 100,
+            "{rt}: only the call's events: {stats:?}"
+        );
+        let last = stdout_lines(&out)
+            .iter()
+            .map(|l| json(l))
+            .filter(|v| v["type"] == "calls")
+            .last()
+            .unwrap();
+        assert_eq!(last["calls"].as_array().unwrap().len(), 1, "{rt}: {last}");
     });
 }

@@ -298,7 +298,9 @@ fn signature(tracker: &CallTracker) -> Vec<(String, u8, bool)> {
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
-    let mut live = session::open(conn, "on")?;
+    // Only the classes the tracker reads: on a busy server the rest (RTCP reports, queue
+    // and agent events, UserEvents) is most of the traffic.
+    let mut live = session::open(conn, ami_proto::calls::EVENT_MASK)?;
     let config = TrackerConfig::builder()
         .tag_prefix(&format!("ami-cli-{}", std::process::id()))
         .build()

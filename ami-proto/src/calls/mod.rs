@@ -165,6 +165,16 @@ use std::time::Instant;
 use thiserror::Error;
 use view::{Effects, View};
 
+/// The event classes the tracker reads, as an event mask for
+/// [`ClientConfig::events`](crate::ClientConfig::events): channel, bridge and Originate
+/// events are `call`, `VarSet` and `Newexten` are `dialplan`, and `system` brings
+/// `FullyBooted` and `Shutdown`. A session that only tracks calls needs no other class, and
+/// asking for these alone spares a busy server (and the client) its `agent`, `reporting`
+/// (RTCP reports every few seconds per channel), `user` and `security` events: Asterisk
+/// does not even build an event for a session whose mask lacks its class. Snapshot answers
+/// are list items, which no mask holds back.
+pub const EVENT_MASK: &str = "system,call,dialplan";
+
 /// Tokens (and stream marks) of tracker requests start here, far from small numbers a caller
 /// may use for marks of its own.
 pub const TOKEN_BASE: u64 = 0x7472_6163_6b00_0000;
