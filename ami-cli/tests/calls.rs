@@ -254,8 +254,7 @@ fn calls_asks_the_server_only_for_the_classes_the_tracker_reads() {
         let last = stdout_lines(&out)
             .iter()
             .map(|l| json(l))
-            .filter(|v| v["type"] == "calls")
-            .last()
+            .rfind(|v| v["type"] == "calls")
             .unwrap();
         assert_eq!(last["calls"].as_array().unwrap().len(), 1, "{rt}: {last}");
     });
