@@ -41,6 +41,12 @@ pub(crate) fn gap(dropped: u64) -> String {
     ami_json::gap(None, ami_json::GapReason::Overflow, Some(dropped))
 }
 
+/// A gap marker for server input the client threw away that may have been events
+/// ([`ami_proto::Discard::may_be_events`]): `{"type":"gap","reason":"discarded","dropped":N}`.
+pub(crate) fn discarded_gap(count: u64) -> String {
+    ami_json::gap(None, ami_json::GapReason::Discarded, Some(count))
+}
+
 /// `line` (a JSON object) with `"server":NAME` first: `listen` and `action --on` over
 /// several servers say which server each line came from.
 pub(crate) fn with_server(line: &str, server: &str) -> String {

@@ -752,6 +752,60 @@ fn a_stop_signal_before_the_first_login_ends_listen_at_once() {
 }
 
 #[test]
+fn listen_marks_server_input_it_threw_away_that_may_have_been_events_where_it_was() {
+    // An event with more fields than the decoder takes (10,001) is thrown away and the
+    // stream goes on; a script reading the lines sees a `discarded` gap between the two
+    // events around it. A message that is neither event nor response was never an event:
+    // said on stderr only.
+    let fake = Fake::start(|_, mut c| {
+        if !c.login(true) {
+            return;
+        }
+        let _ = c.send(b"Event: UserEvent\r\nUserEvent: Before\r\n\r\n");
+        let mut big = b"Event: UserEvent\r\nUserEvent: Huge\r\n".to_vec();
+        for _ in 0..10_001 {
+            big.extend_from_slice(b"F: x\r\n");
+        }
+        big.extend_from_slice(b"\r\n");
+        let _ = c.send(&big);
+        let _ = c.send(b"Foo: bar\r\n\r\n");
+        let _ = c.send(b"Event: UserEvent\r\nUserEvent: After\r\n\r\n");
+        c.serve(true);
+    });
+    each_runtime(|rt| {
+        let out = on(
+            rt,
+            &fake.url(),
+            &["listen", "--count", "3", "--duration", "20"],
+        );
+        assert_code(&out, 0, rt);
+        let lines: Vec<Value> = stdout_lines(&out).iter().map(|l| json(l)).collect();
+        let story: Vec<String> = lines
+            .iter()
+            .filter(|v| v["type"] != "session")
+            .filter(|v| v["type"] != "event" || header(v, "Event").unwrap() == "UserEvent")
+            .map(|v| match v["type"].as_str().unwrap() {
+                "event" => header(v, "UserEvent")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                "gap" => format!("gap {} {}", v["reason"], v["dropped"]),
+                other => other.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            story,
+            ["Before", "gap \"discarded\" 1", "After"],
+            "{rt}: {lines:?}"
+        );
+        let err = stderr(&out);
+        assert!(err.contains("server input discarded"), "{rt}: {err}");
+        assert!(err.contains("neither event nor response"), "{rt}: {err}");
+    });
+}
+
+#[test]
 fn listen_writes_non_utf8_values_that_read_back_byte_exact() {
     let name: &[u8] = b"Jos\xe9 \xff";
     let fake = Fake::start(move |_, mut c| {

@@ -234,6 +234,10 @@ pub enum GapReason {
     Disconnected,
     /// Another bridge held the server before; what it did not publish is unknown.
     Takeover,
+    /// The client threw away server input that may have been events: a message over a
+    /// decoder limit or malformed (one per resync), or events that came before the session
+    /// was ready. The count is of discards.
+    Discarded,
 }
 
 impl GapReason {
@@ -243,6 +247,7 @@ impl GapReason {
             GapReason::Overflow => "overflow",
             GapReason::Disconnected => "disconnected",
             GapReason::Takeover => "takeover",
+            GapReason::Discarded => "discarded",
         }
     }
 }

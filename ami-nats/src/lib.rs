@@ -59,6 +59,10 @@
 //! is `<server>.<session>.<position>`. A session starts with a `lease_acquired` marker (and a
 //! `takeover` gap naming the previous bridge if there was one); each AMI login adds a
 //! `ready` marker, each lost AMI connection a `lost` marker and a gap with an unknown count.
+//! Server input the AMI client threw away that may have been events (a message over a
+//! decoder limit or malformed, events before the session was ready) is a `discarded` gap
+//! with its count; every discard is also counted in
+//! `ami_bridge_server_input_discarded_total` by reason.
 //! A bridge that stops cleanly ([`Bridge::shutdown`]) ends each session with a
 //! `lease_released` marker, stored before the lease is written `released`, so the next
 //! bridge's items come after it.

@@ -39,6 +39,8 @@ pub(crate) struct Metrics {
     bridge_id: String,
     per_server: Vec<PerServer>,
     gaps: Family<Labels, Counter>,
+    /// Server input the AMI client threw away, per server and reason.
+    input_discarded: Family<Labels, Counter>,
     actions: Family<Labels, Counter>,
     state: Family<Labels, Gauge>,
     lease: Family<Labels, Gauge>,
@@ -109,6 +111,11 @@ impl Metrics {
             "Items JetStream refuses for good, by reason: dropped (also counted in discarded)",
         );
         let gaps = per_family(&mut registry, "gaps", "Gap markers by reason");
+        let input_discarded = per_family(
+            &mut registry,
+            "server_input_discarded",
+            "Server input the AMI client threw away, by reason: malformed or over a limit, before_ready (both published as discarded gaps), not_event_or_response, unmatched_response",
+        );
         let lost = per_family(
             &mut registry,
             "action_replies_lost",
@@ -196,6 +203,7 @@ impl Metrics {
             bridge_id: bridge_id.to_string(),
             per_server,
             gaps,
+            input_discarded,
             actions,
             state,
             lease,
@@ -281,6 +289,22 @@ impl Metrics {
         if let Some(p) = self.per_server.get(ix) {
             p.dropped.inc_by(dropped);
         }
+    }
+
+    /// `n` discards of server input by the AMI client, for `reason`.
+    pub(crate) fn input_discarded(&self, ix: ServerIx, reason: &ami_proto::Discard, n: u64) {
+        let label = match reason {
+            ami_proto::Discard::Malformed(_) => "malformed",
+            ami_proto::Discard::NotEventOrResponse => "not_event_or_response",
+            ami_proto::Discard::BeforeReady => "before_ready",
+            ami_proto::Discard::UnmatchedResponse => "unmatched_response",
+            _ => "other",
+        };
+        let l = vec![
+            ("server".into(), self.name(ix)),
+            ("reason".into(), label.into()),
+        ];
+        self.input_discarded.get_or_create(&l).inc_by(n);
     }
 
     /// An action request answered with `outcome` (server empty when none was chosen).

@@ -760,6 +760,17 @@ impl Publisher {
                     ami_json::gap(Some(&p), GapReason::Disconnected, None)
                 });
             }
+            UpItem::Stream(StreamItem::Discarded { reason, count }) => {
+                // The client logs each burst; here it is counted, and what may have been
+                // events is marked in the stream where it was, as the other gaps are.
+                self.metrics.input_discarded(ix, &reason, count);
+                if reason.may_be_events() {
+                    self.metrics.gap(ix, "discarded", 0);
+                    sink.add(gap_subject(), &|p| {
+                        ami_json::gap(Some(&p), GapReason::Discarded, Some(count))
+                    });
+                }
+            }
             // Marks belong to actions sent with one; the bridge sends none.
             UpItem::Stream(_) => {}
             UpItem::LeaseReleased { done } => {

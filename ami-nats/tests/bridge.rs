@@ -1882,3 +1882,60 @@ fn a_lease_held_by_a_bridge_without_an_instance_token_is_forwarded_to_on_its_old
     assert!(new.serving().is_empty());
     new.shutdown();
 }
+
+#[test]
+fn server_input_the_client_discards_is_a_counted_discarded_gap_in_the_stream() {
+    // A server that sends an over-long line before each message: the client throws each
+    // one away and resynchronises (a message over a decoder limit may have been an event),
+    // so a consumer reading the stream sees a `discarded` gap where it was, and the
+    // metrics count every discard by reason.
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let limits = ami_proto::DecoderLimits::builder()
+        .max_line_len(4096)
+        .build()
+        .unwrap();
+    let config = BridgeConfig::new(
+        nats.url(),
+        vec![spec("pbx1", &a, login().decoder(limits).build().unwrap())],
+    );
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    storm(&a, 3);
+    a.with_faults(|f| {
+        f.overlong_lines(1.0, 8000);
+    });
+    storm(&a, 5);
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "8 events stored", || {
+        seqs(&block(read_stream(&url, 1)), "pbx1").len() == 8
+    });
+    let all = block(read_stream(&url, 1));
+    let kinds: Vec<String> = all
+        .iter()
+        .filter(|s| s.body["type"] == "event" || s.body["type"] == "gap")
+        .map(|s| match s.body["type"].as_str() {
+            Some("gap") => format!("gap:{}", s.body["reason"].as_str().unwrap()),
+            _ => "event".to_string(),
+        })
+        .collect();
+    let discarded: u64 = all
+        .iter()
+        .filter(|s| s.body["type"] == "gap" && s.body["reason"] == "discarded")
+        .map(|s| s.body["dropped"].as_u64().unwrap())
+        .sum();
+    assert_eq!(discarded, 5, "{kinds:?}");
+    assert_eq!(kinds[..3], ["event", "event", "event"], "{kinds:?}");
+    assert!(
+        kinds[3..].contains(&"gap:discarded".to_string()),
+        "after the first storm: {kinds:?}"
+    );
+    wait_for(Duration::from_secs(10), "the discards counted", || {
+        bridge.metrics().contains(
+            "ami_bridge_server_input_discarded_total{server=\"pbx1\",reason=\"malformed\"} 5",
+        )
+    });
+    bridge.shutdown();
+}

@@ -103,7 +103,11 @@ impl Listener<'_> {
             }
             Happening::Item(StreamItem::Discarded { reason, count }) => {
                 self.losses
-                    .note("", Loss::Discarded(reason), count, Instant::now())
+                    .note("", Loss::Discarded(reason), count, Instant::now());
+                if reason.may_be_events() {
+                    // Possibly events: marked where they were, as the other gaps are.
+                    return self.print(Line::Text(json::discarded_gap(count)));
+                }
             }
             Happening::Item(StreamItem::Gap { dropped }) => {
                 self.losses
@@ -222,7 +226,13 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
                     StreamItem::Discarded { reason, count } => {
                         let loss = Loss::Discarded(reason);
                         losses.note(server.as_str(), loss, count, Instant::now());
-                        continue;
+                        if !reason.may_be_events() {
+                            continue;
+                        }
+                        Line::Text(json::with_server(
+                            &json::discarded_gap(count),
+                            server.as_str(),
+                        ))
                     }
                     _ => continue,
                 },

@@ -128,6 +128,17 @@ pub enum Discard {
     UnmatchedResponse,
 }
 
+impl Discard {
+    /// Whether what was thrown away may have been events the application would have
+    /// received: a message over a decoder limit or malformed, or events before the session
+    /// was ready. A stream consumer that accounts for every event (a gap marker in its
+    /// output) counts these as missing; a message that is neither event nor response, or
+    /// a stray response, was never an event.
+    pub fn may_be_events(&self) -> bool {
+        matches!(self, Discard::Malformed(_) | Discard::BeforeReady)
+    }
+}
+
 impl std::fmt::Display for Discard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
