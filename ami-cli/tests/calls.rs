@@ -21,6 +21,22 @@ fn front_with_a_call() -> (TcpFront, String) {
     (front, url)
 }
 
+/// `ami --runtime RT calls --watch --duration SECS` against `front` as admin, its output
+/// piped.
+fn watch(rt: &str, front: &TcpFront, secs: &str) -> std::process::Child {
+    let url = format!("ami://admin:amp111@{}", front.local_addr());
+    spawn_piped(&[
+        "--runtime",
+        rt,
+        "--server",
+        &url,
+        "calls",
+        "--watch",
+        "--duration",
+        secs,
+    ])
+}
+
 fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
@@ -151,17 +167,7 @@ fn calls_watch_into_a_stalled_stdout_keeps_reading_and_catches_up_with_the_newes
                 srv.originate_call(now, CallRequest::new("Local/hold@ami-test", 60))
             });
         }
-        let url = format!("ami://admin:amp111@{}", front.local_addr());
-        let mut child = spawn_piped(&[
-            "--runtime",
-            rt,
-            "--server",
-            &url,
-            "calls",
-            "--watch",
-            "--duration",
-            "6",
-        ]);
+        let mut child = watch(rt, &front, "6");
         let mut err = child.stderr.take().unwrap();
         let err = std::thread::spawn(move || {
             let mut v = String::new();
@@ -223,17 +229,7 @@ fn calls_asks_the_server_only_for_the_classes_the_tracker_reads() {
     // built for the session: the mask is the tracker's (system, call, dialplan).
     each_runtime(|rt| {
         let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
-        let url = format!("ami://admin:amp111@{}", front.local_addr());
-        let child = spawn_piped(&[
-            "--runtime",
-            rt,
-            "--server",
-            &url,
-            "calls",
-            "--watch",
-            "--duration",
-            "3",
-        ]);
+        let child = watch(rt, &front, "3");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while front.stats().logins == 0 {
             assert!(std::time::Instant::now() < deadline, "{rt}: no login");

@@ -628,6 +628,16 @@ fn fully_booted() -> Vec<u8> {
     ])
 }
 
+/// The server closes the connection (EOF, nothing pending): the clock moves to the
+/// reconnect the client set.
+fn lost_until_the_retry(h: &mut Harness) {
+    let retry = match &h.eof()[..] {
+        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    h.advance_to(retry);
+}
+
 /// A client with one filter whose session was lost (right after the server sent
 /// `before_loss`), logged in again: its filter is about to be re-applied and the session is
 /// not Ready yet.
@@ -642,11 +652,7 @@ fn logged_in_again_with_a_filter(before_loss: &[u8]) -> Harness {
     if !before_loss.is_empty() {
         h.feed(before_loss);
     }
-    let retry = match &h.eof()[..] {
-        [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
-        other => panic!("{other:?}"),
-    };
-    h.advance_to(retry);
+    lost_until_the_retry(&mut h);
     h.connected();
     h.feed(BANNER);
     let login = h.take("Login");
@@ -715,11 +721,7 @@ fn configured_filters_are_installed_at_every_login_before_ready() {
     let mut h = Harness::new(config, t0);
     for connection in 0..2 {
         if connection == 1 {
-            let retry = match &h.eof()[..] {
-                [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
-                other => panic!("{other:?}"),
-            };
-            h.advance_to(retry);
+            lost_until_the_retry(&mut h);
         }
         let out = h.login();
         assert!(out.is_empty(), "not Ready before the filters: {out:?}");
@@ -775,11 +777,7 @@ fn prefilters_are_installed_at_every_login_without_holding_ready_or_events_back(
     let mut h = Harness::new(config, t0);
     for connection in 0..2 {
         if connection == 1 {
-            let retry = match &h.eof()[..] {
-                [Out::Close, Out::Disconnected(DisconnectReason::Eof, Some(at))] => *at,
-                other => panic!("{other:?}"),
-            };
-            h.advance_to(retry);
+            lost_until_the_retry(&mut h);
         }
         let out = h.login();
         assert!(
