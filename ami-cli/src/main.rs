@@ -73,8 +73,8 @@ pub(crate) enum Runtime {
 pub(crate) struct Connection {
     /// ami://USER:SECRET@HOST:PORT (amis:// for TLS; IPv6 as [::1]; %-escape reserved
     /// characters in USER and SECRET, a comma as %2C). Repeat it (or give AMI_URL a
-    /// comma-separated list) for several servers: `listen` merges them, `action --on`
-    /// picks one or all (every runtime).
+    /// comma-separated list) for several servers: `listen` merges them, `calls` shows
+    /// each one's, `action --on` picks one or all (every runtime).
     #[allow(rustdoc::broken_intra_doc_links)] // clap help text: `[::1]` is an address, not a link
     #[arg(
         long,
@@ -121,7 +121,8 @@ enum Command {
     /// Send one action; print the response, then each list item.
     Action(cmd::action::Args),
     /// The live calls, from a snapshot; --watch keeps them live (a table on a terminal, JSON
-    /// lines otherwise), through reconnects and resyncs.
+    /// lines otherwise), through reconnects and resyncs. Several servers: each one's calls,
+    /// under its name.
     Calls(cmd::calls::Args),
     /// Async Originate; prints the OriginateResponse.
     Originate(cmd::originate::Args),

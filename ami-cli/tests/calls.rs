@@ -255,3 +255,109 @@ fn calls_asks_the_server_only_for_the_classes_the_tracker_reads() {
         assert_eq!(last["calls"].as_array().unwrap().len(), 1, "{rt}: {last}");
     });
 }
+
+#[test]
+fn calls_on_several_servers_shows_each_servers_calls_under_its_name() {
+    // Two servers with a call each and a third that refuses connections: once, every
+    // line names its server and holds that server's channels; the down server is named on
+    // stderr and the exit code says the run was not whole.
+    let (a, _) = front_with_a_call();
+    let (b, _) = front_with_a_call();
+    let (_refusing, port) = refused_port();
+    let url = |f: &TcpFront| format!("ami://admin:amp111@{}", f.local_addr());
+    let down = format!("ami://admin:amp111@127.0.0.1:{port}");
+    let table = |f: &TcpFront| -> BTreeSet<String> {
+        f.with_server(|srv, _| srv.channel_table())
+            .into_iter()
+            .map(|r| r.uniqueid)
+            .collect()
+    };
+    let want = [
+        (a.local_addr().to_string(), table(&a)),
+        (b.local_addr().to_string(), table(&b)),
+    ];
+    each_runtime(|rt| {
+        let out = on_servers(rt, &[&url(&a), &url(&b)], &["calls"]);
+        assert_eq!(out.status.code(), Some(0), "{rt}: {}", stderr(&out));
+        let lines: Vec<Value> = stdout_lines(&out).iter().map(|l| json(l)).collect();
+        assert_eq!(lines.len(), 2, "{rt}: a call on each: {lines:?}");
+        for (server, uids) in &want {
+            let line = lines
+                .iter()
+                .find(|v| v["server"] == server.as_str())
+                .unwrap_or_else(|| panic!("{rt}: nothing from {server}: {lines:?}"));
+            assert_eq!(line["type"], "call");
+            let got: BTreeSet<String> = line["channels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["uniqueid"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(&got, uids, "{rt}: {server}");
+        }
+
+        let out = on_servers(rt, &[&url(&a), &down], &["calls"]);
+        assert_eq!(out.status.code(), Some(3), "{rt}: {}", stderr(&out));
+        let lines: Vec<Value> = stdout_lines(&out).iter().map(|l| json(l)).collect();
+        assert_eq!(lines.len(), 1, "{rt}: {lines:?}");
+        assert_eq!(lines[0]["server"], a.local_addr().to_string());
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}: not connected")),
+            "{rt}: {err}"
+        );
+    });
+}
+
+#[test]
+fn calls_watch_on_several_servers_follows_each_through_a_restart_of_one() {
+    each_runtime(|rt| {
+        let (a, url_a) = front_with_a_call();
+        let (b, url_b) = front_with_a_call();
+        let child = spawn_piped(&[
+            "--runtime",
+            rt,
+            "--server",
+            &url_a,
+            "--server",
+            &url_b,
+            "calls",
+            "--watch",
+            "--duration",
+            "4",
+        ]);
+        std::thread::sleep(Duration::from_millis(1500));
+        a.restart(Duration::from_millis(200));
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{rt}: {}", stderr(&out));
+        let lines: Vec<Value> = stdout_lines(&out).iter().map(|l| json(l)).collect();
+        let (name_a, name_b) = (a.local_addr().to_string(), b.local_addr().to_string());
+        let of =
+            |name: &str| -> Vec<&Value> { lines.iter().filter(|v| v["server"] == name).collect() };
+        assert!(
+            lines.iter().all(|v| v["server"].is_string()),
+            "every line names its server: {lines:?}"
+        );
+        let (la, lb) = (of(&name_a), of(&name_b));
+        assert!(
+            la.iter()
+                .any(|v| v["type"] == "call_ended" && v["unobserved"] == true),
+            "the restarted server's call ended unobserved: {la:?}"
+        );
+        let lost =
+            |v: &Value| v["type"] == "stale" && v["reason"].as_str().unwrap().contains("lost");
+        assert!(la.iter().any(|v| lost(v)), "{la:?}");
+        assert!(
+            !lb.iter().any(|v| lost(v) || v["type"] == "call_ended"),
+            "the other server was not disturbed: {lb:?}"
+        );
+        let last = |l: &[&Value]| -> Value {
+            (*l.iter().rev().find(|v| v["type"] == "calls").unwrap()).clone()
+        };
+        let (last_a, last_b) = (last(&la), last(&lb));
+        assert_eq!(last_a["stale"], false, "{la:?}");
+        assert_eq!(last_a["calls"].as_array().unwrap().len(), 0);
+        assert_eq!(last_b["stale"], false, "{lb:?}");
+        assert_eq!(last_b["calls"].as_array().unwrap().len(), 1);
+    });
+}

@@ -16,20 +16,30 @@
 //! does not make one up. `"end":"moved"`: every channel of the call moved into another
 //! call (a transfer, a bridge with an older call): it has no end or duration of its own.
 //!
+//! With several servers (`--server` repeated, on every runtime) each has its own tracker
+//! and view: every JSON line gains `"server":"host:port"` first, the terminal shows one
+//! table per server, a server that stops for good is named on stderr while the others go
+//! on, and `ami calls` (once) prints the servers that gave a snapshot and names the others
+//! (exit 3).
+//!
 //! The view is looked at twice a second (a `calls` line only when it changed, and once more
 //! at the end); the other lines come as they happen. A reader that stops reading loses no
 //! session: the output waits on a thread of its own, older views give way to the newest,
 //! and news that outgrows its cap is counted in a `{"type":"gap",...}` line
 //! ([`crate::view_out`]).
 
-use crate::session::{self, CallError, Change, Happening, Live, Ticket};
-use crate::terminal::cell;
+mod link;
+
+use crate::session::{self, CallError, Ticket};
+use crate::terminal::{cell, say};
+use crate::url::ServerUrl;
 use crate::view_out::{Flow, ViewOut};
-use crate::{words, Connection, Failure, EXIT_CONNECT, EXIT_OTHER};
+use crate::{json, words, Connection, Failure, EXIT_CONNECT, EXIT_OTHER};
 use ami_proto::calls::{
     CallEnd, CallTracker, CallUpdate, Channel, EndedCall, StaleReason, TrackerConfig,
 };
 use ami_proto::DisconnectReason;
+use link::{Link, News};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
@@ -56,57 +66,113 @@ const NEWS: usize = 8;
 /// How long a stdout that does not drain gets to take the last of the output at the end.
 const FINISH_GRACE: Duration = Duration::from_secs(2);
 
-/// The tracker, fed from a session: stream items, and the answers to its own requests.
+/// One server's tracker, fed from its stream and the answers to its own requests.
 struct Tracked {
     tracker: CallTracker,
     tickets: HashMap<Ticket, u64>,
     started: bool,
+    /// Why the server stopped for good, once it did.
+    closed: Option<String>,
 }
 
-impl Tracked {
-    /// Feeds what happened; `Err` when the session ended for good.
-    fn feed(&mut self, live: &mut Live, happened: &mut Vec<Happening>) -> Result<(), Failure> {
+/// Every server's tracker, in `--server` order.
+struct Trackers {
+    servers: Vec<Tracked>,
+}
+
+impl Trackers {
+    fn new(n: usize) -> Result<Trackers, Failure> {
+        let config = TrackerConfig::builder()
+            .tag_prefix(&format!("ami-cli-{}", std::process::id()))
+            .build()
+            .map_err(|e| Failure::new(EXIT_OTHER, e.to_string()))?;
+        Ok(Trackers {
+            servers: (0..n)
+                .map(|_| Tracked {
+                    tracker: CallTracker::new(config.clone()),
+                    tickets: HashMap::new(),
+                    started: false,
+                    closed: None,
+                })
+                .collect(),
+        })
+    }
+
+    /// Feeds what happened, then sends what the trackers ask for. `Err` when every server
+    /// stopped for good (one session: as soon as it did).
+    fn feed(&mut self, link: &mut Link, news: &mut Vec<News>) -> Result<(), Failure> {
         let now = Instant::now();
-        for h in happened.drain(..) {
-            match h {
-                Happening::Item(item) => self.tracker.handle_item(now, &item),
-                Happening::Completed { ticket, result } => {
-                    let Some(token) = self.tickets.remove(&ticket) else {
-                        continue;
-                    };
-                    match result {
-                        Ok(r) => self.tracker.handle_reply(now, token, Ok(r)),
-                        Err(CallError::Action(e)) => self.tracker.handle_reply(now, token, Err(e)),
-                        Err(_) => self.tracker.send_failed(now, token),
+        for n in news.drain(..) {
+            match n {
+                News::Item(ix, item) => {
+                    if let Some(t) = self.servers.get_mut(ix) {
+                        t.tracker.handle_item(now, &item);
                     }
                 }
-                Happening::Change(Change::Closed { reason }) => {
-                    return Err(match reason {
-                        DisconnectReason::Logoff | DisconnectReason::LocalClose => {
-                            Failure::new(EXIT_OTHER, "the session ended")
+                News::Completed(ticket, result) => {
+                    for t in &mut self.servers {
+                        let Some(token) = t.tickets.remove(&ticket) else {
+                            continue;
+                        };
+                        match result {
+                            Ok(r) => t.tracker.handle_reply(now, token, Ok(r)),
+                            Err(CallError::Action(e)) => t.tracker.handle_reply(now, token, Err(e)),
+                            Err(_) => t.tracker.send_failed(now, token),
                         }
-                        other => Failure::new(
-                            EXIT_CONNECT,
-                            format!("session ended: {}", words::reason(&other, &live.url)),
-                        ),
-                    });
+                        break;
+                    }
                 }
-                Happening::Change(_) => {}
+                News::Closed(ix, reason) => self.closed(link, ix, reason)?,
             }
         }
-        // The session was up before the first item arrived: ask for a snapshot now, unless
-        // the stream's own session start already did.
-        if !self.started {
-            self.started = true;
-            if !self.tracker.is_resyncing() && self.tracker.is_stale() {
-                self.tracker.resync();
+        for (ix, t) in self.servers.iter_mut().enumerate() {
+            // The session was up before the first item arrived: ask for a snapshot now,
+            // unless the stream's own session start already did.
+            if !t.started {
+                t.started = true;
+                if !t.tracker.is_resyncing() && t.tracker.is_stale() {
+                    t.tracker.resync();
+                }
             }
-        }
-        while let Some(req) = self.tracker.poll_request() {
-            let ticket = live.session.send_with(req.action, req.options);
-            self.tickets.insert(ticket, req.token);
+            while let Some(req) = t.tracker.poll_request() {
+                let ticket = link.send(ix, req.action, req.options);
+                t.tickets.insert(ticket, req.token);
+            }
         }
         Ok(())
+    }
+
+    /// Server `ix` stopped for good: with one server the command ends; with several it
+    /// goes on for the others, and says so on stderr.
+    fn closed(&mut self, link: &Link, ix: usize, reason: DisconnectReason) -> Result<(), Failure> {
+        let why = match link.url(ix) {
+            Some(url) => words::reason(&reason, url),
+            None => reason.to_string(),
+        };
+        if link.len() == 1 {
+            return Err(Failure::new(EXIT_CONNECT, format!("session ended: {why}")));
+        }
+        say!("ami: {}: session ended: {why}", link.name(ix));
+        self.gone(ix, why);
+        if self.servers.iter().all(|t| t.closed.is_some()) {
+            return Err(Failure::new(EXIT_CONNECT, "every server's session ended"));
+        }
+        Ok(())
+    }
+
+    /// Server `ix` is out of the view for good, for `why`.
+    fn gone(&mut self, ix: usize, why: String) {
+        if let Some(t) = self.servers.get_mut(ix) {
+            t.closed = Some(why);
+        }
+    }
+
+    /// The servers still followed, with their index.
+    fn followed(&self) -> impl Iterator<Item = (usize, &Tracked)> {
+        self.servers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.closed.is_none())
     }
 }
 
@@ -131,6 +197,14 @@ fn channel_json(ch: &Channel, now: Instant) -> serde_json::Value {
     })
 }
 
+/// `line` with `"server"` first when the calls come from several servers.
+fn naming(line: String, server: Option<&str>) -> String {
+    match server {
+        Some(s) => json::with_server(&line, s),
+        None => line,
+    }
+}
+
 fn calls_json(tracker: &CallTracker) -> String {
     let now = Instant::now();
     let calls: Vec<serde_json::Value> = tracker
@@ -143,10 +217,13 @@ fn calls_json(tracker: &CallTracker) -> String {
     json!({"type": "calls", "stale": tracker.is_stale(), "calls": calls}).to_string()
 }
 
-fn stale_text(reason: &StaleReason, live: &Live) -> String {
+fn stale_text(reason: &StaleReason, url: Option<&ServerUrl>) -> String {
     match reason {
         StaleReason::Start => "session (re)started: taking a snapshot".to_string(),
-        StaleReason::SessionLost(r) => format!("session lost: {}", words::reason(r, &live.url)),
+        StaleReason::SessionLost(r) => format!(
+            "session lost: {}",
+            url.map_or(r.to_string(), |u| words::reason(r, u))
+        ),
         StaleReason::Gap { dropped } => format!("{dropped} events dropped (reader behind)"),
         StaleReason::BufferFull => {
             "events for untracked channels dropped during a snapshot (buffer full)".to_string()
@@ -185,9 +262,9 @@ fn end_word(end: CallEnd) -> &'static str {
 }
 
 /// One update as a JSON line, or `None` for updates this command does not show.
-fn update_json(u: &CallUpdate, live: &Live) -> Option<String> {
+fn update_json(u: &CallUpdate, url: Option<&ServerUrl>) -> Option<String> {
     Some(match u {
-        CallUpdate::Stale(r) => json!({"type": "stale", "reason": stale_text(r, live)}).to_string(),
+        CallUpdate::Stale(r) => json!({"type": "stale", "reason": stale_text(r, url)}).to_string(),
         CallUpdate::Resynced(r) => json!({
             "type": "resynced",
             "continued": r.continued,
@@ -203,9 +280,9 @@ fn update_json(u: &CallUpdate, live: &Live) -> Option<String> {
 }
 
 /// One update as a line of news under the terminal table.
-fn update_text(u: &CallUpdate, live: &Live) -> Option<String> {
+fn update_text(u: &CallUpdate, url: Option<&ServerUrl>) -> Option<String> {
     Some(match u {
-        CallUpdate::Stale(r) => format!("stale: {}", stale_text(r, live)),
+        CallUpdate::Stale(r) => format!("stale: {}", stale_text(r, url)),
         CallUpdate::Resynced(r) => format!(
             "resynced: {} continued, {} ended unseen, {} adopted",
             r.continued, r.ended_unobserved, r.adopted
@@ -272,7 +349,7 @@ fn row(out: &mut String, [id, channel, state, caller, place, age]: [&str; 6]) {
     ));
 }
 
-fn header(tracker: &CallTracker, live: &Live) -> String {
+fn header(tracker: &CallTracker, name: &str) -> String {
     let state = if tracker.is_resyncing() {
         "resyncing"
     } else if tracker.is_stale() {
@@ -282,8 +359,8 @@ fn header(tracker: &CallTracker, live: &Live) -> String {
     };
     let s = tracker.stats();
     format!(
-        "ami calls {}  [{state}]  {} calls, {} channels; {} resyncs, {} ended unseen\n\n",
-        live.url, s.calls, s.channels, s.resynced, s.ended_unobserved
+        "ami calls {name}  [{state}]  {} calls, {} channels; {} resyncs, {} ended unseen\n\n",
+        s.calls, s.channels, s.resynced, s.ended_unobserved
     )
 }
 
@@ -300,60 +377,100 @@ fn signature(tracker: &CallTracker) -> Vec<(String, u8, bool)> {
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     // Only the classes the tracker reads: on a busy server the rest (RTCP reports, queue
     // and agent events, UserEvents) is most of the traffic.
-    let mut live = session::open(conn, ami_proto::calls::EVENT_MASK)?;
-    let config = TrackerConfig::builder()
-        .tag_prefix(&format!("ami-cli-{}", std::process::id()))
-        .build()
-        .map_err(|e| Failure::new(EXIT_OTHER, e.to_string()))?;
-    let mut t = Tracked {
-        tracker: CallTracker::new(config),
-        tickets: HashMap::new(),
-        started: false,
-    };
+    let mut link = Link::open(conn, ami_proto::calls::EVENT_MASK)?;
+    let mut t = Trackers::new(link.len())?;
     if args.watch {
         let mut out = ViewOut::start()?;
-        let result = watch(&mut live, &mut t, args, &mut out);
-        live.logoff();
+        let result = watch(&mut link, &mut t, args, &mut out);
+        link.logoff();
         // What the view had to say is out, or said to be lost, before the command ends.
         let written = out.finish(FINISH_GRACE);
         result.and(written)
     } else {
-        let result = once(&mut live, &mut t);
+        let result = once(&mut link, &mut t);
         // Logged off before the table is written: a stdout that does not drain keeps no
         // session open.
-        live.logoff();
-        write_out(&result?)
+        link.logoff();
+        let (text, failed) = result?;
+        write_out(&text)?;
+        failed.map_or(Ok(()), Err)
     }
 }
 
-/// The live calls once, as the table on a terminal or JSON lines.
-fn once(live: &mut Live, t: &mut Tracked) -> Result<String, Failure> {
+/// The live calls once, as the table on a terminal or JSON lines (each naming its server
+/// when there are several), and the failure to report after them: with several servers,
+/// those that gave no snapshot are named on stderr and the others are shown.
+fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), Failure> {
+    let many = link.len() > 1;
+    let mut failed = None;
+    for (ix, why) in link.keep_ready(session::FIRST_LOGIN_TIMEOUT)? {
+        say!("ami: {}: not connected: {why}", link.name(ix));
+        failed = Some(Failure::new(
+            EXIT_CONNECT,
+            format!("{}: {why}", link.name(ix)),
+        ));
+        t.gone(ix, why);
+    }
+    if t.followed().next().is_none() {
+        return Err(failed.unwrap_or_else(|| Failure::new(EXIT_CONNECT, "no server")));
+    }
     let deadline = Instant::now() + SNAPSHOT_WAIT;
-    let mut happened = Vec::new();
-    while t.tracker.is_stale() || !t.started {
+    let mut news = Vec::new();
+    while t
+        .followed()
+        .any(|(_, s)| s.tracker.is_stale() || !s.started)
+    {
         if Instant::now() >= deadline {
-            return Err(Failure::new(
+            let late: Vec<String> = t
+                .followed()
+                .filter(|(_, s)| s.tracker.is_stale() || !s.started)
+                .map(|(ix, _)| link.name(ix))
+                .collect();
+            let why = format!("no snapshot within {}", words::duration(SNAPSHOT_WAIT));
+            if !many {
+                return Err(Failure::new(EXIT_OTHER, why));
+            }
+            for name in &late {
+                say!("ami: {name}: {why}");
+            }
+            failed = Some(Failure::new(
                 EXIT_OTHER,
-                format!("no snapshot within {}", words::duration(SNAPSHOT_WAIT)),
+                format!("{}: {why}", late.join(", ")),
             ));
+            let late_ix: Vec<usize> = t
+                .followed()
+                .filter(|(_, s)| s.tracker.is_stale() || !s.started)
+                .map(|(ix, _)| ix)
+                .collect();
+            for ix in late_ix {
+                t.gone(ix, why.clone());
+            }
+            break;
         }
-        live.wait(Some(deadline), &mut happened)?;
-        t.feed(live, &mut happened)?;
+        link.wait(Some(deadline), &mut news)?;
+        t.feed(link, &mut news)?;
     }
     let mut out = String::new();
-    if std::io::stdout().is_terminal() {
-        table(&t.tracker, &mut out);
-    } else {
-        let now = Instant::now();
-        for (linkedid, chans) in t.tracker.calls() {
-            let chans: Vec<_> = chans.iter().map(|c| channel_json(c, now)).collect();
-            out.push_str(
-                &json!({"type": "call", "linkedid": linkedid, "channels": chans}).to_string(),
-            );
-            out.push('\n');
+    let terminal = std::io::stdout().is_terminal();
+    let now = Instant::now();
+    for (ix, s) in t.followed() {
+        let name = link.name(ix);
+        let server = many.then_some(name.as_str());
+        if terminal {
+            if many {
+                out.push_str(&format!("== {} ==\n", cell(&name)));
+            }
+            table(&s.tracker, &mut out);
+        } else {
+            for (linkedid, chans) in s.tracker.calls() {
+                let chans: Vec<_> = chans.iter().map(|c| channel_json(c, now)).collect();
+                let line = json!({"type": "call", "linkedid": linkedid, "channels": chans});
+                out.push_str(&naming(line.to_string(), server));
+                out.push('\n');
+            }
         }
     }
-    Ok(out)
+    Ok((out, failed))
 }
 
 /// Writes to stdout; a reader that has gone (`ami calls | head -1`) is a quiet end.
@@ -377,15 +494,18 @@ fn write_out(text: &str) -> Result<(), Failure> {
 /// (a thousand calls, hundreds of events a second) a view per batch would be megabytes of
 /// JSON a second that nobody can read. News lines go out as they come. The output goes
 /// through [`ViewOut`], never straight to stdout: a reader that stops reading must not stop
-/// the session (on `ami-mio` this thread is the one that reads the socket).
-fn watch(live: &mut Live, t: &mut Tracked, args: &Args, out: &mut ViewOut) -> Result<(), Failure> {
+/// the session (on `ami-mio` this thread is the one that reads the socket). With several
+/// servers each has its own view (JSON lines name their server; the terminal shows one
+/// table per server), and a server that stops for good leaves the others running.
+fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> Result<(), Failure> {
+    let many = link.len() > 1;
     let end = args
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
     let terminal = std::io::stdout().is_terminal();
     let mut news: VecDeque<String> = VecDeque::new();
     let mut happened = Vec::new();
-    let mut last_sig = None;
+    let mut last_sig: Vec<Option<Vec<(String, u8, bool)>>> = vec![None; link.len()];
     let mut looked = Instant::now() - REDRAW;
     crate::stop::catch();
     loop {
@@ -393,45 +513,66 @@ fn watch(live: &mut Live, t: &mut Tracked, args: &Args, out: &mut ViewOut) -> Re
         if going {
             let due = looked + REDRAW;
             let until = end.map_or(due, |e| e.min(due));
-            live.wait(crate::stop::wake_by(Some(until)), &mut happened)?;
-            t.feed(live, &mut happened)?;
+            link.wait(crate::stop::wake_by(Some(until)), &mut happened)?;
+            t.feed(link, &mut happened)?;
         }
         let mut lines = Vec::new();
-        while let Some(u) = t.tracker.poll_update() {
-            if terminal {
-                if let Some(text) = update_text(&u, live) {
-                    news.push_back(cell(&text).into_owned());
-                    if news.len() > NEWS {
-                        news.pop_front();
+        for (ix, s) in t.servers.iter_mut().enumerate() {
+            let name = link.name(ix);
+            let url = link.url(ix);
+            while let Some(u) = s.tracker.poll_update() {
+                if terminal {
+                    if let Some(text) = update_text(&u, url) {
+                        let text = if many {
+                            format!("{name}: {text}")
+                        } else {
+                            text
+                        };
+                        news.push_back(cell(&text).into_owned());
+                        if news.len() > NEWS {
+                            news.pop_front();
+                        }
                     }
+                } else if let Some(line) = update_json(&u, url) {
+                    let mut line = naming(line, many.then_some(name.as_str()));
+                    line.push('\n');
+                    lines.push(line);
                 }
-            } else if let Some(mut line) = update_json(&u, live) {
-                line.push('\n');
-                lines.push(line);
             }
         }
         let mut view = None;
         // The last look, at the end, gives a pipe the view as it was when the command ended.
         if looked.elapsed() >= REDRAW || !going {
             looked = Instant::now();
-            let sig = signature(&t.tracker);
-            let changed = last_sig.as_ref() != Some(&sig);
-            last_sig = Some(sig);
+            let mut changed = Vec::new();
+            for (ix, s) in t.followed() {
+                let sig = signature(&s.tracker);
+                if last_sig[ix].as_ref() != Some(&sig) {
+                    changed.push(ix);
+                }
+                last_sig[ix] = Some(sig);
+            }
             if terminal && going {
                 // Redrawn even when unchanged: the ages move.
                 let mut screen = String::from("\x1b[H\x1b[2J");
-                screen.push_str(&header(&t.tracker, live));
-                table(&t.tracker, &mut screen);
-                screen.push('\n');
+                for (ix, s) in t.followed() {
+                    screen.push_str(&header(&s.tracker, &cell(&link.name(ix))));
+                    table(&s.tracker, &mut screen);
+                    screen.push('\n');
+                }
                 for n in &news {
                     screen.push_str(n);
                     screen.push('\n');
                 }
                 view = Some(screen);
-            } else if changed && !terminal {
-                let mut line = calls_json(&t.tracker);
-                line.push('\n');
-                view = Some(line);
+            } else if !terminal && !changed.is_empty() {
+                let mut text = String::new();
+                for ix in changed {
+                    let line = calls_json(&t.servers[ix].tracker);
+                    text.push_str(&naming(line, many.then_some(link.name(ix).as_str())));
+                    text.push('\n');
+                }
+                view = Some(text);
             }
         }
         if (!lines.is_empty() || view.is_some()) && out.show(lines, view)? == Flow::Stop {

@@ -248,6 +248,8 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
                     continue;
                 }
                 fleet::Happening::Ended => break 'listen,
+                // listen sends no action of its own.
+                fleet::Happening::Completed { .. } => continue,
             };
             match printer.line(line) {
                 Ok(Flow::Go) => {}

@@ -6,13 +6,13 @@
 mod on_async;
 mod on_mio;
 
-use crate::session::{config, read_ca};
+use crate::session::{config, read_ca, CallError, Ticket};
 use crate::subscription::Subscription;
 use crate::url::ServerUrl;
 use crate::{Connection, Failure, Runtime};
 use ami_async::fleet::Reply;
 use ami_proto::fleet::{FleetItem, ServerName, ServerStatus};
-use ami_proto::{Action, ClientConfig, DisconnectReason, SendOptions};
+use ami_proto::{Action, ClientConfig, DisconnectReason, Response, SendOptions};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,11 @@ pub(crate) enum Happening {
     Status(ServerName, ServerStatus),
     /// The fleet closed and its stream is drained.
     Ended,
+    /// An action sent with [`Fleet::send`] finished.
+    Completed {
+        ticket: Ticket,
+        result: Result<Response, CallError>,
+    },
 }
 
 /// What [`Fleet::call`] gathered within its limit.
@@ -61,6 +66,9 @@ trait Engine {
         options: SendOptions,
         limit: Duration,
     ) -> Result<Called, Failure>;
+    /// Sends `action` with `options` to the server named `on` without waiting: a later wait
+    /// reports its result once, as [`Happening::Completed`] with the ticket returned here.
+    fn send(&mut self, on: &str, action: Action, options: SendOptions) -> Ticket;
     /// Every server's status, by name.
     fn statuses(&self) -> Vec<(String, ServerStatus)>;
     /// Takes the server named `name` out of the fleet (its session closes).
@@ -129,6 +137,12 @@ impl Fleet {
         limit: Duration,
     ) -> Result<Called, Failure> {
         self.engine.call(on, action, options, limit)
+    }
+
+    /// Sends `action` to the server named `on` without waiting; its result comes once from
+    /// a later [`wait`](Self::wait), as [`Happening::Completed`] with this ticket.
+    pub(crate) fn send(&mut self, on: &str, action: Action, options: SendOptions) -> Ticket {
+        self.engine.send(on, action, options)
     }
 
     /// The servers that stopped for good on their own (a login rejected, for instance),

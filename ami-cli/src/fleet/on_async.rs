@@ -4,12 +4,13 @@
 //! async-io's timer, which runs under either.
 
 use super::{Called, Engine, Happening, Member, BATCH};
+use crate::session::{CallError, Ticket};
 use crate::{Failure, Runtime, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::{
     FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, RouteFailed, ServerStatus,
     StatusChange, StatusWatch,
 };
-use ami_proto::{Action, SendOptions};
+use ami_proto::{Action, Response, SendOptions};
 use async_io::Timer;
 use futures_lite::future;
 use std::future::{pending, poll_fn, Future};
@@ -34,12 +35,18 @@ impl Blocker {
     }
 }
 
+/// An action sent with [`Engine::send`], its future owning a clone of the handle.
+type Sent = Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
+
 pub(super) struct AsyncRun {
     block: Blocker,
     handle: FleetHandle,
     events: FleetEvents,
     watch: StatusWatch,
     batch: Vec<FleetItem>,
+    next_ticket: Ticket,
+    /// Actions sent with [`Engine::send`] and not finished, polled by every wait.
+    sent: Vec<(Ticket, Sent)>,
 }
 
 impl AsyncRun {
@@ -80,6 +87,8 @@ impl AsyncRun {
             events,
             watch,
             batch: Vec::new(),
+            next_ticket: 0,
+            sent: Vec::new(),
         })
     }
 }
@@ -115,6 +124,32 @@ fn add_tls(
 enum Woke {
     Change(Option<StatusChange>),
     Items(usize),
+    /// At least one sent action finished (moved to the wait's output).
+    Sent,
+}
+
+/// Resolves once at least one of `sent` has finished, moving each finished one to `out`;
+/// never while none is pending.
+async fn finished(sent: &mut Vec<(Ticket, Sent)>, out: &mut Vec<Happening>) {
+    poll_fn(|cx| {
+        let before = out.len();
+        sent.retain_mut(|(ticket, fut)| match fut.as_mut().poll(cx) {
+            Poll::Ready(result) => {
+                out.push(Happening::Completed {
+                    ticket: *ticket,
+                    result,
+                });
+                false
+            }
+            Poll::Pending => true,
+        });
+        if out.len() > before {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// `fut`, or `None` once `until` passes (never, for `None`).
@@ -136,17 +171,25 @@ impl Engine for AsyncRun {
             events,
             watch,
             batch,
+            sent,
             ..
         } = self;
         // Status changes first: a server's "down" comes before later items.
         let woke = block.block_on(until(
             until_,
-            future::or(async { Woke::Change(watch.changed().await) }, async {
-                Woke::Items(events.recv_many(batch, BATCH).await)
-            }),
+            future::or(
+                async { Woke::Change(watch.changed().await) },
+                future::or(
+                    async {
+                        finished(sent, out).await;
+                        Woke::Sent
+                    },
+                    async { Woke::Items(events.recv_many(batch, BATCH).await) },
+                ),
+            ),
         ));
         match woke {
-            None => {}
+            None | Some(Woke::Sent) => {}
             Some(Woke::Change(Some(StatusChange::Changed { server, status }))) => {
                 out.push(Happening::Status(server, status))
             }
@@ -232,6 +275,26 @@ impl Engine for AsyncRun {
             replies: got.into_iter().flatten().collect(),
             late,
         })
+    }
+
+    fn send(&mut self, on: &str, action: Action, options: SendOptions) -> Ticket {
+        self.next_ticket += 1;
+        let handle = self.handle.clone();
+        let server = on.to_string();
+        self.sent.push((
+            self.next_ticket,
+            Box::pin(async move {
+                match handle
+                    .send_with(Route::Server(&server), action, options)
+                    .await
+                {
+                    Ok(reply) => reply.result.map_err(CallError::from),
+                    // Not sent: an unknown name or a closed fleet.
+                    Err(_) => Err(CallError::Closed),
+                }
+            }),
+        ));
+        self.next_ticket
     }
 
     fn statuses(&self) -> Vec<(String, ServerStatus)> {

@@ -2,6 +2,7 @@
 //! fleet's blocking wait plus one non-blocking step.
 
 use super::{Called, Engine, Happening, Member, BATCH};
+use crate::session::{CallError, Ticket};
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::Reply;
 use ami_async::AmiError;
@@ -25,6 +26,9 @@ pub(super) struct MioRun {
     /// Status changes seen while waiting for replies, handed out by the next wait.
     held: Vec<Happening>,
     closed: bool,
+    next_ticket: Ticket,
+    /// Actions sent with [`Engine::send`], by where they went.
+    tickets: HashMap<Key, Ticket>,
 }
 
 impl MioRun {
@@ -53,11 +57,14 @@ impl MioRun {
             batch: Vec::new(),
             held: Vec::new(),
             closed: false,
+            next_ticket: 0,
+            tickets: HashMap::new(),
         })
     }
 
-    /// One non-blocking step: status changes to `out`, completions to `done`, and the
-    /// stream's items to `out` when `items` is set.
+    /// One non-blocking step: status changes and the completions of [`Engine::send`] to
+    /// `out`, other completions to `done`, and the stream's items to `out` when `items` is
+    /// set.
     fn step(
         &mut self,
         out: &mut Vec<Happening>,
@@ -75,6 +82,15 @@ impl MioRun {
                     id,
                     outcome,
                 } => {
+                    let key = (server, id);
+                    if let Some(ticket) = self.tickets.remove(&key) {
+                        out.push(Happening::Completed {
+                            ticket,
+                            result: outcome.map_err(CallError::Action),
+                        });
+                        continue;
+                    }
+                    let (server, id) = key;
                     done.insert(
                         (server.clone(), id),
                         Reply {
@@ -223,6 +239,28 @@ impl Engine for MioRun {
             }
         }
         Ok(called)
+    }
+
+    fn send(&mut self, on: &str, action: Action, options: SendOptions) -> Ticket {
+        self.next_ticket += 1;
+        let ticket = self.next_ticket;
+        match self
+            .fleet
+            .send_with(Instant::now(), Route::Server(on), action, options)
+        {
+            Ok(routed) => {
+                self.tickets.insert((routed.server, routed.id), ticket);
+            }
+            // Refused at once: reported by the next wait, as the other runtimes do.
+            Err(e) => self.held.push(Happening::Completed {
+                ticket,
+                result: Err(match e {
+                    RouteError::Send { error, .. } => CallError::Refused(error),
+                    _ => CallError::Closed,
+                }),
+            }),
+        }
+        ticket
     }
 
     fn statuses(&self) -> Vec<(String, ServerStatus)> {

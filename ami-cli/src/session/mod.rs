@@ -197,7 +197,7 @@ pub(crate) fn one_server(conn: &Connection) -> Result<&ServerUrl, Failure> {
         [one] => Ok(one),
         _ => Err(Failure::new(
             EXIT_USAGE,
-            "this command takes one --server (several: `listen`, `action --on`)",
+            "this command takes one --server (several: `listen`, `calls`, `action --on`)",
         )),
     }
 }
