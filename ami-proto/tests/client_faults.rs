@@ -779,17 +779,23 @@ fn prefilters_are_installed_at_every_login_without_holding_ready_or_events_back(
         if connection == 1 {
             lost_until_the_retry(&mut h);
         }
-        let out = h.login();
+        h.connected();
+        h.feed(BANNER);
+        // Right behind the Login, before its answer: in place a round trip sooner.
+        let written = h.take_all();
+        let actions: Vec<_> = written.iter().map(|m| m.action().unwrap()).collect();
+        assert_eq!(actions, ["Login", "Filter"], "connection {connection}");
+        let f = &written[1];
+        assert_eq!(f.get_str("Filter"), Some("^Event: Hangup[[:space:]]"));
+        let out = h.feed(&scripted::login_ok(id_of(&written[0])));
         assert!(
             matches!(out.last(), Some(Out::Ready(_))),
             "connection {connection}: Ready with the login: {out:?}"
         );
-        let f = h.take("Filter");
-        assert_eq!(f.get_str("Filter"), Some("^Event: Hangup[[:space:]]"));
         h.feed(&event("Newchannel", 1));
         let refused = msg(&[
             ("Response", "Error"),
-            ("ActionID", id_of(&f)),
+            ("ActionID", id_of(f)),
             ("Message", "Permission denied"),
         ]);
         assert!(h.feed(&refused).is_empty(), "no outcome of its own");

@@ -395,11 +395,11 @@ impl ClientConfigBuilder {
         self
     }
 
-    /// A filter that cuts traffic, not the stream: installed at every login like
-    /// [`filter`](Self::filter), but the session is Ready at once, without waiting for the
-    /// server's answer, so the events the server sends before it applies the filter still
-    /// arrive (and a refusal, for a user without `write=system`, leaves the session
-    /// unfiltered, logged at warn). For an application that filters the stream itself
+    /// A filter that cuts traffic, not the stream: sent at every login right behind the
+    /// Login itself (Asterisk handles the two back to back, so it is in place almost at
+    /// once), and the session is Ready without waiting for its answer, so the few events
+    /// the server sends before it applies the filter still arrive (and a refusal, for a
+    /// user without `write=system`, leaves the session unfiltered, logged at warn). For an application that filters the stream itself
     /// (`ami listen --event`): the server sends less, and nothing is lost to the window in
     /// which the filter is not in place yet. Repeatable, at most
     /// [`MAX_FILTERS`](crate::MAX_FILTERS).
