@@ -370,6 +370,59 @@ fn originate_prints_the_originate_response_and_a_busy_line_exits_4() {
 }
 
 #[test]
+fn originate_has_the_server_send_only_its_originate_response_on_a_busy_server() {
+    // Calls start every 2 ms on the server while `ami originate` waits for its
+    // OriginateResponse: a session with the `call` mask alone would read every one of
+    // their events; the command's filter leaves only its answer on the wire.
+    each_runtime(|rt| {
+        let front = sim();
+        let u = sim_url(&front, "amp111");
+        let busy = std::sync::atomic::AtomicBool::new(true);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Calls placed without an OriginateResponse: the command's own is
+                    // then the only event its filter lets through.
+                    let mut call = ami_sim::CallRequest::new("Local/echo@ami-test", 1);
+                    call.report = false;
+                    front.with_server(|srv, now| srv.originate_call(now, call));
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+            // The load runs before the command logs in and after it is done.
+            std::thread::sleep(Duration::from_millis(300));
+            let out = on(
+                rt,
+                &u,
+                &[
+                    "originate",
+                    "--channel",
+                    "Local/echo@ami-test",
+                    "--application",
+                    "Wait",
+                    "--data",
+                    "1",
+                ],
+            );
+            std::thread::sleep(Duration::from_millis(100));
+            busy.store(false, std::sync::atomic::Ordering::Relaxed);
+            assert_code(&out, 0, rt);
+            let v = json(&stdout_lines(&out)[0]);
+            assert_eq!(header(&v, "Event").unwrap(), "OriginateResponse");
+        });
+        let stats = front.stats();
+        assert!(
+            stats.events_emitted > 500,
+            "{rt}: the load was real: {stats:?}"
+        );
+        assert!(
+            stats.events_delivered <= 1,
+            "{rt}: only the command's OriginateResponse was sent to it: {stats:?}"
+        );
+    });
+}
+
+#[test]
 fn originate_var_values_with_commas_quotes_and_backslashes_reach_the_channel_whole() {
     // The simulator splits Variable headers as Asterisk does (`__ast_app_separate_args`):
     // sent as typed, NOTE would arrive as `a` and JSON as `{a:1`.

@@ -2,6 +2,7 @@
 
 use crate::fleet::{self, Fleet};
 use crate::session::{self, CallError};
+use crate::subscription::Subscription;
 use crate::terminal::say;
 use crate::url::ServerUrl;
 use crate::{json, words};
@@ -176,7 +177,7 @@ pub(crate) fn send_one(
     conn: &Connection,
     action: Action,
     options: SendOptions,
-    events: &str,
+    events: impl Into<Subscription>,
     shown: Shown,
 ) -> Result<(), Failure> {
     check(&action)?;

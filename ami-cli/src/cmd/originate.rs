@@ -1,6 +1,7 @@
 //! `ami originate`: an async Originate; prints its OriginateResponse.
 
 use super::action::{parse_field, send_one, Shown};
+use crate::subscription;
 use crate::{Connection, Failure, EXIT_USAGE};
 use ami_proto::{Action, SendOptions};
 
@@ -68,11 +69,14 @@ fn action(a: &Args) -> Result<Action, Failure> {
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    // Only the OriginateResponse is wanted: on a busy server the other call events (every
+    // call's, not only this one's) would be most of what the session reads meanwhile.
+    let wanted = subscription::for_events(&["OriginateResponse".to_string()]);
     send_one(
         conn,
         action(args)?,
         SendOptions::default(),
-        "call",
+        wanted,
         Shown::FollowUp,
     )
 }
