@@ -423,6 +423,41 @@ fn originate_has_the_server_send_only_its_originate_response_on_a_busy_server() 
 }
 
 #[test]
+fn action_originate_async_gets_its_originate_response_although_action_asks_for_no_events() {
+    // `ami action` logs in with no events; an async Originate completes with an event, so
+    // for it the command asks for that one (it used to time out after Timeout plus 10 s,
+    // the call placed).
+    let front = sim();
+    let u = sim_url(&front, "amp111");
+    each_runtime(|rt| {
+        let started = Instant::now();
+        let out = on(
+            rt,
+            &u,
+            &[
+                "action",
+                "Originate",
+                "Channel=Local/echo@ami-test",
+                "Application=Wait",
+                "Data=1",
+                "Async=true",
+                "Timeout=5000",
+            ],
+        );
+        assert_code(&out, 0, rt);
+        let lines: Vec<Value> = stdout_lines(&out).iter().map(|l| json(l)).collect();
+        assert_eq!(lines[0]["type"], "response", "{rt}: {lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|v| header(v, "Event").is_some_and(|e| e == "OriginateResponse")),
+            "{rt}: {lines:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{rt}");
+    });
+}
+
+#[test]
 fn originate_var_values_with_commas_quotes_and_backslashes_reach_the_channel_whole() {
     // The simulator splits Variable headers as Asterisk does (`__ast_app_separate_args`):
     // sent as typed, NOTE would arrive as `a` and JSON as `{a:1`.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 fn harness(seed: u64) -> Harness {
     let cfg = ClientConfig::builder("admin", "amp111")
-        .events("off")
+        .events("call")
         .seed(seed)
         .ping_interval(Duration::from_secs(3600))
         .backoff_base(Duration::from_millis(10))
@@ -117,7 +117,7 @@ fn cancel_refuses_the_clients_own_action_ids_and_changes_nothing() {
     // from a log, or guessed from the prefix) must not end it, or the session would wait for
     // an answer it then ignores and fall over at the login or pong timeout.
     let cfg = ClientConfig::builder("admin", "amp111")
-        .events("off")
+        .events("call")
         .seed(5)
         .ping_interval(Duration::from_secs(10))
         .build()

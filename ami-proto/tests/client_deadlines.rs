@@ -25,7 +25,8 @@ fn secs(s: u64) -> Duration {
 
 fn ready(pipeline_depth: usize, t0: Instant) -> Harness {
     let cfg = ClientConfig::builder("admin", "s3cr3t")
-        .events("off")
+        // Call events: async Originates' OriginateResponses are among them.
+        .events("call")
         .seed(3)
         .pipeline_depth(pipeline_depth)
         .ping_interval(secs(3600))
@@ -136,7 +137,7 @@ fn an_action_sent_after_many_queued_ones_timed_out_is_still_written_and_fails_on
     // was never written, and a close never failed it.
     let t0 = Instant::now();
     let cfg = ClientConfig::builder("admin", "s3cr3t")
-        .events("off")
+        .events("call")
         .seed(3)
         .ping_interval(secs(3600))
         .build()

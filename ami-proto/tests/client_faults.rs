@@ -25,7 +25,7 @@ fn secs(s: u64) -> Duration {
 
 fn base() -> ClientConfigBuilder {
     ClientConfig::builder("admin", SECRET)
-        .events("off")
+        .events("call")
         .seed(11)
         .ping_interval(secs(3600))
 }
@@ -333,7 +333,7 @@ fn crlf_injection_is_refused_as_invalid_and_nothing_is_written() {
     h.ready();
     let logins: Vec<_> = h.written.iter().filter(|(c, _)| *c == 2).collect();
     assert_eq!(logins.len(), 1, "only Login on the new connection");
-    assert_eq!(logins[0].1.get_str("Events"), Some("off"));
+    assert_eq!(logins[0].1.get_str("Events"), Some("call"));
 }
 
 #[test]
@@ -1081,7 +1081,7 @@ fn a_logoff_answered_with_an_error_still_closes() {
 #[test]
 fn async_originate_response_frees_its_pipeline_slot_at_once() {
     let t0 = Instant::now();
-    let cfg = base().pipeline_depth(1).build().unwrap();
+    let cfg = base().events("call").pipeline_depth(1).build().unwrap();
     let mut h = Harness::new(cfg, t0);
     h.ready();
     let orig = h.send(async_originate(30_000));
@@ -1152,4 +1152,35 @@ fn list_overflow_reports_once_and_swallows_the_rest_of_the_list() {
     );
     assert_eq!(h.client.stats().in_flight, 0);
     assert_eq!(h.client.stats().pending, 0);
+}
+
+#[test]
+fn an_async_originate_whose_answer_the_event_mask_keeps_out_is_refused_before_sending() {
+    // Its OriginateResponse is a call event: with call events masked out it could never
+    // arrive, and the call would be placed while the action timed out.
+    let t0 = Instant::now();
+    let originate = || {
+        Action::new("Originate")
+            .field("Channel", "Local/100@default")
+            .field("Application", "Wait")
+            .field("Async", "true")
+    };
+    let mut h = Harness::new(base().events("off").build().unwrap(), t0);
+    h.ready();
+    let refused = h.client.send_action(h.now, originate());
+    assert!(
+        matches!(&refused, Err(SendError::FollowUpMasked { mask }) if mask == "off"),
+        "{refused:?}"
+    );
+    assert!(h.take_all().is_empty(), "nothing written");
+    // Once the mask lets call events through, it goes.
+    h.client.set_event_mask(h.now, "system,call").unwrap();
+    h.drain();
+    assert!(h.client.send_action(h.now, originate()).is_ok());
+    // A mask changed back keeps it out again.
+    h.client.set_event_mask(h.now, "system").unwrap();
+    assert!(matches!(
+        h.client.send_action(h.now, originate()),
+        Err(SendError::FollowUpMasked { .. })
+    ));
 }

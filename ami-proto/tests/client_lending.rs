@@ -31,7 +31,7 @@ fn secs(s: u64) -> Duration {
 /// client encodes waits in `transmit` until the test lends or writes it.
 fn stalled(t0: Instant) -> Harness {
     let cfg = ClientConfig::builder("admin", "s3cr3t")
-        .events("off")
+        .events("call")
         .seed(3)
         .pipeline_depth(8)
         .ping_interval(secs(3600))
@@ -260,7 +260,7 @@ struct Rig {
 impl Rig {
     fn new(t0: Instant) -> Rig {
         let cfg = ClientConfig::builder("admin", "s3cr3t")
-            .events("off")
+            .events("call")
             .seed(11)
             .pipeline_depth(4)
             .ping_interval(secs(3600))

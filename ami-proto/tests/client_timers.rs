@@ -27,7 +27,7 @@ fn secs(s: u64) -> Duration {
 
 fn base() -> ClientConfigBuilder {
     ClientConfig::builder("admin", "s3cr3t-Pa55")
-        .events("off")
+        .events("call")
         .seed(7)
 }
 

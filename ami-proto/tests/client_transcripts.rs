@@ -52,7 +52,7 @@ fn md5_login_computes_the_same_key_as_the_capture() {
     let now = Instant::now();
     let cfg = ClientConfig::builder("admin", "amp111")
         .auth(AuthMethod::Md5)
-        .events("off")
+        .events("call")
         .build()
         .unwrap();
     let client = Client::new(cfg, now);

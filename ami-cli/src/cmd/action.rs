@@ -2,7 +2,7 @@
 
 use crate::fleet::{self, Fleet};
 use crate::session::{self, CallError};
-use crate::subscription::Subscription;
+use crate::subscription::{self, Subscription};
 use crate::terminal::say;
 use crate::url::ServerUrl;
 use crate::{json, words};
@@ -196,13 +196,20 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         .timeout
         .map(|s| SendOptions::timeout(Duration::from_secs_f64(s)))
         .unwrap_or_default();
+    // No events, except an async Originate's answer: its OriginateResponse is an event, and
+    // a session that asks for none would place the call and time out waiting for it.
+    let events = if action.expects_originate_response() {
+        subscription::for_events(&["OriginateResponse".to_string()])
+    } else {
+        Subscription::from("off")
+    };
     match (&args.on, conn.server.len()) {
-        (None, 0 | 1) => send_one(conn, action, options, "off", Shown::All),
+        (None, 0 | 1) => send_one(conn, action, options, events, Shown::All),
         (None, _) => Err(Failure::new(
             EXIT_USAGE,
             "several servers: pick one with --on HOST:PORT, or --on all",
         )),
-        (Some(on), _) => send_on(conn, action, options, on),
+        (Some(on), _) => send_on(conn, action, options, events, on),
     }
 }
 
@@ -212,6 +219,7 @@ fn send_on(
     conn: &Connection,
     action: Action,
     options: SendOptions,
+    events: Subscription,
     on: &str,
 ) -> Result<(), Failure> {
     check(&action)?;
@@ -228,7 +236,7 @@ fn send_on(
             ),
         ));
     }
-    let mut fleet = Fleet::open(conn, "off")?;
+    let mut fleet = Fleet::open(conn, events)?;
     let mut worst: Option<Failure> = None;
     let down = fleet.keep_ready(crate::session::FIRST_LOGIN_TIMEOUT)?;
     let target_down = down.iter().any(|(server, _)| server == on);

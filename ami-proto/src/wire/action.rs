@@ -333,6 +333,13 @@ impl Action {
         self.name.eq_ignore_ascii_case(name)
     }
 
+    /// True for an `Originate` with `Async` true (as Asterisk's `ast_true` reads it: `true`,
+    /// `yes`, `1`, `on`...): it completes with an `OriginateResponse` event, a `call` event
+    /// the session's event mask must let through.
+    pub fn expects_originate_response(&self) -> bool {
+        self.is("Originate") && self.get("Async").is_some_and(is_true)
+    }
+
     /// Checks every rule [`encode`](Self::encode) enforces, without writing.
     pub fn validate(&self, action_id: Option<&ActionId>) -> Result<usize, EncodeError> {
         if self.name.is_empty() {
@@ -414,8 +421,28 @@ impl fmt::Debug for Action {
     }
 }
 
+/// Whether Asterisk's `ast_true` reads `v` as true.
+fn is_true(v: &str) -> bool {
+    let v = v.trim();
+    ["true", "yes", "1", "on", "y", "t"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_async_originate_expects_its_originate_response() {
+        let o = || Action::new("originate").field("Channel", "Local/1@x");
+        assert!(o().field("Async", "true").expects_originate_response());
+        assert!(o().field("Async", " On ").expects_originate_response());
+        assert!(!o().field("Async", "false").expects_originate_response());
+        assert!(!o().expects_originate_response());
+        assert!(!Action::new("Ping")
+            .field("Async", "true")
+            .expects_originate_response());
+    }
+
     use super::*;
 
     fn encode(a: &Action) -> Result<Vec<u8>, EncodeError> {

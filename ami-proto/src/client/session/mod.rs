@@ -82,6 +82,16 @@ pub enum SendError {
     /// `allow_sync_originate` to send one.
     #[error("sync Originate blocks the whole AMI session; send Async: true or enable allow_sync_originate")]
     SyncOriginateRefused,
+    /// An async `Originate` completes with its `OriginateResponse`, a `call` event, and the
+    /// session's event mask keeps `call` events out: the answer could never arrive, and the
+    /// call would be placed while the action timed out. Ask for them (`on`, or a class list
+    /// with `call`; [`ClientConfig::events`](crate::ClientConfig::events) or
+    /// [`Client::set_event_mask`]).
+    #[error("async Originate: its OriginateResponse is a call event, and the event mask `{mask}` keeps call events out; ask for them (events on, or a class list with call)")]
+    FollowUpMasked {
+        /// The session's event mask.
+        mask: String,
+    },
     /// Too many filters to re-apply.
     #[error("at most {MAX_FILTERS} filters can be installed")]
     TooManyFilters,
@@ -233,13 +243,25 @@ fn originate_budget(action: &Action, margin: Duration) -> Duration {
     Duration::from_millis(ms) + margin
 }
 
-fn is_true(v: Option<&str>) -> bool {
-    v.is_some_and(|v| {
-        let v = v.trim();
-        ["true", "yes", "1", "on", "y", "t"]
-            .iter()
-            .any(|t| v.eq_ignore_ascii_case(t))
-    })
+/// Whether the event mask `mask`, as Asterisk's `strings_to_mask` reads it, lets `call`
+/// events through: digits are a bitmask (`call` is bit 1), `off`/`no`/`false`... none,
+/// `on`/`yes`/`true`... all, otherwise a comma-separated class list (case-sensitive, as
+/// Asterisk matches it) holding `call` or `all`. A number too long to read is given the
+/// benefit of the doubt.
+fn mask_admits_call(mask: &str) -> bool {
+    const CALL: u64 = 1 << 1;
+    let m = mask.trim();
+    if !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()) {
+        return m.parse::<u64>().map_or(true, |bits| bits & CALL != 0);
+    }
+    let word = |w: &[&str]| w.iter().any(|x| m.eq_ignore_ascii_case(x));
+    if word(&["no", "false", "n", "f", "0", "off"]) {
+        return false;
+    }
+    if word(&["yes", "true", "y", "t", "1", "on"]) {
+        return true;
+    }
+    m.split(',').any(|c| c == "call" || c == "all")
 }
 
 impl Client {
@@ -782,7 +804,7 @@ impl Client {
         let mut sync = false;
         if action.is("Originate") {
             let budget = originate_budget(&action, self.config.originate_margin);
-            if is_true(action.get("Async")) {
+            if action.expects_originate_response() {
                 follow_up = Some(budget);
             } else if self.config.allow_sync_originate {
                 sync = true;
@@ -813,6 +835,13 @@ impl Client {
         }
         let (seq, id) = self.next_id();
         action.validate(Some(&id))?;
+        // After the validation: an action that would break the wire is refused as that,
+        // whatever else is wrong with it.
+        if follow_up.is_some() && !mask_admits_call(&self.config.events) {
+            return Err(SendError::FollowUpMasked {
+                mask: self.config.events.clone(),
+            });
+        }
         if let Some(mark) = options.mark {
             self.marks.insert(id.clone(), mark);
         }
@@ -1019,5 +1048,35 @@ impl Client {
                 .push(seq, |buf| action.encode_validated(Some(id), buf));
             self.pending.set_stage(seq, Stage::Written, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::mask_admits_call;
+
+    #[test]
+    fn the_call_class_is_read_from_a_mask_as_asterisk_reads_it() {
+        for yes in [
+            "on",
+            "YES",
+            "true",
+            "all",
+            "call",
+            "system,call",
+            "user,all",
+            "2",
+            "3",
+        ] {
+            assert!(mask_admits_call(yes), "{yes}");
+        }
+        // `1` is a bitmask (system only), not `true`; class names are case-sensitive.
+        for no in ["off", "no", "0", "1", "system", "user,agent", "Call", "4"] {
+            assert!(!mask_admits_call(no), "{no}");
+        }
+        assert!(
+            mask_admits_call("99999999999999999999999"),
+            "unreadable: allowed"
+        );
     }
 }
