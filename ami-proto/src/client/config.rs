@@ -389,7 +389,10 @@ impl ClientConfigBuilder {
     /// excluding (`^Event: Hangup[[:space:]]`). Asterisk requires `write=system` for it; a
     /// server that refuses it is logged (warn) and the session goes on unfiltered. At most
     /// [`MAX_FILTERS`](crate::MAX_FILTERS), with those added later by
-    /// [`Client::add_filter`](crate::Client::add_filter).
+    /// [`Client::add_filter`](crate::Client::add_filter). The client cannot read a
+    /// filter's regular expression: a session that sends async Originates must let their
+    /// `OriginateResponse` through its filters (the event mask it checks itself,
+    /// [`SendError::FollowUpMasked`](crate::SendError::FollowUpMasked)).
     pub fn filter(mut self, filter: impl Into<String>) -> Self {
         self.config.filters.push(filter.into());
         self
