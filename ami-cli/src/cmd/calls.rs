@@ -145,6 +145,12 @@ impl Trackers {
     /// Server `ix` stopped for good: with one server the command ends; with several it
     /// goes on for the others, and says so on stderr.
     fn closed(&mut self, link: &Link, ix: usize, reason: DisconnectReason) -> Result<(), Failure> {
+        if matches!(
+            reason,
+            DisconnectReason::Logoff | DisconnectReason::LocalClose
+        ) {
+            return Err(Failure::new(EXIT_OTHER, "the session ended"));
+        }
         let why = match link.url(ix) {
             Some(url) => words::reason(&reason, url),
             None => reason.to_string(),
