@@ -227,3 +227,61 @@ fn bridge_refuses_a_name_count_that_does_not_match_the_servers() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--name"), "{}", stderr(&out));
 }
+
+#[test]
+fn bridge_publishes_only_the_classes_its_event_mask_names() {
+    // `--events call`: a dialer's bridge that wants the calls, not the UserEvents (nor the
+    // RTCP reports and queue events) of its servers, has them kept at the server.
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(nats) = Nats::start() else { return };
+    let a = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let mut bridge = command(&[
+        "--server",
+        &format!("ami://admin:amp111@{}", a.local_addr()),
+        "bridge",
+        "--nats",
+        &format!("nats://127.0.0.1:{}", nats.port),
+        "--name",
+        "pbx1",
+        "--events",
+        "call",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (metrics, _, _rest) = metrics_port(&mut bridge);
+    let received = || {
+        value(
+            &scrape(metrics),
+            "ami_bridge_events_received_total{server=\"pbx1\"}",
+        )
+    };
+    wait_until(Duration::from_secs(20), "the server ready", || {
+        value(
+            &scrape(metrics),
+            "ami_bridge_server_state{server=\"pbx1\",state=\"ready\"}",
+        ) == Some(1.0)
+    });
+    a.with_server(|s, now| {
+        s.emit_user_events(now, 500);
+        s.originate_call(now, ami_sim::CallRequest::new("Local/echo@ami-test", 1));
+    });
+    wait_until(Duration::from_secs(20), "the call's events", || {
+        received().is_some_and(|n| n >= 5.0)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let n = received().unwrap_or_default();
+    assert!(n < 100.0, "only call events, no UserEvent: {n}");
+    assert!(a.stats().events_emitted > 500);
+    send_signal(&bridge, "INT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while bridge.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "ami bridge did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

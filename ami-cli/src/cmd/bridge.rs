@@ -33,6 +33,12 @@ pub(crate) struct Args {
     /// How `ami.any.action` picks among the ready servers.
     #[arg(long, value_enum, default_value = "round-robin")]
     any_policy: AnyPolicy,
+    /// The event mask every server's session asks for at login: `on`, or the classes to
+    /// publish (`call,agent`: lowercase, no spaces, as Asterisk reads it). What a server is
+    /// not asked for it does not even build; an async Originate through the bridge needs
+    /// `call` (its OriginateResponse), and is refused without it.
+    #[arg(long, value_name = "MASK", default_value = "on")]
+    events: String,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9185.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
@@ -85,7 +91,12 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                 "ami bridge speaks plain AMI only (ami://)",
             ));
         }
-        let client = crate::session::config(conn.auth, &url.user, url.secret.expose(), "on")?;
+        let client = crate::session::config(
+            conn.auth,
+            &url.user,
+            url.secret.expose(),
+            args.events.as_str(),
+        )?;
         let name = args.name.get(i).cloned().unwrap_or_else(|| url.authority());
         specs.push(
             ServerSpec::new(name, url.host.clone(), url.port, client).map_err(|e| usage(&e))?,
