@@ -1184,3 +1184,26 @@ fn an_async_originate_whose_answer_the_event_mask_keeps_out_is_refused_before_se
         Err(SendError::FollowUpMasked { .. })
     ));
 }
+
+#[test]
+fn an_event_class_asterisk_would_ignore_is_refused_at_build_and_at_run_time() {
+    // Asterisk ignores a class name it does not know without a word: `calls` or `Call`
+    // would ask for nothing at all.
+    for typo in ["calls", "system,Call", "agent,queue"] {
+        let err = base().events(typo).build().unwrap_err();
+        assert!(err.to_string().contains("no event class"), "{typo}: {err}");
+    }
+    for fine in ["on", "off", "0", "7", "system,call,dialplan", "all"] {
+        assert!(base().events(fine).build().is_ok(), "{fine}");
+    }
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let r = h.client.set_event_mask(h.now, "user,Agent");
+    assert!(
+        matches!(&r, Err(SendError::UnknownEventClass(c)) if c == "Agent"),
+        "{r:?}"
+    );
+    assert!(h.take_all().is_empty(), "nothing written");
+    assert!(h.client.set_event_mask(h.now, "user,agent").is_ok());
+}

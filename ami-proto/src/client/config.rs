@@ -447,6 +447,11 @@ impl ClientConfigBuilder {
                 why: "Asterisk parses the mask without spaces",
             });
         }
+        if let Some(class) = crate::client::event_mask::unknown_class(&c.events) {
+            return Err(ConfigError::UnknownEventClass {
+                class: class.to_string(),
+            });
+        }
         let nonzero_durations = [
             ("connect_timeout", c.connect_timeout),
             ("banner_timeout", c.banner_timeout),
@@ -598,6 +603,13 @@ pub enum ConfigError {
         setting: &'static str,
         /// Why it cannot work.
         why: &'static str,
+    },
+    /// The event mask names a class Asterisk does not know: it would ignore it without a
+    /// word, and the session would not get the events it was meant for.
+    #[error("invalid client config: events names `{class}`, which is no event class (Asterisk would ignore it); classes are lowercase: system, call, agent, user, dialplan, reporting, security, cdr, dtmf, ... or on/off")]
+    UnknownEventClass {
+        /// The name at fault.
+        class: String,
     },
 }
 

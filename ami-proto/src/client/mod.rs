@@ -6,6 +6,7 @@ pub(crate) mod config;
 #[macro_use]
 pub(crate) mod counts;
 pub(crate) mod deadlines;
+pub(crate) mod event_mask;
 pub(crate) mod events;
 pub(crate) mod output;
 pub(crate) mod pending;

@@ -1,0 +1,119 @@
+//! The event mask (`Events:` in the Login, `EventMask:` in the Events action) as Asterisk's
+//! `strings_to_mask` reads it: all digits, a bitmask (`1` is `system` only); an `ast_false`
+//! word (`off`, `no`...), nothing; an `ast_true` word (`on`, `yes`...), everything;
+//! otherwise a comma-separated list of class names, matched case-sensitively, in which a
+//! name Asterisk does not know is ignored without a word. A typo (`calls`, `Call`) would
+//! silently ask for nothing, so the client refuses one.
+
+/// The class names Asterisk 22 knows (`perms[]` in `manager.c`), `all` and `none` included.
+const CLASSES: [&str; 21] = [
+    "system",
+    "call",
+    "log",
+    "verbose",
+    "command",
+    "agent",
+    "user",
+    "config",
+    "dtmf",
+    "reporting",
+    "cdr",
+    "dialplan",
+    "originate",
+    "agi",
+    "cc",
+    "aoc",
+    "test",
+    "security",
+    "message",
+    "all",
+    "none",
+];
+
+/// The `call` class's bit.
+const CALL: u64 = 1 << 1;
+
+fn is_bitmask(mask: &str) -> bool {
+    !mask.is_empty() && mask.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_word(mask: &str, words: &[&str]) -> bool {
+    words.iter().any(|w| mask.eq_ignore_ascii_case(w))
+}
+
+const FALSE: [&str; 6] = ["no", "false", "n", "f", "0", "off"];
+const TRUE: [&str; 6] = ["yes", "true", "y", "t", "1", "on"];
+
+/// The first class name in `mask` that Asterisk would ignore, if any.
+pub(crate) fn unknown_class(mask: &str) -> Option<&str> {
+    let m = mask.trim();
+    if is_bitmask(m) || is_word(m, &FALSE) || is_word(m, &TRUE) {
+        return None;
+    }
+    m.split(',').find(|c| !c.is_empty() && !CLASSES.contains(c))
+}
+
+/// Whether `mask` lets `call` events through. A bitmask too long to read is given the
+/// benefit of the doubt.
+pub(crate) fn admits_call(mask: &str) -> bool {
+    let m = mask.trim();
+    if is_bitmask(m) {
+        return m.parse::<u64>().map_or(true, |bits| bits & CALL != 0);
+    }
+    if is_word(m, &FALSE) {
+        return false;
+    }
+    if is_word(m, &TRUE) {
+        return true;
+    }
+    m.split(',').any(|c| c == "call" || c == "all")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_call_class_is_read_from_a_mask_as_asterisk_reads_it() {
+        for yes in [
+            "on",
+            "YES",
+            "true",
+            "all",
+            "call",
+            "system,call",
+            "user,all",
+            "2",
+            "3",
+        ] {
+            assert!(admits_call(yes), "{yes}");
+        }
+        // `1` is a bitmask (system only), not `true`; class names are case-sensitive.
+        for no in ["off", "no", "0", "1", "system", "user,agent", "Call", "4"] {
+            assert!(!admits_call(no), "{no}");
+        }
+        assert!(
+            admits_call("99999999999999999999999"),
+            "unreadable: allowed"
+        );
+    }
+
+    #[test]
+    fn a_class_name_asterisk_would_ignore_is_found() {
+        for fine in [
+            "on",
+            "off",
+            "7",
+            "call",
+            "system,call,dialplan",
+            "all",
+            "none",
+            "call,",
+        ] {
+            assert_eq!(unknown_class(fine), None, "{fine}");
+        }
+        assert_eq!(unknown_class("calls"), Some("calls"));
+        assert_eq!(unknown_class("system,Call"), Some("Call"));
+        assert_eq!(unknown_class("agent,queue"), Some("queue"));
+    }
+}
