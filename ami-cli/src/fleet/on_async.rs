@@ -4,13 +4,14 @@
 //! async-io's timer, which runs under either.
 
 use super::{Called, Engine, Happening, Member, BATCH};
+use crate::session::calls::Calls;
 use crate::session::{CallError, Ticket};
 use crate::{Failure, Runtime, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::{
     FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, RouteFailed, ServerStatus,
     StatusChange, StatusWatch,
 };
-use ami_proto::{Action, Response, SendOptions};
+use ami_proto::{Action, SendOptions};
 use async_io::Timer;
 use futures_lite::future;
 use std::future::{pending, poll_fn, Future};
@@ -35,18 +36,15 @@ impl Blocker {
     }
 }
 
-/// An action sent with [`Engine::send`], its future owning a clone of the handle.
-type Sent = Pin<Box<dyn Future<Output = Result<Response, CallError>> + Send>>;
-
 pub(super) struct AsyncRun {
     block: Blocker,
     handle: FleetHandle,
     events: FleetEvents,
     watch: StatusWatch,
     batch: Vec<FleetItem>,
-    next_ticket: Ticket,
-    /// Actions sent with [`Engine::send`] and not finished, polled by every wait.
-    sent: Vec<(Ticket, Sent)>,
+    /// Actions sent with [`Engine::send`] and not finished, polled by every wait (each
+    /// future owns a clone of the handle).
+    sent: Calls,
 }
 
 impl AsyncRun {
@@ -87,8 +85,7 @@ impl AsyncRun {
             events,
             watch,
             batch: Vec::new(),
-            next_ticket: 0,
-            sent: Vec::new(),
+            sent: Calls::default(),
         })
     }
 }
@@ -128,30 +125,6 @@ enum Woke {
     Sent,
 }
 
-/// Resolves once at least one of `sent` has finished, moving each finished one to `out`;
-/// never while none is pending.
-async fn finished(sent: &mut Vec<(Ticket, Sent)>, out: &mut Vec<Happening>) {
-    poll_fn(|cx| {
-        let before = out.len();
-        sent.retain_mut(|(ticket, fut)| match fut.as_mut().poll(cx) {
-            Poll::Ready(result) => {
-                out.push(Happening::Completed {
-                    ticket: *ticket,
-                    result,
-                });
-                false
-            }
-            Poll::Pending => true,
-        });
-        if out.len() > before {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
-}
-
 /// `fut`, or `None` once `until` passes (never, for `None`).
 async fn until<T>(until: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(fut.await) }, async {
@@ -181,7 +154,10 @@ impl Engine for AsyncRun {
                 async { Woke::Change(watch.changed().await) },
                 future::or(
                     async {
-                        finished(sent, out).await;
+                        sent.finished_with(|ticket, result| {
+                            out.push(Happening::Completed { ticket, result })
+                        })
+                        .await;
                         Woke::Sent
                     },
                     async { Woke::Items(events.recv_many(batch, BATCH).await) },
@@ -278,23 +254,18 @@ impl Engine for AsyncRun {
     }
 
     fn send(&mut self, on: &str, action: Action, options: SendOptions) -> Ticket {
-        self.next_ticket += 1;
         let handle = self.handle.clone();
         let server = on.to_string();
-        self.sent.push((
-            self.next_ticket,
-            Box::pin(async move {
-                match handle
-                    .send_with(Route::Server(&server), action, options)
-                    .await
-                {
-                    Ok(reply) => reply.result.map_err(CallError::from),
-                    // Not sent: an unknown name or a closed fleet.
-                    Err(_) => Err(CallError::Closed),
-                }
-            }),
-        ));
-        self.next_ticket
+        self.sent.push(async move {
+            match handle
+                .send_with(Route::Server(&server), action, options)
+                .await
+            {
+                Ok(reply) => reply.result.map_err(CallError::from),
+                // Not sent: an unknown name or a closed fleet.
+                Err(_) => Err(CallError::Closed),
+            }
+        })
     }
 
     fn statuses(&self) -> Vec<(String, ServerStatus)> {

@@ -34,15 +34,16 @@ pub(super) async fn recv_one_by_one(
     }
 }
 
-/// Actions in flight on an async adapter, each the adapter's own `send` future.
+/// Actions in flight on an async adapter, each the adapter's own `send` future (one
+/// session's, or a fleet's: [`crate::fleet`] keeps its own).
 #[derive(Default)]
-pub(super) struct Calls {
+pub(crate) struct Calls {
     next: Ticket,
     pending: Vec<(Ticket, Call)>,
 }
 
 impl Calls {
-    pub(super) fn push(
+    pub(crate) fn push(
         &mut self,
         call: impl Future<Output = Result<Response, CallError>> + Send + 'static,
     ) -> Ticket {
@@ -51,28 +52,36 @@ impl Calls {
         self.next
     }
 
-    /// Resolves once at least one call has finished; moves each finished one to `out`.
-    async fn finished(&mut self, out: &mut Vec<Happening>) {
+    /// Resolves once at least one call has finished; hands each finished one to `done`.
+    /// Pending for ever while none is in flight.
+    pub(crate) async fn finished_with(
+        &mut self,
+        mut done: impl FnMut(Ticket, Result<Response, CallError>),
+    ) {
         poll_fn(|cx| {
-            let before = out.len();
+            let mut any = false;
             self.pending
                 .retain_mut(|(ticket, call)| match call.as_mut().poll(cx) {
                     Poll::Ready(result) => {
-                        out.push(Happening::Completed {
-                            ticket: *ticket,
-                            result,
-                        });
+                        done(*ticket, result);
+                        any = true;
                         false
                     }
                     Poll::Pending => true,
                 });
-            if out.len() > before {
+            if any {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
         .await
+    }
+
+    /// [`finished_with`](Self::finished_with), each finished one moved to `out`.
+    async fn finished(&mut self, out: &mut Vec<Happening>) {
+        self.finished_with(|ticket, result| out.push(Happening::Completed { ticket, result }))
+            .await
     }
 }
 

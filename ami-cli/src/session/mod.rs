@@ -6,7 +6,7 @@
 //! else in the CLI knows which runtime runs.
 
 mod async_std;
-mod calls;
+pub(crate) mod calls;
 mod mio;
 mod on_runtime;
 mod tokio;
