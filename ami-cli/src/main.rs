@@ -69,12 +69,12 @@ pub(crate) enum Runtime {
 }
 
 /// Where and how to connect: the options every command shares.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Connection {
     /// ami://USER:SECRET@HOST:PORT (amis:// for TLS; IPv6 as [::1]; %-escape reserved
     /// characters in USER and SECRET, a comma as %2C). Repeat it (or give AMI_URL a
     /// comma-separated list) for several servers: `listen` merges them, `calls` shows
-    /// each one's, `action --on` picks one or all (every runtime).
+    /// each one's, `action --on` picks one or all, `originate --on` one (every runtime).
     #[allow(rustdoc::broken_intra_doc_links)] // clap help text: `[::1]` is an address, not a link
     #[arg(
         long,

@@ -458,6 +458,41 @@ fn action_originate_async_gets_its_originate_response_although_action_asks_for_n
 }
 
 #[test]
+fn originate_on_several_servers_places_the_call_from_the_one_named() {
+    let (a, b) = (sim(), sim());
+    let (ua, ub) = (sim_url(&a, "amp111"), sim_url(&b, "amp111"));
+    let call = [
+        "originate",
+        "--channel",
+        "Local/echo@ami-test",
+        "--application",
+        "Wait",
+        "--data",
+        "1",
+    ];
+    each_runtime(|rt| {
+        let before = (a.stats().calls_started, b.stats().calls_started);
+        let mut args = call.to_vec();
+        let on_b = b.local_addr().to_string();
+        args.extend(["--on", on_b.as_str()]);
+        let out = on_servers(rt, &[&ua, &ub], &args);
+        assert_code(&out, 0, rt);
+        let v = json(&stdout_lines(&out)[0]);
+        assert_eq!(header(&v, "Event").unwrap(), "OriginateResponse");
+        assert!(b.stats().calls_started > before.1, "{rt}: placed on b");
+        assert_eq!(a.stats().calls_started, before.0, "{rt}: not on a");
+    });
+    let out = on_servers("tokio", &[&ua, &ub], &call);
+    assert_code(&out, 2, "no --on");
+    assert!(stderr(&out).contains("--on"), "{}", stderr(&out));
+    let mut args = call.to_vec();
+    args.extend(["--on", "127.0.0.1:1"]);
+    let out = on_servers("tokio", &[&ua, &ub], &args);
+    assert_code(&out, 2, "unknown --on");
+    assert!(stderr(&out).contains("no such server"), "{}", stderr(&out));
+}
+
+#[test]
 fn originate_var_values_with_commas_quotes_and_backslashes_reach_the_channel_whole() {
     // The simulator splits Variable headers as Asterisk does (`__ast_app_separate_args`):
     // sent as typed, NOTE would arrive as `a` and JSON as `{a:1`.

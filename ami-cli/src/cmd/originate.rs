@@ -35,6 +35,45 @@ pub(crate) struct Args {
     /// The caller ID the called party sees, e.g. '"Sales" <5551234>'.
     #[arg(long)]
     caller_id: Option<String>,
+    /// With several servers: the one to place the call from (its host:port).
+    #[arg(long, value_name = "NAME")]
+    on: Option<String>,
+}
+
+/// The one server the call is placed from: the only `--server`, or the one `--on` names.
+fn from_server(conn: &Connection, on: Option<&str>) -> Result<Connection, Failure> {
+    let names = || {
+        conn.server
+            .iter()
+            .map(crate::fleet::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let url = match (on, conn.server.as_slice()) {
+        (None, [] | [_]) => return Ok(conn.clone()),
+        (None, _) => {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "several servers: pick the one to call from with --on ({})",
+                    names()
+                ),
+            ))
+        }
+        (Some(on), servers) => servers
+            .iter()
+            .find(|u| crate::fleet::name(u) == on)
+            .ok_or_else(|| {
+                Failure::new(
+                    EXIT_USAGE,
+                    format!("--on {on}: no such server (servers: {})", names()),
+                )
+            })?,
+    };
+    Ok(Connection {
+        server: vec![url.clone()],
+        ..conn.clone()
+    })
 }
 
 fn action(a: &Args) -> Result<Action, Failure> {
@@ -72,8 +111,9 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     // Only the OriginateResponse is wanted: on a busy server the other call events (every
     // call's, not only this one's) would be most of what the session reads meanwhile.
     let wanted = subscription::for_events(&["OriginateResponse".to_string()]);
+    let conn = from_server(conn, args.on.as_deref())?;
     send_one(
-        conn,
+        &conn,
         action(args)?,
         SendOptions::default(),
         wanted,
