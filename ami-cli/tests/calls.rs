@@ -277,8 +277,16 @@ fn calls_on_several_servers_shows_each_servers_calls_under_its_name() {
         (b.local_addr().to_string(), table(&b)),
     ];
     each_runtime(|rt| {
+        let started = std::time::Instant::now();
         let out = on_servers(rt, &[&url(&a), &url(&b)], &["calls"]);
         assert_eq!(out.status.code(), Some(0), "{rt}: {}", stderr(&out));
+        // Quiet servers: the snapshots are asked for at once, not when a wait for news that
+        // never comes ends at the 15 s deadline.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{rt}: {:?}",
+            started.elapsed()
+        );
         let lines: Vec<Value> = stdout_lines(&out).iter().map(|l| json(l)).collect();
         assert_eq!(lines.len(), 2, "{rt}: a call on each: {lines:?}");
         for (server, uids) in &want {

@@ -422,6 +422,11 @@ fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), 
     }
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     let mut news = Vec::new();
+    // What is there already (a session's login), then the snapshots are asked for before
+    // a wait blocks: a quiet server whose first items went by while the fleet settled would
+    // otherwise be asked only when the wait ends, at the deadline.
+    link.wait(Some(Instant::now()), &mut news)?;
+    t.feed(link, &mut news)?;
     while t
         .followed()
         .any(|(_, s)| s.tracker.is_stale() || !s.started)
@@ -514,6 +519,8 @@ fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> R
     let mut last_sig: Vec<Option<Vec<(String, u8, bool)>>> = vec![None; link.len()];
     let mut looked = Instant::now() - REDRAW;
     crate::stop::catch();
+    link.wait(Some(Instant::now()), &mut happened)?;
+    t.feed(link, &mut happened)?;
     loop {
         let going = end.is_none_or(|e| Instant::now() < e) && !crate::stop::requested();
         if going {
