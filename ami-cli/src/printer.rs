@@ -256,13 +256,7 @@ impl Printer {
             Err(RecvTimeoutError::Timeout) => return None,
         };
         self.ended = true;
-        Some(match end {
-            Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(Failure::new(
-                EXIT_OTHER,
-                format!("cannot write to stdout: {e}"),
-            )),
-            _ => Ok(()),
-        })
+        Some(stdout_end(&end))
     }
 
     fn result(&mut self) -> Result<(), Failure> {
@@ -299,6 +293,18 @@ impl Printer {
                 Ok(())
             }
         }
+    }
+}
+
+/// How writing to stdout ended, for the command: a closed pipe (`ami listen | head`) is how
+/// a pipeline says "enough", a quiet end; any other error a failure.
+pub(crate) fn stdout_end(end: &std::io::Result<()>) -> Result<(), Failure> {
+    match end {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(Failure::new(
+            EXIT_OTHER,
+            format!("cannot write to stdout: {e}"),
+        )),
+        _ => Ok(()),
     }
 }
 

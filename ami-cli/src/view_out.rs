@@ -15,10 +15,11 @@
 //! sees each `call_ended` next to the view it belongs with.
 
 use crate::losses::{Loss, Losses};
+use crate::printer::stdout_end;
 use crate::terminal::say;
 use crate::{json, Failure, EXIT_OTHER};
 use std::collections::VecDeque;
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -166,7 +167,7 @@ impl ViewOut {
         {
             let mut p = self.shared.lock();
             if let Some(end) = &p.ended {
-                return quiet_end(end).map(|()| Flow::Stop);
+                return stdout_end(end).map(|()| Flow::Stop);
             }
             for line in news {
                 if p.news_bytes + line.len() > MAX_NEWS_BYTES {
@@ -206,7 +207,7 @@ impl ViewOut {
                     let _ = t.join();
                 }
                 match self.shared.lock().ended.take() {
-                    Some(end) => quiet_end(&end),
+                    Some(end) => stdout_end(&end),
                     None => Ok(()),
                 }
             }
@@ -218,20 +219,10 @@ impl ViewOut {
     }
 }
 
-/// A closed pipe is how a pipeline says "enough": a quiet end; any other error a failure.
-fn quiet_end(end: &std::io::Result<()>) -> Result<(), Failure> {
-    match end {
-        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(Failure::new(
-            EXIT_OTHER,
-            format!("cannot write to stdout: {e}"),
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::ErrorKind;
 
     /// A stdout that blocks while the test holds the gate, and says when a write first
     /// waits on it.
