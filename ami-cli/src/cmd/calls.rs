@@ -30,6 +30,7 @@
 
 mod link;
 
+use crate::printer::stdout_end;
 use crate::session::{self, CallError, Ticket};
 use crate::terminal::{cell, say};
 use crate::url::ServerUrl;
@@ -105,7 +106,7 @@ impl Trackers {
         for n in news.drain(..) {
             match n {
                 News::Item(ix, item) => {
-                    if let Some(t) = self.servers.get_mut(ix) {
+                    if let Some(t) = self.servers.get_mut(ix).filter(|t| t.closed.is_none()) {
                         t.tracker.handle_item(now, &item);
                     }
                 }
@@ -125,7 +126,13 @@ impl Trackers {
                 News::Closed(ix, reason) => self.closed(link, ix, reason)?,
             }
         }
-        for (ix, t) in self.servers.iter_mut().enumerate() {
+        // A server out of the view (stopped for good, or taken out as down) is asked nothing.
+        for (ix, t) in self
+            .servers
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, t)| t.closed.is_none())
+        {
             // The session was up before the first item arrived: ask for a snapshot now,
             // unless the stream's own session start already did.
             if !t.started {
@@ -487,16 +494,11 @@ fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), 
 /// Writes to stdout; a reader that has gone (`ami calls | head -1`) is a quiet end.
 fn write_out(text: &str) -> Result<(), Failure> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
-            EXIT_OTHER,
-            format!("cannot write to stdout: {e}"),
-        )),
-        _ => Ok(()),
-    }
+    stdout_end(
+        &stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush()),
+    )
 }
 
 /// Keeps the view until the duration ends, a signal comes or stdout closes.

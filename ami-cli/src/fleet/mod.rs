@@ -172,7 +172,9 @@ impl Fleet {
     /// as a single server's command waits for its first login; then takes out of the
     /// fleet each server not logged in, and returns those with why. An action for `all`
     /// then goes to the servers that can answer it now, instead of waiting in a down
-    /// server's queue until its deadline.
+    /// server's queue until its deadline. Stream items that arrive meanwhile are not kept:
+    /// its callers send actions (`action --on`) or take a snapshot afterwards (`calls`),
+    /// which covers every event before it, and so must not wait for items to start.
     pub(crate) fn keep_ready(&mut self, limit: Duration) -> Result<Vec<(String, String)>, Failure> {
         let deadline = Instant::now() + limit;
         let mut ignored = Vec::new();
