@@ -628,6 +628,15 @@ fn fully_booted() -> Vec<u8> {
     ])
 }
 
+/// Asterisk's answer to a Filter from a user without `write=system`.
+fn permission_denied(id: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Error"),
+        ("ActionID", id),
+        ("Message", "Permission denied"),
+    ])
+}
+
 /// The server closes the connection (EOF, nothing pending): the clock moves to the
 /// reconnect the client set.
 fn lost_until_the_retry(h: &mut Harness) {
@@ -740,12 +749,7 @@ fn configured_filters_are_installed_at_every_login_before_ready() {
         );
         h.feed(&event("Newchannel", 1));
         assert!(h.feed(&success(id_of(&written[0]), "ok")).is_empty());
-        let refused = msg(&[
-            ("Response", "Error"),
-            ("ActionID", id_of(&written[1])),
-            ("Message", "Permission denied"),
-        ]);
-        let out = h.feed(&refused);
+        let out = h.feed(&permission_denied(id_of(&written[1])));
         assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
         h.feed(&event("Hangup", 2));
     }
@@ -793,12 +797,10 @@ fn prefilters_are_installed_at_every_login_without_holding_ready_or_events_back(
             "connection {connection}: Ready with the login: {out:?}"
         );
         h.feed(&event("Newchannel", 1));
-        let refused = msg(&[
-            ("Response", "Error"),
-            ("ActionID", id_of(f)),
-            ("Message", "Permission denied"),
-        ]);
-        assert!(h.feed(&refused).is_empty(), "no outcome of its own");
+        assert!(
+            h.feed(&permission_denied(id_of(f))).is_empty(),
+            "no outcome of its own"
+        );
         assert!(h.client.is_ready());
         h.feed(&event("Hangup", 2));
     }
