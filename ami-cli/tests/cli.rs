@@ -1418,3 +1418,39 @@ fn originate_needs_an_application_or_a_context_and_exten() {
         assert_eq!(ami(args).status.code(), Some(2), "{args:?}");
     }
 }
+
+#[test]
+fn the_standalone_simulator_tells_the_real_time() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let mut sim = spawn_piped(&["sim"]);
+    let mut url = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let out = ami(&["--server", url.trim(), "action", "Ping"]);
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stamp = line["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "Timestamp")
+        .and_then(|h| h[1].as_str())
+        .unwrap()
+        .parse::<f64>()
+        .unwrap();
+    // Ping's Timestamp is the server's wall clock: within the run, give or take a second.
+    assert!(
+        stamp >= before.as_secs_f64() - 1.0 && stamp <= after.as_secs_f64() + 1.0,
+        "Timestamp {stamp}, run {before:?}..{after:?}"
+    );
+}

@@ -3,21 +3,21 @@
 
 use std::time::{Duration, Instant};
 
-/// The simulated wall clock: `start_unix` seconds since the epoch at the instant `origin`.
+/// The simulated wall clock: `start_unix` since the epoch at the instant `origin`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WallClock {
     origin: Instant,
-    start_unix: u64,
+    start_unix: Duration,
 }
 
 impl WallClock {
-    pub(crate) fn new(origin: Instant, start_unix: u64) -> WallClock {
+    pub(crate) fn new(origin: Instant, start_unix: Duration) -> WallClock {
         WallClock { origin, start_unix }
     }
 
     /// Time since the epoch at `now` (instants before the origin count as the origin).
     pub(crate) fn unix(&self, now: Instant) -> Duration {
-        Duration::from_secs(self.start_unix) + now.saturating_duration_since(self.origin)
+        self.start_unix + now.saturating_duration_since(self.origin)
     }
 
     /// Whole seconds since the epoch at `now`.

@@ -70,8 +70,11 @@ pub struct SimConfig {
     pub fully_booted: bool,
     /// How long booting takes when `fully_booted` is false.
     pub boot_delay: Duration,
-    /// Unix time (seconds) of the virtual clock at the `now` passed to `SimServer::new`.
-    pub start_unix: u64,
+    /// Unix time of the virtual clock at the `now` passed to `SimServer::new`: what Ping's
+    /// `Timestamp`, security events' `EventTV`, Cdr times and CoreStatus dates count from.
+    /// A fixed date by default, so that runs replay byte for byte; a simulator serving real
+    /// clients (`ami sim`) sets the real time, so that their clocks and its agree.
+    pub start_unix: Duration,
     /// `maxcalls`: Originate fails once this many calls are up.
     pub max_calls: usize,
     /// Delay between the steps of a simulated call (dialplan priorities, answer, teardown).
@@ -101,7 +104,7 @@ impl Default for SimConfig {
             max_input_backlog: 1 << 20,
             fully_booted: true,
             boot_delay: Duration::from_secs(2),
-            start_unix: 1_795_423_100,
+            start_unix: Duration::from_secs(1_795_423_100),
             max_calls: 2000,
             step_delay: Duration::from_millis(20),
             echo_timeout: Duration::from_secs(1),

@@ -16,6 +16,7 @@ use crate::stats::SimStats;
 use crate::storm::{self, Storm};
 use crate::{CloseReason, SessionId, SessionState};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A simulated Asterisk AMI server on virtual time (sans-IO).
@@ -257,11 +258,20 @@ impl SimServer {
     /// `authlimit` unauthenticated sessions exist: then the session is closed at once with
     /// nothing to read.
     pub fn accept(&mut self, now: Instant) -> SessionId {
+        let (local, peer) = crate::session::virtual_addresses(SessionId(self.next_session));
+        self.accept_from(now, local, peer)
+    }
+
+    /// [`accept`](Self::accept) for a real connection: `local` and `peer` are its two ends,
+    /// which security events (`LocalAddress`, `RemoteAddress`) and `manager show connected`
+    /// report as Asterisk does, so that a tool watching for failed logins sees the address
+    /// that really tried.
+    pub fn accept_from(&mut self, now: Instant, local: SocketAddr, peer: SocketAddr) -> SessionId {
         self.run_until(now);
         let sid = SessionId(self.next_session);
         self.next_session += 1;
         self.stats.sessions_accepted += 1;
-        let mut s = Session::new(sid, self.now);
+        let mut s = Session::new(sid, self.now, local, peer);
         let down = self.down_until.is_some_and(|t| self.now < t);
         let unauth = self
             .sessions

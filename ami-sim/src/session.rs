@@ -6,6 +6,7 @@ use crate::input::{Framer, RequestParser};
 use crate::out::OutBuf;
 use crate::{CloseReason, SessionId, SessionState};
 use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 /// Why a session is busy: it runs no further action and holds its events until this ends.
@@ -49,12 +50,41 @@ pub(crate) struct Session {
     pub(crate) reset_armed: bool,
     /// Set by a reset: nothing at all is readable past `out`'s cut.
     pub(crate) was_reset: bool,
-    /// Fake client port for security events.
-    pub(crate) remote_port: u16,
+    /// The server's end of the connection, as security events report it.
+    pub(crate) local: SocketAddr,
+    /// The client's end: security events, `manager show connected`.
+    pub(crate) peer: SocketAddr,
+}
+
+/// Where a session's connection runs when the caller has no socket to say: Asterisk's
+/// port on loopback, and a client port that differs between sessions.
+pub(crate) fn virtual_addresses(id: SessionId) -> (SocketAddr, SocketAddr) {
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    (
+        SocketAddr::new(lo, 5038),
+        SocketAddr::new(lo, 40_000u16.wrapping_add((id.0 % 20_000) as u16)),
+    )
+}
+
+/// `IPV4/TCP/127.0.0.1/5038`: an address as Asterisk's security events print it (an
+/// IPv4-mapped IPv6 address as IPv4, IPv6 without brackets).
+pub(crate) fn security_address(addr: SocketAddr) -> String {
+    match shown_ip(addr.ip()) {
+        IpAddr::V4(ip) => format!("IPV4/TCP/{ip}/{}", addr.port()),
+        IpAddr::V6(ip) => format!("IPV6/TCP/{ip}/{}", addr.port()),
+    }
+}
+
+/// The address as Asterisk prints a peer's: an IPv4-mapped IPv6 address as IPv4.
+pub(crate) fn shown_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, now: Instant) -> Session {
+    pub(crate) fn new(id: SessionId, now: Instant, local: SocketAddr, peer: SocketAddr) -> Session {
         Session {
             id,
             state: SessionState::Open,
@@ -75,7 +105,8 @@ impl Session {
             half_open: false,
             reset_armed: false,
             was_reset: false,
-            remote_port: 40_000u16.wrapping_add((id.0 % 20_000) as u16),
+            local,
+            peer,
         }
     }
 

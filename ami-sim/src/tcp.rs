@@ -156,7 +156,7 @@ fn run(listener: TcpListener, sim: &Mutex<SimServer>, stop: &AtomicBool) {
 fn accept_all(listener: &TcpListener, sim: &mut SimServer, conns: &mut Vec<Conn>, now: Instant) {
     loop {
         match listener.accept() {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 if conns.len() >= MAX_CONNECTIONS {
                     let _ = stream.shutdown(Shutdown::Both);
                     continue;
@@ -165,7 +165,10 @@ fn accept_all(listener: &TcpListener, sim: &mut SimServer, conns: &mut Vec<Conn>
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                let sid = sim.accept(now);
+                let sid = match stream.local_addr() {
+                    Ok(local) => sim.accept_from(now, local, peer),
+                    Err(_) => sim.accept(now),
+                };
                 conns.push(Conn { sid, stream });
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,

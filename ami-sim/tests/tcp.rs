@@ -165,3 +165,56 @@ fn a_flood_of_large_events_keeps_its_session_open_however_large_they_are() {
         );
     }
 }
+
+#[test]
+fn security_events_name_the_real_ends_of_each_connection() {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let port = front.local_addr().port();
+    // A watcher with the security class sees the other logins.
+    let mut watcher = TcpStream::connect(front.local_addr()).unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut watcher, &mut seen, |g| g.ends_with(b"\r\n"));
+    watcher
+        .write_all(b"Action: Login\r\nActionID: w\r\nUsername: admin\r\nSecret: amp111\r\n\r\n")
+        .unwrap();
+    read_until(&mut watcher, &mut seen, |g| {
+        contains(g, "Authentication accepted\r\n\r\n")
+    });
+    let mut intruder = TcpStream::connect(front.local_addr()).unwrap();
+    let mut got = Vec::new();
+    read_until(&mut intruder, &mut got, |g| g.ends_with(b"\r\n"));
+    intruder
+        .write_all(b"Action: Login\r\nActionID: x\r\nUsername: admin\r\nSecret: wrong\r\n\r\n")
+        .unwrap();
+    read_until(&mut watcher, &mut seen, |g| {
+        contains(g, "Event: InvalidPassword")
+    });
+    read_until(&mut watcher, &mut seen, |g| {
+        let text = String::from_utf8_lossy(g);
+        text.split("Event: InvalidPassword")
+            .nth(1)
+            .is_some_and(|rest| rest.contains("\r\n\r\n"))
+    });
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let event = text.split("Event: InvalidPassword").nth(1).unwrap();
+    let event = &event[..event.find("\r\n\r\n").unwrap()];
+    let intruder_port = intruder.local_addr().unwrap().port();
+    assert!(
+        event.contains(&format!(
+            "\r\nRemoteAddress: IPV4/TCP/127.0.0.1/{intruder_port}\r\n"
+        )),
+        "{event}"
+    );
+    assert!(
+        event.contains(&format!("\r\nLocalAddress: IPV4/TCP/127.0.0.1/{port}\r\n")),
+        "{event}"
+    );
+    // The watcher's own SuccessfulAuth named its port, not a made-up one.
+    let watcher_port = watcher.local_addr().unwrap().port();
+    assert!(
+        text.contains(&format!(
+            "RemoteAddress: IPV4/TCP/127.0.0.1/{watcher_port}\r\n"
+        )),
+        "{text}"
+    );
+}

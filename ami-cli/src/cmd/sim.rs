@@ -9,7 +9,7 @@ use ami_sim::{ActionMatch, Fault, FaultSchedule, SimConfig};
 use std::io::Write;
 use std::iter::Peekable;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -47,6 +47,11 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     let mut config = SimConfig::default();
     if let Some(seed) = seed {
         config.seed = seed;
+    }
+    // Clients on this host compare its timestamps (Ping's, EventTV, Cdr times) with their
+    // own clock: the simulated one starts at the real time, not at the tests' fixed date.
+    if let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        config.start_unix = now;
     }
     let front = TcpFront::start(config, &args.listen.to_string())
         .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot listen on {}: {e}", args.listen)))?;

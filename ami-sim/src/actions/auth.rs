@@ -6,6 +6,7 @@ use crate::events::EventBuilder;
 use crate::input::Request;
 use crate::out::{self, Msg};
 use crate::server::SimServer;
+use crate::session::security_address;
 use crate::{CloseReason, SessionId};
 use md5::{Digest, Md5};
 use std::time::{Duration, Instant};
@@ -34,9 +35,9 @@ fn security_event(
     account: &str,
     now: Instant,
 ) -> EventBuilder {
-    let (tag, port) = match srv.session(sid) {
-        Some(s) => (s.session_tag(), s.remote_port),
-        None => (String::new(), 0),
+    let (tag, (local, peer)) = match srv.session(sid) {
+        Some(s) => (s.session_tag(), (s.local, s.peer)),
+        None => (String::new(), crate::session::virtual_addresses(sid)),
     };
     EventBuilder::new(name, ClassMask::SECURITY, srv.cfg.system_name.as_deref())
         .field("EventTV", srv.clock.event_tv(now))
@@ -45,8 +46,8 @@ fn security_event(
         .field("EventVersion", version)
         .field("AccountID", account)
         .field("SessionID", tag)
-        .field("LocalAddress", "IPV4/TCP/127.0.0.1/5038")
-        .field("RemoteAddress", format!("IPV4/TCP/127.0.0.1/{port}"))
+        .field("LocalAddress", security_address(local))
+        .field("RemoteAddress", security_address(peer))
 }
 
 /// The `SessionTV` of a security event: when the session started.

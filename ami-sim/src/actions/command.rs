@@ -103,7 +103,7 @@ fn run_cli(
                 out.push(format!(
                     "  {:<15.15}  {:<55.55}  {:<10}  {:<10}  {:<8}  {:<8}  {:<10}  {:<10}",
                     s.user.as_deref().unwrap_or(""),
-                    "127.0.0.1",
+                    crate::session::shown_ip(s.peer.ip()).to_string(),
                     start,
                     elapsed,
                     s.id.0 + 3,
