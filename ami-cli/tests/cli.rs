@@ -1454,3 +1454,60 @@ fn the_standalone_simulator_tells_the_real_time() {
         "Timestamp {stamp}, run {before:?}..{after:?}"
     );
 }
+
+/// Runs `ami ARGS` with its stdout a pipe whose reader is already gone (`| head -0`):
+/// (exit code, stderr).
+fn into_a_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = spawn_piped(args);
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (child.wait().unwrap().code(), err)
+}
+
+#[test]
+fn action_and_decode_into_a_closed_pipe_end_quietly_keeping_the_actions_exit_code() {
+    let front = sim();
+    let url = sim_url(&front, "amp111");
+    // `ami action ... | head -1`: the answer came; the reader had enough.
+    let (code, err) = into_a_closed_pipe(&["--server", &url, "action", "Ping"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.is_empty(), "a closed pipe is a quiet end, yet: {err}");
+    // A server error still says so, in the exit code and on stderr.
+    let (code, err) = into_a_closed_pipe(&[
+        "--server",
+        &url,
+        "action",
+        "Originate",
+        "Channel=Local/100@ami-test",
+        "Context=no-such-context",
+        "Exten=1",
+        "Priority=1",
+        "Async=true",
+    ]);
+    assert_eq!(code, Some(4), "{err}");
+    assert!(!err.contains("cannot write"), "{err}");
+    // `ami decode capture.raw | head`: stops reading, exit 0, no complaint.
+    let dir = std::env::temp_dir().join(format!("ami-closed-pipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let capture = dir.join("many.raw");
+    let one = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/asterisk-22.10.1/originate_async.raw"
+    ))
+    .unwrap();
+    std::fs::write(&capture, one.repeat(2_000)).unwrap();
+    let (code, err) = into_a_closed_pipe(&["decode", capture.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("cannot write"), "{err}");
+    assert!(
+        !err.contains("messages,"),
+        "stopped early, so no summary: {err}"
+    );
+}

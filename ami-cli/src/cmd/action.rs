@@ -113,8 +113,11 @@ fn print_lines<'a>(
             Some(s) => json::with_server(&line, s),
             None => line,
         };
-        writeln!(out, "{line}")
-            .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write to stdout: {e}")))?;
+        // A closed pipe (`ami action CoreShowChannels | head -1`) ends the printing
+        // quietly; the exit code stays the action's.
+        if let Err(e) = writeln!(out, "{line}") {
+            return crate::printer::stdout_end(&Err(e));
+        }
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `ami decode FILE`: a raw capture as JSON lines; decoder problems on stderr.
 
 use crate::json;
+use crate::printer::stdout_end;
 use crate::terminal::say;
-use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
+use crate::{Failure, EXIT_USAGE};
 use ami_proto::{Decoder, DecoderLimits, Frame, MessageKind};
 use std::io::{Read, Write};
 
@@ -21,8 +22,6 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     let file = &args.file;
-    let out_err =
-        |e: std::io::Error| Failure::new(EXIT_OTHER, format!("cannot write to stdout: {e}"));
     let cannot_read = |e: std::io::Error| {
         Failure::new(EXIT_USAGE, format!("cannot read {}: {e}", file.display()))
     };
@@ -49,23 +48,37 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
             let n = decoder.feed(rest);
             rest = &rest[n..];
             while let Some(frame) = decoder.decode() {
-                match frame {
+                let written = match frame {
                     Ok(Frame::Message(m)) if args.typed && m.kind() == MessageKind::Event => {
-                        writeln!(out, "{}", report.typed_line(&m)?).map_err(out_err)?
+                        writeln!(out, "{}", report.typed_line(&m)?)
                     }
-                    Ok(Frame::Message(m)) => {
-                        writeln!(out, "{}", json::message(&m)?).map_err(out_err)?
+                    Ok(Frame::Message(m)) => writeln!(out, "{}", json::message(&m)?),
+                    Ok(Frame::Banner(b)) => {
+                        say!("ami: banner: {}", b.text());
+                        Ok(())
                     }
-                    Ok(Frame::Banner(b)) => say!("ami: banner: {}", b.text()),
-                    Err(e) => say!("ami: decode error: {e}"),
+                    Err(e) => {
+                        say!("ami: decode error: {e}");
+                        Ok(())
+                    }
+                };
+                if written.is_err() {
+                    // `ami decode capture.raw | head` has had enough: stop reading, quietly.
+                    return stdout_end(&written);
                 }
             }
         }
         // What a read brought is printed before the next read waits: a live pipe's lines
         // show as they come, and a file still writes in large blocks.
-        out.flush().map_err(out_err)?;
+        let flushed = out.flush();
+        if flushed.is_err() {
+            return stdout_end(&flushed);
+        }
     }
-    out.flush().map_err(out_err)?;
+    let flushed = out.flush();
+    if flushed.is_err() {
+        return stdout_end(&flushed);
+    }
     let s = decoder.stats();
     if decoder.buffered() > 0 {
         say!(
