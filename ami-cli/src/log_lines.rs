@@ -1,5 +1,9 @@
-//! The libraries' `log` records as stderr lines: `ami: WARN ami_nats::publish: ...`.
+//! The libraries' `log` records as stderr lines:
+//! `ami: 2026-12-06T04:50:01.123Z WARN ami_nats::publish: ...`.
 //!
+//! Each line carries when it was logged (UTC, to the millisecond): `ami bridge` runs for
+//! weeks, and "when did the lease move, when did NATS go" must be answerable from its stderr
+//! alone, wherever it was captured (a file, a pipe, a supervisor without timestamps).
 //! Without a logger every record of ami-proto, the adapters and ami-nats vanished, and
 //! `ami bridge` has no other voice: a lease lost, a publish JetStream refused, NATS gone.
 //! Records are logged from inside the drivers' steps, so writing one must never wait on
@@ -17,7 +21,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Lines waiting for the writer thread at most: with [`MAX_LINE`], at most 1 MiB held.
 pub(crate) const QUEUE: usize = 256;
@@ -125,14 +129,30 @@ fn write_lines(rx: &Receiver<Item>, dropped: &AtomicU64, out: &mut dyn Write) {
         if lost > 0 {
             let _ = writeln!(
                 out,
-                "ami: {lost} log line(s) dropped: stderr was not taking them fast enough"
+                "ami: {} {lost} log line(s) dropped: stderr was not taking them fast enough",
+                utc(SystemTime::now())
             );
         }
     }
 }
 
+/// `2026-12-06T04:50:01.123Z`: RFC 3339, UTC, milliseconds.
+fn utc(at: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(at);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 impl LogLines {
-    fn line(&self, record: &Record<'_>) -> String {
+    fn line(&self, record: &Record<'_>, at: SystemTime) -> String {
         let mut text = record.args().to_string();
         for secret in &self.secrets {
             if text.contains(secret.as_str()) {
@@ -140,7 +160,8 @@ impl LogLines {
             }
         }
         let mut line = format!(
-            "ami: {} {}: {}",
+            "ami: {} {} {}: {}",
+            utc(at),
             record.level(),
             record.target(),
             terminal::cell(&text)
@@ -167,7 +188,10 @@ impl Log for LogLines {
         if !self.enabled(record.metadata()) {
             return;
         }
-        match self.queue.try_send(Item::Line(self.line(record))) {
+        match self
+            .queue
+            .try_send(Item::Line(self.line(record, SystemTime::now())))
+        {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -210,13 +234,44 @@ mod tests {
         );
     }
 
+    /// `line` with its timestamp checked and taken out.
+    fn untimed(line: &str) -> String {
+        let (stamp, rest) = line
+            .strip_prefix("ami: ")
+            .and_then(|l| l.split_once(' '))
+            .unwrap_or_else(|| panic!("no timestamp: {line}"));
+        let b = stamp.as_bytes();
+        assert!(
+            b.len() == 24 && b[10] == b'T' && b[19] == b'.' && stamp.ends_with('Z'),
+            "{line}"
+        );
+        format!("ami: {rest}")
+    }
+
     fn lines(rx: &Receiver<Item>) -> Vec<String> {
         rx.try_iter()
             .filter_map(|i| match i {
-                Item::Line(l) => Some(l),
+                Item::Line(l) => Some(untimed(&l)),
                 Item::Flush(_) => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn each_line_says_when_in_utc_to_the_millisecond() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_531_841_880);
+        assert_eq!(utc(at), "2026-12-06T04:37:21.880Z");
+        assert_eq!(utc(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let (l, _, _) = logger(&[]);
+        let record = Record::builder()
+            .level(log::Level::Info)
+            .target("ami_nats::bridge")
+            .args(format_args!("pbx1: lease acquired"))
+            .build();
+        assert_eq!(
+            l.line(&record, at),
+            "ami: 2026-12-06T04:37:21.880Z INFO ami_nats::bridge: pbx1: lease acquired\n"
+        );
     }
 
     #[test]
@@ -271,11 +326,14 @@ mod tests {
         let mut out = Vec::new();
         write_lines(&rx, &dropped, &mut out);
         let out = String::from_utf8(out).unwrap();
+        let out: Vec<String> = out.lines().map(untimed).collect();
         assert_eq!(
             out,
-            "ami: WARN ami_nats::lease: record 0\n\
-             ami: 3 log line(s) dropped: stderr was not taking them fast enough\n\
-             ami: WARN ami_nats::lease: record 1\n"
+            [
+                "ami: WARN ami_nats::lease: record 0",
+                "ami: 3 log line(s) dropped: stderr was not taking them fast enough",
+                "ami: WARN ami_nats::lease: record 1"
+            ]
         );
     }
 }

@@ -200,9 +200,9 @@ fn log_records_reach_stderr_at_the_level_asked_and_never_show_the_secret() {
             assert_code(&out, 0, rt);
             let err = stderr(&out);
             assert!(
-                err.lines()
-                    .any(|l| l.starts_with("ami: DEBUG ami_proto::")
-                        && l.contains("finished: success")),
+                err.lines().any(|l| l.starts_with("ami: 20")
+                    && l.contains("Z DEBUG ami_proto::")
+                    && l.contains("finished: success")),
                 "{rt} {auth}: {err}"
             );
             assert!(!err.contains("amp111"), "{rt} {auth}: {err}");
@@ -213,11 +213,7 @@ fn log_records_reach_stderr_at_the_level_asked_and_never_show_the_secret() {
             .env("AMI_LOG", "info")
             .output()
             .unwrap();
-        assert!(
-            stderr(&out).contains("ami: INFO "),
-            "{rt}: {}",
-            stderr(&out)
-        );
+        assert!(stderr(&out).contains("Z INFO "), "{rt}: {}", stderr(&out));
         let out = on(
             rt,
             &sim_url(&front, "amp111"),
