@@ -1143,13 +1143,7 @@ fn listen_into_a_closed_pipe_ends_quietly_with_exit_0() {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = stderr_of(&mut child);
         assert_eq!(status.code(), Some(0), "{rt}: {err}");
         assert!(
             err.is_empty(),
@@ -1456,13 +1450,7 @@ fn the_standalone_simulator_tells_the_real_time() {
 fn into_a_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
     let mut child = spawn_piped(args);
     drop(child.stdout.take());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     (child.wait().unwrap().code(), err)
 }
 

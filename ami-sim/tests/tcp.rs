@@ -166,29 +166,29 @@ fn a_flood_of_large_events_keeps_its_session_open_however_large_they_are() {
     }
 }
 
+/// Connects to `front`, reads the banner and sends a Login as admin with `secret`; returns
+/// the connection and what it has read.
+fn log_in(front: &TcpFront, id: &str, secret: &str) -> (TcpStream, Vec<u8>) {
+    let mut c = TcpStream::connect(front.local_addr()).unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, |g| g.ends_with(b"\r\n"));
+    let login =
+        format!("Action: Login\r\nActionID: {id}\r\nUsername: admin\r\nSecret: {secret}\r\n\r\n");
+    c.write_all(login.as_bytes()).unwrap();
+    (c, got)
+}
+
 #[test]
 fn security_events_name_the_real_ends_of_each_connection() {
     let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
     let port = front.local_addr().port();
     // A watcher with the security class sees the other logins.
-    let mut watcher = TcpStream::connect(front.local_addr()).unwrap();
-    let mut seen = Vec::new();
-    read_until(&mut watcher, &mut seen, |g| g.ends_with(b"\r\n"));
-    watcher
-        .write_all(b"Action: Login\r\nActionID: w\r\nUsername: admin\r\nSecret: amp111\r\n\r\n")
-        .unwrap();
+    let (mut watcher, mut seen) = log_in(&front, "w", "amp111");
     read_until(&mut watcher, &mut seen, |g| {
         contains(g, "Authentication accepted\r\n\r\n")
     });
-    let mut intruder = TcpStream::connect(front.local_addr()).unwrap();
-    let mut got = Vec::new();
-    read_until(&mut intruder, &mut got, |g| g.ends_with(b"\r\n"));
-    intruder
-        .write_all(b"Action: Login\r\nActionID: x\r\nUsername: admin\r\nSecret: wrong\r\n\r\n")
-        .unwrap();
-    read_until(&mut watcher, &mut seen, |g| {
-        contains(g, "Event: InvalidPassword")
-    });
+    let (intruder, _) = log_in(&front, "x", "wrong");
+    // The whole InvalidPassword event, up to its blank line.
     read_until(&mut watcher, &mut seen, |g| {
         let text = String::from_utf8_lossy(g);
         text.split("Event: InvalidPassword")
