@@ -22,6 +22,7 @@ mod log_lines;
 mod losses;
 mod printer;
 mod seconds;
+mod server_failures;
 mod session;
 mod status_line;
 mod stop;

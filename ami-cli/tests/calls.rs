@@ -310,10 +310,16 @@ fn calls_on_several_servers_shows_each_servers_calls_under_its_name() {
         assert_eq!(lines.len(), 1, "{rt}: {lines:?}");
         assert_eq!(lines[0]["server"], a.local_addr().to_string());
         let err = stderr(&out);
+        // Its reason once, then a summary that names it without repeating the reason.
+        assert_eq!(err.matches("not connected").count(), 1, "{rt}: {err}");
         assert!(
-            err.contains(&format!("127.0.0.1:{port}: not connected")),
+            err.contains(&format!("127.0.0.1:{port}: not connected: "))
+                && err.contains(&format!(
+                    "ami: calls not shown on 1 of 2 servers (127.0.0.1:{port})"
+                )),
             "{rt}: {err}"
         );
+        assert_eq!(err.lines().count(), 2, "{rt}: {err}");
     });
 }
 

@@ -160,7 +160,14 @@ fn action_on_all_answers_from_the_servers_up_and_exits_3_naming_the_one_down() {
         let lines = stdout_lines(&out);
         assert_eq!(lines.len(), 1, "{rt}: {lines:?}");
         assert_eq!(json(&lines[0])["server"], good.local_addr().to_string());
-        assert!(stderr(&out).contains(&down_name), "{rt}: {}", stderr(&out));
+        // Its reason once, then a summary that names it without repeating the reason.
+        let err = stderr(&out);
+        assert_eq!(err.matches("not connected").count(), 1, "{rt}: {err}");
+        assert!(
+            err.contains(&format!("{down_name}: not connected: "))
+                && err.contains(&format!("ami: failed on 1 of 2 servers ({down_name})")),
+            "{rt}: {err}"
+        );
         // The down server alone, by name: the same exit as a single server that is down.
         let out = on_servers(
             rt,

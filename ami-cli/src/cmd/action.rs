@@ -1,9 +1,9 @@
 //! `ami action NAME [KEY=VALUE...]`: one action, its response and list items as JSON lines.
 
 use crate::fleet::{self, Fleet};
+use crate::server_failures::ServerFailures;
 use crate::session::{self, CallError};
 use crate::subscription::{self, Subscription};
-use crate::terminal::say;
 use crate::url::ServerUrl;
 use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_OTHER, EXIT_SERVER_ERROR, EXIT_USAGE};
@@ -240,13 +240,12 @@ fn send_on(
         ));
     }
     let mut fleet = Fleet::open(conn, events)?;
-    let mut worst: Option<Failure> = None;
+    let mut failures = ServerFailures::default();
     let down = fleet.keep_ready(crate::session::FIRST_LOGIN_TIMEOUT)?;
     let target_down = down.iter().any(|(server, _)| server == on);
     for (server, why) in down {
         if on == "all" || server == on {
-            say!("ami: {server}: not connected: {why}");
-            worst = Some(Failure::new(EXIT_CONNECT, format!("{server}: {why}")));
+            failures.say(&server, &format!("not connected: {why}"), EXIT_CONNECT);
         }
     }
     // The actions' own deadlines end them first, each as a typed timeout; the limit only
@@ -271,10 +270,7 @@ fn send_on(
             "no reply within {} (the replies that came are printed)",
             words::duration(limit)
         );
-        say!("ami: {server}: {why}");
-        if worst.as_ref().is_none_or(|w| EXIT_OTHER > w.code) {
-            worst = Some(Failure::new(EXIT_OTHER, format!("{server}: {why}")));
-        }
+        failures.say(server, &why, EXIT_OTHER);
     }
     for reply in called.replies {
         let server = reply.server.as_str();
@@ -283,17 +279,9 @@ fn send_on(
         };
         let result = reply.result.map_err(CallError::from);
         if let Err(f) = report_on(result, url, Shown::All, Some(server)) {
-            say!("ami: {server}: {}", f.reason);
-            if worst.as_ref().is_none_or(|w| f.code > w.code) {
-                worst = Some(f);
-            }
+            failures.say(server, &f.reason, f.code);
         }
     }
-    match worst {
-        Some(f) => Err(Failure::new(
-            f.code,
-            format!("failed on at least one server: {}", f.reason),
-        )),
-        None => Ok(()),
-    }
+    let asked = if on == "all" { conn.server.len() } else { 1 };
+    failures.into_failure(asked, "failed").map_or(Ok(()), Err)
 }

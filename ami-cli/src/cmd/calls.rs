@@ -31,6 +31,7 @@
 mod link;
 
 use crate::printer::stdout_end;
+use crate::server_failures::ServerFailures;
 use crate::session::{self, CallError, Ticket};
 use crate::terminal::{cell, say};
 use crate::url::ServerUrl;
@@ -415,17 +416,29 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
 /// those that gave no snapshot are named on stderr and the others are shown.
 fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), Failure> {
     let many = link.len() > 1;
-    let mut failed = None;
+    let mut failures = ServerFailures::default();
+    let mut last_down = None;
     for (ix, why) in link.keep_ready(session::FIRST_LOGIN_TIMEOUT)? {
-        say!("ami: {}: not connected: {why}", link.name(ix));
-        failed = Some(Failure::new(
-            EXIT_CONNECT,
-            format!("{}: {why}", link.name(ix)),
-        ));
+        if many {
+            failures.say(
+                &link.name(ix),
+                &format!("not connected: {why}"),
+                EXIT_CONNECT,
+            );
+        }
+        last_down = Some(format!("{}: {why}", link.name(ix)));
         t.gone(ix, why);
     }
     if t.followed().next().is_none() {
-        return Err(failed.unwrap_or_else(|| Failure::new(EXIT_CONNECT, "no server")));
+        // Nothing to show: with one server its reason is the failure, with several each
+        // was said above.
+        return Err(match failures.into_failure(link.len(), "no calls shown") {
+            Some(f) => f,
+            None => Failure::new(
+                EXIT_CONNECT,
+                last_down.unwrap_or_else(|| "no server".into()),
+            ),
+        });
     }
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     let mut news = Vec::new();
@@ -449,12 +462,8 @@ fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), 
                 return Err(Failure::new(EXIT_OTHER, why));
             }
             for name in &late {
-                say!("ami: {name}: {why}");
+                failures.say(name, &why, EXIT_OTHER);
             }
-            failed = Some(Failure::new(
-                EXIT_OTHER,
-                format!("{}: {why}", late.join(", ")),
-            ));
             let late_ix: Vec<usize> = t
                 .followed()
                 .filter(|(_, s)| s.tracker.is_stale() || !s.started)
@@ -488,7 +497,7 @@ fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), 
             }
         }
     }
-    Ok((out, failed))
+    Ok((out, failures.into_failure(link.len(), "calls not shown")))
 }
 
 /// Writes to stdout; a reader that has gone (`ami calls | head -1`) is a quiet end.
