@@ -1495,3 +1495,51 @@ fn action_and_decode_into_a_closed_pipe_end_quietly_keeping_the_actions_exit_cod
         "stopped early, so no summary: {err}"
     );
 }
+
+#[test]
+fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than_it_holds() {
+    use std::io::{BufRead, BufReader};
+    let too_many = ami(&["sim", "--calls-per-s", "100", "--call-secs", "60"]);
+    assert_code(&too_many, 2, "sim");
+    assert!(
+        stderr(&too_many).contains("keeps about 6000 calls up"),
+        "{}",
+        stderr(&too_many)
+    );
+    let mut sim = spawn_piped(&["sim", "--calls-per-s", "20", "--call-secs", "1"]);
+    let mut url = String::new();
+    BufReader::new(sim.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let out = ami(&[
+        "--server",
+        url.trim(),
+        "listen",
+        "--event",
+        "Hangup",
+        "--duration",
+        "3",
+    ]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert_code(&out, 0, "listen");
+    // Calls of a second each, twenty a second: both channels of every call that ended in
+    // the window hang up, each under its own caller ID.
+    let callers: std::collections::BTreeSet<String> = stdout_lines(&out)
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| v["type"] == "event")
+        .map(|v| {
+            v["headers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h[0] == "CallerIDNum")
+                .and_then(|h| h[1].as_str())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(callers.len() >= 10, "{callers:?}");
+    assert!(callers.iter().all(|c| c.starts_with("555")), "{callers:?}");
+}

@@ -5,7 +5,7 @@
 use crate::terminal::say;
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_sim::tcp::TcpFront;
-use ami_sim::{ActionMatch, Fault, FaultSchedule, SimConfig};
+use ami_sim::{ActionMatch, CallRequest, Fault, FaultSchedule, SimConfig};
 use std::io::Write;
 use std::iter::Peekable;
 use std::net::SocketAddr;
@@ -28,6 +28,84 @@ pub(crate) struct Args {
     /// stderr). The same SEED replays the same schedule.
     #[arg(long, value_name = "SEED", num_args = 0..=1)]
     faults: Option<Option<u64>>,
+    /// Calls started per second (fractions allowed: 0.2 is one every 5 s), as if another
+    /// program placed them: each a Local channel pair (`Local/hold@ami-test`) that answers
+    /// and lasts --call-secs, its caller ID numbered from 5550000, with the Newchannel,
+    /// Newstate, Hangup and Cdr events Asterisk sends, for the event stream, `ami calls` and
+    /// CoreShowChannels to show.
+    #[arg(long, default_value_t = 0.0)]
+    calls_per_s: f64,
+    /// How long each call of --calls-per-s lasts, in whole seconds.
+    #[arg(long, default_value_t = 60)]
+    call_secs: u32,
+}
+
+/// Checks --calls-per-s against --call-secs and the calls the simulator holds at once.
+fn check_calls(args: &Args, max_calls: usize) -> Result<(), Failure> {
+    let usage = |why: String| Err(Failure::new(EXIT_USAGE, why));
+    if !args.calls_per_s.is_finite() || args.calls_per_s < 0.0 {
+        return usage(format!(
+            "--calls-per-s {}: a rate of zero or more",
+            args.calls_per_s
+        ));
+    }
+    if args.calls_per_s == 0.0 {
+        return Ok(());
+    }
+    if args.call_secs == 0 {
+        return usage("--call-secs 0: a call lasts at least a second".to_string());
+    }
+    // Steady state: calls started per second times how long each lasts.
+    let up = args.calls_per_s * f64::from(args.call_secs);
+    if up > max_calls as f64 {
+        return usage(format!(
+            "--calls-per-s {} with --call-secs {} keeps about {} calls up; the simulator \
+             holds at most {max_calls} (lower one of them)",
+            args.calls_per_s,
+            args.call_secs,
+            up.round()
+        ));
+    }
+    Ok(())
+}
+
+/// The calls --calls-per-s places, and how many the simulator refused.
+struct CallFeed {
+    per_s: f64,
+    secs: u32,
+    owed: f64,
+    placed: u64,
+    refused_said: bool,
+}
+
+impl CallFeed {
+    /// Starts the calls due after `elapsed` more of the run.
+    fn top_up(&mut self, front: &TcpFront, elapsed: Duration) {
+        if self.per_s == 0.0 {
+            return;
+        }
+        // Never more than a second's worth due: a stalled feeder starts a burst, not a
+        // flood of every call it missed.
+        self.owed = (self.owed + elapsed.as_secs_f64() * self.per_s).min(self.per_s.max(1.0));
+        while self.owed >= 1.0 {
+            self.owed -= 1.0;
+            let n = self.placed;
+            let mut req = CallRequest::new("Local/hold@ami-test", self.secs);
+            req.caller_id = Some(format!("\"Caller {n}\" <{}>", 5_550_000 + n));
+            req.report = false;
+            let placed = front.with_server(|sim, now| sim.originate_call(now, req));
+            match placed {
+                Some(_) => self.placed += 1,
+                None if !self.refused_said => {
+                    // The check at start keeps the steady state under the limit; a burst
+                    // after a stall or a restart can still reach it.
+                    say!("ami: the simulator holds its most calls at once; a call was not placed");
+                    self.refused_said = true;
+                }
+                None => {}
+            }
+        }
+    }
 }
 
 /// How often the feeder tops up events and checks for a due restart.
@@ -45,6 +123,7 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     }
     let seed = args.faults.map(|given| given.unwrap_or_else(random_seed));
     let mut config = SimConfig::default();
+    check_calls(args, config.max_calls)?;
     if let Some(seed) = seed {
         config.seed = seed;
     }
@@ -74,16 +153,29 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     println!("ami://admin:amp111@{host}:{}", addr.port());
     // Scripts read the URL at once: it must not wait in a buffer.
     let _ = std::io::stdout().flush();
+    let calls = if args.calls_per_s > 0.0 {
+        format!(", {} calls/s of {} s", args.calls_per_s, args.call_secs)
+    } else {
+        String::new()
+    };
     say!(
-        "ami: simulated Asterisk on {addr} (users admin/amp111, limited/limited1), {} events/s{}; Ctrl-C stops it",
+        "ami: simulated Asterisk on {addr} (users admin/amp111, limited/limited1), {} events/s{calls}{}; Ctrl-C stops it",
         args.events_per_s,
         seed.map_or(String::new(), |s| format!(
             ", faults on (seed {s}; replay with --faults {s})"
         ))
     );
+    let calls = CallFeed {
+        per_s: args.calls_per_s,
+        secs: args.call_secs,
+        owed: 0.0,
+        placed: 0,
+        refused_said: false,
+    };
     serve(
         &front,
         args.events_per_s,
+        calls,
         seed.map(|s| FaultSchedule::new(s).peekable()),
     );
     Ok(())
@@ -117,12 +209,18 @@ const CHUNK_EVENTS: usize = 10_000;
 /// same lock to read, write and answer).
 const EMIT_BUDGET: Duration = Duration::from_millis(5);
 
-/// Feeds events at the asked rate and applies the fault schedule as it falls due, forever.
+/// Feeds events and calls at the asked rates and applies the fault schedule as it falls
+/// due, forever.
 ///
 /// A rate beyond what this machine renders is sent as fast as it can be, said once on
 /// stderr: emitting everything due at once held the simulator's lock for ever (at 10^12
 /// events/s no client could even log in).
-fn serve(front: &TcpFront, events_per_s: u64, mut faults: Option<Peekable<FaultSchedule>>) {
+fn serve(
+    front: &TcpFront,
+    events_per_s: u64,
+    mut calls: CallFeed,
+    mut faults: Option<Peekable<FaultSchedule>>,
+) {
     let started = Instant::now();
     let rate = events_per_s as f64;
     let (mut next_seq, mut owed, mut last) = (0usize, 0f64, started);
@@ -130,8 +228,10 @@ fn serve(front: &TcpFront, events_per_s: u64, mut faults: Option<Peekable<FaultS
     loop {
         std::thread::sleep(TICK);
         let now = Instant::now();
-        owed += now.duration_since(last).as_secs_f64() * rate;
+        let elapsed = now.duration_since(last);
+        owed += elapsed.as_secs_f64() * rate;
         last = now;
+        calls.top_up(front, elapsed);
         while owed >= 1.0 && now.elapsed() < EMIT_BUDGET {
             let n = front.with_server(|sim, now| {
                 // Whole events only (`owed` is at least 1 here). With no session to reach
