@@ -69,14 +69,20 @@ fn check_calls(args: &Args, max_calls: usize) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The calls --calls-per-s places, and how many the simulator refused.
+/// The calls --calls-per-s places, and those the simulator refused (at its call limit).
 struct CallFeed {
     per_s: f64,
     secs: u32,
+    max_calls: usize,
     owed: f64,
     placed: u64,
-    refused_said: bool,
+    /// Refused since they were last said.
+    refused: u64,
+    refused_said_at: Option<Instant>,
 }
+
+/// How often refused calls are said at most.
+const REFUSED_EVERY: Duration = Duration::from_secs(10);
 
 impl CallFeed {
     /// Starts the calls due after `elapsed` more of the run.
@@ -93,17 +99,24 @@ impl CallFeed {
             let mut req = CallRequest::new("Local/hold@ami-test", self.secs);
             req.caller_id = Some(format!("\"Caller {n}\" <{}>", 5_550_000 + n));
             req.report = false;
-            let placed = front.with_server(|sim, now| sim.originate_call(now, req));
-            match placed {
+            match front.with_server(|sim, now| sim.originate_call(now, req)) {
                 Some(_) => self.placed += 1,
-                None if !self.refused_said => {
-                    // The check at start keeps the steady state under the limit; a burst
-                    // after a stall or a restart can still reach it.
-                    say!("ami: the simulator holds its most calls at once; a call was not placed");
-                    self.refused_said = true;
-                }
-                None => {}
+                // The check at start keeps the steady state under the limit; a burst after
+                // a stall can still reach it.
+                None => self.refused += 1,
             }
+        }
+        let due = self
+            .refused_said_at
+            .is_none_or(|at| at.elapsed() >= REFUSED_EVERY);
+        if self.refused > 0 && due {
+            say!(
+                "ami: {} call(s) not placed: the simulator holds at most {} at once",
+                self.refused,
+                self.max_calls
+            );
+            self.refused = 0;
+            self.refused_said_at = Some(Instant::now());
         }
     }
 }
@@ -123,7 +136,8 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     }
     let seed = args.faults.map(|given| given.unwrap_or_else(random_seed));
     let mut config = SimConfig::default();
-    check_calls(args, config.max_calls)?;
+    let max_calls = config.max_calls;
+    check_calls(args, max_calls)?;
     if let Some(seed) = seed {
         config.seed = seed;
     }
@@ -168,9 +182,11 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     let calls = CallFeed {
         per_s: args.calls_per_s,
         secs: args.call_secs,
+        max_calls,
         owed: 0.0,
         placed: 0,
-        refused_said: false,
+        refused: 0,
+        refused_said_at: None,
     };
     serve(
         &front,
@@ -271,6 +287,65 @@ fn serve(
             front.with_faults(|f| {
                 f.schedule(started + at, fault);
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(per_s: f64, max_calls: usize) -> CallFeed {
+        CallFeed {
+            per_s,
+            secs: 60,
+            max_calls,
+            owed: 0.0,
+            placed: 0,
+            refused: 0,
+            refused_said_at: None,
+        }
+    }
+
+    #[test]
+    fn calls_due_are_placed_up_to_the_limit_and_the_rest_counted_and_said() {
+        let config = SimConfig {
+            max_calls: 3,
+            ..SimConfig::default()
+        };
+        let front = TcpFront::start(config, "127.0.0.1:0").unwrap();
+        let mut calls = feed(5.0, 3);
+        // Half a second: two and a half calls due, two placed.
+        calls.top_up(&front, Duration::from_millis(500));
+        assert_eq!((calls.placed, calls.refused), (2, 0));
+        // A long stall: a second's worth at most (five), one fits.
+        calls.top_up(&front, Duration::from_secs(30));
+        assert_eq!(calls.placed, 3);
+        // The four refused were said (and the count restarted).
+        assert_eq!(calls.refused, 0);
+        assert!(calls.refused_said_at.is_some());
+        let up = front.with_server(|sim, _| sim.stats().calls_started);
+        assert_eq!(up, 3);
+    }
+
+    #[test]
+    fn a_rate_whose_calls_outgrow_the_simulator_is_refused_at_start() {
+        let args = |calls_per_s: f64, call_secs: u32| Args {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            events_per_s: 0,
+            faults: None,
+            calls_per_s,
+            call_secs,
+        };
+        assert!(check_calls(&args(0.0, 0), 2000).is_ok());
+        assert!(check_calls(&args(20.0, 100), 2000).is_ok());
+        for (rate, secs) in [(21.0, 100), (-1.0, 60), (f64::NAN, 60), (1.0, 0)] {
+            let refused = check_calls(&args(rate, secs), 2000);
+            assert_eq!(
+                refused.map_err(|f| f.code),
+                Err(EXIT_USAGE),
+                "{rate} {secs}"
+            );
         }
     }
 }
