@@ -480,10 +480,19 @@ impl SimServer {
         self.stats.restarts += 1;
     }
 
-    /// Starts a call as if another connection had sent an async Originate (a "driver").
-    /// `None` when `maxcalls` is reached.
-    pub fn originate_call(&mut self, now: Instant, req: CallRequest) -> Option<CallId> {
+    /// Whether the server is down at `now` (restarting: connections refused, no calls).
+    pub fn is_down(&mut self, now: Instant) -> bool {
         self.run_until(now);
+        self.down_until.is_some_and(|t| self.now < t)
+    }
+
+    /// Starts a call as if another connection had sent an async Originate (a "driver").
+    /// `None` when `maxcalls` is reached, or while the server is down (a restarting
+    /// Asterisk places no calls).
+    pub fn originate_call(&mut self, now: Instant, req: CallRequest) -> Option<CallId> {
+        if self.is_down(now) {
+            return None;
+        }
         let (cid_name, cid_num) = match &req.caller_id {
             Some(c) => crate::calls::channel::parse_callerid(c),
             None => (None, None),

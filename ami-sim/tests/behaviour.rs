@@ -664,3 +664,18 @@ fn a_storm_honours_each_sessions_filters_event_mask_and_busy_hold() {
     let st = sim.stats();
     assert_eq!(st.events_emitted, emitted + 300);
 }
+
+#[test]
+fn a_restarting_server_places_no_calls_until_it_is_up() {
+    let t0 = Instant::now();
+    let mut sim = SimServer::new(SimConfig::default(), t0);
+    sim.restart(t0, Duration::from_secs(2));
+    assert!(sim.is_down(t0 + ms(100)));
+    let call = || CallRequest::new("Local/hold@ami-test", 60);
+    assert!(sim.originate_call(t0 + ms(100), call()).is_none());
+    assert_eq!(sim.stats().calls_started, 0);
+    assert!(!sim.is_down(t0 + Duration::from_secs(2)));
+    assert!(sim
+        .originate_call(t0 + Duration::from_secs(2), call())
+        .is_some());
+}
