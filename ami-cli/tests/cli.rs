@@ -591,12 +591,7 @@ fn account_for_every_seq<'a>(lines: impl Iterator<Item = &'a str>) -> (u64, u64)
 
 #[test]
 fn listen_to_a_slow_stdout_marks_each_gap_in_the_stream_and_says_it_in_a_few_lines() {
-    use std::io::{BufRead, BufReader};
-    let mut sim = spawn_piped(&["sim", "--events-per-s", "100000"]);
-    let mut url = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
+    let (mut sim, url) = spawn_sim(&["--events-per-s", "100000"]);
     let mut listen = spawn_piped(&[
         "--server",
         url.trim(),
@@ -1411,13 +1406,8 @@ fn originate_needs_an_application_or_a_context_and_exten() {
 
 #[test]
 fn the_standalone_simulator_tells_the_real_time() {
-    use std::io::{BufRead, BufReader};
     use std::time::{SystemTime, UNIX_EPOCH};
-    let mut sim = spawn_piped(&["sim"]);
-    let mut url = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
+    let (mut sim, url) = spawn_sim(&[]);
     let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let out = ami(&["--server", url.trim(), "action", "Ping"]);
     let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -1429,12 +1419,8 @@ fn the_standalone_simulator_tells_the_real_time() {
         String::from_utf8_lossy(&out.stderr)
     );
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stamp = line["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h[0] == "Timestamp")
-        .and_then(|h| h[1].as_str())
+    let stamp = header(&line, "Timestamp")
+        .and_then(Value::as_str)
         .unwrap()
         .parse::<f64>()
         .unwrap();
@@ -1498,7 +1484,6 @@ fn action_and_decode_into_a_closed_pipe_end_quietly_keeping_the_actions_exit_cod
 
 #[test]
 fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than_it_holds() {
-    use std::io::{BufRead, BufReader};
     let too_many = ami(&["sim", "--calls-per-s", "100", "--call-secs", "60"]);
     assert_code(&too_many, 2, "sim");
     assert!(
@@ -1506,11 +1491,7 @@ fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than
         "{}",
         stderr(&too_many)
     );
-    let mut sim = spawn_piped(&["sim", "--calls-per-s", "20", "--call-secs", "1"]);
-    let mut url = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
+    let (mut sim, url) = spawn_sim(&["--calls-per-s", "20", "--call-secs", "1"]);
     let out = ami(&[
         "--server",
         url.trim(),
@@ -1530,12 +1511,8 @@ fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than
         .map(|l| json(l))
         .filter(|v| v["type"] == "event")
         .map(|v| {
-            v["headers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|h| h[0] == "CallerIDNum")
-                .and_then(|h| h[1].as_str())
+            header(&v, "CallerIDNum")
+                .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string()
         })

@@ -10,7 +10,6 @@ use ami_sim::tcp::TcpFront;
 use ami_sim::SimConfig;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 use support::*;
 
@@ -224,11 +223,7 @@ fn action_on(rt: &str) {
 
 #[test]
 fn ami_sim_serves_on_loopback_and_prints_its_url() {
-    let mut sim = spawn_piped(&["sim", "--events-per-s", "200"]);
-    let mut first = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut sim, first) = spawn_sim(&["--events-per-s", "200"]);
     let url = first.trim().to_string();
     assert!(url.starts_with("ami://admin:amp111@127.0.0.1:"), "{url}");
     let out = ami(&[
@@ -262,11 +257,7 @@ fn ami_sim_serves_on_loopback_and_prints_its_url() {
 fn ami_sim_at_a_rate_beyond_reach_still_serves_and_says_so() {
     // Everything due was once emitted under one hold of the simulator's lock: at 10^12
     // events/s no client got even the banner.
-    let mut sim = spawn_piped(&["sim", "--events-per-s", "1000000000000"]);
-    let mut first = String::new();
-    BufReader::new(sim.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (mut sim, first) = spawn_sim(&["--events-per-s", "1000000000000"]);
     let url = first.trim().to_string();
     let ping = ami(&["--server", &url, "action", "Ping"]);
     // With a reader logged in the simulator cannot render what is due within its budget:

@@ -252,3 +252,16 @@ pub fn stderr_of(child: &mut std::process::Child) -> String {
     }
     err
 }
+
+/// Starts `ami sim ARGS` and reads the URL it prints: (the process, its URL).
+pub fn spawn_sim(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut all = vec!["sim"];
+    all.extend_from_slice(args);
+    let mut sim = spawn_piped(&all);
+    let mut url = String::new();
+    BufReader::new(sim.stdout.take().expect("sim stdout"))
+        .read_line(&mut url)
+        .expect("read the sim's URL");
+    (sim, url.trim().to_string())
+}
