@@ -29,6 +29,7 @@
 //! ([`crate::view_out`]).
 
 mod link;
+mod screen;
 
 use crate::printer::stdout_end;
 use crate::server_failures::ServerFailures;
@@ -318,49 +319,54 @@ fn update_text(u: &CallUpdate, url: Option<&ServerUrl>) -> Option<String> {
 
 /// The calls as a table, one channel a row, grouped by call.
 fn table(tracker: &CallTracker, out: &mut String) {
+    let (columns, rows) = table_lines(tracker);
+    for line in std::iter::once(columns).chain(rows) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+}
+
+/// The table's column names, and its rows: one channel a row, grouped by call.
+fn table_lines(tracker: &CallTracker) -> (String, Vec<String>) {
     let now = Instant::now();
-    row(
-        out,
-        [
-            "LINKEDID",
-            "CHANNEL",
-            "STATE",
-            "CALLER ID",
-            "CONTEXT/EXTEN",
-            "AGE",
-        ],
-    );
+    let columns = row([
+        "LINKEDID",
+        "CHANNEL",
+        "STATE",
+        "CALLER ID",
+        "CONTEXT/EXTEN",
+        "AGE",
+    ]);
+    let mut rows = Vec::new();
     for (linkedid, chans) in tracker.calls() {
         for (i, ch) in chans.iter().enumerate() {
             let id = if i == 0 { linkedid } else { "" };
             let age = age(ch, now).map_or("?".to_string(), |a| format!("{a:.0}s"));
-            row(
-                out,
-                [
-                    id,
-                    &ch.name,
-                    ch.state.name(),
-                    &format!("{} {}", ch.caller_id_num, ch.caller_id_name),
-                    &format!("{}/{}", ch.context, ch.exten),
-                    &age,
-                ],
-            );
+            rows.push(row([
+                id,
+                &ch.name,
+                ch.state.name(),
+                &format!("{} {}", ch.caller_id_num, ch.caller_id_name),
+                &format!("{}/{}", ch.context, ch.exten),
+                &age,
+            ]));
         }
     }
+    (columns, rows)
 }
 
 /// One line of the table. Every cell but the state is the server's text, and a caller ID
 /// name is whatever the remote caller put in its SIP `From`: shown escaped, never obeyed.
-fn row(out: &mut String, [id, channel, state, caller, place, age]: [&str; 6]) {
-    out.push_str(&format!(
-        "{:<18} {:<36} {:<8} {:<18} {:<22} {:>6}\n",
+fn row([id, channel, state, caller, place, age]: [&str; 6]) -> String {
+    format!(
+        "{:<18} {:<36} {:<8} {:<18} {:<22} {:>6}",
         cell(id),
         cell(channel),
         cell(state),
         cell(caller),
         cell(place),
         age
-    ));
+    )
 }
 
 fn header(tracker: &CallTracker, name: &str) -> String {
@@ -577,18 +583,25 @@ fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> R
                 last_sig[ix] = Some(sig);
             }
             if terminal && going {
-                // Redrawn even when unchanged: the ages move.
-                let mut screen = String::from("\x1b[H\x1b[2J");
-                for (ix, s) in t.followed() {
-                    screen.push_str(&header(&s.tracker, &cell(&link.name(ix))));
-                    table(&s.tracker, &mut screen);
-                    screen.push('\n');
-                }
-                for n in &news {
-                    screen.push_str(n);
-                    screen.push('\n');
-                }
-                view = Some(screen);
+                // Redrawn even when unchanged: the ages move. Fitted to the terminal as it
+                // is now (it may have been resized).
+                let sections: Vec<screen::Section> = t
+                    .followed()
+                    .map(|(ix, s)| {
+                        let (columns, rows) = table_lines(&s.tracker);
+                        let mut head: Vec<String> = header(&s.tracker, &cell(&link.name(ix)))
+                            .lines()
+                            .map(str::to_string)
+                            .collect();
+                        head.push(columns);
+                        screen::Section { head, rows }
+                    })
+                    .collect();
+                let news: Vec<String> = news.iter().cloned().collect();
+                let (height, width) = screen::terminal_size().unwrap_or((24, 80));
+                let mut text = String::from("\x1b[H\x1b[2J");
+                text.push_str(&screen::fit(&sections, &news, height, width));
+                view = Some(text);
             } else if !terminal && !changed.is_empty() {
                 let mut text = String::new();
                 for ix in changed {
@@ -614,23 +627,15 @@ mod tests {
 
     #[test]
     fn a_caller_id_name_that_holds_escape_sequences_is_shown_escaped_in_the_table() {
-        let mut out = String::new();
-        row(
-            &mut out,
-            [
-                "1700000000.1",
-                "PJSIP/100-0000002a\x1b[2J",
-                "Ring",
-                "100 \x1b]52;c;cm0gLXJmIC8K\x07Boss\u{9b}",
-                "default/200\r",
-                "3s",
-            ],
-        );
-        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
-        assert!(
-            !out.trim_end_matches('\n').chars().any(char::is_control),
-            "{out:?}"
-        );
+        let out = row([
+            "1700000000.1",
+            "PJSIP/100-0000002a\x1b[2J",
+            "Ring",
+            "100 \x1b]52;c;cm0gLXJmIC8K\x07Boss\u{9b}",
+            "default/200\r",
+            "3s",
+        ]);
+        assert!(!out.chars().any(char::is_control), "{out:?}");
         assert!(
             out.contains("100 \\x1b]52;c;cm0gLXJmIC8K\\x07Boss\\u{9b}"),
             "{out:?}"
