@@ -1520,3 +1520,32 @@ fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than
     assert!(callers.len() >= 10, "{callers:?}");
     assert!(callers.iter().all(|c| c.starts_with("555")), "{callers:?}");
 }
+
+#[test]
+fn the_standalone_simulator_sends_its_calls_where_asked_and_refuses_an_unknown_extension() {
+    let unknown = ami(&["sim", "--calls-per-s", "1", "--call-exten", "nope"]);
+    assert_code(&unknown, 2, "sim");
+    assert!(
+        stderr(&unknown).contains("not in the simulated dialplan (one of 100, 101, burst"),
+        "{}",
+        stderr(&unknown)
+    );
+    let (mut sim, url) = spawn_sim(&["--calls-per-s", "4", "--call-exten", "queue"]);
+    let out = ami(&[
+        "--server",
+        &url,
+        "listen",
+        "--event",
+        "QueueCallerJoin",
+        "--duration",
+        "2",
+    ]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert_code(&out, 0, "listen");
+    let joins = stdout_lines(&out)
+        .iter()
+        .filter(|l| json(l)["type"] == "event")
+        .count();
+    assert!(joins >= 3, "{joins} callers joined the queue in 2 s");
+}

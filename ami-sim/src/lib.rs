@@ -137,6 +137,12 @@ pub use faults::{ActionMatch, Fault, FaultPlan, FaultSchedule, Faults};
 pub use server::SimServer;
 pub use stats::SimStats;
 
+/// The extensions of the simulated dialplan's one context, `ami-test`, in `dialplan show`
+/// order: what a `Local/<exten>@ami-test` call can run (`T` is the timeout handler).
+pub fn dialplan_extensions() -> &'static [&'static str] {
+    &calls::dialplan::EXTENS
+}
+
 /// Identifies one client connection of a [`SimServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);

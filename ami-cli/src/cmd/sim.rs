@@ -38,6 +38,12 @@ pub(crate) struct Args {
     /// How long each call of --calls-per-s lasts, in whole seconds.
     #[arg(long, default_value_t = 60)]
     call_secs: u32,
+    /// Where each call of --calls-per-s goes in the simulated dialplan (`ami action Command
+    /// Command="dialplan show"` lists it): `hold` (answered, lasts --call-secs), `queue`
+    /// (through queue testq to an agent: QueueCallerJoin, AgentCalled, AgentConnect...),
+    /// `busy`, `congestion` or `noanswer` (calls that fail), `userevent`, `echo`...
+    #[arg(long, default_value = "hold")]
+    call_exten: String,
 }
 
 /// Checks --calls-per-s against --call-secs and the calls the simulator holds at once.
@@ -54,6 +60,15 @@ fn check_calls(args: &Args, max_calls: usize) -> Result<(), Failure> {
     }
     if args.call_secs == 0 {
         return usage("--call-secs 0: a call lasts at least a second".to_string());
+    }
+    let extens = ami_sim::dialplan_extensions();
+    if args.call_exten == "T" || !extens.contains(&args.call_exten.as_str()) {
+        let named: Vec<&str> = extens.iter().copied().filter(|e| *e != "T").collect();
+        return usage(format!(
+            "--call-exten {}: not in the simulated dialplan (one of {})",
+            crate::terminal::cell(&args.call_exten),
+            named.join(", ")
+        ));
     }
     // Steady state: calls started per second times how long each lasts.
     let up = args.calls_per_s * f64::from(args.call_secs);
@@ -73,6 +88,8 @@ fn check_calls(args: &Args, max_calls: usize) -> Result<(), Failure> {
 struct CallFeed {
     per_s: f64,
     secs: u32,
+    /// `Local/<exten>@ami-test`.
+    channel: String,
     max_calls: usize,
     owed: f64,
     placed: u64,
@@ -96,7 +113,7 @@ impl CallFeed {
         while self.owed >= 1.0 {
             self.owed -= 1.0;
             let n = self.placed;
-            let mut req = CallRequest::new("Local/hold@ami-test", self.secs);
+            let mut req = CallRequest::new(&self.channel, self.secs);
             req.caller_id = Some(format!("\"Caller {n}\" <{}>", 5_550_000 + n));
             req.report = false;
             // A restarting Asterisk places no calls: those due meanwhile are not owed.
@@ -173,7 +190,10 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     // Scripts read the URL at once: it must not wait in a buffer.
     let _ = std::io::stdout().flush();
     let calls = if args.calls_per_s > 0.0 {
-        format!(", {} calls/s of {} s", args.calls_per_s, args.call_secs)
+        format!(
+            ", {} calls/s of {} s to {}",
+            args.calls_per_s, args.call_secs, args.call_exten
+        )
     } else {
         String::new()
     };
@@ -187,6 +207,7 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     let calls = CallFeed {
         per_s: args.calls_per_s,
         secs: args.call_secs,
+        channel: format!("Local/{}@ami-test", args.call_exten),
         max_calls,
         owed: 0.0,
         placed: 0,
@@ -304,6 +325,7 @@ mod tests {
         CallFeed {
             per_s,
             secs: 60,
+            channel: "Local/hold@ami-test".to_string(),
             max_calls,
             owed: 0.0,
             placed: 0,
@@ -335,21 +357,30 @@ mod tests {
 
     #[test]
     fn a_rate_whose_calls_outgrow_the_simulator_is_refused_at_start() {
-        let args = |calls_per_s: f64, call_secs: u32| Args {
+        let args = |calls_per_s: f64, call_secs: u32, exten: &str| Args {
             listen: "127.0.0.1:0".parse().unwrap(),
             events_per_s: 0,
             faults: None,
             calls_per_s,
             call_secs,
+            call_exten: exten.to_string(),
         };
-        assert!(check_calls(&args(0.0, 0), 2000).is_ok());
-        assert!(check_calls(&args(20.0, 100), 2000).is_ok());
-        for (rate, secs) in [(21.0, 100), (-1.0, 60), (f64::NAN, 60), (1.0, 0)] {
-            let refused = check_calls(&args(rate, secs), 2000);
+        assert!(check_calls(&args(0.0, 0, "nowhere"), 2000).is_ok());
+        assert!(check_calls(&args(20.0, 100, "hold"), 2000).is_ok());
+        assert!(check_calls(&args(1.0, 10, "queue"), 2000).is_ok());
+        for (rate, secs, exten) in [
+            (21.0, 100, "hold"),
+            (-1.0, 60, "hold"),
+            (f64::NAN, 60, "hold"),
+            (1.0, 0, "hold"),
+            (1.0, 10, "T"),
+            (1.0, 10, "no-such-exten"),
+        ] {
+            let refused = check_calls(&args(rate, secs, exten), 2000);
             assert_eq!(
                 refused.map_err(|f| f.code),
                 Err(EXIT_USAGE),
-                "{rate} {secs}"
+                "{rate} {secs} {exten}"
             );
         }
     }

@@ -37,7 +37,7 @@ fn p(app: &'static str, data: &str) -> Prio {
 }
 
 /// Extension names in `dialplan show` order.
-const EXTENS: [&str; 16] = [
+pub(crate) const EXTENS: [&str; 16] = [
     "100",
     "101",
     "T",
