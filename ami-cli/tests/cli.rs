@@ -1549,3 +1549,28 @@ fn the_standalone_simulator_sends_its_calls_where_asked_and_refuses_an_unknown_e
         .count();
     assert!(joins >= 3, "{joins} callers joined the queue in 2 s");
 }
+
+#[test]
+fn the_standalone_simulator_accepts_the_users_it_is_given() {
+    let (mut sim, url) = spawn_sim(&["--user", "dialer:d1@l:er"]);
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let theirs = ami(&[
+        "--server",
+        &format!("ami://dialer:d1%40l%3Aer@127.0.0.1:{port}"),
+        "action",
+        "Ping",
+    ]);
+    let wrong = ami(&[
+        "--server",
+        &format!("ami://dialer:nope@127.0.0.1:{port}"),
+        "action",
+        "Ping",
+    ]);
+    // The built-in user stays.
+    let admin = ami(&["--server", &url, "action", "Ping"]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert_code(&theirs, 0, "dialer");
+    assert_code(&wrong, 3, "wrong secret");
+    assert_code(&admin, 0, "admin");
+}

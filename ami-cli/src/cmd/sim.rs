@@ -5,7 +5,7 @@
 use crate::terminal::say;
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_sim::tcp::TcpFront;
-use ami_sim::{ActionMatch, CallRequest, Fault, FaultSchedule, SimConfig};
+use ami_sim::{ActionMatch, CallRequest, ClassMask, Fault, FaultSchedule, SimConfig, SimUser};
 use std::io::Write;
 use std::iter::Peekable;
 use std::net::SocketAddr;
@@ -44,6 +44,45 @@ pub(crate) struct Args {
     /// `busy`, `congestion` or `noanswer` (calls that fail), `userevent`, `echo`...
     #[arg(long, default_value = "hold")]
     call_exten: String,
+    /// Another user the simulator accepts, as NAME:SECRET (repeatable), with every
+    /// permission: so a dialer can log in with the credentials it is configured with.
+    /// admin/amp111 and limited/limited1 stay.
+    #[arg(long = "user", value_name = "NAME:SECRET")]
+    users: Vec<String>,
+}
+
+/// The --user accounts, checked: a name and a secret, neither with a CR, LF or NUL (no Login
+/// could carry them), the name without a colon, not one of the built-in users.
+fn extra_users(given: &[String], builtin: &[SimUser]) -> Result<Vec<SimUser>, Failure> {
+    let mut users: Vec<SimUser> = Vec::new();
+    for spec in given {
+        let bad = |why: &str| {
+            // The secret is never echoed: only the name, escaped.
+            let name = spec.split(':').next().unwrap_or_default();
+            Err(Failure::new(
+                EXIT_USAGE,
+                format!("--user {}:***: {why}", crate::terminal::cell(name)),
+            ))
+        };
+        let Some((name, secret)) = spec.split_once(':') else {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                "--user takes NAME:SECRET (no colon given)",
+            ));
+        };
+        if name.is_empty() || secret.is_empty() {
+            return bad("the name and the secret must not be empty");
+        }
+        if spec.contains(['\r', '\n', '\0']) {
+            return bad("CR, LF and NUL cannot be sent in a Login");
+        }
+        let taken = |u: &SimUser| u.name.eq_ignore_ascii_case(name);
+        if builtin.iter().any(taken) || users.iter().any(taken) {
+            return bad("that user is already defined");
+        }
+        users.push(SimUser::new(name, secret, ClassMask::ALL, ClassMask::ALL));
+    }
+    Ok(users)
 }
 
 /// Checks --calls-per-s against --call-secs and the calls the simulator holds at once.
@@ -160,6 +199,12 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     let mut config = SimConfig::default();
     let max_calls = config.max_calls;
     check_calls(args, max_calls)?;
+    let extra = extra_users(&args.users, &config.users)?;
+    let extra_names: Vec<String> = extra
+        .iter()
+        .map(|u| crate::terminal::cell(&u.name).into_owned())
+        .collect();
+    config.users.extend(extra);
     if let Some(seed) = seed {
         config.seed = seed;
     }
@@ -198,7 +243,8 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
         String::new()
     };
     say!(
-        "ami: simulated Asterisk on {addr} (users admin/amp111, limited/limited1), {} events/s{calls}{}; Ctrl-C stops it",
+        "ami: simulated Asterisk on {addr} (users admin/amp111, limited/limited1{}), {} events/s{calls}{}; Ctrl-C stops it",
+        extra_names.iter().map(|n| format!(", {n}")).collect::<String>(),
         args.events_per_s,
         seed.map_or(String::new(), |s| format!(
             ", faults on (seed {s}; replay with --faults {s})"
@@ -356,6 +402,30 @@ mod tests {
     }
 
     #[test]
+    fn extra_users_are_checked_and_their_secrets_never_echoed() {
+        let builtin = SimConfig::default().users;
+        let ok = extra_users(&["dialer:S3:CRET".to_string()], &builtin).unwrap();
+        assert_eq!(
+            (ok[0].name.as_str(), ok[0].secret.as_str()),
+            ("dialer", "S3:CRET")
+        );
+        let refused = [
+            vec!["nocolon"],
+            vec![":S3CRET"],
+            vec!["name:"],
+            vec!["ADMIN:S3CRET"],
+            vec!["a:S3CRET\r\nAction: Logoff"],
+            vec!["x:S3CRET", "X:S3CRET2"],
+        ];
+        for specs in refused {
+            let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+            let err = extra_users(&specs, &builtin).unwrap_err();
+            assert_eq!(err.code, EXIT_USAGE, "{specs:?}");
+            assert!(!err.reason.contains("S3CRET"), "{}", err.reason);
+        }
+    }
+
+    #[test]
     fn a_rate_whose_calls_outgrow_the_simulator_is_refused_at_start() {
         let args = |calls_per_s: f64, call_secs: u32, exten: &str| Args {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -364,6 +434,7 @@ mod tests {
             calls_per_s,
             call_secs,
             call_exten: exten.to_string(),
+            users: Vec::new(),
         };
         assert!(check_calls(&args(0.0, 0, "nowhere"), 2000).is_ok());
         assert!(check_calls(&args(20.0, 100, "hold"), 2000).is_ok());
