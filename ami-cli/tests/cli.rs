@@ -1482,28 +1482,41 @@ fn action_and_decode_into_a_closed_pipe_end_quietly_keeping_the_actions_exit_cod
     );
 }
 
-#[test]
-fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than_it_holds() {
-    let too_many = ami(&["sim", "--calls-per-s", "100", "--call-secs", "60"]);
-    assert_code(&too_many, 2, "sim");
-    assert!(
-        stderr(&too_many).contains("keeps about 6000 calls up"),
-        "{}",
-        stderr(&too_many)
-    );
-    let (mut sim, url) = spawn_sim(&["--calls-per-s", "20", "--call-secs", "1"]);
+/// `ami sim ARGS` refuses to start (exit 2), saying `why` on stderr.
+fn assert_sim_refuses(args: &[&str], why: &str) {
+    let mut all = vec!["sim"];
+    all.extend_from_slice(args);
+    let out = ami(&all);
+    assert_code(&out, 2, "sim");
+    assert!(stderr(&out).contains(why), "{}", stderr(&out));
+}
+
+/// Starts `ami sim SIM_ARGS`, runs `ami listen --event EVENT --duration SECS` against it,
+/// stops it; the listen's output, which must have exited 0.
+fn listen_to_sim(sim_args: &[&str], event: &str, secs: &str) -> std::process::Output {
+    let (mut sim, url) = spawn_sim(sim_args);
     let out = ami(&[
         "--server",
-        url.trim(),
+        &url,
         "listen",
         "--event",
-        "Hangup",
+        event,
         "--duration",
-        "3",
+        secs,
     ]);
     sim.kill().unwrap();
     sim.wait().unwrap();
     assert_code(&out, 0, "listen");
+    out
+}
+
+#[test]
+fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than_it_holds() {
+    assert_sim_refuses(
+        &["--calls-per-s", "100", "--call-secs", "60"],
+        "keeps about 6000 calls up",
+    );
+    let out = listen_to_sim(&["--calls-per-s", "20", "--call-secs", "1"], "Hangup", "3");
     // Calls of a second each, twenty a second: both channels of every call that ended in
     // the window hang up, each under its own caller ID.
     let callers: std::collections::BTreeSet<String> = stdout_lines(&out)
@@ -1523,26 +1536,15 @@ fn the_standalone_simulator_places_calls_at_the_asked_rate_and_refuses_more_than
 
 #[test]
 fn the_standalone_simulator_sends_its_calls_where_asked_and_refuses_an_unknown_extension() {
-    let unknown = ami(&["sim", "--calls-per-s", "1", "--call-exten", "nope"]);
-    assert_code(&unknown, 2, "sim");
-    assert!(
-        stderr(&unknown).contains("not in the simulated dialplan (one of 100, 101, burst"),
-        "{}",
-        stderr(&unknown)
+    assert_sim_refuses(
+        &["--calls-per-s", "1", "--call-exten", "nope"],
+        "not in the simulated dialplan (one of 100, 101, burst",
     );
-    let (mut sim, url) = spawn_sim(&["--calls-per-s", "4", "--call-exten", "queue"]);
-    let out = ami(&[
-        "--server",
-        &url,
-        "listen",
-        "--event",
+    let out = listen_to_sim(
+        &["--calls-per-s", "4", "--call-exten", "queue"],
         "QueueCallerJoin",
-        "--duration",
         "2",
-    ]);
-    sim.kill().unwrap();
-    sim.wait().unwrap();
-    assert_code(&out, 0, "listen");
+    );
     let joins = stdout_lines(&out)
         .iter()
         .filter(|l| json(l)["type"] == "event")
