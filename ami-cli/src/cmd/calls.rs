@@ -319,7 +319,7 @@ fn update_text(u: &CallUpdate, url: Option<&ServerUrl>) -> Option<String> {
 
 /// The calls as a table, one channel a row, grouped by call.
 fn table(tracker: &CallTracker, out: &mut String) {
-    let (columns, rows) = table_lines(tracker);
+    let (columns, rows) = table_lines(tracker, None);
     for line in std::iter::once(columns).chain(rows) {
         out.push_str(&line);
         out.push('\n');
@@ -327,29 +327,37 @@ fn table(tracker: &CallTracker, out: &mut String) {
 }
 
 /// The table's column names, and its rows: one channel a row, grouped by call.
-fn table_lines(tracker: &CallTracker) -> (String, Vec<String>) {
+/// `widths`: cells cut to these; `None` keeps every cell whole (the full widths as
+/// minimums: a long name pushes its row's later cells right).
+fn table_lines(tracker: &CallTracker, widths: Option<&[usize; 6]>) -> (String, Vec<String>) {
     let now = Instant::now();
-    let columns = row([
-        "LINKEDID",
-        "CHANNEL",
-        "STATE",
-        "CALLER ID",
-        "CONTEXT/EXTEN",
-        "AGE",
-    ]);
+    let columns = row(
+        widths,
+        [
+            "LINKEDID",
+            "CHANNEL",
+            "STATE",
+            "CALLER ID",
+            "CONTEXT/EXTEN",
+            "AGE",
+        ],
+    );
     let mut rows = Vec::new();
     for (linkedid, chans) in tracker.calls() {
         for (i, ch) in chans.iter().enumerate() {
             let id = if i == 0 { linkedid } else { "" };
             let age = age(ch, now).map_or("?".to_string(), |a| format!("{a:.0}s"));
-            rows.push(row([
-                id,
-                &ch.name,
-                ch.state.name(),
-                &format!("{} {}", ch.caller_id_num, ch.caller_id_name),
-                &format!("{}/{}", ch.context, ch.exten),
-                &age,
-            ]));
+            rows.push(row(
+                widths,
+                [
+                    id,
+                    &ch.name,
+                    ch.state.name(),
+                    &format!("{} {}", ch.caller_id_num, ch.caller_id_name),
+                    &format!("{}/{}", ch.context, ch.exten),
+                    &age,
+                ],
+            ));
         }
     }
     (columns, rows)
@@ -357,14 +365,17 @@ fn table_lines(tracker: &CallTracker) -> (String, Vec<String>) {
 
 /// One line of the table. Every cell but the state is the server's text, and a caller ID
 /// name is whatever the remote caller put in its SIP `From`: shown escaped, never obeyed.
-fn row([id, channel, state, caller, place, age]: [&str; 6]) -> String {
+fn row(widths: Option<&[usize; 6]>, [id, channel, state, caller, place, age]: [&str; 6]) -> String {
+    let cut = widths.is_some();
+    let [w_id, w_channel, w_state, w_caller, w_place, w_age] =
+        *widths.unwrap_or(&screen::FULL_WIDTHS);
     format!(
-        "{:<18} {:<36} {:<8} {:<18} {:<22} {:>6}",
-        cell(id),
-        cell(channel),
-        cell(state),
-        cell(caller),
-        cell(place),
+        "{} {} {} {} {} {:>w_age$}",
+        screen::column(&cell(id), w_id, cut),
+        screen::column(&cell(channel), w_channel, cut),
+        screen::column(&cell(state), w_state, cut),
+        screen::column(&cell(caller), w_caller, cut),
+        screen::column(&cell(place), w_place, cut),
         age
     )
 }
@@ -585,10 +596,12 @@ fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> R
             if terminal && going {
                 // Redrawn even when unchanged: the ages move. Fitted to the terminal as it
                 // is now (it may have been resized).
+                let (height, width) = screen::terminal_size().unwrap_or((24, 80));
+                let widths = screen::column_widths(width);
                 let sections: Vec<screen::Section> = t
                     .followed()
                     .map(|(ix, s)| {
-                        let (columns, rows) = table_lines(&s.tracker);
+                        let (columns, rows) = table_lines(&s.tracker, Some(&widths));
                         let mut head: Vec<String> = header(&s.tracker, &cell(&link.name(ix)))
                             .lines()
                             .map(str::to_string)
@@ -598,7 +611,6 @@ fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> R
                     })
                     .collect();
                 let news: Vec<String> = news.iter().cloned().collect();
-                let (height, width) = screen::terminal_size().unwrap_or((24, 80));
                 let mut text = String::from("\x1b[H\x1b[2J");
                 text.push_str(&screen::fit(&sections, &news, height, width));
                 view = Some(text);
@@ -627,14 +639,17 @@ mod tests {
 
     #[test]
     fn a_caller_id_name_that_holds_escape_sequences_is_shown_escaped_in_the_table() {
-        let out = row([
-            "1700000000.1",
-            "PJSIP/100-0000002a\x1b[2J",
-            "Ring",
-            "100 \x1b]52;c;cm0gLXJmIC8K\x07Boss\u{9b}",
-            "default/200\r",
-            "3s",
-        ]);
+        let out = row(
+            None,
+            [
+                "1700000000.1",
+                "PJSIP/100-0000002a\x1b[2J",
+                "Ring",
+                "100 \x1b]52;c;cm0gLXJmIC8K\x07Boss\u{9b}",
+                "default/200\r",
+                "3s",
+            ],
+        );
         assert!(!out.chars().any(char::is_control), "{out:?}");
         assert!(
             out.contains("100 \\x1b]52;c;cm0gLXJmIC8K\\x07Boss\\u{9b}"),

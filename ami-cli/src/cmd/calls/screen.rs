@@ -13,6 +13,50 @@ pub(super) struct Section {
     pub(super) rows: Vec<String>,
 }
 
+/// The table's column widths (linked ID, channel, state, caller ID, context/exten, age)
+/// where the terminal is wide enough: 113 columns with the spaces between them.
+pub(super) const FULL_WIDTHS: [usize; 6] = [18, 36, 8, 18, 22, 6];
+
+/// How narrow each column may become, in the same order.
+const NARROWEST: [usize; 6] = [14, 16, 8, 12, 10, 6];
+
+/// Which columns give way first on a narrow terminal: channel, context/exten, caller ID,
+/// linked ID. State and age never do.
+const GIVE_WAY: [usize; 4] = [1, 4, 3, 0];
+
+/// Column widths for a terminal `width` columns wide: the full table when it fits, else the
+/// wide columns narrowed (each down to its floor, in [`GIVE_WAY`] order) so that the state
+/// and the age stay in view; a terminal narrower than every floor cuts the lines.
+pub(super) fn column_widths(width: usize) -> [usize; 6] {
+    let mut widths = FULL_WIDTHS;
+    let total = |w: &[usize; 6]| w.iter().sum::<usize>() + w.len() - 1;
+    for ix in GIVE_WAY {
+        let over = total(&widths).saturating_sub(width);
+        if over == 0 {
+            break;
+        }
+        let give = over.min(widths[ix] - NARROWEST[ix]);
+        widths[ix] -= give;
+    }
+    widths
+}
+
+/// `text` in a column `width` characters wide: padded with spaces, or, when longer and
+/// `cut`, cut (its last character then `~`, so a cut name does not read as a whole one).
+pub(super) fn column(text: &str, width: usize, cut: bool) -> String {
+    let chars = text.chars().count();
+    if chars <= width || !cut {
+        let mut out = text.to_string();
+        out.extend(std::iter::repeat_n(' ', width.saturating_sub(chars)));
+        return out;
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    if width > 0 {
+        out.push('~');
+    }
+    out
+}
+
 /// News lines kept at most when the terminal is short.
 const NEWS_AT_MOST: usize = 4;
 
@@ -106,6 +150,25 @@ mod tests {
 
     fn news(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("news {i}")).collect()
+    }
+
+    #[test]
+    fn a_narrow_terminal_narrows_the_wide_columns_and_keeps_state_and_age() {
+        assert_eq!(column_widths(200), FULL_WIDTHS);
+        assert_eq!(column_widths(113), FULL_WIDTHS);
+        let at_80 = column_widths(80);
+        assert_eq!(at_80.iter().sum::<usize>() + 5, 80, "{at_80:?}");
+        assert_eq!((at_80[2], at_80[5]), (8, 6));
+        assert_eq!(at_80[1], 16, "the channel gives way first");
+        // Narrower than every floor: the floors, and fit() cuts the line.
+        assert_eq!(column_widths(40), NARROWEST);
+        assert_eq!(column("PJSIP/100-0000002a", 10, true), "PJSIP/100~");
+        assert_eq!(
+            column("PJSIP/100-0000002a", 10, false),
+            "PJSIP/100-0000002a"
+        );
+        assert_eq!(column("Up", 4, true), "Up  ");
+        assert_eq!(column("é".repeat(5).as_str(), 3, true), "éé~");
     }
 
     #[test]
