@@ -1016,3 +1016,34 @@ fn a_calls_end_counts_its_channels_beyond_those_kept() {
     assert_eq!(ended[0].ended(), CallEnd::Seen(t.h.now));
     assert!(!ended[0].unobserved());
 }
+
+#[test]
+fn a_channel_adopted_from_a_snapshot_is_as_old_as_its_duration_says() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    let seen_created = t.tr.channel("1.1").unwrap().created;
+    t.reconnect();
+    t.channels(
+        &[("1.1", "1.1", 6), ("3.1", "3.1", 6)],
+        "Duration: 01:02:05",
+    );
+    let now = t.h.now;
+    let adopted = t.tr.channel("3.1").unwrap();
+    assert!(adopted.adopted);
+    assert_eq!(adopted.created, Some(now - Duration::from_secs(3725)));
+    // One the tracker saw created keeps the time it saw.
+    assert_eq!(t.tr.channel("1.1").unwrap().created, seen_created);
+    // A Duration that does not parse (or none) gives no age rather than a made-up one.
+    t.reconnect();
+    t.channels(
+        &[("1.1", "1.1", 6), ("3.1", "3.1", 6), ("4.1", "4.1", 6)],
+        "Duration: 1:99:00",
+    );
+    assert_eq!(t.tr.channel("4.1").unwrap().created, None);
+    assert_eq!(
+        t.tr.channel("3.1").unwrap().created,
+        Some(now - Duration::from_secs(3725)),
+        "a later snapshot does not move what is known"
+    );
+}

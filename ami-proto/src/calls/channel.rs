@@ -116,8 +116,10 @@ pub struct Channel {
     pub priority: String,
     /// The bridge it is in (`BridgeUniqueid` of `BridgeEnter`, `BridgeId` of a snapshot).
     pub bridge: Option<String>,
-    /// When the tracker saw it created (`Newchannel`); `None` if it was adopted from a
-    /// snapshot (created while the tracker was not watching).
+    /// When it was created: when the tracker saw its `Newchannel`, or, for one first known
+    /// from a snapshot (created while the tracker was not watching), the snapshot's
+    /// `Duration` back from when the snapshot was applied (whole seconds: up to a second
+    /// and the snapshot's round trip off). `None` when neither said.
     pub created: Option<Instant>,
     /// When the tracker saw it answered (state became Up); `None` if not answered, or
     /// answered while the tracker was not watching (then `state` is Up).

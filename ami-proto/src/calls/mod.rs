@@ -161,7 +161,7 @@ use crate::wire::message::Message;
 use after_mark::AfterMark;
 use originate::{answer_of, Answer, Record};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use view::{Effects, View};
 
@@ -962,15 +962,19 @@ impl CallTracker {
                 report.kept_newer += 1;
                 continue;
             }
+            // A channel the tracker did not see created is as old as the snapshot says.
+            let created = listed_since(item, now);
             let known = self.view.modify_unsettled(uid, |ch| {
                 ch.update(item, now, false);
                 ch.bridge = bridge.clone();
+                ch.created = ch.created.or(created);
             });
             if let Some(left) = known {
                 touched.extend(left);
                 report.continued += 1;
             } else if let Some(mut ch) = Channel::from_block(item, now) {
                 ch.adopted = true;
+                ch.created = created;
                 ch.bridge = bridge;
                 if self.view.insert(ch) {
                     report.adopted += 1;
@@ -1030,4 +1034,18 @@ impl CallTracker {
         log::debug!("AMI call tracker: resynced {report:?}");
         self.update(CallUpdate::Resynced(report));
     }
+}
+
+/// When a channel a snapshot lists was created: `now` less the item's `Duration`
+/// (`HH:MM:SS`, hours past 99 for a long call). `None` without one, or one that does not
+/// parse, or one longer than `now` can go back.
+fn listed_since(item: &Message, now: Instant) -> Option<Instant> {
+    let text = item.get_str("Duration")?;
+    let mut parts = text.trim().splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (h, m, sec) = (parts.next()??, parts.next()??, parts.next()??);
+    if m >= 60 || sec >= 60 {
+        return None;
+    }
+    let secs = h.checked_mul(3600)?.checked_add(m * 60 + sec)?;
+    now.checked_sub(Duration::from_secs(secs))
 }
