@@ -343,7 +343,10 @@ fn table_lines(tracker: &CallTracker, widths: Option<&[usize; 6]>) -> (String, V
         ],
     );
     let mut rows = Vec::new();
-    for (linkedid, chans) in tracker.calls() {
+    // Oldest first: a Linkedid is `epoch.sequence`, which as text puts `.10` before `.4`.
+    let mut calls: Vec<_> = tracker.calls().collect();
+    calls.sort_by_cached_key(|(linkedid, _)| linkedid_order(linkedid));
+    for (linkedid, chans) in calls {
         for (i, ch) in chans.iter().enumerate() {
             let id = if i == 0 { linkedid } else { "" };
             let age = age(ch, now).map_or("?".to_string(), |a| format!("{a:.0}s"));
@@ -361,6 +364,18 @@ fn table_lines(tracker: &CallTracker, widths: Option<&[usize; 6]>) -> (String, V
         }
     }
     (columns, rows)
+}
+
+/// A Linkedid's place in time: (epoch, sequence) for Asterisk's `1700000000.42`, after
+/// them any other text, by its bytes.
+fn linkedid_order(linkedid: &str) -> (u8, u64, u64, String) {
+    let parsed = linkedid
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    match parsed {
+        Some((epoch, seq)) => (0, epoch, seq, String::new()),
+        None => (1, 0, 0, linkedid.to_string()),
+    }
 }
 
 /// One line of the table. Every cell but the state is the server's text, and a caller ID
@@ -636,6 +651,16 @@ fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_are_listed_oldest_first_by_their_linkedid_as_numbers() {
+        let mut ids = vec!["1700000001.4", "x-other", "1700000001.10", "1700000000.99"];
+        ids.sort_by_key(|id| linkedid_order(id));
+        assert_eq!(
+            ids,
+            ["1700000000.99", "1700000001.4", "1700000001.10", "x-other"]
+        );
+    }
 
     #[test]
     fn a_caller_id_name_that_holds_escape_sequences_is_shown_escaped_in_the_table() {

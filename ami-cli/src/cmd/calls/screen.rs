@@ -3,7 +3,8 @@
 //! center's 200 calls on a 24-line terminal showed nothing readable. Each server keeps its
 //! header and column names; the channel rows share what is left in turns (a server with few
 //! calls is never hidden by a busy one), the recent news keeps its last lines, and a server
-//! whose rows do not all fit says how many are not shown.
+//! whose rows do not all fit says how many are not shown. On a narrow terminal the wide
+//! columns give way first, so that each channel's state and age stay in view.
 
 /// One server's part of the screen.
 pub(super) struct Section {
@@ -42,7 +43,8 @@ pub(super) fn column_widths(width: usize) -> [usize; 6] {
 }
 
 /// `text` in a column `width` characters wide: padded with spaces, or, when longer and
-/// `cut`, cut (its last character then `~`, so a cut name does not read as a whole one).
+/// `cut`, cut in the middle and marked `~`: a channel's name keeps its technology and
+/// its sequence number and leg (`PJSIP/pr~0002a;1`), which tell channels apart.
 pub(super) fn column(text: &str, width: usize, cut: bool) -> String {
     let chars = text.chars().count();
     if chars <= width || !cut {
@@ -50,10 +52,14 @@ pub(super) fn column(text: &str, width: usize, cut: bool) -> String {
         out.extend(std::iter::repeat_n(' ', width.saturating_sub(chars)));
         return out;
     }
-    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
-    if width > 0 {
-        out.push('~');
+    if width == 0 {
+        return String::new();
     }
+    let tail = (width - 1) / 2;
+    let head = width - 1 - tail;
+    let mut out: String = text.chars().take(head).collect();
+    out.push('~');
+    out.extend(text.chars().skip(chars - tail));
     out
 }
 
@@ -162,13 +168,18 @@ mod tests {
         assert_eq!(at_80[1], 16, "the channel gives way first");
         // Narrower than every floor: the floors, and fit() cuts the line.
         assert_eq!(column_widths(40), NARROWEST);
-        assert_eq!(column("PJSIP/100-0000002a", 10, true), "PJSIP/100~");
+        assert_eq!(column("PJSIP/100-0000002a", 10, true), "PJSIP~002a");
+        assert_eq!(
+            column("Local/hold@ami-test-0000004c;1", 16, true),
+            "Local/ho~0004c;1"
+        );
         assert_eq!(
             column("PJSIP/100-0000002a", 10, false),
             "PJSIP/100-0000002a"
         );
         assert_eq!(column("Up", 4, true), "Up  ");
-        assert_eq!(column("é".repeat(5).as_str(), 3, true), "éé~");
+        assert_eq!(column("é".repeat(5).as_str(), 3, true), "é~é");
+        assert_eq!(column("abc", 0, true), "");
     }
 
     #[test]
