@@ -1576,3 +1576,25 @@ fn the_standalone_simulator_accepts_the_users_it_is_given() {
     assert_code(&wrong, 3, "wrong secret");
     assert_code(&admin, 0, "admin");
 }
+
+#[test]
+fn calls_are_printed_oldest_first_though_their_linkedids_sort_otherwise_as_text() {
+    let (mut sim, url) = spawn_sim(&["--calls-per-s", "20", "--call-secs", "30"]);
+    // Past call 5, whose Linkedid sequence (1796...10) sorts before call 2's (...4) as text.
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = ami(&["--server", &url, "calls"]);
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+    assert_code(&out, 0, "calls");
+    let order: Vec<(u64, u64)> = stdout_lines(&out)
+        .iter()
+        .map(|l| {
+            let id = json(l)["linkedid"].as_str().unwrap().to_string();
+            let (epoch, seq) = id.split_once('.').unwrap();
+            (epoch.parse().unwrap(), seq.parse().unwrap())
+        })
+        .collect();
+    assert!(order.len() >= 10, "{order:?}");
+    assert!(order.iter().any(|(_, seq)| *seq >= 10), "{order:?}");
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+}

@@ -222,8 +222,8 @@ fn naming(line: String, server: Option<&str>) -> String {
 
 fn calls_json(tracker: &CallTracker) -> String {
     let now = Instant::now();
-    let calls: Vec<serde_json::Value> = tracker
-        .calls()
+    let calls: Vec<serde_json::Value> = oldest_first(tracker)
+        .into_iter()
         .map(|(linkedid, chans)| {
             let chans: Vec<_> = chans.iter().map(|c| channel_json(c, now)).collect();
             json!({"linkedid": linkedid, "channels": chans})
@@ -343,10 +343,7 @@ fn table_lines(tracker: &CallTracker, widths: Option<&[usize; 6]>) -> (String, V
         ],
     );
     let mut rows = Vec::new();
-    // Oldest first: a Linkedid is `epoch.sequence`, which as text puts `.10` before `.4`.
-    let mut calls: Vec<_> = tracker.calls().collect();
-    calls.sort_by_cached_key(|(linkedid, _)| linkedid_order(linkedid));
-    for (linkedid, chans) in calls {
+    for (linkedid, chans) in oldest_first(tracker) {
         for (i, ch) in chans.iter().enumerate() {
             let id = if i == 0 { linkedid } else { "" };
             let age = age(ch, now).map_or("?".to_string(), |a| format!("{a:.0}s"));
@@ -364,6 +361,14 @@ fn table_lines(tracker: &CallTracker, widths: Option<&[usize; 6]>) -> (String, V
         }
     }
     (columns, rows)
+}
+
+/// The live calls, oldest first: a Linkedid is `epoch.sequence`, which as text (the
+/// tracker's order) puts `.10` before `.4`.
+fn oldest_first(tracker: &CallTracker) -> Vec<(&str, Vec<&Channel>)> {
+    let mut calls: Vec<_> = tracker.calls().collect();
+    calls.sort_by_cached_key(|(linkedid, _)| linkedid_order(linkedid));
+    calls
 }
 
 /// A Linkedid's place in time: (epoch, sequence) for Asterisk's `1700000000.42`, after
@@ -521,7 +526,7 @@ fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), 
             }
             table(&s.tracker, &mut out);
         } else {
-            for (linkedid, chans) in s.tracker.calls() {
+            for (linkedid, chans) in oldest_first(&s.tracker) {
                 let chans: Vec<_> = chans.iter().map(|c| channel_json(c, now)).collect();
                 let line = json!({"type": "call", "linkedid": linkedid, "channels": chans});
                 out.push_str(&naming(line.to_string(), server));
