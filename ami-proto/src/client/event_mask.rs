@@ -5,6 +5,8 @@
 //! name Asterisk does not know is ignored without a word. A typo (`calls`, `Call`) would
 //! silently ask for nothing, so the client refuses one.
 
+use crate::wire::action::ast_true;
+
 /// The class names Asterisk 22 knows (`perms[]` in `manager.c`), `all` and `none` included.
 const CLASSES: [&str; 21] = [
     "system",
@@ -41,13 +43,13 @@ fn is_word(mask: &str, words: &[&str]) -> bool {
     words.iter().any(|w| mask.eq_ignore_ascii_case(w))
 }
 
+/// The words Asterisk's `ast_false` reads as false (its true words: `ast_true`).
 const FALSE: [&str; 6] = ["no", "false", "n", "f", "0", "off"];
-const TRUE: [&str; 6] = ["yes", "true", "y", "t", "1", "on"];
 
 /// The first class name in `mask` that Asterisk would ignore, if any.
 pub(crate) fn unknown_class(mask: &str) -> Option<&str> {
     let m = mask.trim();
-    if is_bitmask(m) || is_word(m, &FALSE) || is_word(m, &TRUE) {
+    if is_bitmask(m) || is_word(m, &FALSE) || ast_true(m) {
         return None;
     }
     m.split(',').find(|c| !c.is_empty() && !CLASSES.contains(c))
@@ -63,7 +65,7 @@ pub(crate) fn admits_call(mask: &str) -> bool {
     if is_word(m, &FALSE) {
         return false;
     }
-    if is_word(m, &TRUE) {
+    if ast_true(m) {
         return true;
     }
     m.split(',').any(|c| c == "call" || c == "all")

@@ -337,7 +337,7 @@ impl Action {
     /// `yes`, `1`, `on`...): it completes with an `OriginateResponse` event, a `call` event
     /// the session's event mask must let through.
     pub fn expects_originate_response(&self) -> bool {
-        self.is("Originate") && self.get("Async").is_some_and(is_true)
+        self.is("Originate") && self.get("Async").is_some_and(ast_true)
     }
 
     /// Checks every rule [`encode`](Self::encode) enforces, without writing.
@@ -421,8 +421,9 @@ impl fmt::Debug for Action {
     }
 }
 
-/// Whether Asterisk's `ast_true` reads `v` as true.
-fn is_true(v: &str) -> bool {
+/// Whether Asterisk's `ast_true` reads `v` as true (an action's yes/no field, the event
+/// mask's `on`).
+pub(crate) fn ast_true(v: &str) -> bool {
     let v = v.trim();
     ["true", "yes", "1", "on", "y", "t"]
         .iter()
@@ -431,6 +432,8 @@ fn is_true(v: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn an_async_originate_expects_its_originate_response() {
         let o = || Action::new("originate").field("Channel", "Local/1@x");
@@ -442,8 +445,6 @@ mod tests {
             .field("Async", "true")
             .expects_originate_response());
     }
-
-    use super::*;
 
     fn encode(a: &Action) -> Result<Vec<u8>, EncodeError> {
         let mut out = b"keep".to_vec();
