@@ -229,13 +229,12 @@ fn send_on(
     if conn.server.is_empty() {
         return Err(crate::session::no_server());
     }
-    if on != "all" && !conn.server.iter().any(|u| fleet::name(u) == on) {
-        let names: Vec<String> = conn.server.iter().map(fleet::name).collect();
+    if on != "all" && fleet::named(&conn.server, on).is_none() {
         return Err(Failure::new(
             EXIT_USAGE,
             format!(
                 "--on {on}: no such server (servers: {}, or all)",
-                names.join(", ")
+                fleet::names(&conn.server)
             ),
         ));
     }

@@ -42,13 +42,7 @@ pub(crate) struct Args {
 
 /// The one server the call is placed from: the only `--server`, or the one `--on` names.
 fn from_server(conn: &Connection, on: Option<&str>) -> Result<Connection, Failure> {
-    let names = || {
-        conn.server
-            .iter()
-            .map(crate::fleet::name)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || crate::fleet::names(&conn.server);
     let url = match (on, conn.server.as_slice()) {
         (None, [] | [_]) => return Ok(conn.clone()),
         (None, _) => {
@@ -60,15 +54,12 @@ fn from_server(conn: &Connection, on: Option<&str>) -> Result<Connection, Failur
                 ),
             ))
         }
-        (Some(on), servers) => servers
-            .iter()
-            .find(|u| crate::fleet::name(u) == on)
-            .ok_or_else(|| {
-                Failure::new(
-                    EXIT_USAGE,
-                    format!("--on {on}: no such server (servers: {})", names()),
-                )
-            })?,
+        (Some(on), servers) => crate::fleet::named(servers, on).ok_or_else(|| {
+            Failure::new(
+                EXIT_USAGE,
+                format!("--on {on}: no such server (servers: {})", names()),
+            )
+        })?,
     };
     Ok(Connection {
         server: vec![url.clone()],

@@ -91,6 +91,16 @@ pub(crate) fn name(url: &ServerUrl) -> String {
     url.authority()
 }
 
+/// The server `--on NAME` names, if one is.
+pub(crate) fn named<'a>(servers: &'a [ServerUrl], on: &str) -> Option<&'a ServerUrl> {
+    servers.iter().find(|u| name(u) == on)
+}
+
+/// Every server's name, for a message: `a:5038, b:5038`.
+pub(crate) fn names(servers: &[ServerUrl]) -> String {
+    servers.iter().map(name).collect::<Vec<_>>().join(", ")
+}
+
 impl Fleet {
     /// Adds every `--server` (asking for `events`); they connect in the background.
     pub(crate) fn open(
