@@ -25,6 +25,17 @@ fn json(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
+/// `ami originate` of a one-second call on the simulator's `echo` extension.
+const ECHO_CALL: [&str; 7] = [
+    "originate",
+    "--channel",
+    "Local/echo@ami-test",
+    "--application",
+    "Wait",
+    "--data",
+    "1",
+];
+
 /// The value of the first header `key` of a parsed line.
 fn header<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v["headers"]
@@ -387,19 +398,7 @@ fn originate_has_the_server_send_only_its_originate_response_on_a_busy_server() 
             });
             // The load runs before the command logs in and after it is done.
             std::thread::sleep(Duration::from_millis(300));
-            let out = on(
-                rt,
-                &u,
-                &[
-                    "originate",
-                    "--channel",
-                    "Local/echo@ami-test",
-                    "--application",
-                    "Wait",
-                    "--data",
-                    "1",
-                ],
-            );
+            let out = on(rt, &u, &ECHO_CALL);
             std::thread::sleep(Duration::from_millis(100));
             busy.store(false, std::sync::atomic::Ordering::Relaxed);
             assert_code(&out, 0, rt);
@@ -457,15 +456,7 @@ fn action_originate_async_gets_its_originate_response_although_action_asks_for_n
 fn originate_on_several_servers_places_the_call_from_the_one_named() {
     let (a, b) = (sim(), sim());
     let (ua, ub) = (sim_url(&a, "amp111"), sim_url(&b, "amp111"));
-    let call = [
-        "originate",
-        "--channel",
-        "Local/echo@ami-test",
-        "--application",
-        "Wait",
-        "--data",
-        "1",
-    ];
+    let call = ECHO_CALL;
     each_runtime(|rt| {
         let before = (a.stats().calls_started, b.stats().calls_started);
         let mut args = call.to_vec();
