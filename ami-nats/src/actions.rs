@@ -20,10 +20,14 @@
 //! `list_overflow`, `list_incomplete` (items were dropped on the way in; those that arrived
 //! are in `items`), `not_sent` (never reached Asterisk, also when the deadline passed while
 //! the action still waited to be written: safe to retry), `unknown` (may have run),
-//! `invalid_request` (refused before anything was sent) or
+//! `invalid_request` (refused before anything was sent),
 //! `duplicate` (the key was used: `"original"` holds the first reply, absent while the first
-//! is still running). `response`, `items`, `complete` and `follow_up` hold the server's
-//! messages as header lists when there are any; `error` says why when it failed.
+//! is still running) or `reply_too_large` (the action ran, but its answer is over NATS's max
+//! payload: `answer_outcome` holds the outcome it had, `items_left_out` the list items not
+//! carried, and `response` and `complete` the server's first and last messages when those
+//! fit; the loss is counted in `ami_bridge_action_replies_lost_total{reason="too_large"}`).
+//! `response`, `items`, `complete` and `follow_up` hold the server's messages as header lists
+//! when there are any; `error` says why when it failed.
 
 use crate::bridge::Control;
 use crate::throttle::LogThrottle;
@@ -272,6 +276,86 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
         ),
     };
     (kind, reply.finish())
+}
+
+/// The server's answer in `result`, when there is one (also a refusal's, or a partial list).
+fn answer_of(result: &Result<Response, AmiError>) -> Option<&Response> {
+    match result {
+        Ok(r) => Some(r),
+        Err(AmiError::Action(
+            ActionError::Server(r)
+            | ActionError::TimedOut {
+                partial: Some(r), ..
+            }
+            | ActionError::ListIncomplete { partial: r, .. },
+        )) => Some(r),
+        _ => None,
+    }
+}
+
+/// `body`, or, when it is over NATS's max payload (NATS would refuse to carry it and the
+/// requester would wait for it until its own timeout, without a word), a
+/// [`too_large_reply`] in its place, the loss counted and logged like any lost reply.
+fn within_max_payload(
+    control: &Control,
+    server: &str,
+    kind: &'static str,
+    result: &Result<Response, AmiError>,
+    body: String,
+) -> String {
+    let max = control.nats.server_info().max_payload;
+    // 0: not known yet (never connected); NATS itself refuses what does not fit.
+    if max == 0 || body.len() <= max {
+        return body;
+    }
+    control.metrics.reply_lost(ReplyLoss::TooLarge);
+    let why = format_args!(
+        "the reply to an action on {server} ({} bytes) is over NATS's max payload ({max} bytes); the requester is answered reply_too_large",
+        body.len()
+    );
+    if let Some(line) = control
+        .lock_reply_log()
+        .lost(ReplyLoss::TooLarge, &why, Instant::now())
+    {
+        log::warn!("{line}");
+    }
+    too_large_reply(server, kind, answer_of(result), body.len(), max)
+}
+
+/// The reply that stands for one of `size` bytes over NATS's max payload `max`: outcome
+/// `reply_too_large` (never the action's own outcome: a list without its items is no
+/// success), the outcome the action had in `answer_outcome` (it ran: a retry runs it
+/// again), how many list items were left out, and the server's response and list end when
+/// those fit.
+fn too_large_reply(
+    server: &str,
+    kind: &str,
+    answer: Option<&Response>,
+    size: usize,
+    max: usize,
+) -> String {
+    let items = answer.map_or(0, |r| r.items().len());
+    let why = format!(
+        "the action's answer ({size} bytes as JSON, {items} list items) is over NATS's max payload ({max} bytes): it ran ({kind}) but cannot be carried back; ask for less (a narrower list action) or raise max_payload"
+    );
+    let head = || {
+        Reply::new(Some(server), "reply_too_large")
+            .raw("answer_outcome", &format!("\"{kind}\""))
+            .raw("items_left_out", &items.to_string())
+            .error(&why)
+    };
+    let with_answer = match answer {
+        Some(r) => head()
+            .message("response", Some(r.message()))
+            .message("complete", r.complete())
+            .finish(),
+        None => head().finish(),
+    };
+    if with_answer.len() <= max {
+        with_answer
+    } else {
+        head().finish()
+    }
 }
 
 /// Answers one request message, received at `received`. `to`: the server of the subject,
@@ -652,6 +736,7 @@ async fn answer(
         }
     };
     let (kind, body) = outcome_reply(&server, &result);
+    let body = within_max_payload(control, &server, kind, &result, body);
     if let Some(key) = &req.idempotency_key {
         if kind == "not_sent" {
             // The session refused it, or its deadline passed, before writing it (full
@@ -822,6 +907,21 @@ mod tests {
         for (i, r) in ReplyLoss::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+    }
+
+    #[test]
+    fn a_reply_too_large_keeps_within_the_max_payload_and_says_what_the_action_had() {
+        // No answer to keep (a timeout's), or a max too small even for the server's
+        // first message: the reply is the outcome and the reason alone, still parseable.
+        let body = too_large_reply("pbx1", "timed_out", None, 2_000_000, 1 << 20);
+        assert!(body.len() <= 1 << 20);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["outcome"], "reply_too_large");
+        assert_eq!(v["answer_outcome"], "timed_out");
+        assert_eq!(v["items_left_out"], 0);
+        assert!(v.get("response").is_none());
+        let error = v["error"].as_str().unwrap();
+        assert!(error.contains("2000000 bytes") && error.contains("(1048576 bytes)"));
     }
 
     #[test]

@@ -1661,6 +1661,77 @@ fn a_flood_of_events_over_the_nats_max_payload_is_dropped_counted_and_logged_rat
     assert_eq!(summed, FLOOD - 1, "the log's summaries miss drops");
 }
 
+#[test]
+fn an_answer_over_the_nats_max_payload_is_replaced_by_a_reply_too_large_that_says_it_ran() {
+    // NATS carries at most 8 KiB a message; 30 calls' CoreShowChannels (60 channels of
+    // ~500 bytes) is several times that. The requester must hear so, not wait in silence.
+    let Some(nats) = Nats::start_with_config("max_payload: 8192") else {
+        return;
+    };
+    let a = sim();
+    for _ in 0..30 {
+        a.with_server(|srv, now| {
+            srv.originate_call(now, ami_sim::CallRequest::new("Local/hold@ami-test", 600))
+        })
+        .expect("the simulator places the call");
+    }
+    let client = login()
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let bridge = serving_bridge(
+        BridgeConfig::new(nats.url(), vec![spec("big1", &a, client)]),
+        &a,
+    );
+    let url = nats.url();
+    let answer = |body: &'static str| {
+        block(async {
+            let nc = async_nats::connect(url.as_str()).await.unwrap();
+            let reply = tokio::time::timeout(
+                Duration::from_secs(8),
+                nc.request("ami.big1.action", body.into()),
+            )
+            .await
+            .expect("an answer, not silence until the requester gives up")
+            .expect("the request reaches the bridge");
+            assert!(reply.payload.len() <= 8192, "{} bytes", reply.payload.len());
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        })
+    };
+    wait_for(Duration::from_secs(10), "the calls up", || {
+        answer(r#"{"headers":[["Action","Ping"]]}"#)["outcome"] == "success"
+    });
+    let r = answer(r#"{"headers":[["Action","CoreShowChannels"]]}"#);
+    assert_eq!(r["outcome"], "reply_too_large", "{r}");
+    assert_eq!(r["answer_outcome"], "success", "{r}");
+    assert_eq!(r["server"], "big1");
+    let left_out = r["items_left_out"].as_u64().unwrap();
+    assert!(left_out >= 60, "{r}");
+    assert!(r.get("items").is_none(), "{r}");
+    let says = r["error"].as_str().unwrap();
+    assert!(says.contains("max payload (8192 bytes)"), "{says}");
+    // What fits is kept: the server's start of the list and its end, with the item count.
+    assert_eq!(r["response"][0], serde_json::json!(["Response", "Success"]));
+    let complete = r["complete"].as_array().unwrap();
+    assert!(
+        complete.contains(&serde_json::json!(["ListItems", left_out.to_string()])),
+        "{r}"
+    );
+    wait_for(Duration::from_secs(5), "the lost answer counted", || {
+        let m = bridge.metrics();
+        metric(
+            &m,
+            "ami_bridge_action_replies_lost_total{reason=\"too_large\"}",
+        ) == 1
+    });
+    // An answer that fits is carried as ever.
+    assert_eq!(
+        answer(r#"{"headers":[["Action","Ping"]]}"#)["outcome"],
+        "success"
+    );
+    bridge.shutdown();
+}
+
 /// A bridge named `id` for the one server `pbx1` at `a`, whose AMI client sends no
 /// keepalive Ping: the simulator's action count is the requests' alone.
 fn quiet_pbx1_bridge(
