@@ -32,7 +32,8 @@ mod url;
 mod view_out;
 mod words;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
 /// Exit code and a one-line reason.
@@ -139,8 +140,46 @@ enum Command {
     Sim(cmd::sim::Args),
 }
 
+/// The connection options a command that connects to no server was given on its command
+/// line: refused, since `ami sim --auth md5` or `ami sim --runtime mio` would otherwise be
+/// ignored without a word (from `AMI_URL` a URL is not refused: it is set for every command).
+fn unused_connection_options(matches: &ArgMatches) -> Result<(), Failure> {
+    let (name, sub) = match matches.subcommand() {
+        Some((name @ ("sim" | "decode"), sub)) => (name, sub),
+        _ => return Ok(()),
+    };
+    let given: Vec<String> = ["server", "auth", "runtime", "ca"]
+        .into_iter()
+        .filter(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
+        .map(|id| format!("--{id}"))
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    let what = match name {
+        "sim" => "the simulator listens where --listen says and takes plain and MD5 logins alike",
+        _ => "decode reads a capture, it connects to nothing",
+    };
+    Err(Failure::new(
+        EXIT_USAGE,
+        format!(
+            "{} {} for the commands that connect to a server, not `ami {name}`: {what}",
+            given.join(" and "),
+            if given.len() == 1 { "is" } else { "are" }
+        ),
+    ))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Err(f) = unused_connection_options(&matches) {
+        terminal::say!("ami: {}", f.reason);
+        return ExitCode::from(f.code);
+    }
     let conn = &cli.conn;
     let mut secrets: Vec<String> = conn
         .server

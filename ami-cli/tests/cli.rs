@@ -1301,6 +1301,50 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn connection_options_given_to_sim_or_decode_are_refused_not_ignored() {
+    for args in [
+        &["sim", "--runtime", "mio"][..],
+        &["--auth", "md5", "sim"],
+        &["sim", "--server", "ami://a:b@127.0.0.1:1"],
+        &["--ca", "ca.pem", "decode", "capture.raw"],
+    ] {
+        // Ignored, `sim` would serve until killed: waited for with a deadline.
+        let mut child = spawn_piped(args);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{args:?} still running: the option was ignored");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_code(&out, 2, &format!("{args:?}"));
+        let said = stderr(&out);
+        assert!(
+            said.contains("for the commands that connect to a server"),
+            "{said}"
+        );
+    }
+    // AMI_URL is set for every command of a shell: it does not stop the simulator.
+    let mut sim = command(&["sim", "--listen", "127.0.0.1:0"])
+        .env("AMI_URL", "ami://a:b@127.0.0.1:1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sim.stdout.take().unwrap()),
+        &mut url,
+    )
+    .unwrap();
+    assert!(url.starts_with("ami://admin:amp111@127.0.0.1:"), "{url}");
+    sim.kill().unwrap();
+    sim.wait().unwrap();
+}
+
+#[test]
 fn a_duration_that_is_not_a_finite_number_of_seconds_is_a_usage_error_not_a_panic() {
     let server = "ami://a:b@127.0.0.1:1";
     for cmd in ["listen", "calls", "demo", "bench"] {
