@@ -81,7 +81,10 @@ impl Drop for CancelOnDrop<'_> {
 
 impl Handle {
     /// Sends an action and waits for its outcome: lists gathered, an async Originate
-    /// resolved with its `OriginateResponse`. Dropping the future cancels the action.
+    /// resolved with its `OriginateResponse`. Dropping the future cancels the action (see
+    /// [`Client::cancel`](ami_proto::Client::cancel)): one not yet written never goes out,
+    /// but one already written runs, and an Originate's call is still placed; its
+    /// `OriginateResponse` then arrives in the event stream.
     pub async fn send(&self, action: Action) -> Result<Response, AmiError> {
         self.send_with(action, SendOptions::default()).await
     }

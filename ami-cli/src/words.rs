@@ -158,6 +158,11 @@ pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
                 "outcome unknown (the server may have run it): {}",
                 reason(r, url)
             ),
+            ActionError::FollowUpLost { reason: r, .. } => format!(
+                "the server accepted it (the call is being placed), then {}: how it ends \
+                 is unknown",
+                reason(r, url)
+            ),
             other => other.to_string(),
         },
     }

@@ -19,8 +19,9 @@
 //! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run),
 //! `list_overflow`, `list_incomplete` (items were dropped on the way in; those that arrived
 //! are in `items`), `not_sent` (never reached Asterisk, also when the deadline passed while
-//! the action still waited to be written: safe to retry), `unknown` (may have run),
-//! `invalid_request` (refused before anything was sent),
+//! the action still waited to be written: safe to retry), `unknown` (may have run; with
+//! `response` when Asterisk accepted it and only its follow-up was lost: an async Originate
+//! whose call is being placed), `invalid_request` (refused before anything was sent),
 //! `duplicate` (the key was used: `"original"` holds the first reply, absent while the first
 //! is still running) or `reply_too_large` (the action ran, but its answer is over NATS's max
 //! payload: `answer_outcome` holds the outcome it had, `items_left_out` the list items not
@@ -251,13 +252,8 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
                 _ => "unknown",
             };
             let mut reply = Reply::new(Some(server), kind).error(&e.to_string());
-            match e {
-                ActionError::Server(r) => reply = reply.response(r),
-                ActionError::TimedOut {
-                    partial: Some(r), ..
-                }
-                | ActionError::ListIncomplete { partial: r, .. } => reply = reply.response(r),
-                _ => {}
+            if let Some(r) = e.response() {
+                reply = reply.response(r);
             }
             (kind, reply)
         }
@@ -282,13 +278,7 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
 fn answer_of(result: &Result<Response, AmiError>) -> Option<&Response> {
     match result {
         Ok(r) => Some(r),
-        Err(AmiError::Action(
-            ActionError::Server(r)
-            | ActionError::TimedOut {
-                partial: Some(r), ..
-            }
-            | ActionError::ListIncomplete { partial: r, .. },
-        )) => Some(r),
+        Err(AmiError::Action(e)) => e.response(),
         _ => None,
     }
 }

@@ -142,11 +142,15 @@
 //! until its deadline and is written on the next connection; one that was handed to the
 //! transport whole fails at once with [`ActionError::Unknown`]: the server may or may not
 //! have run it, and AMI actions are not idempotent (two Originates are two calls), so
-//! nothing is re-sent automatically. One whose last byte was never handed out (written,
+//! nothing is re-sent automatically (an async Originate the server had already accepted
+//! fails [`ActionError::FollowUpLost`] instead, with that acceptance: its call is being
+//! placed, only how it ends is lost). One whose last byte was never handed out (written,
 //! or lent to an adapter that writes from a copy) fails [`ActionError::NotSent`]: Asterisk
 //! runs an action only once it read the blank line that ends it, so it is safe to resend.
 //! ActionIDs carry a random per-connection prefix and a counter, so an answer from an older
-//! connection, or another client's broadcast `OriginateResponse`, never matches.
+//! connection, or another client's broadcast `OriginateResponse`, never matches: it is an
+//! event of the stream, as is the `OriginateResponse` of an Originate cancelled or timed
+//! out after it was written.
 //!
 //! A list is `Ok` only whole: one that lost an item to the decoder (over its size limits, or
 //! broken) completes as [`ActionError::ListIncomplete`] with what did arrive, counted by the

@@ -1008,6 +1008,66 @@ fn logoff_drops_queued_answers_written_then_closes_on_goodbye() {
     assert!(!h.log.iter().any(|o| matches!(o, Out::Disconnected(..))));
 }
 
+/// An async Originate the server accepted, then the session ends (`end`): how it fails.
+fn accepted_originate_when_the_session_ends(
+    end: impl FnOnce(&mut Harness) -> Vec<Out>,
+) -> Vec<Out> {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let accepted = h.send(async_originate(30_000));
+    let unanswered = h.send(async_originate(30_000));
+    h.drain();
+    assert!(h.feed(&originate_queued(accepted.as_str())).is_empty());
+    let mut out = end(&mut h);
+    out.extend(h.drain());
+    out.retain(|o| matches!(o, Out::Completed(..)));
+    let [Out::Completed(a, Err(ActionError::FollowUpLost { response, .. })), Out::Completed(u, Err(ActionError::Unknown(_)))] =
+        &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!((a, u), (&accepted, &unanswered), "in send order");
+    assert_eq!(response.text(), Some("Originate successfully queued"));
+    out
+}
+
+#[test]
+fn an_accepted_async_originate_whose_session_ends_fails_follow_up_lost_with_its_acceptance() {
+    // "Outcome unknown" would say it may never have run; the server said it took it: the
+    // call is being placed. The acceptance travels with the error; a second Originate
+    // would be a second call. The Originate not yet answered stays unknown.
+    let out = accepted_originate_when_the_session_ends(|h| h.eof());
+    let Out::Completed(_, Err(e)) = &out[0] else {
+        panic!("{out:?}")
+    };
+    assert!(matches!(
+        e,
+        ActionError::FollowUpLost {
+            reason: DisconnectReason::Eof,
+            ..
+        }
+    ));
+    assert_eq!(e.kind(), ami_proto::OutcomeKind::Unknown);
+    assert!(e.response().is_some());
+    assert!(
+        e.to_string()
+            .starts_with("accepted, then the session was lost"),
+        "{e}"
+    );
+    // The same at logoff and at a local close: neither waits for a ring timeout.
+    accepted_originate_when_the_session_ends(|h| {
+        h.client.logoff(h.now);
+        let mut out = h.drain();
+        out.extend(h.eof());
+        out
+    });
+    accepted_originate_when_the_session_ends(|h| {
+        h.client.close(h.now);
+        h.drain()
+    });
+}
+
 #[test]
 fn logoff_then_eof_without_goodbye_closes_and_fails_written_as_unknown() {
     let t0 = Instant::now();

@@ -438,6 +438,18 @@ impl Model {
                 Step::Final => assert_eq!(*reason, DisconnectReason::LocalClose),
                 other => panic!("Unknown({reason:?}) during {other:?}"),
             },
+            Err(ActionError::FollowUpLost { reason, response }) => {
+                match step {
+                    Step::Eof => assert_eq!(*reason, DisconnectReason::Eof),
+                    Step::Final => assert_eq!(*reason, DisconnectReason::LocalClose),
+                    other => panic!("FollowUpLost({reason:?}) during {other:?}"),
+                }
+                // Only an acceptance the server sent: never one made up.
+                assert_eq!(kind, Kind::Originate);
+                let s = said.unwrap_or_else(|| panic!("synthetic acceptance for {id}"));
+                assert!(s.success_responses >= 1, "{s:?}");
+                assert!(response.follow_up().is_none());
+            }
             Err(ActionError::ListOverflow { items, .. }) => {
                 assert_eq!(*step, Step::Feed);
                 assert_eq!(kind, Kind::List);

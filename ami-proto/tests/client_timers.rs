@@ -9,7 +9,7 @@
 mod scripted;
 
 use ami_proto::{
-    Action, ActionError, ClientConfig, ClientConfigBuilder, ConnectFailure, Discard,
+    Action, ActionError, ActionId, ClientConfig, ClientConfigBuilder, ConnectFailure, Discard,
     DisconnectReason, Input, Phase, SendError, SendOptions, Status, StreamItem,
 };
 use scripted::{
@@ -767,19 +767,61 @@ fn async_originate_without_originate_response_times_out_in_follow_up_phase() {
     assert_eq!(done, &id);
     assert_eq!(partial.text(), Some("Originate successfully queued"));
     assert!(partial.follow_up().is_none());
-    // A late OriginateResponse neither completes it again nor leaks to the stream.
+    // A late OriginateResponse does not complete it again: it says how the call that was
+    // placed ended, so it goes to the stream, as to every session reading call events.
     h.advance_to(deadline + secs(1));
     assert!(h.feed(&originate_response(id.as_str(), true)).is_empty());
-    assert!(
-        matches!(&h.events()[..], [StreamItem::Ready { .. }]),
-        "nothing but the session start reaches the stream"
-    );
+    let events = h.events();
+    let [StreamItem::Ready { .. }, StreamItem::Event(late)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(late.event(), Some("OriginateResponse"));
+    assert_eq!(late.get_str("ActionID"), Some(id.as_str()));
     assert_eq!(
         h.client
             .stats()
             .outcome_count(ami_proto::OutcomeKind::Success),
         0
     );
+    assert_eq!(h.outcomes(&id).len(), 1);
+}
+
+/// Cancels an async Originate at one point of its life, then the server answers it in
+/// full: where its OriginateResponse goes.
+fn cancelled_originate_then_answered(cancel_after_response: bool) -> (ActionId, Vec<StreamItem>) {
+    let t0 = Instant::now();
+    let mut h = Harness::new(deadline_config().build().unwrap(), t0);
+    h.ready();
+    let id = h.send(async_originate(20_000));
+    h.drain();
+    h.advance_to(t0 + secs(1));
+    if cancel_after_response {
+        assert!(h.feed(&originate_queued(id.as_str())).is_empty());
+    }
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    if !cancel_after_response {
+        assert!(h.feed(&originate_queued(id.as_str())).is_empty());
+    }
+    h.advance_to(t0 + secs(5));
+    assert!(h.feed(&originate_response(id.as_str(), true)).is_empty());
+    assert_eq!(h.outcomes(&id), [&Err(ActionError::Cancelled)]);
+    (id, h.events())
+}
+
+#[test]
+fn a_cancelled_async_originates_originate_response_reaches_the_stream_whenever_it_was_cancelled() {
+    // Cancelled before or after its Response came, the answer is the same: the call was
+    // placed, and the event that says how it ended is the stream's (it was dropped without
+    // a count in one order and delivered in the other).
+    for after in [false, true] {
+        let (id, events) = cancelled_originate_then_answered(after);
+        let [StreamItem::Ready { .. }, StreamItem::Event(e)] = &events[..] else {
+            panic!("cancelled after its response: {after}: {events:?}")
+        };
+        assert_eq!(e.event(), Some("OriginateResponse"));
+        assert_eq!(e.get_str("ActionID"), Some(id.as_str()));
+    }
 }
 
 #[test]

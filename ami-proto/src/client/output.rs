@@ -460,6 +460,21 @@ pub enum ActionError {
     /// re-sent automatically.
     #[error("outcome unknown: {0}")]
     Unknown(#[source] DisconnectReason),
+    /// The server accepted it (its `Response` is here: for an async Originate, "Originate
+    /// successfully queued", so the call is being placed), but the session was lost before
+    /// its follow-up (the `OriginateResponse`) arrived: it ran, and how it ended will not
+    /// come as this action's answer. Never re-sent (a second Originate is a second call);
+    /// a new session may still carry the `OriginateResponse`, with this action's ActionID,
+    /// as an ordinary event, since Asterisk sends it to every session that reads call
+    /// events. Counted as [`OutcomeKind::Unknown`].
+    #[error("accepted, then the session was lost before its follow-up: {reason}")]
+    FollowUpLost {
+        /// Why the session ended.
+        #[source]
+        reason: DisconnectReason,
+        /// The server's acceptance.
+        response: Box<Response>,
+    },
 }
 
 /// The text of a server error: the failed follow-up event, or the response's `Message`.
@@ -483,6 +498,7 @@ impl ActionError {
             ActionError::Server(r) => Some(r),
             ActionError::TimedOut { partial, .. } => partial.as_deref(),
             ActionError::ListIncomplete { partial, .. } => Some(partial),
+            ActionError::FollowUpLost { response, .. } => Some(response),
             _ => None,
         }
     }
@@ -496,7 +512,7 @@ impl ActionError {
             ActionError::ListIncomplete { .. } => OutcomeKind::ListIncomplete,
             ActionError::Cancelled => OutcomeKind::Cancelled,
             ActionError::NotSent(_) => OutcomeKind::NotSent,
-            ActionError::Unknown(_) => OutcomeKind::Unknown,
+            ActionError::Unknown(_) | ActionError::FollowUpLost { .. } => OutcomeKind::Unknown,
         }
     }
 }
@@ -527,7 +543,7 @@ counted! {
         Cancelled => "cancelled",
         /// [`ActionError::NotSent`].
         NotSent => "not_sent",
-        /// [`ActionError::Unknown`].
+        /// [`ActionError::Unknown`] and [`ActionError::FollowUpLost`].
         Unknown => "unknown",
         /// [`ActionError::ListIncomplete`] (last, so the older kinds keep their slots).
         ListIncomplete => "list_incomplete",

@@ -265,15 +265,9 @@ impl Client {
                 p.early_follow_up = Some(Box::new(msg.clone()));
                 true
             }
-            (
-                Kind::User {
-                    follow_up: Some(_), ..
-                },
-                Stage::Abandoned { .. },
-            ) if is_originate_response => {
-                self.pending.remove(seq);
-                true
-            }
+            // Cancelled or timed out: nobody waits for it any more, but it says how a call
+            // that may be ringing ended. It goes to the stream, as it goes to every other
+            // session that reads call events; the entry stays to swallow a late Response.
             _ => false,
         }
     }

@@ -855,9 +855,12 @@ impl Client {
     /// lent: see [`lend_transmit`](Self::lend_transmit)) never goes out: its bytes leave
     /// [`transmit`](Self::transmit) at once, the others' stay as they were. One with bytes
     /// handed out may reach the server whole (cutting it short would corrupt the stream):
-    /// its late answer is ignored until its grace period (`action_timeout`) ends; should the
-    /// adapter give its lent bytes back unwritten
-    /// ([`unlend_transmit`](Self::unlend_transmit)), they are withdrawn then.
+    /// its late response and list items are swallowed until its grace period
+    /// (`action_timeout`) ends, while an async Originate's `OriginateResponse` goes to the
+    /// event stream, whenever it comes (the call may ring: that event says how it ended, as
+    /// it does to every other session reading call events); should the adapter give its lent
+    /// bytes back unwritten ([`unlend_transmit`](Self::unlend_transmit)), they are withdrawn
+    /// then. The same holds for an action that timed out.
     ///
     /// The client's own actions (its Login, the heartbeat's Ping, the Logoff, filters it
     /// re-applies) are not the caller's to cancel: false, and they go on.
@@ -930,8 +933,11 @@ impl Client {
         Ok(id)
     }
 
-    /// Logs off: queued actions are not sent, written ones still get their answers, then
+    /// Logs off: queued actions are not sent, written ones still get their responses, then
     /// `Logoff` is sent and the client closes on `Goodbye` (or EOF). No reconnect follows.
+    /// An async Originate whose call is still being placed is not waited for (its ring
+    /// timeout can be long): it fails [`ActionError::FollowUpLost`] with the server's
+    /// acceptance. To learn how such calls end, await them before logging off.
     pub fn logoff(&mut self, now: Instant) {
         if self.state == State::Closed || self.logoff_requested {
             return;

@@ -58,13 +58,23 @@ impl Client {
                 Some(Stage::Abandoned { .. }) => {
                     self.pending.remove(seq);
                 }
-                Some(_) => {
-                    let Some(p) = self.pending.remove(seq) else {
+                Some(stage) => {
+                    let Some(mut p) = self.pending.remove(seq) else {
                         continue;
                     };
                     if matches!(p.kind, Kind::User { .. }) {
+                        let accepted = (stage == Stage::FollowUp)
+                            .then(|| p.response.take())
+                            .flatten();
                         let outcome = if not_sent.binary_search(&seq).is_ok() {
                             ActionError::NotSent(reason.clone())
+                        } else if let Some(response) = accepted {
+                            // Not unknown: the server said it took it (an async Originate's
+                            // call is being placed); only how it ends is lost.
+                            ActionError::FollowUpLost {
+                                reason: reason.clone(),
+                                response,
+                            }
                         } else {
                             ActionError::Unknown(reason.clone())
                         };
