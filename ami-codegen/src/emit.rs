@@ -52,7 +52,10 @@ fn spec_field_escaped(d: &MessageDef, f: &FieldDef) -> bool {
 
 fn type_doc(ty: &Ty, repeatable: bool) -> &'static str {
     match (ty, repeatable) {
-        (_, true) => " Repeatable: every value, in wire order.",
+        (_, true) => {
+            " Repeatable: one element per header, in wire order (a value that is not UTF-8 \
+             with U+FFFD for its bad bytes; `issues()` reports it)."
+        }
         (Ty::Int, _) => " An integer.",
         (Ty::Bool(..), _) => " A boolean.",
         (Ty::Enum(..), _) => " Undocumented values are kept in `Other`.",
@@ -60,14 +63,20 @@ fn type_doc(ty: &Ty, repeatable: bool) -> &'static str {
     }
 }
 
-/// Fields Asterisk writes through `ast_escape_c` (since 13.5): the channel block's names
-/// and channel variables, and VarSet's value. Their accessors undo the escaping (a caller
-/// named `O'Brien` is `O\'Brien` on the wire). Other fields with the same names (a queue
-/// entry's caller name, Getvar's value) are sent as they are.
+/// Fields Asterisk writes through `ast_escape_c_alloc` (since 13.5), every one its 22.10.1
+/// source has: the channel block's names and channel variables
+/// (`main/manager_channels.c`), NewCallerid's presentation text (same file), VarSet's value
+/// (`main/stasis_channels.c`) and PresenceStateChange's subtype and message
+/// (`main/presencestate.c`). Their accessors undo the escaping (a caller named `O'Brien` is
+/// `O\'Brien` on the wire). Other fields with the same names (a queue entry's caller name,
+/// Getvar's value, PresenceStatus's subtype and message) are sent as they are.
 const C_ESCAPED: &[(&str, &str)] = &[
     ("ChannelSnapshot", "CallerIDName"),
     ("ChannelSnapshot", "ConnectedLineName"),
     ("ChannelSnapshot", "ChanVariable"),
+    ("NewCallerid", "CID-CallingPres"),
+    ("PresenceStateChange", "Subtype"),
+    ("PresenceStateChange", "Message"),
     ("VarSet", "Value"),
 ];
 
@@ -89,6 +98,11 @@ fn accessor(
     doc_key: &str,
     escaped: bool,
 ) {
+    let doc_key = match doc_key.strip_suffix("(*)") {
+        // A header family: the only one Asterisk prints has the channel's name in the key.
+        Some(stem) => format!("{stem}(<channel>)"),
+        None => doc_key.to_string(),
+    };
     if escaped {
         let (ret, body) = if f.repeatable {
             (
@@ -110,7 +124,7 @@ fn accessor(
     }
     let (ret, body) = if f.repeatable {
         (
-            "Vec<&'a str>".to_string(),
+            "Vec<Cow<'a, str>>".to_string(),
             format!("read::list({msg}, {key_expr})"),
         )
     } else {
@@ -328,6 +342,8 @@ fn param_arg(ty: &ParamTy) -> String {
         ParamTy::Display => "impl Display".into(),
         ParamTy::Bool(..) => "bool".into(),
         ParamTy::Enum(name) => format!("enums::{name}"),
+        // `bool` still works (`From<bool>`): `on` / `off`, as before the class lists.
+        ParamTy::EventMask => "impl Into<EventMask>".into(),
     }
 }
 
@@ -335,6 +351,7 @@ fn param_arg(ty: &ParamTy) -> String {
 fn param_value(ty: &ParamTy, var: &str) -> String {
     match ty {
         ParamTy::Bool(y, n) => format!("if {var} {{ {} }} else {{ {} }}", lit(y), lit(n)),
+        ParamTy::EventMask => format!("Into::<EventMask>::into({var})"),
         _ => var.to_string(),
     }
 }
@@ -468,6 +485,19 @@ fn action(out: &mut String, a: &ActionDef) {
             );
         }
     }
+    if a.arbitrary_headers {
+        // The catalog's `Header1` / `HeaderN` are placeholders: the caller names the headers.
+        let _ = writeln!(
+            out,
+            "\n    /// Adds one header `key: value` of the caller's choosing (repeatable: each call adds \
+             one, in order). Asterisk copies every header but `Action` and `UserEvent` into the \
+             event. Checked when the client encodes the action, like every header: a key of \
+             printable ASCII without `:`, a value without CR, LF or NUL.\n    \
+             pub fn header(mut self, key: impl Into<String>, value: impl Display) -> Self {{\n        \
+             self.0.push_header(key.into(), value.to_string());\n        \
+             self\n    }}"
+        );
+    }
     let _ = writeln!(out, "}}\n");
     if let Some((item, complete)) = &a.list {
         let _ = writeln!(
@@ -481,8 +511,20 @@ fn action(out: &mut String, a: &ActionDef) {
 fn actions_file(model: &Model) -> String {
     let mut out = String::new();
     header(&mut out, model, "Typed actions and responses");
-    out.push_str("#![allow(clippy::upper_case_acronyms, clippy::new_without_default, clippy::too_many_arguments)]\n\nuse super::enums;\nuse super::events;\nuse crate::action::{Ack, ListAction, Params};\nuse crate::read;\nuse crate::Event;\nuse std::fmt::Display;\n");
+    out.push_str("#![allow(clippy::upper_case_acronyms, clippy::new_without_default, clippy::too_many_arguments)]\n\nuse super::enums;\nuse super::events;\nuse crate::action::{Ack, EventMask, ListAction, Params};\nuse crate::read;\nuse crate::Event;\nuse std::borrow::Cow;\nuse std::fmt::Display;\n");
     out.push_str(SPEC_HELPERS);
+    let classes = model
+        .classes
+        .iter()
+        .map(|c| lit(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "/// The event class names, in Asterisk's `perms[]` order (`all` and `none` aside).\n\
+         pub(crate) static EVENT_CLASSES: [&str; {}] = [{classes}];\n",
+        model.classes.len()
+    );
     spec_table(&mut out, "RESPONSE_SPECS", &model.responses);
     out.push_str("responses! {\n");
     for (i, r) in model.responses.iter().enumerate() {
@@ -521,4 +563,28 @@ pub fn files(model: &Model) -> Vec<File> {
             text: actions_file(model),
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    /// An entry naming a field no message has would leave that field escaped on the wire.
+    #[test]
+    fn every_c_escaped_entry_names_a_field_of_the_catalog() {
+        let text = std::fs::read_to_string(crate::catalog_path()).expect("the catalog");
+        let model = Model::build(&serde_json::from_str(&text).unwrap()).unwrap();
+        for (owner, wire) in C_ESCAPED {
+            let found = match model.snapshots.iter().find(|s| s.struct_name == *owner) {
+                Some(snap) => snap.fields.iter().any(|(_, f, _)| f.wire == *wire),
+                None => model
+                    .events
+                    .iter()
+                    .find(|e| e.name == *owner)
+                    .is_some_and(|e| e.spec.iter().any(|f| f.wire == *wire)),
+            };
+            assert!(found, "C_ESCAPED: {owner} has no field {wire}");
+        }
+    }
 }

@@ -18,6 +18,15 @@
 //! become booleans, all-numeric enums and a fixed list of counter and time fields become
 //! integers, other enums become Rust enums with an `Other(String)` case, and the rest is text.
 //! Every field is optional: the catalog's own notes say documented fields are often absent.
+//!
+//! Where Asterisk 22.10.1's C source says otherwise than the catalog (its docs), small
+//! hand-written tables patch the model, each entry naming the C code it follows: fields
+//! typed per event (`Cause` is a number in `Hangup`, text in `PeerStatus`), fields and
+//! parameters the docs omit (`TechCause`, `ChanVariable(<channel>)`, QueueAdd's
+//! `Wrapuptime`), enum values the docs omit (`Reachable`, `Mute`), C-escaped fields, event
+//! masks, `UserEvent`'s headers of the caller's choosing, and parameters Asterisk requires.
+//! The generator (or a test) fails when an entry stops matching the catalog, so a fix never
+//! stops applying unnoticed.
 
 mod emit;
 mod model;

@@ -18,7 +18,8 @@ pub enum Ty {
     Enum(String, Vec<String>),
 }
 
-/// Counters, sizes and times that Asterisk prints with `%d`, whatever the event.
+/// Counters, sizes and times that Asterisk prints with `%d`, whatever the event. (`Cause`
+/// is not one: `PeerStatus` and `Registry` print it with `%s`, see [`INT_IN_EVENT`].)
 const INT_FIELDS: &[&str] = &[
     "Abandoned",
     "Available",
@@ -27,7 +28,6 @@ const INT_FIELDS: &[&str] = &[
     "Callers",
     "Calls",
     "CallsTaken",
-    "Cause",
     "Completed",
     "Count",
     "EventVersion",
@@ -63,8 +63,53 @@ const INT_FIELDS: &[&str] = &[
     "Wrapuptime",
 ];
 
-/// Names that are integers only in one event (`Duration` is `HH:MM:SS` in CoreShowChannel).
-const INT_IN_EVENT: &[(&str, &str)] = &[("Cdr", "Duration"), ("OriginateResponse", "Reason")];
+/// Names that are integers only in some events (`Duration` is `HH:MM:SS` in CoreShowChannel).
+/// `Cause` is the Q.850 number (`%d`, `%jd` in `main/manager_channels.c`) in the hangup
+/// events, but text in `PeerStatus` (`main/stasis_endpoints.c`: chan_iax2 sends `Expired`)
+/// and `Registry` (`main/stasis_system.c`: `403 Forbidden`).
+const INT_IN_EVENT: &[(&str, &str)] = &[
+    ("Cdr", "Duration"),
+    ("Hangup", "Cause"),
+    ("HangupRequest", "Cause"),
+    ("OriginateResponse", "Reason"),
+    ("SoftHangupRequest", "Cause"),
+];
+
+/// Enum values Asterisk 22.10.1 sends that its docs leave out, added after the documented
+/// ones: (owner, field, values), the owner an event or `channel snapshot`. Without them a
+/// value every PJSIP qualify sends would come back as `Other`.
+const MORE_VALUES: &[(&str, &str, &[&str])] = &[
+    // `main/channel.c` `ast_state2str`: `AST_STATE_MUTE`.
+    ("channel snapshot", "ChannelStateDesc", &["Mute"]),
+    // `res/res_pjsip/pjsip_options.c` `status_map`: a contact with qualify off (`CREATED`).
+    ("ContactStatus", "ContactStatus", &["NonQualified"]),
+    // Qualify results: `res/res_pjsip/pjsip_configuration.c`, `channels/chan_iax2.c`.
+    ("PeerStatus", "PeerStatus", &["Reachable", "Unreachable"]),
+];
+
+/// A catalog field's documented enum values (`None`: not an enum), with [`MORE_VALUES`].
+fn enum_values(owner: &str, field: &str, f: &Value) -> Option<Vec<String>> {
+    let mut values: Vec<String> = f["enum"].as_array()?.iter().filter_map(s).collect();
+    for (o, name, more) in MORE_VALUES {
+        if *o == owner && *name == field {
+            values.extend(more.iter().map(|v| v.to_string()));
+        }
+    }
+    Some(values)
+}
+
+/// Fields Asterisk 22.10.1 prints that the catalog leaves out, added after the catalog's:
+/// (event, wire name, repeatable).
+const MORE_FIELDS: &[(&str, &str, bool)] = &[
+    // `main/manager_channels.c` `channel_hangup_request_cb`: `TechCause: %jd` after `Cause`.
+    ("HangupRequest", "TechCause", false),
+    ("SoftHangupRequest", "TechCause", false),
+    // `main/manager.c` `append_channel_vars`: events raised with their channel (these two)
+    // end in one `ChanVariable(<channel>): name=value` per `channelvars` variable, values
+    // as they are. A `(*)` name stands for the family (`FieldSpec::matches`).
+    ("OriginateResponse", "ChanVariable(*)", true),
+    ("Rename", "ChanVariable(*)", true),
+];
 
 /// Undocumented events whose same-named fields have the types of a documented event.
 const TYPES_FROM: &[(&str, &str)] = &[("QueueMember", "QueueMemberStatus")];
@@ -191,6 +236,8 @@ pub enum ParamTy {
     Bool(String, String),
     /// A generated enum.
     Enum(String),
+    /// An event mask (`ami_types::actions::EventMask`): `on`, `off` or a class list.
+    EventMask,
 }
 
 /// One action parameter.
@@ -231,6 +278,8 @@ pub struct ActionDef {
     pub list_items: Vec<String>,
     /// Follow-up event and its condition.
     pub follow_up: Option<(String, Option<String>)>,
+    /// Takes headers of the caller's choosing (`UserEvent`): a `header(key, value)` method.
+    pub arbitrary_headers: bool,
 }
 
 /// Everything to emit.
@@ -238,6 +287,8 @@ pub struct ActionDef {
 pub struct Model {
     /// Catalog version.
     pub version: String,
+    /// The event class names, in Asterisk's `perms[]` order (`all` and `none` not included).
+    pub classes: Vec<String>,
     /// Events sorted by lower-case name.
     pub events: Vec<MessageDef>,
     /// Snapshot structs.
@@ -306,6 +357,28 @@ const RESPONSES: &[(&str, ResponseFields)] = &[
     ),
     ("MailboxStatus", &[("Mailbox", "text"), ("Waiting", "int")]),
     ("Ping", &[("Ping", "text"), ("Timestamp", "text")]),
+];
+
+/// Parameters that take an event mask: `on`, `off` or a class list such as `call,agent`
+/// (`strings_to_mask` in `main/manager.c`). The catalog has the list only as a placeholder,
+/// which would leave `on` and `off`, a boolean.
+const EVENT_MASK_PARAMS: &[(&str, &str)] = &[("Events", "EventMask"), ("Login", "Events")];
+
+/// Placeholder parameters standing for headers of the caller's choosing
+/// (`action_userevent` in `main/manager.c` copies every header but `Action` and
+/// `UserEvent` into the event): replaced by one `header(key, value)` method.
+const ARBITRARY_HEADERS: &[(&str, &[&str])] = &[("UserEvent", &["Header1", "HeaderN"])];
+
+/// Parameters Asterisk reads that the catalog leaves out: (action, header), optional, text.
+const MORE_PARAMS: &[(&str, &str)] = &[
+    // `apps/app_queue.c` `manager_add_queue_member`.
+    ("QueueAdd", "Wrapuptime"),
+];
+
+/// Parameters the catalog calls optional that Asterisk refuses the action without.
+const REQUIRED_PARAMS: &[(&str, &str)] = &[
+    // `main/manager.c` `action_blind_transfer`: "No extension specified".
+    ("BlindTransfer", "Exten"),
 ];
 
 /// Method names the shared macros already define.
@@ -483,9 +556,7 @@ impl Model {
                 .iter()
                 .filter_map(|f| {
                     let name = s(&f["name"])?;
-                    let values = f["enum"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(s).collect());
+                    let values = enum_values(&format!("{kind} snapshot"), &name, f);
                     let rep = f["repeatable"].as_bool().unwrap_or(false);
                     let doc = f["documented"].as_bool().unwrap_or(false);
                     Some((name, values, rep, doc))
@@ -711,8 +782,17 @@ impl Model {
             let name = name_of(a)?;
             let mut used = BTreeSet::new();
             let mut params = Vec::new();
+            let placeholders = ARBITRARY_HEADERS
+                .iter()
+                .find(|(action, _)| *action == name)
+                .map_or(&[][..], |(_, p)| *p);
+            let mut dropped = 0;
             for p in arr(a, "params") {
                 let wire = name_of(p)?;
+                if placeholders.contains(&wire.as_str()) {
+                    dropped += 1;
+                    continue;
+                }
                 if wire == "ActionID" {
                     continue;
                 }
@@ -722,6 +802,7 @@ impl Model {
                     None => wire.clone(),
                 };
                 let ty = match param_enum(p) {
+                    _ if EVENT_MASK_PARAMS.contains(&(&name, &wire)) => ParamTy::EventMask,
                     Some((b, values)) => match ty_of(&name, &b, Some(&values)) {
                         Ty::Bool(y, n) => ParamTy::Bool(y, n),
                         Ty::Enum(e, _) => ParamTy::Enum(e),
@@ -729,14 +810,41 @@ impl Model {
                     },
                     None => ParamTy::Display,
                 };
+                let required = p["required"].as_bool().unwrap_or(false);
+                if required && REQUIRED_PARAMS.contains(&(&name, &wire)) {
+                    return Err(Error::Catalog(format!(
+                        "{name} requires {wire} now: drop it from REQUIRED_PARAMS"
+                    )));
+                }
                 params.push(ParamDef {
                     method: unique(snake(&base), &mut used),
+                    required: required || REQUIRED_PARAMS.contains(&(&name, &wire)),
                     wire,
                     name_format,
                     ty,
-                    required: p["required"].as_bool().unwrap_or(false),
                     repeatable: p["repeatable"].as_bool().unwrap_or(false),
                     default: s(&p["default"]),
+                });
+            }
+            if dropped != placeholders.len() {
+                return Err(Error::Catalog(format!(
+                    "ARBITRARY_HEADERS: {name} lacks one of {placeholders:?}"
+                )));
+            }
+            for (_, wire) in MORE_PARAMS.iter().filter(|(action, _)| *action == name) {
+                if params.iter().any(|p| p.wire == *wire) {
+                    return Err(Error::Catalog(format!(
+                        "{name} has {wire} now: drop it from MORE_PARAMS"
+                    )));
+                }
+                params.push(ParamDef {
+                    method: unique(snake(wire), &mut used),
+                    wire: wire.to_string(),
+                    name_format: None,
+                    ty: ParamTy::Display,
+                    required: false,
+                    repeatable: false,
+                    default: None,
                 });
             }
             let response = s(&a["response"]).unwrap_or_else(|| "single".into());
@@ -767,12 +875,15 @@ impl Model {
                 list,
                 list_items,
                 follow_up: s(&a["follow_up_event"]).map(|e| (e, s(&a["follow_up_when"]))),
+                arbitrary_headers: ARBITRARY_HEADERS.iter().any(|(action, _)| *action == name),
                 name,
             });
         }
+        check_action_fixes(&actions)?;
 
         Ok(Model {
             version,
+            classes: strings(json, "privilege_classes"),
             events,
             snapshots,
             enums: enum_defs,
@@ -780,6 +891,40 @@ impl Model {
             responses,
         })
     }
+}
+
+/// Fails when a hand-written action fix names an action or parameter the catalog does not
+/// have (a fix that silently stopped applying would be a regression nobody sees).
+fn check_action_fixes(actions: &[ActionDef]) -> Result<(), Error> {
+    let find = |action: &str, wire: &str| {
+        actions
+            .iter()
+            .find(|a| a.name == action)
+            .and_then(|a| a.params.iter().find(|p| p.wire == wire))
+    };
+    let stale = |table: &str, action: &str, wire: &str| {
+        Err(Error::Catalog(format!(
+            "{table}: {action} has no parameter {wire}"
+        )))
+    };
+    for (action, wire) in EVENT_MASK_PARAMS.iter().chain(REQUIRED_PARAMS) {
+        if find(action, wire).is_none() {
+            return stale("EVENT_MASK_PARAMS / REQUIRED_PARAMS", action, wire);
+        }
+    }
+    let more = MORE_PARAMS.iter().map(|(action, _)| *action);
+    for action in ARBITRARY_HEADERS
+        .iter()
+        .map(|(action, _)| *action)
+        .chain(more)
+    {
+        if !actions.iter().any(|a| a.name == action) {
+            return Err(Error::Catalog(format!(
+                "ARBITRARY_HEADERS / MORE_PARAMS: no action {action}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// An action parameter's enum: its base name and its literal values (placeholders removed).
@@ -828,9 +973,7 @@ fn raw_events(json: &Value) -> Result<Vec<RawEvent>, Error> {
             if ENVELOPE.contains(&fname.as_str()) {
                 continue;
             }
-            let values = f["enum"]
-                .as_array()
-                .map(|a| a.iter().filter_map(s).collect());
+            let values = enum_values(&name, &fname, f);
             fields.push((
                 fname,
                 values,
@@ -849,6 +992,17 @@ fn raw_events(json: &Value) -> Result<Vec<RawEvent>, Error> {
                 f["repeatable"].as_bool().unwrap_or(false),
                 None,
             ));
+        }
+        for (event, field, repeatable) in MORE_FIELDS {
+            if *event != name {
+                continue;
+            }
+            if fields.iter().any(|x| x.0 == *field) {
+                return Err(Error::Catalog(format!(
+                    "{name} has {field} now: drop it from MORE_FIELDS"
+                )));
+            }
+            fields.push((field.to_string(), None, *repeatable, None));
         }
         let snapshots = arr(e, "snapshots")
             .iter()
@@ -898,4 +1052,66 @@ fn raw_events(json: &Value) -> Result<Vec<RawEvent>, Error> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn model() -> Model {
+        let text = std::fs::read_to_string(crate::catalog_path()).expect("the catalog");
+        Model::build(&serde_json::from_str(&text).unwrap()).unwrap()
+    }
+
+    fn field<'m>(model: &'m Model, owner: &str, wire: &str) -> Option<&'m FieldDef> {
+        if let Some(kind) = owner.strip_suffix(" snapshot") {
+            let snap = model.snapshots.iter().find(|s| s.kind == kind)?;
+            return snap
+                .fields
+                .iter()
+                .map(|(_, f, _)| f)
+                .find(|f| f.wire == wire);
+        }
+        let event = model.events.iter().find(|e| e.name == owner)?;
+        event.spec.iter().find(|f| f.wire == wire)
+    }
+
+    /// A fix whose owner or field the catalog lost would stop applying without a word.
+    #[test]
+    fn every_hand_written_field_fix_applies_to_the_catalog() {
+        let model = model();
+        for (owner, wire, more) in MORE_VALUES {
+            match field(&model, owner, wire).map(|f| &f.ty) {
+                Some(Ty::Enum(_, values)) => {
+                    for v in *more {
+                        assert!(values.iter().any(|x| x == v), "{owner} {wire} {v}");
+                    }
+                }
+                other => panic!("MORE_VALUES: {owner} {wire} is {other:?}"),
+            }
+        }
+        for (event, wire) in INT_IN_EVENT {
+            let ty = field(&model, event, wire).map(|f| &f.ty);
+            assert_eq!(ty, Some(&Ty::Int), "INT_IN_EVENT: {event} {wire}");
+        }
+        for (event, wire, _) in MORE_FIELDS {
+            assert!(
+                field(&model, event, wire).is_some(),
+                "MORE_FIELDS: {event} {wire}"
+            );
+        }
+    }
+
+    #[test]
+    fn cause_is_an_integer_only_where_asterisk_prints_a_number() {
+        let model = model();
+        let cause = |event| field(&model, event, "Cause").map(|f| f.ty.clone());
+        for event in ["Hangup", "HangupRequest", "SoftHangupRequest"] {
+            assert_eq!(cause(event), Some(Ty::Int), "{event}");
+        }
+        for event in ["PeerStatus", "Registry"] {
+            assert_eq!(cause(event), Some(Ty::Text), "{event}");
+        }
+    }
 }

@@ -47,6 +47,8 @@ const SNAKE_OVERRIDES: &[(&str, &str)] = &[
     ("AMIversion", "ami_version"),
     ("CoreCDRenabled", "core_cdr_enabled"),
     ("CoreHTTPenabled", "core_http_enabled"),
+    // The header family `ChanVariable(<channel>)`: named as the snapshots' `ChanVariable`.
+    ("ChanVariable(*)", "chan_variables"),
 ];
 
 /// `CallerIDNum` -> `caller_id_num`; keywords get a trailing `_`; a leading digit gets `field_`.

@@ -1,9 +1,11 @@
 //! What every typed action shares: its parameters, the [`TypedAction`] and [`ListAction`]
-//! traits, and typed views of responses.
+//! traits, typed views of responses, and the [`EventMask`] of `Events` and `Login`.
 
 use crate::event::FromEvent;
+use crate::generated::actions::EVENT_CLASSES;
 use ami_proto::{Action, Message, Response};
 use std::borrow::Cow;
+use std::fmt;
 
 /// The parameters of a typed action, in the order they were first set.
 ///
@@ -34,6 +36,12 @@ impl Params {
     /// Adds one more `key` header (repeatable parameters).
     pub(crate) fn push(&mut self, key: &'static str, value: String) {
         self.fields.push((Cow::Borrowed(key), value));
+    }
+
+    /// Adds a header whose name the caller chose (`UserEvent`'s own headers). Checked, as
+    /// every name and value, when the client encodes the action.
+    pub(crate) fn push_header(&mut self, key: String, value: String) {
+        self.fields.push((Cow::Owned(key), value));
     }
 
     /// The action name.
@@ -130,3 +138,106 @@ impl<'a> ResponseView<'a> for Ack<'a> {
         Ack(m)
     }
 }
+
+/// Which events a session is sent: the `EventMask` of the `Events` action and the `Events`
+/// of `Login`.
+///
+/// Asterisk reads `on` (every class the user may read), `off`, or a comma-separated list of
+/// class names (`call,agent`). A `bool` converts to `on` / `off`; a class list is built with
+/// [`classes`](Self::classes), which refuses a name Asterisk does not know, since Asterisk
+/// would ignore it without a word (and `calls` would then ask for nothing).
+///
+/// ```
+/// use ami_types::actions::{EventMask, Events, Login};
+///
+/// let everything = Events::new(true);
+/// let calls_and_agents = Events::new(EventMask::classes(["call", "agent"])?);
+/// let quiet = Login::new("admin").events(EventMask::OFF);
+/// assert_eq!(calls_and_agents.params().get("EventMask"), Some("call,agent"));
+/// # Ok::<(), ami_types::actions::InvalidEventMask>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventMask(Cow<'static, str>);
+
+impl EventMask {
+    /// Every event class the user may read (`on`).
+    pub const ON: EventMask = EventMask(Cow::Borrowed("on"));
+    /// No events (`off`).
+    pub const OFF: EventMask = EventMask(Cow::Borrowed("off"));
+
+    /// The events of these classes (`call`, `agent`, ...; `all` and `none` too), as
+    /// Asterisk spells them: lowercase, matched exactly.
+    pub fn classes<I>(classes: I) -> Result<EventMask, InvalidEventMask>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut mask = String::new();
+        for class in classes {
+            let class = class.as_ref();
+            if !is_class(class) {
+                return Err(InvalidEventMask::UnknownClass(class.to_string()));
+            }
+            if !mask.is_empty() {
+                mask.push(',');
+            }
+            mask.push_str(class);
+        }
+        if mask.is_empty() {
+            // An empty header is no mask at all to Asterisk (`strings_to_mask` returns -1).
+            return Err(InvalidEventMask::Empty);
+        }
+        Ok(EventMask(Cow::Owned(mask)))
+    }
+
+    /// The mask as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A class name of `perms[]` in `main/manager.c` (matched case-sensitively by Asterisk).
+fn is_class(name: &str) -> bool {
+    EVENT_CLASSES.contains(&name) || name == "all" || name == "none"
+}
+
+impl From<bool> for EventMask {
+    fn from(on: bool) -> Self {
+        if on {
+            EventMask::ON
+        } else {
+            EventMask::OFF
+        }
+    }
+}
+
+impl fmt::Display for EventMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why [`EventMask::classes`] refused a class list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidEventMask {
+    /// No class at all.
+    Empty,
+    /// A name that is no event class (Asterisk would ignore it; names are lowercase).
+    UnknownClass(String),
+}
+
+impl fmt::Display for InvalidEventMask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidEventMask::Empty => f.write_str("an event mask needs at least one class"),
+            InvalidEventMask::UnknownClass(c) => write!(
+                f,
+                "`{}` is no event class (Asterisk would ignore it)",
+                c.escape_debug()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InvalidEventMask {}

@@ -60,7 +60,9 @@
 //!   any value a newer Asterisk sends;
 //! - channel and bridge snapshots as the shared views [`events::ChannelSnapshot`] and
 //!   [`events::BridgeSnapshot`] (`d.dest().uniqueid()` on a `DialBegin`);
-//! - repeatable fields (`Variable`, `ChanVariable`) as lists;
+//! - repeatable fields (`Variable`, `ChanVariable`, `Output`) as lists, one element per
+//!   header in wire order (a value that is not UTF-8 shown with U+FFFD for its bad bytes
+//!   and reported by `issues()`, so positions never shift);
 //! - text as `&str` borrowed from the message.
 //!
 //! Every accessor returns `Option` (or a possibly empty list): the catalog itself notes that
@@ -82,7 +84,10 @@
 //!
 //! One builder per action in [`actions`]: required parameters are arguments of `new`,
 //! optional ones are methods (setting one again replaces it), repeatable ones (`Variable`)
-//! add a header per call, indexed ones (`UpdateConfig`'s `Action-000000`) take the index.
+//! add a header per call, indexed ones (`UpdateConfig`'s `Action-000000`) take the index,
+//! `UserEvent` takes headers of the caller's choosing (`header(key, value)`), and the event
+//! mask of `Events` and `Login` is an [`actions::EventMask`] (`true` / `false`, or a class
+//! list checked against the classes Asterisk knows).
 //! A builder becomes an [`ami_proto::Action`] with `into()`; the client assigns the
 //! ActionID. [`actions::TypedAction::Response`] is a typed view of the response (`Ping`,
 //! `Getvar`, `CoreSettings`, `CoreStatus`, `ExtensionState`, `MailboxCount`, ...; plain
@@ -127,6 +132,8 @@ pub mod enums {
 
 /// Typed action builders and typed response views.
 pub mod actions {
-    pub use crate::action::{Ack, ListAction, Params, ResponseView, TypedAction};
+    pub use crate::action::{
+        Ack, EventMask, InvalidEventMask, ListAction, Params, ResponseView, TypedAction,
+    };
     pub use crate::generated::actions::*;
 }

@@ -1,7 +1,7 @@
 //! Reading one field through its declared type: the helpers every generated accessor calls,
 //! and the generic walk ([`read_fields`]) behind issue reports, serde and `ami decode --typed`.
 
-use crate::spec::{is_envelope, FieldSpec, Kind, MessageSpec};
+use crate::spec::{is_envelope, key_matches, FieldSpec, Kind, MessageSpec};
 use ami_proto::{unescape_c, Field, Message, Value};
 use std::borrow::Cow;
 use std::fmt;
@@ -38,11 +38,24 @@ pub(crate) fn unescaped<'a>(m: &'a Message, key: &str) -> Option<Cow<'a, str>> {
     m.get_str(key).map(unescape_c)
 }
 
-/// Every value of a repeatable C-escaped field, escapes undone.
-pub(crate) fn unescaped_list<'a>(m: &'a Message, key: &'a str) -> Vec<Cow<'a, str>> {
-    m.get_all(key)
-        .filter_map(|v| v.as_str())
-        .map(unescape_c)
+/// Every value of the repeatable field `name` ([`FieldSpec::matches`]: a `Stem(*)` name
+/// takes every `Stem(...)` header), in wire order.
+fn values<'a>(m: &'a Message, name: &'a str) -> impl Iterator<Item = Value<'a>> + 'a {
+    m.fields()
+        .filter(move |f| key_matches(name, f.key))
+        .map(|f| f.value)
+}
+
+/// Every value of a repeatable C-escaped field, escapes undone: one element per header, in
+/// wire order, a value that is not UTF-8 with U+FFFD for its bad bytes (so the n-th element
+/// is the n-th header and a Latin-1 value is still shown; the raw value stays in the message
+/// and the event's `issues()` reports it).
+pub(crate) fn unescaped_list<'a>(m: &'a Message, name: &'a str) -> Vec<Cow<'a, str>> {
+    values(m, name)
+        .map(|v| match v.as_str() {
+            Some(s) => unescape_c(s),
+            None => Cow::Owned(unescape_c(&v.to_str_lossy()).into_owned()),
+        })
         .collect()
 }
 
@@ -58,8 +71,10 @@ pub(crate) fn enumer<'a, E: From<&'a str>>(m: &'a Message, key: &str) -> Option<
     m.get_str(key).map(E::from)
 }
 
-pub(crate) fn list<'a>(m: &'a Message, key: &'a str) -> Vec<&'a str> {
-    m.get_all(key).filter_map(|v| v.as_str()).collect()
+/// Every value of a repeatable text field: one element per header, in wire order, a value
+/// that is not UTF-8 with U+FFFD for its bad bytes (as [`unescaped_list`]).
+pub(crate) fn list<'a>(m: &'a Message, name: &'a str) -> Vec<Cow<'a, str>> {
+    values(m, name).map(|v| v.to_str_lossy()).collect()
 }
 
 /// A field's value read through its declared type.
@@ -178,12 +193,9 @@ pub fn read_fields<'a>(
     m.fields().map(move |field| {
         // Specs never declare envelope headers, so a hit on the guess is not one.
         let declared = match spec.fields.get(next) {
-            Some(fs) if fs.name.as_bytes().eq_ignore_ascii_case(field.key) => Some(next),
+            Some(fs) if fs.matches(field.key) => Some(next),
             _ if is_envelope(field.key) => return (field, Reading::Envelope),
-            _ => spec
-                .fields
-                .iter()
-                .position(|fs| fs.name.as_bytes().eq_ignore_ascii_case(field.key)),
+            _ => spec.fields.iter().position(|fs| fs.matches(field.key)),
         };
         let reading = match declared {
             Some(i) => {

@@ -11,7 +11,8 @@ pub enum Kind {
     /// Free text.
     Text,
     /// Free text that Asterisk writes through `ast_escape_c` (the channel block's names and
-    /// variables, VarSet's value): read with its escapes undone ([`ami_proto::unescape_c`]).
+    /// variables, VarSet's value, PresenceStateChange's subtype and message, NewCallerid's
+    /// presentation): read with its escapes undone ([`ami_proto::unescape_c`]).
     EscapedText,
     /// A decimal integer (`-` allowed), read as `i64`.
     Int,
@@ -42,12 +43,38 @@ impl Kind {
 /// One declared field of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldSpec {
-    /// The header name as the server prints it (matched ignoring ASCII case).
+    /// The header name as the server prints it (matched ignoring ASCII case). A name ending
+    /// in `(*)` stands for a family of headers ([`matches`](Self::matches)): Asterisk
+    /// prints `ChanVariable(<channel>)` with the channel's name in the key.
     pub name: &'static str,
     /// The declared type.
     pub kind: Kind,
     /// True when the header may appear several times (`Variable`, `ChanVariable`).
     pub repeatable: bool,
+}
+
+impl FieldSpec {
+    /// Whether the wire header `key` is this field: its name, ignoring ASCII case; for a
+    /// name `Stem(*)`, any key `Stem(...)` (`ChanVariable(*)` matches
+    /// `ChanVariable(PJSIP/100-00000001)`).
+    pub fn matches(&self, key: &[u8]) -> bool {
+        key_matches(self.name, key)
+    }
+}
+
+/// [`FieldSpec::matches`] for a field named `name`.
+pub(crate) fn key_matches(name: &str, key: &[u8]) -> bool {
+    match name.strip_suffix("*)").filter(|open| open.ends_with('(')) {
+        // `Stem(`, then anything, then `)`: what is between is the key's own (a channel).
+        Some(open) => {
+            key.len() > open.len()
+                && key.ends_with(b")")
+                && key
+                    .get(..open.len())
+                    .is_some_and(|k| k.eq_ignore_ascii_case(open.as_bytes()))
+        }
+        None => name.as_bytes().eq_ignore_ascii_case(key),
+    }
 }
 
 /// Where the catalog's knowledge of a message comes from.
@@ -78,11 +105,9 @@ pub struct MessageSpec {
 }
 
 impl MessageSpec {
-    /// The declared field named `key` (ASCII case-insensitive).
+    /// The declared field the header `key` is ([`FieldSpec::matches`]).
     pub fn field(&self, key: &str) -> Option<&'static FieldSpec> {
-        self.fields
-            .iter()
-            .find(|f| f.name.eq_ignore_ascii_case(key))
+        self.fields.iter().find(|f| f.matches(key.as_bytes()))
     }
 }
 
@@ -132,6 +157,26 @@ mod tests {
         assert_eq!(cmp_ignore_case(b"Dial", b"DialBegin"), Ordering::Less);
         assert_eq!(cmp_ignore_case(b"hangup", b"Hangupx"), Ordering::Less);
         assert_eq!(cmp_ignore_case(b"B", b"a"), Ordering::Greater);
+    }
+
+    #[test]
+    fn a_name_ending_in_a_star_in_parentheses_matches_every_key_of_its_family() {
+        let f = |name| FieldSpec {
+            name,
+            kind: Kind::Text,
+            repeatable: true,
+        };
+        let family = f("ChanVariable(*)");
+        assert!(family.matches(b"ChanVariable(PJSIP/100-00000001)"));
+        assert!(family.matches(b"chanvariable(Local/a@b-1;1)"));
+        assert!(family.matches(b"ChanVariable()"));
+        assert!(!family.matches(b"ChanVariable"));
+        assert!(!family.matches(b"ChanVariable("));
+        assert!(!family.matches(b"ChanVariable(x"));
+        assert!(!family.matches(b"ChanVariables(x)"));
+        let plain = f("ChanVariable");
+        assert!(plain.matches(b"CHANVARIABLE"));
+        assert!(!plain.matches(b"ChanVariable(x)"));
     }
 
     #[test]

@@ -180,3 +180,98 @@ fn responses_with_fields_have_typed_views() {
     assert_eq!(view.value(), Some("5551234"));
     assert!(view.issues().is_empty());
 }
+
+#[test]
+fn events_and_login_take_a_class_list_as_well_as_on_and_off() {
+    use ami_types::actions::{EventMask, Events, Login};
+    // On and off, as before.
+    let on: Action = Events::new(true).into();
+    assert_eq!(fields(&on), [("EventMask".into(), "on".into())]);
+    let off: Action = Login::new("admin").events(false).into();
+    assert_eq!(off.get("Events"), Some("off"));
+    // A class list, checked: Asterisk ignores a name it does not know without a word.
+    let mask = EventMask::classes(["call", "agent"]).unwrap();
+    let action: Action = Events::new(mask.clone()).into();
+    assert_eq!(action.get("EventMask"), Some("call,agent"));
+    let login: Action = Login::new("admin").events(mask).into();
+    assert_eq!(login.get("Events"), Some("call,agent"));
+    assert_eq!(
+        EventMask::classes(["call", "calls"]),
+        Err(ami_types::actions::InvalidEventMask::UnknownClass(
+            "calls".into()
+        ))
+    );
+    assert_eq!(
+        EventMask::classes(["Call"]).err(),
+        Some(ami_types::actions::InvalidEventMask::UnknownClass(
+            "Call".into()
+        )),
+        "class names are case-sensitive in Asterisk"
+    );
+    assert_eq!(
+        EventMask::classes(Vec::<&str>::new()).err(),
+        Some(ami_types::actions::InvalidEventMask::Empty)
+    );
+    assert_eq!(EventMask::classes(["all"]).unwrap().as_str(), "all");
+}
+
+#[test]
+fn user_event_carries_arbitrary_headers_checked_at_encode() {
+    use ami_types::actions::UserEvent;
+    let action: Action = UserEvent::new("CallFlow")
+        .header("Step", "ivr")
+        .header("Step", 2) // repeated: kept, in order
+        .header("X-Tenant", "acme")
+        .into();
+    assert_eq!(
+        fields(&action),
+        [
+            ("UserEvent", "CallFlow"),
+            ("Step", "ivr"),
+            ("Step", "2"),
+            ("X-Tenant", "acme"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    // No `Header1` / `HeaderN` from the catalog's placeholders.
+    assert!(action.fields().all(|(k, _)| !k.starts_with("Header")));
+    // Checked like any header when encoded: no CR/LF in a value, no `:` in a key.
+    let mut out = Vec::new();
+    let bad: Action = UserEvent::new("x")
+        .header("Note", "a\r\nAction: Hangup")
+        .into();
+    assert!(matches!(
+        bad.encode(None, &mut out),
+        Err(ami_proto::EncodeError::ForbiddenByte { .. })
+    ));
+    let bad: Action = UserEvent::new("x").header("A: B", "c").into();
+    assert!(matches!(
+        bad.encode(None, &mut out),
+        Err(ami_proto::EncodeError::InvalidName { .. })
+    ));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn queue_add_sets_wrapuptime_and_blind_transfer_requires_exten() {
+    use ami_types::actions::{BlindTransfer, QueueAdd};
+    // apps/app_queue.c manager_add_queue_member reads `Wrapuptime`.
+    let add: Action = QueueAdd::new("sales", "PJSIP/100")
+        .penalty(1)
+        .wrapuptime(15)
+        .into();
+    assert_eq!(add.get("Wrapuptime"), Some("15"));
+    // main/manager.c action_blind_transfer: "No extension specified" without `Exten`.
+    let transfer: Action = BlindTransfer::new("PJSIP/100-00000001", 200)
+        .context("default")
+        .into();
+    assert_eq!(
+        fields(&transfer),
+        [
+            ("Channel", "PJSIP/100-00000001"),
+            ("Exten", "200"),
+            ("Context", "default"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+}

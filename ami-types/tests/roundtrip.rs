@@ -161,15 +161,16 @@ proptest! {
 #[test]
 fn undocumented_enum_values_are_kept_in_other() {
     let m = decode(
-        "Event: Newstate\r\nChannel: PJSIP/1-1\r\nChannelState: 12\r\nChannelStateDesc: Mute\r\n\r\n",
+        // What `ast_state2str` prints for a state it has no name for.
+        "Event: Newstate\r\nChannel: PJSIP/1-1\r\nChannelState: 12\r\nChannelStateDesc: Unknown (12)\r\n\r\n",
     );
     let Event::Newstate(n) = Event::from_message(&m) else {
         panic!("not a Newstate")
     };
     assert_eq!(n.channel().state(), Some(12));
     let desc = n.channel().state_desc();
-    assert_eq!(desc, Some(ChannelStateDesc::Other("Mute".into())));
-    assert_eq!(desc.map(|d| d.to_string()), Some("Mute".into()));
+    assert_eq!(desc, Some(ChannelStateDesc::Other("Unknown (12)".into())));
+    assert_eq!(desc.map(|d| d.to_string()), Some("Unknown (12)".into()));
     assert_eq!(
         ChannelStateDesc::from("Dialing Offhook"),
         ChannelStateDesc::DialingOffhook
@@ -239,4 +240,57 @@ fn fields_in_any_order_are_read_through_their_declared_types() {
             Typed::Enum("static".into()),
         ]
     );
+}
+
+fn decode_bytes(wire: &[u8]) -> Message {
+    let mut decoder = Decoder::without_banner(DecoderLimits::default());
+    decoder.feed(wire);
+    match decoder.decode() {
+        Some(Ok(Frame::Message(m))) => m,
+        other => panic!("{wire:?} decoded as {other:?}"),
+    }
+}
+
+#[test]
+fn repeated_fields_keep_one_element_per_header_when_a_value_is_not_utf8_shown_lossy() {
+    use ami_types::actions::{CommandResponse, ResponseView};
+    use std::borrow::Cow;
+
+    // A Latin-1 line in the middle: the lines after it keep their positions.
+    let m = decode_bytes(
+        b"Response: Success\r\nMessage: Command output follows\r\nOutput: line 1\r\n\
+          Output: Jos\xe9\r\nOutput: line 3\r\n\r\n",
+    );
+    let command = CommandResponse::from_response(&m);
+    assert_eq!(
+        command.output(),
+        ["line 1", "Jos\u{fffd}", "line 3"],
+        "one element per Output header, the Latin-1 one shown lossy"
+    );
+    let issues = command.issues();
+    assert_eq!(issues.len(), 1);
+    assert_eq!(issues[0].raw.as_bytes(), b"Jos\xe9");
+
+    let m = decode_bytes(
+        b"Event: Status\r\nChannel: PJSIP/1-1\r\nVariable: A=\xe9\r\nVariable: B=2\r\n\r\n",
+    );
+    let Event::Status(status) = Event::from_message(&m) else {
+        panic!("not a Status")
+    };
+    assert_eq!(status.variable(), ["A=\u{fffd}", "B=2"]);
+    assert_eq!(status.issues().len(), 1);
+
+    // C-escaped lists too (the channel block's `ChanVariable`).
+    let m = decode_bytes(
+        b"Event: Newchannel\r\nChannel: PJSIP/1-1\r\nChanVariable: A=\xe9\r\n\
+          ChanVariable: B=O\\'Brien\r\n\r\n",
+    );
+    let Event::Newchannel(n) = Event::from_message(&m) else {
+        panic!("not a Newchannel")
+    };
+    assert_eq!(
+        n.channel().chan_variables(),
+        [Cow::from("A=\u{fffd}"), Cow::from("B=O'Brien")]
+    );
+    assert_eq!(n.issues().len(), 1);
 }

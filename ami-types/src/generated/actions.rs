@@ -5,9 +5,10 @@
 
 use super::enums;
 use super::events;
-use crate::action::{Ack, ListAction, Params};
+use crate::action::{Ack, EventMask, ListAction, Params};
 use crate::read;
 use crate::Event;
+use std::borrow::Cow;
 use std::fmt::Display;
 use crate::spec::{FieldSpec, Kind, MessageSpec, Source};
 
@@ -23,6 +24,9 @@ const fn f(name: &'static str, kind: Kind) -> FieldSpec {
 const fn r(name: &'static str, kind: Kind) -> FieldSpec {
     FieldSpec { name, kind, repeatable: true }
 }
+
+/// The event class names, in Asterisk's `perms[]` order (`all` and `none` aside).
+pub(crate) static EVENT_CLASSES: [&str; 19] = ["system", "call", "log", "verbose", "command", "agent", "user", "config", "dtmf", "reporting", "cdr", "dialplan", "originate", "agi", "cc", "aoc", "test", "security", "message"];
 
 pub(crate) static RESPONSE_SPECS: [MessageSpec; 10] = [
     MessageSpec {
@@ -194,8 +198,8 @@ impl<'a> CommandResponse<'a> {
         read::text(self.0, "Message")
     }
 
-    /// `Output`. Repeatable: every value, in wire order.
-    pub fn output(&self) -> Vec<&'a str> {
+    /// `Output`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    pub fn output(&self) -> Vec<Cow<'a, str>> {
         read::list(self.0, "Output")
     }
 }
@@ -656,18 +660,13 @@ action!(BlindTransfer, "BlindTransfer", Ack);
 
 impl BlindTransfer {
     /// A new `BlindTransfer` with its required parameters.
-    pub fn new(channel: impl Display) -> Self {
-        BlindTransfer(Params::new("BlindTransfer")).with("Channel", channel)
+    pub fn new(channel: impl Display, exten: impl Display) -> Self {
+        BlindTransfer(Params::new("BlindTransfer")).with("Channel", channel).with("Exten", exten)
     }
 
     /// Sets `Context`.
     pub fn context(self, value: impl Display) -> Self {
         self.with("Context", value)
-    }
-
-    /// Sets `Exten`.
-    pub fn exten(self, value: impl Display) -> Self {
-        self.with("Exten", value)
     }
 }
 
@@ -1363,8 +1362,8 @@ action!(Events, "Events", EventsResponse);
 
 impl Events {
     /// A new `Events` with its required parameters.
-    pub fn new(event_mask: bool) -> Self {
-        Events(Params::new("Events")).with("EventMask", if event_mask { "on" } else { "off" })
+    pub fn new(event_mask: impl Into<EventMask>) -> Self {
+        Events(Params::new("Events")).with("EventMask", Into::<EventMask>::into(event_mask))
     }
 }
 
@@ -1718,8 +1717,8 @@ impl Login {
     }
 
     /// Sets `Events`.
-    pub fn events(self, value: bool) -> Self {
-        self.with("Events", if value { "on" } else { "off" })
+    pub fn events(self, value: impl Into<EventMask>) -> Self {
+        self.with("Events", Into::<EventMask>::into(value))
     }
 }
 
@@ -2721,6 +2720,11 @@ impl QueueAdd {
     pub fn state_interface(self, value: impl Display) -> Self {
         self.with("StateInterface", value)
     }
+
+    /// Sets `Wrapuptime`.
+    pub fn wrapuptime(self, value: impl Display) -> Self {
+        self.with("Wrapuptime", value)
+    }
 }
 
 /// `QueueChangePriorityCaller`: any logged-in user may send it. Answered by one response.
@@ -3310,14 +3314,10 @@ impl UserEvent {
         UserEvent(Params::new("UserEvent")).with("UserEvent", user_event)
     }
 
-    /// Sets `Header1`.
-    pub fn header1(self, value: impl Display) -> Self {
-        self.with("Header1", value)
-    }
-
-    /// Sets `HeaderN`.
-    pub fn header_n(self, value: impl Display) -> Self {
-        self.with("HeaderN", value)
+    /// Adds one header `key: value` of the caller's choosing (repeatable: each call adds one, in order). Asterisk copies every header but `Action` and `UserEvent` into the event. Checked when the client encodes the action, like every header: a key of printable ASCII without `:`, a value without CR, LF or NUL.
+    pub fn header(mut self, key: impl Into<String>, value: impl Display) -> Self {
+        self.0.push_header(key.into(), value.to_string());
+        self
     }
 }
 

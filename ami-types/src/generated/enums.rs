@@ -114,6 +114,7 @@ ami_enum! {
         DialingOffhook = "Dialing Offhook",
         PreRing = "Pre-ring",
         Unknown = "Unknown",
+        Mute = "Mute",
     }
 }
 
@@ -167,6 +168,7 @@ ami_enum! {
         Unqualified = "Unqualified",
         Removed = "Removed",
         Updated = "Updated",
+        NonQualified = "NonQualified",
     }
 }
 
@@ -460,6 +462,8 @@ ami_enum! {
         Unregistered = "Unregistered",
         Rejected = "Rejected",
         Lagged = "Lagged",
+        Reachable = "Reachable",
+        Unreachable = "Unreachable",
     }
 }
 

@@ -129,7 +129,7 @@ impl<'a> ChannelSnapshot<'a> {
         read::text(self.m, self.keys[14])
     }
 
-    /// `{prefix}ChanVariable`. Repeatable: every value, in wire order. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
+    /// `{prefix}ChanVariable`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it). Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
     /// Printed by Asterisk but not in its docs.
     pub fn chan_variables(&self) -> Vec<Cow<'a, str>> {
         read::unescaped_list(self.m, self.keys[15])
@@ -2828,6 +2828,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
             f("Tenantid", T),
             r("ChanVariable", E),
             f("Cause", I),
+            f("TechCause", I),
         ],
     },
     MessageSpec {
@@ -3712,7 +3713,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
             f("Linkedid", T),
             f("Tenantid", T),
             r("ChanVariable", E),
-            f("CID-CallingPres", T),
+            f("CID-CallingPres", E),
         ],
     },
     MessageSpec {
@@ -3830,6 +3831,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
             f("Uniqueid", T),
             f("CallerIDNum", T),
             f("CallerIDName", T),
+            r("ChanVariable(*)", T),
         ],
     },
     MessageSpec {
@@ -4126,7 +4128,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
             f("ChannelType", T),
             f("Peer", T),
             f("PeerStatus", Kind::Enum(enums::PeerStatus::VALUES)),
-            f("Cause", I),
+            f("Cause", T),
             f("Address", T),
             f("Port", T),
             f("Time", T),
@@ -4200,8 +4202,8 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
         fields: &[
             f("Presentity", T),
             f("Status", T),
-            f("Subtype", T),
-            f("Message", T),
+            f("Subtype", E),
+            f("Message", E),
         ],
     },
     MessageSpec {
@@ -4610,7 +4612,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
             f("Username", T),
             f("Domain", T),
             f("Status", Kind::Enum(enums::RegistryStatus::VALUES)),
-            f("Cause", I),
+            f("Cause", T),
         ],
     },
     MessageSpec {
@@ -4646,6 +4648,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
             f("Channel", T),
             f("Newname", T),
             f("Uniqueid", T),
+            r("ChanVariable(*)", T),
         ],
     },
     MessageSpec {
@@ -4903,6 +4906,7 @@ pub(crate) static EVENT_SPECS: [MessageSpec; 224] = [
             f("Tenantid", T),
             r("ChanVariable", E),
             f("Cause", I),
+            f("TechCause", I),
         ],
     },
     MessageSpec {
@@ -9268,8 +9272,8 @@ impl<'a> FAXStatus<'a> {
         read::text(self.0, "LocalStationID")
     }
 
-    /// `FileName`. Repeatable: every value, in wire order.
-    pub fn file_name(&self) -> Vec<&'a str> {
+    /// `FileName`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    pub fn file_name(&self) -> Vec<Cow<'a, str>> {
         read::list(self.0, "FileName")
     }
 }
@@ -9365,6 +9369,11 @@ impl<'a> HangupRequest<'a> {
     /// `Cause`. An integer.
     pub fn cause(&self) -> Option<i64> {
         read::int(self.0, "Cause")
+    }
+
+    /// `TechCause`. An integer.
+    pub fn tech_cause(&self) -> Option<i64> {
+        read::int(self.0, "TechCause")
     }
 }
 
@@ -10542,9 +10551,9 @@ impl<'a> NewCallerid<'a> {
         ChannelSnapshot { m: self.0, keys: &CHANNEL_KEYS }
     }
 
-    /// `CID-CallingPres`.
-    pub fn cid_calling_pres(&self) -> Option<&'a str> {
-        read::text(self.0, "CID-CallingPres")
+    /// `CID-CallingPres`. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
+    pub fn cid_calling_pres(&self) -> Option<Cow<'a, str>> {
+        read::unescaped(self.0, "CID-CallingPres")
     }
 }
 
@@ -10640,6 +10649,11 @@ impl<'a> OriginateResponse<'a> {
     /// `CallerIDName`.
     pub fn caller_id_name(&self) -> Option<&'a str> {
         read::text(self.0, "CallerIDName")
+    }
+
+    /// `ChanVariable(<channel>)`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    pub fn chan_variables(&self) -> Vec<Cow<'a, str>> {
+        read::list(self.0, "ChanVariable(*)")
     }
 }
 
@@ -11065,9 +11079,9 @@ impl<'a> PeerStatus<'a> {
         read::enumer(self.0, "PeerStatus")
     }
 
-    /// `Cause`. An integer.
-    pub fn cause(&self) -> Option<i64> {
-        read::int(self.0, "Cause")
+    /// `Cause`.
+    pub fn cause(&self) -> Option<&'a str> {
+        read::text(self.0, "Cause")
     }
 
     /// `Address`.
@@ -11133,14 +11147,14 @@ impl<'a> PresenceStateChange<'a> {
         read::text(self.0, "Status")
     }
 
-    /// `Subtype`.
-    pub fn subtype(&self) -> Option<&'a str> {
-        read::text(self.0, "Subtype")
+    /// `Subtype`. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
+    pub fn subtype(&self) -> Option<Cow<'a, str>> {
+        read::unescaped(self.0, "Subtype")
     }
 
-    /// `Message`.
-    pub fn message_field(&self) -> Option<&'a str> {
-        read::text(self.0, "Message")
+    /// `Message`. Asterisk's C escapes undone (`O'Brien`, not `O\'Brien`); the wire text is in the message.
+    pub fn message_field(&self) -> Option<Cow<'a, str>> {
+        read::unescaped(self.0, "Message")
     }
 }
 
@@ -12046,8 +12060,8 @@ impl<'a> ReceiveFAX<'a> {
         read::text(self.0, "TransferRate")
     }
 
-    /// `FileName`. Repeatable: every value, in wire order.
-    pub fn file_name(&self) -> Vec<&'a str> {
+    /// `FileName`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    pub fn file_name(&self) -> Vec<Cow<'a, str>> {
         read::list(self.0, "FileName")
     }
 }
@@ -12085,9 +12099,9 @@ impl<'a> Registry<'a> {
         read::enumer(self.0, "Status")
     }
 
-    /// `Cause`. An integer.
-    pub fn cause(&self) -> Option<i64> {
-        read::int(self.0, "Cause")
+    /// `Cause`.
+    pub fn cause(&self) -> Option<&'a str> {
+        read::text(self.0, "Cause")
     }
 }
 
@@ -12149,6 +12163,11 @@ impl<'a> Rename<'a> {
     /// `Uniqueid`.
     pub fn uniqueid(&self) -> Option<&'a str> {
         read::text(self.0, "Uniqueid")
+    }
+
+    /// `ChanVariable(<channel>)`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    pub fn chan_variables(&self) -> Vec<Cow<'a, str>> {
+        read::list(self.0, "ChanVariable(*)")
     }
 }
 
@@ -12587,8 +12606,8 @@ impl<'a> SendFAX<'a> {
         read::text(self.0, "TransferRate")
     }
 
-    /// `FileName`. Repeatable: every value, in wire order.
-    pub fn file_name(&self) -> Vec<&'a str> {
+    /// `FileName`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    pub fn file_name(&self) -> Vec<Cow<'a, str>> {
         read::list(self.0, "FileName")
     }
 }
@@ -12678,6 +12697,11 @@ impl<'a> SoftHangupRequest<'a> {
     /// `Cause`. An integer.
     pub fn cause(&self) -> Option<i64> {
         read::int(self.0, "Cause")
+    }
+
+    /// `TechCause`. An integer.
+    pub fn tech_cause(&self) -> Option<i64> {
+        read::int(self.0, "TechCause")
     }
 }
 
@@ -12786,8 +12810,8 @@ impl<'a> Status<'a> {
         read::int(self.0, "Seconds")
     }
 
-    /// `Variable`. Repeatable: every value, in wire order.
-    pub fn variable(&self) -> Vec<&'a str> {
+    /// `Variable`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    pub fn variable(&self) -> Vec<Cow<'a, str>> {
         read::list(self.0, "Variable")
     }
 }
