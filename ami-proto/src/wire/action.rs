@@ -299,7 +299,11 @@ impl Action {
         }
     }
 
-    /// Adds a field; repeated names are kept in order.
+    /// Adds a field; repeated names are kept in order. Checked when encoded: a name of
+    /// printable ASCII without `:` or spaces, a value without CR, LF or NUL, a line within
+    /// Asterisk's 1,022 bytes. Asterisk reads a value from its first byte above a space, so
+    /// blanks at its start never arrive (`" x"` is `x` to it; trailing ones are kept), and
+    /// an empty value counts as no field at all.
     pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Action {
         self.push(name, value);
         self
