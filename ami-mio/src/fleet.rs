@@ -527,10 +527,16 @@ impl MioFleet {
                         conn.start_connect(now, &mut member, registry, Token(id.index()));
                         continue;
                     }
-                    // A host name: look it up first; the answer starts the connect.
+                    // A host name: look it up first; the answer starts the connect. One
+                    // lookup at a time: an answer asked for by an earlier attempt serves
+                    // this one, and asking again would tie up another resolver thread
+                    // behind a lookup that may hang, until none is left for other names.
                     let Target::Host(host) = &conn.target else {
                         continue;
                     };
+                    if conn.resolving {
+                        continue;
+                    }
                     let request = Request {
                         index: id.index(),
                         generation: conn.owner,

@@ -172,6 +172,88 @@ fn a_fleet_takes_host_names_resolved_off_the_step() {
 }
 
 #[test]
+fn a_fleet_asks_a_hanging_lookup_once_and_its_other_names_still_resolve() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Condvar, Mutex};
+    let sim = front();
+    let port = sim.local_addr().port();
+    // `hangs.test` never answers (an unreachable DNS server) until the test ends; two
+    // resolver threads, so a second lookup of it per connect attempt would leave none.
+    let release = Arc::new((Mutex::new(false), Condvar::new()));
+    let calls = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let mut options = ami_mio::Options::default();
+    options.resolver_threads = 2;
+    {
+        let (release, calls) = (Arc::clone(&release), Arc::clone(&calls));
+        options.resolve = Arc::new(move |host: &str| {
+            *calls.lock().unwrap().entry(host.to_string()).or_default() += 1;
+            if host.starts_with("hangs") {
+                let (lock, cv) = &*release;
+                let mut released = lock.lock().unwrap();
+                while !*released {
+                    released = cv.wait(released).unwrap();
+                }
+                return Err(std::io::Error::other("gave up"));
+            }
+            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
+        });
+    }
+    let quick = |seed| {
+        ami_proto::ClientConfig::builder("admin", "amp111")
+            .seed(seed)
+            .connect_timeout(Duration::from_millis(100))
+            .backoff_base(Duration::from_millis(10))
+            .backoff_max(Duration::from_millis(50))
+            .build()
+            .unwrap()
+    };
+    let mut fleet =
+        MioFleet::with_options(options, ami_proto::fleet::FleetConfig::default()).unwrap();
+    fleet
+        .add_host(Instant::now(), "hang", quick(80), "hangs.test:5038")
+        .unwrap();
+    let run =
+        |fleet: &mut MioFleet, span: Duration, mut done: Box<dyn FnMut(&MioFleet) -> bool>| {
+            let end = Instant::now() + span;
+            while Instant::now() < end {
+                fleet.step(Instant::now()).unwrap();
+                if done(fleet) {
+                    return true;
+                }
+                fleet.wait(Some(Duration::from_millis(5))).unwrap();
+            }
+            false
+        };
+    // Several connect attempts of `hang` time out meanwhile.
+    run(&mut fleet, Duration::from_millis(700), Box::new(|_| false));
+    fleet
+        .add_host(
+            Instant::now(),
+            "good",
+            quick(81),
+            format!("good.test:{port}"),
+        )
+        .unwrap();
+    let ready = run(
+        &mut fleet,
+        Duration::from_secs(5),
+        Box::new(|f| f.status("good").is_some_and(ServerStatus::is_ready)),
+    );
+    *release.0.lock().unwrap() = true;
+    release.1.notify_all();
+    let calls = calls.lock().unwrap().clone();
+    assert!(
+        ready,
+        "good.test not ready while hangs.test hung: {calls:?}"
+    );
+    assert_eq!(
+        calls.get("hangs.test:5038"),
+        Some(&1),
+        "a hanging lookup is asked once, not once per connect attempt: {calls:?}"
+    );
+}
+
+#[test]
 fn wait_does_not_block_on_what_close_all_and_remove_left_for_the_next_step() {
     let sim = front();
     let mut fleet = MioFleet::new().unwrap();
