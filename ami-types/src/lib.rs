@@ -48,6 +48,10 @@
 //! # Ok::<(), ami_proto::InvalidVariable>(())
 //! ```
 //!
+//! How an async Originate ended, from its outcome, is one `match` on
+//! [`originate::OriginateEnd`]: answered, failed with its [`originate::DialReason`] (busy,
+//! no answer...), refused by Asterisk, placed with its end unknown, in doubt, or never sent.
+//!
 //! ## Events
 //!
 //! [`Event::from_message`] looks the event name up (ignoring case, as Asterisk's own
@@ -105,6 +109,7 @@ mod macros;
 
 mod action;
 mod event;
+pub mod originate;
 pub mod read;
 pub mod spec;
 mod stream;

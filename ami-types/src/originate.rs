@@ -1,0 +1,170 @@
+//! How an async Originate ended, read from its outcome: a dialer's one `match` instead of
+//! telling a refused Originate from a failed call by hand.
+//!
+//! The client resolves an async Originate with its `OriginateResponse`: `Ok` when the call
+//! was answered, [`ActionError::Server`] both when Asterisk refused the action (no call) and
+//! when the call failed (busy, no answer: the failed `OriginateResponse` is the follow-up),
+//! and other errors when how it ended was not seen. [`OriginateEnd::of`] sorts these out.
+//!
+//! ```
+//! use ami_proto::{ActionError, Response};
+//! use ami_types::originate::{DialReason, OriginateEnd};
+//!
+//! fn log_call(outcome: &Result<Response, ActionError>) {
+//!     match OriginateEnd::of(outcome) {
+//!         OriginateEnd::Answered(r) => println!("answered on {:?}", r.uniqueid()),
+//!         OriginateEnd::AnsweredSync(_) => println!("answered"),
+//!         OriginateEnd::Failed { reason: DialReason::Busy, .. } => println!("busy"),
+//!         OriginateEnd::Failed { reason, .. } => println!("not answered: {reason}"),
+//!         OriginateEnd::Refused(r) => println!("no call: {:?}", r.text()),
+//!         OriginateEnd::NotSent(_) => println!("never sent: safe to try again"),
+//!         OriginateEnd::Placed(e) => println!("placed, end unknown: {e}"),
+//!         OriginateEnd::InDoubt(e) => println!("may have been placed: {e}"),
+//!         _ => println!("an end this version does not know"),
+//!     }
+//! }
+//! # log_call(&Err(ActionError::Cancelled));
+//! ```
+
+use crate::event::FromEvent;
+use crate::events::OriginateResponse;
+use ami_proto::{ActionError, Phase, Response};
+use std::fmt;
+
+/// Why a dial ended, the `Reason` of an `OriginateResponse` (`pbx_dial_reason` in
+/// Asterisk's `main/pbx.c`: the control frame that ended the dial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DialReason {
+    /// 0: the channel could not be created or the dial failed (no such endpoint, no route).
+    Failed,
+    /// 1: the far end hung up before answering.
+    HungUp,
+    /// 3: it rang and nobody answered before the Originate's `Timeout`.
+    NoAnswer,
+    /// 4: answered.
+    Answered,
+    /// 5: busy.
+    Busy,
+    /// 8: congestion (all circuits busy, a SIP 503...).
+    Congestion,
+    /// Any other code, as sent.
+    Other(i64),
+}
+
+impl DialReason {
+    /// The reason of a `Reason` code.
+    pub fn from_code(code: i64) -> DialReason {
+        match code {
+            0 => DialReason::Failed,
+            1 => DialReason::HungUp,
+            3 => DialReason::NoAnswer,
+            4 => DialReason::Answered,
+            5 => DialReason::Busy,
+            8 => DialReason::Congestion,
+            other => DialReason::Other(other),
+        }
+    }
+
+    /// Its `Reason` code.
+    pub fn code(self) -> i64 {
+        match self {
+            DialReason::Failed => 0,
+            DialReason::HungUp => 1,
+            DialReason::NoAnswer => 3,
+            DialReason::Answered => 4,
+            DialReason::Busy => 5,
+            DialReason::Congestion => 8,
+            DialReason::Other(code) => code,
+        }
+    }
+}
+
+impl fmt::Display for DialReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words = match self {
+            DialReason::Failed => "failed",
+            DialReason::HungUp => "hung up",
+            DialReason::NoAnswer => "no answer",
+            DialReason::Answered => "answered",
+            DialReason::Busy => "busy",
+            DialReason::Congestion => "congestion",
+            DialReason::Other(code) => return write!(f, "reason {code}"),
+        };
+        write!(f, "{words} (reason {})", self.code())
+    }
+}
+
+/// How an async Originate ended; see the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum OriginateEnd<'a> {
+    /// The call was answered: its `OriginateResponse` said `Success`.
+    Answered(OriginateResponse<'a>),
+    /// A sync Originate (refused unless `ClientConfig`'s `allow_sync_originate`) was
+    /// answered: Asterisk says `Success` only once the call is, and sends no
+    /// `OriginateResponse` for it.
+    AnsweredSync(&'a Response),
+    /// The call was placed and did not connect: its `OriginateResponse` said `Failure`.
+    /// `reason` is [`DialReason::Failed`] when it carried no readable `Reason`.
+    Failed {
+        /// Why the dial ended.
+        reason: DialReason,
+        /// The `OriginateResponse` itself.
+        response: OriginateResponse<'a>,
+    },
+    /// Asterisk refused the Originate itself (`Response: Error`: a bad channel, a missing
+    /// permission, a blacklisted application): no call was placed.
+    Refused(&'a Response),
+    /// Never sent (or withdrawn before any byte left): no call; safe to send again.
+    NotSent(&'a ActionError),
+    /// Asterisk accepted it ("Originate successfully queued"), so the call was placed, but
+    /// how it ended was not seen: no `OriginateResponse` in time
+    /// ([`ActionError::TimedOut`] in [`Phase::FollowUp`]) or the session was lost first
+    /// ([`ActionError::FollowUpLost`]). Sending it again places a second call.
+    Placed(&'a ActionError),
+    /// Written, but nothing says whether Asterisk took it (a lost connection, a timeout
+    /// before its response, a cancel after it was written): it may be ringing.
+    InDoubt(&'a ActionError),
+}
+
+impl<'a> OriginateEnd<'a> {
+    /// Sorts out an async Originate's outcome.
+    pub fn of(outcome: &'a Result<Response, ActionError>) -> OriginateEnd<'a> {
+        match outcome {
+            Ok(r) => match follow_up(r) {
+                Some(response) => OriginateEnd::Answered(response),
+                None => OriginateEnd::AnsweredSync(r),
+            },
+            Err(ActionError::Server(r)) => match follow_up(r) {
+                Some(response) => OriginateEnd::Failed {
+                    reason: response
+                        .reason()
+                        .map_or(DialReason::Failed, DialReason::from_code),
+                    response,
+                },
+                None => OriginateEnd::Refused(r),
+            },
+            Err(
+                e @ (ActionError::NotSent(_)
+                | ActionError::TimedOut {
+                    phase: Phase::Queued,
+                    ..
+                }),
+            ) => OriginateEnd::NotSent(e),
+            Err(
+                e @ (ActionError::FollowUpLost { .. }
+                | ActionError::TimedOut {
+                    phase: Phase::FollowUp,
+                    ..
+                }),
+            ) => OriginateEnd::Placed(e),
+            Err(e) => OriginateEnd::InDoubt(e),
+        }
+    }
+}
+
+/// The `OriginateResponse` a response carries as its follow-up.
+fn follow_up(r: &Response) -> Option<OriginateResponse<'_>> {
+    r.follow_up().and_then(OriginateResponse::from_event)
+}
