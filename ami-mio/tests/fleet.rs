@@ -19,7 +19,7 @@ use ami_proto::{Action, ActionId, ClientConfig, StreamItem};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{config, drive, front, refused_addr, storm_seq, Flood};
+use support::{config, drive, front, quick_retries, refused_addr, storm_seq, Flood, HangingDns};
 
 const LIMIT: Duration = Duration::from_secs(5);
 
@@ -287,50 +287,29 @@ fn a_hanging_resolver_does_not_delay_the_step() {
 
 #[test]
 fn a_name_whose_lookup_hangs_holds_up_no_other_name_and_queues_no_retries() {
-    use std::sync::{Condvar, Mutex};
     let server = front();
     let port = server.local_addr().port();
     // Lookups of `hangs-*` block until the test ends (an unreachable DNS server); more of
     // them than the old fixed two resolver threads.
-    let release = Arc::new((Mutex::new(false), Condvar::new()));
-    let calls = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let dns = HangingDns::new();
     let mut options = Options::default();
-    {
-        let (release, calls) = (Arc::clone(&release), Arc::clone(&calls));
-        options.resolve = Arc::new(move |host: &str| {
-            *calls.lock().unwrap().entry(host.to_string()).or_default() += 1;
-            if host.starts_with("hangs") {
-                let (lock, cv) = &*release;
-                let mut released = lock.lock().unwrap();
-                while !*released {
-                    released = cv.wait(released).unwrap();
-                }
-                return Err(std::io::Error::other("gave up"));
-            }
-            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
-        });
-    }
+    options.resolve = dns.resolve(port);
     let mut driver = MioDriver::with_options(options).unwrap();
-    let quick = |seed| {
-        ClientConfig::builder("admin", "amp111")
-            .seed(seed)
-            .connect_timeout(Duration::from_millis(100))
-            .backoff_base(Duration::from_millis(10))
-            .backoff_max(Duration::from_millis(50))
-            .build()
-            .unwrap()
-    };
     for k in 0..3 {
         driver
             .add_host(
                 Instant::now(),
-                quick(60 + k),
+                quick_retries(60 + k),
                 format!("hangs-{k}.test:5038"),
             )
             .unwrap();
     }
     let fast = driver
-        .add_host(Instant::now(), quick(70), format!("fast.test:{port}"))
+        .add_host(
+            Instant::now(),
+            quick_retries(70),
+            format!("fast.test:{port}"),
+        )
         .unwrap();
     let ready = drive(&mut driver, LIMIT, |_, r| {
         r.notices
@@ -339,9 +318,8 @@ fn a_name_whose_lookup_hangs_holds_up_no_other_name_and_queues_no_retries() {
     });
     // Let the hanging names time out their connects a few times more.
     drive(&mut driver, Duration::from_millis(500), |_, _| false);
-    *release.0.lock().unwrap() = true;
-    release.1.notify_all();
-    let calls = calls.lock().unwrap().clone();
+    dns.release();
+    let calls = dns.calls();
     assert!(
         ready,
         "fast.test not ready while three other lookups hung: {calls:?}"

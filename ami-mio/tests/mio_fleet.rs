@@ -11,7 +11,7 @@ use ami_proto::fleet::{FleetOutput, Policy, Route, ServerStatus};
 use ami_proto::{Action, ActionId};
 use ami_sim::fleet_log::FleetLog;
 use std::time::{Duration, Instant};
-use support::{config, front, refused_addr, silent_addr, Flood};
+use support::{config, front, quick_retries, refused_addr, silent_addr, Flood, HangingDns};
 
 #[test]
 fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
@@ -173,44 +173,18 @@ fn a_fleet_takes_host_names_resolved_off_the_step() {
 
 #[test]
 fn a_fleet_asks_a_hanging_lookup_once_and_its_other_names_still_resolve() {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Condvar, Mutex};
     let sim = front();
     let port = sim.local_addr().port();
     // `hangs.test` never answers (an unreachable DNS server) until the test ends; two
     // resolver threads, so a second lookup of it per connect attempt would leave none.
-    let release = Arc::new((Mutex::new(false), Condvar::new()));
-    let calls = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let dns = HangingDns::new();
     let mut options = ami_mio::Options::default();
     options.resolver_threads = 2;
-    {
-        let (release, calls) = (Arc::clone(&release), Arc::clone(&calls));
-        options.resolve = Arc::new(move |host: &str| {
-            *calls.lock().unwrap().entry(host.to_string()).or_default() += 1;
-            if host.starts_with("hangs") {
-                let (lock, cv) = &*release;
-                let mut released = lock.lock().unwrap();
-                while !*released {
-                    released = cv.wait(released).unwrap();
-                }
-                return Err(std::io::Error::other("gave up"));
-            }
-            Ok(vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))])
-        });
-    }
-    let quick = |seed| {
-        ami_proto::ClientConfig::builder("admin", "amp111")
-            .seed(seed)
-            .connect_timeout(Duration::from_millis(100))
-            .backoff_base(Duration::from_millis(10))
-            .backoff_max(Duration::from_millis(50))
-            .build()
-            .unwrap()
-    };
+    options.resolve = dns.resolve(port);
     let mut fleet =
         MioFleet::with_options(options, ami_proto::fleet::FleetConfig::default()).unwrap();
     fleet
-        .add_host(Instant::now(), "hang", quick(80), "hangs.test:5038")
+        .add_host(Instant::now(), "hang", quick_retries(80), "hangs.test:5038")
         .unwrap();
     let run =
         |fleet: &mut MioFleet, span: Duration, mut done: Box<dyn FnMut(&MioFleet) -> bool>| {
@@ -230,7 +204,7 @@ fn a_fleet_asks_a_hanging_lookup_once_and_its_other_names_still_resolve() {
         .add_host(
             Instant::now(),
             "good",
-            quick(81),
+            quick_retries(81),
             format!("good.test:{port}"),
         )
         .unwrap();
@@ -239,9 +213,8 @@ fn a_fleet_asks_a_hanging_lookup_once_and_its_other_names_still_resolve() {
         Duration::from_secs(5),
         Box::new(|f| f.status("good").is_some_and(ServerStatus::is_ready)),
     );
-    *release.0.lock().unwrap() = true;
-    release.1.notify_all();
-    let calls = calls.lock().unwrap().clone();
+    dns.release();
+    let calls = dns.calls();
     assert!(
         ready,
         "good.test not ready while hangs.test hung: {calls:?}"

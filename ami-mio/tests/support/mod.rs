@@ -124,3 +124,61 @@ pub fn storm_seq(msg: &Message) -> Option<u64> {
 
 #[allow(unused_imports)] // not every test binary floods
 pub use ami_sim::flood::Flood;
+
+/// A name resolver for `Options::resolve` whose lookups of names starting `hangs` block
+/// until [`release`](Self::release) (an unreachable DNS server), while every other name
+/// resolves to 127.0.0.1 at `port`; it counts the lookups of each name.
+pub struct HangingDns {
+    release: std::sync::Arc<(Mutex<bool>, std::sync::Condvar)>,
+    calls: std::sync::Arc<Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl HangingDns {
+    /// A resolver whose hanging lookups wait for `release`.
+    pub fn new() -> HangingDns {
+        HangingDns {
+            release: Default::default(),
+            calls: Default::default(),
+        }
+    }
+
+    /// The resolver to put in `Options::resolve`: other names go to 127.0.0.1:`port`.
+    pub fn resolve(&self, port: u16) -> std::sync::Arc<ami_mio::ResolveFn> {
+        let (release, calls) = (self.release.clone(), self.calls.clone());
+        std::sync::Arc::new(move |host: &str| {
+            *calls.lock().unwrap().entry(host.to_string()).or_default() += 1;
+            if host.starts_with("hangs") {
+                let (lock, cv) = &*release;
+                let mut released = lock.lock().unwrap();
+                while !*released {
+                    released = cv.wait(released).unwrap();
+                }
+                return Err(std::io::Error::other("gave up"));
+            }
+            Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+        })
+    }
+
+    /// Ends every hanging lookup (with an error).
+    pub fn release(&self) {
+        *self.release.0.lock().unwrap() = true;
+        self.release.1.notify_all();
+    }
+
+    /// How many lookups each name had.
+    pub fn calls(&self) -> std::collections::HashMap<String, usize> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+/// A client config that gives up a connect after 100 ms and retries within 10 to 50 ms:
+/// many attempts in a short test.
+pub fn quick_retries(seed: u64) -> ClientConfig {
+    ClientConfig::builder("admin", "amp111")
+        .seed(seed)
+        .connect_timeout(Duration::from_millis(100))
+        .backoff_base(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(50))
+        .build()
+        .unwrap()
+}
