@@ -2,13 +2,14 @@
 //! read their items and completion as the typed events they name.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_proto::{Action, Client, ClientConfig, Input, Notice, Output, Response};
+mod support;
+
+use ami_proto::{Action, Response};
 use ami_types::actions::{
     CoreShowChannels, Getvar, GetvarResponse, ListAction, MessageSend, Originate, PJSIPNotify,
     Status, TypedAction, UpdateConfig,
 };
 use ami_types::enums::UpdateConfigAction;
-use std::time::{Duration, Instant};
 
 fn fields(a: &Action) -> Vec<(String, String)> {
     a.fields()
@@ -90,48 +91,10 @@ fn enum_bool_and_indexed_parameters_are_written_as_the_server_spells_them() {
 
 /// Runs `action` against a scripted server that answers it with `reply(action_id)`.
 fn run(action: Action, reply: impl Fn(&str) -> String) -> Response {
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(1)
-        .build()
-        .unwrap();
-    let mut now = Instant::now();
-    let mut client = Client::new(config, now);
-    let id = client.send_action(now, action).unwrap();
-    for _ in 0..8 {
-        loop {
-            match client.poll_output() {
-                Output::Connect => {
-                    client.handle_input(now, Input::Connected);
-                    client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
-                }
-                Output::Notice(Notice::Completed { id: done, outcome }) if done == id => {
-                    match outcome {
-                        Ok(r) => return r,
-                        other => panic!("{other:?}"),
-                    }
-                }
-                Output::Wait(_) => break,
-                _ => {}
-            }
-        }
-        let written = String::from_utf8(client.transmit().to_vec()).unwrap();
-        client.advance_transmit(written.len());
-        let mut answer = String::new();
-        for block in written.split("\r\n\r\n").filter(|b| !b.is_empty()) {
-            let aid = block
-                .lines()
-                .find_map(|l| l.strip_prefix("ActionID: "))
-                .unwrap_or("");
-            if block.starts_with("Action: Login") {
-                answer += &format!("Response: Success\r\nActionID: {aid}\r\nMessage: Authentication accepted\r\n\r\n");
-            } else {
-                answer += &reply(aid);
-            }
-        }
-        now += Duration::from_millis(1);
-        client.handle_input(now, Input::Received(answer.as_bytes()));
+    match support::outcome(action, reply, support::Then::Stays) {
+        Ok(r) => r,
+        other => panic!("{other:?}"),
     }
-    panic!("no answer");
 }
 
 #[test]

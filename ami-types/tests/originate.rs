@@ -3,80 +3,23 @@
 //! with an unknown end, and never sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_proto::{Action, ActionError, Client, ClientConfig, Input, Notice, Outcome, Output};
+mod support;
+
+use ami_proto::{Action, ActionError, Outcome};
 use ami_types::actions::Originate;
 use ami_types::originate::{DialReason, OriginateEnd};
-use std::time::{Duration, Instant};
+use support::Then;
 
-/// What the scripted server does with the Originate.
-enum Server {
-    /// Sends these bytes (`{id}` is its ActionID).
-    Says(String),
-    /// Says this, then closes the connection.
-    SaysThenCloses(String),
-}
-
-/// An async Originate through a real client against `server`: its outcome.
-fn originate(server: Server) -> Outcome {
-    let config = ClientConfig::builder("admin", "amp111")
-        .seed(3)
-        .build()
-        .unwrap();
-    let mut now = Instant::now();
-    let mut client = Client::new(config, now);
+/// An async Originate through a real client whose server answers it with `text` (`{id}`
+/// its ActionID), then does `then`: its outcome.
+fn originate(text: &str, then: Then) -> Outcome {
     let action: Action = Originate::new("PJSIP/1001")
         .application("Wait")
         .data("5")
         .async_(true)
         .timeout(20_000)
         .into();
-    let id = client.send_action(now, action).unwrap();
-    let mut closed = false;
-    for _ in 0..8 {
-        loop {
-            match client.poll_output() {
-                Output::Connect => {
-                    client.handle_input(now, Input::Connected);
-                    client.handle_input(now, Input::Received(b"Asterisk Call Manager/11.0.0\r\n"));
-                }
-                Output::Notice(Notice::Completed { id: done, outcome }) if done == id => {
-                    return outcome
-                }
-                Output::Wait(_) => break,
-                _ => {}
-            }
-        }
-        if closed {
-            break;
-        }
-        let written = String::from_utf8(client.transmit().to_vec()).unwrap();
-        client.advance_transmit(written.len());
-        let mut answer = String::new();
-        let mut close = false;
-        for block in written.split("\r\n\r\n").filter(|b| !b.is_empty()) {
-            let aid = block
-                .lines()
-                .find_map(|l| l.strip_prefix("ActionID: "))
-                .unwrap_or("");
-            if block.starts_with("Action: Login") {
-                answer += &format!("Response: Success\r\nActionID: {aid}\r\nMessage: Authentication accepted\r\n\r\n");
-            } else if block.starts_with("Action: Originate") {
-                let (text, then_close) = match &server {
-                    Server::Says(t) => (t, false),
-                    Server::SaysThenCloses(t) => (t, true),
-                };
-                answer += &text.replace("{id}", aid);
-                close = then_close;
-            }
-        }
-        now += Duration::from_millis(1);
-        client.handle_input(now, Input::Received(answer.as_bytes()));
-        if close {
-            client.handle_input(now, Input::Eof);
-            closed = true;
-        }
-    }
-    panic!("no outcome");
+    support::outcome(action, |aid| text.replace("{id}", aid), then)
 }
 
 const QUEUED: &str =
@@ -93,7 +36,7 @@ fn with_response(response: &str, reason: u8) -> String {
 
 #[test]
 fn an_answered_call_is_answered_with_its_originate_response() {
-    let outcome = originate(Server::Says(with_response("Success", 4)));
+    let outcome = originate(&with_response("Success", 4), Then::Stays);
     let OriginateEnd::Answered(r) = OriginateEnd::of(&outcome) else {
         panic!("{outcome:?}")
     };
@@ -110,7 +53,7 @@ fn a_failed_call_says_why_it_ended_in_words_and_code() {
         (8, DialReason::Congestion),
         (7, DialReason::Other(7)),
     ] {
-        let outcome = originate(Server::Says(with_response("Failure", code)));
+        let outcome = originate(&with_response("Failure", code), Then::Stays);
         let OriginateEnd::Failed {
             reason: got,
             response,
@@ -128,9 +71,10 @@ fn a_failed_call_says_why_it_ended_in_words_and_code() {
 
 #[test]
 fn an_originate_asterisk_refuses_is_refused_not_a_failed_call() {
-    let outcome = originate(Server::Says(
-        "Response: Error\r\nActionID: {id}\r\nMessage: Originate failed\r\n\r\n".into(),
-    ));
+    let outcome = originate(
+        "Response: Error\r\nActionID: {id}\r\nMessage: Originate failed\r\n\r\n",
+        Then::Stays,
+    );
     let OriginateEnd::Refused(r) = OriginateEnd::of(&outcome) else {
         panic!("{outcome:?}")
     };
@@ -139,7 +83,7 @@ fn an_originate_asterisk_refuses_is_refused_not_a_failed_call() {
 
 #[test]
 fn an_accepted_originate_whose_session_ends_is_placed_with_its_end_unknown() {
-    let outcome = originate(Server::SaysThenCloses(QUEUED.into()));
+    let outcome = originate(QUEUED, Then::Closes);
     assert!(
         matches!(outcome, Err(ActionError::FollowUpLost { .. })),
         "{outcome:?}"
@@ -149,7 +93,7 @@ fn an_accepted_originate_whose_session_ends_is_placed_with_its_end_unknown() {
         OriginateEnd::Placed(_)
     ));
     // Written, then the connection went before any answer: it may be ringing.
-    let outcome = originate(Server::SaysThenCloses(String::new()));
+    let outcome = originate("", Then::Closes);
     assert!(
         matches!(OriginateEnd::of(&outcome), OriginateEnd::InDoubt(_)),
         "{outcome:?}"
