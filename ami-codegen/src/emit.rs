@@ -19,6 +19,11 @@ fn lit(s: &str) -> String {
     format!("{s:?}")
 }
 
+/// String literals, comma-separated: the elements of a generated array.
+fn lits(items: &[String]) -> String {
+    items.iter().map(|c| lit(c)).collect::<Vec<_>>().join(", ")
+}
+
 fn kind_expr(ty: &Ty) -> String {
     match ty {
         Ty::Text => "T".into(),
@@ -161,12 +166,7 @@ fn spec_table(out: &mut String, static_name: &str, defs: &[MessageDef]) {
         defs.len()
     );
     for d in defs {
-        let class = d
-            .class
-            .iter()
-            .map(|c| lit(c))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let class = lits(&d.class);
         let _ = writeln!(
             out,
             "    MessageSpec {{\n        name: {},\n        class: &[{class}],\n        source: Source::{},\n        arbitrary_fields: {},\n        fields: &[",
@@ -513,12 +513,7 @@ fn actions_file(model: &Model) -> String {
     header(&mut out, model, "Typed actions and responses");
     out.push_str("#![allow(clippy::upper_case_acronyms, clippy::new_without_default, clippy::too_many_arguments)]\n\nuse super::enums;\nuse super::events;\nuse crate::action::{Ack, EventMask, ListAction, Params};\nuse crate::read;\nuse crate::Event;\nuse std::borrow::Cow;\nuse std::fmt::Display;\n");
     out.push_str(SPEC_HELPERS);
-    let classes = model
-        .classes
-        .iter()
-        .map(|c| lit(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let classes = lits(&model.classes);
     let _ = writeln!(
         out,
         "/// The event class names, in Asterisk's `perms[]` order (`all` and `none` aside).\n\
