@@ -25,6 +25,11 @@ struct Nats {
 
 impl Nats {
     fn start() -> Option<Nats> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with `extra` arguments (e.g. `--user u --pass p`).
+    fn start_with(extra: &[&str]) -> Option<Nats> {
         let bin = std::env::var("PATH")
             .unwrap_or_default()
             .split(':')
@@ -40,6 +45,7 @@ impl Nats {
             std::env::temp_dir().join(format!("ami-cli-bridge-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(bin)
+            .args(extra)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(&dir)
             .stdout(Stdio::null())
@@ -283,5 +289,100 @@ fn bridge_publishes_only_the_classes_its_event_mask_names() {
     while bridge.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "ami bridge did not stop");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ami bridge --nats URL` for one simulated server until it serves, then SIGTERM: its
+/// stderr, once it exited 0.
+fn serves_through(nats_url: &str) -> String {
+    let a = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let mut bridge = command(&["bridge", "--nats", nats_url, "--metrics", "127.0.0.1:0"])
+        .env("AMI_URL", format!("ami://admin:amp111@{}", a.local_addr()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_, mut said, mut rest) = metrics_port(&mut bridge);
+    send_signal(&bridge, "TERM");
+    let status = bridge.wait().unwrap();
+    rest.read_to_string(&mut said).unwrap();
+    assert_eq!(status.code(), Some(0), "{said}");
+    said
+}
+
+#[test]
+fn bridge_logs_in_to_nats_with_the_user_password_or_token_of_its_url_and_shows_neither() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(nats) = Nats::start_with(&["--user", "u", "--pass", "SuperSecret99"]) else {
+        return;
+    };
+    let down = closed_port();
+    // A list, the live server first and last (the client tries them in random order).
+    for url in [
+        format!("nats://u:SuperSecret99@127.0.0.1:{}", nats.port),
+        format!(
+            "nats://u:SuperSecret99@127.0.0.1:{down},nats://u:SuperSecret99@127.0.0.1:{}",
+            nats.port
+        ),
+        format!(
+            "nats://u:SuperSecret99@127.0.0.1:{},nats://127.0.0.1:{down}",
+            nats.port
+        ),
+    ] {
+        let err = serves_through(&url);
+        assert!(err.contains("nats://u:***@127.0.0.1"), "{err}");
+        assert!(!err.contains("SuperSecret99"), "{err}");
+    }
+    let Some(nats) = Nats::start_with(&["--auth", "T0ken"]) else {
+        return;
+    };
+    let err = serves_through(&format!("nats://T0ken@127.0.0.1:{}", nats.port));
+    assert!(!err.contains("T0ken"), "{err}");
+}
+
+/// Creates stream `AMI` with `subjects` as an operator would, over the plain NATS protocol.
+fn operators_stream(port: u16, subjects: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = format!(r#"{{"name":"AMI","subjects":{subjects},"storage":"memory"}}"#);
+    let out = format!(
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.op 1\r\nPUB $JS.API.STREAM.CREATE.AMI _INBOX.op {}\r\n{body}\r\n",
+        body.len()
+    );
+    s.write_all(out.as_bytes()).unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("MSG _INBOX.op") || !got.ends_with("}\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "nats-server closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(!got.contains(r#""error""#), "{got}");
+}
+
+#[test]
+fn bridge_refuses_a_stream_whose_subjects_do_not_fit_with_the_connect_exit_code_in_one_line() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (subjects, says) in [
+        (r#"["ami.>"]"#, "captures the action requests"),
+        (r#"["ami.*.event.>"]"#, "do not cover"),
+    ] {
+        let Some(nats) = Nats::start() else { return };
+        operators_stream(nats.port, subjects);
+        let out = ami(&[
+            "--server",
+            "ami://admin:amp111@127.0.0.1:1",
+            "bridge",
+            "--nats",
+            &format!("nats://127.0.0.1:{}", nats.port),
+        ]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("stream AMI") && err.contains(says), "{err}");
     }
 }

@@ -89,7 +89,10 @@ pub enum RequestError {
     /// No `Action` header.
     #[error("no Action header")]
     NoAction,
-    /// An action the bridge's sessions depend on (`Login`, `Logoff`, `Challenge`, `Events`).
+    /// An action the bridge's sessions depend on (`Login`, `Logoff`, `Challenge`, `Events`),
+    /// or one that would change what a session publishes for every consumer (`Filter`: a
+    /// filter stays until the session ends, and a `!UserEvent` would mute its stream without
+    /// a gap).
     #[error("action {0} is reserved to the bridge")]
     Reserved(String),
     /// A field would break the wire format or Asterisk's limits.
@@ -135,7 +138,7 @@ impl ActionRequest {
             .find(|(k, _)| k.eq_ignore_ascii_case("Action"))
             .map(|(_, v)| *v)
             .ok_or(RequestError::NoAction)?;
-        if ["login", "logoff", "challenge", "events"]
+        if ["login", "logoff", "challenge", "events", "filter"]
             .iter()
             .any(|r| name.eq_ignore_ascii_case(r))
         {
@@ -261,7 +264,10 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
             e @ (SendError::Invalid(_)
             | SendError::ActionIdField
             | SendError::Reserved(_)
-            | SendError::SyncOriginateRefused),
+            | SendError::SyncOriginateRefused
+            // Its OriginateResponse could never arrive on this bridge's sessions: the same
+            // request would be refused again, so no retry invitation (`not_sent`).
+            | SendError::FollowUpMasked { .. }),
         )) => (
             "invalid_request",
             Reply::new(Some(server), "invalid_request").error(&e.to_string()),
@@ -283,24 +289,25 @@ fn answer_of(result: &Result<Response, AmiError>) -> Option<&Response> {
     }
 }
 
-/// `body`, or, when it is over NATS's max payload (NATS would refuse to carry it and the
-/// requester would wait for it until its own timeout, without a word), a
-/// [`too_large_reply`] in its place, the loss counted and logged like any lost reply.
+/// The reply to send and its outcome kind: `kind` and `body`, or, when `body` is over
+/// NATS's max payload (NATS would refuse to carry it and the requester would wait for it
+/// until its own timeout, without a word), `reply_too_large` and a [`too_large_reply`] in
+/// its place, the loss of the whole reply counted and logged like any lost reply.
 fn within_max_payload(
     control: &Control,
     server: &str,
     kind: &'static str,
     result: &Result<Response, AmiError>,
     body: String,
-) -> String {
+) -> (&'static str, String) {
     let max = control.nats.server_info().max_payload;
     // 0: not known yet (never connected); NATS itself refuses what does not fit.
     if max == 0 || body.len() <= max {
-        return body;
+        return (kind, body);
     }
     control.metrics.reply_lost(ReplyLoss::TooLarge);
     let why = format_args!(
-        "the reply to an action on {server} ({} bytes) is over NATS's max payload ({max} bytes); the requester is answered reply_too_large",
+        "the answer to an action on {server} ({} bytes) is over NATS's max payload ({max} bytes); the requester got reply_too_large in its place",
         body.len()
     );
     if let Some(line) = control
@@ -309,7 +316,8 @@ fn within_max_payload(
     {
         log::warn!("{line}");
     }
-    too_large_reply(server, kind, answer_of(result), body.len(), max)
+    let reply = too_large_reply(server, kind, answer_of(result), body.len(), max);
+    ("reply_too_large", reply)
 }
 
 /// The reply that stands for one of `size` bytes over NATS's max payload `max`: outcome
@@ -679,15 +687,32 @@ async fn answer(
             Ok(_) => {}
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
                 // For `ami.any.action` the server is in the original reply.
-                let reply = Reply::new(named.as_deref(), "duplicate");
+                let reply = || Reply::new(named.as_deref(), "duplicate");
                 let body = match kv.get(key.as_str()).await {
                     Ok(Some(v)) if v.as_ref() != PENDING => match std::str::from_utf8(&v) {
-                        Ok(orig) => reply.raw("original", orig),
-                        Err(_) => reply,
+                        Ok(orig) => {
+                            let whole = reply().raw("original", orig).finish();
+                            let max = control.nats.server_info().max_payload;
+                            if max == 0 || whole.len() <= max {
+                                whole
+                            } else {
+                                // The first reply fitted, itself wrapped in this one does
+                                // not: said, never a silence until the requester gives up.
+                                reply()
+                                    .error(&format!(
+                                        "a request with this idempotency key ran; its reply ({} bytes) does not fit in this answer under NATS's max payload ({max} bytes)",
+                                        orig.len()
+                                    ))
+                                    .finish()
+                            }
+                        }
+                        Err(_) => reply().finish(),
                     },
-                    _ => reply.error("a request with this idempotency key is running or ran"),
+                    _ => reply()
+                        .error("a request with this idempotency key is running or ran")
+                        .finish(),
                 };
-                return (named, "duplicate", body.finish());
+                return (named, "duplicate", body);
             }
             Err(e) => {
                 let body = Reply::new(named.as_deref(), "not_sent")
@@ -726,7 +751,7 @@ async fn answer(
         }
     };
     let (kind, body) = outcome_reply(&server, &result);
-    let body = within_max_payload(control, &server, kind, &result, body);
+    let (replied, body) = within_max_payload(control, &server, kind, &result, body);
     if let Some(key) = &req.idempotency_key {
         if kind == "not_sent" {
             // The session refused it, or its deadline passed, before writing it (full
@@ -738,7 +763,7 @@ async fn answer(
             log::warn!("idempotency key {key}: result not stored: {e}");
         }
     }
-    (Some(server), kind, body)
+    (Some(server), replied, body)
 }
 
 /// Frees `key` after its request was not sent, so a retry with it runs.
@@ -897,6 +922,32 @@ mod tests {
         for (i, r) in ReplyLoss::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
+    }
+
+    #[test]
+    fn a_filter_request_is_refused_it_would_mute_the_stream_every_consumer_reads() {
+        for name in ["Filter", "filter", "FILTER"] {
+            let body = format!(
+                r#"{{"headers":[["Action","{name}"],["Operation","Add"],["Filter","!UserEvent: X"]]}}"#
+            );
+            assert_eq!(
+                ActionRequest::parse(body.as_bytes()),
+                Err(RequestError::Reserved(name.to_string()))
+            );
+        }
+    }
+
+    #[test]
+    fn an_async_originate_the_event_mask_refuses_is_an_invalid_request_not_a_retry() {
+        // `not_sent` invites a retry, which the same mask refuses again, for ever.
+        let masked: Result<Response, AmiError> = Err(AmiError::Send(SendError::FollowUpMasked {
+            mask: "system".into(),
+        }));
+        let (kind, body) = outcome_reply("pbx1", &masked);
+        assert_eq!(kind, "invalid_request");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["outcome"], "invalid_request");
+        assert!(v["error"].as_str().unwrap().contains("event mask `system`"));
     }
 
     #[test]

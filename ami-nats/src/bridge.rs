@@ -1,6 +1,6 @@
 //! The bridge: NATS connection, stream and buckets, and the tasks that tie them together.
 
-use crate::config::{BridgeConfig, BridgeConfigError, ServerSpec};
+use crate::config::{BridgeConfig, BridgeConfigError, NatsAuth, ServerSpec};
 use crate::metrics::{self, Metrics};
 use crate::publish::{Publisher, Terms};
 use crate::upstream::{ServerIx, Tagged, UpItem, Upstream};
@@ -39,9 +39,39 @@ pub enum BridgeError {
     /// The stream or a bucket could not be found or created.
     #[error("JetStream setup failed: {0}")]
     Setup(String),
+    /// The stream exists with subjects that do not fit the bridge (an operator made it):
+    /// nothing was started. Publishing into a stream that does not take every item would
+    /// be retried for ever; a stream that captures action requests answers them itself (a
+    /// publish ack) while a bridge runs them too.
+    #[error("stream {stream} has subjects {subjects:?}: {problem}")]
+    StreamSubjects {
+        /// The stream's name.
+        stream: String,
+        /// Its subjects as configured.
+        subjects: Vec<String>,
+        /// What is wrong with them.
+        problem: StreamProblem,
+    },
     /// The metrics address could not be bound.
     #[error("metrics listener: {0}")]
     Metrics(#[source] std::io::Error),
+}
+
+/// What is wrong with an existing stream's subjects (see [`BridgeError::StreamSubjects`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamProblem {
+    /// Subjects the bridge publishes on that no subject of the stream covers.
+    #[error("they do not cover {0:?}, which the bridge publishes on (add them, or give the bridge another stream)")]
+    Uncovered(Vec<String>),
+    /// A subject of the stream matches action requests the bridge answers.
+    #[error("{stream_subject:?} captures the action requests on {action:?} (JetStream would answer them; remove it, or give the bridge another stream)")]
+    CapturesActions {
+        /// The stream's subject.
+        stream_subject: String,
+        /// The action subject (or pattern of them) it overlaps.
+        action: String,
+    },
 }
 
 /// Shared by the lease loop, the action handlers and the bridge handle.
@@ -362,15 +392,16 @@ impl std::fmt::Debug for Bridge {
     }
 }
 
-/// Creates the stream if absent (an existing one is used as configured).
-async fn ensure_stream(js: &jetstream::Context, c: &BridgeConfig) -> Result<(), BridgeError> {
+/// Creates the stream if absent (an existing one is used as configured, once its subjects
+/// are checked by [`check_stream_subjects`]).
+async fn ensure_stream(
+    js: &jetstream::Context,
+    c: &BridgeConfig,
+    own_subject: &str,
+) -> Result<(), BridgeError> {
     let cfg = stream::Config {
         name: c.stream.name.clone(),
-        subjects: vec![
-            "ami.*.event.>".into(),
-            "ami.*.gap".into(),
-            "ami.*.session".into(),
-        ],
+        subjects: STREAM_SUBJECTS.iter().map(|s| s.to_string()).collect(),
         max_age: c.stream.max_age,
         max_bytes: c.stream.max_bytes,
         duplicate_window: c.stream.duplicate_window,
@@ -382,10 +413,60 @@ async fn ensure_stream(js: &jetstream::Context, c: &BridgeConfig) -> Result<(), 
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
     };
-    js.get_or_create_stream(cfg)
-        .await
-        .map(|_| ())
-        .map_err(|e| BridgeError::Setup(format!("stream {}: {e}", c.stream.name)))
+    let setup =
+        |e: &dyn std::fmt::Display| BridgeError::Setup(format!("stream {}: {e}", c.stream.name));
+    let mut stream = js.get_or_create_stream(cfg).await.map_err(|e| setup(&e))?;
+    let info = stream.info().await.map_err(|e| setup(&e))?;
+    let subjects = info.config.subjects.clone();
+    check_stream_subjects(&subjects, &c.servers, own_subject).map_err(|problem| {
+        BridgeError::StreamSubjects {
+            stream: c.stream.name.clone(),
+            subjects,
+            problem,
+        }
+    })
+}
+
+/// The subjects of the stream the bridge creates.
+const STREAM_SUBJECTS: [&str; 3] = ["ami.*.event.>", "ami.*.gap", "ami.*.session"];
+
+/// Action requests: `ami.<server>.action` and `ami.any.action`.
+const ACTION_SUBJECTS: &str = "ami.*.action";
+
+/// Checks a stream's `subjects` against what a bridge for `servers` publishes (each
+/// server's `ami.<server>.event.>`, `.gap` and `.session` must be covered by one of them)
+/// and the requests it answers (`ami.*.action` and `own_subject`, this process's subject
+/// for forwarded requests, must overlap none of them).
+pub(crate) fn check_stream_subjects(
+    subjects: &[String],
+    servers: &[ServerSpec],
+    own_subject: &str,
+) -> Result<(), StreamProblem> {
+    for action in [ACTION_SUBJECTS, own_subject] {
+        if let Some(s) = subjects.iter().find(|s| crate::subject::overlap(s, action)) {
+            return Err(StreamProblem::CapturesActions {
+                stream_subject: s.clone(),
+                action: action.to_string(),
+            });
+        }
+    }
+    let uncovered: Vec<String> = servers
+        .iter()
+        .flat_map(|spec| {
+            let t = &spec.token;
+            [
+                format!("ami.{t}.event.>"),
+                format!("ami.{t}.gap"),
+                format!("ami.{t}.session"),
+            ]
+        })
+        .filter(|needed| !subjects.iter().any(|s| crate::subject::covers(s, needed)))
+        .collect();
+    if uncovered.is_empty() {
+        Ok(())
+    } else {
+        Err(StreamProblem::Uncovered(uncovered))
+    }
 }
 
 /// Limits of a KV bucket the bridge creates when absent.
@@ -465,7 +546,17 @@ impl Bridge {
             config.max_backlog_bytes,
         ));
         let connected = metrics.nats_connected.clone();
-        let nats = async_nats::ConnectOptions::new()
+        // async-nats reads no credentials from a URL: they are taken out here and given as
+        // options (and the addresses it may show in an error carry none).
+        let (addrs, auth) = crate::config::nats_servers(&config.nats_url)?;
+        let options = match auth {
+            NatsAuth::None => async_nats::ConnectOptions::new(),
+            NatsAuth::UserPassword(user, password) => {
+                async_nats::ConnectOptions::new().user_and_password(user, password)
+            }
+            NatsAuth::Token(token) => async_nats::ConnectOptions::new().token(token),
+        };
+        let nats = options
             // The instance tells apart two processes started under one bridge ID.
             .name(format!("ami-bridge {bridge_id} {instance}"))
             // Every publish ack of the window lands in one subscription: room for all of them.
@@ -485,7 +576,7 @@ impl Bridge {
                     }
                 }
             })
-            .connect(config.nats_url.as_str())
+            .connect(addrs)
             .await
             .map_err(|e| BridgeError::Connect(e.to_string()))?;
         metrics.nats_connected.set(1);
@@ -493,7 +584,8 @@ impl Bridge {
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(2))
             .build(nats.clone());
-        ensure_stream(&js, &config).await?;
+        let own_subject = Control::direct_subject(&bridge_id, Some(&instance));
+        ensure_stream(&js, &config, &own_subject).await?;
         let leases = ensure_bucket(
             &js,
             Bucket {

@@ -218,6 +218,102 @@ fn secret_span(url: &str) -> Option<(usize, usize)> {
     })
 }
 
+/// Credentials for NATS, from the user info of the URLs (async-nats reads none there).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum NatsAuth {
+    /// No user info in any URL.
+    None,
+    /// `user:password@`, percent-decoded.
+    UserPassword(String, String),
+    /// `token@`, percent-decoded.
+    Token(String),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, <redacted>)"),
+            NatsAuth::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// The servers of a NATS URL or comma-separated list of them, without their user info, and
+/// the credentials that user info gave. The credentials are the same for every server
+/// (one connection presents one set): a URL without user info uses those of the others,
+/// two URLs with different ones are refused. A secret may hold a raw `@`, `/`, `?` or `#`
+/// (the last `@` ends it, as for [`redact_url`]) or percent-escapes (`%40` is `@`). Errors
+/// show the URL through [`redact_url`].
+pub(crate) fn nats_servers(
+    url: &str,
+) -> Result<(Vec<async_nats::ServerAddr>, NatsAuth), BridgeConfigError> {
+    let mut addrs = Vec::new();
+    let mut auth = NatsAuth::None;
+    for one in url.split(',').map(str::trim) {
+        let bad = |why: &dyn std::fmt::Display| {
+            BridgeConfigError::NatsUrl(format!("{:?}: {why}", redact_one(one)))
+        };
+        if one.is_empty() {
+            return Err(bad(&"empty URL in the list"));
+        }
+        let (scheme, rest) = match one.find("://") {
+            Some(i) => one.split_at(i + 3),
+            None => ("nats://", one),
+        };
+        let (this_auth, host) = match rest.rfind('@') {
+            None => (NatsAuth::None, rest),
+            Some(at) => {
+                let (userinfo, host) = (&rest[..at], &rest[at + 1..]);
+                let decode = |s: &str| {
+                    percent_decode(s)
+                        .ok_or_else(|| bad(&"user info is not UTF-8 once percent-decoded"))
+                };
+                let a = match userinfo.split_once(':') {
+                    Some((user, password)) => {
+                        NatsAuth::UserPassword(decode(user)?, decode(password)?)
+                    }
+                    None => NatsAuth::Token(decode(userinfo)?),
+                };
+                (a, host)
+            }
+        };
+        let addr: async_nats::ServerAddr =
+            format!("{scheme}{host}").parse().map_err(|e| bad(&e))?;
+        addrs.push(addr);
+        match (&auth, this_auth) {
+            (_, NatsAuth::None) => {}
+            (NatsAuth::None, a) => auth = a,
+            (known, a) if *known == a => {}
+            _ => return Err(BridgeConfigError::NatsCredentials),
+        }
+    }
+    Ok((addrs, auth))
+}
+
+/// `%XX` escapes decoded (a `%` not followed by two hex digits stays as it is); `None`
+/// when the bytes are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let hex = |j: usize| b.get(j).and_then(|&h| char::from(h).to_digit(16));
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits: at most 0xff.
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(u8::MAX));
+                i += 3;
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn redact_one(url: &str) -> String {
     match secret_span(url) {
         Some((from, to)) => format!(
@@ -230,7 +326,9 @@ fn redact_one(url: &str) -> String {
 }
 
 impl BridgeConfig {
-    /// A bridge to the NATS server at `nats_url` (e.g. `nats://127.0.0.1:4222`) for `servers`.
+    /// A bridge to the NATS server at `nats_url` (e.g. `nats://127.0.0.1:4222`, or a
+    /// comma-separated list; `user:password@` or `token@` in a URL log in, see
+    /// [the crate docs](crate#nats-url-and-credentials)) for `servers`.
     pub fn new(nats_url: impl Into<String>, servers: Vec<ServerSpec>) -> BridgeConfig {
         BridgeConfig {
             nats_url: nats_url.into(),
@@ -339,6 +437,7 @@ impl BridgeConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), BridgeConfigError> {
+        nats_servers(&self.nats_url)?;
         if self.servers.is_empty() {
             return Err(BridgeConfigError::NoServers);
         }
@@ -403,6 +502,12 @@ pub enum BridgeConfigError {
     /// No server given.
     #[error("no Asterisk server given")]
     NoServers,
+    /// A NATS URL of the list cannot be read (shown with its password or token as `***`).
+    #[error("bad NATS URL {0}")]
+    NatsUrl(String),
+    /// Two NATS URLs of the list carry different credentials.
+    #[error("the NATS URLs carry different credentials (one connection presents one set)")]
+    NatsCredentials,
     /// A name is empty, too long or holds control characters.
     #[error("bad name {0:?}")]
     BadName(String),
@@ -460,6 +565,42 @@ mod tests {
             "nats://a:***@h1:4222,tls://***@h2:4222,h3:4222,nats://u:***@h4:1"
         );
         assert!(url_secrets("nats://127.0.0.1:4222").is_empty());
+    }
+
+    #[test]
+    fn nats_url_credentials_are_taken_percent_decoded_and_the_list_is_every_server() {
+        let (addrs, auth) = nats_servers("nats://u:Sup%40er/Se#cret@127.0.0.1:4240").unwrap();
+        assert_eq!(
+            auth,
+            NatsAuth::UserPassword("u".into(), "Sup@er/Se#cret".into())
+        );
+        assert_eq!(addrs.len(), 1);
+        assert!(!addrs[0].has_user_pass());
+        assert_eq!((addrs[0].host(), addrs[0].port()), ("127.0.0.1", 4240));
+        let (addrs, auth) = nats_servers("nats://T0ken@h1:1, nats://h2:2,h3").unwrap();
+        assert_eq!(auth, NatsAuth::Token("T0ken".into()));
+        let hosts: Vec<_> = addrs
+            .iter()
+            .map(|a| (a.host().to_string(), a.port()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [("h1".into(), 1), ("h2".into(), 2), ("h3".into(), 4222)]
+        );
+        assert_eq!(nats_servers("nats://h:1").unwrap().1, NatsAuth::None);
+        assert!(!format!("{auth:?}").contains("T0ken"));
+        assert_eq!(
+            nats_servers("nats://a:x@h1:1,nats://a:y@h2:2").unwrap_err(),
+            BridgeConfigError::NatsCredentials
+        );
+        let bad = nats_servers("nats://u:S3cret@h1:99999")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("u:***@h1:99999") && !bad.contains("S3cret"),
+            "{bad}"
+        );
+        assert!(nats_servers("nats://h1:1,").is_err());
     }
 
     #[test]

@@ -572,7 +572,11 @@ async fn try_acquire(
                     false
                 }
             };
-            if !released && !stale {
+            // This very process's value: it fenced itself (NATS did not answer its renewals
+            // in time) and nobody took the lease since, or the value would be theirs. It is
+            // taken back at once, not after a TTL of seeing it unchanged.
+            let ours = e.value == *held_value;
+            if !released && !stale && !ours {
                 return None;
             }
             (

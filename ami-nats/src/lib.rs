@@ -36,6 +36,15 @@
 //!   and what had to be dropped is counted and published as an `overflow` gap when NATS is
 //!   back.
 //!
+//! ## NATS URL and credentials
+//!
+//! [`BridgeConfig::new`] takes one NATS URL or a comma-separated list of them. async-nats
+//! reads no credentials from a URL: the bridge takes `user:password@` or `token@` out of
+//! them (percent-escapes decoded; the last `@` ends the secret) and passes them as
+//! connection options, the same set for every server of the list (a URL without user info
+//! uses the others'; two different sets are refused). [`redact_url`] shows a URL without
+//! its secret; no log line or error of the bridge holds one.
+//!
 //! ```no_run
 //! use ami_nats::{Bridge, BridgeConfig, ServerSpec};
 //! use ami_proto::ClientConfig;
@@ -75,7 +84,14 @@
 //!
 //! ## Stream and buckets
 //!
-//! Created when absent (an existing one is used as it is):
+//! Created when absent. An existing stream is used with its own limits, once its subjects
+//! are checked: they must cover what the bridge publishes for each of its servers
+//! (`ami.<server>.event.>`, `ami.<server>.gap`, `ami.<server>.session`, one subject of the
+//! stream covering each, with NATS wildcard rules) and overlap no action subject
+//! (`ami.*.action`, this process's `ami.bridge.<bridge>_<instance>.action`); otherwise
+//! [`Bridge::start`] fails with [`BridgeError::StreamSubjects`] and starts nothing (items a
+//! stream does not take would be retried for ever; a stream capturing the requests would
+//! answer them with a publish ack while the bridge runs them too). What is created:
 //! - stream `AMI` ([`StreamLimits`]): subjects `ami.*.event.>`, `ami.*.gap`,
 //!   `ami.*.session`; file storage, 24 h, 1 GiB, oldest dropped first; de-duplication window
 //!   2 min;
@@ -91,6 +107,7 @@ mod config;
 mod lease;
 mod metrics;
 mod publish;
+mod subject;
 mod throttle;
 mod upstream;
 
@@ -99,7 +116,7 @@ mod upstream;
 pub use ami_json as schema;
 
 pub use actions::{ActionRequest, RequestError};
-pub use bridge::{Bridge, BridgeError};
+pub use bridge::{Bridge, BridgeError, StreamProblem};
 pub use config::{
     redact_url, url_secrets, BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits,
     MAX_SERVER_NAME_LEN,

@@ -379,6 +379,31 @@ fn a_renewal_whose_answer_was_lost_keeps_the_lease_instead_of_evicting_the_bridg
 }
 
 #[test]
+fn a_bridge_that_fenced_itself_in_a_nats_outage_takes_its_own_lease_back_at_once() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // TTL 4 s: renewals every second, fenced 3 s after the last one answered.
+    let ttl = Duration::from_secs(4);
+    let bridge = serving_bridge(pbx1_bridge(&nats, &a, "only", ttl), &a);
+    signal(&nats, "STOP");
+    std::thread::sleep(Duration::from_millis(4500));
+    signal(&nats, "CONT");
+    wait_for(Duration::from_secs(3), "the bridge fenced itself", || {
+        bridge.serving().is_empty()
+    });
+    // The lease still holds this process's own value: nobody took it. It is taken back at
+    // the next look (a second), not a whole TTL of seeing it unchanged later.
+    let resumed = Instant::now();
+    wait_for(ttl, "serving pbx1 again", || bridge.serving() == ["pbx1"]);
+    let took = resumed.elapsed();
+    assert!(
+        took < ttl * 5 / 8,
+        "{took:?} to take its own lease back: as long as a stranger's (TTL {ttl:?})"
+    );
+    bridge.shutdown();
+}
+
+#[test]
 fn clean_shutdown_ends_the_session_with_lease_released_and_hands_over_at_once() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
@@ -1724,10 +1749,61 @@ fn an_answer_over_the_nats_max_payload_is_replaced_by_a_reply_too_large_that_say
             "ami_bridge_action_replies_lost_total{reason=\"too_large\"}",
         ) == 1
     });
+    // Counted as what the requester got, not as a success it never saw.
+    let m = bridge.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "ami_bridge_actions_total{server=\"big1\",outcome=\"reply_too_large\"}"
+        ),
+        1,
+        "{m}"
+    );
     // An answer that fits is carried as ever.
     assert_eq!(
         answer(r#"{"headers":[["Action","Ping"]]}"#)["outcome"],
         "success"
+    );
+    bridge.shutdown();
+}
+
+#[test]
+fn a_duplicate_whose_original_reply_does_not_fit_again_is_still_answered() {
+    // The first reply fits under the max payload; wrapped as the duplicate's `original`
+    // it does not. The second requester must hear so, not wait in silence.
+    let Some(nats) = Nats::start_with_config("max_payload: 2080") else {
+        return;
+    };
+    let a = sim();
+    let client = login()
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let bridge = serving_bridge(
+        BridgeConfig::new(nats.url(), vec![spec("dup1", &a, client)]),
+        &a,
+    );
+    let url = nats.url();
+    let name = "V".repeat(900);
+    let value = "x".repeat(1000);
+    let set =
+        format!(r#"{{"headers":[["Action","Setvar"],["Variable","{name}"],["Value","{value}"]]}}"#);
+    assert_eq!(
+        block(request(&url, "ami.dup1.action", &set))["outcome"],
+        "success"
+    );
+    let get = format!(
+        r#"{{"headers":[["Action","Getvar"],["Variable","{name}"]],"idempotency_key":"big-1"}}"#
+    );
+    let first = block(request(&url, "ami.dup1.action", &get));
+    assert_eq!(first["outcome"], "success", "{first}");
+    let again = block(request(&url, "ami.dup1.action", &get));
+    assert_eq!(again["outcome"], "duplicate", "{again}");
+    assert!(
+        again["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not fit")),
+        "{again}"
     );
     bridge.shutdown();
 }
@@ -2009,4 +2085,165 @@ fn server_input_the_client_discards_is_a_counted_discarded_gap_in_the_stream() {
         )
     });
     bridge.shutdown();
+}
+
+/// Starts a bridge for `pbx1` at `a` through `url` and, when it started, shuts it down.
+fn start_then_stop(url: &str, a: &ami_sim::tcp::TcpFront) -> Result<(), ami_nats::BridgeError> {
+    let config = BridgeConfig::new(url, vec![spec("pbx1", a, login().build().unwrap())]);
+    block(async {
+        let bridge = ami_nats::Bridge::start(config).await?;
+        bridge.shutdown(Duration::from_millis(100)).await;
+        Ok(())
+    })
+}
+
+/// A port nothing listens on (bound, then released).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_user_and_password_of_the_nats_url_log_the_bridge_in_percent_decoded() {
+    let Some(nats) = Nats::start_with_config(
+        r#"authorization { users = [
+            { user: u, password: SuperSecret99 },
+            { user: "v w", password: "p@ss/w#rd%" }
+        ] }"#,
+    ) else {
+        return;
+    };
+    let a = sim();
+    let port = nats.port;
+    start_then_stop(&format!("nats://u:SuperSecret99@127.0.0.1:{port}"), &a).unwrap();
+    // Percent-escaped, and raw (the last `@` ends the password).
+    start_then_stop(
+        &format!("nats://v%20w:p%40ss%2Fw%23rd%25@127.0.0.1:{port}"),
+        &a,
+    )
+    .unwrap();
+    start_then_stop(&format!("nats://v%20w:p@ss/w#rd%@127.0.0.1:{port}"), &a).unwrap();
+    let wrong = start_then_stop(&format!("nats://u:Wr0ngPass@127.0.0.1:{port}"), &a)
+        .unwrap_err()
+        .to_string();
+    assert!(!wrong.contains("Wr0ngPass"), "{wrong}");
+}
+
+#[test]
+fn the_token_of_the_nats_url_logs_the_bridge_in() {
+    let Some(nats) = Nats::start_with_config("authorization { token: T0ken }") else {
+        return;
+    };
+    let a = sim();
+    start_then_stop(&format!("nats://T0ken@127.0.0.1:{}", nats.port), &a).unwrap();
+}
+
+#[test]
+fn a_comma_separated_nats_url_list_is_connected_to_with_its_credentials() {
+    let Some(nats) = Nats::start_with_config("authorization { user: u, password: SuperSecret99 }")
+    else {
+        return;
+    };
+    let a = sim();
+    let down = closed_port();
+    // The live server last and first: whichever order the client tries them in.
+    for url in [
+        format!(
+            "nats://u:SuperSecret99@127.0.0.1:{down},nats://127.0.0.1:{}",
+            nats.port
+        ),
+        format!(
+            "nats://127.0.0.1:{},nats://u:SuperSecret99@127.0.0.1:{down}",
+            nats.port
+        ),
+    ] {
+        start_then_stop(&url, &a).unwrap();
+    }
+}
+
+#[test]
+fn an_existing_stream_that_misses_a_subject_the_bridge_publishes_is_refused_at_start() {
+    let Some(nats) = Nats::start() else { return };
+    operators_stream(&nats.url(), |c| {
+        c.subjects = vec!["ami.*.event.>".into(), "ami.pbx1.gap".into()];
+    });
+    let a = sim();
+    let err = start_then_stop(&nats.url(), &a).unwrap_err();
+    match &err {
+        ami_nats::BridgeError::StreamSubjects {
+            stream,
+            subjects,
+            problem: ami_nats::StreamProblem::Uncovered(missing),
+        } => {
+            assert_eq!(stream, "AMI");
+            assert_eq!(subjects, &["ami.*.event.>", "ami.pbx1.gap"]);
+            assert_eq!(missing, &["ami.pbx1.session"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let line = err.to_string();
+    assert!(line.contains("AMI") && line.contains("ami.pbx1.session") && !line.contains('\n'));
+    // Nothing was started: no lease taken, nothing published.
+    assert_eq!(a.stats().logins, 0);
+    // The operator's narrower stream that still takes everything pbx1 gets is fine.
+    let Some(nats) = Nats::start() else { return };
+    operators_stream(&nats.url(), |c| {
+        c.subjects = vec!["ami.pbx1.>".into()];
+    });
+    let err = start_then_stop(&nats.url(), &a).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ami_nats::BridgeError::StreamSubjects {
+                problem: ami_nats::StreamProblem::CapturesActions { .. },
+                ..
+            }
+        ),
+        "ami.pbx1.> captures ami.pbx1.action: {err:?}"
+    );
+    let Some(nats) = Nats::start() else { return };
+    operators_stream(&nats.url(), |c| {
+        c.subjects = vec![
+            "ami.pbx1.event.>".into(),
+            "ami.pbx1.gap".into(),
+            "ami.pbx1.session".into(),
+        ];
+    });
+    start_then_stop(&nats.url(), &a).unwrap();
+}
+
+#[test]
+fn an_existing_stream_that_captures_action_requests_is_refused_at_start() {
+    for (subject, action) in [
+        ("ami.>", "ami.*.action"),
+        ("ami.any.*", "ami.*.action"),
+        ("ami.bridge.*.*", "ami.bridge."),
+    ] {
+        let Some(nats) = Nats::start() else { return };
+        operators_stream(&nats.url(), |c| {
+            c.subjects = vec![subject.into()];
+        });
+        let a = sim();
+        let err = start_then_stop(&nats.url(), &a).unwrap_err();
+        match &err {
+            ami_nats::BridgeError::StreamSubjects {
+                stream,
+                problem:
+                    ami_nats::StreamProblem::CapturesActions {
+                        stream_subject,
+                        action: captured,
+                    },
+                ..
+            } => {
+                assert_eq!(stream, "AMI");
+                assert_eq!(stream_subject, subject);
+                assert!(captured.starts_with(action), "{captured}");
+            }
+            other => panic!("{subject}: {other:?}"),
+        }
+        assert_eq!(a.stats().logins, 0);
+    }
 }

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The NATS server, with JetStream enabled.
+    /// The NATS server, with JetStream enabled, or a comma-separated list;
+    /// `nats://user:password@host:port` or `nats://token@host:port` logs in (never shown).
     #[arg(
         long,
         env = "NATS_URL",
