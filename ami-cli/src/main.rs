@@ -140,30 +140,49 @@ enum Command {
     Sim(cmd::sim::Args),
 }
 
-/// The connection options a command that connects to no server was given on its command
-/// line: refused, since `ami sim --auth md5` or `ami sim --runtime mio` would otherwise be
-/// ignored without a word (from `AMI_URL` a URL is not refused: it is set for every command).
+/// The connection options a command has no use for, given on its command line: refused,
+/// since `ami sim --auth md5`, `ami sim --runtime mio` or `ami bridge --runtime mio` would
+/// otherwise be ignored without a word (from `AMI_URL` a URL is not refused: it is set for
+/// every command).
 fn unused_connection_options(matches: &ArgMatches) -> Result<(), Failure> {
-    let (name, sub) = match matches.subcommand() {
-        Some((name @ ("sim" | "decode"), sub)) => (name, sub),
+    let (name, sub, ids, what): (_, _, &[&str], _) = match matches.subcommand() {
+        Some((name @ "sim", sub)) => (
+            name,
+            sub,
+            &["server", "auth", "runtime", "ca"],
+            "the simulator listens where --listen says and takes plain and MD5 logins alike",
+        ),
+        Some((name @ "decode", sub)) => (
+            name,
+            sub,
+            &["server", "auth", "runtime", "ca"],
+            "decode reads a capture, it connects to nothing",
+        ),
+        Some((name @ "bridge", sub)) => (
+            name,
+            sub,
+            &["runtime"],
+            "the bridge runs on tokio (one thread), as NATS's client does",
+        ),
         _ => return Ok(()),
     };
-    let given: Vec<String> = ["server", "auth", "runtime", "ca"]
-        .into_iter()
+    let given: Vec<String> = ids
+        .iter()
         .filter(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
         .map(|id| format!("--{id}"))
         .collect();
     if given.is_empty() {
         return Ok(());
     }
-    let what = match name {
-        "sim" => "the simulator listens where --listen says and takes plain and MD5 logins alike",
-        _ => "decode reads a capture, it connects to nothing",
+    let whom = if ids.len() == 1 {
+        "the other commands"
+    } else {
+        "the commands that connect to a server"
     };
     Err(Failure::new(
         EXIT_USAGE,
         format!(
-            "{} {} for the commands that connect to a server, not `ami {name}`: {what}",
+            "{} {} for {whom}, not `ami {name}`: {what}",
             given.join(" and "),
             if given.len() == 1 { "is" } else { "are" }
         ),

@@ -1326,6 +1326,20 @@ fn connection_options_given_to_sim_or_decode_are_refused_not_ignored() {
             "{said}"
         );
     }
+    // The bridge connects, but always on tokio: a runtime asked for is refused too.
+    let out = ami(&[
+        "--runtime",
+        "mio",
+        "bridge",
+        "--server",
+        "ami://a:b@127.0.0.1:1",
+    ]);
+    assert_code(&out, 2, "bridge --runtime mio");
+    assert!(
+        stderr(&out).contains("the bridge runs on tokio"),
+        "{}",
+        stderr(&out)
+    );
     // AMI_URL is set for every command of a shell: it does not stop the simulator.
     let mut sim = command(&["sim", "--listen", "127.0.0.1:0"])
         .env("AMI_URL", "ami://a:b@127.0.0.1:1")
