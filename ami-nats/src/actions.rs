@@ -517,9 +517,9 @@ pub(crate) async fn refuse(
     answer_unrun(control, server, "not_sent", why, reply_to).await;
 }
 
-/// A request that reached a bridge not serving its server (`to`), or serving none
-/// (`ami.any.action`, `to` is `None`): passed on to the bridge holding that server's lease
-/// (any lease for `ami.any.action`) on that process's own subject (see
+/// A request that reached a bridge not serving its server (`to`), or serving none or none
+/// ready (`ami.any.action`, `to` is `None`): passed on to the bridge holding that server's
+/// lease (any other lease for `ami.any.action`) on that process's own subject (see
 /// `Control::direct_subject`: the bridge ID and instance token of the lease value),
 /// whose reply goes back to the requester as it is. Holders that are gone (no responders)
 /// are skipped; a forwarded request without an answer in time is `unknown` (it may have
@@ -595,6 +595,11 @@ pub(crate) async fn forward(
             }
         }
     }
+    if to.is_none() && control.serves_any() {
+        // No other bridge to take it: answered here, with why none of this bridge's
+        // servers can take it.
+        return handle(control, kv, to, msg, received).await;
+    }
     let why = match &named {
         Some(_) => "no bridge serves this server now; nothing was sent: retry",
         None => "no bridge serves a server now; nothing was sent: retry",
@@ -626,17 +631,32 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// Processes other than this one holding the lease of `to` (of any server when `None`),
-/// from the lease bucket. Another process started under this bridge's ID is another
+/// Processes other than this one holding the lease of `to` (of any server in the bucket
+/// when `None`), from the lease bucket. Another process started under this bridge's ID is another
 /// holder: only the bridge ID and the instance together name this process (a value without
 /// an instance is never this process's).
 async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<Holder>, String> {
+    let keys: Vec<String> = match to {
+        Some(ix) => control
+            .servers
+            .get(ix)
+            .map(|spec| spec.token().to_string())
+            .into_iter()
+            .collect(),
+        // Any server: every lease in the bucket, also those of servers this bridge is not
+        // configured with (another bridge's ready server can take `ami.any.action`).
+        None => tokio::time::timeout(Duration::from_secs(2), async {
+            let keys = control.leases.keys().await.map_err(|e| e.to_string())?;
+            futures_util::TryStreamExt::try_collect::<Vec<String>>(keys)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| "timed out".to_string())??,
+    };
     let mut holders: Vec<Holder> = Vec::new();
-    for (ix, spec) in control.servers.iter().enumerate() {
-        if to.is_some_and(|t| t != ix) {
-            continue;
-        }
-        let v = tokio::time::timeout(Duration::from_secs(2), control.leases.get(spec.token()))
+    for key in keys {
+        let v = tokio::time::timeout(Duration::from_secs(2), control.leases.get(key.as_str()))
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;

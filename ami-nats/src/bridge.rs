@@ -311,7 +311,12 @@ async fn serve_actions(
         // Where it goes, and whether this bridge must pass it on to the lease holder.
         let (to, forward) = match route {
             Route::Server(ix) => (Some(ix), control.terms.current(ix) == 0),
-            Route::AnyForwarding => (None, !control.serves_any()),
+            // Serving none, or none of its servers ready: a bridge with a ready one can
+            // take it (the holders are asked in turn; one with none ready answers not_sent).
+            Route::AnyForwarding => (
+                None,
+                !control.serves_any() || control.upstream.check(None).is_err(),
+            ),
             Route::Direct => {
                 let named = msg
                     .headers

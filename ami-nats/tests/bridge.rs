@@ -767,6 +767,45 @@ fn a_standby_bridge_forwards_any_action_to_the_bridge_that_serves() {
 }
 
 #[test]
+fn any_action_reaching_a_bridge_whose_servers_are_down_goes_to_a_bridge_with_a_ready_one() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (sim(), sim());
+    let quiet = || {
+        login()
+            .ping_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap()
+    };
+    let one = serving_bridge(
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, quiet())]).bridge_id("one"),
+        &a,
+    );
+    let two = serving_bridge(
+        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, quiet())]).bridge_id("two"),
+        &b,
+    );
+    // pbx1 goes down for longer than the test: bridge one still holds its lease, with no
+    // ready server. Half the requests reach it (both bridges are in the queue group).
+    a.restart(Duration::from_secs(60));
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "pbx1 down", || {
+        let ping = r#"{"headers":[["Action","Ping"]],"timeout_ms":500}"#;
+        block(request(&url, "ami.pbx1.action", ping))["outcome"] != "success"
+    });
+    for _ in 0..12 {
+        let r = block(request(
+            &url,
+            "ami.any.action",
+            r#"{"headers":[["Action","Ping"]]}"#,
+        ));
+        assert_eq!(r["outcome"], "success", "{r}");
+        assert_eq!(r["server"], "pbx2", "{r}");
+    }
+    one.shutdown();
+    two.shutdown();
+}
+
+#[test]
 fn idempotency_key_blocks_a_second_originate() {
     let Some(nats) = Nats::start() else { return };
     let a = sim();
