@@ -683,16 +683,19 @@ fn malformed_action_requests_get_an_error_and_reach_no_asterisk() {
     bridge.shutdown();
 }
 
+/// A client that sends no keepalive Ping: the simulator's action count is the requests'
+/// alone.
+fn quiet() -> ami_proto::ClientConfig {
+    login()
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn any_action_is_routed_by_the_fleet_policy_over_the_served_servers() {
     let Some(nats) = Nats::start() else { return };
     let (a, b) = (sim(), sim());
-    let quiet = || {
-        login()
-            .ping_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap()
-    };
     let bridge = TestBridge::start(BridgeConfig::new(
         nats.url(),
         vec![spec("pbx1", &a, quiet()), spec("pbx2", &b, quiet())],
@@ -770,12 +773,6 @@ fn a_standby_bridge_forwards_any_action_to_the_bridge_that_serves() {
 fn any_action_reaching_a_bridge_whose_servers_are_down_goes_to_a_bridge_with_a_ready_one() {
     let Some(nats) = Nats::start() else { return };
     let (a, b) = (sim(), sim());
-    let quiet = || {
-        login()
-            .ping_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap()
-    };
     let one = serving_bridge(
         BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, quiet())]).bridge_id("one"),
         &a,
