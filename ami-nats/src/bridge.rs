@@ -566,18 +566,33 @@ impl Bridge {
             .name(format!("ami-bridge {bridge_id} {instance}"))
             // Every publish ack of the window lands in one subscription: room for all of them.
             .subscription_capacity(config.publish_window.saturating_add(1024).max(64 * 1024))
-            .event_callback(move |event| {
-                let connected = connected.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            connected.set(1);
+            .event_callback({
+                // When NATS went away, so the way back is said with the outage's length
+                // (a "disconnected" warning alone leaves the operator wondering).
+                let down_since: Arc<Mutex<Option<Instant>>> = Arc::default();
+                let who = bridge_id.clone();
+                move |event| {
+                    let connected = connected.clone();
+                    let down_since = down_since.clone();
+                    let who = who.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => {
+                                connected.set(1);
+                                if let Some(since) = lock(&down_since).take() {
+                                    log::warn!(
+                                        "NATS reconnected after {:.1?} (bridge {who})",
+                                        since.elapsed()
+                                    );
+                                }
+                            }
+                            async_nats::Event::Disconnected => {
+                                log::warn!("NATS disconnected; reconnecting (bridge {who})");
+                                lock(&down_since).get_or_insert_with(Instant::now);
+                                connected.set(0);
+                            }
+                            other => log::info!("NATS: {other}"),
                         }
-                        async_nats::Event::Disconnected => {
-                            log::warn!("NATS disconnected; reconnecting");
-                            connected.set(0);
-                        }
-                        other => log::info!("NATS: {other}"),
                     }
                 }
             })

@@ -577,6 +577,7 @@ fn random_kills_never_serve_a_server_twice() {
 
 #[test]
 fn nats_restart_mid_stream_is_bounded_and_counted() {
+    let lines = warnings();
     let Some(mut nats) = Nats::start() else {
         return;
     };
@@ -616,6 +617,17 @@ fn nats_restart_mid_stream_is_bounded_and_counted() {
             assert_positions_contiguous(&all);
             // What arrived is in order: Seq restarts only at a storm or a gap.
             eprintln!("NATS outage: {events} events published, {dropped} counted in gaps");
+            // The way back is said, as the way down was.
+            let said = |what: &str| {
+                let me = format!("(bridge {})", bridge.id);
+                lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.starts_with(what) && l.ends_with(&me))
+            };
+            assert!(said("NATS disconnected"));
+            assert!(said("NATS reconnected after"));
             break;
         }
         assert!(
