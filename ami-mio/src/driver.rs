@@ -473,13 +473,15 @@ impl MioDriver {
         if !std::mem::take(&mut self.polled) {
             self.poll_into(Some(Duration::ZERO))?;
         }
-        if std::mem::take(&mut self.woken) {
+        let woken = std::mem::take(&mut self.woken);
+        if woken {
             self.take_answers(now);
         }
         let registry = self.poll.registry();
         let mut report = Report {
             notices: std::mem::take(&mut self.notices),
             user: std::mem::take(&mut self.user),
+            woken,
             ..Report::default()
         };
         let mut step = self.scheduler.begin(self.slots.len());

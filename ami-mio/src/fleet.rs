@@ -74,6 +74,9 @@ pub struct FleetReport {
     pub user: Vec<UserReady>,
     /// True when a budget stopped this step short; [`MioFleet::wait`] then returns at once.
     pub more: bool,
+    /// True when the poll's [`waker`](MioFleet::waker) fired since the last step: your own
+    /// `wake()` (so a loop fed by a channel looks at it only then) or a name lookup's answer.
+    pub woken: bool,
 }
 
 /// Many Asterisk servers as one, on one [`mio::Poll`] in a loop that belongs to you.
@@ -423,11 +426,13 @@ impl MioFleet {
         if !std::mem::take(&mut self.polled) {
             self.poll_into(Some(Duration::ZERO))?;
         }
-        if std::mem::take(&mut self.woken) {
+        let woken = std::mem::take(&mut self.woken);
+        if woken {
             self.take_answers(now);
         }
         let mut report = FleetReport {
             user: std::mem::take(&mut self.user),
+            woken,
             ..FleetReport::default()
         };
         self.fleet.handle_timeout(now);

@@ -66,6 +66,10 @@ pub struct Report {
     /// True when a budget stopped this step short (data left unread, connects deferred):
     /// [`wait`](crate::MioDriver::wait) will then return at once.
     pub more: bool,
+    /// True when the poll's [`waker`](crate::MioDriver::waker) fired since the last step:
+    /// your own `wake()` (so a loop fed by a channel looks at it only then) or a name
+    /// lookup's answer. Not counted by [`is_empty`](Self::is_empty).
+    pub woken: bool,
 }
 
 impl Report {

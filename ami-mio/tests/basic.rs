@@ -634,3 +634,28 @@ fn a_connection_whose_events_are_never_read_keeps_none_and_counts_them() {
     assert_eq!(stats.events_dropped, stats.events_in, "every event counted");
     assert!(driver.poll_event(conn).is_none());
 }
+
+#[test]
+fn a_wake_from_another_thread_is_told_in_the_next_report_of_the_driver_and_of_the_fleet() {
+    // A loop fed by a channel looks at it when the report says it was woken, not at every
+    // step; the wake ends the wait long before its timeout.
+    let mut driver = MioDriver::new().unwrap();
+    let waker = driver.waker();
+    let waking = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        waker.wake().unwrap();
+    });
+    let started = Instant::now();
+    driver.wait(Some(Duration::from_secs(10))).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    waking.join().unwrap();
+    assert!(driver.step(Instant::now()).unwrap().woken);
+    assert!(!driver.step(Instant::now()).unwrap().woken, "told once");
+
+    let mut fleet = ami_mio::MioFleet::new().unwrap();
+    assert!(!fleet.step(Instant::now()).unwrap().woken);
+    fleet.waker().wake().unwrap();
+    fleet.wait(Some(Duration::from_secs(10))).unwrap();
+    assert!(fleet.step(Instant::now()).unwrap().woken);
+    assert!(!fleet.step(Instant::now()).unwrap().woken, "told once");
+}
