@@ -2,17 +2,10 @@
 //! catalog (its docs): field types, escaping, enum values and fields the docs omit.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_proto::{Decoder, DecoderLimits, Frame, Message};
-use ami_types::Event;
+mod support;
 
-fn message(wire: &[u8]) -> Message {
-    let mut d = Decoder::without_banner(DecoderLimits::default());
-    d.feed(wire);
-    match d.decode() {
-        Some(Ok(Frame::Message(m))) => m,
-        other => panic!("not a message: {other:?}"),
-    }
-}
+use ami_types::Event;
+use support::decode as message;
 
 #[test]
 fn peer_status_and_registry_causes_are_text_while_hangup_causes_stay_integers() {

@@ -2,16 +2,13 @@
 //! read back as the caller set them; fields Asterisk sends as they are stay as sent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_proto::{Decoder, DecoderLimits, Frame, Message};
+mod support;
+
+use ami_proto::Message;
 use ami_types::Event;
 
 fn message(wire: &str) -> Message {
-    let mut d = Decoder::without_banner(DecoderLimits::default());
-    d.feed(wire.as_bytes());
-    match d.decode() {
-        Some(Ok(Frame::Message(m))) => m,
-        other => panic!("not a message: {other:?}"),
-    }
+    support::decode(wire.as_bytes())
 }
 
 #[test]

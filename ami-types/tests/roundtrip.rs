@@ -2,6 +2,8 @@
 //! outside the documented sets are kept, and values that do not parse are reported, not lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use ami_proto::{Decoder, DecoderLimits, Frame, Message};
 use ami_types::enums::ChannelStateDesc;
 use ami_types::spec::{self, FieldSpec, Kind, MessageSpec};
@@ -93,12 +95,7 @@ fn event() -> impl Strategy<Value = (&'static MessageSpec, Vec<(&'static FieldSp
 }
 
 fn decode(wire: &str) -> Message {
-    let mut decoder = Decoder::without_banner(DecoderLimits::default());
-    assert_eq!(decoder.feed(wire.as_bytes()), wire.len());
-    match decoder.decode() {
-        Some(Ok(Frame::Message(m))) => m,
-        other => panic!("{wire:?} decoded as {other:?}"),
-    }
+    support::decode(wire.as_bytes())
 }
 
 /// The wire form of a typed event: what a typed -> `Message` conversion writes.
@@ -242,22 +239,13 @@ fn fields_in_any_order_are_read_through_their_declared_types() {
     );
 }
 
-fn decode_bytes(wire: &[u8]) -> Message {
-    let mut decoder = Decoder::without_banner(DecoderLimits::default());
-    decoder.feed(wire);
-    match decoder.decode() {
-        Some(Ok(Frame::Message(m))) => m,
-        other => panic!("{wire:?} decoded as {other:?}"),
-    }
-}
-
 #[test]
 fn repeated_fields_keep_one_element_per_header_when_a_value_is_not_utf8_shown_lossy() {
     use ami_types::actions::{CommandResponse, ResponseView};
     use std::borrow::Cow;
 
     // A Latin-1 line in the middle: the lines after it keep their positions.
-    let m = decode_bytes(
+    let m = support::decode(
         b"Response: Success\r\nMessage: Command output follows\r\nOutput: line 1\r\n\
           Output: Jos\xe9\r\nOutput: line 3\r\n\r\n",
     );
@@ -271,7 +259,7 @@ fn repeated_fields_keep_one_element_per_header_when_a_value_is_not_utf8_shown_lo
     assert_eq!(issues.len(), 1);
     assert_eq!(issues[0].raw.as_bytes(), b"Jos\xe9");
 
-    let m = decode_bytes(
+    let m = support::decode(
         b"Event: Status\r\nChannel: PJSIP/1-1\r\nVariable: A=\xe9\r\nVariable: B=2\r\n\r\n",
     );
     let Event::Status(status) = Event::from_message(&m) else {
@@ -281,7 +269,7 @@ fn repeated_fields_keep_one_element_per_header_when_a_value_is_not_utf8_shown_lo
     assert_eq!(status.issues().len(), 1);
 
     // C-escaped lists too (the channel block's `ChanVariable`).
-    let m = decode_bytes(
+    let m = support::decode(
         b"Event: Newchannel\r\nChannel: PJSIP/1-1\r\nChanVariable: A=\xe9\r\n\
           ChanVariable: B=O\\'Brien\r\n\r\n",
     );

@@ -2,17 +2,14 @@
 #![cfg(feature = "serde")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_proto::{Decoder, DecoderLimits, Frame, Message};
+mod support;
+
+use ami_proto::Message;
 use ami_types::Event;
 use serde_json::json;
 
 fn decode(wire: &str) -> Message {
-    let mut decoder = Decoder::without_banner(DecoderLimits::default());
-    decoder.feed(wire.as_bytes());
-    match decoder.decode() {
-        Some(Ok(Frame::Message(m))) => m,
-        other => panic!("{other:?}"),
-    }
+    support::decode(wire.as_bytes())
 }
 
 #[test]

@@ -1,8 +1,24 @@
-//! A real `ami_proto::Client` against a scripted server, for the tests that need an action's
-//! outcome as the client resolves it.
+//! Shared by the test binaries: one wire message decoded, and a real `ami_proto::Client`
+//! against a scripted server for the tests that need an action's outcome as the client
+//! resolves it.
+// Each test binary uses only some of these.
+#![allow(dead_code)]
 
-use ami_proto::{Action, Client, ClientConfig, Input, Notice, Outcome, Output};
+use ami_proto::{
+    Action, Client, ClientConfig, Decoder, DecoderLimits, Frame, Input, Message, Notice, Outcome,
+    Output,
+};
 use std::time::{Duration, Instant};
+
+/// The one message `wire` holds, as the decoder hands it out (no banner).
+pub fn decode(wire: &[u8]) -> Message {
+    let mut decoder = Decoder::without_banner(DecoderLimits::default());
+    assert_eq!(decoder.feed(wire), wire.len());
+    match decoder.decode() {
+        Some(Ok(Frame::Message(m))) => m,
+        other => panic!("{wire:?} decoded as {other:?}"),
+    }
+}
 
 /// What the scripted server does after answering the action.
 #[derive(Clone, Copy, PartialEq, Eq)]
