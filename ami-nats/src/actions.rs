@@ -289,6 +289,13 @@ fn answer_of(result: &Result<Response, AmiError>) -> Option<&Response> {
     }
 }
 
+/// NATS's max payload when a message of `len` bytes is over it (`None` when it fits, or
+/// when the max is not known yet, before the first connect: NATS itself refuses then).
+fn over_max_payload(control: &Control, len: usize) -> Option<usize> {
+    let max = control.nats.server_info().max_payload;
+    (max != 0 && len > max).then_some(max)
+}
+
 /// The reply to send and its outcome kind: `kind` and `body`, or, when `body` is over
 /// NATS's max payload (NATS would refuse to carry it and the requester would wait for it
 /// until its own timeout, without a word), `reply_too_large` and a [`too_large_reply`] in
@@ -300,11 +307,9 @@ fn within_max_payload(
     result: &Result<Response, AmiError>,
     body: String,
 ) -> (&'static str, String) {
-    let max = control.nats.server_info().max_payload;
-    // 0: not known yet (never connected); NATS itself refuses what does not fit.
-    if max == 0 || body.len() <= max {
+    let Some(max) = over_max_payload(control, body.len()) else {
         return (kind, body);
-    }
+    };
     control.metrics.reply_lost(ReplyLoss::TooLarge);
     let why = format_args!(
         "the answer to an action on {server} ({} bytes) is over NATS's max payload ({max} bytes); the requester got reply_too_large in its place",
@@ -712,10 +717,7 @@ async fn answer(
                     Ok(Some(v)) if v.as_ref() != PENDING => match std::str::from_utf8(&v) {
                         Ok(orig) => {
                             let whole = reply().raw("original", orig).finish();
-                            let max = control.nats.server_info().max_payload;
-                            if max == 0 || whole.len() <= max {
-                                whole
-                            } else {
+                            if let Some(max) = over_max_payload(control, whole.len()) {
                                 // The first reply fitted, itself wrapped in this one does
                                 // not: said, never a silence until the requester gives up.
                                 reply()
@@ -724,6 +726,8 @@ async fn answer(
                                         orig.len()
                                     ))
                                     .finish()
+                            } else {
+                                whole
                             }
                         }
                         Err(_) => reply().finish(),
