@@ -49,7 +49,7 @@
 //! | `ready` | a session is up (logged in): the events after it are from it | `ami_version` |
 //! | `lost` | the session was lost: what the server sent until the next `ready` is missed | `reason` |
 //! | `lease_acquired` | (bridge) this bridge took the server's lease: its first item | `bridge`, `previous_bridge` if taken over |
-//! | `lease_released` | (bridge) this bridge gave the server up cleanly: its last item | `bridge` |
+//! | `lease_released` | (bridge) this bridge gave the server up cleanly: its last item | `bridge`, `reason`: `shutdown`, or why it could not use the server (`login_rejected`, `breaker_open`) |
 //!
 //! The bridge adds `"bridge"` to `ready` and `lost` too.
 //!

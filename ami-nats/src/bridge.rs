@@ -225,11 +225,16 @@ impl Control {
     }
 
     /// Starts giving `ix` up cleanly: its action subject is left and its AMI session closed,
-    /// then a `lease_released` marker follows the session's last items. The returned
-    /// receiver is told once JetStream stored the marker; the caller then calls
+    /// then a `lease_released` marker (saying `reason`) follows the session's last items.
+    /// The returned receiver is told once JetStream stored the marker; the caller then calls
     /// [`lost`](Self::lost) and writes the lease `released`, so the next bridge's items
     /// come after it.
-    pub(crate) async fn release(&self, ix: ServerIx, term: u64) -> Option<oneshot::Receiver<()>> {
+    pub(crate) async fn release(
+        &self,
+        ix: ServerIx,
+        term: u64,
+        reason: &'static str,
+    ) -> Option<oneshot::Receiver<()>> {
         {
             let _serve = lock(&self.serve_lock);
             if !self.terms.is_current(ix, term) {
@@ -238,7 +243,14 @@ impl Control {
             self.upstream.remove(ix);
         }
         let (done, stored) = oneshot::channel();
-        let marker = (ix, term, UpItem::LeaseReleased { done: Some(done) });
+        let marker = (
+            ix,
+            term,
+            UpItem::LeaseReleased {
+                done: Some(done),
+                reason,
+            },
+        );
         self.merged.send(marker).await.ok()?;
         Some(stored)
     }
@@ -726,6 +738,7 @@ impl Bridge {
             leases,
             control.clone(),
             config.lease_ttl,
+            config.stand_aside,
             stop_rx,
         ));
         Ok(Bridge {

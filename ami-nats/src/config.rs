@@ -149,6 +149,7 @@ pub struct BridgeConfig {
     pub(crate) stream: StreamLimits,
     pub(crate) lease_bucket: String,
     pub(crate) lease_ttl: Duration,
+    pub(crate) stand_aside: Duration,
     pub(crate) idempotency_bucket: String,
     pub(crate) idempotency_window: Duration,
     pub(crate) max_backlog: usize,
@@ -170,6 +171,7 @@ impl std::fmt::Debug for BridgeConfig {
             .field("stream", &self.stream)
             .field("lease_bucket", &self.lease_bucket)
             .field("lease_ttl", &self.lease_ttl)
+            .field("stand_aside", &self.stand_aside)
             .field("idempotency_bucket", &self.idempotency_bucket)
             .field("idempotency_window", &self.idempotency_window)
             .field("max_backlog", &self.max_backlog)
@@ -336,6 +338,7 @@ impl BridgeConfig {
             stream: StreamLimits::default(),
             lease_bucket: "ami_leases".into(),
             lease_ttl: Duration::from_secs(10),
+            stand_aside: Duration::from_secs(60),
             idempotency_bucket: "ami_idempotency".into(),
             idempotency_window: Duration::from_secs(600),
             max_backlog: 65_536,
@@ -360,6 +363,18 @@ impl BridgeConfig {
     /// At least 1 s (KV expiry works in whole seconds).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// How long a bridge keeps out of a server's lease after giving it up because it could
+    /// not use the server (default 60 s): its login was rejected for good, or its circuit
+    /// breaker opened (the server unreachable from here). The lease is written `released`
+    /// at once, so a bridge that can reach the server and log in takes it; after this long
+    /// this bridge competes for it again (a password fixed meanwhile is tried, with no
+    /// restart). At least 1 s: shorter, a lone bridge would re-take the lease it just left
+    /// and hammer a server that refuses it.
+    pub fn stand_aside(mut self, cooldown: Duration) -> Self {
+        self.stand_aside = cooldown;
         self
     }
 
@@ -478,6 +493,9 @@ impl BridgeConfig {
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(BridgeConfigError::LeaseTtl(self.lease_ttl));
         }
+        if self.stand_aside < Duration::from_secs(1) {
+            return Err(BridgeConfigError::StandAside(self.stand_aside));
+        }
         // A publish is retried while the lease is held; a window shorter than the lease
         // could let a retry of a stored message through as a second copy.
         if self.stream.duplicate_window < self.lease_ttl {
@@ -536,6 +554,9 @@ pub enum BridgeConfigError {
     /// The lease TTL is under a second.
     #[error("lease TTL {0:?} is under 1 s")]
     LeaseTtl(Duration),
+    /// The stand-aside time after giving a lease up is under a second.
+    #[error("stand-aside time {0:?} is under 1 s")]
+    StandAside(Duration),
     /// The stream's duplicate window is shorter than the lease TTL.
     #[error("duplicate window {window:?} is shorter than the lease TTL {ttl:?}")]
     DuplicateWindow {
@@ -668,6 +689,12 @@ mod tests {
             .lease_ttl(Duration::from_millis(10))
             .validate()
             .is_err());
+        assert_eq!(
+            ok.clone()
+                .stand_aside(Duration::from_millis(999))
+                .validate(),
+            Err(BridgeConfigError::StandAside(Duration::from_millis(999)))
+        );
         let short = StreamLimits {
             duplicate_window: Duration::from_secs(5),
             ..StreamLimits::default()

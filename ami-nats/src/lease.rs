@@ -33,6 +33,14 @@
 //! the bucket, and a `released` (or deleted) lease makes it look at its free leases then,
 //! not at its next tick.
 //!
+//! A bridge that cannot use a server whose lease it holds (its client closed for good by a
+//! rejected login, or its circuit breaker open) gives the lease up the same way, looking
+//! every quarter of a second, not only at renewals: the session ends with a
+//! `lease_released` marker naming why, the lease is written `released`, and this bridge
+//! skips that lease for its stand-aside time. Otherwise a bridge with a wrong password or
+//! a broken route would keep renewing a lease it cannot serve, and the standby that could
+//! would wait for ever.
+//!
 //! Why no two bridges serve at once: the holder's last renewal R was sent at `t0`; it stops
 //! serving by `t0 + 3/4 ttl` unless a later renewal succeeds (which changes the revision). A
 //! standby saw R at some `s >= t0` and takes over at `s + ttl > t0 + 3/4 ttl`, and only if the
@@ -60,7 +68,35 @@ enum State {
     },
     Free {
         seen: Option<(u64, Instant)>,
+        /// This bridge gave the lease up, unable to use the server: it keeps out of it
+        /// until then.
+        aside_until: Option<Instant>,
     },
+}
+
+/// What one pass of the lease loop looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every lease: the held ones renewed, the free ones tried.
+    All,
+    /// The free leases only (one seen unchanged for a TTL, or one released).
+    Free,
+    /// The servers of the held leases only, for one this bridge cannot use (local: no NATS
+    /// call unless a lease is given up).
+    Usable,
+}
+
+/// How often the servers of held leases are looked at for one this bridge cannot use: a
+/// lease given up within this much of a rejected login, not at the next renewal (TTL/4).
+const USABLE_CHECK: Duration = Duration::from_millis(250);
+
+impl State {
+    fn free() -> State {
+        State::Free {
+            seen: None,
+            aside_until: None,
+        }
+    }
 }
 
 /// A lease value read from the bucket (see the module documentation for its format).
@@ -235,16 +271,19 @@ pub(crate) async fn run(
     kv: Store,
     control: Arc<Control>,
     ttl: Duration,
+    stand_aside: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let tick = ttl / 4;
     let fence = ttl - ttl / 4;
     let n = control.servers.len();
-    let mut states: Vec<State> = (0..n).map(|_| State::Free { seen: None }).collect();
+    let mut states: Vec<State> = (0..n).map(|_| State::free()).collect();
     let mut peers = SameNamePeers::default();
     let held_value = LeaseValue::encode(true, &control.bridge_id, &control.instance);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut usable = tokio::time::interval(USABLE_CHECK.min(tick));
+    usable.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A lease seen unchanged is taken the moment it has been so for a TTL, not at the next
     // tick (up to TTL/4 later): failover then takes about the TTL, no more. Such extra
     // passes look at free leases only, at most every TTL/16 (NATS down: no tight loop).
@@ -258,14 +297,16 @@ pub(crate) async fn run(
             .filter_map(|s| match s {
                 State::Free {
                     seen: Some((_, since)),
+                    ..
                 } => Some(*since + ttl),
                 _ => None,
             })
             .min()
             .map(|at| at.max(last_free_pass + ttl / 16));
-        let only_free = tokio::select! {
-            _ = interval.tick() => false,
-            () = sleep_until(stale_at) => true,
+        let pass = tokio::select! {
+            _ = interval.tick() => Pass::All,
+            () = sleep_until(stale_at) => Pass::Free,
+            _ = usable.tick() => Pass::Usable,
             seen = next_release(&mut released) => {
                 if !seen {
                     continue;
@@ -276,22 +317,24 @@ pub(crate) async fn run(
                         break;
                     }
                 }
-                true
+                Pass::Free
             }
             _ = stop.changed() => break,
         };
         if *stop.borrow() {
             break;
         }
-        if !only_free && released.is_none() {
+        if pass == Pass::All && released.is_none() {
             // NATS was down or the watch ended: a new one, at most once a tick.
             released = open_watch(&kv, tick).await;
         }
-        last_free_pass = Instant::now();
+        if pass != Pass::Usable {
+            last_free_pass = Instant::now();
+        }
         for (ix, state) in states.iter_mut().enumerate() {
             let key = control.servers[ix].token.as_str();
             let next = match state {
-                State::Held { .. } if only_free => None,
+                State::Held { .. } if pass == Pass::Free => None,
                 State::Held {
                     term,
                     revision,
@@ -299,7 +342,20 @@ pub(crate) async fn run(
                 } => {
                     if !control.terms.is_current(ix, *term) {
                         // Fenced by the control task: the renewal deadline passed.
-                        Some(State::Free { seen: None })
+                        Some(State::free())
+                    } else if let Some(why) = control
+                        .upstream
+                        .status(ix)
+                        .as_ref()
+                        .and_then(crate::upstream::unusable)
+                    {
+                        give_up(&kv, &control, ix, *term, *revision, why, tick, stand_aside);
+                        Some(State::Free {
+                            seen: None,
+                            aside_until: Some(Instant::now() + stand_aside),
+                        })
+                    } else if pass == Pass::Usable {
+                        None
                     } else {
                         let sent = Instant::now();
                         match timeout(tick, kv.update(key, held_value.clone(), *revision)).await {
@@ -339,7 +395,7 @@ pub(crate) async fn run(
                                             "lease {key}: taken by another bridge, no longer serving"
                                         );
                                         control.lost(ix, *term);
-                                        Some(State::Free { seen: None })
+                                        Some(State::free())
                                     }
                                 }
                             }
@@ -359,7 +415,12 @@ pub(crate) async fn run(
                         }
                     }
                 }
-                State::Free { seen } => {
+                State::Free {
+                    aside_until: Some(until),
+                    ..
+                } if Instant::now() < *until => None,
+                State::Free { .. } if pass == Pass::Usable => None,
+                State::Free { seen, .. } => {
                     try_acquire(
                         &kv,
                         &control,
@@ -392,7 +453,7 @@ pub(crate) async fn run(
         .collect();
     let mut stored = Vec::with_capacity(held.len());
     for &(ix, term, _) in &held {
-        stored.extend(control.release(ix, term).await);
+        stored.extend(control.release(ix, term, "shutdown").await);
     }
     let _ = timeout(tick, futures_util::future::join_all(stored)).await;
     let released_value = LeaseValue::encode(false, &control.bridge_id, &control.instance);
@@ -401,6 +462,44 @@ pub(crate) async fn run(
         let key = control.servers[ix].token.as_str();
         release(&kv, key, revision, &held_value, &released_value, tick).await;
     }
+}
+
+/// Gives up the lease of `ix` (held as `term`, at `revision` as far as this bridge knows)
+/// because this bridge cannot use the server (`why`, see [`crate::upstream::unusable`]): as
+/// at a clean stop, the session ends with a `lease_released` marker saying `why`, then the
+/// lease is written `released`, which a bridge that can use the server takes at once. The
+/// caller keeps out of the lease for `stand_aside`. In a task of its own: the marker may
+/// wait for a slow NATS while the other leases need renewing.
+#[allow(clippy::too_many_arguments)]
+fn give_up(
+    kv: &Store,
+    control: &Arc<Control>,
+    ix: ServerIx,
+    term: u64,
+    revision: u64,
+    why: &'static str,
+    tick: Duration,
+    stand_aside: Duration,
+) {
+    let Some(spec) = control.servers.get(ix) else {
+        return;
+    };
+    log::warn!(
+        "{}: cannot be used from this bridge ({why}): lease given up, for another bridge to take; this one keeps out of it for {stand_aside:?}",
+        spec.name
+    );
+    control.metrics.lease_given_up(ix, why);
+    let key = spec.token.clone();
+    let held_value = LeaseValue::encode(true, &control.bridge_id, &control.instance);
+    let released_value = LeaseValue::encode(false, &control.bridge_id, &control.instance);
+    let (kv, control) = (kv.clone(), control.clone());
+    tokio::spawn(async move {
+        if let Some(stored) = control.release(ix, term, why).await {
+            let _ = timeout(tick, stored).await;
+        }
+        control.lost(ix, term);
+        release(&kv, &key, revision, &held_value, &released_value, tick).await;
+    });
 }
 
 /// Writes `released` into the lease `key`, held at `revision` as far as this bridge knows.

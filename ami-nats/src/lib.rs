@@ -73,8 +73,15 @@
 //! with its count; every discard is also counted in
 //! `ami_bridge_server_input_discarded_total` by reason.
 //! A bridge that stops cleanly ([`Bridge::shutdown`]) ends each session with a
-//! `lease_released` marker, stored before the lease is written `released`, so the next
-//! bridge's items come after it.
+//! `lease_released` marker (`"reason":"shutdown"`), stored before the lease is written
+//! `released`, so the next bridge's items come after it. A bridge that cannot use a server it
+//! holds (its login rejected for good, or its circuit breaker open: that many connects in a
+//! row failed from here) gives the lease up the same way within a quarter of a second, its
+//! marker's `reason` saying why (`login_rejected`, `breaker_open`), counted in
+//! `ami_bridge_leases_given_up_total`: a bridge with its own password and its own route to
+//! the server takes it at once. It keeps out of that lease for
+//! [`BridgeConfig::stand_aside`] (60 s), then competes again, so a lone bridge tries its
+//! login once a minute instead of giving up for good.
 //!
 //! ## Leases and failover
 //!

@@ -44,6 +44,8 @@ pub(crate) struct Metrics {
     actions: Family<Labels, Counter>,
     state: Family<Labels, Gauge>,
     lease: Family<Labels, Gauge>,
+    /// Leases this bridge gave up because it could not use their server, per reason.
+    given_up: Family<Labels, Counter>,
     /// Action replies that did not reach their requester, per [`ReplyLoss`].
     replies_lost: [Counter; ReplyLoss::ALL.len()],
     /// Items encoded but not yet handed to NATS.
@@ -138,6 +140,11 @@ impl Metrics {
             "1 while this bridge holds the server's lease",
             lease.clone(),
         );
+        let given_up = per_family(
+            &mut registry,
+            "leases_given_up",
+            "Leases given up because this bridge could not use the server, by reason: login_rejected (for good), breaker_open (unreachable from here); another bridge may take them",
+        );
         let backlog = Gauge::default();
         registry.register("backlog", "Items waiting for NATS", backlog.clone());
         let cap = Gauge::<i64>::default();
@@ -207,6 +214,7 @@ impl Metrics {
             actions,
             state,
             lease,
+            given_up,
             replies_lost,
             backlog,
             backlog_bytes,
@@ -219,11 +227,10 @@ impl Metrics {
             m.set_lease(ix, false);
             // Present from the start at 0, so alerts on their rate work before the first gap.
             for reason in ["overflow", "disconnected", "takeover"] {
-                let l = vec![
-                    ("server".into(), m.name(ix)),
-                    ("reason".into(), reason.into()),
-                ];
-                let _ = m.gaps.get_or_create(&l);
+                let _ = m.gaps.get_or_create(&m.server_reason(ix, reason));
+            }
+            for reason in ["login_rejected", "breaker_open"] {
+                let _ = m.given_up.get_or_create(&m.server_reason(ix, reason));
             }
         }
         m
@@ -279,13 +286,25 @@ impl Metrics {
         }
     }
 
-    /// A gap marker; `dropped` events counted (0 when unknown).
-    pub(crate) fn gap(&self, ix: ServerIx, reason: &str, dropped: u64) {
-        let l = vec![
+    fn server_reason(&self, ix: ServerIx, reason: &str) -> Labels {
+        vec![
             ("server".into(), self.name(ix)),
             ("reason".into(), reason.into()),
-        ];
-        self.gaps.get_or_create(&l).inc();
+        ]
+    }
+
+    /// This bridge gave the lease of `ix` up, unable to use the server for `reason`.
+    pub(crate) fn lease_given_up(&self, ix: ServerIx, reason: &str) {
+        self.given_up
+            .get_or_create(&self.server_reason(ix, reason))
+            .inc();
+    }
+
+    /// A gap marker; `dropped` events counted (0 when unknown).
+    pub(crate) fn gap(&self, ix: ServerIx, reason: &str, dropped: u64) {
+        self.gaps
+            .get_or_create(&self.server_reason(ix, reason))
+            .inc();
         if let Some(p) = self.per_server.get(ix) {
             p.dropped.inc_by(dropped);
         }
@@ -300,11 +319,9 @@ impl Metrics {
             ami_proto::Discard::UnmatchedResponse => "unmatched_response",
             _ => "other",
         };
-        let l = vec![
-            ("server".into(), self.name(ix)),
-            ("reason".into(), label.into()),
-        ];
-        self.input_discarded.get_or_create(&l).inc_by(n);
+        self.input_discarded
+            .get_or_create(&self.server_reason(ix, label))
+            .inc_by(n);
     }
 
     /// An action request answered with `outcome` (server empty when none was chosen).

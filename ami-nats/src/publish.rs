@@ -773,9 +773,13 @@ impl Publisher {
             }
             // Marks belong to actions sent with one; the bridge sends none.
             UpItem::Stream(_) => {}
-            UpItem::LeaseReleased { done } => {
+            UpItem::LeaseReleased { done, reason } => {
                 sink.add(session_subject(), &|p| {
-                    ami_json::session(Some(&p), SessionState::LeaseReleased, &[("bridge", bridge)])
+                    ami_json::session(
+                        Some(&p),
+                        SessionState::LeaseReleased,
+                        &[("bridge", bridge), ("reason", reason)],
+                    )
                 });
                 if let Some(last) = sink.backlog.items.back_mut() {
                     last.on_ack = done;

@@ -31,6 +31,9 @@ pub(crate) enum UpItem {
     /// once JetStream stored the marker.
     LeaseReleased {
         done: Option<tokio::sync::oneshot::Sender<()>>,
+        /// Why: `shutdown`, or what made the server unusable from here (`login_rejected`,
+        /// `breaker_open`...; see [`unusable`]).
+        reason: &'static str,
     },
 }
 
@@ -138,6 +141,14 @@ impl Upstream {
             .collect()
     }
 
+    /// The status of `ix` while it is served here (`None` when it is not).
+    pub(crate) fn status(&self, ix: ServerIx) -> Option<ServerStatus> {
+        if !self.lock().contains(&ix) {
+            return None;
+        }
+        self.fleet.status(&self.servers.get(ix)?.name)
+    }
+
     /// Checks that a request can be routed now, before anything is claimed for it: `Some(ix)`
     /// names a server (it must be served here), `None` means any (one served server must be
     /// ready). The fleet decides again when the action is sent.
@@ -209,6 +220,19 @@ impl Upstream {
     pub(crate) fn close_all(&self) {
         self.lock().clear();
         self.fleet.close();
+    }
+}
+
+/// Why a served server cannot be used from this bridge, as the `reason` of its
+/// `lease_released` marker, or `None` while it can (ready, or on its way there): its client
+/// stopped for good (`login_rejected`: a final login rejection), or its circuit breaker
+/// opened (`breaker_open`: that many connects in a row failed from here). Another bridge
+/// may log in where this one cannot (its own password, its own route to the server).
+pub(crate) fn unusable(status: &ServerStatus) -> Option<&'static str> {
+    match status {
+        ServerStatus::BreakerOpen { .. } => Some("breaker_open"),
+        ServerStatus::Closed { reason } => Some(reason.kind().as_str()),
+        _ => None,
     }
 }
 

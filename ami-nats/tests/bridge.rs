@@ -427,6 +427,7 @@ fn clean_shutdown_ends_the_session_with_lease_released_and_hands_over_at_once() 
     assert_eq!(last.subject, "ami.pbx1.session");
     assert_eq!(last.body["state"], "lease_released");
     assert_eq!(last.body["bridge"], "first");
+    assert_eq!(last.body["reason"], "shutdown");
     assert_eq!(
         seqs(
             &first_session
@@ -449,6 +450,131 @@ fn clean_shutdown_ends_the_session_with_lease_released_and_hands_over_at_once() 
     assert_eq!(second_first.body["state"], "lease_acquired");
     assert_eq!(second_first.body["previous_bridge"], "first");
     second.shutdown();
+}
+
+/// A bridge named `id` for `pbx1` at `a` that logs in with a password the server refuses.
+fn wrong_password_bridge(nats: &Nats, a: &ami_sim::tcp::TcpFront, id: &str) -> BridgeConfig {
+    let client = ami_proto::ClientConfig::builder("admin", "not-the-password")
+        .build()
+        .unwrap();
+    BridgeConfig::new(nats.url(), vec![spec("pbx1", a, client)]).bridge_id(id)
+}
+
+#[test]
+fn a_bridge_whose_login_is_rejected_gives_its_lease_up_to_one_that_can_log_in() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    // A TTL far longer than the waits below: a lease held by a bridge that stopped renewing
+    // would not be taken over in time; only giving it up can hand the server over.
+    let ttl = Duration::from_secs(120);
+    let first = TestBridge::start(wrong_password_bridge(&nats, &a, "first").lease_ttl(ttl));
+    wait_for(Duration::from_secs(15), "first's login rejected", || {
+        a.stats().login_failures >= 1
+    });
+    let second = TestBridge::start(pbx1_bridge(&nats, &a, "second", ttl));
+    wait_for(Duration::from_secs(20), "second serves and logs in", || {
+        second.serving().len() == 1 && a.stats().logins == 1
+    });
+    wait_for(Duration::from_secs(5), "first serves nothing", || {
+        first.serving().is_empty()
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "first counts what it gave up",
+        || {
+            metric(
+                &first.metrics(),
+                "ami_bridge_leases_given_up_total{server=\"pbx1\",reason=\"login_rejected\"}",
+            ) == 1
+        },
+    );
+    let url = nats.url();
+    let all = block(read_stream(&url, 1));
+    // The first bridge's tenure ends with its marker saying why; the second's starts after
+    // it, naming the first.
+    let first_session = session_of(&all, "first-");
+    let last = first_session.last().unwrap();
+    assert_eq!(last.body["state"], "lease_released");
+    assert_eq!(last.body["reason"], "login_rejected");
+    let second_session = session_of(&all, "second-");
+    assert_eq!(second_session[0].body["state"], "lease_acquired");
+    assert_eq!(second_session[0].body["previous_bridge"], "first");
+    assert!(second_session[0].seq > last.seq);
+    second.shutdown();
+    first.shutdown();
+}
+
+#[test]
+fn a_bridge_that_cannot_reach_its_server_gives_its_lease_up_when_its_breaker_opens() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let ttl = Duration::from_secs(120);
+    // The first bridge's route to pbx1 is broken (a port nobody listens on); the second's
+    // works.
+    let unreachable = login()
+        .breaker_threshold(3)
+        .backoff_base(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let spec = ami_nats::ServerSpec::new("pbx1", "127.0.0.1", closed_port(), unreachable).unwrap();
+    let first = TestBridge::start(
+        BridgeConfig::new(nats.url(), vec![spec])
+            .bridge_id("first")
+            .lease_ttl(ttl),
+    );
+    wait_for(Duration::from_secs(10), "first holds the lease", || {
+        first.serving().len() == 1
+    });
+    let second = TestBridge::start(pbx1_bridge(&nats, &a, "second", ttl));
+    wait_for(Duration::from_secs(20), "second serves and logs in", || {
+        second.serving().len() == 1 && a.stats().logins == 1
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "first counts what it gave up",
+        || {
+            first.serving().is_empty()
+                && metric(
+                    &first.metrics(),
+                    "ami_bridge_leases_given_up_total{server=\"pbx1\",reason=\"breaker_open\"}",
+                ) == 1
+        },
+    );
+    let all = block(read_stream(&nats.url(), 1));
+    let last = session_of(&all, "first-").last().unwrap().body.clone();
+    assert_eq!(last["state"], "lease_released");
+    assert_eq!(last["reason"], "breaker_open");
+    second.shutdown();
+    first.shutdown();
+}
+
+#[test]
+fn a_lone_bridge_whose_login_is_rejected_tries_again_after_standing_aside() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let bridge = TestBridge::start(
+        wrong_password_bridge(&nats, &a, "lone").stand_aside(Duration::from_secs(1)),
+    );
+    // Not closed for good after the first rejection (a password fixed on the server is
+    // picked up without a restart), nor retried in a tight loop.
+    let started = Instant::now();
+    wait_for(Duration::from_secs(20), "three logins tried", || {
+        a.stats().login_failures >= 3
+    });
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "two stand-asides of 1 s between three tries, took {:?}",
+        started.elapsed()
+    );
+    wait_for(Duration::from_secs(5), "each give-up counted", || {
+        metric(
+            &bridge.metrics(),
+            "ami_bridge_leases_given_up_total{server=\"pbx1\",reason=\"login_rejected\"}",
+        ) >= 2
+    });
+    assert_eq!(a.stats().logins, 0);
+    bridge.shutdown();
 }
 
 /// Consumers on the lease bucket's stream (each running bridge watches it).
