@@ -94,11 +94,22 @@ fn connect_cause(cause: ConnectFailure) -> String {
     }
 }
 
-/// A lost session and what happens next.
-pub(crate) fn lost(r: &DisconnectReason, retry_at: Option<Instant>, url: &ServerUrl) -> String {
+/// A lost session and what happens next: a retry, or with the circuit breaker open
+/// (`breaker_open`: many failures in a row) one probe after its cooldown.
+pub(crate) fn lost(
+    r: &DisconnectReason,
+    retry_at: Option<Instant>,
+    breaker_open: bool,
+    url: &ServerUrl,
+) -> String {
     let next = match retry_at {
         Some(t) => format!(
-            "retrying in {}",
+            "{} in {}",
+            if breaker_open {
+                "circuit breaker open after repeated failures, next try"
+            } else {
+                "retrying"
+            },
             duration(t.saturating_duration_since(Instant::now()))
         ),
         None => "not retrying".into(),
@@ -165,5 +176,27 @@ pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
             ),
             other => other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_session_says_when_the_next_try_is_the_open_breakers_probe() {
+        let url: ServerUrl = "ami://admin:s3cret@127.0.0.1:5038".parse().unwrap();
+        let why = DisconnectReason::ConnectFailed(ConnectFailure::Refused);
+        let at = Some(Instant::now() + Duration::from_secs(60));
+        let retry = lost(&why, at, false, &url);
+        assert!(retry.contains("; retrying in "), "{retry}");
+        assert!(!retry.contains("breaker"), "{retry}");
+        let probe = lost(&why, at, true, &url);
+        assert!(
+            probe.contains("; circuit breaker open after repeated failures, next try in "),
+            "{probe}"
+        );
+        assert!(!probe.contains("s3cret"), "{probe}");
+        assert!(lost(&why, None, true, &url).ends_with("; not retrying"));
     }
 }

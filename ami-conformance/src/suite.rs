@@ -353,7 +353,8 @@ pub fn close_while_the_server_is_unreachable_fails_queued_actions_as_not_sent<A:
                 down,
                 Status::Disconnected {
                     reason: DisconnectReason::ConnectFailed(ConnectFailure::Refused),
-                    retry_at: Some(_)
+                    retry_at: Some(_),
+                    ..
                 }
             ),
             "{down:?}"
@@ -466,7 +467,8 @@ pub fn restart_mid_stream_fails_the_written_action_then_reconnects_and_events_re
                 &seen[first_down],
                 Status::Disconnected {
                     reason: DisconnectReason::ServerShutdown,
-                    retry_at: Some(_)
+                    retry_at: Some(_),
+                    ..
                 }
             ),
             "{seen:?}"

@@ -92,13 +92,16 @@ fn restart_fails_pending_as_unknown_then_ready_again() {
                     Notice::Disconnected {
                         reason: DisconnectReason::ServerShutdown,
                         retry_at,
+                        ..
                     } => {
                         assert!(!shutdown, "two shutdowns");
                         assert!(retry_at.is_some());
                         shutdown = true;
                     }
                     // While down: EOF before any banner.
-                    Notice::Disconnected { reason, retry_at } => {
+                    Notice::Disconnected {
+                        reason, retry_at, ..
+                    } => {
                         assert!(shutdown, "{reason:?} before the shutdown");
                         assert_eq!(reason, DisconnectReason::Eof);
                         assert!(retry_at.is_some());

@@ -52,7 +52,8 @@ fn a_failed_connect_says_why_in_the_notice_the_status_and_the_counters() {
         h.client.status(),
         Status::Disconnected {
             reason: why.clone(),
-            retry_at: Some(retry_at)
+            retry_at: Some(retry_at),
+            breaker_open: false,
         }
     );
     assert_eq!(why.to_string(), "connect_failed: host not found");
@@ -103,6 +104,7 @@ fn status_says_where_the_notices_left_the_session() {
         Status::Disconnected {
             reason: DisconnectReason::Eof,
             retry_at: Some(retry_at),
+            breaker_open: false,
         }
     );
     assert_eq!(h.advance_to(retry_at), [Out::Connect]);
@@ -276,6 +278,16 @@ fn failure_schedule(seed: u64, t0: Instant) -> Vec<Duration> {
         let out = h.input(Input::ConnectFailed(ConnectFailure::Refused));
         let retry = close_then_disconnected(&out, REFUSED);
         let delay = retry - h.now;
+        // The status says whether the next connect is a backoff retry or the breaker's probe.
+        assert_eq!(
+            h.client.status(),
+            Status::Disconnected {
+                reason: REFUSED,
+                retry_at: Some(retry),
+                breaker_open: n >= THRESHOLD,
+            },
+            "failure {n}"
+        );
         if n < THRESHOLD {
             let ceiling = (BACKOFF_BASE * 2u32.pow(n - 1)).min(BACKOFF_MAX);
             assert!(delay <= ceiling, "failure {n}: {delay:?} > {ceiling:?}");

@@ -102,8 +102,15 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                 Happening::Item(StreamItem::Gap { dropped }) => {
                     say!("gap: {dropped} events dropped")
                 }
-                Happening::Change(Change::Lost { reason, retry_at }) => {
-                    say!("{}", words::lost(&reason, retry_at, &live.url))
+                Happening::Change(Change::Lost {
+                    reason,
+                    retry_at,
+                    breaker_open,
+                }) => {
+                    say!(
+                        "{}",
+                        words::lost(&reason, retry_at, breaker_open, &live.url)
+                    )
                 }
                 _ => {}
             }

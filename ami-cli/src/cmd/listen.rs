@@ -12,7 +12,7 @@ use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT};
 use ami_proto::fleet::{FleetItem, ServerStatus};
 use ami_proto::{DisconnectReason, Message, StreamItem};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -116,8 +116,15 @@ impl Listener<'_> {
                 return self.print(Line::Text(json::gap(dropped)));
             }
             Happening::Change(Change::Ready) => say!("ami: logged in again to {}", live.url),
-            Happening::Change(Change::Lost { reason, retry_at }) => {
-                say!("ami: {}", words::lost(&reason, retry_at, &live.url))
+            Happening::Change(Change::Lost {
+                reason,
+                retry_at,
+                breaker_open,
+            }) => {
+                say!(
+                    "ami: {}",
+                    words::lost(&reason, retry_at, breaker_open, &live.url)
+                )
             }
             Happening::Change(Change::Closed { reason }) => {
                 return Ok(Next::Ended(match reason {
@@ -194,7 +201,8 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut printer = Printer::start()?;
     let mut losses = Losses::default();
     let mut seen = 0u64;
-    let mut down: HashSet<String> = HashSet::new();
+    // Servers down now, and whether their breaker opening was said.
+    let mut down: HashMap<String, bool> = HashMap::new();
     let mut happened = Vec::new();
     let mut result = Ok(());
     'listen: while end.is_none_or(|e| Instant::now() < e) && !stop::requested() {
@@ -293,26 +301,36 @@ fn closed_failure(fleet: &Fleet, closed: &[(String, DisconnectReason)]) -> Failu
     )
 }
 
-/// One line on stderr when a server goes down or comes back.
-fn status_line(fleet: &Fleet, down: &mut HashSet<String>, server: &str, status: &ServerStatus) {
+/// One line on stderr when a server goes down, when its circuit breaker opens (its next
+/// try a minute away, not a backoff's), or when it comes back.
+fn status_line(
+    fleet: &Fleet,
+    down: &mut HashMap<String, bool>,
+    server: &str,
+    status: &ServerStatus,
+) {
     let Some(url) = fleet.urls.get(server) else {
         return;
     };
     match status {
-        ServerStatus::Ready { .. } if down.remove(server) => {
+        ServerStatus::Ready { .. } if down.remove(server).is_some() => {
             say!("ami: {server}: back (logged in again to {url})")
         }
         ServerStatus::BackingOff { until, reason }
         | ServerStatus::BreakerOpen { until, reason } => {
-            // Once per outage: retries while it stays down are not news.
-            if !down.insert(server.to_string()) {
-                return;
-            }
+            // Once per outage, and once more if the breaker opens: retries while it stays
+            // down are not news.
             let breaker = matches!(status, ServerStatus::BreakerOpen { .. });
+            match down.insert(server.to_string(), breaker) {
+                Some(said) if said || !breaker => {
+                    down.insert(server.to_string(), said);
+                    return;
+                }
+                _ => {}
+            }
             say!(
-                "ami: {server}: down{}: {}",
-                if breaker { " (breaker open)" } else { "" },
-                words::lost(reason, Some(*until), url)
+                "ami: {server}: down: {}",
+                words::lost(reason, Some(*until), breaker, url)
             )
         }
         ServerStatus::Closed { reason }

@@ -57,9 +57,15 @@ impl MioSession {
                     }
                 }
                 Notice::Ready { .. } => changes.push(Change::Ready),
-                Notice::Disconnected { reason, retry_at } => {
-                    changes.push(Change::Lost { reason, retry_at })
-                }
+                Notice::Disconnected {
+                    reason,
+                    retry_at,
+                    breaker_open,
+                } => changes.push(Change::Lost {
+                    reason,
+                    retry_at,
+                    breaker_open,
+                }),
                 Notice::Closed { reason } => {
                     self.closed = true;
                     changes.push(Change::Closed { reason })

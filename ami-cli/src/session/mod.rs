@@ -59,10 +59,12 @@ impl From<ami_async::AmiError> for CallError {
 pub(crate) enum Change {
     /// Logged in (again).
     Ready,
-    /// Lost; a reconnect starts at `retry_at` (`None`: it will not).
+    /// Lost; a reconnect starts at `retry_at` (`None`: it will not), a probe after the
+    /// breaker's cooldown when `breaker_open`.
     Lost {
         reason: DisconnectReason,
         retry_at: Option<Instant>,
+        breaker_open: bool,
     },
     /// Stopped for good. Every stream item of the session was handed out before this.
     Closed { reason: DisconnectReason },
@@ -73,7 +75,15 @@ impl Change {
     fn from_status(status: Status) -> Option<Change> {
         match status {
             Status::Ready { .. } => Some(Change::Ready),
-            Status::Disconnected { reason, retry_at } => Some(Change::Lost { reason, retry_at }),
+            Status::Disconnected {
+                reason,
+                retry_at,
+                breaker_open,
+            } => Some(Change::Lost {
+                reason,
+                retry_at,
+                breaker_open,
+            }),
             Status::Closed { reason } => Some(Change::Closed { reason }),
             _ => None,
         }

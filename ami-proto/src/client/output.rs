@@ -52,6 +52,9 @@ pub enum Notice {
         reason: DisconnectReason,
         /// When the next connect is scheduled.
         retry_at: Option<Instant>,
+        /// The circuit breaker is open (`breaker_threshold` failures in a row): the connect
+        /// at `retry_at` is one probe after the breaker cooldown, not a backoff retry.
+        breaker_open: bool,
     },
     /// The client has stopped for good; no further outputs except `Wait(None)`.
     Closed {
@@ -569,6 +572,9 @@ pub enum Status {
         reason: DisconnectReason,
         /// When the next connect starts.
         retry_at: Option<Instant>,
+        /// The circuit breaker is open (`breaker_threshold` failures in a row): the connect
+        /// at `retry_at` is one probe after the breaker cooldown, not a backoff retry.
+        breaker_open: bool,
     },
     /// Stopped for good.
     Closed {

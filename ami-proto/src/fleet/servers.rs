@@ -717,12 +717,16 @@ impl Fleet {
                     });
                     continue;
                 }
-                Output::Notice(Notice::Disconnected { reason, retry_at }) => {
+                Output::Notice(Notice::Disconnected {
+                    reason,
+                    retry_at,
+                    breaker_open,
+                }) => {
                     // `now` is set by every call that reaches a client, so `until` is known.
                     let Some(until) = retry_at.or(*now) else {
                         continue;
                     };
-                    if s.client.is_breaker_open() {
+                    if breaker_open {
                         ServerStatus::BreakerOpen { until, reason }
                     } else {
                         ServerStatus::BackingOff { until, reason }

@@ -111,9 +111,9 @@ impl Harness {
                 Output::Close => Out::Close,
                 Output::Notice(Notice::Ready { ami_version }) => Out::Ready(ami_version),
                 Output::Notice(Notice::Completed { id, outcome }) => Out::Completed(id, outcome),
-                Output::Notice(Notice::Disconnected { reason, retry_at }) => {
-                    Out::Disconnected(reason, retry_at)
-                }
+                Output::Notice(Notice::Disconnected {
+                    reason, retry_at, ..
+                }) => Out::Disconnected(reason, retry_at),
                 Output::Notice(Notice::Closed { reason }) => Out::Closed(reason),
                 other => panic!("unknown output {other:?}"),
             };

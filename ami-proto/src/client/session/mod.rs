@@ -326,6 +326,7 @@ impl Client {
             State::Backoff => Status::Disconnected {
                 reason: reason(),
                 retry_at: self.timers.get(Timer::Reconnect),
+                breaker_open: self.backoff.is_breaker_open(),
             },
             State::Closed => Status::Closed { reason: reason() },
         }

@@ -123,6 +123,7 @@ impl Client {
         self.notify(Notice::Disconnected {
             reason,
             retry_at: Some(retry_at),
+            breaker_open: self.backoff.is_breaker_open(),
         });
     }
 }
