@@ -281,7 +281,7 @@ impl<R: Runtime> Pump<R> {
                     ));
                 }
                 Output::Close => {
-                    self.link = None;
+                    target::shut_down(self.link.take());
                     self.connecting = None;
                     self.out.clear();
                     self.out_pos = 0;

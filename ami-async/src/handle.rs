@@ -26,7 +26,9 @@ pub enum AmiError {
 }
 
 /// A cloneable handle to one AMI session (across reconnects). The session closes when the
-/// last handle and the [`Events`](crate::Events) are gone.
+/// last handle and the [`Events`](crate::Events) are gone: at once, as [`close`](Self::close)
+/// does, without a Logoff (Asterisk logs a disconnect, not a logoff); call
+/// [`logoff`](Self::logoff) first for a clean end.
 pub struct Handle {
     pub(crate) inner: Arc<Inner>,
 }
@@ -152,7 +154,9 @@ impl Handle {
         }
     }
 
-    /// Logs off and waits until the session has closed.
+    /// Logs off and waits until the session has closed: on Asterisk's `Goodbye`, or after
+    /// the config's `logoff_timeout` (5 s) from a server that stopped answering. The
+    /// transport is then shut down cleanly (TLS `close_notify`, TCP FIN).
     pub async fn logoff(&self) {
         self.inner.with_client(|c, now| c.logoff(now));
         self.wait_closed().await;

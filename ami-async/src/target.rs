@@ -292,6 +292,17 @@ impl<T: Transport + Send + 'static> Opening<T> {
     }
 }
 
+/// Ends a transport the core closed: one attempt, without waiting, at a clean end (TLS's
+/// `close_notify`, then TCP's FIN from a shutdown of the write side) before it is dropped.
+/// A peer then reads the end of the stream, not a truncated TLS stream or, when its own
+/// bytes were still unread here, a reset. Never waits: a peer that stopped reading keeps
+/// its full socket, and the drop closes it anyway.
+pub(crate) fn shut_down<T: Transport>(link: Option<T>) {
+    if let Some(mut link) = link {
+        let _ = link.poll_close(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -37,6 +37,8 @@ struct Wire {
     flood: bool,
     /// Events the flood made.
     flooded: u64,
+    /// Times the client shut the transport down (`poll_close`: TLS close_notify, TCP FIN).
+    closes: usize,
     /// Who last found nothing to read, or no room to write: woken by [`Wire::wake`] (the
     /// fleet's driver visits a transport only when it is woken).
     wakers: Vec<Waker>,
@@ -119,6 +121,7 @@ impl Transport for ScriptedTcp {
         Poll::Ready(Ok(()))
     }
     fn poll_close(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.lock().unwrap().closes += 1;
         Poll::Ready(Ok(()))
     }
     fn direct_writer(&self) -> Option<Arc<dyn DirectWrite>> {
@@ -544,6 +547,55 @@ fn the_last_user_gone_closes_the_session_a_status_watch_does_not_count() {
     // Only the watch is left: the driver closes the session and finishes.
     assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
     assert!(matches!(watch.get(), Status::Closed { .. }));
+}
+
+#[test]
+fn a_session_the_core_closes_shuts_its_transport_down_before_dropping_it() {
+    // Logged off: the Goodbye ends the session, and the server must read the end of the
+    // stream (TLS: close_notify), not a connection cut off.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let handle = rig.handle.clone();
+    let mut logoff = Box::pin(handle.logoff());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(logoff.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    let written = rig.written();
+    let logoff_at = written.find("Action: Logoff").expect("a Logoff written");
+    let id = written[logoff_at..]
+        .lines()
+        .find_map(|l| l.strip_prefix("ActionID: "))
+        .expect("the Logoff's ActionID")
+        .to_string();
+    assert_eq!(rig.wire.lock().unwrap().closes, 0);
+    rig.send(&format!(
+        "Response: Goodbye\r\nActionID: {id}\r\nMessage: Thanks for all the fish.\r\n\r\n"
+    ));
+    rig.spin();
+    assert!(matches!(rig.handle.status().get(), Status::Closed { .. }));
+    assert_eq!(rig.wire.lock().unwrap().closes, 1);
+
+    // Closed at once by the last user's going: shut down too.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let Rig {
+        wire,
+        handle,
+        events,
+        mut driver,
+    } = rig;
+    drop((handle, events));
+    assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
+    assert_eq!(wire.lock().unwrap().closes, 1);
+}
+
+#[test]
+fn a_fleet_server_removed_shuts_its_transport_down_before_dropping_it() {
+    let (wire, fleet, _events, mut driver) = ready_fleet(seeded());
+    assert_eq!(wire.lock().unwrap().closes, 0);
+    fleet.remove("pbx");
+    spin_fleet(&mut driver);
+    assert_eq!(wire.lock().unwrap().closes, 1);
 }
 
 #[test]

@@ -807,6 +807,12 @@ pub fn tls_login_and_ping_round_trip_with_a_generated_certificate<A: Adapter>() 
     });
     assert_eq!(terminator.handshakes(), 1);
     assert_eq!(front.stats().logins, 1);
+    // The client ended the TLS stream with close_notify, not a cut connection.
+    let until = Instant::now() + Duration::from_secs(5);
+    while terminator.clean_ends() == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(terminator.clean_ends(), 1);
     front.shutdown();
 }
 

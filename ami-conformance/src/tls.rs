@@ -33,6 +33,7 @@ pub struct TlsTerminator {
     /// Where it listens.
     pub addr: SocketAddr,
     handshakes: Arc<AtomicUsize>,
+    clean_ends: Arc<AtomicUsize>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -64,12 +65,15 @@ impl TlsTerminator {
         });
         let addr = listener.local_addr().unwrap();
         let handshakes = Arc::new(AtomicUsize::new(0));
+        let clean_ends = Arc::new(AtomicUsize::new(0));
         let acceptor = TlsAcceptor::from(server);
         let count = handshakes.clone();
+        let clean = clean_ends.clone();
         runtime.spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 let count = count.clone();
+                let clean = clean.clone();
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
@@ -78,15 +82,28 @@ impl TlsTerminator {
                     let Ok(mut plain) = TcpStream::connect(upstream).await else {
                         return;
                     };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    // An error here is the client's end without close_notify (rustls reads
+                    // it as an unexpected EOF); both ends clean is Ok.
+                    if tokio::io::copy_bidirectional(&mut tls, &mut plain)
+                        .await
+                        .is_ok()
+                    {
+                        clean.fetch_add(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
         TlsTerminator {
             addr,
             handshakes,
+            clean_ends,
             _runtime: runtime,
         }
+    }
+
+    /// Connections whose both ends closed cleanly (the client's with a TLS close_notify).
+    pub fn clean_ends(&self) -> usize {
+        self.clean_ends.load(Ordering::SeqCst)
     }
 
     /// Completed handshakes so far.

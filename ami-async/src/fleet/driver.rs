@@ -318,7 +318,9 @@ impl<R: Runtime> Pumping for Pump<R> {
             let mut due = std::mem::take(&mut self.due).into_iter();
             while let Some(server) = due.next() {
                 if !self.visit(server) {
-                    self.conns.remove(&server);
+                    if let Some(conn) = self.conns.remove(&server) {
+                        target::shut_down(conn.link);
+                    }
                 }
                 if self.read_this_poll >= READ_BYTES_PER_POLL {
                     // The rest of the round goes first next time, before newer wake-ups.
@@ -384,7 +386,7 @@ impl<R: Runtime> Pump<R> {
             #[cfg(feature = "tls")]
             endpoint.tls,
         );
-        self.conns.insert(
+        let replaced = self.conns.insert(
             server,
             ConnIo {
                 epoch,
@@ -400,6 +402,9 @@ impl<R: Runtime> Pump<R> {
                 tally,
             },
         );
+        if let Some(old) = replaced {
+            target::shut_down(old.link);
+        }
         self.due.push(server);
     }
 
