@@ -1008,6 +1008,29 @@ fn logoff_drops_queued_answers_written_then_closes_on_goodbye() {
     assert!(!h.log.iter().any(|o| matches!(o, Out::Disconnected(..))));
 }
 
+#[test]
+fn a_logoff_the_server_never_answers_closes_after_the_logoff_timeout_not_the_action_timeout() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .action_timeout(Duration::from_secs(30))
+        .logoff_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    h.client.logoff(h.now);
+    h.drain();
+    h.take("Logoff");
+    let logged_off = h.now;
+    assert_eq!(h.wait(), Some(logged_off + Duration::from_secs(2)));
+    assert!(h
+        .advance_to(logged_off + Duration::from_secs(2) - Duration::from_millis(1))
+        .is_empty());
+    let out = h.advance_to(logged_off + Duration::from_secs(2));
+    assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
+    assert!(h.client.is_closed());
+}
+
 /// An async Originate the server accepted, then the session ends (`end`): how it fails.
 fn accepted_originate_when_the_session_ends(
     end: impl FnOnce(&mut Harness) -> Vec<Out>,
@@ -1085,19 +1108,6 @@ fn logoff_then_eof_without_goodbye_closes_and_fails_written_as_unknown() {
             Out::Closed(DisconnectReason::Logoff)
         ]
     );
-}
-
-#[test]
-fn logoff_on_a_silent_link_still_closes_by_the_action_deadline() {
-    let t0 = Instant::now();
-    let cfg = base().action_timeout(secs(30)).build().unwrap();
-    let mut h = Harness::new(cfg, t0);
-    h.ready();
-    h.client.logoff(h.now);
-    h.drain();
-    h.take("Logoff");
-    let out = h.advance_to(t0 + secs(30));
-    assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
 }
 
 #[test]

@@ -114,6 +114,7 @@ pub struct ClientConfig {
     pub(crate) ping_interval: Duration,
     pub(crate) pong_timeout: Duration,
     pub(crate) action_timeout: Duration,
+    pub(crate) logoff_timeout: Duration,
     pub(crate) originate_margin: Duration,
     pub(crate) max_queued_actions: usize,
     pub(crate) max_pending_actions: usize,
@@ -154,6 +155,7 @@ impl ClientConfig {
                 ping_interval: Duration::from_secs(20),
                 pong_timeout: Duration::from_secs(10),
                 action_timeout: Duration::from_secs(30),
+                logoff_timeout: Duration::from_secs(5),
                 originate_margin: Duration::from_secs(10),
                 max_queued_actions: 10_000,
                 max_pending_actions: 100_000,
@@ -309,6 +311,11 @@ impl ClientConfigBuilder {
         pong_timeout: Duration;
         /// Default deadline per action (response and list). Default 30 s.
         action_timeout: Duration;
+        /// Time a [`logoff`](crate::Client::logoff) waits for Asterisk's `Goodbye` (or its
+        /// hang-up) before closing anyway. Default 5 s: Asterisk answers at once unless it
+        /// is stuck, and a program shutting down should not wait `action_timeout` for a
+        /// server that stopped answering.
+        logoff_timeout: Duration;
         /// Added to an Originate's own `Timeout` (ms, 30 s if absent) to get the deadline of
         /// its `OriginateResponse` (async) or its response (sync). Default 10 s.
         originate_margin: Duration;
@@ -459,6 +466,7 @@ impl ClientConfigBuilder {
             ("ping_interval", c.ping_interval),
             ("pong_timeout", c.pong_timeout),
             ("action_timeout", c.action_timeout),
+            ("logoff_timeout", c.logoff_timeout),
             ("backoff_base", c.backoff_base),
             ("breaker_cooldown", c.breaker_cooldown),
         ];

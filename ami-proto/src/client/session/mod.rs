@@ -935,7 +935,8 @@ impl Client {
     }
 
     /// Logs off: queued actions are not sent, written ones still get their responses, then
-    /// `Logoff` is sent and the client closes on `Goodbye` (or EOF). No reconnect follows.
+    /// `Logoff` is sent and the client closes on `Goodbye` (or EOF), or after
+    /// `logoff_timeout` (5 s) without either. No reconnect follows.
     /// An async Originate whose call is still being placed is not waited for (its ring
     /// timeout can be long): it fails [`ActionError::FollowUpLost`] with the server's
     /// acceptance. To learn how such calls end, await them before logging off.
@@ -1002,7 +1003,11 @@ impl Client {
             "{who}: internal {name} sent as {id}",
             who = self.config.who()
         );
-        let deadline = now + self.config.action_timeout;
+        let timeout = match which {
+            Internal::Logoff => self.config.logoff_timeout,
+            _ => self.config.action_timeout,
+        };
+        let deadline = now + timeout;
         self.pending.insert(
             seq,
             Pending {
