@@ -60,8 +60,9 @@
 //! ## Time and names
 //!
 //! The clock is `std::time::Instant` (async-io's timers use it too). Host names are
-//! resolved at every connect on the `blocking` thread pool, never on the driver; every
-//! resolved address is tried in turn. TLS (feature `tls`, `spawn_tls`) is `ami-async`'s
+//! resolved at every connect on the `blocking` thread pool, never on the driver; the
+//! resolved addresses are tried 250 ms apart and side by side, families alternating (RFC
+//! 8305), as on every runtime. TLS (feature `tls`, `spawn_tls`) is `ami-async`'s
 //! one implementation over rustls.
 //!
 //! Everything but the transport (handle, event stream, status watch, the driver loop, TLS,
@@ -71,6 +72,8 @@
 pub mod fleet;
 mod transport;
 
+#[cfg(feature = "tls")]
+pub use ami_async::{rustls, rustls_pki_types};
 #[cfg(feature = "tls")]
 pub use ami_async::{tls::client_config_from_pem, Tls, TlsConfigError};
 pub use ami_async::{AmiError, Driver, Events, Handle, Status, StatusWatch, Target};

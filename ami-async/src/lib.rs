@@ -52,6 +52,11 @@ pub use status::StatusWatch;
 pub use target::Target;
 #[cfg(feature = "tls")]
 pub use tls::{Tls, TlsConfigError};
+/// The rustls this crate builds on, for configurations [`client_config_from_pem`](tls::client_config_from_pem)
+/// does not make (client certificates, the system's roots): a [`Tls`] takes any
+/// `rustls::ClientConfig` of this version.
+#[cfg(feature = "tls")]
+pub use {rustls, rustls_pki_types};
 
 use ami_proto::{Client, ClientConfig};
 use shared::Inner;

@@ -40,6 +40,8 @@ pub mod fleet;
 mod transport;
 
 #[cfg(feature = "tls")]
+pub use ami_async::{rustls, rustls_pki_types};
+#[cfg(feature = "tls")]
 pub use ami_async::{tls::client_config_from_pem, Tls, TlsConfigError};
 pub use ami_async::{AmiError, Events, Handle, Status, StatusWatch, Target};
 pub use transport::Tokio;

@@ -50,7 +50,7 @@
 //! # async fn run<R: ami_async::Runtime>(
 //! #     spawn: impl Fn(ami_async::BoxFuture<()>),
 //! # ) -> Result<(), Box<dyn std::error::Error>> {
-//! //! // On tokio, `ami_tokio::fleet::spawn_fleet(FleetConfig::default())` does these two lines.
+//! // On tokio, `ami_tokio::fleet::spawn_fleet(FleetConfig::default())` does these two lines.
 //! let (fleet, mut events, driver) = ami_async::fleet::start::<R>(FleetConfig::default());
 //! spawn(Box::pin(driver));
 //! for (name, host) in [("east", "10.0.0.1"), ("west", "10.0.0.2")] {
