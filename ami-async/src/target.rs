@@ -266,7 +266,7 @@ impl<T: Transport + Send + 'static> Opening<T> {
                             self.stage = Stage::Handshaking(Box::new(session));
                             Poll::Ready(Opened::Handshaking)
                         }
-                        Err(e) => self.done(Err(marked(ConnectFailure::Tls, e))),
+                        Err(e) => self.done(Err(marked(crate::tls::connect_failure(&e), e))),
                     };
                 }
                 self.done(Ok(Link(LinkKind::Plain(tcp))))
@@ -274,7 +274,7 @@ impl<T: Transport + Send + 'static> Opening<T> {
             #[cfg(feature = "tls")]
             Stage::Handshaking(session) => match session.poll_handshake(cx) {
                 Poll::Pending => Poll::Pending,
-                Poll::Ready(Err(e)) => self.done(Err(marked(ConnectFailure::Tls, e))),
+                Poll::Ready(Err(e)) => self.done(Err(marked(crate::tls::connect_failure(&e), e))),
                 Poll::Ready(Ok(())) => match std::mem::replace(&mut self.stage, Stage::Done) {
                     Stage::Handshaking(session) => {
                         Poll::Ready(Opened::Done(Ok(Link(LinkKind::Tls(session)))))

@@ -99,6 +99,40 @@ impl TlsTarget {
     }
 }
 
+/// What a failed TLS open reports: the certificate's problem when the handshake refused it,
+/// else a TLS failure. `e` is the error the handshake returned (rustls's error inside, as
+/// every adapter's TLS wraps it), so that every runtime reports the same reason.
+pub fn connect_failure(e: &io::Error) -> ami_proto::ConnectFailure {
+    use ami_proto::ConnectFailure;
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(certificate_problem)
+        .map_or(ConnectFailure::Tls, ConnectFailure::TlsCertificate)
+}
+
+/// The certificate problem behind a rustls error, if it is one (a certificate the
+/// handshake refused); shared by every adapter's TLS.
+pub fn certificate_problem(e: &rustls::Error) -> Option<ami_proto::CertificateProblem> {
+    use ami_proto::CertificateProblem as P;
+    use rustls::CertificateError as C;
+    let rustls::Error::InvalidCertificate(c) = e else {
+        return None;
+    };
+    Some(match c {
+        C::Expired | C::ExpiredContext { .. } => P::Expired,
+        C::NotValidYet | C::NotValidYetContext { .. } => P::NotValidYet,
+        C::NotValidForName | C::NotValidForNameContext { .. } => P::WrongName,
+        C::UnknownIssuer => P::UnknownIssuer,
+        C::Revoked => P::Revoked,
+        C::BadSignature
+        | C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => P::BadSignature,
+        // webpki's own error, passed through as text only: its Display is its name.
+        C::Other(other) if other.to_string().contains("CaUsedAsEndEntity") => P::CaAsServer,
+        _ => P::Other,
+    })
+}
+
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }

@@ -2,7 +2,7 @@
 
 use crate::session::CallError;
 use crate::url::ServerUrl;
-use ami_proto::{ActionError, ConnectFailure, DisconnectReason, Response};
+use ami_proto::{ActionError, CertificateProblem, ConnectFailure, DisconnectReason, Response};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,23 @@ fn connect_cause(cause: ConnectFailure) -> String {
         ConnectFailure::NetworkUnreachable => io_kind(ErrorKind::NetworkUnreachable),
         ConnectFailure::HostUnreachable => io_kind(ErrorKind::HostUnreachable),
         ConnectFailure::Tls => {
-            "the TLS handshake failed (certificate rejected, or the port does not speak TLS)".into()
+            "the TLS handshake failed (does the port speak TLS? amis:// is for Asterisk's TLS port, 5039)".into()
+        }
+        ConnectFailure::TlsCertificate(problem) => {
+            let hint = match problem {
+                // A CA made again under the same name (a new key) fails the signature.
+                CertificateProblem::UnknownIssuer | CertificateProblem::BadSignature => {
+                    " (--ca must hold the certificate of the CA that signed it)"
+                }
+                CertificateProblem::WrongName => {
+                    " (the URL's host must be a name or address the certificate carries)"
+                }
+                CertificateProblem::CaAsServer => {
+                    " (give Asterisk a certificate signed by a CA, and --ca that CA's certificate)"
+                }
+                _ => "",
+            };
+            format!("the server's TLS certificate was refused: {problem}{hint}")
         }
         ConnectFailure::Other(kind) => io_kind(kind),
         other => other.to_string(),

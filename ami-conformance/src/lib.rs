@@ -22,7 +22,7 @@ pub mod threads;
 mod tls;
 
 pub use support::*;
-pub use tls::{client_tls, localhost_cert, TlsTerminator};
+pub use tls::{ca_as_server_cert, client_tls, localhost_cert, TlsTerminator};
 
 use ami_async::fleet::{FleetConfig, FleetEvents, FleetHandle};
 use ami_async::{Events, Handle, Target, Tls, TlsConfigError};
@@ -78,6 +78,7 @@ macro_rules! conformance_suite {
             events_are_also_a_stream,
             tls_login_and_ping_round_trip_with_a_generated_certificate,
             tls_refuses_a_certificate_for_another_name,
+            tls_names_a_ca_certificate_the_server_presents_as_its_own,
             tls_to_a_plain_ami_port_fails_the_connect_with_a_tls_reason,
             a_tls_handshake_that_never_ends_times_out_as_a_tls_handshake,
             the_call_tracker_follows_calls_across_a_server_restart,

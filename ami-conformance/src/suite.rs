@@ -9,7 +9,7 @@ use ami_proto::{
     Action, ActionError, AuthMethod, ConnectFailure, DisconnectReason, Message, OverflowPolicy,
     Response, StreamItem,
 };
-use ami_proto::{DisconnectKind, OutcomeKind};
+use ami_proto::{CertificateProblem, DisconnectKind, OutcomeKind};
 use ami_sim::call_harness::TrackerScript;
 use ami_sim::hostile::{Hostile, HostileServer};
 use ami_sim::tcp::TcpFront;
@@ -816,16 +816,33 @@ pub fn tls_login_and_ping_round_trip_with_a_generated_certificate<A: Adapter>() 
     front.shutdown();
 }
 
-/// TLS: a certificate for another name is refused, as a failed connect.
+/// TLS: a certificate for another name is refused, as a failed connect that says why.
 pub fn tls_refuses_a_certificate_for_another_name<A: Adapter>() {
     let (mut front, terminator, tls) = behind_tls("ami.example.com");
     A::block_on(async {
         let (ami, _events) = A::spawn_tls(admin(), terminator.addr.into(), tls).unwrap();
-        disconnected_for(&ami, DisconnectReason::ConnectFailed(ConnectFailure::Tls)).await;
+        let wrong_name = ConnectFailure::TlsCertificate(CertificateProblem::WrongName);
+        disconnected_for(&ami, DisconnectReason::ConnectFailed(wrong_name)).await;
     });
     assert_eq!(terminator.handshakes(), 0);
     let st = front.stats();
     assert_eq!((st.sessions_accepted, st.logins), (0, 0), "{st:?}");
+    front.shutdown();
+}
+
+/// TLS: a server presenting a self-signed CA certificate as its own, trusted as the CA, is
+/// refused with a reason that says so (not a bare handshake failure).
+pub fn tls_names_a_ca_certificate_the_server_presents_as_its_own<A: Adapter>() {
+    let mut front = front();
+    let (pem, server) = crate::ca_as_server_cert();
+    let terminator = TlsTerminator::start(server, front.local_addr());
+    A::block_on(async {
+        let tls = client_tls(&pem, "localhost");
+        let (ami, _events) = A::spawn_tls(admin(), terminator.addr.into(), tls).unwrap();
+        let ca = ConnectFailure::TlsCertificate(CertificateProblem::CaAsServer);
+        disconnected_for(&ami, DisconnectReason::ConnectFailed(ca)).await;
+    });
+    assert_eq!(front.stats().logins, 0);
     front.shutdown();
 }
 

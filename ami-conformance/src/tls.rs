@@ -28,6 +28,26 @@ pub fn localhost_cert() -> (String, Arc<ServerConfig>) {
     (certified.cert.pem(), Arc::new(server))
 }
 
+/// A self-signed *CA* certificate for `localhost` that the server presents as its own (what
+/// `openssl req -x509` makes by default): (certificate PEM, server config).
+pub fn ca_as_server_cert() -> (String, Arc<ServerConfig>) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key_pair).unwrap();
+    let der = CertificateDer::from(cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
+    let server = ServerConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![der], key)
+    .unwrap();
+    (cert.pem(), Arc::new(server))
+}
+
 /// Accepts TLS on a loopback port and forwards each connection to an upstream in clear.
 pub struct TlsTerminator {
     /// Where it listens.

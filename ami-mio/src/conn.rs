@@ -423,7 +423,8 @@ impl Conn {
             Err(e) => {
                 log::debug!("ami-mio: TLS handshake failed: {e}");
                 self.drop_link(registry);
-                session.handle_input(now, Input::ConnectFailed(ConnectFailure::Tls));
+                let why = ami_async::tls::connect_failure(&e);
+                session.handle_input(now, Input::ConnectFailed(why));
             }
         }
     }

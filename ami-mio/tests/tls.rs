@@ -12,8 +12,8 @@ mod support;
 use ami_conformance::{client_tls, localhost_cert, TlsTerminator};
 use ami_mio::{ConnId, MioDriver, Notice, Options};
 use ami_proto::{
-    Action, ActionError, ActionId, ClientConfig, ConnectFailure, DisconnectKind, DisconnectReason,
-    StreamItem,
+    Action, ActionError, ActionId, CertificateProblem, ClientConfig, ConnectFailure,
+    DisconnectKind, DisconnectReason, StreamItem,
 };
 use std::time::{Duration, Instant};
 use support::slow_reader::SlowReader;
@@ -237,7 +237,12 @@ fn a_certificate_for_another_name_fails_the_connect_with_a_tls_reason() {
         )
         .unwrap();
     let down = first_disconnect(&mut driver, conn);
-    assert_eq!(down, DisconnectReason::ConnectFailed(ConnectFailure::Tls));
+    assert_eq!(
+        down,
+        DisconnectReason::ConnectFailed(ConnectFailure::TlsCertificate(
+            CertificateProblem::WrongName
+        ))
+    );
     assert!(driver.close(Instant::now(), conn));
     assert_eq!(term.handshakes(), 0);
     let st = front.stats();

@@ -197,7 +197,7 @@ pub use client::output::{
     ActionError, Discard, DisconnectReason, Notice, Outcome, Output, Phase, Response, Status,
     StreamItem,
 };
-pub use client::output::{ConnectFailure, DisconnectKind, OutcomeKind};
+pub use client::output::{CertificateProblem, ConnectFailure, DisconnectKind, OutcomeKind};
 pub use client::session::{
     Client, FullQueue, Input, SendError, SendOptions, MAX_FILTERS, READ_AHEAD_BYTES,
     READ_AHEAD_EVENTS,

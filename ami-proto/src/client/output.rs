@@ -183,13 +183,50 @@ pub enum ConnectFailure {
     /// No route to the server.
     #[error("no route to host")]
     HostUnreachable,
-    /// The TCP connection opened but the TLS session did not (certificate rejected, or the
-    /// port does not speak TLS).
+    /// The TCP connection opened but the TLS session did not (the port does not speak TLS,
+    /// no protocol or cipher in common, a handshake cut off).
     #[error("TLS handshake failed")]
     Tls,
+    /// The TLS handshake refused the server's certificate, for the reason given.
+    #[error("TLS certificate refused: {0}")]
+    TlsCertificate(CertificateProblem),
     /// Another I/O error.
     #[error("{0}")]
     Other(std::io::ErrorKind),
+}
+
+/// Why a server's TLS certificate was refused ([`ConnectFailure::TlsCertificate`]): what an
+/// operator must fix, on the server or in the trusted CAs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// Its validity period has ended.
+    #[error("it has expired")]
+    Expired,
+    /// Its validity period has not begun (or this host's clock is behind).
+    #[error("it is not valid yet")]
+    NotValidYet,
+    /// It does not name the server the client asked for (the host of its URL, or the
+    /// `server_name` of its TLS settings).
+    #[error("it is not valid for the server name asked for")]
+    WrongName,
+    /// No trusted CA signed it.
+    #[error("it is not signed by a trusted CA")]
+    UnknownIssuer,
+    /// It is a CA's certificate, not a server's: typically a self-signed one made as a CA
+    /// (`openssl req -x509` does so by default). Asterisk needs a certificate its CA signed
+    /// (`ast_tls_cert` makes both), the client that CA's certificate.
+    #[error("it is a CA certificate, not a server certificate (a self-signed CA certificate used by the server itself)")]
+    CaAsServer,
+    /// Its CA revoked it.
+    #[error("it has been revoked")]
+    Revoked,
+    /// Its signature does not verify, or uses an algorithm not supported.
+    #[error("its signature is invalid or of an unsupported algorithm")]
+    BadSignature,
+    /// Another problem (malformed, an unhandled critical extension, not for server use).
+    #[error("it is malformed or not fit for a server")]
+    Other,
 }
 
 impl From<std::io::ErrorKind> for ConnectFailure {
