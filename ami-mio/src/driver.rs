@@ -519,7 +519,9 @@ impl MioDriver {
             c.drain(id, registry, &mut report.notices);
             c.write(now, id, registry, &mut report.notices);
             c.drain(id, registry, &mut report.notices);
-            if c.client.events_queued() > 0 {
+            // Any stream item, not only events: a connection whose queue holds only a
+            // `Ready`, `Disconnected` or `Discarded` marker must be drained too.
+            if c.client.has_stream_items() {
                 report.events.push(id);
             }
         }

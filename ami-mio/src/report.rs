@@ -58,8 +58,8 @@ impl UserReady {
 pub struct Report {
     /// Session notices and completed actions, per connection, in the order they happened.
     pub notices: Vec<(ConnId, Notice)>,
-    /// Connections with events queued: drain them with
-    /// [`poll_event`](crate::MioDriver::poll_event).
+    /// Connections with stream items queued (events, and the session markers and discard
+    /// notices between them): drain them with [`poll_event`](crate::MioDriver::poll_event).
     pub events: Vec<ConnId>,
     /// Readiness of the caller's own sources.
     pub user: Vec<UserReady>,

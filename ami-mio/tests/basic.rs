@@ -659,3 +659,57 @@ fn a_wake_from_another_thread_is_told_in_the_next_report_of_the_driver_and_of_th
     assert!(fleet.step(Instant::now()).unwrap().woken);
     assert!(!fleet.step(Instant::now()).unwrap().woken, "told once");
 }
+
+/// A server that logs each connection in and hangs up at once, for as many connections as
+/// come. Runs until the test process ends.
+fn login_then_hang_up_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        while let Ok((mut stream, _)) = listener.accept() {
+            let _ = stream.write_all(b"Asterisk Call Manager/11.0.0\r\n");
+            let mut lines = BufReader::new(stream.try_clone().unwrap());
+            let (mut id, mut line) = (String::new(), String::new());
+            while lines.read_line(&mut line).unwrap_or(0) > 0 {
+                let l = line.trim_end().to_string();
+                line.clear();
+                if let Some(v) = l.strip_prefix("ActionID: ") {
+                    id = v.to_string();
+                }
+                if l.is_empty() {
+                    let answer = format!("Response: Success\r\nActionID: {id}\r\n\r\n");
+                    let _ = stream.write_all(answer.as_bytes());
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_documented_loop_sees_session_markers_that_come_without_events() {
+    // Logged in, then hung up on before any event: the stream holds `Ready` and
+    // `Disconnected` and nothing else. Draining only the connections `Report::events`
+    // names (as the crate docs' loop does) must still see them.
+    let mut driver = MioDriver::new().unwrap();
+    let conn = driver
+        .add(Instant::now(), config(43), login_then_hang_up_server())
+        .unwrap();
+    let mut items = Vec::new();
+    let ok = drive(&mut driver, LIMIT, |driver, report| {
+        for id in report.events {
+            while let Some(item) = driver.poll_event(id) {
+                items.push(item);
+            }
+        }
+        items
+            .iter()
+            .any(|i| matches!(i, StreamItem::Disconnected { .. }))
+    });
+    assert!(ok, "no Disconnected drained within {LIMIT:?}: {items:?}");
+    assert!(matches!(items[0], StreamItem::Ready { .. }), "{items:?}");
+    assert!(items.iter().all(|i| !matches!(i, StreamItem::Event(_))));
+    assert!(driver.close(Instant::now(), conn));
+}
