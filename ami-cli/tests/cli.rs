@@ -1021,6 +1021,34 @@ fn a_rejected_relogin_ends_listen_with_exit_3() {
 }
 
 #[test]
+fn a_session_lost_right_after_its_login_is_a_session_not_a_failed_connect() {
+    each_runtime(|rt| {
+        // Every session logs in and is hung up on at once: on the async runtimes the
+        // status watch may never show Ready (it keeps the latest status only).
+        let fake = Fake::start(|_, mut c| {
+            c.login(true);
+        });
+        let out = ami(&[
+            "--runtime",
+            rt,
+            "--server",
+            &fake.url(),
+            "listen",
+            "--duration",
+            "1",
+        ]);
+        assert_code(&out, 0, rt);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let first = stdout.lines().next().map(json);
+        assert_eq!(
+            first.as_ref().map(|v| (&v["type"], &v["state"])),
+            Some((&Value::from("session"), &Value::from("ready"))),
+            "{rt}: {stdout}"
+        );
+    });
+}
+
+#[test]
 fn a_slow_stdout_does_not_stop_the_session_from_reading() {
     // 40 MB of events, far more than loopback socket buffers (a few MB each way) and the
     // pipe hold: the server can only write it all if `ami` keeps reading while nobody

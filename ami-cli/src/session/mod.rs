@@ -290,6 +290,14 @@ fn first_ready(session: &mut dyn Session, url: &ServerUrl) -> Result<Vec<Happeni
                     early.extend(batch);
                     return Ok(early);
                 }
+                // Logged in and lost before the status watch showed Ready (it shows the
+                // latest status only): a session was up, so the command goes on, the loss
+                // and its reconnect handed out as any later one.
+                lost @ Happening::Change(Change::Lost { .. }) if session.stats().logins > 0 => {
+                    early.push(lost);
+                    early.extend(batch);
+                    return Ok(early);
+                }
                 Happening::Change(Change::Lost { reason, .. } | Change::Closed { reason }) => {
                     session.close();
                     return Err(Failure::new(EXIT_CONNECT, words::reason(&reason, url)));
