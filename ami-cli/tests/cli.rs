@@ -1326,6 +1326,18 @@ fn usage_errors_exit_2() {
     let out = ami(&["--server", "amis://a:b@127.0.0.1:1", "action", "Ping"]);
     assert_code(&out, 2, "amis:// without --ca");
     assert!(stderr(&out).contains("--ca"));
+    // An event name pasted with its line end, or empty, can never match an event.
+    for bad in ["Hangup\r\nX", "", "Dial Begin", "Event:Hangup"] {
+        let out = ami(&[
+            "--server",
+            "ami://a:b@127.0.0.1:1",
+            "listen",
+            "--event",
+            bad,
+        ]);
+        assert_code(&out, 2, bad);
+        assert!(stderr(&out).contains("an event name cannot"), "{bad:?}");
+    }
 }
 
 #[test]

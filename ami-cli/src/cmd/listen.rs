@@ -26,8 +26,24 @@ pub(crate) struct Args {
     /// Only these event names (repeatable, case-insensitive). The server is asked to send
     /// only those (the event mask of their classes, and a Filter where the user may: AMI's
     /// `write=system`); the command filters them too, so the output is the same either way.
-    #[arg(long = "event")]
+    #[arg(long = "event", value_parser = event_name)]
     events: Vec<String>,
+}
+
+/// An `--event` value: an `Event:` header's value can hold no blank, control character or
+/// colon, so such a name (a paste with its line end, `Hangup\r\n...`) is a usage error, not a
+/// subscription that can never match, or a Filter that could not be sent.
+fn event_name(name: &str) -> Result<String, String> {
+    if name.is_empty() {
+        return Err("an event name cannot be empty".into());
+    }
+    match name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == ':')
+    {
+        Some(c) => Err(format!("an event name cannot hold {}", c.escape_default())),
+        None => Ok(name.to_string()),
+    }
 }
 
 impl Args {
