@@ -641,13 +641,23 @@ impl std::fmt::Display for Holder {
 /// holder: only the bridge ID and the instance together name this process (a value without
 /// an instance is never this process's).
 async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<Holder>, String> {
+    let key_of = |ix: ServerIx| control.servers.get(ix).map(|spec| spec.token().to_string());
+    // From the lease loop's watch when it is current: no bucket listing per request.
+    let seen = {
+        let view = crate::lease::view_of(&control.lease_view);
+        match to {
+            Some(ix) => key_of(ix).and_then(|key| {
+                let value = view.value(&key)?;
+                Some(value.map(|v| (key, v)).into_iter().collect::<Vec<_>>())
+            }),
+            None => view.all(),
+        }
+    };
+    if let Some(values) = seen {
+        return Ok(holders_in(control, values));
+    }
     let keys: Vec<String> = match to {
-        Some(ix) => control
-            .servers
-            .get(ix)
-            .map(|spec| spec.token().to_string())
-            .into_iter()
-            .collect(),
+        Some(ix) => key_of(ix).into_iter().collect(),
         // Any server: every lease in the bucket, also those of servers this bridge is not
         // configured with (another bridge's ready server can take `ami.any.action`).
         None => tokio::time::timeout(Duration::from_secs(2), async {
@@ -659,13 +669,23 @@ async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<Ho
         .await
         .map_err(|_| "timed out".to_string())??,
     };
-    let mut holders: Vec<Holder> = Vec::new();
+    let mut values = Vec::new();
     for key in keys {
         let v = tokio::time::timeout(Duration::from_secs(2), control.leases.get(key.as_str()))
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        if let Some(lease) = v.as_deref().and_then(crate::lease::LeaseValue::parse) {
+        values.extend(v.map(|v| (key, v)));
+    }
+    Ok(holders_in(control, values))
+}
+
+/// The processes other than this one that `values` (lease keys and values) say hold a
+/// lease, each once.
+fn holders_in(control: &Control, values: Vec<(String, Bytes)>) -> Vec<Holder> {
+    let mut holders: Vec<Holder> = Vec::new();
+    for (_, v) in values {
+        if let Some(lease) = crate::lease::LeaseValue::parse(&v) {
             let me = lease.bridge == control.bridge_id
                 && lease.instance == Some(control.instance.as_str());
             let who = Holder {
@@ -677,7 +697,7 @@ async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<Ho
             }
         }
     }
-    Ok(holders)
+    holders
 }
 
 /// The reply to a request received at `received` (its time capped by `cap`, see

@@ -91,6 +91,8 @@ pub(crate) struct Control {
     idempotency: kv::Store,
     /// The lease bucket: who holds which server, for forwarding `ami.any.action` requests.
     pub(crate) leases: kv::Store,
+    /// The lease bucket as the lease loop's watch shows it (read before the bucket itself).
+    pub(crate) lease_view: Arc<Mutex<crate::lease::LeaseView>>,
     action_slots: Arc<Semaphore>,
     /// Per server: the term held and the instant by which it must be renewed.
     fences: Mutex<Vec<Option<(u64, Instant)>>>,
@@ -661,6 +663,7 @@ impl Bridge {
             serve_lock: Mutex::new(()),
             reply_log: Mutex::new(crate::actions::ReplyLossLog::default()),
             leases: leases.clone(),
+            lease_view: Arc::default(),
         });
         // Every bridge is in the queue groups of `ami.any.action` and of every one of its
         // servers' `ami.<server>.action` for its whole life, served or not: leaving a queue

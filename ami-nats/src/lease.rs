@@ -54,8 +54,9 @@ use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind, Watch};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::{timeout, Instant};
 
 enum State {
@@ -289,8 +290,17 @@ pub(crate) async fn run(
     // passes look at free leases only, at most every TTL/16 (NATS down: no tight loop).
     let mut last_free_pass = Instant::now();
     // Opened before the first look: a release written before the watch exists is its
-    // first entry (the latest value of every key comes first), so none is missed.
-    let mut released = open_watch(&kv, tick).await;
+    // first entry (the latest value of every key comes first), so none is missed. Read in
+    // a task of its own, so that the lease view forwarded requests read stays current
+    // while a pass here waits on NATS.
+    let freed = Arc::new(Notify::new());
+    let watcher = tokio::spawn(watch_leases(
+        kv.clone(),
+        open_watch(&kv, tick).await,
+        control.lease_view.clone(),
+        freed.clone(),
+        tick,
+    ));
     loop {
         let stale_at = states
             .iter()
@@ -307,26 +317,13 @@ pub(crate) async fn run(
             _ = interval.tick() => Pass::All,
             () = sleep_until(stale_at) => Pass::Free,
             _ = usable.tick() => Pass::Usable,
-            seen = next_release(&mut released) => {
-                if !seen {
-                    continue;
-                }
-                // The others a stopping bridge released at the same time: one pass for all.
-                while let Some(seen) = futures_util::FutureExt::now_or_never(next_release(&mut released)) {
-                    if !seen {
-                        break;
-                    }
-                }
-                Pass::Free
-            }
+            // The others a stopping bridge released at the same time are one pass for all:
+            // the notification holds one permit, however many came.
+            () = freed.notified() => Pass::Free,
             _ = stop.changed() => break,
         };
         if *stop.borrow() {
             break;
-        }
-        if pass == Pass::All && released.is_none() {
-            // NATS was down or the watch ended: a new one, at most once a tick.
-            released = open_watch(&kv, tick).await;
         }
         if pass != Pass::Usable {
             last_free_pass = Instant::now();
@@ -440,6 +437,7 @@ pub(crate) async fn run(
             }
         }
     }
+    watcher.abort();
     // Hand the servers over at once instead of making the others wait a TTL: each session
     // ends with a `lease_released` marker, and the lease is written `released` once the
     // markers are stored (or a renewal period passed), so the next holder's items follow.
@@ -552,25 +550,95 @@ async fn open_watch(kv: &Store, tick: Duration) -> Option<Watch> {
     }
 }
 
-/// Waits for the next lease entry: true if it frees a lease (`released`, deleted or
-/// purged), false for any other. An ended or failed watch is dropped (false); with none
-/// it waits forever.
-async fn next_release(watch: &mut Option<Watch>) -> bool {
-    let Some(w) = watch.as_mut() else {
-        return std::future::pending().await;
-    };
-    match w.next().await {
-        Some(Ok(e)) => e.operation != Operation::Put || e.value.starts_with(b"released "),
-        Some(Err(e)) => {
-            log::debug!("leases: watch failed: {e}");
-            *watch = None;
-            false
-        }
-        None => {
-            *watch = None;
-            false
+/// Reads the lease bucket's watch until aborted: every entry goes into `view`, and one that
+/// frees a lease (`released`, deleted or purged) wakes the lease loop through `freed`. An
+/// ended or failed watch empties the view (its callers read the bucket meanwhile) and is
+/// opened again after `tick` (NATS down: no tight loop).
+async fn watch_leases(
+    kv: Store,
+    mut watch: Option<Watch>,
+    view: Arc<Mutex<LeaseView>>,
+    freed: Arc<Notify>,
+    tick: Duration,
+) {
+    loop {
+        let Some(w) = watch.as_mut() else {
+            tokio::time::sleep(tick).await;
+            watch = open_watch(&kv, tick).await;
+            continue;
+        };
+        match w.next().await {
+            Some(Ok(e)) => {
+                let frees = e.operation != Operation::Put || e.value.starts_with(b"released ");
+                lock_view(&view).note(&e);
+                if frees {
+                    freed.notify_one();
+                }
+            }
+            Some(Err(e)) => {
+                log::debug!("leases: watch failed: {e}");
+                lock_view(&view).forget();
+                watch = None;
+            }
+            None => {
+                lock_view(&view).forget();
+                watch = None;
+            }
         }
     }
+}
+
+fn lock_view(view: &Mutex<LeaseView>) -> std::sync::MutexGuard<'_, LeaseView> {
+    // Only map inserts and removes run under the lock.
+    view.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The lease bucket as this bridge's watch last showed it: each key's latest value (one
+/// small entry per server in the bucket). Forwarded `ami.any.action` requests find the
+/// holders here instead of listing the bucket (a KV consumer, then one read per key, per
+/// request). Only once the watch has delivered the bucket's values as they stood when it
+/// opened (`seen_current`), and never after it failed until it is open again: then the
+/// callers read the bucket.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseView {
+    current: bool,
+    values: std::collections::BTreeMap<String, Bytes>,
+}
+
+impl LeaseView {
+    fn note(&mut self, e: &async_nats::jetstream::kv::Entry) {
+        if e.operation == Operation::Put {
+            self.values.insert(e.key.clone(), e.value.clone());
+        } else {
+            self.values.remove(&e.key);
+        }
+        self.current |= e.seen_current;
+    }
+
+    fn forget(&mut self) {
+        self.current = false;
+        self.values.clear();
+    }
+
+    /// The value of `key` (`None` inside when the bucket has none), if the view is current.
+    pub(crate) fn value(&self, key: &str) -> Option<Option<Bytes>> {
+        self.current.then(|| self.values.get(key).cloned())
+    }
+
+    /// Every key and value, if the view is current.
+    pub(crate) fn all(&self) -> Option<Vec<(String, Bytes)>> {
+        self.current.then(|| {
+            self.values
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    }
+}
+
+/// The view's lock, for the forwarders.
+pub(crate) fn view_of(view: &Mutex<LeaseView>) -> std::sync::MutexGuard<'_, LeaseView> {
+    lock_view(view)
 }
 
 /// After a renewal with no answer was followed by one refused for a wrong revision: if the

@@ -907,6 +907,54 @@ fn a_standby_bridge_forwards_any_action_to_the_bridge_that_serves() {
     second.shutdown();
 }
 
+/// JetStream API requests the server has taken so far (lease reads, consumers made...).
+fn jetstream_api_requests(url: &str) -> u64 {
+    block(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let info = client.request("$JS.API.INFO", "".into()).await.unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+        info["api"]["total"].as_u64().unwrap()
+    })
+}
+
+#[test]
+fn a_standby_forwards_from_its_watch_of_the_leases_without_reading_the_bucket_per_request() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let cfg = |id: &str| pbx1_bridge(&nats, &a, id, Duration::from_secs(60));
+    let first = serving_bridge(cfg("first"), &a);
+    let second = TestBridge::start(cfg("second"));
+    let url = nats.url();
+    wait_for(Duration::from_secs(10), "both watch the leases", || {
+        lease_watchers(&url) == 2
+    });
+    let ping = || {
+        block(request(
+            &url,
+            "ami.any.action",
+            r#"{"headers":[["Action","Ping"]]}"#,
+        ))
+    };
+    ping();
+    let before = jetstream_api_requests(&url);
+    // About half reach the standby, which forwards each to the holder.
+    for _ in 0..40 {
+        let r = ping();
+        assert_eq!(r["outcome"], "success", "{r}");
+    }
+    let used = jetstream_api_requests(&url) - before;
+    // Listing the bucket costs a consumer and a read per forward (20 or so forwards);
+    // what is left is the query above and a standby's look at its lease.
+    eprintln!("{used} JetStream API requests for 40 forwarded or served Pings");
+    assert!(
+        used < 8,
+        "{used} JetStream API requests for 40 forwarded or served Pings"
+    );
+    assert!(second.serving().is_empty());
+    second.shutdown();
+    first.shutdown();
+}
+
 #[test]
 fn any_action_reaching_a_bridge_whose_servers_are_down_goes_to_a_bridge_with_a_ready_one() {
     let Some(nats) = Nats::start() else { return };
