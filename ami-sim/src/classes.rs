@@ -146,8 +146,8 @@ impl ClassMask {
 
     /// Parses a mask the way Asterisk's `strings_to_mask` does: `None` for an empty string;
     /// all digits = a raw bitmask (`1` = system only); `off`/`no`/`false`... = none;
-    /// `on`/`yes`/`true`... = all; otherwise a comma list of lowercase class names
-    /// (case-sensitive, no spaces; unknown names are ignored, so a typo yields none).
+    /// `on`/`yes`/`true`... = all; otherwise a comma list of class names, read by
+    /// [`parse_list`](Self::parse_list) (unknown names are ignored, so a typo yields none).
     pub fn parse(text: &str) -> Option<ClassMask> {
         if text.is_empty() {
             return None;
@@ -166,8 +166,16 @@ impl ClassMask {
         Some(ClassMask::parse_list(text))
     }
 
-    /// Parses a comma list of class names as Asterisk's `get_perm` does (used for the
-    /// `read=`/`write=` settings): exact lowercase names, unknown ones ignored.
+    /// Parses a comma list of class names, as for the `read=`/`write=` settings and masks
+    /// given by name: each item must be a class name exactly (lowercase, no spaces);
+    /// unknown ones are ignored.
+    ///
+    /// This is what Asterisk's `get_perm` does with well-formed lists, but not with every
+    /// list: it tests each class with `ast_instring`, which compares every item but the
+    /// last only as a prefix of the class name (`strncmp(item, label, strlen(item))`), so in
+    /// Asterisk `cal,user` also selects `call`, and an empty item (`,user`) selects every
+    /// class. The simulator does not reproduce that quirk (the protocol reference,
+    /// AMI-PROTOCOL.md, does not describe it): send whole names.
     pub fn parse_list(text: &str) -> ClassMask {
         let mut bits = 0u32;
         for item in text.split(',') {
@@ -257,6 +265,14 @@ mod tests {
         assert_eq!(ClassMask::parse("nonsense"), Some(ClassMask::NONE));
         assert_eq!(ClassMask::parse("Call"), Some(ClassMask::NONE));
         assert_eq!(ClassMask::parse("all"), Some(ClassMask::ALL));
+    }
+
+    #[test]
+    fn mask_items_are_whole_class_names_even_before_the_last() {
+        // Asterisk would also select `call` for `cal,` and every class for `,user`.
+        assert_eq!(ClassMask::parse("cal,user"), Some(ClassMask::USER));
+        assert_eq!(ClassMask::parse(",user"), Some(ClassMask::USER));
+        assert_eq!(ClassMask::parse("user,cal"), Some(ClassMask::USER));
     }
 
     #[test]

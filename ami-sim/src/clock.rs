@@ -17,7 +17,9 @@ impl WallClock {
 
     /// Time since the epoch at `now` (instants before the origin count as the origin).
     pub(crate) fn unix(&self, now: Instant) -> Duration {
-        self.start_unix + now.saturating_duration_since(self.origin)
+        // Saturating: a `start_unix` near `Duration::MAX` stops the clock rather than panic.
+        self.start_unix
+            .saturating_add(now.saturating_duration_since(self.origin))
     }
 
     /// Whole seconds since the epoch at `now`.
@@ -55,6 +57,28 @@ impl WallClock {
             format!("{h:02}:{mi:02}:{s:02}"),
         )
     }
+}
+
+/// `now + d`, saturating: when `d` is too large for an `Instant` (`Duration::MAX` as
+/// "never"), the latest instant the platform can represent past `now`, a deadline that never
+/// comes. Every deadline the simulator computes from a caller's duration goes through here,
+/// because `Instant + Duration` panics on overflow.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    if let Some(t) = now.checked_add(d) {
+        return t;
+    }
+    // How far an `Instant` reaches differs by platform, so find it: halve the step on each
+    // overflow. A step succeeds at most once per size (twice would be the previous size,
+    // which failed), so this ends within about 2 x 94 tries.
+    let mut t = now;
+    let mut step = d;
+    while !step.is_zero() {
+        match t.checked_add(step) {
+            Some(next) => t = next,
+            None => step /= 2,
+        }
+    }
+    t
 }
 
 /// Splits Unix seconds into UTC (year, month, day, hour, minute, second), proleptic
@@ -118,6 +142,27 @@ mod tests {
         // 2026-11-23 08:38:28 UTC, the fixtures' recording day.
         assert_eq!(civil(1_795_423_108), (2026, 11, 23, 8, 38, 28));
         assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));
+    }
+
+    #[test]
+    fn later_saturates_instead_of_overflowing() {
+        let now = Instant::now();
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
+        let far = later(now, Duration::MAX);
+        assert!(far > now + Duration::from_secs(1_000_000_000));
+        // Saturated: as far as the platform goes, and never before `now`.
+        assert!(later(far, Duration::MAX) >= far);
+        assert_eq!(later(far, Duration::ZERO), far);
+    }
+
+    #[test]
+    fn a_clock_started_at_the_end_of_time_stops_there() {
+        let now = Instant::now();
+        let c = WallClock::new(now, Duration::MAX);
+        assert_eq!(c.unix(now + Duration::from_secs(9)), Duration::MAX);
     }
 
     #[test]

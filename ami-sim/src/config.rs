@@ -62,7 +62,10 @@ pub struct SimConfig {
     /// itself would buffer without bound while the write timer runs).
     pub max_backlog: usize,
     /// Hard cap on one session's unread input (what the client wrote while the session was
-    /// blocked). Bytes beyond it are dropped and counted in [`SimStats`](crate::SimStats).
+    /// blocked). Bytes beyond it given to [`SimServer::receive`](crate::SimServer::receive)
+    /// are dropped and counted in [`SimStats`](crate::SimStats); the TCP front reads no more
+    /// than fits ([`SimServer::input_room`](crate::SimServer::input_room)), leaving the rest
+    /// to TCP flow control, so over TCP nothing is dropped.
     pub max_input_backlog: usize,
     /// Whether Asterisk is fully booted at start (and right after a restart). When false,
     /// `Event: FullyBooted` is broadcast `boot_delay` later, and a Login before that gets no

@@ -172,7 +172,10 @@ pub type FaultPlan = Vec<(Instant, Fault)>;
 
 impl Faults {
     /// `transmit()` returns at most `n` bytes at a time (`None`: no limit), so the client
-    /// sees messages split at arbitrary bytes. `Some(0)` is treated as 1.
+    /// sees messages split at arbitrary bytes. `Some(0)` is treated as 1. Through the
+    /// [`TcpFront`](crate::tcp::TcpFront) each socket write is then at most `n` bytes, but
+    /// the client's kernel may join them again: reads that small are guaranteed only to a
+    /// caller of the sans-IO [`SimServer::transmit`](crate::SimServer::transmit).
     pub fn set_max_chunk(&mut self, n: Option<usize>) -> &mut Self {
         self.max_chunk = n.map(|n| n.max(1));
         self

@@ -1,9 +1,17 @@
 //! Per-session event filters (the Filter action).
 //!
 //! Asterisk compiles filters as POSIX extended regular expressions (`regcomp` with
-//! `REG_EXTENDED | REG_NOSUB`); the simulator compiles them with the `regex` crate, whose
-//! syntax agrees with POSIX ERE on what filters use (`^Event: Hangup[[:space:]]`, `a|b`,
-//! `.*`, bracket classes) and which, like `regexec`, finds a match anywhere unless anchored.
+//! `REG_EXTENDED | REG_NOSUB`, no `REG_NEWLINE`) and runs `regexec` over the whole event
+//! text. The simulator compiles them with the `regex` crate set up to match the same way:
+//! `.` matches the CR and LF between headers too (`UserEvent: Foo.*X: 1` spans two lines),
+//! `^` and `$` are the ends of the whole text, and a match is found anywhere unless
+//! anchored. What filters commonly use (`^Event: Hangup[[:space:]]`, `a|b`, `.*`, bracket
+//! classes) means the same in both. The syntaxes are not the same, though: the simulator
+//! also accepts Perl syntax that Asterisk's (glibc's) `regcomp` reads differently or
+//! refuses, such as `\d` (a digit here, a plain `d` there) and `(?i)` or any other `(?...)`
+//! group (refused there); it refuses back-references (`\1`), which glibc accepts; a
+//! backslash inside brackets escapes here but is literal in POSIX; and a pattern that is
+//! not UTF-8 is refused here, while `.` matches no byte that is not part of UTF-8 text.
 //! A pattern that does not compile is refused with Asterisk's "did not compile" error. Legacy
 //! filters match the whole event text, with a leading `!` making the filter exclude. Advanced
 //! filters (`MatchCriteria`) support `action(include|exclude)`, `name(Event)`, `header(Key)`
@@ -52,6 +60,8 @@ pub(crate) enum FilterError {
 fn compile(pattern: &[u8]) -> Result<Regex, FilterError> {
     let text = std::str::from_utf8(pattern).map_err(|_| FilterError::Compile)?;
     RegexBuilder::new(text)
+        // regexec without REG_NEWLINE: a newline is an ordinary character.
+        .dot_matches_new_line(true)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|_| FilterError::Compile)
@@ -262,6 +272,26 @@ mod tests {
             .unwrap();
         assert!(h.pass("Hangup", HANGUP));
         assert!(!h.pass("Newchannel", NEWCHANNEL));
+    }
+
+    #[test]
+    fn a_dot_matches_the_line_breaks_between_headers_as_in_posix_regexec() {
+        let user = b"Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: Foo\r\nX: 1\r\n\r\n";
+        let mut f = Filters::default();
+        f.add(Some("UserEvent: Foo.*X: 1"), None).unwrap();
+        assert!(f.pass("UserEvent", user));
+        let mut g = Filters::default();
+        g.add(Some("Event: UserEvent.Privilege"), None).unwrap();
+        assert!(
+            !g.pass("UserEvent", user),
+            "one dot is one byte: CR, not CRLF"
+        );
+        g.add(Some("Event: UserEvent..Privilege"), None).unwrap();
+        assert!(g.pass("UserEvent", user));
+        // Without REG_NEWLINE, ^ and $ are the ends of the whole text, not of lines.
+        let mut h = Filters::default();
+        h.add(Some("^UserEvent: Foo"), None).unwrap();
+        assert!(!h.pass("UserEvent", user));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - every action completes exactly once (the fleet closes at the end, so none is left);
 //! - connects started per step stay within `connects_per_step`.
 
+use crate::clock::later;
 use crate::{SessionId, SimConfig, SimServer};
 use ami_proto::fleet::{
     Budget, Fleet, FleetConfig, FleetOutput, Policy, Route, RouteError, Scheduler, ServerId,
@@ -115,7 +116,8 @@ impl Scenario {
             .min(b.messages_per_step / b.messages_per_conn.max(1))
             .max(1);
         let steps = self.servers.div_ceil(k) + 1;
-        self.tick * u32::try_from(steps).unwrap_or(u32::MAX)
+        self.tick
+            .saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX))
     }
 
     fn role(&self, i: usize) -> Role {
@@ -336,12 +338,12 @@ impl FleetHarness {
     /// Runs one step and moves the virtual clock on by a tick. False once the scenario's
     /// time is over or a law broke: then call [`finish`](Self::finish).
     pub fn advance(&mut self) -> bool {
-        if self.now >= self.t0 + self.scenario.duration || !self.violations.is_empty() {
+        if self.now >= later(self.t0, self.scenario.duration) || !self.violations.is_empty() {
             return false;
         }
         self.step();
         self.summary.steps += 1;
-        self.now += self.scenario.tick;
+        self.now = later(self.now, self.scenario.tick);
         true
     }
 

@@ -8,6 +8,7 @@
 //! disconnect; caps hold; every dropped event is accounted for by a gap notice; and the
 //! client is Ready again after the server comes back.
 
+use crate::clock::later;
 use crate::{Fault, SessionId, SimConfig, SimServer};
 use ami_proto::{
     Action, ActionError, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason,
@@ -154,16 +155,16 @@ pub(crate) fn run_scenario<S: Scenario>(
 ) -> Vec<Violation> {
     let t0 = s.violations().t0;
     let plan = Plan {
-        end: t0 + duration,
-        quiet_from: t0 + duration.mul_f64(0.6),
+        end: later(t0, duration),
+        quiet_from: later(t0, duration.mul_f64(0.6)),
     };
-    let mut next_fault = t0 + first_fault;
+    let mut next_fault = later(t0, first_fault);
     s.pump();
     while *s.parts().1 < plan.end {
         s.act(cfg, &plan);
         let now = *s.parts().1;
         if faults && now >= next_fault && now < plan.quiet_from {
-            next_fault = now + s.inject();
+            next_fault = later(now, s.inject());
         }
         if now >= plan.quiet_from {
             s.quiet(&plan);

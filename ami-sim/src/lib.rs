@@ -53,8 +53,9 @@
 //!   Login, the inline FullyBooted and the SuccessfulAuth / InvalidPassword /
 //!   InvalidAccountID / ChallengeResponseFailed security events.
 //! * **Permissions and delivery**: `read=`/`write=` classes and event masks parsed like
-//!   Asterisk ([`ClassMask`]); an event reaches a session only if all its class bits are in
-//!   both, and its filters pass.
+//!   Asterisk ([`ClassMask`]; not its prefix matching of list items, see
+//!   [`ClassMask::parse_list`]); an event reaches a session only if all its class bits are
+//!   in both, and its filters pass.
 //! * **Actions**: Login, Logoff, Challenge, Ping, Events, Filter, Command, Getvar, Setvar,
 //!   Status, CoreShowChannels, QueueStatus, QueueSummary, UserEvent, Hangup, Originate,
 //!   CoreSettings, CoreStatus, ListCommands. Others: "Invalid/unknown command".
@@ -94,9 +95,10 @@
 //!
 //! ## Bounded memory
 //!
-//! Per session: input is capped by `max_input_backlog` (excess dropped and counted), the
-//! line buffer by Asterisk's 1024 bytes and 128 lines, output plus held events by
-//! `max_backlog` (then the session is closed as a slow reader), filters by 1024 entries.
+//! Per session: input waiting while the session is busy is capped by `max_input_backlog`
+//! (excess dropped and counted; the [`tcp`] front stops reading instead), the line buffer by
+//! Asterisk's 1024 bytes and 128 lines, output plus held events by `max_backlog` (then the
+//! session is closed as a slow reader), filters by 1024 entries.
 //! Calls are capped by `max_calls`. Closed sessions keep a small record until
 //! [`SimServer::forget`].
 #![forbid(unsafe_code)]

@@ -1,6 +1,7 @@
 //! What the server sends: a message builder and the per-session output buffer with the
 //! slow-reader (write timeout) bookkeeping.
 
+use crate::clock::later;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -213,7 +214,7 @@ impl OutBuf {
 
     /// When the blocked write times out, if one is blocked.
     pub(crate) fn deadline(&self, write_timeout: Duration) -> Option<Instant> {
-        self.stalled_since.map(|t| t + write_timeout)
+        self.stalled_since.map(|t| later(t, write_timeout))
     }
 
     /// Keeps only the first `keep` untransmitted bytes (what the kernel already holds when the

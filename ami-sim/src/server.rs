@@ -4,7 +4,7 @@ use crate::actions::{self, Outcome};
 use crate::calls::channel::ChannelRow;
 use crate::calls::{CallId, CallRequest, Effect, Engine, EngineConfig, Origin};
 use crate::classes::ClassMask;
-use crate::clock::WallClock;
+use crate::clock::{later, WallClock};
 use crate::config::SimConfig;
 use crate::events::{Event, EventBuilder};
 use crate::faults::{with_foreign_id, Decision, Fault, Faults};
@@ -161,7 +161,8 @@ impl Writer<'_> {
 }
 
 /// Closes a session. What is queued stays readable (EOF after it), except that a slow
-/// reader keeps only what the kernel already held, and a client close drops everything.
+/// reader keeps only what the kernel already held, and a client close drops everything
+/// (unless the client only shut down its sending side: then it still reads the rest).
 fn close_session(s: &mut Session, reason: CloseReason, cfg: &SimConfig, _stats: &mut SimStats) {
     if !s.is_open() {
         return;
@@ -174,7 +175,7 @@ fn close_session(s: &mut Session, reason: CloseReason, cfg: &SimConfig, _stats: 
     s.block = None;
     match reason {
         CloseReason::SlowReader => s.out.truncate_pending(cfg.socket_buffer),
-        CloseReason::ClientClosed => s.out.clear(),
+        CloseReason::ClientClosed if !s.read_eof => s.out.clear(),
         _ => s.out.truncate_pending(usize::MAX),
     }
 }
@@ -194,7 +195,7 @@ impl SimServer {
             now,
         );
         let booted = config.fully_booted;
-        let boot_at = (!booted).then(|| now + config.boot_delay);
+        let boot_at = (!booted).then(|| later(now, config.boot_delay));
         SimServer {
             rng: SimRng::new(config.seed),
             cfg: config,
@@ -295,30 +296,66 @@ impl SimServer {
         sid
     }
 
-    /// Bytes the client wrote. Ignored for closed or half-open sessions.
+    /// Bytes the client wrote. Ignored for closed or half-open sessions, and after
+    /// [`client_eof`](Self::client_eof).
+    ///
+    /// An idle session handles them as they come; what is left when it gets busy (a sync
+    /// Originate, a delayed reply) waits in its input backlog, and bytes beyond
+    /// `max_input_backlog` there are dropped and counted
+    /// ([`SimStats::input_bytes_dropped`]), so the next message may arrive cut. A caller
+    /// that reads a socket should read no more than [`input_room`](Self::input_room) and
+    /// leave the rest to TCP flow control, as [`TcpFront`](crate::tcp::TcpFront) does.
     pub fn receive(&mut self, s: SessionId, now: Instant, bytes: &[u8]) {
         self.run_until(now);
-        let half_all = self.faults.is_half_open_all();
-        let cap = self.cfg.max_input_backlog;
-        let Some(sess) = self.sessions.get_mut(&s.0) else {
-            return;
+        let mut rest = bytes;
+        // A backlog's worth at a time: an idle session handles each piece before the next
+        // is queued, so only what arrives while it is busy counts against the cap.
+        while !rest.is_empty() {
+            let room = self.input_room(s);
+            if room == usize::MAX {
+                // Closed, half-open or past EOF: ignored.
+                return;
+            }
+            let take = room.min(rest.len());
+            if take == 0 {
+                self.stats.input_bytes_dropped += rest.len() as u64;
+                log::warn!(
+                    "ami-sim: session {} input backlog full; {} bytes dropped",
+                    s.0,
+                    rest.len()
+                );
+                return;
+            }
+            if let Some(sess) = self.sessions.get_mut(&s.0) {
+                sess.inbox.extend(&rest[..take]);
+            }
+            rest = &rest[take..];
+            self.pump(s);
+            self.settle();
+        }
+    }
+
+    /// How many bytes [`receive`](Self::receive) takes for session `s` now without dropping
+    /// any: the room left in its input backlog (`max_input_backlog` less what waits there
+    /// while the session is busy; at least 1 while it is idle, since an idle session takes
+    /// input as it comes). 0 while a busy session's backlog is full: a front reading a
+    /// socket then stops reading it, so that the client's bytes wait in the kernel and TCP
+    /// flow control holds the client back, as with a busy Asterisk, which reads nothing
+    /// until its action is done. `usize::MAX` when the input is ignored (closed, half-open,
+    /// after EOF or unknown sessions): reading then only drains the socket.
+    pub fn input_room(&self, s: SessionId) -> usize {
+        let Some(sess) = self.sessions.get(&s.0) else {
+            return usize::MAX;
         };
-        if !sess.is_open() || sess.half_open || half_all {
-            return;
+        if !sess.is_open() || sess.half_open || sess.read_eof || self.faults.is_half_open_all() {
+            return usize::MAX;
         }
-        let room = cap.saturating_sub(sess.inbox.len());
-        let take = room.min(bytes.len());
-        sess.inbox.extend(&bytes[..take]);
-        if take < bytes.len() {
-            self.stats.input_bytes_dropped += (bytes.len() - take) as u64;
-            log::warn!(
-                "ami-sim: session {} input backlog full; {} bytes dropped",
-                s.0,
-                bytes.len() - take
-            );
+        let room = self.cfg.max_input_backlog.saturating_sub(sess.inbox.len());
+        if sess.block.is_none() {
+            room.max(1)
+        } else {
+            room
         }
-        self.pump(s);
-        self.settle();
     }
 
     /// Bytes queued for the client (at most the max-chunk fault's size). Empty while the
@@ -349,10 +386,43 @@ impl SimServer {
         }
     }
 
-    /// The client closed its end. Queued output is dropped; calls it started go on.
+    /// The client closed its end (or the connection broke). Queued output is dropped;
+    /// calls it started go on.
     pub fn client_closed(&mut self, s: SessionId, now: Instant) {
         self.run_until(now);
+        if let Some(sess) = self.sessions.get_mut(&s.0) {
+            if sess.read_eof {
+                // It had only shut down its sending side; now it reads nothing either.
+                sess.read_eof = false;
+                sess.out.clear();
+            }
+        }
         self.close(s, CloseReason::ClientClosed);
+        self.settle();
+    }
+
+    /// The client shut down its sending side (the server read EOF) but may still read.
+    /// Like Asterisk, which notices EOF only when it next reads, the session first handles
+    /// every complete message already received (after a sync Originate or a delayed reply
+    /// in progress, if any), then closes ([`CloseReason::ClientClosed`]) with its queued
+    /// output still readable; [`is_eof`](Self::is_eof) once that is read. An unfinished
+    /// last message is discarded. A half-open session closes at once, as on
+    /// [`client_closed`](Self::client_closed).
+    pub fn client_eof(&mut self, s: SessionId, now: Instant) {
+        self.run_until(now);
+        let half_all = self.faults.is_half_open_all();
+        let Some(sess) = self.sessions.get_mut(&s.0) else {
+            return;
+        };
+        if !sess.is_open() {
+            return;
+        }
+        if sess.half_open || half_all {
+            self.close(s, CloseReason::ClientClosed);
+        } else {
+            sess.read_eof = true;
+            self.pump(s);
+        }
         self.settle();
     }
 
@@ -472,11 +542,11 @@ impl SimServer {
             self.close(SessionId(id), CloseReason::Shutdown);
         }
         self.engine.clear();
-        let up = self.now + down_for;
+        let up = later(self.now, down_for);
         self.down_until = Some(up);
         self.started = up;
         self.booted = self.cfg.fully_booted;
-        self.boot_at = (!self.booted).then(|| up + self.cfg.boot_delay);
+        self.boot_at = (!self.booted).then(|| later(up, self.cfg.boot_delay));
         self.stats.restarts += 1;
     }
 
@@ -684,7 +754,10 @@ impl SimServer {
                 offer(*at, Due::Reply(*id));
             }
             if !s.logged_in() {
-                offer(s.accepted + self.cfg.auth_timeout, Due::AuthTimeout(*id));
+                offer(
+                    later(s.accepted, self.cfg.auth_timeout),
+                    Due::AuthTimeout(*id),
+                );
             }
             // A half-open session sends nothing, so it has no write in progress either.
             if !(s.half_open || half_all) {
@@ -867,6 +940,10 @@ impl SimServer {
                 return;
             }
             let Some(inbound) = s.framer.next(&mut s.inbox) else {
+                if s.read_eof {
+                    // Every complete message is handled: now the session notices EOF.
+                    close_session(s, CloseReason::ClientClosed, &self.cfg, &mut self.stats);
+                }
                 return;
             };
             self.stats.actions += 1;
@@ -945,7 +1022,7 @@ impl SimServer {
             }
         };
         let reply = self.transform(reply, d);
-        let at = at + d.delay.unwrap_or(Duration::ZERO);
+        let at = later(at, d.delay.unwrap_or(Duration::ZERO));
         if at > now {
             if let Some(s) = self.sessions.get_mut(&sid.0) {
                 if s.is_open() {

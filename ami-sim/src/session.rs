@@ -46,6 +46,9 @@ pub(crate) struct Session {
     pub(crate) held_bytes: usize,
     pub(crate) out: OutBuf,
     pub(crate) half_open: bool,
+    /// The client shut down its sending side: once the input already received is handled,
+    /// the session closes, its queued output still readable.
+    pub(crate) read_eof: bool,
     /// A reset fault waiting for the next write to cut.
     pub(crate) reset_armed: bool,
     /// Set by a reset: nothing at all is readable past `out`'s cut.
@@ -103,6 +106,7 @@ impl Session {
             held_bytes: 0,
             out: OutBuf::default(),
             half_open: false,
+            read_eof: false,
             reset_armed: false,
             was_reset: false,
             local,

@@ -9,7 +9,17 @@
 //! simulated server is down after a restart, new connections are accepted and closed at once
 //! (Asterisk would refuse them; both end in EOF before any banner).
 //!
-//! Only `127.0.0.1` may be bound.
+//! Like Asterisk's, a session reads no more than it can take: while it is busy (a sync
+//! Originate, a delayed reply) and its input backlog is full
+//! ([`SimServer::input_room`]), the front leaves the client's bytes in the kernel, so TCP
+//! flow control holds the client back and nothing is dropped. A client that shuts down its
+//! sending side still gets the replies to everything it wrote
+//! ([`SimServer::client_eof`]), then EOF. [`Faults::set_max_chunk`] makes each write to the
+//! socket at most that long, but the client's kernel may join the pieces again: only the
+//! sans-IO [`SimServer::transmit`] guarantees reads that small.
+//!
+//! Only loopback addresses may be bound (`127.0.0.0/8`, `::1`). If the thread ever dies (a
+//! bug in the simulator), its sockets close with it and [`TcpFront::status`] says why.
 //!
 //! ```
 //! use ami_sim::{tcp::TcpFront, SimConfig};
@@ -23,7 +33,7 @@
 //! assert!(all.starts_with("Asterisk Call Manager/11.0.0\r\nResponse: Goodbye\r\n"));
 //! ```
 
-use crate::{Faults, SessionId, SimConfig, SimServer, SimStats};
+use crate::{Faults, SessionId, SessionState, SimConfig, SimServer, SimStats};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,12 +54,34 @@ pub struct TcpFront {
     addr: SocketAddr,
     sim: Arc<Mutex<SimServer>>,
     stop: Arc<AtomicBool>,
+    /// Set by the thread if it panics: the panic's message.
+    died: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Whether a [`TcpFront`] still serves, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FrontStatus {
+    /// Accepting connections and moving their bytes.
+    Serving,
+    /// Stopped by [`TcpFront::shutdown`].
+    Stopped,
+    /// The serving thread panicked, with this message: a bug in the simulator. Its sockets
+    /// closed with it (clients saw EOF or a reset, new connections are refused); the
+    /// simulator itself stays readable through [`TcpFront::stats`] and
+    /// [`TcpFront::with_server`].
+    Died(String),
 }
 
 struct Conn {
     sid: SessionId,
     stream: TcpStream,
+    /// The client shut down its sending side: nothing more to read.
+    read_eof: bool,
+    /// Since when a closed session's remaining output has not moved because the client does
+    /// not read it.
+    stalled_since: Option<Instant>,
 }
 
 /// Locks a simulator's state (shared with `flood`): a panic while holding the lock leaves
@@ -59,8 +91,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl TcpFront {
-    /// Binds `addr` (a loopback address, `127.0.0.1:<port>` or `[::1]:<port>`, port 0 for
-    /// any) and starts the thread.
+    /// Binds `addr` (a loopback address: `127.0.0.1:<port>`, any other `127.x.y.z`, or
+    /// `[::1]:<port>`; port 0 for any) and starts the thread. Any other address is refused
+    /// with [`ErrorKind::InvalidInput`].
     pub fn start(config: SimConfig, addr: &str) -> io::Result<TcpFront> {
         let wanted: SocketAddr = addr
             .parse()
@@ -70,7 +103,7 @@ impl TcpFront {
         if !wanted.ip().is_loopback() {
             return Err(io::Error::new(
                 ErrorKind::InvalidInput,
-                "TcpFront only binds a loopback address (127.0.0.1 or ::1)",
+                "TcpFront only binds a loopback address (127.0.0.0/8 or ::1)",
             ));
         }
         let listener = TcpListener::bind(wanted)?;
@@ -78,17 +111,20 @@ impl TcpFront {
         let local = listener.local_addr()?;
         let sim = Arc::new(Mutex::new(SimServer::new(config, Instant::now())));
         let stop = Arc::new(AtomicBool::new(false));
+        let died = Arc::new(Mutex::new(None));
         let thread = {
             let sim = Arc::clone(&sim);
             let stop = Arc::clone(&stop);
+            let died = Arc::clone(&died);
             std::thread::Builder::new()
                 .name("ami-sim-tcp".to_string())
-                .spawn(move || run(listener, &sim, &stop))?
+                .spawn(move || guarded(local, &died, || run(listener, &sim, &stop)))?
         };
         Ok(TcpFront {
             addr: local,
             sim,
             stop,
+            died,
             thread: Some(thread),
         })
     }
@@ -96,6 +132,18 @@ impl TcpFront {
     /// The address clients connect to.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Whether the front still serves: [`FrontStatus::Died`] if its thread panicked, so a
+    /// test that sees its clients cut off can tell a simulator bug from a client one.
+    pub fn status(&self) -> FrontStatus {
+        if let Some(msg) = lock(&self.died).clone() {
+            return FrontStatus::Died(msg);
+        }
+        match &self.thread {
+            Some(t) if !t.is_finished() => FrontStatus::Serving,
+            _ => FrontStatus::Stopped,
+        }
     }
 
     /// Restarts the simulated Asterisk now (see [`SimServer::restart`]).
@@ -118,13 +166,18 @@ impl TcpFront {
         lock(&self.sim).stats()
     }
 
-    /// Stops the thread and closes every socket. Also done on drop.
+    /// Stops the thread and closes every socket. Also done on drop. A thread that died
+    /// is reported in the log here as well (and stays reported by
+    /// [`status`](Self::status)).
     pub fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
             if t.join().is_err() {
                 log::error!("ami-sim: TCP front thread panicked");
             }
+        }
+        if let Some(msg) = lock(&self.died).as_deref() {
+            log::error!("ami-sim: TCP front on {} had died: {msg}", self.addr);
         }
     }
 }
@@ -133,6 +186,22 @@ impl Drop for TcpFront {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Runs the thread's body; if it panics, records why in `died` (and the log) instead of
+/// ending silently. The body's sockets are dropped by the unwinding, so clients see the
+/// front go away.
+fn guarded(addr: SocketAddr, died: &Mutex<Option<String>>, body: impl FnOnce()) {
+    let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) else {
+        return;
+    };
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-text payload".to_string());
+    log::error!("ami-sim: TCP front on {addr} died: {msg}");
+    *lock(died) = Some(msg);
 }
 
 fn run(listener: TcpListener, sim: &Mutex<SimServer>, stop: &AtomicBool) {
@@ -169,7 +238,12 @@ fn accept_all(listener: &TcpListener, sim: &mut SimServer, conns: &mut Vec<Conn>
                     Ok(local) => sim.accept_from(now, local, peer),
                     Err(_) => sim.accept(now),
                 };
-                conns.push(Conn { sid, stream });
+                conns.push(Conn {
+                    sid,
+                    stream,
+                    read_eof: false,
+                    stalled_since: None,
+                });
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
             Err(e) => {
@@ -182,13 +256,22 @@ fn accept_all(listener: &TcpListener, sim: &mut SimServer, conns: &mut Vec<Conn>
 
 /// Moves bytes for one connection. Returns false when the connection is finished.
 fn service(c: &mut Conn, sim: &mut SimServer, buf: &mut [u8], now: Instant) -> bool {
-    // Client to server.
+    // Client to server, no more than the session can take: the rest stays in the kernel
+    // and TCP flow control holds the client back.
     let mut read = 0;
-    while read < READ_PER_ROUND {
-        match c.stream.read(buf) {
+    while !c.read_eof && read < READ_PER_ROUND {
+        let want = sim
+            .input_room(c.sid)
+            .min(buf.len())
+            .min(READ_PER_ROUND - read);
+        if want == 0 {
+            break;
+        }
+        match c.stream.read(&mut buf[..want]) {
             Ok(0) => {
-                sim.client_closed(c.sid, now);
-                break;
+                // A half-close: the client may still read the replies to what it wrote.
+                c.read_eof = true;
+                sim.client_eof(c.sid, now);
             }
             Ok(n) => {
                 read += n;
@@ -198,11 +281,12 @@ fn service(c: &mut Conn, sim: &mut SimServer, buf: &mut [u8], now: Instant) -> b
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => {
                 sim.client_closed(c.sid, now);
-                break;
+                return finish(c, sim);
             }
         }
     }
     // Server to client.
+    let mut moved = false;
     loop {
         let data = sim.transmit(c.sid);
         if data.is_empty() {
@@ -210,20 +294,61 @@ fn service(c: &mut Conn, sim: &mut SimServer, buf: &mut [u8], now: Instant) -> b
         }
         match c.stream.write(data) {
             Ok(0) => break,
-            Ok(n) => sim.advance_transmit(c.sid, n),
+            Ok(n) => {
+                moved = true;
+                sim.advance_transmit(c.sid, n);
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => {
+                // The client is gone: what it has not read is lost, whatever the session.
                 sim.client_closed(c.sid, now);
-                break;
+                return finish(c, sim);
             }
         }
     }
     if sim.is_eof(c.sid) {
         let _ = c.stream.flush();
-        let _ = c.stream.shutdown(Shutdown::Both);
-        sim.forget(c.sid);
-        return false;
+        return finish(c, sim);
+    }
+    // A closed session has no write timeout of its own: give a client that stops reading
+    // its rest (Goodbye, replies after a half-close) the same `write_timeout` Asterisk's
+    // writes get, so a vanished reader cannot hold the connection forever.
+    if matches!(sim.session_state(c.sid), SessionState::Closed(_)) {
+        if moved {
+            c.stalled_since = None;
+        } else {
+            let since = *c.stalled_since.get_or_insert(now);
+            if now.saturating_duration_since(since) > sim.config().write_timeout {
+                return finish(c, sim);
+            }
+        }
     }
     true
+}
+
+/// Closes a finished connection's socket and forgets its session. Always false (the
+/// connection is done).
+fn finish(c: &mut Conn, sim: &mut SimServer) -> bool {
+    let _ = c.stream.shutdown(Shutdown::Both);
+    sim.forget(c.sid);
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::panic)]
+    fn a_thread_that_panics_leaves_its_message_for_status() {
+        let died = Mutex::new(None);
+        let addr: SocketAddr = ([127, 0, 0, 1], 1).into();
+        guarded(addr, &died, || {});
+        assert_eq!(*lock(&died), None);
+        guarded(addr, &died, || panic!("boom {}", 7));
+        assert_eq!(lock(&died).as_deref(), Some("boom 7"));
+        guarded(addr, &died, || panic!("static"));
+        assert_eq!(lock(&died).as_deref(), Some("static"));
+    }
 }

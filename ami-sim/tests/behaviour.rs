@@ -679,3 +679,249 @@ fn a_restarting_server_places_no_calls_until_it_is_up() {
         .originate_call(t0 + Duration::from_secs(2), call())
         .is_some());
 }
+
+#[test]
+fn a_half_closed_session_answers_what_it_read_then_closes_keeping_the_replies() {
+    let mut h = Harness::new(SimConfig::default());
+    // A sync Originate keeps the session busy: the Ping behind it and the EOF wait.
+    h.sim.receive(
+        h.s,
+        h.now,
+        b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n\
+          Action: Originate\r\nChannel: Local/wait10@ami-test\r\nApplication: Wait\r\n\
+          Data: 1\r\nActionID: o\r\n\r\nAction: Ping\r\nActionID: p\r\n\r\nAction: Pi",
+    );
+    let now = h.now;
+    h.sim.client_eof(h.s, now);
+    assert_eq!(h.sim.session_state(h.s), SessionState::Open);
+    // Input after EOF cannot exist; it is ignored.
+    h.sim
+        .receive(h.s, now, b"Action: Ping\r\nActionID: late\r\n\r\n");
+    h.sim.handle_timeout(now + ms(500));
+    assert_eq!(
+        h.sim.session_state(h.s),
+        SessionState::Closed(CloseReason::ClientClosed)
+    );
+    h.drain();
+    let ids: Vec<String> = h
+        .shapes()
+        .iter()
+        .filter_map(|m| m.get("ActionID"))
+        .collect();
+    assert_eq!(ids, ["o", "p"]);
+    assert!(h.sim.is_eof(h.s));
+}
+
+#[test]
+fn a_client_close_after_a_half_close_drops_what_is_unread() {
+    let mut h = Harness::new(SimConfig::default());
+    h.sim.receive(h.s, h.now, LOGIN_OFF);
+    let now = h.now;
+    h.sim.client_eof(h.s, now);
+    assert!(!h.sim.transmit(h.s).is_empty());
+    h.sim.client_closed(h.s, now);
+    assert!(h.sim.is_eof(h.s));
+}
+
+#[test]
+fn input_room_is_what_a_busy_session_can_still_take() {
+    let mut h = Harness::new(SimConfig {
+        max_input_backlog: 100,
+        ..SimConfig::default()
+    });
+    h.send(LOGIN_OFF);
+    assert_eq!(h.sim.input_room(h.s), 100);
+    h.send(
+        b"Action: Originate\r\nChannel: Local/noanswer@ami-test\r\nApplication: Wait\r\n\
+          Data: 1\r\nTimeout: 1000\r\nActionID: sync\r\n\r\n",
+    );
+    let ping = b"Action: Ping\r\nActionID: p\r\n\r\n";
+    h.send(ping);
+    assert_eq!(h.sim.input_room(h.s), 100 - ping.len());
+    h.send(&[b'x'; 100]);
+    assert_eq!(h.sim.input_room(h.s), 0);
+    assert_eq!(h.sim.stats().input_bytes_dropped, ping.len() as u64);
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.sim.input_room(h.s), 100);
+    h.sim.client_closed(h.s, h.now);
+    assert_eq!(h.sim.input_room(h.s), usize::MAX);
+}
+
+#[test]
+fn an_idle_session_handles_one_write_larger_than_its_input_backlog() {
+    let mut h = Harness::new(SimConfig {
+        max_input_backlog: 64,
+        ..SimConfig::default()
+    });
+    let mut all = LOGIN_OFF.to_vec();
+    for i in 0..100 {
+        all.extend_from_slice(format!("Action: Ping\r\nActionID: p{i}\r\n\r\n").as_bytes());
+    }
+    h.send(&all);
+    let pongs = h
+        .shapes()
+        .iter()
+        .filter(|m| m.get("Ping").is_some())
+        .count();
+    assert_eq!(pongs, 100);
+    assert_eq!(h.sim.stats().input_bytes_dropped, 0);
+}
+
+#[test]
+fn a_busy_session_still_drops_what_passes_its_input_backlog_when_fed_directly() {
+    let mut h = Harness::new(SimConfig {
+        max_input_backlog: 64,
+        ..SimConfig::default()
+    });
+    h.send(LOGIN_OFF);
+    // The sync Originate and 100 Pings in one write: the Pings past 64 bytes are dropped.
+    let mut all = b"Action: Originate\r\nChannel: Local/noanswer@ami-test\r\nApplication: Wait\r\n\
+          Data: 1\r\nTimeout: 1000\r\nActionID: sync\r\n\r\n"
+        .to_vec();
+    let mut pings = 0;
+    for i in 0..100 {
+        let p = format!("Action: Ping\r\nActionID: p{i}\r\n\r\n");
+        pings += p.len();
+        all.extend_from_slice(p.as_bytes());
+    }
+    h.send(&all);
+    // Kept: 64 bytes of backlog, plus what Asterisk's 1024-byte line buffer already held.
+    let dropped = h.sim.stats().input_bytes_dropped as usize;
+    assert!(dropped > 0 && dropped <= pings - 64, "{dropped}");
+    assert!(dropped >= pings - 64 - 1024, "{dropped}");
+    h.advance(Duration::from_secs(2));
+    let pongs = h
+        .shapes()
+        .iter()
+        .filter(|m| m.get("Ping").is_some())
+        .count();
+    assert!(pongs < 100);
+}
+
+#[test]
+fn channels_are_found_by_uniqueid_when_no_name_matches() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    h.send(
+        b"Action: Originate\r\nChannel: Local/wait10@ami-test\r\nApplication: Wait\r\n\
+          Data: 5\r\nAsync: true\r\nChannelId: my-chan-1\r\nOtherChannelId: my-chan-2\r\n\
+          Variable: NOTE=hi\r\nActionID: o\r\n\r\n",
+    );
+    let now = h.now;
+    h.sim
+        .originate_call(now, CallRequest::new("Local/wait10@ami-test", 5));
+    h.advance(ms(500));
+    let from = h.got.len();
+    // Asterisk's lookup by name falls back to the Uniqueid, case-insensitively.
+    h.send(b"Action: Status\r\nChannel: MY-CHAN-1\r\nActionID: s\r\n\r\n");
+    h.send(b"Action: Getvar\r\nChannel: my-chan-1\r\nVariable: NOTE\r\nActionID: g\r\n\r\n");
+    h.send(
+        b"Action: Setvar\r\nChannel: my-chan-1\r\nVariable: X\r\nValue: 1\r\nActionID: v\r\n\r\n",
+    );
+    h.send(b"Action: Hangup\r\nChannel: my-chan-2\r\nActionID: h\r\n\r\n");
+    let got = h.shapes_from(from);
+    let status = got.iter().find(|m| m.is_event("Status")).unwrap();
+    assert_eq!(status.get("Uniqueid").unwrap(), "my-chan-1");
+    let getvar = got
+        .iter()
+        .find(|m| m.get("ActionID").as_deref() == Some("g"))
+        .unwrap();
+    assert_eq!(getvar.get("Value").unwrap(), "hi");
+    let setvar = got
+        .iter()
+        .find(|m| m.get("ActionID").as_deref() == Some("v"))
+        .unwrap();
+    assert_eq!(setvar.first, "Response: Success");
+    let hangup = got
+        .iter()
+        .find(|m| m.get("ActionID").as_deref() == Some("h"))
+        .unwrap();
+    assert_eq!(hangup.get("Message").unwrap(), "Channel Hungup");
+    // A generated Uniqueid works too; an unknown one is still no channel.
+    let uid = h.sim.channel_table().last().unwrap().uniqueid.clone();
+    assert!(!uid.starts_with("my-chan"));
+    let from = h.got.len();
+    h.send(format!("Action: Status\r\nChannel: {uid}\r\nActionID: s2\r\n\r\n").as_bytes());
+    h.send(b"Action: Status\r\nChannel: my-chan-9\r\nActionID: s3\r\n\r\n");
+    let got = h.shapes_from(from);
+    assert!(got
+        .iter()
+        .any(|m| m.is_event("Status") && m.get("Uniqueid").as_deref() == Some(uid.as_str())));
+    let unknown = got
+        .iter()
+        .find(|m| m.get("ActionID").as_deref() == Some("s3"))
+        .unwrap();
+    assert_eq!(unknown.get("Message").unwrap(), "No such channel");
+}
+
+/// Hangs up a fresh answered call with `Cause: {cause}`; returns the Cause of its Hangup
+/// events.
+fn hangup_causes(cause: &str) -> Vec<String> {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_ON);
+    let now = h.now;
+    h.sim
+        .originate_call(now, CallRequest::new("Local/hold@ami-test", 60))
+        .unwrap();
+    h.advance(ms(200));
+    let chan = h.sim.channels()[0].clone();
+    let from = h.got.len();
+    h.send(
+        format!("Action: Hangup\r\nChannel: {chan}\r\nCause: {cause}\r\nActionID: h\r\n\r\n")
+            .as_bytes(),
+    );
+    h.advance(ms(500));
+    let got = h.shapes_from(from);
+    assert_eq!(got[0].get("Message").unwrap(), "Channel Hungup", "{cause}");
+    got.iter()
+        .filter(|m| m.is_event("Hangup"))
+        .map(|m| m.get("Cause").unwrap())
+        .collect()
+}
+
+#[test]
+fn a_hangup_cause_outside_1_to_127_hangs_up_without_setting_it_like_asterisk() {
+    // Asterisk logs "Invalid 'Cause'" and hangs up anyway, leaving the cause unset: the
+    // same Hangup as with no Cause at all.
+    let unset = hangup_causes("");
+    assert!(!unset.is_empty());
+    assert!(unset.iter().all(|c| c == "16"), "{unset:?}");
+    assert!(hangup_causes("17").iter().all(|c| c == "17"));
+    for bad in ["200", "128", "-1", "abc", "17x", "0"] {
+        assert_eq!(hangup_causes(bad), unset, "Cause: {bad}");
+    }
+}
+
+#[test]
+fn an_originate_timeout_is_read_by_its_leading_number_like_sscanf() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_ON);
+    let from = h.got.len();
+    h.send(
+        b"Action: Originate\r\nChannel: Local/noanswer@ami-test\r\nApplication: Wait\r\n\
+          Data: 1\r\nAsync: true\r\nTimeout: 3000ms\r\nActionID: t\r\n\r\n",
+    );
+    h.send(
+        b"Action: Originate\r\nChannel: Local/noanswer@ami-test\r\nApplication: Wait\r\n\
+          Data: 1\r\nAsync: true\r\nTimeout: ms\r\nActionID: bad\r\n\r\n",
+    );
+    let got = h.shapes_from(from);
+    assert_eq!(
+        got[0].get("Message").unwrap(),
+        "Originate successfully queued"
+    );
+    let bad = got
+        .iter()
+        .find(|m| m.get("ActionID").as_deref() == Some("bad"))
+        .unwrap();
+    assert_eq!(bad.get("Message").unwrap(), "Invalid timeout");
+    // No answer within 3 s (not the default 30 s): Reason 3.
+    h.advance(Duration::from_millis(3500));
+    let got = h.shapes_from(from);
+    let res = got
+        .iter()
+        .find(|m| m.is_event("OriginateResponse"))
+        .unwrap();
+    assert_eq!(res.get("Response").unwrap(), "Failure");
+    assert_eq!(res.get("Reason").unwrap(), "3");
+}

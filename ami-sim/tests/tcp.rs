@@ -3,7 +3,7 @@
 
 mod support;
 
-use ami_sim::tcp::TcpFront;
+use ami_sim::tcp::{FrontStatus, TcpFront};
 use ami_sim::SimConfig;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -114,6 +114,12 @@ fn only_loopback_is_bound() {
     assert!(TcpFront::start(SimConfig::default(), "not an address").is_err());
     let err = TcpFront::start(SimConfig::default(), "[::]:0").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // Every 127.x.y.z is loopback; a host that does not answer on this one (Linux answers
+    // on all of 127.0.0.0/8) fails to bind, but the front itself does not refuse it.
+    match TcpFront::start(SimConfig::default(), "127.0.0.2:0") {
+        Ok(front) => assert_eq!(front.local_addr().ip().to_string(), "127.0.0.2"),
+        Err(e) => assert_ne!(e.kind(), ErrorKind::InvalidInput, "{e}"),
+    }
 }
 
 #[test]
@@ -217,4 +223,142 @@ fn security_events_name_the_real_ends_of_each_connection() {
         )),
         "{text}"
     );
+}
+
+/// Reads to EOF (or 10 s), tolerating read timeouts.
+fn read_to_eof(c: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    while Instant::now() < deadline {
+        match c.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return got,
+        }
+    }
+    panic!("no EOF; got {:?}", String::from_utf8_lossy(&got));
+}
+
+#[test]
+fn a_client_that_half_closes_after_writing_gets_every_reply_then_eof() {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(front.local_addr()).unwrap();
+        c.write_all(
+            b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n\
+              Action: Ping\r\nActionID: p\r\n\r\n",
+        )
+        .unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = read_to_eof(&mut c);
+        let s = shapes(&got);
+        assert_eq!(
+            firsts(&s),
+            ["banner", "Response: Success", "Response: Success"],
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert_eq!(s[2].get("Ping").unwrap(), "Pong");
+    }
+}
+
+#[test]
+fn a_half_closing_client_still_gets_the_answer_of_a_sync_originate_and_what_follows_it() {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let mut c = TcpStream::connect(front.local_addr()).unwrap();
+    // The Originate blocks the session until its call answers (a few 20 ms steps): EOF
+    // arrives while it is busy, with a Ping still unread behind it.
+    c.write_all(
+        b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n\
+          Action: Originate\r\nChannel: Local/wait10@ami-test\r\nApplication: Wait\r\n\
+          Data: 1\r\nActionID: o\r\n\r\n\
+          Action: Ping\r\nActionID: p\r\n\r\n",
+    )
+    .unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let got = read_to_eof(&mut c);
+    let s = shapes(&got);
+    let ids: Vec<String> = s.iter().filter_map(|m| m.get("ActionID")).collect();
+    assert_eq!(ids, ["o", "p"], "{}", String::from_utf8_lossy(&got));
+    assert_eq!(
+        s[2].get("Message").unwrap(),
+        "Originate successfully queued"
+    );
+}
+
+#[test]
+fn a_busy_session_leaves_pipelined_input_to_tcp_flow_control_and_loses_none() {
+    // A small input backlog: the front must stop reading once it is full and let TCP hold
+    // the rest while a sync Originate keeps the session busy.
+    let config = SimConfig {
+        max_input_backlog: 4096,
+        ..SimConfig::default()
+    };
+    let front = TcpFront::start(config, "127.0.0.1:0").unwrap();
+    let mut c = TcpStream::connect(front.local_addr()).unwrap();
+    c.write_all(
+        b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n\
+          Action: Originate\r\nChannel: Local/noanswer@ami-test\r\nApplication: Wait\r\n\
+          Data: 1\r\nTimeout: 500\r\nActionID: sync\r\n\r\n",
+    )
+    .unwrap();
+    const PINGS: usize = 5000;
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        for i in 0..PINGS {
+            all.extend_from_slice(format!("Action: Ping\r\nActionID: p{i}\r\n\r\n").as_bytes());
+        }
+        w.write_all(&all).unwrap();
+    });
+    let mut got = Vec::new();
+    let last = format!("ActionID: p{}\r\n", PINGS - 1);
+    read_until(&mut c, &mut got, |g| contains(g, &last));
+    writer.join().unwrap();
+    let s = shapes(&got);
+    let ids: Vec<String> = s.iter().filter_map(|m| m.get("ActionID")).collect();
+    let want: Vec<String> = std::iter::once("sync".to_string())
+        .chain((0..PINGS).map(|i| format!("p{i}")))
+        .collect();
+    assert_eq!(ids, want);
+    assert_eq!(front.stats().input_bytes_dropped, 0);
+}
+
+#[test]
+fn a_front_keeps_serving_after_a_reply_delayed_forever() {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    front.with_faults(|f| {
+        f.delay_replies(ami_sim::ActionMatch::named("Ping"), Duration::MAX);
+    });
+    let (mut c, mut got) = log_in(&front, "l", "amp111");
+    read_until(&mut c, &mut got, |g| contains(g, "Authentication accepted"));
+    c.write_all(b"Action: Ping\r\nActionID: p\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // The first client is still connected, unanswered; a new one gets its banner.
+    let mut other = TcpStream::connect(front.local_addr()).unwrap();
+    let mut banner = Vec::new();
+    assert!(read_until(&mut other, &mut banner, |g| g.ends_with(b"\r\n")));
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    match c.read(&mut buf) {
+        Ok(n) => panic!("expected silence, read {n} bytes"),
+        Err(e) => assert!(matches!(
+            e.kind(),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut
+        )),
+    }
+    assert_eq!(front.status(), FrontStatus::Serving);
+}
+
+#[test]
+fn a_front_says_whether_it_serves() {
+    let mut front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    assert_eq!(front.status(), FrontStatus::Serving);
+    front.shutdown();
+    assert_eq!(front.status(), FrontStatus::Stopped);
+    assert!(TcpStream::connect(front.local_addr()).is_err());
 }

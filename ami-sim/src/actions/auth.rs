@@ -2,6 +2,7 @@
 
 use super::Outcome;
 use crate::classes::ClassMask;
+use crate::clock::later;
 use crate::events::EventBuilder;
 use crate::input::Request;
 use crate::out::{self, Msg};
@@ -74,7 +75,7 @@ pub(super) fn login_in_use(srv: &mut SimServer, req: &Request, now: Instant) -> 
                 .is_some_and(|u| u.eq_ignore_ascii_case(&name))
     });
     in_use.then(|| Outcome::Later {
-        at: now + AUTH_FAIL_DELAY,
+        at: later(now, AUTH_FAIL_DELAY),
         reply: out::error(req.action_id().as_deref(), "Login Already In Use"),
         close: Some(CloseReason::AuthFailed),
     })
@@ -167,7 +168,7 @@ pub(super) fn login(srv: &mut SimServer, sid: SessionId, req: &Request, now: Ins
                 srv.broadcast(&ev.build());
             }
             Outcome::Later {
-                at: now + AUTH_FAIL_DELAY,
+                at: later(now, AUTH_FAIL_DELAY),
                 reply: out::error(id.as_deref(), "Authentication failed"),
                 close: Some(CloseReason::AuthFailed),
             }

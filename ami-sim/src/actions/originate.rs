@@ -106,18 +106,18 @@ pub(super) fn originate(
     let app = req.get("Application");
     let data = req.get("Data").unwrap_or_default();
     let prio_num = match &priority {
-        Some(p) => match p.trim().parse::<i64>() {
-            Ok(n) => Some(n),
+        Some(p) => match scan_int(p) {
+            Some(n) => Some(n),
             // A label: the simulated dialplan has none.
-            Err(_) => return err("Invalid priority"),
+            None => return err("Invalid priority"),
         },
         None => None,
     };
     let timeout = match req.get("Timeout") {
-        Some(t) => match t.trim().parse::<i64>() {
+        Some(t) => match scan_int(&t) {
             // Asterisk reads it as a C int: at most about 24.8 days.
-            Ok(ms) => Duration::from_millis(ms.clamp(0, i64::from(i32::MAX)) as u64),
-            Err(_) => return err("Invalid timeout"),
+            Some(ms) => Duration::from_millis(ms.clamp(0, i64::from(i32::MAX)) as u64),
+            None => return err("Invalid timeout"),
         },
         None => Duration::from_millis(30_000),
     };
@@ -187,6 +187,8 @@ pub(super) fn originate(
 }
 
 /// Hangup: one channel, or every channel matching `/pattern/` as a ChannelHungup list.
+/// Without a valid `Cause` (see [`hangup_cause`]) the channel's cause stays unset, which the
+/// Hangup events show as 16 (Normal Clearing).
 /// **Simplification:** the pattern is a plain substring, not a regular expression.
 pub(super) fn hangup(srv: &mut SimServer, _sid: SessionId, req: &Request, now: Instant) -> Outcome {
     let id = req.action_id();
@@ -195,7 +197,7 @@ pub(super) fn hangup(srv: &mut SimServer, _sid: SessionId, req: &Request, now: I
     };
     let cause = req
         .get("Cause")
-        .and_then(|c| c.trim().parse::<u8>().ok())
+        .and_then(|c| hangup_cause(&c))
         .unwrap_or(16);
     let mut fx = Vec::new();
     if name.len() >= 2 && name.starts_with('/') && name.ends_with('/') {
@@ -229,9 +231,58 @@ pub(super) fn hangup(srv: &mut SimServer, _sid: SessionId, req: &Request, now: I
     Outcome::Reply(out::ack(id.as_deref(), "Channel Hungup"))
 }
 
+/// The number at the start of `text` as `sscanf(text, "%d")` reads it (Originate's
+/// `Timeout` and `Priority`): leading white space, a sign, then digits, whatever follows
+/// (`3000ms` is 3000); `None` without a digit. Saturates where C would overflow.
+fn scan_int(text: &str) -> Option<i64> {
+    let t = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let (negative, digits) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let len = digits.bytes().take_while(u8::is_ascii_digit).count();
+    if len == 0 {
+        return None;
+    }
+    let n = digits[..len].bytes().fold(0i64, |n, d| {
+        n.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+    });
+    Some(if negative { -n } else { n })
+}
+
+/// Hangup's `Cause` as Asterisk's `ast_manager_hangup_helper` takes it: a whole decimal
+/// number (`strtol` to the end) from 1 to 127. Anything else, 0 included, leaves the
+/// channel's cause unset (Asterisk logs "Invalid 'Cause'" and hangs up anyway): `None`.
+fn hangup_cause(text: &str) -> Option<u8> {
+    let t = text.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    let body = t.strip_prefix('+').unwrap_or(t);
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = scan_int(body)?;
+    u8::try_from(n).ok().filter(|c| (1..=127).contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_read_like_c() {
+        assert_eq!(scan_int("3000ms"), Some(3000));
+        assert_eq!(scan_int("  -5"), Some(-5));
+        assert_eq!(scan_int("+7 "), Some(7));
+        assert_eq!(scan_int("ms"), None);
+        assert_eq!(scan_int("-"), None);
+        assert_eq!(scan_int("99999999999999999999999"), Some(i64::MAX));
+        assert_eq!(hangup_cause("17"), Some(17));
+        assert_eq!(hangup_cause("+17"), Some(17));
+        assert_eq!(hangup_cause("127"), Some(127));
+        for bad in ["0", "128", "200", "-1", "17x", "17 ", "", "x", "-0"] {
+            assert_eq!(hangup_cause(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn variable_args() {

@@ -14,7 +14,7 @@ pub(crate) mod dialplan;
 pub(crate) mod queues;
 
 use crate::classes::ClassMask;
-use crate::clock::WallClock;
+use crate::clock::{later, WallClock};
 use crate::events::{escape_c, Event, EventBuilder};
 use crate::SessionId;
 use channel::{ChanState, Channel};
@@ -362,7 +362,7 @@ impl Engine {
         };
         let Some((exten, context, prog)) = parsed else {
             self.calls.insert(id, call);
-            self.schedule(id, now + self.cfg.step, Step::Fail(0));
+            self.schedule(id, later(now, self.cfg.step), Step::Fail(0));
             return Ok(CallId(id));
         };
         call.device = format!("Local/{exten}@{context}");
@@ -407,8 +407,8 @@ impl Engine {
             .calls
             .get(&id)
             .map_or(Duration::from_secs(30), |c| c.origin.timeout);
-        self.schedule(id, now + self.cfg.step, Step::Exec(1));
-        self.schedule(id, now + timeout, Step::DialTimeout);
+        self.schedule(id, later(now, self.cfg.step), Step::Exec(1));
+        self.schedule(id, later(now, timeout), Step::DialTimeout);
         Ok(CallId(id))
     }
 
@@ -559,22 +559,26 @@ impl Engine {
                 if leg == 1 && !answered {
                     self.answer(now, id, fx);
                 }
-                self.schedule(id, now + step, Step::Exec(leg));
+                self.schedule(id, later(now, step), Step::Exec(leg));
             }
-            "Wait" => self.schedule(id, now + secs_of(&prio.data).max(step), Step::Exec(leg)),
+            "Wait" => self.schedule(
+                id,
+                later(now, secs_of(&prio.data).max(step)),
+                Step::Exec(leg),
+            ),
             "Set" => {
                 let (k, v) = prio.data.split_once('=').unwrap_or((&prio.data, ""));
                 if k == "TIMEOUT(absolute)" {
-                    self.schedule(id, now + secs_of(v).max(step), Step::AbsTimeout(leg));
+                    self.schedule(id, later(now, secs_of(v).max(step)), Step::AbsTimeout(leg));
                 } else {
                     self.set_var_leg(id, leg, k, v, fx);
                 }
-                self.schedule(id, now + step, Step::Exec(leg));
+                self.schedule(id, later(now, step), Step::Exec(leg));
             }
             "Echo" => {}
             "UserEvent" => {
                 self.dialplan_user_event(id, leg, &prio.data, fx);
-                self.schedule(id, now + step, Step::Exec(leg));
+                self.schedule(id, later(now, step), Step::Exec(leg));
             }
             "Hangup" => {
                 if answered {
@@ -592,7 +596,7 @@ impl Engine {
                 }
             }
             "Queue" => self.queue_join(now, id, leg, &prio.data, fx),
-            _ => self.schedule(id, now + step, Step::Exec(leg)),
+            _ => self.schedule(id, later(now, step), Step::Exec(leg)),
         }
     }
 
@@ -720,12 +724,12 @@ impl Engine {
                     call.legs[0].app_data = data.clone();
                 }
                 if app.eq_ignore_ascii_case("Wait") {
-                    self.schedule(id, now + secs_of(&data).max(step), Step::AppDone);
+                    self.schedule(id, later(now, secs_of(&data).max(step)), Step::AppDone);
                 } else if app.eq_ignore_ascii_case("Hangup") {
-                    self.schedule(id, now + step, Step::AppDone);
+                    self.schedule(id, later(now, step), Step::AppDone);
                 } else if app.eq_ignore_ascii_case("UserEvent") {
                     self.dialplan_user_event(id, 0, &data, fx);
-                    self.schedule(id, now + step, Step::AppDone);
+                    self.schedule(id, later(now, step), Step::AppDone);
                 }
             }
             CallTarget::Exten {
@@ -742,9 +746,9 @@ impl Engine {
                             call.progs[0] = prog;
                             call.pcs[0] = priority.saturating_sub(1) as usize;
                         }
-                        self.schedule(id, now + step, Step::Exec(0));
+                        self.schedule(id, later(now, step), Step::Exec(0));
                     }
-                    None => self.schedule(id, now + step, Step::AppDone),
+                    None => self.schedule(id, later(now, step), Step::AppDone),
                 }
             }
         }
@@ -970,14 +974,20 @@ impl Engine {
         true
     }
 
-    /// The call and leg of the channel called `name` (case-insensitive, like Asterisk).
+    /// The call and leg of the channel called `name`, or else of the channel whose Uniqueid
+    /// (a ChannelId, say) is `name`: both case-insensitive, like Asterisk's
+    /// `ast_channel_get_by_name`, which tries every name before any Uniqueid.
     pub(crate) fn find(&self, name: &str) -> Option<(u64, usize)> {
-        self.calls.iter().find_map(|(id, c)| {
-            c.legs
+        let by = |matches: &dyn Fn(&Channel) -> bool| {
+            self.calls
                 .iter()
-                .position(|ch| ch.name.eq_ignore_ascii_case(name))
-                .map(|leg| (*id, leg))
-        })
+                .find_map(|(id, c)| c.legs.iter().position(matches).map(|leg| (*id, leg)))
+        };
+        if name.is_empty() {
+            return None;
+        }
+        by(&|ch| ch.name.eq_ignore_ascii_case(name))
+            .or_else(|| by(&|ch| ch.uniqueid.eq_ignore_ascii_case(name)))
     }
 
     /// The channel called `name`.
@@ -1027,7 +1037,7 @@ impl Engine {
             return;
         };
         let Some(q) = self.queues.get_mut(&qname) else {
-            self.schedule(id, now + step, Step::Exec(leg));
+            self.schedule(id, later(now, step), Step::Exec(leg));
             return;
         };
         let position = q.entries.len() + 1;
@@ -1048,7 +1058,7 @@ impl Engine {
         if !timeout.is_zero() {
             self.schedule(
                 id,
-                now + timeout,
+                later(now, timeout),
                 Step::QueueTimeout {
                     queue: qname.clone(),
                     leg,
@@ -1074,7 +1084,7 @@ impl Engine {
         q.members[member].in_call = true;
         self.schedule(
             call,
-            now + step,
+            later(now, step),
             Step::QueueConnect {
                 queue: qname.to_string(),
                 member,
@@ -1160,7 +1170,7 @@ impl Engine {
         }
         self.schedule(
             id,
-            now + Duration::from_secs(3),
+            later(now, Duration::from_secs(3)),
             Step::QueueDone {
                 queue: qname.to_string(),
                 member,
@@ -1212,7 +1222,7 @@ impl Engine {
     ) {
         let step = self.cfg.step;
         if let Some((queue, leg)) = self.finish_agent(now, id, false, fx) {
-            self.schedule(id, now + step, Step::Exec(leg));
+            self.schedule(id, later(now, step), Step::Exec(leg));
             self.queue_dispatch(now, &queue);
         } else {
             self.queue_dispatch(now, qname);
@@ -1245,7 +1255,7 @@ impl Engine {
             .field("Position", (pos + 1).to_string())
             .field("Count", count.to_string());
         fx.push(Effect::Event(e.build()));
-        self.schedule(id, now + step, Step::Exec(leg));
+        self.schedule(id, later(now, step), Step::Exec(leg));
     }
 
     /// A call is ending: take it out of any queue (abandon) or agent conversation.
