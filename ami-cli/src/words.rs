@@ -180,6 +180,9 @@ pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
                  decoder's size limits or broken), {items} printed"
             ),
             ActionError::Cancelled => "cancelled".into(),
+            ActionError::ResponseDiscarded { reason } => {
+                format!("the server answered (so it ran), but its answer was thrown away: {reason}")
+            }
             ActionError::NotSent(r) => format!("not sent: {}", reason(r, url)),
             ActionError::Unknown(r) => format!(
                 "outcome unknown (the server may have run it): {}",

@@ -152,6 +152,12 @@
 //! event of the stream, as is the `OriginateResponse` of an Originate cancelled or timed
 //! out after it was written.
 //!
+//! A response the client has to throw away (over a [`DecoderLimits`] limit: a `Command`
+//! with more `Output:` lines than `max_fields`, a legacy `Response: Follows` that never
+//! ends; or not readable as a response) fails its action [`ActionError::ResponseDiscarded`]
+//! as soon as it is read, with the reason, when it carried that action's `ActionID`: the
+//! server answered, so the action does not wait for its deadline.
+//!
 //! A list is `Ok` only whole: one that lost an item to the decoder (over its size limits, or
 //! broken) completes as [`ActionError::ListIncomplete`] with what did arrive, counted by the
 //! decoder's drop, not by the server's `ListItems` (untruthful for some actions).

@@ -161,3 +161,22 @@ fn cancel_refuses_the_clients_own_action_ids_and_changes_nothing() {
         h.log
     );
 }
+
+#[test]
+fn an_action_id_with_blanks_or_tabs_around_it_still_matches_its_action() {
+    // Asterisk echoes an ActionID verbatim; a proxy may pad it or use a tab after the colon.
+    let mut h = harness(9);
+    for form in [
+        "ActionID: {}  ",
+        "ActionID:\t{}",
+        "actionid: \t{}\t ",
+        "ActionID:{}",
+    ] {
+        let id = h.send(Action::new("Ping"));
+        h.take("Ping");
+        let line = form.replace("{}", id.as_str());
+        h.feed(format!("Response: Success\r\n{line}\r\nPing: Pong\r\n\r\n").as_bytes());
+        assert!(h.outcome(&id).is_ok(), "{line:?}: {:?}", h.outcomes(&id));
+    }
+    assert_eq!(h.client.stats().unmatched, 0);
+}

@@ -1279,3 +1279,274 @@ fn an_event_class_asterisk_would_ignore_is_refused_at_build_and_at_run_time() {
     assert!(h.take_all().is_empty(), "nothing written");
     assert!(h.client.set_event_mask(h.now, "user,agent").is_ok());
 }
+
+// ----- probe scenarios: login during a shutdown, MD5 challenges -------------------------------
+
+#[test]
+fn a_login_refused_because_asterisk_is_shutting_down_is_a_shutdown_retried_with_backoff() {
+    // Asterisk refuses every action while it shuts down, Login included, and keeps the
+    // connection open: not a bad password, so not a final LoginRejected.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    let out = h.feed(&scripted::error(id_of(&login), "Asterisk is shutting down"));
+    let retry = match &out[..] {
+        [Out::Close, Out::Disconnected(DisconnectReason::ServerShutdown, Some(at))] => *at,
+        other => panic!("{other:?}"),
+    };
+    assert!(!h.client.is_closed());
+    h.advance_to(retry);
+    h.ready();
+    let s = h.client.stats();
+    assert_eq!(
+        s.disconnect_count(ami_proto::DisconnectKind::ServerShutdown),
+        1
+    );
+    assert_eq!(
+        s.disconnect_count(ami_proto::DisconnectKind::LoginRejected),
+        0
+    );
+}
+
+#[test]
+fn a_challenge_refused_because_asterisk_is_shutting_down_is_a_shutdown_too() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().auth(AuthMethod::Md5).build().unwrap(), t0);
+    h.connected();
+    h.feed(BANNER);
+    let c = h.take("Challenge");
+    let out = h.feed(&scripted::error(id_of(&c), "Asterisk is shutting down"));
+    assert!(
+        matches!(
+            &out[..],
+            [
+                Out::Close,
+                Out::Disconnected(DisconnectReason::ServerShutdown, Some(_))
+            ]
+        ),
+        "{out:?}"
+    );
+}
+
+/// Asterisk's MD5 key for `challenge` (bytes as sent) and the test secret.
+fn md5_key(challenge: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    let mut input = challenge.to_vec();
+    input.extend_from_slice(SECRET.as_bytes());
+    Md5::digest(&input)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn an_md5_challenge_that_is_not_utf8_is_hashed_as_the_bytes_the_server_sent() {
+    // Asterisk hashes its challenge as a C string, bytes as they are; so does the client,
+    // instead of calling a challenge it cannot read as text a rejected login.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().auth(AuthMethod::Md5).build().unwrap(), t0);
+    h.connected();
+    h.feed(BANNER);
+    let c = h.take("Challenge");
+    let challenge = b"\xff\xfe\xe9\x00abc";
+    let mut reply = format!(
+        "Response: Success\r\nActionID: {}\r\nChallenge: ",
+        id_of(&c)
+    )
+    .into_bytes();
+    reply.extend_from_slice(challenge);
+    reply.extend_from_slice(b"\r\n\r\n");
+    let out = h.feed(&reply);
+    assert!(out.is_empty(), "{out:?}");
+    let login = h.take("Login");
+    assert_eq!(login.get_str("AuthType"), Some("MD5"));
+    assert_eq!(login.get_str("Key"), Some(md5_key(challenge).as_str()));
+    let out = h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(matches!(out.last(), Some(Out::Ready(_))), "{out:?}");
+}
+
+#[test]
+fn a_challenge_answer_without_a_challenge_says_so_in_the_rejection() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().auth(AuthMethod::Md5).build().unwrap(), t0);
+    h.connected();
+    h.feed(BANNER);
+    let c = h.take("Challenge");
+    let out = h.feed(&msg(&[("Response", "Success"), ("ActionID", id_of(&c))]));
+    let Some(Out::Closed(DisconnectReason::LoginRejected { message })) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert!(message.contains("no challenge"), "{message:?}");
+}
+
+// ----- probe scenario filter_silent ----------------------------------------------------------
+
+#[test]
+fn a_filter_the_server_never_answers_delays_ready_by_the_login_timeout_and_fails_nothing() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .filter("Event: Newchannel")
+        .login_timeout(secs(10))
+        .action_timeout(secs(30))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    assert!(h.login().is_empty(), "not Ready before the filter");
+    h.take("Filter");
+    let out = h.advance(secs(10));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    // Its own deadline passing later changes nothing.
+    assert!(h.advance(secs(30)).is_empty());
+    assert!(h.client.is_ready());
+    let s = h.client.stats();
+    assert_eq!(s.disconnects_by_reason.total(), 0);
+    assert_eq!(s.logins, 1);
+}
+
+#[test]
+fn a_filter_whose_deadline_passes_before_the_login_timeout_counts_as_done() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .filter("Event: Newchannel")
+        .filter("Event: Hangup")
+        .login_timeout(secs(10))
+        .action_timeout(secs(2))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    assert!(h.login().is_empty());
+    let filters = h.take_all();
+    assert_eq!(filters.len(), 2);
+    // One answered, one never.
+    assert!(h.feed(&success(id_of(&filters[0]), "ok")).is_empty());
+    let out = h.advance(secs(2));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    assert!(h.advance(secs(20)).is_empty());
+    assert_eq!(h.client.stats().disconnects_by_reason.total(), 0);
+}
+
+// ----- probe scenario originate_dup --------------------------------------------------------------
+
+#[test]
+fn a_duplicate_response_to_an_originate_waiting_for_its_follow_up_is_counted_and_reported() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let orig = h.send(async_originate(30_000));
+    h.take("Originate");
+    h.feed(&originate_queued(orig.as_str()));
+    h.feed(&originate_queued(orig.as_str()));
+    h.feed(&originate_response(orig.as_str(), true));
+    assert!(h.outcome(&orig).is_ok());
+    let s = h.client.stats();
+    assert_eq!((s.unmatched, s.discarded), (1, 1));
+    assert_eq!(
+        labels(&h.events()),
+        ["ready", "Discarded { reason: UnmatchedResponse, count: 1 }"]
+    );
+}
+
+// ----- probe scenario shutdown -------------------------------------------------------------------
+
+#[test]
+fn a_connection_reset_after_event_shutdown_is_a_server_shutdown() {
+    // Asterisk closing with unread pipelined actions resets the connection.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    h.feed(&msg(&[
+        ("Event", "Shutdown"),
+        ("Privilege", "system,all"),
+        ("Shutdown", "Cleanly"),
+        ("Restart", "False"),
+    ]));
+    let out = h.input(Input::TransportError(std::io::ErrorKind::ConnectionReset));
+    assert!(
+        matches!(
+            &out[..],
+            [
+                Out::Close,
+                Out::Disconnected(DisconnectReason::ServerShutdown, Some(_))
+            ]
+        ),
+        "{out:?}"
+    );
+}
+
+// ----- action names ------------------------------------------------------------------------------
+
+#[test]
+fn an_action_name_with_blanks_or_controls_is_refused_before_anything_is_queued() {
+    // Asterisk keeps a value's trailing blanks: `Action: Ping ` is an unknown command.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    for bad in [
+        "Ping ",
+        " Ping",
+        "Ping\t",
+        "Core Show Channels",
+        "Ping\u{a0}",
+        "Pi\x07ng",
+    ] {
+        let r = h.try_send(Action::new(bad));
+        assert!(
+            matches!(
+                &r,
+                Err(SendError::Invalid(EncodeError::InvalidActionName { .. }))
+            ),
+            "{bad:?}: {r:?}"
+        );
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("whitespace"), "{e}");
+    }
+    assert_eq!(h.client.stats().pending, 0);
+    h.ready();
+    assert_eq!(h.inbox_actions(), Vec::<String>::new(), "only the Login");
+}
+
+// ----- probe scenario list_endless ---------------------------------------------------------------
+
+#[test]
+fn items_of_an_overflowed_list_are_dropped_for_as_long_as_they_keep_coming() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .max_list_items(2)
+        .action_timeout(secs(5))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let list = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    h.feed(&list_start(list.as_str()));
+    for n in 1..=3 {
+        h.feed(&list_item(list.as_str(), n));
+    }
+    assert!(matches!(
+        h.outcome(&list),
+        Err(ActionError::ListOverflow { items: 2, .. })
+    ));
+    // An endless list: one item a second for far longer than the grace period.
+    for n in 4..=40 {
+        h.advance(secs(1));
+        h.feed(&list_item(list.as_str(), n));
+    }
+    assert_eq!(h.client.stats().list_items_dropped, 38);
+    assert_eq!(
+        labels(&h.events()),
+        ["ready"],
+        "no item leaks into the stream"
+    );
+    assert_eq!(
+        h.client.stats().in_flight,
+        1,
+        "the server is still busy with it"
+    );
+    // Once they stop, the entry goes one grace period after the last one.
+    h.advance(secs(4));
+    assert_eq!(h.client.stats().in_flight, 1);
+    h.advance(secs(2));
+    assert_eq!(h.client.stats().in_flight, 0);
+}

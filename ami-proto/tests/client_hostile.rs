@@ -8,7 +8,8 @@
 mod scripted;
 
 use ami_proto::{
-    Action, ActionError, ClientConfig, ClientConfigBuilder, DecoderLimits, StreamItem,
+    Action, ActionError, ClientConfig, ClientConfigBuilder, DecodeError, DecoderLimits, Discard,
+    OutcomeKind, StreamItem,
 };
 use scripted::{event, list_complete, list_item, list_start, msg, Harness};
 use std::time::Instant;
@@ -244,8 +245,14 @@ fn unterminated_legacy_follows_does_not_make_the_client_deaf() {
         .count();
     assert_eq!(events, 20_000, "every event after the broken output flows");
     assert_eq!(h.client.stats().decoder.follows_unterminated, 1);
-    // The Command itself never got an answer it can trust: it times out, nothing else.
-    assert!(h.outcomes(&id).is_empty());
+    // The Command's answer was the broken output: it fails as that, at once, not at its
+    // deadline as if the server had said nothing.
+    assert_eq!(
+        h.outcome(&id),
+        &Err(ActionError::ResponseDiscarded {
+            reason: Discard::Malformed(DecodeError::FollowsUnterminated)
+        })
+    );
 }
 
 /// What a hostile server puts in a `Message`: a colour, a window title, backspaces and a
@@ -293,4 +300,184 @@ fn server_text_in_an_error_message_is_shown_escaped_never_raw() {
         })
         .unwrap_or_else(|| panic!("the login rejection ends the session: {out:?}"));
     shown_escaped("login rejected", &reason.to_string());
+}
+
+// ----- discarded responses (probe scenarios command_10k, follows_noend, rebanner) -----------
+
+/// The `Response` to `id` of a Command whose output has `lines` `Output:` lines (Asterisk
+/// 14+: one header per line of output).
+fn command_output(id: &str, lines: usize) -> Vec<u8> {
+    let mut wire =
+        format!("Response: Success\r\nActionID: {id}\r\nMessage: Command output follows\r\n")
+            .into_bytes();
+    for i in 0..lines {
+        wire.extend_from_slice(
+            format!("Output: [ Context 'ctx{i}' created by 'pbx_config' ]\r\n").as_bytes(),
+        );
+    }
+    wire.extend_from_slice(b"\r\n");
+    wire
+}
+
+#[test]
+fn a_response_over_the_field_limit_fails_its_action_at_once_as_discarded() {
+    // `dialplan show` on a big dialplan: 12,000 `Output:` lines against the default cap of
+    // 10,000 fields. The server answered; the client must say so now, not "no response
+    // arrived in time" 30 s later.
+    let mut h = ready(base().build().unwrap());
+    let id = h.send(Action::new("Command").field("Command", "dialplan show"));
+    let mut wire = command_output(id.as_str(), 12_000);
+    wire.extend(event("After", 1));
+    for chunk in wire.chunks(64 << 10) {
+        h.feed(chunk);
+    }
+    assert_eq!(
+        h.outcome(&id),
+        &Err(ActionError::ResponseDiscarded {
+            reason: Discard::Malformed(DecodeError::TooManyFields { limit: 10_000 })
+        })
+    );
+    let items: Vec<String> = h.events().iter().map(label).collect();
+    assert_eq!(
+        items,
+        [
+            "discarded Malformed(TooManyFields { limit: 10000 }) x1",
+            "After"
+        ],
+        "the discard is still reported where it happened"
+    );
+    let s = h.client.stats();
+    assert_eq!(s.discarded, 1);
+    assert_eq!(s.outcome_count(OutcomeKind::ResponseDiscarded), 1);
+    assert_eq!(
+        (s.pending, s.in_flight),
+        (0, 0),
+        "its pipeline slot is free"
+    );
+    // The next action goes on as usual.
+    let ping = h.send(Action::new("Ping"));
+    h.feed(&scripted::pong(ping.as_str()));
+    assert!(h.outcome(&ping).is_ok());
+}
+
+#[test]
+fn a_legacy_follows_that_never_ends_fails_its_command_when_the_decoder_gives_up_on_it() {
+    // Asterisk <= 13 output without `--END COMMAND--`: the decoder finds out at the first
+    // AMI-framed message after a CRLF blank line, and the Command fails then.
+    let mut h = ready(base().build().unwrap());
+    let id = h.send(Action::new("Command").field("Command", "x"));
+    let mut wire = format!(
+        "Response: Follows\r\nPrivilege: Command\r\nActionID: {}\r\nline1\nline2\n\r\n",
+        id.as_str()
+    )
+    .into_bytes();
+    wire.extend(event("Newchannel", 1));
+    h.feed(&wire);
+    assert!(h.outcomes(&id).is_empty(), "the output may still go on");
+    h.advance(std::time::Duration::from_millis(200));
+    h.feed(&event("Newchannel", 2));
+    assert_eq!(
+        h.outcome(&id),
+        &Err(ActionError::ResponseDiscarded {
+            reason: Discard::Malformed(DecodeError::FollowsUnterminated)
+        })
+    );
+    let items: Vec<String> = h.events().iter().map(label).collect();
+    assert_eq!(
+        items,
+        [
+            "discarded Malformed(FollowsUnterminated) x1",
+            "Newchannel",
+            "Newchannel"
+        ],
+        "the events behind the broken output are found again"
+    );
+}
+
+#[test]
+fn a_response_glued_behind_a_repeated_banner_fails_its_action_as_discarded() {
+    // A banner line sent again mid-session (a proxy reconnecting its upstream) runs into the
+    // next response: the message starts with neither `Response:` nor `Event:`.
+    let mut h = ready(base().build().unwrap());
+    let id = h.send(Action::new("Ping"));
+    let mut wire = scripted::BANNER.to_vec();
+    wire.extend(scripted::pong(id.as_str()));
+    h.feed(&wire);
+    assert_eq!(
+        h.outcome(&id),
+        &Err(ActionError::ResponseDiscarded {
+            reason: Discard::NotEventOrResponse
+        })
+    );
+    let items: Vec<String> = h.events().iter().map(label).collect();
+    assert_eq!(items, ["discarded NotEventOrResponse x1"]);
+    assert_eq!(h.client.stats().discarded, 1);
+}
+
+#[test]
+fn a_response_whose_action_id_comes_after_its_over_long_line_still_fails_its_action() {
+    // Asterisk writes ActionID second; a proxy or another server may not. The ActionID is
+    // read in the part of the message the decoder skips, however the bytes are split.
+    let limits = DecoderLimits::builder()
+        .max_line_len(512)
+        .max_message_len(4096)
+        .build()
+        .unwrap();
+    for chunk in [usize::MAX, 300, 7] {
+        let mut h = ready(base().decoder(limits).build().unwrap());
+        let ping = h.send(Action::new("Ping"));
+        let other = h.send(Action::new("Ping"));
+        let mut wire = format!(
+            "Response: Success\r\nBig: {}\r\nActionID: {}\r\nAlso: x\r\n\r\n",
+            "x".repeat(1000),
+            ping.as_str()
+        )
+        .into_bytes();
+        wire.extend(scripted::pong(other.as_str()));
+        for piece in wire.chunks(chunk.min(wire.len())) {
+            h.feed(piece);
+        }
+        assert_eq!(
+            h.outcome(&ping),
+            &Err(ActionError::ResponseDiscarded {
+                reason: Discard::Malformed(DecodeError::LineTooLong { limit: 512 })
+            }),
+            "chunks of {chunk}"
+        );
+        assert!(h.outcome(&other).is_ok(), "chunks of {chunk}");
+    }
+}
+
+#[test]
+fn a_discarded_response_without_a_pending_action_id_fails_nothing() {
+    // Dropped whole with no ActionID, or with one nobody waits for: only the discard.
+    let limits = DecoderLimits::builder()
+        .max_line_len(512)
+        .max_message_len(4096)
+        .build()
+        .unwrap();
+    let mut h = ready(base().decoder(limits).build().unwrap());
+    let ping = h.send(Action::new("Ping"));
+    let mut wire = format!("Response: Success\r\nBig: {}\r\n\r\n", "x".repeat(1000)).into_bytes();
+    wire.extend(
+        format!(
+            "Response: Success\r\nBig: {}\r\nActionID: nobody-7\r\n\r\n",
+            "x".repeat(1000)
+        )
+        .as_bytes(),
+    );
+    // An event cut off before its ActionID is a list's business, not a response's.
+    wire.extend(
+        format!(
+            "Event: X\r\nBig: {}\r\nActionID: {}\r\n\r\n",
+            "x".repeat(1000),
+            ping.as_str()
+        )
+        .as_bytes(),
+    );
+    h.feed(&wire);
+    assert!(h.outcomes(&ping).is_empty());
+    h.feed(&scripted::pong(ping.as_str()));
+    assert!(h.outcome(&ping).is_ok());
+    assert_eq!(h.client.stats().discarded, 3);
 }

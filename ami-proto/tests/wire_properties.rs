@@ -227,8 +227,10 @@ fn fields_of(m: &Message) -> Vec<(Vec<u8>, Vec<u8>)> {
 // ---------------------------------------------------------------------------------------------
 // Actions.
 
+/// Names Asterisk can find: printable ASCII without blanks (it keeps a value's trailing
+/// blanks, so `Ping ` is an unknown command).
 fn action_name() -> impl Strategy<Value = String> {
-    "[ -9;-~]{1,24}"
+    "[!-9;-~]{1,24}"
 }
 
 fn field_name() -> impl Strategy<Value = String> {
@@ -283,6 +285,9 @@ enum Defect {
     FieldName { field: Index, name: String },
     /// An empty action name.
     EmptyActionName,
+    /// A blank (space, tab, no-break space) or a control byte other than CR, LF and NUL
+    /// inside the action name.
+    ActionNameBlank { at: Index, blank: char },
 }
 
 fn forbidden_byte() -> impl Strategy<Value = u8> {
@@ -303,6 +308,8 @@ fn defect() -> impl Strategy<Value = Defect> {
             .prop_map(|(at, byte)| Defect::ActionName { at, byte }),
         2 => (any::<Index>(), bad_name).prop_map(|(field, name)| Defect::FieldName { field, name }),
         1 => Just(Defect::EmptyActionName),
+        1 => (any::<Index>(), prop::sample::select(vec![' ', '\t', '\u{a0}', '\u{7f}', '\u{1b}']))
+            .prop_map(|(at, blank)| Defect::ActionNameBlank { at, blank }),
     ]
 }
 
@@ -339,6 +346,17 @@ fn defective_action(
         Defect::EmptyActionName => {
             name.clear();
             EncodeError::EmptyName
+        }
+        Defect::ActionNameBlank { at, blank } => {
+            let boundaries: Vec<usize> = name
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain([name.len()])
+                .collect();
+            name.insert(boundaries[at.index(boundaries.len())], *blank);
+            EncodeError::InvalidActionName {
+                name: name.escape_debug().to_string(),
+            }
         }
     };
     let mut action = Action::new(name);

@@ -127,7 +127,9 @@ pub enum Discard {
     /// The login's own `FullyBooted`, which Asterisk writes before any filter can exist,
     /// waits for `Ready` instead; it is counted here only if that session never got there.
     BeforeReady,
-    /// A response whose ActionID matches no action of this connection.
+    /// A response whose ActionID matches no action of this connection, or a second one
+    /// for an action that already had its response (an async Originate waiting for its
+    /// `OriginateResponse`).
     UnmatchedResponse,
 }
 
@@ -267,10 +269,13 @@ pub enum DisconnectReason {
     #[error("login_timeout")]
     LoginTimeout,
     /// The server refused the login (`Authentication failed`, `Login Already In Use`, or an
-    /// MD5 challenge refused). Final unless `reconnect_on_auth_failure` is set.
+    /// MD5 challenge refused or answered without a challenge). Final unless
+    /// `reconnect_on_auth_failure` is set. A Login or Challenge refused with `Asterisk is
+    /// shutting down` is no rejection: it ends the session as [`ServerShutdown`](Self::ServerShutdown).
     #[error("login rejected: {}", crate::Shown(.message))]
     LoginRejected {
-        /// The server's `Message`.
+        /// The server's `Message`; for a Challenge answer without a challenge, a sentence
+        /// saying so.
         message: String,
     },
     /// The server closed the connection.
@@ -285,7 +290,9 @@ pub enum DisconnectReason {
     /// The event queue overflowed under [`OverflowPolicy::CloseSession`](crate::OverflowPolicy).
     #[error("event_overflow")]
     EventOverflow,
-    /// The server announced `Event: Shutdown`.
+    /// The server is shutting down: it announced `Event: Shutdown` before its EOF or
+    /// connection reset, answered an action `Asterisk is shutting down` before it, or
+    /// refused the Login (or MD5 Challenge) so. Not final: a reconnect with backoff follows.
     #[error("server_shutdown")]
     ServerShutdown,
     /// The caller logged off (Goodbye received, or the server closed after Logoff).
@@ -459,7 +466,9 @@ pub enum ActionError {
         partial: Option<Box<Response>>,
     },
     /// The list outgrew `max_list_items` or `max_list_bytes`; its remaining items are
-    /// dropped (and counted) as they arrive.
+    /// dropped (and counted in [`Stats::list_items_dropped`](crate::Stats::list_items_dropped))
+    /// as they arrive, for as long as they keep coming: until its `Complete`, or until
+    /// `action_timeout` passes without one.
     #[error("list overflow after {items} items / {bytes} bytes")]
     ListOverflow {
         /// Items gathered.
@@ -515,6 +524,19 @@ pub enum ActionError {
         /// The server's acceptance.
         response: Box<Response>,
     },
+    /// The server answered, but the client threw its response away, for `reason`: over a
+    /// decoder limit (a `Command` whose output has more `Output:` lines than
+    /// [`DecoderLimits::max_fields`](crate::DecoderLimits::max_fields), a legacy
+    /// `Response: Follows` that never ended), or not readable as a response (a banner line
+    /// glued in front of it). The server did run the action; what it said is lost, so it
+    /// is not re-sent. Reported as soon as the discard is read, not at the deadline; the
+    /// discard itself is counted and reported in the event stream as well
+    /// ([`StreamItem::Discarded`]).
+    #[error("its response was discarded: {reason}")]
+    ResponseDiscarded {
+        /// Why the response was thrown away.
+        reason: Discard,
+    },
 }
 
 /// The text of a server error: the failed follow-up event, or the response's `Message`.
@@ -553,6 +575,7 @@ impl ActionError {
             ActionError::Cancelled => OutcomeKind::Cancelled,
             ActionError::NotSent(_) => OutcomeKind::NotSent,
             ActionError::Unknown(_) | ActionError::FollowUpLost { .. } => OutcomeKind::Unknown,
+            ActionError::ResponseDiscarded { .. } => OutcomeKind::ResponseDiscarded,
         }
     }
 }
@@ -585,8 +608,10 @@ counted! {
         NotSent => "not_sent",
         /// [`ActionError::Unknown`] and [`ActionError::FollowUpLost`].
         Unknown => "unknown",
-        /// [`ActionError::ListIncomplete`] (last, so the older kinds keep their slots).
+        /// [`ActionError::ListIncomplete`] (after the older kinds, so they keep their slots).
         ListIncomplete => "list_incomplete",
+        /// [`ActionError::ResponseDiscarded`] (last, so the older kinds keep their slots).
+        ResponseDiscarded => "response_discarded",
     }
 }
 

@@ -73,6 +73,9 @@ pub(crate) struct Pending {
     pub(crate) list_bytes: usize,
     /// An `OriginateResponse` that arrived before the action's own response.
     pub(crate) early_follow_up: Option<Box<crate::Message>>,
+    /// Abandoned list: when its last item was swallowed. Its grace period runs from there,
+    /// so the items of a list that never ends stay swallowed while they keep coming.
+    pub(crate) last_swallowed: Option<Instant>,
 }
 
 impl Pending {
@@ -91,6 +94,7 @@ impl Pending {
             response: None,
             list_bytes: 0,
             early_follow_up: None,
+            last_swallowed: None,
         }
     }
 
@@ -103,6 +107,19 @@ impl Pending {
             }
         )
     }
+}
+
+/// `bytes` without the spaces and tabs at either end. Two byte compares when there are
+/// none, as on every ID Asterisk sends.
+#[inline]
+fn trim_blanks(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 /// Hashes the client's own sequence numbers: they are never chosen by the peer, so a
@@ -193,8 +210,11 @@ impl PendingTable {
 
     /// Finds the entry for a received ActionID; IDs with another prefix never match. Works
     /// on the bytes as received: no UTF-8 check, no string parse (once per response and
-    /// per event that carries an ActionID).
+    /// per event that carries an ActionID). Spaces and tabs around the value are ignored
+    /// (Asterisk echoes it verbatim, a proxy may pad it or put a tab after the colon): the
+    /// client's IDs never hold one, so no other ID can match by it.
     pub(crate) fn lookup(&self, action_id: &[u8]) -> Option<u64> {
+        let action_id = trim_blanks(action_id);
         let dash = action_id.iter().rposition(|&b| b == b'-')?;
         let digits = &action_id[dash + 1..];
         if digits.is_empty() {

@@ -31,7 +31,8 @@ pub struct Stats {
     pub events_dropped: u64,
     /// List items dropped after a list overflowed, or for an action already abandoned.
     pub list_items_dropped: u64,
-    /// Responses and list events whose ActionID matched nothing pending.
+    /// Responses whose ActionID matched nothing pending, and second responses to an action
+    /// that had its own (an async Originate waiting for its `OriginateResponse`).
     pub unmatched: u64,
     /// Messages that were neither response nor event.
     pub unexpected: u64,

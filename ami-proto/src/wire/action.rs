@@ -229,6 +229,14 @@ pub enum EncodeError {
         /// The refused name (names are never secret).
         name: String,
     },
+    /// The action name holds a blank (space, tab, any whitespace) or a control character.
+    /// Asterisk keeps trailing blanks of a value, so `Action: Ping ` names no command it
+    /// has ("Invalid/unknown command"), and no action it registers has a blank inside.
+    #[error("action name {name:?} holds whitespace or a control character; Asterisk would find no such action")]
+    InvalidActionName {
+        /// The refused name, escaped so its blanks show.
+        name: String,
+    },
     /// A value holds CR, LF or NUL, which would let it inject headers or whole actions.
     #[error("value of {name:?} contains byte 0x{byte:02x} (CR, LF and NUL are refused)")]
     ForbiddenByte {
@@ -281,6 +289,18 @@ fn check_line(name: &str, value: &str) -> Result<(), EncodeError> {
         return Err(EncodeError::LineTooLong {
             name: name.to_string(),
             len,
+        });
+    }
+    Ok(())
+}
+
+/// An action name Asterisk can find: no whitespace anywhere and no control character (it
+/// skips leading blanks but keeps trailing ones, and no action it registers has a blank).
+/// Called after [`check_line`], so CR, LF and NUL are refused as the injection they are.
+fn check_action_name(name: &str) -> Result<(), EncodeError> {
+    if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(EncodeError::InvalidActionName {
+            name: name.escape_debug().to_string(),
         });
     }
     Ok(())
@@ -350,6 +370,7 @@ impl Action {
             return Err(EncodeError::EmptyName);
         }
         check_line("Action", &self.name)?;
+        check_action_name(&self.name)?;
         let mut len = line_len("Action", &self.name);
         let mut lines = 1 + self.fields.len();
         if let Some(id) = action_id {
@@ -488,6 +509,29 @@ mod tests {
         let a = Action::new("Ping\r\nAction: Command");
         assert!(matches!(encode(&a), Err(EncodeError::ForbiddenByte { .. })));
         assert_eq!(encode(&Action::new("")), Err(EncodeError::EmptyName));
+    }
+
+    #[test]
+    fn an_action_name_with_whitespace_or_a_control_character_is_refused() {
+        for bad in [
+            "Ping ",
+            " Ping",
+            "Core Show",
+            "Ping\t",
+            "Ping\u{a0}",
+            "Pi\x1bng",
+        ] {
+            assert!(
+                matches!(
+                    encode(&Action::new(bad)),
+                    Err(EncodeError::InvalidActionName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        for good in ["Ping", "PJSIPShowEndpoint", "DBGet", "Queue_Add", "x.y"] {
+            assert!(encode(&Action::new(good)).is_ok(), "{good:?}");
+        }
     }
 
     #[test]

@@ -218,11 +218,16 @@ pub enum DecodeError {
 }
 
 /// Whose message the decoder dropped last, as far as it had read it: lets the client tell a
-/// list that one of its items never arrived, so the list cannot complete as if whole.
+/// list that one of its items never arrived, so the list cannot complete as if whole, and an
+/// action that its response was thrown away, so it does not wait for its deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum DroppedOwner {
-    /// Not a list item: a banner, a response, or a whole message without an `ActionID`.
+    /// Not a list item nor a response: a banner, or a whole event without an `ActionID`.
     NoList,
+    /// A response (legacy `Follows` output included), with its first `ActionID` value if
+    /// one was read before the limit was crossed. One cut off before it may still name its
+    /// action in the lines skipped after it: see [`Decoder::take_late_response_id`].
+    Response(Option<Vec<u8>>),
     /// Its first `ActionID` value.
     Id(Vec<u8>),
     /// An event (or a message whose first line was lost) cut off before an `ActionID`
@@ -359,6 +364,13 @@ pub struct Decoder {
     deferred_action_id: Option<(u32, u32)>,
     /// Whose message the last error dropped.
     last_dropped: DroppedOwner,
+    /// While skipping the rest of a response dropped (for this error) before its `ActionID`
+    /// was read: look for that line among the skipped ones, up to the blank line that ends
+    /// the message.
+    seek_response_id: Option<DecodeError>,
+    /// The `ActionID` value found that way, with the error that dropped its response, for
+    /// [`take_late_response_id`](Self::take_late_response_id).
+    late_response_id: Option<(Vec<u8>, DecodeError)>,
 }
 
 impl fmt::Debug for Decoder {
@@ -401,6 +413,8 @@ impl Decoder {
             deferred_lines: 0,
             deferred_action_id: None,
             last_dropped: DroppedOwner::NoList,
+            seek_response_id: None,
+            late_response_id: None,
             table: Vec::new(),
             discard_partial: false,
             discard_after_blank: false,
@@ -419,6 +433,8 @@ impl Decoder {
         self.scan = 0;
         self.discard_partial = false;
         self.discard_after_blank = false;
+        self.seek_response_id = None;
+        self.late_response_id = None;
         self.state = if self.expect_banner {
             State::Banner
         } else {
@@ -482,6 +498,27 @@ impl Decoder {
         &self.last_dropped
     }
 
+    /// The `ActionID` value of a response dropped before its `ActionID` line was read, found
+    /// in the lines skipped after the limit was crossed, with the error that dropped it
+    /// (Asterisk writes ActionID second, so only another server's response gets here). Taken
+    /// once; `None` on every other call.
+    #[inline]
+    pub(crate) fn take_late_response_id(&mut self) -> Option<(Vec<u8>, DecodeError)> {
+        // Called after every frame: a read, not a write, when there is none.
+        self.late_response_id.as_ref()?;
+        self.late_response_id.take()
+    }
+
+    /// After [`note_dropped`](Self::note_dropped) for `err`, with the state still that of
+    /// the dropped message: a response whose `ActionID` was not read yet has it looked for
+    /// in the lines skipped after it. Only in an ordinary message: inside Follows output a
+    /// line that looks like one is text.
+    fn seek_response_id_after(&mut self, err: DecodeError) {
+        let seek = self.state == State::Headers
+            && matches!(self.last_dropped, DroppedOwner::Response(None));
+        self.seek_response_id = seek.then_some(err);
+    }
+
     /// Notes whose message is being dropped, before its fields are forgotten. `whole`: the
     /// message was read to its end, so no `ActionID` means it has none.
     fn note_dropped(&mut self, whole: bool) {
@@ -489,9 +526,18 @@ impl Decoder {
         let is_response = self.fields.first().is_some_and(|f| {
             self.buf[f.key_start as usize..f.key_end as usize].eq_ignore_ascii_case(b"Response")
         });
-        self.last_dropped = if !in_headers || is_response {
-            // A banner, or a response (legacy Follows output included): list items are
-            // events.
+        self.seek_response_id = None;
+        self.last_dropped = if is_response {
+            // Its action is waiting for it. Legacy Follows output keeps its ActionID among
+            // the headers before the raw text, so `fields` holds it there too.
+            let id = Message::find_action_id(&self.buf, &self.fields).and_then(|(start, end)| {
+                self.buf
+                    .get(start as usize..end as usize)
+                    .map(<[u8]>::to_vec)
+            });
+            DroppedOwner::Response(id)
+        } else if !in_headers {
+            // A banner: list items are events.
             DroppedOwner::NoList
         } else if let Some((start, end)) =
             Message::find_action_id(&self.buf, &self.fields).or(self.deferred_action_id)
@@ -639,6 +685,9 @@ impl Decoder {
         let empty = line_len == 0;
         if let State::Discard { until } = self.state {
             let whole = !self.discard_partial;
+            if let (Some(err), true) = (self.seek_response_id, whole) {
+                self.seek_late_response_id(line_end, err);
+            }
             let resynced = match until {
                 Resync::EmptyLine => empty && whole,
                 Resync::LineEnd => true,
@@ -658,6 +707,7 @@ impl Decoder {
             self.discard_partial = false;
             if resynced {
                 self.state = State::Headers;
+                self.seek_response_id = None;
             }
             return None;
         }
@@ -749,6 +799,22 @@ impl Decoder {
                 self.push_raw(line_end, next)
             }
         }
+    }
+
+    /// While skipping a dropped response: its `ActionID`, if the whole line
+    /// `buf[line_start..line_end]` is that field (the first one found counts, as when read).
+    fn seek_late_response_id(&mut self, line_end: usize, err: DecodeError) {
+        let line = &self.buf[self.line_start..line_end];
+        if line.is_empty() || !is_action_id_line(line) {
+            return;
+        }
+        let f = FieldSpan::of_line(&self.buf, self.line_start, line_end);
+        let id = self
+            .buf
+            .get(f.value_start as usize..f.value_end as usize)
+            .unwrap_or_default();
+        self.late_response_id = Some((id.to_vec(), err));
+        self.seek_response_id = None;
     }
 
     /// A raw line of legacy Command output; the `--END COMMAND--` line ends the message.
@@ -954,6 +1020,7 @@ impl Decoder {
         let until = self.resync_point();
         log::debug!("AMI decoder: {err}; resynchronising");
         self.note_dropped(false);
+        self.seek_response_id_after(err);
         // The failing line itself may already be the resync point.
         let done = match until {
             Resync::LineEnd => true,
@@ -983,6 +1050,7 @@ impl Decoder {
         let until = self.resync_point();
         log::debug!("AMI decoder: {err}; resynchronising");
         self.note_dropped(false);
+        self.seek_response_id_after(err);
         if until == Resync::FollowsEnd {
             self.resync_follows(self.line_start);
         } else {
@@ -1046,6 +1114,16 @@ impl Decoder {
         }
         let partial = &self.buf[..];
         let keep = match until {
+            // A line that may be the ActionID of the dropped response being skipped is kept
+            // whole (within the line limit), so one trickled in pieces is still read.
+            Resync::EmptyLine
+                if self.seek_response_id.is_some()
+                    && !self.discard_partial
+                    && partial.len() <= self.limits.max_line_len()
+                    && could_be_action_id_line(partial) =>
+            {
+                partial.len()
+            }
             Resync::EmptyLine => usize::from(partial == b"\r"),
             Resync::LineEnd => 0,
             // A line that may open the next message is kept whole (within the line limit).
@@ -1109,6 +1187,13 @@ fn is_message_start(line: &[u8]) -> bool {
     MESSAGE_STARTS
         .iter()
         .any(|p| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p))
+}
+
+/// True while an unfinished line may still turn out to be an `ActionID` field.
+fn could_be_action_id_line(partial: &[u8]) -> bool {
+    const KEY: &[u8] = b"ActionID:";
+    let n = partial.len().min(KEY.len());
+    partial[..n].eq_ignore_ascii_case(&KEY[..n])
 }
 
 /// True while an unfinished line may still turn out to open a message.

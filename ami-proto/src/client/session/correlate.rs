@@ -27,14 +27,17 @@ impl Client {
             MessageKind::Event => self.on_event(now, msg),
             _ => {
                 self.stats.unexpected += 1;
-                // Skipped input carrying a list's ActionID was meant for that list.
-                if let Some(seq) = msg
+                let owner = msg
                     .action_id_value()
-                    .and_then(|id| self.pending.lookup(id.as_bytes()))
-                {
-                    self.list_item_lost(seq);
-                }
+                    .and_then(|id| self.pending.lookup(id.as_bytes()));
                 self.discarded(now, Discard::NotEventOrResponse);
+                // Skipped input carrying a pending ActionID was meant for that action: an
+                // item of its list, or its response (one glued behind a banner line sent
+                // again mid-session).
+                if let Some(seq) = owner {
+                    self.list_item_lost(seq);
+                    self.response_discarded(now, seq, Discard::NotEventOrResponse);
+                }
             }
         }
     }
@@ -69,6 +72,11 @@ impl Client {
                 }
                 let mut response = Response::new(msg);
                 if is_error {
+                    if response.text().is_some_and(super::login::is_shutting_down) {
+                        // The server refuses everything until it is gone: its EOF (or reset)
+                        // that follows is its shutdown, not a failure.
+                        self.conn.server_shutdown = true;
+                    }
                     self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
                 } else if let Some(budget) = follow_up {
                     match p.early_follow_up.take() {
@@ -114,12 +122,16 @@ impl Client {
                 }
             }
             (Kind::User { .. }, _) => {
-                self.stats.unmatched += 1;
+                // A second response to an action that had its own (an async Originate
+                // waiting for its OriginateResponse): nothing waits for it, so it is an
+                // unmatched response, counted and reported like any other.
                 log::debug!(
-                    "{}: duplicate response for {} ignored",
+                    "{}: duplicate response for {} discarded",
                     self.config.who(),
                     p.id
                 );
+                self.stats.unmatched += 1;
+                self.discarded(now, Discard::UnmatchedResponse);
             }
         }
     }
@@ -240,6 +252,10 @@ impl Client {
                     self.pending.remove(seq);
                 } else {
                     self.stats.list_items_dropped += 1;
+                    // An endless list keeps its entry (and its swallowing) alive for as long
+                    // as its items keep coming: `expire` moves the deadline past the last
+                    // one. One store per item, no deadline entry pushed per item.
+                    p.last_swallowed = Some(now);
                 }
                 true
             }
@@ -346,11 +362,22 @@ impl Client {
                     Internal::Heartbeat => self.conn.heartbeat_outstanding = false,
                     // No Goodbye and no EOF in time: close anyway.
                     Internal::Logoff => self.disconnect(now, DisconnectReason::Logoff),
+                    // Its count of filters still to apply must move, or Ready never comes.
+                    Internal::Reapply => self.filter_timed_out(now),
                     _ => {}
                 }
             }
-            (_, Stage::Abandoned { .. }) => {
-                self.pending.remove(seq);
+            (_, Stage::Abandoned { list }) => {
+                // A list that is still streaming items (an endless one that overflowed) is
+                // still the server's answer: its items stay swallowed, and counted, until a
+                // whole grace period passes without one.
+                let grace = self.config.action_timeout;
+                match p.last_swallowed.map(|at| at + grace) {
+                    Some(until) if list && until > now => self.pending.set_deadline(seq, until),
+                    _ => {
+                        self.pending.remove(seq);
+                    }
+                }
             }
             (Kind::User { .. }, Stage::Queued) => {
                 self.expire_unwritten(seq);

@@ -1,10 +1,11 @@
 //! Reporting discarded server input: counted, logged once per burst, and placed in the event
-//! stream where it happened; and charged to the list it may have been an item of, so that
-//! list cannot complete as if whole.
+//! stream where it happened; charged to the list it may have been an item of, so that list
+//! cannot complete as if whole; and, when it was an action's response, failing that action
+//! at once instead of at its deadline.
 
 use super::*;
 use crate::client::output::Discard;
-use crate::wire::decoder::DroppedOwner;
+use crate::wire::decoder::{DecodeError, DroppedOwner};
 
 /// A burst ends after this long without a discard; the next discard logs its reason again.
 /// The event queue's overflows use the same policy ([`overflow_log`](super::overflow_log)).
@@ -31,7 +32,12 @@ impl Client {
             // The decoder's own drop, not the server's ListItems (which some actions do not
             // fill in truthfully), decides that a list lost an item.
             match self.decoder.last_dropped().clone() {
-                DroppedOwner::NoList => {}
+                DroppedOwner::NoList | DroppedOwner::Response(None) => {}
+                DroppedOwner::Response(Some(id)) => {
+                    if let Some(seq) = self.pending.lookup(&id) {
+                        self.response_discarded(now, seq, reason);
+                    }
+                }
                 DroppedOwner::Id(id) => {
                     if let Some(seq) = self.pending.lookup(&id) {
                         self.list_item_lost(seq);
@@ -79,6 +85,42 @@ impl Client {
 }
 
 impl Client {
+    /// The response of action `seq` was thrown away for `reason` (the discard itself is
+    /// counted and reported by [`discarded`](Client::discarded)): if the action was waiting
+    /// for it, it fails [`ActionError::ResponseDiscarded`] now. The server answered, so
+    /// waiting on to its deadline would only report "no response arrived in time" later. It
+    /// ends as a timed-out action does: the entry stays for the grace period, to swallow a
+    /// late duplicate, and an async Originate's `OriginateResponse` goes to the stream.
+    pub(super) fn response_discarded(&mut self, now: Instant, seq: u64, reason: Discard) {
+        let Some(p) = self.pending.get_mut(seq) else {
+            return;
+        };
+        if !matches!(p.kind, Kind::User { .. }) || p.stage != Stage::Written {
+            // A list already started, a follow-up awaited: not the response it waits for.
+            // The client's own actions keep their own deadlines.
+            return;
+        }
+        log::warn!(
+            "{}: the response to {} was discarded ({reason}); the action fails now",
+            self.config.who(),
+            p.id
+        );
+        self.report(
+            now,
+            seq,
+            Err(ActionError::ResponseDiscarded { reason }),
+            false,
+        );
+    }
+
+    /// The decoder found, in the lines it skipped after dropping a response, that response's
+    /// `ActionID`: the discard, counted when it happened, was this action's answer.
+    pub(super) fn late_response_id(&mut self, now: Instant, id: &[u8], err: DecodeError) {
+        if let Some(seq) = self.pending.lookup(id) {
+            self.response_discarded(now, seq, Discard::Malformed(err));
+        }
+    }
+
     /// An item of action `seq`'s list, if it is collecting one, was dropped on the way in:
     /// counted in its response, so the list completes as
     /// [`ActionError::ListIncomplete`](crate::ActionError::ListIncomplete).

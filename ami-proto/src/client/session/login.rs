@@ -3,12 +3,22 @@
 use super::*;
 use crate::Shown;
 
-/// Asterisk's MD5 login key: lowercase hex of md5(challenge followed by secret).
-fn md5_key(challenge: &str, secret: &str) -> String {
+/// Asterisk's MD5 login key: lowercase hex of md5(challenge followed by secret). The
+/// challenge is bytes, as Asterisk hashes it (a C string; its own are decimal digits).
+fn md5_key(challenge: &[u8], secret: &str) -> String {
     use md5::{Digest, Md5};
-    let digest = Md5::digest(format!("{challenge}{secret}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut md5 = Md5::new();
+    md5.update(challenge);
+    md5.update(secret.as_bytes());
+    md5.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The `Message` with which Asterisk refuses every action, Login included, while it shuts
+/// down (`process_message`); the connection stays open.
+const SHUTTING_DOWN: &str = "Asterisk is shutting down";
+
+/// What a Challenge answer without a challenge becomes in [`DisconnectReason::LoginRejected`].
+const NO_CHALLENGE: &str = "the server answered the MD5 Challenge with no challenge";
 
 impl Client {
     pub(super) fn on_banner(&mut self, now: Instant, version: Option<String>) {
@@ -57,7 +67,7 @@ impl Client {
         }
     }
 
-    pub(super) fn login_action(&self, challenge: Option<&str>) -> Action {
+    pub(super) fn login_action(&self, challenge: Option<&[u8]>) -> Action {
         let login = Action::new("Login").field("Username", self.config.username.as_str());
         let login = match challenge {
             None => login.field("Secret", self.config.secret.expose()),
@@ -81,11 +91,27 @@ impl Client {
             .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
         let text = msg.get_str("Message").unwrap_or("").to_string();
         match which {
-            Internal::Challenge => match msg.get_str("Challenge").filter(|_| ok) {
+            Internal::Challenge | Internal::Login if !ok && is_shutting_down(&text) => {
+                // Not the credentials: the server refuses everything until it is gone (or
+                // restarted), so this is its shutdown, and a reconnect with backoff follows.
+                log::info!(
+                    "{}: {} refused: the server is shutting down",
+                    self.config.who(),
+                    if which == Internal::Login {
+                        "login"
+                    } else {
+                        "challenge"
+                    }
+                );
+                self.disconnect(now, DisconnectReason::ServerShutdown);
+            }
+            Internal::Challenge => match msg.get("Challenge").filter(|c| ok && !c.is_empty()) {
                 Some(challenge) => {
-                    let login = self.login_action(Some(challenge));
+                    // As sent, even if not UTF-8: Asterisk hashes the bytes it sent.
+                    let login = self.login_action(Some(challenge.as_bytes()));
                     self.send_login(now, login);
                 }
+                None if ok => self.login_rejected(now, NO_CHALLENGE.to_string()),
                 None => self.login_rejected(now, text),
             },
             Internal::Login if ok => self.logged_in(now),
@@ -98,10 +124,7 @@ impl Client {
                         Shown(&text)
                     );
                 }
-                self.conn.reapply_left = self.conn.reapply_left.saturating_sub(1);
-                if self.conn.reapply_left == 0 && self.state == State::Configuring {
-                    self.become_ready(now);
-                }
+                self.filter_settled(now);
             }
             Internal::Prefilter => {
                 if !ok {
@@ -131,6 +154,44 @@ impl Client {
                 self.disconnect(now, DisconnectReason::Logoff);
             }
         }
+    }
+
+    /// One filter installed at login is done with: answered, refused, or unanswered by its
+    /// deadline. Ready once none is left.
+    pub(super) fn filter_settled(&mut self, now: Instant) {
+        self.conn.reapply_left = self.conn.reapply_left.saturating_sub(1);
+        if self.conn.reapply_left == 0 && self.state == State::Configuring {
+            self.become_ready(now);
+        }
+    }
+
+    /// A filter installed at login got no answer by its deadline. Counted as done, as a
+    /// refused one is: the session goes on, maybe unfiltered (the server may still apply
+    /// it; its late answer is then an unmatched response).
+    pub(super) fn filter_timed_out(&mut self, now: Instant) {
+        if self.conn.reapply_left == 0 {
+            // Already given up on at the login timeout, and said so.
+            return;
+        }
+        log::warn!(
+            "{}: the server did not answer a filter in time; the session goes on, maybe \
+             unfiltered",
+            self.config.who()
+        );
+        self.filter_settled(now);
+    }
+
+    /// The login timeout passed after the login succeeded, with filters still unanswered
+    /// (their own deadlines are later): the session becomes Ready without waiting for them.
+    pub(super) fn filters_unanswered(&mut self, now: Instant) {
+        log::warn!(
+            "{}: {} filter(s) unanswered within the login timeout; the session goes on, \
+             maybe unfiltered",
+            self.config.who(),
+            self.conn.reapply_left
+        );
+        self.conn.reapply_left = 0;
+        self.become_ready(now);
     }
 
     pub(super) fn login_rejected(&mut self, now: Instant, message: String) {
@@ -197,4 +258,10 @@ impl Client {
         }
         self.timers.set(Timer::Pong, pong);
     }
+}
+
+/// Whether an error `Message` is Asterisk's "shutting down" refusal (trailing blanks, which
+/// some error paths add, ignored).
+pub(super) fn is_shutting_down(text: &str) -> bool {
+    text.trim_end().eq_ignore_ascii_case(SHUTTING_DOWN)
 }

@@ -380,6 +380,10 @@ impl Client {
                 if self.has_transport() || self.state == State::Connecting {
                     let reason = if self.logoff_requested {
                         DisconnectReason::Logoff
+                    } else if self.conn.server_shutdown {
+                        // After `Event: Shutdown` a reset is how the shutdown ends when
+                        // Asterisk closes with actions of ours still unread.
+                        DisconnectReason::ServerShutdown
                     } else {
                         DisconnectReason::TransportError(kind)
                     };
@@ -421,7 +425,16 @@ impl Client {
         'read: while !bytes.is_empty() {
             let n = self.decoder.feed(bytes);
             bytes = &bytes[n..];
-            while let Some(frame) = self.decoder.decode() {
+            loop {
+                let frame = self.decoder.decode();
+                // Found while skipping the rest of a dropped response, so before the frame
+                // that follows it: an action's failure never comes after a later answer.
+                if let Some((id, err)) = self.decoder.take_late_response_id() {
+                    self.late_response_id(now, &id, err);
+                }
+                let Some(frame) = frame else {
+                    break;
+                };
                 match frame {
                     Ok(Frame::Banner(b)) => self.on_banner(now, b.version().map(str::to_owned)),
                     Ok(Frame::Message(m)) => self.on_message(now, m),
@@ -478,6 +491,12 @@ impl Client {
                     self.disconnect(now, reason)
                 }
                 Timer::Banner => self.disconnect(now, DisconnectReason::BannerTimeout),
+                Timer::Login if self.state == State::Configuring => {
+                    // Logged in; only filters are unanswered. The login did not time out,
+                    // and a server that keeps a Filter unanswered must not keep the session
+                    // from ever being Ready.
+                    self.filters_unanswered(now);
+                }
                 Timer::Login => self.disconnect(now, DisconnectReason::LoginTimeout),
                 Timer::Idle => self.heartbeat(now),
                 Timer::Pong => {
@@ -857,11 +876,12 @@ impl Client {
     /// [`transmit`](Self::transmit) at once, the others' stay as they were. One with bytes
     /// handed out may reach the server whole (cutting it short would corrupt the stream):
     /// its late response and list items are swallowed until its grace period
-    /// (`action_timeout`) ends, while an async Originate's `OriginateResponse` goes to the
-    /// event stream, whenever it comes (the call may ring: that event says how it ended, as
-    /// it does to every other session reading call events); should the adapter give its lent
-    /// bytes back unwritten ([`unlend_transmit`](Self::unlend_transmit)), they are withdrawn
-    /// then. The same holds for an action that timed out.
+    /// (`action_timeout`, counted from the last item of a list that keeps coming) ends,
+    /// while an async Originate's `OriginateResponse` goes to the event stream, whenever it
+    /// comes (the call may ring: that event says how it ended, as it does to every other
+    /// session reading call events); should the adapter give its lent bytes back unwritten
+    /// ([`unlend_transmit`](Self::unlend_transmit)), they are withdrawn then. The same holds
+    /// for an action that timed out.
     ///
     /// The client's own actions (its Login, the heartbeat's Ping, the Logoff, filters it
     /// re-applies) are not the caller's to cancel: false, and they go on.
