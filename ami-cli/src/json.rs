@@ -90,7 +90,7 @@ impl TypedReport {
             known: event.spec().is_some(),
             fields: &event,
         };
-        serde_json::to_string(&line)
+        ami_json::to_string(&line)
             .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot write JSON: {e}")))
     }
 }

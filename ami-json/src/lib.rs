@@ -70,10 +70,55 @@
 use ami_proto::{Message, MessageKind};
 use std::io::Write;
 
-/// Appends `s` as a JSON string (escaped by serde_json).
+/// Appends `s` as a JSON string (escaped by serde_json, through [`TerminalSafe`]).
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    use serde::Serialize;
     // Writing to a Vec cannot fail, and a &str always serializes.
-    let _ = serde_json::to_writer(&mut *out, s);
+    let _ = s.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut *out,
+        TerminalSafe,
+    ));
+}
+
+/// serde_json's compact format, with every character a terminal would obey escaped as
+/// `\uXXXX` inside strings: DEL, the C1 controls and the bidirectional overrides
+/// ([`ami_proto::obeyed_by_terminals`]; serde_json escapes C0 itself) are valid in a JSON
+/// string, and a `CallerIDName` a remote caller chose would otherwise reach the screen of
+/// whoever reads the lines (`ami listen` on a terminal, `jq` output) and reorder or recolour
+/// it. The parsed value is the same. For any `Serialize` through
+/// `serde_json::Serializer::with_formatter(writer, TerminalSafe)`, or [`to_string`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TerminalSafe;
+
+impl serde_json::ser::Formatter for TerminalSafe {
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()>
+    where
+        W: ?Sized + std::io::Write,
+    {
+        // Only bytes from 0x7F up can start one: ASCII fragments, most of them, go as they are.
+        if fragment.bytes().all(|b| b < 0x7f) {
+            return writer.write_all(fragment.as_bytes());
+        }
+        let mut run = 0;
+        for (i, c) in fragment.char_indices() {
+            if ami_proto::obeyed_by_terminals(c) {
+                writer.write_all(&fragment.as_bytes()[run..i])?;
+                write!(writer, "\\u{:04x}", c as u32)?;
+                run = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[run..])
+    }
+}
+
+/// `value` as one line of compact JSON, written through [`TerminalSafe`].
+pub fn to_string<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
+    let mut out = Vec::new();
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out,
+        TerminalSafe,
+    ))?;
+    Ok(into_string(out))
 }
 
 /// Appends `bytes` as JSON: a string when they are UTF-8, else
@@ -319,6 +364,27 @@ mod tests {
             message(&m),
             r#"{"type":"response","headers":[["Response","Success"],["Output","a"],["Output","\"b\"\\"]]}"#
         );
+    }
+
+    #[test]
+    fn characters_a_terminal_would_obey_are_escaped_and_read_back_the_same() {
+        // A remote caller's name with a right-to-left override, a C1 CSI and a DEL.
+        let name = "Bob \u{202e}gnp.exe\u{9b}31m\u{7f} Jos\u{e9}";
+        let wire = format!("Event: Newchannel\r\nCallerIDName: {name}\r\n\r\n");
+        let line = message(&one(wire.as_bytes()));
+        assert!(
+            line.contains(r#""Bob \u202egnp.exe\u009b31m\u007f José""#),
+            "{line}"
+        );
+        assert!(
+            !line.contains('\u{202e}') && !line.contains('\u{9b}'),
+            "{line}"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["headers"][1][1], name);
+        // Plain text, accents included, is written as it is.
+        let plain = message(&one("Event: X\r\nName: José\r\n\r\n".as_bytes()));
+        assert!(plain.contains("José"), "{plain}");
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub use wire::limits::{
     DEFAULT_MAX_FOLLOWS_LEN, DEFAULT_MAX_LINE_LEN, DEFAULT_MAX_MESSAGE_LEN,
 };
 pub use wire::message::{Field, Message, MessageKind, Value};
-pub use wire::shown::{escape_controls, Shown};
+pub use wire::shown::{escape_controls, obeyed_by_terminals, Shown};
 pub use wire::variable::{variable_pair, InvalidVariable};
 
 pub mod calls;

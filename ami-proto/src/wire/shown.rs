@@ -40,6 +40,13 @@ fn unsafe_char(c: char, keep_newlines: bool) -> bool {
     (c.is_control() && !(keep_newlines && c == '\n')) || reorders(c)
 }
 
+/// Whether a terminal or log viewer would obey `c` rather than show it: a control character
+/// (C0, DEL, C1) or a bidirectional embedding, override or isolate. What [`Shown`] escapes;
+/// for other encoders of server text (JSON lines) to escape the same set.
+pub fn obeyed_by_terminals(c: char) -> bool {
+    unsafe_char(c, false)
+}
+
 /// `text` with every control character (C0, DEL, C1) and bidirectional override shown
 /// escaped: `\x1b` below 0x80, `\u{9b}` above. With `keep_newlines`, LF still ends a line
 /// (for text a program composed around server values, which never hold one). Borrows
