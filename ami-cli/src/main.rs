@@ -9,9 +9,9 @@
 //! failure (also a session that ends for good mid-`listen`, such as a rejected re-login, and
 //! with several servers any server that stops for good or is down for `action --on`),
 //! 4 the server answered with an error. A command waits at most
-//! [`session::LOGOFF_GRACE`] (2 s) for the server to answer its Logoff. Ctrl-C or SIGTERM
-//! ends `listen` and `calls --watch` as their `--duration` does (see [`stop`]); a second one
-//! exits 130 at once.
+//! [`session::LOGOFF_GRACE`] (2 s) for the server to answer its Logoff. Ctrl-C, SIGTERM or
+//! SIGHUP ends `listen` and `calls --watch` as their `--duration` does (see [`stop`]: exit 3
+//! before any login, as a duration that ends before one); a second one exits 130 at once.
 #![forbid(unsafe_code)]
 
 mod cmd;
@@ -77,12 +77,12 @@ pub(crate) struct Connection {
     /// characters in USER and SECRET, a comma as %2C). Repeat it (or give AMI_URL a
     /// comma-separated list) for several servers: `listen` merges them, `calls` shows
     /// each one's, `action --on` picks one or all, `originate --on` one (every runtime).
+    /// Without it, the commands that connect (listen, action, calls, originate, bridge)
+    /// take AMI_URL (empty: unset); the others never read it.
     #[allow(rustdoc::broken_intra_doc_links)] // clap help text: `[::1]` is an address, not a link
     #[arg(
         long,
-        env = "AMI_URL",
         global = true,
-        hide_env_values = true,
         value_delimiter = ',',
         value_parser = url::ServerUrlParser
     )]
@@ -108,9 +108,16 @@ pub(crate) struct Connection {
 struct Cli {
     #[command(flatten)]
     conn: Connection,
-    /// Which of the libraries' log records to show on stderr [default: error; info for
-    /// bridge]. Secrets given to the command never appear in them.
-    #[arg(long, env = "AMI_LOG", value_enum, global = true, value_name = "LEVEL")]
+    /// Which of the libraries' log records to show on stderr [default: AMI_LOG (any case;
+    /// empty: unset), else error; info for bridge]. Secrets given to the command never
+    /// appear in them.
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        global = true,
+        value_name = "LEVEL"
+    )]
     log: Option<log_lines::Level>,
     #[command(subcommand)]
     command: Command,
@@ -130,7 +137,12 @@ enum Command {
     Originate(cmd::originate::Args),
     /// Decode a raw capture, one JSON object a line.
     Decode(cmd::decode::Args),
-    /// Events/s and actions/s against a server (default: an embedded simulator).
+    /// Events/s (default: an embedded simulator; with --server, also actions/s against it).
+    ///
+    /// Against a real server (a --server given here; AMI_URL is never used) bench floods it
+    /// with UserEvent actions, tens of thousands a second, and Asterisk broadcasts each
+    /// UserEvent to every AMI client logged in that reads the `user` class: dialers, CRMs
+    /// and bridges on that server all receive the flood. Use a test server.
     Bench(cmd::bench::Args),
     /// An embedded simulated Asterisk, no server needed: calls, events and client stats.
     Demo(cmd::demo::Args),
@@ -142,9 +154,33 @@ enum Command {
 
 /// The connection options a command has no use for, given on its command line: refused,
 /// since `ami sim --auth md5`, `ami sim --runtime mio` or `ami bridge --runtime mio` would
-/// otherwise be ignored without a word (from `AMI_URL` a URL is not refused: it is set for
-/// every command).
+/// otherwise be ignored without a word (`AMI_URL` is not refused: it is set for every
+/// command, and only the commands that connect read it).
 fn unused_connection_options(matches: &ArgMatches) -> Result<(), Failure> {
+    let given = |sub: &ArgMatches, ids: &[&str]| -> Vec<String> {
+        ids.iter()
+            .filter(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
+            .map(|id| format!("--{id}"))
+            .collect()
+    };
+    let is_are = |given: &[String]| if given.len() == 1 { "is" } else { "are" };
+    if let Some(("bench", sub)) = matches.subcommand() {
+        // Without --server bench runs its own simulator: a login method or a CA has nothing
+        // to apply to.
+        let unused = given(sub, &["auth", "ca"]);
+        if sub.value_source("server") != Some(ValueSource::CommandLine) && !unused.is_empty() {
+            return Err(Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "{} {} for `ami bench --server URL`: without --server, bench runs its own \
+                     simulator",
+                    unused.join(" and "),
+                    is_are(&unused)
+                ),
+            ));
+        }
+        return Ok(());
+    }
     let (name, sub, ids, what): (_, _, &[&str], _) = match matches.subcommand() {
         Some((name @ "sim", sub)) => (
             name,
@@ -158,6 +194,13 @@ fn unused_connection_options(matches: &ArgMatches) -> Result<(), Failure> {
             &["server", "auth", "runtime", "ca"],
             "decode reads a capture, it connects to nothing",
         ),
+        Some((name @ "demo", sub)) => (
+            name,
+            sub,
+            &["server", "auth", "ca"],
+            "demo runs its own simulated Asterisk and logs in to it (--runtime picks its \
+             client's adapter)",
+        ),
         Some((name @ "bridge", sub)) => (
             name,
             sub,
@@ -166,11 +209,7 @@ fn unused_connection_options(matches: &ArgMatches) -> Result<(), Failure> {
         ),
         _ => return Ok(()),
     };
-    let given: Vec<String> = ids
-        .iter()
-        .filter(|id| sub.value_source(id) == Some(ValueSource::CommandLine))
-        .map(|id| format!("--{id}"))
-        .collect();
+    let given = given(sub, ids);
     if given.is_empty() {
         return Ok(());
     }
@@ -184,18 +223,79 @@ fn unused_connection_options(matches: &ArgMatches) -> Result<(), Failure> {
         format!(
             "{} {} for {whom}, not `ami {name}`: {what}",
             given.join(" and "),
-            if given.len() == 1 { "is" } else { "are" }
+            is_are(&given)
         ),
     ))
 }
 
+/// The environment variable that sets `--log` when it is not given.
+const LOG_ENV: &str = "AMI_LOG";
+
+/// `AMI_LOG`'s level (`value`: its value, `None` when unset): unset or empty is none, any
+/// case is taken, and a value that is no level is refused naming the variable.
+fn log_from_env(value: Option<&std::ffi::OsStr>) -> Result<Option<log_lines::Level>, Failure> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|text| <log_lines::Level as ValueEnum>::from_str(text.trim(), true).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Failure::new(
+                EXIT_USAGE,
+                format!(
+                    "{LOG_ENV}={:?} is not a log level: off, error, warn, info, debug or trace",
+                    value.to_string_lossy()
+                ),
+            )
+        })
+}
+
+/// Whether `command` connects to the servers of `--server` or `AMI_URL`. The others run
+/// their own simulator (`demo`, `bench` without `--server`) or connect to nothing.
+fn connects(command: &Command) -> bool {
+    match command {
+        Command::Listen(_)
+        | Command::Action(_)
+        | Command::Calls(_)
+        | Command::Originate(_)
+        | Command::Bridge(_) => true,
+        // `bench` targets a server only when one is typed for it: it floods the server.
+        Command::Decode(_) | Command::Bench(_) | Command::Demo(_) | Command::Sim(_) => false,
+    }
+}
+
+/// What the command line leaves to the environment, and the checks that need both: the log
+/// level from `AMI_LOG`, the servers from `AMI_URL` (for a command that connects and was
+/// given no `--server`), and a `--ca` that no server would use.
+fn settle(matches: &ArgMatches, cli: &mut Cli) -> Result<(), Failure> {
+    unused_connection_options(matches)?;
+    if cli.log.is_none() {
+        cli.log = log_from_env(std::env::var_os(LOG_ENV).as_deref())?;
+    }
+    if cli.conn.server.is_empty() && connects(&cli.command) {
+        cli.conn.server = url::from_env(std::env::var_os(url::ENV).as_deref())
+            .map_err(|reason| Failure::new(EXIT_USAGE, reason))?;
+    }
+    let servers = &cli.conn.server;
+    if cli.conn.ca.is_some() && !servers.is_empty() && !servers.iter().any(|u| u.tls) {
+        return Err(Failure::new(
+            EXIT_USAGE,
+            "--ca is for amis:// (TLS) servers, and every server here is ami:// (plain TCP): \
+             drop --ca, or use amis://",
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    if let Err(f) = unused_connection_options(&matches) {
+    if let Err(f) = settle(&matches, &mut cli) {
         terminal::say!("ami: {}", f.reason);
         return ExitCode::from(f.code);
     }
@@ -230,6 +330,58 @@ fn main() -> ExitCode {
         Err(f) => {
             terminal::say!("ami: {}", f.reason);
             ExitCode::from(f.code)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn ami_log_unset_or_empty_is_no_level_and_any_case_is_taken() {
+        assert_eq!(log_from_env(None).unwrap(), None);
+        assert_eq!(log_from_env(Some(OsStr::new(""))).unwrap(), None);
+        for (text, level) in [
+            ("DEBUG", log_lines::Level::Debug),
+            ("Warn", log_lines::Level::Warn),
+            ("trace", log_lines::Level::Trace),
+            ("off", log_lines::Level::Off),
+        ] {
+            assert_eq!(log_from_env(Some(OsStr::new(text))).unwrap(), Some(level));
+        }
+    }
+
+    #[test]
+    fn a_bad_ami_log_is_a_usage_error_naming_the_variable() {
+        let f = log_from_env(Some(OsStr::new("loud"))).unwrap_err();
+        assert_eq!(f.code, EXIT_USAGE);
+        assert_eq!(
+            f.reason,
+            "AMI_LOG=\"loud\" is not a log level: off, error, warn, info, debug or trace"
+        );
+    }
+
+    #[test]
+    fn only_the_commands_that_connect_read_ami_url() {
+        let command = |args: &[&str]| {
+            Cli::try_parse_from([&["ami"], args].concat())
+                .unwrap()
+                .command
+        };
+        for args in [
+            &["listen"][..],
+            &["action", "Ping"],
+            &["calls"],
+            &["originate", "--channel", "c", "--application", "Wait"],
+            &["bridge"],
+        ] {
+            assert!(connects(&command(args)), "{args:?}");
+        }
+        for args in [&["decode", "f"][..], &["bench"], &["demo"], &["sim"]] {
+            assert!(!connects(&command(args)), "{args:?}");
         }
     }
 }

@@ -50,6 +50,9 @@ impl fmt::Display for ServerUrl {
 /// What is wrong with a server URL. Nothing here holds text from the URL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum UrlProblem {
+    /// Nothing at all: `--server ''`, or an empty entry of a list (`a,b,`, `a,,b`).
+    #[error("it is empty (in a list: a comma at its start or end, or two in a row)")]
+    Empty,
     /// The `url` crate refused it (bad port, bad IPv6 literal, no scheme...).
     #[error("{0}")]
     Syntax(#[from] url::ParseError),
@@ -113,6 +116,9 @@ fn decode(s: &str) -> Result<String, UrlProblem> {
 }
 
 fn parse(raw: &str) -> Result<ServerUrl, UrlProblem> {
+    if raw.is_empty() {
+        return Err(UrlProblem::Empty);
+    }
     let url = Url::parse(raw)?;
     let tls = match url.scheme() {
         "ami" => false,
@@ -176,6 +182,29 @@ impl clap::builder::TypedValueParser for ServerUrlParser {
         };
         Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(cmd))
     }
+}
+
+/// The environment variable that gives the servers when no `--server` is on the command
+/// line.
+pub(crate) const ENV: &str = "AMI_URL";
+
+/// The servers `AMI_URL` names (`value`: its value, `None` when unset), for a command that
+/// connects and was given no `--server`. Unset or empty is no server (a service file's
+/// `Environment=AMI_URL=` clears it); otherwise a comma-separated list, each URL checked as
+/// `--server` checks it. The error is one line that never holds a secret.
+pub(crate) fn from_env(value: Option<&std::ffi::OsStr>) -> Result<Vec<ServerUrl>, String> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let text = value
+        .to_str()
+        .ok_or_else(|| format!("the server URL ({ENV}) is not UTF-8"))?;
+    text.split(',')
+        .map(|one| {
+            one.parse::<ServerUrl>()
+                .map_err(|e| format!("{e} (from {ENV})"))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,6 +290,38 @@ mod tests {
             err("ami://a:S3cr3t@h:notaport").to_string(),
             "bad server URL ami://a:***@h:notaport: invalid port number"
         );
+    }
+
+    #[test]
+    fn ami_url_unset_or_empty_names_no_server_and_a_list_is_split_at_commas() {
+        use std::ffi::OsStr;
+        assert!(from_env(None).unwrap().is_empty());
+        assert!(from_env(Some(OsStr::new(""))).unwrap().is_empty());
+        let two = from_env(Some(OsStr::new("ami://a:b@h:1,amis://c:d@k"))).unwrap();
+        assert_eq!(
+            two.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["ami://a@h:1", "amis://c@k:5039"]
+        );
+    }
+
+    #[test]
+    fn an_empty_entry_of_ami_url_is_named_and_the_others_secrets_stay_hidden() {
+        use std::ffi::OsStr;
+        for list in [
+            "ami://a:S3cr3t@h,",
+            ",ami://a:S3cr3t@h",
+            "ami://a:S3cr3t@h,,x",
+        ] {
+            let e = from_env(Some(OsStr::new(list))).unwrap_err();
+            assert!(e.contains("it is empty") && e.contains("AMI_URL"), "{e}");
+            assert!(!e.contains("S3cr3t"), "{e}");
+        }
+        let e = from_env(Some(OsStr::new("ami://a:b@h,ami://a:S3cr3t@h:x"))).unwrap_err();
+        assert_eq!(
+            e,
+            "bad server URL ami://a:***@h:x: invalid port number (from AMI_URL)"
+        );
+        assert_eq!(err("").problem, UrlProblem::Empty);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use crate::session::{self, Happening, Live};
 use crate::status_line::StatusLine;
+use crate::terminal::say;
 use crate::{words, Connection, Failure, Runtime, EXIT_OTHER};
 use ami_proto::fleet::ServerName;
 use ami_proto::{Action, StreamItem};
@@ -19,15 +20,50 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 5.0, value_parser = crate::seconds::parse)]
     duration: f64,
     /// Run N simulated servers in-process, each flooding events as fast as it is read, and
-    /// report the merged stream's events/s through the fleet (on the chosen runtime).
+    /// report the merged stream's events/s through the fleet (on the chosen runtime; not
+    /// with --server).
     #[arg(long, value_name = "N")]
     servers: Option<usize>,
-    /// Size of each simulated event in bytes, without `--server` (the captures of a busy
-    /// Asterisk average about 500; the least this gives is about 380, a channel event's
-    /// fields; the most is 1 MiB, the client's longest line by default). `--servers 1` and
-    /// `--servers 10` use it too, so they compare like for like.
-    #[arg(long, value_name = "BYTES", default_value_t = 500)]
-    event_bytes: usize,
+    /// Size of each simulated event in bytes [default: 500], without `--server` (the
+    /// captures of a busy Asterisk average about 500; the least this gives is about 380, a
+    /// channel event's fields; the most is 1 MiB, the client's longest line by default).
+    /// `--servers 1` and `--servers 10` use it too, so they compare like for like.
+    #[arg(long, value_name = "BYTES")]
+    event_bytes: Option<usize>,
+}
+
+/// `--event-bytes` when not given: about the average event of a busy Asterisk's captures.
+const DEFAULT_EVENT_BYTES: usize = 500;
+
+/// The options that size or multiply bench's own simulators, refused with a `--server`:
+/// against a server the events are its UserEvents, and the server is the one given.
+fn simulator_options_with_a_server(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    if conn.server.is_empty() {
+        return Ok(());
+    }
+    let refused = |reason: &str| Err(Failure::new(crate::EXIT_USAGE, reason));
+    if args.servers.is_some() {
+        return refused(
+            "--servers runs that many simulated servers in-process: it cannot be combined \
+             with --server",
+        );
+    }
+    if args.event_bytes.is_some() {
+        return refused(
+            "--event-bytes sizes the simulator's events: against a --server the events are \
+             the server's own UserEvents",
+        );
+    }
+    Ok(())
+}
+
+/// Said once on stderr before bench floods a real server.
+fn flood_warning(url: &crate::url::ServerUrl) -> String {
+    format!(
+        "ami: warning: bench floods {url} with UserEvent actions (as fast as it answers), and \
+         Asterisk broadcasts each UserEvent to every AMI client logged in there that reads the \
+         user class"
+    )
 }
 
 /// The most simulated servers `--servers` starts (each is a listener and a feeder thread).
@@ -128,8 +164,9 @@ fn drive(
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let duration = Duration::from_secs_f64(args.duration.clamp(0.5, 1e6));
     let name = runtime_name(conn.runtime);
-    let simulated = args.servers.is_some() || conn.server.is_empty();
-    if simulated && args.event_bytes > MAX_EVENT_BYTES {
+    simulator_options_with_a_server(conn, args)?;
+    let event_bytes = args.event_bytes.unwrap_or(DEFAULT_EVENT_BYTES);
+    if event_bytes > MAX_EVENT_BYTES {
         // A simulated event is one long padding line: past the client's line limit every
         // event would be a decode error, and the figure would measure nothing.
         return Err(Failure::new(
@@ -138,11 +175,11 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         ));
     }
     if let Some(n) = args.servers {
-        return fleet(conn, n, duration, args.event_bytes);
+        return fleet(conn, n, duration, event_bytes);
     }
     if conn.server.is_empty() {
         // An in-process simulator that writes events as fast as the client reads them.
-        let flood = ami_sim::flood::Flood::start_sized(args.event_bytes)
+        let flood = ami_sim::flood::Flood::start_sized(event_bytes)
             .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the simulator: {e}")))?;
         let mut live = session::open_local(conn.runtime, flood.addr(), "user")?;
         let (t, secs) = drive(&mut live, duration, |_| {})?;
@@ -176,7 +213,9 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         return Ok(());
     }
     // Against a real server pipelined UserEvent actions make the events (each one round
-    // trip), so that figure is also actions/s.
+    // trip), so that figure is also actions/s. Every other client of that server that
+    // reads the `user` class receives them too: said before the first is sent.
+    say!("{}", flood_warning(session::one_server(conn)?));
     let mut live = session::open(conn, "user")?;
     for n in 0..IN_FLIGHT {
         live.session.send(user_event(n as u64));
@@ -371,5 +410,21 @@ mod tests {
         assert_eq!(lost(0), "");
         assert_eq!(lost(1), "");
         assert!(lost(3).contains("logged in again 2 times"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn the_flood_warning_names_the_server_and_never_its_secret() {
+        let url: crate::url::ServerUrl = "ami://admin:S3cr3t@pbx:5038".parse().unwrap();
+        let said = flood_warning(&url);
+        assert!(said.contains("ami://admin@pbx:5038"), "{said}");
+        assert!(said.contains("every AMI client"), "{said}");
+        assert!(!said.contains("S3cr3t"), "{said}");
+        assert_eq!(said.lines().count(), 1);
     }
 }
