@@ -1,7 +1,8 @@
 //! Lines to stdout on a thread of their own, through a queue bounded in lines and in bytes,
 //! so that a slow stdout never stops the session from reading (Asterisk drops a client that
 //! does not read for 100 ms). When the queue is full an event is dropped and counted; the
-//! count goes on stdout as a gap marker where the loss was (`{"type":"gap",...}`) and on
+//! count goes on stdout as a gap marker where the loss was (`{"type":"gap",...}`; with
+//! several servers one per server, naming it, so each server's events add up) and on
 //! stderr once per burst ([`Losses`]), as the adapters do for their own event queues. Markers
 //! (session boundaries, the client's own gaps) are never dropped: they wait, in stream order
 //! with the gaps, until stdout has room, and the events behind them wait with them (counted
@@ -13,6 +14,10 @@
 //! spends no time on JSON. An item stays charged until it is written, so the bytes held are
 //! at most [`MAX_BYTES`], or one item larger than that (a 15 MiB event) when nothing else is
 //! queued, plus the JSON of the item being written.
+//!
+//! A stream that goes quiet writes nothing, so a reader that left (`ami listen | head -1`)
+//! would be noticed only at the next event: while idle the writer looks each second whether
+//! stdout's reader is gone (poll(2)), and ends as a closed pipe does.
 
 use crate::losses::{Loss, Losses};
 use crate::terminal::say;
@@ -96,9 +101,22 @@ pub(crate) struct Printer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// How long the writer waits for a line before it looks whether stdout's reader is gone.
+const READER_CHECK: Duration = Duration::from_secs(1);
+
 fn write_all(rx: Receiver<Line>, queued: &AtomicUsize) -> std::io::Result<()> {
     let mut out = BufWriter::new(std::io::stdout().lock());
-    while let Ok(line) = rx.recv() {
+    loop {
+        let line = match rx.recv_timeout(READER_CHECK) {
+            Ok(line) => line,
+            // A quiet stream writes nothing, so a reader that left (`ami listen | head -1`)
+            // would be noticed only at the next event: looked for while idle.
+            Err(RecvTimeoutError::Timeout) if reader_gone(out.get_ref()) => {
+                return Err(ErrorKind::BrokenPipe.into())
+            }
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         let mut next = Some(line);
         // Write what is queued, then flush once: one syscall per batch, not per line.
         while let Some(line) = next {
@@ -111,6 +129,26 @@ fn write_all(rx: Receiver<Line>, queued: &AtomicUsize) -> std::io::Result<()> {
         out.flush()?;
     }
     out.flush()
+}
+
+/// Whether the reader of a pipe (or socket, or terminal) on `out` is gone: poll(2) says
+/// POLLERR for a pipe's write end once its last reader closed, POLLHUP for a socket or
+/// terminal hung up. Never for a file, and `false` whenever poll cannot tell.
+#[cfg(unix)]
+fn reader_gone(out: &impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(out, PollFlags::OUT)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+}
+
+#[cfg(not(unix))]
+fn reader_gone<T>(_: &T) -> bool {
+    false
 }
 
 impl Printer {
@@ -180,38 +218,56 @@ impl Printer {
                 self.held.push_back(Held::Marker(text));
                 self.held_markers += 1;
             }
-            Line::Message { .. } => match self.held.back_mut() {
-                Some(Held::Dropped(n)) => *n += 1,
-                _ => self.held.push_back(Held::Dropped(1)),
+            Line::Message { server, .. } => match self.held.back_mut() {
+                Some(Held::Dropped(run)) => match run.iter_mut().find(|(s, _)| *s == server) {
+                    Some((_, n)) => *n += 1,
+                    None => run.push((server, 1)),
+                },
+                _ => self.held.push_back(Held::Dropped(vec![(server, 1)])),
             },
         }
     }
 
     /// Queues what waits, oldest first, while there is room. False when stdout is gone.
     fn flush_held(&mut self) -> bool {
-        while let Some(front) = self.held.pop_front() {
-            let line = match &front {
-                Held::Dropped(n) => Line::Text(json::gap(*n)),
-                Held::Marker(text) => Line::Text(text.clone()),
+        loop {
+            let line = match self.held.front() {
+                None => return true,
+                Some(Held::Marker(text)) => Line::Text(text.clone()),
+                Some(Held::Dropped(run)) => match run.first() {
+                    Some((server, n)) => Line::Text(gap_line(server.as_deref(), *n)),
+                    None => {
+                        self.held.pop_front();
+                        continue;
+                    }
+                },
             };
             match self.enqueue(line) {
-                Sent::Queued => match front {
-                    Held::Dropped(n) => {
-                        self.losses.note("", Loss::NotPrinted, n, Instant::now());
+                Sent::Queued => {}
+                Sent::Full(_) => return true,
+                Sent::Closed => return false,
+            }
+            // Out: the marker, or the first server's count of the run.
+            let done = match self.held.front_mut() {
+                Some(Held::Marker(_)) => {
+                    self.held_markers -= 1;
+                    true
+                }
+                Some(Held::Dropped(run)) => {
+                    if !run.is_empty() {
+                        let (server, n) = run.remove(0);
+                        let server = server.as_deref().unwrap_or("");
+                        self.losses
+                            .note(server, Loss::NotPrinted, n, Instant::now());
                     }
-                    Held::Marker(_) => self.held_markers -= 1,
-                },
-                Sent::Full(_) => {
-                    self.held.push_front(front);
-                    return true;
+                    run.is_empty()
                 }
-                Sent::Closed => {
-                    self.held.push_front(front);
-                    return false;
-                }
+                None => false,
+            };
+            if done {
+                self.held.pop_front();
             }
         }
-        true
     }
 
     /// Queues `line` if the queue has room in lines and bytes.
@@ -239,6 +295,19 @@ impl Printer {
                 Sent::Closed
             }
         }
+    }
+
+    /// The writer's end if it ended on its own (stdout closed or failed) while nothing was
+    /// offered to it: a quiet stream's command looks after each wait. `None` while it writes
+    /// on.
+    pub(crate) fn ended_early(&mut self) -> Option<Result<(), Failure>> {
+        if self.ended {
+            return None;
+        }
+        let end = self.done.try_recv().ok()?;
+        self.ended = true;
+        self.tx = None;
+        Some(stdout_end(&end))
     }
 
     /// The writer's end, once it ended: a closed pipe (`ami listen | head`) is a quiet end,
@@ -272,7 +341,13 @@ impl Printer {
         }
         for h in std::mem::take(&mut self.held) {
             match h {
-                Held::Dropped(n) => self.losses.note("", Loss::NotPrinted, n, Instant::now()),
+                Held::Dropped(run) => {
+                    for (server, n) in run {
+                        let server = server.as_deref().unwrap_or("");
+                        self.losses
+                            .note(server, Loss::NotPrinted, n, Instant::now());
+                    }
+                }
                 Held::Marker(_) => {
                     say!("ami: a session or gap marker was not printed (stdout not draining)")
                 }
@@ -308,6 +383,14 @@ pub(crate) fn stdout_end(end: &std::io::Result<()>) -> Result<(), Failure> {
     }
 }
 
+/// The gap marker for `dropped` events of `server` (`None`: the one server).
+fn gap_line(server: Option<&str>, dropped: u64) -> String {
+    match server {
+        Some(server) => json::with_server(&json::gap(dropped), server),
+        None => json::gap(dropped),
+    }
+}
+
 /// Whether a line of `cost` bytes fits when `held` bytes are charged: within the cap, or
 /// alone (one line larger than the whole cap still prints).
 fn admits(held: usize, cost: usize) -> bool {
@@ -325,8 +408,10 @@ enum Sent {
 
 /// A line waiting for room in the queue.
 enum Held {
-    /// A run of events dropped here: printed as one gap marker.
-    Dropped(u64),
+    /// A run of events dropped here, counted by server (`None`: the one server) in the
+    /// order of their first drop: printed as one gap marker per server, each naming its
+    /// server when several are merged.
+    Dropped(Vec<(Option<String>, u64)>),
     /// A marker, printed as it is.
     Marker(String),
 }

@@ -1,4 +1,6 @@
-//! Ctrl-C and SIGTERM end `listen` and `calls --watch` the way their `--duration` does.
+//! Ctrl-C, SIGTERM and SIGHUP end `listen` and `calls --watch` the way their `--duration`
+//! does. SIGHUP is a stop too: the terminal of an SSH session closed, or a unit's
+//! `ExecReload=kill -HUP`; killed by it, the command lost its lines and sent no Logoff.
 //!
 //! Killed by the signal's default action, `ami listen > events.jsonl` lost the events it had
 //! received but not yet written (up to the printer's queue, 4096 lines), and sent no Logoff.
@@ -17,9 +19,14 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 /// How long a waiting command goes at most without looking for a stop request.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
-/// Catches SIGINT and SIGTERM from now on (said on stderr, and left to their default
-/// actions, if they cannot be caught).
+/// Catches SIGINT, SIGTERM and SIGHUP from now on (said on stderr, and left to their
+/// default actions, if they cannot be caught). Once per process: later calls do nothing.
 pub(crate) fn catch() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(catch_now);
+}
+
+fn catch_now() {
     #[cfg(unix)]
     {
         let (ready, registered) = std::sync::mpsc::sync_channel::<bool>(1);
@@ -33,7 +40,7 @@ pub(crate) fn catch() {
                 .unwrap_or(false);
         if !caught {
             crate::terminal::say!(
-                "ami: Ctrl-C and SIGTERM not caught: they stop the command without a Logoff"
+                "ami: Ctrl-C, SIGTERM and SIGHUP not caught: they stop the command without a Logoff"
             );
         }
     }
@@ -57,17 +64,44 @@ fn catch_on_this_thread(ready: &std::sync::mpsc::SyncSender<bool>) {
             let _ = ready.send(false);
             return;
         };
+        // Under `nohup` SIGHUP stays ignored, as asked.
+        let mut hup = if hangup_ignored() {
+            None
+        } else {
+            signal(SignalKind::hangup()).ok()
+        };
         let _ = ready.send(true);
         for _ in 0..2 {
+            let hangup = async {
+                match &mut hup {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = int.recv() => {}
                 _ = term.recv() => {}
+                _ = hangup => {}
             }
             if REQUESTED.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
         }
     });
+}
+
+/// Whether SIGHUP was ignored when the process started (`nohup`), from the `SigIgn` mask of
+/// `/proc/self/status` (no such file: not ignored).
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        // SIGHUP is signal 1: the mask's lowest bit.
+        .is_some_and(|mask| mask & 1 != 0)
 }
 
 /// Whether a stop was asked for.

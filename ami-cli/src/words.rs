@@ -157,11 +157,31 @@ fn server_error(r: &Response) -> String {
                 originate_reason(code)
             )
         }
-        None => format!(
-            "the server answered Error: {}",
-            r.text().unwrap_or("(no message)")
-        ),
+        None => format!("the server answered Error: {}", error_text(r.message())),
     }
+}
+
+/// Output lines of a failed action said at most.
+const OUTPUT_LINES_SAID: usize = 3;
+
+/// What an error response says: its `Output` lines when it has some (a `Command` that
+/// failed: "Command output follows" is no reason, the output is), else its `Message`, in a
+/// lossy form if it is not UTF-8 (stdout has its exact bytes).
+fn error_text(m: &ami_proto::Message) -> String {
+    let output: Vec<_> = m.command_output().collect();
+    if !output.is_empty() {
+        let mut said: Vec<String> = output
+            .iter()
+            .take(OUTPUT_LINES_SAID)
+            .map(|line| crate::terminal::cell(&line.to_str_lossy()).into_owned())
+            .collect();
+        if output.len() > OUTPUT_LINES_SAID {
+            said.push(format!("({} more lines)", output.len() - OUTPUT_LINES_SAID));
+        }
+        return said.join(" / ");
+    }
+    m.get("Message")
+        .map_or_else(|| "(no message)".into(), |v| v.to_str_lossy().into_owned())
 }
 
 /// Why an action did not succeed, in words.

@@ -822,8 +822,8 @@ fn listen_stops_cleanly_on_ctrl_c_and_sigterm_with_every_line_written_whole() {
 }
 
 /// Before the first login there is nothing to save: a stop signal ends `listen` at once
-/// (the signal's default action), even while it waits on a server that accepted the
-/// connection and never sends its banner. SIGTERM stands for Ctrl-C's SIGINT here: a test
+/// (exit 3, no login: `tests/operator.rs` checks the code), even while it waits on a server
+/// that accepted the connection and never sends its banner. SIGTERM stands for Ctrl-C's SIGINT here: a test
 /// run started in the background inherits SIGINT ignored (as shells set it up for
 /// background jobs), and a program rightly keeps an ignored signal ignored until it catches
 /// it itself.

@@ -29,8 +29,9 @@ pub(crate) struct Args {
     timeout: Option<f64>,
 }
 
-/// `--timeout`: seconds, more than 0 (an action whose deadline has passed is never sent).
-fn positive_seconds(text: &str) -> Result<f64, String> {
+/// `--timeout`, `listen --duration`, `calls --duration`: seconds, more than 0 (an action
+/// whose deadline has passed is never sent; a listener of no time prints nothing).
+pub(crate) fn positive_seconds(text: &str) -> Result<f64, String> {
     match crate::seconds::parse(text)? {
         s if s > 0.0 => Ok(s),
         _ => Err("give more than 0 seconds".to_string()),
@@ -155,23 +156,23 @@ fn report_on(
     shown: Shown,
     server: Option<&str>,
 ) -> Result<(), Failure> {
-    match result {
-        Ok(r) => print(&r, shown, server),
-        Err(CallError::Action(ActionError::Server(r))) => {
-            print(&r, Shown::FollowUp, server)?;
-            let why = words::call_error(&CallError::Action(ActionError::Server(r)), url);
-            Err(Failure::new(EXIT_SERVER_ERROR, why))
+    let e = match result {
+        Ok(r) => return print(&r, shown, server),
+        Err(e) => e,
+    };
+    // What arrived is printed in the shape a success has (the response, the list items
+    // that came, the follow-up), then the error is said and the exit code tells.
+    if let CallError::Action(a) = &e {
+        if let Some(r) = a.response() {
+            print(r, shown, server)?;
         }
-        // What arrived is printed; the exit code says it is not the whole list.
-        Err(e @ CallError::Action(ActionError::ListIncomplete { .. })) => {
-            if let CallError::Action(ActionError::ListIncomplete { partial, .. }) = &e {
-                print(partial, shown, server)?;
-            }
-            Err(Failure::new(EXIT_OTHER, words::call_error(&e, url)))
-        }
-        Err(e @ CallError::Refused(_)) => Err(Failure::new(EXIT_USAGE, words::call_error(&e, url))),
-        Err(e) => Err(Failure::new(EXIT_OTHER, words::call_error(&e, url))),
     }
+    let code = match &e {
+        CallError::Action(ActionError::Server(_)) => EXIT_SERVER_ERROR,
+        CallError::Refused(_) => EXIT_USAGE,
+        _ => EXIT_OTHER,
+    };
+    Err(Failure::new(code, words::call_error(&e, url)))
 }
 
 /// Checks `action`, opens a session asking for `events`, sends it with `options`, logs
@@ -184,7 +185,13 @@ pub(crate) fn send_one(
     shown: Shown,
 ) -> Result<(), Failure> {
     check(&action)?;
-    let mut live = session::open(conn, events)?;
+    // An action's deadline bounds its first login too: `--timeout 2` is not 10 s against a
+    // server that never answers the Login.
+    let first = session::FirstLogin {
+        within: options.timeout,
+        stoppable: false,
+    };
+    let mut live = session::open_with(conn, events, first)?;
     let result = live.call_with(action, options);
     live.logoff();
     report(result?, &live.url, shown)

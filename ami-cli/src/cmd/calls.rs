@@ -18,9 +18,10 @@
 //!
 //! With several servers (`--server` repeated, on every runtime) each has its own tracker
 //! and view: every JSON line gains `"server":"host:port"` first, the terminal shows one
-//! table per server, a server that stops for good is named on stderr while the others go
-//! on, and `ami calls` (once) prints the servers that gave a snapshot and names the others
-//! (exit 3).
+//! table per server, a server going down or coming back is said on stderr, a server that
+//! stops for good is named there while the others go on (exit 3 at the end, as when no
+//! server ever logged in), and `ami calls` (once) prints the servers that gave a snapshot
+//! and names the others (exit 3).
 //!
 //! The view is looked at twice a second (a `calls` line only when it changed, and once more
 //! at the end); the other lines come as they happen. A reader that stops reading loses no
@@ -41,7 +42,7 @@ use crate::{json, words, Connection, Failure, EXIT_CONNECT, EXIT_OTHER};
 use ami_proto::calls::{
     CallEnd, CallTracker, CallUpdate, Channel, EndedCall, StaleReason, TrackerConfig,
 };
-use ami_proto::DisconnectReason;
+use ami_proto::{DisconnectReason, StreamItem};
 use link::{Link, News};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
@@ -53,9 +54,10 @@ pub(crate) struct Args {
     /// Keep watching: a live table on a terminal, JSON lines when stdout is not one.
     #[arg(long)]
     watch: bool,
-    /// Stop watching after this many seconds (then at most 2 s more to log off, and 2 s for
-    /// a stdout that does not drain to take what is left).
-    #[arg(long, value_parser = crate::seconds::parse)]
+    /// With --watch: stop watching after this many seconds (more than 0, counted from the
+    /// start, the first login included; then at most 2 s more to log off, and 2 s for a
+    /// stdout that does not drain to take what is left).
+    #[arg(long, requires = "watch", value_parser = crate::cmd::action::positive_seconds)]
     duration: Option<f64>,
 }
 
@@ -73,6 +75,7 @@ const FINISH_GRACE: Duration = Duration::from_secs(2);
 struct Tracked {
     tracker: CallTracker,
     tickets: HashMap<Ticket, u64>,
+    /// Its session started (a `Ready` item fed, or up when the trackers were made).
     started: bool,
     /// Why the server stopped for good, once it did.
     closed: Option<String>,
@@ -81,10 +84,16 @@ struct Tracked {
 /// Every server's tracker, in `--server` order.
 struct Trackers {
     servers: Vec<Tracked>,
+    /// Every server's session is up when the first news is fed (one session, logged in
+    /// before; or the servers `keep_ready` kept), so a tracker not started by a `Ready`
+    /// item of its own is started then. Otherwise a tracker starts at its session's
+    /// `Ready` only: a server that never connects says nothing, and one that does says its
+    /// start once.
+    up_at_first_feed: bool,
 }
 
 impl Trackers {
-    fn new(n: usize) -> Result<Trackers, Failure> {
+    fn new(n: usize, up_at_first_feed: bool) -> Result<Trackers, Failure> {
         let config = TrackerConfig::builder()
             .tag_prefix(&format!("ami-cli-{}", std::process::id()))
             .build()
@@ -98,6 +107,7 @@ impl Trackers {
                     closed: None,
                 })
                 .collect(),
+            up_at_first_feed,
         })
     }
 
@@ -109,6 +119,8 @@ impl Trackers {
             match n {
                 News::Item(ix, item) => {
                     if let Some(t) = self.servers.get_mut(ix).filter(|t| t.closed.is_none()) {
+                        // The tracker asks for its snapshot itself at a `Ready`.
+                        t.started |= matches!(item, StreamItem::Ready { .. });
                         t.tracker.handle_item(now, &item);
                     }
                 }
@@ -129,6 +141,7 @@ impl Trackers {
             }
         }
         // A server out of the view (stopped for good, or taken out as down) is asked nothing.
+        let up = std::mem::take(&mut self.up_at_first_feed);
         for (ix, t) in self
             .servers
             .iter_mut()
@@ -137,7 +150,7 @@ impl Trackers {
         {
             // The session was up before the first item arrived: ask for a snapshot now,
             // unless the stream's own session start already did.
-            if !t.started {
+            if !t.started && up {
                 t.started = true;
                 if !t.tracker.is_resyncing() && t.tracker.is_stale() {
                     t.tracker.resync();
@@ -426,13 +439,27 @@ fn signature(tracker: &CallTracker) -> Vec<(String, u8, bool)> {
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
+    let started = Instant::now();
+    // The duration counts from the start: a first login that does not come within it ends
+    // the watch then (exit 3), as a stop signal meanwhile does.
+    let within = args
+        .duration
+        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    let first = session::FirstLogin {
+        within,
+        stoppable: args.watch,
+    };
     // Only the classes the tracker reads: on a busy server the rest (RTCP reports, queue
     // and agent events, UserEvents) is most of the traffic.
-    let mut link = Link::open(conn, ami_proto::calls::EVENT_MASK)?;
-    let mut t = Trackers::new(link.len())?;
+    let mut link = Link::open(conn, ami_proto::calls::EVENT_MASK, first, args.watch)?;
+    // One session is up already; `once` keeps the servers that are; a watch over several
+    // follows each from its own session start.
+    let mut t = Trackers::new(link.len(), !args.watch || link.len() == 1)?;
     if args.watch {
         let mut out = ViewOut::start()?;
-        let result = watch(&mut link, &mut t, args, &mut out);
+        let end = within.map(|d| started + d);
+        let result = watch(&mut link, &mut t, end, &mut out)
+            .and_then(|()| watch_end(&link, &t, started.elapsed()));
         link.logoff();
         // What the view had to say is out, or said to be lost, before the command ends.
         let written = out.finish(FINISH_GRACE);
@@ -556,11 +583,13 @@ fn write_out(text: &str) -> Result<(), Failure> {
 /// the session (on `ami-mio` this thread is the one that reads the socket). With several
 /// servers each has its own view (JSON lines name their server; the terminal shows one
 /// table per server), and a server that stops for good leaves the others running.
-fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> Result<(), Failure> {
+fn watch(
+    link: &mut Link,
+    t: &mut Trackers,
+    end: Option<Instant>,
+    out: &mut ViewOut,
+) -> Result<(), Failure> {
     let many = link.len() > 1;
-    let end = args
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
     let terminal = std::io::stdout().is_terminal();
     let mut news: VecDeque<String> = VecDeque::new();
     let mut happened = Vec::new();
@@ -650,6 +679,31 @@ fn watch(link: &mut Link, t: &mut Trackers, args: &Args, out: &mut ViewOut) -> R
         if !going {
             return Ok(());
         }
+    }
+}
+
+/// How a watch that ended on its own terms (its duration, a signal, stdout closed) ends for
+/// the command, after `waited`: exit 3 when no server ever started a session, or when one
+/// stopped for good (each said on stderr as it happened), as `listen` does.
+fn watch_end(link: &Link, t: &Trackers, waited: Duration) -> Result<(), Failure> {
+    if t.servers.iter().all(|s| !s.started) {
+        if let Some(f) = link.none_ready(waited) {
+            return Err(f);
+        }
+    }
+    let closed: Vec<String> = t
+        .servers
+        .iter()
+        .enumerate()
+        .filter_map(|(ix, s)| Some(format!("{}: {}", link.name(ix), s.closed.as_ref()?)))
+        .collect();
+    if closed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            EXIT_CONNECT,
+            format!("stopped for good: {}", closed.join("; ")),
+        ))
     }
 }
 

@@ -1,10 +1,11 @@
 //! `ami listen`: the event stream as JSON lines on stdout; the session's story on stderr.
-//! Ctrl-C or SIGTERM ends it as `--duration` does: Logoff, every line held written, exit 0.
+//! Ctrl-C, SIGTERM or SIGHUP ends it as `--duration` does: Logoff, every line held written,
+//! exit 0; before the first login (or with several servers, before any), exit 3.
 
 use crate::fleet::{self, Fleet};
 use crate::losses::{Loss, Losses};
 use crate::printer::{Flow, Line, Printer};
-use crate::session::{self, Change, Happening, Live, LOGOFF_GRACE};
+use crate::session::{self, Change, FirstLogin, Happening, Live, LOGOFF_GRACE};
 use crate::stop;
 use crate::subscription::{self, Subscription};
 use crate::terminal::say;
@@ -12,7 +13,6 @@ use crate::{json, words};
 use crate::{Connection, Failure, EXIT_CONNECT};
 use ami_proto::fleet::{FleetItem, ServerStatus};
 use ami_proto::{DisconnectReason, Message, StreamItem};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, clap::Args)]
@@ -20,8 +20,9 @@ pub(crate) struct Args {
     /// Stop after this many events (1 or more).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
-    /// Stop after this many seconds (then at most 2 s more to log off).
-    #[arg(long, value_parser = crate::seconds::parse)]
+    /// Stop after this many seconds (more than 0), counted from the start: the first login
+    /// included, then at most 2 s more to log off.
+    #[arg(long, value_parser = crate::cmd::action::positive_seconds)]
     duration: Option<f64>,
     /// Only these event names (repeatable, case-insensitive). The server is asked to send
     /// only those (the event mask of their classes, and a Filter where the user may: AMI's
@@ -69,6 +70,11 @@ impl Args {
             || m.event()
                 .is_some_and(|e| self.events.iter().any(|n| n.eq_ignore_ascii_case(e)))
     }
+}
+
+/// `--duration`'s seconds as a duration (saturating: a year is a year).
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(s.clamp(0.0, 1e9))
 }
 
 /// Where the listening stands after a batch.
@@ -161,13 +167,15 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     if conn.server.len() > 1 {
         return run_fleet(conn, args);
     }
-    let mut live = session::open(conn, args.subscription())?;
-    // Only now: until the first login there is nothing to save, and the signals' default
-    // action ends a slow name lookup or connect at once, as a person pressing Ctrl-C wants.
-    stop::catch();
-    let end = args
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    // The duration counts from the start: a first login that does not come within it ends
+    // the command then (exit 3), as a stop signal meanwhile does.
+    let within = args.duration.map(seconds);
+    let end = within.map(|d| Instant::now() + d);
+    let first = FirstLogin {
+        within,
+        stoppable: true,
+    };
+    let mut live = session::open_with(conn, args.subscription(), first)?;
     let mut listener = Listener {
         args,
         printer: Printer::start()?,
@@ -183,6 +191,11 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             break;
         }
         listener.losses.tick(Instant::now());
+        if let Some(end) = listener.printer.ended_early() {
+            // The reader left while nothing was printed (`ami listen | head -1`).
+            result = end;
+            break;
+        }
         for h in happened.drain(..) {
             match listener.happened(h, &live) {
                 Ok(Next::More) => {}
@@ -207,23 +220,29 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
 }
 
 /// Several servers: their streams merged, each line naming its server (`"server"`), and a
-/// line on stderr whenever a server goes down or comes back.
+/// line on stderr whenever a server goes down or comes back. Exit 3 when a server stopped
+/// for good (at once when it was the last), or when no server ever logged in.
 fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
     stop::catch();
+    let started = Instant::now();
     let mut fleet = Fleet::open(conn, args.subscription())?;
-    let end = args
-        .duration
-        .map(|s| Instant::now() + Duration::from_secs_f64(s.clamp(0.0, 1e9)));
+    let end = args.duration.map(|s| started + seconds(s));
     let mut printer = Printer::start()?;
     let mut losses = Losses::default();
     let mut seen = 0u64;
-    // Servers down now, and whether their breaker opening was said.
-    let mut down: HashMap<String, bool> = HashMap::new();
+    let mut status_lines = fleet::StatusLines::default();
+    // Whether any server logged in during the run.
+    let mut any_ready = false;
     let mut happened = Vec::new();
     let mut result = Ok(());
     'listen: while end.is_none_or(|e| Instant::now() < e) && !stop::requested() {
         fleet.wait(stop::wake_by(end), &mut happened)?;
         losses.tick(Instant::now());
+        if let Some(end) = printer.ended_early() {
+            // The reader left while nothing was printed (`ami listen | head -1`).
+            result = end;
+            break;
+        }
         for h in happened.drain(..) {
             let line = match h {
                 fleet::Happening::Item(FleetItem { server, item }) => match item {
@@ -231,10 +250,13 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
                         seen += 1;
                         event(m, Some(server.as_str().to_string()))
                     }
-                    StreamItem::Ready { ami_version } => Line::Text(json::with_server(
-                        &json::session_ready(&ami_version),
-                        server.as_str(),
-                    )),
+                    StreamItem::Ready { ami_version } => {
+                        any_ready = true;
+                        Line::Text(json::with_server(
+                            &json::session_ready(&ami_version),
+                            server.as_str(),
+                        ))
+                    }
                     StreamItem::Disconnected { reason } => {
                         let url = fleet.urls.get(server.as_str());
                         let why = url.map_or(reason.to_string(), |u| words::reason(&reason, u));
@@ -261,11 +283,16 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
                     _ => continue,
                 },
                 fleet::Happening::Status(server, status) => {
-                    status_line(&fleet, &mut down, server.as_str(), &status);
+                    any_ready |= matches!(status, ServerStatus::Ready { .. });
+                    status_lines.say(&fleet, server.as_str(), &status);
                     if matches!(status, ServerStatus::Closed { .. }) {
                         let (closed, all) = fleet.closed_for_good();
                         if all {
-                            result = Err(closed_failure(&fleet, &closed));
+                            result = Err(if any_ready {
+                                closed_failure(&fleet, &closed)
+                            } else {
+                                fleet.none_ready(started.elapsed())
+                            });
                             break 'listen;
                         }
                     }
@@ -289,11 +316,17 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
         }
     }
     if result.is_ok() {
-        // Some servers stopped for good while others kept streaming: the run did not do
-        // all it was asked, and a script should know without reading stderr.
-        let (closed, _) = fleet.closed_for_good();
-        if !closed.is_empty() {
-            result = Err(closed_failure(&fleet, &closed));
+        // No server ever logged in (all refused, say): nothing of what was asked was done,
+        // however the run ended (its duration, a signal).
+        if !any_ready {
+            result = Err(fleet.none_ready(started.elapsed()));
+        } else {
+            // Some servers stopped for good while others kept streaming: the run did not do
+            // all it was asked, and a script should know without reading stderr.
+            let (closed, _) = fleet.closed_for_good();
+            if !closed.is_empty() {
+                result = Err(closed_failure(&fleet, &closed));
+            }
         }
     }
     fleet.logoff(LOGOFF_GRACE);
@@ -315,48 +348,4 @@ fn closed_failure(fleet: &Fleet, closed: &[(String, DisconnectReason)]) -> Failu
         EXIT_CONNECT,
         format!("stopped for good: {}", each.join("; ")),
     )
-}
-
-/// One line on stderr when a server goes down, when its circuit breaker opens (its next
-/// try a minute away, not a backoff's), or when it comes back.
-fn status_line(
-    fleet: &Fleet,
-    down: &mut HashMap<String, bool>,
-    server: &str,
-    status: &ServerStatus,
-) {
-    let Some(url) = fleet.urls.get(server) else {
-        return;
-    };
-    match status {
-        ServerStatus::Ready { .. } if down.remove(server).is_some() => {
-            say!("ami: {server}: back (logged in again to {url})")
-        }
-        ServerStatus::BackingOff { until, reason }
-        | ServerStatus::BreakerOpen { until, reason } => {
-            // Once per outage, and once more if the breaker opens: retries while it stays
-            // down are not news.
-            let breaker = matches!(status, ServerStatus::BreakerOpen { .. });
-            match down.insert(server.to_string(), breaker) {
-                Some(said) if said || !breaker => {
-                    down.insert(server.to_string(), said);
-                    return;
-                }
-                _ => {}
-            }
-            say!(
-                "ami: {server}: down: {}",
-                words::lost(reason, Some(*until), breaker, url)
-            )
-        }
-        ServerStatus::Closed { reason }
-            if !matches!(
-                reason,
-                DisconnectReason::Logoff | DisconnectReason::LocalClose
-            ) =>
-        {
-            say!("ami: {server}: closed: {}", words::reason(reason, url))
-        }
-        _ => {}
-    }
 }

@@ -8,8 +8,9 @@ mod on_mio;
 
 use crate::session::{config, read_ca, CallError, Ticket};
 use crate::subscription::Subscription;
+use crate::terminal::say;
 use crate::url::ServerUrl;
-use crate::{Connection, Failure, Runtime};
+use crate::{words, Connection, Failure, Runtime, EXIT_CONNECT};
 use ami_async::fleet::Reply;
 use ami_proto::fleet::{FleetItem, ServerName, ServerStatus};
 use ami_proto::{Action, ClientConfig, DisconnectReason, Response, SendOptions};
@@ -201,20 +202,48 @@ impl Fleet {
         };
         let mut down = Vec::new();
         for (name, status) in statuses {
-            let why = match &status {
-                ServerStatus::Ready { .. } => continue,
-                ServerStatus::BackingOff { reason, .. }
-                | ServerStatus::BreakerOpen { reason, .. }
-                | ServerStatus::Closed { reason } => match self.urls.get(&name) {
-                    Some(url) => crate::words::reason(reason, url),
-                    None => reason.to_string(),
-                },
-                _ => format!("not logged in within {}", crate::words::duration(limit)),
+            let Some(why) = self.why_not_ready(&name, &status, limit) else {
+                continue;
             };
             self.engine.remove(&name);
             down.push((name, why));
         }
         Ok(down)
+    }
+
+    /// Why server `name` is not logged in, in words (`None`: it is), `waited` the time its
+    /// first login was given.
+    fn why_not_ready(&self, name: &str, status: &ServerStatus, waited: Duration) -> Option<String> {
+        Some(match status {
+            ServerStatus::Ready { .. } => return None,
+            ServerStatus::BackingOff { reason, .. }
+            | ServerStatus::BreakerOpen { reason, .. }
+            | ServerStatus::Closed { reason } => match self.urls.get(name) {
+                Some(url) => crate::words::reason(reason, url),
+                None => reason.to_string(),
+            },
+            _ => format!("not logged in within {}", crate::words::duration(waited)),
+        })
+    }
+
+    /// Exit 3 for a run in which no server ever logged in (`listen`, `calls --watch` over
+    /// `waited`): one line naming each server and why it is not logged in now.
+    pub(crate) fn none_ready(&self, waited: Duration) -> Failure {
+        let each: Vec<String> = self
+            .engine
+            .statuses()
+            .iter()
+            .map(|(name, status)| {
+                let why = self
+                    .why_not_ready(name, status, waited)
+                    .unwrap_or_else(|| "logged in only now".into());
+                format!("{name}: {why}")
+            })
+            .collect();
+        Failure::new(
+            EXIT_CONNECT,
+            format!("no server logged in: {}", each.join("; ")),
+        )
     }
 
     /// Closes every server at once (no Logoff).
@@ -225,5 +254,54 @@ impl Fleet {
     /// Logs every server off, waiting at most `grace`, then closes.
     pub(crate) fn logoff(&mut self, grace: Duration) {
         self.engine.logoff(grace);
+    }
+}
+
+/// One line on stderr when a server goes down, when its circuit breaker opens (its next
+/// try a minute away, not a backoff's), or when it comes back (`listen`, `calls --watch`).
+#[derive(Debug, Default)]
+pub(crate) struct StatusLines {
+    /// Servers down now, and whether their breaker opening was said.
+    down: HashMap<String, bool>,
+}
+
+impl StatusLines {
+    /// Says what `status` of `server` means, if it is news.
+    pub(crate) fn say(&mut self, fleet: &Fleet, server: &str, status: &ServerStatus) {
+        let Some(url) = fleet.urls.get(server) else {
+            return;
+        };
+        let down = &mut self.down;
+        match status {
+            ServerStatus::Ready { .. } if down.remove(server).is_some() => {
+                say!("ami: {server}: back (logged in again to {url})")
+            }
+            ServerStatus::BackingOff { until, reason }
+            | ServerStatus::BreakerOpen { until, reason } => {
+                // Once per outage, and once more if the breaker opens: retries while it
+                // stays down are not news.
+                let breaker = matches!(status, ServerStatus::BreakerOpen { .. });
+                match down.insert(server.to_string(), breaker) {
+                    Some(said) if said || !breaker => {
+                        down.insert(server.to_string(), said);
+                        return;
+                    }
+                    _ => {}
+                }
+                say!(
+                    "ami: {server}: down: {}",
+                    words::lost(reason, Some(*until), breaker, url)
+                )
+            }
+            ServerStatus::Closed { reason }
+                if !matches!(
+                    reason,
+                    DisconnectReason::Logoff | DisconnectReason::LocalClose
+                ) =>
+            {
+                say!("ami: {server}: closed: {}", words::reason(reason, url))
+            }
+            _ => {}
+        }
     }
 }

@@ -12,6 +12,7 @@ mod on_runtime;
 mod tokio;
 
 use crate::diagnose;
+use crate::stop;
 use crate::subscription::Subscription;
 use crate::url::ServerUrl;
 use crate::words;
@@ -190,14 +191,39 @@ pub(crate) struct Live {
     early: Vec<Happening>,
 }
 
+/// How a command waits for its first login.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FirstLogin {
+    /// The command's own deadline (`--duration`, an action's `--timeout`): the wait ends
+    /// then if that comes before [`FIRST_LOGIN_TIMEOUT`].
+    pub(crate) within: Option<Duration>,
+    /// A stop signal ends the wait (`listen`, `calls --watch`): the signals are caught from
+    /// the connect on, once the server's name has resolved.
+    pub(crate) stoppable: bool,
+}
+
 /// Opens a session to the `--server`, asking for `events` (`on`, `off`, `call`...), and
 /// waits for the first login. A first failure (refused, rejected password) is reported at
 /// once, in words, with no retry loop.
 pub(crate) fn open(conn: &Connection, events: impl Into<Subscription>) -> Result<Live, Failure> {
+    open_with(conn, events, FirstLogin::default())
+}
+
+/// [`open`], the wait for the first login bounded and ended as `first` says.
+pub(crate) fn open_with(
+    conn: &Connection,
+    events: impl Into<Subscription>,
+    first: FirstLogin,
+) -> Result<Live, Failure> {
     let url = one_server(conn)?;
+    // Before the signals are caught: their default action ends a slow name lookup at once,
+    // as a person pressing Ctrl-C wants.
     diagnose::resolve(url)?;
+    if first.stoppable {
+        stop::catch();
+    }
     let config = config(conn.auth, &url.user, url.secret.expose(), events)?;
-    open_url(conn.runtime, conn, url.clone(), config)
+    open_url(conn.runtime, conn, url.clone(), config, first)
 }
 
 /// The one `--server` of a command that talks to one server.
@@ -236,7 +262,7 @@ pub(crate) fn open_local(
         runtime,
         ca: None,
     };
-    open_url(runtime, &conn, url, config)
+    open_url(runtime, &conn, url, config, FirstLogin::default())
 }
 
 fn open_url(
@@ -244,6 +270,7 @@ fn open_url(
     conn: &Connection,
     url: ServerUrl,
     config: ClientConfig,
+    first: FirstLogin,
 ) -> Result<Live, Failure> {
     let target = Target {
         ca_pem: if url.tls { Some(read_ca(conn)?) } else { None },
@@ -256,7 +283,7 @@ fn open_url(
         Runtime::Mio => Box::new(mio::MioSession::open(target)?),
         Runtime::AsyncStd => Box::new(async_std::open(target)?),
     };
-    let early = first_ready(session.as_mut(), &url)?;
+    let early = first_ready(session.as_mut(), &url, first)?;
     Ok(Live {
         session,
         url,
@@ -276,13 +303,34 @@ pub(crate) fn read_ca(conn: &Connection) -> Result<Vec<u8>, Failure> {
         .map_err(|e| Failure::new(EXIT_USAGE, format!("cannot read {}: {e}", ca.display())))
 }
 
-/// Waits for the first login; returns what came with it (nothing of it may be lost: events
-/// can arrive in the same batch as the login).
-fn first_ready(session: &mut dyn Session, url: &ServerUrl) -> Result<Vec<Happening>, Failure> {
-    let deadline = Instant::now() + FIRST_LOGIN_TIMEOUT;
+/// Waits for the first login, at most [`FIRST_LOGIN_TIMEOUT`] or the command's own deadline
+/// if that is shorter, and until a stop signal when `first` is stoppable; returns what came
+/// with it (nothing of it may be lost: events can arrive in the same batch as the login).
+fn first_ready(
+    session: &mut dyn Session,
+    url: &ServerUrl,
+    first: FirstLogin,
+) -> Result<Vec<Happening>, Failure> {
+    let limit = first
+        .within
+        .map_or(FIRST_LOGIN_TIMEOUT, |w| w.min(FIRST_LOGIN_TIMEOUT));
+    let deadline = Instant::now() + limit;
     let (mut happened, mut early) = (Vec::new(), Vec::new());
     while Instant::now() < deadline {
-        session.wait(Some(deadline), &mut happened)?;
+        if first.stoppable && stop::requested() {
+            // Nothing was received and nobody is logged in: nothing to write, no Logoff.
+            session.close();
+            return Err(Failure::new(
+                EXIT_CONNECT,
+                format!("no login to {url} before the stop signal"),
+            ));
+        }
+        let until = if first.stoppable {
+            stop::wake_by(Some(deadline))
+        } else {
+            Some(deadline)
+        };
+        session.wait(until, &mut happened)?;
         let mut batch = happened.drain(..);
         while let Some(h) = batch.next() {
             match h {
@@ -311,10 +359,7 @@ fn first_ready(session: &mut dyn Session, url: &ServerUrl) -> Result<Vec<Happeni
     session.close();
     Err(Failure::new(
         EXIT_CONNECT,
-        format!(
-            "no login to {url} within {}",
-            words::duration(FIRST_LOGIN_TIMEOUT)
-        ),
+        format!("no login to {url} within {}", words::duration(limit)),
     ))
 }
 

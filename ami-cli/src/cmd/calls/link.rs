@@ -3,7 +3,7 @@
 //! (an index into the `--server` list) and sends each tracker's requests to its server.
 
 use crate::fleet::{self, Fleet};
-use crate::session::{self, CallError, Change, Happening, Live, Ticket};
+use crate::session::{self, CallError, Change, FirstLogin, Happening, Live, Ticket};
 use crate::url::ServerUrl;
 use crate::{Connection, Failure};
 use ami_proto::fleet::ServerStatus;
@@ -24,21 +24,43 @@ pub(super) enum News {
 /// One session or a fleet.
 pub(super) enum Link {
     One(Live),
-    Many { fleet: Fleet, names: Vec<String> },
+    Many {
+        fleet: Fleet,
+        names: Vec<String>,
+        /// A watch's servers going down or coming back, said on stderr (`None` once: it
+        /// names the servers it could not reach itself, once each).
+        status_lines: Option<fleet::StatusLines>,
+    },
 }
 
 impl Link {
     /// Connects to every `--server`, asking only for `mask`; one server is logged in
-    /// before this returns (a first failure is reported at once, as every command does),
-    /// several connect in the background.
-    pub(super) fn open(conn: &Connection, mask: &str) -> Result<Link, Failure> {
+    /// before this returns (a first failure is reported at once, as every command does;
+    /// its wait bounded as `first` says), several connect in the background (and for a
+    /// `watch`, each going down or coming back is said on stderr).
+    pub(super) fn open(
+        conn: &Connection,
+        mask: &str,
+        first: FirstLogin,
+        watch: bool,
+    ) -> Result<Link, Failure> {
         if conn.server.len() > 1 {
             Ok(Link::Many {
                 fleet: Fleet::open(conn, mask)?,
                 names: conn.server.iter().map(fleet::name).collect(),
+                status_lines: watch.then(fleet::StatusLines::default),
             })
         } else {
-            Ok(Link::One(session::open(conn, mask)?))
+            Ok(Link::One(session::open_with(conn, mask, first)?))
+        }
+    }
+
+    /// Exit 3 for a run of several servers in which none logged in, naming each and why
+    /// (`None` with one server, which was logged in before the run).
+    pub(super) fn none_ready(&self, waited: Duration) -> Option<Failure> {
+        match self {
+            Link::One(_) => None,
+            Link::Many { fleet, .. } => Some(fleet.none_ready(waited)),
         }
     }
 
@@ -62,7 +84,7 @@ impl Link {
     pub(super) fn url(&self, ix: usize) -> Option<&ServerUrl> {
         match self {
             Link::One(live) => Some(&live.url),
-            Link::Many { fleet, names } => fleet.urls.get(names.get(ix)?),
+            Link::Many { fleet, names, .. } => fleet.urls.get(names.get(ix)?),
         }
     }
 
@@ -72,7 +94,7 @@ impl Link {
     pub(super) fn keep_ready(&mut self, limit: Duration) -> Result<Vec<(usize, String)>, Failure> {
         match self {
             Link::One(_) => Ok(Vec::new()),
-            Link::Many { fleet, names } => Ok(fleet
+            Link::Many { fleet, names, .. } => Ok(fleet
                 .keep_ready(limit)?
                 .into_iter()
                 .filter_map(|(name, why)| Some((names.iter().position(|n| *n == name)?, why)))
@@ -99,7 +121,11 @@ impl Link {
                     Happening::Change(_) => None,
                 }));
             }
-            Link::Many { fleet, names } => {
+            Link::Many {
+                fleet,
+                names,
+                status_lines,
+            } => {
                 let mut happened = Vec::new();
                 fleet.wait(until, &mut happened)?;
                 let ix = |name: &str| names.iter().position(|n| n == name);
@@ -123,6 +149,15 @@ impl Link {
                                 out.push(News::Closed(i, reason));
                             }
                         }
+                        // A server that stopped for good is said by the trackers, with the
+                        // command's consequence; down and back here, as `listen` says them.
+                        fleet::Happening::Status(server, status)
+                            if !matches!(status, ServerStatus::Closed { .. }) =>
+                        {
+                            if let Some(lines) = status_lines {
+                                lines.say(fleet, server.as_str(), &status)
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -135,7 +170,7 @@ impl Link {
     pub(super) fn send(&mut self, ix: usize, action: Action, options: SendOptions) -> Ticket {
         match self {
             Link::One(live) => live.session.send_with(action, options),
-            Link::Many { fleet, names } => {
+            Link::Many { fleet, names, .. } => {
                 let name = names.get(ix).cloned().unwrap_or_default();
                 fleet.send(&name, action, options)
             }
