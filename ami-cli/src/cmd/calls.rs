@@ -242,7 +242,7 @@ fn calls_json(tracker: &CallTracker) -> String {
             json!({"linkedid": linkedid, "channels": chans})
         })
         .collect();
-    json!({"type": "calls", "stale": tracker.is_stale(), "calls": calls}).to_string()
+    json_line(&json!({"type": "calls", "stale": tracker.is_stale(), "calls": calls}))
 }
 
 fn stale_text(reason: &StaleReason, url: Option<&ServerUrl>) -> String {
@@ -267,7 +267,7 @@ fn ended_json(call: &EndedCall) -> String {
         (Some(c), Some(e)) => Some(e.saturating_duration_since(c).as_secs_f64()),
         _ => None,
     };
-    json!({
+    json_line(&json!({
         "type": "call_ended",
         "linkedid": call.linkedid,
         "channels": call.channels.len(),
@@ -275,8 +275,14 @@ fn ended_json(call: &EndedCall) -> String {
         "unobserved": call.unobserved(),
         "end": end_word(call.ended()),
         "duration_s": duration,
-    })
-    .to_string()
+    }))
+}
+
+/// A JSON value as one line, written so that no caller ID name a remote caller chose can
+/// steer the reader's terminal ([`ami_json::TerminalSafe`]).
+fn json_line(v: &serde_json::Value) -> String {
+    // A Value always serializes.
+    ami_json::to_string(v).unwrap_or_default()
 }
 
 /// How the end of a call is known, in one word: `duration_s` is null unless it is `seen`.
@@ -292,16 +298,15 @@ fn end_word(end: CallEnd) -> &'static str {
 /// One update as a JSON line, or `None` for updates this command does not show.
 fn update_json(u: &CallUpdate, url: Option<&ServerUrl>) -> Option<String> {
     Some(match u {
-        CallUpdate::Stale(r) => json!({"type": "stale", "reason": stale_text(r, url)}).to_string(),
-        CallUpdate::Resynced(r) => json!({
+        CallUpdate::Stale(r) => json_line(&json!({"type": "stale", "reason": stale_text(r, url)})),
+        CallUpdate::Resynced(r) => json_line(&json!({
             "type": "resynced",
             "continued": r.continued,
             "ended_unobserved": r.ended_unobserved,
             "adopted": r.adopted,
             "replayed": r.replayed,
             "kept_newer": r.kept_newer,
-        })
-        .to_string(),
+        })),
         CallUpdate::CallEnded(c) => ended_json(c),
         _ => return None,
     })
@@ -556,7 +561,7 @@ fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), 
             for (linkedid, chans) in oldest_first(&s.tracker) {
                 let chans: Vec<_> = chans.iter().map(|c| channel_json(c, now)).collect();
                 let line = json!({"type": "call", "linkedid": linkedid, "channels": chans});
-                out.push_str(&naming(line.to_string(), server));
+                out.push_str(&naming(json_line(&line), server));
                 out.push('\n');
             }
         }
@@ -710,6 +715,12 @@ fn watch_end(link: &Link, t: &Trackers, waited: Duration) -> Result<(), Failure>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_name_that_would_steer_a_terminal_is_written_escaped() {
+        let line = json_line(&json!({"callerid_name": "Bob \u{202e}gnp.exe\u{9b}"}));
+        assert_eq!(line, r#"{"callerid_name":"Bob \u202egnp.exe\u009b"}"#);
+    }
 
     #[test]
     fn calls_are_listed_oldest_first_by_their_linkedid_as_numbers() {
