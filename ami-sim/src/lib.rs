@@ -36,6 +36,12 @@
 //! [`SimServer::poll_timeout`]/[`SimServer::handle_timeout`]. The [`tcp`] module puts a real
 //! loopback socket in front of it for end-to-end tests.
 //!
+//! To test your own code against it, [`link::Link`] joins your [`ami_proto::Client`] to a
+//! `SimServer` on virtual time, as an adapter would: Connect opens a session, bytes cross
+//! both ways, restarts and faults make the client reconnect, and `step`/`run_until`/
+//! `run_until_complete` move the clock from one deadline to the next, collecting the
+//! client's notices for your assertions.
+//!
 //! ## What is simulated (Asterisk 22.10.1, AMI 11.0.0)
 //!
 //! Message shapes and field order follow the recordings in
@@ -122,6 +128,7 @@ pub mod flood;
 pub mod harness;
 pub mod hostile;
 mod input;
+pub mod link;
 mod out;
 mod rng;
 mod server;
