@@ -135,7 +135,7 @@ fn write_all(rx: Receiver<Line>, queued: &AtomicUsize) -> std::io::Result<()> {
 /// POLLERR for a pipe's write end once its last reader closed, POLLHUP for a socket or
 /// terminal hung up. Never for a file, and `false` whenever poll cannot tell.
 #[cfg(unix)]
-fn reader_gone(out: &impl std::os::fd::AsFd) -> bool {
+pub(crate) fn reader_gone(out: &impl std::os::fd::AsFd) -> bool {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     let mut fds = [PollFd::new(out, PollFlags::OUT)];
     let now = Timespec {
@@ -147,7 +147,7 @@ fn reader_gone(out: &impl std::os::fd::AsFd) -> bool {
 }
 
 #[cfg(not(unix))]
-fn reader_gone<T>(_: &T) -> bool {
+pub(crate) fn reader_gone<T>(_: &T) -> bool {
     false
 }
 

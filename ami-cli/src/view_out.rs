@@ -109,12 +109,30 @@ fn write_batch(
     out.flush()
 }
 
-fn run_writer(shared: &Shared, mut out: impl Write) -> std::io::Result<()> {
+/// How long the writer waits for output before it looks whether stdout's reader is gone.
+const READER_CHECK: Duration = Duration::from_secs(1);
+
+/// Writes what is handed over until closing. `gone` says whether stdout's reader left: a
+/// view that does not change writes nothing (`ami calls --watch | head -1` on a quiet
+/// server), so while idle the writer asks it each [`READER_CHECK`] and ends as a closed
+/// pipe does.
+fn run_writer(
+    shared: &Shared,
+    mut out: impl Write,
+    gone: impl Fn() -> bool,
+) -> std::io::Result<()> {
     loop {
         let (news, view) = {
             let mut p = shared.lock();
             while p.news.is_empty() && p.view.is_none() && !p.closing {
-                p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                let (next, waited) = shared
+                    .wake
+                    .wait_timeout(p, READER_CHECK)
+                    .unwrap_or_else(|e| e.into_inner());
+                p = next;
+                if waited.timed_out() && p.news.is_empty() && p.view.is_none() && gone() {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
             }
             if p.news.is_empty() && p.view.is_none() {
                 return Ok(());
@@ -129,10 +147,16 @@ fn run_writer(shared: &Shared, mut out: impl Write) -> std::io::Result<()> {
 impl ViewOut {
     /// Starts the writer on stdout.
     pub(crate) fn start() -> Result<ViewOut, Failure> {
-        ViewOut::start_on(std::io::stdout(), Losses::default())
+        ViewOut::start_on(std::io::stdout(), Losses::default(), || {
+            crate::printer::reader_gone(&std::io::stdout())
+        })
     }
 
-    fn start_on(out: impl Write + Send + 'static, losses: Losses) -> Result<ViewOut, Failure> {
+    fn start_on(
+        out: impl Write + Send + 'static,
+        losses: Losses,
+        gone: impl Fn() -> bool + Send + 'static,
+    ) -> Result<ViewOut, Failure> {
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -142,7 +166,7 @@ impl ViewOut {
         let thread = std::thread::Builder::new()
             .name("ami-stdout".into())
             .spawn(move || {
-                let result = run_writer(&s, out);
+                let result = run_writer(&s, out, gone);
                 s.lock().ended = Some(result);
                 let _ = done_tx.send(());
             })
@@ -194,6 +218,12 @@ impl ViewOut {
             self.losses.tick(now);
         }
         Ok(Flow::Go)
+    }
+
+    /// Whether the writer ended because stdout's reader left (or it failed): the view has
+    /// nobody to show to.
+    pub(crate) fn ended(&self) -> bool {
+        self.shared.lock().ended.is_some()
     }
 
     /// Writes what waits, giving a stdout that does not drain at most `grace`.
@@ -281,6 +311,7 @@ mod tests {
                 fail_with,
             },
             losses,
+            || false,
         )
         .unwrap_or_else(|f| panic!("{}", f.reason));
         Rig {
@@ -290,6 +321,32 @@ mod tests {
             written,
             said,
         }
+    }
+
+    #[test]
+    fn a_view_whose_reader_left_ends_while_nothing_changes() {
+        // `ami calls --watch | head -1` on a quiet server: nothing more is written, so the
+        // reader's going must be looked for.
+        let left = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = left.clone();
+        let mut out = ViewOut::start_on(Vec::new(), Losses::default(), move || {
+            flag.load(std::sync::atomic::Ordering::SeqCst)
+        })
+        .unwrap_or_else(|f| panic!("{}", f.reason));
+        assert_eq!(
+            out.show(Vec::new(), Some("view\n".into())).ok(),
+            Some(Flow::Go)
+        );
+        std::thread::sleep(READER_CHECK + Duration::from_millis(200));
+        assert!(!out.ended(), "a reader still there");
+        left.store(true, std::sync::atomic::Ordering::SeqCst);
+        let until = Instant::now() + READER_CHECK * 3;
+        while !out.ended() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(out.ended(), "the writer saw the reader leave");
+        // A closed pipe is a quiet end, not a failure.
+        assert!(out.finish(Duration::from_secs(1)).is_ok());
     }
 
     fn text(v: &Arc<Mutex<Vec<u8>>>) -> String {

@@ -535,3 +535,20 @@ fn listen_ends_when_its_reader_leaves_though_no_event_comes() {
         assert_eq!(status.and_then(|s| s.code()), Some(0), "{rt}: {err}");
     });
 }
+
+#[test]
+fn calls_watch_ends_when_its_reader_leaves_though_no_call_changes() {
+    let front = sim();
+    let url = sim_url(&front, "amp111");
+    each_runtime(|rt| {
+        let mut child = spawn_piped(&["--runtime", rt, "--server", &url, "calls", "--watch"]);
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        // `| head -1`: one line read, then the reader is gone; the quiet view writes no more.
+        drop(stdout);
+        let status = wait_at_most(&mut child, Duration::from_secs(5));
+        let err = stderr_of(&mut child);
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{rt}: {err}");
+    });
+}

@@ -681,7 +681,8 @@ fn watch(
         if (!lines.is_empty() || view.is_some()) && out.show(lines, view)? == Flow::Stop {
             return Ok(());
         }
-        if !going {
+        // Its reader left while nothing changed (`calls --watch | head -1`, quiet server).
+        if !going || out.ended() {
             return Ok(());
         }
     }
