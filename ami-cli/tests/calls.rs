@@ -37,10 +37,6 @@ fn watch(rt: &str, front: &TcpFront, secs: &str) -> std::process::Child {
     ])
 }
 
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
-
 #[test]
 fn calls_prints_the_live_calls_from_a_snapshot_on_every_runtime() {
     let (front, url) = front_with_a_call();

@@ -13,18 +13,6 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn sim() -> TcpFront {
-    TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap()
-}
-
-fn sim_url(front: &TcpFront, secret: &str) -> String {
-    format!("ami://admin:{secret}@{}", front.local_addr())
-}
-
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
-
 /// `ami originate` of a one-second call on the simulator's `echo` extension.
 const ECHO_CALL: [&str; 7] = [
     "originate",
@@ -35,19 +23,6 @@ const ECHO_CALL: [&str; 7] = [
     "--data",
     "1",
 ];
-
-/// The value of the first header `key` of a parsed line.
-fn header<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0] == key)
-        .map(|h| &h[1])
-}
-
-fn assert_code(out: &std::process::Output, code: i32, what: &str) {
-    assert_eq!(out.status.code(), Some(code), "{what}: {}", stderr(out));
-}
 
 #[test]
 fn action_prints_the_response_as_json_on_every_runtime() {

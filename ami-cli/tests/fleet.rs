@@ -7,22 +7,13 @@
 mod support;
 
 use ami_sim::tcp::TcpFront;
-use ami_sim::SimConfig;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
 use support::*;
 
-fn sim() -> TcpFront {
-    TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap()
-}
-
 fn url(front: &TcpFront) -> String {
     format!("ami://admin:amp111@{}", front.local_addr())
-}
-
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 #[test]

@@ -7,38 +7,12 @@
 
 mod support;
 
-use ami_sim::tcp::TcpFront;
-use ami_sim::SimConfig;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 use support::*;
-
-fn sim() -> TcpFront {
-    TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap()
-}
-
-fn sim_url(front: &TcpFront, secret: &str) -> String {
-    format!("ami://admin:{secret}@{}", front.local_addr())
-}
-
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
-
-fn header<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v["headers"]
-        .as_array()?
-        .iter()
-        .find(|h| h[0] == key)
-        .map(|h| &h[1])
-}
-
-fn assert_code(out: &std::process::Output, code: i32, what: &str) {
-    assert_eq!(out.status.code(), Some(code), "{what}: {}", stderr(out));
-}
 
 /// `ami://admin:S3cr3t@127.0.0.1:PORT`
 fn url_at(port: u16) -> String {

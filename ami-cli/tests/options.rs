@@ -9,7 +9,6 @@ mod support;
 
 use ami_sim::tcp::TcpFront;
 use ami_sim::SimConfig;
-use serde_json::Value;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -27,10 +26,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn fixture_arg(name: &str) -> String {
     fixture(name).to_str().unwrap().to_string()
-}
-
-fn json(line: &str) -> Value {
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
 fn assert_code(out: &Output, code: i32, what: &str) {

@@ -265,3 +265,32 @@ pub fn spawn_sim(args: &[&str]) -> (std::process::Child, String) {
         .expect("read the sim's URL");
     (sim, url.trim().to_string())
 }
+
+/// A simulated Asterisk on a loopback port (the simulator's TCP front).
+pub fn sim() -> ami_sim::tcp::TcpFront {
+    ami_sim::tcp::TcpFront::start(ami_sim::SimConfig::default(), "127.0.0.1:0").unwrap()
+}
+
+/// The URL of `front` for the simulator's `admin` user with `secret`.
+pub fn sim_url(front: &ami_sim::tcp::TcpFront, secret: &str) -> String {
+    format!("ami://admin:{secret}@{}", front.local_addr())
+}
+
+/// One output line, parsed as strict JSON.
+pub fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// The value of the first header `key` of a parsed line.
+pub fn header<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    v["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == key)
+        .map(|h| &h[1])
+}
+
+/// Asserts the exit code of `out`, showing its stderr when it differs.
+pub fn assert_code(out: &Output, code: i32, what: &str) {
+    assert_eq!(out.status.code(), Some(code), "{what}: {}", stderr(out));
+}
