@@ -1118,3 +1118,26 @@ fn a_fleet_whose_merged_stream_was_dropped_keeps_no_events_and_counts_them() {
         "each event nobody read is counted, those the reader held too"
     );
 }
+
+#[test]
+fn a_fleet_server_writes_each_new_action_while_earlier_ones_wait_for_their_answers() {
+    use ami_proto::fleet::Route;
+    use ami_proto::Action;
+    let (wire, fleet, _events, mut driver) = ready_fleet(seeded());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        let ping = Action::new("UserEvent").field("UserEvent", format!("P{i}"));
+        let mut send = Box::pin(fleet.send(Route::Server("pbx"), ping));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        pending.push(send);
+        // The server answers nothing: each action must still go out at once (pipelined),
+        // not when the previous one's answer comes.
+        spin_fleet(&mut driver);
+        let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+        assert!(
+            written.contains(&format!("UserEvent: P{i}")),
+            "action {i} not written while earlier ones wait: {written}"
+        );
+    }
+}

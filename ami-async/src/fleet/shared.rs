@@ -220,8 +220,11 @@ impl<E: Clone> Shared<E> {
         (self.closed || self.driver_done) && !self.fleet.has_events() && self.conns.is_empty()
     }
 
-    /// Is connection `epoch` of `server` still the current one? If so, takes its kick, or
-    /// parks `waker` until something changes.
+    /// Is connection `epoch` of `server` still the current one? If so, takes its kick, and
+    /// parks `waker` for the next change either way: a kick taken here may be stale (set
+    /// while this very visit lent the bytes it then wrote), and a connection left without
+    /// a waker would miss the kick of the next action queued, which then waited for the
+    /// server's next bytes to wake it (no pipelining while an answer was slow).
     pub(crate) fn conn_state(
         &mut self,
         server: ServerId,
@@ -230,12 +233,10 @@ impl<E: Clone> Shared<E> {
     ) -> Option<ConnState> {
         match self.conns.get_mut(&server) {
             Some(c) if c.epoch == epoch => {
-                if std::mem::take(&mut c.kick) {
-                    Some(ConnState::Kicked)
-                } else {
+                if c.waker.is_none() {
                     c.waker = Some(waker.clone());
-                    None
                 }
+                std::mem::take(&mut c.kick).then_some(ConnState::Kicked)
             }
             _ => Some(ConnState::Gone),
         }
