@@ -65,9 +65,13 @@ pub struct Stats {
     pub decoder: DecoderStats,
     /// Caller actions tracked now (queued, written, gathering, awaiting a follow-up).
     pub pending: usize,
-    /// Caller actions waiting to be written.
+    /// Caller actions waiting for room in the pipeline (`pipeline_depth`) or for the
+    /// session to be ready: not encoded yet.
     pub queued: usize,
-    /// Caller actions written and not fully answered.
+    /// Caller actions encoded into the transmit buffer and not fully answered: in the
+    /// pipeline. Some of their bytes may not have reached the transport yet (while the
+    /// server does not read, see `transmit_pending`); an action none of whose bytes left
+    /// still fails `NotSent` if the session ends.
     pub in_flight: usize,
     /// Events waiting for the consumer.
     pub event_queue_len: usize,
