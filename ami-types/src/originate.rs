@@ -25,6 +25,27 @@
 //! }
 //! # log_call(&Err(ActionError::Cancelled));
 //! ```
+//!
+//! An async adapter's reply (`ami_tokio`, `ami_async_std`, their fleets) is a
+//! `Result<Response, AmiError>`: its `Ok` and `AmiError::Action` go through
+//! [`OriginateEnd::of_response`] and [`OriginateEnd::of_error`]; `AmiError::Send` and
+//! `AmiError::Closed` never reached Asterisk (not sent, safe to try again):
+//!
+//! ```
+//! use ami_proto::Response;
+//! use ami_tokio::AmiError;
+//! use ami_types::originate::OriginateEnd;
+//!
+//! /// How the call ended; `None`: the Originate never reached Asterisk.
+//! fn end_of(result: &Result<Response, AmiError>) -> Option<OriginateEnd<'_>> {
+//!     match result {
+//!         Ok(r) => Some(OriginateEnd::of_response(r)),
+//!         Err(AmiError::Action(e)) => Some(OriginateEnd::of_error(e)),
+//!         Err(_) => None,
+//!     }
+//! }
+//! # assert!(end_of(&Err(AmiError::Closed)).is_none());
+//! ```
 
 use crate::event::FromEvent;
 use crate::events::OriginateResponse;
@@ -132,11 +153,27 @@ impl<'a> OriginateEnd<'a> {
     /// Sorts out an async Originate's outcome.
     pub fn of(outcome: &'a Result<Response, ActionError>) -> OriginateEnd<'a> {
         match outcome {
-            Ok(r) => match follow_up(r) {
-                Some(response) => OriginateEnd::Answered(response),
-                None => OriginateEnd::AnsweredSync(r),
-            },
-            Err(ActionError::Server(r)) => match follow_up(r) {
+            Ok(r) => OriginateEnd::of_response(r),
+            Err(e) => OriginateEnd::of_error(e),
+        }
+    }
+
+    /// The end of an Originate that succeeded with response `r`: answered (its
+    /// `OriginateResponse` is `r`'s follow-up), or a sync Originate's answer.
+    pub fn of_response(r: &'a Response) -> OriginateEnd<'a> {
+        match follow_up(r) {
+            Some(response) => OriginateEnd::Answered(response),
+            None => OriginateEnd::AnsweredSync(r),
+        }
+    }
+
+    /// The end of an Originate that failed with `e`. With an async adapter, whose replies
+    /// are `Result<Response, AmiError>`, this is the `AmiError::Action(e)` case; its other
+    /// errors (refused before sending, the session's driver gone) never reached Asterisk:
+    /// not sent, as the module docs show.
+    pub fn of_error(e: &'a ActionError) -> OriginateEnd<'a> {
+        match e {
+            ActionError::Server(r) => match follow_up(r) {
                 Some(response) => OriginateEnd::Failed {
                     reason: response
                         .reason()
@@ -145,21 +182,17 @@ impl<'a> OriginateEnd<'a> {
                 },
                 None => OriginateEnd::Refused(r),
             },
-            Err(
-                e @ (ActionError::NotSent(_)
-                | ActionError::TimedOut {
-                    phase: Phase::Queued,
-                    ..
-                }),
-            ) => OriginateEnd::NotSent(e),
-            Err(
-                e @ (ActionError::FollowUpLost { .. }
-                | ActionError::TimedOut {
-                    phase: Phase::FollowUp,
-                    ..
-                }),
-            ) => OriginateEnd::Placed(e),
-            Err(e) => OriginateEnd::InDoubt(e),
+            ActionError::NotSent(_)
+            | ActionError::TimedOut {
+                phase: Phase::Queued,
+                ..
+            } => OriginateEnd::NotSent(e),
+            ActionError::FollowUpLost { .. }
+            | ActionError::TimedOut {
+                phase: Phase::FollowUp,
+                ..
+            } => OriginateEnd::Placed(e),
+            _ => OriginateEnd::InDoubt(e),
         }
     }
 }

@@ -102,3 +102,34 @@ fn an_accepted_originate_whose_session_ends_is_placed_with_its_end_unknown() {
     let never: Outcome = Err(ActionError::NotSent(ami_proto::DisconnectReason::Eof));
     assert!(matches!(OriginateEnd::of(&never), OriginateEnd::NotSent(_)));
 }
+
+#[test]
+fn an_async_adapters_reply_is_sorted_by_of_response_and_of_error_as_of_sorts_an_outcome() {
+    // A reply of ami-tokio or ami-async-std is Result<Response, AmiError>: its Ok and
+    // AmiError::Action parts go through of_response and of_error, which must agree with of.
+    let outcomes = [
+        originate(&with_response("Success", 4), Then::Stays),
+        originate(&with_response("Failure", 5), Then::Stays),
+        originate(
+            "Response: Error\r\nActionID: {id}\r\nMessage: Originate failed\r\n\r\n",
+            Then::Stays,
+        ),
+    ];
+    for outcome in &outcomes {
+        let split = match outcome {
+            Ok(r) => OriginateEnd::of_response(r),
+            Err(e) => OriginateEnd::of_error(e),
+        };
+        assert_eq!(
+            format!("{split:?}"),
+            format!("{:?}", OriginateEnd::of(outcome))
+        );
+    }
+    assert!(matches!(
+        OriginateEnd::of_error(outcomes[1].as_ref().unwrap_err()),
+        OriginateEnd::Failed {
+            reason: DialReason::Busy,
+            ..
+        }
+    ));
+}
