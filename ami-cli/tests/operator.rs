@@ -52,30 +52,6 @@ fn silent() -> Fake {
     })
 }
 
-/// Within each session of one server's lines, every Seq missing between two printed events
-/// is counted by the gap markers between them. Returns (events printed, events dropped).
-fn account_for_every_seq<'a>(lines: impl Iterator<Item = &'a Value>) -> (u64, u64) {
-    let (mut prev, mut owed, mut dropped, mut events) = (None::<u64>, 0u64, 0u64, 0u64);
-    for v in lines {
-        match v["type"].as_str() {
-            Some("event") => {
-                let seq: u64 = header(v, "Seq").unwrap().as_str().unwrap().parse().unwrap();
-                if let Some(p) = prev {
-                    assert_eq!(seq, p + 1 + owed, "after Seq {p}, {owed} marked as dropped");
-                }
-                (prev, owed, events) = (Some(seq), 0, events + 1);
-            }
-            Some("gap") => {
-                assert_eq!(v["reason"], "overflow", "{v}");
-                let n = v["dropped"].as_u64().unwrap();
-                (owed, dropped) = (owed + n, dropped + n);
-            }
-            _ => (prev, owed) = (None, 0),
-        }
-    }
-    (events, dropped)
-}
-
 // ----- 1. gap lines of a multi-server listen ---------------------------------------------
 
 #[test]

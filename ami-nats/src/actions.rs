@@ -646,7 +646,7 @@ async fn lease_holders(control: &Control, to: Option<ServerIx>) -> Result<Vec<Ho
     let key_of = |ix: ServerIx| control.servers.get(ix).map(|spec| spec.token().to_string());
     // From the lease loop's watch when it is current: no bucket listing per request.
     let seen = {
-        let view = crate::lease::view_of(&control.lease_view);
+        let view = crate::lease::lock_view(&control.lease_view);
         match to {
             Some(ix) => key_of(ix).and_then(|key| {
                 let value = view.value(&key)?;

@@ -588,7 +588,8 @@ async fn watch_leases(
     }
 }
 
-fn lock_view(view: &Mutex<LeaseView>) -> std::sync::MutexGuard<'_, LeaseView> {
+/// The lease view's lock (the watch task writes it, forwarded requests read it).
+pub(crate) fn lock_view(view: &Mutex<LeaseView>) -> std::sync::MutexGuard<'_, LeaseView> {
     // Only map inserts and removes run under the lock.
     view.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -634,11 +635,6 @@ impl LeaseView {
                 .collect()
         })
     }
-}
-
-/// The view's lock, for the forwarders.
-pub(crate) fn view_of(view: &Mutex<LeaseView>) -> std::sync::MutexGuard<'_, LeaseView> {
-    lock_view(view)
 }
 
 /// After a renewal with no answer was followed by one refused for a wrong revision: if the

@@ -1316,13 +1316,21 @@ fn a_login_refused_because_asterisk_is_shutting_down_is_a_shutdown_retried_with_
     );
 }
 
-#[test]
-fn a_challenge_refused_because_asterisk_is_shutting_down_is_a_shutdown_too() {
-    let t0 = Instant::now();
-    let mut h = Harness::new(base().auth(AuthMethod::Md5).build().unwrap(), t0);
+/// A client logging in with MD5, connected and past the banner: its Challenge action.
+fn md5_challenged() -> (Harness, ami_proto::Message) {
+    let mut h = Harness::new(
+        base().auth(AuthMethod::Md5).build().unwrap(),
+        Instant::now(),
+    );
     h.connected();
     h.feed(BANNER);
     let c = h.take("Challenge");
+    (h, c)
+}
+
+#[test]
+fn a_challenge_refused_because_asterisk_is_shutting_down_is_a_shutdown_too() {
+    let (mut h, c) = md5_challenged();
     let out = h.feed(&scripted::error(id_of(&c), "Asterisk is shutting down"));
     shut_down_then_retried(&out);
 }
@@ -1342,11 +1350,7 @@ fn md5_key(challenge: &[u8]) -> String {
 fn an_md5_challenge_that_is_not_utf8_is_hashed_as_the_bytes_the_server_sent() {
     // Asterisk hashes its challenge as a C string, bytes as they are; so does the client,
     // instead of calling a challenge it cannot read as text a rejected login.
-    let t0 = Instant::now();
-    let mut h = Harness::new(base().auth(AuthMethod::Md5).build().unwrap(), t0);
-    h.connected();
-    h.feed(BANNER);
-    let c = h.take("Challenge");
+    let (mut h, c) = md5_challenged();
     let challenge = b"\xff\xfe\xe9\x00abc";
     let mut reply = format!(
         "Response: Success\r\nActionID: {}\r\nChallenge: ",
@@ -1366,11 +1370,7 @@ fn an_md5_challenge_that_is_not_utf8_is_hashed_as_the_bytes_the_server_sent() {
 
 #[test]
 fn a_challenge_answer_without_a_challenge_says_so_in_the_rejection() {
-    let t0 = Instant::now();
-    let mut h = Harness::new(base().auth(AuthMethod::Md5).build().unwrap(), t0);
-    h.connected();
-    h.feed(BANNER);
-    let c = h.take("Challenge");
+    let (mut h, c) = md5_challenged();
     let out = h.feed(&msg(&[("Response", "Success"), ("ActionID", id_of(&c))]));
     let Some(Out::Closed(DisconnectReason::LoginRejected { message })) = out.last() else {
         panic!("{out:?}")

@@ -294,3 +294,29 @@ pub fn header<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a serde_json:
 pub fn assert_code(out: &Output, code: i32, what: &str) {
     assert_eq!(out.status.code(), Some(code), "{what}: {}", stderr(out));
 }
+
+/// Walks `listen`'s parsed lines (one server's): within each session (reset at every
+/// session marker) every Seq missing between two printed events must be counted by the gap
+/// markers between them. Returns the events printed and the events the gap markers say
+/// were dropped.
+pub fn account_for_every_seq<'a>(lines: impl Iterator<Item = &'a serde_json::Value>) -> (u64, u64) {
+    let (mut prev, mut owed, mut dropped, mut events) = (None::<u64>, 0u64, 0u64, 0u64);
+    for v in lines {
+        match v["type"].as_str() {
+            Some("event") => {
+                let seq: u64 = header(v, "Seq").unwrap().as_str().unwrap().parse().unwrap();
+                if let Some(p) = prev {
+                    assert_eq!(seq, p + 1 + owed, "after Seq {p}, {owed} marked as dropped");
+                }
+                (prev, owed, events) = (Some(seq), 0, events + 1);
+            }
+            Some("gap") => {
+                assert_eq!(v["reason"], "overflow", "{v}");
+                let n = v["dropped"].as_u64().unwrap();
+                (owed, dropped) = (owed + n, dropped + n);
+            }
+            _ => (prev, owed) = (None, 0),
+        }
+    }
+    (events, dropped)
+}
