@@ -536,16 +536,7 @@ fn listen_to_a_slow_stdout_marks_each_gap_in_the_stream_and_says_it_in_a_few_lin
         "3",
     ]);
     // Nobody reads stdout for 2 s: the pipe and the printer's queue fill, lines are dropped.
-    std::thread::sleep(Duration::from_secs(2));
-    let mut out = String::new();
-    listen
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = listen.wait().unwrap();
-    let err = stderr_of(&mut listen);
+    let (out, status, err) = read_after_stall(&mut listen, Duration::from_secs(2));
     sim.kill().unwrap();
     sim.wait().unwrap();
     assert!(status.success(), "{err}");

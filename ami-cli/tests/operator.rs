@@ -9,7 +9,7 @@ mod support;
 
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 use support::*;
@@ -71,16 +71,7 @@ fn every_gap_line_of_a_multi_server_listen_names_its_server_so_each_servers_even
     ]);
     // Nobody reads stdout for 2 s: the pipe and the printer's queue fill, and the quiet
     // server's events are dropped with the flooding one's.
-    std::thread::sleep(Duration::from_secs(2));
-    let mut out = String::new();
-    listen
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = listen.wait().unwrap();
-    let err = stderr_of(&mut listen);
+    let (out, status, err) = read_after_stall(&mut listen, Duration::from_secs(2));
     for s in [&mut flood, &mut quiet] {
         s.kill().unwrap();
         s.wait().unwrap();

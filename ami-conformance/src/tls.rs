@@ -15,8 +15,14 @@ use tokio_rustls::TlsAcceptor;
 /// A self-signed certificate for `localhost`: (certificate PEM, server config).
 pub fn localhost_cert() -> (String, Arc<ServerConfig>) {
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = CertificateDer::from(certified.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+    let server = serving(certified.cert.der(), certified.key_pair.serialize_der());
+    (certified.cert.pem(), server)
+}
+
+/// A server configuration presenting `cert` (DER) with its PKCS#8 `key`.
+fn serving(cert: &[u8], key: Vec<u8>) -> Arc<ServerConfig> {
+    let cert = CertificateDer::from(cert.to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
     let server = ServerConfig::builder_with_provider(Arc::new(
         tokio_rustls::rustls::crypto::ring::default_provider(),
     ))
@@ -25,7 +31,7 @@ pub fn localhost_cert() -> (String, Arc<ServerConfig>) {
     .with_no_client_auth()
     .with_single_cert(vec![cert], key)
     .unwrap();
-    (certified.cert.pem(), Arc::new(server))
+    Arc::new(server)
 }
 
 /// A self-signed *CA* certificate for `localhost` that the server presents as its own (what
@@ -35,17 +41,7 @@ pub fn ca_as_server_cert() -> (String, Arc<ServerConfig>) {
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let key_pair = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key_pair).unwrap();
-    let der = CertificateDer::from(cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
-    let server = ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![der], key)
-    .unwrap();
-    (cert.pem(), Arc::new(server))
+    (cert.pem(), serving(cert.der(), key_pair.serialize_der()))
 }
 
 /// Accepts TLS on a loopback port and forwards each connection to an upstream in clear.

@@ -320,3 +320,23 @@ pub fn account_for_every_seq<'a>(lines: impl Iterator<Item = &'a serde_json::Val
     }
     (events, dropped)
 }
+
+/// Leaves `child`'s stdout unread for `stall`, then reads it to its end: (stdout, exit
+/// status, stderr).
+pub fn read_after_stall(
+    child: &mut std::process::Child,
+    stall: Duration,
+) -> (String, std::process::ExitStatus, String) {
+    use std::io::Read;
+    std::thread::sleep(stall);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let err = stderr_of(child);
+    (out, status, err)
+}
