@@ -945,6 +945,56 @@ fn a_fleet_server_never_sends_a_cancelled_action_its_driver_had_not_lent() {
     drop(first);
 }
 
+/// Counts the times it is woken.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_fleet_driver_whose_server_stopped_reading_mid_action_waits_instead_of_spinning() {
+    use ami_proto::fleet::Route;
+    use ami_proto::Action;
+    let (wire, fleet, _events, mut driver) = ready_fleet(seeded());
+    let mut cx = Context::from_waker(Waker::noop());
+    // The socket takes the first 10 bytes of the action, then is full: the rest of the
+    // driver's copy waits for room the server never makes.
+    wire.lock().unwrap().budget = 10;
+    let before = wire.lock().unwrap().written.len();
+    let mut ping = Box::pin(fleet.send(Route::Server("pbx"), Action::new("Ping")));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    assert_eq!(wire.lock().unwrap().written.len(), before + 10);
+    // Nothing changes from here on: a driver that has nothing to do must not wake itself
+    // (each visit giving back its unwritten copy and lending it again once woke it for the
+    // next visit: a busy loop for as long as the server did not read).
+    let wakes = Arc::new(CountingWaker::default());
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..4 {
+        assert!(Pin::new(&mut driver).poll(&mut cx).is_pending());
+    }
+    let woken = wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        woken <= 1,
+        "the driver woke itself {woken} times with nothing to do"
+    );
+    // Room again: the rest goes out and the Ping completes.
+    wire.lock().unwrap().budget = usize::MAX;
+    Wire::wake(&wire);
+    spin_fleet(&mut driver);
+    let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+    assert!(written.ends_with("\r\n\r\n"), "{written}");
+    drop(ping);
+}
+
 /// The tests' client config, with a fixed seed.
 fn seeded() -> ClientConfig {
     ClientConfig::builder("admin", "amp111")

@@ -562,6 +562,36 @@ fn poll_writable_names_each_server_with_bytes_once_until_it_has_new_bytes() {
 }
 
 #[test]
+fn a_server_whose_bytes_are_all_lent_is_not_listed_writable_until_it_has_unlent_ones() {
+    let now = Instant::now();
+    let mut f = fleet(8);
+    f.add(now, "pbx0", client_config()).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_writable().is_some() {}
+    let id = f.id("pbx0").unwrap();
+    f.send(now, Route::Server("pbx0"), Action::new("Ping"))
+        .unwrap();
+    let lent = f.lend_transmit(id).len();
+    assert!(lent > 0);
+    assert_eq!(f.poll_writable(), None, "everything is with the adapter");
+    // A turn that gives the unwritten copy back and lends it again (to withdraw what came
+    // due) has nothing new for the writer: listing it would wake a stalled writer forever.
+    f.advance_transmit(id, 10);
+    f.unlend_transmit(id);
+    f.handle_server_timeout(now, id);
+    assert_eq!(f.lend_transmit(id).len(), lent - 10);
+    assert_eq!(f.poll_writable(), None, "given back and lent again");
+    // Given back and kept back: the bytes are the core's again, and the writer must come.
+    f.unlend_transmit(id);
+    assert_eq!(f.poll_writable(), Some(id));
+    // New bytes behind a lent copy list it too.
+    f.lend_transmit(id);
+    f.send(now, Route::Server("pbx0"), Action::new("Ping"))
+        .unwrap();
+    assert_eq!(f.poll_writable(), Some(id), "a new action behind the copy");
+}
+
+#[test]
 fn an_action_a_stalled_server_never_took_is_withdrawn_at_its_deadline() {
     // Each server's transmit is its own client's: the fleet inherits withdrawal. pbx0 stops
     // reading with its socket full; its Originate must not go out when it resumes.

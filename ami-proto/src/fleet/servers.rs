@@ -507,16 +507,22 @@ impl Fleet {
             .map_or(0, Client::actions_withdrawn)
     }
 
-    /// The next server whose [`transmit`](Self::transmit) became non-empty since it was last
-    /// returned here, so an adapter with one writer per server (a task each) wakes only
-    /// those with bytes to write instead of asking every server after every call. A server
-    /// is listed at most once until returned (the queue holds at most one entry per
-    /// server); any later call that leaves bytes in its buffer lists it again.
+    /// The next server with bytes to hand out: [`transmit`](Self::transmit) holds bytes
+    /// not lent (nor written) since it was last returned here, so an adapter with one
+    /// writer per server (a task each) wakes only those with bytes to write instead of
+    /// asking every server after every call. A server is listed at most once until
+    /// returned (the queue holds at most one entry per server); any later call that leaves
+    /// unlent bytes in its buffer lists it again. Bytes that are all lent do not list it:
+    /// the adapter holding the copy writes them when its transport has room, and bytes
+    /// given back and lent again in one turn (to withdraw what came due) are no news, or
+    /// a stalled socket would wake its writer at every turn.
     pub fn poll_writable(&mut self) -> Option<ServerId> {
         while let Some(id) = self.writable.pop_front() {
             if let Some(s) = self.server_by_id(id) {
                 s.write_queued = false;
-                return Some(id);
+                if s.client.has_unlent_transmit() {
+                    return Some(id);
+                }
             }
         }
         None
@@ -747,7 +753,7 @@ impl Fleet {
         if s.client.has_stream_items() {
             ring.join(index);
         }
-        if !s.write_queued && !s.client.transmit().is_empty() {
+        if !s.write_queued && s.client.has_unlent_transmit() {
             s.write_queued = true;
             writable.push_back(id);
         }

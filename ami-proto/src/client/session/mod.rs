@@ -562,6 +562,13 @@ impl Client {
         self.conn.transmit.bytes()
     }
 
+    /// Whether [`transmit`](Self::transmit) holds bytes not lent (nor written): what
+    /// [`lend_transmit`](Self::lend_transmit) would return. For an adapter that never lends,
+    /// whether there is anything to write.
+    pub(crate) fn has_unlent_transmit(&self) -> bool {
+        self.conn.transmit.has_unlent()
+    }
+
     /// Lends the adapter every byte of [`transmit`](Self::transmit) not lent before, and
     /// returns them: append them to the copy being written. For an adapter that writes
     /// outside its borrow of the client (an async write from a copy, with the client's lock

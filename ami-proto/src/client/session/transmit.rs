@@ -49,6 +49,11 @@ impl Transmit {
         &self.buf[self.pos..]
     }
 
+    /// Whether any byte is neither written nor lent: what a lending adapter has yet to take.
+    pub(super) fn has_unlent(&self) -> bool {
+        self.buf.len() > self.lent
+    }
+
     /// Appends the bytes `encode` writes as action `seq`'s; returns what `encode` returned.
     /// An `encode` that writes nothing (it refused the action) records nothing.
     pub(super) fn push<R>(&mut self, seq: u64, encode: impl FnOnce(&mut Vec<u8>) -> R) -> R {
