@@ -995,6 +995,38 @@ fn a_fleet_driver_whose_server_stopped_reading_mid_action_waits_instead_of_spinn
     drop(ping);
 }
 
+#[test]
+fn a_session_driver_whose_server_stopped_reading_mid_action_waits_instead_of_spinning() {
+    use ami_proto::Action;
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    let mut cx = Context::from_waker(Waker::noop());
+    // The socket takes the first 10 bytes of the action, then is full.
+    rig.wire.lock().unwrap().budget = 10;
+    let before = rig.written().len();
+    let handle = rig.handle.clone();
+    let mut ping = Box::pin(handle.send(Action::new("Ping")));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    assert_eq!(rig.written().len(), before + 10);
+    let wakes = Arc::new(CountingWaker::default());
+    let waker = Waker::from(wakes.clone());
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..4 {
+        assert!(Pin::new(&mut rig.driver).poll(&mut cx).is_pending());
+    }
+    let woken = wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        woken <= 1,
+        "the driver woke itself {woken} times with nothing to do"
+    );
+    rig.wire.lock().unwrap().budget = usize::MAX;
+    Wire::wake(&rig.wire);
+    rig.spin();
+    assert!(rig.written().ends_with("\r\n\r\n"));
+    drop(ping);
+}
+
 /// The tests' client config, with a fixed seed.
 fn seeded() -> ClientConfig {
     ClientConfig::builder("admin", "amp111")
