@@ -1258,6 +1258,75 @@ fn an_async_originate_whose_answer_the_event_mask_keeps_out_is_refused_before_se
 }
 
 #[test]
+fn an_events_or_filter_action_sent_by_hand_is_kept_for_later_logins_as_the_methods_keep_them() {
+    // The typed builders (`ami_types::actions::Events`, `Filter`) and the CLI send these
+    // as plain actions: the mask must then decide async Originates and the next Login, and
+    // the filter must come back after a reconnect, as if set_event_mask / add_filter sent
+    // them.
+    let t0 = Instant::now();
+    let originate = || {
+        Action::new("Originate")
+            .field("Channel", "Local/100@default")
+            .field("Application", "Wait")
+            .field("Async", "true")
+    };
+    let mut h = Harness::new(base().events("system").build().unwrap(), t0);
+    h.ready();
+    assert!(matches!(
+        h.client.send_action(h.now, originate()),
+        Err(SendError::FollowUpMasked { .. })
+    ));
+    let mask = h
+        .client
+        .send_action(
+            h.now,
+            Action::new("Events").field("EventMask", "system,call"),
+        )
+        .unwrap();
+    let filter = h
+        .client
+        .send_action(
+            h.now,
+            Action::new("Filter")
+                .field("Operation", "Add")
+                .field("Filter", "Event: Hangup"),
+        )
+        .unwrap();
+    h.drain();
+    h.take("Events");
+    h.take("Filter");
+    h.feed(&success(mask.as_str(), "Events On"));
+    h.feed(&success(filter.as_str(), "Filter Added Successfully"));
+    assert!(h.client.send_action(h.now, originate()).is_ok());
+    h.drain();
+    h.take("Originate");
+    let retry = h
+        .eof()
+        .iter()
+        .find_map(|o| match o {
+            Out::Disconnected(_, Some(at)) => Some(*at),
+            _ => None,
+        })
+        .unwrap();
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    assert_eq!(login.get_str("Events"), Some("system,call"));
+    h.feed(&scripted::login_ok(id_of(&login)));
+    let reapplied = h.take("Filter");
+    assert_eq!(reapplied.get_str("Filter"), Some("Event: Hangup"));
+    // A hand-made mask naming no class is refused as set_event_mask refuses it.
+    let r = h
+        .client
+        .send_action(h.now, Action::new("Events").field("EventMask", "calls"));
+    assert!(
+        matches!(&r, Err(SendError::UnknownEventClass(c)) if c == "calls"),
+        "{r:?}"
+    );
+}
+
+#[test]
 fn an_event_class_asterisk_would_ignore_is_refused_at_build_and_at_run_time() {
     // Asterisk ignores a class name it does not know without a word: `calls` or `Call`
     // would ask for nothing at all.

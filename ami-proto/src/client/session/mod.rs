@@ -57,6 +57,42 @@ pub enum Input<'a> {
     TransportError(std::io::ErrorKind),
 }
 
+/// What an action the application sends changes in the session beyond its own answer, so
+/// that the client keeps it for every later login (as it keeps what
+/// [`Client::add_filter`] and [`Client::set_event_mask`] send).
+enum SessionChange {
+    /// `Action: Events` with an `EventMask`: the Login's `Events` from now on.
+    EventMask(String),
+    /// `Action: Filter` adding a filter: re-applied after every reconnect.
+    Filter(String),
+}
+
+impl SessionChange {
+    /// Reads `action`; a mask that names no event class is refused (Asterisk would ignore
+    /// it without a word).
+    fn of(action: &Action) -> Result<Option<SessionChange>, SendError> {
+        if action.is("Events") {
+            let Some(mask) = action.get("EventMask") else {
+                return Ok(None);
+            };
+            if let Some(class) = crate::client::event_mask::unknown_class(mask) {
+                return Err(SendError::UnknownEventClass(class.to_string()));
+            }
+            return Ok(Some(SessionChange::EventMask(mask.to_string())));
+        }
+        if action.is("Filter")
+            && action
+                .get("Operation")
+                .is_some_and(|op| op.eq_ignore_ascii_case("Add"))
+        {
+            if let Some(filter) = action.get("Filter") {
+                return Ok(Some(SessionChange::Filter(filter.to_string())));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// Why [`Client::send_action`] refused an action. Nothing was queued or written.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -852,6 +888,12 @@ impl Client {
                 mask: self.config.events.clone(),
             });
         }
+        let session_change = SessionChange::of(&action)?;
+        if matches!(session_change, Some(SessionChange::Filter(_)))
+            && self.filters.len() >= MAX_FILTERS
+        {
+            return Err(SendError::TooManyFilters);
+        }
         if let Some(mark) = options.mark {
             self.marks.insert(id.clone(), mark);
         }
@@ -871,6 +913,14 @@ impl Client {
                 ..Pending::new(id.clone(), kind, now + timeout)
             },
         );
+        // Kept for every later login, whichever way the action came: a mask the core does
+        // not know would still refuse async Originates, and a filter it does not know would
+        // be gone after the next reconnect without a word.
+        match session_change {
+            Some(SessionChange::EventMask(mask)) => self.config.events = mask,
+            Some(SessionChange::Filter(filter)) => self.filters.push((filter, seq)),
+            None => {}
+        }
         self.pump(now);
         Ok(id)
     }
@@ -935,30 +985,19 @@ impl Client {
     }
 
     /// Installs an event filter (`Action: Filter`, `Operation: Add`) now and after every
-    /// reconnect. Filters can only be removed by reconnecting, as in Asterisk.
+    /// reconnect. Filters can only be removed by reconnecting, as in Asterisk. The same
+    /// action sent through [`send_action`](Self::send_action) is kept the same way.
     pub fn add_filter(&mut self, now: Instant, filter: &str) -> Result<ActionId, SendError> {
-        if self.filters.len() >= MAX_FILTERS {
-            return Err(SendError::TooManyFilters);
-        }
         let action = Action::new("Filter")
             .field("Operation", "Add")
             .field("Filter", filter);
-        let id = self.send_action(now, action)?;
-        self.filters.push((filter.to_string(), self.counter));
-        Ok(id)
+        self.send_action(now, action)
     }
 
-    /// Changes the event mask now (`Action: Events`) and for every later login.
+    /// Changes the event mask now (`Action: Events`) and for every later login. The same
+    /// action sent through [`send_action`](Self::send_action) is kept the same way.
     pub fn set_event_mask(&mut self, now: Instant, mask: &str) -> Result<ActionId, SendError> {
-        let action = Action::new("Events").field("EventMask", mask);
-        // A mask that would break the wire is refused as that first.
-        action.validate(None)?;
-        if let Some(class) = crate::client::event_mask::unknown_class(mask) {
-            return Err(SendError::UnknownEventClass(class.to_string()));
-        }
-        let id = self.send_action(now, action)?;
-        mask.clone_into(&mut self.config.events);
-        Ok(id)
+        self.send_action(now, Action::new("Events").field("EventMask", mask))
     }
 
     /// Logs off: queued actions are not sent, written ones still get their responses, then
