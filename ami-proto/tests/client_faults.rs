@@ -694,6 +694,48 @@ fn the_logins_fully_booted_waits_for_ready_while_filters_are_reapplied_and_is_no
     assert_eq!(h.client.stats().discarded, 1, "only the Newchannel");
 }
 
+/// The `SuccessfulAuth` Asterisk writes after a login of `account` (security class).
+fn successful_auth(account: &str) -> Vec<u8> {
+    msg(&[
+        ("Event", "SuccessfulAuth"),
+        ("Privilege", "security,all"),
+        ("Severity", "Informational"),
+        ("Service", "AMI"),
+        ("AccountID", account),
+        ("UsingPassword", "0"),
+    ])
+}
+
+#[test]
+fn the_logins_own_successful_auth_waits_for_ready_under_configured_filters_and_is_not_a_discard() {
+    // A real Asterisk 22 login (fixtures/login_plain.raw): Success, FullyBooted, then the
+    // SuccessfulAuth of this very login, all before the configured filter's answer. The
+    // first session must not start with a possible loss.
+    let t0 = Instant::now();
+    let config = base().filter("Event: Hangup").build().unwrap();
+    let mut h = Harness::new(config, t0);
+    assert!(h.login().is_empty(), "not Ready before the filter");
+    let filter = h.take("Filter");
+    h.feed(&fully_booted());
+    h.feed(&successful_auth("admin"));
+    // Another account logging in at the same moment is an ordinary event of this one.
+    h.feed(&successful_auth("reporting"));
+    let out = h.feed(&success(id_of(&filter), "Filter Added Successfully"));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    h.feed(&event("Hangup", 1));
+    assert_eq!(
+        labels(&h.events()),
+        [
+            "Discarded { reason: BeforeReady, count: 1 }",
+            "ready",
+            "FullyBooted",
+            "SuccessfulAuth",
+            "Hangup1"
+        ]
+    );
+    assert_eq!(h.client.stats().discarded, 1, "only the other account's");
+}
+
 #[test]
 fn a_held_fully_booted_whose_session_never_became_ready_is_a_counted_discard() {
     let mut h = logged_in_again_with_a_filter(b"");

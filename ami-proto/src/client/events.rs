@@ -92,6 +92,18 @@ pub(crate) enum Offer {
     Unread,
 }
 
+/// An event Asterisk writes to a session right after its login's Success, before any
+/// filter of that session can exist: every session receives it, so one that installs its
+/// filters after login is given it at its Ready rather than counting it as lost at every
+/// login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoginEvent {
+    /// `Event: FullyBooted` (the system class).
+    FullyBooted,
+    /// `Event: SuccessfulAuth` naming this session's own account (the security class).
+    SuccessfulAuth,
+}
+
 /// Holds at most `cap` events, marks of completed marked actions (at most `cap`, enforced by
 /// the client when it accepts a marked action) and notices (gaps and session boundaries).
 ///
@@ -123,9 +135,10 @@ pub(crate) struct EventQueue {
     pub(crate) dropped_total: u64,
     /// Events queued so far (a running count, so the client finds those of one read).
     pushed: u64,
-    /// The login's `FullyBooted`, waiting for the session's Ready while filters are
-    /// re-applied: one message (its own allocation), so the queue stays bounded.
-    held: Option<Message>,
+    /// The login's own events (`FullyBooted`, `SuccessfulAuth`), waiting for the session's
+    /// Ready while filters are installed: at most one of each kind (each its own
+    /// allocation), in arrival order, so the queue stays bounded.
+    held: Vec<(LoginEvent, Message)>,
     /// The application will never read the stream: nothing is queued any more.
     unread: bool,
     /// The client's name, for its log records ([`Who`]).
@@ -152,7 +165,7 @@ impl EventQueue {
             news: OverflowNews::default(),
             dropped_total: 0,
             pushed: 0,
-            held: None,
+            held: Vec::new(),
             unread: false,
             name,
         }
@@ -167,13 +180,13 @@ impl EventQueue {
     /// freed now, its events counted as dropped, and from here on events are discarded as
     /// they come (counted) and markers and marks are not kept. Returns the events freed.
     pub(crate) fn close_reader(&mut self) -> u64 {
-        let freed = self.events as u64 + u64::from(self.held.is_some());
+        let freed = self.events as u64 + self.held.len() as u64;
         self.items = VecDeque::new();
         (self.events, self.bytes, self.marks) = (0, 0, 0);
         // Events of a trailing gap were counted when they were dropped.
         self.trailing_gap = 0;
         self.episode = 0;
-        self.held = None;
+        self.held = Vec::new();
         self.dropped_total += freed;
         self.unread = true;
         freed
@@ -317,19 +330,27 @@ impl EventQueue {
         self.push_marker(StreamItem::Ready { ami_version });
     }
 
-    /// Keeps `event` until the session's Ready; true if it replaced one held already (which
-    /// the caller counts as discarded).
-    pub(crate) fn hold_until_ready(&mut self, event: Message) -> bool {
+    /// Keeps `event`, the login's own event of `kind`, until the session's Ready; true if
+    /// it replaced one of that kind held already (which the caller counts as discarded).
+    pub(crate) fn hold_until_ready(&mut self, kind: LoginEvent, event: Message) -> bool {
         if self.unread {
             self.dropped_total += 1;
             return false;
         }
-        self.held.replace(event).is_some()
+        if let Some(slot) = self.held.iter_mut().find(|(k, _)| *k == kind) {
+            slot.1 = event;
+            return true;
+        }
+        self.held.push((kind, event));
+        false
     }
 
-    /// The event held until Ready, if any.
-    pub(crate) fn take_held(&mut self) -> Option<Message> {
-        self.held.take()
+    /// The events held until Ready, in arrival order.
+    pub(crate) fn take_held(&mut self) -> Vec<Message> {
+        std::mem::take(&mut self.held)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
     }
 
     /// The session was lost: events the server sends until the next `Ready` are missed.

@@ -124,8 +124,9 @@ pub enum Discard {
     /// An event that arrived after a reconnect's login, while the session's filters were
     /// being re-applied: it may be one the filters exist to keep out, and the stream's
     /// `Ready` is the first item of every session (a state kept from events resyncs there).
-    /// The login's own `FullyBooted`, which Asterisk writes before any filter can exist,
-    /// waits for `Ready` instead; it is counted here only if that session never got there.
+    /// The login's own `FullyBooted` and `SuccessfulAuth`, which Asterisk writes before
+    /// any filter can exist, wait for `Ready` instead; they are counted here only if that
+    /// session never got there.
     BeforeReady,
     /// A response whose ActionID matches no action of this connection, or a second one
     /// for an action that already had its response (an async Originate waiting for its

@@ -2,6 +2,7 @@
 //! events, deadlines; each action completes exactly once.
 
 use super::*;
+use crate::client::events::LoginEvent;
 
 impl Client {
     pub(super) fn on_message(&mut self, now: Instant, mut msg: Message) {
@@ -156,12 +157,16 @@ impl Client {
             self.conn.server_shutdown = true;
         }
         if self.conn.ready_since.is_none() {
-            if self.state == State::Configuring && is_login_fully_booted(&msg) {
-                // Asterisk writes this one inline after the login's Success, before any
-                // filter can exist, so a session that adds its filters after login gets it
-                // too: it waits for Ready instead of being discarded on every reconnect.
+            let login_event = (self.state == State::Configuring)
+                .then(|| login_event(&msg, &self.config.username))
+                .flatten();
+            if let Some(kind) = login_event {
+                // Asterisk writes these inline after the login's Success, before any
+                // filter can exist, so a session that adds its filters after login gets
+                // them too: they wait for Ready instead of being discarded (and counted as
+                // possible losses) at every login.
                 msg.detach();
-                if self.events.hold_until_ready(msg) {
+                if self.events.hold_until_ready(kind, msg) {
                     self.discarded(now, Discard::BeforeReady);
                 }
                 return;
@@ -459,10 +464,21 @@ fn follow_up_outcome(response: Response) -> Outcome {
     }
 }
 
-/// The `Event: FullyBooted` Asterisk writes right after a login's Success (no ActionID).
-fn is_login_fully_booted(msg: &Message) -> bool {
-    msg.action_id_value().is_none()
-        && msg
-            .first_value()
-            .is_some_and(|e| e.eq_ignore_ascii_case("FullyBooted"))
+/// Which of the events Asterisk writes right after a login's Success `msg` is (no
+/// ActionID): `FullyBooted`, or the `SuccessfulAuth` of `username`'s login (another
+/// session's, logging in at the same moment, is an ordinary event).
+fn login_event(msg: &Message, username: &str) -> Option<LoginEvent> {
+    if msg.action_id_value().is_some() {
+        return None;
+    }
+    let name = msg.first_value()?;
+    if name.eq_ignore_ascii_case("FullyBooted") {
+        Some(LoginEvent::FullyBooted)
+    } else if name.eq_ignore_ascii_case("SuccessfulAuth")
+        && msg.get_str("AccountID") == Some(username)
+    {
+        Some(LoginEvent::SuccessfulAuth)
+    } else {
+        None
+    }
 }

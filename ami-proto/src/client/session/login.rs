@@ -234,8 +234,8 @@ impl Client {
             self.conn.ami_version
         );
         self.events.session_ready(self.conn.ami_version.clone());
-        if let Some(fully_booted) = self.events.take_held() {
-            self.queue_event(now, fully_booted);
+        for login_event in self.events.take_held() {
+            self.queue_event(now, login_event);
         }
         self.notify(Notice::Ready {
             ami_version: self.conn.ami_version.clone(),

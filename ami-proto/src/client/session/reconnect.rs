@@ -27,9 +27,11 @@ impl Client {
         if self.conn.ready_since.is_some() {
             // Only a session that was announced `Ready` in the stream ends in it.
             self.events.session_lost(reason.clone());
-        } else if self.events.take_held().is_some() {
-            // The login's FullyBooted waited for a Ready that never came.
-            self.discarded(now, Discard::BeforeReady);
+        } else {
+            // The login's own events waited for a Ready that never came.
+            for _ in self.events.take_held() {
+                self.discarded(now, Discard::BeforeReady);
+            }
         }
         // Said as it was: an operator reading "session lost" for every refused connect of a
         // server that has been down for an hour looks for a session that never was.
