@@ -158,6 +158,35 @@ fn event_lists_are_gathered_into_one_result() {
 }
 
 #[test]
+fn a_failed_command_says_why_in_its_error_not_only_that_output_follows() {
+    let now = Instant::now();
+    let client = Client::new(config("off"), now);
+    let steps = vec![
+        Step::Send(Action::new("Command").field("Command", "no such cli command")),
+        Step::Send(Action::new("Command").field("Command", "module unload app_dial.so")),
+        Step::Send(Action::new("Command")),
+        Step::Logoff,
+    ];
+    let mut r = Replay::new(client, now, "command_errors.sent", steps);
+    r.play("command_errors.raw", GAP);
+    let texts: Vec<String> = r
+        .record
+        .ids
+        .clone()
+        .iter()
+        .map(|id| r.outcome(id).as_ref().unwrap_err().to_string())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "server error: No such command 'no such cli command' (type 'core show help no such' for other possible commands)",
+            "server error: Command blacklisted",
+            "server error: No command provided",
+        ]
+    );
+}
+
+#[test]
 fn empty_list_completes_with_no_items() {
     let now = Instant::now();
     let client = Client::new(config("off"), now);

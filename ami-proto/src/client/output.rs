@@ -549,7 +549,22 @@ fn server_error_text(r: &Response) -> String {
             crate::Shown(ev.get_str("Response").unwrap_or("?")),
             crate::Shown(ev.get_str("Reason").unwrap_or("?"))
         ),
-        None => crate::Shown(r.text().unwrap_or("(no message)")).to_string(),
+        None => {
+            let message = r.text().unwrap_or("(no message)");
+            // A failed Command says only "Command output follows": why is its first line
+            // of output ("No such command 'core show nothing' ...").
+            let output = r
+                .message()
+                .command_output()
+                .map(|v| v.to_str_lossy())
+                .find(|line| !line.trim().is_empty());
+            match output {
+                Some(line) if message.eq_ignore_ascii_case("Command output follows") => {
+                    crate::Shown(&line).to_string()
+                }
+                _ => crate::Shown(message).to_string(),
+            }
+        }
     }
 }
 
