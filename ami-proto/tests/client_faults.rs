@@ -808,6 +808,11 @@ fn configured_filters_are_installed_at_every_login_before_ready() {
         ]
     );
     assert_eq!(h.client.stats().discarded, 2);
+    assert_eq!(
+        h.client.stats().filters_failed,
+        2,
+        "the refused filter, at each login: visible without a logger"
+    );
 }
 
 #[test]
@@ -859,6 +864,7 @@ fn prefilters_are_installed_at_every_login_without_holding_ready_or_events_back(
         ]
     );
     assert_eq!(h.client.stats().discarded, 0);
+    assert_eq!(h.client.stats().filters_failed, 2, "refused at each login");
 }
 
 #[test]

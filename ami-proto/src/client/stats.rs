@@ -61,6 +61,12 @@ pub struct Stats {
     pub logins: u64,
     /// Times the circuit breaker opened.
     pub breaker_opened: u64,
+    /// Filters the client installs itself at a login (configured with
+    /// `ClientConfigBuilder::filter` or `prefilter`, or added before and re-applied) that
+    /// the server refused (a user without `write=system`) or did not answer in time: each
+    /// such session went on, maybe unfiltered. Also logged at warn; here for an
+    /// application with no logger.
+    pub filters_failed: u64,
     /// The decoder's counters (limits broken, bytes discarded, stray blank lines).
     pub decoder: DecoderStats,
     /// Caller actions tracked now (queued, written, gathering, awaiting a follow-up).
@@ -119,6 +125,7 @@ impl Stats {
         self.connects += other.connects;
         self.logins += other.logins;
         self.breaker_opened += other.breaker_opened;
+        self.filters_failed += other.filters_failed;
         self.decoder.merge(&other.decoder);
         self.pending += other.pending;
         self.queued += other.queued;

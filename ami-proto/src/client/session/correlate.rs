@@ -369,6 +369,14 @@ impl Client {
                     Internal::Logoff => self.disconnect(now, DisconnectReason::Logoff),
                     // Its count of filters still to apply must move, or Ready never comes.
                     Internal::Reapply => self.filter_timed_out(now),
+                    Internal::Prefilter => {
+                        self.stats.filters_failed += 1;
+                        log::warn!(
+                            "{}: the server did not answer a traffic filter in time; the \
+                             session goes on, maybe unfiltered",
+                            self.config.who()
+                        );
+                    }
                     _ => {}
                 }
             }

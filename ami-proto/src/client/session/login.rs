@@ -117,7 +117,9 @@ impl Client {
             Internal::Login if ok => self.logged_in(now),
             Internal::Login => self.login_rejected(now, text),
             Internal::Reapply => {
-                if !ok {
+                // One given up on at the login timeout was counted then.
+                if !ok && self.conn.reapply_left > 0 {
+                    self.stats.filters_failed += 1;
                     log::warn!(
                         "{}: re-applying a filter failed: {}",
                         self.config.who(),
@@ -128,6 +130,7 @@ impl Client {
             }
             Internal::Prefilter => {
                 if !ok {
+                    self.stats.filters_failed += 1;
                     log::warn!(
                         "{}: the server refused a traffic filter (the session goes on \
                          unfiltered): {}",
@@ -173,6 +176,7 @@ impl Client {
             // Already given up on at the login timeout, and said so.
             return;
         }
+        self.stats.filters_failed += 1;
         log::warn!(
             "{}: the server did not answer a filter in time; the session goes on, maybe \
              unfiltered",
@@ -190,6 +194,7 @@ impl Client {
             self.config.who(),
             self.conn.reapply_left
         );
+        self.stats.filters_failed += self.conn.reapply_left as u64;
         self.conn.reapply_left = 0;
         self.become_ready(now);
     }
