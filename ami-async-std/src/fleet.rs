@@ -29,8 +29,9 @@
 //! ```
 
 pub use ami_async::fleet::{
-    AddError, FleetConfig, FleetDriver, FleetEvents, FleetHandle, FleetItem, FleetStats, Policy,
-    Reply, Route, RouteError, RouteFailed, ServerName, ServerStatus, StatusChange, StatusWatch,
+    AddError, FleetConfig, FleetDriver, FleetEvents, FleetHandle, FleetItem, FleetStats,
+    NeverReady, Policy, Reply, Route, RouteError, RouteFailed, ServerName, ServerStatus,
+    StatusChange, StatusWatch,
 };
 
 use crate::AsyncIo;

@@ -52,8 +52,9 @@
 //! `async-std`, 2026-12-04).
 //!
 //! The API is the same shape as `ami-tokio`'s: [`Handle::send`], [`Handle::send_with`],
-//! [`Handle::add_filter`], [`Handle::status`], [`Handle::wait_ready`],
-//! [`Handle::logoff`], [`Handle::close`], [`Handle::wait_closed`], [`Handle::stats`];
+//! [`Handle::add_filter`], [`Handle::set_event_mask`], [`Handle::status`],
+//! [`Handle::wait_ready`], [`Handle::logoff`], [`Handle::close`], [`Handle::wait_closed`],
+//! [`Handle::stats`];
 //! [`Events::recv`], [`Events::recv_many`], [`Events::try_recv`]. The status watch is this
 //! crate's own [`StatusWatch`] (no tokio `watch`).
 //!

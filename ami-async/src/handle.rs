@@ -106,6 +106,16 @@ impl Handle {
         self.submit(|c, now| c.add_filter(now, filter)).await
     }
 
+    /// Changes the session's event mask now (`Action: Events`) and for every later login
+    /// (see [`Client::set_event_mask`]), and waits for the server's answer: how a session
+    /// configured without `call` events starts taking async Originates (whose
+    /// `OriginateResponse` is a `call` event) without being rebuilt. The new mask is the
+    /// session's as soon as it is queued: later sends are checked against it. Fails at once
+    /// when the driver is gone, as [`add_filter`](Self::add_filter) does.
+    pub async fn set_event_mask(&self, mask: &str) -> Result<Response, AmiError> {
+        self.submit(|c, now| c.set_event_mask(now, mask)).await
+    }
+
     /// Queues an action through `f` and waits for its outcome. Fails at once when the
     /// driver is gone, whatever the action.
     async fn submit(

@@ -39,6 +39,9 @@ struct Wire {
     flooded: u64,
     /// Times the client shut the transport down (`poll_close`: TLS close_notify, TCP FIN).
     closes: usize,
+    /// The server closed its end: once `incoming` is drained, reads find the end of the
+    /// stream.
+    eof: bool,
     /// Who last found nothing to read, or no room to write: woken by [`Wire::wake`] (the
     /// fleet's driver visits a transport only when it is woken).
     wakers: Vec<Waker>,
@@ -94,6 +97,9 @@ impl Transport for ScriptedTcp {
                 w.flooded
             );
             w.incoming.extend(event.bytes());
+        }
+        if w.incoming.is_empty() && w.eof {
+            return Poll::Ready(Ok(0));
         }
         if w.incoming.is_empty() {
             w.wakers.push(cx.waker().clone());
@@ -524,6 +530,107 @@ fn add_filter_on_a_dead_driver_fails_at_once() {
 }
 
 #[test]
+fn set_event_mask_on_a_dead_driver_fails_at_once() {
+    let rig = Rig::new(usize::MAX, 100);
+    let Rig { handle, driver, .. } = rig;
+    drop(driver);
+    assert_eq!(
+        futures_lite_block_on(handle.set_event_mask("call")),
+        Err(crate::AmiError::Closed)
+    );
+}
+
+/// An async Originate: its answer is an `OriginateResponse`, a `call` event.
+fn async_originate() -> ami_proto::Action {
+    ami_proto::Action::new("Originate")
+        .field("Channel", "Local/100@default")
+        .field("Application", "Wait")
+        .field("Data", "1")
+        .field("Async", "true")
+}
+
+#[test]
+fn set_event_mask_lets_async_originates_through_and_the_next_login_asks_for_the_new_mask() {
+    use ami_proto::SendError;
+    use std::time::Duration;
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .events("system")
+        .build()
+        .unwrap();
+    let wire = Wire {
+        budget: usize::MAX,
+        ..Wire::default()
+    };
+    let mut rig = Rig::with_config(wire, config);
+    rig.log_in();
+    assert!(
+        rig.written().contains("Events: system\r\n"),
+        "{}",
+        rig.written()
+    );
+    let handle = rig.handle.clone();
+    let refused = futures_lite_block_on(handle.send(async_originate()));
+    assert!(
+        matches!(
+            refused,
+            Err(crate::AmiError::Send(SendError::FollowUpMasked { .. }))
+        ),
+        "{refused:?}"
+    );
+
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut mask = Box::pin(handle.set_event_mask("call"));
+    assert!(mask.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    let written = rig.written();
+    let action = &written[written
+        .rfind("Action: Events\r\n")
+        .expect("an Events action")..];
+    assert!(action.contains("EventMask: call\r\n"), "{action}");
+    let id = action
+        .lines()
+        .find_map(|l| l.strip_prefix("ActionID: "))
+        .expect("an ActionID");
+    rig.send(&format!(
+        "Response: Success\r\nActionID: {id}\r\nEvents: On\r\n\r\n"
+    ));
+    rig.spin();
+    assert!(
+        matches!(mask.as_mut().poll(&mut cx), Poll::Ready(Ok(_))),
+        "the server's answer"
+    );
+    // The same Originate is queued now (its caller waits for the OriginateResponse).
+    let mut call = Box::pin(handle.send(async_originate()));
+    assert!(
+        call.as_mut().poll(&mut cx).is_pending(),
+        "queued, not refused"
+    );
+    drop(call);
+
+    // The server hangs up; the next session's Login asks for the new mask.
+    rig.wire.lock().unwrap().eof = true;
+    Wire::wake(&rig.wire);
+    rig.spin();
+    assert!(!matches!(rig.handle.status().get(), Status::Ready { .. }));
+    let before = rig.written().len();
+    {
+        let mut w = rig.wire.lock().unwrap();
+        w.eof = false;
+        w.incoming.extend(BANNER.bytes());
+    }
+    // Past the reconnect backoff (the scripted timer never fires: a ring makes the turn
+    // that looks at the clock).
+    AHEAD.with(|a| a.set(Duration::from_secs(10)));
+    rig.handle.inner.bell.ring();
+    rig.spin();
+    let login = rig.written()[before..].to_string();
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    assert!(login.starts_with("Action: Login\r\n"), "{login:?}");
+    assert!(login.contains("Events: call\r\n"), "{login:?}");
+}
+
+#[test]
 fn the_last_user_gone_closes_the_session_a_status_watch_does_not_count() {
     let mut rig = Rig::new(usize::MAX, 100);
     rig.log_in();
@@ -878,6 +985,22 @@ fn ready_fleet(
     crate::fleet::FleetEvents,
     crate::fleet::FleetDriver,
 ) {
+    let (wire, fleet, events, mut driver) = logging_in_fleet(config);
+    answer_login(&wire, &mut driver);
+    assert!(fleet.status("pbx").is_some_and(|s| s.is_ready()));
+    (wire, fleet, events, driver)
+}
+
+/// [`ready_fleet`] up to the Login: "pbx" is added, connected and has written its Login,
+/// which nobody has answered yet.
+fn logging_in_fleet(
+    config: ClientConfig,
+) -> (
+    Arc<Mutex<Wire>>,
+    crate::fleet::FleetHandle,
+    crate::fleet::FleetEvents,
+    crate::fleet::FleetDriver,
+) {
     use ami_proto::fleet::FleetConfig;
     let wire = Arc::new(Mutex::new(Wire {
         budget: usize::MAX,
@@ -889,6 +1012,11 @@ fn ready_fleet(
     let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
     fleet.add("pbx", config, addr).unwrap();
     spin_fleet(&mut driver);
+    (wire, fleet, events, driver)
+}
+
+/// Answers the Login on `wire` and spins the fleet's driver.
+fn answer_login(wire: &Mutex<Wire>, driver: &mut crate::fleet::FleetDriver) {
     let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
     let id = written
         .lines()
@@ -899,10 +1027,53 @@ fn ready_fleet(
         format!("Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n")
             .bytes(),
     );
+    Wire::wake(wire);
+    spin_fleet(driver);
+}
+
+/// The README's fleet example: a send by policy right after `add` finds no server ready;
+/// after `wait_any_ready` it goes out.
+#[test]
+fn a_send_by_policy_waits_for_wait_any_ready_not_for_add() {
+    use crate::fleet::{Policy, Route, RouteError, RouteFailed};
+    use ami_proto::Action;
+    let (wire, fleet, _events, mut driver) = logging_in_fleet(seeded());
+    let mut cx = Context::from_waker(Waker::noop());
+    let ping = || Action::new("Ping");
+    let mut early = Box::pin(fleet.send(Route::Any(Policy::FewestInFlight), ping()));
+    match early.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(RouteFailed::Route(RouteError::NoServer { servers, ready, .. }))) => {
+            assert_eq!((servers, ready), (1, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut any = Box::pin(fleet.wait_any_ready());
+    assert!(any.as_mut().poll(&mut cx).is_pending(), "logging in");
+    answer_login(&wire, &mut driver);
+    let Poll::Ready(Ok(name)) = any.as_mut().poll(&mut cx) else {
+        panic!("a ready server");
+    };
+    assert_eq!(name.as_str(), "pbx");
+    let mut ping = Box::pin(fleet.send(Route::Any(Policy::FewestInFlight), ping()));
+    assert!(ping.as_mut().poll(&mut cx).is_pending(), "routed to pbx");
+    spin_fleet(&mut driver);
+    let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+    let action = &written[written.rfind("Action: Ping\r\n").expect("the Ping written")..];
+    let id = action
+        .lines()
+        .find_map(|l| l.strip_prefix("ActionID: "))
+        .expect("an ActionID");
+    wire.lock()
+        .unwrap()
+        .incoming
+        .extend(format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n").bytes());
     Wire::wake(&wire);
     spin_fleet(&mut driver);
-    assert!(fleet.status("pbx").is_some_and(|s| s.is_ready()));
-    (wire, fleet, events, driver)
+    let Poll::Ready(Ok(reply)) = ping.as_mut().poll(&mut cx) else {
+        panic!("the Ping's reply");
+    };
+    assert_eq!(reply.server.as_str(), "pbx");
+    assert!(reply.result.is_ok(), "{:?}", reply.result);
 }
 
 /// Polls a fleet's driver a few times (it yields after a run of busy rounds).

@@ -324,6 +324,39 @@ impl MioDriver {
         c.client.send_action_with(now, action, options)
     }
 
+    /// Installs an event filter on `conn` at `now`, for this session and every reconnect
+    /// (see [`Client::add_filter`]): the filter's `Action: Filter` is written by the next
+    /// [`step`](Self::step) and its answer arrives as [`Notice::Completed`] with the
+    /// returned ID, as for [`send`](Self::send). [`client`](Self::client) is read-only, so
+    /// this is the way to add a filter after `add`. A removed `conn` gives
+    /// [`SendError::Closed`]; the client's own refusals (too many filters, a bad field)
+    /// come as they are.
+    pub fn add_filter(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        filter: &str,
+    ) -> Result<ActionId, SendError> {
+        let c = self.conn_mut(conn).ok_or(SendError::Closed)?;
+        c.client.add_filter(now, filter)
+    }
+
+    /// Changes `conn`'s event mask at `now`, for this session (`Action: Events`, written by
+    /// the next [`step`](Self::step)) and every later login (see
+    /// [`Client::set_event_mask`]); its answer arrives as [`Notice::Completed`] with the
+    /// returned ID. The mask is the client's as soon as it is queued: a session configured
+    /// without `call` events takes async Originates from then on. Refused as
+    /// [`add_filter`](Self::add_filter) is.
+    pub fn set_event_mask(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        mask: &str,
+    ) -> Result<ActionId, SendError> {
+        let c = self.conn_mut(conn).ok_or(SendError::Closed)?;
+        c.client.set_event_mask(now, mask)
+    }
+
     /// Cancels a pending action at `now` (see [`Client::cancel`]). False if unknown.
     pub fn cancel(&mut self, now: Instant, conn: ConnId, id: &ActionId) -> bool {
         self.conn_mut(conn)

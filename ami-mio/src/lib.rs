@@ -32,8 +32,8 @@
 //!     let report = driver.step(Instant::now())?;
 //!     for (conn, notice) in report.notices {
 //!         match notice {
-//!             Notice::Ready { .. } if !pinged => {
-//!                 driver.send(Instant::now(), conn, Action::new("Ping"))?;
+//!             Notice::Ready { .. } if conn == pbx && !pinged => {
+//!                 driver.send(Instant::now(), pbx, Action::new("Ping"))?;
 //!                 pinged = true;
 //!             }
 //!             Notice::Completed { outcome, .. } => {
@@ -90,11 +90,11 @@
 //!
 //! The clock is yours: every call that changes a client's state takes `now`
 //! ([`MioDriver::step`], `add*`, [`MioDriver::send`], [`MioDriver::send_with`],
-//! [`MioDriver::cancel`], [`MioDriver::logoff`], [`MioDriver::close`],
-//! [`MioDriver::remove`], and the same on [`MioFleet`]), so a loop that reads the clock once
-//! per round feeds one consistent time to everything it does in that round. Only
-//! [`MioDriver::wait`], which changes nothing, reads the clock itself to turn deadlines into
-//! a poll timeout.
+//! [`MioDriver::add_filter`], [`MioDriver::set_event_mask`], [`MioDriver::cancel`],
+//! [`MioDriver::logoff`], [`MioDriver::close`], [`MioDriver::remove`], and the same on
+//! [`MioFleet`]), so a loop that reads the clock once per round feeds one consistent time
+//! to everything it does in that round. Only [`MioDriver::wait`], which changes nothing,
+//! reads the clock itself to turn deadlines into a poll timeout.
 //!
 //! ## Your own sources
 //!
@@ -130,6 +130,8 @@
 //!     server_name: "pbx.example.com".into(),
 //! };
 //! let pbx = driver.add_tls(Instant::now(), config, "192.0.2.10:5039".parse()?, tls)?;
+//! // From here on as over plain TCP: `step`, `wait`, and actions sent to `pbx`.
+//! driver.send(Instant::now(), pbx, ami_proto::Action::new("Ping"))?;
 //! # Ok(())
 //! # }
 //! # #[cfg(not(feature = "tls"))]
@@ -151,6 +153,8 @@
 //! [`MioDriver::wait`] fail only when the poll itself fails (an OS error); socket errors are
 //! reported to the core, which turns them into [`Notice::Disconnected`].
 #![forbid(unsafe_code)]
+// The examples are meant to be pasted: one that warns (an unused variable) fails its test.
+#![doc(test(attr(deny(warnings))))]
 
 mod conn;
 mod driver;

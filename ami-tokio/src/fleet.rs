@@ -11,6 +11,8 @@
 //!     let config = ClientConfig::builder("admin", "amp111").build()?;
 //!     fleet.add(name, config, (host, 5038))?;
 //! }
+//! // A policy takes only ready servers: wait until one is (connected, logged in).
+//! fleet.wait_any_ready().await?;
 //! let reply = fleet.send(Route::Any(Policy::FewestInFlight), Action::new("Ping")).await?;
 //! println!("went to {}", reply.server);
 //! while let Some(item) = events.recv().await {
@@ -23,8 +25,8 @@
 //! ```
 
 pub use ami_async::fleet::{
-    AddError, FleetConfig, FleetEvents, FleetHandle, FleetItem, FleetStats, Policy, Reply, Route,
-    RouteError, RouteFailed, ServerName, ServerStatus, StatusChange, StatusWatch,
+    AddError, FleetConfig, FleetEvents, FleetHandle, FleetItem, FleetStats, NeverReady, Policy,
+    Reply, Route, RouteError, RouteFailed, ServerName, ServerStatus, StatusChange, StatusWatch,
 };
 
 use crate::Tokio;

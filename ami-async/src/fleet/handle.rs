@@ -547,6 +547,12 @@ pub(super) mod tests {
         };
         let config = ClientConfig::builder("admin", "amp111").build().unwrap();
         shards.add(name, config, endpoint).unwrap();
+        log_in(shards, name);
+    }
+
+    /// Brings server `name`, added and asked to connect, to ready over a scripted
+    /// transport: connected, the banner, the Login answered.
+    pub(in crate::fleet) fn log_in(shards: &Shards, name: &str) {
         let shard = shards.shard_of(name).unwrap();
         shard.call(|s| {
             let now = Instant::now();

@@ -25,7 +25,10 @@
 //!   read (up to 64 KiB) per visit, so a flooding socket cannot keep the others waiting.
 //! - **Routing.** [`Route::Server`] queues on that server until it is ready (within the
 //!   action's deadline); [`Route::Any`] picks a ready server by [`Policy`] and fails with
-//!   [`RouteError::NoServer`] when none can take it: nothing is queued anywhere.
+//!   [`RouteError::NoServer`] when none can take it: nothing is queued anywhere. A server
+//!   is not ready as soon as it is added (it connects and logs in first):
+//!   [`FleetHandle::wait_any_ready`] and [`FleetHandle::wait_ready`] wait for that, and say
+//!   so ([`NeverReady`]) when it can never happen.
 //! - **Per server.** What a single session's handle offers, by server name:
 //!   [`FleetHandle::add_filter`], [`set_event_mask`](FleetHandle::set_event_mask),
 //!   [`logoff`](FleetHandle::logoff), [`close_server`](FleetHandle::close_server),
@@ -36,7 +39,8 @@
 //!   would stop them all.
 //! - **Status.** [`FleetHandle::watch`] gives every status change once, in order
 //!   (connecting, logging in, ready, backing off, breaker open, closed);
-//!   [`FleetHandle::statuses`] the present.
+//!   [`FleetHandle::statuses`] the present; [`FleetHandle::wait_ready`] and
+//!   [`FleetHandle::wait_any_ready`] wait for a server to be ready.
 //! - **Paced connects.** At most `budget.connects_per_step` transports open per step, so a
 //!   hundred servers coming back at once cannot storm.
 //! - **Closing.** The fleet closes (every server, no Logoff) on [`FleetHandle::close`] or
@@ -57,9 +61,12 @@
 //!     let config = ClientConfig::builder("admin", "amp111").build()?;
 //!     fleet.add(name, config, (host, 5038))?;
 //! }
-//! // To one server by name, or to any ready one:
+//! // To one server by name (queued there until it is ready):
 //! let reply = fleet.send(Route::Server("east"), Action::new("Ping")).await?;
 //! println!("{}: {:?}", reply.server, reply.result.is_ok());
+//! // Or to any ready one: a policy takes only ready servers, so wait for one first.
+//! let first = fleet.wait_any_ready().await?;
+//! println!("{first} is ready");
 //! let reply = fleet.send(Route::Any(Policy::FewestInFlight), Action::new("Ping")).await?;
 //! println!("went to {}", reply.server);
 //! while let Some(item) = events.recv().await {
@@ -77,6 +84,7 @@ mod driver;
 mod handle;
 mod ops;
 mod reads;
+mod ready;
 mod shards;
 mod shared;
 mod watch;
@@ -87,6 +95,7 @@ pub use ami_proto::fleet::{
 pub use driver::FleetDriver;
 pub use handle::{AddError, FleetEvents, FleetHandle, Reply, RouteFailed};
 pub use reads::ReadCounters;
+pub use ready::NeverReady;
 pub use watch::{StatusChange, StatusWatch};
 
 use crate::{Runtime, Target};

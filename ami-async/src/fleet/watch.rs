@@ -8,7 +8,7 @@ use ami_proto::fleet::{ServerName, ServerStatus};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// Status changes kept for watchers that are behind. 4,096 changes of ~100 bytes: a few
 /// hundred KiB at most; a watcher further behind is told how many it missed.
@@ -84,6 +84,8 @@ pub struct StatusWatch {
     log: Arc<StatusLog>,
     id: u64,
     next: u64,
+    /// Shards over when [`poll_news`](Self::poll_news) last looked (or the watch was made).
+    over_seen: usize,
 }
 
 impl std::fmt::Debug for StatusWatch {
@@ -103,12 +105,39 @@ impl Drop for StatusWatch {
 impl StatusWatch {
     /// A watch on the changes logged from now on.
     pub(crate) fn new(log: Arc<StatusLog>) -> StatusWatch {
-        let (id, next) = {
+        let (id, next, over_seen) = {
             let mut s = lock(&log.state);
             s.next_watch += 1;
-            (s.next_watch, s.first + s.changes.len() as u64)
+            (s.next_watch, s.first + s.changes.len() as u64, s.over)
         };
-        StatusWatch { log, id, next }
+        StatusWatch {
+            log,
+            id,
+            next,
+            over_seen,
+        }
+    }
+
+    /// For a waiter that looks at the present after anything happened
+    /// ([`FleetHandle::wait_ready`](super::FleetHandle::wait_ready)): `Ready(true)` when
+    /// something did since the last call (status changes, all skipped, or a shard that
+    /// will log nothing more, such as one whose driver ended: its servers' statuses stay
+    /// as they were, so no change says it); `Ready(false)` once nothing can happen any
+    /// more; otherwise `Pending`, woken by the next.
+    pub(crate) fn poll_news(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut s = lock(&self.log.state);
+        let end = s.first + s.changes.len() as u64;
+        let news = self.next != end || s.over != self.over_seen;
+        self.next = end;
+        self.over_seen = s.over;
+        if news {
+            return Poll::Ready(true);
+        }
+        if s.over >= s.shards {
+            return Poll::Ready(false);
+        }
+        s.wakers.insert(self.id, cx.waker().clone());
+        Poll::Pending
     }
 
     /// The next change; `None` once the fleet is closed and every change was seen.
