@@ -359,19 +359,28 @@ impl Fleet {
             s.client.handle_timeout(now);
             self.touch(index);
         }
-        let live = self.len();
-        if self.timers.needs_compaction(live) {
-            let entries: Vec<_> = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(i, slot)| {
-                    let s = slot.server.as_ref()?;
-                    Some((s.timer?, i, slot.generation))
-                })
-                .collect();
-            self.timers.rebuild(entries.into_iter());
+        self.compact_timers();
+    }
+
+    /// Drops the timer heap's stale entries once they outnumber the live ones: after every
+    /// deadline pushed, not only when timers fire, since an adapter that steps only when its
+    /// timer fires (the async drivers) may push thousands of moved deadlines in between
+    /// (each action sent moves a server's next deadline). One pass over the slots each time
+    /// the heap has doubled past the fleet's size: amortised, a constant per push.
+    fn compact_timers(&mut self) {
+        if !self.timers.needs_compaction(self.len()) {
+            return;
         }
+        let entries: Vec<_> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let s = slot.server.as_ref()?;
+                Some((s.timer?, i, slot.generation))
+            })
+            .collect();
+        self.timers.rebuild(entries.into_iter());
     }
 
     /// True when [`poll_output`](Self::poll_output) has something before its `Wait`: a
@@ -660,6 +669,12 @@ impl Fleet {
     /// (connect requests queued for the budget), its deadline goes to the timer heap, and a
     /// server with events queued joins the event rotation.
     pub(crate) fn touch(&mut self, index: usize) {
+        self.collect(index);
+        self.compact_timers();
+    }
+
+    /// [`touch`](Self::touch) but the timer heap's compaction.
+    fn collect(&mut self, index: usize) {
         let Fleet {
             slots,
             outputs,

@@ -51,8 +51,9 @@ pub struct FleetStats {
     pub status_changes: u64,
     /// Events still queued for servers when they were removed (reported as gaps).
     pub events_lost_on_removal: u64,
-    /// Entries in the fleet's timer heap, live and stale: at most about three per server
-    /// (stale ones are dropped in bulk), however often deadlines move.
+    /// Entries in the fleet's timer heap, live and stale: at most twice the number of
+    /// servers plus 64 (stale ones are dropped in bulk whenever they outnumber the live
+    /// ones), however often deadlines move and however rarely the timer fires.
     pub timer_entries: usize,
     /// Servers added and removed so far.
     pub added: u64,
