@@ -112,6 +112,81 @@ fn action_ids_are_never_reused_across_reconnects_or_clients() {
 }
 
 #[test]
+fn two_unseeded_clients_of_one_process_never_take_each_others_originate_response() {
+    // Asterisk writes an OriginateResponse to every session reading call events: with one
+    // ActionID prefix, B's pending Originate took A's call outcome as its own.
+    let unseeded = || {
+        let cfg = ClientConfig::builder("admin", "amp111")
+            .events("call")
+            .ping_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let mut h = Harness::new(cfg, Instant::now());
+        h.ready();
+        h
+    };
+    let (mut a, mut b) = (unseeded(), unseeded());
+    assert_ne!(a.client.action_id_prefix(), b.client.action_id_prefix());
+    let originate = || {
+        Action::new("Originate")
+            .field("Channel", "Local/100@default")
+            .field("Application", "Wait")
+            .field("Async", "true")
+    };
+    let ida = a.send(originate());
+    let idb = b.send(originate());
+    assert_ne!(ida, idb);
+    for (h, id) in [(&mut a, &ida), (&mut b, &idb)] {
+        h.take("Originate");
+        h.feed(
+            format!(
+                "Response: Success\r\nActionID: {id}\r\nMessage: Originate successfully queued\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let failure = format!(
+        "Event: OriginateResponse\r\nPrivilege: call,all\r\nActionID: {ida}\r\nResponse: Failure\r\n\
+         Channel: Local/100@default\r\nReason: 5\r\n\r\n"
+    );
+    // Both sessions read it; only A's Originate is answered by it.
+    a.feed(failure.as_bytes());
+    b.feed(failure.as_bytes());
+    assert!(a.outcome(&ida).is_err(), "A's call failed");
+    assert!(
+        b.outcomes(&idb).is_empty(),
+        "B's call is still being placed"
+    );
+}
+
+#[test]
+fn a_fleet_gives_each_server_its_own_prefixes_from_one_seeded_config() {
+    use ami_proto::fleet::{Fleet, FleetConfig};
+    let now = Instant::now();
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .build()
+        .unwrap();
+    let mut f = Fleet::new(FleetConfig::default());
+    f.add(now, "east", cfg.clone()).unwrap();
+    f.add(now, "east-2", cfg).unwrap();
+    let prefix = |name: &str| f.client(name).unwrap().action_id_prefix().to_string();
+    assert_ne!(prefix("east"), prefix("east-2"));
+    // Reproducible all the same: the same seed and name give the same prefix.
+    let mut g = Fleet::new(FleetConfig::default());
+    g.add(
+        now,
+        "east",
+        ClientConfig::builder("admin", "amp111")
+            .seed(7)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(g.client("east").unwrap().action_id_prefix(), prefix("east"));
+}
+
+#[test]
 fn cancel_refuses_the_clients_own_action_ids_and_changes_nothing() {
     // The Login and the heartbeat's Ping belong to the client: a caller that names one (read
     // from a log, or guessed from the prefix) must not end it, or the session would wait for

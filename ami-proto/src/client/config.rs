@@ -366,7 +366,12 @@ impl ClientConfigBuilder {
 
     /// Seed for ActionID prefixes and reconnect jitter; a fixed seed makes every time and
     /// ID reproducible. Unset, the adapters seed from OS entropy so that two processes never
-    /// share ActionID prefixes (a bare [`Client`](crate::Client) then uses a constant).
+    /// share ActionID prefixes (a bare [`Client`](crate::Client) then takes a seed of its
+    /// own, different for each client of the process). Never give two clients of one
+    /// Asterisk the same seed: they would share ActionID prefixes, and Asterisk writes an
+    /// `OriginateResponse` to every session reading call events, so one client's pending
+    /// Originate would take the other's as its own. (A fleet mixes each server's name into
+    /// a seed its config gives, so one seeded config can serve every server.)
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
         self

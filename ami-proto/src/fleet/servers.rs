@@ -223,8 +223,12 @@ impl Fleet {
         };
         self.counters.added += 1;
         self.next_generation += 1;
+        // One seed for several servers (a config cloned for each) would give them one
+        // ActionID prefix sequence: two names for one Asterisk would then take each other's
+        // OriginateResponses. The name keeps a given seed reproducible and each server's
+        // prefixes its own.
         let config = match config.seed() {
-            Some(_) => config,
+            Some(seed) => config.with_seed(mix(seed ^ name_hash(name.as_str()))),
             None => config.with_seed(mix(self.config.seed ^ mix(self.counters.added))),
         };
         // The fleet's name for the server, so that the client's own log records say which
@@ -773,6 +777,14 @@ impl Fleet {
             writable.push_back(id);
         }
     }
+}
+
+/// FNV-1a over a server name's bytes: mixed into a seed the caller gave, so that servers
+/// sharing it still get prefixes of their own.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// SplitMix64's finaliser: spreads a counter into an unrelated-looking seed.

@@ -33,6 +33,20 @@ use timers::{Timer, Timers};
 /// Seed used when the config sets none and no adapter supplied one.
 const DEFAULT_SEED: u64 = 0x5eed_a111_0000_0001;
 
+/// Clients made without a seed so far, in this process.
+static UNSEEDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The seed of a client whose config has none: a different one for each such client of
+/// the process. Two clients on one Asterisk that share a seed share ActionID prefixes,
+/// and Asterisk writes an `OriginateResponse` (with its ActionID) to every session that
+/// reads call events: the other client's pending Originate would take it as its own. An
+/// unseeded client promises no reproducibility, so the order of creation may decide.
+fn unseeded() -> u64 {
+    let n = UNSEEDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rng = Rng::new(DEFAULT_SEED ^ n);
+    rng.next_u64()
+}
+
 /// Most filters the client remembers to re-apply after a reconnect.
 pub const MAX_FILTERS: usize = 256;
 
@@ -287,7 +301,7 @@ impl Client {
     /// A client that asks for its first connect right away (the first output is
     /// [`Output::Connect`]).
     pub fn new(config: ClientConfig, now: Instant) -> Client {
-        let mut rng = Rng::new(config.seed.unwrap_or(DEFAULT_SEED));
+        let mut rng = Rng::new(config.seed.unwrap_or_else(unseeded));
         let prefix = rng.prefix();
         let events = EventQueue::new(
             config.event_queue_cap,
