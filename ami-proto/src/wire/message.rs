@@ -602,11 +602,21 @@ impl Message {
     }
 }
 
+/// Debug prints every field, but the values of an action's `Secret` and `Key` (a decoded
+/// capture of what a client sent, or what a simulated server read), as
+/// [`Action`](crate::Action)'s Debug does: they are secrets wherever they are printed. The
+/// same names in events and responses (AstDB's `Key`) are data, and shown.
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let action = self.kind() == MessageKind::Action;
         let mut m = f.debug_map();
         for field in self.fields() {
-            m.entry(&field.key_str(), &field.value);
+            let key = field.key_str();
+            if action && crate::wire::action::is_secret_key(&key) {
+                m.entry(&key, &format_args!("<redacted>"));
+            } else {
+                m.entry(&key, &field.value);
+            }
         }
         m.finish()
     }
@@ -624,6 +634,20 @@ mod tests {
             Some(Ok(Frame::Message(m))) => m,
             other => panic!("expected a message, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn debug_of_a_decoded_action_never_shows_its_secret_or_key_but_an_events_key_is_data() {
+        let login = one(b"Action: Login\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n");
+        let md5 = one(b"Action: Login\r\nAuthType: MD5\r\nKey: 0123456789abcdef\r\n\r\n");
+        for m in [&login, &md5] {
+            let shown = format!("{m:?}");
+            assert!(!shown.contains("TOPSECRET1") && !shown.contains("0123456789abcdef"));
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        let astdb =
+            one(b"Event: DBGetResponse\r\nFamily: cidname\r\nKey: 5551234\r\nVal: Bob\r\n\r\n");
+        assert!(format!("{astdb:?}").contains("5551234"));
     }
 
     #[test]
