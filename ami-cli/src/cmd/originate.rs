@@ -5,13 +5,16 @@ use crate::subscription;
 use crate::{Connection, Failure, EXIT_USAGE};
 use ami_proto::{Action, SendOptions};
 
+// Where the answered channel goes: one of the two is required, and clap's message then
+// names both (with `required_unless_present` it named --application alone).
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["application", "context"])))]
 pub(crate) struct Args {
     /// The channel to call, e.g. PJSIP/100.
     #[arg(long)]
     channel: String,
     /// Run this application on the answered channel (or give --context and --exten).
-    #[arg(long, conflicts_with_all = ["context", "exten"], required_unless_present = "context")]
+    #[arg(long, conflicts_with_all = ["context", "exten"])]
     application: Option<String>,
     /// The application's arguments (with --application only).
     #[arg(long)]
@@ -157,6 +160,20 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Args, clap::Error> {
         Line::try_parse_from([&["originate", "--channel", "Local/echo@ami-test"], args].concat())
             .map(|l| l.args)
+    }
+
+    #[test]
+    fn a_call_with_nowhere_to_go_names_both_ways_to_say_where() {
+        let e = parse(&[]).unwrap_err().to_string();
+        assert!(
+            e.contains("--application") && e.contains("--context"),
+            "{e}"
+        );
+        assert!(parse(&["--application", "Wait", "--context", "c", "--exten", "e"]).is_err());
+        assert!(
+            parse(&["--context", "c"]).is_err(),
+            "--context needs --exten"
+        );
     }
 
     #[test]
