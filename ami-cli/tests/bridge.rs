@@ -342,6 +342,51 @@ fn bridge_logs_in_to_nats_with_the_user_password_or_token_of_its_url_and_shows_n
     assert!(!err.contains("T0ken"), "{err}");
 }
 
+#[test]
+fn a_bad_nats_url_whose_password_or_token_holds_a_comma_is_shown_without_any_of_it() {
+    // Refused before anything connects (the port is out of range): the message is the
+    // URL redacted, never a part of the secret cut off at its comma.
+    for (url, shown) in [
+        (
+            "nats://nuser:NPART1,NPART2@127.0.0.1:99999",
+            "nats://nuser:***@127.0.0.1:99999",
+        ),
+        (
+            "nats://TOKPART1,TOKPART2@127.0.0.1:99999",
+            "nats://***@127.0.0.1:99999",
+        ),
+    ] {
+        let out = ami(&[
+            "--server",
+            "ami://admin:x@127.0.0.1:1",
+            "bridge",
+            "--nats",
+            url,
+        ]);
+        assert_code(&out, 2, url);
+        let err = stderr(&out);
+        assert!(err.contains("bad NATS URL") && err.contains(shown), "{err}");
+        assert!(!err.contains("PART"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn bridge_logs_in_to_nats_with_a_password_that_holds_a_comma_and_shows_none_of_it() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(nats) = Nats::start_with(&["--user", "nuser", "--pass", "NPART1,NPART2"]) else {
+        return;
+    };
+    let err = serves_through(&format!(
+        "nats://nuser:NPART1,NPART2@127.0.0.1:{}",
+        nats.port
+    ));
+    assert!(err.contains("nats://nuser:***@127.0.0.1"), "{err}");
+    assert!(!err.contains("PART"), "{err}");
+}
+
 /// Creates stream `AMI` with `subjects` as an operator would, over the plain NATS protocol.
 fn operators_stream(port: u16, subjects: &str) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -1253,6 +1253,40 @@ fn decode_typed_prints_typed_events_and_reports_fields_that_do_not_parse() {
 }
 
 #[test]
+fn decode_never_prints_a_login_secret_or_an_md5_key() {
+    let capture = "Asterisk Call Manager/9.0.0\r\n\
+        Action: Login\r\nActionID: 1\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n\
+        Action: Login\r\nAuthType: MD5\r\nUsername: admin\r\nKey: 0123456789abcdef0123456789abcdef\r\n\r\n\
+        Response: Success\r\nChallenge: 123456789\r\n\r\n";
+    let dir = std::env::temp_dir().join(format!("ami-decode-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cap.txt");
+    std::fs::write(&file, capture).unwrap();
+    for args in [
+        &["decode", file.to_str().unwrap()][..],
+        &["decode", "--typed", file.to_str().unwrap()][..],
+    ] {
+        let out = ami(args);
+        assert_code(&out, 0, "decode");
+        let (text, err) = (String::from_utf8_lossy(&out.stdout), stderr(&out));
+        for shown in [&*text, &*err] {
+            assert!(
+                !shown.contains("TOPSECRET1") && !shown.contains("0123456789abcdef"),
+                "{args:?}: {shown}"
+            );
+        }
+        let lines = stdout_lines(&out);
+        assert_eq!(lines.len(), 3, "{args:?}: {lines:?}");
+        // The headers are there, their values hidden; the rest of the capture as sent.
+        assert_eq!(header(&json(&lines[0]), "Secret").unwrap(), "***");
+        assert_eq!(header(&json(&lines[1]), "Key").unwrap(), "***");
+        assert_eq!(header(&json(&lines[1]), "Username").unwrap(), "admin");
+        assert_eq!(header(&json(&lines[2]), "Challenge").unwrap(), "123456789");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(ami(&["action"]).status.code(), Some(2));
     let out = ami(&["action", "Ping"]);

@@ -25,6 +25,9 @@
 //! - `ami listen` over several servers: `"server":NAME` first ([`with_server`]);
 //! - `ami bridge`: `"server"`, `"session"` and `"position"` ([`Place`], [`message_at`]).
 //!
+//! The value of an action's secret header (`Secret`, the MD5 `Key`) is `"***"`, never the
+//! secret ([`push_headers`] says why only actions).
+//!
 //! ## Bytes that are not UTF-8
 //!
 //! A key or value that is valid UTF-8 is a JSON string. One that is not (a caller name in
@@ -138,8 +141,21 @@ pub fn push_text(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// What stands in the JSON for the value of a secret header of an action (see
+/// [`push_headers`]). The same marker as every other place the project hides a secret.
+pub const REDACTED: &str = "***";
+
 /// Appends a message's headers: `[[key,value],...]`, wire order, repeated keys kept.
+///
+/// In an action (what a client sent: `ami decode` of a capture of both directions), the
+/// value of a secret header ([`ami_proto::is_secret_key`]: `Login`'s `Secret`, the MD5
+/// `Key`) is written as [`REDACTED`]: these lines are printed, piped and stored, and the
+/// project promises no secret reaches them. The key stays, so a reader still sees that one
+/// was sent. Events and responses are written whole: they come from the server, which never
+/// echoes a login secret, and their `Key` is data (`DBGetResponse` and `DBGetTreeResponse`
+/// carry the AstDB key there) that the bridge's consumers need.
 pub fn push_headers(out: &mut Vec<u8>, msg: &Message) {
+    let is_action = msg.kind() == MessageKind::Action;
     out.push(b'[');
     for (i, f) in msg.fields().enumerate() {
         if i > 0 {
@@ -148,10 +164,20 @@ pub fn push_headers(out: &mut Vec<u8>, msg: &Message) {
         out.push(b'[');
         push_text(out, f.key);
         out.push(b',');
-        push_text(out, f.value.as_bytes());
+        if is_action && is_secret(f.key) {
+            push_str(out, REDACTED);
+        } else {
+            push_text(out, f.value.as_bytes());
+        }
         out.push(b']');
     }
     out.push(b']');
+}
+
+/// Whether a header key names a secret. Surrounding blanks are ignored, so `Secret ` is one
+/// too (hiding too much is the safe side); a key that is not UTF-8 cannot be `Secret`/`Key`.
+fn is_secret(key: &[u8]) -> bool {
+    std::str::from_utf8(key).is_ok_and(|k| ami_proto::is_secret_key(k.trim()))
 }
 
 /// The finished JSON as a `String`. Everything pushed is UTF-8 (serde_json's strings and
@@ -502,6 +528,48 @@ mod tests {
                 prop_assert_eq!(bytes_of(&h[1]), f.value.as_bytes().to_vec());
             }
         }
+    }
+
+    /// A capture of a client's side: a plain login and an MD5 login.
+    const LOGINS: [&[u8]; 2] = [
+        b"Action: Login\r\nActionID: 1\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n",
+        b"Action: Login\r\nAuthType: MD5\r\nUsername: admin\r\nkey: 0123456789abcdef0123456789abcdef\r\n\r\n",
+    ];
+
+    #[test]
+    fn an_actions_secret_and_md5_key_are_written_as_the_redaction_marker() {
+        for wire in LOGINS {
+            let m = one(wire);
+            for line in [message(&m), message_at(&PLACE, &m)] {
+                assert!(
+                    !line.contains("TOPSECRET1") && !line.contains("0123456789abcdef"),
+                    "{line}"
+                );
+                let v: Value = serde_json::from_str(&line).unwrap();
+                let headers = v["headers"].as_array().unwrap();
+                // The header is still there, in its place, with the marker as its value.
+                let secret = headers
+                    .iter()
+                    .find(|h| ami_proto::is_secret_key(h[0].as_str().unwrap()))
+                    .unwrap();
+                assert_eq!(secret[1], REDACTED, "{line}");
+                assert_eq!(headers.len(), m.fields().count());
+                assert!(headers.contains(&json!(["Username", "admin"])), "{line}");
+            }
+        }
+        // Not UTF-8 either way: the bytes are not shown in base64 instead.
+        let m = one(b"Action: Login\r\nSecret: S\xe9CRET\r\n\r\n");
+        let line = message(&m);
+        assert!(line.contains(r#"["Secret","***"]"#), "{line}");
+        assert!(!line.contains("base64"), "{line}");
+    }
+
+    #[test]
+    fn an_events_key_header_is_data_and_written_whole() {
+        // DBGetResponse's `Key` is the AstDB key a consumer asked for, not a credential.
+        let m =
+            one(b"Event: DBGetResponse\r\nFamily: cidname\r\nKey: 5551234\r\nVal: Alice\r\n\r\n");
+        assert!(message(&m).contains(r#"["Key","5551234"]"#));
     }
 
     #[test]

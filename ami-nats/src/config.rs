@@ -188,15 +188,22 @@ impl std::fmt::Debug for BridgeConfig {
 
 /// A NATS URL (or a comma-separated list of them) fit for a log line: in each, the
 /// password of `user:password@` becomes `***`, and so does a lone token (`token@`). The
-/// user name, host and port stay.
+/// user name, host and port stay. A raw comma in a password or token is part of it, not a
+/// separator of the list: the user info runs from a URL's `scheme://` to the last `@`
+/// before the next URL that starts with a scheme.
 pub fn redact_url(url: &str) -> String {
-    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+    split_list(url)
+        .into_iter()
+        .map(redact_one)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The password or token of each URL of a comma-separated NATS URL list, as written in it:
 /// what a log line must never show (`ami bridge` hides them from every line it prints).
 pub fn url_secrets(url: &str) -> Vec<String> {
-    url.split(',')
+    split_list(url)
+        .into_iter()
         .filter_map(|one| {
             let (start, end) = secret_span(one)?;
             one.get(start..end).map(str::to_string)
@@ -205,9 +212,64 @@ pub fn url_secrets(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// The URLs of a comma-separated NATS URL list, each as written (blanks kept), so that
+/// joining them with `,` gives the list back.
+///
+/// The user info is found before the list is split: a comma between a URL's `scheme://` and
+/// the last `@` before the next URL that starts with a scheme (or the end of the list)
+/// belongs to the password or token. Split first, `nats://u:P1,P2@h` became the URLs
+/// `nats://u:P1` and `P2@h`, and `P1` was shown in errors and `Debug`, missed by
+/// [`url_secrets`] and even looked up as a host name. A URL without a scheme that follows
+/// one with a scheme is read as part of its user info when an `@` comes after it (the list
+/// cannot tell `nats://h1,u:p@h2` from a password `h1,u:p`): hiding too much is the safe side.
+fn split_list(list: &str) -> Vec<&str> {
+    // Where a URL with a scheme starts: the list's start, or just after a comma.
+    let mut starts: Vec<usize> = list
+        .match_indices(',')
+        .map(|(i, _)| i + 1)
+        .filter(|&i| {
+            list.get(i..)
+                .is_some_and(|rest| scheme_len(rest.trim_start()).is_some())
+        })
+        .collect();
+    starts.insert(0, 0);
+    let mut urls = Vec::new();
+    for (k, &from) in starts.iter().enumerate() {
+        // Each stretch ends at the comma before the next start (dropped) or at the end.
+        let to = starts.get(k + 1).map_or(list.len(), |&next| next - 1);
+        let Some(stretch) = list.get(from..to) else {
+            continue;
+        };
+        // Up to the stretch's last `@` is one URL's user info; the commas after it separate
+        // URLs without a scheme (`nats://u:p@h1:1,h2:2`).
+        let host_from = stretch.rfind('@').map_or(0, |at| at + 1);
+        match stretch.get(host_from..).and_then(|hosts| hosts.find(',')) {
+            Some(comma) => {
+                let comma = host_from + comma;
+                urls.push(stretch.get(..comma).unwrap_or(stretch));
+                urls.extend(stretch.get(comma + 1..).unwrap_or("").split(','));
+            }
+            None => urls.push(stretch),
+        }
+    }
+    urls
+}
+
+/// The length of the `scheme://` that `url` starts with (`nats://`, `tls://`, `ws://`): a
+/// letter, then letters, digits, `+`, `-` or `.`, as RFC 3986 has it. A `://` later in the
+/// text (inside a password) is no scheme.
+fn scheme_len(url: &str) -> Option<usize> {
+    let name = url
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(url.len());
+    let first_is_letter = url.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+    (first_is_letter && url.get(name..)?.starts_with("://")).then_some(name + 3)
+}
+
 /// Where the password (or the token, when the user info has no `:`) sits in one URL.
 fn secret_span(url: &str) -> Option<(usize, usize)> {
-    let start = url.find("://").map_or(0, |i| i + 3);
+    let blanks = url.len() - url.trim_start().len();
+    let start = blanks + url.get(blanks..).and_then(scheme_len).unwrap_or(0);
     let rest = url.get(start..)?;
     // The last `@`, not the first after the host: a password written with a raw `/`, `?`
     // or `#` must not end the search early and be shown. A NATS URL has no path, so an
@@ -244,23 +306,23 @@ impl std::fmt::Debug for NatsAuth {
 /// The servers of a NATS URL or comma-separated list of them, without their user info, and
 /// the credentials that user info gave. The credentials are the same for every server
 /// (one connection presents one set): a URL without user info uses those of the others,
-/// two URLs with different ones are refused. A secret may hold a raw `@`, `/`, `?` or `#`
-/// (the last `@` ends it, as for [`redact_url`]) or percent-escapes (`%40` is `@`). Errors
-/// show the URL through [`redact_url`].
+/// two URLs with different ones are refused. A secret may hold a raw `@`, `/`, `?`, `#` or
+/// `,` (the last `@` ends it, as for [`redact_url`]) or percent-escapes (`%40` is `@`).
+/// Errors show the URL through [`redact_url`].
 pub(crate) fn nats_servers(
     url: &str,
 ) -> Result<(Vec<async_nats::ServerAddr>, NatsAuth), BridgeConfigError> {
     let mut addrs = Vec::new();
     let mut auth = NatsAuth::None;
-    for one in url.split(',').map(str::trim) {
+    for one in split_list(url).into_iter().map(str::trim) {
         let bad = |why: &dyn std::fmt::Display| {
             BridgeConfigError::NatsUrl(format!("{:?}: {why}", redact_one(one)))
         };
         if one.is_empty() {
             return Err(bad(&"empty URL in the list"));
         }
-        let (scheme, rest) = match one.find("://") {
-            Some(i) => one.split_at(i + 3),
+        let (scheme, rest) = match scheme_len(one) {
+            Some(n) => one.split_at(n),
             None => ("nats://", one),
         };
         let (this_auth, host) = match rest.rfind('@') {
@@ -662,6 +724,113 @@ mod tests {
             redact_url("nats://alice:s3cret@h:4222,nats://t0k@g:4222"),
             "nats://alice:***@h:4222,nats://***@g:4222"
         );
+    }
+
+    /// NATS URLs whose password or token holds raw commas: `NPART`/`TOKPART` must never
+    /// show, whole or in part.
+    const COMMA_SECRETS: [&str; 5] = [
+        "nats://nuser:NPART1,NPART2@127.0.0.1:4222",
+        "nats://TOKPART1,TOKPART2@127.0.0.1:4222",
+        "nats://nuser:NPART1,,NPART2,@127.0.0.1:4222,nats://127.0.0.1:4223",
+        "nats://127.0.0.1:4223, tls://TOKPART1,TOKPART2@127.0.0.1:4222,127.0.0.1:4224",
+        "nuser:NPART1,NPART2@127.0.0.1:4222",
+    ];
+
+    fn shows_no_part_of_the_secret(shown: &str) -> bool {
+        !shown.contains("PART")
+    }
+
+    #[test]
+    fn a_comma_in_a_password_or_token_is_part_of_it_for_redact_url() {
+        assert_eq!(
+            redact_url("nats://nuser:NPART1,NPART2@127.0.0.1:4222"),
+            "nats://nuser:***@127.0.0.1:4222"
+        );
+        assert_eq!(
+            redact_url("nats://TOKPART1,TOKPART2@h:4222"),
+            "nats://***@h:4222"
+        );
+        assert_eq!(
+            redact_url(COMMA_SECRETS[3]),
+            "nats://127.0.0.1:4223, tls://***@127.0.0.1:4222,127.0.0.1:4224"
+        );
+        for url in COMMA_SECRETS {
+            let shown = redact_url(url);
+            assert!(shows_no_part_of_the_secret(&shown), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_comma_in_a_password_or_token_is_part_of_it_for_url_secrets() {
+        assert_eq!(url_secrets(COMMA_SECRETS[0]), ["NPART1,NPART2"]);
+        assert_eq!(url_secrets(COMMA_SECRETS[1]), ["TOKPART1,TOKPART2"]);
+        assert_eq!(url_secrets(COMMA_SECRETS[2]), ["NPART1,,NPART2,"]);
+        assert_eq!(url_secrets(COMMA_SECRETS[3]), ["TOKPART1,TOKPART2"]);
+        assert_eq!(url_secrets(COMMA_SECRETS[4]), ["NPART1,NPART2"]);
+    }
+
+    #[test]
+    fn a_comma_in_a_password_or_token_is_part_of_it_for_a_configs_debug_output() {
+        for url in COMMA_SECRETS {
+            let shown = format!("{:?}", BridgeConfig::new(url, vec![spec("a")]));
+            assert!(shows_no_part_of_the_secret(&shown), "{shown}");
+            assert!(shown.contains("127.0.0.1:4222"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_comma_in_a_password_or_token_is_part_of_it_when_the_url_is_read() {
+        let (addrs, auth) = nats_servers(COMMA_SECRETS[0]).unwrap();
+        assert_eq!(
+            auth,
+            NatsAuth::UserPassword("nuser".into(), "NPART1,NPART2".into())
+        );
+        // One server, and no half of the secret taken for a host name to look up.
+        let hosts: Vec<_> = addrs.iter().map(|a| a.host().to_string()).collect();
+        assert_eq!(hosts, ["127.0.0.1"]);
+        let (addrs, auth) = nats_servers(COMMA_SECRETS[3]).unwrap();
+        assert_eq!(auth, NatsAuth::Token("TOKPART1,TOKPART2".into()));
+        let ports: Vec<_> = addrs.iter().map(|a| a.port()).collect();
+        assert_eq!(ports, [4223, 4222, 4224]);
+        // An error about such a URL shows it redacted.
+        for bad in [
+            "nats://nuser:NPART1,NPART2@127.0.0.1:99999",
+            "nats://TOKPART1,TOKPART2@127.0.0.1:99999",
+            "nats://h:1,nats://nuser:NPART1,NPART2@127.0.0.1:99999",
+        ] {
+            let e = nats_servers(bad).unwrap_err().to_string();
+            assert!(shows_no_part_of_the_secret(&e), "{e}");
+            assert!(e.contains("***@127.0.0.1:99999"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_scheme_is_only_what_a_url_starts_with() {
+        assert_eq!(scheme_len("nats://h"), Some(7));
+        assert_eq!(scheme_len("ws+x.y-z://h"), Some(11));
+        assert_eq!(scheme_len("u:pa://ss@h"), None);
+        assert_eq!(scheme_len("1x://h"), None);
+        assert_eq!(scheme_len("h:4222"), None);
+        // A `://` inside a password is no scheme: the whole password is hidden.
+        assert_eq!(redact_url("u:pa://ss@h:1"), "u:***@h:1");
+        assert_eq!(url_secrets("nats://u:pa://ss@h:1"), ["pa://ss"]);
+    }
+
+    #[test]
+    fn a_list_splits_back_into_the_urls_it_was_joined_from() {
+        for list in [
+            "",
+            "nats://h1:1,",
+            "nats://a:p@h1:1, tls://T@h2:2,h3:3,nats://h4",
+            "nats://u:P1,P2@h1:1,h2:2",
+        ] {
+            assert_eq!(split_list(list).join(","), list);
+        }
+        assert_eq!(
+            split_list("nats://u:P1,P2@h1:1,h2:2, tls://h3"),
+            ["nats://u:P1,P2@h1:1", "h2:2", " tls://h3"]
+        );
+        assert_eq!(split_list("h1,h2"), ["h1", "h2"]);
     }
 
     #[test]

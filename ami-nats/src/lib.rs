@@ -40,7 +40,8 @@
 //!
 //! [`BridgeConfig::new`] takes one NATS URL or a comma-separated list of them. async-nats
 //! reads no credentials from a URL: the bridge takes `user:password@` or `token@` out of
-//! them (percent-escapes decoded; the last `@` ends the secret) and passes them as
+//! them (percent-escapes decoded; the last `@` ends the secret, and a raw `,` in it does not
+//! split the list) and passes them as
 //! connection options, the same set for every server of the list (a URL without user info
 //! uses the others'; two different sets are refused). [`redact_url`] shows a URL without
 //! its secret; no log line or error of the bridge holds one.

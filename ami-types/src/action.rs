@@ -11,10 +11,39 @@ use std::fmt;
 ///
 /// Setting a parameter again replaces its value; repeatable parameters (`Variable`) add one
 /// header per call. `ActionID` is not a parameter: the client assigns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` (and so that of every typed action) shows the value of a secret parameter
+/// ([`ami_proto::is_secret_key`]: `Login`'s `Secret` and `Key`) as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Params {
     name: &'static str,
     fields: Vec<(Cow<'static, str>, String)>,
+}
+
+impl fmt::Debug for Params {
+    /// Written out rather than derived: a `Login` printed with `{:?}` (a log line, a test
+    /// failure, a panic message) must not show its secret. The same marker as the `Debug`
+    /// of [`Action`].
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Fields<'a>(&'a [(Cow<'static, str>, String)]);
+        impl fmt::Debug for Fields<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut list = f.debug_list();
+                for (k, v) in self.0 {
+                    if ami_proto::is_secret_key(k.trim()) {
+                        list.entry(&(k, "<redacted>"));
+                    } else {
+                        list.entry(&(k, v));
+                    }
+                }
+                list.finish()
+            }
+        }
+        f.debug_struct("Params")
+            .field("name", &self.name)
+            .field("fields", &Fields(&self.fields))
+            .finish()
+    }
 }
 
 impl Params {

@@ -238,3 +238,29 @@ fn queue_add_sets_wrapuptime_and_blind_transfer_requires_exten() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
     );
 }
+
+#[test]
+fn a_logins_debug_output_shows_neither_its_secret_nor_its_md5_key() {
+    use ami_types::actions::Login;
+    let plain = Login::new("admin").secret("TOPSECRET1");
+    let md5 = Login::new("admin").key("0123456789abcdef0123456789abcdef");
+    for shown in [
+        format!("{plain:?}"),
+        format!("{:?}", plain.params()),
+        format!("{plain:#?}"),
+        format!("{md5:?}"),
+        format!("{:?}", md5.params()),
+    ] {
+        assert!(
+            !shown.contains("TOPSECRET1") && !shown.contains("0123456789abcdef"),
+            "{shown}"
+        );
+        // What is not secret still shows, and the secret's place is marked.
+        assert!(
+            shown.contains("admin") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
+    // The secret is still sent.
+    assert_eq!(plain.params().get("Secret"), Some("TOPSECRET1"));
+}
