@@ -6,7 +6,7 @@
 mod scripted;
 
 use ami_proto::{Action, ActionError, ClientConfig, DisconnectReason};
-use scripted::{pong, Harness};
+use scripted::{async_originate, pong, Harness};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -127,14 +127,8 @@ fn two_unseeded_clients_of_one_process_never_take_each_others_originate_response
     };
     let (mut a, mut b) = (unseeded(), unseeded());
     assert_ne!(a.client.action_id_prefix(), b.client.action_id_prefix());
-    let originate = || {
-        Action::new("Originate")
-            .field("Channel", "Local/100@default")
-            .field("Application", "Wait")
-            .field("Async", "true")
-    };
-    let ida = a.send(originate());
-    let idb = b.send(originate());
+    let ida = a.send(async_originate(30_000));
+    let idb = b.send(async_originate(30_000));
     assert_ne!(ida, idb);
     for (h, id) in [(&mut a, &ida), (&mut b, &idb)] {
         h.take("Originate");
@@ -147,7 +141,7 @@ fn two_unseeded_clients_of_one_process_never_take_each_others_originate_response
     }
     let failure = format!(
         "Event: OriginateResponse\r\nPrivilege: call,all\r\nActionID: {ida}\r\nResponse: Failure\r\n\
-         Channel: Local/100@default\r\nReason: 5\r\n\r\n"
+         Channel: Local/100@ami-test\r\nReason: 5\r\n\r\n"
     );
     // Both sessions read it; only A's Originate is answered by it.
     a.feed(failure.as_bytes());

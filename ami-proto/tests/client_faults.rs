@@ -1279,15 +1279,9 @@ fn an_async_originate_whose_answer_the_event_mask_keeps_out_is_refused_before_se
     // Its OriginateResponse is a call event: with call events masked out it could never
     // arrive, and the call would be placed while the action timed out.
     let t0 = Instant::now();
-    let originate = || {
-        Action::new("Originate")
-            .field("Channel", "Local/100@default")
-            .field("Application", "Wait")
-            .field("Async", "true")
-    };
     let mut h = Harness::new(base().events("off").build().unwrap(), t0);
     h.ready();
-    let refused = h.client.send_action(h.now, originate());
+    let refused = h.client.send_action(h.now, async_originate(30_000));
     assert!(
         matches!(&refused, Err(SendError::FollowUpMasked { mask }) if mask == "off"),
         "{refused:?}"
@@ -1296,11 +1290,11 @@ fn an_async_originate_whose_answer_the_event_mask_keeps_out_is_refused_before_se
     // Once the mask lets call events through, it goes.
     h.client.set_event_mask(h.now, "system,call").unwrap();
     h.drain();
-    assert!(h.client.send_action(h.now, originate()).is_ok());
+    assert!(h.client.send_action(h.now, async_originate(30_000)).is_ok());
     // A mask changed back keeps it out again.
     h.client.set_event_mask(h.now, "system").unwrap();
     assert!(matches!(
-        h.client.send_action(h.now, originate()),
+        h.client.send_action(h.now, async_originate(30_000)),
         Err(SendError::FollowUpMasked { .. })
     ));
 }
@@ -1312,16 +1306,10 @@ fn an_events_or_filter_action_sent_by_hand_is_kept_for_later_logins_as_the_metho
     // the filter must come back after a reconnect, as if set_event_mask / add_filter sent
     // them.
     let t0 = Instant::now();
-    let originate = || {
-        Action::new("Originate")
-            .field("Channel", "Local/100@default")
-            .field("Application", "Wait")
-            .field("Async", "true")
-    };
     let mut h = Harness::new(base().events("system").build().unwrap(), t0);
     h.ready();
     assert!(matches!(
-        h.client.send_action(h.now, originate()),
+        h.client.send_action(h.now, async_originate(30_000)),
         Err(SendError::FollowUpMasked { .. })
     ));
     let mask = h
@@ -1345,7 +1333,7 @@ fn an_events_or_filter_action_sent_by_hand_is_kept_for_later_logins_as_the_metho
     h.take("Filter");
     h.feed(&success(mask.as_str(), "Events On"));
     h.feed(&success(filter.as_str(), "Filter Added Successfully"));
-    assert!(h.client.send_action(h.now, originate()).is_ok());
+    assert!(h.client.send_action(h.now, async_originate(30_000)).is_ok());
     h.drain();
     h.take("Originate");
     let retry = h

@@ -505,14 +505,20 @@ fn unseeded_servers_get_distinct_action_id_prefixes() {
     assert_eq!(prefixes.len(), 50);
 }
 
-#[test]
-fn the_timer_heap_stays_small_when_deadlines_keep_moving() {
-    let mut now = Instant::now();
+/// A fleet of ten servers, all ready.
+fn ten_ready(now: Instant) -> (Fleet, Vec<ServerId>) {
     let mut f = fleet(16);
     let ids: Vec<ServerId> = (0..10)
         .map(|k| f.add(now, &format!("s{k}"), client_config()).unwrap())
         .collect();
     all_ready(&mut f, now);
+    (f, ids)
+}
+
+#[test]
+fn the_timer_heap_stays_small_when_deadlines_keep_moving() {
+    let mut now = Instant::now();
+    let (mut f, ids) = ten_ready(now);
     // Every received byte re-arms the heartbeat: a new deadline each time.
     for round in 0..2000 {
         now += Duration::from_millis(1);
@@ -532,11 +538,7 @@ fn the_timer_heap_stays_small_when_deadlines_move_between_timer_firings() {
     // received re-arms a server's heartbeat in between, and the stale entries must not pile
     // up until the next firing (a soak saw 27 per server with 16 servers).
     let mut now = Instant::now();
-    let mut f = fleet(16);
-    let ids: Vec<ServerId> = (0..10)
-        .map(|k| f.add(now, &format!("s{k}"), client_config()).unwrap())
-        .collect();
-    all_ready(&mut f, now);
+    let (mut f, ids) = ten_ready(now);
     for round in 0..2000 {
         now += Duration::from_millis(1);
         for id in &ids {
