@@ -85,6 +85,10 @@ pub(crate) struct Fleet {
     engine: Box<dyn Engine>,
     /// Server name to its URL, for messages.
     pub(crate) urls: HashMap<String, ServerUrl>,
+    /// Each server's last loss (a refused connect, a rejected login...), seen in the status
+    /// changes [`wait`](Self::wait) passes on: why a server that is trying again when a
+    /// deadline passes is not logged in (its status, Connecting, no longer says).
+    last_loss: HashMap<String, DisconnectReason>,
 }
 
 /// The name of a server in the fleet: `host:port`.
@@ -126,7 +130,11 @@ impl Fleet {
             Runtime::Mio => Box::new(on_mio::MioRun::open(members)?),
             rt => Box::new(on_async::AsyncRun::open(rt, members)?),
         };
-        Ok(Fleet { engine, urls })
+        Ok(Fleet {
+            engine,
+            urls,
+            last_loss: HashMap::new(),
+        })
     }
 
     /// Blocks until items or status changes arrive or `until` passes; appends them.
@@ -135,7 +143,21 @@ impl Fleet {
         until: Option<Instant>,
         out: &mut Vec<Happening>,
     ) -> Result<(), Failure> {
-        self.engine.wait(until, out)
+        let from = out.len();
+        let r = self.engine.wait(until, out);
+        for happening in out.get(from..).unwrap_or_default() {
+            if let Happening::Status(
+                server,
+                ServerStatus::BackingOff { reason, .. }
+                | ServerStatus::BreakerOpen { reason, .. }
+                | ServerStatus::Closed { reason },
+            ) = happening
+            {
+                self.last_loss
+                    .insert(server.as_str().to_string(), reason.clone());
+            }
+        }
+        r
     }
 
     /// Sends `action` to the server named `on` (or every server for `all`) and waits for
@@ -197,7 +219,7 @@ impl Fleet {
             if settled || Instant::now() >= deadline {
                 break statuses;
             }
-            self.engine.wait(Some(deadline), &mut ignored)?;
+            self.wait(Some(deadline), &mut ignored)?;
             ignored.clear();
         };
         let mut down = Vec::new();
@@ -218,12 +240,25 @@ impl Fleet {
             ServerStatus::Ready { .. } => return None,
             ServerStatus::BackingOff { reason, .. }
             | ServerStatus::BreakerOpen { reason, .. }
-            | ServerStatus::Closed { reason } => match self.urls.get(name) {
-                Some(url) => crate::words::reason(reason, url),
-                None => reason.to_string(),
+            | ServerStatus::Closed { reason } => self.words(name, reason),
+            // Trying again: the last failure says why better than the time does.
+            _ => match self.last_loss.get(name) {
+                Some(reason) => format!(
+                    "{} (trying again; not logged in within {})",
+                    self.words(name, reason),
+                    crate::words::duration(waited)
+                ),
+                None => format!("not logged in within {}", crate::words::duration(waited)),
             },
-            _ => format!("not logged in within {}", crate::words::duration(waited)),
         })
+    }
+
+    /// `reason`, a loss of server `name`, in words.
+    fn words(&self, name: &str, reason: &DisconnectReason) -> String {
+        match self.urls.get(name) {
+            Some(url) => crate::words::reason(reason, url),
+            None => reason.to_string(),
+        }
     }
 
     /// Exit 3 for a run in which no server ever logged in (`listen`, `calls --watch` over
