@@ -15,7 +15,8 @@ use ami_nats::{Bridge, BridgeConfig, BridgeError, ServerSpec, StreamLimits};
 use ami_proto::fleet::Policy;
 use std::time::Duration;
 
-#[derive(Debug, clap::Args)]
+// Debug is written out: the NATS URL may carry a password or token.
+#[derive(clap::Args)]
 pub(crate) struct Args {
     /// The NATS server, with JetStream enabled, or a comma-separated list;
     /// `nats://user:password@host:port` or `nats://token@host:port` logs in (never shown).
@@ -51,6 +52,22 @@ pub(crate) struct Args {
     /// every ID of the window in memory: lower it for high event rates.
     #[arg(long, default_value_t = 120)]
     dedup_window: u64,
+}
+
+impl std::fmt::Debug for Args {
+    /// As derived, but for the NATS URL, shown redacted: a `{:?}` of the command line (a
+    /// test's failure message, a debug log) must not print its password or token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("nats", &ami_nats::redact_url(&self.nats))
+            .field("name", &self.name)
+            .field("any_policy", &self.any_policy)
+            .field("events", &self.events)
+            .field("metrics", &self.metrics)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("dedup_window", &self.dedup_window)
+            .finish()
+    }
 }
 
 impl Args {
@@ -192,5 +209,20 @@ mod tests {
             shown_nats_url("nats://127.0.0.1:4222"),
             "nats://127.0.0.1:4222"
         );
+    }
+
+    #[test]
+    fn the_bridge_arguments_debug_shows_the_nats_url_without_its_password() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            args: super::Args,
+        }
+        let line =
+            Line::try_parse_from(["bridge", "--nats", "nats://u:NPART1,NPART2@h:4222"]).unwrap();
+        let shown = format!("{:?}", line.args);
+        assert!(!shown.contains("NPART"), "{shown}");
+        assert!(shown.contains("nats://u:***@h:4222"), "{shown}");
     }
 }
