@@ -17,9 +17,7 @@ use ami_proto::{
 use ami_sim::{CallRequest, SimConfig};
 use std::time::{Duration, Instant};
 use support::slow_reader::SlowReader;
-use support::{config, drive, front, front_with, storm_seq};
-
-const LIMIT: Duration = Duration::from_secs(5);
+use support::{complete, config, drive, front, front_with, storm_seq, LIMIT};
 
 fn ready(driver: &mut MioDriver) -> ConnId {
     let mut id = None;
@@ -34,22 +32,6 @@ fn ready(driver: &mut MioDriver) -> ConnId {
     });
     assert!(ok, "no Ready within {LIMIT:?}");
     id.unwrap()
-}
-
-fn complete(driver: &mut MioDriver, want: &ActionId) -> Outcome {
-    let mut got = None;
-    let ok = drive(driver, LIMIT, |_, r| {
-        for (_, n) in r.notices {
-            if let Notice::Completed { id, outcome } = n {
-                if &id == want {
-                    got = Some(outcome);
-                }
-            }
-        }
-        got.is_some()
-    });
-    assert!(ok, "action {want} did not complete within {LIMIT:?}");
-    got.unwrap()
 }
 
 /// Waits until every action of `want` completed; their outcomes in the same order.

@@ -14,19 +14,7 @@ use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, SimConfig};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
-use support::{config, drive, front, refused_port, sim_until};
-
-const LIMIT: Duration = Duration::from_secs(5);
-
-fn wait_ready(driver: &mut MioDriver, conn: ConnId) {
-    assert!(
-        drive(driver, LIMIT, |_, r| r
-            .notices
-            .iter()
-            .any(|(c, n)| *c == conn && matches!(n, Notice::Ready { .. }))),
-        "no Ready within {LIMIT:?}"
-    );
-}
+use support::{config, drive, front, refused_port, sim_until, wait_ready, LIMIT};
 
 fn ping(driver: &mut MioDriver, conn: ConnId) {
     let ping = driver

@@ -7,12 +7,10 @@
 
 mod support;
 
-use ami_mio::{ConnId, MioDriver, Notice};
-use ami_proto::{Action, ActionId, ClientConfig, Outcome, SendError, StreamItem};
+use ami_mio::{ConnId, MioDriver};
+use ami_proto::{Action, ClientConfig, SendError, StreamItem};
 use std::time::{Duration, Instant};
-use support::{drive, front};
-
-const LIMIT: Duration = Duration::from_secs(5);
+use support::{complete, drive, front, wait_ready, LIMIT};
 
 /// The simulator's admin user, short backoff, the event mask `events`.
 fn config(seed: u64, events: &str) -> ClientConfig {
@@ -23,33 +21,6 @@ fn config(seed: u64, events: &str) -> ClientConfig {
         .backoff_max(Duration::from_millis(100))
         .build()
         .unwrap()
-}
-
-fn wait_ready(driver: &mut MioDriver, conn: ConnId) {
-    assert!(
-        drive(driver, LIMIT, |_, r| r
-            .notices
-            .iter()
-            .any(|(c, n)| *c == conn && matches!(n, Notice::Ready { .. }))),
-        "no Ready within {LIMIT:?}"
-    );
-}
-
-/// Steps until action `want` completes; its outcome.
-fn complete(driver: &mut MioDriver, want: &ActionId) -> Outcome {
-    let mut got = None;
-    let ok = drive(driver, LIMIT, |_, r| {
-        for (_, n) in r.notices {
-            if let Notice::Completed { id, outcome } = n {
-                if &id == want {
-                    got = Some(outcome);
-                }
-            }
-        }
-        got.is_some()
-    });
-    assert!(ok, "action {want} did not complete within {LIMIT:?}");
-    got.unwrap()
 }
 
 /// The ID of a connection added and removed at once.

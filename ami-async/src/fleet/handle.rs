@@ -743,17 +743,7 @@ pub(super) mod tests {
         assert_eq!((pending("a"), pending("b")), (0, 0), "both cancelled");
     }
 
-    /// Counts wake-ups of the driver.
-    struct CountingWaker(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
+    use crate::tests::CountingWaker;
 
     /// While a server's reads are held, the reader's takes wake the driver only once the
     /// server may read again: a wake-up per batch that found the queue still too full cost

@@ -11,8 +11,8 @@
 
 pub mod slow_reader;
 
-use ami_mio::{MioDriver, Report};
-use ami_proto::{ClientConfig, Message};
+use ami_mio::{ConnId, MioDriver, Notice, Report};
+use ami_proto::{ActionId, ClientConfig, Message, Outcome};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{SimConfig, SimStats};
 use std::net::SocketAddr;
@@ -54,6 +54,37 @@ pub fn drive(
         driver.wait(Some(Duration::from_millis(5))).unwrap();
     }
     false
+}
+
+/// How long the waits below give the loopback simulator.
+pub const LIMIT: Duration = Duration::from_secs(5);
+
+/// Steps until connection `conn` is Ready; fails the test after [`LIMIT`].
+pub fn wait_ready(driver: &mut MioDriver, conn: ConnId) {
+    assert!(
+        drive(driver, LIMIT, |_, r| r
+            .notices
+            .iter()
+            .any(|(c, n)| *c == conn && matches!(n, Notice::Ready { .. }))),
+        "no Ready within {LIMIT:?}"
+    );
+}
+
+/// Steps until action `want` completes; its outcome (fails the test after [`LIMIT`]).
+pub fn complete(driver: &mut MioDriver, want: &ActionId) -> Outcome {
+    let mut got = None;
+    let ok = drive(driver, LIMIT, |_, r| {
+        for (_, n) in r.notices {
+            if let Notice::Completed { id, outcome } = n {
+                if &id == want {
+                    got = Some(outcome);
+                }
+            }
+        }
+        got.is_some()
+    });
+    assert!(ok, "action {want} did not complete within {LIMIT:?}");
+    got.unwrap()
 }
 
 /// Polls the simulator's counters (every 2 ms) until `cond` holds; false after `limit`.
