@@ -69,3 +69,41 @@ async fn the_readme_fleet_example_routes_by_policy_once_wait_any_ready_says_a_se
     east.shutdown();
     west.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merged_stream_ends_after_logoff_all_once_the_handle_is_dropped() {
+    let (mut east, mut west) = (front(), front());
+    let (fleet, mut events) = ami_tokio::fleet::spawn_fleet(FleetConfig::default());
+    for (name, front) in [("east", &east), ("west", &west)] {
+        let config = ClientConfig::builder("admin", "amp111").build().unwrap();
+        fleet.add(name, config, front.local_addr()).unwrap();
+    }
+    within("east ready", fleet.wait_ready("east"))
+        .await
+        .unwrap();
+    within("west ready", fleet.wait_ready("west"))
+        .await
+        .unwrap();
+    // A program's shutdown: log every server off, let the handle go, read what is left.
+    fleet.logoff_all();
+    drop(fleet);
+    let mut logged_off = Vec::new();
+    within("the end of the stream", async {
+        while let Some(item) = events.recv().await {
+            if let ami_proto::StreamItem::Disconnected { reason } = item.item {
+                logged_off.push((item.server.as_str().to_owned(), reason));
+            }
+        }
+    })
+    .await;
+    logged_off.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        logged_off,
+        [
+            ("east".to_owned(), DisconnectReason::Logoff),
+            ("west".to_owned(), DisconnectReason::Logoff)
+        ]
+    );
+    east.shutdown();
+    west.shutdown();
+}

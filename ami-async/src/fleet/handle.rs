@@ -68,7 +68,9 @@ pub struct Reply {
 
 /// A cloneable handle on a fleet of AMI servers: add and remove servers by
 /// name, send actions routed by name or policy, watch status, read stats. The fleet closes
-/// when every handle and the [`FleetEvents`] are dropped, or on [`close`](Self::close).
+/// when every handle and the [`FleetEvents`] are dropped, or on [`close`](Self::close), or
+/// once no handle is left and every server has closed for good (after
+/// [`logoff_all`](Self::logoff_all), say): nothing more can come then, and the stream ends.
 pub struct FleetHandle {
     pub(crate) shards: Arc<Shards>,
 }
@@ -99,7 +101,7 @@ impl std::fmt::Debug for FleetHandle {
 
 impl Drop for FleetHandle {
     fn drop(&mut self) {
-        self.shards.leave();
+        self.shards.leave_handle();
     }
 }
 
@@ -349,7 +351,8 @@ async fn wait_guarded(mut guard: CancelOnDrop<'_>) -> Reply {
 /// servers in rotation so a flooding server cannot push out a quiet one's events (it loses
 /// its own, counted as gaps naming it). Across shards, each shard's turn hands out the same
 /// number of items per server with items, so shares stay even whichever shard holds a
-/// server. Ends once the fleet is closed and drained. Also a [`futures_core::Stream`], so
+/// server. Ends once the fleet is closed and drained (also once every handle is dropped
+/// and every server has closed for good). Also a [`futures_core::Stream`], so
 /// `StreamExt` from futures or futures-lite works.
 ///
 /// A program that only routes actions may drop it: from then on no server keeps events
@@ -413,7 +416,7 @@ impl Drop for FleetEvents {
         for (shard, items) in self.shards.shards.iter().zip(unread) {
             shard.call(|s| s.fleet.close_event_stream(items));
         }
-        self.shards.leave();
+        self.shards.leave_stream();
     }
 }
 
@@ -479,14 +482,23 @@ impl FleetEvents {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        match self.look(Some(cx.waker())) {
-            Look::Items => {
-                self.yielded = false;
-                Poll::Ready(self.buf.pop_front().map(FleetQueued::into_item))
+        let mut closed_now = false;
+        loop {
+            match self.look(Some(cx.waker())) {
+                Look::Items => {
+                    self.yielded = false;
+                    return Poll::Ready(self.buf.pop_front().map(FleetQueued::into_item));
+                }
+                Look::Over => return Poll::Ready(None),
+                // No handle left and every server closed for good: nothing more can come,
+                // so the fleet closes, and the stream ends once the shards have let their
+                // transports go (they wake it then).
+                Look::Empty if !closed_now && self.shards.close_if_finished() => {
+                    closed_now = true;
+                }
+                // Woken by a shard with items: look again at once.
+                Look::Empty => return Poll::Pending,
             }
-            Look::Over => Poll::Ready(None),
-            // Woken by a shard with items: look again at once.
-            Look::Empty => Poll::Pending,
         }
     }
 
@@ -653,6 +665,103 @@ pub(super) mod tests {
             "{last:?}"
         );
         assert_eq!(poll_recv(&mut events, 4), Some(None));
+    }
+
+    /// Logs every server off and has each answer Goodbye and hang up, as Asterisk does.
+    fn log_off_and_hang_up(shards: &Shards, names: &[&str]) {
+        for name in names {
+            shards.shard_of(name).unwrap().call(|s| {
+                let now = Instant::now();
+                let id = s.fleet.id(name).unwrap();
+                let wire = String::from_utf8(s.fleet.transmit(id).to_vec()).unwrap();
+                let n = wire.len();
+                s.fleet.advance_transmit(id, n);
+                let action_id = wire
+                    .lines()
+                    .find_map(|l| l.strip_prefix("ActionID: "))
+                    .unwrap();
+                let goodbye = format!(
+                    "Response: Goodbye\r\nActionID: {action_id}\r\nMessage: Thanks for all the fish.\r\n\r\n"
+                );
+                s.fleet.handle_input(now, id, Input::Received(goodbye.as_bytes()));
+                s.fleet.handle_input(now, id, Input::Eof);
+            });
+        }
+    }
+
+    /// Polls until the stream ends (every item it gives counted), or `None` if it waits.
+    fn drain_to_end(events: &mut FleetEvents) -> Option<usize> {
+        let mut items = 0;
+        loop {
+            match poll_recv(events, 4)? {
+                Some(_) => items += 1,
+                None => return Some(items),
+            }
+            assert!(items < 64, "the stream goes on");
+        }
+    }
+
+    #[test]
+    fn the_stream_ends_when_every_server_logged_off_after_the_last_handle_went() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let fleet = FleetHandle {
+            shards: shards.clone(),
+        };
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        ready(&shards, "b");
+        fleet.logoff_all();
+        drop(fleet);
+        // No handle, but both servers are still logging off: their events may still come.
+        assert_eq!(drain_to_end(&mut events), None, "a server is still open");
+        log_off_and_hang_up(&shards, &["a"]);
+        assert_eq!(drain_to_end(&mut events), None, "b is still open");
+        log_off_and_hang_up(&shards, &["b"]);
+        // Nobody can add or reopen a server: nothing more can come, so the stream ends
+        // (it would otherwise wait for ever).
+        assert_eq!(
+            drain_to_end(&mut events),
+            Some(1),
+            "b's Disconnected, then the end"
+        );
+    }
+
+    #[test]
+    fn the_stream_ends_when_the_last_handle_goes_after_every_server_closed() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let fleet = FleetHandle {
+            shards: shards.clone(),
+        };
+        let extra = fleet.clone();
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        fleet.close_server("a").unwrap();
+        assert_eq!(
+            drain_to_end(&mut events),
+            None,
+            "a handle could add a server"
+        );
+        drop(fleet);
+        assert_eq!(drain_to_end(&mut events), None, "one handle is left");
+        drop(extra);
+        assert!(drain_to_end(&mut events).is_some(), "the stream ends");
+    }
+
+    #[test]
+    fn a_server_backing_off_keeps_a_handleless_stream_open() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let fleet = FleetHandle {
+            shards: shards.clone(),
+        };
+        let mut events = FleetEvents::new(shards.clone());
+        ready(&shards, "a");
+        drop(fleet);
+        // The session drops; the server will be tried again: its events may come back.
+        shards.shard_of("a").unwrap().call(|s| {
+            let id = s.fleet.id("a").unwrap();
+            s.fleet.handle_input(Instant::now(), id, Input::Eof);
+        });
+        assert_eq!(drain_to_end(&mut events), None, "a retries");
     }
 
     #[test]

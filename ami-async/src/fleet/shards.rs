@@ -46,6 +46,8 @@ struct Directory {
     no_server: u64,
     /// Handles and event streams alive (explicit count, not `Arc::strong_count`).
     users: usize,
+    /// Handles alive: with none, no server can be added, reopened or told anything.
+    handles: usize,
     closed: bool,
 }
 
@@ -84,6 +86,7 @@ impl Shards {
                 rr: 0,
                 no_server: 0,
                 users: 2,
+                handles: 1,
                 closed: false,
             }),
         }
@@ -100,13 +103,31 @@ impl Shards {
         lock(&self.dir).names.get(name).copied()
     }
 
-    /// One more handle or stream.
+    /// One more handle.
     pub(crate) fn join(&self) {
-        lock(&self.dir).users += 1;
+        let mut dir = lock(&self.dir);
+        dir.users += 1;
+        dir.handles += 1;
     }
 
-    /// One user gone; the last one closes the fleet (nobody could use it any more).
-    pub(crate) fn leave(&self) {
+    /// One handle gone. The last user closes the fleet (nobody could use it any more), and
+    /// so does the last handle when every server has already closed for good.
+    pub(crate) fn leave_handle(&self) {
+        let last = {
+            let mut dir = lock(&self.dir);
+            dir.handles = dir.handles.saturating_sub(1);
+            dir.users = dir.users.saturating_sub(1);
+            dir.users == 0 && !dir.closed
+        };
+        if last {
+            self.close();
+        } else {
+            self.close_if_finished();
+        }
+    }
+
+    /// The event stream gone; if it was the last user, the fleet closes.
+    pub(crate) fn leave_stream(&self) {
         let last = {
             let mut dir = lock(&self.dir);
             dir.users = dir.users.saturating_sub(1);
@@ -115,6 +136,36 @@ impl Shards {
         if last {
             self.close();
         }
+    }
+
+    /// Closes the fleet if nothing more can ever come from it: no handle is left (so no
+    /// server can be added or reopened) and every server has closed for good (logged off,
+    /// closed, its login refused for good), or there is none. The event stream then ends
+    /// once drained instead of waiting for ever. True if it closed the fleet now.
+    pub(crate) fn close_if_finished(&self) -> bool {
+        {
+            let dir = lock(&self.dir);
+            if dir.closed || dir.handles > 0 {
+                return false;
+            }
+            for shard in &self.shards {
+                let s = shard.lock();
+                if s.closed || s.driver_done {
+                    continue;
+                }
+                let open = s.fleet.servers().any(|(_, name)| {
+                    !matches!(
+                        s.fleet.status(name.as_str()),
+                        Some(ServerStatus::Closed { .. }) | None
+                    )
+                });
+                if open {
+                    return false;
+                }
+            }
+        }
+        self.close();
+        true
     }
 
     /// Closes every shard (no Logoff): pending actions fail, the stream ends once drained.

@@ -6,7 +6,7 @@
 use super::reads::ReadTally;
 use super::watch::StatusLog;
 use crate::shared::{lock, Waiter};
-use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName};
+use ami_proto::fleet::{Fleet, FleetOutput, ServerId, ServerName, ServerStatus};
 use ami_proto::ActionId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -145,7 +145,14 @@ impl<E: Clone> Shared<E> {
                         io.wake.extend(old.waker);
                     }
                 }
-                FleetOutput::Status { server, status } => self.log.push(server, status, io),
+                FleetOutput::Status { server, status } => {
+                    // A stream whose fleet has no handle left ends once every server has
+                    // closed for good: it looks again at each closing.
+                    if matches!(status, ServerStatus::Closed { .. }) {
+                        io.wake.extend(self.event_waker.take());
+                    }
+                    self.log.push(server, status, io)
+                }
                 FleetOutput::Completed {
                     server,
                     id,
