@@ -97,7 +97,12 @@ fn dropping_the_driver_closes_the_session_for_every_caller() {
         }
     );
     block_on(async {
-        assert_eq!(ami.send(Action::new("Ping")).await, Err(AmiError::Closed));
+        assert_eq!(
+            ami.send(Action::new("Ping")).await,
+            Err(AmiError::Closed {
+                reason: DisconnectReason::LocalClose
+            })
+        );
         assert!(within("end of stream", events.recv()).await.is_none());
         within("wait_closed", ami.wait_closed()).await;
         assert_eq!(

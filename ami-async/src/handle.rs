@@ -20,9 +20,14 @@ pub enum AmiError {
     /// Sent, but it did not succeed: a server error, a timeout, a lost connection...
     #[error(transparent)]
     Action(#[from] ActionError),
-    /// The session's driver is gone (the session closed, or the driver was dropped).
-    #[error("client closed")]
-    Closed,
+    /// The session's driver is gone (the session closed, or the driver was dropped);
+    /// `reason` is the session's `Status::Closed` reason (`LocalClose` when the driver went
+    /// away on its own: dropped, or its runtime shut down).
+    #[error("client closed ({reason})")]
+    Closed {
+        /// Why the session closed.
+        reason: DisconnectReason,
+    },
 }
 
 /// A cloneable handle to one AMI session (across reconnects). The session closes when the
@@ -126,7 +131,7 @@ impl Handle {
         let (id, wake_driver) = {
             let mut shared = self.inner.lock();
             if shared.driver_done {
-                return Err(AmiError::Closed);
+                return Err(shared.closed_error());
             }
             let id = f(&mut shared.client, (self.inner.now)())?;
             shared.waiters.insert(id.clone(), Arc::clone(&slot));
@@ -143,7 +148,10 @@ impl Handle {
         };
         let outcome = poll_fn(|cx| slot.poll(cx)).await;
         guard.id = None;
-        outcome.ok_or(AmiError::Closed)?.map_err(AmiError::Action)
+        match outcome {
+            Some(o) => o.map_err(AmiError::Action),
+            None => Err(self.inner.lock().closed_error()),
+        }
     }
 
     /// A watch on the session status (Connecting, Ready, Disconnected, Closed).

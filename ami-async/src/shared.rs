@@ -192,6 +192,15 @@ impl Shared {
         }
     }
 
+    /// What an action meets once the driver is gone: the session's closing reason.
+    pub(crate) fn closed_error(&self) -> crate::AmiError {
+        let reason = match &self.status {
+            Status::Closed { reason } => reason.clone(),
+            _ => DisconnectReason::LocalClose,
+        };
+        crate::AmiError::Closed { reason }
+    }
+
     /// The driver has stopped for good: waiters and status watchers learn it.
     pub(crate) fn finish(&mut self, wake: &mut Vec<Waker>) {
         if !matches!(self.status, Status::Closed { .. }) {

@@ -525,11 +525,15 @@ fn add_filter_and_set_event_mask_on_a_dead_driver_fail_at_once() {
     drop(driver);
     assert_eq!(
         futures_lite_block_on(handle.add_filter("Event: Hangup")),
-        Err(crate::AmiError::Closed)
+        Err(crate::AmiError::Closed {
+            reason: ami_proto::DisconnectReason::LocalClose
+        })
     );
     assert_eq!(
         futures_lite_block_on(handle.set_event_mask("call")),
-        Err(crate::AmiError::Closed)
+        Err(crate::AmiError::Closed {
+            reason: ami_proto::DisconnectReason::LocalClose
+        })
     );
 }
 

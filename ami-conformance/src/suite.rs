@@ -126,10 +126,21 @@ pub fn wrong_password_closes_with_login_rejected_and_never_reconnects<A: Adapter
                 reason: DisconnectReason::LoginRejected { .. }
             }
         ));
-        assert!(matches!(
-            ami.send(Action::new("Ping")).await,
-            Err(AmiError::Closed | AmiError::Send(_))
-        ));
+        // A send after the rejection says why the session is closed.
+        let refused = ami.send(Action::new("Ping")).await;
+        assert!(
+            matches!(
+                &refused,
+                Err(AmiError::Closed {
+                    reason: DisconnectReason::LoginRejected { .. }
+                } | AmiError::Send(ami_proto::SendError::Closed {
+                    reason: DisconnectReason::LoginRejected { .. }
+                }))
+            ),
+            "{refused:?}"
+        );
+        let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(said.contains("Authentication failed"), "{said}");
         assert!(within("end of stream", events.recv()).await.is_none());
         // Longer than the first reconnect backoff (at most 100 ms): still one session.
         sleep(Duration::from_millis(250)).await;
@@ -378,7 +389,9 @@ pub fn close_while_the_server_is_unreachable_fails_queued_actions_as_not_sent<A:
         assert!(within("end of stream", events.recv()).await.is_none());
         assert_eq!(
             ami.send(Action::new("Ping")).await,
-            Err(AmiError::Closed),
+            Err(AmiError::Closed {
+                reason: DisconnectReason::LocalClose
+            }),
             "the driver is gone"
         );
     });
@@ -731,11 +744,15 @@ pub fn a_driver_that_died_fails_waiting_callers_and_every_later_call_at_once<A: 
         let started = Instant::now();
         assert_eq!(
             within("add_filter", ami.add_filter("Event: Hangup")).await,
-            Err(AmiError::Closed)
+            Err(AmiError::Closed {
+                reason: DisconnectReason::LocalClose
+            })
         );
         assert_eq!(
             within("send", ami.send(Action::new("Ping"))).await,
-            Err(AmiError::Closed)
+            Err(AmiError::Closed {
+                reason: DisconnectReason::LocalClose
+            })
         );
         assert!(started.elapsed() < WAIT);
         within("end of stream", async {

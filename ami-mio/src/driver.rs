@@ -9,7 +9,13 @@ use ami_proto::fleet::{Budget, Scheduler};
 use ami_proto::{
     Action, ActionId, Client, ClientConfig, EventCopy, SendError, SendOptions, Stats, StreamItem,
 };
-use ami_proto::{ConnectFailure, Notice};
+use ami_proto::{ConnectFailure, DisconnectReason, Notice};
+
+/// What [`MioDriver::send`] and its kin say for a connection no longer there: it was
+/// removed, which closed its client.
+const REMOVED: SendError = SendError::Closed {
+    reason: DisconnectReason::LocalClose,
+};
 use mio::{Events, Poll, Registry, Token, Waker};
 use std::io;
 use std::net::SocketAddr;
@@ -302,7 +308,7 @@ impl MioDriver {
 
     /// Queues an action at `now` (its deadline counts from then); it is written by the next
     /// [`step`](Self::step). The result arrives once as [`Notice::Completed`] with the
-    /// returned ID. A removed `conn` gives [`SendError::Closed`].
+    /// returned ID. A removed `conn` gives [`SendError::Closed`] (`LocalClose`).
     pub fn send(
         &mut self,
         now: Instant,
@@ -320,7 +326,7 @@ impl MioDriver {
         action: Action,
         options: SendOptions,
     ) -> Result<ActionId, SendError> {
-        let c = self.conn_mut(conn).ok_or(SendError::Closed)?;
+        let c = self.conn_mut(conn).ok_or(REMOVED)?;
         c.client.send_action_with(now, action, options)
     }
 
@@ -337,7 +343,7 @@ impl MioDriver {
         conn: ConnId,
         filter: &str,
     ) -> Result<ActionId, SendError> {
-        let c = self.conn_mut(conn).ok_or(SendError::Closed)?;
+        let c = self.conn_mut(conn).ok_or(REMOVED)?;
         c.client.add_filter(now, filter)
     }
 
@@ -353,7 +359,7 @@ impl MioDriver {
         conn: ConnId,
         mask: &str,
     ) -> Result<ActionId, SendError> {
-        let c = self.conn_mut(conn).ok_or(SendError::Closed)?;
+        let c = self.conn_mut(conn).ok_or(REMOVED)?;
         c.client.set_event_mask(now, mask)
     }
 

@@ -8,7 +8,7 @@
 mod support;
 
 use ami_mio::{ConnId, MioDriver};
-use ami_proto::{Action, ClientConfig, SendError, StreamItem};
+use ami_proto::{Action, ClientConfig, DisconnectReason, SendError, StreamItem};
 use std::time::{Duration, Instant};
 use support::{complete, drive, front, wait_ready, LIMIT};
 
@@ -81,7 +81,9 @@ fn add_filter_keeps_out_the_events_the_filter_does_not_match() {
     let gone = removed(&mut driver, &front);
     assert_eq!(
         driver.add_filter(Instant::now(), gone, "UserEvent: Kept"),
-        Err(SendError::Closed),
+        Err(SendError::Closed {
+            reason: DisconnectReason::LocalClose
+        }),
         "a removed connection"
     );
     front.shutdown();
@@ -126,7 +128,9 @@ fn set_event_mask_lets_async_originates_through_and_the_next_login_asks_for_it()
     let gone = removed(&mut driver, &front);
     assert_eq!(
         driver.set_event_mask(Instant::now(), gone, "off"),
-        Err(SendError::Closed),
+        Err(SendError::Closed {
+            reason: DisconnectReason::LocalClose
+        }),
         "a removed connection"
     );
     front.shutdown();

@@ -1038,7 +1038,9 @@ fn logoff_drops_queued_answers_written_then_closes_on_goodbye() {
     assert!(h.inbox.is_empty());
     assert_eq!(
         h.try_send(Action::new("Ping")),
-        Err(SendError::Closed),
+        Err(SendError::Closed {
+            reason: DisconnectReason::Logoff
+        }),
         "nothing new after logoff"
     );
     // The written action still gets its answer.
@@ -1048,7 +1050,12 @@ fn logoff_drops_queued_answers_written_then_closes_on_goodbye() {
     assert_eq!(out, [Out::Close, Out::Closed(DisconnectReason::Logoff)]);
     assert!(h.client.is_closed());
     assert!(h.eof().is_empty(), "EOF after Goodbye changes nothing");
-    assert_eq!(h.try_send(Action::new("Ping")), Err(SendError::Closed));
+    assert_eq!(
+        h.try_send(Action::new("Ping")),
+        Err(SendError::Closed {
+            reason: DisconnectReason::Logoff
+        })
+    );
     assert_eq!(h.wait(), None);
     for id in [&a, &b, &c] {
         assert_eq!(h.outcomes(id).len(), 1);
@@ -1481,6 +1488,22 @@ fn a_challenge_answer_without_a_challenge_says_so_in_the_rejection() {
         panic!("{out:?}")
     };
     assert!(message.contains("no challenge"), "{message:?}");
+    // What comes after the rejection says why the client is closed.
+    let refused = h.try_send(Action::new("Ping"));
+    assert!(
+        matches!(
+            &refused,
+            Err(SendError::Closed {
+                reason: DisconnectReason::LoginRejected { message: m }
+            }) if m.contains("no challenge")
+        ),
+        "{refused:?}"
+    );
+    let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        said.starts_with("client is closed (login rejected: "),
+        "{said}"
+    );
 }
 
 // ----- probe scenario filter_silent ----------------------------------------------------------

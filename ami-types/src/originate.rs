@@ -44,7 +44,8 @@
 //!         Err(_) => None,
 //!     }
 //! }
-//! # assert!(end_of(&Err(AmiError::Closed)).is_none());
+//! # let reason = ami_proto::DisconnectReason::LocalClose;
+//! # assert!(end_of(&Err(AmiError::Closed { reason })).is_none());
 //! ```
 
 use crate::event::FromEvent;

@@ -342,7 +342,10 @@ async fn wait_guarded(mut guard: CancelOnDrop<'_>) -> Reply {
         server: guard.key.0.clone(),
         result: match outcome {
             Some(o) => o.map_err(AmiError::Action),
-            None => Err(AmiError::Closed),
+            // The shard's driver is gone: the fleet closed it, or it stopped on its own.
+            None => Err(AmiError::Closed {
+                reason: ami_proto::DisconnectReason::LocalClose,
+            }),
         },
     }
 }

@@ -218,7 +218,7 @@ impl Fleet {
                     return Ok(routed);
                 }
                 Err(RouteError::Send {
-                    error: SendError::QueueFull { .. } | SendError::Closed,
+                    error: SendError::QueueFull { .. } | SendError::Closed { .. },
                     ..
                 }) => full += 1,
                 Err(e) => return Err(e),

@@ -149,9 +149,13 @@ pub enum SendError {
     /// Too many filters to re-apply.
     #[error("at most {MAX_FILTERS} filters can be installed")]
     TooManyFilters,
-    /// The client has stopped (logoff, close, or a final login rejection).
-    #[error("client is closed")]
-    Closed,
+    /// The client has stopped (logoff, close, or a final login rejection); `reason` says
+    /// why, as [`Status::Closed`] does (a Logoff asked for and not yet done: `Logoff`).
+    #[error("client is closed ({reason})")]
+    Closed {
+        /// Why the client stopped.
+        reason: DisconnectReason,
+    },
 }
 
 /// Which cap refused an action, in [`SendError::QueueFull`].
@@ -356,6 +360,17 @@ impl Client {
     /// True when the client has stopped for good.
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// Why the client refuses new actions: the reason it closed for, or `Logoff` while a
+    /// Logoff asked for is under way.
+    fn closed_reason(&self) -> DisconnectReason {
+        if self.state != State::Closed && self.logoff_requested {
+            return DisconnectReason::Logoff;
+        }
+        self.last_loss
+            .clone()
+            .unwrap_or(DisconnectReason::LocalClose)
     }
 
     /// Where the session is now. The [`Notice`]s say what happened; this says where that
@@ -846,7 +861,9 @@ impl Client {
         options: SendOptions,
     ) -> Result<ActionId, SendError> {
         if self.state == State::Closed || self.logoff_requested {
-            return Err(SendError::Closed);
+            return Err(SendError::Closed {
+                reason: self.closed_reason(),
+            });
         }
         for reserved in ["Login", "Logoff", "Challenge"] {
             if action.is(reserved) {
