@@ -1428,6 +1428,68 @@ fn a_login_refused_because_asterisk_is_shutting_down_is_a_shutdown_retried_with_
     );
 }
 
+#[test]
+fn login_already_in_use_after_a_reconnect_is_retried_with_backoff_not_final() {
+    // allowmultiplelogin=no: the server still holds the half-open session a network fault
+    // left behind, and refuses the reconnect's Login until it notices. That clears.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let out = h.eof();
+    let Some(Out::Disconnected(DisconnectReason::Eof, Some(retry))) = out.last().cloned() else {
+        panic!("{out:?}")
+    };
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    let mut out = h.feed(&scripted::error(id_of(&login), "Login Already In Use"));
+    out.extend(h.eof());
+    let retry = match &out[..] {
+        [.., Out::Disconnected(DisconnectReason::LoginRejected { message }, Some(at))]
+            if message == "Login Already In Use" =>
+        {
+            *at
+        }
+        other => panic!("expected a retried LoginRejected, got {other:?}"),
+    };
+    assert!(!h.client.is_closed());
+    h.advance_to(retry);
+    h.ready();
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::LoginRejected),
+        1
+    );
+}
+
+#[test]
+fn a_challenge_refused_as_login_already_in_use_is_retried_and_a_bad_password_is_not() {
+    let (mut h, c) = md5_challenged();
+    let out = h.feed(&scripted::error(id_of(&c), "Login Already In Use"));
+    assert!(
+        matches!(
+            out.last(),
+            Some(Out::Disconnected(
+                DisconnectReason::LoginRejected { .. },
+                Some(_)
+            ))
+        ),
+        "{out:?}"
+    );
+    assert!(!h.client.is_closed());
+    let (mut h, c) = md5_challenged();
+    let out = h.feed(&scripted::error(id_of(&c), "Authentication failed"));
+    assert!(
+        matches!(
+            out.last(),
+            Some(Out::Closed(DisconnectReason::LoginRejected { .. }))
+        ),
+        "{out:?}"
+    );
+}
+
 /// A client logging in with MD5, connected and past the banner: its Challenge action.
 fn md5_challenged() -> (Harness, ami_proto::Message) {
     let mut h = Harness::new(

@@ -358,6 +358,8 @@ impl ClientConfigBuilder {
         breaker_cooldown: Duration;
         /// Reconnect after "Authentication failed" (default false: a wrong password does not
         /// get better by retrying, and Asterisk logs each attempt as a security event).
+        /// "Login Already In Use" (`allowmultiplelogin=no`, the user logged in on another
+        /// session, perhaps this client's own, half-open) is retried with backoff either way.
         reconnect_on_auth_failure: bool;
         /// Accept `Originate` without `Async: true`. Default false: a sync Originate blocks the
         /// whole AMI session until the call is answered.

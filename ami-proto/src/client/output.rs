@@ -271,7 +271,9 @@ pub enum DisconnectReason {
     LoginTimeout,
     /// The server refused the login (`Authentication failed`, `Login Already In Use`, or an
     /// MD5 challenge refused or answered without a challenge). Final unless
-    /// `reconnect_on_auth_failure` is set. A Login or Challenge refused with `Asterisk is
+    /// `reconnect_on_auth_failure` is set, except `Login Already In Use`: another session
+    /// holds the login (`allowmultiplelogin=no`), perhaps this client's own, half-open after
+    /// a network fault, so it is retried with backoff. A Login or Challenge refused with `Asterisk is
     /// shutting down` is no rejection: it ends the session as [`ServerShutdown`](Self::ServerShutdown).
     #[error("login rejected: {}", crate::Shown(.message))]
     LoginRejected {

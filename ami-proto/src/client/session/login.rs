@@ -17,6 +17,13 @@ fn md5_key(challenge: &[u8], secret: &str) -> String {
 /// down (`process_message`); the connection stays open.
 const SHUTTING_DOWN: &str = "Asterisk is shutting down";
 
+/// The `Message` with which Asterisk refuses a Login or Challenge for a user already logged
+/// in on another session when `allowmultiplelogin=no`, before it closes the connection. Not
+/// the credentials: that other session may be this client's own, half-open after a network
+/// fault and not yet noticed by the server, or another program's that will end; so the
+/// client retries with backoff instead of closing for good.
+const LOGIN_IN_USE: &str = "Login Already In Use";
+
 /// What a Challenge answer without a challenge becomes in [`DisconnectReason::LoginRejected`].
 const NO_CHALLENGE: &str = "the server answered the MD5 Challenge with no challenge";
 
@@ -200,7 +207,17 @@ impl Client {
     }
 
     pub(super) fn login_rejected(&mut self, now: Instant, message: String) {
-        log::warn!("{}: login rejected: {}", self.config.who(), Shown(&message));
+        if is_login_in_use(&message) {
+            log::warn!(
+                "{}: login rejected: {} (allowmultiplelogin=no and another session of {} is \
+                 logged in, perhaps this client's own, half-open); retrying with backoff",
+                self.config.who(),
+                Shown(&message),
+                Shown(&self.config.username)
+            );
+        } else {
+            log::warn!("{}: login rejected: {}", self.config.who(), Shown(&message));
+        }
         self.disconnect(now, DisconnectReason::LoginRejected { message });
     }
 
@@ -263,6 +280,12 @@ impl Client {
         }
         self.timers.set(Timer::Pong, pong);
     }
+}
+
+/// Whether a login's error `Message` is Asterisk's "Login Already In Use" refusal, which a
+/// retry may get past (trailing blanks ignored).
+pub(super) fn is_login_in_use(text: &str) -> bool {
+    text.trim_end().eq_ignore_ascii_case(LOGIN_IN_USE)
 }
 
 /// Whether an error `Message` is Asterisk's "shutting down" refusal (trailing blanks, which

@@ -93,7 +93,10 @@ impl Client {
 
         let final_reason = match &reason {
             DisconnectReason::Logoff | DisconnectReason::LocalClose => true,
-            DisconnectReason::LoginRejected { .. } => !self.config.reconnect_on_auth_failure,
+            // "Login Already In Use" is another session's hold on the login, which ends.
+            DisconnectReason::LoginRejected { message } => {
+                !self.config.reconnect_on_auth_failure && !super::login::is_login_in_use(message)
+            }
             _ => false,
         };
         if final_reason {
