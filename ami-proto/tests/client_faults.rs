@@ -1370,6 +1370,68 @@ fn an_events_or_filter_action_sent_by_hand_is_kept_for_later_logins_as_the_metho
 }
 
 #[test]
+fn an_empty_event_mask_or_a_filter_asterisk_refuses_leaves_the_session_as_it_was() {
+    // Asterisk answers an empty EventMask "Invalid event mask" and keeps its mask: the
+    // client must not take "" as the mask (async Originates refused, `Events: ` at every
+    // later login), nor keep a filter the server refused (empty, or a regex it cannot
+    // compile) to re-apply, and fail, after each reconnect.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("system,call").build().unwrap(), t0);
+    h.ready();
+    let mask = h
+        .client
+        .send_action(h.now, Action::new("Events").field("EventMask", ""))
+        .unwrap();
+    let filter = h
+        .client
+        .send_action(
+            h.now,
+            Action::new("Filter")
+                .field("Operation", "Add")
+                .field("Filter", ""),
+        )
+        .unwrap();
+    let bad_regex = h
+        .client
+        .send_action(
+            h.now,
+            Action::new("Filter")
+                .field("Operation", "Add")
+                .field("Filter", "Event: ("),
+        )
+        .unwrap();
+    h.drain();
+    h.take("Events");
+    h.take("Filter");
+    h.take("Filter");
+    h.feed(&scripted::error(mask.as_str(), "Invalid event mask"));
+    h.feed(&scripted::error(filter.as_str(), "Filter Not Added"));
+    h.feed(&scripted::error(bad_regex.as_str(), "Filter Not Added"));
+    assert!(h.client.send_action(h.now, async_originate(30_000)).is_ok());
+    h.drain();
+    h.take("Originate");
+    let retry = h
+        .eof()
+        .iter()
+        .find_map(|o| match o {
+            Out::Disconnected(_, Some(at)) => Some(*at),
+            _ => None,
+        })
+        .unwrap();
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    assert_eq!(login.get_str("Events"), Some("system,call"));
+    let out = h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(
+        matches!(out.last(), Some(Out::Ready(_))),
+        "no filter to re-apply: {out:?}"
+    );
+    assert!(h.inbox_actions().is_empty(), "{:?}", h.inbox_actions());
+}
+
+#[test]
 fn an_event_class_asterisk_would_ignore_is_refused_at_build_and_at_run_time() {
     // Asterisk ignores a class name it does not know without a word: `calls` or `Call`
     // would ask for nothing at all.

@@ -78,6 +78,7 @@ impl Client {
                         // that follows is its shutdown, not a failure.
                         self.conn.server_shutdown = true;
                     }
+                    self.forget_refused_filter(seq);
                     self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
                 } else if let Some(budget) = follow_up {
                     match p.early_follow_up.take() {
@@ -294,6 +295,19 @@ impl Client {
     }
 
     /// Reports an outcome and forgets the action.
+    /// A filter the application added that the server refused (a regex it cannot compile,
+    /// no `write=system`) is not kept: re-applied at every login, it would only fail again.
+    fn forget_refused_filter(&mut self, seq: u64) {
+        if let Some(i) = self.filters.iter().position(|(_, s)| *s == seq) {
+            let (filter, _) = self.filters.remove(i);
+            log::warn!(
+                "{}: the server refused the filter {}; it is not re-applied at later logins",
+                self.config.who(),
+                crate::Shown(&filter)
+            );
+        }
+    }
+
     pub(super) fn finish(&mut self, now: Instant, seq: u64, outcome: Outcome) {
         if let Some(p) = self.pending.remove(seq) {
             if matches!(p.kind, Kind::User { .. }) && !matches!(p.stage, Stage::Abandoned { .. }) {

@@ -83,10 +83,11 @@ enum SessionChange {
 
 impl SessionChange {
     /// Reads `action`; a mask that names no event class is refused (Asterisk would ignore
-    /// it without a word).
+    /// it without a word). An empty mask or filter changes nothing: Asterisk refuses it
+    /// (`Invalid event mask`, a filter it cannot add) and the session stays as it was.
     fn of(action: &Action) -> Result<Option<SessionChange>, SendError> {
         if action.is("Events") {
-            let Some(mask) = action.get("EventMask") else {
+            let Some(mask) = action.get("EventMask").filter(|m| !m.is_empty()) else {
                 return Ok(None);
             };
             if let Some(class) = crate::client::event_mask::unknown_class(mask) {
@@ -99,7 +100,7 @@ impl SessionChange {
                 .get("Operation")
                 .is_some_and(|op| op.eq_ignore_ascii_case("Add"))
         {
-            if let Some(filter) = action.get("Filter") {
+            if let Some(filter) = action.get("Filter").filter(|f| !f.is_empty()) {
                 return Ok(Some(SessionChange::Filter(filter.to_string())));
             }
         }
@@ -1017,7 +1018,8 @@ impl Client {
 
     /// Installs an event filter (`Action: Filter`, `Operation: Add`) now and after every
     /// reconnect. Filters can only be removed by reconnecting, as in Asterisk. The same
-    /// action sent through [`send_action`](Self::send_action) is kept the same way.
+    /// action sent through [`send_action`](Self::send_action) is kept the same way; one the
+    /// server refuses (an empty filter, a regex it cannot compile) is not kept.
     pub fn add_filter(&mut self, now: Instant, filter: &str) -> Result<ActionId, SendError> {
         let action = Action::new("Filter")
             .field("Operation", "Add")
