@@ -16,6 +16,7 @@
 //!         OriginateEnd::AnsweredSync(_) => println!("answered"),
 //!         OriginateEnd::Failed { reason: DialReason::Busy, .. } => println!("busy"),
 //!         OriginateEnd::Failed { reason, .. } => println!("not answered: {reason}"),
+//!         OriginateEnd::FailedWithoutReason(_) => println!("failed, may have rung"),
 //!         OriginateEnd::Refused(r) => println!("no call: {:?}", r.text()),
 //!         OriginateEnd::NotSent(_) => println!("never sent: safe to try again"),
 //!         OriginateEnd::Placed(e) => println!("placed, end unknown: {e}"),
@@ -135,6 +136,11 @@ pub enum OriginateEnd<'a> {
         /// The `OriginateResponse` itself.
         response: OriginateResponse<'a>,
     },
+    /// Asterisk answered `Originate failed` without an `OriginateResponse`: a sync
+    /// Originate whose dial was tried and did not connect (it may have rung; Asterisk says
+    /// no more), or, rarely, an async one it could not start for want of memory or a
+    /// thread. Not a refusal of the request: sending it again may ring the callee again.
+    FailedWithoutReason(&'a Response),
     /// Asterisk refused the Originate itself (`Response: Error`: a bad channel, a missing
     /// permission, a blacklisted application): no call was placed.
     Refused(&'a Response),
@@ -181,6 +187,11 @@ impl<'a> OriginateEnd<'a> {
                         .map_or(DialReason::Failed, DialReason::from_code),
                     response,
                 },
+                // The one error Asterisk sends after trying the dial (`action_originate`: a
+                // sync dial that did not connect), so the call may have rung.
+                None if r.text().is_some_and(|t| t.trim_end() == ORIGINATE_FAILED) => {
+                    OriginateEnd::FailedWithoutReason(r)
+                }
                 None => OriginateEnd::Refused(r),
             },
             ActionError::NotSent(_)
@@ -197,6 +208,10 @@ impl<'a> OriginateEnd<'a> {
         }
     }
 }
+
+/// The `Message` of `action_originate`'s error once the dial was tried (or, async, could
+/// not be started); every refusal before that says what was wrong instead.
+const ORIGINATE_FAILED: &str = "Originate failed";
 
 /// The `OriginateResponse` a response carries as its follow-up.
 fn follow_up(r: &Response) -> Option<OriginateResponse<'_>> {

@@ -71,11 +71,32 @@ fn a_failed_call_says_why_it_ended_in_words_and_code() {
 
 #[test]
 fn an_originate_asterisk_refuses_is_refused_not_a_failed_call() {
+    // Asterisk's refusals before any dial say what was wrong (`action_originate`).
+    for message in [
+        "Invalid channel",
+        "Originate with 'Exten' requires 'Context' and 'Priority'",
+    ] {
+        let outcome = originate(
+            &format!("Response: Error\r\nActionID: {{id}}\r\nMessage: {message}\r\n\r\n"),
+            Then::Stays,
+        );
+        let OriginateEnd::Refused(r) = OriginateEnd::of(&outcome) else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(r.text(), Some(message));
+    }
+}
+
+#[test]
+fn originate_failed_without_an_originate_response_is_a_failure_that_may_have_rung() {
+    // What a sync Originate gets once its dial did not connect (the fixture
+    // originate_sync_blocks.raw: the call's Newchannel and DialBegin came first): not a
+    // refusal, so never "no call was placed".
     let outcome = originate(
         "Response: Error\r\nActionID: {id}\r\nMessage: Originate failed\r\n\r\n",
         Then::Stays,
     );
-    let OriginateEnd::Refused(r) = OriginateEnd::of(&outcome) else {
+    let OriginateEnd::FailedWithoutReason(r) = OriginateEnd::of(&outcome) else {
         panic!("{outcome:?}")
     };
     assert_eq!(r.text(), Some("Originate failed"));
