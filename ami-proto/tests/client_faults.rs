@@ -1790,3 +1790,75 @@ fn items_of_an_overflowed_list_are_dropped_for_as_long_as_they_keep_coming() {
     h.advance(secs(2));
     assert_eq!(h.client.stats().in_flight, 0);
 }
+
+// ----- conformance: actions whose data comes in a follow-up event --------------------------
+
+#[test]
+fn faxstats_and_faxsession_complete_with_their_follow_up_event_not_the_stream() {
+    // res_fax acknowledges ("FAXStats event will follow") and writes the data in an event
+    // with the action's ActionID right after: the caller asked for that data.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    h.events();
+    let stats = h.send(Action::new("FAXStats"));
+    h.take("FAXStats");
+    let out = h.feed(&success(stats.as_str(), "FAXStats event will follow"));
+    assert!(out.is_empty(), "the data is still to come: {out:?}");
+    let event = format!(
+        "Event: FAXStats\r\nActionID: {stats}\r\nCurrentSessions: 0\r\nReservedSessions: 0\r\n\
+         TransmitAttempts: 3\r\nReceiveAttempts: 2\r\nCompletedFAXes: 4\r\nFailedFAXes: 1\r\n\r\n"
+    );
+    let out = h.feed(event.as_bytes());
+    let [Out::Completed(id, Ok(r))] = &out[..] else {
+        panic!("{out:?}")
+    };
+    assert_eq!(id, &stats);
+    let data = r.follow_up().expect("the FAXStats event");
+    assert_eq!(data.event(), Some("FAXStats"));
+    assert_eq!(data.get_str("CompletedFAXes"), Some("4"));
+    assert!(
+        h.events().is_empty(),
+        "the action's data is not an event for the stream"
+    );
+
+    // FAXSession: the same shape; a session that does not exist is a plain error.
+    let session = h.send(Action::new("FAXSession").field("SessionNumber", "7"));
+    h.take("FAXSession");
+    let mut bytes = success(session.as_str(), "FAXSession event will follow");
+    bytes.extend_from_slice(
+        format!("Event: FAXSession\r\nActionID: {session}\r\nSessionNumber: 7\r\nOperation: receive\r\n\r\n")
+            .as_bytes(),
+    );
+    let out = h.feed(&bytes);
+    assert!(
+        matches!(&out[..], [Out::Completed(_, Ok(r))]
+            if r.follow_up().and_then(|e| e.get_str("SessionNumber")) == Some("7")),
+        "{out:?}"
+    );
+    let missing = h.send(Action::new("FAXSession").field("SessionNumber", "8"));
+    h.take("FAXSession");
+    let out = h.feed(&scripted::error(missing.as_str(), "Session not found"));
+    assert!(
+        matches!(&out[..], [Out::Completed(_, Err(ActionError::Server(_)))]),
+        "{out:?}"
+    );
+    assert!(h.events().is_empty());
+}
+
+#[test]
+fn a_follow_up_event_that_never_comes_times_out_in_the_follow_up_phase() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().action_timeout(secs(5)).build().unwrap(), t0);
+    h.ready();
+    let stats = h.send(Action::new("FAXStats"));
+    h.take("FAXStats");
+    h.feed(&success(stats.as_str(), "FAXStats event will follow"));
+    let out = h.advance(secs(6));
+    assert!(
+        out.iter().any(|o| matches!(o,
+            Out::Completed(id, Err(ActionError::TimedOut { phase: ami_proto::Phase::FollowUp, .. }))
+                if *id == stats)),
+        "{out:?}"
+    );
+}

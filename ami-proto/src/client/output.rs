@@ -401,7 +401,10 @@ impl Response {
     pub fn complete(&self) -> Option<&Message> {
         self.complete.as_deref()
     }
-    /// The follow-up event: `OriginateResponse` for an async Originate.
+    /// The follow-up event, which Asterisk sends after the response with the action's
+    /// ActionID: `OriginateResponse` for an async Originate, `FAXStats` for FAXStats,
+    /// `FAXSession` for FAXSession, `WaitEventComplete` for WaitEvent. The action completes
+    /// only once it is here, so the data it carries reaches the caller, not the event stream.
     pub fn follow_up(&self) -> Option<&Message> {
         self.follow_up.as_deref()
     }
@@ -427,7 +430,8 @@ pub enum Phase {
     Response,
     /// Response `EventList: start` received, waiting for `EventList: Complete`.
     List,
-    /// Async Originate answered, waiting for its `OriginateResponse`.
+    /// Answered, waiting for its follow-up event (an async Originate's `OriginateResponse`;
+    /// see [`Response::follow_up`]).
     FollowUp,
 }
 
@@ -440,7 +444,9 @@ impl std::fmt::Display for Phase {
             }
             Phase::Response => "no response arrived in time",
             Phase::List => "the list did not complete in time",
-            Phase::FollowUp => "no OriginateResponse arrived in time",
+            Phase::FollowUp => {
+                "no follow-up event (an async Originate's OriginateResponse) arrived in time"
+            }
         })
     }
 }

@@ -15,15 +15,44 @@ use std::time::{Duration, Instant};
 /// What the client does with an action's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A caller's action; `follow_up` is set for an async Originate (its deadline budget);
-    /// `sync_originate` for an Originate without `Async: true`, which silences the server
-    /// session while written (the heartbeat waits for it).
+    /// A caller's action; `follow_up` is set for an action whose answer comes in an event
+    /// after its response (an async Originate's OriginateResponse); `sync_originate` for an
+    /// Originate without `Async: true`, which silences the server session while written
+    /// (the heartbeat waits for it).
     User {
-        follow_up: Option<Duration>,
+        follow_up: Option<FollowUp>,
         sync_originate: bool,
     },
     /// Sent by the client itself; never reported as `Completed`.
     Internal(Internal),
+}
+
+/// The event that completes an action after its response, carrying its ActionID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FollowUp {
+    /// Its `Event` name.
+    pub(crate) event: &'static str,
+    /// How long the action may wait for it once answered.
+    pub(crate) budget: Duration,
+}
+
+impl FollowUp {
+    /// An async Originate's: how the call ended, `Response: Success` when answered.
+    pub(crate) const ORIGINATE: &'static str = "OriginateResponse";
+
+    /// The follow-up event of an action other than Originate whose data comes in an event
+    /// Asterisk writes right after the response, with the ActionID (res_fax's `FAXStats` and
+    /// `FAXSession`, `WaitEvent`'s `WaitEventComplete`): left to the event stream, what the
+    /// action asked for would never reach its caller.
+    pub(crate) fn event_of(action: &Action) -> Option<&'static str> {
+        [
+            ("FAXStats", "FAXStats"),
+            ("FAXSession", "FAXSession"),
+            ("WaitEvent", "WaitEventComplete"),
+        ]
+        .into_iter()
+        .find_map(|(name, event)| action.is(name).then_some(event))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -80,17 +80,17 @@ impl Client {
                     }
                     self.forget_refused_filter(seq);
                     self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
-                } else if let Some(budget) = follow_up {
+                } else if let Some(f) = follow_up {
                     match p.early_follow_up.take() {
                         Some(ev) => {
                             response.follow_up = Some(ev);
-                            let outcome = follow_up_outcome(response);
+                            let outcome = follow_up_outcome(f, response);
                             self.finish(now, seq, outcome);
                         }
                         None => {
                             p.response = Some(Box::new(response));
                             self.pending.set_stage(seq, Stage::FollowUp, false);
-                            self.pending.set_deadline(seq, now + budget);
+                            self.pending.set_deadline(seq, now + f.budget);
                         }
                     }
                 } else {
@@ -212,9 +212,10 @@ impl Client {
         let is_complete = msg
             .get("EventList")
             .is_some_and(|v| v.eq_ignore_ascii_case("Complete"));
-        let is_originate_response = msg
-            .first_value()
-            .is_some_and(|e| e.eq_ignore_ascii_case("OriginateResponse"));
+        let is_follow_up = |f: &FollowUp| {
+            msg.first_value()
+                .is_some_and(|e| e.eq_ignore_ascii_case(f.event))
+        };
         match (p.kind, p.stage) {
             (Kind::User { .. }, Stage::List) => {
                 let Some(response) = p.response.as_mut() else {
@@ -267,23 +268,23 @@ impl Client {
             }
             (
                 Kind::User {
-                    follow_up: Some(_), ..
+                    follow_up: Some(f), ..
                 },
                 Stage::FollowUp,
-            ) if is_originate_response => {
+            ) if is_follow_up(&f) => {
                 if let Some(mut response) = p.response.take().map(|r| *r) {
                     response.follow_up = Some(Box::new(msg.clone()));
-                    let outcome = follow_up_outcome(response);
+                    let outcome = follow_up_outcome(f, response);
                     self.finish(now, seq, outcome);
                 }
                 true
             }
             (
                 Kind::User {
-                    follow_up: Some(_), ..
+                    follow_up: Some(f), ..
                 },
                 Stage::Written,
-            ) if is_originate_response => {
+            ) if is_follow_up(&f) => {
                 p.early_follow_up = Some(Box::new(msg.clone()));
                 true
             }
@@ -473,7 +474,13 @@ fn list_outcome(response: Response) -> Outcome {
     })
 }
 
-fn follow_up_outcome(response: Response) -> Outcome {
+/// An action completed by its follow-up event: an OriginateResponse says whether the call
+/// was answered (`Response: Success`); the other follow-ups carry data, the action having
+/// succeeded with its response.
+fn follow_up_outcome(f: FollowUp, response: Response) -> Outcome {
+    if f.event != FollowUp::ORIGINATE {
+        return Ok(response);
+    }
     let ok = response
         .follow_up
         .as_ref()

@@ -18,7 +18,7 @@ use super::output::{
     ActionError, ConnectFailure, Discard, DisconnectReason, Notice, Outcome, OutcomeKind, Output,
     Phase, Response, Status, StreamItem,
 };
-use super::pending::{Internal, Kind, Pending, PendingTable, Stage};
+use super::pending::{FollowUp, Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
 use super::stats::Stats;
 use crate::wire::action::{Action, ActionId, EncodeError};
@@ -883,13 +883,22 @@ impl Client {
         if action.is("Originate") {
             let budget = originate_budget(&action, self.config.originate_margin);
             if action.expects_originate_response() {
-                follow_up = Some(budget);
+                follow_up = Some(FollowUp {
+                    event: FollowUp::ORIGINATE,
+                    budget,
+                });
             } else if self.config.allow_sync_originate {
                 sync = true;
                 timeout = timeout.max(budget);
             } else {
                 return Err(SendError::SyncOriginateRefused);
             }
+        } else if let Some(event) = FollowUp::event_of(&action) {
+            // Written in the same breath as the response: its own deadline is enough.
+            follow_up = Some(FollowUp {
+                event,
+                budget: timeout,
+            });
         }
         if self.pending.user_count() >= self.config.max_pending_actions {
             return Err(SendError::QueueFull {
@@ -915,7 +924,11 @@ impl Client {
         action.validate(Some(&id))?;
         // After the validation: an action that would break the wire is refused as that,
         // whatever else is wrong with it.
-        if follow_up.is_some() && !crate::client::event_mask::admits_call(&self.config.events) {
+        // An OriginateResponse is a call event, which the mask can keep out; the others are
+        // written to the session directly, past the mask.
+        if follow_up.is_some_and(|f| f.event == FollowUp::ORIGINATE)
+            && !crate::client::event_mask::admits_call(&self.config.events)
+        {
             return Err(SendError::FollowUpMasked {
                 mask: self.config.events.clone(),
             });
