@@ -5,7 +5,7 @@
 //! name Asterisk does not know is ignored without a word. A typo (`calls`, `Call`) would
 //! silently ask for nothing, so the client refuses one.
 
-use crate::wire::action::ast_true;
+use crate::wire::action::{ast_true, header_value};
 
 /// The class names Asterisk 22 knows (`perms[]` in `manager.c`), `all` and `none` included.
 const CLASSES: [&str; 21] = [
@@ -46,19 +46,23 @@ fn is_word(mask: &str, words: &[&str]) -> bool {
 /// The words Asterisk's `ast_false` reads as false (its true words: `ast_true`).
 const FALSE: [&str; 6] = ["no", "false", "n", "f", "0", "off"];
 
-/// The first class name in `mask` that Asterisk would ignore, if any.
+/// The first class name in `mask` that Asterisk would ignore, if any. The mask is read as
+/// Asterisk reads the header (leading blanks skipped, trailing ones kept: `call ` names
+/// no class, and would turn every event off).
 pub(crate) fn unknown_class(mask: &str) -> Option<&str> {
-    let m = mask.trim();
+    let m = header_value(mask);
     if is_bitmask(m) || is_word(m, &FALSE) || ast_true(m) {
         return None;
     }
     m.split(',').find(|c| !c.is_empty() && !CLASSES.contains(c))
 }
 
-/// Whether `mask` lets `call` events through. A bitmask too long to read is given the
-/// benefit of the doubt.
+/// Whether `mask` lets `call` events through, as Asterisk's `get_perm` reads a class list
+/// (`ast_instring`): the last name must be a class exactly, and every other one matches
+/// each class it is the start of, so an empty name in the middle (`system,,user`) matches
+/// every class. A bitmask too long to read is given the benefit of the doubt.
 pub(crate) fn admits_call(mask: &str) -> bool {
-    let m = mask.trim();
+    let m = header_value(mask);
     if is_bitmask(m) {
         return m.parse::<u64>().map_or(true, |bits| bits & CALL != 0);
     }
@@ -68,7 +72,17 @@ pub(crate) fn admits_call(mask: &str) -> bool {
     if ast_true(m) {
         return true;
     }
-    m.split(',').any(|c| c == "call" || c == "all")
+    let names: Vec<&str> = m.split(',').collect();
+    let last = names.len().saturating_sub(1);
+    names.iter().enumerate().any(|(i, name)| {
+        ["call", "all"].iter().any(|class| {
+            if i == last {
+                name == class
+            } else {
+                class.starts_with(name)
+            }
+        })
+    })
 }
 
 #[cfg(test)]
@@ -94,6 +108,19 @@ mod tests {
         for no in ["off", "no", "0", "1", "system", "user,agent", "Call", "4"] {
             assert!(!admits_call(no), "{no}");
         }
+        // Blanks: leading ones skipped, trailing ones part of the last name.
+        assert!(admits_call(" call"));
+        assert!(
+            !admits_call("call "),
+            "`call ` is no class: Asterisk turns events off"
+        );
+        assert!(!admits_call("on "), "`on ` is no true word and no class");
+        // ast_instring: an empty name before the last matches every class; a name before
+        // the last matches the classes it starts.
+        assert!(admits_call("system,,user"));
+        assert!(admits_call("ca,user"));
+        assert!(admits_call("call,"));
+        assert!(!admits_call("user,ca"));
         assert!(
             admits_call("99999999999999999999999"),
             "unreadable: allowed"
@@ -117,5 +144,7 @@ mod tests {
         assert_eq!(unknown_class("calls"), Some("calls"));
         assert_eq!(unknown_class("system,Call"), Some("Call"));
         assert_eq!(unknown_class("agent,queue"), Some("queue"));
+        assert_eq!(unknown_class("call "), Some("call "));
+        assert_eq!(unknown_class(" call"), None);
     }
 }

@@ -449,10 +449,17 @@ impl fmt::Debug for Action {
 /// Whether Asterisk's `ast_true` reads `v` as true (an action's yes/no field, the event
 /// mask's `on`).
 pub(crate) fn ast_true(v: &str) -> bool {
-    let v = v.trim();
+    let v = header_value(v);
     ["true", "yes", "1", "on", "y", "t"]
         .iter()
         .any(|t| v.eq_ignore_ascii_case(t))
+}
+
+/// A header value as Asterisk's `astman_get_header` hands it to an action: leading blanks
+/// (every byte below 33, `ast_skip_blanks`) skipped, trailing ones kept, so `Async: true `
+/// is not true to Asterisk and is not to the client either.
+pub(crate) fn header_value(v: &str) -> &str {
+    v.trim_start_matches(|c: char| (c as u32) < 33)
 }
 
 #[cfg(test)]
@@ -463,7 +470,11 @@ mod tests {
     fn an_async_originate_expects_its_originate_response() {
         let o = || Action::new("originate").field("Channel", "Local/1@x");
         assert!(o().field("Async", "true").expects_originate_response());
-        assert!(o().field("Async", " On ").expects_originate_response());
+        // Asterisk skips a value's leading blanks and keeps its trailing ones: `On ` is not
+        // true to `ast_true`, so that Originate is sync (no OriginateResponse ever comes).
+        assert!(o().field("Async", " On").expects_originate_response());
+        assert!(!o().field("Async", "true ").expects_originate_response());
+        assert!(!o().field("Async", " On ").expects_originate_response());
         assert!(!o().field("Async", "false").expects_originate_response());
         assert!(!o().expects_originate_response());
         assert!(!Action::new("Ping")
