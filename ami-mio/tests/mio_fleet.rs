@@ -8,7 +8,7 @@ mod support;
 
 use ami_mio::MioFleet;
 use ami_proto::fleet::{FleetOutput, Policy, Route, ServerStatus};
-use ami_proto::{Action, ActionId};
+use ami_proto::{Action, ActionId, ClientConfig};
 use ami_sim::fleet_log::FleetLog;
 use std::time::{Duration, Instant};
 use support::{config, front, quick_retries, refused_addr, silent_addr, Flood, HangingDns};
@@ -26,7 +26,15 @@ fn a_fleet_merges_a_flood_a_restart_and_a_quiet_server_fairly() {
         .add(
             Instant::now(),
             "restarts",
-            config(2),
+            // Retries 10-100 ms apart can fail ten times in its 300 ms down: its breaker
+            // (a minute) must not be what the test sees.
+            ClientConfig::builder("admin", "amp111")
+                .seed(2)
+                .backoff_base(Duration::from_millis(10))
+                .backoff_max(Duration::from_millis(100))
+                .breaker_threshold(1000)
+                .build()
+                .unwrap(),
             restarting.local_addr(),
         )
         .unwrap();

@@ -536,6 +536,25 @@ fn a_seeded_server_removed_and_added_again_under_its_name_never_reuses_action_id
     assert_eq!(prefixes(), first);
 }
 
+#[test]
+fn the_status_version_moves_once_for_every_status_output_added_servers_included() {
+    // A watcher polling the version must see a server added, not only its later changes.
+    let now = Instant::now();
+    let mut f = fleet(16);
+    assert_eq!(f.status_version(), 0);
+    for k in 0..3 {
+        f.add(now, &format!("s{k}"), client_config()).unwrap();
+    }
+    let log = all_ready(&mut f, now);
+    let statuses = log
+        .iter()
+        .filter(|o| matches!(o, FleetOutput::Status { .. }))
+        .count() as u64;
+    assert!(statuses >= 6, "{log:?}");
+    assert_eq!(f.status_version(), statuses);
+    assert_eq!(f.stats().status_changes, statuses);
+}
+
 /// A fleet of ten servers, all ready.
 fn ten_ready(now: Instant) -> (Fleet, Vec<ServerId>) {
     let mut f = fleet(16);

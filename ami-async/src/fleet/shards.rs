@@ -210,6 +210,15 @@ impl Shards {
         let Some(shard) = self.shards.get(i) else {
             return Err(AddError::Closed);
         };
+        // Each shard's fleet tells a name added again from its earlier self by its count of
+        // additions; a name may come back on another shard with the same count, so a seed
+        // the config gives takes the shard's index too (one shard: as given).
+        let config = match config.seed() {
+            Some(seed) if i > 0 => {
+                config.with_seed(seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            }
+            _ => config,
+        };
         shard.call(|s| {
             if s.closed || s.driver_done {
                 return Err(AddError::Closed);
@@ -417,6 +426,43 @@ mod tests {
     /// Transports each shard was asked to open so far.
     fn opens(shards: &Shards) -> Vec<usize> {
         shards.shards.iter().map(|s| s.lock().opens.len()).collect()
+    }
+
+    #[test]
+    fn a_seeded_name_added_again_on_any_shard_never_reuses_action_ids() {
+        // A name removed and added again may land on another shard, whose fleet has counted
+        // as many additions as the first had: its IDs must still be new.
+        let shards = Shards::new(FleetConfig::default(), 2, Instant::now);
+        let seeded = ClientConfig::builder("admin", "amp111")
+            .seed(7)
+            .build()
+            .unwrap();
+        let mut prefixes = Vec::new();
+        let mut on = Vec::new();
+        for k in 0..8 {
+            // A new server goes to the shard with the fewest (the first of equals): with a
+            // filler added after each round, "pbx" lands on shard 0 and 1 in turn, each
+            // time as its shard's addition number k / 2 * 2 + 1.
+            shards.add("pbx", seeded.clone(), endpoint()).unwrap();
+            let shard = shards.index_of("pbx").unwrap();
+            on.push(shard);
+            prefixes.push(shards.shards[shard].call(|s| {
+                s.fleet
+                    .client("pbx")
+                    .unwrap()
+                    .action_id_prefix()
+                    .to_string()
+            }));
+            assert!(shards.remove("pbx"));
+            shards
+                .add(&format!("filler{k}"), config(), endpoint())
+                .unwrap();
+        }
+        assert_eq!(on, [0, 1, 0, 1, 0, 1, 0, 1]);
+        let mut distinct = prefixes.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), prefixes.len(), "{prefixes:?} on {on:?}");
     }
 
     #[test]

@@ -372,8 +372,9 @@ impl ClientConfigBuilder {
     /// own, different for each client of the process). Never give two clients of one
     /// Asterisk the same seed: they would share ActionID prefixes, and Asterisk writes an
     /// `OriginateResponse` to every session reading call events, so one client's pending
-    /// Originate would take the other's as its own. (A fleet mixes each server's name into
-    /// a seed its config gives, so one seeded config can serve every server.)
+    /// Originate would take the other's as its own. (A fleet mixes each server's name and
+    /// its count of additions into a seed its config gives, so one seeded config can serve
+    /// every server, and a name removed and added again starts new IDs.)
     pub fn seed(mut self, seed: u64) -> Self {
         self.config.seed = Some(seed);
         self

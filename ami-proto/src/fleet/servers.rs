@@ -225,13 +225,14 @@ impl Fleet {
         self.next_generation += 1;
         // One seed for several servers (a config cloned for each) would give them one
         // ActionID prefix sequence: two names for one Asterisk would then take each other's
-        // OriginateResponses. The name, the fleet's seed and the count of additions keep a
-        // given seed reproducible and each server's prefixes its own, also for a name
-        // removed and added again (its old session's answers may still be on their way).
+        // OriginateResponses. The name and the count of additions keep a given seed
+        // reproducible (the same additions in the same order give the same IDs) and each
+        // server's prefixes its own, also for a name removed and added again (its old
+        // session's answers may still be on their way).
         let config = match config.seed() {
             Some(seed) => config.with_seed(mix(seed
                 ^ name_hash(name.as_str())
-                ^ mix(self.config.seed ^ mix(self.counters.added)))),
+                ^ mix(self.counters.added))),
             None => config.with_seed(mix(self.config.seed ^ mix(self.counters.added))),
         };
         // The fleet's name for the server, so that the client's own log records say which
@@ -261,6 +262,7 @@ impl Fleet {
             slot.server = Some(server);
         }
         self.names.insert(name.clone(), index);
+        self.counters.status_changes += 1;
         self.outputs.push_back(FleetOutput::Status {
             server: name,
             status: ServerStatus::Connecting,
