@@ -36,6 +36,55 @@ const COMPACT_OUT: usize = 64 << 10;
 /// timeout is never near.
 pub(crate) const HOLD_READ: Duration = Duration::from_millis(10);
 
+/// How long reads may wait in a row for a consumer that is behind, however often it takes
+/// (each take restarts `HOLD_READ`). A consumer still behind after this is slower than the
+/// server: reads then go on until it has caught up (its queue drops the oldest, counted),
+/// because reads held for as long as its backlog lasts block Asterisk's writes to the
+/// session, and Asterisk ends a session whose write blocks `writetimeout` (100 ms by
+/// default), and leave responses and heartbeats waiting behind the events in the socket.
+pub(crate) const MAX_HOLD: Duration = Duration::from_millis(30);
+
+/// One socket's run of held reads: when it began, and whether it lasted `MAX_HOLD` since
+/// the consumer was last caught up (then reads go on until it is again).
+#[derive(Debug, Default)]
+pub(crate) struct HoldSpan {
+    since: Option<Instant>,
+    spent: bool,
+}
+
+impl HoldSpan {
+    /// Whether the next read may wait now for a consumer that is `behind`: the run of held
+    /// reads starts at the first `true`, and after `MAX_HOLD` the answer is false until the
+    /// consumer has caught up (`behind` false).
+    pub(crate) fn may_hold(&mut self, behind: bool, now: Instant) -> bool {
+        if !behind {
+            *self = HoldSpan::default();
+            return false;
+        }
+        if self.spent {
+            return false;
+        }
+        let since = *self.since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= MAX_HOLD {
+            self.spent = true;
+            self.since = None;
+            return false;
+        }
+        true
+    }
+
+    /// A read went ahead (the consumer stopped taking, or the span ran out): the next
+    /// hold, if any, starts a new run.
+    pub(crate) fn read(&mut self) {
+        self.since = None;
+    }
+
+    /// When the current run of held reads must end.
+    pub(crate) fn ends_at(&self) -> Option<Instant> {
+        self.since.map(|s| s + MAX_HOLD)
+    }
+}
+
 /// How long the driver may spend writing out what is left once the session has closed,
 /// before it drops the socket anyway.
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(1);
@@ -133,6 +182,7 @@ struct Hold {
     /// The next read waits (the consumer is behind and taking).
     active: bool,
     stall: Stall,
+    span: HoldSpan,
 }
 
 /// Whether the consumer stopped taking, the rule both drivers hold reads by: reads wait for
@@ -348,9 +398,17 @@ impl<R: Runtime> Pump<R> {
         if hold_over {
             hold.stall.ran_out(took);
         }
-        let active = behind && !hold.stall.is_stalled();
+        let active = if behind && hold.stall.is_stalled() {
+            // Reads go on for a consumer that stopped taking: its next take starts a new run.
+            hold.span.read();
+            false
+        } else {
+            hold.span.may_hold(behind, now)
+        };
         if active && (!hold.active || took || hold_over) {
-            self.hold_timer.set_at(now + HOLD_READ);
+            let at = now + HOLD_READ;
+            self.hold_timer
+                .set_at(hold.span.ends_at().map_or(at, |end| end.min(at)));
         }
         hold.active = active;
     }
@@ -574,7 +632,34 @@ async fn yield_now() {
 
 #[cfg(test)]
 mod tests {
-    use super::Stall;
+    use super::{HoldSpan, Stall, MAX_HOLD};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn held_reads_last_at_most_max_hold_in_a_row_then_wait_for_the_consumer_to_catch_up() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut span = HoldSpan::default();
+        assert!(!span.may_hold(false, t0), "caught up: reads go on");
+        assert!(span.may_hold(true, t0));
+        assert_eq!(span.ends_at(), Some(t0 + MAX_HOLD));
+        // Takes keep coming, the consumer stays behind: held until MAX_HOLD in a row.
+        assert!(span.may_hold(true, ms(10)));
+        assert!(span.may_hold(true, ms(29)));
+        assert!(!span.may_hold(true, t0 + MAX_HOLD));
+        // Spent: reads go on for as long as the consumer is behind...
+        assert!(!span.may_hold(true, ms(40)));
+        assert!(!span.may_hold(true, ms(500)));
+        assert_eq!(span.ends_at(), None);
+        // ...and once it has caught up, a new run may begin.
+        assert!(!span.may_hold(false, ms(501)));
+        assert!(span.may_hold(true, ms(502)));
+        assert_eq!(span.ends_at(), Some(ms(502) + MAX_HOLD));
+        // A read that went ahead (the consumer had stopped taking) starts a new run.
+        span.read();
+        assert!(span.may_hold(true, ms(600)));
+        assert_eq!(span.ends_at(), Some(ms(600) + MAX_HOLD));
+    }
 
     #[test]
     fn a_hold_that_runs_out_without_a_take_stalls_until_the_next_take() {

@@ -8,9 +8,9 @@
 //!
 //! Lock order is core, then hand-off. The consumer never holds the hand-off lock while it
 //! takes the core lock, so the reader never waits on the consumer's locks. (It may choose to
-//! hold a read for a consumer that is behind but taking, at most `HOLD_READ` between takes:
-//! see the driver.) Handles may also write a lone action themselves under the core lock
-//! ([`Shared::write_direct`]).
+//! hold a read for a consumer that is behind but taking, at most `HOLD_READ` between takes
+//! and `MAX_HOLD` in a row: see the driver.) Handles may also write a lone action themselves
+//! under the core lock ([`Shared::write_direct`]).
 
 use ami_proto::{ActionId, Client, DisconnectReason, Notice, Outcome, Output, Queued, Status};
 use std::collections::{HashMap, VecDeque};

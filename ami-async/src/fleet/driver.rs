@@ -32,7 +32,7 @@ const READ_CHUNK: usize = 64 << 10;
 /// reader before its next read for at most this long between the reader's takes; a hold
 /// that runs out without a take means the reader stopped, and reads go on unheld until it
 /// takes again (the session driver's rule).
-use crate::driver::{relend, Stall, HOLD_READ};
+use crate::driver::{relend, HoldSpan, Stall, HOLD_READ};
 
 /// Rounds in one poll of the driver. After that many rounds that all found work, the driver
 /// asks to be polled again and returns, so it never starves the other tasks of its
@@ -221,6 +221,8 @@ struct ConnIo<R: Runtime> {
     fetch: bool,
     /// Held: its next read waits for the stream's reader (or `HOLD_READ`).
     held: bool,
+    /// Its run of held reads, at most `MAX_HOLD` in a row.
+    span: HoldSpan,
     /// The server's read counters.
     tally: Arc<ReadTally>,
 }
@@ -399,6 +401,7 @@ impl<R: Runtime> Pump<R> {
                 listed: false,
                 fetch: true,
                 held: false,
+                span: HoldSpan::default(),
                 tally,
             },
         );
@@ -529,8 +532,16 @@ impl<R: Runtime> Pump<R> {
             if conn.held {
                 return true;
             }
-            if !self.stall.is_stalled() && !inner.lock().hold_read(server) {
-                // The reader is behind on this server but taking: wait for it (bounded).
+            let hold = if self.stall.is_stalled() {
+                conn.span.read();
+                false
+            } else {
+                let behind = !inner.lock().hold_read(server);
+                conn.span.may_hold(behind, R::now())
+            };
+            if hold {
+                // The reader is behind on this server but taking: wait for it (bounded:
+                // `HOLD_READ` between its takes, `MAX_HOLD` in a row).
                 conn.held = true;
                 conn.tally.hold();
                 self.held.push(server);
