@@ -52,6 +52,14 @@ use ami_proto::{ClientConfig, EventCopy};
 /// stream. Reconnects are handled inside; see [`Handle::status`]. A config without a seed
 /// gets one from the OS, so ActionID prefixes and reconnect jitter differ between processes.
 ///
+/// The driver is a task of this runtime: a consumer that blocks its worker thread (a
+/// `std::thread::sleep`, a synchronous database call) can hold the driver up with it, and
+/// with the driver nothing reads the socket, so Asterisk's writes block and its
+/// `writetimeout` (100 ms by default) ends the session. Give blocking work to
+/// `tokio::task::spawn_blocking`, or start the session with [`run_on_thread`], whose driver
+/// no consumer can block (measured: a consumer blocking 3 s lost the session on `spawn` in 4
+/// runs of 4, never on `run_on_thread`).
+///
 /// # Panics
 /// Outside a tokio runtime (as `tokio::spawn` does).
 pub fn spawn(config: ClientConfig, target: impl Into<Target>) -> (Handle, Events) {
