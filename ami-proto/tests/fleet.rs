@@ -406,6 +406,30 @@ fn removal_completes_pending_actions_and_reports_queued_events_as_a_gap() {
 }
 
 #[test]
+fn removal_counts_the_queued_events_it_drops_once_and_reports_every_missing_one() {
+    // The queue (16 events) overflowed before the removal: the drops were counted on the
+    // server then (its pending gap notice says so); the removal loses the 16 still queued.
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    let flood: Vec<u8> = (0..40).flat_map(|i| event("Flood", i)).collect();
+    f.handle_input(now, a, Input::Received(&flood));
+    let dropped = f.client("a").unwrap().stats().events_dropped;
+    assert_eq!(dropped, 24);
+    assert!(f.remove(now, "a"));
+    let stats = f.stats();
+    assert_eq!(stats.events_lost_on_removal, 16, "counted once: {stats:?}");
+    let mut missing = 0;
+    while let Some(item) = f.poll_event() {
+        if let StreamItem::Gap { dropped } = item.item {
+            missing += dropped;
+        }
+    }
+    assert_eq!(missing, 40, "the reader learns of every event it missed");
+}
+
+#[test]
 fn status_follows_the_session_and_the_breaker() {
     let now = Instant::now();
     let mut f = fleet(16);

@@ -273,7 +273,9 @@ impl Fleet {
 
     /// Removes the server named `name`: its client is closed at once (no Logoff), so every
     /// pending action completes (`NotSent` or `Unknown`) before [`FleetOutput::Removed`].
-    /// Events still queued for it are reported as one gap naming it. False if no such server.
+    /// Events still queued for it are reported as one gap naming it (with the drops of
+    /// gap notices it had queued), and counted in `FleetStats::events_lost_on_removal`.
+    /// False if no such server.
     pub fn remove(&mut self, now: Instant, name: &str) -> bool {
         let Some(&index) = self.names.get(name) else {
             return false;
@@ -293,20 +295,24 @@ impl Fleet {
         self.free.push(index);
         self.names.remove(name);
         self.ring.forget(index);
-        let mut lost = 0u64;
+        // Events still queued are lost here; gap notices still queued report drops its
+        // client counted already (`events_dropped`). The reader misses both: one gap.
+        let (mut queued, mut reported) = (0u64, 0u64);
         while let Some(item) = server.client.poll_event() {
             if let StreamItem::Event(_) = item {
-                lost += 1;
+                queued += 1;
             } else if let StreamItem::Gap { dropped } = item {
-                lost += dropped;
+                reported += dropped;
             }
         }
+        let lost = queued + reported;
         if lost > 0 {
             log::warn!(
-                "AMI fleet: {lost} events of removed server {} dropped",
+                "AMI fleet: {queued} events queued for removed server {} dropped \
+                 ({lost} missing from its stream with earlier drops)",
                 server.name
             );
-            self.counters.events_lost_on_removal += lost;
+            self.counters.events_lost_on_removal += queued;
             self.ring.orphan(FleetItem {
                 server: server.name.clone(),
                 item: StreamItem::Gap { dropped: lost },

@@ -32,7 +32,8 @@ pub struct ServerStats {
 pub struct FleetStats {
     /// Each server, in slot order.
     pub servers: Vec<ServerStats>,
-    /// Sums over the servers (counters and gauges; see [`Stats::merge`]).
+    /// Sums over the servers in the fleet now (counters and gauges; see [`Stats::merge`]): a
+    /// removed server's counters leave it (its queued events: `events_lost_on_removal`).
     pub total: Stats,
     /// Servers per status label (see [`ServerStatus::label`]), in the labels' order:
     /// connecting, logging in, ready, backing off, breaker open, closed.
@@ -49,7 +50,8 @@ pub struct FleetStats {
     pub steps_with_deferred_connects: u64,
     /// Status changes so far (a version number for a status watch).
     pub status_changes: u64,
-    /// Events still queued for servers when they were removed (reported as gaps).
+    /// Events still queued for servers when they were removed (reported as gaps, with the
+    /// drops of gap notices still queued, which their servers had counted as dropped).
     pub events_lost_on_removal: u64,
     /// Entries in the fleet's timer heap, live and stale: at most twice the number of
     /// servers plus 64 (stale ones are dropped in bulk whenever they outnumber the live
