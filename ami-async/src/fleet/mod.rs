@@ -42,10 +42,13 @@
 //!   [`FleetHandle::statuses`] the present; [`FleetHandle::wait_ready`] and
 //!   [`FleetHandle::wait_any_ready`] wait for a server to be ready.
 //! - **Paced connects.** At most `budget.connects_per_step` transports open per step, so a
-//!   hundred servers coming back at once cannot storm.
+//!   hundred servers to reconnect at once cannot take a step over; in time they are spread
+//!   by each server's backoff with full jitter (100 ms to 30 s) and circuit breaker, not by
+//!   the budget (steps run back to back while there is work: 300 servers dropped at once
+//!   reconnect within about their first backoff, 100 ms).
 //! - **Closing.** The fleet closes (every server, no Logoff) on [`FleetHandle::close`] or
-//!   when every handle and the stream are dropped; the stream ends once drained, and so
-//!   does the driver.
+//!   when every handle and the stream are dropped, or once no handle is left and every
+//!   server has closed for good; the stream ends once drained, and so does the driver.
 //!
 //! ```no_run
 //! use ami_proto::fleet::{FleetConfig, Policy, Route};
