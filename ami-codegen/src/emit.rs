@@ -363,6 +363,11 @@ fn action(out: &mut String, a: &ActionDef) {
         format!("write class `{}`", a.privilege.join("` or `"))
     };
     let answer = match (a.response.as_str(), &a.list) {
+        // chan_iax2 answers with bare text lines: no Response, no ActionID.
+        _ if a.name == "IAXnetstats" => "Answered with raw text and no ActionID, so the client \
+            refuses it (`SendError::UnmatchableAnswer`): send `Command` with \
+            `iax2 show netstats` instead."
+            .to_string(),
         ("single", _) => "Answered by one response.".to_string(),
         (kind, _) => {
             let when = if kind == "list" { "" } else { " (sometimes)" };

@@ -266,6 +266,7 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
             e @ (SendError::Invalid(_)
             | SendError::ActionIdField
             | SendError::Reserved(_)
+            | SendError::UnmatchableAnswer(_)
             | SendError::SyncOriginateRefused
             // Its OriginateResponse could never arrive on this bridge's sessions: the same
             // request would be refused again, so no retry invitation (`not_sent`).

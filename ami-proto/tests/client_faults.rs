@@ -1862,3 +1862,20 @@ fn a_follow_up_event_that_never_comes_times_out_in_the_follow_up_phase() {
         "{out:?}"
     );
 }
+
+#[test]
+fn iaxnetstats_whose_raw_text_answer_has_no_action_id_is_refused_before_sending() {
+    // chan_iax2 answers it with bare text lines and a blank line: no Response, no ActionID.
+    // Sent, it could only time out; refused, the caller learns what to send instead.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let refused = h.try_send(Action::new("IAXnetstats"));
+    assert_eq!(
+        refused,
+        Err(SendError::UnmatchableAnswer("IAXnetstats".to_string()))
+    );
+    let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(said.contains("iax2 show netstats"), "{said}");
+    assert!(h.inbox.is_empty(), "nothing written");
+}

@@ -1557,7 +1557,7 @@ impl ListAction for Hangup {
     type Complete<'a> = events::ChannelsHungupListComplete<'a>;
 }
 
-/// `IAXnetstats`: write class `system` or `reporting`. Answered by one response.
+/// `IAXnetstats`: write class `system` or `reporting`. Answered with raw text and no ActionID, so the client refuses it (`SendError::UnmatchableAnswer`): send `Command` with `iax2 show netstats` instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IAXnetstats(Params);
 

@@ -129,6 +129,12 @@ pub enum SendError {
     /// `Login`, `Challenge` and `Logoff` belong to the client (use [`Client::logoff`]).
     #[error("action {0} is managed by the client")]
     Reserved(String),
+    /// `IAXnetstats` is answered with raw text lines, no `Response` and no `ActionID`
+    /// (chan_iax2's `manager_iax2_show_netstats`): nothing can match the answer to the
+    /// action, which would only time out. `Command` with `iax2 show netstats` gives the
+    /// same table as its output.
+    #[error("action {0} is answered with raw text and no ActionID, which cannot be matched to it; send Command `iax2 show netstats` instead")]
+    UnmatchableAnswer(String),
     /// `Originate` without `Async: true` blocks the whole session; enable
     /// `allow_sync_originate` to send one.
     #[error("sync Originate blocks the whole AMI session; send Async: true or enable allow_sync_originate")]
@@ -873,6 +879,9 @@ impl Client {
         }
         if action.get("ActionID").is_some() {
             return Err(SendError::ActionIdField);
+        }
+        if action.is("IAXnetstats") {
+            return Err(SendError::UnmatchableAnswer(action.name().to_string()));
         }
         let mut follow_up = None;
         let mut timeout = options
