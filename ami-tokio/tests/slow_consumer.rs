@@ -34,6 +34,10 @@ async fn a_consumer_behind_but_taking_does_not_keep_the_servers_writes_waiting()
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let stats = ami.stats();
+    println!(
+        "slow consumer: {delivered} delivered, {} read, {} dropped, {gaps} in gap notices",
+        stats.events_in, stats.events_dropped
+    );
     // The socket was read on: far more came in than the consumer took, and what its queue
     // could not keep was dropped and counted (reads held for the consumer would have kept
     // nearly everything waiting in the server's socket instead).
