@@ -1432,6 +1432,45 @@ fn an_empty_event_mask_or_a_filter_asterisk_refuses_leaves_the_session_as_it_was
 }
 
 #[test]
+fn a_filter_refused_because_asterisk_is_shutting_down_is_kept_for_the_next_login() {
+    // Asterisk refuses every action while it shuts down: the filter itself was fine, and
+    // the restarted server must get it again.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let filter = h
+        .client
+        .send_action(
+            h.now,
+            Action::new("Filter")
+                .field("Operation", "Add")
+                .field("Filter", "Event: Hangup"),
+        )
+        .unwrap();
+    h.drain();
+    h.take("Filter");
+    h.feed(&scripted::error(
+        filter.as_str(),
+        "Asterisk is shutting down",
+    ));
+    let retry = h
+        .eof()
+        .iter()
+        .find_map(|o| match o {
+            Out::Disconnected(_, Some(at)) => Some(*at),
+            _ => None,
+        })
+        .unwrap();
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    let login = h.take("Login");
+    h.feed(&scripted::login_ok(id_of(&login)));
+    let reapplied = h.take("Filter");
+    assert_eq!(reapplied.get_str("Filter"), Some("Event: Hangup"));
+}
+
+#[test]
 fn an_event_class_asterisk_would_ignore_is_refused_at_build_and_at_run_time() {
     // Asterisk ignores a class name it does not know without a word: `calls` or `Call`
     // would ask for nothing at all.

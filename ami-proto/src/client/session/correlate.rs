@@ -75,10 +75,11 @@ impl Client {
                 if is_error {
                     if response.text().is_some_and(super::login::is_shutting_down) {
                         // The server refuses everything until it is gone: its EOF (or reset)
-                        // that follows is its shutdown, not a failure.
+                        // that follows is its shutdown, not a failure (nor the filter's).
                         self.conn.server_shutdown = true;
+                    } else {
+                        self.forget_refused_filter(seq);
                     }
-                    self.forget_refused_filter(seq);
                     self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
                 } else if let Some(f) = follow_up {
                     match p.early_follow_up.take() {
@@ -295,7 +296,6 @@ impl Client {
         }
     }
 
-    /// Reports an outcome and forgets the action.
     /// A filter the application added that the server refused (a regex it cannot compile,
     /// no `write=system`) is not kept: re-applied at every login, it would only fail again.
     fn forget_refused_filter(&mut self, seq: u64) {
@@ -309,6 +309,7 @@ impl Client {
         }
     }
 
+    /// Reports an outcome and forgets the action.
     pub(super) fn finish(&mut self, now: Instant, seq: u64, outcome: Outcome) {
         if let Some(p) = self.pending.remove(seq) {
             if matches!(p.kind, Kind::User { .. }) && !matches!(p.stage, Stage::Abandoned { .. }) {
