@@ -11,9 +11,14 @@
 //! Events are queued as the decoded [`Message`] and turned into JSON on the writer thread:
 //! the queue is charged what each item keeps alive ([`Message::retained_bytes`], a line's
 //! capacity), an event about to be dropped costs no formatting, and the session's thread
-//! spends no time on JSON. An item stays charged until it is written, so the bytes held are
-//! at most [`MAX_BYTES`], or one item larger than that (a 15 MiB event) when nothing else is
-//! queued, plus the JSON of the item being written.
+//! spends no time on JSON. An item stays charged until it is written (or gathered into the
+//! next write, at most [`CHUNK`] bytes), so the bytes held are at most [`MAX_BYTES`], or one
+//! item larger than that (a 15 MiB event) when nothing else is queued, plus the JSON of the
+//! write under way.
+//!
+//! At exit the writer is given what is left of the command's grace; what it was handed and
+//! could not write by then (a stdout nobody drains) is counted, events as not printed, said
+//! on stderr with the other drops, so that a script can still account for every event.
 //!
 //! A stream that goes quiet writes nothing, so a reader that left (`ami listen | head -1`)
 //! would be noticed only at the next event: while idle the writer looks each second whether
@@ -24,10 +29,10 @@ use crate::terminal::say;
 use crate::{json, Failure, EXIT_OTHER};
 use ami_proto::Message;
 use std::collections::VecDeque;
-use std::io::{BufWriter, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -65,21 +70,138 @@ impl Line {
         }
     }
 
-    fn write(self, out: &mut impl Write) -> std::io::Result<()> {
+    /// The line's text, and for an event the server it came from (`Some(None)`: the one
+    /// server), for the count of what was written.
+    fn render(self) -> std::io::Result<(String, Option<Option<String>>)> {
         let json = |m: &Message| json::message(m).map_err(|f| std::io::Error::other(f.reason));
-        let text = match self {
-            Line::Text(t) => t,
+        Ok(match self {
+            Line::Text(t) => (t, None),
             Line::Message {
                 message,
                 server: None,
-            } => json(&message)?,
+            } => (json(&message)?, Some(None)),
             Line::Message {
                 message,
                 server: Some(server),
-            } => json::with_server(&json(&message)?, &server),
-        };
-        out.write_all(text.as_bytes())?;
-        out.write_all(b"\n")
+            } => (
+                json::with_server(&json(&message)?, &server),
+                Some(Some(server)),
+            ),
+        })
+    }
+}
+
+/// Events counted by server (`None`: the one server), in the order each first came.
+#[derive(Debug, Default)]
+struct ByServer(Vec<(Option<String>, u64)>);
+
+impl ByServer {
+    /// Adds `n` to the count of `server`.
+    fn add(&mut self, server: &Option<String>, n: u64) {
+        match self.0.iter_mut().find(|(s, _)| s == server) {
+            Some((_, count)) => *count += n,
+            None => self.0.push((server.clone(), n)),
+        }
+    }
+
+    /// Where `server` is counted (added with 0 if new).
+    fn slot(&mut self, server: &Option<String>) -> usize {
+        match self.0.iter().position(|(s, _)| s == server) {
+            Some(i) => i,
+            None => {
+                self.0.push((server.clone(), 0));
+                self.0.len() - 1
+            }
+        }
+    }
+
+    fn get(&self, server: &Option<String>) -> u64 {
+        self.0
+            .iter()
+            .find(|(s, _)| s == server)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// What the writer has written, whole lines handed to stdout, shared with the command's
+/// thread: at exit, what was queued and not written is counted as not printed.
+#[derive(Debug, Default)]
+struct Tally {
+    events: ByServer,
+    markers: u64,
+    /// A write is under way: its lines are neither written nor not yet.
+    writing: bool,
+    /// The command gave up on stdout: nothing more is written.
+    stopped: bool,
+}
+
+fn lock(tally: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
+    tally.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The most one write hands to stdout: a pipe takes a write of up to PIPE_BUF (4 KiB on
+/// Linux) whole or not at all, so a writer stuck on a pipe nobody drains has handed over
+/// whole lines only, and the lines it holds are known: counted as not printed at exit. A
+/// line longer than this goes alone, in as many writes as it takes.
+const CHUNK: usize = 4096;
+
+/// Whole lines gathered into writes of at most [`CHUNK`] bytes, each write's lines counted
+/// in the [`Tally`] once it is done.
+struct Chunks<'a> {
+    out: std::io::StdoutLock<'static>,
+    buf: Vec<u8>,
+    events: ByServer,
+    markers: u64,
+    tally: &'a Mutex<Tally>,
+}
+
+impl Chunks<'_> {
+    fn push(&mut self, line: Line) -> std::io::Result<()> {
+        let (text, event) = line.render()?;
+        if !self.buf.is_empty() && self.buf.len() + text.len() + 1 > CHUNK {
+            self.flush()?;
+        }
+        self.buf.extend_from_slice(text.as_bytes());
+        self.buf.push(b'\n');
+        match event {
+            Some(server) => self.events.add(&server, 1),
+            None => self.markers += 1,
+        }
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is gathered, unless the command gave up on stdout.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut t = lock(self.tally);
+            if t.stopped {
+                return Err(std::io::Error::other("stdout given up"));
+            }
+            t.writing = true;
+        }
+        let written = self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush());
+        let mut t = lock(self.tally);
+        t.writing = false;
+        if written.is_ok() {
+            for (server, n) in self.events.0.drain(..) {
+                t.events.add(&server, n);
+            }
+            t.markers += std::mem::take(&mut self.markers);
+        }
+        drop(t);
+        self.buf.clear();
+        self.events.0.clear();
+        self.markers = 0;
+        written
     }
 }
 
@@ -99,30 +221,48 @@ pub(crate) struct Printer {
     /// The writer's result has been taken from `done` (it ended: stdout closed or failed).
     ended: bool,
     thread: Option<JoinHandle<()>>,
+    /// What the writer has written.
+    tally: Arc<Mutex<Tally>>,
+    /// Events queued for the writer, by server.
+    sent: ByServer,
+    /// Markers queued for the writer.
+    sent_markers: u64,
 }
 
 /// How long the writer waits for a line before it looks whether stdout's reader is gone.
 const READER_CHECK: Duration = Duration::from_secs(1);
 
-fn write_all(rx: Receiver<Line>, queued: &AtomicUsize) -> std::io::Result<()> {
-    let mut out = BufWriter::new(std::io::stdout().lock());
+fn write_all(
+    rx: Receiver<Line>,
+    queued: &AtomicUsize,
+    tally: &Mutex<Tally>,
+) -> std::io::Result<()> {
+    let mut out = Chunks {
+        out: std::io::stdout().lock(),
+        buf: Vec::with_capacity(CHUNK),
+        events: ByServer::default(),
+        markers: 0,
+        tally,
+    };
     loop {
         let line = match rx.recv_timeout(READER_CHECK) {
             Ok(line) => line,
             // A quiet stream writes nothing, so a reader that left (`ami listen | head -1`)
             // would be noticed only at the next event: looked for while idle.
-            Err(RecvTimeoutError::Timeout) if reader_gone(out.get_ref()) => {
+            Err(RecvTimeoutError::Timeout) if reader_gone(&out.out) => {
                 return Err(ErrorKind::BrokenPipe.into())
             }
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let mut next = Some(line);
-        // Write what is queued, then flush once: one syscall per batch, not per line.
+        // Write what is queued in writes of whole lines: a few syscalls per batch, not one
+        // per line.
         while let Some(line) = next {
             let cost = line.cost();
-            line.write(&mut out)?;
-            // Released only once written (and freed): the item being written still counts.
+            out.push(line)?;
+            // Released once gathered (and freed); what is gathered is at most a chunk, or
+            // the one line being written.
             queued.fetch_sub(cost, Ordering::AcqRel);
             next = rx.try_recv().ok();
         }
@@ -157,10 +297,12 @@ impl Printer {
         let (done_tx, done) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let t = tally.clone();
         let thread = std::thread::Builder::new()
             .name("ami-stdout".into())
             .spawn(move || {
-                let _ = done_tx.send(write_all(rx, &q));
+                let _ = done_tx.send(write_all(rx, &q, &t));
             })
             .map_err(|e| Failure::new(EXIT_OTHER, format!("cannot start the writer: {e}")))?;
         Ok(Printer {
@@ -172,6 +314,9 @@ impl Printer {
             done,
             ended: false,
             thread: Some(thread),
+            tally,
+            sent: ByServer::default(),
+            sent_markers: 0,
         })
     }
 
@@ -283,8 +428,19 @@ impl Printer {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
             return Sent::Full(line);
         }
+        // Where the line is counted once queued (looked up now: the line moves).
+        let slot = match &line {
+            Line::Message { server, .. } => Some(self.sent.slot(server)),
+            Line::Text(_) => None,
+        };
         match tx.try_send(line) {
-            Ok(()) => Sent::Queued,
+            Ok(()) => {
+                match slot {
+                    Some(i) => self.sent.0[i].1 += 1,
+                    None => self.sent_markers += 1,
+                }
+                Sent::Queued
+            }
             Err(TrySendError::Full(line)) => {
                 self.queued.fetch_sub(cost, Ordering::AcqRel);
                 Sent::Full(line)
@@ -332,10 +488,11 @@ impl Printer {
         self.ended(Duration::from_secs(1)).unwrap_or(Ok(()))
     }
 
-    /// Writes what is queued, waiting at most `grace` for a stdout that does not drain.
-    pub(crate) fn finish(mut self, grace: Duration) -> Result<(), Failure> {
-        // What still waits goes out as the writer makes room, for at most `grace`.
-        let until = Instant::now() + grace;
+    /// Writes what is queued, waiting until `until` at most for a stdout that does not drain
+    /// (the command's end began a grace before: the Logoff and this share it). What could
+    /// not be written then is counted: events as not printed, with the other stdout losses.
+    pub(crate) fn finish(mut self, until: Instant) -> Result<(), Failure> {
+        // What still waits goes out as the writer makes room, until then.
         while self.flush_held() && !self.held.is_empty() && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -353,9 +510,8 @@ impl Printer {
                 }
             }
         }
-        self.losses.finish();
         self.tx = None;
-        match self.ended(grace) {
+        let end = match self.ended(until.saturating_duration_since(Instant::now())) {
             Some(end) => {
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
@@ -363,10 +519,43 @@ impl Printer {
                 end
             }
             None => {
-                let left = self.queued.load(Ordering::Acquire);
-                say!("ami: stdout is not draining; {left} bytes of output not written");
+                self.count_unwritten();
                 Ok(())
             }
+        };
+        self.losses.finish();
+        end
+    }
+
+    /// Stops a writer stuck on a stdout that does not drain, and counts what it was handed
+    /// and did not write: events as not printed (by server, as the other drops), markers
+    /// said on stderr.
+    fn count_unwritten(&mut self) {
+        // A write under way may still finish (a stdout that drains, slowly): looked at
+        // again for a moment, so that its lines are not counted as lost and printed both.
+        let mut tries = 0;
+        let (written, written_markers) = loop {
+            let mut t = lock(&self.tally);
+            t.stopped = true;
+            if !t.writing || tries >= 10 {
+                // Stopped stays set: the writer writes nothing more.
+                break (std::mem::take(&mut t.events), t.markers);
+            }
+            drop(t);
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let now = Instant::now();
+        for (server, n) in &self.sent.0 {
+            let lost = n.saturating_sub(written.get(server));
+            if lost > 0 {
+                let server = server.as_deref().unwrap_or("");
+                self.losses.note(server, Loss::NotPrinted, lost, now);
+            }
+        }
+        let markers = self.sent_markers.saturating_sub(written_markers);
+        if markers > 0 {
+            say!("ami: {markers} session or gap marker(s) not printed (stdout not draining)");
         }
     }
 }

@@ -152,6 +152,9 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             };
             Failure::new(code, e.to_string())
         })?;
+        // Caught before it says it serves: a SIGTERM sent as soon as it does (a service
+        // manager, a test) must find the handler, not the default action.
+        let stop = stop_requested();
         say!(
             "ami: bridge {} serving through {} (Ctrl-C or SIGTERM stops){}",
             bridge.bridge_id(),
@@ -161,7 +164,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                 .map(|a| format!("; metrics on http://{a}/metrics"))
                 .unwrap_or_default()
         );
-        stop_requested().await;
+        stop.await;
         bridge.shutdown(Duration::from_secs(2)).await;
         Ok(())
     })
@@ -171,19 +174,26 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
 /// way the bridge releases its leases, so another bridge takes its servers over at once
 /// instead of after the lease time-to-live (killed by SIGTERM's default action, it held
 /// them until they expired, and the servers' events went unpublished meanwhile).
-async fn stop_requested() {
+fn stop_requested() -> futures_lite::future::Boxed<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        // Both handlers are installed here, at the call, not at the first poll.
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 #[cfg(test)]

@@ -163,6 +163,31 @@ impl Listener<'_> {
     }
 }
 
+impl Listener<'_> {
+    /// Prints what arrived during the Logoff, as any other item: the events the server
+    /// wrote before its Goodbye, gaps, and the session's `lost` line. The session's status
+    /// changes say nothing more on stderr: it is logging off.
+    fn last_lines(
+        &mut self,
+        happened: impl Iterator<Item = Happening>,
+        live: &Live,
+        result: &mut Result<(), Failure>,
+    ) {
+        for h in happened.filter(|h| matches!(h, Happening::Item(_))) {
+            match self.happened(h, live) {
+                Ok(Next::More | Next::Ended(_)) => {}
+                Ok(Next::Done) => return,
+                Err(f) => {
+                    if result.is_ok() {
+                        *result = Err(f);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     if conn.server.len() > 1 {
         return run_fleet(conn, args);
@@ -185,7 +210,14 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut happened = Vec::new();
     let mut result = Ok(());
     let mut closed = false;
-    'listen: while end.is_none_or(|e| Instant::now() < e) && !stop::requested() {
+    // Whether the run ended as asked (its duration, a stop signal): what arrives until the
+    // Logoff's answer is printed too. A count reached or a stdout gone prints no more.
+    let mut to_the_end = false;
+    'listen: loop {
+        if end.is_some_and(|e| Instant::now() >= e) || stop::requested() {
+            to_the_end = true;
+            break;
+        }
         if let Err(f) = live.wait(stop::wake_by(end), &mut happened) {
             result = Err(f);
             break;
@@ -211,11 +243,16 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             }
         }
     }
+    // The end's one grace counts from here: the Logoff and the last lines share it.
+    let grace_ends = Instant::now() + LOGOFF_GRACE;
     if !closed {
-        live.logoff();
+        live.logoff_keeping(&mut happened);
+        if to_the_end {
+            listener.last_lines(happened.drain(..), &live, &mut result);
+        }
     }
     listener.losses.finish();
-    listener.printer.finish(LOGOFF_GRACE)?;
+    listener.printer.finish(grace_ends)?;
     result
 }
 
@@ -235,7 +272,14 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut any_ready = false;
     let mut happened = Vec::new();
     let mut result = Ok(());
-    'listen: while end.is_none_or(|e| Instant::now() < e) && !stop::requested() {
+    // Whether the run ended as asked (its duration, a stop signal): what arrives until the
+    // Logoffs' answers is printed too.
+    let mut to_the_end = false;
+    'listen: loop {
+        if end.is_some_and(|e| Instant::now() >= e) || stop::requested() {
+            to_the_end = true;
+            break;
+        }
         fleet.wait(stop::wake_by(end), &mut happened)?;
         losses.tick(Instant::now());
         if let Some(end) = printer.ended_early() {
@@ -245,43 +289,14 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
         }
         for h in happened.drain(..) {
             let line = match h {
-                fleet::Happening::Item(FleetItem { server, item }) => match item {
-                    StreamItem::Event(m) if args.wanted(&m) => {
-                        seen += 1;
-                        event(m, Some(server.as_str().to_string()))
+                fleet::Happening::Item(item) => {
+                    let (line, ready) = fleet_line(&fleet, args, item, &mut losses, &mut seen);
+                    any_ready |= ready;
+                    match line {
+                        Some(line) => line,
+                        None => continue,
                     }
-                    StreamItem::Ready { ami_version } => {
-                        any_ready = true;
-                        Line::Text(json::with_server(
-                            &json::session_ready(&ami_version),
-                            server.as_str(),
-                        ))
-                    }
-                    StreamItem::Disconnected { reason } => {
-                        let url = fleet.urls.get(server.as_str());
-                        let why = url.map_or(reason.to_string(), |u| words::reason(&reason, u));
-                        Line::Text(json::with_server(
-                            &json::session_lost(&why),
-                            server.as_str(),
-                        ))
-                    }
-                    StreamItem::Gap { dropped } => {
-                        losses.note(server.as_str(), Loss::FellBehind, dropped, Instant::now());
-                        Line::Text(json::with_server(&json::gap(dropped), server.as_str()))
-                    }
-                    StreamItem::Discarded { reason, count } => {
-                        let loss = Loss::Discarded(reason);
-                        losses.note(server.as_str(), loss, count, Instant::now());
-                        if !reason.may_be_events() {
-                            continue;
-                        }
-                        Line::Text(json::with_server(
-                            &json::discarded_gap(count),
-                            server.as_str(),
-                        ))
-                    }
-                    _ => continue,
-                },
+                }
                 fleet::Happening::Status(server, status) => {
                     any_ready |= matches!(status, ServerStatus::Ready { .. });
                     status_lines.say(&fleet, server.as_str(), &status);
@@ -329,10 +344,89 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
             }
         }
     }
-    fleet.logoff(LOGOFF_GRACE);
+    // The end's one grace counts from here: the Logoffs and the last lines share it.
+    let grace_ends = Instant::now() + LOGOFF_GRACE;
+    happened.clear();
+    fleet.logoff_keeping(LOGOFF_GRACE, &mut happened);
+    if to_the_end {
+        // Printed as any other item: each server's events before its Goodbye, its gaps
+        // and its `lost` line. Status changes say nothing more: the servers are logging off.
+        for h in happened.drain(..) {
+            let fleet::Happening::Item(item) = h else {
+                continue;
+            };
+            let (Some(line), _) = fleet_line(&fleet, args, item, &mut losses, &mut seen) else {
+                continue;
+            };
+            match printer.line(line) {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => break,
+                Err(f) => {
+                    if result.is_ok() {
+                        result = Err(f);
+                    }
+                    break;
+                }
+            }
+            if args.count.is_some_and(|c| seen >= c) {
+                break;
+            }
+        }
+    }
     losses.finish();
-    printer.finish(LOGOFF_GRACE)?;
+    printer.finish(grace_ends)?;
     result
+}
+
+/// The line of one item of the merged stream (`None`: nothing to print), its losses noted
+/// and its events counted in `seen`; and whether it says its server logged in.
+fn fleet_line(
+    fleet: &Fleet,
+    args: &Args,
+    FleetItem { server, item }: FleetItem,
+    losses: &mut Losses,
+    seen: &mut u64,
+) -> (Option<Line>, bool) {
+    let line = match item {
+        StreamItem::Event(m) if args.wanted(&m) => {
+            *seen += 1;
+            event(m, Some(server.as_str().to_string()))
+        }
+        StreamItem::Ready { ami_version } => {
+            return (
+                Some(Line::Text(json::with_server(
+                    &json::session_ready(&ami_version),
+                    server.as_str(),
+                ))),
+                true,
+            );
+        }
+        StreamItem::Disconnected { reason } => {
+            let url = fleet.urls.get(server.as_str());
+            let why = url.map_or(reason.to_string(), |u| words::reason(&reason, u));
+            Line::Text(json::with_server(
+                &json::session_lost(&why),
+                server.as_str(),
+            ))
+        }
+        StreamItem::Gap { dropped } => {
+            losses.note(server.as_str(), Loss::FellBehind, dropped, Instant::now());
+            Line::Text(json::with_server(&json::gap(dropped), server.as_str()))
+        }
+        StreamItem::Discarded { reason, count } => {
+            let loss = Loss::Discarded(reason);
+            losses.note(server.as_str(), loss, count, Instant::now());
+            if !reason.may_be_events() {
+                return (None, false);
+            }
+            Line::Text(json::with_server(
+                &json::discarded_gap(count),
+                server.as_str(),
+            ))
+        }
+        _ => return (None, false),
+    };
+    (Some(line), false)
 }
 
 /// Exit 3 naming each server that stopped for good and why.

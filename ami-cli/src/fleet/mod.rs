@@ -76,8 +76,10 @@ trait Engine {
     fn remove(&mut self, name: &str);
     /// Closes every server at once (no Logoff).
     fn close(&mut self);
-    /// Logs every server off, waiting at most `grace`, then closes.
-    fn logoff(&mut self, grace: Duration);
+    /// Logs every server off, waiting at most `grace`, then closes. What arrives meanwhile
+    /// (the events each server wrote before its Goodbye, the servers' ends) is appended to
+    /// `out`, as [`wait`](Self::wait) would have.
+    fn logoff(&mut self, grace: Duration, out: &mut Vec<Happening>);
 }
 
 /// Several servers, on the runtime `--runtime` names.
@@ -286,9 +288,17 @@ impl Fleet {
         self.engine.close();
     }
 
-    /// Logs every server off, waiting at most `grace`, then closes.
+    /// Logs every server off, waiting at most `grace`, then closes; what arrives meanwhile
+    /// is not kept (a command that prints the stream to its end uses
+    /// [`logoff_keeping`](Self::logoff_keeping)).
     pub(crate) fn logoff(&mut self, grace: Duration) {
-        self.engine.logoff(grace);
+        self.engine.logoff(grace, &mut Vec::new());
+    }
+
+    /// Logs every server off, waiting at most `grace`, then closes, appending to `out` what
+    /// arrives until then: the events each server wrote before its Goodbye, then its end.
+    pub(crate) fn logoff_keeping(&mut self, grace: Duration, out: &mut Vec<Happening>) {
+        self.engine.logoff(grace, out);
     }
 }
 

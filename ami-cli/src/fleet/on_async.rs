@@ -284,24 +284,49 @@ impl Engine for AsyncRun {
         self.handle.close();
     }
 
-    fn logoff(&mut self, grace: Duration) {
+    fn logoff(&mut self, grace: Duration, out: &mut Vec<Happening>) {
+        let deadline = Instant::now() + grace;
         self.handle.logoff_all();
-        let AsyncRun { watch, handle, .. } = self;
-        let all_closed = async {
-            while !handle
+        let all_closed = |handle: &FleetHandle| {
+            handle
                 .statuses()
                 .iter()
                 .all(|(_, s)| matches!(s, ServerStatus::Closed { .. }))
-            {
-                if watch.changed().await.is_none() {
-                    return;
-                }
-            }
         };
-        self.block
-            .block_on(until(Some(Instant::now() + grace), all_closed));
+        // Until every server has closed, keeping what comes...
+        while !all_closed(&self.handle) && Instant::now() < deadline {
+            let from = out.len();
+            if self.wait(Some(deadline), out).is_err() || ended(&out[from..]) {
+                return;
+            }
+        }
+        // ...then the stream to its end: a closed fleet's stream hands out what is queued
+        // (each server's last events and its end), then ends. Read alone: the status watch
+        // of a closed fleet ends at once, before the stream is drained.
         self.handle.close();
+        let AsyncRun {
+            block,
+            events,
+            batch,
+            ..
+        } = self;
+        let drained = block.block_on(until(Some(deadline), async {
+            while events.recv_many(batch, BATCH).await > 0 {
+                out.extend(batch.drain(..).map(Happening::Item));
+            }
+        }));
+        if drained.is_none() {
+            // The grace ran out: what is queued still comes, without waiting.
+            while let Some(item) = events.try_recv() {
+                out.push(Happening::Item(item));
+            }
+        }
     }
+}
+
+/// Whether the stream's end is among `happened`.
+fn ended(happened: &[Happening]) -> bool {
+    happened.iter().any(|h| matches!(h, Happening::Ended))
 }
 
 impl Drop for AsyncRun {

@@ -282,19 +282,32 @@ impl Engine for MioRun {
         let _ = self.step(&mut Vec::new(), &mut HashMap::new(), false);
     }
 
-    fn logoff(&mut self, grace: Duration) {
+    fn logoff(&mut self, grace: Duration, out: &mut Vec<Happening>) {
         let now = Instant::now();
         for name in &self.names {
             self.fleet.with_client(now, name, |c, now| c.logoff(now));
         }
         let end = now + grace;
-        let mut held = Vec::new();
+        let mut done = HashMap::new();
         // Step, then check, then block: the step that closes the last session ends it.
-        while self.step(&mut held, &mut HashMap::new(), false).is_ok()
+        while self.step(out, &mut done, true).is_ok()
             && !self.all_closed()
             && Instant::now() < end
             && self.block(Some(end)).is_ok()
         {}
+        // Each server's last items (a step takes them only when it read some).
+        self.take_items(out);
         self.close();
+        // What the close queued (the end of a server that did not answer in time).
+        self.take_items(out);
+    }
+}
+
+impl MioRun {
+    /// Every item queued in the merged stream, to `out`.
+    fn take_items(&mut self, out: &mut Vec<Happening>) {
+        while self.fleet.poll_events(&mut self.batch, BATCH) > 0 {
+            out.extend(self.batch.drain(..).map(Happening::Item));
+        }
     }
 }

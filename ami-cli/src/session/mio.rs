@@ -139,18 +139,19 @@ impl Session for MioSession {
         }
     }
 
-    fn logoff(&mut self, grace: Duration) {
+    fn logoff(&mut self, grace: Duration, out: &mut Vec<Happening>) {
         let deadline = Instant::now() + grace;
         self.driver.logoff(Instant::now(), self.conn);
-        let mut ignored = Vec::new();
+        // Until the close (the step that reports it hands out every item before it).
         while !self.closed && Instant::now() < deadline {
-            if self.wait(Some(deadline), &mut ignored).is_err() {
+            if self.wait(Some(deadline), out).is_err() {
                 break;
             }
-            ignored.clear();
         }
         if !self.closed {
+            // No Goodbye within the grace: closed, and what had arrived is still kept.
             self.close();
+            let _ = self.step(out);
         }
     }
 

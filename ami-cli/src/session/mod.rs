@@ -116,8 +116,10 @@ pub(crate) trait Session {
     /// Blocks until something happened or `until` passed, and appends what happened to
     /// `out` (completions first, then stream items in order, then changes).
     fn wait(&mut self, until: Option<Instant>, out: &mut Vec<Happening>) -> Result<(), Failure>;
-    /// Logs off and waits for the server's answer at most `grace`, then closes.
-    fn logoff(&mut self, grace: Duration);
+    /// Logs off and waits for the server's answer at most `grace`, then closes. What
+    /// arrives meanwhile (the events the server wrote before its Goodbye, the session's
+    /// end) is appended to `out`, as [`wait`](Self::wait) would have.
+    fn logoff(&mut self, grace: Duration, out: &mut Vec<Happening>);
     /// Closes at once, without a Logoff.
     fn close(&mut self);
     /// The core's counters.
@@ -404,8 +406,17 @@ impl Live {
         }
     }
 
-    /// Logs off within [`LOGOFF_GRACE`].
+    /// Logs off within [`LOGOFF_GRACE`]; what arrives meanwhile is not kept (a command
+    /// that prints the stream to its end uses [`logoff_keeping`](Self::logoff_keeping)).
     pub(crate) fn logoff(&mut self) {
-        self.session.logoff(LOGOFF_GRACE);
+        self.logoff_keeping(&mut Vec::new());
+    }
+
+    /// Logs off within [`LOGOFF_GRACE`], appending to `out` what arrives until the session
+    /// has closed: the events the server wrote before its Goodbye, then the session's end.
+    pub(crate) fn logoff_keeping(&mut self, out: &mut Vec<Happening>) {
+        // What came with the first login and was never waited for comes first.
+        out.append(&mut self.early);
+        self.session.logoff(LOGOFF_GRACE, out);
     }
 }

@@ -109,17 +109,25 @@ impl<E: Exec> Session for RuntimeSession<E> {
         Ok(())
     }
 
-    fn logoff(&mut self, grace: Duration) {
-        let handle = &self.handle;
-        self.exec.block_on(async {
-            if within::<E, _>(Instant::now() + grace, handle.logoff())
-                .await
-                .is_none()
-            {
-                handle.close();
-                within::<E, _>(Instant::now() + grace, handle.wait_closed()).await;
+    fn logoff(&mut self, grace: Duration, out: &mut Vec<Happening>) {
+        let deadline = Instant::now() + grace;
+        // The handle's logoff sends the Logoff at its first poll, then waits for the close;
+        // the waiting is done here, over the stream, whose end says the same: everything
+        // the server wrote before its Goodbye was handed out.
+        self.exec.block_on(future::poll_once(self.handle.logoff()));
+        while self.waiting.items_open && Instant::now() < deadline {
+            if self.wait(Some(deadline), out).is_err() {
+                break;
             }
-        });
+        }
+        if self.waiting.items_open {
+            // No Goodbye within the grace: closed, and what had arrived is still kept.
+            self.handle.close();
+            out.extend(self.waiting.batch.drain(..).map(Happening::Item));
+            while let Some(item) = self.events.try_recv() {
+                out.push(Happening::Item(item));
+            }
+        }
     }
 
     fn close(&mut self) {

@@ -1,0 +1,188 @@
+//! How `ami listen` ends (`--duration`; Ctrl-C and SIGTERM end it the same way): the Logoff
+//! keeps every event the server wrote before its Goodbye, and the whole end fits in the one
+//! 2 s grace, a stdout nobody drains included, its unwritten events counted on stderr.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_sim::tcp::TcpFront;
+use serde_json::Value;
+use std::io::{BufRead, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// UserEvents with one running `Seq`, 50 a millisecond at most, until `stop`.
+fn feed(front: &Arc<TcpFront>, stop: &Arc<AtomicBool>) -> JoinHandle<()> {
+    let (front, stop) = (front.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut seq = 0;
+        while !stop.load(Ordering::Relaxed) {
+            front.with_server(|s, now| s.emit_user_events_from(now, seq, 50));
+            seq += 50;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+/// Waits until the simulator has closed every session (the Logoff's Goodbye written).
+fn sessions_closed(front: &TcpFront, what: &str) {
+    let wait = Instant::now() + Duration::from_secs(5);
+    while front.stats().sessions_open > 0 {
+        assert!(Instant::now() < wait, "{what}: a session stayed open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The lines of the server named `name` (all of them with one server: no line names one).
+fn of_server(lines: &[String], name: &str, servers: usize) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| servers == 1 || v["server"] == name)
+        .collect()
+}
+
+/// The sum of the counts in stderr's lines about lost events: `events not printed`
+/// (stdout's queue) and `events dropped` (the client's).
+fn said_lost(err: &str) -> u64 {
+    err.lines()
+        .filter(|l| l.contains("events not printed") || l.contains("events dropped"))
+        .map(|l| {
+            let after = l.split("gap: ").nth(1).unwrap_or_else(|| panic!("{l}"));
+            after
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .sum()
+}
+
+/// `listen --duration 1` against a server that writes events all along, its Logoff
+/// included: every event the simulator delivered to the session before its Goodbye is
+/// printed or counted by a gap line, and the session's last line is its `lost` line (logged
+/// off), with one server and with two (the fleet's path), on every runtime.
+#[test]
+fn listen_duration_prints_every_event_the_server_wrote_before_its_goodbye() {
+    each_runtime(|rt| {
+        for servers in [1, 2] {
+            let what = format!("{rt}, {servers} server(s)");
+            let front = Arc::new(sim());
+            let quiet = sim();
+            let stop = Arc::new(AtomicBool::new(false));
+            let feeder = feed(&front, &stop);
+            let url = sim_url(&front, "amp111");
+            let quiet_url = sim_url(&quiet, "amp111");
+            let mut args = vec!["--runtime", rt, "--server", &url];
+            if servers == 2 {
+                args.extend(["--server", &quiet_url]);
+            }
+            args.extend(["listen", "--event", "UserEvent", "--duration", "1"]);
+            let mut child = spawn_piped(&args);
+            let stdout = child.stdout.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                std::io::BufReader::new(stdout)
+                    .lines()
+                    .map(Result::unwrap)
+                    .collect::<Vec<String>>()
+            });
+            let status = child.wait().unwrap();
+            let err = stderr_of(&mut child);
+            let lines = reader.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            feeder.join().unwrap();
+            assert_eq!(status.code(), Some(0), "{what}: {err}");
+            sessions_closed(&front, &what);
+            let delivered = front.stats().events_delivered;
+            let mine = of_server(&lines, &front.local_addr().to_string(), servers);
+            let (printed, dropped) = account_for_every_seq(mine.iter());
+            assert!(printed > 100, "{what}: {printed} events printed");
+            assert_eq!(
+                printed + dropped,
+                delivered,
+                "{what}: {printed} printed and {dropped} in gap lines of {delivered} the \
+                 server wrote; stderr: {err}"
+            );
+            let last = mine.last().unwrap();
+            assert_eq!(
+                (&last["type"], &last["state"]),
+                (&Value::from("session"), &Value::from("lost")),
+                "{what}: the last line is {last}"
+            );
+            assert!(
+                last["reason"].as_str().unwrap().contains("logged off"),
+                "{what}: {last}"
+            );
+        }
+    });
+}
+
+/// `listen --duration 1` into a pipe nobody reads until it has exited: it ends within
+/// 1 s + the 2 s grace (not the grace twice), exit 0, and the events it could not write
+/// are counted on stderr as `events not printed`, so that the lines the pipe got plus that
+/// count are every event the server delivered.
+#[test]
+fn listen_into_a_stdout_nobody_drains_ends_within_the_grace_and_counts_what_it_did_not_print() {
+    each_runtime(|rt| {
+        let front = Arc::new(sim());
+        let stop = Arc::new(AtomicBool::new(false));
+        let feeder = feed(&front, &stop);
+        let url = sim_url(&front, "amp111");
+        let started = Instant::now();
+        let mut child = spawn_piped(&[
+            "--runtime",
+            rt,
+            "--server",
+            &url,
+            "listen",
+            "--event",
+            "UserEvent",
+            "--duration",
+            "1",
+        ]);
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            stderr.read_to_string(&mut s).unwrap();
+            s
+        });
+        let status = child.wait().unwrap();
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        feeder.join().unwrap();
+        let err = stderr.join().unwrap();
+        // Only now is stdout read: what the pipe held when the command ended.
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(status.code(), Some(0), "{rt}: {err}");
+        assert!(
+            took < Duration::from_secs(1) + LOGOFF_GRACE + Duration::from_secs(1),
+            "{rt}: took {took:?}; {err}"
+        );
+        assert!(!err.contains("bytes of output"), "{rt}: {err}");
+        sessions_closed(&front, rt);
+        let delivered = front.stats().events_delivered;
+        let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+        // Every gap line is said on stderr too: the events printed and those stderr counts
+        // are every event.
+        let (printed, _) = account_for_every_seq(of_server(&lines, "", 1).iter());
+        let lost = said_lost(&err);
+        assert!(err.contains("events not printed"), "{rt}: {err}");
+        assert!(lost > 1000, "{rt}: {lost} lost; {err}");
+        assert_eq!(
+            printed + lost,
+            delivered,
+            "{rt}: {printed} printed, {lost} said lost on stderr, of {delivered}; \
+             stderr: {err}"
+        );
+    });
+}
