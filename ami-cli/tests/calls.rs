@@ -184,13 +184,7 @@ fn calls_watch_into_a_stalled_stdout_keeps_reading_and_catches_up_with_the_newes
         }
         let loaded = front.stats();
         // Only now read stdout.
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let out = read_stdout(&mut child);
         let status = child.wait().unwrap();
         let err = err.join().unwrap();
         assert_eq!(status.code(), Some(0), "{rt}: {err}");

@@ -564,17 +564,7 @@ fn listen_to_a_stalled_stdout_keeps_every_session_marker_in_order_across_a_resta
     let url = sim_url(&front, "amp111");
     // A steady stream with one running Seq, across the restart.
     let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let (front, stop) = (front.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut seq = 0;
-            while !stop.load(Ordering::Relaxed) {
-                front.with_server(|s, now| s.emit_user_events_from(now, seq, 20));
-                seq += 20;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let feeder = feed_user_events(&front, &stop, 20);
     let mut listen = spawn_piped(&[
         "--server",
         &url,

@@ -10,22 +10,8 @@ use serde_json::Value;
 use std::io::{BufRead, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// UserEvents with one running `Seq`, 50 a millisecond at most, until `stop`.
-fn feed(front: &Arc<TcpFront>, stop: &Arc<AtomicBool>) -> JoinHandle<()> {
-    let (front, stop) = (front.clone(), stop.clone());
-    std::thread::spawn(move || {
-        let mut seq = 0;
-        while !stop.load(Ordering::Relaxed) {
-            front.with_server(|s, now| s.emit_user_events_from(now, seq, 50));
-            seq += 50;
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    })
-}
 
 /// Waits until the simulator has closed every session (the Logoff's Goodbye written).
 fn sessions_closed(front: &TcpFront, what: &str) {
@@ -74,7 +60,7 @@ fn listen_duration_prints_every_event_the_server_wrote_before_its_goodbye() {
             let front = Arc::new(sim());
             let quiet = sim();
             let stop = Arc::new(AtomicBool::new(false));
-            let feeder = feed(&front, &stop);
+            let feeder = feed_user_events(&front, &stop, 50);
             let url = sim_url(&front, "amp111");
             let quiet_url = sim_url(&quiet, "amp111");
             let mut args = vec!["--runtime", rt, "--server", &url];
@@ -130,7 +116,7 @@ fn listen_into_a_stdout_nobody_drains_ends_within_the_grace_and_counts_what_it_d
     each_runtime(|rt| {
         let front = Arc::new(sim());
         let stop = Arc::new(AtomicBool::new(false));
-        let feeder = feed(&front, &stop);
+        let feeder = feed_user_events(&front, &stop, 50);
         let url = sim_url(&front, "amp111");
         let started = Instant::now();
         let mut child = spawn_piped(&[
@@ -156,13 +142,7 @@ fn listen_into_a_stdout_nobody_drains_ends_within_the_grace_and_counts_what_it_d
         feeder.join().unwrap();
         let err = stderr.join().unwrap();
         // Only now is stdout read: what the pipe held when the command ended.
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        let out = read_stdout(&mut child);
         assert_eq!(status.code(), Some(0), "{rt}: {err}");
         assert!(
             took < Duration::from_secs(1) + LOGOFF_GRACE + Duration::from_secs(1),

@@ -23,14 +23,23 @@ fn front() -> TcpFront {
     TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_fleet_example_routes_by_policy_once_wait_any_ready_says_a_server_is() {
-    let (mut east, mut west) = (front(), front());
-    let (fleet, _events) = ami_tokio::fleet::spawn_fleet(FleetConfig::default());
-    for (name, front) in [("east", &east), ("west", &west)] {
+/// A fleet of two servers, `east` and `west`, added (not yet ready).
+fn east_and_west(
+    east: &TcpFront,
+    west: &TcpFront,
+) -> (ami_tokio::fleet::FleetHandle, ami_tokio::fleet::FleetEvents) {
+    let (fleet, events) = ami_tokio::fleet::spawn_fleet(FleetConfig::default());
+    for (name, front) in [("east", east), ("west", west)] {
         let config = ClientConfig::builder("admin", "amp111").build().unwrap();
         fleet.add(name, config, front.local_addr()).unwrap();
     }
+    (fleet, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_fleet_example_routes_by_policy_once_wait_any_ready_says_a_server_is() {
+    let (mut east, mut west) = (front(), front());
+    let (fleet, _events) = east_and_west(&east, &west);
     let first = within("a ready server", fleet.wait_any_ready())
         .await
         .unwrap();
@@ -73,11 +82,7 @@ async fn the_readme_fleet_example_routes_by_policy_once_wait_any_ready_says_a_se
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_merged_stream_ends_after_logoff_all_once_the_handle_is_dropped() {
     let (mut east, mut west) = (front(), front());
-    let (fleet, mut events) = ami_tokio::fleet::spawn_fleet(FleetConfig::default());
-    for (name, front) in [("east", &east), ("west", &west)] {
-        let config = ClientConfig::builder("admin", "amp111").build().unwrap();
-        fleet.add(name, config, front.local_addr()).unwrap();
-    }
+    let (fleet, mut events) = east_and_west(&east, &west);
     within("east ready", fleet.wait_ready("east"))
         .await
         .unwrap();

@@ -565,6 +565,20 @@ pub(super) mod tests {
         log_in(shards, name);
     }
 
+    /// Takes what server `id`'s client wrote (as the transport would) and returns the
+    /// ActionID of its action.
+    fn take_written_action_id(
+        fleet: &mut ami_proto::fleet::Fleet,
+        id: ami_proto::fleet::ServerId,
+    ) -> String {
+        let wire = String::from_utf8(fleet.transmit(id).to_vec()).unwrap();
+        fleet.advance_transmit(id, wire.len());
+        wire.lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .unwrap()
+            .to_string()
+    }
+
     /// Brings server `name`, added and asked to connect, to ready over a scripted
     /// transport: connected, the banner, the Login answered.
     pub(in crate::fleet) fn log_in(shards: &Shards, name: &str) {
@@ -578,13 +592,7 @@ pub(super) mod tests {
                 id,
                 Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
             );
-            let wire = String::from_utf8(s.fleet.transmit(id).to_vec()).unwrap();
-            let n = wire.len();
-            s.fleet.advance_transmit(id, n);
-            let action_id = wire
-                .lines()
-                .find_map(|l| l.strip_prefix("ActionID: "))
-                .unwrap();
+            let action_id = take_written_action_id(&mut s.fleet, id);
             let reply = format!(
                 "Response: Success\r\nActionID: {action_id}\r\nMessage: Authentication accepted\r\n\r\n"
             );
@@ -676,13 +684,7 @@ pub(super) mod tests {
             shards.shard_of(name).unwrap().call(|s| {
                 let now = Instant::now();
                 let id = s.fleet.id(name).unwrap();
-                let wire = String::from_utf8(s.fleet.transmit(id).to_vec()).unwrap();
-                let n = wire.len();
-                s.fleet.advance_transmit(id, n);
-                let action_id = wire
-                    .lines()
-                    .find_map(|l| l.strip_prefix("ActionID: "))
-                    .unwrap();
+                let action_id = take_written_action_id(&mut s.fleet, id);
                 let goodbye = format!(
                     "Response: Goodbye\r\nActionID: {action_id}\r\nMessage: Thanks for all the fish.\r\n\r\n"
                 );

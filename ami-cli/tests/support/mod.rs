@@ -327,8 +327,16 @@ pub fn read_after_stall(
     child: &mut std::process::Child,
     stall: Duration,
 ) -> (String, std::process::ExitStatus, String) {
-    use std::io::Read;
     std::thread::sleep(stall);
+    let out = read_stdout(child);
+    let status = child.wait().unwrap();
+    let err = stderr_of(child);
+    (out, status, err)
+}
+
+/// Reads `child`'s stdout to its end (taken: read once).
+pub fn read_stdout(child: &mut std::process::Child) -> String {
+    use std::io::Read;
     let mut out = String::new();
     child
         .stdout
@@ -336,7 +344,23 @@ pub fn read_after_stall(
         .unwrap()
         .read_to_string(&mut out)
         .unwrap();
-    let status = child.wait().unwrap();
-    let err = stderr_of(child);
-    (out, status, err)
+    out
+}
+
+/// Makes `front`'s simulator write UserEvents with one running `Seq`, `per_ms` a
+/// millisecond at most, until `stop`.
+pub fn feed_user_events(
+    front: &Arc<ami_sim::tcp::TcpFront>,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    per_ms: usize,
+) -> std::thread::JoinHandle<()> {
+    let (front, stop) = (front.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let mut seq = 0;
+        while !stop.load(Ordering::Relaxed) {
+            front.with_server(|s, now| s.emit_user_events_from(now, seq, per_ms));
+            seq += per_ms;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
 }
