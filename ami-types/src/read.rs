@@ -1,7 +1,7 @@
 //! Reading one field through its declared type: the helpers every generated accessor calls,
 //! and the generic walk ([`read_fields`]) behind issue reports, serde and `ami decode --typed`.
 
-use crate::spec::{is_envelope, key_matches, FieldSpec, Kind, MessageSpec};
+use crate::spec::{is_debug_header, is_envelope, key_matches, FieldSpec, Kind, MessageSpec};
 use ami_proto::{unescape_c, Field, Message, Value};
 use std::borrow::Cow;
 use std::fmt;
@@ -202,6 +202,8 @@ pub fn read_fields<'a>(
                 next = i + 1;
                 read_value(&spec.fields[i], field.value)
             }
+            // Not declared: a header `debug = on` adds to every event is the envelope's.
+            None if is_debug_header(field.key) => Reading::Envelope,
             None => Reading::Undeclared,
         };
         (field, reading)

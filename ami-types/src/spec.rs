@@ -126,6 +126,19 @@ pub fn responses() -> &'static [MessageSpec] {
 /// `manager.conf` can add to every event.
 pub const ENVELOPE: [&str; 5] = ["Event", "Privilege", "ActionID", "SystemName", "Timestamp"];
 
+/// Headers `manager.conf`'s `debug = on` adds to every event it broadcasts
+/// (`__manager_event_sessions_va`: the event's sequence number and where in Asterisk it was
+/// raised). Envelope headers too, unless the event declares a field of that name
+/// (OutboundRegistrationDetail's own `Line`).
+pub const DEBUG_HEADERS: [&str; 4] = ["SequenceNumber", "File", "Line", "Func"];
+
+/// True when `key` is one of the [`DEBUG_HEADERS`] (ASCII case-insensitive).
+pub fn is_debug_header(key: &[u8]) -> bool {
+    DEBUG_HEADERS
+        .iter()
+        .any(|e| e.as_bytes().eq_ignore_ascii_case(key))
+}
+
 /// True when `key` is one of the [`ENVELOPE`] headers (ASCII case-insensitive).
 pub fn is_envelope(key: &[u8]) -> bool {
     ENVELOPE

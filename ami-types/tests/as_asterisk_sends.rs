@@ -162,3 +162,29 @@ fn originate_response_and_rename_read_their_channel_variables() {
     assert_eq!(r.chan_variables(), ["CAMPAIGN=spring"]);
     assert_eq!(Event::from_message(&m).undeclared_fields().count(), 0);
 }
+
+#[test]
+fn the_headers_manager_debug_adds_to_every_event_are_envelope_not_the_senders_own() {
+    // manager.conf `debug = on`: __manager_event_sessions_va adds SequenceNumber, File,
+    // Line and Func to every event; a UserEvent's own headers are the sender's alone.
+    let m = message(
+        b"Event: UserEvent\r\nPrivilege: user,all\r\nSequenceNumber: 42\r\n\
+          File: manager.c\r\nLine: 1234\r\nFunc: action_userevent\r\n\
+          UserEvent: Campaign\r\nLead: 7\r\n\r\n",
+    );
+    let event = Event::from_message(&m);
+    let own: Vec<&str> = event
+        .undeclared_fields()
+        .map(|f| std::str::from_utf8(f.key).unwrap())
+        .collect();
+    assert_eq!(own, ["Lead"]);
+    // An event whose own field is named like one keeps it (pjsip's outbound `line` option).
+    let m = message(
+        b"Event: OutboundRegistrationDetail\r\nObjectType: registration\r\n\
+          ObjectName: trunk\r\nLine: yes\r\n\r\n",
+    );
+    let event = Event::from_message(&m);
+    assert_eq!(event.undeclared_fields().count(), 0);
+    let json = serde_json::to_value(&event).unwrap();
+    assert!(json.get("Line").is_some(), "{json}");
+}
