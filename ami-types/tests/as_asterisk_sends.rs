@@ -185,6 +185,6 @@ fn the_headers_manager_debug_adds_to_every_event_are_envelope_not_the_senders_ow
     );
     let event = Event::from_message(&m);
     assert_eq!(event.undeclared_fields().count(), 0);
-    let json = serde_json::to_value(&event).unwrap();
+    let json = serde_json::to_value(event).unwrap();
     assert!(json.get("Line").is_some(), "{json}");
 }
