@@ -141,6 +141,30 @@ pub fn push_text(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// A value that is not UTF-8, for any `serde` serialiser: the crate's
+/// `{"base64":<exact bytes>,"lossy":<text>}` object, so that a typed view of the same
+/// message (ami-types' `serde` output) keeps the bytes as [`push_text`] does. `lossy` is the
+/// text a reader shows (for a C-escaped field, already unescaped); `bytes` are as sent.
+#[derive(Debug, Clone, Copy)]
+pub struct NonUtf8<'a> {
+    /// The value's bytes as the server sent them.
+    pub bytes: &'a [u8],
+    /// The same value as text, invalid sequences replaced by U+FFFD.
+    pub lossy: &'a str,
+}
+
+impl serde::Serialize for NonUtf8<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(2))?;
+        let exact = base64::engine::general_purpose::STANDARD.encode(self.bytes);
+        map.serialize_entry("base64", &exact)?;
+        map.serialize_entry("lossy", self.lossy)?;
+        map.end()
+    }
+}
+
 /// What stands in the JSON for the value of a secret header of an action (see
 /// [`push_headers`]). The same marker as every other place the project hides a secret.
 pub const REDACTED: &str = "***";

@@ -149,7 +149,8 @@ impl fmt::Display for FieldIssue<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reading<'a> {
-    /// An envelope header (`Event`, `Privilege`, `ActionID`, `SystemName`, `Timestamp`).
+    /// An envelope header (`Event`, `Privilege`, `ActionID`, `SystemName`, `Timestamp`, and
+    /// the undeclared ones `debug = on` adds: [`DEBUG_HEADERS`](crate::spec::DEBUG_HEADERS)).
     Envelope,
     /// A declared field whose value parsed as its declared type.
     Typed(&'static FieldSpec, FieldValue<'a>),

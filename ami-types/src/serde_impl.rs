@@ -1,7 +1,9 @@
 //! `serde` support (feature `serde`): a typed event serialises as a map from wire header
 //! names to typed values, in wire order. Integers and booleans come out as numbers and
 //! booleans; text, enums and values that did not parse come out as strings (nothing is
-//! dropped); a header that appears several times becomes a list.
+//! dropped); a value that is not UTF-8 comes out as ami-json has it,
+//! `{"base64":<exact bytes>,"lossy":<text>}` (for a C-escaped field, `lossy` is unescaped, as
+//! its accessor gives it); a header that appears several times becomes a list.
 
 use crate::read::{read_fields, FieldValue, Reading};
 use crate::spec::MessageSpec;
@@ -26,6 +28,23 @@ impl Serialize for One<'_> {
             Reading::Typed(_, FieldValue::Int(n)) => s.serialize_i64(n),
             Reading::Typed(_, FieldValue::Bool(b)) => s.serialize_bool(b),
             Reading::Typed(_, v) => s.collect_str(&v),
+            _ if self.0.value.as_str().is_none() => {
+                let lossy = self.0.value.to_str_lossy();
+                let escaped = match self.1 {
+                    Reading::Invalid(issue) => issue.spec.kind == crate::spec::Kind::EscapedText,
+                    _ => false,
+                };
+                let lossy = if escaped {
+                    ami_proto::unescape_c(&lossy).into_owned()
+                } else {
+                    lossy.into_owned()
+                };
+                ami_json::NonUtf8 {
+                    bytes: self.0.value.as_bytes(),
+                    lossy: &lossy,
+                }
+                .serialize(s)
+            }
             _ => s.serialize_str(&self.0.value.to_str_lossy()),
         }
     }

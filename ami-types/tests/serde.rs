@@ -49,3 +49,29 @@ fn repeated_unparsed_and_undeclared_headers_are_serialised_too() {
     assert_eq!(value["Paused"], json!(true));
     assert_eq!(value["InCall"], json!(false));
 }
+
+#[test]
+fn a_value_that_is_not_utf8_keeps_its_bytes_as_ami_json_writes_them() {
+    // A Latin-1 caller name from a SIP phone, and two VarSet values differing in one byte:
+    // the JSON must keep the bytes (as `ami listen` does), never fold them into U+FFFD.
+    let m = support::decode(
+        b"Event: Newchannel\r\nChannel: PJSIP/1-1\r\nCallerIDName: Jos\xe9\r\n\r\n",
+    );
+    let value = serde_json::to_value(Event::from_message(&m)).unwrap();
+    assert_eq!(
+        value["CallerIDName"],
+        json!({"base64": "Sm9z6Q==", "lossy": "Jos\u{fffd}"})
+    );
+    let varset = |byte: u8| {
+        let mut wire =
+            b"Event: VarSet\r\nChannel: PJSIP/1-1\r\nVariable: NOTE\r\nValue: O\\'Brien ".to_vec();
+        wire.extend_from_slice(&[byte, b'\r', b'\n', b'\r', b'\n']);
+        let m = support::decode(&wire);
+        serde_json::to_value(Event::from_message(&m)).unwrap()["Value"].clone()
+    };
+    let (e9, ff) = (varset(0xe9), varset(0xff));
+    assert_ne!(e9, ff, "two different values, two different JSON values");
+    // The exact bytes as sent; the text as the accessor gives it (escapes undone).
+    assert_eq!(e9["lossy"], json!("O'Brien \u{fffd}"));
+    assert_eq!(e9["base64"], json!("T1wnQnJpZW4g6Q=="));
+}
