@@ -127,16 +127,20 @@ pub fn to_string<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<
 /// Appends `bytes` as JSON: a string when they are UTF-8, else
 /// `{"base64":<exact bytes>,"lossy":<text with U+FFFD>}` (see the crate docs).
 pub fn push_text(out: &mut Vec<u8>, bytes: &[u8]) {
-    use base64::Engine;
+    use serde::Serialize;
     match std::str::from_utf8(bytes) {
         Ok(s) => push_str(out, s),
         Err(_) => {
-            out.extend_from_slice(b"{\"base64\":\"");
-            let exact = base64::engine::general_purpose::STANDARD.encode(bytes);
-            out.extend_from_slice(exact.as_bytes());
-            out.extend_from_slice(b"\",\"lossy\":");
-            push_str(out, &String::from_utf8_lossy(bytes));
-            out.push(b'}');
+            let lossy = String::from_utf8_lossy(bytes);
+            // Writing to a Vec cannot fail, and the object always serializes.
+            let _ = NonUtf8 {
+                bytes,
+                lossy: &lossy,
+            }
+            .serialize(&mut serde_json::Serializer::with_formatter(
+                &mut *out,
+                TerminalSafe,
+            ));
         }
     }
 }
