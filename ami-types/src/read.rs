@@ -18,11 +18,13 @@ pub fn parse_int(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-/// Parses a two-valued field spelled exactly `yes` or `no`.
+/// Parses a two-valued field spelled `yes` or `no`, in any ASCII case: one field may come
+/// in both (res_fax_spandsp's FAXSession prints `ErrorCorrectionMode` as `Yes`/`No` for a
+/// T.30 session and `yes`/`no` for a T.38 gateway), and no pair differs by case alone.
 pub fn parse_bool(s: &str, yes: &str, no: &str) -> Option<bool> {
-    if s == yes {
+    if s.eq_ignore_ascii_case(yes) {
         Some(true)
-    } else if s == no {
+    } else if s.eq_ignore_ascii_case(no) {
         Some(false)
     } else {
         None
@@ -227,9 +229,13 @@ mod tests {
     }
 
     #[test]
-    fn booleans_need_the_exact_spelling() {
+    fn booleans_are_read_in_any_case_and_nothing_else() {
         assert_eq!(parse_bool("Yes", "Yes", "No"), Some(true));
         assert_eq!(parse_bool("No", "Yes", "No"), Some(false));
-        assert_eq!(parse_bool("yes", "Yes", "No"), None);
+        // FAXSession's ErrorCorrectionMode: `Yes` from a T.30 session, `yes` from a gateway.
+        assert_eq!(parse_bool("Yes", "yes", "no"), Some(true));
+        assert_eq!(parse_bool("no", "Yes", "No"), Some(false));
+        assert_eq!(parse_bool("Ye", "Yes", "No"), None);
+        assert_eq!(parse_bool("", "Yes", "No"), None);
     }
 }

@@ -188,3 +188,20 @@ fn the_headers_manager_debug_adds_to_every_event_are_envelope_not_the_senders_ow
     let json = serde_json::to_value(event).unwrap();
     assert!(json.get("Line").is_some(), "{json}");
 }
+
+#[test]
+fn fax_session_error_correction_mode_is_read_in_both_spellings_asterisk_prints() {
+    // res_fax_spandsp: `Yes`/`No` for a T.30 session, `yes`/`no` for a T.38 gateway.
+    for (wire, want) in [("Yes", true), ("No", false), ("yes", true), ("no", false)] {
+        let m = message(
+            format!("Event: FAXSession\r\nSessionNumber: 7\r\nErrorCorrectionMode: {wire}\r\n\r\n")
+                .as_bytes(),
+        );
+        let event = Event::from_message(&m);
+        let Event::FAXSession(f) = &event else {
+            panic!("not a FAXSession")
+        };
+        assert_eq!(f.error_correction_mode(), Some(want), "{wire}");
+        assert!(event.issues().is_empty(), "{wire}");
+    }
+}
