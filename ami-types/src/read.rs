@@ -42,10 +42,22 @@ pub(crate) fn unescaped<'a>(m: &'a Message, key: &str) -> Option<Cow<'a, str>> {
 
 /// Every value of the repeatable field `name` ([`FieldSpec::matches`]: a `Stem(*)` name
 /// takes every `Stem(...)` header), in wire order.
-fn values<'a>(m: &'a Message, name: &'a str) -> impl Iterator<Item = Value<'a>> + 'a {
+fn values<'a>(m: &'a Message, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
     m.fields()
         .filter(move |f| key_matches(name, f.key))
-        .map(|f| f.value)
+        .map(|f| own_value(f.key, f.value.as_bytes()))
+}
+
+/// The value of a `Stem(<channel>)` header whose channel name holds a colon: the key was
+/// cut at that colon, so the rest of it leads the value, up to the `): ` that ends it.
+fn own_value<'a>(key: &[u8], value: &'a [u8]) -> &'a [u8] {
+    if key.ends_with(b")") {
+        return value;
+    }
+    match value.windows(3).position(|w| w == b"): ") {
+        Some(i) => value.get(i + 3..).unwrap_or(value),
+        None => value,
+    }
 }
 
 /// Every value of a repeatable C-escaped field, escapes undone: one element per header, in
@@ -54,9 +66,9 @@ fn values<'a>(m: &'a Message, name: &'a str) -> impl Iterator<Item = Value<'a>> 
 /// and the event's `issues()` reports it).
 pub(crate) fn unescaped_list<'a>(m: &'a Message, name: &'a str) -> Vec<Cow<'a, str>> {
     values(m, name)
-        .map(|v| match v.as_str() {
-            Some(s) => unescape_c(s),
-            None => Cow::Owned(unescape_c(&v.to_str_lossy()).into_owned()),
+        .map(|v| match std::str::from_utf8(v) {
+            Ok(s) => unescape_c(s),
+            Err(_) => Cow::Owned(unescape_c(&String::from_utf8_lossy(v)).into_owned()),
         })
         .collect()
 }
@@ -76,7 +88,7 @@ pub(crate) fn enumer<'a, E: From<&'a str>>(m: &'a Message, key: &str) -> Option<
 /// Every value of a repeatable text field: one element per header, in wire order, a value
 /// that is not UTF-8 with U+FFFD for its bad bytes (as [`unescaped_list`]).
 pub(crate) fn list<'a>(m: &'a Message, name: &'a str) -> Vec<Cow<'a, str>> {
-    values(m, name).map(|v| v.to_str_lossy()).collect()
+    values(m, name).map(String::from_utf8_lossy).collect()
 }
 
 /// A field's value read through its declared type.

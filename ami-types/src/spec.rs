@@ -66,9 +66,11 @@ impl FieldSpec {
 pub(crate) fn key_matches(name: &str, key: &[u8]) -> bool {
     match name.strip_suffix("*)").filter(|open| open.ends_with('(')) {
         // `Stem(`, then anything, then `)`: what is between is the key's own (a channel).
+        // A channel name with a colon (chan_rtp's `UnicastRTP/127.0.0.1:4000-...`) cuts the
+        // key there, a key ending at its first colon: `Stem(` and no `)` is that key too.
         Some(open) => {
             key.len() > open.len()
-                && key.ends_with(b")")
+                && (key.ends_with(b")") || !key.contains(&b')'))
                 && key
                     .get(..open.len())
                     .is_some_and(|k| k.eq_ignore_ascii_case(open.as_bytes()))

@@ -205,3 +205,21 @@ fn fax_session_error_correction_mode_is_read_in_both_spellings_asterisk_prints()
         assert!(event.issues().is_empty(), "{wire}");
     }
 }
+
+#[test]
+fn channel_variables_of_a_channel_whose_name_has_a_colon_are_read() {
+    // chan_rtp's channels are named after an address and port: the ChanVariable key
+    // holds a colon, where a key would end, so the key arrives cut there.
+    let m = message(
+        b"Event: OriginateResponse\r\nPrivilege: call,all\r\nResponse: Success\r\n\
+          Channel: UnicastRTP/127.0.0.1:4000-0x7f00\r\nReason: 4\r\nUniqueid: 1.1\r\n\
+          ChanVariable(UnicastRTP/127.0.0.1:4000-0x7f00): CAMPAIGN=spring\r\n\
+          ChanVariable(PJSIP/100-00000001): NOTE=a: b\r\n\r\n",
+    );
+    let event = Event::from_message(&m);
+    let Event::OriginateResponse(o) = &event else {
+        panic!("not an OriginateResponse")
+    };
+    assert_eq!(o.chan_variables(), ["CAMPAIGN=spring", "NOTE=a: b"]);
+    assert_eq!(event.undeclared_fields().count(), 0);
+}
