@@ -187,7 +187,9 @@ mod tests {
         assert!(family.matches(b"ChanVariable()"));
         assert!(!family.matches(b"ChanVariable"));
         assert!(!family.matches(b"ChanVariable("));
-        assert!(!family.matches(b"ChanVariable(x"));
+        // A key cut at a colon in its channel's name (the rest leads the value).
+        assert!(family.matches(b"ChanVariable(UnicastRTP/127.0.0.1"));
+        assert!(!family.matches(b"ChanVariable(x)y"));
         assert!(!family.matches(b"ChanVariables(x)"));
         let plain = f("ChanVariable");
         assert!(plain.matches(b"CHANVARIABLE"));
