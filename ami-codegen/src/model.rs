@@ -369,6 +369,12 @@ const EVENT_MASK_PARAMS: &[(&str, &str)] = &[("Events", "EventMask"), ("Login", 
 /// `UserEvent` into the event): replaced by one `header(key, value)` method.
 const ARBITRARY_HEADERS: &[(&str, &[&str])] = &[("UserEvent", &["Header1", "HeaderN"])];
 
+/// Actions the catalog calls single that Asterisk answers as another action: (action, as).
+/// `pjsip_action_hangup` (channels/pjsip/dialplan_functions.c) is
+/// `ast_manager_hangup_helper`, Hangup's own code: with `Channel: /regex/`, a list of
+/// `ChannelHungup` closed by `ChannelsHungupListComplete`.
+const ANSWERED_AS: &[(&str, &str)] = &[("PJSIPHangup", "Hangup")];
+
 /// Parameters Asterisk reads that the catalog leaves out: (action, header), optional, text.
 const MORE_PARAMS: &[(&str, &str)] = &[
     // `apps/app_queue.c` `manager_add_queue_member`.
@@ -878,6 +884,25 @@ impl Model {
                 arbitrary_headers: ARBITRARY_HEADERS.iter().any(|(action, _)| *action == name),
                 name,
             });
+        }
+        for (action, like) in ANSWERED_AS {
+            let answer = actions
+                .iter()
+                .find(|a| a.name == *like)
+                .map(|a| (a.response.clone(), a.list.clone(), a.list_items.clone()));
+            let (Some((response, list, list_items)), Some(a)) =
+                (answer, actions.iter_mut().find(|a| a.name == *action))
+            else {
+                return Err(Error::Catalog(format!(
+                    "ANSWERED_AS: no action {action} or {like}"
+                )));
+            };
+            if a.response != "single" {
+                return Err(Error::Catalog(format!(
+                    "{action} is answered by a list now: drop it from ANSWERED_AS"
+                )));
+            }
+            (a.response, a.list, a.list_items) = (response, list, list_items);
         }
         check_action_fixes(&actions)?;
 

@@ -6,8 +6,8 @@ mod support;
 
 use ami_proto::{Action, Response};
 use ami_types::actions::{
-    CoreShowChannels, Getvar, GetvarResponse, ListAction, MessageSend, Originate, PJSIPNotify,
-    Status, TypedAction, UpdateConfig,
+    CoreShowChannels, Getvar, GetvarResponse, ListAction, MessageSend, Originate, PJSIPHangup,
+    PJSIPNotify, Status, TypedAction, UpdateConfig,
 };
 use ami_types::enums::UpdateConfigAction;
 
@@ -263,4 +263,24 @@ fn a_logins_debug_output_shows_neither_its_secret_nor_its_md5_key() {
     }
     // The secret is still sent.
     assert_eq!(plain.params().get("Secret"), Some("TOPSECRET1"));
+}
+
+#[test]
+fn pjsip_hangup_of_a_regex_is_a_list_of_hung_up_channels_as_hangups_is() {
+    // pjsip_action_hangup is ast_manager_hangup_helper, Hangup's own code: with a /regex/
+    // it answers a ChannelHungup list, which the catalog misses.
+    let response = run(PJSIPHangup::new("/^PJSIP\\/100-.*$/", 16).into(), |id| {
+        format!(
+            "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels hung up will follow\r\n\r\n\
+             Event: ChannelHungup\r\nActionID: {id}\r\nChannel: PJSIP/100-00000001\r\n\r\n\
+             Event: ChannelsHungupListComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 1\r\n\r\n"
+        )
+    });
+    let items: Vec<_> = PJSIPHangup::items(&response).collect();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0].as_ref().map(|h| h.channel()).ok().flatten(),
+        Some("PJSIP/100-00000001")
+    );
+    assert!(PJSIPHangup::complete(&response).is_some_and(|c| c.is_ok()));
 }

@@ -2219,7 +2219,7 @@ impl Ping {
     }
 }
 
-/// `PJSIPHangup`: write class `system` or `call`. Answered by one response.
+/// `PJSIPHangup`: write class `system` or `call`. Answered by an event list (sometimes) of `ChannelHungup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PJSIPHangup(Params);
 
@@ -2230,6 +2230,11 @@ impl PJSIPHangup {
     pub fn new(channel: impl Display, cause: impl Display) -> Self {
         PJSIPHangup(Params::new("PJSIPHangup")).with("Channel", channel).with("Cause", cause)
     }
+}
+
+impl ListAction for PJSIPHangup {
+    type Item<'a> = events::ChannelHungup<'a>;
+    type Complete<'a> = events::ChannelsHungupListComplete<'a>;
 }
 
 /// `PJSIPNotify`: write class `system`. Answered by one response.
