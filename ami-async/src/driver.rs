@@ -395,7 +395,10 @@ impl<R: Runtime> Pump<R> {
     fn decide_hold(&mut self, behind: bool, takes: u64, hold_over: bool, now: Instant) {
         let hold = &mut self.hold;
         let took = hold.stall.took(takes);
-        if hold_over {
+        // The timer fires at the run's end when that comes before `HOLD_READ` after the
+        // last take: the consumer did not stop, its run of held reads is spent.
+        let span_over = hold.span.ends_at().is_some_and(|end| now >= end);
+        if hold_over && !span_over {
             hold.stall.ran_out(took);
         }
         let active = if behind && hold.stall.is_stalled() {

@@ -1391,3 +1391,132 @@ fn a_fleet_server_writes_each_new_action_while_earlier_ones_wait_for_their_answe
         );
     }
 }
+
+// ---- a hold timer that fires, on a clock the test moves ----
+
+/// A runtime whose timers fire once the test's clock (`AHEAD`) passes them.
+struct Clocked;
+struct ClockedTimer(Option<Instant>);
+
+impl Runtime for Clocked {
+    type Tcp = ScriptedTcp;
+    type Timer = ClockedTimer;
+    fn now() -> Instant {
+        Scripted::now()
+    }
+    fn resolve(h: String, p: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Scripted::resolve(h, p)
+    }
+    fn connect(a: SocketAddr) -> BoxFuture<io::Result<ScriptedTcp>> {
+        Scripted::connect(a)
+    }
+    fn timer() -> ClockedTimer {
+        ClockedTimer(None)
+    }
+    const YIELD_BEFORE_WRITE: bool = true;
+}
+
+impl Timer for ClockedTimer {
+    fn set_at(&mut self, at: Instant) {
+        self.0 = Some(at);
+    }
+    fn poll_fired(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        match self.0 {
+            Some(at) if Clocked::now() >= at => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+fn clocked_rig() -> Rig {
+    let wire = Arc::new(Mutex::new(Wire {
+        budget: usize::MAX,
+        ..Wire::default()
+    }));
+    wire.lock().unwrap().incoming.extend(BANNER.bytes());
+    WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .event_queue_cap(1_000_000)
+        .build()
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+    let (handle, events, driver) = crate::session::<Clocked>(config, addr);
+    Rig {
+        wire,
+        handle,
+        events,
+        driver,
+    }
+}
+
+fn advance_to(ms: u64) {
+    AHEAD.with(|a| a.set(std::time::Duration::from_millis(ms)));
+}
+
+/// One take of a consumer: what it had is handled, and it takes the next batch.
+fn take_one_batch(rig: &mut Rig) {
+    rig.events.local.clear();
+    assert!(rig.events.try_recv().is_some(), "the consumer is behind");
+}
+
+/// `n` tiny events: one 64 KiB read brings far more than a batch.
+fn tiny_storm(rig: &Rig, n: usize) {
+    rig.send(&"Event: A\r\n\r\n".repeat(n));
+}
+
+#[test]
+fn a_consumer_still_behind_after_max_hold_is_read_on_until_it_caught_up() {
+    AHEAD.with(|a| a.set(std::time::Duration::ZERO));
+    let mut rig = clocked_rig();
+    rig.log_in();
+    while rig.events.try_recv().is_some() {}
+    rig.spin();
+    tiny_storm(&rig, 20_000);
+    rig.spin();
+    let behind = |rig: &Rig| !rig.events.inner.lock().client.wants_read();
+    let read = |rig: &Rig| rig.handle.stats().events_in;
+    println!("t=0: read {} behind {}", read(&rig), behind(&rig));
+    // The consumer takes a batch every 8 ms and stays behind: reads wait for it
+    // (HOLD_READ restarts at each take), at most MAX_HOLD (30 ms) in a row.
+    for t in [8, 16, 24, 32] {
+        advance_to(t);
+        take_one_batch(&mut rig);
+        rig.spin();
+        println!("t={t}: read {} behind {}", read(&rig), behind(&rig));
+    }
+    let before = read(&rig);
+    // The run that began at 8 ms ends at 38 ms.
+    advance_to(39);
+    rig.spin();
+    println!("t=39: read {} behind {}", read(&rig), behind(&rig));
+    assert!(read(&rig) > before, "the span ran out: reads go on");
+    // "A consumer still behind after this is slower than the server: reads then go on
+    // until it has caught up" (MAX_HOLD's doc). It takes again, still far behind, and the
+    // server sends more.
+    advance_to(41);
+    take_one_batch(&mut rig);
+    assert!(behind(&rig), "still behind");
+    let at_41 = read(&rig);
+    tiny_storm(&rig, 20_000);
+    rig.spin();
+    rig.spin();
+    println!("t=41: read {} behind {}", read(&rig), behind(&rig));
+    assert_eq!(
+        read(&rig),
+        at_41 + 20_000,
+        "still behind after a spent 30 ms span, yet the next take started a new run of \
+         held reads: the server's new events wait in its socket"
+    );
+    // For comparison: the socket is read on at once when the driver is not holding.
+    advance_to(80);
+    rig.spin();
+    println!(
+        "t=80 (no take since 41): read {} behind {}",
+        read(&rig),
+        behind(&rig)
+    );
+}
