@@ -1902,3 +1902,33 @@ fn iaxnetstats_whose_raw_text_answer_has_no_action_id_is_refused_before_sending(
     assert!(said.contains("iax2 show netstats"), "{said}");
     assert!(h.inbox.is_empty(), "nothing written");
 }
+
+#[test]
+fn a_cancelled_faxstats_late_answer_is_swallowed_its_data_event_included() {
+    // Client::cancel's doc: an action with bytes handed out "may reach the server whole ...:
+    // its late response and list items are swallowed until its grace period ..., while an
+    // async Originate's OriginateResponse goes to the event stream". FAXStats' answer is
+    // now its response and its FAXStats event (the action's follow-up).
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    h.events();
+    let stats = h.send(Action::new("FAXStats"));
+    h.take("FAXStats");
+    assert!(h.client.cancel(h.now, &stats));
+    h.drain();
+    let mut late = success(stats.as_str(), "FAXStats event will follow");
+    late.extend_from_slice(
+        format!(
+            "Event: FAXStats\r\nActionID: {stats}\r\nCurrentSessions: 0\r\nReservedSessions: 0\r\n\
+             TransmitAttempts: 3\r\nReceiveAttempts: 2\r\nCompletedFAXes: 4\r\nFailedFAXes: 1\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    h.feed(&late);
+    let events = h.events();
+    assert!(
+        events.is_empty(),
+        "the cancelled action's late answer reached the event stream: {events:?}"
+    );
+}

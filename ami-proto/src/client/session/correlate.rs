@@ -116,10 +116,14 @@ impl Client {
                 };
                 self.report(now, seq, outcome, false);
             }
-            (Kind::User { .. }, Stage::Abandoned { .. }) => {
+            (Kind::User { follow_up, .. }, Stage::Abandoned { .. }) => {
                 if list_start && !is_error {
                     self.pending
                         .set_stage(seq, Stage::Abandoned { list: true }, false);
+                } else if !is_error && follow_up.is_some_and(|f| f.event != FollowUp::ORIGINATE) {
+                    // Its data comes next, in an event of its own (FAXStats): swallowed with
+                    // it, as the rest of a cancelled action's answer is; the entry goes then,
+                    // or at its grace.
                 } else {
                     self.pending.remove(seq);
                 }
@@ -287,6 +291,17 @@ impl Client {
                 Stage::Written,
             ) if is_follow_up(&f) => {
                 p.early_follow_up = Some(Box::new(msg.clone()));
+                true
+            }
+            // A cancelled or timed-out action's data event (FAXStats...): part of its answer,
+            // which nobody waits for; no event for the stream.
+            (
+                Kind::User {
+                    follow_up: Some(f), ..
+                },
+                Stage::Abandoned { list: false },
+            ) if f.event != FollowUp::ORIGINATE && is_follow_up(&f) => {
+                self.pending.remove(seq);
                 true
             }
             // Cancelled or timed out: nobody waits for it any more, but it says how a call
