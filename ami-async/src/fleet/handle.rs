@@ -264,7 +264,7 @@ impl FleetHandle {
 
     /// A watch on status changes from now on: every change once, in order.
     pub fn watch(&self) -> StatusWatch {
-        StatusWatch::new(self.shards.log.clone())
+        StatusWatch::new(self.shards.clone())
     }
 
     /// Per-server and total counters and latency, over every shard.
@@ -750,6 +750,54 @@ pub(super) mod tests {
         assert_eq!(drain_to_end(&mut events), None, "one handle is left");
         drop(extra);
         assert!(drain_to_end(&mut events).is_some(), "the stream ends");
+    }
+
+    fn fleet_status(shards: &Shards, name: &str) -> Option<ServerStatus> {
+        shards.shard_of(name)?.lock().fleet.status(name).cloned()
+    }
+
+    /// Polls the watch until it ends (`Some(changes seen)`), or `None` if it waits.
+    fn watch_to_end(watch: &mut StatusWatch) -> Option<usize> {
+        let mut seen = 0;
+        loop {
+            let mut next = std::pin::pin!(watch.changed());
+            match poll_up_to(4, |cx| next.as_mut().poll(cx))? {
+                Some(_) => seen += 1,
+                None => return Some(seen),
+            }
+            assert!(seen < 64, "the watch goes on");
+        }
+    }
+
+    #[test]
+    fn a_watch_ends_once_no_handle_is_left_and_every_server_closed() {
+        // FleetHandle's doc: the fleet closes "once no handle is left and every server has
+        // closed for good (after logoff_all, say)"; StatusWatch::changed: "None once the
+        // fleet is closed and every change was seen".
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let fleet = FleetHandle {
+            shards: shards.clone(),
+        };
+        // The program keeps its stream (another task reads it later, or only on news).
+        let _events = FleetEvents::new(shards.clone());
+        let mut watch = fleet.watch();
+        ready(&shards, "a");
+        fleet.logoff_all();
+        drop(fleet);
+        log_off_and_hang_up(&shards, &["a"]);
+        assert!(
+            matches!(
+                fleet_status(&shards, "a"),
+                Some(ServerStatus::Closed { .. })
+            ),
+            "a closed for good"
+        );
+        assert!(
+            watch_to_end(&mut watch).is_some(),
+            "no handle, every server closed for good: the fleet is closed, yet the watch \
+             waits for ever (closed: {})",
+            shards.shards[0].lock().closed
+        );
     }
 
     #[test]

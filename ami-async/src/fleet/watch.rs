@@ -2,6 +2,7 @@
 //! order they happened, whichever shard drives the server. Shards append under their own
 //! lock (shard, then log: the log's lock is always taken last).
 
+use super::shards::Shards;
 use super::shared::Io;
 use crate::shared::lock;
 use ami_proto::fleet::{ServerName, ServerStatus};
@@ -82,6 +83,9 @@ pub enum StatusChange {
 /// Status changes of every server, in order, from the moment the watch was made.
 pub struct StatusWatch {
     log: Arc<StatusLog>,
+    /// The fleet, which a watch closes when nothing more can come (no handle left, every
+    /// server closed for good), as its stream's reader does.
+    shards: Arc<Shards>,
     id: u64,
     next: u64,
     /// Shards over when [`poll_news`](Self::poll_news) last looked (or the watch was made).
@@ -104,7 +108,8 @@ impl Drop for StatusWatch {
 
 impl StatusWatch {
     /// A watch on the changes logged from now on.
-    pub(crate) fn new(log: Arc<StatusLog>) -> StatusWatch {
+    pub(crate) fn new(shards: Arc<Shards>) -> StatusWatch {
+        let log = shards.log.clone();
         let (id, next, over_seen) = {
             let mut s = lock(&log.state);
             s.next_watch += 1;
@@ -112,6 +117,7 @@ impl StatusWatch {
         };
         StatusWatch {
             log,
+            shards,
             id,
             next,
             over_seen,
@@ -140,30 +146,40 @@ impl StatusWatch {
         Poll::Pending
     }
 
-    /// The next change; `None` once the fleet is closed and every change was seen.
+    /// The next change; `None` once the fleet is closed and every change was seen (also once
+    /// no handle is left and every server has closed for good: nothing more can come).
     pub async fn changed(&mut self) -> Option<StatusChange> {
-        poll_fn(|cx| {
-            let mut s = lock(&self.log.state);
-            if self.next < s.first {
-                let lost = s.first - self.next;
-                self.next = s.first;
-                log::warn!("AMI fleet: a status watch lost {lost} changes (cap {STATUS_LOG_CAP})");
-                return Poll::Ready(Some(StatusChange::Lagged(lost)));
+        poll_fn(|cx| loop {
+            {
+                let mut s = lock(&self.log.state);
+                if self.next < s.first {
+                    let lost = s.first - self.next;
+                    self.next = s.first;
+                    log::warn!(
+                        "AMI fleet: a status watch lost {lost} changes (cap {STATUS_LOG_CAP})"
+                    );
+                    return Poll::Ready(Some(StatusChange::Lagged(lost)));
+                }
+                let at = (self.next - s.first) as usize;
+                if let Some((server, status)) = s.changes.get(at) {
+                    self.next += 1;
+                    return Poll::Ready(Some(StatusChange::Changed {
+                        server: server.clone(),
+                        status: status.clone(),
+                    }));
+                }
+                // Closing logs every server's last change at once: nothing can follow.
+                if s.over >= s.shards {
+                    return Poll::Ready(None);
+                }
+                s.wakers.insert(self.id, cx.waker().clone());
             }
-            let at = (self.next - s.first) as usize;
-            if let Some((server, status)) = s.changes.get(at) {
-                self.next += 1;
-                return Poll::Ready(Some(StatusChange::Changed {
-                    server: server.clone(),
-                    status: status.clone(),
-                }));
+            // Nothing new, and with no handle left and every server closed for good nothing
+            // can come: the fleet closes (outside the log's lock: the directory and the
+            // shards come first), which logs the end, and the watch looks again.
+            if !self.shards.close_if_finished() {
+                return Poll::Pending;
             }
-            // Closing logs every server's last change at once: nothing can follow.
-            if s.over >= s.shards {
-                return Poll::Ready(None);
-            }
-            s.wakers.insert(self.id, cx.waker().clone());
-            Poll::Pending
         })
         .await
     }
