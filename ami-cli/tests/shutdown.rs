@@ -166,3 +166,75 @@ fn listen_into_a_stdout_nobody_drains_ends_within_the_grace_and_counts_what_it_d
         );
     });
 }
+
+/// A server that writes events after the Logoff but never answers it (a hung or
+/// slow Asterisk): the Logoff takes the whole grace, and the events it gathered meanwhile
+/// are handed to the printer only then, with no grace left: a stdout that drains at once
+/// still gets none of them, and they are said "not printed".
+#[test]
+fn events_gathered_during_an_unanswered_logoff_reach_a_draining_stdout() {
+    each_runtime(|rt| {
+        let mut failures = Vec::new();
+        for servers in [1usize, 2] {
+            let fakes: Vec<Fake> = (0..servers).map(|_| hung_logoff_fake()).collect();
+            let urls: Vec<String> = fakes.iter().map(Fake::url).collect();
+            let mut args = vec!["--runtime", rt];
+            for u in &urls {
+                args.extend(["--server", u.as_str()]);
+            }
+            args.extend(["listen", "--event", "UserEvent", "--duration", "1"]);
+            let mut child = spawn_piped(&args);
+            // stdout is drained all along.
+            let stdout = child.stdout.take().unwrap();
+            let reader = std::thread::spawn(move || {
+                std::io::BufReader::new(stdout)
+                    .lines()
+                    .map(Result::unwrap)
+                    .collect::<Vec<String>>()
+            });
+            let status = child.wait().unwrap();
+            let err = stderr_of(&mut child);
+            let lines = reader.join().unwrap();
+            let printed = lines.iter().filter(|l| l.contains("\"UserEvent\"")).count();
+            assert_eq!(status.code(), Some(0), "{rt}: {err}");
+            if printed != N * servers {
+                failures.push(format!(
+                    "{rt}, {servers} server(s): {printed} of the {} events received during \
+                     the Logoff printed to a stdout that drains; stderr: {}",
+                    N * servers,
+                    err.trim_end().replace('\n', " | ")
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    });
+}
+
+const N: usize = 2000;
+
+/// Logs in, answers Ping; on Logoff writes `N` UserEvents and never says Goodbye.
+fn hung_logoff_fake() -> Fake {
+    Fake::start(|_, mut conn| {
+        if !conn.login(true) {
+            return;
+        }
+        while let Some(req) = conn.next() {
+            match req.action().as_str() {
+                "ping" => conn.answer(&req, "Success", &[("Ping", "Pong")]),
+                "logoff" => {
+                    let mut burst = String::new();
+                    for i in 0..N {
+                        burst += &format!(
+                            "Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: T\r\nSeq: {i}\r\n\r\n"
+                        );
+                    }
+                    let _ = conn.send(burst.as_bytes());
+                    // No Goodbye: the connection stays open past the grace.
+                    std::thread::sleep(Duration::from_secs(6));
+                    return;
+                }
+                _ => conn.answer(&req, "Success", &[]),
+            }
+        }
+    })
+}

@@ -347,7 +347,7 @@ fn run_fleet(conn: &Connection, args: &Args) -> Result<(), Failure> {
     // The end's one grace counts from here: the Logoffs and the last lines share it.
     let grace_ends = Instant::now() + LOGOFF_GRACE;
     happened.clear();
-    fleet.logoff_keeping(LOGOFF_GRACE, &mut happened);
+    fleet.logoff_keeping(LOGOFF_GRACE - session::PRINT_RESERVE, &mut happened);
     if to_the_end {
         // Printed as any other item: each server's events before its Goodbye, its gaps
         // and its `lost` line. Status changes say nothing more: the servers are logging off.

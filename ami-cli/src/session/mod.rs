@@ -30,6 +30,11 @@ pub(crate) const FIRST_LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// connection anyway: the most any command adds to its run time at exit.
 pub(crate) const LOGOFF_GRACE: Duration = Duration::from_secs(2);
 
+/// The part of [`LOGOFF_GRACE`] a Logoff leaves to writing what arrived while it waited
+/// (`listen`): a server that never answers the Logoff must not leave its last events no
+/// time to be printed on a stdout that drains.
+pub(crate) const PRINT_RESERVE: Duration = Duration::from_millis(500);
+
 /// Names one action queued with [`Session::send`].
 pub(crate) type Ticket = u64;
 
@@ -417,6 +422,6 @@ impl Live {
     pub(crate) fn logoff_keeping(&mut self, out: &mut Vec<Happening>) {
         // What came with the first login and was never waited for comes first.
         out.append(&mut self.early);
-        self.session.logoff(LOGOFF_GRACE, out);
+        self.session.logoff(LOGOFF_GRACE - PRINT_RESERVE, out);
     }
 }
