@@ -48,6 +48,27 @@ fn said_lost(err: &str) -> u64 {
         .sum()
 }
 
+/// `ami --runtime RT --server URL... listen --event UserEvent --duration 1`, its stdout
+/// drained all along: (exit status, stderr, stdout's lines).
+fn listen_one_second(rt: &str, urls: &[String]) -> (std::process::ExitStatus, String, Vec<String>) {
+    let mut args = vec!["--runtime", rt];
+    for u in urls {
+        args.extend(["--server", u.as_str()]);
+    }
+    args.extend(["listen", "--event", "UserEvent", "--duration", "1"]);
+    let mut child = spawn_piped(&args);
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map(Result::unwrap)
+            .collect::<Vec<String>>()
+    });
+    let status = child.wait().unwrap();
+    let err = stderr_of(&mut child);
+    (status, err, reader.join().unwrap())
+}
+
 /// `listen --duration 1` against a server that writes events all along, its Logoff
 /// included: every event the simulator delivered to the session before its Goodbye is
 /// printed or counted by a gap line, and the session's last line is its `lost` line (logged
@@ -63,22 +84,8 @@ fn listen_duration_prints_every_event_the_server_wrote_before_its_goodbye() {
             let feeder = feed_user_events(&front, &stop, 50);
             let url = sim_url(&front, "amp111");
             let quiet_url = sim_url(&quiet, "amp111");
-            let mut args = vec!["--runtime", rt, "--server", &url];
-            if servers == 2 {
-                args.extend(["--server", &quiet_url]);
-            }
-            args.extend(["listen", "--event", "UserEvent", "--duration", "1"]);
-            let mut child = spawn_piped(&args);
-            let stdout = child.stdout.take().unwrap();
-            let reader = std::thread::spawn(move || {
-                std::io::BufReader::new(stdout)
-                    .lines()
-                    .map(Result::unwrap)
-                    .collect::<Vec<String>>()
-            });
-            let status = child.wait().unwrap();
-            let err = stderr_of(&mut child);
-            let lines = reader.join().unwrap();
+            let urls = [url, quiet_url];
+            let (status, err, lines) = listen_one_second(rt, &urls[..servers]);
             stop.store(true, Ordering::Relaxed);
             feeder.join().unwrap();
             assert_eq!(status.code(), Some(0), "{what}: {err}");
@@ -178,23 +185,7 @@ fn events_gathered_during_an_unanswered_logoff_reach_a_draining_stdout() {
         for servers in [1usize, 2] {
             let fakes: Vec<Fake> = (0..servers).map(|_| hung_logoff_fake()).collect();
             let urls: Vec<String> = fakes.iter().map(Fake::url).collect();
-            let mut args = vec!["--runtime", rt];
-            for u in &urls {
-                args.extend(["--server", u.as_str()]);
-            }
-            args.extend(["listen", "--event", "UserEvent", "--duration", "1"]);
-            let mut child = spawn_piped(&args);
-            // stdout is drained all along.
-            let stdout = child.stdout.take().unwrap();
-            let reader = std::thread::spawn(move || {
-                std::io::BufReader::new(stdout)
-                    .lines()
-                    .map(Result::unwrap)
-                    .collect::<Vec<String>>()
-            });
-            let status = child.wait().unwrap();
-            let err = stderr_of(&mut child);
-            let lines = reader.join().unwrap();
+            let (status, err, lines) = listen_one_second(rt, &urls);
             let printed = lines.iter().filter(|l| l.contains("\"UserEvent\"")).count();
             assert_eq!(status.code(), Some(0), "{rt}: {err}");
             if printed != N * servers {

@@ -1433,15 +1433,7 @@ fn a_filter_refused_because_asterisk_is_shutting_down_is_kept_for_the_next_login
     let t0 = Instant::now();
     let mut h = Harness::new(base().build().unwrap(), t0);
     h.ready();
-    let filter = h
-        .client
-        .send_action(
-            h.now,
-            Action::new("Filter")
-                .field("Operation", "Add")
-                .field("Filter", "Event: Hangup"),
-        )
-        .unwrap();
+    let filter = h.client.add_filter(h.now, "Event: Hangup").unwrap();
     h.drain();
     h.take("Filter");
     h.feed(&scripted::error(

@@ -113,29 +113,31 @@ impl Shards {
     /// One handle gone. The last user closes the fleet (nobody could use it any more), and
     /// so does the last handle when every server has already closed for good.
     pub(crate) fn leave_handle(&self) {
-        let last = {
-            let mut dir = lock(&self.dir);
-            dir.handles = dir.handles.saturating_sub(1);
-            dir.users = dir.users.saturating_sub(1);
-            dir.users == 0 && !dir.closed
-        };
-        if last {
-            self.close();
-        } else {
+        if !self.leave(true) {
             self.close_if_finished();
         }
     }
 
     /// The event stream gone; if it was the last user, the fleet closes.
     pub(crate) fn leave_stream(&self) {
+        self.leave(false);
+    }
+
+    /// One user gone (a handle, or the stream); the last one closes the fleet (nobody could
+    /// use it any more). True if it did.
+    fn leave(&self, handle: bool) -> bool {
         let last = {
             let mut dir = lock(&self.dir);
+            if handle {
+                dir.handles = dir.handles.saturating_sub(1);
+            }
             dir.users = dir.users.saturating_sub(1);
             dir.users == 0 && !dir.closed
         };
         if last {
             self.close();
         }
+        last
     }
 
     /// Closes the fleet if nothing more can ever come from it: no handle is left (so no

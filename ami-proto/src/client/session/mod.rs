@@ -375,6 +375,11 @@ impl Client {
         if self.state != State::Closed && self.logoff_requested {
             return DisconnectReason::Logoff;
         }
+        self.last_reason()
+    }
+
+    /// The reason of the last loss, or `LocalClose` before any (what `Status` reports).
+    fn last_reason(&self) -> DisconnectReason {
         self.last_loss
             .clone()
             .unwrap_or(DisconnectReason::LocalClose)
@@ -383,11 +388,7 @@ impl Client {
     /// Where the session is now. The [`Notice`]s say what happened; this says where that
     /// left the session, so an adapter can publish it without mirroring the outputs.
     pub fn status(&self) -> Status {
-        let reason = || {
-            self.last_loss
-                .clone()
-                .unwrap_or(DisconnectReason::LocalClose)
-        };
+        let reason = || self.last_reason();
         match self.state {
             State::Connecting | State::AwaitBanner | State::LoggingIn | State::Configuring => {
                 Status::Connecting
