@@ -329,8 +329,12 @@ impl ClientConfigBuilder {
         pipeline_depth: usize;
         /// Items gathered for one event list. Default 100,000.
         max_list_items: usize;
-        /// Bytes one event list keeps alive (each item's
-        /// [`retained_bytes`](crate::Message::retained_bytes)). Default 32 MiB: 1000 channels
+        /// Bytes the event lists in progress keep alive together (each item's
+        /// [`retained_bytes`](crate::Message::retained_bytes)): one list may take all of it,
+        /// and lists gathered at once share it, so a server that answers every pipelined
+        /// action with a huge list still costs the session this much, not `pipeline_depth`
+        /// times it. The list whose item would pass it fails
+        /// [`ListOverflow`](crate::ActionError::ListOverflow). Default 32 MiB: 1000 channels
         /// take about 1 MB, so this is some 30,000 channels; at least one maximal message
         /// ([`DecoderLimits::max_message_memory`]).
         max_list_bytes: usize;

@@ -462,8 +462,9 @@ pub type Outcome = Result<Response, ActionError>;
 #[non_exhaustive]
 pub enum ActionError {
     /// The server answered with an error (`Response: Error`, or an `OriginateResponse` with
-    /// `Response: Failure`); the response (with any list items received before the error, or
-    /// the failed `OriginateResponse` as its follow-up) is here.
+    /// `Response: Failure`), or ended a list with a second response instead of its
+    /// `EventList: Complete`; the response (with any list items received before it, or the
+    /// failed `OriginateResponse` as its follow-up) is here.
     #[error("server error: {}", server_error_text(.0))]
     Server(Box<Response>),
     /// The deadline passed in `phase`; whatever arrived is in `partial`.

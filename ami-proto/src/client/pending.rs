@@ -22,6 +22,9 @@ pub(crate) enum Kind {
     User {
         follow_up: Option<FollowUp>,
         sync_originate: bool,
+        /// A `UserEvent` action: Asterisk copies its headers, ActionID included, into the
+        /// `UserEvent` it raises, an ordinary event that is never part of an answer.
+        echoed: bool,
     },
     /// Sent by the client itself; never reported as `Completed`.
     Internal(Internal),
@@ -105,6 +108,9 @@ pub(crate) struct Pending {
     /// Abandoned list: when its last item was swallowed. Its grace period runs from there,
     /// so the items of a list that never ends stay swallowed while they keep coming.
     pub(crate) last_swallowed: Option<Instant>,
+    /// Abandoned list: items swallowed (dropped and counted) since the action ended, said in
+    /// the log when the entry goes.
+    pub(crate) swallowed: u64,
 }
 
 impl Pending {
@@ -124,6 +130,7 @@ impl Pending {
             list_bytes: 0,
             early_follow_up: None,
             last_swallowed: None,
+            swallowed: 0,
         }
     }
 
@@ -182,6 +189,9 @@ pub(crate) struct PendingTable {
     user: usize,
     /// Entries that are sync Originates (an index over their flag, kept by insert/remove).
     sync_originates: BTreeSet<u64>,
+    /// Bytes the lists in progress hold together: the sum of their entries' `list_bytes`
+    /// (kept by [`add_list_bytes`](Self::add_list_bytes), `set_stage` and `remove`).
+    list_bytes: usize,
 }
 
 impl PendingTable {
@@ -194,6 +204,17 @@ impl PendingTable {
     }
     pub(crate) fn on_wire(&self) -> usize {
         self.on_wire
+    }
+    /// Bytes the lists in progress hold together.
+    pub(crate) fn list_bytes(&self) -> usize {
+        self.list_bytes
+    }
+    /// A list item of `bytes` joined the list of entry `seq`.
+    pub(crate) fn add_list_bytes(&mut self, seq: u64, bytes: usize) {
+        if let Some(p) = self.map.get_mut(&seq) {
+            p.list_bytes += bytes;
+            self.list_bytes += bytes;
+        }
     }
 
     pub(crate) fn insert(&mut self, seq: u64, p: Pending) {
@@ -302,6 +323,10 @@ impl PendingTable {
                 }
             }
         }
+        if stage != Stage::List {
+            // Its items left with its outcome, or never came.
+            self.list_bytes -= std::mem::take(&mut p.list_bytes);
+        }
         p.stage = stage;
         p.on_wire = on_wire;
     }
@@ -323,6 +348,7 @@ impl PendingTable {
             }
         }
         p.on_wire = false;
+        self.list_bytes -= std::mem::take(&mut p.list_bytes);
         if p.is_sync_originate() {
             self.sync_originates.remove(&seq);
         }

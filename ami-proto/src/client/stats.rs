@@ -31,6 +31,10 @@ pub struct Stats {
     pub events_dropped: u64,
     /// List items dropped after a list overflowed, or for an action already abandoned.
     pub list_items_dropped: u64,
+    /// Lists that completed with another number of items than their `ListItems` declared
+    /// (each one logged): items may have been lost where the client could not see it. The
+    /// list still completes as what arrived.
+    pub list_count_mismatches: u64,
     /// Responses whose ActionID matched nothing pending, and second responses to an action
     /// that had its own (an async Originate waiting for its `OriginateResponse`).
     pub unmatched: u64,
@@ -114,6 +118,7 @@ impl Stats {
         self.events_queued += other.events_queued;
         self.events_dropped += other.events_dropped;
         self.list_items_dropped += other.list_items_dropped;
+        self.list_count_mismatches += other.list_count_mismatches;
         self.unmatched += other.unmatched;
         self.unexpected += other.unexpected;
         self.discarded += other.discarded;

@@ -302,6 +302,29 @@ impl<'a> Value<'a> {
     pub fn eq_ignore_ascii_case(&self, s: &str) -> bool {
         self.0.eq_ignore_ascii_case(s.as_bytes())
     }
+    /// The value without the spaces and tabs around it. A value keeps the blanks the server
+    /// put after the one space that follows the colon, and at its end (Asterisk never
+    /// trims them); a word the client acts on (`Response: Error`, `EventList: start`) is
+    /// compared trimmed, so a padded one is still read as that word.
+    pub fn trim(&self) -> Value<'a> {
+        let blank = |b: &u8| *b == b' ' || *b == b'\t';
+        let start = self
+            .0
+            .iter()
+            .position(|b| !blank(b))
+            .unwrap_or(self.0.len());
+        let end = self
+            .0
+            .iter()
+            .rposition(|b| !blank(b))
+            .map_or(start, |i| i + 1);
+        Value(&self.0[start..end])
+    }
+    /// Whether the value, trimmed of the spaces and tabs around it, is `word` in any ASCII
+    /// case: how the client reads the words it acts on.
+    pub fn is_word(&self, word: &str) -> bool {
+        self.trim().eq_ignore_ascii_case(word)
+    }
 }
 
 impl PartialEq<str> for Value<'_> {

@@ -55,12 +55,8 @@ impl Client {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
-        let is_error = msg
-            .first_value()
-            .is_some_and(|r| r.eq_ignore_ascii_case("Error"));
-        let list_start = msg
-            .get("EventList")
-            .is_some_and(|v| v.eq_ignore_ascii_case("start"));
+        let is_error = msg.first_value().is_some_and(|r| r.is_word("Error"));
+        let list_start = msg.get("EventList").is_some_and(|v| v.is_word("start"));
         match (p.kind, p.stage) {
             (Kind::Internal(which), _) => self.on_internal_response(now, seq, which, msg),
             (Kind::User { .. }, Stage::Written) if list_start && !is_error => {
@@ -107,14 +103,15 @@ impl Client {
                     .response
                     .take()
                     .map_or_else(|| Response::new(msg.clone()), |r| *r);
-                let outcome = if is_error {
-                    response.response = msg;
-                    Err(ActionError::Server(Box::new(response)))
-                } else {
-                    response.complete = Some(Box::new(msg));
-                    list_outcome(response)
-                };
-                self.report(now, seq, outcome, false);
+                // Not an `EventList: Complete`: the list did not complete, whatever the
+                // second response says (Asterisk's are Errors), so it is never a success.
+                response.response = msg;
+                self.report(
+                    now,
+                    seq,
+                    Err(ActionError::Server(Box::new(response))),
+                    false,
+                );
             }
             (Kind::User { follow_up, .. }, Stage::Abandoned { .. }) => {
                 if list_start && !is_error {
@@ -156,10 +153,7 @@ impl Client {
             }
         }
         // An event: its first value is its name (checked as bytes, once per event).
-        if msg
-            .first_value()
-            .is_some_and(|e| e.eq_ignore_ascii_case("Shutdown"))
-        {
+        if msg.first_value().is_some_and(|e| e.is_word("Shutdown")) {
             self.conn.server_shutdown = true;
         }
         if self.conn.ready_since.is_none() {
@@ -211,16 +205,12 @@ impl Client {
     pub(super) fn claim_event(&mut self, now: Instant, seq: u64, msg: &Message) -> bool {
         let max_items = self.config.max_list_items;
         let max_bytes = self.config.max_list_bytes;
+        let held = self.pending.list_bytes();
         let Some(p) = self.pending.get_mut(seq) else {
             return false;
         };
-        let is_complete = msg
-            .get("EventList")
-            .is_some_and(|v| v.eq_ignore_ascii_case("Complete"));
-        let is_follow_up = |f: &FollowUp| {
-            msg.first_value()
-                .is_some_and(|e| e.eq_ignore_ascii_case(f.event))
-        };
+        let is_complete = msg.get("EventList").is_some_and(|v| v.is_word("Complete"));
+        let is_follow_up = |f: &FollowUp| msg.first_value().is_some_and(|e| e.is_word(f.event));
         match (p.kind, p.stage) {
             (Kind::User { .. }, Stage::List) => {
                 let Some(response) = p.response.as_mut() else {
@@ -232,20 +222,35 @@ impl Client {
                         if let Some(at) = p.written_at {
                             self.stats.latency.record(now.saturating_duration_since(at));
                         }
+                        if let Some(declared) = miscounted(&response) {
+                            self.stats.list_count_mismatches += 1;
+                            log::warn!(
+                                "{}: list for {} completed with {} item(s) where the server \
+                                 counted {declared} (ListItems): items may have been lost \
+                                 unseen",
+                                self.config.who(),
+                                p.id,
+                                response.items.len() as u64 + response.items_dropped
+                            );
+                        }
                         self.finish(now, seq, list_outcome(response));
                     }
                     return true;
                 }
-                let bytes = p.list_bytes + msg.retained_bytes();
-                if response.items.len() >= max_items || bytes > max_bytes {
+                let size = msg.retained_bytes();
+                // The lists in progress share the byte budget (`held`): every list's items
+                // count.
+                if response.items.len() >= max_items || held + size > max_bytes {
                     let (items, bytes) = (response.items.len(), p.list_bytes);
                     log::warn!(
-                        "{}: list for {} overflowed ({items} items, {bytes} bytes); \
-                         dropping the rest",
+                        "{}: list for {} overflowed ({items} items, {bytes} bytes; {held} \
+                         bytes held by all lists in progress); dropping the rest",
                         self.config.who(),
                         p.id
                     );
                     self.stats.list_items_dropped += 1;
+                    p.swallowed = 1;
+                    p.last_swallowed = Some(now);
                     // The server is still sending the list: it keeps its pipeline slot.
                     self.report(
                         now,
@@ -255,15 +260,26 @@ impl Client {
                     );
                     return true;
                 }
-                p.list_bytes = bytes;
                 response.items.push(msg.clone());
+                self.pending.add_list_bytes(seq, size);
                 true
             }
             (Kind::User { .. }, Stage::Abandoned { list: true }) => {
                 if is_complete {
-                    self.pending.remove(seq);
+                    if let Some(p) = self.pending.remove(seq) {
+                        self.log_swallowed(&p, "its Complete came");
+                    }
                 } else {
                     self.stats.list_items_dropped += 1;
+                    if p.swallowed == 0 {
+                        log::warn!(
+                            "{}: items of the list for {} still come after the action ended; \
+                             dropped and counted (Stats::list_items_dropped)",
+                            self.config.who(),
+                            p.id
+                        );
+                    }
+                    p.swallowed += 1;
                     // An endless list keeps its entry (and its swallowing) alive for as long
                     // as its items keep coming: `expire` moves the deadline past the last
                     // one. One store per item, no deadline entry pushed per item.
@@ -308,6 +324,19 @@ impl Client {
             // that may be ringing ended. It goes to the stream, as it goes to every other
             // session that reads call events; the entry stays to swallow a late Response.
             _ => false,
+        }
+    }
+
+    /// Says how many items of an ended action's list were dropped after it ended, once the
+    /// entry that swallowed them goes (`why`).
+    fn log_swallowed(&self, p: &Pending, why: &str) {
+        if p.swallowed > 0 {
+            log::warn!(
+                "{}: {} item(s) of the list for {} dropped after the action ended ({why})",
+                self.config.who(),
+                p.swallowed,
+                p.id
+            );
         }
     }
 
@@ -419,7 +448,9 @@ impl Client {
                 match p.last_swallowed.map(|at| at + grace) {
                     Some(until) if list && until > now => self.pending.set_deadline(seq, until),
                     _ => {
-                        self.pending.remove(seq);
+                        if let Some(p) = self.pending.remove(seq) {
+                            self.log_swallowed(&p, "no more came for a grace period");
+                        }
                     }
                 }
             }
@@ -490,6 +521,23 @@ fn list_outcome(response: Response) -> Outcome {
     })
 }
 
+/// The item count the server declared in a list's Complete (`ListItems`; `Items` on older
+/// StatusComplete), when it differs from the items that arrived (kept or dropped by the
+/// decoder): a sign of items lost where the client could not see it. `None` when they
+/// agree or the server declared none.
+fn miscounted(response: &Response) -> Option<u64> {
+    let complete = response.complete.as_deref()?;
+    let declared = complete
+        .get("ListItems")
+        .or_else(|| complete.get("Items"))?
+        .trim()
+        .as_str()?
+        .parse::<u64>()
+        .ok()?;
+    let arrived = response.items.len() as u64 + response.items_dropped;
+    (declared != arrived).then_some(declared)
+}
+
 /// An action completed by its follow-up event: an OriginateResponse says whether the call
 /// was answered (`Response: Success`); the other follow-ups carry data, the action having
 /// succeeded with its response.
@@ -500,8 +548,8 @@ fn follow_up_outcome(f: FollowUp, response: Response) -> Outcome {
     let ok = response
         .follow_up
         .as_ref()
-        .and_then(|m| m.get_str("Response"))
-        .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
+        .and_then(|m| m.get("Response"))
+        .is_some_and(|r| r.is_word("Success"));
     if ok {
         Ok(response)
     } else {
@@ -517,11 +565,9 @@ fn login_event(msg: &Message, username: &str) -> Option<LoginEvent> {
         return None;
     }
     let name = msg.first_value()?;
-    if name.eq_ignore_ascii_case("FullyBooted") {
+    if name.is_word("FullyBooted") {
         Some(LoginEvent::FullyBooted)
-    } else if name.eq_ignore_ascii_case("SuccessfulAuth")
-        && msg.get_str("AccountID") == Some(username)
-    {
+    } else if name.is_word("SuccessfulAuth") && msg.get_str("AccountID") == Some(username) {
         Some(LoginEvent::SuccessfulAuth)
     } else {
         None

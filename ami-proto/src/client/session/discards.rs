@@ -100,6 +100,20 @@ impl Client {
             // The client's own actions keep their own deadlines.
             return;
         }
+        // The discarded response may have been a list's start: the items that follow carry
+        // the ActionID and nobody waits for them, so they are swallowed (and counted) like
+        // the rest of any ended list, not streamed as if they were live events. Not for an
+        // action whose ActionID comes back in an event that is not its answer (an async
+        // Originate's OriginateResponse goes to the stream, as for any ended Originate; a
+        // UserEvent's echo is an ordinary event) or that has a follow-up of its own.
+        let maybe_list = matches!(
+            p.kind,
+            Kind::User {
+                follow_up: None,
+                echoed: false,
+                ..
+            }
+        );
         log::warn!(
             "{}: the response to {} was discarded ({reason}); the action fails now",
             self.config.who(),
@@ -111,6 +125,10 @@ impl Client {
             Err(ActionError::ResponseDiscarded { reason }),
             false,
         );
+        if maybe_list {
+            self.pending
+                .set_stage(seq, Stage::Abandoned { list: true }, false);
+        }
     }
 
     /// The decoder found, in the lines it skipped after dropping a response, that response's

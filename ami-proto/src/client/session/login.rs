@@ -93,9 +93,7 @@ impl Client {
         msg: Message,
     ) {
         self.pending.remove(seq);
-        let ok = msg
-            .response()
-            .is_some_and(|r| r.eq_ignore_ascii_case("Success"));
+        let ok = msg.get("Response").is_some_and(|r| r.is_word("Success"));
         let text = msg.get_str("Message").unwrap_or("").to_string();
         match which {
             Internal::Challenge | Internal::Login if !ok && is_shutting_down(&text) => {
@@ -151,10 +149,7 @@ impl Client {
                 // Asterisk answers Goodbye and hangs up. Any other answer still ends the
                 // exchange: waiting on would leave the client logging off for ever, since
                 // no heartbeat runs while it does.
-                if !msg
-                    .response()
-                    .is_some_and(|r| r.eq_ignore_ascii_case("Goodbye"))
-                {
+                if !msg.get("Response").is_some_and(|r| r.is_word("Goodbye")) {
                     log::warn!(
                         "{}: Logoff answered without Goodbye: {}",
                         self.config.who(),

@@ -960,6 +960,7 @@ impl Client {
         let kind = Kind::User {
             follow_up,
             sync_originate: sync,
+            echoed: action.is("UserEvent"),
         };
         self.pending.insert(
             seq,

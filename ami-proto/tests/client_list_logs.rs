@@ -1,0 +1,151 @@
+//! What the client says about list items it does not deliver: items of a list whose action
+//! already ended (timed out, cancelled, overflowed) are dropped and counted, and said in the
+//! log; a list whose `ListItems` disagrees with what arrived is counted and said too.
+//!
+//! One test function: the logger is process-global.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{Action, ActionError, ClientConfig, Phase};
+use scripted::{msg, Harness};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static RECORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            RECORDS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Warnings that name `id`, taken out of the log.
+fn warnings_about(id: &str) -> Vec<String> {
+    let mut all = RECORDS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|r| r.contains(id));
+    *all = rest;
+    mine
+}
+
+fn ready() -> Harness {
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(12)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h.events();
+    h
+}
+
+fn start(id: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("EventList", "start"),
+        ("Message", "Channels will follow"),
+    ])
+}
+
+fn item(id: &str, n: usize) -> Vec<u8> {
+    msg(&[
+        ("Event", "CoreShowChannel"),
+        ("ActionID", id),
+        ("Channel", &format!("PJSIP/{n}-00000001")),
+    ])
+}
+
+fn complete(id: &str, n: &str) -> Vec<u8> {
+    msg(&[
+        ("Event", "CoreShowChannelsComplete"),
+        ("ActionID", id),
+        ("EventList", "Complete"),
+        ("ListItems", n),
+    ])
+}
+
+#[test]
+fn list_items_dropped_after_their_action_ended_and_miscounted_lists_are_said_in_the_log() {
+    log::set_logger(&Capture).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+
+    // A list that times out mid-stream: the items that come after are dropped, counted,
+    // and said: once when the first comes, and their number when the list ends.
+    let mut h = ready();
+    let id = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    let s = id.as_str().to_string();
+    h.feed(&start(&s));
+    h.feed(&item(&s, 1));
+    h.advance(Duration::from_secs(11));
+    assert!(matches!(
+        h.outcome(&id),
+        Err(ActionError::TimedOut {
+            phase: Phase::List,
+            ..
+        })
+    ));
+    let before = h.client.stats().list_items_dropped;
+    for n in 2..5 {
+        h.feed(&item(&s, n));
+    }
+    assert_eq!(
+        warnings_about(&s).len(),
+        1,
+        "the first dropped item is said at once, the rest are not said one by one"
+    );
+    h.feed(&complete(&s, "4"));
+    assert_eq!(h.client.stats().list_items_dropped - before, 3);
+    let said = warnings_about(&s);
+    assert!(
+        said.len() == 1 && said[0].contains("3 item(s)"),
+        "the number dropped is said when the list ends: {said:?}"
+    );
+
+    // A list whose Complete counts more items than came: it completes with what came, and
+    // the mismatch is counted and said.
+    let id = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    let s = id.as_str().to_string();
+    let mut read = start(&s);
+    read.extend(item(&s, 1));
+    read.extend(complete(&s, "3"));
+    h.feed(&read);
+    assert_eq!(h.outcome(&id).as_ref().map(|r| r.items().len()), Ok(1));
+    assert_eq!(h.client.stats().list_count_mismatches, 1);
+    let said = warnings_about(&s);
+    assert!(
+        said.len() == 1 && said[0].contains("counted 3"),
+        "the mismatch is said: {said:?}"
+    );
+
+    // One whose count is right is not said.
+    let id = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    let s = id.as_str().to_string();
+    let mut read = start(&s);
+    read.extend(item(&s, 1));
+    read.extend(complete(&s, "1"));
+    h.feed(&read);
+    assert_eq!(h.client.stats().list_count_mismatches, 1);
+    assert_eq!(warnings_about(&s), Vec::<String>::new());
+}
