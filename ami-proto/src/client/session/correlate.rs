@@ -74,7 +74,7 @@ impl Client {
                         // that follows is its shutdown, not a failure (nor the filter's).
                         self.conn.server_shutdown = true;
                     } else {
-                        self.forget_refused_filter(seq);
+                        self.undo_session_change(seq, changes::Undo::Refused);
                     }
                     self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
                 } else if let Some(f) = follow_up {
@@ -114,6 +114,11 @@ impl Client {
                 );
             }
             (Kind::User { follow_up, .. }, Stage::Abandoned { .. }) => {
+                if is_error && !response_text_is_shutdown(&msg) {
+                    // Refused after its caller stopped waiting (timed out, cancelled): what
+                    // it changed in the session is not kept either.
+                    self.undo_session_change(seq, changes::Undo::Refused);
+                }
                 if list_start && !is_error {
                     self.pending
                         .set_stage(seq, Stage::Abandoned { list: true }, false);
@@ -340,19 +345,6 @@ impl Client {
         }
     }
 
-    /// A filter the application added that the server refused (a regex it cannot compile,
-    /// no `write=system`) is not kept: re-applied at every login, it would only fail again.
-    fn forget_refused_filter(&mut self, seq: u64) {
-        if let Some(i) = self.filters.iter().position(|(_, s)| *s == seq) {
-            let (filter, _) = self.filters.remove(i);
-            log::warn!(
-                "{}: the server refused the filter {}; it is not re-applied at later logins",
-                self.config.who(),
-                crate::Shown(&filter)
-            );
-        }
-    }
-
     /// Reports an outcome and forgets the action.
     pub(super) fn finish(&mut self, now: Instant, seq: u64, outcome: Outcome) {
         if let Some(p) = self.pending.remove(seq) {
@@ -485,6 +477,7 @@ impl Client {
     /// buffer) as timed out in [`Phase::Queued`], without pumping: [`pump`](Client::pump)
     /// calls this for actions whose deadline passed.
     pub(super) fn expire_unwritten(&mut self, seq: u64) {
+        self.undo_session_change(seq, changes::Undo::NeverSent);
         if let Some(p) = self.pending.remove(seq) {
             log::debug!(
                 "{}: action {} timed out before it was written",
@@ -507,6 +500,12 @@ impl Client {
             self.finish(now, seq, Err(ActionError::NotSent(reason.clone())));
         }
     }
+}
+
+/// Whether a response says the server is shutting down (it refuses everything then).
+fn response_text_is_shutdown(msg: &Message) -> bool {
+    msg.get_str("Message")
+        .is_some_and(super::login::is_shutting_down)
 }
 
 /// A list that ended: whole, or [`ActionError::ListIncomplete`] if items of it were dropped.

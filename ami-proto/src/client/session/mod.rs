@@ -1,5 +1,6 @@
 //! `Client`: one logical AMI session against one server, across reconnects.
 
+mod changes;
 mod connection;
 mod correlate;
 mod discards;
@@ -86,8 +87,10 @@ impl SessionChange {
     /// it without a word). An empty mask or filter changes nothing: Asterisk refuses it
     /// (`Invalid event mask`, a filter it cannot add) and the session stays as it was.
     fn of(action: &Action) -> Result<Option<SessionChange>, SendError> {
+        // Values as Asterisk reads them (leading blanks skipped): `EventMask:   ` is empty.
+        let value = |key| action.get(key).map(crate::wire::action::header_value);
         if action.is("Events") {
-            let Some(mask) = action.get("EventMask").filter(|m| !m.is_empty()) else {
+            let Some(mask) = value("EventMask").filter(|m| !m.is_empty()) else {
                 return Ok(None);
             };
             if let Some(class) = crate::client::event_mask::unknown_class(mask) {
@@ -96,11 +99,9 @@ impl SessionChange {
             return Ok(Some(SessionChange::EventMask(mask.to_string())));
         }
         if action.is("Filter")
-            && action
-                .get("Operation")
-                .is_some_and(|op| op.eq_ignore_ascii_case("Add"))
+            && value("Operation").is_some_and(|op| op.eq_ignore_ascii_case("Add"))
         {
-            if let Some(filter) = action.get("Filter").filter(|f| !f.is_empty()) {
+            if let Some(filter) = value("Filter").filter(|f| !f.is_empty()) {
                 return Ok(Some(SessionChange::Filter(filter.to_string())));
             }
         }
@@ -267,6 +268,9 @@ pub struct Client {
     events: EventQueue,
     /// Installed filters, with the sequence number of the caller's own Filter action.
     filters: Vec<(String, u64)>,
+    /// Event masks set by actions that may still be undone (see `changes`): the action's
+    /// sequence number and the mask it replaced. At most one per pending action.
+    mask_changes: Vec<(u64, String)>,
     logoff_requested: bool,
     backoff: Backoff,
     /// Marks of pending marked actions (see [`SendOptions::with_mark`]).
@@ -341,6 +345,7 @@ impl Client {
             outputs: VecDeque::new(),
             events,
             filters,
+            mask_changes: Vec::new(),
             logoff_requested: false,
             backoff,
             marks: HashMap::new(),
@@ -973,7 +978,7 @@ impl Client {
         // not know would still refuse async Originates, and a filter it does not know would
         // be gone after the next reconnect without a word.
         match session_change {
-            Some(SessionChange::EventMask(mask)) => self.config.events = mask,
+            Some(SessionChange::EventMask(mask)) => self.change_mask(seq, mask),
             Some(SessionChange::Filter(filter)) => self.filters.push((filter, seq)),
             None => {}
         }
@@ -1011,6 +1016,7 @@ impl Client {
         }
         match self.pending.stage(seq) {
             Some(Stage::Queued) => {
+                self.undo_session_change(seq, changes::Undo::NeverSent);
                 self.finish(now, seq, Err(ActionError::Cancelled));
                 true
             }
@@ -1029,6 +1035,7 @@ impl Client {
                     "{who}: action {id} withdrawn: cancelled before any of it was handed out",
                     who = self.config.who()
                 );
+                self.undo_session_change(seq, changes::Undo::NeverSent);
                 self.finish(now, seq, Err(ActionError::Cancelled));
                 true
             }

@@ -1,0 +1,221 @@
+//! What an action changes in the session beyond its answer (the event mask, the filters
+//! re-applied at every login) is kept only if the server can have taken it: an action
+//! withdrawn unsent (cancelled, or past its deadline before it left) or refused by the
+//! server leaves the session as it was, at this login and every later one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{Action, ClientConfig, ClientConfigBuilder, SendError};
+use scripted::{async_originate, id_of, Harness, Out, BANNER};
+use std::time::{Duration, Instant};
+
+fn base() -> ClientConfigBuilder {
+    ClientConfig::builder("admin", "s3cr3t")
+        .events("call")
+        .seed(11)
+        .ping_interval(Duration::from_secs(3600))
+}
+
+fn lose_and_reconnect_to_login(h: &mut Harness) -> ami_proto::Message {
+    let retry = h
+        .eof()
+        .iter()
+        .find_map(|o| match o {
+            Out::Disconnected(_, Some(at)) => Some(*at),
+            _ => None,
+        })
+        .expect("a retry after the loss");
+    h.advance_to(retry);
+    h.connected();
+    h.feed(BANNER);
+    h.take("Login")
+}
+
+#[test]
+fn a_blank_event_mask_asterisk_refuses_leaves_the_session_mask_as_it_was() {
+    // Asterisk reads the header with its leading blanks skipped (header_value): "  " is
+    // the empty mask, answered "Invalid event mask", and the session's mask stays.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("system,call").build().unwrap(), t0);
+    h.ready();
+    let mask = h
+        .client
+        .send_action(h.now, Action::new("Events").field("EventMask", "  "))
+        .unwrap();
+    h.drain();
+    h.take("Events");
+    h.feed(&scripted::error(mask.as_str(), "Invalid event mask"));
+    // The session still reads call events: an async Originate is fine.
+    let originate = h.client.send_action(h.now, async_originate(30_000));
+    assert!(originate.is_ok(), "refused: {originate:?}");
+    h.drain();
+    h.take("Originate");
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert_eq!(login.get_str("Events"), Some("system,call"));
+}
+
+#[test]
+fn a_filter_refused_after_its_action_timed_out_is_not_re_applied_at_later_logins() {
+    // add_filter's doc: "one the server refuses (an empty filter, a regex it cannot
+    // compile) is not kept". A busy server answers after the action's deadline: the answer
+    // is still the server's refusal of that filter.
+    let t0 = Instant::now();
+    let mut h = Harness::new(
+        base()
+            .action_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+        t0,
+    );
+    h.ready();
+    let bad = h.client.add_filter(h.now, "Event: (").unwrap();
+    h.drain();
+    h.take("Filter");
+    h.advance(Duration::from_secs(3)); // the action times out, its entry waits for the answer
+    h.feed(&scripted::error(bad.as_str(), "Filter Not Added"));
+    let login = lose_and_reconnect_to_login(&mut h);
+    let out = h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(
+        h.inbox_actions().is_empty(),
+        "the refused filter is re-applied (and refused) at every login: {:?} {out:?}",
+        h.inbox_actions()
+    );
+}
+
+#[test]
+fn a_filter_cancelled_before_it_was_sent_is_not_installed_at_the_next_login() {
+    // Client::cancel: "One none of whose bytes was handed out ... never goes out". The
+    // filter never reached the server; the next login must not install it either.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().pipeline_depth(1).build().unwrap(), t0);
+    h.ready();
+    let _ping = h.send(Action::new("Ping"));
+    h.take("Ping");
+    let filter = h.client.add_filter(h.now, "Event: Hangup").unwrap();
+    h.drain();
+    assert!(h.inbox_actions().is_empty(), "queued behind the Ping");
+    assert!(h.client.cancel(h.now, &filter));
+    h.drain();
+    let login = lose_and_reconnect_to_login(&mut h);
+    h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(
+        h.inbox_actions().is_empty(),
+        "the cancelled, never sent filter is installed at the next login: {:?}",
+        h.inbox_actions()
+    );
+}
+
+#[test]
+fn an_event_mask_change_cancelled_before_it_was_sent_leaves_the_mask_as_it_was() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("off").pipeline_depth(1).build().unwrap(), t0);
+    h.ready();
+    let _ping = h.send(Action::new("Ping"));
+    h.take("Ping");
+    let mask = h.client.set_event_mask(h.now, "call").unwrap();
+    h.drain();
+    assert!(h.inbox_actions().is_empty(), "queued behind the Ping");
+    assert!(h.client.cancel(h.now, &mask));
+    h.drain();
+    // The server's mask is still off: an async Originate could never get its answer.
+    assert!(
+        matches!(
+            h.client.send_action(h.now, async_originate(30_000)),
+            Err(SendError::FollowUpMasked { .. })
+        ),
+        "the client took a mask the server never got"
+    );
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert_eq!(login.get_str("Events"), Some("off"));
+}
+
+#[test]
+fn an_event_mask_change_past_its_deadline_before_it_was_sent_leaves_the_mask_as_it_was() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(
+        base()
+            .events("off")
+            .pipeline_depth(1)
+            .action_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+        t0,
+    );
+    h.ready();
+    let _ping = h.send_with(
+        Action::new("Ping"),
+        ami_proto::SendOptions::timeout(Duration::from_secs(60)),
+    );
+    h.take("Ping");
+    let _mask = h.client.set_event_mask(h.now, "call").unwrap();
+    h.drain();
+    h.advance(Duration::from_secs(3)); // still queued behind the unanswered Ping
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert_eq!(login.get_str("Events"), Some("off"));
+}
+
+#[test]
+fn a_refused_event_mask_change_restores_the_mask_before_it_even_under_a_later_change() {
+    // Two changes in flight: the first refused while the second is pending. The second's
+    // mask stands; had it been refused too, the mask before both would come back.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("system").build().unwrap(), t0);
+    h.ready();
+    let first = h.client.set_event_mask(h.now, "call").unwrap();
+    let second = h.client.set_event_mask(h.now, "agent").unwrap();
+    h.drain();
+    h.take("Events");
+    h.take("Events");
+    h.feed(&scripted::error(first.as_str(), "Invalid event mask"));
+    h.feed(&scripted::error(second.as_str(), "Invalid event mask"));
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert_eq!(login.get_str("Events"), Some("system"));
+
+    let mut h = Harness::new(base().events("system").build().unwrap(), t0);
+    h.ready();
+    let first = h.client.set_event_mask(h.now, "call").unwrap();
+    let _second = h.client.set_event_mask(h.now, "agent").unwrap();
+    h.drain();
+    h.take("Events");
+    h.take("Events");
+    h.feed(&scripted::error(first.as_str(), "Invalid event mask"));
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert_eq!(
+        login.get_str("Events"),
+        Some("agent"),
+        "the later change stands"
+    );
+}
+
+#[test]
+fn a_filter_added_with_blanks_before_its_operation_is_kept_as_asterisk_installs_it() {
+    // Asterisk skips a value's leading blanks: `Operation:   Add` adds the filter.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let add = h
+        .client
+        .send_action(
+            h.now,
+            Action::new("Filter")
+                .field("Operation", "  Add")
+                .field("Filter", "Event: Hangup"),
+        )
+        .unwrap();
+    h.drain();
+    h.take("Filter");
+    h.feed(&scripted::success(
+        add.as_str(),
+        "Filter Added Successfully",
+    ));
+    let login = lose_and_reconnect_to_login(&mut h);
+    h.feed(&scripted::login_ok(id_of(&login)));
+    assert_eq!(
+        h.inbox_actions(),
+        ["Filter"],
+        "re-applied after the reconnect"
+    );
+}
