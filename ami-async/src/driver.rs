@@ -257,6 +257,15 @@ impl<R: Runtime> Pump<R> {
                 self.inner.finish();
                 return;
             }
+            if busy_turns >= TURNS_BEFORE_YIELD {
+                // After the turn, never before it: the driver may be dropped at this await
+                // (its task aborted, its runtime shut down), and a write or read held
+                // across it would be lost unreported: bytes the transport took would go
+                // back to the core as unwritten, and their action fail `NotSent` ("safe to
+                // send again": a second call for an Originate).
+                busy_turns = 0;
+                yield_now().await;
+            }
             let mut waited = false;
             woke = Some(
                 poll_fn(|cx| {
@@ -274,10 +283,8 @@ impl<R: Runtime> Pump<R> {
             {
                 // The last turn woke several callers and one of them has queued an action:
                 // let the others queue theirs before the write (one write for all). With
-                // one caller there is nothing to gather and the yield only costs.
-                busy_turns = 0;
-                yield_now().await;
-            } else if busy_turns >= TURNS_BEFORE_YIELD {
+                // one caller there is nothing to gather and the yield only costs. A ring
+                // holds no I/O result, so nothing is lost if the driver is dropped here.
                 busy_turns = 0;
                 yield_now().await;
             }
