@@ -1520,3 +1520,149 @@ fn a_consumer_still_behind_after_max_hold_is_read_on_until_it_caught_up() {
         behind(&rig)
     );
 }
+
+/// A fleet driver dropped mid-run (its task aborted, its runtime shut down) ends its
+/// servers as a session's driver does: the action it wrote fails `Unknown` (it may have
+/// run), the one its copy held unwritten `NotSent` (safe to send again), the server is
+/// `Closed` with nothing pending, and the merged stream ends with its `Disconnected`.
+#[test]
+fn a_fleet_driver_dropped_mid_run_fails_each_action_by_whether_it_left_and_closes_its_servers() {
+    use ami_proto::fleet::{Route, ServerStatus};
+    use ami_proto::{Action, ActionError, DisconnectReason};
+    let (wire, fleet, mut events, mut driver) = ready_fleet(seeded());
+    let mut cx = Context::from_waker(Waker::noop());
+    while events.try_recv().is_some() {}
+    // Written whole: the server may run it.
+    let mut written = Box::pin(fleet.send(Route::Server("pbx"), Action::new("Ping")));
+    assert!(written.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    assert!(String::from_utf8_lossy(&wire.lock().unwrap().written).contains("Action: Ping"));
+    // Lent to the driver's copy, never written: the server stopped reading.
+    wire.lock().unwrap().budget = 0;
+    let held = Action::new("UserEvent").field("UserEvent", "Held");
+    let mut held = Box::pin(fleet.send(Route::Server("pbx"), held));
+    assert!(held.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    assert!(!String::from_utf8_lossy(&wire.lock().unwrap().written).contains("Held"));
+    drop(driver);
+    let result = |f: Poll<Result<crate::fleet::Reply, crate::fleet::RouteFailed>>| match f {
+        Poll::Ready(Ok(reply)) => reply.result,
+        other => panic!("a pending action hangs: {other:?}"),
+    };
+    match result(written.as_mut().poll(&mut cx)) {
+        Err(crate::AmiError::Action(ActionError::Unknown(DisconnectReason::LocalClose))) => {}
+        other => panic!("the written Ping may have run, yet: {other:?}"),
+    }
+    match result(held.as_mut().poll(&mut cx)) {
+        Err(crate::AmiError::Action(ActionError::NotSent(DisconnectReason::LocalClose))) => {}
+        other => panic!("the held action never left, yet: {other:?}"),
+    }
+    let status = fleet.status("pbx");
+    assert!(
+        matches!(status, Some(ServerStatus::Closed { .. })),
+        "the server's driver is gone, yet it is {status:?}"
+    );
+    assert!(fleet
+        .statuses()
+        .iter()
+        .all(|(_, s)| matches!(s, ServerStatus::Closed { .. })));
+    assert_eq!(fleet.stats().total.pending, 0, "pending actions reported");
+    let mut tail = Vec::new();
+    let mut ended = false;
+    for _ in 0..16 {
+        match events.poll_recv(&mut cx) {
+            Poll::Ready(Some(item)) => tail.push(item.item),
+            Poll::Ready(None) => {
+                ended = true;
+                break;
+            }
+            Poll::Pending => {}
+        }
+    }
+    assert!(ended, "the stream did not end: {tail:?}");
+    assert!(
+        matches!(tail.last(), Some(StreamItem::Disconnected { .. })),
+        "the stream ends with the server's Disconnected: {tail:?}"
+    );
+}
+
+/// The fleet's held reads follow the session's rule: a server is held at most `MAX_HOLD`
+/// in a row, however often the reader takes (each take restarts `HOLD_READ`, but the hold
+/// timer is capped at the run's end, and a timer that fires there does not mark the reader
+/// stalled).
+#[test]
+fn a_fleet_server_is_held_at_most_max_hold_in_a_row_while_the_reader_takes() {
+    use ami_proto::fleet::FleetConfig;
+    AHEAD.with(|a| a.set(std::time::Duration::ZERO));
+    let wire = Arc::new(Mutex::new(Wire {
+        budget: usize::MAX,
+        ..Wire::default()
+    }));
+    wire.lock().unwrap().incoming.extend(BANNER.bytes());
+    WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
+    let (fleet, mut events, mut driver) = crate::fleet::start::<Clocked>(FleetConfig::default());
+    let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+    let config = ClientConfig::builder("admin", "amp111")
+        .seed(7)
+        .event_queue_cap(1_000_000)
+        .build()
+        .unwrap();
+    fleet.add("pbx", config, addr).unwrap();
+    spin_fleet(&mut driver);
+    answer_login(&wire, &mut driver);
+    assert!(fleet.status("pbx").is_some_and(|s| s.is_ready()));
+    while events.try_recv().is_some() {}
+    spin_fleet(&mut driver);
+    let read = |fleet: &crate::fleet::FleetHandle| fleet.client_stats("pbx").unwrap().events_in;
+    // A storm of tiny events: each 64 KiB read brings ~5,000, a take 1,024.
+    wire.lock()
+        .unwrap()
+        .incoming
+        .extend("Event: A\r\n\r\n".repeat(60_000).bytes());
+    Wire::wake(&wire);
+    spin_fleet(&mut driver);
+    // Two takes at t=0: the server reads once more and is held again, far behind.
+    for _ in 0..2 {
+        events.buf.clear();
+        assert!(events.try_recv().is_some());
+        spin_fleet(&mut driver);
+    }
+    let held_since = read(&fleet);
+    // The reader takes a batch every 8 ms or less and stays behind.
+    for t in [8, 16, 24, 29] {
+        advance_to(t);
+        events.buf.clear();
+        assert!(events.try_recv().is_some(), "behind");
+        spin_fleet(&mut driver);
+    }
+    assert_eq!(
+        read(&fleet),
+        held_since,
+        "held from t=0 on (the reader is behind)"
+    );
+    // 31 ms after the run of held reads began: MAX_HOLD (30 ms) is over, reads go on,
+    // though the last take (29 ms) is under HOLD_READ ago.
+    advance_to(31);
+    spin_fleet(&mut driver);
+    let at_31 = read(&fleet);
+    assert!(
+        at_31 > held_since,
+        "the server's reads were held 31 ms in a row (MAX_HOLD is {:?})",
+        crate::driver::MAX_HOLD,
+    );
+    // The run ended at its span's end, not because the reader stopped: its next take
+    // while still behind does not start a new run (reads go on until it caught up), and
+    // no take since does not stall it either.
+    advance_to(33);
+    events.buf.clear();
+    assert!(events.try_recv().is_some(), "still behind");
+    wire.lock()
+        .unwrap()
+        .incoming
+        .extend("Event: A\r\n\r\n".repeat(10_000).bytes());
+    Wire::wake(&wire);
+    let at_33 = read(&fleet);
+    spin_fleet(&mut driver);
+    assert!(read(&fleet) > at_33, "a spent run holds no more reads");
+    AHEAD.with(|a| a.set(std::time::Duration::ZERO));
+}

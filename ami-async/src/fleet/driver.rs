@@ -23,6 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 /// Read size per call: one read moves up to this much into a server's decoder; it is also
 /// a server's turn in a round, so no server holds the driver for long.
@@ -51,8 +52,12 @@ const READ_BYTES_PER_POLL: usize = 128 << 10;
 /// The future that runs the I/O of a fleet's shard (or of several shards, see
 /// [`join`](Self::join)). It completes once the fleet is closed (by
 /// [`FleetHandle::close`](super::FleetHandle::close) or when every handle and the stream
-/// are dropped) and every transport is gone. Dropping it before that ends its shards:
-/// callers waiting on their servers fail, the stream ends once drained.
+/// are dropped) and every transport is gone. Dropping it before that (its task aborted, its
+/// runtime shut down) closes its shards' servers as dropping a session's driver closes its
+/// session: each pending action fails once, `ActionError::NotSent` if it was never written
+/// whole (safe to send again), `ActionError::Unknown` if it was (it may have run); each
+/// server is `Closed`; the stream ends once drained, after each connected server's
+/// `Disconnected`.
 #[must_use = "no server is connected until the driver runs"]
 pub struct FleetDriver {
     shards: Vec<ShardIo>,
@@ -86,7 +91,8 @@ impl FleetDriver {
             held: Vec::new(),
             lending: Vec::new(),
             hold_timer: R::timer(),
-            hold_armed: false,
+            hold_at: None,
+            hold_until: None,
             stall: Stall::default(),
         };
         FleetDriver {
@@ -152,10 +158,16 @@ impl std::fmt::Debug for FleetDriver {
     }
 }
 
-/// Nothing will move any more: every waiter and watcher is woken to find out.
+/// Nothing will move any more: the shard's servers are closed (their pending actions fail,
+/// `NotSent` or `Unknown` by what was written), and every waiter and watcher is woken to
+/// find out.
 fn ended(inner: &Inner<Endpoint>) {
     let mut io = Io::default();
-    inner.lock().driver_ended(&mut io);
+    {
+        let mut shared = inner.lock();
+        shared.close_for_driver((inner.now)(), &mut io);
+        shared.driver_ended(&mut io);
+    }
     io.wake_all();
 }
 
@@ -242,14 +254,20 @@ struct Pump<R: Runtime> {
     armed: bool,
     /// The shared state's timer version the timer was armed for.
     armed_version: Option<u64>,
-    /// Servers whose next read waits for the stream's reader, and the timer that bounds it.
+    /// Servers whose next read waits for the stream's reader, and the timer that bounds it
+    /// (`hold_timer`, armed at `hold_at`: the earliest of `hold_until` and the held servers'
+    /// run ends, `HoldSpan::ends_at`).
     held: Vec<ServerId>,
     /// Servers that took a copy of lent bytes since the last timer turn (each at most
     /// once): the timer turn gives back what they hold unwritten, so that the deadlines it
     /// fires withdraw those bytes instead of letting them go out late.
     lending: Vec<ServerId>,
     hold_timer: R::Timer,
-    hold_armed: bool,
+    /// When the hold timer fires; `None`: not armed.
+    hold_at: Option<Instant>,
+    /// `HOLD_READ` after the reader's last take (or the first hold since): a hold timer
+    /// that fires then, without a take, means the reader stopped.
+    hold_until: Option<Instant>,
     /// Whether the reader stopped taking (`Shared::reader_takes`, seen each round).
     stall: Stall,
 }
@@ -276,29 +294,7 @@ impl<R: Runtime> Pumping for Pump<R> {
             for open in opens {
                 self.open(open);
             }
-            let mut worked = false;
-            // Held servers go back in line when the reader took items (a server still
-            // behind is held again, for a new `HOLD_READ`), or once the hold ran out.
-            let took = self.stall.took(takes);
-            let ran_out = self.hold_armed && self.hold_timer.poll_fired(cx).is_ready();
-            if ran_out || took {
-                self.hold_armed = false;
-            }
-            if ran_out {
-                // Without a take, the reader stopped: reads go on (the queues drop their
-                // oldest, counted as gaps), so that no socket backs up into its server and
-                // no response waits behind events nobody is reading.
-                self.stall.ran_out(took);
-            }
-            if (took || ran_out) && !self.held.is_empty() {
-                for server in std::mem::take(&mut self.held) {
-                    if let Some(conn) = self.conns.get_mut(&server) {
-                        conn.held = false;
-                        self.due.push(server);
-                    }
-                }
-                worked = true;
-            }
+            let mut worked = self.hold_turn(cx, takes);
             if self.armed_version != Some(version) {
                 self.armed_version = Some(version);
                 self.armed = deadline.is_some();
@@ -337,6 +333,90 @@ impl<R: Runtime> Pumping for Pump<R> {
 }
 
 impl<R: Runtime> Pump<R> {
+    /// Held servers go back in line when the reader took items (a server still behind is
+    /// held again, for a new `HOLD_READ`), or once the hold timer fires: `HOLD_READ` after
+    /// the last take without one, the reader stopped, and every held server reads on; at the
+    /// end of a server's run of held reads (`MAX_HOLD` in a row, however often the reader
+    /// takes), that server reads on, its run spent, and the reader is not stalled (the
+    /// session driver's rule, `decide_hold`). True if a server went back in line or the
+    /// timer was armed again (the next round polls it).
+    fn hold_turn(&mut self, cx: &mut Context<'_>, takes: u64) -> bool {
+        let took = self.stall.took(takes);
+        let fired = self.hold_at.is_some() && self.hold_timer.poll_fired(cx).is_ready();
+        if fired {
+            self.hold_at = None;
+        }
+        if took {
+            self.hold_at = None;
+            self.hold_until = None;
+            return self.release(|_| true);
+        }
+        if !fired {
+            return false;
+        }
+        let now = R::now();
+        if self.hold_until.is_none_or(|until| now >= until) {
+            // Without a take, the reader stopped: reads go on (the queues drop their
+            // oldest, counted as gaps), so that no socket backs up into its server and no
+            // response waits behind events nobody is reading.
+            self.stall.ran_out(false);
+            self.hold_until = None;
+            self.release(|_| true);
+            return true;
+        }
+        // A run of held reads ended before `HOLD_READ` since the last take: its server reads
+        // on (`HoldSpan::may_hold` finds the run spent), the others wait on.
+        self.release(|conn| conn.span.ends_at().is_none_or(|end| now >= end));
+        if self.held.is_empty() {
+            // Nobody waits: the next hold starts a new `HOLD_READ`.
+            self.hold_until = None;
+            return true;
+        }
+        let next = self
+            .held
+            .iter()
+            .filter_map(|server| self.conns.get(server)?.span.ends_at())
+            .chain(self.hold_until)
+            .min();
+        if let Some(at) = next {
+            self.hold_at = Some(at);
+            self.hold_timer.set_at(at);
+        }
+        true
+    }
+
+    /// Puts the held servers that `done` picks back in line (each is visited this round);
+    /// true if there were any.
+    fn release(&mut self, done: impl Fn(&ConnIo<R>) -> bool) -> bool {
+        let Pump {
+            held, conns, due, ..
+        } = self;
+        let mut released = false;
+        held.retain(|server| match conns.get_mut(server) {
+            Some(conn) if done(conn) => {
+                conn.held = false;
+                due.push(*server);
+                released = true;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        released
+    }
+
+    /// A server was just held, its run of held reads ending at `ends_at`: the hold timer is
+    /// armed at the earliest of `HOLD_READ` after the reader's last take (or this first
+    /// hold since) and the end of each held server's run (`MAX_HOLD` in a row).
+    fn arm_hold(&mut self, ends_at: Option<Instant>, now: Instant) {
+        let until = *self.hold_until.get_or_insert(now + HOLD_READ);
+        let at = ends_at.map_or(until, |end| end.min(until));
+        if self.hold_at.is_none_or(|armed| at < armed) {
+            self.hold_at = Some(at);
+            self.hold_timer.set_at(at);
+        }
+    }
+
     /// The fleet's deadlines fire. The copies of lent bytes still unwritten (their sockets
     /// are full) are given back first, so that an action whose deadline passed while it
     /// waited there is withdrawn and times out unsent; their servers are visited again to
@@ -532,23 +612,22 @@ impl<R: Runtime> Pump<R> {
             if conn.held {
                 return true;
             }
+            let now = R::now();
             let hold = if self.stall.is_stalled() {
                 conn.span.read();
                 false
             } else {
                 let behind = !inner.lock().hold_read(server);
-                conn.span.may_hold(behind, R::now())
+                conn.span.may_hold(behind, now)
             };
             if hold {
                 // The reader is behind on this server but taking: wait for it (bounded:
                 // `HOLD_READ` between its takes, `MAX_HOLD` in a row).
                 conn.held = true;
                 conn.tally.hold();
+                let ends_at = conn.span.ends_at();
                 self.held.push(server);
-                if !self.hold_armed {
-                    self.hold_armed = true;
-                    self.hold_timer.set_at(R::now() + HOLD_READ);
-                }
+                self.arm_hold(ends_at, now);
                 return true;
             }
             match link.poll_read(&mut cx, &mut self.buf) {

@@ -48,7 +48,11 @@
 //!   reconnect within about their first backoff, 100 ms).
 //! - **Closing.** The fleet closes (every server, no Logoff) on [`FleetHandle::close`] or
 //!   when every handle and the stream are dropped, or once no handle is left and every
-//!   server has closed for good; the stream ends once drained, and so does the driver.
+//!   server has closed for good; the stream ends once drained, and so does the driver. A
+//!   shard's driver dropped before that (its task aborted, its runtime shut down) closes
+//!   that shard's servers as a session's dropped driver does: each pending action fails
+//!   once, `NotSent` if it was never written whole, `Unknown` if it was; each server is
+//!   `Closed`, and its `Disconnected` reaches the stream.
 //!
 //! ```no_run
 //! use ami_proto::fleet::{FleetConfig, Policy, Route};

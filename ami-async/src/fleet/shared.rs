@@ -268,6 +268,26 @@ impl<E: Clone> Shared<E> {
         }
     }
 
+    /// The driver went (normally or not): the core is closed as a session's is when its
+    /// driver goes (`Inner::finish`). A driver dropped mid-run (its task aborted, its
+    /// runtime shut down) took its copies of lent bytes with it: what they held never left,
+    /// so they are given back first and the close fails those actions `NotSent`, the ones
+    /// written `Unknown`. The outcomes reach their waiters, the servers' `Closed` statuses
+    /// the log, and their `Disconnected` items the stream, before it ends. After a driver
+    /// that ran to its end every server is closed already, and this does nothing. Call
+    /// [`driver_ended`](Self::driver_ended) next, under the same lock.
+    pub(crate) fn close_for_driver(&mut self, now: Instant, io: &mut Io) {
+        if self.driver_done {
+            return;
+        }
+        let servers: Vec<ServerId> = self.fleet.servers().map(|(id, _)| id).collect();
+        for server in servers {
+            self.fleet.unlend_transmit(server);
+        }
+        self.fleet.close_all(now);
+        self.drain(io);
+    }
+
     /// The driver ended (normally or not): every waiter and watcher is woken to find out.
     pub(crate) fn driver_ended(&mut self, io: &mut Io) {
         if !(self.closed || self.driver_done) {
