@@ -81,12 +81,15 @@ impl Events {
     }
 
     /// The next item; `None` once the session has closed and everything was received.
+    /// Cancel-safe: a `recv` dropped before it returned (a `select!` that took another
+    /// branch, a timeout) took nothing, and the next one returns what it would have.
     pub async fn recv(&mut self) -> Option<StreamItem> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Moves up to `max` items into `out` (waiting for at least one); returns how many, 0
     /// once the session has closed and everything was received (or when `max` is 0).
+    /// Cancel-safe, as [`recv`](Self::recv) is.
     pub async fn recv_many(&mut self, out: &mut Vec<StreamItem>, max: usize) -> usize {
         if max == 0 {
             return 0;

@@ -68,18 +68,29 @@ impl std::fmt::Debug for Handle {
     }
 }
 
-/// Cancels the action in the core if the caller stops waiting for it.
+/// Cancels the action in the core if the caller stops waiting for it; an outcome that had
+/// come but was never taken goes back to the core (`Client::unclaimed`: an async
+/// Originate's `OriginateResponse` reaches the event stream).
 struct CancelOnDrop<'a> {
     inner: &'a Inner,
+    slot: &'a Slot,
     id: Option<ActionId>,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
+            let now = (self.inner.now)();
             let mut shared = self.inner.lock();
+            // Under the core lock the driver fills no slot: once the waiter is gone, the
+            // slot holds what came, or nothing will.
             shared.waiters.remove(&id);
-            shared.client.cancel((self.inner.now)(), &id);
+            match self.slot.take() {
+                Some(outcome) => shared.client.unclaimed(now, outcome),
+                None => {
+                    shared.client.cancel(now, &id);
+                }
+            }
             drop(shared);
             self.inner.bell.ring();
         }
@@ -91,7 +102,8 @@ impl Handle {
     /// resolved with its `OriginateResponse`. Dropping the future cancels the action (see
     /// [`Client::cancel`](ami_proto::Client::cancel)): one not yet written never goes out,
     /// but one already written runs, and an Originate's call is still placed; its
-    /// `OriginateResponse` then arrives in the event stream.
+    /// `OriginateResponse` then arrives in the event stream (also when the future is dropped
+    /// after its outcome came, unread, as a `select!` that took another branch does).
     pub async fn send(&self, action: Action) -> Result<Response, AmiError> {
         self.send_with(action, SendOptions::default()).await
     }
@@ -106,7 +118,8 @@ impl Handle {
             .await
     }
 
-    /// Installs an event filter now and after every reconnect.
+    /// Installs an event filter now and after every reconnect. One the server refuses, or
+    /// whose future is dropped before any of its action left, is not kept.
     pub async fn add_filter(&self, filter: &str) -> Result<Response, AmiError> {
         self.submit(|c, now| c.add_filter(now, filter)).await
     }
@@ -115,8 +128,10 @@ impl Handle {
     /// (see [`Client::set_event_mask`]), and waits for the server's answer: how a session
     /// configured without `call` events starts taking async Originates (whose
     /// `OriginateResponse` is a `call` event) without being rebuilt. The new mask is the
-    /// session's as soon as it is queued: later sends are checked against it. Fails at once
-    /// when the driver is gone, as [`add_filter`](Self::add_filter) does.
+    /// session's as soon as it is queued: later sends are checked against it. A mask the
+    /// server refuses, or whose future is dropped before any of its action left, gives way
+    /// to the one before it. Fails at once when the driver is gone, as
+    /// [`add_filter`](Self::add_filter) does.
     pub async fn set_event_mask(&self, mask: &str) -> Result<Response, AmiError> {
         self.submit(|c, now| c.set_event_mask(now, mask)).await
     }
@@ -144,6 +159,7 @@ impl Handle {
         }
         let mut guard = CancelOnDrop {
             inner: &self.inner,
+            slot: &slot,
             id: Some(id),
         };
         let outcome = poll_fn(|cx| slot.poll(cx)).await;

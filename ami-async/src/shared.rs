@@ -63,6 +63,11 @@ impl Slot {
         wake.extend(w.waker.take());
     }
 
+    /// The outcome, if it came and was not taken (the caller gave up once it had come).
+    pub(crate) fn take(&self) -> Option<Outcome> {
+        lock(&self.0).outcome.take()
+    }
+
     /// The caller's side: the outcome, or `None` once the driver stopped without one.
     pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
         let mut w = lock(&self.0);

@@ -53,23 +53,35 @@ impl StatusWatch {
 
     /// Waits until the status satisfies `pred` (checking the current one first) and
     /// returns it. If the session closes without satisfying it, returns the `Closed`
-    /// status.
+    /// status. Cancel-safe: a wait given up (dropped) marks nothing as returned, so the next
+    /// [`changed`](Self::changed) still returns a status this watch never returned.
     pub async fn wait_for(&mut self, mut pred: impl FnMut(&Status) -> bool) -> Status {
-        let current = {
-            let shared = self.inner.lock();
-            self.seen = shared.status_version;
-            shared.status.clone()
-        };
-        if pred(&current) || matches!(current, Status::Closed { .. }) {
-            return current;
-        }
-        loop {
-            match self.changed().await {
-                Some(s) if pred(&s) || matches!(s, Status::Closed { .. }) => return s,
-                Some(_) => {}
-                None => return self.get(),
+        // The version last looked at: `self.seen` moves only when a status is returned.
+        let mut looked = None;
+        poll_fn(|cx| {
+            let (version, status, done) = {
+                let mut shared = self.inner.lock();
+                // Registered before the look: a change while `pred` runs (outside the lock,
+                // since it is the caller's code) wakes this task.
+                shared.status_wakers.insert(self.id, cx.waker().clone());
+                (
+                    shared.status_version,
+                    shared.status.clone(),
+                    shared.driver_done,
+                )
+            };
+            if looked == Some(version) && !done {
+                return Poll::Pending;
             }
-        }
+            looked = Some(version);
+            if pred(&status) || matches!(status, Status::Closed { .. }) || done {
+                self.seen = version;
+                self.inner.lock().status_wakers.remove(&self.id);
+                return Poll::Ready(status);
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 

@@ -119,8 +119,15 @@ impl Drop for CancelOnDrop<'_> {
             let now = (self.shard.now)();
             let (server, id) = &self.key;
             self.shard.call(|s| {
-                s.waiters.remove(&self.key);
-                s.fleet.cancel(now, server.as_str(), id);
+                // An outcome that came but was never taken goes back to the core (an async
+                // Originate's `OriginateResponse` reaches the stream); else the action is
+                // cancelled.
+                match s.waiters.remove(&self.key).and_then(|w| w.outcome) {
+                    Some(outcome) => s.fleet.unclaimed(now, server.as_str(), outcome),
+                    None => {
+                        s.fleet.cancel(now, server.as_str(), id);
+                    }
+                }
             });
         }
     }
@@ -505,7 +512,11 @@ impl FleetEvents {
         }
     }
 
-    /// The next item; `None` once the fleet is closed and every queue is empty.
+    /// The next item; `None` once the fleet is closed and every queue is empty. Cancel-safe,
+    /// as [`Events::recv`](crate::Events::recv) is. It may return `Pending` once between
+    /// batches even with items queued (a yield that keeps one flooding server from holding
+    /// the task): to look without waiting, use [`try_recv`](Self::try_recv), not
+    /// `recv().now_or_never()`.
     pub async fn recv(&mut self) -> Option<FleetItem> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }

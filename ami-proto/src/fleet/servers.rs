@@ -630,6 +630,12 @@ impl Fleet {
             .unwrap_or(false)
     }
 
+    /// Takes back the outcome of an action on `server` whose caller will never take it
+    /// (see [`Client::unclaimed`]).
+    pub fn unclaimed(&mut self, now: Instant, server: &str, outcome: Outcome) {
+        self.with_client(now, server, |c, now| c.unclaimed(now, outcome));
+    }
+
     /// Logs every server off (see `Client::logoff`); each closes after its Goodbye.
     pub fn logoff_all(&mut self, now: Instant) {
         self.each_client(now, |c, now| c.logoff(now));

@@ -1047,10 +1047,47 @@ impl Client {
         }
     }
 
+    /// Takes back the outcome of an action whose caller will never take it (an async
+    /// adapter's future dropped after the outcome had come, before it was polled), so that
+    /// what it carried is not lost unsaid: an async Originate's `OriginateResponse` goes to
+    /// the event stream, as it does for an Originate cancelled before its answer came (the
+    /// call was placed; that event says how it ended). Only while the session that received
+    /// it is still the current one: after a reconnect it would follow the new session's
+    /// `Ready`, as if this session had sent it. Anything else an outcome holds was its
+    /// caller's alone and goes with it (the action is counted by its outcome already).
+    pub fn unclaimed(&mut self, now: Instant, outcome: Outcome) {
+        let follow_up = match outcome {
+            Ok(response) => response.follow_up,
+            Err(ActionError::Server(response)) => response.follow_up,
+            Err(_) => None,
+        };
+        let Some(event) = follow_up else {
+            return;
+        };
+        let current = event.action_id().is_some_and(|id| {
+            id.trim()
+                .strip_prefix(self.conn.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
+        });
+        let originate = event
+            .first_value()
+            .is_some_and(|name| name.is_word(FollowUp::ORIGINATE));
+        if originate && current && self.conn.ready_since.is_some() {
+            log::debug!(
+                "{}: the OriginateResponse of {} goes to the event stream: its caller stopped \
+                 waiting once it had come",
+                self.config.who(),
+                event.action_id().unwrap_or("?")
+            );
+            self.queue_event(now, *event);
+        }
+    }
+
     /// Installs an event filter (`Action: Filter`, `Operation: Add`) now and after every
     /// reconnect. Filters can only be removed by reconnecting, as in Asterisk. The same
     /// action sent through [`send_action`](Self::send_action) is kept the same way; one the
-    /// server refuses (an empty filter, a regex it cannot compile) is not kept.
+    /// server refuses (an empty filter, a regex it cannot compile) is not kept, nor one whose
+    /// action never left (cancelled, or past its deadline, before any of it was handed out).
     pub fn add_filter(&mut self, now: Instant, filter: &str) -> Result<ActionId, SendError> {
         let action = Action::new("Filter")
             .field("Operation", "Add")
@@ -1059,7 +1096,10 @@ impl Client {
     }
 
     /// Changes the event mask now (`Action: Events`) and for every later login. The same
-    /// action sent through [`send_action`](Self::send_action) is kept the same way.
+    /// action sent through [`send_action`](Self::send_action) is kept the same way. The new
+    /// mask is the session's from the moment it is queued (later sends are checked against
+    /// it); if the server refuses it, or its action never leaves (cancelled, or past its
+    /// deadline, before any of it was handed out), the mask it replaced comes back.
     pub fn set_event_mask(&mut self, now: Instant, mask: &str) -> Result<ActionId, SendError> {
         self.send_action(now, Action::new("Events").field("EventMask", mask))
     }
