@@ -445,7 +445,8 @@ impl std::fmt::Display for Phase {
             Phase::Response => "no response arrived in time",
             Phase::List => "the list did not complete in time",
             Phase::FollowUp => {
-                "no follow-up event (an async Originate's OriginateResponse) arrived in time"
+                "no follow-up event (an async Originate's OriginateResponse, FAXStats's FAXStats, \
+                 WaitEvent's WaitEventComplete...) arrived in time"
             }
         })
     }
