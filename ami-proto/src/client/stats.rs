@@ -35,6 +35,11 @@ pub struct Stats {
     /// (each one logged): items may have been lost where the client could not see it. The
     /// list still completes as what arrived.
     pub list_count_mismatches: u64,
+    /// Answers that came for an action after it had ended (timed out, cancelled, overflowed)
+    /// and were dropped, since nobody waits for them: late responses, a late list's
+    /// `Complete`, a late follow-up event (`FAXStats`...). A late list's items are counted in
+    /// `list_items_dropped`, and a late `OriginateResponse` goes to the event stream.
+    pub late_answers_dropped: u64,
     /// Responses whose ActionID matched nothing pending, and second responses to an action
     /// that had its own (an async Originate waiting for its `OriginateResponse`).
     pub unmatched: u64,
@@ -119,6 +124,7 @@ impl Stats {
         self.events_dropped += other.events_dropped;
         self.list_items_dropped += other.list_items_dropped;
         self.list_count_mismatches += other.list_count_mismatches;
+        self.late_answers_dropped += other.late_answers_dropped;
         self.unmatched += other.unmatched;
         self.unexpected += other.unexpected;
         self.discarded += other.discarded;

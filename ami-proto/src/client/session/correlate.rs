@@ -114,6 +114,12 @@ impl Client {
                 );
             }
             (Kind::User { follow_up, .. }, Stage::Abandoned { .. }) => {
+                self.stats.late_answers_dropped += 1;
+                log::debug!(
+                    "{}: late response for {} dropped: the action had ended",
+                    self.config.who(),
+                    p.id
+                );
                 if is_error && !response_text_is_shutdown(&msg) {
                     // Refused after its caller stopped waiting (timed out, cancelled): what
                     // it changed in the session is not kept either.
@@ -271,6 +277,7 @@ impl Client {
             }
             (Kind::User { .. }, Stage::Abandoned { list: true }) => {
                 if is_complete {
+                    self.stats.late_answers_dropped += 1;
                     if let Some(p) = self.pending.remove(seq) {
                         self.log_swallowed(&p, "its Complete came");
                     }
@@ -322,6 +329,13 @@ impl Client {
                 },
                 Stage::Abandoned { list: false },
             ) if f.event != FollowUp::ORIGINATE && is_follow_up(&f) => {
+                self.stats.late_answers_dropped += 1;
+                log::debug!(
+                    "{}: late {} for {} dropped: the action had ended",
+                    self.config.who(),
+                    f.event,
+                    p.id
+                );
                 self.pending.remove(seq);
                 true
             }

@@ -1,0 +1,85 @@
+//! Answers that come after their action ended (timed out, cancelled) are dropped, since
+//! nobody waits for them, and counted: an operator tuning `action_timeout` sees how many
+//! answers came too late.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{Action, ActionError, ClientConfig, StreamItem};
+use scripted::{msg, pong, Harness};
+use std::time::{Duration, Instant};
+
+fn ready() -> Harness {
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(9)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h.events();
+    h
+}
+
+#[test]
+fn late_responses_follow_ups_and_list_completes_are_counted_when_dropped() {
+    let mut h = ready();
+    let before = h.client.stats().late_answers_dropped;
+
+    // A Ping that timed out, then its Pong.
+    let ping = h.send(Action::new("Ping"));
+    h.take("Ping");
+    h.advance(Duration::from_secs(6));
+    assert!(matches!(
+        h.outcome(&ping),
+        Err(ActionError::TimedOut { .. })
+    ));
+    h.feed(&pong(ping.as_str()));
+    assert_eq!(h.client.stats().late_answers_dropped - before, 1);
+
+    // A FAXStats cancelled once written: its response, then its data event.
+    let fax = h.send(Action::new("FAXStats"));
+    h.take("FAXStats");
+    assert!(h.client.cancel(h.now, &fax));
+    let id = fax.as_str();
+    h.feed(&msg(&[("Response", "Success"), ("ActionID", id)]));
+    h.feed(&msg(&[
+        ("Event", "FAXStats"),
+        ("ActionID", id),
+        ("CurrentSessions", "0"),
+    ]));
+    assert_eq!(h.client.stats().late_answers_dropped - before, 3);
+
+    // A list that timed out after its start: its items are list drops, its Complete a late
+    // answer.
+    let list = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    let id = list.as_str();
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", id),
+        ("EventList", "start"),
+        ("Message", "Channels will follow"),
+    ]));
+    h.advance(Duration::from_secs(6));
+    h.feed(&msg(&[("Event", "CoreShowChannel"), ("ActionID", id)]));
+    h.feed(&msg(&[
+        ("Event", "CoreShowChannelsComplete"),
+        ("ActionID", id),
+        ("EventList", "Complete"),
+        ("ListItems", "1"),
+    ]));
+    let stats = h.client.stats();
+    assert_eq!(stats.late_answers_dropped - before, 4);
+    assert_eq!(stats.list_items_dropped, 1);
+    assert!(
+        !h.events()
+            .iter()
+            .any(|i| matches!(i, StreamItem::Event(e) if e.action_id().is_some())),
+        "no late answer reaches the stream"
+    );
+}
