@@ -12,11 +12,20 @@
 //! group (refused there); it refuses back-references (`\1`), which glibc accepts; a
 //! backslash inside brackets escapes here but is literal in POSIX; and a pattern that is
 //! not UTF-8 is refused here, while `.` matches no byte that is not part of UTF-8 text.
-//! A pattern that does not compile is refused with Asterisk's "did not compile" error. Legacy
-//! filters match the whole event text, with a leading `!` making the filter exclude. Advanced
-//! filters (`MatchCriteria`) support `action(include|exclude)`, `name(Event)`, `header(Key)`
-//! and the methods `exact`, `starts_with`/`startsWith`, `ends_with`/`endsWith`, `contains`,
-//! `regex` and `none`, given bare or as `method(...)`.
+//! A pattern that does not compile is refused with Asterisk's "did not compile" error.
+//!
+//! A leading `!` on the `Filter` pattern makes the filter exclude, legacy or advanced
+//! (for an advanced filter `action(...)` overrides it). Legacy filters (no `MatchCriteria`)
+//! match the whole event text. Advanced filters (`MatchCriteria`) are parsed as
+//! `manager_add_filter` does: the criteria are split on spaces, commas and `)`, and each
+//! token must begin `action(`, `name(`, `header(` or `method(` (compared case-sensitively,
+//! by prefix), with the values `include|exclude` for `action` and
+//! `regex|exact|starts_with|ends_with|contains|none` for `method`, spelt exactly so;
+//! anything else is "formatted incorrectly". Without `method(...)` the method is `none`,
+//! which takes no pattern and needs a `name()` or `header()`; every other method needs a
+//! pattern. `name()` is compared with the event name case-sensitively. `header(Key)`
+//! tests every line that begins `Key:` (case-sensitive), the value with its leading
+//! blanks skipped, and matches if any such line with a non-empty value matches.
 
 use regex::bytes::{Regex, RegexBuilder};
 
@@ -77,7 +86,8 @@ impl Filters {
     /// Most filters one session may hold (a simulator guard).
     pub(crate) const MAX: usize = 1024;
 
-    /// Adds a filter from the `Filter` and `MatchCriteria` headers.
+    /// Adds a filter from the `Filter` and `MatchCriteria` headers (an empty
+    /// `MatchCriteria` is no `MatchCriteria`, as in Asterisk).
     pub(crate) fn add(
         &mut self,
         filter: Option<&str>,
@@ -86,13 +96,15 @@ impl Filters {
         if self.list.len() >= Self::MAX {
             return Err(FilterError::Format);
         }
-        let f = match criteria {
+        // An absent Filter header is "" (astman_get_header); a leading '!' excludes,
+        // legacy or advanced.
+        let text = filter.unwrap_or("");
+        let (exclude, pattern) = match text.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let f = match criteria.filter(|c| !c.is_empty()) {
             None => {
-                let text = filter.ok_or(FilterError::Format)?;
-                let (exclude, pattern) = match text.strip_prefix('!') {
-                    Some(rest) => (true, rest),
-                    None => (false, text),
-                };
                 if pattern.is_empty() {
                     return Err(FilterError::Format);
                 }
@@ -105,7 +117,7 @@ impl Filters {
                     regex: Some(compile(pattern.as_bytes())?),
                 }
             }
-            Some(c) => parse_criteria(c, filter.unwrap_or(""))?,
+            Some(c) => parse_criteria(c, exclude, pattern)?,
         };
         self.list.push(f);
         Ok(())
@@ -138,45 +150,73 @@ impl Filters {
     }
 }
 
-fn parse_criteria(criteria: &str, pattern: &str) -> Result<Filter, FilterError> {
+/// A byte Asterisk's `ast_strip` and `ast_skip_blanks` skip: anything below 33.
+fn is_blank(c: char) -> bool {
+    u32::from(c) < 33
+}
+
+/// The value of one option token (`name(Foo`): what follows its first `(`, stripped, or
+/// None when it has no `(` or nothing after it. (Asterisk refuses an `action` token
+/// without `(` and dereferences a null pointer for the others; both are refused here.)
+fn option_value(token: &str) -> Option<&str> {
+    let open = token.find('(')?;
+    Some(token[open + 1..].trim_matches(is_blank)).filter(|v| !v.is_empty())
+}
+
+/// Parses `MatchCriteria` as `manager_add_filter` does (see the module doc).
+fn parse_criteria(criteria: &str, exclude: bool, pattern: &str) -> Result<Filter, FilterError> {
     let mut f = Filter {
-        exclude: false,
+        exclude,
         event: None,
         header: None,
-        method: Method::Regex,
+        method: Method::None,
         pattern: pattern.as_bytes().to_vec(),
         regex: None,
     };
-    for token in criteria.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (key, arg) = match token.find('(') {
-            Some(open) if token.ends_with(')') => {
-                (&token[..open], &token[open + 1..token.len() - 1])
-            }
-            _ => ("method", token),
-        };
-        match key.to_ascii_lowercase().as_str() {
-            "action" => match arg.to_ascii_lowercase().as_str() {
-                "include" => f.exclude = false,
-                "exclude" => f.exclude = true,
+    let mut found = false;
+    let tokens = criteria
+        .trim_start_matches(is_blank)
+        .split([' ', ',', ')'])
+        .filter(|t| !t.is_empty());
+    for token in tokens {
+        let value = option_value(token).ok_or(FilterError::Format)?;
+        if token.starts_with("action") {
+            f.exclude = match value {
+                "include" => false,
+                "exclude" => true,
                 _ => return Err(FilterError::Format),
-            },
-            "name" => f.event = Some(arg.to_string()),
-            "header" => f.header = Some(arg.to_string()),
-            "method" => {
-                f.method = match arg.to_ascii_lowercase().replace('_', "").as_str() {
-                    "regex" => Method::Regex,
-                    "contains" => Method::Substring,
-                    "exact" => Method::Exact,
-                    "startswith" => Method::StartsWith,
-                    "endswith" => Method::EndsWith,
-                    "none" => Method::None,
-                    _ => return Err(FilterError::Format),
-                }
+            };
+        } else if token.starts_with("name") {
+            f.event = Some(value.to_string());
+        } else if token.starts_with("header") {
+            let mut name = value.to_string();
+            if !name.ends_with(':') {
+                name.push(':');
             }
-            _ => return Err(FilterError::Format),
+            f.header = Some(name);
+        } else if token.starts_with("method") {
+            f.method = match value {
+                "regex" => Method::Regex,
+                "exact" => Method::Exact,
+                "starts_with" => Method::StartsWith,
+                "ends_with" => Method::EndsWith,
+                "contains" => Method::Substring,
+                "none" => Method::None,
+                _ => return Err(FilterError::Format),
+            };
+        } else {
+            return Err(FilterError::Format);
         }
+        found = true;
     }
-    if f.method != Method::None && f.pattern.is_empty() {
+    if !found {
+        return Err(FilterError::Format);
+    }
+    // Only `none` goes without a pattern, and `none` takes none.
+    if pattern.is_empty() != (f.method == Method::None) {
+        return Err(FilterError::Format);
+    }
+    if f.method == Method::None && f.event.is_none() && f.header.is_none() {
         return Err(FilterError::Format);
     }
     if f.method == Method::Regex {
@@ -185,17 +225,14 @@ fn parse_criteria(criteria: &str, pattern: &str) -> Result<Filter, FilterError> 
     Ok(f)
 }
 
-/// The first value of `key` in an event's wire text.
-fn header_value<'a>(text: &'a [u8], key: &str) -> Option<&'a [u8]> {
-    text.split(|&b| b == b'\n').find_map(|line| {
+/// Every value of the header `prefix` (`Key:`, compared case-sensitively) in an event's
+/// wire text, its leading blanks skipped, except the empty ones (as `filter_cmp_fn`).
+fn header_values<'a>(text: &'a [u8], prefix: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    text.split(|&b| b == b'\n').filter_map(move |line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&b| b == b':')?;
-        if line[..colon].eq_ignore_ascii_case(key.as_bytes()) {
-            let v = &line[colon + 1..];
-            Some(v.strip_prefix(b" ").unwrap_or(v))
-        } else {
-            None
-        }
+        let rest = line.strip_prefix(prefix.as_bytes())?;
+        let start = rest.iter().position(|&b| b >= 33).unwrap_or(rest.len());
+        Some(&rest[start..]).filter(|v| !v.is_empty())
     })
 }
 
@@ -206,17 +243,18 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 impl Filter {
     fn matches(&self, name: &str, text: &[u8]) -> bool {
         if let Some(ev) = &self.event {
-            if !ev.eq_ignore_ascii_case(name) {
+            if ev != name {
                 return false;
             }
         }
-        let subject = match &self.header {
-            Some(h) => match header_value(text, h) {
-                Some(v) => v,
-                None => return false,
-            },
-            None => text,
-        };
+        match &self.header {
+            Some(h) => header_values(text, h).any(|v| self.compare(v)),
+            None => self.compare(text),
+        }
+    }
+
+    /// `match_eventdata`: the pattern against one subject.
+    fn compare(&self, subject: &[u8]) -> bool {
         match self.method {
             Method::None => true,
             Method::Regex => self.regex.as_ref().is_some_and(|r| r.is_match(subject)),
@@ -299,7 +337,7 @@ mod tests {
         let mut f = Filters::default();
         f.add(
             Some("SIP/"),
-            Some("action(exclude),header(Channel),starts_with"),
+            Some("action(exclude),header(Channel),method(starts_with)"),
         )
         .unwrap();
         assert!(!f.pass("Hangup", HANGUP));
@@ -308,5 +346,141 @@ mod tests {
         g.add(None, Some("name(Hangup),method(none)")).unwrap();
         assert!(g.pass("Hangup", HANGUP));
         assert!(!g.pass("Newchannel", NEWCHANNEL));
+    }
+
+    /// manager.c's own `parsing_filter_tests` table (22.9.0), each filter alone: whether it
+    /// is added, and whether its test event is then sent. The criteria there are
+    /// `eventfilter(<MatchCriteria>)`; `eventfilter` alone is a legacy filter.
+    #[test]
+    fn asterisks_parsing_filter_tests() {
+        const NEWCHANNEL: (&str, &[u8]) = (
+            "Newchannel",
+            b"Event: Newchannel\r\nChannel: XXX\r\nSomeheader: YYY\r\n",
+        );
+        const VARSET: (&str, &[u8]) = (
+            "VarSet",
+            b"Event: VarSet\r\nChannel: ABC\r\nSomeheader: XXX\r\n",
+        );
+        let valid = [
+            (None, "XXX", NEWCHANNEL, true),
+            (None, "!XXX", VARSET, false),
+            (Some("name(VarSet),method(none)"), "", VARSET, true),
+            (
+                Some("name(Newchannel),method(regex)"),
+                "X[XYZ]X",
+                NEWCHANNEL,
+                true,
+            ),
+            (
+                Some("name(Newchannel),method(regex)"),
+                "X[abc]X",
+                NEWCHANNEL,
+                false,
+            ),
+            (
+                Some("action(exclude),name(Newchannel),method(regex)"),
+                "X[XYZ]X",
+                NEWCHANNEL,
+                false,
+            ),
+            (
+                Some("action(exclude),name(Newchannel),method(regex)"),
+                "X[abc]X",
+                NEWCHANNEL,
+                true,
+            ),
+            (
+                Some("action(include),name(VarSet),header(Channel),method(starts_with)"),
+                "AB",
+                VARSET,
+                true,
+            ),
+            (
+                Some("action(include),name(VarSet),header(Channel),method(ends_with)"),
+                "BC",
+                VARSET,
+                true,
+            ),
+            (
+                Some("action(include),name(VarSet),header(Channel),method(exact)"),
+                "ABC",
+                VARSET,
+                true,
+            ),
+            (
+                Some("action(include),name(VarSet),header(Channel),method(exact)"),
+                "XXX",
+                VARSET,
+                false,
+            ),
+            (
+                Some("name(VarSet),header(Channel),method(exact)"),
+                "!ZZZ",
+                VARSET,
+                true,
+            ),
+            (
+                Some("action(exclude),name(VarSet),header(Channel),method(exact)"),
+                "ZZZ",
+                VARSET,
+                true,
+            ),
+            (
+                Some("action(include),name(VarSet),header(Someheader),method(exact)"),
+                "!XXX",
+                VARSET,
+                true,
+            ),
+        ];
+        for (criteria, filter, (name, text), sent) in valid {
+            let mut f = Filters::default();
+            assert_eq!(
+                f.add(Some(filter), criteria),
+                Ok(()),
+                "{criteria:?} {filter:?}"
+            );
+            assert_eq!(f.pass(name, text), sent, "{criteria:?} {filter:?}");
+        }
+        let invalid = [
+            (Some("action(include)"), "", FilterError::Format),
+            (Some("action(inlude)"), "", FilterError::Format),
+            (Some("nnnn(yyy)"), "XXX", FilterError::Format),
+            (Some("eader(VarSet)"), "XXX", FilterError::Format),
+            (Some("ethod(contains)"), "XXX", FilterError::Format),
+            (
+                Some("nnnn(yyy),header(VarSet),method(contains)"),
+                "XXX",
+                FilterError::Format,
+            ),
+            (
+                Some("name(yyy),heder(VarSet),method(contains)"),
+                "XXX",
+                FilterError::Format,
+            ),
+            (
+                Some("name(yyy),header(VarSet),mehod(contains)"),
+                "XXX",
+                FilterError::Format,
+            ),
+            (
+                Some("name(yyy),header(VarSet),method(coains)"),
+                "XXX",
+                FilterError::Format,
+            ),
+            (Some("method(yyy)"), "XXX", FilterError::Format),
+            (None, "", FilterError::Format),
+            (None, "!", FilterError::Format),
+            (Some(")"), "XXX", FilterError::Format),
+            (None, "XX[X", FilterError::Compile),
+            (Some("method(regex)"), "XX[X", FilterError::Compile),
+        ];
+        for (criteria, filter, err) in invalid {
+            let mut f = Filters::default();
+            assert_eq!(
+                f.add(Some(filter), criteria),
+                Err(err),
+                "{criteria:?} {filter:?}"
+            );
+        }
     }
 }

@@ -78,7 +78,8 @@
 //! * **Slow readers**: untransmitted output beyond `socket_buffer` is a blocked write; if it
 //!   cannot finish within `write_timeout` (100 ms) the session is closed
 //!   ([`CloseReason::SlowReader`]) keeping only what the kernel held, like Asterisk's
-//!   `writetimeout`.
+//!   `writetimeout`. Each message (an event, a list item, a response) is its own write
+//!   with its own `write_timeout`, so a reader that keeps taking a long list in is kept.
 //! * **Faults** ([`Faults`], [`Fault`]): transmit chunking, delayed/dropped/duplicated
 //!   replies, foreign ActionIDs, garbage and over-long lines, non-UTF-8 caller names,
 //!   half-open sessions, resets mid-message, restarts, event storms.
@@ -93,7 +94,7 @@
 //!   state exists only for the `Local/...` devices of calls.
 //! * Only a few CLI commands exist (`core show version|uptime|channels`,
 //!   `manager show connected`, `dialplan show`); ListCommands lists the simulated actions
-//!   with the simulator's own synopses. Status prints fixed codec and group fields.
+//!   the user may run, with the simulator's own synopses. Status prints fixed codec and group fields.
 //! * The `echo` extension times out after `SimConfig::echo_timeout` (1 s; the recording
 //!   setup used 5 s). Call events of one step are emitted at the same virtual instant.
 //! * [`SimServer::advance_transmit`] takes no `now`: the write-timeout clock uses the

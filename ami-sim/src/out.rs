@@ -121,9 +121,10 @@ pub(crate) fn list_complete(name: &str, id: Option<&str>, items: usize) -> Msg {
 /// One session's output: bytes queued for the client, what the client has read, and the
 /// write-timeout clock.
 ///
-/// The first `socket_buffer` untransmitted bytes sit in the "kernel". A write (one message)
-/// that does not fit there is blocked; Asterisk gives each write `writetimeout` from the
-/// moment it starts, so the stall clock restarts whenever a whole write gets into the kernel.
+/// The first `socket_buffer` untransmitted bytes sit in the "kernel". A write (one message:
+/// an event, a list item, a response) that does not fit there is blocked; Asterisk gives
+/// each write `writetimeout` from the moment it starts, so the stall clock restarts whenever
+/// a whole write gets into the kernel.
 #[derive(Debug, Default)]
 pub(crate) struct OutBuf {
     buf: Vec<u8>,
@@ -169,14 +170,24 @@ impl OutBuf {
         self.queued += bytes.len() as u64;
     }
 
-    /// Queues one write.
+    /// Queues the messages in `bytes` (one or more, back to back), each its own write with
+    /// its own write end: Asterisk writes every event, list item and response separately,
+    /// each with its own `writetimeout`, so a multi-message reply (a list) is as many writes.
     pub(crate) fn write(&mut self, bytes: &[u8], now: Instant, window: usize) {
         if bytes.is_empty() {
             return;
         }
+        let start = self.base + self.buf.len() as u64;
         self.buf.extend_from_slice(bytes);
         self.queued += bytes.len() as u64;
-        self.ends.push_back(self.base + self.buf.len() as u64);
+        let mut at = 0;
+        while let Some(p) = bytes[at..].windows(4).position(|w| w == b"\r\n\r\n") {
+            at += p + 4;
+            if at < bytes.len() {
+                self.ends.push_back(start + at as u64);
+            }
+        }
+        self.ends.push_back(start + bytes.len() as u64);
         self.settle(now, window, false);
     }
 
@@ -278,5 +289,23 @@ mod tests {
         );
         o.truncate_pending(16);
         assert_eq!(o.backlog(), 16);
+    }
+
+    #[test]
+    fn each_message_of_a_reply_is_its_own_write() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut o = OutBuf::default();
+        // Three 10-byte messages in one reply, a 16-byte kernel window.
+        let msg = b"K: 123\r\n\r\n";
+        o.write(&msg.repeat(3), t0, 16);
+        assert_eq!(o.deadline(ms(100)), Some(t0 + ms(100)));
+        // Reading the first message lets the second into the kernel: a write completed, so
+        // the third gets its own 100 ms.
+        let t1 = t0 + ms(60);
+        o.advance(10, t1, 16);
+        assert_eq!(o.deadline(ms(100)), Some(t1 + ms(100)));
+        o.advance(10, t1 + ms(60), 16);
+        assert_eq!(o.deadline(ms(100)), None);
     }
 }

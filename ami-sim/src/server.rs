@@ -65,7 +65,9 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Queues one message for the client, with the garbage, reset and backlog faults.
+    /// Queues one reply or event for the client (a reply of several messages is as many
+    /// writes, see [`OutBuf::write`](crate::out::OutBuf::write)), with the garbage, reset and
+    /// backlog faults.
     fn write(&mut self, s: &mut Session, bytes: &[u8]) {
         if !s.is_open() || s.half_open || self.faults.is_half_open_all() || bytes.is_empty() {
             return;

@@ -638,7 +638,7 @@ fn a_storm_honours_each_sessions_filters_event_mask_and_busy_hold() {
     sim.receive(
         filtered,
         t0,
-        b"Action: Filter\r\nOperation: Add\r\nMatchCriteria: header(Seq),ends_with\r\nFilter: 7\r\n\r\n",
+        b"Action: Filter\r\nOperation: Add\r\nMatchCriteria: header(Seq),method(ends_with)\r\nFilter: 7\r\n\r\n",
     );
     sim.receive(masked, t0, b"Action: Events\r\nEventMask: call\r\n\r\n");
     sim.receive(busy, t0, b"Action: Ping\r\nActionID: p\r\n\r\n");

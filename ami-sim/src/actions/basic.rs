@@ -147,15 +147,20 @@ pub(super) fn core_status(
     )
 }
 
-/// ListCommands: `Name: synopsis  (Priv: classes)` for every simulated action.
+/// ListCommands: `Name: synopsis  (Priv: classes)` for every simulated action the user may
+/// run (manager.c: `(writeperm & authority) || authority == 0`).
 pub(super) fn list_commands(
-    _srv: &mut SimServer,
-    _sid: SessionId,
+    srv: &mut SimServer,
+    sid: SessionId,
     req: &Request,
     _now: Instant,
 ) -> Outcome {
+    let write = srv.session(sid).map_or(ClassMask::NONE, |s| s.write);
     let mut m = Msg::response("Success").id(req.action_id().as_deref());
-    for a in ACTIONS {
+    let allowed = ACTIONS
+        .iter()
+        .filter(|a| a.authority.is_empty() || write.intersects(a.authority));
+    for a in allowed {
         m.push(
             a.name,
             format!("{}  (Priv: {})", a.synopsis, a.authority.privilege()),

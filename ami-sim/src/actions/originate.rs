@@ -130,21 +130,29 @@ pub(super) fn originate(
             return err("Originate Access Forbidden: app or data blacklisted");
         }
     }
+    // manager.c `if (exten && context && pi)`: an absent Exten or Context is "", never
+    // NULL, so the extension is checked whenever Priority is a non-zero number, with or
+    // without Application.
+    let prio_num = prio_num.filter(|&p| p != 0);
+    if let Some(p) = prio_num {
+        let (c, e) = (
+            context.as_deref().unwrap_or(""),
+            exten.as_deref().unwrap_or(""),
+        );
+        if !dialplan::exists_at(c, e, p) {
+            return err("Extension does not exist.");
+        }
+    }
     let target = match (&app, &exten, &context, prio_num) {
         (Some(app), _, _, _) => CallTarget::App {
             app: app.clone(),
             data: data.clone(),
         },
-        (None, Some(e), Some(c), Some(p)) => {
-            if !dialplan::exists(c, e) {
-                return err("Extension does not exist.");
-            }
-            CallTarget::Exten {
-                context: c.clone(),
-                exten: e.clone(),
-                priority: p.clamp(1, 1000) as u32,
-            }
-        }
+        (None, Some(e), Some(c), Some(p)) => CallTarget::Exten {
+            context: c.clone(),
+            exten: e.clone(),
+            priority: p.clamp(1, 1000) as u32,
+        },
         _ => return err("Originate with 'Exten' requires 'Context' and 'Priority'"),
     };
     let (cid_name, cid_num) = match req.get("CallerID") {

@@ -7,7 +7,9 @@
 
 use super::Outcome;
 use crate::calls::channel::Channel;
+use crate::calls::Effect;
 use crate::classes::ClassMask;
+use crate::events::{escape_c, EventBuilder};
 use crate::input::Request;
 use crate::out::{self, Msg};
 use crate::server::SimServer;
@@ -118,7 +120,10 @@ pub(super) fn getvar(srv: &mut SimServer, sid: SessionId, req: &Request, _now: I
     )
 }
 
-/// Setvar (a channel variable also raises VarSet).
+/// Setvar, like `pbx_builtin_setvar_helper`: a channel variable, or a global one (both
+/// raise VarSet, a global one with `Channel: none` and `Uniqueid: none`). A name ending in
+/// `)` writes a function: `GLOBAL(x)` sets the global `x`, with or without a channel.
+/// **Simplification:** other functions are set as variables of that literal name.
 pub(super) fn setvar(
     srv: &mut SimServer,
     _sid: SessionId,
@@ -130,26 +135,63 @@ pub(super) fn setvar(
         return Outcome::Reply(out::error(id.as_deref(), "No variable specified"));
     };
     let value = req.get("Value").unwrap_or_default();
-    match req.get("Channel") {
-        Some(name) => {
+    let chan = req.get("Channel");
+    if let Some(name) = &chan {
+        if srv.engine.channel(name).is_none() {
+            return Outcome::Reply(out::error(id.as_deref(), "No such channel"));
+        }
+    }
+    let global = var
+        .strip_suffix(')')
+        .and_then(|v| v.split_once('('))
+        .filter(|(f, _)| f.eq_ignore_ascii_case("GLOBAL"))
+        .map(|(_, arg)| arg.to_string());
+    match (global, chan) {
+        (Some(name), _) => {
+            if !set_global(srv, &name, value) {
+                return Outcome::Reply(out::error(id.as_deref(), "Variable not set"));
+            }
+        }
+        (None, Some(name)) => {
             let mut fx = Vec::new();
             if !srv.engine.set_channel_var(&name, &var, &value, &mut fx) {
                 return Outcome::Reply(out::error(id.as_deref(), "No such channel"));
             }
             srv.apply_effects(fx);
         }
-        None => {
-            let globals = &mut srv.engine.globals;
-            match globals.iter_mut().find(|(k, _)| *k == var) {
-                Some(slot) => slot.1 = value,
-                None => {
-                    if globals.len() >= 4096 {
-                        return Outcome::Reply(out::error(id.as_deref(), "Variable not set"));
-                    }
-                    globals.push((var, value));
-                }
+        (None, None) => {
+            if !set_global(srv, &var, value) {
+                return Outcome::Reply(out::error(id.as_deref(), "Variable not set"));
             }
         }
     }
     Outcome::Reply(out::ack(id.as_deref(), "Variable Set"))
+}
+
+/// Sets a global variable and raises its VarSet (`varset_to_ami` without a channel);
+/// false when the simulator's table of globals is full.
+fn set_global(srv: &mut SimServer, var: &str, value: String) -> bool {
+    let globals = &mut srv.engine.globals;
+    let escaped = escape_c(value.as_bytes());
+    match globals.iter_mut().find(|(k, _)| k == var) {
+        Some(slot) => slot.1 = value,
+        None => {
+            if globals.len() >= 4096 {
+                return false;
+            }
+            globals.push((var.to_string(), value));
+        }
+    }
+    let ev = EventBuilder::new(
+        "VarSet",
+        ClassMask::DIALPLAN,
+        srv.cfg.system_name.as_deref(),
+    )
+    .field("Channel", "none")
+    .field("Uniqueid", "none")
+    .field("Variable", var)
+    .field("Value", escaped)
+    .build();
+    srv.apply_effects(vec![Effect::Event(ev)]);
+    true
 }

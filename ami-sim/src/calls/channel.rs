@@ -129,9 +129,52 @@ impl Channel {
     }
 }
 
-/// Parses a `CallerID` header like `ast_callerid_parse`: `"Name" <num>`, `Name <num>`,
-/// a bare number, or a bare name.
+/// Parses an Originate's `CallerID` header like `ast_callerid_parse`: `"Name" <num>`,
+/// `Name <num>`, a bare number, or a bare name; then, as manager.c's `action_originate`
+/// does, shrinks the number with [`shrink_phone_number`] (an empty one is none).
 pub(crate) fn parse_callerid(text: &str) -> (Option<Vec<u8>>, Option<String>) {
+    let (name, num) = parse_callerid_raw(text);
+    let num = num
+        .map(|n| shrink_phone_number(&n))
+        .filter(|n| !n.is_empty());
+    (name, num)
+}
+
+/// `ast_shrink_phone_number`: drops `(`, `)`, spaces, a `-` outside `[...]` and a `.`
+/// that is not the last character.
+pub(crate) fn shrink_phone_number(num: &str) -> String {
+    let mut out = String::with_capacity(num.len());
+    let mut bracketed = 0i32;
+    let mut chars = num.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '[' => {
+                bracketed += 1;
+                out.push(c);
+            }
+            ']' => {
+                bracketed -= 1;
+                out.push(c);
+            }
+            '-' => {
+                if bracketed != 0 {
+                    out.push(c);
+                }
+            }
+            '.' => {
+                if chars.peek().is_none() {
+                    out.push(c);
+                }
+            }
+            '(' | ' ' | ')' => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The name and number of a `CallerID` value, the number as written.
+fn parse_callerid_raw(text: &str) -> (Option<Vec<u8>>, Option<String>) {
     let text = text.trim();
     if text.is_empty() {
         return (None, None);
@@ -175,5 +218,21 @@ mod tests {
             (None, Some("5551000".to_string()))
         );
         assert_eq!(parse_callerid("Bob"), (Some(b"Bob".to_vec()), None));
+        assert_eq!(
+            parse_callerid("Sales <(555) 100-2000>"),
+            (Some(b"Sales".to_vec()), Some("5551002000".to_string()))
+        );
+        assert_eq!(
+            parse_callerid("Nobody <( )>"),
+            (Some(b"Nobody".to_vec()), None)
+        );
+    }
+
+    #[test]
+    fn numbers_shrink_like_ast_shrink_phone_number() {
+        use super::shrink_phone_number as shrink;
+        assert_eq!(shrink("+1 (555) 100-2000"), "+15551002000");
+        assert_eq!(shrink("[1-5]-9"), "[1-5]9");
+        assert_eq!(shrink("1.2.3."), "123.");
     }
 }

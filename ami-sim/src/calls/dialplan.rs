@@ -102,9 +102,11 @@ pub(crate) fn program(
     Some(prog)
 }
 
-/// Whether `exten@context` exists.
-pub(crate) fn exists(context: &str, exten: &str) -> bool {
-    program(context, exten, 1, 1).is_some()
+/// Whether priority `priority` of `exten@context` exists (`ast_exists_extension`).
+pub(crate) fn exists_at(context: &str, exten: &str, priority: i64) -> bool {
+    program(context, exten, 1, 1).is_some_and(|prog| {
+        priority >= 1 && usize::try_from(priority).is_ok_and(|p| p <= prog.len())
+    })
 }
 
 /// `dialplan show <context>` output lines, `None` for an unknown context.
@@ -141,9 +143,12 @@ mod tests {
 
     #[test]
     fn known_and_unknown() {
-        assert!(exists("ami-test", "echo"));
-        assert!(!exists("ami-test", "nope"));
-        assert!(!exists("other", "echo"));
+        assert!(exists_at("ami-test", "echo", 1));
+        assert!(exists_at("ami-test", "echo", 4));
+        assert!(!exists_at("ami-test", "echo", 5));
+        assert!(!exists_at("ami-test", "echo", -1));
+        assert!(!exists_at("ami-test", "nope", 1));
+        assert!(!exists_at("other", "echo", 1));
         let echo = program("ami-test", "echo", 7, 1).unwrap();
         assert_eq!(echo[1].data, "TIMEOUT(absolute)=7");
         assert!(show("ami-test").unwrap().len() > 20);
