@@ -83,3 +83,41 @@ fn late_responses_follow_ups_and_list_completes_are_counted_when_dropped() {
         "no late answer reaches the stream"
     );
 }
+
+#[test]
+fn an_originate_response_that_came_before_the_response_of_an_originate_cancelled_reaches_the_stream(
+) {
+    // Cancelled (or timed out) once its OriginateResponse had come but not its Response:
+    // the event says how a call that may be ringing ended, as a late one does.
+    let mut h = ready();
+    let o = h.send(scripted::async_originate(30_000));
+    h.take("Originate");
+    h.feed(&scripted::originate_response(o.as_str(), true));
+    assert!(h.client.cancel(h.now, &o));
+    h.feed(&scripted::originate_queued(o.as_str()));
+    let got = h
+        .events()
+        .into_iter()
+        .filter(|i| matches!(i, StreamItem::Event(m) if m.event() == Some("OriginateResponse")))
+        .count();
+    assert_eq!(got, 1);
+}
+
+#[test]
+fn an_originate_response_that_came_before_a_lost_sessions_response_reaches_the_stream_before_its_end(
+) {
+    let mut h = ready();
+    let o = h.send(scripted::async_originate(30_000));
+    h.take("Originate");
+    h.feed(&scripted::originate_response(o.as_str(), true));
+    h.eof();
+    let labels: Vec<String> = h.events().iter().map(scripted::stream_label).collect();
+    let at = labels
+        .iter()
+        .position(|l| l.starts_with("OriginateResponse"));
+    let down = labels.iter().position(|l| l.starts_with("down"));
+    assert!(
+        matches!((at, down), (Some(a), Some(d)) if a < d),
+        "the event, then the session's end: {labels:?}"
+    );
+}

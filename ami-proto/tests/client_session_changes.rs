@@ -8,7 +8,7 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ClientConfig, ClientConfigBuilder, SendError};
+use ami_proto::{Action, ActionError, ClientConfig, ClientConfigBuilder, SendError};
 use scripted::{async_originate, id_of, Harness, Out, BANNER};
 use std::time::{Duration, Instant};
 
@@ -218,4 +218,80 @@ fn a_filter_added_with_blanks_before_its_operation_is_kept_as_asterisk_installs_
         ["Filter"],
         "re-applied after the reconnect"
     );
+}
+
+#[test]
+fn a_mask_change_a_login_already_carried_stays_the_mask_when_its_action_is_cancelled() {
+    // The Events action was still queued when the session was lost: the next Login carried
+    // its mask, so the server has it whatever becomes of the action.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("call").pipeline_depth(1).build().unwrap(), t0);
+    h.ready();
+    let _ping = h.send_with(
+        Action::new("Ping"),
+        ami_proto::SendOptions::timeout(Duration::from_secs(600)),
+    );
+    h.take("Ping");
+    let mask = h.client.set_event_mask(h.now, "off").unwrap();
+    h.drain();
+    assert!(h.inbox_actions().is_empty(), "queued behind the Ping");
+    h.room = None;
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert_eq!(
+        login.get_str("Events"),
+        Some("off"),
+        "the login carried the new mask"
+    );
+    assert!(h.client.cancel(h.now, &mask));
+    h.drain();
+    h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(h.log.iter().any(|o| matches!(o, Out::Ready(_))));
+    let r = h.client.send_action(h.now, async_originate(30_000));
+    assert!(
+        matches!(r, Err(SendError::FollowUpMasked { .. })),
+        "the server has 'off': {r:?}"
+    );
+}
+
+#[test]
+fn a_filter_whose_action_failed_not_sent_at_a_disconnect_is_not_installed_at_the_next_login() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    h.room = Some(0); // socket full: the Filter is encoded, never handed out
+    let filter = h.client.add_filter(h.now, "Event: Hangup").unwrap();
+    h.drain();
+    assert!(h.inbox_actions().is_empty());
+    h.room = None;
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert!(
+        matches!(h.outcome(&filter), Err(ActionError::NotSent(_))),
+        "{:?}",
+        h.outcome(&filter)
+    );
+    h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(
+        h.inbox_actions().is_empty(),
+        "NotSent is 'safe to send again': nothing of it took effect: {:?}",
+        h.inbox_actions()
+    );
+}
+
+#[test]
+fn an_event_mask_change_whose_action_failed_not_sent_at_a_disconnect_is_not_the_next_logins() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("off").build().unwrap(), t0);
+    h.ready();
+    h.room = Some(0);
+    let mask = h.client.set_event_mask(h.now, "call").unwrap();
+    h.drain();
+    assert!(h.inbox_actions().is_empty());
+    h.room = None;
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert!(
+        matches!(h.outcome(&mask), Err(ActionError::NotSent(_))),
+        "{:?}",
+        h.outcome(&mask)
+    );
+    assert_eq!(login.get_str("Events"), Some("off"));
 }

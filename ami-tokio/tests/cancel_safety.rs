@@ -322,3 +322,65 @@ async fn a_send_all_dropped_after_some_servers_answered_puts_their_originate_res
         "b's OriginateResponse reached neither the caller (send_all dropped) nor the stream"
     );
 }
+
+/// The other order: the first server answers, `send_all` waits on for a slower one and is
+/// given up meanwhile. The first server's OriginateResponse, which came, reaches the
+/// merged stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_all_dropped_after_its_first_server_answered_puts_that_originate_response_in_the_stream(
+) {
+    let (mut fast, mut slow) = (front(), front());
+    slow.with_faults(|f| {
+        f.delay_replies(ActionMatch::named("Originate"), Duration::from_secs(3));
+    });
+    let (fleet, mut events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+    for (name, srv) in [("a", &fast), ("b", &slow)] {
+        let cfg = ClientConfig::builder("admin", "amp111").build().unwrap();
+        fleet.add(name, cfg, srv.local_addr()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), fleet.wait_ready(name))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let a_done = || {
+        fleet
+            .stats()
+            .servers
+            .iter()
+            .find(|s| s.name.as_str() == "a")
+            .map_or(0, |s| s.client.actions_by_outcome.get(OutcomeKind::Success))
+    };
+    {
+        let all = fleet.send_all(async_originate());
+        tokio::pin!(all);
+        let mut waited = 0;
+        while a_done() == 0 && waited < 300 {
+            tokio::select! {
+                r = &mut all => panic!("send_all ended before b answered: {r:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => waited += 1,
+            }
+        }
+        assert_eq!(a_done(), 1, "a's Originate completed");
+        // Polled once more after a's answer: a half-collected send_all.
+        tokio::select! {
+            r = &mut all => panic!("send_all ended before b answered: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+    let mut from_a = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(i)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        if let StreamItem::Event(e) = &i.item {
+            if e.event() == Some("OriginateResponse") && i.server.as_str() == "a" {
+                from_a = Some(i);
+                break;
+            }
+        }
+    }
+    fast.shutdown();
+    slow.shutdown();
+    assert!(
+        from_a.is_some(),
+        "a's OriginateResponse reached neither the caller (send_all dropped) nor the stream"
+    );
+}

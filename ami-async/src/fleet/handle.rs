@@ -244,14 +244,22 @@ impl FleetHandle {
                 Err(_) => None,
             })
             .collect();
-        let mut replies = Vec::with_capacity(answers.len());
-        for answer in answers {
-            replies.push(match answer {
-                Answer::Wait(guard) => wait_guarded(guard).await,
-                Answer::Now(reply) => reply,
-            });
+        // Every answer is waited for before any is taken: a caller that gives up meanwhile
+        // leaves each outcome that came in its waiter, where its guard hands it back to the
+        // core (`Fleet::unclaimed`: an async Originate's OriginateResponse reaches the
+        // stream) instead of dropping it with a half-collected list.
+        for answer in &answers {
+            if let Answer::Wait(guard) = answer {
+                answered(guard).await;
+            }
         }
-        replies
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Answer::Wait(guard) => take_reply(guard),
+                Answer::Now(reply) => reply,
+            })
+            .collect()
     }
 
     /// Where the server named `name` is now.
@@ -324,26 +332,34 @@ pub(super) async fn wait(shard: &Shard, routed: Routed) -> Reply {
 }
 
 /// [`wait`] for the action `guard` cancels if the caller stops waiting.
-async fn wait_guarded(mut guard: CancelOnDrop<'_>) -> Reply {
-    let (shard, key) = (guard.shard, &guard.key);
-    let outcome = poll_fn(|cx| {
-        let mut shared = shard.lock();
+async fn wait_guarded(guard: CancelOnDrop<'_>) -> Reply {
+    answered(&guard).await;
+    take_reply(guard)
+}
+
+/// Waits until the action `guard` watches has its outcome (or none will come: its waiter
+/// is gone, or the shard's driver), without taking it.
+async fn answered(guard: &CancelOnDrop<'_>) {
+    poll_fn(|cx| {
+        let mut shared = guard.shard.lock();
         let done = shared.driver_done;
-        let Some(w) = shared.waiters.get_mut(key) else {
-            return Poll::Ready(None);
-        };
-        if let Some(outcome) = w.outcome.take() {
-            shared.waiters.remove(key);
-            return Poll::Ready(Some(outcome));
+        match shared.waiters.get_mut(&guard.key) {
+            Some(w) if w.outcome.is_none() && !done => {
+                w.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            _ => Poll::Ready(()),
         }
-        if done {
-            shared.waiters.remove(key);
-            return Poll::Ready(None);
-        }
-        w.waker = Some(cx.waker().clone());
-        Poll::Pending
     })
     .await;
+}
+
+/// Takes the outcome [`answered`] waited for, disarming `guard`.
+fn take_reply(mut guard: CancelOnDrop<'_>) -> Reply {
+    let outcome = {
+        let mut shared = guard.shard.lock();
+        shared.waiters.remove(&guard.key).and_then(|w| w.outcome)
+    };
     guard.armed = false;
     Reply {
         server: guard.key.0.clone(),

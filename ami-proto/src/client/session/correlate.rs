@@ -383,11 +383,33 @@ impl Client {
         let list = p.stage == Stage::List;
         p.response = None;
         p.action = None;
+        // An OriginateResponse that came before the action's own response: nobody waits for
+        // it now, and it says how a call that may be ringing ended; it goes to the stream,
+        // as it would have had it come after.
+        let early = p.early_follow_up.take();
         self.pending
             .set_stage(seq, Stage::Abandoned { list }, on_wire);
         self.pending.set_deadline(seq, now + grace);
         self.emit_completed(id, outcome);
+        if let Some(event) = early {
+            self.early_follow_up_released(now, *event);
+        }
         self.pump(now);
+    }
+
+    /// The early follow-up of an action that ended before its response: an
+    /// `OriginateResponse` goes to the stream (while the session that received it is the
+    /// current one, as any late one does); another follow-up's data (FAXStats...) was its
+    /// caller's alone and is dropped, counted.
+    pub(super) fn early_follow_up_released(&mut self, now: Instant, event: Message) {
+        let originate = event
+            .first_value()
+            .is_some_and(|name| name.is_word(FollowUp::ORIGINATE));
+        if originate && self.conn.ready_since.is_some() {
+            self.queue_event(now, event);
+        } else {
+            self.stats.late_answers_dropped += 1;
+        }
     }
 
     pub(super) fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {
@@ -510,6 +532,7 @@ impl Client {
 
     pub(super) fn fail_queued(&mut self, now: Instant, reason: DisconnectReason) {
         while let Some(seq) = self.pending.pop_queued() {
+            self.undo_session_change(seq, changes::Undo::NeverSent);
             self.pending.set_stage(seq, Stage::Written, false);
             self.finish(now, seq, Err(ActionError::NotSent(reason.clone())));
         }

@@ -74,7 +74,11 @@ impl Client {
         }
     }
 
-    pub(super) fn login_action(&self, challenge: Option<&[u8]>) -> Action {
+    /// The Login, carrying the session's event mask: from then on the server has that mask,
+    /// so the mask changes still pending are for good (undoing one would leave the client
+    /// believing a mask the server does not have).
+    pub(super) fn login_action(&mut self, challenge: Option<&[u8]>) -> Action {
+        self.mask_changes.clear();
         let login = Action::new("Login").field("Username", self.config.username.as_str());
         let login = match challenge {
             None => login.field("Secret", self.config.secret.expose()),

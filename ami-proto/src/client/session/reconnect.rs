@@ -24,6 +24,18 @@ impl Client {
             other => other,
         };
         let had_transport = self.state != State::Backoff;
+        // An OriginateResponse that came on this session before its action's response: the
+        // action now ends unanswered, and the event goes to the stream ahead of the
+        // session's end, where it came.
+        for seq in self.pending.sorted_seqs() {
+            if let Some(event) = self
+                .pending
+                .get_mut(seq)
+                .and_then(|p| p.early_follow_up.take())
+            {
+                self.early_follow_up_released(now, *event);
+            }
+        }
         if self.conn.ready_since.is_some() {
             // Only a session that was announced `Ready` in the stream ends in it.
             self.events.session_lost(reason.clone());
@@ -69,6 +81,9 @@ impl Client {
                             .then(|| p.response.take())
                             .flatten();
                         let outcome = if not_sent.binary_search(&seq).is_ok() {
+                            // "Safe to send again": what it would have changed in the
+                            // session (a filter, the mask) did not happen either.
+                            self.undo_session_change(seq, super::changes::Undo::NeverSent);
                             ActionError::NotSent(reason.clone())
                         } else if let Some(response) = accepted {
                             // Not unknown: the server said it took it (an async Originate's
