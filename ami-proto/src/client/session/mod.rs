@@ -1053,8 +1053,9 @@ impl Client {
     /// the event stream, as it does for an Originate cancelled before its answer came (the
     /// call was placed; that event says how it ended). Only while the session that received
     /// it is still the current one: after a reconnect it would follow the new session's
-    /// `Ready`, as if this session had sent it. Anything else an outcome holds was its
-    /// caller's alone and goes with it (the action is counted by its outcome already).
+    /// `Ready`, as if this session had sent it. It takes its place in the stream now, after
+    /// the events that came after it. Anything else an outcome holds was its caller's alone
+    /// and goes with it (the action is counted by its outcome already).
     pub fn unclaimed(&mut self, now: Instant, outcome: Outcome) {
         let follow_up = match outcome {
             Ok(response) => response.follow_up,
