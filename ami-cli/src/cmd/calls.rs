@@ -433,14 +433,46 @@ fn header(tracker: &CallTracker, name: &str) -> String {
     )
 }
 
-/// A cheap signature of the view: it changed when this did.
-fn signature(tracker: &CallTracker) -> Vec<(String, u8, bool)> {
-    let mut sig: Vec<_> = tracker
+/// What the `calls` JSON line shows of one channel, but its age (which moves every second).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ChannelSig {
+    uniqueid: String,
+    linkedid: String,
+    name: String,
+    state: u8,
+    caller_id_num: String,
+    caller_id_name: String,
+    context: String,
+    exten: String,
+    bridge: Option<String>,
+    adopted: bool,
+    originate: Option<String>,
+}
+
+/// Whether the view is stale, and its channels' signatures.
+type ViewSig = (bool, Vec<ChannelSig>);
+
+/// The signature of the view: everything its `calls` JSON line shows but the ages, so that
+/// the line is written again when any of it changes (a rename, a bridge changed for another,
+/// a caller ID given, a channel moved to another call), and only then.
+fn signature(tracker: &CallTracker) -> ViewSig {
+    let chans = tracker
         .channels()
-        .map(|c| (c.uniqueid.clone(), c.state.code(), c.bridge.is_some()))
+        .map(|c| ChannelSig {
+            uniqueid: c.uniqueid.clone(),
+            linkedid: c.linkedid.clone(),
+            name: c.name.clone(),
+            state: c.state.code(),
+            caller_id_num: c.caller_id_num.clone(),
+            caller_id_name: c.caller_id_name.clone(),
+            context: c.context.clone(),
+            exten: c.exten.clone(),
+            bridge: c.bridge.clone(),
+            adopted: c.adopted,
+            originate: c.originate.as_ref().map(|t| t.to_string()),
+        })
         .collect();
-    sig.push((String::new(), 0, tracker.is_stale()));
-    sig
+    (tracker.is_stale(), chans)
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
@@ -598,7 +630,7 @@ fn watch(
     let terminal = std::io::stdout().is_terminal();
     let mut news: VecDeque<String> = VecDeque::new();
     let mut happened = Vec::new();
-    let mut last_sig: Vec<Option<Vec<(String, u8, bool)>>> = vec![None; link.len()];
+    let mut last_sig: Vec<Option<ViewSig>> = vec![None; link.len()];
     let mut looked = Instant::now() - REDRAW;
     crate::stop::catch();
     link.wait(Some(Instant::now()), &mut happened)?;
@@ -716,6 +748,97 @@ fn watch_end(link: &Link, t: &Trackers, waited: Duration) -> Result<(), Failure>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JSON view of `ami calls --watch` (stdout not a terminal) is written when
+    /// `signature` changes, so the signature holds everything the line shows but the ages:
+    /// a channel renamed, moved from one bridge to another, or given its caller ID
+    /// (NewCallerid, `originate_async.raw`: `<unknown>` -> `5551000` while the state stays 0)
+    /// writes the line again.
+    #[test]
+    fn a_rename_a_bridge_changed_for_another_or_a_caller_id_writes_the_view_again() {
+        fn event(text: &str) -> ami_proto::StreamItem {
+            let mut d = ami_proto::Decoder::without_banner(ami_proto::DecoderLimits::default());
+            let bytes = text.replace('\n', "\r\n");
+            d.feed(bytes.as_bytes());
+            match d.decode() {
+                Some(Ok(ami_proto::Frame::Message(m))) => ami_proto::StreamItem::Event(m),
+                other => panic!("{other:?}"),
+            }
+        }
+        let block = |num: &str| {
+            format!(
+                "Channel: Local/wait10@ami-test-00000002;1\nChannelState: 0\nChannelStateDesc: Down\n\
+                 CallerIDNum: {num}\nCallerIDName: <unknown>\nContext: ami-test\nExten: wait10\n\
+                 Priority: 1\nUniqueid: 1795423110.4\nLinkedid: 1795423110.4\n"
+            )
+        };
+        let now = Instant::now();
+        let mut tr = CallTracker::new(TrackerConfig::builder().build().unwrap());
+        tr.handle_item(
+            now,
+            &ami_proto::StreamItem::Ready {
+                ami_version: "11.0.0".into(),
+            },
+        );
+        tr.handle_item(
+            now,
+            &event(&format!("Event: Newchannel\n{}\n", block("<unknown>"))),
+        );
+        let mut changes = Vec::new();
+        let mut last = signature(&tr);
+        // The view is looked at every REDRAW (500 ms): each step is what happens between
+        // two looks.
+        let mut step = |tr: &mut CallTracker, what: &str, texts: Vec<String>| {
+            for text in texts {
+                tr.handle_item(now, &event(&text));
+            }
+            let sig = signature(tr);
+            if sig == last {
+                changes.push(what.to_string());
+            }
+            last = sig;
+        };
+        step(
+            &mut tr,
+            "NewCallerid",
+            vec![format!("Event: NewCallerid\n{}\n", block("5551000"))],
+        );
+        step(
+            &mut tr,
+            "BridgeEnter b-1",
+            vec![format!(
+                "Event: BridgeEnter\nBridgeUniqueid: b-1\n{}\n",
+                block("5551000")
+            )],
+        );
+        step(
+            &mut tr,
+            "moved from bridge b-1 to b-2 (transfer)",
+            vec![
+                format!(
+                    "Event: BridgeLeave\nBridgeUniqueid: b-1\n{}\n",
+                    block("5551000")
+                ),
+                format!(
+                    "Event: BridgeEnter\nBridgeUniqueid: b-2\n{}\n",
+                    block("5551000")
+                ),
+            ],
+        );
+        step(
+            &mut tr,
+            "Rename",
+            vec!["Event: Rename\nChannel: Local/wait10@ami-test-00000002;1\nNewname: PJSIP/100-0000000a\nUniqueid: 1795423110.4\n\n".to_string()],
+        );
+        assert_eq!(
+            tr.channel("1795423110.4").unwrap().name,
+            "PJSIP/100-0000000a"
+        );
+        assert!(
+            changes.is_empty(),
+            "view changes that write no new `calls` JSON line: {changes:?}"
+        );
+    }
 
     #[test]
     fn a_caller_name_that_would_steer_a_terminal_is_written_escaped() {

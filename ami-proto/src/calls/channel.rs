@@ -206,9 +206,65 @@ impl Channel {
     }
 }
 
-/// A field as text; bytes that are not UTF-8 are replaced.
+/// The `Uniqueid` of `msg` as the tracker keys channels: its text, bytes that are not UTF-8
+/// replaced (the same key at every event of the channel, and in every snapshot); empty
+/// without one.
+pub(crate) fn uniqueid(msg: &Message) -> String {
+    text(msg, "Uniqueid").unwrap_or_default()
+}
+
+/// Most bytes of one text field the tracker keeps (a channel's name, caller ID, context,
+/// a bridge id, a cause text...): Asterisk's own are far shorter (a Uniqueid is at most 149
+/// characters), and a longer one (a caller's SIP display name of any length) is cut here, at
+/// a character boundary, so that each channel costs about 1 KiB whatever the server sends.
+/// Cut fields are counted ([`TrackerStats::fields_cut`](super::TrackerStats::fields_cut)).
+pub const MAX_FIELD_BYTES: usize = 256;
+
+/// The fields the tracker keeps, whose length [`MAX_FIELD_BYTES`] caps.
+const KEPT: [&str; 14] = [
+    "Uniqueid",
+    "Linkedid",
+    "Channel",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "ConnectedLineName",
+    "Context",
+    "Exten",
+    "Priority",
+    "Cause-txt",
+    "Newname",
+    "BridgeUniqueid",
+    "BridgeId",
+];
+
+/// How many fields of `msg` the tracker keeps are longer than [`MAX_FIELD_BYTES`].
+pub(crate) fn fields_over_cap(msg: &Message) -> u64 {
+    msg.fields()
+        .filter(|f| f.value.as_bytes().len() > MAX_FIELD_BYTES)
+        .filter(|f| {
+            KEPT.iter()
+                .any(|k| f.key.eq_ignore_ascii_case(k.as_bytes()))
+        })
+        .count() as u64
+}
+
+/// A field as text, cut to [`MAX_FIELD_BYTES`]; bytes that are not UTF-8 are replaced.
 pub(crate) fn text(msg: &Message, key: &str) -> Option<String> {
-    msg.get(key).map(|v| v.to_str_lossy().into_owned())
+    msg.get(key).map(|v| {
+        let bytes = v.as_bytes();
+        let bytes = &bytes[..bytes.len().min(MAX_FIELD_BYTES)];
+        let mut s = String::from_utf8_lossy(bytes).into_owned();
+        if s.len() > MAX_FIELD_BYTES {
+            // A replacement character made it longer: cut at a character boundary.
+            let mut end = MAX_FIELD_BYTES;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+        s
+    })
 }
 
 /// How a channel ended.
@@ -322,6 +378,9 @@ pub struct EndedCall {
     pub channels_moved: u64,
     /// Folded from every channel that ended in it, those not kept too.
     pub(crate) end: CallEnd,
+    /// The cause of the last channel that ended in it (those not kept too); `None` if it
+    /// ended unseen or without one.
+    pub(crate) last_cause: Option<u16>,
 }
 
 /// Most ended channels one call keeps while other channels of it are still live (a long call

@@ -1,5 +1,6 @@
 //! The tracker's limits and names, checked when built.
 
+use std::time::Duration;
 use thiserror::Error;
 
 /// Why a [`TrackerConfig`] was refused.
@@ -24,6 +25,7 @@ pub struct TrackerConfig {
     pub(crate) max_originates: usize,
     pub(crate) tag_variable: String,
     pub(crate) tag_prefix: String,
+    pub(crate) event_grace: Duration,
 }
 
 /// Builds a [`TrackerConfig`].
@@ -41,6 +43,7 @@ impl Default for TrackerConfig {
             max_originates: 10_000,
             tag_variable: "AMIRS_ORIGINATE".to_string(),
             tag_prefix: "amirs".to_string(),
+            event_grace: Duration::from_secs(5),
         }
     }
 }
@@ -71,7 +74,8 @@ fn good_name(s: &str) -> bool {
 }
 
 impl TrackerConfigBuilder {
-    /// Most channels tracked at once (default 20 000, about 1 KiB each). New channels past it
+    /// Most channels tracked at once (default 20 000, about 1 KiB each, at most about 3 KiB:
+    /// each of its text fields is cut to [`MAX_FIELD_BYTES`](super::MAX_FIELD_BYTES)). New channels past it
     /// are not tracked, and counted ([`TrackerStats::channels_over_cap`](super::TrackerStats)).
     pub fn max_channels(mut self, n: usize) -> Self {
         self.config.max_channels = n;
@@ -105,6 +109,21 @@ impl TrackerConfigBuilder {
     /// The channel variable carrying originate tags (default `AMIRS_ORIGINATE`).
     pub fn tag_variable(mut self, name: &str) -> Self {
         name.clone_into(&mut self.config.tag_variable);
+        self
+    }
+
+    /// How long events that Asterisk sends behind a direct answer are awaited (default 5 s).
+    /// Asterisk writes an action's answer (an `OriginateResponse`, a `CoreShowChannels`
+    /// list) straight to the session, while channel events reach it through its event
+    /// queue, which lags under load: an Originate answered Success before any event of its
+    /// channel waits this long for them before it counts as [in doubt](super::OriginateState::InDoubt),
+    /// and a channel a snapshot on the same session no longer lists leaves the view but waits
+    /// this long for its `Hangup` before it is reported ended unobserved. The tracker has no clock: a wait
+    /// ends at the first input (`handle_item`, `handle_reply`) at or past it. Zero: a channel
+    /// gone from a snapshot ends unobserved at once, and an answered Originate is in doubt
+    /// at the first input after its answer without its channel.
+    pub fn event_grace(mut self, grace: Duration) -> Self {
+        self.config.event_grace = grace;
         self
     }
 

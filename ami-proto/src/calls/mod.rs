@@ -45,15 +45,28 @@
 //! - channels in the view and in the snapshot continue (the snapshot's state wins: what
 //!   changed during the outage was not seen, so an answer then has no time);
 //! - channels in the view, gone from the snapshot, ended while unobserved
-//!   ([`Ending::Unobserved`]: no cause, no end time, never made up);
+//!   ([`Ending::Unobserved`]: no cause, no end time, never made up). On the session whose
+//!   events the view followed (a resync after a gap, say), Asterisk may write the snapshot
+//!   before the `Hangup` of a channel that just hung up (the answer goes straight to the
+//!   session, events through a queue that lags under load): such a channel leaves the view
+//!   (which then equals the snapshot), but its end waits up to
+//!   [`event_grace`](TrackerConfigBuilder::event_grace) for that `Hangup`
+//!   ([`ResyncReport::waiting_for_hangup`]): it ends with its cause if the `Hangup` comes,
+//!   unobserved if not (and its call ends then, not before). After a session change the
+//!   events it missed are gone for good: it ends unobserved at once;
 //! - channels new to it are adopted (`adopted`, no creation time).
 //!
 //! ## Originates never left in doubt
 //!
 //! [`CallTracker::originate`] adds a unique tag in a channel variable. The tracker links the
 //! tag to the channels that carry it (their `VarSet`) and to the `OriginateResponse`'s
-//! Uniqueid, and follows the call to its end ([`OriginateState`]). When the answer is lost
-//! (`Unknown` after a disconnect, or a timeout), the next snapshot looks for the tag with
+//! Uniqueid, and follows the call to its end ([`OriginateState`]): the call of those
+//! channels (their Linkedid), which goes on when a Local pair carrying the tag optimizes
+//! away. An answer that comes before the events of its channels (Asterisk writes it
+//! straight to the session, channel events lag behind in its event queue) waits for them
+//! up to [`event_grace`](TrackerConfigBuilder::event_grace). When the answer is lost
+//! (`Unknown` after a disconnect, or a timeout), or its channels' events did not come within
+//! the grace or may have been lost in a gap, the next snapshot looks for the tag with
 //! `Status` `Variables`: it resolves to `Running` (now tracked) or `NotRunningNow` (it may
 //! have run and ended while away), never to "failed" or "never ran".
 //!
@@ -61,7 +74,8 @@
 //!
 //! Channels tracked, events held while a snapshot's answer is awaited, updates waiting and
 //! Originates followed are
-//! capped ([`TrackerConfigBuilder`]); what a cap turns away is counted in [`TrackerStats`]
+//! capped ([`TrackerConfigBuilder`]), and each text field a channel keeps to
+//! [`MAX_FIELD_BYTES`]; what a cap turns away or cuts is counted in [`TrackerStats`]
 //! and logged.
 //!
 //! ```
@@ -150,6 +164,7 @@ mod view;
 
 pub use channel::{
     CallEnd, Channel, ChannelState, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL,
+    MAX_FIELD_BYTES,
 };
 pub use config::{TrackerConfig, TrackerConfigBuilder, TrackerConfigError};
 pub use originate::{OriginateState, OriginateTag};
@@ -229,8 +244,14 @@ pub enum StaleReason {
 pub struct ResyncReport {
     /// Channels in the view and in the snapshot.
     pub continued: usize,
-    /// Channels in the view, gone from the snapshot, whose Hangup was never seen.
+    /// Channels in the view, gone from the snapshot, whose Hangup was never seen (after a
+    /// session change: the events they missed are gone for good).
     pub ended_unobserved: usize,
+    /// Channels in the view, gone from a snapshot on the same session: they leave the view,
+    /// and their end waits up to `event_grace` for their `Hangup`, which the server may send
+    /// just after the snapshot; without it they end unobserved then (counted in
+    /// [`TrackerStats::ended_unobserved`] from the snapshot on, unless their `Hangup` comes).
+    pub waiting_for_hangup: usize,
     /// Channels first known from the snapshot.
     pub adopted: usize,
     /// Events that came after the snapshot's mark but before its answer was in hand, held
@@ -285,7 +306,9 @@ pub struct TrackerStats {
     pub resyncs: u64,
     /// Resyncs completed.
     pub resynced: u64,
-    /// Channels reported ended while unobserved.
+    /// Channels reported ended while unobserved. One gone from a snapshot on the same
+    /// session is counted when the snapshot shows it gone, and no more if its `Hangup` comes
+    /// within `event_grace` after all.
     pub ended_unobserved: u64,
     /// Channels not tracked because `max_channels` was reached.
     pub channels_over_cap: u64,
@@ -302,6 +325,8 @@ pub struct TrackerStats {
     pub updates_dropped: u64,
     /// Snapshots that failed.
     pub snapshot_failures: u64,
+    /// Text fields cut to [`MAX_FIELD_BYTES`] (a caller name of any length, say).
+    pub fields_cut: u64,
 }
 
 #[derive(Debug)]
@@ -375,6 +400,16 @@ pub struct CallTracker {
     updates: VecDeque<CallUpdate>,
     updates_episode: bool,
     originates: BTreeMap<OriginateTag, Record>,
+    /// Uniqueids of answered Originates whose channel events are awaited, with their tag.
+    answered_uids: BTreeMap<String, OriginateTag>,
+    /// Channels a snapshot on the same session no longer listed, awaiting their Hangup
+    /// (kept in the view): until when, and when the snapshot showed them gone. At most the
+    /// view's channels.
+    missing: BTreeMap<String, (Instant, Instant)>,
+    /// No snapshot applied yet on this session.
+    fresh_session: bool,
+    /// The earliest end of such a wait.
+    next_expiry: Option<Instant>,
     next_token: u64,
     next_tag: u64,
     stats: TrackerStats,
@@ -397,6 +432,10 @@ impl CallTracker {
             updates: VecDeque::new(),
             updates_episode: false,
             originates: BTreeMap::new(),
+            answered_uids: BTreeMap::new(),
+            missing: BTreeMap::new(),
+            fresh_session: true,
+            next_expiry: None,
             next_token: TOKEN_BASE,
             next_tag: 0,
             stats: TrackerStats::default(),
@@ -407,6 +446,7 @@ impl CallTracker {
 
     /// Feeds one stream item, in stream order.
     pub fn handle_item(&mut self, now: Instant, item: &StreamItem) {
+        self.expire(now);
         match item {
             StreamItem::Event(msg) => self.event(now, msg),
             StreamItem::Gap { dropped } => self.gap(*dropped),
@@ -418,6 +458,7 @@ impl CallTracker {
             } => self.gap(*count),
             StreamItem::Discarded { .. } => {}
             StreamItem::Ready { .. } => {
+                self.fresh_session = true;
                 self.attempts = 0;
                 self.start_resync(StaleReason::Start);
             }
@@ -445,6 +486,7 @@ impl CallTracker {
     /// The answer to request `token`: `outcome` from a [`Client`](crate::Client),
     /// or an async adapter's result. Unknown tokens are ignored.
     pub fn handle_reply(&mut self, now: Instant, token: u64, reply: Result<Response, ActionError>) {
+        self.expire(now);
         if let Some(f) = self.inflight.get_mut(&token) {
             f.reply = Some(reply);
             self.try_complete(now, token);
@@ -548,6 +590,7 @@ impl CallTracker {
         s.calls = self.view.call_count();
         s.channels_over_cap = self.view.over_cap;
         s.unknown_channel_events = self.view.unknown;
+        s.fields_cut = self.view.cut;
         s
     }
 
@@ -608,6 +651,20 @@ impl CallTracker {
         log::debug!("AMI call tracker: resync ({reason:?})");
         self.update(CallUpdate::Stale(reason));
         let epoch = self.epoch;
+        // Answered Originates whose channel events are still awaited: those events may be
+        // among the lost ones, so look for their tag too.
+        let awaiting: Vec<OriginateTag> = self
+            .originates
+            .iter()
+            .filter(|(_, r)| r.wait_until.is_some())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tag in awaiting {
+            if let Some(state) = self.originates.get_mut(&tag).and_then(Record::doubt) {
+                self.forget_awaited(&tag);
+                self.update(CallUpdate::Originate { tag, state });
+            }
+        }
         self.request(Purpose::Channels(epoch), Action::new("CoreShowChannels"));
         let mut tags = Tags::NotAsked;
         if self
@@ -685,8 +742,8 @@ impl CallTracker {
     /// for the snapshot to bring the channel in, within `max_buffered`; past it it is
     /// dropped, counted, and one more snapshot follows.
     fn event_after_mark(&mut self, now: Instant, msg: &Message) {
-        let uid = msg.get_str("Uniqueid").unwrap_or("").to_string();
-        let name = msg.event().unwrap_or("");
+        let uid = channel::uniqueid(msg);
+        let name = msg.event().map_or("", str::trim);
         let was = self.view.channel(&uid).is_some();
         if !uid.is_empty() && !was && !name.eq_ignore_ascii_case("Newchannel") {
             if self.held.len() < self.config.max_buffered {
@@ -710,9 +767,16 @@ impl CallTracker {
         let is = self.view.channel(&uid).is_some();
         let bridge =
             name.eq_ignore_ascii_case("BridgeEnter") || name.eq_ignore_ascii_case("BridgeLeave");
+        // Only an event with a channel block (its state) or one that ended the channel
+        // makes the view newer than the snapshot for it; others naming its Uniqueid (an
+        // OriginateResponse of another client, a Rename) say nothing of its state, and the
+        // snapshot's state must not be thrown away for them.
+        let state_news = msg.get("ChannelState").is_some() || (was && !is);
         if let Sync::Resyncing(r) = &mut self.sync {
             if let Some(after) = &mut r.after_mark {
-                after.touch(&uid, was, is, bridge);
+                if state_news {
+                    after.touch(&uid, was, is, bridge);
+                }
             }
         }
         self.effects(fx);
@@ -728,24 +792,135 @@ impl CallTracker {
 
     /// Acts on what an event did: calls ended, originates linked or ended.
     fn effects(&mut self, fx: Effects) {
+        self.follow_moves();
         if let Some((uid, value)) = fx.tagged {
             let tag = OriginateTag(value);
             self.view.set_originate(&uid, &tag);
             self.link(&tag, &uid);
         }
         for (uid, cause, tag) in fx.channels_ended {
+            if self.missing.remove(&uid).is_some() {
+                // Its Hangup came behind the snapshot: seen after all.
+                self.stats.ended_unobserved = self.stats.ended_unobserved.saturating_sub(1);
+            }
             if let Some(tag) = tag {
                 self.originate_channel_ended(&tag, &uid, cause, false);
             }
         }
+        // An answered Originate's channel, seen after its answer.
+        if let Some(uid) = fx.seen {
+            if let Some(tag) = self.answered_uids.remove(&uid) {
+                if self.view.set_originate(&uid, &tag) {
+                    self.link(&tag, &uid);
+                }
+            }
+        }
         for call in fx.calls_ended {
-            self.update(CallUpdate::CallEnded(call));
+            self.call_ended(call);
         }
     }
 
+    /// Originates follow their call to the Linkedids its live channels move to.
+    fn follow_moves(&mut self) {
+        for (from, to) in self.view.take_moves() {
+            for r in self.originates.values_mut() {
+                r.moved(&from, &to);
+            }
+        }
+    }
+
+    /// A call has no live channel left: Originates whose call it was may end with it.
+    fn call_ended(&mut self, call: EndedCall) {
+        self.follow_moves();
+        let tags: Vec<OriginateTag> = self
+            .originates
+            .iter()
+            .filter(|(_, r)| r.calls.contains(&call.linkedid))
+            .map(|(t, _)| t.clone())
+            .collect();
+        let ended_here = call.ended() != CallEnd::Moved;
+        for tag in tags {
+            let change = self.originates.get_mut(&tag).and_then(|r| {
+                r.call_ended(
+                    &call.linkedid,
+                    call.last_cause,
+                    call.unobserved(),
+                    ended_here,
+                )
+            });
+            self.originate_changed(&tag, change);
+        }
+        self.update(CallUpdate::CallEnded(call));
+    }
+
     fn link(&mut self, tag: &OriginateTag, uid: &str) {
-        let change = self.originates.get_mut(tag).and_then(|r| r.link(uid));
+        let Some(linkedid) = self.view.channel(uid).map(|c| c.linkedid.clone()) else {
+            return;
+        };
+        let change = self
+            .originates
+            .get_mut(tag)
+            .and_then(|r| r.link(uid, &linkedid));
         self.originate_changed(tag, change);
+    }
+
+    /// Answered Originates whose channel events did not come within the grace: their
+    /// answer's channel may have been lost (not tracked, its events dropped): in doubt.
+    fn expire(&mut self, now: Instant) {
+        if self.next_expiry.is_none_or(|at| now < at) {
+            return;
+        }
+        self.next_expiry = None;
+        let mut due = Vec::new();
+        for (tag, r) in &self.originates {
+            match r.wait_until {
+                Some(at) if at <= now => due.push(tag.clone()),
+                Some(at) => {
+                    self.next_expiry = Some(self.next_expiry.map_or(at, |n| n.min(at)));
+                }
+                None => {}
+            }
+        }
+        let gone: Vec<(String, Instant)> = self
+            .missing
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(u, (_, noticed))| (u.clone(), *noticed))
+            .collect();
+        if let Some(at) = self
+            .missing
+            .values()
+            .map(|(at, _)| *at)
+            .filter(|at| *at > now)
+            .min()
+        {
+            self.next_expiry = Some(self.next_expiry.map_or(at, |n| n.min(at)));
+        }
+        if !gone.is_empty() {
+            log::debug!(
+                "AMI call tracker: {} channels missing from the last snapshot, no Hangup within {:?}: ended unobserved",
+                gone.len(),
+                self.config.event_grace
+            );
+        }
+        for linkedid in self.end_detached(gone) {
+            if let Some(call) = self.view.settle(&linkedid) {
+                self.call_ended(call);
+            }
+        }
+        for tag in due {
+            log::debug!(
+                "AMI call tracker: Originate {tag} answered, no event of its channel within {:?}: in doubt",
+                self.config.event_grace
+            );
+            let change = self.originates.get_mut(&tag).and_then(Record::doubt);
+            self.forget_awaited(&tag);
+            self.originate_changed(&tag, change);
+        }
+    }
+
+    fn forget_awaited(&mut self, tag: &OriginateTag) {
+        self.answered_uids.retain(|_, t| t != tag);
     }
 
     fn originate_channel_ended(
@@ -755,10 +930,11 @@ impl CallTracker {
         cause: Option<u16>,
         unobserved: bool,
     ) {
-        let change = self
-            .originates
-            .get_mut(tag)
-            .and_then(|r| r.channel_ended(uid, cause, unobserved));
+        let view = &self.view;
+        let change = self.originates.get_mut(tag).and_then(|r| {
+            let call_live = r.calls.iter().any(|l| view.call(l).is_some());
+            r.channel_ended(uid, cause, unobserved, call_live)
+        });
         self.originate_changed(tag, change);
     }
 
@@ -767,7 +943,11 @@ impl CallTracker {
             return;
         };
         if state.is_final() {
-            self.originates.remove(tag);
+            if let Some(r) = self.originates.remove(tag) {
+                if let Some(uid) = r.uid {
+                    self.answered_uids.remove(&uid);
+                }
+            }
         }
         let in_doubt = state == OriginateState::InDoubt;
         self.update(CallUpdate::Originate {
@@ -813,10 +993,25 @@ impl CallTracker {
                         self.link(&tag, uid);
                     }
                 }
-                let change = self
-                    .originates
-                    .get_mut(&tag)
-                    .and_then(|r| r.answered(answer));
+                let grace = self.config.event_grace;
+                let live = matches!(self.sync, Sync::Live);
+                let change = self.originates.get_mut(&tag).and_then(|r| {
+                    let change = r.answered(answer, now, grace);
+                    if r.wait_until.is_some() && !live {
+                        // The view is behind (events were lost, a snapshot is on its way):
+                        // its channel's events may be among the lost ones.
+                        return r.doubt();
+                    }
+                    change
+                });
+                if let Some(r) = self.originates.get(&tag) {
+                    if let Some(at) = r.wait_until {
+                        self.next_expiry = Some(self.next_expiry.map_or(at, |n| n.min(at)));
+                        if let Some(uid) = &r.uid {
+                            self.answered_uids.insert(uid.clone(), tag.clone());
+                        }
+                    }
+                }
                 self.originate_changed(&tag, change);
             }
             Purpose::Channels(epoch) | Purpose::Tags(epoch) => {
@@ -917,7 +1112,8 @@ impl CallTracker {
         let snapshot: BTreeMap<String, &Message> = channels
             .items()
             .iter()
-            .filter_map(|m| m.get_str("Uniqueid").map(|u| (u.to_string(), m)))
+            .map(|m| (channel::uniqueid(m), m))
+            .filter(|(u, _)| !u.is_empty())
             .collect();
         let mut report = ResyncReport::default();
         // Calls are ended only once the whole snapshot is in: a call whose channels all
@@ -926,32 +1122,53 @@ impl CallTracker {
         let mut touched = BTreeSet::new();
         // Gone while unobserved: a Hangup seen before the snapshot would have removed it.
         // Ended first, so that at the channel cap they make room for the adopted.
+        // On the session whose events the view followed, a channel that hung up just before
+        // the snapshot may be missing from it while its Hangup, behind in the server's
+        // event queue, is still on its way: it waits `event_grace` for it. After a session
+        // change the events it missed are gone for good: it ends unobserved now.
+        let grace = !std::mem::replace(&mut self.fresh_session, false)
+            && !self.config.event_grace.is_zero();
+        let deadline = now.checked_add(self.config.event_grace).unwrap_or(now);
+        // Detached by an earlier snapshot: listed again, back in the view; after a session
+        // change, their Hangup will not come.
+        let detached: Vec<(String, Instant)> = self
+            .missing
+            .iter()
+            .map(|(u, (_, n))| (u.clone(), *n))
+            .collect();
+        let mut gone = Vec::new();
+        for (uid, noticed) in detached {
+            if snapshot.contains_key(&uid) {
+                self.missing.remove(&uid);
+                self.view.reattach(&uid);
+            } else if !grace {
+                gone.push((uid, noticed));
+            }
+        }
+        touched.extend(self.end_detached(gone));
         for uid in self.view.uniqueids() {
             // Reached after the mark: alive then, and born after it if not in the snapshot.
             if snapshot.contains_key(&uid) || after.get(&uid).is_some() {
                 continue;
             }
-            let Some(ch) = self.view.channel(&uid) else {
+            if grace && self.view.detach(&uid) {
+                // Out of the view (which then equals the snapshot), counted as ended
+                // unobserved until its Hangup comes.
+                self.missing.insert(uid, (deadline, now));
+                self.next_expiry = Some(self.next_expiry.map_or(deadline, |n| n.min(deadline)));
+                self.stats.ended_unobserved += 1;
+                report.waiting_for_hangup += 1;
                 continue;
-            };
-            let (last_seen, tag) = (ch.last_seen, ch.originate.clone());
-            let ending = Ending::Unobserved {
-                last_seen,
-                noticed: now,
-            };
-            touched.extend(self.view.end_unsettled(&uid, ending));
-            report.ended_unobserved += 1;
-            if let Some(tag) = tag {
-                self.originate_channel_ended(&tag, &uid, None, true);
+            }
+            if let Some(linkedid) = self.end_unobserved(&uid, now) {
+                touched.insert(linkedid);
+                report.ended_unobserved += 1;
             }
         }
         // Continued and adopted.
         for (uid, item) in &snapshot {
-            let bridge = item
-                .get_str("BridgeId")
-                .or_else(|| item.get_str("BridgeID"))
-                .filter(|b| !b.is_empty())
-                .map(str::to_owned);
+            self.view.note_cut(item);
+            let bridge = channel::text(item, "BridgeId").filter(|b| !b.is_empty());
             if let Some(touch) = after.get(uid) {
                 // Newer in the view; gone from it means it hung up after the mark. Its
                 // channel block came with every event since; only the bridge may be news.
@@ -983,25 +1200,62 @@ impl CallTracker {
         }
         for linkedid in touched {
             if let Some(call) = self.view.settle(&linkedid) {
-                self.update(CallUpdate::CallEnded(call));
+                self.call_ended(call);
             }
         }
-        self.stats.ended_unobserved += report.ended_unobserved as u64;
+        // Channels the snapshot moved to another call take their Originates along.
+        self.follow_moves();
         report
+    }
+
+    /// Ends a channel the server no longer lists, unobserved (noticed then): its call's
+    /// Linkedid, for the caller to settle.
+    fn end_unobserved(&mut self, uid: &str, noticed: Instant) -> Option<String> {
+        let ch = self.view.channel(uid)?;
+        let (last_seen, tag) = (ch.last_seen, ch.originate.clone());
+        let ending = Ending::Unobserved { last_seen, noticed };
+        let linkedid = self.view.end_unsettled(uid, ending)?;
+        self.stats.ended_unobserved += 1;
+        if let Some(tag) = tag {
+            self.originate_channel_ended(&tag, uid, None, true);
+        }
+        Some(linkedid)
+    }
+
+    /// Ends detached channels whose Hangup did not come (each noticed gone then),
+    /// unobserved (counted when detached): the Linkedids of their calls, to settle.
+    fn end_detached(&mut self, gone: Vec<(String, Instant)>) -> BTreeSet<String> {
+        let mut touched = BTreeSet::new();
+        for (uid, noticed) in gone {
+            self.missing.remove(&uid);
+            let Some(ch) = self.view.detached(&uid) else {
+                continue;
+            };
+            // Events of it that lagged behind the snapshot were sent before it: it was last
+            // known alive no later than the snapshot.
+            let (last_seen, tag) = (ch.last_seen.min(noticed), ch.originate.clone());
+            let ending = Ending::Unobserved { last_seen, noticed };
+            touched.extend(self.view.end_detached(&uid, ending));
+            if let Some(tag) = tag {
+                self.originate_channel_ended(&tag, &uid, None, true);
+            }
+        }
+        touched
     }
 
     /// Links the channels a `Status` snapshot lists with one of the tracker's tags.
     fn link_tags(&mut self, status: &Response) {
         let mut found = Vec::new();
         for item in status.items() {
-            let Some(uid) = item.get_str("Uniqueid") else {
+            let uid = channel::uniqueid(item);
+            if uid.is_empty() {
                 continue;
-            };
+            }
             for v in item.get_all("Variable") {
                 let v = v.to_str_lossy();
                 if let Some((name, value)) = v.split_once('=') {
                     if name.eq_ignore_ascii_case(&self.config.tag_variable) && !value.is_empty() {
-                        found.push((uid.to_string(), OriginateTag(value.to_string())));
+                        found.push((uid.clone(), OriginateTag(value.to_string())));
                     }
                 }
             }

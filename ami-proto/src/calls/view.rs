@@ -1,6 +1,9 @@
 //! The live view: channels by Uniqueid, calls by Linkedid, and what events do to them.
 
-use super::channel::{text, CallEnd, Channel, EndedCall, EndedChannel, Ending, MAX_ENDED_PER_CALL};
+use super::channel::{
+    fields_over_cap, text, uniqueid, CallEnd, Channel, EndedCall, EndedChannel, Ending,
+    MAX_ENDED_PER_CALL, MAX_FIELD_BYTES,
+};
 use super::originate::OriginateTag;
 use crate::wire::message::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +18,11 @@ struct CallEntry {
     moved: u64,
     /// Folded from every channel that ended, kept or not: the last may be one not kept.
     end: Option<CallEnd>,
+    /// The cause of the last channel that ended in it (None: unseen, or none given).
+    last_cause: Option<u16>,
+    /// Its channels detached from the view, waiting for their Hangup: it has not ended
+    /// while any is.
+    detached: usize,
 }
 
 /// What one event did, for the tracker to act on.
@@ -26,6 +34,8 @@ pub(crate) struct Effects {
     pub(crate) channels_ended: Vec<(String, Option<u16>, Option<OriginateTag>)>,
     /// A channel now carries this tag value.
     pub(crate) tagged: Option<(String, String)>,
+    /// The event's channel, held by the view after it.
+    pub(crate) seen: Option<String>,
 }
 
 /// Channels and calls.
@@ -40,6 +50,13 @@ pub(crate) struct View {
     cap_episode: bool,
     /// Channel events for a channel the view does not hold.
     pub(crate) unknown: u64,
+    /// Live channels that moved to another call since last taken: (from, to) Linkedids.
+    moves: Vec<(String, String)>,
+    /// Fields cut to `MAX_FIELD_BYTES`.
+    pub(crate) cut: u64,
+    /// Channels a snapshot no longer listed, out of the view, waiting for their Hangup (at
+    /// most the channels the view held).
+    detached: BTreeMap<String, Channel>,
 }
 
 impl View {
@@ -52,7 +69,29 @@ impl View {
             over_cap: 0,
             cap_episode: false,
             unknown: 0,
+            moves: Vec::new(),
+            cut: 0,
+            detached: BTreeMap::new(),
         }
+    }
+
+    /// Counts the kept fields of `msg` that are cut to `MAX_FIELD_BYTES`; says so once.
+    pub(crate) fn note_cut(&mut self, msg: &Message) {
+        let n = fields_over_cap(msg);
+        if n > 0 {
+            if self.cut == 0 {
+                log::warn!(
+                    "AMI call tracker: a field over {MAX_FIELD_BYTES} bytes; such fields are cut (counted in fields_cut, said once)"
+                );
+            }
+            self.cut = self.cut.saturating_add(n);
+        }
+    }
+
+    /// The moves of live channels to another call since the last call (at most one per
+    /// channel change the caller applied since).
+    pub(crate) fn take_moves(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.moves)
     }
 
     pub(crate) fn channel(&self, uniqueid: &str) -> Option<&Channel> {
@@ -154,10 +193,11 @@ impl View {
             old.moved += 1;
         }
         self.calls
-            .entry(after)
+            .entry(after.clone())
             .or_default()
             .live
             .insert(uniqueid.to_string());
+        self.moves.push((before.clone(), after));
         Some(Some(before))
     }
 
@@ -184,6 +224,10 @@ impl View {
         let entry = self.calls.entry(linkedid.clone()).or_default();
         entry.live.remove(uniqueid);
         entry.end = Some(CallEnd::with(entry.end, &ending));
+        entry.last_cause = match ending {
+            Ending::Hangup { cause, .. } => cause,
+            Ending::Unobserved { .. } => None,
+        };
         if entry.ended.len() < MAX_ENDED_PER_CALL {
             entry.ended.push(EndedChannel { channel, ending });
         } else {
@@ -192,9 +236,58 @@ impl View {
         Some(linkedid)
     }
 
-    /// Removes the call `linkedid` once no live channel is left in it, and returns it.
+    /// Takes a channel out of the view (and out of its call's live channels) without ending
+    /// it: it waits for its Hangup ([`end_detached`](Self::end_detached)). False if the view
+    /// does not hold it.
+    pub(crate) fn detach(&mut self, uniqueid: &str) -> bool {
+        let Some(ch) = self.channels.remove(uniqueid) else {
+            return false;
+        };
+        let entry = self.calls.entry(ch.linkedid.clone()).or_default();
+        entry.live.remove(uniqueid);
+        entry.detached += 1;
+        self.detached.insert(uniqueid.to_string(), ch);
+        true
+    }
+
+    /// A detached channel, back in the view (a later snapshot lists it).
+    pub(crate) fn reattach(&mut self, uniqueid: &str) {
+        let Some(ch) = self.detached.remove(uniqueid) else {
+            return;
+        };
+        let entry = self.calls.entry(ch.linkedid.clone()).or_default();
+        entry.detached = entry.detached.saturating_sub(1);
+        entry.live.insert(uniqueid.to_string());
+        self.channels.insert(uniqueid.to_string(), ch);
+    }
+
+    /// A detached channel.
+    pub(crate) fn detached(&self, uniqueid: &str) -> Option<&Channel> {
+        self.detached.get(uniqueid)
+    }
+
+    /// Ends a detached channel: its call's Linkedid, for the caller to settle.
+    pub(crate) fn end_detached(&mut self, uniqueid: &str, ending: Ending) -> Option<String> {
+        let ch = self.detached.remove(uniqueid)?;
+        let linkedid = ch.linkedid.clone();
+        if let Some(entry) = self.calls.get_mut(&linkedid) {
+            entry.detached = entry.detached.saturating_sub(1);
+        }
+        // Back in for a moment, to end as any other channel.
+        self.calls
+            .entry(linkedid.clone())
+            .or_default()
+            .live
+            .insert(uniqueid.to_string());
+        self.channels.insert(uniqueid.to_string(), ch);
+        self.end_unsettled(uniqueid, ending)
+    }
+
+    /// Removes the call `linkedid` once no live channel is left in it (nor one detached,
+    /// waiting for its Hangup), and returns it.
     pub(crate) fn settle(&mut self, linkedid: &str) -> Option<EndedCall> {
-        if !self.calls.get(linkedid)?.live.is_empty() {
+        let entry = self.calls.get(linkedid)?;
+        if !entry.live.is_empty() || entry.detached > 0 {
             return None;
         }
         let entry = self.calls.remove(linkedid)?;
@@ -204,16 +297,28 @@ impl View {
             channels_not_kept: entry.not_kept,
             channels_moved: entry.moved,
             end: entry.end.unwrap_or(CallEnd::Moved),
+            last_cause: entry.last_cause,
         })
     }
 
     /// Applies one event seen at `now`.
     pub(crate) fn apply(&mut self, now: Instant, msg: &Message) -> Effects {
+        self.note_cut(msg);
+        let mut fx = self.apply_event(now, msg);
+        let uid = uniqueid(msg);
+        if !uid.is_empty() && self.channels.contains_key(&uid) {
+            fx.seen = Some(uid);
+        }
+        fx
+    }
+
+    fn apply_event(&mut self, now: Instant, msg: &Message) -> Effects {
         let mut fx = Effects::default();
-        let Some(name) = msg.event() else {
+        // Compared trimmed, as the client compares the words it acts on (`Value::is_word`).
+        let Some(name) = msg.event().map(str::trim) else {
             return fx;
         };
-        let uid = msg.get_str("Uniqueid").unwrap_or("").to_string();
+        let uid = uniqueid(msg);
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is("Newchannel") {
             if self.channels.contains_key(&uid) {
@@ -243,6 +348,12 @@ impl View {
             };
             if let Some(tag) = self.channels.get(&uid).map(|c| c.originate.clone()) {
                 fx.calls_ended.extend(self.end(&uid, ending));
+                fx.channels_ended.push((uid, cause, tag));
+            } else if let Some(tag) = self.detached.get(&uid).map(|c| c.originate.clone()) {
+                // Its Hangup, behind the snapshot that no longer listed it.
+                if let Some(linkedid) = self.end_detached(&uid, ending) {
+                    fx.calls_ended.extend(self.settle(&linkedid));
+                }
                 fx.channels_ended.push((uid, cause, tag));
             } else {
                 self.unknown += 1;
@@ -290,7 +401,8 @@ impl View {
                 ch.bridge = b;
             }
         });
-        if !known {
+        // One detached waits for its Hangup: what came before it is old news.
+        if !known && !self.detached.contains_key(&uid) {
             self.unknown += 1;
         }
         fx
