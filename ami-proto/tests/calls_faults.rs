@@ -6,148 +6,16 @@
 
 #[path = "support/scripted.rs"]
 mod scripted;
+#[path = "support/tracker.rs"]
+mod tracker;
 
 use ami_proto::calls::{
-    CallEnd, CallTracker, CallUpdate, EndedCall, OriginateState, StaleReason, TrackerConfig,
-    MAX_FIELD_BYTES,
+    CallEnd, CallUpdate, EndedCall, OriginateState, StaleReason, TrackerConfig, MAX_FIELD_BYTES,
 };
-use ami_proto::{Action, ActionId, ClientConfig};
-use scripted::{id_of, Harness, Out};
-use std::time::{Duration, Instant};
-
-fn block(uid: &str, linked: &str, state: u8) -> String {
-    format!(
-        "Channel: PJSIP/{uid}\r\nChannelState: {state}\r\nChannelStateDesc: x\r\nCallerIDNum: 100\r\n\
-         CallerIDName: Alice\r\nContext: default\r\nExten: 200\r\nPriority: 1\r\nUniqueid: {uid}\r\nLinkedid: {linked}\r\n"
-    )
-}
-
-fn ev(name: &str, uid: &str, linked: &str, state: u8, extra: &str) -> Vec<u8> {
-    let extra: String = extra.lines().map(|l| format!("{l}\r\n")).collect();
-    format!("Event: {name}\r\n{}{extra}\r\n", block(uid, linked, state)).into_bytes()
-}
-
-fn list(id: &str, item: &str, chans: &[(&str, &str, u8)], extra: &str) -> Vec<u8> {
-    let extra: String = extra.lines().map(|l| format!("{l}\r\n")).collect();
-    let mut out = format!("Response: Success\r\nActionID: {id}\r\nEventList: start\r\n\r\n");
-    for (uid, linked, state) in chans {
-        out += &format!(
-            "Event: {item}\r\nActionID: {id}\r\n{}{extra}\r\n",
-            block(uid, linked, *state)
-        );
-    }
-    out += &format!(
-        "Event: {item}Complete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: {}\r\n\r\n",
-        chans.len()
-    );
-    out.into_bytes()
-}
-
-struct T {
-    h: Harness,
-    tr: CallTracker,
-    sent: Vec<(u64, ActionId)>,
-    items_first: bool,
-    seen: usize,
-    updates: Vec<CallUpdate>,
-}
-
-impl T {
-    fn new() -> T {
-        T::with(TrackerConfig::builder().tag_prefix("t").build().unwrap())
-    }
-    fn with(config: TrackerConfig) -> T {
-        let client = ClientConfig::builder("admin", "amp111")
-            .seed(3)
-            .ping_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap();
-        T::with_client(client, config)
-    }
-    fn with_client(client: ClientConfig, config: TrackerConfig) -> T {
-        let mut t = T {
-            h: Harness::new(client, Instant::now()),
-            tr: CallTracker::new(config),
-            sent: Vec::new(),
-            items_first: false,
-            seen: 0,
-            updates: Vec::new(),
-        };
-        t.h.ready();
-        t.pump();
-        t
-    }
-    fn pump(&mut self) {
-        loop {
-            let now = self.h.now;
-            let mut progressed = false;
-            if self.items_first {
-                for item in self.h.events() {
-                    self.tr.handle_item(now, &item);
-                    progressed = true;
-                }
-            }
-            let log: Vec<Out> = self.h.log[self.seen..].to_vec();
-            self.seen = self.h.log.len();
-            for out in log {
-                if let Out::Completed(id, outcome) = out {
-                    if let Some(k) = self.sent.iter().position(|(_, i)| *i == id) {
-                        let (token, _) = self.sent.swap_remove(k);
-                        self.tr.handle_reply(now, token, outcome);
-                        progressed = true;
-                    }
-                }
-            }
-            for item in self.h.events() {
-                self.tr.handle_item(now, &item);
-                progressed = true;
-            }
-            while let Some(req) = self.tr.poll_request() {
-                let id = self.h.send_with(req.action, req.options);
-                self.sent.push((req.token, id));
-                progressed = true;
-            }
-            self.updates
-                .extend(std::iter::from_fn(|| self.tr.poll_update()));
-            if !progressed {
-                return;
-            }
-        }
-    }
-    fn tick(&mut self) {
-        self.h.advance(Duration::from_secs(1));
-    }
-    fn feed(&mut self, bytes: &[u8]) {
-        self.tick();
-        self.h.feed(bytes);
-        self.pump();
-    }
-    fn take(&mut self, action: &str) -> String {
-        id_of(&self.h.take(action)).to_string()
-    }
-    fn channels(&mut self, chans: &[(&str, &str, u8)], extra: &str) {
-        let id = self.take("CoreShowChannels");
-        self.feed(&list(&id, "CoreShowChannel", chans, extra));
-    }
-    fn drain_updates(&mut self) -> Vec<CallUpdate> {
-        std::mem::take(&mut self.updates)
-    }
-    fn ended(&mut self) -> Vec<EndedCall> {
-        self.drain_updates()
-            .into_iter()
-            .filter_map(|u| match u {
-                CallUpdate::CallEnded(c) => Some(c),
-                _ => None,
-            })
-            .collect()
-    }
-    fn live(&mut self) {
-        assert!(self.tr.is_resyncing(), "Ready starts a resync");
-        self.channels(&[], "");
-        assert!(!self.tr.is_stale());
-        self.drain_updates();
-    }
-}
+use ami_proto::{Action, ClientConfig};
+use scripted::id_of;
+use std::time::Duration;
+use tracker::{block, ev, list, T};
 
 fn tag_varset(uid: &str, linked: &str, state: u8, tag: &str) -> Vec<u8> {
     ev(

@@ -263,78 +263,25 @@ async fn a_wait_for_given_up_leaves_the_next_status_to_changed() {
     );
 }
 
-/// `send_all` waits for its replies in slot order; a `timeout` around it that fires while
-/// the first server is slow drops the replies the others already gave. For an async
-/// Originate those replies carried the OriginateResponse (the call's end): like an
-/// Originate cancelled before its answer, it reaches the merged stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_all_dropped_after_some_servers_answered_puts_their_originate_responses_in_the_stream(
-) {
-    let (mut slow, mut fast) = (front(), front());
-    slow.with_faults(|f| {
-        f.delay_replies(ActionMatch::named("Originate"), Duration::from_secs(3));
-    });
-    let (fleet, mut events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
-    for (name, srv) in [("a", &slow), ("b", &fast)] {
-        let cfg = ClientConfig::builder("admin", "amp111").build().unwrap();
-        fleet.add(name, cfg, srv.local_addr()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), fleet.wait_ready(name))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-    let b_done = || {
-        fleet
-            .stats()
-            .servers
-            .iter()
-            .find(|s| s.name.as_str() == "b")
-            .map_or(0, |s| s.client.actions_by_outcome.get(OutcomeKind::Success))
-    };
-    {
-        let all = fleet.send_all(async_originate());
-        tokio::pin!(all);
-        // Until b's Originate has completed (response and OriginateResponse), then the
-        // caller gives up on the whole (a timeout, a shutdown signal in a select!).
-        let mut waited = 0;
-        while b_done() == 0 && waited < 300 {
-            tokio::select! {
-                r = &mut all => panic!("send_all ended before a answered: {r:?}"),
-                _ = tokio::time::sleep(Duration::from_millis(10)) => waited += 1,
-            }
-        }
-        assert_eq!(b_done(), 1, "b's Originate completed");
-    }
-    let mut from_b = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while let Ok(Some(i)) = tokio::time::timeout_at(deadline, events.recv()).await {
-        if let StreamItem::Event(e) = &i.item {
-            if e.event() == Some("OriginateResponse") && i.server.as_str() == "b" {
-                from_b = Some(i);
-                break;
-            }
-        }
-    }
-    slow.shutdown();
-    fast.shutdown();
-    assert!(
-        from_b.is_some(),
-        "b's OriginateResponse reached neither the caller (send_all dropped) nor the stream"
-    );
-}
-
-/// The other order: the first server answers, `send_all` waits on for a slower one and is
-/// given up meanwhile. The first server's OriginateResponse, which came, reaches the
-/// merged stream.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_all_dropped_after_its_first_server_answered_puts_that_originate_response_in_the_stream(
+/// `send_all` over two servers, one answering at once and one 3 s late, given up once the
+/// fast one's async Originate has completed (response and OriginateResponse) and the call
+/// polled once more (a half-collected `send_all`): the fast server's OriginateResponse,
+/// which came, reaches the merged stream, as an Originate cancelled before its answer does.
+/// `slow_first`: the slow server holds the first slot (the order `send_all` waits in).
+async fn a_given_up_send_all_puts_the_answered_servers_originate_response_in_the_stream(
+    slow_first: bool,
 ) {
     let (mut fast, mut slow) = (front(), front());
     slow.with_faults(|f| {
         f.delay_replies(ActionMatch::named("Originate"), Duration::from_secs(3));
     });
     let (fleet, mut events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
-    for (name, srv) in [("a", &fast), ("b", &slow)] {
+    let order = if slow_first {
+        [("slow", &slow), ("fast", &fast)]
+    } else {
+        [("fast", &fast), ("slow", &slow)]
+    };
+    for (name, srv) in order {
         let cfg = ClientConfig::builder("admin", "amp111").build().unwrap();
         fleet.add(name, cfg, srv.local_addr()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), fleet.wait_ready(name))
@@ -342,37 +289,36 @@ async fn a_send_all_dropped_after_its_first_server_answered_puts_that_originate_
             .unwrap()
             .unwrap();
     }
-    let a_done = || {
+    let fast_done = || {
         fleet
             .stats()
             .servers
             .iter()
-            .find(|s| s.name.as_str() == "a")
+            .find(|s| s.name.as_str() == "fast")
             .map_or(0, |s| s.client.actions_by_outcome.get(OutcomeKind::Success))
     };
     {
         let all = fleet.send_all(async_originate());
         tokio::pin!(all);
         let mut waited = 0;
-        while a_done() == 0 && waited < 300 {
+        while fast_done() == 0 && waited < 300 {
             tokio::select! {
-                r = &mut all => panic!("send_all ended before b answered: {r:?}"),
+                r = &mut all => panic!("send_all ended before the slow server answered: {r:?}"),
                 _ = tokio::time::sleep(Duration::from_millis(10)) => waited += 1,
             }
         }
-        assert_eq!(a_done(), 1, "a's Originate completed");
-        // Polled once more after a's answer: a half-collected send_all.
+        assert_eq!(fast_done(), 1, "the fast server's Originate completed");
         tokio::select! {
-            r = &mut all => panic!("send_all ended before b answered: {r:?}"),
+            r = &mut all => panic!("send_all ended before the slow server answered: {r:?}"),
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }
-    let mut from_a = None;
+    let mut from_fast = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(Some(i)) = tokio::time::timeout_at(deadline, events.recv()).await {
         if let StreamItem::Event(e) = &i.item {
-            if e.event() == Some("OriginateResponse") && i.server.as_str() == "a" {
-                from_a = Some(i);
+            if e.event() == Some("OriginateResponse") && i.server.as_str() == "fast" {
+                from_fast = Some(i);
                 break;
             }
         }
@@ -380,7 +326,20 @@ async fn a_send_all_dropped_after_its_first_server_answered_puts_that_originate_
     fast.shutdown();
     slow.shutdown();
     assert!(
-        from_a.is_some(),
-        "a's OriginateResponse reached neither the caller (send_all dropped) nor the stream"
+        from_fast.is_some(),
+        "the fast server's OriginateResponse reached neither the caller (send_all dropped) \
+         nor the stream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_all_given_up_while_its_first_server_is_slow_puts_the_others_originate_responses_in_the_stream(
+) {
+    a_given_up_send_all_puts_the_answered_servers_originate_response_in_the_stream(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_all_given_up_after_its_first_server_answered_puts_that_originate_response_in_the_stream(
+) {
+    a_given_up_send_all_puts_the_answered_servers_originate_response_in_the_stream(false).await;
 }
