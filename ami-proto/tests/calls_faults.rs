@@ -794,3 +794,130 @@ fn a_tracker_started_mid_capture_leaves_nothing_behind() {
         assert_eq!(b.tr.stats().calls, 0);
     }
 }
+
+/// The tracker has no clock: its bounded waits end at `handle_timeout`, which the
+/// application calls once `poll_timeout` is due, whether or not anything else happens. An
+/// answered Originate whose channel never shows on a server that stays quiet leaves
+/// `Pending` within the grace.
+#[test]
+fn an_answered_originate_waiting_for_its_channel_leaves_pending_on_a_quiet_server() {
+    let mut t = T::with(
+        TrackerConfig::builder()
+            .tag_prefix("t")
+            .event_grace(Duration::from_secs(5))
+            .build()
+            .unwrap(),
+    );
+    t.live();
+    let tag = t.tr.originate(async_originate()).unwrap();
+    t.pump();
+    let id = t.take("Originate");
+    t.feed(&originate_response(&id, "77.1"));
+    assert_eq!(t.tr.originate_state(&tag), Some(&OriginateState::Pending));
+    let due = t.tr.poll_timeout().expect("a wait to end");
+    for _ in 0..10 {
+        t.tick();
+        t.pump();
+    }
+    assert!(t.h.now > due);
+    assert_ne!(
+        t.tr.originate_state(&tag),
+        Some(&OriginateState::Pending),
+        "10 s past a 5 s grace with nothing else happening"
+    );
+}
+
+#[test]
+fn a_channel_listed_again_by_the_next_snapshot_is_not_counted_ended_unobserved() {
+    let mut t = T::new();
+    t.live();
+    t.feed(&ev("Newchannel", "1.1", "1.1", 6, ""));
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    t.pump();
+    t.channels(&[], "");
+    assert_eq!(t.tr.stats().ended_unobserved, 1);
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    t.pump();
+    t.channels(&[("1.1", "1.1", 6)], "");
+    assert!(t.tr.channel("1.1").is_some(), "back in the view, live");
+    t.feed(&ev("Newstate", "1.1", "1.1", 6, ""));
+    assert!(t.ended().is_empty());
+    assert_eq!(
+        t.tr.stats().ended_unobserved,
+        0,
+        "a live channel is not ended"
+    );
+}
+
+/// Channel A is gone from a snapshot (it ended before it, unseen); channel B of the same
+/// call hangs up after the snapshot with cause 17; A's unobserved end is applied later, when
+/// its grace runs out. The call ended with B: its cause is the Originate's.
+#[test]
+fn an_unobserved_end_applied_late_does_not_erase_the_cause_of_the_channel_that_ended_last() {
+    let mut t = T::new();
+    t.live();
+    let tag = t.tr.originate(local_originate()).unwrap();
+    t.pump();
+    let id = t.take("Originate");
+    let l = "40.1";
+    t.feed(&ev("Newchannel", "40.1", l, 0, ""));
+    t.feed(&tag_varset("40.1", l, 0, tag.as_str()));
+    t.feed(&ev("Newchannel", "40.2", l, 6, ""));
+    t.feed(&originate_response(&id, "40.1"));
+    assert!(matches!(
+        t.tr.originate_state(&tag),
+        Some(OriginateState::Running { .. })
+    ));
+    t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+    t.pump();
+    let cs = t.take("CoreShowChannels");
+    t.feed(&list(&cs, "CoreShowChannel", &[("40.2", l, 6)], ""));
+    t.drain_updates();
+    t.feed(&ev("Hangup", "40.2", l, 6, "Cause: 17"));
+    t.h.advance(Duration::from_secs(6));
+    t.pump();
+    let states = originate_states(t.drain_updates());
+    assert_eq!(
+        states,
+        [OriginateState::Ended {
+            cause: Some(17),
+            unobserved: true
+        }]
+    );
+}
+
+/// An answered Originate linked by another of its channels than the answered one (that one
+/// never entered the view: it came at the channel cap) leaves nothing behind once it ends.
+#[test]
+fn an_answered_uid_linked_through_another_channel_leaves_no_entry_behind() {
+    let mut t = T::with(
+        TrackerConfig::builder()
+            .tag_prefix("t")
+            .max_channels(1)
+            .build()
+            .unwrap(),
+    );
+    t.live();
+    t.feed(&ev("Newchannel", "7.1", "7.1", 6, ""));
+    let tag = t.tr.originate(async_originate()).unwrap();
+    t.pump();
+    let id = t.take("Originate");
+    t.feed(&originate_response(&id, "50.1"));
+    t.feed(&ev("Newchannel", "50.1", "50.1", 0, "")); // at the cap: not tracked
+    t.feed(&ev("Hangup", "7.1", "7.1", 6, "Cause: 16"));
+    t.feed(&ev("Newchannel", "50.2", "50.1", 4, ""));
+    t.feed(&tag_varset("50.2", "50.1", 4, tag.as_str()));
+    assert!(matches!(
+        t.tr.originate_state(&tag),
+        Some(OriginateState::Running { .. })
+    ));
+    t.feed(&ev("Hangup", "50.2", "50.1", 6, "Cause: 16"));
+    assert_eq!(t.tr.originate_state(&tag), None, "final and forgotten");
+    let dbg = format!("{:?}", t.tr);
+    let start = dbg.find("answered_uids").unwrap();
+    let field = &dbg[start..start + dbg[start..].find('}').unwrap() + 1];
+    assert_eq!(
+        field, "answered_uids: {}",
+        "an entry outlives its Originate"
+    );
+}

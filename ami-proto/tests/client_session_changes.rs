@@ -295,3 +295,45 @@ fn an_event_mask_change_whose_action_failed_not_sent_at_a_disconnect_is_not_the_
     );
     assert_eq!(login.get_str("Events"), Some("off"));
 }
+
+#[test]
+fn a_filter_cancelled_after_a_partial_write_that_never_left_whole_is_not_installed_at_the_next_login(
+) {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    h.room = Some(5); // the transport takes 5 bytes of the Filter, then the socket is full
+    let filter = h.client.add_filter(h.now, "Event: Hangup").unwrap();
+    h.drain();
+    assert!(
+        h.inbox_actions().is_empty(),
+        "the server has not read it whole"
+    );
+    assert!(h.client.cancel(h.now, &filter));
+    h.drain();
+    assert!(matches!(h.outcome(&filter), Err(ActionError::Cancelled)));
+    h.room = None;
+    let login = lose_and_reconnect_to_login(&mut h);
+    h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(
+        h.inbox_actions().is_empty(),
+        "a cancelled filter that never left whole is not installed: {:?}",
+        h.inbox_actions()
+    );
+}
+
+#[test]
+fn an_event_mask_cancelled_after_a_partial_write_that_never_left_whole_is_not_the_next_logins() {
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("off").build().unwrap(), t0);
+    h.ready();
+    h.room = Some(5);
+    let mask = h.client.set_event_mask(h.now, "call").unwrap();
+    h.drain();
+    assert!(h.inbox_actions().is_empty());
+    assert!(h.client.cancel(h.now, &mask));
+    h.drain();
+    h.room = None;
+    let login = lose_and_reconnect_to_login(&mut h);
+    assert_eq!(login.get_str("Events"), Some("off"));
+}

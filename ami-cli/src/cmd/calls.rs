@@ -140,6 +140,13 @@ impl Trackers {
                 News::Closed(ix, reason) => self.closed(link, ix, reason)?,
             }
         }
+        // Waits that end with time alone (an answered Originate's channel events, a missing
+        // channel's Hangup): due at every turn, which `watch` takes at least every REDRAW.
+        for t in self.servers.iter_mut().filter(|t| t.closed.is_none()) {
+            if t.tracker.poll_timeout().is_some_and(|at| at <= now) {
+                t.tracker.handle_timeout(now);
+            }
+        }
         // A server out of the view (stopped for good, or taken out as down) is asked nothing.
         let up = std::mem::take(&mut self.up_at_first_feed);
         for (ix, t) in self

@@ -21,6 +21,11 @@
 //!    [`CallTracker::handle_reply`] with the request's token. If the client refuses it at
 //!    send time, call [`CallTracker::send_failed`].
 //! 3. Read [`CallUpdate`]s from [`CallTracker::poll_update`]; read the view any time.
+//! 4. Call [`CallTracker::handle_timeout`] once [`CallTracker::poll_timeout`] is due, even
+//!    when nothing else happens: the tracker's bounded waits (an answered Originate whose
+//!    channel events have not come yet, a channel missing from a snapshot whose Hangup may
+//!    still come; see [`TrackerConfigBuilder::event_grace`]) end then, not only at the next
+//!    item or answer.
 //!
 //! ## Staying right across faults
 //!
@@ -135,6 +140,9 @@
 //!     while let Some(req) = tracker.poll_request() {
 //!         let id = client.send_action_with(now, req.action, req.options)?;
 //!         pending.push((req.token, id));
+//!     }
+//!     if tracker.poll_timeout().is_some_and(|at| at <= now) {
+//!         tracker.handle_timeout(now);
 //!     }
 //!     while let Some(update) = tracker.poll_update() {
 //!         if let CallUpdate::CallEnded(call) = update {
@@ -481,6 +489,22 @@ impl CallTracker {
                 }
             }
         }
+    }
+
+    /// When the tracker next needs [`handle_timeout`](Self::handle_timeout): the end of its
+    /// earliest bounded wait (an answered Originate awaiting its channel's events, a channel
+    /// missing from a snapshot awaiting its Hangup), or `None` when nothing waits. It has no
+    /// clock: without this call a wait ends only at the next item or answer, which a quiet
+    /// server may not send for hours.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_expiry
+    }
+
+    /// Ends the waits due at `now` (see [`poll_timeout`](Self::poll_timeout)): an Originate
+    /// whose channel did not show becomes `InDoubt` (and a resync looks for it), a channel
+    /// whose Hangup did not come ends unobserved. Early or repeated calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.expire(now);
     }
 
     /// The answer to request `token`: `outcome` from a [`Client`](crate::Client),
@@ -857,10 +881,16 @@ impl CallTracker {
         let Some(linkedid) = self.view.channel(uid).map(|c| c.linkedid.clone()) else {
             return;
         };
-        let change = self
-            .originates
-            .get_mut(tag)
-            .and_then(|r| r.link(uid, &linkedid));
+        let mut was_awaited = false;
+        let change = self.originates.get_mut(tag).and_then(|r| {
+            was_awaited = r.uid.is_some();
+            r.link(uid, &linkedid)
+        });
+        if was_awaited && self.originates.get(tag).is_some_and(|r| r.uid.is_none()) {
+            // Linked by another channel than the answered one: that Uniqueid is awaited no
+            // more.
+            self.forget_awaited(tag);
+        }
         self.originate_changed(tag, change);
     }
 
@@ -1139,7 +1169,10 @@ impl CallTracker {
         let mut gone = Vec::new();
         for (uid, noticed) in detached {
             if snapshot.contains_key(&uid) {
-                self.missing.remove(&uid);
+                if self.missing.remove(&uid).is_some() {
+                    // Counted ended unobserved when it went missing: it is live after all.
+                    self.stats.ended_unobserved = self.stats.ended_unobserved.saturating_sub(1);
+                }
                 self.view.reattach(&uid);
             } else if !grace {
                 gone.push((uid, noticed));

@@ -226,7 +226,9 @@ impl View {
         entry.end = Some(CallEnd::with(entry.end, &ending));
         entry.last_cause = match ending {
             Ending::Hangup { cause, .. } => cause,
-            Ending::Unobserved { .. } => None,
+            // An end seen only as a channel's absence says nothing of when it ended (it may
+            // be applied after a later channel's observed Hangup): it never erases a cause.
+            Ending::Unobserved { .. } => entry.last_cause,
         };
         if entry.ended.len() < MAX_ENDED_PER_CALL {
             entry.ended.push(EndedChannel { channel, ending });

@@ -102,6 +102,10 @@ impl T {
                 self.tr.handle_item(now, &item);
                 progressed = true;
             }
+            if self.tr.poll_timeout().is_some_and(|at| at <= now) {
+                self.tr.handle_timeout(now);
+                progressed = true;
+            }
             while let Some(req) = self.tr.poll_request() {
                 let id = self.h.send_with(req.action, req.options);
                 self.sent.push((req.token, id));

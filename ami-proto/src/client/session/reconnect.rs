@@ -70,6 +70,11 @@ impl Client {
             match self.pending.stage(seq) {
                 Some(Stage::Queued) | None => {}
                 Some(Stage::Abandoned { .. }) => {
+                    if not_sent.binary_search(&seq).is_ok() {
+                        // Cancelled or timed out with its last byte never handed out: the
+                        // server never ran it, nor what it would have changed.
+                        self.undo_session_change(seq, super::changes::Undo::NeverSent);
+                    }
                     self.pending.remove(seq);
                 }
                 Some(stage) => {
