@@ -81,7 +81,19 @@
 //! Originates followed are
 //! capped ([`TrackerConfigBuilder`]), and each text field a channel keeps to
 //! [`MAX_FIELD_BYTES`]; what a cap turns away or cuts is counted in [`TrackerStats`]
-//! and logged.
+//! and logged. A channel turned away at the cap is not taken in later when room frees (its
+//! events name a channel the view does not hold, counted as unknown); the next resync
+//! brings it in.
+//!
+//! ## Permissions
+//!
+//! The tracker's snapshots need the manager user's `write` classes: `CoreShowChannels`
+//! needs `system` or `reporting`, `Status` (asked when an Originate is in doubt) `system`,
+//! `call` or `reporting`, and `Originate` itself `originate`; its events need `read=call`
+//! (and the session's event mask to let call events through). A least-privilege dialer user
+//! with `write=originate` alone gets `Permission denied` for every snapshot: after three
+//! refused tries the tracker stops asking and stays stale
+//! ([`CallUpdate::Stale`] with [`StaleReason::SnapshotFailed`]), until the next `Ready`.
 //!
 //! ```
 //! use ami_proto::calls::{CallTracker, CallUpdate, TrackerConfig};
