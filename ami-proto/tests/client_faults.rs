@@ -30,23 +30,6 @@ fn base() -> ClientConfigBuilder {
         .ping_interval(secs(3600))
 }
 
-/// The server hangs up; at the retry the client connects again, reads the banner and
-/// writes its Login, which is returned (unanswered).
-fn lose_and_reconnect_to_login(h: &mut Harness) -> ami_proto::Message {
-    let retry = h
-        .eof()
-        .iter()
-        .find_map(|o| match o {
-            Out::Disconnected(_, Some(at)) => Some(*at),
-            _ => None,
-        })
-        .expect("a retry after the loss");
-    h.advance_to(retry);
-    h.connected();
-    h.feed(BANNER);
-    h.take("Login")
-}
-
 fn labels(items: &[StreamItem]) -> Vec<String> {
     items.iter().map(stream_label).collect()
 }
@@ -1360,7 +1343,7 @@ fn an_events_or_filter_action_sent_by_hand_is_kept_for_later_logins_as_the_metho
     assert!(h.client.send_action(h.now, async_originate(30_000)).is_ok());
     h.drain();
     h.take("Originate");
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("system,call"));
     h.feed(&scripted::login_ok(id_of(&login)));
     let reapplied = h.take("Filter");
@@ -1416,7 +1399,7 @@ fn an_empty_event_mask_or_a_filter_asterisk_refuses_leaves_the_session_as_it_was
     assert!(h.client.send_action(h.now, async_originate(30_000)).is_ok());
     h.drain();
     h.take("Originate");
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("system,call"));
     let out = h.feed(&scripted::login_ok(id_of(&login)));
     assert!(
@@ -1440,7 +1423,7 @@ fn a_filter_refused_because_asterisk_is_shutting_down_is_kept_for_the_next_login
         filter.as_str(),
         "Asterisk is shutting down",
     ));
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     h.feed(&scripted::login_ok(id_of(&login)));
     let reapplied = h.take("Filter");
     assert_eq!(reapplied.get_str("Filter"), Some("Event: Hangup"));

@@ -9,7 +9,7 @@
 mod scripted;
 
 use ami_proto::{Action, ActionError, ClientConfig, ClientConfigBuilder, SendError};
-use scripted::{async_originate, id_of, Harness, Out, BANNER};
+use scripted::{async_originate, id_of, Harness, Out};
 use std::time::{Duration, Instant};
 
 fn base() -> ClientConfigBuilder {
@@ -17,21 +17,6 @@ fn base() -> ClientConfigBuilder {
         .events("call")
         .seed(11)
         .ping_interval(Duration::from_secs(3600))
-}
-
-fn lose_and_reconnect_to_login(h: &mut Harness) -> ami_proto::Message {
-    let retry = h
-        .eof()
-        .iter()
-        .find_map(|o| match o {
-            Out::Disconnected(_, Some(at)) => Some(*at),
-            _ => None,
-        })
-        .expect("a retry after the loss");
-    h.advance_to(retry);
-    h.connected();
-    h.feed(BANNER);
-    h.take("Login")
 }
 
 #[test]
@@ -53,7 +38,7 @@ fn a_blank_event_mask_asterisk_refuses_leaves_the_session_mask_as_it_was() {
     assert!(originate.is_ok(), "refused: {originate:?}");
     h.drain();
     h.take("Originate");
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("system,call"));
 }
 
@@ -76,7 +61,7 @@ fn a_filter_refused_after_its_action_timed_out_is_not_re_applied_at_later_logins
     h.take("Filter");
     h.advance(Duration::from_secs(3)); // the action times out, its entry waits for the answer
     h.feed(&scripted::error(bad.as_str(), "Filter Not Added"));
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     let out = h.feed(&scripted::login_ok(id_of(&login)));
     assert!(
         h.inbox_actions().is_empty(),
@@ -99,7 +84,7 @@ fn a_filter_cancelled_before_it_was_sent_is_not_installed_at_the_next_login() {
     assert!(h.inbox_actions().is_empty(), "queued behind the Ping");
     assert!(h.client.cancel(h.now, &filter));
     h.drain();
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     h.feed(&scripted::login_ok(id_of(&login)));
     assert!(
         h.inbox_actions().is_empty(),
@@ -128,7 +113,7 @@ fn an_event_mask_change_cancelled_before_it_was_sent_leaves_the_mask_as_it_was()
         ),
         "the client took a mask the server never got"
     );
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("off"));
 }
 
@@ -153,7 +138,7 @@ fn an_event_mask_change_past_its_deadline_before_it_was_sent_leaves_the_mask_as_
     let _mask = h.client.set_event_mask(h.now, "call").unwrap();
     h.drain();
     h.advance(Duration::from_secs(3)); // still queued behind the unanswered Ping
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("off"));
 }
 
@@ -171,7 +156,7 @@ fn a_refused_event_mask_change_restores_the_mask_before_it_even_under_a_later_ch
     h.take("Events");
     h.feed(&scripted::error(first.as_str(), "Invalid event mask"));
     h.feed(&scripted::error(second.as_str(), "Invalid event mask"));
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("system"));
 
     let mut h = Harness::new(base().events("system").build().unwrap(), t0);
@@ -182,7 +167,7 @@ fn a_refused_event_mask_change_restores_the_mask_before_it_even_under_a_later_ch
     h.take("Events");
     h.take("Events");
     h.feed(&scripted::error(first.as_str(), "Invalid event mask"));
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(
         login.get_str("Events"),
         Some("agent"),
@@ -211,7 +196,7 @@ fn a_filter_added_with_blanks_before_its_operation_is_kept_as_asterisk_installs_
         add.as_str(),
         "Filter Added Successfully",
     ));
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     h.feed(&scripted::login_ok(id_of(&login)));
     assert_eq!(
         h.inbox_actions(),
@@ -236,7 +221,7 @@ fn a_mask_change_a_login_already_carried_stays_the_mask_when_its_action_is_cance
     h.drain();
     assert!(h.inbox_actions().is_empty(), "queued behind the Ping");
     h.room = None;
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(
         login.get_str("Events"),
         Some("off"),
@@ -263,7 +248,7 @@ fn a_filter_whose_action_failed_not_sent_at_a_disconnect_is_not_installed_at_the
     h.drain();
     assert!(h.inbox_actions().is_empty());
     h.room = None;
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert!(
         matches!(h.outcome(&filter), Err(ActionError::NotSent(_))),
         "{:?}",
@@ -287,7 +272,7 @@ fn an_event_mask_change_whose_action_failed_not_sent_at_a_disconnect_is_not_the_
     h.drain();
     assert!(h.inbox_actions().is_empty());
     h.room = None;
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert!(
         matches!(h.outcome(&mask), Err(ActionError::NotSent(_))),
         "{:?}",
@@ -313,7 +298,7 @@ fn a_filter_cancelled_after_a_partial_write_that_never_left_whole_is_not_install
     h.drain();
     assert!(matches!(h.outcome(&filter), Err(ActionError::Cancelled)));
     h.room = None;
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     h.feed(&scripted::login_ok(id_of(&login)));
     assert!(
         h.inbox_actions().is_empty(),
@@ -334,6 +319,6 @@ fn an_event_mask_cancelled_after_a_partial_write_that_never_left_whole_is_not_th
     assert!(h.client.cancel(h.now, &mask));
     h.drain();
     h.room = None;
-    let login = lose_and_reconnect_to_login(&mut h);
+    let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("off"));
 }

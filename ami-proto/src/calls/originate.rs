@@ -99,9 +99,9 @@ pub(crate) struct Record {
     /// channels moved to; each until that call has no live channel left. A Local pair
     /// optimized away leaves no tagged channel while its call goes on under this Linkedid.
     pub(crate) calls: BTreeSet<String>,
-    /// How its call ended: the cause of the last channel to end in it (None if unseen or
-    /// without one), and whether any channel of it ended unobserved.
-    pub(crate) last_end: Option<(Option<u16>, bool)>,
+    /// Some channel of its call ended: the cause of the last one to end (None if unseen or
+    /// without one).
+    pub(crate) last_end: Option<Option<u16>>,
     /// Some channel of it ended while the tracker could not see.
     unobserved: bool,
     /// Answered (Success) before any event of its channels: until when those events are
@@ -168,11 +168,10 @@ impl Record {
     }
 
     fn ended(&self) -> Option<OriginateState> {
-        self.last_end
-            .map(|(cause, unobserved)| OriginateState::Ended {
-                cause,
-                unobserved: unobserved || self.unobserved,
-            })
+        self.last_end.map(|cause| OriginateState::Ended {
+            cause,
+            unobserved: self.unobserved,
+        })
     }
 
     /// Neither a channel carrying the tag nor any channel of its call is live.
@@ -221,7 +220,7 @@ impl Record {
         }
         self.unobserved |= unobserved;
         if self.last_end.is_none() || self.live.is_empty() {
-            self.last_end = Some((cause, unobserved));
+            self.last_end = Some(cause);
         }
         match self.state {
             OriginateState::Running { .. } if !self.live.is_empty() || call_live => {
@@ -249,7 +248,7 @@ impl Record {
         }
         if ended_here {
             self.unobserved |= unobserved;
-            self.last_end = Some((cause, unobserved));
+            self.last_end = Some(cause);
         }
         match self.state {
             OriginateState::Running { .. } if self.gone() && self.last_end.is_some() => {

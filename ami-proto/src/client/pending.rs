@@ -145,19 +145,6 @@ impl Pending {
     }
 }
 
-/// `bytes` without the spaces and tabs at either end. Two byte compares when there are
-/// none, as on every ID Asterisk sends.
-#[inline]
-fn trim_blanks(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
-}
-
 /// Hashes the client's own sequence numbers: they are never chosen by the peer, so a
 /// multiplicative (Fibonacci) hash is safe and far cheaper than SipHash.
 #[derive(Debug, Default, Clone, Copy)]
@@ -264,7 +251,7 @@ impl PendingTable {
     /// (Asterisk echoes it verbatim, a proxy may pad it or put a tab after the colon): the
     /// client's IDs never hold one, so no other ID can match by it.
     pub(crate) fn lookup(&self, action_id: &[u8]) -> Option<u64> {
-        let action_id = trim_blanks(action_id);
+        let action_id = crate::wire::message::trim_blanks(action_id);
         let dash = action_id.iter().rposition(|&b| b == b'-')?;
         let digits = &action_id[dash + 1..];
         if digits.is_empty() {

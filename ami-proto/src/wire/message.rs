@@ -277,6 +277,19 @@ impl PartialEq for Message {
 
 impl Eq for Message {}
 
+/// `bytes` without the spaces and tabs at either end. Two byte compares when there are
+/// none, as on every value Asterisk sends.
+#[inline]
+pub(crate) fn trim_blanks(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
+}
+
 /// A field value: raw bytes, with text views.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Value<'a>(&'a [u8]);
@@ -307,18 +320,7 @@ impl<'a> Value<'a> {
     /// trims them); a word the client acts on (`Response: Error`, `EventList: start`) is
     /// compared trimmed, so a padded one is still read as that word.
     pub fn trim(&self) -> Value<'a> {
-        let blank = |b: &u8| *b == b' ' || *b == b'\t';
-        let start = self
-            .0
-            .iter()
-            .position(|b| !blank(b))
-            .unwrap_or(self.0.len());
-        let end = self
-            .0
-            .iter()
-            .rposition(|b| !blank(b))
-            .map_or(start, |i| i + 1);
-        Value(&self.0[start..end])
+        Value(trim_blanks(self.0))
     }
     /// Whether the value, trimmed of the spaces and tabs around it, is `word` in any ASCII
     /// case: how the client reads the words it acts on.

@@ -245,6 +245,23 @@ impl Harness {
         self.feed(&login_ok(id_of(&login)))
     }
 
+    /// The server hangs up; at the retry the client connects again, reads the banner and
+    /// writes its Login, which is returned (unanswered).
+    pub fn lose_and_reconnect_to_login(&mut self) -> Message {
+        let retry = self
+            .eof()
+            .iter()
+            .find_map(|o| match o {
+                Out::Disconnected(_, Some(at)) => Some(*at),
+                _ => None,
+            })
+            .expect("a retry after the loss");
+        self.advance_to(retry);
+        self.connected();
+        self.feed(BANNER);
+        self.take("Login")
+    }
+
     /// [`login`](Self::login), then asserts the session is Ready.
     pub fn ready(&mut self) {
         let out = self.login();

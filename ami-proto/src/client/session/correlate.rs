@@ -398,18 +398,37 @@ impl Client {
     }
 
     /// The early follow-up of an action that ended before its response: an
-    /// `OriginateResponse` goes to the stream (while the session that received it is the
-    /// current one, as any late one does); another follow-up's data (FAXStats...) was its
-    /// caller's alone and is dropped, counted.
+    /// `OriginateResponse` goes to the stream ([`release_follow_up`](Self::release_follow_up));
+    /// another follow-up's data (FAXStats...) was its caller's alone and is dropped, counted.
     pub(super) fn early_follow_up_released(&mut self, now: Instant, event: Message) {
+        if !self.release_follow_up(now, event) {
+            self.stats.late_answers_dropped += 1;
+        }
+    }
+
+    /// A follow-up event nobody will take: an `OriginateResponse` goes to the event stream,
+    /// as a late one does (the call was placed; it says how it ended), while the session
+    /// that received it is the current one and Ready (after a reconnect it would follow the
+    /// new session's `Ready`, as if this session had sent it). True if it went there.
+    pub(super) fn release_follow_up(&mut self, now: Instant, event: Message) -> bool {
         let originate = event
             .first_value()
             .is_some_and(|name| name.is_word(FollowUp::ORIGINATE));
-        if originate && self.conn.ready_since.is_some() {
-            self.queue_event(now, event);
-        } else {
-            self.stats.late_answers_dropped += 1;
+        let current = event.action_id().is_some_and(|id| {
+            id.trim()
+                .strip_prefix(self.conn.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('-'))
+        });
+        if !(originate && current && self.conn.ready_since.is_some()) {
+            return false;
         }
+        log::debug!(
+            "{}: the OriginateResponse of {} goes to the event stream: nobody waits for it",
+            self.config.who(),
+            event.action_id().unwrap_or("?")
+        );
+        self.queue_event(now, event);
+        true
     }
 
     pub(super) fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {

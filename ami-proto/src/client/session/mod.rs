@@ -1062,25 +1062,8 @@ impl Client {
             Err(ActionError::Server(response)) => response.follow_up,
             Err(_) => None,
         };
-        let Some(event) = follow_up else {
-            return;
-        };
-        let current = event.action_id().is_some_and(|id| {
-            id.trim()
-                .strip_prefix(self.conn.prefix.as_str())
-                .is_some_and(|rest| rest.starts_with('-'))
-        });
-        let originate = event
-            .first_value()
-            .is_some_and(|name| name.is_word(FollowUp::ORIGINATE));
-        if originate && current && self.conn.ready_since.is_some() {
-            log::debug!(
-                "{}: the OriginateResponse of {} goes to the event stream: its caller stopped \
-                 waiting once it had come",
-                self.config.who(),
-                event.action_id().unwrap_or("?")
-            );
-            self.queue_event(now, *event);
+        if let Some(event) = follow_up {
+            self.release_follow_up(now, *event);
         }
     }
 
