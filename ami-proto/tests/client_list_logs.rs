@@ -6,41 +6,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
 
+#[path = "support/log_capture.rs"]
+mod log_capture;
 #[path = "support/scripted.rs"]
 mod scripted;
 
 use ami_proto::{Action, ActionError, ClientConfig, Phase};
 use scripted::{msg, Harness};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-static RECORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            RECORDS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(record.args().to_string());
-        }
-    }
-    fn flush(&self) {}
-}
 
 /// Warnings that name `id`, taken out of the log.
 fn warnings_about(id: &str) -> Vec<String> {
-    let mut all = RECORDS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (mine, rest): (Vec<_>, Vec<_>) = all.drain(..).partition(|r| r.contains(id));
-    *all = rest;
-    mine
+    log_capture::take(|r| r.message.contains(id))
+        .into_iter()
+        .map(|r| r.message)
+        .collect()
 }
 
 fn ready() -> Harness {
@@ -85,8 +65,7 @@ fn complete(id: &str, n: &str) -> Vec<u8> {
 
 #[test]
 fn list_items_dropped_after_their_action_ended_and_miscounted_lists_are_said_in_the_log() {
-    log::set_logger(&Capture).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    log_capture::install(log::LevelFilter::Warn);
 
     // A list that times out mid-stream: the items that come after are dropped, counted,
     // and said: once when the first comes, and their number when the list ends.

@@ -8,44 +8,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
 
+#[path = "support/log_capture.rs"]
+mod log_capture;
 #[path = "support/scripted.rs"]
 mod scripted;
 
 use ami_proto::fleet::{Fleet, FleetConfig, FleetOutput};
 use ami_proto::{Action, ClientConfig, ClientConfigBuilder, ConnectFailure, Input, SendOptions};
 use scripted::{error, event, id_of, msg, Harness, Out, BANNER};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Records of the client (`target`, message), in order.
-static RECORDS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let entry = (record.target().to_string(), record.args().to_string());
-        RECORDS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(entry);
-    }
-    fn flush(&self) {}
-}
 
 /// The client's records captured since the last call (the fleet's and the decoder's own
 /// are left out: they are not the client's to name).
 fn take_client_records() -> Vec<String> {
-    let mut records = RECORDS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    records
-        .drain(..)
-        .filter(|(target, _)| target.starts_with("ami_proto::client"))
-        .map(|(_, message)| message)
+    log_capture::take(|_| true)
+        .into_iter()
+        .filter(|r| r.target.starts_with("ami_proto::client"))
+        .map(|r| r.message)
         .collect()
 }
 
@@ -106,8 +85,7 @@ fn assert_reached(records: &[String], expected: &[&str]) {
 
 #[test]
 fn every_client_log_record_names_its_server_or_says_plain_ami_when_unnamed() {
-    log::set_logger(&Capture).unwrap();
-    log::set_max_level(log::LevelFilter::Trace);
+    log_capture::install(log::LevelFilter::Trace);
     let reached = [
         "transport open",
         "banner: version",

@@ -8,39 +8,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
 
+#[path = "support/log_capture.rs"]
+mod log_capture;
 #[path = "support/scripted.rs"]
 mod scripted;
 
 use ami_proto::{ClientConfig, StreamItem};
 use scripted::{event, Harness};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-static RECORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::Level::Warn
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            RECORDS
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(record.args().to_string());
-        }
-    }
-    fn flush(&self) {}
-}
-
 fn queue_records() -> Vec<String> {
-    RECORDS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .drain(..)
-        .filter(|r| r.contains("event queue"))
+    log_capture::take(|_| true)
+        .into_iter()
+        .map(|r| r.message)
+        .filter(|m| m.contains("event queue"))
         .collect()
 }
 
@@ -62,8 +43,7 @@ fn overflow_once(h: &mut Harness, seq: &mut u64) -> u64 {
 
 #[test]
 fn overflows_in_quick_succession_are_logged_as_one_burst_with_summaries() {
-    log::set_logger(&Capture).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    log_capture::install(log::LevelFilter::Warn);
     let config = ClientConfig::builder("admin", "amp111")
         .name("pbx1")
         .event_queue_cap(2)

@@ -4,39 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time, fixtures read from disk
 
+#[path = "support/log_capture.rs"]
+mod log_capture;
 mod support;
 
 use ami_proto::{Action, AuthMethod, Client, ClientConfig, Input, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-static RECORDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {} {}", record.level(), record.target(), record.args());
-        RECORDS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(line);
-    }
-    fn flush(&self) {}
-}
-
 const SECRET: &str = "s3cr3t-Pa55";
 
 /// Installs the capturing logger once for every test of this file.
 fn capture() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&Capture).unwrap();
-        log::set_max_level(log::LevelFilter::Trace);
-    });
+    log_capture::install(log::LevelFilter::Trace);
 }
 
 #[test]
@@ -57,9 +37,10 @@ fn server_text_in_a_log_record_is_shown_escaped() {
         })
     });
     assert!(c.is_closed());
-    let records = RECORDS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let records: Vec<String> = log_capture::snapshot()
+        .iter()
+        .map(log_capture::Record::line)
+        .collect();
     let shown: Vec<&String> = records.iter().filter(|r| r.contains("pwned")).collect();
     assert!(!shown.is_empty(), "the rejection is logged: {records:?}");
     for r in shown {
@@ -174,9 +155,10 @@ fn no_log_record_ever_contains_the_secret_or_the_md5_key() {
     );
     assert!(c.is_closed());
 
-    let records = RECORDS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let records: Vec<String> = log_capture::snapshot()
+        .iter()
+        .map(log_capture::Record::line)
+        .collect();
     assert!(records.len() > 5, "the client logged: {records:?}");
     for r in records.iter() {
         assert!(!r.contains(SECRET), "secret in log: {r}");
