@@ -4,7 +4,8 @@
 //!
 //! After every step the harness checks the laws the client promises:
 //! each ActionID completes exactly once; a success only from a success the server actually
-//! sent (the harness decodes the server's bytes itself); nothing in flight survives a
+//! sent (the harness decodes the server's bytes itself), and a list that succeeds holds
+//! exactly the items the server sent in it, in order; nothing in flight survives a
 //! disconnect; caps hold; every dropped event is accounted for by a gap notice; and the
 //! client is Ready again after the server comes back.
 
@@ -305,6 +306,19 @@ struct Tap {
     success: HashSet<String>,
     /// ActionIDs for which the server sent an `OriginateResponse` with `Response: Success`.
     originate_success: HashSet<String>,
+    /// The lists the server answered with (`EventList: start`), by ActionID: the first
+    /// one's items, and whether it completed them. A list action that succeeds delivers
+    /// exactly these, in this order.
+    lists: HashMap<String, ServerList>,
+}
+
+/// One list as the server sent it.
+#[derive(Debug, Default)]
+struct ServerList {
+    /// Each item's bytes, as sent.
+    items: Vec<Vec<u8>>,
+    /// The server sent its `EventList: Complete` event.
+    completed: bool,
 }
 
 impl Tap {
@@ -325,6 +339,7 @@ impl Tap {
                 let ok = m.get_str("Response").is_some_and(|r| {
                     r.eq_ignore_ascii_case("Success") || r.eq_ignore_ascii_case("Goodbye")
                 });
+                let list_field = m.get("EventList").map(|v| v.trim());
                 if m.event()
                     .is_some_and(|e| e.eq_ignore_ascii_case("OriginateResponse"))
                 {
@@ -333,6 +348,18 @@ impl Tap {
                     }
                 } else if m.response().is_some() && ok {
                     self.success.insert(id.to_string());
+                    if list_field.is_some_and(|v| v.is_word("start")) {
+                        // A second answer (a duplicated reply) starts no second list.
+                        self.lists.entry(id.to_string()).or_default();
+                    }
+                } else if m.event().is_some() {
+                    if let Some(list) = self.lists.get_mut(id).filter(|l| !l.completed) {
+                        if list_field.is_some_and(|v| v.is_word("Complete")) {
+                            list.completed = true;
+                        } else {
+                            list.items.push(m.wire_bytes().to_vec());
+                        }
+                    }
                 }
             }
         }
@@ -605,6 +632,24 @@ impl Harness {
                 self.violate(format!(
                     "{id} succeeded but the server never sent that success"
                 ));
+            }
+        }
+        if let Some(list) = self.tap.lists.remove(id.as_str()) {
+            if let Ok(resp) = &outcome {
+                let delivered = resp.items().iter().map(|m| m.wire_bytes());
+                if !list.completed {
+                    self.violate(format!(
+                        "{id}: a list succeeded that the server never completed"
+                    ));
+                } else if resp.items_dropped() == 0
+                    && delivered.ne(list.items.iter().map(Vec::as_slice))
+                {
+                    self.violate(format!(
+                        "{id}: the list delivered {} items, not the {} the server sent, in order",
+                        resp.items().len(),
+                        list.items.len()
+                    ));
+                }
             }
         }
     }
