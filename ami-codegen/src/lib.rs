@@ -24,7 +24,8 @@
 //! typed per event (`Cause` is a number in `Hangup`, text in `PeerStatus`), fields and
 //! parameters the docs omit (`TechCause`, `ChanVariable(<channel>)`, QueueAdd's
 //! `Wrapuptime`), enum values the docs omit (`Reachable`, `Mute`), C-escaped fields, event
-//! masks, `UserEvent`'s headers of the caller's choosing, and parameters Asterisk requires.
+//! masks, `UserEvent`'s headers of the caller's choosing, parameters Asterisk requires, and
+//! headers Asterisk reads under another name (JabberSend's `ScreenName`, documented `JID`).
 //! The generator (or a test) fails when an entry stops matching the catalog, so a fix never
 //! stops applying unnoticed.
 

@@ -379,12 +379,34 @@ const ANSWERED_AS: &[(&str, &str)] = &[("PJSIPHangup", "Hangup")];
 const MORE_PARAMS: &[(&str, &str)] = &[
     // `apps/app_queue.c` `manager_add_queue_member`.
     ("QueueAdd", "Wrapuptime"),
+    // `apps/app_mixmonitor.c` `manager_mute_mixmonitor`: mutes that recording only
+    // (without it, every MixMonitor on the channel).
+    ("MixMonitorMute", "MixMonitorID"),
+    // `main/manager.c` `action_listcategories`: lists only the categories matching it.
+    ("ListCategories", "Match"),
 ];
 
 /// Parameters the catalog calls optional that Asterisk refuses the action without.
 const REQUIRED_PARAMS: &[(&str, &str)] = &[
     // `main/manager.c` `action_blind_transfer`: "No extension specified".
     ("BlindTransfer", "Exten"),
+    // `apps/app_mixmonitor.c` `manager_mute_mixmonitor`: "No direction specified. Must be
+    // read, write or both", "No state specified".
+    ("MixMonitorMute", "Direction"),
+    ("MixMonitorMute", "State"),
+    // `main/manager.c` `action_coreshowchannelmap`: "CoreShowChannelMap requires a
+    // channel."
+    ("CoreShowChannelMap", "Channel"),
+    // `main/manager.c` `action_filter`: anything but `Add` is "Unknown operation".
+    ("Filter", "Operation"),
+];
+
+/// Parameters whose header Asterisk reads under another name than its docs (and so the
+/// catalog) give: (action, catalog name, header Asterisk reads).
+const RENAMED_PARAMS: &[(&str, &str, &str)] = &[
+    // `res/res_xmpp.c` `manager_jabber_send` reads `ScreenName` ("No ScreenName
+    // specified"); the docs call it `JID`, which nothing reads.
+    ("JabberSend", "JID", "ScreenName"),
 ];
 
 /// Method names the shared macros already define.
@@ -794,7 +816,11 @@ impl Model {
                 .map_or(&[][..], |(_, p)| *p);
             let mut dropped = 0;
             for p in arr(a, "params") {
-                let wire = name_of(p)?;
+                let documented = name_of(p)?;
+                let wire = RENAMED_PARAMS
+                    .iter()
+                    .find(|(action, from, _)| *action == name && *from == documented)
+                    .map_or(documented, |(_, _, to)| to.to_string());
                 if placeholders.contains(&wire.as_str()) {
                     dropped += 1;
                     continue;
@@ -935,6 +961,11 @@ fn check_action_fixes(actions: &[ActionDef]) -> Result<(), Error> {
     for (action, wire) in EVENT_MASK_PARAMS.iter().chain(REQUIRED_PARAMS) {
         if find(action, wire).is_none() {
             return stale("EVENT_MASK_PARAMS / REQUIRED_PARAMS", action, wire);
+        }
+    }
+    for (action, from, to) in RENAMED_PARAMS {
+        if find(action, to).is_none() {
+            return stale("RENAMED_PARAMS", action, from);
         }
     }
     let more = MORE_PARAMS.iter().map(|(action, _)| *action);

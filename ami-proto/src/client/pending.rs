@@ -30,31 +30,65 @@ pub(crate) enum Kind {
     Internal(Internal),
 }
 
-/// The event that completes an action after its response, carrying its ActionID.
+/// What completes an action after its response, carrying its ActionID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FollowUp {
-    /// Its `Event` name.
-    pub(crate) event: &'static str,
+    pub(crate) by: FollowUpBy,
     /// How long the action may wait for it once answered.
     pub(crate) budget: Duration,
+}
+
+/// The message a follow-up is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FollowUpBy {
+    /// An event of this name.
+    Event(&'static str),
+    /// A second response: the first only says the action was taken. res_xmpp's
+    /// `JabberSend` answers "Attempting to send Jabber Message", then `Response: Success`
+    /// or `Error` (with "Could not find Sender", or bare): whether the message was sent.
+    Response,
 }
 
 impl FollowUp {
     /// An async Originate's: how the call ended, `Response: Success` when answered.
     pub(crate) const ORIGINATE: &'static str = "OriginateResponse";
 
-    /// The follow-up event of an action other than Originate whose data comes in an event
-    /// Asterisk writes right after the response, with the ActionID (res_fax's `FAXStats` and
-    /// `FAXSession`, `WaitEvent`'s `WaitEventComplete`): left to the event stream, what the
-    /// action asked for would never reach its caller.
-    pub(crate) fn event_of(action: &Action) -> Option<&'static str> {
+    /// An async Originate's follow-up.
+    pub(crate) fn is_originate(&self) -> bool {
+        self.by == FollowUpBy::Event(Self::ORIGINATE)
+    }
+
+    /// Whether `msg`, an event with the action's ActionID, is this follow-up.
+    pub(crate) fn is_event(&self, msg: &crate::Message) -> bool {
+        match self.by {
+            FollowUpBy::Event(name) => msg.first_value().is_some_and(|e| e.is_word(name)),
+            FollowUpBy::Response => false,
+        }
+    }
+
+    /// Whether the follow-up, not the response, says if the action succeeded (its
+    /// `Response: Success`): an OriginateResponse, a second response. The other follow-ups
+    /// carry data, the action having succeeded with its response.
+    pub(crate) fn decides(&self) -> bool {
+        self.is_originate() || self.by == FollowUpBy::Response
+    }
+
+    /// The follow-up of an action other than Originate: an event Asterisk writes right
+    /// after the response, with the ActionID, that holds the data the action asked for
+    /// (res_fax's `FAXStats` and `FAXSession`, `WaitEvent`'s `WaitEventComplete`), left to
+    /// the event stream it would never reach its caller; or the second response of an
+    /// action answered twice, whose first says nothing of the result.
+    pub(crate) fn of(action: &Action) -> Option<FollowUpBy> {
+        if action.is("JabberSend") {
+            return Some(FollowUpBy::Response);
+        }
         [
             ("FAXStats", "FAXStats"),
             ("FAXSession", "FAXSession"),
             ("WaitEvent", "WaitEventComplete"),
         ]
         .into_iter()
-        .find_map(|(name, event)| action.is(name).then_some(event))
+        .find_map(|(name, event)| action.is(name).then_some(FollowUpBy::Event(event)))
     }
 }
 
@@ -114,6 +148,16 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// The first of an action's two responses came ([`FollowUpBy::Response`]): the next
+    /// response is its last, whatever happens to the action meanwhile.
+    pub(crate) fn answered_first(&mut self) {
+        if let Kind::User { follow_up, .. } = &mut self.kind {
+            if follow_up.is_some_and(|f| f.by == FollowUpBy::Response) {
+                *follow_up = None;
+            }
+        }
+    }
+
     /// A queued entry with nothing written or gathered yet; set `action` (caller actions) or
     /// `stage` and `written_at` (internal actions, written at once) with struct update.
     pub(crate) fn new(id: ActionId, kind: Kind, deadline: Instant) -> Pending {
@@ -284,6 +328,13 @@ impl PendingTable {
             p.deadline = deadline;
             self.deadlines.push(deadline, seq);
             self.compact_deadlines();
+        }
+    }
+
+    /// See [`Pending::answered_first`].
+    pub(crate) fn answered_first(&mut self, seq: u64) {
+        if let Some(p) = self.map.get_mut(&seq) {
+            p.answered_first();
         }
     }
 

@@ -1022,13 +1022,8 @@ action!(CoreShowChannelMap, "CoreShowChannelMap", Ack);
 
 impl CoreShowChannelMap {
     /// A new `CoreShowChannelMap` with its required parameters.
-    pub fn new() -> Self {
-        CoreShowChannelMap(Params::new("CoreShowChannelMap"))
-    }
-
-    /// Sets `Channel`.
-    pub fn channel(self, value: impl Display) -> Self {
-        self.with("Channel", value)
+    pub fn new(channel: impl Display) -> Self {
+        CoreShowChannelMap(Params::new("CoreShowChannelMap")).with("Channel", channel)
     }
 }
 
@@ -1450,13 +1445,8 @@ action!(Filter, "Filter", Ack);
 
 impl Filter {
     /// A new `Filter` with its required parameters.
-    pub fn new() -> Self {
-        Filter(Params::new("Filter"))
-    }
-
-    /// Sets `Operation`.
-    pub fn operation(self, value: enums::FilterOperation) -> Self {
-        self.with("Operation", value)
+    pub fn new(operation: enums::FilterOperation) -> Self {
+        Filter(Params::new("Filter")).with("Operation", operation)
     }
 
     /// Sets `MatchCriteria`.
@@ -1632,8 +1622,8 @@ action!(JabberSend, "JabberSend", Ack);
 
 impl JabberSend {
     /// A new `JabberSend` with its required parameters.
-    pub fn new(jabber: impl Display, jid: impl Display, message_field: impl Display) -> Self {
-        JabberSend(Params::new("JabberSend")).with("Jabber", jabber).with("JID", jid).with("Message", message_field)
+    pub fn new(jabber: impl Display, screen_name: impl Display, message_field: impl Display) -> Self {
+        JabberSend(Params::new("JabberSend")).with("Jabber", jabber).with("ScreenName", screen_name).with("Message", message_field)
     }
 }
 
@@ -1647,6 +1637,11 @@ impl ListCategories {
     /// A new `ListCategories` with its required parameters.
     pub fn new(filename: impl Display) -> Self {
         ListCategories(Params::new("ListCategories")).with("Filename", filename)
+    }
+
+    /// Sets `Match`.
+    pub fn match_(self, value: impl Display) -> Self {
+        self.with("Match", value)
     }
 }
 
@@ -1914,18 +1909,13 @@ action!(MixMonitorMute, "MixMonitorMute", Ack);
 
 impl MixMonitorMute {
     /// A new `MixMonitorMute` with its required parameters.
-    pub fn new(channel: impl Display) -> Self {
-        MixMonitorMute(Params::new("MixMonitorMute")).with("Channel", channel)
+    pub fn new(channel: impl Display, direction: impl Display, state: impl Display) -> Self {
+        MixMonitorMute(Params::new("MixMonitorMute")).with("Channel", channel).with("Direction", direction).with("State", state)
     }
 
-    /// Sets `Direction`.
-    pub fn direction(self, value: impl Display) -> Self {
-        self.with("Direction", value)
-    }
-
-    /// Sets `State`.
-    pub fn state(self, value: impl Display) -> Self {
-        self.with("State", value)
+    /// Sets `MixMonitorID`.
+    pub fn mix_monitor_id(self, value: impl Display) -> Self {
+        self.with("MixMonitorID", value)
     }
 }
 

@@ -128,12 +128,28 @@ impl Client {
                 if list_start && !is_error {
                     self.pending
                         .set_stage(seq, Stage::Abandoned { list: true }, false);
-                } else if !is_error && follow_up.is_some_and(|f| f.event != FollowUp::ORIGINATE) {
+                } else if !is_error && follow_up.is_some_and(|f| f.by == FollowUpBy::Response) {
+                    // Its result comes next, in a second response: swallowed with it (the
+                    // entry goes then, or at its grace), not counted as a stray response.
+                    self.pending.answered_first(seq);
+                } else if !is_error && follow_up.is_some_and(|f| !f.is_originate()) {
                     // Its data comes next, in an event of its own (FAXStats): swallowed with
                     // it, as the rest of a cancelled action's answer is; the entry goes then,
                     // or at its grace.
                 } else {
                     self.pending.remove(seq);
+                }
+            }
+            (
+                Kind::User {
+                    follow_up: Some(f), ..
+                },
+                Stage::FollowUp,
+            ) if f.by == FollowUpBy::Response => {
+                if let Some(mut response) = p.response.take().map(|r| *r) {
+                    response.follow_up = Some(Box::new(msg));
+                    let outcome = follow_up_outcome(f, response);
+                    self.finish(now, seq, outcome);
                 }
             }
             (Kind::User { .. }, _) => {
@@ -221,7 +237,7 @@ impl Client {
             return false;
         };
         let is_complete = msg.get("EventList").is_some_and(|v| v.is_word("Complete"));
-        let is_follow_up = |f: &FollowUp| msg.first_value().is_some_and(|e| e.is_word(f.event));
+        let is_follow_up = |f: &FollowUp| f.is_event(msg);
         match (p.kind, p.stage) {
             (Kind::User { .. }, Stage::List) => {
                 let Some(response) = p.response.as_mut() else {
@@ -328,12 +344,13 @@ impl Client {
                     follow_up: Some(f), ..
                 },
                 Stage::Abandoned { list: false },
-            ) if f.event != FollowUp::ORIGINATE && is_follow_up(&f) => {
+            ) if !f.is_originate() && is_follow_up(&f) => {
                 self.stats.late_answers_dropped += 1;
                 log::debug!(
                     "{}: late {} for {} dropped: the action had ended",
                     self.config.who(),
-                    f.event,
+                    msg.first_value()
+                        .map_or_else(String::new, |e| e.to_str_lossy().into_owned()),
                     p.id
                 );
                 self.pending.remove(seq);
@@ -381,6 +398,10 @@ impl Client {
         }
         let id = p.id.clone();
         let list = p.stage == Stage::List;
+        if p.stage == Stage::FollowUp {
+            // Its first answer came: a second response that comes late is its last.
+            p.answered_first();
+        }
         p.response = None;
         p.action = None;
         // An OriginateResponse that came before the action's own response: nobody waits for
@@ -593,11 +614,12 @@ fn miscounted(response: &Response) -> Option<u64> {
     (declared != arrived).then_some(declared)
 }
 
-/// An action completed by its follow-up event: an OriginateResponse says whether the call
-/// was answered (`Response: Success`); the other follow-ups carry data, the action having
-/// succeeded with its response.
+/// An action completed by its follow-up: an OriginateResponse says whether the call was
+/// answered (`Response: Success`), a second response whether the action did what it was
+/// taken for; the other follow-ups carry data, the action having succeeded with its
+/// response.
 fn follow_up_outcome(f: FollowUp, response: Response) -> Outcome {
-    if f.event != FollowUp::ORIGINATE {
+    if !f.decides() {
         return Ok(response);
     }
     let ok = response

@@ -19,7 +19,7 @@ use super::output::{
     ActionError, ConnectFailure, Discard, DisconnectReason, Notice, Outcome, OutcomeKind, Output,
     Phase, Response, Status, StreamItem,
 };
-use super::pending::{FollowUp, Internal, Kind, Pending, PendingTable, Stage};
+use super::pending::{FollowUp, FollowUpBy, Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
 use super::stats::Stats;
 use crate::wire::action::{Action, ActionId, EncodeError};
@@ -899,7 +899,7 @@ impl Client {
             let budget = originate_budget(&action, self.config.originate_margin);
             if action.expects_originate_response() {
                 follow_up = Some(FollowUp {
-                    event: FollowUp::ORIGINATE,
+                    by: FollowUpBy::Event(FollowUp::ORIGINATE),
                     budget,
                 });
             } else if self.config.allow_sync_originate {
@@ -908,10 +908,10 @@ impl Client {
             } else {
                 return Err(SendError::SyncOriginateRefused);
             }
-        } else if let Some(event) = FollowUp::event_of(&action) {
+        } else if let Some(by) = FollowUp::of(&action) {
             // Written in the same breath as the response: its own deadline is enough.
             follow_up = Some(FollowUp {
-                event,
+                by,
                 budget: timeout,
             });
         }
@@ -941,7 +941,7 @@ impl Client {
         // whatever else is wrong with it.
         // An OriginateResponse is a call event, which the mask can keep out; the others are
         // written to the session directly, past the mask.
-        if follow_up.is_some_and(|f| f.event == FollowUp::ORIGINATE)
+        if follow_up.is_some_and(|f| f.is_originate())
             && !crate::client::event_mask::admits_call(&self.config.events)
         {
             return Err(SendError::FollowUpMasked {
