@@ -6,7 +6,8 @@ use crate::{Failure, EXIT_CONNECT};
 use std::net::ToSocketAddrs;
 
 /// Resolves the host before anything connects, so that a name that does not exist is said
-/// as such. (The adapters resolve again at every connect, to follow DNS changes.)
+/// as such. (The adapters resolve again before connects, to follow DNS changes: the async
+/// ones at every connect, `ami-mio` once its last answer is 30 s old.)
 pub(crate) fn resolve(url: &ServerUrl) -> Result<(), Failure> {
     let fail = |why: String| {
         Failure::new(

@@ -30,7 +30,8 @@ const HANDSHAKE_READ_PER_STEP: usize = 64 << 10;
 pub(crate) enum Target {
     /// An address the caller resolved.
     Addr(SocketAddr),
-    /// `host:port`, resolved off the loop before every connect.
+    /// `host:port`, resolved off the loop before a connect (the resolver's recent answer, or
+    /// the name's lookup).
     Host(String),
 }
 
@@ -84,13 +85,10 @@ pub(crate) struct Conn {
     /// When the next address starts beside the running connects (RFC 8305's connection
     /// attempt delay), while there is one.
     pub(crate) next_attempt: Option<Instant>,
-    /// A lookup of the name is under way. It outlives the connect attempt that asked for it
-    /// (a new attempt waits for its answer instead of asking again), so a lookup that hangs
-    /// holds one resolver thread per connection, never a queue of retries.
+    /// Waits for the lookup of its name under way (the resolver's, shared by every
+    /// connection to the name): nothing to do until that lookup answers. It outlives the
+    /// connect attempt that joined the lookup, as the lookup does.
     pub(crate) resolving: bool,
-    /// Who this connection is to its owner's resolver answers (a fleet's tag per server), so
-    /// an answer for a removed server is not taken by the next one in its slot.
-    pub(crate) owner: u64,
     /// Readable readiness not used up yet (edge-triggered: read until `WouldBlock`). Also
     /// set when a budget stopped a read with data possibly left behind.
     pub(crate) readable: bool,
@@ -124,7 +122,6 @@ impl Conn {
             rest: VecDeque::new(),
             next_attempt: None,
             resolving: false,
-            owner: 0,
             readable: false,
             read_closed: false,
             writable: false,
@@ -157,7 +154,7 @@ impl Conn {
             Link::Connecting(_) => self.connect_event,
             #[cfg(feature = "tls")]
             Link::Handshaking(ref s) => self.readable || (self.writable && s.conn.wants_write()),
-            // A connect to start, or a lookup to ask for.
+            // A connect to start, or a lookup to ask for or join.
             Link::Idle => self.want_connect && (self.resolved.is_some() || !self.resolving),
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::conn::{ReadEnd, Target};
 use crate::report::{poll_ready, ConnId, Report, UserReady};
-use crate::resolver::{system_resolve, Request, ResolveFn, Resolver};
+use crate::resolver::{system_resolve, Lookup, ResolveFn, Resolver};
 use crate::session::Owned;
 use crate::{MAX_CONNS, WAKER_TOKEN};
 use ami_proto::fleet::{Budget, Scheduler};
@@ -37,8 +37,10 @@ pub struct Options {
     /// ten); one buffer for every connection, so its size does not grow with the fleet.
     pub read_chunk: usize,
     /// Most threads resolving host names for [`MioDriver::add_host`] at once. Default 16;
-    /// one starts on the first `add_host`, more as lookups overlap (a lookup that hangs holds
-    /// its thread, and the next name gets another instead of waiting behind it).
+    /// one starts on the first `add_host`, more as lookups of different names overlap (a
+    /// lookup that hangs holds its thread, and the next name gets another instead of
+    /// waiting behind it). A name has one lookup at a time, however many connections want
+    /// it, so a name that hangs holds one thread.
     pub resolver_threads: usize,
     /// The name resolver run on those threads. Default: the system resolver.
     pub resolve: Arc<ResolveFn>,
@@ -170,10 +172,13 @@ impl MioDriver {
     }
 
     /// Adds a client for `host:port`, created at `now`. The name is resolved on a helper
-    /// thread before every connect, never on the loop; the core's connect timeout covers the
-    /// lookup. Every address the name has is tried until one connects, a new attempt beside
-    /// the running ones every [`ami_proto::CONNECT_ATTEMPT_DELAY`] (families alternating): a
-    /// dual-stack host whose first address is unreachable still connects.
+    /// thread before a connect, never on the loop; the core's connect timeout covers the
+    /// lookup. One lookup of a name serves every connection to it, and its answer serves
+    /// their connects for 30 s (one that came too late for the attempt that asked serves the
+    /// next), after which the name is asked again. Every address the name has is tried until
+    /// one connects, a new attempt beside the running ones every
+    /// [`ami_proto::CONNECT_ATTEMPT_DELAY`] (families alternating): a dual-stack host whose
+    /// first address is unreachable still connects.
     pub fn add_host(
         &mut self,
         now: Instant,
@@ -220,9 +225,9 @@ impl MioDriver {
         Ok(id)
     }
 
-    /// [`add_host`](Self::add_host) over TLS: `host:port` is resolved off the loop before
-    /// every connect, then the session is as in [`add_tls`](Self::add_tls). The certificate
-    /// is checked against `tls.server_name`, not against `host`.
+    /// [`add_host`](Self::add_host) over TLS: `host:port` is resolved off the loop before a
+    /// connect, as there, then the session is as in [`add_tls`](Self::add_tls). The
+    /// certificate is checked against `tls.server_name`, not against `host`.
     #[cfg(feature = "tls")]
     pub fn add_host_tls(
         &mut self,
@@ -503,9 +508,14 @@ impl MioDriver {
 
     /// One non-blocking round: polls with a zero timeout (unless the [`wait`](Self::wait)
     /// just before it polled), then gives every connection its
-    /// turn within the [`Budget`] (starting one place further each step): timers at `now`,
-    /// connect completion, reads, outputs, writes; then starts the connects the budget
-    /// allows. Never sleeps, never resolves a name, never touches a file.
+    /// turn within the [`Budget`] (starting one place further each step): connect
+    /// completion, reads, timers at `now`, outputs, writes; then starts the connects the
+    /// budget allows. Never sleeps, never resolves a name, never touches a file.
+    ///
+    /// What the sockets already hold is read before the timers fire, so that after a late
+    /// step (a slow handler stalled the loop) an answer that arrived before its deadline
+    /// counts, as on the async runtimes; what is really overdue still fires in the same
+    /// step, before anything is written.
     ///
     /// Pass `Instant::now()`.
     pub fn step(&mut self, now: Instant) -> io::Result<Report> {
@@ -535,8 +545,8 @@ impl MioDriver {
             let Some(c) = slot.conn.as_mut() else {
                 continue;
             };
-            c.client.handle_timeout(now);
-            c.drain(id, registry, &mut report.notices);
+            // Input before timers: a connect that completed, a banner, a Pong or an action's
+            // answer already in the socket must not be timed out because the step came late.
             c.finish_connect(now, id, registry, &mut report.notices);
             if c.conn.readable && c.is_open() {
                 match step.turn(index) {
@@ -555,6 +565,10 @@ impl MioDriver {
                     None => report.more = true,
                 }
             }
+            c.drain(id, registry, &mut report.notices);
+            // Timers before writes: an action whose deadline passed is withdrawn, not
+            // written late.
+            c.client.handle_timeout(now);
             c.drain(id, registry, &mut report.notices);
             c.write(now, id, registry, &mut report.notices);
             c.drain(id, registry, &mut report.notices);
@@ -576,23 +590,34 @@ impl MioDriver {
                 continue;
             };
             if c.conn.resolved.is_none() {
-                if let (Target::Host(host), false) = (&c.conn.target, c.conn.resolving) {
-                    let request = Request {
-                        index,
-                        generation: id.generation,
-                        host: host.clone(),
-                    };
-                    c.conn.resolving = self.resolver.as_mut().is_some_and(|r| r.request(request));
-                    if !c.conn.resolving {
-                        log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
+                // Waiting for the lookup under way: its answer clears `resolving`.
+                if c.conn.resolving {
+                    continue;
+                }
+                let lookup = match (&c.conn.target, self.resolver.as_mut()) {
+                    (Target::Host(host), Some(r)) => r.lookup(now, host),
+                    (Target::Host(_), None) => Lookup::Unavailable,
+                    (Target::Addr(_), _) => continue,
+                };
+                match lookup {
+                    Lookup::Addrs(addrs) => c.conn.resolved_to(addrs),
+                    Lookup::Pending => {
+                        c.conn.resolving = true;
+                        continue;
+                    }
+                    Lookup::Unavailable => {
+                        log::warn!(
+                            "ami-mio: no resolver thread left; connect to {} failed",
+                            c.conn.target
+                        );
                         c.conn.want_connect = false;
                         let cause = ConnectFailure::Other(io::ErrorKind::Other);
                         c.client
                             .handle_input(now, ami_proto::Input::ConnectFailed(cause));
                         c.drain(id, registry, &mut report.notices);
+                        continue;
                     }
                 }
-                continue;
             }
             if !step.take_connect(index) {
                 report.more = true;
@@ -605,29 +630,31 @@ impl MioDriver {
         Ok(report)
     }
 
-    /// Applies lookup answers: an address lets the connect start; a failure is reported to
-    /// the client as a failed connect.
+    /// Applies lookup answers to every connection to the names answered: an address lets
+    /// a connect waiting for it start; a failure is reported to such a client as a failed
+    /// connect. A connection between attempts finds the answer kept for its next attempt
+    /// (the resolver keeps it).
     fn take_answers(&mut self, now: Instant) {
-        let Some(resolver) = &self.resolver else {
+        let Some(resolver) = self.resolver.as_mut() else {
             return;
         };
-        while let Some(answer) = resolver.try_answer() {
-            let Some(c) = self
-                .slots
-                .get_mut(answer.index)
-                .filter(|s| s.generation == answer.generation)
-                .and_then(|s| s.conn.as_mut())
-            else {
+        let answers = resolver.take_answers(now);
+        if answers.is_empty() {
+            return;
+        }
+        for c in self.slots.iter_mut().filter_map(|s| s.conn.as_mut()) {
+            let Target::Host(host) = &c.conn.target else {
+                continue;
+            };
+            let Some(result) = answers.get(host) else {
                 continue;
             };
             c.conn.resolving = false;
-            // An answer asked for by an earlier attempt serves the current one: the name is
-            // the same, and asking again would queue behind a lookup that may hang.
             if !c.conn.want_connect || c.conn.resolved.is_some() {
                 continue;
             }
-            match answer.result {
-                Ok(addrs) => c.conn.resolved_to(addrs),
+            match result {
+                Ok(addrs) => c.conn.resolved_to(addrs.clone()),
                 Err(_) => {
                     c.conn.want_connect = false;
                     let cause = ConnectFailure::HostNotFound;

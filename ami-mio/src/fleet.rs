@@ -6,7 +6,7 @@
 use crate::conn::{Conn, Link, ReadEnd, Target};
 use crate::driver::{entropy, on_loop_thread, Options};
 use crate::report::{poll_ready, UserReady};
-use crate::resolver::{Request, ResolveFn, Resolver};
+use crate::resolver::{Lookup, ResolveFn, Resolver};
 use crate::session::Session;
 use crate::WAKER_TOKEN;
 use ami_proto::fleet::{
@@ -88,7 +88,7 @@ pub struct FleetReport {
 /// meaning of each is [`ami_proto::fleet`]'s; see there.
 ///
 /// Servers are given by address ([`add`](Self::add)) or by `host:port`
-/// ([`add_host`](Self::add_host)): names are resolved before every connect on helper threads,
+/// ([`add_host`](Self::add_host)): names are resolved before a connect on helper threads,
 /// as for [`MioDriver::add_host`](crate::MioDriver::add_host), never on the step.
 pub struct MioFleet {
     poll: Poll,
@@ -109,8 +109,6 @@ pub struct MioFleet {
     resolver: Option<Resolver>,
     resolve: Arc<ResolveFn>,
     resolver_threads: usize,
-    /// Tags the servers added, for their lookups' answers.
-    added: u64,
 }
 
 impl std::fmt::Debug for MioFleet {
@@ -152,7 +150,6 @@ impl MioFleet {
             resolver: None,
             resolve: options.resolve,
             resolver_threads: options.resolver_threads,
-            added: 0,
         })
     }
 
@@ -169,8 +166,9 @@ impl MioFleet {
     }
 
     /// Adds a server named `name` at `host:port`, at `now`. The name is resolved on a helper
-    /// thread before every connect ([`Options::resolve`], [`Options::resolver_threads`]),
-    /// never on the step, and its addresses are tried in turn, as
+    /// thread before a connect ([`Options::resolve`], [`Options::resolver_threads`]), never
+    /// on the step, one lookup per name at a time and its answer kept for 30 s, and its
+    /// addresses are tried in turn, as
     /// [`MioDriver::add_host`](crate::MioDriver::add_host) does; a name that does not resolve
     /// is a failed connect (`HostNotFound`), retried with the fleet's backoff.
     ///
@@ -203,9 +201,7 @@ impl MioFleet {
         if self.conns.len() <= id.index() {
             self.conns.resize_with(id.index() + 1, || None);
         }
-        self.added += 1;
-        let mut conn = Conn::new(target);
-        conn.owner = self.added;
+        let conn = Conn::new(target);
         if let Some(slot) = self.conns.get_mut(id.index()) {
             *slot = Some((id, conn));
         }
@@ -416,10 +412,15 @@ impl MioFleet {
     }
 
     /// One non-blocking round: polls with a zero timeout (unless the [`wait`](Self::wait)
-    /// just before it polled), starts a fleet step at `now`
-    /// (timers, connect budget), carries out the fleet's connects and closes, gives every
-    /// server a read turn within the [`Budget`](crate::Budget) (rotating start) and writes
-    /// what each has to send. Never sleeps, never resolves a name.
+    /// just before it polled), gives every server a read turn within the
+    /// [`Budget`](crate::Budget) (rotating start), starts a fleet step at `now` (timers,
+    /// connect budget), carries out the fleet's connects and closes, and writes what each
+    /// server has to send. Never sleeps, never resolves a name.
+    ///
+    /// The reads come before the timers, so that after a late step (a slow handler stalled
+    /// the loop) an answer that arrived before its deadline counts, as on the async
+    /// runtimes; what is really overdue still fires in the same step, before anything is
+    /// written.
     ///
     /// Pass `Instant::now()`.
     pub fn step(&mut self, now: Instant) -> io::Result<FleetReport> {
@@ -435,10 +436,12 @@ impl MioFleet {
             woken,
             ..FleetReport::default()
         };
-        self.fleet.handle_timeout(now);
-        self.carry_out(now, &mut report);
-        let registry = self.poll.registry();
         let mut step = self.scheduler.begin(self.conns.len());
+        // Input before timers: a connect that completed, a banner, a Pong or an action's
+        // answer already in a socket must not be timed out because the step came late.
+        // (What calls left for this step, a close_all's closes, is carried out with the
+        // timers' outputs below: a closed client ignores what is read meanwhile.)
+        let registry = self.poll.registry();
         for index in step.order() {
             let Some((id, conn)) = self.conns.get_mut(index).and_then(Option::as_mut) else {
                 continue;
@@ -458,6 +461,19 @@ impl MioFleet {
                     None => report.more = true,
                 }
             }
+        }
+        self.fleet.handle_timeout(now);
+        self.carry_out(now, &mut report);
+        // Timers before writes: an action whose deadline passed is withdrawn, not written
+        // late.
+        for index in step.order() {
+            let Some((id, conn)) = self.conns.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            let mut member = Member {
+                fleet: &mut self.fleet,
+                id: *id,
+            };
             conn.write(now, &mut member);
         }
         self.scheduler.finish(step);
@@ -467,25 +483,27 @@ impl MioFleet {
         Ok(report)
     }
 
-    /// Applies lookup answers: the connect starts at the first address, or the server's
-    /// connect fails (`HostNotFound`) when the name did not resolve.
+    /// Applies lookup answers to every server at the names answered: a connect waiting for
+    /// one starts at the first address, or fails (`HostNotFound`) when the name did not
+    /// resolve. A server between attempts finds the answer kept for its next attempt (the
+    /// resolver keeps it).
     fn take_answers(&mut self, now: Instant) {
-        let Some(resolver) = &self.resolver else {
+        let Some(resolver) = self.resolver.as_mut() else {
             return;
         };
+        let answers = resolver.take_answers(now);
+        if answers.is_empty() {
+            return;
+        }
         let registry = self.poll.registry();
-        while let Some(answer) = resolver.try_answer() {
-            let Some((id, conn)) = self
-                .conns
-                .get_mut(answer.index)
-                .and_then(Option::as_mut)
-                .filter(|(_, c)| c.owner == answer.generation)
-            else {
+        for (id, conn) in self.conns.iter_mut().flatten() {
+            let Target::Host(host) = &conn.target else {
+                continue;
+            };
+            let Some(result) = answers.get(host) else {
                 continue;
             };
             conn.resolving = false;
-            // An answer asked for by an earlier attempt serves the current one: the name is
-            // the same, and asking again would queue behind a lookup that may hang.
             if !conn.want_connect || conn.resolved.is_some() {
                 continue;
             }
@@ -493,10 +511,10 @@ impl MioFleet {
                 fleet: &mut self.fleet,
                 id: *id,
             };
-            match answer.result {
+            match result {
                 Ok(addrs) => {
-                    conn.resolved_to(addrs);
-                    conn.start_connect(now, &mut member, registry, Token(answer.index));
+                    conn.resolved_to(addrs.clone());
+                    conn.start_connect(now, &mut member, registry, Token(id.index()));
                 }
                 Err(_) => {
                     conn.want_connect = false;
@@ -532,27 +550,34 @@ impl MioFleet {
                         conn.start_connect(now, &mut member, registry, Token(id.index()));
                         continue;
                     }
-                    // A host name: look it up first; the answer starts the connect. One
-                    // lookup at a time: an answer asked for by an earlier attempt serves
-                    // this one, and asking again would tie up another resolver thread
-                    // behind a lookup that may hang, until none is left for other names.
-                    let Target::Host(host) = &conn.target else {
-                        continue;
-                    };
+                    // A host name: a recent answer starts the connect now; otherwise the
+                    // answer of the name's lookup (joined, or started) starts it. One
+                    // lookup per name at a time: asking again would tie up another
+                    // resolver thread behind a lookup that may hang, until none is left
+                    // for other names.
                     if conn.resolving {
                         continue;
                     }
-                    let request = Request {
-                        index: id.index(),
-                        generation: conn.owner,
-                        host: host.clone(),
+                    let lookup = match (&conn.target, self.resolver.as_mut()) {
+                        (Target::Host(host), Some(r)) => r.lookup(now, host),
+                        (Target::Host(_), None) => Lookup::Unavailable,
+                        (Target::Addr(_), _) => continue,
                     };
-                    conn.resolving = self.resolver.as_mut().is_some_and(|r| r.request(request));
-                    if !conn.resolving {
-                        log::warn!("ami-mio: no resolver thread left; connect to {host} failed");
-                        conn.want_connect = false;
-                        let cause = ConnectFailure::Other(io::ErrorKind::Other);
-                        member.handle_input(now, Input::ConnectFailed(cause));
+                    match lookup {
+                        Lookup::Addrs(addrs) => {
+                            conn.resolved_to(addrs);
+                            conn.start_connect(now, &mut member, registry, Token(id.index()));
+                        }
+                        Lookup::Pending => conn.resolving = true,
+                        Lookup::Unavailable => {
+                            log::warn!(
+                                "ami-mio: no resolver thread left; connect to {} failed",
+                                conn.target
+                            );
+                            conn.want_connect = false;
+                            let cause = ConnectFailure::Other(io::ErrorKind::Other);
+                            member.handle_input(now, Input::ConnectFailed(cause));
+                        }
                     }
                 }
                 FleetOutput::Close(id) => {

@@ -75,16 +75,19 @@
 //!
 //! [`MioDriver::add`] takes a [`std::net::SocketAddr`]: resolve names with your own resolver
 //! and hand the address in. [`MioDriver::add_host`] takes `host:port` and resolves it before
-//! every connect on helper threads ([`Options::resolve`], [`Options::resolver_threads`]) that
+//! a connect on helper threads ([`Options::resolve`], [`Options::resolver_threads`]) that
 //! hand the answer back through a channel and a [`mio::Waker`]; a slow lookup never delays a
 //! step, and a lookup that hangs holds one thread, not the other names (threads start as
-//! lookups overlap; each connection has one lookup at a time, its answer serving whichever
-//! connect attempt is current) ([`MioFleet::add_host`] does the same for a fleet's servers). Every address of the
-//! name is tried until one connects, as RFC 8305 has it: families alternating, each attempt
-//! alone for [`ami_proto::CONNECT_ATTEMPT_DELAY`] (or until it fails) before the next starts
-//! beside it, the first connected socket kept (a dual-stack host whose first address refuses,
-//! or drops SYNs, still connects); the core's connect timeout covers the lookup and all the
-//! attempts.
+//! lookups overlap; a name has one lookup at a time, shared by every connection to it, even
+//! one added after the connection that asked was removed). An answer serves every connect
+//! to the name for 30 s, so one slower than the connect timeout serves the next attempt
+//! instead of being asked for again; after that the name is asked again, to follow a name
+//! moved to another address. [`MioFleet::add_host`] does the same for a fleet's servers.
+//! Every address of the name is tried until one connects, as RFC 8305 has it: families
+//! alternating, each attempt alone for [`ami_proto::CONNECT_ATTEMPT_DELAY`] (or until it
+//! fails) before the next starts beside it, the first connected socket kept (a dual-stack
+//! host whose first address refuses, or drops SYNs, still connects); the core's connect
+//! timeout covers the lookup and all the attempts.
 //!
 //! ## Time
 //!
@@ -145,7 +148,10 @@
 //! slow work to another thread through a bounded queue that the loop never waits on (drop
 //! and count when it is full), as `examples/slow_handler.rs` does. Events you do not take
 //! with [`MioDriver::poll_event`] in time are dropped by the core's bounded queue and
-//! reported as [`ami_proto::StreamItem::Gap`]s, never by stopping the reads.
+//! reported as [`ami_proto::StreamItem::Gap`]s, never by stopping the reads. A step that
+//! comes late all the same reads what the sockets hold before it fires the timers: a Pong
+//! or an action's answer that arrived before its deadline counts, and only what is really
+//! overdue times out.
 //!
 //! ## Errors and panics
 //!

@@ -36,9 +36,9 @@ impl MioRun {
         let mut fleet = MioFleet::new().map_err(io_failure)?;
         let mut names = Vec::with_capacity(members.len());
         for m in members {
-            // By name: MioFleet resolves it on helper threads before every connect and tries
-            // every address, so a name that does not resolve is a server that is down (and
-            // retried), as on the other runtimes.
+            // By name: MioFleet resolves it on helper threads before a connect (an answer
+            // serves 30 s) and tries every address, so a name that does not resolve is a
+            // server that is down (and retried), as on the other runtimes.
             let now = Instant::now();
             let host = m.url.authority();
             match &m.ca_pem {
