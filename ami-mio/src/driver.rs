@@ -285,7 +285,9 @@ impl MioDriver {
     }
 
     /// Removes a connection at `now`: it is closed at once (no Logoff) and its ID is retired.
-    /// Returns false if `conn` was already gone.
+    /// Events it still held for [`poll_event`](Self::poll_event) are dropped, and one log
+    /// line says how many (its [`Stats`] go with it). Returns false if `conn` was already
+    /// gone.
     pub fn remove(&mut self, now: Instant, conn: ConnId) -> bool {
         let registry = self.poll.registry();
         let Some(slot) = self.slots.get_mut(conn.index) else {
@@ -297,6 +299,9 @@ impl MioDriver {
         let Some(mut c) = slot.conn.take() else {
             return false;
         };
+        // Nobody can read its events any more: the ones it holds are counted and said, as
+        // for a stream the application closed, before its counters go with it.
+        c.client.close_event_stream(std::iter::empty());
         c.client.close(now);
         c.drain(conn, registry, &mut self.notices);
         slot.generation = 0;
