@@ -322,3 +322,68 @@ fn a_bad_server_name_is_refused_when_added() {
     );
     assert!(driver.connections().is_empty());
 }
+
+/// A server that ends its TLS session (close_notify) and leaves the TCP connection open
+/// until the test is over: `reader().read` says Ok(0) once, and `read_tls` never does.
+#[test]
+fn a_close_notify_ends_the_session_though_the_tcp_connection_stays_open() {
+    use std::io::{Read, Write};
+    let (pem, server) = localhost_cert();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let pbx = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(server).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(b"Asterisk Call Manager/9.0.0\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tls.read(&mut buf).unwrap();
+            assert!(n > 0, "the client closed before logging in");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let login = String::from_utf8_lossy(&got).into_owned();
+        let id = login
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .unwrap()
+            .to_string();
+        let answer = format!(
+            "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
+        );
+        tls.write_all(answer.as_bytes()).unwrap();
+        tls.conn.send_close_notify();
+        while tls.conn.wants_write() {
+            tls.conn.write_tls(&mut tls.sock).unwrap();
+        }
+        // The TCP connection stays open, silent, until the test has its answer.
+        let _ = done_rx.recv_timeout(Duration::from_secs(10));
+    });
+    let mut driver = MioDriver::new().unwrap();
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .seed(41)
+        .ping_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let conn = driver
+        .add_tls(Instant::now(), cfg, addr, client_tls(&pem, "localhost"))
+        .unwrap();
+    assert_eq!(ready(&mut driver), conn);
+    let mut down = None;
+    drive(&mut driver, Duration::from_secs(2), |_, r| {
+        for (_, n) in r.notices {
+            if let Notice::Disconnected { reason, .. } = n {
+                down.get_or_insert(reason);
+            }
+        }
+        down.is_some()
+    });
+    let _ = done_tx.send(());
+    pbx.join().unwrap();
+    assert!(
+        down.is_some(),
+        "the server ended the TLS session; the client still thinks it is up"
+    );
+}
