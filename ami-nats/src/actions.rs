@@ -10,10 +10,16 @@
 //!
 //! `headers` in order, the `Action` header naming the action (ActionIDs are the bridge's);
 //! `idempotency_key` (optional, 1 to 128 of `[A-Za-z0-9_-]`) runs the request at most once per
-//! key within the idempotency window, across bridges; `timeout_ms` (optional) bounds the wait,
+//! key, across bridges, while it runs (however long) and for the idempotency window after
+//! (see the `idempotency` module); `timeout_ms` (optional) bounds the wait,
 //! counted from when the bridge received the request: the time its idempotency store (or a
 //! bridge forwarding it) took comes out of it, and a request with none left is answered
-//! `not_sent` without reaching Asterisk.
+//! `not_sent` without reaching Asterisk. A forwarded request carries its deadline as an
+//! absolute time (header `Ami-Deadline-Ms`, epoch milliseconds): one that reaches the lease
+//! holder past it (the forwarder's connection stalled) is answered `not_sent` and counted
+//! in `ami_bridge_actions_expired_total`. A request published without a reply subject is not
+//! run (nobody could be told its outcome), counted `not_sent` and as a lost reply
+//! (`no_reply_subject`), and logged.
 //!
 //! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `K` is `success`,
 //! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run),
@@ -32,12 +38,12 @@
 //! when there are any; `error` says why when it failed.
 
 use crate::bridge::Control;
+use crate::idempotency::{Claim, Claimed, Keys};
 use crate::throttle::LogThrottle;
 use crate::upstream::ServerIx;
 use ami_json::{into_string, push_headers, push_text};
 use ami_proto::{Action, ActionError, Message, Phase, Response, SendError, SendOptions};
 use ami_tokio::AmiError;
-use async_nats::jetstream::kv::{CreateErrorKind, Store};
 use bytes::Bytes;
 use std::io::Write;
 use std::sync::Arc;
@@ -46,11 +52,24 @@ use tokio::time::Instant;
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
-/// The value an idempotency key holds while its request runs.
-const PENDING: &[u8] = b"pending";
 /// Header of a forwarded request: the milliseconds left of its deadline when the first
 /// bridge passed it on, so the holder gives it no more time than its requester still waits.
+/// Counted from when the holder receives it: a forward that stalls on the way (the
+/// forwarder's connection to NATS slow) would get its whole time again, hence
+/// [`DEADLINE_MS`] too. Kept for holders from before it.
 pub(crate) const REMAINING_MS: &str = "Ami-Remaining-Ms";
+/// Header of a forwarded request: its deadline as milliseconds since the Unix epoch on the
+/// forwarding bridge's clock. A holder receiving it past that refuses it (`not_sent`,
+/// counted in `ami_bridge_actions_expired_total`), and never gives it more time than is
+/// left of it, nor more than [`REMAINING_MS`] from receipt.
+///
+/// Clock skew between the two hosts moves that deadline: a holder whose clock is behind
+/// the forwarder's by S may still send a request up to S after its requester's deadline
+/// (never more than `Ami-Remaining-Ms` after receipt); one ahead by S refuses requests S
+/// early, and when S exceeds the requests' timeouts it refuses every forwarded request,
+/// logged (rate-limited) with how late it looked. With NTP, S is a few milliseconds; a relative
+/// time alone cannot see the time a request spent on the way at all.
+pub(crate) const DEADLINE_MS: &str = "Ami-Deadline-Ms";
 
 /// When a request's answer is due: `timeout` (capped by `cap`) after the bridge received
 /// it. `None` when that is too far to represent (no deadline worth arming).
@@ -63,10 +82,48 @@ fn left_until(deadline: Option<Instant>, budget: Duration) -> Duration {
     deadline.map_or(budget, |d| d.saturating_duration_since(Instant::now()))
 }
 
-/// The cap a forwarding bridge put on the request's time ([`REMAINING_MS`]).
-fn forwarded_cap(msg: &async_nats::Message) -> Option<Duration> {
-    let v = msg.headers.as_ref()?.get(REMAINING_MS)?;
-    v.as_str().parse::<u64>().ok().map(Duration::from_millis)
+/// Milliseconds since the Unix epoch on this host's clock (0 before it).
+fn epoch_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The limits a forwarding bridge put on a request's time, read when it was received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Forwarded {
+    /// The most time it may have from receipt: the least of [`REMAINING_MS`] and what is
+    /// left until [`DEADLINE_MS`] (`None`: not forwarded, or by a bridge that set neither).
+    cap: Option<Duration>,
+    /// How long past its [`DEADLINE_MS`] it arrived, on this host's clock (`None`: not
+    /// past it, or no such header).
+    late_by: Option<Duration>,
+}
+
+/// The forwarding bridge's limits on `msg` ([`REMAINING_MS`], [`DEADLINE_MS`]), as of `now_ms`
+/// (milliseconds since the Unix epoch here).
+fn forwarded(msg: &async_nats::Message, now_ms: u128) -> Forwarded {
+    let Some(headers) = msg.headers.as_ref() else {
+        return Forwarded::default();
+    };
+    let number = |name: &str| headers.get(name)?.as_str().parse::<u64>().ok();
+    let remaining = number(REMAINING_MS).map(Duration::from_millis);
+    let (until_deadline, late_by) = match number(DEADLINE_MS).map(u128::from) {
+        Some(deadline) if deadline > now_ms => {
+            let left = u64::try_from(deadline - now_ms).unwrap_or(u64::MAX);
+            (Some(Duration::from_millis(left)), None)
+        }
+        Some(deadline) => {
+            let late = u64::try_from(now_ms - deadline).unwrap_or(u64::MAX);
+            (Some(Duration::ZERO), Some(Duration::from_millis(late)))
+        }
+        None => (None, None),
+    };
+    let cap = match (remaining, until_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Forwarded { cap, late_by }
 }
 
 /// A parsed action request.
@@ -364,25 +421,79 @@ fn too_large_reply(
     }
 }
 
+/// What is left to do for a request once its requester was answered: the idempotency
+/// store's part, when it could not be done before the reply (NATS slow).
+#[derive(Debug)]
+#[must_use]
+pub(crate) enum After {
+    /// Nothing.
+    Nothing,
+    /// Free the key's claim: the request was answered `not_sent`.
+    Free(Claim),
+    /// Store the reply in place of the key's claim: the action ran, or may have.
+    Store(Claim, Bytes),
+}
+
+impl After {
+    /// Does it, trying a few times over some seconds (see [`Keys::free`], [`Keys::store`]).
+    pub(crate) async fn run(self, keys: &Keys) {
+        match self {
+            After::Nothing => {}
+            After::Free(claim) => keys.free(claim).await,
+            After::Store(claim, reply) => keys.store(claim, reply).await,
+        }
+    }
+
+    /// The idempotency key it is about, if any.
+    pub(crate) fn key(&self) -> Option<&str> {
+        match self {
+            After::Nothing => None,
+            After::Free(c) | After::Store(c, _) => Some(&c.key),
+        }
+    }
+}
+
 /// Answers one request message, received at `received`. `to`: the server of the subject,
-/// `None` for `ami.any.action`.
+/// `None` for `ami.any.action`. Returns what is left to do after the reply.
 pub(crate) async fn handle(
     control: Arc<Control>,
-    kv: Store,
     to: Option<ServerIx>,
     msg: async_nats::Message,
     received: Instant,
-) {
+) -> After {
     let Some(reply_to) = msg.reply.clone() else {
-        log::debug!("action request without a reply subject ignored");
-        return;
+        without_reply(&control, to);
+        return After::Nothing;
     };
-    let cap = forwarded_cap(&msg);
-    let (server, kind, body) = answer(&control, &kv, to, &msg.payload, received, cap).await;
+    let limits = forwarded(&msg, epoch_ms());
+    let (server, kind, body, after) = answer(&control, to, &msg.payload, received, limits).await;
     control
         .metrics
         .action(server.as_deref().unwrap_or(""), kind);
     send_reply(&control, reply_to, Bytes::from(body)).await;
+    after
+}
+
+/// A request without a reply subject (published, not sent as a request: a client bug, or a
+/// fire-and-forget that cannot be told its outcome): not run, counted as `not_sent` in
+/// `ami_bridge_actions_total` and as a lost reply (`no_reply_subject`), and logged
+/// rate-limited like every lost reply.
+pub(crate) fn without_reply(control: &Control, to: Option<ServerIx>) {
+    let server = to
+        .and_then(|ix| control.servers.get(ix))
+        .map(|s| s.name.as_str());
+    control.metrics.action(server.unwrap_or(""), "not_sent");
+    control.metrics.reply_lost(ReplyLoss::NoReplySubject);
+    let why = format_args!(
+        "an action request on {} has no reply subject (published, not requested): not run",
+        server.map_or("ami.any.action", |s| s)
+    );
+    let line = control
+        .lock_reply_log()
+        .lost(ReplyLoss::NoReplySubject, &why, Instant::now());
+    if let Some(line) = line {
+        log::warn!("{line}");
+    }
 }
 
 /// Why a reply did not reach its requester (the `reason` of the lost-replies counter).
@@ -394,14 +505,17 @@ pub(crate) enum ReplyLoss {
     InvalidSubject,
     /// Anything else (the connection to NATS is gone).
     Other,
+    /// The request had no reply subject: nobody to answer (it was not run).
+    NoReplySubject,
 }
 
 impl ReplyLoss {
     /// Every reason, in the order of [`ReplyLoss::index`].
-    pub(crate) const ALL: [ReplyLoss; 3] = [
+    pub(crate) const ALL: [ReplyLoss; 4] = [
         ReplyLoss::TooLarge,
         ReplyLoss::InvalidSubject,
         ReplyLoss::Other,
+        ReplyLoss::NoReplySubject,
     ];
 
     /// Its place in [`ReplyLoss::ALL`].
@@ -415,6 +529,7 @@ impl ReplyLoss {
             ReplyLoss::TooLarge => "too_large",
             ReplyLoss::InvalidSubject => "invalid_subject",
             ReplyLoss::Other => "other",
+            ReplyLoss::NoReplySubject => "no_reply_subject",
         }
     }
 
@@ -431,10 +546,14 @@ impl ReplyLoss {
 /// once, then at most one line per interval with how many were not logged since. The
 /// summary of a flood that stopped is written by the bridge's periodic tick once its
 /// interval has passed ([`due`](Self::due)) and by its shutdown ([`pending`](Self::pending)),
-/// so it never waits for a next loss that may not come. The clock is the caller's.
+/// so it never waits for a next loss that may not come. The clock is the caller's. Requests
+/// forwarded to this bridge that arrived past their deadline are logged the same way (a
+/// stalled forwarder, or a clock skewed past the requests' timeouts, sends them by the
+/// thousand).
 #[derive(Debug, Default)]
 pub(crate) struct ReplyLossLog {
     throttle: LogThrottle<{ ReplyLoss::ALL.len() }>,
+    expired: LogThrottle<1>,
 }
 
 impl ReplyLossLog {
@@ -443,7 +562,16 @@ impl ReplyLossLog {
     fn new(interval: Duration) -> Self {
         ReplyLossLog {
             throttle: LogThrottle::new(interval),
+            expired: LogThrottle::new(interval),
         }
+    }
+
+    /// A forwarded request refused at `now` for arriving past its deadline (`line` says
+    /// so): the line to log now, if any.
+    pub(crate) fn expired(&mut self, line: &dyn std::fmt::Display, now: Instant) -> Option<String> {
+        let quiet = self.expired.note(0, now)?;
+        let rest = crate::throttle::unlogged(quiet, "actions_expired");
+        Some(format!("{line}{rest}"))
     }
 
     /// A reply lost for `why` (NATS said `error`) at `now`: the line to log now, if any.
@@ -461,13 +589,24 @@ impl ReplyLossLog {
     /// The summary lines due at `now`: the reasons whose losses were only counted and whose
     /// interval since their last line has passed.
     pub(crate) fn due(&mut self, now: Instant) -> Vec<String> {
-        Self::summaries(self.throttle.overdue(now))
+        let mut lines = Self::summaries(self.throttle.overdue(now));
+        lines.extend(Self::expired_summary(self.expired.overdue(now)));
+        lines
     }
 
     /// Every summary line still owed, due or not: for the bridge's end, after which no
     /// later line could carry the counts.
     pub(crate) fn pending(&mut self) -> Vec<String> {
-        Self::summaries(self.throttle.take_all())
+        let mut lines = Self::summaries(self.throttle.take_all());
+        lines.extend(Self::expired_summary(self.expired.take_all()));
+        lines
+    }
+
+    fn expired_summary(counts: Vec<(usize, u64)>) -> Vec<String> {
+        counts
+            .into_iter()
+            .map(|(_, n)| format!("{n} more forwarded action requests refused for arriving past their deadline since the last such line (counted in actions_expired, not logged)"))
+            .collect()
     }
 
     fn summaries(counts: Vec<(usize, u64)>) -> Vec<String> {
@@ -497,7 +636,7 @@ async fn send_reply(control: &Control, reply_to: async_nats::Subject, body: Byte
 }
 
 /// Answers a request with `kind` and `why` without running it, and counts it.
-async fn answer_unrun(
+pub(crate) async fn answer_unrun(
     control: &Control,
     server: Option<&str>,
     kind: &'static str,
@@ -519,7 +658,15 @@ pub(crate) async fn refuse(
     msg: &async_nats::Message,
 ) {
     let Some(reply_to) = msg.reply.clone() else {
+        // `serve_actions` takes these out before they get here; counted and logged alike.
         control.metrics.action(server.unwrap_or(""), "not_sent");
+        control.metrics.reply_lost(ReplyLoss::NoReplySubject);
+        let line = control
+            .lock_reply_log()
+            .lost(ReplyLoss::NoReplySubject, &why, Instant::now());
+        if let Some(line) = line {
+            log::warn!("{line}");
+        }
         return;
     };
     answer_unrun(control, server, "not_sent", why, reply_to).await;
@@ -534,14 +681,13 @@ pub(crate) async fn refuse(
 /// run); no holder at all, or no time left of its deadline, is `not_sent`.
 pub(crate) async fn forward(
     control: Arc<Control>,
-    kv: Store,
     to: Option<ServerIx>,
     msg: async_nats::Message,
     received: Instant,
-) {
+) -> After {
     let Some(reply_to) = msg.reply.clone() else {
-        log::debug!("action request without a reply subject ignored");
-        return;
+        without_reply(&control, to);
+        return After::Nothing;
     };
     let named = to
         .and_then(|ix| control.servers.get(ix))
@@ -549,15 +695,16 @@ pub(crate) async fn forward(
     let req = match ActionRequest::parse(&msg.payload) {
         Ok(r) => r,
         // Refused here as anywhere.
-        Err(_) => return handle(control, kv, to, msg, received).await,
+        Err(_) => return handle(control, to, msg, received).await,
     };
     let budget = req.timeout.unwrap_or(control.action_timeout);
-    let deadline = deadline_of(received, budget, forwarded_cap(&msg));
+    let deadline = deadline_of(received, budget, forwarded(&msg, epoch_ms()).cap);
     let mut holders = match lease_holders(&control, to).await {
         Ok(h) => h,
         Err(e) => {
             let why = format!("this bridge does not serve it and cannot read the leases: {e}; nothing was sent: retry");
-            return refuse(&control, named.as_deref(), &why, &msg).await;
+            refuse(&control, named.as_deref(), &why, &msg).await;
+            return After::Nothing;
         }
     };
     // Spread the forwarded requests over the holders.
@@ -572,12 +719,20 @@ pub(crate) async fn forward(
         let left = left_until(deadline, budget);
         if left.is_zero() {
             let why = format!("the request's deadline ({budget:?}) passed before it could be forwarded to the bridge serving it; nothing was sent");
-            return refuse(&control, named.as_deref(), &why, &msg).await;
+            refuse(&control, named.as_deref(), &why, &msg).await;
+            return After::Nothing;
         }
         let wait = left.saturating_add(Duration::from_secs(2));
         let subject = holder.subject();
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(REMAINING_MS, left.as_millis().to_string());
+        // The same deadline on this host's clock: the holder refuses the request if it
+        // arrives past it (this bridge's connection to NATS stalled on the way), where the
+        // relative time alone would give it all of `left` again from its arrival.
+        headers.insert(
+            DEADLINE_MS,
+            epoch_ms().saturating_add(left.as_millis()).to_string(),
+        );
         if let Some(spec) = to.and_then(|ix| control.servers.get(ix)) {
             headers.insert(crate::bridge::FORWARDED_FOR, spec.token());
         }
@@ -587,32 +742,36 @@ pub(crate) async fn forward(
             .timeout(Some(wait));
         match control.nats.send_request(subject, request).await {
             Ok(answer) => {
-                return send_reply(&control, reply_to, answer.payload).await;
+                send_reply(&control, reply_to, answer.payload).await;
+                return After::Nothing;
             }
             Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => continue,
             Err(e) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
                 let why = format!(
                     "forwarded to bridge {holder}, which did not answer within {wait:?}: it may have run"
                 );
-                return answer_unrun(&control, named.as_deref(), "unknown", &why, reply_to).await;
+                answer_unrun(&control, named.as_deref(), "unknown", &why, reply_to).await;
+                return After::Nothing;
             }
             Err(e) => {
                 let why =
                     format!("forwarding to bridge {holder} failed: {e}; nothing was sent: retry");
-                return refuse(&control, named.as_deref(), &why, &msg).await;
+                refuse(&control, named.as_deref(), &why, &msg).await;
+                return After::Nothing;
             }
         }
     }
     if to.is_none() && control.serves_any() {
         // No other bridge to take it: answered here, with why none of this bridge's
         // servers can take it.
-        return handle(control, kv, to, msg, received).await;
+        return handle(control, to, msg, received).await;
     }
     let why = match &named {
         Some(_) => "no bridge serves this server now; nothing was sent: retry",
         None => "no bridge serves a server now; nothing was sent: retry",
     };
     refuse(&control, named.as_deref(), why, &msg).await;
+    After::Nothing
 }
 
 /// A bridge process holding a lease, as its value names it.
@@ -703,16 +862,16 @@ fn holders_in(control: &Control, values: Vec<(String, Bytes)>) -> Vec<Holder> {
     holders
 }
 
-/// The reply to a request received at `received` (its time capped by `cap`, see
-/// [`REMAINING_MS`]): server, outcome kind and body.
+/// The reply to a request received at `received` (its time limited by the bridge that
+/// forwarded it, see [`Forwarded`]): server, outcome kind, body, and what is left to do
+/// once the requester is answered.
 async fn answer(
     control: &Control,
-    kv: &Store,
     to: Option<ServerIx>,
     payload: &[u8],
     received: Instant,
-    cap: Option<Duration>,
-) -> (Option<String>, &'static str, String) {
+    limits: Forwarded,
+) -> (Option<String>, &'static str, String, After) {
     let name_of = |ix: ServerIx| control.servers.get(ix).map(|s| s.name.clone());
     let named = to.and_then(name_of);
     let req = match ActionRequest::parse(payload) {
@@ -721,103 +880,152 @@ async fn answer(
             let body = Reply::new(named.as_deref(), "invalid_request")
                 .error(&e.to_string())
                 .finish();
-            return (named, "invalid_request", body);
+            return (named, "invalid_request", body, After::Nothing);
         }
     };
+    // The requester's time counts from when the request arrived: what the idempotency
+    // store takes is not given again to the action.
+    let budget = req.timeout.unwrap_or(control.action_timeout);
+    let deadline = deadline_of(received, budget, limits.cap);
+    if let Some(late) = limits.late_by {
+        // Forwarded, and arrived past its deadline: its requester has been answered, or
+        // has given up. Nothing is claimed, nothing sent.
+        control.metrics.actions_expired.inc();
+        let why = format!(
+            "forwarded by another bridge, it arrived {late:?} past its deadline (on this host's clock); nothing was sent"
+        );
+        let line = control.lock_reply_log().expired(
+            &format_args!("action request refused: {why}"),
+            Instant::now(),
+        );
+        if let Some(line) = line {
+            log::warn!("{line}");
+        }
+        let body = Reply::new(named.as_deref(), "not_sent")
+            .error(&why)
+            .finish();
+        return (named, "not_sent", body, After::Nothing);
+    }
     if let Err(e) = control.upstream.check(to) {
         let body = Reply::new(named.as_deref(), "not_sent")
             .error(&e.to_string())
             .finish();
-        return (named, "not_sent", body);
+        return (named, "not_sent", body, After::Nothing);
     }
+    let mut claim = None;
     if let Some(key) = &req.idempotency_key {
-        match kv.create(key, Bytes::from_static(PENDING)).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {
-                // For `ami.any.action` the server is in the original reply.
-                let reply = || Reply::new(named.as_deref(), "duplicate");
-                let body = match kv.get(key.as_str()).await {
-                    Ok(Some(v)) if v.as_ref() != PENDING => match std::str::from_utf8(&v) {
-                        Ok(orig) => {
-                            let whole = reply().raw("original", orig).finish();
-                            if let Some(max) = over_max_payload(control, whole.len()) {
-                                // The first reply fitted, itself wrapped in this one does
-                                // not: said, never a silence until the requester gives up.
-                                reply()
-                                    .error(&format!(
-                                        "a request with this idempotency key ran; its reply ({} bytes) does not fit in this answer under NATS's max payload ({max} bytes)",
-                                        orig.len()
-                                    ))
-                                    .finish()
-                            } else {
-                                whole
-                            }
-                        }
-                        Err(_) => reply().finish(),
-                    },
-                    _ => reply()
-                        .error("a request with this idempotency key is running or ran")
-                        .finish(),
-                };
-                return (named, "duplicate", body);
+        match control.keys.claim(key).await {
+            Claimed::Held(c) => claim = Some(c),
+            Claimed::Taken(value) => {
+                return (
+                    named.clone(),
+                    "duplicate",
+                    duplicate(control, named.as_deref(), value),
+                    After::Nothing,
+                );
             }
-            Err(e) => {
+            Claimed::Failed(e, c) => {
+                // The create may land later: the claim is freed once NATS answers, and a
+                // retry reaching this bridge before that takes it over.
+                control.keys.abandon(&c);
                 let body = Reply::new(named.as_deref(), "not_sent")
-                    .error(&format!("idempotency store unavailable: {e}"))
+                    .error(&format!(
+                        "idempotency store unavailable: {e}; nothing was sent: retry"
+                    ))
                     .finish();
-                return (named, "not_sent", body);
+                return (named, "not_sent", body, After::Free(c));
             }
         }
     }
-    // The requester's time counts from when the request arrived: what the idempotency
-    // store took is not given again to the action.
-    let budget = req.timeout.unwrap_or(control.action_timeout);
-    let left = left_until(deadline_of(received, budget, cap), budget);
+    let left = left_until(deadline, budget);
     if left.is_zero() {
-        if let Some(key) = &req.idempotency_key {
-            release_key(kv, key).await;
-        }
+        let after = release(control, claim).await;
         let body = Reply::new(named.as_deref(), "not_sent")
             .error(&format!(
                 "the request's deadline ({budget:?}) passed before the action could be sent (the idempotency store was slow); nothing was sent"
             ))
             .finish();
-        return (named, "not_sent", body);
+        return (named, "not_sent", body, after);
     }
     let options = SendOptions::timeout(left);
-    let (server, result) = match control.upstream.send(to, req.action, options).await {
+    let send = control.upstream.send(to, req.action, options);
+    let sent = match claim.as_mut() {
+        // The claim is kept from expiring while the action runs, however long it takes.
+        Some(c) => control.keys.hold_while(c, send).await,
+        None => send.await,
+    };
+    let (server, result) = match sent {
         Ok((ix, result)) => (name_of(ix).unwrap_or_default(), result),
         Err(e) => {
-            if let Some(key) = &req.idempotency_key {
-                release_key(kv, key).await;
-            }
+            let after = release(control, claim).await;
             let body = Reply::new(named.as_deref(), "not_sent")
                 .error(&e.to_string())
                 .finish();
-            return (named, "not_sent", body);
+            return (named, "not_sent", body, after);
         }
     };
     let (kind, body) = outcome_reply(&server, &result);
     let (replied, body) = within_max_payload(control, &server, kind, &result, body);
-    if let Some(key) = &req.idempotency_key {
-        if kind == "not_sent" {
-            // The session refused it, or its deadline passed, before writing it (full
-            // queue, lost connection, a pipeline that stayed full): the reply invites a
-            // retry, which a stored not_sent would answer as a duplicate.
-            release_key(kv, key).await;
-        } else if let Err(e) = kv.put(key, Bytes::from(body.clone())).await {
-            // The key stays "pending" until the window ends: still at most once.
-            log::warn!("idempotency key {key}: result not stored: {e}");
+    let after = match claim {
+        None => After::Nothing,
+        // The session refused it, or its deadline passed, before writing it (full queue,
+        // lost connection, a pipeline that stayed full): the reply invites a retry, which
+        // a stored not_sent would answer as a duplicate.
+        Some(c) if kind == "not_sent" => release(control, Some(c)).await,
+        Some(mut c) => {
+            // Stored before the reply, so a retry that follows it finds it; when NATS does
+            // not take it now, tried again after the reply (the key meanwhile still holds
+            // the claim: a retry is a duplicate, as it must be, the action ran).
+            let stored = Bytes::from(body.clone());
+            match control.keys.store_once(&mut c, &stored).await {
+                Ok(()) => After::Nothing,
+                Err(_) => After::Store(c, stored),
+            }
         }
-    }
-    (Some(server), replied, body)
+    };
+    (Some(server), replied, body, after)
 }
 
-/// Frees `key` after its request was not sent, so a retry with it runs.
-async fn release_key(kv: &Store, key: &str) {
-    if let Err(e) = kv.delete(key).await {
-        // The key stays "pending" until the window ends: the retry is answered duplicate.
-        log::warn!("idempotency key {key}: not released after a refusal: {e}");
+/// The reply to a request whose idempotency key another request holds: with that request's
+/// reply as `original` when it finished (and it fits), else saying it is running or ran.
+fn duplicate(control: &Control, named: Option<&str>, value: Option<Bytes>) -> String {
+    // For `ami.any.action` the server is in the original reply.
+    let reply = || Reply::new(named, "duplicate");
+    let original = value
+        .filter(|v| !crate::idempotency::is_pending(v))
+        .and_then(|v| String::from_utf8(v.to_vec()).ok());
+    let Some(orig) = original else {
+        return reply()
+            .error("a request with this idempotency key is running or ran")
+            .finish();
+    };
+    let whole = reply().raw("original", &orig).finish();
+    match over_max_payload(control, whole.len()) {
+        // The first reply fitted, itself wrapped in this one does not: said, never a
+        // silence until the requester gives up.
+        Some(max) => reply()
+            .error(&format!(
+                "a request with this idempotency key ran; its reply ({} bytes) does not fit in this answer under NATS's max payload ({max} bytes)",
+                orig.len()
+            ))
+            .finish(),
+        None => whole,
+    }
+}
+
+/// Frees `claim` after its request was not sent, so a retry with its key runs: at once when
+/// NATS answers, else after the reply ([`After::Free`]), the claim meanwhile taken over by
+/// a retry reaching this bridge.
+async fn release(control: &Control, claim: Option<Claim>) -> After {
+    let Some(mut claim) = claim else {
+        return After::Nothing;
+    };
+    match control.keys.free_once(&mut claim).await {
+        Ok(()) => After::Nothing,
+        Err(_) => {
+            control.keys.abandon(&claim);
+            After::Free(claim)
+        }
     }
 }
 
@@ -938,6 +1146,48 @@ mod tests {
         assert_eq!(deadline_of(received, Duration::MAX, None), None);
         assert_eq!(left_until(None, longest), longest);
         assert_eq!(left_until(Some(received), second), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_forwarded_deadline_caps_the_time_and_one_already_past_is_late() {
+        let msg = |headers: &[(&str, &str)]| {
+            let mut h = async_nats::HeaderMap::new();
+            for (k, v) in headers {
+                h.insert(*k, *v);
+            }
+            async_nats::Message {
+                subject: "ami.bridge.b_i.action".into(),
+                reply: None,
+                payload: Bytes::new(),
+                headers: Some(h),
+                status: None,
+                description: None,
+                length: 0,
+            }
+        };
+        let now = 1_000_000u128;
+        assert_eq!(forwarded(&msg(&[]), now), Forwarded::default());
+        // An older forwarder: the relative time alone.
+        let relative = forwarded(&msg(&[(REMAINING_MS, "1500")]), now);
+        assert_eq!(relative.cap, Some(Duration::from_millis(1500)));
+        assert_eq!(relative.late_by, None);
+        // The lesser of the two.
+        let both = forwarded(
+            &msg(&[(REMAINING_MS, "1500"), (DEADLINE_MS, "1000400")]),
+            now,
+        );
+        assert_eq!(both.cap, Some(Duration::from_millis(400)));
+        assert_eq!(both.late_by, None);
+        // Arrived after its deadline (a stalled forward): no time, and how late.
+        let late = forwarded(
+            &msg(&[(REMAINING_MS, "2000"), (DEADLINE_MS, "995000")]),
+            now,
+        );
+        assert_eq!(late.cap, Some(Duration::ZERO));
+        assert_eq!(late.late_by, Some(Duration::from_secs(5)));
+        // Garbage is ignored, never a panic.
+        let odd = forwarded(&msg(&[(REMAINING_MS, "-1"), (DEADLINE_MS, "soon")]), now);
+        assert_eq!(odd, Forwarded::default());
     }
 
     #[test]

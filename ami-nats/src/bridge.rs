@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 /// Capacity of the channel of lease markers to the publisher (drained before every look at
@@ -88,7 +88,8 @@ pub(crate) struct Control {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) nats: async_nats::Client,
     pub(crate) action_timeout: Duration,
-    idempotency: kv::Store,
+    /// The idempotency bucket's keys.
+    pub(crate) keys: crate::idempotency::Keys,
     /// The lease bucket: who holds which server, for forwarding `ami.any.action` requests.
     pub(crate) leases: kv::Store,
     /// The lease bucket as the lease loop's watch shows it (read before the bucket itself).
@@ -100,6 +101,13 @@ pub(crate) struct Control {
     serve_lock: Mutex<()>,
     /// When lost action replies were last logged (shared by every request's task).
     reply_log: Mutex<crate::actions::ReplyLossLog>,
+    /// The tasks answering requests, so a clean stop waits for them (bounded) instead of
+    /// dropping them with the runtime; `None` once the stop began: new requests are then
+    /// refused `not_sent`, no task is started.
+    handlers: Mutex<Option<JoinSet<()>>>,
+    /// Turned true when a stop has waited long enough for the requests in flight: each
+    /// then answers `unknown` (it may have run) and ends.
+    give_up: watch::Sender<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -322,6 +330,15 @@ async fn serve_actions(
         };
         // The request's deadline counts from here, not from when its handler gets to it.
         let received = Instant::now();
+        if msg.reply.is_none() {
+            // Nobody could be told its outcome: not run, counted and logged.
+            let to = match route {
+                Route::Server(ix) => Some(ix),
+                Route::AnyForwarding | Route::Direct => None,
+            };
+            crate::actions::without_reply(&control, to);
+            continue;
+        }
         // Where it goes, and whether this bridge must pass it on to the lease holder.
         let (to, forward) = match route {
             Route::Server(ix) => (Some(ix), control.terms.current(ix) == 0),
@@ -352,20 +369,86 @@ async fn serve_actions(
         };
         match control.action_slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                let c = control.clone();
-                let kv = control.idempotency.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if forward {
-                        crate::actions::forward(c, kv, to, msg, received).await;
-                    } else {
-                        crate::actions::handle(c, kv, to, msg, received).await;
+                // Started under the lock the stop takes: a request is either in the set
+                // the stop waits for, or refused.
+                let refused = {
+                    let mut handlers = lock(&control.handlers);
+                    match handlers.as_mut() {
+                        Some(set) => {
+                            // Finished tasks are reaped here: the set holds those in flight.
+                            while set.try_join_next().is_some() {}
+                            let c = control.clone();
+                            set.spawn(answer_in_task(c, to, msg, received, forward, permit));
+                            None
+                        }
+                        None => Some(msg),
                     }
-                });
+                };
+                if let Some(msg) = refused {
+                    let why = "this bridge is stopping; nothing was sent: retry";
+                    crate::actions::refuse(&control, server_name(&control, to), why, &msg).await;
+                }
             }
             Err(_) => {
                 crate::actions::refuse(&control, None, "too many actions in flight", &msg).await;
             }
+        }
+    }
+}
+
+/// The name of server `to`, if any.
+fn server_name(control: &Control, to: Option<ServerIx>) -> Option<&str> {
+    to.and_then(|ix| control.servers.get(ix))
+        .map(|s| s.name.as_str())
+}
+
+/// Answers one request (forwarding it when `forward`), holding one of the bridge's action
+/// slots, then does what is left for its idempotency key. When a stop gives up on it
+/// ([`Control::give_up`]) before its reply went out, it answers `unknown` itself (it may
+/// have run: an action written to Asterisk, or a request forwarded to the holder), counted
+/// like every reply, so that its requester hears of it instead of waiting for nothing.
+async fn answer_in_task(
+    control: Arc<Control>,
+    to: Option<ServerIx>,
+    msg: async_nats::Message,
+    received: Instant,
+    forward: bool,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let mut give_up = control.give_up.subscribe();
+    let reply_to = msg.reply.clone();
+    let work = async {
+        if forward {
+            crate::actions::forward(control.clone(), to, msg, received).await
+        } else {
+            crate::actions::handle(control.clone(), to, msg, received).await
+        }
+    };
+    let after = tokio::select! {
+        biased;
+        after = work => after,
+        () = given_up(&mut give_up) => {
+            if let Some(reply_to) = reply_to {
+                let why = "the bridge stopped while this request was in flight; it may have run";
+                crate::actions::answer_unrun(&control, server_name(&control, to), "unknown", why, reply_to).await;
+            }
+            return;
+        }
+    };
+    // Answered: the slot goes to the next request. What is left for the idempotency
+    // store has room of its own, and may take seconds while NATS is slow.
+    drop(permit);
+    let Some(key) = after.key().map(str::to_string) else {
+        return;
+    };
+    let Some(_room) = control.keys.follow_up_slot(&key) else {
+        return;
+    };
+    tokio::select! {
+        biased;
+        () = after.run(&control.keys) => {}
+        () = given_up(&mut give_up) => {
+            log::warn!("idempotency key {key}: the bridge stopped before its store was brought up to date; it stays as it is until the window ends");
         }
     }
 }
@@ -499,7 +582,11 @@ struct Bucket {
 /// layout `KV_<bucket>` / `$KV.<bucket>.>` that every client reads as a bucket) because the
 /// client's own bucket creation first asks for account details that nats-server 2.9 does not
 /// answer in the shape the client expects.
-async fn ensure_bucket(js: &jetstream::Context, b: Bucket) -> Result<kv::Store, BridgeError> {
+/// Returns it with its `max_age` (an existing bucket's own, which may differ from `b`'s).
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    b: Bucket,
+) -> Result<(kv::Store, Duration), BridgeError> {
     let cfg = stream::Config {
         name: format!("KV_{}", b.name),
         subjects: vec![format!("$KV.{}.>", b.name)],
@@ -518,12 +605,16 @@ async fn ensure_bucket(js: &jetstream::Context, b: Bucket) -> Result<kv::Store, 
         }),
         ..Default::default()
     };
-    js.get_or_create_stream(cfg)
+    let stream = js
+        .get_or_create_stream(cfg)
         .await
         .map_err(|e| BridgeError::Setup(format!("bucket {}: {e}", b.name)))?;
-    js.get_key_value(b.name.clone())
+    let max_age = stream.cached_info().config.max_age;
+    let store = js
+        .get_key_value(b.name.clone())
         .await
-        .map_err(|e| BridgeError::Setup(format!("bucket {}: {e}", b.name)))
+        .map_err(|e| BridgeError::Setup(format!("bucket {}: {e}", b.name)))?;
+    Ok((store, max_age))
 }
 
 /// 64 random bits: std's hasher keys are random per process (and differ per call), mixed
@@ -620,7 +711,7 @@ impl Bridge {
             .build(nats.clone());
         let own_subject = Control::direct_subject(&bridge_id, Some(&instance));
         ensure_stream(&js, &config, &own_subject).await?;
-        let leases = ensure_bucket(
+        let (leases, _) = ensure_bucket(
             &js,
             Bucket {
                 name: config.lease_bucket.clone(),
@@ -629,7 +720,7 @@ impl Bridge {
             },
         )
         .await?;
-        let idempotency = ensure_bucket(
+        let (idempotency, window) = ensure_bucket(
             &js,
             Bucket {
                 name: config.idempotency_bucket.clone(),
@@ -638,6 +729,15 @@ impl Bridge {
             },
         )
         .await?;
+        if window != config.idempotency_window {
+            // Made by another bridge with another window: its entries live as it says, and
+            // a running request's claim is kept alive by that.
+            log::warn!(
+                "bucket {} expires its entries after {window:?}, not the configured idempotency window ({:?}): its own is used",
+                config.idempotency_bucket,
+                config.idempotency_window
+            );
+        }
 
         let (markers_tx, markers_rx) = mpsc::channel(MARKERS_CAP);
         let terms = Arc::new(Terms::new(servers.len()));
@@ -650,6 +750,7 @@ impl Bridge {
         let control = Arc::new(Control {
             servers: servers.clone(),
             bridge_id: bridge_id.clone(),
+            keys: crate::idempotency::Keys::new(idempotency, window, &instance),
             instance,
             terms: terms.clone(),
             upstream,
@@ -657,11 +758,12 @@ impl Bridge {
             metrics: metrics.clone(),
             nats: nats.clone(),
             action_timeout: config.action_timeout,
-            idempotency,
             action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
             fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
             reply_log: Mutex::new(crate::actions::ReplyLossLog::default()),
+            handlers: Mutex::new(Some(JoinSet::new())),
+            give_up: watch::Sender::new(false),
             leases: leases.clone(),
             lease_view: Arc::default(),
         });
@@ -783,15 +885,29 @@ impl Bridge {
             .collect()
     }
 
-    /// Stops: releases the leases (so another bridge takes over at once), closes the AMI
-    /// sessions, leaves the action subjects (requests then go to the other bridges, or get
-    /// no responders) and gives the publisher up to `flush` to send what it holds.
+    /// Stops cleanly, each step bounded by `flush`:
+    ///
+    /// 1. takes no new action requests (each is answered `not_sent`: nothing was sent,
+    ///    retry), and lets those in flight finish: an Originate Asterisk is about to confirm
+    ///    gets its answer, not an `unknown` from a session closed under it. Those still
+    ///    running after `flush` are answered `unknown` (they may have run), counted in
+    ///    `ami_bridge_actions_total`, and their number logged;
+    /// 2. releases the leases (so another bridge takes over at once) and closes the AMI
+    ///    sessions, each ended by a `lease_released` marker;
+    /// 3. leaves the action subjects (requests then go to the other bridges, or get no
+    ///    responders) and gives the publisher up to `flush` to send what it holds; what it
+    ///    still holds then is counted in `ami_bridge_discarded_total` and its number
+    ///    logged.
     pub async fn shutdown(self, flush: Duration) {
+        let handlers = lock(&self.control.handlers).take();
+        if let Some(mut handlers) = handlers {
+            self.control.drain_actions(&mut handlers, flush).await;
+        }
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(flush, self.lease_task).await;
         self.control.upstream.close_all();
-        // Left only now: until the leases are released, requests are still served here,
-        // and after it they are forwarded to the new holders.
+        // Left only now: until the leases are released, requests are still answered here
+        // (refused while stopping), and after it they are forwarded to the new holders.
         let (stops, subs): (Vec<_>, Vec<_>) = self.action_subs.into_iter().unzip();
         for stop in stops {
             let _ = stop.send(());
@@ -804,11 +920,60 @@ impl Bridge {
             }
         }
         tokio::time::sleep(flush.min(Duration::from_millis(100))).await;
-        for t in self.tasks {
+        for t in &self.tasks {
             t.abort();
+        }
+        // Waited for: the publisher counts and logs what it never published as it ends,
+        // and that line must be out before this returns (the process ends next).
+        for t in self.tasks {
+            let _ = t.await;
         }
         // After the tick is gone: the lost replies it had not summed up yet.
         self.control.log_reply_summaries_at_end();
+        // The last replies (the `unknown`s among them) reach NATS before the caller ends
+        // the process.
+        let flushed = tokio::time::timeout(flush, self.control.nats.flush()).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            log::warn!("NATS did not take the bridge's last messages within {flush:?} (action replies among them may be lost)");
+        }
+    }
+}
+
+/// Returns once a stop gave up on the requests in flight ([`Control::give_up`]); never if
+/// the bridge is gone without one.
+async fn given_up(give_up: &mut watch::Receiver<bool>) {
+    if give_up.wait_for(|g| *g).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// How long requests a stop gave up on have to send their `unknown` answer.
+const GIVE_UP_LIMIT: Duration = Duration::from_secs(1);
+
+impl Control {
+    /// Waits up to `limit` for the requests in `set` (the stop took it: no more start),
+    /// then tells those left to answer `unknown` and end.
+    async fn drain_actions(&self, set: &mut JoinSet<()>, limit: Duration) {
+        async fn all(set: &mut JoinSet<()>) {
+            while set.join_next().await.is_some() {}
+        }
+        if set.is_empty() || tokio::time::timeout(limit, all(set)).await.is_ok() {
+            return;
+        }
+        log::warn!(
+            "{} action requests still in flight {limit:?} after the stop began: those not answered yet are answered unknown (they may have run; counted in actions), the others' idempotency keys are left as they are",
+            set.len()
+        );
+        // Stored even with no receiver yet: a task not polled so far sees it when it looks.
+        self.give_up.send_replace(true);
+        if tokio::time::timeout(GIVE_UP_LIMIT, all(set)).await.is_err() {
+            log::warn!(
+                "{} action requests did not send their answer within {GIVE_UP_LIMIT:?} of being given up on; stopped without one",
+                set.len()
+            );
+            set.abort_all();
+            all(set).await;
+        }
     }
 }
 

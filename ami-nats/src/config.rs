@@ -447,7 +447,13 @@ impl BridgeConfig {
         self
     }
 
-    /// How long an idempotency key blocks a second run (default 10 min).
+    /// How long an idempotency key blocks a second run after its request finished (default
+    /// 10 min): the `max_age` of the idempotency bucket when the bridge creates it (an
+    /// existing bucket keeps its own). A request still running holds its key however long
+    /// it runs: its claim is written again every third of the window, so it never expires
+    /// under an action in flight. At least 1 s
+    /// ([`Bridge::start`](crate::Bridge::start) refuses less): shorter, the claim would
+    /// have to be written again faster than a slow NATS answers.
     pub fn idempotency_window(mut self, window: Duration) -> Self {
         self.idempotency_window = window;
         self
@@ -558,6 +564,11 @@ impl BridgeConfig {
         if self.stand_aside < Duration::from_secs(1) {
             return Err(BridgeConfigError::StandAside(self.stand_aside));
         }
+        if self.idempotency_window < Duration::from_secs(1) {
+            return Err(BridgeConfigError::IdempotencyWindow(
+                self.idempotency_window,
+            ));
+        }
         // A publish is retried while the lease is held; a window shorter than the lease
         // could let a retry of a stored message through as a second copy.
         if self.stream.duplicate_window < self.lease_ttl {
@@ -619,6 +630,10 @@ pub enum BridgeConfigError {
     /// The stand-aside time after giving a lease up is under a second.
     #[error("stand-aside time {0:?} is under 1 s")]
     StandAside(Duration),
+    /// The idempotency window is under a second (zero included: a bucket that never
+    /// expires would fill up, and then refuse every request with a key).
+    #[error("idempotency window {0:?} is under 1 s")]
+    IdempotencyWindow(Duration),
     /// The stream's duplicate window is shorter than the lease TTL.
     #[error("duplicate window {window:?} is shorter than the lease TTL {ttl:?}")]
     DuplicateWindow {
@@ -864,6 +879,17 @@ mod tests {
                 .validate(),
             Err(BridgeConfigError::StandAside(Duration::from_millis(999)))
         );
+        for window in [Duration::ZERO, Duration::from_millis(999)] {
+            assert_eq!(
+                ok.clone().idempotency_window(window).validate(),
+                Err(BridgeConfigError::IdempotencyWindow(window))
+            );
+        }
+        assert!(ok
+            .clone()
+            .idempotency_window(Duration::from_secs(1))
+            .validate()
+            .is_ok());
         let short = StreamLimits {
             duplicate_window: Duration::from_secs(5),
             ..StreamLimits::default()

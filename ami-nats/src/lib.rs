@@ -73,7 +73,8 @@
 //! decoder limit or malformed, events before the session was ready) is a `discarded` gap
 //! with its count; every discard is also counted in
 //! `ami_bridge_server_input_discarded_total` by reason.
-//! A bridge that stops cleanly ([`Bridge::shutdown`]) ends each session with a
+//! A bridge that stops cleanly ([`Bridge::shutdown`]) first stops taking action requests and
+//! lets those in flight finish (bounded), then ends each session with a
 //! `lease_released` marker (`"reason":"shutdown"`), stored before the lease is written
 //! `released`, so the next bridge's items come after it. A bridge that cannot use a server it
 //! holds (its login rejected for good, or its circuit breaker open: that many connects in a
@@ -105,13 +106,16 @@
 //!   2 min;
 //! - KV `ami_leases`: history 1, 1 MiB, file storage, no expiry (one small key per server);
 //! - KV `ami_idempotency`: history 1, entries expire after the idempotency window (10 min),
-//!   64 MiB (when full, requests with a key are answered `not_sent`).
+//!   64 MiB (when full, requests with a key are answered `not_sent`). A request's claim of
+//!   its key is written again every third of the window while it runs, so a key never
+//!   expires under an action in flight; an existing bucket's own `max_age` is used.
 #![forbid(unsafe_code)]
 
 mod ack;
 pub mod actions;
 mod bridge;
 mod config;
+mod idempotency;
 mod lease;
 mod metrics;
 mod publish;

@@ -58,6 +58,8 @@ pub(crate) struct Metrics {
     pub(crate) nats_connected: Gauge,
     /// Other live processes seen running under this bridge's ID, each counted once.
     pub(crate) same_name_peers: Counter,
+    /// Forwarded action requests refused for arriving past their deadline.
+    pub(crate) actions_expired: Counter,
 }
 
 /// The states a server's `ami_bridge_server_state` gauge can be in.
@@ -100,7 +102,7 @@ impl Metrics {
         let discarded = per_family(
             &mut registry,
             "discarded",
-            "Items not published: the lease was gone, or NATS can never take them",
+            "Items not published: the lease was gone, NATS can never take them, or the bridge stopped before NATS took them",
         );
         let dropped = per_family(
             &mut registry,
@@ -186,6 +188,12 @@ impl Metrics {
             "Other live bridge processes seen holding a lease under this bridge's ID (one config run twice), each counted once",
             same_name_peers.clone(),
         );
+        let actions_expired = Counter::default();
+        registry.register(
+            "actions_expired",
+            "Action requests forwarded to this bridge that arrived past their deadline (Ami-Deadline-Ms): not sent, answered not_sent (also counted in actions)",
+            actions_expired.clone(),
+        );
         let label = |name: &str| vec![("server".to_string(), name.to_string())];
         let per_server = servers
             .iter()
@@ -221,6 +229,7 @@ impl Metrics {
             publish_retries,
             nats_connected,
             same_name_peers,
+            actions_expired,
         };
         for ix in 0..servers.len() {
             m.set_state(ix, "not_served");

@@ -250,6 +250,36 @@ struct State {
     paused_until: Option<Instant>,
     /// The rate-limited lines about dropped items.
     drops: DropLog,
+    /// Where what is still held when the publisher ends is counted.
+    metrics: Arc<Metrics>,
+    /// Per server: items just dropped from the backlog because their lease term ended
+    /// (counted already; logged once per round by `say_lease_gone`).
+    lease_gone: Vec<u64>,
+}
+
+/// The publisher ends (the bridge's stop aborted it, or the NATS client closed) with items
+/// JetStream never acknowledged: they are lost. Counted per server in `discarded`, and
+/// said in one line with their number: what a consumer will find missing at the end of
+/// each session, whatever the log level of the rest.
+impl Drop for State {
+    fn drop(&mut self) {
+        // Those dropped for an ended lease term in a round cut short by the end (counted
+        // already, not logged yet) are said here too.
+        let gone: u64 = self.lease_gone.iter().sum();
+        let n = self.backlog.items.len() as u64 + gone;
+        if n == 0 {
+            return;
+        }
+        for o in &self.backlog.items {
+            self.metrics.discarded(o.ix);
+        }
+        self.metrics.backlog.set(0);
+        self.metrics.backlog_bytes.set(0);
+        log::warn!(
+            "{n} items (events and markers, {} bytes) never stored in JetStream: the bridge stopped before NATS took them (counted in ami_bridge_discarded_total)",
+            self.backlog.bytes
+        );
+    }
 }
 
 /// The publisher's rate-limited lines about items it drops: final refusals per
@@ -390,6 +420,8 @@ impl Publisher {
             backoff: MIN_BACKOFF,
             paused_until: None,
             drops: DropLog::default(),
+            metrics: self.metrics.clone(),
+            lease_gone: vec![0; n],
         };
         let mut batch = Vec::with_capacity(BATCH);
         let mut closed = false;
@@ -477,6 +509,9 @@ impl Publisher {
             };
             if !self.terms.is_current(o.ix, o.term) {
                 self.metrics.discarded(o.ix);
+                if let Some(n) = st.lease_gone.get_mut(o.ix) {
+                    *n += 1;
+                }
                 st.remove(st.sent);
                 continue;
             }
@@ -520,8 +555,25 @@ impl Publisher {
                     }
                     log::warn!("NATS publish failed: {e}");
                     self.fail(st);
+                    self.say_lease_gone(st);
                     return;
                 }
+            }
+        }
+        self.say_lease_gone(st);
+    }
+
+    /// Logs the items just dropped because their lease term ended before NATS took them
+    /// (released at a stop, given up, or lost), one line per server: they come by the
+    /// thousand when a stop or a lost lease finds a backlog, all at once.
+    fn say_lease_gone(&self, st: &mut State) {
+        for (ix, n) in st.lease_gone.iter_mut().enumerate() {
+            if *n > 0 {
+                log::warn!(
+                    "{}: {n} items never stored in JetStream: this bridge stopped serving it (lease released or lost) before NATS took them (counted in ami_bridge_discarded_total)",
+                    self.server_name(ix)
+                );
+                *n = 0;
             }
         }
     }

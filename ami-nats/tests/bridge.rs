@@ -2469,3 +2469,73 @@ fn an_existing_stream_that_captures_action_requests_is_refused_at_start() {
         assert_eq!(a.stats().logins, 0);
     }
 }
+
+/// While a clean stop lets the actions in flight finish, a request that comes in is
+/// answered `not_sent` at once (nothing was sent: retry elsewhere, or once the stop is
+/// over), counted, never left to time out; the one in flight still gets its answer.
+#[test]
+fn a_request_arriving_while_the_bridge_stops_is_refused_not_sent_and_the_one_in_flight_answered() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    a.with_faults(|f| {
+        f.delay_replies(
+            ami_sim::ActionMatch::named("Originate"),
+            Duration::from_millis(1500),
+        );
+    });
+    let bridge = TestBridge::start(BridgeConfig::new(
+        nats.url(),
+        // No keepalive Ping: the simulator's action count is the requests' alone.
+        vec![spec(
+            "pbx1",
+            &a,
+            login()
+                .ping_interval(Duration::from_secs(3600))
+                .build()
+                .unwrap(),
+        )],
+    ));
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    let url = nats.url();
+    let first = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let originate = r#"{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"in-flight-at-stop","timeout_ms":10000}"#;
+            block(request(&url, "ami.pbx1.action", originate))
+        })
+    };
+    wait_for(Duration::from_secs(5), "the call placed", || {
+        a.stats().calls_started == 1
+    });
+    let actions_before = a.stats().actions;
+    let stopping = std::thread::spawn(move || bridge.shutdown());
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let second = block(request(
+        &url,
+        "ami.pbx1.action",
+        r#"{"headers":[["Action","Ping"]]}"#,
+    ));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(second["outcome"], "not_sent", "{second}");
+    assert!(
+        second["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("stopping")),
+        "{second}"
+    );
+    let first = first.join().unwrap();
+    stopping.join().unwrap();
+    assert_eq!(first["outcome"], "success", "{first}");
+    assert_eq!(
+        a.stats().actions,
+        actions_before,
+        "the Ping never reached Asterisk"
+    );
+}

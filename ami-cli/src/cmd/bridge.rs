@@ -6,8 +6,9 @@
 //! requests on `ami.<name>.action` and `ami.any.action` (routed by `--any-policy` among the
 //! ready servers). Several `ami bridge` processes may run for the same servers: a lease per
 //! server in the KV bucket `ami_leases` lets exactly one serve it at a time, and another takes
-//! over within about `--lease-ttl` when it dies. Runs until Ctrl-C or SIGTERM, then releases
-//! its leases so another bridge takes over at once.
+//! over within about `--lease-ttl` when it dies. Runs until Ctrl-C or SIGTERM, then stops
+//! taking action requests, lets those in flight finish (up to 2 s), and releases its leases
+//! so another bridge takes over at once.
 
 use crate::terminal::say;
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_USAGE};
@@ -171,7 +172,9 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
 }
 
 /// Ctrl-C, or SIGTERM: what systemd, Docker and Kubernetes send to stop a service. Either
-/// way the bridge releases its leases, so another bridge takes its servers over at once
+/// way the bridge lets the actions in flight finish (up to 2 s: an Originate about to be
+/// confirmed is answered, not cut off) and releases its leases, so another bridge takes
+/// its servers over at once
 /// instead of after the lease time-to-live (killed by SIGTERM's default action, it held
 /// them until they expired, and the servers' events went unpublished meanwhile).
 fn stop_requested() -> futures_lite::future::Boxed<()> {

@@ -1,0 +1,428 @@
+//! Actions in flight under a clean stop, NATS outages and a slow NATS: a stop lets actions
+//! in flight finish and answers every request; an idempotency key never runs two calls and
+//! never blocks the retry a `not_sent` invites; a forwarded request is never run past its
+//! deadline; nothing is dropped unsaid.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use ami_nats::BridgeConfig;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A NATS server where the user `holder` may not subscribe to `ami.pbx1.action` nor
+/// `ami.any.action`: a bridge logged in as `holder` is never picked from those queue groups,
+/// so every request there reaches the other bridge (user `open`), which forwards it to the
+/// lease holder. Makes the forwarding path deterministic.
+const ONLY_THE_STANDBY_TAKES_REQUESTS: &str = r#"authorization { users = [
+    { user: holder, password: pw, permissions: { subscribe: { deny: ["ami.pbx1.action", "ami.any.action"] } } },
+    { user: open, password: pw }
+] }"#;
+
+fn url_as(nats: &Nats, user: &str) -> String {
+    format!("nats://{user}:pw@127.0.0.1:{}", nats.port)
+}
+
+/// A simulated Asterisk whose Originate runs at once but is answered `delay` later.
+fn slow_originate_sim(delay: Duration) -> ami_sim::tcp::TcpFront {
+    let a = sim();
+    a.with_faults(|f| {
+        f.delay_replies(ami_sim::ActionMatch::named("Originate"), delay);
+    });
+    a
+}
+
+fn originate(key: &str, timeout_ms: u64) -> String {
+    format!(
+        r#"{{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"{key}","timeout_ms":{timeout_ms}}}"#
+    )
+}
+
+/// Sends `body` on `subject` from a thread of its own; the reply, or `None` when none came
+/// within `within`.
+fn request_in_background(
+    url: String,
+    user: Option<&'static str>,
+    subject: &'static str,
+    body: String,
+    within: Duration,
+) -> std::thread::JoinHandle<Option<serde_json::Value>> {
+    std::thread::spawn(move || {
+        block(async move {
+            let options = match user {
+                Some(user) => {
+                    async_nats::ConnectOptions::new().user_and_password(user.into(), "pw".into())
+                }
+                None => async_nats::ConnectOptions::new(),
+            };
+            let client = options.connect(&url).await.unwrap();
+            let r = tokio::time::timeout(within, client.request(subject, body.into())).await;
+            match r {
+                Ok(Ok(m)) => Some(serde_json::from_slice(&m.payload).unwrap()),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// A bridge stopped (SIGTERM: `Bridge::shutdown`, then the process ends, as `ami bridge`
+/// does) while it forwards a request to the lease holder: the holder runs the Originate
+/// (a call is placed), and the requester must still hear about it. Observed: the
+/// forwarding task is dropped with the runtime, the holder's answer goes to an inbox
+/// nobody reads, the requester gets nothing at all, and nothing is counted or logged.
+#[test]
+fn a_request_being_forwarded_when_its_bridge_stops_is_still_answered() {
+    let Some(nats) = Nats::start_with_config(ONLY_THE_STANDBY_TAKES_REQUESTS) else {
+        return;
+    };
+    let a = slow_originate_sim(Duration::from_secs(3));
+    let cfg = |user: &str, id: &str| {
+        BridgeConfig::new(
+            url_as(&nats, user),
+            vec![spec("pbx1", &a, login().build().unwrap())],
+        )
+        .lease_ttl(Duration::from_secs(60))
+        .bridge_id(id)
+    };
+    let holder = TestBridge::start(cfg("holder", "holder"));
+    wait_for(Duration::from_secs(10), "holder serves pbx1", || {
+        holder.serving().len() == 1 && a.stats().logins == 1
+    });
+    let standby = TestBridge::start(cfg("open", "standby"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(standby.serving().is_empty());
+    let asked = Instant::now();
+    let reply = request_in_background(
+        nats.url(),
+        Some("open"),
+        "ami.pbx1.action",
+        originate("stop-while-forwarding", 8000),
+        Duration::from_secs(12),
+    );
+    wait_for(Duration::from_secs(5), "the holder placed the call", || {
+        a.stats().calls_started == 1
+    });
+    // SIGTERM to the forwarding bridge while the holder's answer is on its way.
+    standby.shutdown();
+    let reply = reply.join().unwrap();
+    let waited = asked.elapsed();
+    holder.shutdown();
+    let reply = reply.unwrap_or_else(|| {
+        panic!("no reply at all after {waited:?}, though the Originate ran (calls_started = {}): the stopped bridge dropped the request it was forwarding, uncounted", a.stats().calls_started)
+    });
+    // Whatever it says (the holder's success, or `unknown`), never `not_sent`: it ran.
+    assert_ne!(reply["outcome"], "not_sent", "{reply}");
+}
+
+/// The idempotency store does not answer `create` within the JetStream timeout (NATS slow
+/// for 3 s): the bridge answers `not_sent` ("safe to retry, and its idempotency key is
+/// freed", README), but the `create` lands afterwards and nothing frees it: the retry the
+/// answer invites is refused as `duplicate` ("running or ran") for the whole idempotency
+/// window (10 min), and the customer is never called, while the dialer is told the call
+/// is running or ran.
+#[test]
+fn a_not_sent_answer_from_a_slow_idempotency_store_leaves_the_key_free_for_the_retry() {
+    let Some(nats) = Nats::start() else { return };
+    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
+    let a = sim();
+    // A long lease: the 3 s stall must not cost the bridge its lease.
+    let bridge = TestBridge::start(
+        BridgeConfig::new(
+            proxy.url(),
+            vec![spec("pbx1", &a, login().build().unwrap())],
+        )
+        .lease_ttl(Duration::from_secs(60)),
+    );
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    let url = nats.url();
+    let body = originate("slow-store", 10_000);
+    // Held 3 s: over the bridge's 2 s JetStream timeout, well under the lease's fence.
+    proxy.hold_client_bytes(Duration::from_secs(3));
+    let first = block(request(&url, "ami.pbx1.action", &body));
+    proxy.hold_client_bytes(Duration::ZERO);
+    assert_eq!(first["outcome"], "not_sent", "{first}");
+    assert_eq!(a.stats().calls_started, 0, "not_sent, and nothing ran");
+    // The held bytes (the create among them) have reached NATS by now.
+    std::thread::sleep(Duration::from_secs(2));
+    let retry = block(request(&url, "ami.pbx1.action", &body));
+    bridge.shutdown();
+    assert_eq!(
+        retry["outcome"], "success",
+        "the retry a not_sent invites was refused, though no call was ever placed: {retry} (first answer: {first})"
+    );
+    assert_eq!(a.stats().calls_started, 1);
+}
+
+/// A clean stop (SIGTERM) while an Originate is in flight, its answer one second away and
+/// the flush time two: the bridge closes the AMI session at once (`release` removes the
+/// server from the fleet before anything else), so the requester gets `unknown` for an
+/// Originate Asterisk was about to confirm: the dialer cannot tell whether the customer
+/// is being called. Every rolling restart does this to whatever is in flight.
+#[test]
+fn a_clean_stop_lets_an_originate_in_flight_get_its_answer() {
+    let Some(nats) = Nats::start() else { return };
+    let a = slow_originate_sim(Duration::from_secs(1));
+    let bridge = TestBridge::start(BridgeConfig::new(
+        nats.url(),
+        vec![spec("pbx1", &a, login().build().unwrap())],
+    ));
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    let reply = request_in_background(
+        nats.url(),
+        None,
+        "ami.pbx1.action",
+        originate("stop-mid-originate", 10_000),
+        Duration::from_secs(12),
+    );
+    wait_for(Duration::from_secs(5), "the call placed", || {
+        a.stats().calls_started == 1
+    });
+    bridge.shutdown();
+    let reply = reply.join().unwrap().expect("a reply");
+    assert_eq!(
+        reply["outcome"], "success",
+        "an Originate one second from its answer, cut off by a clean stop: {reply}"
+    );
+}
+
+/// A forwarded request carries the time its requester has left as a relative
+/// `Ami-Remaining-Ms`, counted again from when the holder receives it. When the
+/// forwarder's connection to NATS stalls (5 s here), the forwarded request reaches the
+/// holder after the requester's whole `timeout_ms` (2 s) and after the forwarder itself
+/// answered `unknown`, and the holder still places the call then, with 2 s more. A dialer
+/// that set `timeout_ms` so that no call goes out after it gets one anyway.
+#[test]
+fn a_forwarded_request_that_arrives_after_its_deadline_is_not_run() {
+    let Some(nats) = Nats::start_with_config(ONLY_THE_STANDBY_TAKES_REQUESTS) else {
+        return;
+    };
+    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
+    let a = sim();
+    let cfg = |url: String, id: &str| {
+        BridgeConfig::new(url, vec![spec("pbx1", &a, login().build().unwrap())])
+            .lease_ttl(Duration::from_secs(60))
+            .bridge_id(id)
+    };
+    let holder = TestBridge::start(cfg(url_as(&nats, "holder"), "holder"));
+    wait_for(Duration::from_secs(10), "holder serves pbx1", || {
+        holder.serving().len() == 1 && a.stats().logins == 1
+    });
+    // The standby reaches NATS through the proxy.
+    let standby_url = proxy.url().replace("nats://", "nats://open:pw@");
+    let standby = TestBridge::start(cfg(standby_url, "standby"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(standby.serving().is_empty());
+    proxy.hold_client_bytes(Duration::from_secs(5));
+    let asked = Instant::now();
+    let reply = request_in_background(
+        nats.url(),
+        Some("open"),
+        "ami.pbx1.action",
+        originate("late-forward", 2000),
+        Duration::from_secs(14),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    proxy.hold_client_bytes(Duration::ZERO);
+    let reply = reply.join().unwrap();
+    // Give the holder time to run what reached it late.
+    let mut placed_at = None;
+    while asked.elapsed() < Duration::from_secs(9) {
+        if placed_at.is_none() && a.stats().calls_started > 0 {
+            placed_at = Some(asked.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let calls = a.stats().calls_started;
+    standby.shutdown();
+    holder.shutdown();
+    eprintln!("requester's reply: {reply:?}");
+    assert_eq!(
+        calls, 0,
+        "an Originate with timeout_ms 2000 was placed {placed_at:?} after its request (reply: {reply:?})"
+    );
+}
+
+/// Warnings logged by the process (this test binary), in order.
+fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
+    struct Keep;
+    static LINES: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    static KEEP: Keep = Keep;
+    impl log::Log for Keep {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                if let Some(lines) = LINES.get() {
+                    lines.lock().unwrap().push(r.args().to_string());
+                }
+            }
+        }
+        fn flush(&self) {}
+    }
+    let lines = LINES.get_or_init(Default::default);
+    if log::set_logger(&KEEP).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    lines
+}
+
+fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
+
+/// A clean stop while NATS is down: the publisher's backlog (events taken from Asterisk
+/// and not yet stored in JetStream, up to 65,536 items / 64 MiB by default) is thrown
+/// away when `shutdown` aborts the publisher, and no counter nor log line says how many:
+/// the README promises that what is dropped is counted and said. Expected: a warning
+/// naming the number of items left unpublished (or a counter; the log is what survives
+/// the process).
+#[test]
+fn events_a_clean_stop_leaves_unpublished_in_a_nats_outage_are_logged_with_their_count() {
+    let lines = warnings();
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
+    let a = sim();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (held, said) = rt.block_on(async {
+        let config =
+            BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())]);
+        let bridge = ami_nats::Bridge::start(config).await.unwrap();
+        while bridge.serving().is_empty() || a.stats().logins == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Let the session's first markers be stored, then take NATS away.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nats.stop();
+        a.with_server(|sim, now| sim.emit_user_events(now, 40));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(&bridge.metrics_text(), "ami_bridge_backlog") < 40 {
+            assert!(Instant::now() < deadline, "{}", bridge.metrics_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let held = metric(&bridge.metrics_text(), "ami_bridge_backlog");
+        let before = lines.lock().unwrap().len();
+        bridge.shutdown(Duration::from_secs(2)).await;
+        let said: Vec<String> = lines.lock().unwrap()[before..].to_vec();
+        (held, said)
+    });
+    rt.shutdown_background();
+    // The count, as a number of its own in a line (the stop adds a lease_released marker).
+    let counted = said.iter().any(|l| {
+        l.split(|c: char| !c.is_ascii_digit())
+            .any(|n| n == held.to_string() || n == (held + 1).to_string())
+    });
+    assert!(
+        counted,
+        "{held} items were in the backlog when the bridge stopped; what it logged: {said:#?}"
+    );
+}
+
+/// Every action request the bridge throws away must be counted: one published without a
+/// reply subject (a fire-and-forget Originate, a client bug) is ignored by `handle` and
+/// `forward` with a debug line only and no count in `ami_bridge_actions_total`, while
+/// the same request refused for lack of room (`refuse`) is counted `not_sent`.
+#[test]
+fn an_action_request_without_a_reply_subject_is_counted_when_it_is_dropped() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let bridge = TestBridge::start(BridgeConfig::new(
+        nats.url(),
+        vec![spec("pbx1", &a, login().build().unwrap())],
+    ));
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    let actions_before = a.stats().actions;
+    block(async {
+        let nc = async_nats::connect(nats.url()).await.unwrap();
+        nc.publish("ami.pbx1.action", originate("no-reply", 5000).into())
+            .await
+            .unwrap();
+        nc.flush().await.unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let text = bridge.metrics();
+    bridge.shutdown();
+    let requests: i64 = text
+        .lines()
+        .filter(|l| l.starts_with("ami_bridge_actions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum();
+    assert_eq!(a.stats().actions, actions_before, "nothing ran");
+    assert_eq!(
+        requests,
+        1,
+        "the dropped request is in no count: {}",
+        text.lines()
+            .filter(|l| l.contains("actions"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The `pending` value that holds an idempotency key while its request runs is an entry of
+/// the idempotency bucket, whose `max_age` is the idempotency window: a request still
+/// running when the window ends (its `timeout_ms`, which nothing caps, is longer) loses
+/// its key, and a retry with the same key runs a second Originate: two calls. Shown with
+/// a 1 s window and a 4 s answer; the same holds for the default 10 min window and a
+/// request whose timeout is longer.
+#[test]
+fn an_idempotency_key_holds_while_its_originate_still_runs_past_the_window() {
+    let Some(nats) = Nats::start() else { return };
+    let a = slow_originate_sim(Duration::from_secs(4));
+    let bridge = TestBridge::start(
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+            .idempotency_window(Duration::from_secs(1)),
+    );
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    let first = request_in_background(
+        nats.url(),
+        None,
+        "ami.pbx1.action",
+        originate("long-running", 10_000),
+        Duration::from_secs(12),
+    );
+    wait_for(Duration::from_secs(5), "the first call placed", || {
+        a.stats().calls_started == 1
+    });
+    // The first still runs (its answer is 4 s away); the dialer retries with the same key.
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = request_in_background(
+        nats.url(),
+        None,
+        "ami.pbx1.action",
+        originate("long-running", 10_000),
+        Duration::from_secs(12),
+    );
+    let first = first.join().unwrap();
+    let second = second.join().unwrap();
+    let calls = a.stats().calls_started;
+    bridge.shutdown();
+    assert_eq!(
+        calls, 1,
+        "one idempotency key, two Originates: first {first:?}, second {second:?}"
+    );
+}
