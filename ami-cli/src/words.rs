@@ -148,6 +148,10 @@ fn originate_reason(code: &str) -> &'static str {
 
 fn server_error(r: &Response) -> String {
     match r.follow_up() {
+        // A second response (JabberSend's result), not an event: what it says.
+        Some(second) if second.event().is_none() => {
+            format!("the server answered Error: {}", error_text(second))
+        }
         Some(ev) => {
             let code = ev.get_str("Reason").unwrap_or("?");
             format!(

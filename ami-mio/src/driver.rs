@@ -301,7 +301,9 @@ impl MioDriver {
         };
         // Nobody can read its events any more: the ones it holds are counted and said, as
         // for a stream the application closed, before its counters go with it.
-        c.client.close_event_stream(std::iter::empty());
+        if c.client.has_stream_items() {
+            c.client.close_event_stream(std::iter::empty());
+        }
         c.client.close(now);
         c.drain(conn, registry, &mut self.notices);
         slot.generation = 0;

@@ -15,6 +15,7 @@ use ami_proto::fleet::{
 };
 use ami_proto::{Action, Client, ClientConfig, ConnectFailure, Input, SendOptions};
 use mio::{Events, Poll, Registry, Token, Waker};
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,6 +110,13 @@ pub struct MioFleet {
     resolver: Option<Resolver>,
     resolve: Arc<ResolveFn>,
     resolver_threads: usize,
+    /// Servers whose name was answered while they waited to connect, in the order the
+    /// answers came: a name's one lookup answers every server at it at once, and their
+    /// connects start within the per-step connect budget, not all in one step.
+    answered: VecDeque<ServerId>,
+    /// The budget's `connects_per_step`, and the connects started in the current step.
+    connects_per_step: usize,
+    opened: usize,
 }
 
 impl std::fmt::Debug for MioFleet {
@@ -150,6 +158,9 @@ impl MioFleet {
             resolver: None,
             resolve: options.resolve,
             resolver_threads: options.resolver_threads,
+            answered: VecDeque::new(),
+            connects_per_step: options.budget.connects_per_step,
+            opened: 0,
         })
     }
 
@@ -428,6 +439,7 @@ impl MioFleet {
             self.poll_into(Some(Duration::ZERO))?;
         }
         let woken = std::mem::take(&mut self.woken);
+        self.opened = 0;
         if woken {
             self.take_answers(now);
         }
@@ -464,6 +476,8 @@ impl MioFleet {
         }
         self.fleet.handle_timeout(now);
         self.carry_out(now, &mut report);
+        self.connect_answered(now);
+        report.more |= !self.answered.is_empty();
         // Timers before writes: an action whose deadline passed is withdrawn, not written
         // late.
         for index in step.order() {
@@ -484,8 +498,9 @@ impl MioFleet {
     }
 
     /// Applies lookup answers to every server at the names answered: a connect waiting for
-    /// one starts at the first address, or fails (`HostNotFound`) when the name did not
-    /// resolve. A server between attempts finds the answer kept for its next attempt (the
+    /// one starts at the first address (within the step's connect budget, see
+    /// [`connect_answered`](Self::connect_answered)), or fails (`HostNotFound`) when the
+    /// name did not resolve. A server between attempts finds the answer kept for its next attempt (the
     /// resolver keeps it).
     fn take_answers(&mut self, now: Instant) {
         let Some(resolver) = self.resolver.as_mut() else {
@@ -495,7 +510,6 @@ impl MioFleet {
         if answers.is_empty() {
             return;
         }
-        let registry = self.poll.registry();
         for (id, conn) in self.conns.iter_mut().flatten() {
             let Target::Host(host) = &conn.target else {
                 continue;
@@ -514,7 +528,7 @@ impl MioFleet {
             match result {
                 Ok(addrs) => {
                     conn.resolved_to(addrs.clone());
-                    conn.start_connect(now, &mut member, registry, Token(id.index()));
+                    self.answered.push_back(*id);
                 }
                 Err(_) => {
                     conn.want_connect = false;
@@ -522,6 +536,35 @@ impl MioFleet {
                     member.handle_input(now, Input::ConnectFailed(cause));
                 }
             }
+        }
+    }
+
+    /// Starts the connects of servers whose name was answered ([`take_answers`](Self::take_answers)),
+    /// within what the step's connect budget has left; the rest wait for the next steps.
+    fn connect_answered(&mut self, now: Instant) {
+        let registry = self.poll.registry();
+        while self.opened < self.connects_per_step {
+            let Some(id) = self.answered.pop_front() else {
+                return;
+            };
+            let Some((_, conn)) = self
+                .conns
+                .get_mut(id.index())
+                .and_then(Option::as_mut)
+                .filter(|(known, _)| *known == id)
+            else {
+                continue;
+            };
+            // Still waiting for this connect (not closed, timed out or connected meanwhile).
+            if !conn.want_connect || conn.resolved.is_none() || !matches!(conn.link, Link::Idle) {
+                continue;
+            }
+            let mut member = Member {
+                fleet: &mut self.fleet,
+                id,
+            };
+            conn.start_connect(now, &mut member, registry, Token(id.index()));
+            self.opened += 1;
         }
     }
 
@@ -548,6 +591,7 @@ impl MioFleet {
                     };
                     if conn.resolved.is_some() {
                         conn.start_connect(now, &mut member, registry, Token(id.index()));
+                        self.opened += 1;
                         continue;
                     }
                     // A host name: a recent answer starts the connect now; otherwise the
@@ -567,6 +611,7 @@ impl MioFleet {
                         Lookup::Addrs(addrs) => {
                             conn.resolved_to(addrs);
                             conn.start_connect(now, &mut member, registry, Token(id.index()));
+                            self.opened += 1;
                         }
                         Lookup::Pending => conn.resolving = true,
                         Lookup::Unavailable => {

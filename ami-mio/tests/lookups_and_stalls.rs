@@ -334,3 +334,63 @@ fn a_stalled_loop_does_not_time_out_an_action_whose_answer_is_already_in_its_soc
         outcome[0].2
     );
 }
+
+/// A reconnect storm through a `MioFleet` whose servers share one name (a gateway's many
+/// sessions to one PBX), when the name's answer has to be asked for (slowly): the fleet
+/// paces its `Connect`s at `connects_per_step`, "so a hundred servers coming back at once
+/// cannot fill a step with socket opens". Every server that joins the name's one lookup
+/// while it runs must not open its socket in the step its answer comes: the sockets opened
+/// per step stay within the budget. Counted at a listener: after each step, the
+/// connections it accepted.
+#[test]
+fn a_fleet_whose_servers_share_a_slow_name_opens_at_most_its_connect_budget_per_step() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut options = Options::default();
+    options.resolve = Arc::new(move |_host: &str| {
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))])
+    });
+    // The fleet's budget is the options' (`MioFleet::with_options` sets it).
+    options.budget.connects_per_step = 2;
+    let config = ami_proto::fleet::FleetConfig::default();
+    let mut fleet = ami_mio::MioFleet::with_options(options, config).unwrap();
+    let servers = 20;
+    for k in 0..servers {
+        fleet
+            .add_host(
+                Instant::now(),
+                &format!("s{k}"),
+                cfg(700 + k),
+                format!("one-pbx.test:{port}"),
+            )
+            .unwrap();
+    }
+    let mut accepted = Vec::new();
+    let mut per_step = Vec::new();
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end && accepted.len() < servers as usize {
+        fleet.step(Instant::now()).unwrap();
+        while fleet.poll_event().is_some() {}
+        // Loopback connects complete in the kernel at once: what this step opened is in
+        // the listener's queue after a moment.
+        std::thread::sleep(Duration::from_millis(5));
+        let mut n = 0;
+        while let Ok((s, _)) = listener.accept() {
+            accepted.push(s);
+            n += 1;
+        }
+        per_step.push(n);
+    }
+    let most = per_step.iter().copied().max().unwrap_or(0);
+    assert_eq!(
+        accepted.len(),
+        servers as usize,
+        "not all connected: {per_step:?}"
+    );
+    assert!(
+        most <= 2,
+        "{most} sockets opened in one step against a budget of 2 per step: {per_step:?}"
+    );
+}

@@ -117,3 +117,53 @@ fn jabber_send_cancelled_before_any_answer_swallows_both_answers() {
     assert_eq!(stats.unmatched, 1);
     assert_eq!(h.outcomes(&id).len(), 1, "completed once: cancelled");
 }
+
+/// The second response is the one a JabberSend waits for: when the client has to throw it
+/// away (here glued behind a banner line sent again mid-session, as in
+/// `client_hostile.rs`), the server did answer, so the action fails
+/// `ResponseDiscarded` at once, as any action whose answer was discarded does; it must not
+/// wait to its deadline and read `TimedOut` (a caller that retries sends the message twice).
+#[test]
+fn jabber_send_whose_result_is_discarded_fails_at_once_as_discarded() {
+    let mut h = ready();
+    let id = h.send(jabber_send());
+    h.take("JabberSend");
+    h.feed(&success(id.as_str(), ACK));
+    let mut wire = scripted::BANNER.to_vec();
+    wire.extend(error(id.as_str(), "Could not find Sender"));
+    h.feed(&wire);
+    let now = h.outcomes(&id).len();
+    h.advance(Duration::from_secs(6));
+    assert!(
+        now == 1
+            && matches!(
+                h.outcome(&id),
+                Err(ActionError::ResponseDiscarded {
+                    reason: ami_proto::Discard::NotEventOrResponse
+                })
+            ),
+        "completed {now} times when the discard was read; then {:?}",
+        h.outcomes(&id)
+    );
+}
+
+/// The error a JabberSend refused by its second response reads says why, as every other
+/// server error does (its `Message`): "Could not find Sender", not the words made for an
+/// OriginateResponse ("event Error (Reason ?)"), which name an event that never came and
+/// lose the server's reason.
+#[test]
+fn jabber_send_refused_by_its_second_response_says_the_servers_reason() {
+    let mut h = ready();
+    let id = h.send(jabber_send());
+    h.take("JabberSend");
+    h.feed(&success(id.as_str(), ACK));
+    h.feed(&error(id.as_str(), "Could not find Sender"));
+    let Err(e) = h.outcome(&id) else {
+        panic!("not sent, yet {:?}", h.outcome(&id));
+    };
+    let shown = e.to_string();
+    assert!(
+        shown.contains("Could not find Sender") && !shown.contains("event"),
+        "the error reads {shown:?}"
+    );
+}

@@ -324,6 +324,9 @@ struct ServerList {
 impl Tap {
     fn reset(&mut self) {
         self.decoder = Some(Decoder::new(DecoderLimits::default()));
+        // The lists of the connection that ended can complete no more (some answered
+        // actions that had already ended, never removed by a completion).
+        self.lists.clear();
     }
     fn see(&mut self, bytes: &[u8]) {
         let Some(d) = self.decoder.as_mut() else {

@@ -401,10 +401,12 @@ impl Response {
     pub fn complete(&self) -> Option<&Message> {
         self.complete.as_deref()
     }
-    /// The follow-up event, which Asterisk sends after the response with the action's
-    /// ActionID: `OriginateResponse` for an async Originate, `FAXStats` for FAXStats,
-    /// `FAXSession` for FAXSession, `WaitEventComplete` for WaitEvent. The action completes
-    /// only once it is here, so the data it carries reaches the caller, not the event stream.
+    /// The follow-up, which Asterisk sends after the response with the action's ActionID:
+    /// the event `OriginateResponse` for an async Originate, `FAXStats` for FAXStats,
+    /// `FAXSession` for FAXSession, `WaitEventComplete` for WaitEvent; for JabberSend,
+    /// answered twice, the second response (whether the message was sent; the first only
+    /// says it was taken). The action completes only once it is here, so what it carries
+    /// reaches the caller, not the event stream.
     pub fn follow_up(&self) -> Option<&Message> {
         self.follow_up.as_deref()
     }
@@ -430,8 +432,8 @@ pub enum Phase {
     Response,
     /// Response `EventList: start` received, waiting for `EventList: Complete`.
     List,
-    /// Answered, waiting for its follow-up event (an async Originate's `OriginateResponse`;
-    /// see [`Response::follow_up`]).
+    /// Answered, waiting for its follow-up (an async Originate's `OriginateResponse`,
+    /// JabberSend's second response; see [`Response::follow_up`]).
     FollowUp,
 }
 
@@ -462,10 +464,10 @@ pub type Outcome = Result<Response, ActionError>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ActionError {
-    /// The server answered with an error (`Response: Error`, or an `OriginateResponse` with
-    /// `Response: Failure`), or ended a list with a second response instead of its
-    /// `EventList: Complete`; the response (with any list items received before it, or the
-    /// failed `OriginateResponse` as its follow-up) is here.
+    /// The server answered with an error (`Response: Error`, an `OriginateResponse` with
+    /// `Response: Failure`, or a JabberSend's second response with `Response: Error`), or
+    /// ended a list with a second response instead of its `EventList: Complete`; the
+    /// response (with any list items received before it, or the failed follow-up) is here.
     #[error("server error: {}", server_error_text(.0))]
     Server(Box<Response>),
     /// The deadline passed in `phase`; whatever arrived is in `partial`.
@@ -553,28 +555,32 @@ pub enum ActionError {
 /// The text of a server error: the failed follow-up event, or the response's `Message`.
 fn server_error_text(r: &Response) -> String {
     match r.follow_up() {
-        Some(ev) => format!(
+        // An event (an OriginateResponse): how the call ended.
+        Some(ev) if ev.event().is_some() => format!(
             "{} {} (Reason {})",
             crate::Shown(ev.event().unwrap_or("event")),
             crate::Shown(ev.get_str("Response").unwrap_or("?")),
             crate::Shown(ev.get_str("Reason").unwrap_or("?"))
         ),
-        None => {
-            let message = r.text().unwrap_or("(no message)");
-            // A failed Command says only "Command output follows": why is its first line
-            // of output ("No such command 'core show nothing' ...").
-            let output = r
-                .message()
-                .command_output()
-                .map(|v| v.to_str_lossy())
-                .find(|line| !line.trim().is_empty());
-            match output {
-                Some(line) if message.eq_ignore_ascii_case("Command output follows") => {
-                    crate::Shown(&line).to_string()
-                }
-                _ => crate::Shown(message).to_string(),
-            }
+        // A second response (JabberSend's result): what it says.
+        Some(second) => response_error_text(second),
+        None => response_error_text(r.message()),
+    }
+}
+
+/// What an error response says: its `Message`, or for a failed Command (which says only
+/// "Command output follows") its first line of output ("No such command ...").
+fn response_error_text(m: &Message) -> String {
+    let message = m.get_str("Message").unwrap_or("(no message)");
+    let output = m
+        .command_output()
+        .map(|v| v.to_str_lossy())
+        .find(|line| !line.trim().is_empty());
+    match output {
+        Some(line) if message.eq_ignore_ascii_case("Command output follows") => {
+            crate::Shown(&line).to_string()
         }
+        _ => crate::Shown(message).to_string(),
     }
 }
 

@@ -95,9 +95,20 @@ impl Client {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
-        if !matches!(p.kind, Kind::User { .. }) || p.stage != Stage::Written {
-            // A list already started, a follow-up awaited: not the response it waits for.
-            // The client's own actions keep their own deadlines.
+        let awaited = match (p.kind, p.stage) {
+            (Kind::User { .. }, Stage::Written) => true,
+            // The second response of an action answered twice (JabberSend) is its answer.
+            (
+                Kind::User {
+                    follow_up: Some(f), ..
+                },
+                Stage::FollowUp,
+            ) => f.by == FollowUpBy::Response,
+            // A list already started, a follow-up event awaited: not the response it waits
+            // for. The client's own actions keep their own deadlines.
+            _ => false,
+        };
+        if !awaited {
             return;
         }
         // The discarded response may have been a list's start: the items that follow carry
