@@ -1416,14 +1416,6 @@ fn a_not_sent_outcome_does_not_hold_its_idempotency_key_so_a_retry_is_attempted(
     bridge.shutdown();
 }
 
-/// A gauge or counter of the metrics text, with its labels as written.
-fn metric(text: &str, name: &str) -> i64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1)
-}
-
 #[test]
 fn a_nats_outage_holds_no_more_event_bytes_than_the_backlog_byte_cap_and_counts_every_drop() {
     let Some(mut nats) = Nats::start() else {
@@ -1814,31 +1806,6 @@ async fn holder_subject(url: &str, server: &str) -> String {
 async fn leases(url: &str) -> async_nats::jetstream::kv::Store {
     let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
     js.get_key_value("ami_leases").await.unwrap()
-}
-
-/// The warnings logged in this test binary (every test's), kept to be searched.
-fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
-    struct Keep;
-    static LINES: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
-    static KEEP: Keep = Keep;
-    impl log::Log for Keep {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= log::Level::Warn
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                if let Some(lines) = LINES.get() {
-                    lines.lock().unwrap().push(r.args().to_string());
-                }
-            }
-        }
-        fn flush(&self) {}
-    }
-    let lines = LINES.get_or_init(Default::default);
-    if log::set_logger(&KEEP).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-    lines
 }
 
 #[test]

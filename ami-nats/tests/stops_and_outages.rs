@@ -254,38 +254,6 @@ fn a_forwarded_request_that_arrives_after_its_deadline_is_not_run() {
     );
 }
 
-/// Warnings logged by the process (this test binary), in order.
-fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
-    struct Keep;
-    static LINES: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
-    static KEEP: Keep = Keep;
-    impl log::Log for Keep {
-        fn enabled(&self, m: &log::Metadata) -> bool {
-            m.level() <= log::Level::Warn
-        }
-        fn log(&self, r: &log::Record) {
-            if self.enabled(r.metadata()) {
-                if let Some(lines) = LINES.get() {
-                    lines.lock().unwrap().push(r.args().to_string());
-                }
-            }
-        }
-        fn flush(&self) {}
-    }
-    let lines = LINES.get_or_init(Default::default);
-    if log::set_logger(&KEEP).is_ok() {
-        log::set_max_level(log::LevelFilter::Warn);
-    }
-    lines
-}
-
-fn metric(text: &str, name: &str) -> i64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(-1)
-}
-
 /// A clean stop while NATS is down: the publisher's backlog (events taken from Asterisk
 /// and not yet stored in JetStream, up to 65,536 items / 64 MiB by default) is thrown
 /// away when `shutdown` aborts the publisher, and no counter nor log line says how many:

@@ -499,3 +499,36 @@ fn pump_write(mut to: std::net::TcpStream, rx: std::sync::mpsc::Receiver<(Instan
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
 }
+
+/// The warnings logged in this test binary (every test's), in order, kept to be searched.
+pub fn warnings() -> &'static std::sync::Mutex<Vec<String>> {
+    struct Keep;
+    static LINES: std::sync::OnceLock<std::sync::Mutex<Vec<String>>> = std::sync::OnceLock::new();
+    static KEEP: Keep = Keep;
+    impl log::Log for Keep {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                if let Some(lines) = LINES.get() {
+                    lines.lock().unwrap().push(r.args().to_string());
+                }
+            }
+        }
+        fn flush(&self) {}
+    }
+    let lines = LINES.get_or_init(Default::default);
+    if log::set_logger(&KEEP).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    lines
+}
+
+/// A gauge or counter of the metrics text, with its labels as written (-1: not there).
+pub fn metric(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1)
+}
