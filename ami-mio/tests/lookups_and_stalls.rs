@@ -11,16 +11,7 @@ use ami_proto::{Action, ActionId, ClientConfig, Outcome};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{drive, front, quick_retries, HangingDns, LIMIT};
-
-fn cfg(seed: u64) -> ClientConfig {
-    ClientConfig::builder("admin", "amp111")
-        .seed(seed)
-        .backoff_base(Duration::from_millis(10))
-        .backoff_max(Duration::from_millis(100))
-        .build()
-        .unwrap()
-}
+use support::{config as cfg, drive, front, quick_retries, HangingDns, LIMIT};
 
 /// Steps until every connection of `conns` is Ready.
 fn all_ready(driver: &mut MioDriver, conns: &[ConnId]) {
