@@ -277,7 +277,15 @@ impl Control {
             })
             .collect();
         for (ix, term) in expired {
-            log::warn!("lease of server #{ix} not renewed in time: no longer serving it");
+            match self.servers.get(ix) {
+                Some(spec) => log::warn!(
+                    "{}: lease not renewed in time: no longer serving it",
+                    spec.name
+                ),
+                None => {
+                    log::warn!("lease of server #{ix} not renewed in time: no longer serving it")
+                }
+            }
             self.lost(ix, term);
         }
     }

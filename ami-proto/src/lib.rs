@@ -172,6 +172,7 @@
 //! `Debug` output or log records.
 #![forbid(unsafe_code)]
 
+mod repeats;
 mod wire;
 
 pub use wire::action::{

@@ -524,7 +524,13 @@ impl<R: Runtime> Pump<R> {
             let input = match &opened {
                 Ok(_) => Input::Connected,
                 Err(e) => {
-                    log::debug!("AMI fleet: connect failed: {e}");
+                    // The one record that carries the OS error: it says which server. The
+                    // core says the failure itself (rate-limited, at info).
+                    let name = inner.lock().fleet.name(server).cloned();
+                    match name {
+                        Some(name) => log::debug!("AMI {name}: connect failed: {e}"),
+                        None => log::debug!("AMI fleet: connect failed: {e}"),
+                    }
                     Input::ConnectFailed(target::connect_failure(e))
                 }
             };

@@ -93,15 +93,18 @@ struct Trackers {
 }
 
 impl Trackers {
-    fn new(n: usize, up_at_first_feed: bool) -> Result<Trackers, Failure> {
+    /// One tracker per server of `names` (each named after its server in its log records,
+    /// as the server's client is).
+    fn new(names: Vec<String>, up_at_first_feed: bool) -> Result<Trackers, Failure> {
         let config = TrackerConfig::builder()
             .tag_prefix(&format!("ami-cli-{}", std::process::id()))
             .build()
             .map_err(|e| Failure::new(EXIT_OTHER, e.to_string()))?;
         Ok(Trackers {
-            servers: (0..n)
-                .map(|_| Tracked {
-                    tracker: CallTracker::new(config.clone()),
+            servers: names
+                .into_iter()
+                .map(|name| Tracked {
+                    tracker: CallTracker::new(config.clone().with_name(name)),
                     tickets: HashMap::new(),
                     started: false,
                     closed: None,
@@ -498,7 +501,8 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let mut link = Link::open(conn, ami_proto::calls::EVENT_MASK, first, args.watch)?;
     // One session is up already; `once` keeps the servers that are; a watch over several
     // follows each from its own session start.
-    let mut t = Trackers::new(link.len(), !args.watch || link.len() == 1)?;
+    let names = (0..link.len()).map(|ix| link.name(ix)).collect();
+    let mut t = Trackers::new(names, !args.watch || link.len() == 1)?;
     if args.watch {
         let mut out = ViewOut::start()?;
         let end = within.map(|d| started + d);

@@ -26,6 +26,8 @@ pub struct TrackerConfig {
     pub(crate) tag_variable: String,
     pub(crate) tag_prefix: String,
     pub(crate) event_grace: Duration,
+    /// The server's name in the tracker's log records (`AMI <name>: call tracker: ...`).
+    pub(crate) name: Option<std::sync::Arc<str>>,
 }
 
 /// Builds a [`TrackerConfig`].
@@ -44,6 +46,7 @@ impl Default for TrackerConfig {
             tag_variable: "AMIRS_ORIGINATE".to_string(),
             tag_prefix: "amirs".to_string(),
             event_grace: Duration::from_secs(5),
+            name: None,
         }
     }
 }
@@ -53,6 +56,29 @@ impl TrackerConfig {
     pub fn builder() -> TrackerConfigBuilder {
         TrackerConfigBuilder {
             config: TrackerConfig::default(),
+        }
+    }
+
+    /// The name of the server in the tracker's log records, if one was set.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The same config with `name` as the server's name in its log records, as
+    /// [`ClientConfig::with_name`](crate::ClientConfig::with_name) names a client: a process
+    /// tracking the calls of many servers writes every record to one log.
+    pub fn with_name(mut self, name: impl Into<String>) -> TrackerConfig {
+        self.name = Some(std::sync::Arc::from(name.into()));
+        self
+    }
+
+    /// The same config named `name` unless it has a name already (as
+    /// [`ClientConfig::or_name`](crate::ClientConfig::or_name)): how an application names the
+    /// tracker after the client that feeds it, keeping a name it chose.
+    pub fn or_name(self, name: impl Into<String>) -> TrackerConfig {
+        match self.name {
+            Some(_) => self,
+            None => self.with_name(name),
         }
     }
 
@@ -124,6 +150,13 @@ impl TrackerConfigBuilder {
     /// at the first input after its answer without its channel.
     pub fn event_grace(mut self, grace: Duration) -> Self {
         self.config.event_grace = grace;
+        self
+    }
+
+    /// The server's name in the tracker's log records (`AMI <name>: call tracker: ...`),
+    /// usually the name of the client that feeds it. Default: none.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(std::sync::Arc::from(name.into()));
         self
     }
 

@@ -439,7 +439,11 @@ impl CallTracker {
     /// A tracker with an empty, stale view. It starts a resync at the next `Ready` stream
     /// item; one created on a session already up calls [`resync`](Self::resync).
     pub fn new(config: TrackerConfig) -> CallTracker {
-        let view = View::new(config.max_channels, config.tag_variable.clone());
+        let view = View::new(
+            config.max_channels,
+            config.tag_variable.clone(),
+            config.name.clone(),
+        );
         CallTracker {
             config,
             view,
@@ -644,8 +648,9 @@ impl CallTracker {
             if !self.updates_episode {
                 self.updates_episode = true;
                 log::warn!(
-                    "AMI call tracker: {} updates unread; dropping the oldest (counted)",
-                    self.config.max_updates
+                    "{who}: {} updates unread; dropping the oldest (counted)",
+                    self.config.max_updates,
+                    who = Tracker(self.config.name.as_deref())
                 );
             }
         } else {
@@ -684,7 +689,10 @@ impl CallTracker {
         self.apply_held();
         self.epoch += 1;
         self.stats.resyncs += 1;
-        log::debug!("AMI call tracker: resync ({reason:?})");
+        log::debug!(
+            "{who}: resync ({reason:?})",
+            who = Tracker(self.config.name.as_deref())
+        );
         self.update(CallUpdate::Stale(reason));
         let epoch = self.epoch;
         // Answered Originates whose channel events are still awaited: those events may be
@@ -730,7 +738,10 @@ impl CallTracker {
             // shows what they did. Asking again here would throw away a snapshot that is
             // right, and a gap during every round trip would then keep the view stale.
             Sync::Resyncing(r) if !r.marked => {
-                log::debug!("AMI call tracker: {dropped} events lost before the snapshot");
+                log::debug!(
+                    "{who}: {dropped} events lost before the snapshot",
+                    who = Tracker(self.config.name.as_deref())
+                );
             }
             // After it: the view will miss them, so one more snapshot once this one is in;
             // one, however many gaps come, so the snapshots in flight stay one.
@@ -760,8 +771,8 @@ impl CallTracker {
             // Apply what comes at once instead, and let the snapshot yield to it.
             self.stats.buffer_overflows += 1;
             log::warn!(
-                "AMI call tracker: over {} events after a snapshot's mark and no answer yet; applying them at once (counted)",
-                self.config.max_buffered
+                "{who}: over {} events after a snapshot's mark and no answer yet; applying them at once (counted)",
+                self.config.max_buffered, who = Tracker(self.config.name.as_deref())
             );
             if let Sync::Resyncing(r) = &mut self.sync {
                 r.after_mark = Some(AfterMark::default());
@@ -790,8 +801,8 @@ impl CallTracker {
             if let Sync::Resyncing(r) = &mut self.sync {
                 if r.dropped_held == 0 {
                     log::warn!(
-                        "AMI call tracker: {} events for channels not yet in the view held after a snapshot's mark; dropping more (counted), one more snapshot will follow",
-                        self.config.max_buffered
+                        "{who}: {} events for channels not yet in the view held after a snapshot's mark; dropping more (counted), one more snapshot will follow",
+                        self.config.max_buffered, who = Tracker(self.config.name.as_deref())
                     );
                 }
                 r.dropped_held += 1;
@@ -940,9 +951,9 @@ impl CallTracker {
         }
         if !gone.is_empty() {
             log::debug!(
-                "AMI call tracker: {} channels missing from the last snapshot, no Hangup within {:?}: ended unobserved",
+                "{who}: {} channels missing from the last snapshot, no Hangup within {:?}: ended unobserved",
                 gone.len(),
-                self.config.event_grace
+                self.config.event_grace, who = Tracker(self.config.name.as_deref())
             );
         }
         for linkedid in self.end_detached(gone) {
@@ -952,8 +963,9 @@ impl CallTracker {
         }
         for tag in due {
             log::debug!(
-                "AMI call tracker: Originate {tag} answered, no event of its channel within {:?}: in doubt",
-                self.config.event_grace
+                "{who}: Originate {tag} answered, no event of its channel within {:?}: in doubt",
+                self.config.event_grace,
+                who = Tracker(self.config.name.as_deref())
             );
             let change = self.originates.get_mut(&tag).and_then(Record::doubt);
             self.forget_awaited(&tag);
@@ -1111,15 +1123,19 @@ impl CallTracker {
         if let ActionError::TimedOut { .. } = error {
             // No answer in time (a lost action, a slow server): ask again; each try costs a
             // whole action timeout, so this cannot spin.
-            log::warn!("AMI call tracker: snapshot unanswered ({error}); asking again");
+            log::warn!(
+                "{who}: snapshot unanswered ({error}); asking again",
+                who = Tracker(self.config.name.as_deref())
+            );
             return self.start_resync(StaleReason::SnapshotFailed {
                 attempt: self.attempts,
             });
         }
         self.attempts += 1;
         log::warn!(
-            "AMI call tracker: snapshot failed ({error}); attempt {} of {MAX_SNAPSHOT_ATTEMPTS}",
-            self.attempts
+            "{who}: snapshot failed ({error}); attempt {} of {MAX_SNAPSHOT_ATTEMPTS}",
+            self.attempts,
+            who = Tracker(self.config.name.as_deref())
         );
         if !refused && matches!(error, ActionError::Unknown(_) | ActionError::NotSent(_)) {
             // The session is going or gone: its Disconnected item (or the next Ready) leads.
@@ -1330,7 +1346,10 @@ impl CallTracker {
         }
         self.attempts = 0;
         self.stats.resynced += 1;
-        log::debug!("AMI call tracker: resynced {report:?}");
+        log::debug!(
+            "{who}: resynced {report:?}",
+            who = Tracker(self.config.name.as_deref())
+        );
         self.update(CallUpdate::Resynced(report));
     }
 }
@@ -1347,4 +1366,18 @@ fn listed_since(item: &Message, now: Instant) -> Option<Instant> {
     }
     let secs = h.checked_mul(3600)?.checked_add(m * 60 + sec)?;
     now.checked_sub(Duration::from_secs(secs))
+}
+
+/// How the tracker's log records start: `AMI <name>: call tracker` with a name
+/// ([`TrackerConfigBuilder::name`]), else `AMI call tracker`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tracker<'a>(pub(crate) Option<&'a str>);
+
+impl std::fmt::Display for Tracker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(name) => write!(f, "AMI {}: call tracker", crate::Shown(name)),
+            None => f.write_str("AMI call tracker"),
+        }
+    }
 }

@@ -5,6 +5,7 @@ use super::channel::{
     MAX_ENDED_PER_CALL, MAX_FIELD_BYTES,
 };
 use super::originate::OriginateTag;
+use super::Tracker;
 use crate::wire::message::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -45,6 +46,8 @@ pub(crate) struct View {
     calls: BTreeMap<String, CallEntry>,
     max_channels: usize,
     tag_variable: String,
+    /// The server's name in log records.
+    name: Option<std::sync::Arc<str>>,
     /// Channels not tracked because the cap was reached.
     pub(crate) over_cap: u64,
     cap_episode: bool,
@@ -60,8 +63,13 @@ pub(crate) struct View {
 }
 
 impl View {
-    pub(crate) fn new(max_channels: usize, tag_variable: String) -> View {
+    pub(crate) fn new(
+        max_channels: usize,
+        tag_variable: String,
+        name: Option<std::sync::Arc<str>>,
+    ) -> View {
         View {
+            name,
             channels: BTreeMap::new(),
             calls: BTreeMap::new(),
             max_channels,
@@ -81,7 +89,7 @@ impl View {
         if n > 0 {
             if self.cut == 0 {
                 log::warn!(
-                    "AMI call tracker: a field over {MAX_FIELD_BYTES} bytes; such fields are cut (counted in fields_cut, said once)"
+                    "{who}: a field over {MAX_FIELD_BYTES} bytes; such fields are cut (counted in fields_cut, said once)", who = Tracker(self.name.as_deref())
                 );
             }
             self.cut = self.cut.saturating_add(n);
@@ -137,8 +145,8 @@ impl View {
             if !self.cap_episode {
                 self.cap_episode = true;
                 log::warn!(
-                    "AMI call tracker: {} channels tracked, at its cap; new channels are not tracked (counted)",
-                    self.max_channels
+                    "{who}: {} channels tracked, at its cap; new channels are not tracked (counted)",
+                    self.max_channels, who = Tracker(self.name.as_deref())
                 );
             }
             return false;

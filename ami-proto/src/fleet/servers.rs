@@ -129,7 +129,33 @@ pub(crate) struct Server {
     timer: Option<Instant>,
     /// In the fleet's writable queue (at most once).
     write_queued: bool,
+    /// The kinds of status said at info since the server was last ready (see
+    /// [`say_status`]): a server that stays unreachable goes Connecting, BreakerOpen,
+    /// Connecting... at every probe; each kind is said once, the repeats at debug (its
+    /// client summarises the failed tries with their count).
+    said: u8,
     pub(crate) counters: ServerCounters,
+}
+
+/// Says `server`'s new status: at info the first time its kind comes since the server was
+/// last ready, and Ready and Closed always; a repeat of the churn of retries at debug.
+fn say_status(said: &mut u8, server: &ServerName, status: &ServerStatus) {
+    let bit = match status {
+        ServerStatus::Connecting => 1,
+        ServerStatus::LoggingIn => 2,
+        ServerStatus::BackingOff { .. } => 4,
+        ServerStatus::BreakerOpen { .. } => 8,
+        ServerStatus::Ready { .. } | ServerStatus::Closed { .. } => 0,
+    };
+    if bit == 0 {
+        *said = 0;
+        log::info!("AMI fleet: {server} is {status}");
+    } else if *said & bit == 0 {
+        *said |= bit;
+        log::info!("AMI fleet: {server} is {status} (repeats of this status are at debug)");
+    } else {
+        log::debug!("AMI fleet: {server} is {status}");
+    }
 }
 
 #[derive(Debug)]
@@ -251,6 +277,7 @@ impl Fleet {
             connect_queued: false,
             timer: None,
             write_queued: false,
+            said: 0,
             counters: ServerCounters::default(),
         };
         let id = ServerId {
@@ -338,6 +365,7 @@ impl Fleet {
             s.status = ServerStatus::LoggingIn;
             let status = s.status.clone();
             let name = s.name.clone();
+            say_status(&mut s.said, &name, &status);
             self.status_changed(name, status);
         }
         if let Some(s) = self.server_by_id(server) {
@@ -680,7 +708,6 @@ impl Fleet {
     }
 
     fn status_changed(&mut self, server: ServerName, status: ServerStatus) {
-        log::info!("AMI fleet: {server} is {status}");
         self.counters.status_changes += 1;
         self.outputs
             .push_back(FleetOutput::Status { server, status });
@@ -777,7 +804,7 @@ impl Fleet {
                 Output::Notice(Notice::Closed { reason }) => ServerStatus::Closed { reason },
             };
             if s.status != status {
-                log::info!("AMI fleet: {} is {status}", s.name);
+                say_status(&mut s.said, &s.name, &status);
                 s.status = status.clone();
                 counters.status_changes += 1;
                 outputs.push_back(FleetOutput::Status {

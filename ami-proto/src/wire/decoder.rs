@@ -371,6 +371,8 @@ pub struct Decoder {
     /// The `ActionID` value found that way, with the error that dropped its response, for
     /// [`take_late_response_id`](Self::take_late_response_id).
     late_response_id: Option<(Vec<u8>, DecodeError)>,
+    /// The name its log records say (`AMI <name>: ...`): the client's.
+    name: Option<std::sync::Arc<str>>,
 }
 
 impl fmt::Debug for Decoder {
@@ -421,6 +423,26 @@ impl Decoder {
             follows_prev_crlf: false,
             follows_blank_crlf: false,
             stats: DecoderStats::default(),
+            name: None,
+        }
+    }
+
+    /// Names the server this decoder reads in its log records (`AMI <name>: decoder: ...`),
+    /// as a client's own records are named: a process reading hundreds of servers writes
+    /// them all to one log. A client names its decoder after itself.
+    pub fn set_log_name(&mut self, name: Option<std::sync::Arc<str>>) {
+        self.name = name;
+    }
+
+    /// The record of a message dropped for `err`: at trace, one per dropped message (the
+    /// client counts and says its discards, rate-limited, at warn).
+    fn say_resync(&self, err: DecodeError) {
+        match &self.name {
+            Some(name) => log::trace!(
+                "AMI {}: decoder: {err}; resynchronising",
+                crate::Shown(name.as_ref())
+            ),
+            None => log::trace!("AMI decoder: {err}; resynchronising"),
         }
     }
 
@@ -790,7 +812,7 @@ impl Decoder {
                     self.stats.follows_unterminated += 1;
                     self.note_dropped(true);
                     let err = DecodeError::FollowsUnterminated;
-                    log::debug!("AMI decoder: {err}; resynchronising");
+                    self.say_resync(err);
                     self.resync_follows(self.line_start);
                     return Some(Err(err));
                 }
@@ -1018,7 +1040,7 @@ impl Decoder {
         err: DecodeError,
     ) -> Option<Result<Frame, DecodeError>> {
         let until = self.resync_point();
-        log::debug!("AMI decoder: {err}; resynchronising");
+        self.say_resync(err);
         self.note_dropped(false);
         self.seek_response_id_after(err);
         // The failing line itself may already be the resync point.
@@ -1048,7 +1070,7 @@ impl Decoder {
     /// discards to the resync point.
     fn fail_partial(&mut self, err: DecodeError) -> Option<DecodeError> {
         let until = self.resync_point();
-        log::debug!("AMI decoder: {err}; resynchronising");
+        self.say_resync(err);
         self.note_dropped(false);
         self.seek_response_id_after(err);
         if until == Resync::FollowsEnd {

@@ -64,6 +64,12 @@ impl T {
     }
     /// A tracker fed by a client of `client`'s config.
     pub fn with_client(client: ClientConfig, config: TrackerConfig) -> T {
+        // As an application does: the tracker says which server it is about, by its client's
+        // name.
+        let config = match client.name() {
+            Some(name) => config.or_name(name),
+            None => config,
+        };
         let mut t = T {
             h: Harness::new(client, Instant::now()),
             tr: CallTracker::new(config),

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::client::events::LoginEvent;
+use crate::repeats::Say;
 
 impl Client {
     pub(super) fn on_message(&mut self, now: Instant, mut msg: Message) {
@@ -36,7 +37,7 @@ impl Client {
                 // item of its list, or its response (one glued behind a banner line sent
                 // again mid-session).
                 if let Some(seq) = owner {
-                    self.list_item_lost(seq);
+                    self.list_item_lost(now, seq);
                     self.response_discarded(now, seq, Discard::NotEventOrResponse);
                 }
             }
@@ -299,15 +300,45 @@ impl Client {
                     }
                 } else {
                     self.stats.list_items_dropped += 1;
-                    if p.swallowed == 0 {
-                        log::warn!(
-                            "{}: items of the list for {} still come after the action ended; \
-                             dropped and counted (Stats::list_items_dropped)",
-                            self.config.who(),
-                            p.id
-                        );
-                    }
+                    let first = p.swallowed == 0;
                     p.swallowed += 1;
+                    let who = self.config.who();
+                    // The first item of every list is said; the rest, rate-limited, with the
+                    // count so far: a list that never ends is never said "when it ends".
+                    match self.items_swallowed.occur(now) {
+                        Say::Full { left } => {
+                            if let Some((n, _)) = left {
+                                log::warn!(
+                                    "{who}: {n} more item(s) of ended lists dropped after their \
+                                     action ended"
+                                );
+                            }
+                            log::warn!(
+                                "{who}: items of the list for {} still come after the action \
+                                 ended ({} item(s) so far); dropped and counted \
+                                 (Stats::list_items_dropped)",
+                                p.id,
+                                p.swallowed
+                            );
+                        }
+                        Say::Summary { unsaid, over, .. } => log::warn!(
+                            "{who}: {} more item(s) of ended lists dropped in the last {} s \
+                             (latest: the list for {}, {} item(s) so far); the server keeps \
+                             sending them (Stats::list_items_dropped)",
+                            unsaid + 1,
+                            over.as_secs(),
+                            p.id,
+                            p.swallowed
+                        ),
+                        Say::Counted if first => log::warn!(
+                            "{who}: items of the list for {} still come after the action ended; \
+                             dropped and counted (Stats::list_items_dropped)",
+                            p.id
+                        ),
+                        Say::Counted => {
+                            self.items_swallowed.unsaid(1, 0);
+                        }
+                    }
                     // An endless list keeps its entry (and its swallowing) alive for as long
                     // as its items keep coming: `expire` moves the deadline past the last
                     // one. One store per item, no deadline entry pushed per item.

@@ -5,22 +5,8 @@
 
 use super::*;
 use crate::client::output::Discard;
+use crate::repeats::Say;
 use crate::wire::decoder::{DecodeError, DroppedOwner};
-
-/// A burst ends after this long without a discard; the next discard logs its reason again.
-/// The event queue's overflows use the same policy ([`overflow_log`](super::overflow_log)).
-pub(super) const BURST_QUIET: Duration = Duration::from_secs(1);
-/// During a long burst, a summary line at most this often.
-pub(super) const BURST_SUMMARY_EVERY: Duration = Duration::from_secs(10);
-
-/// The current run of discards, for rate-limited logging.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Burst {
-    last: Instant,
-    logged_at: Instant,
-    /// Discards since the last log line.
-    unlogged: u64,
-}
 
 impl Client {
     /// Server input was thrown away: counts it, logs the first of a burst (and a summary at
@@ -40,45 +26,35 @@ impl Client {
                 }
                 DroppedOwner::Id(id) => {
                     if let Some(seq) = self.pending.lookup(&id) {
-                        self.list_item_lost(seq);
+                        self.list_item_lost(now, seq);
                     }
                 }
                 // Its ActionID was never read: any list in progress may have lost it.
                 DroppedOwner::Unknown => {
                     for seq in self.pending.sorted_seqs() {
-                        self.list_item_lost(seq);
+                        self.list_item_lost(now, seq);
                     }
                 }
             }
         }
         let who = self.config.who();
-        match &mut self.burst {
-            Some(b) if now.saturating_duration_since(b.last) < BURST_QUIET => {
-                b.last = now;
-                b.unlogged += 1;
-                if now.saturating_duration_since(b.logged_at) >= BURST_SUMMARY_EVERY {
-                    log::warn!(
-                        "{}: {} more server inputs discarded (latest: {reason})",
-                        who,
-                        b.unlogged
-                    );
-                    b.logged_at = now;
-                    b.unlogged = 0;
-                }
+        match self.burst.occur(now) {
+            Say::Counted => {
+                self.burst.unsaid(1, 0);
             }
-            previous => {
-                if let Some(b) = previous.filter(|b| b.unlogged > 0) {
-                    log::warn!("{who}: {} more server inputs discarded", b.unlogged);
+            Say::Summary { unsaid, over, .. } => log::warn!(
+                "{who}: {} more server inputs discarded in the last {} s (latest: {reason})",
+                unsaid + 1,
+                over.as_secs()
+            ),
+            Say::Full { left } => {
+                if let Some((n, _)) = left {
+                    log::warn!("{who}: {n} more server inputs discarded");
                 }
                 log::warn!(
                     "{who}: server input discarded: {reason} (counted in Stats and reported in \
                      the event stream; further discards in this burst are summarised)"
                 );
-                *previous = Some(Burst {
-                    last: now,
-                    logged_at: now,
-                    unlogged: 0,
-                });
             }
         }
     }
@@ -153,21 +129,40 @@ impl Client {
     /// An item of action `seq`'s list, if it is collecting one, was dropped on the way in:
     /// counted in its response, so the list completes as
     /// [`ActionError::ListIncomplete`](crate::ActionError::ListIncomplete).
-    pub(super) fn list_item_lost(&mut self, seq: u64) {
+    pub(super) fn list_item_lost(&mut self, now: Instant, seq: u64) {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
         if p.stage != Stage::List {
             return;
         }
-        if let Some(response) = p.response.as_mut() {
-            response.items_dropped += 1;
-            log::warn!(
-                "{}: list for {} lost an item on the way in ({} so far); it will complete as incomplete",
-                self.config.who(),
-                p.id,
-                response.items_dropped
-            );
+        let Some(response) = p.response.as_mut() else {
+            return;
+        };
+        response.items_dropped += 1;
+        let so_far = response.items_dropped;
+        let who = self.config.who();
+        match self.items_lost.occur(now) {
+            Say::Counted => {
+                self.items_lost.unsaid(1, 0);
+            }
+            Say::Summary { unsaid, over, .. } => log::warn!(
+                "{who}: lists lost {} more item(s) on the way in, in the last {} s (latest: the \
+                 list for {}, {so_far} so far); they will complete as incomplete",
+                unsaid + 1,
+                over.as_secs(),
+                p.id
+            ),
+            Say::Full { left } => {
+                if let Some((n, _)) = left {
+                    log::warn!("{who}: lists lost {n} more item(s) on the way in");
+                }
+                log::warn!(
+                    "{who}: list for {} lost an item on the way in ({so_far} so far); it will \
+                     complete as incomplete (further losses are summarised)",
+                    p.id
+                );
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Login (plain and MD5, never downgraded), filter re-application and the heartbeat.
 
 use super::*;
+use crate::repeats::Say;
 use crate::Shown;
 
 /// Asterisk's MD5 login key: lowercase hex of md5(challenge followed by secret). The
@@ -215,7 +216,34 @@ impl Client {
                 Shown(&self.config.username)
             );
         } else {
-            log::warn!("{}: login rejected: {}", self.config.who(), Shown(&message));
+            // A refusal retried for hours (`reconnect_on_auth_failure`, a secret rotated on
+            // the server): said when it starts and when its message changes, then a summary
+            // with the count at most every few minutes; each retry at debug.
+            let who = self.config.who();
+            if self.refused_with.as_deref() != Some(message.as_str()) {
+                if let Some((n, _)) = self.refusals.reset() {
+                    log::warn!(
+                        "{who}: login was rejected {n} more time(s) with the previous message"
+                    );
+                }
+                self.refused_with = Some(message.clone());
+            }
+            match self.refusals.occur(now) {
+                Say::Full { .. } => log::warn!(
+                    "{who}: login rejected: {} (repeated refusals are summarised)",
+                    Shown(&message)
+                ),
+                Say::Summary { unsaid, over, .. } => log::warn!(
+                    "{who}: login still rejected: {} more refusal(s) in the last {} s: {}",
+                    unsaid + 1,
+                    over.as_secs(),
+                    Shown(&message)
+                ),
+                Say::Counted => {
+                    self.refusals.unsaid(1, 0);
+                    log::debug!("{who}: login rejected again: {}", Shown(&message));
+                }
+            }
         }
         self.disconnect(now, DisconnectReason::LoginRejected { message });
     }
@@ -249,6 +277,7 @@ impl Client {
             .set(Timer::Idle, now + self.config.ping_interval);
         self.conn.ready_since = Some(now);
         self.stats.logins += 1;
+        self.streaks_cleared();
         log::info!(
             "{}: session ready (AMI {})",
             self.config.who(),

@@ -22,6 +22,7 @@ use super::output::{
 use super::pending::{FollowUp, FollowUpBy, Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
 use super::stats::Stats;
+use crate::repeats::Repeats;
 use crate::wire::action::{Action, ActionId, EncodeError};
 use crate::wire::decoder::{Decoder, Frame, BANNER_PREFIX};
 use crate::wire::message::{Message, MessageKind};
@@ -278,9 +279,20 @@ pub struct Client {
     /// Why the last session ended, for [`Client::status`] while in backoff or closed.
     last_loss: Option<DisconnectReason>,
     stats: Stats,
-    burst: Option<discards::Burst>,
-    /// The current run of event-queue overflows, for their rate-limited log.
-    overflow_burst: Option<overflow_log::OverflowBurst>,
+    /// The runs of discarded server input, for their rate-limited log.
+    burst: Repeats,
+    /// The runs of event-queue overflows, for their rate-limited log.
+    overflow_burst: Repeats,
+    /// The runs of list items lost on the way in (any list), for their rate-limited log.
+    items_lost: Repeats,
+    /// The runs of items of ended lists that still come, for their rate-limited log.
+    items_swallowed: Repeats,
+    /// The runs of refused logins, for their rate-limited log, and the latest refusal said.
+    refusals: Repeats,
+    refused_with: Option<String>,
+    /// The streak of tries that ended before a session was ready, and what they said.
+    unreachable_runs: Repeats,
+    unreachable_with: Option<String>,
     /// Bytes of the events queued during the current read that still share the decoder's
     /// buffers (see [`Message::detach`]).
     read_shared: usize,
@@ -325,6 +337,7 @@ impl Client {
             config.name.clone(),
         );
         let mut decoder = Decoder::new(config.decoder);
+        decoder.set_log_name(config.name.clone());
         if config.event_copy() == EventCopy::OnTake {
             // Events wait in the queue as slices of the read buffer; whoever takes one out
             // copies it (see `Queued`), and `receive` checks that the slices pin little else.
@@ -351,8 +364,14 @@ impl Client {
             marks: HashMap::new(),
             last_loss: None,
             stats: Stats::default(),
-            burst: None,
-            overflow_burst: None,
+            burst: Repeats::default(),
+            overflow_burst: Repeats::default(),
+            items_lost: Repeats::default(),
+            items_swallowed: Repeats::default(),
+            refusals: Repeats::streak(reconnect::STREAK_SUMMARY_EVERY),
+            refused_with: None,
+            unreachable_runs: Repeats::streak(reconnect::STREAK_SUMMARY_EVERY),
+            unreachable_with: None,
             read_shared: 0,
         };
         client.start_connect(now);

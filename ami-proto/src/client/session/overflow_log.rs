@@ -1,25 +1,12 @@
 //! Logging event-queue overflows, rate-limited: a consumer that stalls for a moment every
 //! few thousand events overflows the queue dozens of times a second, and two records per
 //! overflow (full, room again) made 65 warnings a second, millions a day, out of one slow
-//! consumer. Overflows less than 1 s apart form a burst: its first is logged in full, the
-//! rest are summarised at most every 10 s, and what is left of a burst is said when the
-//! next one opens. Every drop is still counted ([`Stats`], gap items in the stream).
+//! consumer. Overflows form runs ([`Repeats`](crate::repeats::Repeats)): a run's first is logged in
+//! full, the rest are summarised at most every 10 s, and what is left of a run is said when
+//! the next one opens. Every drop is still counted ([`Stats`], gap items in the stream).
 
-use super::discards::{BURST_QUIET, BURST_SUMMARY_EVERY};
 use super::*;
-
-/// The current run of overflow episodes.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct OverflowBurst {
-    /// When the latest episode started.
-    last: Instant,
-    logged_at: Instant,
-    /// Episodes begun in this burst so far.
-    episodes: u64,
-    /// Episodes ended since the last log line, and the events they dropped.
-    unlogged: u64,
-    unlogged_dropped: u64,
-}
+use crate::repeats::Say;
 
 impl Client {
     /// Logs what the event queue says happened to its overflow episodes since the last
@@ -31,44 +18,39 @@ impl Client {
         let news = self.events.take_overflow_news();
         let who = self.config.who();
         if news.ended > 0 {
-            match &mut self.overflow_burst {
-                Some(b) if b.episodes > 1 => {
-                    b.unlogged += news.ended;
-                    b.unlogged_dropped += news.ended_dropped;
-                }
-                _ => log::warn!(
+            let summarised = self.overflow_burst.occurrences() > 1
+                && self.overflow_burst.unsaid(news.ended, news.ended_dropped);
+            if !summarised {
+                log::warn!(
                     "{who}: event queue has room again; {} events were dropped (overflows \
-                     within 1 s of one another are summarised)",
+                     within 1 s of one another, or recurring within 10 s, are summarised)",
                     news.ended_dropped
-                ),
+                );
             }
         }
         let Some(full) = news.started else {
             return;
         };
-        match &mut self.overflow_burst {
-            Some(b) if now.saturating_duration_since(b.last) < BURST_QUIET => {
-                b.last = now;
-                b.episodes += 1;
-                if b.unlogged > 0
-                    && now.saturating_duration_since(b.logged_at) >= BURST_SUMMARY_EVERY
-                {
+        match self.overflow_burst.occur(now) {
+            Say::Counted => {}
+            Say::Summary {
+                unsaid,
+                extra,
+                over,
+            } => {
+                if unsaid > 0 {
                     log::warn!(
-                        "{who}: event queue overflowed {} more times, {} more events dropped, \
-                         in the last {} s: the consumer keeps falling behind",
-                        b.unlogged,
-                        b.unlogged_dropped,
-                        now.saturating_duration_since(b.logged_at).as_secs()
+                        "{who}: event queue overflowed {unsaid} more times, {extra} more events \
+                         dropped, in the last {} s: the consumer keeps falling behind",
+                        over.as_secs()
                     );
-                    (b.logged_at, b.unlogged, b.unlogged_dropped) = (now, 0, 0);
                 }
             }
-            previous => {
-                if let Some(b) = previous.filter(|b| b.unlogged > 0) {
+            Say::Full { left } => {
+                if let Some((times, dropped)) = left {
                     log::warn!(
-                        "{who}: event queue overflowed {} more times, {} more events dropped",
-                        b.unlogged,
-                        b.unlogged_dropped
+                        "{who}: event queue overflowed {times} more times, {dropped} more events \
+                         dropped"
                     );
                 }
                 log::warn!(
@@ -79,13 +61,6 @@ impl Client {
                     full.byte_cap,
                     full.policy
                 );
-                *previous = Some(OverflowBurst {
-                    last: now,
-                    logged_at: now,
-                    episodes: 1,
-                    unlogged: 0,
-                    unlogged_dropped: 0,
-                });
             }
         }
     }

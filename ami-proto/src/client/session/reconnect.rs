@@ -2,6 +2,11 @@
 //! [`Backoff`](crate::client::backoff::Backoff)) or closing for good.
 
 use super::*;
+use crate::repeats::Say;
+use crate::wire::shown::Shown;
+
+/// A streak of failed tries or refused logins is summarised at most this often.
+pub(super) const STREAK_SUMMARY_EVERY: Duration = Duration::from_secs(15 * 60);
 
 impl Client {
     /// Ends the current session: fails what was written, schedules a reconnect or closes.
@@ -49,11 +54,15 @@ impl Client {
         // server that has been down for an hour looks for a session that never was.
         let who = self.config.who();
         match self.state {
-            State::Connecting => log::info!("{who}: could not connect: {reason}"),
+            State::Connecting => self.unreachable(now, "could not connect", &reason),
             State::AwaitBanner | State::LoggingIn | State::Configuring
                 if self.conn.ready_since.is_none() =>
             {
-                log::info!("{who}: connection ended before the session was ready: {reason}")
+                self.unreachable(
+                    now,
+                    "connection ended before the session was ready",
+                    &reason,
+                )
             }
             _ => log::info!("{who}: session lost: {reason}"),
         }
@@ -122,6 +131,8 @@ impl Client {
         if final_reason {
             self.state = State::Closed;
             self.fail_queued(now, reason.clone());
+            // What a streak of failed tries left unsaid is said before the end.
+            self.streaks_cleared();
             log::info!("{who}: client closed: {reason}", who = self.config.who());
             self.notify(Notice::Closed { reason });
             return;
@@ -150,5 +161,55 @@ impl Client {
             retry_at: Some(retry_at),
             breaker_open: self.backoff.is_breaker_open(),
         });
+    }
+}
+
+impl Client {
+    /// A try that ended before a session was ready (`what`, for `reason`): said when a streak
+    /// of them starts or its reason changes, then summarised with the count at most every
+    /// [`STREAK_SUMMARY_EVERY`]; each try at debug. A server unreachable for hours costs a
+    /// few lines an hour, not one per probe.
+    fn unreachable(&mut self, now: Instant, what: &str, reason: &DisconnectReason) {
+        let who = self.config.who();
+        let said = format!("{what}: {reason}");
+        if self.unreachable_with.as_deref() != Some(said.as_str()) {
+            if let Some((n, _)) = self.unreachable_runs.reset() {
+                if let Some(before) = &self.unreachable_with {
+                    log::info!("{who}: {n} more time(s): {before}");
+                }
+            }
+            self.unreachable_with = Some(said.clone());
+        }
+        match self.unreachable_runs.occur(now) {
+            Say::Full { .. } => log::info!("{who}: {said}"),
+            Say::Summary { unsaid, over, .. } => log::info!(
+                "{who}: still failing: {} more time(s) in the last {} s: {said}",
+                unsaid + 1,
+                over.as_secs()
+            ),
+            Say::Counted => {
+                self.unreachable_runs.unsaid(1, 0);
+                log::debug!("{who}: {said}");
+            }
+        }
+    }
+
+    /// A session became ready, or the client closed: the streaks of failed tries and
+    /// refused logins are over; what they left unsaid is said now.
+    pub(super) fn streaks_cleared(&mut self) {
+        let who = self.config.who();
+        if let (Some((n, _)), Some(said)) =
+            (self.unreachable_runs.reset(), self.unreachable_with.take())
+        {
+            log::info!("{who}: {n} more time(s) before this: {said}");
+        }
+        if let (Some((n, _)), Some(said)) = (self.refusals.reset(), self.refused_with.take()) {
+            log::info!(
+                "{who}: login was rejected {n} more time(s) before this: {}",
+                Shown(&said)
+            );
+        }
+        self.unreachable_with = None;
+        self.refused_with = None;
     }
 }

@@ -1,0 +1,279 @@
+//! A fault that repeats for an hour does not write a line per occurrence for the whole
+//! hour, however far apart its occurrences come (bursts less than 1 s apart were always
+//! summarised; the same faults 1.5 s apart were logged in full each time, for ever). Each
+//! test runs one simulated hour on virtual time and counts the warn records of its own
+//! (uniquely named) client, so the tests can share the logger.
+//!
+//! The bound used: the project's own rate for a continuous burst is one summary per 10 s,
+//! 360 a simulated hour (`log_rate.rs`); a fault that comes less often must not log more.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
+
+#[path = "support/log_capture.rs"]
+mod log_capture;
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{Action, ClientConfig, DecoderLimits};
+use scripted::{event, id_of, list_complete, list_item, list_start, msg, pong, Harness};
+use std::time::{Duration, Instant};
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// The project's own rate for a burst that never ends: one line per 10 s, plus the first.
+const BOUND_PER_HOUR: usize = 361;
+
+/// Warn-or-worse records of the client named `name`, taken from the capture.
+fn warnings_of(name: &str) -> Vec<String> {
+    let prefix = format!("AMI {name}: ");
+    log_capture::take(|r| r.message.starts_with(&prefix))
+        .into_iter()
+        .filter(|r| r.level <= log::Level::Warn)
+        .map(|r| r.message)
+        .collect()
+}
+
+/// Answers any heartbeat the client wrote, so a simulated hour stays one session.
+fn answer_pings(h: &mut Harness) {
+    for m in h.take_all() {
+        if m.action().is_some_and(|a| a.eq_ignore_ascii_case("Ping")) {
+            h.feed(&pong(id_of(&m)));
+        }
+    }
+}
+
+fn summary(lines: &[String]) -> String {
+    let mut kinds: Vec<(String, usize)> = Vec::new();
+    for l in lines {
+        let k: String = l.chars().filter(|c| !c.is_ascii_digit()).take(90).collect();
+        match kinds.iter_mut().find(|(x, _)| *x == k) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((k, 1)),
+        }
+    }
+    format!("{kinds:#?}")
+}
+
+/// A consumer that falls behind every 1.5 s (a periodic flush, a GC pause) for an hour:
+/// 2,400 overflows of two events each. Every drop is counted; the log should say the
+/// pattern a bounded number of times, as it does when the overflows are 10 ms apart.
+#[test]
+fn event_queue_overflows_1_5_s_apart_for_an_hour_are_summarised_not_logged_each_time() {
+    log_capture::install(log::LevelFilter::Trace);
+    let name = "overflow-spaced";
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .event_queue_cap(2)
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut h = Harness::new(config, t0);
+    h.ready();
+    h.events();
+    warnings_of(name);
+    let mut seq = 0;
+    let mut overflows = 0u64;
+    while h.now < t0 + HOUR {
+        for _ in 0..4 {
+            h.feed(&event("Newchannel", seq));
+            seq += 1;
+        }
+        h.events();
+        overflows += 1;
+        h.advance(Duration::from_millis(1500));
+        answer_pings(&mut h);
+    }
+    let lines = warnings_of(name);
+    assert_eq!(
+        h.client.stats().events_dropped,
+        2 * overflows,
+        "every drop counted"
+    );
+    assert!(
+        lines.len() <= BOUND_PER_HOUR,
+        "{} warn lines in one simulated hour for {overflows} overflows 1.5 s apart \
+         (10 ms apart gives one per 10 s): {}",
+        lines.len(),
+        summary(&lines)
+    );
+}
+
+/// A server that sends one oversized (garbage) message every 1.5 s for an hour: each is
+/// discarded and counted; the log should not say each of the 2,400.
+#[test]
+fn server_garbage_every_1_5_s_for_an_hour_is_summarised_not_logged_each_time() {
+    log_capture::install(log::LevelFilter::Trace);
+    let name = "garbage-spaced";
+    let limits = DecoderLimits::builder().max_fields(8).build().unwrap();
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .decoder(limits)
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut h = Harness::new(config, t0);
+    h.ready();
+    h.events();
+    warnings_of(name);
+    let names: Vec<String> = (0..20).map(|i| format!("F{i}")).collect();
+    let mut fields = vec![("Event", "Junk")];
+    fields.extend(names.iter().map(|n| (n.as_str(), "x")));
+    let junk = msg(&fields);
+    let mut sent = 0u64;
+    while h.now < t0 + HOUR {
+        h.feed(&junk);
+        h.events();
+        sent += 1;
+        h.advance(Duration::from_millis(1500));
+        answer_pings(&mut h);
+    }
+    let lines = warnings_of(name);
+    assert_eq!(h.client.stats().discarded, sent, "every discard counted");
+    assert!(
+        lines.len() <= BOUND_PER_HOUR,
+        "{} warn lines in one simulated hour for {sent} discards 1.5 s apart \
+         (a continuous stream gives one per 10 s): {}",
+        lines.len(),
+        summary(&lines)
+    );
+}
+
+/// A list whose items keep being dropped on the way in (a server sending garbage while a
+/// dialer polls CoreShowChannels): one warn line per lost item, with no rate limit, where
+/// the discards themselves are summarised.
+#[test]
+fn a_list_losing_thousands_of_items_logs_a_bounded_number_of_lines() {
+    log_capture::install(log::LevelFilter::Trace);
+    let name = "list-lossy";
+    let limits = DecoderLimits::builder().max_fields(8).build().unwrap();
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .decoder(limits)
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, Instant::now());
+    h.ready();
+    h.events();
+    warnings_of(name);
+    let id = h.send(Action::new("CoreShowChannels"));
+    let m = h.take("CoreShowChannels");
+    let aid = id_of(&m).to_string();
+    h.feed(&list_start(&aid));
+    // 5,000 items whose ActionID was read, each with too many fields: dropped, counted.
+    let names: Vec<String> = (0..20).map(|i| format!("F{i}")).collect();
+    let mut fields = vec![("Event", "CoreShowChannel"), ("ActionID", aid.as_str())];
+    fields.extend(names.iter().map(|n| (n.as_str(), "x")));
+    let bad = msg(&fields);
+    for n in 0..5000 {
+        h.feed(&bad);
+        if n % 100 == 0 {
+            h.feed(&list_item(&aid, n));
+        }
+        h.advance(Duration::from_millis(1));
+    }
+    h.feed(&list_complete(&aid, 5050));
+    h.events();
+    assert!(h.outcome(&id).is_err(), "the list completes as incomplete");
+    let lines = warnings_of(name);
+    let per_item = lines
+        .iter()
+        .filter(|l| l.contains("lost an item on the way in"))
+        .count();
+    assert!(
+        lines.len() <= 20,
+        "{} warn lines ({per_item} of them 'lost an item on the way in') for one list that \
+         lost 5,000 items in 5 s: {}",
+        lines.len(),
+        summary(&lines)
+    );
+}
+
+/// The other side: a list whose action timed out, and whose items keep coming for an hour
+/// (a server that never ends it). Every item is dropped and counted, but the log says only
+/// the first, and the number dropped only "when the list ends", which is never: an hour of
+/// drops, one line, no count. A drop that lasts should be summarised with its count.
+#[test]
+fn items_of_a_list_that_never_ends_are_summarised_with_their_count_while_they_come() {
+    log_capture::install(log::LevelFilter::Trace);
+    let name = "list-endless";
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut h = Harness::new(config, t0);
+    h.ready();
+    h.events();
+    warnings_of(name);
+    let id = h.send(Action::new("CoreShowChannels"));
+    let m = h.take("CoreShowChannels");
+    let aid = id_of(&m).to_string();
+    h.feed(&list_start(&aid));
+    h.feed(&list_item(&aid, 0));
+    h.advance(Duration::from_secs(11));
+    assert!(h.outcome(&id).is_err(), "timed out mid-list");
+    let before = h.client.stats().list_items_dropped;
+    let mut n = 1;
+    while h.now < t0 + HOUR {
+        h.feed(&list_item(&aid, n));
+        n += 1;
+        h.advance(Duration::from_secs(1));
+        answer_pings(&mut h);
+    }
+    let dropped = h.client.stats().list_items_dropped - before;
+    let lines = warnings_of(name);
+    let dropped_said = dropped.to_string();
+    let with_count = lines.iter().any(|l| {
+        l.contains(&aid) && l.chars().any(|c| c.is_ascii_digit()) && l.contains("item(s)")
+    });
+    assert!(
+        dropped > 3000 && with_count,
+        "{dropped_said} items of {aid} dropped and counted over an hour; the log said: {lines:#?}"
+    );
+}
+
+/// A login that keeps being refused (a secret rotated on the PBX, not yet in the dialer's
+/// config), with `reconnect_on_auth_failure` on: the breaker opens once, said once; but
+/// every probe after it writes `login rejected` at warn, once a minute for as long as it
+/// lasts. The second hour of an unchanged refusal says as much as the first.
+#[test]
+fn a_login_refused_for_hours_is_not_re_warned_at_every_retry() {
+    log_capture::install(log::LevelFilter::Trace);
+    let name = "auth-refused";
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .reconnect_on_auth_failure(true)
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut h = Harness::new(config, t0);
+    let mut refusals = 0;
+    let mut second_hour = Vec::new();
+    while h.now < t0 + 2 * HOUR {
+        h.connected();
+        h.feed(scripted::BANNER);
+        let login = h.take("Login");
+        h.feed(&scripted::error(id_of(&login), "Authentication failed"));
+        refusals += 1;
+        let Some(next) = h.wait() else {
+            panic!("no retry after a refused login")
+        };
+        h.advance_to(next);
+        let lines = warnings_of(name);
+        if h.now > t0 + HOUR {
+            second_hour.extend(lines);
+        }
+    }
+    assert!(refusals > 100, "{refusals} logins refused");
+    assert!(
+        second_hour.len() <= 6,
+        "{} warn lines in the second hour of an unchanged login refusal ({refusals} \
+         refusals in 2 h): {}",
+        second_hour.len(),
+        summary(&second_hour)
+    );
+}
