@@ -56,6 +56,24 @@ fn summary(lines: &[String]) -> String {
 /// A consumer that falls behind every 1.5 s (a periodic flush, a GC pause) for an hour:
 /// 2,400 overflows of two events each. Every drop is counted; the log should say the
 /// pattern a bounded number of times, as it does when the overflows are 10 ms apart.
+
+/// A Ready client named `name` at `t0` whose decoder drops any message of more than 8 fields
+/// (the garbage these tests send), pinging once an hour; its records so far taken.
+fn lossy(name: &str, t0: Instant) -> Harness {
+    let limits = DecoderLimits::builder().max_fields(8).build().unwrap();
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .decoder(limits)
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, t0);
+    h.ready();
+    h.events();
+    warnings_of(name);
+    h
+}
+
 #[test]
 fn event_queue_overflows_1_5_s_apart_for_an_hour_are_summarised_not_logged_each_time() {
     log_capture::install(log::LevelFilter::Trace);
@@ -104,18 +122,8 @@ fn event_queue_overflows_1_5_s_apart_for_an_hour_are_summarised_not_logged_each_
 fn server_garbage_every_1_5_s_for_an_hour_is_summarised_not_logged_each_time() {
     log_capture::install(log::LevelFilter::Trace);
     let name = "garbage-spaced";
-    let limits = DecoderLimits::builder().max_fields(8).build().unwrap();
-    let config = ClientConfig::builder("admin", "amp111")
-        .name(name)
-        .decoder(limits)
-        .ping_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
     let t0 = Instant::now();
-    let mut h = Harness::new(config, t0);
-    h.ready();
-    h.events();
-    warnings_of(name);
+    let mut h = lossy(name, t0);
     let names: Vec<String> = (0..20).map(|i| format!("F{i}")).collect();
     let mut fields = vec![("Event", "Junk")];
     fields.extend(names.iter().map(|n| (n.as_str(), "x")));
@@ -146,17 +154,7 @@ fn server_garbage_every_1_5_s_for_an_hour_is_summarised_not_logged_each_time() {
 fn a_list_losing_thousands_of_items_logs_a_bounded_number_of_lines() {
     log_capture::install(log::LevelFilter::Trace);
     let name = "list-lossy";
-    let limits = DecoderLimits::builder().max_fields(8).build().unwrap();
-    let config = ClientConfig::builder("admin", "amp111")
-        .name(name)
-        .decoder(limits)
-        .ping_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
-    let mut h = Harness::new(config, Instant::now());
-    h.ready();
-    h.events();
-    warnings_of(name);
+    let mut h = lossy(name, Instant::now());
     let id = h.send(Action::new("CoreShowChannels"));
     let m = h.take("CoreShowChannels");
     let aid = id_of(&m).to_string();
