@@ -53,10 +53,6 @@ fn summary(lines: &[String]) -> String {
     format!("{kinds:#?}")
 }
 
-/// A consumer that falls behind every 1.5 s (a periodic flush, a GC pause) for an hour:
-/// 2,400 overflows of two events each. Every drop is counted; the log should say the
-/// pattern a bounded number of times, as it does when the overflows are 10 ms apart.
-
 /// A Ready client named `name` at `t0` whose decoder drops any message of more than 8 fields
 /// (the garbage these tests send), pinging once an hour; its records so far taken.
 fn lossy(name: &str, t0: Instant) -> Harness {
@@ -74,6 +70,9 @@ fn lossy(name: &str, t0: Instant) -> Harness {
     h
 }
 
+/// A consumer that falls behind every 1.5 s (a periodic flush, a GC pause) for an hour:
+/// 2,400 overflows of two events each. Every drop is counted; the log should say the
+/// pattern a bounded number of times, as it does when the overflows are 10 ms apart.
 #[test]
 fn event_queue_overflows_1_5_s_apart_for_an_hour_are_summarised_not_logged_each_time() {
     log_capture::install(log::LevelFilter::Trace);
