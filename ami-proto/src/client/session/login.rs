@@ -208,6 +208,15 @@ impl Client {
 
     pub(super) fn login_rejected(&mut self, now: Instant, message: String) {
         if is_login_in_use(&message) {
+            // Another refusal than the streak's (if any): that streak is over, and the same
+            // refusal coming back after this one is a change, said again.
+            if let Some((n, _)) = self.refusals.reset() {
+                log::warn!(
+                    "{}: login was rejected {n} more time(s) with the previous message",
+                    self.config.who()
+                );
+            }
+            self.refused_with = None;
             log::warn!(
                 "{}: login rejected: {} (allowmultiplelogin=no and another session of {} is \
                  logged in, perhaps this client's own, half-open); retrying with backoff",

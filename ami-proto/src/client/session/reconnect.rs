@@ -119,6 +119,8 @@ impl Client {
         let ended = std::mem::replace(&mut self.conn, next);
         self.decoder.reset();
         self.timers.stop_all();
+        // The connection's faults end with it: what their runs counted is said now.
+        self.say_owed();
 
         let final_reason = match &reason {
             DisconnectReason::Logoff | DisconnectReason::LocalClose => true,
@@ -194,9 +196,32 @@ impl Client {
         }
     }
 
+    /// What the runs of repeated faults (discards, overflows, list items lost or dropped
+    /// after their action ended) counted and have not said yet, said now: at a disconnect,
+    /// at Ready and at the close, so that a fault that stopped after a few repeats is never
+    /// left unsaid until the next one comes (which may be never).
+    pub(super) fn say_owed(&mut self) {
+        let who = self.config.who();
+        if let Some((n, _)) = self.burst.take_unsaid() {
+            log::warn!("{who}: {n} more server inputs discarded");
+        }
+        if let Some((times, dropped)) = self.overflow_burst.take_unsaid() {
+            log::warn!(
+                "{who}: event queue overflowed {times} more times, {dropped} more events dropped"
+            );
+        }
+        if let Some((n, _)) = self.items_lost.take_unsaid() {
+            log::warn!("{who}: lists lost {n} more item(s) on the way in");
+        }
+        if let Some((n, _)) = self.items_swallowed.take_unsaid() {
+            log::warn!("{who}: {n} more item(s) of ended lists dropped after their action ended");
+        }
+    }
+
     /// A session became ready, or the client closed: the streaks of failed tries and
     /// refused logins are over; what they left unsaid is said now.
     pub(super) fn streaks_cleared(&mut self) {
+        self.say_owed();
         let who = self.config.who();
         if let (Some((n, _)), Some(said)) =
             (self.unreachable_runs.reset(), self.unreachable_with.take())
