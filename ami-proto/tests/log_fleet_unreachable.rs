@@ -82,6 +82,16 @@ fn servers_unreachable_for_hours_are_not_re_said_at_every_probe() {
             None => kinds.push((k, 1)),
         }
     }
+    // The outage is said: every server's failed connects, by name, in the first hour.
+    for i in 0..SERVERS {
+        let name = format!("pbx{i:03}");
+        assert!(
+            first_hour
+                .iter()
+                .any(|r| r.message.contains(&name) && r.message.contains("could not connect")),
+            "{name}'s outage was never said in the first hour"
+        );
+    }
     // Nothing changed in the second hour: a summary per server every 10 minutes would be
     // 6 lines each.
     let bound = SERVERS * 6;
