@@ -40,24 +40,43 @@ impl Nats {
             eprintln!("\n\n!!!!! SKIPPED: nats-server is not installed (apt-get install nats-server); .ci/run installs it !!!!!\n");
             return None;
         };
-        let port = closed_port();
-        let dir =
-            std::env::temp_dir().join(format!("ami-cli-bridge-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new(bin)
-            .args(extra)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let nats = Nats { child, port, dir };
-        wait_until(Duration::from_secs(10), "nats-server listening", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Some(nats)
+        // The port was free when picked, and may be taken before nats-server binds it (by
+        // another test's listener): a port that accepts is only ours once it says `INFO`,
+        // and the server must still be running; otherwise try another port.
+        for _ in 0..5 {
+            let port = closed_port();
+            let dir =
+                std::env::temp_dir().join(format!("ami-cli-bridge-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Command::new(&bin)
+                .args(extra)
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut nats = Nats { child, port, dir };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && nats.child.try_wait().unwrap().is_none() {
+                if speaks_nats(port) {
+                    return Some(nats);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("nats-server did not start on a free port in 5 tries");
     }
+}
+
+/// Whether what listens on `port` is a NATS server (it greets with `INFO`).
+fn speaks_nats(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut greeting = [0u8; 5];
+    s.read_exact(&mut greeting).is_ok() && &greeting == b"INFO "
 }
 
 impl Drop for Nats {
