@@ -239,3 +239,44 @@ fn a_refusal_that_comes_back_after_a_different_refusal_is_warned_again() {
          warned: {warned:#?}"
     );
 }
+
+/// Refusals retried until the login is accepted: the refusals are said by their own streak
+/// (warn, then summarised), and when the session becomes Ready what was left unsaid of them
+/// is said once, not again as "connection ended before the session was ready" (the same
+/// refusals counted twice, in two lines that read as two faults).
+#[test]
+fn refusals_before_a_login_is_accepted_are_summed_up_once_at_ready() {
+    log_capture::install(log::LevelFilter::Trace);
+    let name = "owed-refusals-once";
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .reconnect_on_auth_failure(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, Instant::now());
+    for _ in 0..5 {
+        h.connected();
+        h.feed(scripted::BANNER);
+        let login = h.take("Login");
+        h.feed(&scripted::error(id_of(&login), "Authentication failed"));
+        let Some(next) = h.wait() else {
+            panic!("no retry after a refused login")
+        };
+        h.advance_to(next);
+    }
+    h.ready();
+    let lines = records_of(name);
+    let before: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("more time(s)"))
+        .collect();
+    assert_eq!(
+        before.len(),
+        1,
+        "the refusals left unsaid are summed up once at Ready: {lines:#?}"
+    );
+    assert!(
+        before[0].contains("login was rejected 4 more time(s)"),
+        "{lines:#?}"
+    );
+}

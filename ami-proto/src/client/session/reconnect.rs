@@ -55,6 +55,11 @@ impl Client {
         let who = self.config.who();
         match self.state {
             State::Connecting => self.unreachable(now, "could not connect", &reason),
+            // Said by the refusal's own streak (`login_rejected`): counted here too, the
+            // same refusals would be summed up twice, in two lines that read as two faults.
+            _ if matches!(reason, DisconnectReason::LoginRejected { .. }) => {
+                log::debug!("{who}: connection ended before the session was ready: {reason}");
+            }
             State::AwaitBanner | State::LoggingIn | State::Configuring
                 if self.conn.ready_since.is_none() =>
             {
