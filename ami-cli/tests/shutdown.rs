@@ -93,7 +93,9 @@ fn listen_duration_prints_every_event_the_server_wrote_before_its_goodbye() {
             let delivered = front.stats().events_delivered;
             let mine = of_server(&lines, &front.local_addr().to_string(), servers);
             let (printed, dropped) = account_for_every_seq(mine.iter());
-            assert!(printed > 100, "{what}: {printed} events printed");
+            // Some events, not a number of them: on a loaded machine the login and the
+            // feeder share the one second (a run under load 7 printed under 100).
+            assert!(printed > 0, "{what}: {printed} events printed");
             assert_eq!(
                 printed + dropped,
                 delivered,
