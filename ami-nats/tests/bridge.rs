@@ -396,8 +396,11 @@ fn a_bridge_that_fenced_itself_in_a_nats_outage_takes_its_own_lease_back_at_once
     let resumed = Instant::now();
     wait_for(ttl, "serving pbx1 again", || bridge.serving() == ["pbx1"]);
     let took = resumed.elapsed();
+    // A bridge that waited a TTL of seeing its value unchanged would take at least `ttl`
+    // from here; the margin below it is for a loaded machine (2.5 s failed once under
+    // load 5, the look a second apart and the session's login sharing the cores).
     assert!(
-        took < ttl * 5 / 8,
+        took < ttl * 3 / 4,
         "{took:?} to take its own lease back: as long as a stranger's (TTL {ttl:?})"
     );
     bridge.shutdown();
