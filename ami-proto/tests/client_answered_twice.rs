@@ -167,3 +167,36 @@ fn jabber_send_refused_by_its_second_response_says_the_servers_reason() {
         "the error reads {shown:?}"
     );
 }
+
+#[test]
+fn jabber_send_whose_session_is_lost_between_its_answers_fails_once_as_follow_up_lost() {
+    let mut h = ready();
+    let id = h.send(jabber_send());
+    h.take("JabberSend");
+    h.feed(&success(id.as_str(), ACK));
+    let retry = h
+        .eof()
+        .iter()
+        .find_map(|o| match o {
+            scripted::Out::Disconnected(_, Some(at)) => Some(*at),
+            _ => None,
+        })
+        .expect("a retry after the loss");
+    // Accepted, its result lost with the session: never a success, never re-sent.
+    let outcomes = h.outcomes(&id);
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let Err(ActionError::FollowUpLost { response, .. }) = outcomes[0] else {
+        panic!("{:?}", outcomes[0]);
+    };
+    assert_eq!(response.text(), Some(ACK));
+    h.advance_to(retry);
+    let out = h.login();
+    assert!(
+        matches!(out.last(), Some(scripted::Out::Ready(_))),
+        "{out:?}"
+    );
+    assert_eq!(h.inbox_actions(), Vec::<String>::new(), "nothing re-sent");
+    // A result that still came on the new session is no answer of a new request.
+    h.feed(&msg(&[("Response", "Success"), ("ActionID", id.as_str())]));
+    assert_eq!(h.outcomes(&id).len(), 1);
+}
