@@ -38,7 +38,7 @@
 //! when there are any; `error` says why when it failed.
 
 use crate::bridge::Control;
-use crate::idempotency::{Claim, Claimed, Keys};
+use crate::idempotency::{Claim, Claimed, Confirmed, Keys};
 use crate::throttle::LogThrottle;
 use crate::upstream::ServerIx;
 use ami_json::{into_string, push_headers, push_text};
@@ -46,6 +46,7 @@ use ami_proto::{Action, ActionError, Message, Phase, Response, SendError, SendOp
 use ami_tokio::AmiError;
 use bytes::Bytes;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -453,20 +454,46 @@ impl After {
     }
 }
 
+/// Whether a request's action may have left this bridge: marked right before it is written
+/// to Asterisk, or passed on to another bridge. A stop that gives up on a request before
+/// its reply went out reads it to answer truthfully: `not_sent` while it is not marked
+/// (nothing left the bridge; its key holds at most a claiming value, which a retry on any
+/// bridge takes over, or the narrow case of a confirm in flight, see the `idempotency`
+/// module), `unknown` once it is (it may have run).
+#[derive(Debug, Default)]
+pub(crate) struct Sending(AtomicBool);
+
+impl Sending {
+    /// From here on the action may reach Asterisk.
+    fn begin(&self) {
+        // Read by the same task (the stop's give-up branch of its `select!`): no ordering
+        // with other memory is needed.
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the action may have reached Asterisk.
+    pub(crate) fn begun(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Answers one request message, received at `received`. `to`: the server of the subject,
-/// `None` for `ami.any.action`. Returns what is left to do after the reply.
+/// `None` for `ami.any.action`. `sending` is marked once the action may reach Asterisk.
+/// Returns what is left to do after the reply.
 pub(crate) async fn handle(
     control: Arc<Control>,
     to: Option<ServerIx>,
     msg: async_nats::Message,
     received: Instant,
+    sending: &Sending,
 ) -> After {
     let Some(reply_to) = msg.reply.clone() else {
         without_reply(&control, to);
         return After::Nothing;
     };
     let limits = forwarded(&msg, epoch_ms());
-    let (server, kind, body, after) = answer(&control, to, &msg.payload, received, limits).await;
+    let (server, kind, body, after) =
+        answer(&control, to, &msg.payload, received, limits, sending).await;
     control
         .metrics
         .action(server.as_deref().unwrap_or(""), kind);
@@ -678,12 +705,15 @@ pub(crate) async fn refuse(
 /// `Control::direct_subject`: the bridge ID and instance token of the lease value),
 /// whose reply goes back to the requester as it is. Holders that are gone (no responders)
 /// are skipped; a forwarded request without an answer in time is `unknown` (it may have
-/// run); no holder at all, or no time left of its deadline, is `not_sent`.
+/// run); no holder at all, or no time left of its deadline, is `not_sent`. `sending` is
+/// marked once the request is passed on (the holder may run it), or by [`handle`] when it
+/// is answered here.
 pub(crate) async fn forward(
     control: Arc<Control>,
     to: Option<ServerIx>,
     msg: async_nats::Message,
     received: Instant,
+    sending: &Sending,
 ) -> After {
     let Some(reply_to) = msg.reply.clone() else {
         without_reply(&control, to);
@@ -695,7 +725,7 @@ pub(crate) async fn forward(
     let req = match ActionRequest::parse(&msg.payload) {
         Ok(r) => r,
         // Refused here as anywhere.
-        Err(_) => return handle(control, to, msg, received).await,
+        Err(_) => return handle(control, to, msg, received, sending).await,
     };
     let budget = req.timeout.unwrap_or(control.action_timeout);
     let deadline = deadline_of(received, budget, forwarded(&msg, epoch_ms()).cap);
@@ -740,6 +770,8 @@ pub(crate) async fn forward(
             .payload(msg.payload.clone())
             .headers(headers)
             .timeout(Some(wait));
+        // The holder may run it from here on (even when its answer is lost).
+        sending.begin();
         match control.nats.send_request(subject, request).await {
             Ok(answer) => {
                 send_reply(&control, reply_to, answer.payload).await;
@@ -764,7 +796,7 @@ pub(crate) async fn forward(
     if to.is_none() && control.serves_any() {
         // No other bridge to take it: answered here, with why none of this bridge's
         // servers can take it.
-        return handle(control, to, msg, received).await;
+        return handle(control, to, msg, received, sending).await;
     }
     let why = match &named {
         Some(_) => "no bridge serves this server now; nothing was sent: retry",
@@ -864,13 +896,14 @@ fn holders_in(control: &Control, values: Vec<(String, Bytes)>) -> Vec<Holder> {
 
 /// The reply to a request received at `received` (its time limited by the bridge that
 /// forwarded it, see [`Forwarded`]): server, outcome kind, body, and what is left to do
-/// once the requester is answered.
+/// once the requester is answered. `sending` is marked right before the action is sent.
 async fn answer(
     control: &Control,
     to: Option<ServerIx>,
     payload: &[u8],
     received: Instant,
     limits: Forwarded,
+    sending: &Sending,
 ) -> (Option<String>, &'static str, String, After) {
     let name_of = |ix: ServerIx| control.servers.get(ix).map(|s| s.name.clone());
     let named = to.and_then(name_of);
@@ -920,34 +953,79 @@ async fn answer(
                 return (
                     named.clone(),
                     "duplicate",
-                    duplicate(control, named.as_deref(), value),
+                    duplicate(control, named.as_deref(), Some(value)),
                     After::Nothing,
                 );
             }
             Claimed::Failed(e, c) => {
-                // The create may land later: the claim is freed once NATS answers, and a
-                // retry reaching this bridge before that takes it over.
-                control.keys.abandon(&c);
+                // A write of the claim may land later: it is freed once NATS answers, and a
+                // retry reaching this bridge before that takes it over (a retry elsewhere
+                // takes the claiming value over). No claim: nothing of this request's is in
+                // the key, nothing to free.
+                let after = match c {
+                    Some(c) => {
+                        control.keys.abandon(&c);
+                        After::Free(c)
+                    }
+                    None => After::Nothing,
+                };
                 let body = Reply::new(named.as_deref(), "not_sent")
                     .error(&format!(
                         "idempotency store unavailable: {e}; nothing was sent: retry"
                     ))
                     .finish();
-                return (named, "not_sent", body, After::Free(c));
+                return (named, "not_sent", body, after);
             }
         }
     }
-    let left = left_until(deadline, budget);
-    if left.is_zero() {
-        let after = release(control, claim).await;
-        let body = Reply::new(named.as_deref(), "not_sent")
+    let past_deadline = || {
+        Reply::new(named.as_deref(), "not_sent")
             .error(&format!(
                 "the request's deadline ({budget:?}) passed before the action could be sent (the idempotency store was slow); nothing was sent"
             ))
-            .finish();
-        return (named, "not_sent", body, after);
+            .finish()
+    };
+    if left_until(deadline, budget).is_zero() {
+        let after = release(control, claim).await;
+        return (named.clone(), "not_sent", past_deadline(), after);
+    }
+    if let Some(c) = claim.as_mut() {
+        // Only a confirmed claim sends: until the confirm, another request may take the
+        // claiming value over (see the `idempotency` module).
+        match control.keys.confirm(c).await {
+            Confirmed::Running => {}
+            Confirmed::TakenOver => {
+                let body = Reply::new(named.as_deref(), "duplicate")
+                    .error("a request with this idempotency key is running or ran (it took this request's claim over before anything was sent)")
+                    .finish();
+                return (named, "duplicate", body, After::Nothing);
+            }
+            Confirmed::Failed(e) => {
+                // The confirm may land later: freed like a claim whose create got no answer.
+                let after = match claim {
+                    Some(c) => {
+                        control.keys.abandon(&c);
+                        After::Free(c)
+                    }
+                    None => After::Nothing,
+                };
+                let body = Reply::new(named.as_deref(), "not_sent")
+                    .error(&format!(
+                        "idempotency store unavailable: {e}; nothing was sent: retry"
+                    ))
+                    .finish();
+                return (named, "not_sent", body, after);
+            }
+        }
+    }
+    // Counted again: the confirm took some of it.
+    let left = left_until(deadline, budget);
+    if left.is_zero() {
+        let after = release(control, claim).await;
+        return (named.clone(), "not_sent", past_deadline(), after);
     }
     let options = SendOptions::timeout(left);
+    sending.begin();
     let send = control.upstream.send(to, req.action, options);
     let sent = match claim.as_mut() {
         // The claim is kept from expiring while the action runs, however long it takes.

@@ -106,7 +106,8 @@ pub(crate) struct Control {
     /// refused `not_sent`, no task is started.
     handlers: Mutex<Option<JoinSet<()>>>,
     /// Turned true when a stop has waited long enough for the requests in flight: each
-    /// then answers `unknown` (it may have run) and ends.
+    /// then answers `unknown` (it may have run), or `not_sent` when its action was not sent
+    /// yet, and ends.
     give_up: watch::Sender<bool>,
 }
 
@@ -412,9 +413,11 @@ fn server_name(control: &Control, to: Option<ServerIx>) -> Option<&str> {
 
 /// Answers one request (forwarding it when `forward`), holding one of the bridge's action
 /// slots, then does what is left for its idempotency key. When a stop gives up on it
-/// ([`Control::give_up`]) before its reply went out, it answers `unknown` itself (it may
-/// have run: an action written to Asterisk, or a request forwarded to the holder), counted
-/// like every reply, so that its requester hears of it instead of waiting for nothing.
+/// ([`Control::give_up`]) before its reply went out, it answers itself, counted like every
+/// reply, so that its requester hears of it instead of waiting for nothing: `unknown` once
+/// its action may have left the bridge (written to Asterisk, or forwarded to the holder),
+/// `not_sent` before (still claiming its idempotency key, say, NATS slow: nothing ran, and
+/// a claiming value left in the key is taken over by the retry, on any bridge).
 async fn answer_in_task(
     control: Arc<Control>,
     to: Option<ServerIx>,
@@ -425,11 +428,12 @@ async fn answer_in_task(
 ) {
     let mut give_up = control.give_up.subscribe();
     let reply_to = msg.reply.clone();
+    let sending = crate::actions::Sending::default();
     let work = async {
         if forward {
-            crate::actions::forward(control.clone(), to, msg, received).await
+            crate::actions::forward(control.clone(), to, msg, received, &sending).await
         } else {
-            crate::actions::handle(control.clone(), to, msg, received).await
+            crate::actions::handle(control.clone(), to, msg, received, &sending).await
         }
     };
     let after = tokio::select! {
@@ -437,8 +441,12 @@ async fn answer_in_task(
         after = work => after,
         () = given_up(&mut give_up) => {
             if let Some(reply_to) = reply_to {
-                let why = "the bridge stopped while this request was in flight; it may have run";
-                crate::actions::answer_unrun(&control, server_name(&control, to), "unknown", why, reply_to).await;
+                let (kind, why) = if sending.begun() {
+                    ("unknown", "the bridge stopped while this request was in flight; it may have run")
+                } else {
+                    ("not_sent", "the bridge stopped before this request's action was sent; nothing was sent: retry")
+                };
+                crate::actions::answer_unrun(&control, server_name(&control, to), kind, why, reply_to).await;
             }
             return;
         }
@@ -898,8 +906,9 @@ impl Bridge {
     /// 1. takes no new action requests (each is answered `not_sent`: nothing was sent,
     ///    retry), and lets those in flight finish: an Originate Asterisk is about to confirm
     ///    gets its answer, not an `unknown` from a session closed under it. Those still
-    ///    running after `flush` are answered `unknown` (they may have run), counted in
-    ///    `ami_bridge_actions_total`, and their number logged;
+    ///    running after `flush` are answered `unknown` (they may have run), or `not_sent`
+    ///    when their action was not sent yet (still claiming its idempotency key), counted
+    ///    in `ami_bridge_actions_total`, and their number logged;
     /// 2. releases the leases (so another bridge takes over at once) and closes the AMI
     ///    sessions, each ended by a `lease_released` marker;
     /// 3. leaves the action subjects (requests then go to the other bridges, or get no
@@ -960,7 +969,8 @@ const GIVE_UP_LIMIT: Duration = Duration::from_secs(1);
 
 impl Control {
     /// Waits up to `limit` for the requests in `set` (the stop took it: no more start),
-    /// then tells those left to answer `unknown` and end.
+    /// then tells those left to answer (`unknown`, or `not_sent` before their action was
+    /// sent) and end.
     async fn drain_actions(&self, set: &mut JoinSet<()>, limit: Duration) {
         async fn all(set: &mut JoinSet<()>) {
             while set.join_next().await.is_some() {}
@@ -969,7 +979,7 @@ impl Control {
             return;
         }
         log::warn!(
-            "{} action requests still in flight {limit:?} after the stop began: those not answered yet are answered unknown (they may have run; counted in actions), the others' idempotency keys are left as they are",
+            "{} action requests still in flight {limit:?} after the stop began: those not answered yet are answered unknown (they may have run), or not_sent when their action was not sent yet (counted in actions); the others' idempotency keys are left as they are",
             set.len()
         );
         // Stored even with no receiver yet: a task not polled so far sees it when it looks.

@@ -1,26 +1,62 @@
 //! Idempotency keys in the JetStream KV bucket `ami_idempotency`.
 //!
-//! A request with a key first *claims* it: it creates the key with a pending value naming
-//! this request alone (`{"type":"pending","owner":"<instance>-<n>"}`), so that this process
-//! can always tell its own claim from another request's. Then:
+//! A request with a key holds it in two phases, each value naming this request alone
+//! (`"owner":"<instance>-<n>"`), so that a process can always tell its own claim from
+//! another request's:
 //!
-//! - while its action runs, the pending value is written again (a compare-and-set on its
+//! 1. it *claims* the key: creates it with a *claiming* value
+//!    (`{"type":"pending","owner":"…","phase":"claiming"}`). Nothing has ever been sent
+//!    under a claiming value;
+//! 2. right before its action is sent it *confirms* the claim: a compare-and-set on the
+//!    revision its claim was written at, to the *running* value (`"phase":"running"`).
+//!    Only a confirmed claim sends. A confirm refused because the key changed (another
+//!    request took the claiming value over, below) sends nothing and is answered
+//!    `duplicate`: that other request holds the key now. A confirm that gets no answer, or
+//!    fails otherwise, sends nothing either and is answered `not_sent`, its claim freed as
+//!    below.
+//!
+//! Any request, on any bridge, that finds a *claiming* value takes it over: a
+//! compare-and-set on that value's revision writes its own claiming value, which it then
+//! confirms. This is what frees a claim whose writer can no longer free it: a `create` that
+//! got no answer in time (NATS slow) and landed after its request was answered `not_sent`,
+//! on a bridge that stopped, or a claim of a bridge that crashed before its confirm. It is
+//! safe: the holder of a claiming value sends only once its confirm's compare-and-set on
+//! that value's revision succeeds, and a take-over changes the revision, so of the holder
+//! and the taker exactly one sends. Running values, the `pending` of bridges from before
+//! the owned claims and the owned pending values of bridges from before the two phases
+//! (no `phase`) are never taken over by another process: their action may be running.
+//! Every pending value begins with `{"type":"pending"`, so bridges of older versions read
+//! claiming and running values alike as a request running.
+//!
+//! Then:
+//!
+//! - while its action runs, the running value is written again (a compare-and-set on its
 //!   revision) every third of the bucket's `max_age`, the idempotency window: the bucket
 //!   expires entries by age, and a claim left alone for a window would vanish under an
 //!   action still running (a long Originate), letting a retry place a second call;
 //! - when the action ran, or may have run, the reply is stored in its place, and a retry
 //!   is answered `duplicate` for the window;
 //! - when it was answered `not_sent` (nothing reached Asterisk), the claim is *freed*
-//!   (deleted, only while it still holds this request's own value), so the retry the answer
-//!   invites runs.
+//!   (deleted, only while it still holds this request's own value, claiming or running),
+//!   so the retry the answer invites runs.
 //!
-//! A claim whose `create` got no answer in time (NATS slow) may still land afterwards: the
-//! request is answered `not_sent` and its claim is *abandoned*: remembered here, freed as
-//! soon as NATS answers (a delete on the revision it landed at; or, when it has not landed,
-//! a delete marker on the key's current revision, so that a late `create`, which expects
+//! A claim whose write got no answer in time may still land afterwards: the request is
+//! answered `not_sent` and its claim is *abandoned*: remembered here, freed as soon as
+//! NATS answers (a delete on the revision it landed at; or, when it has not landed, a
+//! delete marker on the key's current revision, so that a late `create`, which expects
 //! that revision, fails), and meanwhile a retry reaching this process takes an abandoned
 //! claim over instead of being refused as a duplicate. A claim is never freed once its
 //! action may have reached Asterisk: only `not_sent` outcomes free, and only their own value.
+//!
+//! The narrow case left: a *confirm* that landed though its answer was lost (NATS slow
+//! just then), or that was in flight when a stop gave up on its request. Its running value
+//! blocks a retry on another bridge (answered `duplicate`, though nothing was sent) until
+//! this process frees it, or, when it cannot (it stopped, NATS stayed away), until the
+//! window ends. Running values are deliberately given no expiry of their own (an age after
+//! which another bridge would take them over): a bridge cut off from NATS while its
+//! Originate runs cannot keep its claim fresh, and a retry taking the claim over would
+//! place the call a second time. The window's own expiry of entries is kept at bay by the
+//! refresh above for as long as NATS is reachable.
 
 use crate::throttle::LogThrottle;
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
@@ -45,6 +81,56 @@ pub(crate) fn is_pending(value: &[u8]) -> bool {
     value == LEGACY_PENDING || value.starts_with(PENDING_PREFIX)
 }
 
+/// How an owned pending value begins, up to its owner.
+const OWNED_PREFIX: &[u8] = br#"{"type":"pending","owner":""#;
+/// How a claiming value ends, after its owner.
+const CLAIMING_SUFFIX: &[u8] = br#"","phase":"claiming"}"#;
+
+/// Whether `value` is a *claiming* value (see the module doc): a claim under which nothing
+/// was sent, which any request with the key may take over. Strict: only the exact shape
+/// [`Phase::Claiming`] writes, so that no running value, of this version or an older one,
+/// is ever mistaken for one.
+pub(crate) fn is_claiming(value: &[u8]) -> bool {
+    value
+        .strip_prefix(OWNED_PREFIX)
+        .and_then(|rest| rest.strip_suffix(CLAIMING_SUFFIX))
+        .is_some_and(|owner| !owner.is_empty() && !owner.contains(&b'"'))
+}
+
+/// The phase of a claim (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Created or taken over, not confirmed: nothing sent; anyone may take it over.
+    Claiming,
+    /// Confirmed: its action may be sent, or may have been; nobody else takes it over.
+    Running,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Claiming => "claiming",
+            Phase::Running => "running",
+        }
+    }
+}
+
+/// The pending value of `owner`'s claim in `phase`.
+fn pending_value(owner: &str, phase: Phase) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"type":"pending","owner":"{owner}","phase":"{}"}}"#,
+        phase.name()
+    ))
+}
+
+/// Whether `value` is one of `owner`'s pending values, in either phase (a write of its
+/// confirm may have landed without its answer).
+fn owned_by(owner: &str, value: &[u8]) -> bool {
+    [Phase::Claiming, Phase::Running]
+        .into_iter()
+        .any(|phase| pending_value(owner, phase).as_ref() == value)
+}
+
 /// Most abandoned claims remembered at once (each is one request answered `not_sent`
 /// while NATS was slow); the oldest make room.
 const ABANDONED_MAX: usize = 4096;
@@ -59,7 +145,8 @@ const FOLLOW_UP_MAX_PAUSE: Duration = Duration::from_secs(2);
 /// window ends (a retry reaching this process still takes an abandoned claim over).
 const FOLLOW_UPS_MAX: usize = 1024;
 /// Claims (create, take-over) tried at most this many times when the key changes under
-/// them (deleted between a failed create and the read of what holds it).
+/// them (deleted between a failed create and the read of what holds it, or taken over by
+/// another request between that read and the take-over).
 const CLAIM_ATTEMPTS: usize = 3;
 
 /// The idempotency bucket, and the claims this process abandoned.
@@ -71,36 +158,67 @@ pub(crate) struct Keys {
     /// This process's instance token: part of every claim's owner.
     instance: String,
     next: AtomicU64,
-    /// Key: the claim value (and when it was abandoned) of requests answered `not_sent`
-    /// whose claim may still hold the key.
-    abandoned: Mutex<HashMap<String, (Bytes, Instant)>>,
+    /// Key: the owner of a claim (and when it was abandoned) of a request answered
+    /// `not_sent` whose claim may still hold the key, claiming or running.
+    abandoned: Mutex<HashMap<String, (String, Instant)>>,
     /// Room for follow-ups ([`FOLLOW_UPS_MAX`]).
     follow_ups: Arc<Semaphore>,
     /// The lines about follow-ups skipped for lack of room.
     skipped: Mutex<LogThrottle<1>>,
 }
 
-/// A claim this request holds, or may hold (its `create` got no answer).
+/// A claim this request holds, or may hold (a write of it got no answer).
 #[derive(Debug)]
 pub(crate) struct Claim {
     pub(crate) key: String,
-    /// The pending value, this request's alone.
-    value: Bytes,
+    /// This request's owner token (`<instance>-<n>`): its values are its alone.
+    owner: String,
+    /// The phase of the value it last wrote (a confirm without an answer is `Running`:
+    /// it may have landed).
+    phase: Phase,
     /// The revision it was last written at, when known (unknown after a write that got no
     /// answer: it may have landed).
     revision: Option<u64>,
 }
 
+impl Claim {
+    /// The value it last wrote.
+    fn value(&self) -> Bytes {
+        pending_value(&self.owner, self.phase)
+    }
+
+    /// Whether `value` is this claim's, in either phase.
+    fn holds(&self, value: &[u8]) -> bool {
+        owned_by(&self.owner, value)
+    }
+}
+
 /// What claiming a key gave.
 pub(crate) enum Claimed {
-    /// This request holds the key: it may run.
+    /// This request holds the key with a claiming value: it may run once it confirms it
+    /// ([`Keys::confirm`]).
     Held(Claim),
-    /// Another request holds it: its stored reply, or a pending value (it is running),
-    /// or nothing when it could not be read.
-    Taken(Option<Bytes>),
-    /// The store did not answer, or failed: nothing may run. The claim may have landed and
-    /// is to be freed ([`Keys::abandon`]).
-    Failed(String, Claim),
+    /// Another request holds it: its stored reply, or a pending value (it is running, or
+    /// an older bridge's request whose phase is unknown).
+    Taken(Bytes),
+    /// The store did not answer, or failed: nothing may run. With the claim when a write
+    /// of it may have landed (it is to be freed, [`Keys::abandon`]); `None` when none of
+    /// its writes did (the key was another request's, and could not be read).
+    Failed(String, Option<Claim>),
+}
+
+/// What confirming a claim gave.
+#[derive(Debug)]
+pub(crate) enum Confirmed {
+    /// The key holds this request's running value: its action may be sent.
+    Running,
+    /// The key changed since the claim was written: another request took the claiming
+    /// value over and holds the key. Nothing may be sent, and nothing is this request's
+    /// to free.
+    TakenOver,
+    /// NATS did not answer, or failed: nothing may be sent. The running value may have
+    /// landed: the claim is to be freed ([`Keys::abandon`]).
+    Failed(String),
 }
 
 /// Whether a key is now free of a claim.
@@ -150,23 +268,25 @@ impl Keys {
         None
     }
 
-    fn pending_value(&self) -> Bytes {
+    /// A new owner token: one per request, so no request ever finds its own claim.
+    fn new_owner(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Bytes::from(format!(
-            r#"{{"type":"pending","owner":"{}-{n}"}}"#,
-            self.instance
-        ))
+        format!("{}-{n}", self.instance)
     }
 
-    /// Claims `key` for one request.
+    /// Claims `key` for one request, with a claiming value (see the module doc): created,
+    /// or written over another request's claiming value or over an abandoned claim of
+    /// this process.
     pub(crate) async fn claim(&self, key: &str) -> Claimed {
         let claim = Claim {
             key: key.to_string(),
-            value: self.pending_value(),
+            owner: self.new_owner(),
+            phase: Phase::Claiming,
             revision: None,
         };
+        let value = claim.value();
         for _ in 0..CLAIM_ATTEMPTS {
-            match self.kv.create(key, claim.value.clone()).await {
+            match self.kv.create(key, value.clone()).await {
                 Ok(revision) => {
                     return Claimed::Held(Claim {
                         revision: Some(revision),
@@ -174,48 +294,99 @@ impl Keys {
                     })
                 }
                 Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
-                Err(e) => return Claimed::Failed(e.to_string(), claim),
+                // It may have landed: to be freed.
+                Err(e) => return Claimed::Failed(e.to_string(), Some(claim)),
             }
             let entry = match self.kv.entry(key).await {
                 Ok(Some(e)) if e.operation == Operation::Put => e,
                 // Deleted (or expired) since the create failed: create again.
                 Ok(_) => continue,
-                Err(_) => return Claimed::Taken(None),
+                // The key holds a value, whose it is not known: nothing may run (it may
+                // be a request running), and nothing of this request's is there to free:
+                // the create found the key taken. (async-nats answers `AlreadyExists` also
+                // when its create's write got no answer and its own read then found a
+                // value, which may be that write, landed late: a claiming value, which a
+                // retry on any bridge takes over. Not abandoned either way: a retry here
+                // takes it over all the same.)
+                Err(e) => {
+                    return Claimed::Failed(format!("cannot read what holds the key: {e}"), None)
+                }
             };
-            if !self.is_abandoned(key, &entry.value) {
-                return Claimed::Taken(Some(entry.value));
+            let claiming = is_claiming(&entry.value);
+            if !claiming && !self.is_abandoned(key, &entry.value) {
+                return Claimed::Taken(entry.value);
             }
-            // A claim of a request of this process that was answered `not_sent`: nothing
-            // ran under it, and its retry is what the answer invited. Taken over with a
-            // compare-and-set on its revision.
-            match self
-                .kv
-                .update(key, claim.value.clone(), entry.revision)
-                .await
-            {
+            // A claiming value (nothing was sent under it, and its holder sends only once
+            // its confirm, a compare-and-set on this revision, succeeds), or a claim of a
+            // request of this process answered `not_sent` (nothing ran under it, and its
+            // retry is what the answer invited). Taken over with a compare-and-set on its
+            // revision: of its holder and this request, exactly one will send.
+            match self.kv.update(key, value.clone(), entry.revision).await {
                 Ok(revision) => {
-                    lock(&self.abandoned).remove(key);
-                    log::info!("idempotency key {key}: the claim of a request answered not_sent is taken over by its retry");
+                    let mut abandoned = lock(&self.abandoned);
+                    if abandoned
+                        .get(key)
+                        .is_some_and(|(owner, _)| owned_by(owner, &entry.value))
+                    {
+                        abandoned.remove(key);
+                    }
+                    drop(abandoned);
+                    if claiming {
+                        log::info!("idempotency key {key}: a claim under which nothing was sent is taken over by a request with the same key");
+                    } else {
+                        log::info!("idempotency key {key}: the claim of a request answered not_sent is taken over by its retry");
+                    }
                     return Claimed::Held(Claim {
                         revision: Some(revision),
                         ..claim
                     });
                 }
+                // Written meanwhile (confirmed, taken over by another, freed): look again.
                 Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
-                Err(e) => return Claimed::Failed(e.to_string(), claim),
+                // It may have landed: to be freed.
+                Err(e) => return Claimed::Failed(e.to_string(), Some(claim)),
             }
         }
-        Claimed::Failed("the key kept changing while it was claimed".into(), claim)
+        // Every attempt found the key changed under it (other requests with this key
+        // claiming it at once): none of this request's writes landed.
+        Claimed::Failed("the key kept changing while it was claimed".into(), None)
+    }
+
+    /// Confirms `claim` (held with a claiming value) right before its action is sent: a
+    /// compare-and-set on the revision its claiming value was written at, to its running
+    /// value. Only a claim confirmed ([`Confirmed::Running`]) may send.
+    pub(crate) async fn confirm(&self, claim: &mut Claim) -> Confirmed {
+        let Some(revision) = claim.revision else {
+            // Not reached: a held claim knows its revision. Nothing is sent on a guess.
+            return Confirmed::Failed("the claim's revision is not known".into());
+        };
+        let running = pending_value(&claim.owner, Phase::Running);
+        match self.kv.update(claim.key.as_str(), running, revision).await {
+            Ok(r) => {
+                claim.phase = Phase::Running;
+                claim.revision = Some(r);
+                Confirmed::Running
+            }
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Confirmed::TakenOver,
+            Err(e) => {
+                // It may have landed: from now on the claim is freed as possibly running
+                // (its claiming value, still at `revision` if the confirm did not land, is
+                // freed the same way: both are this request's).
+                claim.phase = Phase::Running;
+                Confirmed::Failed(e.to_string())
+            }
+        }
     }
 
     fn is_abandoned(&self, key: &str, value: &[u8]) -> bool {
         lock(&self.abandoned)
             .get(key)
-            .is_some_and(|(v, _)| v.as_ref() == value)
+            .is_some_and(|(owner, _)| owned_by(owner, value))
     }
 
     /// `claim`'s request was answered `not_sent` while its claim may hold the key: until it
-    /// is freed ([`free`](Self::free)), a retry reaching this process takes it over.
+    /// is freed ([`free`](Self::free)), a retry reaching this process takes it over, also
+    /// when a confirm of it may have landed (nothing was sent under it).
     pub(crate) fn abandon(&self, claim: &Claim) {
         let now = Instant::now();
         let mut abandoned = lock(&self.abandoned);
@@ -232,7 +403,7 @@ impl Keys {
                 abandoned.remove(&oldest);
             }
         }
-        abandoned.insert(claim.key.clone(), (claim.value.clone(), now));
+        abandoned.insert(claim.key.clone(), (claim.owner.clone(), now));
     }
 
     /// One attempt to free `claim` (its request answered `not_sent`, nothing sent): `Ok`
@@ -244,7 +415,7 @@ impl Keys {
                 let mut abandoned = lock(&self.abandoned);
                 if abandoned
                     .get(&claim.key)
-                    .is_some_and(|(v, _)| *v == claim.value)
+                    .is_some_and(|(owner, _)| *owner == claim.owner)
                 {
                     abandoned.remove(&claim.key);
                 }
@@ -271,7 +442,7 @@ impl Keys {
         }
         let current = match self.kv.entry(key).await {
             Ok(Some(e)) if e.operation == Operation::Put => {
-                if e.value != claim.value {
+                if !claim.holds(&e.value) {
                     // Another request's claim or reply: not this one's to free.
                     return Freed::Done;
                 }
@@ -350,8 +521,9 @@ impl Keys {
         );
     }
 
-    /// Runs `action` while `claim` holds its key, writing the claim again every third of
-    /// the window so it does not expire under an action still running. A claim lost
+    /// Runs `action` while `claim` (confirmed: running) holds its key, writing its running
+    /// value again every third of the window so it does not expire under an action still
+    /// running. A claim lost
     /// meanwhile (NATS unreachable for most of a window) is logged: a retry may then run.
     pub(crate) async fn hold_while<F: std::future::Future>(
         &self,
@@ -390,13 +562,16 @@ impl Keys {
         }
     }
 
-    /// Writes `claim` again. `Err` when the key no longer holds it (it expired, or another
-    /// request took it): nothing more to keep. NATS failing is no loss yet (`Ok`).
+    /// Writes `claim`'s running value again (a compare-and-set on the revision its confirm,
+    /// or the last refresh, wrote it at). `Err` when the key no longer holds it (it
+    /// expired, or another request took it): nothing more to keep. NATS failing is no loss
+    /// yet (`Ok`).
     async fn refresh(&self, claim: &mut Claim) -> Result<(), String> {
         let key = claim.key.as_str();
+        let value = claim.value();
         if let Some(revision) = claim.revision {
             claim.revision = None;
-            match self.kv.update(key, claim.value.clone(), revision).await {
+            match self.kv.update(key, value.clone(), revision).await {
                 Ok(r) => {
                     claim.revision = Some(r);
                     return Ok(());
@@ -406,8 +581,8 @@ impl Keys {
             }
         }
         match self.kv.entry(key).await {
-            Ok(Some(e)) if e.operation == Operation::Put && e.value == claim.value => {
-                if let Ok(r) = self.kv.update(key, claim.value.clone(), e.revision).await {
+            Ok(Some(e)) if e.operation == Operation::Put && e.value == value => {
+                if let Ok(r) = self.kv.update(key, value, e.revision).await {
                     claim.revision = Some(r);
                 }
                 Ok(())
@@ -433,5 +608,44 @@ mod tests {
             br#"{"type":"outcome","server":"pbx1","outcome":"success"}"#
         ));
         assert!(!is_pending(b"pending2"));
+        // Both phases of a claim are pending to every version.
+        for phase in [Phase::Claiming, Phase::Running] {
+            assert!(is_pending(&pending_value("ab-1", phase)));
+        }
+    }
+
+    #[test]
+    fn only_claiming_values_are_told_apart_as_claiming() {
+        assert!(is_claiming(&pending_value(
+            "0123456789abcdef-7",
+            Phase::Claiming
+        )));
+        // Running values, old owned values without a phase, the legacy `pending` and
+        // replies may all stand for an action that runs: never taken over.
+        for value in [
+            pending_value("0123456789abcdef-7", Phase::Running).as_ref(),
+            br#"{"type":"pending","owner":"ab-1"}"#,
+            b"pending",
+            br#"{"type":"outcome","server":"pbx1","outcome":"success"}"#,
+            br#"{"type":"pending","owner":"","phase":"claiming"}"#,
+            br#"{"type":"pending","owner":"a","b","phase":"claiming"}"#,
+            br#"{"type":"pending","owner":"ab-1","phase":"claiming"} "#,
+        ] {
+            assert!(!is_claiming(value), "{}", String::from_utf8_lossy(value));
+        }
+    }
+
+    #[test]
+    fn a_claim_holds_its_values_in_both_phases_and_no_other_owners() {
+        let claim = Claim {
+            key: "k".into(),
+            owner: "ab-1".into(),
+            phase: Phase::Claiming,
+            revision: Some(1),
+        };
+        assert!(claim.holds(&pending_value("ab-1", Phase::Claiming)));
+        assert!(claim.holds(&pending_value("ab-1", Phase::Running)));
+        assert!(!claim.holds(&pending_value("ab-10", Phase::Claiming)));
+        assert!(!claim.holds(br#"{"type":"pending","owner":"ab-1"}"#));
     }
 }

@@ -106,9 +106,12 @@
 //!   2 min;
 //! - KV `ami_leases`: history 1, 1 MiB, file storage, no expiry (one small key per server);
 //! - KV `ami_idempotency`: history 1, entries expire after the idempotency window (10 min),
-//!   64 MiB (when full, requests with a key are answered `not_sent`). A request's claim of
-//!   its key is written again every third of the window while it runs, so a key never
-//!   expires under an action in flight; an existing bucket's own `max_age` is used.
+//!   64 MiB (when full, requests with a key are answered `not_sent`). A request claims its
+//!   key with a *claiming* value and confirms it (compare-and-set to a *running* value)
+//!   right before its action is sent; a claiming value is taken over by any other request
+//!   with the key (see the `idempotency` module). A running claim is written again every
+//!   third of the window while it runs, so a key never expires under an action in flight;
+//!   an existing bucket's own `max_age` is used.
 #![forbid(unsafe_code)]
 
 mod ack;
