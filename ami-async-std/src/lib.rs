@@ -43,6 +43,16 @@
 //! Dropping the driver before that closes the session: pending actions fail, the status
 //! becomes `Closed`.
 //!
+//! On a `smol::Executor` of your own, run your code as a task of it too
+//! (`smol::block_on(ex.run(ex.spawn(work)))`), not as the future handed to `ex.run`:
+//! smol polls that future only between batches of task runs, and a driver reading a flood
+//! is a task that is always ready again, so a caller there waited ~100 ms per Ping where
+//! a task of the same executor waited ~1 ms. A driver detached on such an executor stops
+//! when nothing runs the executor any more (`ex.run` returned): keep it running for as
+//! long as the session should live, or use `smol::spawn` (smol's global executor has
+//! threads of its own) or [`run_on_thread`]. (`ami-async-std/tests/smol_*.rs` run sessions
+//! and fleets on smol against hostile servers.)
+//!
 //! A caller that waits on one action at a time from plain threads gets its answers soonest
 //! when it parks while it waits: with the driver on a thread of its own, callers in
 //! `futures_lite::future::block_on` (a futex until woken) made 1.08 of a raw socket's
