@@ -40,6 +40,8 @@
 //!                 println!("ping: {}", outcome.is_ok());
 //!                 return Ok(());
 //!             }
+//!             // Closed for good (a rejected login, say): no Ready will ever come.
+//!             Notice::Closed { reason } => return Err(reason.into()),
 //!             other => println!("{other:?}"),
 //!         }
 //!     }

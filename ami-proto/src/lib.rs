@@ -120,11 +120,15 @@
 //! [`DecoderLimits`] (line, message, fields, legacy `Follows` output, buffer), and in
 //! [`ClientConfigBuilder`] the write queue, pending actions, pipeline depth, list items and
 //! bytes, and the event queue in events and bytes. Memory is counted in bytes a message keeps
-//! alive ([`Message::retained_bytes`]): a decoded message owns its own bytes and never pins
-//! the larger read buffer it came from, so a slow consumer holding small events holds only
-//! them. Settings that cannot work (a buffer below the largest message, a queue or list cap
-//! below one maximal message, a zero cap, a pipeline larger than the pending table) are
-//! refused by `build()` with a typed error.
+//! alive ([`Message::retained_bytes`]): a message handed to the application owns its own
+//! bytes and never pins the larger read buffer it came from, so a slow consumer holding small
+//! events holds only them. (Events still waiting in the queue are, by default, slices of the
+//! read buffers they came in, copied out when taken ([`EventCopy::OnTake`]); the queue's byte
+//! cap counts what each will own once taken, so a full queue can keep more than its cap
+//! alive in shared read buffers. [`EventCopy::OnDecode`] copies at once.) Settings that cannot
+//! work (a buffer below the largest message, a queue or list cap below one maximal message, a
+//! zero cap, a pipeline larger than the pending table) are refused by `build()` with a typed
+//! error.
 //!
 //! Liveness counts progress, not bytes: with no complete event or response for
 //! `ping_interval` the client sends a Ping, and with none within `pong_timeout` after it the
