@@ -289,8 +289,34 @@ fn settle(matches: &ArgMatches, cli: &mut Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The command line's grammar, its help without the connection options where they are
+/// refused ([`unused_connection_options`]): they are global (so `ami listen --server ..`
+/// works as well as `ami --server .. listen`), and clap would otherwise list them in the
+/// help of `sim`, `decode` and `demo` as if they applied.
+fn grammar() -> clap::Command {
+    let mut cmd = Cli::command();
+    // Global options reach the subcommands when the command is built. Changed in place
+    // after that (`mut_subcommands`, `mut_args`): the built command indexes its
+    // subcommands and arguments by position.
+    cmd.build();
+    cmd.mut_subcommands(|sub| {
+        let refused: &[&str] = match sub.get_name() {
+            "sim" | "decode" => &["server", "auth", "runtime", "ca"],
+            "demo" => &["server", "auth", "ca"],
+            _ => return sub,
+        };
+        sub.mut_args(|a| {
+            if refused.contains(&a.get_id().as_str()) {
+                a.hide(true)
+            } else {
+                a
+            }
+        })
+    })
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = grammar().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

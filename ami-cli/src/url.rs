@@ -78,14 +78,22 @@ pub(crate) enum UrlProblem {
 
 /// A server URL that cannot be used, with the URL shown without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad server URL{}: {problem}", shown.as_ref().map(|s| format!(" {s}")).unwrap_or_default())]
+#[error("bad server URL{}: {problem}{}", shown.as_ref().map(|s| format!(" {s}")).unwrap_or_default(), if *cut { COMMA_HINT } else { "" })]
 pub(crate) struct UrlError {
     /// The URL with the secret replaced by `***`; `None` when the secret's place cannot be
     /// found (then nothing of the URL is shown).
     pub(crate) shown: Option<String>,
     /// What is wrong.
     pub(crate) problem: UrlProblem,
+    /// It looks like a piece of a URL cut at a comma (`--server` and `AMI_URL` are lists):
+    /// a syntax error with no `@` to end a secret, which is what a raw comma in a secret
+    /// leaves of `ami://user:pa,ss@host`.
+    pub(crate) cut: bool,
 }
+
+/// Said after a [`UrlError`] whose URL looks cut at a comma.
+const COMMA_HINT: &str =
+    " (a comma splits a list of URLs: a comma in a user or secret is written %2C)";
 
 /// The raw URL with the text between `USER:` and the last `@` replaced by `***`. The last
 /// `@` because a secret may hold `@`, `/`, `?` or `#` (badly escaped) itself.
@@ -155,6 +163,7 @@ impl std::str::FromStr for ServerUrl {
     fn from_str(raw: &str) -> Result<Self, UrlError> {
         parse(raw).map_err(|problem| UrlError {
             shown: redact(raw),
+            cut: matches!(problem, UrlProblem::Syntax(_)) && !raw.contains('@'),
             problem,
         })
     }
@@ -322,6 +331,15 @@ mod tests {
             "bad server URL ami://a:***@h:x: invalid port number (from AMI_URL)"
         );
         assert_eq!(err("").problem, UrlProblem::Empty);
+    }
+
+    #[test]
+    fn a_url_cut_at_a_comma_in_its_secret_is_said_to_need_2c() {
+        use std::ffi::OsStr;
+        let e = from_env(Some(OsStr::new("ami://admin:pa,ssXYZ@h"))).unwrap_err();
+        assert!(e.contains("%2C") && !e.contains("ssXYZ"), "{e}");
+        // A bad port in a whole URL is not that.
+        assert!(!err("ami://a:S3cr3t@h:notaport").to_string().contains("%2C"));
     }
 
     #[test]

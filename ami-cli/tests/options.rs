@@ -452,3 +452,42 @@ fn bench_against_a_server_warns_once_on_stderr_and_not_on_its_simulator() {
         stderr(&out)
     );
 }
+
+#[test]
+fn an_unescaped_comma_in_a_secret_is_refused_with_the_hint_to_write_it_as_2c() {
+    // The README and `--help` say a comma in a secret is written %2C: `--server` and
+    // `AMI_URL` are split at commas, so a raw one cuts the URL in two. The refusal said only
+    // `bad server URL: invalid port number`, which leaves a user whose password holds a
+    // comma nowhere to look. It must say what to write, and still never show the secret.
+    let url = "ami://admin:pa,ssXYZ@127.0.0.1:5038";
+    let from_flag = ami(&["--server", url, "action", "Ping"]);
+    let mut env = command(&["action", "Ping"]);
+    let from_env = env.env("AMI_URL", url).output().unwrap();
+    for (what, out) in [("--server", from_flag), ("AMI_URL", from_env)] {
+        assert_code(&out, 2, what);
+        let err = stderr(&out);
+        assert!(!err.contains("ssXYZ"), "{what}: the secret is shown: {err}");
+        assert!(
+            err.contains("%2C"),
+            "{what}: nothing says to write the comma as %2C: {err}"
+        );
+    }
+}
+
+#[test]
+fn decode_help_offers_none_of_the_connection_options_decode_refuses() {
+    // `ami decode --server ...` (and --auth, --runtime, --ca) is refused with exit 2, yet
+    // `ami decode --help` lists all four with their full descriptions, as if they applied; the
+    // same for `sim` and `demo`. A newcomer reads the help first.
+    let refused = ami(&["decode", "--runtime", "mio", "capture.raw"]);
+    assert_code(&refused, 2, "decode --runtime");
+    let out = ami(&["decode", "--help"]);
+    assert_code(&out, 0, "decode --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for option in ["--server", "--auth", "--runtime", "--ca"] {
+        assert!(
+            !help.contains(option),
+            "decode --help offers {option}, which decode refuses:\n{help}"
+        );
+    }
+}
