@@ -100,8 +100,11 @@ const COMMA_HINT: &str =
 fn redact(raw: &str) -> Option<String> {
     let (scheme, rest) = raw.split_once("://")?;
     let (userinfo, host) = rest.rsplit_once('@')?;
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    Some(format!("{scheme}://{user}:***@{host}"))
+    match userinfo.split_once(':') {
+        Some((user, _)) => Some(format!("{scheme}://{user}:***@{host}")),
+        // No secret given: nothing to hide, and `***` would suggest one.
+        None => Some(format!("{scheme}://{userinfo}@{host}")),
+    }
 }
 
 fn has_bad_escape(s: &str) -> bool {
@@ -331,6 +334,14 @@ mod tests {
             "bad server URL ami://a:***@h:x: invalid port number (from AMI_URL)"
         );
         assert_eq!(err("").problem, UrlProblem::Empty);
+    }
+
+    #[test]
+    fn a_url_without_a_secret_is_shown_without_a_mask_for_one() {
+        assert_eq!(
+            err("ami://admin@pbx").to_string(),
+            "bad server URL ami://admin@pbx: it needs USER:SECRET@ before the host"
+        );
     }
 
     #[test]
