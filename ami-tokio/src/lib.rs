@@ -46,6 +46,12 @@ pub use ami_async::{tls::client_config_from_pem, Tls, TlsConfigError};
 pub use ami_async::{AmiError, Events, Handle, Status, StatusWatch, Target};
 pub use transport::Tokio;
 
+/// The README's Rust examples (the README loop and the fleet), compiled by `cargo test` as
+/// this crate's doc tests so that the first code a newcomer copies keeps compiling.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
+
 use ami_proto::{ClientConfig, EventCopy};
 
 /// Starts a session on the current tokio runtime: returns the action handle and the event
