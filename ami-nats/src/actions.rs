@@ -53,6 +53,12 @@ use tokio::time::Instant;
 
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Rounds of claiming a key for one request, each but the last ended by another request
+/// taking its claim over before its confirm (see [`hold`]).
+const CLAIM_ROUNDS: usize = 3;
+/// Longest a request spends claiming its key when its own deadline is too far to count
+/// (see [`hold`]).
+const CLAIM_MAX_WAIT: Duration = Duration::from_secs(60);
 /// Header of a forwarded request: the milliseconds left of its deadline when the first
 /// bridge passed it on, so the holder gives it no more time than its requester still waits.
 /// Counted from when the holder receives it: a forward that stalls on the way (the
@@ -458,8 +464,8 @@ impl After {
 /// to Asterisk, or passed on to another bridge. A stop that gives up on a request before
 /// its reply went out reads it to answer truthfully: `not_sent` while it is not marked
 /// (nothing left the bridge; its key holds at most a claiming value, which a retry on any
-/// bridge takes over, or the narrow case of a confirm in flight, see the `idempotency`
-/// module), `unknown` once it is (it may have run).
+/// bridge takes over, or, the residual case of the `idempotency` module, a running value
+/// of a confirm in flight or being found out), `unknown` once it is (it may have run).
 #[derive(Debug, Default)]
 pub(crate) struct Sending(AtomicBool);
 
@@ -945,11 +951,18 @@ async fn answer(
             .finish();
         return (named, "not_sent", body, After::Nothing);
     }
+    let past_deadline = || {
+        Reply::new(named.as_deref(), "not_sent")
+            .error(&format!(
+                "the request's deadline ({budget:?}) passed before the action could be sent; nothing was sent"
+            ))
+            .finish()
+    };
     let mut claim = None;
     if let Some(key) = &req.idempotency_key {
-        match control.keys.claim(key).await {
-            Claimed::Held(c) => claim = Some(c),
-            Claimed::Taken(value) => {
+        match hold(control, key, deadline).await {
+            Ok(c) => claim = Some(c),
+            Err(Unheld::Taken(value)) => {
                 return (
                     named.clone(),
                     "duplicate",
@@ -957,58 +970,8 @@ async fn answer(
                     After::Nothing,
                 );
             }
-            Claimed::Failed(e, c) => {
-                // A write of the claim may land later: it is freed once NATS answers, and a
-                // retry reaching this bridge before that takes it over (a retry elsewhere
-                // takes the claiming value over). No claim: nothing of this request's is in
-                // the key, nothing to free.
-                let after = match c {
-                    Some(c) => {
-                        control.keys.abandon(&c);
-                        After::Free(c)
-                    }
-                    None => After::Nothing,
-                };
-                let body = Reply::new(named.as_deref(), "not_sent")
-                    .error(&format!(
-                        "idempotency store unavailable: {e}; nothing was sent: retry"
-                    ))
-                    .finish();
-                return (named, "not_sent", body, after);
-            }
-        }
-    }
-    let past_deadline = || {
-        Reply::new(named.as_deref(), "not_sent")
-            .error(&format!(
-                "the request's deadline ({budget:?}) passed before the action could be sent (the idempotency store was slow); nothing was sent"
-            ))
-            .finish()
-    };
-    if left_until(deadline, budget).is_zero() {
-        let after = release(control, claim).await;
-        return (named.clone(), "not_sent", past_deadline(), after);
-    }
-    if let Some(c) = claim.as_mut() {
-        // Only a confirmed claim sends: until the confirm, another request may take the
-        // claiming value over (see the `idempotency` module).
-        match control.keys.confirm(c).await {
-            Confirmed::Running => {}
-            Confirmed::TakenOver => {
-                let body = Reply::new(named.as_deref(), "duplicate")
-                    .error("a request with this idempotency key is running or ran (it took this request's claim over before anything was sent)")
-                    .finish();
-                return (named, "duplicate", body, After::Nothing);
-            }
-            Confirmed::Failed(e) => {
-                // The confirm may land later: freed like a claim whose create got no answer.
-                let after = match claim {
-                    Some(c) => {
-                        control.keys.abandon(&c);
-                        After::Free(c)
-                    }
-                    None => After::Nothing,
-                };
+            Err(Unheld::Late(after)) => return (named.clone(), "not_sent", past_deadline(), after),
+            Err(Unheld::Failed(e, after)) => {
                 let body = Reply::new(named.as_deref(), "not_sent")
                     .error(&format!(
                         "idempotency store unavailable: {e}; nothing was sent: retry"
@@ -1088,6 +1051,92 @@ fn duplicate(control: &Control, named: Option<&str>, value: Option<Bytes>) -> St
             ))
             .finish(),
         None => whole,
+    }
+}
+
+/// Why a request with an idempotency key may not send.
+enum Unheld {
+    /// Another request holds the key: its running value or its stored reply (`duplicate`).
+    Taken(Bytes),
+    /// The request's deadline passed first (`not_sent`).
+    Late(After),
+    /// The store did not answer, or failed (`not_sent`).
+    Failed(String, After),
+}
+
+/// Claims one request's `key` and confirms the claim, within its `deadline`: `Ok` with
+/// the claim once it is confirmed (the action may be sent).
+///
+/// A claim taken over before its confirm ([`Confirmed::TakenOver`]) sent nothing, and the
+/// request that took it may send nothing either (its deadline passes, its own confirm
+/// fails, a stop gives up on it, its bridge crashes): the request is then exactly a fresh
+/// one, and claims the key again, patiently ([`crate::idempotency::CLAIM_PATIENCE`]), a
+/// few rounds at most. It is a `duplicate` only when it finds the key holding a running
+/// value or a stored reply; rounds or deadline run out with no claim confirmed, it is
+/// `not_sent` (nothing of it is in the key).
+async fn hold(control: &Control, key: &str, deadline: Option<Instant>) -> Result<Claim, Unheld> {
+    let keys = &control.keys;
+    // A request whose `timeout_ms` is too long to be a deadline still gets one for its
+    // claim: a confirm whose answer was lost is otherwise looked for as long as NATS stays
+    // away, holding one of the bridge's action slots.
+    let deadline = deadline.or_else(|| Instant::now().checked_add(CLAIM_MAX_WAIT));
+    for round in 0..CLAIM_ROUNDS {
+        // A request with no time left claims nothing (it would take another request's
+        // claiming value over for nothing).
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Unheld::Late(After::Nothing));
+        }
+        let patience = if round == 0 {
+            Duration::ZERO
+        } else {
+            crate::idempotency::CLAIM_PATIENCE
+        };
+        let mut c = match keys.claim(key, patience, deadline).await {
+            Claimed::Held(c) => c,
+            Claimed::Taken(value) => return Err(Unheld::Taken(value)),
+            // A write of the claim may land later: it is freed once NATS answers, and a
+            // retry reaching this bridge before that takes it over (a retry elsewhere
+            // takes the claiming value over). No claim: nothing of this request's is known
+            // to be in the key, nothing to free.
+            Claimed::Late(c) => return Err(Unheld::Late(abandoned(control, c))),
+            Claimed::Failed(e, c) => return Err(Unheld::Failed(e, abandoned(control, c))),
+        };
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Unheld::Late(release(control, Some(c)).await));
+        }
+        // Only a confirmed claim sends: until the confirm, another request may take the
+        // claiming value over (see the `idempotency` module).
+        match keys.confirm(&mut c, deadline).await {
+            Confirmed::Running => return Ok(c),
+            Confirmed::TakenOver => {
+                log::debug!("idempotency key {key}: this request's claim was taken over before its confirm (nothing sent): claimed again");
+            }
+            // The confirm may land later: freed like a claim whose create got no answer.
+            Confirmed::Failed(e) => {
+                let after = abandoned(control, Some(c));
+                return Err(if deadline.is_some_and(|d| Instant::now() >= d) {
+                    Unheld::Late(after)
+                } else {
+                    Unheld::Failed(e, after)
+                });
+            }
+        }
+    }
+    Err(Unheld::Failed(
+        format!("this request's claim of the key was taken over by other requests with it {CLAIM_ROUNDS} times before it could be confirmed, and none of them is known to have sent"),
+        After::Nothing,
+    ))
+}
+
+/// A claim a write of which may land after its request is answered `not_sent`: abandoned,
+/// to be freed after the reply.
+fn abandoned(control: &Control, claim: Option<Claim>) -> After {
+    match claim {
+        Some(c) => {
+            control.keys.abandon(&c);
+            After::Free(c)
+        }
+        None => After::Nothing,
     }
 }
 

@@ -10,10 +10,24 @@
 //! 2. right before its action is sent it *confirms* the claim: a compare-and-set on the
 //!    revision its claim was written at, to the *running* value (`"phase":"running"`).
 //!    Only a confirmed claim sends. A confirm refused because the key changed (another
-//!    request took the claiming value over, below) sends nothing and is answered
-//!    `duplicate`: that other request holds the key now. A confirm that gets no answer, or
-//!    fails otherwise, sends nothing either and is answered `not_sent`, its claim freed as
-//!    below.
+//!    request took the claiming value over, below) sends nothing; as the request that
+//!    took it over may send nothing either (its deadline passes, its own confirm fails, a
+//!    stop gives up on it, its bridge crashes), the request is then exactly a fresh one
+//!    and claims the key again, a few rounds at most within its deadline, letting a
+//!    claiming value it finds be confirmed for a moment before it takes it over (so that
+//!    requests with one key do not keep taking it from one another). It is answered
+//!    `duplicate` only when it finds a running value or a stored reply, `not_sent` when
+//!    its rounds or its deadline run out first. A confirm that gets no answer, or fails
+//!    otherwise, has sent nothing, but may land later: while the request's deadline
+//!    allows, the key is read to find out. This request's running value there: it landed,
+//!    the request is confirmed and sends; its claiming value still there: it is confirmed
+//!    again (the same compare-and-set: at most one of the two lands, both write this
+//!    request's running value); any other value, or none: it can no longer land, as
+//!    after a take-over. Only when the deadline comes with the confirm still unknown is
+//!    the request answered `not_sent`, its claim abandoned as below. Every store call of a
+//!    claim or a confirm is bounded by the request's deadline (a write cut by it may
+//!    still land: unknown, never taken as not landed), and a request with no time left
+//!    claims nothing.
 //!
 //! Any request, on any bridge, that finds a *claiming* value takes it over: a
 //! compare-and-set on that value's revision writes its own claiming value, which it then
@@ -22,7 +36,10 @@
 //! on a bridge that stopped, or a claim of a bridge that crashed before its confirm. It is
 //! safe: the holder of a claiming value sends only once its confirm's compare-and-set on
 //! that value's revision succeeds, and a take-over changes the revision, so of the holder
-//! and the taker exactly one sends. Running values, the `pending` of bridges from before
+//! and the taker at most one sends (the holder's confirm is refused; the taker sends only
+//! if its own confirm succeeds). The holder claiming again is a new claim, under the same
+//! rule: every send follows a confirm that succeeded, and at most one confirm succeeds per
+//! key until its value is freed or expires. Running values, the `pending` of bridges from before
 //! the owned claims and the owned pending values of bridges from before the two phases
 //! (no `phase`) are never taken over by another process: their action may be running.
 //! Every pending value begins with `{"type":"pending"`, so bridges of older versions read
@@ -48,15 +65,28 @@
 //! claim over instead of being refused as a duplicate. A claim is never freed once its
 //! action may have reached Asterisk: only `not_sent` outcomes free, and only their own value.
 //!
-//! The narrow case left: a *confirm* that landed though its answer was lost (NATS slow
-//! just then), or that was in flight when a stop gave up on its request. Its running value
-//! blocks a retry on another bridge (answered `duplicate`, though nothing was sent) until
-//! this process frees it, or, when it cannot (it stopped, NATS stayed away), until the
-//! window ends. Running values are deliberately given no expiry of their own (an age after
-//! which another bridge would take them over): a bridge cut off from NATS while its
-//! Originate runs cannot keep its claim fresh, and a retry taking the claim over would
-//! place the call a second time. The window's own expiry of entries is kept at bay by the
-//! refresh above for as long as NATS is reachable.
+//! The cases left: a running value under which nothing was sent, which no other bridge
+//! takes over. Its running value blocks a retry on another bridge (answered `duplicate`,
+//! though nothing was sent) until this process frees it or, when it cannot (it stopped, or
+//! NATS stayed away for the follow-up's attempts, some seconds), until the window ends.
+//! It arises when a claim was, or may have been, confirmed, nothing was sent, and the
+//! free that follows the `not_sent` answer does not get through:
+//!
+//! - a confirm whose outcome was still unknown when the request's deadline came (NATS
+//!   did not answer from the confirm to the deadline), and which landed;
+//! - a confirm in flight, or whose outcome was being found out, when a stop gave up on
+//!   its request (NATS slower than the stop's flush): the stop answers `not_sent` and runs
+//!   no follow-up;
+//! - a confirm that was answered, after which the request's deadline had passed, or the
+//!   session answered `not_sent` (a full queue, a lost connection): the claim is freed at
+//!   once when NATS answers, else by a follow-up, which a stop gives up on and which stops
+//!   trying after some seconds.
+//!
+//! Running values are deliberately given no expiry of their own (an age after which
+//! another bridge would take them over): a bridge cut off from NATS while its Originate
+//! runs cannot keep its claim fresh, and a retry taking the claim over would place the
+//! call a second time. The window's own expiry of entries is kept at bay by the refresh
+//! above for as long as NATS is reachable.
 
 use crate::throttle::LogThrottle;
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
@@ -149,6 +179,48 @@ const FOLLOW_UPS_MAX: usize = 1024;
 /// another request between that read and the take-over).
 const CLAIM_ATTEMPTS: usize = 3;
 
+/// How long a request that claims its key again (its first claim was taken over) lets
+/// another request's claiming value be confirmed before it takes it over.
+pub(crate) const CLAIM_PATIENCE: Duration = Duration::from_millis(200);
+/// How many times, at most, one claim attempt waits for claiming values of others.
+const CLAIM_WAITS: usize = 2;
+/// The first pause before the key is read to find out whether a confirm without an answer
+/// landed (doubling, up to [`CONFIRM_MAX_PAUSE`]).
+const CONFIRM_PAUSE: Duration = Duration::from_millis(50);
+const CONFIRM_MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// Whether deadline `until` has passed.
+fn passed(until: Option<Instant>) -> bool {
+    until.is_some_and(|at| Instant::now() >= at)
+}
+
+/// `f`, unless deadline `until` comes first (`None`; a write cut so may still land).
+async fn within<F: std::future::Future>(until: Option<Instant>, f: F) -> Option<F::Output> {
+    match until {
+        Some(at) => tokio::time::timeout_at(at, f).await.ok(),
+        None => Some(f.await),
+    }
+}
+
+/// Sleeps `pause`; `false` (at once) when deadline `until` comes first.
+async fn pause_within(pause: Duration, until: Option<Instant>) -> bool {
+    match until {
+        Some(at) if Instant::now() + pause >= at => false,
+        _ => {
+            tokio::time::sleep(pause).await;
+            true
+        }
+    }
+}
+
+/// What holds a key, as read by a claim.
+enum Held {
+    Value(async_nats::jetstream::kv::Entry),
+    Nothing,
+    Late,
+    Unreadable(String),
+}
+
 /// The idempotency bucket, and the claims this process abandoned.
 pub(crate) struct Keys {
     kv: Store,
@@ -201,9 +273,18 @@ pub(crate) enum Claimed {
     /// Another request holds it: its stored reply, or a pending value (it is running, or
     /// an older bridge's request whose phase is unknown).
     Taken(Bytes),
+    /// The request's deadline passed before the claim was settled: nothing may run. With
+    /// the claim when a write of it, cut by the deadline, may still land (it is to be
+    /// freed, [`Keys::abandon`]); `None` when none was under way.
+    Late(Option<Claim>),
     /// The store did not answer, or failed: nothing may run. With the claim when a write
-    /// of it may have landed (it is to be freed, [`Keys::abandon`]); `None` when none of
-    /// its writes did (the key was another request's, and could not be read).
+    /// of it may have landed (it is to be freed, [`Keys::abandon`]). `None` when the key
+    /// was found held by a value that could then not be read, or kept changing under
+    /// every attempt: no write of the claim is known to be in the key, and none is to be
+    /// freed; but async-nats answers a `create` with `AlreadyExists` also when its write
+    /// got no answer and its own read then found a value, which may be that write landed
+    /// late: then the key holds this request's claiming value, which any request with the
+    /// key takes over (a retry reaching this process as well).
     Failed(String, Option<Claim>),
 }
 
@@ -212,12 +293,17 @@ pub(crate) enum Claimed {
 pub(crate) enum Confirmed {
     /// The key holds this request's running value: its action may be sent.
     Running,
-    /// The key changed since the claim was written: another request took the claiming
-    /// value over and holds the key. Nothing may be sent, and nothing is this request's
-    /// to free.
+    /// The key no longer holds this request's claim, and its confirm can no longer land:
+    /// another request took the claiming value over (or it was freed or expired). Nothing
+    /// was sent under this claim and nothing of it is in the key to free. Whether the
+    /// request now holding the key sends is not known (it may send nothing: its deadline
+    /// passes, its own confirm fails, a stop gives up on it, its bridge crashes): this
+    /// request is then exactly a fresh one with its key, and may claim it again.
     TakenOver,
-    /// NATS did not answer, or failed: nothing may be sent. The running value may have
-    /// landed: the claim is to be freed ([`Keys::abandon`]).
+    /// The request's deadline passed while whether the confirm landed was still unknown
+    /// (NATS did not answer, or failed, every time it was asked): nothing may be sent. The
+    /// running value may have landed, or still land: the claim is to be freed
+    /// ([`Keys::abandon`]).
     Failed(String),
 }
 
@@ -276,8 +362,18 @@ impl Keys {
 
     /// Claims `key` for one request, with a claiming value (see the module doc): created,
     /// or written over another request's claiming value or over an abandoned claim of
-    /// this process.
-    pub(crate) async fn claim(&self, key: &str) -> Claimed {
+    /// this process. Every store call is bounded by the request's deadline `until`.
+    ///
+    /// `patience`: how long to let another request's claiming value be confirmed before
+    /// taking it over (zero: at once). A request that claims again after its own claim was
+    /// taken over ([`Confirmed::TakenOver`]) is patient, so that requests with one key do
+    /// not keep taking the key from one another: the holder's confirm is one round trip.
+    pub(crate) async fn claim(
+        &self,
+        key: &str,
+        patience: Duration,
+        until: Option<Instant>,
+    ) -> Claimed {
         let claim = Claim {
             key: key.to_string(),
             owner: self.new_owner(),
@@ -285,44 +381,64 @@ impl Keys {
             revision: None,
         };
         let value = claim.value();
-        for _ in 0..CLAIM_ATTEMPTS {
-            match self.kv.create(key, value.clone()).await {
-                Ok(revision) => {
+        'attempts: for _ in 0..CLAIM_ATTEMPTS {
+            // Every earlier attempt was refused (nothing of it landed): nothing to free.
+            if passed(until) {
+                return Claimed::Late(None);
+            }
+            match within(until, self.kv.create(key, value.clone())).await {
+                Some(Ok(revision)) => {
                     return Claimed::Held(Claim {
                         revision: Some(revision),
                         ..claim
                     })
                 }
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+                Some(Err(e)) if e.kind() == CreateErrorKind::AlreadyExists => {}
                 // It may have landed: to be freed.
-                Err(e) => return Claimed::Failed(e.to_string(), Some(claim)),
+                Some(Err(e)) => return Claimed::Failed(e.to_string(), Some(claim)),
+                None => return Claimed::Late(Some(claim)),
             }
-            let entry = match self.kv.entry(key).await {
-                Ok(Some(e)) if e.operation == Operation::Put => e,
-                // Deleted (or expired) since the create failed: create again.
-                Ok(_) => continue,
-                // The key holds a value, whose it is not known: nothing may run (it may
-                // be a request running), and nothing of this request's is there to free:
-                // the create found the key taken. (async-nats answers `AlreadyExists` also
-                // when its create's write got no answer and its own read then found a
-                // value, which may be that write, landed late: a claiming value, which a
-                // retry on any bridge takes over. Not abandoned either way: a retry here
-                // takes it over all the same.)
-                Err(e) => {
-                    return Claimed::Failed(format!("cannot read what holds the key: {e}"), None)
-                }
+            let mut entry = match self.holder(key, until).await {
+                Held::Value(e) => e,
+                Held::Nothing => continue,
+                Held::Late => return Claimed::Late(None),
+                Held::Unreadable(e) => return Claimed::Failed(e, None),
             };
+            let mut waits = 0;
+            while !patience.is_zero()
+                && waits < CLAIM_WAITS
+                && is_claiming(&entry.value)
+                && !self.is_abandoned(key, &entry.value)
+            {
+                // Another request's claim: it is confirmed within a round trip, unless its
+                // request sends nothing after all (gone, past its deadline).
+                waits += 1;
+                if !pause_within(patience, until).await {
+                    return Claimed::Late(None);
+                }
+                match self.holder(key, until).await {
+                    // Not confirmed meanwhile: taken over below.
+                    Held::Value(again) if again.revision == entry.revision => break,
+                    Held::Value(again) => entry = again,
+                    Held::Nothing => continue 'attempts,
+                    Held::Late => return Claimed::Late(None),
+                    Held::Unreadable(e) => return Claimed::Failed(e, None),
+                }
+            }
             let claiming = is_claiming(&entry.value);
             if !claiming && !self.is_abandoned(key, &entry.value) {
                 return Claimed::Taken(entry.value);
+            }
+            if passed(until) {
+                return Claimed::Late(None);
             }
             // A claiming value (nothing was sent under it, and its holder sends only once
             // its confirm, a compare-and-set on this revision, succeeds), or a claim of a
             // request of this process answered `not_sent` (nothing ran under it, and its
             // retry is what the answer invited). Taken over with a compare-and-set on its
-            // revision: of its holder and this request, exactly one will send.
-            match self.kv.update(key, value.clone(), entry.revision).await {
-                Ok(revision) => {
+            // revision: of its holder and this request, at most one will send.
+            match within(until, self.kv.update(key, value.clone(), entry.revision)).await {
+                Some(Ok(revision)) => {
                     let mut abandoned = lock(&self.abandoned);
                     if abandoned
                         .get(key)
@@ -342,9 +458,10 @@ impl Keys {
                     });
                 }
                 // Written meanwhile (confirmed, taken over by another, freed): look again.
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                Some(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
                 // It may have landed: to be freed.
-                Err(e) => return Claimed::Failed(e.to_string(), Some(claim)),
+                Some(Err(e)) => return Claimed::Failed(e.to_string(), Some(claim)),
+                None => return Claimed::Late(Some(claim)),
             }
         }
         // Every attempt found the key changed under it (other requests with this key
@@ -352,30 +469,128 @@ impl Keys {
         Claimed::Failed("the key kept changing while it was claimed".into(), None)
     }
 
+    /// What holds `key` after a `create` found it taken, read within `until`.
+    async fn holder(&self, key: &str, until: Option<Instant>) -> Held {
+        match within(until, self.kv.entry(key)).await {
+            Some(Ok(Some(e))) if e.operation == Operation::Put => Held::Value(e),
+            // Deleted (or expired) since the create failed: create again.
+            Some(Ok(_)) => Held::Nothing,
+            // The key holds a value, whose it is not known: nothing may run (it may be a
+            // request running), and no write of this request's is known to be there: the
+            // create found the key taken. (async-nats answers `AlreadyExists` also when
+            // its create's write got no answer and its own read then found a value, which
+            // may be that write, landed late: a claiming value, which a retry on any
+            // bridge takes over. Not abandoned either way: a retry here takes it over all
+            // the same.)
+            Some(Err(e)) => Held::Unreadable(format!("cannot read what holds the key: {e}")),
+            None => Held::Late,
+        }
+    }
+
     /// Confirms `claim` (held with a claiming value) right before its action is sent: a
     /// compare-and-set on the revision its claiming value was written at, to its running
     /// value. Only a claim confirmed ([`Confirmed::Running`]) may send.
-    pub(crate) async fn confirm(&self, claim: &mut Claim) -> Confirmed {
+    ///
+    /// A confirm that gets no answer (NATS slow), or fails otherwise, has sent nothing, but
+    /// may land later: until the request's deadline `until` it is found out, instead of
+    /// given up on at once. The key is read: this request's running value there means it
+    /// landed (confirmed after all); its claiming value still there, that it has not (yet):
+    /// it is written again with the same compare-and-set (of the two, at most one lands,
+    /// and both are this request's running value); any other value or none, that it never
+    /// will ([`Confirmed::TakenOver`]). Every store call is bounded by `until`; one cut by
+    /// it may still land, and counts as unknown.
+    pub(crate) async fn confirm(&self, claim: &mut Claim, until: Option<Instant>) -> Confirmed {
         let Some(revision) = claim.revision else {
             // Not reached: a held claim knows its revision. Nothing is sent on a guess.
             return Confirmed::Failed("the claim's revision is not known".into());
         };
+        let key = claim.key.clone();
+        let claiming = pending_value(&claim.owner, Phase::Claiming);
         let running = pending_value(&claim.owner, Phase::Running);
-        match self.kv.update(claim.key.as_str(), running, revision).await {
-            Ok(r) => {
-                claim.phase = Phase::Running;
-                claim.revision = Some(r);
-                Confirmed::Running
+        // Why whether a write of the confirm landed is not known, once it is not.
+        let mut unknown: Option<String> = None;
+        let mut write = true;
+        let mut pause = CONFIRM_PAUSE;
+        loop {
+            if write {
+                if unknown.is_some() && passed(until) {
+                    break;
+                }
+                match within(
+                    until,
+                    self.kv.update(key.as_str(), running.clone(), revision),
+                )
+                .await
+                {
+                    Some(Ok(r)) => {
+                        claim.phase = Phase::Running;
+                        claim.revision = Some(r);
+                        if unknown.is_some() {
+                            log::info!("idempotency key {key}: its claim is confirmed at a second attempt, the first having got no answer");
+                        }
+                        return Confirmed::Running;
+                    }
+                    // The key changed: taken over, when no earlier write of this confirm
+                    // may have landed; else read below.
+                    Some(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                        if unknown.is_none() {
+                            return Confirmed::TakenOver;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        // It may have landed: from now on the claim is freed as possibly
+                        // running (its claiming value, still at `revision` if the confirm
+                        // did not land, is freed the same way: both are this request's).
+                        claim.phase = Phase::Running;
+                        unknown = Some(e.to_string());
+                    }
+                    None => {
+                        claim.phase = Phase::Running;
+                        return Confirmed::Failed(
+                            "its claim's confirm got no answer before the request's deadline"
+                                .into(),
+                        );
+                    }
+                }
             }
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Confirmed::TakenOver,
-            Err(e) => {
-                // It may have landed: from now on the claim is freed as possibly running
-                // (its claiming value, still at `revision` if the confirm did not land, is
-                // freed the same way: both are this request's).
-                claim.phase = Phase::Running;
-                Confirmed::Failed(e.to_string())
+            // Whether it landed is read from the key, paced while NATS fails fast.
+            let why = unknown.clone().unwrap_or_default();
+            if !pause_within(pause, until).await {
+                break;
+            }
+            pause = (pause * 2).min(CONFIRM_MAX_PAUSE);
+            match within(until, self.kv.entry(key.as_str())).await {
+                Some(Ok(Some(e))) if e.operation == Operation::Put && e.value == running => {
+                    claim.revision = Some(e.revision);
+                    log::info!("idempotency key {key}: its claim's confirm got no answer ({why}), and is found to have landed");
+                    return Confirmed::Running;
+                }
+                Some(Ok(Some(e))) if e.operation == Operation::Put && e.value == claiming => {
+                    // Not landed yet: confirmed again on the same revision.
+                    write = e.revision == revision;
+                    if !write {
+                        // Not reached: this claiming value was written once, at `revision`.
+                        return Confirmed::Failed(format!(
+                            "its claim moved to revision {} unconfirmed",
+                            e.revision
+                        ));
+                    }
+                }
+                // Another request's value, or none: the key moved past `revision`, and a
+                // confirm on it can never land.
+                Some(Ok(_)) => return Confirmed::TakenOver,
+                // Read again.
+                Some(Err(e)) => {
+                    unknown = Some(format!("{why}; then the key could not be read: {e}"));
+                    write = false;
+                }
+                None => break,
             }
         }
+        Confirmed::Failed(format!(
+            "whether its claim's confirm landed was still unknown at the request's deadline ({})",
+            unknown.unwrap_or_default()
+        ))
     }
 
     fn is_abandoned(&self, key: &str, value: &[u8]) -> bool {

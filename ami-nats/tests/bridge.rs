@@ -8,14 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use support::*;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 fn storm(front: &ami_sim::tcp::TcpFront, n: usize) {
     front.with_server(|sim, now| sim.emit_user_events(now, n));
 }

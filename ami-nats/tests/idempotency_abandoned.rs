@@ -14,38 +14,6 @@ use ami_nats::BridgeConfig;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn originate(key: &str, timeout_ms: u64) -> String {
-    format!(
-        r#"{{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"{key}","timeout_ms":{timeout_ms}}}"#
-    )
-}
-
-fn request_in_background(
-    url: String,
-    subject: &'static str,
-    body: String,
-    within: Duration,
-) -> std::thread::JoinHandle<Option<serde_json::Value>> {
-    std::thread::spawn(move || {
-        block(async move {
-            let client = async_nats::connect(&url).await.unwrap();
-            let r = tokio::time::timeout(within, client.request(subject, body.into())).await;
-            match r {
-                Ok(Ok(m)) => Some(serde_json::from_slice(&m.payload).unwrap()),
-                _ => None,
-            }
-        })
-    })
-}
-
 /// A rolling restart during a 3 s NATS stall of the stopping bridge: its `create` of the
 /// idempotency claim gets no answer in time, the requester is answered `not_sent`
 /// ("nothing was sent: retry"), the claim is abandoned and its free left to a follow-up.
@@ -76,6 +44,7 @@ fn a_not_sent_answered_just_before_a_clean_stop_leaves_the_key_free_for_the_retr
     let asked = Instant::now();
     let first = request_in_background(
         nats.url(),
+        None,
         "ami.pbx1.action",
         body.clone(),
         Duration::from_secs(20),
@@ -276,8 +245,9 @@ fn concurrent_requests_with_one_key_run_the_action_once() {
 /// Bridge X (NATS slow: what it sends is held 1.5 s) claims a key; its claiming value lands
 /// and X sends its confirm, which lands 1.5 s later. Meanwhile a request with the same key
 /// reaches bridge Y, finds the claiming value and takes it over. X's confirm, a
-/// compare-and-set on the revision X's claim was created at, then fails: X sends nothing
-/// and answers `duplicate` (the other request holds the key), Y places the one call.
+/// compare-and-set on the revision X's claim was created at, then fails: X sends nothing,
+/// claims the key again and finds Y's running value or reply there, so it answers
+/// `duplicate`; Y places the one call.
 #[test]
 fn a_claim_taken_over_before_its_confirm_sends_nothing() {
     let Some(nats) = Nats::start() else { return };
@@ -309,6 +279,7 @@ fn a_claim_taken_over_before_its_confirm_sends_nothing() {
     proxy.hold_client_bytes(Duration::from_millis(1500));
     let first = request_in_background(
         url.clone(),
+        None,
         "ami.pbx1.action",
         body.clone(),
         Duration::from_secs(20),
@@ -418,6 +389,7 @@ fn a_key_whose_holder_cannot_be_read_is_answered_not_sent_and_left_as_it_is() {
     let asked = Instant::now();
     let first = request_in_background(
         url.clone(),
+        None,
         "ami.pbx1.action",
         originate("unreadable", 20_000),
         Duration::from_secs(20),
@@ -469,6 +441,7 @@ fn a_request_given_up_by_a_stop_while_it_claims_its_key_is_answered_not_sent() {
     proxy.hold_client_bytes(Duration::from_millis(1500));
     let first = request_in_background(
         url.clone(),
+        None,
         "ami.pbx1.action",
         body.clone(),
         Duration::from_secs(20),

@@ -10,14 +10,6 @@ use ami_nats::BridgeConfig;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// A NATS server where the user `holder` may not subscribe to `ami.pbx1.action` nor
 /// `ami.any.action`: a bridge logged in as `holder` is never picked from those queue groups,
 /// so every request there reaches the other bridge (user `open`), which forwards it to the
@@ -38,39 +30,6 @@ fn slow_originate_sim(delay: Duration) -> ami_sim::tcp::TcpFront {
         f.delay_replies(ami_sim::ActionMatch::named("Originate"), delay);
     });
     a
-}
-
-fn originate(key: &str, timeout_ms: u64) -> String {
-    format!(
-        r#"{{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"{key}","timeout_ms":{timeout_ms}}}"#
-    )
-}
-
-/// Sends `body` on `subject` from a thread of its own; the reply, or `None` when none came
-/// within `within`.
-fn request_in_background(
-    url: String,
-    user: Option<&'static str>,
-    subject: &'static str,
-    body: String,
-    within: Duration,
-) -> std::thread::JoinHandle<Option<serde_json::Value>> {
-    std::thread::spawn(move || {
-        block(async move {
-            let options = match user {
-                Some(user) => {
-                    async_nats::ConnectOptions::new().user_and_password(user.into(), "pw".into())
-                }
-                None => async_nats::ConnectOptions::new(),
-            };
-            let client = options.connect(&url).await.unwrap();
-            let r = tokio::time::timeout(within, client.request(subject, body.into())).await;
-            match r {
-                Ok(Ok(m)) => Some(serde_json::from_slice(&m.payload).unwrap()),
-                _ => None,
-            }
-        })
-    })
 }
 
 /// A bridge stopped (SIGTERM: `Bridge::shutdown`, then the process ends, as `ami bridge`

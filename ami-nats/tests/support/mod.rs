@@ -532,3 +532,51 @@ pub fn metric(text: &str, name: &str) -> i64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1)
 }
+
+/// Runs `f` to completion on a current-thread runtime of its own.
+pub fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// An async Originate request for the bridge, with idempotency key `key`.
+pub fn originate(key: &str, timeout_ms: u64) -> String {
+    format!(
+        r#"{{"headers":[["Action","Originate"],["Channel","Local/100@ami-test"],["Application","Wait"],["Data","1"],["Async","true"]],"idempotency_key":"{key}","timeout_ms":{timeout_ms}}}"#
+    )
+}
+
+/// Sends `body` on `subject` from a thread of its own (as NATS user `user`, password `pw`,
+/// when given); the reply, or `None` when none came within `within` (async-nats's own
+/// request timeout, 10 s by default, set to `within` too).
+pub fn request_in_background(
+    url: String,
+    user: Option<&'static str>,
+    subject: &'static str,
+    body: String,
+    within: Duration,
+) -> std::thread::JoinHandle<Option<serde_json::Value>> {
+    std::thread::spawn(move || {
+        block(async move {
+            let options = match user {
+                Some(user) => {
+                    async_nats::ConnectOptions::new().user_and_password(user.into(), "pw".into())
+                }
+                None => async_nats::ConnectOptions::new(),
+            };
+            let client = options
+                .request_timeout(Some(within))
+                .connect(&url)
+                .await
+                .unwrap();
+            let r = tokio::time::timeout(within, client.request(subject, body.into())).await;
+            match r {
+                Ok(Ok(m)) => Some(serde_json::from_slice(&m.payload).unwrap()),
+                _ => None,
+            }
+        })
+    })
+}
