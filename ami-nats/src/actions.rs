@@ -56,8 +56,8 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Rounds of claiming a key for one request, each but the last ended by another request
 /// taking its claim over before its confirm (see [`hold`]).
 const CLAIM_ROUNDS: usize = 3;
-/// Longest a request spends claiming its key when its own deadline is too far to count
-/// (see [`hold`]).
+/// Longest a request spends claiming its key, whatever its own deadline (see [`hold`]):
+/// past it, NATS has not answered for a minute, and the request is answered `not_sent`.
 const CLAIM_MAX_WAIT: Duration = Duration::from_secs(60);
 /// Header of a forwarded request: the milliseconds left of its deadline when the first
 /// bridge passed it on, so the holder gives it no more time than its requester still waits.
@@ -1076,10 +1076,11 @@ enum Unheld {
 /// `not_sent` (nothing of it is in the key).
 async fn hold(control: &Control, key: &str, deadline: Option<Instant>) -> Result<Claim, Unheld> {
     let keys = &control.keys;
-    // A request whose `timeout_ms` is too long to be a deadline still gets one for its
-    // claim: a confirm whose answer was lost is otherwise looked for as long as NATS stays
-    // away, holding one of the bridge's action slots.
-    let deadline = deadline.or_else(|| Instant::now().checked_add(CLAIM_MAX_WAIT));
+    // Claiming gets at most CLAIM_MAX_WAIT whatever the request's own deadline (a
+    // `timeout_ms` of hours, or too long to be a deadline at all): a confirm whose answer
+    // was lost is otherwise looked for as long as NATS stays away, holding one of the
+    // bridge's action slots, and the call placed long after anyone expects it.
+    let deadline = claim_deadline(deadline, Instant::now());
     for round in 0..CLAIM_ROUNDS {
         // A request with no time left claims nothing (it would take another request's
         // claiming value over for nothing).
@@ -1126,6 +1127,15 @@ async fn hold(control: &Control, key: &str, deadline: Option<Instant>) -> Result
         format!("this request's claim of the key was taken over by other requests with it {CLAIM_ROUNDS} times before it could be confirmed, and none of them is known to have sent"),
         After::Nothing,
     ))
+}
+
+/// The deadline of claiming for a request whose own deadline is `deadline`: the earlier of
+/// it and [`CLAIM_MAX_WAIT`] from `now`.
+fn claim_deadline(deadline: Option<Instant>, now: Instant) -> Option<Instant> {
+    match (deadline, now.checked_add(CLAIM_MAX_WAIT)) {
+        (Some(d), Some(cap)) => Some(d.min(cap)),
+        (d, cap) => d.or(cap),
+    }
 }
 
 /// A claim a write of which may land after its request is answered `not_sent`: abandoned,
@@ -1273,6 +1283,18 @@ mod tests {
         assert_eq!(deadline_of(received, Duration::MAX, None), None);
         assert_eq!(left_until(None, longest), longest);
         assert_eq!(left_until(Some(received), second), Duration::ZERO);
+    }
+
+    #[test]
+    fn claiming_takes_at_most_a_minute_whatever_the_requests_deadline() {
+        let now = Instant::now();
+        let cap = now + CLAIM_MAX_WAIT;
+        // A `timeout_ms` of u64::MAX is a deadline on Linux (no overflow): capped all the same.
+        let huge = deadline_of(now, Duration::from_millis(u64::MAX), None);
+        assert_eq!(claim_deadline(huge, now), Some(cap));
+        assert_eq!(claim_deadline(None, now), Some(cap));
+        let soon = now + Duration::from_secs(5);
+        assert_eq!(claim_deadline(Some(soon), now), Some(soon));
     }
 
     #[test]

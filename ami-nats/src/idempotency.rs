@@ -161,6 +161,15 @@ fn owned_by(owner: &str, value: &[u8]) -> bool {
         .any(|phase| pending_value(owner, phase).as_ref() == value)
 }
 
+/// The owner of `value` when it is a pending value of this version, in either phase
+/// (exactly as [`pending_value`] writes it), else `None`.
+fn owner_of(value: &[u8]) -> Option<&str> {
+    let rest = value.strip_prefix(OWNED_PREFIX)?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let owner = std::str::from_utf8(&rest[..end]).ok()?;
+    (!owner.is_empty() && owned_by(owner, value)).then_some(owner)
+}
+
 /// Most abandoned claims remembered at once (each is one request answered `not_sent`
 /// while NATS was slow); the oldest make room.
 const ABANDONED_MAX: usize = 4096;
@@ -230,9 +239,11 @@ pub(crate) struct Keys {
     /// This process's instance token: part of every claim's owner.
     instance: String,
     next: AtomicU64,
-    /// Key: the owner of a claim (and when it was abandoned) of a request answered
-    /// `not_sent` whose claim may still hold the key, claiming or running.
-    abandoned: Mutex<HashMap<String, (String, Instant)>>,
+    /// (Key, owner) of each claim (and when it was abandoned) of a request answered
+    /// `not_sent` whose claim may still hold the key, claiming or running: every one of
+    /// them, as several requests with one key may be abandoned in one stall, and the key
+    /// then holds whichever of their writes landed last.
+    abandoned: Mutex<HashMap<(String, String), Instant>>,
     /// Room for follow-ups ([`FOLLOW_UPS_MAX`]).
     follow_ups: Arc<Semaphore>,
     /// The lines about follow-ups skipped for lack of room.
@@ -439,14 +450,9 @@ impl Keys {
             // revision: of its holder and this request, at most one will send.
             match within(until, self.kv.update(key, value.clone(), entry.revision)).await {
                 Some(Ok(revision)) => {
-                    let mut abandoned = lock(&self.abandoned);
-                    if abandoned
-                        .get(key)
-                        .is_some_and(|(owner, _)| owned_by(owner, &entry.value))
-                    {
-                        abandoned.remove(key);
+                    if let Some(owner) = owner_of(&entry.value) {
+                        lock(&self.abandoned).remove(&(key.to_string(), owner.to_string()));
                     }
-                    drop(abandoned);
                     if claiming {
                         log::info!("idempotency key {key}: a claim under which nothing was sent is taken over by a request with the same key");
                     } else {
@@ -594,9 +600,9 @@ impl Keys {
     }
 
     fn is_abandoned(&self, key: &str, value: &[u8]) -> bool {
-        lock(&self.abandoned)
-            .get(key)
-            .is_some_and(|(owner, _)| owned_by(owner, value))
+        owner_of(value).is_some_and(|owner| {
+            lock(&self.abandoned).contains_key(&(key.to_string(), owner.to_string()))
+        })
     }
 
     /// `claim`'s request was answered `not_sent` while its claim may hold the key: until it
@@ -607,18 +613,19 @@ impl Keys {
         let mut abandoned = lock(&self.abandoned);
         if !self.window.is_zero() {
             // Expired with the bucket's entries: nothing of them is left to free.
-            abandoned.retain(|_, (_, at)| now.saturating_duration_since(*at) < self.window);
+            abandoned.retain(|_, at| now.saturating_duration_since(*at) < self.window);
         }
-        if abandoned.len() >= ABANDONED_MAX && !abandoned.contains_key(&claim.key) {
+        let id = (claim.key.clone(), claim.owner.clone());
+        if abandoned.len() >= ABANDONED_MAX && !abandoned.contains_key(&id) {
             let oldest = abandoned
                 .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| k.clone());
+                .min_by_key(|(_, at)| **at)
+                .map(|(id, _)| id.clone());
             if let Some(oldest) = oldest {
                 abandoned.remove(&oldest);
             }
         }
-        abandoned.insert(claim.key.clone(), (claim.owner.clone(), now));
+        abandoned.insert(id, now);
     }
 
     /// One attempt to free `claim` (its request answered `not_sent`, nothing sent): `Ok`
@@ -627,13 +634,7 @@ impl Keys {
     pub(crate) async fn free_once(&self, claim: &mut Claim) -> Result<(), String> {
         match self.try_free(claim).await {
             Freed::Done => {
-                let mut abandoned = lock(&self.abandoned);
-                if abandoned
-                    .get(&claim.key)
-                    .is_some_and(|(owner, _)| *owner == claim.owner)
-                {
-                    abandoned.remove(&claim.key);
-                }
+                lock(&self.abandoned).remove(&(claim.key.clone(), claim.owner.clone()));
                 Ok(())
             }
             Freed::Again(why) => Err(why),
