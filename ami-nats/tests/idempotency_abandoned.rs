@@ -25,20 +25,8 @@ use support::*;
 #[test]
 fn a_not_sent_answered_just_before_a_clean_stop_leaves_the_key_free_for_the_retry() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
+    let (proxy, a, x) = slow_bridge(&nats, Duration::from_secs(60));
     let b = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    wait_for(Duration::from_secs(10), "x logged in", || {
-        x.serving().len() == 1 && a.stats().logins == 1
-    });
     let body = originate("stop-in-stall", 10_000);
     proxy.hold_client_bytes(Duration::from_secs(3));
     let asked = Instant::now();
@@ -88,27 +76,7 @@ fn a_not_sent_answered_just_before_a_clean_stop_leaves_the_key_free_for_the_retr
 #[test]
 fn a_retry_on_another_bridge_after_a_not_sent_from_a_slow_store_is_not_a_duplicate() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
-    let b = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    let y = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, login().build().unwrap())])
-            .bridge_id("y"),
-    );
-    wait_for(Duration::from_secs(10), "both logged in", || {
-        x.serving().len() == 1
-            && a.stats().logins == 1
-            && y.serving().len() == 1
-            && b.stats().logins == 1
-    });
+    let (proxy, a, b, x, y) = slow_and_direct_bridges(&nats);
     let body = originate("failover-retry", 10_000);
     proxy.hold_client_bytes(Duration::from_secs(3));
     let first = block(request(&nats.url(), "ami.pbx1.action", &body));
@@ -133,35 +101,6 @@ fn a_retry_on_another_bridge_after_a_not_sent_from_a_slow_store_is_not_a_duplica
     );
     assert_eq!(calls_after_retry, 1, "the retry placed the one call");
     assert_eq!(later["outcome"], "duplicate", "{later}");
-}
-
-/// The idempotency bucket as a client of its own sees it.
-async fn idempotency_kv(url: &str) -> async_nats::jetstream::kv::Store {
-    let client = async_nats::connect(url).await.unwrap();
-    async_nats::jetstream::new(client)
-        .get_key_value("ami_idempotency")
-        .await
-        .unwrap()
-}
-
-/// Puts `value` at `key` in the idempotency bucket; its revision.
-fn put_claim(url: &str, key: &str, value: &'static str) -> u64 {
-    block(async {
-        let kv = idempotency_kv(url).await;
-        kv.put(key, value.into()).await.unwrap()
-    })
-}
-
-/// What `key` holds in the idempotency bucket (value and revision), if anything.
-fn stored_claim(url: &str, key: &str) -> Option<(String, u64)> {
-    block(async {
-        let kv = idempotency_kv(url).await;
-        kv.entry(key)
-            .await
-            .unwrap()
-            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-            .map(|e| (String::from_utf8(e.value.to_vec()).unwrap(), e.revision))
-    })
 }
 
 /// A claiming value as a bridge writes it (its owner a bridge that is gone, say).
@@ -251,27 +190,7 @@ fn concurrent_requests_with_one_key_run_the_action_once() {
 #[test]
 fn a_claim_taken_over_before_its_confirm_sends_nothing() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
-    let b = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    let y = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, login().build().unwrap())])
-            .bridge_id("y"),
-    );
-    wait_for(Duration::from_secs(10), "both logged in", || {
-        x.serving().len() == 1
-            && a.stats().logins == 1
-            && y.serving().len() == 1
-            && b.stats().logins == 1
-    });
+    let (proxy, a, b, x, y) = slow_and_direct_bridges(&nats);
     let url = nats.url();
     let body = originate("taken-over", 10_000);
     // Under the bridge's 2 s JetStream timeout: X's create and confirm are answered, each
@@ -421,20 +340,8 @@ fn a_key_whose_holder_cannot_be_read_is_answered_not_sent_and_left_as_it_is() {
 #[test]
 fn a_request_given_up_by_a_stop_while_it_claims_its_key_is_answered_not_sent() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
+    let (proxy, a, x) = slow_bridge(&nats, Duration::from_secs(60));
     let b = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    wait_for(Duration::from_secs(10), "x logged in", || {
-        x.serving().len() == 1 && a.stats().logins == 1
-    });
     let url = nats.url();
     put_claim(&url, "stop-while-claiming", FOREIGN_CLAIMING);
     let body = originate("stop-while-claiming", 15_000);

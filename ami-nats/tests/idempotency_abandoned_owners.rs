@@ -6,30 +6,8 @@
 
 mod support;
 
-use ami_nats::BridgeConfig;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// The idempotency bucket as a client of its own sees it.
-async fn idempotency_kv(url: &str) -> async_nats::jetstream::kv::Store {
-    let client = async_nats::connect(url).await.unwrap();
-    async_nats::jetstream::new(client)
-        .get_key_value("ami_idempotency")
-        .await
-        .unwrap()
-}
-
-/// What `key` holds in the idempotency bucket (a value, not a delete marker), if anything.
-fn stored_claim(url: &str, key: &str) -> Option<String> {
-    block(async {
-        let kv = idempotency_kv(url).await;
-        kv.entry(key)
-            .await
-            .unwrap()
-            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
-    })
-}
 
 /// Two requests with one key abandoned in one stall: the first one's claim, which may hold
 /// the key (a running value of a confirm that landed late), is still recognised as
@@ -53,19 +31,7 @@ fn stored_claim(url: &str, key: &str) -> Option<String> {
 #[test]
 fn a_second_abandoned_request_with_a_key_does_not_make_the_first_ones_claim_a_duplicate() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(120))
-        .bridge_id("x"),
-    );
-    wait_for(Duration::from_secs(10), "x logged in", || {
-        x.serving().len() == 1 && a.stats().logins == 1
-    });
+    let (proxy, a, x) = slow_bridge(&nats, Duration::from_secs(120));
     let url = nats.url();
     let key = "two-abandoned";
     proxy.hold_client_bytes(Duration::from_millis(1000));
@@ -93,7 +59,7 @@ fn a_second_abandoned_request_with_a_key_does_not_make_the_first_ones_claim_a_du
     let second = second.join().unwrap().expect("B answered");
     // What was held has landed (A's confirm, the refused deletes and create).
     std::thread::sleep(Duration::from_millis(1000));
-    let left = stored_claim(&url, key);
+    let left = stored_claim_text(&url, key);
     let retry = block(request(&url, "ami.pbx1.action", &originate(key, 5_000)));
     let calls = a.stats().calls_started;
     x.shutdown();

@@ -13,27 +13,6 @@ use ami_nats::BridgeConfig;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// The idempotency bucket as a client of its own sees it.
-async fn idempotency_kv(url: &str) -> async_nats::jetstream::kv::Store {
-    let client = async_nats::connect(url).await.unwrap();
-    async_nats::jetstream::new(client)
-        .get_key_value("ami_idempotency")
-        .await
-        .unwrap()
-}
-
-/// What `key` holds in the idempotency bucket (a value, not a delete marker), if anything.
-fn stored_claim(url: &str, key: &str) -> Option<String> {
-    block(async {
-        let kv = idempotency_kv(url).await;
-        kv.entry(key)
-            .await
-            .unwrap()
-            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
-    })
-}
-
 /// "Of the holder and the taker exactly one sends" (idempotency.rs module doc) is "at most
 /// one": a taker may send nothing. Bridge X (NATS slow: its writes land 1.5 s after they
 /// are sent) claims a key for request Q; its claiming value lands and its confirm is on
@@ -48,27 +27,7 @@ fn stored_claim(url: &str, key: &str) -> Option<String> {
 #[test]
 fn a_holder_whose_claim_was_taken_over_by_a_request_that_then_sent_nothing_is_not_a_duplicate() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
-    let b = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    let y = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, login().build().unwrap())])
-            .bridge_id("y"),
-    );
-    wait_for(Duration::from_secs(10), "both logged in", || {
-        x.serving().len() == 1
-            && a.stats().logins == 1
-            && y.serving().len() == 1
-            && b.stats().logins == 1
-    });
+    let (proxy, a, b, x, y) = slow_and_direct_bridges(&nats);
     let url = nats.url();
     let key = "taker-sends-nothing";
     // Under the bridge's 2 s JetStream timeout: X's create and confirm are answered.
@@ -96,7 +55,7 @@ fn a_holder_whose_claim_was_taken_over_by_a_request_that_then_sent_nothing_is_no
     let q = q.join().unwrap().expect("Q answered");
     proxy.hold_client_bytes(Duration::ZERO);
     let calls = (a.stats().calls_started, b.stats().calls_started);
-    let left = stored_claim(&url, key);
+    let left = stored_claim_text(&url, key);
     x.shutdown();
     y.shutdown();
     eprintln!("Q {q}\nP {p}\nkey holds {left:?}, calls {calls:?}");
@@ -126,19 +85,7 @@ fn a_holder_whose_claim_was_taken_over_by_a_request_that_then_sent_nothing_is_no
 #[test]
 fn a_holder_whose_claim_was_taken_over_by_a_taker_that_sent_nothing_claims_again_and_sends_once() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    wait_for(Duration::from_secs(10), "x logged in", || {
-        x.serving().len() == 1 && a.stats().logins == 1
-    });
+    let (proxy, a, x) = slow_bridge(&nats, Duration::from_secs(60));
     let url = nats.url();
     for (key, frees) in [("taker-frees", true), ("taker-crashes", false)] {
         // Under the bridge's 2 s JetStream timeout: each of X's writes is answered, 1 s
@@ -177,7 +124,7 @@ fn a_holder_whose_claim_was_taken_over_by_a_taker_that_sent_nothing_claims_again
         });
         let q = q.join().unwrap().expect("Q answered");
         proxy.hold_client_bytes(Duration::ZERO);
-        let left = stored_claim(&url, key);
+        let left = stored_claim_text(&url, key);
         eprintln!("{key}: Q {q}\nkey holds {left:?}");
         assert_eq!(q["outcome"], "success", "{key}: Q: {q}");
         assert!(
@@ -201,27 +148,7 @@ fn a_holder_whose_claim_was_taken_over_by_a_taker_that_sent_nothing_claims_again
 #[test]
 fn a_stall_that_catches_the_confirm_is_outlasted_by_the_request_which_sends_once() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
-    let b = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    let y = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, login().build().unwrap())])
-            .bridge_id("y"),
-    );
-    wait_for(Duration::from_secs(10), "both logged in", || {
-        x.serving().len() == 1
-            && a.stats().logins == 1
-            && y.serving().len() == 1
-            && b.stats().logins == 1
-    });
+    let (proxy, a, b, x, y) = slow_and_direct_bridges(&nats);
     let url = nats.url();
     let key = "stall-outlasted";
     let body = originate(key, 10_000);
@@ -279,20 +206,8 @@ fn a_stall_that_catches_the_confirm_is_outlasted_by_the_request_which_sends_once
 #[ignore = "residual (idempotency module doc): a stop that gives up on a request while its confirm's outcome is unknown (NATS stalled longer than the stop's flush) leaves a running value nobody frees; a retry on another bridge is duplicate until the window ends"]
 fn a_stop_in_a_stall_that_catches_the_confirm_leaves_the_retry_a_duplicate() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
+    let (proxy, a, x) = slow_bridge(&nats, Duration::from_secs(60));
     let b = sim();
-    let x = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60))
-        .bridge_id("x"),
-    );
-    wait_for(Duration::from_secs(10), "x logged in", || {
-        x.serving().len() == 1 && a.stats().logins == 1
-    });
     let url = nats.url();
     let key = "stall-on-confirm";
     let body = originate(key, 10_000);
@@ -322,7 +237,7 @@ fn a_stop_in_a_stall_that_catches_the_confirm_leaves_the_retry_a_duplicate() {
     assert_eq!(a.stats().calls_started, 0, "nothing ran");
     // The held confirm (and the follow-up's refused delete) have landed.
     std::thread::sleep(Duration::from_millis(1500));
-    let left = stored_claim(&url, key);
+    let left = stored_claim_text(&url, key);
     let y = TestBridge::start(
         BridgeConfig::new(
             url.clone(),

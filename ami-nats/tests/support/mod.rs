@@ -580,3 +580,75 @@ pub fn request_in_background(
         })
     })
 }
+
+/// Bridge X serving `pbx1` (simulator `a`) through a [`SlowProxy`] to NATS (lease TTL 60 s),
+/// and bridge Y serving `pbx2` (simulator `b`) on NATS directly, both logged in: the
+/// set-up of the idempotency tests, where one bridge's NATS is slow and the other's is not.
+pub fn slow_and_direct_bridges(
+    nats: &Nats,
+) -> (SlowProxy, TcpFront, TcpFront, TestBridge, TestBridge) {
+    let (proxy, a, x) = slow_bridge(nats, Duration::from_secs(60));
+    let b = sim();
+    let y = TestBridge::start(
+        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, login().build().unwrap())])
+            .bridge_id("y"),
+    );
+    wait_for(Duration::from_secs(10), "y logged in", || {
+        y.serving().len() == 1 && b.stats().logins == 1
+    });
+    (proxy, a, b, x, y)
+}
+
+/// Bridge X serving `pbx1` (simulator `a`) through a [`SlowProxy`] to NATS, its lease TTL
+/// `lease_ttl`, logged in.
+pub fn slow_bridge(nats: &Nats, lease_ttl: Duration) -> (SlowProxy, TcpFront, TestBridge) {
+    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
+    let a = sim();
+    let x = TestBridge::start(
+        BridgeConfig::new(
+            proxy.url(),
+            vec![spec("pbx1", &a, login().build().unwrap())],
+        )
+        .lease_ttl(lease_ttl)
+        .bridge_id("x"),
+    );
+    wait_for(Duration::from_secs(10), "x logged in", || {
+        x.serving().len() == 1 && a.stats().logins == 1
+    });
+    (proxy, a, x)
+}
+
+/// The idempotency bucket as a client of its own sees it.
+pub async fn idempotency_kv(url: &str) -> async_nats::jetstream::kv::Store {
+    let client = async_nats::connect(url).await.unwrap();
+    async_nats::jetstream::new(client)
+        .get_key_value("ami_idempotency")
+        .await
+        .unwrap()
+}
+
+/// Puts `value` at `key` in the idempotency bucket; its revision.
+pub fn put_claim(url: &str, key: &str, value: &'static str) -> u64 {
+    block(async {
+        let kv = idempotency_kv(url).await;
+        kv.put(key, value.into()).await.unwrap()
+    })
+}
+
+/// What `key` holds in the idempotency bucket (a value, not a delete marker: its text and
+/// revision), if anything.
+pub fn stored_claim(url: &str, key: &str) -> Option<(String, u64)> {
+    block(async {
+        let kv = idempotency_kv(url).await;
+        kv.entry(key)
+            .await
+            .unwrap()
+            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
+            .map(|e| (String::from_utf8(e.value.to_vec()).unwrap(), e.revision))
+    })
+}
+
+/// The text `key` holds in the idempotency bucket, if anything ([`stored_claim`]).
+pub fn stored_claim_text(url: &str, key: &str) -> Option<String> {
+    stored_claim(url, key).map(|(text, _)| text)
+}
