@@ -86,8 +86,10 @@ pub(crate) struct UrlError {
     /// What is wrong.
     pub(crate) problem: UrlProblem,
     /// It looks like a piece of a URL cut at a comma (`--server` and `AMI_URL` are lists):
-    /// a syntax error with no `@` to end a secret, which is what a raw comma in a secret
-    /// leaves of `ami://user:pa,ss@host`.
+    /// `SCHEME://...` with a port that is not one and no `@` to end a secret, which is what
+    /// a raw comma in a secret leaves of `ami://user:pa,ss@host` (its user read as the host,
+    /// the start of its secret as the port). Not a bare host name, a bad IPv6 literal or any
+    /// other syntax error a cut cannot make.
     pub(crate) cut: bool,
 }
 
@@ -166,7 +168,9 @@ impl std::str::FromStr for ServerUrl {
     fn from_str(raw: &str) -> Result<Self, UrlError> {
         parse(raw).map_err(|problem| UrlError {
             shown: redact(raw),
-            cut: matches!(problem, UrlProblem::Syntax(_)) && !raw.contains('@'),
+            cut: problem == UrlProblem::Syntax(url::ParseError::InvalidPort)
+                && raw.contains("://")
+                && !raw.contains('@'),
             problem,
         })
     }
@@ -351,6 +355,13 @@ mod tests {
         assert!(e.contains("%2C") && !e.contains("ssXYZ"), "{e}");
         // A bad port in a whole URL is not that.
         assert!(!err("ami://a:S3cr3t@h:notaport").to_string().contains("%2C"));
+        // Nor a host given without a scheme, or a bad IPv6 literal: no comma cut makes those.
+        for not_cut in ["pbx.example.com", "pbx:5038", "ami://[::1", "ami//u:p@h"] {
+            let e = err(not_cut).to_string();
+            assert!(!e.contains("%2C"), "{not_cut}: {e}");
+        }
+        let e = from_env(Some(OsStr::new("ami://a:b@h1,pbx2"))).unwrap_err();
+        assert!(!e.contains("%2C"), "{e}");
     }
 
     #[test]
