@@ -152,6 +152,32 @@ enum Command {
     Sim(cmd::sim::Args),
 }
 
+/// The connection options (by id) that command `name` refuses, and why: one table for the
+/// refusal ([`unused_connection_options`]) and the help that leaves them out ([`grammar`]).
+/// `bench` is not here: it refuses some of them only without `--server`.
+fn refused_connection_options(name: &str) -> Option<(&'static [&'static str], &'static str)> {
+    match name {
+        "sim" => Some((
+            &["server", "auth", "runtime", "ca"],
+            "the simulator listens where --listen says and takes plain and MD5 logins alike",
+        )),
+        "decode" => Some((
+            &["server", "auth", "runtime", "ca"],
+            "decode reads a capture, it connects to nothing",
+        )),
+        "demo" => Some((
+            &["server", "auth", "ca"],
+            "demo runs its own simulated Asterisk and logs in to it (--runtime picks its \
+             client's adapter)",
+        )),
+        "bridge" => Some((
+            &["runtime"],
+            "the bridge runs on tokio (one thread), as NATS's client does",
+        )),
+        _ => None,
+    }
+}
+
 /// The connection options a command has no use for, given on its command line: refused,
 /// since `ami sim --auth md5`, `ami sim --runtime mio` or `ami bridge --runtime mio` would
 /// otherwise be ignored without a word (`AMI_URL` is not refused: it is set for every
@@ -181,33 +207,11 @@ fn unused_connection_options(matches: &ArgMatches) -> Result<(), Failure> {
         }
         return Ok(());
     }
-    let (name, sub, ids, what): (_, _, &[&str], _) = match matches.subcommand() {
-        Some((name @ "sim", sub)) => (
-            name,
-            sub,
-            &["server", "auth", "runtime", "ca"],
-            "the simulator listens where --listen says and takes plain and MD5 logins alike",
-        ),
-        Some((name @ "decode", sub)) => (
-            name,
-            sub,
-            &["server", "auth", "runtime", "ca"],
-            "decode reads a capture, it connects to nothing",
-        ),
-        Some((name @ "demo", sub)) => (
-            name,
-            sub,
-            &["server", "auth", "ca"],
-            "demo runs its own simulated Asterisk and logs in to it (--runtime picks its \
-             client's adapter)",
-        ),
-        Some((name @ "bridge", sub)) => (
-            name,
-            sub,
-            &["runtime"],
-            "the bridge runs on tokio (one thread), as NATS's client does",
-        ),
-        _ => return Ok(()),
+    let Some((name, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let Some((ids, what)) = refused_connection_options(name) else {
+        return Ok(());
     };
     let given = given(sub, ids);
     if given.is_empty() {
@@ -290,9 +294,9 @@ fn settle(matches: &ArgMatches, cli: &mut Cli) -> Result<(), Failure> {
 }
 
 /// The command line's grammar, its help without the connection options where they are
-/// refused ([`unused_connection_options`]): they are global (so `ami listen --server ..`
+/// refused ([`refused_connection_options`]): they are global (so `ami listen --server ..`
 /// works as well as `ami --server .. listen`), and clap would otherwise list them in the
-/// help of `sim`, `decode` and `demo` as if they applied.
+/// help of `sim`, `decode`, `demo` and `bridge` as if they applied.
 fn grammar() -> clap::Command {
     let mut cmd = Cli::command();
     // Global options reach the subcommands when the command is built. Changed in place
@@ -300,10 +304,8 @@ fn grammar() -> clap::Command {
     // subcommands and arguments by position.
     cmd.build();
     cmd.mut_subcommands(|sub| {
-        let refused: &[&str] = match sub.get_name() {
-            "sim" | "decode" => &["server", "auth", "runtime", "ca"],
-            "demo" => &["server", "auth", "ca"],
-            _ => return sub,
+        let Some((refused, _)) = refused_connection_options(sub.get_name()) else {
+            return sub;
         };
         sub.mut_args(|a| {
             if refused.contains(&a.get_id().as_str()) {
