@@ -286,18 +286,7 @@ fn pending_values_of_older_bridges_and_running_claims_are_duplicates() {
 #[test]
 fn a_key_whose_holder_cannot_be_read_is_answered_not_sent_and_left_as_it_is() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
-    let bridge = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60)),
-    );
-    wait_for(Duration::from_secs(10), "logged in", || {
-        bridge.serving().len() == 1 && a.stats().logins == 1
-    });
+    let (proxy, a, bridge) = slow_bridge(&nats, Duration::from_secs(60));
     let url = nats.url();
     let revision = put_claim(&url, "unreadable", FOREIGN_CLAIMING);
     // The create's write (refused: the key exists) and its own read (which finds the

@@ -90,19 +90,8 @@ fn a_request_being_forwarded_when_its_bridge_stops_is_still_answered() {
 #[test]
 fn a_not_sent_answer_from_a_slow_idempotency_store_leaves_the_key_free_for_the_retry() {
     let Some(nats) = Nats::start() else { return };
-    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
-    let a = sim();
     // A long lease: the 3 s stall must not cost the bridge its lease.
-    let bridge = TestBridge::start(
-        BridgeConfig::new(
-            proxy.url(),
-            vec![spec("pbx1", &a, login().build().unwrap())],
-        )
-        .lease_ttl(Duration::from_secs(60)),
-    );
-    wait_for(Duration::from_secs(10), "logged in", || {
-        bridge.serving().len() == 1 && a.stats().logins == 1
-    });
+    let (proxy, a, bridge) = slow_bridge(&nats, Duration::from_secs(60));
     let url = nats.url();
     let body = originate("slow-store", 10_000);
     // Held 3 s: over the bridge's 2 s JetStream timeout, well under the lease's fence.
