@@ -28,7 +28,11 @@
 //! over the client's limits or malformed and was thrown away), `not_sent` (never reached Asterisk, also when the deadline passed while
 //! the action still waited to be written: safe to retry), `unknown` (may have run; with
 //! `response` when Asterisk accepted it and only its follow-up was lost: an async Originate
-//! whose call is being placed), `invalid_request` (refused before anything was sent),
+//! whose call is being placed), `invalid_request` (refused before anything was sent,
+//! and refused again if retried: a malformed request, `Login`, `Logoff`, `Challenge`, `Events`
+//! and `Filter`, which the bridge's sessions depend on or which would mute a stream every
+//! consumer reads, an async Originate on sessions whose event mask keeps its
+//! OriginateResponse out),
 //! `duplicate` (the key was used: `"original"` holds the first reply, absent while the first
 //! is still running) or `reply_too_large` (the action ran, but its answer is over NATS's max
 //! payload: `answer_outcome` holds the outcome it had, `items_left_out` the list items not

@@ -89,7 +89,32 @@
 //!
 //! See the `lease` module source for the algorithm and why it never lets two bridges serve
 //! one server at once: compare-and-set on the KV revision, self-fencing before the TTL runs
-//! out, takeover after a standby saw the same revision for a whole TTL.
+//! out, takeover after a standby saw the same revision for a whole TTL. Another bridge takes
+//! a server over within about the lease TTL ([`BridgeConfig::lease_ttl`], 10 s) when its
+//! holder dies, at once when it stops cleanly; a bridge that fenced itself because NATS did
+//! not answer its renewals in time takes its own lease back at its next look once NATS
+//! answers, if no other bridge took it meanwhile.
+//!
+//! ## What NATS refuses
+//!
+//! An item JetStream refuses for good (its `err_code` says so: over the stream's
+//! `max_msg_size`, a sealed stream, and the others of the `ack` module) is dropped, counted in
+//! `ami_bridge_publish_refused_total{reason}` and logged at most once per reason every 10 s,
+//! so that no item can block the publishing behind it; an item over NATS's own max payload,
+//! or on a subject NATS will not take, is dropped, counted in `ami_bridge_discarded_total`
+//! and logged the same way. Refusals that can pass (no stream listening on the subject now, a
+//! `DiscardNew` stream at its limits, resources, cluster elections) are retried. While NATS
+//! is down the backlog is capped in items and in bytes ([`BridgeConfig::max_backlog`], [`BridgeConfig::max_backlog_bytes`]: 64 MiB by default);
+//! what does not fit is counted and published as an `overflow` gap.
+//!
+//! ## Stopping
+//!
+//! [`Bridge::shutdown`] (what `ami bridge` does on Ctrl-C or SIGTERM) stops taking action
+//! requests (those arriving are answered `not_sent`), lets those in flight finish within its
+//! grace (2 s in `ami bridge`), answers those still running `unknown` (or `not_sent` when
+//! their action was not sent yet), ends each session with its `lease_released` marker and
+//! releases the leases. Events NATS had not taken by then are counted in
+//! `ami_bridge_discarded_total` and their number logged.
 //!
 //! ## Stream and buckets
 //!
