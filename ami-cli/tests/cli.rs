@@ -1278,6 +1278,60 @@ fn decode_never_prints_a_login_secret_or_an_md5_key() {
 }
 
 #[test]
+fn decode_hides_the_secret_of_a_login_whose_action_header_is_not_first() {
+    // Asterisk reads `Action` wherever it is: a client that sends its ActionID first still
+    // logs in, and its capture decodes as type `other`.
+    let dir = std::env::temp_dir().join(format!("ami-decode-late-action-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cap.txt");
+    std::fs::write(
+        &file,
+        "ActionID: 1\r\nAction: Login\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n\
+         ActionID: 2\r\naction: login\r\nAuthType: MD5\r\nkey: 0123456789abcdef\r\n\r\n",
+    )
+    .unwrap();
+    let out = ami(&["decode", file.to_str().unwrap()]);
+    assert_code(&out, 0, "decode");
+    assert_eq!(
+        stdout_lines(&out),
+        [
+            r#"{"type":"other","headers":[["ActionID","1"],["Action","Login"],["Username","admin"],["Secret","***"]]}"#,
+            r#"{"type":"other","headers":[["ActionID","2"],["action","login"],["AuthType","MD5"],["key","***"]]}"#,
+        ]
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn decode_of_captures_prints_the_shared_schema_exactly() {
+    // The lines a jq pipeline reads, as exact text (ami-json's golden tests hold the rest).
+    let fixture = |name: &str| {
+        format!(
+            "{}/../../shared/fixtures/asterisk-22.10.1/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    };
+    let out = ami(&["decode", &fixture("login_plain.sent")]);
+    assert_code(&out, 0, "decode");
+    assert_eq!(
+        stdout_lines(&out),
+        [
+            r#"{"type":"action","headers":[["Action","Login"],["ActionID","login-1"],["Username","admin"],["Secret","***"]]}"#,
+            r#"{"type":"action","headers":[["Action","Logoff"],["ActionID","logoff-1"]]}"#,
+        ]
+    );
+    let out = ami(&["decode", &fixture("login_plain.raw")]);
+    assert_code(&out, 0, "decode");
+    assert_eq!(
+        stdout_lines(&out)[..2],
+        [
+            r#"{"type":"response","headers":[["Response","Success"],["ActionID","login-1"],["Message","Authentication accepted"]]}"#,
+            r#"{"type":"event","headers":[["Event","FullyBooted"],["Privilege","system,all"],["Uptime","3"],["LastReload","3"],["Status","Fully Booted"]]}"#,
+        ]
+    );
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(ami(&["action"]).status.code(), Some(2));
     let out = ami(&["action", "Ping"]);

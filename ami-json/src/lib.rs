@@ -2,7 +2,7 @@
 //!
 //! One schema, written by one encoder, for every place an AMI message leaves as JSON: the
 //! lines of `ami listen` (and `ami action`, `ami decode`) and the bodies `ami bridge`
-//! publishes on NATS. Strict JSON, one object per message:
+//! publishes on NATS. Strict JSON, one object per message, on one line:
 //!
 //! ```
 //! use ami_proto::{Decoder, DecoderLimits, Frame};
@@ -25,8 +25,16 @@
 //! - `ami listen` over several servers: `"server":NAME` first ([`with_server`]);
 //! - `ami bridge`: `"server"`, `"session"` and `"position"` ([`Place`], [`message_at`]).
 //!
-//! The value of an action's secret header (`Secret`, the MD5 `Key`) is `"***"`, never the
-//! secret ([`push_headers`] says why only actions).
+//! The value of an action's secret header (`Secret`, the MD5 `Key`, in any case) is `"***"`,
+//! never the secret ([`push_headers`] says why only actions). An action is a message whose
+//! first header is `Action`, or one of type `other` with an `Action` header further down
+//! (Asterisk reads it wherever it is).
+//!
+//! Siblings that write other objects with this crate's escaping ([`to_string`]) and document
+//! their own shapes: `ami decode --typed` (typed events, ami-types' `serde`), `ami calls`
+//! (`calls`, `call`, `stale`, `resynced`, `call_ended`) and the replies to the bridge's
+//! action requests (`{"type":"outcome",...}`, ami-nats' `actions` module), whose
+//! `response`, `items`, `complete` and `follow_up` are [`push_headers`] lists.
 //!
 //! ## Bytes that are not UTF-8
 //!
@@ -56,18 +64,29 @@
 //!
 //! The bridge adds `"bridge"` to `ready` and `lost` too.
 //!
-//! ## Gaps (bridge)
+//! ## Gaps
 //!
-//! `{"type":"gap",...,"reason":R,"dropped":N|null}` ([`gap`]): `overflow` (a bounded queue
-//! dropped exactly `N` events), `disconnected` (the session was lost; unknown count, `null`)
-//! or `takeover` (another bridge held the server before; unknown count).
+//! `{"type":"gap",...,"reason":R,"dropped":N|null}` ([`gap`], reasons in [`GapReason`]):
+//!
+//! | reason | where | `dropped` |
+//! |---|---|---|
+//! | `overflow` | a bounded queue dropped events (`ami listen`: the client's or stdout's; the bridge: its backlog) | exactly `N` |
+//! | `discarded` | the client threw away server input that may have been events (over a decoder limit, malformed) | `N` discards |
+//! | `disconnected` | (bridge) the session was lost; `ami listen` says so with its `lost` marker alone | `null` (unknown) |
+//! | `takeover` | (bridge) another bridge held the server before | `null` (unknown) |
+//!
+//! `ami listen` writes them without a place (`"server"` first with several servers, as its
+//! other lines); the bridge with its [`Place`].
 //!
 //! ## How it is written
 //!
 //! Every string (key, value, server name, reason) is escaped by `serde_json`'s own string
 //! serializer, so the escaping is the same strict JSON that serde_json parses back; only the
-//! fixed object skeleton around the strings is written here. Writing straight into one byte
-//! buffer keeps it at one allocation per message (the bridge publishes ~100 k of them a second).
+//! fixed object skeleton around the strings is written here. Through [`TerminalSafe`], what a
+//! terminal would obey (C0, DEL, C1, bidirectional overrides) and U+2028/U+2029 (line ends
+//! to some line splitters) are `\uXXXX` escapes: a line holds no control character and ends
+//! only at its `\n`. Writing straight into one byte buffer keeps it at one allocation per
+//! message (the bridge publishes ~100 k of them a second).
 #![forbid(unsafe_code)]
 
 use ami_proto::{Message, MessageKind};
@@ -88,8 +107,10 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 /// ([`ami_proto::obeyed_by_terminals`]; serde_json escapes C0 itself) are valid in a JSON
 /// string, and a `CallerIDName` a remote caller chose would otherwise reach the screen of
 /// whoever reads the lines (`ami listen` on a terminal, `jq` output) and reorder or recolour
-/// it. The parsed value is the same. For any `Serialize` through
-/// `serde_json::Serializer::with_formatter(writer, TerminalSafe)`, or [`to_string`].
+/// it. U+2028 and U+2029 are escaped too: valid in JSON, but Python's `str.splitlines()`,
+/// JavaScript before ES2019 and log viewers end a line at them, and a consumer of one object
+/// per line would get half an object. The parsed value is the same. For any `Serialize`
+/// through `serde_json::Serializer::with_formatter(writer, TerminalSafe)`, or [`to_string`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TerminalSafe;
 
@@ -104,7 +125,7 @@ impl serde_json::ser::Formatter for TerminalSafe {
         }
         let mut run = 0;
         for (i, c) in fragment.char_indices() {
-            if ami_proto::obeyed_by_terminals(c) {
+            if ami_proto::obeyed_by_terminals(c) || matches!(c, '\u{2028}' | '\u{2029}') {
                 writer.write_all(&fragment.as_bytes()[run..i])?;
                 write!(writer, "\\u{:04x}", c as u32)?;
                 run = i + c.len_utf8();
@@ -182,8 +203,12 @@ pub const REDACTED: &str = "***";
 /// was sent. Events and responses are written whole: they come from the server, which never
 /// echoes a login secret, and their `Key` is data (`DBGetResponse` and `DBGetTreeResponse`
 /// carry the AstDB key there) that the bridge's consumers need.
+///
+/// An action is what Asterisk would run as one: a message whose first header is `Action`,
+/// or one of no other kind (`"type":"other"`) with an `Action` header further down, since
+/// Asterisk reads `Action` wherever it is and a client may send its `ActionID` first.
 pub fn push_headers(out: &mut Vec<u8>, msg: &Message) {
-    let is_action = msg.kind() == MessageKind::Action;
+    let is_action = msg.runs_as_action();
     out.push(b'[');
     for (i, f) in msg.fields().enumerate() {
         if i > 0 {
@@ -558,6 +583,115 @@ mod tests {
         }
     }
 
+    /// Bytes a hostile server (or a corrupt capture) may send: anything at all, with the
+    /// pieces of AMI framing and the names that change the JSON (kinds, secrets) common
+    /// enough that the decoder yields many messages of every kind.
+    fn hostile_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            4 => proptest::collection::vec(any::<u8>(), 1..12),
+            2 => proptest::collection::vec(
+                prop_oneof![0u8..0x20, Just(0x7f), 0x80u8..=0xff, Just(b'"'), Just(b'\\')],
+                1..6),
+            1 => proptest::sample::select(vec![
+                "\u{2028}", "\u{2029}", "\u{202e}", "\u{85}", "\u{9b}", "\u{feff}", "\u{fffd}",
+                "😀", "é",
+            ]).prop_map(|s| s.as_bytes().to_vec()),
+            4 => proptest::sample::select(vec![
+                "\r\n", "\r\n", "\n", "\r", ": ", ":", "\r\n\r\n", "Event: ", "Response: ",
+                "Action: ", "action: ", "ActionID: ", "Secret: ", "secret:", "KEY: ", " Key : ",
+                "Output: ", "Message: ",
+            ]).prop_map(|s| s.as_bytes().to_vec()),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    /// Whether `m` is, as Asterisk would read it, an action: the messages whose secrets the
+    /// JSON hides (an `Action` header anywhere in a message of no other kind).
+    fn read_as_action(m: &Message) -> bool {
+        m.kind() == MessageKind::Action
+            || (m.kind() == MessageKind::Other
+                && m.fields()
+                    .any(|f| f.key.trim_ascii().eq_ignore_ascii_case(b"Action")))
+    }
+
+    /// Checks one JSON line of `m` as a strict consumer would; `place` when it is a bridge's.
+    fn check_line(
+        line: &str,
+        m: &Message,
+        place: Option<&Place<'_>>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prelude::*;
+        // One line, nothing a terminal or a line splitter would act on, whatever was sent.
+        for c in line.chars() {
+            prop_assert!(
+                !(c.is_control()
+                    || ami_proto::obeyed_by_terminals(c)
+                    || matches!(c, '\u{2028}' | '\u{2029}')),
+                "{:?} in {}",
+                c,
+                line
+            );
+        }
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+        prop_assert_eq!(&v["type"], kind(m));
+        if let Some(p) = place {
+            prop_assert_eq!(&v["server"], p.server);
+            prop_assert_eq!(&v["session"], p.session);
+            prop_assert_eq!(&v["position"], p.position);
+        }
+        let headers = v["headers"].as_array().unwrap();
+        prop_assert_eq!(headers.len(), m.fields().count());
+        for (h, f) in headers.iter().zip(m.fields()) {
+            prop_assert_eq!(h.as_array().map(Vec::len), Some(2));
+            prop_assert_eq!(bytes_of(&h[0]), f.key.to_vec());
+            let secret = read_as_action(m)
+                && std::str::from_utf8(f.key).is_ok_and(|k| ami_proto::is_secret_key(k.trim()));
+            if secret {
+                prop_assert_eq!(&h[1], REDACTED);
+            } else {
+                prop_assert_eq!(bytes_of(&h[1]), f.value.as_bytes().to_vec());
+            }
+            // A value that is not UTF-8 also shows as its lossy text.
+            if let Value::Object(o) = &h[1] {
+                prop_assert!(std::str::from_utf8(f.value.as_bytes()).is_err() || secret);
+                prop_assert_eq!(&o["lossy"], &*String::from_utf8_lossy(f.value.as_bytes()));
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2000))]
+
+        /// Whatever bytes arrive, every message the decoder makes of them is written as
+        /// strict JSON on one line that gives back its kind, place and every key and value
+        /// byte-exact (a string, or `{"base64","lossy"}`), but an action's secrets.
+        #[test]
+        fn any_bytes_decode_to_strict_json_that_reads_back_byte_exact(wire in hostile_bytes()) {
+            let mut d = Decoder::without_banner(DecoderLimits::default());
+            let mut rest: &[u8] = &wire;
+            let mut messages = Vec::new();
+            // A blank line at the end, so a message left open is decoded too.
+            for chunk in [&mut rest, &mut &b"\r\n\r\n"[..]] {
+                while !chunk.is_empty() {
+                    let n = d.feed(chunk);
+                    *chunk = &chunk[n..];
+                    while let Some(frame) = d.decode() {
+                        if let Ok(Frame::Message(m)) = frame {
+                            messages.push(m);
+                        }
+                    }
+                }
+            }
+            for m in &messages {
+                check_line(&message(m), m, None)?;
+                check_line(&message_at(&PLACE, m), m, Some(&PLACE))?;
+            }
+        }
+    }
+
     /// A capture of a client's side: a plain login and an MD5 login.
     const LOGINS: [&[u8]; 2] = [
         b"Action: Login\r\nActionID: 1\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n",
@@ -590,6 +724,46 @@ mod tests {
         let line = message(&m);
         assert!(line.contains(r#"["Secret","***"]"#), "{line}");
         assert!(!line.contains("base64"), "{line}");
+    }
+
+    #[test]
+    fn an_actions_secret_is_masked_whatever_header_comes_first() {
+        // Asterisk reads `Action` wherever it is in the message, so a client may send its
+        // ActionID first: the decoder then calls the message `other`, but it is a Login.
+        for wire in [
+            &b"ActionID: 1\r\nAction: Login\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n"[..],
+            b"ActionID: 2\r\naction: login\r\nAuthType: MD5\r\nKEY: 0123456789abcdef\r\n\r\n",
+        ] {
+            let m = one(wire);
+            for line in [message(&m), message_at(&PLACE, &m)] {
+                assert!(
+                    !line.contains("TOPSECRET1") && !line.contains("0123456789abcdef"),
+                    "{line}"
+                );
+                assert!(line.contains(r#""***""#), "{line}");
+            }
+        }
+        // A server's message of no known kind without an Action header is data, as sent.
+        let m = one(b"Foo: bar\r\nKey: 5551234\r\n\r\n");
+        assert!(message(&m).contains(r#"["Key","5551234"]"#));
+    }
+
+    #[test]
+    fn line_and_paragraph_separators_are_escaped_so_no_line_splitter_cuts_an_object() {
+        // U+2028 and U+2029 end a line for Python's str.splitlines(), JavaScript before
+        // ES2019 and many log viewers: one object per line holds only if they are escaped.
+        let name = "a\u{2028}b\u{2029}c\u{85}d";
+        let wire = format!("Event: Newchannel\r\nCallerIDName: {name}\r\n\r\n");
+        let m = one(wire.as_bytes());
+        for line in [message(&m), message_at(&PLACE, &m)] {
+            assert!(
+                !line.contains('\u{2028}') && !line.contains('\u{2029}'),
+                "{line:?}"
+            );
+            assert!(line.contains(r#""a\u2028b\u2029c\u0085d""#), "{line}");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["headers"][1][1], name);
+        }
     }
 
     #[test]

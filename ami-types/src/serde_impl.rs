@@ -3,7 +3,9 @@
 //! booleans; text, enums and values that did not parse come out as strings (nothing is
 //! dropped); a value that is not UTF-8 comes out as ami-json has it,
 //! `{"base64":<exact bytes>,"lossy":<text>}` (for a C-escaped field, `lossy` is unescaped, as
-//! its accessor gives it); a header that appears several times becomes a list.
+//! its accessor gives it); a header that appears several times becomes a list. A key is
+//! written as text (a map key must be a string): one that is not UTF-8 has U+FFFD for its
+//! bad bytes, and keys that read the same that way are one key (a list of their values).
 
 use crate::read::{read_fields, FieldValue, Reading};
 use crate::spec::MessageSpec;
@@ -71,7 +73,10 @@ pub(crate) fn serialize<S: Serializer>(
     let fields: Vec<(Field<'_>, Reading<'_>)> = read_fields(spec, m).collect();
     let mut map = s.serialize_map(None)?;
     for (i, (field, reading)) in fields.iter().enumerate() {
-        let same = |f: &Field<'_>| f.key.eq_ignore_ascii_case(field.key);
+        // Compared as the map key is written (lossy text): two keys that differ only in
+        // bytes that are not UTF-8 would otherwise write the same JSON key twice, and a
+        // strict parser keeps only one of their values.
+        let same = |f: &Field<'_>| f.key_str().eq_ignore_ascii_case(&field.key_str());
         if fields[..i].iter().any(|(f, _)| same(f)) {
             continue; // already written with its first occurrence
         }

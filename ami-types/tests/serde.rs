@@ -75,3 +75,16 @@ fn a_value_that_is_not_utf8_keeps_its_bytes_as_ami_json_writes_them() {
     assert_eq!(e9["lossy"], json!("O'Brien \u{fffd}"));
     assert_eq!(e9["base64"], json!("T1wnQnJpZW4g6Q=="));
 }
+
+#[test]
+fn keys_that_are_not_utf8_never_repeat_a_json_key() {
+    // Two keys that differ only in bytes that are not UTF-8 read the same once made text
+    // (a map key must be a string): one key with both values, never the key twice (a
+    // strict parser keeps one of the two and the other value is lost).
+    let m = support::decode(b"Event: X\r\nK\xff: a\r\nK\xfe: b\r\nk\xff: c\r\n\r\n");
+    let text = serde_json::to_string(&Event::from_message(&m)).unwrap();
+    assert_eq!(text.matches("\"K\u{fffd}\"").count(), 1, "{text}");
+    assert!(!text.contains("\"k\u{fffd}\""), "{text}");
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["K\u{fffd}"], json!(["a", "b", "c"]));
+}

@@ -499,6 +499,22 @@ impl Message {
         self.kind
     }
 
+    /// Whether Asterisk would run this message as an action: its first header is `Action`,
+    /// or it is of no other kind ([`MessageKind::Other`]) with an `Action` header further
+    /// down, since Asterisk reads `Action` wherever it is and a client may send its
+    /// `ActionID` first. What decides whether a `Secret` or `Key` is a credential to hide
+    /// (in an event or a response they are data); whitespace around the key is ignored,
+    /// hiding too much being the safe side.
+    pub fn runs_as_action(&self) -> bool {
+        match self.kind {
+            MessageKind::Action => true,
+            MessageKind::Event | MessageKind::Response => false,
+            MessageKind::Other => self
+                .fields()
+                .any(|f| f.key.trim_ascii().eq_ignore_ascii_case(b"Action")),
+        }
+    }
+
     /// The message exactly as it arrived, line endings included.
     pub fn wire_bytes(&self) -> &[u8] {
         &self.data[..self.wire_len as usize]
@@ -633,11 +649,11 @@ impl Message {
 /// same names in events and responses (AstDB's `Key`) are data, and shown.
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let action = self.kind() == MessageKind::Action;
+        let action = self.runs_as_action();
         let mut m = f.debug_map();
         for field in self.fields() {
             let key = field.key_str();
-            if action && crate::wire::action::is_secret_key(&key) {
+            if action && crate::wire::action::is_secret_key(key.trim()) {
                 m.entry(&key, &format_args!("<redacted>"));
             } else {
                 m.entry(&key, &field.value);
@@ -673,6 +689,22 @@ mod tests {
         let astdb =
             one(b"Event: DBGetResponse\r\nFamily: cidname\r\nKey: 5551234\r\nVal: Bob\r\n\r\n");
         assert!(format!("{astdb:?}").contains("5551234"));
+    }
+
+    #[test]
+    fn debug_of_a_login_whose_action_header_is_not_first_hides_its_secret() {
+        // Asterisk reads `Action` wherever it is: a client that sends its ActionID first
+        // still logs in, and the decoder calls the message `Other`.
+        let login =
+            one(b"ActionID: 1\r\nAction: Login\r\nUsername: admin\r\nSecret : TOPSECRET1\r\n\r\n");
+        assert_eq!(login.kind(), super::MessageKind::Other);
+        assert!(login.runs_as_action());
+        let shown = format!("{login:?}");
+        assert!(!shown.contains("TOPSECRET1"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+        let data = one(b"Foo: bar\r\nKey: 5551234\r\n\r\n");
+        assert!(!data.runs_as_action());
+        assert!(format!("{data:?}").contains("5551234"));
     }
 
     #[test]
