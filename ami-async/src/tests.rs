@@ -1521,6 +1521,49 @@ fn a_consumer_still_behind_after_max_hold_is_read_on_until_it_caught_up() {
     );
 }
 
+/// A session driver dropped mid-run (its task aborted, its runtime shut down) fails an
+/// action it wrote `Unknown` (it may have run) and one that never left `NotSent`, never
+/// `AmiError::Closed`: `Closed` is for an action refused before it was queued, and the NATS
+/// bridge answers it `not_sent`, inviting a retry that would run a written action twice.
+#[test]
+fn a_session_driver_dropped_mid_run_fails_a_written_action_unknown_not_closed() {
+    use ami_proto::{Action, ActionError, DisconnectReason};
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    let mut cx = Context::from_waker(Waker::noop());
+    let handle = rig.handle.clone();
+    let mut written = Box::pin(handle.send(Action::new("Ping")));
+    assert!(written.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    assert!(rig.written().contains("Action: Ping"), "{}", rig.written());
+    // The server stopped reading: this one never leaves.
+    rig.wire.lock().unwrap().budget = 0;
+    let held = Action::new("UserEvent").field("UserEvent", "Held");
+    let mut held = Box::pin(handle.send(held));
+    assert!(held.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    assert!(!rig.written().contains("Held"));
+    let Rig { driver, .. } = rig;
+    drop(driver);
+    match written.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(crate::AmiError::Action(ActionError::Unknown(
+            DisconnectReason::LocalClose,
+        )))) => {}
+        other => panic!("the written Ping may have run, yet: {other:?}"),
+    }
+    match held.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(crate::AmiError::Action(ActionError::NotSent(
+            DisconnectReason::LocalClose,
+        )))) => {}
+        other => panic!("the held action never left, yet: {other:?}"),
+    }
+    // Only now, with the driver gone before it was queued, is an action `Closed`.
+    assert!(matches!(
+        futures_lite_block_on(handle.send(Action::new("Ping"))),
+        Err(crate::AmiError::Closed { .. })
+    ));
+}
+
 /// A fleet driver dropped mid-run (its task aborted, its runtime shut down) ends its
 /// servers as a session's driver does: the action it wrote fails `Unknown` (it may have
 /// run), the one its copy held unwritten `NotSent` (safe to send again), the server is

@@ -344,6 +344,9 @@ fn param_arg(ty: &ParamTy) -> String {
         ParamTy::Enum(name) => format!("enums::{name}"),
         // `bool` still works (`From<bool>`): `on` / `off`, as before the class lists.
         ParamTy::EventMask => "impl Into<EventMask>".into(),
+        // Never a constructor argument (the model refuses a required selector): its method
+        // takes none.
+        ParamTy::Select(_) => String::new(),
     }
 }
 
@@ -352,6 +355,7 @@ fn param_value(ty: &ParamTy, var: &str) -> String {
     match ty {
         ParamTy::Bool(y, n) => format!("if {var} {{ {} }} else {{ {} }}", lit(y), lit(n)),
         ParamTy::EventMask => format!("Into::<EventMask>::into({var})"),
+        ParamTy::Select(_) => lit("yes"),
         _ => var.to_string(),
     }
 }
@@ -441,6 +445,11 @@ fn action(out: &mut String, a: &ActionDef) {
         out.push('\n');
         let value = param_value(&p.ty, "value");
         let wire = lit(&p.wire);
+        // A selector's parts (the parameter itself among them); empty for the others.
+        let select: &[String] = match &p.ty {
+            ParamTy::Select(parts) => parts,
+            _ => &[],
+        };
         let (doc, args, body) = match &p.name_format {
             Some(fmt) => {
                 let key = lit(&fmt.replace("%06d", "{index:06}").replace("%d", "{index}"));
@@ -460,6 +469,24 @@ fn action(out: &mut String, a: &ActionDef) {
                 format!("mut self, value: {arg}"),
                 format!("self.0.push({wire}, {value}.to_string());\n        self"),
             ),
+            None if !select.is_empty() => {
+                let others = select
+                    .iter()
+                    .filter(|o| **o != p.wire)
+                    .map(|o| format!("`{o}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ");
+                let w = &p.wire;
+                (
+                    format!(
+                        "Selects `{w}` (`{w}: yes`). Asterisk acts on the selected parts only, \
+                         and on all of them when none is selected (so `{w}: no` would not \
+                         leave `{w}` out): to leave `{w}` out, select {others}."
+                    ),
+                    "self".to_string(),
+                    format!("self.with({wire}, {value})"),
+                )
+            }
             None if p.repeatable => (
                 format!("Adds one `{}` header (repeatable).", p.wire),
                 format!("mut self, value: {arg}"),

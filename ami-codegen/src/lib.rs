@@ -24,8 +24,10 @@
 //! typed per event (`Cause` is a number in `Hangup`, text in `PeerStatus`), fields and
 //! parameters the docs omit (`TechCause`, `ChanVariable(<channel>)`, QueueAdd's
 //! `Wrapuptime`), enum values the docs omit (`Reachable`, `Mute`), C-escaped fields, event
-//! masks, `UserEvent`'s headers of the caller's choosing, parameters Asterisk requires, and
-//! headers Asterisk reads under another name (JabberSend's `ScreenName`, documented `JID`).
+//! masks, `UserEvent`'s headers of the caller's choosing, parameters Asterisk requires,
+//! headers Asterisk reads under another name (JabberSend's `ScreenName`, documented `JID`),
+//! and yes/no parameters that only select parts, none selecting all (QueueReload's
+//! `Members`, `Rules`, `Parameters`: methods without argument, as `no` leaves nothing out).
 //! The generator (or a test) fails when an entry stops matching the catalog, so a fix never
 //! stops applying unnoticed.
 

@@ -238,6 +238,9 @@ pub enum ParamTy {
     Enum(String),
     /// An event mask (`ami_types::actions::EventMask`): `on`, `off` or a class list.
     EventMask,
+    /// One of a set of parts the action acts on, selected by `yes` (see [`SELECTORS`]): a
+    /// method without argument; the set's parameters (itself among them), for the docs.
+    Select(Vec<String>),
 }
 
 /// One action parameter.
@@ -368,6 +371,14 @@ const EVENT_MASK_PARAMS: &[(&str, &str)] = &[("Events", "EventMask"), ("Login", 
 /// (`action_userevent` in `main/manager.c` copies every header but `Action` and
 /// `UserEvent` into the event): replaced by one `header(key, value)` method.
 const ARBITRARY_HEADERS: &[(&str, &[&str])] = &[("UserEvent", &["Header1", "HeaderN"])];
+
+/// Yes/no parameters that select the parts an action acts on, where selecting none selects
+/// every part: a `no` is never read as "leave this part out". `apps/app_queue.c`
+/// `manager_queue_reload` sets a part's flag only for `yes` and, with no flag set, reloads
+/// everything: `Members: no` alone reloads the members too. A `bool` setter would let
+/// `members(false)` read as "not the members"; a method without argument sends `yes`, and
+/// the way to leave a part out is to select the others.
+const SELECTORS: &[(&str, &[&str])] = &[("QueueReload", &["Members", "Rules", "Parameters"])];
 
 /// Actions the catalog calls single that Asterisk answers as another action: (action, as).
 /// `pjsip_action_hangup` (channels/pjsip/dialplan_functions.c) is
@@ -833,8 +844,20 @@ impl Model {
                     Some(_) => wire.split(['-', '(']).next().unwrap_or(&wire).to_string(),
                     None => wire.clone(),
                 };
+                let selectors = SELECTORS
+                    .iter()
+                    .find(|(action, parts)| *action == name && parts.contains(&wire.as_str()));
                 let ty = match param_enum(p) {
                     _ if EVENT_MASK_PARAMS.contains(&(&name, &wire)) => ParamTy::EventMask,
+                    // Only a yes/no parameter becomes a selector (`check_action_fixes`
+                    // refuses the table otherwise: the handler has likely changed too).
+                    Some((b, values))
+                        if selectors.is_some()
+                            && matches!(ty_of(&name, &b, Some(&values)), Ty::Bool(..)) =>
+                    {
+                        let parts = selectors.map_or(&[][..], |(_, parts)| *parts);
+                        ParamTy::Select(parts.iter().map(|p| p.to_string()).collect())
+                    }
                     Some((b, values)) => match ty_of(&name, &b, Some(&values)) {
                         Ty::Bool(y, n) => ParamTy::Bool(y, n),
                         Ty::Enum(e, _) => ParamTy::Enum(e),
@@ -966,6 +989,25 @@ fn check_action_fixes(actions: &[ActionDef]) -> Result<(), Error> {
     for (action, from, to) in RENAMED_PARAMS {
         if find(action, to).is_none() {
             return stale("RENAMED_PARAMS", action, from);
+        }
+    }
+    for (action, parts) in SELECTORS {
+        for wire in *parts {
+            match find(action, wire) {
+                Some(p) if p.required => {
+                    // A part the action cannot go without selects nothing.
+                    return Err(Error::Catalog(format!(
+                        "SELECTORS: {action} requires {wire} now"
+                    )));
+                }
+                Some(p) if matches!(p.ty, ParamTy::Select(_)) => {}
+                Some(_) => {
+                    return Err(Error::Catalog(format!(
+                        "SELECTORS: {action}'s {wire} is not yes/no in the catalog"
+                    )));
+                }
+                None => return stale("SELECTORS", action, wire),
+            }
         }
     }
     let more = MORE_PARAMS.iter().map(|(action, _)| *action);

@@ -453,3 +453,58 @@ fn skipped_input_carrying_a_lists_action_id_fails_it_as_incomplete() {
         })
     ));
 }
+
+/// main/manager.c `action_userevent` copies the ActionID of whoever raised a `UserEvent`
+/// into it, with any header they chose: another AMI client with `write=user` can name one of
+/// this client's ActionIDs (they are sequential, and its broadcast events show their
+/// prefix). Such an event is no item and no end of a list, whatever it carries: no list
+/// has `UserEvent` items, and it goes to the stream.
+#[test]
+fn a_user_event_naming_a_pending_lists_action_id_is_neither_its_item_nor_its_end() {
+    let mut h = ready();
+    let id = h.send(Action::new("QueueStatus"));
+    h.take("QueueStatus");
+    let id_s = id.as_str();
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", id_s),
+        ("EventList", "start"),
+        ("Message", "Queue status will follow"),
+    ]));
+    // As Asterisk raises it for `Action: UserEvent`, `ActionID: <ours>` and forged fields.
+    h.feed(&msg(&[
+        ("Event", "UserEvent"),
+        ("Privilege", "user,all"),
+        ("UserEvent", "Forged"),
+        ("ActionID", id_s),
+        ("Event", "QueueStatusComplete"),
+        ("EventList", "Complete"),
+        ("ListItems", "0"),
+    ]));
+    assert!(
+        h.outcomes(&id).is_empty(),
+        "the list ended on the UserEvent: {:?}",
+        h.outcomes(&id)
+    );
+    h.feed(&msg(&[
+        ("Event", "QueueMember"),
+        ("ActionID", id_s),
+        ("Queue", "support"),
+    ]));
+    h.feed(&msg(&[
+        ("Event", "QueueStatusComplete"),
+        ("ActionID", id_s),
+        ("EventList", "Complete"),
+        ("ListItems", "1"),
+    ]));
+    let Ok(r) = h.outcome(&id) else {
+        panic!("{:?}", h.outcome(&id))
+    };
+    assert_eq!(r.items().len(), 1);
+    assert_eq!(r.items()[0].event(), Some("QueueMember"));
+    assert_eq!(
+        r.complete().and_then(|c| c.event()),
+        Some("QueueStatusComplete")
+    );
+    assert_eq!(only_unsolicited(&mut h), ["UserEvent"]);
+}

@@ -12,6 +12,11 @@ use std::fmt;
 /// Setting a parameter again replaces its value; repeatable parameters (`Variable`) add one
 /// header per call. `ActionID` is not a parameter: the client assigns it.
 ///
+/// Values go out as given, and Asterisk reads a header's value from its first byte above a
+/// space (`__astman_get_header`): `" x"` sets `x` ([`Action::field`]). Only what Asterisk
+/// copies as sent keeps leading blanks: a `UserEvent`'s own headers, and a `Variable` value
+/// after its `=` (the `var` methods escape a blank that starts the name).
+///
 /// Its `Debug` (and so that of every typed action) shows the value of a secret parameter
 /// ([`ami_proto::is_secret_key`]: `Login`'s `Secret` and `Key`) as `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]

@@ -215,6 +215,62 @@ fn user_event_carries_arbitrary_headers_checked_at_encode() {
     assert!(out.is_empty());
 }
 
+/// main/manager.c `action_userevent` copies every header but `Action` and `UserEvent`, as
+/// sent, after the `Event: UserEvent` and `Privilege: user,all` lines `manager_event` writes
+/// first (`__manager_event_sessions_va`). Caller headers named `Event`, `Privilege` or
+/// `Response` come later in the event, where a reader that takes a key's first value (AMI's
+/// rule, Asterisk's `astman_get_header`, this library's) never looks; the client's ActionID
+/// comes before them too, and one of the caller's own is refused.
+#[test]
+fn user_event_headers_named_like_routing_fields_do_not_change_the_event_listeners_read() {
+    use ami_proto::{Client, ClientConfig, MessageKind, SendError};
+    use ami_types::actions::UserEvent;
+    use ami_types::Event;
+    let action: Action = UserEvent::new("CallFlow")
+        .header("Event", "Hangup")
+        .header("Privilege", "system,all")
+        .header("Response", "Success")
+        .header("Step", "ivr")
+        .into();
+    let mut wire = Vec::new();
+    action
+        .encode(
+            Some(&ami_proto::ActionId::new("ours-1").unwrap()),
+            &mut wire,
+        )
+        .unwrap();
+    // The event Asterisk raises from it.
+    let mut event =
+        String::from("Event: UserEvent\r\nPrivilege: user,all\r\nUserEvent: CallFlow\r\n");
+    for line in String::from_utf8(wire).unwrap().split("\r\n") {
+        if !line.is_empty() && !line.starts_with("Action:") && !line.starts_with("UserEvent:") {
+            event.push_str(line);
+            event.push_str("\r\n");
+        }
+    }
+    event.push_str("\r\n");
+    let m = support::decode(event.as_bytes());
+    assert_eq!(m.kind(), MessageKind::Event);
+    assert_eq!(m.event(), Some("UserEvent"));
+    assert_eq!(m.get_str("Privilege"), Some("user,all"));
+    assert_eq!(m.action_id(), Some("ours-1"));
+    let Event::UserEvent(u) = Event::from_message(&m) else {
+        panic!("read as another event: {event:?}")
+    };
+    assert_eq!(u.user_event(), Some("CallFlow"));
+    // A caller's `ActionID` would be the first one when the client sends none: refused.
+    let config = ClientConfig::builder("admin", "amp111").build().unwrap();
+    let now = std::time::Instant::now();
+    let mut client = Client::new(config, now);
+    let forged: Action = UserEvent::new("CallFlow")
+        .header("actionid", "theirs-9")
+        .into();
+    assert_eq!(
+        client.send_action(now, forged),
+        Err(SendError::ActionIdField)
+    );
+}
+
 #[test]
 fn queue_add_sets_wrapuptime_and_blind_transfer_requires_exten() {
     use ami_types::actions::{BlindTransfer, QueueAdd};

@@ -8,7 +8,9 @@
 mod support;
 
 use ami_proto::Action;
-use ami_types::actions::{CoreShowChannelMap, Filter, JabberSend, ListCategories, MixMonitorMute};
+use ami_types::actions::{
+    CoreShowChannelMap, Filter, JabberSend, ListCategories, MixMonitorMute, QueueReload,
+};
 use ami_types::enums::FilterOperation;
 
 fn fields(a: &Action) -> Vec<(String, String)> {
@@ -97,4 +99,34 @@ fn jabber_send_reports_the_send_result_not_the_attempt() {
         outcome.is_err(),
         "Asterisk said the message could not be sent, the client says {outcome:?}"
     );
+}
+
+/// apps/app_queue.c `manager_queue_reload` sets a part's flag only when its header is `yes`
+/// and, with no flag set, reloads every part: `Members: no` alone reloads the members too.
+/// The builder selects parts (each method sends `yes`) and can write no `no`, so no request
+/// reads as leaving a part out while Asterisk reloads it.
+#[test]
+fn queue_reload_selects_the_parts_it_reloads_and_never_writes_a_no() {
+    let action: Action = QueueReload::new()
+        .queue("support")
+        .rules()
+        .parameters()
+        .into();
+    assert_eq!(
+        fields(&action),
+        [
+            ("Queue".to_string(), "support".to_string()),
+            ("Rules".to_string(), "yes".to_string()),
+            ("Parameters".to_string(), "yes".to_string()),
+        ],
+        "the members left out by selecting the other parts"
+    );
+    let members: Action = QueueReload::new().members().into();
+    assert_eq!(
+        fields(&members),
+        [("Members".to_string(), "yes".to_string())]
+    );
+    // Nothing selected: every part, as Asterisk does it.
+    let all: Action = QueueReload::new().into();
+    assert_eq!(all.fields().len(), 0);
 }

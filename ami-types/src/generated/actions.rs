@@ -2844,19 +2844,19 @@ impl QueueReload {
         self.with("Queue", value)
     }
 
-    /// Sets `Members`.
-    pub fn members(self, value: bool) -> Self {
-        self.with("Members", if value { "yes" } else { "no" })
+    /// Selects `Members` (`Members: yes`). Asterisk acts on the selected parts only, and on all of them when none is selected (so `Members: no` would not leave `Members` out): to leave `Members` out, select `Rules` and `Parameters`.
+    pub fn members(self) -> Self {
+        self.with("Members", "yes")
     }
 
-    /// Sets `Rules`.
-    pub fn rules(self, value: bool) -> Self {
-        self.with("Rules", if value { "yes" } else { "no" })
+    /// Selects `Rules` (`Rules: yes`). Asterisk acts on the selected parts only, and on all of them when none is selected (so `Rules: no` would not leave `Rules` out): to leave `Rules` out, select `Members` and `Parameters`.
+    pub fn rules(self) -> Self {
+        self.with("Rules", "yes")
     }
 
-    /// Sets `Parameters`.
-    pub fn parameters(self, value: bool) -> Self {
-        self.with("Parameters", if value { "yes" } else { "no" })
+    /// Selects `Parameters` (`Parameters: yes`). Asterisk acts on the selected parts only, and on all of them when none is selected (so `Parameters: no` would not leave `Parameters` out): to leave `Parameters` out, select `Members` and `Rules`.
+    pub fn parameters(self) -> Self {
+        self.with("Parameters", "yes")
     }
 }
 

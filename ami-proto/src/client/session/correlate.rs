@@ -170,9 +170,14 @@ impl Client {
 
     pub(super) fn on_event(&mut self, now: Instant, mut msg: Message) {
         self.stats.events_in += 1;
+        // A `UserEvent` is never part of an answer (no list has it as items or end, and no
+        // action waits for it), and its ActionID is whatever its raiser sent
+        // (`action_userevent` copies the headers): any client with `write=user` could name
+        // one of ours, which are sequential, and end a pending list or add to it.
         if let Some(seq) = msg
             .action_id_value()
             .and_then(|id| self.pending.lookup(id.as_bytes()))
+            .filter(|_| !msg.first_value().is_some_and(|e| e.is_word("UserEvent")))
         {
             // A list item or follow-up is kept by its action: its own allocation.
             msg.detach();
