@@ -1394,7 +1394,15 @@ fn a_fleet_server_writes_each_new_action_while_earlier_ones_wait_for_their_answe
 
 // ---- a hold timer that fires, on a clock the test moves ----
 
-/// A runtime whose timers fire once the test's clock (`AHEAD`) passes them.
+thread_local! {
+    /// `Clocked`'s time zero: fixed once per thread, so that its clock moves only when the
+    /// test moves `AHEAD`. A real clock under it made the hold tests flaky on a loaded
+    /// machine: a few ms of decoding or descheduling crossed `MAX_HOLD` (30 ms) early.
+    static CLOCKED_ZERO: Instant = Instant::now();
+}
+
+/// A runtime on a virtual clock: its time is `CLOCKED_ZERO` plus `AHEAD`, and its timers
+/// fire once the test moves that clock past them.
 struct Clocked;
 struct ClockedTimer(Option<Instant>);
 
@@ -1402,7 +1410,7 @@ impl Runtime for Clocked {
     type Tcp = ScriptedTcp;
     type Timer = ClockedTimer;
     fn now() -> Instant {
-        Scripted::now()
+        CLOCKED_ZERO.with(|zero| *zero) + AHEAD.with(|a| a.get())
     }
     fn resolve(h: String, p: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
         Scripted::resolve(h, p)
