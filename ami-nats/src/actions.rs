@@ -21,7 +21,9 @@
 //! run (nobody could be told its outcome), counted `not_sent` and as a lost reply
 //! (`no_reply_subject`), and logged.
 //!
-//! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `K` is `success`,
+//! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `S` is the server's name
+//! (`null` for an `ami.any.action` request answered before a server was picked: refused,
+//! late, no server ready, or a `duplicate` whose original names it) and `K` is `success`,
 //! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run),
 //! `list_overflow`, `list_incomplete` (items were dropped on the way in; those that arrived
 //! are in `items`), `response_discarded` (Asterisk answered, so it ran, but its answer was
@@ -1036,9 +1038,12 @@ async fn answer(
 fn duplicate(control: &Control, named: Option<&str>, value: Option<Bytes>) -> String {
     // For `ami.any.action` the server is in the original reply.
     let reply = || Reply::new(named, "duplicate");
+    // Spliced in as it is stored, so only a JSON object: anything else (a value put by
+    // hand, a stored reply cut short) would make this whole reply unreadable.
     let original = value
         .filter(|v| !crate::idempotency::is_pending(v))
-        .and_then(|v| String::from_utf8(v.to_vec()).ok());
+        .and_then(|v| String::from_utf8(v.to_vec()).ok())
+        .filter(|v| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(v).is_ok());
     let Some(orig) = original else {
         return reply()
             .error("a request with this idempotency key is running or ran")
