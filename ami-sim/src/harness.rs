@@ -8,12 +8,23 @@
 //! exactly the items the server sent in it, in order; nothing in flight survives a
 //! disconnect; caps hold; every dropped event is accounted for by a gap notice; and the
 //! client is Ready again after the server comes back.
+//!
+//! It also cuts the client's own bytes into actions as they are handed out (written, or
+//! lent on a link that writes as an async adapter does), and checks: no byte of an action
+//! goes out after it completed (its deadline, a cancel, a disconnect); no action is written
+//! twice; `NotSent` and a never-written timeout only for actions whose last byte never
+//! left, `Unknown` only for one that left whole. A list ends `ListOverflow` only past
+//! `max_list_items`; a Ready session hears from the server within `ping_interval` +
+//! `pong_timeout` or is given up; and at every Ready the server applies the event mask the
+//! client holds (changed at run time, re-applied by the Login). Actions are cancelled at
+//! any stage, some have short deadlines of their own, and half the seeds log in by MD5.
 
 use crate::clock::later;
-use crate::{Fault, SessionId, SimConfig, SimServer};
+use crate::{ClassMask, Fault, SessionId, SimConfig, SimServer};
 use ami_proto::{
-    Action, ActionError, ActionId, Client, ClientConfig, Decoder, DecoderLimits, DisconnectReason,
-    Frame, Input, Notice, Outcome, Output, StreamItem,
+    Action, ActionError, ActionId, AuthMethod, Client, ClientConfig, Decoder, DecoderLimits,
+    DisconnectReason, Frame, Input, Notice, Outcome, Output, Phase, SendError, SendOptions,
+    StreamItem,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -51,18 +62,52 @@ pub(crate) fn shuttle(
     client: &mut Client,
     server: &mut SimServer,
     session: &mut Option<SessionId>,
+    tap: impl FnMut(&[u8]),
+) -> bool {
+    shuttle_tapped(rng, now, client, server, session, None, tap, |_| {})
+}
+
+/// [`shuttle`], with `sent` seeing each piece of the client's bytes as it is handed out
+/// (before the server reads it). With `copy`, the link writes as an async adapter does:
+/// it lends every byte the client has ([`Client::lend_transmit`]) into `copy` (handed out
+/// then) and writes a piece of `copy`; the rest waits for the next call (the caller
+/// empties `copy` when the connection ends).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn shuttle_tapped(
+    rng: &mut Rng,
+    now: Instant,
+    client: &mut Client,
+    server: &mut SimServer,
+    session: &mut Option<SessionId>,
+    copy: Option<&mut Vec<u8>>,
     mut tap: impl FnMut(&[u8]),
+    mut sent: impl FnMut(&[u8]),
 ) -> bool {
     let Some(s) = *session else {
         return false;
     };
     let mut moved = false;
-    let out = client.transmit();
-    if !out.is_empty() {
+    if let Some(copy) = copy {
+        let lent = client.lend_transmit();
+        if !lent.is_empty() {
+            sent(lent);
+            copy.extend_from_slice(lent);
+        }
+        if !copy.is_empty() {
+            let n = 1 + rng.below(copy.len() as u64) as usize;
+            let n = if rng.chance(70) { copy.len() } else { n };
+            client.advance_transmit(n);
+            server.receive(s, now, &copy[..n]);
+            copy.drain(..n);
+            moved = true;
+        }
+    } else if !client.transmit().is_empty() {
+        let out = client.transmit();
         let n = 1 + rng.below(out.len() as u64) as usize;
         let n = if rng.chance(70) { out.len() } else { n };
         let chunk = out[..n].to_vec();
         client.advance_transmit(n);
+        sent(&chunk);
         server.receive(s, now, &chunk);
         moved = true;
     }
@@ -275,6 +320,16 @@ pub struct RunSummary {
     pub faults: u64,
     /// Actions sent once the link was healthy again (each must get a server answer).
     pub healthy_actions: u64,
+    /// Cancels of an action some of whose bytes had been handed out (written, answered
+    /// with a list under way, or waiting for its follow-up).
+    pub late_cancels: u64,
+    /// Actions that completed `NotSent`, `Unknown` or timed out never written, each
+    /// checked against the bytes handed out.
+    pub unsent_checked: u64,
+    /// Lists ended by `max_list_items`.
+    pub list_overflows: u64,
+    /// Sessions Ready whose server-side event mask was checked against the client's.
+    pub mask_checks: u64,
 }
 
 /// Options for one run.
@@ -369,6 +424,107 @@ impl Tap {
     }
 }
 
+/// How a caller action completed, as far as its bytes are concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// `NotSent`: its last byte was never handed out.
+    NotSent,
+    /// `TimedOut` in `Phase::Queued`: none of its bytes was handed out.
+    NeverWritten,
+    /// Any other outcome.
+    Other,
+}
+
+/// The client's bytes as they were handed out (before the server reads them), cut into
+/// actions by the harness, with where each began and ended in the stream of all bytes
+/// handed out on every connection. It proves that nothing goes out after its action
+/// completed (a deadline, a cancel, a disconnect), that no action is written twice (never
+/// re-sent on a new connection), and that `NotSent` and `Unknown` tell the truth about
+/// whether the action's last byte left.
+#[derive(Debug, Default)]
+struct Wire {
+    /// The current connection's bytes not yet cut into a whole action.
+    buf: Vec<u8>,
+    /// Where in `buf` the search for the blank line that ends an action resumes.
+    scan: usize,
+    /// Stream offset of `buf[0]`.
+    base: u64,
+    /// Bytes handed out so far, all connections.
+    out: u64,
+    /// ActionIDs whose whole action (its blank line included) was handed out.
+    whole: HashSet<String>,
+    /// Caller actions that completed: the stream offset then, and how.
+    done: HashMap<String, (u64, Done)>,
+    /// Broken laws found while cutting, for the harness to report.
+    found: Vec<String>,
+}
+
+impl Wire {
+    /// A new connection: the rest of the last one's partial action never goes out.
+    fn reset(&mut self) {
+        self.base = self.out;
+        self.buf.clear();
+        self.scan = 0;
+    }
+
+    fn completed(&mut self, id: &str, how: Done) {
+        self.done.insert(id.to_string(), (self.out, how));
+    }
+
+    fn see(&mut self, bytes: &[u8]) {
+        self.out += bytes.len() as u64;
+        self.buf.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(at) = self.buf[self.scan.max(start)..]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+        {
+            let end = self.scan.max(start) + at + 4;
+            self.action(start, end);
+            start = end;
+            self.scan = end;
+        }
+        self.buf.drain(..start);
+        self.base += start as u64;
+        self.scan = self.buf.len().saturating_sub(3);
+    }
+
+    /// One whole action, `buf[start..end]`.
+    fn action(&mut self, start: usize, end: usize) {
+        let id = self.buf[start..end]
+            .split(|b| *b == b'\n')
+            .filter_map(|line| {
+                let line = std::str::from_utf8(line).ok()?;
+                let (k, v) = line.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("ActionID")
+                    .then(|| v.trim().to_string())
+            })
+            .next();
+        let Some(id) = id else {
+            return;
+        };
+        let (first, last) = (self.base + start as u64, self.base + end as u64);
+        if !self.whole.insert(id.clone()) {
+            self.found.push(format!(
+                "{id} was written twice (an action is never re-sent)"
+            ));
+        }
+        match self.done.get(&id) {
+            Some((at, _)) if first >= *at => self.found.push(format!(
+                "{id}: its first byte was handed out at {first}, after it completed at {at}"
+            )),
+            Some((at, Done::NeverWritten)) => self.found.push(format!(
+                "{id} timed out never written, but its bytes went out from {first} (completed at {at})"
+            )),
+            Some((at, Done::NotSent)) if last <= *at => self.found.push(format!(
+                "{id} failed NotSent, but its last byte was handed out at {last} (completed at {at})"
+            )),
+            _ => {}
+        }
+    }
+}
+
 /// One client and one simulated server on a virtual clock.
 pub struct Harness {
     rng: Rng,
@@ -381,6 +537,20 @@ pub struct Harness {
     pub client: Client,
     session: Option<SessionId>,
     tap: Tap,
+    /// The client's bytes as handed out.
+    wire: Wire,
+    /// When the client last received a byte, or became Ready: the heartbeat bound counts
+    /// from here.
+    last_rx: Instant,
+    /// Whether this run changes the event mask at run time (a third of the seeds: a mask
+    /// that keeps events out spares the run the event storms, which the others keep).
+    masks: bool,
+    /// For a run whose link lends (see [`shuttle_tapped`]): the bytes lent, not yet written.
+    lent: Option<Vec<u8>>,
+    /// Caller actions not completed yet, in the order sent (a cancel picks one).
+    open: Vec<ActionId>,
+    /// `Events` actions (event mask changes) not completed yet.
+    mask_actions: HashSet<ActionId>,
     /// Every ActionID sent, with how many times it completed.
     completions: HashMap<ActionId, u32>,
     /// ActionIDs that are async Originates.
@@ -405,20 +575,33 @@ pub struct Harness {
     pub summary: RunSummary,
     violations: Violations,
     client_config: ClientConfig,
+    /// The client's `max_list_items`.
+    max_list_items: usize,
 }
+
+/// The harness client's heartbeat: a Ping after this long without a byte from the server...
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+/// ...and the session given up if nothing comes within this after it.
+const PONG_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client config every run uses: small caps so the limits are exercised.
 pub fn client_config(seed: u64) -> ClientConfig {
+    client_config_with(seed, 500, AuthMethod::Plain)
+}
+
+/// [`client_config`] with a list item cap and a login method.
+fn client_config_with(seed: u64, max_list_items: usize, auth: AuthMethod) -> ClientConfig {
     match ClientConfig::builder("admin", "amp111")
+        .auth(auth)
         .seed(seed)
         .event_queue_cap(256)
         .pipeline_depth(8)
         .max_queued_actions(64)
         .max_pending_actions(128)
-        .max_list_items(500)
+        .max_list_items(max_list_items)
         .action_timeout(Duration::from_secs(5))
-        .ping_interval(Duration::from_secs(2))
-        .pong_timeout(Duration::from_secs(2))
+        .ping_interval(PING_INTERVAL)
+        .pong_timeout(PONG_TIMEOUT)
         .backoff_base(Duration::from_millis(50))
         .backoff_max(Duration::from_secs(2))
         .breaker_threshold(6)
@@ -438,16 +621,37 @@ impl Harness {
             ..SimConfig::default()
         };
         let server = SimServer::new(sim, t0);
-        let client_config = client_config(seed);
+        let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d));
+        // Half the seeds log in by MD5 challenge; a third cap lists at a few items, so that
+        // lists of the live channels overflow.
+        let auth = if rng.chance(50) {
+            AuthMethod::Md5
+        } else {
+            AuthMethod::Plain
+        };
+        let lent = rng.chance(50).then(Vec::new);
+        let masks = rng.chance(33);
+        let max_list_items = if rng.chance(33) {
+            1 + rng.below(3) as usize
+        } else {
+            500
+        };
+        let client_config = client_config_with(seed, max_list_items, auth);
         let client = Client::new(client_config.clone(), t0);
         Harness {
-            rng: Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d)),
+            rng,
             t0,
             now: t0,
             server,
             client,
             session: None,
             tap: Tap::default(),
+            wire: Wire::default(),
+            last_rx: t0,
+            masks,
+            lent,
+            open: Vec::new(),
+            mask_actions: HashSet::new(),
             completions: HashMap::new(),
             originates: HashSet::new(),
             consumed: 0,
@@ -463,6 +667,7 @@ impl Harness {
             summary: RunSummary::default(),
             violations: Violations::new(seed, t0, "AMI_DST_SEED", "dst", "replay_seed"),
             client_config,
+            max_list_items,
         }
     }
 
@@ -478,8 +683,13 @@ impl Harness {
                 let output = self.client.poll_output();
                 let link = &mut self.session;
                 if link_output(&output, self.now, &mut self.client, &mut self.server, link) {
+                    // A connection ends or begins: the copy of the last one is dropped.
+                    if let Some(copy) = self.lent.as_mut() {
+                        copy.clear();
+                    }
                     if matches!(output, Output::Connect) {
                         self.tap.reset();
+                        self.wire.reset();
                     }
                     progressed = true;
                     continue;
@@ -489,6 +699,8 @@ impl Harness {
                         self.ready = true;
                         self.last_ready = Some(self.now);
                         self.summary.readies += 1;
+                        self.last_rx = self.now;
+                        self.check_mask();
                     }
                     Output::Notice(Notice::Completed { id, outcome }) => {
                         self.on_completed(id, outcome)
@@ -518,15 +730,32 @@ impl Harness {
                 }
                 progressed = true;
             }
-            let tap = &mut self.tap;
-            progressed |= shuttle(
+            let (tap, wire) = (&mut self.tap, &mut self.wire);
+            let mut received = false;
+            progressed |= shuttle_tapped(
                 &mut self.rng,
                 self.now,
                 &mut self.client,
                 &mut self.server,
                 &mut self.session,
-                |chunk| tap.see(chunk),
+                self.lent.as_mut(),
+                |chunk| {
+                    received = true;
+                    tap.see(chunk);
+                },
+                |chunk| wire.see(chunk),
             );
+            if received {
+                self.last_rx = self.now;
+            }
+            if self.session.is_none() {
+                if let Some(copy) = self.lent.as_mut() {
+                    copy.clear();
+                }
+            }
+            for what in std::mem::take(&mut self.wire.found) {
+                self.violate(what);
+            }
             self.consume();
             self.check_caps();
             if !progressed {
@@ -601,6 +830,27 @@ impl Harness {
         }
     }
 
+    /// A new session's event mask on the server is the one the client holds (set at run
+    /// time, re-applied by the Login), unless a mask change is still on its way.
+    fn check_mask(&mut self) {
+        if !self.mask_actions.is_empty() {
+            return;
+        }
+        let Some(s) = self.session else {
+            return;
+        };
+        let Some(server_mask) = self.server.session(s).map(|s| s.events) else {
+            return;
+        };
+        let mask = self.client.config().events().to_string();
+        self.summary.mask_checks += 1;
+        if ClassMask::parse(&mask) != Some(server_mask) {
+            self.violate(format!(
+                "Ready with the event mask {mask:?}, but the server applies {server_mask:?}"
+            ));
+        }
+    }
+
     fn on_completed(&mut self, id: ActionId, outcome: Outcome) {
         let n = self.completions.entry(id.clone()).or_insert(0);
         *n += 1;
@@ -609,10 +859,43 @@ impl Harness {
             self.violate(what);
             return;
         }
+        self.open.retain(|o| *o != id);
+        self.mask_actions.remove(&id);
+        let how = match &outcome {
+            Err(ActionError::NotSent(_)) => Done::NotSent,
+            Err(ActionError::TimedOut {
+                phase: Phase::Queued,
+                ..
+            }) => Done::NeverWritten,
+            _ => Done::Other,
+        };
+        if how != Done::Other || matches!(outcome, Err(ActionError::Unknown(_))) {
+            self.summary.unsent_checked += 1;
+        }
+        let whole = self.wire.whole.contains(id.as_str());
+        match &outcome {
+            Err(ActionError::NotSent(_)) if whole => self.violate(format!(
+                "{id} failed NotSent, but it had been handed out whole"
+            )),
+            Err(ActionError::TimedOut {
+                phase: Phase::Queued,
+                ..
+            }) if whole => self.violate(format!(
+                "{id} timed out never written, but it had been handed out whole"
+            )),
+            Err(ActionError::Unknown(_)) if !whole => self.violate(format!(
+                "{id} failed Unknown, but its last byte was never handed out"
+            )),
+            _ => {}
+        }
+        self.wire.completed(id.as_str(), how);
         if !self.closing && self.healthy_actions.contains(&id) {
             let answered = matches!(
                 outcome,
-                Ok(_) | Err(ActionError::Server(_)) | Err(ActionError::Cancelled)
+                Ok(_)
+                    | Err(ActionError::Server(_))
+                    | Err(ActionError::Cancelled)
+                    | Err(ActionError::ListOverflow { .. })
             );
             if !answered {
                 self.violate(format!(
@@ -638,6 +921,17 @@ impl Harness {
             }
         }
         if let Some(list) = self.tap.lists.remove(id.as_str()) {
+            if let Err(ActionError::ListOverflow { items, .. }) = &outcome {
+                self.summary.list_overflows += 1;
+                // The cap, not a short list, ended it: the server sent an item past the cap.
+                let cap = self.max_list_items;
+                if *items > cap || list.items.len() <= *items {
+                    self.violate(format!(
+                        "{id}: overflow at {items} items (cap {cap}) after the server sent {}",
+                        list.items.len()
+                    ));
+                }
+            }
             if let Ok(resp) = &outcome {
                 let delivered = resp.items().iter().map(|m| m.wire_bytes());
                 if !list.completed {
@@ -678,22 +972,77 @@ impl Harness {
             }
         };
         let is_originate = action.is("Originate");
-        match self.client.send_action(self.now, action) {
+        // Some actions get a deadline of their own, short enough to pass while they wait
+        // in the queue or in the transmit buffer.
+        let options = if self.rng.chance(15) {
+            SendOptions::timeout(Duration::from_millis(1 + self.rng.below(2000)))
+        } else {
+            SendOptions::default()
+        };
+        match self.client.send_action_with(self.now, action, options) {
             Ok(id) => {
                 self.summary.actions += 1;
+                self.open.push(id.clone());
                 if is_originate {
                     self.originates.insert(id.clone());
                 }
-                if self.healthy_from.is_some_and(|t| self.now >= t) {
+                // One with a short deadline of its own may time out on any link.
+                if options.timeout.is_none() && self.healthy_from.is_some_and(|t| self.now >= t) {
                     self.healthy_actions.insert(id.clone());
                 }
                 self.completions.entry(id.clone()).or_insert(0);
-                if self.rng.chance(3) {
-                    self.client.cancel(self.now, &id);
+                if self.rng.chance(3) && self.client.cancel(self.now, &id) {
+                    // Completed now; its notice comes with the next outputs.
+                    self.open.retain(|o| *o != id);
                 }
             }
-            Err(ami_proto::SendError::QueueFull { .. }) => {}
+            Err(SendError::QueueFull { .. }) => {}
+            // An async Originate's answer is a call event: refused while the mask keeps
+            // call events out, and only then.
+            Err(SendError::FollowUpMasked { mask })
+                if is_originate
+                    && !ClassMask::parse(&mask).is_some_and(|m| m.contains(ClassMask::CALL)) => {}
             Err(e) => self.violate(format!("send_action refused a valid action: {e}")),
+        }
+    }
+
+    /// Changes the event mask at run time.
+    fn change_mask(&mut self) {
+        let mask =
+            ["on", "off", "call,user", "user", "call", "system,user"][self.rng.below(6) as usize];
+        match self.client.set_event_mask(self.now, mask) {
+            Ok(id) => {
+                self.summary.actions += 1;
+                self.open.push(id.clone());
+                self.mask_actions.insert(id.clone());
+                if self.healthy_from.is_some_and(|t| self.now >= t) {
+                    self.healthy_actions.insert(id.clone());
+                }
+                self.completions.entry(id).or_insert(0);
+            }
+            Err(SendError::QueueFull { .. }) => {}
+            Err(e) => self.violate(format!("set_event_mask({mask}) refused: {e}")),
+        }
+    }
+
+    /// Cancels one caller action still pending, at whatever stage it is (queued, written,
+    /// answered with a list under way, waiting for an Originate's follow-up).
+    fn cancel_one(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let id = self.open[self.rng.below(self.open.len() as u64) as usize].clone();
+        let undrained = self.client.has_output();
+        let handed_out = self.wire.whole.contains(id.as_str());
+        if self.client.cancel(self.now, &id) {
+            if handed_out {
+                self.summary.late_cancels += 1;
+            }
+            self.open.retain(|o| *o != id);
+        } else if !undrained {
+            // With outputs not yet drained (a pump that hit its round limit), its
+            // completion may be among them: too late to cancel, and rightly refused.
+            self.violate(format!("{id} is pending but cancel refused it"));
         }
     }
 
@@ -797,11 +1146,31 @@ impl Scenario for Harness {
         if self.ready && self.rng.chance(cfg.action_rate) {
             self.workload();
         }
+        if self.masks && self.ready && self.rng.chance(1) {
+            self.change_mask();
+        }
+        if self.rng.chance(2) {
+            self.cancel_one();
+        }
     }
 
     fn inject(&mut self) -> Duration {
         self.inject_fault();
         Duration::from_millis(500 + self.rng.below(6000))
+    }
+
+    /// The heartbeat: a Ready session that hears nothing (a half-open link, a server that
+    /// stopped answering) is given up within `ping_interval` + `pong_timeout` of the last
+    /// byte received: the Ping goes out when the link has been idle that long, and its
+    /// answer (or any byte) is due within the pong deadline.
+    fn check(&mut self) {
+        let bound = PING_INTERVAL + PONG_TIMEOUT;
+        if self.ready && self.session.is_some() && self.now > self.last_rx + bound {
+            let silent = self.now.duration_since(self.last_rx);
+            self.violate(format!(
+                "Ready and connected after {silent:?} without a byte from the server (bound {bound:?})"
+            ));
+        }
     }
 
     fn quiet(&mut self, plan: &Plan) {

@@ -22,6 +22,7 @@ fn many_seeds_keep_every_law() {
     let mut failures = Vec::new();
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut healthy = 0u64;
+    let mut more = (0u64, 0u64, 0u64, 0u64);
     for seed in first..first.saturating_add(seeds) {
         let (summary, violations) = run_seed(seed);
         totals.0 += summary.actions;
@@ -31,6 +32,10 @@ fn many_seeds_keep_every_law() {
         totals.4 += summary.gaps;
         totals.5 += summary.faults;
         healthy += summary.healthy_actions;
+        more.0 += summary.late_cancels;
+        more.1 += summary.unsent_checked;
+        more.2 += summary.list_overflows;
+        more.3 += summary.mask_checks;
         if let Some(v) = violations.into_iter().next() {
             eprintln!("{v}");
             failures.push(seed);
@@ -40,7 +45,7 @@ fn many_seeds_keep_every_law() {
         }
     }
     eprintln!(
-        "dst: {seeds} seeds from {first} in {:.1?}: {} actions ({} succeeded), {} disconnects, {} events consumed, {} reported in gaps, {} faults, {} actions on a healed link (all answered)",
+        "dst: {seeds} seeds from {first} in {:.1?}: {} actions ({} succeeded), {} disconnects, {} events consumed, {} reported in gaps, {} faults, {} actions on a healed link (all answered), {} cancels after writing, {} NotSent/Unknown/never-written outcomes checked against the wire, {} list overflows, {} event masks checked at Ready",
         started.elapsed(),
         totals.0,
         totals.1,
@@ -48,12 +53,20 @@ fn many_seeds_keep_every_law() {
         totals.3,
         totals.4,
         totals.5,
-        healthy
+        healthy,
+        more.0,
+        more.1,
+        more.2,
+        more.3
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(
         totals.1 > 0 && totals.2 > 0 && totals.4 > 0,
         "the suite must exercise successes, disconnects and gaps"
+    );
+    assert!(
+        more.0 > 0 && more.1 > 0 && more.2 > 0 && more.3 > 0,
+        "the suite must exercise late cancels, unsent outcomes, list overflows and mask checks"
     );
 }
 
