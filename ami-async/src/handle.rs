@@ -130,8 +130,9 @@ impl Handle {
     /// `OriginateResponse` is a `call` event) without being rebuilt. The new mask is the
     /// session's as soon as it is queued: later sends are checked against it. A mask the
     /// server refuses, or whose future is dropped before any of its action left, gives way
-    /// to the one before it. Fails at once when the driver is gone, as
-    /// [`add_filter`](Self::add_filter) does.
+    /// to the one before it. A mask that keeps `call` events out is refused while async
+    /// Originates wait for their `OriginateResponse`. Fails at once when the driver is
+    /// gone, as [`add_filter`](Self::add_filter) does.
     pub async fn set_event_mask(&self, mask: &str) -> Result<Response, AmiError> {
         self.submit(|c, now| c.set_event_mask(now, mask)).await
     }

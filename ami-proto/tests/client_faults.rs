@@ -1298,7 +1298,12 @@ fn an_async_originate_whose_answer_the_event_mask_keeps_out_is_refused_before_se
     h.client.set_event_mask(h.now, "system,call").unwrap();
     h.drain();
     assert!(h.client.send_action(h.now, async_originate(30_000)).is_ok());
-    // A mask changed back keeps it out again.
+    // Answered (a mask that hides call events is refused while it waits for its answer)...
+    h.drain();
+    let sent = h.take("Originate");
+    h.feed(&scripted::originate_queued(id_of(&sent)));
+    h.feed(&scripted::originate_response(id_of(&sent), true));
+    // ...a mask changed back keeps the next one out again.
     h.client.set_event_mask(h.now, "system").unwrap();
     assert!(matches!(
         h.client.send_action(h.now, async_originate(30_000)),

@@ -322,3 +322,43 @@ fn an_event_mask_cancelled_after_a_partial_write_that_never_left_whole_is_not_th
     let login = h.lose_and_reconnect_to_login();
     assert_eq!(login.get_str("Events"), Some("off"));
 }
+
+#[test]
+fn a_mask_that_hides_call_events_is_refused_while_an_async_originate_waits_for_its_answer() {
+    // Asterisk applies an Events mask from the moment it reads it: an OriginateResponse
+    // (a call event) raised after that never reaches the session, and the Originate would
+    // time out although its call was placed.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("call,user").build().unwrap(), t0);
+    h.ready();
+    let originate = h.send(async_originate(30_000));
+    let sent = h.take("Originate");
+    h.feed(&scripted::originate_queued(id_of(&sent)));
+    assert!(h.outcomes(&originate).is_empty(), "waits for its follow-up");
+    let refused = h.client.set_event_mask(h.now, "user");
+    assert!(
+        matches!(&refused, Err(SendError::MaskHidesFollowUps { mask, originates: 1 }) if mask == "user"),
+        "{refused:?}"
+    );
+    // The same through send_action, and `off`.
+    let raw = h
+        .client
+        .send_action(h.now, Action::new("Events").field("EventMask", "off"));
+    assert!(
+        matches!(raw, Err(SendError::MaskHidesFollowUps { .. })),
+        "{raw:?}"
+    );
+    h.drain();
+    assert!(h.inbox_actions().is_empty(), "nothing was sent");
+    // A mask that keeps call events is fine meanwhile.
+    let kept = h.client.set_event_mask(h.now, "call");
+    assert!(kept.is_ok(), "{kept:?}");
+    h.drain();
+    let events = h.take("Events");
+    h.feed(&scripted::success(id_of(&events), "Events Off"));
+    // Once the Originate has its answer, the mask may hide call events.
+    h.feed(&scripted::originate_response(id_of(&sent), true));
+    assert!(h.outcome(&originate).is_ok(), "{:?}", h.outcome(&originate));
+    let later = h.client.set_event_mask(h.now, "user");
+    assert!(later.is_ok(), "{later:?}");
+}

@@ -1021,6 +1021,20 @@ impl Harness {
                 self.completions.entry(id).or_insert(0);
             }
             Err(SendError::QueueFull { .. }) => {}
+            // Refused only while async Originates wait for their answer (a call event the
+            // mask would keep out), and exactly as many as are still open.
+            Err(SendError::MaskHidesFollowUps { originates, .. }) => {
+                let open = self
+                    .open
+                    .iter()
+                    .filter(|id| self.originates.contains(*id))
+                    .count();
+                if originates == 0 || originates != open {
+                    self.violate(format!(
+                        "set_event_mask({mask}) refused for {originates} waiting Originate(s), {open} open"
+                    ));
+                }
+            }
             Err(e) => self.violate(format!("set_event_mask({mask}) refused: {e}")),
         }
     }

@@ -233,6 +233,18 @@ impl PendingTable {
     pub(crate) fn queued(&self) -> usize {
         self.queued
     }
+    /// Async Originates not completed yet (queued, written, or waiting for their
+    /// `OriginateResponse`): each needs call events to complete. A walk over the table, for
+    /// the rare event mask change only.
+    pub(crate) fn originates_waiting(&self) -> usize {
+        self.map
+            .values()
+            .filter(|p| {
+                !matches!(p.stage, Stage::Abandoned { .. })
+                    && matches!(p.kind, Kind::User { follow_up: Some(f), .. } if f.is_originate())
+            })
+            .count()
+    }
     pub(crate) fn on_wire(&self) -> usize {
         self.on_wire
     }

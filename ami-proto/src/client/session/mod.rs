@@ -158,6 +158,17 @@ pub enum SendError {
     /// Too many filters to re-apply.
     #[error("at most {MAX_FILTERS} filters can be installed")]
     TooManyFilters,
+    /// An event mask that keeps `call` events out, while async Originates wait for their
+    /// `OriginateResponse` (a call event): from the moment the server applied it, their
+    /// answers could never arrive, and each would time out although its call was placed.
+    /// Change the mask once they have completed, or keep `call` in it.
+    #[error("the event mask `{mask}` keeps call events out, and {originates} async Originate(s) wait for their OriginateResponse, a call event; change it once they have completed, or keep call in it")]
+    MaskHidesFollowUps {
+        /// The mask asked for.
+        mask: String,
+        /// Async Originates still waiting for their answer.
+        originates: usize,
+    },
     /// The client has stopped (logoff, close, or a final login rejection); `reason` says
     /// why, as [`Status::Closed`] does (a Logoff asked for and not yet done: `Logoff`).
     #[error("client is closed ({reason})")]
@@ -973,6 +984,15 @@ impl Client {
         {
             return Err(SendError::TooManyFilters);
         }
+        if let Some(SessionChange::EventMask(mask)) = &session_change {
+            let originates = self.pending.originates_waiting();
+            if originates > 0 && !crate::client::event_mask::admits_call(mask) {
+                return Err(SendError::MaskHidesFollowUps {
+                    mask: mask.clone(),
+                    originates,
+                });
+            }
+        }
         if let Some(mark) = options.mark {
             self.marks.insert(id.clone(), mark);
         }
@@ -1102,7 +1122,9 @@ impl Client {
     /// action sent through [`send_action`](Self::send_action) is kept the same way. The new
     /// mask is the session's from the moment it is queued (later sends are checked against
     /// it); if the server refuses it, or its action never leaves (cancelled, or past its
-    /// deadline, before any of it was handed out), the mask it replaced comes back.
+    /// deadline, before any of it was handed out), the mask it replaced comes back. A mask
+    /// that keeps `call` events out is refused while async Originates wait for their
+    /// `OriginateResponse` ([`SendError::MaskHidesFollowUps`]).
     pub fn set_event_mask(&mut self, now: Instant, mask: &str) -> Result<ActionId, SendError> {
         self.send_action(now, Action::new("Events").field("EventMask", mask))
     }
