@@ -186,6 +186,26 @@ fn spec_table(out: &mut String, static_name: &str, defs: &[MessageDef]) {
     let _ = writeln!(out, "];\n");
 }
 
+/// Whether `f` is the `Output` of the `Command` response: Asterisk 13 and older send no
+/// `Output:` headers but a raw `Response: Follows` body, which its accessor reads too.
+fn is_command_output(d: &MessageDef, f: &FieldDef) -> bool {
+    d.source == "Response" && d.name == "Command" && f.wire == "Output"
+}
+
+/// The `Command` response's `output()`: the lines in either of Asterisk's formats
+/// (`main/manager.c:action_command`: `Output:` headers on 14+, the raw text of a `Response:
+/// Follows` up to `--END COMMAND--` on 13 and older), so the view works on a mixed fleet.
+fn command_output_accessor(out: &mut String, method: &str) {
+    let _ = writeln!(
+        out,
+        "    /// `Output`: one element per `Output` header (Asterisk 14+), or on Asterisk 13 and \
+         older per line of the raw `Response: Follows` body (`Message::command_output`), in \
+         wire order (a line that is not UTF-8 with U+FFFD for its bad bytes).\n    \
+         pub fn {method}(&self) -> Vec<Cow<'a, str>> {{\n        \
+         read::command_output(self.0)\n    }}"
+    );
+}
+
 fn accessors(out: &mut String, d: &MessageDef) {
     if d.accessors.is_empty() {
         return;
@@ -198,6 +218,9 @@ fn accessors(out: &mut String, d: &MessageDef) {
         }
         first = false;
         match a {
+            Accessor::Field(method, f) if is_command_output(d, f) => {
+                command_output_accessor(out, method);
+            }
             Accessor::Field(method, f) => {
                 let escaped = c_escaped(&d.name, f);
                 accessor(out, method, f, "self.0", &lit(&f.wire), &f.wire, escaped);

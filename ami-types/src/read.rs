@@ -91,6 +91,15 @@ pub(crate) fn list<'a>(m: &'a Message, name: &'a str) -> Vec<Cow<'a, str>> {
     values(m, name).map(String::from_utf8_lossy).collect()
 }
 
+/// The lines of Command output as [`list`] gives `Output` values, in either of Asterisk's
+/// formats: `Output:` headers (14+) or the raw body of a legacy `Response: Follows` (13 and
+/// older, which has no `Output:` header at all).
+pub(crate) fn command_output(m: &Message) -> Vec<Cow<'_, str>> {
+    m.command_output()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect()
+}
+
 /// A field's value read through its declared type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -198,9 +198,9 @@ impl<'a> CommandResponse<'a> {
         read::text(self.0, "Message")
     }
 
-    /// `Output`. Repeatable: one element per header, in wire order (a value that is not UTF-8 with U+FFFD for its bad bytes; `issues()` reports it).
+    /// `Output`: one element per `Output` header (Asterisk 14+), or on Asterisk 13 and older per line of the raw `Response: Follows` body (`Message::command_output`), in wire order (a line that is not UTF-8 with U+FFFD for its bad bytes).
     pub fn output(&self) -> Vec<Cow<'a, str>> {
-        read::list(self.0, "Output")
+        read::command_output(self.0)
     }
 }
 
