@@ -8,8 +8,11 @@
 //! {"type":"calls","stale":false,"calls":[{"linkedid":..,"channels":[{..}]}]}   the view, when it changed
 //! {"type":"stale","reason":"session lost: ..."}                               from here the view may be behind
 //! {"type":"resynced","continued":3,"ended_unobserved":1,"adopted":0,"replayed":0,"kept_newer":0}
-//! {"type":"call_ended","linkedid":..,"cause":16,"unobserved":false,"end":"seen","duration_s":12.5}
+//! {"type":"call_ended","linkedid":..,"channels":2,"cause":16,"unobserved":false,"end":"seen","duration_s":12.5}
 //! ```
+//!
+//! In a `calls` line `channels` is each call's channels; in `call_ended` it is how many the
+//! call had (the channels themselves went with the call).
 //!
 //! A call that ended while the link was down is reported with `"unobserved":true`,
 //! `"end":"unobserved"`, no cause and no duration: nobody saw its Hangup, and the tracker

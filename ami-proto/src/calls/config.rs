@@ -132,7 +132,12 @@ impl TrackerConfigBuilder {
         self
     }
 
-    /// The channel variable carrying originate tags (default `AMIRS_ORIGINATE`).
+    /// The channel variable carrying originate tags (default `AMIRS_ORIGINATE`), sent as the
+    /// Originate's `Variable`. Asterisk before 18.17.0 and 20.2.0 (all of 13, 16 and 19)
+    /// drops an Originate's own variables when the manager user has `setvar=` in
+    /// manager.conf (ASTERISK-30351, `action_originate`): the tag is then lost, so an
+    /// Originate whose answer was lost resolves `NotRunningNow` even while its call rings.
+    /// On such servers, give the tracker's manager user no `setvar=`.
     pub fn tag_variable(mut self, name: &str) -> Self {
         name.clone_into(&mut self.config.tag_variable);
         self
