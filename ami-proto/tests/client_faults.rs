@@ -1884,6 +1884,24 @@ fn iaxnetstats_whose_raw_text_answer_has_no_action_id_is_refused_before_sending(
 }
 
 #[test]
+fn queues_whose_raw_text_answer_has_no_action_id_is_refused_before_sending() {
+    // Asterisk 13 and 14 answer it with the `queue show` table and a blank line
+    // (13.38.3 apps/app_queue.c:manager_queues_show): no Response, no ActionID, so it could
+    // only time out; 15 and later do not know it. Refused, the caller learns what to send.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let refused = h.try_send(Action::new("queues"));
+    assert_eq!(
+        refused,
+        Err(SendError::UnmatchableAnswer("queues".to_string()))
+    );
+    let said = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(said.contains("Command `queue show`"), "{said}");
+    assert!(h.inbox.is_empty(), "nothing written");
+}
+
+#[test]
 fn a_cancelled_faxstats_late_answer_is_swallowed_its_data_event_included() {
     // Client::cancel's doc: an action with bytes handed out "may reach the server whole ...:
     // its late response and list items are swallowed until its grace period ..., while an

@@ -110,6 +110,16 @@ impl SessionChange {
     }
 }
 
+/// The CLI command whose output is the table a raw-text action answers with
+/// ([`SendError::UnmatchableAnswer`]).
+fn raw_text_cli(action: &str) -> &'static str {
+    if action.eq_ignore_ascii_case("Queues") {
+        "queue show"
+    } else {
+        "iax2 show netstats"
+    }
+}
+
 /// Why [`Client::send_action`] refused an action. Nothing was queued or written.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -131,11 +141,12 @@ pub enum SendError {
     /// `Login`, `Challenge` and `Logoff` belong to the client (use [`Client::logoff`]).
     #[error("action {0} is managed by the client")]
     Reserved(String),
-    /// `IAXnetstats` is answered with raw text lines, no `Response` and no `ActionID`
-    /// (chan_iax2's `manager_iax2_show_netstats`): nothing can match the answer to the
-    /// action, which would only time out. `Command` with `iax2 show netstats` gives the
-    /// same table as its output.
-    #[error("action {0} is answered with raw text and no ActionID, which cannot be matched to it; send Command `iax2 show netstats` instead")]
+    /// `IAXnetstats`, and `Queues` on Asterisk 13 and 14, are answered with raw text lines,
+    /// no `Response` and no `ActionID` (chan_iax2's `manager_iax2_show_netstats`,
+    /// app_queue's `manager_queues_show`; Asterisk 15 and later know no `Queues`): nothing
+    /// can match the answer to the action, which would only time out. `Command` with
+    /// `iax2 show netstats` or `queue show` gives the same table as its output.
+    #[error("action {0} is answered with raw text and no ActionID, which cannot be matched to it; send Command `{cli}` instead", cli = raw_text_cli(.0))]
     UnmatchableAnswer(String),
     /// `Originate` without `Async: true` blocks the whole session; enable
     /// `allow_sync_originate` to send one.
@@ -916,7 +927,7 @@ impl Client {
         if action.get("ActionID").is_some() {
             return Err(SendError::ActionIdField);
         }
-        if action.is("IAXnetstats") {
+        if action.is("IAXnetstats") || action.is("Queues") {
             return Err(SendError::UnmatchableAnswer(action.name().to_string()));
         }
         let mut follow_up = None;
