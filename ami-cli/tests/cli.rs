@@ -1303,6 +1303,30 @@ fn decode_hides_the_secret_of_a_login_whose_action_header_is_not_first() {
 }
 
 #[test]
+fn decode_typed_hides_the_secret_of_a_login_whose_first_header_is_event() {
+    // Asterisk runs `Action: Login` whatever line comes first; the decoder calls this an
+    // event, and --typed printed every field of it.
+    let dir = std::env::temp_dir().join(format!("ami-decode-event-login-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cap.txt");
+    std::fs::write(
+        &file,
+        "Event: x\r\nAction: Login\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n",
+    )
+    .unwrap();
+    for args in [&["decode"][..], &["decode", "--typed"]] {
+        let mut args = args.to_vec();
+        args.push(file.to_str().unwrap());
+        let out = ami(&args);
+        assert_code(&out, 0, "decode");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("TOPSECRET1"), "{args:?}: {text}");
+        assert!(text.contains(r#"["Secret","***"]"#), "{args:?}: {text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn decode_of_captures_prints_the_shared_schema_exactly() {
     // The lines a jq pipeline reads, as exact text (ami-json's golden tests hold the rest).
     let fixture = |name: &str| {

@@ -26,9 +26,9 @@
 //! - `ami bridge`: `"server"`, `"session"` and `"position"` ([`Place`], [`message_at`]).
 //!
 //! The value of an action's secret header (`Secret`, the MD5 `Key`, in any case) is `"***"`,
-//! never the secret ([`push_headers`] says why only actions). An action is a message whose
-//! first header is `Action`, or one of type `other` with an `Action` header further down
-//! (Asterisk reads it wherever it is).
+//! never the secret ([`push_headers`] says why only actions). An action is a message with
+//! an `Action` header, first or further down, whatever its type (Asterisk reads it wherever
+//! it is).
 //!
 //! Siblings that write other objects with this crate's escaping ([`to_string`]) and document
 //! their own shapes: `ami decode --typed` (typed events, ami-types' `serde`), `ami calls`
@@ -204,11 +204,14 @@ pub const REDACTED: &str = "***";
 /// echoes a login secret, and their `Key` is data (`DBGetResponse` and `DBGetTreeResponse`
 /// carry the AstDB key there) that the bridge's consumers need.
 ///
-/// An action is what Asterisk would run as one: a message whose first header is `Action`,
-/// or one of no other kind (`"type":"other"`) with an `Action` header further down, since
-/// Asterisk reads `Action` wherever it is and a client may send its `ActionID` first.
+/// An action is what Asterisk would run as one ([`Message::runs_as_action`]): a message
+/// with an `Action` header, first or further down, whatever its first header, since
+/// Asterisk reads `Action` wherever it is (a client may send its `ActionID`, or a
+/// `Response` line, first).
 pub fn push_headers(out: &mut Vec<u8>, msg: &Message) {
-    let is_action = msg.runs_as_action();
+    // Asked only at a secret-named key: every event goes through here (the bridge's ~100 k
+    // a second), and few carry one.
+    let mut is_action = None;
     out.push(b'[');
     for (i, f) in msg.fields().enumerate() {
         if i > 0 {
@@ -217,7 +220,7 @@ pub fn push_headers(out: &mut Vec<u8>, msg: &Message) {
         out.push(b'[');
         push_text(out, f.key);
         out.push(b',');
-        if is_action && is_secret(f.key) {
+        if is_secret(f.key) && *is_action.get_or_insert_with(|| msg.runs_as_action()) {
             push_str(out, REDACTED);
         } else {
             push_text(out, f.value.as_bytes());
@@ -607,12 +610,11 @@ mod tests {
     }
 
     /// Whether `m` is, as Asterisk would read it, an action: the messages whose secrets the
-    /// JSON hides (an `Action` header anywhere in a message of no other kind).
+    /// JSON hides (an `Action` header anywhere, whatever the first).
     fn read_as_action(m: &Message) -> bool {
         m.kind() == MessageKind::Action
-            || (m.kind() == MessageKind::Other
-                && m.fields()
-                    .any(|f| f.key.trim_ascii().eq_ignore_ascii_case(b"Action")))
+            || m.fields()
+                .any(|f| f.key.trim_ascii().eq_ignore_ascii_case(b"Action"))
     }
 
     /// Checks one JSON line of `m` as a strict consumer would; `place` when it is a bridge's.
@@ -746,6 +748,22 @@ mod tests {
         // A server's message of no known kind without an Action header is data, as sent.
         let m = one(b"Foo: bar\r\nKey: 5551234\r\n\r\n");
         assert!(message(&m).contains(r#"["Key","5551234"]"#));
+    }
+
+    #[test]
+    fn an_actions_secret_is_masked_when_its_first_header_is_response_or_event() {
+        // Asterisk runs `Action: Login` whatever line comes first; in a capture of what a
+        // client sent, the decoder calls these a response and an event.
+        for wire in [
+            &b"Response: x\r\nAction: Login\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n"[..],
+            b"Event: x\r\naction: login\r\nAuthType: MD5\r\nKEY: TOPSECRET1\r\n\r\n",
+        ] {
+            let m = one(wire);
+            for line in [message(&m), message_at(&PLACE, &m)] {
+                assert!(!line.contains("TOPSECRET1"), "{line}");
+                assert!(line.contains(r#""***""#), "{line}");
+            }
+        }
     }
 
     #[test]

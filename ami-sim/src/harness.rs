@@ -330,6 +330,11 @@ pub struct RunSummary {
     pub list_overflows: u64,
     /// Sessions Ready whose server-side event mask was checked against the client's.
     pub mask_checks: u64,
+    /// Of those, the ones after the run had changed the mask at run time (the others check
+    /// only the configured mask).
+    pub changed_mask_checks: u64,
+    /// Sessions given up by the heartbeat (the silence bound's check is vacuous without).
+    pub heartbeat_timeouts: u64,
 }
 
 /// Options for one run.
@@ -551,6 +556,8 @@ pub struct Harness {
     open: Vec<ActionId>,
     /// `Events` actions (event mask changes) not completed yet.
     mask_actions: HashSet<ActionId>,
+    /// Whether a run-time mask change was accepted.
+    mask_changed: bool,
     /// Every ActionID sent, with how many times it completed.
     completions: HashMap<ActionId, u32>,
     /// ActionIDs that are async Originates.
@@ -652,6 +659,7 @@ impl Harness {
             lent,
             open: Vec::new(),
             mask_actions: HashSet::new(),
+            mask_changed: false,
             completions: HashMap::new(),
             originates: HashSet::new(),
             consumed: 0,
@@ -705,9 +713,12 @@ impl Harness {
                     Output::Notice(Notice::Completed { id, outcome }) => {
                         self.on_completed(id, outcome)
                     }
-                    Output::Notice(Notice::Disconnected { .. }) => {
+                    Output::Notice(Notice::Disconnected { reason, .. }) => {
                         self.ready = false;
                         self.summary.disconnects += 1;
+                        if matches!(reason, DisconnectReason::HeartbeatTimeout) {
+                            self.summary.heartbeat_timeouts += 1;
+                        }
                         let s = self.client.stats();
                         if s.in_flight != 0 || s.pending != s.queued {
                             self.violate(format!(
@@ -844,6 +855,9 @@ impl Harness {
         };
         let mask = self.client.config().events().to_string();
         self.summary.mask_checks += 1;
+        if self.mask_changed {
+            self.summary.changed_mask_checks += 1;
+        }
         if ClassMask::parse(&mask) != Some(server_mask) {
             self.violate(format!(
                 "Ready with the event mask {mask:?}, but the server applies {server_mask:?}"
@@ -1015,21 +1029,24 @@ impl Harness {
                 self.summary.actions += 1;
                 self.open.push(id.clone());
                 self.mask_actions.insert(id.clone());
+                self.mask_changed = true;
                 if self.healthy_from.is_some_and(|t| self.now >= t) {
                     self.healthy_actions.insert(id.clone());
                 }
                 self.completions.entry(id).or_insert(0);
             }
             Err(SendError::QueueFull { .. }) => {}
-            // Refused only while async Originates wait for their answer (a call event the
-            // mask would keep out), and exactly as many as are still open.
+            // Refused only for a mask that keeps call events out, while async Originates
+            // wait for their answer (a call event), and exactly as many as are still open.
             Err(SendError::MaskHidesFollowUps { originates, .. }) => {
                 let open = self
                     .open
                     .iter()
                     .filter(|id| self.originates.contains(*id))
                     .count();
-                if originates == 0 || originates != open {
+                let admits_call =
+                    ClassMask::parse(mask).is_some_and(|m| m.contains(ClassMask::CALL));
+                if admits_call || originates == 0 || originates != open {
                     self.violate(format!(
                         "set_event_mask({mask}) refused for {originates} waiting Originate(s), {open} open"
                     ));

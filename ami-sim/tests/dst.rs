@@ -23,6 +23,7 @@ fn many_seeds_keep_every_law() {
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut healthy = 0u64;
     let mut more = (0u64, 0u64, 0u64, 0u64);
+    let (mut changed_masks, mut heartbeats) = (0u64, 0u64);
     for seed in first..first.saturating_add(seeds) {
         let (summary, violations) = run_seed(seed);
         totals.0 += summary.actions;
@@ -36,6 +37,8 @@ fn many_seeds_keep_every_law() {
         more.1 += summary.unsent_checked;
         more.2 += summary.list_overflows;
         more.3 += summary.mask_checks;
+        changed_masks += summary.changed_mask_checks;
+        heartbeats += summary.heartbeat_timeouts;
         if let Some(v) = violations.into_iter().next() {
             eprintln!("{v}");
             failures.push(seed);
@@ -67,6 +70,11 @@ fn many_seeds_keep_every_law() {
     assert!(
         more.0 > 0 && more.1 > 0 && more.2 > 0 && more.3 > 0,
         "the suite must exercise late cancels, unsent outcomes, list overflows and mask checks"
+    );
+    assert!(
+        changed_masks > 0 && heartbeats > 0,
+        "the suite must check masks changed at run time ({changed_masks}) and sessions the \
+         heartbeat gave up ({heartbeats})"
     );
 }
 

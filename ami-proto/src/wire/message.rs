@@ -499,20 +499,19 @@ impl Message {
         self.kind
     }
 
-    /// Whether Asterisk would run this message as an action: its first header is `Action`,
-    /// or it is of no other kind ([`MessageKind::Other`]) with an `Action` header further
-    /// down, since Asterisk reads `Action` wherever it is and a client may send its
-    /// `ActionID` first. What decides whether a `Secret` or `Key` is a credential to hide
+    /// Whether Asterisk would run this message as an action: it has an `Action` header,
+    /// first or further down, whatever its first header, since Asterisk reads `Action`
+    /// wherever it is (a client may send its `ActionID`, or even a `Response` or `Event`
+    /// line, first). What decides whether a `Secret` or `Key` is a credential to hide
     /// (in an event or a response they are data); whitespace around the key is ignored,
     /// hiding too much being the safe side.
     pub fn runs_as_action(&self) -> bool {
-        match self.kind {
-            MessageKind::Action => true,
-            MessageKind::Event | MessageKind::Response => false,
-            MessageKind::Other => self
+        // Whatever the first header: a client's `Response: x` or `Event: x` line before its
+        // `Action: Login` does not stop Asterisk from running the login.
+        self.kind == MessageKind::Action
+            || self
                 .fields()
-                .any(|f| f.key.trim_ascii().eq_ignore_ascii_case(b"Action")),
-        }
+                .any(|f| f.key.trim_ascii().eq_ignore_ascii_case(b"Action"))
     }
 
     /// The message exactly as it arrived, line endings included.
@@ -646,7 +645,8 @@ impl Message {
 /// Debug prints every field, but the values of an action's `Secret` and `Key` (a decoded
 /// capture of what a client sent, or what a simulated server read), as
 /// [`Action`](crate::Action)'s Debug does: they are secrets wherever they are printed. The
-/// same names in events and responses (AstDB's `Key`) are data, and shown.
+/// same names in events and responses without an `Action` header (AstDB's `Key`) are
+/// data, and shown ([`Message::runs_as_action`]).
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let action = self.runs_as_action();
@@ -705,6 +705,25 @@ mod tests {
         let data = one(b"Foo: bar\r\nKey: 5551234\r\n\r\n");
         assert!(!data.runs_as_action());
         assert!(format!("{data:?}").contains("5551234"));
+    }
+
+    #[test]
+    fn debug_of_a_login_whose_first_header_is_response_or_event_hides_its_secret() {
+        // Asterisk's process_message reads `Action` wherever it is, whatever comes first: a
+        // capture of a client that sent this logged in with its secret.
+        for wire in [
+            &b"Response: x\r\nAction: Login\r\nUsername: admin\r\nSecret: TOPSECRET1\r\n\r\n"[..],
+            b"Event: x\r\nAction: Login\r\nAuthType: MD5\r\nKey: TOPSECRET1\r\n\r\n",
+        ] {
+            let login = one(wire);
+            assert!(login.runs_as_action());
+            let shown = format!("{login:?}");
+            assert!(!shown.contains("TOPSECRET1"), "{shown}");
+        }
+        // A server's DBGetResponse has no Action header: its Key is data.
+        let astdb = one(b"Event: DBGetResponse\r\nFamily: f\r\nKey: 5551234\r\n\r\n");
+        assert!(!astdb.runs_as_action());
+        assert!(format!("{astdb:?}").contains("5551234"));
     }
 
     #[test]
