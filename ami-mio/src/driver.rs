@@ -364,7 +364,8 @@ impl MioDriver {
     /// [`Client::set_event_mask`]); its answer arrives as [`Notice::Completed`] with the
     /// returned ID. The mask is the client's as soon as it is queued: a session configured
     /// without `call` events takes async Originates from then on. Refused as
-    /// [`add_filter`](Self::add_filter) is.
+    /// [`add_filter`](Self::add_filter) is, and a mask that keeps `call` events out while
+    /// async Originates wait for their `OriginateResponse`.
     pub fn set_event_mask(
         &mut self,
         now: Instant,

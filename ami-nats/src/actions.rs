@@ -323,7 +323,9 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
                 ActionError::ListOverflow { .. } => "list_overflow",
                 ActionError::ListIncomplete { .. } => "list_incomplete",
                 ActionError::ResponseDiscarded { .. } => "response_discarded",
-                ActionError::NotSent(_) | ActionError::Cancelled => "not_sent",
+                ActionError::NotSent(_)
+                | ActionError::Cancelled
+                | ActionError::FollowUpMasked { .. } => "not_sent",
                 _ => "unknown",
             };
             let mut reply = Reply::new(Some(server), kind).error(&e.to_string());

@@ -364,8 +364,6 @@ fn a_mask_that_hides_call_events_is_refused_while_an_async_originate_waits_for_i
 }
 
 #[test]
-#[ignore = "review finding (open): undoing a mask change brings back a mask that hides call \
-            events under async Originates queued behind it"]
 fn an_async_originate_queued_behind_a_call_mask_that_never_left_is_not_sent_into_a_mask_that_hides_its_answer(
 ) {
     // The session reads `user` only. A mask with `call` is queued, then an async Originate
@@ -397,4 +395,55 @@ fn an_async_originate_queued_behind_a_call_mask_that_never_left_is_not_sent_into
         1,
         "nor did it fail with a typed error"
     );
+    assert!(
+        matches!(h.outcome(&originate), Err(ActionError::FollowUpMasked { mask }) if mask == "user"),
+        "{:?}",
+        h.outcome(&originate)
+    );
+}
+
+#[test]
+fn async_originates_queued_behind_a_call_mask_that_expired_unwritten_are_withdrawn_not_sent() {
+    // The same with the mask change's deadline passing while it waits behind a Ping
+    // (pipeline depth 1) and the Ping's answer read before the timer fired: the mask change
+    // ends unwritten inside the pump, which must not then write the Originates queued
+    // behind it into a session whose mask hides their answers.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().events("user").pipeline_depth(1).build().unwrap(), t0);
+    h.ready();
+    let _ping = h.send_with(
+        Action::new("Ping"),
+        ami_proto::SendOptions::timeout(Duration::from_secs(600)),
+    );
+    let ping = h.take("Ping");
+    let mask = h.send_with(
+        Action::new("Events").field("EventMask", "call,user"),
+        ami_proto::SendOptions::timeout(Duration::from_secs(1)),
+    );
+    let first = h.send(async_originate(30_000));
+    let second = h.send(async_originate(30_000));
+    // A late timer: time moves on, the Pong comes before any timer call.
+    h.now = h.at(Duration::from_secs(2));
+    h.feed(&scripted::pong(id_of(&ping)));
+    h.drain();
+    assert!(
+        matches!(h.outcome(&mask), Err(ActionError::TimedOut { .. })),
+        "{:?}",
+        h.outcome(&mask)
+    );
+    for o in [&first, &second] {
+        assert!(
+            matches!(h.outcome(o), Err(ActionError::FollowUpMasked { .. })),
+            "{:?}",
+            h.outcome(o)
+        );
+    }
+    assert!(
+        !h.inbox_actions()
+            .iter()
+            .any(|a| a == "Originate" || a == "Events"),
+        "{:?}",
+        h.inbox_actions()
+    );
+    assert_eq!(h.client.stats().pending, 0);
 }

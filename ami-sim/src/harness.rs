@@ -877,10 +877,13 @@ impl Harness {
         self.mask_actions.remove(&id);
         let how = match &outcome {
             Err(ActionError::NotSent(_)) => Done::NotSent,
+            // Withdrawn before any of it was handed out (the mask it was accepted under
+            // never took effect): as strict as a never-written timeout.
             Err(ActionError::TimedOut {
                 phase: Phase::Queued,
                 ..
-            }) => Done::NeverWritten,
+            })
+            | Err(ActionError::FollowUpMasked { .. }) => Done::NeverWritten,
             _ => Done::Other,
         };
         if how != Done::Other || matches!(outcome, Err(ActionError::Unknown(_))) {
@@ -894,9 +897,14 @@ impl Harness {
             Err(ActionError::TimedOut {
                 phase: Phase::Queued,
                 ..
-            }) if whole => self.violate(format!(
-                "{id} timed out never written, but it had been handed out whole"
-            )),
+            })
+            | Err(ActionError::FollowUpMasked { .. })
+                if whole =>
+            {
+                self.violate(format!(
+                    "{id} ended {outcome:?} (never written), but it had been handed out whole"
+                ))
+            }
             Err(ActionError::Unknown(_)) if !whole => self.violate(format!(
                 "{id} failed Unknown, but its last byte was never handed out"
             )),
@@ -910,6 +918,9 @@ impl Harness {
                     | Err(ActionError::Server(_))
                     | Err(ActionError::Cancelled)
                     | Err(ActionError::ListOverflow { .. })
+                    // The mask change it relied on was cancelled or refused: a client-side
+                    // outcome, as a cancel is.
+                    | Err(ActionError::FollowUpMasked { .. })
             );
             if !answered {
                 self.violate(format!(

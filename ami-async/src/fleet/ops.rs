@@ -105,7 +105,9 @@ impl FleetHandle {
 
     /// Changes the event mask of the server named `name`, now (`Action: Events`) and for
     /// every later login, and waits for the server's answer. Refused as
-    /// [`add_filter`](Self::add_filter) is.
+    /// [`add_filter`](Self::add_filter) is, and a mask that keeps `call` events out while
+    /// async Originates wait for their `OriginateResponse` (see
+    /// [`Client::set_event_mask`](ami_proto::Client::set_event_mask)).
     pub async fn set_event_mask(&self, name: &str, mask: &str) -> Result<Reply, RouteFailed> {
         let (shard, routed) = self
             .shards

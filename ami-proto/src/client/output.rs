@@ -537,6 +537,17 @@ pub enum ActionError {
         /// The server's acceptance.
         response: Box<Response>,
     },
+    /// An async Originate withdrawn before any of it was handed out: the event mask the
+    /// session went back to keeps call events out (the mask change it was accepted under
+    /// was cancelled, passed its deadline unsent, or was refused), so its
+    /// `OriginateResponse` could never arrive, and it would have timed out while its call
+    /// was placed. Nothing of it reached the server: safe to send again once the mask lets
+    /// call events through. Counted as [`OutcomeKind::NotSent`].
+    #[error("not sent: the event mask `{mask}` keeps call events out, so its OriginateResponse could never arrive (the mask change it was accepted under did not take effect)")]
+    FollowUpMasked {
+        /// The session's event mask.
+        mask: String,
+    },
     /// The server answered, but the client threw its response away, for `reason`: over a
     /// decoder limit (a `Command` whose output has more `Output:` lines than
     /// [`DecoderLimits::max_fields`](crate::DecoderLimits::max_fields), a legacy
@@ -605,7 +616,7 @@ impl ActionError {
             ActionError::ListOverflow { .. } => OutcomeKind::ListOverflow,
             ActionError::ListIncomplete { .. } => OutcomeKind::ListIncomplete,
             ActionError::Cancelled => OutcomeKind::Cancelled,
-            ActionError::NotSent(_) => OutcomeKind::NotSent,
+            ActionError::NotSent(_) | ActionError::FollowUpMasked { .. } => OutcomeKind::NotSent,
             ActionError::Unknown(_) | ActionError::FollowUpLost { .. } => OutcomeKind::Unknown,
             ActionError::ResponseDiscarded { .. } => OutcomeKind::ResponseDiscarded,
         }

@@ -233,6 +233,21 @@ impl PendingTable {
     pub(crate) fn queued(&self) -> usize {
         self.queued
     }
+    /// Async Originates none of whose bytes was handed out yet (queued, or encoded and not
+    /// lent), in the order sent. A walk over the table, for the rare undone mask change only.
+    pub(crate) fn originates_unsent(&self) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, p)| {
+                (p.stage == Stage::Queued || (p.stage == Stage::Written && !p.lent))
+                    && matches!(p.kind, Kind::User { follow_up: Some(f), .. } if f.is_originate())
+            })
+            .map(|(seq, _)| *seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
+    }
     /// Async Originates not completed yet (queued, written, or waiting for their
     /// `OriginateResponse`): each needs call events to complete. A walk over the table, for
     /// the rare event mask change only.

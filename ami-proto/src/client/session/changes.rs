@@ -64,6 +64,41 @@ impl Client {
                     crate::Shown(&previous)
                 );
                 self.config.events = previous;
+                // Async Originates accepted under the mask that never took effect: their
+                // answers are call events again kept out (withdrawn at the next pump).
+                if !crate::client::event_mask::admits_call(&self.config.events) {
+                    self.originates_masked = true;
+                }
+            }
+        }
+    }
+
+    /// Withdraws every async Originate none of whose bytes was handed out, now that the
+    /// session's mask keeps its `OriginateResponse` out (see [`undo_session_change`]): sent,
+    /// each would time out while its call was placed. Those already handed out stay (the
+    /// server may run them); their answer can only time out.
+    ///
+    /// [`undo_session_change`]: Self::undo_session_change
+    pub(super) fn withdraw_masked_originates(&mut self) {
+        self.originates_masked = false;
+        if crate::client::event_mask::admits_call(&self.config.events) {
+            return;
+        }
+        for seq in self.pending.originates_unsent() {
+            if self.pending.stage(seq) == Some(Stage::Written) {
+                self.conn.transmit.withdraw(seq);
+                self.conn.transmit.flush_withdrawn();
+                self.stats.actions_withdrawn += 1;
+            }
+            log::warn!(
+                "{}: an async Originate withdrawn unsent: the event mask {} keeps its OriginateResponse out",
+                self.config.who(),
+                crate::Shown(&self.config.events)
+            );
+            // Not `finish`: this runs inside the pump, which must not start again here.
+            if let Some(p) = self.pending.remove(seq) {
+                let mask = self.config.events.clone();
+                self.emit_completed(p.id, Err(ActionError::FollowUpMasked { mask }));
             }
         }
     }

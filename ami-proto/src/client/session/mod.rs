@@ -172,7 +172,9 @@ pub enum SendError {
     /// An event mask that keeps `call` events out, while async Originates wait for their
     /// `OriginateResponse` (a call event): from the moment the server applied it, their
     /// answers could never arrive, and each would time out although its call was placed.
-    /// Change the mask once they have completed, or keep `call` in it.
+    /// Change the mask once they have completed (or were cancelled), or keep `call` in it.
+    /// The other way round, async Originates accepted under a mask change that then never
+    /// takes effect are withdrawn unsent ([`ActionError::FollowUpMasked`](crate::ActionError::FollowUpMasked)).
     #[error("the event mask `{mask}` keeps call events out, and {originates} async Originate(s) wait for their OriginateResponse, a call event; change it once they have completed, or keep call in it")]
     MaskHidesFollowUps {
         /// The mask asked for.
@@ -294,6 +296,9 @@ pub struct Client {
     /// Event masks set by actions that may still be undone (see `changes`): the action's
     /// sequence number and the mask it replaced. At most one per pending action.
     mask_changes: Vec<(u64, String)>,
+    /// A mask change was undone and the mask it gave way to keeps call events out: the
+    /// next pump withdraws the async Originates not handed out yet.
+    originates_masked: bool,
     logoff_requested: bool,
     backoff: Backoff,
     /// Marks of pending marked actions (see [`SendOptions::with_mark`]).
@@ -381,6 +386,7 @@ impl Client {
             events,
             filters,
             mask_changes: Vec::new(),
+            originates_masked: false,
             logoff_requested: false,
             backoff,
             marks: HashMap::new(),
@@ -1226,10 +1232,18 @@ impl Client {
 
     /// Writes queued actions while the session is Ready and the pipeline has room.
     fn pump(&mut self, now: Instant) {
+        if self.originates_masked {
+            self.withdraw_masked_originates();
+        }
         if self.state != State::Ready {
             return;
         }
         while self.pending.on_wire() < self.config.pipeline_depth {
+            // A mask change that expired unwritten just below may have brought back a mask
+            // that keeps call events out: the Originates queued behind it must not go.
+            if self.originates_masked {
+                self.withdraw_masked_originates();
+            }
             let Some(seq) = self.pending.pop_queued() else {
                 break;
             };
