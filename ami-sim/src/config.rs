@@ -3,8 +3,10 @@
 use crate::classes::ClassMask;
 use std::time::Duration;
 
-/// One `manager.conf` user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `manager.conf` user. Its `Debug` shows the secret as `<redacted>`: a simulator
+/// configured with a real password (a user pointing it at their own dialer) must not print
+/// it in a log line or a panic message.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SimUser {
     /// Login name (matched case-insensitively, like Asterisk).
     pub name: String,
@@ -18,6 +20,18 @@ pub struct SimUser {
     /// Challenge naming this user while a session of it is logged in gets
     /// "Login Already In Use" after 1 s, then a close.
     pub allow_multiple_login: bool,
+}
+
+impl std::fmt::Debug for SimUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimUser")
+            .field("name", &self.name)
+            .field("secret", &format_args!("<redacted>"))
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .field("allow_multiple_login", &self.allow_multiple_login)
+            .finish()
+    }
 }
 
 impl SimUser {
@@ -113,5 +127,21 @@ impl Default for SimConfig {
             echo_timeout: Duration::from_secs(1),
             system_name: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sim_users_debug_never_shows_its_secret() {
+        let user = SimUser::new("admin", "TOPSECRET1", ClassMask::ALL, ClassMask::ALL);
+        let shown = format!("{user:?}");
+        assert!(!shown.contains("TOPSECRET1"), "{shown}");
+        assert!(
+            shown.contains("admin") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }
