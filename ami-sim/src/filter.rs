@@ -123,6 +123,11 @@ impl Filters {
         Ok(())
     }
 
+    /// How many filters the session holds.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
     /// Whether the session has no filter (every event passes).
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()

@@ -14,7 +14,20 @@
 //! - a quiet server's action completes within a bound derived from the budgets
 //!   ([`Scenario::latency_bound`]);
 //! - every action completes exactly once (the fleet closes at the end, so none is left);
-//! - connects started per step stay within `connects_per_step`.
+//! - connects started per step stay within `connects_per_step`;
+//! - no server reconnects before the retry time its last status announced; a server that
+//!   never comes up opens its breaker exactly at its `breaker_threshold`-th failure in a
+//!   row (and every failure after it), and an open breaker waits at least
+//!   `breaker_cooldown`;
+//! - a server removed with actions pending (churn, [`Scenario::churn_per_mille`]) fails each
+//!   of them once, typed (`NotSent` or `Unknown`), before its `Removed`; its transport is
+//!   closed, and bytes reported later for its old [`ServerId`] change nothing;
+//! - a cancel through the fleet of a quiet server's action in flight is taken, and the
+//!   action ends `Cancelled`, once;
+//! - `send_all` gives one result per server, each naming a different server of the fleet;
+//! - a server added again under the same name gets a new ID, never reuses an ActionID of
+//!   its earlier incarnations, and treats their answers (which Asterisk may still send, an
+//!   `OriginateResponse` reaches every session) as unmatched, completing nothing.
 
 use crate::clock::later;
 use crate::{SessionId, SimConfig, SimServer};
@@ -23,7 +36,8 @@ use ami_proto::fleet::{
     ServerStatus,
 };
 use ami_proto::{
-    Action, ActionId, ClientConfig, Decoder, DecoderLimits, Frame, Input, Outcome, StreamItem,
+    Action, ActionError, ActionId, ClientConfig, Decoder, DecoderLimits, Frame, Input, Outcome,
+    StreamItem,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -70,6 +84,10 @@ pub struct Scenario {
     pub policy_rate: u64,
     /// The per-step budgets.
     pub budget: Budget,
+    /// Chance per step, in thousandths, that a quiet or flapping server is removed (after a
+    /// few more actions are sent to it, so that some are pending) and added again under the
+    /// same name 100 to 1,500 ms later. One server is out at a time.
+    pub churn_per_mille: u64,
 }
 
 impl Default for Scenario {
@@ -88,6 +106,7 @@ impl Default for Scenario {
             quiet_event_rate: 2,
             policy_rate: 20,
             budget: Budget::default(),
+            churn_per_mille: 3,
         }
     }
 }
@@ -178,6 +197,26 @@ pub struct Summary {
     pub quiet_worst_latency_us: u64,
     /// Status changes seen.
     pub status_changes: u64,
+    /// Servers removed while the run went on (churn).
+    pub removals: u64,
+    /// Actions pending on a server when it was removed.
+    pub pending_at_removal: u64,
+    /// Answers of an earlier incarnation fed to a server added again under its name.
+    pub stale_answers: u64,
+    /// Times a server's breaker was seen open.
+    pub breaker_opens: u64,
+    /// Routed actions cancelled through the fleet.
+    pub cancels: u64,
+    /// `send_all` calls.
+    pub broadcasts: u64,
+}
+
+/// A server taken out of the fleet by the churn, waiting to be added again.
+struct Out {
+    /// When it is added again.
+    back_at: Instant,
+    /// Its ID before removal, to report late bytes with.
+    old_id: ServerId,
 }
 
 struct Sim {
@@ -190,8 +229,26 @@ struct Sim {
     next_restart: Option<Instant>,
     /// A quiet server's action in flight and when it was sent.
     in_flight: Option<(ActionId, Instant)>,
-    /// Events emitted to this server's session while it was open.
+    /// Events emitted to this server's session while it was open (less those lost when it
+    /// was removed).
     emitted: u64,
+    /// Of those, consumed from the merged stream.
+    consumed: u64,
+    /// The fleet ID the open session was accepted for.
+    conn: Option<ServerId>,
+    /// Not to connect before this: the retry time of the last BackingOff/BreakerOpen status.
+    not_before: Option<Instant>,
+    /// Failed connects in a row (servers that never come up).
+    failures: u32,
+    /// Removed, and when it comes back.
+    out: Option<Out>,
+    /// Between `Fleet::remove` and its `Removed`: the actions pending at removal.
+    removing: Option<Vec<ActionId>>,
+    /// The gap a removal may report for it: at most this many events.
+    gap_allowed: Option<u64>,
+    /// ActionIDs of an earlier incarnation its simulator received: answered to the next
+    /// incarnation once it is ready.
+    stale: Vec<String>,
 }
 
 /// SplitMix64 for the harness's own choices.
@@ -217,6 +274,11 @@ impl Rng {
     }
 }
 
+/// Failed connects in a row that open a client's breaker.
+const BREAKER_THRESHOLD: u32 = 5;
+/// How long an open breaker waits at least.
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+
 /// The config of every server's client: the queue small enough that the flood overflows it.
 fn client_config() -> Option<ClientConfig> {
     ClientConfig::builder("admin", "amp111")
@@ -227,8 +289,8 @@ fn client_config() -> Option<ClientConfig> {
         .pong_timeout(Duration::from_secs(3))
         .backoff_base(Duration::from_millis(50))
         .backoff_max(Duration::from_secs(1))
-        .breaker_threshold(5)
-        .breaker_cooldown(Duration::from_secs(2))
+        .breaker_threshold(BREAKER_THRESHOLD)
+        .breaker_cooldown(BREAKER_COOLDOWN)
         .build()
         .ok()
 }
@@ -247,9 +309,13 @@ pub struct FleetHarness {
     ids: Vec<ServerId>,
     names: Vec<String>,
     by_name: HashMap<String, usize>,
+    /// Which simulator a fleet slot belongs to (a slot freed by a removal may be reused).
+    by_slot: HashMap<usize, usize>,
     /// Every ActionID accepted, with the server it was routed to and its completions.
     sent: HashMap<ActionId, (usize, u32)>,
     connects_this_step: usize,
+    /// Actions cancelled through the fleet: each must end `Cancelled`.
+    cancelled: HashSet<ActionId>,
     closing: bool,
     /// What the run did.
     pub summary: Summary,
@@ -276,8 +342,10 @@ impl FleetHarness {
             ids: Vec::new(),
             names: Vec::new(),
             by_name: HashMap::new(),
+            by_slot: HashMap::new(),
             sent: HashMap::new(),
             connects_this_step: 0,
+            cancelled: HashSet::new(),
             closing: false,
             summary: Summary::default(),
             violations: Vec::new(),
@@ -291,7 +359,10 @@ impl FleetHarness {
                 break;
             };
             match fleet.add(t0, &name, cfg) {
-                Ok(id) => h.ids.push(id),
+                Ok(id) => {
+                    h.by_slot.insert(id.index(), i);
+                    h.ids.push(id);
+                }
                 Err(e) => {
                     h.violate(format!("add {name}: {e}"));
                     break;
@@ -312,6 +383,14 @@ impl FleetHarness {
                 next_restart,
                 in_flight: None,
                 emitted: 0,
+                consumed: 0,
+                conn: None,
+                not_before: None,
+                failures: 0,
+                out: None,
+                removing: None,
+                gap_allowed: None,
+                stale: Vec::new(),
             });
             h.by_name.insert(name.clone(), i);
             h.names.push(name);
@@ -358,6 +437,7 @@ impl FleetHarness {
             }
         }
         self.faults_and_load();
+        self.churn();
         self.drain_outputs();
         self.transport();
         self.drain_outputs();
@@ -417,8 +497,7 @@ impl FleetHarness {
                     {
                         self.violate(format!("{policy:?} picked {} which is not ready", r.server));
                     }
-                    self.sent.insert(r.id, (i, 0));
-                    self.summary.actions += 1;
+                    self.note_sent(r.id, i);
                 }
                 Err(RouteError::NoServer { ready: 0, .. }) if !ready => self.summary.no_server += 1,
                 Err(e) => self.violate(format!("{policy:?} refused with ready servers: {e}")),
@@ -457,8 +536,7 @@ impl FleetHarness {
                     ));
                 }
                 self.sims[i].in_flight = Some((r.id.clone(), now));
-                self.sent.insert(r.id, (i, 0));
-                self.summary.actions += 1;
+                self.note_sent(r.id, i);
             }
             Err(e) => self.violate(format!("{} refused an action: {e}", self.names[i])),
         }
@@ -471,7 +549,10 @@ impl FleetHarness {
                 FleetOutput::Connect(id) => self.connect(id),
                 FleetOutput::Close(id) => {
                     let now = self.now;
-                    if let Some(sim) = self.sims.get_mut(id.index()) {
+                    // Only the transport opened for this ID: a Close for an earlier one has
+                    // nothing left to close.
+                    if let Some(sim) = self.sims.iter_mut().find(|s| s.conn == Some(id)) {
+                        sim.conn = None;
                         if let Some(s) = sim.session.take() {
                             sim.server.client_closed(s, now);
                             sim.server.forget(s);
@@ -483,8 +564,11 @@ impl FleetHarness {
                     id,
                     outcome,
                 } => self.completed(server.as_str(), id, outcome),
-                FleetOutput::Status { .. } => self.summary.status_changes += 1,
-                FleetOutput::Removed { server } => self.violate(format!("{server} removed")),
+                FleetOutput::Status { server, status } => {
+                    self.summary.status_changes += 1;
+                    self.status(server.as_str(), &status);
+                }
+                FleetOutput::Removed { server } => self.removed(server.as_str()),
                 other => self.violate(format!("unexpected output {other:?}")),
             }
         }
@@ -502,10 +586,27 @@ impl FleetHarness {
             self.violate(format!("{n} connects in one step"));
         }
         let now = self.now;
-        let Some(sim) = self.sims.get_mut(id.index()) else {
+        let Some(i) = self.by_slot.get(&id.index()).copied() else {
             self.violate(format!("connect for unknown {id:?}"));
             return;
         };
+        if self.ids[i] != id || self.sims[i].out.is_some() {
+            self.violate(format!(
+                "connect for {id:?}, not the live ID of {}",
+                self.names[i]
+            ));
+            return;
+        }
+        if let Some(t) = self.sims[i].not_before.take() {
+            if now < t {
+                let early = t.duration_since(now);
+                self.violate(format!(
+                    "{} reconnected {early:?} before its retry time",
+                    self.names[i]
+                ));
+            }
+        }
+        let sim = &mut self.sims[i];
         match sim.role {
             Role::Refusing => {
                 let refused = Input::ConnectFailed(ami_proto::ConnectFailure::Refused);
@@ -514,6 +615,7 @@ impl FleetHarness {
             Role::BlackHole => {}
             _ => {
                 sim.session = Some(sim.server.accept(now));
+                sim.conn = Some(id);
                 sim.tap = Decoder::without_banner(DecoderLimits::default());
                 self.fleet.handle_input(now, id, Input::Connected);
             }
@@ -536,6 +638,23 @@ impl FleetHarness {
             ));
             return;
         }
+        let cancelled = self.cancelled.remove(&id);
+        if cancelled && !matches!(outcome, Err(ActionError::Cancelled)) {
+            self.violate(format!("{id} was cancelled but ended {outcome:?}"));
+        }
+        let sim = &mut self.sims[routed_to];
+        let removing = sim.removing.is_some();
+        if removing
+            && !matches!(
+                outcome,
+                Err(ActionError::NotSent(_) | ActionError::Unknown(_))
+            )
+        {
+            self.violate(format!(
+                "{id} pending on removed {server} ended {outcome:?}"
+            ));
+            return;
+        }
         let sim = &mut self.sims[routed_to];
         if let Some((want, at)) = &sim.in_flight {
             if *want == id {
@@ -543,7 +662,7 @@ impl FleetHarness {
                 let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 self.summary.quiet_worst_latency_us = self.summary.quiet_worst_latency_us.max(us);
                 sim.in_flight = None;
-                if !self.closing && outcome.is_err() {
+                if !self.closing && !removing && !cancelled && outcome.is_err() {
                     self.violate(format!("quiet {server}'s {id} failed: {outcome:?}"));
                 }
             }
@@ -558,6 +677,297 @@ impl FleetHarness {
                     "{id} succeeded but {server}'s simulator never got it"
                 ));
             }
+        }
+    }
+
+    /// A server's new status: its retry time, and the breaker law for servers that never
+    /// come up (each attempt fails, so the failures in a row are the attempts).
+    fn status(&mut self, server: &str, status: &ServerStatus) {
+        let Some(&i) = self.by_name.get(server) else {
+            return;
+        };
+        let now = self.now;
+        let (until, breaker) = match status {
+            ServerStatus::BackingOff { until, .. } => (*until, false),
+            ServerStatus::BreakerOpen { until, .. } => (*until, true),
+            _ => return,
+        };
+        self.sims[i].not_before = Some(until);
+        if breaker {
+            self.summary.breaker_opens += 1;
+            let wait = until.saturating_duration_since(now);
+            if wait < BREAKER_COOLDOWN {
+                self.violate(format!("{server}'s breaker opened for only {wait:?}"));
+            }
+        }
+        if matches!(self.sims[i].role, Role::Refusing | Role::BlackHole) {
+            let sim = &mut self.sims[i];
+            sim.failures += 1;
+            let n = sim.failures;
+            if breaker != (n >= BREAKER_THRESHOLD) {
+                let what = if breaker { "opened" } else { "stayed shut" };
+                self.violate(format!("{server}'s breaker {what} at failure {n} in a row"));
+            }
+        }
+    }
+
+    /// Removes a server now and then, and adds it again when its time comes; cancels a
+    /// routed action, or sends one to every server, now and then.
+    fn churn(&mut self) {
+        let now = self.now;
+        match self.rng.below(1000) {
+            0..=19 => self.cancel_one(),
+            20 => self.broadcast(),
+            _ => {}
+        }
+        if let Some(i) = self
+            .sims
+            .iter()
+            .position(|s| s.out.as_ref().is_some_and(|o| now >= o.back_at))
+        {
+            self.add_again(i);
+        }
+        if self.sims.iter().any(|s| s.out.is_some())
+            || self.rng.below(1000) >= self.scenario.churn_per_mille
+        {
+            return;
+        }
+        let candidates: Vec<usize> = (0..self.sims.len())
+            .filter(|&i| matches!(self.sims[i].role, Role::Quiet | Role::Flapping))
+            .collect();
+        let Some(&i) = candidates.get(self.rng.below(candidates.len() as u64) as usize) else {
+            return;
+        };
+        self.remove(i);
+    }
+
+    /// Cancels a random quiet server's action in flight (written; its answer is on its way
+    /// or read already), through the fleet.
+    fn cancel_one(&mut self) {
+        let i = self.rng.below(self.sims.len() as u64) as usize;
+        let Some((id, _)) = self.sims[i].in_flight.clone() else {
+            return;
+        };
+        let name = self.names[i].clone();
+        self.drain_outputs(); // a completion not yet collected would make the cancel late
+        if self.sims[i].in_flight.is_none() {
+            return;
+        }
+        self.cancelled.insert(id.clone());
+        if self.fleet.cancel(self.now, &name, &id) {
+            self.summary.cancels += 1;
+        } else {
+            self.cancelled.remove(&id);
+            self.violate(format!(
+                "{name}'s {id} is pending but the fleet's cancel refused it"
+            ));
+        }
+        self.drain_outputs();
+        if self.cancelled.contains(&id) {
+            self.violate(format!(
+                "{name}'s {id} was cancelled but did not complete at once"
+            ));
+        }
+    }
+
+    /// Sends one Ping to every server: one result each, in slot order.
+    fn broadcast(&mut self) {
+        let now = self.now;
+        self.summary.broadcasts += 1;
+        let results =
+            self.fleet
+                .send_all(now, &Action::new("Ping"), ami_proto::SendOptions::default());
+        let servers = self.fleet.len();
+        if results.len() != servers {
+            let n = results.len();
+            self.violate(format!("send_all gave {n} results for {servers} servers"));
+        }
+        let mut seen = HashSet::new();
+        for r in results {
+            let server = match r {
+                Ok(r) => {
+                    let Some(&i) = self.by_name.get(r.server.as_str()) else {
+                        self.violate(format!("send_all routed to unknown {}", r.server));
+                        continue;
+                    };
+                    self.note_sent(r.id, i);
+                    r.server
+                }
+                Err(RouteError::Send { server, error }) => {
+                    self.violate(format!("send_all: {server} refused a Ping: {error}"));
+                    server
+                }
+                Err(e) => {
+                    self.violate(format!("send_all: {e}"));
+                    continue;
+                }
+            };
+            if self.fleet.id(server.as_str()).is_none() || !seen.insert(server.clone()) {
+                self.violate(format!(
+                    "send_all answered for {server} twice or not in the fleet"
+                ));
+            }
+        }
+    }
+
+    /// Removes server `i` with actions pending, and checks how they and its transport end.
+    fn remove(&mut self, i: usize) {
+        let now = self.now;
+        let name = self.names[i].clone();
+        // More actions, so that some are queued, some written, some answered but unread.
+        for _ in 0..self.rng.below(4) {
+            match self
+                .fleet
+                .send(now, Route::Server(&name), Action::new("Ping"))
+            {
+                Ok(r) => {
+                    self.note_sent(r.id, i);
+                }
+                // Its client's queue may be full (a server down for a while); nothing else
+                // refuses a Ping.
+                Err(RouteError::Send {
+                    error: ami_proto::SendError::QueueFull { .. },
+                    ..
+                }) => {}
+                Err(e) => self.violate(format!("{name} refused an action: {e}")),
+            }
+        }
+        // Half the time they reach the server first: written, their answers on the way.
+        if let Some(s) = self.sims[i].session.filter(|_| self.rng.chance(50)) {
+            self.write(i, s);
+        }
+        self.drain_outputs();
+        let mut pending: Vec<ActionId> = self
+            .sent
+            .iter()
+            .filter(|(_, (to, n))| *to == i && *n == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        pending.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        self.summary.pending_at_removal += pending.len() as u64;
+        let sim = &mut self.sims[i];
+        sim.stale = pending
+            .iter()
+            .filter(|id| sim.received.contains(id.as_str()))
+            .map(|id| id.as_str().to_string())
+            .collect();
+        sim.removing = Some(pending.clone());
+        let lost_before = self.fleet.stats().events_lost_on_removal;
+        if !self.fleet.remove(now, &name) {
+            self.violate(format!("{name} could not be removed"));
+            return;
+        }
+        let lost = self.fleet.stats().events_lost_on_removal - lost_before;
+        self.summary.removals += 1;
+        self.drain_outputs();
+        if self.sims[i].removing.is_some() {
+            self.violate(format!("{name} was removed without FleetOutput::Removed"));
+        }
+        if self.sims[i].session.is_some() {
+            self.violate(format!(
+                "{name} was removed but its transport was never closed"
+            ));
+        }
+        let sim = &mut self.sims[i];
+        // What was not consumed is lost with the server (queued in its client, or still
+        // on its way); only what its client had queued is reported, as one gap.
+        sim.emitted = sim.consumed;
+        sim.gap_allowed = (lost > 0).then_some(lost);
+        sim.in_flight = None;
+        sim.not_before = None;
+        let old_id = self.ids[i];
+        sim.out = Some(Out {
+            back_at: now + Duration::from_millis(100 + self.rng.below(1400)),
+            old_id,
+        });
+        // Bytes an adapter still reports for the old ID (a read that raced the removal):
+        // ignored, so nothing may complete (a completion here would be a second one).
+        let late = stale_answers(&self.sims[i].stale);
+        self.fleet.handle_input(now, old_id, Input::Received(&late));
+        self.fleet.handle_input(now, old_id, Input::Eof);
+        if !self.fleet.transmit(old_id).is_empty() {
+            self.violate(format!("{name}'s old ID still has bytes to write"));
+        }
+        self.drain_outputs();
+    }
+
+    /// `Removed` for `server`: every action pending at its removal completed before it.
+    fn removed(&mut self, server: &str) {
+        let Some(&i) = self.by_name.get(server) else {
+            self.violate(format!("unknown {server} removed"));
+            return;
+        };
+        let Some(pending) = self.sims[i].removing.take() else {
+            self.violate(format!("{server} removed unasked"));
+            return;
+        };
+        for id in pending {
+            let done = self.sent.get(&id).map_or(0, |(_, n)| *n);
+            if done != 1 {
+                self.violate(format!(
+                    "{id} pending on removed {server} completed {done} times before Removed"
+                ));
+            }
+        }
+    }
+
+    /// Adds removed server `i` again under its name.
+    fn add_again(&mut self, i: usize) {
+        let now = self.now;
+        let name = self.names[i].clone();
+        let Some(out) = self.sims[i].out.take() else {
+            return;
+        };
+        let Some(cfg) = client_config() else {
+            self.violate("the client config was refused".into());
+            return;
+        };
+        match self.fleet.add(now, &name, cfg) {
+            Ok(id) => {
+                if id == out.old_id {
+                    self.violate(format!("{name} came back with its old ID {id:?}"));
+                }
+                self.by_slot.retain(|_, s| *s != i);
+                self.by_slot.insert(id.index(), i);
+                self.ids[i] = id;
+            }
+            Err(e) => self.violate(format!("adding {name} again: {e}")),
+        }
+    }
+
+    /// Records an accepted action; an ActionID accepted before (on any server, in any
+    /// incarnation) could complete the wrong action.
+    fn note_sent(&mut self, id: ActionId, i: usize) {
+        self.summary.actions += 1;
+        if self.sent.insert(id.clone(), (i, 0)).is_some() {
+            self.violate(format!("ActionID {id} was handed out twice"));
+        }
+    }
+
+    /// Feeds server `i`'s new incarnation the answers to its earlier incarnation's actions,
+    /// as Asterisk may still send them: each must count as unmatched, completing nothing.
+    fn feed_stale(&mut self, i: usize) {
+        let name = &self.names[i];
+        if self.sims[i].stale.is_empty()
+            || !self.fleet.status(name).is_some_and(ServerStatus::is_ready)
+        {
+            return;
+        }
+        let stale = std::mem::take(&mut self.sims[i].stale);
+        let unmatched = |f: &Fleet| f.client(name).map_or(0, |c| c.stats().unmatched);
+        let before = unmatched(&self.fleet);
+        let bytes = stale_answers(&stale);
+        self.fleet
+            .handle_input(self.now, self.ids[i], Input::Received(&bytes));
+        let after = unmatched(&self.fleet);
+        self.summary.stale_answers += stale.len() as u64;
+        if after - before != stale.len() as u64 {
+            let what = format!(
+                "{name} took {} of {} earlier incarnation's answers as its own",
+                stale.len() as u64 - (after - before),
+                stale.len()
+            );
+            self.violate(what);
         }
     }
 
@@ -578,6 +988,11 @@ impl FleetHarness {
                 let sim = &mut self.sims[i];
                 let pending = sim.server.transmit(s).len();
                 if pending == 0 {
+                    if !sim.stale.is_empty() {
+                        // Between two whole messages: answers of an earlier incarnation.
+                        self.feed_stale(i);
+                    }
+                    let sim = &mut self.sims[i];
                     if sim.server.is_eof(s) {
                         sim.server.forget(s);
                         sim.session = None;
@@ -632,9 +1047,15 @@ impl FleetHarness {
                 self.summary.events += 1;
                 if self.sims[i].role == Role::Quiet && m.get_str("UserEvent") == Some("SimStorm") {
                     self.summary.quiet_events += 1;
+                    self.sims[i].consumed += 1;
                 }
             } else if let StreamItem::Gap { dropped } = &item.item {
                 self.summary.events_lost += dropped;
+                // A removal loses the events still queued, in one gap naming the server.
+                let allowed = self.sims[i].gap_allowed.take();
+                if allowed == Some(*dropped) {
+                    continue;
+                }
                 if self.sims[i].role != Role::Flood {
                     self.violate(format!("{} lost {dropped} events", item.server));
                 }
@@ -730,6 +1151,15 @@ impl FleetHarness {
             }
         }
     }
+}
+
+/// Success responses to `ids`, as a server sends them.
+fn stale_answers(ids: &[String]) -> Vec<u8> {
+    ids.iter()
+        .flat_map(|id| {
+            format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n").into_bytes()
+        })
+        .collect()
 }
 
 /// Records the ActionIDs of what the client wrote to one simulator.

@@ -18,13 +18,21 @@
 //! `pong_timeout` or is given up; and at every Ready the server applies the event mask the
 //! client holds (changed at run time, re-applied by the Login). Actions are cancelled at
 //! any stage, some have short deadlines of their own, and half the seeds log in by MD5.
+//!
+//! Some seeds also: add event filters at run time (valid ones, and ones the server cannot
+//! compile), and at every Ready the login must have re-applied exactly the filters kept,
+//! none refused, and the server must hold them; log off mid-run (queued actions fail
+//! `NotSent(Logoff)`, accepted Originates never end `NotSent`/`Unknown`, sends are refused
+//! `Closed(Logoff)`, the client closes for `Logoff` within `logoff_timeout`, nothing is
+//! pending then, and it never reconnects); and send bursts that fill the write queue, where
+//! `QueueFull` must name a cap that the client's counts really reached.
 
 use crate::clock::later;
 use crate::{ClassMask, Fault, SessionId, SimConfig, SimServer};
 use ami_proto::{
     Action, ActionError, ActionId, AuthMethod, Client, ClientConfig, Decoder, DecoderLimits,
-    DisconnectReason, Frame, Input, Notice, Outcome, Output, Phase, SendError, SendOptions,
-    StreamItem,
+    DisconnectReason, Frame, FullQueue, Input, Notice, Outcome, Output, Phase, SendError,
+    SendOptions, StreamItem,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -335,6 +343,12 @@ pub struct RunSummary {
     pub changed_mask_checks: u64,
     /// Sessions given up by the heartbeat (the silence bound's check is vacuous without).
     pub heartbeat_timeouts: u64,
+    /// Runs that logged off mid-run.
+    pub logoffs: u64,
+    /// Sessions Ready whose server-side filters were checked against those kept.
+    pub filter_checks: u64,
+    /// `QueueFull` refusals, each checked against the cap it names.
+    pub queue_full: u64,
 }
 
 /// Options for one run.
@@ -462,6 +476,8 @@ struct Wire {
     done: HashMap<String, (u64, Done)>,
     /// Broken laws found while cutting, for the harness to report.
     found: Vec<String>,
+    /// `Filter` actions handed out whole on the current connection.
+    filters: usize,
 }
 
 impl Wire {
@@ -470,6 +486,7 @@ impl Wire {
         self.base = self.out;
         self.buf.clear();
         self.scan = 0;
+        self.filters = 0;
     }
 
     fn completed(&mut self, id: &str, how: Done) {
@@ -509,6 +526,14 @@ impl Wire {
         let Some(id) = id else {
             return;
         };
+        // The client writes the Action line first.
+        if self.buf[start..end]
+            .split(|b| *b == b'\n')
+            .next()
+            .is_some_and(|line| line.trim_ascii().eq_ignore_ascii_case(b"Action: Filter"))
+        {
+            self.filters += 1;
+        }
         let (first, last) = (self.base + start as u64, self.base + end as u64);
         if !self.whole.insert(id.clone()) {
             self.found.push(format!(
@@ -584,12 +609,38 @@ pub struct Harness {
     client_config: ClientConfig,
     /// The client's `max_list_items`.
     max_list_items: usize,
+    /// Whether this run adds event filters at run time (some seeds), see
+    /// [`Harness::add_filter`].
+    filters: bool,
+    /// Whether this run sends bursts that fill the write queue (one seed in twenty: each
+    /// burst costs a hundred actions), see [`Harness::burst`].
+    bursts: bool,
+    /// `Filter` actions not completed yet, and whether the server can compile each.
+    filter_actions: HashMap<ActionId, bool>,
+    /// Filters the server must hold at every Ready: at least `.0` (accepted), at most
+    /// `.0 + .1` (`.1`: sent, then their answer was lost, so either may be true).
+    filters_kept: (usize, usize),
+    /// The client's `filters_failed` at the last Ready.
+    filters_failed: u64,
+    /// When this run logs off mid-run (some seeds), see [`Harness::log_off`].
+    logoff_at: Option<Instant>,
+    /// When it logged off.
+    logged_off: Option<Instant>,
+    /// Async Originates accepted but not answered when it logged off: none may end
+    /// `NotSent` or `Unknown`.
+    follow_ups_cut: HashSet<ActionId>,
 }
+
+/// The longest a Logoff waits for `Goodbye` (the client's `logoff_timeout`, default 5 s).
+const LOGOFF_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The harness client's heartbeat: a Ping after this long without a byte from the server...
 const PING_INTERVAL: Duration = Duration::from_secs(2);
 /// ...and the session given up if nothing comes within this after it.
 const PONG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The harness client's `max_queued_actions`.
+const MAX_QUEUED_ACTIONS: usize = 64;
 
 /// The client config every run uses: small caps so the limits are exercised.
 pub fn client_config(seed: u64) -> ClientConfig {
@@ -603,7 +654,7 @@ fn client_config_with(seed: u64, max_list_items: usize, auth: AuthMethod) -> Cli
         .seed(seed)
         .event_queue_cap(256)
         .pipeline_depth(8)
-        .max_queued_actions(64)
+        .max_queued_actions(MAX_QUEUED_ACTIONS)
         .max_pending_actions(128)
         .max_list_items(max_list_items)
         .action_timeout(Duration::from_secs(5))
@@ -645,6 +696,14 @@ impl Harness {
         };
         let client_config = client_config_with(seed, max_list_items, auth);
         let client = Client::new(client_config.clone(), t0);
+        // One seed in twelve logs off mid-run, drawn apart so that the other choices of
+        // a seed stay what they were.
+        let mut own = Rng(seed ^ 0x1060_ff00);
+        let logoff_at = own
+            .chance(8)
+            .then(|| t0 + Duration::from_millis(3_000 + own.below(50_000)));
+        let filters = own.chance(10);
+        let bursts = own.chance(5);
         Harness {
             rng,
             t0,
@@ -676,6 +735,14 @@ impl Harness {
             violations: Violations::new(seed, t0, "AMI_DST_SEED", "dst", "replay_seed"),
             client_config,
             max_list_items,
+            filters,
+            bursts,
+            filter_actions: HashMap::new(),
+            filters_kept: (0, 0),
+            filters_failed: 0,
+            logoff_at,
+            logged_off: None,
+            follow_ups_cut: HashSet::new(),
         }
     }
 
@@ -689,6 +756,9 @@ impl Harness {
             let mut progressed = false;
             loop {
                 let output = self.client.poll_output();
+                if matches!(output, Output::Connect) && self.logged_off.is_some() {
+                    self.violate("the client reconnected after it logged off".into());
+                }
                 let link = &mut self.session;
                 if link_output(&output, self.now, &mut self.client, &mut self.server, link) {
                     // A connection ends or begins: the copy of the last one is dropped.
@@ -709,6 +779,7 @@ impl Harness {
                         self.summary.readies += 1;
                         self.last_rx = self.now;
                         self.check_mask();
+                        self.check_filters();
                     }
                     Output::Notice(Notice::Completed { id, outcome }) => {
                         self.on_completed(id, outcome)
@@ -729,6 +800,18 @@ impl Harness {
                     }
                     Output::Notice(Notice::Closed { reason }) => {
                         self.ready = false;
+                        let pending = self.client.stats().pending;
+                        if pending != 0 {
+                            self.violate(format!(
+                                "closed ({reason}) with {pending} actions pending"
+                            ));
+                        }
+                        if self.logged_off.is_some()
+                            && !self.closing
+                            && reason != DisconnectReason::Logoff
+                        {
+                            self.violate(format!("logged off, but closed for {reason}"));
+                        }
                         if !matches!(
                             reason,
                             DisconnectReason::LocalClose | DisconnectReason::Logoff
@@ -865,6 +948,40 @@ impl Harness {
         }
     }
 
+    /// A new session holds the filters the client kept: every one the server accepted
+    /// (re-applied at each login) but those whose re-application the client counted as
+    /// failed (unanswered in time: a dropped or delayed action), none it refused, none that
+    /// never left.
+    fn check_filters(&mut self) {
+        let failed = self.client.stats().filters_failed;
+        let failed_now = (failed - self.filters_failed) as usize;
+        self.filters_failed = failed;
+        if !self.filter_actions.is_empty() {
+            return;
+        }
+        let Some(held) = self
+            .session
+            .and_then(|s| self.server.session(s))
+            .map(|s| s.filters.len())
+        else {
+            return;
+        };
+        let (kept, unsure) = self.filters_kept;
+        self.summary.filter_checks += 1;
+        // The login re-applied exactly the filters kept: a refused one is not sent again.
+        let sent = self.wire.filters;
+        if sent < kept || sent > kept + unsure {
+            self.violate(format!(
+                "the login re-applied {sent} filters, but {kept} were accepted ({unsure} more unsure)"
+            ));
+        }
+        if held + failed_now < kept || held > kept + unsure {
+            self.violate(format!(
+                "Ready with {held} filters on the server, but {kept} were accepted ({unsure} more unsure, {failed_now} failed to re-apply)"
+            ));
+        }
+    }
+
     fn on_completed(&mut self, id: ActionId, outcome: Outcome) {
         let n = self.completions.entry(id.clone()).or_insert(0);
         *n += 1;
@@ -875,6 +992,31 @@ impl Harness {
         }
         self.open.retain(|o| *o != id);
         self.mask_actions.remove(&id);
+        let filter = if self.filter_actions.is_empty() {
+            None // spares a lookup per completion in the runs without filters
+        } else {
+            self.filter_actions.remove(&id)
+        };
+        if let Some(valid) = filter {
+            match &outcome {
+                Ok(_) if valid => self.filters_kept.0 += 1,
+                Ok(_) => self.violate(format!("{id}: a filter that cannot compile succeeded")),
+                Err(ActionError::Server(_)) if !valid => {}
+                Err(ActionError::Server(e)) => {
+                    self.violate(format!("{id}: a valid filter was refused: {e:?}"))
+                }
+                // Never left: not applied, not kept.
+                Err(ActionError::NotSent(_))
+                | Err(ActionError::TimedOut {
+                    phase: Phase::Queued,
+                    ..
+                }) => {}
+                // Handed out, answer lost (cancelled, timed out, session lost): the server
+                // may hold it, and the client keeps it, even one the server cannot compile,
+                // which it cannot tell.
+                _ => self.filters_kept.1 += 1,
+            }
+        }
         let how = match &outcome {
             Err(ActionError::NotSent(_)) => Done::NotSent,
             // Withdrawn before any of it was handed out (the mask it was accepted under
@@ -911,7 +1053,28 @@ impl Harness {
             _ => {}
         }
         self.wire.completed(id.as_str(), how);
-        if !self.closing && self.healthy_actions.contains(&id) {
+        // Accepted, so never NotSent nor Unknown: FollowUpLost when the session ends first,
+        // or its real answer when the OriginateResponse comes before the Goodbye.
+        if !self.follow_ups_cut.is_empty()
+            && self.follow_ups_cut.remove(&id)
+            && matches!(
+                outcome,
+                Err(ActionError::NotSent(_)) | Err(ActionError::Unknown(_))
+            )
+        {
+            self.violate(format!(
+                "{id}, an Originate waiting for its OriginateResponse at logoff, ended {outcome:?}"
+            ));
+        }
+        // After a logoff, what was still queued is not sent (the wire tap checks that
+        // NotSent tells the truth); what was written is answered.
+        let logged_off = self.logged_off.is_some()
+            && matches!(
+                outcome,
+                Err(ActionError::NotSent(DisconnectReason::Logoff))
+                    | Err(ActionError::FollowUpLost { .. })
+            );
+        if !self.closing && !logged_off && self.healthy_actions.contains(&id) {
             let answered = matches!(
                 outcome,
                 Ok(_)
@@ -1021,7 +1184,10 @@ impl Harness {
                     self.open.retain(|o| *o != id);
                 }
             }
-            Err(SendError::QueueFull { .. }) => {}
+            Err(SendError::QueueFull { what, cap }) => self.check_full(what, cap),
+            Err(SendError::Closed {
+                reason: DisconnectReason::Logoff,
+            }) if self.logged_off.is_some() => {}
             // An async Originate's answer is a call event: refused while the mask keeps
             // call events out, and only then.
             Err(SendError::FollowUpMasked { mask })
@@ -1046,7 +1212,10 @@ impl Harness {
                 }
                 self.completions.entry(id).or_insert(0);
             }
-            Err(SendError::QueueFull { .. }) => {}
+            Err(SendError::QueueFull { what, cap }) => self.check_full(what, cap),
+            Err(SendError::Closed {
+                reason: DisconnectReason::Logoff,
+            }) if self.logged_off.is_some() => {}
             // Refused only for a mask that keeps call events out, while async Originates
             // wait for their answer (a call event), and exactly as many as are still open.
             Err(SendError::MaskHidesFollowUps { originates, .. }) => {
@@ -1085,6 +1254,112 @@ impl Harness {
             // With outputs not yet drained (a pump that hit its round limit), its
             // completion may be among them: too late to cancel, and rightly refused.
             self.violate(format!("{id} is pending but cancel refused it"));
+        }
+    }
+
+    /// A burst of Pings, as a dialer catching up would send: enough to fill the write
+    /// queue, so that `QueueFull` comes (and is checked) where the caps are.
+    fn burst(&mut self) {
+        let n = 70 + self.rng.below(80);
+        for _ in 0..n {
+            match self.client.send_action(self.now, Action::new("Ping")) {
+                Ok(id) => {
+                    self.summary.actions += 1;
+                    self.open.push(id.clone());
+                    if self.healthy_from.is_some_and(|t| self.now >= t) {
+                        self.healthy_actions.insert(id.clone());
+                    }
+                    self.completions.entry(id).or_insert(0);
+                }
+                Err(SendError::QueueFull { what, cap }) => self.check_full(what, cap),
+                Err(SendError::Closed {
+                    reason: DisconnectReason::Logoff,
+                }) if self.logged_off.is_some() => {}
+                Err(e) => self.violate(format!("send_action refused a Ping: {e}")),
+            }
+        }
+    }
+
+    /// `QueueFull` only when the cap it names is really reached, by the client's count;
+    /// for the write queue also by the harness's (a queued action is open, not completed).
+    fn check_full(&mut self, what: FullQueue, cap: usize) {
+        self.summary.queue_full += 1;
+        let s = self.client.stats();
+        let open = self.open.len();
+        let (want, counted, own_ok) = match what {
+            FullQueue::Queued => (MAX_QUEUED_ACTIONS, s.queued, open >= cap),
+            // Cancelled actions whose list still streams stay the client's to count: the
+            // harness's open actions bound nothing here.
+            FullQueue::Pending => (self.client_config.max_pending_actions(), s.pending, true),
+            other => {
+                self.violate(format!(
+                    "QueueFull for {other:?}, which this run never uses"
+                ));
+                return;
+            }
+        };
+        if cap != want || counted < cap || !own_ok {
+            self.violate(format!(
+                "QueueFull({what:?}, cap {cap}) with {counted} counted by the client, {open} open (configured cap {want})"
+            ));
+        }
+    }
+
+    /// Adds an event filter that lets every event through (so the run's other laws hold),
+    /// or one the server cannot compile, which must not be kept.
+    fn add_filter(&mut self) {
+        let valid = self.rng.chance(75);
+        let filter = if valid {
+            "!Event: NoSuchEventAnywhere"
+        } else {
+            "!Event: (unclosed"
+        };
+        match self.client.add_filter(self.now, filter) {
+            Ok(id) => {
+                self.summary.actions += 1;
+                self.open.push(id.clone());
+                self.filter_actions.insert(id.clone(), valid);
+                self.completions.entry(id).or_insert(0);
+            }
+            Err(SendError::QueueFull { what, cap }) => self.check_full(what, cap),
+            Err(SendError::Closed {
+                reason: DisconnectReason::Logoff,
+            }) if self.logged_off.is_some() => {}
+            Err(e) => self.violate(format!("add_filter({filter}) refused: {e}")),
+        }
+    }
+
+    /// Logs off mid-run: queued actions fail `NotSent(Logoff)`, written ones are answered,
+    /// async Originates still waiting for their `OriginateResponse` end `FollowUpLost` (or
+    /// with that response, if it comes before the `Goodbye`), never `NotSent`/`Unknown`,
+    /// new actions are refused, and the client closes (for `Logoff`) within
+    /// `logoff_timeout` and never reconnects (checked in `pump` and `check`).
+    fn log_off(&mut self) {
+        let now = self.now;
+        self.logged_off = Some(now);
+        self.summary.logoffs += 1;
+        // Accepted (the server said so on a link still up) and not answered yet.
+        self.follow_ups_cut = self
+            .open
+            .iter()
+            .filter(|id| {
+                self.originates.contains(*id)
+                    && self.tap.success.contains(id.as_str())
+                    && self.session.is_some()
+            })
+            .cloned()
+            .collect();
+        self.client.logoff(now);
+        match self.client.send_action(now, Action::new("Ping")) {
+            Err(SendError::Closed {
+                reason: DisconnectReason::Logoff,
+            }) => {}
+            Ok(id) => {
+                self.violate(format!("an action ({id}) was accepted after logoff"));
+                self.completions.insert(id.clone(), 0);
+                self.open.push(id);
+            }
+            Err(e) => self.violate(format!("after logoff a send was refused with {e}")),
         }
     }
 
@@ -1185,11 +1460,20 @@ impl Scenario for Harness {
     }
 
     fn act(&mut self, cfg: &RunConfig, _: &Plan) {
+        if self.logged_off.is_none() && self.logoff_at.is_some_and(|t| self.now >= t) {
+            self.log_off();
+        }
         if self.ready && self.rng.chance(cfg.action_rate) {
             self.workload();
         }
         if self.masks && self.ready && self.rng.chance(1) {
             self.change_mask();
+        }
+        if self.filters && self.ready && self.rng.chance(1) {
+            self.add_filter();
+        }
+        if self.bursts && self.rng.below(2000) == 0 {
+            self.burst();
         }
         if self.rng.chance(2) {
             self.cancel_one();
@@ -1206,8 +1490,20 @@ impl Scenario for Harness {
     /// byte received: the Ping goes out when the link has been idle that long, and its
     /// answer (or any byte) is due within the pong deadline.
     fn check(&mut self) {
+        if let Some(t) = self.logged_off {
+            let bound = LOGOFF_TIMEOUT + Duration::from_millis(100);
+            if !self.client.is_closed() && self.now > t + bound {
+                let late = self.now.duration_since(t);
+                self.violate(format!("still not closed {late:?} after logoff"));
+            }
+        }
+        // Logging off, the wait for Goodbye is bounded by `logoff_timeout` instead (above).
         let bound = PING_INTERVAL + PONG_TIMEOUT;
-        if self.ready && self.session.is_some() && self.now > self.last_rx + bound {
+        if self.logged_off.is_none()
+            && self.ready
+            && self.session.is_some()
+            && self.now > self.last_rx + bound
+        {
             let silent = self.now.duration_since(self.last_rx);
             self.violate(format!(
                 "Ready and connected after {silent:?} without a byte from the server (bound {bound:?})"
@@ -1230,7 +1526,10 @@ impl Scenario for Harness {
     }
 
     fn finish(&mut self) {
-        if cfg_ready_expected(self.server_back_at, self.now) && !self.ready {
+        if self.logged_off.is_none()
+            && cfg_ready_expected(self.server_back_at, self.now)
+            && !self.ready
+        {
             let what = format!(
                 "not Ready at the end although the server is up (last Ready {:?} ms)",
                 self.last_ready

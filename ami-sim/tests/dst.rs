@@ -24,6 +24,9 @@ fn many_seeds_keep_every_law() {
     let mut healthy = 0u64;
     let mut more = (0u64, 0u64, 0u64, 0u64);
     let (mut changed_masks, mut heartbeats) = (0u64, 0u64);
+    let mut logoffs = 0u64;
+    let mut filter_checks = 0u64;
+    let mut queue_full = 0u64;
     for seed in first..first.saturating_add(seeds) {
         let (summary, violations) = run_seed(seed);
         totals.0 += summary.actions;
@@ -39,6 +42,9 @@ fn many_seeds_keep_every_law() {
         more.3 += summary.mask_checks;
         changed_masks += summary.changed_mask_checks;
         heartbeats += summary.heartbeat_timeouts;
+        logoffs += summary.logoffs;
+        filter_checks += summary.filter_checks;
+        queue_full += summary.queue_full;
         if let Some(v) = violations.into_iter().next() {
             eprintln!("{v}");
             failures.push(seed);
@@ -48,7 +54,7 @@ fn many_seeds_keep_every_law() {
         }
     }
     eprintln!(
-        "dst: {seeds} seeds from {first} in {:.1?}: {} actions ({} succeeded), {} disconnects, {} events consumed, {} reported in gaps, {} faults, {} actions on a healed link (all answered), {} cancels after writing, {} NotSent/Unknown/never-written outcomes checked against the wire, {} list overflows, {} event masks checked at Ready",
+        "dst: {seeds} seeds from {first} in {:.1?}: {} actions ({} succeeded), {} disconnects, {} events consumed, {} reported in gaps, {} faults, {} actions on a healed link (all answered), {} cancels after writing, {} NotSent/Unknown/never-written outcomes checked against the wire, {} list overflows, {} event masks checked at Ready, {} mid-run logoffs, {} filter sets checked at Ready, {} QueueFull refusals checked against the caps",
         started.elapsed(),
         totals.0,
         totals.1,
@@ -60,7 +66,10 @@ fn many_seeds_keep_every_law() {
         more.0,
         more.1,
         more.2,
-        more.3
+        more.3,
+        logoffs,
+        filter_checks,
+        queue_full
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(
@@ -75,6 +84,10 @@ fn many_seeds_keep_every_law() {
         changed_masks > 0 && heartbeats > 0,
         "the suite must check masks changed at run time ({changed_masks}) and sessions the \
          heartbeat gave up ({heartbeats})"
+    );
+    assert!(
+        seeds < 100 || (logoffs > 0 && filter_checks > 0),
+        "the suite must log off mid-run and check filters"
     );
 }
 

@@ -1150,8 +1150,9 @@ impl Client {
     /// `Logoff` is sent and the client closes on `Goodbye` (or EOF), or after
     /// `logoff_timeout` (5 s) without either. No reconnect follows.
     /// An async Originate whose call is still being placed is not waited for (its ring
-    /// timeout can be long): it fails [`ActionError::FollowUpLost`] with the server's
-    /// acceptance. To learn how such calls end, await them before logging off.
+    /// timeout can be long): unless its `OriginateResponse` comes before the server's
+    /// Goodbye, it fails [`ActionError::FollowUpLost`] with the server's acceptance. To learn
+    /// how such calls end, await them before logging off.
     pub fn logoff(&mut self, now: Instant) {
         if self.state == State::Closed || self.logoff_requested {
             return;
