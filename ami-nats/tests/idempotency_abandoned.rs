@@ -46,13 +46,7 @@ fn a_not_sent_answered_just_before_a_clean_stop_leaves_the_key_free_for_the_retr
     assert_eq!(first["outcome"], "not_sent", "{first}");
     assert_eq!(a.stats().calls_started, 0, "nothing ran");
     // The next bridge of the rolling restart.
-    let y = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, login().build().unwrap())])
-            .bridge_id("y"),
-    );
-    wait_for(Duration::from_secs(10), "y logged in", || {
-        y.serving().len() == 1 && b.stats().logins == 1
-    });
+    let y = direct_bridge(&nats.url(), &b);
     // The dialer retries on the PBX the next bridge serves (the stopped bridge's connection
     // may linger at the server a moment through the proxy: not on `ami.any.action`).
     let retry = block(request(&nats.url(), "ami.pbx2.action", &body));
@@ -360,16 +354,7 @@ fn a_request_given_up_by_a_stop_while_it_claims_its_key_is_answered_not_sent() {
         "answered by the stop: {first}"
     );
     assert_eq!(a.stats().calls_started, 0, "nothing ran");
-    let y = TestBridge::start(
-        BridgeConfig::new(
-            url.clone(),
-            vec![spec("pbx2", &b, login().build().unwrap())],
-        )
-        .bridge_id("y"),
-    );
-    wait_for(Duration::from_secs(10), "y logged in", || {
-        y.serving().len() == 1 && b.stats().logins == 1
-    });
+    let y = direct_bridge(&url, &b);
     let retry = block(request(&url, "ami.pbx2.action", &body));
     y.shutdown();
     assert_eq!(retry["outcome"], "success", "{retry} (first: {first})");

@@ -9,7 +9,6 @@
 
 mod support;
 
-use ami_nats::BridgeConfig;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -238,16 +237,7 @@ fn a_stop_in_a_stall_that_catches_the_confirm_leaves_the_retry_a_duplicate() {
     // The held confirm (and the follow-up's refused delete) have landed.
     std::thread::sleep(Duration::from_millis(1500));
     let left = stored_claim_text(&url, key);
-    let y = TestBridge::start(
-        BridgeConfig::new(
-            url.clone(),
-            vec![spec("pbx2", &b, login().build().unwrap())],
-        )
-        .bridge_id("y"),
-    );
-    wait_for(Duration::from_secs(10), "y logged in", || {
-        y.serving().len() == 1 && b.stats().logins == 1
-    });
+    let y = direct_bridge(&url, &b);
     let retry = block(request(&url, "ami.pbx2.action", &body));
     y.shutdown();
     eprintln!("first {first} (at {answered_at:?})\nkey holds {left:?}\nretry {retry}");

@@ -589,14 +589,19 @@ pub fn slow_and_direct_bridges(
 ) -> (SlowProxy, TcpFront, TcpFront, TestBridge, TestBridge) {
     let (proxy, a, x) = slow_bridge(nats, Duration::from_secs(60));
     let b = sim();
+    let y = direct_bridge(&nats.url(), &b);
+    (proxy, a, b, x, y)
+}
+
+/// Bridge Y serving `pbx2` (simulator `b`) on the NATS at `url` directly, logged in.
+pub fn direct_bridge(url: &str, b: &TcpFront) -> TestBridge {
     let y = TestBridge::start(
-        BridgeConfig::new(nats.url(), vec![spec("pbx2", &b, login().build().unwrap())])
-            .bridge_id("y"),
+        BridgeConfig::new(url, vec![spec("pbx2", b, login().build().unwrap())]).bridge_id("y"),
     );
     wait_for(Duration::from_secs(10), "y logged in", || {
         y.serving().len() == 1 && b.stats().logins == 1
     });
-    (proxy, a, b, x, y)
+    y
 }
 
 /// Bridge X serving `pbx1` (simulator `a`) through a [`SlowProxy`] to NATS, its lease TTL
