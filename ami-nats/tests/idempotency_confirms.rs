@@ -137,6 +137,29 @@ fn a_holder_whose_claim_was_taken_over_by_a_taker_that_sent_nothing_claims_again
     assert_eq!(calls, 2, "one call per key");
 }
 
+/// Sends `body` to `pbx1` (bridge X, behind `proxy`) in the background, timed so that a
+/// NATS stall catches its confirm: the create is sent at once and held 1 s (answered); what
+/// X sends from 0.5 s on (its confirm, at about 1 s) is held 3 s, over the 2 s JetStream
+/// timeout. Returns when the request was asked, and its reply to come.
+fn ask_into_a_stall_on_the_confirm(
+    proxy: &SlowProxy,
+    url: &str,
+    body: &str,
+) -> (Instant, std::thread::JoinHandle<Option<serde_json::Value>>) {
+    proxy.hold_client_bytes(Duration::from_millis(1000));
+    let asked = Instant::now();
+    let first = request_in_background(
+        url.to_string(),
+        None,
+        "ami.pbx1.action",
+        body.to_string(),
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(500).saturating_sub(asked.elapsed()));
+    proxy.hold_client_bytes(Duration::from_secs(3));
+    (asked, first)
+}
+
 /// A NATS stall that catches the confirm (held 3 s, over the 2 s JetStream timeout), shorter
 /// than the request's deadline: the confirm's outcome is unknown for a while, but nothing
 /// was sent yet, so the request finds out instead of answering `not_sent` at once: it reads
@@ -151,20 +174,9 @@ fn a_stall_that_catches_the_confirm_is_outlasted_by_the_request_which_sends_once
     let url = nats.url();
     let key = "stall-outlasted";
     let body = originate(key, 10_000);
-    // As in the test below: the create is answered at about 1 s, the confirm, sent then,
-    // is held 3 s and times out at about 3 s; the stall ends at 3.4 s (what is held still
-    // goes on in order), well within the request's 10 s.
-    proxy.hold_client_bytes(Duration::from_millis(1000));
-    let asked = Instant::now();
-    let first = request_in_background(
-        url.clone(),
-        None,
-        "ami.pbx1.action",
-        body.clone(),
-        Duration::from_secs(20),
-    );
-    std::thread::sleep(Duration::from_millis(500).saturating_sub(asked.elapsed()));
-    proxy.hold_client_bytes(Duration::from_secs(3));
+    // The confirm times out at about 3 s; the stall ends at 3.4 s (what is held still goes
+    // on in order), well within the request's 10 s.
+    let (asked, first) = ask_into_a_stall_on_the_confirm(&proxy, &url, &body);
     std::thread::sleep(Duration::from_millis(3400).saturating_sub(asked.elapsed()));
     proxy.hold_client_bytes(Duration::ZERO);
     let first = first.join().unwrap().expect("the first request answered");
@@ -210,19 +222,7 @@ fn a_stop_in_a_stall_that_catches_the_confirm_leaves_the_retry_a_duplicate() {
     let url = nats.url();
     let key = "stall-on-confirm";
     let body = originate(key, 10_000);
-    // The create is sent at once and held 1 s (answered); what X sends from 0.5 s on (its
-    // confirm, at about 1 s) is held 3 s: over the 2 s JetStream timeout.
-    proxy.hold_client_bytes(Duration::from_millis(1000));
-    let asked = Instant::now();
-    let first = request_in_background(
-        url.clone(),
-        None,
-        "ami.pbx1.action",
-        body.clone(),
-        Duration::from_secs(20),
-    );
-    std::thread::sleep(Duration::from_millis(500).saturating_sub(asked.elapsed()));
-    proxy.hold_client_bytes(Duration::from_secs(3));
+    let (asked, first) = ask_into_a_stall_on_the_confirm(&proxy, &url, &body);
     // The confirm timed out at about 3 s: the not_sent reply is on its way (held like all
     // X sends), and the follow-up's delete, on the claiming revision, is held behind the
     // confirm (it will be refused). The rolling restart: the stop gives the follow-up its
