@@ -22,9 +22,6 @@ pub(crate) enum Kind {
     User {
         follow_up: Option<FollowUp>,
         sync_originate: bool,
-        /// A `UserEvent` action: Asterisk copies its headers, ActionID included, into the
-        /// `UserEvent` it raises, an ordinary event that is never part of an answer.
-        echoed: bool,
     },
     /// Sent by the client itself; never reported as `Completed`.
     Internal(Internal),

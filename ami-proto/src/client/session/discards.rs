@@ -91,13 +91,13 @@ impl Client {
         // the ActionID and nobody waits for them, so they are swallowed (and counted) like
         // the rest of any ended list, not streamed as if they were live events. Not for an
         // action whose ActionID comes back in an event that is not its answer (an async
-        // Originate's OriginateResponse goes to the stream, as for any ended Originate; a
-        // UserEvent's echo is an ordinary event) or that has a follow-up of its own.
+        // Originate's OriginateResponse goes to the stream, as for any ended Originate) or
+        // that has a follow-up of its own. (A UserEvent's echo never reaches a pending
+        // action: `on_event` streams every UserEvent.)
         let maybe_list = matches!(
             p.kind,
             Kind::User {
                 follow_up: None,
-                echoed: false,
                 ..
             }
         );

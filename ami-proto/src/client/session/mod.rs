@@ -1021,7 +1021,6 @@ impl Client {
         let kind = Kind::User {
             follow_up,
             sync_originate: sync,
-            echoed: action.is("UserEvent"),
         };
         self.pending.insert(
             seq,
