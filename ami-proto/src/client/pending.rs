@@ -175,6 +175,11 @@ impl Pending {
         }
     }
 
+    /// An async Originate: completed by its `OriginateResponse`, a call event.
+    fn is_async_originate(&self) -> bool {
+        matches!(self.kind, Kind::User { follow_up: Some(f), .. } if f.is_originate())
+    }
+
     fn is_sync_originate(&self) -> bool {
         matches!(
             self.kind,
@@ -238,7 +243,7 @@ impl PendingTable {
             .iter()
             .filter(|(_, p)| {
                 (p.stage == Stage::Queued || (p.stage == Stage::Written && !p.lent))
-                    && matches!(p.kind, Kind::User { follow_up: Some(f), .. } if f.is_originate())
+                    && p.is_async_originate()
             })
             .map(|(seq, _)| *seq)
             .collect();
@@ -251,10 +256,7 @@ impl PendingTable {
     pub(crate) fn originates_waiting(&self) -> usize {
         self.map
             .values()
-            .filter(|p| {
-                !matches!(p.stage, Stage::Abandoned { .. })
-                    && matches!(p.kind, Kind::User { follow_up: Some(f), .. } if f.is_originate())
-            })
+            .filter(|p| !matches!(p.stage, Stage::Abandoned { .. }) && p.is_async_originate())
             .count()
     }
     pub(crate) fn on_wire(&self) -> usize {
