@@ -230,6 +230,13 @@ pub fn push_headers(out: &mut Vec<u8>, msg: &Message) {
     out.push(b']');
 }
 
+/// Whether [`push_headers`] writes one of `msg`'s values as [`REDACTED`]: an action (see
+/// [`Message::runs_as_action`]) with a `Secret` or `Key` header. A writer of its own (the
+/// typed output of `ami decode`) uses this to leave such a message to this crate.
+pub fn hides_a_secret(msg: &Message) -> bool {
+    msg.fields().any(|f| is_secret(f.key)) && msg.runs_as_action()
+}
+
 /// Whether a header key names a secret. Surrounding blanks are ignored, so `Secret ` is one
 /// too (hiding too much is the safe side); a key that is not UTF-8 cannot be `Secret`/`Key`.
 fn is_secret(key: &[u8]) -> bool {

@@ -44,15 +44,6 @@ fn decoder_for(head: &[u8]) -> Decoder {
     }
 }
 
-/// Whether `m` is an action to Asterisk (an `Action` header anywhere, even after an `Event`
-/// line) carrying a secret: the typed layer would print it, so it is written as the shared
-/// schema writes it, its secret masked.
-fn holds_a_secret(m: &ami_proto::Message) -> bool {
-    m.runs_as_action()
-        && m.fields()
-            .any(|f| std::str::from_utf8(f.key).is_ok_and(|k| ami_proto::is_secret_key(k.trim())))
-}
-
 /// Feeds `bytes` to `decoder` and writes what it decodes. `Ok(Err(_))`: stdout failed.
 fn pump(
     decoder: &mut Decoder,
@@ -67,7 +58,9 @@ fn pump(
         while let Some(frame) = decoder.decode() {
             let written = match frame {
                 Ok(Frame::Message(m))
-                    if typed && m.kind() == MessageKind::Event && !holds_a_secret(&m) =>
+                    // An action with a secret (an `Action` header after an `Event` line):
+                    // the typed layer would print the secret; the shared schema masks it.
+                    if typed && m.kind() == MessageKind::Event && !ami_json::hides_a_secret(&m) =>
                 {
                     writeln!(out, "{}", report.typed_line(&m)?)
                 }
