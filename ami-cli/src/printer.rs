@@ -572,6 +572,18 @@ pub(crate) fn stdout_end(end: &std::io::Result<()>) -> Result<(), Failure> {
     }
 }
 
+/// Writes one line to stdout for a command that prints a few lines as it goes (`demo`,
+/// `bench`): `Ok(false)` once stdout's reader has gone (`ami demo | head -1`), which ends
+/// the command quietly, as a closed pipe ends every command ([`stdout_end`]); never the
+/// panic of `println!`.
+pub(crate) fn print_line(line: std::fmt::Arguments<'_>) -> Result<bool, Failure> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) => stdout_end(&Err(e)).map(|()| false),
+    }
+}
+
 /// The gap marker for `dropped` events of `server` (`None`: the one server).
 fn gap_line(server: Option<&str>, dropped: u64) -> String {
     match server {

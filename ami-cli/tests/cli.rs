@@ -1725,3 +1725,37 @@ fn calls_are_printed_oldest_first_though_their_linkedids_sort_otherwise_as_text(
     assert!(order.iter().any(|(_, seq)| *seq >= 10), "{order:?}");
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
 }
+
+#[test]
+fn demo_and_bench_into_a_closed_pipe_end_quietly() {
+    // `ami demo | head -1`, `ami bench | head -1`: the reader had enough; no panic.
+    for args in [
+        &["demo", "--duration", "0.5"][..],
+        &["bench", "--duration", "0.5"][..],
+    ] {
+        let (code, err) = into_a_closed_pipe(args);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn sim_whose_stdout_reader_left_keeps_serving() {
+    // `ami sim | head -0`: the URL has nobody to read it; the simulator neither panics nor
+    // stops (its clients may have the URL from elsewhere).
+    let mut sim = command(&["sim", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(sim.stdout.take());
+    std::thread::sleep(Duration::from_millis(1500));
+    let ended = sim.try_wait().unwrap();
+    if ended.is_none() {
+        sim.kill().unwrap();
+    }
+    sim.wait().unwrap();
+    let err = stderr_of(&mut sim);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(ended.is_none(), "ended {ended:?}: {err}");
+}

@@ -920,3 +920,42 @@ fn a_channel_adopted_from_a_snapshot_is_as_old_as_its_duration_says() {
         "a later snapshot does not move what is known"
     );
 }
+
+#[test]
+fn large_events_after_a_snapshots_mark_are_held_within_a_byte_cap_not_only_a_count() {
+    // A client whose own queue lets 40 MiB of events through before the tracker sees the
+    // snapshot's answer (an application that reads the stream faster than it hands answers
+    // over): 640 events of 64 KiB, far under the default 65,536 events held, but 40 MiB
+    // held whole. Past the tracker's byte cap they are applied at once, counted, as past the
+    // count.
+    let client = ami_proto::ClientConfig::builder("admin", "amp111")
+        .seed(3)
+        .ping_interval(Duration::from_secs(3600))
+        .event_queue_bytes(256 << 20)
+        .build()
+        .unwrap();
+    let mut t = T::with_client(client, no_grace().build().unwrap());
+    t.live();
+    t.items_first = true;
+    t.feed(&ev("Newchannel", "9.1", "9.1", 6, ""));
+    t.drain_updates();
+    let id = gap_then_snapshot_asked(&mut t);
+    let mut bytes = list(&id, "CoreShowChannel", &[("9.1", "9.1", 6)], "");
+    let big = format!("X-Padding: {}", "p".repeat(64 << 10));
+    for _ in 0..640 {
+        bytes.extend(ev("Newstate", "9.1", "9.1", 6, &big));
+    }
+    t.feed(&bytes);
+    assert!(!t.tr.is_stale(), "the snapshot finished the resync");
+    assert_eq!(
+        t.h.client.stats().events_dropped,
+        0,
+        "the client kept every event"
+    );
+    assert!(
+        t.tr.stats().buffer_overflows >= 1,
+        "40 MiB of events held after the mark without reaching a cap: {:?}",
+        t.tr.stats()
+    );
+    assert!(t.tr.channel("9.1").is_some());
+}

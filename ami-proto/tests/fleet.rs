@@ -839,3 +839,32 @@ fn a_closed_merged_stream_keeps_nothing_for_any_server_added_before_or_after() {
         "each event counted on its server"
     );
 }
+
+#[test]
+fn gaps_of_removed_servers_wait_for_a_reader_within_a_cap() {
+    // A program that adds and removes servers (auto-discovery) while its reader is stalled:
+    // each removal with events queued leaves a gap notice naming the server for the reader.
+    // Those notices are a queue like any other: capped, and what the cap keeps out counted.
+    let now = Instant::now();
+    let mut f = fleet(16);
+    for k in 0..3000 {
+        let name = format!("pbx{k}");
+        let id = f.add(now, &name, client_config()).unwrap();
+        all_ready(&mut f, now);
+        f.handle_input(now, id, Input::Received(&event("Flood", k)));
+        assert!(f.remove(now, &name));
+        while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
+    }
+    let waiting = f.servers_with_events();
+    assert!(
+        waiting <= 1024,
+        "{waiting} gap notices of removed servers wait for the reader"
+    );
+    let stats = f.stats();
+    assert_eq!(stats.events_lost_on_removal, 3000);
+    assert_eq!(stats.removal_gaps_dropped as usize, 3000 - waiting);
+    // The reader, back, finds the notices that were kept, oldest first.
+    let first = f.poll_event().unwrap();
+    assert_eq!(first.server.as_str(), "pbx0");
+    assert_eq!(first.item, StreamItem::Gap { dropped: 1 });
+}

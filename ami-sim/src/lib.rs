@@ -106,7 +106,10 @@
 //! (excess dropped and counted; the [`tcp`] front stops reading instead), the line buffer by
 //! Asterisk's 1024 bytes and 128 lines, output plus held events by `max_backlog` (then the
 //! session is closed as a slow reader), filters by 1024 entries.
-//! Calls are capped by `max_calls`. Closed sessions keep a small record until
+//! Calls are capped by `max_calls`, each channel's variables by 1,024 and 128 KiB (a
+//! `Setvar` past them is answered `Variable not set`), global variables by 4,096, and the
+//! [`tcp`] front's connections by 1,024 (more are closed at once, counted in
+//! `SimStats::sessions_refused`). Closed sessions keep a small record until
 //! [`SimServer::forget`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -265,6 +265,14 @@ impl SimServer {
         self.accept_from(now, local, peer)
     }
 
+    /// A connection the [`TcpFront`](crate::tcp::TcpFront) closed at once without showing
+    /// it to the server (it holds its most connections already): counted as accepted and
+    /// refused, as an `authlimit` refusal is.
+    pub(crate) fn refused_by_front(&mut self) {
+        self.stats.sessions_accepted += 1;
+        self.stats.sessions_refused += 1;
+    }
+
     /// [`accept`](Self::accept) for a real connection: `local` and `peer` are its two ends,
     /// which security events (`LocalAddress`, `RemoteAddress`) and `manager show connected`
     /// report as Asterisk does, so that a tool watching for failed logins sees the address

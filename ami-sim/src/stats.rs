@@ -8,7 +8,8 @@ pub struct SimStats {
     pub sessions_accepted: u64,
     /// Sessions open now.
     pub sessions_open: usize,
-    /// Connections closed at once without a banner (server down, authlimit).
+    /// Connections closed at once without a banner (server down, authlimit, or the TCP
+    /// front's 1,024 connections open already).
     pub sessions_refused: u64,
     /// Successful logins.
     pub logins: u64,

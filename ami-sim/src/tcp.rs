@@ -206,12 +206,14 @@ fn guarded(addr: SocketAddr, died: &Mutex<Option<String>>, body: impl FnOnce()) 
 
 fn run(listener: TcpListener, sim: &Mutex<SimServer>, stop: &AtomicBool) {
     let mut conns: Vec<Conn> = Vec::new();
+    // Connections closed at once for the cap so far (logged at each power of two).
+    let mut over_cap = 0u64;
     let mut buf = vec![0u8; 64 << 10];
     while !stop.load(Ordering::SeqCst) {
         {
             let mut sim = lock(sim);
             let now = Instant::now();
-            accept_all(&listener, &mut sim, &mut conns, now);
+            accept_all(&listener, &mut sim, &mut conns, &mut over_cap, now);
             conns.retain_mut(|c| service(c, &mut sim, &mut buf, now));
             sim.handle_timeout(Instant::now());
         }
@@ -222,12 +224,29 @@ fn run(listener: TcpListener, sim: &Mutex<SimServer>, stop: &AtomicBool) {
     }
 }
 
-fn accept_all(listener: &TcpListener, sim: &mut SimServer, conns: &mut Vec<Conn>, now: Instant) {
+fn accept_all(
+    listener: &TcpListener,
+    sim: &mut SimServer,
+    conns: &mut Vec<Conn>,
+    over_cap: &mut u64,
+    now: Instant,
+) {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
                 if conns.len() >= MAX_CONNECTIONS {
                     let _ = stream.shutdown(Shutdown::Both);
+                    // Refused as `authlimit` refuses: counted, and said (rate-limited: a
+                    // client retrying in a loop would otherwise write a line per attempt).
+                    sim.refused_by_front();
+                    *over_cap += 1;
+                    if over_cap.is_power_of_two() {
+                        log::warn!(
+                            "ami-sim: {MAX_CONNECTIONS} connections open; a new one from {peer} \
+                             closed at once ({over_cap} so far, counted in \
+                             SimStats::sessions_refused)"
+                        );
+                    }
                     continue;
                 }
                 if stream.set_nonblocking(true).is_err() {

@@ -925,3 +925,84 @@ fn an_originate_timeout_is_read_by_its_leading_number_like_sscanf() {
     assert_eq!(res.get("Response").unwrap(), "Failure");
     assert_eq!(res.get("Reason").unwrap(), "3");
 }
+
+/// A client that sets ever new variables on a live channel (a dialer's bug, or a hostile
+/// client) must not grow the simulator's memory without bound: past the channel's cap a new
+/// variable is refused as Asterisk refuses a Setvar it could not do ("Variable not set"),
+/// while one already set can still be changed.
+#[test]
+fn setvar_on_a_channel_refuses_new_variables_past_the_channels_cap() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n");
+    h.sim
+        .originate_call(h.now, CallRequest::new("Local/hold@ami-test", 600))
+        .unwrap();
+    h.advance(ms(200));
+    let chan = h.sim.channels()[0].clone();
+    let base = h.got.len();
+    for n in 0..5_000 {
+        h.send(
+            format!(
+                "Action: Setvar\r\nActionID: s{n}\r\nChannel: {chan}\r\nVariable: V{n}\r\nValue: x\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let got = h.shapes_from(base);
+    let refused = got
+        .iter()
+        .filter(|s| s.get("Message").as_deref() == Some("Variable not set"))
+        .count();
+    assert!(refused > 0, "5,000 new variables on one channel all set");
+    let vars = |h: &Harness| {
+        h.sim
+            .channel_table()
+            .into_iter()
+            .find(|r| r.name == chan)
+            .map_or(0, |r| r.variables.len())
+    };
+    let kept = vars(&h);
+    assert!(kept <= 1024, "{kept} variables kept on one channel");
+    // One already set is still changed.
+    let base = h.got.len();
+    h.send(
+        format!("Action: Setvar\r\nActionID: again\r\nChannel: {chan}\r\nVariable: V0\r\nValue: y\r\n\r\n")
+            .as_bytes(),
+    );
+    let got = h.shapes_from(base);
+    assert_eq!(got[0].get("Message").as_deref(), Some("Variable Set"));
+    assert_eq!(vars(&h), kept);
+}
+
+/// Few variables but long ones: the channel's cap is in bytes too.
+#[test]
+fn setvar_on_a_channel_refuses_variables_past_the_channels_byte_cap() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(b"Action: Login\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n");
+    h.sim
+        .originate_call(h.now, CallRequest::new("Local/hold@ami-test", 600))
+        .unwrap();
+    h.advance(ms(200));
+    let chan = h.sim.channels()[0].clone();
+    let value = "v".repeat(1000);
+    for n in 0..200 {
+        h.send(
+            format!(
+                "Action: Setvar\r\nActionID: s{n}\r\nChannel: {chan}\r\nVariable: V{n}\r\nValue: {value}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let bytes: usize = h
+        .sim
+        .channel_table()
+        .into_iter()
+        .find(|r| r.name == chan)
+        .map_or(0, |r| {
+            r.variables.iter().map(|(k, v)| k.len() + v.len()).sum()
+        });
+    assert!(
+        bytes <= 128 << 10,
+        "{bytes} bytes of variables kept on one channel"
+    );
+}

@@ -362,3 +362,45 @@ fn a_front_says_whether_it_serves() {
     assert_eq!(front.status(), FrontStatus::Stopped);
     assert!(TcpStream::connect(front.local_addr()).is_err());
 }
+
+/// The front keeps at most 1,024 connections; one more is closed at once, before the
+/// simulator sees it. That refusal is a dropped connection like an `authlimit` one:
+/// counted in the stats (and logged), never silent.
+#[test]
+fn connections_past_the_fronts_cap_are_counted_as_refused() {
+    // Both ends live in this process: about 2,060 descriptors. Where the soft limit is
+    // lower (1,024 is a common default) the test says so instead of failing on EMFILE.
+    if let Some(limit) = open_files_limit().filter(|&n| n < 2200) {
+        eprintln!("skipped: needs 2,200 open files, `ulimit -n` is {limit}");
+        return;
+    }
+    let config = SimConfig {
+        auth_limit: 4096,
+        ..SimConfig::default()
+    };
+    let front = TcpFront::start(config, "127.0.0.1:0").unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..1030 {
+        clients.push(TcpStream::connect(front.local_addr()).unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = front.stats();
+        if s.sessions_accepted >= 1030 && s.sessions_refused >= 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "1,030 connections, 1,024 kept: the others were closed uncounted: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(front.stats().sessions_open, 1024);
+}
+
+/// The soft limit on open files, where `/proc` tells it (Linux).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}

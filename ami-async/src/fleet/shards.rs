@@ -400,6 +400,7 @@ impl Shards {
             all.steps_with_deferred_connects += s.steps_with_deferred_connects;
             all.status_changes += s.status_changes;
             all.events_lost_on_removal += s.events_lost_on_removal;
+            all.removal_gaps_dropped += s.removal_gaps_dropped;
             all.timer_entries += s.timer_entries;
             all.added += s.added;
             all.removed += s.removed;

@@ -12,8 +12,28 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 /// Status changes kept for watchers that are behind. 4,096 changes of ~100 bytes: a few
-/// hundred KiB at most; a watcher further behind is told how many it missed.
+/// hundred KiB; a watcher further behind is told how many it missed.
 pub(crate) const STATUS_LOG_CAP: usize = 4096;
+/// Bytes of the changes kept (see [`cost`]), whatever their count: a status carries server
+/// text (a banner's version, a Login refusal's `Message`) as long as the decoder's line
+/// limit, and 4,096 of those could be gigabytes. The newest change is kept whatever its size.
+pub(crate) const STATUS_LOG_BYTES: usize = 1 << 20;
+
+/// What one change keeps alive in the log: its entry, the server's name and the server's
+/// text in the status.
+fn cost(server: &ServerName, status: &ServerStatus) -> usize {
+    let text = match status {
+        ServerStatus::Ready { ami_version } => ami_version.len(),
+        ServerStatus::BackingOff { reason, .. }
+        | ServerStatus::BreakerOpen { reason, .. }
+        | ServerStatus::Closed { reason } => match reason {
+            ami_proto::DisconnectReason::LoginRejected { message } => message.len(),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    std::mem::size_of::<(ServerName, ServerStatus)>() + server.as_str().len() + text
+}
 
 /// Every shard's status changes, numbered from `first`.
 pub(crate) struct StatusLog {
@@ -22,6 +42,8 @@ pub(crate) struct StatusLog {
 
 struct LogState {
     changes: VecDeque<(ServerName, ServerStatus)>,
+    /// The [`cost`] of `changes`.
+    bytes: usize,
     first: u64,
     wakers: HashMap<u64, Waker>,
     next_watch: u64,
@@ -35,6 +57,7 @@ impl StatusLog {
         StatusLog {
             state: Mutex::new(LogState {
                 changes: VecDeque::new(),
+                bytes: 0,
                 first: 0,
                 wakers: HashMap::new(),
                 next_watch: 0,
@@ -47,10 +70,18 @@ impl StatusLog {
     /// Appends a change; the watchers are woken by `io`.
     pub(crate) fn push(&self, server: ServerName, status: ServerStatus, io: &mut Io) {
         let mut s = lock(&self.state);
-        if s.changes.len() == STATUS_LOG_CAP {
-            s.changes.pop_front();
+        let bytes = cost(&server, &status);
+        // The oldest make room (a watch behind them is told how many it missed).
+        while s.changes.len() >= STATUS_LOG_CAP
+            || (!s.changes.is_empty() && s.bytes + bytes > STATUS_LOG_BYTES)
+        {
+            let Some((old_server, old_status)) = s.changes.pop_front() else {
+                break;
+            };
+            s.bytes -= cost(&old_server, &old_status);
             s.first += 1;
         }
+        s.bytes += bytes;
         s.changes.push_back((server, status));
         io.wake.extend(s.wakers.drain().map(|(_, w)| w));
     }
@@ -74,9 +105,9 @@ pub enum StatusChange {
         /// Its new status.
         status: ServerStatus,
     },
-    /// This watch fell more than 4,096 changes behind: that many were dropped (counted,
-    /// never silent). [`FleetHandle::statuses`](super::FleetHandle::statuses) gives the
-    /// present.
+    /// This watch fell more than 4,096 changes (or 1 MiB of them) behind: that many were
+    /// dropped (counted, never silent).
+    /// [`FleetHandle::statuses`](super::FleetHandle::statuses) gives the present.
     Lagged(u64),
 }
 
@@ -156,7 +187,8 @@ impl StatusWatch {
                     let lost = s.first - self.next;
                     self.next = s.first;
                     log::warn!(
-                        "AMI fleet: a status watch lost {lost} changes (cap {STATUS_LOG_CAP})"
+                        "AMI fleet: a status watch lost {lost} changes (cap {STATUS_LOG_CAP} \
+                         changes, {STATUS_LOG_BYTES} bytes)"
                     );
                     return Poll::Ready(Some(StatusChange::Lagged(lost)));
                 }
@@ -182,5 +214,50 @@ impl StatusWatch {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ami_proto::fleet::FleetConfig;
+    use std::future::Future;
+    use std::pin::pin;
+    use std::time::Instant;
+
+    fn at_once<T>(f: impl Future<Output = T>) -> T {
+        match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("waits"),
+        }
+    }
+
+    #[test]
+    fn the_status_log_is_capped_in_bytes_and_a_watch_behind_it_is_told_what_it_missed() {
+        // Statuses carry server text (a banner's version, a Login refusal's Message), up to
+        // the decoder's line length: 4,096 of them held whatever their size could be
+        // gigabytes, kept even with no watch behind.
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        shards.join();
+        let mut watch = StatusWatch::new(shards.clone());
+        let server = ServerName::new("pbx").unwrap();
+        let ami_version = "9".repeat(64 << 10);
+        let mut io = Io::default();
+        for _ in 0..1024 {
+            let status = ServerStatus::Ready {
+                ami_version: ami_version.clone(),
+            };
+            shards.log.push(server.clone(), status, &mut io);
+        }
+        match at_once(watch.changed()) {
+            Some(StatusChange::Lagged(n)) => assert!(n > 0 && n < 1024, "{n}"),
+            Some(StatusChange::Changed { status, .. }) => {
+                panic!("64 MiB of statuses kept for a watch: {}", status.label())
+            }
+            other => panic!("{other:?}"),
+        }
+        // The newest is always kept, however large.
+        let newest = StatusWatch::new(shards.clone()).next;
+        assert!(lock(&shards.log.state).first < newest);
     }
 }

@@ -4,6 +4,7 @@
 //! CLI's own batched reads, then the README's loop (one `recv()` per item), which is what
 //! most programs will write.
 
+use crate::printer::print_line;
 use crate::session::{self, Happening, Live};
 use crate::status_line::StatusLine;
 use crate::terminal::say;
@@ -185,7 +186,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         let (t, secs) = drive(&mut live, duration, |_| {})?;
         let stats = live.session.stats();
         let size = stats.bytes_in / stats.events_in.max(1);
-        println!(
+        let open = print_line(format_args!(
             "events ({name}): {} in {secs:.2} s = {:.0}/s with a trivial consumer, batched (the \
              CLI's own reads, a batch per wait; dropped {}, {} bytes in, {} decode errors; \
              events of about {size} bytes){}",
@@ -197,19 +198,24 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                 + stats.decoder.messages_too_large
                 + stats.decoder.too_many_fields,
             lost(stats.logins)
-        );
+        ))?;
+        if !open {
+            // stdout's reader has gone: nobody would see the second figure.
+            live.session.close();
+            return Ok(());
+        }
         // The README loop on the same session, for as long.
         let started = Instant::now();
         let one = live.session.read_one_by_one(started + duration)?;
         let secs = started.elapsed().as_secs_f64();
         live.session.close();
-        println!(
+        print_line(format_args!(
             "events ({name}, README loop, {} per item): {} in {secs:.2} s = {:.0}/s (dropped {})",
             one_by_one_call(conn.runtime),
             one.events,
             Tally::rate(one.events, secs),
             one.dropped
-        );
+        ))?;
         return Ok(());
     }
     // Against a real server pipelined UserEvent actions make the events (each one round
@@ -222,14 +228,14 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     }
     let (t, secs) = drive(&mut live, duration, |_| {})?;
     live.session.close();
-    println!(
+    print_line(format_args!(
         "events ({name}): {} in {secs:.2} s = {:.0}/s (dropped {}); actions: {} = {:.0}/s",
         t.events,
         Tally::rate(t.events, secs),
         t.gaps,
         t.actions,
         Tally::rate(t.actions, secs)
-    );
+    ))?;
     Ok(())
 }
 
@@ -308,13 +314,13 @@ fn fleet(
         let st = f.stats();
         (b + st.bytes_queued, e + st.events_delivered)
     });
-    println!(
+    print_line(format_args!(
         "events ({} fleet, {n} simulated servers): {events} in {secs:.2} s = {:.0}/s merged \
          (dropped {gaps}; events of about {} bytes); per server {least} to {most}",
         runtime_name(conn.runtime),
         Tally::rate(events, secs),
         bytes / written.max(1)
-    );
+    ))?;
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 //! what the client sees.
 
 use super::bench::start_sim;
+use crate::printer::print_line;
 use crate::session::{self, Change, Happening, Ticket};
 use crate::status_line::StatusLine;
 use crate::terminal::say;
@@ -42,16 +43,27 @@ fn originate(ext: &str) -> Action {
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     let sim = start_sim()?;
     let addr = sim.local_addr();
-    println!("simulated Asterisk listening on {addr}");
+    if !print_line(format_args!("simulated Asterisk listening on {addr}"))? {
+        return Ok(());
+    }
     let mut live = session::open_local(conn.runtime, addr, "on")?;
-    println!("logged in as admin");
+    // stdout's reader gone: the session ends as at the end of the demo, quietly.
+    macro_rules! out {
+        ($($arg:tt)*) => {
+            if !print_line(format_args!($($arg)*))? {
+                live.logoff();
+                return Ok(());
+            }
+        };
+    }
+    out!("logged in as admin");
     let pong = live.call(Action::new("Ping"))?.map_err(|e| {
         Failure::new(
             EXIT_OTHER,
             format!("Ping: {}", words::call_error(&e, &live.url)),
         )
     })?;
-    println!("Ping -> {}", pong.message().get_str("Ping").unwrap_or("?"));
+    out!("Ping -> {}", pong.message().get_str("Ping").unwrap_or("?"));
 
     let status = StatusLine::new();
     let started = Instant::now();
@@ -75,24 +87,24 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         for h in happened.drain(..) {
             match h {
                 Happening::Completed { ticket, result } => match (sent.remove(&ticket), result) {
-                    (Some(Sent::Call(ext)), Ok(r)) => println!(
+                    (Some(Sent::Call(ext)), Ok(r)) => out!(
                         "call to {ext}: answered (Reason {})",
                         r.follow_up()
                             .and_then(|f| f.get_str("Reason"))
                             .unwrap_or("?")
                     ),
                     (Some(Sent::Call(ext)), Err(e)) => {
-                        println!("call to {ext}: {}", words::call_error(&e, &live.url))
+                        out!("call to {ext}: {}", words::call_error(&e, &live.url))
                     }
                     (Some(Sent::Channels), Ok(r)) => {
-                        println!("CoreShowChannels: {} live channels", r.items().len())
+                        out!("CoreShowChannels: {} live channels", r.items().len())
                     }
                     _ => {}
                 },
                 Happening::Item(StreamItem::Event(e)) => {
                     shown += 1;
                     if shown <= SHOWN_EVENTS {
-                        println!(
+                        out!(
                             "event {:<18} {}",
                             e.event().unwrap_or("?"),
                             e.get_str("Channel").unwrap_or("")
@@ -132,7 +144,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             .quantile(q)
             .map_or_else(|| "n/a".to_string(), words::duration)
     };
-    println!(
+    print_line(format_args!(
         "done: {calls} calls, {} events received ({} shown), {} actions, {} dropped, \
          action latency p50 {} p99 {}",
         s.events_in,
@@ -141,6 +153,6 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         s.events_dropped,
         quantile(0.5),
         quantile(0.99),
-    );
+    ))?;
     Ok(())
 }

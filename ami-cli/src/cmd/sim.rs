@@ -6,7 +6,6 @@ use crate::terminal::say;
 use crate::{Failure, EXIT_OTHER, EXIT_USAGE};
 use ami_sim::tcp::TcpFront;
 use ami_sim::{ActionMatch, CallRequest, ClassMask, Fault, FaultSchedule, SimConfig, SimUser};
-use std::io::Write;
 use std::iter::Peekable;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -231,9 +230,10 @@ pub(crate) fn run(args: &Args) -> Result<(), Failure> {
     } else {
         addr.ip().to_string()
     };
-    println!("ami://admin:amp111@{host}:{}", addr.port());
-    // Scripts read the URL at once: it must not wait in a buffer.
-    let _ = std::io::stdout().flush();
+    // Scripts read the URL at once: it must not wait in a buffer (`print_line` flushes). A
+    // reader that has gone (`ami sim | head -0`) is no reason to stop serving: clients may
+    // have the URL from elsewhere.
+    crate::printer::print_line(format_args!("ami://admin:amp111@{host}:{}", addr.port()))?;
     let calls = if args.calls_per_s > 0.0 {
         format!(
             ", {} calls/s of {} s to {}",

@@ -21,6 +21,7 @@ pub enum TrackerConfigError {
 pub struct TrackerConfig {
     pub(crate) max_channels: usize,
     pub(crate) max_buffered: usize,
+    pub(crate) max_buffered_bytes: usize,
     pub(crate) max_updates: usize,
     pub(crate) max_originates: usize,
     pub(crate) tag_variable: String,
@@ -41,6 +42,7 @@ impl Default for TrackerConfig {
         TrackerConfig {
             max_channels: 20_000,
             max_buffered: 65_536,
+            max_buffered_bytes: 32 << 20,
             max_updates: 65_536,
             max_originates: 10_000,
             tag_variable: "AMIRS_ORIGINATE".to_string(),
@@ -118,6 +120,16 @@ impl TrackerConfigBuilder {
         self
     }
 
+    /// Most bytes of events held while a snapshot is in flight (each event's
+    /// [`retained_bytes`](crate::Message::retained_bytes); default 32 MiB, as the client's
+    /// `max_list_bytes` for the snapshot itself). Reaching it does what reaching
+    /// [`max_buffered_events`](Self::max_buffered_events) does: events held whole may be
+    /// large, and the count alone would let 65,536 of them hold gigabytes.
+    pub fn max_buffered_bytes(mut self, n: usize) -> Self {
+        self.config.max_buffered_bytes = n;
+        self
+    }
+
     /// Most updates waiting for [`CallTracker::poll_update`](super::CallTracker::poll_update)
     /// (default 65 536). Past it the oldest is dropped, counted and logged.
     pub fn max_updates(mut self, n: usize) -> Self {
@@ -179,6 +191,7 @@ impl TrackerConfigBuilder {
         for (name, v) in [
             ("max_channels", c.max_channels),
             ("max_buffered_events", c.max_buffered),
+            ("max_buffered_bytes", c.max_buffered_bytes),
             ("max_updates", c.max_updates),
             ("max_originates", c.max_originates),
         ] {
@@ -205,6 +218,10 @@ mod tests {
         assert_eq!(
             TrackerConfig::builder().max_channels(0).build(),
             Err(TrackerConfigError::Zero("max_channels"))
+        );
+        assert_eq!(
+            TrackerConfig::builder().max_buffered_bytes(0).build(),
+            Err(TrackerConfigError::Zero("max_buffered_bytes"))
         );
         assert_eq!(
             TrackerConfig::builder().tag_variable("A B").build(),

@@ -39,9 +39,10 @@
 //! before its answer and which after: events before the mark are applied as they come, the
 //! snapshot is applied at the mark, and events after the mark that arrive before the answer
 //! is in hand are held and applied after it. No event is lost or applied twice, and the snapshot never overwrites a
-//! newer event. When more events come after the mark than `max_buffered_events` (a flood
-//! while the answer is on its way), the snapshot is not started over (under a steady flood
-//! the next one would overflow too, for ever): from there events are applied at once, and
+//! newer event. When more events come after the mark than `max_buffered_events` or
+//! `max_buffered_bytes` (a flood while the answer is on its way), the snapshot is not
+//! started over (under a steady flood the next one would overflow too, for ever): from
+//! there events are applied at once, and
 //! the channels they reach keep their newer state over the snapshot (`kept_newer`), one
 //! they saw hang up is not brought back. Only events for channels the view does not hold
 //! yet still wait for the snapshot, within the same cap; any dropped past it are counted
@@ -334,12 +335,13 @@ pub struct TrackerStats {
     pub channels_over_cap: u64,
     /// Channel events for a channel not in the view (ignored).
     pub unknown_channel_events: u64,
-    /// Times the events held after a snapshot's mark outgrew `max_buffered_events`: from
-    /// there until its answer, events were applied at once (the snapshot kept in flight).
+    /// Times the events held after a snapshot's mark outgrew `max_buffered_events` (or
+    /// `max_buffered_bytes`): from there until its answer, events were applied at once (the
+    /// snapshot kept in flight).
     pub buffer_overflows: u64,
-    /// Events dropped after a snapshot's mark because `max_buffered_events` were held
-    /// already, all for channels the view did not hold yet (a [`StaleReason::BufferFull`]
-    /// snapshot followed).
+    /// Events dropped after a snapshot's mark because `max_buffered_events` (or
+    /// `max_buffered_bytes`) were held already, all for channels the view did not hold yet
+    /// (a [`StaleReason::BufferFull`] snapshot followed).
     pub buffered_dropped: u64,
     /// Updates dropped because `max_updates` were waiting.
     pub updates_dropped: u64,
@@ -415,6 +417,8 @@ pub struct CallTracker {
     attempts: u32,
     /// Events after a snapshot's mark, before its answer, with when they arrived.
     held: VecDeque<(Instant, Message)>,
+    /// The `retained_bytes` of the messages in `held`.
+    held_bytes: usize,
     inflight: BTreeMap<u64, InFlight>,
     requests: VecDeque<TrackerRequest>,
     updates: VecDeque<CallUpdate>,
@@ -451,6 +455,7 @@ impl CallTracker {
             epoch: 0,
             attempts: 0,
             held: VecDeque::new(),
+            held_bytes: 0,
             inflight: BTreeMap::new(),
             requests: VecDeque::new(),
             updates: VecDeque::new(),
@@ -762,8 +767,7 @@ impl CallTracker {
             return self.effects(fx);
         }
         if !flooded {
-            if self.held.len() < self.config.max_buffered {
-                self.held.push_back((now, msg.clone()));
+            if self.hold(now, msg) {
                 return;
             }
             // Starting the snapshot over would throw away one that is on its way, and under
@@ -771,12 +775,14 @@ impl CallTracker {
             // Apply what comes at once instead, and let the snapshot yield to it.
             self.stats.buffer_overflows += 1;
             log::warn!(
-                "{who}: over {} events after a snapshot's mark and no answer yet; applying them at once (counted)",
-                self.config.max_buffered, who = Tracker(self.config.name.as_deref())
+                "{who}: over {} events or {} bytes after a snapshot's mark and no answer yet; applying them at once (counted)",
+                self.config.max_buffered, self.config.max_buffered_bytes,
+                who = Tracker(self.config.name.as_deref())
             );
             if let Sync::Resyncing(r) = &mut self.sync {
                 r.after_mark = Some(AfterMark::default());
             }
+            self.held_bytes = 0;
             for (at, held) in std::mem::take(&mut self.held) {
                 self.event_after_mark(at, &held);
             }
@@ -793,16 +799,16 @@ impl CallTracker {
         let name = msg.event().map_or("", str::trim);
         let was = self.view.channel(&uid).is_some();
         if !uid.is_empty() && !was && !name.eq_ignore_ascii_case("Newchannel") {
-            if self.held.len() < self.config.max_buffered {
-                self.held.push_back((now, msg.clone()));
+            if self.hold(now, msg) {
                 return;
             }
             self.stats.buffered_dropped += 1;
             if let Sync::Resyncing(r) = &mut self.sync {
                 if r.dropped_held == 0 {
                     log::warn!(
-                        "{who}: {} events for channels not yet in the view held after a snapshot's mark; dropping more (counted), one more snapshot will follow",
-                        self.config.max_buffered, who = Tracker(self.config.name.as_deref())
+                        "{who}: {} events ({} bytes) for channels not yet in the view held after a snapshot's mark; dropping more (counted), one more snapshot will follow",
+                        self.held.len(), self.held_bytes,
+                        who = Tracker(self.config.name.as_deref())
                     );
                 }
                 r.dropped_held += 1;
@@ -829,8 +835,24 @@ impl CallTracker {
         self.effects(fx);
     }
 
+    /// Holds an event until the snapshot's answer, if the held events stay within
+    /// `max_buffered_events` and `max_buffered_bytes` (each a whole message, which may be
+    /// large: the count alone would let 65,536 events of 1 MiB be held).
+    fn hold(&mut self, now: Instant, msg: &Message) -> bool {
+        let bytes = msg.retained_bytes();
+        if self.held.len() >= self.config.max_buffered
+            || self.held_bytes.saturating_add(bytes) > self.config.max_buffered_bytes
+        {
+            return false;
+        }
+        self.held_bytes += bytes;
+        self.held.push_back((now, msg.clone()));
+        true
+    }
+
     /// Applies the held events in order (their snapshot will not be used).
     fn apply_held(&mut self) {
+        self.held_bytes = 0;
         while let Some((at, msg)) = self.held.pop_front() {
             let fx = self.view.apply(at, &msg);
             self.effects(fx);

@@ -112,6 +112,7 @@ pub(crate) struct FleetCounters {
     pub(crate) most_connects_in_a_step: usize,
     pub(crate) status_changes: u64,
     pub(crate) events_lost_on_removal: u64,
+    pub(crate) removal_gaps_dropped: u64,
     pub(crate) added: u64,
     pub(crate) removed: u64,
 }
@@ -340,10 +341,24 @@ impl Fleet {
                 server.name
             );
             self.counters.events_lost_on_removal += queued;
-            self.ring.orphan(FleetItem {
+            let queued_gap = self.ring.orphan(FleetItem {
                 server: server.name.clone(),
                 item: StreamItem::Gap { dropped: lost },
             });
+            if !queued_gap {
+                // The reader is that far behind: its stream misses this notice, the stats
+                // still count every event (above) and the notice.
+                self.counters.removal_gaps_dropped += 1;
+                if self.counters.removal_gaps_dropped.is_power_of_two() {
+                    log::warn!(
+                        "AMI fleet: {} gap notices of removed servers wait for the reader; the one for {} ({lost} events) was not queued \
+                         ({} so far, counted in FleetStats::removal_gaps_dropped)",
+                        super::stream::MAX_REMOVAL_GAPS,
+                        server.name,
+                        self.counters.removal_gaps_dropped
+                    );
+                }
+            }
         }
         self.counters.removed += 1;
         self.outputs.push_back(FleetOutput::Removed {

@@ -53,6 +53,10 @@ pub struct FleetStats {
     /// Events still queued for servers when they were removed (reported as gaps, with the
     /// drops of gap notices still queued, which their servers had counted as dropped).
     pub events_lost_on_removal: u64,
+    /// Gap notices of removed servers not queued for the reader because
+    /// [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) waited already (their events are in
+    /// `events_lost_on_removal` all the same).
+    pub removal_gaps_dropped: u64,
     /// Entries in the fleet's timer heap, live and stale: at most twice the number of
     /// servers plus 64 (stale ones are dropped in bulk whenever they outnumber the live
     /// ones), however often deadlines move and however rarely the timer fires.
@@ -108,6 +112,7 @@ impl Fleet {
             steps_with_deferred_connects: c.steps_with_deferred_connects,
             status_changes: c.status_changes,
             events_lost_on_removal: c.events_lost_on_removal,
+            removal_gaps_dropped: c.removal_gaps_dropped,
             timer_entries: self.timers.len(),
             added: c.added,
             removed: c.removed,

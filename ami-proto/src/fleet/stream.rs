@@ -40,6 +40,12 @@ impl FleetQueued {
     }
 }
 
+/// Gap notices of removed servers waiting for the reader at most: a program that removes
+/// servers while its reader is stalled must not grow this queue without bound. Past it a
+/// removed server's notice is not queued (its events are still counted in
+/// `events_lost_on_removal`; the notice itself in `removal_gaps_dropped`, and logged).
+pub const MAX_REMOVAL_GAPS: usize = 1024;
+
 /// Slots with stream items, in the order they get their next turn.
 #[derive(Debug, Default)]
 pub(crate) struct EventRing {
@@ -75,12 +81,17 @@ impl EventRing {
         }
     }
 
-    /// Queues the last word of a removed server.
-    pub(crate) fn orphan(&mut self, item: FleetItem) {
+    /// Queues the last word of a removed server; false when [`MAX_REMOVAL_GAPS`] wait
+    /// already (it is not queued).
+    pub(crate) fn orphan(&mut self, item: FleetItem) -> bool {
         if self.unread {
-            return;
+            return true;
+        }
+        if self.orphans.len() >= MAX_REMOVAL_GAPS {
+            return false;
         }
         self.orphans.push_back(item);
+        true
     }
 
     /// Slots waiting for a turn.

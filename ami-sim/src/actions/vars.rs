@@ -154,8 +154,14 @@ pub(super) fn setvar(
         }
         (None, Some(name)) => {
             let mut fx = Vec::new();
-            if !srv.engine.set_channel_var(&name, &var, &value, &mut fx) {
-                return Outcome::Reply(out::error(id.as_deref(), "No such channel"));
+            match srv.engine.set_channel_var(&name, &var, &value, &mut fx) {
+                None => return Outcome::Reply(out::error(id.as_deref(), "No such channel")),
+                // The channel's variables are full: what Asterisk says when
+                // `pbx_builtin_setvar_helper` fails.
+                Some(false) => {
+                    return Outcome::Reply(out::error(id.as_deref(), "Variable not set"))
+                }
+                Some(true) => {}
             }
             srv.apply_effects(fx);
         }

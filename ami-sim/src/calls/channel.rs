@@ -77,13 +77,35 @@ pub(crate) struct Channel {
 
 const UNKNOWN: &[u8] = b"<unknown>";
 
+/// Most variables one channel keeps: a client setting ever new ones (AMI `Setvar` names
+/// whatever it likes) must not grow the simulator without bound. Asterisk has no such
+/// limit; no dialplan or dialer comes near it.
+pub(crate) const MAX_VARS: usize = 1024;
+/// Most bytes of names and values one channel keeps: more than the variables of the
+/// largest Originate the simulator reads (128 lines of 1,024 bytes), so those always fit.
+pub(crate) const MAX_VARS_BYTES: usize = 128 << 10;
+
 impl Channel {
-    /// Sets (or replaces) a channel variable.
-    pub(crate) fn set_var(&mut self, name: &str, value: &str) {
+    /// Sets (or replaces) a channel variable; false (nothing changed) when that would take
+    /// the channel past [`MAX_VARS`] variables or [`MAX_VARS_BYTES`] of names and values.
+    pub(crate) fn set_var(&mut self, name: &str, value: &str) -> bool {
+        let bytes: usize = self.vars.iter().map(|(n, v)| n.len() + v.len()).sum();
         match self.vars.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = value.to_string(),
-            None => self.vars.push((name.to_string(), value.to_string())),
+            Some(slot) => {
+                if bytes - slot.1.len() + value.len() > MAX_VARS_BYTES {
+                    return false;
+                }
+                slot.1 = value.to_string();
+            }
+            None => {
+                if self.vars.len() >= MAX_VARS || bytes + name.len() + value.len() > MAX_VARS_BYTES
+                {
+                    return false;
+                }
+                self.vars.push((name.to_string(), value.to_string()));
+            }
         }
+        true
     }
 
     /// A channel variable's value.

@@ -445,7 +445,9 @@ impl Engine {
         }
         let vars = call.origin.vars.clone();
         for (k, v) in vars.iter().rev() {
-            call.legs[0].set_var(k, v);
+            if !call.legs[0].set_var(k, v) {
+                continue;
+            }
             let e = chan("VarSet", ClassMask::DIALPLAN, &call.legs[0])
                 .field("Variable", k)
                 .field("Value", escape_c(v.as_bytes()));
@@ -467,7 +469,9 @@ impl Engine {
             push(fx, chan("NewConnectedLine", ClassMask::CALL, one));
         }
         for (k, v) in &vars {
-            call.legs[1].set_var(k, v);
+            if !call.legs[1].set_var(k, v) {
+                continue;
+            }
             let e = chan("VarSet", ClassMask::DIALPLAN, &call.legs[1])
                 .field("Variable", k)
                 .field("Value", escape_c(v.as_bytes()));
@@ -571,7 +575,9 @@ impl Engine {
                 if k == "TIMEOUT(absolute)" {
                     self.schedule(id, later(now, secs_of(v).max(step)), Step::AbsTimeout(leg));
                 } else {
-                    self.set_var_leg(id, leg, k, v, fx);
+                    // The dialplan's own variables, a few short ones: a full channel
+                    // skips one, as Asterisk's Set() carries on after a failed set.
+                    let _ = self.set_var_leg(id, leg, k, v, fx);
                 }
                 self.schedule(id, later(now, step), Step::Exec(leg));
             }
@@ -618,17 +624,22 @@ impl Engine {
         true
     }
 
-    fn set_var_leg(&mut self, id: u64, leg: usize, k: &str, v: &str, fx: &mut Vec<Effect>) {
+    /// Sets a variable on a leg and raises its VarSet; false when the leg is gone or its
+    /// variables are full (nothing set, no event: Asterisk's "Variable not set").
+    fn set_var_leg(&mut self, id: u64, leg: usize, k: &str, v: &str, fx: &mut Vec<Effect>) -> bool {
         let Some(call) = self.calls.get_mut(&id) else {
-            return;
+            return false;
         };
-        call.legs[leg].set_var(k, v);
+        if !call.legs[leg].set_var(k, v) {
+            return false;
+        }
         let ch = call.legs[leg].clone();
         let e = self
             .chan_ev("VarSet", ClassMask::DIALPLAN, &ch)
             .field("Variable", k)
             .field("Value", escape_c(v.as_bytes()));
         fx.push(Effect::Event(e.build()));
+        true
     }
 
     fn dialplan_user_event(&mut self, id: u64, leg: usize, data: &str, fx: &mut Vec<Effect>) {
@@ -1001,19 +1012,17 @@ impl Engine {
         self.calls.values().flat_map(|c| c.legs.iter())
     }
 
-    /// Sets a variable on a channel (Setvar), with its VarSet event. False if unknown.
+    /// Sets a variable on a channel (Setvar), with its VarSet event. `None` if the channel
+    /// is unknown; `Some(false)` if its variables are full (nothing set).
     pub(crate) fn set_channel_var(
         &mut self,
         name: &str,
         var: &str,
         value: &str,
         fx: &mut Vec<Effect>,
-    ) -> bool {
-        let Some((id, leg)) = self.find(name) else {
-            return false;
-        };
-        self.set_var_leg(id, leg, var, value, fx);
-        true
+    ) -> Option<bool> {
+        let (id, leg) = self.find(name)?;
+        Some(self.set_var_leg(id, leg, var, value, fx))
     }
 
     /// Seconds a call has been up (for Status/CoreShowChannels).
