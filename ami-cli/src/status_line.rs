@@ -23,7 +23,8 @@ impl StatusLine {
 
     pub(crate) fn finish(&self) {
         if self.tty {
-            eprintln!();
+            // Not `eprintln!`: a terminal hung up would make it panic.
+            let _ = writeln!(std::io::stderr());
         }
     }
 }

@@ -93,7 +93,7 @@ fn catch_on_this_thread(ready: &std::sync::mpsc::SyncSender<bool>) {
 /// Whether SIGHUP was ignored when the process started (`nohup`), from the `SigIgn` mask of
 /// `/proc/self/status` (no such file: not ignored).
 #[cfg(unix)]
-fn hangup_ignored() -> bool {
+pub(crate) fn hangup_ignored() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -29,10 +29,18 @@ pub(crate) fn lines(text: &str) -> Cow<'_, str> {
 /// One line on stderr, every value in it shown safely (see the module docs).
 macro_rules! say {
     ($($arg:tt)*) => {
-        ::std::eprintln!("{}", $crate::terminal::lines(&::std::format!($($arg)*)))
+        $crate::terminal::say_line(&::std::format!($($arg)*))
     };
 }
 pub(crate) use say;
+
+/// Writes `text`, shown as [`lines`] does, and a newline to stderr. A stderr that fails (its
+/// reader gone: `ami listen 2>&1 | head -1`, a logger that died) loses the line and nothing
+/// else: `eprintln!` panics there, which ended a listener mid-run (exit 101, no Logoff).
+pub(crate) fn say_line(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{}", lines(text));
+}
 
 #[cfg(test)]
 mod tests {

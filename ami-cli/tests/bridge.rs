@@ -149,6 +149,72 @@ fn bridge_stops_cleanly_on_sigterm() {
     serve_then_stop_on("TERM");
 }
 
+/// SIGHUP (the SSH session of a bridge run in a terminal closed) stops the bridge as SIGTERM
+/// does, as it stops `listen`: exit 0 with its lease released, so that a standby serves the
+/// server at once, not after the lease's time-to-live (30 s here) as after a kill.
+#[test]
+fn sighup_stops_the_bridge_cleanly_and_a_standby_takes_its_lease_at_once() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(nats) = Nats::start() else { return };
+    let a = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let nats_url = format!("nats://127.0.0.1:{}", nats.port);
+    let spawn = || {
+        command(&[
+            "bridge",
+            "--nats",
+            &nats_url,
+            "--name",
+            "pbx1",
+            "--lease-ttl",
+            "30",
+            "--metrics",
+            "127.0.0.1:0",
+        ])
+        .env("AMI_URL", format!("ami://admin:amp111@{}", a.local_addr()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let held = |port: u16| {
+        scrape(port)
+            .lines()
+            .any(|l| l.starts_with("ami_bridge_lease_held{server=\"pbx1\"") && l.ends_with(" 1"))
+    };
+    let mut serving = spawn();
+    let (serving_metrics, mut said, mut rest) = metrics_port(&mut serving);
+    wait_until(
+        Duration::from_secs(20),
+        "the first bridge holds the lease",
+        || held(serving_metrics),
+    );
+    let mut standby = spawn();
+    let (standby_metrics, _, _standby_rest) = metrics_port(&mut standby);
+    send_signal(&serving, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = serving.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = serving.kill();
+            break serving.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    rest.read_to_string(&mut said).unwrap();
+    assert_eq!(status.code(), Some(0), "SIGHUP: {status:?}; {said}");
+    wait_until(
+        Duration::from_secs(10),
+        "the standby holds the lease within 10 s, its TTL being 30 s",
+        || held(standby_metrics),
+    );
+    send_signal(&standby, "TERM");
+    assert_eq!(standby.wait().unwrap().code(), Some(0));
+}
+
 /// One scenario at a time: each opens a dozen loopback connections, and a port handed out
 /// by the kernel as a connection's local port cannot be bound by another scenario's server.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -231,3 +231,151 @@ fn hung_logoff_fake() -> Fake {
         }
     })
 }
+
+/// Logs in and answers every action as an empty list or a plain Success (its `Status` and
+/// `CoreShowChannels` snapshots included), but never the Logoff: a hung Asterisk at the end.
+fn never_says_goodbye() -> Fake {
+    Fake::start(|_, mut conn| {
+        if !conn.login(true) {
+            return;
+        }
+        while let Some(req) = conn.next() {
+            let action = req.action();
+            let id = req.get("ActionID").unwrap_or("").to_string();
+            match action.as_str() {
+                "logoff" => {}
+                "status" | "coreshowchannels" => {
+                    let complete = if action == "status" {
+                        "StatusComplete"
+                    } else {
+                        "CoreShowChannelsComplete"
+                    };
+                    let _ = conn.send(
+                        format!(
+                            "Response: Success\r\nActionID: {id}\r\nEventList: start\r\n\
+                             Message: List follows\r\n\r\nEvent: {complete}\r\nActionID: {id}\r\n\
+                             EventList: Complete\r\nListItems: 0\r\nItems: 0\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    );
+                }
+                _ => conn.answer(&req, "Success", &[]),
+            }
+        }
+    })
+}
+
+/// SIGTERM to `listen` and to `calls --watch` once they run, one server or two of which one
+/// never answers the Logoff: the command ends within the Logoff's grace (plus two seconds
+/// for a loaded machine), exit 0, its stdout whole JSON lines.
+#[test]
+fn a_stop_signal_ends_listen_and_calls_watch_within_the_grace_when_a_server_never_says_goodbye() {
+    each_runtime(|rt| {
+        for servers in [1usize, 2] {
+            let hung = never_says_goodbye();
+            let front = sim();
+            let mut urls = vec![hung.url()];
+            if servers == 2 {
+                urls.push(sim_url(&front, "amp111"));
+            }
+            for command in [&["listen"][..], &["calls", "--watch"][..]] {
+                let what = format!("{rt}, {servers} server(s), {}", command.join(" "));
+                let mut args = vec!["--runtime", rt];
+                for u in &urls {
+                    args.extend(["--server", u.as_str()]);
+                }
+                args.extend_from_slice(command);
+                let mut child = spawn_piped(&args);
+                let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+                let mut first = String::new();
+                assert!(
+                    stdout.read_line(&mut first).unwrap() > 0,
+                    "{what}: no output"
+                );
+                // Every server up: `listen` says each session; `calls` has its view.
+                std::thread::sleep(Duration::from_millis(300));
+                let signalled = Instant::now();
+                send_signal(&child, "TERM");
+                let mut rest = String::new();
+                stdout.read_to_string(&mut rest).unwrap();
+                let status = child.wait().unwrap();
+                let took = signalled.elapsed();
+                let err = stderr_of(&mut child);
+                assert_eq!(status.code(), Some(0), "{what}: {err}");
+                assert!(
+                    took < LOGOFF_GRACE + Duration::from_secs(2),
+                    "{what}: took {took:?} after SIGTERM; {err}"
+                );
+                for line in std::iter::once(first.as_str()).chain(rest.lines()) {
+                    json(line);
+                }
+            }
+        }
+    });
+}
+
+/// A server whose first session logs in and is hung up on after 200 ms, and which then
+/// closes every later connection unanswered: a client that logged in once and now waits
+/// between reconnects.
+fn gone_after_one_session() -> Fake {
+    Fake::start(|n, mut conn| {
+        if n == 0 && conn.login(true) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+}
+
+/// SIGTERM while `listen` or `calls --watch` waits to reconnect (its one server, or one of
+/// two, gone after a first session): the command ends promptly (within 3 s on a loaded
+/// machine; the backoff is short by then, so this proves the stop is not lost while the
+/// client waits, not the speed), exit 0 (it had logged in), its stdout whole JSON lines.
+#[test]
+fn a_stop_signal_while_waiting_to_reconnect_ends_listen_and_calls_watch_at_once() {
+    each_runtime(|rt| {
+        for servers in [1usize, 2] {
+            let front = sim();
+            for command in [&["listen"][..], &["calls", "--watch"][..]] {
+                let gone = gone_after_one_session();
+                let mut urls = vec![gone.url()];
+                if servers == 2 {
+                    urls.push(sim_url(&front, "amp111"));
+                }
+                let what = format!("{rt}, {servers} server(s), {}", command.join(" "));
+                let mut args = vec!["--runtime", rt];
+                for u in &urls {
+                    args.extend(["--server", u.as_str()]);
+                }
+                args.extend_from_slice(command);
+                let mut child = spawn_piped(&args);
+                let stdout = child.stdout.take().unwrap();
+                let reader = std::thread::spawn(move || {
+                    let mut s = String::new();
+                    std::io::BufReader::new(stdout)
+                        .read_to_string(&mut s)
+                        .unwrap();
+                    s
+                });
+                // The session is lost after 200 ms; the reconnects fail from then on.
+                let wait = Instant::now() + Duration::from_secs(10);
+                while gone.accepted() < 3 {
+                    assert!(Instant::now() < wait, "{what}: no reconnects");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let signalled = Instant::now();
+                send_signal(&child, "TERM");
+                let status = child.wait().unwrap();
+                let took = signalled.elapsed();
+                let err = stderr_of(&mut child);
+                let out = reader.join().unwrap();
+                assert_eq!(status.code(), Some(0), "{what}: {err}");
+                assert!(
+                    took < Duration::from_secs(3),
+                    "{what}: took {took:?} after SIGTERM; {err}"
+                );
+                for line in out.lines() {
+                    json(line);
+                }
+            }
+        }
+    });
+}

@@ -489,8 +489,11 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// A running bridge. Dropping it without [`Bridge::shutdown`] stops nothing: its tasks run on
-/// the runtime until the runtime ends (which is how a crashed bridge looks to the others).
+/// A running bridge. Dropping it without [`Bridge::shutdown`] stops it without shutdown's
+/// waits: it takes no more action requests (those in flight run to their end), releases its
+/// leases and closes its AMI sessions, then its other tasks (publisher, metrics endpoint)
+/// end. Only a runtime that ends first leaves the leases held until they expire (which is
+/// how a crashed bridge looks to the others).
 pub struct Bridge {
     control: Arc<Control>,
     stop: watch::Sender<bool>,
@@ -855,13 +858,25 @@ impl Bridge {
             None => None,
         };
         let (stop, stop_rx) = watch::channel(false);
-        let lease_task = tokio::spawn(crate::lease::run(
+        let asked = stop_rx.clone();
+        let leftovers: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        let lease = crate::lease::run(
             leases,
             control.clone(),
             config.lease_ttl,
             config.stand_aside,
             stop_rx,
-        ));
+        );
+        let lease_task = tokio::spawn(async move {
+            lease.await;
+            // Never asked to stop: the `Bridge` was dropped, which the lease loop (leases
+            // released) and the action subscriptions (left) take as the end. Nothing else
+            // ends the publisher, the status tick and the metrics endpoint then: ended here,
+            // once the leases' markers are stored. After `shutdown` they are its to end.
+            if !*asked.borrow() {
+                leftovers.iter().for_each(tokio::task::AbortHandle::abort);
+            }
+        });
         Ok(Bridge {
             control,
             stop,

@@ -342,3 +342,51 @@ fn an_idempotency_key_holds_while_its_originate_still_runs_past_the_window() {
         "one idempotency key, two Originates: first {first:?}, second {second:?}"
     );
 }
+
+/// A `Bridge` dropped without `shutdown` while its runtime lives on (an application that
+/// replaces its bridge): it stops, as its lease loop and action subscriptions already take
+/// the drop to mean, and leaves nothing running behind: the lease released (a standby
+/// takes over at once), the AMI session closed, and its metrics endpoint (like its
+/// publisher and status tasks) gone, its port free for the bridge that replaces it.
+#[test]
+fn a_dropped_bridge_releases_its_lease_and_leaves_no_task_or_socket_behind() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+        .lease_ttl(Duration::from_secs(120))
+        .bridge_id("dropped")
+        .metrics("127.0.0.1:0".parse().unwrap());
+    let bridge = rt.block_on(ami_nats::Bridge::start(config)).unwrap();
+    let metrics = bridge.metrics_addr().unwrap();
+    wait_for(Duration::from_secs(10), "logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    drop(bridge);
+    let url = nats.url();
+    let lease = move || {
+        let url = url.clone();
+        block(async move {
+            let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+            let kv = js.get_key_value("ami_leases").await.unwrap();
+            let e = kv.entry("pbx1").await.unwrap().unwrap();
+            String::from_utf8(e.value.to_vec()).unwrap()
+        })
+    };
+    wait_for(Duration::from_secs(10), "the lease released", || {
+        lease().starts_with("released ")
+    });
+    wait_for(Duration::from_secs(10), "the AMI session closed", || {
+        a.stats().sessions_open == 0
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the metrics endpoint closed",
+        || std::net::TcpStream::connect(metrics).is_err(),
+    );
+    drop(rt);
+}

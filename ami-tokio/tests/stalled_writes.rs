@@ -231,3 +231,193 @@ async fn a_fleet_server_that_stopped_reading_never_gets_an_action_after_its_dead
     drop(padding);
     fleet.close();
 }
+
+/// A fake Asterisk that logs one client in, reads nothing until resumed, then reads until
+/// the client hangs up: everything the client wrote after the login.
+fn deaf_until_resumed() -> (SocketAddr, mpsc::Sender<()>, JoinHandle<Vec<u8>>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let listener = socket.listen(1).unwrap().into_std().unwrap();
+    listener.set_nonblocking(false).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (resume, resumed) = mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        s.write_all(b"Asterisk Call Manager/11.0.0\r\n").unwrap();
+        let login = read_until(&mut s, &[b"\r\n\r\n"]);
+        let text = String::from_utf8_lossy(&login);
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .expect("the Login carries an ActionID");
+        let ok = format!(
+            "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
+        );
+        s.write_all(ok.as_bytes()).unwrap();
+        resumed.recv().expect("told to resume");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    });
+    (addr, resume, thread)
+}
+
+/// A Logoff while the server has stopped reading (a hung Asterisk, its socket full): the
+/// actions still queued fail at once as not sent; the Logoff cannot be written, so the
+/// session closes after `logoff_timeout` plus the driver's bounded last flush; every action
+/// fails once with a typed error (none succeeds, none hangs); the event stream ends with
+/// the session's `Disconnected` then `None`; and once the server reads again, no queued
+/// action reaches it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_logoff_to_a_server_that_stopped_reading_ends_in_bounded_time_failing_each_action_once() {
+    // About 4.8 MB in the pipeline: more than the socket buffers hold.
+    const ON_WIRE: usize = 40;
+    let (addr, resume, server) = deaf_until_resumed();
+    let config = ClientConfig::builder("admin", "deaf")
+        .seed(9)
+        .pipeline_depth(ON_WIRE)
+        .logoff_timeout(Duration::from_secs(1))
+        .ping_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (ami, mut events) = ami_tokio::spawn(config, addr);
+    ami.wait_ready().await.unwrap();
+    let sent: Vec<_> = (0..FILLERS)
+        .map(|n| {
+            let ami = ami.clone();
+            tokio::spawn(async move { ami.send_with(filler(n), long()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(ami.stats().transmit_pending > 1000, "the socket is full");
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), ami.logoff())
+        .await
+        .expect("the logoff ended");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "logoff_timeout 1 s + the last flush's 1 s, yet it took {took:?}"
+    );
+    let (mut not_sent, mut failed) = (0, 0);
+    for s in sent {
+        match tokio::time::timeout(Duration::from_secs(1), s)
+            .await
+            .expect("every action has its outcome once the session closed")
+            .unwrap()
+        {
+            Err(AmiError::Action(ActionError::NotSent(_))) => not_sent += 1,
+            Err(AmiError::Action(_) | AmiError::Closed { .. }) => failed += 1,
+            other => panic!("an action to a server that read none of it: {other:?}"),
+        }
+    }
+    assert!(
+        not_sent >= FILLERS - ON_WIRE,
+        "the queued ones fail not sent: {not_sent} not sent, {failed} otherwise"
+    );
+    let mut last = None;
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(1), events.recv())
+        .await
+        .expect("the stream ends")
+    {
+        last = Some(item);
+    }
+    assert!(
+        matches!(last, Some(ami_proto::StreamItem::Disconnected { .. })),
+        "the stream's last item: {last:?}"
+    );
+    assert!(matches!(
+        ami.send(Action::new("Ping")).await,
+        Err(AmiError::Closed { .. } | AmiError::Send(_))
+    ));
+    resume.send(()).unwrap();
+    let got = tokio::task::spawn_blocking(move || server.join().unwrap())
+        .await
+        .unwrap();
+    let fill = b"UserEvent: Fill";
+    let fills = got.windows(fill.len()).filter(|w| w == fill).count();
+    assert!(
+        fills <= ON_WIRE,
+        "{fills} padding actions reached the server, of {ON_WIRE} it could have been sent"
+    );
+}
+
+/// The fleet's `logoff_all` while its one server has stopped reading: the server closes
+/// after `logoff_timeout` (plus the bounded last flush), every action completes once with
+/// a typed error (the queued ones not sent), and no queued action reaches the server.
+#[tokio::test(flavor = "current_thread")]
+async fn a_fleet_logoff_all_to_a_server_that_stopped_reading_ends_in_bounded_time_failing_each_action_once(
+) {
+    // About 4.8 MB in the pipeline: more than the socket buffers hold.
+    const ON_WIRE: usize = 40;
+    let (addr, resume, server) = deaf_until_resumed();
+    let config = ClientConfig::builder("admin", "deaf")
+        .seed(9)
+        .pipeline_depth(ON_WIRE)
+        .logoff_timeout(Duration::from_secs(1))
+        .ping_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (fleet, _events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+    fleet.add("pbx", config, addr).unwrap();
+    for _ in 0..500 {
+        if matches!(fleet.status("pbx"), Some(ServerStatus::Ready { .. })) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent: Vec<_> = (0..FILLERS)
+        .map(|n| {
+            let fleet = fleet.clone();
+            tokio::spawn(async move {
+                let reply = fleet.send_with(Route::Server("pbx"), filler(n), long());
+                reply.await.expect("pbx takes it").result
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        fleet.stats().total.transmit_pending > 1000,
+        "the socket is full"
+    );
+    let started = std::time::Instant::now();
+    fleet.logoff_all();
+    while !matches!(fleet.status("pbx"), Some(ServerStatus::Closed { .. })) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {:?}",
+            fleet.status("pbx")
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "logoff_timeout 1 s + the last flush's 1 s, yet it took {took:?}"
+    );
+    let mut not_sent = 0;
+    for s in sent {
+        match tokio::time::timeout(Duration::from_secs(1), s)
+            .await
+            .expect("every action has its outcome once the server closed")
+            .unwrap()
+        {
+            Err(AmiError::Action(ActionError::NotSent(_))) => not_sent += 1,
+            Err(AmiError::Action(_) | AmiError::Closed { .. }) => {}
+            other => panic!("an action to a server that read none of it: {other:?}"),
+        }
+    }
+    assert!(not_sent >= FILLERS - ON_WIRE, "{not_sent} not sent");
+    resume.send(()).unwrap();
+    let got = tokio::task::spawn_blocking(move || server.join().unwrap())
+        .await
+        .unwrap();
+    let fill = b"UserEvent: Fill";
+    let fills = got.windows(fill.len()).filter(|w| w == fill).count();
+    assert!(
+        fills <= ON_WIRE,
+        "{fills} padding actions reached the server, of {ON_WIRE} it could have been sent"
+    );
+}

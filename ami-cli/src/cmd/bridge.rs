@@ -6,9 +6,9 @@
 //! requests on `ami.<name>.action` and `ami.any.action` (routed by `--any-policy` among the
 //! ready servers). Several `ami bridge` processes may run for the same servers: a lease per
 //! server in the KV bucket `ami_leases` lets exactly one serve it at a time, and another takes
-//! over within about `--lease-ttl` when it dies. Runs until Ctrl-C or SIGTERM, then stops
-//! taking action requests, lets those in flight finish (up to 2 s), and releases its leases
-//! so another bridge takes over at once.
+//! over within about `--lease-ttl` when it dies. Runs until Ctrl-C, SIGTERM or SIGHUP, then
+//! stops taking action requests, lets those in flight finish (up to 2 s), and releases its
+//! leases so another bridge takes over at once.
 
 use crate::terminal::say;
 use crate::{Connection, Failure, EXIT_CONNECT, EXIT_USAGE};
@@ -157,7 +157,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         // manager, a test) must find the handler, not the default action.
         let stop = stop_requested();
         say!(
-            "ami: bridge {} serving through {} (Ctrl-C or SIGTERM stops){}",
+            "ami: bridge {} serving through {} (Ctrl-C, SIGTERM or SIGHUP stops){}",
             bridge.bridge_id(),
             ami_nats::redact_url(&args.nats),
             bridge
@@ -171,25 +171,38 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     })
 }
 
-/// Ctrl-C, or SIGTERM: what systemd, Docker and Kubernetes send to stop a service. Either
-/// way the bridge lets the actions in flight finish (up to 2 s: an Originate about to be
-/// confirmed is answered, not cut off) and releases its leases, so another bridge takes
-/// its servers over at once
-/// instead of after the lease time-to-live (killed by SIGTERM's default action, it held
+/// Ctrl-C, or SIGTERM: what systemd, Docker and Kubernetes send to stop a service; or
+/// SIGHUP, as for `listen` (the SSH session of a bridge run in a terminal closed; under
+/// `nohup` it stays ignored). Either way the bridge lets the actions in flight finish (up to
+/// 2 s: an Originate about to be confirmed is answered, not cut off) and releases its
+/// leases, so another bridge takes its servers over at once
+/// instead of after the lease time-to-live (killed by the signal's default action, it held
 /// them until they expired, and the servers' events went unpublished meanwhile).
 fn stop_requested() -> futures_lite::future::Boxed<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        // Both handlers are installed here, at the call, not at the first poll.
+        // The handlers are installed here, at the call, not at the first poll.
         if let (Ok(mut int), Ok(mut term)) = (
             signal(SignalKind::interrupt()),
             signal(SignalKind::terminate()),
         ) {
+            let mut hup = if crate::stop::hangup_ignored() {
+                None
+            } else {
+                signal(SignalKind::hangup()).ok()
+            };
             return Box::pin(async move {
+                let hangup = async {
+                    match &mut hup {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = int.recv() => {}
                     _ = term.recv() => {}
+                    _ = hangup => {}
                 }
             });
         }
