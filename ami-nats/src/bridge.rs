@@ -3,6 +3,7 @@
 use crate::config::{BridgeConfig, BridgeConfigError, NatsAuth, ServerSpec};
 use crate::metrics::{self, Metrics};
 use crate::publish::{Publisher, Terms};
+use crate::throttle::LogThrottle;
 use crate::upstream::{ServerIx, Tagged, UpItem, Upstream};
 use ami_tokio::fleet::ServerStatus;
 use async_nats::jetstream::{self, kv, stream};
@@ -675,6 +676,7 @@ impl Bridge {
             config.max_backlog_bytes,
         ));
         let connected = metrics.nats_connected.clone();
+        let slow_consumer_drops = metrics.nats_slow_consumer_drops.clone();
         // async-nats reads no credentials from a URL: they are taken out here and given as
         // options (and the addresses it may show in an error carry none).
         let (addrs, auth) = crate::config::nats_servers(&config.nats_url)?;
@@ -694,9 +696,14 @@ impl Bridge {
                 // When NATS went away, so the way back is said with the outage's length
                 // (a "disconnected" warning alone leaves the operator wondering).
                 let down_since: Arc<Mutex<Option<Instant>>> = Arc::default();
+                // async-nats says SlowConsumer once per message it drops: counted each,
+                // logged at most once per interval.
+                let slow: Arc<Mutex<LogThrottle<1>>> = Arc::default();
                 let who = bridge_id.clone();
                 move |event| {
                     let connected = connected.clone();
+                    let slow_consumer_drops = slow_consumer_drops.clone();
+                    let slow = slow.clone();
                     let down_since = down_since.clone();
                     let who = who.clone();
                     async move {
@@ -714,6 +721,15 @@ impl Bridge {
                                 log::warn!("NATS disconnected; reconnecting (bridge {who})");
                                 lock(&down_since).get_or_insert_with(Instant::now);
                                 connected.set(0);
+                            }
+                            async_nats::Event::SlowConsumer(sid) => {
+                                slow_consumer_drops.inc();
+                                let quiet = lock(&slow).note(0, Instant::now());
+                                if let Some(quiet) = quiet {
+                                    log::warn!(
+                                        "NATS dropped a message of subscription {sid}: it was full (bridge {who}; counted in ami_bridge_nats_slow_consumer_drops_total; {quiet} more since the last such line)"
+                                    );
+                                }
                             }
                             other => log::info!("NATS: {other}"),
                         }
@@ -769,7 +785,13 @@ impl Bridge {
         let control = Arc::new(Control {
             servers: servers.clone(),
             bridge_id: bridge_id.clone(),
-            keys: crate::idempotency::Keys::new(idempotency, window, &instance),
+            keys: crate::idempotency::Keys::new(
+                idempotency,
+                window,
+                &instance,
+                metrics.idempotency_follow_ups_skipped.clone(),
+                metrics.idempotency_claims_forgotten.clone(),
+            ),
             instance,
             terms: terms.clone(),
             upstream,

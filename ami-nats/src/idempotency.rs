@@ -91,6 +91,7 @@
 use crate::throttle::LogThrottle;
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,7 +172,8 @@ fn owner_of(value: &[u8]) -> Option<&str> {
 }
 
 /// Most abandoned claims remembered at once (each is one request answered `not_sent`
-/// while NATS was slow); the oldest make room.
+/// while NATS was slow); the oldest make room, each counted
+/// (`ami_bridge_idempotency_claims_forgotten_total`) and logged, rate-limited.
 const ABANDONED_MAX: usize = 4096;
 /// Attempts to free a claim, or store a reply, after the requester was answered.
 const FOLLOW_UP_ATTEMPTS: u32 = 6;
@@ -243,11 +245,61 @@ pub(crate) struct Keys {
     /// `not_sent` whose claim may still hold the key, claiming or running: every one of
     /// them, as several requests with one key may be abandoned in one stall, and the key
     /// then holds whichever of their writes landed last.
-    abandoned: Mutex<HashMap<(String, String), Instant>>,
+    abandoned: Mutex<Abandoned>,
     /// Room for follow-ups ([`FOLLOW_UPS_MAX`]).
     follow_ups: Arc<Semaphore>,
-    /// The lines about follow-ups skipped for lack of room.
-    skipped: Mutex<LogThrottle<1>>,
+    /// The lines about follow-ups skipped for lack of room, and about abandoned claims
+    /// forgotten to make room (kinds [`SKIPPED`] and [`FORGOTTEN`]).
+    said: Mutex<LogThrottle<2>>,
+    /// Follow-ups skipped for lack of room.
+    skipped: Counter,
+    /// Abandoned claims forgotten to make room.
+    forgotten: Counter,
+}
+
+/// [`Keys::said`]'s kind for follow-ups skipped.
+const SKIPPED: usize = 0;
+/// [`Keys::said`]'s kind for abandoned claims forgotten.
+const FORGOTTEN: usize = 1;
+
+/// The claims this process abandoned, each with when: at most [`ABANDONED_MAX`].
+#[derive(Debug, Default)]
+struct Abandoned {
+    claims: HashMap<(String, String), Instant>,
+}
+
+impl Abandoned {
+    /// Remembers claim `id` (key, owner) as abandoned at `now`, first forgetting those
+    /// abandoned `window` ago or longer (zero: none expire). Returns the claim forgotten to
+    /// make room, if [`ABANDONED_MAX`] were remembered already: a retry of its key reaching
+    /// this process can no longer take it over (it may be answered `duplicate` though
+    /// nothing was sent), so the caller counts and says it.
+    fn insert(
+        &mut self,
+        id: (String, String),
+        now: Instant,
+        window: Duration,
+    ) -> Option<(String, String)> {
+        if !window.is_zero() {
+            // Expired with the bucket's entries: nothing of them is left to free.
+            self.claims
+                .retain(|_, at| now.saturating_duration_since(*at) < window);
+        }
+        let mut forgotten = None;
+        if self.claims.len() >= ABANDONED_MAX && !self.claims.contains_key(&id) {
+            let oldest = self
+                .claims
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.claims.remove(&oldest);
+                forgotten = Some(oldest);
+            }
+        }
+        self.claims.insert(id, now);
+        forgotten
+    }
 }
 
 /// A claim this request holds, or may hold (a write of it got no answer).
@@ -333,7 +385,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Keys {
     /// The keys of bucket `kv`, whose entries live `window` (its `max_age`).
-    pub(crate) fn new(kv: Store, window: Duration, instance: &str) -> Keys {
+    /// `skipped` and `forgotten` count follow-ups skipped for lack of room and abandoned
+    /// claims forgotten to make room (the bridge's metrics).
+    pub(crate) fn new(
+        kv: Store,
+        window: Duration,
+        instance: &str,
+        skipped: Counter,
+        forgotten: Counter,
+    ) -> Keys {
         Keys {
             kv,
             window,
@@ -341,7 +401,9 @@ impl Keys {
             next: AtomicU64::new(0),
             abandoned: Mutex::default(),
             follow_ups: Arc::new(Semaphore::new(FOLLOW_UPS_MAX)),
-            skipped: Mutex::default(),
+            said: Mutex::default(),
+            skipped,
+            forgotten,
         }
     }
 
@@ -351,7 +413,8 @@ impl Keys {
         if let Ok(permit) = self.follow_ups.clone().try_acquire_owned() {
             return Some(permit);
         }
-        let quiet = lock(&self.skipped).note(0, Instant::now());
+        self.skipped.inc();
+        let quiet = lock(&self.said).note(SKIPPED, Instant::now());
         if let Some(quiet) = quiet {
             let more = if quiet == 0 {
                 String::new()
@@ -451,7 +514,9 @@ impl Keys {
             match within(until, self.kv.update(key, value.clone(), entry.revision)).await {
                 Some(Ok(revision)) => {
                     if let Some(owner) = owner_of(&entry.value) {
-                        lock(&self.abandoned).remove(&(key.to_string(), owner.to_string()));
+                        lock(&self.abandoned)
+                            .claims
+                            .remove(&(key.to_string(), owner.to_string()));
                     }
                     if claiming {
                         log::info!("idempotency key {key}: a claim under which nothing was sent is taken over by a request with the same key");
@@ -601,7 +666,9 @@ impl Keys {
 
     fn is_abandoned(&self, key: &str, value: &[u8]) -> bool {
         owner_of(value).is_some_and(|owner| {
-            lock(&self.abandoned).contains_key(&(key.to_string(), owner.to_string()))
+            lock(&self.abandoned)
+                .claims
+                .contains_key(&(key.to_string(), owner.to_string()))
         })
     }
 
@@ -610,22 +677,21 @@ impl Keys {
     /// when a confirm of it may have landed (nothing was sent under it).
     pub(crate) fn abandon(&self, claim: &Claim) {
         let now = Instant::now();
-        let mut abandoned = lock(&self.abandoned);
-        if !self.window.is_zero() {
-            // Expired with the bucket's entries: nothing of them is left to free.
-            abandoned.retain(|_, at| now.saturating_duration_since(*at) < self.window);
-        }
         let id = (claim.key.clone(), claim.owner.clone());
-        if abandoned.len() >= ABANDONED_MAX && !abandoned.contains_key(&id) {
-            let oldest = abandoned
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(id, _)| id.clone());
-            if let Some(oldest) = oldest {
-                abandoned.remove(&oldest);
+        let forgotten = lock(&self.abandoned).insert(id, now, self.window);
+        if let Some((key, _)) = forgotten {
+            self.forgotten.inc();
+            if let Some(quiet) = lock(&self.said).note(FORGOTTEN, now) {
+                let more = if quiet == 0 {
+                    String::new()
+                } else {
+                    format!("; {quiet} more since the last such line")
+                };
+                log::warn!(
+                    "idempotency key {key}: its abandoned claim forgotten ({ABANDONED_MAX} remembered already): a retry of it may now be answered duplicate until the window ends, though nothing was sent{more}"
+                );
             }
         }
-        abandoned.insert(id, now);
     }
 
     /// One attempt to free `claim` (its request answered `not_sent`, nothing sent): `Ok`
@@ -634,7 +700,9 @@ impl Keys {
     pub(crate) async fn free_once(&self, claim: &mut Claim) -> Result<(), String> {
         match self.try_free(claim).await {
             Freed::Done => {
-                lock(&self.abandoned).remove(&(claim.key.clone(), claim.owner.clone()));
+                lock(&self.abandoned)
+                    .claims
+                    .remove(&(claim.key.clone(), claim.owner.clone()));
                 Ok(())
             }
             Freed::Again(why) => Err(why),
@@ -815,6 +883,34 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_abandoned_claim_forgotten_to_make_room_is_told_to_the_caller_oldest_first() {
+        let t0 = Instant::now();
+        let window = Duration::from_secs(3600);
+        let mut a = Abandoned::default();
+        let id = |n: usize| (format!("key-{n}"), format!("owner-{n}"));
+        for n in 0..ABANDONED_MAX {
+            let at = t0 + Duration::from_millis(n as u64);
+            assert_eq!(a.insert(id(n), at, window), None, "room for claim {n}");
+        }
+        // Full: the next one makes room by forgetting the oldest, which the caller counts.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(a.insert(id(ABANDONED_MAX), later, window), Some(id(0)));
+        assert_eq!(a.insert(id(ABANDONED_MAX + 1), later, window), Some(id(1)));
+        assert_eq!(a.claims.len(), ABANDONED_MAX);
+        // One already remembered takes no room.
+        assert_eq!(a.insert(id(5), later, window), None);
+        // Once the window has passed, the old ones expire with the bucket's entries:
+        // nothing is forgotten early.
+        let past = t0 + window + Duration::from_secs(5);
+        assert_eq!(a.insert(id(ABANDONED_MAX + 2), past, window), None);
+        assert_eq!(
+            a.claims.len(),
+            4,
+            "the three of 10 s (id 5 again among them) and this one"
+        );
+    }
 
     #[test]
     fn pending_values_old_and_new_are_told_from_replies() {

@@ -34,7 +34,10 @@
 //! - bounded everywhere: when NATS is slow or down, the AMI sessions keep reading (Asterisk is
 //!   never stalled into its 100 ms write timeout), the backlog is capped in items and bytes,
 //!   and what had to be dropped is counted and published as an `overflow` gap when NATS is
-//!   back.
+//!   back; what the NATS client drops from a full subscription, and the idempotency
+//!   bookkeeping it has no room for, are counted too (`ami_bridge_nats_slow_consumer_drops_total`,
+//!   `ami_bridge_idempotency_follow_ups_skipped_total`,
+//!   `ami_bridge_idempotency_claims_forgotten_total`) and logged, rate-limited.
 //!
 //! ## NATS URL and credentials
 //!

@@ -60,6 +60,12 @@ pub(crate) struct Metrics {
     pub(crate) same_name_peers: Counter,
     /// Forwarded action requests refused for arriving past their deadline.
     pub(crate) actions_expired: Counter,
+    /// Messages async-nats dropped because one of this bridge's subscriptions was full.
+    pub(crate) nats_slow_consumer_drops: Counter,
+    /// Idempotency follow-ups (free a claim, store a reply) skipped for lack of room.
+    pub(crate) idempotency_follow_ups_skipped: Counter,
+    /// Abandoned idempotency claims forgotten to make room.
+    pub(crate) idempotency_claims_forgotten: Counter,
 }
 
 /// The states a server's `ami_bridge_server_state` gauge can be in.
@@ -194,6 +200,24 @@ impl Metrics {
             "Action requests forwarded to this bridge that arrived past their deadline (Ami-Deadline-Ms): not sent, answered not_sent (also counted in actions)",
             actions_expired.clone(),
         );
+        let nats_slow_consumer_drops = Counter::default();
+        registry.register(
+            "nats_slow_consumer_drops",
+            "Messages the NATS client dropped because a subscription of this bridge was full (publish acks: retried; action requests: their requesters time out)",
+            nats_slow_consumer_drops.clone(),
+        );
+        let idempotency_follow_ups_skipped = Counter::default();
+        registry.register(
+            "idempotency_follow_ups_skipped",
+            "Idempotency keys not brought up to date after their reply (1,024 such updates waiting on NATS already): the key stays as it was until the window ends",
+            idempotency_follow_ups_skipped.clone(),
+        );
+        let idempotency_claims_forgotten = Counter::default();
+        registry.register(
+            "idempotency_claims_forgotten",
+            "Abandoned idempotency claims forgotten (4,096 remembered already): a retry of such a key may be answered duplicate until the window ends, though nothing was sent",
+            idempotency_claims_forgotten.clone(),
+        );
         let label = |name: &str| vec![("server".to_string(), name.to_string())];
         let per_server = servers
             .iter()
@@ -230,6 +254,9 @@ impl Metrics {
             nats_connected,
             same_name_peers,
             actions_expired,
+            nats_slow_consumer_drops,
+            idempotency_follow_ups_skipped,
+            idempotency_claims_forgotten,
         };
         for ix in 0..servers.len() {
             m.set_state(ix, "not_served");
@@ -429,6 +456,33 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_inside_the_nats_client_and_the_idempotency_keys_are_exported_from_zero() {
+        let m = Metrics::new(&[], "b1", 10, 10);
+        let names = [
+            "ami_bridge_nats_slow_consumer_drops_total",
+            "ami_bridge_idempotency_follow_ups_skipped_total",
+            "ami_bridge_idempotency_claims_forgotten_total",
+        ];
+        let text = m.render();
+        for name in names {
+            assert!(
+                text.contains(&format!("\n{name} 0\n")),
+                "{name} missing:\n{text}"
+            );
+        }
+        m.nats_slow_consumer_drops.inc();
+        m.idempotency_follow_ups_skipped.inc_by(2);
+        m.idempotency_claims_forgotten.inc_by(3);
+        let text = m.render();
+        for (name, n) in names.iter().zip(1..) {
+            assert!(
+                text.contains(&format!("\n{name} {n}\n")),
+                "{name} {n}:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn every_lost_action_reply_is_counted_under_its_reason_from_zero() {
