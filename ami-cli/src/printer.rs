@@ -355,9 +355,12 @@ impl Printer {
             Line::Text(text) => {
                 if self.held_markers >= MAX_HELD_MARKERS {
                     if let Some(i) = self.held.iter().position(|h| matches!(h, Held::Marker(_))) {
-                        self.held.remove(i);
+                        // Said whole, so that what it told (a gap's count of events, a
+                        // session lost) is not lost with it.
+                        if let Some(Held::Marker(lost)) = self.held.remove(i) {
+                            say!("ami: stdout too slow: this marker was not printed: {lost}");
+                        }
                         self.held_markers -= 1;
-                        say!("ami: a session or gap marker was not printed (stdout too slow)");
                     }
                 }
                 self.held.push_back(Held::Marker(text));
