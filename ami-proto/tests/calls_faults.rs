@@ -921,3 +921,43 @@ fn an_answered_uid_linked_through_another_channel_leaves_no_entry_behind() {
         "an entry outlives its Originate"
     );
 }
+
+/// Rule: an `event_grace` too long for an `Instant` (`Duration::MAX` as "wait for ever")
+/// is refused when the config is built, as every duration setting of a `ClientConfig` is:
+/// `now + grace` cannot be held, and a wait that saturated to `now` would end at once (an
+/// answered Originate in doubt at the first input after its answer, a resync for a call
+/// that is ringing). The longest accepted, a year, waits a year.
+#[test]
+fn an_event_grace_too_long_for_an_instant_is_refused_instead_of_ending_every_wait_at_once() {
+    let endless = TrackerConfig::builder()
+        .tag_prefix("t")
+        .event_grace(Duration::MAX)
+        .build();
+    assert!(
+        endless
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("event_grace")),
+        "an event_grace beyond a year is refused, not saturated to no wait at all: {endless:?}"
+    );
+    let config = TrackerConfig::builder()
+        .tag_prefix("t")
+        .event_grace(ami_proto::MAX_SETTING_DURATION)
+        .build()
+        .unwrap();
+    let mut t = T::with(config);
+    t.live();
+    let tag = t.tr.originate(async_originate()).unwrap();
+    t.pump();
+    let id = id_of(&t.h.take("Originate")).to_string();
+    t.feed(&originate_response(&id, "22.1"));
+    t.feed(&ev("Newchannel", "8.1", "8.1", 4, ""));
+    t.h.advance(Duration::from_secs(86_400));
+    t.feed(&ev("Newstate", "8.1", "8.1", 6, ""));
+    assert!(t.tr.poll_timeout().is_some_and(|at| at > t.h.now));
+    assert_eq!(t.tr.originate_state(&tag), Some(&OriginateState::Pending));
+    assert!(!in_doubt_seen(&t.drain_updates()));
+    assert!(
+        !t.h.inbox_actions().iter().any(|a| a == "CoreShowChannels"),
+        "no resync"
+    );
+}

@@ -14,6 +14,10 @@ pub enum TrackerConfigError {
     /// ASCII letters, digits, `_`, `-` and `.` (it travels inside an AMI header value).
     #[error("{0} must be 1 to 32 characters of A-Z a-z 0-9 _ - .")]
     BadName(&'static str),
+    /// A duration longer than [`MAX_SETTING_DURATION`](crate::MAX_SETTING_DURATION) (a
+    /// year): a wait ends at `now` plus it, which an `Instant` cannot hold.
+    #[error("{0} must be at most a year (MAX_SETTING_DURATION)")]
+    TooLong(&'static str),
 }
 
 /// Limits and names of a [`CallTracker`](super::CallTracker), from [`TrackerConfig::builder`].
@@ -164,7 +168,8 @@ impl TrackerConfigBuilder {
     /// this long for its `Hangup` before it is reported ended unobserved. The tracker has no clock: a wait
     /// ends at the first input (`handle_item`, `handle_reply`) at or past it. Zero: a channel
     /// gone from a snapshot ends unobserved at once, and an answered Originate is in doubt
-    /// at the first input after its answer without its channel.
+    /// at the first input after its answer without its channel. At most
+    /// [`MAX_SETTING_DURATION`](crate::MAX_SETTING_DURATION) (a year), checked by `build`.
     pub fn event_grace(mut self, grace: Duration) -> Self {
         self.config.event_grace = grace;
         self
@@ -205,6 +210,11 @@ impl TrackerConfigBuilder {
         if !good_name(&c.tag_prefix) {
             return Err(TrackerConfigError::BadName("tag_prefix"));
         }
+        // A wait ends at `now + event_grace`: one an `Instant` cannot hold (`Duration::MAX`
+        // meant as "for ever") would saturate to `now` and end every wait at once.
+        if c.event_grace > crate::MAX_SETTING_DURATION {
+            return Err(TrackerConfigError::TooLong("event_grace"));
+        }
         Ok(c)
     }
 }
@@ -232,6 +242,10 @@ mod tests {
                 .tag_prefix("x\r\nAction: Hangup")
                 .build(),
             Err(TrackerConfigError::BadName("tag_prefix"))
+        );
+        assert_eq!(
+            TrackerConfig::builder().event_grace(Duration::MAX).build(),
+            Err(TrackerConfigError::TooLong("event_grace"))
         );
         assert!(TrackerConfig::builder()
             .tag_prefix("node-1.a")
