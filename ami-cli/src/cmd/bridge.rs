@@ -145,7 +145,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::new(crate::EXIT_OTHER, format!("tokio runtime: {e}")))?;
-    rt.block_on(async {
+    let ran = rt.block_on(async {
         let bridge = Bridge::start(config).await.map_err(|e| {
             let code = match e {
                 BridgeError::Config(_) => EXIT_USAGE,
@@ -168,7 +168,11 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         stop.await;
         bridge.shutdown(Duration::from_secs(2)).await;
         Ok(())
-    })
+    });
+    // Dropping a runtime waits for its blocking tasks however long they take (a name lookup
+    // that hangs on a dead resolver): the stop stays bounded, as in the other commands.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    ran
 }
 
 /// Ctrl-C, or SIGTERM: what systemd, Docker and Kubernetes send to stop a service; or
