@@ -121,3 +121,68 @@ fn an_originate_response_that_came_before_a_lost_sessions_response_reaches_the_s
         "the event, then the session's end: {labels:?}"
     );
 }
+
+/// A session where one Ping fills the pipeline, an async Originate queued behind it when the
+/// session is lost, and the session after it Ready with the Originate written on it: the
+/// Originate keeps the ActionID it was given on the lost connection.
+fn originate_queued_across_a_reconnect() -> (Harness, ami_proto::ActionId) {
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(9)
+        .pipeline_depth(1)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h.send(Action::new("Ping"));
+    h.take("Ping");
+    let o = h.send(scripted::async_originate(30_000));
+    assert!(
+        !h.inbox_actions().iter().any(|a| a == "Originate"),
+        "queued behind the Ping"
+    );
+    let login = h.lose_and_reconnect_to_login();
+    h.feed(&scripted::login_ok(scripted::id_of(&login)));
+    h.take("Originate");
+    assert!(
+        !o.as_str().starts_with(h.client.action_id_prefix()),
+        "the Originate carries the lost connection's prefix"
+    );
+    h.events();
+    (h, o)
+}
+
+#[test]
+fn an_unclaimed_originate_response_reaches_the_stream_when_its_originate_was_queued_across_a_reconnect(
+) {
+    let (mut h, o) = originate_queued_across_a_reconnect();
+    h.feed(&scripted::originate_queued(o.as_str()));
+    h.feed(&scripted::originate_response(o.as_str(), true));
+    let outcome = h.outcome(&o).clone();
+    assert!(outcome.as_ref().is_ok_and(|r| r.follow_up().is_some()));
+    // The caller went away: the event this session received says how the call ended.
+    h.client.unclaimed(h.now, outcome);
+    let got = h
+        .events()
+        .into_iter()
+        .filter(|i| matches!(i, StreamItem::Event(m) if m.event() == Some("OriginateResponse")))
+        .count();
+    assert_eq!(got, 1, "the OriginateResponse must reach the stream");
+}
+
+#[test]
+fn an_early_originate_response_reaches_the_stream_when_its_originate_was_queued_across_a_reconnect()
+{
+    let (mut h, o) = originate_queued_across_a_reconnect();
+    h.feed(&scripted::originate_response(o.as_str(), true));
+    assert!(h.client.cancel(h.now, &o));
+    h.feed(&scripted::originate_queued(o.as_str()));
+    let got = h
+        .events()
+        .into_iter()
+        .filter(|i| matches!(i, StreamItem::Event(m) if m.event() == Some("OriginateResponse")))
+        .count();
+    assert_eq!(got, 1, "the OriginateResponse must reach the stream");
+}

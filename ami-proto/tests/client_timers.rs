@@ -639,6 +639,48 @@ fn written_sync_originate_suspends_the_heartbeat_deadline() {
     );
 }
 
+/// Cancelling a written sync Originate ends the caller's wait, not the server's: its
+/// session stays blocked until the call is answered or fails, so the heartbeat still waits
+/// for the Originate's deadline instead of giving a healthy session up.
+#[test]
+fn a_cancelled_sync_originate_still_suspends_the_heartbeat_deadline() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let id = h.send(sync_originate());
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    assert_eq!(h.outcome(&id), &Err(ActionError::Cancelled));
+    // The call rings for 45 s: the server says nothing meanwhile.
+    let mut ping = None;
+    for s in (5..=45).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        assert!(out.is_empty(), "at {s}s: {out:?}");
+        if is_ping(&h) {
+            ping = Some(h.take("Ping"));
+        }
+    }
+    let ping = ping.expect("the heartbeat still pings");
+    h.feed(&originate_queued(id.as_str()));
+    h.feed(&pong(id_of(&ping)));
+    assert!(h.client.is_ready());
+    assert_eq!(
+        h.client
+            .stats()
+            .disconnect_count(ami_proto::DisconnectKind::HeartbeatTimeout),
+        0
+    );
+}
+
 // ----- per-action deadlines -------------------------------------------------------------------
 
 fn deadline_config() -> ClientConfigBuilder {

@@ -27,7 +27,14 @@
 //! - `send_all` gives one result per server, each naming a different server of the fleet;
 //! - a server added again under the same name gets a new ID, never reuses an ActionID of
 //!   its earlier incarnations, and treats their answers (which Asterisk may still send, an
-//!   `OriginateResponse` reaches every session) as unmatched, completing nothing.
+//!   `OriginateResponse` reaches every session) as unmatched, completing nothing;
+//! - a quiet server logged off mid-run (most seeds) fails each action pending on it once:
+//!   the server's answer for one it had written, `NotSent(Logoff)` for one still queued; a
+//!   send to it is refused `Closed(Logoff)`; it is `Closed(Logoff)` within `logoff_timeout`
+//!   and never connects again; no other server's action ends for a Logoff. Some seeds then
+//!   log every server off: each pending action completes once, every server is closed
+//!   within `logoff_timeout`, and none (up, backing off, or still connecting) connects
+//!   again.
 
 use crate::clock::later;
 use crate::{SessionId, SimConfig, SimServer};
@@ -36,8 +43,8 @@ use ami_proto::fleet::{
     ServerStatus,
 };
 use ami_proto::{
-    Action, ActionError, ActionId, ClientConfig, Decoder, DecoderLimits, Frame, Input, Outcome,
-    StreamItem,
+    Action, ActionError, ActionId, ClientConfig, Decoder, DecoderLimits, DisconnectReason, Frame,
+    Input, Outcome, SendError, StreamItem,
 };
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -209,6 +216,12 @@ pub struct Summary {
     pub cancels: u64,
     /// `send_all` calls.
     pub broadcasts: u64,
+    /// Servers logged off one by one (through `Fleet::with_client`).
+    pub logoffs: u64,
+    /// Actions pending on a server when it (or the whole fleet) was logged off.
+    pub pending_at_logoff: u64,
+    /// Runs that logged the whole fleet off (`Fleet::logoff_all`).
+    pub logoff_alls: u64,
 }
 
 /// A server taken out of the fleet by the churn, waiting to be added again.
@@ -249,6 +262,8 @@ struct Sim {
     /// ActionIDs of an earlier incarnation its simulator received: answered to the next
     /// incarnation once it is ready.
     stale: Vec<String>,
+    /// Logged off (on its own, or with the whole fleet): when.
+    logged_off: Option<Instant>,
 }
 
 /// SplitMix64 for the harness's own choices.
@@ -274,6 +289,9 @@ impl Rng {
     }
 }
 
+/// Every server's `logoff_timeout`: the longest a Logoff waits for its Goodbye.
+const LOGOFF_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Failed connects in a row that open a client's breaker.
 const BREAKER_THRESHOLD: u32 = 5;
 /// How long an open breaker waits at least.
@@ -291,6 +309,7 @@ fn client_config() -> Option<ClientConfig> {
         .backoff_max(Duration::from_secs(1))
         .breaker_threshold(BREAKER_THRESHOLD)
         .breaker_cooldown(BREAKER_COOLDOWN)
+        .logoff_timeout(LOGOFF_TIMEOUT)
         .build()
         .ok()
 }
@@ -317,6 +336,14 @@ pub struct FleetHarness {
     /// Actions cancelled through the fleet: each must end `Cancelled`.
     cancelled: HashSet<ActionId>,
     closing: bool,
+    /// When one quiet server is logged off (most seeds), and when the whole fleet is (some).
+    logoff_one_at: Option<Instant>,
+    logoff_all_at: Option<Instant>,
+    /// The whole fleet was logged off.
+    all_logged_off: bool,
+    /// Actions pending on a quiet server when it was logged off: each ends with the
+    /// server's answer (it had been written) or `NotSent(Logoff)` (it had not).
+    cut_by_logoff: HashSet<ActionId>,
     /// What the run did.
     pub summary: Summary,
     violations: Vec<Violation>,
@@ -331,6 +358,24 @@ impl FleetHarness {
         config.seed = seed;
         let mut fleet = Fleet::new(config);
         let mut rng = Rng(seed ^ 0xf1ee_7000);
+        // Drawn apart, so that the seed's other choices stay what they were.
+        let mut own = Rng(seed ^ 0x1060_ff00);
+        let span = |r: &mut Rng, from: f64, to: f64| {
+            let d = scenario.duration.mul_f64(from)
+                + scenario
+                    .duration
+                    .mul_f64(to - from)
+                    .mul_f64(r.below(1000) as f64 / 1000.0);
+            t0 + d
+        };
+        let logoff_one_at = own.chance(70).then(|| span(&mut own, 0.2, 0.5));
+        // Early enough that every client has closed by the end.
+        let logoff_all_at = own.chance(30).then(|| {
+            let latest = scenario
+                .duration
+                .saturating_sub(LOGOFF_TIMEOUT + scenario.tick * 4);
+            span(&mut own, 0.5, 0.75).min(t0 + latest)
+        });
         let mut h = FleetHarness {
             seed,
             rng: Rng(0),
@@ -347,6 +392,10 @@ impl FleetHarness {
             connects_this_step: 0,
             cancelled: HashSet::new(),
             closing: false,
+            logoff_one_at,
+            logoff_all_at,
+            all_logged_off: false,
+            cut_by_logoff: HashSet::new(),
             summary: Summary::default(),
             violations: Vec::new(),
             scenario,
@@ -391,6 +440,7 @@ impl FleetHarness {
                 removing: None,
                 gap_allowed: None,
                 stale: Vec::new(),
+                logged_off: None,
             });
             h.by_name.insert(name.clone(), i);
             h.names.push(name);
@@ -436,8 +486,11 @@ impl FleetHarness {
                 sim.server.handle_timeout(now);
             }
         }
-        self.faults_and_load();
-        self.churn();
+        self.logoffs();
+        if !self.all_logged_off {
+            self.faults_and_load();
+            self.churn();
+        }
         self.drain_outputs();
         self.transport();
         self.drain_outputs();
@@ -506,6 +559,9 @@ impl FleetHarness {
     }
 
     fn quiet_load(&mut self, i: usize) {
+        if self.sims[i].logged_off.is_some() {
+            return;
+        }
         let now = self.now;
         let ready = self
             .fleet
@@ -590,6 +646,13 @@ impl FleetHarness {
             self.violate(format!("connect for unknown {id:?}"));
             return;
         };
+        if let Some(at) = self.sims[i].logged_off {
+            let after = now.duration_since(at);
+            self.violate(format!(
+                "{} connected {after:?} after it was logged off",
+                self.names[i]
+            ));
+        }
         if self.ids[i] != id || self.sims[i].out.is_some() {
             self.violate(format!(
                 "connect for {id:?}, not the live ID of {}",
@@ -638,6 +701,30 @@ impl FleetHarness {
             ));
             return;
         }
+        let cut = self.cut_by_logoff.remove(&id);
+        if cut
+            && !self.cancelled.contains(&id)
+            && !matches!(
+                outcome,
+                Ok(_)
+                    | Err(ActionError::Server(_))
+                    | Err(ActionError::NotSent(DisconnectReason::Logoff))
+            )
+        {
+            self.violate(format!(
+                "{id}, pending on {server} when it was logged off, ended {outcome:?}"
+            ));
+        }
+        let logoff_reason = matches!(
+            &outcome,
+            Err(ActionError::NotSent(DisconnectReason::Logoff)
+                | ActionError::Unknown(DisconnectReason::Logoff))
+        );
+        if logoff_reason && self.sims[routed_to].logged_off.is_none() {
+            self.violate(format!(
+                "{id} on {server}, which was not logged off, ended {outcome:?}"
+            ));
+        }
         let cancelled = self.cancelled.remove(&id);
         if cancelled && !matches!(outcome, Err(ActionError::Cancelled)) {
             self.violate(format!("{id} was cancelled but ended {outcome:?}"));
@@ -662,7 +749,8 @@ impl FleetHarness {
                 let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
                 self.summary.quiet_worst_latency_us = self.summary.quiet_worst_latency_us.max(us);
                 sim.in_flight = None;
-                if !self.closing && !removing && !cancelled && outcome.is_err() {
+                let logged_off = sim.logged_off.is_some();
+                if !self.closing && !removing && !cancelled && !logged_off && outcome.is_err() {
                     self.violate(format!("quiet {server}'s {id} failed: {outcome:?}"));
                 }
             }
@@ -733,7 +821,10 @@ impl FleetHarness {
             return;
         }
         let candidates: Vec<usize> = (0..self.sims.len())
-            .filter(|&i| matches!(self.sims[i].role, Role::Quiet | Role::Flapping))
+            .filter(|&i| {
+                matches!(self.sims[i].role, Role::Quiet | Role::Flapping)
+                    && self.sims[i].logged_off.is_none()
+            })
             .collect();
         let Some(&i) = candidates.get(self.rng.below(candidates.len() as u64) as usize) else {
             return;
@@ -792,6 +883,19 @@ impl FleetHarness {
                     };
                     self.note_sent(r.id, i);
                     r.server
+                }
+                Err(RouteError::Send {
+                    server,
+                    error:
+                        SendError::Closed {
+                            reason: DisconnectReason::Logoff,
+                        },
+                }) if self
+                    .by_name
+                    .get(server.as_str())
+                    .is_some_and(|&i| self.sims[i].logged_off.is_some()) =>
+                {
+                    server
                 }
                 Err(RouteError::Send { server, error }) => {
                     self.violate(format!("send_all: {server} refused a Ping: {error}"));
@@ -911,8 +1015,146 @@ impl FleetHarness {
         }
     }
 
+    /// Logs one quiet server off when its time comes (with a few more actions sent to it
+    /// first, so that some are queued, some written), then, in some seeds, every server.
+    fn logoffs(&mut self) {
+        let now = self.now;
+        if self.logoff_one_at.is_some_and(|t| now >= t) {
+            let ready: Vec<usize> = (0..self.sims.len())
+                .filter(|&i| {
+                    let sim = &self.sims[i];
+                    sim.role == Role::Quiet
+                        && sim.out.is_none()
+                        && sim.removing.is_none()
+                        && sim.logged_off.is_none()
+                        && self
+                            .fleet
+                            .status(&self.names[i])
+                            .is_some_and(ServerStatus::is_ready)
+                })
+                .collect();
+            if let Some(&i) = ready.get(self.rng.below(ready.len() as u64) as usize) {
+                self.logoff_one_at = None;
+                self.log_off_one(i);
+            }
+        }
+        if self.logoff_all_at.is_some_and(|t| now >= t) {
+            self.logoff_all_at = None;
+            self.log_off_all();
+        }
+        self.check_logged_off();
+    }
+
+    /// The actions pending on server `i` now, sorted.
+    fn pending_on(&self, i: usize) -> Vec<ActionId> {
+        let mut pending: Vec<ActionId> = self
+            .sent
+            .iter()
+            .filter(|(_, (to, n))| *to == i && *n == 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        pending.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        pending
+    }
+
+    fn log_off_one(&mut self, i: usize) {
+        let now = self.now;
+        let name = self.names[i].clone();
+        for _ in 0..self.rng.below(5) {
+            match self
+                .fleet
+                .send(now, Route::Server(&name), Action::new("Ping"))
+            {
+                Ok(r) => self.note_sent(r.id, i),
+                Err(e) => self.violate(format!("{name} refused an action: {e}")),
+            }
+        }
+        if let Some(s) = self.sims[i].session.filter(|_| self.rng.chance(50)) {
+            self.write(i, s);
+        }
+        self.drain_outputs();
+        let pending = self.pending_on(i);
+        self.summary.logoffs += 1;
+        self.summary.pending_at_logoff += pending.len() as u64;
+        self.cut_by_logoff.extend(pending);
+        self.sims[i].logged_off = Some(now);
+        self.fleet.with_client(now, &name, |c, now| c.logoff(now));
+        match self
+            .fleet
+            .send(now, Route::Server(&name), Action::new("Ping"))
+        {
+            Err(RouteError::Send {
+                error:
+                    SendError::Closed {
+                        reason: DisconnectReason::Logoff,
+                    },
+                ..
+            }) => {}
+            Ok(r) => {
+                self.violate(format!("{name} took {} after its logoff", r.id));
+                self.note_sent(r.id, i);
+            }
+            Err(e) => self.violate(format!("{name} refused a send after logoff with {e}")),
+        }
+        self.drain_outputs();
+    }
+
+    fn log_off_all(&mut self) {
+        let now = self.now;
+        self.all_logged_off = true;
+        self.summary.logoff_alls += 1;
+        for i in 0..self.sims.len() {
+            if self.sims[i].out.is_some() {
+                continue; // removed: not in the fleet
+            }
+            let pending = self.pending_on(i);
+            self.summary.pending_at_logoff += pending.len() as u64;
+            if self.sims[i].role == Role::Quiet && self.sims[i].logged_off.is_none() {
+                self.cut_by_logoff.extend(pending);
+            }
+            if self.sims[i].logged_off.is_none() {
+                self.sims[i].logged_off = Some(now);
+            }
+        }
+        self.fleet.logoff_all(now);
+        self.drain_outputs();
+    }
+
+    /// A server logged off is closed, for `Logoff`, within `logoff_timeout`.
+    fn check_logged_off(&mut self) {
+        let late = LOGOFF_TIMEOUT + self.scenario.tick;
+        let now = self.now;
+        let open: Vec<String> = (0..self.sims.len())
+            .filter(|&i| self.sims[i].logged_off.is_some_and(|at| now > at + late))
+            .filter(|&i| {
+                !matches!(
+                    self.fleet.status(&self.names[i]),
+                    Some(ServerStatus::Closed {
+                        reason: DisconnectReason::Logoff
+                    }) | None
+                )
+            })
+            .map(|i| {
+                format!(
+                    "{} ({:?})",
+                    self.names[i],
+                    self.fleet.status(&self.names[i])
+                )
+            })
+            .collect();
+        if let Some(first) = open.first() {
+            self.violate(format!(
+                "{} servers not closed {late:?} after their logoff, e.g. {first}",
+                open.len()
+            ));
+        }
+    }
+
     /// Adds removed server `i` again under its name.
     fn add_again(&mut self, i: usize) {
+        if self.all_logged_off {
+            return;
+        }
         let now = self.now;
         let name = self.names[i].clone();
         let Some(out) = self.sims[i].out.take() else {

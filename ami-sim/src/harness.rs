@@ -26,19 +26,40 @@
 //! `Closed(Logoff)`, the client closes for `Logoff` within `logoff_timeout`, nothing is
 //! pending then, and it never reconnects); and send bursts that fill the write queue, where
 //! `QueueFull` must name a cap that the client's counts really reached.
+//!
+//! And (`Extras`, each in some seeds, drawn apart from the choices above):
+//! - sync Originates (`allow_sync_originate`), some ringing past the heartbeat's silence
+//!   bound, some cancelled while the server is blocked on their call: none times out before
+//!   `max(action_timeout, Timeout + originate_margin)`, and the heartbeat gives up no session
+//!   whose server is blocked on such a call (cancelled or not) before that deadline;
+//! - async Originates' outcomes handed back with `Client::unclaimed`: exactly one event (the
+//!   `OriginateResponse`) offered to the stream when the outcome carries one and its session
+//!   is still the current one, none otherwise;
+//! - filters added in batches up to `MAX_FILTERS`: `TooManyFilters` exactly when the client
+//!   holds that many, and every login re-applies the filters held, in the order added (none
+//!   refused, none that never left);
+//! - `Stats::list_items_dropped` equals, exactly, the items the harness saw the client
+//!   receive past a list's cap or after its action ended (until its `Complete`, or a grace
+//!   period without an item);
+//! - stream marks, flooded while the consumer stalls: `QueueFull(StreamMarks)` exactly at
+//!   `event_queue_cap` marks held, each completed marked action's mark streamed once, in
+//!   completion order, and every run of notices drained together in canonical form;
+//! - every retry time against the backoff policy (full jitter below the doubling ceiling,
+//!   the breaker open from `breaker_threshold` failures in a row and then the cooldown,
+//!   `breaker_opened` counted once per opening), and no connect before it.
 
 use crate::clock::later;
 use crate::{ClassMask, Fault, SessionId, SimConfig, SimServer};
 use ami_proto::{
     Action, ActionError, ActionId, AuthMethod, Client, ClientConfig, Decoder, DecoderLimits,
     DisconnectReason, Frame, FullQueue, Input, Notice, Outcome, Output, Phase, SendError,
-    SendOptions, StreamItem,
+    SendOptions, Status, StreamItem, MAX_FILTERS,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// SplitMix64 for the harness's own choices (separate from the server's and the client's).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
@@ -349,6 +370,18 @@ pub struct RunSummary {
     pub filter_checks: u64,
     /// `QueueFull` refusals, each checked against the cap it names.
     pub queue_full: u64,
+    /// Sync Originates sent.
+    pub sync_originates: u64,
+    /// Outcomes handed back with `Client::unclaimed`.
+    pub unclaimed: u64,
+    /// Filters refused `TooManyFilters`, each at the limit.
+    pub filters_refused: u64,
+    /// Stream marks consumed, each matched to its action's completion.
+    pub marks: u64,
+    /// List items the client dropped, matched exactly by `Stats::list_items_dropped`.
+    pub list_items_dropped: u64,
+    /// Lost sessions whose retry time was checked against the backoff policy.
+    pub backoff_checks: u64,
 }
 
 /// Options for one run.
@@ -384,7 +417,21 @@ struct Tap {
     /// one's items, and whether it completed them. A list action that succeeds delivers
     /// exactly these, in this order.
     lists: HashMap<String, ServerList>,
+    /// Actions of the current connection that ended (the harness saw their completion)
+    /// other than with success, with when the client forgets them unless items of their
+    /// list keep coming: a list the server starts for one before then is already ended.
+    ended: HashMap<String, Instant>,
+    /// List items the client must have dropped (`Stats::list_items_dropped`): every item
+    /// past the cap of a list that overflowed, and every item of a list that came after its
+    /// action ended (cancelled, timed out) while the client still swallows them: until the
+    /// list's `Complete`, or a grace period (`action_timeout`) after the action ended and
+    /// after the last item passes with no item (later ones are events of the stream).
+    dropped: u64,
 }
+
+/// The harness client's `action_timeout`: also the grace period for which an ended
+/// action's late answer (its list's items) is swallowed.
+const GRACE: Duration = Duration::from_secs(5);
 
 /// One list as the server sent it.
 #[derive(Debug, Default)]
@@ -393,6 +440,9 @@ struct ServerList {
     items: Vec<Vec<u8>>,
     /// The server sent its `EventList: Complete` event.
     completed: bool,
+    /// Its action ended without success: the items that follow are the client's to drop
+    /// until this (moved on by each one), then the stream's.
+    ended: Option<Instant>,
 }
 
 impl Tap {
@@ -401,8 +451,9 @@ impl Tap {
         // The lists of the connection that ended can complete no more (some answered
         // actions that had already ended, never removed by a completion).
         self.lists.clear();
+        self.ended.clear();
     }
-    fn see(&mut self, bytes: &[u8]) {
+    fn see(&mut self, now: Instant, bytes: &[u8]) {
         let Some(d) = self.decoder.as_mut() else {
             return;
         };
@@ -427,13 +478,34 @@ impl Tap {
                     self.success.insert(id.to_string());
                     if list_field.is_some_and(|v| v.is_word("start")) {
                         // A second answer (a duplicated reply) starts no second list.
-                        self.lists.entry(id.to_string()).or_default();
+                        let ended = self.ended.get(id).copied();
+                        // Forgotten: an unmatched response, its items events.
+                        if ended.is_none_or(|until| now < until) {
+                            self.lists
+                                .entry(id.to_string())
+                                .or_insert_with(|| ServerList {
+                                    ended,
+                                    ..ServerList::default()
+                                });
+                        }
                     }
                 } else if m.event().is_some() {
                     if let Some(list) = self.lists.get_mut(id).filter(|l| !l.completed) {
                         if list_field.is_some_and(|v| v.is_word("Complete")) {
                             list.completed = true;
                         } else {
+                            match list.ended {
+                                Some(until) if now < until => {
+                                    self.dropped += 1;
+                                    list.ended = Some(now + GRACE);
+                                }
+                                // Forgotten: the rest are events of the stream.
+                                Some(_) => {
+                                    self.lists.remove(id);
+                                    continue;
+                                }
+                                None => {}
+                            }
                             list.items.push(m.wire_bytes().to_vec());
                         }
                     }
@@ -478,6 +550,8 @@ struct Wire {
     found: Vec<String>,
     /// `Filter` actions handed out whole on the current connection.
     filters: usize,
+    /// Their `Filter:` values, in order.
+    filter_texts: Vec<String>,
 }
 
 impl Wire {
@@ -487,6 +561,7 @@ impl Wire {
         self.buf.clear();
         self.scan = 0;
         self.filters = 0;
+        self.filter_texts.clear();
     }
 
     fn completed(&mut self, id: &str, how: Done) {
@@ -533,6 +608,17 @@ impl Wire {
             .is_some_and(|line| line.trim_ascii().eq_ignore_ascii_case(b"Action: Filter"))
         {
             self.filters += 1;
+            let text = self.buf[start..end]
+                .split(|b| *b == b'\n')
+                .filter_map(|line| {
+                    let line = std::str::from_utf8(line).ok()?;
+                    let (k, v) = line.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("Filter")
+                        .then(|| v.trim().to_string())
+                })
+                .next();
+            self.filter_texts.extend(text);
         }
         let (first, last) = (self.base + start as u64, self.base + end as u64);
         if !self.whole.insert(id.clone()) {
@@ -629,7 +715,103 @@ pub struct Harness {
     /// Async Originates accepted but not answered when it logged off: none may end
     /// `NotSent` or `Unknown`.
     follow_ups_cut: HashSet<ActionId>,
+    /// The behaviours some seeds add, see [`Extras`].
+    extra: Extras,
 }
+
+/// Behaviours a seed may add, drawn apart from the others (so that a seed's other choices
+/// stay what they were), with the harness's model of each.
+#[derive(Debug, Default)]
+struct Extras {
+    rng: Rng,
+    /// Sends synchronous Originates (`allow_sync_originate`), one at a time: each blocks
+    /// the server session until its call is answered or fails.
+    sync: bool,
+    /// The sync Originate open, and the deadline the client owes it: never `TimedOut`
+    /// before it.
+    sync_open: Option<(ActionId, Instant)>,
+    /// The latest deadline of a sync Originate sent.
+    sync_until: Option<Instant>,
+    /// The last few sync Originates: when each was sent, completed, and its deadline. One
+    /// open when the heartbeat Ping goes out (the link idle for `ping_interval`) silences
+    /// the server legitimately: the pong deadline is then its deadline, if later.
+    sync_log: VecDeque<(Instant, Option<Instant>, Instant)>,
+    /// A sync Originate cancelled after it was written still blocks the server until its
+    /// call ends: the next one waits for its deadline, so that one at most blocks it.
+    sync_gate: Option<Instant>,
+    /// When the client last closed a transport: whether the server's session was blocked
+    /// on a sync Originate's call then.
+    blocked_at_close: bool,
+    /// Hands some async Originates' outcomes back ([`Client::unclaimed`]).
+    unclaims: bool,
+    /// Adds filters in batches until the client refuses one for [`MAX_FILTERS`].
+    filter_flood: bool,
+    /// Every filter added, in order, with what the client must hold of it.
+    filter_order: Vec<FilterEntry>,
+    /// `filter_order`'s index of each filter action not completed yet.
+    filter_slot: HashMap<ActionId, usize>,
+    /// Sends some actions with a stream mark, and floods marked Pings while the consumer
+    /// stalls, so that the marks cap is reached.
+    marking: bool,
+    next_mark: u64,
+    /// Marked actions not completed yet, with their mark.
+    marked_open: HashMap<ActionId, u64>,
+    /// Marks of completed marked actions, in completion order, not yet met in the stream.
+    marks_due: VecDeque<u64>,
+    /// Marks met in the stream before their completion was drained.
+    marks_early: VecDeque<u64>,
+    /// Marks completed, and marks consumed from the stream.
+    marks_completed: u64,
+    marks_consumed: u64,
+    /// Until when a mark flood runs.
+    mark_flood_until: Option<Instant>,
+    /// The backoff model: failed sessions in a row, when the current session became Ready,
+    /// and the retry time the last `Disconnected` announced.
+    failures: u32,
+    /// Whether `failures` is known: a session Ready for about `stable_after` (its Ready
+    /// drained late, see `drained_at`) may or may not have reset it.
+    failures_known: bool,
+    /// When the current session became Ready: at the earliest, and when drained.
+    ready_at: Option<(Instant, Instant)>,
+    retry_at: Option<Instant>,
+    breakers_opened: u64,
+    /// The last time a pump drained every output: an output drained later was emitted at
+    /// or after it (a pump that hits its round limit leaves some for a later instant).
+    drained_at: Option<Instant>,
+}
+
+/// One filter added at run time, as [`Extras::filter_order`] keeps it.
+#[derive(Debug)]
+struct FilterEntry {
+    text: String,
+    state: FilterState,
+}
+
+/// What the client holds of a filter it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilterState {
+    /// Its action has not completed.
+    Open,
+    /// Accepted, or handed out whole and its answer lost: kept, re-applied at every login.
+    Kept,
+    /// Its answer was lost (cancelled, timed out): kept unless none of it was handed out or
+    /// the server's late answer refuses it, which the harness learns at the next login
+    /// (re-applied, or not).
+    Unsure,
+    /// Refused by the server or never sent: not kept.
+    Gone,
+}
+
+/// The harness client's `stable_after` (the default): a session Ready this long forgets
+/// the failures before it.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// The harness client's backoff policy.
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BREAKER_THRESHOLD: u32 = 6;
+const BREAKER_COOLDOWN: Duration = Duration::from_secs(3);
+/// The harness client's `originate_margin` (the default).
+const ORIGINATE_MARGIN: Duration = Duration::from_secs(10);
 
 /// The longest a Logoff waits for `Goodbye` (the client's `logoff_timeout`, default 5 s).
 const LOGOFF_TIMEOUT: Duration = Duration::from_secs(5);
@@ -644,26 +826,34 @@ const MAX_QUEUED_ACTIONS: usize = 64;
 
 /// The client config every run uses: small caps so the limits are exercised.
 pub fn client_config(seed: u64) -> ClientConfig {
-    client_config_with(seed, 500, AuthMethod::Plain)
+    client_config_with(seed, 500, AuthMethod::Plain, false)
 }
 
 /// [`client_config`] with a list item cap and a login method.
-fn client_config_with(seed: u64, max_list_items: usize, auth: AuthMethod) -> ClientConfig {
+fn client_config_with(
+    seed: u64,
+    max_list_items: usize,
+    auth: AuthMethod,
+    sync_originate: bool,
+) -> ClientConfig {
     match ClientConfig::builder("admin", "amp111")
         .auth(auth)
+        .allow_sync_originate(sync_originate)
         .seed(seed)
         .event_queue_cap(256)
         .pipeline_depth(8)
         .max_queued_actions(MAX_QUEUED_ACTIONS)
         .max_pending_actions(128)
         .max_list_items(max_list_items)
-        .action_timeout(Duration::from_secs(5))
+        .action_timeout(GRACE)
         .ping_interval(PING_INTERVAL)
         .pong_timeout(PONG_TIMEOUT)
-        .backoff_base(Duration::from_millis(50))
-        .backoff_max(Duration::from_secs(2))
-        .breaker_threshold(6)
-        .breaker_cooldown(Duration::from_secs(3))
+        .backoff_base(BACKOFF_BASE)
+        .backoff_max(BACKOFF_MAX)
+        .breaker_threshold(BREAKER_THRESHOLD)
+        .breaker_cooldown(BREAKER_COOLDOWN)
+        .stable_after(STABLE_AFTER)
+        .originate_margin(ORIGINATE_MARGIN)
         .build()
     {
         Ok(c) => c,
@@ -694,7 +884,16 @@ impl Harness {
         } else {
             500
         };
-        let client_config = client_config_with(seed, max_list_items, auth);
+        let mut extra = Extras {
+            rng: Rng(seed ^ 0x6a95_0d57),
+            failures_known: true,
+            ..Extras::default()
+        };
+        extra.sync = extra.rng.chance(15);
+        extra.unclaims = extra.rng.chance(30);
+        extra.filter_flood = extra.rng.chance(2);
+        extra.marking = extra.rng.chance(10);
+        let client_config = client_config_with(seed, max_list_items, auth, extra.sync);
         let client = Client::new(client_config.clone(), t0);
         // One seed in twelve logs off mid-run, drawn apart so that the other choices of
         // a seed stay what they were.
@@ -702,7 +901,7 @@ impl Harness {
         let logoff_at = own
             .chance(8)
             .then(|| t0 + Duration::from_millis(3_000 + own.below(50_000)));
-        let filters = own.chance(10);
+        let filters = own.chance(10) || extra.filter_flood;
         let bursts = own.chance(5);
         Harness {
             rng,
@@ -743,6 +942,7 @@ impl Harness {
             logoff_at,
             logged_off: None,
             follow_ups_cut: HashSet::new(),
+            extra,
         }
     }
 
@@ -756,8 +956,14 @@ impl Harness {
             let mut progressed = false;
             loop {
                 let output = self.client.poll_output();
-                if matches!(output, Output::Connect) && self.logged_off.is_some() {
-                    self.violate("the client reconnected after it logged off".into());
+                if matches!(output, Output::Connect) {
+                    if self.logged_off.is_some() {
+                        self.violate("the client reconnected after it logged off".into());
+                    }
+                    self.check_reconnect_time();
+                }
+                if matches!(output, Output::Close) {
+                    self.extra.blocked_at_close = self.blocked_on_a_call();
                 }
                 let link = &mut self.session;
                 if link_output(&output, self.now, &mut self.client, &mut self.server, link) {
@@ -778,17 +984,25 @@ impl Harness {
                         self.last_ready = Some(self.now);
                         self.summary.readies += 1;
                         self.last_rx = self.now;
+                        let earliest = self.extra.drained_at.unwrap_or(self.t0);
+                        self.extra.ready_at = Some((earliest, self.now));
                         self.check_mask();
                         self.check_filters();
                     }
                     Output::Notice(Notice::Completed { id, outcome }) => {
                         self.on_completed(id, outcome)
                     }
-                    Output::Notice(Notice::Disconnected { reason, .. }) => {
+                    Output::Notice(Notice::Disconnected {
+                        reason,
+                        retry_at,
+                        breaker_open,
+                    }) => {
                         self.ready = false;
+                        self.check_backoff(retry_at, breaker_open);
                         self.summary.disconnects += 1;
                         if matches!(reason, DisconnectReason::HeartbeatTimeout) {
                             self.summary.heartbeat_timeouts += 1;
+                            self.check_heartbeat_waited();
                         }
                         let s = self.client.stats();
                         if s.in_flight != 0 || s.pending != s.queued {
@@ -824,7 +1038,7 @@ impl Harness {
                 }
                 progressed = true;
             }
-            let (tap, wire) = (&mut self.tap, &mut self.wire);
+            let (tap, wire, now) = (&mut self.tap, &mut self.wire, self.now);
             let mut received = false;
             progressed |= shuttle_tapped(
                 &mut self.rng,
@@ -835,7 +1049,7 @@ impl Harness {
                 self.lent.as_mut(),
                 |chunk| {
                     received = true;
-                    tap.see(chunk);
+                    tap.see(now, chunk);
                 },
                 |chunk| wire.see(chunk),
             );
@@ -852,6 +1066,9 @@ impl Harness {
             }
             self.consume();
             self.check_caps();
+            if !self.client.has_output() {
+                self.extra.drained_at = Some(self.now);
+            }
             if !progressed {
                 return;
             }
@@ -862,8 +1079,40 @@ impl Harness {
         if self.consumer_paused_until.is_some_and(|t| self.now < t) {
             return;
         }
+        // Items drained together were in the queue together: each run of notices between
+        // two events or marks is in canonical form, at most seven session boundaries and
+        // gaps, and one discard notice per reason in each segment between boundaries.
+        let mut run = 0usize;
+        let mut discards: HashSet<String> = HashSet::new();
         while let Some(item) = self.client.poll_event() {
+            match &item {
+                StreamItem::Event(_) | StreamItem::Mark { .. } => {
+                    run = 0;
+                    discards.clear();
+                }
+                StreamItem::Discarded { reason, .. } => {
+                    let first = discards.insert(format!("{reason:?}"));
+                    if !first {
+                        self.violate(format!("two {reason:?} discard notices in one segment"));
+                    }
+                }
+                StreamItem::Ready { .. } | StreamItem::Disconnected { .. } => {
+                    run += 1;
+                    discards.clear();
+                }
+                StreamItem::Gap { .. } => run += 1,
+                _ => {}
+            }
+            if run > 7 {
+                self.violate(format!("{run} session boundaries and gaps in a row"));
+            }
             match item {
+                StreamItem::Mark { mark } => {
+                    self.extra.marks_consumed += 1;
+                    self.summary.marks += 1;
+                    self.extra.marks_early.push_back(mark);
+                    self.match_marks();
+                }
                 StreamItem::Event(_) => self.consumed += 1,
                 StreamItem::Gap { dropped } => {
                     if dropped == 0 {
@@ -956,6 +1205,10 @@ impl Harness {
         let failed = self.client.stats().filters_failed;
         let failed_now = (failed - self.filters_failed) as usize;
         self.filters_failed = failed;
+        // Actions still open are queued, not part of the login: the order holds regardless.
+        if !self.extra.filter_order.is_empty() {
+            self.check_filter_order();
+        }
         if !self.filter_actions.is_empty() {
             return;
         }
@@ -992,6 +1245,7 @@ impl Harness {
         }
         self.open.retain(|o| *o != id);
         self.mask_actions.remove(&id);
+        self.extras_completed(&id, &outcome);
         let filter = if self.filter_actions.is_empty() {
             None // spares a lookup per completion in the runs without filters
         } else {
@@ -1108,18 +1362,32 @@ impl Harness {
                 ));
             }
         }
-        if let Some(list) = self.tap.lists.remove(id.as_str()) {
-            if let Err(ActionError::ListOverflow { items, .. }) = &outcome {
+        if outcome.is_err() {
+            // Whatever of its list still comes, the client drops and counts.
+            let until = self.now + GRACE;
+            let seen = match self.tap.lists.get_mut(id.as_str()) {
+                Some(list) => {
+                    list.ended = Some(until);
+                    Some(list.items.len())
+                }
+                None => {
+                    self.tap.ended.insert(id.to_string(), until);
+                    None
+                }
+            };
+            if let (Some(seen), Err(ActionError::ListOverflow { items, .. })) = (seen, &outcome) {
                 self.summary.list_overflows += 1;
                 // The cap, not a short list, ended it: the server sent an item past the cap.
                 let cap = self.max_list_items;
-                if *items > cap || list.items.len() <= *items {
+                if *items > cap || seen <= *items {
                     self.violate(format!(
-                        "{id}: overflow at {items} items (cap {cap}) after the server sent {}",
-                        list.items.len()
+                        "{id}: overflow at {items} items (cap {cap}) after the server sent {seen}"
                     ));
                 }
+                // The item past the cap and any read with it: dropped, not gathered.
+                self.tap.dropped += seen.saturating_sub(*items) as u64;
             }
+        } else if let Some(list) = self.tap.lists.remove(id.as_str()) {
             if let Ok(resp) = &outcome {
                 let delivered = resp.items().iter().map(|m| m.wire_bytes());
                 if !list.completed {
@@ -1137,6 +1405,7 @@ impl Harness {
                 }
             }
         }
+        self.unclaim(&id, outcome);
     }
 
     /// Sends one random action, as a dialer would.
@@ -1167,7 +1436,16 @@ impl Harness {
         } else {
             SendOptions::default()
         };
-        match self.client.send_action_with(self.now, action, options) {
+        let sent = if self.extra.marking && self.extra.rng.chance(30) {
+            self.send_marked(action, options)
+        } else {
+            self.client.send_action_with(self.now, action, options)
+        };
+        match sent {
+            Err(SendError::QueueFull {
+                what: FullQueue::StreamMarks,
+                ..
+            }) => {} // checked by send_marked
             Ok(id) => {
                 if is_originate {
                     self.originates.insert(id.clone());
@@ -1303,23 +1581,19 @@ impl Harness {
     /// or one the server cannot compile, which must not be kept.
     fn add_filter(&mut self) {
         let valid = self.rng.chance(75);
-        let filter = if valid {
-            "!Event: NoSuchEventAnywhere"
-        } else {
-            "!Event: (unclosed"
-        };
-        match self.client.add_filter(self.now, filter) {
+        match self.add_tracked_filter(valid) {
             Ok(id) => {
                 self.filter_actions.insert(id.clone(), valid);
                 // Not held to the healthy-link law: a filter the server cannot compile is
                 // refused whatever the link.
                 self.track_sent(&id, false);
             }
+            Err(SendError::TooManyFilters) => {}
             Err(SendError::QueueFull { what, cap }) => self.check_full(what, cap),
             Err(SendError::Closed {
                 reason: DisconnectReason::Logoff,
             }) if self.logged_off.is_some() => {}
-            Err(e) => self.violate(format!("add_filter({filter}) refused: {e}")),
+            Err(e) => self.violate(format!("add_filter refused: {e}")),
         }
     }
 
@@ -1433,6 +1707,468 @@ impl Harness {
     }
 }
 
+/// The behaviours of [`Extras`] and their checks.
+impl Harness {
+    /// A connect comes no earlier than the retry time the last `Disconnected` announced.
+    fn check_reconnect_time(&mut self) {
+        if let Some(at) = self.extra.retry_at.take() {
+            if self.now < at {
+                let early = at.duration_since(self.now);
+                self.violate(format!(
+                    "reconnected {early:?} before the announced retry time"
+                ));
+            }
+        }
+        self.extra.ready_at = None;
+    }
+
+    /// A lost session's retry time follows the backoff policy from the harness's own count
+    /// of failures in a row (reset by a session Ready for `stable_after`): full jitter below
+    /// `min(backoff_max, backoff_base * 2^(failures-1))`; from the `breaker_threshold`-th
+    /// failure on, the breaker is open (and said so) and the wait is the cooldown plus at
+    /// most one base of jitter; `Stats::breaker_opened` counts each opening once.
+    fn check_backoff(&mut self, retry_at: Option<Instant>, breaker_open: bool) {
+        let now = self.now;
+        // The loss came at or after the last full drain, and at or before now.
+        let since = self.extra.drained_at.unwrap_or(self.t0);
+        let lasted = |t: Instant| now.saturating_duration_since(t) >= STABLE_AFTER;
+        let (surely, maybe) = self
+            .extra
+            .ready_at
+            .map_or((false, false), |(earliest, drained)| {
+                (lasted(drained), lasted(earliest))
+            });
+        self.extra.ready_at = None;
+        if surely {
+            self.extra.failures_known = true;
+        } else if maybe {
+            self.extra.failures_known = false;
+        }
+        self.extra.failures = if surely { 1 } else { self.extra.failures + 1 };
+        let n = self.extra.failures;
+        let Some(at) = retry_at else {
+            self.violate("a session was lost with no retry time".into());
+            return;
+        };
+        self.extra.retry_at = Some(at);
+        if !self.extra.failures_known {
+            self.extra.breakers_opened = self.client.stats().breaker_opened;
+            return;
+        }
+        // At most `delay`, at least `least` after the loss.
+        let delay = at.saturating_duration_since(since);
+        let least = at.saturating_duration_since(now);
+        let open = n >= BREAKER_THRESHOLD;
+        if breaker_open != open {
+            self.violate(format!(
+                "failure {n} in a row: breaker said {breaker_open}, the threshold is {BREAKER_THRESHOLD}"
+            ));
+        }
+        let (low, high) = if open {
+            (BREAKER_COOLDOWN, BREAKER_COOLDOWN + BACKOFF_BASE)
+        } else {
+            let ceiling = BACKOFF_BASE
+                .saturating_mul(1u32 << (n - 1).min(20))
+                .min(BACKOFF_MAX);
+            (Duration::ZERO, ceiling)
+        };
+        if delay < low || least > high {
+            self.violate(format!(
+                "failure {n} in a row: retry in {least:?}..={delay:?}, outside {low:?}..={high:?}"
+            ));
+        }
+        if n == BREAKER_THRESHOLD {
+            self.extra.breakers_opened += 1;
+        }
+        self.summary.backoff_checks += 1;
+        let counted = self.client.stats().breaker_opened;
+        if counted != self.extra.breakers_opened {
+            let want = self.extra.breakers_opened;
+            self.violate(format!(
+                "breaker_opened {counted}, but it opened {want} times"
+            ));
+        }
+    }
+
+    /// Hands back some async Originates' outcomes, as an adapter whose caller went away
+    /// does. `Client::unclaimed` promises: the `OriginateResponse` an outcome carries goes
+    /// to the event stream (one more event offered: queued, or dropped into a gap) while
+    /// the session that received it is the current one, and nothing else of the outcome
+    /// does; the event accounting at the end then holds with it.
+    fn unclaim(&mut self, id: &ActionId, outcome: Outcome) {
+        if !self.extra.unclaims || !self.originates.contains(id) || !self.extra.rng.chance(50) {
+            return;
+        }
+        let carries = match &outcome {
+            Ok(r) => r.follow_up().is_some(),
+            Err(ActionError::Server(r)) => r.follow_up().is_some(),
+            Err(_) => false,
+        };
+        // Outputs are drained in order: a session that ended after this completion has
+        // said so already in the client's state, and none can have started since.
+        let current = matches!(self.client.status(), Status::Ready { .. });
+        let offered = |c: &Client| {
+            let s = c.stats();
+            s.events_queued + s.events_dropped
+        };
+        let before = offered(&self.client);
+        self.summary.unclaimed += 1;
+        self.client.unclaimed(self.now, outcome);
+        let added = offered(&self.client) - before;
+        let want = u64::from(carries && current);
+        if added != want {
+            self.violate(format!(
+                "{id} handed back (follow-up {carries}, session current {current}): {added} events offered to the stream, not {want} (connection prefix {})",
+                self.client.action_id_prefix()
+            ));
+        }
+    }
+
+    /// What a completion means for the extras' models.
+    fn extras_completed(&mut self, id: &ActionId, outcome: &Outcome) {
+        if let Some((open, deadline)) = self.extra.sync_open.take() {
+            if open != *id {
+                self.extra.sync_open = Some((open, deadline));
+            } else {
+                if matches!(outcome, Err(ActionError::Cancelled)) {
+                    // The server is blocked all the same until the call ends.
+                    self.extra.sync_gate = Some(deadline);
+                } else if let Some(entry) = self.extra.sync_log.back_mut() {
+                    entry.1 = Some(self.now);
+                }
+                if matches!(outcome, Err(ActionError::TimedOut { .. })) && self.now < deadline {
+                    let early = deadline.duration_since(self.now);
+                    self.violate(format!(
+                        "sync Originate {id} timed out {early:?} before its deadline (its ring timeout plus originate_margin)"
+                    ));
+                }
+            }
+        }
+        if let Some(mark) = self.extra.marked_open.remove(id) {
+            self.extra.marks_completed += 1;
+            self.extra.marks_due.push_back(mark);
+            self.match_marks();
+        }
+        if let Some(slot) = self.extra.filter_slot.remove(id) {
+            let whole = self.wire.whole.contains(id.as_str());
+            let entry = &mut self.extra.filter_order[slot];
+            entry.state = match outcome {
+                Ok(_) => FilterState::Kept,
+                Err(ActionError::Server(_))
+                | Err(ActionError::NotSent(_))
+                | Err(ActionError::TimedOut {
+                    phase: Phase::Queued,
+                    ..
+                }) => FilterState::Gone,
+                // Handed out whole and its connection gone: no answer can come now, and
+                // the client keeps it, whatever the server did with it.
+                Err(ActionError::Unknown(_)) if whole => FilterState::Kept,
+                // Cancelled (withdrawn if none of it was handed out) or timed out: kept,
+                // unless none of it left or a late refusal comes on this connection.
+                Err(_) => FilterState::Unsure,
+            };
+        }
+    }
+
+    /// Whether the server's session is blocked on a sync Originate's call (and nothing
+    /// else keeps it silent: a half-open link).
+    fn blocked_on_a_call(&self) -> bool {
+        self.session.is_some_and(|s| {
+            !self.server.is_half_open(s)
+                && self
+                    .server
+                    .session(s)
+                    .is_some_and(|x| matches!(x.block, Some(crate::session::Block::Call)))
+        })
+    }
+
+    /// The heartbeat never gives up a session whose server is blocked on the call of a sync
+    /// Originate (cancelled or not) written before its Ping, before that Originate's
+    /// deadline: the pong deadline is the later of the two. (One written after the Ping
+    /// does not extend it: a Ping that went unanswered before is the link's, not the call's.)
+    fn check_heartbeat_waited(&mut self) {
+        if !self.extra.blocked_at_close {
+            return;
+        }
+        // The Ping went out `pong_timeout` before, unless a sync Originate's deadline
+        // already extended its wait (then it went out earlier still).
+        let Some(ping_at) = self.now.checked_sub(PONG_TIMEOUT) else {
+            return;
+        };
+        let owed = self
+            .extra
+            .sync_log
+            .iter()
+            .filter(|(sent, done, deadline)| {
+                *sent < ping_at && done.is_none_or(|d| d > ping_at) && self.now < *deadline
+            })
+            .map(|(sent, _, deadline)| (*sent, *deadline))
+            .next_back();
+        if let Some((sent, deadline)) = owed {
+            let early = deadline.duration_since(self.now);
+            let at = sent.duration_since(self.t0);
+            self.violate(format!(
+                "the heartbeat gave up a session blocked on the call of the sync Originate sent at {at:?}, {early:?} before its deadline"
+            ));
+        }
+    }
+
+    /// Marks come out of the stream in the order their actions completed, each once.
+    fn match_marks(&mut self) {
+        while !self.extra.marks_due.is_empty() && !self.extra.marks_early.is_empty() {
+            let (due, met) = (
+                self.extra.marks_due.pop_front(),
+                self.extra.marks_early.pop_front(),
+            );
+            if due != met {
+                self.violate(format!(
+                    "the stream gave mark {met:?} where the completions say {due:?}"
+                ));
+            }
+        }
+    }
+
+    /// A marked send: refused `QueueFull(StreamMarks)` exactly when marks waiting in the
+    /// stream plus marked actions pending reach `event_queue_cap`, else accepted.
+    fn send_marked(&mut self, action: Action, options: SendOptions) -> Result<ActionId, SendError> {
+        let mark = self.extra.next_mark;
+        self.extra.next_mark += 1;
+        let exact = !self.client.has_output();
+        let held = self.extra.marked_open.len()
+            + (self.extra.marks_completed - self.extra.marks_consumed) as usize;
+        let cap = self.client_config.event_queue_cap();
+        let result = self
+            .client
+            .send_action_with(self.now, action, options.with_mark(mark));
+        match &result {
+            Ok(id) => {
+                if exact && held >= cap {
+                    self.violate(format!(
+                        "a marked action was accepted with {held} marks held (cap {cap})"
+                    ));
+                }
+                self.extra.marked_open.insert(id.clone(), mark);
+            }
+            Err(SendError::QueueFull {
+                what: FullQueue::StreamMarks,
+                cap: named,
+            }) => {
+                self.summary.queue_full += 1;
+                if *named != cap || (exact && held < cap) {
+                    self.violate(format!(
+                        "QueueFull(StreamMarks, cap {named}) with {held} marks held (cap {cap})"
+                    ));
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// A flood of marked Pings while the consumer stalls: the marks pile up in the stream
+    /// until the cap refuses more.
+    fn mark_flood(&mut self) {
+        for _ in 0..4 {
+            match self.send_marked(Action::new("Ping"), SendOptions::default()) {
+                Ok(id) => self.track_sent(&id, false),
+                Err(SendError::QueueFull {
+                    what: FullQueue::StreamMarks,
+                    ..
+                }) => {}
+                Err(SendError::QueueFull { what, cap }) => self.check_full(what, cap),
+                Err(SendError::Closed {
+                    reason: DisconnectReason::Logoff,
+                }) if self.logged_off.is_some() => {}
+                Err(e) => self.violate(format!("a marked Ping was refused: {e}")),
+            }
+        }
+    }
+
+    /// Sends one sync Originate (none other open): its response comes only once the call
+    /// is answered (`echo`) or fails (`busy`, or `noanswer` at the ring timeout). The
+    /// client owes it `max(action_timeout, Timeout + originate_margin)`.
+    fn sync_originate(&mut self) {
+        let exten = ["echo", "busy", "noanswer", "nosuch"][self.extra.rng.below(4) as usize];
+        // While faults run, some ring longer than the heartbeat's silence bound (4 s): the
+        // server is silent all that time, and the session must survive it. Later, short
+        // ones only: actions queued behind a long one would outlive their deadlines.
+        let long = self.healthy_from.is_none() && self.extra.rng.chance(30);
+        let ring = if long {
+            Duration::from_millis(4_000 + self.extra.rng.below(5_000))
+        } else {
+            Duration::from_millis(500 + self.extra.rng.below(2_000))
+        };
+        let action = Action::new("Originate")
+            .field("Channel", format!("Local/{exten}@ami-test"))
+            .field("Application", "Wait")
+            .field("Data", "1")
+            .field("Timeout", ring.as_millis().to_string());
+        match self.client.send_action(self.now, action) {
+            Ok(id) => {
+                let timeout = self.client_config.action_timeout();
+                let deadline = self.now + timeout.max(ring + ORIGINATE_MARGIN);
+                self.extra.sync_open = Some((id.clone(), deadline));
+                self.extra.sync_until =
+                    Some(self.extra.sync_until.map_or(deadline, |t| t.max(deadline)));
+                if self.extra.sync_log.len() == 4 {
+                    self.extra.sync_log.pop_front();
+                }
+                self.extra.sync_log.push_back((self.now, None, deadline));
+                self.summary.sync_originates += 1;
+                self.track_sent(&id, true);
+            }
+            Err(SendError::QueueFull { what, cap }) => self.check_full(what, cap),
+            Err(SendError::Closed {
+                reason: DisconnectReason::Logoff,
+            }) if self.logged_off.is_some() => {}
+            Err(e) => self.violate(format!("a sync Originate was refused: {e}")),
+        }
+    }
+
+    /// What the extras do in one step.
+    fn act_extras(&mut self) {
+        let now = self.now;
+        // None while the link heals: one written on a dead link would put its detection
+        // past the start of the healthy part.
+        let healing = self.healthy_from.is_some_and(|t| now < t);
+        if self.extra.sync
+            && self.ready
+            && !healing
+            && self.extra.sync_open.is_none()
+            && self.extra.sync_gate.is_none_or(|t| now >= t)
+            && self.extra.rng.chance(2)
+        {
+            self.sync_originate();
+        }
+        if self.extra.filter_flood
+            && self.ready
+            && self.filter_actions.is_empty()
+            && self.extra.rng.chance(5)
+        {
+            self.filter_batch();
+        }
+        if self.extra.marking {
+            if self.extra.mark_flood_until.is_none() && self.extra.rng.below(500) == 0 {
+                let until = now + Duration::from_millis(2000 + self.extra.rng.below(4000));
+                self.extra.mark_flood_until = Some(until);
+                self.consumer_paused_until = Some(until);
+            }
+            match self.extra.mark_flood_until {
+                Some(t) if now >= t => self.extra.mark_flood_until = None,
+                Some(_) if self.ready => self.mark_flood(),
+                _ => {}
+            }
+        }
+    }
+
+    /// Filters the client holds by the model: at least `.0`, at most `.1`.
+    fn filters_held(&self) -> (usize, usize) {
+        let count = |f: fn(FilterState) -> bool| {
+            self.extra
+                .filter_order
+                .iter()
+                .filter(|e| f(e.state))
+                .count()
+        };
+        let sure = count(|s| matches!(s, FilterState::Open | FilterState::Kept));
+        (sure, sure + count(|s| s == FilterState::Unsure))
+    }
+
+    /// Adds a filter the harness tracks by its text: `valid` ones let every event through.
+    /// Refused `TooManyFilters` exactly when the client holds [`MAX_FILTERS`].
+    fn add_tracked_filter(&mut self, valid: bool) -> Result<ActionId, SendError> {
+        let n = self.extra.filter_order.len();
+        let text = if valid {
+            format!("!Event: NoSuchEvent{n}")
+        } else {
+            format!("!Event: (unclosed{n}")
+        };
+        let (low, high) = self.filters_held();
+        let result = self.client.add_filter(self.now, &text);
+        match &result {
+            Ok(id) => {
+                if low >= MAX_FILTERS {
+                    self.violate(format!("filter {n} accepted with {low} held"));
+                }
+                self.extra.filter_slot.insert(id.clone(), n);
+                self.extra.filter_order.push(FilterEntry {
+                    text,
+                    state: FilterState::Open,
+                });
+            }
+            Err(SendError::TooManyFilters) => {
+                self.summary.filters_refused += 1;
+                if high < MAX_FILTERS {
+                    self.violate(format!(
+                        "filter {n} refused TooManyFilters with {low}..={high} held"
+                    ));
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// A batch of filters (some seeds), until the client refuses one.
+    fn filter_batch(&mut self) {
+        for _ in 0..1 + self.extra.rng.below(60) {
+            let valid = self.extra.rng.chance(90);
+            match self.add_tracked_filter(valid) {
+                Ok(id) => {
+                    self.filter_actions.insert(id.clone(), valid);
+                    self.track_sent(&id, false);
+                }
+                Err(SendError::TooManyFilters) => return,
+                Err(SendError::QueueFull { what, cap }) => {
+                    self.check_full(what, cap);
+                    return;
+                }
+                Err(SendError::Closed {
+                    reason: DisconnectReason::Logoff,
+                }) if self.logged_off.is_some() => return,
+                Err(e) => {
+                    self.violate(format!("a filter was refused: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The login re-applied the filters the client holds, in the order they were added:
+    /// every one kept, perhaps an unsure one (then known kept), and nothing else.
+    fn check_filter_order(&mut self) {
+        let sent = std::mem::take(&mut self.wire.filter_texts);
+        let mut next = sent.iter().peekable();
+        let mut missing = None;
+        for entry in &mut self.extra.filter_order {
+            let held = matches!(entry.state, FilterState::Kept | FilterState::Unsure);
+            if !held {
+                continue;
+            }
+            if next.peek().is_some_and(|t| **t == entry.text) {
+                next.next();
+                entry.state = FilterState::Kept;
+            } else if entry.state == FilterState::Unsure {
+                entry.state = FilterState::Gone;
+            } else if missing.is_none() {
+                missing = Some(entry.text.clone());
+            }
+        }
+        let extra = next.next().cloned();
+        self.wire.filter_texts = sent;
+        if let Some(text) = missing {
+            self.violate(format!(
+                "the login did not re-apply the kept filter {text:?} in its place"
+            ));
+        }
+        if let Some(text) = extra {
+            self.violate(format!(
+                "the login re-applied {text:?}, which the client does not hold there"
+            ));
+        }
+    }
+}
+
 impl Scenario for Harness {
     type Config = RunConfig;
 
@@ -1469,6 +2205,7 @@ impl Scenario for Harness {
         if self.bursts && self.rng.below(2000) == 0 {
             self.burst();
         }
+        self.act_extras();
         if self.rng.chance(2) {
             self.cancel_one();
         }
@@ -1492,11 +2229,21 @@ impl Scenario for Harness {
             }
         }
         // Logging off, the wait for Goodbye is bounded by `logoff_timeout` instead (above).
+        // A sync Originate silences the server until its call is answered or fails: one
+        // open when the Ping goes out makes the heartbeat wait for its deadline.
         let bound = PING_INTERVAL + PONG_TIMEOUT;
+        let ping_at = self.last_rx + PING_INTERVAL;
+        let quiet_until = self
+            .extra
+            .sync_log
+            .iter()
+            .filter(|(sent, done, _)| *sent < ping_at && done.is_none_or(|d| d >= ping_at))
+            .map(|(_, _, deadline)| *deadline)
+            .fold(self.last_rx + bound, Instant::max);
         if self.logged_off.is_none()
             && self.ready
             && self.session.is_some()
-            && self.now > self.last_rx + bound
+            && self.now > quiet_until
         {
             let silent = self.now.duration_since(self.last_rx);
             self.violate(format!(
@@ -1513,9 +2260,11 @@ impl Scenario for Harness {
         // covers a half-open link's detection and the longest backoff.
         self.server.faults().clear();
         self.consumer_paused_until = None;
+        // A sync Originate written on a dead link delays its detection to its deadline.
         let settle = self
             .server_back_at
-            .map_or(plan.quiet_from, |t| t.max(plan.quiet_from));
+            .map_or(plan.quiet_from, |t| t.max(plan.quiet_from))
+            .max(self.extra.sync_until.unwrap_or(plan.quiet_from));
         self.healthy_from = Some(settle + Duration::from_secs(10));
     }
 
@@ -1555,6 +2304,19 @@ impl Scenario for Harness {
             self.violate(format!(
                 "event accounting: {} offered ({} queued + {} dropped) but {} consumed + {} in gaps",
                 offered, s.events_queued, s.events_dropped, self.consumed, self.gap_total
+            ));
+        }
+        if s.list_items_dropped != self.tap.dropped {
+            self.violate(format!(
+                "list_items_dropped {} but {} list items were dropped (past a cap, or after their action ended)",
+                s.list_items_dropped, self.tap.dropped
+            ));
+        }
+        self.summary.list_items_dropped = self.tap.dropped;
+        if !self.extra.marks_due.is_empty() || !self.extra.marks_early.is_empty() {
+            self.violate(format!(
+                "marks never streamed: {:?}; streamed with no completion: {:?}",
+                self.extra.marks_due, self.extra.marks_early
             ));
         }
         self.summary.healthy_actions = self.healthy_actions.len() as u64;

@@ -2,6 +2,10 @@
 //! virtual time, with random fault schedules. Each seed fixes everything; a failing seed
 //! prints the one-line command that replays it.
 //!
+//! Some seeds add sync Originates, `Client::unclaimed`, the filter limit, stream marks and
+//! exact list-drop accounting, and every seed checks its retry times against the backoff
+//! (see `ami_sim::harness`).
+//!
 //! `AMI_DST_SEEDS=N` changes how many seeds `many_seeds_keep_every_law` runs (default 5000),
 //! `AMI_DST_FIRST=S` where they start (default 0: a long run explores seeds CI never ran);
 //! `AMI_DST_SEED=S` picks the seed for `replay_seed`.
@@ -27,6 +31,7 @@ fn many_seeds_keep_every_law() {
     let mut logoffs = 0u64;
     let mut filter_checks = 0u64;
     let mut queue_full = 0u64;
+    let mut extras = ami_sim::harness::RunSummary::default();
     for seed in first..first.saturating_add(seeds) {
         let (summary, violations) = run_seed(seed);
         totals.0 += summary.actions;
@@ -45,6 +50,12 @@ fn many_seeds_keep_every_law() {
         logoffs += summary.logoffs;
         filter_checks += summary.filter_checks;
         queue_full += summary.queue_full;
+        extras.sync_originates += summary.sync_originates;
+        extras.unclaimed += summary.unclaimed;
+        extras.filters_refused += summary.filters_refused;
+        extras.marks += summary.marks;
+        extras.list_items_dropped += summary.list_items_dropped;
+        extras.backoff_checks += summary.backoff_checks;
         if let Some(v) = violations.into_iter().next() {
             eprintln!("{v}");
             failures.push(seed);
@@ -71,6 +82,15 @@ fn many_seeds_keep_every_law() {
         filter_checks,
         queue_full
     );
+    eprintln!(
+        "dst: {} sync Originates, {} outcomes handed back (unclaimed), {} filters refused at the limit, {} stream marks matched, {} list items dropped (matched exactly), {} retry times checked against the backoff",
+        extras.sync_originates,
+        extras.unclaimed,
+        extras.filters_refused,
+        extras.marks,
+        extras.list_items_dropped,
+        extras.backoff_checks
+    );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(
         totals.1 > 0 && totals.2 > 0 && totals.4 > 0,
@@ -88,6 +108,17 @@ fn many_seeds_keep_every_law() {
     assert!(
         seeds < 100 || (logoffs > 0 && filter_checks > 0),
         "the suite must log off mid-run and check filters"
+    );
+    assert!(
+        seeds < 500
+            || (extras.sync_originates > 0
+                && extras.unclaimed > 0
+                && extras.filters_refused > 0
+                && extras.marks > 0
+                && extras.list_items_dropped > 0
+                && extras.backoff_checks > 0),
+        "the suite must exercise sync Originates, unclaimed outcomes, the filter limit, \
+         marks, dropped list items and the backoff: {extras:?}"
     );
 }
 

@@ -1,7 +1,8 @@
 //! Deterministic simulation of a fleet (issue 11): 200 simulated servers on virtual time,
 //! one flooding events, twenty restarting every few seconds, fifty unreachable, the rest
-//! quiet with actions flowing. The harness checks every law at every step; a failing seed
-//! prints the command that replays it.
+//! quiet with actions flowing; most seeds log one quiet server off mid-run, some then the
+//! whole fleet. The harness checks every law at every step; a failing seed prints the
+//! command that replays it.
 //!
 //! `AMI_FLEET_SEEDS=N` sets how many seeds `two_hundred_servers_keep_every_law` runs
 //! (default 3); `AMI_FLEET_SEED=S` picks the seed for `replay_fleet_seed`.
@@ -19,6 +20,7 @@ fn two_hundred_servers_keep_every_law() {
     let seeds = env_u64("AMI_FLEET_SEEDS").unwrap_or(3);
     let scenario = Scenario::default();
     let bound = scenario.latency_bound();
+    let (mut logoffs, mut logoff_alls, mut cut) = (0u64, 0u64, 0u64);
     for seed in 0..seeds {
         let started = std::time::Instant::now();
         let (s, violations) = run_seed(seed, scenario.clone());
@@ -36,7 +38,17 @@ fn two_hundred_servers_keep_every_law() {
         assert!(s.restarts >= 20, "{s:?}");
         assert!(s.no_server == 0 || s.steps > 0);
         assert_eq!(s.most_connects_in_a_step, scenario.budget.connects_per_step);
+        logoffs += s.logoffs;
+        logoff_alls += s.logoff_alls;
+        cut += s.pending_at_logoff;
     }
+    eprintln!(
+        "fleet: {seeds} seeds: {logoffs} servers logged off alone, {logoff_alls} fleets logged off whole, {cut} actions pending at a logoff"
+    );
+    assert!(
+        seeds < 20 || (logoffs > 0 && logoff_alls > 0 && cut > 0),
+        "the suite must log servers off, alone and all together, with actions pending"
+    );
 }
 
 #[test]

@@ -373,6 +373,11 @@ pub struct Response {
     pub(crate) follow_up: Option<Box<Message>>,
     /// List items the decoder dropped while the list was in progress.
     pub(crate) items_dropped: u64,
+    /// The connection (its generation) whose session delivered the answer: what
+    /// [`Client::unclaimed`](crate::Client::unclaimed) compares with the current one. Not
+    /// the ActionID's prefix, which is the connection the action was queued on: one still
+    /// queued when its session was lost is written, and answered, on the next.
+    pub(crate) received_on: u64,
 }
 
 impl Response {
@@ -383,6 +388,7 @@ impl Response {
             complete: None,
             follow_up: None,
             items_dropped: 0,
+            received_on: 0,
         }
     }
     /// The `Response:` message.

@@ -180,7 +180,7 @@ impl Pending {
         matches!(self.kind, Kind::User { follow_up: Some(f), .. } if f.is_originate())
     }
 
-    fn is_sync_originate(&self) -> bool {
+    pub(crate) fn is_sync_originate(&self) -> bool {
         matches!(
             self.kind,
             Kind::User {

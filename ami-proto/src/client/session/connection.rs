@@ -24,6 +24,10 @@ pub(super) struct Connection {
     pub(super) reapply_left: usize,
     /// When this connection's session became Ready (it was announced in the stream).
     pub(super) ready_since: Option<Instant>,
+    /// The latest deadline of the written sync Originates cancelled on this connection: the
+    /// server's session stays blocked until such a call is answered or fails (the caller
+    /// stopped waiting, the server did not), so the heartbeat waits for it too.
+    pub(super) sync_blocked_until: Option<Instant>,
     /// The TCP connection opened and a TLS handshake is under way over it: a connect
     /// timeout now means the handshake hung, not the network.
     pub(super) handshaking: bool,
@@ -41,6 +45,7 @@ impl Connection {
             server_shutdown: false,
             reapply_left: 0,
             ready_since: None,
+            sync_blocked_until: None,
             handshaking: false,
         }
     }

@@ -458,7 +458,8 @@ impl Client {
     /// `OriginateResponse` goes to the stream ([`release_follow_up`](Self::release_follow_up));
     /// another follow-up's data (FAXStats...) was its caller's alone and is dropped, counted.
     pub(super) fn early_follow_up_released(&mut self, now: Instant, event: Message) {
-        if !self.release_follow_up(now, event) {
+        // It came on this connection: the entries of an older one ended with it.
+        if !self.release_follow_up(now, event, self.conn.generation) {
             self.stats.late_answers_dropped += 1;
         }
     }
@@ -466,16 +467,20 @@ impl Client {
     /// A follow-up event nobody will take: an `OriginateResponse` goes to the event stream,
     /// as a late one does (the call was placed; it says how it ended), while the session
     /// that received it is the current one and Ready (after a reconnect it would follow the
-    /// new session's `Ready`, as if this session had sent it). True if it went there.
-    pub(super) fn release_follow_up(&mut self, now: Instant, event: Message) -> bool {
+    /// new session's `Ready`, as if this session had sent it). `received_on`: the generation
+    /// of the connection that received it (not told by its ActionID's prefix: an action
+    /// queued when its session was lost keeps its ID on the next connection). True if it
+    /// went there.
+    pub(super) fn release_follow_up(
+        &mut self,
+        now: Instant,
+        event: Message,
+        received_on: u64,
+    ) -> bool {
         let originate = event
             .first_value()
             .is_some_and(|name| name.is_word(FollowUp::ORIGINATE));
-        let current = event.action_id().is_some_and(|id| {
-            id.trim()
-                .strip_prefix(self.conn.prefix.as_str())
-                .is_some_and(|rest| rest.starts_with('-'))
-        });
+        let current = received_on == self.conn.generation;
         if !(originate && current && self.conn.ready_since.is_some()) {
             return false;
         }
@@ -488,7 +493,13 @@ impl Client {
         true
     }
 
-    pub(super) fn emit_completed(&mut self, id: ActionId, outcome: Outcome) {
+    pub(super) fn emit_completed(&mut self, id: ActionId, mut outcome: Outcome) {
+        // An answer is completed on the connection that delivered it.
+        match &mut outcome {
+            Ok(r) => r.received_on = self.conn.generation,
+            Err(ActionError::Server(r)) => r.received_on = self.conn.generation,
+            Err(_) => {}
+        }
         let kind = OutcomeKind::of(&outcome);
         self.stats.actions_by_outcome.add(kind);
         log::debug!(

@@ -312,7 +312,12 @@ impl Client {
         }
         // A written sync Originate legitimately silences the server until it is answered.
         let mut pong = now + self.config.pong_timeout;
-        if let Some(d) = self.pending.sync_originate_deadline() {
+        // So does one cancelled while written: the server is blocked all the same.
+        let blocked = self
+            .pending
+            .sync_originate_deadline()
+            .max(self.conn.sync_blocked_until);
+        if let Some(d) = blocked {
             pong = pong.max(d);
         }
         self.timers.set(Timer::Pong, pong);

@@ -1094,7 +1094,18 @@ impl Client {
                 self.finish(now, seq, Err(ActionError::Cancelled));
                 true
             }
-            Some(Stage::Written | Stage::List | Stage::FollowUp) => {
+            Some(stage @ (Stage::Written | Stage::List | Stage::FollowUp)) => {
+                // A written sync Originate still blocks the server's session until its call
+                // is answered or fails: the heartbeat must not take that silence for a
+                // dead link now that nobody waits for the answer.
+                let blocking = self
+                    .pending
+                    .get_mut(seq)
+                    .filter(|p| stage == Stage::Written && p.is_sync_originate())
+                    .map(|p| p.deadline);
+                if blocking.is_some() {
+                    self.conn.sync_blocked_until = self.conn.sync_blocked_until.max(blocking);
+                }
                 self.report(now, seq, Err(ActionError::Cancelled), false);
                 true
             }
@@ -1113,12 +1124,14 @@ impl Client {
     /// and goes with it (the action is counted by its outcome already).
     pub fn unclaimed(&mut self, now: Instant, outcome: Outcome) {
         let follow_up = match outcome {
-            Ok(response) => response.follow_up,
-            Err(ActionError::Server(response)) => response.follow_up,
+            Ok(response) => response.follow_up.map(|e| (e, response.received_on)),
+            Err(ActionError::Server(response)) => {
+                response.follow_up.map(|e| (e, response.received_on))
+            }
             Err(_) => None,
         };
-        if let Some(event) = follow_up {
-            self.release_follow_up(now, *event);
+        if let Some((event, received_on)) = follow_up {
+            self.release_follow_up(now, *event, received_on);
         }
     }
 
