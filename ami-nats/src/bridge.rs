@@ -882,6 +882,7 @@ impl Bridge {
         let (stop, stop_rx) = watch::channel(false);
         let asked = stop_rx.clone();
         let leftovers: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        let at_end = control.clone();
         let lease = crate::lease::run(
             leases,
             control.clone(),
@@ -897,6 +898,9 @@ impl Bridge {
             // once the leases' markers are stored. After `shutdown` they are its to end.
             if !*asked.borrow() {
                 leftovers.iter().for_each(tokio::task::AbortHandle::abort);
+                // The tick summed up the lost replies only counted; gone, it never will:
+                // said now, as `shutdown` says them once its tick is gone.
+                at_end.log_reply_summaries_at_end();
             }
         });
         Ok(Bridge {

@@ -112,7 +112,7 @@
 //!
 //! ## Stopping
 //!
-//! [`Bridge::shutdown`] (what `ami bridge` does on Ctrl-C or SIGTERM) stops taking action
+//! [`Bridge::shutdown`] (what `ami bridge` does on Ctrl-C, SIGTERM or SIGHUP) stops taking action
 //! requests (those arriving are answered `not_sent`), lets those in flight finish within its
 //! grace (2 s in `ami bridge`), answers those still running `unknown` (or `not_sent` when
 //! their action was not sent yet), ends each session with its `lease_released` marker and

@@ -203,7 +203,7 @@ impl Metrics {
         let nats_slow_consumer_drops = Counter::default();
         registry.register(
             "nats_slow_consumer_drops",
-            "Messages the NATS client dropped because a subscription of this bridge was full (publish acks: retried; action requests: their requesters time out)",
+            "Messages the NATS client reported dropping because a subscription of this bridge was full (publish acks: retried; action requests: their requesters time out); a lower bound, as the client itself drops such reports in a burst",
             nats_slow_consumer_drops.clone(),
         );
         let idempotency_follow_ups_skipped = Counter::default();

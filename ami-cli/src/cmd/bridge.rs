@@ -157,8 +157,9 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         // manager, a test) must find the handler, not the default action.
         let stop = stop_requested();
         say!(
-            "ami: bridge {} serving through {} (Ctrl-C, SIGTERM or SIGHUP stops){}",
+            "ami: bridge {} serving through {} ({} stops){}",
             bridge.bridge_id(),
+            stopped_by(),
             ami_nats::redact_url(&args.nats),
             bridge
                 .metrics_addr()
@@ -173,6 +174,15 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     // that hangs on a dead resolver): the stop stays bounded, as in the other commands.
     rt.shutdown_timeout(Duration::from_millis(100));
     ran
+}
+
+/// The signals that stop the bridge, as its start line says them (SIGHUP not under `nohup`).
+fn stopped_by() -> &'static str {
+    #[cfg(unix)]
+    if !crate::stop::hangup_ignored() {
+        return "Ctrl-C, SIGTERM or SIGHUP";
+    }
+    "Ctrl-C or SIGTERM"
 }
 
 /// Ctrl-C, or SIGTERM: what systemd, Docker and Kubernetes send to stop a service; or

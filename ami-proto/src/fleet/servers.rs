@@ -302,8 +302,10 @@ impl Fleet {
     /// Removes the server named `name`: its client is closed at once (no Logoff), so every
     /// pending action completes (`NotSent` or `Unknown`) before [`FleetOutput::Removed`].
     /// Events still queued for it are reported as one gap naming it (with the drops of
-    /// gap notices it had queued), and counted in `FleetStats::events_lost_on_removal`.
-    /// False if no such server.
+    /// gap notices it had queued), and counted in `FleetStats::events_lost_on_removal`;
+    /// with [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) such gaps waiting for a reader
+    /// already, the gap is not queued (counted in `FleetStats::removal_gaps_dropped`, and
+    /// logged). False if no such server.
     pub fn remove(&mut self, now: Instant, name: &str) -> bool {
         let Some(&index) = self.names.get(name) else {
             return false;

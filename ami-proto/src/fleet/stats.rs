@@ -50,8 +50,9 @@ pub struct FleetStats {
     pub steps_with_deferred_connects: u64,
     /// Status changes so far (a version number for a status watch).
     pub status_changes: u64,
-    /// Events still queued for servers when they were removed (reported as gaps, with the
-    /// drops of gap notices still queued, which their servers had counted as dropped).
+    /// Events still queued for servers when they were removed (reported as gaps, unless
+    /// `removal_gaps_dropped` says otherwise; with the drops of gap notices still queued,
+    /// which their servers had counted as dropped).
     pub events_lost_on_removal: u64,
     /// Gap notices of removed servers not queued for the reader because
     /// [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) waited already (their events are in
