@@ -681,6 +681,94 @@ fn a_cancelled_sync_originate_still_suspends_the_heartbeat_deadline() {
     );
 }
 
+/// The late answer of a cancelled sync Originate ends the server's silence: from then on a
+/// link that goes quiet is the heartbeat's to judge within `pong_timeout`, not only at the
+/// deadline of a call that has already been answered (ten minutes here).
+#[test]
+fn the_late_answer_of_a_cancelled_sync_originate_ends_its_hold_on_the_heartbeat() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let ten_minutes = Action::new("Originate")
+        .field("Channel", "Local/100@ami-test")
+        .field("Exten", "100")
+        .field("Context", "ami-test")
+        .field("Priority", "1")
+        .field("Timeout", "600000");
+    let id = h.send(ten_minutes);
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    // Answered at 2 s: the server is free again. Then the link dies without a word.
+    h.advance_to(t0 + secs(2));
+    h.feed(&originate_queued(id.as_str()));
+    let mut down = None;
+    for s in (5..=60).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        if out
+            .iter()
+            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
+        {
+            down = Some(s);
+            break;
+        }
+    }
+    // Idle from 2 s, the Ping at 22 s, its pong deadline at 32 s.
+    assert_eq!(
+        down,
+        Some(35),
+        "a dead link is given up a pong_timeout after its Ping"
+    );
+}
+
+/// Two sync Originates cancelled while written: the server runs them one after the other,
+/// so the first one's late answer frees the session only for the second's call; the
+/// heartbeat still waits for the second's deadline.
+#[test]
+fn the_late_answer_of_the_first_of_two_cancelled_sync_originates_keeps_the_wait_for_the_second() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let first = h.send(sync_originate());
+    let second = h.send(sync_originate());
+    h.take("Originate");
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &first));
+    assert!(h.client.cancel(h.now, &second));
+    h.drain();
+    h.advance_to(t0 + secs(2));
+    h.feed(&originate_queued(first.as_str()));
+    // The second call rings until 65 s: the server says nothing meanwhile.
+    let mut ping = None;
+    for s in (5..=65).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        assert!(out.is_empty(), "at {s}s: {out:?}");
+        if is_ping(&h) {
+            ping = Some(h.take("Ping"));
+        }
+    }
+    let ping = ping.expect("the heartbeat still pings");
+    h.feed(&originate_queued(second.as_str()));
+    h.feed(&pong(id_of(&ping)));
+    assert!(h.client.is_ready());
+}
+
 // ----- per-action deadlines -------------------------------------------------------------------
 
 fn deadline_config() -> ClientConfigBuilder {

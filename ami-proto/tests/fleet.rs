@@ -868,3 +868,52 @@ fn gaps_of_removed_servers_wait_for_a_reader_within_a_cap() {
     assert_eq!(first.server.as_str(), "pbx0");
     assert_eq!(first.item, StreamItem::Gap { dropped: 1 });
 }
+
+#[test]
+fn an_unclaimed_originate_response_of_a_removed_server_never_reaches_the_server_added_again_under_its_name(
+) {
+    // The async adapter hands an outcome its caller never took back by server name: the
+    // name may meanwhile belong to a new client, whose first session is Ready as the removed
+    // one's was. The removed session's OriginateResponse is not the new session's event.
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    let originate = Action::new("Originate")
+        .field("Channel", "Local/100@ami-test")
+        .field("Application", "Wait")
+        .field("Data", "1")
+        .field("Async", "true");
+    let sent = f.send(now, Route::Server("a"), originate).unwrap();
+    let wire = f.transmit(a).to_vec();
+    f.advance_transmit(a, wire.len());
+    let id = sent.id.as_str();
+    let answer = format!(
+        "Response: Success\r\nActionID: {id}\r\nMessage: Originate successfully queued\r\n\r\n\
+         Event: OriginateResponse\r\nActionID: {id}\r\nResponse: Success\r\nReason: 4\r\n\r\n"
+    );
+    f.handle_input(now, a, Input::Received(answer.as_bytes()));
+    let mut log = Vec::new();
+    drain(&mut f, now, true, &mut log);
+    let outcome = log
+        .iter()
+        .find_map(|o| match o {
+            FleetOutput::Completed { id, outcome, .. } if *id == sent.id => Some(outcome.clone()),
+            _ => None,
+        })
+        .expect("the Originate completed");
+    assert!(outcome.as_ref().is_ok_and(|r| r.follow_up().is_some()));
+    assert!(f.remove(now, "a"));
+    f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_event().is_some() {}
+    f.unclaimed(now, "a", outcome);
+    let mut items = Vec::new();
+    while let Some(item) = f.poll_event() {
+        items.push(item.item);
+    }
+    assert!(
+        !items.iter().any(|i| matches!(i, StreamItem::Event(_))),
+        "the removed server's OriginateResponse in the new session's stream: {items:?}"
+    );
+}

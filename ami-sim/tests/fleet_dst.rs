@@ -45,6 +45,12 @@ fn two_hundred_servers_keep_every_law() {
     eprintln!(
         "fleet: {seeds} seeds: {logoffs} servers logged off alone, {logoff_alls} fleets logged off whole, {cut} actions pending at a logoff"
     );
+    // The default three seeds log servers off alone with an action pending (seeds 0-2 are
+    // fixed: this holds run after run); a whole-fleet logoff needs more seeds to come up.
+    assert!(
+        seeds < 3 || (logoffs > 0 && cut > 0),
+        "the default seeds must log a server off with actions pending"
+    );
     assert!(
         seeds < 20 || (logoffs > 0 && logoff_alls > 0 && cut > 0),
         "the suite must log servers off, alone and all together, with actions pending"

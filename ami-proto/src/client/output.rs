@@ -373,11 +373,22 @@ pub struct Response {
     pub(crate) follow_up: Option<Box<Message>>,
     /// List items the decoder dropped while the list was in progress.
     pub(crate) items_dropped: u64,
-    /// The connection (its generation) whose session delivered the answer: what
+    /// The connection whose session delivered the answer: what
     /// [`Client::unclaimed`](crate::Client::unclaimed) compares with the current one. Not
     /// the ActionID's prefix, which is the connection the action was queued on: one still
     /// queued when its session was lost is written, and answered, on the next.
-    pub(crate) received_on: u64,
+    pub(crate) received_on: ReceivedOn,
+}
+
+/// The connection that delivered an answer: its generation, and its own ActionID prefix
+/// (as a number). The generation alone does not tell one client's connection from
+/// another's: every client counts from 0, and a fleet hands an outcome back by server name,
+/// which may name a client added again since (its old session's answers are not the new
+/// session's events).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ReceivedOn {
+    pub(crate) generation: u64,
+    pub(crate) prefix: u64,
 }
 
 impl Response {
@@ -388,7 +399,7 @@ impl Response {
             complete: None,
             follow_up: None,
             items_dropped: 0,
-            received_on: 0,
+            received_on: ReceivedOn::default(),
         }
     }
     /// The `Response:` message.

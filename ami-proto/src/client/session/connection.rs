@@ -2,6 +2,7 @@
 //! new per-connection field starts fresh without anyone remembering to reset it.
 
 use super::transmit::Transmit;
+use super::ReceivedOn;
 use std::time::Instant;
 
 /// The connection the client is on, or the next one while it waits to reconnect (actions
@@ -28,6 +29,8 @@ pub(super) struct Connection {
     /// server's session stays blocked until such a call is answered or fails (the caller
     /// stopped waiting, the server did not), so the heartbeat waits for it too.
     pub(super) sync_blocked_until: Option<Instant>,
+    /// The sequence number of the last of them: its late answer ends the wait.
+    pub(super) sync_blocked_by: u64,
     /// The TCP connection opened and a TLS handshake is under way over it: a connect
     /// timeout now means the handshake hung, not the network.
     pub(super) handshaking: bool,
@@ -46,7 +49,22 @@ impl Connection {
             reapply_left: 0,
             ready_since: None,
             sync_blocked_until: None,
+            sync_blocked_by: 0,
             handshaking: false,
+        }
+    }
+
+    /// What an answer this connection delivered carries to tell it from any other
+    /// connection's, this client's or another's.
+    pub(super) fn received_on(&self) -> ReceivedOn {
+        ReceivedOn {
+            generation: self.generation,
+            // Eight bytes, each in a byte of its own: two prefixes give one number only if
+            // they are the same.
+            prefix: self
+                .prefix
+                .bytes()
+                .fold(0, |k, b| k.rotate_left(8) ^ u64::from(b)),
         }
     }
 

@@ -115,6 +115,7 @@ impl Client {
                 );
             }
             (Kind::User { follow_up, .. }, Stage::Abandoned { .. }) => {
+                let sync_originate = p.is_sync_originate();
                 self.stats.late_answers_dropped += 1;
                 log::debug!(
                     "{}: late response for {} dropped: the action had ended",
@@ -139,6 +140,12 @@ impl Client {
                     // or at its grace.
                 } else {
                     self.pending.remove(seq);
+                }
+                if sync_originate && seq >= self.conn.sync_blocked_by {
+                    // The last sync Originate cancelled while written is answered (the server
+                    // answers in order, so the ones before it were too): the session they
+                    // blocked is free again, its silence the heartbeat's to judge once more.
+                    self.conn.sync_blocked_until = None;
                 }
             }
             (
@@ -459,7 +466,7 @@ impl Client {
     /// another follow-up's data (FAXStats...) was its caller's alone and is dropped, counted.
     pub(super) fn early_follow_up_released(&mut self, now: Instant, event: Message) {
         // It came on this connection: the entries of an older one ended with it.
-        if !self.release_follow_up(now, event, self.conn.generation) {
+        if !self.release_follow_up(now, event, self.conn.received_on()) {
             self.stats.late_answers_dropped += 1;
         }
     }
@@ -467,20 +474,19 @@ impl Client {
     /// A follow-up event nobody will take: an `OriginateResponse` goes to the event stream,
     /// as a late one does (the call was placed; it says how it ended), while the session
     /// that received it is the current one and Ready (after a reconnect it would follow the
-    /// new session's `Ready`, as if this session had sent it). `received_on`: the generation
-    /// of the connection that received it (not told by its ActionID's prefix: an action
-    /// queued when its session was lost keeps its ID on the next connection). True if it
-    /// went there.
+    /// new session's `Ready`, as if this session had sent it). `received_on`: the connection
+    /// that received it (not told by its ActionID's prefix: an action queued when its
+    /// session was lost keeps its ID on the next connection). True if it went there.
     pub(super) fn release_follow_up(
         &mut self,
         now: Instant,
         event: Message,
-        received_on: u64,
+        received_on: ReceivedOn,
     ) -> bool {
         let originate = event
             .first_value()
             .is_some_and(|name| name.is_word(FollowUp::ORIGINATE));
-        let current = received_on == self.conn.generation;
+        let current = received_on == self.conn.received_on();
         if !(originate && current && self.conn.ready_since.is_some()) {
             return false;
         }
@@ -496,8 +502,8 @@ impl Client {
     pub(super) fn emit_completed(&mut self, id: ActionId, mut outcome: Outcome) {
         // An answer is completed on the connection that delivered it.
         match &mut outcome {
-            Ok(r) => r.received_on = self.conn.generation,
-            Err(ActionError::Server(r)) => r.received_on = self.conn.generation,
+            Ok(r) => r.received_on = self.conn.received_on(),
+            Err(ActionError::Server(r)) => r.received_on = self.conn.received_on(),
             Err(_) => {}
         }
         let kind = OutcomeKind::of(&outcome);

@@ -17,7 +17,7 @@ use super::config::{AuthMethod, ClientConfig, EventCopy, OverflowPolicy};
 use super::events::{EventQueue, Offer, Queued};
 use super::output::{
     ActionError, ConnectFailure, Discard, DisconnectReason, Notice, Outcome, OutcomeKind, Output,
-    Phase, Response, Status, StreamItem,
+    Phase, ReceivedOn, Response, Status, StreamItem,
 };
 use super::pending::{FollowUp, FollowUpBy, Internal, Kind, Pending, PendingTable, Stage};
 use super::rng::Rng;
@@ -1105,6 +1105,7 @@ impl Client {
                     .map(|p| p.deadline);
                 if blocking.is_some() {
                     self.conn.sync_blocked_until = self.conn.sync_blocked_until.max(blocking);
+                    self.conn.sync_blocked_by = self.conn.sync_blocked_by.max(seq);
                 }
                 self.report(now, seq, Err(ActionError::Cancelled), false);
                 true
