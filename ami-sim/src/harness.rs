@@ -1934,8 +1934,21 @@ impl Harness {
         let mark = self.extra.next_mark;
         self.extra.next_mark += 1;
         let exact = !self.client.has_output();
-        let held = self.extra.marked_open.len()
-            + (self.extra.marks_completed - self.extra.marks_consumed) as usize;
+        // A mark may be read from the stream before the harness takes its action's
+        // Completed notice (`marks_early`): it is then still in `marked_open` and already
+        // consumed, and counts for neither; so the sum, not `completed - consumed` alone
+        // (which is then negative), is what waits.
+        let sent = self.extra.marked_open.len() as u64 + self.extra.marks_completed;
+        let held = match sent.checked_sub(self.extra.marks_consumed) {
+            Some(held) => held as usize,
+            None => {
+                self.violate(format!(
+                    "{} marks read from the stream, but only {sent} marked actions sent",
+                    self.extra.marks_consumed
+                ));
+                0
+            }
+        };
         let cap = self.client_config.event_queue_cap();
         let result = self
             .client
