@@ -727,7 +727,8 @@ impl Bridge {
                                 let quiet = lock(&slow).note(0, Instant::now());
                                 if let Some(quiet) = quiet {
                                     log::warn!(
-                                        "NATS dropped a message of subscription {sid}: it was full (bridge {who}; counted in ami_bridge_nats_slow_consumer_drops_total; {quiet} more since the last such line)"
+                                        "NATS dropped a message of subscription {sid}: it was full (bridge {who}; counted in ami_bridge_nats_slow_consumer_drops_total){}",
+                                        crate::throttle::more_since(quiet)
                                     );
                                 }
                             }

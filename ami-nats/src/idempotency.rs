@@ -416,11 +416,7 @@ impl Keys {
         self.skipped.inc();
         let quiet = lock(&self.said).note(SKIPPED, Instant::now());
         if let Some(quiet) = quiet {
-            let more = if quiet == 0 {
-                String::new()
-            } else {
-                format!("; {quiet} more since the last such line")
-            };
+            let more = crate::throttle::more_since(quiet);
             log::warn!(
                 "idempotency key {key}: not brought up to date after its reply ({FOLLOW_UPS_MAX} such updates wait on NATS already): it stays as it is until the window ends{more}"
             );
@@ -682,11 +678,7 @@ impl Keys {
         if let Some((key, _)) = forgotten {
             self.forgotten.inc();
             if let Some(quiet) = lock(&self.said).note(FORGOTTEN, now) {
-                let more = if quiet == 0 {
-                    String::new()
-                } else {
-                    format!("; {quiet} more since the last such line")
-                };
+                let more = crate::throttle::more_since(quiet);
                 log::warn!(
                     "idempotency key {key}: its abandoned claim forgotten ({ABANDONED_MAX} remembered already): a retry of it may now be answered duplicate until the window ends, though nothing was sent{more}"
                 );

@@ -13,6 +13,16 @@ use tokio::time::Instant;
 /// Most one line per kind in this long.
 pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What a line logged after `quiet` unlogged ones of its kind ends with: nothing, or how
+/// many were not logged since the last such line.
+pub(crate) fn more_since(quiet: u64) -> String {
+    if quiet == 0 {
+        String::new()
+    } else {
+        format!("; {quiet} more since the last such line")
+    }
+}
+
 /// Per kind (`0..N`): when its last line was logged, and how many of it were not logged
 /// since. The clock is the caller's (`now`), so the tests need no sleeps.
 #[derive(Debug)]

@@ -941,13 +941,7 @@ impl FleetHarness {
             self.write(i, s);
         }
         self.drain_outputs();
-        let mut pending: Vec<ActionId> = self
-            .sent
-            .iter()
-            .filter(|(_, (to, n))| *to == i && *n == 0)
-            .map(|(id, _)| id.clone())
-            .collect();
-        pending.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let pending = self.pending_on(i);
         self.summary.pending_at_removal += pending.len() as u64;
         let sim = &mut self.sims[i];
         sim.stale = pending
