@@ -247,3 +247,29 @@ fn a_closed_event_stream_frees_the_queue_and_discards_events_counted_while_actio
     assert!(h.client.poll_event().is_none());
     assert_eq!(h.client.stats().events_dropped, 108);
 }
+
+#[test]
+fn the_event_queue_buffer_a_backlog_grew_is_counted_in_stats() {
+    let mut h = ready();
+    let before = h.client.stats().event_queue_allocated;
+    // The consumer falls behind: a burst of 2,000 events waits in the queue.
+    for read in events(0, 2000, 460).chunks(64 << 10) {
+        h.feed(read);
+    }
+    let s = h.client.stats();
+    assert_eq!(s.event_queue_len, 2000);
+    assert!(before < 2000 * std::mem::size_of::<Queued>(), "{before}");
+    assert!(
+        s.event_queue_allocated >= 2000 * std::mem::size_of::<Queued>(),
+        "{}",
+        s.event_queue_allocated
+    );
+    // Taken: the buffer is kept for the next backlog (what a quiet fleet server holds).
+    while let Some(item) = h.client.poll_event() {
+        seq(item);
+    }
+    assert_eq!(
+        h.client.stats().event_queue_allocated,
+        s.event_queue_allocated
+    );
+}

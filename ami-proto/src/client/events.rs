@@ -216,6 +216,11 @@ impl EventQueue {
         self.bytes
     }
 
+    /// Bytes the queue's own buffer has allocated (not the events' bytes).
+    pub(crate) fn allocated(&self) -> usize {
+        self.items.capacity() * std::mem::size_of::<Queued>()
+    }
+
     fn fits(&self, size: usize) -> bool {
         self.events < self.cap && self.bytes.saturating_add(size) <= self.byte_cap
     }

@@ -93,6 +93,11 @@ pub struct Stats {
     /// Bytes kept alive by the events waiting for the consumer (never above the config's
     /// `event_queue_bytes`).
     pub event_queue_bytes: usize,
+    /// Bytes the event queue's own buffer has allocated (its capacity in items times an
+    /// item's size, apart from the events' bytes in `event_queue_bytes`): grown by a backlog
+    /// the consumer fell behind on (at most `event_queue_cap` items) and kept for the next
+    /// one, so a quiet server still holds its largest backlog's buffer.
+    pub event_queue_allocated: usize,
     /// Bytes the decoder's read buffer has allocated (never above its `buffer_cap`).
     pub decoder_allocated: usize,
     /// Bytes held by the decoder (never above its `buffer_cap`).
@@ -143,6 +148,7 @@ impl Stats {
         self.in_flight += other.in_flight;
         self.event_queue_len += other.event_queue_len;
         self.event_queue_bytes += other.event_queue_bytes;
+        self.event_queue_allocated += other.event_queue_allocated;
         self.decoder_allocated += other.decoder_allocated;
         self.decoder_buffered += other.decoder_buffered;
         self.transmit_pending += other.transmit_pending;

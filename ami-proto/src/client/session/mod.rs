@@ -898,6 +898,7 @@ impl Client {
         s.in_flight = self.pending.on_wire();
         s.event_queue_len = self.events.len();
         s.event_queue_bytes = self.events.bytes();
+        s.event_queue_allocated = self.events.allocated();
         s.decoder_allocated = self.decoder.allocated();
         s.decoder_buffered = self.decoder.buffered();
         s.transmit_pending = self.conn.transmit.bytes().len();
