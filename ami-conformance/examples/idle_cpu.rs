@@ -22,57 +22,16 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-/// CPU nanoseconds (schedstat) and voluntary context switches (sleeps: each wake-up is
-/// one) summed over this process's threads.
+/// CPU seconds (schedstat) and voluntary context switches (sleeps: each wake-up is one)
+/// summed over this process's threads.
 fn proc_cpu() -> (f64, u64) {
-    let mut ns = 0u64;
-    let mut sw = 0u64;
-    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let sched = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
-        ns += sched
-            .split_whitespace()
-            .next()
-            .and_then(|x| x.parse::<u64>().ok())
-            .unwrap_or(0);
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        sw += status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    (ns as f64 / 1e9, sw)
-}
-
-/// Voluntary context switches per thread (`name/tid`).
-fn switches() -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let name = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Name:"))
-            .unwrap_or("?")
-            .trim()
-            .to_string();
-        let sw = status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        out.insert(
-            format!("{name}/{}", entry.file_name().to_string_lossy()),
-            sw,
-        );
-    }
-    out
+    Snapshot::now().totals()
 }
 
 /// Sleeps `secs` and prints what the process used meanwhile.
 fn measure(label: &str, secs: u64) {
-    let before = switches();
     let snap = Snapshot::now();
-    let (c0, w0) = proc_cpu();
+    let (c0, w0) = snap.totals();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
     let took = t0.elapsed().as_secs_f64();
@@ -84,10 +43,12 @@ fn measure(label: &str, secs: u64) {
         snap.report_since(t0.elapsed())
     );
     if std::env::var_os("IDLE_THREADS").is_some() {
-        for (k, v) in switches() {
-            let d = v - before.get(&k).copied().unwrap_or(0);
+        for (tid, t) in Snapshot::now().0 {
+            let d = t
+                .slept
+                .saturating_sub(snap.0.get(&tid).map_or(0, |b| b.slept));
             if d > 1 {
-                println!("      {k}: {d} wake-ups");
+                println!("      {}/{tid}: {d} wake-ups", t.name);
             }
         }
     }

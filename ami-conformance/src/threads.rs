@@ -15,6 +15,11 @@ pub struct ThreadTimes {
     pub cpu: f64,
     /// Times preempted so far.
     pub preempted: u64,
+    /// CPU nanoseconds on the clock of `schedstat` (finer than `cpu`'s clock ticks, for
+    /// threads that barely run: the idle measurements).
+    pub sched_ns: u64,
+    /// Times it went to sleep so far (voluntary context switches: one per wake-up).
+    pub slept: u64,
 }
 
 /// Every thread of this process, by thread id (empty where /proc is missing).
@@ -60,10 +65,18 @@ impl Snapshot {
                 .collect();
             let cpu = (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0;
             let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-            let preempted = status
-                .lines()
-                .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse().ok())
+            let count = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0)
+            };
+            let sched = std::fs::read_to_string(entry.path().join("schedstat")).unwrap_or_default();
+            let sched_ns = sched
+                .split_whitespace()
+                .next()
+                .and_then(|x| x.parse().ok())
                 .unwrap_or(0);
             let name = name.to_string();
             out.insert(
@@ -71,11 +84,19 @@ impl Snapshot {
                 ThreadTimes {
                     name,
                     cpu,
-                    preempted,
+                    preempted: count("nonvoluntary_ctxt_switches:"),
+                    sched_ns,
+                    slept: count("voluntary_ctxt_switches:"),
                 },
             );
         }
         Snapshot(out)
+    }
+
+    /// CPU seconds (schedstat) and sleeps of every thread, summed.
+    pub fn totals(&self) -> (f64, u64) {
+        let ns: u64 = self.0.values().map(|t| t.sched_ns).sum();
+        (ns as f64 / 1e9, self.0.values().map(|t| t.slept).sum())
     }
 
     /// What each thread used from this snapshot until now, `took` later, busiest first
