@@ -11,7 +11,8 @@
 //! 4 the server answered with an error. A command waits at most
 //! [`session::LOGOFF_GRACE`] (2 s) for the server to answer its Logoff. Ctrl-C, SIGTERM or
 //! SIGHUP ends `listen` and `calls --watch` as their `--duration` does (see [`stop`]: exit 3
-//! before any login, as a duration that ends before one); a second one exits 130 at once.
+//! before any login, as a duration that ends before one), and `bridge` cleanly (exit 0); a
+//! second one exits 130 at once.
 #![forbid(unsafe_code)]
 
 mod cmd;
@@ -56,6 +57,8 @@ pub(crate) const EXIT_OTHER: u8 = 1;
 pub(crate) const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_CONNECT: u8 = 3;
 pub(crate) const EXIT_SERVER_ERROR: u8 = 4;
+/// A second stop signal ended the command at once, before its clean stop was done.
+pub(crate) const EXIT_STOPPED_AGAIN: u8 = 130;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Auth {

@@ -84,7 +84,7 @@ fn catch_on_this_thread(ready: &std::sync::mpsc::SyncSender<bool>) {
                 _ = hangup => {}
             }
             if REQUESTED.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
+                std::process::exit(i32::from(crate::EXIT_STOPPED_AGAIN));
             }
         }
     });

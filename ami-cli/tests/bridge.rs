@@ -12,13 +12,13 @@ use ami_sim::SimConfig;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
 /// A nats-server with JetStream, killed and its store removed on drop.
 struct Nats {
-    child: Child,
+    child: Spawned,
     port: u16,
     dir: PathBuf,
 }
@@ -54,8 +54,7 @@ impl Nats {
                 .arg(&dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+                .spawn_guarded();
             let mut nats = Nats { child, port, dir };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline && nats.child.try_wait().unwrap().is_none() {
@@ -175,8 +174,7 @@ fn sighup_stops_the_bridge_cleanly_and_a_standby_takes_its_lease_at_once() {
         .env("AMI_URL", format!("ami://admin:amp111@{}", a.local_addr()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+        .spawn_guarded()
     };
     let held = |port: u16| {
         scrape(port)
@@ -206,6 +204,7 @@ fn sighup_stops_the_bridge_cleanly_and_a_standby_takes_its_lease_at_once() {
     };
     rest.read_to_string(&mut said).unwrap();
     assert_eq!(status.code(), Some(0), "SIGHUP: {status:?}; {said}");
+    assert_eq!(a.stats().logoffs, 1, "SIGHUP: logged off; {said}");
     wait_until(
         Duration::from_secs(10),
         "the standby holds the lease within 10 s, its TTL being 30 s",
@@ -213,6 +212,213 @@ fn sighup_stops_the_bridge_cleanly_and_a_standby_takes_its_lease_at_once() {
     );
     send_signal(&standby, "TERM");
     assert_eq!(standby.wait().unwrap().code(), Some(0));
+}
+
+/// An operator's stop (SIGTERM here; Ctrl-C and SIGHUP take the same path) logs every AMI
+/// session off before the bridge exits 0: each simulated Asterisk sees a `Logoff` (answered
+/// `Goodbye`), as Asterisk then logs the manager session as logged off, not as dropped.
+#[test]
+fn a_stopped_bridge_logs_off_every_ami_server_before_it_exits() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (
+        TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap(),
+        TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap(),
+    );
+    let mut bridge = command(&[
+        "bridge",
+        "--nats",
+        &format!("nats://127.0.0.1:{}", nats.port),
+        "--name",
+        "pbx1",
+        "--name",
+        "pbx2",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .env(
+        "AMI_URL",
+        format!(
+            "ami://admin:amp111@{},ami://admin:amp111@{}",
+            a.local_addr(),
+            b.local_addr()
+        ),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn_guarded();
+    let (metrics, mut said, mut rest) = metrics_port(&mut bridge);
+    wait_until(Duration::from_secs(20), "both servers ready", || {
+        let page = scrape(metrics);
+        ["pbx1", "pbx2"].iter().all(|s| {
+            value(
+                &page,
+                &format!("ami_bridge_server_state{{server=\"{s}\",state=\"ready\"}}"),
+            ) == Some(1.0)
+        })
+    });
+    send_signal(&bridge, "TERM");
+    let status = exit_within(&mut bridge, Duration::from_secs(30));
+    rest.read_to_string(&mut said).unwrap();
+    assert_eq!(status.code(), Some(0), "{said}");
+    for (name, front) in [("pbx1", &a), ("pbx2", &b)] {
+        let stats = front.stats();
+        assert_eq!(
+            stats.logoffs, 1,
+            "{name}: the bridge's session ended without a Logoff ({stats:?}); stderr: {said}"
+        );
+        assert_eq!(stats.sessions_open, 0, "{name}: {stats:?}");
+    }
+}
+
+/// A second Ctrl-C while the bridge stops leaves at once: exit 130 and one line that counts
+/// what was abandoned (the action request in flight, the AMI session not logged off), where
+/// the first stop alone would wait seconds more for them.
+#[test]
+fn a_second_stop_signal_ends_the_bridge_at_once_saying_what_it_abandoned() {
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(nats) = Nats::start() else { return };
+    let a = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    // The request's action is answered a minute after it arrives: it is in flight through
+    // the whole stop, and the session stays busy (the Logoff waits behind it).
+    a.with_faults(|f| {
+        f.delay_replies(
+            ami_sim::ActionMatch::named("CoreSettings"),
+            Duration::from_secs(60),
+        );
+    });
+    let mut bridge = command(&[
+        "bridge",
+        "--nats",
+        &format!("nats://127.0.0.1:{}", nats.port),
+        "--name",
+        "pbx1",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .env("AMI_URL", format!("ami://admin:amp111@{}", a.local_addr()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn_guarded();
+    let (metrics, said, rest) = metrics_port(&mut bridge);
+    wait_until(Duration::from_secs(20), "the server ready", || {
+        value(
+            &scrape(metrics),
+            "ami_bridge_server_state{server=\"pbx1\",state=\"ready\"}",
+        ) == Some(1.0)
+    });
+    let delayed = a.stats().faults_injected;
+    let _requester = request_raw(
+        nats.port,
+        "ami.pbx1.action",
+        r#"{"headers":[["Action","CoreSettings"]],"timeout_ms":120000}"#,
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the action at the server, its answer held",
+        || a.stats().faults_injected > delayed,
+    );
+    let lines = lines_on_a_thread(rest);
+    send_signal(&bridge, "TERM");
+    // The second signal once the first was taken (two signals before the bridge looks are
+    // one to it); without the bridge saying so, after a while anyway.
+    let first_seen = Instant::now() + Duration::from_secs(3);
+    let mut err = said;
+    while Instant::now() < first_seen {
+        match lines.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                err.push_str(&line);
+                if line.contains("stopping") {
+                    break;
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+    let second = Instant::now();
+    if bridge.try_wait().unwrap().is_none() {
+        send_signal(&bridge, "INT");
+    }
+    let status = exit_within(&mut bridge, Duration::from_secs(30));
+    let took = second.elapsed();
+    err.extend(lines.iter());
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "second signal: {status:?}, {took:?} after it; stderr: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "not at once: {took:?}; stderr: {err}"
+    );
+    let said = err
+        .lines()
+        .find(|l| l.contains("second stop signal"))
+        .unwrap_or_else(|| panic!("no line on what was abandoned: {err}"));
+    assert!(said.contains("1 action request"), "{said}");
+    assert!(said.contains("1 AMI session"), "{said}");
+    assert!(!said.contains("amp111"), "{said}");
+}
+
+/// Waits up to `limit` for `child` to exit (killed after it: the test fails then).
+fn exit_within(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ami bridge did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The lines of `stderr`, each with its newline, read on a thread of their own as they come.
+fn lines_on_a_thread(
+    mut stderr: std::io::BufReader<std::process::ChildStderr>,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let mut line = String::new();
+        match stderr.read_line(&mut line) {
+            Ok(n) if n > 0 => {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    });
+    rx
+}
+
+/// An action request on `subject` published over the plain NATS protocol, its reply inbox
+/// subscribed: the connection, kept open by the caller so that the requester stays there.
+fn request_raw(port: u16, subject: &str, body: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let out = format!(
+        "CONNECT {{\"verbose\":false}}\r\nSUB _INBOX.stop 1\r\nPUB {subject} _INBOX.stop {}\r\n{body}\r\nPING\r\n",
+        body.len()
+    );
+    s.write_all(out.as_bytes()).unwrap();
+    // PONG: nats-server has taken the request.
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("PONG") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "nats-server closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(!got.contains("-ERR"), "{got}");
+    s
 }
 
 /// One scenario at a time: each opens a dozen loopback connections, and a port handed out
@@ -249,8 +455,7 @@ fn serve_then_stop_on(signal: &str) {
     .env("AMI_URL", servers)
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .spawn_guarded();
     let (metrics, mut said, mut rest) = metrics_port(&mut bridge);
     wait_until(Duration::from_secs(20), "both servers ready", || {
         let page = scrape(metrics);
@@ -343,8 +548,7 @@ fn bridge_publishes_only_the_classes_its_event_mask_names() {
     ])
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    .spawn_guarded();
     let (metrics, _, _rest) = metrics_port(&mut bridge);
     let received = || {
         value(
@@ -385,8 +589,7 @@ fn serves_through(nats_url: &str) -> String {
         .env("AMI_URL", format!("ami://admin:amp111@{}", a.local_addr()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let (_, mut said, mut rest) = metrics_port(&mut bridge);
     send_signal(&bridge, "TERM");
     let status = bridge.wait().unwrap();

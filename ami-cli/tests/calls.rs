@@ -23,7 +23,7 @@ fn front_with_a_call() -> (TcpFront, String) {
 
 /// `ami --runtime RT calls --watch --duration SECS` against `front` as admin, its output
 /// piped.
-fn watch(rt: &str, front: &TcpFront, secs: &str) -> std::process::Child {
+fn watch(rt: &str, front: &TcpFront, secs: &str) -> Spawned {
     let url = format!("ami://admin:amp111@{}", front.local_addr());
     spawn_piped(&[
         "--runtime",

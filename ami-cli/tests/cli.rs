@@ -695,8 +695,7 @@ fn listen_stops_cleanly_on_ctrl_c_and_sigterm_with_every_line_written_whole() {
             let mut child = command(&args)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+                .spawn_guarded();
             let stdout = child.stdout.take().unwrap();
             let reader = std::thread::spawn(move || {
                 std::io::BufReader::new(stdout)
@@ -763,8 +762,7 @@ fn a_stop_signal_before_the_first_login_ends_listen_at_once() {
         let mut child = command(&["--runtime", rt, "--server", &fake.url(), "listen"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         let wait = Instant::now() + Duration::from_secs(10);
         while fake.accepted() == 0 {
             assert!(Instant::now() < wait, "{rt}: never connected");
@@ -1169,8 +1167,7 @@ fn decode_streams_standard_input_in_bounded_memory_and_prints_each_message_as_it
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut input = child.stdin.take().unwrap();
     let mut output = BufReader::new(child.stdout.take().unwrap());
     let mut next_line = || {
@@ -1423,8 +1420,7 @@ fn connection_options_given_to_sim_or_decode_are_refused_not_ignored() {
         .env("AMI_URL", "ami://a:b@127.0.0.1:1")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut url = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(sim.stdout.take().unwrap()),
@@ -1812,4 +1808,27 @@ fn calls_are_printed_oldest_first_though_their_linkedids_sort_otherwise_as_text(
     assert!(order.len() >= 10, "{order:?}");
     assert!(order.iter().any(|(_, seq)| *seq >= 10), "{order:?}");
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+}
+
+/// The tests' guard on a spawned `ami`: dropped (a test that fails or panics before it waits
+/// for its child), it kills the process and reaps it, so no `ami sim`, `listen` or `bridge`
+/// outlives its test, not even as a zombie.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_spawned_ami_is_killed_and_reaped_when_its_guard_is_dropped() {
+    let (sim, url) = spawn_sim(&[]);
+    assert!(url.starts_with("ami://"), "{url}");
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", sim.id()));
+    assert!(proc_dir.exists(), "the simulator runs");
+    let panicked = std::thread::spawn(move || {
+        let _sim = sim;
+        panic!("a test failing with its child running");
+    })
+    .join();
+    assert!(panicked.is_err());
+    // Reaped: its /proc entry is gone (a zombie keeps one until its parent waits).
+    assert!(
+        !proc_dir.exists(),
+        "still there after its guard was dropped"
+    );
 }

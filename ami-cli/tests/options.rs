@@ -49,8 +49,7 @@ fn with_stdin(args: &[&str], input: &[u8]) -> Output {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
@@ -65,8 +64,7 @@ fn bounded(args: &[&str], ami_url: Option<&str>) -> Output {
     let mut child = c
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -98,8 +96,7 @@ fn an_empty_or_malformed_ami_url_does_not_stop_commands_that_connect_to_nothing(
             .env("AMI_URL", url)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         let mut first = String::new();
         std::io::BufReader::new(sim.stdout.take().unwrap())
             .read_line(&mut first)
@@ -402,8 +399,7 @@ fn decode_still_reports_a_real_banner_apart_from_the_messages() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut stdin = child.stdin.take().unwrap();
     for b in &raw[..40] {
         stdin.write_all(std::slice::from_ref(b)).unwrap();

@@ -96,6 +96,8 @@ pub(crate) struct Control {
     /// The lease bucket as the lease loop's watch shows it (read before the bucket itself).
     pub(crate) lease_view: Arc<Mutex<crate::lease::LeaseView>>,
     action_slots: Arc<Semaphore>,
+    /// The number of `action_slots`: those taken are the requests not answered yet.
+    max_actions: usize,
     /// Per server: the term held and the instant by which it must be renewed.
     fences: Mutex<Vec<Option<(u64, Instant)>>>,
     /// Held while a server starts or stops being served, so the two never interleave.
@@ -179,6 +181,22 @@ impl Control {
             }
             me.upstream.add(ix);
         });
+    }
+
+    /// Whether a stop began ([`Bridge::shutdown`] took the request handlers).
+    pub(crate) fn stopping(&self) -> bool {
+        lock(&self.handlers).is_none()
+    }
+
+    /// What is not done yet that a stop would finish (see [`Unfinished`]).
+    fn unfinished(&self) -> Unfinished {
+        Unfinished {
+            actions: self
+                .max_actions
+                .saturating_sub(self.action_slots.available_permits()),
+            sessions: self.upstream.open_sessions(),
+            unpublished: u64::try_from(self.metrics.backlog.get()).unwrap_or(0),
+        }
     }
 
     /// Whether this bridge serves at least one server now.
@@ -487,6 +505,44 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// What a bridge has not done yet that a clean stop ([`Bridge::shutdown`]) waits for, bounded:
+/// what a process that ends now abandons. Read with [`StopProgress::unfinished`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unfinished {
+    /// Action requests not answered yet: a process that ends now leaves their requesters
+    /// without an answer from this bridge (and the actions sent may have run).
+    pub actions: usize,
+    /// AMI sessions not closed yet: a process that ends now drops them without the Logoff
+    /// (or before its Goodbye).
+    pub sessions: usize,
+    /// Items (events and markers) the publisher holds that JetStream has not stored yet.
+    pub unpublished: u64,
+}
+
+/// A look at a bridge's stop while [`Bridge::shutdown`] runs (taken before, with
+/// [`Bridge::progress`]): for a caller that ends the process before the stop is done (an
+/// operator's second Ctrl-C) and says what it abandons.
+#[derive(Clone)]
+pub struct StopProgress {
+    control: Arc<Control>,
+}
+
+impl std::fmt::Debug for StopProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StopProgress")
+            .field("bridge_id", &self.control.bridge_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StopProgress {
+    /// What is not done yet, now.
+    pub fn unfinished(&self) -> Unfinished {
+        self.control.unfinished()
     }
 }
 
@@ -801,6 +857,7 @@ impl Bridge {
             nats: nats.clone(),
             action_timeout: config.action_timeout,
             action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
+            max_actions: config.max_actions_in_flight,
             fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
             reply_log: Mutex::new(crate::actions::ReplyLossLog::default()),
@@ -929,6 +986,14 @@ impl Bridge {
         self.control.metrics.render()
     }
 
+    /// A look at what this bridge has not done yet, usable while
+    /// [`shutdown`](Self::shutdown) runs.
+    pub fn progress(&self) -> StopProgress {
+        StopProgress {
+            control: self.control.clone(),
+        }
+    }
+
     /// Names of the servers this bridge serves now.
     pub fn serving(&self) -> Vec<String> {
         self.control
@@ -951,9 +1016,12 @@ impl Bridge {
     ///    running after `flush` are answered `unknown` (they may have run), or `not_sent`
     ///    when their action was not sent yet (still claiming its idempotency key), counted
     ///    in `ami_bridge_actions_total`, and their number logged;
-    /// 2. releases the leases (so another bridge takes over at once) and closes the AMI
-    ///    sessions, each ended by a `lease_released` marker;
-    /// 3. leaves the action subjects (requests then go to the other bridges, or get no
+    /// 2. logs every AMI session off and waits, at most `flush`, for each one's `Goodbye`
+    ///    (Asterisk then logs the manager session as logged off, not as dropped); those
+    ///    still open then are closed without it (their number logged);
+    /// 3. releases the leases (so another bridge takes over at once) and closes what is
+    ///    left of the AMI sessions, each ended by a `lease_released` marker;
+    /// 4. leaves the action subjects (requests then go to the other bridges, or get no
     ///    responders) and gives the publisher up to `flush` to send what it holds; what it
     ///    still holds then is counted in `ami_bridge_discarded_total` and its number
     ///    logged.
@@ -961,6 +1029,14 @@ impl Bridge {
         let handlers = lock(&self.control.handlers).take();
         if let Some(mut handlers) = handlers {
             self.control.drain_actions(&mut handlers, flush).await;
+        }
+        // Before the leases go: the lease loop then removes each server from the fleet,
+        // which closes its session at once, without a Logoff.
+        let not_closed = self.control.upstream.logoff_all(flush).await;
+        if not_closed > 0 {
+            log::warn!(
+                "{not_closed} AMI sessions not closed within {flush:?} of their Logoff: closed without their Goodbye"
+            );
         }
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(flush, self.lease_task).await;

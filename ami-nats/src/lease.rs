@@ -345,6 +345,9 @@ pub(crate) async fn run(
                         .status(ix)
                         .as_ref()
                         .and_then(crate::upstream::unusable)
+                        // A stop logs the sessions off (closed, reason `logoff`) before it
+                        // releases their leases itself, as `shutdown`.
+                        .filter(|_| !control.stopping())
                     {
                         give_up(&kv, &control, ix, *term, *revision, why, tick, stand_aside);
                         Some(State::Free {

@@ -77,7 +77,8 @@
 //! with its count; every discard is also counted in
 //! `ami_bridge_server_input_discarded_total` by reason.
 //! A bridge that stops cleanly ([`Bridge::shutdown`]) first stops taking action requests and
-//! lets those in flight finish (bounded), then ends each session with a
+//! lets those in flight finish (bounded), logs each AMI session off (its `lost` marker says
+//! `logoff`), then ends each session with a
 //! `lease_released` marker (`"reason":"shutdown"`), stored before the lease is written
 //! `released`, so the next bridge's items come after it. A bridge that cannot use a server it
 //! holds (its login rejected for good, or its circuit breaker open: that many connects in a
@@ -115,9 +116,12 @@
 //! [`Bridge::shutdown`] (what `ami bridge` does on Ctrl-C, SIGTERM or SIGHUP) stops taking action
 //! requests (those arriving are answered `not_sent`), lets those in flight finish within its
 //! grace (2 s in `ami bridge`), answers those still running `unknown` (or `not_sent` when
-//! their action was not sent yet), ends each session with its `lease_released` marker and
+//! their action was not sent yet), logs every AMI session off (waiting for each `Goodbye`
+//! within the same grace), ends each session with its `lease_released` marker and
 //! releases the leases. Events NATS had not taken by then are counted in
-//! `ami_bridge_discarded_total` and their number logged.
+//! `ami_bridge_discarded_total` and their number logged. [`Bridge::progress`] tells, while
+//! it runs, what it has not done yet ([`Unfinished`]), for a caller that must end the
+//! process before it is done (`ami bridge` on a second Ctrl-C).
 //!
 //! ## Stream and buckets
 //!
@@ -159,7 +163,7 @@ mod upstream;
 pub use ami_json as schema;
 
 pub use actions::{ActionRequest, RequestError};
-pub use bridge::{Bridge, BridgeError, StreamProblem};
+pub use bridge::{Bridge, BridgeError, StopProgress, StreamProblem, Unfinished};
 pub use config::{
     redact_url, url_secrets, BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits,
     MAX_SERVER_NAME_LEN,

@@ -216,6 +216,68 @@ impl Upstream {
         self.servers.iter().position(|s| s.name == name)
     }
 
+    /// Logs every served server off (the core's Logoff: its queued actions are not sent,
+    /// written ones still get their answers, then `Logoff`, closed on `Goodbye` or EOF) and
+    /// waits, at most `limit`, until each has closed. Returns how many had not by then:
+    /// they are closed at once when they leave the fleet.
+    pub(crate) async fn logoff_all(&self, limit: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        // Watched before the first Logoff: a Goodbye that comes at once is not missed.
+        let mut watch = self.fleet.watch();
+        let names: Vec<&str> = self
+            .lock()
+            .iter()
+            .filter_map(|ix| Some(self.servers.get(*ix)?.name.as_str()))
+            .collect();
+        for name in &names {
+            if let Err(e) = self.fleet.logoff(name) {
+                log::warn!("{name}: cannot log off: {e}");
+            }
+        }
+        let open = || {
+            names
+                .iter()
+                .filter(|name| {
+                    !matches!(
+                        self.fleet.status(name),
+                        Some(ServerStatus::Closed { .. }) | None
+                    )
+                })
+                .count()
+        };
+        let all_closed = async {
+            while open() > 0 {
+                if watch.changed().await.is_none() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, all_closed).await;
+        // What a session received up to its Goodbye (its last events, then its end) is left
+        // for the merged stream to take: the lease loop removes the server next, and a
+        // removal turns what its client still holds into a gap and drops the session's end.
+        // Looked at every 10 ms: nothing tells when the stream took a client's last item,
+        // and the reader (the publisher) takes them within a few milliseconds.
+        let taken = async {
+            while names
+                .iter()
+                .any(|name| self.fleet.has_stream_items(name) == Some(true))
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout_at(deadline, taken).await;
+        open()
+    }
+
+    /// Served sessions not closed yet.
+    pub(crate) fn open_sessions(&self) -> usize {
+        self.statuses()
+            .iter()
+            .filter(|(_, status)| !matches!(status, ServerStatus::Closed { .. }))
+            .count()
+    }
+
     /// Closes every session.
     pub(crate) fn close_all(&self) {
         self.lock().clear();

@@ -447,6 +447,51 @@ fn clean_shutdown_ends_the_session_with_lease_released_and_hands_over_at_once() 
     second.shutdown();
 }
 
+/// A clean stop logs the AMI session off before it releases the lease: the simulated
+/// Asterisk counts the Logoff (a session closed under it counts none), and the session's
+/// stream ends with its `lost` marker (reason `logoff`), then `lease_released` (`shutdown`).
+#[test]
+fn clean_shutdown_logs_the_ami_session_off_before_releasing_the_lease() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let bridge = serving_bridge(
+        pbx1_bridge(&nats, &a, "first", Duration::from_secs(120)),
+        &a,
+    );
+    wait_for(Duration::from_secs(10), "the session ready", || {
+        metric(
+            &bridge.metrics(),
+            "ami_bridge_server_state{server=\"pbx1\",state=\"ready\"}",
+        ) == 1
+    });
+    bridge.shutdown();
+    let stats = a.stats();
+    assert_eq!(stats.logoffs, 1, "no Logoff reached the server: {stats:?}");
+    let all = block(read_stream(&nats.url(), 1));
+    let markers: Vec<String> = all
+        .iter()
+        .filter(|s| s.body["type"] != "event")
+        .map(|s| {
+            format!(
+                "{}:{}:{}",
+                s.body["type"].as_str().unwrap(),
+                s.body["state"].as_str().unwrap_or("-"),
+                s.body["reason"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        markers,
+        [
+            "session:lease_acquired:-",
+            "session:ready:-",
+            "session:lost:logoff",
+            "gap:-:disconnected",
+            "session:lease_released:shutdown"
+        ]
+    );
+}
+
 /// A bridge named `id` for `pbx1` at `a` that logs in with a password the server refuses.
 fn wrong_password_bridge(nats: &Nats, a: &ami_sim::tcp::TcpFront, id: &str) -> BridgeConfig {
     let client = ami_proto::ClientConfig::builder("admin", "not-the-password")
@@ -2495,9 +2540,12 @@ fn a_request_arriving_while_the_bridge_stops_is_refused_not_sent_and_the_one_in_
     let first = first.join().unwrap();
     stopping.join().unwrap();
     assert_eq!(first["outcome"], "success", "{first}");
+    // The one action since is the stop's own Logoff.
+    let stats = a.stats();
+    assert_eq!(stats.logoffs, 1, "{stats:?}");
     assert_eq!(
-        a.stats().actions,
-        actions_before,
+        stats.actions,
+        actions_before + 1,
         "the Ping never reached Asterisk"
     );
 }

@@ -165,11 +165,14 @@ impl Writer<'_> {
 /// Closes a session. What is queued stays readable (EOF after it), except that a slow
 /// reader keeps only what the kernel already held, and a client close drops everything
 /// (unless the client only shut down its sending side: then it still reads the rest).
-fn close_session(s: &mut Session, reason: CloseReason, cfg: &SimConfig, _stats: &mut SimStats) {
+fn close_session(s: &mut Session, reason: CloseReason, cfg: &SimConfig, stats: &mut SimStats) {
     if !s.is_open() {
         return;
     }
     log::debug!("ami-sim: session {} closed: {reason:?}", s.id.0);
+    if reason == CloseReason::Logoff {
+        stats.logoffs += 1;
+    }
     s.state = SessionState::Closed(reason);
     s.inbox.clear();
     s.held.clear();

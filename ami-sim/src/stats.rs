@@ -15,6 +15,9 @@ pub struct SimStats {
     pub logins: u64,
     /// Failed logins.
     pub login_failures: u64,
+    /// Sessions the client ended with `Logoff` (answered `Goodbye`, then closed): a
+    /// client that stops cleanly, as Asterisk's log tells it from a dropped connection.
+    pub logoffs: u64,
     /// Client messages handled (actions, errors for bad messages, stray blank lines).
     pub actions: u64,
     /// Actions swallowed by a drop fault.

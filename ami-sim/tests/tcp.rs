@@ -69,7 +69,29 @@ fn login_ping_logoff_round_trip() {
     assert!(s[2].get("Timestamp").is_some());
     let st = front.stats();
     assert_eq!(st.logins, 1);
+    assert_eq!(st.logoffs, 1, "the session ended by the client's Logoff");
     front.shutdown();
+}
+
+#[test]
+fn a_client_that_closes_without_logoff_is_not_counted_as_logged_off() {
+    let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let mut c = TcpStream::connect(front.local_addr()).unwrap();
+    let mut got = Vec::new();
+    c.write_all(
+        b"Action: Login\r\nActionID: l\r\nUsername: admin\r\nSecret: amp111\r\nEvents: off\r\n\r\n",
+    )
+    .unwrap();
+    read_until(&mut c, &mut got, |g| {
+        contains(g, "Authentication accepted\r\n\r\n")
+    });
+    drop(c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while front.stats().sessions_open > 0 {
+        assert!(Instant::now() < deadline, "the session stayed open");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(front.stats().logoffs, 0);
 }
 
 #[test]

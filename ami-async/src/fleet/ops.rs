@@ -143,6 +143,15 @@ impl FleetHandle {
     pub fn pending_actions(&self, name: &str) -> Option<usize> {
         self.shards.read_client(name, Client::pending_actions)
     }
+
+    /// Whether the client of the server named `name` still holds stream items (events,
+    /// gaps, session markers) that the fleet's stream has not taken: a caller about to
+    /// [`remove`](Self::remove) a server that logged off can let its reader take them
+    /// first (a removal turns the events left into one gap, and drops the session's end).
+    /// `None` if there is no such server.
+    pub fn has_stream_items(&self, name: &str) -> Option<bool> {
+        self.shards.read_client(name, Client::has_stream_items)
+    }
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@
 //! ready servers). Several `ami bridge` processes may run for the same servers: a lease per
 //! server in the KV bucket `ami_leases` lets exactly one serve it at a time, and another takes
 //! over within about `--lease-ttl` when it dies. Runs until Ctrl-C, SIGTERM or SIGHUP, then
-//! stops taking action requests, lets those in flight finish (up to 2 s), and releases its
-//! leases so another bridge takes over at once.
+//! stops taking action requests, lets those in flight finish (up to 2 s), logs every AMI
+//! session off (up to 2 s for the Goodbyes), and releases its leases so another bridge takes
+//! over at once. A second signal meanwhile ends it at once (exit 130), saying what it left
+//! undone.
 
 use crate::terminal::say;
-use crate::{Connection, Failure, EXIT_CONNECT, EXIT_USAGE};
-use ami_nats::{Bridge, BridgeConfig, BridgeError, ServerSpec, StreamLimits};
+use crate::{Connection, Failure, EXIT_CONNECT, EXIT_STOPPED_AGAIN, EXIT_USAGE};
+use ami_nats::{Bridge, BridgeConfig, BridgeError, ServerSpec, StreamLimits, Unfinished};
 use ami_proto::fleet::Policy;
 use std::time::Duration;
 
@@ -155,7 +157,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         })?;
         // Caught before it says it serves: a SIGTERM sent as soon as it does (a service
         // manager, a test) must find the handler, not the default action.
-        let stop = stop_requested();
+        let mut stops = Stops::catch();
         say!(
             "ami: bridge {} serving through {} ({} stops){}",
             bridge.bridge_id(),
@@ -166,9 +168,24 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                 .map(|a| format!("; metrics on http://{a}/metrics"))
                 .unwrap_or_default()
         );
-        stop.await;
-        bridge.shutdown(Duration::from_secs(2)).await;
-        Ok(())
+        stops.next().await;
+        // Said once the signal is taken: a person pressing Ctrl-C sees that the bridge heard
+        // it, and that a second one does not wait.
+        say!(
+            "ami: stopping: finishing the actions in flight, logging off, releasing the leases (stop again to leave at once)"
+        );
+        let progress = bridge.progress();
+        // Pinned out here: the stop is still under way (its requests in flight not aborted
+        // yet) while a second signal's line counts what it leaves.
+        let stopping = bridge.shutdown(Duration::from_secs(2));
+        tokio::pin!(stopping);
+        tokio::select! {
+            () = &mut stopping => Ok(()),
+            () = stops.next() => Err(Failure::new(
+                EXIT_STOPPED_AGAIN,
+                abandoned(&progress.unfinished()),
+            )),
+        }
     });
     // Dropping a runtime waits for its blocking tasks however long they take (a name lookup
     // that hangs on a dead resolver): the stop stays bounded, as in the other commands.
@@ -185,45 +202,99 @@ fn stopped_by() -> &'static str {
     "Ctrl-C or SIGTERM"
 }
 
+/// The one line a second stop signal leaves with: what the stop had not done yet, in counts.
+fn abandoned(left: &Unfinished) -> String {
+    let n = |count: u64, one: &str, many: &str| {
+        format!("{count} {}", if count == 1 { one } else { many })
+    };
+    format!(
+        "second stop signal: left at once; abandoned: {}, {}, {}",
+        n(
+            left.actions as u64,
+            "action request not answered",
+            "action requests not answered"
+        ),
+        n(
+            left.sessions as u64,
+            "AMI session not logged off",
+            "AMI sessions not logged off"
+        ),
+        n(
+            left.unpublished,
+            "item not stored in JetStream",
+            "items not stored in JetStream"
+        ),
+    )
+}
+
 /// Ctrl-C, or SIGTERM: what systemd, Docker and Kubernetes send to stop a service; or
 /// SIGHUP, as for `listen` (the SSH session of a bridge run in a terminal closed; under
-/// `nohup` it stays ignored). Either way the bridge lets the actions in flight finish (up to
-/// 2 s: an Originate about to be confirmed is answered, not cut off) and releases its
-/// leases, so another bridge takes its servers over at once
-/// instead of after the lease time-to-live (killed by the signal's default action, it held
-/// them until they expired, and the servers' events went unpublished meanwhile).
-fn stop_requested() -> futures_lite::future::Boxed<()> {
+/// `nohup` it stays ignored). The first one stops the bridge cleanly: it lets the actions
+/// in flight finish (up to 2 s: an Originate about to be confirmed is answered, not cut
+/// off), logs its AMI sessions off and releases its leases, so another bridge takes its
+/// servers over at once instead of after the lease time-to-live (killed by the signal's
+/// default action, it held them until they expired, and the servers' events went
+/// unpublished meanwhile). A second one, during that stop, leaves at once.
+struct Stops {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        // The handlers are installed here, at the call, not at the first poll.
-        if let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            let mut hup = if crate::stop::hangup_ignored() {
-                None
-            } else {
-                signal(SignalKind::hangup()).ok()
+    caught: Option<UnixStops>,
+}
+
+#[cfg(unix)]
+struct UnixStops {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    /// `None` under `nohup`: SIGHUP stays ignored.
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stops {
+    /// Catches the signals from now on (not from the first wait): once caught they stay so
+    /// for the process's life, a signal between two waits is kept for the next one.
+    fn catch() -> Stops {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let caught = match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => Some(UnixStops {
+                    int,
+                    term,
+                    hup: if crate::stop::hangup_ignored() {
+                        None
+                    } else {
+                        signal(SignalKind::hangup()).ok()
+                    },
+                }),
+                _ => None,
             };
-            return Box::pin(async move {
-                let hangup = async {
-                    match &mut hup {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                    _ = hangup => {}
-                }
-            });
+            Stops { caught }
         }
+        #[cfg(not(unix))]
+        Stops {}
     }
-    Box::pin(async {
+
+    /// Returns at the next stop signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(s) = &mut self.caught {
+            let hangup = async {
+                match &mut s.hup {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = s.int.recv() => {}
+                _ = s.term.recv() => {}
+                _ = hangup => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
-    })
+    }
 }
 
 #[cfg(test)]

@@ -225,13 +225,69 @@ pub fn refused_port() -> (socket2::Socket, u16) {
     (socket, port)
 }
 
+/// A child process that is killed and reaped when dropped. A test that fails or panics
+/// before it waits for its `ami` (or its nats-server) would otherwise leave the process
+/// running after the test binary ends: a bridge holding its lease and its AMI sessions, a
+/// listener logged in, a simulator on its port. Derefs to the [`std::process::Child`], so
+/// `wait`, `try_wait`, `kill` and the pipes are used as on the child itself.
+pub struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    /// Guards `child`.
+    pub fn new(child: std::process::Child) -> Spawned {
+        Spawned(Some(child))
+    }
+
+    /// [`std::process::Child::wait_with_output`]: the child is reaped by it.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0.take().expect("a guarded child").wait_with_output()
+    }
+}
+
+impl std::ops::Deref for Spawned {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        // `None` only inside `wait_with_output`, which consumes the guard.
+        self.0.as_ref().expect("a guarded child")
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a guarded child")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            // Already reaped by the test: nothing to kill (its pid may be another's now).
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// [`Command::spawn`] whose child is killed and reaped on drop ([`Spawned`]).
+pub trait SpawnGuarded {
+    /// Spawns the command (panicking if it cannot be started) under a [`Spawned`] guard.
+    fn spawn_guarded(&mut self) -> Spawned;
+}
+
+impl SpawnGuarded for Command {
+    fn spawn_guarded(&mut self) -> Spawned {
+        Spawned::new(self.spawn().expect("spawn"))
+    }
+}
+
 /// Starts `ami` with stdout piped (not read until the caller does).
-pub fn spawn_piped(args: &[&str]) -> std::process::Child {
+pub fn spawn_piped(args: &[&str]) -> Spawned {
     command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ami")
+        .spawn_guarded()
 }
 
 /// Sends `signal` (`INT`, `TERM`) to `child`, as Ctrl-C or a service manager would.
@@ -254,7 +310,7 @@ pub fn stderr_of(child: &mut std::process::Child) -> String {
 }
 
 /// Starts `ami sim ARGS` and reads the URL it prints: (the process, its URL).
-pub fn spawn_sim(args: &[&str]) -> (std::process::Child, String) {
+pub fn spawn_sim(args: &[&str]) -> (Spawned, String) {
     use std::io::{BufRead, BufReader};
     let mut all = vec!["sim"];
     all.extend_from_slice(args);
