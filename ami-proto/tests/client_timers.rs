@@ -576,12 +576,17 @@ fn heartbeat_resumes_after_a_ping_answered_past_its_deadline() {
 // ----- sync Originate ---------------------------------------------------------------------
 
 fn sync_originate() -> Action {
+    sync_originate_ringing(60_000)
+}
+
+/// A sync Originate whose call may ring `timeout_ms`.
+fn sync_originate_ringing(timeout_ms: u64) -> Action {
     Action::new("Originate")
         .field("Channel", "Local/100@ami-test")
         .field("Exten", "100")
         .field("Context", "ami-test")
         .field("Priority", "1")
-        .field("Timeout", "60000")
+        .field("Timeout", timeout_ms.to_string())
 }
 
 #[test]
@@ -767,6 +772,220 @@ fn the_late_answer_of_the_first_of_two_cancelled_sync_originates_keeps_the_wait_
     h.feed(&originate_queued(second.as_str()));
     h.feed(&pong(id_of(&ping)));
     assert!(h.client.is_ready());
+}
+
+/// The server stays blocked on a cancelled sync Originate's call until the call is answered
+/// or fails, which can be long after the grace period given to late answers of ordinary
+/// actions: its answer, whenever it comes before the Originate's own deadline, is still its
+/// late answer (dropped and counted as one, not a stray response), and it ends the hold on
+/// the heartbeat, so a link that dies afterwards is given up a `pong_timeout` after its
+/// Ping, not at the deadline of a call already answered (ten minutes here).
+#[test]
+fn the_answer_of_a_cancelled_sync_originate_after_the_grace_period_still_ends_its_hold() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .action_timeout(secs(5))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let ten_minutes = sync_originate_ringing(600_000);
+    let id = h.send(ten_minutes);
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    // The grace period (action_timeout, 5 s) ends at 6 s; the call is answered at 10 s.
+    assert!(h.advance_to(t0 + secs(10)).is_empty());
+    h.feed(&originate_queued(id.as_str()));
+    let stats = h.client.stats();
+    assert_eq!(
+        (stats.late_answers_dropped, stats.unmatched),
+        (1, 0),
+        "the answer is the cancelled Originate's late answer, not a stray response"
+    );
+    let mut down = None;
+    for s in (15..=120).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        if out
+            .iter()
+            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
+        {
+            down = Some(s);
+            break;
+        }
+    }
+    // Idle from 10 s, the Ping at 30 s, its pong deadline at 40 s.
+    assert_eq!(
+        down,
+        Some(40),
+        "a dead link is given up a pong_timeout after its Ping"
+    );
+}
+
+/// A cancelled sync Originate that is never answered holds the heartbeat until its own
+/// deadline (the longest its call can ring, plus `originate_margin`), and no longer.
+#[test]
+fn a_cancelled_sync_originate_never_answered_holds_the_heartbeat_until_its_deadline_only() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .action_timeout(secs(5))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let id = h.send(sync_originate());
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    let mut down = None;
+    for s in (5..=120).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        if out
+            .iter()
+            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
+        {
+            down = Some(s);
+            break;
+        }
+    }
+    // The Ping at 20 s; its pong deadline held until the Originate's, 60 + 10 s.
+    assert_eq!(down, Some(70), "given up at the Originate's deadline");
+}
+
+/// The answer of a cancelled sync Originate that comes just after the Originate's deadline
+/// (a slow server) is, for a grace period, still its late answer, as a timed-out one's is.
+#[test]
+fn the_answer_of_a_cancelled_sync_originate_just_after_its_deadline_is_its_late_answer() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(3600))
+        .action_timeout(secs(5))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let id = h.send(sync_originate_ringing(30_000));
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    // Its deadline at 40 s, the grace period after it until 45 s.
+    assert!(h.advance_to(t0 + secs(43)).is_empty());
+    h.feed(&originate_queued(id.as_str()));
+    let stats = h.client.stats();
+    assert_eq!(
+        (stats.late_answers_dropped, stats.unmatched),
+        (1, 0),
+        "the answer is the cancelled Originate's late answer, not a stray response"
+    );
+    assert_eq!(stats.pending, 0);
+}
+
+/// A sync Originate that timed out is kept a grace period to swallow its late answer, but
+/// its call can ring no longer than its deadline: the heartbeat does not wait through that
+/// grace period, as it waits for one cancelled before its deadline.
+#[test]
+fn a_timed_out_sync_originate_does_not_hold_the_heartbeat_through_its_grace_period() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(40))
+        .pong_timeout(secs(10))
+        .action_timeout(secs(30))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let id = h.send(sync_originate_ringing(25_000));
+    h.take("Originate");
+    let mut down = None;
+    for s in (5..=120).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        if out
+            .iter()
+            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
+        {
+            down = Some(s);
+            break;
+        }
+    }
+    assert!(matches!(
+        h.outcome(&id),
+        Err(ActionError::TimedOut {
+            phase: Phase::Response,
+            ..
+        })
+    ));
+    // Timed out at 35 s (25 + 10), swallowed until 65 s; the Ping at 40 s, due by 50 s.
+    assert_eq!(
+        down,
+        Some(50),
+        "a dead link is given up a pong_timeout after its Ping"
+    );
+}
+
+/// A cancelled sync Originate whose bytes the transport gives back unwritten never reached
+/// the server: nothing blocks the server's session, so its silence is the heartbeat's to
+/// judge as usual, not held until the deadline of a call that was never placed.
+#[test]
+fn a_cancelled_sync_originate_given_back_unwritten_does_not_hold_the_heartbeat() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    h.take_all();
+    h.room = Some(0);
+    let id = h.send(sync_originate_ringing(600_000));
+    assert!(!h.client.lend_transmit().is_empty());
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    assert_eq!(h.outcome(&id), &Err(ActionError::Cancelled));
+    h.client.unlend_transmit();
+    assert_eq!(h.client.stats().actions_withdrawn, 1);
+    assert!(h.client.transmit().is_empty(), "the Originate never leaves");
+    h.room = None;
+    let mut down = None;
+    for s in (5..=120).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        if out
+            .iter()
+            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
+        {
+            down = Some(s);
+            break;
+        }
+    }
+    assert!(
+        !h.written
+            .iter()
+            .any(|(_, m)| m.action() == Some("Originate")),
+        "the Originate was never written"
+    );
+    // Idle from 0 s, the Ping at 20 s, its pong deadline at 30 s.
+    assert_eq!(
+        down,
+        Some(30),
+        "a dead link is given up a pong_timeout after its Ping"
+    );
 }
 
 // ----- per-action deadlines -------------------------------------------------------------------

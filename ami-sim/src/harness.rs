@@ -31,7 +31,9 @@
 //! - sync Originates (`allow_sync_originate`), some ringing past the heartbeat's silence
 //!   bound, some cancelled while the server is blocked on their call: none times out before
 //!   `max(action_timeout, Timeout + originate_margin)`, and the heartbeat gives up no session
-//!   whose server is blocked on such a call (cancelled or not) before that deadline;
+//!   whose server is blocked on such a call (cancelled or not) before that deadline, nor
+//!   waits for one past its response (a cancelled one's late response included) or its
+//!   connection;
 //! - async Originates' outcomes handed back with `Client::unclaimed`: exactly one event (the
 //!   `OriginateResponse`) offered to the stream when the outcome carries one and its session
 //!   is still the current one, none otherwise;
@@ -372,6 +374,9 @@ pub struct RunSummary {
     pub queue_full: u64,
     /// Sync Originates sent.
     pub sync_originates: u64,
+    /// Sync Originates cancelled after they were written whose late response came on
+    /// their connection: the silence bound stopped waiting for them then.
+    pub sync_answered_after_cancel: u64,
     /// Outcomes handed back with `Client::unclaimed`.
     pub unclaimed: u64,
     /// Filters refused `TooManyFilters`, each at the limit.
@@ -427,6 +432,9 @@ struct Tap {
     /// list's `Complete`, or a grace period (`action_timeout`) after the action ended and
     /// after the last item passes with no item (later ones are events of the stream).
     dropped: u64,
+    /// A cancelled sync Originate, by ActionID, and when the server's response to it came:
+    /// the call it blocked the server's session on had ended then.
+    sync_cancelled: Option<(String, Option<Instant>)>,
 }
 
 /// The harness client's `action_timeout`: also the grace period for which an ended
@@ -464,6 +472,13 @@ impl Tap {
             while let Some(f) = d.decode() {
                 let Ok(Frame::Message(m)) = f else { continue };
                 let Some(id) = m.action_id() else { continue };
+                if let Some((_, answered @ None)) = self
+                    .sync_cancelled
+                    .as_mut()
+                    .filter(|(watched, _)| m.response().is_some() && watched == id)
+                {
+                    *answered = Some(now);
+                }
                 let ok = m.get_str("Response").is_some_and(|r| {
                     r.eq_ignore_ascii_case("Success") || r.eq_ignore_ascii_case("Goodbye")
                 });
@@ -734,11 +749,17 @@ struct Extras {
     sync_until: Option<Instant>,
     /// The last few sync Originates: when each was sent, completed, and its deadline. One
     /// open when the heartbeat Ping goes out (the link idle for `ping_interval`) silences
-    /// the server legitimately: the pong deadline is then its deadline, if later.
+    /// the server legitimately: the pong deadline is then its deadline, if later. One
+    /// cancelled stays open (the server is blocked on its call all the same, if it got it)
+    /// until its response comes or its connection closes, no longer: the client waits for
+    /// its deadline only while it may still be answered there.
     sync_log: VecDeque<(Instant, Option<Instant>, Instant)>,
     /// A sync Originate cancelled after it was written still blocks the server until its
     /// call ends: the next one waits for its deadline, so that one at most blocks it.
     sync_gate: Option<Instant>,
+    /// When the cancelled sync Originate was sent (its entry in `sync_log`), while it
+    /// stays open there.
+    sync_held: Option<Instant>,
     /// When the client last closed a transport: whether the server's session was blocked
     /// on a sync Originate's call then.
     blocked_at_close: bool,
@@ -964,6 +985,8 @@ impl Harness {
                 }
                 if matches!(output, Output::Close) {
                     self.extra.blocked_at_close = self.blocked_on_a_call();
+                    // Its answer can no longer come where the client waits for it.
+                    self.sync_hold_ended(self.now);
                 }
                 let link = &mut self.session;
                 if link_output(&output, self.now, &mut self.client, &mut self.server, link) {
@@ -1055,6 +1078,10 @@ impl Harness {
             );
             if received {
                 self.last_rx = self.now;
+                if let Some((_, Some(at))) = self.tap.sync_cancelled {
+                    self.summary.sync_answered_after_cancel += 1;
+                    self.sync_hold_ended(at);
+                }
             }
             if self.session.is_none() {
                 if let Some(copy) = self.lent.as_mut() {
@@ -1831,8 +1858,11 @@ impl Harness {
                 self.extra.sync_open = Some((open, deadline));
             } else {
                 if matches!(outcome, Err(ActionError::Cancelled)) {
-                    // The server is blocked all the same until the call ends.
+                    // The server is blocked all the same until the call ends: open until
+                    // its response comes (`Tap::sync_cancelled`).
                     self.extra.sync_gate = Some(deadline);
+                    self.extra.sync_held = self.extra.sync_log.back().map(|e| e.0);
+                    self.tap.sync_cancelled = Some((id.to_string(), None));
                 } else if let Some(entry) = self.extra.sync_log.back_mut() {
                     entry.1 = Some(self.now);
                 }
@@ -1867,6 +1897,17 @@ impl Harness {
                 // unless none of it left or a late refusal comes on this connection.
                 Err(_) => FilterState::Unsure,
             };
+        }
+    }
+
+    /// The cancelled sync Originate no longer keeps the server silent as far as the client
+    /// knows: its response came, or its connection closed, `at`.
+    fn sync_hold_ended(&mut self, at: Instant) {
+        self.tap.sync_cancelled = None;
+        if let Some(sent) = self.extra.sync_held.take() {
+            for entry in self.extra.sync_log.iter_mut().filter(|e| e.0 == sent) {
+                entry.1.get_or_insert(at);
+            }
         }
     }
 

@@ -51,6 +51,7 @@ fn many_seeds_keep_every_law() {
         filter_checks += summary.filter_checks;
         queue_full += summary.queue_full;
         extras.sync_originates += summary.sync_originates;
+        extras.sync_answered_after_cancel += summary.sync_answered_after_cancel;
         extras.unclaimed += summary.unclaimed;
         extras.filters_refused += summary.filters_refused;
         extras.marks += summary.marks;
@@ -83,8 +84,9 @@ fn many_seeds_keep_every_law() {
         queue_full
     );
     eprintln!(
-        "dst: {} sync Originates, {} outcomes handed back (unclaimed), {} filters refused at the limit, {} stream marks matched, {} list items dropped (matched exactly), {} retry times checked against the backoff",
+        "dst: {} sync Originates ({} answered after a cancel), {} outcomes handed back (unclaimed), {} filters refused at the limit, {} stream marks matched, {} list items dropped (matched exactly), {} retry times checked against the backoff",
         extras.sync_originates,
+        extras.sync_answered_after_cancel,
         extras.unclaimed,
         extras.filters_refused,
         extras.marks,
@@ -112,13 +114,14 @@ fn many_seeds_keep_every_law() {
     assert!(
         seeds < 500
             || (extras.sync_originates > 0
+                && extras.sync_answered_after_cancel > 0
                 && extras.unclaimed > 0
                 && extras.filters_refused > 0
                 && extras.marks > 0
                 && extras.list_items_dropped > 0
                 && extras.backoff_checks > 0),
-        "the suite must exercise sync Originates, unclaimed outcomes, the filter limit, \
-         marks, dropped list items and the backoff: {extras:?}"
+        "the suite must exercise sync Originates (some answered after a cancel), unclaimed \
+         outcomes, the filter limit, marks, dropped list items and the backoff: {extras:?}"
     );
 }
 

@@ -18,7 +18,7 @@ pub(crate) enum Kind {
     /// A caller's action; `follow_up` is set for an action whose answer comes in an event
     /// after its response (an async Originate's OriginateResponse); `sync_originate` for an
     /// Originate without `Async: true`, which silences the server session while written
-    /// (the heartbeat waits for it).
+    /// (the heartbeat waits for it, and still after a cancel: see [`Stage::Abandoned`]).
     User {
         follow_up: Option<FollowUp>,
         sync_originate: bool,
@@ -113,7 +113,11 @@ pub(crate) enum Stage {
     /// Async Originate answered; waiting for `OriginateResponse`.
     FollowUp,
     /// Already reported (timed out, cancelled, overflowed); late answers are swallowed.
-    Abandoned { list: bool },
+    /// `blocking`: a sync Originate cancelled while written, whose call still blocks the
+    /// server's session (the caller stopped waiting, the server did not) until it is
+    /// answered or fails: the entry keeps the Originate's own deadline, which the heartbeat
+    /// waits for, then is swallowed for a grace period like any other.
+    Abandoned { list: bool, blocking: bool },
 }
 
 #[derive(Debug)]
@@ -449,12 +453,19 @@ impl PendingTable {
         self.map.get(&seq).map(|p| p.stage)
     }
 
-    /// While written sync Originates block the server session, the latest of their deadlines.
+    /// While sync Originates block the server session (written, or cancelled while written
+    /// and not answered yet), the latest of their deadlines. One that timed out is not
+    /// waited for: its deadline, the longest its call could ring, has passed.
     pub(crate) fn sync_originate_deadline(&self) -> Option<Instant> {
         self.sync_originates
             .iter()
             .filter_map(|s| self.map.get(s))
-            .filter(|p| p.stage == Stage::Written)
+            .filter(|p| {
+                matches!(
+                    p.stage,
+                    Stage::Written | Stage::Abandoned { blocking: true, .. }
+                )
+            })
             .map(|p| p.deadline)
             .max()
     }

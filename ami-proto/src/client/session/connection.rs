@@ -25,12 +25,6 @@ pub(super) struct Connection {
     pub(super) reapply_left: usize,
     /// When this connection's session became Ready (it was announced in the stream).
     pub(super) ready_since: Option<Instant>,
-    /// The latest deadline of the written sync Originates cancelled on this connection: the
-    /// server's session stays blocked until such a call is answered or fails (the caller
-    /// stopped waiting, the server did not), so the heartbeat waits for it too.
-    pub(super) sync_blocked_until: Option<Instant>,
-    /// The sequence number of the last of them: its late answer ends the wait.
-    pub(super) sync_blocked_by: u64,
     /// The TCP connection opened and a TLS handshake is under way over it: a connect
     /// timeout now means the handshake hung, not the network.
     pub(super) handshaking: bool,
@@ -48,8 +42,6 @@ impl Connection {
             server_shutdown: false,
             reapply_left: 0,
             ready_since: None,
-            sync_blocked_until: None,
-            sync_blocked_by: 0,
             handshaking: false,
         }
     }

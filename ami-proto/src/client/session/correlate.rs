@@ -115,7 +115,6 @@ impl Client {
                 );
             }
             (Kind::User { follow_up, .. }, Stage::Abandoned { .. }) => {
-                let sync_originate = p.is_sync_originate();
                 self.stats.late_answers_dropped += 1;
                 log::debug!(
                     "{}: late response for {} dropped: the action had ended",
@@ -128,8 +127,11 @@ impl Client {
                     self.undo_session_change(seq, changes::Undo::Refused);
                 }
                 if list_start && !is_error {
-                    self.pending
-                        .set_stage(seq, Stage::Abandoned { list: true }, false);
+                    let stage = Stage::Abandoned {
+                        list: true,
+                        blocking: false,
+                    };
+                    self.pending.set_stage(seq, stage, false);
                 } else if !is_error && follow_up.is_some_and(|f| f.by == FollowUpBy::Response) {
                     // Its result comes next, in a second response: swallowed with it (the
                     // entry goes then, or at its grace), not counted as a stray response.
@@ -139,13 +141,9 @@ impl Client {
                     // it, as the rest of a cancelled action's answer is; the entry goes then,
                     // or at its grace.
                 } else {
+                    // A cancelled sync Originate's answer ends its hold on the heartbeat with
+                    // it: the session it blocked is free again.
                     self.pending.remove(seq);
-                }
-                if sync_originate && seq >= self.conn.sync_blocked_by {
-                    // The last sync Originate cancelled while written is answered (the server
-                    // answers in order, so the ones before it were too): the session they
-                    // blocked is free again, its silence the heartbeat's to judge once more.
-                    self.conn.sync_blocked_until = None;
                 }
             }
             (
@@ -304,7 +302,7 @@ impl Client {
                 self.pending.add_list_bytes(seq, size);
                 true
             }
-            (Kind::User { .. }, Stage::Abandoned { list: true }) => {
+            (Kind::User { .. }, Stage::Abandoned { list: true, .. }) => {
                 if is_complete {
                     self.stats.late_answers_dropped += 1;
                     if let Some(p) = self.pending.remove(seq) {
@@ -386,7 +384,7 @@ impl Client {
                 Kind::User {
                     follow_up: Some(f), ..
                 },
-                Stage::Abandoned { list: false },
+                Stage::Abandoned { list: false, .. },
             ) if !f.is_originate() && is_follow_up(&f) => {
                 self.stats.late_answers_dropped += 1;
                 log::debug!(
@@ -451,8 +449,11 @@ impl Client {
         // it now, and it says how a call that may be ringing ended; it goes to the stream,
         // as it would have had it come after.
         let early = p.early_follow_up.take();
-        self.pending
-            .set_stage(seq, Stage::Abandoned { list }, on_wire);
+        let stage = Stage::Abandoned {
+            list,
+            blocking: false,
+        };
+        self.pending.set_stage(seq, stage, on_wire);
         self.pending.set_deadline(seq, now + grace);
         self.emit_completed(id, outcome);
         if let Some(event) = early {
@@ -561,7 +562,25 @@ impl Client {
                     _ => {}
                 }
             }
-            (_, Stage::Abandoned { list }) => {
+            (_, Stage::Abandoned { blocking: true, .. }) => {
+                // Its call should have ended by now (its deadline allows for the longest
+                // ring): the server's session is not waited for any more, and a late answer
+                // is swallowed for a grace period, as a timed-out Originate's is.
+                let grace = self.config.action_timeout;
+                log::debug!(
+                    "{}: cancelled sync Originate {} not answered by its deadline",
+                    self.config.who(),
+                    p.id
+                );
+                let stage = Stage::Abandoned {
+                    list: false,
+                    blocking: false,
+                };
+                let on_wire = p.on_wire;
+                self.pending.set_stage(seq, stage, on_wire);
+                self.pending.set_deadline(seq, now + grace);
+            }
+            (_, Stage::Abandoned { list, .. }) => {
                 // A list that is still streaming items (an endless one that overflowed) is
                 // still the server's answer: its items stay swallowed, and counted, until a
                 // whole grace period passes without one.

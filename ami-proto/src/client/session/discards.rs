@@ -113,8 +113,14 @@ impl Client {
             false,
         );
         if maybe_list {
-            self.pending
-                .set_stage(seq, Stage::Abandoned { list: true }, false);
+            self.pending.set_stage(
+                seq,
+                Stage::Abandoned {
+                    list: true,
+                    blocking: false,
+                },
+                false,
+            );
         }
     }
 

@@ -310,14 +310,10 @@ impl Client {
             self.conn.heartbeat_outstanding = true;
             self.send_internal(now, Internal::Heartbeat, Action::new("Ping"));
         }
-        // A written sync Originate legitimately silences the server until it is answered.
+        // A written sync Originate legitimately silences the server until it is answered;
+        // so does one cancelled while written: the server is blocked all the same.
         let mut pong = now + self.config.pong_timeout;
-        // So does one cancelled while written: the server is blocked all the same.
-        let blocked = self
-            .pending
-            .sync_originate_deadline()
-            .max(self.conn.sync_blocked_until);
-        if let Some(d) = blocked {
+        if let Some(d) = self.pending.sync_originate_deadline() {
             pong = pong.max(d);
         }
         self.timers.set(Timer::Pong, pong);

@@ -1050,7 +1050,9 @@ impl Client {
     /// [`transmit`](Self::transmit) at once, the others' stay as they were. One with bytes
     /// handed out may reach the server whole (cutting it short would corrupt the stream):
     /// its late response and list items are swallowed until its grace period
-    /// (`action_timeout`, counted from the last item of a list that keeps coming) ends,
+    /// (`action_timeout`, counted from the last item of a list that keeps coming) ends
+    /// (a sync Originate's response until its own deadline, then for a grace period: its
+    /// call blocks the server's session that long, and the heartbeat waits for it too),
     /// while an async Originate's `OriginateResponse` goes to the event stream, whenever it
     /// comes (the call may ring: that event says how it ended, as it does to every other
     /// session reading call events); should the adapter give its lent bytes back unwritten
@@ -1098,17 +1100,24 @@ impl Client {
             Some(stage @ (Stage::Written | Stage::List | Stage::FollowUp)) => {
                 // A written sync Originate still blocks the server's session until its call
                 // is answered or fails: the heartbeat must not take that silence for a
-                // dead link now that nobody waits for the answer.
+                // dead link now that nobody waits for the answer. Its entry keeps the
+                // Originate's deadline, and with it the heartbeat's wait, until its late
+                // answer comes or the entry ends otherwise (the link lost, its bytes given
+                // back unwritten).
                 let blocking = self
                     .pending
                     .get_mut(seq)
                     .filter(|p| stage == Stage::Written && p.is_sync_originate())
                     .map(|p| p.deadline);
-                if blocking.is_some() {
-                    self.conn.sync_blocked_until = self.conn.sync_blocked_until.max(blocking);
-                    self.conn.sync_blocked_by = self.conn.sync_blocked_by.max(seq);
-                }
                 self.report(now, seq, Err(ActionError::Cancelled), false);
+                if let Some(until) = blocking {
+                    let stage = Stage::Abandoned {
+                        list: false,
+                        blocking: true,
+                    };
+                    self.pending.set_stage(seq, stage, false);
+                    self.pending.set_deadline(seq, until);
+                }
                 true
             }
             _ => false,
