@@ -29,7 +29,7 @@ pub struct Options {
     /// Per-step budgets; see [`Budget`] for the defaults and why.
     pub budget: Budget,
     /// Readiness events taken from the poll per call. Default 1,024; more wait for the next
-    /// call (mio keeps them).
+    /// call (mio keeps them). At most [`MAX_EVENTS_CAPACITY`].
     pub events_capacity: usize,
     /// Size of the one read buffer shared by all connections. Default 64 KiB: one read
     /// per connection per turn at the default `read_bytes_per_conn` where 16 KiB took four
@@ -66,6 +66,45 @@ impl std::fmt::Debug for Options {
             .field("read_chunk", &self.read_chunk)
             .field("resolver_threads", &self.resolver_threads)
             .finish_non_exhaustive()
+    }
+}
+
+/// Most readiness events [`Options::events_capacity`] may ask for: mio hands the capacity
+/// to `epoll_wait` as a C `int`, so a larger one would wrap and every poll would fail.
+pub const MAX_EVENTS_CAPACITY: usize = i32::MAX as usize;
+
+/// [`Options`] that cannot work. [`MioDriver::with_options`] and
+/// [`MioFleet::with_options`](crate::MioFleet::with_options) refuse them with an
+/// [`io::Error`] of kind [`InvalidInput`](io::ErrorKind::InvalidInput) carrying this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// `events_capacity` is over [`MAX_EVENTS_CAPACITY`].
+    #[error("ami-mio options: events_capacity {0} is over {MAX_EVENTS_CAPACITY} (epoll_wait takes an int)")]
+    EventsCapacity(usize),
+    /// `read_chunk` is over `isize::MAX` bytes, more than one allocation can hold.
+    #[error(
+        "ami-mio options: read_chunk {0} is over isize::MAX bytes, more than one buffer can hold"
+    )]
+    ReadChunk(usize),
+}
+
+impl Options {
+    /// The readiness events buffer and the read buffer these options ask for (each at
+    /// least its floor), or why they cannot be made: checked before allocating, where an
+    /// impossible size would panic.
+    pub(crate) fn buffers(&self) -> io::Result<(Events, Vec<u8>)> {
+        let invalid = |e: OptionsError| io::Error::new(io::ErrorKind::InvalidInput, e);
+        if self.events_capacity > MAX_EVENTS_CAPACITY {
+            return Err(invalid(OptionsError::EventsCapacity(self.events_capacity)));
+        }
+        if self.read_chunk > isize::MAX as usize {
+            return Err(invalid(OptionsError::ReadChunk(self.read_chunk)));
+        }
+        Ok((
+            Events::with_capacity(self.events_capacity.max(1)),
+            vec![0; self.read_chunk.max(512)],
+        ))
     }
 }
 
@@ -138,18 +177,20 @@ impl MioDriver {
         MioDriver::with_options(Options::default())
     }
 
-    /// A driver with `options`.
+    /// A driver with `options`, or an [`InvalidInput`](io::ErrorKind::InvalidInput) error
+    /// carrying an [`OptionsError`] if they cannot work.
     pub fn with_options(options: Options) -> io::Result<MioDriver> {
+        let (events, buf) = options.buffers()?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
         Ok(MioDriver {
-            events: Events::with_capacity(options.events_capacity.max(1)),
+            events,
             poll,
             slots: Vec::new(),
             free: Vec::new(),
             next_generation: 0,
             scheduler: Scheduler::new(options.budget),
-            buf: vec![0; options.read_chunk.max(512)],
+            buf,
             waker,
             woken: false,
             polled: false,

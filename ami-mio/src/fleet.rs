@@ -135,8 +135,10 @@ impl MioFleet {
 
     /// An empty fleet. `options.budget` is the fleet's budget (it replaces `config.budget`);
     /// `config.seed` is replaced with OS entropy, so two processes never share ActionID
-    /// prefixes.
+    /// prefixes. Options that cannot work are refused as
+    /// [`MioDriver::with_options`](crate::MioDriver::with_options) refuses them.
     pub fn with_options(options: Options, config: FleetConfig) -> io::Result<MioFleet> {
+        let (events, buf) = options.buffers()?;
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
         let mut config = config;
@@ -144,12 +146,12 @@ impl MioFleet {
         config.max_servers = config.max_servers.min(crate::MAX_CONNS);
         config.seed = entropy();
         Ok(MioFleet {
-            events: Events::with_capacity(options.events_capacity.max(1)),
+            events,
             poll,
             fleet: Fleet::new(config),
             conns: Vec::new(),
             scheduler: Scheduler::new(options.budget),
-            buf: vec![0; options.read_chunk.max(512)],
+            buf,
             waker,
             woken: false,
             polled: false,

@@ -422,7 +422,8 @@ impl BridgeConfig {
 
     /// Lease time-to-live (default 10 s): a dead bridge's servers are taken over within
     /// about this long, and a bridge that cannot renew stops serving before it runs out.
-    /// At least 1 s (KV expiry works in whole seconds).
+    /// At least 1 s (KV expiry works in whole seconds), at most a year
+    /// ([`MAX_SETTING_DURATION`](ami_proto::MAX_SETTING_DURATION)).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -434,7 +435,8 @@ impl BridgeConfig {
     /// at once, so a bridge that can reach the server and log in takes it; after this long
     /// this bridge competes for it again (a password fixed meanwhile is tried, with no
     /// restart). At least 1 s: shorter, a lone bridge would re-take the lease it just left
-    /// and hammer a server that refuses it.
+    /// and hammer a server that refuses it. At most a year
+    /// ([`MAX_SETTING_DURATION`](ami_proto::MAX_SETTING_DURATION)), as the lease TTL.
     pub fn stand_aside(mut self, cooldown: Duration) -> Self {
         self.stand_aside = cooldown;
         self
@@ -564,6 +566,17 @@ impl BridgeConfig {
         if self.stand_aside < Duration::from_secs(1) {
             return Err(BridgeConfigError::StandAside(self.stand_aside));
         }
+        // Both are added to an `Instant` by the lease task (the end of a stand-aside, a
+        // renewal's fence): one an `Instant` cannot hold (`Duration::MAX` meant as "for
+        // ever") would panic that task, and with it every lease of the bridge.
+        for (setting, value) in [
+            ("lease_ttl", self.lease_ttl),
+            ("stand_aside", self.stand_aside),
+        ] {
+            if value > ami_proto::MAX_SETTING_DURATION {
+                return Err(BridgeConfigError::TooLong { setting, value });
+            }
+        }
         if self.idempotency_window < Duration::from_secs(1) {
             return Err(BridgeConfigError::IdempotencyWindow(
                 self.idempotency_window,
@@ -630,6 +643,15 @@ pub enum BridgeConfigError {
     /// The stand-aside time after giving a lease up is under a second.
     #[error("stand-aside time {0:?} is under 1 s")]
     StandAside(Duration),
+    /// A duration is longer than [`MAX_SETTING_DURATION`](ami_proto::MAX_SETTING_DURATION)
+    /// (a year): the bridge adds it to an `Instant`, which cannot hold any duration.
+    #[error("{setting} {value:?} is over a year (MAX_SETTING_DURATION)")]
+    TooLong {
+        /// The setting at fault.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+    },
     /// The idempotency window is under a second (zero included: a bucket that never
     /// expires would fill up, and then refuse every request with a key).
     #[error("idempotency window {0:?} is under 1 s")]
@@ -879,6 +901,31 @@ mod tests {
                 .validate(),
             Err(BridgeConfigError::StandAside(Duration::from_millis(999)))
         );
+        // Before: accepted, and the lease task panicked ("overflow when adding duration to
+        // instant") at the first login rejected, when it computed the stand-aside's end.
+        assert_eq!(
+            ok.clone().stand_aside(Duration::MAX).validate(),
+            Err(BridgeConfigError::TooLong {
+                setting: "stand_aside",
+                value: Duration::MAX
+            })
+        );
+        let long = StreamLimits {
+            duplicate_window: Duration::MAX,
+            ..StreamLimits::default()
+        };
+        assert_eq!(
+            ok.clone().stream(long).lease_ttl(Duration::MAX).validate(),
+            Err(BridgeConfigError::TooLong {
+                setting: "lease_ttl",
+                value: Duration::MAX
+            })
+        );
+        assert!(ok
+            .clone()
+            .stand_aside(ami_proto::MAX_SETTING_DURATION)
+            .validate()
+            .is_ok());
         for window in [Duration::ZERO, Duration::from_millis(999)] {
             assert_eq!(
                 ok.clone().idempotency_window(window).validate(),

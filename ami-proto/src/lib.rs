@@ -200,7 +200,7 @@ pub mod fleet;
 pub use client::addresses::{interleave_families, CONNECT_ATTEMPT_DELAY};
 pub use client::config::{
     AuthMethod, ClientConfig, ClientConfigBuilder, ConfigError, EventCopy, OverflowPolicy, Secret,
-    MAX_CLIENT_NAME_LEN, MAX_SETTING_DURATION,
+    MAX_CLIENT_NAME_LEN, MAX_SETTING_DURATION, MIN_DECODER_FIELDS, MIN_DECODER_LINE_LEN,
 };
 pub use client::counts::{Counted, Counts};
 pub use client::events::Queued;

@@ -2,6 +2,14 @@
 
 use crate::classes::ClassMask;
 use std::time::Duration;
+use thiserror::Error;
+
+/// Smallest [`SimConfig::max_backlog`] accepted, in bytes. A login writes the banner, the
+/// Login answer and its events (FullyBooted, SuccessfulAuth: some 300 bytes, more with a
+/// long `system_name`) before the client can read any of it; a cap below that closes every
+/// session as a slow reader before it is logged in (256 bytes did). 1 KiB leaves room for
+/// that and a typical answer.
+pub const MIN_MAX_BACKLOG: usize = 1024;
 
 /// One `manager.conf` user. Its `Debug` shows the secret as `<redacted>`: a simulator
 /// configured with a real password (a user pointing it at their own dialer) must not print
@@ -51,6 +59,13 @@ impl SimUser {
 ///
 /// The default matches the recorded fixtures: users `admin`/`amp111` (read=all, write=all)
 /// and `limited`/`limited1` (read=call, write=originate), AMI 11.0.0 (Asterisk 22.10.1).
+///
+/// Build one with [`SimConfig::builder`], or write it out and let every constructor that
+/// takes one check it with [`SimConfig::validate`]: a combination that cannot work (no
+/// connection ever accepted, every session closed before its login, a line break in a text
+/// the server writes into its messages) is refused with a [`SimConfigError`] naming the
+/// setting. Settings that are merely unusual (no users, `max_calls` 0, a zero
+/// `socket_buffer` or `write_timeout`, `Duration::MAX` as "never") are accepted.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// Seed of the simulator's PRNG (MD5 challenges, probabilistic faults, cut points).
@@ -62,9 +77,10 @@ pub struct SimConfig {
     /// The Asterisk version shown by CoreSettings and `core show version`.
     pub asterisk_version: String,
     /// `authtimeout`: unauthenticated sessions are closed silently this long after connect.
+    /// More than zero (Asterisk refuses less than 1 s).
     pub auth_timeout: Duration,
     /// `authlimit`: with this many unauthenticated sessions open, new connections are closed
-    /// at once without a banner.
+    /// at once without a banner. At least 1 (as Asterisk requires).
     pub auth_limit: usize,
     /// `writetimeout`: a write that cannot complete within this time closes the session.
     pub write_timeout: Duration,
@@ -73,7 +89,8 @@ pub struct SimConfig {
     pub socket_buffer: usize,
     /// Hard cap on one session's untransmitted output plus events held while it is busy.
     /// Exceeding it closes the session as a slow reader at once (a simulator guard; Asterisk
-    /// itself would buffer without bound while the write timer runs).
+    /// itself would buffer without bound while the write timer runs). At least
+    /// [`MIN_MAX_BACKLOG`].
     pub max_backlog: usize,
     /// Hard cap on one session's unread input (what the client wrote while the session was
     /// blocked). Bytes beyond it given to [`SimServer::receive`](crate::SimServer::receive)
@@ -100,6 +117,7 @@ pub struct SimConfig {
     /// channel variable overrides it).
     pub echo_timeout: Duration,
     /// `SystemName`: when set, added to events (not to FullyBooted) and shown by CoreSettings.
+    /// No CR, LF or NUL (nor in the two versions): each would forge lines or messages.
     pub system_name: Option<String>,
 }
 
@@ -127,6 +145,188 @@ impl Default for SimConfig {
             echo_timeout: Duration::from_secs(1),
             system_name: None,
         }
+    }
+}
+
+impl SimConfig {
+    /// A builder that starts from [`SimConfig::default`].
+    pub fn builder() -> SimConfigBuilder {
+        SimConfigBuilder {
+            config: SimConfig::default(),
+        }
+    }
+
+    /// Checks the settings against each other: `Ok` unless they cannot work. Every
+    /// constructor that takes a `SimConfig` calls it ([`SimServer::try_new`],
+    /// [`TcpFront::start`]; [`SimServer::new`] panics on an error).
+    ///
+    /// [`SimServer::try_new`]: crate::SimServer::try_new
+    /// [`SimServer::new`]: crate::SimServer::new
+    /// [`TcpFront::start`]: crate::tcp::TcpFront::start
+    pub fn validate(&self) -> Result<(), SimConfigError> {
+        let invalid = |setting, why| Err(SimConfigError::Invalid { setting, why });
+        // Asterisk itself refuses `authlimit` and `authtimeout` below 1 (manager.c); a
+        // simulator with 0 closes every connection before a Login can be read.
+        if self.auth_limit == 0 {
+            return invalid(
+                "auth_limit",
+                "must be at least 1: every connection would be closed without a banner",
+            );
+        }
+        if self.auth_timeout.is_zero() {
+            return invalid(
+                "auth_timeout",
+                "must be greater than zero: every session would be closed before its Login",
+            );
+        }
+        if self.max_backlog < MIN_MAX_BACKLOG {
+            return invalid(
+                "max_backlog",
+                "must be at least 1024 bytes (MIN_MAX_BACKLOG): every session would be closed as a slow reader during its login",
+            );
+        }
+        // Written into the banner, CoreSettings and every event: a line break there would
+        // end the line (or the message) early and forge lines or whole messages.
+        let texts = [
+            ("ami_version", Some(self.ami_version.as_str())),
+            ("asterisk_version", Some(self.asterisk_version.as_str())),
+            ("system_name", self.system_name.as_deref()),
+        ];
+        for (setting, text) in texts {
+            if text.is_some_and(has_line_break) {
+                return invalid(setting, "must not contain CR, LF or NUL");
+            }
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            let why = if user.name.is_empty() {
+                "has an empty name"
+            } else if has_line_break(&user.name) {
+                "has CR, LF or NUL in its name: no Login can name it"
+            } else if has_line_break(&user.secret) {
+                "has CR, LF or NUL in its secret: no Login can give it"
+            } else if self.users[..i]
+                .iter()
+                .any(|u| u.name.eq_ignore_ascii_case(&user.name))
+            {
+                "is given twice (names match case-insensitively): only the first could log in"
+            } else {
+                continue;
+            };
+            return Err(SimConfigError::User {
+                name: user.name.escape_debug().to_string(),
+                why,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn has_line_break(text: &str) -> bool {
+    text.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// A [`SimConfig`] that cannot work. Never shows a user's secret.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SimConfigError {
+    /// One setting is out of range or conflicts with another.
+    #[error("invalid simulator config: {setting} {why}")]
+    Invalid {
+        /// The setting at fault.
+        setting: &'static str,
+        /// Why it cannot work.
+        why: &'static str,
+    },
+    /// A user (of [`SimConfig::users`]) can never log in.
+    #[error("invalid simulator config: user \"{name}\" {why}")]
+    User {
+        /// The user's name, escaped.
+        name: String,
+        /// Why it cannot work.
+        why: &'static str,
+    },
+}
+
+/// Builds a [`SimConfig`]; [`build`](Self::build) refuses settings that cannot work (see
+/// [`SimConfig::validate`]). Every setting starts at its [`SimConfig::default`] value.
+#[derive(Debug, Clone)]
+pub struct SimConfigBuilder {
+    config: SimConfig,
+}
+
+macro_rules! sim_setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl SimConfigBuilder {
+    sim_setters! {
+        /// Seed of the simulator's PRNG ([`SimConfig::seed`]).
+        seed: u64;
+        /// The `manager.conf` users, replacing the default two ([`SimConfig::users`]).
+        users: Vec<SimUser>;
+        /// `authtimeout` ([`SimConfig::auth_timeout`]); more than zero.
+        auth_timeout: Duration;
+        /// `authlimit` ([`SimConfig::auth_limit`]); at least 1.
+        auth_limit: usize;
+        /// `writetimeout` ([`SimConfig::write_timeout`]).
+        write_timeout: Duration;
+        /// Bytes the "kernel" holds for one session ([`SimConfig::socket_buffer`]).
+        socket_buffer: usize;
+        /// Cap on one session's output and held events ([`SimConfig::max_backlog`]); at
+        /// least [`MIN_MAX_BACKLOG`].
+        max_backlog: usize;
+        /// Cap on one session's unread input ([`SimConfig::max_input_backlog`]).
+        max_input_backlog: usize;
+        /// Whether Asterisk is fully booted at start ([`SimConfig::fully_booted`]).
+        fully_booted: bool;
+        /// How long booting takes ([`SimConfig::boot_delay`]).
+        boot_delay: Duration;
+        /// Unix time of the virtual clock's start ([`SimConfig::start_unix`]).
+        start_unix: Duration;
+        /// `maxcalls` ([`SimConfig::max_calls`]).
+        max_calls: usize;
+        /// Delay between the steps of a simulated call ([`SimConfig::step_delay`]).
+        step_delay: Duration;
+        /// The `echo` extension's run time ([`SimConfig::echo_timeout`]).
+        echo_timeout: Duration;
+    }
+
+    /// One more `manager.conf` user.
+    pub fn user(mut self, user: SimUser) -> Self {
+        self.config.users.push(user);
+        self
+    }
+
+    /// The AMI version in the banner and CoreSettings ([`SimConfig::ami_version`]).
+    pub fn ami_version(mut self, version: impl Into<String>) -> Self {
+        self.config.ami_version = version.into();
+        self
+    }
+
+    /// The Asterisk version ([`SimConfig::asterisk_version`]).
+    pub fn asterisk_version(mut self, version: impl Into<String>) -> Self {
+        self.config.asterisk_version = version.into();
+        self
+    }
+
+    /// `SystemName` ([`SimConfig::system_name`]).
+    pub fn system_name(mut self, name: impl Into<String>) -> Self {
+        self.config.system_name = Some(name.into());
+        self
+    }
+
+    /// Checks the settings ([`SimConfig::validate`]) and returns the config.
+    pub fn build(self) -> Result<SimConfig, SimConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
     }
 }
 

@@ -132,7 +132,7 @@ impl Link {
     }
 
     /// A new [`Client`] with `client` and a new [`SimServer`] with `server`, both created at
-    /// `start`.
+    /// `start`. Panics as [`SimServer::new`] does if `server` cannot work.
     pub fn with_configs(client: ClientConfig, server: SimConfig, start: Instant) -> Link {
         Link::new(
             Client::new(client, start),

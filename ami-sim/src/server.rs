@@ -5,7 +5,7 @@ use crate::calls::channel::ChannelRow;
 use crate::calls::{CallId, CallRequest, Effect, Engine, EngineConfig, Origin};
 use crate::classes::ClassMask;
 use crate::clock::{later, WallClock};
-use crate::config::SimConfig;
+use crate::config::{SimConfig, SimConfigError};
 use crate::events::{Event, EventBuilder};
 use crate::faults::{with_foreign_id, Decision, Fault, Faults};
 use crate::input::{Inbound, Request};
@@ -187,7 +187,28 @@ fn close_session(s: &mut Session, reason: CloseReason, cfg: &SimConfig, stats: &
 
 impl SimServer {
     /// A server that starts at `now` (the origin of its virtual clock).
+    ///
+    /// # Panics
+    ///
+    /// If `config` cannot work ([`SimConfig::validate`]): a test that writes its config out
+    /// learns at once, not from a simulator that refuses every connection. A config that
+    /// comes from input goes through [`try_new`](Self::try_new) or
+    /// [`SimConfig::builder`].
+    #[allow(clippy::panic)] // Documented above; `try_new` is the fallible form.
     pub fn new(config: SimConfig, now: Instant) -> SimServer {
+        match SimServer::try_new(config, now) {
+            Ok(server) => server,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A server that starts at `now`, or why `config` cannot work.
+    pub fn try_new(config: SimConfig, now: Instant) -> Result<SimServer, SimConfigError> {
+        config.validate()?;
+        Ok(SimServer::from_valid(config, now))
+    }
+
+    fn from_valid(config: SimConfig, now: Instant) -> SimServer {
         let clock = WallClock::new(now, config.start_unix);
         let engine = Engine::new(
             EngineConfig {

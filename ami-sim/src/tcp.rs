@@ -93,8 +93,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl TcpFront {
     /// Binds `addr` (a loopback address: `127.0.0.1:<port>`, any other `127.x.y.z`, or
     /// `[::1]:<port>`; port 0 for any) and starts the thread. Any other address is refused
-    /// with [`ErrorKind::InvalidInput`].
+    /// with [`ErrorKind::InvalidInput`], and so is a config that cannot work
+    /// ([`SimConfig::validate`]; the error carries its
+    /// [`SimConfigError`](crate::SimConfigError), see [`io::Error::get_ref`]).
     pub fn start(config: SimConfig, addr: &str) -> io::Result<TcpFront> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         let wanted: SocketAddr = addr
             .parse()
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;

@@ -18,6 +18,20 @@ pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// a name its client accepts too.
 pub const MAX_CLIENT_NAME_LEN: usize = crate::fleet::MAX_NAME_LEN;
 
+/// Shortest decoder `max_line_len` a client accepts, in bytes: the `ActionID:` line that
+/// echoes one of its own ActionIDs (an 8-character prefix, `-`, a counter of up to 20
+/// digits) is the longest line of the exchanges a session cannot do without (the banner,
+/// the Login answer, the heartbeat Ping's answer). With a shorter limit every such line is
+/// refused: no banner is ever read, no action ever answered, and the client reconnects for
+/// ever.
+pub const MIN_DECODER_LINE_LEN: usize = "ActionID: ".len() + 8 + 1 + 20;
+
+/// Fewest decoder `max_fields` a client accepts: the answer to its heartbeat Ping has four
+/// (`Response`, `ActionID`, `Ping`, `Timestamp`). With fewer it is refused, and the session
+/// is closed as dead at every `pong_timeout` (with two or fewer the Login answer itself is
+/// refused, and no login ever succeeds).
+pub const MIN_DECODER_FIELDS: usize = 4;
+
 /// A secret that never reaches `Debug` output or a log line.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -350,7 +364,8 @@ impl ClientConfigBuilder {
         event_queue_bytes: usize;
         /// What to do when the event queue is full. Default: drop oldest.
         overflow: OverflowPolicy;
-        /// First reconnect backoff ceiling; doubles per consecutive failure. Default 100 ms.
+        /// First reconnect backoff ceiling; doubles per consecutive failure. Default 100 ms;
+        /// at least 1 µs (the backoff counts in microseconds).
         backoff_base: Duration;
         /// Largest reconnect backoff ceiling. Default 30 s.
         backoff_max: Duration;
@@ -520,6 +535,14 @@ impl ClientConfigBuilder {
                 });
             }
         }
+        // The backoff counts in whole microseconds: a shorter base rounds to zero, and
+        // zero doubled stays zero, so every reconnect would start at once.
+        if c.backoff_base < Duration::from_micros(1) {
+            return Err(ConfigError::Invalid {
+                setting: "backoff_base",
+                why: "must be at least 1 µs: the backoff counts in microseconds, and a shorter base is no backoff at all",
+            });
+        }
         if c.backoff_max < c.backoff_base {
             return Err(ConfigError::Invalid {
                 setting: "backoff_max",
@@ -544,6 +567,20 @@ impl ClientConfigBuilder {
             return Err(ConfigError::Invalid {
                 setting: "decoder.max_message_len",
                 why: "must be at least 256 bytes to hold a login response",
+            });
+        }
+        // So must its lines and fields, and the heartbeat's answer: a decoder that refuses
+        // them leaves a session that never logs in or is closed at every heartbeat.
+        if c.decoder.max_line_len() < MIN_DECODER_LINE_LEN {
+            return Err(ConfigError::Invalid {
+                setting: "decoder.max_line_len",
+                why: "must be at least 39 bytes to hold the ActionID line of an answer (MIN_DECODER_LINE_LEN)",
+            });
+        }
+        if c.decoder.max_fields() < MIN_DECODER_FIELDS {
+            return Err(ConfigError::Invalid {
+                setting: "decoder.max_fields",
+                why: "must be at least 4 to hold the heartbeat Ping's answer (MIN_DECODER_FIELDS)",
             });
         }
         let one_message = c.decoder.max_message_memory();
@@ -716,6 +753,71 @@ mod tests {
             let err = b.build().unwrap_err();
             assert!(err.to_string().starts_with("invalid client config: "));
         }
+    }
+
+    #[test]
+    fn a_decoder_that_cannot_read_the_banner_login_or_heartbeat_answer_is_refused_at_build() {
+        let decoder = |line: usize, fields: usize| {
+            DecoderLimits::builder()
+                .max_message_len(256)
+                .max_line_len(line)
+                .max_fields(fields)
+                .buffer_cap(1024)
+                .build()
+                .unwrap()
+        };
+        // Before: each built, then never logged in (a 16-byte line refuses the banner; two
+        // fields refuse the Login answer) or was closed at every heartbeat (three fields
+        // refuse the Ping answer).
+        let cases = [
+            (decoder(16, 10), "decoder.max_line_len"),
+            (
+                decoder(MIN_DECODER_LINE_LEN - 1, 10),
+                "decoder.max_line_len",
+            ),
+            (decoder(256, 2), "decoder.max_fields"),
+            (decoder(256, MIN_DECODER_FIELDS - 1), "decoder.max_fields"),
+        ];
+        for (limits, setting) in cases {
+            let err = ClientConfig::builder("a", "x")
+                .decoder(limits)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { setting: s, .. } if s == setting),
+                "{limits:?}: {err}"
+            );
+        }
+        // The smallest that works (shown end to end in ami-sim's config_limits tests).
+        let smallest = decoder(MIN_DECODER_LINE_LEN, MIN_DECODER_FIELDS);
+        assert!(ClientConfig::builder("a", "x")
+            .decoder(smallest)
+            .build()
+            .is_ok());
+    }
+
+    #[test]
+    fn a_backoff_base_below_the_backoffs_microsecond_resolution_is_refused_at_build() {
+        // Before: it built, and every reconnect started at once (the base rounds to 0 µs,
+        // and 0 doubled stays 0) until the breaker opened.
+        let err = ClientConfig::builder("a", "x")
+            .backoff_base(Duration::from_nanos(500))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "backoff_base",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(ClientConfig::builder("a", "x")
+            .backoff_base(Duration::from_micros(1))
+            .build()
+            .is_ok());
     }
 
     #[test]
