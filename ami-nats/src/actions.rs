@@ -48,7 +48,7 @@ use crate::idempotency::{Claim, Claimed, Confirmed, Keys};
 use crate::throttle::LogThrottle;
 use crate::upstream::ServerIx;
 use ami_json::{into_string, push_headers, push_text};
-use ami_proto::{Action, ActionError, Message, Phase, Response, SendError, SendOptions};
+use ami_proto::{Action, ActionError, ActionId, Message, Phase, Response, SendError, SendOptions};
 use ami_tokio::AmiError;
 use bytes::Bytes;
 use std::io::Write;
@@ -222,8 +222,13 @@ impl ActionRequest {
         {
             action.push(*k, *v);
         }
+        // Checked as the session will write it, with the ActionID the bridge adds (a line
+        // of its own; the ID's length does not matter, only that it is there): a request
+        // with no room left for it is refused here, before its idempotency key is claimed
+        // and it is routed or forwarded, not by the session afterwards.
+        let id = ActionId::new("ami-nats").ok();
         action
-            .validate(None)
+            .validate(id.as_ref())
             .map_err(|e| RequestError::Invalid(e.to_string()))?;
         let idempotency_key = match obj.get("idempotency_key") {
             None | Some(serde_json::Value::Null) => None,
@@ -248,6 +253,28 @@ impl ActionRequest {
             idempotency_key,
             timeout,
         })
+    }
+
+    /// The request as a body [`parse`](Self::parse) reads back as this same request: the
+    /// `Action` header first, then the fields in order, the key and the timeout. No larger
+    /// than the action's own limits allow (128 lines of at most 1 KiB), whatever the body it
+    /// was parsed from held besides (whitespace, unknown members): a bridge forwarding a
+    /// request passes this on and lets the requester's body go.
+    pub fn to_body(&self) -> Vec<u8> {
+        let headers: Vec<[&str; 2]> = std::iter::once(["Action", self.action.name()])
+            .chain(self.action.fields().map(|(k, v)| [k, v]))
+            .collect();
+        let mut body = serde_json::Map::new();
+        body.insert("headers".into(), serde_json::json!(headers));
+        if let Some(key) = &self.idempotency_key {
+            body.insert("idempotency_key".into(), key.as_str().into());
+        }
+        if let Some(t) = self.timeout {
+            // Read from a whole number of milliseconds of a u64: it fits back.
+            let ms = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
+            body.insert("timeout_ms".into(), ms.into());
+        }
+        serde_json::Value::Object(body).to_string().into_bytes()
     }
 }
 
@@ -505,13 +532,31 @@ pub(crate) async fn handle(
         without_reply(&control, to);
         return After::Nothing;
     };
-    let limits = forwarded(&msg, epoch_ms());
-    let (server, kind, body, after) =
-        answer(&control, to, &msg.payload, received, limits, sending).await;
+    // Only the body goes on (and only until it is parsed, see `answer`): the rest of the
+    // message (its NATS headers, up to the max payload) is let go before the action runs.
+    let (limits, payload) = {
+        let msg = msg;
+        (forwarded(&msg, epoch_ms()), msg.payload)
+    };
+    answer_and_reply(&control, to, reply_to, payload, received, limits, sending).await
+}
+
+/// [`handle`] once the request message is taken apart: its reply subject, its body and
+/// the limits a forwarding bridge put on its time.
+async fn answer_and_reply(
+    control: &Control,
+    to: Option<ServerIx>,
+    reply_to: async_nats::Subject,
+    payload: Bytes,
+    received: Instant,
+    limits: Forwarded,
+    sending: &Sending,
+) -> After {
+    let (server, kind, body, after) = answer(control, to, payload, received, limits, sending).await;
     control
         .metrics
         .action(server.as_deref().unwrap_or(""), kind);
-    send_reply(&control, reply_to, Bytes::from(body)).await;
+    send_reply(control, reply_to, Bytes::from(body)).await;
     after
 }
 
@@ -741,13 +786,19 @@ pub(crate) async fn forward(
         // Refused here as anywhere.
         Err(_) => return handle(control, to, msg, received, sending).await,
     };
+    let limits = forwarded(&msg, epoch_ms());
+    // The requester's body and NATS headers are its to size (up to the max payload each),
+    // and the holder may take the action's whole time to answer: what is passed on, and
+    // held meanwhile, is the request re-encoded, bounded by the action's limits.
+    drop(msg);
+    let body = Bytes::from(req.to_body());
     let budget = req.timeout.unwrap_or(control.action_timeout);
-    let deadline = deadline_of(received, budget, forwarded(&msg, epoch_ms()).cap);
+    let deadline = deadline_of(received, budget, limits.cap);
     let mut holders = match lease_holders(&control, to).await {
         Ok(h) => h,
         Err(e) => {
             let why = format!("this bridge does not serve it and cannot read the leases: {e}; nothing was sent: retry");
-            refuse(&control, named.as_deref(), &why, &msg).await;
+            answer_unrun(&control, named.as_deref(), "not_sent", &why, reply_to).await;
             return After::Nothing;
         }
     };
@@ -763,7 +814,7 @@ pub(crate) async fn forward(
         let left = left_until(deadline, budget);
         if left.is_zero() {
             let why = format!("the request's deadline ({budget:?}) passed before it could be forwarded to the bridge serving it; nothing was sent");
-            refuse(&control, named.as_deref(), &why, &msg).await;
+            answer_unrun(&control, named.as_deref(), "not_sent", &why, reply_to).await;
             return After::Nothing;
         }
         let wait = left.saturating_add(Duration::from_secs(2));
@@ -781,7 +832,7 @@ pub(crate) async fn forward(
             headers.insert(crate::bridge::FORWARDED_FOR, spec.token());
         }
         let request = async_nats::Request::new()
-            .payload(msg.payload.clone())
+            .payload(body.clone())
             .headers(headers)
             .timeout(Some(wait));
         // The holder may run it from here on (even when its answer is lost).
@@ -802,7 +853,7 @@ pub(crate) async fn forward(
             Err(e) => {
                 let why =
                     format!("forwarding to bridge {holder} failed: {e}; nothing was sent: retry");
-                refuse(&control, named.as_deref(), &why, &msg).await;
+                answer_unrun(&control, named.as_deref(), "not_sent", &why, reply_to).await;
                 return After::Nothing;
             }
         }
@@ -810,13 +861,13 @@ pub(crate) async fn forward(
     if to.is_none() && control.serves_any() {
         // No other bridge to take it: answered here, with why none of this bridge's
         // servers can take it.
-        return handle(control, to, msg, received, sending).await;
+        return answer_and_reply(&control, to, reply_to, body, received, limits, sending).await;
     }
     let why = match &named {
         Some(_) => "no bridge serves this server now; nothing was sent: retry",
         None => "no bridge serves a server now; nothing was sent: retry",
     };
-    refuse(&control, named.as_deref(), why, &msg).await;
+    answer_unrun(&control, named.as_deref(), "not_sent", why, reply_to).await;
     After::Nothing
 }
 
@@ -914,14 +965,20 @@ fn holders_in(control: &Control, values: Vec<(String, Bytes)>) -> Vec<Holder> {
 async fn answer(
     control: &Control,
     to: Option<ServerIx>,
-    payload: &[u8],
+    payload: Bytes,
     received: Instant,
     limits: Forwarded,
     sending: &Sending,
 ) -> (Option<String>, &'static str, String, After) {
     let name_of = |ix: ServerIx| control.servers.get(ix).map(|s| s.name.clone());
     let named = to.and_then(name_of);
-    let req = match ActionRequest::parse(payload) {
+    let parsed = ActionRequest::parse(&payload);
+    // The body is the requester's to size (up to NATS's max payload, padding and all);
+    // the action parsed from it is bounded by Asterisk's limits. Held for as long as the
+    // action runs, the bodies of `max_actions_in_flight` requests would be that many
+    // max payloads; let go now, a pending request holds its action alone.
+    drop(payload);
+    let req = match parsed {
         Ok(r) => r,
         Err(e) => {
             let body = Reply::new(named.as_deref(), "invalid_request")
@@ -1019,8 +1076,13 @@ async fn answer(
         None => After::Nothing,
         // The session refused it, or its deadline passed, before writing it (full queue,
         // lost connection, a pipeline that stayed full): the reply invites a retry, which
-        // a stored not_sent would answer as a duplicate.
-        Some(c) if kind == "not_sent" => release(control, Some(c)).await,
+        // a stored not_sent would answer as a duplicate. Likewise a request the session
+        // found invalid (a field of its own `ActionID`, a sync Originate...): nothing was
+        // written, and the corrected request its requester sends next under the same key
+        // must run, not be answered a duplicate of the refusal for the whole window.
+        Some(c) if kind == "not_sent" || kind == "invalid_request" => {
+            release(control, Some(c)).await
+        }
         Some(mut c) => {
             // Stored before the reply, so a retry that follows it finds it; when NATS does
             // not take it now, tried again after the reply (the key meanwhile still holds
@@ -1252,6 +1314,55 @@ mod tests {
         assert_eq!(vars, vec![("Variable", "a=1"), ("Variable", "b=2")]);
         assert_eq!(r.idempotency_key.as_deref(), Some("k-1"));
         assert_eq!(r.timeout, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn a_request_re_encoded_reads_back_the_same_without_what_its_body_held_besides() {
+        let padded = format!(
+            r#"{{"extra":"{}","headers":[["Channel","Local/100@ami-test"],["action","Originate"],["Variable","a=1"],["Action","Ping"],["Variable","b=\"2\""]],"timeout_ms":1500,"idempotency_key":"k-1"}}{}"#,
+            "x".repeat(10_000),
+            " ".repeat(10_000)
+        );
+        let r = ActionRequest::parse(padded.as_bytes()).unwrap();
+        let body = r.to_body();
+        assert!(body.len() < 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(ActionRequest::parse(&body), Ok(r));
+        let bare = ActionRequest::parse(br#"{"headers":[["Action","Ping"]]}"#).unwrap();
+        assert_eq!(bare.to_body(), br#"{"headers":[["Action","Ping"]]}"#);
+        let longest = ActionRequest::parse(
+            format!(
+                r#"{{"headers":[["Action","Ping"]],"timeout_ms":{}}}"#,
+                u64::MAX
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(ActionRequest::parse(&longest.to_body()), Ok(longest));
+    }
+
+    #[test]
+    fn a_request_with_no_room_left_for_the_bridges_action_id_is_refused_before_its_key_is_claimed()
+    {
+        // `Action` and 127 fields: 128 lines, Asterisk's most; the session adds the
+        // ActionID, a 129th, and refuses it. Refused here, before its idempotency key is
+        // claimed and the request routed or forwarded.
+        let fields = vec![r#"["Variable","a=1"]"#; 127].join(",");
+        let body =
+            format!(r#"{{"headers":[["Action","Originate"],{fields}],"idempotency_key":"k-128"}}"#);
+        assert!(
+            matches!(
+                ActionRequest::parse(body.as_bytes()),
+                Err(RequestError::Invalid(e)) if e.contains("129 lines")
+            ),
+            "{:?}",
+            ActionRequest::parse(body.as_bytes()).map(|r| r.action.fields().len())
+        );
+        let fits = vec![r#"["Variable","a=1"]"#; 126].join(",");
+        let body = format!(r#"{{"headers":[["Action","Originate"],{fits}]}}"#);
+        let r = ActionRequest::parse(body.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let id = ami_proto::ActionId::new("b1-42").unwrap();
+        assert!(r.action.encode(Some(&id), &mut out).is_ok());
     }
 
     #[test]

@@ -418,7 +418,11 @@ async fn serve_actions(
                 }
             }
             Err(_) => {
-                crate::actions::refuse(&control, None, "too many actions in flight", &msg).await;
+                // Named like every other answer to a request on `ami.<server>.action`
+                // (the reply's `server`, the counter's label): `null` is for
+                // `ami.any.action` answered before a server was picked.
+                let server = server_name(&control, to);
+                crate::actions::refuse(&control, server, "too many actions in flight", &msg).await;
             }
         }
     }

@@ -491,6 +491,8 @@ impl BridgeConfig {
     }
 
     /// Action requests run at once; more are answered `not_sent` at once (default 256).
+    /// A request in flight holds its parsed action (at most 128 lines of 1 KiB, Asterisk's
+    /// limits), not the body it came in (up to NATS's max payload).
     pub fn max_actions_in_flight(mut self, n: usize) -> Self {
         self.max_actions_in_flight = n;
         self

@@ -53,9 +53,10 @@
 //!   action still running (a long Originate), letting a retry place a second call;
 //! - when the action ran, or may have run, the reply is stored in its place, and a retry
 //!   is answered `duplicate` for the window;
-//! - when it was answered `not_sent` (nothing reached Asterisk), the claim is *freed*
-//!   (deleted, only while it still holds this request's own value, claiming or running),
-//!   so the retry the answer invites runs.
+//! - when it was answered `not_sent`, or `invalid_request` by the session (nothing reached
+//!   Asterisk), the claim is *freed* (deleted, only while it still holds this request's own
+//!   value, claiming or running), so the retry the answer invites (or the corrected
+//!   request) runs.
 //!
 //! A claim whose write got no answer in time may still land afterwards: the request is
 //! answered `not_sent` and its claim is *abandoned*: remembered here, freed as soon as
