@@ -1,8 +1,8 @@
 //! # ami-async: the async AMI client, written once for every runtime
 //!
 //! Everything the async adapters share lives here: the [`Handle`] for actions (waiters,
-//! cancellation when a caller stops waiting, close when the last handle goes), the
-//! [`Events`] stream (batched hand-over; also a `futures_core::Stream`), the
+//! cancellation when a caller stops waiting, close when the last handle and the [`Events`]
+//! are gone), the [`Events`] stream (batched hand-over; also a `futures_core::Stream`), the
 //! [`StatusWatch`], the [`AmiError`] type, the [`Driver`] loop that pumps a transport into
 //! [`ami_proto::Client`], and TLS (feature `tls`). An adapter (`ami-tokio`,
 //! `ami-async-std`) supplies only a [`Runtime`]: its clock, a timer, name lookup and TCP

@@ -653,6 +653,31 @@ fn the_last_user_gone_closes_the_session_a_status_watch_does_not_count() {
     assert!(matches!(watch.get(), Status::Closed { .. }));
 }
 
+/// The crate docs once said the session closes "when the last handle goes": it does not
+/// while its [`Events`] are still read, since a program may keep only its event stream.
+#[test]
+fn the_last_handle_gone_keeps_the_session_while_its_events_are_still_held() {
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let watch = rig.handle.status();
+    let Rig {
+        handle,
+        events,
+        mut driver,
+        ..
+    } = rig;
+    drop(handle);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        Pin::new(&mut driver).poll(&mut cx).is_pending(),
+        "the events are still held"
+    );
+    assert!(matches!(watch.get(), Status::Ready { .. }));
+    drop(events);
+    assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
+    assert!(matches!(watch.get(), Status::Closed { .. }));
+}
+
 #[test]
 fn a_session_the_core_closes_shuts_its_transport_down_before_dropping_it() {
     // Logged off: the Goodbye ends the session, and the server must read the end of the

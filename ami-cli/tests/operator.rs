@@ -236,6 +236,49 @@ fn calls_watch_duration_and_action_timeout_bound_the_wait_for_a_first_login() {
     });
 }
 
+/// README: "an action's `--timeout` bounds the wait for the first login too", also with
+/// several servers (`action --on`, whose wait for the first logins is otherwise at most
+/// 15 s): `--timeout 1` against a server that never answers its Login names it (exit 3)
+/// after about a second and the server that did log in answers, not 15 s later.
+#[test]
+fn action_on_with_a_timeout_bounds_the_wait_for_the_first_logins_too() {
+    let mute = never_answers_the_login();
+    let front = sim();
+    let up = sim_url(&front, "amp111");
+    each_runtime(|rt| {
+        for on in ["all", mute.addr.to_string().as_str()] {
+            let url = mute.url();
+            let args = [
+                "--runtime",
+                rt,
+                "--server",
+                &url,
+                "--server",
+                &up,
+                "action",
+                "Ping",
+                "--on",
+                on,
+                "--timeout",
+                "1",
+            ];
+            let (out, took) = timed(&args);
+            assert_code(&out, 3, &format!("{rt} --on {on}"));
+            assert!(
+                stderr(&out).contains(&mute.addr.to_string()),
+                "{rt} --on {on}: {}",
+                stderr(&out)
+            );
+            // 1 s for the logins, 2 s at most for the Logoff; 15 s is the bound without
+            // --timeout.
+            assert!(
+                took < Duration::from_secs(8),
+                "{rt} --on {on}: took {took:?}"
+            );
+        }
+    });
+}
+
 // ----- 4. a stop signal before the first login ------------------------------------------
 
 /// SIGTERM stands for Ctrl-C here (a test run in the background inherits SIGINT ignored).

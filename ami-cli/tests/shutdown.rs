@@ -379,3 +379,36 @@ fn a_stop_signal_while_waiting_to_reconnect_ends_listen_and_calls_watch_at_once(
         }
     });
 }
+
+/// README "Exit codes": Ctrl-C, SIGTERM or SIGHUP ends `listen` and `calls --watch` with a
+/// Logoff; "a second one ends the process at once (exit 130)". Here the server never
+/// answers the Logoff, so the first SIGTERM leaves the command in its 2 s grace, where the
+/// second one must end it with 130 instead of the clean stop's 0.
+#[test]
+fn a_second_stop_signal_during_the_logoff_ends_listen_and_calls_watch_with_exit_130() {
+    each_runtime(|rt| {
+        let hung = never_says_goodbye();
+        let url = hung.url();
+        for command in [&["listen"][..], &["calls", "--watch"][..]] {
+            let what = format!("{rt}, {}", command.join(" "));
+            let mut args = vec!["--runtime", rt, "--server", url.as_str()];
+            args.extend_from_slice(command);
+            let mut child = spawn_piped(&args);
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut first = String::new();
+            assert!(
+                stdout.read_line(&mut first).unwrap() > 0,
+                "{what}: no output"
+            );
+            send_signal(&child, "TERM");
+            // Inside the grace the Logoff waits for a Goodbye that never comes.
+            std::thread::sleep(Duration::from_millis(300));
+            send_signal(&child, "TERM");
+            let mut rest = String::new();
+            stdout.read_to_string(&mut rest).unwrap();
+            let status = child.wait().unwrap();
+            let err = stderr_of(&mut child);
+            assert_eq!(status.code(), Some(130), "{what}: {err}");
+        }
+    });
+}

@@ -1289,3 +1289,110 @@ fn wait_always_equals_the_earliest_timer_or_deadline() {
     h.drain();
     assert_eq!(h.wait(), None, "closed: nothing to wait for");
 }
+
+// ----- the documented defaults ------------------------------------------------------------
+
+/// README "Reconnects": with the builder's defaults, retries back off with full jitter from
+/// 100 ms to 30 s, and after 10 failures in a row the breaker waits 60 s before each try.
+#[test]
+fn default_reconnects_back_off_from_100ms_to_30s_and_the_breaker_opens_after_10_failures_for_60s() {
+    for seed in 0..8 {
+        let t0 = Instant::now();
+        let cfg = ClientConfig::builder("admin", "s3cr3t-Pa55")
+            .seed(seed)
+            .build()
+            .unwrap();
+        let mut h = Harness::new(cfg, t0);
+        let mut delays = Vec::new();
+        for n in 1..=13u32 {
+            let out = h.input(Input::ConnectFailed(ConnectFailure::Refused));
+            let retry = close_then_disconnected(&out, REFUSED);
+            let delay = retry - h.now;
+            if n < 10 {
+                let ceiling = (Duration::from_millis(100) * 2u32.pow(n - 1)).min(secs(30));
+                assert!(delay <= ceiling, "seed {seed}, failure {n}: {delay:?}");
+                assert_eq!(h.client.stats().breaker_opened, 0, "failure {n}");
+            } else {
+                // The breaker's wait: the cooldown plus at most one base of jitter.
+                assert!(
+                    (secs(60)..=secs(60) + Duration::from_millis(100)).contains(&delay),
+                    "seed {seed}, failure {n}: {delay:?}"
+                );
+                assert_eq!(h.client.stats().breaker_opened, 1, "failure {n}");
+            }
+            delays.push(delay);
+            assert_eq!(h.advance_to(retry), [Out::Connect]);
+        }
+        // Full jitter, not a fixed schedule: the ninth ceiling (25.6 s) is not always hit.
+        assert!(
+            delays[..9].iter().any(|d| *d > Duration::ZERO),
+            "{delays:?}"
+        );
+    }
+}
+
+/// README "Reconnects": failures are forgotten once a session has stayed up 30 s (the
+/// default `stable_after`), so the retry after it is within the 100 ms base again.
+#[test]
+fn by_default_a_session_up_30s_forgets_the_failures_before_it() {
+    let delay_after = |seed: u64, up: Duration| {
+        let t0 = Instant::now();
+        let cfg = ClientConfig::builder("admin", "s3cr3t-Pa55")
+            .seed(seed)
+            .ping_interval(secs(3600))
+            .build()
+            .unwrap();
+        let mut h = Harness::new(cfg, t0);
+        for _ in 0..8 {
+            let out = h.input(Input::ConnectFailed(ConnectFailure::Refused));
+            let retry = close_then_disconnected(&out, REFUSED);
+            h.advance_to(retry);
+        }
+        h.ready();
+        let ready_at = h.now;
+        h.advance_to(ready_at + up);
+        let out = h.eof();
+        close_then_disconnected(&out, DisconnectReason::Eof) - h.now
+    };
+    let mut short = Vec::new();
+    for seed in 0..16 {
+        let stable = delay_after(seed, secs(30));
+        assert!(
+            stable <= Duration::from_millis(100),
+            "seed {seed}: {stable:?}"
+        );
+        short.push(delay_after(seed, secs(30) - MS));
+    }
+    // Control: a millisecond short of 30 s the ninth failure's ceiling (25.6 s) applies.
+    assert!(
+        short.iter().any(|d| *d > Duration::from_millis(100)),
+        "{short:?}"
+    );
+}
+
+/// README `ami action --timeout`: "the answer's deadline, 30 s": the client's default
+/// action deadline, which an action sent without options gets.
+#[test]
+fn an_action_sent_without_options_times_out_after_the_default_30s() {
+    let t0 = Instant::now();
+    let cfg = ClientConfig::builder("admin", "s3cr3t-Pa55")
+        .ping_interval(secs(3600))
+        .build()
+        .unwrap();
+    assert_eq!(cfg.action_timeout(), secs(30));
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let sent_at = h.now;
+    let id = h.send(Action::new("Ping"));
+    assert!(h.advance_to(sent_at + secs(30) - MS).is_empty());
+    assert_eq!(
+        h.advance_to(sent_at + secs(30)),
+        [Out::Completed(
+            id,
+            Err(ActionError::TimedOut {
+                phase: Phase::Response,
+                partial: None
+            })
+        )]
+    );
+}

@@ -1006,3 +1006,57 @@ fn setvar_on_a_channel_refuses_variables_past_the_channels_byte_cap() {
         "{bytes} bytes of variables kept on one channel"
     );
 }
+
+/// Crate docs, "Bounded memory": a session's filters are capped at 1024 entries. The 1025th
+/// Filter is refused with an error (as a filter Asterisk could not add), the ones before it
+/// all accepted.
+#[test]
+fn a_sessions_filters_stop_at_1024_and_the_next_filter_is_refused() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    let base = h.got.len();
+    for n in 0..1030 {
+        h.send(
+            format!(
+                "Action: Filter\r\nActionID: f{n}\r\nOperation: Add\r\nFilter: Event: E{n}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    let got = h.shapes_from(base);
+    let response = |n: usize| {
+        let id = format!("f{n}");
+        got.iter()
+            .find(|s| s.get("ActionID").as_deref() == Some(id.as_str()))
+            .and_then(|s| s.get("Response"))
+            .unwrap_or_else(|| panic!("no answer to {id}"))
+    };
+    assert!((0..1024).all(|n| response(n) == "Success"));
+    assert!((1024..1030).all(|n| response(n) == "Error"));
+}
+
+/// Crate docs, "Bounded memory": global variables are capped at 4,096; a Setvar of a new
+/// global past them is answered `Variable not set`, while one already set can still change.
+#[test]
+fn setvar_refuses_new_globals_past_4096_and_still_changes_an_existing_one() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    let base = h.got.len();
+    for n in 0..4100 {
+        h.send(
+            format!("Action: Setvar\r\nActionID: g{n}\r\nVariable: G{n}\r\nValue: x\r\n\r\n")
+                .as_bytes(),
+        );
+    }
+    h.send(b"Action: Setvar\r\nActionID: again\r\nVariable: G0\r\nValue: y\r\n\r\n");
+    let got = h.shapes_from(base);
+    let message = |id: &str| {
+        got.iter()
+            .find(|s| s.get("ActionID").as_deref() == Some(id))
+            .and_then(|s| s.get("Message"))
+            .unwrap_or_else(|| panic!("no answer to {id}"))
+    };
+    assert!((0..4096).all(|n| message(&format!("g{n}")) == "Variable Set"));
+    assert!((4096..4100).all(|n| message(&format!("g{n}")) == "Variable not set"));
+    assert_eq!(message("again"), "Variable Set");
+}

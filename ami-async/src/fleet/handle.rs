@@ -277,7 +277,9 @@ impl FleetHandle {
         self.shards.statuses()
     }
 
-    /// A watch on status changes from now on: every change once, in order.
+    /// A watch on status changes from now on: every change once, in order (a watch more
+    /// than 4,096 changes, or 1 MiB of them, behind is told how many it missed instead:
+    /// [`StatusChange::Lagged`](super::StatusChange::Lagged)).
     pub fn watch(&self) -> StatusWatch {
         StatusWatch::new(self.shards.clone())
     }

@@ -247,7 +247,14 @@ fn send_on(
     }
     let mut fleet = Fleet::open(conn, events)?;
     let mut failures = ServerFailures::default();
-    let down = fleet.keep_ready(crate::session::FIRST_LOGIN_TIMEOUT)?;
+    // An action's deadline bounds its first logins too, as with one server (`--timeout 1`
+    // is not 10 s against a server that never answers the Login); at most the usual wait.
+    let first_logins = options
+        .timeout
+        .map_or(crate::session::FIRST_LOGIN_TIMEOUT, |t| {
+            t.min(crate::session::FIRST_LOGIN_TIMEOUT)
+        });
+    let down = fleet.keep_ready(first_logins)?;
     let target_down = down.iter().any(|(server, _)| server == on);
     for (server, why) in down {
         if on == "all" || server == on {
