@@ -420,6 +420,10 @@ pub(crate) async fn run(
                     ..
                 } if Instant::now() < *until => None,
                 State::Free { .. } if pass == Pass::Usable => None,
+                // A stopping bridge takes no lease (one another bridge released meanwhile):
+                // the stop has logged its sessions off and releases what it holds next, so
+                // the server would be logged in only to be dropped without its Logoff.
+                State::Free { .. } if control.stopping() => None,
                 State::Free { seen, .. } => {
                     try_acquire(
                         &kv,

@@ -492,6 +492,46 @@ fn clean_shutdown_logs_the_ami_session_off_before_releasing_the_lease() {
     );
 }
 
+/// A bridge that is stopping takes no lease: one released meanwhile (another bridge
+/// stopping at the same time, as a service manager stops them all) is left to a bridge that
+/// stays. Taken, the server would be connected and logged in only to be dropped a moment
+/// later, without its Logoff, when the stop releases the leases it holds.
+#[test]
+fn a_stopping_bridge_takes_no_lease_released_during_its_stop() {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let b = sim();
+    // pbx2 never answers the Logoff: the second bridge's stop waits its whole grace for it.
+    b.with_faults(|f| {
+        f.drop_actions(ami_sim::ActionMatch::named("Logoff"));
+    });
+    let ttl = Duration::from_secs(120);
+    let first = serving_bridge(pbx1_bridge(&nats, &a, "first", ttl), &a);
+    let servers = vec![
+        spec("pbx1", &a, login().build().unwrap()),
+        spec("pbx2", &b, login().build().unwrap()),
+    ];
+    let second = TestBridge::start(
+        BridgeConfig::new(nats.url(), servers)
+            .lease_ttl(ttl)
+            .bridge_id("second"),
+    );
+    wait_for(Duration::from_secs(10), "second serves pbx2", || {
+        second.serving() == ["pbx2"] && b.stats().logins == 1
+    });
+    let stopping = std::thread::spawn(move || second.shutdown());
+    // The second bridge is waiting for pbx2's Goodbye when the first releases pbx1.
+    std::thread::sleep(Duration::from_millis(300));
+    first.shutdown();
+    stopping.join().unwrap();
+    let stats = a.stats();
+    assert_eq!(
+        (stats.sessions_accepted, stats.logins),
+        (1, 1),
+        "pbx1 was taken by a bridge that was stopping: {stats:?}"
+    );
+}
+
 /// A bridge named `id` for `pbx1` at `a` that logs in with a password the server refuses.
 fn wrong_password_bridge(nats: &Nats, a: &ami_sim::tcp::TcpFront, id: &str) -> BridgeConfig {
     let client = ami_proto::ClientConfig::builder("admin", "not-the-password")

@@ -827,6 +827,58 @@ fn the_answer_of_a_cancelled_sync_originate_after_the_grace_period_still_ends_it
     );
 }
 
+/// A cancelled sync Originate's late answer that the client cannot read (thrown away as
+/// neither a response nor an event, or cut by a decoder limit) is still the server's answer:
+/// its session is free again, so the hold on the heartbeat ends with it, as it does for a
+/// sync Originate still waited for whose answer is thrown away. A link that dies afterwards
+/// is given up a `pong_timeout` after its Ping, not at the deadline of the answered call.
+#[test]
+fn a_cancelled_sync_originates_discarded_answer_ends_its_hold_on_the_heartbeat() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .ping_interval(secs(20))
+        .pong_timeout(secs(10))
+        .action_timeout(secs(5))
+        .originate_margin(secs(10))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let ten_minutes = sync_originate_ringing(600_000);
+    let id = h.send(ten_minutes);
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    // Its answer at 3 s, without its `Response` line: discarded, and known for its answer
+    // by its ActionID.
+    h.advance_to(t0 + secs(3));
+    h.feed(&scripted::msg(&[
+        ("ActionID", id.as_str()),
+        ("Message", "Originate successfully queued"),
+    ]));
+    assert_eq!(h.client.stats().unexpected, 1, "the answer was discarded");
+    let mut down = None;
+    for s in (5..=120).step_by(5) {
+        let out = h.advance_to(t0 + secs(s));
+        if out
+            .iter()
+            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
+        {
+            down = Some(s);
+            break;
+        }
+    }
+    // Nothing counted as progress since the session was ready: the Ping at 20 s, its pong
+    // deadline at 30 s (not the Originate's, past 600 s).
+    assert_eq!(
+        down,
+        Some(30),
+        "a dead link is given up a pong_timeout after its Ping"
+    );
+}
+
 /// A cancelled sync Originate that is never answered holds the heartbeat until its own
 /// deadline (the longest its call can ring, plus `originate_margin`), and no longer.
 #[test]

@@ -11,6 +11,10 @@ use thiserror::Error;
 /// that and a typical answer.
 pub const MIN_MAX_BACKLOG: usize = 1024;
 
+/// Longest [`SimConfig::system_name`] accepted, in bytes: what Asterisk keeps of
+/// `systemname` (its buffer holds 128 bytes with the terminating NUL).
+pub const MAX_SYSTEM_NAME_LEN: usize = 127;
+
 /// One `manager.conf` user. Its `Debug` shows the secret as `<redacted>`: a simulator
 /// configured with a real password (a user pointing it at their own dialer) must not print
 /// it in a log line or a panic message.
@@ -117,7 +121,8 @@ pub struct SimConfig {
     /// channel variable overrides it).
     pub echo_timeout: Duration,
     /// `SystemName`: when set, added to events (not to FullyBooted) and shown by CoreSettings.
-    /// No CR, LF or NUL (nor in the two versions): each would forge lines or messages.
+    /// No CR, LF or NUL (nor in the two versions): each would forge lines or messages. At
+    /// most [`MAX_SYSTEM_NAME_LEN`] bytes.
     pub system_name: Option<String>,
 }
 
@@ -183,6 +188,20 @@ impl SimConfig {
             return invalid(
                 "max_backlog",
                 "must be at least 1024 bytes (MIN_MAX_BACKLOG): every session would be closed as a slow reader during its login",
+            );
+        }
+        // Asterisk keeps at most 127 bytes of `systemname` (options.c, `char
+        // system_name[128]`). Longer, the name written into every event (each login's
+        // SuccessfulAuth included) can leave the smallest backlog no room for a login:
+        // every session closed as a slow reader before it is ready (900 bytes over 1 KiB).
+        if self
+            .system_name
+            .as_deref()
+            .is_some_and(|n| n.len() > MAX_SYSTEM_NAME_LEN)
+        {
+            return invalid(
+                "system_name",
+                "must be at most 127 bytes (MAX_SYSTEM_NAME_LEN, as Asterisk keeps): it is written into every event, and a longer one can leave no room for a login in the backlog",
             );
         }
         // Written into the banner, CoreSettings and every event: a line break there would

@@ -144,7 +144,9 @@ pub mod tcp;
 pub use calls::channel::ChannelRow;
 pub use calls::{CallId, CallRequest, CallTarget};
 pub use classes::ClassMask;
-pub use config::{SimConfig, SimConfigBuilder, SimConfigError, SimUser, MIN_MAX_BACKLOG};
+pub use config::{
+    SimConfig, SimConfigBuilder, SimConfigError, SimUser, MAX_SYSTEM_NAME_LEN, MIN_MAX_BACKLOG,
+};
 pub use events::escape_c;
 pub use faults::{ActionMatch, Fault, FaultPlan, FaultSchedule, Faults};
 pub use server::SimServer;

@@ -7,7 +7,9 @@ use ami_proto::{
 };
 use ami_sim::link::Link;
 use ami_sim::tcp::TcpFront;
-use ami_sim::{ClassMask, SimConfig, SimConfigError, SimServer, SimUser, MIN_MAX_BACKLOG};
+use ami_sim::{
+    ClassMask, SimConfig, SimConfigError, SimServer, SimUser, MAX_SYSTEM_NAME_LEN, MIN_MAX_BACKLOG,
+};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
@@ -239,5 +241,32 @@ fn unusual_sim_configs_that_work_are_accepted_and_the_smallest_backlog_logs_in()
         .unwrap();
     let start = Instant::now();
     let mut link = Link::with_configs(client(), built, start);
+    assert_eq!(exercise(&mut link), (true, true, 0));
+}
+
+/// A `system_name` is written into every event, the SuccessfulAuth of each login included:
+/// one that takes most of the smallest `max_backlog` leaves no room for the login, so every
+/// session is closed as a slow reader before it is ready (900 bytes over a 1 KiB backlog:
+/// ten reconnects in two minutes, never ready). Refused at build past what Asterisk keeps of
+/// a `systemname` (127 bytes); the longest it keeps logs in over the smallest backlog.
+#[test]
+fn a_system_name_longer_than_asterisk_keeps_is_refused_at_build_and_the_longest_logs_in() {
+    let crowded = SimConfig {
+        max_backlog: MIN_MAX_BACKLOG,
+        system_name: Some("x".repeat(900)),
+        ..SimConfig::default()
+    };
+    let err = crowded.validate().unwrap_err();
+    assert!(names(&err, "system_name"), "{err}");
+    let built = SimConfig::builder()
+        .system_name("x".repeat(MAX_SYSTEM_NAME_LEN + 1))
+        .build();
+    assert!(built.is_err(), "the builder refuses it too");
+    let longest = SimConfig::builder()
+        .max_backlog(MIN_MAX_BACKLOG)
+        .system_name("x".repeat(MAX_SYSTEM_NAME_LEN))
+        .build()
+        .unwrap();
+    let mut link = Link::with_configs(client(), longest, Instant::now());
     assert_eq!(exercise(&mut link), (true, true, 0));
 }

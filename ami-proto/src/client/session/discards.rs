@@ -71,6 +71,20 @@ impl Client {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
+        if let Stage::Abandoned { blocking: true, .. } = p.stage {
+            // A cancelled sync Originate's late answer: its call ended, and with it the
+            // server's silence, so its hold on the heartbeat ends too (as it does when that
+            // answer is read). The entry swallows what may follow for a grace period, as
+            // for an answer discarded while awaited.
+            let stage = Stage::Abandoned {
+                list: true,
+                blocking: false,
+            };
+            let grace = self.config.action_timeout;
+            self.pending.set_stage(seq, stage, false);
+            self.pending.set_deadline(seq, now + grace);
+            return;
+        }
         let awaited = match (p.kind, p.stage) {
             (Kind::User { .. }, Stage::Written) => true,
             // The second response of an action answered twice (JabberSend) is its answer.
