@@ -24,6 +24,7 @@
 //! consumed), account and server resources (10002, 10023, 10028, 10047), cluster states
 //! (10009, 10063, 10163), `too many requests` (10167), and any code not known here.
 
+use crate::shown::Remote;
 use crate::throttle::LogThrottle;
 use async_nats::StatusCode;
 
@@ -84,18 +85,29 @@ impl Refusal {
 pub(crate) enum Ack {
     /// Stored (`duplicate`: it was already, from an earlier publish of the same ID).
     Stored { duplicate: bool },
-    /// Not stored for now: the publisher goes back and publishes again (the text says why).
+    /// Not stored for now: the publisher goes back and publishes again (the text says why,
+    /// escaped and cut short for a log line: see [`Remote`]).
     Failed(String),
+    /// Not an answer of the bridge's stream: it names no stream, or another. Whoever may
+    /// read the event subjects sees their reply subjects and may publish there; only the
+    /// stream the bridge publishes into stores its items, so only its answers count. The
+    /// real ack, or the ack timeout, decides.
+    Foreign,
     /// Never to be stored: see [`Refusal`]. `err_code` is JetStream's number.
     Refused { reason: Refusal, err_code: u32 },
 }
 
 /// Reads a JetStream publish ack (`{"stream":..,"seq":N[,"duplicate":true]}` or
-/// `{"error":{..}}`; a no-responders status when no stream takes the subject). A stored
-/// ack is read without allocating.
-pub(crate) fn parse_ack(status: Option<StatusCode>, p: &[u8]) -> Ack {
+/// `{"stream":..,"error":{..}}`; a no-responders status when no stream takes the subject)
+/// to a publish into `stream`. A stored ack is read without allocating.
+pub(crate) fn parse_ack(status: Option<StatusCode>, p: &[u8], stream: &str) -> Ack {
     if status == Some(StatusCode::NO_RESPONDERS) {
         return Ack::Failed("no stream listens on the subject".into());
+    }
+    // JetStream names the stream in every publish ack, error or not (its schema requires
+    // `stream`), and one stream at most takes a subject of an account.
+    if names_stream(p) != Some(stream.as_bytes()) {
+        return Ack::Foreign;
     }
     if find(p, b"\"error\"").is_some() {
         if let Some(code) = err_code(p) {
@@ -107,10 +119,10 @@ pub(crate) fn parse_ack(status: Option<StatusCode>, p: &[u8]) -> Ack {
                 };
             }
         }
-        return Ack::Failed(String::from_utf8_lossy(p).into_owned());
+        return Ack::Failed(Remote(p).to_string());
     }
     if find(p, b"\"seq\"").is_none() {
-        return Ack::Failed(String::from_utf8_lossy(p).into_owned());
+        return Ack::Failed(Remote(p).to_string());
     }
     Ack::Stored {
         duplicate: find(p, b"\"duplicate\":true").is_some(),
@@ -125,6 +137,16 @@ fn find(p: &[u8], needle: &[u8]) -> Option<usize> {
 /// The bytes of `p` after the first `key`.
 fn value_after<'a>(p: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     find(p, key).and_then(|at| p.get(at + key.len()..))
+}
+
+/// The stream an ack names: the bytes of its `"stream"` string (nats-server's names hold
+/// no quote or backslash). None when absent or not a string.
+fn names_stream(p: &[u8]) -> Option<&[u8]> {
+    let rest = value_after(p, b"\"stream\"")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    rest.get(..end)
 }
 
 /// The number of the ack's `"err_code"` (JSON from nats-server has no blanks; some are
@@ -159,22 +181,26 @@ mod tests {
     #[test]
     fn acks_are_read_as_stored_duplicate_or_failed() {
         assert_eq!(
-            parse_ack(None, br#"{"stream":"AMI","seq":7}"#),
+            parse_ack(None, br#"{"stream":"AMI","seq":7}"#, "AMI"),
             Ack::Stored { duplicate: false }
         );
         assert_eq!(
-            parse_ack(None, br#"{"stream":"AMI","seq":7,"duplicate":true}"#),
+            parse_ack(None, br#"{"stream":"AMI","seq":7,"duplicate":true}"#, "AMI"),
             Ack::Stored { duplicate: true }
         );
         let limits = error_ack(400, 10002, "resource limits exceeded for account");
         assert!(
-            matches!(parse_ack(None, &limits), Ack::Failed(w) if w.contains("resource limits"))
+            matches!(parse_ack(None, &limits, "AMI"), Ack::Failed(w) if w.contains("resource limits"))
         );
         assert!(matches!(
-            parse_ack(Some(StatusCode::NO_RESPONDERS), b""),
+            parse_ack(Some(StatusCode::NO_RESPONDERS), b"", "AMI"),
             Ack::Failed(_)
         ));
-        assert!(matches!(parse_ack(None, b"garbage"), Ack::Failed(_)));
+        assert_eq!(parse_ack(None, b"garbage", "AMI"), Ack::Foreign);
+        assert!(matches!(
+            parse_ack(None, br#"{"stream":"AMI","garbage":1}"#, "AMI"),
+            Ack::Failed(_)
+        ));
     }
 
     #[test]
@@ -218,7 +244,7 @@ mod tests {
             (400, 10166, "per-message TTL is disabled", Refusal::Ttl),
         ] {
             assert_eq!(
-                parse_ack(None, &error_ack(code, err_code, description)),
+                parse_ack(None, &error_ack(code, err_code, description), "AMI"),
                 Ack::Refused { reason, err_code },
                 "{err_code} {description}"
             );
@@ -244,7 +270,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_ack(None, &error_ack(code, err_code, description)),
+                    parse_ack(None, &error_ack(code, err_code, description), "AMI"),
                     Ack::Failed(_)
                 ),
                 "{err_code} {description}"
@@ -271,11 +297,51 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_that_does_not_name_the_bridges_stream_is_no_ack_of_it() {
+        for p in [
+            &br#"{"stream":"ELSEWHERE","seq":1}"#[..],
+            br#"{"stream":"AMI2","seq":1}"#,
+            br#"{"stream":"AM","seq":1}"#,
+            br#"{"seq":1}"#,
+            br#"{"stream":7,"seq":1}"#,
+            br#"{"stream":"OTHER","error":{"code":400,"err_code":10109}}"#,
+            br#"{"error":{"code":400,"err_code":10054}}"#,
+            b"",
+        ] {
+            assert_eq!(
+                parse_ack(None, p, "AMI"),
+                Ack::Foreign,
+                "{}",
+                String::from_utf8_lossy(p)
+            );
+        }
+        assert_eq!(
+            parse_ack(None, br#"{"stream" : "AMI", "seq":1}"#, "AMI"),
+            Ack::Stored { duplicate: false }
+        );
+    }
+
+    #[test]
+    fn a_failure_text_is_escaped_and_bounded() {
+        let mut p = b"{\"stream\":\"AMI\",\"error\":{\"description\":\"x\r\n\x1b[31m".to_vec();
+        p.extend(std::iter::repeat_n(b'y', 100_000));
+        let Ack::Failed(why) = parse_ack(None, &p, "AMI") else {
+            panic!("not a failure");
+        };
+        assert!(!why.chars().any(char::is_control), "{why}");
+        assert!(why.len() < 1_000, "{} bytes", why.len());
+    }
+
+    #[test]
     fn err_codes_are_read_as_numbers_not_as_text() {
         // The code and nothing longer: 100540 is not 10054.
         assert_eq!(err_code(br#"{"error":{"err_code":100540}}"#), Some(100_540));
         assert!(matches!(
-            parse_ack(None, br#"{"error":{"code":400,"err_code":100540}}"#),
+            parse_ack(
+                None,
+                br#"{"stream":"AMI","error":{"code":400,"err_code":100540}}"#,
+                "AMI"
+            ),
             Ack::Failed(_)
         ));
         assert_eq!(err_code(br#"{"error":{"err_code" : 10109 }}"#), Some(10109));

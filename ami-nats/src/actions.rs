@@ -486,6 +486,14 @@ impl After {
         }
     }
 
+    /// The bytes it holds while it waits on NATS (the reply to store).
+    pub(crate) fn held_bytes(&self) -> usize {
+        match self {
+            After::Store(_, reply) => reply.len(),
+            After::Nothing | After::Free(_) => 0,
+        }
+    }
+
     /// The idempotency key it is about, if any.
     pub(crate) fn key(&self) -> Option<&str> {
         match self {
@@ -640,6 +648,9 @@ impl ReplyLoss {
 pub(crate) struct ReplyLossLog {
     throttle: LogThrottle<{ ReplyLoss::ALL.len() }>,
     expired: LogThrottle<1>,
+    /// Requests refused because `max_actions_in_flight` run already: each is answered
+    /// `not_sent`, but none is run, and a flood of them is what an operator must hear of.
+    busy: LogThrottle<1>,
 }
 
 impl ReplyLossLog {
@@ -649,6 +660,7 @@ impl ReplyLossLog {
         ReplyLossLog {
             throttle: LogThrottle::new(interval),
             expired: LogThrottle::new(interval),
+            busy: LogThrottle::new(interval),
         }
     }
 
@@ -658,6 +670,15 @@ impl ReplyLossLog {
         let quiet = self.expired.note(0, now)?;
         let rest = crate::throttle::unlogged(quiet, "actions_expired");
         Some(format!("{line}{rest}"))
+    }
+
+    /// A request refused at `now` because `max` run already: the line to log now, if any.
+    pub(crate) fn busy(&mut self, max: usize, now: Instant) -> Option<String> {
+        let quiet = self.busy.note(0, now)?;
+        let rest = crate::throttle::more_since(quiet);
+        Some(format!(
+            "action request refused (answered not_sent, not run): {max} actions in flight already (max_actions_in_flight){rest}"
+        ))
     }
 
     /// A reply lost for `why` (NATS said `error`) at `now`: the line to log now, if any.
@@ -677,6 +698,7 @@ impl ReplyLossLog {
     pub(crate) fn due(&mut self, now: Instant) -> Vec<String> {
         let mut lines = Self::summaries(self.throttle.overdue(now));
         lines.extend(Self::expired_summary(self.expired.overdue(now)));
+        lines.extend(Self::busy_summary(self.busy.overdue(now)));
         lines
     }
 
@@ -685,6 +707,7 @@ impl ReplyLossLog {
     pub(crate) fn pending(&mut self) -> Vec<String> {
         let mut lines = Self::summaries(self.throttle.take_all());
         lines.extend(Self::expired_summary(self.expired.take_all()));
+        lines.extend(Self::busy_summary(self.busy.take_all()));
         lines
     }
 
@@ -692,6 +715,13 @@ impl ReplyLossLog {
         counts
             .into_iter()
             .map(|(_, n)| format!("{n} more forwarded action requests refused for arriving past their deadline since the last such line (counted in actions_expired, not logged)"))
+            .collect()
+    }
+
+    fn busy_summary(counts: Vec<(usize, u64)>) -> Vec<String> {
+        counts
+            .into_iter()
+            .map(|(_, n)| format!("{n} more action requests refused (answered not_sent, not run) with too many actions in flight since the last such line (counted in actions as not_sent, not logged)"))
             .collect()
     }
 

@@ -422,6 +422,11 @@ async fn serve_actions(
                 // (the reply's `server`, the counter's label): `null` is for
                 // `ami.any.action` answered before a server was picked.
                 let server = server_name(&control, to);
+                let max = control.max_actions;
+                let line = control.lock_reply_log().busy(max, Instant::now());
+                if let Some(line) = line {
+                    log::warn!("{line}");
+                }
                 crate::actions::refuse(&control, server, "too many actions in flight", &msg).await;
             }
         }
@@ -480,7 +485,7 @@ async fn answer_in_task(
     let Some(key) = after.key().map(str::to_string) else {
         return;
     };
-    let Some(_room) = control.keys.follow_up_slot(&key) else {
+    let Some(_room) = control.keys.follow_up_slot(&key, after.held_bytes()) else {
         return;
     };
     tokio::select! {
@@ -909,6 +914,7 @@ impl Bridge {
             max_backlog_bytes: config.max_backlog_bytes,
             window: config.publish_window,
             ack_timeout: PUBLISH_ACK_TIMEOUT,
+            stream: config.stream.name.clone(),
         };
         tasks.push(tokio::spawn(publisher.run(merged)));
         // Self-fencing, status gauges and the summaries of lost replies, independent of how

@@ -186,6 +186,52 @@ const FOLLOW_UP_MAX_PAUSE: Duration = Duration::from_secs(2);
 /// coming. Past it one is skipped, logged rate-limited: its key stays as it is until the
 /// window ends (a retry reaching this process still takes an abandoned claim over).
 const FOLLOW_UPS_MAX: usize = 1024;
+/// Most bytes of replies that follow-ups hold at once. A reply is up to NATS's max payload
+/// (a list action's answer on a busy PBX: a megabyte and more), so the count alone would
+/// let a gigabyte wait on a bucket that takes no stores; this is as much as the bucket
+/// holds in all (its `max_bytes`). Past it a follow-up is skipped like one over the count.
+const FOLLOW_UPS_MAX_BYTES: usize = 64 << 20;
+
+/// Room for follow-ups: at most [`FOLLOW_UPS_MAX`] at once, holding at most
+/// [`FOLLOW_UPS_MAX_BYTES`] of replies between them.
+#[derive(Debug)]
+struct FollowUpRoom {
+    count: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+/// One follow-up's share of the room: given back when dropped.
+#[derive(Debug)]
+pub(crate) struct FollowUpSlot {
+    _count: OwnedSemaphorePermit,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl FollowUpRoom {
+    fn new(count: usize, max_bytes: usize) -> FollowUpRoom {
+        FollowUpRoom {
+            count: Arc::new(Semaphore::new(count)),
+            bytes: Arc::new(Semaphore::new(max_bytes.min(Semaphore::MAX_PERMITS))),
+            max_bytes: max_bytes.min(Semaphore::MAX_PERMITS),
+        }
+    }
+
+    /// Room for one follow-up holding `bytes`, if there is. One larger than all the byte
+    /// room takes all of it (it runs only alone: never left out for good).
+    fn take(&self, bytes: usize) -> Option<FollowUpSlot> {
+        let count = self.count.clone().try_acquire_owned().ok()?;
+        let n = u32::try_from(bytes.min(self.max_bytes)).unwrap_or(u32::MAX);
+        let bytes = match n {
+            0 => None,
+            n => Some(self.bytes.clone().try_acquire_many_owned(n).ok()?),
+        };
+        Some(FollowUpSlot {
+            _count: count,
+            _bytes: bytes,
+        })
+    }
+}
 /// Claims (create, take-over) tried at most this many times when the key changes under
 /// them (deleted between a failed create and the read of what holds it, or taken over by
 /// another request between that read and the take-over).
@@ -247,8 +293,8 @@ pub(crate) struct Keys {
     /// them, as several requests with one key may be abandoned in one stall, and the key
     /// then holds whichever of their writes landed last.
     abandoned: Mutex<Abandoned>,
-    /// Room for follow-ups ([`FOLLOW_UPS_MAX`]).
-    follow_ups: Arc<Semaphore>,
+    /// Room for follow-ups ([`FOLLOW_UPS_MAX`], [`FOLLOW_UPS_MAX_BYTES`]).
+    follow_ups: FollowUpRoom,
     /// The lines about follow-ups skipped for lack of room, and about abandoned claims
     /// forgotten to make room (kinds [`SKIPPED`] and [`FORGOTTEN`]).
     said: Mutex<LogThrottle<2>>,
@@ -401,25 +447,26 @@ impl Keys {
             instance: instance.to_string(),
             next: AtomicU64::new(0),
             abandoned: Mutex::default(),
-            follow_ups: Arc::new(Semaphore::new(FOLLOW_UPS_MAX)),
+            follow_ups: FollowUpRoom::new(FOLLOW_UPS_MAX, FOLLOW_UPS_MAX_BYTES),
             said: Mutex::default(),
             skipped,
             forgotten,
         }
     }
 
-    /// Room for one follow-up of `key`, or `None` (logged, rate-limited) when
-    /// [`FOLLOW_UPS_MAX`] run already.
-    pub(crate) fn follow_up_slot(&self, key: &str) -> Option<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.follow_ups.clone().try_acquire_owned() {
-            return Some(permit);
+    /// Room for one follow-up of `key` holding `bytes` (its reply), or `None` (counted,
+    /// logged rate-limited) when [`FOLLOW_UPS_MAX`] run already, or the replies they hold
+    /// leave less than `bytes` of [`FOLLOW_UPS_MAX_BYTES`].
+    pub(crate) fn follow_up_slot(&self, key: &str, bytes: usize) -> Option<FollowUpSlot> {
+        if let Some(slot) = self.follow_ups.take(bytes) {
+            return Some(slot);
         }
         self.skipped.inc();
         let quiet = lock(&self.said).note(SKIPPED, Instant::now());
         if let Some(quiet) = quiet {
             let more = crate::throttle::more_since(quiet);
             log::warn!(
-                "idempotency key {key}: not brought up to date after its reply ({FOLLOW_UPS_MAX} such updates wait on NATS already): it stays as it is until the window ends{more}"
+                "idempotency key {key}: not brought up to date after its reply ({FOLLOW_UPS_MAX} such updates, or {FOLLOW_UPS_MAX_BYTES} bytes of their replies, wait on NATS already): it stays as it is until the window ends{more}"
             );
         }
         None
@@ -876,6 +923,38 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn follow_ups_hold_at_most_their_byte_cap_of_replies_not_only_their_count() {
+        let room = FollowUpRoom::new(FOLLOW_UPS_MAX, FOLLOW_UPS_MAX_BYTES);
+        // Replies of NATS's default max payload, a bucket that takes no stores: as many
+        // follow-ups as the count allows would hold a gigabyte.
+        let reply = 1 << 20;
+        let mut held = Vec::new();
+        for _ in 0..FOLLOW_UPS_MAX {
+            if let Some(slot) = room.take(reply) {
+                held.push(slot);
+            }
+        }
+        assert_eq!(held.len() * reply, FOLLOW_UPS_MAX_BYTES, "bytes held");
+        // Small ones (a claim to free holds nothing) still have their count.
+        assert!(room.take(0).is_some());
+        // Room given back is taken again.
+        held.pop();
+        assert!(room.take(reply).is_some());
+        // One over the whole byte room runs alone, never left out for good.
+        drop(held);
+        assert!(room.take(FOLLOW_UPS_MAX_BYTES * 2).is_some());
+    }
+
+    #[test]
+    fn follow_ups_past_their_count_are_refused_whatever_their_size() {
+        let room = FollowUpRoom::new(2, 1 << 20);
+        let a = room.take(0);
+        let b = room.take(10);
+        assert!(a.is_some() && b.is_some());
+        assert!(room.take(0).is_none());
+    }
 
     #[test]
     fn an_abandoned_claim_forgotten_to_make_room_is_told_to_the_caller_oldest_first() {

@@ -261,7 +261,11 @@ fn same_name_peer(
     };
     let id = &control.bridge_id;
     let mine = &control.instance;
-    let other = other.unwrap_or("unknown: a bridge version without instance tokens");
+    // Whoever may write the bucket wrote it: escaped and cut short like any remote text.
+    let other = other.map_or_else(
+        || "unknown: a bridge version without instance tokens".to_string(),
+        |o| crate::shown::Remote(o.as_bytes()).to_string(),
+    );
     log::warn!(
         "bridge ID {id}: two processes run under one name: another process (instance {other}) {still}holds lease {key} under it, this process is instance {mine}; give each bridge process its own bridge ID (BridgeConfig::bridge_id)"
     );

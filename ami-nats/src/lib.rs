@@ -109,7 +109,16 @@
 //! and logged the same way. Refusals that can pass (no stream listening on the subject now, a
 //! `DiscardNew` stream at its limits, resources, cluster elections) are retried. While NATS
 //! is down the backlog is capped in items and in bytes ([`BridgeConfig::max_backlog`], [`BridgeConfig::max_backlog_bytes`]: 64 MiB by default);
-//! what does not fit is counted and published as an `overflow` gap.
+//! what does not fit is counted and published as an `overflow` gap. A refusal that passes
+//! is logged like the others, at most once every 10 s with the count not logged.
+//!
+//! Every publish carries the reply subject of its ack (`_INBOX.<random>.<n>`), which whoever
+//! reads the event subjects sees and, with publish rights on `_INBOX.>`, can answer. An
+//! answer that does not name the bridge's stream is ignored (logged, rate-limited); one that
+//! names it cannot be told from JetStream's, so only NATS permissions keep readers from
+//! acknowledging events that JetStream never stored: give event readers no publish right on
+//! `_INBOX.>` (or `allow_responses` only). Text from NATS (acks, KV values) reaches the log
+//! escaped and cut to a few hundred bytes.
 //!
 //! ## Stopping
 //!
@@ -154,6 +163,7 @@ mod idempotency;
 mod lease;
 mod metrics;
 mod publish;
+mod shown;
 mod subject;
 mod throttle;
 mod upstream;

@@ -16,6 +16,7 @@
 use crate::ack::{parse_ack, Ack, RefusalLog};
 use crate::config::ServerSpec;
 use crate::metrics::Metrics;
+use crate::shown::Remote;
 use crate::throttle::LogThrottle;
 use crate::upstream::{Merged, ServerIx, UpItem};
 use ami_json::{GapReason, Place, SessionState};
@@ -166,6 +167,8 @@ pub(crate) struct Publisher {
     pub(crate) window: usize,
     /// How long the first outstanding ack may take before the window is published again.
     pub(crate) ack_timeout: Duration,
+    /// The stream the items go into: an ack that names another is none of its.
+    pub(crate) stream: String,
 }
 
 /// Bytes kept free under the byte cap for an overflow gap marker (its subject and body
@@ -291,29 +294,79 @@ impl Drop for State {
 struct DropLog {
     refusals: RefusalLog,
     unpublishable: LogThrottle<{ Unpublishable::ALL.len() }>,
+    /// Answers on the ack inbox that make the window go again or are ignored, per
+    /// [`AckTrouble`]: a full stream refuses every retry round as long as it stays full.
+    acks: LogThrottle<{ AckTrouble::ALL.len() }>,
+}
+
+/// Answers on the ack inbox that are logged rate-limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckTrouble {
+    /// JetStream did not store a publish for now (it is published again).
+    Failed,
+    /// Not an answer of the bridge's stream (ignored; see [`Ack::Foreign`]).
+    Foreign,
+}
+
+impl AckTrouble {
+    /// Every kind, in the order of [`AckTrouble::index`].
+    const ALL: [AckTrouble; 2] = [AckTrouble::Failed, AckTrouble::Foreign];
+
+    /// Its place in [`AckTrouble::ALL`] (its log throttle's kind).
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The summary of `n` not logged since the last such line.
+    fn summary(self, n: u64) -> String {
+        match self {
+            AckTrouble::Failed => format!(
+                "JetStream refused a publish {n} more times since the last such line (published again; retries counted in publish_retries)"
+            ),
+            AckTrouble::Foreign => format!(
+                "{n} more replies on the publish ack inbox that are no ack of the bridge's stream since the last such line (ignored)"
+            ),
+        }
+    }
 }
 
 impl DropLog {
     /// When the next summary is due.
     fn next_due(&self) -> Option<Instant> {
-        [self.refusals.next_due(), self.unpublishable.next_due()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.refusals.next_due(),
+            self.unpublishable.next_due(),
+            self.acks.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The summaries whose interval since their kind's last line has passed at `now`: a
     /// flood that stopped is summed up, not left unsaid.
     fn due(&mut self, now: Instant) -> Vec<String> {
-        Self::summaries(self.refusals.overdue(now), self.unpublishable.overdue(now))
+        Self::summaries(
+            self.refusals.overdue(now),
+            self.unpublishable.overdue(now),
+            self.acks.overdue(now),
+        )
     }
 
     /// Every summary still owed, due or not.
     fn pending(&mut self) -> Vec<String> {
-        Self::summaries(self.refusals.take_all(), self.unpublishable.take_all())
+        Self::summaries(
+            self.refusals.take_all(),
+            self.unpublishable.take_all(),
+            self.acks.take_all(),
+        )
     }
 
-    fn summaries(refusals: Vec<(usize, u64)>, unpublishable: Vec<(usize, u64)>) -> Vec<String> {
+    fn summaries(
+        refusals: Vec<(usize, u64)>,
+        unpublishable: Vec<(usize, u64)>,
+        acks: Vec<(usize, u64)>,
+    ) -> Vec<String> {
         let refused = refusals.into_iter().map(|(i, n)| {
             let reason = crate::ack::Refusal::ALL.get(i).map_or("?", |r| r.label());
             format!(
@@ -326,7 +379,12 @@ impl DropLog {
                 "{n} more items that can never be published ({why}) since the last such line, dropped (counted in discarded, not logged)"
             )
         });
-        refused.chain(never).collect()
+        let acks = acks.into_iter().map(|(i, n)| {
+            AckTrouble::ALL
+                .get(i)
+                .map_or_else(|| format!("{n} more ack troubles"), |k| k.summary(n))
+        });
+        refused.chain(never).chain(acks).collect()
     }
 }
 
@@ -625,7 +683,7 @@ impl Publisher {
         if i >= st.sent {
             return;
         }
-        let ack = parse_ack(m.status, &m.payload);
+        let ack = parse_ack(m.status, &m.payload, &self.stream);
         match ack {
             Ack::Stored { .. } | Ack::Refused { .. } => {
                 let Some(o) = st.backlog.items.get_mut(i) else {
@@ -650,12 +708,12 @@ impl Publisher {
                                 self.server_name(o.ix),
                                 o.msg_id(),
                                 reason.label(),
-                                String::from_utf8_lossy(&m.payload),
+                                Remote(&m.payload),
                                 crate::throttle::unlogged(quiet, "publish_refused")
                             );
                         }
                     }
-                    Ack::Failed(_) => {}
+                    Ack::Failed(_) | Ack::Foreign => {}
                 }
                 while st.backlog.items.front().is_some_and(|o| o.acked) {
                     if let Some(done) = st.remove(0).and_then(|o| o.on_ack) {
@@ -666,9 +724,28 @@ impl Publisher {
                 st.backoff = MIN_BACKOFF;
             }
             Ack::Failed(why) => {
-                log::warn!("JetStream refused a publish: {why}");
+                // Once per retry round for as long as the stream refuses (a full one: for
+                // hours): rate-limited like the other repeated conditions.
+                let kind = AckTrouble::Failed.index();
+                if let Some(quiet) = st.drops.acks.note(kind, Instant::now()) {
+                    let more = crate::throttle::more_since(quiet);
+                    log::warn!("JetStream refused a publish: {why}{more}");
+                }
                 if st.paused_until.is_none() {
                     self.fail(st);
+                }
+            }
+            Ack::Foreign => {
+                // Someone who reads the event subjects answered one (by mistake, or to
+                // make the bridge take an item as stored that JetStream never stored).
+                let kind = AckTrouble::Foreign.index();
+                if let Some(quiet) = st.drops.acks.note(kind, Instant::now()) {
+                    let more = crate::throttle::more_since(quiet);
+                    log::warn!(
+                        "a reply on the publish ack inbox is no ack of stream {} (someone answers the event subjects?), ignored: {}{more}",
+                        self.stream,
+                        Remote(&m.payload)
+                    );
                 }
             }
         }
