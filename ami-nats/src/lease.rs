@@ -145,6 +145,24 @@ impl<'a> LeaseValue<'a> {
     }
 }
 
+/// Most bytes of a lease value's holder kept for the `lease_acquired` marker: a bridge ID's
+/// limit (`BridgeConfig` refuses longer ones).
+const MAX_HOLDER_LEN: usize = 64;
+
+/// Who a lease value names, as the `lease_acquired` marker says it (`previous_bridge`):
+/// whoever may write the bucket writes the value, and markers are stored whatever the
+/// backlog's byte cap, so the name is cut to a bridge ID's length (marked `...` when cut).
+fn holder_named(text: &str) -> String {
+    if text.len() <= MAX_HOLDER_LEN {
+        return text.to_string();
+    }
+    let mut end = MAX_HOLDER_LEN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", text.get(..end).unwrap_or_default())
+}
+
 /// How long after its warning another process under this bridge's ID is warned about again
 /// while it is still seen; one not seen for this long is forgotten.
 const SAME_NAME_REPEAT: Duration = Duration::from_secs(3600);
@@ -735,9 +753,9 @@ async fn try_acquire(
                     {
                         same_name_peer(control, peers, key, v.instance, e.revision);
                     }
-                    (!v.held, v.bridge.to_string())
+                    (!v.held, holder_named(v.bridge))
                 }
-                None => (false, String::from_utf8_lossy(&e.value).into_owned()),
+                None => (false, holder_named(&String::from_utf8_lossy(&e.value))),
             };
             let stale = match seen {
                 Some((rev, since)) if *rev == e.revision => since.elapsed() >= ttl,

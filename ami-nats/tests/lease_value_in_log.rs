@@ -1,6 +1,6 @@
 //! A lease value is written by whoever may write the lease bucket; what of it reaches a
 //! log line is escaped and bounded, so a value cannot forge log lines, drive the reader's
-//! terminal or flood the log.
+//! terminal or flood the log; what of it reaches a session marker is bounded too.
 //!
 //! Real nats-server on 127.0.0.1 (the test passes vacuously without one, as bridge.rs's do).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -74,4 +74,59 @@ fn a_lease_value_under_this_bridges_id_is_logged_escaped_and_bounded() {
             l.len()
         );
     }
+}
+
+/// The `lease_acquired` marker names the lease's previous holder as its value says; a value
+/// no bridge wrote (whoever may write the bucket wrote it) is named cut to a bridge ID's
+/// length, not stored whole: markers are stored whatever the backlog's byte cap.
+#[test]
+fn a_lease_value_no_bridge_wrote_is_named_bounded_in_the_takeover_marker() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let a = sim();
+    let config = |id: &str| {
+        let client = login().build().unwrap();
+        BridgeConfig::new(url.clone(), vec![spec("pbx1", &a, client)])
+            .lease_ttl(Duration::from_secs(2))
+            .bridge_id(id)
+    };
+    // A first bridge makes the bucket and takes the lease, then is gone.
+    let first = TestBridge::start(config("first"));
+    wait_for(Duration::from_secs(10), "the lease taken", || {
+        first.serving() == ["pbx1"]
+    });
+    first.kill();
+    // Its value replaced by 200 KB that no bridge writes (not `held`/`released` ...).
+    let hostile = "z".repeat(200_000);
+    {
+        let (url, hostile) = (url.clone(), hostile.clone());
+        block(async move {
+            let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+            let kv = js.get_key_value("ami_leases").await.unwrap();
+            kv.put("pbx1", hostile.into()).await.unwrap();
+        });
+    }
+    // Seen unchanged for a TTL, the value's lease is taken over.
+    let second = TestBridge::start(config("second"));
+    wait_for(Duration::from_secs(15), "the lease taken over", || {
+        second.serving() == ["pbx1"]
+    });
+    let marker = || {
+        block(read_stream(&url, 1))
+            .into_iter()
+            .find(|m| m.body["state"] == "lease_acquired" && m.body["bridge"] == "second")
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "the takeover marker stored",
+        || marker().is_some(),
+    );
+    let marker = marker().unwrap();
+    let previous = marker.body["previous_bridge"].as_str().unwrap_or_default();
+    second.kill();
+    assert!(
+        previous.starts_with("zzzz") && previous.len() <= 80,
+        "the marker names the previous holder with {} bytes of its value",
+        previous.len()
+    );
 }
