@@ -719,3 +719,25 @@ fn bridge_refuses_a_stream_whose_subjects_do_not_fit_with_the_connect_exit_code_
         assert!(err.contains("stream AMI") && err.contains(says), "{err}");
     }
 }
+
+#[test]
+fn a_nats_that_cannot_be_reached_is_named_by_its_urls_without_their_secret() {
+    let (down1, down2) = (closed_port(), closed_port());
+    let url = format!("nats://u:NatsPa55@127.0.0.1:{down1},nats://127.0.0.1:{down2}");
+    let out = ami(&[
+        "--server",
+        "ami://admin:x@127.0.0.1:1",
+        "bridge",
+        "--nats",
+        &url,
+    ]);
+    assert_code(&out, 3, &url);
+    let err = stderr(&out);
+    // Which NATS it tried, as given (the operator's list, redacted): not only "IO error".
+    let shown = format!("nats://u:***@127.0.0.1:{down1},nats://127.0.0.1:{down2}");
+    assert!(
+        err.contains("cannot connect to NATS at ") && err.contains(&shown),
+        "{err}"
+    );
+    assert!(!err.contains("NatsPa55"), "{err}");
+}

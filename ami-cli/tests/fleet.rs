@@ -371,3 +371,52 @@ fn action_on_all_prints_the_replies_in_when_the_limit_passes_and_names_the_silen
         assert!(took < Duration::from_secs(15), "{rt}: took {took:?}");
     });
 }
+
+/// A sync Originate: every session's client refuses it before sending (it would block the
+/// session), so each server's refusal is a `SendError`, never a reply from Asterisk.
+const SYNC_ORIGINATE: [&str; 4] = [
+    "action",
+    "Originate",
+    "Channel=Local/1@x",
+    "Application=Wait",
+];
+
+#[test]
+fn action_on_all_says_each_servers_refusal_and_does_not_exit_0() {
+    let (a, b) = (sim(), sim());
+    let names = [a.local_addr().to_string(), b.local_addr().to_string()];
+    each_runtime(|rt| {
+        let mut args = SYNC_ORIGINATE.to_vec();
+        args.extend(["--on", "all"]);
+        let out = on_servers(rt, &[&url(&a), &url(&b)], &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{rt}: {err}");
+        for name in &names {
+            assert!(
+                err.contains(&format!("ami: {name}: not sent: sync Originate blocks")),
+                "{rt}: {err}"
+            );
+        }
+        assert!(err.contains("failed on 2 of 2 servers"), "{rt}: {err}");
+    });
+}
+
+#[test]
+fn action_on_one_server_names_it_once_in_its_refusal() {
+    let (a, b) = (sim(), sim());
+    let name = b.local_addr().to_string();
+    each_runtime(|rt| {
+        let mut args = SYNC_ORIGINATE.to_vec();
+        args.extend(["--on", &name]);
+        let out = on_servers(rt, &[&url(&a), &url(&b)], &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{rt}: {err}");
+        // Said as a refusal on that server, like any other of its failures: no
+        // "--on NAME: NAME: ..." with the server named twice.
+        assert!(
+            err.contains(&format!("ami: {name}: not sent: sync Originate blocks")),
+            "{rt}: {err}"
+        );
+        assert!(!err.contains(&format!("{name}: {name}")), "{rt}: {err}");
+    });
+}

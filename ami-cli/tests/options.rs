@@ -487,3 +487,26 @@ fn decode_help_offers_none_of_the_connection_options_decode_refuses() {
         );
     }
 }
+
+#[test]
+fn a_url_whose_user_or_secret_decodes_to_a_line_break_is_refused_in_one_prefix_without_it() {
+    for (url, what) in [
+        ("ami://ad%0Amin:x@127.0.0.1:1", "username"),
+        ("ami://admin:Se%0Dcr3t@127.0.0.1:1", "secret"),
+    ] {
+        let out = ami(&["action", "Ping", "--server", url]);
+        assert_code(&out, 2, url);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{what} must not contain CR, LF or NUL")),
+            "{err}"
+        );
+        // One "what is wrong" prefix, not "bad client settings: invalid client config: ".
+        assert_eq!(
+            err.matches("config").count() + err.matches("settings").count(),
+            1,
+            "{err}"
+        );
+        assert!(!err.contains("cr3t"), "{err}");
+    }
+}

@@ -34,8 +34,8 @@ pub enum BridgeError {
     /// The configuration cannot work.
     #[error(transparent)]
     Config(#[from] BridgeConfigError),
-    /// NATS could not be reached.
-    #[error("cannot connect to NATS: {0}")]
+    /// NATS could not be reached: the URLs tried (credentials redacted) and why.
+    #[error("cannot connect to NATS at {0}")]
     Connect(String),
     /// The stream or a bucket could not be found or created.
     #[error("JetStream setup failed: {0}")]
@@ -804,7 +804,14 @@ impl Bridge {
             })
             .connect(addrs)
             .await
-            .map_err(|e| BridgeError::Connect(e.to_string()))?;
+            // Which NATS it was, for the operator with several bridges or a list of URLs:
+            // async-nats's error alone says only "IO error: Connection refused".
+            .map_err(|e| {
+                BridgeError::Connect(format!(
+                    "{}: {e}",
+                    crate::config::redact_url(&config.nats_url)
+                ))
+            })?;
         metrics.nats_connected.set(1);
         // API calls (stream and bucket setup, KV) wait at most this long.
         let js = jetstream::ContextBuilder::new()

@@ -8,9 +8,10 @@ use crate::session::calls::Calls;
 use crate::session::{CallError, Ticket};
 use crate::{Failure, Runtime, EXIT_OTHER, EXIT_USAGE};
 use ami_async::fleet::{
-    FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, RouteFailed, ServerStatus,
-    StatusChange, StatusWatch,
+    FleetConfig, FleetEvents, FleetHandle, FleetItem, Reply, Route, RouteError, RouteFailed,
+    ServerStatus, StatusChange, StatusWatch,
 };
+use ami_async::AmiError;
 use ami_proto::{Action, SendOptions};
 use async_io::Timer;
 use futures_lite::future;
@@ -222,8 +223,16 @@ impl Engine for AsyncRun {
                         *slot = None;
                         match result {
                             Ok(reply) => got[i] = Some(reply),
-                            // `all`: a server removed meanwhile; nothing was sent to it.
+                            // That server's client refused it: its failure, said with the
+                            // others' replies (dropped, `--on all` exited 0 in silence).
+                            Err(RouteFailed::Route(RouteError::Send { server, error })) => {
+                                got[i] = Some(Reply {
+                                    server,
+                                    result: Err(AmiError::Send(error)),
+                                });
+                            }
                             Err(e) if on != "all" => refused = Some(e),
+                            // `all`: a server removed meanwhile; nothing was sent to it.
                             Err(_) => {}
                         }
                     }

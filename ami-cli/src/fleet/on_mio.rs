@@ -190,8 +190,11 @@ impl Engine for MioRun {
                 .fleet
                 .send_with(now, Route::Server(on), action, options)
             {
-                Ok(r) => vec![Ok(r)],
+                // The server's refusal is said as its failure below, as with `--on all`
+                // (`RouteError::Send` names the server already: "--on NAME: NAME: ...").
+                Err(e @ RouteError::Send { .. }) => vec![Err(e)],
                 Err(e) => return Err(Failure::new(EXIT_USAGE, format!("--on {on}: {e}"))),
+                ok => vec![ok],
             }
         };
         let mut replies: Vec<Result<Key, Reply>> = Vec::with_capacity(sent.len());

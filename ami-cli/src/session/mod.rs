@@ -185,9 +185,10 @@ pub(crate) fn config(
     for f in wanted.filters {
         builder = builder.prefilter(f);
     }
+    // The error says "invalid client config: ..." itself: a prefix of ours doubled it.
     builder
         .build()
-        .map_err(|e| Failure::new(EXIT_USAGE, format!("bad client settings: {e}")))
+        .map_err(|e| Failure::new(EXIT_USAGE, e.to_string()))
 }
 
 /// An open session and the server it talks to (for messages).
