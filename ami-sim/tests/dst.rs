@@ -57,6 +57,7 @@ fn many_seeds_keep_every_law() {
         extras.marks += summary.marks;
         extras.list_items_dropped += summary.list_items_dropped;
         extras.backoff_checks += summary.backoff_checks;
+        extras.abandoned_evicted += summary.abandoned_evicted;
         if let Some(v) = violations.into_iter().next() {
             eprintln!("{v}");
             failures.push(seed);
@@ -84,14 +85,15 @@ fn many_seeds_keep_every_law() {
         queue_full
     );
     eprintln!(
-        "dst: {} sync Originates ({} answered after a cancel), {} outcomes handed back (unclaimed), {} filters refused at the limit, {} stream marks matched, {} list items dropped (matched exactly), {} retry times checked against the backoff",
+        "dst: {} sync Originates ({} answered after a cancel), {} outcomes handed back (unclaimed), {} filters refused at the limit, {} stream marks matched, {} list items dropped (matched exactly), {} retry times checked against the backoff, {} abandoned entries evicted at their cap",
         extras.sync_originates,
         extras.sync_answered_after_cancel,
         extras.unclaimed,
         extras.filters_refused,
         extras.marks,
         extras.list_items_dropped,
-        extras.backoff_checks
+        extras.backoff_checks,
+        extras.abandoned_evicted
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     assert!(

@@ -201,6 +201,12 @@ impl Harness {
             "{} actions pending",
             self.client.pending_actions()
         );
+        // Abandoned entries are capped apart, by default at max_pending_actions.
+        assert!(
+            s.abandoned_actions <= self.max_pending,
+            "{} abandoned entries",
+            s.abandoned_actions
+        );
         // The buffer, its spare room and the arena of one read's worth of slices at most.
         let cap = self.limits.buffer_cap();
         assert!(

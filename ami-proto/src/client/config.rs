@@ -132,6 +132,8 @@ pub struct ClientConfig {
     pub(crate) originate_margin: Duration,
     pub(crate) max_queued_actions: usize,
     pub(crate) max_pending_actions: usize,
+    /// `None`: `max_pending_actions`.
+    pub(crate) max_abandoned_actions: Option<usize>,
     pub(crate) pipeline_depth: usize,
     pub(crate) max_list_items: usize,
     pub(crate) max_list_bytes: usize,
@@ -173,6 +175,7 @@ impl ClientConfig {
                 originate_margin: Duration::from_secs(10),
                 max_queued_actions: 10_000,
                 max_pending_actions: 100_000,
+                max_abandoned_actions: None,
                 pipeline_depth: 64,
                 max_list_items: 100_000,
                 max_list_bytes: 32 << 20,
@@ -275,6 +278,12 @@ impl ClientConfig {
     pub fn max_pending_actions(&self) -> usize {
         self.max_pending_actions
     }
+    /// Most ended actions tracked at once to swallow their late answers (see
+    /// [`ClientConfigBuilder::max_abandoned_actions`]).
+    pub fn max_abandoned_actions(&self) -> usize {
+        self.max_abandoned_actions
+            .unwrap_or(self.max_pending_actions)
+    }
 }
 
 /// Builds a [`ClientConfig`]; [`build`](Self::build) refuses settings that cannot work.
@@ -336,7 +345,9 @@ impl ClientConfigBuilder {
         /// Actions waiting to be written (before Ready, or behind a full pipeline). Default
         /// 10,000.
         max_queued_actions: usize;
-        /// Actions tracked at once, all phases. Default 100,000 (about 200 bytes each).
+        /// Caller actions tracked at once, all phases until they end. Default 100,000
+        /// (about 200 bytes each). Those that ended and are kept for their late answers
+        /// are capped apart ([`max_abandoned_actions`](Self::max_abandoned_actions)).
         max_pending_actions: usize;
         /// Actions written but unanswered. Default 64: Asterisk answers in order, so deeper
         /// pipelines only add latency to later actions.
@@ -383,6 +394,23 @@ impl ClientConfigBuilder {
         /// Accept `Originate` without `Async: true`. Default false: a sync Originate blocks the
         /// whole AMI session until the call is answered.
         allow_sync_originate: bool;
+    }
+
+    /// Actions that ended (cancelled, timed out, a list overflowed) after their bytes were
+    /// handed out, tracked at once so that their late answers are swallowed for a grace
+    /// period (`action_timeout`; a cancelled sync Originate's until its own deadline) rather
+    /// than taken for strays ([`Stats::abandoned_actions`](crate::Stats::abandoned_actions)).
+    /// They count against no other cap: a caller that cancels every action it sends (a
+    /// timeout around each send) against a slow server frees a pipeline slot with each,
+    /// and would otherwise leave an entry per action for the grace period. At the cap the
+    /// oldest is forgotten ([`Stats::abandoned_evicted`](crate::Stats::abandoned_evicted),
+    /// logged): its late answers are still dropped and counted
+    /// ([`Stats::evicted_answers_dropped`](crate::Stats::evicted_answers_dropped)), and a
+    /// cancelled sync Originate's hold on the heartbeat ends with it. Default:
+    /// `max_pending_actions` (about 200 bytes each); at least 1.
+    pub fn max_abandoned_actions(mut self, cap: usize) -> Self {
+        self.config.max_abandoned_actions = Some(cap);
+        self
     }
 
     /// Seed for ActionID prefixes and reconnect jitter; a fixed seed makes every time and
@@ -521,6 +549,7 @@ impl ClientConfigBuilder {
         let nonzero_caps = [
             ("max_queued_actions", c.max_queued_actions),
             ("max_pending_actions", c.max_pending_actions),
+            ("max_abandoned_actions", c.max_abandoned_actions()),
             ("pipeline_depth", c.pipeline_depth),
             ("max_list_items", c.max_list_items),
             ("max_list_bytes", c.max_list_bytes),
@@ -738,6 +767,7 @@ mod tests {
             ClientConfig::builder("a\r\nAction: Command", "x"),
             ClientConfig::builder("a", "x").pipeline_depth(0),
             ClientConfig::builder("a", "x").event_queue_cap(0),
+            ClientConfig::builder("a", "x").max_abandoned_actions(0),
             ClientConfig::builder("a", "x").ping_interval(Duration::ZERO),
             ClientConfig::builder("a", "x")
                 .backoff_base(Duration::from_secs(2))

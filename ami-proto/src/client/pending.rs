@@ -229,6 +229,14 @@ pub(crate) struct PendingTable {
     /// Bytes the lists in progress hold together: the sum of their entries' `list_bytes`
     /// (kept by [`add_list_bytes`](Self::add_list_bytes), `set_stage` and `remove`).
     list_bytes: usize,
+    /// Entries in [`Stage::Abandoned`] (not blocking), oldest (lowest sequence number)
+    /// first: they count against no caller cap, so the client caps them itself by evicting
+    /// the oldest (kept by `insert`, `set_stage` and `remove`, through `track_abandoned`).
+    abandoned: BTreeSet<u64>,
+    /// The same for `Stage::Abandoned { blocking: true }`: evicted only when no other
+    /// abandoned entry is left, as evicting one ends its hold on the heartbeat while the
+    /// server's session may still be blocked.
+    blocking: BTreeSet<u64>,
 }
 
 impl PendingTable {
@@ -238,6 +246,43 @@ impl PendingTable {
     }
     pub(crate) fn queued(&self) -> usize {
         self.queued
+    }
+    /// Entries kept only to swallow the late answers of actions that ended.
+    pub(crate) fn abandoned(&self) -> usize {
+        self.abandoned.len() + self.blocking.len()
+    }
+    /// The abandoned entry to evict first: the oldest (lowest sequence number) that does
+    /// not block the server's session, else the oldest that does.
+    pub(crate) fn oldest_abandoned(&self) -> Option<u64> {
+        self.abandoned
+            .first()
+            .or_else(|| self.blocking.first())
+            .copied()
+    }
+    /// Moves `seq` between the abandoned indexes as its stage goes `from` -> `to` (`None`:
+    /// not in the table).
+    fn track_abandoned(&mut self, seq: u64, from: Option<Stage>, to: Option<Stage>) {
+        let index = |stage: Option<Stage>| match stage {
+            Some(Stage::Abandoned {
+                blocking: false, ..
+            }) => Some(false),
+            Some(Stage::Abandoned { blocking: true, .. }) => Some(true),
+            _ => None,
+        };
+        let (from, to) = (index(from), index(to));
+        if from == to {
+            return;
+        }
+        match from {
+            Some(false) => self.abandoned.remove(&seq),
+            Some(true) => self.blocking.remove(&seq),
+            None => false,
+        };
+        match to {
+            Some(false) => self.abandoned.insert(seq),
+            Some(true) => self.blocking.insert(seq),
+            None => false,
+        };
     }
     /// Async Originates none of whose bytes was handed out yet (queued, or encoded and not
     /// lent), in the order sent. A walk over the table, for the rare undone mask change only.
@@ -287,6 +332,7 @@ impl PendingTable {
         if p.is_sync_originate() {
             self.sync_originates.insert(seq);
         }
+        self.track_abandoned(seq, None, Some(p.stage));
         // In the map before its queue slot: the clean-up below keeps only slots whose entry
         // is there and still queued, and it once dropped the slot of the action being added
         // (never written, never failed by a close).
@@ -326,6 +372,15 @@ impl PendingTable {
     /// client's IDs never hold one, so no other ID can match by it.
     pub(crate) fn lookup(&self, action_id: &[u8]) -> Option<u64> {
         let action_id = crate::wire::message::trim_blanks(action_id);
+        let (_, seq) = Self::parse_id(action_id)?;
+        let p = self.map.get(&seq)?;
+        (p.id.as_bytes() == action_id).then_some(seq)
+    }
+
+    /// Splits a received ActionID (blanks around it ignored) shaped as the client's own,
+    /// `<prefix>-<seq>`, into its prefix and sequence number; `None` for any other shape.
+    pub(crate) fn parse_id(action_id: &[u8]) -> Option<(&[u8], u64)> {
+        let action_id = crate::wire::message::trim_blanks(action_id);
         let dash = action_id.iter().rposition(|&b| b == b'-')?;
         let digits = &action_id[dash + 1..];
         if digits.is_empty() {
@@ -338,8 +393,7 @@ impl PendingTable {
             }
             seq = seq.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
         }
-        let p = self.map.get(&seq)?;
-        (p.id.as_bytes() == action_id).then_some(seq)
+        Some((&action_id[..dash], seq))
     }
 
     /// Pops the next queued action still waiting to be written. It stays `Queued` (and
@@ -395,8 +449,9 @@ impl PendingTable {
             // Its items left with its outcome, or never came.
             self.list_bytes -= std::mem::take(&mut p.list_bytes);
         }
-        p.stage = stage;
         p.on_wire = on_wire;
+        let from = std::mem::replace(&mut p.stage, stage);
+        self.track_abandoned(seq, Some(from), Some(stage));
     }
 
     /// Forgets an entry; the returned value keeps the stage it had (and is off the wire).
@@ -420,6 +475,7 @@ impl PendingTable {
         if p.is_sync_originate() {
             self.sync_originates.remove(&seq);
         }
+        self.track_abandoned(seq, Some(p.stage), None);
         Some(p)
     }
 

@@ -40,6 +40,19 @@ pub struct Stats {
     /// `Complete`, a late follow-up event (`FAXStats`...). A late list's items are counted in
     /// `list_items_dropped`, and a late `OriginateResponse` goes to the event stream.
     pub late_answers_dropped: u64,
+    /// Abandoned entries (see `abandoned_actions`) forgotten before their grace period
+    /// ended because `max_abandoned_actions` of them were tracked already: the oldest goes
+    /// first. Each is logged (rate-limited); its late answers, if any come, are counted in
+    /// `evicted_answers_dropped`.
+    pub abandoned_evicted: u64,
+    /// Answers (responses, list items, follow-up events) that came for an action whose
+    /// abandoned entry had been evicted (`abandoned_evicted`), dropped since nobody waits
+    /// for them: not counted as unmatched responses, nor streamed as events. Once an entry
+    /// was evicted on a connection, every answer carrying an ActionID of that connection
+    /// up to the evicted one's that matches nothing pending is counted here (the client no
+    /// longer tells an entry evicted from one that ended its grace period). A late
+    /// `OriginateResponse` still goes to the event stream.
+    pub evicted_answers_dropped: u64,
     /// Responses whose ActionID matched nothing pending, and second responses to an action
     /// that had its own (an async Originate waiting for its `OriginateResponse`).
     pub unmatched: u64,
@@ -80,6 +93,10 @@ pub struct Stats {
     pub decoder: DecoderStats,
     /// Caller actions tracked now (queued, written, gathering, awaiting a follow-up).
     pub pending: usize,
+    /// Actions that ended (cancelled, timed out, overflowed) after their bytes were handed
+    /// out, still tracked to swallow their late answers for a grace period: not counted in
+    /// `pending`, capped by the config's `max_abandoned_actions`.
+    pub abandoned_actions: usize,
     /// Caller actions waiting for room in the pipeline (`pipeline_depth`) or for the
     /// session to be ready: not encoded yet.
     pub queued: usize,
@@ -130,6 +147,8 @@ impl Stats {
         self.list_items_dropped += other.list_items_dropped;
         self.list_count_mismatches += other.list_count_mismatches;
         self.late_answers_dropped += other.late_answers_dropped;
+        self.abandoned_evicted += other.abandoned_evicted;
+        self.evicted_answers_dropped += other.evicted_answers_dropped;
         self.unmatched += other.unmatched;
         self.unexpected += other.unexpected;
         self.discarded += other.discarded;
@@ -144,6 +163,7 @@ impl Stats {
         self.filters_failed += other.filters_failed;
         self.decoder.merge(&other.decoder);
         self.pending += other.pending;
+        self.abandoned_actions += other.abandoned_actions;
         self.queued += other.queued;
         self.in_flight += other.in_flight;
         self.event_queue_len += other.event_queue_len;

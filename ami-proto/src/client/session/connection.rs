@@ -28,6 +28,11 @@ pub(super) struct Connection {
     /// The TCP connection opened and a TLS handshake is under way over it: a connect
     /// timeout now means the handshake hung, not the network.
     pub(super) handshaking: bool,
+    /// The highest sequence number of the abandoned entries evicted on this connection
+    /// (`max_abandoned_actions`), 0 if none: evicted oldest first, so every evicted entry is
+    /// at or below it, and an answer with this connection's prefix at or below it that
+    /// matches nothing is an answer to an action of ours that ended.
+    pub(super) evicted_through: u64,
 }
 
 impl Connection {
@@ -43,6 +48,7 @@ impl Connection {
             reapply_left: 0,
             ready_since: None,
             handshaking: false,
+            evicted_through: 0,
         }
     }
 
@@ -83,6 +89,7 @@ mod tests {
         c.server_shutdown = true;
         c.reapply_left = 3;
         c.handshaking = true;
+        c.evicted_through = 7;
         let n = c.next("bbbb".into());
         assert_eq!(n.generation, 1);
         assert_eq!(n.prefix, "bbbb");
@@ -91,5 +98,6 @@ mod tests {
         assert!(!n.heartbeat_outstanding && !n.server_shutdown);
         assert_eq!((n.reapply_left, n.ready_since), (0, None));
         assert!(!n.handshaking);
+        assert_eq!(n.evicted_through, 0);
     }
 }

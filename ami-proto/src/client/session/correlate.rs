@@ -49,6 +49,13 @@ impl Client {
             .action_id_value()
             .and_then(|id| self.pending.lookup(id.as_bytes()))
         else {
+            if msg
+                .action_id_value()
+                .is_some_and(|id| self.is_evicted(id.as_bytes()))
+            {
+                self.evicted_answer(now, &msg);
+                return;
+            }
             self.stats.unmatched += 1;
             self.discarded(now, Discard::UnmatchedResponse);
             return;
@@ -189,6 +196,19 @@ impl Client {
             if self.claim_event(now, seq, &msg) {
                 return;
             }
+        } else if msg
+            .action_id_value()
+            .is_some_and(|id| self.is_evicted(id.as_bytes()))
+            && !msg.first_value().is_some_and(|e| {
+                // A UserEvent's ActionID is its raiser's; an OriginateResponse says how a
+                // call ended, and goes to the stream whenever it comes (see `claim_event`).
+                e.is_word("UserEvent") || e.is_word(FollowUp::ORIGINATE)
+            })
+        {
+            // An item of a list (or a follow-up) of an action whose entry was evicted: its
+            // answer, which nobody waits for, not an event of the stream.
+            self.evicted_answer(now, &msg);
+            return;
         }
         // An event: its first value is its name (checked as bytes, once per event).
         if msg.first_value().is_some_and(|e| e.is_word("Shutdown")) {
@@ -430,6 +450,20 @@ impl Client {
     /// Reports an outcome but keeps the entry (abandoned) to swallow late answers until its
     /// deadline. `on_wire`: the server is still answering, so the pipeline slot stays taken.
     pub(super) fn report(&mut self, now: Instant, seq: u64, outcome: Outcome, on_wire: bool) {
+        self.report_until(now, seq, outcome, on_wire, None);
+    }
+
+    /// [`report`](Self::report); with `blocking`, the entry of a sync Originate cancelled
+    /// while written keeps blocking the heartbeat until that deadline (its own), then gets
+    /// its grace period (see [`Stage::Abandoned`]).
+    pub(super) fn report_until(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        outcome: Outcome,
+        on_wire: bool,
+        blocking: Option<Instant>,
+    ) {
         let grace = self.config.action_timeout;
         let Some(p) = self.pending.get_mut(seq) else {
             return;
@@ -451,15 +485,115 @@ impl Client {
         let early = p.early_follow_up.take();
         let stage = Stage::Abandoned {
             list,
-            blocking: false,
+            blocking: blocking.is_some(),
         };
         self.pending.set_stage(seq, stage, on_wire);
-        self.pending.set_deadline(seq, now + grace);
+        self.pending
+            .set_deadline(seq, blocking.unwrap_or(now + grace));
+        self.evict_abandoned(now);
         self.emit_completed(id, outcome);
         if let Some(event) = early {
             self.early_follow_up_released(now, *event);
         }
         self.pump(now);
+    }
+
+    /// Keeps the abandoned entries within `max_abandoned_actions`, forgetting the oldest
+    /// (lowest sequence number: the server answers in order, so its answer is the likeliest
+    /// to have come already), one that blocks the heartbeat last. They count against no
+    /// caller cap, and each written action that is cancelled frees its pipeline slot at
+    /// once: without this, a caller that cancels every action against a slow server would
+    /// leave one per action for the grace period. Removing the entry keeps the table's counters right and ends a
+    /// cancelled sync Originate's hold on the heartbeat (`sync_originate_deadline` counts
+    /// only entries in the table); lent bytes of it given back later are withdrawn
+    /// (`unlend_transmit`), and its answers are still dropped and counted
+    /// ([`is_evicted`](Self::is_evicted)). [`report_until`](Self::report_until) is the only
+    /// way into `Stage::Abandoned`, and calls this.
+    pub(super) fn evict_abandoned(&mut self, now: Instant) {
+        let cap = self.config.max_abandoned_actions();
+        while self.pending.abandoned() > cap {
+            let Some(seq) = self.pending.oldest_abandoned() else {
+                break;
+            };
+            let Some(p) = self.pending.remove(seq) else {
+                break;
+            };
+            self.stats.abandoned_evicted += 1;
+            self.conn.evicted_through = self.conn.evicted_through.max(seq);
+            let who = self.config.who();
+            match self.evictions.occur(now) {
+                Say::Counted => {
+                    self.evictions.unsaid(1, 0);
+                }
+                Say::Summary { unsaid, over, .. } => log::warn!(
+                    "{who}: {} more ended action(s) forgotten before their grace period ended \
+                     in the last {} s (latest: {}): {cap} are tracked for their late answers \
+                     (max_abandoned_actions; Stats::abandoned_evicted)",
+                    unsaid + 1,
+                    over.as_secs(),
+                    p.id
+                ),
+                Say::Full { left } => {
+                    if let Some((n, _)) = left {
+                        log::warn!(
+                            "{who}: {n} more ended action(s) forgotten before their grace \
+                             period ended (max_abandoned_actions)"
+                        );
+                    }
+                    log::warn!(
+                        "{who}: ended action {} forgotten before its grace period ended: {cap} \
+                         ended actions are tracked for their late answers \
+                         (max_abandoned_actions); its answers will be dropped and counted \
+                         (Stats::abandoned_evicted, Stats::evicted_answers_dropped; further \
+                         evictions are summarised)",
+                        p.id
+                    );
+                }
+            }
+            self.log_swallowed(&p, "its entry was evicted");
+        }
+    }
+
+    /// Whether `action_id`, which matches nothing pending, is that of an action of this
+    /// connection at or below the newest evicted entry (see `Connection::evicted_through`):
+    /// an answer to an action that ended. Actions queued across a reconnect keep an older
+    /// prefix and are not recognised (their answers are unmatched, their items events).
+    pub(super) fn is_evicted(&self, action_id: &[u8]) -> bool {
+        self.conn.evicted_through > 0
+            && PendingTable::parse_id(action_id).is_some_and(|(prefix, seq)| {
+                seq <= self.conn.evicted_through && prefix == self.conn.prefix.as_bytes()
+            })
+    }
+
+    /// An answer (`msg`) for an action whose abandoned entry was evicted: dropped, counted
+    /// and logged (rate-limited), never streamed nor counted as a stray.
+    fn evicted_answer(&mut self, now: Instant, msg: &Message) {
+        self.stats.evicted_answers_dropped += 1;
+        let who = self.config.who();
+        let id = msg.action_id().unwrap_or("?");
+        match self.evicted_answers.occur(now) {
+            Say::Counted => {
+                self.evicted_answers.unsaid(1, 0);
+            }
+            Say::Summary { unsaid, over, .. } => log::warn!(
+                "{who}: {} more answer(s) for ended actions forgotten at max_abandoned_actions \
+                 dropped in the last {} s (latest: for {}; Stats::evicted_answers_dropped)",
+                unsaid + 1,
+                over.as_secs(),
+                crate::Shown(id)
+            ),
+            Say::Full { left } => {
+                if let Some((n, _)) = left {
+                    log::warn!("{who}: {n} more answer(s) for forgotten ended actions dropped");
+                }
+                log::warn!(
+                    "{who}: an answer for {}, an ended action forgotten at \
+                     max_abandoned_actions, dropped (Stats::evicted_answers_dropped; further \
+                     ones are summarised)",
+                    crate::Shown(id)
+                );
+            }
+        }
     }
 
     /// The early follow-up of an action that ended before its response: an

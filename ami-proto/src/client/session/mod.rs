@@ -314,6 +314,11 @@ pub struct Client {
     items_lost: Repeats,
     /// The runs of items of ended lists that still come, for their rate-limited log.
     items_swallowed: Repeats,
+    /// The runs of abandoned entries evicted at `max_abandoned_actions`, for their
+    /// rate-limited log.
+    evictions: Repeats,
+    /// The runs of answers that came for evicted entries, for their rate-limited log.
+    evicted_answers: Repeats,
     /// The runs of refused logins, for their rate-limited log, and the latest refusal said.
     refusals: Repeats,
     refused_with: Option<String>,
@@ -396,6 +401,8 @@ impl Client {
             overflow_burst: Repeats::default(),
             items_lost: Repeats::default(),
             items_swallowed: Repeats::default(),
+            evictions: Repeats::default(),
+            evicted_answers: Repeats::default(),
             refusals: Repeats::streak(reconnect::STREAK_SUMMARY_EVERY),
             refused_with: None,
             unreachable_runs: Repeats::streak(reconnect::STREAK_SUMMARY_EVERY),
@@ -727,7 +734,8 @@ impl Client {
     /// adapter dropped the rest of its copy and will not write it. Its actions are the
     /// core's again: a deadline or a [`cancel`](Self::cancel) withdraws them, a session lost
     /// fails them [`ActionError::NotSent`], and a cancelled one (lent when it was cancelled)
-    /// is withdrawn now. The next [`lend_transmit`](Self::lend_transmit) lends again what is
+    /// is withdrawn now, as is one the client no longer tracks (past its deadline or its
+    /// grace period, or forgotten at `max_abandoned_actions`). The next [`lend_transmit`](Self::lend_transmit) lends again what is
     /// left, from the first unwritten byte. A no-op when nothing is lent beyond what was
     /// written.
     pub fn unlend_transmit(&mut self) {
@@ -742,6 +750,10 @@ impl Client {
         let mut gone = Vec::new();
         conn.transmit.unlend(|seq| {
             let Some(p) = pending.get_mut(seq) else {
+                // Its entry is gone while its bytes were lent (an abandoned entry evicted at
+                // `max_abandoned_actions`, or past its grace; a client's own action past its
+                // deadline): nobody waits for it, and it must not go out now.
+                gone.push(seq);
                 return;
             };
             p.lent = false;
@@ -755,11 +767,14 @@ impl Client {
             return;
         }
         for seq in gone {
-            if let Some(p) = pending.remove(seq) {
-                log::debug!(
+            match pending.remove(seq) {
+                Some(p) => log::debug!(
                     "{who}: action {} withdrawn: given back unsent after it ended",
                     p.id
-                );
+                ),
+                None => log::debug!(
+                    "{who}: action #{seq} withdrawn: given back unsent after it was forgotten"
+                ),
             }
             conn.transmit.withdraw(seq);
             stats.actions_withdrawn += 1;
@@ -894,6 +909,7 @@ impl Client {
         let mut s = self.stats.clone();
         s.decoder = self.decoder.stats();
         s.pending = self.pending.user_count();
+        s.abandoned_actions = self.pending.abandoned();
         s.queued = self.pending.queued();
         s.in_flight = self.pending.on_wire();
         s.event_queue_len = self.events.len();
@@ -1057,7 +1073,10 @@ impl Client {
     /// comes (the call may ring: that event says how it ended, as it does to every other
     /// session reading call events); should the adapter give its lent bytes back unwritten
     /// ([`unlend_transmit`](Self::unlend_transmit)), they are withdrawn then. The same holds
-    /// for an action that timed out.
+    /// for an action that timed out. Such entries are capped by
+    /// [`max_abandoned_actions`](crate::ClientConfigBuilder::max_abandoned_actions): past it
+    /// the oldest is forgotten early, and its late answers are dropped and counted
+    /// ([`Stats::evicted_answers_dropped`]) all the same.
     ///
     /// The client's own actions (its Login, the heartbeat's Ping, the Logoff, filters it
     /// re-applies) are not the caller's to cancel: false, and they go on.
@@ -1109,15 +1128,7 @@ impl Client {
                     .get_mut(seq)
                     .filter(|p| stage == Stage::Written && p.is_sync_originate())
                     .map(|p| p.deadline);
-                self.report(now, seq, Err(ActionError::Cancelled), false);
-                if let Some(until) = blocking {
-                    let stage = Stage::Abandoned {
-                        list: false,
-                        blocking: true,
-                    };
-                    self.pending.set_stage(seq, stage, false);
-                    self.pending.set_deadline(seq, until);
-                }
+                self.report_until(now, seq, Err(ActionError::Cancelled), false, blocking);
                 true
             }
             _ => false,

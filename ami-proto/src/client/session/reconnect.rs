@@ -221,6 +221,15 @@ impl Client {
         if let Some((n, _)) = self.items_swallowed.take_unsaid() {
             log::warn!("{who}: {n} more item(s) of ended lists dropped after their action ended");
         }
+        if let Some((n, _)) = self.evictions.take_unsaid() {
+            log::warn!(
+                "{who}: {n} more ended action(s) forgotten before their grace period ended \
+                 (max_abandoned_actions)"
+            );
+        }
+        if let Some((n, _)) = self.evicted_answers.take_unsaid() {
+            log::warn!("{who}: {n} more answer(s) for forgotten ended actions dropped");
+        }
     }
 
     /// A session became ready, or the client closed: the streaks of failed tries and
