@@ -2,7 +2,9 @@
 
 use crate::session::CallError;
 use crate::url::ServerUrl;
-use ami_proto::{ActionError, CertificateProblem, ConnectFailure, DisconnectReason, Response};
+use ami_proto::{
+    ActionError, CertificateProblem, ConnectFailure, DisconnectReason, Phase, Response, SendError,
+};
 use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
@@ -188,17 +190,99 @@ fn error_text(m: &ami_proto::Message) -> String {
         .map_or_else(|| "(no message)".into(), |v| v.to_str_lossy().into_owned())
 }
 
-/// Why an action did not succeed, in words.
-pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
+/// How long an action waits when the command sets no deadline of its own: the client's
+/// default `action_timeout` (`action --timeout`'s help documents it).
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// What a failed action's line names besides its error: the action, how long the command
+/// waited for it, and the command's flag that sets that wait (`--timeout`), if it has one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt<'a> {
+    /// The action's name, e.g. `Ping`.
+    pub(crate) action: &'a str,
+    /// The action's deadline, when the command knows it.
+    pub(crate) waited: Option<Duration>,
+    /// The flag that sets the deadline in this command (`demo` and `bench` have none).
+    pub(crate) flag: Option<&'a str>,
+}
+
+impl Attempt<'_> {
+    /// `within 1.0 s` or `in time`.
+    fn within(&self) -> String {
+        self.waited
+            .map_or_else(|| "in time".into(), |d| format!("within {}", duration(d)))
+    }
+
+    /// `; to wait longer, raise --timeout`, or nothing without a flag.
+    fn raise(&self) -> String {
+        self.flag
+            .map_or_else(String::new, |f| format!("; to wait longer, raise {f}"))
+    }
+}
+
+/// Why an action did not succeed, in words, naming the server and the action: one line an
+/// operator can act on (what happened in AMI terms, whether the server may have run it,
+/// the flag to change).
+pub(crate) fn call_error(e: &CallError, url: &ServerUrl, attempt: &Attempt<'_>) -> String {
+    format!("{}: {}", url.authority(), call_failure(e, url, attempt))
+}
+
+/// [`call_error`] without the server, for lines a caller prefixes with it already
+/// (`action --on`).
+pub(crate) fn call_failure(e: &CallError, url: &ServerUrl, attempt: &Attempt<'_>) -> String {
+    format!("{}: {}", attempt.action, what_happened(e, url, attempt))
+}
+
+fn what_happened(e: &CallError, url: &ServerUrl, attempt: &Attempt<'_>) -> String {
+    let unsent = "not sent (the server never saw it)";
     match e {
-        CallError::Refused(e) => format!("not sent: {e}"),
-        CallError::Closed => "not sent: the session had ended".into(),
+        // The library's advice names a client setting the CLI has no flag for.
+        CallError::Refused(SendError::SyncOriginateRefused) => format!(
+            "{unsent}: a sync Originate blocks the whole AMI session; add Async=true \
+             (its result then comes as an OriginateResponse)"
+        ),
+        CallError::Refused(e) => format!("{unsent}: the client refused it: {e}"),
+        CallError::Closed => format!("{unsent}: the session had ended"),
         CallError::Action(a) => match a {
             ActionError::Server(r) => server_error(r),
-            ActionError::TimedOut { phase, .. } => format!("timed out: {phase}"),
-            ActionError::ListOverflow { items, bytes } => {
-                format!("the list outgrew the client's cap ({items} items, {bytes} bytes kept)")
-            }
+            ActionError::TimedOut { phase, partial } => match phase {
+                Phase::Queued => format!(
+                    "{unsent}: timed out: not written {} (not connected, the pipeline \
+                     stayed full, or the server stopped reading){}",
+                    attempt.within(),
+                    attempt.raise()
+                ),
+                Phase::Response => format!(
+                    "timed out: no response {}: outcome unknown, the server may still run it{}",
+                    attempt.within(),
+                    attempt.raise()
+                ),
+                Phase::List => format!(
+                    "timed out: list cut short: the server ran it, but its EventList did not \
+                     complete {} ({} item(s) printed){}",
+                    attempt.within(),
+                    partial.as_deref().map_or(0, |r| r.items().len()),
+                    attempt.raise()
+                ),
+                // Its wait is the action's deadline plus what the action asks for (an
+                // Originate's ring Timeout): no single number to say.
+                Phase::FollowUp => format!(
+                    "timed out: the server accepted it, but its follow-up (an Originate's \
+                     OriginateResponse, a WaitEvent's WaitEventComplete...) did not arrive in \
+                     time: outcome unknown{}{}",
+                    if attempt.action.eq_ignore_ascii_case("Originate") {
+                        ", the call may still be placed"
+                    } else {
+                        ""
+                    },
+                    attempt.raise()
+                ),
+                other => format!("timed out: {other}{}", attempt.raise()),
+            },
+            ActionError::ListOverflow { items, bytes } => format!(
+                "list cut short: the server ran it, but the list outgrew the client's cap \
+                 ({items} items, {bytes} bytes kept)"
+            ),
             ActionError::ListIncomplete { items, dropped, .. } => format!(
                 "the list is incomplete: {dropped} item(s) dropped on the way in (over the \
                  decoder's size limits or broken), {items} printed"
@@ -207,7 +291,7 @@ pub(crate) fn call_error(e: &CallError, url: &ServerUrl) -> String {
             ActionError::ResponseDiscarded { reason } => {
                 format!("the server answered (so it ran), but its answer was thrown away: {reason}")
             }
-            ActionError::NotSent(r) => format!("not sent: {}", reason(r, url)),
+            ActionError::NotSent(r) => format!("{unsent}: {}", reason(r, url)),
             ActionError::Unknown(r) => format!(
                 "outcome unknown (the server may have run it): {}",
                 reason(r, url)

@@ -75,7 +75,7 @@ fn action_timeout_bounds_the_wait_for_a_server_that_never_answers() {
         assert_eq!(header(&json(&lines[0]), "Ping").unwrap(), "Pong");
         let err = stderr(&out);
         assert!(
-            err.contains(&format!("{}: timed out", silent.addr)),
+            err.contains(&format!("{}: Ping: timed out", silent.addr)),
             "{rt}: {err}"
         );
         assert!(took < Duration::from_secs(15), "{rt}: took {took:?}");
@@ -305,11 +305,119 @@ fn server_error_exits_4_and_still_prints_the_response() {
         );
         assert_code(&out, 4, rt);
         assert_eq!(json(&stdout_lines(&out)[0])["headers"][0][1], "Error");
+        // Which server, which action, what it said.
         assert!(
-            stderr(&out).starts_with("ami: the server answered Error: "),
+            stderr(&out).starts_with(&format!(
+                "ami: {}: Status: the server answered Error: ",
+                front.local_addr()
+            )),
             "{rt}: {}",
             stderr(&out)
         );
+    });
+}
+
+/// The one stderr line of a failed action: the line that names `action`, checked to be a
+/// single line naming the server.
+fn failure_line(out: &std::process::Output, server: &str, action: &str) -> String {
+    let err = stderr(out);
+    let line = err
+        .lines()
+        .find(|l| l.contains(&format!("{server}: {action}: ")))
+        .unwrap_or_else(|| panic!("no line names {server} and {action}: {err}"))
+        .to_string();
+    assert!(line.starts_with("ami: "), "{line}");
+    line
+}
+
+#[test]
+fn action_timeout_line_names_the_server_the_action_the_wait_the_unknown_outcome_and_the_flag() {
+    // `ami action Ping --timeout 0.5` against a server that logs in and then swallows every
+    // action: at 3 a.m. the line must say where, what, how long, that the server may still
+    // run it (why exit 1), and which flag waits longer.
+    let silent = Fake::start(|_, mut c| {
+        if c.login(true) {
+            while c.next().is_some() {}
+        }
+    });
+    each_runtime(|rt| {
+        let out = on(rt, &silent.url(), &["action", "Ping", "--timeout", "0.5"]);
+        assert_code(&out, 1, rt);
+        let line = failure_line(&out, &silent.addr.to_string(), "Ping");
+        assert!(line.contains("no response within 500.0 ms"), "{rt}: {line}");
+        assert!(line.contains("the server may still run it"), "{rt}: {line}");
+        assert!(line.contains("raise --timeout"), "{rt}: {line}");
+    });
+}
+
+#[test]
+fn sync_originate_refusal_says_to_add_async_true_not_a_library_setting() {
+    // The client refuses a sync Originate (it would block the session); the library's words
+    // advise `allow_sync_originate`, which no `ami` flag sets: the CLI says what to type.
+    let front = sim();
+    let server = front.local_addr().to_string();
+    each_runtime(|rt| {
+        let out = on(
+            rt,
+            &sim_url(&front, "amp111"),
+            &[
+                "action",
+                "Originate",
+                "Channel=Local/1@x",
+                "Application=Wait",
+            ],
+        );
+        assert_code(&out, 2, rt);
+        let line = failure_line(&out, &server, "Originate");
+        assert!(
+            line.contains("not sent (the server never saw it)"),
+            "{rt}: {line}"
+        );
+        assert!(line.contains("add Async=true"), "{rt}: {line}");
+        assert!(!line.contains("allow_sync_originate"), "{rt}: {line}");
+        assert!(!line.contains("amp111"), "{rt}: no secret: {line}");
+    });
+}
+
+#[test]
+fn originate_failure_line_names_the_server_and_the_action() {
+    let front = sim();
+    let server = front.local_addr().to_string();
+    each_runtime(|rt| {
+        let out = on(
+            rt,
+            &sim_url(&front, "amp111"),
+            &[
+                "originate",
+                "--channel",
+                "Local/busy@ami-test",
+                "--application",
+                "Wait",
+                "--data",
+                "1",
+            ],
+        );
+        assert_code(&out, 4, rt);
+        let line = failure_line(&out, &server, "Originate");
+        assert!(line.contains("Reason 5 (busy)"), "{rt}: {line}");
+    });
+}
+
+#[test]
+fn calls_without_a_snapshot_names_the_server_and_the_list_that_did_not_complete() {
+    // A server that logs in and answers nothing: `ami calls` gives up on its snapshot after
+    // its fixed wait, and says where and which list.
+    let silent = Fake::start(|_, mut c| {
+        if c.login(true) {
+            while c.next().is_some() {}
+        }
+    });
+    each_runtime(|rt| {
+        let out = on(rt, &silent.url(), &["calls"]);
+        assert_code(&out, 1, rt);
+        let line = failure_line(&out, &silent.addr.to_string(), "CoreShowChannels");
+        assert!(line.contains("no snapshot"), "{rt}: {line}");
+        assert!(line.contains("within 15.0 s"), "{rt}: {line}");
     });
 }
 

@@ -393,7 +393,7 @@ fn action_on_all_says_each_servers_refusal_and_does_not_exit_0() {
         assert_eq!(out.status.code(), Some(2), "{rt}: {err}");
         for name in &names {
             assert!(
-                err.contains(&format!("ami: {name}: not sent: sync Originate blocks")),
+                err.contains(&format!("ami: {name}: Originate: not sent (the server never saw it): a sync Originate blocks")),
                 "{rt}: {err}"
             );
         }
@@ -414,7 +414,7 @@ fn action_on_one_server_names_it_once_in_its_refusal() {
         // Said as a refusal on that server, like any other of its failures: no
         // "--on NAME: NAME: ..." with the server named twice.
         assert!(
-            err.contains(&format!("ami: {name}: not sent: sync Originate blocks")),
+            err.contains(&format!("ami: {name}: Originate: not sent (the server never saw it): a sync Originate blocks")),
             "{rt}: {err}"
         );
         assert!(!err.contains(&format!("{name}: {name}")), "{rt}: {err}");

@@ -410,11 +410,21 @@ fn a_list_that_does_not_complete_in_time_prints_the_response_and_the_items_that_
             "CoreShowChannel",
             "{rt}"
         );
+        // Where, which action, that the list was cut short (the server ran it), how much
+        // was printed, and the flag that waits longer.
+        let err = stderr(&out);
         assert!(
-            stderr(&out).contains("the list did not complete in time"),
-            "{rt}: {}",
-            stderr(&out)
+            err.contains(&format!(
+                "ami: {}: CoreShowChannels: timed out: list cut short: the server ran it",
+                fake.addr
+            )),
+            "{rt}: {err}"
         );
+        assert!(
+            err.contains("within 1.0 s (1 item(s) printed)"),
+            "{rt}: {err}"
+        );
+        assert!(err.contains("raise --timeout"), "{rt}: {err}");
     });
 }
 

@@ -140,21 +140,24 @@ fn print(r: &Response, shown: Shown, server: Option<&str>) -> Result<(), Failure
 }
 
 /// Prints an action's result; a server error is printed too (scripts see what the server
-/// said) and exits 4.
+/// said) and exits 4. A failure's words name the server and `attempt`.
 pub(crate) fn report(
     result: Result<Response, CallError>,
     url: &ServerUrl,
     shown: Shown,
+    attempt: &words::Attempt<'_>,
 ) -> Result<(), Failure> {
-    report_on(result, url, shown, None)
+    report_on(result, url, shown, None, attempt)
 }
 
-/// [`report`], each line naming `server` when there is one.
+/// [`report`], each line naming `server` when there is one (then the failure's words do
+/// not: the caller prefixes them with it).
 fn report_on(
     result: Result<Response, CallError>,
     url: &ServerUrl,
     shown: Shown,
     server: Option<&str>,
+    attempt: &words::Attempt<'_>,
 ) -> Result<(), Failure> {
     let e = match result {
         Ok(r) => return print(&r, shown, server),
@@ -172,17 +175,22 @@ fn report_on(
         CallError::Refused(_) => EXIT_USAGE,
         _ => EXIT_OTHER,
     };
-    Err(Failure::new(code, words::call_error(&e, url)))
+    let words = match server {
+        Some(_) => words::call_failure(&e, url, attempt),
+        None => words::call_error(&e, url, attempt),
+    };
+    Err(Failure::new(code, words))
 }
 
 /// Checks `action`, opens a session asking for `events`, sends it with `options`, logs
-/// off, prints.
+/// off, prints. `flag` is the command's option that sets `options.timeout`, if it has one.
 pub(crate) fn send_one(
     conn: &Connection,
     action: Action,
     options: SendOptions,
     events: impl Into<Subscription>,
     shown: Shown,
+    flag: Option<&str>,
 ) -> Result<(), Failure> {
     check(&action)?;
     // An action's deadline bounds its first login too: `--timeout 2` is not 10 s against a
@@ -192,9 +200,15 @@ pub(crate) fn send_one(
         stoppable: false,
     };
     let mut live = session::open_with(conn, events, first)?;
+    let name = action.name().to_string();
     let result = live.call_with(action, options);
     live.logoff();
-    report(result?, &live.url, shown)
+    let attempt = words::Attempt {
+        action: &name,
+        waited: Some(options.timeout.unwrap_or(words::DEFAULT_WAIT)),
+        flag,
+    };
+    report(result?, &live.url, shown, &attempt)
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
@@ -214,7 +228,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         Subscription::from("off")
     };
     match (&args.on, conn.server.len()) {
-        (None, 0 | 1) => send_one(conn, action, options, events, Shown::All),
+        (None, 0 | 1) => send_one(conn, action, options, events, Shown::All, Some("--timeout")),
         (None, _) => Err(Failure::new(
             EXIT_USAGE,
             "several servers: pick one with --on HOST:PORT, or --on all",
@@ -266,6 +280,12 @@ fn send_on(
     let limit = options
         .timeout
         .map_or(on_limit(), |t| on_limit().max(t + ON_LIMIT_PAST_TIMEOUT));
+    let name = action.name().to_string();
+    let attempt = words::Attempt {
+        action: &name,
+        waited: Some(options.timeout.unwrap_or(words::DEFAULT_WAIT)),
+        flag: Some("--timeout"),
+    };
     let called = if target_down {
         Ok(fleet::Called {
             replies: Vec::new(),
@@ -291,7 +311,7 @@ fn send_on(
             continue;
         };
         let result = reply.result.map_err(CallError::from);
-        if let Err(f) = report_on(result, url, Shown::All, Some(server)) {
+        if let Err(f) = report_on(result, url, Shown::All, Some(server), &attempt) {
             failures.say(server, &f.reason, f.code);
         }
     }

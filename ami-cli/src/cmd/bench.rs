@@ -140,8 +140,16 @@ fn drive(
                 Happening::Item(StreamItem::Event(_)) => tally.events += 1,
                 Happening::Item(StreamItem::Gap { dropped }) => tally.gaps += dropped,
                 Happening::Completed { result, .. } => {
-                    result
-                        .map_err(|e| Failure::new(EXIT_OTHER, words::call_error(&e, &live.url)))?;
+                    result.map_err(|e| {
+                        // Every action `bench` waits for is a UserEvent, at the client's
+                        // default deadline: no flag changes it.
+                        let attempt = words::Attempt {
+                            action: "UserEvent",
+                            waited: Some(words::DEFAULT_WAIT),
+                            flag: None,
+                        };
+                        Failure::new(EXIT_OTHER, words::call_error(&e, &live.url, &attempt))
+                    })?;
                     tally.actions += 1;
                     if Instant::now() < end {
                         live.session.send(user_event(tally.actions));

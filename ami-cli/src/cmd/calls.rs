@@ -572,9 +572,15 @@ fn once(link: &mut Link, t: &mut Trackers) -> Result<(String, Option<Failure>), 
                 .filter(|(_, s)| s.tracker.is_stale() || !s.started)
                 .map(|(ix, _)| link.name(ix))
                 .collect();
-            let why = format!("no snapshot within {}", words::duration(SNAPSHOT_WAIT));
+            // The snapshot is a CoreShowChannels list: named, with what a late one means.
+            let why = format!(
+                "CoreShowChannels: no snapshot: its list did not complete within {} (no \
+                 response, or the list cut short; a read-only list, safe to ask again)",
+                words::duration(SNAPSHOT_WAIT)
+            );
             if !many {
-                return Err(Failure::new(EXIT_OTHER, why));
+                let name = late.first().map_or("the server", String::as_str);
+                return Err(Failure::new(EXIT_OTHER, format!("{name}: {why}")));
             }
             for name in &late {
                 failures.say(name, &why, EXIT_OTHER);

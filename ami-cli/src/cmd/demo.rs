@@ -57,10 +57,16 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         };
     }
     out!("logged in as admin");
+    // The demo's actions wait the client's default; no flag changes it.
+    let attempt = |action| words::Attempt {
+        action,
+        waited: Some(words::DEFAULT_WAIT),
+        flag: None,
+    };
     let pong = live.call(Action::new("Ping"))?.map_err(|e| {
         Failure::new(
             EXIT_OTHER,
-            format!("Ping: {}", words::call_error(&e, &live.url)),
+            words::call_error(&e, &live.url, &attempt("Ping")),
         )
     })?;
     out!("Ping -> {}", pong.message().get_str("Ping").unwrap_or("?"));
@@ -94,7 +100,10 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
                             .unwrap_or("?")
                     ),
                     (Some(Sent::Call(ext)), Err(e)) => {
-                        out!("call to {ext}: {}", words::call_error(&e, &live.url))
+                        out!(
+                            "call to {ext}: {}",
+                            words::call_error(&e, &live.url, &attempt("Originate"))
+                        )
                     }
                     (Some(Sent::Channels), Ok(r)) => {
                         out!("CoreShowChannels: {} live channels", r.items().len())

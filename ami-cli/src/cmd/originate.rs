@@ -142,6 +142,8 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         SendOptions::default(),
         wanted,
         Shown::FollowUp,
+        // `--timeout` here is the ring time, not the wait for the answer: no flag sets that.
+        None,
     )
 }
 
