@@ -196,9 +196,12 @@ impl Client {
             if self.claim_event(now, seq, &msg) {
                 return;
             }
-        } else if msg
-            .action_id_value()
-            .is_some_and(|id| self.is_evicted(id.as_bytes()))
+        } else if self.conn.evicted_through > 0
+            // Checked first: the ActionID scan below is a second pass over the headers of
+            // every event, and no entry of this connection was evicted in the common case.
+            && msg
+                .action_id_value()
+                .is_some_and(|id| self.is_evicted(id.as_bytes()))
             && !msg.first_value().is_some_and(|e| {
                 // A UserEvent's ActionID is its raiser's; an OriginateResponse says how a
                 // call ended, and goes to the stream whenever it comes (see `claim_event`).
