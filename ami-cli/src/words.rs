@@ -291,7 +291,13 @@ fn what_happened(e: &CallError, url: &ServerUrl, attempt: &Attempt<'_>) -> Strin
             ActionError::ResponseDiscarded { reason } => {
                 format!("the server answered (so it ran), but its answer was thrown away: {reason}")
             }
-            ActionError::NotSent(r) => format!("{unsent}: {}", reason(r, url)),
+            // Failed so when its last byte never left, however many of the first ones did
+            // (the server may have read them): it cannot have run, as Asterisk runs an
+            // action once it read its blank line.
+            ActionError::NotSent(r) => format!(
+                "not sent whole (the server cannot have run it): {}",
+                reason(r, url)
+            ),
             ActionError::Unknown(r) => format!(
                 "outcome unknown (the server may have run it): {}",
                 reason(r, url)
@@ -309,6 +315,29 @@ fn what_happened(e: &CallError, url: &ServerUrl, attempt: &Attempt<'_>) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The core fails an action `NotSent` when its session is lost before its last byte
+    /// left, however much of it was written (ami-proto client_deadlines
+    /// an_action_partly_written_when_its_session_is_lost_fails_not_sent): the server may
+    /// have read part of it, so the line says it cannot have run, not that it was never seen.
+    #[test]
+    fn a_not_sent_action_is_said_not_run_not_unseen() {
+        let url: ServerUrl = "ami://admin:s3cret@127.0.0.1:5038".parse().unwrap();
+        let attempt = Attempt {
+            action: "UserEvent",
+            waited: None,
+            flag: None,
+        };
+        let e = CallError::Action(ActionError::NotSent(DisconnectReason::Eof));
+        let line = call_error(&e, &url, &attempt);
+        assert!(!line.contains("never saw it"), "{line}");
+        assert!(
+            line.starts_with(
+                "127.0.0.1:5038: UserEvent: not sent whole (the server cannot have run it): "
+            ),
+            "{line}"
+        );
+    }
 
     #[test]
     fn a_lost_session_says_when_the_next_try_is_the_open_breakers_probe() {

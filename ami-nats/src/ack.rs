@@ -106,7 +106,7 @@ pub(crate) fn parse_ack(status: Option<StatusCode>, p: &[u8], stream: &str) -> A
     }
     // JetStream names the stream in every publish ack, error or not (its schema requires
     // `stream`), and one stream at most takes a subject of an account.
-    if names_stream(p) != Some(stream.as_bytes()) {
+    if !names_stream(p, stream) {
         return Ack::Foreign;
     }
     if find(p, b"\"error\"").is_some() {
@@ -139,14 +139,42 @@ fn value_after<'a>(p: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     find(p, key).and_then(|at| p.get(at + key.len()..))
 }
 
-/// The stream an ack names: the bytes of its `"stream"` string (nats-server's names hold
-/// no quote or backslash). None when absent or not a string.
-fn names_stream(p: &[u8]) -> Option<&[u8]> {
-    let rest = value_after(p, b"\"stream\"")?.trim_ascii_start();
-    let rest = rest.strip_prefix(b":")?.trim_ascii_start();
-    let rest = rest.strip_prefix(b"\"")?;
-    let end = rest.iter().position(|&b| b == b'"')?;
-    rest.get(..end)
+/// Whether the ack's `"stream"` string is `stream`. nats-server writes its error acks with
+/// Go's JSON encoder, which escapes `&`, `<` and `>` (`A\u0026B`), and every ack escapes a
+/// quote or backslash a stream name may hold (`A\"B`): such a value is unescaped before it
+/// is compared. One without a backslash, as every ack of a plain name, is compared as it
+/// is, without allocating. False when absent or not a string.
+fn names_stream(p: &[u8], stream: &str) -> bool {
+    let Some(rest) = value_after(p, b"\"stream\"") else {
+        return false;
+    };
+    let Some(rest) = rest.trim_ascii_start().strip_prefix(b":") else {
+        return false;
+    };
+    let literal = rest.trim_ascii_start();
+    let Some(body) = literal.strip_prefix(b"\"") else {
+        return false;
+    };
+    // The closing quote: the first one no backslash escapes.
+    let mut escaped = false;
+    let Some(end) = body.iter().position(|&b| {
+        let close = b == b'"' && !escaped;
+        escaped = b == b'\\' && !escaped;
+        close
+    }) else {
+        return false;
+    };
+    let Some(value) = body.get(..end) else {
+        return false;
+    };
+    if !value.contains(&b'\\') {
+        return value == stream.as_bytes();
+    }
+    // The quoted literal, quotes included.
+    literal
+        .get(..end + 2)
+        .and_then(|quoted| serde_json::from_slice::<String>(quoted).ok())
+        .is_some_and(|name| name == stream)
 }
 
 /// The number of the ack's `"err_code"` (JSON from nats-server has no blanks; some are
@@ -176,6 +204,37 @@ mod tests {
             r#"{{"stream":"AMI","error":{{"code":{code},"err_code":{err_code},"description":"{description}"}}}}"#
         )
         .into_bytes()
+    }
+
+    /// The exact acks nats-server 2.9.10 sent for streams named `A&B` and `A"B` (both names
+    /// it accepts): its error acks escape `&` (Go's JSON encoder), and every ack escapes a
+    /// quote. They are the bridge's stream's answers, not foreign ones.
+    #[test]
+    fn acks_naming_the_stream_with_json_escapes_are_the_streams_own() {
+        let full = br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"A\u0026B","seq":0}"#;
+        assert!(matches!(parse_ack(None, full, "A&B"), Ack::Failed(_)));
+        let too_big = br#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"},"stream":"A\u0026B","seq":0}"#;
+        assert!(matches!(
+            parse_ack(None, too_big, "A&B"),
+            Ack::Refused {
+                err_code: 10054,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_ack(None, br#"{"stream":"A&B", "seq":1}"#, "A&B"),
+            Ack::Stored { duplicate: false }
+        );
+        assert_eq!(
+            parse_ack(None, br#"{"stream":"A\"B", "seq":1}"#, "A\"B"),
+            Ack::Stored { duplicate: false }
+        );
+        // Another stream's name, escaped or not, is still foreign.
+        assert_eq!(parse_ack(None, full, "A&C"), Ack::Foreign);
+        assert_eq!(
+            parse_ack(None, br#"{"stream":"A\"B", "seq":1}"#, "A\\"),
+            Ack::Foreign
+        );
     }
 
     #[test]

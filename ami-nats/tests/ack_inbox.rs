@@ -174,3 +174,54 @@ fn a_reply_on_the_ack_inbox_that_is_no_ack_reaches_the_log_escaped_and_bounded()
         );
     }
 }
+
+#[test]
+fn a_stream_whose_name_json_escapes_has_its_refusals_read_as_its_own() {
+    // nats-server accepts a stream named `AMI&T`, and writes its error acks with Go's JSON
+    // encoder: `"stream":"AMI\u0026T"`. A stream that refuses every event for good (each
+    // is over its max_msg_size) must have them dropped and counted as refused, not ignored
+    // as foreign replies and published again every ack timeout in front of the rest.
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let name = "AMI&T";
+    block(async {
+        let js = jetstream::new(async_nats::connect(&url).await.unwrap());
+        js.create_stream(stream::Config {
+            name: name.into(),
+            max_message_size: 16,
+            ..ami_stream()
+        })
+        .await
+        .unwrap();
+    });
+    let a = sim();
+    let client = login().build().unwrap();
+    let bridge = TestBridge::start(
+        BridgeConfig::new(url.clone(), vec![spec("pbx1", &a, client)]).stream(
+            ami_nats::StreamLimits {
+                name: name.into(),
+                ..Default::default()
+            },
+        ),
+    );
+    wait_for(Duration::from_secs(10), "logged in", || {
+        a.stats().logins == 1
+    });
+    storm(&a, 5);
+    let refused = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("ami_bridge_publish_refused_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+            .sum::<i64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline && refused(&bridge.metrics()) < 5 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = bridge.metrics();
+    bridge.kill();
+    assert!(
+        refused(&m) >= 5,
+        "the stream's own refusals were not taken as its answers\n{m}"
+    );
+}

@@ -379,3 +379,29 @@ proptest! {
         prop_assert!(outcomes.values().all(|n| *n == 1));
     }
 }
+
+#[test]
+fn an_action_partly_written_when_its_session_is_lost_fails_not_sent() {
+    // Asterisk runs an action only once it read its blank line: one whose last byte never
+    // left did not run, however much of it the server read. NotSent then says "not run",
+    // not "never seen" (the CLI words it so).
+    let t0 = Instant::now();
+    let mut h = ready(4, t0);
+    let login = h.written.len();
+    h.room = Some(10);
+    let out_before = h.client.stats().bytes_out;
+    let a = h.send(Action::new("UserEvent").field("UserEvent", "Half"));
+    h.drain();
+    assert_eq!(
+        h.client.stats().bytes_out - out_before,
+        10,
+        "10 bytes of it left"
+    );
+    assert_eq!(h.written.len(), login, "the server has only part of it");
+    h.eof();
+    assert!(
+        matches!(h.outcome(&a), Err(ActionError::NotSent(_))),
+        "{:?}",
+        h.outcome(&a)
+    );
+}
