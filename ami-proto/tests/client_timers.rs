@@ -41,6 +41,20 @@ fn close_then_disconnected(out: &[Out], reason: DisconnectReason) -> Instant {
 
 // ----- status -----------------------------------------------------------------------------
 
+/// The first second, stepping 5 s at a time through `range` (seconds after `t0`), at which
+/// the client gives the link up for a heartbeat timeout, if it does.
+fn heartbeat_given_up(
+    h: &mut Harness,
+    t0: Instant,
+    range: std::ops::RangeInclusive<u64>,
+) -> Option<u64> {
+    range.step_by(5).find(|&s| {
+        h.advance_to(t0 + secs(s))
+            .iter()
+            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
+    })
+}
+
 #[test]
 fn a_failed_connect_says_why_in_the_notice_the_status_and_the_counters() {
     let mut h = Harness::new(base().build().unwrap(), Instant::now());
@@ -715,17 +729,7 @@ fn the_late_answer_of_a_cancelled_sync_originate_ends_its_hold_on_the_heartbeat(
     // Answered at 2 s: the server is free again. Then the link dies without a word.
     h.advance_to(t0 + secs(2));
     h.feed(&originate_queued(id.as_str()));
-    let mut down = None;
-    for s in (5..=60).step_by(5) {
-        let out = h.advance_to(t0 + secs(s));
-        if out
-            .iter()
-            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
-        {
-            down = Some(s);
-            break;
-        }
-    }
+    let down = heartbeat_given_up(&mut h, t0, 5..=60);
     // Idle from 2 s, the Ping at 22 s, its pong deadline at 32 s.
     assert_eq!(
         down,
@@ -808,17 +812,7 @@ fn the_answer_of_a_cancelled_sync_originate_after_the_grace_period_still_ends_it
         (1, 0),
         "the answer is the cancelled Originate's late answer, not a stray response"
     );
-    let mut down = None;
-    for s in (15..=120).step_by(5) {
-        let out = h.advance_to(t0 + secs(s));
-        if out
-            .iter()
-            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
-        {
-            down = Some(s);
-            break;
-        }
-    }
+    let down = heartbeat_given_up(&mut h, t0, 15..=120);
     // Idle from 10 s, the Ping at 30 s, its pong deadline at 40 s.
     assert_eq!(
         down,
@@ -859,17 +853,7 @@ fn a_cancelled_sync_originates_discarded_answer_ends_its_hold_on_the_heartbeat()
         ("Message", "Originate successfully queued"),
     ]));
     assert_eq!(h.client.stats().unexpected, 1, "the answer was discarded");
-    let mut down = None;
-    for s in (5..=120).step_by(5) {
-        let out = h.advance_to(t0 + secs(s));
-        if out
-            .iter()
-            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
-        {
-            down = Some(s);
-            break;
-        }
-    }
+    let down = heartbeat_given_up(&mut h, t0, 5..=120);
     // Nothing counted as progress since the session was ready: the Ping at 20 s, its pong
     // deadline at 30 s (not the Originate's, past 600 s).
     assert_eq!(
@@ -899,17 +883,7 @@ fn a_cancelled_sync_originate_never_answered_holds_the_heartbeat_until_its_deadl
     h.advance_to(t0 + secs(1));
     assert!(h.client.cancel(h.now, &id));
     h.drain();
-    let mut down = None;
-    for s in (5..=120).step_by(5) {
-        let out = h.advance_to(t0 + secs(s));
-        if out
-            .iter()
-            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
-        {
-            down = Some(s);
-            break;
-        }
-    }
+    let down = heartbeat_given_up(&mut h, t0, 5..=120);
     // The Ping at 20 s; its pong deadline held until the Originate's, 60 + 10 s.
     assert_eq!(down, Some(70), "given up at the Originate's deadline");
 }
@@ -963,17 +937,7 @@ fn a_timed_out_sync_originate_does_not_hold_the_heartbeat_through_its_grace_peri
     h.ready();
     let id = h.send(sync_originate_ringing(25_000));
     h.take("Originate");
-    let mut down = None;
-    for s in (5..=120).step_by(5) {
-        let out = h.advance_to(t0 + secs(s));
-        if out
-            .iter()
-            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
-        {
-            down = Some(s);
-            break;
-        }
-    }
+    let down = heartbeat_given_up(&mut h, t0, 5..=120);
     assert!(matches!(
         h.outcome(&id),
         Err(ActionError::TimedOut {
@@ -1015,17 +979,7 @@ fn a_cancelled_sync_originate_given_back_unwritten_does_not_hold_the_heartbeat()
     assert_eq!(h.client.stats().actions_withdrawn, 1);
     assert!(h.client.transmit().is_empty(), "the Originate never leaves");
     h.room = None;
-    let mut down = None;
-    for s in (5..=120).step_by(5) {
-        let out = h.advance_to(t0 + secs(s));
-        if out
-            .iter()
-            .any(|o| matches!(o, Out::Disconnected(DisconnectReason::HeartbeatTimeout, _)))
-        {
-            down = Some(s);
-            break;
-        }
-    }
+    let down = heartbeat_given_up(&mut h, t0, 5..=120);
     assert!(
         !h.written
             .iter()
