@@ -288,9 +288,12 @@ fn what_happened(e: &CallError, url: &ServerUrl, attempt: &Attempt<'_>) -> Strin
                  decoder's size limits or broken), {items} printed"
             ),
             ActionError::Cancelled => "cancelled".into(),
-            ActionError::ResponseDiscarded { reason } => {
-                format!("the server answered (so it ran), but its answer was thrown away: {reason}")
-            }
+            // The discarded answer may have been `Response: Error` (an oversized one is
+            // thrown away like a success), and the error keeps only why it was discarded.
+            ActionError::ResponseDiscarded { reason } => format!(
+                "the server answered, but its answer was thrown away ({reason}): whether it \
+                 ran is not known"
+            ),
             // Failed so when its last byte never left, however many of the first ones did
             // (the server may have read them): it cannot have run, as Asterisk runs an
             // action once it read its blank line.
@@ -354,5 +357,27 @@ mod tests {
         );
         assert!(!probe.contains("s3cret"), "{probe}");
         assert!(lost(&why, None, true, &url).ends_with("; not retrying"));
+    }
+
+    /// A response over the client's decoder limits is thrown away whatever it said: an
+    /// oversized `Response: Error` (or one glued behind a banner line) is discarded the
+    /// same way as a success. The client keeps only why it was discarded, so the line must
+    /// not claim the server ran the action.
+    #[test]
+    fn a_discarded_response_does_not_claim_the_action_ran() {
+        let url: ServerUrl = "ami://admin:s3cret@127.0.0.1:5038".parse().unwrap();
+        let attempt = Attempt {
+            action: "Command",
+            waited: None,
+            flag: None,
+        };
+        let e = CallError::Action(ActionError::ResponseDiscarded {
+            reason: ami_proto::Discard::Malformed(ami_proto::DecodeError::MessageTooLarge {
+                limit: 65536,
+            }),
+        });
+        let line = call_error(&e, &url, &attempt);
+        assert!(!line.contains("so it ran"), "{line}");
+        assert!(line.contains("whether it ran is not known"), "{line}");
     }
 }

@@ -26,8 +26,9 @@
 //! late, no server ready, or a `duplicate` whose original names it) and `K` is `success`,
 //! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run),
 //! `list_overflow`, `list_incomplete` (items were dropped on the way in; those that arrived
-//! are in `items`), `response_discarded` (Asterisk answered, so it ran, but its answer was
-//! over the client's limits or malformed and was thrown away), `not_sent` (never reached Asterisk, also when the deadline passed while
+//! are in `items`), `response_discarded` (Asterisk answered, but its answer was over the
+//! client's limits or malformed and was thrown away: an error answer is thrown away too,
+//! so whether it ran is not known), `not_sent` (never reached Asterisk, also when the deadline passed while
 //! the action still waited to be written: safe to retry), `unknown` (may have run; with
 //! `response` when Asterisk accepted it and only its follow-up was lost: an async Originate
 //! whose call is being placed), `invalid_request` (refused before anything was sent,

@@ -118,7 +118,8 @@ pub struct SimConfig {
     /// Delay between the steps of a simulated call (dialplan priorities, answer, teardown).
     pub step_delay: Duration,
     /// How long the `echo` extension runs before its absolute timeout (the `ECHO_SECS`
-    /// channel variable overrides it).
+    /// channel variable overrides it). A fraction of a second is kept, as Asterisk's
+    /// `TIMEOUT(absolute)` takes one; zero runs 1 s (Asterisk would read 0 as no timeout).
     pub echo_timeout: Duration,
     /// `SystemName`: when set, added to events (not to FullyBooted) and shown by CoreSettings.
     /// No CR, LF or NUL (nor in the two versions): each would forge lines or messages. At

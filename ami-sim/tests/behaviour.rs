@@ -1060,3 +1060,48 @@ fn setvar_refuses_new_globals_past_4096_and_still_changes_an_existing_one() {
     assert!((4096..4100).all(|n| message(&format!("g{n}")) == "Variable not set"));
     assert_eq!(message("again"), "Variable Set");
 }
+
+/// `SimConfig::echo_timeout` is a `Duration`: a sub-second part must not be dropped. The
+/// `echo` extension's `Set(TIMEOUT(absolute)=...)` must fire its `T` hangup 2.5 s after it
+/// runs, not 2 s (nor 1 s for 0.3 s).
+#[test]
+fn echo_timeout_keeps_its_sub_second_part() {
+    for (timeout, want) in [(ms(2500), ms(2500)), (ms(300), ms(300))] {
+        let cfg = SimConfig {
+            echo_timeout: timeout,
+            ..SimConfig::default()
+        };
+        let mut h = Harness::new(cfg);
+        h.send(LOGIN_ON);
+        h.sim
+            .originate_call(h.now, CallRequest::new("Local/echo@ami-test", 60))
+            .unwrap();
+        // Step deadline by deadline, noting the virtual instant each event is sent at.
+        let (mut set_at, mut t_at) = (None, None);
+        let end = h.now + Duration::from_secs(10);
+        while let Some(t) = h.sim.poll_timeout() {
+            if t > end || t_at.is_some() {
+                break;
+            }
+            let base = h.got.len();
+            h.now = h.now.max(t);
+            h.sim.handle_timeout(h.now);
+            h.drain();
+            for s in h.shapes_from(base) {
+                if !s.is_event("Newexten") {
+                    continue;
+                }
+                let data = s.get("AppData").unwrap_or_default();
+                if set_at.is_none() && data.starts_with("TIMEOUT(absolute)=") {
+                    set_at = Some(h.now);
+                }
+                if t_at.is_none() && s.get("Extension").as_deref() == Some("T") {
+                    t_at = Some(h.now);
+                }
+            }
+        }
+        let set_at = set_at.expect("the echo extension ran its Set(TIMEOUT(absolute))");
+        let t_at = t_at.expect("the absolute timeout sent the channel to T");
+        assert_eq!(t_at - set_at, want, "echo_timeout {timeout:?}");
+    }
+}

@@ -569,8 +569,9 @@ pub enum ActionError {
     /// decoder limit (a `Command` whose output has more `Output:` lines than
     /// [`DecoderLimits::max_fields`](crate::DecoderLimits::max_fields), a legacy
     /// `Response: Follows` that never ended), or not readable as a response (a banner line
-    /// glued in front of it). The server did run the action; what it said is lost, so it
-    /// is not re-sent. Reported as soon as the discard is read, not at the deadline; the
+    /// glued in front of it). The server did read the action, but what it said is lost:
+    /// a `Response: Error` is discarded the same way as a success, so whether it ran is not
+    /// known. It is not re-sent. Reported as soon as the discard is read, not at the deadline; the
     /// discard itself is counted and reported in the event stream as well
     /// ([`StreamItem::Discarded`]).
     #[error("its response was discarded: {reason}")]

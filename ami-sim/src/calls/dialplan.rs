@@ -19,6 +19,8 @@
 //! | `100`, `101` | Answer, Wait(10), Hangup (hints `Custom:ext100`/`Custom:ext101`) |
 //! | `T` | Hangup |
 
+use std::time::Duration;
+
 /// The only context.
 pub(crate) const CONTEXT: &str = "ami-test";
 
@@ -27,6 +29,17 @@ pub(crate) const CONTEXT: &str = "ami-test";
 pub(crate) struct Prio {
     pub(crate) app: &'static str,
     pub(crate) data: String,
+}
+
+/// `d` as Asterisk's seconds (`7`, `2.5`), written exactly from its nanoseconds so that
+/// `TIMEOUT(absolute)` (which takes a fraction: func_timeout.c) runs what was configured.
+fn seconds(d: Duration) -> String {
+    let nanos = d.subsec_nanos();
+    if nanos == 0 {
+        return d.as_secs().to_string();
+    }
+    let frac = format!("{nanos:09}");
+    format!("{}.{}", d.as_secs(), frac.trim_end_matches('0'))
 }
 
 fn p(app: &'static str, data: &str) -> Prio {
@@ -56,12 +69,12 @@ pub(crate) const EXTENS: [&str; 16] = [
     "wait10",
 ];
 
-/// The priorities of `exten@context`, with `${...}` already substituted (`echo_secs`,
+/// The priorities of `exten@context`, with `${...}` already substituted (`echo`,
 /// `burst_n`). `None` when the extension does not exist.
 pub(crate) fn program(
     context: &str,
     exten: &str,
-    echo_secs: u64,
+    echo: Duration,
     burst_n: usize,
 ) -> Option<Vec<Prio>> {
     if context != CONTEXT {
@@ -81,7 +94,7 @@ pub(crate) fn program(
         "congestion" => vec![p("Congestion", "5")],
         "echo" => vec![
             answer(),
-            p("Set", &format!("TIMEOUT(absolute)={echo_secs}")),
+            p("Set", &format!("TIMEOUT(absolute)={}", seconds(echo))),
             p("Echo", ""),
             hangup(),
         ],
@@ -104,7 +117,7 @@ pub(crate) fn program(
 
 /// Whether priority `priority` of `exten@context` exists (`ast_exists_extension`).
 pub(crate) fn exists_at(context: &str, exten: &str, priority: i64) -> bool {
-    program(context, exten, 1, 1).is_some_and(|prog| {
+    program(context, exten, Duration::from_secs(1), 1).is_some_and(|prog| {
         priority >= 1 && usize::try_from(priority).is_ok_and(|p| p <= prog.len())
     })
 }
@@ -117,7 +130,7 @@ pub(crate) fn show(context: &str) -> Option<Vec<String>> {
     let mut out = vec![format!("[ Context '{CONTEXT}' created by 'pbx_config' ]")];
     let mut prios = 0;
     for exten in EXTENS {
-        let prog = program(CONTEXT, exten, 5, 1000).unwrap_or_default();
+        let prog = program(CONTEXT, exten, Duration::from_secs(5), 1000).unwrap_or_default();
         for (i, pr) in prog.iter().enumerate() {
             prios += 1;
             let step = format!("{}. {}({})", i + 1, pr.app, pr.data);
@@ -149,7 +162,7 @@ mod tests {
         assert!(!exists_at("ami-test", "echo", -1));
         assert!(!exists_at("ami-test", "nope", 1));
         assert!(!exists_at("other", "echo", 1));
-        let echo = program("ami-test", "echo", 7, 1).unwrap();
+        let echo = program("ami-test", "echo", Duration::from_secs(7), 1).unwrap();
         assert_eq!(echo[1].data, "TIMEOUT(absolute)=7");
         assert!(show("ami-test").unwrap().len() > 20);
     }

@@ -328,12 +328,12 @@ impl Engine {
             .strip_prefix("Local/")
             .or_else(|| dial.strip_prefix("local/"))
             .map(|rest| rest.split('/').next().unwrap_or(rest));
-        let echo_secs = origin
+        let echo = origin
             .vars
             .iter()
             .find(|(k, _)| k == "ECHO_SECS")
             .and_then(|(_, v)| v.parse::<u64>().ok())
-            .unwrap_or(self.cfg.echo_timeout.as_secs().max(1));
+            .map_or_else(|| self.echo_timeout(), Duration::from_secs);
         let burst_n = origin
             .vars
             .iter()
@@ -346,7 +346,7 @@ impl Engine {
                 Some((e, c)) => (e, c),
                 None => (spec, "default"),
             };
-            dialplan::program(context, exten, echo_secs, burst_n)
+            dialplan::program(context, exten, echo, burst_n)
                 .map(|prog| (exten.to_string(), context.to_string(), prog))
         });
         let mut call = Call {
@@ -748,7 +748,7 @@ impl Engine {
                 exten,
                 priority,
             } => {
-                let echo = self.cfg.echo_timeout.as_secs().max(1);
+                let echo = self.echo_timeout();
                 match dialplan::program(&context, &exten, echo, 1000) {
                     Some(prog) => {
                         if let Some(call) = self.calls.get_mut(&id) {
@@ -762,6 +762,17 @@ impl Engine {
                     None => self.schedule(id, later(now, step), Step::AppDone),
                 }
             }
+        }
+    }
+
+    /// The configured echo run time, sub-second part kept (the timers are `Duration`s).
+    /// Zero keeps its old meaning of 1 s: `TIMEOUT(absolute)=0` would disable the timeout
+    /// and leave the call up for ever.
+    fn echo_timeout(&self) -> Duration {
+        if self.cfg.echo_timeout.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            self.cfg.echo_timeout
         }
     }
 
