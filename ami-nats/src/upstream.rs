@@ -234,19 +234,8 @@ impl Upstream {
                 log::warn!("{name}: cannot log off: {e}");
             }
         }
-        let open = || {
-            names
-                .iter()
-                .filter(|name| {
-                    !matches!(
-                        self.fleet.status(name),
-                        Some(ServerStatus::Closed { .. }) | None
-                    )
-                })
-                .count()
-        };
         let all_closed = async {
-            while open() > 0 {
+            while self.open_sessions() > 0 {
                 if watch.changed().await.is_none() {
                     break;
                 }
@@ -267,7 +256,7 @@ impl Upstream {
             }
         };
         let _ = tokio::time::timeout_at(deadline, taken).await;
-        open()
+        self.open_sessions()
     }
 
     /// Served sessions not closed yet.

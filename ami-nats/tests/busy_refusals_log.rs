@@ -9,9 +9,6 @@
 
 mod support;
 
-use ami_nats::BridgeConfig;
-use ami_sim::hostile::{Hostile, HostileServer};
-use std::time::Duration;
 use support::*;
 
 #[test]
@@ -19,32 +16,10 @@ fn requests_refused_for_too_many_in_flight_are_logged_rate_limited_with_their_co
     let lines = warnings();
     let Some(nats) = Nats::start() else { return };
     let url = nats.url();
-    // A server that answers nothing after login, and room for one action at once.
-    let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
-    let addr = srv.local_addr();
-    let client = login()
-        .ping_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
-    let spec =
-        ami_nats::ServerSpec::new("pbx1", addr.ip().to_string(), addr.port(), client).unwrap();
-    let bridge =
-        TestBridge::start(BridgeConfig::new(url.clone(), vec![spec]).max_actions_in_flight(1));
-    wait_for(Duration::from_secs(10), "served", || {
-        bridge.serving().len() == 1 && srv.connections() == 1
-    });
-    // A Ping the server never answers holds the one slot.
-    block(async {
-        let nc = async_nats::connect(&url).await.unwrap();
-        let hold = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
-        nc.publish_with_reply("ami.pbx1.action", nc.new_inbox(), hold.into())
-            .await
-            .unwrap();
-        nc.flush().await.unwrap();
-    });
-    wait_for(Duration::from_secs(10), "the holding Ping written", || {
-        srv.received_count("Ping") == 1
-    });
+    // A server that answers nothing after login, and room for one action at once, held
+    // by a Ping the server never answers.
+    let (srv, bridge) = silent_pbx1_with_slots(&nats, 1);
+    hold_one_slot(&url, &srv);
     let n = 30;
     for _ in 0..n {
         let r = block(request(

@@ -200,43 +200,13 @@ fn hostile_request_bodies_are_refused_invalid_request_and_nothing_reaches_asteri
 
 /// A bridge serving `pbx1` on a server that answers nothing after login, with room for
 /// `slots` action requests at once; and that server.
-fn silent_pbx1_with_slots(
-    nats: &Nats,
-    slots: usize,
-) -> (ami_sim::hostile::HostileServer, TestBridge) {
-    use ami_sim::hostile::{Hostile, HostileServer};
-    let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
-    let a = srv.local_addr();
-    let client = login()
-        .ping_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
-    let spec = ami_nats::ServerSpec::new("pbx1", a.ip().to_string(), a.port(), client).unwrap();
-    let bridge =
-        TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]).max_actions_in_flight(slots));
-    wait_for(Duration::from_secs(10), "served", || {
-        bridge.serving().len() == 1 && srv.connections() == 1
-    });
-    (srv, bridge)
-}
-
 #[test]
 fn a_request_over_the_action_slots_is_refused_naming_the_server_it_was_sent_to() {
     let Some(nats) = Nats::start() else { return };
     let (srv, bridge) = silent_pbx1_with_slots(&nats, 1);
     let url = nats.url();
     // A Ping the server never answers holds the bridge's one action slot.
-    block(async {
-        let nc = async_nats::connect(&url).await.unwrap();
-        let hold = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
-        nc.publish_with_reply("ami.pbx1.action", nc.new_inbox(), hold.into())
-            .await
-            .unwrap();
-        nc.flush().await.unwrap();
-    });
-    wait_for(Duration::from_secs(10), "the holding Ping written", || {
-        srv.received_count("Ping") == 1
-    });
+    hold_one_slot(&url, &srv);
     // A flood on the server's own subject: each refused at once, `not_sent`, and, as the
     // reply schema says, naming the server of the subject (`null` is for
     // `ami.any.action` answered before a server was picked), counted under it.

@@ -66,27 +66,14 @@ fn send(url: &str, body: &bytes::Bytes, n: usize) {
 
 #[test]
 fn pending_requests_padded_to_the_max_payload_hold_only_their_action() {
-    use ami_sim::hostile::{Hostile, HostileServer};
     if !measuring("pending_requests_padded_to_the_max_payload_hold_only_their_action") {
         return;
     }
     let Some(nats) = Nats::start() else { return };
     let url = nats.url();
     // A server that never answers: every request's action stays pending.
-    let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
-    let addr = srv.local_addr();
-    let client = login()
-        .ping_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap();
-    let spec =
-        ami_nats::ServerSpec::new("pbx1", addr.ip().to_string(), addr.port(), client).unwrap();
     const N: usize = 48;
-    let bridge =
-        TestBridge::start(BridgeConfig::new(url.clone(), vec![spec]).max_actions_in_flight(N));
-    wait_for(Duration::from_secs(10), "served", || {
-        bridge.serving().len() == 1 && srv.connections() == 1
-    });
+    let (srv, bridge) = silent_pbx1_with_slots(&nats, N);
     let body = padded_ping();
     // Settle once with one padded request, so the buffers every request passes through
     // (the connection's read buffer, the test client's writes) are counted in the base.

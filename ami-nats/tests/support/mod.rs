@@ -657,3 +657,41 @@ pub fn stored_claim(url: &str, key: &str) -> Option<(String, u64)> {
 pub fn stored_claim_text(url: &str, key: &str) -> Option<String> {
     stored_claim(url, key).map(|(text, _)| text)
 }
+
+/// A bridge serving `pbx1`, a server that logs in and then answers nothing (every action
+/// sent stays pending), with room for `slots` actions at once; returned once it serves.
+pub fn silent_pbx1_with_slots(
+    nats: &Nats,
+    slots: usize,
+) -> (ami_sim::hostile::HostileServer, TestBridge) {
+    use ami_sim::hostile::{Hostile, HostileServer};
+    let srv = HostileServer::start(Hostile::Silent, 0).unwrap();
+    let a = srv.local_addr();
+    let client = login()
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let spec = ServerSpec::new("pbx1", a.ip().to_string(), a.port(), client).unwrap();
+    let bridge =
+        TestBridge::start(BridgeConfig::new(nats.url(), vec![spec]).max_actions_in_flight(slots));
+    wait_for(Duration::from_secs(10), "served", || {
+        bridge.serving().len() == 1 && srv.connections() == 1
+    });
+    (srv, bridge)
+}
+
+/// Takes one action slot of a [`silent_pbx1_with_slots`] bridge with a Ping the server
+/// never answers; returns once the Ping is written.
+pub fn hold_one_slot(url: &str, srv: &ami_sim::hostile::HostileServer) {
+    block(async {
+        let nc = async_nats::connect(url).await.unwrap();
+        let hold = r#"{"headers":[["Action","Ping"]],"timeout_ms":60000}"#;
+        nc.publish_with_reply("ami.pbx1.action", nc.new_inbox(), hold.into())
+            .await
+            .unwrap();
+        nc.flush().await.unwrap();
+    });
+    wait_for(Duration::from_secs(10), "the holding Ping written", || {
+        srv.received_count("Ping") == 1
+    });
+}
