@@ -111,6 +111,19 @@ fn value(page: &str, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
 }
 
+/// Waits until the bridge whose metrics are on `metrics` says both `pbx1` and `pbx2` ready.
+fn wait_both_ready(metrics: u16) {
+    wait_until(Duration::from_secs(20), "both servers ready", || {
+        let page = scrape(metrics);
+        ["pbx1", "pbx2"].iter().all(|s| {
+            value(
+                &page,
+                &format!("ami_bridge_server_state{{server=\"{s}\",state=\"ready\"}}"),
+            ) == Some(1.0)
+        })
+    });
+}
+
 /// The metrics port from the bridge's "serving through ... metrics on http://ADDR/metrics"
 /// line, the stderr read up to it, and the reader for the rest, which stays in the pipe
 /// until the end (a few lines: far below a pipe's 64 KiB, and the bridge's log lines never
@@ -250,15 +263,7 @@ fn a_stopped_bridge_logs_off_every_ami_server_before_it_exits() {
     .stderr(Stdio::piped())
     .spawn_guarded();
     let (metrics, mut said, mut rest) = metrics_port(&mut bridge);
-    wait_until(Duration::from_secs(20), "both servers ready", || {
-        let page = scrape(metrics);
-        ["pbx1", "pbx2"].iter().all(|s| {
-            value(
-                &page,
-                &format!("ami_bridge_server_state{{server=\"{s}\",state=\"ready\"}}"),
-            ) == Some(1.0)
-        })
-    });
+    wait_both_ready(metrics);
     send_signal(&bridge, "TERM");
     let status = exit_within(&mut bridge, Duration::from_secs(30));
     rest.read_to_string(&mut said).unwrap();
@@ -457,15 +462,7 @@ fn serve_then_stop_on(signal: &str) {
     .stderr(Stdio::piped())
     .spawn_guarded();
     let (metrics, mut said, mut rest) = metrics_port(&mut bridge);
-    wait_until(Duration::from_secs(20), "both servers ready", || {
-        let page = scrape(metrics);
-        ["pbx1", "pbx2"].iter().all(|s| {
-            value(
-                &page,
-                &format!("ami_bridge_server_state{{server=\"{s}\",state=\"ready\"}}"),
-            ) == Some(1.0)
-        })
-    });
+    wait_both_ready(metrics);
     a.with_server(|s, now| s.emit_user_events(now, 50));
     b.with_server(|s, now| s.emit_user_events(now, 30));
     wait_until(Duration::from_secs(20), "events published", || {
