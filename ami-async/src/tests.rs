@@ -159,6 +159,45 @@ impl Timer for NeverTimer {
     }
 }
 
+/// [`Scripted`] with a timer that fires once the scripted clock has passed its instant, as
+/// a runtime's timer does after the clock jumped (a VM resumed): the timer and the socket
+/// are then ready together.
+struct Timed;
+struct ClockTimer(Option<Instant>);
+
+impl Runtime for Timed {
+    type Tcp = ScriptedTcp;
+    type Timer = ClockTimer;
+    fn now() -> Instant {
+        Scripted::now()
+    }
+    fn resolve(host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+        Scripted::resolve(host, port)
+    }
+    fn connect(addr: SocketAddr) -> BoxFuture<io::Result<ScriptedTcp>> {
+        Scripted::connect(addr)
+    }
+    fn timer() -> ClockTimer {
+        ClockTimer(None)
+    }
+    const YIELD_BEFORE_WRITE: bool = true;
+}
+
+impl Timer for ClockTimer {
+    fn set_at(&mut self, at: Instant) {
+        self.0 = Some(at);
+    }
+    fn poll_fired(&mut self, _: &mut Context<'_>) -> Poll<()> {
+        match self.0 {
+            Some(at) if Timed::now() >= at => {
+                self.0 = None;
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
 const BANNER: &str = "Asterisk Call Manager/11.0.0\r\n";
 
 struct Rig {
@@ -189,11 +228,16 @@ impl Rig {
     }
 
     fn with_config(wire: Wire, config: ClientConfig) -> Rig {
+        Rig::with_config_on::<Scripted>(wire, config)
+    }
+
+    /// [`with_config`](Self::with_config) on runtime `R`.
+    fn with_config_on<R: Runtime>(wire: Wire, config: ClientConfig) -> Rig {
         let wire = Arc::new(Mutex::new(wire));
         wire.lock().unwrap().incoming.extend(BANNER.bytes());
         WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
         let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
-        let (handle, events, driver) = crate::session::<Scripted>(config, addr);
+        let (handle, events, driver) = crate::session::<R>(config, addr);
         Rig {
             wire,
             handle,
@@ -1023,6 +1067,18 @@ fn logging_in_fleet(
     crate::fleet::FleetEvents,
     crate::fleet::FleetDriver,
 ) {
+    logging_in_fleet_on::<Scripted>(config)
+}
+
+/// [`logging_in_fleet`] on runtime `R`.
+fn logging_in_fleet_on<R: Runtime>(
+    config: ClientConfig,
+) -> (
+    Arc<Mutex<Wire>>,
+    crate::fleet::FleetHandle,
+    crate::fleet::FleetEvents,
+    crate::fleet::FleetDriver,
+) {
     use ami_proto::fleet::FleetConfig;
     let wire = Arc::new(Mutex::new(Wire {
         budget: usize::MAX,
@@ -1030,7 +1086,7 @@ fn logging_in_fleet(
     }));
     wire.lock().unwrap().incoming.extend(BANNER.bytes());
     WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
-    let (fleet, events, mut driver) = crate::fleet::start::<Scripted>(FleetConfig::default());
+    let (fleet, events, mut driver) = crate::fleet::start::<R>(FleetConfig::default());
     let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
     fleet.add("pbx", config, addr).unwrap();
     spin_fleet(&mut driver);
@@ -1741,4 +1797,119 @@ fn a_fleet_server_is_held_at_most_max_hold_in_a_row_while_the_reader_takes() {
     spin_fleet(&mut driver);
     assert!(read(&fleet) > at_33, "a spent run holds no more reads");
     AHEAD.with(|a| a.set(std::time::Duration::ZERO));
+}
+
+/// The last ActionID written on `wire`.
+fn last_written_id(wire: &Mutex<Wire>) -> String {
+    let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+    written
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("ActionID: "))
+        .expect("an action was written")
+        .to_string()
+}
+
+/// A Pong for the Ping `id`.
+fn pong(id: &str) -> String {
+    format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 1.0\r\n\r\n")
+}
+
+/// Rule: a turn that comes late (the clock jumped: a VM suspended for hours resumed) reads
+/// what the socket holds before it fires the deadlines that passed meanwhile: an answer
+/// from before its deadline completes its action. (The session driver's turn does.)
+#[test]
+fn a_session_answer_already_in_the_socket_when_the_clock_jumps_past_its_deadline_completes_it() {
+    use ami_proto::{Action, SendOptions};
+    use std::time::Duration;
+    let wire = Wire {
+        budget: usize::MAX,
+        ..Wire::default()
+    };
+    let mut rig = Rig::with_config_on::<Timed>(wire, seeded());
+    rig.log_in();
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(handle.send_with(
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_secs(5)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    let id = last_written_id(&rig.wire);
+    // A VM suspended for two hours resumes: the answer is in the socket and the action's
+    // deadline long past, both at the first turn.
+    AHEAD.with(|a| a.set(Duration::from_secs(2 * 3600)));
+    rig.send(&pong(&id));
+    Wire::wake(&rig.wire);
+    rig.spin();
+    let outcome = ping.as_mut().poll(&mut cx);
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    assert!(
+        matches!(outcome, Poll::Ready(Ok(_))),
+        "the server answered: {outcome:?}"
+    );
+}
+
+/// Rule as above, for the fleet's driver, whose timer and socket are then ready together.
+#[test]
+fn a_fleet_answer_already_in_the_socket_when_the_clock_jumps_past_its_deadline_completes_it() {
+    use ami_proto::fleet::Route;
+    use ami_proto::{Action, SendOptions};
+    use std::time::Duration;
+    let (wire, fleet, _events, mut driver) = logging_in_fleet_on::<Timed>(seeded());
+    answer_login(&wire, &mut driver);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(fleet.send_with(
+        Route::Server("pbx"),
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_secs(5)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    let id = last_written_id(&wire);
+    // As above: the answer is in the socket and the deadline long past at the first visit.
+    AHEAD.with(|a| a.set(Duration::from_secs(2 * 3600)));
+    wire.lock().unwrap().incoming.extend(pong(&id).bytes());
+    Wire::wake(&wire);
+    spin_fleet(&mut driver);
+    let outcome = ping.as_mut().poll(&mut cx);
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    assert!(
+        matches!(&outcome, Poll::Ready(Ok(reply)) if reply.result.is_ok()),
+        "the server answered: {outcome:?}"
+    );
+}
+
+/// As above, with a caller's new action for the same server waking the driver at the
+/// same moment: the visit that writes it (and fires the server's deadlines first, so that
+/// nothing due is written) reads the socket before.
+#[test]
+fn a_fleet_answer_already_in_the_socket_counts_when_a_new_action_comes_with_the_clock_jump() {
+    use ami_proto::fleet::Route;
+    use ami_proto::{Action, SendOptions};
+    use std::time::Duration;
+    let (wire, fleet, _events, mut driver) = logging_in_fleet_on::<Timed>(seeded());
+    answer_login(&wire, &mut driver);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(fleet.send_with(
+        Route::Server("pbx"),
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_secs(5)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    let id = last_written_id(&wire);
+    AHEAD.with(|a| a.set(Duration::from_secs(2 * 3600)));
+    wire.lock().unwrap().incoming.extend(pong(&id).bytes());
+    Wire::wake(&wire);
+    let mut second = Box::pin(fleet.send(Route::Server("pbx"), Action::new("Ping")));
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    let outcome = ping.as_mut().poll(&mut cx);
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    assert!(
+        matches!(&outcome, Poll::Ready(Ok(reply)) if reply.result.is_ok()),
+        "the server answered: {outcome:?}"
+    );
 }

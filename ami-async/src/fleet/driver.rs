@@ -302,11 +302,11 @@ impl<R: Runtime> Pumping for Pump<R> {
                     self.timer.set_at(d);
                 }
             }
-            if self.armed && self.timer.poll_fired(cx).is_ready() {
+            let fired = self.armed && self.timer.poll_fired(cx).is_ready();
+            if fired {
                 // Re-armed at the next turn even if the deadline did not move.
                 self.armed = false;
                 self.armed_version = None;
-                self.timer_turn();
                 worked = true;
             }
             self.due.append(&mut lock(&self.ready.state).servers);
@@ -314,6 +314,7 @@ impl<R: Runtime> Pumping for Pump<R> {
                 return Poll::Pending;
             }
             let mut due = std::mem::take(&mut self.due).into_iter();
+            let mut cut = false;
             while let Some(server) = due.next() {
                 if !self.visit(server) {
                     if let Some(conn) = self.conns.remove(&server) {
@@ -323,8 +324,19 @@ impl<R: Runtime> Pumping for Pump<R> {
                 if self.read_this_poll >= READ_BYTES_PER_POLL {
                     // The rest of the round goes first next time, before newer wake-ups.
                     self.due.extend(due);
-                    break 'rounds;
+                    cut = true;
+                    break;
                 }
+            }
+            if fired {
+                // After the round's reads, as the session driver does: the timer fires
+                // late (a VM resumed, a busy executor) together with sockets that hold
+                // answers from before the deadlines; those answers count. Once per round,
+                // so a flood cannot keep the deadlines from firing.
+                self.timer_turn();
+            }
+            if cut {
+                break 'rounds;
             }
         }
         cx.waker().wake_by_ref();
@@ -408,12 +420,23 @@ impl<R: Runtime> Pump<R> {
     /// A server was just held, its run of held reads ending at `ends_at`: the hold timer is
     /// armed at the earliest of `HOLD_READ` after the reader's last take (or this first
     /// hold since) and the end of each held server's run (`MAX_HOLD` in a row).
-    fn arm_hold(&mut self, ends_at: Option<Instant>, now: Instant) {
-        let until = *self.hold_until.get_or_insert(now + HOLD_READ);
+    ///
+    /// On the hold fields alone (not `&mut self`), so that a visit holding its connection
+    /// can call it.
+    fn arm_hold(
+        (hold_until, hold_at, hold_timer): (
+            &mut Option<Instant>,
+            &mut Option<Instant>,
+            &mut R::Timer,
+        ),
+        ends_at: Option<Instant>,
+        now: Instant,
+    ) {
+        let until = *hold_until.get_or_insert(now + HOLD_READ);
         let at = ends_at.map_or(until, |end| end.min(until));
-        if self.hold_at.is_none_or(|armed| at < armed) {
-            self.hold_at = Some(at);
-            self.hold_timer.set_at(at);
+        if hold_at.is_none_or(|armed| at < armed) {
+            *hold_at = Some(at);
+            hold_timer.set_at(at);
         }
     }
 
@@ -545,9 +568,75 @@ impl<R: Runtime> Pump<R> {
         let Some(link) = conn.link.as_mut() else {
             return false;
         };
+        // The read comes first, before anything fires the server's deadlines (the lends
+        // below do, so that nothing due is written): a visit that comes late (a VM resumed,
+        // a busy executor) finds answers from before those deadlines in the socket, and
+        // they count, as in the session driver.
         let mut read = false;
-        // Left unwritten at the last visit: given back, so that what came due or was
-        // cancelled since is withdrawn before the write below, and lent again.
+        if !conn.held {
+            let now = R::now();
+            let hold = if self.stall.is_stalled() {
+                conn.span.read();
+                false
+            } else {
+                let behind = !inner.lock().hold_read(server);
+                conn.span.may_hold(behind, now)
+            };
+            if hold {
+                // The reader is behind on this server but taking: wait for it (bounded:
+                // `HOLD_READ` between its takes, `MAX_HOLD` in a row).
+                conn.held = true;
+                conn.tally.hold();
+                let ends_at = conn.span.ends_at();
+                self.held.push(server);
+                let hold = (
+                    &mut self.hold_until,
+                    &mut self.hold_at,
+                    &mut self.hold_timer,
+                );
+                Self::arm_hold(hold, ends_at, now);
+            } else {
+                match link.poll_read(&mut cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) => {
+                        lost::<R>(inner, server, epoch, Input::Eof);
+                        return false;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        read = true;
+                        self.read_this_poll += n;
+                        conn.tally.read(n);
+                        let input = Input::Received(&self.buf[..n]);
+                        let current = if conn.out_pos < conn.out.len() {
+                            // The input may end the session (an event queue overflowing
+                            // under `CloseSession`, a protocol error): the copy's
+                            // unwritten bytes go back to the core first, as at a visit,
+                            // so that the actions whose last byte they hold fail
+                            // `NotSent`, not `Unknown`.
+                            lend::<R>(
+                                inner,
+                                server,
+                                epoch,
+                                Some(input),
+                                (&mut conn.out, &mut conn.out_pos, &mut conn.listed),
+                                &mut self.lending,
+                            )
+                        } else {
+                            report::<R>(inner, server, epoch, input)
+                        };
+                        if !current {
+                            return false;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => {
+                        lost::<R>(inner, server, epoch, Input::TransportError(e.kind()));
+                        return false;
+                    }
+                    Poll::Pending => conn.tally.empty(),
+                }
+            }
+        }
+        // Left unwritten at the last visit: given back, so that what came due or
+        // was cancelled since is withdrawn before the write below, and lent again.
         if conn.out_pos < conn.out.len()
             && !lend::<R>(
                 inner,
@@ -613,68 +702,8 @@ impl<R: Runtime> Pump<R> {
             if read {
                 // One read per round: come back after the other ready servers.
                 conn.wake.wake_by_ref();
-                return true;
             }
-            if conn.held {
-                return true;
-            }
-            let now = R::now();
-            let hold = if self.stall.is_stalled() {
-                conn.span.read();
-                false
-            } else {
-                let behind = !inner.lock().hold_read(server);
-                conn.span.may_hold(behind, now)
-            };
-            if hold {
-                // The reader is behind on this server but taking: wait for it (bounded:
-                // `HOLD_READ` between its takes, `MAX_HOLD` in a row).
-                conn.held = true;
-                conn.tally.hold();
-                let ends_at = conn.span.ends_at();
-                self.held.push(server);
-                self.arm_hold(ends_at, now);
-                return true;
-            }
-            match link.poll_read(&mut cx, &mut self.buf) {
-                Poll::Ready(Ok(0)) => {
-                    lost::<R>(inner, server, epoch, Input::Eof);
-                    return false;
-                }
-                Poll::Ready(Ok(n)) => {
-                    read = true;
-                    self.read_this_poll += n;
-                    conn.tally.read(n);
-                    let input = Input::Received(&self.buf[..n]);
-                    let current = if conn.out_pos < conn.out.len() {
-                        // The input may end the session (an event queue overflowing under
-                        // `CloseSession`, a protocol error): the copy's unwritten bytes go
-                        // back to the core first, as at a visit, so that the actions whose
-                        // last byte they hold fail `NotSent`, not `Unknown`.
-                        lend::<R>(
-                            inner,
-                            server,
-                            epoch,
-                            Some(input),
-                            (&mut conn.out, &mut conn.out_pos, &mut conn.listed),
-                            &mut self.lending,
-                        )
-                    } else {
-                        report::<R>(inner, server, epoch, input)
-                    };
-                    if !current {
-                        return false;
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    lost::<R>(inner, server, epoch, Input::TransportError(e.kind()));
-                    return false;
-                }
-                Poll::Pending => {
-                    conn.tally.empty();
-                    return true;
-                }
-            }
+            return true;
         }
     }
 }

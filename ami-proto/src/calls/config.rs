@@ -166,7 +166,9 @@ impl TrackerConfigBuilder {
     /// channel waits this long for them before it counts as [in doubt](super::OriginateState::InDoubt),
     /// and a channel a snapshot on the same session no longer lists leaves the view but waits
     /// this long for its `Hangup` before it is reported ended unobserved. The tracker has no clock: a wait
-    /// ends at the first input (`handle_item`, `handle_reply`) at or past it. Zero: a channel
+    /// ends at the first input (`handle_item`, `handle_reply`) at or past it; an item is applied
+    /// first, so the `Hangup` or channel event a wait is for counts in the turn that finds the
+    /// wait over (a late turn, a clock that jumped). Zero: a channel
     /// gone from a snapshot ends unobserved at once, and an answered Originate is in doubt
     /// at the first input after its answer without its channel. At most
     /// [`MAX_SETTING_DURATION`](crate::MAX_SETTING_DURATION) (a year), checked by `build`.

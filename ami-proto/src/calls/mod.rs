@@ -474,8 +474,17 @@ impl CallTracker {
     // ----- inputs -------------------------------------------------------------------------
 
     /// Feeds one stream item, in stream order.
+    ///
+    /// The item counts before the waits `now` finds over: it was read by `now`, and after a
+    /// clock jump (a VM resumed) or a slow turn the Hangup or channel event a wait is for
+    /// comes in the very turn that finds the wait over. Ended first, that wait would drop a
+    /// Hangup's cause or doubt an Originate whose channel is in hand.
     pub fn handle_item(&mut self, now: Instant, item: &StreamItem) {
+        self.apply_item(now, item);
         self.expire(now);
+    }
+
+    fn apply_item(&mut self, now: Instant, item: &StreamItem) {
         match item {
             StreamItem::Event(msg) => self.event(now, msg),
             StreamItem::Gap { dropped } => self.gap(*dropped),
