@@ -5,6 +5,8 @@
 //!
 //! - nothing panics (input from the network never reaches a panic);
 //! - an action completes at most once, and only one the caller sent;
+//! - an action completes from the server's word (`Ok`, or `ActionError::Server`) only if the
+//!   server sent a message carrying its ActionID: no synthetic success;
 //! - every ActionID the client writes is new (never reused within or across connections);
 //! - queues stay within their caps: events in count and bytes, pending actions, the decoder's
 //!   buffer;
@@ -16,8 +18,8 @@
 
 use ami_fuzz::Cursor;
 use ami_proto::{
-    Action, ActionId, Client, ClientConfig, ConnectFailure, DecoderLimits, Input, Notice, Output,
-    SendOptions, StreamItem,
+    Action, ActionError, ActionId, Client, ClientConfig, ConnectFailure, Decoder, DecoderLimits,
+    Frame, Input, Notice, Output, SendOptions, StreamItem,
 };
 use libfuzzer_sys::fuzz_target;
 use std::collections::{HashMap, HashSet};
@@ -36,6 +38,11 @@ struct Harness {
     seen_written: HashSet<String>,
     /// Actions the caller sent, and how often each completed.
     sent: HashMap<ActionId, u32>,
+    /// What the client's decoder sees of the current connection, decoded apart with the same
+    /// limits, to learn which ActionIDs the server sent.
+    server_view: Decoder,
+    /// ActionIDs of every message the server sent (on any connection).
+    answered: HashSet<String>,
     /// Whether the next connect succeeds and the banner follows it.
     connects_ok: bool,
     banner: bool,
@@ -104,6 +111,8 @@ impl Harness {
             written: Vec::new(),
             seen_written: HashSet::new(),
             sent: HashMap::new(),
+            server_view: Decoder::new(limits),
+            answered: HashSet::new(),
             connects_ok: c & 16 == 0,
             banner: c & 32 == 0,
             connected: false,
@@ -124,11 +133,9 @@ impl Harness {
                     if self.connects_ok {
                         self.client.handle_input(self.now, Input::Connected);
                         self.connected = true;
+                        self.server_view = Decoder::new(self.limits);
                         if self.banner {
-                            self.client.handle_input(
-                                self.now,
-                                Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
-                            );
+                            self.feed(b"Asterisk Call Manager/11.0.0\r\n");
                         }
                     } else {
                         self.client
@@ -141,6 +148,12 @@ impl Harness {
                         eprintln!("  completed {id}: {outcome:?}");
                     }
                     ami_fuzz::complete_once(&mut self.sent, &id);
+                    if matches!(outcome, Ok(_) | Err(ActionError::Server(_))) {
+                        assert!(
+                            self.answered.contains(id.as_str()),
+                            "{id} completed from an answer the server never sent: {outcome:?}"
+                        );
+                    }
                 }
                 Output::Wait(_) => {
                     waited = true;
@@ -225,9 +238,22 @@ impl Harness {
     }
 
     fn feed(&mut self, bytes: &[u8]) {
-        if self.connected {
-            self.client.handle_input(self.now, Input::Received(bytes));
+        if !self.connected {
+            return;
         }
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let n = self.server_view.feed(rest);
+            rest = &rest[n..];
+            while let Some(frame) = self.server_view.decode() {
+                if let Ok(Frame::Message(m)) = frame {
+                    if let Some(id) = m.action_id() {
+                        self.answered.insert(id.to_string());
+                    }
+                }
+            }
+        }
+        self.client.handle_input(self.now, Input::Received(bytes));
     }
 
     fn send(&mut self, kind: u8, arg: u8) {

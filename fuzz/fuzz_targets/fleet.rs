@@ -6,6 +6,8 @@
 //! - nothing panics;
 //! - an action completes at most once, on the server it was routed to (an answer carrying
 //!   another server's ActionID never completes anything: ActionIDs never cross servers);
+//! - an action completes from the server's word (`Ok`, or `ActionError::Server`) only if that
+//!   server sent a message carrying its ActionID: no synthetic success;
 //! - no ActionID is written twice, by one server or by two;
 //! - connects started in one step stay within the budget;
 //! - after `close_all`, every routed action has completed exactly once.
@@ -15,7 +17,9 @@
 
 use ami_fuzz::Cursor;
 use ami_proto::fleet::{Fleet, FleetConfig, FleetOutput, Policy, Route, ServerId};
-use ami_proto::{Action, ActionId, ClientConfig, ConnectFailure, Input, SendOptions};
+use ami_proto::{
+    Action, ActionError, ActionId, ClientConfig, ConnectFailure, Decoder, Frame, Input, SendOptions,
+};
 use libfuzzer_sys::fuzz_target;
 use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
@@ -35,6 +39,10 @@ struct Harness {
     seen_written: HashSet<String>,
     /// Routed actions by (server, ID), and how often each completed.
     routed: HashMap<(String, ActionId), u32>,
+    /// What each server's client decodes of its current connection, decoded apart with the
+    /// same limits, by server name; and the ActionIDs each server sent (on any connection).
+    views: HashMap<String, Decoder>,
+    answered: HashMap<String, HashSet<String>>,
     trace: bool,
 }
 
@@ -70,6 +78,8 @@ impl Harness {
             written: Vec::new(),
             seen_written: HashSet::new(),
             routed: HashMap::new(),
+            views: HashMap::new(),
+            answered: HashMap::new(),
             trace: std::env::var_os("FUZZ_TRACE").is_some(),
         }
     }
@@ -90,11 +100,12 @@ impl Harness {
                     if ok {
                         self.open.insert(id);
                         self.fleet.handle_input(self.now, id, Input::Connected);
-                        self.fleet.handle_input(
-                            self.now,
-                            id,
-                            Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
-                        );
+                        if let Some(name) = self.fleet.name(id) {
+                            let limits = *client_config(0).decoder_limits();
+                            self.views
+                                .insert(name.as_str().to_string(), Decoder::new(limits));
+                        }
+                        self.receive(id, b"Asterisk Call Manager/11.0.0\r\n");
                     } else {
                         self.fleet.handle_input(
                             self.now,
@@ -116,6 +127,15 @@ impl Harness {
                     }
                     let key = (server.as_str().to_string(), id);
                     ami_fuzz::complete_once(&mut self.routed, &key);
+                    if matches!(outcome, Ok(_) | Err(ActionError::Server(_))) {
+                        let (server, id) = &key;
+                        assert!(
+                            self.answered
+                                .get(server)
+                                .is_some_and(|ids| ids.contains(id.as_str())),
+                            "{server}/{id} completed from an answer {server} never sent: {outcome:?}"
+                        );
+                    }
                 }
                 FleetOutput::Wait(_) => {
                     waited = true;
@@ -171,9 +191,32 @@ impl Harness {
             return;
         };
         if self.open.contains(&id) {
-            self.fleet
-                .handle_input(self.now, id, Input::Received(bytes));
+            self.receive(id, bytes);
         }
+    }
+
+    /// Hands `bytes` to server `id`'s open connection, noting the ActionIDs they carry.
+    fn receive(&mut self, id: ServerId, bytes: &[u8]) {
+        if let Some(name) = self.fleet.name(id) {
+            let name = name.as_str().to_string();
+            if let Some(view) = self.views.get_mut(&name) {
+                let answered = self.answered.entry(name).or_default();
+                let mut rest = bytes;
+                while !rest.is_empty() {
+                    let n = view.feed(rest);
+                    rest = &rest[n..];
+                    while let Some(frame) = view.decode() {
+                        if let Ok(Frame::Message(m)) = frame {
+                            if let Some(action_id) = m.action_id() {
+                                answered.insert(action_id.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.fleet
+            .handle_input(self.now, id, Input::Received(bytes));
     }
 
     fn answer(id: &str, how: u8, seq: u8) -> String {

@@ -65,7 +65,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(lines.len() <= ami_proto::MAX_LINES);
     assert!(lines[0].starts_with(b"Action: "));
     assert!(lines[1].starts_with(b"ActionID: fuzz-1"));
-    // No field is another Action or an ActionID the bridge did not write.
+    // No field is another Action, nor a key that breaks the line. (A field named ActionID
+    // passes parse: the session refuses it, `SendError::ActionIdField`, before writing.)
     for (k, _) in req.action.fields() {
         assert!(!k.eq_ignore_ascii_case("Action"));
         assert!(!k.contains(':') && !k.bytes().any(|b| b.is_ascii_whitespace()));
