@@ -1042,6 +1042,9 @@ impl Bridge {
     ///    responders) and gives the publisher up to `flush` to send what it holds; what it
     ///    still holds then is counted in `ami_bridge_discarded_total` and its number
     ///    logged.
+    ///
+    /// A `flush` over [`MAX_SETTING_DURATION`](ami_proto::MAX_SETTING_DURATION) (a year;
+    /// `Duration::MAX` as "as long as it takes") is taken as that.
     pub async fn shutdown(self, flush: Duration) {
         let handlers = lock(&self.control.handlers).take();
         if let Some(mut handlers) = handlers {

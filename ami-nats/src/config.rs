@@ -9,6 +9,13 @@ use std::time::Duration;
 /// Longest server name accepted, in bytes (names travel in every subject and JSON body).
 pub const MAX_SERVER_NAME_LEN: usize = 128;
 
+/// The longest duration NATS carries: `i64::MAX` nanoseconds, its wire form.
+const MAX_NATS_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// Most [`BridgeConfig::max_actions_in_flight`] accepted: the permits one tokio semaphore
+/// can count.
+pub const MAX_ACTIONS_IN_FLIGHT: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
 /// Longest event-name token of a subject, in bytes. nats-server refuses a publish whose
 /// line is over 4 KiB (and closes the connection), and the server chooses event names.
 pub(crate) const MAX_EVENT_TOKEN_LEN: usize = 128;
@@ -490,9 +497,10 @@ impl BridgeConfig {
         self
     }
 
-    /// Action requests run at once; more are answered `not_sent` at once (default 256).
-    /// A request in flight holds its parsed action (at most 128 lines of 1 KiB, Asterisk's
-    /// limits), not the body it came in (up to NATS's max payload).
+    /// Action requests run at once; more are answered `not_sent` at once (default 256, at
+    /// most [`MAX_ACTIONS_IN_FLIGHT`]). A request in flight holds its parsed action (at most
+    /// 128 lines of 1 KiB, Asterisk's limits), not the body it came in (up to NATS's max
+    /// payload).
     pub fn max_actions_in_flight(mut self, n: usize) -> Self {
         self.max_actions_in_flight = n;
         self
@@ -562,6 +570,15 @@ impl BridgeConfig {
         }
         zero(self.publish_window, "publish_window")?;
         zero(self.max_actions_in_flight, "max_actions_in_flight")?;
+        // Each action in flight holds a permit of one tokio semaphore, which panics when
+        // made with more than it can count (`usize::MAX` meant as "no limit", say).
+        if self.max_actions_in_flight > MAX_ACTIONS_IN_FLIGHT {
+            return Err(BridgeConfigError::TooMany {
+                setting: "max_actions_in_flight",
+                value: self.max_actions_in_flight,
+                max: MAX_ACTIONS_IN_FLIGHT,
+            });
+        }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(BridgeConfigError::LeaseTtl(self.lease_ttl));
         }
@@ -577,6 +594,18 @@ impl BridgeConfig {
         ] {
             if value > ami_proto::MAX_SETTING_DURATION {
                 return Err(BridgeConfigError::TooLong { setting, value });
+            }
+        }
+        // NATS reads these as i64 nanoseconds, and async-nats casts a `Duration` to that
+        // with `as`: a longer one would be cut silently to its low 64 bits (a duplicate
+        // window of 18,446,744,074 s made a stream that spots duplicates for 0.29 s only).
+        for (setting, value) in [
+            ("stream.max_age", self.stream.max_age),
+            ("stream.duplicate_window", self.stream.duplicate_window),
+            ("idempotency_window", self.idempotency_window),
+        ] {
+            if value > MAX_NATS_DURATION {
+                return Err(BridgeConfigError::TooLongForNats { setting, value });
             }
         }
         if self.idempotency_window < Duration::from_secs(1) {
@@ -653,6 +682,26 @@ pub enum BridgeConfigError {
         setting: &'static str,
         /// The value given.
         value: Duration,
+    },
+    /// A duration NATS cannot carry: over `i64::MAX` nanoseconds (about 292 years).
+    #[error(
+        "{setting} {value:?} is over what NATS can carry (i64::MAX nanoseconds, about 292 years)"
+    )]
+    TooLongForNats {
+        /// The setting at fault.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+    },
+    /// A count is over what the bridge can hold (see [`MAX_ACTIONS_IN_FLIGHT`]).
+    #[error("{setting} {value} is over {max}")]
+    TooMany {
+        /// The setting at fault.
+        setting: &'static str,
+        /// The value given.
+        value: usize,
+        /// The most it may be.
+        max: usize,
     },
     /// The idempotency window is under a second (zero included: a bucket that never
     /// expires would fill up, and then refuse every request with a key).
@@ -892,6 +941,34 @@ mod tests {
         let ok = BridgeConfig::new("nats://x", vec![spec("a")]);
         assert_eq!(ok.validate(), Ok(()));
         assert!(ok.clone().max_backlog(0).validate().is_err());
+        assert_eq!(
+            ok.clone()
+                .max_actions_in_flight(MAX_ACTIONS_IN_FLIGHT + 1)
+                .validate(),
+            Err(BridgeConfigError::TooMany {
+                setting: "max_actions_in_flight",
+                value: MAX_ACTIONS_IN_FLIGHT + 1,
+                max: MAX_ACTIONS_IN_FLIGHT
+            })
+        );
+        assert_eq!(
+            ok.clone()
+                .max_actions_in_flight(MAX_ACTIONS_IN_FLIGHT)
+                .validate(),
+            Ok(())
+        );
+        let over_nats = MAX_NATS_DURATION + Duration::from_nanos(1);
+        assert_eq!(
+            ok.clone().idempotency_window(over_nats).validate(),
+            Err(BridgeConfigError::TooLongForNats {
+                setting: "idempotency_window",
+                value: over_nats
+            })
+        );
+        assert_eq!(
+            ok.clone().idempotency_window(MAX_NATS_DURATION).validate(),
+            Ok(())
+        );
         assert!(ok
             .clone()
             .lease_ttl(Duration::from_millis(10))

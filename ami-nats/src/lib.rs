@@ -176,5 +176,5 @@ pub use actions::{ActionRequest, RequestError};
 pub use bridge::{Bridge, BridgeError, StopProgress, StreamProblem, Unfinished};
 pub use config::{
     redact_url, url_secrets, BridgeConfig, BridgeConfigError, ServerSpec, StreamLimits,
-    MAX_SERVER_NAME_LEN,
+    MAX_ACTIONS_IN_FLIGHT, MAX_SERVER_NAME_LEN,
 };

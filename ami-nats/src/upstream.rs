@@ -219,9 +219,12 @@ impl Upstream {
     /// Logs every served server off (the core's Logoff: its queued actions are not sent,
     /// written ones still get their answers, then `Logoff`, closed on `Goodbye` or EOF) and
     /// waits, at most `limit`, until each has closed. Returns how many had not by then:
-    /// they are closed at once when they leave the fleet.
+    /// they are closed at once when they leave the fleet. A `limit` over
+    /// [`MAX_SETTING_DURATION`](ami_proto::MAX_SETTING_DURATION) (a year) is taken as that.
     pub(crate) async fn logoff_all(&self, limit: std::time::Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + limit;
+        // `Duration::MAX` ("as long as it takes") is more than an `Instant` can hold: added
+        // as it is, it panicked the stop halfway, sessions not logged off, leases kept.
+        let deadline = tokio::time::Instant::now() + limit.min(ami_proto::MAX_SETTING_DURATION);
         // Watched before the first Logoff: a Goodbye that comes at once is not missed.
         let mut watch = self.fleet.watch();
         let names: Vec<&str> = self

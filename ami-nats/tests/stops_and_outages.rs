@@ -397,3 +397,37 @@ fn a_dropped_bridge_releases_its_lease_and_leaves_no_task_or_socket_behind() {
     );
     drop(rt);
 }
+
+/// `shutdown(Duration::MAX)`, "as long as each step takes": before, the Logoff step added
+/// the limit to an `Instant` and panicked ("overflow when adding duration to instant"),
+/// after the action requests were drained, with the sessions not logged off and the
+/// leases not released.
+#[test]
+fn a_stop_given_no_time_limit_logs_the_sessions_off_instead_of_panicking() {
+    let Some(nats) = Nats::start() else {
+        return;
+    };
+    let a = sim();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stopped = rt.block_on(async {
+        let config =
+            BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())]);
+        let bridge = ami_nats::Bridge::start(config).await.unwrap();
+        while bridge.serving().is_empty() || a.stats().logins == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stop = tokio::spawn(bridge.shutdown(Duration::MAX));
+        tokio::time::timeout(Duration::from_secs(20), stop).await
+    });
+    rt.shutdown_background();
+    match stopped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("the stop did not end well: {e}"),
+        Err(_) => panic!("the stop did not end within 20 s"),
+    }
+    assert_eq!(a.stats().logoffs, 1, "the session was logged off");
+}
