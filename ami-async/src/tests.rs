@@ -1913,3 +1913,132 @@ fn a_fleet_answer_already_in_the_socket_counts_when_a_new_action_comes_with_the_
         "the server answered: {outcome:?}"
     );
 }
+
+/// Adds server `name`, on a wire of its own that takes every write, to a running fleet, and
+/// logs it in.
+fn add_ready_server(
+    fleet: &crate::fleet::FleetHandle,
+    driver: &mut crate::fleet::FleetDriver,
+    name: &str,
+) -> Arc<Mutex<Wire>> {
+    let wire = Arc::new(Mutex::new(Wire {
+        budget: usize::MAX,
+        ..Wire::default()
+    }));
+    wire.lock().unwrap().incoming.extend(BANNER.bytes());
+    WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
+    let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+    fleet.add(name, seeded(), addr).unwrap();
+    spin_fleet(driver);
+    answer_login(&wire, driver);
+    assert!(fleet.status(name).is_some_and(|s| s.is_ready()), "{name}");
+    wire
+}
+
+/// Queues more than a read's worth (`READ_CHUNK`) of events on `wire` and wakes it.
+fn queue_over_a_read(wire: &Mutex<Wire>) {
+    let mut text = String::new();
+    for i in 0..2000 {
+        text += &format!("Event: UserEvent\r\nUserEvent: T\r\nSeq: {i}\r\n\r\n");
+    }
+    assert!(text.len() > 64 << 10);
+    wire.lock().unwrap().incoming.extend(text.bytes());
+    Wire::wake(wire);
+}
+
+/// Rule as above, with other servers ready first whose reads fill the driver's read budget
+/// of a poll: the servers that round put off are read (first, in the next poll) before the
+/// deadlines fire, so one server's backlog does not fail another's answered action.
+#[test]
+fn a_fleet_answer_already_in_the_socket_counts_when_other_servers_fill_the_read_budget_at_the_clock_jump(
+) {
+    use ami_proto::fleet::{FleetConfig, Route};
+    use ami_proto::{Action, SendOptions};
+    use std::time::Duration;
+    let (fleet, mut events, mut driver) = crate::fleet::start::<Timed>(FleetConfig::default());
+    let busy = [
+        add_ready_server(&fleet, &mut driver, "busy1"),
+        add_ready_server(&fleet, &mut driver, "busy2"),
+    ];
+    let pbx = add_ready_server(&fleet, &mut driver, "pbx");
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(fleet.send_with(
+        Route::Server("pbx"),
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_secs(5)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    let id = last_written_id(&pbx);
+    // The VM resumes: the busy servers' sockets hold more than a read each, and pbx's the
+    // answer, all ready (in that order) at the first turn, the deadline long past.
+    AHEAD.with(|a| a.set(Duration::from_secs(2 * 3600)));
+    for wire in &busy {
+        queue_over_a_read(wire);
+    }
+    pbx.lock().unwrap().incoming.extend(pong(&id).bytes());
+    Wire::wake(&pbx);
+    let mut outcome = Poll::Pending;
+    for _ in 0..8 {
+        assert!(Pin::new(&mut driver).poll(&mut cx).is_pending());
+        while events.try_recv().is_some() {}
+        outcome = ping.as_mut().poll(&mut cx);
+        if outcome.is_ready() {
+            break;
+        }
+    }
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    assert!(
+        matches!(&outcome, Poll::Ready(Ok(reply)) if reply.result.is_ok()),
+        "the server answered: {outcome:?}"
+    );
+}
+
+/// The deadlines that fire after the reads of the servers a cut round put off still fire
+/// while other servers flood every poll past the read budget.
+#[test]
+fn a_fleet_deadline_fires_while_other_servers_flood_every_poll_past_the_read_budget() {
+    use ami_proto::fleet::{FleetConfig, Route};
+    use ami_proto::{Action, ActionError, SendOptions};
+    use std::time::Duration;
+    let (fleet, mut events, mut driver) = crate::fleet::start::<Timed>(FleetConfig::default());
+    let busy = [
+        add_ready_server(&fleet, &mut driver, "busy1"),
+        add_ready_server(&fleet, &mut driver, "busy2"),
+        add_ready_server(&fleet, &mut driver, "busy3"),
+    ];
+    let _quiet = add_ready_server(&fleet, &mut driver, "pbx");
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(fleet.send_with(
+        Route::Server("pbx"),
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_secs(5)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    AHEAD.with(|a| a.set(Duration::from_secs(10)));
+    for wire in &busy {
+        wire.lock().unwrap().flood = true;
+        for _ in 0..8 {
+            queue_over_a_read(wire);
+        }
+    }
+    let mut outcome = Poll::Pending;
+    let mut polls = 0;
+    while outcome.is_pending() && polls < 16 {
+        assert!(Pin::new(&mut driver).poll(&mut cx).is_pending());
+        polls += 1;
+        while events.try_recv().is_some() {}
+        outcome = ping.as_mut().poll(&mut cx);
+    }
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    let left: usize = busy.iter().map(|w| w.lock().unwrap().incoming.len()).sum();
+    assert!(left > 0, "every poll found more than its read budget");
+    assert!(
+        matches!(&outcome, Poll::Ready(Ok(reply)) if matches!(
+            reply.result,
+            Err(crate::AmiError::Action(ActionError::TimedOut { .. }))
+        )),
+        "after {polls} polls: {outcome:?}"
+    );
+}

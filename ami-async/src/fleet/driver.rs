@@ -88,6 +88,7 @@ impl FleetDriver {
             timer: R::timer(),
             armed: false,
             armed_version: None,
+            timer_after: None,
             held: Vec::new(),
             lending: Vec::new(),
             hold_timer: R::timer(),
@@ -254,6 +255,11 @@ struct Pump<R: Runtime> {
     armed: bool,
     /// The shared state's timer version the timer was armed for.
     armed_version: Option<u64>,
+    /// The timer fired: its turn comes once this many servers at the head of `due` (the
+    /// round's when it fired) have been visited, after their reads, so that a round the read
+    /// budget cut does not fire deadlines before the reads of the servers it put off (they
+    /// go first in the next poll: at most a poll per two of them).
+    timer_after: Option<usize>,
     /// Servers whose next read waits for the stream's reader, and the timer that bounds it
     /// (`hold_timer`, armed at `hold_at`: the earliest of `hold_until` and the held servers'
     /// run ends, `HoldSpan::ends_at`).
@@ -302,7 +308,8 @@ impl<R: Runtime> Pumping for Pump<R> {
                     self.timer.set_at(d);
                 }
             }
-            let fired = self.armed && self.timer.poll_fired(cx).is_ready();
+            let fired =
+                self.timer_after.is_none() && self.armed && self.timer.poll_fired(cx).is_ready();
             if fired {
                 // Re-armed at the next turn even if the deadline did not move.
                 self.armed = false;
@@ -310,6 +317,9 @@ impl<R: Runtime> Pumping for Pump<R> {
                 worked = true;
             }
             self.due.append(&mut lock(&self.ready.state).servers);
+            if fired {
+                self.timer_after = Some(self.due.len());
+            }
             if self.due.is_empty() && !worked {
                 return Poll::Pending;
             }
@@ -321,6 +331,9 @@ impl<R: Runtime> Pumping for Pump<R> {
                         target::shut_down(conn.link);
                     }
                 }
+                if let Some(left) = self.timer_after.as_mut() {
+                    *left = left.saturating_sub(1);
+                }
                 if self.read_this_poll >= READ_BYTES_PER_POLL {
                     // The rest of the round goes first next time, before newer wake-ups.
                     self.due.extend(due);
@@ -328,11 +341,16 @@ impl<R: Runtime> Pumping for Pump<R> {
                     break;
                 }
             }
-            if fired {
-                // After the round's reads, as the session driver does: the timer fires
-                // late (a VM resumed, a busy executor) together with sockets that hold
-                // answers from before the deadlines; those answers count. Once per round,
-                // so a flood cannot keep the deadlines from firing.
+            if self.timer_after == Some(0) {
+                // After the reads of the servers due when it fired, as the session driver
+                // does: the timer fires late (a VM resumed, a busy executor) together with
+                // sockets that hold answers from before the deadlines; those answers count.
+                // A round cut by the read budget puts the rest off to the next poll, where
+                // they go first, so a flood cannot keep the deadlines from firing.
+                self.timer_after = None;
+                // Re-armed at the next turn, from what the turn leaves.
+                self.armed = false;
+                self.armed_version = None;
                 self.timer_turn();
             }
             if cut {
