@@ -35,6 +35,7 @@ pub struct Options {
     /// per connection per turn at the default `read_bytes_per_conn` where 16 KiB took four
     /// (`ami --runtime mio bench` on 500-byte events: +5-7 % with one server, +9-14 % with
     /// ten); one buffer for every connection, so its size does not grow with the fleet.
+    /// At most [`MAX_READ_CHUNK`].
     pub read_chunk: usize,
     /// Most threads resolving host names for [`MioDriver::add_host`] at once. Default 16;
     /// one starts on the first `add_host`, more as lookups of different names overlap (a
@@ -69,9 +70,19 @@ impl std::fmt::Debug for Options {
     }
 }
 
-/// Most readiness events [`Options::events_capacity`] may ask for: mio hands the capacity
-/// to `epoll_wait` as a C `int`, so a larger one would wrap and every poll would fail.
-pub const MAX_EVENTS_CAPACITY: usize = i32::MAX as usize;
+/// Most readiness events [`Options::events_capacity`] may ask for: one per connection a
+/// driver can hold ([`MAX_CONNS`]), a buffer of 12-16 MiB. A poll reports each ready source
+/// once and leaves the rest for the next call, so more gains nothing, while the buffer is
+/// allocated whole when the driver is made: the `int` that `epoll_wait` takes would allow
+/// 24 GiB, and an allocation the system refuses aborts the process.
+pub const MAX_EVENTS_CAPACITY: usize = MAX_CONNS;
+
+/// Largest [`Options::read_chunk`], in bytes: 16 MiB. One read returns at most what the
+/// socket's receive buffer holds (Linux's default ceiling, `tcp_rmem`, is 6 MiB), so a
+/// larger buffer is never filled, while it is allocated whole when the driver is made:
+/// a size the system refuses (anything up to `isize::MAX` is a valid request) aborts the
+/// process.
+pub const MAX_READ_CHUNK: usize = 16 << 20;
 
 /// [`Options`] that cannot work. [`MioDriver::with_options`] and
 /// [`MioFleet::with_options`](crate::MioFleet::with_options) refuse them with an
@@ -80,11 +91,11 @@ pub const MAX_EVENTS_CAPACITY: usize = i32::MAX as usize;
 #[non_exhaustive]
 pub enum OptionsError {
     /// `events_capacity` is over [`MAX_EVENTS_CAPACITY`].
-    #[error("ami-mio options: events_capacity {0} is over {MAX_EVENTS_CAPACITY} (epoll_wait takes an int)")]
+    #[error("ami-mio options: events_capacity {0} is over {MAX_EVENTS_CAPACITY} (MAX_EVENTS_CAPACITY: one per connection a driver can hold)")]
     EventsCapacity(usize),
-    /// `read_chunk` is over `isize::MAX` bytes, more than one allocation can hold.
+    /// `read_chunk` is over [`MAX_READ_CHUNK`] bytes.
     #[error(
-        "ami-mio options: read_chunk {0} is over isize::MAX bytes, more than one buffer can hold"
+        "ami-mio options: read_chunk {0} is over {MAX_READ_CHUNK} bytes (MAX_READ_CHUNK: no socket read returns more)"
     )]
     ReadChunk(usize),
 }
@@ -98,7 +109,7 @@ impl Options {
         if self.events_capacity > MAX_EVENTS_CAPACITY {
             return Err(invalid(OptionsError::EventsCapacity(self.events_capacity)));
         }
-        if self.read_chunk > isize::MAX as usize {
+        if self.read_chunk > MAX_READ_CHUNK {
             return Err(invalid(OptionsError::ReadChunk(self.read_chunk)));
         }
         Ok((

@@ -176,7 +176,7 @@ mod tls;
 pub use ami_proto;
 pub use ami_proto::fleet::Budget;
 pub use ami_proto::Notice;
-pub use driver::{AddError, MioDriver, Options, OptionsError, MAX_EVENTS_CAPACITY};
+pub use driver::{AddError, MioDriver, Options, OptionsError, MAX_EVENTS_CAPACITY, MAX_READ_CHUNK};
 pub use fleet::{FleetAddError, FleetReport, MioFleet};
 pub use report::{ConnId, Report, UserReady};
 pub use resolver::{system_resolve, ResolveFn};

@@ -3,7 +3,7 @@
 // Test helpers may unwrap and panic: that is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ami_mio::{MioDriver, MioFleet, Options};
+use ami_mio::{MioDriver, MioFleet, Options, MAX_EVENTS_CAPACITY, MAX_READ_CHUNK};
 use ami_proto::fleet::FleetConfig;
 use std::io::ErrorKind;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -30,11 +30,33 @@ fn cases() -> Vec<(Options, &'static str)> {
     huge_events.events_capacity = usize::MAX;
     let mut past_epoll = Options::default();
     past_epoll.events_capacity = i32::MAX as usize + 1;
+    // Sizes an allocator may refuse: the buffer is allocated when the options are
+    // accepted, and a refused allocation aborts the process, so they must be refused first.
+    let mut past_any_alloc = Options::default();
+    past_any_alloc.read_chunk = isize::MAX as usize;
+    let mut past_read_cap = Options::default();
+    past_read_cap.read_chunk = MAX_READ_CHUNK + 1;
+    let mut past_events_cap = Options::default();
+    past_events_cap.events_capacity = MAX_EVENTS_CAPACITY + 1;
     vec![
         (huge_chunk, "read_chunk"),
         (huge_events, "events_capacity"),
         (past_epoll, "events_capacity"),
+        (past_any_alloc, "read_chunk"),
+        (past_read_cap, "read_chunk"),
+        (past_events_cap, "events_capacity"),
     ]
+}
+
+#[test]
+fn the_largest_buffers_the_options_allow_are_accepted() {
+    // Over these caps a setting gains nothing (see `MAX_READ_CHUNK`, `MAX_EVENTS_CAPACITY`);
+    // at them it still works.
+    let mut largest = Options::default();
+    largest.read_chunk = MAX_READ_CHUNK;
+    largest.events_capacity = MAX_EVENTS_CAPACITY;
+    assert!(MioDriver::with_options(largest.clone()).is_ok());
+    assert!(MioFleet::with_options(largest, FleetConfig::default()).is_ok());
 }
 
 #[test]

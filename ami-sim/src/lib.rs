@@ -142,7 +142,7 @@ mod storm;
 pub mod tcp;
 
 pub use calls::channel::ChannelRow;
-pub use calls::{CallId, CallRequest, CallTarget};
+pub use calls::{CallId, CallRequest, CallTarget, MAX_BURST};
 pub use classes::ClassMask;
 pub use config::{
     SimConfig, SimConfigBuilder, SimConfigError, SimUser, MAX_SYSTEM_NAME_LEN, MIN_MAX_BACKLOG,

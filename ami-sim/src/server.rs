@@ -913,11 +913,35 @@ impl SimServer {
         }
     }
 
+    /// Broadcasts a `Burst`'s `n` UserEvents, `head` then `Seq: i`, one at a time. Once no
+    /// session reads user events (none did, or the burst closed them all as slow readers)
+    /// the rest are counted, not built, as a storm's are: they would reach nobody.
+    fn broadcast_burst(&mut self, head: Vec<u8>, n: usize) {
+        let head_len = head.len();
+        let mut ev = Event {
+            name: "UserEvent".to_string(),
+            class: ClassMask::USER,
+            bytes: head,
+        };
+        for seq in 0..n {
+            if !self.sessions.values().any(|s| s.reads(ClassMask::USER)) {
+                self.stats.events_emitted += (n - seq) as u64;
+                return;
+            }
+            ev.bytes.truncate(head_len);
+            ev.bytes.extend_from_slice(b"Seq: ");
+            ev.bytes.extend_from_slice(seq.to_string().as_bytes());
+            ev.bytes.extend_from_slice(b"\r\n\r\n");
+            self.broadcast(&ev);
+        }
+    }
+
     /// Broadcasts call events and answers sync Originates.
     pub(crate) fn apply_effects(&mut self, fx: Vec<Effect>) {
         for e in fx {
             match e {
                 Effect::Event(ev) => self.broadcast(&ev),
+                Effect::Burst { head, n } => self.broadcast_burst(head, n),
                 Effect::SyncDone {
                     session,
                     action_id,

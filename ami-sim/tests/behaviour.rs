@@ -4,7 +4,9 @@
 
 mod support;
 
-use ami_sim::{CallRequest, ClassMask, CloseReason, SessionState, SimConfig, SimServer, SimUser};
+use ami_sim::{
+    CallRequest, ClassMask, CloseReason, SessionState, SimConfig, SimServer, SimUser, MAX_BURST,
+};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -111,6 +113,41 @@ fn slow_reader_is_closed_after_100ms_keeping_only_the_kernel_bytes() {
     sim.advance_transmit(s, 4096);
     assert!(sim.is_eof(s));
     assert_eq!(sim.stats().slow_reader_closes, 1);
+}
+
+#[test]
+fn a_status_reply_no_session_could_hold_is_built_only_as_far_as_the_client_gets_it() {
+    // 200 channels each listing ten copies of a 1,000-byte variable: a 2 MB reply,
+    // where the session holds 8 KiB. Writing it closes the session as a slow reader,
+    // keeping what the kernel had (the first 16 KiB): building the rest (hundreds of MB
+    // with `max_calls` channels and longer lists) bought nothing.
+    let cfg = SimConfig {
+        socket_buffer: 16 << 10,
+        max_backlog: 8 << 10,
+        ..SimConfig::default()
+    };
+    let mut h = Harness::new(cfg);
+    h.send(LOGIN_OFF);
+    for _ in 0..100 {
+        h.send(b"Action: Originate\r\nChannel: Local/hold@ami-test\r\nApplication: Wait\r\nData: 300\r\nAsync: true\r\n\r\n");
+    }
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.sim.channels().len(), 200);
+    let value = "x".repeat(1000);
+    h.send(format!("Action: Setvar\r\nVariable: GLOBAL(A)\r\nValue: {value}\r\n\r\n").as_bytes());
+    let base = h.got.len();
+    let queued = h.sim.stats().bytes_queued;
+    let names = ["GLOBAL(A)"; 10].join(",");
+    h.send(format!("Action: Status\r\nVariables: {names}\r\n\r\n").as_bytes());
+    assert_eq!(
+        h.sim.session_state(h.s),
+        SessionState::Closed(CloseReason::SlowReader)
+    );
+    assert_eq!(h.got.len() - base, 16 << 10, "the kernel's bytes, then EOF");
+    assert!(h.got[base..].starts_with(b"Response: Success\r\nEventList: start\r\n"));
+    // What the kernel took, past the 8 KiB cap, and at most one more channel's item.
+    let built = h.sim.stats().bytes_queued - queued;
+    assert!(built <= (16 << 10) + (11 << 10), "{built} bytes queued");
 }
 
 #[test]
@@ -599,6 +636,50 @@ fn a_storm_with_no_session_to_reach_is_counted_not_rendered_and_later_readers_ge
     sim.emit_user_events_from(t0, 10_000_000_000, 2);
     assert_eq!(storm_seqs(&sim, s), ["10000000000", "10000000001"]);
     assert!(sim.transmit(idle).starts_with(b"Asterisk Call Manager"));
+}
+
+/// Events a call to `Local/wait10@ami-test` raises when its answered channel runs
+/// `UserEvent(Burst,Count: <count>)`, as an Originate from a client names it, with no
+/// session reading user events.
+fn originated_burst_events(count: &str) -> u64 {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_OFF);
+    let before = h.sim.stats().events_emitted;
+    let originate = format!(
+        "Action: Originate\r\nChannel: Local/wait10@ami-test\r\nApplication: UserEvent\r\nData: Burst,Count: {count}\r\nAsync: true\r\n\r\n"
+    );
+    h.send(originate.as_bytes());
+    h.advance(Duration::from_secs(30));
+    assert!(h.sim.channels().is_empty(), "the call ended");
+    h.sim.stats().events_emitted - before
+}
+
+#[test]
+fn an_originated_burst_is_capped_and_costs_nothing_when_no_session_reads_it() {
+    // The count is the client's: 10^15 once made the simulator build every event in the
+    // step that ran it, until the allocator failed and the process aborted.
+    let call_alone = originated_burst_events("0");
+    let capped = originated_burst_events("1000000000000000") - call_alone;
+    assert_eq!(capped, MAX_BURST as u64);
+}
+
+#[test]
+fn an_originated_burst_reaches_a_reader_in_order_from_the_answered_channel() {
+    let mut h = Harness::new(SimConfig::default());
+    h.send(LOGIN_ON);
+    h.send(b"Action: Originate\r\nChannel: Local/wait10@ami-test\r\nApplication: UserEvent\r\nData: Burst,Count: 3\r\nAsync: true\r\n\r\n");
+    h.advance(Duration::from_secs(30));
+    let got = h.shapes();
+    let bursts: Vec<_> = got
+        .iter()
+        .filter(|s| s.is_event("UserEvent") && s.get("UserEvent").as_deref() == Some("Burst"))
+        .collect();
+    let seqs: Vec<String> = bursts.iter().map(|s| s.get("Seq").unwrap()).collect();
+    assert_eq!(seqs, ["0", "1", "2"]);
+    for b in bursts {
+        assert!(b.get("Channel").unwrap().ends_with(";1"), "{b:?}");
+        assert_eq!(b.get("Privilege").unwrap(), "user,all");
+    }
 }
 
 /// A new session logged in with events on, what it was sent so far taken.

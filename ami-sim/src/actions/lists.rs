@@ -36,7 +36,16 @@ pub(super) fn status(srv: &mut SimServer, _sid: SessionId, req: &Request, now: I
         .unwrap_or_default();
     let all_vars = req.get("AllVariables").is_some_and(|v| is_true(&v));
     let mut reply = out::list_start(id, "Channel status will follow");
+    // Past this length the reply closes the session as a slow reader when written (over
+    // `max_backlog`), keeping only the kernel's first `socket_buffer` bytes: more items
+    // change nothing the client gets, so they are not built. Each channel's item can be
+    // hundreds of KB (a 1 KiB `Variables` list naming long variables), and with
+    // `max_calls` channels the whole reply ran to gigabytes before the cap was looked at.
+    let room = srv.cfg.max_backlog.max(srv.cfg.socket_buffer);
     for ch in &chans {
+        if reply.len() > room {
+            break;
+        }
         let mut m = Msg::item("Status")
             .field("Privilege", "Call")
             .channel(ch)

@@ -11,7 +11,7 @@
 //! | `noanswer` | Wait(120) without answering: the originate times out (Reason 3) |
 //! | `hangup` | Hangup before answer: Reason 0 |
 //! | `userevent` | Answer, `UserEvent(TestEvent,Foo: bar)`, Hangup |
-//! | `burst` | Answer, `BURST_N` (default 1000) `UserEvent(Burst,Seq: i)`, Hangup |
+//! | `burst` | Answer, `BURST_N` (default 1000, at most [`MAX_BURST`](super::MAX_BURST)) `UserEvent(Burst,Seq: i)`, Hangup |
 //! | `setvar` | Answer, `Set(AMI_TEST_VAR=from-dialplan)`, Wait(2), Hangup |
 //! | `queue` | Answer, `Queue(testq,r,,,30)`, Hangup |
 //! | `queue-wait` | Answer, `Queue(testq-empty,r,,,60)`, Hangup |

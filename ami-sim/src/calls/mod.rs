@@ -23,6 +23,14 @@ use queues::{Entry, Queues};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// Most events one `Burst` UserEvent raises: the count a client names in an Originate's
+/// `Data: Burst,Count: N` or in the `burst` extension's `BURST_N` variable is cut to it.
+/// A million events of some 500 bytes is far more than any client's test needs and more
+/// than any session can hold (the default `max_backlog` closes a reader after about a
+/// tenth of them); without a cap, one Originate made the simulator build events until
+/// the allocator failed.
+pub const MAX_BURST: usize = 1_000_000;
+
 /// Where an originated channel goes once it is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallTarget {
@@ -115,6 +123,10 @@ pub(crate) struct Origin {
 pub(crate) enum Effect {
     /// An event to broadcast.
     Event(Event),
+    /// A `Burst`'s `n` UserEvents: `head` (the unfinished event) then `Seq: i`, built one
+    /// at a time as they are broadcast, so that the count a client names costs one
+    /// event's memory, not `n`.
+    Burst { head: Vec<u8>, n: usize },
     /// A sync Originate finished: answer the blocked session.
     SyncDone {
         session: SessionId,
@@ -340,7 +352,7 @@ impl Engine {
             .find(|(k, _)| k == "BURST_N")
             .and_then(|(_, v)| v.parse::<usize>().ok())
             .unwrap_or(1000)
-            .min(1_000_000);
+            .min(MAX_BURST);
         let parsed = local.and_then(|spec| {
             let (exten, context) = match spec.split_once('@') {
                 Some((e, c)) => (e, c),
@@ -655,14 +667,14 @@ impl Engine {
                 .first()
                 .and_then(|b| b.split_once(':'))
                 .and_then(|(_, v)| v.trim().parse::<usize>().ok())
-                .unwrap_or(1000);
-            for i in 0..n {
-                let e = self
-                    .chan_ev("UserEvent", ClassMask::USER, &ch)
-                    .field("UserEvent", "Burst")
-                    .field("Seq", i.to_string());
-                fx.push(Effect::Event(e.build()));
-            }
+                .unwrap_or(1000)
+                // The count may be a client's (an Originate's `Data`): capped like `BURST_N`.
+                .min(MAX_BURST);
+            let head = self
+                .chan_ev("UserEvent", ClassMask::USER, &ch)
+                .field("UserEvent", "Burst")
+                .unfinished();
+            fx.push(Effect::Burst { head, n });
             return;
         }
         let mut e = self
@@ -1333,5 +1345,77 @@ fn push_target(e: &mut EventBuilder, target: &CallTarget) {
             e.push("Context", context);
             e.push("Exten", exten);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(now: Instant) -> Engine {
+        let cfg = EngineConfig {
+            step: Duration::from_millis(20),
+            echo_timeout: Duration::from_secs(1),
+            system_name: None,
+            max_calls: 10,
+        };
+        Engine::new(
+            cfg,
+            WallClock::new(now, Duration::from_secs(1_795_423_100)),
+            now,
+        )
+    }
+
+    /// An async Originate that runs `UserEvent(data)` once answered.
+    fn user_event_origin(data: &str) -> Origin {
+        Origin {
+            session: None,
+            action_id: None,
+            sync: false,
+            report: true,
+            target: CallTarget::App {
+                app: "UserEvent".to_string(),
+                data: data.to_string(),
+            },
+            cid_num: None,
+            cid_name: None,
+            timeout: Duration::from_secs(30),
+            channel_id: None,
+            other_channel_id: None,
+            vars: Vec::new(),
+            account: String::new(),
+        }
+    }
+
+    /// Runs one call to its end: the effects of each of its steps, step by step.
+    fn steps(dial: &str, origin: Origin) -> Vec<Vec<Effect>> {
+        let now = Instant::now();
+        let mut engine = engine(now);
+        let mut creation = Vec::new();
+        engine.originate(now, dial, origin, &mut creation).unwrap();
+        let mut out = vec![creation];
+        while let Some(at) = engine.next_deadline() {
+            let mut fx = Vec::new();
+            engine.fire_one(at, &mut fx);
+            out.push(fx);
+        }
+        out
+    }
+
+    #[test]
+    fn a_burst_holds_as_few_effects_in_one_step_whatever_count_the_client_names() {
+        // The count comes from the client (`Data: Burst,Count: N` on an Originate). Each
+        // step's effects are held at once before any reaches a session: they must not
+        // grow with N. 5,000 is cheap even where every event is an effect of its own.
+        let largest = |count: usize| {
+            let data = format!("Burst,Count: {count}");
+            let origin = user_event_origin(&data);
+            steps("Local/wait10@ami-test", origin)
+                .iter()
+                .map(Vec::len)
+                .max()
+                .unwrap()
+        };
+        assert_eq!(largest(5000), largest(10));
     }
 }
