@@ -45,12 +45,18 @@
 //! serving by `t0 + 3/4 ttl` unless a later renewal succeeds (which changes the revision). A
 //! standby saw R at some `s >= t0` and takes over at `s + ttl > t0 + 3/4 ttl`, and only if the
 //! revision is still R. Both clocks are local monotonic clocks; only their rates must agree.
+//! A holder frozen with its clock (a paused or suspended VM: the monotonic clock does not
+//! count that time) breaks that: running again, it finds its deadline still ahead. What its
+//! watch of the bucket delivers then stops it: any value another bridge wrote over its lease
+//! after it took it (the takeover, which NATS sent it while it was frozen, read before the
+//! requests that came later on the same connection), not its next renewal up to `ttl/4`
+//! later.
 //! Takeover after a holder dies: between `ttl` and `ttl + ttl/4` after its last renewal (a
 //! standby looks again the moment a lease it watches has been unchanged for a TTL).
 
 use crate::bridge::Control;
 use crate::upstream::ServerIx;
-use async_nats::jetstream::kv::{Operation, Store, UpdateErrorKind, Watch};
+use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind, Watch};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -319,7 +325,7 @@ pub(crate) async fn run(
     let watcher = tokio::spawn(watch_leases(
         kv.clone(),
         open_watch(&kv, tick).await,
-        control.lease_view.clone(),
+        control.clone(),
         freed.clone(),
         tick,
     ));
@@ -579,17 +585,24 @@ async fn open_watch(kv: &Store, tick: Duration) -> Option<Watch> {
     }
 }
 
-/// Reads the lease bucket's watch until aborted: every entry goes into `view`, and one that
-/// frees a lease (`released`, deleted or purged) wakes the lease loop through `freed`. An
-/// ended or failed watch empties the view (its callers read the bucket meanwhile) and is
-/// opened again after `tick` (NATS down: no tight loop).
+/// Reads the lease bucket's watch until aborted: every entry goes into the lease view, and
+/// one that frees a lease (`released`, deleted or purged) wakes the lease loop through
+/// `freed`. One written over a lease this process holds, after it took it, by anyone else
+/// (see [`taken_from_us`]) stops serving that server at once: the renewal deadline is
+/// counted on the local monotonic clock, which stood still while the process was frozen
+/// (a paused VM), so only what NATS says tells a process that ran again that its lease
+/// passed to another bridge meanwhile. An ended or failed watch empties the view (its
+/// callers read the bucket meanwhile) and is opened again after `tick` (NATS down: no
+/// tight loop).
 async fn watch_leases(
     kv: Store,
     mut watch: Option<Watch>,
-    view: Arc<Mutex<LeaseView>>,
+    control: Arc<Control>,
     freed: Arc<Notify>,
     tick: Duration,
 ) {
+    let view = control.lease_view.clone();
+    let held_value = LeaseValue::encode(true, &control.bridge_id, &control.instance);
     loop {
         let Some(w) = watch.as_mut() else {
             tokio::time::sleep(tick).await;
@@ -600,6 +613,13 @@ async fn watch_leases(
             Some(Ok(e)) => {
                 let frees = e.operation != Operation::Put || e.value.starts_with(b"released ");
                 lock_view(&view).note(&e);
+                if let Some((ix, term)) = taken_from_us(&control, &e, &held_value) {
+                    log::warn!(
+                        "lease {}: written by another bridge since this one took it, no longer serving",
+                        e.key
+                    );
+                    control.lost(ix, term);
+                }
                 if frees {
                     freed.notify_one();
                 }
@@ -615,6 +635,18 @@ async fn watch_leases(
             }
         }
     }
+}
+
+/// The server and term of a lease this process holds that `e` was written over: a value
+/// other than this process's own `held_value` (or a delete or purge) at a revision after
+/// the one at which it took the lease (its term). Its own renewals cannot follow such an
+/// entry (each is a compare-and-set on a revision it wrote), so the lease is lost for good.
+/// Entries from before the term (a watch that lags behind) are not: `None`.
+fn taken_from_us(control: &Control, e: &Entry, held_value: &Bytes) -> Option<(ServerIx, u64)> {
+    let ix = control.servers.iter().position(|s| s.token == e.key)?;
+    let term = control.terms.current(ix);
+    let ours = e.operation == Operation::Put && e.value == *held_value;
+    (term != 0 && e.revision > term && !ours).then_some((ix, term))
 }
 
 /// The lease view's lock (the watch task writes it, forwarded requests read it).

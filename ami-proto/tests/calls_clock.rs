@@ -120,3 +120,44 @@ fn an_originates_channel_event_read_in_the_turn_its_grace_ends_runs_it() {
         })
     );
 }
+
+/// Rule: a snapshot read in the turn that finds a missing channel's grace over, and that
+/// lists the channel again, brings it back (it is live after all): no call ends for it and
+/// it is not adopted anew. The snapshot's answer and its stream mark come out of the client
+/// together; whichever of them the application feeds first must not end the wait the other
+/// settles. Both orders are tried.
+#[test]
+fn a_snapshot_read_in_the_turn_a_missing_channels_grace_ends_brings_it_back_without_a_call_end() {
+    for items_first in [false, true] {
+        let mut t = tracker();
+        t.items_first = items_first;
+        t.feed(&ev("Newchannel", "1.1", "1.1", 4, ""));
+        t.feed(&ev("Newstate", "1.1", "1.1", 6, ""));
+        t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+        t.pump();
+        let id = t.take("CoreShowChannels");
+        t.feed(&list(&id, "CoreShowChannel", &[], ""));
+        assert!(t.ended().is_empty(), "its end waits for the Hangup");
+        assert!(t.tr.channel("1.1").is_none(), "out of the view meanwhile");
+        // Another gap: one more snapshot, answered while the VM is suspended.
+        t.tr.handle_item(t.h.now, &ami_proto::StreamItem::Gap { dropped: 1 });
+        t.pump();
+        let id = t.take("CoreShowChannels");
+        // The answer is read before the client's deadlines fire (as its drivers do): it is
+        // not timed out, it came.
+        t.h.now += SUSPENDED;
+        t.h.feed(&list(&id, "CoreShowChannel", &[("1.1", "1.1", 6)], ""));
+        t.h.advance(Duration::ZERO);
+        t.pump();
+        let ended = t.ended();
+        assert!(
+            ended.is_empty(),
+            "items first: {items_first}: the snapshot in hand lists it: {ended:#?}"
+        );
+        let ch = t.tr.channel("1.1").expect("back in the view");
+        assert!(
+            !ch.adopted,
+            "items first: {items_first}: the same channel, not adopted anew: {ch:#?}"
+        );
+    }
+}

@@ -478,10 +478,11 @@ impl CallTracker {
     /// The item counts before the waits `now` finds over: it was read by `now`, and after a
     /// clock jump (a VM resumed) or a slow turn the Hangup or channel event a wait is for
     /// comes in the very turn that finds the wait over. Ended first, that wait would drop a
-    /// Hangup's cause or doubt an Originate whose channel is in hand.
+    /// Hangup's cause or doubt an Originate whose channel is in hand. Likewise a snapshot
+    /// in hand (see [`handle_reply`](Self::handle_reply)).
     pub fn handle_item(&mut self, now: Instant, item: &StreamItem) {
         self.apply_item(now, item);
-        self.expire(now);
+        self.expire_unless_completing(now);
     }
 
     fn apply_item(&mut self, now: Instant, item: &StreamItem) {
@@ -539,12 +540,34 @@ impl CallTracker {
 
     /// The answer to request `token`: `outcome` from a [`Client`](crate::Client),
     /// or an async adapter's result. Unknown tokens are ignored.
+    ///
+    /// Like an item, the answer counts before the waits `now` finds over: a snapshot read in
+    /// the turn that ends a missing channel's grace and that lists the channel again brings
+    /// it back (no call end, no adoption anew).
     pub fn handle_reply(&mut self, now: Instant, token: u64, reply: Result<Response, ActionError>) {
-        self.expire(now);
         if let Some(f) = self.inflight.get_mut(&token) {
             f.reply = Some(reply);
             self.try_complete(now, token);
         }
+        self.expire_unless_completing(now);
+    }
+
+    /// Ends the waits due at `now`, unless a request has its answer without its stream mark,
+    /// or its mark without its answer: the client hands both out at once, so the other was
+    /// read by `now` too and comes next; the waits end once it is applied (or at
+    /// [`handle_timeout`](Self::handle_timeout), which does not wait for it).
+    fn expire_unless_completing(&mut self, now: Instant) {
+        if self.next_expiry.is_none_or(|at| now < at) {
+            return;
+        }
+        if self
+            .inflight
+            .values()
+            .any(|f| f.marked != f.reply.is_some())
+        {
+            return;
+        }
+        self.expire(now);
     }
 
     /// Request `token` could not be handed to the client (refused at send, or the session
