@@ -317,8 +317,11 @@ pub(crate) struct Merged {
 }
 
 /// Fleet items that may pass before a waiting `lease_released` marker goes anyway: more than
-/// the fleet stream holds outside the core (its batch of 256 and the one being taken).
-pub(crate) const RELEASE_DRAIN: usize = 1024;
+/// the fleet stream holds outside the core, which is one take from a shard (at most 4,096
+/// items: `ami-async`'s `MAX_BATCH`, 1,024 for each of its servers with items). Four takes,
+/// the margin this had over the 256-item batches it was first set for. A backstop: the
+/// marker goes as soon as its server's final gap has passed or the fleet has nothing more.
+pub(crate) const RELEASE_DRAIN: usize = 4 * 4096;
 
 impl Merged {
     /// Moves up to `max` items into `out`, waiting for at least one; 0 once the fleet ended.
@@ -416,5 +419,110 @@ impl Merged {
         // discarded.
         let term = if *session_term == term { term } else { 0 };
         out.push((ix, term, UpItem::Stream(item.item)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ami_proto::ClientConfig;
+    use ami_sim::tcp::TcpFront;
+    use ami_sim::SimConfig;
+    use std::time::Duration;
+    use tokio::time::timeout;
+
+    /// Events each server sends: more than its share of one take of the fleet stream
+    /// (1,024 items a server), so that a take is full.
+    const EVENTS: u64 = 2000;
+
+    /// What [`RELEASE_DRAIN`] says: a `lease_released` marker goes after every item of its
+    /// server that the fleet stream already took out of the core. With four flooding servers
+    /// on one shard, one take holds 4,096 items (`ami-async`'s `MAX_BATCH`), a quarter of them
+    /// the removed server's, spread through it; with a drain of 1,024 the marker went out
+    /// with some 770 of them still behind it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_released_marker_follows_what_the_stream_took_of_its_server() {
+        let fronts: Vec<TcpFront> = (0..4)
+            .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
+            .collect();
+        let names: Vec<String> = (0..fronts.len()).map(|i| format!("s{i}")).collect();
+        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+        let (markers_tx, markers) = mpsc::channel(16);
+        let mut merged = Merged {
+            markers,
+            events,
+            index: names.iter().cloned().zip(0..).collect(),
+            terms: Arc::new(Terms::new(names.len())),
+            session_term: vec![0; names.len()],
+            markers_open: true,
+            releasing: None,
+        };
+        for (name, front) in names.iter().zip(&fronts) {
+            let client = ClientConfig::builder("admin", "amp111").build().unwrap();
+            fleet
+                .add(name, client, ("127.0.0.1", front.local_addr().port()))
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        let mut ready = 0;
+        while ready < names.len() {
+            out.clear();
+            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
+                .await
+                .expect("every server logs in");
+            ready += out
+                .iter()
+                .filter(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
+                .count();
+        }
+        let before = fleet.stats().total.events_queued;
+        for front in &fronts {
+            front.with_server(|sim, now| sim.emit_user_events(now, EVENTS as usize));
+        }
+        let queued = async {
+            while fleet.stats().total.events_queued < before + 4 * EVENTS {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        timeout(Duration::from_secs(10), queued)
+            .await
+            .expect("the storms reach the core's queues");
+        // One item: the stream takes a whole batch out of the core, every server's share.
+        out.clear();
+        assert_eq!(merged.recv_many(&mut out, 1).await, 1);
+        // The server leaves the fleet, then its marker is queued (as the lease loop does).
+        assert!(fleet.remove(&names[0]));
+        markers_tx
+            .send((
+                0,
+                0,
+                UpItem::LeaseReleased {
+                    done: None,
+                    reason: "shutdown",
+                },
+            ))
+            .await
+            .unwrap();
+        let mut released = false;
+        let mut behind = 0;
+        loop {
+            out.clear();
+            match timeout(Duration::from_millis(500), merged.recv_many(&mut out, 1024)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            for (ix, _, item) in &out {
+                match item {
+                    UpItem::LeaseReleased { .. } => released = true,
+                    UpItem::Stream(_) if released && *ix == 0 => behind += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(released, "the marker went out");
+        assert_eq!(
+            behind, 0,
+            "items of the released server came after its lease_released marker"
+        );
     }
 }
