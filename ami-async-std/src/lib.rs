@@ -71,8 +71,9 @@
 //! ## Time and names
 //!
 //! The clock is `std::time::Instant` (async-io's timers use it too). Host names are
-//! resolved at every connect on the `blocking` thread pool, never on the driver; the
-//! resolved addresses are tried 250 ms apart and side by side, families alternating (RFC
+//! resolved at every connect on the `blocking` thread pool, never on the driver (a connect
+//! that finds a lookup of the name still running, its attempt timed out, waits for that
+//! one rather than blocking one more thread); the resolved addresses are tried 250 ms apart and side by side, families alternating (RFC
 //! 8305), as on every runtime. TLS (feature `tls`, `spawn_tls`) is `ami-async`'s
 //! one implementation over rustls.
 //!

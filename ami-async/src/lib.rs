@@ -33,6 +33,7 @@ mod driver;
 mod events;
 pub mod fleet;
 mod handle;
+mod resolve;
 mod runtime;
 mod shared;
 mod status;

@@ -26,7 +26,10 @@ pub trait Runtime: Send + Sync + 'static {
     fn now() -> Instant;
 
     /// Resolves a host name without blocking the driver (on a thread pool, or the runtime's
-    /// own resolver). Called at every connect, so DNS changes are picked up on reconnect.
+    /// own resolver). Called at every connect, so DNS changes are picked up on reconnect,
+    /// unless a lookup of the same name and port is still running (one whose connect timed
+    /// out): that one is waited for instead, so a resolver that hangs holds one thread per
+    /// name, not one per reconnect.
     fn resolve(host: String, port: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>>;
 
     /// Connects to one address. The stream should have `TCP_NODELAY` set: AMI is small

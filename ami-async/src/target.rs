@@ -73,7 +73,7 @@ async fn resolve<R: Runtime>(target: &Target) -> io::Result<Vec<SocketAddr>> {
         Target::Addr(a) => vec![*a],
         Target::Host(h, p) => match h.trim_matches(['[', ']']).parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, *p)],
-            Err(_) => R::resolve(h.clone(), *p)
+            Err(_) => crate::resolve::lookup::<R>(h, *p)
                 .await
                 .map_err(|e| marked(ConnectFailure::HostNotFound, e))?,
         },
@@ -309,6 +309,7 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
     use std::future::Future;
+    use std::pin::Pin;
     use std::task::Waker;
     use std::time::Instant;
 
@@ -410,5 +411,131 @@ mod tests {
         assert_eq!(tried(), ["192.0.2.1:2", "192.0.2.2:2"]);
         // A single address that never answers waits (the core's connect timeout ends it).
         assert!(connect_to(&["192.0.2.1:1"]).is_none());
+    }
+
+    thread_local! {
+        /// How far [`SlowDns`]'s clock runs ahead of the real one.
+        static AHEAD: std::cell::Cell<std::time::Duration> = const { std::cell::Cell::new(std::time::Duration::ZERO) };
+        /// The lookups [`SlowDns`] started on this thread, answered by the test.
+        static LOOKUPS: RefCell<Vec<Arc<std::sync::Mutex<Lookup>>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A lookup on a blocking thread: it runs until the test answers it, whether or not
+    /// anyone still waits for it (dropping its future does not stop `getaddrinfo`).
+    #[derive(Default)]
+    struct Lookup {
+        answer: Option<io::Result<Vec<SocketAddr>>>,
+        waker: Option<Waker>,
+    }
+
+    /// [`Net`] with a resolver that answers only when the test says so.
+    struct SlowDns;
+
+    impl Runtime for SlowDns {
+        type Tcp = Stream;
+        type Timer = Elapsed;
+        fn now() -> Instant {
+            Instant::now() + AHEAD.with(|a| a.get())
+        }
+        fn resolve(_: String, _: u16) -> BoxFuture<io::Result<Vec<SocketAddr>>> {
+            let lookup = Arc::new(std::sync::Mutex::new(Lookup::default()));
+            LOOKUPS.with(|l| l.borrow_mut().push(lookup.clone()));
+            Box::pin(std::future::poll_fn(move |cx| {
+                let mut l = lookup.lock().unwrap();
+                match l.answer.take() {
+                    Some(answer) => Poll::Ready(answer),
+                    None => {
+                        l.waker = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                }
+            }))
+        }
+        fn connect(addr: SocketAddr) -> BoxFuture<io::Result<Stream>> {
+            Net::connect(addr)
+        }
+        fn timer() -> Elapsed {
+            Elapsed(false)
+        }
+    }
+
+    fn lookups() -> usize {
+        LOOKUPS.with(|l| l.borrow().len())
+    }
+
+    /// Answers the `i`th lookup started on this thread.
+    fn answer(i: usize, answer: io::Result<Vec<SocketAddr>>) {
+        let lookup = LOOKUPS.with(|l| l.borrow()[i].clone());
+        let mut l = lookup.lock().unwrap();
+        l.answer = Some(answer);
+        if let Some(w) = l.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn poll_once<T>(f: Pin<&mut impl Future<Output = T>>) -> Poll<T> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn attempts_cut_off_while_a_lookup_hangs_wait_for_it_instead_of_starting_more() {
+        let target = Target::Host("hung-dns.test".into(), 5038);
+        // Five reconnects, each given up by the connect timeout while DNS does not answer.
+        for _ in 0..5 {
+            let mut attempt = std::pin::pin!(connect::<SlowDns>(&target));
+            assert!(poll_once(attempt.as_mut()).is_pending());
+        }
+        assert_eq!(lookups(), 1, "lookups started while the first still ran");
+        // Two attempts wait together: one answer (an error here) reaches both.
+        let mut a = Box::pin(connect::<SlowDns>(&target));
+        let mut b = Box::pin(connect::<SlowDns>(&target));
+        assert!(poll_once(a.as_mut()).is_pending() && poll_once(b.as_mut()).is_pending());
+        assert_eq!(lookups(), 1);
+        answer(0, Err(io::Error::other("SERVFAIL")));
+        for mut attempt in [a, b] {
+            let Poll::Ready(Err(e)) = poll_once(attempt.as_mut()) else {
+                panic!("the lookup's error did not reach every attempt");
+            };
+            assert_eq!(connect_failure(&e), ConnectFailure::HostNotFound);
+        }
+        // Ended, it is forgotten: the next connect looks the name up again.
+        let mut next = std::pin::pin!(connect::<SlowDns>(&target));
+        assert!(poll_once(next.as_mut()).is_pending());
+        assert_eq!(lookups(), 2);
+        answer(1, Ok(vec!["192.0.2.1:5038".parse().unwrap()]));
+        let Poll::Ready(Ok(stream)) = poll_once(next.as_mut()) else {
+            panic!("the connect did not use the answer");
+        };
+        assert_eq!(stream.0.to_string(), "192.0.2.1:5038");
+    }
+
+    #[test]
+    fn a_lookup_that_ended_while_no_attempt_waited_is_not_reused() {
+        let target = Target::Host("unwatched-dns.test".into(), 5038);
+        {
+            let mut gone = std::pin::pin!(connect::<SlowDns>(&target));
+            assert!(poll_once(gone.as_mut()).is_pending());
+        }
+        answer(0, Ok(vec!["192.0.2.1:5038".parse().unwrap()]));
+        // The answer came after the attempt was given up: maybe long ago, so a later
+        // attempt asks again.
+        let mut later = std::pin::pin!(connect::<SlowDns>(&target));
+        assert!(poll_once(later.as_mut()).is_pending());
+        assert_eq!(lookups(), 2);
+    }
+
+    #[test]
+    fn a_lookup_that_never_ends_is_not_waited_for_past_a_minute() {
+        let target = Target::Host("never-dns.test".into(), 5038);
+        {
+            let mut first = std::pin::pin!(connect::<SlowDns>(&target));
+            assert!(poll_once(first.as_mut()).is_pending());
+        }
+        AHEAD.with(|a| a.set(std::time::Duration::from_secs(61)));
+        let mut later = std::pin::pin!(connect::<SlowDns>(&target));
+        assert!(poll_once(later.as_mut()).is_pending());
+        assert_eq!(lookups(), 2);
+        answer(1, Ok(vec!["192.0.2.1:5038".parse().unwrap()]));
+        assert!(matches!(poll_once(later.as_mut()), Poll::Ready(Ok(_))));
     }
 }

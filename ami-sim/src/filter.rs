@@ -29,9 +29,18 @@
 
 use regex::bytes::{Regex, RegexBuilder};
 
-/// Most memory one compiled filter may take: far more than any pattern that fits a
-/// 1024-byte line needs, far less than a client could make the simulator spend otherwise.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// The size limits a pattern is compiled under, smallest first: each is tried in turn and a
+/// filter is charged the first it fits (a failed try stops once the limit is passed, so it
+/// costs no more than the limit). Plain text and bracket classes fit the first; a Unicode
+/// class such as `\w` (some 18 KiB by itself) a later one; a pattern over the last is
+/// refused, as `regcomp` refuses one it has no memory for (`REG_ESPACE`).
+const REGEX_SIZE_TIERS: [usize; 3] = [8 << 10, 64 << 10, 256 << 10];
+
+/// The compiled size all of a session's filters may be charged together: every one of
+/// [`Filters::MAX`] plain filters, or 32 of the largest. A compiled filter takes a few
+/// times its charge at most (forward and reverse automata, and lazy-DFA caches of twice
+/// the charge each), so a session's filters stay within some tens of MiB.
+const REGEX_SESSION_BUDGET: usize = Filters::MAX * REGEX_SIZE_TIERS[0];
 
 /// How a filter compares its pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +64,8 @@ struct Filter {
     pattern: Vec<u8>,
     /// The compiled pattern, for [`Method::Regex`].
     regex: Option<Regex>,
+    /// The compiled size charged to the session for `regex` (0 without one).
+    cost: usize,
 }
 
 /// Why a filter was refused (mapped to Asterisk's error texts).
@@ -66,20 +77,33 @@ pub(crate) enum FilterError {
     Compile,
 }
 
-fn compile(pattern: &[u8]) -> Result<Regex, FilterError> {
+/// Compiles a pattern under the smallest size tier it fits, no larger than `room` (what is
+/// left of the session's budget): the regex and the size it is charged.
+fn compile(pattern: &[u8], room: usize) -> Result<(Regex, usize), FilterError> {
     let text = std::str::from_utf8(pattern).map_err(|_| FilterError::Compile)?;
-    RegexBuilder::new(text)
-        // regexec without REG_NEWLINE: a newline is an ordinary character.
-        .dot_matches_new_line(true)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|_| FilterError::Compile)
+    let mut builder = RegexBuilder::new(text);
+    // regexec without REG_NEWLINE: a newline is an ordinary character.
+    builder.dot_matches_new_line(true);
+    for limit in REGEX_SIZE_TIERS.into_iter().filter(|&l| l <= room) {
+        // The lazy DFA needs a few times the automaton's size to be of use; its cache is
+        // otherwise the default 2 MiB per direction, whatever the pattern.
+        builder.size_limit(limit).dfa_size_limit(2 * limit);
+        match builder.build() {
+            Ok(regex) => return Ok((regex, limit)),
+            Err(regex::Error::CompiledTooBig(_)) => continue,
+            Err(_) => return Err(FilterError::Compile),
+        }
+    }
+    Err(FilterError::Compile)
 }
 
-/// A session's include and exclude filters. Bounded by [`Filters::MAX`].
+/// A session's include and exclude filters. Bounded by [`Filters::MAX`], and their compiled
+/// patterns by [`REGEX_SESSION_BUDGET`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Filters {
     list: Vec<Filter>,
+    /// The compiled size charged to the filters held (see [`compile`]).
+    charged: usize,
 }
 
 impl Filters {
@@ -103,22 +127,26 @@ impl Filters {
             Some(rest) => (true, rest),
             None => (false, text),
         };
+        let room = REGEX_SESSION_BUDGET - self.charged;
         let f = match criteria.filter(|c| !c.is_empty()) {
             None => {
                 if pattern.is_empty() {
                     return Err(FilterError::Format);
                 }
+                let (regex, cost) = compile(pattern.as_bytes(), room)?;
                 Filter {
                     exclude,
                     event: None,
                     header: None,
                     method: Method::Regex,
                     pattern: pattern.as_bytes().to_vec(),
-                    regex: Some(compile(pattern.as_bytes())?),
+                    regex: Some(regex),
+                    cost,
                 }
             }
-            Some(c) => parse_criteria(c, exclude, pattern)?,
+            Some(c) => parse_criteria(c, exclude, pattern, room)?,
         };
+        self.charged += f.cost;
         self.list.push(f);
         Ok(())
     }
@@ -169,7 +197,12 @@ fn option_value(token: &str) -> Option<&str> {
 }
 
 /// Parses `MatchCriteria` as `manager_add_filter` does (see the module doc).
-fn parse_criteria(criteria: &str, exclude: bool, pattern: &str) -> Result<Filter, FilterError> {
+fn parse_criteria(
+    criteria: &str,
+    exclude: bool,
+    pattern: &str,
+    room: usize,
+) -> Result<Filter, FilterError> {
     let mut f = Filter {
         exclude,
         event: None,
@@ -177,6 +210,7 @@ fn parse_criteria(criteria: &str, exclude: bool, pattern: &str) -> Result<Filter
         method: Method::None,
         pattern: pattern.as_bytes().to_vec(),
         regex: None,
+        cost: 0,
     };
     let mut found = false;
     let tokens = criteria
@@ -225,7 +259,9 @@ fn parse_criteria(criteria: &str, exclude: bool, pattern: &str) -> Result<Filter
         return Err(FilterError::Format);
     }
     if f.method == Method::Regex {
-        f.regex = Some(compile(&f.pattern)?);
+        let (regex, cost) = compile(&f.pattern, room)?;
+        f.regex = Some(regex);
+        f.cost = cost;
     }
     Ok(f)
 }
@@ -486,6 +522,32 @@ mod tests {
                 Err(err),
                 "{criteria:?} {filter:?}"
             );
+        }
+    }
+
+    #[test]
+    fn compiled_filters_are_bounded_per_filter_and_per_session() {
+        let mut f = Filters::default();
+        // `\w` is every Unicode word character: twenty of them compile to over 1 MiB.
+        assert_eq!(f.add(Some(r"\w{20}"), None), Err(FilterError::Compile));
+        assert_eq!(
+            f.add(Some(r"\w{20}"), Some("method(regex) header(Channel)")),
+            Err(FilterError::Compile)
+        );
+        // Four of them compile to some 70 KiB each: the session holds a bounded number.
+        let mut held = 0;
+        while f.add(Some(r"\w{4}"), None).is_ok() {
+            held += 1;
+            assert!(held <= 64, "a session held {held} large filters");
+        }
+        assert_eq!(f.add(Some(r"\w{4}"), None), Err(FilterError::Compile));
+        assert!(held >= 16, "only {held} large filters fit");
+        // Filters that need no special memory are charged the least, up to the count cap.
+        let mut small = Filters::default();
+        for i in 0..Filters::MAX {
+            small
+                .add(Some(&format!("^Event: Hangup{i}\r\n")), None)
+                .unwrap();
         }
     }
 }

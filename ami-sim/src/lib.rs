@@ -105,7 +105,9 @@
 //! Per session: input waiting while the session is busy is capped by `max_input_backlog`
 //! (excess dropped and counted; the [`tcp`] front stops reading instead), the line buffer by
 //! Asterisk's 1024 bytes and 128 lines, output plus held events by `max_backlog` (then the
-//! session is closed as a slow reader), filters by 1024 entries.
+//! session is closed as a slow reader), filters by 1024 entries and 8 MiB of compiled
+//! patterns (charged by size tier; a pattern over 256 KiB compiled, or past the budget, is
+//! answered "did not compile").
 //! Calls are capped by `max_calls`, each channel's variables by 1,024 and 128 KiB (a
 //! `Setvar` past them is answered `Variable not set`), global variables by 4,096, and the
 //! [`tcp`] front's connections by 1,024 (more are closed at once, counted in
