@@ -301,8 +301,9 @@ pub(crate) fn unusable(status: &ServerStatus) -> Option<&'static str> {
 ///
 /// A `lease_released` marker is queued after its server left the fleet; what the fleet still
 /// held of it (items already taken from the core, then the final gap the removal made, which
-/// the fleet hands out first) must go before it. So the marker waits until that gap went by,
-/// the fleet had nothing more, or [`RELEASE_DRAIN`] items passed.
+/// the fleet hands out first) must go before it. So the marker waits until that gap went by
+/// (a gap of the server among the items already taken is an earlier one: its client's queue
+/// overflowed), the fleet had nothing more, or [`RELEASE_DRAIN`] items passed.
 pub(crate) struct Merged {
     markers: mpsc::Receiver<Tagged>,
     events: FleetEvents,
@@ -311,9 +312,10 @@ pub(crate) struct Merged {
     /// Per server: the term under which its current session's `Ready` was seen.
     session_term: Vec<u64>,
     markers_open: bool,
-    /// A `lease_released` marker waiting for its server's last items, and how many more
-    /// fleet items may pass before it goes anyway.
-    releasing: Option<(Tagged, usize)>,
+    /// A `lease_released` marker waiting for its server's last items, how many more fleet
+    /// items may pass before it goes anyway, and how many of those were taken from the core
+    /// before it came (its server's final gap comes after them).
+    releasing: Option<(Tagged, usize, usize)>,
 }
 
 /// Fleet items that may pass before a waiting `lease_released` marker goes anyway: more than
@@ -329,7 +331,7 @@ impl Merged {
         let start = out.len();
         let limit = start + max;
         loop {
-            self.drain_markers(out, limit);
+            self.drain_markers(out, limit, 0);
             while out.len() < limit {
                 match self.events.try_recv() {
                     Some(item) => self.take(item, out, limit),
@@ -345,13 +347,13 @@ impl Merged {
             }
             tokio::select! {
                 m = self.markers.recv(), if self.markers_open && self.releasing.is_none() => match m {
-                    Some(m) => self.marker(m, out),
+                    Some(m) => self.marker(m, out, 0),
                     None => self.markers_open = false,
                 },
                 item = self.events.recv() => match item {
                     Some(item) => {
                         // A marker queued before this item existed goes first.
-                        self.drain_markers(out, usize::MAX);
+                        self.drain_markers(out, usize::MAX, 1);
                         self.take(item, out, usize::MAX);
                     }
                     None => return out.len() - start,
@@ -361,18 +363,20 @@ impl Merged {
     }
 
     /// Takes markers until `limit`, or until one has to wait (a `lease_released`).
-    fn drain_markers(&mut self, out: &mut Vec<Tagged>, limit: usize) {
+    /// `in_hand`: fleet items taken out of the fleet stream and not yet passed on.
+    fn drain_markers(&mut self, out: &mut Vec<Tagged>, limit: usize, in_hand: usize) {
         while out.len() < limit && self.releasing.is_none() {
             match self.markers.try_recv() {
-                Ok(m) => self.marker(m, out),
+                Ok(m) => self.marker(m, out, in_hand),
                 Err(_) => break,
             }
         }
     }
 
-    fn marker(&mut self, m: Tagged, out: &mut Vec<Tagged>) {
+    fn marker(&mut self, m: Tagged, out: &mut Vec<Tagged>, in_hand: usize) {
         if matches!(m.2, UpItem::LeaseReleased { .. }) {
-            self.releasing = Some((m, RELEASE_DRAIN));
+            let taken = self.events.buffered() + in_hand;
+            self.releasing = Some((m, RELEASE_DRAIN, taken));
         } else {
             out.push(m);
         }
@@ -381,14 +385,17 @@ impl Merged {
     /// One fleet item; a waiting `lease_released` follows its server's final gap.
     fn take(&mut self, item: FleetItem, out: &mut Vec<Tagged>, limit: usize) {
         let ix = self.index.get(item.server.as_str()).copied();
+        // Taken before the marker came, a gap of its server is an earlier one (its client's
+        // queue overflowed): events of it taken with it may follow.
         let last_of_releasing = matches!(item.item, StreamItem::Gap { .. })
             && self
                 .releasing
                 .as_ref()
-                .is_some_and(|((r, _, _), _)| Some(*r) == ix);
+                .is_some_and(|((r, _, _), _, taken)| Some(*r) == ix && *taken == 0);
         self.tag(item, out);
-        if let Some((_, budget)) = self.releasing.as_mut() {
+        if let Some((_, budget, taken)) = self.releasing.as_mut() {
             *budget = budget.saturating_sub(1);
+            *taken = taken.saturating_sub(1);
             if last_of_releasing || *budget == 0 {
                 self.release(out, limit);
             }
@@ -398,7 +405,7 @@ impl Merged {
     /// Puts the waiting `lease_released` marker out, if there is room.
     fn release(&mut self, out: &mut Vec<Tagged>, limit: usize) {
         if out.len() < limit {
-            if let Some((m, _)) = self.releasing.take() {
+            if let Some((m, _, _)) = self.releasing.take() {
                 out.push(m);
             }
         }
@@ -492,6 +499,112 @@ mod tests {
         assert_eq!(merged.recv_many(&mut out, 1).await, 1);
         // The server leaves the fleet, then its marker is queued (as the lease loop does).
         assert!(fleet.remove(&names[0]));
+        markers_tx
+            .send((
+                0,
+                0,
+                UpItem::LeaseReleased {
+                    done: None,
+                    reason: "shutdown",
+                },
+            ))
+            .await
+            .unwrap();
+        let mut released = false;
+        let mut behind = 0;
+        loop {
+            out.clear();
+            match timeout(Duration::from_millis(500), merged.recv_many(&mut out, 1024)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            for (ix, _, item) in &out {
+                match item {
+                    UpItem::LeaseReleased { .. } => released = true,
+                    UpItem::Stream(_) if released && *ix == 0 => behind += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(released, "the marker went out");
+        assert_eq!(
+            behind, 0,
+            "items of the released server came after its lease_released marker"
+        );
+    }
+
+    /// The marker waits for every item the stream took of its server, not for the first
+    /// gap among them: a gap the server's client made earlier (its queue overflowed, then
+    /// the reader took some and more events came) is not the end of what was taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_released_marker_follows_items_taken_after_an_earlier_gap_of_its_server() {
+        let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+        let (markers_tx, markers) = mpsc::channel(16);
+        let mut merged = Merged {
+            markers,
+            events,
+            index: [("s0".to_string(), 0)].into_iter().collect(),
+            terms: Arc::new(Terms::new(1)),
+            session_term: vec![0],
+            markers_open: true,
+            releasing: None,
+        };
+        // Dropping the newest: the gap follows the events queued before the drops.
+        let client = ClientConfig::builder("admin", "amp111")
+            .event_queue_cap(1500)
+            .overflow(ami_proto::OverflowPolicy::DropNewest)
+            .build()
+            .unwrap();
+        fleet
+            .add("s0", client, ("127.0.0.1", front.local_addr().port()))
+            .unwrap();
+        let mut out = Vec::new();
+        while !out
+            .iter()
+            .any(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
+        {
+            out.clear();
+            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
+                .await
+                .expect("the server logs in");
+        }
+        let until = |queued: u64, dropped: u64| {
+            let fleet = &fleet;
+            async move {
+                loop {
+                    let t = fleet.stats().total;
+                    if t.events_queued >= queued && t.events_dropped >= dropped {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        let base = fleet.stats().total;
+        // 1,600 events on a queue of 1,500: the last 100 dropped (a gap to come).
+        front.with_server(|sim, now| sim.emit_user_events(now, 1600));
+        timeout(
+            Duration::from_secs(10),
+            until(base.events_queued + 1500, base.events_dropped + 100),
+        )
+        .await
+        .expect("the storm reaches the core's queue");
+        // One take (1,024 items), read whole: 476 events stay queued, then the gap.
+        out.clear();
+        assert_eq!(merged.recv_many(&mut out, 1024).await, 1024);
+        // 500 more: queued after the gap.
+        front.with_server(|sim, now| sim.emit_user_events(now, 500));
+        timeout(
+            Duration::from_secs(10),
+            until(base.events_queued + 2000, base.events_dropped + 100),
+        )
+        .await
+        .expect("the second storm reaches the core's queue");
+        // One item: the stream takes the next batch (476 events, the gap, 500 events).
+        out.clear();
+        assert_eq!(merged.recv_many(&mut out, 1).await, 1);
+        assert!(fleet.remove("s0"));
         markers_tx
             .send((
                 0,

@@ -563,6 +563,12 @@ impl FleetEvents {
         n
     }
 
+    /// Items already taken from the shards and not yet handed out: the next this many
+    /// calls hand them out before anything taken later (a removed server's last gap, say).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The next item if one is queued (taken with a batch under one lock, like `recv`).
     pub fn try_recv(&mut self) -> Option<FleetItem> {
         if self.buf.is_empty() {
