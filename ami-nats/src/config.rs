@@ -570,6 +570,9 @@ impl BridgeConfig {
         }
         zero(self.publish_window, "publish_window")?;
         zero(self.max_actions_in_flight, "max_actions_in_flight")?;
+        if self.lease_bucket == self.idempotency_bucket {
+            return Err(BridgeConfigError::SameBucket(self.lease_bucket.clone()));
+        }
         // Each action in flight holds a permit of one tokio semaphore, which panics when
         // made with more than it can count (`usize::MAX` meant as "no limit", say).
         if self.max_actions_in_flight > MAX_ACTIONS_IN_FLIGHT {
@@ -657,6 +660,11 @@ pub enum BridgeConfigError {
     /// `any` is the routing subject `ami.any.action`.
     #[error("server name {0:?} is reserved (ami.any.action)")]
     Reserved(String),
+    /// The lease and idempotency buckets have the same name: one bucket, made with the
+    /// first's limits, would hold both, and a request key per action would fill the
+    /// lease bucket's bytes until no lease could be written.
+    #[error("the lease and idempotency buckets are both {0:?}: give each its own")]
+    SameBucket(String),
     /// A cap is zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
@@ -941,6 +949,11 @@ mod tests {
         let ok = BridgeConfig::new("nats://x", vec![spec("a")]);
         assert_eq!(ok.validate(), Ok(()));
         assert!(ok.clone().max_backlog(0).validate().is_err());
+        assert_eq!(
+            ok.clone().buckets("ami_kv", "ami_kv").validate(),
+            Err(BridgeConfigError::SameBucket("ami_kv".into()))
+        );
+        assert_eq!(ok.clone().buckets("a", "b").validate(), Ok(()));
         assert_eq!(
             ok.clone()
                 .max_actions_in_flight(MAX_ACTIONS_IN_FLIGHT + 1)
