@@ -6,72 +6,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods)] // test code: real time on loopback
 
+#[path = "../../ami-proto/tests/support/process_counts.rs"]
+mod process_counts;
+
 use ami_proto::fleet::{FleetConfig, ServerStatus};
-use ami_proto::{ClientConfig, Status};
+use ami_proto::Status;
 use ami_sim::tcp::TcpFront;
 use ami_sim::SimConfig;
 use futures_lite::future;
+use process_counts::{assert_no_growth_of, eager, hangs_up, open_fds, threads};
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// The tests count the whole process's descriptors and threads: one at a time.
 static ALONE: Mutex<()> = Mutex::new(());
 
-/// Descriptors and threads a count may be off by: the attempt under way and its accepted
-/// side, a thread of the resolver's pool that has not exited yet.
-const SLACK: usize = 6;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
 fn resources() -> (usize, usize) {
     (open_fds(), threads())
 }
 
 fn assert_no_growth(what: &str, early: (usize, usize), late: (usize, usize)) {
-    eprintln!("{what}: {early:?} -> {late:?}");
-    assert!(
-        late.0 <= early.0 + SLACK,
-        "{what}: open fds grew from {} to {}",
-        early.0,
-        late.0
+    assert_no_growth_of(
+        what,
+        &[("open fds", early.0, late.0), ("threads", early.1, late.1)],
     );
-    assert!(
-        late.1 <= early.1 + SLACK,
-        "{what}: threads grew from {} to {}",
-        early.1,
-        late.1
-    );
-}
-
-/// A server that accepts every connection and closes it at once.
-fn hangs_up() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
-    addr
-}
-
-/// Reconnects at once, however often it fails: the backoff and the breaker out of the way.
-fn eager() -> ClientConfig {
-    ClientConfig::builder("admin", "amp111")
-        .seed(11)
-        .backoff_base(Duration::from_micros(1))
-        .backoff_max(Duration::from_micros(1))
-        .breaker_threshold(u32::MAX)
-        .build()
-        .unwrap()
 }
 
 /// Waits (by counting, 60 s at most) until `connects()` reaches `n`.

@@ -6,12 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods)] // test code: real time on loopback
 
+#[path = "../../ami-proto/tests/support/process_counts.rs"]
+mod process_counts;
 mod support;
 
 use ami_mio::{MioDriver, MioFleet, Notice, Options};
 use ami_proto::fleet::{FleetConfig, FleetOutput, ServerStatus};
 use ami_proto::ClientConfig;
-use std::net::{SocketAddr, TcpListener};
+use process_counts::{assert_no_growth_of, eager_builder, hangs_up, open_fds, threads};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::{front, refused_addr, silent_addr};
@@ -19,58 +22,21 @@ use support::{front, refused_addr, silent_addr};
 /// The tests count the whole process's descriptors and threads: one at a time.
 static ALONE: Mutex<()> = Mutex::new(());
 
-/// Descriptors and threads a count may be off by: the attempt under way and its accepted
-/// side.
-const SLACK: usize = 6;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
 fn resources() -> (usize, usize) {
     (open_fds(), threads())
 }
 
 fn assert_no_growth(what: &str, early: (usize, usize), late: (usize, usize)) {
-    eprintln!("{what}: {early:?} -> {late:?}");
-    assert!(
-        late.0 <= early.0 + SLACK,
-        "{what}: open fds grew from {} to {}",
-        early.0,
-        late.0
-    );
-    assert!(
-        late.1 <= early.1 + SLACK,
-        "{what}: threads grew from {} to {}",
-        early.1,
-        late.1
+    assert_no_growth_of(
+        what,
+        &[("open fds", early.0, late.0), ("threads", early.1, late.1)],
     );
 }
 
-/// A server that accepts every connection and closes it at once.
-fn hangs_up() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
-    addr
-}
-
-/// Reconnects at once, however often it fails: the backoff and the breaker out of the way.
+/// [`eager_builder`] whose connects to a peer that never answers give up at once.
 fn eager() -> ClientConfig {
-    ClientConfig::builder("admin", "amp111")
-        .seed(11)
+    eager_builder()
         .connect_timeout(Duration::from_millis(5))
-        .backoff_base(Duration::from_micros(1))
-        .backoff_max(Duration::from_micros(1))
-        .breaker_threshold(u32::MAX)
         .build()
         .unwrap()
 }

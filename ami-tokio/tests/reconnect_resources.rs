@@ -8,10 +8,14 @@
 #![allow(clippy::await_holding_lock)]
 #![allow(clippy::disallowed_methods)] // test code: real time on loopback
 
+#[path = "../../ami-proto/tests/support/process_counts.rs"]
+mod process_counts;
+
 use ami_proto::fleet::FleetConfig;
 use ami_proto::{ClientConfig, Status};
 use ami_sim::tcp::TcpFront;
 use ami_sim::SimConfig;
+use process_counts::{assert_no_growth_of, eager, hangs_up, open_fds, threads, SLACK};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -19,47 +23,12 @@ use std::time::Duration;
 /// The tests count the whole process's descriptors and threads: one at a time.
 static ALONE: Mutex<()> = Mutex::new(());
 
-/// Descriptors and tasks a count may be off by: the attempt under way and its accepted
-/// side, the runtime's own.
-const SLACK: usize = 6;
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
-/// A server that accepts every connection and closes it at once.
-fn hangs_up() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
-    addr
-}
-
 /// A loopback port that refuses connections (bound, never listening).
 fn refusing() -> (tokio::net::TcpSocket, SocketAddr) {
     let s = tokio::net::TcpSocket::new_v4().unwrap();
     s.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let addr = s.local_addr().unwrap();
     (s, addr)
-}
-
-/// Reconnects at once, however often it fails: the backoff and the breaker out of the way.
-fn eager() -> ClientConfig {
-    ClientConfig::builder("admin", "amp111")
-        .seed(11)
-        .backoff_base(Duration::from_micros(1))
-        .backoff_max(Duration::from_micros(1))
-        .breaker_threshold(u32::MAX)
-        .build()
-        .unwrap()
 }
 
 /// Waits (by counting, 60 s at most) until `connects()` reaches `n`.
@@ -82,24 +51,13 @@ fn resources() -> (usize, usize, usize) {
 }
 
 fn assert_no_growth(what: &str, early: (usize, usize, usize), late: (usize, usize, usize)) {
-    eprintln!("{what}: {early:?} -> {late:?}");
-    assert!(
-        late.0 <= early.0 + SLACK,
-        "{what}: open fds grew from {} to {}",
-        early.0,
-        late.0
-    );
-    assert!(
-        late.1 <= early.1 + SLACK,
-        "{what}: threads grew from {} to {}",
-        early.1,
-        late.1
-    );
-    assert!(
-        late.2 <= early.2 + SLACK,
-        "{what}: live tasks grew from {} to {}",
-        early.2,
-        late.2
+    assert_no_growth_of(
+        what,
+        &[
+            ("open fds", early.0, late.0),
+            ("threads", early.1, late.1),
+            ("live tasks", early.2, late.2),
+        ],
     );
 }
 
