@@ -297,6 +297,12 @@ impl Metrics {
         }
     }
 
+    /// Items of server `ix` counted discarded so far.
+    #[cfg(test)]
+    pub(crate) fn discarded_total(&self, ix: ServerIx) -> u64 {
+        self.per_server.get(ix).map_or(0, |p| p.discarded.get())
+    }
+
     /// An item JetStream refuses for good, for `reason` (the caller counts it discarded too).
     pub(crate) fn refused(&self, ix: ServerIx, reason: Refusal) {
         if let Some(c) = self

@@ -255,8 +255,8 @@ struct State {
     drops: DropLog,
     /// Where what is still held when the publisher ends is counted.
     metrics: Arc<Metrics>,
-    /// Per server: items just dropped from the backlog because their lease term ended
-    /// (counted already; logged once per round by `say_lease_gone`).
+    /// Per server: items just dropped from the backlog, or when encoded, because their lease
+    /// term ended (counted already; logged once per round by `say_lease_gone`).
     lease_gone: Vec<u64>,
 }
 
@@ -528,6 +528,7 @@ impl Publisher {
                         self.encode(&mut st, ix, term, item);
                     }
                     self.overflow_gaps(&mut st);
+                    self.say_lease_gone(&mut st);
                 }
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
@@ -777,7 +778,11 @@ impl Publisher {
             return;
         };
         if !self.terms.is_current(ix, term) {
+            // Logged with those dropped from the backlog for an ended term.
             self.metrics.discarded(ix);
+            if let Some(n) = st.lease_gone.get_mut(ix) {
+                *n += 1;
+            }
             return;
         }
         let (Some(tenure_slot), Some(subjects)) = (st.tenures.get_mut(ix), st.subjects.get_mut(ix))
@@ -796,6 +801,9 @@ impl Publisher {
         let Some(tenure) = tenure_slot.as_mut() else {
             // Nothing of a server is published outside a tenure (after its lease_released).
             self.metrics.discarded(ix);
+            if let Some(n) = st.lease_gone.get_mut(ix) {
+                *n += 1;
+            }
             return;
         };
         let Some(overflow) = st.overflow.get_mut(ix) else {
@@ -1099,5 +1107,95 @@ mod tests {
             held <= SUBJECT_CACHE_BYTES,
             "{held} bytes held, cap {SUBJECT_CACHE_BYTES}"
         );
+    }
+    /// Lines of the log that name `needle`: a logger of its own for this test binary (the
+    /// other tests' lines are kept too, and told apart by the server's name).
+    fn logged(needle: &str) -> Vec<String> {
+        struct Keep(std::sync::Mutex<Vec<String>>);
+        impl log::Log for Keep {
+            fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record<'_>) {
+                let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                lines.push(record.args().to_string());
+            }
+            fn flush(&self) {}
+        }
+        static KEEP: Keep = Keep(std::sync::Mutex::new(Vec::new()));
+        if log::set_logger(&KEEP).is_ok() {
+            log::set_max_level(log::LevelFilter::Warn);
+        }
+        let lines = KEEP.0.lock().unwrap_or_else(|p| p.into_inner());
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// An item of a lease term that ended while it was on its way through the merged
+    /// stream (what the stream had taken of a server when its lease was lost) is dropped
+    /// when it is encoded: counted, and logged as those dropped from the backlog are. It
+    /// was only counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_of_an_ended_term_dropped_at_encoding_is_counted_and_logged() {
+        use ami_proto::{Decoder, DecoderLimits, Frame};
+        let _ = logged("");
+        let login = ami_proto::ClientConfig::builder("admin", "amp111")
+            .build()
+            .unwrap();
+        let spec = ServerSpec::new("pbx-ended-term", "127.0.0.1", 5038, login).unwrap();
+        let servers: Arc<[ServerSpec]> = vec![spec].into();
+        let terms = Arc::new(Terms::new(1));
+        let (markers_tx, markers) = tokio::sync::mpsc::channel(16);
+        let (upstream, merged) = crate::upstream::Upstream::start(
+            servers.clone(),
+            ami_tokio::fleet::Policy::RoundRobin,
+            markers,
+            terms.clone(),
+        );
+        // A NATS that never answers: nothing is published, nothing needs to be.
+        let quiet = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(format!("nats://{}", quiet.local_addr().unwrap()))
+            .await
+            .unwrap();
+        let metrics = Arc::new(Metrics::new(&servers, "b1", 1000, 1 << 20));
+        let publisher = Publisher {
+            client,
+            servers,
+            bridge_id: "b1".to_string(),
+            terms,
+            metrics: metrics.clone(),
+            max_backlog: 1000,
+            max_backlog_bytes: 1 << 20,
+            window: 16,
+            ack_timeout: Duration::from_secs(2),
+            stream: "AMI".to_string(),
+        };
+        let task = tokio::spawn(publisher.run(merged));
+        let mut decoder = Decoder::without_banner(DecoderLimits::default());
+        decoder.feed(b"Event: Hangup\r\nUniqueid: 1\r\n\r\n");
+        let Some(Ok(Frame::Message(event))) = decoder.decode() else {
+            panic!("an event");
+        };
+        // Term 0: the server is not served (its lease was lost after the item was taken).
+        markers_tx
+            .send((0, 0, UpItem::Stream(StreamItem::Event(event))))
+            .await
+            .unwrap();
+        let said = async {
+            while logged("pbx-ended-term").is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let said = tokio::time::timeout(Duration::from_secs(5), said).await;
+        let counted = metrics.discarded_total(0);
+        task.abort();
+        upstream.close_all();
+        assert_eq!(counted, 1, "the dropped item is counted");
+        assert!(said.is_ok(), "the dropped item was not logged");
     }
 }

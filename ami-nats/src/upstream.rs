@@ -85,7 +85,7 @@ impl Upstream {
             terms,
             session_term: vec![0; servers.len()],
             markers_open: true,
-            releasing: None,
+            releasing: Vec::new(),
         };
         let upstream = Upstream {
             fleet,
@@ -123,7 +123,8 @@ impl Upstream {
     }
 
     /// Stops serving: the session closes at once (pending actions fail); whatever of it is
-    /// still queued is discarded by [`Merged`] (it belongs to a lease term no longer held).
+    /// still queued belongs to a lease term no longer held: [`Merged`] tags it term 0, and
+    /// the publisher discards it (counted, logged).
     pub(crate) fn remove(&self, ix: ServerIx) {
         if self.lock().remove(&ix) {
             if let Some(spec) = self.servers.get(ix) {
@@ -303,7 +304,9 @@ pub(crate) fn unusable(status: &ServerStatus) -> Option<&'static str> {
 /// held of it (items already taken from the core, then the final gap the removal made, which
 /// the fleet hands out first) must go before it. So the marker waits until that gap went by
 /// (a gap of the server among the items already taken is an earlier one: its client's queue
-/// overflowed), the fleet had nothing more, or [`RELEASE_DRAIN`] items passed.
+/// overflowed), the fleet had nothing more, or [`RELEASE_DRAIN`] items passed. Markers of
+/// other servers do not wait behind it (a `lease_acquired` must precede its session's items,
+/// which the fleet may already hold); a later marker of its own server puts it out first.
 pub(crate) struct Merged {
     markers: mpsc::Receiver<Tagged>,
     events: FleetEvents,
@@ -312,10 +315,22 @@ pub(crate) struct Merged {
     /// Per server: the term under which its current session's `Ready` was seen.
     session_term: Vec<u64>,
     markers_open: bool,
-    /// A `lease_released` marker waiting for its server's last items, how many more fleet
-    /// items may pass before it goes anyway, and how many of those were taken from the core
-    /// before it came (its server's final gap comes after them).
-    releasing: Option<(Tagged, usize, usize)>,
+    /// The `lease_released` markers waiting for their servers' last items, one per server.
+    releasing: Vec<Release>,
+}
+
+/// A `lease_released` marker waiting for its server's last items.
+struct Release {
+    /// The server being released.
+    server: ServerIx,
+    /// The marker, then any later `lease_released` of its server (a give-up and a stop both
+    /// releasing it), which go out with it, in order.
+    markers: Vec<Tagged>,
+    /// How many more fleet items may pass before it goes anyway.
+    budget: usize,
+    /// How many of the items taken from the core before it came are still to pass (its
+    /// server's final gap comes after them).
+    taken: usize,
 }
 
 /// Fleet items that may pass before a waiting `lease_released` marker goes anyway: more than
@@ -326,7 +341,8 @@ pub(crate) struct Merged {
 pub(crate) const RELEASE_DRAIN: usize = 4 * 4096;
 
 impl Merged {
-    /// Moves up to `max` items into `out`, waiting for at least one; 0 once the fleet ended.
+    /// Moves up to `max` items into `out` (a server's waiting markers go out together, which
+    /// may make a few more), waiting for at least one; 0 once the fleet ended.
     pub(crate) async fn recv_many(&mut self, out: &mut Vec<Tagged>, max: usize) -> usize {
         let start = out.len();
         let limit = start + max;
@@ -336,8 +352,8 @@ impl Merged {
                 match self.events.try_recv() {
                     Some(item) => self.take(item, out, limit),
                     None => {
-                        // The fleet holds nothing more of the releasing server.
-                        self.release(out, limit);
+                        // The fleet holds nothing more of the releasing servers.
+                        self.release_all(out, limit);
                         break;
                     }
                 }
@@ -346,7 +362,7 @@ impl Merged {
                 return out.len() - start;
             }
             tokio::select! {
-                m = self.markers.recv(), if self.markers_open && self.releasing.is_none() => match m {
+                m = self.markers.recv(), if self.markers_open => match m {
                     Some(m) => self.marker(m, out, 0),
                     None => self.markers_open = false,
                 },
@@ -362,10 +378,10 @@ impl Merged {
         }
     }
 
-    /// Takes markers until `limit`, or until one has to wait (a `lease_released`).
+    /// Takes markers until `limit` (a `lease_released` waits for its server's last items).
     /// `in_hand`: fleet items taken out of the fleet stream and not yet passed on.
     fn drain_markers(&mut self, out: &mut Vec<Tagged>, limit: usize, in_hand: usize) {
-        while out.len() < limit && self.releasing.is_none() {
+        while out.len() < limit {
             match self.markers.try_recv() {
                 Ok(m) => self.marker(m, out, in_hand),
                 Err(_) => break,
@@ -374,10 +390,27 @@ impl Merged {
     }
 
     fn marker(&mut self, m: Tagged, out: &mut Vec<Tagged>, in_hand: usize) {
+        let waiting = self.releasing.iter().position(|r| r.server == m.0);
         if matches!(m.2, UpItem::LeaseReleased { .. }) {
-            let taken = self.events.buffered() + in_hand;
-            self.releasing = Some((m, RELEASE_DRAIN, taken));
+            match waiting.and_then(|i| self.releasing.get_mut(i)) {
+                Some(r) => r.markers.push(m),
+                None => {
+                    let taken = self.events.buffered() + in_hand;
+                    self.releasing.push(Release {
+                        server: m.0,
+                        markers: vec![m],
+                        budget: RELEASE_DRAIN,
+                        taken,
+                    });
+                }
+            }
         } else {
+            // A new lease of a server still being released: the old term is over (its
+            // items left are tagged term 0, the publisher counts them discarded), and its
+            // marker goes first.
+            if let Some(i) = waiting {
+                out.extend(self.releasing.remove(i).markers);
+            }
             out.push(m);
         }
     }
@@ -385,29 +418,27 @@ impl Merged {
     /// One fleet item; a waiting `lease_released` follows its server's final gap.
     fn take(&mut self, item: FleetItem, out: &mut Vec<Tagged>, limit: usize) {
         let ix = self.index.get(item.server.as_str()).copied();
-        // Taken before the marker came, a gap of its server is an earlier one (its client's
-        // queue overflowed): events of it taken with it may follow.
-        let last_of_releasing = matches!(item.item, StreamItem::Gap { .. })
-            && self
-                .releasing
-                .as_ref()
-                .is_some_and(|((r, _, _), _, taken)| Some(*r) == ix && *taken == 0);
+        let gap = matches!(item.item, StreamItem::Gap { .. });
         self.tag(item, out);
-        if let Some((_, budget, taken)) = self.releasing.as_mut() {
-            *budget = budget.saturating_sub(1);
-            *taken = taken.saturating_sub(1);
-            if last_of_releasing || *budget == 0 {
-                self.release(out, limit);
+        let mut i = 0;
+        while let Some(r) = self.releasing.get_mut(i) {
+            // Taken before the marker came, a gap of its server is an earlier one (its
+            // client's queue overflowed): events of it taken with it may follow.
+            let last = gap && ix == Some(r.server) && r.taken == 0;
+            r.budget = r.budget.saturating_sub(1);
+            r.taken = r.taken.saturating_sub(1);
+            if (last || r.budget == 0) && out.len() < limit {
+                out.extend(self.releasing.remove(i).markers);
+            } else {
+                i += 1;
             }
         }
     }
 
-    /// Puts the waiting `lease_released` marker out, if there is room.
-    fn release(&mut self, out: &mut Vec<Tagged>, limit: usize) {
-        if out.len() < limit {
-            if let Some((m, _, _)) = self.releasing.take() {
-                out.push(m);
-            }
+    /// Puts the waiting `lease_released` markers out, while there is room.
+    fn release_all(&mut self, out: &mut Vec<Tagged>, limit: usize) {
+        while out.len() < limit && !self.releasing.is_empty() {
+            out.extend(self.releasing.remove(0).markers);
         }
     }
 
@@ -462,7 +493,7 @@ mod tests {
             terms: Arc::new(Terms::new(names.len())),
             session_term: vec![0; names.len()],
             markers_open: true,
-            releasing: None,
+            releasing: Vec::new(),
         };
         for (name, front) in names.iter().zip(&fronts) {
             let client = ClientConfig::builder("admin", "amp111").build().unwrap();
@@ -548,7 +579,7 @@ mod tests {
             terms: Arc::new(Terms::new(1)),
             session_term: vec![0],
             markers_open: true,
-            releasing: None,
+            releasing: Vec::new(),
         };
         // Dropping the newest: the gap follows the events queued before the drops.
         let client = ClientConfig::builder("admin", "amp111")
@@ -637,5 +668,122 @@ mod tests {
             behind, 0,
             "items of the released server came after its lease_released marker"
         );
+    }
+
+    /// A `lease_acquired` marker of another server does not wait behind a `lease_released`
+    /// one: that server's session (its `Ready`, its events) follows its own marker. It waited
+    /// while the released server's marker waited for its last items, and the new session's
+    /// first items went out before the marker that starts it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_acquired_marker_precedes_its_session_while_another_server_is_released() {
+        acquired_while_released(1).await;
+    }
+
+    /// The same with the released server's lease taken again (a new term): its
+    /// `lease_released` goes first, then the new `lease_acquired`, then the new session.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_acquired_marker_of_the_released_server_follows_its_lease_released() {
+        let seen = acquired_while_released(0).await;
+        let released = seen.iter().position(|s| *s == "s0 lease_released");
+        let acquired = seen.iter().position(|s| *s == "s0 lease_acquired");
+        assert!(
+            released.is_some() && released < acquired,
+            "the lease_released marker of the old term went after the new term's lease_acquired: {seen:?}"
+        );
+    }
+
+    /// Server `s0` is given up (it leaves the fleet, then its marker is queued) and the lease
+    /// of server `acquired` is taken meanwhile (its marker is queued, then it joins the
+    /// fleet), as the lease loop does, while the reader is busy elsewhere (NATS slow). The
+    /// reader then takes everything: no item of `acquired` may go before its
+    /// `lease_acquired`. Returns what went out, in order, up to that marker (included).
+    async fn acquired_while_released(acquired: ServerIx) -> Vec<&'static str> {
+        let fronts: Vec<TcpFront> = (0..2)
+            .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
+            .collect();
+        let names = ["s0", "s1"];
+        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+        let (markers_tx, markers) = mpsc::channel(16);
+        let terms = Arc::new(Terms::new(2));
+        let mut merged = Merged {
+            markers,
+            events,
+            index: names.iter().map(|n| n.to_string()).zip(0..).collect(),
+            terms: terms.clone(),
+            session_term: vec![0; 2],
+            markers_open: true,
+            releasing: Vec::new(),
+        };
+        let client = || ClientConfig::builder("admin", "amp111").build().unwrap();
+        let port = |i: usize| fronts[i].local_addr().port();
+        terms.set(0, 1);
+        fleet.add("s0", client(), ("127.0.0.1", port(0))).unwrap();
+        let mut out = Vec::new();
+        while !out
+            .iter()
+            .any(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
+        {
+            out.clear();
+            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
+                .await
+                .expect("s0 logs in");
+        }
+        assert!(fleet.remove("s0"));
+        markers_tx
+            .send((
+                0,
+                1,
+                UpItem::LeaseReleased {
+                    done: None,
+                    reason: "breaker_open",
+                },
+            ))
+            .await
+            .unwrap();
+        terms.set(acquired, 2);
+        markers_tx
+            .send((acquired, 2, UpItem::LeaseAcquired { previous: None }))
+            .await
+            .unwrap();
+        let name = names[acquired];
+        fleet
+            .add(name, client(), ("127.0.0.1", port(acquired)))
+            .unwrap();
+        let logged_in = async {
+            while fleet.has_stream_items(name) != Some(true) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        timeout(Duration::from_secs(10), logged_in)
+            .await
+            .expect("the acquired server logs in");
+        let mut seen = Vec::new();
+        let mut acquired_at = None;
+        while acquired_at.is_none() {
+            out.clear();
+            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
+                .await
+                .expect("the markers go out");
+            for (ix, term, item) in &out {
+                if acquired_at.is_some() {
+                    break;
+                }
+                if *ix == acquired && matches!(item, UpItem::LeaseAcquired { .. }) {
+                    acquired_at = Some(seen.len());
+                }
+                seen.push(match (ix, item) {
+                    (0, UpItem::LeaseReleased { .. }) => "s0 lease_released",
+                    (0, UpItem::LeaseAcquired { .. }) => "s0 lease_acquired",
+                    (1, UpItem::LeaseAcquired { .. }) => "s1 lease_acquired",
+                    (_, UpItem::Stream(_)) if *ix == acquired && *term == 2 => "new session item",
+                    _ => "other",
+                });
+            }
+        }
+        assert!(
+            !seen.contains(&"new session item"),
+            "an item of the new session went out before its lease_acquired marker: {seen:?}"
+        );
+        seen
     }
 }

@@ -917,3 +917,49 @@ fn an_unclaimed_originate_response_of_a_removed_server_never_reaches_the_server_
         "the removed server's OriginateResponse in the new session's stream: {items:?}"
     );
 }
+
+#[test]
+fn removal_hands_the_reader_the_stream_marks_its_server_had_queued() {
+    // A mark is never dropped: a reader pairing a marked action's outcome with the stream
+    // (a call tracker) waits for it. The removal queued neither it nor any count of it.
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_event().is_some() {}
+    let options = || ami_proto::SendOptions::default();
+    f.send_with(
+        now,
+        Route::Server("a"),
+        Action::new("Ping"),
+        options().with_mark(7),
+    )
+    .unwrap();
+    exchange(&mut f, now);
+    // Sent, not answered: the removal's close completes it (and queues its mark).
+    f.send_with(
+        now,
+        Route::Server("a"),
+        Action::new("Ping"),
+        options().with_mark(8),
+    )
+    .unwrap();
+    let wire = f.transmit(a).to_vec();
+    f.advance_transmit(a, wire.len());
+    f.handle_input(now, a, Input::Received(&event("Left", 0)));
+    assert!(f.remove(now, "a"));
+    let mut items = Vec::new();
+    while let Some(item) = f.poll_event() {
+        assert_eq!(item.server.as_str(), "a");
+        items.push(item.item);
+    }
+    assert_eq!(
+        items,
+        [
+            StreamItem::Gap { dropped: 1 },
+            StreamItem::Mark { mark: 7 },
+            StreamItem::Mark { mark: 8 },
+        ]
+    );
+    assert_eq!(f.stats().removal_gaps_dropped, 0);
+}

@@ -305,7 +305,9 @@ impl Fleet {
     /// gap notices it had queued), and counted in `FleetStats::events_lost_on_removal`;
     /// with [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) such gaps waiting for a reader
     /// already, the gap is not queued (counted in `FleetStats::removal_gaps_dropped`, and
-    /// logged). False if no such server.
+    /// logged). Its queued [marks](crate::StreamItem::Mark) (of actions that completed,
+    /// those the close ended included) follow the gap, under the same cap and counter. False
+    /// if no such server.
     pub fn remove(&mut self, now: Instant, name: &str) -> bool {
         let Some(&index) = self.names.get(name) else {
             return false;
@@ -331,12 +333,14 @@ impl Fleet {
         self.writable.retain(|w| w.index != index);
         // Events still queued are lost here; gap notices still queued report drops its
         // client counted already (`events_dropped`). The reader misses both: one gap.
-        let (mut queued, mut reported) = (0u64, 0u64);
+        // Marks are never dropped: they follow the gap.
+        let (mut queued, mut reported, mut marks) = (0u64, 0u64, Vec::new());
         while let Some(item) = server.client.poll_event() {
-            if let StreamItem::Event(_) = item {
-                queued += 1;
-            } else if let StreamItem::Gap { dropped } = item {
-                reported += dropped;
+            match item {
+                StreamItem::Event(_) => queued += 1,
+                StreamItem::Gap { dropped } => reported += dropped,
+                StreamItem::Mark { .. } => marks.push(item),
+                _ => {}
             }
         }
         let lost = queued + reported;
@@ -358,6 +362,24 @@ impl Fleet {
                 if self.counters.removal_gaps_dropped.is_power_of_two() {
                     log::warn!(
                         "AMI fleet: {} gap notices of removed servers wait for the reader; the one for {} ({lost} events) was not queued \
+                         ({} so far, counted in FleetStats::removal_gaps_dropped)",
+                        super::stream::MAX_REMOVAL_GAPS,
+                        server.name,
+                        self.counters.removal_gaps_dropped
+                    );
+                }
+            }
+        }
+        for item in marks {
+            let queued_mark = self.ring.orphan(FleetItem {
+                server: server.name.clone(),
+                item,
+            });
+            if !queued_mark {
+                self.counters.removal_gaps_dropped += 1;
+                if self.counters.removal_gaps_dropped.is_power_of_two() {
+                    log::warn!(
+                        "AMI fleet: {} notices of removed servers wait for the reader; a stream mark of {} was not queued \
                          ({} so far, counted in FleetStats::removal_gaps_dropped)",
                         super::stream::MAX_REMOVAL_GAPS,
                         server.name,

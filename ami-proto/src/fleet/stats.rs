@@ -54,7 +54,7 @@ pub struct FleetStats {
     /// `removal_gaps_dropped` says otherwise; with the drops of gap notices still queued,
     /// which their servers had counted as dropped).
     pub events_lost_on_removal: u64,
-    /// Gap notices of removed servers not queued for the reader because
+    /// Gap notices (and stream marks) of removed servers not queued for the reader because
     /// [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) waited already (their events are in
     /// `events_lost_on_removal` all the same).
     pub removal_gaps_dropped: u64,

@@ -40,10 +40,11 @@ impl FleetQueued {
     }
 }
 
-/// Gap notices of removed servers waiting for the reader at most: a program that removes
-/// servers while its reader is stalled must not grow this queue without bound. Past it a
-/// removed server's notice is not queued (its events are still counted in
-/// `events_lost_on_removal`; the notice itself in `removal_gaps_dropped`, and logged).
+/// Gap notices (and stream marks) of removed servers waiting for the reader at most: a
+/// program that removes servers while its reader is stalled must not grow this queue
+/// without bound. Past it a removed server's notice is not queued (its events are still
+/// counted in `events_lost_on_removal`; the notice itself in `removal_gaps_dropped`, and
+/// logged).
 pub const MAX_REMOVAL_GAPS: usize = 1024;
 
 /// Slots with stream items, in the order they get their next turn.
@@ -52,7 +53,7 @@ pub(crate) struct EventRing {
     order: VecDeque<usize>,
     /// `listed[i]`: slot `i` is in `order` (at most once).
     listed: Vec<bool>,
-    /// Items of servers that are gone (a final gap), served first.
+    /// Items of servers that are gone (a final gap, marks), served first.
     orphans: VecDeque<FleetItem>,
     /// The application will never read the merged stream ([`Fleet::close_event_stream`]).
     pub(crate) unread: bool,
@@ -81,8 +82,8 @@ impl EventRing {
         }
     }
 
-    /// Queues the last word of a removed server; false when [`MAX_REMOVAL_GAPS`] wait
-    /// already (it is not queued).
+    /// Queues the last words of a removed server (its gap, its marks); false when
+    /// [`MAX_REMOVAL_GAPS`] wait already (it is not queued).
     pub(crate) fn orphan(&mut self, item: FleetItem) -> bool {
         if self.unread {
             return true;
@@ -162,8 +163,8 @@ impl Fleet {
         take_into(out, max, || self.poll_queued())
     }
 
-    /// Servers with items waiting for their turn in the merged stream (a removed server's
-    /// last gap counts as one): what one rotation of [`poll_event`](Self::poll_event) visits.
+    /// Servers with items waiting for their turn in the merged stream (each item a removed
+    /// server left, its last gap or a mark, counts as one): what one rotation of [`poll_event`](Self::poll_event) visits.
     /// A reader merging several fleets sizes its batch from it, so each server gets the same
     /// share whichever fleet holds it.
     pub fn servers_with_events(&self) -> usize {
