@@ -341,8 +341,9 @@ struct Release {
 pub(crate) const RELEASE_DRAIN: usize = 4 * 4096;
 
 impl Merged {
-    /// Moves up to `max` items into `out` (a server's waiting markers go out together, which
-    /// may make a few more), waiting for at least one; 0 once the fleet ended.
+    /// Moves up to `max` items into `out` (a server's waiting markers go out together, and
+    /// with its final gap, which may make a few more), waiting for at least one; 0 once the
+    /// fleet ended.
     pub(crate) async fn recv_many(&mut self, out: &mut Vec<Tagged>, max: usize) -> usize {
         let start = out.len();
         let limit = start + max;
@@ -427,7 +428,9 @@ impl Merged {
             let last = gap && ix == Some(r.server) && r.taken == 0;
             r.budget = r.budget.saturating_sub(1);
             r.taken = r.taken.saturating_sub(1);
-            if (last || r.budget == 0) && out.len() < limit {
+            // With its final gap even past `limit`: nothing of its server is left to wait
+            // for, and held it would wait behind every item the fleet holds of the others.
+            if last || (r.budget == 0 && out.len() < limit) {
                 out.extend(self.releasing.remove(i).markers);
             } else {
                 i += 1;
@@ -785,5 +788,114 @@ mod tests {
             "an item of the new session went out before its lease_acquired marker: {seen:?}"
         );
         seen
+    }
+
+    /// A `lease_released` marker goes out with its server's final gap even when that gap
+    /// fills the caller's batch (`max` items, as when the publisher's backlog has little
+    /// room): it waited on, behind every item the fleet held of the other servers, though
+    /// nothing of its own server was left to wait for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_released_marker_follows_its_final_gap_at_once_when_the_gap_fills_the_batch() {
+        let fronts: Vec<TcpFront> = (0..2)
+            .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
+            .collect();
+        let names = ["s0", "s1"];
+        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+        let (markers_tx, markers) = mpsc::channel(16);
+        let mut merged = Merged {
+            markers,
+            events,
+            index: names.iter().map(|n| n.to_string()).zip(0..).collect(),
+            terms: Arc::new(Terms::new(2)),
+            session_term: vec![0; 2],
+            markers_open: true,
+            releasing: Vec::new(),
+        };
+        for (name, front) in names.iter().zip(&fronts) {
+            let client = ClientConfig::builder("admin", "amp111").build().unwrap();
+            fleet
+                .add(name, client, ("127.0.0.1", front.local_addr().port()))
+                .unwrap();
+        }
+        let mut out = Vec::new();
+        let mut ready = 0;
+        while ready < names.len() {
+            out.clear();
+            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
+                .await
+                .expect("every server logs in");
+            ready += out
+                .iter()
+                .filter(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
+                .count();
+        }
+        // Whatever else the logins brought: read, so that nothing is taken yet.
+        loop {
+            out.clear();
+            if timeout(Duration::from_millis(300), merged.recv_many(&mut out, 1024))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let before = fleet.stats().total.events_queued;
+        fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
+        fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
+        let queued = async {
+            while fleet.stats().total.events_queued < before + 3010 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        timeout(Duration::from_secs(10), queued)
+            .await
+            .expect("the events reach the core's queues");
+        // s0's 10 events are lost with it: its final gap, which the fleet hands out first.
+        assert!(fleet.remove("s0"));
+        markers_tx
+            .send((
+                0,
+                0,
+                UpItem::LeaseReleased {
+                    done: None,
+                    reason: "shutdown",
+                },
+            ))
+            .await
+            .unwrap();
+        out.clear();
+        merged.recv_many(&mut out, 1).await;
+        assert!(
+            matches!(
+                out.first(),
+                Some((0, _, UpItem::Stream(StreamItem::Gap { .. })))
+            ),
+            "the final gap first"
+        );
+        let mut passed = out
+            .iter()
+            .skip(1)
+            .take_while(|(_, _, item)| !matches!(item, UpItem::LeaseReleased { .. }))
+            .count();
+        let mut released = out
+            .iter()
+            .any(|(_, _, item)| matches!(item, UpItem::LeaseReleased { .. }));
+        while !released {
+            out.clear();
+            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
+                .await
+                .expect("the marker goes out");
+            for (_, _, item) in &out {
+                if matches!(item, UpItem::LeaseReleased { .. }) {
+                    released = true;
+                    break;
+                }
+                passed += 1;
+            }
+        }
+        assert_eq!(
+            passed, 0,
+            "items of other servers went between the released server's final gap and its marker"
+        );
     }
 }

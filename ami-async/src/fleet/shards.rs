@@ -203,11 +203,18 @@ impl Shards {
                 cap: self.max_servers,
             }));
         }
+        // A name whose removed server's last items still wait on a shard goes back there:
+        // the reader takes the shards in turn, and on another one the new session's items
+        // could go before the old one's last gap and marks.
+        let back = self
+            .shards
+            .iter()
+            .position(|s| s.lock().fleet.holds_removed(name));
         let (i, _) = dir
             .counts
             .iter()
             .enumerate()
-            .min_by_key(|&(i, c)| (*c, i))
+            .min_by_key(|&(i, c)| (back != Some(i), *c, i))
             .unwrap_or((0, &0));
         let Some(shard) = self.shards.get(i) else {
             return Err(AddError::Closed);

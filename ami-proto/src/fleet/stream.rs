@@ -171,6 +171,13 @@ impl Fleet {
         self.ring.len() + self.ring.orphans.len()
     }
 
+    /// Whether items a removed server named `name` left (its last gap, its marks) still wait
+    /// for the reader: a reader merging several fleets adds that name again to this one
+    /// only, so that nothing of the new server goes before them.
+    pub fn holds_removed(&self, name: &str) -> bool {
+        self.ring.orphans.iter().any(|o| o.server.as_str() == name)
+    }
+
     /// The application will never read the merged stream again (`ami-async` calls this when
     /// its `FleetEvents` is dropped): every server's client does as
     /// [`Client::close_event_stream`](crate::Client::close_event_stream) says, now and for
