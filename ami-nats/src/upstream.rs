@@ -472,6 +472,89 @@ mod tests {
     use std::time::Duration;
     use tokio::time::timeout;
 
+    /// A one-shard tokio fleet and `n` ami-sim servers (`s0`, `s1`...; none added yet),
+    /// read through a [`Merged`] with its marker channel, as the bridge has them.
+    struct Rig {
+        fronts: Vec<TcpFront>,
+        fleet: FleetHandle,
+        markers: mpsc::Sender<Tagged>,
+        merged: Merged,
+        terms: Arc<Terms>,
+    }
+
+    impl Rig {
+        fn new(n: usize) -> Rig {
+            let fronts = (0..n)
+                .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
+                .collect();
+            let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+            let (markers_tx, markers) = mpsc::channel(16);
+            let terms = Arc::new(Terms::new(n));
+            let merged = Merged {
+                markers,
+                events,
+                index: (0..n).map(|i| (format!("s{i}"), i)).collect(),
+                terms: terms.clone(),
+                session_term: vec![0; n],
+                markers_open: true,
+                releasing: Vec::new(),
+            };
+            Rig {
+                fronts,
+                fleet,
+                markers: markers_tx,
+                merged,
+                terms,
+            }
+        }
+
+        /// Adds server `s<i>`, logging in with `client`.
+        fn add(&self, i: usize, client: ClientConfig) {
+            let port = self.fronts[i].local_addr().port();
+            self.fleet
+                .add(&format!("s{i}"), client, ("127.0.0.1", port))
+                .unwrap();
+        }
+
+        /// Reads the stream until `n` sessions were `Ready`.
+        async fn until_ready(&mut self, n: usize) {
+            let mut out = Vec::new();
+            let mut ready = 0;
+            while ready < n {
+                out.clear();
+                timeout(
+                    Duration::from_secs(10),
+                    self.merged.recv_many(&mut out, 1024),
+                )
+                .await
+                .expect("the servers log in");
+                ready += out
+                    .iter()
+                    .filter(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
+                    .count();
+            }
+        }
+
+        /// Waits until the core's queues took `n` events in all.
+        async fn until_queued(&self, n: u64) {
+            let queued = async {
+                while self.fleet.stats().total.events_queued < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            timeout(Duration::from_secs(10), queued)
+                .await
+                .expect("the events reach the core's queues");
+        }
+
+        /// Queues server `ix`'s `lease_released` marker for `term` (after it left the
+        /// fleet, as the lease loop does).
+        async fn release(&self, ix: ServerIx, term: u64, reason: &'static str) {
+            let marker = UpItem::LeaseReleased { done: None, reason };
+            self.markers.send((ix, term, marker)).await.unwrap();
+        }
+    }
+
     /// Events each server sends: more than its share of one take of the fleet stream
     /// (1,024 items a server), so that a take is full.
     const EVENTS: u64 = 2000;
@@ -483,67 +566,33 @@ mod tests {
     /// with some 770 of them still behind it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_follows_what_the_stream_took_of_its_server() {
-        let fronts: Vec<TcpFront> = (0..4)
-            .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
-            .collect();
-        let names: Vec<String> = (0..fronts.len()).map(|i| format!("s{i}")).collect();
-        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
-        let (markers_tx, markers) = mpsc::channel(16);
-        let mut merged = Merged {
-            markers,
-            events,
-            index: names.iter().cloned().zip(0..).collect(),
-            terms: Arc::new(Terms::new(names.len())),
-            session_term: vec![0; names.len()],
-            markers_open: true,
-            releasing: Vec::new(),
-        };
-        for (name, front) in names.iter().zip(&fronts) {
-            let client = ClientConfig::builder("admin", "amp111").build().unwrap();
-            fleet
-                .add(name, client, ("127.0.0.1", front.local_addr().port()))
-                .unwrap();
+        let mut rig = Rig::new(4);
+        for i in 0..4 {
+            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
         }
-        let mut out = Vec::new();
-        let mut ready = 0;
-        while ready < names.len() {
-            out.clear();
-            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
-                .await
-                .expect("every server logs in");
-            ready += out
-                .iter()
-                .filter(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
-                .count();
-        }
-        let before = fleet.stats().total.events_queued;
-        for front in &fronts {
+        rig.until_ready(4).await;
+        let before = rig.fleet.stats().total.events_queued;
+        for front in &rig.fronts {
             front.with_server(|sim, now| sim.emit_user_events(now, EVENTS as usize));
         }
-        let queued = async {
-            while fleet.stats().total.events_queued < before + 4 * EVENTS {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        timeout(Duration::from_secs(10), queued)
-            .await
-            .expect("the storms reach the core's queues");
+        rig.until_queued(before + 4 * EVENTS).await;
         // One item: the stream takes a whole batch out of the core, every server's share.
-        out.clear();
-        assert_eq!(merged.recv_many(&mut out, 1).await, 1);
+        let mut out = Vec::new();
+        assert_eq!(rig.merged.recv_many(&mut out, 1).await, 1);
         // The server leaves the fleet, then its marker is queued (as the lease loop does).
-        assert!(fleet.remove(&names[0]));
-        markers_tx
-            .send((
-                0,
-                0,
-                UpItem::LeaseReleased {
-                    done: None,
-                    reason: "shutdown",
-                },
-            ))
-            .await
-            .unwrap();
+        assert!(rig.fleet.remove("s0"));
+        rig.release(0, 0, "shutdown").await;
+        assert_eq!(
+            behind_released_s0(&mut rig.merged).await,
+            0,
+            "items of the released server came after its lease_released marker"
+        );
+    }
+
+    /// Reads the stream to its end: how many items of `s0` came after its
+    /// `lease_released` marker (which must have gone out).
+    async fn behind_released_s0(merged: &mut Merged) -> usize {
+        let mut out = Vec::new();
         let mut released = false;
         let mut behind = 0;
         loop {
@@ -561,10 +610,7 @@ mod tests {
             }
         }
         assert!(released, "the marker went out");
-        assert_eq!(
-            behind, 0,
-            "items of the released server came after its lease_released marker"
-        );
+        behind
     }
 
     /// The marker waits for every item the stream took of its server, not for the first
@@ -572,47 +618,23 @@ mod tests {
     /// the reader took some and more events came) is not the end of what was taken.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_follows_items_taken_after_an_earlier_gap_of_its_server() {
-        let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
-        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
-        let (markers_tx, markers) = mpsc::channel(16);
-        let mut merged = Merged {
-            markers,
-            events,
-            index: [("s0".to_string(), 0)].into_iter().collect(),
-            terms: Arc::new(Terms::new(1)),
-            session_term: vec![0],
-            markers_open: true,
-            releasing: Vec::new(),
-        };
+        let mut rig = Rig::new(1);
         // Dropping the newest: the gap follows the events queued before the drops.
         let client = ClientConfig::builder("admin", "amp111")
             .event_queue_cap(1500)
             .overflow(ami_proto::OverflowPolicy::DropNewest)
             .build()
             .unwrap();
-        fleet
-            .add("s0", client, ("127.0.0.1", front.local_addr().port()))
-            .unwrap();
-        let mut out = Vec::new();
-        while !out
-            .iter()
-            .any(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
-        {
-            out.clear();
-            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
-                .await
-                .expect("the server logs in");
-        }
-        let until = |queued: u64, dropped: u64| {
-            let fleet = &fleet;
-            async move {
-                loop {
-                    let t = fleet.stats().total;
-                    if t.events_queued >= queued && t.events_dropped >= dropped {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+        rig.add(0, client);
+        rig.until_ready(1).await;
+        let (fleet, front) = (&rig.fleet, &rig.fronts[0]);
+        let until = |queued: u64, dropped: u64| async move {
+            loop {
+                let t = fleet.stats().total;
+                if t.events_queued >= queued && t.events_dropped >= dropped {
+                    break;
                 }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
         let base = fleet.stats().total;
@@ -625,8 +647,8 @@ mod tests {
         .await
         .expect("the storm reaches the core's queue");
         // One take (1,024 items), read whole: 476 events stay queued, then the gap.
-        out.clear();
-        assert_eq!(merged.recv_many(&mut out, 1024).await, 1024);
+        let mut out = Vec::new();
+        assert_eq!(rig.merged.recv_many(&mut out, 1024).await, 1024);
         // 500 more: queued after the gap.
         front.with_server(|sim, now| sim.emit_user_events(now, 500));
         timeout(
@@ -637,38 +659,12 @@ mod tests {
         .expect("the second storm reaches the core's queue");
         // One item: the stream takes the next batch (476 events, the gap, 500 events).
         out.clear();
-        assert_eq!(merged.recv_many(&mut out, 1).await, 1);
-        assert!(fleet.remove("s0"));
-        markers_tx
-            .send((
-                0,
-                0,
-                UpItem::LeaseReleased {
-                    done: None,
-                    reason: "shutdown",
-                },
-            ))
-            .await
-            .unwrap();
-        let mut released = false;
-        let mut behind = 0;
-        loop {
-            out.clear();
-            match timeout(Duration::from_millis(500), merged.recv_many(&mut out, 1024)).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            for (ix, _, item) in &out {
-                match item {
-                    UpItem::LeaseReleased { .. } => released = true,
-                    UpItem::Stream(_) if released && *ix == 0 => behind += 1,
-                    _ => {}
-                }
-            }
-        }
-        assert!(released, "the marker went out");
+        assert_eq!(rig.merged.recv_many(&mut out, 1).await, 1);
+        assert!(rig.fleet.remove("s0"));
+        rig.release(0, 0, "shutdown").await;
         assert_eq!(
-            behind, 0,
+            behind_released_s0(&mut rig.merged).await,
+            0,
             "items of the released server came after its lease_released marker"
         );
     }
@@ -701,72 +697,39 @@ mod tests {
     /// reader then takes everything: no item of `acquired` may go before its
     /// `lease_acquired`. Returns what went out, in order, up to that marker (included).
     async fn acquired_while_released(acquired: ServerIx) -> Vec<&'static str> {
-        let fronts: Vec<TcpFront> = (0..2)
-            .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
-            .collect();
-        let names = ["s0", "s1"];
-        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
-        let (markers_tx, markers) = mpsc::channel(16);
-        let terms = Arc::new(Terms::new(2));
-        let mut merged = Merged {
-            markers,
-            events,
-            index: names.iter().map(|n| n.to_string()).zip(0..).collect(),
-            terms: terms.clone(),
-            session_term: vec![0; 2],
-            markers_open: true,
-            releasing: Vec::new(),
-        };
+        let mut rig = Rig::new(2);
         let client = || ClientConfig::builder("admin", "amp111").build().unwrap();
-        let port = |i: usize| fronts[i].local_addr().port();
-        terms.set(0, 1);
-        fleet.add("s0", client(), ("127.0.0.1", port(0))).unwrap();
-        let mut out = Vec::new();
-        while !out
-            .iter()
-            .any(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
-        {
-            out.clear();
-            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
-                .await
-                .expect("s0 logs in");
-        }
-        assert!(fleet.remove("s0"));
-        markers_tx
-            .send((
-                0,
-                1,
-                UpItem::LeaseReleased {
-                    done: None,
-                    reason: "breaker_open",
-                },
-            ))
-            .await
-            .unwrap();
-        terms.set(acquired, 2);
-        markers_tx
+        rig.terms.set(0, 1);
+        rig.add(0, client());
+        rig.until_ready(1).await;
+        assert!(rig.fleet.remove("s0"));
+        rig.release(0, 1, "breaker_open").await;
+        rig.terms.set(acquired, 2);
+        rig.markers
             .send((acquired, 2, UpItem::LeaseAcquired { previous: None }))
             .await
             .unwrap();
-        let name = names[acquired];
-        fleet
-            .add(name, client(), ("127.0.0.1", port(acquired)))
-            .unwrap();
+        rig.add(acquired, client());
+        let name = format!("s{acquired}");
         let logged_in = async {
-            while fleet.has_stream_items(name) != Some(true) {
+            while rig.fleet.has_stream_items(&name) != Some(true) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
         timeout(Duration::from_secs(10), logged_in)
             .await
             .expect("the acquired server logs in");
+        let mut out = Vec::new();
         let mut seen = Vec::new();
         let mut acquired_at = None;
         while acquired_at.is_none() {
             out.clear();
-            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
-                .await
-                .expect("the markers go out");
+            timeout(
+                Duration::from_secs(10),
+                rig.merged.recv_many(&mut out, 1024),
+            )
+            .await
+            .expect("the markers go out");
             for (ix, term, item) in &out {
                 if acquired_at.is_some() {
                     break;
@@ -796,75 +759,34 @@ mod tests {
     /// nothing of its own server was left to wait for.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_follows_its_final_gap_at_once_when_the_gap_fills_the_batch() {
-        let fronts: Vec<TcpFront> = (0..2)
-            .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
-            .collect();
-        let names = ["s0", "s1"];
-        let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
-        let (markers_tx, markers) = mpsc::channel(16);
-        let mut merged = Merged {
-            markers,
-            events,
-            index: names.iter().map(|n| n.to_string()).zip(0..).collect(),
-            terms: Arc::new(Terms::new(2)),
-            session_term: vec![0; 2],
-            markers_open: true,
-            releasing: Vec::new(),
-        };
-        for (name, front) in names.iter().zip(&fronts) {
-            let client = ClientConfig::builder("admin", "amp111").build().unwrap();
-            fleet
-                .add(name, client, ("127.0.0.1", front.local_addr().port()))
-                .unwrap();
+        let mut rig = Rig::new(2);
+        for i in 0..2 {
+            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
         }
+        rig.until_ready(2).await;
         let mut out = Vec::new();
-        let mut ready = 0;
-        while ready < names.len() {
-            out.clear();
-            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
-                .await
-                .expect("every server logs in");
-            ready += out
-                .iter()
-                .filter(|(_, _, item)| matches!(item, UpItem::Stream(StreamItem::Ready { .. })))
-                .count();
-        }
         // Whatever else the logins brought: read, so that nothing is taken yet.
         loop {
             out.clear();
-            if timeout(Duration::from_millis(300), merged.recv_many(&mut out, 1024))
-                .await
-                .is_err()
+            if timeout(
+                Duration::from_millis(300),
+                rig.merged.recv_many(&mut out, 1024),
+            )
+            .await
+            .is_err()
             {
                 break;
             }
         }
-        let before = fleet.stats().total.events_queued;
-        fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
-        fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
-        let queued = async {
-            while fleet.stats().total.events_queued < before + 3010 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        timeout(Duration::from_secs(10), queued)
-            .await
-            .expect("the events reach the core's queues");
+        let before = rig.fleet.stats().total.events_queued;
+        rig.fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
+        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
+        rig.until_queued(before + 3010).await;
         // s0's 10 events are lost with it: its final gap, which the fleet hands out first.
-        assert!(fleet.remove("s0"));
-        markers_tx
-            .send((
-                0,
-                0,
-                UpItem::LeaseReleased {
-                    done: None,
-                    reason: "shutdown",
-                },
-            ))
-            .await
-            .unwrap();
+        assert!(rig.fleet.remove("s0"));
+        rig.release(0, 0, "shutdown").await;
         out.clear();
-        merged.recv_many(&mut out, 1).await;
+        rig.merged.recv_many(&mut out, 1).await;
         assert!(
             matches!(
                 out.first(),
@@ -882,9 +804,12 @@ mod tests {
             .any(|(_, _, item)| matches!(item, UpItem::LeaseReleased { .. }));
         while !released {
             out.clear();
-            timeout(Duration::from_secs(10), merged.recv_many(&mut out, 1024))
-                .await
-                .expect("the marker goes out");
+            timeout(
+                Duration::from_secs(10),
+                rig.merged.recv_many(&mut out, 1024),
+            )
+            .await
+            .expect("the marker goes out");
             for (_, _, item) in &out {
                 if matches!(item, UpItem::LeaseReleased { .. }) {
                     released = true;
