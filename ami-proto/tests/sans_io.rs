@@ -44,8 +44,17 @@ fn core_source_reads_no_clock_and_does_no_io() {
     let mut hits = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
-        for (n, line) in forbidden_lines(&text) {
-            hits.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue; // comments and doc examples (the crate docs show a caller's loop)
+            }
+            let code = code.split("//").next().unwrap_or("");
+            for word in FORBIDDEN {
+                if code.contains(word) {
+                    hits.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
         }
     }
     assert!(
@@ -53,70 +62,6 @@ fn core_source_reads_no_clock_and_does_no_io() {
         "I/O or clock in the core:\n{}",
         hits.join("\n")
     );
-}
-
-/// The lines of `text` (numbered from 0) that name something law 1 forbids.
-fn forbidden_lines(text: &str) -> Vec<(usize, &str)> {
-    let mut hits = Vec::new();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut test_module_ends: Option<String> = None;
-    for (n, line) in lines.iter().enumerate() {
-        // A unit-test module is test code, as `tests/` is: it may take a real epoch for its
-        // virtual time. It ends at its closing brace, at the indentation it opened at;
-        // library code after it is read.
-        if let Some(end) = &test_module_ends {
-            if line.trim_end() == end {
-                test_module_ends = None;
-            }
-            continue;
-        }
-        let code = line.trim_start();
-        if code == "#[cfg(test)]"
-            && lines.get(n + 1).is_some_and(|next| {
-                next.trim_start().starts_with("mod tests") && next.trim_end().ends_with('{')
-            })
-        {
-            let indent = &line[..line.len() - code.len()];
-            test_module_ends = Some(format!("{indent}}}"));
-            continue;
-        }
-        if code.starts_with("//") {
-            continue; // comments and doc examples (the crate docs show a caller's loop)
-        }
-        let code = code.split("//").next().unwrap_or("");
-        for word in FORBIDDEN {
-            if code.contains(word) {
-                hits.push((n, *line));
-            }
-        }
-    }
-    assert!(
-        test_module_ends.is_none(),
-        "a unit-test module whose closing brace the scan did not find: it would skip the rest"
-    );
-    hits
-}
-
-/// The scan skips a unit-test module, and only it: library code after one is still read.
-#[test]
-fn library_code_after_a_unit_test_module_is_still_scanned() {
-    let text = "\
-fn first() {}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn epoch() {
-        let _ = std::time::Instant::now();
-    }
-}
-
-fn after() {
-    let _ = std::time::Instant::now();
-}
-";
-    let hits: Vec<usize> = forbidden_lines(text).iter().map(|(n, _)| n + 1).collect();
-    assert_eq!(hits, [12], "{text}");
 }
 
 #[test]

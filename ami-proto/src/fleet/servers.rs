@@ -881,39 +881,3 @@ fn mix(x: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    /// An adapter that never asks [`Fleet::poll_writable`] (ami-mio writes every server at
-    /// every step) adding and removing servers for months: each server added lists itself
-    /// writable (its Login), and the entry of one removed must not stay behind.
-    #[test]
-    #[allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
-    fn servers_added_and_removed_leave_no_entry_in_the_writable_queue() {
-        let now = Instant::now();
-        let mut f = Fleet::new(FleetConfig::default());
-        let config = ClientConfig::builder("admin", "amp111").build().unwrap();
-        for k in 0..1000 {
-            let name = format!("pbx{k}");
-            let id = f.add(now, &name, config.clone()).unwrap();
-            while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
-            f.handle_input(now, id, Input::Connected);
-            f.handle_input(
-                now,
-                id,
-                Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
-            );
-            assert!(!f.transmit(id).is_empty(), "its Login waits to be written");
-            assert!(f.remove(now, &name));
-            while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
-        }
-        assert!(
-            f.writable.is_empty(),
-            "{} entries of removed servers in the writable queue",
-            f.writable.len()
-        );
-    }
-}
