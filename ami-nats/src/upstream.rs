@@ -86,6 +86,8 @@ impl Upstream {
             session_term: vec![0; servers.len()],
             markers_open: true,
             releasing: Vec::new(),
+            #[cfg(test)]
+            after_item: None,
         };
         let upstream = Upstream {
             fleet,
@@ -295,18 +297,20 @@ pub(crate) fn unusable(status: &ServerStatus) -> Option<&'static str> {
 /// term its server is served under.
 ///
 /// Order: a marker is queued before its server joins the fleet, so draining the markers
-/// before every look at the fleet puts each `lease_acquired` before the events of its
-/// session. Items of a server from before its current term (a final gap of a session that
-/// ended when a lease was lost) are dropped: each session starts with `StreamItem::Ready`,
-/// and only items after a `Ready` seen under the current term pass.
+/// after every batch taken from the fleet, before its first item goes on, puts each
+/// `lease_acquired` before the events of its session. Items of a server from before its
+/// current term (a final gap of a session that ended when a lease was lost) are dropped:
+/// each session starts with `StreamItem::Ready`, and only items after a `Ready` seen under
+/// the current term pass.
 ///
 /// A `lease_released` marker is queued after its server left the fleet; what the fleet still
-/// held of it (items already taken from the core, then the final gap the removal made, which
-/// the fleet hands out first) must go before it. So the marker waits until that gap went by
-/// (a gap of the server among the items already taken is an earlier one: its client's queue
-/// overflowed), the fleet had nothing more, or [`RELEASE_DRAIN`] items passed. Markers of
-/// other servers do not wait behind it (a `lease_acquired` must precede its session's items,
-/// which the fleet may already hold); a later marker of its own server puts it out first.
+/// holds of it (items already taken from the core, then the final gap and marks the removal
+/// left on its shard, see [`FleetEvents::removed_server_items`]) must go before it, and
+/// nothing more of it can come. So the marker waits for exactly that many items of its
+/// server, whatever passes of the others, and goes out with the last of them (at once when
+/// there is none). Markers of other servers do not wait behind it (a `lease_acquired` must
+/// precede its session's items, which the fleet may already hold); a later marker of its
+/// own server puts it out first.
 pub(crate) struct Merged {
     markers: mpsc::Receiver<Tagged>,
     events: FleetEvents,
@@ -317,6 +321,10 @@ pub(crate) struct Merged {
     markers_open: bool,
     /// The `lease_released` markers waiting for their servers' last items, one per server.
     releasing: Vec<Release>,
+    /// Tests only: run after each item `recv_many` takes while it fills a batch, so that a
+    /// test can make a lease change happen between two looks at the fleet.
+    #[cfg(test)]
+    after_item: Option<Box<dyn FnMut() + Send>>,
 }
 
 /// A `lease_released` marker waiting for its server's last items.
@@ -326,32 +334,37 @@ struct Release {
     /// The marker, then any later `lease_released` of its server (a give-up and a stop both
     /// releasing it), which go out with it, in order.
     markers: Vec<Tagged>,
-    /// How many more fleet items may pass before it goes anyway.
-    budget: usize,
-    /// How many of the items taken from the core before it came are still to pass (its
-    /// server's final gap comes after them).
-    taken: usize,
+    /// Items of its server the fleet stream still has to hand out (never 0: with none
+    /// left the marker goes at once).
+    left: usize,
 }
-
-/// Fleet items that may pass before a waiting `lease_released` marker goes anyway: more than
-/// the fleet stream holds outside the core, which is one take from a shard (at most 4,096
-/// items: `ami-async`'s `MAX_BATCH`, 1,024 for each of its servers with items). Four takes,
-/// the margin this had over the 256-item batches it was first set for. A backstop: the
-/// marker goes as soon as its server's final gap has passed or the fleet has nothing more.
-pub(crate) const RELEASE_DRAIN: usize = 4 * 4096;
 
 impl Merged {
     /// Moves up to `max` items into `out` (a server's waiting markers go out together, and
-    /// with its final gap, which may make a few more), waiting for at least one; 0 once the
-    /// fleet ended.
+    /// with its last item; markers queued before a batch taken from the fleet go before it:
+    /// either may make a few more), waiting for at least one; 0 once the fleet ended.
     pub(crate) async fn recv_many(&mut self, out: &mut Vec<Tagged>, max: usize) -> usize {
         let start = out.len();
         let limit = start + max;
         loop {
-            self.drain_markers(out, limit, 0);
+            self.drain_markers(out, limit, None);
             while out.len() < limit {
+                // Nothing held: the next item comes from a batch taken now, which may hold
+                // the first items of a session whose lease_acquired was queued since the
+                // markers were last looked at.
+                let fresh = self.events.buffered() == 0;
                 match self.events.try_recv() {
-                    Some(item) => self.take(item, out, limit),
+                    Some(item) => {
+                        if fresh {
+                            let in_hand = self.index.get(item.server.as_str()).copied();
+                            self.drain_markers(out, usize::MAX, in_hand);
+                        }
+                        self.take(item, out);
+                        #[cfg(test)]
+                        if let Some(f) = self.after_item.as_mut() {
+                            f();
+                        }
+                    }
                     None => {
                         // The fleet holds nothing more of the releasing servers.
                         self.release_all(out, limit);
@@ -364,14 +377,15 @@ impl Merged {
             }
             tokio::select! {
                 m = self.markers.recv(), if self.markers_open => match m {
-                    Some(m) => self.marker(m, out, 0),
+                    Some(m) => self.marker(m, out, None),
                     None => self.markers_open = false,
                 },
                 item = self.events.recv() => match item {
                     Some(item) => {
                         // A marker queued before this item existed goes first.
-                        self.drain_markers(out, usize::MAX, 1);
-                        self.take(item, out, usize::MAX);
+                        let in_hand = self.index.get(item.server.as_str()).copied();
+                        self.drain_markers(out, usize::MAX, in_hand);
+                        self.take(item, out);
                     }
                     None => return out.len() - start,
                 },
@@ -380,8 +394,9 @@ impl Merged {
     }
 
     /// Takes markers until `limit` (a `lease_released` waits for its server's last items).
-    /// `in_hand`: fleet items taken out of the fleet stream and not yet passed on.
-    fn drain_markers(&mut self, out: &mut Vec<Tagged>, limit: usize, in_hand: usize) {
+    /// `in_hand`: the server of a fleet item taken out of the fleet stream and not yet
+    /// passed on.
+    fn drain_markers(&mut self, out: &mut Vec<Tagged>, limit: usize, in_hand: Option<ServerIx>) {
         while out.len() < limit {
             match self.markers.try_recv() {
                 Ok(m) => self.marker(m, out, in_hand),
@@ -390,19 +405,28 @@ impl Merged {
         }
     }
 
-    fn marker(&mut self, m: Tagged, out: &mut Vec<Tagged>, in_hand: usize) {
+    fn marker(&mut self, m: Tagged, out: &mut Vec<Tagged>, in_hand: Option<ServerIx>) {
         let waiting = self.releasing.iter().position(|r| r.server == m.0);
         if matches!(m.2, UpItem::LeaseReleased { .. }) {
             match waiting.and_then(|i| self.releasing.get_mut(i)) {
                 Some(r) => r.markers.push(m),
                 None => {
-                    let taken = self.events.buffered() + in_hand;
-                    self.releasing.push(Release {
-                        server: m.0,
-                        markers: vec![m],
-                        budget: RELEASE_DRAIN,
-                        taken,
-                    });
+                    let server = m.0;
+                    let left = self
+                        .index
+                        .iter()
+                        .find(|(_, ix)| **ix == server)
+                        .map_or(0, |(name, _)| self.events.removed_server_items(name))
+                        + usize::from(in_hand == Some(server));
+                    if left == 0 {
+                        out.push(m);
+                    } else {
+                        self.releasing.push(Release {
+                            server,
+                            markers: vec![m],
+                            left,
+                        });
+                    }
                 }
             }
         } else {
@@ -416,25 +440,21 @@ impl Merged {
         }
     }
 
-    /// One fleet item; a waiting `lease_released` follows its server's final gap.
-    fn take(&mut self, item: FleetItem, out: &mut Vec<Tagged>, limit: usize) {
+    /// One fleet item; a waiting `lease_released` follows its server's last item, even past
+    /// the caller's `max`: held, it would wait behind every item the fleet holds of the
+    /// others, though nothing of its server is left.
+    fn take(&mut self, item: FleetItem, out: &mut Vec<Tagged>) {
         let ix = self.index.get(item.server.as_str()).copied();
-        let gap = matches!(item.item, StreamItem::Gap { .. });
         self.tag(item, out);
-        let mut i = 0;
-        while let Some(r) = self.releasing.get_mut(i) {
-            // Taken before the marker came, a gap of its server is an earlier one (its
-            // client's queue overflowed): events of it taken with it may follow.
-            let last = gap && ix == Some(r.server) && r.taken == 0;
-            r.budget = r.budget.saturating_sub(1);
-            r.taken = r.taken.saturating_sub(1);
-            // With its final gap even past `limit`: nothing of its server is left to wait
-            // for, and held it would wait behind every item the fleet holds of the others.
-            if last || (r.budget == 0 && out.len() < limit) {
-                out.extend(self.releasing.remove(i).markers);
-            } else {
-                i += 1;
-            }
+        let Some(i) = self.releasing.iter().position(|r| Some(r.server) == ix) else {
+            return;
+        };
+        let last = self.releasing.get_mut(i).is_some_and(|r| {
+            r.left = r.left.saturating_sub(1);
+            r.left == 0
+        });
+        if last {
+            out.extend(self.releasing.remove(i).markers);
         }
     }
 
@@ -484,10 +504,17 @@ mod tests {
 
     impl Rig {
         fn new(n: usize) -> Rig {
+            Rig::sharded(n, 1)
+        }
+
+        /// The same over `shards` shards (servers added in order go to shard 0, 1... in
+        /// turn: each to the shard with the fewest).
+        fn sharded(n: usize, shards: usize) -> Rig {
             let fronts = (0..n)
                 .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
                 .collect();
-            let (fleet, events) = ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), 1);
+            let (fleet, events) =
+                ami_tokio::fleet::spawn_fleet_sharded(FleetConfig::default(), shards);
             let (markers_tx, markers) = mpsc::channel(16);
             let terms = Arc::new(Terms::new(n));
             let merged = Merged {
@@ -498,6 +525,7 @@ mod tests {
                 session_term: vec![0; n],
                 markers_open: true,
                 releasing: Vec::new(),
+                after_item: None,
             };
             Rig {
                 fronts,
@@ -535,6 +563,41 @@ mod tests {
             }
         }
 
+        /// Reads whatever the stream has until it is quiet for 300 ms (what the logins
+        /// brought), so that nothing is taken out of the core when a test begins.
+        /// Returns the servers of the items read, in order.
+        async fn read_idle(&mut self) -> Vec<ServerIx> {
+            let mut out = Vec::new();
+            let mut servers = Vec::new();
+            loop {
+                let read = self.merged.recv_many(&mut out, 1024);
+                if timeout(Duration::from_millis(300), read).await.is_err() {
+                    return servers;
+                }
+                servers.extend(out.drain(..).map(|(ix, _, _)| ix));
+            }
+        }
+
+        /// Reads the stream until a `lease_released` marker went out: the items before it,
+        /// in order (the server, the item), beginning with `out`'s.
+        async fn until_released(&mut self, mut out: Vec<Tagged>) -> Vec<(ServerIx, UpItem)> {
+            let mut before = Vec::new();
+            loop {
+                for (ix, _, item) in out.drain(..) {
+                    if matches!(item, UpItem::LeaseReleased { .. }) {
+                        return before;
+                    }
+                    before.push((ix, item));
+                }
+                timeout(
+                    Duration::from_secs(10),
+                    self.merged.recv_many(&mut out, 1024),
+                )
+                .await
+                .expect("the marker goes out");
+            }
+        }
+
         /// Waits until the core's queues took `n` events in all.
         async fn until_queued(&self, n: u64) {
             let queued = async {
@@ -559,11 +622,11 @@ mod tests {
     /// (1,024 items a server), so that a take is full.
     const EVENTS: u64 = 2000;
 
-    /// What [`RELEASE_DRAIN`] says: a `lease_released` marker goes after every item of its
-    /// server that the fleet stream already took out of the core. With four flooding servers
-    /// on one shard, one take holds 4,096 items (`ami-async`'s `MAX_BATCH`), a quarter of them
-    /// the removed server's, spread through it; with a drain of 1,024 the marker went out
-    /// with some 770 of them still behind it.
+    /// A `lease_released` marker goes after every item of its server that the fleet stream
+    /// already took out of the core. With four flooding servers on one shard, one take holds
+    /// 4,096 items (`ami-async`'s `MAX_BATCH`), a quarter of them the removed server's,
+    /// spread through it; when the marker went after a fixed count of 1,024 items, it went
+    /// out with some 770 of them still behind it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_follows_what_the_stream_took_of_its_server() {
         let mut rig = Rig::new(4);
@@ -764,20 +827,8 @@ mod tests {
             rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
         }
         rig.until_ready(2).await;
+        rig.read_idle().await;
         let mut out = Vec::new();
-        // Whatever else the logins brought: read, so that nothing is taken yet.
-        loop {
-            out.clear();
-            if timeout(
-                Duration::from_millis(300),
-                rig.merged.recv_many(&mut out, 1024),
-            )
-            .await
-            .is_err()
-            {
-                break;
-            }
-        }
         let before = rig.fleet.stats().total.events_queued;
         rig.fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
         rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
@@ -821,6 +872,168 @@ mod tests {
         assert_eq!(
             passed, 0,
             "items of other servers went between the released server's final gap and its marker"
+        );
+    }
+
+    /// A server given up with nothing lost (no final gap: nothing was queued for it) has
+    /// nothing left to wait for: its `lease_released` marker goes out at once. It waited for
+    /// the whole fleet to be empty (or for 16,384 items of the others), here behind the 3,000
+    /// events of another server, and the next holder's takeover with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_released_marker_of_a_server_that_lost_nothing_waits_for_no_other_server() {
+        let mut rig = Rig::new(2);
+        for i in 0..2 {
+            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
+        }
+        rig.until_ready(2).await;
+        rig.read_idle().await;
+        let before = rig.fleet.stats().total.events_queued;
+        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
+        rig.until_queued(before + 3000).await;
+        assert!(rig.fleet.remove("s0"));
+        rig.release(0, 0, "shutdown").await;
+        let before = rig.until_released(Vec::new()).await;
+        assert_eq!(
+            before.iter().filter(|(ix, _)| *ix != 0).count(),
+            0,
+            "items of another server went before the marker of a server with nothing left"
+        );
+    }
+
+    /// The final gap of a removed server may be taken out of the fleet (it is handed out
+    /// first) before its `lease_released` marker comes: the marker then follows as soon as
+    /// the gap went by. A gap of its server among the items taken before the marker was
+    /// taken for an earlier one, and the marker waited for the fleet to be empty.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_released_marker_follows_its_final_gap_taken_before_the_marker_came() {
+        let mut rig = Rig::new(2);
+        for i in 0..2 {
+            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
+        }
+        rig.until_ready(2).await;
+        rig.read_idle().await;
+        let before = rig.fleet.stats().total.events_queued;
+        rig.fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
+        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
+        rig.until_queued(before + 3010).await;
+        assert!(rig.fleet.remove("s0"));
+        // The reader takes a batch before the marker is queued: s0's final gap first.
+        let mut out = Vec::new();
+        rig.merged.recv_many(&mut out, 1).await;
+        assert!(
+            matches!(
+                out.first(),
+                Some((0, _, UpItem::Stream(StreamItem::Gap { .. })))
+            ),
+            "the final gap first"
+        );
+        out.clear();
+        rig.release(0, 0, "shutdown").await;
+        let before = rig.until_released(out).await;
+        assert_eq!(
+            before.iter().filter(|(ix, _)| *ix != 0).count(),
+            0,
+            "items of another server went before the marker though its final gap had gone by"
+        );
+    }
+
+    /// With the released server on one shard and the reader holding a batch of another's,
+    /// the marker waits for the final gap still on the server's own shard, then goes with it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_released_marker_waits_for_its_final_gap_on_another_shard() {
+        let mut rig = Rig::sharded(2, 2);
+        for i in 0..2 {
+            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
+        }
+        rig.until_ready(2).await;
+        rig.read_idle().await;
+        let before = rig.fleet.stats().total.events_queued;
+        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
+        rig.until_queued(before + 3000).await;
+        // One item: the reader holds the rest of a batch of s1's shard.
+        let mut out = Vec::new();
+        rig.merged.recv_many(&mut out, 1).await;
+        assert!(matches!(out.first(), Some((1, _, _))), "s1's batch first");
+        out.clear();
+        rig.fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
+        rig.until_queued(before + 3010).await;
+        // s0's 10 events become its final gap, on its own shard.
+        assert!(rig.fleet.remove("s0"));
+        rig.release(0, 0, "shutdown").await;
+        let before = rig.until_released(out).await;
+        assert!(
+            matches!(
+                before.last(),
+                Some((0, UpItem::Stream(StreamItem::Gap { dropped: 10 })))
+            ),
+            "the marker did not follow the final gap at once"
+        );
+        assert!(
+            !rig.read_idle().await.contains(&0),
+            "items of the released server came after its lease_released marker"
+        );
+    }
+
+    /// A `lease_acquired` marker precedes its session even when the session's first item
+    /// reaches the fleet while the reader is filling a batch: it is queued before its
+    /// server joins the fleet, so the markers are looked at again before the items of every
+    /// batch taken from the fleet. They were looked at once per batch given to the caller,
+    /// and the new session's `Ready` went out before the marker that starts it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_acquired_marker_precedes_a_session_that_begins_while_a_batch_is_filled() {
+        let mut rig = Rig::new(2);
+        let client = || ClientConfig::builder("admin", "amp111").build().unwrap();
+        rig.terms.set(1, 1);
+        rig.add(1, client());
+        rig.until_ready(1).await;
+        rig.read_idle().await;
+        let before = rig.fleet.stats().total.events_queued;
+        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 10));
+        rig.until_queued(before + 10).await;
+        // After the first item of the batch: s0's lease is taken (its marker queued, then
+        // it joins the fleet, as the lease loop does), and it logs in before the reader
+        // looks at the fleet again.
+        rig.terms.set(0, 2);
+        let (fleet, markers) = (rig.fleet.clone(), rig.markers.clone());
+        let port = rig.fronts[0].local_addr().port();
+        let mut armed = true;
+        rig.merged.after_item = Some(Box::new(move || {
+            if !std::mem::take(&mut armed) {
+                return;
+            }
+            let acquired = UpItem::LeaseAcquired { previous: None };
+            markers.try_send((0, 2, acquired)).unwrap();
+            fleet.add("s0", client(), ("127.0.0.1", port)).unwrap();
+            // The test's own thread (the runtime's workers run the fleet).
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while fleet.has_stream_items("s0") != Some(true) {
+                assert!(std::time::Instant::now() < deadline, "s0 logs in");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }));
+        let mut seen = Vec::new();
+        let mut out = Vec::new();
+        while !seen.contains(&"s0 item") {
+            out.clear();
+            timeout(
+                Duration::from_secs(10),
+                rig.merged.recv_many(&mut out, 1024),
+            )
+            .await
+            .expect("s0's session goes out");
+            seen.extend(
+                out.iter()
+                    .filter(|(ix, _, _)| *ix == 0)
+                    .map(|(_, _, item)| match item {
+                        UpItem::LeaseAcquired { .. } => "s0 lease_acquired",
+                        _ => "s0 item",
+                    }),
+            );
+        }
+        assert_eq!(
+            seen.first(),
+            Some(&"s0 lease_acquired"),
+            "an item of the new session went out before its lease_acquired marker: {seen:?}"
         );
     }
 }

@@ -406,6 +406,24 @@ fn removal_completes_pending_actions_and_reports_queued_events_as_a_gap() {
 }
 
 #[test]
+fn a_removed_servers_last_items_are_counted_until_the_reader_takes_them() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_event().is_some() {}
+    f.handle_input(now, a, Input::Received(&event("Left", 0)));
+    assert_eq!(f.removed_items("a"), 0, "a is in the fleet");
+    assert!(f.remove(now, "a"));
+    assert!(f.holds_removed("a"));
+    assert_eq!(f.removed_items("a"), 1, "its final gap");
+    assert_eq!(f.removed_items("b"), 0);
+    let gap = f.poll_event().unwrap();
+    assert_eq!(gap.item, StreamItem::Gap { dropped: 1 });
+    assert_eq!(f.removed_items("a"), 0);
+}
+
+#[test]
 fn removal_counts_the_queued_events_it_drops_once_and_reports_every_missing_one() {
     // The queue (16 events) overflowed before the removal: the drops were counted on the
     // server then (its pending gap notice says so); the removal loses the 16 still queued.

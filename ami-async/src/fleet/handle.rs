@@ -569,6 +569,29 @@ impl FleetEvents {
         self.buf.len()
     }
 
+    /// Items of the removed server named `name` this stream has still to hand out: those
+    /// already taken from the shards (among the [`buffered`](Self::buffered) ones) and the
+    /// last ones it left on its shard (its final gap, its marks; see
+    /// [`Fleet::removed_items`](ami_proto::fleet::Fleet::removed_items)). Nothing more of a
+    /// removed server comes, so a reader that must put something after its last item (a
+    /// handover marker) waits for this many of its items, however many of other servers
+    /// pass meanwhile. For a server still in the fleet, what its client queues is not
+    /// counted.
+    pub fn removed_server_items(&self, name: &str) -> usize {
+        let taken = self
+            .buf
+            .iter()
+            .filter(|q| q.server.as_str() == name)
+            .count();
+        let left: usize = self
+            .shards
+            .shards
+            .iter()
+            .map(|shard| shard.lock().fleet.removed_items(name))
+            .sum();
+        taken + left
+    }
+
     /// The next item if one is queued (taken with a batch under one lock, like `recv`).
     pub fn try_recv(&mut self) -> Option<FleetItem> {
         if self.buf.is_empty() {
@@ -711,6 +734,29 @@ pub(super) mod tests {
             "{last:?}"
         );
         assert_eq!(poll_recv(&mut events, 4), Some(None));
+    }
+
+    #[test]
+    fn a_removed_servers_items_are_counted_until_the_stream_hands_out_its_last() {
+        let (shards, mut events) = one_ready_server();
+        receive(&shards, "a", hangups(5).as_bytes());
+        // One handed out, four taken and held by the stream.
+        assert!(events.try_recv().is_some());
+        assert_eq!(events.buffered(), 4);
+        // Two more reach the core, then the removal makes them its final gap.
+        receive(&shards, "a", hangups(2).as_bytes());
+        assert!(shards.remove("a"));
+        assert_eq!(events.removed_server_items("a"), 5, "4 held, then the gap");
+        let mut last = Vec::new();
+        while let Some(item) = events.try_recv() {
+            last.push(item.item);
+            assert_eq!(events.removed_server_items("a"), 5 - last.len());
+        }
+        assert!(
+            matches!(last[..], [.., StreamItem::Gap { dropped: 2 }]),
+            "{last:?}"
+        );
+        assert_eq!(last.len(), 5, "{last:?}");
     }
 
     /// Logs every server off and has each answer Goodbye and hang up, as Asterisk does.

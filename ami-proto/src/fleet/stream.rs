@@ -178,6 +178,17 @@ impl Fleet {
         self.ring.orphans.iter().any(|o| o.server.as_str() == name)
     }
 
+    /// How many items removed servers named `name` left (their last gaps, their marks) still
+    /// wait for the reader: nothing more of a removed server comes, so a reader that puts
+    /// something after its last item (a handover marker) knows how many to wait for.
+    pub fn removed_items(&self, name: &str) -> usize {
+        self.ring
+            .orphans
+            .iter()
+            .filter(|o| o.server.as_str() == name)
+            .count()
+    }
+
     /// The application will never read the merged stream again (`ami-async` calls this when
     /// its `FleetEvents` is dropped): every server's client does as
     /// [`Client::close_event_stream`](crate::Client::close_event_stream) says, now and for
