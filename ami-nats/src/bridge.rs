@@ -2,7 +2,7 @@
 
 use crate::config::{BridgeConfig, BridgeConfigError, NatsAuth, ServerSpec};
 use crate::metrics::{self, Metrics};
-use crate::publish::{Publisher, Terms};
+use crate::publish::{Publisher, Stamp, Terms};
 use crate::throttle::LogThrottle;
 use crate::upstream::{ServerIx, Tagged, UpItem, Upstream};
 use ami_tokio::fleet::ServerStatus;
@@ -98,8 +98,6 @@ pub(crate) struct Control {
     action_slots: Arc<Semaphore>,
     /// The number of `action_slots`: those taken are the requests not answered yet.
     max_actions: usize,
-    /// Per server: the term held and the instant by which it must be renewed.
-    fences: Mutex<Vec<Option<(u64, Instant)>>>,
     /// Held while a server starts or stops being served, so the two never interleave.
     serve_lock: Mutex<()>,
     /// When lost action replies were last logged (shared by every request's task).
@@ -152,7 +150,7 @@ impl Control {
         ix: ServerIx,
         term: u64,
         previous: Option<String>,
-        fence_at: Instant,
+        fence_at: Stamp,
     ) {
         let Some(spec) = self.servers.get(ix) else {
             return;
@@ -160,10 +158,7 @@ impl Control {
         log::info!("{}: lease acquired (term {term})", spec.name);
         {
             let _serve = lock(&self.serve_lock);
-            self.terms.set(ix, term);
-            if let Some(f) = lock(&self.fences).get_mut(ix) {
-                *f = Some((term, fence_at));
-            }
+            self.terms.start(ix, term, fence_at);
         }
         self.metrics.set_lease(ix, true);
         let me = self.clone();
@@ -226,13 +221,13 @@ impl Control {
         Self::direct_subject(&self.bridge_id, Some(&self.instance))
     }
 
-    /// The lease of `ix` was renewed; it must be renewed again by `fence_at`.
-    pub(crate) fn renewed(&self, ix: ServerIx, term: u64, fence_at: Instant) {
-        if let Some(Some((t, at))) = lock(&self.fences).get_mut(ix) {
-            if *t == term {
-                *at = fence_at;
-            }
-        }
+    /// The lease of `ix` was renewed; it must be renewed again by `fence_at` (unless its
+    /// deadline passed already: see [`Terms::renewed`]).
+    pub(crate) fn renewed(&self, ix: ServerIx, term: u64, fence_at: Stamp) {
+        // Under the lock terms start and end under: a renewal of a term that ended
+        // meanwhile never moves the deadline of the next one.
+        let _serve = lock(&self.serve_lock);
+        self.terms.renewed(ix, term, fence_at);
     }
 
     /// This bridge no longer holds `ix` under `term`: stop at once (nothing more of it is
@@ -243,9 +238,6 @@ impl Control {
             return;
         }
         self.terms.clear(ix, term);
-        if let Some(f) = lock(&self.fences).get_mut(ix) {
-            *f = None;
-        }
         self.upstream.remove(ix);
         self.metrics.set_lease(ix, false);
         self.metrics.set_state(ix, "not_served");
@@ -287,15 +279,7 @@ impl Control {
 
     /// Stops serving every lease whose renewal deadline has passed.
     fn fence_expired(&self) {
-        let now = Instant::now();
-        let expired: Vec<(ServerIx, u64)> = lock(&self.fences)
-            .iter()
-            .enumerate()
-            .filter_map(|(ix, f)| match f {
-                Some((term, at)) if *at <= now => Some((ix, *term)),
-                _ => None,
-            })
-            .collect();
+        let expired = self.terms.expired(Stamp::now());
         for (ix, term) in expired {
             match self.servers.get(ix) {
                 Some(spec) => log::warn!(
@@ -874,7 +858,6 @@ impl Bridge {
             action_timeout: config.action_timeout,
             action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
             max_actions: config.max_actions_in_flight,
-            fences: Mutex::new(vec![None; servers.len()]),
             serve_lock: Mutex::new(()),
             reply_log: Mutex::new(crate::actions::ReplyLossLog::default()),
             handlers: Mutex::new(Some(JoinSet::new())),
@@ -1017,10 +1000,7 @@ impl Bridge {
             .servers
             .iter()
             .enumerate()
-            .filter(|(ix, _)| {
-                let t = lock(&self.control.fences).get(*ix).copied().flatten();
-                t.is_some_and(|(term, _)| self.control.terms.is_current(*ix, term))
-            })
+            .filter(|(ix, _)| self.control.terms.current(*ix) != 0)
             .map(|(_, s)| s.name.clone())
             .collect()
     }

@@ -45,16 +45,29 @@
 //! serving by `t0 + 3/4 ttl` unless a later renewal succeeds (which changes the revision). A
 //! standby saw R at some `s >= t0` and takes over at `s + ttl > t0 + 3/4 ttl`, and only if the
 //! revision is still R. Both clocks are local monotonic clocks; only their rates must agree.
+//! "Stops serving" is enforced where it counts, not only by the control task that ends a
+//! term every 25 ms: the publisher reads the deadline itself before each publish, so
+//! nothing of a term whose deadline passed goes out, whichever task runs first after a
+//! stall (see [`crate::publish::Terms`]).
 //! A holder frozen with its clock (a paused or suspended VM: the monotonic clock does not
-//! count that time) breaks that: running again, it finds its deadline still ahead. What its
-//! watch of the bucket delivers then stops it: any value another bridge wrote over its lease
-//! after it took it (the takeover, which NATS sent it while it was frozen, read before the
-//! requests that came later on the same connection), not its next renewal up to `ttl/4`
-//! later.
+//! count that time) breaks that: running again, it finds its deadline still ahead. Two
+//! things stop it. The deadline is counted on the wall clock too, which counts the time
+//! suspended once it is set right (see [`crate::publish::Stamp`]): then nothing of the old
+//! term is published once it runs again. And what its watch of the bucket delivers: any
+//! value another bridge wrote over its lease after it took it (the takeover, which NATS
+//! sent it while it was frozen), not its next renewal up to `ttl/4` later. The watch alone
+//! comes too late for events: the session's reader and the publisher may run before the
+//! watch task, and publish what waited on the AMI connection under the old term (the
+//! `frozen_holder` tests). What neither can stop: publishes the NATS client had taken
+//! before the holder stalled, or while NATS was slow, reach JetStream whenever the
+//! connection delivers them, after a takeover too. Such late items carry the old
+//! `session` (`<bridge>-<term>`, the term being the lease's KV revision, which only grows):
+//! a consumer can tell them by a term below that of the server's last `lease_acquired`.
 //! Takeover after a holder dies: between `ttl` and `ttl + ttl/4` after its last renewal (a
 //! standby looks again the moment a lease it watches has been unchanged for a TTL).
 
 use crate::bridge::Control;
+use crate::publish::Stamp;
 use crate::upstream::ServerIx;
 use async_nats::jetstream::kv::{Entry, Operation, Store, UpdateErrorKind, Watch};
 use bytes::Bytes;
@@ -385,10 +398,10 @@ pub(crate) async fn run(
                     } else if pass == Pass::Usable {
                         None
                     } else {
-                        let sent = Instant::now();
+                        let sent = Stamp::now();
                         match timeout(tick, kv.update(key, held_value.clone(), *revision)).await {
                             Ok(Ok(new)) => {
-                                control.renewed(ix, *term, sent + fence);
+                                control.renewed(ix, *term, sent.after(fence));
                                 Some(State::Held {
                                     term: *term,
                                     revision: new,
@@ -400,7 +413,7 @@ pub(crate) async fn run(
                                 // renewal, this bridge's own value at a revision not seen
                                 // here: renewing on it keeps the lease. Otherwise another
                                 // bridge has it.
-                                let sent = Instant::now();
+                                let sent = Stamp::now();
                                 let reclaimed = if *unanswered {
                                     reclaim(&kv, key, &held_value, tick).await
                                 } else {
@@ -411,7 +424,7 @@ pub(crate) async fn run(
                                         log::info!(
                                             "lease {key}: a renewal's answer was lost; renewed on the revision it wrote"
                                         );
-                                        control.renewed(ix, *term, sent + fence);
+                                        control.renewed(ix, *term, sent.after(fence));
                                         Some(State::Held {
                                             term: *term,
                                             revision: new,
@@ -761,7 +774,7 @@ async fn try_acquire(
         }
         Err(_) => return None,
     };
-    let sent = Instant::now();
+    let sent = Stamp::now();
     let (result, previous) = match entry {
         None => (
             timeout(tick, kv.create(key, held_value.clone()))
@@ -813,7 +826,7 @@ async fn try_acquire(
     };
     match result {
         Ok(Ok(revision)) => {
-            control.acquired(ix, revision, previous, sent + fence);
+            control.acquired(ix, revision, previous, sent.after(fence));
             Some(State::Held {
                 term: revision,
                 revision,

@@ -28,41 +28,159 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// The lease term each server is served under now (0: not served by this bridge). Items of
-/// an older term are discarded, never published: that is what keeps a server from being
-/// served twice once its lease is gone.
+/// An instant on two clocks: the monotonic one (which the lease's timing rests on) and the
+/// wall clock. A renewal deadline is counted on both, and has passed once either says so:
+/// the monotonic clock does not count the time a process was suspended (a host suspended,
+/// a VM paused, as its guest sees it), the wall clock does once it is set right (at the
+/// resume, or by NTP). A wall clock stepped forward only ends a term early (the lease,
+/// untouched meanwhile, is taken back at once); one stepped back leaves the monotonic
+/// deadline in force.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp {
+    mono: Instant,
+    wall: SystemTime,
+}
+
+impl Stamp {
+    /// Now, on both clocks.
+    pub(crate) fn now() -> Stamp {
+        Stamp {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// `d` later on both clocks (as far as each can count).
+    pub(crate) fn after(self, d: Duration) -> Stamp {
+        Stamp {
+            mono: self.mono.checked_add(d).unwrap_or(self.mono),
+            wall: self.wall.checked_add(d).unwrap_or(self.wall),
+        }
+    }
+}
+
+/// The lease term each server is served under now (0: not served by this bridge), and the
+/// instant by which that term must be renewed. Items of an older term are discarded, never
+/// published: that is what keeps a server from being served twice once its lease is gone.
+/// So are those of a term whose renewal deadline has passed, though the control task that
+/// ends such a term (every 25 ms) has not run yet: the publisher reads the deadline itself,
+/// at each publish, so a process stalled past it (CPU starvation, SIGSTOP, suspended, a
+/// NATS client whose queue kept a publish waiting) publishes nothing more under that term
+/// once it runs again, whichever of its tasks runs first.
 #[derive(Debug)]
-pub(crate) struct Terms(Vec<AtomicU64>);
+pub(crate) struct Terms {
+    terms: Vec<AtomicU64>,
+    /// Per server: the renewal deadline on the monotonic clock, in nanoseconds after
+    /// `base` (`u64::MAX`: none).
+    fences: Vec<AtomicU64>,
+    /// Per server: the renewal deadline on the wall clock, in nanoseconds after the Unix
+    /// epoch (`u64::MAX`: none).
+    wall_fences: Vec<AtomicU64>,
+    base: Instant,
+}
+
+/// A renewal deadline as stored in [`Terms`]: none.
+const NO_FENCE: u64 = u64::MAX;
+
+/// `at` in nanoseconds after the Unix epoch (one before it as the epoch; one too far ahead
+/// for a `u64` as no deadline).
+fn wall_nanos(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(NO_FENCE))
+}
 
 impl Terms {
     pub(crate) fn new(servers: usize) -> Terms {
-        Terms((0..servers).map(|_| AtomicU64::new(0)).collect())
+        Terms {
+            terms: (0..servers).map(|_| AtomicU64::new(0)).collect(),
+            fences: (0..servers).map(|_| AtomicU64::new(NO_FENCE)).collect(),
+            wall_fences: (0..servers).map(|_| AtomicU64::new(NO_FENCE)).collect(),
+            base: Instant::now(),
+        }
     }
+    /// `ix` is served under `term` from now on, with no renewal deadline (tests only; the
+    /// bridge starts a term with [`start`](Self::start)).
+    #[cfg(test)]
     pub(crate) fn set(&self, ix: ServerIx, term: u64) {
-        if let Some(t) = self.0.get(ix) {
+        self.store_fence(ix, NO_FENCE, NO_FENCE);
+        if let Some(t) = self.terms.get(ix) {
             t.store(term, Ordering::SeqCst);
+        }
+    }
+    /// `ix` is served under `term` from now on, until `fence_at` unless it is renewed.
+    pub(crate) fn start(&self, ix: ServerIx, term: u64, fence_at: Stamp) {
+        // The deadline first: the term is never current with the previous term's.
+        self.store_fence(ix, self.nanos(fence_at.mono), wall_nanos(fence_at.wall));
+        if let Some(t) = self.terms.get(ix) {
+            t.store(term, Ordering::SeqCst);
+        }
+    }
+    /// `term` of `ix` was renewed: it must be renewed again by `fence_at`. Nothing if `ix`
+    /// is no longer served under `term` (the caller holds the lock under which terms start
+    /// and end), nor if its deadline passed already: the publisher may have dropped items
+    /// of it since, which its session's positions would skip without a gap marker. Such a
+    /// term ends (the control task's next look), and the lease, still this bridge's, is
+    /// taken again as a new term.
+    pub(crate) fn renewed(&self, ix: ServerIx, term: u64, fence_at: Stamp) {
+        if self.may_publish(ix, term, Stamp::now()) {
+            self.store_fence(ix, self.nanos(fence_at.mono), wall_nanos(fence_at.wall));
         }
     }
     /// Clears `ix` if it is still at `term`.
     pub(crate) fn clear(&self, ix: ServerIx, term: u64) {
-        if let Some(t) = self.0.get(ix) {
+        if let Some(t) = self.terms.get(ix) {
             let _ = t.compare_exchange(term, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
     /// The term `ix` is served under now (0: not served).
     pub(crate) fn current(&self, ix: ServerIx) -> u64 {
-        self.0.get(ix).map_or(0, |t| t.load(Ordering::SeqCst))
+        self.terms.get(ix).map_or(0, |t| t.load(Ordering::SeqCst))
     }
     pub(crate) fn is_current(&self, ix: ServerIx, term: u64) -> bool {
         term != 0
             && self
-                .0
+                .terms
                 .get(ix)
                 .is_some_and(|t| t.load(Ordering::SeqCst) == term)
+    }
+    /// Whether an item of `ix` under `term` may be published at `now`: the term is
+    /// current and its renewal deadline has not passed.
+    pub(crate) fn may_publish(&self, ix: ServerIx, term: u64, now: Stamp) -> bool {
+        self.is_current(ix, term)
+            && self
+                .fences
+                .get(ix)
+                .is_some_and(|f| self.nanos(now.mono) < f.load(Ordering::SeqCst))
+            && self
+                .wall_fences
+                .get(ix)
+                .is_some_and(|f| wall_nanos(now.wall) < f.load(Ordering::SeqCst))
+    }
+    /// The servers whose term's renewal deadline has passed at `now`, with that term.
+    pub(crate) fn expired(&self, now: Stamp) -> Vec<(ServerIx, u64)> {
+        (0..self.terms.len())
+            .filter_map(|ix| {
+                let term = self.current(ix);
+                (term != 0 && !self.may_publish(ix, term, now)).then_some((ix, term))
+            })
+            .collect()
+    }
+    fn store_fence(&self, ix: ServerIx, mono: u64, wall: u64) {
+        if let Some(f) = self.fences.get(ix) {
+            f.store(mono, Ordering::SeqCst);
+        }
+        if let Some(f) = self.wall_fences.get(ix) {
+            f.store(wall, Ordering::SeqCst);
+        }
+    }
+    /// `at` in nanoseconds after `base` (an instant before it as `base`; one too far ahead
+    /// for a `u64` as no deadline).
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(NO_FENCE)
     }
 }
 
@@ -566,7 +684,10 @@ impl Publisher {
             let Some(o) = st.backlog.items.get_mut(st.sent) else {
                 break;
             };
-            if !self.terms.is_current(o.ix, o.term) {
+            // The clock read again for each: a publish may wait long for room in the NATS
+            // client's queue (NATS slow), and the next must not go out on an instant read
+            // before that wait, with its term's renewal deadline passed meanwhile.
+            if !self.terms.may_publish(o.ix, o.term, Stamp::now()) {
                 self.metrics.discarded(o.ix);
                 if let Some(n) = st.lease_gone.get_mut(o.ix) {
                     *n += 1;
@@ -629,7 +750,7 @@ impl Publisher {
         for (ix, n) in st.lease_gone.iter_mut().enumerate() {
             if *n > 0 {
                 log::warn!(
-                    "{}: {n} items never stored in JetStream: this bridge stopped serving it (lease released or lost) before NATS took them (counted in ami_bridge_discarded_total)",
+                    "{}: {n} items never stored in JetStream: this bridge stopped serving it (lease released or lost, or its renewal deadline passed) before NATS took them (counted in ami_bridge_discarded_total)",
                     self.server_name(ix)
                 );
                 *n = 0;
@@ -1197,5 +1318,315 @@ mod tests {
         upstream.close_all();
         assert_eq!(counted, 1, "the dropped item is counted");
         assert!(said.is_ok(), "the dropped item was not logged");
+    }
+
+    /// A NATS server just enough for a client to connect and publish to: it sends its INFO,
+    /// answers each PING, acknowledges nothing, and keeps the subject of every publish it
+    /// is sent, with when it came.
+    struct RecordingNats {
+        url: String,
+        publishes: Arc<std::sync::Mutex<Vec<(String, Instant)>>>,
+    }
+
+    impl RecordingNats {
+        async fn start() -> RecordingNats {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("nats://{}", listener.local_addr().unwrap());
+            let publishes = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let kept = publishes.clone();
+            tokio::spawn(async move {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let info = r#"INFO {"server_id":"rec","server_name":"rec","version":"2.10.0","proto":1,"headers":true,"max_payload":1048576,"host":"127.0.0.1","port":4222}"#;
+                if socket
+                    .write_all(format!("{info}\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let mut buf = Vec::new();
+                let mut chunk = vec![0u8; 64 * 1024];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let mut pongs = 0;
+                    while let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
+                        let line = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let words: Vec<&str> = line.split_whitespace().collect();
+                        let mut used = end + 2;
+                        match words.first().copied() {
+                            Some("HPUB") | Some("PUB") => {
+                                let len: usize = words.last().unwrap().parse().unwrap();
+                                if buf.len() < used + len + 2 {
+                                    break;
+                                }
+                                used += len + 2;
+                                let mut kept = kept.lock().unwrap();
+                                kept.push((words[1].to_string(), Instant::now()));
+                            }
+                            Some("PING") => pongs += 1,
+                            _ => {}
+                        }
+                        buf.drain(..used);
+                    }
+                    for _ in 0..pongs {
+                        if socket.write_all(b"PONG\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            RecordingNats { url, publishes }
+        }
+
+        /// When each publish on `subject` came.
+        fn on(&self, subject: &str) -> Vec<Instant> {
+            let kept = self.publishes.lock().unwrap();
+            kept.iter()
+                .filter(|(s, _)| s == subject)
+                .map(|(_, at)| *at)
+                .collect()
+        }
+    }
+
+    /// A publisher of one server (`name`) to a [`RecordingNats`], fed through the returned
+    /// sender, with `window` publishes in flight at most, each awaiting its ack for
+    /// `ack_timeout`.
+    struct FenceRig {
+        nats: RecordingNats,
+        terms: Arc<Terms>,
+        metrics: Arc<Metrics>,
+        items: tokio::sync::mpsc::Sender<crate::upstream::Tagged>,
+        upstream: crate::upstream::Upstream,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl FenceRig {
+        async fn start(name: &str, window: usize, ack_timeout: Duration) -> FenceRig {
+            let login = ami_proto::ClientConfig::builder("admin", "amp111")
+                .build()
+                .unwrap();
+            let spec = ServerSpec::new(name, "127.0.0.1", 5038, login).unwrap();
+            let servers: Arc<[ServerSpec]> = vec![spec].into();
+            let terms = Arc::new(Terms::new(1));
+            let (items, markers) = tokio::sync::mpsc::channel(16);
+            let (upstream, merged) = crate::upstream::Upstream::start(
+                servers.clone(),
+                ami_tokio::fleet::Policy::RoundRobin,
+                markers,
+                terms.clone(),
+            );
+            let nats = RecordingNats::start().await;
+            let client = async_nats::connect(&nats.url).await.unwrap();
+            let metrics = Arc::new(Metrics::new(&servers, "b1", 1000, 1 << 20));
+            let publisher = Publisher {
+                client,
+                servers,
+                bridge_id: "b1".to_string(),
+                terms: terms.clone(),
+                metrics: metrics.clone(),
+                max_backlog: 1000,
+                max_backlog_bytes: 1 << 20,
+                window,
+                ack_timeout,
+                stream: "AMI".to_string(),
+            };
+            let task = tokio::spawn(publisher.run(merged));
+            FenceRig {
+                nats,
+                terms,
+                metrics,
+                items,
+                upstream,
+                task,
+            }
+        }
+
+        async fn acquired(&self, term: u64) {
+            let marker = UpItem::LeaseAcquired { previous: None };
+            self.items.send((0, term, marker)).await.unwrap();
+        }
+
+        async fn event(&self, term: u64) {
+            use ami_proto::{Decoder, DecoderLimits, Frame};
+            let mut decoder = Decoder::without_banner(DecoderLimits::default());
+            decoder.feed(b"Event: Hangup\r\nUniqueid: 1\r\n\r\n");
+            let Some(Ok(Frame::Message(event))) = decoder.decode() else {
+                panic!("an event");
+            };
+            let item = UpItem::Stream(StreamItem::Event(event));
+            self.items.send((0, term, item)).await.unwrap();
+        }
+
+        /// Waits (5 s at most) until `done` holds.
+        async fn until(&self, what: &str, done: impl Fn(&FenceRig) -> bool) {
+            let waited = async {
+                while !done(self) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            if tokio::time::timeout(Duration::from_secs(5), waited)
+                .await
+                .is_err()
+            {
+                panic!("not within 5 s: {what}");
+            }
+        }
+
+        fn end(self) {
+            self.task.abort();
+            self.upstream.close_all();
+        }
+    }
+
+    /// The control task ends a term whose renewal deadline passed only every 25 ms, and
+    /// not at all while the process is stalled (or this task runs first once it runs
+    /// again): until then the term is still current. An item of it reaching the publisher
+    /// meanwhile is not published: dropped, counted and logged like one of an ended term.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_of_a_term_past_its_renewal_deadline_is_not_published_before_the_term_is_ended()
+    {
+        let _ = logged("");
+        let rig = FenceRig::start("pbx-fence-new", 16, Duration::from_secs(60)).await;
+        rig.terms
+            .start(0, 7, Stamp::now().after(Duration::from_secs(60)));
+        rig.acquired(7).await;
+        rig.until("the lease_acquired marker is published", |r| {
+            !r.nats.on("ami.pbx-fence-new.session").is_empty()
+        })
+        .await;
+        // The last renewal's deadline passed (its answer came late, or the process stood
+        // still); nothing has ended the term.
+        rig.terms.renewed(0, 7, Stamp::now());
+        assert!(rig.terms.is_current(0, 7));
+        rig.event(7).await;
+        rig.until("the event is published or dropped", |r| {
+            r.metrics.discarded_total(0) > 0
+                || !r.nats.on("ami.pbx-fence-new.event.Hangup").is_empty()
+        })
+        .await;
+        let published = rig.nats.on("ami.pbx-fence-new.event.Hangup");
+        let counted = rig.metrics.discarded_total(0);
+        rig.end();
+        assert!(
+            published.is_empty(),
+            "an event of term 7 was published after its renewal deadline"
+        );
+        assert_eq!(counted, 1, "the dropped event is counted");
+        assert!(
+            !logged("pbx-fence-new: 1 items never stored").is_empty(),
+            "the dropped event is logged"
+        );
+    }
+
+    /// Items taken under a term while its deadline was ahead and still held when it passes
+    /// (waiting behind the window, or published and not acknowledged) are not published
+    /// again after it: the publisher's retries go on every ack timeout, for as long as NATS
+    /// does not acknowledge them, and JetStream would store each one the first time it
+    /// takes it, however late.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn items_held_when_their_terms_renewal_deadline_passes_are_dropped_not_published_again() {
+        let _ = logged("");
+        let rig = FenceRig::start("pbx-fence-held", 1, Duration::from_millis(100)).await;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        rig.terms.start(
+            0,
+            9,
+            Stamp {
+                mono: deadline,
+                wall: SystemTime::now() + Duration::from_secs(1),
+            },
+        );
+        rig.acquired(9).await;
+        rig.event(9).await;
+        rig.until("the lease_acquired marker is published", |r| {
+            !r.nats.on("ami.pbx-fence-held.session").is_empty()
+        })
+        .await;
+        // Unacknowledged, the marker goes again after each ack timeout, the event waiting
+        // behind it: both are dropped at the first retry after the deadline.
+        rig.until("the marker and the event are dropped", |r| {
+            r.metrics.discarded_total(0) >= 2
+        })
+        .await;
+        // Long enough for the retries (their pause doubles up to 2 s) to go on if they do.
+        tokio::time::sleep_until(deadline + Duration::from_millis(3500)).await;
+        // A publish decided just before the deadline may come a little after it.
+        let late: Vec<Duration> = rig
+            .nats
+            .publishes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, at)| *at > deadline + Duration::from_millis(200))
+            .map(|(_, at)| *at - deadline)
+            .collect();
+        let counted = rig.metrics.discarded_total(0);
+        rig.end();
+        assert!(
+            late.is_empty(),
+            "published after the renewal deadline of their term (time after it): {late:?}"
+        );
+        assert_eq!(counted, 2, "the marker and the event are counted");
+        assert!(
+            !logged("pbx-fence-held: ").is_empty(),
+            "the dropped items are logged"
+        );
+    }
+
+    /// A renewal deadline is counted on both clocks: a process whose monotonic clock stood
+    /// still while it was suspended (its deadline there still ahead) but whose wall clock
+    /// says the deadline passed publishes nothing more of that term, and the control task
+    /// ends the term; so does one whose monotonic deadline passed, whatever the wall clock
+    /// says (set back).
+    #[test]
+    fn a_term_whose_deadline_passed_on_either_clock_may_not_publish_and_is_expired() {
+        let terms = Terms::new(3);
+        let now = Stamp::now();
+        let ahead = Duration::from_secs(30);
+        let behind = |t: SystemTime| t - Duration::from_secs(1);
+        let both_ahead = now.after(ahead);
+        let wall_passed = Stamp {
+            mono: now.mono + ahead,
+            wall: behind(now.wall),
+        };
+        let mono_passed = Stamp {
+            mono: now.mono,
+            wall: now.wall + ahead,
+        };
+        terms.start(0, 5, both_ahead);
+        terms.start(1, 6, wall_passed);
+        terms.start(2, 7, mono_passed);
+        assert!(terms.may_publish(0, 5, now));
+        assert!(!terms.may_publish(0, 4, now), "an older term never");
+        assert!(!terms.may_publish(1, 6, now), "wall-clock deadline passed");
+        assert!(!terms.may_publish(2, 7, now), "monotonic deadline passed");
+        assert_eq!(terms.expired(now), vec![(1, 6), (2, 7)]);
+        // A renewal moves both deadlines while they are ahead; one of a term past its
+        // deadline, or of an ended one, moves nothing.
+        terms.start(0, 5, now.after(Duration::from_secs(1)));
+        terms.renewed(0, 5, both_ahead);
+        assert!(terms.may_publish(0, 5, now.after(Duration::from_secs(2))));
+        terms.renewed(1, 6, both_ahead);
+        assert!(
+            !terms.may_publish(1, 6, now),
+            "a term past its deadline revived"
+        );
+        terms.clear(2, 7);
+        terms.start(2, 8, mono_passed);
+        terms.renewed(2, 7, both_ahead);
+        assert!(
+            !terms.may_publish(2, 8, now),
+            "term 7's renewal moved term 8's deadline"
+        );
+        assert_eq!(terms.expired(now), vec![(1, 6), (2, 8)]);
     }
 }

@@ -3,7 +3,10 @@
 //! count the time a guest was paused or suspended), against a real nats-server on
 //! 127.0.0.1. Its local renewal deadline then still lies ahead when it runs again, though
 //! another bridge took the server over meanwhile: the takeover it has been told of (its
-//! lease watch) must stop it, not the next renewal its clock asks for.
+//! lease watch) must stop it, not the next renewal its clock asks for. For the events it
+//! finds waiting on its AMI connection the watch comes too late (its reader and publisher
+//! may run first): its renewal deadline counted on the wall clock too, which went on while
+//! it was frozen, keeps them from being published under its old term.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
@@ -241,4 +244,104 @@ fn frozen_holder_sends_nothing_after_the_takeover(clock_stops: bool) {
             _ => assert!(sent.is_none(), "probe {n} refused but sent: {reply}"),
         }
     }
+}
+
+fn storm(front: &ami_sim::tcp::TcpFront, n: usize) {
+    front.with_server(|sim, now| sim.emit_user_events(now, n));
+}
+
+/// The items of the stream whose session starts with `prefix`.
+fn of_session<'a>(all: &'a [Stored], prefix: &str) -> Vec<&'a Stored> {
+    all.iter()
+        .filter(|s| s.body["session"].as_str().unwrap_or("").starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn a_holder_frozen_with_its_clock_past_the_ttl_publishes_no_event_once_another_bridge_took_over() {
+    frozen_holder_publishes_nothing_after_the_takeover(true);
+}
+
+/// The same with the holder's clock running on while it is frozen (SIGSTOP, CPU starvation):
+/// its renewal deadline has passed when it runs again, and the events it finds waiting
+/// then, read under its old term, are dropped, not published.
+#[test]
+fn a_holder_stopped_past_the_ttl_publishes_no_event_once_another_bridge_took_over() {
+    frozen_holder_publishes_nothing_after_the_takeover(false);
+}
+
+/// Two bridges share pbx1, which sends events all along; the holder is frozen (its clock
+/// too when `clock_stops`) until the other has taken pbx1 over, with events waiting on its
+/// AMI connection. In the stream, nothing of the first bridge's session (event, gap or
+/// marker) comes after the second bridge's `lease_acquired`: the first is never published
+/// once the second may be.
+fn frozen_holder_publishes_nothing_after_the_takeover(clock_stops: bool) {
+    let Some(nats) = Nats::start() else { return };
+    let a = sim();
+    let ttl = Duration::from_secs(4);
+    let config = |id: &str| {
+        BridgeConfig::new(nats.url(), vec![spec("pbx1", &a, login().build().unwrap())])
+            .lease_ttl(ttl)
+            .bridge_id(id)
+    };
+    let url = nats.url();
+    let first = FreezableBridge::start(config("first"), clock_stops);
+    wait_for(Duration::from_secs(10), "first serves, logged in", || {
+        first.serving().len() == 1 && a.stats().logins == 1
+    });
+    storm(&a, 100);
+    wait_for(Duration::from_secs(10), "the first storm stored", || {
+        let all = block(read_stream(&url, 1));
+        of_session(&all, "first-")
+            .iter()
+            .filter(|s| s.body["type"] == "event")
+            .count()
+            >= 100
+    });
+    let second = TestBridge::start_with(config("second"), Some(0));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(second.serving().is_empty(), "the standby waits");
+
+    let resume = first.freeze();
+    // Within a few milliseconds the first is frozen: what pbx1 sends from then on waits on
+    // its AMI connection, to be read under its old term when it runs again.
+    std::thread::sleep(Duration::from_millis(100));
+    storm(&a, 100);
+    wait_for(
+        Duration::from_secs(15),
+        "second takes over, logged in",
+        || second.serving().len() == 1 && a.stats().logins == 2,
+    );
+    storm(&a, 100);
+    drop(resume);
+    storm(&a, 100);
+    wait_for(Duration::from_secs(10), "the first stops serving", || {
+        first.serving().is_empty()
+    });
+    storm(&a, 100);
+    // What the first would publish late has had its time to be stored.
+    std::thread::sleep(Duration::from_millis(1000));
+    let all = block(read_stream(&url, 1));
+    let taken = all
+        .iter()
+        .position(|s| {
+            s.body["session"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("second-")
+        })
+        .expect("the second bridge's items are stored");
+    assert_eq!(
+        all[taken].body["state"], "lease_acquired",
+        "the second's first item: {:?}",
+        all[taken].body
+    );
+    let late: Vec<(u64, &str, &serde_json::Value)> = of_session(&all[taken..], "first-")
+        .iter()
+        .map(|s| (s.seq, s.subject.as_str(), &s.body["type"]))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "items of the first bridge's session stored after the second's lease_acquired (seq, subject, type): {late:?}"
+    );
 }
