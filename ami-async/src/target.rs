@@ -47,15 +47,17 @@ impl std::fmt::Display for Target {
 
 /// An open that failed for a reason the `io::ErrorKind` alone does not tell (the name did
 /// not resolve, the TLS handshake failed): carried inside the `io::Error` it travels in.
+/// Its message is the carried error's, so that error is not its `source()` too (a chain
+/// printer would say it twice).
 #[derive(Debug, thiserror::Error)]
-#[error("{source}")]
+#[error("{error}")]
 struct Marked {
     cause: ConnectFailure,
-    source: io::Error,
+    error: io::Error,
 }
 
-fn marked(cause: ConnectFailure, source: io::Error) -> io::Error {
-    io::Error::new(source.kind(), Marked { cause, source })
+fn marked(cause: ConnectFailure, error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), Marked { cause, error })
 }
 
 /// Why an open failed, as the core wants it: a name that did not resolve and a TLS
@@ -537,5 +539,21 @@ mod tests {
         assert_eq!(lookups(), 2);
         answer(1, Ok(vec!["192.0.2.1:5038".parse().unwrap()]));
         assert!(matches!(poll_once(later.as_mut()), Poll::Ready(Ok(_))));
+    }
+
+    #[test]
+    fn an_open_failure_marked_with_its_cause_prints_its_text_once_when_its_chain_is_walked() {
+        let e = marked(
+            ConnectFailure::HostNotFound,
+            io::Error::other("no such host"),
+        );
+        assert_eq!(connect_failure(&e), ConnectFailure::HostNotFound);
+        let mut chain = vec![e.to_string()];
+        let mut next = std::error::Error::source(&e);
+        while let Some(cause) = next {
+            chain.push(cause.to_string());
+            next = cause.source();
+        }
+        assert_eq!(chain.join(": "), "no such host");
     }
 }

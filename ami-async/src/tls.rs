@@ -37,7 +37,7 @@ impl std::fmt::Debug for Tls {
 pub enum TlsConfigError {
     /// The PEM text is malformed.
     #[error("bad PEM: {0}")]
-    Pem(#[from] rustls_pki_types::pem::Error),
+    Pem(rustls_pki_types::pem::Error),
     /// A certificate was refused as a trust anchor.
     #[error("bad certificate: {0}")]
     Certificate(rustls::Error),
@@ -49,7 +49,21 @@ pub enum TlsConfigError {
     Setup(rustls::Error),
     /// The server name is neither a DNS name nor an IP address.
     #[error("bad TLS server name: {0}")]
-    ServerName(#[from] rustls_pki_types::InvalidDnsNameError),
+    ServerName(rustls_pki_types::InvalidDnsNameError),
+}
+
+// By hand, not `#[from]`, which would make the wrapped error its `source()` as well:
+// the message names it already, and a chain printer would say it twice.
+impl From<rustls_pki_types::pem::Error> for TlsConfigError {
+    fn from(e: rustls_pki_types::pem::Error) -> TlsConfigError {
+        TlsConfigError::Pem(e)
+    }
+}
+
+impl From<rustls_pki_types::InvalidDnsNameError> for TlsConfigError {
+    fn from(e: rustls_pki_types::InvalidDnsNameError) -> TlsConfigError {
+        TlsConfigError::ServerName(e)
+    }
 }
 
 /// A client configuration that trusts exactly the CA certificates in `pem` (Asterisk servers

@@ -54,7 +54,7 @@ pub(crate) enum UrlProblem {
     #[error("it is empty (in a list: a comma at its start or end, or two in a row)")]
     Empty,
     /// The `url` crate refused it (bad port, bad IPv6 literal, no scheme...).
-    #[error("{0}")]
+    #[error(transparent)]
     Syntax(#[from] url::ParseError),
     /// Not `ami` or `amis`.
     #[error("the scheme must be ami:// or amis://")]
@@ -266,6 +266,19 @@ mod tests {
         let e = err("ami://u:p@::1");
         assert_eq!(e.to_string(), "bad server URL ami://u:***@::1: empty host");
         assert!(matches!(e.problem, UrlProblem::Syntax(_)), "{e}");
+    }
+
+    #[test]
+    fn a_url_the_url_crate_refuses_names_its_reason_once_in_the_printed_chain() {
+        let e = err("ami://u:p@::1");
+        let problem: &dyn std::error::Error = &e.problem;
+        let mut chain = vec![problem.to_string()];
+        let mut next = problem.source();
+        while let Some(cause) = next {
+            chain.push(cause.to_string());
+            next = cause.source();
+        }
+        assert_eq!(chain.join(": "), "empty host");
     }
 
     #[test]

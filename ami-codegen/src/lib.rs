@@ -53,8 +53,8 @@ pub struct File {
 #[non_exhaustive]
 pub enum Error {
     /// The catalog is not JSON.
-    #[error("catalog JSON")]
-    Json(#[source] serde_json::Error),
+    #[error("catalog JSON: {0}")]
+    Json(serde_json::Error),
     /// The catalog is JSON but cannot be turned into one consistent set of types (an entry
     /// without a name, a name twice...): the text says which.
     #[error("{0}")]

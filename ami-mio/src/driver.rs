@@ -128,7 +128,7 @@ pub enum AddError {
     Full,
     /// The name resolver threads (started by the first `add_host`) could not be started.
     #[error("could not start the name resolver threads: {0}")]
-    Resolver(#[source] io::Error),
+    Resolver(io::Error),
     /// `Tls::server_name` is neither a DNS name nor an IP address.
     #[error("bad TLS server name {name:?}")]
     TlsServerName {

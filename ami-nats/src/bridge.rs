@@ -55,7 +55,7 @@ pub enum BridgeError {
     },
     /// The metrics address could not be bound.
     #[error("metrics listener: {0}")]
-    Metrics(#[source] std::io::Error),
+    Metrics(std::io::Error),
 }
 
 /// What is wrong with an existing stream's subjects (see [`BridgeError::StreamSubjects`]).

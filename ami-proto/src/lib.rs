@@ -174,6 +174,11 @@
 //! [`ConfigError`]). No input from the network or the caller can make this crate panic; the
 //! fuzz targets and property tests exercise that. Secrets (`Secret`, `Key`) never appear in
 //! `Debug` output or log records.
+//!
+//! An error that wraps another ([`ActionError::NotSent`], [`SendError::Invalid`]...) names
+//! it in its own message and keeps it in a field to match on, but does not return it from
+//! `source()` as well: `{e}` alone says why, and a printer that walks the chain (anyhow's
+//! `{:#}`) says each cause once. The other crates of the workspace do the same.
 #![forbid(unsafe_code)]
 
 mod repeats;

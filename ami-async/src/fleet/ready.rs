@@ -31,7 +31,6 @@ pub enum NeverReady {
         /// The server.
         server: ServerName,
         /// Why it closed (its `ServerStatus::Closed` reason).
-        #[source]
         reason: DisconnectReason,
     },
     /// No server can become ready: the fleet has none, or every one has closed for good.

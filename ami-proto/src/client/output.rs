@@ -530,15 +530,16 @@ pub enum ActionError {
     /// session was lost before its last byte was handed to the transport (lent to the
     /// adapter or written; see [`Client::lend_transmit`](crate::Client::lend_transmit)).
     /// Asterisk runs an action only once it has read the blank line that ends it, and a
-    /// lost connection takes a half-read action with it. The message names the reason too,
-    /// so `{e}` alone says it all; `source()` returns it for callers that walk the chain.
+    /// lost connection takes a half-read action with it. The message names the reason, so
+    /// `{e}` alone says it all; `source()` does not return it again (a chain printer would
+    /// say it twice).
     #[error("not sent: {0}")]
-    NotSent(#[source] DisconnectReason),
+    NotSent(DisconnectReason),
     /// Handed to the transport whole (its last byte lent or written), but the connection
     /// was lost before the answer: the server may or may not have run it. It is never
     /// re-sent automatically.
     #[error("outcome unknown: {0}")]
-    Unknown(#[source] DisconnectReason),
+    Unknown(DisconnectReason),
     /// The server accepted it (its `Response` is here: for an async Originate, "Originate
     /// successfully queued", so the call is being placed), but the session was lost before
     /// its follow-up (the `OriginateResponse`) arrived: it ran, and how it ended will not
@@ -549,7 +550,6 @@ pub enum ActionError {
     #[error("accepted, then the session was lost before its follow-up: {reason}")]
     FollowUpLost {
         /// Why the session ended.
-        #[source]
         reason: DisconnectReason,
         /// The server's acceptance.
         response: Box<Response>,

@@ -65,7 +65,6 @@ pub enum RouteError {
         /// The server that refused.
         server: ServerName,
         /// Why.
-        #[source]
         error: SendError,
     },
 }

@@ -43,7 +43,7 @@ impl Default for FleetConfig {
 pub enum FleetError {
     /// The name is not acceptable.
     #[error("invalid server name: {0}")]
-    InvalidName(#[from] InvalidName),
+    InvalidName(InvalidName),
     /// Another server already has this name.
     #[error("a server named {0} is already in the fleet")]
     DuplicateName(ServerName),
@@ -53,6 +53,14 @@ pub enum FleetError {
         /// The cap (`FleetConfig::max_servers`).
         cap: usize,
     },
+}
+
+// By hand, not `#[from]`, which would make the name's problem its `source()` as well:
+// the message names it already, and a chain printer would say it twice.
+impl From<InvalidName> for FleetError {
+    fn from(e: InvalidName) -> FleetError {
+        FleetError::InvalidName(e)
+    }
 }
 
 /// The next thing the adapter must do, or news for the application, from

@@ -134,7 +134,7 @@ pub enum SendError {
     },
     /// A name or value would break the wire format or Asterisk's limits.
     #[error("invalid action: {0}")]
-    Invalid(#[from] EncodeError),
+    Invalid(EncodeError),
     /// The action carries its own `ActionID`; the client assigns them so they never collide.
     #[error("the client assigns ActionIDs; remove the ActionID field")]
     ActionIdField,
@@ -189,6 +189,14 @@ pub enum SendError {
         /// Why the client stopped.
         reason: DisconnectReason,
     },
+}
+
+// By hand, not `#[from]`, which would make the encoding error its `source()` as well:
+// the message names it already, and a chain printer would say it twice.
+impl From<EncodeError> for SendError {
+    fn from(e: EncodeError) -> SendError {
+        SendError::Invalid(e)
+    }
 }
 
 /// Which cap refused an action, in [`SendError::QueueFull`].
