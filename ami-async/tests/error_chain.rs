@@ -3,31 +3,12 @@
 //! each cause once, and `{e}` alone still says why.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../ami-proto/tests/support/error_chain.rs"]
+mod error_chain;
+
 use ami_async::fleet::{NeverReady, ServerName};
 use ami_proto::{ConnectFailure, DisconnectReason};
-use std::error::Error;
-
-/// `e` as a chain printer shows it: its message, then each `source()` in turn.
-fn printed_chain(e: &dyn Error) -> Vec<String> {
-    let mut links = vec![e.to_string()];
-    let mut next = e.source();
-    while let Some(cause) = next {
-        links.push(cause.to_string());
-        next = cause.source();
-    }
-    links
-}
-
-/// `e`'s own message names `cause`, and its printed chain names it once.
-fn assert_cause_shown_once(e: &dyn Error, cause: &str) {
-    let chain = printed_chain(e).join(": ");
-    assert!(e.to_string().contains(cause), "{e} does not say {cause:?}");
-    assert_eq!(
-        chain.matches(cause).count(),
-        1,
-        "{cause:?} repeated in {chain:?}"
-    );
-}
+use error_chain::assert_cause_shown_once;
 
 #[test]
 fn a_server_closed_for_good_names_its_reason_once_in_the_printed_chain() {

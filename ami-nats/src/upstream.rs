@@ -544,6 +544,29 @@ mod tests {
                 .unwrap();
         }
 
+        /// `n` servers over `shards` shards, each logged in, with what the logins brought
+        /// read: nothing is taken out of the core when a test begins.
+        async fn serving(n: usize, shards: usize) -> Rig {
+            let mut rig = Rig::sharded(n, shards);
+            for i in 0..n {
+                rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
+            }
+            rig.until_ready(n).await;
+            rig.read_idle().await;
+            rig
+        }
+
+        /// Has each server `i` of `floods` send its `n` UserEvents, and waits until the core
+        /// queued all of them.
+        async fn flood(&self, floods: &[(usize, usize)]) {
+            let before = self.fleet.stats().total.events_queued;
+            for &(i, n) in floods {
+                self.fronts[i].with_server(|sim, now| sim.emit_user_events(now, n));
+            }
+            let n: usize = floods.iter().map(|&(_, n)| n).sum();
+            self.until_queued(before + n as u64).await;
+        }
+
         /// Reads the stream until `n` sessions were `Ready`.
         async fn until_ready(&mut self, n: usize) {
             let mut out = Vec::new();
@@ -822,21 +845,12 @@ mod tests {
     /// nothing of its own server was left to wait for.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_follows_its_final_gap_at_once_when_the_gap_fills_the_batch() {
-        let mut rig = Rig::new(2);
-        for i in 0..2 {
-            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
-        }
-        rig.until_ready(2).await;
-        rig.read_idle().await;
-        let mut out = Vec::new();
-        let before = rig.fleet.stats().total.events_queued;
-        rig.fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
-        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
-        rig.until_queued(before + 3010).await;
+        let mut rig = Rig::serving(2, 1).await;
+        rig.flood(&[(0, 10), (1, 3000)]).await;
         // s0's 10 events are lost with it: its final gap, which the fleet hands out first.
         assert!(rig.fleet.remove("s0"));
         rig.release(0, 0, "shutdown").await;
-        out.clear();
+        let mut out = Vec::new();
         rig.merged.recv_many(&mut out, 1).await;
         assert!(
             matches!(
@@ -845,32 +859,11 @@ mod tests {
             ),
             "the final gap first"
         );
-        let mut passed = out
-            .iter()
-            .skip(1)
-            .take_while(|(_, _, item)| !matches!(item, UpItem::LeaseReleased { .. }))
-            .count();
-        let mut released = out
-            .iter()
-            .any(|(_, _, item)| matches!(item, UpItem::LeaseReleased { .. }));
-        while !released {
-            out.clear();
-            timeout(
-                Duration::from_secs(10),
-                rig.merged.recv_many(&mut out, 1024),
-            )
-            .await
-            .expect("the marker goes out");
-            for (_, _, item) in &out {
-                if matches!(item, UpItem::LeaseReleased { .. }) {
-                    released = true;
-                    break;
-                }
-                passed += 1;
-            }
-        }
+        out.remove(0);
+        let passed = rig.until_released(out).await;
         assert_eq!(
-            passed, 0,
+            passed.len(),
+            0,
             "items of other servers went between the released server's final gap and its marker"
         );
     }
@@ -881,15 +874,8 @@ mod tests {
     /// events of another server, and the next holder's takeover with it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_of_a_server_that_lost_nothing_waits_for_no_other_server() {
-        let mut rig = Rig::new(2);
-        for i in 0..2 {
-            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
-        }
-        rig.until_ready(2).await;
-        rig.read_idle().await;
-        let before = rig.fleet.stats().total.events_queued;
-        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
-        rig.until_queued(before + 3000).await;
+        let mut rig = Rig::serving(2, 1).await;
+        rig.flood(&[(1, 3000)]).await;
         assert!(rig.fleet.remove("s0"));
         rig.release(0, 0, "shutdown").await;
         let before = rig.until_released(Vec::new()).await;
@@ -906,16 +892,8 @@ mod tests {
     /// taken for an earlier one, and the marker waited for the fleet to be empty.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_follows_its_final_gap_taken_before_the_marker_came() {
-        let mut rig = Rig::new(2);
-        for i in 0..2 {
-            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
-        }
-        rig.until_ready(2).await;
-        rig.read_idle().await;
-        let before = rig.fleet.stats().total.events_queued;
-        rig.fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
-        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
-        rig.until_queued(before + 3010).await;
+        let mut rig = Rig::serving(2, 1).await;
+        rig.flood(&[(0, 10), (1, 3000)]).await;
         assert!(rig.fleet.remove("s0"));
         // The reader takes a batch before the marker is queued: s0's final gap first.
         let mut out = Vec::new();
@@ -941,22 +919,14 @@ mod tests {
     /// the marker waits for the final gap still on the server's own shard, then goes with it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_lease_released_marker_waits_for_its_final_gap_on_another_shard() {
-        let mut rig = Rig::sharded(2, 2);
-        for i in 0..2 {
-            rig.add(i, ClientConfig::builder("admin", "amp111").build().unwrap());
-        }
-        rig.until_ready(2).await;
-        rig.read_idle().await;
-        let before = rig.fleet.stats().total.events_queued;
-        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 3000));
-        rig.until_queued(before + 3000).await;
+        let mut rig = Rig::serving(2, 2).await;
+        rig.flood(&[(1, 3000)]).await;
         // One item: the reader holds the rest of a batch of s1's shard.
         let mut out = Vec::new();
         rig.merged.recv_many(&mut out, 1).await;
         assert!(matches!(out.first(), Some((1, _, _))), "s1's batch first");
         out.clear();
-        rig.fronts[0].with_server(|sim, now| sim.emit_user_events(now, 10));
-        rig.until_queued(before + 3010).await;
+        rig.flood(&[(0, 10)]).await;
         // s0's 10 events become its final gap, on its own shard.
         assert!(rig.fleet.remove("s0"));
         rig.release(0, 0, "shutdown").await;
@@ -987,9 +957,7 @@ mod tests {
         rig.add(1, client());
         rig.until_ready(1).await;
         rig.read_idle().await;
-        let before = rig.fleet.stats().total.events_queued;
-        rig.fronts[1].with_server(|sim, now| sim.emit_user_events(now, 10));
-        rig.until_queued(before + 10).await;
+        rig.flood(&[(1, 10)]).await;
         // After the first item of the batch: s0's lease is taken (its marker queued, then
         // it joins the fleet, as the lease loop does), and it logs in before the reader
         // looks at the fleet again.

@@ -4,38 +4,20 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
 
+#[path = "support/error_chain.rs"]
+mod error_chain;
+
 #[path = "support/scripted.rs"]
 mod scripted;
+
+use error_chain::assert_cause_shown_once;
 
 use ami_proto::fleet::{FleetError, InvalidName, RouteError, ServerName};
 use ami_proto::{
     ActionError, ClientConfig, ConnectFailure, DisconnectReason, EncodeError, SendError,
 };
 use scripted::{async_originate, originate_queued, Harness, Out};
-use std::error::Error;
 use std::time::Instant;
-
-/// `e` as a chain printer shows it: its message, then each `source()` in turn.
-fn printed_chain(e: &dyn Error) -> Vec<String> {
-    let mut links = vec![e.to_string()];
-    let mut next = e.source();
-    while let Some(cause) = next {
-        links.push(cause.to_string());
-        next = cause.source();
-    }
-    links
-}
-
-/// `e`'s own message names `cause`, and its printed chain names it once.
-fn assert_cause_shown_once(e: &dyn Error, cause: &str) {
-    let chain = printed_chain(e).join(": ");
-    assert!(e.to_string().contains(cause), "{e} does not say {cause:?}");
-    assert_eq!(
-        chain.matches(cause).count(),
-        1,
-        "{cause:?} repeated in {chain:?}"
-    );
-}
 
 #[test]
 fn an_action_lost_with_its_connection_names_the_reason_once_in_its_printed_chain() {
