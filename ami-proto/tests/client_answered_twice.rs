@@ -200,3 +200,39 @@ fn jabber_send_whose_session_is_lost_between_its_answers_fails_once_as_follow_up
     h.feed(&msg(&[("Response", "Success"), ("ActionID", id.as_str())]));
     assert_eq!(h.outcomes(&id).len(), 1);
 }
+
+/// The entry of an ended JabberSend goes with its second response whatever that says: a
+/// further response with its ActionID answers nothing, so it is counted unmatched, not
+/// swallowed as part of the ended action's answer.
+#[test]
+fn an_ended_jabber_sends_entry_goes_with_its_successful_second_response() {
+    // Cancelled before any answer, or timed out waiting for its result.
+    for timed_out in [false, true] {
+        let mut h = ready();
+        let id = h.send(jabber_send());
+        h.take("JabberSend");
+        if !timed_out {
+            assert!(h.client.cancel(h.now, &id));
+        }
+        h.feed(&success(id.as_str(), ACK));
+        if timed_out {
+            h.advance(Duration::from_secs(6));
+        }
+        let (late, unmatched) = {
+            let s = h.client.stats();
+            (s.late_answers_dropped, s.unmatched)
+        };
+        h.feed(&msg(&[("Response", "Success"), ("ActionID", id.as_str())]));
+        h.feed(&msg(&[("Response", "Success"), ("ActionID", id.as_str())]));
+        let stats = h.client.stats();
+        assert_eq!(
+            (
+                stats.late_answers_dropped - late,
+                stats.unmatched - unmatched
+            ),
+            (1, 1),
+            "timed out: {timed_out}"
+        );
+        assert_eq!(h.outcomes(&id).len(), 1, "completed once");
+    }
+}

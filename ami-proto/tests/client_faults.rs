@@ -1930,3 +1930,21 @@ fn a_cancelled_faxstats_late_answer_is_swallowed_its_data_event_included() {
         "the cancelled action's late answer reached the event stream: {events:?}"
     );
 }
+
+#[test]
+fn login_events_held_for_ready_are_counted_as_dropped_once_the_event_stream_is_closed() {
+    let mut h = logged_in_again_with_a_filter(b"");
+    h.feed(&fully_booted());
+    let dropped = h.client.stats().events_dropped;
+    // The FullyBooted held for Ready is freed with the queue, and counted.
+    h.client.close_event_stream([]);
+    assert_eq!(h.client.stats().events_dropped - dropped, 1);
+    // The login's SuccessfulAuth, which comes after, is discarded as it comes, and counted.
+    h.feed(&successful_auth("admin"));
+    assert_eq!(h.client.stats().events_dropped - dropped, 2);
+    let reapplied = h.take("Filter");
+    let out = h.feed(&success(id_of(&reapplied), "ok"));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    assert!(h.client.poll_event().is_none(), "nothing held reaches it");
+    assert_eq!(h.client.stats().events_dropped - dropped, 2);
+}

@@ -271,3 +271,38 @@ fn lists_in_progress_together_stay_within_max_list_bytes() {
     assert!(h.client.stats().list_items_dropped > 0);
     assert_eq!(leaked(&mut h, &a).len() + leaked(&mut h, &b).len(), 0);
 }
+
+#[test]
+fn a_completed_lists_bytes_are_released_for_the_lists_after_it() {
+    // One list after another, each about 40 KiB under a 64 KiB budget shared by the lists
+    // in progress: a list that completed holds nothing, so every one completes whole.
+    let limits = DecoderLimits::builder()
+        .max_line_len(2048)
+        .max_message_len(4096)
+        .max_fields(64)
+        .build()
+        .unwrap();
+    let mut h = ready_with(
+        ClientConfig::builder("admin", "amp111")
+            .decoder(limits)
+            .max_list_bytes(64 << 10),
+    );
+    let pad = "p".repeat(900);
+    for round in 0..3 {
+        let id = h.send(Action::new("DeviceStateList"));
+        h.take("DeviceStateList");
+        let mut read = start(id.as_str());
+        for n in 0..40 {
+            read.extend(msg(&[
+                ("Event", "DeviceStateChange"),
+                ("ActionID", id.as_str()),
+                ("Device", &format!("Custom:{n}")),
+                ("Pad", &pad),
+            ]));
+        }
+        read.extend(complete(id.as_str(), "40"));
+        h.feed(&read);
+        assert_eq!(items_of(&h, &id), Ok(40), "list {round}");
+    }
+    assert_eq!(h.client.stats().list_items_dropped, 0);
+}

@@ -133,6 +133,9 @@ mod tests {
             [false, false, false, false, false, true, false, false]
         );
         assert!(b.is_breaker_open());
+        // What the breaker's log line says: the failures in a row, the cooldown.
+        assert_eq!(b.failures(), 8);
+        assert_eq!(b.breaker_cooldown(), Duration::from_secs(60));
         let retry = b.session_lost(false, |max| max);
         assert_eq!(
             retry.delay,

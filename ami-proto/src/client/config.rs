@@ -901,6 +901,76 @@ mod tests {
         );
     }
 
+    /// Each limit is a bound, not an exclusion: a setting exactly at it builds, one past it
+    /// is refused with that setting named.
+    #[test]
+    fn settings_exactly_at_their_limits_build_and_one_past_is_refused() {
+        let refused = |b: ClientConfigBuilder, setting: &str| {
+            let err = b.build().unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { setting: s, .. } if s == setting),
+                "{setting}: {err}"
+            );
+        };
+        let b = || ClientConfig::builder("a", "x");
+        // A backoff that never grows is a backoff.
+        let base = Duration::from_millis(250);
+        assert!(b().backoff_base(base).backoff_max(base).build().is_ok());
+        // The pending cap may be all pipeline, or all queue.
+        assert!(b()
+            .max_pending_actions(64)
+            .pipeline_depth(64)
+            .max_queued_actions(64)
+            .build()
+            .is_ok());
+        // Either one over the pending cap is refused, the other being within it.
+        refused(
+            b().max_pending_actions(64)
+                .pipeline_depth(65)
+                .max_queued_actions(1),
+            "max_pending_actions",
+        );
+        refused(
+            b().max_pending_actions(64)
+                .pipeline_depth(1)
+                .max_queued_actions(65),
+            "max_pending_actions",
+        );
+        // A list budget of exactly one maximal message.
+        let one_message = DecoderLimits::default().max_message_memory();
+        assert!(b().max_list_bytes(one_message).build().is_ok());
+        refused(b().max_list_bytes(one_message - 1), "max_list_bytes");
+        refused(b().event_queue_bytes(one_message - 1), "event_queue_bytes");
+        // MAX_FILTERS filters (and prefilters) build; one more is refused.
+        let with_filters = |n: usize, pre: bool| {
+            (0..n).fold(b(), |b, i| {
+                let f = format!("^Event: E{i}[[:space:]]");
+                if pre {
+                    b.prefilter(f)
+                } else {
+                    b.filter(f)
+                }
+            })
+        };
+        for pre in [false, true] {
+            assert!(with_filters(crate::MAX_FILTERS, pre).build().is_ok());
+            refused(with_filters(crate::MAX_FILTERS + 1, pre), "filter");
+        }
+        // The longest filter whose line ("Filter: " + filter + CRLF) fits builds.
+        let longest = "f".repeat(MAX_LINE_LEN - "Filter: \r\n".len());
+        assert!(b().filter(longest.as_str()).build().is_ok());
+        refused(b().filter(format!("{longest}f")), "filter");
+        // Each of CR, LF and NUL alone is refused, in a filter as in a Login value.
+        for bad in ["", "a\rb", "a\nb", "a\0b"] {
+            refused(b().filter(bad), "filter");
+            refused(b().prefilter(bad), "filter");
+            refused(ClientConfig::builder(bad, "x"), "username");
+            refused(ClientConfig::builder("a", bad), "secret");
+            refused(b().events(bad), "events");
+        }
+        refused(b().breaker_threshold(0), "breaker_threshold");
+    }
+
     #[test]
     fn secret_is_redacted_in_debug() {
         let c = ClientConfig::builder("admin", "amp111").build().unwrap();

@@ -160,4 +160,38 @@ mod tests {
         }
         assert_eq!(expire(&mut d, &mut map, u64::MAX), [0]);
     }
+
+    #[test]
+    fn stale_out_of_order_entries_count_towards_compaction_too() {
+        let mut d = Deadlines::default();
+        let mut map = HashMap::new();
+        // A long-lived action in the FIFO, then 10,000 short ones each earlier than it (so in
+        // the heap), which each finish at once.
+        d.push(u64::MAX, 0);
+        map.insert(0, u64::MAX);
+        for seq in 1..=10_000 {
+            d.push(seq, seq);
+            map.insert(seq, seq);
+            map.remove(&seq);
+            d.compact(map.len(), |s, at| map.get(&s) == Some(&at));
+            assert!(d.len() <= 2 * map.len() + COMPACT_SLACK + 1, "{}", d.len());
+        }
+        assert_eq!(expire(&mut d, &mut map, u64::MAX), [0]);
+    }
+
+    #[test]
+    fn a_popped_entry_is_gone_though_its_action_still_has_that_deadline() {
+        let mut d = Deadlines::default();
+        // Seq 1 in the FIFO, seq 2 (earlier) in the heap; both stay live throughout.
+        d.push(10, 1);
+        d.push(5, 2);
+        let all_live = |_: u64, _: u64| true;
+        for expected in [(5, 2), (10, 1)] {
+            let entry = d.peek(all_live);
+            assert_eq!(entry, Some(expected));
+            d.pop(expected);
+        }
+        assert_eq!(d.peek(all_live), None);
+        assert_eq!(d.len(), 0);
+    }
 }

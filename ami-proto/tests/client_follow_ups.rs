@@ -1,0 +1,61 @@
+//! An action completed by a follow-up (an async Originate's `OriginateResponse`, res_fax's
+//! `FAXStats`) completes only with that follow-up: another event that happens to carry its
+//! ActionID neither completes it nor is swallowed, so no action reads as answered from a
+//! message that does not answer it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::{ClientConfig, StreamItem};
+use scripted::{msg, Harness};
+use std::time::{Duration, Instant};
+
+fn ready() -> Harness {
+    let cfg = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(5)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, Instant::now());
+    h.ready();
+    h.events();
+    h
+}
+
+fn stream_event_names(h: &mut Harness) -> Vec<String> {
+    h.events()
+        .into_iter()
+        .filter_map(|i| match i {
+            StreamItem::Event(m) => m.event().map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_event_echoing_an_async_originates_action_id_is_not_its_originate_response() {
+    let mut h = ready();
+    let o = h.send(scripted::async_originate(30_000));
+    h.take("Originate");
+    h.feed(&scripted::originate_queued(o.as_str()));
+    // Any event with the Originate's ActionID, other than its OriginateResponse, waiting
+    // for its answer: it is no answer, and goes to the stream like any other event.
+    h.feed(&msg(&[
+        ("Event", "VarSet"),
+        ("Privilege", "dialplan,all"),
+        ("ActionID", o.as_str()),
+        ("Variable", "X"),
+    ]));
+    assert!(h.outcomes(&o).is_empty(), "{:?}", h.outcomes(&o));
+    assert_eq!(stream_event_names(&mut h), ["VarSet"]);
+    h.feed(&scripted::originate_response(o.as_str(), true));
+    let response = h.outcome(&o).as_ref().unwrap();
+    assert_eq!(
+        response.follow_up().and_then(|m| m.event()),
+        Some("OriginateResponse")
+    );
+}
