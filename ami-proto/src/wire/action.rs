@@ -620,6 +620,8 @@ mod tests {
             ActionId::new("a-10").unwrap(),
         );
         assert_eq!(a9.cmp(&a10), "a-9".cmp("a-10"));
+        assert_eq!(a9.partial_cmp(&a10), Some("a-9".cmp("a-10")));
+        assert!(a9 > a10);
         assert_ne!(a9, a10);
         let longest = ActionId::new(&"z".repeat(MAX_ACTION_ID_LEN)).unwrap();
         assert_eq!(longest.as_str().len(), MAX_ACTION_ID_LEN);
@@ -632,6 +634,44 @@ mod tests {
         let set: std::collections::HashSet<ActionId> = [a9.clone(), a10, longest].into();
         assert!(set.contains(&ActionId::new("a-9").unwrap()));
         assert!(!set.contains(&ActionId::new("a-1").unwrap()));
+    }
+
+    #[test]
+    fn distinct_action_ids_hash_apart() {
+        // The pending table is keyed by ActionId: IDs that all hashed alike would make every
+        // lookup a walk over every action in flight.
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hasher = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let hashes: std::collections::HashSet<u64> = (0..100)
+            .map(|n| hasher.hash_one(ActionId::generated("abcdefgh", n)))
+            .collect();
+        assert_eq!(hashes.len(), 100);
+        let text = "abcdefgh-7";
+        assert_eq!(
+            hasher.hash_one(ActionId::new(text).unwrap()),
+            hasher.hash_one(ActionId::generated("abcdefgh", 7))
+        );
+    }
+
+    #[test]
+    fn a_generated_id_of_thirty_bytes_is_kept_inline() {
+        // 30 bytes is the inline limit, as for `ActionId::new`: no allocation per action.
+        let id = ActionId::generated(&"p".repeat(INLINE_LEN - 2), 7);
+        assert_eq!(id.as_str().len(), INLINE_LEN);
+        assert!(matches!(id.0, Repr::Inline { .. }));
+        assert!(matches!(
+            ActionId::generated(&"p".repeat(INLINE_LEN - 1), 7).0,
+            Repr::Boxed(_)
+        ));
+    }
+
+    #[test]
+    fn a_header_value_is_read_from_its_first_byte_above_a_space() {
+        // `ast_skip_blanks` skips bytes below 33: control bytes and spaces, not `!`.
+        assert_eq!(header_value("\x01\t yes "), "yes ");
+        assert_eq!(header_value("!yes"), "!yes");
+        assert!(ast_true("\t\x1fyes"));
+        assert!(!ast_true("!yes"));
     }
 
     #[test]

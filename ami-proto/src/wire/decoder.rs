@@ -1374,6 +1374,76 @@ mod tests {
     }
 
     #[test]
+    fn a_message_is_dropped_at_the_line_that_crosses_its_limit_however_split() {
+        // 12 + 30 + 30 bytes, then an ActionID line whose LF is the 101st byte: one past
+        // the limit. That line is not read, so the event is charged to no list in
+        // particular, whether it arrives whole or byte by byte.
+        let mut wire = b"Event: Big\r\n".to_vec();
+        for i in 0..2 {
+            wire.extend_from_slice(format!("K{i}: {}\r\n", "v".repeat(24)).as_bytes());
+        }
+        wire.extend_from_slice(format!("ActionID: {}\r\n", "a".repeat(17)).as_bytes());
+        assert_eq!(wire.len(), 101);
+        wire.extend_from_slice(b"More: 1\r\n\r\nEvent: Next\r\n\r\n");
+        let limits = DecoderLimits::builder()
+            .max_line_len(32)
+            .max_message_len(100)
+            .max_fields(10)
+            .buffer_cap(256)
+            .build()
+            .unwrap();
+        for chunk in [1usize, 3, wire.len()] {
+            let mut d = Decoder::without_banner(limits);
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            assert_eq!(
+                names(&out),
+                ["error MessageTooLarge { limit: 100 }", "Event: Next"],
+                "chunk {chunk}"
+            );
+            assert_eq!(d.last_dropped(), &DroppedOwner::Unknown, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn the_empty_line_that_ends_a_message_counts_toward_its_limit() {
+        let limits = DecoderLimits::builder()
+            .max_line_len(32)
+            .max_message_len(100)
+            .max_fields(10)
+            .buffer_cap(256)
+            .build()
+            .unwrap();
+        let message = |last: usize| {
+            let mut wire = b"Event: Big\r\n".to_vec();
+            for i in 0..2 {
+                wire.extend_from_slice(format!("K{i}: {}\r\n", "v".repeat(24)).as_bytes());
+            }
+            wire.extend_from_slice(format!("K2: {}\r\n\r\n", "v".repeat(last)).as_bytes());
+            wire
+        };
+        // Exactly 100 bytes with its empty line: taken.
+        let fits = message(20);
+        assert_eq!(fits.len(), 100);
+        let mut d = Decoder::without_banner(limits);
+        assert_eq!(names(&decode_all(&mut d, &fits)), ["Event: Big"]);
+        // 101: only the empty line crosses the limit, and the message is still dropped.
+        let over = message(21);
+        assert_eq!(over.len(), 101);
+        let mut d = Decoder::without_banner(limits);
+        let mut wire = over.clone();
+        wire.extend_from_slice(b"Event: Next\r\n\r\n");
+        assert_eq!(
+            names(&decode_all(&mut d, &wire)),
+            ["error MessageTooLarge { limit: 100 }", "Event: Next"]
+        );
+        assert_eq!(d.stats().messages_too_large, 1);
+        assert_eq!(d.stats().discarded_bytes, 101);
+    }
+
+    #[test]
     fn too_many_fields_is_one_error_then_recovery() {
         let mut d = Decoder::without_banner(small_limits());
         let out = decode_all(
@@ -1425,6 +1495,79 @@ Asterisk 13.38.3 built by me\n\nKey: looks like a header\n--END COMMAND--\r\n\r\
             ]
         );
         assert_eq!(d.stats().stray_blank_lines, 1);
+    }
+
+    #[test]
+    fn legacy_output_keeps_event_lines_that_follow_no_empty_crlf_line() {
+        // Only an empty CRLF line after a CRLF line ends an AMI message inside Command
+        // output; an `Event:` line after text, or after an empty LF line, is output, even
+        // when it ends in CRLF.
+        let wire = b"Response: Follows\r\nPrivilege: Command\r\noutput\nEvent: inline\r\nmore\n\n\
+Event: after an LF blank\r\n--END COMMAND--\r\n\r\nEvent: After\r\n\r\n";
+        for chunk in [1usize, 4, wire.len()] {
+            let mut d = Decoder::without_banner(follows_limits(1 << 16));
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            assert_eq!(
+                names(&out),
+                ["Response: Follows", "Event: After"],
+                "chunk {chunk}"
+            );
+            let Ok(Frame::Message(m)) = &out[0] else {
+                panic!()
+            };
+            let lines: Vec<_> = m.command_output().map(|v| v.to_string()).collect();
+            assert_eq!(
+                lines,
+                [
+                    "output",
+                    "Event: inline",
+                    "more",
+                    "",
+                    "Event: after an LF blank"
+                ]
+            );
+            assert_eq!(d.stats().follows_unterminated, 0);
+        }
+    }
+
+    #[test]
+    fn legacy_output_opening_with_an_empty_crlf_line_ends_at_a_message_start() {
+        // An empty CRLF line right after the headers ends an AMI message: an `Event:` line
+        // after it opens the next message, and the Follows never ended.
+        let wire = b"Response: Follows\r\nPrivilege: Command\r\n\r\nEvent: Next\r\n\r\n";
+        for chunk in [1usize, wire.len()] {
+            let (got, stats) = decode_chunked(follows_limits(1 << 16), wire, chunk);
+            assert_eq!(
+                got,
+                ["error FollowsUnterminated", "Event: Next"],
+                "chunk {chunk}"
+            );
+            assert_eq!(stats.follows_unterminated, 1);
+        }
+    }
+
+    #[test]
+    fn legacy_output_opening_with_an_empty_lf_line_keeps_event_like_text() {
+        // Command output ends its lines with a bare LF: after an empty LF line an `Event:`
+        // line is output text, not a message start.
+        let wire =
+            b"Response: Follows\r\nPrivilege: Command\r\n\nEvent: text\r\n--END COMMAND--\r\n\r\n";
+        for chunk in [1usize, wire.len()] {
+            let mut d = Decoder::without_banner(follows_limits(1 << 16));
+            let mut out = Vec::new();
+            for piece in wire.chunks(chunk) {
+                out.extend(decode_all(&mut d, piece));
+            }
+            let [Ok(Frame::Message(m))] = &out[..] else {
+                panic!("chunk {chunk}: one message, got {out:?}");
+            };
+            let lines: Vec<_> = m.command_output().map(|v| v.to_string()).collect();
+            assert_eq!(lines, ["", "Event: text"], "chunk {chunk}");
+            assert_eq!(d.stats().follows_unterminated, 0);
+        }
     }
 
     #[test]
@@ -1544,6 +1687,27 @@ Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
     }
 
     #[test]
+    fn skipped_follows_output_resyncs_only_at_a_message_start_after_an_empty_line() {
+        // Past the limit the output is skipped line by line; an `Event:` line right after
+        // a text line is output, not a boundary (only an empty line before it makes one).
+        let mut wire = b"Response: Follows\r\nPrivilege: Command\r\n".to_vec();
+        for i in 0..60 {
+            wire.extend_from_slice(format!("output line {i}\n").as_bytes());
+        }
+        wire.extend_from_slice(b"Event: only output text\nmore output\n");
+        wire.extend_from_slice(b"--END COMMAND--\r\n\r\nEvent: After\r\n\r\n");
+        for chunk in [1usize, 5, wire.len()] {
+            let (got, stats) = decode_chunked(follows_limits(512), &wire, chunk);
+            assert_eq!(
+                got,
+                ["error FollowsTooLarge { limit: 512 }", "Event: After"],
+                "chunk {chunk}"
+            );
+            assert_eq!(stats.messages, 1, "chunk {chunk}");
+        }
+    }
+
+    #[test]
     fn overlong_line_in_follows_resyncs_at_the_next_message_start() {
         let mut wire = b"Response: Follows\r\nPrivilege: Command\r\n".to_vec();
         wire.extend_from_slice(&[b'x'; 1000]);
@@ -1576,6 +1740,22 @@ Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
         }
         assert_eq!(got, expected);
         assert_eq!(got.len(), 3);
+        assert_eq!(d.stats().bytes, wire.len() as u64);
+    }
+
+    #[test]
+    fn empty_lines_before_the_banner_are_stray_and_counted() {
+        let mut d = Decoder::new(DecoderLimits::default());
+        let out = decode_all(
+            &mut d,
+            b"\r\n\nAsterisk Call Manager/11.0.0\r\nEvent: X\r\n\r\n",
+        );
+        assert_eq!(
+            names(&out),
+            ["banner Asterisk Call Manager/11.0.0", "Event: X"]
+        );
+        assert_eq!(d.stats().stray_blank_lines, 2);
+        assert_eq!(d.stats().banners, 1);
     }
 
     #[test]
@@ -1721,6 +1901,29 @@ Event: not a boundary: LF text\n\nEvent: nor this\nlast output line\r\n\r\n"
                 }
             }
         }
+    }
+
+    /// Only a decoder told to share lends events out of its read buffer, and never a
+    /// response: a response goes to the caller, who may keep it as long as it likes, so a
+    /// shared slice would keep the whole read buffer alive with it.
+    #[test]
+    fn only_events_of_a_sharing_decoder_share_its_read_buffer() {
+        let wire = b"Event: Hangup\r\nChannel: SIP/1\r\n\r\n\
+Response: Success\r\nActionID: 3\r\nMessage: Pong\r\n\r\n";
+        let shared = |d: &mut Decoder| -> Vec<(bool, bool)> {
+            decode_all(d, wire)
+                .into_iter()
+                .map(|f| match f {
+                    Ok(Frame::Message(m)) => (m.response().is_some(), m.is_shared()),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        let mut own = Decoder::without_banner(DecoderLimits::default());
+        assert_eq!(shared(&mut own), [(false, false), (true, false)]);
+        let mut sharing = Decoder::without_banner(DecoderLimits::default());
+        sharing.share_messages();
+        assert_eq!(shared(&mut sharing), [(false, true), (true, false)]);
     }
 
     #[test]
