@@ -80,6 +80,11 @@ pub(crate) struct Terms {
     /// Per server: the renewal deadline on the wall clock, in nanoseconds after the Unix
     /// epoch (`u64::MAX`: none).
     wall_fences: Vec<AtomicU64>,
+    /// Per server: a term found past its deadline (0: none). Once found so it stays so,
+    /// whatever the clocks say next (a wall clock stepped back) and whatever a renewal
+    /// checked an instant earlier stores: an item of it may have been dropped then, which
+    /// its session's positions would skip without a gap, so the term must end.
+    lapsed: Vec<AtomicU64>,
     base: Instant,
 }
 
@@ -99,6 +104,7 @@ impl Terms {
             terms: (0..servers).map(|_| AtomicU64::new(0)).collect(),
             fences: (0..servers).map(|_| AtomicU64::new(NO_FENCE)).collect(),
             wall_fences: (0..servers).map(|_| AtomicU64::new(NO_FENCE)).collect(),
+            lapsed: (0..servers).map(|_| AtomicU64::new(0)).collect(),
             base: Instant::now(),
         }
     }
@@ -107,6 +113,9 @@ impl Terms {
     #[cfg(test)]
     pub(crate) fn set(&self, ix: ServerIx, term: u64) {
         self.store_fence(ix, NO_FENCE, NO_FENCE);
+        if let Some(l) = self.lapsed.get(ix) {
+            l.store(0, Ordering::SeqCst);
+        }
         if let Some(t) = self.terms.get(ix) {
             t.store(term, Ordering::SeqCst);
         }
@@ -115,6 +124,9 @@ impl Terms {
     pub(crate) fn start(&self, ix: ServerIx, term: u64, fence_at: Stamp) {
         // The deadline first: the term is never current with the previous term's.
         self.store_fence(ix, self.nanos(fence_at.mono), wall_nanos(fence_at.wall));
+        if let Some(l) = self.lapsed.get(ix) {
+            l.store(0, Ordering::SeqCst);
+        }
         if let Some(t) = self.terms.get(ix) {
             t.store(term, Ordering::SeqCst);
         }
@@ -122,7 +134,8 @@ impl Terms {
     /// `term` of `ix` was renewed: it must be renewed again by `fence_at`. Nothing if `ix`
     /// is no longer served under `term` (the caller holds the lock under which terms start
     /// and end), nor if its deadline passed already: the publisher may have dropped items
-    /// of it since, which its session's positions would skip without a gap marker. Such a
+    /// of it since, which its session's positions would skip without a gap marker (and a
+    /// publisher that found it passed just after this looked keeps it passed). Such a
     /// term ends (the control task's next look), and the lease, still this bridge's, is
     /// taken again as a new term.
     pub(crate) fn renewed(&self, ix: ServerIx, term: u64, fence_at: Stamp) {
@@ -148,17 +161,32 @@ impl Terms {
                 .is_some_and(|t| t.load(Ordering::SeqCst) == term)
     }
     /// Whether an item of `ix` under `term` may be published at `now`: the term is
-    /// current and its renewal deadline has not passed.
+    /// current and its renewal deadline has not passed, now or at an earlier look (a
+    /// current term found past its deadline is remembered as such: see `lapsed`).
     pub(crate) fn may_publish(&self, ix: ServerIx, term: u64, now: Stamp) -> bool {
-        self.is_current(ix, term)
-            && self
-                .fences
-                .get(ix)
-                .is_some_and(|f| self.nanos(now.mono) < f.load(Ordering::SeqCst))
+        if !self.is_current(ix, term) {
+            return false;
+        }
+        let Some(lapsed) = self.lapsed.get(ix) else {
+            return false;
+        };
+        if lapsed.load(Ordering::SeqCst) == term {
+            return false;
+        }
+        let ahead = self
+            .fences
+            .get(ix)
+            .is_some_and(|f| self.nanos(now.mono) < f.load(Ordering::SeqCst))
             && self
                 .wall_fences
                 .get(ix)
-                .is_some_and(|f| wall_nanos(now.wall) < f.load(Ordering::SeqCst))
+                .is_some_and(|f| wall_nanos(now.wall) < f.load(Ordering::SeqCst));
+        if !ahead {
+            // Terms are lease revisions, never reused: remembering one that ended
+            // meanwhile touches no later term.
+            lapsed.store(term, Ordering::SeqCst);
+        }
+        ahead
     }
     /// The servers whose term's renewal deadline has passed at `now`, with that term.
     pub(crate) fn expired(&self, now: Stamp) -> Vec<(ServerIx, u64)> {
@@ -1628,5 +1656,41 @@ mod tests {
             "term 7's renewal moved term 8's deadline"
         );
         assert_eq!(terms.expired(now), vec![(1, 6), (2, 8)]);
+    }
+
+    /// Once an item of a term was dropped because its renewal deadline had passed, the
+    /// term must end (its session skipped that item without a gap marker), whatever the
+    /// clocks say next. Two ways it went on: the wall clock stepped forward past the
+    /// deadline (the publisher dropped an item) and back again before the control task
+    /// looked; and a renewal whose answer came just at the deadline, checked by
+    /// [`Terms::renewed`] on a clock read an instant before the publisher's and stored just
+    /// after the publisher dropped an item.
+    #[test]
+    fn a_term_an_item_was_dropped_from_for_its_deadline_ends_whatever_the_clocks_say_next() {
+        let terms = Terms::new(2);
+        let now = Stamp::now();
+        let ahead = Duration::from_secs(30);
+        // Server 0: the wall clock stepped forward past the deadline, then back.
+        terms.start(0, 5, now.after(Duration::from_secs(1)));
+        let stepped = Stamp {
+            mono: now.mono,
+            wall: now.wall + Duration::from_secs(2),
+        };
+        assert!(!terms.may_publish(0, 5, stepped), "the item is dropped");
+        assert!(
+            !terms.may_publish(0, 5, now),
+            "the term went on after an item of it was dropped (wall clock stepped back)"
+        );
+        // Server 1: the renewer read the clock just before the deadline, the publisher
+        // just after it, and dropped an item before the renewal was stored.
+        terms.start(1, 6, now.after(Duration::from_secs(1)));
+        let just_after = now.after(Duration::from_millis(1500));
+        assert!(!terms.may_publish(1, 6, just_after), "the item is dropped");
+        terms.renewed(1, 6, now.after(ahead));
+        assert_eq!(
+            terms.expired(just_after),
+            vec![(0, 5), (1, 6)],
+            "a term an item was dropped from for its deadline is not ended"
+        );
     }
 }
