@@ -1084,6 +1084,10 @@ async fn answer(
         return (named.clone(), "not_sent", past_deadline(), after);
     }
     let options = SendOptions::timeout(left);
+    // Terms past their renewal deadline end now, not at the control task's next look:
+    // their servers leave the fleet, so `ami.any.action` goes to one still served (the
+    // send itself refuses a server found past its deadline, named or picked).
+    control.fence_expired();
     sending.begin();
     let send = control.upstream.send(to, req.action, options);
     let sent = match claim.as_mut() {

@@ -99,7 +99,9 @@ pub(crate) struct Control {
     /// The number of `action_slots`: those taken are the requests not answered yet.
     max_actions: usize,
     /// Held while a server starts or stops being served, so the two never interleave.
-    serve_lock: Mutex<()>,
+    /// Per server, the term whose release began (0: none): a session whose start waited
+    /// meanwhile (for room for its `lease_acquired` marker) is never started after it.
+    serve_lock: Mutex<Vec<u64>>,
     /// When lost action replies were last logged (shared by every request's task).
     reply_log: Mutex<crate::actions::ReplyLossLog>,
     /// The tasks answering requests, so a clean stop waits for them (bounded) instead of
@@ -168,10 +170,19 @@ impl Control {
             if me.merged.send(marker).await.is_err() {
                 return;
             }
-            // Checked and started under the lock `lost` takes: a lease lost meanwhile never
-            // leaves a session behind.
-            let _serve = lock(&me.serve_lock);
+            // Checked and started under the lock `lost` and `release` take: a lease lost
+            // meanwhile never leaves a session behind, nor does one released meanwhile
+            // (its `lease_released` marker may be queued already: a session started now
+            // would publish after it, under a term still current until the release ends).
+            let released = lock(&me.serve_lock);
             if !me.terms.is_current(ix, term) {
+                return;
+            }
+            if released.get(ix) == Some(&term) {
+                log::info!(
+                    "{}: released (term {term}) before its session started: not started",
+                    spec_name(&me.servers, ix)
+                );
                 return;
             }
             me.upstream.add(ix);
@@ -196,7 +207,8 @@ impl Control {
 
     /// Whether this bridge serves at least one server now.
     pub(crate) fn serves_any(&self) -> bool {
-        (0..self.servers.len()).any(|ix| self.terms.current(ix) != 0)
+        let now = Stamp::now();
+        (0..self.servers.len()).any(|ix| self.terms.may_act(ix, now))
     }
 
     /// The subject on which the process `instance` of bridge `bridge_id` answers the
@@ -231,11 +243,12 @@ impl Control {
     }
 
     /// This bridge no longer holds `ix` under `term`: stop at once (nothing more of it is
-    /// published, its session closes, its action subject is left).
-    pub(crate) fn lost(&self, ix: ServerIx, term: u64) {
+    /// published, its session closes, its action subject is left). Returns whether it
+    /// ended the term (false: it had ended already).
+    pub(crate) fn lost(&self, ix: ServerIx, term: u64) -> bool {
         let _serve = lock(&self.serve_lock);
         if !self.terms.is_current(ix, term) {
-            return;
+            return false;
         }
         self.terms.clear(ix, term);
         self.upstream.remove(ix);
@@ -244,6 +257,7 @@ impl Control {
         if let Some(spec) = self.servers.get(ix) {
             log::info!("{}: no longer served by this bridge", spec.name);
         }
+        true
     }
 
     /// Starts giving `ix` up cleanly: its action subject is left and its AMI session closed,
@@ -258,9 +272,14 @@ impl Control {
         reason: &'static str,
     ) -> Option<oneshot::Receiver<()>> {
         {
-            let _serve = lock(&self.serve_lock);
+            let mut released = lock(&self.serve_lock);
             if !self.terms.is_current(ix, term) {
                 return None;
+            }
+            // Before the marker is queued: a session of this term still waiting to start
+            // (see `acquired`) is not started after it.
+            if let Some(r) = released.get_mut(ix) {
+                *r = term;
             }
             self.upstream.remove(ix);
         }
@@ -277,20 +296,19 @@ impl Control {
         Some(stored)
     }
 
-    /// Stops serving every lease whose renewal deadline has passed.
-    fn fence_expired(&self) {
+    /// Stops serving every lease whose renewal deadline has passed: the control task's
+    /// periodic look, and an action's right before it is sent (so that `ami.any.action`
+    /// is routed among the servers still served, not refused for one past its deadline).
+    pub(crate) fn fence_expired(&self) {
         let expired = self.terms.expired(Stamp::now());
         for (ix, term) in expired {
-            match self.servers.get(ix) {
-                Some(spec) => log::warn!(
+            // Said once, by whichever look ended the term.
+            if self.lost(ix, term) {
+                log::warn!(
                     "{}: lease not renewed in time: no longer serving it",
-                    spec.name
-                ),
-                None => {
-                    log::warn!("lease of server #{ix} not renewed in time: no longer serving it")
-                }
+                    spec_name(&self.servers, ix)
+                );
             }
-            self.lost(ix, term);
         }
     }
 }
@@ -353,7 +371,9 @@ async fn serve_actions(
         }
         // Where it goes, and whether this bridge must pass it on to the lease holder.
         let (to, forward) = match route {
-            Route::Server(ix) => (Some(ix), control.terms.current(ix) == 0),
+            // Not served, or past its renewal deadline (another bridge may hold the lease):
+            // the lease holder is asked (none but this bridge: answered not_sent).
+            Route::Server(ix) => (Some(ix), !control.terms.may_act(ix, Stamp::now())),
             // Serving none, or none of its servers ready: a bridge with a ready one can
             // take it (the holders are asked in turn; one with none ready answers not_sent).
             Route::AnyForwarding => (
@@ -415,6 +435,13 @@ async fn serve_actions(
             }
         }
     }
+}
+
+/// The name of server `ix` for a log line (`#<ix>` if it is not configured).
+fn spec_name(servers: &[ServerSpec], ix: ServerIx) -> String {
+    servers
+        .get(ix)
+        .map_or_else(|| format!("server #{ix}"), |s| s.name.clone())
 }
 
 /// The name of server `to`, if any.
@@ -858,7 +885,7 @@ impl Bridge {
             action_timeout: config.action_timeout,
             action_slots: Arc::new(Semaphore::new(config.max_actions_in_flight)),
             max_actions: config.max_actions_in_flight,
-            serve_lock: Mutex::new(()),
+            serve_lock: Mutex::new(vec![0; servers.len()]),
             reply_log: Mutex::new(crate::actions::ReplyLossLog::default()),
             handlers: Mutex::new(Some(JoinSet::new())),
             give_up: watch::Sender::new(false),
@@ -1119,5 +1146,208 @@ fn status_name(s: &ServerStatus) -> &'static str {
         ServerStatus::Ready { .. } => "ready",
         ServerStatus::BackingOff { .. } | ServerStatus::BreakerOpen { .. } => "disconnected",
         _ => "closed",
+    }
+}
+
+/// The integration tests' nats-server process, for the unit tests below.
+#[cfg(test)]
+#[path = "../tests/support/nats_server.rs"]
+mod nats_server;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Merged;
+    use ami_proto::ClientConfig;
+    use ami_sim::tcp::TcpFront;
+    use ami_sim::SimConfig;
+
+    use nats_server::Nats;
+
+    /// A bridge's `Control` for one ami-sim server `pbx1` (its server and the fleet's
+    /// stream, unread, returned too), as
+    /// `Bridge::start` builds it but with no task started: the test is the lease loop, and
+    /// reads the markers channel (of `markers_cap`) itself.
+    async fn control(
+        nats: &Nats,
+        markers_cap: usize,
+    ) -> (Arc<Control>, mpsc::Receiver<Tagged>, TcpFront, Merged) {
+        let front = TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+        let a = front.local_addr();
+        let login = ClientConfig::builder("admin", "amp111").build().unwrap();
+        let spec = ServerSpec::new("pbx1", a.ip().to_string(), a.port(), login).unwrap();
+        let servers: Arc<[ServerSpec]> = vec![spec].into();
+        let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        let js = jetstream::new(client.clone());
+        let bucket = |name: &str, max_age| Bucket {
+            name: name.to_string(),
+            max_age,
+            max_bytes: 1 << 20,
+        };
+        let (leases, _) = ensure_bucket(&js, bucket("leases", Duration::ZERO))
+            .await
+            .unwrap();
+        let window = Duration::from_secs(60);
+        let (idempotency, _) = ensure_bucket(&js, bucket("keys", window)).await.unwrap();
+        let metrics = Arc::new(Metrics::new(&servers, "b1", 1000, 1 << 20));
+        let (markers_tx, markers_rx) = mpsc::channel(markers_cap);
+        let (_unread, upstream_markers) = mpsc::channel(1);
+        let terms = Arc::new(Terms::new(servers.len()));
+        let (upstream, merged) = Upstream::start(
+            servers.clone(),
+            ami_proto::fleet::Policy::RoundRobin,
+            upstream_markers,
+            terms.clone(),
+        );
+        let control = Arc::new(Control {
+            servers,
+            bridge_id: "b1".into(),
+            keys: crate::idempotency::Keys::new(
+                idempotency,
+                window,
+                "i1",
+                metrics.idempotency_follow_ups_skipped.clone(),
+                metrics.idempotency_claims_forgotten.clone(),
+            ),
+            instance: "i1".into(),
+            terms,
+            upstream,
+            merged: markers_tx,
+            metrics,
+            nats: client,
+            action_timeout: Duration::from_secs(5),
+            action_slots: Arc::new(Semaphore::new(8)),
+            max_actions: 8,
+            serve_lock: Mutex::new(vec![0]),
+            reply_log: Mutex::new(crate::actions::ReplyLossLog::default()),
+            handlers: Mutex::new(Some(JoinSet::new())),
+            give_up: watch::Sender::new(false),
+            leases,
+            lease_view: Arc::default(),
+        });
+        // The fleet's items are not read (the test looks at the fleet, not the stream).
+        (control, markers_rx, front, merged)
+    }
+
+    /// A release that comes while the task `acquired` started still waits to queue its
+    /// `lease_acquired` marker (the markers channel full: NATS slow) finds no session to
+    /// close; the session must not start after it either, or its items, under a term
+    /// still current until the caller ends it, would be published after the
+    /// `lease_released` marker, for a server the next bridge may already serve.
+    // One thread: the spawned tasks run only while the test waits, so the acquiring task
+    // is queued for room before the release is, however loaded the machine.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_session_released_before_it_started_never_starts() {
+        let Some(nats) = Nats::start() else {
+            return;
+        };
+        let (control, mut markers, _front, _merged) = control(&nats, 1).await;
+        // The channel full: the acquiring task waits for room.
+        let filler = (0, 1, UpItem::LeaseAcquired { previous: None });
+        control.merged.send(filler).await.unwrap();
+        control.acquired(0, 7, None, Stamp::now().after(Duration::from_secs(60)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A stop (or a give-up) releases term 7 meanwhile.
+        let releasing = {
+            let control = control.clone();
+            tokio::spawn(async move { control.release(0, 7, "shutdown").await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let (_, term, item) = tokio::time::timeout(Duration::from_secs(5), markers.recv())
+                .await
+                .expect("the markers are queued")
+                .unwrap();
+            seen.push(match item {
+                UpItem::LeaseAcquired { .. } => format!("acquired {term}"),
+                UpItem::LeaseReleased { .. } => format!("released {term}"),
+                UpItem::Stream(_) => format!("stream item {term}"),
+            });
+        }
+        assert_eq!(seen, ["acquired 1", "acquired 7", "released 7"]);
+        assert!(releasing.await.unwrap().is_some(), "term 7 was released");
+        // The acquiring task had its room before the release's marker was queued.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            control.upstream.status(0),
+            None,
+            "the session of term 7 started after its lease_released marker was queued"
+        );
+    }
+
+    /// A holder whose renewal deadline has passed (stalled; the control task that ends the
+    /// term not run yet) may no longer hold the lease: a request on `ami.<server>.action`,
+    /// or one forwarded to it by another bridge, is answered `not_sent` (retry), and its
+    /// action never reaches the server, as no event of the term is published any more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_holder_past_its_renewal_deadline_sends_no_requested_action() {
+        let Some(nats) = Nats::start() else {
+            return;
+        };
+        let (control, _markers, front, _merged) = control(&nats, 16).await;
+        control
+            .terms
+            .start(0, 7, Stamp::now().after(Duration::from_secs(60)));
+        control.upstream.add(0);
+        let ready = async {
+            while !matches!(control.upstream.status(0), Some(ServerStatus::Ready { .. })) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .expect("pbx1 logs in");
+        let mut serving = Vec::new();
+        for (subject, route) in [
+            ("ami.pbx1.action".to_string(), Route::Server(0)),
+            (control.own_subject(), Route::Direct),
+        ] {
+            let sub = control.nats.subscribe(subject).await.unwrap();
+            let (stop, stopped) = oneshot::channel();
+            let task = tokio::spawn(serve_actions(control.clone(), route, sub, stopped));
+            serving.push((stop, task));
+        }
+        control.nats.flush().await.unwrap();
+        let requester = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        let actions_seen = || front.stats().actions;
+        let ask = |subject: String, forwarded: bool| {
+            let requester = requester.clone();
+            async move {
+                let mut headers = async_nats::HeaderMap::new();
+                if forwarded {
+                    headers.insert(FORWARDED_FOR, "pbx1");
+                }
+                let body = r#"{"headers":[["Action","UserEvent"],["UserEvent","fenced"]]}"#;
+                let request = async_nats::Request::new()
+                    .payload(body.into())
+                    .headers(headers)
+                    .timeout(Some(Duration::from_secs(10)));
+                let reply = requester.send_request(subject, request).await.unwrap();
+                let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+                v["outcome"].as_str().unwrap_or_default().to_string()
+            }
+        };
+        assert_eq!(ask("ami.pbx1.action".into(), false).await, "success");
+        let before = actions_seen();
+        // Term 7's last renewal gave it a deadline that has passed by the next look.
+        control.terms.renewed(0, 7, Stamp::now());
+        let direct = ask(control.own_subject(), true).await;
+        let named = ask("ami.pbx1.action".into(), false).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = actions_seen() - before;
+        assert_eq!(
+            (named.as_str(), direct.as_str(), sent),
+            ("not_sent", "not_sent", 0),
+            "requests answered (on ami.pbx1.action, forwarded) and actions sent to pbx1 past the renewal deadline"
+        );
+        for (stop, task) in serving {
+            let _ = stop.send(());
+            task.abort();
+        }
     }
 }

@@ -48,7 +48,9 @@
 //! "Stops serving" is enforced where it counts, not only by the control task that ends a
 //! term every 25 ms: the publisher reads the deadline itself before each publish, so
 //! nothing of a term whose deadline passed goes out, whichever task runs first after a
-//! stall (see [`crate::publish::Terms`]).
+//! stall (see [`crate::publish::Terms`]); the action handlers read it too, before an
+//! action is handed to the fleet and when deciding to answer a request or forward it, so
+//! no requested action of such a term reaches its server either.
 //! A holder frozen with its clock (a paused or suspended VM: the monotonic clock does not
 //! count that time) breaks that: running again, it finds its deadline still ahead. Two
 //! things stop it. The deadline is counted on the wall clock too, which counts the time

@@ -188,6 +188,13 @@ impl Terms {
         }
         ahead
     }
+    /// Whether `ix` may be acted on at `now` (an action sent to it, a request for it
+    /// answered here rather than forwarded): as for publishing, its current term's renewal
+    /// deadline has not passed. Past it, another bridge may already hold the lease and
+    /// send its own actions to the same server.
+    pub(crate) fn may_act(&self, ix: ServerIx, now: Stamp) -> bool {
+        self.may_publish(ix, self.current(ix), now)
+    }
     /// The servers whose term's renewal deadline has passed at `now`, with that term.
     pub(crate) fn expired(&self, now: Stamp) -> Vec<(ServerIx, u64)> {
         (0..self.terms.len())

@@ -5,7 +5,7 @@
 //! its drops counted as gaps) is read together with the lease markers by [`Merged`].
 
 use crate::config::ServerSpec;
-use crate::publish::Terms;
+use crate::publish::{Stamp, Terms};
 use ami_proto::{Action, Response, SendOptions, StreamItem};
 use ami_tokio::fleet::{
     spawn_fleet, FleetConfig, FleetEvents, FleetHandle, FleetItem, Policy, Route, RouteFailed,
@@ -47,6 +47,9 @@ pub(crate) struct Upstream {
     /// Servers in the fleet now (added on a lease, removed when it is lost).
     serving: Mutex<BTreeSet<ServerIx>>,
     policy: Policy,
+    /// The terms the servers are served under: no action goes to a server past its
+    /// term's renewal deadline (see [`Terms::may_act`]).
+    terms: Arc<Terms>,
 }
 
 /// Why an action could not be handed to a server.
@@ -58,6 +61,11 @@ pub(crate) enum RouteError {
     /// No served server is ready.
     #[error("no server served by this bridge is ready")]
     NoneReady,
+    /// The lease of a server served here was not renewed in time: another bridge may
+    /// serve it now, so nothing goes to it (named, or picked for `ami.any.action`) until
+    /// this bridge ends the term (the lease loop then takes the lease again if it can).
+    #[error("the lease of {0} was not renewed in time (another bridge may serve it now); nothing was sent: retry")]
+    Lapsed(String),
     /// The fleet refused it (it became unready meanwhile, its queue is full...).
     #[error("{0}")]
     Refused(String),
@@ -82,7 +90,7 @@ impl Upstream {
             markers,
             events,
             index,
-            terms,
+            terms: terms.clone(),
             session_term: vec![0; servers.len()],
             markers_open: true,
             releasing: Vec::new(),
@@ -94,6 +102,7 @@ impl Upstream {
             servers,
             serving: Mutex::new(BTreeSet::new()),
             policy,
+            terms,
         };
         (upstream, merged)
     }
@@ -157,14 +166,16 @@ impl Upstream {
     /// ready). The fleet decides again when the action is sent.
     pub(crate) fn check(&self, to: Option<ServerIx>) -> Result<(), RouteError> {
         let serving = self.lock();
+        let now = Stamp::now();
         match to {
-            Some(ix) if serving.contains(&ix) => Ok(()),
+            Some(ix) if serving.contains(&ix) => self.lapsed(ix, now).map_or(Ok(()), Err),
             Some(_) => Err(RouteError::NotServed),
             None => {
                 let ready = serving.iter().any(|ix| {
-                    self.servers.get(*ix).is_some_and(|s| {
-                        matches!(self.fleet.status(&s.name), Some(ServerStatus::Ready { .. }))
-                    })
+                    self.terms.may_act(*ix, now)
+                        && self.servers.get(*ix).is_some_and(|s| {
+                            matches!(self.fleet.status(&s.name), Some(ServerStatus::Ready { .. }))
+                        })
                 });
                 if ready {
                     Ok(())
@@ -183,15 +194,33 @@ impl Upstream {
         action: Action,
         options: SendOptions,
     ) -> Result<(ServerIx, Result<Response, AmiError>), RouteError> {
-        let route = match to {
-            Some(ix) => {
-                if !self.lock().contains(&ix) {
-                    return Err(RouteError::NotServed);
+        // Looked at right before the action is handed to the fleet, as the publisher looks
+        // before each publish: a holder that stalled past a renewal deadline (the control
+        // task, which ends such a term, not run yet) sends nothing more to that server.
+        let route = {
+            let serving = self.lock();
+            let now = Stamp::now();
+            match to {
+                Some(ix) => {
+                    if !serving.contains(&ix) {
+                        return Err(RouteError::NotServed);
+                    }
+                    if let Some(lapsed) = self.lapsed(ix, now) {
+                        return Err(lapsed);
+                    }
+                    let spec = self.servers.get(ix).ok_or(RouteError::NotServed)?;
+                    Route::Server(spec.name.as_str())
                 }
-                let spec = self.servers.get(ix).ok_or(RouteError::NotServed)?;
-                Route::Server(spec.name.as_str())
+                // The fleet's policy may pick any server in it: none may be past its
+                // deadline (the caller ends such terms first, so this is a race of
+                // microseconds, answered not_sent).
+                None => {
+                    if let Some(lapsed) = serving.iter().find_map(|ix| self.lapsed(*ix, now)) {
+                        return Err(lapsed);
+                    }
+                    Route::Any(self.policy)
+                }
             }
-            None => Route::Any(self.policy),
         };
         match self.fleet.send_with(route, action, options).await {
             Ok(reply) => {
@@ -213,6 +242,15 @@ impl Upstream {
             }
             Err(e) => Err(RouteError::Refused(e.to_string())),
         }
+    }
+
+    /// Why no action may go to `ix` at `now`, if its term is past its renewal deadline.
+    fn lapsed(&self, ix: ServerIx, now: Stamp) -> Option<RouteError> {
+        if self.terms.may_act(ix, now) {
+            return None;
+        }
+        let name = self.servers.get(ix).map_or("", |s| s.name.as_str());
+        Some(RouteError::Lapsed(name.to_string()))
     }
 
     fn index_of(&self, name: &str) -> Option<ServerIx> {
@@ -1002,6 +1040,70 @@ mod tests {
             seen.first(),
             Some(&"s0 lease_acquired"),
             "an item of the new session went out before its lease_acquired marker: {seen:?}"
+        );
+    }
+
+    /// A served server whose term's renewal deadline has passed (the holder stalled, the
+    /// control task that ends such a term has not run yet) may already be another bridge's:
+    /// no action goes to it, named or picked by the policy, as no event of it is published.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_action_goes_to_a_server_past_its_terms_renewal_deadline() {
+        let fronts: Vec<TcpFront> = (0..2)
+            .map(|_| TcpFront::start(SimConfig::default(), "127.0.0.1:0").unwrap())
+            .collect();
+        let specs: Vec<ServerSpec> = fronts
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let a = f.local_addr();
+                let login = ClientConfig::builder("admin", "amp111").build().unwrap();
+                ServerSpec::new(format!("s{i}"), a.ip().to_string(), a.port(), login).unwrap()
+            })
+            .collect();
+        let (_markers, markers) = mpsc::channel(4);
+        let terms = Arc::new(Terms::new(2));
+        let (upstream, _merged) =
+            Upstream::start(specs.into(), Policy::RoundRobin, markers, terms.clone());
+        let ahead = crate::publish::Stamp::now().after(Duration::from_secs(60));
+        terms.start(0, 5, ahead);
+        terms.start(1, 6, ahead);
+        upstream.add(0);
+        upstream.add(1);
+        let ready = async {
+            while [0, 1]
+                .iter()
+                .any(|ix| !matches!(upstream.status(*ix), Some(ServerStatus::Ready { .. })))
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        timeout(Duration::from_secs(10), ready)
+            .await
+            .expect("the servers log in");
+        let ping = || Action::new("Ping");
+        let options = || SendOptions::timeout(Duration::from_secs(5));
+        let sent = upstream.send(Some(0), ping(), options()).await;
+        assert!(
+            matches!(sent, Ok((0, Ok(_)))),
+            "an action to s0 is sent while its deadline is ahead: {sent:?}"
+        );
+        // Term 5's last renewal gave it a deadline that has passed when the next look comes.
+        terms.renewed(0, 5, crate::publish::Stamp::now());
+        let named = upstream.send(Some(0), ping(), options()).await;
+        assert!(
+            named.is_err(),
+            "an action was sent to s0 past its term's renewal deadline: {named:?}"
+        );
+        for _ in 0..4 {
+            let any = upstream.send(None, ping(), options()).await;
+            assert!(
+                !matches!(any, Ok((0, _))),
+                "ami.any.action was sent to s0 past its term's renewal deadline: {any:?}"
+            );
+        }
+        assert!(
+            upstream.check(Some(0)).is_err(),
+            "s0 checked as servable past its deadline"
         );
     }
 }
