@@ -981,3 +981,336 @@ fn removal_hands_the_reader_the_stream_marks_its_server_had_queued() {
     );
     assert_eq!(f.stats().removal_gaps_dropped, 0);
 }
+
+/// A reader merging several fleets sizes its batch from `servers_with_events`: it counts the
+/// servers whose items wait, not only removed servers' leftovers.
+#[test]
+fn the_merged_stream_counts_the_servers_with_items_waiting() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    let b = f.add(now, "b", client_config()).unwrap();
+    f.add(now, "c", client_config()).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_event().is_some() {}
+    assert!(!f.has_events());
+    assert_eq!(f.servers_with_events(), 0);
+    f.handle_input(now, a, Input::Received(&event("One", 0)));
+    f.handle_input(now, b, Input::Received(&event("Two", 0)));
+    f.handle_input(now, b, Input::Received(&event("Two", 1)));
+    assert!(f.has_events());
+    assert_eq!(f.servers_with_events(), 2, "a and b, once each");
+    let items: Vec<_> = std::iter::from_fn(|| f.poll_event()).collect();
+    assert_eq!(items.len(), 3);
+    assert!(!f.has_events());
+    assert_eq!(f.servers_with_events(), 0);
+}
+
+#[test]
+fn a_name_that_left_nothing_behind_is_not_held_as_removed() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_event().is_some() {}
+    assert!(!f.holds_removed("a"), "a is in the fleet");
+    assert!(!f.holds_removed("never"));
+    // Removed with nothing queued: no gap is left for the reader.
+    assert!(f.remove(now, "a"));
+    assert!(!f.holds_removed("a"));
+}
+
+/// Events the reader had taken out of the stream and hands back when it closes the stream
+/// are counted: on their server while it is in the fleet, as lost on removal once it is not.
+#[test]
+fn events_handed_back_on_close_of_a_removed_server_count_as_lost_on_removal() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    let b = f.add(now, "b", client_config()).unwrap();
+    all_ready(&mut f, now);
+    while f.poll_event().is_some() {}
+    for seq in 0..3 {
+        f.handle_input(now, a, Input::Received(&event("Taken", seq)));
+    }
+    f.handle_input(now, b, Input::Received(&event("Taken", 0)));
+    let taken: Vec<_> = std::iter::from_fn(|| f.poll_queued()).collect();
+    assert_eq!(taken.len(), 4);
+    assert!(f.remove(now, "a"));
+    drain(&mut f, now, true, &mut Vec::new());
+    let lost_before = f.stats().events_lost_on_removal;
+    f.close_event_stream(taken);
+    let stats = f.stats();
+    assert_eq!(stats.events_lost_on_removal, lost_before + 3);
+    let b_stats = stats
+        .servers
+        .iter()
+        .find(|s| s.name.as_str() == "b")
+        .unwrap();
+    assert_eq!(
+        b_stats.client.events_dropped, 1,
+        "b's taken event counted on b"
+    );
+}
+
+/// A removed server's entry leaves the writable queue, and only its own: the others' writers
+/// must still be woken for the bytes they were listed for.
+#[test]
+fn removing_a_server_keeps_the_other_servers_listed_writable() {
+    let now = Instant::now();
+    let mut f = fleet(8);
+    for k in 0..3 {
+        f.add(now, &format!("pbx{k}"), client_config()).unwrap();
+    }
+    all_ready(&mut f, now);
+    while f.poll_writable().is_some() {}
+    for name in ["pbx0", "pbx1", "pbx2"] {
+        f.send(now, Route::Server(name), Action::new("Ping"))
+            .unwrap();
+    }
+    let (id0, id2) = (f.id("pbx0").unwrap(), f.id("pbx2").unwrap());
+    assert!(f.remove(now, "pbx1"));
+    let listed: Vec<ServerId> = std::iter::from_fn(|| f.poll_writable()).collect();
+    assert_eq!(listed, [id0, id2]);
+}
+
+#[test]
+fn removals_are_counted_once_each() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    f.add(now, "a", client_config()).unwrap();
+    f.add(now, "b", client_config()).unwrap();
+    assert!(f.remove(now, "a"));
+    assert!(!f.remove(now, "a"), "already gone");
+    let stats = f.stats();
+    assert_eq!((stats.added, stats.removed), (2, 1));
+}
+
+/// Only a transport that opens moves a connecting server to logging in: bytes arriving on a
+/// ready session leave its status alone, and say nothing on the status watch.
+#[test]
+fn input_on_a_ready_session_does_not_change_its_status() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    f.handle_input(now, a, Input::Received(&event("Quiet", 0)));
+    f.handle_input(now, a, Input::Connected);
+    let mut log = Vec::new();
+    drain(&mut f, now, true, &mut log);
+    assert!(
+        !log.iter().any(|o| matches!(o, FleetOutput::Status { .. })),
+        "{log:?}"
+    );
+    assert!(f.status("a").unwrap().is_ready());
+}
+
+/// A step counts as one with deferred connects when it started connects and left some
+/// waiting for the next; steps that started none (the adapter has not drained yet) do not.
+#[test]
+fn only_steps_that_left_connects_waiting_count_as_deferring_them() {
+    let now = Instant::now();
+    let mut f = fleet(2);
+    for name in ["a", "b", "c"] {
+        f.add(now, name, client_config()).unwrap();
+    }
+    f.handle_timeout(now);
+    f.handle_timeout(now);
+    assert_eq!(f.stats().steps_with_deferred_connects, 0);
+    assert_eq!(drain(&mut f, now, false, &mut Vec::new()), 2);
+    f.handle_timeout(now);
+    assert_eq!(f.stats().steps_with_deferred_connects, 1, "two of three");
+    assert_eq!(drain(&mut f, now, false, &mut Vec::new()), 1);
+    f.handle_timeout(now);
+    let stats = f.stats();
+    assert_eq!(
+        stats.steps_with_deferred_connects, 1,
+        "the last one left none"
+    );
+    assert_eq!(stats.most_connects_in_a_step, 2);
+}
+
+/// The cap on removed servers' leftovers holds for marks too: a mark that does not fit is
+/// counted (and logged), each one once.
+#[test]
+fn marks_of_a_removed_server_past_the_cap_are_counted_as_dropped() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    for k in 0..MAX_REMOVAL_GAPS {
+        let name = format!("pbx{k}");
+        let id = f.add(now, &name, client_config()).unwrap();
+        all_ready(&mut f, now);
+        f.handle_input(now, id, Input::Received(&event("Flood", k)));
+        assert!(f.remove(now, &name));
+        while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
+    }
+    assert_eq!(f.stats().removal_gaps_dropped, 0, "the cap is just full");
+    f.add(now, "marked", client_config()).unwrap();
+    all_ready(&mut f, now);
+    for mark in [7, 8] {
+        f.send_with(
+            now,
+            Route::Server("marked"),
+            Action::new("Ping"),
+            ami_proto::SendOptions::default().with_mark(mark),
+        )
+        .unwrap();
+    }
+    exchange(&mut f, now);
+    assert!(f.remove(now, "marked"));
+    assert_eq!(f.stats().removal_gaps_dropped, 2);
+    assert!(!f.holds_removed("marked"));
+}
+
+/// Drains outputs, checking before each that `has_output` said whether one other than
+/// `Wait` would come; returns how many connects came out.
+fn drain_checking_has_output(f: &mut Fleet) -> usize {
+    let mut connects = 0;
+    for _ in 0..100 {
+        let said = f.has_output();
+        match f.poll_output() {
+            FleetOutput::Wait(_) => {
+                assert!(!said, "has_output was true before a Wait");
+                return connects;
+            }
+            FleetOutput::Connect(_) => {
+                assert!(said, "has_output was false before a Connect");
+                connects += 1;
+            }
+            other => assert!(said, "has_output was false before {other:?}"),
+        }
+    }
+    panic!("no Wait after 100 outputs");
+}
+
+/// An adapter that blocks asks `has_output` first: true exactly when `poll_output` has
+/// something before its `Wait` (news, or a connect the step's budget lets out).
+#[test]
+fn has_output_is_true_exactly_when_poll_output_has_something_before_its_wait() {
+    let now = Instant::now();
+    let mut f = fleet(1);
+    assert!(!f.has_output());
+    f.add(now, "a", client_config()).unwrap();
+    f.add(now, "b", client_config()).unwrap();
+    assert_eq!(
+        drain_checking_has_output(&mut f),
+        1,
+        "b waits for the next step"
+    );
+    f.handle_timeout(now);
+    assert_eq!(drain_checking_has_output(&mut f), 1);
+    f.handle_timeout(now);
+    assert_eq!(drain_checking_has_output(&mut f), 0);
+    assert!(f.remove(now, "a"));
+    assert!(f.has_output(), "news of the removal");
+    assert_eq!(drain_checking_has_output(&mut f), 0);
+}
+
+#[test]
+fn an_opened_transport_is_news_on_the_status_watch_as_logging_in() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    loop {
+        match f.poll_output() {
+            FleetOutput::Connect(id) => {
+                assert_eq!(id, a);
+                break;
+            }
+            FleetOutput::Wait(_) => panic!("no connect came out"),
+            _ => {}
+        }
+    }
+    let before = f.stats().status_changes;
+    f.handle_input(now, a, Input::Connected);
+    let first = f.poll_output();
+    assert!(
+        matches!(
+            &first,
+            FleetOutput::Status { server, status: ServerStatus::LoggingIn } if server.as_str() == "a"
+        ),
+        "{first:?}"
+    );
+    assert_eq!(f.stats().status_changes, before + 1);
+}
+
+/// A server's ID names it only while it is in the fleet: a server added again in its slot
+/// has a new ID, and the old one names nothing (ActionIDs and outputs never cross).
+#[test]
+fn an_id_of_a_removed_server_names_nothing_once_its_slot_is_taken_again() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    assert!(f.is_empty());
+    let old = f.add(now, "a", client_config()).unwrap();
+    assert!(!f.is_empty());
+    assert_eq!(f.name(old).map(|n| n.as_str()), Some("a"));
+    assert!(f.remove(now, "a"));
+    assert!(f.is_empty());
+    let new = f.add(now, "b", client_config()).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(f.name(old), None);
+    assert_eq!(f.name(new).map(|n| n.as_str()), Some("b"));
+}
+
+#[test]
+fn the_config_in_force_has_its_budgets_clamped_to_at_least_one() {
+    let mut config = FleetConfig::default();
+    config.budget.connects_per_step = 0;
+    config.max_servers = 0;
+    config.seed = 9;
+    let f = Fleet::new(config);
+    assert_eq!(f.config().budget.connects_per_step, 1);
+    assert_eq!(f.config().max_servers, 1);
+    assert_eq!(f.config().seed, 9);
+}
+
+/// `cancel` and `with_client` reach the named server's own client, and say when there is
+/// no such server or no such action.
+#[test]
+fn cancel_and_with_client_reach_the_named_servers_own_client() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    f.add(now, "a", client_config()).unwrap();
+    all_ready(&mut f, now);
+    let sent = f
+        .send(now, Route::Server("a"), Action::new("Ping"))
+        .unwrap();
+    assert_eq!(f.with_client(now, "a", |c, _| c.pending_actions()), Some(1));
+    assert_eq!(
+        f.with_client(now, "nobody", |c, _| c.pending_actions()),
+        None
+    );
+    assert!(!f.cancel(now, "nobody", &sent.id));
+    assert!(f.cancel(now, "a", &sent.id));
+    assert!(!f.cancel(now, "a", &sent.id), "cancelled already");
+}
+
+#[test]
+fn close_all_completes_every_pending_action_and_logoff_all_logs_every_server_off() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let a = f.add(now, "a", client_config()).unwrap();
+    let b = f.add(now, "b", client_config()).unwrap();
+    all_ready(&mut f, now);
+    f.logoff_all(now);
+    for id in [a, b] {
+        let wire = String::from_utf8_lossy(f.transmit(id)).into_owned();
+        assert!(wire.contains("Action: Logoff"), "{wire:?}");
+    }
+    let mut g = fleet(16);
+    g.add(now, "a", client_config()).unwrap();
+    g.add(now, "b", client_config()).unwrap();
+    all_ready(&mut g, now);
+    for name in ["a", "b"] {
+        g.send(now, Route::Server(name), Action::new("Ping"))
+            .unwrap();
+    }
+    g.close_all(now);
+    let mut log = Vec::new();
+    drain(&mut g, now, true, &mut log);
+    let completed = log
+        .iter()
+        .filter(|o| matches!(o, FleetOutput::Completed { .. }))
+        .count();
+    assert_eq!(completed, 2, "{log:?}");
+}

@@ -491,6 +491,137 @@ mod tests {
         assert_eq!(s.begin(2).connect_order().next(), Some(0));
     }
 
+    /// An adapter that offers turns twice in one step (a second pass for connections with
+    /// data left) is refused the second turn of the connection that went first: that refusal
+    /// must not keep the cursor on it, or it would go first at every step and, taking the
+    /// whole step's budget each time, starve the others.
+    #[test]
+    fn a_second_turn_refused_to_the_first_connection_still_moves_the_cursor_on() {
+        let b = Budget {
+            read_bytes_per_conn: 100,
+            read_bytes_per_step: 100,
+            ..Budget::default()
+        };
+        let mut s = Scheduler::new(b);
+        let mut step = s.begin(3);
+        // Only connection 0 has data in the first pass; it takes the whole step.
+        let mut turn = step.turn(0).expect("a fresh step refused its first turn");
+        turn.charge(100, 1);
+        step.end_turn(turn);
+        // The second pass asks for it again: refused, the step is spent.
+        assert!(step.turn(0).is_none());
+        s.finish(step);
+        assert_eq!(s.begin(3).order().next(), Some(1));
+    }
+
+    /// A cursor that wrapped past the last connection starts the next step at the first one,
+    /// also when the fleet grew in between (a server added): the new one waits its turn.
+    #[test]
+    fn a_cursor_past_the_last_connection_starts_at_the_first_of_a_resized_fleet() {
+        let mut s = Scheduler::default();
+        for _ in 0..3 {
+            let step = s.begin(3);
+            s.finish(step);
+        }
+        let step = s.begin(4);
+        assert_eq!(step.order().next(), Some(0));
+        assert_eq!(step.connect_order().next(), Some(0));
+    }
+
+    /// The step-wide budget is spent when either its bytes or its messages are, not before.
+    #[test]
+    fn a_step_is_spent_once_its_bytes_or_its_messages_are_used_up() {
+        let b = Budget {
+            read_bytes_per_conn: 100,
+            read_bytes_per_step: 150,
+            messages_per_conn: 10,
+            messages_per_step: 15,
+            ..Budget::default()
+        };
+        let s = Scheduler::new(b);
+        let mut step = s.begin(3);
+        assert!(!step.is_spent());
+        let Some(mut turn) = step.turn(0) else {
+            panic!("the first turn of a fresh step is refused");
+        };
+        turn.charge(100, 1);
+        step.end_turn(turn);
+        assert!(!step.is_spent(), "50 bytes and 14 messages are left");
+        let Some(mut turn) = step.turn(1) else {
+            panic!("a turn is refused with budget left");
+        };
+        turn.charge(10, 14);
+        step.end_turn(turn);
+        assert!(step.is_spent(), "the messages are used up");
+        assert!(step.turn(2).is_none());
+
+        let mut step = s.begin(3);
+        let Some(mut turn) = step.turn(0) else {
+            panic!("the first turn of a fresh step is refused");
+        };
+        turn.charge(150, 1);
+        step.end_turn(turn);
+        assert!(step.is_spent(), "the bytes are used up");
+    }
+
+    #[test]
+    fn connects_left_counts_down_to_zero_as_connects_are_taken() {
+        let s = Scheduler::new(budget(2));
+        let mut step = s.begin(5);
+        assert_eq!(step.connects_left(), 2);
+        assert!(step.take_connect(0));
+        assert_eq!(step.connects_left(), 1);
+        assert!(step.take_connect(1));
+        assert_eq!(step.connects_left(), 0);
+        assert!(!step.take_connect(2));
+        assert_eq!(step.connects_left(), 0);
+    }
+
+    #[test]
+    fn a_turn_reports_what_it_was_charged_and_what_it_may_still_read() {
+        let b = Budget {
+            read_bytes_per_conn: 1000,
+            messages_per_conn: 10,
+            ..Budget::default()
+        };
+        let s = Scheduler::new(b);
+        let mut step = s.begin(1);
+        let mut turn = step.turn(0).expect("a fresh step refused its first turn");
+        assert_eq!(
+            (turn.bytes_left(), turn.bytes(), turn.messages()),
+            (1000, 0, 0)
+        );
+        turn.charge(300, 2);
+        turn.charge(200, 3);
+        assert_eq!(
+            (turn.bytes_left(), turn.bytes(), turn.messages()),
+            (500, 500, 5)
+        );
+        assert!(!turn.is_spent());
+        turn.charge(600, 1);
+        assert_eq!(
+            (turn.bytes_left(), turn.bytes(), turn.messages()),
+            (0, 1100, 6)
+        );
+        assert!(turn.is_spent());
+        step.end_turn(turn);
+    }
+
+    /// `Order` is an `ExactSizeIterator`: an adapter sizes its per-step buffers from `len()`.
+    #[test]
+    fn an_order_knows_how_many_indices_are_left() {
+        let s = Scheduler::default();
+        let step = s.begin(4);
+        let mut order = step.order();
+        assert_eq!(order.len(), 4);
+        assert_eq!(order.size_hint(), (4, Some(4)));
+        order.next();
+        assert_eq!(order.len(), 3);
+        order.by_ref().for_each(drop);
+        assert_eq!(order.len(), 0);
+        assert_eq!(step.connect_order().len(), 4);
+    }
+
     #[test]
     fn a_shrinking_fleet_keeps_cursors_in_range() {
         let mut s = Scheduler::default();

@@ -341,7 +341,8 @@ impl Fleet {
         self.writable.retain(|w| w.index != index);
         // Events still queued are lost here; gap notices still queued report drops its
         // client counted already (`events_dropped`). The reader misses both: one gap.
-        // Marks are never dropped: they follow the gap.
+        // Marks follow the gap; past `MAX_REMOVAL_GAPS` orphans waiting, they are dropped
+        // with it (counted and logged below), as the memory cap has it.
         let (mut queued, mut reported, mut marks) = (0u64, 0u64, Vec::new());
         while let Some(item) = server.client.poll_event() {
             match item {
