@@ -8,22 +8,12 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{ClientConfig, StreamItem};
+use ami_proto::StreamItem;
 use scripted::{msg, Harness};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn ready() -> Harness {
-    let cfg = ClientConfig::builder("admin", "amp111")
-        .events("on")
-        .seed(5)
-        .ping_interval(Duration::from_secs(3600))
-        .action_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut h = Harness::new(cfg, Instant::now());
-    h.ready();
-    h.events();
-    h
+    Harness::ready_now(5, Duration::from_secs(5))
 }
 
 fn stream_event_names(h: &mut Harness) -> Vec<String> {

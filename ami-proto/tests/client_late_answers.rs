@@ -12,17 +12,7 @@ use scripted::{msg, pong, Harness};
 use std::time::{Duration, Instant};
 
 fn ready() -> Harness {
-    let cfg = ClientConfig::builder("admin", "amp111")
-        .events("on")
-        .seed(9)
-        .ping_interval(Duration::from_secs(3600))
-        .action_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let mut h = Harness::new(cfg, Instant::now());
-    h.ready();
-    h.events();
-    h
+    Harness::ready_now(9, Duration::from_secs(5))
 }
 
 #[test]

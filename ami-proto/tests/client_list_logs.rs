@@ -11,9 +11,9 @@ mod log_capture;
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ActionError, ClientConfig, Phase};
+use ami_proto::{Action, ActionError, Phase};
 use scripted::{msg, Harness};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Warnings that name `id`, taken out of the log.
 fn warnings_about(id: &str) -> Vec<String> {
@@ -24,17 +24,7 @@ fn warnings_about(id: &str) -> Vec<String> {
 }
 
 fn ready() -> Harness {
-    let cfg = ClientConfig::builder("admin", "amp111")
-        .events("on")
-        .seed(12)
-        .ping_interval(Duration::from_secs(3600))
-        .action_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let mut h = Harness::new(cfg, Instant::now());
-    h.ready();
-    h.events();
-    h
+    Harness::ready_now(12, Duration::from_secs(10))
 }
 
 fn start(id: &str) -> Vec<u8> {

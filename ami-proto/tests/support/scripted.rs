@@ -271,6 +271,22 @@ impl Harness {
         );
     }
 
+    /// A session Ready with its login events read: events on, pings an hour apart (none in
+    /// a test), actions timing out after `action_timeout`, ActionIDs from `seed`.
+    pub fn ready_now(seed: u64, action_timeout: Duration) -> Harness {
+        let config = ClientConfig::builder("admin", "amp111")
+            .events("on")
+            .seed(seed)
+            .ping_interval(Duration::from_secs(3600))
+            .action_timeout(action_timeout)
+            .build()
+            .unwrap();
+        let mut h = Harness::new(config, Instant::now());
+        h.ready();
+        h.events();
+        h
+    }
+
     /// Sends an action and drains; panics if the client refuses it.
     pub fn send(&mut self, action: Action) -> ActionId {
         let id = self.client.send_action(self.now, action).unwrap();
