@@ -1009,4 +1009,74 @@ mod tests {
         q.offer(ev(9));
         assert_eq!(drain(&mut q), ["E9"]);
     }
+
+    #[test]
+    fn a_batch_that_fits_hands_over_the_queue_buffer_itself() {
+        let mut q = EventQueue::new(100, usize::MAX, OverflowPolicy::DropNewest, None);
+        for n in 0..40 {
+            q.offer(ev(n));
+        }
+        for _ in 0..30 {
+            q.pop();
+        }
+        let buffer = q.items.capacity();
+        assert!(buffer >= 40);
+        let mut out = VecDeque::new();
+        assert_eq!(q.take_batch(&mut out, 64, usize::MAX), 10);
+        assert_eq!(out.capacity(), buffer, "the queue's own buffer, not a copy");
+        assert_eq!(q.items.capacity(), 0, "the queue took the empty one");
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_item_limit_before_a_trailing_gap() {
+        // Exactly max_items queued, then a gap: the gap is the next batch's.
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropNewest, None);
+        for n in 0..5 {
+            q.offer(ev(n));
+        }
+        let mut out = VecDeque::new();
+        assert_eq!(q.take_batch(&mut out, 2, usize::MAX), 2);
+        let got: Vec<String> = out.drain(..).map(label).collect();
+        assert_eq!(got, ["E0", "E1"]);
+        assert_eq!(q.take_batch(&mut out, 2, usize::MAX), 1);
+        assert_eq!(label(out.pop_front().unwrap()), "Gap { dropped: 3 }");
+    }
+
+    #[test]
+    fn a_batch_of_no_bytes_takes_nothing() {
+        let mut q = EventQueue::new(10, usize::MAX, OverflowPolicy::DropNewest, None);
+        q.offer(ev(1));
+        let mut out = VecDeque::new();
+        assert_eq!(q.take_batch(&mut out, 10, 0), 0);
+        assert!(out.is_empty());
+        assert_eq!(q.len(), 1);
+        // Nor when only notices, which hold no bytes, wait.
+        q.pop();
+        q.session_lost(DisconnectReason::Eof);
+        assert_eq!(q.take_batch(&mut out, 10, 0), 0);
+        assert!(out.is_empty());
+        assert!(q.has_items());
+    }
+
+    #[test]
+    fn closing_the_reader_frees_and_counts_the_queued_and_held_events() {
+        let mut q = EventQueue::new(10, usize::MAX, OverflowPolicy::DropNewest, None);
+        q.offer(ev(1));
+        q.mark(3);
+        q.offer(ev(2));
+        q.hold_until_ready(LoginEvent::FullyBooted, ev(3));
+        assert_eq!(
+            q.close_reader(),
+            3,
+            "two queued, one held; the mark is no event"
+        );
+        assert_eq!(q.dropped_total, 3);
+        assert_eq!(
+            (q.len(), q.bytes(), q.marks(), q.has_items()),
+            (0, 0, 0, false)
+        );
+        q.offer(ev(4));
+        assert_eq!(q.dropped_total, 4, "discarded as it arrives, counted");
+        assert_eq!(q.close_reader(), 0);
+    }
 }

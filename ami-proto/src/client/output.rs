@@ -705,3 +705,104 @@ pub enum Status {
         reason: DisconnectReason,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DecodeError, Decoder, DecoderLimits, Frame};
+
+    fn msg(text: &str) -> Message {
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        d.feed(text.as_bytes());
+        match d.decode() {
+            Some(Ok(Frame::Message(m))) => m,
+            other => unreachable!("{other:?}"),
+        }
+    }
+
+    fn error_response(message: &str) -> Box<Response> {
+        Box::new(Response::new(msg(&format!(
+            "Response: Error\r\nMessage: {message}\r\n\r\n"
+        ))))
+    }
+
+    #[test]
+    fn only_discards_that_may_have_been_events_count_as_missing_events() {
+        assert!(Discard::Malformed(DecodeError::FollowsUnterminated).may_be_events());
+        assert!(Discard::BeforeReady.may_be_events());
+        assert!(!Discard::NotEventOrResponse.may_be_events());
+        assert!(!Discard::UnmatchedResponse.may_be_events());
+        assert_eq!(
+            Discard::UnmatchedResponse.to_string(),
+            "response with an unknown or missing ActionID skipped"
+        );
+    }
+
+    #[test]
+    fn a_server_error_says_what_the_server_said() {
+        let plain = ActionError::Server(error_response("Permission denied"));
+        assert_eq!(plain.to_string(), "server error: Permission denied");
+        // A failed Command says only "Command output follows": its first output line tells.
+        let command = ActionError::Server(Box::new(Response::new(msg(
+            "Response: Error\r\nMessage: Command output follows\r\nOutput: \r\n\
+             Output: No such command 'bogus'\r\n\r\n",
+        ))));
+        assert_eq!(command.to_string(), "server error: No such command 'bogus'");
+        // Output under another message is not what the error is about.
+        let other = ActionError::Server(Box::new(Response::new(msg(
+            "Response: Error\r\nMessage: Denied\r\nOutput: stray\r\n\r\n",
+        ))));
+        assert_eq!(other.to_string(), "server error: Denied");
+        // A failed async Originate: its OriginateResponse tells how the call ended.
+        let mut originate = error_response("Originate successfully queued");
+        originate.follow_up = Some(Box::new(msg(
+            "Event: OriginateResponse\r\nResponse: Failure\r\nReason: 3\r\n\r\n",
+        )));
+        assert_eq!(
+            ActionError::Server(originate).to_string(),
+            "server error: OriginateResponse Failure (Reason 3)"
+        );
+        // JabberSend, answered twice: the second response tells.
+        let mut jabber = error_response("Attempting to send Jabber Message");
+        jabber.follow_up = Some(Box::new(msg(
+            "Response: Error\r\nMessage: Could not find Sender\r\n\r\n",
+        )));
+        assert_eq!(
+            ActionError::Server(jabber).to_string(),
+            "server error: Could not find Sender"
+        );
+    }
+
+    #[test]
+    fn every_error_that_carries_an_answer_gives_it() {
+        let text = |e: &ActionError| e.response().and_then(Response::text).map(str::to_owned);
+        let said = Some("said".to_owned());
+        assert_eq!(text(&ActionError::Server(error_response("said"))), said);
+        let timed_out = ActionError::TimedOut {
+            phase: Phase::List,
+            partial: Some(error_response("said")),
+        };
+        assert_eq!(text(&timed_out), said);
+        assert_eq!(
+            timed_out.to_string(),
+            "timed out: the list did not complete in time"
+        );
+        let incomplete = ActionError::ListIncomplete {
+            items: 0,
+            dropped: 1,
+            partial: error_response("said"),
+        };
+        assert_eq!(text(&incomplete), said);
+        let lost = ActionError::FollowUpLost {
+            reason: DisconnectReason::Eof,
+            response: error_response("said"),
+        };
+        assert_eq!(text(&lost), said);
+        let never = ActionError::TimedOut {
+            phase: Phase::Queued,
+            partial: None,
+        };
+        assert!(never.response().is_none());
+        assert!(ActionError::Cancelled.response().is_none());
+    }
+}

@@ -120,15 +120,17 @@ pub(crate) enum Stage {
     Abandoned { list: bool, blocking: bool },
 }
 
+/// Generic over the instant type only so the table's unit tests can use plain numbers (the
+/// core never reads a clock, not even in tests), as [`Deadlines`] is.
 #[derive(Debug)]
-pub(crate) struct Pending {
+pub(crate) struct Pending<T = Instant> {
     pub(crate) id: ActionId,
     pub(crate) kind: Kind,
     pub(crate) stage: Stage,
     /// Kept until written, then dropped.
     pub(crate) action: Option<Action>,
-    pub(crate) deadline: Instant,
-    pub(crate) written_at: Option<Instant>,
+    pub(crate) deadline: T,
+    pub(crate) written_at: Option<T>,
     /// At least one of its bytes was lent to the adapter or written. Until then a deadline
     /// that passes, or a cancel, withdraws them from the transmit buffer: nothing is sent
     /// after its deadline, and a cancelled action that never left is never sent.
@@ -142,13 +144,13 @@ pub(crate) struct Pending {
     pub(crate) early_follow_up: Option<Box<crate::Message>>,
     /// Abandoned list: when its last item was swallowed. Its grace period runs from there,
     /// so the items of a list that never ends stay swallowed while they keep coming.
-    pub(crate) last_swallowed: Option<Instant>,
+    pub(crate) last_swallowed: Option<T>,
     /// Abandoned list: items swallowed (dropped and counted) since the action ended, said in
     /// the log when the entry goes.
     pub(crate) swallowed: u64,
 }
 
-impl Pending {
+impl<T> Pending<T> {
     /// The first of an action's two responses came ([`FollowUpBy::Response`]): the next
     /// response is its last, whatever happens to the action meanwhile.
     pub(crate) fn answered_first(&mut self) {
@@ -161,7 +163,7 @@ impl Pending {
 
     /// A queued entry with nothing written or gathered yet; set `action` (caller actions) or
     /// `stage` and `written_at` (internal actions, written at once) with struct update.
-    pub(crate) fn new(id: ActionId, kind: Kind, deadline: Instant) -> Pending {
+    pub(crate) fn new(id: ActionId, kind: Kind, deadline: T) -> Pending<T> {
         Pending {
             id,
             kind,
@@ -216,11 +218,12 @@ impl std::hash::Hasher for SeqHasher {
 
 type SeqMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<SeqHasher>>;
 
-#[derive(Debug, Default)]
-pub(crate) struct PendingTable {
-    map: SeqMap<Pending>,
+/// Generic over the instant type for the same reason as [`Pending`].
+#[derive(Debug)]
+pub(crate) struct PendingTable<T = Instant> {
+    map: SeqMap<Pending<T>>,
     queue: VecDeque<u64>,
-    deadlines: Deadlines<Instant>,
+    deadlines: Deadlines<T>,
     queued: usize,
     on_wire: usize,
     user: usize,
@@ -239,7 +242,24 @@ pub(crate) struct PendingTable {
     blocking: BTreeSet<u64>,
 }
 
-impl PendingTable {
+impl<T: Ord> Default for PendingTable<T> {
+    fn default() -> Self {
+        PendingTable {
+            map: SeqMap::default(),
+            queue: VecDeque::new(),
+            deadlines: Deadlines::default(),
+            queued: 0,
+            on_wire: 0,
+            user: 0,
+            sync_originates: BTreeSet::new(),
+            list_bytes: 0,
+            abandoned: BTreeSet::new(),
+            blocking: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> PendingTable<T> {
     /// Caller actions tracked (all stages but abandoned).
     pub(crate) fn user_count(&self) -> usize {
         self.user
@@ -323,7 +343,7 @@ impl PendingTable {
         }
     }
 
-    pub(crate) fn insert(&mut self, seq: u64, p: Pending) {
+    pub(crate) fn insert(&mut self, seq: u64, p: Pending<T>) {
         self.deadlines.push(p.deadline, seq);
         let queued = p.stage == Stage::Queued;
         if matches!(p.kind, Kind::User { .. }) {
@@ -351,7 +371,7 @@ impl PendingTable {
     }
 
     /// Whether a deadline entry is the entry's current deadline.
-    fn is_live(map: &SeqMap<Pending>, seq: u64, at: Instant) -> bool {
+    fn is_live(map: &SeqMap<Pending<T>>, seq: u64, at: T) -> bool {
         map.get(&seq).is_some_and(|p| p.deadline == at)
     }
 
@@ -361,7 +381,7 @@ impl PendingTable {
             .compact(map.len(), |seq, at| Self::is_live(map, seq, at));
     }
 
-    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Pending> {
+    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Pending<T>> {
         self.map.get_mut(&seq)
     }
 
@@ -407,7 +427,7 @@ impl PendingTable {
         None
     }
 
-    pub(crate) fn set_deadline(&mut self, seq: u64, deadline: Instant) {
+    pub(crate) fn set_deadline(&mut self, seq: u64, deadline: T) {
         if let Some(p) = self.map.get_mut(&seq) {
             p.deadline = deadline;
             self.deadlines.push(deadline, seq);
@@ -457,7 +477,7 @@ impl PendingTable {
     /// Forgets an entry; the returned value keeps the stage it had (and is off the wire).
     /// One lookup: the counters move as [`set_stage`](Self::set_stage) to an abandoned,
     /// off-the-wire stage would move them.
-    pub(crate) fn remove(&mut self, seq: u64) -> Option<Pending> {
+    pub(crate) fn remove(&mut self, seq: u64) -> Option<Pending<T>> {
         let mut p = self.map.remove(&seq)?;
         if p.stage == Stage::Queued {
             self.queued -= 1;
@@ -480,7 +500,7 @@ impl PendingTable {
     }
 
     /// The earliest live deadline; stale entries are dropped on the way.
-    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&mut self) -> Option<T> {
         let map = &self.map;
         self.deadlines
             .peek(|seq, at| Self::is_live(map, seq, at))
@@ -488,7 +508,7 @@ impl PendingTable {
     }
 
     /// Pops one entry whose deadline is at or before `now`.
-    pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn pop_expired(&mut self, now: T) -> Option<u64> {
         let map = &self.map;
         let entry = self.deadlines.peek(|seq, at| Self::is_live(map, seq, at))?;
         if entry.0 > now {
@@ -512,7 +532,7 @@ impl PendingTable {
     /// While sync Originates block the server session (written, or cancelled while written
     /// and not answered yet), the latest of their deadlines. One that timed out is not
     /// waited for: its deadline, the longest its call could ring, has passed.
-    pub(crate) fn sync_originate_deadline(&self) -> Option<Instant> {
+    pub(crate) fn sync_originate_deadline(&self) -> Option<T> {
         self.sync_originates
             .iter()
             .filter_map(|s| self.map.get(s))
@@ -524,5 +544,216 @@ impl PendingTable {
             })
             .map(|p| p.deadline)
             .max()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREFIX: &str = "abcd1234";
+
+    /// A caller's action queued at `deadline` (plain numbers stand for instants).
+    fn user(seq: u64, deadline: u64) -> Pending<u64> {
+        Pending::new(
+            ActionId::generated(PREFIX, seq),
+            Kind::User {
+                follow_up: None,
+                sync_originate: false,
+            },
+            deadline,
+        )
+    }
+
+    /// An async Originate queued at `deadline`.
+    fn async_originate(seq: u64, deadline: u64) -> Pending<u64> {
+        Pending {
+            kind: Kind::User {
+                follow_up: Some(FollowUp {
+                    by: FollowUpBy::Event(FollowUp::ORIGINATE),
+                    budget: Duration::from_secs(30),
+                }),
+                sync_originate: false,
+            },
+            ..user(seq, deadline)
+        }
+    }
+
+    #[test]
+    fn cancelled_queued_actions_leave_no_unbounded_trail_of_queue_slots() {
+        let mut table = PendingTable::<u64>::default();
+        // The server is not reading: 200 actions wait; the caller cancels all but ten, then
+        // sends and cancels, unwritten, thousands of others. Each cancel leaves a stale
+        // slot behind.
+        for seq in 0..200 {
+            table.insert(seq, user(seq, 1_000));
+        }
+        for seq in 10..200 {
+            table.remove(seq);
+        }
+        for seq in 200..5_000 {
+            table.insert(seq, user(seq, 1_000));
+            assert!(
+                table.queue.len() <= 2 * table.queued() + 64,
+                "{} queue slots for {} queued actions",
+                table.queue.len(),
+                table.queued()
+            );
+            table.remove(seq);
+        }
+        // The compaction kept every live slot, in the order sent.
+        let order: Vec<u64> = std::iter::from_fn(|| {
+            let seq = table.pop_queued()?;
+            table.set_stage(seq, Stage::Written, true);
+            Some(seq)
+        })
+        .collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_action_added_when_the_queue_compacts_keeps_its_slot() {
+        let mut table = PendingTable::<u64>::default();
+        for seq in 0..100 {
+            table.insert(seq, user(seq, 1_000));
+        }
+        for seq in 0..100 {
+            table.set_stage(
+                seq,
+                Stage::Abandoned {
+                    list: false,
+                    blocking: false,
+                },
+                false,
+            );
+        }
+        table.insert(100, user(100, 1_000));
+        assert_eq!(table.queue.len(), 1, "the stale slots went");
+        assert_eq!(table.pop_queued(), Some(100));
+        assert_eq!(table.pop_queued(), None);
+    }
+
+    #[test]
+    fn received_action_ids_find_only_their_own_entry() {
+        let mut table = PendingTable::<u64>::default();
+        table.insert(7, user(7, 1_000));
+        table.insert(12, user(12, 1_000));
+        assert_eq!(table.lookup(b"abcd1234-7"), Some(7));
+        assert_eq!(table.lookup(b" \tabcd1234-12 "), Some(12));
+        // Another connection's prefix, the same sequence number.
+        assert_eq!(table.lookup(b"zzzz9999-7"), None);
+        assert_eq!(table.lookup(b"abcd1234-8"), None);
+        assert_eq!(
+            table.lookup(b"abcd1234-07"),
+            None,
+            "not the ID the client wrote"
+        );
+        table.remove(7);
+        assert_eq!(table.lookup(b"abcd1234-7"), None);
+    }
+
+    #[test]
+    fn only_ids_shaped_prefix_dash_digits_parse() {
+        type Table = PendingTable<u64>;
+        assert_eq!(Table::parse_id(b"abc-12"), Some((&b"abc"[..], 12)));
+        assert_eq!(Table::parse_id(b" abc-12\t"), Some((&b"abc"[..], 12)));
+        // The last dash splits: a prefix may hold one.
+        assert_eq!(Table::parse_id(b"a-b-7"), Some((&b"a-b"[..], 7)));
+        assert_eq!(Table::parse_id(b"-0"), Some((&b""[..], 0)));
+        assert_eq!(
+            Table::parse_id(b"p-18446744073709551615"),
+            Some((&b"p"[..], u64::MAX))
+        );
+        for bad in [
+            &b"abc"[..],
+            b"abc-",
+            b"abc-1x",
+            b"abc-x1",
+            b"abc-+1",
+            b"abc-1 2",
+            b"p-18446744073709551616",
+            b"p-99999999999999999999",
+        ] {
+            assert_eq!(
+                Table::parse_id(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_moved_deadline_replaces_the_old_one() {
+        let mut table = PendingTable::<u64>::default();
+        table.insert(1, user(1, 100));
+        table.insert(2, user(2, 200));
+        table.set_deadline(1, 300);
+        assert_eq!(table.next_deadline(), Some(200));
+        assert_eq!(table.pop_expired(250), Some(2));
+        table.remove(2);
+        assert_eq!(
+            table.pop_expired(250),
+            None,
+            "100 is no longer 1's deadline"
+        );
+        assert_eq!(table.pop_expired(300), Some(1));
+        // Moving the deadline of an entry not in the table adds nothing.
+        table.remove(1);
+        table.set_deadline(9, 50);
+        assert_eq!(table.next_deadline(), None);
+        assert_eq!(table.deadlines.len(), 0);
+    }
+
+    #[test]
+    fn deadlines_of_ended_actions_are_compacted_away() {
+        let mut table = PendingTable::<u64>::default();
+        table.insert(0, user(0, 1));
+        for seq in 1..2_000 {
+            table.insert(seq, user(seq, seq + 10));
+            assert!(
+                table.deadlines.len() <= 2 * 2 + 64,
+                "{}",
+                table.deadlines.len()
+            );
+            table.remove(seq);
+        }
+        // Moved deadlines leave stale entries too.
+        for at in 2..2_000 {
+            table.set_deadline(0, at);
+            assert!(table.deadlines.len() <= 2 + 64, "{}", table.deadlines.len());
+        }
+        assert_eq!(table.next_deadline(), Some(1_999));
+    }
+
+    #[test]
+    fn async_originates_are_listed_while_unsent_and_counted_while_uncompleted() {
+        let mut table = PendingTable::<u64>::default();
+        table.insert(5, async_originate(5, 1_000));
+        table.insert(3, async_originate(3, 1_000));
+        table.insert(4, user(4, 1_000));
+        table.insert(6, async_originate(6, 1_000));
+        table.insert(8, async_originate(8, 1_000));
+        table.insert(9, async_originate(9, 1_000));
+        assert_eq!(table.originates_unsent(), [3, 5, 6, 8, 9]);
+        assert_eq!(table.originates_waiting(), 5);
+        // 3 encoded, not lent: still unsent. 5 lent: sent. 6 answered, waiting for its
+        // OriginateResponse. 8 abandoned (cancelled).
+        table.set_stage(3, Stage::Written, true);
+        table.set_stage(5, Stage::Written, true);
+        if let Some(p) = table.get_mut(5) {
+            p.lent = true;
+        }
+        table.set_stage(6, Stage::FollowUp, false);
+        table.set_stage(
+            8,
+            Stage::Abandoned {
+                list: false,
+                blocking: false,
+            },
+            false,
+        );
+        assert_eq!(table.originates_unsent(), [3, 9]);
+        assert_eq!(table.originates_waiting(), 4);
     }
 }

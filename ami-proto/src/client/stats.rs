@@ -301,4 +301,136 @@ mod tests {
         assert!(p50 >= Duration::from_millis(2) && p50 <= Duration::from_millis(4));
         assert_eq!(l.quantile(1.0), Some(Duration::from_millis(100)));
     }
+
+    #[test]
+    fn merging_a_server_twice_doubles_every_counter_and_gauge() {
+        let mut one = Stats::default();
+        let mut n = 0u64;
+        // Distinct values, so a field summed into another's place shows too.
+        macro_rules! set_each {
+            ($($field:ident),* $(,)?) => {
+                $(n += 1; one.$field = n as _;)*
+            };
+        }
+        macro_rules! doubled_each {
+            ($twice:expr, $($field:ident),* $(,)?) => {
+                $(assert_eq!($twice.$field, 2 * one.$field, stringify!($field));)*
+            };
+        }
+        set_each!(
+            bytes_in,
+            bytes_out,
+            messages_in,
+            events_in,
+            events_queued,
+            events_dropped,
+            list_items_dropped,
+            list_count_mismatches,
+            late_answers_dropped,
+            abandoned_evicted,
+            evicted_answers_dropped,
+            unmatched,
+            unexpected,
+            discarded,
+            actions_written,
+            actions_withdrawn,
+            connects,
+            logins,
+            breaker_opened,
+            filters_failed,
+            pending,
+            abandoned_actions,
+            queued,
+            in_flight,
+            event_queue_len,
+            event_queue_bytes,
+            event_queue_allocated,
+            decoder_allocated,
+            decoder_buffered,
+            transmit_pending,
+        );
+        one.actions_by_outcome.add(crate::OutcomeKind::Success);
+        one.disconnects_by_reason.add(crate::DisconnectKind::Eof);
+        one.decoder.messages = 7;
+        for ms in [1, 3, 40] {
+            one.latency.record(Duration::from_millis(ms));
+        }
+        let mut twice = Stats::default();
+        twice.merge(&one);
+        twice.merge(&one);
+        doubled_each!(
+            twice,
+            bytes_in,
+            bytes_out,
+            messages_in,
+            events_in,
+            events_queued,
+            events_dropped,
+            list_items_dropped,
+            list_count_mismatches,
+            late_answers_dropped,
+            abandoned_evicted,
+            evicted_answers_dropped,
+            unmatched,
+            unexpected,
+            discarded,
+            actions_written,
+            actions_withdrawn,
+            connects,
+            logins,
+            breaker_opened,
+            filters_failed,
+            pending,
+            abandoned_actions,
+            queued,
+            in_flight,
+            event_queue_len,
+            event_queue_bytes,
+            event_queue_allocated,
+            decoder_allocated,
+            decoder_buffered,
+            transmit_pending,
+        );
+        assert_eq!(twice.outcome_count(crate::OutcomeKind::Success), 2);
+        assert_eq!(twice.outcome_count(crate::OutcomeKind::Cancelled), 0);
+        assert_eq!(twice.disconnect_count(crate::DisconnectKind::Eof), 2);
+        assert_eq!(
+            twice.disconnect_count(crate::DisconnectKind::ConnectFailed),
+            0
+        );
+        assert_eq!(twice.decoder.messages, 14);
+        let mut latency = Latency::default();
+        for ms in [1, 3, 40, 1, 3, 40] {
+            latency.record(Duration::from_millis(ms));
+        }
+        assert_eq!(
+            twice.latency, latency,
+            "the same as every answer measured in one"
+        );
+        assert_eq!(twice.latency.mean(), Some(Duration::from_micros(14_666)));
+    }
+
+    #[test]
+    fn latency_quantiles_are_the_upper_bound_of_their_power_of_two_bucket() {
+        let empty = Latency::default();
+        assert_eq!(
+            (empty.min(), empty.max(), empty.mean(), empty.quantile(0.5)),
+            (None, None, None, None)
+        );
+        let mut l = Latency::default();
+        // 1000 us in [512, 1024), 2000 and 2047 in [1024, 2048), 3000 in [2048, 4096).
+        for us in [1_000u64, 2_000, 2_047, 3_000] {
+            l.record(Duration::from_micros(us));
+        }
+        let q = |q| l.quantile(q).map(|d| d.as_micros());
+        assert_eq!(q(0.0), Some(1_023), "the first answer's bucket");
+        assert_eq!(q(0.25), Some(1_023));
+        assert_eq!(q(0.5), Some(2_047));
+        assert_eq!(q(0.75), Some(2_047));
+        assert_eq!(q(1.0), Some(3_000), "never above the longest");
+        let mut instant = Latency::default();
+        instant.record(Duration::ZERO);
+        assert_eq!(instant.quantile(1.0), Some(Duration::ZERO));
+        assert_eq!(instant.min(), Some(Duration::ZERO));
+    }
 }

@@ -563,7 +563,7 @@ impl Client {
     /// prefix and are not recognised (their answers are unmatched, their items events).
     pub(super) fn is_evicted(&self, action_id: &[u8]) -> bool {
         self.conn.evicted_through > 0
-            && PendingTable::parse_id(action_id).is_some_and(|(prefix, seq)| {
+            && <PendingTable>::parse_id(action_id).is_some_and(|(prefix, seq)| {
                 seq <= self.conn.evicted_through && prefix == self.conn.prefix.as_bytes()
             })
     }
