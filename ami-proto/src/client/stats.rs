@@ -317,38 +317,45 @@ mod tests {
                 $(assert_eq!($twice.$field, 2 * one.$field, stringify!($field));)*
             };
         }
-        set_each!(
-            bytes_in,
-            bytes_out,
-            messages_in,
-            events_in,
-            events_queued,
-            events_dropped,
-            list_items_dropped,
-            list_count_mismatches,
-            late_answers_dropped,
-            abandoned_evicted,
-            evicted_answers_dropped,
-            unmatched,
-            unexpected,
-            discarded,
-            actions_written,
-            actions_withdrawn,
-            connects,
-            logins,
-            breaker_opened,
-            filters_failed,
-            pending,
-            abandoned_actions,
-            queued,
-            in_flight,
-            event_queue_len,
-            event_queue_bytes,
-            event_queue_allocated,
-            decoder_allocated,
-            decoder_buffered,
-            transmit_pending,
-        );
+        // Every field, listed once for both uses below.
+        macro_rules! with_every_field {
+            ($mac:ident $(, $arg:expr)?) => {
+                $mac!(
+                    $($arg,)?
+                    bytes_in,
+                    bytes_out,
+                    messages_in,
+                    events_in,
+                    events_queued,
+                    events_dropped,
+                    list_items_dropped,
+                    list_count_mismatches,
+                    late_answers_dropped,
+                    abandoned_evicted,
+                    evicted_answers_dropped,
+                    unmatched,
+                    unexpected,
+                    discarded,
+                    actions_written,
+                    actions_withdrawn,
+                    connects,
+                    logins,
+                    breaker_opened,
+                    filters_failed,
+                    pending,
+                    abandoned_actions,
+                    queued,
+                    in_flight,
+                    event_queue_len,
+                    event_queue_bytes,
+                    event_queue_allocated,
+                    decoder_allocated,
+                    decoder_buffered,
+                    transmit_pending,
+                )
+            };
+        }
+        with_every_field!(set_each);
         one.actions_by_outcome.add(crate::OutcomeKind::Success);
         one.disconnects_by_reason.add(crate::DisconnectKind::Eof);
         one.decoder.messages = 7;
@@ -358,39 +365,7 @@ mod tests {
         let mut twice = Stats::default();
         twice.merge(&one);
         twice.merge(&one);
-        doubled_each!(
-            twice,
-            bytes_in,
-            bytes_out,
-            messages_in,
-            events_in,
-            events_queued,
-            events_dropped,
-            list_items_dropped,
-            list_count_mismatches,
-            late_answers_dropped,
-            abandoned_evicted,
-            evicted_answers_dropped,
-            unmatched,
-            unexpected,
-            discarded,
-            actions_written,
-            actions_withdrawn,
-            connects,
-            logins,
-            breaker_opened,
-            filters_failed,
-            pending,
-            abandoned_actions,
-            queued,
-            in_flight,
-            event_queue_len,
-            event_queue_bytes,
-            event_queue_allocated,
-            decoder_allocated,
-            decoder_buffered,
-            transmit_pending,
-        );
+        with_every_field!(doubled_each, twice);
         assert_eq!(twice.outcome_count(crate::OutcomeKind::Success), 2);
         assert_eq!(twice.outcome_count(crate::OutcomeKind::Cancelled), 0);
         assert_eq!(twice.disconnect_count(crate::DisconnectKind::Eof), 2);
