@@ -96,11 +96,14 @@ impl Nats {
 
     /// Starts the server on `self.port`; true once it answers there with its `INFO` line.
     fn try_spawn(&mut self) -> bool {
+        // A name of its own, which its INFO greeting carries (see the probe below).
+        let name = format!("ami-test-{}-{}", std::process::id(), self.port);
         let mut command = Command::new(&self.bin);
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
         let child = command
+            .args(["-n", &name])
             .args([
                 "-js",
                 "-a",
@@ -125,11 +128,21 @@ impl Nats {
                 return false;
             }
             if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                // Only a NATS server greets with INFO; anything else holds the port.
+                // Only this server greets with INFO naming it: whoever else holds the port
+                // (another test's nats-server too, which took the port between the probe
+                // and this server's bind) does not.
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut greeting = [0u8; 5];
-                return std::io::Read::read_exact(&mut conn, &mut greeting).is_ok()
-                    && &greeting == b"INFO ";
+                let mut greeting = Vec::new();
+                let mut byte = [0u8; 1];
+                while !greeting.ends_with(b"\r\n") && greeting.len() < 64 * 1024 {
+                    match std::io::Read::read(&mut conn, &mut byte) {
+                        Ok(1) => greeting.push(byte[0]),
+                        _ => return false,
+                    }
+                }
+                let greeting = String::from_utf8_lossy(&greeting);
+                return greeting.starts_with("INFO ")
+                    && greeting.contains(&format!("\"server_name\":\"{name}\""));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
