@@ -113,7 +113,7 @@ impl Metrics {
         let dropped = per_family(
             &mut registry,
             "events_dropped",
-            "Events dropped by a full queue (published as overflow gaps)",
+            "Events dropped by a full queue (published as overflow gaps), or still queued in a session that ended with its gap never published (a stop, a lost lease)",
         );
         let refused = per_family(
             &mut registry,
@@ -301,6 +301,12 @@ impl Metrics {
     #[cfg(test)]
     pub(crate) fn discarded_total(&self, ix: ServerIx) -> u64 {
         self.per_server.get(ix).map_or(0, |p| p.discarded.get())
+    }
+
+    /// Events of server `ix` counted dropped so far.
+    #[cfg(test)]
+    pub(crate) fn dropped_total(&self, ix: ServerIx) -> u64 {
+        self.per_server.get(ix).map_or(0, |p| p.dropped.get())
     }
 
     /// An item JetStream refuses for good, for `reason` (the caller counts it discarded too).

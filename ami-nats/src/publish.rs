@@ -411,6 +411,9 @@ struct State {
     /// Per server: items just dropped from the backlog, or when encoded, because their lease
     /// term ended (counted already; logged once per round by `say_lease_gone`).
     lease_gone: Vec<u64>,
+    /// Per server: events of the gaps among those items (a session's final gap holds what
+    /// its AMI session still had queued when it left the fleet), said with them.
+    lease_gone_events: Vec<u64>,
 }
 
 /// The publisher ends (the bridge's stop aborted it, or the NATS client closed) with items
@@ -422,6 +425,7 @@ impl Drop for State {
         // Those dropped for an ended lease term in a round cut short by the end (counted
         // already, not logged yet) are said here too.
         let gone: u64 = self.lease_gone.iter().sum();
+        let gone_events: u64 = self.lease_gone_events.iter().sum();
         let n = self.backlog.items.len() as u64 + gone;
         if n == 0 {
             return;
@@ -431,10 +435,66 @@ impl Drop for State {
         }
         self.metrics.backlog.set(0);
         self.metrics.backlog_bytes.set(0);
+        let in_gaps = if gone_events > 0 {
+            format!(", and {gone_events} events of the gaps among them (counted in ami_bridge_events_dropped_total)")
+        } else {
+            String::new()
+        };
         log::warn!(
-            "{n} items (events and markers, {} bytes) never stored in JetStream: the bridge stopped before NATS took them (counted in ami_bridge_discarded_total)",
+            "{n} items (events and markers, {} bytes) never stored in JetStream: the bridge stopped before NATS took them (counted in ami_bridge_discarded_total){in_gaps}",
             self.backlog.bytes
         );
+    }
+}
+
+/// Most items [`Input`] takes out of the merged stream to count when the publisher ends:
+/// the sessions are closed by then (their queues bounded), so only a bug reaches it; the
+/// count is then a lower bound, never an endless loop in a `Drop`.
+const MAX_UNREAD_COUNTED: usize = 1 << 22;
+
+/// The publisher's input. When the publisher ends (a stop aborts it; NATS down and its
+/// backlog full, it had stopped taking items) what the merged stream still holds is lost:
+/// the events each session still had queued (its final gap, once it left the fleet), its
+/// markers. Counted and said per server by `Drop`, as the backlog's items are by
+/// [`State`]'s.
+struct Input {
+    merged: Merged,
+    servers: Arc<[ServerSpec]>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Input {
+    fn drop(&mut self) {
+        let n = self.servers.len();
+        // Per server: events (taken one by one, or in a gap), and the other items.
+        let mut events = vec![0u64; n];
+        let mut others = vec![0u64; n];
+        for (ix, item) in self.merged.take_unread(MAX_UNREAD_COUNTED) {
+            let (Some(e), Some(o)) = (events.get_mut(ix), others.get_mut(ix)) else {
+                continue;
+            };
+            self.metrics.discarded(ix);
+            match item {
+                UpItem::Stream(StreamItem::Event(_)) => *e += 1,
+                UpItem::Stream(StreamItem::Gap { dropped }) => {
+                    // Never read from the session: dropped, as the gap says.
+                    self.metrics.dropped(ix, dropped);
+                    *e += dropped;
+                    *o += 1;
+                }
+                _ => *o += 1,
+            }
+        }
+        for (ix, spec) in self.servers.iter().enumerate() {
+            let e = events.get(ix).copied().unwrap_or(0);
+            let o = others.get(ix).copied().unwrap_or(0);
+            if e + o > 0 {
+                log::warn!(
+                    "{}: {e} events and {o} other items (gaps, session and lease markers) never stored in JetStream: the bridge stopped before its publisher took them from the AMI session (counted in ami_bridge_discarded_total, the gaps' events in ami_bridge_events_dropped_total)",
+                    spec.name
+                );
+            }
+        }
     }
 }
 
@@ -602,7 +662,13 @@ impl State {
 impl Publisher {
     /// Runs until the merged stream ends and everything taken from it is acknowledged (or
     /// until aborted).
-    pub(crate) async fn run(self, mut merged: Merged) {
+    pub(crate) async fn run(self, merged: Merged) {
+        // First: what the merged stream holds is counted however soon the task ends.
+        let mut input = Input {
+            merged,
+            servers: self.servers.clone(),
+            metrics: self.metrics.clone(),
+        };
         let inbox = self.client.new_inbox();
         let mut acks = loop {
             match self.client.subscribe(format!("{inbox}.*")).await {
@@ -633,6 +699,7 @@ impl Publisher {
             drops: DropLog::default(),
             metrics: self.metrics.clone(),
             lease_gone: vec![0; n],
+            lease_gone_events: vec![0; n],
         };
         let mut batch = Vec::with_capacity(BATCH);
         let mut closed = false;
@@ -673,7 +740,7 @@ impl Publisher {
                         return;
                     }
                 },
-                got = merged.recv_many(&mut batch, room), if room > 0 && !closed => {
+                got = input.merged.recv_many(&mut batch, room), if room > 0 && !closed => {
                     if got == 0 {
                         closed = true;
                     }
@@ -784,11 +851,33 @@ impl Publisher {
     fn say_lease_gone(&self, st: &mut State) {
         for (ix, n) in st.lease_gone.iter_mut().enumerate() {
             if *n > 0 {
+                let events = st.lease_gone_events.get_mut(ix).map_or(0, std::mem::take);
+                let in_gaps = if events > 0 {
+                    format!("; {events} events of the gaps among them, which its AMI session held when it stopped serving it (counted in ami_bridge_events_dropped_total)")
+                } else {
+                    String::new()
+                };
                 log::warn!(
-                    "{}: {n} items never stored in JetStream: this bridge stopped serving it (lease released or lost, or its renewal deadline passed) before NATS took them (counted in ami_bridge_discarded_total)",
+                    "{}: {n} items never stored in JetStream: this bridge stopped serving it (lease released or lost, or its renewal deadline passed) before NATS took them (counted in ami_bridge_discarded_total){in_gaps}",
                     self.server_name(ix)
                 );
                 *n = 0;
+            }
+        }
+    }
+
+    /// Counts `item` of server `ix`, dropped because its lease term ended, for
+    /// [`say_lease_gone`](Self::say_lease_gone): a gap stands for its events, never
+    /// published nor counted otherwise.
+    fn lease_gone(&self, st: &mut State, ix: ServerIx, item: &UpItem) {
+        self.metrics.discarded(ix);
+        if let Some(n) = st.lease_gone.get_mut(ix) {
+            *n += 1;
+        }
+        if let UpItem::Stream(StreamItem::Gap { dropped }) = item {
+            self.metrics.dropped(ix, *dropped);
+            if let Some(n) = st.lease_gone_events.get_mut(ix) {
+                *n += dropped;
             }
         }
     }
@@ -935,10 +1024,7 @@ impl Publisher {
         };
         if !self.terms.is_current(ix, term) {
             // Logged with those dropped from the backlog for an ended term.
-            self.metrics.discarded(ix);
-            if let Some(n) = st.lease_gone.get_mut(ix) {
-                *n += 1;
-            }
+            self.lease_gone(st, ix, &item);
             return;
         }
         let (Some(tenure_slot), Some(subjects)) = (st.tenures.get_mut(ix), st.subjects.get_mut(ix))
@@ -956,10 +1042,7 @@ impl Publisher {
         }
         let Some(tenure) = tenure_slot.as_mut() else {
             // Nothing of a server is published outside a tenure (after its lease_released).
-            self.metrics.discarded(ix);
-            if let Some(n) = st.lease_gone.get_mut(ix) {
-                *n += 1;
-            }
+            self.lease_gone(st, ix, &item);
             return;
         };
         let Some(overflow) = st.overflow.get_mut(ix) else {
@@ -1290,18 +1373,23 @@ mod tests {
             .collect()
     }
 
-    /// An item of a lease term that ended while it was on its way through the merged
-    /// stream (what the stream had taken of a server when its lease was lost) is dropped
-    /// when it is encoded: counted, and logged as those dropped from the backlog are. It
-    /// was only counted.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_item_of_an_ended_term_dropped_at_encoding_is_counted_and_logged() {
-        use ami_proto::{Decoder, DecoderLimits, Frame};
-        let _ = logged("");
+    /// A publisher of one server named `name` to a NATS that never answers (nothing is
+    /// published, nothing needs to be), fed through the returned markers channel: its task,
+    /// that channel, its metrics, the fleet (to close) and that NATS's listener (kept open
+    /// while the test runs).
+    async fn quiet_publisher(
+        name: &str,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        tokio::sync::mpsc::Sender<crate::upstream::Tagged>,
+        Arc<Metrics>,
+        crate::upstream::Upstream,
+        tokio::net::TcpListener,
+    ) {
         let login = ami_proto::ClientConfig::builder("admin", "amp111")
             .build()
             .unwrap();
-        let spec = ServerSpec::new("pbx-ended-term", "127.0.0.1", 5038, login).unwrap();
+        let spec = ServerSpec::new(name, "127.0.0.1", 5038, login).unwrap();
         let servers: Arc<[ServerSpec]> = vec![spec].into();
         let terms = Arc::new(Terms::new(1));
         let (markers_tx, markers) = tokio::sync::mpsc::channel(16);
@@ -1311,7 +1399,6 @@ mod tests {
             markers,
             terms.clone(),
         );
-        // A NATS that never answers: nothing is published, nothing needs to be.
         let quiet = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
@@ -1332,6 +1419,30 @@ mod tests {
             stream: "AMI".to_string(),
         };
         let task = tokio::spawn(publisher.run(merged));
+        (task, markers_tx, metrics, upstream, quiet)
+    }
+
+    /// Waits up to 5 s for a line naming `needle`; whether one came.
+    async fn said(needle: &str) -> bool {
+        let said = async {
+            while logged(needle).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), said)
+            .await
+            .is_ok()
+    }
+
+    /// An item of a lease term that ended while it was on its way through the merged
+    /// stream (what the stream had taken of a server when its lease was lost) is dropped
+    /// when it is encoded: counted, and logged as those dropped from the backlog are. It
+    /// was only counted.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_item_of_an_ended_term_dropped_at_encoding_is_counted_and_logged() {
+        use ami_proto::{Decoder, DecoderLimits, Frame};
+        let _ = logged("");
+        let (task, markers_tx, metrics, upstream, _quiet) = quiet_publisher("pbx-ended-term").await;
         let mut decoder = Decoder::without_banner(DecoderLimits::default());
         decoder.feed(b"Event: Hangup\r\nUniqueid: 1\r\n\r\n");
         let Some(Ok(Frame::Message(event))) = decoder.decode() else {
@@ -1342,17 +1453,38 @@ mod tests {
             .send((0, 0, UpItem::Stream(StreamItem::Event(event))))
             .await
             .unwrap();
-        let said = async {
-            while logged("pbx-ended-term").is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        let said = tokio::time::timeout(Duration::from_secs(5), said).await;
+        let said = said("pbx-ended-term").await;
         let counted = metrics.discarded_total(0);
         task.abort();
         upstream.close_all();
         assert_eq!(counted, 1, "the dropped item is counted");
-        assert!(said.is_ok(), "the dropped item was not logged");
+        assert!(said, "the dropped item was not logged");
+    }
+
+    /// The final gap of a session whose lease term ended (the events its AMI session still
+    /// held when its server left the fleet, at a stop or a lost lease, with the publisher
+    /// behind) stands for its events: dropped at encoding, they are counted in
+    /// `ami_bridge_events_dropped_total` and said with their number. It was counted as one
+    /// discarded item, its events neither counted nor said.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gap_of_an_ended_term_dropped_at_encoding_counts_and_says_its_events() {
+        let _ = logged("");
+        let (task, markers_tx, metrics, upstream, _quiet) = quiet_publisher("pbx-ended-gap").await;
+        markers_tx
+            .send((0, 0, UpItem::Stream(StreamItem::Gap { dropped: 480 })))
+            .await
+            .unwrap();
+        let said = said("pbx-ended-gap").await;
+        let dropped = metrics.dropped_total(0);
+        task.abort();
+        upstream.close_all();
+        let lines = logged("pbx-ended-gap");
+        assert!(said, "the dropped gap was not logged");
+        assert_eq!(dropped, 480, "the gap's events are counted dropped");
+        assert!(
+            lines.iter().any(|l| l.contains("480 events")),
+            "the gap's events are said: {lines:?}"
+        );
     }
 
     /// A NATS server just enough for a client to connect and publish to: it sends its INFO,

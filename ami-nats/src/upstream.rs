@@ -431,6 +431,33 @@ impl Merged {
         }
     }
 
+    /// What this stream still holds (lease markers, what the fleet queued), taken without
+    /// waiting, at most `max` items: for a reader that ends and must count what it never
+    /// took. Items of a server not in the configuration are left out (none are queued).
+    pub(crate) fn take_unread(&mut self, max: usize) -> Vec<(ServerIx, UpItem)> {
+        let mut out: Vec<(ServerIx, UpItem)> = self
+            .releasing
+            .drain(..)
+            .flat_map(|r| r.markers)
+            .map(|(ix, _, item)| (ix, item))
+            .collect();
+        while out.len() < max {
+            match self.markers.try_recv() {
+                Ok((ix, _, item)) => out.push((ix, item)),
+                Err(_) => break,
+            }
+        }
+        while out.len() < max {
+            let Some(item) = self.events.try_recv() else {
+                break;
+            };
+            if let Some(&ix) = self.index.get(item.server.as_str()) {
+                out.push((ix, UpItem::Stream(item.item)));
+            }
+        }
+        out
+    }
+
     /// Takes markers until `limit` (a `lease_released` waits for its server's last items).
     /// `in_hand`: the server of a fleet item taken out of the fleet stream and not yet
     /// passed on.
