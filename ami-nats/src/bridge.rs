@@ -1032,7 +1032,7 @@ impl Bridge {
             .collect()
     }
 
-    /// Stops cleanly, each step bounded by `flush`:
+    /// Stops cleanly, each step bounded by `flush` except where step 4 says otherwise:
     ///
     /// 1. takes no new action requests (each is answered `not_sent`: nothing was sent,
     ///    retry), and lets those in flight finish: an Originate Asterisk is about to confirm
@@ -1046,9 +1046,11 @@ impl Bridge {
     /// 3. releases the leases (so another bridge takes over at once) and closes what is
     ///    left of the AMI sessions, each ended by a `lease_released` marker;
     /// 4. leaves the action subjects (requests then go to the other bridges, or get no
-    ///    responders) and gives the publisher up to `flush` to send what it holds; what it
-    ///    still holds then is counted in `ami_bridge_discarded_total` and its number
-    ///    logged.
+    ///    responders; this step waits for NATS to confirm, at most 5 s whatever `flush`
+    ///    is, so that requests NATS already delivered are answered) and gives the publisher
+    ///    up to `flush` to send what it holds; what it still holds then is counted in
+    ///    `ami_bridge_discarded_total` and its number logged, with the events still queued
+    ///    in the AMI sessions.
     ///
     /// A `flush` over [`MAX_SETTING_DURATION`](ami_proto::MAX_SETTING_DURATION) (a year;
     /// `Duration::MAX` as "as long as it takes") is taken as that.
