@@ -104,6 +104,12 @@ impl Handle {
     /// but one already written runs, and an Originate's call is still placed; its
     /// `OriginateResponse` then arrives in the event stream (also when the future is dropped
     /// after its outcome came, unread, as a `select!` that took another branch does).
+    ///
+    /// An action dropped (or timed out) after it was written may still run: the server's
+    /// answer, if it comes, arrives in the event stream as
+    /// [`StreamItem::LateAnswer`](ami_proto::StreamItem::LateAnswer). Its ActionID is never
+    /// handed to this caller; send with [`SendOptions::with_mark`] (through
+    /// [`send_with`](Self::send_with)) to recognise it by its mark.
     pub async fn send(&self, action: Action) -> Result<Response, AmiError> {
         self.send_with(action, SendOptions::default()).await
     }

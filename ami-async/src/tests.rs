@@ -2042,3 +2042,59 @@ fn a_fleet_deadline_fires_while_other_servers_flood_every_poll_past_the_read_bud
         "after {polls} polls: {outcome:?}"
     );
 }
+
+#[test]
+fn a_dropped_futures_late_answer_reaches_the_event_stream_under_its_mark() {
+    // A dialer's `send_with` future dropped (a select! that timed out first) once its
+    // Redirect was written: the action is cancelled, but the server runs it; its answer,
+    // when it comes, is the stream's, recognised by the mark the caller chose, since an
+    // async caller never sees the ActionID.
+    use ami_proto::{Action, SendOptions};
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    while rig.events.try_recv().is_some() {}
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let redirect = Action::new("Redirect")
+        .field("Channel", "PJSIP/agent-0001")
+        .field("Exten", "200")
+        .field("Context", "agents")
+        .field("Priority", "1");
+    let mut sent = Box::pin(handle.send_with(redirect, SendOptions::default().with_mark(5)));
+    assert!(sent.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    let written = rig.written();
+    let id = written
+        .split("Action: Redirect")
+        .nth(1)
+        .and_then(|tail| tail.lines().find_map(|l| l.strip_prefix("ActionID: ")))
+        .expect("the Redirect went out")
+        .to_string();
+    drop(sent);
+    rig.send(&format!(
+        "Response: Success\r\nActionID: {id}\r\nMessage: Redirect successful\r\n\r\n"
+    ));
+    rig.spin();
+    let items: Vec<StreamItem> = std::iter::from_fn(|| rig.events.try_recv()).collect();
+    let late: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            StreamItem::LateAnswer { id, mark, response } => Some((
+                id.as_str().to_string(),
+                *mark,
+                response.get_str("Message").map(str::to_string),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        late,
+        [(id, Some(5), Some("Redirect successful".to_string()))],
+        "{items:?}"
+    );
+    assert!(
+        matches!(items.first(), Some(StreamItem::Mark { mark: 5 })),
+        "the mark where the action ended, then its late answer: {items:?}"
+    );
+    assert_eq!(rig.handle.stats().late_answers_dropped, 1);
+}

@@ -48,7 +48,10 @@
 //!    Session boundaries travel in the same stream, in order between the events:
 //!    [`StreamItem::Ready`] opens every session and [`StreamItem::Disconnected`] (with the
 //!    reason) marks where one was lost, so a consumer knows where it missed events nobody
-//!    can count. A program with no consumer at all (it only sends actions) says so with
+//!    can count. The answer to an action that ended without it (timed out, cancelled once
+//!    written) comes here too, as [`StreamItem::LateAnswer`] with the action's ID: what the
+//!    server did, while the action keeps its error. A program with no consumer at all (it
+//!    only sends actions) says so with
 //!    [`Client::close_event_stream`]: the queue then keeps nothing, and every event is
 //!    counted as dropped.
 //! 5. Sleep until bytes arrive ([`Input::Received`], [`Input::Eof`],

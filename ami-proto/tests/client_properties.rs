@@ -4,6 +4,8 @@
 //!
 //! Checked after every step:
 //! - every `Completed` is for an ID `send_action` returned, and comes once;
+//! - a `LateAnswer` only for an action that ended (timed out, cancelled) before any response,
+//!   once, after the server's first response to it;
 //! - `Success` only when the server sent a success for that ID (for an async Originate, also
 //!   an `OriginateResponse` with `Response: Success`; for a started list, its end);
 //!   `ServerError` only after a server error; `ListOverflow` only past `max_list_items`;
@@ -213,6 +215,11 @@ struct Model {
     /// ended unanswered outside a feed (timed out, cancelled, cut by a lost session): each
     /// may reach the stream then (while the session that got it is current).
     early_released: u64,
+    /// First responses sent on the current connection for actions that had ended without
+    /// one: each may reach the stream (or a gap) as a late answer, once.
+    late_due: u64,
+    /// Actions whose late answer reached the stream.
+    late_seen: HashSet<String>,
     delivered: u64,
     gaps: u64,
     /// Discarded-input notices seen in the stream, summed.
@@ -302,6 +309,8 @@ impl Model {
             event_seq: 0,
             offered: 0,
             early_released: 0,
+            late_due: 0,
+            late_seen: HashSet::new(),
             delivered: 0,
             gaps: 0,
             discards: 0,
@@ -505,12 +514,15 @@ impl Model {
         // reaches the stream, at most one per such action.
         let released = (s.events_queued + s.events_dropped).saturating_sub(self.offered);
         assert!(
-            released <= self.early_released,
-            "{released} events offered outside a feed, {} early OriginateResponses released",
-            self.early_released
+            released <= self.early_released + self.late_due,
+            "{released} events offered outside a feed, {} early OriginateResponses released, \
+             {} late answers possible",
+            self.early_released,
+            self.late_due
         );
         self.offered += released;
         self.early_released = 0;
+        self.late_due = 0;
         assert_eq!(
             s.events_queued + s.events_dropped,
             self.offered,
@@ -579,6 +591,16 @@ impl Model {
         let i = candidates[pick as usize % candidates.len()];
         let id = self.conn[i].id.clone();
         let kind = self.conn[i].kind;
+        // The first response to an action that ended without one may be a late answer.
+        let first = !self.conn[i].responded && self.completed.contains_key(&id);
+        if first
+            && matches!(
+                how,
+                Reply::Success | Reply::Error | Reply::ListErrorAfterStart | Reply::ListStart
+            )
+        {
+            self.late_due += 1;
+        }
         match how {
             Reply::Success => {
                 let bytes = match kind {
@@ -882,6 +904,23 @@ impl Model {
             StreamItem::Discarded { count, .. } => {
                 assert!(count > 0);
                 self.discards += count;
+            }
+            // Once per action, only for one that ended without the server's answer: never a
+            // success, nor an answer it got.
+            StreamItem::LateAnswer { id, .. } => {
+                let id = id.as_str().to_string();
+                assert!(
+                    matches!(
+                        self.completed.get(&id),
+                        Some(Err(
+                            ActionError::TimedOut { partial: None, .. } | ActionError::Cancelled
+                        ))
+                    ),
+                    "late answer for {id}: {:?}",
+                    self.completed.get(&id)
+                );
+                assert!(self.late_seen.insert(id), "a second late answer");
+                self.delivered += 1;
             }
             other => panic!("{other:?}"),
         }

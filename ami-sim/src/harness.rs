@@ -1126,7 +1126,7 @@ impl Harness {
         let mut discards: HashSet<String> = HashSet::new();
         while let Some(item) = self.client.poll_event() {
             match &item {
-                StreamItem::Event(_) | StreamItem::Mark { .. } => {
+                StreamItem::Event(_) | StreamItem::Mark { .. } | StreamItem::LateAnswer { .. } => {
                     run = 0;
                     discards.clear();
                 }
@@ -1153,7 +1153,8 @@ impl Harness {
                     self.extra.marks_early.push_back(mark);
                     self.match_marks();
                 }
-                StreamItem::Event(_) => self.consumed += 1,
+                // A late answer is queued (and counted in `events_queued`) as an event is.
+                StreamItem::Event(_) | StreamItem::LateAnswer { .. } => self.consumed += 1,
                 StreamItem::Gap { dropped } => {
                     if dropped == 0 {
                         self.violate("gap notice with zero events".into());

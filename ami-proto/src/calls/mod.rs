@@ -508,6 +508,9 @@ impl CallTracker {
                     self.update(CallUpdate::Stale(StaleReason::SessionLost(reason.clone())));
                 }
             }
+            // The answer to an action that ended without it (a snapshot that timed out
+            // failed then, and was retried): what it changed in calls comes as events.
+            StreamItem::LateAnswer { .. } => {}
             StreamItem::Mark { mark } => {
                 if let Some(f) = self.inflight.get_mut(mark) {
                     f.marked = true;

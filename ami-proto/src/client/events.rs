@@ -7,6 +7,7 @@
 use super::config::OverflowPolicy;
 use super::output::{Discard, DisconnectReason, StreamItem};
 use super::who::Who;
+use crate::wire::action::ActionId;
 use crate::wire::message::Message;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -50,10 +51,13 @@ impl Queued {
         item
     }
 
-    /// Wire bytes of the event in this item (0 for a notice): what a batch of items costs.
+    /// Wire bytes of the event (or late answer) in this item (0 for a notice): what a batch
+    /// of items costs.
     pub fn wire_len(&self) -> usize {
         match &self.0 {
-            StreamItem::Event(m) => m.wire_bytes().len(),
+            StreamItem::Event(m) | StreamItem::LateAnswer { response: m, .. } => {
+                m.wire_bytes().len()
+            }
             _ => 0,
         }
     }
@@ -104,7 +108,7 @@ pub(crate) enum LoginEvent {
     SuccessfulAuth,
 }
 
-/// Holds at most `cap` events, marks of completed marked actions (at most `cap`, enforced by
+/// Holds at most `cap` events and late answers (counted together, as `events`), marks of completed marked actions (at most `cap`, enforced by
 /// the client when it accepts a marked action) and notices (gaps and session boundaries).
 ///
 /// Notices and marks never displace events and are never dropped; instead every run of
@@ -226,15 +230,35 @@ impl EventQueue {
     }
 
     pub(crate) fn offer(&mut self, event: Message) -> Offer {
+        self.offer_item(StreamItem::Event(event))
+    }
+
+    /// The first response of an action that had ended without it
+    /// ([`StreamItem::LateAnswer`]): queued as an event is, under the same caps and policy,
+    /// so a stalled consumer costs no more than its queue allows, and a late answer that
+    /// does not fit is counted in a gap as an event is. Drop-oldest never displaces one
+    /// (see [`drop_oldest_event`](Self::drop_oldest_event)): they are rare, and worth
+    /// more than an event, which a state kept from events resynchronises after anyway.
+    pub(crate) fn late_answer(
+        &mut self,
+        id: ActionId,
+        mark: Option<u64>,
+        response: Message,
+    ) -> Offer {
+        self.offer_item(StreamItem::LateAnswer { id, mark, response })
+    }
+
+    /// Offers an event or a late answer (the items that hold a message).
+    fn offer_item(&mut self, item: StreamItem) -> Offer {
         if self.unread {
             self.dropped_total += 1;
             return Offer::Unread;
         }
-        let size = event.retained_bytes();
+        let size = held_bytes(&item);
         if self.fits(size) {
             self.flush_trailing_gap();
             self.end_episode();
-            self.push_event(event, size);
+            self.push_item(item, size);
             return Offer::Queued;
         }
         let dropped = match self.policy {
@@ -249,7 +273,7 @@ impl EventQueue {
                     n += 1;
                 }
                 if self.fits(size) {
-                    self.push_event(event, size);
+                    self.push_item(item, size);
                 } else {
                     // Larger than the whole byte cap: the config builder refuses caps below
                     // one maximal message, so this is only a safety net.
@@ -284,11 +308,14 @@ impl EventQueue {
         self.news.started.is_some() || self.news.ended > 0
     }
 
-    fn push_event(&mut self, event: Message, size: usize) {
-        self.items.push_back(Queued(StreamItem::Event(event)));
+    /// Queues an event or a late answer: both count against the caps.
+    fn push_item(&mut self, item: StreamItem, size: usize) {
+        if matches!(item, StreamItem::Event(_)) {
+            self.pushed += 1;
+        }
+        self.items.push_back(Queued(item));
         self.events += 1;
         self.bytes += size;
-        self.pushed += 1;
     }
 
     /// Events queued so far.
@@ -388,7 +415,8 @@ impl EventQueue {
     }
 
     /// Removes the oldest event, leaving a gap notice where it was (after any markers that
-    /// came before it in the stream). False when there is no event to drop.
+    /// came before it in the stream). False when there is no event to drop: a late answer
+    /// is never displaced for a newer event (see [`late_answer`](Self::late_answer)).
     fn drop_oldest_event(&mut self) -> bool {
         let Some(at) = self
             .items
@@ -436,7 +464,7 @@ impl EventQueue {
         match self.items.pop_front() {
             Some(item) => {
                 match &item.0 {
-                    StreamItem::Event(m) => {
+                    StreamItem::Event(m) | StreamItem::LateAnswer { response: m, .. } => {
                         self.events -= 1;
                         self.bytes -= m.retained_bytes();
                     }
@@ -577,10 +605,21 @@ fn add_notice(out: &mut Vec<StreamItem>, item: StreamItem) {
     out.push(item);
 }
 
-/// Events and marks end a run of foldable markers: a mark is an answer the consumer waits
-/// for, so the session it arrived in is never folded away.
+/// Events, marks and late answers end a run of foldable markers: a mark or a late answer is
+/// an answer the consumer waits for, so the session it arrived in is never folded away.
 fn splits_runs(item: &StreamItem) -> bool {
-    matches!(item, StreamItem::Event(_) | StreamItem::Mark { .. })
+    matches!(
+        item,
+        StreamItem::Event(_) | StreamItem::Mark { .. } | StreamItem::LateAnswer { .. }
+    )
+}
+
+/// Bytes an item that holds a message keeps alive (0 for a notice): what the byte cap counts.
+fn held_bytes(item: &StreamItem) -> usize {
+    match item {
+        StreamItem::Event(m) | StreamItem::LateAnswer { response: m, .. } => m.retained_bytes(),
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
@@ -618,8 +657,33 @@ mod tests {
                 StreamItem::Disconnected { reason } => format!("down:{reason}"),
                 StreamItem::Mark { mark } => format!("mark{mark}"),
                 StreamItem::Discarded { reason, count } => format!("{reason:?}x{count}"),
+                StreamItem::LateAnswer { id, .. } => format!("late:{id}"),
             })
             .collect()
+    }
+
+    fn late(q: &mut EventQueue, n: u32) -> Offer {
+        let id = ActionId::new(&format!("x-{n}")).unwrap_or_else(|e| unreachable!("{e}"));
+        q.late_answer(id, None, ev(n))
+    }
+
+    #[test]
+    fn late_answers_count_against_the_caps_survive_drop_oldest_and_keep_a_session_from_folding() {
+        let mut q = EventQueue::new(2, usize::MAX, OverflowPolicy::DropOldest, None);
+        q.session_lost(DisconnectReason::Eof);
+        q.session_ready("v".into());
+        assert_eq!(late(&mut q, 1), Offer::Queued);
+        q.session_lost(DisconnectReason::Eof);
+        assert_eq!(late(&mut q, 2), Offer::Queued);
+        assert_eq!(q.len(), 2);
+        // Full of late answers: a new event finds nothing it may displace.
+        assert_eq!(q.offer(ev(0)), Offer::Dropped);
+        assert_eq!(late(&mut q, 3), Offer::Dropped);
+        assert_eq!(
+            drain(&mut q),
+            ["down:eof", "up", "late:x-1", "down:eof", "late:x-2", "gap2"]
+        );
+        assert_eq!((q.len(), q.bytes(), q.dropped_total), (0, 0, 2));
     }
 
     #[test]
@@ -891,6 +955,7 @@ mod tests {
         Up,
         Down,
         Discard,
+        Late(u32),
         Pop,
     }
 
@@ -902,6 +967,7 @@ mod tests {
             1 => Just(Op::Up),
             1 => Just(Op::Down),
             1 => Just(Op::Discard),
+            1 => (0u32..100).prop_map(Op::Late),
             2 => Just(Op::Pop),
         ];
         proptest::collection::vec(op, 0..80)
@@ -918,6 +984,9 @@ mod tests {
                 Op::Up => q.session_ready("v".into()),
                 Op::Down => q.session_lost(DisconnectReason::Eof),
                 Op::Discard => q.discarded(Discard::Malformed(DecodeError::FollowsUnterminated), 1),
+                Op::Late(n) => {
+                    late(&mut q, *n);
+                }
                 Op::Pop => {
                     q.pop();
                 }

@@ -70,7 +70,8 @@ pub enum StreamItem {
     /// An event that no action claimed (list items and `OriginateResponse`s for our own
     /// actions go to those actions instead).
     Event(Message),
-    /// Events were dropped here because the queue was full; `dropped` says how many.
+    /// Events were dropped here because the queue was full; `dropped` says how many (a
+    /// [`LateAnswer`](Self::LateAnswer) dropped so counts as one).
     Gap {
         /// Number of events lost at this point of the stream.
         dropped: u64,
@@ -98,6 +99,42 @@ pub enum StreamItem {
     Disconnected {
         /// Why the session was lost.
         reason: DisconnectReason,
+    },
+    /// The server's answer to an action of this session that had already ended without it
+    /// ([`ActionError::TimedOut`] before its response, [`ActionError::Cancelled`] once its
+    /// bytes were handed out, which is also what an async adapter's dropped future does):
+    /// what the server actually did, arriving here, in stream order, where its response was
+    /// read. For an action that changes the world (a sync `Originate`, `Redirect`,
+    /// `Hangup`, `QueueAdd`...) it tells whether it ran, so a dialer can reconcile instead
+    /// of guessing (no second dial, no lost agent).
+    ///
+    /// News only: the action's own outcome stays the error it got (a late `Success` never
+    /// makes it a success), and the answer is still counted in
+    /// [`Stats::late_answers_dropped`](crate::Stats::late_answers_dropped). Only the first
+    /// response is reported, once: the items of a late list, a late `Complete`, a
+    /// follow-up, a second response are swallowed and counted as before. Only while its
+    /// entry is kept (its grace period, `action_timeout`, within `max_abandoned_actions`)
+    /// and only on the connection the action was written on, once its session is Ready:
+    /// after a reconnect the server session that would answer is gone
+    /// ([`ActionError::Unknown`] never has a late answer). An async Originate's
+    /// `OriginateResponse` comes as an [`Event`](Self::Event), as before.
+    ///
+    /// Queued as an event is: it counts against `event_queue_cap` and `event_queue_bytes`,
+    /// and when the queue is full the overflow policy applies to it (dropped into a
+    /// [`Gap`](Self::Gap) with drop-newest, closing the session with close-session), but
+    /// drop-oldest never displaces it to make room for a newer event. Counted as an event
+    /// in `Stats::events_queued` or `Stats::events_dropped`.
+    LateAnswer {
+        /// The action's ID, as [`Client::send_action`](crate::Client::send_action) returned it
+        /// and [`Notice::Completed`] reported it.
+        id: ActionId,
+        /// The action's [`SendOptions::with_mark`](crate::SendOptions::with_mark) value, if
+        /// it was sent with one: how a caller that never sees the ActionID (an async
+        /// adapter's `send_with`) recognises its action.
+        mark: Option<u64>,
+        /// The server's `Response:` message (`Success` or `Error`, its `Message`, any
+        /// other fields; a list's `EventList: start`).
+        response: Message,
     },
     /// Server input was thrown away here: `count` messages (or broken fragments) for
     /// `reason`. Every one is also counted in [`Stats`](crate::Stats) and logged once per
@@ -487,7 +524,11 @@ pub enum ActionError {
     /// response (with any list items received before it, or the failed follow-up) is here.
     #[error("server error: {}", server_error_text(.0))]
     Server(Box<Response>),
-    /// The deadline passed in `phase`; whatever arrived is in `partial`.
+    /// The deadline passed in `phase`; whatever arrived is in `partial`. In
+    /// [`Phase::Response`] the server may still have run it: should its response come
+    /// within the grace period, it is reported in the event stream as
+    /// [`StreamItem::LateAnswer`] with this action's ID (and mark), while this stays the
+    /// outcome.
     #[error("timed out: {phase}")]
     TimedOut {
         /// The phase that did not finish.
@@ -522,7 +563,8 @@ pub enum ActionError {
         partial: Box<Response>,
     },
     /// Cancelled by the caller (see [`Client::cancel`](crate::Client::cancel): whether its
-    /// bytes may still reach the server depends on whether any had been handed out).
+    /// bytes may still reach the server depends on whether any had been handed out). A
+    /// response that comes for it later is reported as [`StreamItem::LateAnswer`].
     #[error("cancelled")]
     Cancelled,
     /// The server cannot have run it, so it is safe to send again: it was never written
@@ -537,7 +579,10 @@ pub enum ActionError {
     NotSent(DisconnectReason),
     /// Handed to the transport whole (its last byte lent or written), but the connection
     /// was lost before the answer: the server may or may not have run it. It is never
-    /// re-sent automatically.
+    /// re-sent automatically. No answer can come later: Asterisk answers an action only on
+    /// the session that read it, and the next session's ActionIDs are its own (no
+    /// [`StreamItem::LateAnswer`]); the world has to be asked (a status action, the events
+    /// of the new session).
     #[error("outcome unknown: {0}")]
     Unknown(DisconnectReason),
     /// The server accepted it (its `Response` is here: for an async Originate, "Originate

@@ -148,6 +148,13 @@ pub(crate) struct Pending<T = Instant> {
     /// Abandoned list: items swallowed (dropped and counted) since the action ended, said in
     /// the log when the entry goes.
     pub(crate) swallowed: u64,
+    /// Abandoned before the server's first response was read (timed out or cancelled while
+    /// written): that response, should it come, is the server's word on what it did, for
+    /// the event stream ([`StreamItem::LateAnswer`](crate::StreamItem::LateAnswer)), once.
+    pub(crate) answer_due: bool,
+    /// Abandoned: the caller's [`SendOptions::with_mark`](crate::SendOptions::with_mark)
+    /// value, which the late answer carries (the mark itself was streamed at completion).
+    pub(crate) mark: Option<u64>,
 }
 
 impl<T> Pending<T> {
@@ -178,6 +185,8 @@ impl<T> Pending<T> {
             early_follow_up: None,
             last_swallowed: None,
             swallowed: 0,
+            answer_due: false,
+            mark: None,
         }
     }
 

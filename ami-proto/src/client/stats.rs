@@ -24,10 +24,11 @@ pub struct Stats {
     pub messages_in: u64,
     /// Events received (all, including list items and follow-ups).
     pub events_in: u64,
-    /// Events queued for the consumer.
+    /// Events queued for the consumer, and [late answers](crate::StreamItem::LateAnswer),
+    /// which the queue holds as events.
     pub events_queued: u64,
     /// Events dropped because the consumer was behind (each one also reaches the stream as
-    /// part of a gap notice).
+    /// part of a gap notice), and late answers dropped so.
     pub events_dropped: u64,
     /// List items dropped after a list overflowed, or for an action already abandoned.
     pub list_items_dropped: u64,
@@ -38,7 +39,10 @@ pub struct Stats {
     /// Answers that came for an action after it had ended (timed out, cancelled, overflowed)
     /// and were dropped, since nobody waits for them: late responses, a late list's
     /// `Complete`, a late follow-up event (`FAXStats`...). A late list's items are counted in
-    /// `list_items_dropped`, and a late `OriginateResponse` goes to the event stream.
+    /// `list_items_dropped`, and a late `OriginateResponse` goes to the event stream. The
+    /// first response of an action that ended without it is counted here too, and also
+    /// reported in the event stream as [`StreamItem::LateAnswer`](crate::StreamItem::LateAnswer)
+    /// (the action keeps its outcome).
     pub late_answers_dropped: u64,
     /// Abandoned entries (see `abandoned_actions`) forgotten before their grace period
     /// ended because `max_abandoned_actions` of them were tracked already: the oldest goes

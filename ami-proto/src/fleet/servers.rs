@@ -314,7 +314,8 @@ impl Fleet {
     /// with [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) such gaps waiting for a reader
     /// already, the gap is not queued (counted in `FleetStats::removal_gaps_dropped`, and
     /// logged). Its queued [marks](crate::StreamItem::Mark) (of actions that completed,
-    /// those the close ended included) follow the gap, under the same cap and counter. False
+    /// those the close ended included) and [late answers](crate::StreamItem::LateAnswer)
+    /// follow the gap, under the same cap and counter. False
     /// if no such server.
     pub fn remove(&mut self, now: Instant, name: &str) -> bool {
         let Some(&index) = self.names.get(name) else {
@@ -348,7 +349,8 @@ impl Fleet {
             match item {
                 StreamItem::Event(_) => queued += 1,
                 StreamItem::Gap { dropped } => reported += dropped,
-                StreamItem::Mark { .. } => marks.push(item),
+                // An answer the reader waits for, as a mark is: kept, after the gap.
+                StreamItem::Mark { .. } | StreamItem::LateAnswer { .. } => marks.push(item),
                 _ => {}
             }
         }

@@ -123,10 +123,21 @@ impl Client {
             }
             (Kind::User { follow_up, .. }, Stage::Abandoned { .. }) => {
                 self.stats.late_answers_dropped += 1;
+                // Its first response: what the server did, for the stream (the action keeps
+                // the outcome it got). Only from a Ready session: before its `Ready` it would
+                // read as the next session's.
+                let late = std::mem::take(&mut p.answer_due)
+                    .then(|| (p.id.clone(), p.mark.take()))
+                    .filter(|_| self.conn.ready_since.is_some());
                 log::debug!(
-                    "{}: late response for {} dropped: the action had ended",
+                    "{}: late response for {} {}: the action had ended",
                     self.config.who(),
-                    p.id
+                    p.id,
+                    if late.is_some() {
+                        "reported in the event stream"
+                    } else {
+                        "dropped"
+                    }
                 );
                 if is_error && !response_text_is_shutdown(&msg) {
                     // Refused after its caller stopped waiting (timed out, cancelled): what
@@ -151,6 +162,11 @@ impl Client {
                     // A cancelled sync Originate's answer ends its hold on the heartbeat with
                     // it: the session it blocked is free again.
                     self.pending.remove(seq);
+                }
+                // Last: a queue full under `CloseSession` ends the session, and the entry
+                // with it.
+                if let Some((id, mark)) = late {
+                    self.queue_late_answer(now, id, mark, msg);
                 }
             }
             (
@@ -257,6 +273,17 @@ impl Client {
             }
             Offer::Overflow => self.disconnect(now, DisconnectReason::EventOverflow),
             Offer::Unread => {}
+        }
+        self.log_overflows(now);
+    }
+
+    /// Offers the first response of an action that had ended without it to the stream
+    /// ([`StreamItem::LateAnswer`]), under the queue's caps and overflow policy.
+    fn queue_late_answer(&mut self, now: Instant, id: ActionId, mark: Option<u64>, msg: Message) {
+        match self.events.late_answer(id, mark, msg) {
+            Offer::Queued => self.stats.events_queued += 1,
+            Offer::Dropped | Offer::Unread => {}
+            Offer::Overflow => self.disconnect(now, DisconnectReason::EventOverflow),
         }
         self.log_overflows(now);
     }
@@ -476,6 +503,13 @@ impl Client {
         }
         let id = p.id.clone();
         let list = p.stage == Stage::List;
+        // Written, no response read: the server may still answer, and its answer says what it
+        // did. A response thrown away (`ResponseDiscarded`) was that answer already.
+        p.answer_due = p.stage == Stage::Written
+            && !matches!(outcome, Err(ActionError::ResponseDiscarded { .. }));
+        if p.answer_due && !self.marks.is_empty() {
+            p.mark = self.marks.get(&id).copied();
+        }
         if p.stage == Stage::FollowUp {
             // Its first answer came: a second response that comes late is its last.
             p.answered_first();

@@ -71,6 +71,10 @@ impl Client {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
+        if let Stage::Abandoned { .. } = p.stage {
+            // The late answer came, unreadable: a later response would not be the first.
+            p.answer_due = false;
+        }
         if let Stage::Abandoned { blocking: true, .. } = p.stage {
             // A cancelled sync Originate's late answer: its call ended, and with it the
             // server's silence, so its hold on the heartbeat ends too (as it does when that

@@ -896,9 +896,10 @@ impl Client {
     /// it once for all its servers): the events freed, `None` if the stream was closed
     /// already (`unread` is still counted).
     pub(crate) fn close_reader(&mut self, unread: impl IntoIterator<Item = Queued>) -> Option<u64> {
+        // A late answer counts as an event does: the queue held and capped it as one.
         let handed = unread
             .into_iter()
-            .filter(|q| matches!(q.0, StreamItem::Event(_)))
+            .filter(|q| matches!(q.0, StreamItem::Event(_) | StreamItem::LateAnswer { .. }))
             .count() as u64;
         self.events.count_unread(handed);
         if self.events.is_unread() {
@@ -1075,6 +1076,8 @@ impl Client {
     /// handed out may reach the server whole (cutting it short would corrupt the stream):
     /// its late response and list items are swallowed until its grace period
     /// (`action_timeout`, counted from the last item of a list that keeps coming) ends
+    /// (its first response, the server's word on what it did, is reported in the event
+    /// stream as [`StreamItem::LateAnswer`]; the action stays `Cancelled`)
     /// (a sync Originate's response until its own deadline, then for a grace period: its
     /// call blocks the server's session that long, and the heartbeat waits for it too),
     /// while an async Originate's `OriginateResponse` goes to the event stream, whenever it

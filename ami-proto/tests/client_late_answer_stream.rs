@@ -1,0 +1,372 @@
+//! A response that comes after its action ended without it (timed out before its response,
+//! cancelled once written) is the server's word on what it did: it reaches the event stream
+//! once, in order, as `StreamItem::LateAnswer` with the action's ID, while the action's own
+//! outcome stays the error it got. A dialer told "timed out" learns whether its Redirect or
+//! sync Originate ran.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
+
+#[path = "support/scripted.rs"]
+mod scripted;
+
+use ami_proto::fleet::{Fleet, FleetConfig, FleetOutput, Route, ServerId};
+use ami_proto::{
+    Action, ActionError, ActionId, ClientConfig, Input, Message, OverflowPolicy, Phase,
+    SendOptions, StreamItem,
+};
+use scripted::{msg, Harness};
+use std::time::{Duration, Instant};
+
+fn ready() -> Harness {
+    Harness::ready_now(9, Duration::from_secs(5))
+}
+
+fn redirect() -> Action {
+    Action::new("Redirect")
+        .field("Channel", "PJSIP/agent-0001")
+        .field("Exten", "200")
+        .field("Context", "agents")
+        .field("Priority", "1")
+}
+
+fn response(result: &str, id: &ActionId, message: &str) -> Vec<u8> {
+    msg(&[
+        ("Response", result),
+        ("ActionID", id.as_str()),
+        ("Message", message),
+    ])
+}
+
+/// The late answers in `items`: (id, mark, Response, Message).
+fn late_answers(items: &[StreamItem]) -> Vec<(ActionId, Option<u64>, String, String)> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            StreamItem::LateAnswer { id, mark, response } => Some((
+                id.clone(),
+                *mark,
+                response.get_str("Response").unwrap_or("").to_string(),
+                response.get_str("Message").unwrap_or("").to_string(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn event(name: &str) -> Vec<u8> {
+    msg(&[("Event", name), ("Privilege", "call,all")])
+}
+
+fn label(item: &StreamItem) -> String {
+    match item {
+        StreamItem::Event(m) => m.event().unwrap_or("?").to_string(),
+        StreamItem::LateAnswer { response, .. } => {
+            format!("late:{}", response.get_str("Response").unwrap_or("?"))
+        }
+        other => scripted::stream_label(other),
+    }
+}
+
+#[test]
+fn a_late_success_reaches_the_stream_in_order_with_its_action_id_and_the_action_stays_timed_out() {
+    let mut h = ready();
+    let before = h.client.stats().late_answers_dropped;
+    let id = h.send(redirect());
+    h.take("Redirect");
+    h.advance(Duration::from_secs(6));
+    assert!(matches!(
+        h.outcome(&id),
+        Err(ActionError::TimedOut {
+            phase: Phase::Response,
+            partial: None
+        })
+    ));
+    h.feed(&event("Before"));
+    h.feed(&response("Success", &id, "Redirect successful"));
+    h.feed(&event("After"));
+    let items = h.events();
+    let labels: Vec<String> = items.iter().map(label).collect();
+    assert_eq!(labels, ["Before", "late:Success", "After"]);
+    assert_eq!(
+        late_answers(&items),
+        [(
+            id.clone(),
+            None,
+            "Success".into(),
+            "Redirect successful".into()
+        )]
+    );
+    // The action's outcome is still the one it got, reported once: no synthetic success.
+    assert!(matches!(h.outcome(&id), Err(ActionError::TimedOut { .. })));
+    assert_eq!(h.client.stats().late_answers_dropped - before, 1);
+}
+
+#[test]
+fn a_late_error_of_a_cancelled_action_reaches_the_stream_as_the_servers_error() {
+    let mut h = ready();
+    let id = h.send(Action::new("Hangup").field("Channel", "PJSIP/agent-0001"));
+    h.take("Hangup");
+    assert!(h.client.cancel(h.now, &id));
+    h.feed(&response("Error", &id, "No such channel"));
+    let items = h.events();
+    assert_eq!(
+        late_answers(&items),
+        [(id.clone(), None, "Error".into(), "No such channel".into())]
+    );
+    assert_eq!(h.outcome(&id), &Err(ActionError::Cancelled));
+    assert_eq!(h.client.stats().late_answers_dropped, 1);
+}
+
+#[test]
+fn a_marked_actions_late_answer_carries_its_mark_for_callers_that_never_see_the_id() {
+    let mut h = ready();
+    let id = h.send_with(redirect(), SendOptions::default().with_mark(7));
+    h.take("Redirect");
+    h.advance(Duration::from_secs(6));
+    h.feed(&response("Success", &id, "Redirect successful"));
+    let items = h.events();
+    let labels: Vec<String> = items.iter().map(label).collect();
+    assert_eq!(labels, ["mark7", "late:Success"]);
+    assert_eq!(late_answers(&items)[0].1, Some(7));
+}
+
+#[test]
+fn a_late_list_start_is_reported_once_and_its_items_and_complete_stay_swallowed() {
+    let mut h = ready();
+    let id = h.send(Action::new("QueueStatus"));
+    h.take("QueueStatus");
+    h.advance(Duration::from_secs(6));
+    let aid = id.as_str();
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", aid),
+        ("EventList", "start"),
+        ("Message", "Queue status will follow"),
+    ]));
+    h.feed(&msg(&[("Event", "QueueMember"), ("ActionID", aid)]));
+    h.feed(&msg(&[
+        ("Event", "QueueStatusComplete"),
+        ("ActionID", aid),
+        ("EventList", "Complete"),
+        ("ListItems", "1"),
+    ]));
+    let items = h.events();
+    let labels: Vec<String> = items.iter().map(label).collect();
+    assert_eq!(labels, ["late:Success"], "the start alone; items swallowed");
+    let stats = h.client.stats();
+    assert_eq!(stats.list_items_dropped, 1);
+    assert_eq!(stats.late_answers_dropped, 2, "the start and the Complete");
+}
+
+#[test]
+fn only_the_first_response_is_reported_never_one_after_an_answer_that_came_in_time() {
+    let mut h = ready();
+    // A list that timed out after its start: its second response ends it, late, but the
+    // server's answer (the start) had come, in the outcome's `partial`.
+    let list = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", list.as_str()),
+        ("EventList", "start"),
+    ]));
+    h.advance(Duration::from_secs(6));
+    h.feed(&response("Error", &list, "Something broke"));
+    // A plain action answered twice after its timeout: the first answer only.
+    let ping = h.send(Action::new("Ping"));
+    h.take("Ping");
+    h.advance(Duration::from_secs(6));
+    h.feed(&response("Success", &ping, "Pong"));
+    h.feed(&response("Success", &ping, "Pong again"));
+    let items = h.events();
+    let late = late_answers(&items);
+    assert_eq!(late.len(), 1, "{items:?}");
+    assert_eq!((&late[0].0, late[0].3.as_str()), (&ping, "Pong"));
+}
+
+#[test]
+fn a_late_answer_never_crosses_a_reconnect() {
+    let mut h = ready();
+    // Timed out, then the session is lost: its entry goes with the connection.
+    let timed_out = h.send(redirect());
+    h.take("Redirect");
+    h.advance(Duration::from_secs(6));
+    // Written, then the session is lost before any answer: Unknown.
+    let lost = h.send(Action::new("Hangup").field("Channel", "PJSIP/x"));
+    h.take("Hangup");
+    let login = h.lose_and_reconnect_to_login();
+    h.feed(&scripted::login_ok(scripted::id_of(&login)));
+    assert!(matches!(h.outcome(&lost), Err(ActionError::Unknown(_))));
+    h.events();
+    // A peer (or a confused proxy) echoes the old connection's answers on the new one.
+    h.feed(&response("Success", &timed_out, "Redirect successful"));
+    h.feed(&response("Success", &lost, "Channel Hungup"));
+    let items = h.events();
+    assert!(late_answers(&items).is_empty(), "{items:?}");
+    assert_eq!(h.client.stats().unmatched, 2);
+}
+
+#[test]
+fn a_late_answer_goes_through_the_bounded_queue_a_full_drop_newest_queue_counts_it_as_a_gap() {
+    let config = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(9)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(5))
+        .event_queue_cap(1)
+        .overflow(OverflowPolicy::DropNewest)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, Instant::now());
+    h.ready();
+    h.events();
+    let id = h.send(redirect());
+    h.take("Redirect");
+    h.advance(Duration::from_secs(6));
+    h.feed(&event("Fills"));
+    h.feed(&response("Success", &id, "Redirect successful"));
+    let labels: Vec<String> = h.events().iter().map(label).collect();
+    assert_eq!(labels, ["Fills", "gap1"]);
+    assert_eq!(h.client.stats().events_dropped, 1);
+    assert_eq!(h.client.stats().late_answers_dropped, 1);
+}
+
+#[test]
+fn drop_oldest_never_displaces_a_late_answer_for_a_newer_event() {
+    let config = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(9)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(5))
+        .event_queue_cap(2)
+        .overflow(OverflowPolicy::DropOldest)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, Instant::now());
+    h.ready();
+    h.events();
+    let id = h.send(redirect());
+    h.take("Redirect");
+    h.advance(Duration::from_secs(6));
+    h.feed(&response("Success", &id, "Redirect successful"));
+    for n in ["E1", "E2", "E3"] {
+        h.feed(&event(n));
+    }
+    let labels: Vec<String> = h.events().iter().map(label).collect();
+    assert_eq!(labels, ["late:Success", "gap2", "E3"]);
+}
+
+// ---- fleet: the merged stream names the server of a late answer.
+
+fn fleet_config() -> ClientConfig {
+    ClientConfig::builder("admin", "amp111")
+        .action_timeout(Duration::from_secs(5))
+        .ping_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+}
+
+fn login_answer(wire: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(wire);
+    let mut reply = String::new();
+    for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
+        let id = block
+            .lines()
+            .find_map(|l| l.strip_prefix("ActionID: "))
+            .unwrap_or("");
+        if block.starts_with("Action: Login") {
+            reply += &format!(
+                "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
+            );
+        }
+    }
+    reply.into_bytes()
+}
+
+fn settle(f: &mut Fleet, now: Instant) {
+    for _ in 0..10 {
+        loop {
+            match f.poll_output() {
+                FleetOutput::Wait(_) => break,
+                FleetOutput::Connect(id) => {
+                    f.handle_input(now, id, Input::Connected);
+                    f.handle_input(
+                        now,
+                        id,
+                        Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        let ids: Vec<ServerId> = f.servers().map(|(id, _)| id).collect();
+        for id in ids {
+            let wire = f.transmit(id).to_vec();
+            f.advance_transmit(id, wire.len());
+            let reply = login_answer(&wire);
+            if !reply.is_empty() {
+                f.handle_input(now, id, Input::Received(&reply));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fleets_late_answer_names_its_server() {
+    let now = Instant::now();
+    let mut f = Fleet::new(FleetConfig::default());
+    f.add(now, "pbx-a", fleet_config()).unwrap();
+    let b = f.add(now, "pbx-b", fleet_config()).unwrap();
+    settle(&mut f, now);
+    while f.poll_event().is_some() {}
+    let sent = f.send(now, Route::Server("pbx-b"), redirect()).unwrap();
+    let wire = f.transmit(b).to_vec();
+    f.advance_transmit(b, wire.len());
+    let later = now + Duration::from_secs(6);
+    f.handle_timeout(later);
+    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
+    let answer = response("Success", &sent.id, "Redirect successful");
+    f.handle_input(later, b, Input::Received(&answer));
+    let items: Vec<(String, StreamItem)> = std::iter::from_fn(|| f.poll_event())
+        .map(|i| (i.server.as_str().to_string(), i.item))
+        .collect();
+    let late: Vec<(&str, &ActionId, &Message)> = items
+        .iter()
+        .filter_map(|(server, item)| match item {
+            StreamItem::LateAnswer { id, response, .. } => Some((server.as_str(), id, response)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(late.len(), 1, "{items:?}");
+    assert_eq!((late[0].0, late[0].1), ("pbx-b", &sent.id));
+    assert_eq!(late[0].2.get_str("Message"), Some("Redirect successful"));
+}
+
+#[test]
+fn a_removed_servers_queued_late_answer_is_handed_to_the_reader_as_its_marks_are() {
+    let now = Instant::now();
+    let mut f = Fleet::new(FleetConfig::default());
+    let a = f.add(now, "pbx-a", fleet_config()).unwrap();
+    settle(&mut f, now);
+    while f.poll_event().is_some() {}
+    let sent = f.send(now, Route::Server("pbx-a"), redirect()).unwrap();
+    let wire = f.transmit(a).to_vec();
+    f.advance_transmit(a, wire.len());
+    let later = now + Duration::from_secs(6);
+    f.handle_timeout(later);
+    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
+    let answer = response("Success", &sent.id, "Redirect successful");
+    f.handle_input(later, a, Input::Received(&answer));
+    // Removed before its reader took the answer.
+    assert!(f.remove(later, "pbx-a"));
+    let items: Vec<(String, StreamItem)> = std::iter::from_fn(|| f.poll_event())
+        .map(|i| (i.server.as_str().to_string(), i.item))
+        .collect();
+    assert!(
+        matches!(
+            &items[..],
+            [(server, StreamItem::LateAnswer { id, .. })] if server == "pbx-a" && *id == sent.id
+        ),
+        "{items:?}"
+    );
+}
