@@ -69,12 +69,16 @@ impl std::fmt::Debug for Handle {
 }
 
 /// Cancels the action in the core if the caller stops waiting for it; an outcome that had
-/// come but was never taken goes back to the core (`Client::unclaimed`: an async
-/// Originate's `OriginateResponse` reaches the event stream).
+/// come but was never taken goes back to the core (`Client::unclaimed`: the server's answer
+/// reaches the event stream as a `LateAnswer` under the action's mark, and an async
+/// Originate's `OriginateResponse` after it).
 struct CancelOnDrop<'a> {
     inner: &'a Inner,
     slot: &'a Slot,
     id: Option<ActionId>,
+    /// The caller's `SendOptions::with_mark` value: the core forgets it once the action
+    /// completes, and the late answer an unclaimed outcome becomes carries it.
+    mark: Option<u64>,
 }
 
 impl Drop for CancelOnDrop<'_> {
@@ -86,7 +90,7 @@ impl Drop for CancelOnDrop<'_> {
             // slot holds what came, or nothing will.
             shared.waiters.remove(&id);
             match self.slot.take() {
-                Some(outcome) => shared.client.unclaimed(now, outcome),
+                Some(outcome) => shared.client.unclaimed(now, &id, self.mark, outcome),
                 None => {
                     shared.client.cancel(now, &id);
                 }
@@ -107,8 +111,10 @@ impl Handle {
     ///
     /// An action dropped (or timed out) after it was written may still run: the server's
     /// answer, if it comes, arrives in the event stream as
-    /// [`StreamItem::LateAnswer`](ami_proto::StreamItem::LateAnswer). Its ActionID is never
-    /// handed to this caller; send with [`SendOptions::with_mark`] (through
+    /// [`StreamItem::LateAnswer`](ami_proto::StreamItem::LateAnswer); so does the answer
+    /// that had come when the future was dropped before it was polled again (a
+    /// `tokio::time::timeout` elapsing in that window). Its ActionID is never handed to
+    /// this caller; send with [`SendOptions::with_mark`] (through
     /// [`send_with`](Self::send_with)) to recognise it by its mark.
     pub async fn send(&self, action: Action) -> Result<Response, AmiError> {
         self.send_with(action, SendOptions::default()).await
@@ -120,14 +126,16 @@ impl Handle {
         action: Action,
         options: SendOptions,
     ) -> Result<Response, AmiError> {
-        self.submit(|c, now| c.send_action_with(now, action, options))
-            .await
+        self.submit(options.mark, |c, now| {
+            c.send_action_with(now, action, options)
+        })
+        .await
     }
 
     /// Installs an event filter now and after every reconnect. One the server refuses, or
     /// whose future is dropped before any of its action left, is not kept.
     pub async fn add_filter(&self, filter: &str) -> Result<Response, AmiError> {
-        self.submit(|c, now| c.add_filter(now, filter)).await
+        self.submit(None, |c, now| c.add_filter(now, filter)).await
     }
 
     /// Changes the session's event mask now (`Action: Events`) and for every later login
@@ -140,13 +148,16 @@ impl Handle {
     /// Originates wait for their `OriginateResponse`. Fails at once when the driver is
     /// gone, as [`add_filter`](Self::add_filter) does.
     pub async fn set_event_mask(&self, mask: &str) -> Result<Response, AmiError> {
-        self.submit(|c, now| c.set_event_mask(now, mask)).await
+        self.submit(None, |c, now| c.set_event_mask(now, mask))
+            .await
     }
 
     /// Queues an action through `f` and waits for its outcome. Fails at once when the
-    /// driver is gone, whatever the action.
+    /// driver is gone, whatever the action. `mark` is the one `f` sends it with, for the
+    /// late answer its outcome becomes if this future is dropped with the outcome unread.
     async fn submit(
         &self,
+        mark: Option<u64>,
         f: impl FnOnce(&mut Client, Instant) -> Result<ActionId, SendError>,
     ) -> Result<Response, AmiError> {
         let slot = Arc::new(Slot::default());
@@ -168,6 +179,7 @@ impl Handle {
             inner: &self.inner,
             slot: &slot,
             id: Some(id),
+            mark,
         };
         let outcome = poll_fn(|cx| slot.poll(cx)).await;
         guard.id = None;

@@ -2098,3 +2098,61 @@ fn a_dropped_futures_late_answer_reaches_the_event_stream_under_its_mark() {
     );
     assert_eq!(rig.handle.stats().late_answers_dropped, 1);
 }
+
+#[test]
+fn an_answer_in_the_slot_of_a_future_dropped_before_its_next_poll_reaches_the_event_stream_under_its_mark(
+) {
+    // `tokio::time::timeout` elapsing (or a `select!` taking another branch) after the
+    // driver put the answer in the slot, before the future was polled again: the caller
+    // never reads its result, so the stream says what the server did, as for a late answer.
+    use ami_proto::{Action, SendOptions};
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    while rig.events.try_recv().is_some() {}
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let redirect = Action::new("Redirect")
+        .field("Channel", "PJSIP/agent-0001")
+        .field("Exten", "200")
+        .field("Context", "agents")
+        .field("Priority", "1");
+    let mut sent = Box::pin(handle.send_with(redirect, SendOptions::default().with_mark(7)));
+    assert!(sent.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    let written = rig.written();
+    let id = written
+        .split("Action: Redirect")
+        .nth(1)
+        .and_then(|tail| tail.lines().find_map(|l| l.strip_prefix("ActionID: ")))
+        .expect("the Redirect went out")
+        .to_string();
+    rig.send(&format!(
+        "Response: Success\r\nActionID: {id}\r\nMessage: Redirect successful\r\n\r\n"
+    ));
+    rig.spin();
+    drop(sent);
+    rig.spin();
+    let items: Vec<StreamItem> = std::iter::from_fn(|| rig.events.try_recv()).collect();
+    let late: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            StreamItem::LateAnswer { id, mark, response } => Some((
+                id.as_str().to_string(),
+                *mark,
+                response.get_str("Message").map(str::to_string),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        late,
+        [(id, Some(7), Some("Redirect successful".to_string()))],
+        "{items:?}"
+    );
+    assert!(
+        matches!(items.first(), Some(StreamItem::Mark { mark: 7 })),
+        "the mark where the action completed, then its answer: {items:?}"
+    );
+    // It came in time: no late answer on the wire.
+    assert_eq!(rig.handle.stats().late_answers_dropped, 0);
+}

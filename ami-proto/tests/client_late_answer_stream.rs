@@ -370,3 +370,169 @@ fn a_removed_servers_queued_late_answer_is_handed_to_the_reader_as_its_marks_are
         "{items:?}"
     );
 }
+
+// ---- `Client::unclaimed`: an outcome its caller never took (an async future dropped after
+// the answer came, before it was polled) is the server's word all the same.
+
+/// A marked Redirect answered in time; its outcome and the stream drained of its mark.
+fn answered_in_time(
+    h: &mut Harness,
+    result: &str,
+    message: &str,
+) -> (ActionId, ami_proto::Outcome) {
+    let id = h.send_with(redirect(), SendOptions::default().with_mark(7));
+    h.take("Redirect");
+    h.feed(&response(result, &id, message));
+    let outcome = h.outcome(&id).clone();
+    let labels: Vec<String> = h.events().iter().map(label).collect();
+    assert_eq!(labels, ["mark7"]);
+    (id, outcome)
+}
+
+#[test]
+fn an_unclaimed_success_reaches_the_stream_as_a_late_answer_with_its_id_and_mark() {
+    let mut h = ready();
+    let (id, outcome) = answered_in_time(&mut h, "Success", "Redirect successful");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let queued = h.client.stats().events_queued;
+    h.client.unclaimed(h.now, &id, Some(7), outcome);
+    let items = h.events();
+    assert_eq!(
+        late_answers(&items),
+        [(
+            id.clone(),
+            Some(7),
+            "Success".into(),
+            "Redirect successful".into()
+        )],
+        "{items:?}"
+    );
+    assert_eq!(items.len(), 1, "{items:?}");
+    // Queued as an event is; no late answer on the wire, so none counted as one.
+    assert_eq!(h.client.stats().events_queued - queued, 1);
+    assert_eq!(h.client.stats().late_answers_dropped, 0);
+}
+
+#[test]
+fn an_unclaimed_server_error_reaches_the_stream_as_a_late_answer() {
+    let mut h = ready();
+    let (id, outcome) = answered_in_time(&mut h, "Error", "Channel specified does not exist");
+    assert!(
+        matches!(outcome, Err(ActionError::Server(_))),
+        "{outcome:?}"
+    );
+    h.client.unclaimed(h.now, &id, Some(7), outcome);
+    let items = h.events();
+    assert_eq!(
+        late_answers(&items),
+        [(
+            id.clone(),
+            Some(7),
+            "Error".into(),
+            "Channel specified does not exist".into()
+        )],
+        "{items:?}"
+    );
+}
+
+#[test]
+fn an_unclaimed_timeout_holds_no_answer_and_reaches_nothing() {
+    let mut h = ready();
+    let id = h.send_with(redirect(), SendOptions::default().with_mark(7));
+    h.take("Redirect");
+    h.advance(Duration::from_secs(6));
+    let outcome = h.outcome(&id).clone();
+    assert!(matches!(outcome, Err(ActionError::TimedOut { .. })));
+    h.events();
+    h.client.unclaimed(h.now, &id, Some(7), outcome);
+    let items = h.events();
+    assert!(items.is_empty(), "{items:?}");
+}
+
+#[test]
+fn an_unclaimed_answer_of_the_previous_connection_never_reaches_the_new_sessions_stream() {
+    let mut h = ready();
+    let (id, outcome) = answered_in_time(&mut h, "Success", "Redirect successful");
+    let login = h.lose_and_reconnect_to_login();
+    h.feed(&scripted::login_ok(scripted::id_of(&login)));
+    h.events();
+    h.client.unclaimed(h.now, &id, Some(7), outcome);
+    let items = h.events();
+    assert!(late_answers(&items).is_empty(), "{items:?}");
+}
+
+#[test]
+fn an_unclaimed_async_originates_answer_comes_before_its_originate_response() {
+    let mut h = ready();
+    let id = h.send_with(
+        scripted::async_originate(30_000),
+        SendOptions::default().with_mark(9),
+    );
+    h.take("Originate");
+    h.feed(&scripted::originate_queued(id.as_str()));
+    h.feed(&scripted::originate_response(id.as_str(), false));
+    let outcome = h.outcome(&id).clone();
+    assert!(
+        matches!(outcome, Err(ActionError::Server(_))),
+        "{outcome:?}"
+    );
+    h.events();
+    h.client.unclaimed(h.now, &id, Some(9), outcome);
+    let items = h.events();
+    let labels: Vec<String> = items.iter().map(label).collect();
+    assert_eq!(labels, ["late:Success", "OriginateResponse"]);
+    assert_eq!(
+        late_answers(&items),
+        [(
+            id.clone(),
+            Some(9),
+            "Success".into(),
+            "Originate successfully queued".into()
+        )]
+    );
+}
+
+#[test]
+fn a_fleets_unclaimed_answer_names_its_server() {
+    let now = Instant::now();
+    let mut f = Fleet::new(FleetConfig::default());
+    f.add(now, "pbx-a", fleet_config()).unwrap();
+    let b = f.add(now, "pbx-b", fleet_config()).unwrap();
+    settle(&mut f, now);
+    while f.poll_event().is_some() {}
+    let sent = f
+        .send_with(
+            now,
+            Route::Server("pbx-b"),
+            redirect(),
+            SendOptions::default().with_mark(4),
+        )
+        .unwrap();
+    let wire = f.transmit(b).to_vec();
+    f.advance_transmit(b, wire.len());
+    let answer = response("Success", &sent.id, "Redirect successful");
+    f.handle_input(now, b, Input::Received(&answer));
+    let outcome = std::iter::from_fn(|| match f.poll_output() {
+        FleetOutput::Wait(_) => None,
+        other => Some(other),
+    })
+    .find_map(|o| match o {
+        FleetOutput::Completed { id, outcome, .. } if id == sent.id => Some(outcome),
+        _ => None,
+    })
+    .expect("the Redirect completed");
+    assert!(outcome.is_ok(), "{outcome:?}");
+    while f.poll_event().is_some() {}
+    f.unclaimed(now, "pbx-b", &sent.id, Some(4), outcome);
+    let items: Vec<(String, StreamItem)> = std::iter::from_fn(|| f.poll_event())
+        .map(|i| (i.server.as_str().to_string(), i.item))
+        .collect();
+    assert!(
+        matches!(
+            &items[..],
+            [(server, StreamItem::LateAnswer { id, mark: Some(4), .. })]
+                if server == "pbx-b" && *id == sent.id
+        ),
+        "{items:?}"
+    );
+}

@@ -153,7 +153,7 @@ fn an_unclaimed_originate_response_reaches_the_stream_when_its_originate_was_que
     let outcome = h.outcome(&o).clone();
     assert!(outcome.as_ref().is_ok_and(|r| r.follow_up().is_some()));
     // The caller went away: the event this session received says how the call ended.
-    h.client.unclaimed(h.now, outcome);
+    h.client.unclaimed(h.now, &o, None, outcome);
     let got = h
         .events()
         .into_iter()

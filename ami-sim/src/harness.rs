@@ -34,9 +34,10 @@
 //!   whose server is blocked on such a call (cancelled or not) before that deadline, nor
 //!   waits for one past its response (a cancelled one's late response included) or its
 //!   connection;
-//! - async Originates' outcomes handed back with `Client::unclaimed`: exactly one event (the
-//!   `OriginateResponse`) offered to the stream when the outcome carries one and its session
-//!   is still the current one, none otherwise;
+//! - async Originates' outcomes handed back with `Client::unclaimed`: while its session is
+//!   still the current one, exactly one late answer offered to the stream when the outcome
+//!   holds the server's answer (`Ok`, `Server`), and one event (the `OriginateResponse`)
+//!   more when it carries one; none otherwise;
 //! - filters added in batches up to `MAX_FILTERS`: `TooManyFilters` exactly when the client
 //!   holds that many, and every login re-applies the filters held, in the order added (none
 //!   refused, none that never left);
@@ -1293,6 +1294,8 @@ impl Harness {
         }
         self.open.retain(|o| *o != id);
         self.mask_actions.remove(&id);
+        // Its mark, before the marks model forgets it: as an adapter keeps its caller's.
+        let mark = self.extra.marked_open.get(&id).copied();
         self.extras_completed(&id, &outcome);
         let filter = if self.filter_actions.is_empty() {
             None // spares a lookup per completion in the runs without filters
@@ -1453,7 +1456,7 @@ impl Harness {
                 }
             }
         }
-        self.unclaim(&id, outcome);
+        self.unclaim(&id, mark, outcome);
     }
 
     /// Sends one random action, as a dialer would.
@@ -1839,18 +1842,19 @@ impl Harness {
     }
 
     /// Hands back some async Originates' outcomes, as an adapter whose caller went away
-    /// does. `Client::unclaimed` promises: the `OriginateResponse` an outcome carries goes
-    /// to the event stream (one more event offered: queued, or dropped into a gap) while
-    /// the session that received it is the current one, and nothing else of the outcome
-    /// does; the event accounting at the end then holds with it.
-    fn unclaim(&mut self, id: &ActionId, outcome: Outcome) {
+    /// does. `Client::unclaimed` promises: while the session that received it is the
+    /// current one, the server's answer an outcome holds goes to the event stream as a late
+    /// answer, and the `OriginateResponse` it carries after it (one stream item offered
+    /// each: queued, or dropped into a gap), and nothing else of the outcome does; the
+    /// event accounting at the end then holds with them.
+    fn unclaim(&mut self, id: &ActionId, mark: Option<u64>, outcome: Outcome) {
         if !self.extra.unclaims || !self.originates.contains(id) || !self.extra.rng.chance(50) {
             return;
         }
-        let carries = match &outcome {
-            Ok(r) => r.follow_up().is_some(),
-            Err(ActionError::Server(r)) => r.follow_up().is_some(),
-            Err(_) => false,
+        let (answer, carries) = match &outcome {
+            Ok(r) => (true, r.follow_up().is_some()),
+            Err(ActionError::Server(r)) => (true, r.follow_up().is_some()),
+            Err(_) => (false, false),
         };
         // Outputs are drained in order: a session that ended after this completion has
         // said so already in the client's state, and none can have started since.
@@ -1861,12 +1865,16 @@ impl Harness {
         };
         let before = offered(&self.client);
         self.summary.unclaimed += 1;
-        self.client.unclaimed(self.now, outcome);
+        self.client.unclaimed(self.now, id, mark, outcome);
         let added = offered(&self.client) - before;
-        let want = u64::from(carries && current);
+        let want = if current {
+            u64::from(answer) + u64::from(carries)
+        } else {
+            0
+        };
         if added != want {
             self.violate(format!(
-                "{id} handed back (follow-up {carries}, session current {current}): {added} events offered to the stream, not {want} (connection prefix {})",
+                "{id} handed back (answer {answer}, follow-up {carries}, session current {current}): {added} stream items offered, not {want} (connection prefix {})",
                 self.client.action_id_prefix()
             ));
         }

@@ -105,10 +105,14 @@ impl Drop for FleetHandle {
     }
 }
 
-/// Cancels the action in the core if the caller stops waiting for it.
+/// Cancels the action in the core if the caller stops waiting for it; an outcome that had
+/// come but was never taken goes back to the core (`Fleet::unclaimed`).
 struct CancelOnDrop<'a> {
     shard: &'a Shard,
     key: (ServerName, ami_proto::ActionId),
+    /// The caller's `SendOptions::with_mark` value: the core forgets it once the action
+    /// completes, and the late answer an unclaimed outcome becomes carries it.
+    mark: Option<u64>,
     /// Still waiting: the action is cancelled on drop.
     armed: bool,
 }
@@ -119,11 +123,14 @@ impl Drop for CancelOnDrop<'_> {
             let now = (self.shard.now)();
             let (server, id) = &self.key;
             self.shard.call(|s| {
-                // An outcome that came but was never taken goes back to the core (an async
-                // Originate's `OriginateResponse` reaches the stream); else the action is
-                // cancelled.
+                // An outcome that came but was never taken goes back to the core (the
+                // server's answer reaches the stream as a late answer, an async Originate's
+                // `OriginateResponse` after it); else the action is cancelled.
                 match s.waiters.remove(&self.key).and_then(|w| w.outcome) {
-                    Some(outcome) => s.fleet.unclaimed(now, server.as_str(), outcome),
+                    Some(outcome) => {
+                        s.fleet
+                            .unclaimed(now, server.as_str(), id, self.mark, outcome)
+                    }
                     None => {
                         s.fleet.cancel(now, server.as_str(), id);
                     }
@@ -182,7 +189,11 @@ impl FleetHandle {
 
     /// Sends `action` where `route` says and waits for its outcome. `Err` means no server
     /// took it (nothing was queued); otherwise the [`Reply`] names the server and holds the
-    /// result there. Dropping the future cancels the action.
+    /// result there. Dropping the future cancels the action; the server's answer to one
+    /// already written, whether it comes later or had come before the future was polled
+    /// again, reaches the event stream as
+    /// [`StreamItem::LateAnswer`](ami_proto::StreamItem::LateAnswer) naming the server
+    /// (send with [`SendOptions::with_mark`] to recognise it by its mark).
     pub async fn send(&self, route: Route<'_>, action: Action) -> Result<Reply, RouteFailed> {
         self.send_with(route, action, SendOptions::default()).await
     }
@@ -195,7 +206,7 @@ impl FleetHandle {
         options: SendOptions,
     ) -> Result<Reply, RouteFailed> {
         let (shard, routed) = self.shards.send(route, action, options)?;
-        Ok(wait(&shard, routed).await)
+        Ok(wait(&shard, routed, options.mark).await)
     }
 
     /// Sends a copy of `action` to every server (the CLI's `--on all`) and waits for all of
@@ -234,6 +245,7 @@ impl FleetHandle {
                 Ok(routed) => Some(Answer::Wait(CancelOnDrop {
                     shard,
                     key: (routed.server, routed.id),
+                    mark: options.mark,
                     armed: true,
                 })),
                 Err(RouteError::Send { server, error }) => Some(Answer::Now(Reply {
@@ -246,8 +258,9 @@ impl FleetHandle {
             .collect();
         // Every answer is waited for before any is taken: a caller that gives up meanwhile
         // leaves each outcome that came in its waiter, where its guard hands it back to the
-        // core (`Fleet::unclaimed`: an async Originate's OriginateResponse reaches the
-        // stream) instead of dropping it with a half-collected list.
+        // core (`Fleet::unclaimed`: the server's answer reaches the stream as a late
+        // answer, an async Originate's OriginateResponse after it) instead of dropping it
+        // with a half-collected list.
         for answer in &answers {
             if let Answer::Wait(guard) = answer {
                 answered(guard).await;
@@ -324,10 +337,11 @@ enum Answer<'a> {
 }
 
 /// Waits for a routed action's outcome on the shard that took it.
-pub(super) async fn wait(shard: &Shard, routed: Routed) -> Reply {
+pub(super) async fn wait(shard: &Shard, routed: Routed, mark: Option<u64>) -> Reply {
     wait_guarded(CancelOnDrop {
         shard,
         key: (routed.server, routed.id),
+        mark,
         armed: true,
     })
     .await

@@ -100,7 +100,7 @@ impl FleetHandle {
         let (shard, routed) = self
             .shards
             .client_action(name, |c, now| c.add_filter(now, filter))?;
-        Ok(wait(&shard, routed).await)
+        Ok(wait(&shard, routed, None).await)
     }
 
     /// Changes the event mask of the server named `name`, now (`Action: Events`) and for
@@ -112,7 +112,7 @@ impl FleetHandle {
         let (shard, routed) = self
             .shards
             .client_action(name, |c, now| c.set_event_mask(now, mask))?;
-        Ok(wait(&shard, routed).await)
+        Ok(wait(&shard, routed, None).await)
     }
 
     /// Logs the server named `name` off: its queued actions are not sent, written ones still

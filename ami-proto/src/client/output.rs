@@ -119,6 +119,16 @@ pub enum StreamItem {
     /// ([`ActionError::Unknown`] never has a late answer). An async Originate's
     /// `OriginateResponse` comes as an [`Event`](Self::Event), as before.
     ///
+    /// Also the answer of an action whose outcome had come (`Ok`, or
+    /// [`ActionError::Server`]) but was handed back with
+    /// [`Client::unclaimed`](crate::Client::unclaimed) because its caller never took it (an
+    /// async adapter's future dropped between the answer's arrival and its next poll: a
+    /// timeout around it that elapsed then, a `select!` that took another branch). It
+    /// comes where it was handed back, with the ID and mark the caller gave, under the
+    /// same rules (only from the current, Ready session), and is not counted in
+    /// `late_answers_dropped` (it came in time); an async Originate's `OriginateResponse`
+    /// follows it.
+    ///
     /// Queued as an event is: it counts against `event_queue_cap` and `event_queue_bytes`,
     /// and when the queue is full the overflow policy applies to it (dropped into a
     /// [`Gap`](Self::Gap) with drop-newest, closing the session with close-session), but

@@ -713,9 +713,19 @@ impl Fleet {
     }
 
     /// Takes back the outcome of an action on `server` whose caller will never take it
-    /// (see [`Client::unclaimed`]).
-    pub fn unclaimed(&mut self, now: Instant, server: &str, outcome: Outcome) {
-        self.with_client(now, server, |c, now| c.unclaimed(now, outcome));
+    /// (see [`Client::unclaimed`]): `id` is the one [`send`](Self::send) returned, `mark`
+    /// the one it was sent with. The answer it holds reaches the merged stream as a
+    /// [`StreamItem::LateAnswer`] naming `server`, only while the client under that name
+    /// is the one, and its session the one, that received it.
+    pub fn unclaimed(
+        &mut self,
+        now: Instant,
+        server: &str,
+        id: &ActionId,
+        mark: Option<u64>,
+        outcome: Outcome,
+    ) {
+        self.with_client(now, server, |c, now| c.unclaimed(now, id, mark, outcome));
     }
 
     /// Logs every server off (see `Client::logoff`); each closes after its Goodbye.

@@ -277,9 +277,16 @@ impl Client {
         self.log_overflows(now);
     }
 
-    /// Offers the first response of an action that had ended without it to the stream
+    /// Offers the first response of an action that had ended without it (or whose outcome
+    /// its caller never took: [`Client::unclaimed`]) to the stream
     /// ([`StreamItem::LateAnswer`]), under the queue's caps and overflow policy.
-    fn queue_late_answer(&mut self, now: Instant, id: ActionId, mark: Option<u64>, msg: Message) {
+    pub(super) fn queue_late_answer(
+        &mut self,
+        now: Instant,
+        id: ActionId,
+        mark: Option<u64>,
+        msg: Message,
+    ) {
         match self.events.late_answer(id, mark, msg) {
             Offer::Queued => self.stats.events_queued += 1,
             Offer::Dropped | Offer::Unread => {}

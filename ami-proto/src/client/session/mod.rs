@@ -1148,22 +1148,48 @@ impl Client {
 
     /// Takes back the outcome of an action whose caller will never take it (an async
     /// adapter's future dropped after the outcome had come, before it was polled), so that
-    /// what it carried is not lost unsaid: an async Originate's `OriginateResponse` goes to
-    /// the event stream, as it does for an Originate cancelled before its answer came (the
-    /// call was placed; that event says how it ended). Only while the session that received
-    /// it is still the current one: after a reconnect it would follow the new session's
-    /// `Ready`, as if this session had sent it. It takes its place in the stream now, after
-    /// the events that came after it. Anything else an outcome holds was its caller's alone
-    /// and goes with it (the action is counted by its outcome already).
-    pub fn unclaimed(&mut self, now: Instant, outcome: Outcome) {
-        let follow_up = match outcome {
-            Ok(response) => response.follow_up.map(|e| (e, response.received_on)),
-            Err(ActionError::Server(response)) => {
-                response.follow_up.map(|e| (e, response.received_on))
-            }
-            Err(_) => None,
+    /// what it carried is not lost unsaid. `id` is the action's ID and `mark` the
+    /// [`SendOptions::with_mark`] value it was sent with (forgotten here once it completed,
+    /// so the caller gives it back).
+    ///
+    /// An outcome that holds the server's answer (`Ok`, or [`ActionError::Server`]) puts
+    /// its first response in the event stream as [`StreamItem::LateAnswer`] with `id` and
+    /// `mark`, as the answer to an action cancelled before it came would be: what the
+    /// server did, for a caller that never read it. It is queued as such a late answer is
+    /// (caps, overflow policy), but not counted in `Stats::late_answers_dropped`: it came
+    /// in time. Then an async Originate's `OriginateResponse` goes to the event stream as an
+    /// event, as it does for an Originate cancelled before its answer came (the call was
+    /// placed; that event says how it ended). Both only while the session that received
+    /// them is still the current one and Ready: after a reconnect they would follow the new
+    /// session's `Ready`, as if this session had sent them. They take their place in the
+    /// stream now, after the events that came after them. Any other outcome (timed out,
+    /// cancelled, never sent, unknown...) holds no answer to report (a late one, if it
+    /// comes, is reported on its own); anything else an outcome holds (list items, the
+    /// `Complete`) was its caller's alone and goes with it (the action is counted by its
+    /// outcome already).
+    pub fn unclaimed(&mut self, now: Instant, id: &ActionId, mark: Option<u64>, outcome: Outcome) {
+        let answer = match outcome {
+            Ok(response) => response,
+            Err(ActionError::Server(response)) => *response,
+            Err(_) => return,
         };
-        if let Some((event, received_on)) = follow_up {
+        let Response {
+            response,
+            follow_up,
+            received_on,
+            ..
+        } = answer;
+        if received_on != self.conn.received_on() || self.conn.ready_since.is_none() {
+            return;
+        }
+        log::debug!(
+            "{}: the answer to {id} goes to the event stream: its caller never took it",
+            self.config.who()
+        );
+        self.queue_late_answer(now, id.clone(), mark, response);
+        // After its answer, as it came; not at all if that answer closed the session
+        // (close-session overflow): `release_follow_up` checks the session again.
+        if let Some(event) = follow_up {
             self.release_follow_up(now, *event, received_on);
         }
     }
