@@ -249,3 +249,16 @@ fn an_action_id_with_blanks_or_tabs_around_it_still_matches_its_action() {
     }
     assert_eq!(h.client.stats().unmatched, 0);
 }
+
+#[test]
+fn a_response_with_our_prefix_and_the_counter_no_action_has_is_a_stray_response() {
+    // Counters start at 1: `<prefix>-0` names no action of this connection, ended or not,
+    // so it is counted as unmatched, not as the answer of an action forgotten early.
+    let mut h = harness(11);
+    let before = h.client.stats();
+    let zero = format!("{}-0", h.client.action_id_prefix());
+    h.feed(&pong(&zero));
+    let after = h.client.stats();
+    assert_eq!(after.unmatched, before.unmatched + 1);
+    assert_eq!(after.evicted_answers_dropped, 0);
+}

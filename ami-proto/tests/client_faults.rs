@@ -723,8 +723,9 @@ fn the_logins_own_successful_auth_waits_for_ready_under_configured_filters_and_i
     let out = h.feed(&success(id_of(&filter), "Filter Added Successfully"));
     assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
     h.feed(&event("Hangup", 1));
+    let items = h.events();
     assert_eq!(
-        labels(&h.events()),
+        labels(&items),
         [
             "Discarded { reason: BeforeReady, count: 1 }",
             "ready",
@@ -732,6 +733,15 @@ fn the_logins_own_successful_auth_waits_for_ready_under_configured_filters_and_i
             "SuccessfulAuth",
             "Hangup1"
         ]
+    );
+    let held = items.iter().find_map(|i| match i {
+        StreamItem::Event(m) if m.event() == Some("SuccessfulAuth") => m.get_str("AccountID"),
+        _ => None,
+    });
+    assert_eq!(
+        held,
+        Some("admin"),
+        "this login's own, not the other account's"
     );
     assert_eq!(h.client.stats().discarded, 1, "only the other account's");
 }
@@ -865,6 +875,37 @@ fn prefilters_are_installed_at_every_login_without_holding_ready_or_events_back(
     );
     assert_eq!(h.client.stats().discarded, 0);
     assert_eq!(h.client.stats().filters_failed, 2, "refused at each login");
+}
+
+#[test]
+fn a_prefilter_the_server_never_answers_counts_as_failed_at_its_deadline_and_the_session_goes_on() {
+    let t0 = Instant::now();
+    let config = base()
+        .prefilter("^Event: Hangup[[:space:]]")
+        .action_timeout(secs(5))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, t0);
+    h.connected();
+    h.feed(BANNER);
+    let written = h.take_all();
+    let out = h.feed(&scripted::login_ok(id_of(&written[0])));
+    assert!(matches!(out.last(), Some(Out::Ready(_))), "{out:?}");
+    h.advance(secs(6));
+    assert_eq!(h.client.stats().filters_failed, 1);
+    assert!(h.client.is_ready());
+}
+
+#[test]
+fn a_configured_filter_the_server_accepts_at_login_is_not_counted_as_failed() {
+    let t0 = Instant::now();
+    let config = base().filter("!Event: VarSet").build().unwrap();
+    let mut h = Harness::new(config, t0);
+    assert!(h.login().is_empty(), "not Ready before its filter");
+    let filter = h.take("Filter");
+    let out = h.feed(&success(id_of(&filter), "Filter Added Successfully"));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    assert_eq!(h.client.stats().filters_failed, 0);
 }
 
 #[test]
@@ -1633,6 +1674,23 @@ fn a_challenge_answer_without_a_challenge_says_so_in_the_rejection() {
     );
 }
 
+#[test]
+fn a_challenge_answer_with_an_empty_challenge_is_a_rejection_not_hashed() {
+    // Nothing to hash: a key made of the secret alone would be a login the server never
+    // asked for.
+    let (mut h, c) = md5_challenged();
+    let out = h.feed(&msg(&[
+        ("Response", "Success"),
+        ("ActionID", id_of(&c)),
+        ("Challenge", ""),
+    ]));
+    let Some(Out::Closed(DisconnectReason::LoginRejected { message })) = out.last() else {
+        panic!("{out:?}")
+    };
+    assert!(message.contains("no challenge"), "{message:?}");
+    assert!(h.inbox_actions().is_empty(), "{:?}", h.inbox_actions());
+}
+
 // ----- probe scenario filter_silent ----------------------------------------------------------
 
 #[test]
@@ -1658,6 +1716,27 @@ fn a_filter_the_server_never_answers_delays_ready_by_the_login_timeout_and_fails
 }
 
 #[test]
+fn a_filter_refused_after_the_login_timeout_gave_up_on_it_counts_as_failed_once() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .filter("Event: Newchannel")
+        .login_timeout(secs(10))
+        .action_timeout(secs(30))
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    assert!(h.login().is_empty(), "not Ready before the filter");
+    let filter = h.take("Filter");
+    let out = h.advance(secs(10));
+    assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    assert_eq!(h.client.stats().filters_failed, 1, "given up on");
+    // Its refusal, within its own deadline: the same failure, already counted.
+    h.feed(&permission_denied(id_of(&filter)));
+    assert_eq!(h.client.stats().filters_failed, 1);
+    assert!(h.client.is_ready());
+}
+
+#[test]
 fn a_filter_whose_deadline_passes_before_the_login_timeout_counts_as_done() {
     let t0 = Instant::now();
     let cfg = base()
@@ -1675,6 +1754,7 @@ fn a_filter_whose_deadline_passes_before_the_login_timeout_counts_as_done() {
     assert!(h.feed(&success(id_of(&filters[0]), "ok")).is_empty());
     let out = h.advance(secs(2));
     assert!(matches!(&out[..], [Out::Ready(_)]), "{out:?}");
+    assert_eq!(h.client.stats().filters_failed, 1, "the unanswered one");
     assert!(h.advance(secs(20)).is_empty());
     assert_eq!(h.client.stats().disconnects_by_reason.total(), 0);
 }

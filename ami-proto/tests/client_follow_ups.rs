@@ -49,3 +49,27 @@ fn an_event_echoing_an_async_originates_action_id_is_not_its_originate_response(
         Some("OriginateResponse")
     );
 }
+
+#[test]
+fn an_event_echoing_an_async_originates_action_id_before_its_response_is_not_its_originate_response(
+) {
+    let mut h = ready();
+    let o = h.send(scripted::async_originate(30_000));
+    h.take("Originate");
+    // Before the Originate's own response: not kept as an early OriginateResponse.
+    h.feed(&msg(&[
+        ("Event", "VarSet"),
+        ("Privilege", "dialplan,all"),
+        ("ActionID", o.as_str()),
+        ("Variable", "X"),
+    ]));
+    assert_eq!(stream_event_names(&mut h), ["VarSet"]);
+    h.feed(&scripted::originate_queued(o.as_str()));
+    assert!(h.outcomes(&o).is_empty(), "{:?}", h.outcomes(&o));
+    h.feed(&scripted::originate_response(o.as_str(), true));
+    let response = h.outcome(&o).as_ref().unwrap();
+    assert_eq!(
+        response.follow_up().and_then(|m| m.event()),
+        Some("OriginateResponse")
+    );
+}

@@ -8,7 +8,7 @@
 mod scripted;
 
 use ami_proto::{Action, ActionError, ClientConfig, StreamItem};
-use scripted::{msg, pong, Harness};
+use scripted::{list_complete, list_item, list_start, msg, pong, Harness};
 use std::time::{Duration, Instant};
 
 fn ready() -> Harness {
@@ -75,6 +75,33 @@ fn late_responses_follow_ups_and_list_completes_are_counted_when_dropped() {
 }
 
 #[test]
+fn a_list_that_timed_out_before_its_start_swallows_its_items_and_complete() {
+    let mut h = ready();
+    let list = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    h.advance(Duration::from_secs(6));
+    assert!(matches!(
+        h.outcome(&list),
+        Err(ActionError::TimedOut { .. })
+    ));
+    let id = list.as_str();
+    h.feed(&list_start(id));
+    h.feed(&list_item(id, 1));
+    h.feed(&list_item(id, 2));
+    h.feed(&list_complete(id, 2));
+    let stats = h.client.stats();
+    assert_eq!(stats.late_answers_dropped, 2, "its start and its Complete");
+    assert_eq!(stats.list_items_dropped, 2);
+    assert_eq!(stats.unmatched, 0);
+    assert!(
+        !h.events()
+            .iter()
+            .any(|i| matches!(i, StreamItem::Event(e) if e.action_id().is_some())),
+        "no item of the late list reaches the stream"
+    );
+}
+
+#[test]
 fn an_originate_response_that_came_before_the_response_of_an_originate_cancelled_reaches_the_stream(
 ) {
     // Cancelled (or timed out) once its OriginateResponse had come but not its Response:
@@ -91,6 +118,29 @@ fn an_originate_response_that_came_before_the_response_of_an_originate_cancelled
         .filter(|i| matches!(i, StreamItem::Event(m) if m.event() == Some("OriginateResponse")))
         .count();
     assert_eq!(got, 1);
+}
+
+#[test]
+fn a_data_event_that_came_before_the_response_of_an_action_cancelled_is_dropped_and_counted() {
+    // FAXStats's data event, ahead of its response, then the action is cancelled: the data
+    // was its caller's alone, so it is a late answer (counted), not an event of the stream.
+    let mut h = ready();
+    let fax = h.send(Action::new("FAXStats"));
+    h.take("FAXStats");
+    let id = fax.as_str();
+    h.feed(&msg(&[
+        ("Event", "FAXStats"),
+        ("ActionID", id),
+        ("CurrentSessions", "0"),
+    ]));
+    assert!(h.client.cancel(h.now, &fax));
+    assert_eq!(h.client.stats().late_answers_dropped, 1);
+    assert!(
+        !h.events()
+            .iter()
+            .any(|i| matches!(i, StreamItem::Event(e) if e.action_id().is_some())),
+        "the data event does not reach the stream"
+    );
 }
 
 #[test]

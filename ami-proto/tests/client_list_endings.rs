@@ -8,7 +8,9 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ActionError, ActionId, ClientConfig, DecoderLimits, StreamItem};
+use ami_proto::{
+    Action, ActionError, ActionId, ClientConfig, Decoder, DecoderLimits, Frame, StreamItem,
+};
 use scripted::{msg, Harness};
 use std::time::{Duration, Instant};
 
@@ -209,6 +211,50 @@ fn a_second_success_response_ends_a_list_as_a_server_error_not_as_complete() {
     assert_eq!(r.items().len(), 1);
     assert!(r.complete().is_none(), "no Complete was sent");
     assert_eq!(r.text(), Some("something else"), "what ended the list");
+}
+
+#[test]
+fn a_list_whose_items_fill_max_list_bytes_exactly_completes_whole() {
+    // The cap is what the lists in progress may hold: items that reach it exactly are kept.
+    let limits = DecoderLimits::builder()
+        .max_line_len(2048)
+        .max_message_len(4096)
+        .max_fields(64)
+        .build()
+        .unwrap();
+    let builder = |cap: usize| {
+        ClientConfig::builder("admin", "amp111")
+            .decoder(limits)
+            .max_list_bytes(cap)
+    };
+    // Seeded: the list's ActionID, and so its items' sizes, are the same in every session.
+    let id = ready_with(builder(64 << 10)).send(Action::new("DeviceStateList"));
+    let pad = "p".repeat(900);
+    let item = |n: usize| {
+        msg(&[
+            ("Event", "DeviceStateChange"),
+            ("ActionID", id.as_str()),
+            ("Device", &format!("Custom:{n:03}")),
+            ("Pad", &pad),
+        ])
+    };
+    let retained = |bytes: &[u8]| {
+        let mut d = Decoder::without_banner(limits);
+        d.feed(bytes);
+        match d.decode() {
+            Some(Ok(Frame::Message(m))) => m.retained_bytes(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let cap: usize = (0..40).map(|n| retained(&item(n))).sum();
+    let mut h = ready_with(builder(cap));
+    let list = h.send(Action::new("DeviceStateList"));
+    assert_eq!(list, id);
+    let mut read = start(list.as_str());
+    (0..40).for_each(|n| read.extend(item(n)));
+    read.extend(complete(list.as_str(), "40"));
+    h.feed(&read);
+    assert_eq!(items_of(&h, &list), Ok(40));
 }
 
 #[test]

@@ -90,6 +90,37 @@ fn list_items_dropped_after_their_action_ended_and_miscounted_lists_are_said_in_
         "the number dropped is said when the list ends: {said:?}"
     );
 
+    // Another list ended while those drops are still summarised (no time passed): its
+    // first dropped item is said all the same, each list's first is.
+    let id = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    let s = id.as_str().to_string();
+    h.feed(&start(&s));
+    h.feed(&item(&s, 1));
+    assert!(h.client.cancel(h.now, &id));
+    warnings_about(&s);
+    h.feed(&item(&s, 2));
+    h.feed(&item(&s, 3));
+    assert_eq!(
+        warnings_about(&s).len(),
+        1,
+        "the first dropped item of every list is said"
+    );
+    h.feed(&complete(&s, "3"));
+    warnings_about(&s);
+
+    // One cancelled whose Complete comes with no item after it: nothing was dropped after
+    // it ended, so nothing is said of dropped items.
+    let id = h.send(Action::new("CoreShowChannels"));
+    h.take("CoreShowChannels");
+    let s = id.as_str().to_string();
+    h.feed(&start(&s));
+    h.feed(&item(&s, 1));
+    assert!(h.client.cancel(h.now, &id));
+    warnings_about(&s);
+    h.feed(&complete(&s, "1"));
+    assert_eq!(warnings_about(&s), Vec::<String>::new());
+
     // A list whose Complete counts more items than came: it completes with what came, and
     // the mismatch is counted and said.
     let id = h.send(Action::new("CoreShowChannels"));

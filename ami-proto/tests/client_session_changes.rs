@@ -71,6 +71,60 @@ fn a_filter_refused_after_its_action_timed_out_is_not_re_applied_at_later_logins
 }
 
 #[test]
+fn a_filter_the_server_took_after_its_action_timed_out_is_re_applied_at_later_logins() {
+    // The late answer is a Success: the server has the filter, so every later login
+    // installs it again, as for one answered in time.
+    let t0 = Instant::now();
+    let mut h = Harness::new(
+        base()
+            .action_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+        t0,
+    );
+    h.ready();
+    let filter = h.client.add_filter(h.now, "Event: Newchannel").unwrap();
+    h.drain();
+    h.take("Filter");
+    h.advance(Duration::from_secs(3)); // the action times out, its entry waits for the answer
+    h.feed(&scripted::success(
+        filter.as_str(),
+        "Filter Added Successfully",
+    ));
+    let login = h.lose_and_reconnect_to_login();
+    h.feed(&scripted::login_ok(id_of(&login)));
+    let reapplied = h.take("Filter");
+    assert_eq!(reapplied.get_str("Filter"), Some("Event: Newchannel"));
+}
+
+#[test]
+fn a_filter_whose_late_answer_is_the_servers_shutdown_is_re_applied_at_later_logins() {
+    // "Asterisk is shutting down" refuses every action, not this filter: it is installed at
+    // the next login, as for one refused that way in time.
+    let t0 = Instant::now();
+    let mut h = Harness::new(
+        base()
+            .action_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+        t0,
+    );
+    h.ready();
+    let filter = h.client.add_filter(h.now, "Event: Newchannel").unwrap();
+    h.drain();
+    h.take("Filter");
+    h.advance(Duration::from_secs(3)); // the action times out, its entry waits for the answer
+    h.feed(&scripted::error(
+        filter.as_str(),
+        "Asterisk is shutting down",
+    ));
+    let login = h.lose_and_reconnect_to_login();
+    h.feed(&scripted::login_ok(id_of(&login)));
+    let reapplied = h.take("Filter");
+    assert_eq!(reapplied.get_str("Filter"), Some("Event: Newchannel"));
+}
+
+#[test]
 fn a_filter_cancelled_before_it_was_sent_is_not_installed_at_the_next_login() {
     // Client::cancel: "One none of whose bytes was handed out ... never goes out". The
     // filter never reached the server; the next login must not install it either.
@@ -399,6 +453,11 @@ fn an_async_originate_queued_behind_a_call_mask_that_never_left_is_not_sent_into
         matches!(h.outcome(&originate), Err(ActionError::FollowUpMasked { mask }) if mask == "user"),
         "{:?}",
         h.outcome(&originate)
+    );
+    assert_eq!(
+        h.client.stats().actions_withdrawn,
+        2,
+        "the mask change and the Originate, each withdrawn unsent, are counted"
     );
 }
 

@@ -8,7 +8,10 @@
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{ClientConfig, EventCopy, Queued, StreamItem, READ_AHEAD_BYTES, READ_AHEAD_EVENTS};
+use ami_proto::{
+    ClientConfig, EventCopy, OverflowPolicy, Queued, StreamItem, READ_AHEAD_BYTES,
+    READ_AHEAD_EVENTS,
+};
 use scripted::Harness;
 use std::time::Instant;
 
@@ -73,6 +76,27 @@ fn a_flood_reads_into_a_few_reused_allocations_and_events_come_out_whole() {
         "{} > {two_reads}: a new allocation per read",
         h.client.stats().decoder_allocated
     );
+}
+
+#[test]
+fn a_flood_into_a_full_queue_that_drops_its_oldest_still_reads_into_shared_allocations() {
+    // Every event of the flood is queued, each in the place of an older one: the read is
+    // as dense with queued events as any, so they stay slices (no copy per event).
+    let config = ClientConfig::builder("admin", "x")
+        .seed(3)
+        .event_queue_cap(50)
+        .overflow(OverflowPolicy::DropOldest)
+        .build()
+        .unwrap();
+    let mut h = ready_with(config);
+    h.feed(&events(0, 50, 400));
+    h.feed(&events(50, 100, 400));
+    let one_read = h.client.stats().decoder_allocated;
+    // That read's events are still queued, as slices: the next read needs another allocation.
+    h.feed(&events(150, 100, 400));
+    let two_reads = h.client.stats().decoder_allocated;
+    assert!(two_reads > one_read, "{two_reads} <= {one_read}");
+    assert!(h.client.stats().events_dropped >= 150);
 }
 
 #[test]

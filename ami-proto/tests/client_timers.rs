@@ -863,6 +863,37 @@ fn a_cancelled_sync_originates_discarded_answer_ends_its_hold_on_the_heartbeat()
     );
 }
 
+/// The discarded answer of a cancelled sync Originate leaves its entry to swallow what
+/// follows for a grace period (`action_timeout`) from then: a duplicate answer within it is
+/// a late answer, dropped and counted, not a stray response.
+#[test]
+fn a_cancelled_sync_originates_discarded_answer_swallows_a_duplicate_for_its_grace_period() {
+    let t0 = Instant::now();
+    let cfg = base()
+        .action_timeout(secs(5))
+        .allow_sync_originate(true)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(cfg, t0);
+    h.ready();
+    let id = h.send(sync_originate_ringing(600_000));
+    h.take("Originate");
+    h.advance_to(t0 + secs(1));
+    assert!(h.client.cancel(h.now, &id));
+    h.drain();
+    h.advance_to(t0 + secs(3));
+    h.feed(&scripted::msg(&[
+        ("ActionID", id.as_str()),
+        ("Message", "Originate successfully queued"),
+    ]));
+    assert_eq!(h.client.stats().unexpected, 1, "the answer was discarded");
+    h.advance_to(t0 + secs(7));
+    let late = h.client.stats().late_answers_dropped;
+    h.feed(&originate_queued(id.as_str()));
+    assert_eq!(h.client.stats().late_answers_dropped, late + 1);
+    assert_eq!(h.client.stats().unmatched, 0);
+}
+
 /// A cancelled sync Originate that is never answered holds the heartbeat until its own
 /// deadline (the longest its call can ring, plus `originate_margin`), and no longer.
 #[test]

@@ -158,6 +158,36 @@ fn event_lists_are_gathered_into_one_result() {
 }
 
 #[test]
+fn every_message_of_a_transcript_counts_once_and_its_events_and_list_items_as_events() {
+    let now = Instant::now();
+    let client = Client::new(config("off"), now);
+    let steps = vec![
+        Step::Send(Action::new("CoreShowChannels")),
+        Step::Send(Action::new("CoreShowChannels")),
+        Step::Logoff,
+    ];
+    let mut r = Replay::new(client, now, "coreshowchannels.sent", steps);
+    r.play("coreshowchannels.raw", GAP);
+    let sent = support::messages(&support::fixture("coreshowchannels.raw"), true);
+    let events = sent.iter().filter(|m| m.event().is_some()).count() as u64;
+    assert!(
+        events > 0 && (events as usize) < sent.len(),
+        "responses and events both"
+    );
+    let stats = r.client.stats();
+    assert_eq!(
+        stats.messages_in,
+        sent.len() as u64,
+        "every decoded message"
+    );
+    assert_eq!(r.client.messages_in(), stats.messages_in);
+    assert_eq!(
+        stats.events_in, events,
+        "list items and their Complete included"
+    );
+}
+
+#[test]
 fn a_failed_command_says_why_in_its_error_not_only_that_output_follows() {
     let now = Instant::now();
     let client = Client::new(config("off"), now);
