@@ -2030,3 +2030,20 @@ fn login_events_held_for_ready_are_counted_as_dropped_once_the_event_stream_is_c
     assert!(h.client.poll_event().is_none(), "nothing held reaches it");
     assert_eq!(h.client.stats().events_dropped - dropped, 2);
 }
+
+#[test]
+fn a_shutdown_refusal_of_an_action_already_cancelled_still_makes_the_eof_a_shutdown() {
+    // Asterisk's "Asterisk is shutting down" says the server is going, whoever still waits
+    // for the action it refuses: the EOF that follows is its shutdown (the reconnect's
+    // reason, its counter), as it is when the caller still waits.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let id = h.send(Action::new("Redirect").field("Channel", "PJSIP/100-1"));
+    h.drain();
+    h.take("Redirect");
+    assert!(h.client.cancel(h.now, &id));
+    h.feed(&scripted::error(id.as_str(), "Asterisk is shutting down"));
+    let out = h.eof();
+    shut_down_then_retried(&out);
+}

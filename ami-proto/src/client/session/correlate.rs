@@ -139,7 +139,11 @@ impl Client {
                         "dropped"
                     }
                 );
-                if is_error && !response_text_is_shutdown(&msg) {
+                if is_error && response_text_is_shutdown(&msg) {
+                    // The server is going, whoever still waits for this action: its EOF
+                    // that follows is its shutdown, as for an action still awaited.
+                    self.conn.server_shutdown = true;
+                } else if is_error {
                     // Refused after its caller stopped waiting (timed out, cancelled): what
                     // it changed in the session is not kept either.
                     self.undo_session_change(seq, changes::Undo::Refused);
