@@ -297,3 +297,20 @@ fn the_event_queue_buffer_a_backlog_grew_is_counted_in_stats() {
         s.event_queue_allocated
     );
 }
+
+/// Half the event queue's count cap says the consumer is behind, far below the read-ahead.
+#[test]
+fn a_queue_at_half_its_event_cap_is_half_full_and_wants_no_read() {
+    let config = ClientConfig::builder("admin", "x")
+        .seed(3)
+        .event_queue_cap(8)
+        .build()
+        .unwrap();
+    let mut h = ready_with(config);
+    h.feed(&events(0, 3, 0));
+    assert!(!h.client.event_queue_half_full());
+    assert!(h.client.wants_read());
+    h.feed(&events(3, 1, 0));
+    assert!(h.client.event_queue_half_full());
+    assert!(!h.client.wants_read());
+}

@@ -302,6 +302,7 @@ fn failure_schedule(seed: u64, t0: Instant) -> Vec<Duration> {
             },
             "failure {n}"
         );
+        assert_eq!(h.client.is_breaker_open(), n >= THRESHOLD, "failure {n}");
         if n < THRESHOLD {
             let ceiling = (BACKOFF_BASE * 2u32.pow(n - 1)).min(BACKOFF_MAX);
             assert!(delay <= ceiling, "failure {n}: {delay:?} > {ceiling:?}");
@@ -324,6 +325,8 @@ fn failure_schedule(seed: u64, t0: Instant) -> Vec<Duration> {
             [Out::Connect],
             "retry exactly at retry_at"
         );
+        // Connecting again (the breaker's probe, once open) is not waiting out the breaker.
+        assert!(!h.client.is_breaker_open(), "failure {n}: connecting");
         schedule.push(retry - t0);
     }
     assert_eq!(

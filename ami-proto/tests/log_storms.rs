@@ -19,7 +19,7 @@ mod log_capture;
 #[path = "support/scripted.rs"]
 mod scripted;
 
-use ami_proto::{Action, ClientConfig, DecoderLimits};
+use ami_proto::{Action, ClientConfig, ConnectFailure, DecoderLimits, Input};
 use scripted::{event, id_of, list_complete, list_item, list_start, msg, pong, Harness};
 use std::time::{Duration, Instant};
 
@@ -508,5 +508,42 @@ fn refusals_before_a_login_is_accepted_are_summed_up_once_at_ready() {
     assert!(
         before[0].contains("login was rejected 4 more time(s)"),
         "{lines:#?}"
+    );
+}
+
+/// Connects refused three times, then a host that is not found: the outage changed, and
+/// the operator hears of the new reason at once, with the count of the refusals the old
+/// one left unsaid (the new reason is not a repeat of the old streak).
+#[test]
+fn a_connect_failure_with_a_new_reason_is_said_at_once_with_the_old_ones_count() {
+    log_capture::install(log::LevelFilter::Trace);
+    let name = "unreachable-reason-change";
+    let config = ClientConfig::builder("admin", "amp111")
+        .name(name)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, Instant::now());
+    for failure in [
+        ConnectFailure::Refused,
+        ConnectFailure::Refused,
+        ConnectFailure::Refused,
+        ConnectFailure::HostNotFound,
+    ] {
+        h.input(Input::ConnectFailed(failure));
+        let Some(next) = h.wait() else {
+            panic!("no retry after a failed connect")
+        };
+        h.advance_to(next);
+    }
+    let lines = records_of(name);
+    assert!(
+        lines.iter().any(|l| l.contains("host not found")),
+        "the new reason is said at info: {lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("2 more time(s)") && l.contains("connection refused")),
+        "the refusals left unsaid are counted when the reason changes: {lines:#?}"
     );
 }

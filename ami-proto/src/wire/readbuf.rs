@@ -451,4 +451,88 @@ mod tests {
         assert!(b[5..].iter().all(|&x| x == 3));
         assert!(b.allocated() <= 64);
     }
+
+    #[test]
+    fn an_emptied_buffer_below_the_shrink_threshold_keeps_its_allocation() {
+        let mut b = ReadBuf::new(4 << 20);
+        b.extend_from_slice(&vec![b'x'; 100 << 10]);
+        let kept = b.allocated();
+        assert!(kept > INITIAL_CAPACITY && kept <= SHRINK_ABOVE, "{kept}");
+        b.advance(usize::MAX);
+        // Regrowing from 16 KiB for each message of this size costs more than it keeps.
+        assert_eq!(b.allocated(), kept);
+    }
+
+    #[test]
+    fn a_sealed_allocation_is_written_again_once_its_slices_are_gone() {
+        let mut b = ReadBuf::new(1 << 20);
+        // A read that ends inside a message: its start waits in the sealed allocation.
+        b.extend_from_slice(&[b'x'; 1000]);
+        let (a, table, _) = b.take_shared(600, &[0; 16]);
+        b.seal();
+        let allocated = b.allocated();
+        drop((a, table));
+        b.extend_from_slice(&[b'y'; 10]);
+        assert_eq!(b.allocated(), allocated, "no new allocation");
+        assert_eq!(b.len(), 410);
+    }
+
+    #[test]
+    fn a_read_whose_slices_outgrow_their_allocation_pins_and_counts_both() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(&[b'x'; 600]);
+        let (a, _, _) = b.take_shared(500, &[0; 16]);
+        // The same read goes on past the allocation `a` lives in.
+        b.extend_from_slice(&vec![b'y'; INITIAL_CAPACITY]);
+        let (cut, pinned) = b.pinned();
+        assert_eq!(cut, 500 + 16);
+        assert!(pinned >= 2 * INITIAL_CAPACITY, "{pinned}");
+        assert_eq!(b.allocated(), pinned, "both allocations are counted, once");
+        assert_eq!(&a[..], &[b'x'; 500]);
+        assert_eq!(b.len(), 100 + INITIAL_CAPACITY);
+    }
+
+    #[test]
+    fn a_retired_allocation_is_reused_once_free_and_never_while_pinned() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(&[b'x'; 600]);
+        let (a, _, _) = b.take_shared(600, &[0; 16]);
+        b.seal();
+        b.extend_from_slice(&[b'y'; 600]);
+        let (c, _, _) = b.take_shared(600, &[0; 16]);
+        b.seal();
+        // Both allocations pinned: the next read needs a third.
+        let two = b.allocated();
+        b.extend_from_slice(&[b'z'; 600]);
+        let (d, _, _) = b.take_shared(600, &[0; 16]);
+        b.seal();
+        assert_eq!(b.allocated(), two + INITIAL_CAPACITY, "a third allocation");
+        assert_eq!(&a[..], &[b'x'; 600]);
+        // The first is free again while the third is pinned: the next read reuses it.
+        drop(a);
+        let three = b.allocated();
+        b.extend_from_slice(&[b'w'; 600]);
+        assert_eq!(b.allocated(), three, "no new allocation");
+        assert_eq!((&c[..], &d[..]), (&[b'y'; 600][..], &[b'z'; 600][..]));
+    }
+
+    #[test]
+    fn sealed_allocations_kept_for_reuse_are_capped() {
+        let mut b = ReadBuf::new(1 << 20);
+        // A consumer that holds every event: each read pins its allocation.
+        let held: Vec<Bytes> = (0..RETIRED_MAX + 2)
+            .map(|_| {
+                b.extend_from_slice(&[b'x'; 600]);
+                let (event, _, _) = b.take_shared(600, &[0; 16]);
+                b.seal();
+                event
+            })
+            .collect();
+        assert_eq!(
+            b.allocated(),
+            (1 + RETIRED_MAX) * INITIAL_CAPACITY + SPAN_CAPACITY,
+            "the current allocation, the retired ones kept, the tables"
+        );
+        assert!(held.iter().all(|e| e[..] == [b'x'; 600]));
+    }
 }

@@ -100,4 +100,14 @@ mod tests {
         assert!(!n.handshaking);
         assert_eq!(n.evicted_through, 0);
     }
+
+    #[test]
+    fn answers_are_told_apart_by_the_connection_prefix_not_only_the_generation() {
+        // Two clients' first connections: the same generation, their own prefixes.
+        let a = Connection::first("aaaa0001".into());
+        let b = Connection::first("aaaa0002".into());
+        assert_eq!(a.received_on(), a.received_on());
+        assert_ne!(a.received_on(), b.received_on());
+        assert_ne!(a.received_on(), a.next("aaaa0001".into()).received_on());
+    }
 }

@@ -300,6 +300,11 @@ mod tests {
         t.withdraw(1);
         assert_eq!(t.flush_withdrawn(), 0);
         assert!(t.bytes().is_empty());
+        // Nor is it named as lent or written with the bytes of the action after it.
+        assert!(!t.push(2, |_| false));
+        t.push(3, |b| b.extend_from_slice(b"CC"));
+        assert_eq!(lend(&mut t), (b"CC".to_vec(), vec![3]));
+        assert_eq!(advance(&mut t, 2), (2, vec![3]));
     }
 
     #[test]
@@ -363,5 +368,16 @@ mod tests {
         t.withdraw(3);
         assert_eq!(t.flush_withdrawn(), 4);
         assert_eq!(t.bytes(), b"ail");
+    }
+
+    #[test]
+    fn written_bytes_are_let_go_past_the_threshold_while_later_ones_wait() {
+        let big = vec![b'x'; COMPACT_AFTER + 10];
+        let mut t = filled(&[(1, &big), (2, b"tail")]);
+        advance(&mut t, big.len());
+        assert_eq!(t.bytes(), b"tail");
+        // A transport that never drains the buffer whole must not keep all it ever wrote.
+        assert_eq!(t.buf.len(), 4, "the written action's bytes are dropped");
+        assert_eq!(advance(&mut t, 4), (4, vec![2]));
     }
 }
