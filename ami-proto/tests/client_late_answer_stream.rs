@@ -333,7 +333,7 @@ fn a_fleets_late_answer_names_its_server() {
     let late: Vec<(&str, &ActionId, &Message)> = items
         .iter()
         .filter_map(|(server, item)| match item {
-            StreamItem::LateAnswer { id, response, .. } => Some((server.as_str(), id, response)),
+            StreamItem::LateAnswer { id, response, .. } => Some((server.as_str(), id, &**response)),
             _ => None,
         })
         .collect();

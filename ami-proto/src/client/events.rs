@@ -55,9 +55,8 @@ impl Queued {
     /// of items costs.
     pub fn wire_len(&self) -> usize {
         match &self.0 {
-            StreamItem::Event(m) | StreamItem::LateAnswer { response: m, .. } => {
-                m.wire_bytes().len()
-            }
+            StreamItem::Event(m) => m.wire_bytes().len(),
+            StreamItem::LateAnswer { response, .. } => response.wire_bytes().len(),
             _ => 0,
         }
     }
@@ -245,6 +244,7 @@ impl EventQueue {
         mark: Option<u64>,
         response: Message,
     ) -> Offer {
+        let response = Box::new(response);
         self.offer_item(StreamItem::LateAnswer { id, mark, response })
     }
 
@@ -464,9 +464,9 @@ impl EventQueue {
         match self.items.pop_front() {
             Some(item) => {
                 match &item.0 {
-                    StreamItem::Event(m) | StreamItem::LateAnswer { response: m, .. } => {
+                    StreamItem::Event(_) | StreamItem::LateAnswer { .. } => {
                         self.events -= 1;
-                        self.bytes -= m.retained_bytes();
+                        self.bytes -= held_bytes(&item.0);
                     }
                     StreamItem::Mark { .. } => self.marks -= 1,
                     _ => {}
@@ -617,7 +617,8 @@ fn splits_runs(item: &StreamItem) -> bool {
 /// Bytes an item that holds a message keeps alive (0 for a notice): what the byte cap counts.
 fn held_bytes(item: &StreamItem) -> usize {
     match item {
-        StreamItem::Event(m) | StreamItem::LateAnswer { response: m, .. } => m.retained_bytes(),
+        StreamItem::Event(m) => m.retained_bytes(),
+        StreamItem::LateAnswer { response, .. } => response.retained_bytes(),
         _ => 0,
     }
 }
@@ -665,6 +666,20 @@ mod tests {
     fn late(q: &mut EventQueue, n: u32) -> Offer {
         let id = ActionId::new(&format!("x-{n}")).unwrap_or_else(|e| unreachable!("{e}"));
         q.late_answer(id, None, ev(n))
+    }
+
+    #[test]
+    fn a_stream_item_is_no_larger_than_the_event_it_mostly_carries() {
+        // The queue and every adapter's batch move items by value, millions a second: a
+        // variant larger than an event's message makes every event pay for it (a
+        // LateAnswer with its message inline made them 136 bytes instead of 88, and the
+        // async-std README loop 10 % slower).
+        assert!(
+            std::mem::size_of::<StreamItem>() <= std::mem::size_of::<Message>(),
+            "{} > {}",
+            std::mem::size_of::<StreamItem>(),
+            std::mem::size_of::<Message>()
+        );
     }
 
     #[test]

@@ -143,8 +143,9 @@ pub enum StreamItem {
         /// adapter's `send_with`) recognises its action.
         mark: Option<u64>,
         /// The server's `Response:` message (`Success` or `Error`, its `Message`, any
-        /// other fields; a list's `EventList: start`).
-        response: Message,
+        /// other fields; a list's `EventList: start`). Boxed so that every stream item (an
+        /// event, mostly) stays the size of an event: the queue moves items by value.
+        response: Box<Message>,
     },
     /// Server input was thrown away here: `count` messages (or broken fragments) for
     /// `reason`. Every one is also counted in [`Stats`](crate::Stats) and logged once per
