@@ -536,3 +536,104 @@ fn a_fleets_unclaimed_answer_names_its_server() {
         "{items:?}"
     );
 }
+
+/// A fleet reader that goes away with a late answer taken out of the merged stream and
+/// never read (`close_event_stream(unread)`, as ami-async's `FleetEvents` does when
+/// dropped with a batch in hand) loses that answer: counted as a dropped event of its
+/// server, as `Client::close_event_stream` counts it for a session's reader.
+#[test]
+fn a_late_answer_a_fleet_reader_took_and_never_read_is_counted_dropped_on_its_server() {
+    let now = Instant::now();
+    let mut f = Fleet::new(FleetConfig::default());
+    let a = f.add(now, "pbx-a", fleet_config()).unwrap();
+    settle(&mut f, now);
+    while f.poll_event().is_some() {}
+    let sent = f.send(now, Route::Server("pbx-a"), redirect()).unwrap();
+    let wire = f.transmit(a).to_vec();
+    f.advance_transmit(a, wire.len());
+    let later = now + Duration::from_secs(6);
+    f.handle_timeout(later);
+    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
+    let answer = response("Success", &sent.id, "Redirect successful");
+    f.handle_input(later, a, Input::Received(&answer));
+    // The stream was drained before the action: the late answer is all it holds.
+    let taken: Vec<_> = std::iter::from_fn(|| f.poll_queued()).collect();
+    assert_eq!(taken.len(), 1);
+    let before = f.stats().servers[0].client.events_dropped;
+    f.close_event_stream(taken);
+    assert_eq!(
+        f.stats().servers[0].client.events_dropped - before,
+        1,
+        "the late answer handed back unread is counted dropped"
+    );
+}
+
+/// A large Command answer that came after its action timed out, on `server`, queued for the
+/// reader: `fields` Output lines of nearly 1 MiB each.
+fn large_late_answer(f: &mut Fleet, now: Instant, name: &str, server: ServerId, fields: usize) {
+    let sent = f
+        .send(
+            now,
+            Route::Server(name),
+            Action::new("Command").field("Command", "core show channels verbose"),
+        )
+        .unwrap();
+    let wire = f.transmit(server).to_vec();
+    f.advance_transmit(server, wire.len());
+    f.handle_timeout(now + Duration::from_secs(6));
+    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
+    let line = "x".repeat((1 << 20) - 64);
+    let mut answer = format!(
+        "Response: Success\r\nActionID: {}\r\nMessage: Command output follows\r\n",
+        sent.id.as_str()
+    );
+    for _ in 0..fields {
+        answer += &format!("Output: {line}\r\n");
+    }
+    answer += "\r\n";
+    f.handle_input(
+        now + Duration::from_secs(6),
+        server,
+        Input::Received(answer.as_bytes()),
+    );
+}
+
+/// Late answers of removed servers wait for the reader outside every server's queue (no
+/// `event_queue_bytes` holds them any more): what they keep alive there has a byte cap of
+/// its own, not only `MAX_REMOVAL_GAPS` of them (a thousand 16 MiB Command answers), and one
+/// past it is dropped, counted and logged as a notice past the count is.
+#[test]
+fn late_answers_of_removed_servers_waiting_for_the_reader_are_capped_in_bytes() {
+    let now = Instant::now();
+    let mut f = Fleet::new(FleetConfig::default());
+    let names: Vec<String> = (0..6).map(|i| format!("pbx-{i}")).collect();
+    let ids: Vec<ServerId> = names
+        .iter()
+        .map(|n| f.add(now, n, fleet_config()).unwrap())
+        .collect();
+    settle(&mut f, now);
+    while f.poll_event().is_some() {}
+    for (name, &id) in names.iter().zip(&ids) {
+        // 8 MiB each: every server's queue (16 MiB by default) holds its own.
+        large_late_answer(&mut f, now, name, id, 8);
+        assert!(f.remove(now + Duration::from_secs(6), name));
+    }
+    let orphaned: Vec<usize> = std::iter::from_fn(|| f.poll_event())
+        .filter_map(|i| match i.item {
+            StreamItem::LateAnswer { response, .. } => Some(response.retained_bytes()),
+            _ => None,
+        })
+        .collect();
+    let held: usize = orphaned.iter().sum();
+    assert!(
+        held <= ami_proto::fleet::MAX_REMOVAL_BYTES,
+        "{} late answers of removed servers held {held} bytes",
+        orphaned.len()
+    );
+    assert!(!orphaned.is_empty(), "the first still reaches the reader");
+    assert_eq!(
+        f.stats().removal_gaps_dropped,
+        (names.len() - orphaned.len()) as u64,
+        "every one not kept is counted"
+    );
+}

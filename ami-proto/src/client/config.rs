@@ -399,7 +399,8 @@ impl ClientConfigBuilder {
     /// Actions that ended (cancelled, timed out, a list overflowed) after their bytes were
     /// handed out, tracked at once so that their late answers are swallowed for a grace
     /// period (`action_timeout`; a cancelled sync Originate's until its own deadline) rather
-    /// than taken for strays ([`Stats::abandoned_actions`](crate::Stats::abandoned_actions)).
+    /// than taken for strays (the first response of one that ended unanswered is reported as
+    /// [`StreamItem::LateAnswer`](crate::StreamItem::LateAnswer)) ([`Stats::abandoned_actions`](crate::Stats::abandoned_actions)).
     /// They count against no other cap: a caller that cancels every action it sends (a
     /// timeout around each send) against a slow server frees a pipeline slot with each,
     /// and would otherwise leave an entry per action for the grace period. At the cap the

@@ -112,7 +112,9 @@ pub(crate) enum Stage {
     List,
     /// Async Originate answered; waiting for `OriginateResponse`.
     FollowUp,
-    /// Already reported (timed out, cancelled, overflowed); late answers are swallowed.
+    /// Already reported (timed out, cancelled, overflowed); late answers are swallowed, but
+    /// for the first response of one that ended unanswered (`Pending::answer_due`), which
+    /// the stream reports.
     /// `blocking`: a sync Originate cancelled while written, whose call still blocks the
     /// server's session (the caller stopped waiting, the server did not) until it is
     /// answered or fails: the entry keeps the Originate's own deadline, which the heartbeat

@@ -97,4 +97,4 @@ pub use scheduler::{Budget, Order, Scheduler, Step, Turn};
 pub use servers::{Fleet, FleetConfig, FleetError, FleetOutput};
 pub use stats::{FleetStats, ServerStats, STATUS_LABELS};
 pub use status::ServerStatus;
-pub use stream::{FleetItem, FleetQueued, MAX_REMOVAL_GAPS};
+pub use stream::{FleetItem, FleetQueued, MAX_REMOVAL_BYTES, MAX_REMOVAL_GAPS};

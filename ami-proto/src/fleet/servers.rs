@@ -315,7 +315,8 @@ impl Fleet {
     /// already, the gap is not queued (counted in `FleetStats::removal_gaps_dropped`, and
     /// logged). Its queued [marks](crate::StreamItem::Mark) (of actions that completed,
     /// those the close ended included) and [late answers](crate::StreamItem::LateAnswer)
-    /// follow the gap, under the same cap and counter. False
+    /// follow the gap, under the same cap and counter (late answers also under
+    /// [`MAX_REMOVAL_BYTES`](super::MAX_REMOVAL_BYTES)). False
     /// if no such server.
     pub fn remove(&mut self, now: Instant, name: &str) -> bool {
         let Some(&index) = self.names.get(name) else {
@@ -382,6 +383,10 @@ impl Fleet {
             }
         }
         for item in marks {
+            let what = match item {
+                StreamItem::LateAnswer { .. } => "a late answer",
+                _ => "a stream mark",
+            };
             let queued_mark = self.ring.orphan(FleetItem {
                 server: server.name.clone(),
                 item,
@@ -390,9 +395,10 @@ impl Fleet {
                 self.counters.removal_gaps_dropped += 1;
                 if self.counters.removal_gaps_dropped.is_power_of_two() {
                     log::warn!(
-                        "AMI fleet: {} notices of removed servers wait for the reader; a stream mark of {} was not queued \
+                        "AMI fleet: {} notices (or {} bytes of late answers) of removed servers wait for the reader; {what} of {} was not queued \
                          ({} so far, counted in FleetStats::removal_gaps_dropped)",
                         super::stream::MAX_REMOVAL_GAPS,
+                        super::stream::MAX_REMOVAL_BYTES,
                         server.name,
                         self.counters.removal_gaps_dropped
                     );

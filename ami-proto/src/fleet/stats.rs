@@ -54,9 +54,10 @@ pub struct FleetStats {
     /// `removal_gaps_dropped` says otherwise; with the drops of gap notices still queued,
     /// which their servers had counted as dropped).
     pub events_lost_on_removal: u64,
-    /// Gap notices (and stream marks) of removed servers not queued for the reader because
-    /// [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) waited already (their events are in
-    /// `events_lost_on_removal` all the same).
+    /// Gap notices (and stream marks, late answers) of removed servers not queued for the
+    /// reader because [`MAX_REMOVAL_GAPS`](super::MAX_REMOVAL_GAPS) waited already, or a late
+    /// answer did not fit [`MAX_REMOVAL_BYTES`](super::MAX_REMOVAL_BYTES) (a gap's events are
+    /// in `events_lost_on_removal` all the same).
     pub removal_gaps_dropped: u64,
     /// Entries in the fleet's timer heap, live and stale: at most twice the number of
     /// servers plus 64 (stale ones are dropped in bulk whenever they outnumber the live

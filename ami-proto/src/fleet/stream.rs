@@ -40,12 +40,20 @@ impl FleetQueued {
     }
 }
 
-/// Gap notices (and stream marks) of removed servers waiting for the reader at most: a
+/// Gap notices (and stream marks, late answers) of removed servers waiting for the reader at most: a
 /// program that removes servers while its reader is stalled must not grow this queue
 /// without bound. Past it a removed server's notice is not queued (its events are still
 /// counted in `events_lost_on_removal`; the notice itself in `removal_gaps_dropped`, and
 /// logged).
 pub const MAX_REMOVAL_GAPS: usize = 1024;
+
+/// Bytes the [late answers](crate::StreamItem::LateAnswer) of removed servers waiting for
+/// the reader keep alive at most (their messages' `retained_bytes`), within
+/// [`MAX_REMOVAL_GAPS`]: out of their servers' queues, no `event_queue_bytes` bounds them
+/// any more, and a late Command answer can be a 16 MiB message. Two of the largest the
+/// default decoder limits allow do not both fit: past it a late answer is not queued
+/// (counted in `removal_gaps_dropped`, and logged).
+pub const MAX_REMOVAL_BYTES: usize = 32 << 20;
 
 /// Slots with stream items, in the order they get their next turn.
 #[derive(Debug, Default)]
@@ -53,8 +61,10 @@ pub(crate) struct EventRing {
     order: VecDeque<usize>,
     /// `listed[i]`: slot `i` is in `order` (at most once).
     listed: Vec<bool>,
-    /// Items of servers that are gone (a final gap, marks), served first.
+    /// Items of servers that are gone (a final gap, marks, late answers), served first.
     orphans: VecDeque<FleetItem>,
+    /// Bytes the late answers in `orphans` keep alive (at most [`MAX_REMOVAL_BYTES`]).
+    orphan_bytes: usize,
     /// The application will never read the merged stream ([`Fleet::close_event_stream`]).
     pub(crate) unread: bool,
 }
@@ -82,8 +92,9 @@ impl EventRing {
         }
     }
 
-    /// Queues the last words of a removed server (its gap, its marks); false when
-    /// [`MAX_REMOVAL_GAPS`] wait already (it is not queued).
+    /// Queues the last words of a removed server (its gap, its marks, its late answers);
+    /// false when [`MAX_REMOVAL_GAPS`] wait already, or a late answer would take the bytes
+    /// they hold past [`MAX_REMOVAL_BYTES`] (it is not queued).
     pub(crate) fn orphan(&mut self, item: FleetItem) -> bool {
         if self.unread {
             return true;
@@ -91,8 +102,20 @@ impl EventRing {
         if self.orphans.len() >= MAX_REMOVAL_GAPS {
             return false;
         }
+        let size = orphan_bytes(&item.item);
+        if self.orphan_bytes.saturating_add(size) > MAX_REMOVAL_BYTES {
+            return false;
+        }
+        self.orphan_bytes += size;
         self.orphans.push_back(item);
         true
+    }
+
+    /// The next item of a removed server, for the reader.
+    fn pop_orphan(&mut self) -> Option<FleetItem> {
+        let item = self.orphans.pop_front()?;
+        self.orphan_bytes = self.orphan_bytes.saturating_sub(orphan_bytes(&item.item));
+        Some(item)
     }
 
     /// Slots waiting for a turn.
@@ -112,7 +135,7 @@ impl Fleet {
     /// The next item of the merged stream as it waits in its server's queue (see
     /// [`FleetQueued`]); otherwise the same as [`poll_event`](Self::poll_event).
     pub fn poll_queued(&mut self) -> Option<FleetQueued> {
-        if let Some(FleetItem { server, item }) = self.ring.orphans.pop_front() {
+        if let Some(FleetItem { server, item }) = self.ring.pop_orphan() {
             return Some(FleetQueued {
                 server,
                 item: Queued(item),
@@ -194,7 +217,7 @@ impl Fleet {
     /// [`Client::close_event_stream`](crate::Client::close_event_stream) says, now and for
     /// servers added later, and the stream keeps nothing. `unread` are items taken out of
     /// the stream ([`poll_queued`](Self::poll_queued)) that nobody will read either: each
-    /// event is counted on its server, or in `events_lost_on_removal` when its server is
+    /// event (and late answer) is counted on its server, or in `events_lost_on_removal` when its server is
     /// gone. One log line says so for the fleet.
     pub fn close_event_stream(&mut self, unread: impl IntoIterator<Item = FleetQueued>) {
         let mut freed = 0;
@@ -204,7 +227,11 @@ impl Fleet {
                 .and_then(|i| self.slots.get_mut(i))
                 .and_then(|slot| slot.server.as_mut())
                 .map(|s| &mut s.client);
-            let event = u64::from(matches!(item.0, StreamItem::Event(_)));
+            // A late answer counts as an event does (see `Client::close_event_stream`).
+            let event = u64::from(matches!(
+                item.0,
+                StreamItem::Event(_) | StreamItem::LateAnswer { .. }
+            ));
             match client {
                 Some(c) => c.count_unread(event),
                 None => self.counters.events_lost_on_removal += event,
@@ -216,6 +243,7 @@ impl Fleet {
         }
         self.ring.unread = true;
         self.ring.orphans.clear();
+        self.ring.orphan_bytes = 0;
         self.ring.order.clear();
         self.ring.listed.clear();
         for s in self
@@ -256,5 +284,14 @@ impl Fleet {
     /// out).
     pub fn has_events(&self) -> bool {
         self.ring.len() > 0 || !self.ring.orphans.is_empty()
+    }
+}
+
+/// Bytes a removed server's item keeps alive in the orphans (only a late answer holds a
+/// message).
+fn orphan_bytes(item: &StreamItem) -> usize {
+    match item {
+        StreamItem::LateAnswer { response, .. } => response.retained_bytes(),
+        _ => 0,
     }
 }
