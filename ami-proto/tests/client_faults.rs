@@ -2047,3 +2047,24 @@ fn a_shutdown_refusal_of_an_action_already_cancelled_still_makes_the_eof_a_shutd
     let out = h.eof();
     shut_down_then_retried(&out);
 }
+
+#[test]
+fn a_shutdown_refusal_of_an_action_forgotten_after_its_grace_period_still_makes_the_eof_a_shutdown()
+{
+    // Past its grace period an ended action's answer matches nothing; the refusal still
+    // says the server is going.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let id = h.send(Action::new("Redirect").field("Channel", "PJSIP/100-1"));
+    h.drain();
+    h.take("Redirect");
+    // Timed out at its deadline; its entry forgotten one grace period (as long) later.
+    h.advance(Duration::from_secs(5 * 60));
+    assert_eq!(h.outcomes(&id).len(), 1, "it timed out");
+    h.advance(Duration::from_secs(5 * 60));
+    h.feed(&scripted::error(id.as_str(), "Asterisk is shutting down"));
+    assert_eq!(h.client.stats().unmatched, 1, "its answer matched nothing");
+    let out = h.eof();
+    shut_down_then_retried(&out);
+}

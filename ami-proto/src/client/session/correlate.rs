@@ -45,6 +45,13 @@ impl Client {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, msg: Message) {
+        if msg.first_value().is_some_and(|r| r.is_word("Error")) && response_text_is_shutdown(&msg)
+        {
+            // Asterisk refuses every action while it shuts down: whatever this answers (an
+            // action awaited, one its caller stopped waiting for, one long forgotten), the
+            // EOF (or reset) that follows is the server's shutdown, not a failure.
+            self.conn.server_shutdown = true;
+        }
         let Some(seq) = msg
             .action_id_value()
             .and_then(|id| self.pending.lookup(id.as_bytes()))
@@ -77,11 +84,9 @@ impl Client {
                 }
                 let mut response = Response::new(msg);
                 if is_error {
-                    if response.text().is_some_and(super::login::is_shutting_down) {
-                        // The server refuses everything until it is gone: its EOF (or reset)
-                        // that follows is its shutdown, not a failure (nor the filter's).
-                        self.conn.server_shutdown = true;
-                    } else {
+                    // The server refuses everything until it is gone (marked above): not
+                    // the filter's failure.
+                    if !response.text().is_some_and(super::login::is_shutting_down) {
                         self.undo_session_change(seq, changes::Undo::Refused);
                     }
                     self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
@@ -139,11 +144,7 @@ impl Client {
                         "dropped"
                     }
                 );
-                if is_error && response_text_is_shutdown(&msg) {
-                    // The server is going, whoever still waits for this action: its EOF
-                    // that follows is its shutdown, as for an action still awaited.
-                    self.conn.server_shutdown = true;
-                } else if is_error {
+                if is_error && !response_text_is_shutdown(&msg) {
                     // Refused after its caller stopped waiting (timed out, cancelled): what
                     // it changed in the session is not kept either.
                     self.undo_session_change(seq, changes::Undo::Refused);
