@@ -340,6 +340,13 @@ fn a_fleets_late_answer_names_its_server() {
     assert_eq!(late.len(), 1, "{items:?}");
     assert_eq!((late[0].0, late[0].1), ("pbx-b", &sent.id));
     assert_eq!(late[0].2.get_str("Message"), Some("Redirect successful"));
+    // Held and counted as an event by its server's queue: delivered as one.
+    let stats = f.stats();
+    let b_stats = stats.servers.iter().find(|x| x.name.as_str() == "pbx-b");
+    assert_eq!(
+        b_stats.map(|x| (x.client.events_queued, x.events_delivered)),
+        Some((1, 1))
+    );
 }
 
 #[test]

@@ -18,7 +18,8 @@ pub struct ServerStats {
     pub client: Stats,
     /// Actions the fleet routed to it (by name or by policy).
     pub routed: u64,
-    /// Events of the merged stream that came from it.
+    /// Events of the merged stream that came from it (and late answers, which its queue
+    /// holds and counts as events: with `events_lost`, what its `events_queued` became).
     pub events_delivered: u64,
     /// Events it lost, as reported by the gap notices of the merged stream.
     pub events_lost: u64,

@@ -151,7 +151,7 @@ impl Fleet {
             };
             match s.client.poll_queued() {
                 Some(item) => {
-                    if let StreamItem::Event(_) = &item.0 {
+                    if let StreamItem::Event(_) | StreamItem::LateAnswer { .. } = &item.0 {
                         s.counters.events_delivered += 1;
                     } else if let StreamItem::Gap { dropped } = &item.0 {
                         s.counters.events_lost += dropped;
