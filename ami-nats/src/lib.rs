@@ -75,7 +75,9 @@
 //! Server input the AMI client threw away that may have been events (a message over a
 //! decoder limit or malformed, events before the session was ready) is a `discarded` gap
 //! with its count; every discard is also counted in
-//! `ami_bridge_server_input_discarded_total` by reason.
+//! `ami_bridge_server_input_discarded_total` by reason. The server's answer to an action
+//! request that came after its requester was answered (`timed_out`) is not published:
+//! counted there as `late_answer`, and logged.
 //! A bridge that stops cleanly ([`Bridge::shutdown`]) first stops taking action requests and
 //! lets those in flight finish (bounded), logs each AMI session off (its `lost` marker says
 //! `logoff`), then ends each session with a

@@ -124,7 +124,7 @@ impl Metrics {
         let input_discarded = per_family(
             &mut registry,
             "server_input_discarded",
-            "Server input the AMI client threw away, by reason: malformed or over a limit, before_ready (both published as discarded gaps), not_event_or_response, unmatched_response",
+            "Server input the AMI client threw away, by reason: malformed or over a limit, before_ready (both published as discarded gaps), not_event_or_response, unmatched_response, late_answer (an action request's answer that came after its requester was answered; not published)",
         );
         let lost = per_family(
             &mut registry,
@@ -370,6 +370,16 @@ impl Metrics {
         self.input_discarded
             .get_or_create(&self.server_reason(ix, label))
             .inc_by(n);
+    }
+
+    /// The server's answer to an action request that ended without it (its requester was
+    /// answered already) was thrown away; the count of these for `ix` so far.
+    pub(crate) fn late_answer_discarded(&self, ix: ServerIx) -> u64 {
+        let count = self
+            .input_discarded
+            .get_or_create(&self.server_reason(ix, "late_answer"));
+        count.inc();
+        count.get()
     }
 
     /// An action request answered with `outcome` (server empty when none was chosen).

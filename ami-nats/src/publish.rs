@@ -1147,6 +1147,24 @@ impl Publisher {
                     });
                 }
             }
+            UpItem::Stream(StreamItem::LateAnswer { id, response, .. }) => {
+                // Its requester was answered already (timed_out, or a stop gave up on it):
+                // there is nobody to tell, and the stream carries events, not replies.
+                let count = self.metrics.late_answer_discarded(ix);
+                if count.is_power_of_two() {
+                    // Only the kind: the rest of a response is the server's text.
+                    let said = match response.response() {
+                        Some("Success") => "Success",
+                        Some("Error") => "Error",
+                        _ => "another Response",
+                    };
+                    log::warn!(
+                        "{}: the server's answer ({said}) to action {id} came after its requester was answered (its request timed out, or a stop gave up on it): not published \
+                         ({count} so far, counted in ami_bridge_server_input_discarded_total{{reason=\"late_answer\"}}, logged at powers of two)",
+                        spec.name
+                    );
+                }
+            }
             // Marks belong to actions sent with one; the bridge sends none.
             UpItem::Stream(_) => {}
             UpItem::LeaseReleased { done, reason } => {
@@ -1651,6 +1669,70 @@ mod tests {
         fn end(self) {
             self.task.abort();
             self.upstream.close_all();
+        }
+    }
+
+    /// The server's answer to an action request that ended without it (its `timeout_ms`
+    /// passed, a stop gave up on it) reaches the merged stream as a late answer. Its
+    /// requester was answered already, so it is not published; it was dropped silently:
+    /// now it is counted in `ami_bridge_server_input_discarded_total{reason="late_answer"}`
+    /// and logged with its server, ActionID and whether the server said Success or Error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_answer_to_an_action_request_is_not_published_but_counted_and_logged() {
+        use ami_proto::{ActionId, Decoder, DecoderLimits, Frame};
+        let _ = logged("");
+        let rig = FenceRig::start("pbx-late-answer", 16, Duration::from_secs(60)).await;
+        rig.terms.set(0, 3);
+        rig.acquired(3).await;
+        for (id, said) in [("b1-41", "Success"), ("b1-42", "Error")] {
+            let mut decoder = Decoder::without_banner(DecoderLimits::default());
+            let bytes = format!("Response: {said}\r\nActionID: {id}\r\nMessage: late\r\n\r\n");
+            decoder.feed(bytes.as_bytes());
+            let Some(Ok(Frame::Message(response))) = decoder.decode() else {
+                panic!("a response");
+            };
+            let item = UpItem::Stream(StreamItem::LateAnswer {
+                id: ActionId::new(id).unwrap(),
+                mark: None,
+                response: Box::new(response),
+            });
+            rig.items.send((0, 3, item)).await.unwrap();
+        }
+        // An event after them: once it is published, the late answers were encoded.
+        rig.event(3).await;
+        rig.until("the event after the late answers is published", |r| {
+            !r.nats.on("ami.pbx-late-answer.event.Hangup").is_empty()
+        })
+        .await;
+        let published: Vec<String> = {
+            let kept = rig.nats.publishes.lock().unwrap();
+            kept.iter().map(|(s, _)| s.clone()).collect()
+        };
+        let rendered = rig.metrics.render();
+        rig.end();
+        assert_eq!(
+            published,
+            [
+                "ami.pbx-late-answer.session",
+                "ami.pbx-late-answer.event.Hangup"
+            ],
+            "only the lease marker and the event are published"
+        );
+        assert!(
+            rendered.contains(
+                "ami_bridge_server_input_discarded_total{server=\"pbx-late-answer\",reason=\"late_answer\"} 2"
+            ),
+            "the late answers are not counted: {rendered}"
+        );
+        let lines = logged("pbx-late-answer");
+        for (id, said) in [("b1-41", "Success"), ("b1-42", "Error")] {
+            assert!(
+                lines.iter().any(|l| l.contains(id)
+                    && l.contains(said)
+                    && l.contains("not published")
+                    && l.contains("late_answer")),
+                "the late answer {id} ({said}) is not logged: {lines:?}"
+            );
         }
     }
 
