@@ -351,9 +351,9 @@ fn outcome_reply(server: &str, result: &Result<Response, AmiError>) -> (&'static
                 ActionError::ListOverflow { .. } => "list_overflow",
                 ActionError::ListIncomplete { .. } => "list_incomplete",
                 ActionError::ResponseDiscarded { .. } => "response_discarded",
-                ActionError::NotSent(_)
-                | ActionError::Cancelled
-                | ActionError::FollowUpMasked { .. } => "not_sent",
+                ActionError::NotSent(_) | ActionError::FollowUpMasked { .. } => "not_sent",
+                // Cancelled among them: it says nothing of whether its bytes had left (the bridge cancels none of its
+                // own; its future is gone when it would): it may have run.
                 _ => "unknown",
             };
             let mut reply = Reply::new(Some(server), kind).error(&e.to_string());
@@ -1508,6 +1508,14 @@ mod tests {
             partial: None,
         }));
         assert_eq!(outcome_reply("pbx1", &written).0, "timed_out");
+    }
+
+    #[test]
+    fn a_cancelled_action_is_answered_unknown_never_safe_to_retry() {
+        // Cancelled says nothing of whether the action's bytes had left (Client::cancel):
+        // one already written may have run, so "not_sent" (retry) could run it twice.
+        let cancelled: Result<Response, AmiError> = Err(AmiError::Action(ActionError::Cancelled));
+        assert_eq!(outcome_reply("pbx1", &cancelled).0, "unknown");
     }
 
     #[test]
