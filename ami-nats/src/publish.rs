@@ -490,7 +490,7 @@ impl Drop for Input {
             let o = others.get(ix).copied().unwrap_or(0);
             if e + o > 0 {
                 log::warn!(
-                    "{}: {e} events and {o} other items (gaps, session and lease markers) never stored in JetStream: the bridge stopped before its publisher took them from the AMI session (counted in ami_bridge_discarded_total, the gaps' events in ami_bridge_events_dropped_total)",
+                    "{}: {e} events and {o} other items (gaps, session and lease markers, late answers to actions) never stored in JetStream: the bridge stopped before its publisher took them from the AMI session (counted in ami_bridge_discarded_total, the gaps' events in ami_bridge_events_dropped_total)",
                     spec.name
                 );
             }
