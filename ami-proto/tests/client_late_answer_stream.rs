@@ -206,15 +206,16 @@ fn a_late_answer_never_crosses_a_reconnect() {
     assert_eq!(h.client.stats().unmatched, 2);
 }
 
-#[test]
-fn a_late_answer_goes_through_the_bounded_queue_a_full_drop_newest_queue_counts_it_as_a_gap() {
+/// A Ready client whose event queue holds `cap` events under `policy`, with a Redirect
+/// that timed out before its response.
+fn timed_out_before_a_queue_of(cap: usize, policy: OverflowPolicy) -> (Harness, ActionId) {
     let config = ClientConfig::builder("admin", "amp111")
         .events("on")
         .seed(9)
         .ping_interval(Duration::from_secs(3600))
         .action_timeout(Duration::from_secs(5))
-        .event_queue_cap(1)
-        .overflow(OverflowPolicy::DropNewest)
+        .event_queue_cap(cap)
+        .overflow(policy)
         .build()
         .unwrap();
     let mut h = Harness::new(config, Instant::now());
@@ -223,6 +224,12 @@ fn a_late_answer_goes_through_the_bounded_queue_a_full_drop_newest_queue_counts_
     let id = h.send(redirect());
     h.take("Redirect");
     h.advance(Duration::from_secs(6));
+    (h, id)
+}
+
+#[test]
+fn a_late_answer_goes_through_the_bounded_queue_a_full_drop_newest_queue_counts_it_as_a_gap() {
+    let (mut h, id) = timed_out_before_a_queue_of(1, OverflowPolicy::DropNewest);
     h.feed(&event("Fills"));
     h.feed(&response("Success", &id, "Redirect successful"));
     let labels: Vec<String> = h.events().iter().map(label).collect();
@@ -233,21 +240,7 @@ fn a_late_answer_goes_through_the_bounded_queue_a_full_drop_newest_queue_counts_
 
 #[test]
 fn drop_oldest_never_displaces_a_late_answer_for_a_newer_event() {
-    let config = ClientConfig::builder("admin", "amp111")
-        .events("on")
-        .seed(9)
-        .ping_interval(Duration::from_secs(3600))
-        .action_timeout(Duration::from_secs(5))
-        .event_queue_cap(2)
-        .overflow(OverflowPolicy::DropOldest)
-        .build()
-        .unwrap();
-    let mut h = Harness::new(config, Instant::now());
-    h.ready();
-    h.events();
-    let id = h.send(redirect());
-    h.take("Redirect");
-    h.advance(Duration::from_secs(6));
+    let (mut h, id) = timed_out_before_a_queue_of(2, OverflowPolicy::DropOldest);
     h.feed(&response("Success", &id, "Redirect successful"));
     for n in ["E1", "E2", "E3"] {
         h.feed(&event(n));

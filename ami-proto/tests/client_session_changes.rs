@@ -42,11 +42,13 @@ fn a_blank_event_mask_asterisk_refuses_leaves_the_session_mask_as_it_was() {
     assert_eq!(login.get_str("Events"), Some("system,call"));
 }
 
-#[test]
-fn a_filter_refused_after_its_action_timed_out_is_not_re_applied_at_later_logins() {
-    // add_filter's doc: "one the server refuses (an empty filter, a regex it cannot
-    // compile) is not kept". A busy server answers after the action's deadline: the answer
-    // is still the server's refusal of that filter.
+/// A client whose filter `filter` timed out (its entry still waiting for the answer), then
+/// was answered by `answer` (given the filter's ActionID), then lost its session and logged
+/// in again: what the new login installs is in its inbox.
+fn filter_answered_late_then_logged_in_again(
+    filter: &str,
+    answer: impl Fn(&str) -> Vec<u8>,
+) -> Harness {
     let t0 = Instant::now();
     let mut h = Harness::new(
         base()
@@ -56,16 +58,27 @@ fn a_filter_refused_after_its_action_timed_out_is_not_re_applied_at_later_logins
         t0,
     );
     h.ready();
-    let bad = h.client.add_filter(h.now, "Event: (").unwrap();
+    let id = h.client.add_filter(h.now, filter).unwrap();
     h.drain();
     h.take("Filter");
     h.advance(Duration::from_secs(3)); // the action times out, its entry waits for the answer
-    h.feed(&scripted::error(bad.as_str(), "Filter Not Added"));
+    h.feed(&answer(id.as_str()));
     let login = h.lose_and_reconnect_to_login();
-    let out = h.feed(&scripted::login_ok(id_of(&login)));
+    h.feed(&scripted::login_ok(id_of(&login)));
+    h
+}
+
+#[test]
+fn a_filter_refused_after_its_action_timed_out_is_not_re_applied_at_later_logins() {
+    // add_filter's doc: "one the server refuses (an empty filter, a regex it cannot
+    // compile) is not kept". A busy server answers after the action's deadline: the answer
+    // is still the server's refusal of that filter.
+    let h = filter_answered_late_then_logged_in_again("Event: (", |id| {
+        scripted::error(id, "Filter Not Added")
+    });
     assert!(
         h.inbox_actions().is_empty(),
-        "the refused filter is re-applied (and refused) at every login: {:?} {out:?}",
+        "the refused filter is re-applied (and refused) at every login: {:?}",
         h.inbox_actions()
     );
 }
@@ -74,25 +87,9 @@ fn a_filter_refused_after_its_action_timed_out_is_not_re_applied_at_later_logins
 fn a_filter_the_server_took_after_its_action_timed_out_is_re_applied_at_later_logins() {
     // The late answer is a Success: the server has the filter, so every later login
     // installs it again, as for one answered in time.
-    let t0 = Instant::now();
-    let mut h = Harness::new(
-        base()
-            .action_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-        t0,
-    );
-    h.ready();
-    let filter = h.client.add_filter(h.now, "Event: Newchannel").unwrap();
-    h.drain();
-    h.take("Filter");
-    h.advance(Duration::from_secs(3)); // the action times out, its entry waits for the answer
-    h.feed(&scripted::success(
-        filter.as_str(),
-        "Filter Added Successfully",
-    ));
-    let login = h.lose_and_reconnect_to_login();
-    h.feed(&scripted::login_ok(id_of(&login)));
+    let mut h = filter_answered_late_then_logged_in_again("Event: Newchannel", |id| {
+        scripted::success(id, "Filter Added Successfully")
+    });
     let reapplied = h.take("Filter");
     assert_eq!(reapplied.get_str("Filter"), Some("Event: Newchannel"));
 }
@@ -101,25 +98,9 @@ fn a_filter_the_server_took_after_its_action_timed_out_is_re_applied_at_later_lo
 fn a_filter_whose_late_answer_is_the_servers_shutdown_is_re_applied_at_later_logins() {
     // "Asterisk is shutting down" refuses every action, not this filter: it is installed at
     // the next login, as for one refused that way in time.
-    let t0 = Instant::now();
-    let mut h = Harness::new(
-        base()
-            .action_timeout(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-        t0,
-    );
-    h.ready();
-    let filter = h.client.add_filter(h.now, "Event: Newchannel").unwrap();
-    h.drain();
-    h.take("Filter");
-    h.advance(Duration::from_secs(3)); // the action times out, its entry waits for the answer
-    h.feed(&scripted::error(
-        filter.as_str(),
-        "Asterisk is shutting down",
-    ));
-    let login = h.lose_and_reconnect_to_login();
-    h.feed(&scripted::login_ok(id_of(&login)));
+    let mut h = filter_answered_late_then_logged_in_again("Event: Newchannel", |id| {
+        scripted::error(id, "Asterisk is shutting down")
+    });
     let reapplied = h.take("Filter");
     assert_eq!(reapplied.get_str("Filter"), Some("Event: Newchannel"));
 }
