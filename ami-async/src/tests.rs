@@ -2043,12 +2043,16 @@ fn a_fleet_deadline_fires_while_other_servers_flood_every_poll_past_the_read_bud
     );
 }
 
-#[test]
-fn a_dropped_futures_late_answer_reaches_the_event_stream_under_its_mark() {
-    // A dialer's `send_with` future dropped (a select! that timed out first) once its
-    // Redirect was written: the action is cancelled, but the server runs it; its answer,
-    // when it comes, is the stream's, recognised by the mark the caller chose, since an
-    // async caller never sees the ActionID.
+/// A late answer as the tests below read it: (ActionID, mark, Message).
+type Late = (String, Option<u64>, Option<String>);
+
+/// A Redirect sent with `mark` and written; its future dropped before its answer came
+/// (`dropped_first`), or after the driver put that answer in its slot, unpolled. Returns
+/// the rig, the Redirect's ActionID, the stream's items and the late answers among them.
+fn redirect_dropped_around_its_answer(
+    mark: u64,
+    dropped_first: bool,
+) -> (Rig, String, Vec<StreamItem>, Vec<Late>) {
     use ami_proto::{Action, SendOptions};
     let mut rig = Rig::new(usize::MAX, 64);
     rig.log_in();
@@ -2060,7 +2064,7 @@ fn a_dropped_futures_late_answer_reaches_the_event_stream_under_its_mark() {
         .field("Exten", "200")
         .field("Context", "agents")
         .field("Priority", "1");
-    let mut sent = Box::pin(handle.send_with(redirect, SendOptions::default().with_mark(5)));
+    let mut sent = Box::pin(handle.send_with(redirect, SendOptions::default().with_mark(mark)));
     assert!(sent.as_mut().poll(&mut cx).is_pending());
     rig.spin();
     let written = rig.written();
@@ -2070,13 +2074,20 @@ fn a_dropped_futures_late_answer_reaches_the_event_stream_under_its_mark() {
         .and_then(|tail| tail.lines().find_map(|l| l.strip_prefix("ActionID: ")))
         .expect("the Redirect went out")
         .to_string();
-    drop(sent);
-    rig.send(&format!(
-        "Response: Success\r\nActionID: {id}\r\nMessage: Redirect successful\r\n\r\n"
-    ));
-    rig.spin();
+    let answer =
+        format!("Response: Success\r\nActionID: {id}\r\nMessage: Redirect successful\r\n\r\n");
+    if dropped_first {
+        drop(sent);
+        rig.send(&answer);
+        rig.spin();
+    } else {
+        rig.send(&answer);
+        rig.spin();
+        drop(sent);
+        rig.spin();
+    }
     let items: Vec<StreamItem> = std::iter::from_fn(|| rig.events.try_recv()).collect();
-    let late: Vec<_> = items
+    let late = items
         .iter()
         .filter_map(|i| match i {
             StreamItem::LateAnswer { id, mark, response } => Some((
@@ -2087,6 +2098,16 @@ fn a_dropped_futures_late_answer_reaches_the_event_stream_under_its_mark() {
             _ => None,
         })
         .collect();
+    (rig, id, items, late)
+}
+
+#[test]
+fn a_dropped_futures_late_answer_reaches_the_event_stream_under_its_mark() {
+    // A dialer's `send_with` future dropped (a select! that timed out first) once its
+    // Redirect was written: the action is cancelled, but the server runs it; its answer,
+    // when it comes, is the stream's, recognised by the mark the caller chose, since an
+    // async caller never sees the ActionID.
+    let (rig, id, items, late) = redirect_dropped_around_its_answer(5, true);
     assert_eq!(
         late,
         [(id, Some(5), Some("Redirect successful".to_string()))],
@@ -2105,45 +2126,7 @@ fn an_answer_in_the_slot_of_a_future_dropped_before_its_next_poll_reaches_the_ev
     // `tokio::time::timeout` elapsing (or a `select!` taking another branch) after the
     // driver put the answer in the slot, before the future was polled again: the caller
     // never reads its result, so the stream says what the server did, as for a late answer.
-    use ami_proto::{Action, SendOptions};
-    let mut rig = Rig::new(usize::MAX, 64);
-    rig.log_in();
-    while rig.events.try_recv().is_some() {}
-    let handle = rig.handle.clone();
-    let mut cx = Context::from_waker(Waker::noop());
-    let redirect = Action::new("Redirect")
-        .field("Channel", "PJSIP/agent-0001")
-        .field("Exten", "200")
-        .field("Context", "agents")
-        .field("Priority", "1");
-    let mut sent = Box::pin(handle.send_with(redirect, SendOptions::default().with_mark(7)));
-    assert!(sent.as_mut().poll(&mut cx).is_pending());
-    rig.spin();
-    let written = rig.written();
-    let id = written
-        .split("Action: Redirect")
-        .nth(1)
-        .and_then(|tail| tail.lines().find_map(|l| l.strip_prefix("ActionID: ")))
-        .expect("the Redirect went out")
-        .to_string();
-    rig.send(&format!(
-        "Response: Success\r\nActionID: {id}\r\nMessage: Redirect successful\r\n\r\n"
-    ));
-    rig.spin();
-    drop(sent);
-    rig.spin();
-    let items: Vec<StreamItem> = std::iter::from_fn(|| rig.events.try_recv()).collect();
-    let late: Vec<_> = items
-        .iter()
-        .filter_map(|i| match i {
-            StreamItem::LateAnswer { id, mark, response } => Some((
-                id.as_str().to_string(),
-                *mark,
-                response.get_str("Message").map(str::to_string),
-            )),
-            _ => None,
-        })
-        .collect();
+    let (rig, id, items, late) = redirect_dropped_around_its_answer(7, false);
     assert_eq!(
         late,
         [(id, Some(7), Some("Redirect successful".to_string()))],
