@@ -314,3 +314,42 @@ fn a_queue_at_half_its_event_cap_is_half_full_and_wants_no_read() {
     assert!(h.client.event_queue_half_full());
     assert!(!h.client.wants_read());
 }
+
+/// A queue holding exactly `READ_AHEAD_BYTES` of events is at the read-ahead: no read is
+/// wanted until the consumer takes one out.
+#[test]
+fn reads_are_not_wanted_once_the_queue_holds_exactly_the_read_ahead_in_bytes() {
+    let queued_bytes = |pad: usize| {
+        let mut h = ready();
+        h.feed(&events(0, 1, pad));
+        h.client.events_queued_bytes()
+    };
+    // An event's size grows with its padding, byte for byte: pad one to 1 KiB exactly.
+    let base = queued_bytes(0);
+    assert_eq!(queued_bytes(1), base + 1);
+    let pad = 1024 - base;
+    let mut h = ready();
+    let n = READ_AHEAD_BYTES / 1024;
+    for from in (0..n).step_by(64) {
+        assert!(h.client.wants_read(), "{from} events queued");
+        h.feed(&events(from, 64, pad));
+    }
+    assert_eq!(h.client.events_queued_bytes(), READ_AHEAD_BYTES);
+    assert!(h.client.events_queued() < READ_AHEAD_EVENTS);
+    assert!(!h.client.wants_read());
+    assert!(matches!(h.client.poll_event(), Some(StreamItem::Event(_))));
+    assert!(h.client.wants_read());
+}
+
+/// `has_stream_items` answers what `poll_event` would: true with an event queued, false once
+/// it is taken.
+#[test]
+fn the_stream_has_items_exactly_while_an_event_waits_to_be_polled() {
+    let mut h = ready();
+    assert!(!h.client.has_stream_items());
+    h.feed(&events(0, 1, 0));
+    assert!(h.client.has_stream_items());
+    assert_eq!(seq(h.client.poll_event().unwrap()), "000000");
+    assert!(!h.client.has_stream_items());
+    assert!(h.client.poll_event().is_none());
+}

@@ -351,16 +351,23 @@ mod tests {
 
     #[test]
     fn large_message_at_the_front_takes_the_allocation_trimmed() {
-        let mut b = ReadBuf::new(4 << 20);
-        let big = vec![b'x'; HAND_OVER_MIN * 2];
-        b.extend_from_slice(&big);
-        b.extend_from_slice(b"tail");
-        let m = b.take(big.len(), &[1, 2, 3]);
-        // The message, then its field table, in the one allocation.
-        assert_eq!(m.len(), big.len() + 3);
-        assert_eq!(&m[big.len()..], &[1, 2, 3]);
-        assert_eq!(&b[..], b"tail");
-        assert!(b.allocated() <= INITIAL_CAPACITY, "a fresh small buffer");
+        for len in [HAND_OVER_MIN, HAND_OVER_MIN * 2] {
+            let mut b = ReadBuf::new(4 << 20);
+            let big = vec![b'x'; len];
+            b.extend_from_slice(&big);
+            b.extend_from_slice(b"tail");
+            let m = b.take(big.len(), &[1, 2, 3]);
+            // The message, then its field table, in the one allocation.
+            assert_eq!(m.len(), big.len() + 3);
+            assert_eq!(&m[big.len()..], &[1, 2, 3]);
+            assert_eq!(&b[..], b"tail");
+            assert!(
+                b.allocated() <= INITIAL_CAPACITY,
+                "{len} bytes: a fresh small buffer"
+            );
+            // Indexes into the buffer from before the take must be seen as stale.
+            assert_eq!(b.dropped(), len as u64);
+        }
     }
 
     #[test]
@@ -453,14 +460,16 @@ mod tests {
     }
 
     #[test]
-    fn an_emptied_buffer_below_the_shrink_threshold_keeps_its_allocation() {
-        let mut b = ReadBuf::new(4 << 20);
-        b.extend_from_slice(&vec![b'x'; 100 << 10]);
-        let kept = b.allocated();
-        assert!(kept > INITIAL_CAPACITY && kept <= SHRINK_ABOVE, "{kept}");
-        b.advance(usize::MAX);
-        // Regrowing from 16 KiB for each message of this size costs more than it keeps.
-        assert_eq!(b.allocated(), kept);
+    fn an_emptied_buffer_up_to_the_shrink_threshold_keeps_its_allocation() {
+        for size in [100 << 10, SHRINK_ABOVE] {
+            let mut b = ReadBuf::new(4 << 20);
+            b.extend_from_slice(&vec![b'x'; size]);
+            let kept = b.allocated();
+            assert!(kept > INITIAL_CAPACITY && kept <= SHRINK_ABOVE, "{kept}");
+            b.advance(usize::MAX);
+            // Regrowing from 16 KiB for each message of this size costs more than it keeps.
+            assert_eq!(b.allocated(), kept, "{size} bytes");
+        }
     }
 
     #[test]
@@ -534,5 +543,90 @@ mod tests {
             "the current allocation, the retired ones kept, the tables"
         );
         assert!(held.iter().all(|e| e[..] == [b'x'; 600]));
+    }
+
+    #[test]
+    fn an_emptied_large_sealed_allocation_stays_counted_while_its_slices_live() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(&[b'x'; 600]);
+        let (first, _, _) = b.take_shared(600, &[0; 16]);
+        b.seal();
+        // A read past the shrink threshold, every byte of it cut out as events the
+        // consumer still holds: the emptied buffer is sealed, not idle.
+        b.extend_from_slice(&vec![b'y'; SHRINK_ABOVE + 4096]);
+        let held: Vec<Bytes> =
+            std::iter::from_fn(|| (!b.is_empty()).then(|| b.take_shared(4096, &[0; 16]).0))
+                .collect();
+        b.seal();
+        let allocated = b.allocated();
+        assert!(allocated > SHRINK_ABOVE + INITIAL_CAPACITY, "{allocated}");
+        b.clear();
+        assert_eq!(
+            b.allocated(),
+            allocated,
+            "the sealed allocation and the retired one are still alive and counted"
+        );
+        assert_eq!(&first[..], &[b'x'; 600]);
+        assert!(held.iter().all(|e| e.iter().all(|&x| x == b'y')));
+    }
+
+    #[test]
+    fn a_large_message_in_a_sealed_allocation_is_copied_not_handed_the_allocation() {
+        let mut b = ReadBuf::new(4 << 20);
+        b.extend_from_slice(b"Event: A\r\n\r\n");
+        b.extend_from_slice(&vec![b'x'; HAND_OVER_MIN]);
+        let (a, _, _) = b.take_shared(12, &[0; 16]);
+        // The read ends with the large message whole: its allocation is sealed, `a` lives.
+        b.seal();
+        let allocated = b.allocated();
+        let m = b.take(HAND_OVER_MIN, &[]);
+        assert_eq!(m.len(), HAND_OVER_MIN);
+        assert_eq!(
+            b.allocated(),
+            allocated,
+            "the sealed allocation is still the buffer's, and counted"
+        );
+        assert_eq!(&a[..], b"Event: A\r\n\r\n");
+    }
+
+    #[test]
+    fn a_large_message_taken_while_the_read_shares_slices_is_copied_and_they_stay_pinned() {
+        let mut b = ReadBuf::new(4 << 20);
+        b.extend_from_slice(b"Event: A\r\n\r\n");
+        b.extend_from_slice(&vec![b'x'; HAND_OVER_MIN]);
+        let (a, _, _) = b.take_shared(12, &[0; 16]);
+        let before = b.pinned();
+        let m = b.take(HAND_OVER_MIN, &[]);
+        assert_eq!(m.len(), HAND_OVER_MIN);
+        assert_eq!(before.0, 12 + 16);
+        assert_eq!(
+            b.pinned(),
+            before,
+            "the read's slices are still counted as pinned"
+        );
+        assert_eq!(&a[..], b"Event: A\r\n\r\n");
+    }
+
+    #[test]
+    fn a_reads_field_tables_get_a_quarter_of_the_read_buffers_size_at_once() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(&vec![b'x'; 64 << 10]);
+        let read = b.allocated();
+        assert_eq!(read, 64 << 10);
+        let (a, table, _) = b.take_shared(500, &[0; 16]);
+        // Room for about a read's worth of tables: not one small arena after another.
+        assert_eq!(b.allocated(), read + read / 4);
+        assert_eq!((a.len(), table.len()), (500, 16));
+    }
+
+    #[test]
+    fn a_message_of_the_share_limit_is_said_not_to_share_and_is_not_shared() {
+        let mut b = ReadBuf::new(1 << 20);
+        b.extend_from_slice(&vec![b'x'; SHARE_MAX + 10]);
+        assert!(b.shares(SHARE_MAX - 1));
+        assert!(!b.shares(SHARE_MAX));
+        let (m, table, shared) = b.take_shared(SHARE_MAX, &[1, 2]);
+        assert!(!shared);
+        assert_eq!((m.len(), table.len()), (SHARE_MAX + 2, 0));
     }
 }
