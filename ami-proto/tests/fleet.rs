@@ -5,21 +5,23 @@
 
 use ami_proto::fleet::*;
 use ami_proto::{
-    Action, ActionError, ClientConfig, ConnectFailure, DisconnectReason, Input, StreamItem,
-    READ_AHEAD_BYTES,
+    Action, ActionError, ClientConfig, ClientConfigBuilder, ConnectFailure, DisconnectReason,
+    Input, SendOptions, StreamItem, READ_AHEAD_BYTES,
 };
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 fn client_config() -> ClientConfig {
+    client_config_builder().build().unwrap()
+}
+
+fn client_config_builder() -> ClientConfigBuilder {
     ClientConfig::builder("admin", "amp111")
         .backoff_base(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(40))
         .breaker_threshold(3)
         .breaker_cooldown(Duration::from_secs(5))
         .event_queue_cap(16)
-        .build()
-        .unwrap()
 }
 
 fn fleet(connects_per_step: usize) -> Fleet {
@@ -1315,4 +1317,195 @@ fn close_all_completes_every_pending_action_and_logoff_all_logs_every_server_off
         .filter(|o| matches!(o, FleetOutput::Completed { .. }))
         .count();
     assert_eq!(completed, 2, "{log:?}");
+}
+
+/// The servers an action routed by `policy` lands on, `n` times, each answered before the
+/// next so every server is idle again.
+fn picks(f: &mut Fleet, now: Instant, policy: Policy, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let routed = f
+                .send(now, Route::Any(policy), Action::new("Ping"))
+                .unwrap();
+            exchange(f, now);
+            routed.server.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn accepted_sends_are_counted_per_server_and_in_total_and_refusals_as_no_server() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    f.add(now, "a", client_config()).unwrap();
+    f.add(now, "b", client_config()).unwrap();
+    let none = f.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping"));
+    assert!(matches!(none, Err(RouteError::NoServer { .. })), "{none:?}");
+    let unknown = f.send(now, Route::Server("nope"), Action::new("Ping"));
+    assert!(matches!(unknown, Err(RouteError::UnknownServer(_))));
+    all_ready(&mut f, now);
+    f.send(now, Route::Server("a"), Action::new("Ping"))
+        .unwrap();
+    f.send(now, Route::Server("a"), Action::new("Ping"))
+        .unwrap();
+    f.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping"))
+        .unwrap();
+    let refused = f.send(now, Route::Server("b"), Action::new("Login"));
+    assert!(
+        matches!(refused, Err(RouteError::Send { .. })),
+        "{refused:?}"
+    );
+    let stats = f.stats();
+    assert_eq!((stats.routed, stats.no_server), (3, 1));
+    let per_server: Vec<(&str, u64)> = stats
+        .servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.routed))
+        .collect();
+    assert_eq!(per_server, [("a", 3), ("b", 0)]);
+}
+
+#[test]
+fn send_all_sends_one_copy_to_every_server_in_slot_order_and_counts_each() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    for name in ["a", "b", "c"] {
+        f.add(now, name, client_config()).unwrap();
+    }
+    all_ready(&mut f, now);
+    let results = f.send_all(now, &Action::new("Ping"), SendOptions::default());
+    let servers: Vec<String> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().server.to_string())
+        .collect();
+    assert_eq!(servers, ["a", "b", "c"]);
+    let stats = f.stats();
+    assert_eq!(stats.routed, 3);
+    assert!(stats.servers.iter().all(|s| s.routed == 1));
+    assert_eq!(stats.total.pending, 3);
+    let refused = f.send_all(now, &Action::new("Login"), SendOptions::default());
+    assert_eq!(refused.len(), 3);
+    assert!(refused
+        .iter()
+        .all(|r| matches!(r, Err(RouteError::Send { .. }))));
+    assert_eq!(f.stats().routed, 3, "refused copies are not counted");
+}
+
+#[test]
+fn least_in_flight_is_the_fewest_pending_on_a_ready_server_and_none_without_one() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    for name in ["a", "b", "c"] {
+        f.add(now, name, client_config()).unwrap();
+    }
+    assert_eq!(f.least_in_flight(), None, "no server is ready");
+    all_ready(&mut f, now);
+    for (name, n) in [("a", 3), ("b", 2), ("c", 4)] {
+        for _ in 0..n {
+            f.send(now, Route::Server(name), Action::new("Ping"))
+                .unwrap();
+        }
+    }
+    // A server that is not ready has nothing pending, yet takes no routed work.
+    f.add(now, "d", client_config()).unwrap();
+    assert_eq!(f.least_in_flight(), Some(2));
+}
+
+#[test]
+fn fewest_in_flight_breaks_ties_in_round_robin_order() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    for name in ["a", "b", "c"] {
+        f.add(now, name, client_config()).unwrap();
+    }
+    all_ready(&mut f, now);
+    assert_eq!(picks(&mut f, now, Policy::RoundRobin, 1), ["a"]);
+    assert_eq!(f.least_in_flight(), Some(0), "answered: all idle again");
+    assert_eq!(
+        picks(&mut f, now, Policy::FewestInFlight, 4),
+        ["b", "c", "a", "b"]
+    );
+}
+
+#[test]
+fn no_server_counts_the_ready_servers_whose_queues_were_full() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let one_pending = || {
+        client_config_builder()
+            .pipeline_depth(1)
+            .max_queued_actions(1)
+            .max_pending_actions(1)
+            .build()
+            .unwrap()
+    };
+    f.add(now, "a", one_pending()).unwrap();
+    f.add(now, "b", one_pending()).unwrap();
+    all_ready(&mut f, now);
+    f.add(now, "c", one_pending()).unwrap();
+    f.send(now, Route::Server("a"), Action::new("Ping"))
+        .unwrap();
+    let routed = f.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping"));
+    assert_eq!(
+        routed.unwrap().server.as_str(),
+        "b",
+        "a full server is skipped"
+    );
+    for policy in [Policy::RoundRobin, Policy::FewestInFlight] {
+        assert_eq!(
+            f.send(now, Route::Any(policy), Action::new("Ping")),
+            Err(RouteError::NoServer {
+                servers: 3,
+                ready: 2,
+                full: 2
+            })
+        );
+    }
+    assert_eq!(f.stats().total.pending, 2, "nothing more was queued");
+    assert_eq!(f.stats().no_server, 2);
+}
+
+#[test]
+fn servers_logging_off_take_no_routed_work_before_their_status_changes() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    f.add(now, "a", client_config()).unwrap();
+    f.add(now, "b", client_config()).unwrap();
+    all_ready(&mut f, now);
+    f.logoff_all(now);
+    // The status changes when the session ends, after the Goodbye; the clients stopped
+    // taking actions already.
+    assert!(f.status("a").unwrap().is_ready());
+    assert_eq!(f.least_in_flight(), None);
+    assert_eq!(
+        f.send(now, Route::Any(Policy::RoundRobin), Action::new("Ping")),
+        Err(RouteError::NoServer {
+            servers: 2,
+            ready: 0,
+            full: 0
+        })
+    );
+}
+
+#[test]
+fn timer_entries_count_a_live_deadline_for_every_ready_server() {
+    let now = Instant::now();
+    let (f, ids) = ten_ready(now);
+    let entries = f.stats().timer_entries;
+    assert!(
+        (ids.len()..=2 * ids.len() + 64).contains(&entries),
+        "{entries} timer entries for {} ready servers with heartbeats",
+        ids.len()
+    );
+}
+
+#[test]
+fn server_ids_index_their_slots_in_the_order_servers_were_added() {
+    let now = Instant::now();
+    let mut f = fleet(16);
+    let indices: Vec<usize> = ["a", "b", "c"]
+        .iter()
+        .map(|name| f.add(now, name, client_config()).unwrap().index())
+        .collect();
+    assert_eq!(indices, [0, 1, 2]);
 }

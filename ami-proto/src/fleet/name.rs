@@ -215,4 +215,14 @@ mod tests {
         );
         assert!(set.contains("a"), "and a short one");
     }
+
+    #[test]
+    fn a_name_shows_and_orders_as_its_text_through_every_trait() {
+        let east = ServerName::new("pbx-east").unwrap();
+        let west = ServerName::new("pbx-west").unwrap();
+        let text: &str = east.as_ref();
+        assert_eq!(text, "pbx-east");
+        assert_eq!(format!("{east:?}"), "\"pbx-east\"");
+        assert_eq!(east.partial_cmp(&west), Some(std::cmp::Ordering::Less));
+    }
 }
