@@ -304,6 +304,25 @@ fn settle(f: &mut Fleet, now: Instant) {
     }
 }
 
+/// Sends a Redirect to `server` (named `name`), lets it time out, then feeds its answer:
+/// the Redirect's ID and the instant the answer came.
+fn redirect_answered_late(
+    f: &mut Fleet,
+    now: Instant,
+    name: &str,
+    server: ServerId,
+) -> (ActionId, Instant) {
+    let sent = f.send(now, Route::Server(name), redirect()).unwrap();
+    let wire = f.transmit(server).to_vec();
+    f.advance_transmit(server, wire.len());
+    let later = now + Duration::from_secs(6);
+    f.handle_timeout(later);
+    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
+    let answer = response("Success", &sent.id, "Redirect successful");
+    f.handle_input(later, server, Input::Received(&answer));
+    (sent.id, later)
+}
+
 #[test]
 fn a_fleets_late_answer_names_its_server() {
     let now = Instant::now();
@@ -312,14 +331,7 @@ fn a_fleets_late_answer_names_its_server() {
     let b = f.add(now, "pbx-b", fleet_config()).unwrap();
     settle(&mut f, now);
     while f.poll_event().is_some() {}
-    let sent = f.send(now, Route::Server("pbx-b"), redirect()).unwrap();
-    let wire = f.transmit(b).to_vec();
-    f.advance_transmit(b, wire.len());
-    let later = now + Duration::from_secs(6);
-    f.handle_timeout(later);
-    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
-    let answer = response("Success", &sent.id, "Redirect successful");
-    f.handle_input(later, b, Input::Received(&answer));
+    let (sent_id, _) = redirect_answered_late(&mut f, now, "pbx-b", b);
     let items: Vec<(String, StreamItem)> = std::iter::from_fn(|| f.poll_event())
         .map(|i| (i.server.as_str().to_string(), i.item))
         .collect();
@@ -331,7 +343,7 @@ fn a_fleets_late_answer_names_its_server() {
         })
         .collect();
     assert_eq!(late.len(), 1, "{items:?}");
-    assert_eq!((late[0].0, late[0].1), ("pbx-b", &sent.id));
+    assert_eq!((late[0].0, late[0].1), ("pbx-b", &sent_id));
     assert_eq!(late[0].2.get_str("Message"), Some("Redirect successful"));
     // Held and counted as an event by its server's queue: delivered as one.
     let stats = f.stats();
@@ -349,14 +361,7 @@ fn a_removed_servers_queued_late_answer_is_handed_to_the_reader_as_its_marks_are
     let a = f.add(now, "pbx-a", fleet_config()).unwrap();
     settle(&mut f, now);
     while f.poll_event().is_some() {}
-    let sent = f.send(now, Route::Server("pbx-a"), redirect()).unwrap();
-    let wire = f.transmit(a).to_vec();
-    f.advance_transmit(a, wire.len());
-    let later = now + Duration::from_secs(6);
-    f.handle_timeout(later);
-    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
-    let answer = response("Success", &sent.id, "Redirect successful");
-    f.handle_input(later, a, Input::Received(&answer));
+    let (sent_id, later) = redirect_answered_late(&mut f, now, "pbx-a", a);
     // Removed before its reader took the answer.
     assert!(f.remove(later, "pbx-a"));
     let items: Vec<(String, StreamItem)> = std::iter::from_fn(|| f.poll_event())
@@ -365,7 +370,7 @@ fn a_removed_servers_queued_late_answer_is_handed_to_the_reader_as_its_marks_are
     assert!(
         matches!(
             &items[..],
-            [(server, StreamItem::LateAnswer { id, .. })] if server == "pbx-a" && *id == sent.id
+            [(server, StreamItem::LateAnswer { id, .. })] if server == "pbx-a" && *id == sent_id
         ),
         "{items:?}"
     );
@@ -548,14 +553,7 @@ fn a_late_answer_a_fleet_reader_took_and_never_read_is_counted_dropped_on_its_se
     let a = f.add(now, "pbx-a", fleet_config()).unwrap();
     settle(&mut f, now);
     while f.poll_event().is_some() {}
-    let sent = f.send(now, Route::Server("pbx-a"), redirect()).unwrap();
-    let wire = f.transmit(a).to_vec();
-    f.advance_transmit(a, wire.len());
-    let later = now + Duration::from_secs(6);
-    f.handle_timeout(later);
-    while !matches!(f.poll_output(), FleetOutput::Wait(_)) {}
-    let answer = response("Success", &sent.id, "Redirect successful");
-    f.handle_input(later, a, Input::Received(&answer));
+    let _ = redirect_answered_late(&mut f, now, "pbx-a", a);
     // The stream was drained before the action: the late answer is all it holds.
     let taken: Vec<_> = std::iter::from_fn(|| f.poll_queued()).collect();
     assert_eq!(taken.len(), 1);
