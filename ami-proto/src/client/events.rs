@@ -615,7 +615,7 @@ fn splits_runs(item: &StreamItem) -> bool {
 }
 
 /// Bytes an item that holds a message keeps alive (0 for a notice): what the byte cap counts.
-fn held_bytes(item: &StreamItem) -> usize {
+pub(crate) fn held_bytes(item: &StreamItem) -> usize {
     match item {
         StreamItem::Event(m) => m.retained_bytes(),
         StreamItem::LateAnswer { response, .. } => response.retained_bytes(),

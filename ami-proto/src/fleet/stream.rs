@@ -5,7 +5,7 @@
 
 use super::name::ServerName;
 use super::servers::Fleet;
-use crate::client::events::take_into;
+use crate::client::events::{held_bytes, take_into};
 use crate::{Queued, StreamItem};
 use std::collections::VecDeque;
 
@@ -102,7 +102,7 @@ impl EventRing {
         if self.orphans.len() >= MAX_REMOVAL_GAPS {
             return false;
         }
-        let size = orphan_bytes(&item.item);
+        let size = held_bytes(&item.item);
         if self.orphan_bytes.saturating_add(size) > MAX_REMOVAL_BYTES {
             return false;
         }
@@ -114,7 +114,7 @@ impl EventRing {
     /// The next item of a removed server, for the reader.
     fn pop_orphan(&mut self) -> Option<FleetItem> {
         let item = self.orphans.pop_front()?;
-        self.orphan_bytes = self.orphan_bytes.saturating_sub(orphan_bytes(&item.item));
+        self.orphan_bytes = self.orphan_bytes.saturating_sub(held_bytes(&item.item));
         Some(item)
     }
 
@@ -284,14 +284,5 @@ impl Fleet {
     /// out).
     pub fn has_events(&self) -> bool {
         self.ring.len() > 0 || !self.ring.orphans.is_empty()
-    }
-}
-
-/// Bytes a removed server's item keeps alive in the orphans (only a late answer holds a
-/// message).
-fn orphan_bytes(item: &StreamItem) -> usize {
-    match item {
-        StreamItem::LateAnswer { response, .. } => response.retained_bytes(),
-        _ => 0,
     }
 }

@@ -45,11 +45,13 @@ impl Client {
     }
 
     pub(super) fn on_response(&mut self, now: Instant, msg: Message) {
-        if msg.first_value().is_some_and(|r| r.is_word("Error")) && response_text_is_shutdown(&msg)
-        {
-            // Asterisk refuses every action while it shuts down: whatever this answers (an
-            // action awaited, one its caller stopped waiting for, one long forgotten), the
-            // EOF (or reset) that follows is the server's shutdown, not a failure.
+        let is_error = msg.first_value().is_some_and(|r| r.is_word("Error"));
+        // Asterisk refuses every action while it shuts down: whatever this answers (an
+        // action awaited, one its caller stopped waiting for, one long forgotten), the EOF
+        // (or reset) that follows is the server's shutdown, not a failure, and the refusal
+        // is not the action's own (what it changed in the session is kept).
+        let shutdown_refusal = is_error && response_text_is_shutdown(&msg);
+        if shutdown_refusal {
             self.conn.server_shutdown = true;
         }
         let Some(seq) = msg
@@ -70,7 +72,6 @@ impl Client {
         let Some(p) = self.pending.get_mut(seq) else {
             return;
         };
-        let is_error = msg.first_value().is_some_and(|r| r.is_word("Error"));
         let list_start = msg.get("EventList").is_some_and(|v| v.is_word("start"));
         match (p.kind, p.stage) {
             (Kind::Internal(which), _) => self.on_internal_response(now, seq, which, msg),
@@ -84,9 +85,7 @@ impl Client {
                 }
                 let mut response = Response::new(msg);
                 if is_error {
-                    // The server refuses everything until it is gone (marked above): not
-                    // the filter's failure.
-                    if !response.text().is_some_and(super::login::is_shutting_down) {
+                    if !shutdown_refusal {
                         self.undo_session_change(seq, changes::Undo::Refused);
                     }
                     self.finish(now, seq, Err(ActionError::Server(Box::new(response))));
@@ -144,7 +143,7 @@ impl Client {
                         "dropped"
                     }
                 );
-                if is_error && !response_text_is_shutdown(&msg) {
+                if is_error && !shutdown_refusal {
                     // Refused after its caller stopped waiting (timed out, cancelled): what
                     // it changed in the session is not kept either.
                     self.undo_session_change(seq, changes::Undo::Refused);
