@@ -454,6 +454,135 @@ fn an_unclaimed_timeout_holds_no_answer_and_reaches_nothing() {
     assert!(items.is_empty(), "{items:?}");
 }
 
+/// An outcome that failed after the server's answer came still holds that answer: the
+/// list's `start` (its items were the caller's alone), or an async Originate's acceptance.
+#[test]
+fn an_unclaimed_list_that_timed_out_after_its_start_reports_the_start_as_a_late_answer() {
+    let mut h = ready();
+    let id = h.send_with(
+        Action::new("CoreShowChannels"),
+        SendOptions::default().with_mark(7),
+    );
+    h.take("CoreShowChannels");
+    h.feed(&scripted::list_start(id.as_str()));
+    h.feed(&scripted::list_item(id.as_str(), 1));
+    h.advance(Duration::from_secs(6));
+    let outcome = h.outcome(&id).clone();
+    assert!(
+        matches!(
+            outcome,
+            Err(ActionError::TimedOut {
+                phase: Phase::List,
+                partial: Some(_)
+            })
+        ),
+        "{outcome:?}"
+    );
+    h.events();
+    h.client.unclaimed(h.now, &id, Some(7), outcome);
+    let items = h.events();
+    assert_eq!(
+        late_answers(&items),
+        [(
+            id.clone(),
+            Some(7),
+            "Success".into(),
+            "Channels will follow".into()
+        )],
+        "{items:?}"
+    );
+    assert_eq!(items.len(), 1, "the start alone, not the items: {items:?}");
+}
+
+#[test]
+fn an_unclaimed_incomplete_list_reports_its_start_as_a_late_answer() {
+    let limits = ami_proto::DecoderLimits::builder()
+        .max_line_len(512)
+        .max_message_len(1024)
+        .build()
+        .unwrap();
+    let config = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(9)
+        .ping_interval(Duration::from_secs(3600))
+        .decoder(limits)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, Instant::now());
+    h.ready();
+    h.events();
+    let id = h.send_with(
+        Action::new("CoreShowChannels"),
+        SendOptions::default().with_mark(7),
+    );
+    h.take("CoreShowChannels");
+    let big = "x".repeat(400);
+    h.feed(&scripted::list_start(id.as_str()));
+    // Over max_message_len: the decoder drops it, so the list is not whole.
+    h.feed(&msg(&[
+        ("Event", "CoreShowChannel"),
+        ("ActionID", id.as_str()),
+        ("Channel", &big),
+        ("Context", &big),
+        ("Application", &big),
+    ]));
+    h.feed(&scripted::list_complete(id.as_str(), 1));
+    let outcome = h.outcome(&id).clone();
+    assert!(
+        matches!(outcome, Err(ActionError::ListIncomplete { dropped: 1, .. })),
+        "{outcome:?}"
+    );
+    h.events();
+    h.client.unclaimed(h.now, &id, Some(7), outcome);
+    let items = h.events();
+    assert_eq!(
+        late_answers(&items),
+        [(
+            id.clone(),
+            Some(7),
+            "Success".into(),
+            "Channels will follow".into()
+        )],
+        "{items:?}"
+    );
+}
+
+#[test]
+fn an_unclaimed_async_originate_that_timed_out_waiting_for_its_follow_up_reports_its_acceptance() {
+    let mut h = ready();
+    let id = h.send_with(
+        scripted::async_originate(1_000),
+        SendOptions::default().with_mark(9),
+    );
+    h.take("Originate");
+    h.feed(&scripted::originate_queued(id.as_str()));
+    h.advance(Duration::from_secs(60));
+    let outcome = h.outcome(&id).clone();
+    assert!(
+        matches!(
+            outcome,
+            Err(ActionError::TimedOut {
+                phase: Phase::FollowUp,
+                partial: Some(_)
+            })
+        ),
+        "{outcome:?}"
+    );
+    h.events();
+    h.client.unclaimed(h.now, &id, Some(9), outcome);
+    let items = h.events();
+    assert_eq!(
+        late_answers(&items),
+        [(
+            id.clone(),
+            Some(9),
+            "Success".into(),
+            "Originate successfully queued".into()
+        )],
+        "{items:?}"
+    );
+}
+
 #[test]
 fn an_unclaimed_answer_of_the_previous_connection_never_reaches_the_new_sessions_stream() {
     let mut h = ready();

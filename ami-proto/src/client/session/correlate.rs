@@ -683,10 +683,18 @@ impl Client {
     }
 
     pub(super) fn emit_completed(&mut self, id: ActionId, mut outcome: Outcome) {
-        // An answer is completed on the connection that delivered it.
+        // An answer is completed on the connection that delivered it (a session lost
+        // fails every action it holds, so one that timed out after its answer came, or a
+        // list found incomplete, had it on this connection too).
         match &mut outcome {
             Ok(r) => r.received_on = self.conn.received_on(),
-            Err(ActionError::Server(r)) => r.received_on = self.conn.received_on(),
+            Err(ActionError::Server(r))
+            | Err(ActionError::TimedOut {
+                partial: Some(r), ..
+            })
+            | Err(ActionError::ListIncomplete { partial: r, .. }) => {
+                r.received_on = self.conn.received_on();
+            }
             Err(_) => {}
         }
         let kind = OutcomeKind::of(&outcome);

@@ -1152,25 +1152,35 @@ impl Client {
     /// [`SendOptions::with_mark`] value it was sent with (forgotten here once it completed,
     /// so the caller gives it back).
     ///
-    /// An outcome that holds the server's answer (`Ok`, or [`ActionError::Server`]) puts
-    /// its first response in the event stream as [`StreamItem::LateAnswer`] with `id` and
-    /// `mark`, as the answer to an action cancelled before it came would be: what the
-    /// server did, for a caller that never read it. It is queued as such a late answer is
+    /// An outcome that holds the server's answer (`Ok`, [`ActionError::Server`], or one
+    /// that failed after the answer came: [`ActionError::TimedOut`] in a list or follow-up
+    /// phase, [`ActionError::ListIncomplete`]) puts its first response in the event stream
+    /// as [`StreamItem::LateAnswer`] with `id` and `mark`, as the answer to an action
+    /// cancelled before it came would be: what the server did, for a caller that never
+    /// read it. It is queued as such a late answer is
     /// (caps, overflow policy), but not counted in `Stats::late_answers_dropped`: it came
     /// in time. Then an async Originate's `OriginateResponse` goes to the event stream as an
     /// event, as it does for an Originate cancelled before its answer came (the call was
     /// placed; that event says how it ended). Both only while the session that received
     /// them is still the current one and Ready: after a reconnect they would follow the new
-    /// session's `Ready`, as if this session had sent them. They take their place in the
-    /// stream now, after the events that came after them. Any other outcome (timed out,
-    /// cancelled, never sent, unknown...) holds no answer to report (a late one, if it
-    /// comes, is reported on its own); anything else an outcome holds (list items, the
-    /// `Complete`) was its caller's alone and goes with it (the action is counted by its
-    /// outcome already).
+    /// session's `Ready`, as if this session had sent them (so an async Originate's
+    /// [`ActionError::FollowUpLost`], whose session is gone, reports nothing). They take
+    /// their place in the stream now, after the events that came after them. Any other
+    /// outcome (timed out before the response, cancelled, never sent, unknown, a list
+    /// overflow) holds no answer to report (a late one, if it comes, is reported on its
+    /// own); anything else an outcome holds (list items, the `Complete`) was its caller's
+    /// alone and goes with it (the action is counted by its outcome already).
     pub fn unclaimed(&mut self, now: Instant, id: &ActionId, mark: Option<u64>, outcome: Outcome) {
         let answer = match outcome {
             Ok(response) => response,
-            Err(ActionError::Server(response)) => *response,
+            Err(ActionError::Server(response))
+            | Err(ActionError::TimedOut {
+                partial: Some(response),
+                ..
+            })
+            | Err(ActionError::ListIncomplete {
+                partial: response, ..
+            }) => *response,
             Err(_) => return,
         };
         let Response {
