@@ -19,6 +19,28 @@ pub fn is_secret_key(key: &str) -> bool {
     SECRET_KEYS.iter().any(|s| s.eq_ignore_ascii_case(key))
 }
 
+/// Field names under which Asterisk 22 sends credentials of its own configuration in
+/// events and list items (PJSIP's `AuthDetail` and `AuthList`: `Password`,
+/// `PasswordDigest` (as good as the password for digest auth), `OauthSecret`,
+/// `RefreshToken`; `TransportDetail`'s TLS key `Password`; `VoicemailPasswordChange`'s
+/// `NewPassword`): a `PJSIPShowEndpoint` answer printed with `{:?}` into a log would
+/// otherwise carry every SIP password of the endpoint.
+const CREDENTIAL_FIELDS: [&str; 5] = [
+    "Password",
+    "PasswordDigest",
+    "OauthSecret",
+    "RefreshToken",
+    "NewPassword",
+];
+
+/// True for a field name under which the server sends a credential: `Debug` hides its
+/// value in any message, event or action alike.
+pub(crate) fn is_credential_field(key: &str) -> bool {
+    CREDENTIAL_FIELDS
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(key))
+}
+
 /// An ActionID: at most 64 printable ASCII characters, no spaces.
 ///
 /// An ID of up to 30 bytes (every ID the client generates) is stored inline: creating,
@@ -191,7 +213,8 @@ impl std::str::FromStr for ActionId {
 /// An AMI action: a name and ordered, repeatable fields.
 ///
 /// Building never fails; [`Action::encode`] checks everything before writing anything.
-/// `Debug` prints `<redacted>` for `Secret` and `Key` values.
+/// `Debug` prints `<redacted>` for `Secret` and `Key` values (and for the credential
+/// fields Asterisk itself sends, such as `Password`).
 ///
 /// ```
 /// use ami_proto::{Action, ActionId};
@@ -430,7 +453,7 @@ impl fmt::Debug for Action {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 let mut m = f.debug_list();
                 for (k, v) in self.0 {
-                    if is_secret_key(k) {
+                    if is_secret_key(k) || is_credential_field(k) {
                         m.entry(&(k, "<redacted>"));
                     } else {
                         m.entry(&(k, v));
@@ -685,5 +708,11 @@ mod tests {
         assert!(!dbg.contains("0123abcd"));
         assert!(dbg.contains("admin"));
         assert!(dbg.contains("<redacted>"));
+        // A field named like one of the credentials Asterisk sends is hidden in an action
+        // too.
+        let set = Action::new("UserEvent")
+            .field("UserEvent", "SetPin")
+            .field("NewPassword", "4321");
+        assert!(!format!("{set:?}").contains("4321"));
     }
 }

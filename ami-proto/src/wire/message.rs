@@ -646,14 +646,20 @@ impl Message {
 /// capture of what a client sent, or what a simulated server read), as
 /// [`Action`](crate::Action)'s Debug does: they are secrets wherever they are printed. The
 /// same names in events and responses without an `Action` header (AstDB's `Key`) are
-/// data, and shown ([`Message::runs_as_action`]).
+/// data, and shown ([`Message::runs_as_action`]). The credentials Asterisk sends of its
+/// own configuration (PJSIP's auth `Password`, `PasswordDigest`, `OauthSecret`,
+/// `RefreshToken`, a voicemail's `NewPassword`) are hidden in every message: a list
+/// result or event printed into a log must not carry them.
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let action = self.runs_as_action();
         let mut m = f.debug_map();
         for field in self.fields() {
             let key = field.key_str();
-            if action && crate::wire::action::is_secret_key(key.trim()) {
+            let key_name = key.trim();
+            if (action && crate::wire::action::is_secret_key(key_name))
+                || crate::wire::action::is_credential_field(key_name)
+            {
                 m.entry(&key, &format_args!("<redacted>"));
             } else {
                 m.entry(&key, &field.value);
@@ -689,6 +695,31 @@ mod tests {
         let astdb =
             one(b"Event: DBGetResponse\r\nFamily: cidname\r\nKey: 5551234\r\nVal: Bob\r\n\r\n");
         assert!(format!("{astdb:?}").contains("5551234"));
+    }
+
+    #[test]
+    fn debug_of_an_auth_list_item_hides_the_credentials_asterisk_sends() {
+        let auth = one(
+            b"Event: AuthDetail\r\nActionID: 7\r\nObjectName: 1001-auth\r\nUsername: 1001\r\n\
+Password: SIPPASS77\r\nPasswordDigest: 5f4dcc3b5aa765d61d8327deb882cf99\r\n\
+OauthSecret: OAUTHS3\r\nRefreshToken: REFRESH9\r\n\r\n",
+        );
+        let shown = format!("{auth:?}");
+        for secret in [
+            "SIPPASS77",
+            "5f4dcc3b5aa765d61d8327deb882cf99",
+            "OAUTHS3",
+            "REFRESH9",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(shown.matches("<redacted>").count(), 4, "{shown}");
+        // The rest is data, and the values stay readable to the program.
+        assert!(shown.contains("1001-auth"), "{shown}");
+        assert_eq!(auth.get_str("Password"), Some("SIPPASS77"));
+        let changed =
+            one(b"Event: VoicemailPasswordChange\r\nMailbox: 100\r\nnewpassword : 4321\r\n\r\n");
+        assert!(!format!("{changed:?}").contains("4321"), "{changed:?}");
     }
 
     #[test]
