@@ -98,8 +98,9 @@ pub(crate) struct Control {
     action_slots: Arc<Semaphore>,
     /// The number of `action_slots`: those taken are the requests not answered yet.
     max_actions: usize,
-    /// Held while a server starts or stops being served, so the two never interleave.
-    /// Per server, the term whose release began (0: none): a session whose start waited
+    /// Held while a server starts or stops being served, so the two never interleave, and
+    /// while a stop begins (taken before `handlers`), so no session starts after it. Per
+    /// server, the term whose release began (0: none): a session whose start waited
     /// meanwhile (for room for its `lease_acquired` marker) is never started after it.
     serve_lock: Mutex<Vec<u64>>,
     /// When lost action replies were last logged (shared by every request's task).
@@ -181,6 +182,18 @@ impl Control {
             if released.get(ix) == Some(&term) {
                 log::info!(
                     "{}: released (term {term}) before its session started: not started",
+                    spec_name(&me.servers, ix)
+                );
+                return;
+            }
+            // A stop began since the lease was taken: it releases the leases, this one
+            // too, once it has logged the sessions off; a session started now would log in
+            // after the stop began, only to be logged off again or, past that step, dropped
+            // without its Logoff. The stop begins under this lock (see `shutdown`): a
+            // session is either started before it, and logged off by it, or not at all.
+            if me.stopping() {
+                log::info!(
+                    "{}: lease taken (term {term}) as this bridge stops: session not started",
                     spec_name(&me.servers, ix)
                 );
                 return;
@@ -1044,7 +1057,9 @@ impl Bridge {
     ///    (Asterisk then logs the manager session as logged off, not as dropped); those
     ///    still open then are closed without it (their number logged);
     /// 3. releases the leases (so another bridge takes over at once) and closes what is
-    ///    left of the AMI sessions, each ended by a `lease_released` marker;
+    ///    left of the AMI sessions, each ended by a `lease_released` marker; a lease taken
+    ///    after step 1 began (its take already on its way) is released at once and its
+    ///    server never connected;
     /// 4. leaves the action subjects (requests then go to the other bridges, or get no
     ///    responders; this step waits for NATS to confirm, at most 5 s whatever `flush`
     ///    is, so that requests NATS already delivered are answered) and gives the publisher
@@ -1055,7 +1070,12 @@ impl Bridge {
     /// A `flush` over [`MAX_SETTING_DURATION`](ami_proto::MAX_SETTING_DURATION) (a year;
     /// `Duration::MAX` as "as long as it takes") is taken as that.
     pub async fn shutdown(self, flush: Duration) {
-        let handlers = lock(&self.control.handlers).take();
+        // Under the lock sessions start under (see `Control::acquired`): none starts once
+        // the stop began.
+        let handlers = {
+            let _serve = lock(&self.control.serve_lock);
+            lock(&self.control.handlers).take()
+        };
         if let Some(mut handlers) = handlers {
             self.control.drain_actions(&mut handlers, flush).await;
         }

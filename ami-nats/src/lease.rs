@@ -31,7 +31,14 @@
 //! renewal whose answer was lost, on the key's current revision if it still holds this
 //! process's own `held` value), which the next bridge takes at once: every bridge watches
 //! the bucket, and a `released` (or deleted) lease makes it look at its free leases then,
-//! not at its next tick.
+//! not at its next tick. The stop is taken at once, in the middle of a pass too (the NATS
+//! call under way abandoned: a renewal cut short moves no deadline, and one that landed
+//! all the same is released like one whose answer was lost), and the leases are written
+//! `released` all at once, not one after another: on a slow NATS the stop costs a few
+//! calls' time, not a pass and a call per lease. A lease taken while the bridge stops
+//! (the take was on its way when the stop began) is written `released` again at once and
+//! its server never connected: the stop logs the sessions off first, and would drop one
+//! started after that without its Logoff.
 //!
 //! A bridge that cannot use a server whose lease it holds (its client closed for good by a
 //! rejected login, or its circuit breaker open) gives the lease up the same way, looking
@@ -319,7 +326,6 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let tick = ttl / 4;
-    let fence = ttl - ttl / 4;
     let n = control.servers.len();
     let mut states: Vec<State> = (0..n).map(|_| State::free()).collect();
     let mut peers = SameNamePeers::default();
@@ -344,6 +350,19 @@ pub(crate) async fn run(
         freed.clone(),
         tick,
     ));
+    // Read by a take that lands once the stop was asked (the loop itself waits on `stop`).
+    let asked = stop.clone();
+    let lease = LeaseLoop {
+        kv: &kv,
+        control: &control,
+        held_value: &held_value,
+        ttl,
+        tick,
+        stand_aside,
+        stop: &asked,
+    };
+    // Servers whose take the stop cut short.
+    let mut cut_short: Vec<ServerIx> = Vec::new();
     loop {
         let stale_at = states
             .iter()
@@ -371,120 +390,43 @@ pub(crate) async fn run(
         if pass != Pass::Usable {
             last_free_pass = Instant::now();
         }
+        // A stop is taken between servers and during each one's NATS call, not only between
+        // passes: with NATS slow or stalled a pass takes up to a call's timeout (`tick`) per
+        // server, and the stop (a service manager's, bounded) would wait for all of them
+        // before releasing anything. Abandoning a call is safe for the lease: a renewal cut
+        // short moves no deadline (the fence still runs from the last renewal answered),
+        // and one that landed all the same is found by the release (see `release`).
+        let mut stopped = false;
         for (ix, state) in states.iter_mut().enumerate() {
-            let key = control.servers[ix].token.as_str();
-            let next = match state {
-                State::Held { .. } if pass == Pass::Free => None,
-                State::Held {
-                    term,
-                    revision,
-                    unanswered,
-                } => {
-                    if !control.terms.is_current(ix, *term) {
-                        // Fenced by the control task: the renewal deadline passed.
-                        Some(State::free())
-                    } else if let Some(why) = control
-                        .upstream
-                        .status(ix)
-                        .as_ref()
-                        .and_then(crate::upstream::unusable)
-                        // A stop logs the sessions off (closed, reason `logoff`) before it
-                        // releases their leases itself, as `shutdown`.
-                        .filter(|_| !control.stopping())
-                    {
-                        give_up(&kv, &control, ix, *term, *revision, why, tick, stand_aside);
-                        Some(State::Free {
-                            seen: None,
-                            aside_until: Some(Instant::now() + stand_aside),
-                        })
-                    } else if pass == Pass::Usable {
-                        None
-                    } else {
-                        let sent = Stamp::now();
-                        match timeout(tick, kv.update(key, held_value.clone(), *revision)).await {
-                            Ok(Ok(new)) => {
-                                control.renewed(ix, *term, sent.after(fence));
-                                Some(State::Held {
-                                    term: *term,
-                                    revision: new,
-                                    unanswered: false,
-                                })
-                            }
-                            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                                // After a renewal with no answer, the key may hold that
-                                // renewal, this bridge's own value at a revision not seen
-                                // here: renewing on it keeps the lease. Otherwise another
-                                // bridge has it.
-                                let sent = Stamp::now();
-                                let reclaimed = if *unanswered {
-                                    reclaim(&kv, key, &held_value, tick).await
-                                } else {
-                                    None
-                                };
-                                match reclaimed {
-                                    Some(new) => {
-                                        log::info!(
-                                            "lease {key}: a renewal's answer was lost; renewed on the revision it wrote"
-                                        );
-                                        control.renewed(ix, *term, sent.after(fence));
-                                        Some(State::Held {
-                                            term: *term,
-                                            revision: new,
-                                            unanswered: false,
-                                        })
-                                    }
-                                    None => {
-                                        log::warn!(
-                                            "lease {key}: taken by another bridge, no longer serving"
-                                        );
-                                        control.lost(ix, *term);
-                                        Some(State::free())
-                                    }
-                                }
-                            }
-                            Ok(Err(e)) => {
-                                log::debug!("lease {key}: renewal failed: {e}");
-                                Some(State::Held {
-                                    term: *term,
-                                    revision: *revision,
-                                    unanswered: true,
-                                })
-                            }
-                            Err(_) => Some(State::Held {
-                                term: *term,
-                                revision: *revision,
-                                unanswered: true,
-                            }),
-                        }
+            if stop_asked(&stop) {
+                stopped = true;
+                break;
+            }
+            let taking = matches!(state, State::Free { .. });
+            let look = look_at(&lease, ix, state, pass, &mut peers);
+            let next = tokio::select! {
+                // A look already done (no NATS call, or its answer in) counts.
+                biased;
+                next = look => next,
+                () = asked_to_stop(&mut stop) => {
+                    stopped = true;
+                    // A take cut short may have landed: this process's value at a revision
+                    // it never heard of. Released at the end if so.
+                    if taking {
+                        cut_short.push(ix);
                     }
-                }
-                State::Free {
-                    aside_until: Some(until),
-                    ..
-                } if Instant::now() < *until => None,
-                State::Free { .. } if pass == Pass::Usable => None,
-                // A stopping bridge takes no lease (one another bridge released meanwhile):
-                // the stop has logged its sessions off and releases what it holds next, so
-                // the server would be logged in only to be dropped without its Logoff.
-                State::Free { .. } if control.stopping() => None,
-                State::Free { seen, .. } => {
-                    try_acquire(
-                        &kv,
-                        &control,
-                        ix,
-                        key,
-                        seen,
-                        ttl,
-                        tick,
-                        &held_value,
-                        &mut peers,
-                    )
-                    .await
+                    None
                 }
             };
             if let Some(s) = next {
                 *state = s;
             }
+            if stopped {
+                break;
+            }
+        }
+        if stopped {
+            break;
         }
     }
     watcher.abort();
@@ -504,12 +446,189 @@ pub(crate) async fn run(
         stored.extend(control.release(ix, term, "shutdown").await);
     }
     let _ = timeout(tick, futures_util::future::join_all(stored)).await;
-    let released_value = LeaseValue::encode(false, &control.bridge_id, &control.instance);
-    for (ix, term, revision) in held {
+    for &(ix, term, _) in &held {
         control.lost(ix, term);
-        let key = control.servers[ix].token.as_str();
-        release(&kv, key, revision, &held_value, &released_value, tick).await;
     }
+    // Written all at once, not one after another: each waits up to `tick` on a slow NATS,
+    // and the stop that waits for them is bounded (a service manager's, `shutdown`'s
+    // flush). Each is a compare-and-set on a key of its own. A renewal the stop cut short
+    // may have landed: `release` then finds this process's value at a newer revision.
+    let released_value = LeaseValue::encode(false, &control.bridge_id, &control.instance);
+    let releases = held.iter().filter_map(|&(ix, _, revision)| {
+        let key = control.servers.get(ix)?.token.as_str();
+        Some(release(
+            &kv,
+            key,
+            revision,
+            &held_value,
+            &released_value,
+            tick,
+        ))
+    });
+    let takes = cut_short.iter().filter_map(|&ix| {
+        let key = control.servers.get(ix)?.token.as_str();
+        Some(release_if_taken(
+            &kv,
+            key,
+            &held_value,
+            &released_value,
+            tick,
+        ))
+    });
+    futures_util::future::join(
+        futures_util::future::join_all(releases),
+        futures_util::future::join_all(takes),
+    )
+    .await;
+}
+
+/// What every look of the lease loop at a server shares.
+struct LeaseLoop<'a> {
+    kv: &'a Store,
+    control: &'a Arc<Control>,
+    /// This process's `held` value.
+    held_value: &'a Bytes,
+    ttl: Duration,
+    tick: Duration,
+    stand_aside: Duration,
+    /// The bridge's stop (read only: a lease taken once it was asked is released at once).
+    stop: &'a watch::Receiver<bool>,
+}
+
+/// One look of a pass (`pass`) at server `ix`, whose lease is in `state`: the held lease
+/// renewed (or given up, or found lost), the free one tried. Returns the new state if it
+/// changed.
+async fn look_at(
+    lease: &LeaseLoop<'_>,
+    ix: ServerIx,
+    state: &mut State,
+    pass: Pass,
+    peers: &mut SameNamePeers,
+) -> Option<State> {
+    let LeaseLoop {
+        kv,
+        control,
+        held_value,
+        ttl,
+        tick,
+        stand_aside,
+        stop,
+    } = *lease;
+    let fence = ttl - ttl / 4;
+    let key = control.servers.get(ix)?.token.as_str();
+    match state {
+        State::Held { .. } if pass == Pass::Free => None,
+        State::Held {
+            term,
+            revision,
+            unanswered,
+        } => {
+            if !control.terms.is_current(ix, *term) {
+                // Fenced by the control task: the renewal deadline passed.
+                Some(State::free())
+            } else if let Some(why) = control
+                .upstream
+                .status(ix)
+                .as_ref()
+                .and_then(crate::upstream::unusable)
+                // A stop logs the sessions off (closed, reason `logoff`) before it
+                // releases their leases itself, as `shutdown`.
+                .filter(|_| !control.stopping())
+            {
+                give_up(kv, control, ix, *term, *revision, why, tick, stand_aside);
+                Some(State::Free {
+                    seen: None,
+                    aside_until: Some(Instant::now() + stand_aside),
+                })
+            } else if pass == Pass::Usable {
+                None
+            } else {
+                let sent = Stamp::now();
+                match timeout(tick, kv.update(key, held_value.clone(), *revision)).await {
+                    Ok(Ok(new)) => {
+                        control.renewed(ix, *term, sent.after(fence));
+                        Some(State::Held {
+                            term: *term,
+                            revision: new,
+                            unanswered: false,
+                        })
+                    }
+                    Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                        // After a renewal with no answer, the key may hold that
+                        // renewal, this bridge's own value at a revision not seen
+                        // here: renewing on it keeps the lease. Otherwise another
+                        // bridge has it.
+                        let sent = Stamp::now();
+                        let reclaimed = if *unanswered {
+                            reclaim(kv, key, held_value, tick).await
+                        } else {
+                            None
+                        };
+                        match reclaimed {
+                            Some(new) => {
+                                log::info!(
+                                    "lease {key}: a renewal's answer was lost; renewed on the revision it wrote"
+                                );
+                                control.renewed(ix, *term, sent.after(fence));
+                                Some(State::Held {
+                                    term: *term,
+                                    revision: new,
+                                    unanswered: false,
+                                })
+                            }
+                            None => {
+                                log::warn!(
+                                    "lease {key}: taken by another bridge, no longer serving"
+                                );
+                                control.lost(ix, *term);
+                                Some(State::free())
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        log::debug!("lease {key}: renewal failed: {e}");
+                        Some(State::Held {
+                            term: *term,
+                            revision: *revision,
+                            unanswered: true,
+                        })
+                    }
+                    Err(_) => Some(State::Held {
+                        term: *term,
+                        revision: *revision,
+                        unanswered: true,
+                    }),
+                }
+            }
+        }
+        State::Free {
+            aside_until: Some(until),
+            ..
+        } if Instant::now() < *until => None,
+        State::Free { .. } if pass == Pass::Usable => None,
+        // A stopping bridge takes no lease (one another bridge released meanwhile):
+        // the stop has logged its sessions off and releases what it holds next, so
+        // the server would be logged in only to be dropped without its Logoff. (A take
+        // already on its way when the stop began is released again: see `try_acquire`.)
+        State::Free { .. } if control.stopping() => None,
+        State::Free { seen, .. } => {
+            try_acquire(
+                kv, control, ix, key, seen, ttl, tick, held_value, peers, stop,
+            )
+            .await
+        }
+    }
+}
+
+/// Whether the bridge was asked to stop: told so, or its handle is gone (dropped).
+fn stop_asked(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+/// Returns once the bridge is asked to stop ([`stop_asked`]).
+async fn asked_to_stop(stop: &mut watch::Receiver<bool>) {
+    // An error is the handle dropped: a stop too.
+    let _ = stop.wait_for(|asked| *asked).await;
 }
 
 /// Gives up the lease of `ix` (held as `term`, at `revision` as far as this bridge knows)
@@ -584,6 +703,27 @@ async fn release(
         None => log::debug!(
             "lease {key}: not released: another bridge holds it, or NATS did not answer in time"
         ),
+    }
+}
+
+/// Releases the lease `key` if a take the stop cut short landed: the key then holds this
+/// process's own `held_value` (only this process writes it), at a revision it never heard
+/// of; written `released` with a compare-and-set on it, so the next bridge need not wait a
+/// TTL for a lease nobody serves. Another bridge's value is never touched. A take still on
+/// its way when the key is read (NATS slow) is missed: that lease is taken over after its
+/// TTL, as one whose release NATS did not answer.
+async fn release_if_taken(
+    kv: &Store,
+    key: &str,
+    held_value: &Bytes,
+    released_value: &Bytes,
+    tick: Duration,
+) {
+    if write_if_ours(kv, key, held_value, released_value, tick)
+        .await
+        .is_some()
+    {
+        log::info!("lease {key}: taken as this bridge stopped: released again");
     }
 }
 
@@ -766,6 +906,7 @@ async fn try_acquire(
     tick: Duration,
     held_value: &Bytes,
     peers: &mut SameNamePeers,
+    stop: &watch::Receiver<bool>,
 ) -> Option<State> {
     let fence = ttl - ttl / 4;
     let entry = match timeout(tick, kv.entry(key)).await {
@@ -827,6 +968,17 @@ async fn try_acquire(
         }
     };
     match result {
+        // Taken while the bridge stops (the take was on its way when the stop began): a
+        // session started now would log in after the stop began, which logs the sessions
+        // off and then drops what is left without its Logoff. No session, no marker: the
+        // lease is handed back at once.
+        Ok(Ok(revision)) if control.stopping() || stop_asked(stop) => {
+            log::info!("lease {key}: taken as this bridge stops: released again, not served");
+            let released_value = LeaseValue::encode(false, &control.bridge_id, &control.instance);
+            release(kv, key, revision, held_value, &released_value, tick).await;
+            *seen = None;
+            None
+        }
         Ok(Ok(revision)) => {
             control.acquired(ix, revision, previous, sent.after(fence));
             Some(State::Held {

@@ -540,3 +540,208 @@ fn a_stop_that_gives_up_on_an_originate_in_flight_answers_it_unknown() {
         a.stats().sessions_open == 0
     });
 }
+
+/// The lease bucket as another bridge sees it, created as a bridge creates it when it is
+/// not there yet (so a test can write a lease before the bridge under test starts).
+async fn lease_bucket(url: &str) -> async_nats::jetstream::kv::Store {
+    use async_nats::jetstream::stream;
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    js.get_or_create_stream(stream::Config {
+        name: "KV_ami_leases".into(),
+        subjects: vec!["$KV.ami_leases.>".into()],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js.get_key_value("ami_leases").await.unwrap()
+}
+
+/// The value of lease `key` as text (empty when the key has none).
+async fn lease_text(kv: &async_nats::jetstream::kv::Store, key: &str) -> String {
+    kv.entry(key)
+        .await
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(&e.value).into_owned())
+        .unwrap_or_default()
+}
+
+/// A clean stop of a bridge holding sixteen leases on a slow NATS (every call answered
+/// 0.5 s after it is sent: a lease pass, one renewal after another, takes 8 s). Observed:
+/// the lease loop took the stop only between passes, so it finished the pass under way
+/// (up to 8 s), then released the leases one after another (0.5 s each): the standbys
+/// waited 8.5 s to 16.5 s for leases a stop was meant to hand over at once, longer than
+/// the stop's own flush (2 s in `ami bridge`), after which the process ends with them
+/// still held (then free only after their TTL).
+#[test]
+fn a_stop_during_a_lease_pass_on_a_slow_nats_releases_every_lease_promptly() {
+    let Some(nats) = Nats::start() else { return };
+    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
+    let a = sim();
+    let names: Vec<String> = (1..=16).map(|n| format!("pbx{n}")).collect();
+    let servers = names
+        .iter()
+        .map(|n| spec(n, &a, login().build().unwrap()))
+        .collect();
+    // TTL 16 s: renewals every 4 s, fenced 12 s after the last one; an 8 s pass keeps them.
+    let config = BridgeConfig::new(proxy.url(), servers)
+        .lease_ttl(Duration::from_secs(16))
+        .bridge_id("x");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bridge = rt.block_on(ami_nats::Bridge::start(config)).unwrap();
+    wait_for(Duration::from_secs(15), "x serves every server", || {
+        bridge.serving().len() == names.len() && a.stats().logins == names.len() as u64
+    });
+    proxy.hold_client_bytes(Duration::from_millis(500));
+    let url = nats.url();
+    // Well into a pass of renewals: its first (pbx1's) has landed, fifteen are to come.
+    block(async {
+        let kv = lease_bucket(&url).await;
+        let taken = kv.entry("pbx1").await.unwrap().unwrap().revision;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kv.entry("pbx1").await.unwrap().unwrap().revision == taken {
+            assert!(Instant::now() < deadline, "x never renewed pbx1");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let asked = Instant::now();
+    // A flush long enough for the old loop to end too: the time measured is the lease
+    // loop's, not the flush's.
+    let stop = rt.spawn(bridge.shutdown(Duration::from_secs(30)));
+    let (released, values) = block(async {
+        let kv = lease_bucket(&url).await;
+        loop {
+            let mut values = Vec::new();
+            for n in &names {
+                values.push(lease_text(&kv, n).await);
+            }
+            if values.iter().all(|v| v.starts_with("released x ")) {
+                break (Some(asked.elapsed()), values);
+            }
+            if asked.elapsed() > Duration::from_secs(25) {
+                break (None, values);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    proxy.hold_client_bytes(Duration::ZERO);
+    let _ = rt.block_on(stop);
+    rt.shutdown_background();
+    let released =
+        released.unwrap_or_else(|| panic!("not every lease released in 25 s: {values:?}"));
+    eprintln!("every lease released {released:?} after the stop began");
+    // Taken at once (the call under way abandoned), the stop costs about two calls: the
+    // markers stored, the leases written `released` (together; a renewal the stop cut short
+    // but that landed costs two more: the key read, then written on its revision). About
+    // 2 s; it took 8.5 s at the least (a stop between two passes), 16.5 s at most.
+    assert!(
+        released < Duration::from_secs(4),
+        "the sixteen leases were released {released:?} after the stop began"
+    );
+}
+
+/// A bridge whose lease pass is taking a released lease (its compare-and-set on its way,
+/// NATS slow) when a clean stop begins: the stop logs the sessions off (here waiting for
+/// pbx0's Goodbye, which never comes) before it tells the lease loop. Observed: the take
+/// lands meanwhile, and the bridge connects and logs in to pbx1 after the stop began,
+/// a session the stop then drops without its Logoff, and it keeps the lease until the
+/// stop ends. Expected: a lease taken while stopping is released again at once, its
+/// server never connected.
+#[test]
+fn a_lease_taken_while_the_bridge_stops_is_released_at_once_and_its_server_never_connected() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let proxy = SlowProxy::start(([127, 0, 0, 1], nats.port).into());
+    let pbx0 = sim();
+    pbx0.with_faults(|f| {
+        f.drop_actions(ami_sim::ActionMatch::named("Logoff"));
+    });
+    let pbx1 = sim();
+    // pbx1 is held by another bridge (z) when x starts.
+    let other = "0123456789abcdef";
+    block(async {
+        let kv = lease_bucket(&url).await;
+        kv.create("pbx1", format!("held z {other}").into())
+            .await
+            .unwrap();
+    });
+    let config = BridgeConfig::new(
+        proxy.url(),
+        vec![
+            spec("pbx0", &pbx0, login().build().unwrap()),
+            spec("pbx1", &pbx1, login().build().unwrap()),
+        ],
+    )
+    // Renewals every 3 s; pbx1, seen unchanged, would be taken only after 12 s.
+    .lease_ttl(Duration::from_secs(12))
+    .bridge_id("x");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bridge = rt.block_on(ami_nats::Bridge::start(config)).unwrap();
+    wait_for(Duration::from_secs(10), "x serves pbx0", || {
+        bridge.serving() == ["pbx0"] && pbx0.stats().logins == 1
+    });
+    let slow = Duration::from_millis(1200);
+    proxy.hold_client_bytes(slow);
+    // Right after x's next renewal of pbx0 lands, z releases pbx1: x's read of pbx1 (sent
+    // next, in the same pass) reaches NATS `slow` later and finds it released, and its
+    // compare-and-set lands another `slow` later.
+    let released_at = block(async {
+        let kv = lease_bucket(&url).await;
+        let renewed = kv.entry("pbx0").await.unwrap().unwrap().revision;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while kv.entry("pbx0").await.unwrap().unwrap().revision == renewed {
+            assert!(Instant::now() < deadline, "x never renewed pbx0");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let e = kv.entry("pbx1").await.unwrap().unwrap();
+        kv.update("pbx1", format!("released z {other}").into(), e.revision)
+            .await
+            .unwrap();
+        Instant::now()
+    });
+    // The stop begins while x's take of pbx1 is on its way; it waits up to 20 s for pbx0's
+    // Goodbye before it tells the lease loop.
+    std::thread::sleep(slow);
+    let _stop = rt.spawn(bridge.shutdown(Duration::from_secs(20)));
+    let value = block(async {
+        let kv = lease_bucket(&url).await;
+        let deadline = released_at + Duration::from_secs(10);
+        loop {
+            let value = lease_text(&kv, "pbx1").await;
+            if value.starts_with("released x ")
+                || pbx1.stats().sessions_accepted > 0
+                || Instant::now() > deadline
+            {
+                break value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    // A session started by the take would connect within this.
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = pbx1.stats();
+    rt.shutdown_background();
+    assert_eq!(
+        (stats.sessions_accepted, stats.logins),
+        (0, 0),
+        "pbx1 connected by a bridge that was stopping (its lease: {value:?})"
+    );
+    assert!(
+        value.starts_with("released x "),
+        "the lease taken while stopping must be released at once, not at the stop's end: {value:?}"
+    );
+}
