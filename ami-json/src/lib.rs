@@ -78,6 +78,16 @@
 //! `ami listen` writes them without a place (`"server"` first with several servers, as its
 //! other lines); the bridge with its [`Place`].
 //!
+//! ## Late answers
+//!
+//! `{"type":"late_answer",<place>,"action_id":ID,"idempotency_key":K|null,"response":[...]}`
+//! ([`late_answer`]): (bridge) the server's answer to an action request that had ended
+//! without it (answered `timed_out`, or `unknown` by a stop that gave up on it), what the
+//! server actually did. `action_id` is the ActionID the bridge sent it with, `response` the
+//! server's `Response:` message as a [`push_headers`] list, `idempotency_key` the request's
+//! key, `null` when it had none or the bridge no longer knows the request (it forgot it at
+//! its cap or after the grace period).
+//!
 //! ## How it is written
 //!
 //! Every string (key, value, server name, reason) is escaped by `serde_json`'s own string
@@ -311,6 +321,30 @@ pub fn message_at(place: &Place<'_>, msg: &Message) -> String {
     into_string(out)
 }
 
+/// A late answer as a bridge publishes it (see the crate docs): the server's `response` to
+/// action `action_id`, sent for the request with `idempotency_key`, if it had one and the
+/// bridge still knows it.
+pub fn late_answer(
+    place: &Place<'_>,
+    action_id: &str,
+    idempotency_key: Option<&str>,
+    response: &Message,
+) -> String {
+    let mut out = Vec::with_capacity(capacity(response) + 128 + action_id.len());
+    place.open(&mut out, "late_answer");
+    out.extend_from_slice(b",\"action_id\":");
+    push_str(&mut out, action_id);
+    out.extend_from_slice(b",\"idempotency_key\":");
+    match idempotency_key {
+        Some(k) => push_str(&mut out, k),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"response\":");
+    push_headers(&mut out, response);
+    out.push(b'}');
+    into_string(out)
+}
+
 /// The states of a session marker (see the crate docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -445,6 +479,21 @@ mod tests {
         session: "b1-7",
         position: 3,
     };
+
+    #[test]
+    fn a_late_answer_carries_its_place_action_id_key_and_response_headers() {
+        let m = one(b"Response: Success\r\nActionID: b1-7\r\nMessage: Redirect \"ok\"\r\n\r\n");
+        let keyed: Value =
+            serde_json::from_str(&late_answer(&PLACE, "b1-7", Some("k-1"), &m)).unwrap();
+        assert_eq!(
+            keyed,
+            json!({"type":"late_answer","server":"pbx1","session":"b1-7","position":3,
+                   "action_id":"b1-7","idempotency_key":"k-1",
+                   "response":[["Response","Success"],["ActionID","b1-7"],["Message","Redirect \"ok\""]]})
+        );
+        let unknown: Value = serde_json::from_str(&late_answer(&PLACE, "b1-7", None, &m)).unwrap();
+        assert_eq!(unknown["idempotency_key"], Value::Null);
+    }
 
     #[test]
     fn keeps_order_and_repeated_keys_and_escapes_quotes() {

@@ -24,7 +24,9 @@
 //! Reply: `{"type":"outcome","server":S,"outcome":K,...}` where `S` is the server's name
 //! (`null` for an `ami.any.action` request answered before a server was picked: refused,
 //! late, no server ready, or a `duplicate` whose original names it) and `K` is `success`,
-//! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run),
+//! `server_error`, `timed_out` (written to Asterisk, no full answer in time: it may have run;
+//! should its answer still come, it is published as a `late_answer` item and, with an
+//! idempotency key, stored at the key in this reply's place, see the crate docs),
 //! `list_overflow`, `list_incomplete` (items were dropped on the way in; those that arrived
 //! are in `items`), `response_discarded` (Asterisk answered, but its answer was over the
 //! client's limits or malformed and was thrown away: an error answer is thrown away too,
@@ -1083,7 +1085,16 @@ async fn answer(
         let after = release(control, claim).await;
         return (named.clone(), "not_sent", past_deadline(), after);
     }
-    let options = SendOptions::timeout(left);
+    // Kept, by the mark the action is sent with, for the server's answer should it come
+    // after the request ended without it (see the `late` module): while it runs, and
+    // for the core's grace period after (the server's `action_timeout`).
+    let now = Instant::now();
+    let mark = control.late.register(
+        req.idempotency_key.as_deref(),
+        now,
+        later(now, left.saturating_add(late_grace(control, to))),
+    );
+    let options = SendOptions::timeout(left).with_mark(mark);
     // Terms past their renewal deadline end now, not at the control task's next look:
     // their servers leave the fleet, so `ami.any.action` goes to one still served (the
     // send itself refuses a server found past its deadline, named or picked).
@@ -1096,8 +1107,22 @@ async fn answer(
         None => send.await,
     };
     let (server, result) = match sent {
-        Ok((ix, result)) => (name_of(ix).unwrap_or_default(), result),
+        Ok((ix, result)) => {
+            let late_possible = matches!(
+                &result,
+                Err(AmiError::Action(
+                    ActionError::TimedOut {
+                        phase: Phase::Response,
+                        ..
+                    } | ActionError::Cancelled
+                ))
+            );
+            let until = later(Instant::now(), late_grace(control, Some(ix)));
+            control.late.ended(mark, late_possible, until);
+            (name_of(ix).unwrap_or_default(), result)
+        }
         Err(e) => {
+            control.late.ended(mark, false, Instant::now());
             let after = release(control, claim).await;
             let body = Reply::new(named.as_deref(), "not_sent")
                 .error(&e.to_string())
@@ -1123,13 +1148,64 @@ async fn answer(
             // not take it now, tried again after the reply (the key meanwhile still holds
             // the claim: a retry is a duplicate, as it must be, the action ran).
             let stored = Bytes::from(body.clone());
+            // A late answer replaces exactly this reply at the key (see the `late` module).
+            let timed_out = replied == "timed_out";
+            if timed_out {
+                control.late.timed_out(mark, &server, &stored, None);
+            }
             match control.keys.store_once(&mut c, &stored).await {
-                Ok(()) => After::Nothing,
+                Ok(()) => {
+                    if timed_out {
+                        control.late.timed_out(mark, &server, &stored, c.revision());
+                    }
+                    After::Nothing
+                }
                 Err(_) => After::Store(c, stored),
             }
         }
     };
     (Some(server), replied, body, after)
+}
+
+/// How long after an action on `to` ended the core still reports its late answer (the
+/// server's `action_timeout`; the longest of the servers' for `ami.any.action`), with
+/// [`crate::late::MARGIN`].
+fn late_grace(control: &Control, to: Option<ServerIx>) -> Duration {
+    let grace = |s: &crate::config::ServerSpec| s.client.action_timeout();
+    let core = match to.and_then(|ix| control.servers.get(ix)) {
+        Some(spec) => grace(spec),
+        None => control.servers.iter().map(grace).max().unwrap_or_default(),
+    };
+    core.saturating_add(crate::late::MARGIN)
+}
+
+/// `d` after `now`, at most four years (a `timeout_ms` of u64::MAX is no deadline worth
+/// keeping an entry for: the core takes any over a year as a year).
+fn later(now: Instant, d: Duration) -> Instant {
+    let d = d.min(ami_proto::MAX_SETTING_DURATION.saturating_mul(4));
+    // An `Instant` holds centuries past boot: `now` only where it cannot hold four years.
+    now.checked_add(d).unwrap_or(now)
+}
+
+/// The reply stored at an idempotency key in place of its request's `timed_out` reply
+/// once the server's `response` came late: `success` (or `server_error` for `Response:
+/// Error`) with `"late":true` and the response, as the request would have been answered
+/// had it come in time (an async Originate's follow-up is not awaited: it comes as an
+/// event). A retry with the key is answered `duplicate` with it.
+pub(crate) fn late_reply(server: &str, response: &Message) -> String {
+    let error = response
+        .response()
+        .is_some_and(|r| r.eq_ignore_ascii_case("Error"));
+    let reply = if error {
+        let said = response.get_str("Message").unwrap_or("");
+        Reply::new(Some(server), "server_error").error(&format!("server error: {said}"))
+    } else {
+        Reply::new(Some(server), "success")
+    };
+    reply
+        .raw("late", "true")
+        .message("response", Some(response))
+        .finish()
 }
 
 /// The reply to a request whose idempotency key another request holds: with that request's
@@ -1574,6 +1650,33 @@ mod tests {
         assert!(v.get("response").is_none());
         let error = v["error"].as_str().unwrap();
         assert!(error.contains("2000000 bytes") && error.contains("(1048576 bytes)"));
+    }
+
+    #[test]
+    fn a_late_answer_is_stored_as_the_outcome_it_would_have_had_marked_late() {
+        use ami_proto::{Decoder, DecoderLimits, Frame};
+        let read = |wire: &str| {
+            let mut d = Decoder::without_banner(DecoderLimits::default());
+            d.feed(wire.as_bytes());
+            match d.decode() {
+                Some(Ok(Frame::Message(m))) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        let ok =
+            read("Response: Success\r\nActionID: b1-1\r\nMessage: Redirect successful\r\n\r\n");
+        let v: serde_json::Value = serde_json::from_str(&late_reply("pbx1", &ok)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"outcome","server":"pbx1","outcome":"success","late":true,
+                "response":[["Response","Success"],["ActionID","b1-1"],["Message","Redirect successful"]]})
+        );
+        let refused = read("Response: Error\r\nActionID: b1-2\r\nMessage: No such channel\r\n\r\n");
+        let v: serde_json::Value = serde_json::from_str(&late_reply("pbx1", &refused)).unwrap();
+        assert_eq!(v["outcome"], "server_error");
+        assert_eq!(v["late"], true);
+        assert_eq!(v["error"], "server error: No such channel");
+        assert_eq!(v["response"][0], serde_json::json!(["Response", "Error"]));
     }
 
     #[test]

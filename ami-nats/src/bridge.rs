@@ -91,6 +91,8 @@ pub(crate) struct Control {
     pub(crate) action_timeout: Duration,
     /// The idempotency bucket's keys.
     pub(crate) keys: crate::idempotency::Keys,
+    /// The requests that may still get a late answer (shared with the publisher).
+    pub(crate) late: Arc<crate::late::LateAnswers>,
     /// The lease bucket: who holds which server, for forwarding `ami.any.action` requests.
     pub(crate) leases: kv::Store,
     /// The lease bucket as the lease loop's watch shows it (read before the bucket itself).
@@ -879,9 +881,15 @@ impl Bridge {
             markers_rx,
             terms.clone(),
         );
+        let late = Arc::new(crate::late::LateAnswers::new(
+            idempotency.clone(),
+            config.max_late_answer_requests,
+            metrics.late.clone(),
+        ));
         let control = Arc::new(Control {
             servers: servers.clone(),
             bridge_id: bridge_id.clone(),
+            late: late.clone(),
             keys: crate::idempotency::Keys::new(
                 idempotency,
                 window,
@@ -945,6 +953,7 @@ impl Bridge {
             window: config.publish_window,
             ack_timeout: PUBLISH_ACK_TIMEOUT,
             stream: config.stream.name.clone(),
+            late: Some(late),
         };
         tasks.push(tokio::spawn(publisher.run(merged)));
         // Self-fencing, status gauges and the summaries of lost replies, independent of how
@@ -1226,6 +1235,11 @@ mod tests {
         let control = Arc::new(Control {
             servers,
             bridge_id: "b1".into(),
+            late: Arc::new(crate::late::LateAnswers::new(
+                idempotency.clone(),
+                16,
+                metrics.late.clone(),
+            )),
             keys: crate::idempotency::Keys::new(
                 idempotency,
                 window,

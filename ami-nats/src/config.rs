@@ -163,6 +163,7 @@ pub struct BridgeConfig {
     pub(crate) max_backlog_bytes: usize,
     pub(crate) publish_window: usize,
     pub(crate) max_actions_in_flight: usize,
+    pub(crate) max_late_answer_requests: usize,
     pub(crate) action_timeout: Duration,
     pub(crate) metrics: Option<SocketAddr>,
     pub(crate) bridge_id: Option<String>,
@@ -185,6 +186,7 @@ impl std::fmt::Debug for BridgeConfig {
             .field("max_backlog_bytes", &self.max_backlog_bytes)
             .field("publish_window", &self.publish_window)
             .field("max_actions_in_flight", &self.max_actions_in_flight)
+            .field("max_late_answer_requests", &self.max_late_answer_requests)
             .field("action_timeout", &self.action_timeout)
             .field("metrics", &self.metrics)
             .field("bridge_id", &self.bridge_id)
@@ -414,6 +416,7 @@ impl BridgeConfig {
             max_backlog_bytes: 64 << 20,
             publish_window: 1024,
             max_actions_in_flight: 256,
+            max_late_answer_requests: crate::late::DEFAULT_MAX_REQUESTS,
             action_timeout: Duration::from_secs(30),
             metrics: None,
             bridge_id: None,
@@ -506,6 +509,18 @@ impl BridgeConfig {
         self
     }
 
+    /// Action requests kept for the server's late answer (see the crate docs, "Late
+    /// answers"): those running, and those that ended without their answer, each until the
+    /// core's grace period for it ends (the server's `action_timeout` after it ended).
+    /// Default 4,096, and at most 2 MiB of keys and stored replies whatever the count; at
+    /// the cap the oldest is forgotten, counted in
+    /// `ami_bridge_late_answer_requests_dropped_total` and logged: its late answer is
+    /// still published, without its idempotency key, and not stored at the key.
+    pub fn max_late_answer_requests(mut self, n: usize) -> Self {
+        self.max_late_answer_requests = n;
+        self
+    }
+
     /// Default deadline of an action request without `timeout_ms` (default 30 s).
     pub fn action_timeout(mut self, timeout: Duration) -> Self {
         self.action_timeout = timeout;
@@ -570,6 +585,7 @@ impl BridgeConfig {
         }
         zero(self.publish_window, "publish_window")?;
         zero(self.max_actions_in_flight, "max_actions_in_flight")?;
+        zero(self.max_late_answer_requests, "max_late_answer_requests")?;
         if self.lease_bucket == self.idempotency_bucket {
             return Err(BridgeConfigError::SameBucket(self.lease_bucket.clone()));
         }
@@ -580,6 +596,23 @@ impl BridgeConfig {
                 setting: "max_actions_in_flight",
                 value: self.max_actions_in_flight,
                 max: MAX_ACTIONS_IN_FLIGHT,
+            });
+        }
+        // Every action the bridge sends is marked (for its late answer), and the core
+        // refuses a marked action while marked actions pending reach the event queue's
+        // cap: a server whose cap is below the actions it can be sent at once (the
+        // bridge's requests in flight, or its client's pending actions if fewer) would
+        // answer the rest `not_sent` however idle it is.
+        if let Some(s) = self.servers.iter().find(|s| {
+            s.client.event_queue_cap()
+                < self
+                    .max_actions_in_flight
+                    .min(s.client.max_pending_actions())
+        }) {
+            return Err(BridgeConfigError::EventQueueBelowActions {
+                server: s.name.clone(),
+                cap: s.client.event_queue_cap(),
+                in_flight: self.max_actions_in_flight,
             });
         }
         if self.lease_ttl < Duration::from_secs(1) {
@@ -675,6 +708,19 @@ pub enum BridgeConfigError {
         cap: usize,
         /// The largest `max_message_len` of the servers' decoder limits.
         largest: usize,
+    },
+    /// A server's `event_queue_cap` is below `max_actions_in_flight` (and below its client's
+    /// `max_pending_actions`): every action the bridge sends carries a stream mark (to
+    /// recognise its late answer), and the core refuses a marked action while marked
+    /// actions pending reach that cap.
+    #[error("server {server:?}: event_queue_cap {cap} is below max_actions_in_flight {in_flight} (each action the bridge sends holds a place in the event queue until it completes)")]
+    EventQueueBelowActions {
+        /// The server's name.
+        server: String,
+        /// Its client's `event_queue_cap`.
+        cap: usize,
+        /// The bridge's `max_actions_in_flight`.
+        in_flight: usize,
     },
     /// The lease TTL is under a second.
     #[error("lease TTL {0:?} is under 1 s")]
@@ -945,6 +991,39 @@ mod tests {
     }
 
     #[test]
+    fn a_server_whose_event_queue_cannot_hold_the_marks_of_the_actions_in_flight_is_refused() {
+        let small = ClientConfig::builder("a", "b")
+            .event_queue_cap(200)
+            .build()
+            .unwrap();
+        let b = ServerSpec::new("b", "127.0.0.1", 5038, small).unwrap();
+        let config = BridgeConfig::new("nats://x", vec![spec("a"), b]);
+        assert_eq!(
+            config.clone().validate(),
+            Err(BridgeConfigError::EventQueueBelowActions {
+                server: "b".into(),
+                cap: 200,
+                in_flight: 256
+            })
+        );
+        assert_eq!(config.clone().max_actions_in_flight(200).validate(), Ok(()));
+        // However many requests the bridge runs, a client that holds no more pending
+        // actions than its queue's cap can take all it holds.
+        let few = ClientConfig::builder("a", "b")
+            .event_queue_cap(20_000)
+            .max_pending_actions(20_000)
+            .build()
+            .unwrap();
+        let c = ServerSpec::new("c", "127.0.0.1", 5038, few).unwrap();
+        assert_eq!(
+            BridgeConfig::new("nats://x", vec![c])
+                .max_actions_in_flight(MAX_ACTIONS_IN_FLIGHT)
+                .validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn unworkable_settings_are_refused() {
         let ok = BridgeConfig::new("nats://x", vec![spec("a")]);
         assert_eq!(ok.validate(), Ok(()));
@@ -964,12 +1043,14 @@ mod tests {
                 max: MAX_ACTIONS_IN_FLIGHT
             })
         );
-        assert_eq!(
+        // Accepted as far as the semaphore goes; the default client's event queue (65,536)
+        // is then below its 100,000 pending actions, each marked (see the test above).
+        assert!(matches!(
             ok.clone()
                 .max_actions_in_flight(MAX_ACTIONS_IN_FLIGHT)
                 .validate(),
-            Ok(())
-        );
+            Err(BridgeConfigError::EventQueueBelowActions { cap: 65_536, .. })
+        ));
         let over_nats = MAX_NATS_DURATION + Duration::from_nanos(1);
         assert_eq!(
             ok.clone().idempotency_window(over_nats).validate(),

@@ -52,7 +52,9 @@
 //!   expires entries by age, and a claim left alone for a window would vanish under an
 //!   action still running (a long Originate), letting a retry place a second call;
 //! - when the action ran, or may have run, the reply is stored in its place, and a retry
-//!   is answered `duplicate` for the window;
+//!   is answered `duplicate` for the window; a `timed_out` reply whose answer the server
+//!   sent late is replaced by that answer (`"late":true`, a compare-and-set on the
+//!   reply's revision, see the `late` module);
 //! - when it was answered `not_sent`, or `invalid_request` by the session (nothing reached
 //!   Asterisk), the claim is *freed* (deleted, only while it still holds this request's own
 //!   value, claiming or running), so the retry the answer invites (or the corrected
@@ -364,6 +366,11 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
+    /// The revision it was last written at (its stored reply's, once stored), when known.
+    pub(crate) fn revision(&self) -> Option<u64> {
+        self.revision
+    }
+
     /// The value it last wrote.
     fn value(&self) -> Bytes {
         pending_value(&self.owner, self.phase)

@@ -10,6 +10,10 @@
 //!   bytes is cut and ends in `-` and a hash of the whole name), the body has it as sent;
 //! - gaps and session boundaries are published on `ami.<server>.gap` and
 //!   `ami.<server>.session`, so a consumer knows exactly where it missed events;
+//! - the server's answer to an action request that came after its requester was told
+//!   `timed_out` is published on `ami.<server>.event.late_answer`, and stored at the
+//!   request's idempotency key in place of that reply (see
+//!   [Late answers](crate#late-answers));
 //! - the servers a bridge serves are one `ami_tokio` fleet: its merged stream is fair across
 //!   servers (a flooding server loses its own events, counted, never a quiet one's);
 //! - actions arrive as NATS requests on `ami.<server>.action` or `ami.any.action` (queue
@@ -76,8 +80,8 @@
 //! decoder limit or malformed, events before the session was ready) is a `discarded` gap
 //! with its count; every discard is also counted in
 //! `ami_bridge_server_input_discarded_total` by reason. The server's answer to an action
-//! request that came after its requester was answered (`timed_out`) is not published:
-//! counted there as `late_answer`, and logged.
+//! request that came after its requester was answered (`timed_out`) is an item of the
+//! session too, a `late_answer` (see [Late answers](crate#late-answers)).
 //! A bridge that stops cleanly ([`Bridge::shutdown`]) first stops taking action requests and
 //! lets those in flight finish (bounded), logs each AMI session off (its `lost` marker says
 //! `logoff`), then ends each session with a
@@ -90,6 +94,50 @@
 //! the server takes it at once. It keeps out of that lease for
 //! [`BridgeConfig::stand_aside`] (60 s), then competes again, so a lone bridge tries its
 //! login once a minute instead of giving up for good.
+//!
+//! ## Late answers
+//!
+//! A request answered `timed_out` (its action written, no answer in time: it may have run),
+//! or given up by a stop once its action was written (`unknown`), may still be answered by
+//! Asterisk moments later: a Redirect that did move the call, a sync Originate whose call
+//! was answered. The bridge publishes that answer, once, where it came in the server's
+//! stream, on `ami.<server>.event.late_answer` (a subject the stream's `ami.*.event.>`
+//! covers; a server event named `late_answer` would share it, the body's `type` tells them
+//! apart), with the session, position and message ID of every item:
+//!
+//! ```json
+//! {"type":"late_answer","server":"pbx1","session":"b1-7","position":42,
+//!  "action_id":"1a2b3c4d-17","idempotency_key":"order-4711",
+//!  "response":[["Response","Success"],["ActionID","1a2b3c4d-17"],["Message","Redirect successful"]]}
+//! ```
+//!
+//! `idempotency_key` is `null` when the request had none, or when the bridge no longer
+//! knows the request: it keeps at most [`BridgeConfig::max_late_answer_requests`] (4,096)
+//! and 2 MiB of them, each while its action runs and for the AMI client's grace period after
+//! it ended (the server's `action_timeout`: past it the client drops a late answer, counted
+//! in its stats); one dropped at that cap is counted in
+//! `ami_bridge_late_answer_requests_dropped_total` and logged. Its answer is published all
+//! the same. Published late answers are counted in
+//! `ami_bridge_late_answers_total{server,request="known"|"unknown"}`; one that does not fit
+//! the backlog's byte cap is dropped as an event is (an `overflow` gap).
+//!
+//! When the request had an idempotency key and the key still holds this request's
+//! `timed_out` reply, that reply is replaced (compare-and-set on its revision: any other
+//! write since wins) by the server's real answer, marked late:
+//! `{"type":"outcome","server":S,"outcome":"success","late":true,"response":[...]}`
+//! (`server_error` with an `error` for `Response: Error`), so that a retry with the key is
+//! answered `duplicate` with what the server did. The store runs beside the publishing,
+//! never in its way: bounded to 5 s and 64 at once; counted in
+//! `ami_bridge_late_answers_stored_total{result}` (`stored`, `superseded`, `failed`), a
+//! failure logged. A request answered `unknown` keeps that reply at its key; its late
+//! answer is published only.
+//!
+//! Every action the bridge sends carries a mark (`SendOptions::with_mark`) for this: until
+//! the publisher reads its `Mark` item, it takes one of its session's `event_queue_cap`
+//! places for marks, so a server whose `event_queue_cap` is below
+//! [`BridgeConfig::max_actions_in_flight`] is refused when the bridge is built
+//! ([`BridgeConfigError::EventQueueBelowActions`]) rather than answering the excess
+//! `not_sent` (`stream_marks`).
 //!
 //! ## Leases and failover
 //!
@@ -162,6 +210,7 @@ pub mod actions;
 mod bridge;
 mod config;
 mod idempotency;
+mod late;
 mod lease;
 mod metrics;
 mod publish;
@@ -170,8 +219,8 @@ mod subject;
 mod throttle;
 mod upstream;
 
-/// The JSON the bridge publishes (events, gap and session markers, action replies' headers):
-/// the crate `ami-json`, the schema `ami listen` writes too.
+/// The JSON the bridge publishes (events, gap and session markers, late answers, action
+/// replies' headers): the crate `ami-json`, the schema `ami listen` writes too.
 pub use ami_json as schema;
 
 pub use actions::{ActionRequest, RequestError};

@@ -66,6 +66,11 @@ pub(crate) struct Metrics {
     pub(crate) idempotency_follow_ups_skipped: Counter,
     /// Abandoned idempotency claims forgotten to make room.
     pub(crate) idempotency_claims_forgotten: Counter,
+    /// Late answers published, per server and whether their request was known.
+    late_answers: Family<Labels, Counter>,
+    /// Requests kept for their late answers dropped at the cap, and the stores of late
+    /// answers at their keys by result.
+    pub(crate) late: crate::late::LateCounters,
 }
 
 /// The states a server's `ami_bridge_server_state` gauge can be in.
@@ -124,8 +129,33 @@ impl Metrics {
         let input_discarded = per_family(
             &mut registry,
             "server_input_discarded",
-            "Server input the AMI client threw away, by reason: malformed or over a limit, before_ready (both published as discarded gaps), not_event_or_response, unmatched_response, late_answer (an action request's answer that came after its requester was answered; not published)",
+            "Server input the AMI client threw away, by reason: malformed or over a limit, before_ready (both published as discarded gaps), not_event_or_response, unmatched_response",
         );
+        let late_answers = per_family(
+            &mut registry,
+            "late_answers",
+            "The server's answers to action requests that had ended without them (answered timed_out, or given up by a stop), published as late_answer items; request: known (its request still kept: with its idempotency key, if it had one) or unknown (forgotten at the cap or after the grace period: idempotency_key null)",
+        );
+        let dropped_requests = Counter::default();
+        registry.register(
+            "late_answer_requests_dropped",
+            "Action requests forgotten at the cap (max_late_answer_requests, or 2 MiB) before their late-answer grace period ended: a late answer to one is published with idempotency_key null and not stored at its key",
+            dropped_requests.clone(),
+        );
+        let stored = per_family(
+            &mut registry,
+            "late_answers_stored",
+            "Late answers to requests with an idempotency key, by result of storing them at the key in place of its timed_out reply: stored, superseded (the key held something else by then: that is kept), failed (NATS failed or was too slow, or too many stores ran at once)",
+        );
+        // Present from the start at 0, so alerts on their rate work before the first.
+        let result =
+            |r: &str| stored.get_or_create_owned(&vec![("result".to_string(), r.to_string())]);
+        let late = crate::late::LateCounters {
+            dropped: dropped_requests,
+            stored: result("stored"),
+            superseded: result("superseded"),
+            failed: result("failed"),
+        };
         let lost = per_family(
             &mut registry,
             "action_replies_lost",
@@ -257,6 +287,8 @@ impl Metrics {
             nats_slow_consumer_drops,
             idempotency_follow_ups_skipped,
             idempotency_claims_forgotten,
+            late_answers,
+            late,
         };
         for ix in 0..servers.len() {
             m.set_state(ix, "not_served");
@@ -372,14 +404,17 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// The server's answer to an action request that ended without it (its requester was
-    /// answered already) was thrown away; the count of these for `ix` so far.
-    pub(crate) fn late_answer_discarded(&self, ix: ServerIx) -> u64 {
-        let count = self
-            .input_discarded
-            .get_or_create(&self.server_reason(ix, "late_answer"));
-        count.inc();
-        count.get()
+    /// A late answer of `ix` was published (or dropped at the backlog's byte cap, counted
+    /// there too); `known`: its request was still kept.
+    pub(crate) fn late_answer(&self, ix: ServerIx, known: bool) {
+        let l = vec![
+            ("server".into(), self.name(ix)),
+            (
+                "request".into(),
+                if known { "known" } else { "unknown" }.into(),
+            ),
+        ];
+        self.late_answers.get_or_create(&l).inc();
     }
 
     /// An action request answered with `outcome` (server empty when none was chosen).

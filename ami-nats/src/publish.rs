@@ -322,6 +322,9 @@ pub(crate) struct Publisher {
     pub(crate) ack_timeout: Duration,
     /// The stream the items go into: an ack that names another is none of its.
     pub(crate) stream: String,
+    /// The action requests that may still get a late answer, by the mark their action was
+    /// sent with (`None`: none is known, a publisher tested alone).
+    pub(crate) late: Option<Arc<crate::late::LateAnswers>>,
 }
 
 /// Bytes kept free under the byte cap for an overflow gap marker (its subject and body
@@ -473,6 +476,10 @@ impl Drop for Input {
             let (Some(e), Some(o)) = (events.get_mut(ix), others.get_mut(ix)) else {
                 continue;
             };
+            if let UpItem::Stream(StreamItem::Mark { .. }) = item {
+                // The mark of one of the bridge's own actions: never to be published.
+                continue;
+            }
             self.metrics.discarded(ix);
             match item {
                 UpItem::Stream(StreamItem::Event(_)) => *e += 1,
@@ -1017,11 +1024,37 @@ impl Publisher {
         }
     }
 
+    /// Counts a late answer of server `ix` (`spec`) and, when its `request` had an
+    /// idempotency key under which its `timed_out` reply was stored, has the answer stored
+    /// there in its place (a task of its own: nothing here waits on NATS).
+    fn late_answer(
+        &self,
+        ix: ServerIx,
+        spec: &ServerSpec,
+        request: Option<&crate::late::Request>,
+        response: &ami_proto::Message,
+    ) {
+        self.metrics.late_answer(ix, request.is_some());
+        let (Some(late), Some(request)) = (self.late.as_ref(), request) else {
+            return;
+        };
+        if let (Some(key), Some(timed_out)) = (&request.key, &request.timed_out) {
+            let answer = crate::actions::late_reply(&spec.name, response);
+            late.store(key.clone(), timed_out.clone(), bytes::Bytes::from(answer));
+        }
+    }
+
     /// Encodes one merged item into the backlog (a lost session gives a marker and a gap).
     fn encode(&self, st: &mut State, ix: ServerIx, term: u64, item: UpItem) {
         let Some(spec) = self.servers.get(ix) else {
             return;
         };
+        if let UpItem::Stream(StreamItem::Mark { .. }) = item {
+            // Every action the bridge sends has a mark, only for its late answer (see the
+            // `late` module): where it completed is nothing to publish, and nothing lost
+            // when its term has ended either.
+            return;
+        }
         if !self.terms.is_current(ix, term) {
             // Logged with those dropped from the backlog for an ended term.
             self.lease_gone(st, ix, &item);
@@ -1063,19 +1096,38 @@ impl Publisher {
         let token = &spec.token;
         let mut sink = Sink::new(&mut st.backlog, tenure, spec, ix, term);
         let gap_subject = || Subject::from(format!("ami.{token}.gap"));
-        // An event is measured before it takes a position: one that does not fit is dropped
-        // (counted, and published as a gap before the next item of its server), never
-        // held past the cap. Markers always fit: they are small and few.
+        // An event (or a late answer, as large as any response) is measured before it takes
+        // a position: one that does not fit is dropped (counted, and published as a gap
+        // before the next item of its server), never held past the cap. Markers always
+        // fit: they are small and few.
         let event = match &item {
-            UpItem::Stream(StreamItem::Event(msg)) => {
-                self.metrics.event(ix);
-                let name = msg.event().unwrap_or("_");
-                let subject = subjects.subject(token, name);
+            UpItem::Stream(StreamItem::Event(_) | StreamItem::LateAnswer { .. }) => {
                 let mut place = sink.next_place();
                 if *overflow > 0 {
                     place.position += 1;
                 }
-                let body = ami_json::message_at(&place, msg);
+                let (subject, body) = match &item {
+                    UpItem::Stream(StreamItem::LateAnswer { id, mark, response }) => {
+                        // Published whether or not its request is still known: what the
+                        // server did is news to whoever was told `timed_out`.
+                        let request = self
+                            .late
+                            .as_ref()
+                            .and_then(|late| late.take(*mark, Instant::now()));
+                        self.late_answer(ix, spec, request.as_ref(), response);
+                        let key = request.as_ref().and_then(|r| r.key.as_deref());
+                        let subject = Subject::from(format!("ami.{token}.event.late_answer"));
+                        let body = ami_json::late_answer(&place, id.as_str(), key, response);
+                        (subject, body)
+                    }
+                    UpItem::Stream(StreamItem::Event(msg)) => {
+                        self.metrics.event(ix);
+                        let name = msg.event().unwrap_or("_");
+                        let subject = subjects.subject(token, name);
+                        (subject, ami_json::message_at(&place, msg))
+                    }
+                    _ => return,
+                };
                 // Room is kept for the gap that a drop brings, so it fits too.
                 if sink.backlog.bytes + body.len() + subject.len() + GAP_ROOM
                     > self.max_backlog_bytes
@@ -1102,7 +1154,7 @@ impl Publisher {
         let bridge = self.bridge_id.as_str();
         let session_subject = || Subject::from(format!("ami.{token}.session"));
         match item {
-            UpItem::Stream(StreamItem::Event(_)) => {
+            UpItem::Stream(StreamItem::Event(_) | StreamItem::LateAnswer { .. }) => {
                 if let Some((subject, body)) = event {
                     sink.push(subject, &body);
                 }
@@ -1147,25 +1199,7 @@ impl Publisher {
                     });
                 }
             }
-            UpItem::Stream(StreamItem::LateAnswer { id, response, .. }) => {
-                // Its requester was answered already (timed_out, or a stop gave up on it):
-                // there is nobody to tell, and the stream carries events, not replies.
-                let count = self.metrics.late_answer_discarded(ix);
-                if count.is_power_of_two() {
-                    // Only the kind: the rest of a response is the server's text.
-                    let said = match response.response() {
-                        Some("Success") => "Success",
-                        Some("Error") => "Error",
-                        _ => "another Response",
-                    };
-                    log::warn!(
-                        "{}: the server's answer ({said}) to action {id} came after its requester was answered (its request timed out, or a stop gave up on it): not published \
-                         ({count} so far, counted in ami_bridge_server_input_discarded_total{{reason=\"late_answer\"}}, logged at powers of two)",
-                        spec.name
-                    );
-                }
-            }
-            // Marks belong to actions sent with one; the bridge sends none.
+            // Marks are taken out above; what else the core may add is not for consumers.
             UpItem::Stream(_) => {}
             UpItem::LeaseReleased { done, reason } => {
                 sink.add(session_subject(), &|p| {
@@ -1435,6 +1469,7 @@ mod tests {
             window: 16,
             ack_timeout: Duration::from_secs(2),
             stream: "AMI".to_string(),
+            late: None,
         };
         let task = tokio::spawn(publisher.run(merged));
         (task, markers_tx, metrics, upstream, quiet)
@@ -1623,6 +1658,7 @@ mod tests {
                 window,
                 ack_timeout,
                 stream: "AMI".to_string(),
+                late: None,
             };
             let task = tokio::spawn(publisher.run(merged));
             FenceRig {
@@ -1673,14 +1709,13 @@ mod tests {
     }
 
     /// The server's answer to an action request that ended without it (its `timeout_ms`
-    /// passed, a stop gave up on it) reaches the merged stream as a late answer. Its
-    /// requester was answered already, so it is not published; it was dropped silently:
-    /// now it is counted in `ami_bridge_server_input_discarded_total{reason="late_answer"}`
-    /// and logged with its server, ActionID and whether the server said Success or Error.
+    /// passed, a stop gave up on it) reaches the merged stream as a late answer. It was
+    /// thrown away (counted as discarded server input): now it is published on the
+    /// server's event subject where it came, in stream order, also when its request is
+    /// not known (here: no request is), and counted as such.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_late_answer_to_an_action_request_is_not_published_but_counted_and_logged() {
+    async fn a_late_answer_is_published_in_stream_order_even_when_its_request_is_unknown() {
         use ami_proto::{ActionId, Decoder, DecoderLimits, Frame};
-        let _ = logged("");
         let rig = FenceRig::start("pbx-late-answer", 16, Duration::from_secs(60)).await;
         rig.terms.set(0, 3);
         rig.acquired(3).await;
@@ -1693,12 +1728,11 @@ mod tests {
             };
             let item = UpItem::Stream(StreamItem::LateAnswer {
                 id: ActionId::new(id).unwrap(),
-                mark: None,
+                mark: Some(7),
                 response: Box::new(response),
             });
             rig.items.send((0, 3, item)).await.unwrap();
         }
-        // An event after them: once it is published, the late answers were encoded.
         rig.event(3).await;
         rig.until("the event after the late answers is published", |r| {
             !r.nats.on("ami.pbx-late-answer.event.Hangup").is_empty()
@@ -1714,26 +1748,48 @@ mod tests {
             published,
             [
                 "ami.pbx-late-answer.session",
+                "ami.pbx-late-answer.event.late_answer",
+                "ami.pbx-late-answer.event.late_answer",
                 "ami.pbx-late-answer.event.Hangup"
             ],
-            "only the lease marker and the event are published"
         );
         assert!(
             rendered.contains(
-                "ami_bridge_server_input_discarded_total{server=\"pbx-late-answer\",reason=\"late_answer\"} 2"
+                "ami_bridge_late_answers_total{server=\"pbx-late-answer\",request=\"unknown\"} 2"
             ),
-            "the late answers are not counted: {rendered}"
+            "{rendered}"
         );
-        let lines = logged("pbx-late-answer");
-        for (id, said) in [("b1-41", "Success"), ("b1-42", "Error")] {
-            assert!(
-                lines.iter().any(|l| l.contains(id)
-                    && l.contains(said)
-                    && l.contains("not published")
-                    && l.contains("late_answer")),
-                "the late answer {id} ({said}) is not logged: {lines:?}"
-            );
+        assert!(
+            !rendered.contains("reason=\"late_answer\""),
+            "nothing is discarded: {rendered}"
+        );
+    }
+
+    /// Every action the bridge sends carries a mark (for its late answer), and the core puts
+    /// a `Mark` item in the stream where each completes: nothing to publish, and no item
+    /// lost either, also when its term has ended (no `discarded` count, no line).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_marks_of_the_bridges_own_actions_are_neither_published_nor_counted_as_discarded() {
+        let rig = FenceRig::start("pbx-marks", 16, Duration::from_secs(60)).await;
+        rig.terms.set(0, 3);
+        rig.acquired(3).await;
+        for (term, mark) in [(3, 1), (3, 2), (2, 3)] {
+            let item = UpItem::Stream(StreamItem::Mark { mark });
+            rig.items.send((0, term, item)).await.unwrap();
         }
+        rig.event(3).await;
+        rig.until("the event after the marks is published", |r| {
+            !r.nats.on("ami.pbx-marks.event.Hangup").is_empty()
+        })
+        .await;
+        let published = rig.nats.publishes.lock().unwrap().len();
+        let rendered = rig.metrics.render();
+        rig.end();
+        assert_eq!(published, 2, "the lease marker and the event");
+        assert!(
+            rendered.contains("ami_bridge_discarded_total{server=\"pbx-marks\"} 0"),
+            "{rendered}"
+        );
     }
 
     /// The control task ends a term whose renewal deadline passed only every 25 ms, and
