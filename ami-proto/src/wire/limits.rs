@@ -243,4 +243,60 @@ mod tests {
             Err(LimitsError::Zero)
         );
     }
+
+    #[test]
+    fn each_limit_set_to_zero_alone_is_refused() {
+        let zeroed: [fn(DecoderLimitsBuilder) -> DecoderLimitsBuilder; 4] = [
+            |b| b.max_line_len(0),
+            |b| b.max_message_len(0),
+            |b| b.max_fields(0),
+            |b| b.max_follows_len(0),
+        ];
+        for (i, zero) in zeroed.into_iter().enumerate() {
+            assert_eq!(
+                zero(DecoderLimits::builder()).build(),
+                Err(LimitsError::Zero),
+                "limit {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_buffer_cap_of_exactly_a_message_and_its_delimiter_is_accepted() {
+        let limits = DecoderLimits::builder()
+            .max_message_len(4096)
+            .max_line_len(1024)
+            .buffer_cap(4096 + MIN_DELIMITER_LEN)
+            .build()
+            .unwrap();
+        assert_eq!(limits.buffer_cap(), 4098);
+    }
+
+    #[test]
+    fn the_default_buffer_holds_one_maximal_message_and_a_64_kib_read() {
+        let limits = DecoderLimits::default();
+        assert_eq!(limits.buffer_cap(), limits.max_message_len() + 65_536);
+        assert_eq!(limits.buffer_cap(), 16 * 1024 * 1024 + 64 * 1024);
+    }
+
+    /// Field offsets are `u32`: the largest message they can index is accepted, one byte
+    /// more is refused.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_message_limit_past_the_32_bit_field_index_is_refused() {
+        let at_range = u32::MAX as usize;
+        let build = |n: usize| {
+            DecoderLimits::builder()
+                .max_message_len(n)
+                .buffer_cap(n + MIN_DELIMITER_LEN)
+                .build()
+        };
+        assert_eq!(build(at_range).map(|l| l.max_message_len()), Ok(at_range));
+        assert_eq!(
+            build(at_range + 1),
+            Err(LimitsError::MessageTooLargeForIndex {
+                max_message_len: at_range + 1
+            })
+        );
+    }
 }

@@ -776,6 +776,16 @@ OauthSecret: OAUTHS3\r\nRefreshToken: REFRESH9\r\n\r\n",
     }
 
     #[test]
+    fn a_line_that_starts_with_its_colon_has_an_empty_key_and_its_value() {
+        // The colon at the very first byte of the decoder's buffer: the space check after it
+        // must not step below the line's start.
+        let m = one(b": x\r\nFoo: y\r\n\r\n");
+        let fields: Vec<_> = m.fields().map(|f| (f.key, f.value.as_bytes())).collect();
+        assert_eq!(fields, [(&b""[..], &b"x"[..]), (b"Foo", b"y")]);
+        assert_eq!(m.kind(), super::MessageKind::Other);
+    }
+
+    #[test]
     fn repeated_keys_are_all_kept_in_order() {
         let m = one(
             b"Response: Success\r\nOutput: a\r\nVariable: x=1\r\noutput: b\r\nOutput: \r\n\r\n",
@@ -813,6 +823,88 @@ OauthSecret: OAUTHS3\r\nRefreshToken: REFRESH9\r\n\r\n",
             m.wire_bytes().len() + 3 * super::SPAN_LEN
         );
         assert_eq!(m.action_id(), Some("7"));
+    }
+
+    #[test]
+    fn messages_with_the_same_shape_but_other_bytes_are_not_equal() {
+        let a = one(b"Event: Hangup\r\nCause: 16\r\n\r\n");
+        let b = one(b"Event: Hangup\r\nCause: 17\r\n\r\n");
+        assert_eq!(a, one(b"Event: Hangup\r\nCause: 16\r\n\r\n"));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_fields_iterator_knows_its_length_owned_or_deferred() {
+        let owned = one(b"Response: Success\r\nActionID: 7\r\nPing: Pong\r\n\r\n");
+        assert_eq!(owned.fields().len(), 3);
+        let mut wire = b"Event: VarSet\r\n".to_vec();
+        for i in 0..19 {
+            wire.extend_from_slice(format!("Line{i}: v\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        d.share_messages();
+        d.feed(&wire);
+        let Some(Ok(Frame::Message(deferred))) = d.decode() else {
+            panic!("expected a message");
+        };
+        assert!(deferred.is_deferred());
+        assert_eq!(deferred.fields().len(), 20);
+        assert_eq!(deferred.fields().count(), 20);
+    }
+
+    #[test]
+    fn a_shared_message_counts_its_wire_bytes_and_table_until_detached() {
+        let wire = b"Event: Hangup\r\nActionID: 7\r\nCause: 16\r\n\r\n";
+        let mut d = Decoder::without_banner(DecoderLimits::default());
+        d.share_messages();
+        d.feed(wire);
+        let Some(Ok(Frame::Message(mut m))) = d.decode() else {
+            panic!("expected a message");
+        };
+        assert!(m.is_shared() && !m.is_deferred());
+        assert_eq!(m.shared_bytes(), wire.len() + 3 * super::SPAN_LEN);
+        m.detach();
+        assert_eq!(m.shared_bytes(), 0);
+    }
+
+    #[test]
+    fn values_compare_to_text_exactly_and_words_ignoring_case_and_padding() {
+        let m = one(b"Response:  Success\t\r\nActionID: ab\r\nEmpty: \r\n\r\n");
+        let id = m.get("ActionID").unwrap();
+        assert!(id == "ab" && id == *"ab");
+        assert!(id != "AB" && id != *"ax");
+        assert!(!id.is_empty() && m.get("Empty").unwrap().is_empty());
+        let response = m.get("Response").unwrap();
+        assert!(response.is_word("success") && !response.is_word("error"));
+        assert!(id.eq_ignore_ascii_case("AB") && !id.eq_ignore_ascii_case("ax"));
+    }
+
+    #[test]
+    fn only_an_action_names_its_action_and_its_first_value_is_that_name() {
+        let login = one(b"Action: Login\r\nUsername: admin\r\n\r\n");
+        assert_eq!(login.action(), Some("Login"));
+        assert_eq!(
+            login.first_value().map(|v| v.as_bytes()),
+            Some(&b"Login"[..])
+        );
+        let event = one(b"Event: FullyBooted\r\n\r\n");
+        assert_eq!(event.action(), None);
+    }
+
+    #[test]
+    fn a_message_is_empty_only_without_fields() {
+        let m = super::Message::new(
+            bytes::Bytes::new(),
+            bytes::Bytes::new(),
+            0,
+            &[],
+            None,
+            false,
+        );
+        assert!(m.is_empty());
+        assert_eq!((m.len(), m.kind()), (0, super::MessageKind::Other));
+        assert!(!one(b"Event: FullyBooted\r\n\r\n").is_empty());
     }
 
     /// Event-like messages: field keys (ActionID in any case, repeated or not) and values.

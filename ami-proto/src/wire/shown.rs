@@ -159,6 +159,23 @@ mod tests {
     }
 
     #[test]
+    fn obeyed_by_terminals_names_exactly_what_shown_escapes() {
+        for c in [
+            'a', 'é', ' ', '\n', '\x1b', '\x7f', '\u{80}', '\u{9b}', '\u{202e}', '\u{2069}',
+        ] {
+            let text = c.to_string();
+            let escaped = Shown(&text).to_string() != text;
+            assert_eq!(obeyed_by_terminals(c), escaped, "{c:?}");
+        }
+        assert!(obeyed_by_terminals('\x1b') && !obeyed_by_terminals('a'));
+    }
+
+    #[test]
+    fn c1_controls_from_0x80_are_shown_as_unicode_escapes() {
+        assert_eq!(escape_controls("\u{7f}\u{80}", false), "\\x7f\\u{80}");
+    }
+
+    #[test]
     fn newlines_are_escaped_unless_kept() {
         assert_eq!(escape_controls("a\nb", false), "a\\x0ab");
         assert_eq!(escape_controls("a\nb\x1b", true), "a\nb\\x1b");
