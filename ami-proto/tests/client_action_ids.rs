@@ -262,3 +262,18 @@ fn a_response_with_our_prefix_and_the_counter_no_action_has_is_a_stray_response(
     assert_eq!(after.unmatched, before.unmatched + 1);
     assert_eq!(after.evicted_answers_dropped, 0);
 }
+
+#[test]
+fn every_unseeded_client_of_a_process_gets_its_own_action_id_prefix() {
+    // Not only two in a row: any number of clients without a seed share no prefix.
+    let now = Instant::now();
+    let prefixes: HashSet<String> = (0..4)
+        .map(|_| {
+            let cfg = ClientConfig::builder("admin", "amp111").build().unwrap();
+            ami_proto::Client::new(cfg, now)
+                .action_id_prefix()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(prefixes.len(), 4, "{prefixes:?}");
+}

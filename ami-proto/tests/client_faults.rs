@@ -2068,3 +2068,15 @@ fn a_shutdown_refusal_of_an_action_forgotten_after_its_grace_period_still_makes_
     let out = h.eof();
     shut_down_then_retried(&out);
 }
+
+#[test]
+fn client_debug_says_where_the_session_is() {
+    let t0 = Instant::now();
+    let mut client = Client::new(base().build().unwrap(), t0);
+    let _ = client.poll_output();
+    client.handle_input(t0, Input::Connected);
+    let dbg = format!("{client:?}");
+    assert!(dbg.starts_with("Client {"), "{dbg}");
+    assert!(dbg.contains("state: AwaitBanner"), "{dbg}");
+    assert!(dbg.contains("pending: 0"), "{dbg}");
+}

@@ -71,3 +71,18 @@ fn an_action_a_server_refused_names_the_refusal_once_in_its_printed_chain() {
     };
     assert_cause_shown_once(&refused, "filters can be installed");
 }
+
+#[test]
+fn a_full_queue_refusal_names_the_setting_whose_cap_it_hit() {
+    use ami_proto::FullQueue;
+    for (what, setting) in [
+        (FullQueue::Pending, "max_pending_actions"),
+        (FullQueue::Queued, "max_queued_actions"),
+        (FullQueue::StreamMarks, "stream_marks"),
+    ] {
+        assert_eq!(
+            SendError::QueueFull { what, cap: 3 }.to_string(),
+            format!("queue full: {setting} is at its cap of 3")
+        );
+    }
+}

@@ -1509,3 +1509,19 @@ fn server_ids_index_their_slots_in_the_order_servers_were_added() {
         .collect();
     assert_eq!(indices, [0, 1, 2]);
 }
+
+#[test]
+fn unseeded_servers_get_distinct_action_id_prefixes_whatever_the_fleet_seed() {
+    // The fleet's seed is the adapter's entropy: any value, all bits set included, must
+    // still give each server its own prefix.
+    let now = Instant::now();
+    for seed in [0, u64::MAX] {
+        let mut config = FleetConfig::default();
+        config.seed = seed;
+        let mut f = Fleet::new(config);
+        f.add(now, "east", client_config()).unwrap();
+        f.add(now, "west", client_config()).unwrap();
+        let prefix = |name: &str| f.client(name).unwrap().action_id_prefix().to_string();
+        assert_ne!(prefix("east"), prefix("west"), "fleet seed {seed:#x}");
+    }
+}
