@@ -2080,3 +2080,57 @@ fn client_debug_says_where_the_session_is() {
     assert!(dbg.contains("state: AwaitBanner"), "{dbg}");
     assert!(dbg.contains("pending: 0"), "{dbg}");
 }
+
+#[test]
+fn a_second_logoff_while_logging_off_changes_nothing_and_the_goodbye_still_closes() {
+    let mut h = Harness::new(base().build().unwrap(), Instant::now());
+    h.ready();
+    h.client.logoff(h.now);
+    h.drain();
+    let logoff = h.take("Logoff");
+    // Called again (a second shutdown path): no second Logoff, and the session is not cut
+    // short either, so the answers still on their way arrive.
+    h.client.logoff(h.now);
+    let out = h.drain();
+    assert!(out.is_empty(), "{out:?}");
+    assert!(h.inbox_actions().is_empty(), "{:?}", h.inbox_actions());
+    let out = h.feed(&goodbye(id_of(&logoff)));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Out::Closed(DisconnectReason::Logoff))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_transport_error_reported_while_waiting_to_reconnect_ends_nothing_again() {
+    let mut h = Harness::new(base().build().unwrap(), Instant::now());
+    h.ready();
+    let lost = h.eof();
+    assert!(
+        matches!(
+            &lost[..],
+            [
+                Out::Close,
+                Out::Disconnected(DisconnectReason::Eof, Some(_))
+            ]
+        ),
+        "{lost:?}"
+    );
+    let disconnects = h.client.stats().disconnects_by_reason.total();
+    // A late error from the socket already given up (the adapter's last read).
+    let out = h.input(Input::TransportError(std::io::ErrorKind::ConnectionReset));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(h.client.stats().disconnects_by_reason.total(), disconnects);
+}
+
+#[test]
+fn bytes_in_counts_every_byte_received() {
+    let mut h = Harness::new(base().build().unwrap(), Instant::now());
+    h.ready();
+    let before = h.client.stats().bytes_in;
+    let wire = event("Newchannel", 1);
+    h.feed(&wire);
+    h.feed(&wire[..7]);
+    assert_eq!(h.client.stats().bytes_in - before, (wire.len() + 7) as u64);
+}

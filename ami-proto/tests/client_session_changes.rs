@@ -487,3 +487,28 @@ fn async_originates_queued_behind_a_call_mask_that_expired_unwritten_are_withdra
     );
     assert_eq!(h.client.stats().pending, 0);
 }
+
+#[test]
+fn an_action_that_only_carries_filter_headers_is_not_re_applied_as_a_filter() {
+    // A UserEvent whose headers happen to read like a Filter's changes nothing in the
+    // session: the next login installs no filter.
+    let t0 = Instant::now();
+    let mut h = Harness::new(base().build().unwrap(), t0);
+    h.ready();
+    let user_event = Action::new("UserEvent")
+        .field("UserEvent", "Audit")
+        .field("Operation", "Add")
+        .field("Filter", "Event: Newchannel");
+    let id = h.client.send_action(h.now, user_event).unwrap();
+    h.drain();
+    h.take("UserEvent");
+    h.feed(&scripted::success(id.as_str(), "Event Sent"));
+    assert!(h.outcome(&id).is_ok());
+    let login = h.lose_and_reconnect_to_login();
+    h.feed(&scripted::login_ok(id_of(&login)));
+    assert!(
+        !h.inbox_actions().iter().any(|a| a == "Filter"),
+        "a filter installed: {:?}",
+        h.inbox_actions()
+    );
+}
