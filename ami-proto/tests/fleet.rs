@@ -1525,3 +1525,50 @@ fn unseeded_servers_get_distinct_action_id_prefixes_whatever_the_fleet_seed() {
         assert_ne!(prefix("east"), prefix("west"), "fleet seed {seed:#x}");
     }
 }
+
+/// Stale timer entries are dropped in bulk, once they outnumber the live ones past the
+/// slack, not at every moved deadline: a pass over every slot per byte received would make
+/// each input cost the fleet's size.
+#[test]
+fn the_timer_heap_keeps_stale_entries_until_they_pass_its_slack_then_drops_them_all() {
+    let mut now = Instant::now();
+    let mut f = fleet(16);
+    let id = f.add(now, "pbx", client_config()).unwrap();
+    all_ready(&mut f, now);
+    let mut seen = vec![f.stats().timer_entries];
+    for round in 0..80 {
+        now += Duration::from_millis(1);
+        f.handle_input(now, id, Input::Received(&event("Tick", round)));
+        seen.push(f.stats().timer_entries);
+    }
+    // One live entry plus one stale per move, up to 2 * 1 + 64; the move past that leaves
+    // the live one alone.
+    let expected: Vec<usize> = (1..=66).chain(1..=15).collect();
+    assert_eq!(seen, expected);
+}
+
+/// Every connect the fleet hands out is counted, on its server and in total, with the most
+/// one step started.
+#[test]
+fn connects_started_are_counted_per_server_and_in_total_with_the_most_in_one_step() {
+    let now = Instant::now();
+    let mut f = fleet(2);
+    for name in ["a", "b", "c"] {
+        f.add(now, name, client_config()).unwrap();
+    }
+    f.handle_timeout(now);
+    assert_eq!(drain(&mut f, now, false, &mut Vec::new()), 2);
+    f.handle_timeout(now);
+    assert_eq!(drain(&mut f, now, false, &mut Vec::new()), 1);
+    f.handle_timeout(now);
+    let stats = f.stats();
+    let per_server: Vec<(&str, u64)> = stats
+        .servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.connects_started))
+        .collect();
+    assert_eq!(per_server, [("a", 1), ("b", 1), ("c", 1)]);
+    assert_eq!(stats.connects_started, 3);
+    assert_eq!(stats.most_connects_in_a_step, 2);
+    assert_eq!(stats.steps_with_deferred_connects, 1);
+}
