@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
 
+#[path = "support/fleet_login.rs"]
+mod fleet_login;
 #[path = "support/scripted.rs"]
 mod scripted;
 
@@ -14,6 +16,7 @@ use ami_proto::{
     Action, ActionError, ActionId, ClientConfig, Input, Message, OverflowPolicy, Phase,
     SendOptions, StreamItem,
 };
+use fleet_login::{all_ready, client_config};
 use scripted::{msg, Harness};
 use std::time::{Duration, Instant};
 
@@ -251,59 +254,6 @@ fn drop_oldest_never_displaces_a_late_answer_for_a_newer_event() {
 
 // ---- fleet: the merged stream names the server of a late answer.
 
-fn fleet_config() -> ClientConfig {
-    ClientConfig::builder("admin", "amp111")
-        .action_timeout(Duration::from_secs(5))
-        .ping_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap()
-}
-
-fn login_answer(wire: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(wire);
-    let mut reply = String::new();
-    for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
-        let id = block
-            .lines()
-            .find_map(|l| l.strip_prefix("ActionID: "))
-            .unwrap_or("");
-        if block.starts_with("Action: Login") {
-            reply += &format!(
-                "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
-            );
-        }
-    }
-    reply.into_bytes()
-}
-
-fn settle(f: &mut Fleet, now: Instant) {
-    for _ in 0..10 {
-        loop {
-            match f.poll_output() {
-                FleetOutput::Wait(_) => break,
-                FleetOutput::Connect(id) => {
-                    f.handle_input(now, id, Input::Connected);
-                    f.handle_input(
-                        now,
-                        id,
-                        Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
-                    );
-                }
-                _ => {}
-            }
-        }
-        let ids: Vec<ServerId> = f.servers().map(|(id, _)| id).collect();
-        for id in ids {
-            let wire = f.transmit(id).to_vec();
-            f.advance_transmit(id, wire.len());
-            let reply = login_answer(&wire);
-            if !reply.is_empty() {
-                f.handle_input(now, id, Input::Received(&reply));
-            }
-        }
-    }
-}
-
 /// Sends a Redirect to `server` (named `name`), lets it time out, then feeds its answer:
 /// the Redirect's ID and the instant the answer came.
 fn redirect_answered_late(
@@ -327,9 +277,9 @@ fn redirect_answered_late(
 fn a_fleets_late_answer_names_its_server() {
     let now = Instant::now();
     let mut f = Fleet::new(FleetConfig::default());
-    f.add(now, "pbx-a", fleet_config()).unwrap();
-    let b = f.add(now, "pbx-b", fleet_config()).unwrap();
-    settle(&mut f, now);
+    f.add(now, "pbx-a", client_config()).unwrap();
+    let b = f.add(now, "pbx-b", client_config()).unwrap();
+    all_ready(&mut f, now);
     while f.poll_event().is_some() {}
     let (sent_id, _) = redirect_answered_late(&mut f, now, "pbx-b", b);
     let items: Vec<(String, StreamItem)> = std::iter::from_fn(|| f.poll_event())
@@ -358,8 +308,8 @@ fn a_fleets_late_answer_names_its_server() {
 fn a_removed_servers_queued_late_answer_is_handed_to_the_reader_as_its_marks_are() {
     let now = Instant::now();
     let mut f = Fleet::new(FleetConfig::default());
-    let a = f.add(now, "pbx-a", fleet_config()).unwrap();
-    settle(&mut f, now);
+    let a = f.add(now, "pbx-a", client_config()).unwrap();
+    all_ready(&mut f, now);
     while f.poll_event().is_some() {}
     let (sent_id, later) = redirect_answered_late(&mut f, now, "pbx-a", a);
     // Removed before its reader took the answer.
@@ -630,9 +580,9 @@ fn an_unclaimed_async_originates_answer_comes_before_its_originate_response() {
 fn a_fleets_unclaimed_answer_names_its_server() {
     let now = Instant::now();
     let mut f = Fleet::new(FleetConfig::default());
-    f.add(now, "pbx-a", fleet_config()).unwrap();
-    let b = f.add(now, "pbx-b", fleet_config()).unwrap();
-    settle(&mut f, now);
+    f.add(now, "pbx-a", client_config()).unwrap();
+    let b = f.add(now, "pbx-b", client_config()).unwrap();
+    all_ready(&mut f, now);
     while f.poll_event().is_some() {}
     let sent = f
         .send_with(
@@ -679,8 +629,8 @@ fn a_fleets_unclaimed_answer_names_its_server() {
 fn a_late_answer_a_fleet_reader_took_and_never_read_is_counted_dropped_on_its_server() {
     let now = Instant::now();
     let mut f = Fleet::new(FleetConfig::default());
-    let a = f.add(now, "pbx-a", fleet_config()).unwrap();
-    settle(&mut f, now);
+    let a = f.add(now, "pbx-a", client_config()).unwrap();
+    all_ready(&mut f, now);
     while f.poll_event().is_some() {}
     let _ = redirect_answered_late(&mut f, now, "pbx-a", a);
     // The stream was drained before the action: the late answer is all it holds.
@@ -736,9 +686,9 @@ fn late_answers_of_removed_servers_waiting_for_the_reader_are_capped_in_bytes() 
     let names: Vec<String> = (0..6).map(|i| format!("pbx-{i}")).collect();
     let ids: Vec<ServerId> = names
         .iter()
-        .map(|n| f.add(now, n, fleet_config()).unwrap())
+        .map(|n| f.add(now, n, client_config()).unwrap())
         .collect();
-    settle(&mut f, now);
+    all_ready(&mut f, now);
     while f.poll_event().is_some() {}
     for (name, &id) in names.iter().zip(&ids) {
         // 8 MiB each: every server's queue (16 MiB by default) holds its own.

@@ -6,72 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)] // test code: a real epoch for virtual time
 
+#[path = "support/fleet_login.rs"]
+mod fleet_login;
 #[path = "support/log_capture.rs"]
 mod log_capture;
 
 use ami_proto::fleet::{Fleet, FleetConfig, FleetOutput, Route, ServerId, MAX_REMOVAL_GAPS};
-use ami_proto::{Action, ClientConfig, Input, StreamItem};
+use ami_proto::{Action, Input, StreamItem};
+use fleet_login::{all_ready, client_config};
 use std::time::{Duration, Instant};
-
-fn client_config() -> ClientConfig {
-    ClientConfig::builder("admin", "amp111")
-        .action_timeout(Duration::from_secs(5))
-        .ping_interval(Duration::from_secs(3600))
-        .build()
-        .unwrap()
-}
-
-/// Answers every Login with success, echoing its ActionID.
-fn login_answer(wire: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(wire);
-    let mut reply = String::new();
-    for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
-        let id = block
-            .lines()
-            .find_map(|l| l.strip_prefix("ActionID: "))
-            .unwrap_or("");
-        if block.starts_with("Action: Login") {
-            reply += &format!(
-                "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
-            );
-        }
-    }
-    reply.into_bytes()
-}
-
-/// Steps the fleet until every server is logged in.
-fn all_ready(f: &mut Fleet, now: Instant) {
-    for _ in 0..100 {
-        f.handle_timeout(now);
-        loop {
-            match f.poll_output() {
-                FleetOutput::Wait(_) => break,
-                FleetOutput::Connect(id) => {
-                    f.handle_input(now, id, Input::Connected);
-                    f.handle_input(
-                        now,
-                        id,
-                        Input::Received(b"Asterisk Call Manager/11.0.0\r\n"),
-                    );
-                }
-                _ => {}
-            }
-        }
-        let ids: Vec<ServerId> = f.servers().map(|(id, _)| id).collect();
-        for id in ids {
-            let wire = f.transmit(id).to_vec();
-            f.advance_transmit(id, wire.len());
-            let reply = login_answer(&wire);
-            if !reply.is_empty() {
-                f.handle_input(now, id, Input::Received(&reply));
-            }
-        }
-        if f.stats().by_status[2] == f.len() {
-            return;
-        }
-    }
-    panic!("not all ready: {:?}", f.stats().by_status);
-}
 
 #[test]
 fn a_removed_servers_late_answer_past_the_cap_is_said_as_a_late_answer() {
