@@ -126,7 +126,7 @@ impl Handle {
         action: Action,
         options: SendOptions,
     ) -> Result<Response, AmiError> {
-        self.submit(options.mark, |c, now| {
+        self.submit(options.late_answer_mark(), |c, now| {
             c.send_action_with(now, action, options)
         })
         .await

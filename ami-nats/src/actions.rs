@@ -1094,7 +1094,7 @@ async fn answer(
         now,
         later(now, left.saturating_add(late_grace(control, to))),
     );
-    let options = SendOptions::timeout(left).with_mark(mark);
+    let options = SendOptions::timeout(left).with_answer_mark(mark);
     // Terms past their renewal deadline end now, not at the control task's next look:
     // their servers leave the fleet, so `ami.any.action` goes to one still served (the
     // send itself refuses a server found past its deadline, named or picked).

@@ -598,23 +598,6 @@ impl BridgeConfig {
                 max: MAX_ACTIONS_IN_FLIGHT,
             });
         }
-        // Every action the bridge sends is marked (for its late answer), and the core
-        // refuses a marked action while marked actions pending reach the event queue's
-        // cap: a server whose cap is below the actions it can be sent at once (the
-        // bridge's requests in flight, or its client's pending actions if fewer) would
-        // answer the rest `not_sent` however idle it is.
-        if let Some(s) = self.servers.iter().find(|s| {
-            s.client.event_queue_cap()
-                < self
-                    .max_actions_in_flight
-                    .min(s.client.max_pending_actions())
-        }) {
-            return Err(BridgeConfigError::EventQueueBelowActions {
-                server: s.name.clone(),
-                cap: s.client.event_queue_cap(),
-                in_flight: self.max_actions_in_flight,
-            });
-        }
         if self.lease_ttl < Duration::from_secs(1) {
             return Err(BridgeConfigError::LeaseTtl(self.lease_ttl));
         }
@@ -708,19 +691,6 @@ pub enum BridgeConfigError {
         cap: usize,
         /// The largest `max_message_len` of the servers' decoder limits.
         largest: usize,
-    },
-    /// A server's `event_queue_cap` is below `max_actions_in_flight` (and below its client's
-    /// `max_pending_actions`): every action the bridge sends carries a stream mark (to
-    /// recognise its late answer), and the core refuses a marked action while marked
-    /// actions pending reach that cap.
-    #[error("server {server:?}: event_queue_cap {cap} is below max_actions_in_flight {in_flight} (each action the bridge sends holds a place in the event queue until it completes)")]
-    EventQueueBelowActions {
-        /// The server's name.
-        server: String,
-        /// Its client's `event_queue_cap`.
-        cap: usize,
-        /// The bridge's `max_actions_in_flight`.
-        in_flight: usize,
     },
     /// The lease TTL is under a second.
     #[error("lease TTL {0:?} is under 1 s")]
@@ -991,39 +961,6 @@ mod tests {
     }
 
     #[test]
-    fn a_server_whose_event_queue_cannot_hold_the_marks_of_the_actions_in_flight_is_refused() {
-        let small = ClientConfig::builder("a", "b")
-            .event_queue_cap(200)
-            .build()
-            .unwrap();
-        let b = ServerSpec::new("b", "127.0.0.1", 5038, small).unwrap();
-        let config = BridgeConfig::new("nats://x", vec![spec("a"), b]);
-        assert_eq!(
-            config.clone().validate(),
-            Err(BridgeConfigError::EventQueueBelowActions {
-                server: "b".into(),
-                cap: 200,
-                in_flight: 256
-            })
-        );
-        assert_eq!(config.clone().max_actions_in_flight(200).validate(), Ok(()));
-        // However many requests the bridge runs, a client that holds no more pending
-        // actions than its queue's cap can take all it holds.
-        let few = ClientConfig::builder("a", "b")
-            .event_queue_cap(20_000)
-            .max_pending_actions(20_000)
-            .build()
-            .unwrap();
-        let c = ServerSpec::new("c", "127.0.0.1", 5038, few).unwrap();
-        assert_eq!(
-            BridgeConfig::new("nats://x", vec![c])
-                .max_actions_in_flight(MAX_ACTIONS_IN_FLIGHT)
-                .validate(),
-            Ok(())
-        );
-    }
-
-    #[test]
     fn unworkable_settings_are_refused() {
         let ok = BridgeConfig::new("nats://x", vec![spec("a")]);
         assert_eq!(ok.validate(), Ok(()));
@@ -1043,14 +980,12 @@ mod tests {
                 max: MAX_ACTIONS_IN_FLIGHT
             })
         );
-        // Accepted as far as the semaphore goes; the default client's event queue (65,536)
-        // is then below its 100,000 pending actions, each marked (see the test above).
-        assert!(matches!(
+        assert_eq!(
             ok.clone()
                 .max_actions_in_flight(MAX_ACTIONS_IN_FLIGHT)
                 .validate(),
-            Err(BridgeConfigError::EventQueueBelowActions { cap: 65_536, .. })
-        ));
+            Ok(())
+        );
         let over_nats = MAX_NATS_DURATION + Duration::from_nanos(1);
         assert_eq!(
             ok.clone().idempotency_window(over_nats).validate(),

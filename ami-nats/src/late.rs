@@ -4,8 +4,10 @@
 //! given up by a stop once written, may still be answered by Asterisk moments later. The
 //! core reports that answer once, in the server's event stream, as
 //! [`StreamItem::LateAnswer`](ami_proto::StreamItem::LateAnswer) with the mark the action
-//! was sent with. Every action the bridge sends carries a mark of its own, unique in this
-//! process, and [`LateAnswers`] keeps, per mark, what a late answer needs: the request's
+//! was sent with. Every action the bridge sends carries an answer mark of its own
+//! (`SendOptions::with_answer_mark`: nothing in the event stream, no place in the event
+//! queue, so a publisher held at its backlog cap cannot get actions refused), unique in
+//! this process, and [`LateAnswers`] keeps, per mark, what a late answer needs: the request's
 //! idempotency key and, once it is known, the `timed_out` reply stored there.
 //!
 //! The publisher then publishes the answer on the server's event subject

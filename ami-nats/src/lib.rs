@@ -132,12 +132,9 @@
 //! failure logged. A request answered `unknown` keeps that reply at its key; its late
 //! answer is published only.
 //!
-//! Every action the bridge sends carries a mark (`SendOptions::with_mark`) for this: until
-//! the publisher reads its `Mark` item, it takes one of its session's `event_queue_cap`
-//! places for marks, so a server whose `event_queue_cap` is below
-//! [`BridgeConfig::max_actions_in_flight`] is refused when the bridge is built
-//! ([`BridgeConfigError::EventQueueBelowActions`]) rather than answering the excess
-//! `not_sent` (`stream_marks`).
+//! Every action the bridge sends carries an answer mark (`SendOptions::with_answer_mark`)
+//! for this: it puts nothing in the event stream and takes no place in the event queue, so
+//! a publisher held at its backlog cap (JetStream refusing) never gets actions refused.
 //!
 //! ## Leases and failover
 //!

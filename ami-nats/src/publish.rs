@@ -477,7 +477,7 @@ impl Drop for Input {
                 continue;
             };
             if let UpItem::Stream(StreamItem::Mark { .. }) = item {
-                // The mark of one of the bridge's own actions: never to be published.
+                // A stream mark (where an action completed): never to be published.
                 continue;
             }
             self.metrics.discarded(ix);
@@ -1050,9 +1050,9 @@ impl Publisher {
             return;
         };
         if let UpItem::Stream(StreamItem::Mark { .. }) = item {
-            // Every action the bridge sends has a mark, only for its late answer (see the
-            // `late` module): where it completed is nothing to publish, and nothing lost
-            // when its term has ended either.
+            // The bridge's actions carry answer marks, which put nothing in the stream (see
+            // the `late` module); a stream mark, should one come, says where an action
+            // completed: nothing to publish, and nothing lost when its term has ended.
             return;
         }
         if !self.terms.is_current(ix, term) {
@@ -1765,9 +1765,9 @@ mod tests {
         );
     }
 
-    /// Every action the bridge sends carries a mark (for its late answer), and the core puts
-    /// a `Mark` item in the stream where each completes: nothing to publish, and no item
-    /// lost either, also when its term has ended (no `discarded` count, no line).
+    /// A `Mark` item (where a marked action completed; the bridge's own actions carry answer
+    /// marks, which put none in the stream) is nothing to publish, and no item lost either,
+    /// also when its term has ended (no `discarded` count, no line).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_marks_of_the_bridges_own_actions_are_neither_published_nor_counted_as_discarded() {
         let rig = FenceRig::start("pbx-marks", 16, Duration::from_secs(60)).await;

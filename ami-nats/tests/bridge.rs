@@ -1512,7 +1512,7 @@ fn a_nats_outage_holds_no_more_event_bytes_than_the_backlog_byte_cap_and_counts_
         .unwrap();
     let client = login()
         .decoder(limits)
-        .event_queue_cap(256)
+        .event_queue_cap(200)
         .build()
         .unwrap();
     // The count cap far above what the outage brings: only the byte cap can bind.

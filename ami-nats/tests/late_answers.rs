@@ -278,3 +278,43 @@ fn a_late_answer_the_store_refuses_is_counted_and_logged_and_still_published() {
     assert_eq!(retry["original"]["outcome"], "timed_out", "{retry}");
     bridge.shutdown();
 }
+
+/// Every action the bridge sends is marked (for its late answer), and the core keeps each
+/// completed action's `Mark` in the server's event queue until the publisher takes it; a
+/// marked action is refused while those reach the queue's cap. At its backlog's cap (the
+/// stream gone: no responders, retried) the publisher takes nothing from the sessions, so
+/// the marks of actions that completed pile up: actions, answered over core NATS and
+/// owing the event stream nothing, must still run (the server is idle, one request at a
+/// time), not be refused `not_sent` once the event queue's cap of them completed.
+#[test]
+fn actions_still_run_while_the_publisher_is_held_at_its_backlog_cap() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let a = sim();
+    // The smallest event queue the bridge accepts for 4 requests in flight.
+    let client = login().event_queue_cap(4).build().unwrap();
+    let config = BridgeConfig::new(url.clone(), vec![spec("pbx1", &a, client)])
+        .max_actions_in_flight(4)
+        .max_backlog(2);
+    let bridge = TestBridge::start(config);
+    wait_for(Duration::from_secs(10), "served and logged in", || {
+        bridge.serving().len() == 1 && a.stats().logins == 1
+    });
+    block(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+        js.delete_stream("AMI").await.unwrap();
+    });
+    a.with_server(|s, now| s.emit_user_events(now, 8));
+    wait_for(Duration::from_secs(10), "the backlog at its cap", || {
+        metric(&bridge.metrics(), "ami_bridge_backlog") >= 2
+    });
+    for i in 0..12 {
+        let reply = block(request(
+            &url,
+            "ami.pbx1.action",
+            r#"{"headers":[["Action","Ping"]]}"#,
+        ));
+        assert_eq!(reply["outcome"], "success", "ping {i}: {reply}");
+    }
+    bridge.shutdown();
+}

@@ -326,6 +326,56 @@ fn a_removed_servers_queued_late_answer_is_handed_to_the_reader_as_its_marks_are
     );
 }
 
+/// An answer mark reaches the late answer as a mark does, but puts nothing in the event
+/// stream and takes no place in the event queue: a consumer that stops reading events
+/// cannot get such actions refused (the NATS bridge marks every action so).
+#[test]
+fn an_answer_mark_reaches_the_late_answer_without_a_stream_mark_or_a_place_in_the_queue() {
+    let config = ClientConfig::builder("admin", "amp111")
+        .events("on")
+        .seed(9)
+        .ping_interval(Duration::from_secs(3600))
+        .action_timeout(Duration::from_secs(5))
+        .event_queue_cap(2)
+        .build()
+        .unwrap();
+    let mut h = Harness::new(config, Instant::now());
+    h.ready();
+    h.events();
+    // Twice the event queue's cap, answered in time, the stream never read meanwhile.
+    for n in 0..4 {
+        let id = h.send_with(redirect(), SendOptions::default().with_answer_mark(n));
+        h.take("Redirect");
+        h.feed(&response("Success", &id, "Redirect successful"));
+        assert!(h.outcome(&id).is_ok());
+    }
+    let late = h.send_with(redirect(), SendOptions::default().with_answer_mark(41));
+    h.take("Redirect");
+    h.advance(Duration::from_secs(6));
+    assert!(matches!(
+        h.outcome(&late),
+        Err(ActionError::TimedOut {
+            phase: Phase::Response,
+            ..
+        })
+    ));
+    h.feed(&response("Success", &late, "Redirect successful"));
+    let items = h.events();
+    assert!(
+        !items.iter().any(|i| matches!(i, StreamItem::Mark { .. })),
+        "{items:?}"
+    );
+    assert_eq!(
+        late_answers(&items),
+        [(
+            late.clone(),
+            Some(41),
+            "Success".into(),
+            "Redirect successful".into()
+        )]
+    );
+}
+
 // ---- `Client::unclaimed`: an outcome its caller never took (an async future dropped after
 // the answer came, before it was polled) is the server's word all the same.
 

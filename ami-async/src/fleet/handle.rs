@@ -206,7 +206,7 @@ impl FleetHandle {
         options: SendOptions,
     ) -> Result<Reply, RouteFailed> {
         let (shard, routed) = self.shards.send(route, action, options)?;
-        Ok(wait(&shard, routed, options.mark).await)
+        Ok(wait(&shard, routed, options.late_answer_mark()).await)
     }
 
     /// Sends a copy of `action` to every server (the CLI's `--on all`) and waits for all of
@@ -245,7 +245,7 @@ impl FleetHandle {
                 Ok(routed) => Some(Answer::Wait(CancelOnDrop {
                     shard,
                     key: (routed.server, routed.id),
-                    mark: options.mark,
+                    mark: options.late_answer_mark(),
                     armed: true,
                 })),
                 Err(RouteError::Send { server, error }) => Some(Answer::Now(Reply {

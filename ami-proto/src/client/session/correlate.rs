@@ -518,8 +518,12 @@ impl Client {
         // did. A response thrown away (`ResponseDiscarded`) was that answer already.
         p.answer_due = p.stage == Stage::Written
             && !matches!(outcome, Err(ActionError::ResponseDiscarded { .. }));
-        if p.answer_due && !self.marks.is_empty() {
-            p.mark = self.marks.get(&id).copied();
+        if p.answer_due && !(self.marks.is_empty() && self.answer_marks.is_empty()) {
+            p.mark = self
+                .marks
+                .get(&id)
+                .or_else(|| self.answer_marks.get(&id))
+                .copied();
         }
         if p.stage == Stage::FollowUp {
             // Its first answer came: a second response that comes late is its last.
@@ -708,6 +712,9 @@ impl Client {
             if let Some(mark) = self.marks.remove(&id) {
                 self.events.mark(mark);
             }
+        }
+        if !self.answer_marks.is_empty() {
+            self.answer_marks.remove(&id);
         }
         self.notify(Notice::Completed { id, outcome });
     }

@@ -242,6 +242,9 @@ pub struct SendOptions {
     /// completes, so a consumer knows which events came before its answer. See
     /// [`SendOptions::with_mark`].
     pub mark: Option<u64>,
+    /// Carried to the action's late answer only, without a stream mark. See
+    /// [`SendOptions::with_answer_mark`].
+    pub answer_mark: Option<u64>,
 }
 
 impl SendOptions {
@@ -250,6 +253,7 @@ impl SendOptions {
         SendOptions {
             timeout: Some(timeout),
             mark: None,
+            answer_mark: None,
         }
     }
 
@@ -262,6 +266,24 @@ impl SendOptions {
     pub fn with_mark(mut self, mark: u64) -> SendOptions {
         self.mark = Some(mark);
         self
+    }
+
+    /// Carry `mark` to the action's [`StreamItem::LateAnswer`](crate::StreamItem::LateAnswer)
+    /// (and to [`Client::unclaimed`]'s), as [`with_mark`](Self::with_mark) does, but put no
+    /// `StreamItem::Mark` in the event stream: for a caller that never sees the ActionID
+    /// (an async adapter's `send_with`) and only needs to recognise a late answer. It takes
+    /// no place in the event queue, so a consumer that stops reading events cannot make
+    /// such actions refused. A [`with_mark`](Self::with_mark) value, if also given, is the
+    /// one the late answer carries.
+    pub fn with_answer_mark(mut self, mark: u64) -> SendOptions {
+        self.answer_mark = Some(mark);
+        self
+    }
+
+    /// The value this action's late answer carries: its [`mark`](Self::mark), else its
+    /// [`answer_mark`](Self::answer_mark).
+    pub fn late_answer_mark(&self) -> Option<u64> {
+        self.mark.or(self.answer_mark)
     }
 }
 
@@ -311,6 +333,8 @@ pub struct Client {
     backoff: Backoff,
     /// Marks of pending marked actions (see [`SendOptions::with_mark`]).
     marks: HashMap<ActionId, u64>,
+    /// [`SendOptions::with_answer_mark`] values of pending actions without a stream mark.
+    answer_marks: HashMap<ActionId, u64>,
     /// Why the last session ended, for [`Client::status`] while in backoff or closed.
     last_loss: Option<DisconnectReason>,
     stats: Stats,
@@ -403,6 +427,7 @@ impl Client {
             logoff_requested: false,
             backoff,
             marks: HashMap::new(),
+            answer_marks: HashMap::new(),
             last_loss: None,
             stats: Stats::default(),
             burst: Repeats::default(),
@@ -1038,6 +1063,8 @@ impl Client {
         }
         if let Some(mark) = options.mark {
             self.marks.insert(id.clone(), mark);
+        } else if let Some(mark) = options.answer_mark {
+            self.answer_marks.insert(id.clone(), mark);
         }
         log::debug!(
             "{who}: action {} queued as {id}",
