@@ -117,9 +117,10 @@
 //! it ended (the server's `action_timeout`: past it the client drops a late answer, counted
 //! in its stats); one dropped at that cap is counted in
 //! `ami_bridge_late_answer_requests_dropped_total` and logged. Its answer is published all
-//! the same. Published late answers are counted in
+//! the same. Late answers read from the sessions are counted in
 //! `ami_bridge_late_answers_total{server,request="known"|"unknown"}`; one that does not fit
-//! the backlog's byte cap is dropped as an event is (an `overflow` gap).
+//! the backlog's byte cap is dropped as an event is (an `overflow` gap, counted there too),
+//! and still stored at its key.
 //!
 //! When the request had an idempotency key and the key still holds this request's
 //! `timed_out` reply, that reply is replaced (compare-and-set on its revision: any other

@@ -134,7 +134,7 @@ impl Metrics {
         let late_answers = per_family(
             &mut registry,
             "late_answers",
-            "The server's answers to action requests that had ended without them (answered timed_out, or given up by a stop), published as late_answer items; request: known (its request still kept: with its idempotency key, if it had one) or unknown (forgotten at the cap or after the grace period: idempotency_key null)",
+            "The server's answers to action requests that had ended without them (answered timed_out, or given up by a stop), read from the sessions and published as late_answer items (one over the backlog's byte cap is dropped into an overflow gap instead, as an event); request: known (its request still kept: with its idempotency key, if it had one) or unknown (forgotten at the cap or after the grace period: idempotency_key null)",
         );
         let dropped_requests = Counter::default();
         registry.register(
