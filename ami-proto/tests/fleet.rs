@@ -3,11 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
 
+#[path = "support/fleet_login.rs"]
+mod fleet_login;
+
 use ami_proto::fleet::*;
 use ami_proto::{
     Action, ActionError, ClientConfig, ClientConfigBuilder, ConnectFailure, DisconnectReason,
     Input, SendOptions, StreamItem, READ_AHEAD_BYTES,
 };
+use fleet_login::answer;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -29,26 +33,6 @@ fn fleet(connects_per_step: usize) -> Fleet {
     config.budget.connects_per_step = connects_per_step;
     config.seed = 42;
     Fleet::new(config)
-}
-
-/// Answers Login and Ping blocks the way Asterisk does, echoing each ActionID.
-fn answer(wire: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(wire);
-    let mut reply = String::new();
-    for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
-        let id = block
-            .lines()
-            .find_map(|l| l.strip_prefix("ActionID: "))
-            .unwrap_or("");
-        if block.starts_with("Action: Login") {
-            reply += &format!(
-                "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
-            );
-        } else if block.starts_with("Action: Ping") {
-            reply += &format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n");
-        }
-    }
-    reply.into_bytes()
 }
 
 /// Drains outputs; connects are answered per `open` (true: the transport opens).

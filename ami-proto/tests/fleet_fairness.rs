@@ -5,30 +5,14 @@
 #![allow(clippy::disallowed_methods)] // test code: a real epoch for virtual time
 #![allow(clippy::needless_range_loop)] // one index walks several per-server arrays
 
+#[path = "support/fleet_login.rs"]
+mod fleet_login;
+
 use ami_proto::fleet::*;
 use ami_proto::{ClientConfig, ConnectFailure, Input, StreamItem};
+use fleet_login::answer;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-/// Answers Login and Ping blocks the way Asterisk does, echoing each ActionID.
-fn answer(wire: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(wire);
-    let mut reply = String::new();
-    for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
-        let id = block
-            .lines()
-            .find_map(|l| l.strip_prefix("ActionID: "))
-            .unwrap_or("");
-        if block.starts_with("Action: Login") {
-            reply += &format!(
-                "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
-            );
-        } else if block.starts_with("Action: Ping") {
-            reply += &format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n");
-        }
-    }
-    reply.into_bytes()
-}
 
 /// A legal event of exactly `len` bytes (at least 64): one long variable pads it.
 fn event_of_len(name: &str, seq: u64, len: usize) -> Vec<u8> {

@@ -1,4 +1,5 @@
-//! A fleet whose servers are all answered by a scripted Asterisk that accepts every Login:
+//! A fleet whose servers are answered by a scripted Asterisk that accepts every Login and
+//! answers every Ping:
 //! the set-up of the fleet tests that need ready servers and nothing else from them.
 #![allow(dead_code)]
 
@@ -15,8 +16,9 @@ pub fn client_config() -> ClientConfig {
         .unwrap()
 }
 
-/// Answers every Login in `wire` with success, echoing its ActionID.
-pub fn login_answer(wire: &[u8]) -> Vec<u8> {
+/// Answers the Login and Ping blocks in `wire` the way Asterisk does, echoing each
+/// ActionID (anything else gets no answer).
+pub fn answer(wire: &[u8]) -> Vec<u8> {
     let text = String::from_utf8_lossy(wire);
     let mut reply = String::new();
     for block in text.split("\r\n\r\n").filter(|b| !b.is_empty()) {
@@ -28,6 +30,8 @@ pub fn login_answer(wire: &[u8]) -> Vec<u8> {
             reply += &format!(
                 "Response: Success\r\nActionID: {id}\r\nMessage: Authentication accepted\r\n\r\n"
             );
+        } else if block.starts_with("Action: Ping") {
+            reply += &format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\n\r\n");
         }
     }
     reply.into_bytes()
@@ -56,7 +60,7 @@ pub fn all_ready(f: &mut Fleet, now: Instant) {
         for id in ids {
             let wire = f.transmit(id).to_vec();
             f.advance_transmit(id, wire.len());
-            let reply = login_answer(&wire);
+            let reply = answer(&wire);
             if !reply.is_empty() {
                 f.handle_input(now, id, Input::Received(&reply));
             }
