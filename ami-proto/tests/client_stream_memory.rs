@@ -353,3 +353,38 @@ fn the_stream_has_items_exactly_while_an_event_waits_to_be_polled() {
     assert!(!h.client.has_stream_items());
     assert!(h.client.poll_event().is_none());
 }
+
+/// The batch takers return how many items they moved, which an adapter uses to count
+/// what it hands out: exactly the items appended to `out`, for a whole queue handed over in
+/// one move, a batch cut at its count, and one cut at its bytes.
+#[test]
+fn batch_takers_return_exactly_how_many_items_they_moved() {
+    let mut h = ready();
+    h.feed(&events(0, 10, 40));
+    // Everything queued fits: the queue's buffer changes hands.
+    let mut out = std::collections::VecDeque::new();
+    assert_eq!(h.client.take_queued(&mut out, 64, usize::MAX), 10);
+    assert_eq!(out.len(), 10);
+    // Into a non-empty `out`, cut at the count: 4 more, appended.
+    h.feed(&events(10, 10, 40));
+    assert_eq!(h.client.take_queued(&mut out, 4, usize::MAX), 4);
+    assert_eq!(out.len(), 14);
+    // Cut at the bytes: the first event reaches the limit, so one.
+    out.clear();
+    assert_eq!(h.client.take_queued(&mut out, 64, 1), 1);
+    assert_eq!(out.len(), 1);
+    // Nothing queued: none.
+    let mut rest = Vec::new();
+    assert_eq!(h.client.poll_events(&mut rest, 64), 5);
+    assert_eq!(h.client.poll_events(&mut rest, 64), 0);
+    assert_eq!(rest.len(), 5);
+    h.feed(&events(20, 3, 40));
+    assert_eq!(h.client.poll_events(&mut rest, 2), 2);
+    assert_eq!(rest.len(), 7);
+    let seqs: Vec<String> = rest.into_iter().map(seq).collect();
+    assert_eq!(
+        seqs,
+        ["000015", "000016", "000017", "000018", "000019", "000020", "000021"]
+    );
+    assert_eq!(h.client.take_queued(&mut out, 64, usize::MAX), 1);
+}

@@ -1556,3 +1556,23 @@ fn connects_started_are_counted_per_server_and_in_total_with_the_most_in_one_ste
     assert_eq!(stats.most_connects_in_a_step, 2);
     assert_eq!(stats.steps_with_deferred_connects, 1);
 }
+
+/// `messages_in` (what a per-step message budget counts) is the named server's own count
+/// of decoded messages: it grows by what that server sent, not by another's, and an unknown
+/// server has none.
+#[test]
+fn messages_in_counts_each_servers_own_decoded_messages() {
+    let now = Instant::now();
+    let mut f = Fleet::new(FleetConfig::default());
+    let a = f.add(now, "pbx-a", fleet_login::client_config()).unwrap();
+    let b = f.add(now, "pbx-b", fleet_login::client_config()).unwrap();
+    fleet_login::all_ready(&mut f, now);
+    let (a0, b0) = (f.messages_in(a), f.messages_in(b));
+    assert!(a0 >= 1, "the Login's answer was decoded: {a0}");
+    let three = b"Event: A\r\n\r\nEvent: B\r\n\r\nEvent: C\r\n\r\n";
+    f.handle_input(now, a, Input::Received(three));
+    assert_eq!(f.messages_in(a), a0 + 3);
+    assert_eq!(f.messages_in(b), b0);
+    assert!(f.remove(now, "pbx-b"));
+    assert_eq!(f.messages_in(b), 0, "a removed server counts nothing");
+}

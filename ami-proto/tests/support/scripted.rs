@@ -102,11 +102,16 @@ impl Harness {
         }
         let mut new = Vec::new();
         loop {
+            // An adapter that blocks asks `has_output` before it waits: it must say exactly
+            // whether `poll_output` has something before its `Wait`.
+            let said = self.client.has_output();
             let out = match self.client.poll_output() {
                 Output::Wait(w) => {
+                    assert!(!said, "has_output was true before a Wait");
                     self.last_wait = w;
                     break;
                 }
+                _ if !said => panic!("has_output was false before an output"),
                 Output::Connect => Out::Connect,
                 Output::Close => Out::Close,
                 Output::Notice(Notice::Ready { ami_version }) => Out::Ready(ami_version),
