@@ -1132,6 +1132,11 @@ async fn answer(
     };
     let (kind, body) = outcome_reply(&server, &result);
     let (replied, body) = within_max_payload(control, &server, kind, &result, body);
+    if claim.is_some() && replied != "timed_out" {
+        // Only a timed_out reply at the key is replaced by a late answer (see the `late`
+        // module): one read already is published only.
+        control.late.not_timed_out(mark);
+    }
     let after = match claim {
         None => After::Nothing,
         // The session refused it, or its deadline passed, before writing it (full queue,
@@ -1148,7 +1153,8 @@ async fn answer(
             // not take it now, tried again after the reply (the key meanwhile still holds
             // the claim: a retry is a duplicate, as it must be, the action ran).
             let stored = Bytes::from(body.clone());
-            // A late answer replaces exactly this reply at the key (see the `late` module).
+            // A late answer replaces exactly this reply at the key (see the `late` module);
+            // one read before this line is stored from here.
             let timed_out = replied == "timed_out";
             if timed_out {
                 control.late.timed_out(mark, &server, &stored, None);

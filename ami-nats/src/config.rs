@@ -512,7 +512,8 @@ impl BridgeConfig {
     /// Action requests kept for the server's late answer (see the crate docs, "Late
     /// answers"): those running, and those that ended without their answer, each until the
     /// core's grace period for it ends (the server's `action_timeout` after it ended).
-    /// Default 4,096, and at most 2 MiB of keys and stored replies whatever the count; at
+    /// Default 4,096, and at most 2 MiB of keys, stored replies and late answers waiting
+    /// for their request's reply, whatever the count; at
     /// the cap the oldest is forgotten, counted in
     /// `ami_bridge_late_answer_requests_dropped_total` and logged: its late answer is
     /// still published, without its idempotency key, and not stored at the key.

@@ -18,13 +18,24 @@
 //! did. That store runs in a task of its own, bounded in time and in number at once: it
 //! never holds the publishing up.
 //!
+//! The request's task and the publisher are both woken by the completion that ends the
+//! action (`TimedOut`, then the answer): on a multi-threaded runtime the publisher may read
+//! the answer before the request's task has recorded its `timed_out` reply. The answer is
+//! then published at once, as always, and kept in the entry (counted in its bytes) until
+//! the request's reply is known: `timed_out` starts its store there and then; any other
+//! reply (`unknown`, `reply_too_large`...) forgets it, counted as `not_timed_out` as a
+//! late answer read after such a reply is. Each entry is taken out when its store starts,
+//! so no answer is stored twice.
+//!
 //! Bounded: at most [`BridgeConfig::max_late_answer_requests`](crate::BridgeConfig::max_late_answer_requests)
 //! requests and [`MAX_BYTES`] bytes are kept; an entry lives while its action runs and for
 //! the core's own grace period after it ended (the server's `action_timeout`, within which
 //! the core still recognises a late answer), plus [`MARGIN`]. At the cap the oldest entry
 //! is dropped, counted in `ami_bridge_late_answer_requests_dropped_total` and logged (at
 //! powers of two of the count); its late answer is still published, with
-//! `"idempotency_key":null`, and its key keeps the `timed_out` reply.
+//! `"idempotency_key":null`, and its key keeps the `timed_out` reply. A late answer kept
+//! waiting for its request's reply and forgotten so, or at the end of the grace period, is
+//! never stored: counted as `failed` and logged.
 
 use crate::idempotency::is_pending;
 use async_nats::jetstream::kv::{Store, UpdateErrorKind};
@@ -39,10 +50,11 @@ use tokio::time::Instant;
 
 /// Default most requests kept for their late answers.
 pub(crate) const DEFAULT_MAX_REQUESTS: usize = 4096;
-/// Most bytes kept for them (keys and stored replies): with the default count and the
+/// Most bytes kept for them (keys, stored replies, and late answers read before their
+/// request's reply was known, for the moment until it is): with the default count and the
 /// longest keys and replies of a `timed_out`, about half of it.
 pub(crate) const MAX_BYTES: usize = 2 << 20;
-/// What an entry costs besides its key and stored reply.
+/// What an entry costs besides its key, stored reply and kept late answer.
 const ENTRY_OVERHEAD: usize = 96;
 /// Kept past the core's grace period: the core checks its deadlines at its own ticks, and
 /// the stream item may wait in its queue a moment before the publisher reads it.
@@ -59,24 +71,64 @@ const STORE_POLL: Duration = Duration::from_millis(50);
 
 /// What is kept of one request for its late answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Request {
+struct Request {
     /// Its idempotency key, if it had one.
-    pub(crate) key: Option<String>,
+    key: Option<String>,
     /// The `timed_out` reply stored (or being stored) at the key, if it was answered so.
-    pub(crate) timed_out: Option<TimedOut>,
+    timed_out: Option<TimedOut>,
+    /// Its reply is known and is not `timed_out` ([`LateAnswers::not_timed_out`]): a late
+    /// answer is published only.
+    settled: bool,
+    /// Its late answer as it is to be stored at the key ([`crate::actions::late_reply`]),
+    /// when it was read before the request's reply was known (see [`Entries::take`]).
+    parked: Option<Bytes>,
     /// Forgotten after this.
     expires: Instant,
 }
 
 /// A `timed_out` reply of a request with a key, as stored at the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TimedOut {
+struct TimedOut {
     /// The server the action went to (the `"server"` of the stored answer).
-    pub(crate) server: String,
+    server: String,
     /// The reply, byte for byte: the key is replaced only while it holds exactly this.
-    pub(crate) reply: Bytes,
+    reply: Bytes,
     /// The revision it was stored at, once NATS said so.
-    pub(crate) revision: Option<u64>,
+    revision: Option<u64>,
+}
+
+/// A late answer to store at its request's key in place of the `timed_out` reply there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Replacement {
+    /// The request's idempotency key.
+    key: String,
+    /// The reply to replace (compare-and-set).
+    timed_out: TimedOut,
+    /// The late answer's reply ([`crate::actions::late_reply`]).
+    answer: Bytes,
+}
+
+/// What the publisher learns of the request a late answer belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Taken {
+    /// Its idempotency key, if it had one (published with the answer).
+    pub(crate) key: Option<String>,
+}
+
+/// What one change of the entries leaves to do outside the lock: a store to start, and
+/// what to count and log.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Done {
+    /// A late answer to store at its key now.
+    replace: Option<Replacement>,
+    /// Requests dropped at the cap.
+    dropped: u64,
+    /// Keys of requests whose late answer is published only: their reply was not
+    /// `timed_out` (`unknown`, `reply_too_large`...), so the key keeps it.
+    not_timed_out: Vec<String>,
+    /// Keys whose parked late answer was forgotten (dropped at the cap, or its request's
+    /// grace period ended) before the request's reply was known: never stored.
+    lost: Vec<String>,
 }
 
 impl Request {
@@ -87,6 +139,7 @@ impl Request {
                 .timed_out
                 .as_ref()
                 .map_or(0, |t| t.server.len() + t.reply.len())
+            + self.parked.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -107,38 +160,43 @@ impl Entries {
         Some(r)
     }
 
-    fn sweep(&mut self, now: Instant) {
-        let mut freed = 0;
-        self.map.retain(|_, r| {
-            let keep = r.expires > now;
-            if !keep {
-                freed += r.bytes();
+    /// Drops request `mark` at the cap: counted, and its parked late answer, if any, lost.
+    fn evict(&mut self, mark: u64, done: &mut Done) {
+        if let Some(r) = self.remove(mark) {
+            done.dropped += 1;
+            if let (Some(key), Some(_)) = (r.key, r.parked) {
+                done.lost.push(key);
             }
-            keep
-        });
-        self.bytes = self.bytes.saturating_sub(freed);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant, done: &mut Done) {
+        let expired: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, r)| r.expires <= now)
+            .map(|(mark, _)| *mark)
+            .collect();
+        for mark in expired {
+            // Its grace period is over: not a drop at the cap, but a parked answer in it
+            // is never stored.
+            if let Some(Request {
+                key: Some(key),
+                parked: Some(_),
+                ..
+            }) = self.remove(mark)
+            {
+                done.lost.push(key);
+            }
+        }
         self.since_sweep = 0;
     }
 
-    /// Keeps the `timed_out` reply of request `mark` ([`LateAnswers::timed_out`]): how
-    /// many requests were dropped to make room.
-    fn set_timed_out(
-        &mut self,
-        mark: u64,
-        server: &str,
-        reply: &Bytes,
-        revision: Option<u64>,
-    ) -> u64 {
-        let Some(r) = self.map.get_mut(&mark) else {
-            return 0;
-        };
-        if let Some(t) = r.timed_out.as_mut() {
-            t.revision = revision.or(t.revision);
-            return 0;
-        }
-        let extra = server.len() + reply.len();
-        let mut dropped = 0;
-        while self.bytes + extra > MAX_BYTES {
+    /// Makes room for `extra` more bytes of request `mark` under the byte cap, dropping the
+    /// oldest other requests; one that cannot fit even alone is dropped itself: whether it
+    /// is still kept.
+    fn grow(&mut self, mark: u64, extra: usize, done: &mut Done) -> bool {
+        while self.map.contains_key(&mark) && self.bytes + extra > MAX_BYTES {
             // The oldest other request; only this one left, it does not fit.
             let victim = self
                 .map
@@ -146,34 +204,151 @@ impl Entries {
                 .copied()
                 .find(|k| *k != mark)
                 .unwrap_or(mark);
-            self.remove(victim);
-            dropped += 1;
-            if victim == mark {
-                break;
-            }
+            self.evict(victim, done);
         }
-        if let Some(r) = self.map.get_mut(&mark) {
-            r.timed_out = Some(TimedOut {
-                server: server.to_string(),
-                reply: reply.clone(),
-                revision,
-            });
-            self.bytes += extra;
-        }
-        dropped
+        self.map.contains_key(&mark)
     }
 
-    /// Drops the oldest entries until `extra` more bytes and one more entry fit: how many.
-    fn make_room(&mut self, extra: usize) -> u64 {
-        let mut dropped = 0;
-        while !self.map.is_empty() && (self.map.len() >= self.max || self.bytes + extra > MAX_BYTES)
-        {
-            if let Some((_, r)) = self.map.pop_first() {
-                self.bytes = self.bytes.saturating_sub(r.bytes());
-                dropped += 1;
+    /// Keeps the `timed_out` reply of request `mark` ([`LateAnswers::timed_out`]); when its
+    /// late answer was already read (parked), that answer is to be stored now, and the
+    /// request is done with.
+    fn set_timed_out(
+        &mut self,
+        mark: u64,
+        server: &str,
+        reply: &Bytes,
+        revision: Option<u64>,
+    ) -> Done {
+        let mut done = Done::default();
+        let Some(r) = self.map.get_mut(&mark) else {
+            return done;
+        };
+        if let Some(t) = r.timed_out.as_mut() {
+            t.revision = revision.or(t.revision);
+            return done;
+        }
+        let timed_out = TimedOut {
+            server: server.to_string(),
+            reply: reply.clone(),
+            revision,
+        };
+        if r.parked.is_some() {
+            if let Some(Request {
+                key: Some(key),
+                parked: Some(answer),
+                ..
+            }) = self.remove(mark)
+            {
+                done.replace = Some(Replacement {
+                    key,
+                    timed_out,
+                    answer,
+                });
+            }
+            return done;
+        }
+        let extra = server.len() + reply.len();
+        if self.grow(mark, extra, &mut done) {
+            if let Some(r) = self.map.get_mut(&mark) {
+                r.timed_out = Some(timed_out);
+                self.bytes += extra;
             }
         }
-        dropped
+        done
+    }
+
+    /// Request `mark` was answered otherwise than `timed_out` ([`LateAnswers::not_timed_out`]):
+    /// a late answer read already (parked) is published only, and forgotten now.
+    fn settle(&mut self, mark: u64) -> Done {
+        let mut done = Done::default();
+        let Some(r) = self.map.get_mut(&mark) else {
+            return done;
+        };
+        if r.parked.is_none() {
+            r.settled = true;
+            return done;
+        }
+        if let Some(Request { key: Some(key), .. }) = self.remove(mark) {
+            done.not_timed_out.push(key);
+        }
+        done
+    }
+
+    /// The request a late answer sent with `mark` belongs to, when it is known. `answer`
+    /// is that answer as it would be stored at the request's key (needed only when it has
+    /// one). A request without a key, or whose reply is known, is taken out (the core
+    /// reports its late answer once); one with a key whose `timed_out` reply is recorded
+    /// has the answer stored in its place. One with a key whose reply is not known yet (the
+    /// publisher read the answer before the request's task, woken by the same completion,
+    /// recorded its `timed_out`) keeps the answer until it is: then stored at once
+    /// ([`Entries::set_timed_out`]), or forgotten if the reply is another
+    /// ([`Entries::settle`]).
+    fn take(&mut self, mark: u64, now: Instant, answer: Option<Bytes>) -> (Option<Taken>, Done) {
+        let mut done = Done::default();
+        let Some(r) = self.map.get(&mark) else {
+            return (None, done);
+        };
+        if r.expires <= now {
+            if let Some(Request {
+                key: Some(key),
+                parked: Some(_),
+                ..
+            }) = self.remove(mark)
+            {
+                done.lost.push(key);
+            }
+            return (None, done);
+        }
+        let taken = Taken { key: r.key.clone() };
+        let Some(key) = r.key.clone() else {
+            self.remove(mark);
+            return (Some(taken), done);
+        };
+        if r.parked.is_some() {
+            // Reported once by the core; kept as first read should it come again.
+            return (Some(taken), done);
+        }
+        if r.settled {
+            self.remove(mark);
+            done.not_timed_out.push(key);
+            return (Some(taken), done);
+        }
+        if let Some(timed_out) = r.timed_out.clone() {
+            self.remove(mark);
+            if let Some(answer) = answer {
+                done.replace = Some(Replacement {
+                    key,
+                    timed_out,
+                    answer,
+                });
+            }
+            return (Some(taken), done);
+        }
+        // Its reply is not known yet. (`answer` is always given for a request with a key:
+        // see `LateAnswers::take`.)
+        let Some(answer) = answer else {
+            self.remove(mark);
+            return (Some(taken), done);
+        };
+        if self.grow(mark, answer.len(), &mut done) {
+            if let Some(r) = self.map.get_mut(&mark) {
+                self.bytes += answer.len();
+                r.parked = Some(answer);
+            }
+        } else {
+            done.lost.push(key);
+        }
+        (Some(taken), done)
+    }
+
+    /// Drops the oldest entries until `extra` more bytes and one more entry fit.
+    fn make_room(&mut self, extra: usize, done: &mut Done) {
+        while !self.map.is_empty() && (self.map.len() >= self.max || self.bytes + extra > MAX_BYTES)
+        {
+            if let Some(mark) = self.map.keys().next().copied() {
+                self.evict(mark, done);
+            }
+        }
     }
 }
 
@@ -186,8 +361,12 @@ pub(crate) struct LateCounters {
     pub(crate) stored: Counter,
     /// Late answers not stored because the key no longer held the `timed_out` reply.
     pub(crate) superseded: Counter,
-    /// Late answers not stored because NATS failed, was too slow, or too many stores ran.
+    /// Late answers not stored because NATS failed, was too slow, or too many stores ran,
+    /// or because one read before its request's reply was known was forgotten first.
     pub(crate) failed: Counter,
+    /// Late answers not stored because their request was answered otherwise than
+    /// `timed_out` (`unknown`, `reply_too_large`...): the key keeps that reply.
+    pub(crate) not_timed_out: Counter,
 }
 
 /// The requests that may still get a late answer (see the module doc).
@@ -223,27 +402,60 @@ impl LateAnswers {
 
     /// A request with `key` whose action is about to be sent, kept until `until` at the
     /// latest: the mark to send it with.
-    pub(crate) fn register(&self, key: Option<&str>, now: Instant, until: Instant) -> u64 {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        key: Option<&str>,
+        now: Instant,
+        until: Instant,
+    ) -> u64 {
         let mark = self.next.fetch_add(1, Ordering::Relaxed);
         let request = Request {
             key: key.map(str::to_string),
             timed_out: None,
+            settled: false,
+            parked: None,
             expires: until,
         };
         let cost = request.bytes();
-        let dropped = {
+        let mut done = Done::default();
+        {
             let mut e = lock(&self.entries);
             e.since_sweep += 1;
             if e.since_sweep >= 64 || e.map.len() >= e.max {
-                e.sweep(now);
+                e.sweep(now, &mut done);
             }
-            let dropped = e.make_room(cost);
+            e.make_room(cost, &mut done);
             e.bytes += cost;
             e.map.insert(mark, request);
-            dropped
-        };
-        self.dropped(dropped);
+        }
+        self.finish(done);
         mark
+    }
+
+    /// Starts, counts and logs what a change of the entries left to do (outside the lock).
+    fn finish(self: &Arc<Self>, done: Done) {
+        let Done {
+            replace,
+            dropped,
+            not_timed_out,
+            lost,
+        } = done;
+        self.dropped(dropped);
+        for key in lost {
+            self.failed(
+                &key,
+                "its request was forgotten (the cap, or its grace period over) before its timed_out reply was known",
+            );
+        }
+        for key in not_timed_out {
+            self.counters.not_timed_out.inc();
+            log::info!(
+                "idempotency key {key}: its request was answered otherwise than timed_out; the late answer is published only, the key keeps its reply"
+            );
+        }
+        if let Some(r) = replace {
+            self.store(r);
+        }
     }
 
     /// Counts and logs `n` requests dropped at the cap.
@@ -268,35 +480,79 @@ impl LateAnswers {
 
     /// The action sent with `mark` ended: kept until `until` if a late answer may still
     /// come for it (`late_possible`), else forgotten now.
-    pub(crate) fn ended(&self, mark: u64, late_possible: bool, until: Instant) {
-        let mut e = lock(&self.entries);
-        if !late_possible {
-            e.remove(mark);
-        } else if let Some(r) = e.map.get_mut(&mark) {
-            r.expires = until;
-        }
+    pub(crate) fn ended(self: &Arc<Self>, mark: u64, late_possible: bool, until: Instant) {
+        let done = {
+            let mut e = lock(&self.entries);
+            if !late_possible {
+                // Its reply cannot be `timed_out` with a late answer to come.
+                let done = e.settle(mark);
+                e.remove(mark);
+                done
+            } else {
+                if let Some(r) = e.map.get_mut(&mark) {
+                    r.expires = until;
+                }
+                Done::default()
+            }
+        };
+        self.finish(done);
     }
 
     /// The request sent with `mark` was answered `timed_out` on `server`, and `reply` is
     /// (being) stored at its key; `revision` once NATS said where. Older requests make room
     /// for it under the byte cap (dropped, counted and logged); one that cannot fit even
-    /// alone is dropped itself.
-    pub(crate) fn timed_out(&self, mark: u64, server: &str, reply: &Bytes, revision: Option<u64>) {
-        let dropped = lock(&self.entries).set_timed_out(mark, server, reply, revision);
-        self.dropped(dropped);
+    /// alone is dropped itself. When its late answer was read already, that answer's store
+    /// starts now.
+    pub(crate) fn timed_out(
+        self: &Arc<Self>,
+        mark: u64,
+        server: &str,
+        reply: &Bytes,
+        revision: Option<u64>,
+    ) {
+        let done = lock(&self.entries).set_timed_out(mark, server, reply, revision);
+        self.finish(done);
     }
 
-    /// The request a late answer sent with `mark` belongs to, taken out (its answer is
-    /// reported once); `None` when it is not known (never, or no longer: expired, dropped
-    /// at the cap).
-    pub(crate) fn take(&self, mark: Option<u64>, now: Instant) -> Option<Request> {
-        let r = lock(&self.entries).remove(mark?)?;
-        (r.expires > now).then_some(r)
+    /// The request sent with `mark` had an idempotency key and was answered otherwise
+    /// than `timed_out` (or not at all): its key keeps that reply, and a late answer to it
+    /// is published only.
+    pub(crate) fn not_timed_out(self: &Arc<Self>, mark: u64) {
+        let done = lock(&self.entries).settle(mark);
+        self.finish(done);
     }
 
-    /// Stores `answer` (a late answer's reply, [`crate::actions::late_reply`]) at `key` in
-    /// place of `timed_out`, in a task of its own: never waits here.
-    pub(crate) fn store(self: &Arc<Self>, key: String, timed_out: TimedOut, answer: Bytes) {
+    /// The request a late answer sent with `mark` belongs to (its answer is reported
+    /// once); `None` when it is not known (never, or no longer: expired, dropped at the
+    /// cap). `answer` gives the answer as it would be stored at the key (asked only for a
+    /// request with one); its store starts here when it is due (see [`Entries::take`]).
+    pub(crate) fn take(
+        self: &Arc<Self>,
+        mark: Option<u64>,
+        now: Instant,
+        answer: impl FnOnce() -> Bytes,
+    ) -> Option<Taken> {
+        let mark = mark?;
+        // Built outside the lock, and only for a request with a key (its key never
+        // changes; should the request be gone by the take, it is not used).
+        let keyed = lock(&self.entries)
+            .map
+            .get(&mark)
+            .is_some_and(|r| r.key.is_some());
+        let answer = keyed.then(answer);
+        let (taken, done) = lock(&self.entries).take(mark, now, answer);
+        self.finish(done);
+        taken
+    }
+
+    /// Stores a late answer at its key in place of its `timed_out` reply, in a task of its
+    /// own: never waits here.
+    fn store(self: &Arc<Self>, replacement: Replacement) {
+        let Replacement {
+            key,
+            timed_out,
+            answer,
+        } = replacement;
         let Ok(permit) = Arc::clone(&self.stores).try_acquire_owned() else {
             self.failed(&key, "too many late answers being stored at once");
             return;
@@ -389,15 +645,18 @@ mod tests {
         Request {
             key: Some(key.to_string()),
             timed_out: None,
+            settled: false,
+            parked: None,
             expires,
         }
     }
 
     fn insert(e: &mut Entries, mark: u64, r: Request) -> u64 {
-        let dropped = e.make_room(r.bytes());
+        let mut done = Done::default();
+        e.make_room(r.bytes(), &mut done);
         e.bytes += r.bytes();
         e.map.insert(mark, r);
-        dropped
+        done.dropped
     }
 
     #[test]
@@ -440,12 +699,12 @@ mod tests {
         insert(&mut e, 2, request(&third, later));
         insert(&mut e, 3, request(&third, later));
         let reply = Bytes::from(vec![b'x'; MAX_BYTES / 3]);
-        assert_eq!(e.set_timed_out(1, "pbx1", &reply, None), 1);
+        assert_eq!(e.set_timed_out(1, "pbx1", &reply, None).dropped, 1);
         assert_eq!(e.map.keys().copied().collect::<Vec<_>>(), [1, 3]);
         assert!(e.bytes <= MAX_BYTES);
         // Its revision comes later; nothing else changes.
         let bytes = e.bytes;
-        assert_eq!(e.set_timed_out(1, "pbx1", &reply, Some(9)), 0);
+        assert_eq!(e.set_timed_out(1, "pbx1", &reply, Some(9)), Done::default());
         assert_eq!(e.bytes, bytes);
         let kept = e.map.get(&1).and_then(|r| r.timed_out.clone()).unwrap();
         assert_eq!((kept.server.as_str(), kept.revision), ("pbx1", Some(9)));
@@ -456,7 +715,7 @@ mod tests {
         // One that cannot fit even alone is dropped itself.
         insert(&mut e, 4, request("own", later));
         let huge = Bytes::from(vec![b'x'; MAX_BYTES]);
-        assert_eq!(e.set_timed_out(4, "pbx1", &huge, None), 1);
+        assert_eq!(e.set_timed_out(4, "pbx1", &huge, None).dropped, 1);
         assert!(e.map.is_empty());
         assert_eq!(e.bytes, 0);
     }
@@ -467,8 +726,185 @@ mod tests {
         let mut e = entries(10);
         insert(&mut e, 1, request("a", now + Duration::from_secs(1)));
         insert(&mut e, 2, request("b", now + Duration::from_secs(60)));
-        e.sweep(now + Duration::from_secs(2));
+        let mut done = Done::default();
+        e.sweep(now + Duration::from_secs(2), &mut done);
+        assert_eq!(done, Done::default(), "expiry is no drop at the cap");
         assert_eq!(e.map.keys().copied().collect::<Vec<_>>(), [2]);
         assert_eq!(e.bytes, ENTRY_OVERHEAD + 1);
+    }
+
+    fn timed_out(server: &str, reply: &Bytes, revision: Option<u64>) -> TimedOut {
+        TimedOut {
+            server: server.to_string(),
+            reply: reply.clone(),
+            revision,
+        }
+    }
+
+    /// The publisher may read a late answer before the request's task, woken by the same
+    /// completion (`TimedOut`), records its `timed_out` reply (a multi-threaded runtime runs
+    /// both at once): the answer is still stored at the key, once, when it is.
+    #[test]
+    fn a_late_answer_read_before_its_timed_out_reply_is_recorded_is_stored_once_it_is() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut e = entries(16);
+        insert(&mut e, 1, request("k1", later));
+        let answer = Bytes::from_static(br#"{"type":"outcome","outcome":"success","late":true}"#);
+        let (taken, done) = e.take(1, now, Some(answer.clone()));
+        assert_eq!(
+            taken,
+            Some(Taken {
+                key: Some("k1".into())
+            }),
+            "published with its key"
+        );
+        assert_eq!(done, Done::default(), "nothing to store yet");
+        let reply = Bytes::from_static(br#"{"type":"outcome","outcome":"timed_out"}"#);
+        let done = e.set_timed_out(1, "pbx1", &reply, None);
+        assert_eq!(
+            done.replace,
+            Some(Replacement {
+                key: "k1".into(),
+                timed_out: timed_out("pbx1", &reply, None),
+                answer,
+            }),
+            "stored once the timed_out reply is known"
+        );
+        assert_eq!(e.bytes, 0, "the request is done with: {:?}", e.map);
+        // The revision that comes next, and a second report, start nothing more.
+        assert_eq!(e.set_timed_out(1, "pbx1", &reply, Some(3)), Done::default());
+        assert_eq!(e.take(1, now, None), (None, Done::default()));
+    }
+
+    #[test]
+    fn a_late_answer_read_after_its_timed_out_reply_is_stored_at_once_and_only_then() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut e = entries(16);
+        insert(&mut e, 1, request("k1", later));
+        let reply = Bytes::from_static(b"timed_out");
+        assert_eq!(e.set_timed_out(1, "pbx1", &reply, None), Done::default());
+        assert_eq!(e.set_timed_out(1, "pbx1", &reply, Some(4)), Done::default());
+        let answer = Bytes::from_static(b"late");
+        let (taken, done) = e.take(1, now, Some(answer.clone()));
+        assert_eq!(taken.and_then(|t| t.key).as_deref(), Some("k1"));
+        assert_eq!(
+            done.replace,
+            Some(Replacement {
+                key: "k1".into(),
+                timed_out: timed_out("pbx1", &reply, Some(4)),
+                answer,
+            })
+        );
+        assert_eq!(e.bytes, 0);
+        assert_eq!(e.set_timed_out(1, "pbx1", &reply, Some(5)), Done::default());
+    }
+
+    #[test]
+    fn a_request_without_a_key_is_taken_out_and_keeps_no_answer() {
+        let now = Instant::now();
+        let mut e = entries(16);
+        let mut r = request("", now + Duration::from_secs(60));
+        r.key = None;
+        insert(&mut e, 1, r);
+        let (taken, done) = e.take(1, now, Some(Bytes::from_static(b"late")));
+        assert_eq!(taken, Some(Taken { key: None }));
+        assert_eq!(done, Done::default());
+        assert!(e.map.is_empty());
+        assert_eq!(e.bytes, 0);
+    }
+
+    /// A reply other than `timed_out` (`unknown` after a stop, `reply_too_large`) stays at
+    /// the key: the late answer is published only, whichever came first, counted alike.
+    #[test]
+    fn a_late_answer_to_a_request_answered_otherwise_is_published_only_whichever_came_first() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let answer = Bytes::from_static(b"late");
+        // The answer first: kept, then forgotten when the reply is known.
+        let mut e = entries(16);
+        insert(&mut e, 1, request("k1", later));
+        let (taken, done) = e.take(1, now, Some(answer.clone()));
+        assert_eq!(taken.and_then(|t| t.key).as_deref(), Some("k1"));
+        assert_eq!(done, Done::default());
+        assert_eq!(
+            e.bytes,
+            ENTRY_OVERHEAD + 2 + answer.len(),
+            "counted in the cap"
+        );
+        let done = e.settle(1);
+        assert_eq!(done.not_timed_out, ["k1"]);
+        assert_eq!(done.replace, None);
+        assert!(e.map.is_empty());
+        assert_eq!(e.bytes, 0);
+        // The reply first: the answer is never kept.
+        insert(&mut e, 2, request("k2", later));
+        assert_eq!(e.settle(2), Done::default());
+        let (taken, done) = e.take(2, now, Some(answer));
+        assert_eq!(taken.and_then(|t| t.key).as_deref(), Some("k2"));
+        assert_eq!(done.not_timed_out, ["k2"]);
+        assert_eq!(done.replace, None);
+        assert!(e.map.is_empty());
+        assert_eq!(e.bytes, 0);
+        // A timed_out recorded after it changes nothing.
+        assert_eq!(
+            e.set_timed_out(2, "pbx1", &Bytes::from_static(b"t"), None),
+            Done::default()
+        );
+    }
+
+    #[test]
+    fn a_kept_late_answer_forgotten_at_the_cap_or_at_expiry_is_freed_and_reported_lost() {
+        let now = Instant::now();
+        let answer = Bytes::from(vec![b'a'; 1000]);
+        let mut e = entries(2);
+        insert(&mut e, 1, request("k1", now + Duration::from_secs(1)));
+        insert(&mut e, 2, request("k2", now + Duration::from_secs(60)));
+        assert_eq!(e.take(1, now, Some(answer.clone())).1, Done::default());
+        assert_eq!(e.take(2, now, Some(answer.clone())).1, Done::default());
+        // Expiry: not a drop at the cap, but the answer is never stored.
+        let mut done = Done::default();
+        e.sweep(now + Duration::from_secs(2), &mut done);
+        assert_eq!(done.lost, ["k1"]);
+        assert_eq!(done.dropped, 0);
+        assert_eq!(e.bytes, ENTRY_OVERHEAD + 2 + answer.len());
+        // The cap: dropped and lost.
+        insert(&mut e, 3, request("k3", now + Duration::from_secs(60)));
+        let mut done = Done::default();
+        e.make_room(ENTRY_OVERHEAD + 2, &mut done);
+        assert_eq!((done.dropped, done.lost), (1, vec!["k2".to_string()]));
+        assert_eq!(e.map.keys().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(e.bytes, ENTRY_OVERHEAD + 2);
+        // An answer that cannot fit even alone drops its request: published, never stored.
+        let huge = Bytes::from(vec![b'a'; MAX_BYTES]);
+        let (taken, done) = e.take(3, now, Some(huge));
+        assert_eq!(taken.and_then(|t| t.key).as_deref(), Some("k3"));
+        assert_eq!((done.dropped, done.lost), (1, vec!["k3".to_string()]));
+        assert!(e.map.is_empty());
+        assert_eq!(e.bytes, 0);
+        assert_eq!(
+            e.set_timed_out(3, "pbx1", &Bytes::from_static(b"t"), None),
+            Done::default()
+        );
+    }
+
+    #[test]
+    fn a_kept_late_answer_pushes_older_requests_out_under_the_byte_cap() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let mut e = entries(usize::MAX);
+        let third = "k".repeat(MAX_BYTES / 3 - ENTRY_OVERHEAD);
+        insert(&mut e, 1, request(&third, later));
+        insert(&mut e, 2, request(&third, later));
+        insert(&mut e, 3, request("own", later));
+        let answer = Bytes::from(vec![b'a'; MAX_BYTES / 3]);
+        let (_, done) = e.take(3, now, Some(answer.clone()));
+        assert_eq!((done.dropped, done.lost.len()), (1, 0));
+        assert_eq!(e.map.keys().copied().collect::<Vec<_>>(), [2, 3]);
+        assert!(e.bytes <= MAX_BYTES);
+        let done = e.set_timed_out(3, "pbx1", &Bytes::from_static(b"t"), None);
+        assert_eq!(done.replace.map(|r| r.answer), Some(answer));
+        assert_eq!(e.bytes, ENTRY_OVERHEAD + third.len());
     }
 }

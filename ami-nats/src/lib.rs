@@ -129,9 +129,14 @@
 //! (`server_error` with an `error` for `Response: Error`), so that a retry with the key is
 //! answered `duplicate` with what the server did. The store runs beside the publishing,
 //! never in its way: bounded to 5 s and 64 at once; counted in
-//! `ami_bridge_late_answers_stored_total{result}` (`stored`, `superseded`, `failed`), a
-//! failure logged. A request answered `unknown` keeps that reply at its key; its late
-//! answer is published only.
+//! `ami_bridge_late_answers_stored_total{result}` (`stored`, `superseded`, `failed`,
+//! `not_timed_out`), a failure logged. A request answered otherwise than `timed_out`
+//! (`unknown`, `reply_too_large`) keeps that reply at its key; its late answer is
+//! published only (`not_timed_out`). An answer read before its request's reply is known
+//! (the two come from one completion, and run at once on a multi-threaded runtime) is kept
+//! with the request, counted in the 2 MiB, until that reply is: then stored if it is
+//! `timed_out`; one whose request is forgotten first (the cap, the grace period) is
+//! counted as `failed` and logged.
 //!
 //! Every action the bridge sends carries an answer mark (`SendOptions::with_answer_mark`)
 //! for this: it puts nothing in the event stream and takes no place in the event queue, so

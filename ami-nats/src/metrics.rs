@@ -145,7 +145,7 @@ impl Metrics {
         let stored = per_family(
             &mut registry,
             "late_answers_stored",
-            "Late answers to requests with an idempotency key, by result of storing them at the key in place of its timed_out reply: stored, superseded (the key held something else by then: that is kept), failed (NATS failed or was too slow, or too many stores ran at once)",
+            "Late answers to requests with an idempotency key, by result of storing them at the key in place of its timed_out reply: stored, superseded (the key held something else by then: that is kept), failed (NATS failed or was too slow, or too many stores ran at once, or the answer, read before its request's reply was known, was forgotten first: the cap, the grace period), not_timed_out (the request was answered otherwise, such as unknown or reply_too_large: the key keeps that reply, the answer is published only)",
         );
         // Present from the start at 0, so alerts on their rate work before the first.
         let result =
@@ -155,6 +155,7 @@ impl Metrics {
             stored: result("stored"),
             superseded: result("superseded"),
             failed: result("failed"),
+            not_timed_out: result("not_timed_out"),
         };
         let lost = per_family(
             &mut registry,

@@ -1024,24 +1024,24 @@ impl Publisher {
         }
     }
 
-    /// Counts a late answer of server `ix` (`spec`) and, when its `request` had an
-    /// idempotency key under which its `timed_out` reply was stored, has the answer stored
-    /// there in its place (a task of its own: nothing here waits on NATS).
+    /// Counts a late answer of server `ix` (`spec`) sent with `mark`: the idempotency key
+    /// of its request, when that is known and had one. When the key holds (or is about to
+    /// hold) the request's `timed_out` reply, the answer is stored there in its place (a
+    /// task of its own: nothing here waits on NATS; see the `late` module).
     fn late_answer(
         &self,
         ix: ServerIx,
         spec: &ServerSpec,
-        request: Option<&crate::late::Request>,
+        mark: Option<u64>,
         response: &ami_proto::Message,
-    ) {
-        self.metrics.late_answer(ix, request.is_some());
-        let (Some(late), Some(request)) = (self.late.as_ref(), request) else {
-            return;
-        };
-        if let (Some(key), Some(timed_out)) = (&request.key, &request.timed_out) {
-            let answer = crate::actions::late_reply(&spec.name, response);
-            late.store(key.clone(), timed_out.clone(), bytes::Bytes::from(answer));
-        }
+    ) -> Option<String> {
+        let taken = self.late.as_ref().and_then(|late| {
+            late.take(mark, Instant::now(), || {
+                bytes::Bytes::from(crate::actions::late_reply(&spec.name, response))
+            })
+        });
+        self.metrics.late_answer(ix, taken.is_some());
+        taken.and_then(|t| t.key)
     }
 
     /// Encodes one merged item into the backlog (a lost session gives a marker and a gap).
@@ -1110,14 +1110,10 @@ impl Publisher {
                     UpItem::Stream(StreamItem::LateAnswer { id, mark, response }) => {
                         // Published whether or not its request is still known: what the
                         // server did is news to whoever was told `timed_out`.
-                        let request = self
-                            .late
-                            .as_ref()
-                            .and_then(|late| late.take(*mark, Instant::now()));
-                        self.late_answer(ix, spec, request.as_ref(), response);
-                        let key = request.as_ref().and_then(|r| r.key.as_deref());
+                        let key = self.late_answer(ix, spec, *mark, response);
                         let subject = Subject::from(format!("ami.{token}.event.late_answer"));
-                        let body = ami_json::late_answer(&place, id.as_str(), key, response);
+                        let body =
+                            ami_json::late_answer(&place, id.as_str(), key.as_deref(), response);
                         (subject, body)
                     }
                     UpItem::Stream(StreamItem::Event(msg)) => {

@@ -133,6 +133,68 @@ fn a_late_answer_to_a_timed_out_request_is_published_and_a_retry_gets_it_as_a_du
     bridge.shutdown();
 }
 
+/// The request's task and the publisher are both woken by the completion that ends a
+/// timed-out action, and on a multi-threaded runtime (the test bridge runs on two workers)
+/// the publisher may read the late answer before the task records its `timed_out` reply
+/// (see the `late` module). Answers that come right at their request's deadline (timeouts
+/// swept around the server's delay) are each stored at their key whichever ran first. Not
+/// forced here (real TCP and NATS): the sweep only makes the window likely to be hit.
+#[test]
+fn late_answers_coming_right_at_their_deadline_are_all_stored_at_their_keys() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let delay = Duration::from_millis(60);
+    let (_a, bridge) = slow_pings(&nats, delay, |c| c);
+    let mut timed_out = Vec::new();
+    for i in 0..80u64 {
+        let key = format!("edge-{i}");
+        // The deadline counts from when the bridge got the request, the claim's round
+        // trips to NATS come off it: about the delay.
+        let timeout_ms = 58 + i % 10;
+        let reply = block(request(&url, "ami.pbx1.action", &ping(&key, timeout_ms)));
+        match reply["outcome"].as_str() {
+            Some("timed_out") => timed_out.push(key),
+            // Answered in time; or the claim took the whole time (a loaded machine), and
+            // nothing was sent.
+            Some("success" | "not_sent") => {}
+            _ => panic!("{reply}"),
+        }
+        // The server busy with no late answer when the next one comes.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!timed_out.is_empty(), "none timed out: the sweep missed");
+
+    let late = late_answers(&url, timed_out.len());
+    let mut published: Vec<String> = late
+        .iter()
+        .filter_map(|s| s.body["idempotency_key"].as_str().map(str::to_string))
+        .collect();
+    published.sort();
+    let mut expected = timed_out.clone();
+    expected.sort();
+    assert_eq!(published, expected, "each published once, with its key");
+    for key in &timed_out {
+        wait_for(
+            Duration::from_secs(5),
+            &format!("the late answer stored at {key}"),
+            || stored(&url, key)["outcome"] == "success",
+        );
+    }
+    let n = i64::try_from(timed_out.len()).unwrap();
+    metrics_once(
+        &bridge,
+        &[
+            ("ami_bridge_late_answers_stored_total{result=\"stored\"}", n),
+            ("ami_bridge_late_answers_stored_total{result=\"failed\"}", 0),
+            (
+                "ami_bridge_late_answers_stored_total{result=\"not_timed_out\"}",
+                0,
+            ),
+        ],
+    );
+    bridge.shutdown();
+}
+
 #[test]
 fn a_late_answer_whose_request_was_dropped_at_the_cap_is_published_without_its_key() {
     let Some(nats) = Nats::start() else { return };

@@ -55,6 +55,12 @@ pub(crate) struct Args {
     /// every ID of the window in memory: lower it for high event rates.
     #[arg(long, default_value_t = 120)]
     dedup_window: u64,
+    /// Action requests kept for the server's late answer (at least 1): those running, and
+    /// those that ended without it for the server's action timeout after. At this many (or
+    /// 2 MiB of them) the oldest is forgotten, counted and logged: its late answer is still
+    /// published, without its idempotency key, and not stored at the key.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_late_answer_requests: usize,
 }
 
 impl std::fmt::Debug for Args {
@@ -69,6 +75,7 @@ impl std::fmt::Debug for Args {
             .field("metrics", &self.metrics)
             .field("lease_ttl", &self.lease_ttl)
             .field("dedup_window", &self.dedup_window)
+            .field("max_late_answer_requests", &self.max_late_answer_requests)
             .finish()
     }
 }
@@ -123,20 +130,7 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
             ServerSpec::new(name, url.host.clone(), url.port, client).map_err(|e| usage(&e))?,
         );
     }
-    let stream = StreamLimits {
-        duplicate_window: Duration::from_secs(args.dedup_window),
-        ..StreamLimits::default()
-    };
-    let mut config = BridgeConfig::new(args.nats.clone(), specs)
-        .stream(stream)
-        .lease_ttl(Duration::from_secs(args.lease_ttl))
-        .any_policy(match args.any_policy {
-            AnyPolicy::RoundRobin => Policy::RoundRobin,
-            AnyPolicy::FewestInFlight => Policy::FewestInFlight,
-        });
-    if let Some(addr) = args.metrics {
-        config = config.metrics(addr);
-    }
+    let config = bridge_config(args, specs);
     // One thread: the bridge is one pipeline (AMI sessions -> publisher -> NATS connection)
     // whose tasks hand work to each other; on worker threads every hand-off may wake
     // another core. Measured with ami-nats's bridge_bench (BRIDGE_THREADS=0 vs 2, alternated,
@@ -191,6 +185,26 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     // that hangs on a dead resolver): the stop stays bounded, as in the other commands.
     rt.shutdown_timeout(Duration::from_millis(100));
     ran
+}
+
+/// The bridge's configuration for `specs` as the command line asks (checked when it starts).
+fn bridge_config(args: &Args, specs: Vec<ServerSpec>) -> BridgeConfig {
+    let stream = StreamLimits {
+        duplicate_window: Duration::from_secs(args.dedup_window),
+        ..StreamLimits::default()
+    };
+    let mut config = BridgeConfig::new(args.nats.clone(), specs)
+        .stream(stream)
+        .lease_ttl(Duration::from_secs(args.lease_ttl))
+        .max_late_answer_requests(args.max_late_answer_requests)
+        .any_policy(match args.any_policy {
+            AnyPolicy::RoundRobin => Policy::RoundRobin,
+            AnyPolicy::FewestInFlight => Policy::FewestInFlight,
+        });
+    if let Some(addr) = args.metrics {
+        config = config.metrics(addr);
+    }
+    config
 }
 
 /// The signals that stop the bridge, as its start line says them (SIGHUP not under `nohup`).
@@ -335,5 +349,33 @@ mod tests {
         let shown = format!("{:?}", line.args);
         assert!(!shown.contains("NPART"), "{shown}");
         assert!(shown.contains("nats://u:***@h:4222"), "{shown}");
+    }
+
+    #[test]
+    fn max_late_answer_requests_reaches_the_bridge_config_and_defaults_as_the_library() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            args: super::Args,
+        }
+        let given = Line::try_parse_from(["bridge", "--max-late-answer-requests", "16"]).unwrap();
+        let config = format!("{:?}", super::bridge_config(&given.args, Vec::new()));
+        assert!(config.contains("max_late_answer_requests: 16"), "{config}");
+        // Without the flag, the library's own default.
+        let library = format!(
+            "{:?}",
+            ami_nats::BridgeConfig::new("nats://127.0.0.1:4222", Vec::new())
+        );
+        let default = Line::try_parse_from(["bridge"]).unwrap();
+        let config = format!("{:?}", super::bridge_config(&default.args, Vec::new()));
+        let field = |s: &str| {
+            s.split(", ")
+                .find(|f| f.starts_with("max_late_answer_requests"))
+                .map(str::to_string)
+        };
+        assert_eq!(field(&config), field(&library), "{config}");
+        assert!(field(&config).is_some(), "{config}");
+        assert!(Line::try_parse_from(["bridge", "--max-late-answer-requests", "x"]).is_err());
     }
 }
