@@ -153,14 +153,13 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         // manager, a test) must find the handler, not the default action.
         let mut stops = Stops::catch();
         say!(
-            "ami: bridge {} serving through {} ({} stops){}",
-            bridge.bridge_id(),
-            stopped_by(),
-            ami_nats::redact_url(&args.nats),
-            bridge
-                .metrics_addr()
-                .map(|a| format!("; metrics on http://{a}/metrics"))
-                .unwrap_or_default()
+            "{}",
+            serving_line(
+                bridge.bridge_id(),
+                &ami_nats::redact_url(&args.nats),
+                stopped_by(),
+                bridge.metrics_addr()
+            )
         );
         stops.next().await;
         // Said once the signal is taken: a person pressing Ctrl-C sees that the bridge heard
@@ -205,6 +204,22 @@ fn bridge_config(args: &Args, specs: Vec<ServerSpec>) -> BridgeConfig {
         config = config.metrics(addr);
     }
     config
+}
+
+/// The line that says the bridge serves: its ID, the NATS it serves through (`nats`, its
+/// secret already shown as `***`), the signals that stop it and where its metrics are.
+fn serving_line(
+    bridge_id: &str,
+    nats: &str,
+    stopped_by: &str,
+    metrics: Option<std::net::SocketAddr>,
+) -> String {
+    format!(
+        "ami: bridge {bridge_id} serving through {nats} ({stopped_by} stops){}",
+        metrics
+            .map(|a| format!("; metrics on http://{a}/metrics"))
+            .unwrap_or_default()
+    )
 }
 
 /// The signals that stop the bridge, as its start line says them (SIGHUP not under `nohup`).
@@ -314,6 +329,28 @@ impl Stops {
 #[cfg(test)]
 mod tests {
     use ami_nats::redact_url as shown_nats_url;
+
+    /// The start line names the NATS it serves through, then what stops it (the two were
+    /// once given in each other's place: "serving through Ctrl-C, SIGTERM or SIGHUP
+    /// (nats://127.0.0.1:4222 stops)").
+    #[test]
+    fn the_start_line_says_the_nats_url_then_the_signals_that_stop_it() {
+        let metrics = "127.0.0.1:9185".parse().ok();
+        assert_eq!(
+            super::serving_line(
+                "b1",
+                "nats://127.0.0.1:4222",
+                "Ctrl-C, SIGTERM or SIGHUP",
+                metrics
+            ),
+            "ami: bridge b1 serving through nats://127.0.0.1:4222 (Ctrl-C, SIGTERM or SIGHUP \
+             stops); metrics on http://127.0.0.1:9185/metrics"
+        );
+        assert_eq!(
+            super::serving_line("b1", "nats://***@h:4222", "Ctrl-C or SIGTERM", None),
+            "ami: bridge b1 serving through nats://***@h:4222 (Ctrl-C or SIGTERM stops)"
+        );
+    }
 
     #[test]
     fn a_nats_password_or_token_is_never_shown() {
