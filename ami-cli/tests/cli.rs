@@ -549,6 +549,8 @@ fn originate_on_several_servers_places_the_call_from_the_one_named() {
         assert_code(&out, 0, rt);
         let v = json(&stdout_lines(&out)[0]);
         assert_eq!(header(&v, "Event").unwrap(), "OriginateResponse");
+        // Named like an `action --on` line: which of the servers answered.
+        assert_eq!(v["server"], on_b.as_str(), "{rt}: {v}");
         assert!(b.stats().calls_started > before.1, "{rt}: placed on b");
         assert_eq!(a.stats().calls_started, before.0, "{rt}: not on a");
     });
@@ -591,6 +593,7 @@ fn originate_var_values_with_commas_quotes_and_backslashes_reach_the_channel_who
     );
     assert_code(&out, 0, "originate");
     let response = json(&stdout_lines(&out)[0]);
+    assert!(response.get("server").is_none(), "one server: not named");
     // The caller ID went with it (Asterisk escapes the name in its events).
     assert_eq!(header(&response, "CallerIDNum").unwrap(), "5551234");
     assert_eq!(header(&response, "CallerIDName").unwrap(), "O'Brien");

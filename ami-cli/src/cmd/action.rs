@@ -184,12 +184,14 @@ fn report_on(
 
 /// Checks `action`, opens a session asking for `events`, sends it with `options`, logs
 /// off, prints. `flag` is the command's option that sets `options.timeout`, if it has one.
+/// `server`: the name each printed line carries (the one picked of several, as `--on`
+/// lines do), if any.
 pub(crate) fn send_one(
     conn: &Connection,
     action: Action,
     options: SendOptions,
     events: impl Into<Subscription>,
-    shown: Shown,
+    (shown, server): (Shown, Option<&str>),
     flag: Option<&str>,
 ) -> Result<(), Failure> {
     check(&action)?;
@@ -208,7 +210,17 @@ pub(crate) fn send_one(
         waited: Some(options.timeout.unwrap_or(words::DEFAULT_WAIT)),
         flag,
     };
-    report(result?, &live.url, shown, &attempt)
+    let result = result?;
+    match server {
+        None => report(result, &live.url, shown, &attempt),
+        Some(name) => {
+            // Named like a `--on all` reply: the failure's words too.
+            report_on(result, &live.url, shown, Some(name), &attempt).map_err(|f| Failure {
+                reason: format!("{name}: {}", f.reason),
+                ..f
+            })
+        }
+    }
 }
 
 pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
@@ -228,7 +240,14 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
         Subscription::from("off")
     };
     match (&args.on, conn.server.len()) {
-        (None, 0 | 1) => send_one(conn, action, options, events, Shown::All, Some("--timeout")),
+        (None, 0 | 1) => send_one(
+            conn,
+            action,
+            options,
+            events,
+            (Shown::All, None),
+            Some("--timeout"),
+        ),
         (None, _) => Err(Failure::new(
             EXIT_USAGE,
             "several servers: pick one with --on HOST:PORT, or --on all",

@@ -135,13 +135,17 @@ pub(crate) fn run(conn: &Connection, args: &Args) -> Result<(), Failure> {
     // Only the OriginateResponse is wanted: on a busy server the other call events (every
     // call's, not only this one's) would be most of what the session reads meanwhile.
     let wanted = subscription::for_events(&["OriginateResponse".to_string()]);
-    let conn = from_server(conn, args.on.as_deref())?;
+    let picked = from_server(conn, args.on.as_deref())?;
+    // Picked of several: the line names its server, as `action --on` lines do.
+    let named = (conn.server.len() > 1)
+        .then(|| picked.server.first().map(crate::fleet::name))
+        .flatten();
     send_one(
-        &conn,
+        &picked,
         action(args)?,
         SendOptions::default(),
         wanted,
-        Shown::FollowUp,
+        (Shown::FollowUp, named.as_deref()),
         // `--timeout` here is the ring time, not the wait for the answer: no flag sets that.
         None,
     )
