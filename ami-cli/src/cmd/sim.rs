@@ -34,14 +34,16 @@ pub(crate) struct Args {
     /// CoreShowChannels to show.
     #[arg(long, default_value_t = 0.0)]
     calls_per_s: f64,
-    /// How long each call of --calls-per-s lasts, in whole seconds.
-    #[arg(long, default_value_t = 60)]
+    /// How long each call of --calls-per-s lasts, in whole seconds (only with
+    /// --calls-per-s: alone it would do nothing).
+    #[arg(long, default_value_t = 60, requires = "calls_per_s")]
     call_secs: u32,
     /// Where each call of --calls-per-s goes in the simulated dialplan (`ami action Command
     /// Command="dialplan show"` lists it): `hold` (answered, lasts --call-secs), `queue`
     /// (through queue testq to an agent: QueueCallerJoin, AgentCalled, AgentConnect...),
-    /// `busy`, `congestion` or `noanswer` (calls that fail), `userevent`, `echo`...
-    #[arg(long, default_value = "hold")]
+    /// `busy`, `congestion` or `noanswer` (calls that fail), `userevent`, `echo`... (only
+    /// with --calls-per-s).
+    #[arg(long, default_value = "hold", requires = "calls_per_s")]
     call_exten: String,
     /// Another user the simulator accepts, as NAME:SECRET (repeatable), with every
     /// permission: so a dialer can log in with the credentials it is configured with.
@@ -366,6 +368,31 @@ fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--call-secs` or `--call-exten` without `--calls-per-s` would be accepted and do
+    /// nothing: refused as a usage error instead, naming the flag it needs.
+    #[test]
+    fn call_shape_flags_without_a_call_rate_are_refused() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Line {
+            #[command(flatten)]
+            args: Args,
+        }
+        for alone in [
+            &["sim", "--call-secs", "5"][..],
+            &["sim", "--call-exten", "queue"],
+        ] {
+            let e = Line::try_parse_from(alone).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("--calls-per-s")),
+                "{alone:?}: {e:?}"
+            );
+        }
+        let with = Line::try_parse_from(["sim", "--calls-per-s", "1", "--call-secs", "5"]);
+        assert!(with.is_ok());
+        assert!(Line::try_parse_from(["sim"]).is_ok(), "the defaults alone");
+    }
 
     fn feed(per_s: f64, max_calls: usize) -> CallFeed {
         CallFeed {
