@@ -55,7 +55,7 @@ use ami_proto::{Action, ActionError, ActionId, Message, Phase, Response, SendErr
 use ami_tokio::AmiError;
 use bytes::Bytes;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -512,20 +512,36 @@ impl After {
 /// (nothing left the bridge; its key holds at most a claiming value, which a retry on any
 /// bridge takes over, or, the residual case of the `idempotency` module, a running value
 /// of a confirm in flight or being found out), `unknown` once it is (it may have run).
+/// It also keeps the answer mark the action is sent with, so that a stop that answers the
+/// request itself tells the late answers' bookkeeping ([`crate::late`]) what the key holds.
 #[derive(Debug, Default)]
-pub(crate) struct Sending(AtomicBool);
+pub(crate) struct Sending {
+    begun: AtomicBool,
+    /// The late-answer mark (0: none yet).
+    mark: AtomicU64,
+}
 
 impl Sending {
     /// From here on the action may reach Asterisk.
     fn begin(&self) {
         // Read by the same task (the stop's give-up branch of its `select!`): no ordering
         // with other memory is needed.
-        self.0.store(true, Ordering::Relaxed);
+        self.begun.store(true, Ordering::Relaxed);
     }
 
     /// Whether the action may have reached Asterisk.
     pub(crate) fn begun(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.begun.load(Ordering::Relaxed)
+    }
+
+    /// The action is sent with late-answer mark `mark`.
+    fn marked(&self, mark: u64) {
+        self.mark.store(mark, Ordering::Relaxed);
+    }
+
+    /// The late-answer mark the action was sent with, if it got that far.
+    pub(crate) fn mark(&self) -> Option<u64> {
+        Some(self.mark.load(Ordering::Relaxed)).filter(|m| *m != 0)
     }
 }
 
@@ -1094,6 +1110,7 @@ async fn answer(
         now,
         later(now, left.saturating_add(late_grace(control, to))),
     );
+    sending.marked(mark);
     let options = SendOptions::timeout(left).with_answer_mark(mark);
     // Terms past their renewal deadline end now, not at the control task's next look:
     // their servers leave the fleet, so `ami.any.action` goes to one still served (the

@@ -494,6 +494,11 @@ async fn answer_in_task(
         biased;
         after = work => after,
         () = given_up(&mut give_up) => {
+            if let Some(mark) = sending.mark() {
+                // Its reply is not `timed_out`: a late answer to it is published only
+                // (counted as `not_timed_out`), never stored at its key.
+                control.late.not_timed_out(mark);
+            }
             if let Some(reply_to) = reply_to {
                 let (kind, why) = if sending.begun() {
                     ("unknown", "the bridge stopped while this request was in flight; it may have run")

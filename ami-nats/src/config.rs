@@ -516,7 +516,8 @@ impl BridgeConfig {
     /// for their request's reply, whatever the count; at
     /// the cap the oldest is forgotten, counted in
     /// `ami_bridge_late_answer_requests_dropped_total` and logged: its late answer is
-    /// still published, without its idempotency key, and not stored at the key.
+    /// still published, without its idempotency key, and not stored at the key (one read
+    /// before, still waiting for its request's reply, is counted as `failed`).
     pub fn max_late_answer_requests(mut self, n: usize) -> Self {
         self.max_late_answer_requests = n;
         self

@@ -139,7 +139,7 @@ impl Metrics {
         let dropped_requests = Counter::default();
         registry.register(
             "late_answer_requests_dropped",
-            "Action requests forgotten at the cap (max_late_answer_requests, or 2 MiB) before their late-answer grace period ended: a late answer to one is published with idempotency_key null and not stored at its key",
+            "Action requests forgotten at the cap (max_late_answer_requests, or 2 MiB) before their late-answer grace period ended: a late answer to one coming after is published with idempotency_key null and not stored at its key (one read before, waiting for its request's reply, was published with its key and is counted as failed in ami_bridge_late_answers_stored_total)",
             dropped_requests.clone(),
         );
         let stored = per_family(
