@@ -24,7 +24,7 @@ const READ_CHUNK: usize = 64 << 10;
 /// Turns in a row that found work without waiting, after which the driver yields to its
 /// executor once, so that a socket that is always readable cannot starve the other tasks
 /// of a single-threaded executor.
-const TURNS_BEFORE_YIELD: u32 = 64;
+pub(crate) const TURNS_BEFORE_YIELD: u32 = 64;
 /// Written bytes kept at the front of the driver's copy before it is compacted.
 const COMPACT_OUT: usize = 64 << 10;
 

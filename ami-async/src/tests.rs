@@ -32,6 +32,9 @@ struct Wire {
     direct: bool,
     /// Writes made through the direct writer.
     direct_writes: usize,
+    /// The direct writer takes nothing and says `Ok(0)` (not the `WouldBlock` the trait
+    /// asks for), as a misbehaving stream might.
+    direct_takes_nothing: bool,
     /// The server floods: a read that finds nothing gets a fresh event, so the socket is
     /// never found empty.
     flood: bool,
@@ -42,6 +45,8 @@ struct Wire {
     /// The server closed its end: once `incoming` is drained, reads find the end of the
     /// stream.
     eof: bool,
+    /// The connection was reset: reads fail.
+    reset: bool,
     /// Who last found nothing to read, or no room to write: woken by [`Wire::wake`] (the
     /// fleet's driver visits a transport only when it is woken).
     wakers: Vec<Waker>,
@@ -90,6 +95,9 @@ impl Runtime for Scripted {
 impl Transport for ScriptedTcp {
     fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         let mut w = self.0.lock().unwrap();
+        if w.reset {
+            return Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+        }
         if w.incoming.is_empty() && w.flood {
             w.flooded += 1;
             let event = format!(
@@ -141,6 +149,9 @@ struct ScriptedDirect(Arc<Mutex<Wire>>);
 impl DirectWrite for ScriptedDirect {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut w = self.0.lock().unwrap();
+        if w.direct_takes_nothing {
+            return Ok(0);
+        }
         let n = buf.len().min(w.budget);
         if n == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -2138,4 +2149,884 @@ fn an_answer_in_the_slot_of_a_future_dropped_before_its_next_poll_reaches_the_ev
     );
     // It came in time: no late answer on the wire.
     assert_eq!(rig.handle.stats().late_answers_dropped, 0);
+}
+
+/// A waker that counts its wakes: which of two tasks a wake-up reached.
+struct CountingWake(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A counting waker and its count.
+fn counting_waker() -> (Waker, impl Fn() -> usize) {
+    let count = Arc::new(CountingWake(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    (waker, move || {
+        count.0.load(std::sync::atomic::Ordering::SeqCst)
+    })
+}
+
+#[test]
+fn a_recv_polled_again_from_another_task_wakes_that_task_when_a_batch_comes() {
+    // A consumer whose `recv` moved (a `select!` in a new task, a stream handed on): the
+    // hand-over must wake the task that polled last, not the one that polled first.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    while rig.events.try_recv().is_some() {}
+    rig.spin();
+    let (first, first_wakes) = counting_waker();
+    let (second, second_wakes) = counting_waker();
+    assert!(rig
+        .events
+        .poll_recv(&mut Context::from_waker(&first))
+        .is_pending());
+    assert!(rig
+        .events
+        .poll_recv(&mut Context::from_waker(&second))
+        .is_pending());
+    rig.storm(1);
+    rig.spin();
+    assert_eq!(second_wakes(), 1, "the task that polled last is woken");
+    assert_eq!(first_wakes(), 0);
+    match rig.events.poll_recv(&mut Context::from_waker(&second)) {
+        Poll::Ready(Some(item)) => assert_eq!(seq(&item), Some(0)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_take_straight_from_the_core_rings_only_a_driver_that_holds_its_reads() {
+    // A consumer below the read-ahead: the driver reads on anyway, so a take from the core
+    // costs it no extra turn.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    while rig.events.try_recv().is_some() {}
+    rig.spin();
+    rig.storm(3);
+    rig.spin();
+    rig.storm(3);
+    rig.spin();
+    assert!(rig.handle.inner.lock().client.wants_read(), "not holding");
+    // The hand-off's batch gone by hand: the next try_recv takes from the core.
+    let handed = std::mem::take(&mut rig.events.inner.handoff().items);
+    assert_eq!(handed.len(), 3);
+    rig.events.inner.bell.clear();
+    let first = rig.events.try_recv().expect("an event from the core");
+    assert_eq!(seq(&first), Some(0));
+    assert!(
+        !rig.events.inner.bell.rung_for_test(),
+        "a driver that reads on needs no ring"
+    );
+}
+
+#[test]
+fn a_send_polled_again_from_another_task_wakes_that_task_when_its_answer_comes() {
+    // A send future moved between tasks (polled by a new waker): the answer wakes the task
+    // that polled last, or the future would wait for ever.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let handle = rig.handle.clone();
+    let mut ping = Box::pin(handle.send(ami_proto::Action::new("Ping")));
+    let (first, first_wakes) = counting_waker();
+    let (second, second_wakes) = counting_waker();
+    assert!(ping
+        .as_mut()
+        .poll(&mut Context::from_waker(&first))
+        .is_pending());
+    rig.spin();
+    assert!(ping
+        .as_mut()
+        .poll(&mut Context::from_waker(&second))
+        .is_pending());
+    let id = last_written_id(&rig.wire);
+    rig.send(&pong(&id));
+    rig.spin();
+    assert_eq!(second_wakes(), 1, "the task that polled last is woken");
+    assert_eq!(first_wakes(), 0);
+    assert!(matches!(
+        ping.as_mut().poll(&mut Context::from_waker(&second)),
+        Poll::Ready(Ok(_))
+    ));
+}
+
+#[test]
+fn a_waiter_left_without_an_outcome_learns_that_the_driver_stopped() {
+    // The core's close completes every action it knows; a waiter it does not (a slot the
+    // close missed) must still end when the driver goes, not wait for ever.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let slot = Arc::new(crate::shared::Slot::default());
+    let id = ami_proto::ActionId::new("nobody-1").unwrap();
+    rig.handle.inner.lock().waiters.insert(id, slot.clone());
+    let (waker, wakes) = counting_waker();
+    assert!(slot.poll(&mut Context::from_waker(&waker)).is_pending());
+    let Rig { driver, handle, .. } = rig;
+    drop(driver);
+    assert_eq!(wakes(), 1, "woken when the driver stopped");
+    assert!(matches!(
+        slot.poll(&mut Context::from_waker(&waker)),
+        Poll::Ready(None)
+    ));
+    assert!(handle.inner.lock().waiters.is_empty());
+}
+
+#[test]
+fn a_lone_action_due_before_the_drivers_timer_wakes_the_driver_to_arm_it_earlier() {
+    // Written by its caller, the action's deadline is still the driver's to keep: one
+    // earlier than the driver's timer rings it, or the timeout would fire only when that
+    // timer does.
+    use ami_proto::{Action, SendOptions};
+    use std::time::Duration;
+    let mut rig = Rig::with_wire(
+        Wire {
+            budget: usize::MAX,
+            direct: true,
+            ..Wire::default()
+        },
+        1024,
+    );
+    rig.log_in();
+    let timer = rig.handle.inner.lock().driver_timer.expect("armed");
+    rig.events.inner.bell.clear();
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(handle.send_with(
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_millis(1)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(
+        rig.wire.lock().unwrap().direct_writes,
+        1,
+        "written by its caller"
+    );
+    let due = rig
+        .handle
+        .inner
+        .lock()
+        .client
+        .poll_timeout()
+        .expect("a deadline");
+    assert!(due < timer, "{due:?} {timer:?}");
+    assert!(
+        rig.events.inner.bell.rung_for_test(),
+        "the driver is woken to arm its timer earlier"
+    );
+    rig.spin();
+    assert_eq!(rig.handle.inner.lock().driver_timer, Some(due));
+}
+
+#[test]
+fn a_direct_writer_that_takes_nothing_leaves_the_bytes_to_the_driver() {
+    // `Ok(0)` from a direct write must not be taken as progress: the caller would spin under
+    // the core lock for ever.
+    let mut rig = Rig::with_wire(
+        Wire {
+            budget: usize::MAX,
+            direct: true,
+            direct_takes_nothing: true,
+            ..Wire::default()
+        },
+        1024,
+    );
+    rig.log_in();
+    rig.events.inner.bell.clear();
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(handle.send(ami_proto::Action::new("Ping")));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    assert!(!rig.written().contains("Action: Ping"));
+    assert!(
+        rig.events.inner.bell.rung_for_test(),
+        "the driver writes it"
+    );
+    rig.spin();
+    assert!(rig.written().contains("Action: Ping"));
+}
+
+#[test]
+fn handles_events_and_watches_debug_print_what_they_are_about() {
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let handle = format!("{:?}", rig.handle);
+    assert!(
+        handle.contains("Handle") && handle.contains("127.0.0.1:5038") && handle.contains("Ready"),
+        "{handle}"
+    );
+    rig.storm(2);
+    rig.spin();
+    assert!(rig.events.try_recv().is_some());
+    let events = format!("{:?}", rig.events);
+    assert!(
+        events.contains("Events") && events.contains("buffered"),
+        "{events}"
+    );
+    let watch = format!("{:?}", rig.handle.status());
+    assert!(
+        watch.contains("StatusWatch") && watch.contains("Ready"),
+        "{watch}"
+    );
+    let driver = format!("{:?}", rig.driver);
+    assert!(
+        driver.contains("Driver") && driver.contains("finished: false"),
+        "{driver}"
+    );
+}
+
+#[test]
+fn a_status_watch_returns_each_change_once_and_nothing_after_closed() {
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let mut watch = rig.handle.status();
+    let (waker, wakes) = counting_waker();
+    {
+        let mut next = std::pin::pin!(watch.changed());
+        assert!(
+            next.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending(),
+            "no change since the watch was made"
+        );
+        rig.handle.close();
+        rig.spin();
+        assert_eq!(wakes(), 1, "the change wakes the watcher");
+        match next.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Some(Status::Closed { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        futures_lite_block_on(watch.changed()),
+        None,
+        "Closed is last"
+    );
+}
+
+#[test]
+fn wait_for_returns_at_once_a_status_that_already_satisfies_it() {
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let mut watch = rig.handle.status();
+    assert!(matches!(
+        futures_lite_block_on(watch.wait_for(|s| matches!(s, Status::Ready { .. }))),
+        Status::Ready { .. }
+    ));
+    assert_eq!(futures_lite_block_on(rig.handle.wait_ready()), Ok(()));
+}
+
+#[test]
+fn a_status_watch_given_up_while_waiting_leaves_no_waker_behind() {
+    // `timeout(d, ami.wait_closed())` in a loop: each watch given up must take its waker
+    // with it, or the session keeps one per try until the status next changes.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..3 {
+        let mut watch = rig.handle.status();
+        let mut next = Box::pin(watch.changed());
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        drop(next);
+        drop(watch);
+        let mut closed = Box::pin(rig.handle.wait_closed());
+        assert!(closed.as_mut().poll(&mut cx).is_pending());
+    }
+    assert!(rig.handle.inner.lock().status_wakers.is_empty());
+}
+
+#[test]
+fn a_session_driver_reading_while_its_copy_waits_copies_each_lent_byte_once() {
+    // As the fleet's driver: a server that stops reading must not cost a copy of every
+    // unwritten byte at each turn.
+    use crate::driver::RELENT;
+    use ami_proto::Action;
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    rig.wire.lock().unwrap().budget = 0;
+    let before = rig.wire.lock().unwrap().written.len();
+    RELENT.with(|c| c.set(0));
+    let mut cx = Context::from_waker(Waker::noop());
+    let handle = rig.handle.clone();
+    let first = Action::new("UserEvent").field("UserEvent", "First");
+    let mut first = Box::pin(handle.send(first));
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    rig.storm(1);
+    rig.spin();
+    let second = Action::new("UserEvent").field("UserEvent", "Second");
+    let mut second = Box::pin(handle.send(second));
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    rig.storm(1);
+    rig.wire.lock().unwrap().budget = 10;
+    rig.spin();
+    rig.storm(1);
+    rig.spin();
+    rig.wire.lock().unwrap().budget = usize::MAX;
+    rig.handle.inner.bell.ring();
+    rig.spin();
+    let written = rig.wire.lock().unwrap().written[before..].to_vec();
+    let text = String::from_utf8_lossy(&written).into_owned();
+    assert_eq!(text.matches("UserEvent: First").count(), 1, "{text}");
+    assert_eq!(text.matches("UserEvent: Second").count(), 1, "{text}");
+    assert_eq!(
+        RELENT.with(|c| c.get()),
+        written.len(),
+        "every byte written was copied once, however many reads it waited through"
+    );
+}
+
+#[test]
+fn a_lost_connection_is_let_go_by_the_callers_direct_writer_too() {
+    // The direct writer shares the stream: kept after the link went, it would hold the
+    // server's closed connection open through the reconnect backoff.
+    let mut rig = Rig::with_wire(
+        Wire {
+            budget: usize::MAX,
+            direct: true,
+            ..Wire::default()
+        },
+        1024,
+    );
+    rig.log_in();
+    assert!(rig.handle.inner.lock().direct.is_some());
+    // The test's two references, the link's and the direct writer's.
+    assert_eq!(Arc::strong_count(&rig.wire), 4);
+    rig.wire.lock().unwrap().eof = true;
+    rig.spin();
+    assert!(matches!(
+        rig.handle.status().get(),
+        Status::Disconnected { .. }
+    ));
+    assert!(rig.handle.inner.lock().direct.is_none());
+    assert_eq!(
+        Arc::strong_count(&rig.wire),
+        2,
+        "nothing holds the lost stream"
+    );
+}
+
+#[test]
+fn a_driver_whose_socket_never_runs_dry_yields_to_its_executor() {
+    // On a one-thread executor a server that floods must not keep the driver's poll going
+    // for ever: after a run of busy turns it returns Pending and wakes itself.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    // Nobody reads events: the core keeps none, so reads are never held for a consumer.
+    drop(rig.events);
+    rig.wire.lock().unwrap().flood = true;
+    let (waker, wakes) = counting_waker();
+    let polled = Pin::new(&mut rig.driver).poll(&mut Context::from_waker(&waker));
+    assert!(polled.is_pending());
+    assert_eq!(wakes(), 1, "it asks to be polled again at once");
+    let flooded = rig.wire.lock().unwrap().flooded;
+    assert!(
+        (crate::driver::TURNS_BEFORE_YIELD as u64..=crate::driver::TURNS_BEFORE_YIELD as u64 + 2)
+            .contains(&flooded),
+        "{flooded} reads in one poll: a yield after a run of busy turns, not after each"
+    );
+}
+
+#[test]
+fn a_connection_the_core_gives_up_on_is_shut_down_at_once_not_at_the_next_connect() {
+    // A server that stopped answering (the heartbeat went unanswered): the core drops the
+    // connection and reconnects after a backoff. The old transport is shut down then (the
+    // server reads the end of the stream), not kept, read from, until the new one opens.
+    use std::time::Duration;
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let mut step = 0;
+    while !matches!(rig.handle.status().get(), Status::Disconnected { .. }) {
+        step += 1;
+        assert!(step < 10, "still {:?}", rig.handle.status().get());
+        AHEAD.with(|a| a.set(Duration::from_secs(600 * step)));
+        rig.handle.inner.bell.ring();
+        rig.spin();
+    }
+    let closes = rig.wire.lock().unwrap().closes;
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    assert_eq!(closes, 1, "shut down when the core let it go");
+}
+
+#[test]
+fn a_caller_never_writes_while_the_driver_holds_unwritten_bytes() {
+    // The driver's copy holds the rest of an action it began to write (its caller gave up,
+    // so no action is in flight): a new action's bytes must follow those, not cut into them.
+    use ami_proto::Action;
+    let mut rig = Rig::with_wire(
+        Wire {
+            budget: usize::MAX,
+            direct: true,
+            ..Wire::default()
+        },
+        1024,
+    );
+    rig.log_in();
+    let before = rig.written().len();
+    let direct_before = rig.wire.lock().unwrap().direct_writes;
+    rig.wire.lock().unwrap().budget = 10;
+    let mut cx = Context::from_waker(Waker::noop());
+    let handle = rig.handle.clone();
+    let first = Action::new("UserEvent").field("UserEvent", "First");
+    let mut first = Box::pin(handle.send(first));
+    assert!(first.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    assert!(
+        !rig.written()[before..].contains("First"),
+        "not all written"
+    );
+    drop(first);
+    // The stream has room again, but the driver has not yet been polled.
+    rig.wire.lock().unwrap().budget = usize::MAX;
+    let second = Action::new("UserEvent").field("UserEvent", "Second");
+    let mut second = Box::pin(handle.send(second));
+    assert!(second.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(
+        rig.wire.lock().unwrap().direct_writes,
+        direct_before + 1,
+        "only the first action's start went out directly"
+    );
+    rig.spin();
+    let written = rig.written()[before..].to_string();
+    assert_eq!(
+        written.matches("UserEvent: First").count(),
+        1,
+        "{written:?}"
+    );
+    assert_eq!(
+        written.matches("UserEvent: Second").count(),
+        1,
+        "{written:?}"
+    );
+    assert!(
+        written.starts_with("Action: UserEvent\r\n")
+            && written.find("First") < written.find("Second"),
+        "{written:?}"
+    );
+    assert_eq!(
+        written.matches("Action: UserEvent\r\n").count(),
+        2,
+        "{written:?}"
+    );
+}
+
+#[test]
+fn a_fleet_closes_when_its_last_handle_and_its_stream_are_gone_and_not_before() {
+    let (_wire, fleet, events, mut driver) = ready_fleet(seeded());
+    let clone = fleet.clone();
+    let watch = fleet.watch();
+    drop(fleet);
+    drop(events);
+    // The driver goes on (spin_fleet checks it is still pending).
+    spin_fleet(&mut driver);
+    assert!(
+        clone.status("pbx").is_some_and(|s| s.is_ready()),
+        "a clone is left"
+    );
+    drop(clone);
+    // Only the watch is left: the fleet closes and its driver ends.
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
+    drop(watch);
+}
+
+#[test]
+fn a_fleet_whose_stream_went_first_closes_when_its_last_handle_goes() {
+    let (_wire, fleet, events, mut driver) = ready_fleet(seeded());
+    drop(events);
+    spin_fleet(&mut driver);
+    assert!(fleet.status("pbx").is_some_and(|s| s.is_ready()));
+    drop(fleet);
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
+}
+
+#[test]
+fn a_fleet_closed_by_its_last_users_going_shuts_its_transports_down() {
+    // As a session closed that way, and as a server removed: the server reads the end of
+    // the stream (TLS: close_notify), not a connection cut off.
+    let (wire, fleet, events, mut driver) = ready_fleet(seeded());
+    assert_eq!(wire.lock().unwrap().closes, 0);
+    drop((fleet, events));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(Pin::new(&mut driver).poll(&mut cx).is_ready());
+    assert_eq!(wire.lock().unwrap().closes, 1);
+}
+
+#[test]
+fn a_read_that_fails_ends_the_connection() {
+    // A reset connection: the core hears of it (Disconnected, then a reconnect) and the
+    // driver lets the broken transport go instead of reading it again.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    rig.wire.lock().unwrap().reset = true;
+    rig.spin();
+    match rig.handle.status().get() {
+        Status::Disconnected { reason, .. } => assert!(
+            matches!(
+                reason,
+                ami_proto::DisconnectReason::TransportError(io::ErrorKind::ConnectionReset)
+            ),
+            "{reason:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(Arc::strong_count(&rig.wire), 2, "the transport was let go");
+}
+
+#[test]
+fn a_fleet_whose_driver_is_gone_refuses_adds_and_sends_as_closed() {
+    use crate::fleet::{AddError, Route, RouteFailed};
+    let (_wire, fleet, _events, driver) = ready_fleet(seeded());
+    drop(driver);
+    let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+    assert!(matches!(
+        fleet.add("other", seeded(), addr),
+        Err(AddError::Closed)
+    ));
+    let sent =
+        futures_lite_block_on(fleet.send(Route::Server("pbx"), ami_proto::Action::new("Ping")));
+    assert!(matches!(sent, Err(RouteFailed::Closed)), "{sent:?}");
+    let all = futures_lite_block_on(fleet.send_all(ami_proto::Action::new("Ping")));
+    assert!(all.is_empty(), "{all:?}");
+}
+
+/// A fleet of two shards, server "a" on one and "b" on the other, both ready; one driver
+/// runs both shards.
+fn two_shard_fleet() -> (
+    crate::fleet::FleetHandle,
+    crate::fleet::FleetEvents,
+    crate::fleet::FleetDriver,
+    [Arc<Mutex<Wire>>; 2],
+) {
+    use ami_proto::fleet::FleetConfig;
+    let (fleet, events, drivers) =
+        crate::fleet::start_sharded::<Scripted>(FleetConfig::default(), 2);
+    let mut driver = crate::fleet::FleetDriver::join(drivers);
+    assert_eq!(fleet.shards(), 2);
+    let a = add_ready_server(&fleet, &mut driver, "a");
+    let b = add_ready_server(&fleet, &mut driver, "b");
+    (fleet, events, driver, [a, b])
+}
+
+/// Sends a Ping by `route`, and lets whichever server it went to leave it unanswered
+/// (`answer` false) or answer it; returns the server it went to, and the pending send.
+fn ping_by(
+    fleet: &crate::fleet::FleetHandle,
+    driver: &mut crate::fleet::FleetDriver,
+    wires: &[Arc<Mutex<Wire>>; 2],
+    route: ami_proto::fleet::Route<'_>,
+    answer: bool,
+) -> String {
+    let before: Vec<usize> = wires
+        .iter()
+        .map(|w| w.lock().unwrap().written.len())
+        .collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut send = Box::pin(fleet.send(route, ami_proto::Action::new("Ping")));
+    assert!(send.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(driver);
+    let took: Vec<usize> = (0..2)
+        .filter(|&i| wires[i].lock().unwrap().written.len() > before[i])
+        .collect();
+    assert_eq!(took.len(), 1, "one server took it");
+    let server = ["a", "b"][took[0]].to_string();
+    if !answer {
+        // Left in flight: the future is forgotten, so the action is not cancelled.
+        std::mem::forget(send);
+        return server;
+    }
+    let wire = &wires[took[0]];
+    let id = last_written_id(wire);
+    wire.lock().unwrap().incoming.extend(pong(&id).bytes());
+    Wire::wake(wire);
+    spin_fleet(driver);
+    match send.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(reply)) => assert_eq!(reply.server.as_str(), server),
+        other => panic!("{other:?}"),
+    }
+    server
+}
+
+#[test]
+fn a_sharded_fleet_routes_by_name_to_the_shard_that_holds_the_server() {
+    use ami_proto::fleet::Route;
+    let (fleet, _events, mut driver, wires) = two_shard_fleet();
+    for name in ["b", "a", "b"] {
+        assert_eq!(
+            ping_by(&fleet, &mut driver, &wires, Route::Server(name), true),
+            name
+        );
+    }
+}
+
+#[test]
+fn a_sharded_fleet_takes_turns_across_its_shards_by_round_robin() {
+    use ami_proto::fleet::{Policy, Route};
+    let (fleet, _events, mut driver, wires) = two_shard_fleet();
+    let went: Vec<String> = (0..4)
+        .map(|_| {
+            ping_by(
+                &fleet,
+                &mut driver,
+                &wires,
+                Route::Any(Policy::RoundRobin),
+                true,
+            )
+        })
+        .collect();
+    assert!(
+        went == ["a", "b", "a", "b"] || went == ["b", "a", "b", "a"],
+        "{went:?}"
+    );
+}
+
+#[test]
+fn a_sharded_fleet_sends_fewest_in_flight_work_to_the_least_loaded_shard() {
+    use ami_proto::fleet::{Policy, Route};
+    let (fleet, _events, mut driver, wires) = two_shard_fleet();
+    let fewest = Route::Any(Policy::FewestInFlight);
+    // Whichever takes the first keeps it in flight: the next two go to the other one,
+    // wherever the rotation points.
+    let busy = ping_by(&fleet, &mut driver, &wires, fewest, false);
+    for _ in 0..2 {
+        assert_ne!(ping_by(&fleet, &mut driver, &wires, fewest, true), busy);
+    }
+}
+
+#[test]
+fn a_sharded_fleets_statuses_stats_and_refusals_add_up_its_shards() {
+    use crate::fleet::RouteFailed;
+    use ami_proto::fleet::{Policy, Route, RouteError};
+    let (fleet, _events, mut driver, wires) = two_shard_fleet();
+    for _ in 0..2 {
+        ping_by(
+            &fleet,
+            &mut driver,
+            &wires,
+            Route::Any(Policy::RoundRobin),
+            true,
+        );
+    }
+    let mut names: Vec<String> = fleet
+        .statuses()
+        .into_iter()
+        .map(|(n, s)| {
+            assert!(s.is_ready(), "{n}: {s:?}");
+            n.as_str().to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(fleet.read_counters().len(), 2);
+    // Both closed (they stay in the fleet): a send by policy finds no server on either
+    // shard, and says so once, with both shards' servers counted.
+    fleet.close_server("a").unwrap();
+    fleet.close_server("b").unwrap();
+    spin_fleet(&mut driver);
+    let refused = futures_lite_block_on(fleet.send(
+        Route::Any(Policy::RoundRobin),
+        ami_proto::Action::new("Ping"),
+    ));
+    match refused {
+        Err(RouteFailed::Route(RouteError::NoServer { servers, ready, .. })) => {
+            assert_eq!((servers, ready), (2, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Both closed (in `by_status`), then both removed (in `removed`).
+    assert_stats_add_up(&fleet);
+    assert!(fleet.remove("a") && fleet.remove("b"));
+    assert_stats_add_up(&fleet);
+    let all = fleet.stats();
+    assert_eq!((all.added, all.removed, all.routed), (2, 2, 2));
+    assert_eq!(all.no_server, 1, "one refusal, though both shards refused");
+}
+
+/// A fleet's stats are its shards' added up.
+fn assert_stats_add_up(fleet: &crate::fleet::FleetHandle) {
+    let per: Vec<_> = fleet
+        .shards
+        .shards
+        .iter()
+        .map(|s| s.lock().fleet.stats())
+        .collect();
+    let all = fleet.stats();
+    let sum = |f: fn(&ami_proto::fleet::FleetStats) -> u64| per.iter().map(f).sum::<u64>();
+    let sum_usize =
+        |f: fn(&ami_proto::fleet::FleetStats) -> usize| per.iter().map(f).sum::<usize>();
+    assert_eq!(all.servers.len(), sum_usize(|s| s.servers.len()));
+    assert_eq!(all.added, sum(|s| s.added));
+    assert_eq!(all.removed, sum(|s| s.removed));
+    assert_eq!(all.routed, sum(|s| s.routed));
+    assert_eq!(all.connects_started, sum(|s| s.connects_started));
+    assert_eq!(all.status_changes, sum(|s| s.status_changes));
+    assert_eq!(
+        all.events_lost_on_removal,
+        sum(|s| s.events_lost_on_removal)
+    );
+    assert_eq!(all.removal_gaps_dropped, sum(|s| s.removal_gaps_dropped));
+    assert_eq!(
+        all.steps_with_deferred_connects,
+        sum(|s| s.steps_with_deferred_connects)
+    );
+    assert_eq!(
+        all.most_connects_in_a_step,
+        sum_usize(|s| s.most_connects_in_a_step)
+    );
+    assert_eq!(all.timer_entries, sum_usize(|s| s.timer_entries));
+    for (i, n) in all.by_status.iter().enumerate() {
+        assert_eq!(*n, per.iter().map(|s| s.by_status[i]).sum::<usize>());
+    }
+}
+
+#[test]
+fn a_driver_polled_again_from_another_task_is_woken_there_by_a_callers_ring() {
+    // The driver's future moved (a `select!`, a join of futures): a caller's new action
+    // must wake the task that polled it last.
+    let mut rig = Rig::new(usize::MAX, 100);
+    rig.log_in();
+    let (first, first_wakes) = counting_waker();
+    let (second, second_wakes) = counting_waker();
+    assert!(Pin::new(&mut rig.driver)
+        .poll(&mut Context::from_waker(&first))
+        .is_pending());
+    assert!(Pin::new(&mut rig.driver)
+        .poll(&mut Context::from_waker(&second))
+        .is_pending());
+    let handle = rig.handle.clone();
+    let mut ping = Box::pin(handle.send(ami_proto::Action::new("Ping")));
+    assert!(ping
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending());
+    assert_eq!(second_wakes(), 1, "the task that polled last is woken");
+    assert_eq!(first_wakes(), 0);
+}
+
+#[test]
+fn a_due_action_withdrawn_from_a_waiting_copy_is_not_written_when_a_longer_one_follows() {
+    // The copy held the due Ping; the core withdrew it and now lends a longer action: the
+    // copy is taken afresh, not kept as if its bytes still began what the core lends.
+    use ami_proto::{Action, SendOptions};
+    use std::time::Duration;
+    let mut rig = Rig::new(usize::MAX, 64);
+    rig.log_in();
+    rig.wire.lock().unwrap().budget = 0;
+    let before = rig.written().len();
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(handle.send_with(
+        Action::new("Ping"),
+        SendOptions::timeout(Duration::from_millis(20)),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    let id = last_id(&rig);
+    rig.spin();
+    AHEAD.with(|a| a.set(Duration::from_secs(1)));
+    let long = Action::new("UserEvent").field("UserEvent", "L".repeat(200));
+    let mut long = Box::pin(handle.send(long));
+    assert!(long.as_mut().poll(&mut cx).is_pending());
+    rig.wire.lock().unwrap().budget = usize::MAX;
+    rig.spin();
+    AHEAD.with(|a| a.set(Duration::ZERO));
+    let written = rig.written()[before..].to_string();
+    assert!(
+        !written.contains(&id),
+        "written after its deadline: {written}"
+    );
+    assert!(
+        written.starts_with("Action: UserEvent\r\n") && written.contains(&"L".repeat(200)),
+        "{written:?}"
+    );
+}
+
+/// `n` events on `wire`, for the fleet's driver to read.
+fn fleet_events_on(wire: &Mutex<Wire>, n: usize) {
+    let mut text = String::new();
+    for i in 0..n {
+        text += &format!("Event: UserEvent\r\nUserEvent: T\r\nSeq: {i}\r\n\r\n");
+    }
+    wire.lock().unwrap().incoming.extend(text.bytes());
+    Wire::wake(wire);
+}
+
+#[test]
+fn a_sharded_fleets_stream_takes_from_every_shard_in_turn() {
+    let (fleet, mut events, mut driver, [a, b]) = two_shard_fleet();
+    while events.try_recv().is_some() {}
+    // Only the second shard's server has events: the stream finds them there.
+    fleet_events_on(&b, 3);
+    spin_fleet(&mut driver);
+    let first = events.try_recv().expect("b's events reach the stream");
+    assert_eq!(first.server.as_str(), "b");
+    while events.try_recv().is_some() {}
+    // Both have more than a batch: the shards take turns, batch by batch.
+    fleet_events_on(&a, 2000);
+    fleet_events_on(&b, 2000);
+    spin_fleet(&mut driver);
+    let mut turns: Vec<String> = Vec::new();
+    for item in std::iter::from_fn(|| events.try_recv()).take(3000) {
+        if turns.last().map(String::as_str) != Some(item.server.as_str()) {
+            turns.push(item.server.as_str().to_string());
+        }
+    }
+    assert!(turns.len() >= 3, "{turns:?}");
+    let shown = format!("{fleet:?} {events:?}");
+    assert!(
+        shown.contains("FleetHandle")
+            && shown.contains("servers: 2")
+            && shown.contains("FleetEvents"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_fleet_stream_gives_its_thread_back_before_each_new_batch() {
+    // A consumer that always finds items would never let the drivers on its thread read:
+    // the stream yields once (waking itself) before it takes a batch.
+    let (wire, _fleet, mut events, mut driver) = ready_fleet(seeded());
+    while events.try_recv().is_some() {}
+    fleet_events_on(&wire, 3);
+    spin_fleet(&mut driver);
+    let (waker, wakes) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    assert!(events.poll_recv(&mut cx).is_pending(), "a yield first");
+    assert_eq!(wakes(), 1, "and a wake to come back at once");
+    for _ in 0..3 {
+        assert!(matches!(events.poll_recv(&mut cx), Poll::Ready(Some(_))));
+    }
+}
+
+#[test]
+fn a_removed_fleet_server_leaves_no_endpoint_or_read_counters_behind() {
+    // Servers added and removed again and again must not grow the shard's maps.
+    let (_wire, fleet, _events, mut driver) = ready_fleet(seeded());
+    assert_eq!(fleet.read_counters().len(), 1);
+    assert!(fleet.remove("pbx"));
+    spin_fleet(&mut driver);
+    let shard = fleet.shards.shards[0].lock();
+    assert!(shard.endpoints.is_empty());
+    assert!(shard.reads.is_empty());
+}
+
+#[test]
+fn a_fleet_stream_waiting_for_events_is_woken_when_some_arrive() {
+    let (wire, _fleet, mut events, mut driver) = ready_fleet(seeded());
+    while events.try_recv().is_some() {}
+    let (waker, wakes) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    // The first poll yields (waking itself), the next one waits.
+    assert!(events.poll_recv(&mut cx).is_pending());
+    assert!(events.poll_recv(&mut cx).is_pending());
+    let before = wakes();
+    fleet_events_on(&wire, 1);
+    spin_fleet(&mut driver);
+    assert!(wakes() > before, "the waiting reader is woken");
+    assert!(matches!(events.poll_recv(&mut cx), Poll::Ready(Some(_))));
 }

@@ -287,6 +287,13 @@ impl<R: Runtime> Pumping for Pump<R> {
             let (deadline, version, opens, takes) = {
                 let mut shared = self.inner.lock();
                 if shared.closed && shared.conns.is_empty() {
+                    drop(shared);
+                    // Closed at once (`close`, or the last user gone): the transports still
+                    // held are shut down, as a removed server's is, so that each server reads
+                    // the end of the stream (TLS: close_notify), not a connection cut off.
+                    for (_, conn) in self.conns.drain() {
+                        target::shut_down(conn.link);
+                    }
                     return Poll::Ready(());
                 }
                 shared.timer_waker = Some(cx.waker().clone());

@@ -260,4 +260,130 @@ mod tests {
         let newest = StatusWatch::new(shards.clone()).next;
         assert!(lock(&shards.log.state).first < newest);
     }
+
+    #[test]
+    fn the_status_log_keeps_at_most_its_count_and_what_fits_its_bytes_refusal_text_included() {
+        let server = ServerName::new("pbx").unwrap();
+        let mut io = Io::default();
+        // The count cap: the oldest go, each counted.
+        let log = StatusLog::new(1);
+        let small = ServerStatus::Ready {
+            ami_version: "1".to_string(),
+        };
+        for _ in 0..STATUS_LOG_CAP + 100 {
+            log.push(server.clone(), small.clone(), &mut io);
+        }
+        {
+            let s = lock(&log.state);
+            assert_eq!(s.changes.len(), STATUS_LOG_CAP);
+            assert_eq!(s.first, 100);
+        }
+        // The byte cap, a Login refusal's `Message` counted: changes of exactly 64 KiB each,
+        // sixteen of which fill the 1 MiB.
+        let log = StatusLog::new(1);
+        let each = 64 << 10;
+        let fixed = std::mem::size_of::<(ServerName, ServerStatus)>() + "pbx".len();
+        let refused = ServerStatus::Closed {
+            reason: ami_proto::DisconnectReason::LoginRejected {
+                message: "x".repeat(each - fixed),
+            },
+        };
+        assert_eq!(cost(&server, &refused), each);
+        for _ in 0..40 {
+            log.push(server.clone(), refused.clone(), &mut io);
+        }
+        let s = lock(&log.state);
+        assert_eq!(s.changes.len(), STATUS_LOG_BYTES / each);
+        assert_eq!(s.first, 40 - (STATUS_LOG_BYTES / each) as u64);
+        assert_eq!(
+            s.bytes,
+            s.changes.iter().map(|(n, st)| cost(n, st)).sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn a_fleet_status_watch_given_up_while_waiting_leaves_no_waker_behind() {
+        // `timeout(d, watch.changed())` in a loop, each time on a new watch: each must take
+        // its waker with it, or the log keeps one per try until the next change.
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        for _ in 0..3 {
+            let mut watch = StatusWatch::new(shards.clone());
+            {
+                let mut next = pin!(watch.changed());
+                assert!(next
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending());
+            }
+            assert!(format!("{watch:?}").contains("StatusWatch"));
+            drop(watch);
+        }
+        assert!(lock(&shards.log.state).wakers.is_empty());
+    }
+
+    #[test]
+    fn news_for_a_ready_waiter_is_each_change_once_and_a_shard_ending_once() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        let server = ServerName::new("pbx").unwrap();
+        let status = ServerStatus::Ready {
+            ami_version: "1".to_string(),
+        };
+        let mut io = Io::default();
+        // A log that has dropped its oldest: its changes are numbered from past zero.
+        for _ in 0..STATUS_LOG_CAP + 10 {
+            shards.log.push(server.clone(), status.clone(), &mut io);
+        }
+        let mut watch = StatusWatch::new(shards.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(watch.poll_news(&mut cx), Poll::Pending, "nothing new yet");
+        shards.log.push(server.clone(), status, &mut io);
+        assert_eq!(watch.poll_news(&mut cx), Poll::Ready(true));
+        assert_eq!(watch.poll_news(&mut cx), Poll::Pending, "told once");
+        // The only shard will log nothing more, with no status change saying so.
+        shards.log.shard_over(&mut io);
+        assert_eq!(watch.poll_news(&mut cx), Poll::Ready(true));
+        assert_eq!(
+            watch.poll_news(&mut cx),
+            Poll::Ready(false),
+            "nothing can follow"
+        );
+    }
+
+    #[test]
+    fn a_watch_on_a_log_past_its_cap_gets_the_right_change_and_the_right_count_missed() {
+        let shards = Arc::new(Shards::new(FleetConfig::default(), 1, Instant::now));
+        shards.join();
+        let server = ServerName::new("pbx").unwrap();
+        let mut io = Io::default();
+        let push = |version: &str, io: &mut Io| {
+            let status = ServerStatus::Ready {
+                ami_version: version.to_string(),
+            };
+            shards.log.push(server.clone(), status, io);
+        };
+        for _ in 0..STATUS_LOG_CAP + 10 {
+            push("old", &mut io);
+        }
+        let mut watch = StatusWatch::new(shards.clone());
+        let mut behind = StatusWatch::new(shards.clone());
+        let made_at = behind.next;
+        push("new", &mut io);
+        match at_once(watch.changed()) {
+            Some(StatusChange::Changed { status, .. }) => assert_eq!(
+                status,
+                ServerStatus::Ready {
+                    ami_version: "new".to_string()
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        for _ in 0..STATUS_LOG_CAP + 5 {
+            push("later", &mut io);
+        }
+        let first = lock(&shards.log.state).first;
+        match at_once(behind.changed()) {
+            Some(StatusChange::Lagged(n)) => assert_eq!(n, first - made_at),
+            other => panic!("{other:?}"),
+        }
+    }
 }
