@@ -2323,6 +2323,103 @@ fn a_lone_action_due_before_the_drivers_timer_wakes_the_driver_to_arm_it_earlier
 }
 
 #[test]
+fn a_fleet_action_due_before_the_drivers_armed_timer_times_out_at_its_own_deadline() {
+    // The fleet's driver arms its timer again only when the shared timer version moves: an
+    // action due before the deadline the timer is armed for (the heartbeat's) must move
+    // it, or the action would time out only when that later timer fires. Nothing else
+    // wakes the driver here (the socket stays quiet), so only the timer can time it out.
+    use ami_proto::fleet::Route;
+    use ami_proto::{Action, ActionError, SendOptions};
+    use std::time::Duration;
+    advance_to(0);
+    let (wire, fleet, _events, mut driver) = logging_in_fleet_on::<Clocked>(seeded());
+    answer_login(&wire, &mut driver);
+    assert!(fleet.status("pbx").is_some_and(|s| s.is_ready()));
+    let timeout = Duration::from_secs(1);
+    let armed = fleet.shards.shards[0].lock().deadline;
+    let due = Clocked::now() + timeout;
+    assert!(
+        armed.is_some_and(|at| at > due + timeout),
+        "the driver's timer is armed well after the action's deadline: {armed:?}"
+    );
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(fleet.send_with(
+        Route::Server("pbx"),
+        Action::new("Ping"),
+        SendOptions::timeout(timeout),
+    ));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    spin_fleet(&mut driver);
+    let written = String::from_utf8_lossy(&wire.lock().unwrap().written).into_owned();
+    assert!(
+        written.contains("Action: Ping\r\n"),
+        "the Ping written: {written}"
+    );
+    advance_to(999);
+    spin_fleet(&mut driver);
+    assert!(
+        ping.as_mut().poll(&mut cx).is_pending(),
+        "not timed out before its deadline"
+    );
+    advance_to(1000);
+    spin_fleet(&mut driver);
+    let outcome = ping.as_mut().poll(&mut cx);
+    advance_to(0);
+    assert!(
+        matches!(&outcome, Poll::Ready(Ok(reply)) if matches!(
+            reply.result,
+            Err(crate::AmiError::Action(ActionError::TimedOut { .. }))
+        )),
+        "at its own deadline: {outcome:?}"
+    );
+}
+
+#[test]
+fn a_session_action_due_before_the_drivers_armed_timer_times_out_at_its_own_deadline() {
+    // The session driver's sibling of the fleet test above: its timer, armed for the
+    // heartbeat, is armed earlier for an action due first. The socket stays quiet, so only
+    // the timer can time the action out.
+    use ami_proto::{Action, ActionError, SendOptions};
+    use std::time::Duration;
+    advance_to(0);
+    let mut rig = clocked_rig();
+    rig.log_in();
+    let timeout = Duration::from_secs(1);
+    let armed = rig.handle.inner.lock().driver_timer;
+    let due = Clocked::now() + timeout;
+    assert!(
+        armed.is_some_and(|at| at > due + timeout),
+        "the driver's timer is armed well after the action's deadline: {armed:?}"
+    );
+    let handle = rig.handle.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut ping = Box::pin(handle.send_with(Action::new("Ping"), SendOptions::timeout(timeout)));
+    assert!(ping.as_mut().poll(&mut cx).is_pending());
+    rig.spin();
+    assert!(
+        rig.written().contains("Action: Ping\r\n"),
+        "the Ping written"
+    );
+    advance_to(999);
+    rig.spin();
+    assert!(
+        ping.as_mut().poll(&mut cx).is_pending(),
+        "not timed out before its deadline"
+    );
+    advance_to(1000);
+    rig.spin();
+    let outcome = ping.as_mut().poll(&mut cx);
+    advance_to(0);
+    assert!(
+        matches!(
+            outcome,
+            Poll::Ready(Err(crate::AmiError::Action(ActionError::TimedOut { .. })))
+        ),
+        "at its own deadline: {outcome:?}"
+    );
+}
+
+#[test]
 fn a_direct_writer_that_takes_nothing_leaves_the_bytes_to_the_driver() {
     // `Ok(0)` from a direct write must not be taken as progress: the caller would spin under
     // the core lock for ever.
