@@ -1932,6 +1932,16 @@ fn add_ready_server(
     driver: &mut crate::fleet::FleetDriver,
     name: &str,
 ) -> Arc<Mutex<Wire>> {
+    add_ready_server_with(fleet, driver, name, seeded())
+}
+
+/// As `add_ready_server`, with the server's own `config`.
+fn add_ready_server_with(
+    fleet: &crate::fleet::FleetHandle,
+    driver: &mut crate::fleet::FleetDriver,
+    name: &str,
+    config: ClientConfig,
+) -> Arc<Mutex<Wire>> {
     let wire = Arc::new(Mutex::new(Wire {
         budget: usize::MAX,
         ..Wire::default()
@@ -1939,7 +1949,7 @@ fn add_ready_server(
     wire.lock().unwrap().incoming.extend(BANNER.bytes());
     WIRE.with(|w| *w.borrow_mut() = Some(wire.clone()));
     let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
-    fleet.add(name, seeded(), addr).unwrap();
+    fleet.add(name, config, addr).unwrap();
     spin_fleet(driver);
     answer_login(&wire, driver);
     assert!(fleet.status(name).is_some_and(|s| s.is_ready()), "{name}");
@@ -2943,6 +2953,190 @@ fn a_sharded_fleets_statuses_stats_and_refusals_add_up_its_shards() {
     let all = fleet.stats();
     assert_eq!((all.added, all.removed, all.routed), (2, 2, 2));
     assert_eq!(all.no_server, 1, "one refusal, though both shards refused");
+}
+
+#[test]
+fn a_sharded_fleets_refusal_counts_the_ready_but_full_servers_of_every_shard() {
+    // Each server holds one action at most: one unanswered Ping each fills both, and a
+    // send by policy then finds them ready and full on both shards.
+    use crate::fleet::RouteFailed;
+    use ami_proto::fleet::{FleetConfig, Policy, Route, RouteError};
+    let (fleet, _events, drivers) =
+        crate::fleet::start_sharded::<Scripted>(FleetConfig::default(), 2);
+    let mut driver = crate::fleet::FleetDriver::join(drivers);
+    let one = || {
+        ClientConfig::builder("admin", "amp111")
+            .seed(7)
+            .pipeline_depth(1)
+            .max_queued_actions(1)
+            .max_pending_actions(1)
+            .build()
+            .unwrap()
+    };
+    let wires = [
+        add_ready_server_with(&fleet, &mut driver, "a", one()),
+        add_ready_server_with(&fleet, &mut driver, "b", one()),
+    ];
+    let mut busy: Vec<String> = (0..2)
+        .map(|_| {
+            ping_by(
+                &fleet,
+                &mut driver,
+                &wires,
+                Route::Any(Policy::RoundRobin),
+                false,
+            )
+        })
+        .collect();
+    busy.sort();
+    assert_eq!(busy, ["a", "b"]);
+    let refused = futures_lite_block_on(fleet.send(
+        Route::Any(Policy::RoundRobin),
+        ami_proto::Action::new("Ping"),
+    ));
+    match refused {
+        Err(RouteFailed::Route(RouteError::NoServer {
+            servers,
+            ready,
+            full,
+        })) => assert_eq!((servers, ready, full), (2, 2, 2)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_sharded_fleets_stats_add_up_counters_that_moved_on_every_shard() {
+    // The counters `a_sharded_fleets_statuses_stats_and_refusals_add_up_its_shards` leaves
+    // at zero, moved on both shards, so a wrong sum shows.
+    use ami_proto::fleet::FleetConfig;
+    let (fleet, _events, mut driver, [a, b]) = two_shard_fleet();
+    // Events read from the wires but never taken by the stream: lost when their servers go.
+    fleet_events_on(&a, 3);
+    fleet_events_on(&b, 4);
+    spin_fleet(&mut driver);
+    let per = |fleet: &crate::fleet::FleetHandle| -> Vec<_> {
+        fleet
+            .shards
+            .shards
+            .iter()
+            .map(|s| s.lock().fleet.stats())
+            .collect()
+    };
+    assert!(
+        per(&fleet).iter().all(|s| s.timer_entries > 0),
+        "ready servers' timers"
+    );
+    assert_stats_add_up(&fleet);
+    assert!(fleet.remove("a") && fleet.remove("b"));
+    spin_fleet(&mut driver);
+    let lost: Vec<u64> = per(&fleet)
+        .iter()
+        .map(|s| s.events_lost_on_removal)
+        .collect();
+    assert!(lost.iter().all(|&n| n > 0), "{lost:?}");
+    assert_stats_add_up(&fleet);
+    // One connect per step on each shard, two servers added on each at once: each shard
+    // ends a step with a connect deferred.
+    let mut config = FleetConfig::default();
+    config.budget.connects_per_step = 2;
+    let (paced, _events, drivers) = crate::fleet::start_sharded::<Scripted>(config, 2);
+    let mut driver = crate::fleet::FleetDriver::join(drivers);
+    let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+    for name in ["a", "b", "c", "d"] {
+        paced.add(name, seeded(), addr).unwrap();
+    }
+    spin_fleet(&mut driver);
+    // The next step of each shard (the scripted timer never fires) finds one deferred.
+    for shard in &paced.shards.shards {
+        shard.lock().fleet.handle_timeout(Instant::now());
+    }
+    let deferred: Vec<u64> = per(&paced)
+        .iter()
+        .map(|s| s.steps_with_deferred_connects)
+        .collect();
+    assert!(deferred.iter().all(|&n| n > 0), "{deferred:?}");
+    assert_stats_add_up(&paced);
+    // Servers removed with a marked action the close ended, a pair (one on each shard) at
+    // a time, the stream never read: past `MAX_REMOVAL_GAPS` marks waiting, each shard
+    // drops the next ones.
+    let (fleet, _events, _drivers) =
+        crate::fleet::start_sharded::<Scripted>(FleetConfig::default(), 2);
+    let marked = ami_proto::SendOptions::default().with_mark(1);
+    for k in 0..=ami_proto::fleet::MAX_REMOVAL_GAPS {
+        let pair = [format!("x{k}"), format!("y{k}")];
+        for name in &pair {
+            fleet.add(name, seeded(), addr).unwrap();
+        }
+        for (shard, name) in fleet.shards.shards.iter().zip(&pair) {
+            let mut s = shard.lock();
+            let route = ami_proto::fleet::Route::Server(name);
+            let ping = ami_proto::Action::new("Ping");
+            assert!(s
+                .fleet
+                .send_with(Instant::now(), route, ping, marked)
+                .is_ok());
+        }
+        for name in &pair {
+            assert!(fleet.remove(name));
+        }
+    }
+    let dropped: Vec<u64> = per(&fleet).iter().map(|s| s.removal_gaps_dropped).collect();
+    assert!(dropped.iter().all(|&n| n > 0), "{dropped:?}");
+    assert_stats_add_up(&fleet);
+}
+
+#[test]
+fn a_sharded_fleets_stream_takes_the_shard_after_the_last_one_read_when_one_between_is_empty() {
+    // Three shards, "a", "b", "c" in turn. After a batch from the first, the second is
+    // empty: the stream goes on to the third, not back to the first.
+    use ami_proto::fleet::FleetConfig;
+    let (fleet, mut events, drivers) =
+        crate::fleet::start_sharded::<Scripted>(FleetConfig::default(), 3);
+    let mut driver = crate::fleet::FleetDriver::join(drivers);
+    let [a, _b, c] = ["a", "b", "c"].map(|n| add_ready_server(&fleet, &mut driver, n));
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        assert!(fleet.shards.shards[i].lock().fleet.status(name).is_some());
+    }
+    while events.try_recv().is_some() {}
+    fleet_events_on(&a, 1);
+    spin_fleet(&mut driver);
+    let item = events.try_recv().expect("a's event");
+    assert_eq!(item.server.as_str(), "a");
+    while events.try_recv().is_some() {}
+    fleet_events_on(&a, 1);
+    fleet_events_on(&c, 1);
+    spin_fleet(&mut driver);
+    let item = events.try_recv().expect("an event");
+    assert_eq!(
+        item.server.as_str(),
+        "c",
+        "the shard after b's, in rotation"
+    );
+}
+
+#[test]
+fn a_name_added_again_goes_back_to_the_shard_where_its_removed_servers_items_wait() {
+    // "a"'s events wait unread on the first shard when it is removed; that shard then holds
+    // more servers than the second, yet "a" added again goes there, so its new items
+    // cannot pass its old ones.
+    let (fleet, _events, mut driver, [a, _b]) = two_shard_fleet();
+    fleet_events_on(&a, 3);
+    spin_fleet(&mut driver);
+    assert!(fleet.remove("a"));
+    spin_fleet(&mut driver);
+    assert!(fleet.shards.shards[0].lock().fleet.holds_removed("a"));
+    let addr: SocketAddr = "127.0.0.1:5038".parse().unwrap();
+    for name in ["c", "d"] {
+        fleet.add(name, seeded(), addr).unwrap();
+    }
+    let on = |name: &str| -> Vec<usize> {
+        (0..2)
+            .filter(|&i| fleet.shards.shards[i].lock().fleet.status(name).is_some())
+            .collect()
+    };
+    assert_eq!((on("c"), on("d")), (vec![0], vec![0]), "the emptier shard");
+    fleet.add("a", seeded(), addr).unwrap();
+    assert_eq!(on("a"), [0], "back on its old shard, the fuller one");
 }
 
 /// A fleet's stats are its shards' added up.
