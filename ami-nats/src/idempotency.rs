@@ -833,6 +833,11 @@ impl Keys {
     /// Stores `reply` in place of `claim`, trying a few times after the requester was
     /// answered. When it cannot, the key keeps its pending value until the window ends:
     /// still one run per key, a retry is answered `duplicate` without the original.
+    ///
+    /// Each try reads the key first and writes only while it holds a pending value (or
+    /// nothing): a write that failed may have landed all the same (NATS slow, its answer
+    /// lost), and a final value found there (this reply, or a late answer that has since
+    /// replaced its `timed_out`, see the `late` module) is never overwritten.
     pub(crate) async fn store(&self, mut claim: Claim, reply: Bytes) {
         let mut pause = FOLLOW_UP_PAUSE;
         let mut last = String::new();
@@ -840,6 +845,26 @@ impl Keys {
             if attempt > 0 {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(FOLLOW_UP_MAX_PAUSE);
+            }
+            match self.kv.entry(claim.key.as_str()).await {
+                Ok(Some(e)) if e.operation == Operation::Put && !is_pending(&e.value) => {
+                    if e.value != reply {
+                        log::info!(
+                            "idempotency key {}: holds a final value written since its result's first store failed (a late answer, say); kept",
+                            claim.key
+                        );
+                    }
+                    return;
+                }
+                // Pending, or nothing there: written below.
+                Ok(_) => {}
+                // What the key holds is not known (NATS slow or down): not written blind,
+                // tried again at the next attempt. A write now could land after a final
+                // value written meanwhile, as a read that waits its timeout lets happen.
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
             }
             match self.store_once(&mut claim, &reply).await {
                 Ok(()) => return,

@@ -380,3 +380,51 @@ fn actions_still_run_while_the_publisher_is_held_at_its_backlog_cap() {
     }
     bridge.shutdown();
 }
+
+/// A reply whose first store at its key failed is stored again after its requester was
+/// answered (a few tries over some seconds), but a try never overwrites a final value
+/// written at the key meanwhile: on a slow NATS the first write may have landed though
+/// NATS did not say so, and a late answer may since have replaced that `timed_out` reply
+/// (counted `stored`). Here the first store fails because the bucket is gone; the test
+/// makes it again and writes a final value there before the bridge's next try.
+#[test]
+fn a_store_tried_again_never_overwrites_a_final_value_written_at_the_key_meanwhile() {
+    let Some(nats) = Nats::start() else { return };
+    let url = nats.url();
+    let (_a, bridge) = slow_pings(&nats, Duration::from_millis(600), |c| c);
+    let asked = request_in_background(
+        url.clone(),
+        None,
+        "ami.pbx1.action",
+        ping("kept", 5000),
+        Duration::from_secs(15),
+    );
+    wait_for(Duration::from_secs(5), "the key claimed", || {
+        stored_claim_text(&url, "kept").is_some_and(|v| v.contains("pending"))
+    });
+    let js = || async { async_nats::jetstream::new(async_nats::connect(&url).await.unwrap()) };
+    let config = block(async {
+        let js = js().await;
+        let mut stream = js.get_stream("KV_ami_idempotency").await.unwrap();
+        let config = stream.info().await.unwrap().config.clone();
+        js.delete_stream("KV_ami_idempotency").await.unwrap();
+        config
+    });
+    let reply = asked.join().unwrap().expect("answered");
+    assert_eq!(reply["outcome"], "success", "{reply}");
+    // The bucket again, and a final value at the key before the bridge's next try (its
+    // first follows the reply at once and finds no bucket; the next is 250 ms later).
+    let last = r#"{"type":"outcome","outcome":"success","server":"pbx1","late":true}"#;
+    block(async {
+        js().await.create_stream(config).await.unwrap();
+        idempotency_kv(&url)
+            .await
+            .put("kept", last.into())
+            .await
+            .unwrap();
+    });
+    // Past every try (250 ms, then doubling: 0.75, 1.75, 3.75 s after the first).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(stored_claim_text(&url, "kept").as_deref(), Some(last));
+    bridge.shutdown();
+}
