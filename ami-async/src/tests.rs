@@ -229,6 +229,20 @@ impl Rig {
         )
     }
 
+    /// A logged-in client whose transport takes every byte and offers a direct writer.
+    fn direct() -> Rig {
+        let mut rig = Rig::with_wire(
+            Wire {
+                budget: usize::MAX,
+                direct: true,
+                ..Wire::default()
+            },
+            1024,
+        );
+        rig.log_in();
+        rig
+    }
+
     fn with_wire(wire: Wire, cap: usize) -> Rig {
         let config = ClientConfig::builder("admin", "amp111")
             .seed(7)
@@ -898,15 +912,7 @@ fn callers_woken_together_get_their_next_actions_into_one_write() {
 /// and the bytes in order).
 #[test]
 fn a_lone_action_is_written_by_its_caller_and_busier_ones_by_the_driver() {
-    let mut rig = Rig::with_wire(
-        Wire {
-            budget: usize::MAX,
-            direct: true,
-            ..Wire::default()
-        },
-        1024,
-    );
-    rig.log_in();
+    let mut rig = Rig::direct();
     let _ = rig.events.inner.bell.rung_for_test();
     let mut cx = Context::from_waker(Waker::noop());
     let handle = rig.handle.clone();
@@ -2293,15 +2299,7 @@ fn a_lone_action_due_before_the_drivers_timer_wakes_the_driver_to_arm_it_earlier
     // timer does.
     use ami_proto::{Action, SendOptions};
     use std::time::Duration;
-    let mut rig = Rig::with_wire(
-        Wire {
-            budget: usize::MAX,
-            direct: true,
-            ..Wire::default()
-        },
-        1024,
-    );
-    rig.log_in();
+    let mut rig = Rig::direct();
     let timer = rig.handle.inner.lock().driver_timer.expect("armed");
     rig.events.inner.bell.clear();
     let handle = rig.handle.clone();
@@ -2592,15 +2590,7 @@ fn a_session_driver_reading_while_its_copy_waits_copies_each_lent_byte_once() {
 fn a_lost_connection_is_let_go_by_the_callers_direct_writer_too() {
     // The direct writer shares the stream: kept after the link went, it would hold the
     // server's closed connection open through the reconnect backoff.
-    let mut rig = Rig::with_wire(
-        Wire {
-            budget: usize::MAX,
-            direct: true,
-            ..Wire::default()
-        },
-        1024,
-    );
-    rig.log_in();
+    let mut rig = Rig::direct();
     assert!(rig.handle.inner.lock().direct.is_some());
     // The test's two references, the link's and the direct writer's.
     assert_eq!(Arc::strong_count(&rig.wire), 4);
@@ -2665,15 +2655,7 @@ fn a_caller_never_writes_while_the_driver_holds_unwritten_bytes() {
     // The driver's copy holds the rest of an action it began to write (its caller gave up,
     // so no action is in flight): a new action's bytes must follow those, not cut into them.
     use ami_proto::Action;
-    let mut rig = Rig::with_wire(
-        Wire {
-            budget: usize::MAX,
-            direct: true,
-            ..Wire::default()
-        },
-        1024,
-    );
-    rig.log_in();
+    let mut rig = Rig::direct();
     let before = rig.written().len();
     let direct_before = rig.wire.lock().unwrap().direct_writes;
     rig.wire.lock().unwrap().budget = 10;
